@@ -1,0 +1,738 @@
+//! [`Connection`]: one secure channel over one byte stream, client or server role.
+
+use std::collections::{BTreeSet, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use k256::NonZeroScalar;
+use rand_core::CryptoRng;
+use zeroize::Zeroizing;
+
+use super::Event;
+use crate::Error;
+use crate::secure::keys::{self, Secret, Transcript};
+use crate::secure::{RecordKeys, ServerIdentity, ServerKey};
+use crate::wire::{
+    self, CONTENT_APP, CONTENT_CLIENT_FINISHED, CONTENT_CLOSE, CONTENT_KEY_UPDATE,
+    CONTENT_SERVER_AUTH, ClientFinished, ClientHello, Close, CloseCode, Deframer, IV_LEN,
+    MAX_FRAME_BODY, MAX_PAYLOAD, PROTOCOL_VERSION, Request, Response, ServerAuth, ServerHello,
+    TYPE_CLIENT_HELLO, TYPE_REFUSE, TYPE_SERVER_HELLO,
+};
+
+/// Tunables of a connection. The defaults suit production; tests shrink them.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The handshake must complete within this time of the connection's creation.
+    pub handshake_timeout: Duration,
+    /// After the handshake, the connection fails if nothing is received for this long.
+    pub idle_timeout: Duration,
+    /// A sender switches to fresh keys (KeyUpdate) after sealing this many records.
+    pub rekey_after: u64,
+    /// Server only: most requests awaiting a response at once.
+    pub max_outstanding: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            handshake_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(300),
+            rekey_after: 1 << 24,
+            max_outstanding: 256,
+        }
+    }
+}
+
+/// Which end of the channel a connection is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Connects, verifies the server, sends requests.
+    Client,
+    /// Accepts, proves its identity, answers requests.
+    Server,
+}
+
+enum State {
+    /// Client: ClientHello sent, waiting for ServerHello.
+    ClientWaitHello { ephemeral: NonZeroScalar },
+    /// Client: waiting for ServerAuth under the server handshake keys.
+    ClientWaitAuth { hs: Handshake },
+    /// Client: ServerAuth verified; waiting for the driver to accept the key.
+    ClientWaitTrust { hs: Handshake },
+    /// Server: waiting for ClientHello.
+    ServerWaitHello,
+    /// Server: ServerAuth sent, waiting for ClientFinished.
+    ServerWaitFinished { hs: Handshake },
+    /// Keys established; application data flows.
+    Connected,
+    /// Closed (orderly or after a fatal error): nothing more is accepted or produced.
+    Closed,
+}
+
+impl State {
+    fn name(&self) -> &'static str {
+        match self {
+            State::ClientWaitHello { .. } => "waiting for ServerHello",
+            State::ClientWaitAuth { .. } => "waiting for ServerAuth",
+            State::ClientWaitTrust { .. } => "waiting for the server key decision",
+            State::ServerWaitHello => "waiting for ClientHello",
+            State::ServerWaitFinished { .. } => "waiting for ClientFinished",
+            State::Connected => "connected",
+            State::Closed => "closed",
+        }
+    }
+}
+
+/// Handshake secrets kept between messages.
+struct Handshake {
+    transcript: Transcript,
+    prk: Secret,
+    client_hs: Secret,
+    /// Transcript hash after ClientHello and ServerHello.
+    th1: [u8; 32],
+}
+
+/// A sans-IO secure connection. Feed it bytes and time; drain bytes, events and a timeout.
+///
+/// After *every* call that takes input (`handle_input`, `handle_timeout`, `handle_eof`) or an
+/// application call, the driver must drain `poll_transmit`, `poll_event` until `None`, and
+/// re-read `poll_timeout`.
+pub struct Connection {
+    role: Role,
+    config: Config,
+    state: State,
+    rng: Box<dyn CryptoRng + Send>,
+    identity: Option<Arc<ServerIdentity>>,
+    server_key: Option<ServerKey>,
+    session_id: Option<[u8; 32]>,
+    send: Option<RecordKeys>,
+    recv: Option<RecordKeys>,
+    deframer: Deframer,
+    scratch: Vec<u8>,
+    out: Vec<u8>,
+    events: VecDeque<Event>,
+    handshake_deadline: Instant,
+    last_received: Instant,
+    outstanding: BTreeSet<u32>,
+    next_id: u32,
+    /// Client only: its ClientHello body, the start of the transcript.
+    client_hello: Vec<u8>,
+}
+
+impl Connection {
+    /// A client connection; the ClientHello is ready in `poll_transmit` at once.
+    pub fn client(config: Config, mut rng: Box<dyn CryptoRng + Send>, now: Instant) -> Self {
+        let mut random = [0u8; 32];
+        rng.fill_bytes(&mut random);
+        let ephemeral = keys::random_scalar(&mut *rng);
+        let hello = ClientHello {
+            version: PROTOCOL_VERSION,
+            random,
+            ephemeral: keys::public_point(&ephemeral),
+        };
+        let mut body = Vec::with_capacity(ClientHello::LEN);
+        hello.encode(&mut body);
+        let mut conn = Self::new(
+            Role::Client,
+            config,
+            rng,
+            None,
+            now,
+            State::ClientWaitHello { ephemeral },
+        );
+        wire::frame::put_frame(&mut conn.out, &body);
+        conn.client_hello = body;
+        conn
+    }
+
+    /// A server connection proving `identity`.
+    pub fn server(
+        config: Config,
+        identity: Arc<ServerIdentity>,
+        rng: Box<dyn CryptoRng + Send>,
+        now: Instant,
+    ) -> Self {
+        let key = identity.public_key();
+        let mut conn = Self::new(
+            Role::Server,
+            config,
+            rng,
+            Some(identity),
+            now,
+            State::ServerWaitHello,
+        );
+        conn.server_key = Some(key);
+        conn
+    }
+
+    fn new(
+        role: Role,
+        config: Config,
+        rng: Box<dyn CryptoRng + Send>,
+        identity: Option<Arc<ServerIdentity>>,
+        now: Instant,
+        state: State,
+    ) -> Self {
+        Connection {
+            role,
+            handshake_deadline: now + config.handshake_timeout,
+            config,
+            state,
+            rng,
+            identity,
+            server_key: None,
+            session_id: None,
+            send: None,
+            recv: None,
+            deframer: Deframer::new(),
+            scratch: Vec::new(),
+            out: Vec::new(),
+            events: VecDeque::new(),
+            last_received: now,
+            outstanding: BTreeSet::new(),
+            next_id: 1,
+            client_hello: Vec::new(),
+        }
+    }
+
+    /// This connection's role.
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    /// Whether the handshake has completed and the connection is still open.
+    pub fn is_connected(&self) -> bool {
+        matches!(self.state, State::Connected)
+    }
+
+    /// Whether the connection has ended; the driver should flush `poll_transmit` and close.
+    pub fn is_closed(&self) -> bool {
+        matches!(self.state, State::Closed)
+    }
+
+    /// The exported session id, once connected.
+    pub fn session_id(&self) -> Option<[u8; 32]> {
+        self.session_id
+    }
+
+    /// The server's identity key (the client learns it during the handshake).
+    pub fn server_key(&self) -> Option<ServerKey> {
+        self.server_key
+    }
+
+    /// Number of requests sent (client) or received (server) and not yet answered.
+    pub fn outstanding_requests(&self) -> usize {
+        self.outstanding.len()
+    }
+
+    /// Appends all pending outgoing bytes to `buf`; returns how many were appended.
+    pub fn poll_transmit(&mut self, buf: &mut Vec<u8>) -> usize {
+        let n = self.out.len();
+        if buf.is_empty() {
+            std::mem::swap(buf, &mut self.out);
+        } else {
+            buf.append(&mut self.out);
+        }
+        n
+    }
+
+    /// Next pending event, if any.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// The instant at which `handle_timeout` must be called, if a timer is armed. Calling
+    /// `handle_timeout` at (or after) exactly this instant fires the timer.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        match self.state {
+            State::Closed => None,
+            State::Connected => Some(self.last_received + self.config.idle_timeout),
+            _ => Some(self.handshake_deadline),
+        }
+    }
+
+    /// Fires expired timers. A fired timer is fatal and is returned as the error.
+    pub fn handle_timeout(&mut self, now: Instant) -> Result<(), Error> {
+        let Some(deadline) = self.poll_timeout() else {
+            return Ok(());
+        };
+        if now < deadline {
+            return Ok(());
+        }
+        let err = if self.is_connected() {
+            Error::IdleTimeout
+        } else {
+            Error::HandshakeTimeout
+        };
+        self.fail(err.clone());
+        Err(err)
+    }
+
+    /// The transport reached end of stream. Without a prior close record this is truncation.
+    pub fn handle_eof(&mut self, _now: Instant) -> Result<(), Error> {
+        if self.is_closed() {
+            return Ok(());
+        }
+        self.fail(Error::UnexpectedEof);
+        Err(Error::UnexpectedEof)
+    }
+
+    /// Processes received bytes. Any error returned is fatal: the connection is closed (a
+    /// close record may still be pending in `poll_transmit`).
+    pub fn handle_input(&mut self, now: Instant, data: &[u8]) -> Result<(), Error> {
+        if self.is_closed() {
+            return Err(Error::Closed);
+        }
+        self.deframer.push(data);
+        match self.process(now) {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                self.fail(e.clone());
+                Err(e)
+            }
+        }
+    }
+
+    fn process(&mut self, now: Instant) -> Result<(), Error> {
+        loop {
+            if let State::ClientWaitTrust { .. } = self.state {
+                // Hold input until the driver decides; the server sends nothing legitimate now.
+                if self.deframer.buffered() > 2 * MAX_FRAME_BODY {
+                    return Err(Error::UnexpectedMessage {
+                        kind: 0,
+                        state: self.state.name(),
+                    });
+                }
+                return Ok(());
+            }
+            if self.is_closed() {
+                return Ok(());
+            }
+            let mut frame = std::mem::take(&mut self.scratch);
+            frame.clear();
+            match self.deframer.next_frame()? {
+                Some(body) => frame.extend_from_slice(body),
+                None => {
+                    self.scratch = frame;
+                    return Ok(());
+                }
+            }
+            self.last_received = now;
+            let result = self.process_frame(now, &mut frame);
+            self.scratch = frame;
+            result?;
+        }
+    }
+
+    fn process_frame(&mut self, now: Instant, frame: &mut [u8]) -> Result<(), Error> {
+        // Before keys exist, frames are plaintext handshake messages.
+        let Some(recv) = self.recv.as_mut() else {
+            return self.process_plaintext(now, frame);
+        };
+        let (content_type, payload) = recv.open(frame)?;
+        match (content_type, &self.state) {
+            (CONTENT_CLOSE, _) => {
+                let close = Close::decode(payload)?;
+                self.state = State::Closed;
+                self.send = None;
+                self.events.push_back(Event::Closed(close));
+                Ok(())
+            }
+            (CONTENT_SERVER_AUTH, State::ClientWaitAuth { .. }) => {
+                let msg = ServerAuth::decode(&[&[CONTENT_SERVER_AUTH][..], payload].concat())?;
+                self.client_on_server_auth(msg)
+            }
+            (CONTENT_CLIENT_FINISHED, State::ServerWaitFinished { .. }) => {
+                let msg =
+                    ClientFinished::decode(&[&[CONTENT_CLIENT_FINISHED][..], payload].concat())?;
+                self.server_on_client_finished(msg)
+            }
+            (CONTENT_KEY_UPDATE, State::Connected) if payload.is_empty() => {
+                if let Some(recv) = self.recv.as_mut() {
+                    *recv = recv.next_generation();
+                }
+                Ok(())
+            }
+            (CONTENT_APP, State::Connected) => self.on_app(payload),
+            (kind, state) => Err(Error::UnexpectedMessage {
+                kind,
+                state: state.name(),
+            }),
+        }
+    }
+
+    fn process_plaintext(&mut self, _now: Instant, frame: &[u8]) -> Result<(), Error> {
+        let kind = frame.first().copied().unwrap_or(0);
+        match (kind, &self.state) {
+            (TYPE_CLIENT_HELLO, State::ServerWaitHello) => self.server_on_client_hello(frame),
+            (TYPE_SERVER_HELLO, State::ClientWaitHello { .. }) => {
+                self.client_on_server_hello(frame)
+            }
+            (TYPE_REFUSE, State::ClientWaitHello { .. }) => {
+                Err(Error::Refused(wire::decode_refuse(&frame[1..])?))
+            }
+            (kind, state) => Err(Error::UnexpectedMessage {
+                kind,
+                state: state.name(),
+            }),
+        }
+    }
+
+    // ----- server handshake -----
+
+    fn server_on_client_hello(&mut self, frame: &[u8]) -> Result<(), Error> {
+        let hello = ClientHello::decode(frame)?;
+        if hello.version != PROTOCOL_VERSION {
+            self.out
+                .extend_from_slice(&super::refusal(CloseCode::UnsupportedVersion));
+            self.state = State::Closed;
+            return Err(Error::UnsupportedVersion(hello.version));
+        }
+        let identity = self
+            .identity
+            .clone()
+            .ok_or(Error::InvalidState("server without identity"))?;
+        let mut random = [0u8; 32];
+        self.rng.fill_bytes(&mut random);
+        let ephemeral = keys::random_scalar(&mut *self.rng);
+        let shared = keys::ecdh(&ephemeral, &hello.ephemeral)?;
+        let server_hello = ServerHello {
+            version: PROTOCOL_VERSION,
+            random,
+            ephemeral: keys::public_point(&ephemeral),
+        };
+        let mut sh = Vec::with_capacity(ServerHello::LEN);
+        server_hello.encode(&mut sh);
+        wire::frame::put_frame(&mut self.out, &sh);
+
+        let mut transcript = Transcript::default();
+        transcript.update(frame);
+        transcript.update(&sh);
+        let (hs, server_hs) = Handshake::start(transcript, &shared);
+        self.recv = Some(RecordKeys::from_secret(Zeroizing::new(*hs.client_hs)));
+        let mut send = RecordKeys::from_secret(Zeroizing::new(*server_hs));
+
+        let mut hs = hs;
+        let static_key = identity.public_key();
+        hs.transcript.update(&[CONTENT_SERVER_AUTH]);
+        hs.transcript.update(static_key.as_bytes());
+        let signature = identity.sign(&keys::signed_message(&hs.transcript.hash()));
+        hs.transcript.update(&signature);
+        let finished = keys::finished(&server_hs, &hs.transcript.hash());
+        hs.transcript.update(&finished);
+        let auth = ServerAuth {
+            static_key: *static_key.as_bytes(),
+            signature,
+            finished,
+        };
+        let mut payload = Vec::with_capacity(ServerAuth::LEN);
+        auth.encode(&mut payload);
+        let iv = self.fresh_iv();
+        send.seal(CONTENT_SERVER_AUTH, &payload[1..], iv, &mut self.out)?;
+        self.send = Some(send);
+        self.state = State::ServerWaitFinished { hs };
+        Ok(())
+    }
+
+    fn server_on_client_finished(&mut self, msg: ClientFinished) -> Result<(), Error> {
+        let State::ServerWaitFinished { hs } = std::mem::replace(&mut self.state, State::Closed)
+        else {
+            return Err(Error::InvalidState("not waiting for ClientFinished"));
+        };
+        if !keys::verify_finished(&hs.client_hs, &hs.transcript.hash(), &msg.finished) {
+            return Err(Error::BadFinished);
+        }
+        self.enter_connected(hs, &msg);
+        Ok(())
+    }
+
+    // ----- client handshake -----
+
+    fn client_on_server_hello(&mut self, frame: &[u8]) -> Result<(), Error> {
+        let hello = ServerHello::decode(frame)?;
+        if hello.version != PROTOCOL_VERSION {
+            return Err(Error::UnsupportedVersion(hello.version));
+        }
+        let State::ClientWaitHello { ephemeral } = &self.state else {
+            return Err(Error::InvalidState("not waiting for ServerHello"));
+        };
+        let shared = keys::ecdh(ephemeral, &hello.ephemeral)?;
+        let mut transcript = Transcript::default();
+        transcript.update(&self.client_hello);
+        transcript.update(frame);
+        let (hs, server_hs) = Handshake::start(transcript, &shared);
+        self.send = Some(RecordKeys::from_secret(Zeroizing::new(*hs.client_hs)));
+        self.recv = Some(RecordKeys::from_secret(Zeroizing::new(*server_hs)));
+        self.state = State::ClientWaitAuth { hs };
+        Ok(())
+    }
+
+    fn client_on_server_auth(&mut self, msg: ServerAuth) -> Result<(), Error> {
+        let State::ClientWaitAuth { mut hs } = std::mem::replace(&mut self.state, State::Closed)
+        else {
+            return Err(Error::InvalidState("not waiting for ServerAuth"));
+        };
+        let server_key = ServerKey::from_bytes(&msg.static_key)?;
+        let server_hs = keys::expand(&hs.prk, keys::LABEL_SERVER_HS, &hs.th1);
+        hs.transcript.update(&[CONTENT_SERVER_AUTH]);
+        hs.transcript.update(&msg.static_key);
+        server_key.verify(&keys::signed_message(&hs.transcript.hash()), &msg.signature)?;
+        hs.transcript.update(&msg.signature);
+        if !keys::verify_finished(&server_hs, &hs.transcript.hash(), &msg.finished) {
+            return Err(Error::BadFinished);
+        }
+        hs.transcript.update(&msg.finished);
+        self.server_key = Some(server_key);
+        self.events.push_back(Event::ServerKey(server_key));
+        self.state = State::ClientWaitTrust { hs };
+        Ok(())
+    }
+
+    /// Client: the driver trusts the server key announced by [`Event::ServerKey`]; the
+    /// handshake completes (ClientFinished is sent) and held input is processed.
+    pub fn accept_server_key(&mut self, now: Instant) -> Result<(), Error> {
+        if !matches!(self.state, State::ClientWaitTrust { .. }) {
+            return self.misuse();
+        }
+        let State::ClientWaitTrust { hs } = std::mem::replace(&mut self.state, State::Closed)
+        else {
+            return Err(Error::Closed);
+        };
+        let finished = ClientFinished {
+            finished: keys::finished(&hs.client_hs, &hs.transcript.hash()),
+        };
+        let iv = self.fresh_iv();
+        if let Some(send) = self.send.as_mut() {
+            send.seal(
+                CONTENT_CLIENT_FINISHED,
+                &finished.finished,
+                iv,
+                &mut self.out,
+            )?;
+        }
+        self.enter_connected(hs, &finished);
+        match self.process(now) {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                self.fail(e.clone());
+                Err(e)
+            }
+        }
+    }
+
+    /// Client: the driver refuses the server key; the connection fails with
+    /// [`Error::ServerKeyRejected`] and sends nothing more.
+    pub fn reject_server_key(&mut self) -> Result<(), Error> {
+        if !matches!(self.state, State::ClientWaitTrust { .. }) {
+            return self.misuse();
+        }
+        self.state = State::Closed;
+        self.send = None;
+        Ok(())
+    }
+
+    fn enter_connected(&mut self, mut hs: Handshake, finished: &ClientFinished) {
+        let mut cf = Vec::with_capacity(ClientFinished::LEN);
+        finished.encode(&mut cf);
+        hs.transcript.update(&cf);
+        let th = hs.transcript.hash();
+        let client_ap = keys::expand(&hs.prk, keys::LABEL_CLIENT_AP, &th);
+        let server_ap = keys::expand(&hs.prk, keys::LABEL_SERVER_AP, &th);
+        let session_id = *keys::expand(&hs.prk, keys::LABEL_SESSION_ID, &th);
+        let (send, recv) = match self.role {
+            Role::Client => (client_ap, server_ap),
+            Role::Server => (server_ap, client_ap),
+        };
+        self.send = Some(RecordKeys::from_secret(send));
+        self.recv = Some(RecordKeys::from_secret(recv));
+        self.session_id = Some(session_id);
+        self.state = State::Connected;
+        if let Some(server_key) = self.server_key {
+            self.events.push_back(Event::Connected {
+                session_id,
+                server_key,
+            });
+        }
+    }
+
+    // ----- application data -----
+
+    fn on_app(&mut self, payload: &[u8]) -> Result<(), Error> {
+        match self.role {
+            Role::Server => {
+                let request = Request::decode(payload)?;
+                if self.outstanding.len() >= self.config.max_outstanding {
+                    return Err(Error::Malformed("too many outstanding requests"));
+                }
+                if !self.outstanding.insert(request.id) {
+                    return Err(Error::Malformed("duplicate request id"));
+                }
+                self.events.push_back(Event::Request(request));
+            }
+            Role::Client => {
+                let response = Response::decode(payload)?;
+                if !self.outstanding.remove(&response.id) {
+                    return Err(Error::UnknownRequestId(response.id));
+                }
+                self.events.push_back(Event::Response(response));
+            }
+        }
+        Ok(())
+    }
+
+    /// Client: sends a request; returns its id, echoed by the matching [`Event::Response`].
+    pub fn send_request(&mut self, name: &str, args: Vec<Vec<u8>>) -> Result<u32, Error> {
+        if self.role != Role::Client || !self.is_connected() {
+            return self.misuse();
+        }
+        if !Request::is_valid_name(name) {
+            return Err(Error::InvalidState(
+                "command name must be 1-32 bytes of [a-z0-9_-]",
+            ));
+        }
+        let mut id = self.next_id;
+        while self.outstanding.contains(&id) {
+            id = id.wrapping_add(1);
+        }
+        let request = Request {
+            id,
+            name: name.to_owned(),
+            args,
+        };
+        let len = request.encoded_len();
+        if len > MAX_PAYLOAD {
+            return Err(Error::PayloadTooLarge {
+                len,
+                max: MAX_PAYLOAD,
+            });
+        }
+        let mut payload = Vec::with_capacity(len);
+        request.encode(&mut payload);
+        self.seal_app(&payload)?;
+        self.outstanding.insert(id);
+        self.next_id = id.wrapping_add(1);
+        Ok(id)
+    }
+
+    /// Server: answers an outstanding request.
+    pub fn respond(&mut self, response: &Response) -> Result<(), Error> {
+        if self.role != Role::Server || !self.is_connected() {
+            return self.misuse();
+        }
+        if !self.outstanding.contains(&response.id) {
+            return Err(Error::NoSuchRequest(response.id));
+        }
+        let len = response.encoded_len();
+        if len > MAX_PAYLOAD {
+            return Err(Error::PayloadTooLarge {
+                len,
+                max: MAX_PAYLOAD,
+            });
+        }
+        let mut payload = Vec::with_capacity(len);
+        response.encode(&mut payload);
+        self.seal_app(&payload)?;
+        self.outstanding.remove(&response.id);
+        Ok(())
+    }
+
+    fn seal_app(&mut self, payload: &[u8]) -> Result<(), Error> {
+        if self
+            .send
+            .as_ref()
+            .is_some_and(|s| s.seq() >= self.config.rekey_after)
+        {
+            self.update_keys()?;
+        }
+        let iv = self.fresh_iv();
+        let send = self.send.as_mut().ok_or(Error::InvalidState("no keys"))?;
+        send.seal(CONTENT_APP, payload, iv, &mut self.out)
+    }
+
+    /// Sends a KeyUpdate and switches this direction to the next key generation
+    /// (sequence numbers restart at 0). Happens automatically every `rekey_after` records.
+    pub fn update_keys(&mut self) -> Result<(), Error> {
+        if !self.is_connected() {
+            return self.misuse();
+        }
+        let iv = self.fresh_iv();
+        let send = self.send.as_mut().ok_or(Error::InvalidState("no keys"))?;
+        send.seal(CONTENT_KEY_UPDATE, &[], iv, &mut self.out)?;
+        *send = send.next_generation();
+        Ok(())
+    }
+
+    /// Closes the connection: an authenticated close record is queued if keys exist.
+    /// Closing an already closed connection does nothing.
+    pub fn close(&mut self, code: CloseCode, reason: &str) {
+        if self.is_closed() {
+            return;
+        }
+        self.send_close(code, reason);
+        self.state = State::Closed;
+    }
+
+    fn send_close(&mut self, code: CloseCode, reason: &str) {
+        let mut payload = Vec::new();
+        Close {
+            code,
+            reason: reason.to_owned(),
+        }
+        .encode(&mut payload);
+        let iv = self.fresh_iv();
+        if let Some(mut send) = self.send.take() {
+            // A close that cannot be sealed is simply not sent; the connection closes anyway.
+            let _ = send.seal(CONTENT_CLOSE, &payload, iv, &mut self.out);
+        }
+    }
+
+    fn fail(&mut self, err: Error) {
+        if self.is_closed() {
+            return;
+        }
+        let reason = match err.kind() {
+            // Say nothing about which check failed.
+            crate::ErrorKind::Auth => "authentication failed".to_owned(),
+            _ => err.to_string(),
+        };
+        if !matches!(err, Error::ServerKeyRejected | Error::UnexpectedEof) {
+            self.send_close(err.close_code(), &reason);
+        }
+        self.send = None;
+        self.recv = None;
+        self.state = State::Closed;
+    }
+
+    fn misuse<T>(&self) -> Result<T, Error> {
+        if self.is_closed() {
+            Err(Error::Closed)
+        } else {
+            Err(Error::InvalidState(self.state.name()))
+        }
+    }
+
+    fn fresh_iv(&mut self) -> [u8; IV_LEN] {
+        let mut iv = [0u8; IV_LEN];
+        self.rng.fill_bytes(&mut iv);
+        iv
+    }
+}
+
+impl Handshake {
+    /// Derives the handshake secrets; returns the state and the server handshake secret.
+    fn start(transcript: Transcript, shared: &[u8; 32]) -> (Self, Secret) {
+        let prk = keys::extract(shared);
+        let th1 = transcript.hash();
+        let client_hs = keys::expand(&prk, keys::LABEL_CLIENT_HS, &th1);
+        let server_hs = keys::expand(&prk, keys::LABEL_SERVER_HS, &th1);
+        (
+            Handshake {
+                transcript,
+                prk,
+                client_hs,
+                th1,
+            },
+            server_hs,
+        )
+    }
+}

@@ -1,0 +1,455 @@
+//! Connection-level tests: two endpoints driven in memory with seeded randomness.
+#![allow(clippy::disallowed_methods)] // tests take one real instant as the epoch of their virtual clock
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use vserv_core::wire::CONTENT_APP;
+use vserv_core::{Close, CloseCode, Config, Connection, Error, Event, Response, ServerIdentity};
+
+fn rng(seed: u64) -> Box<dyn rand_core::CryptoRng + Send> {
+    Box::new(StdRng::seed_from_u64(seed))
+}
+
+fn identity() -> Arc<ServerIdentity> {
+    Arc::new(ServerIdentity::generate(&mut StdRng::seed_from_u64(99)))
+}
+
+struct Pair {
+    now: Instant,
+    client: Connection,
+    server: Connection,
+    client_events: Vec<Event>,
+    server_events: Vec<Event>,
+}
+
+impl Pair {
+    fn new(config: Config) -> Self {
+        let now = Instant::now();
+        Pair {
+            now,
+            client: Connection::client(config.clone(), rng(1), now),
+            server: Connection::server(config, identity(), rng(2), now),
+            client_events: Vec::new(),
+            server_events: Vec::new(),
+        }
+    }
+
+    /// Runs both sides until quiet, answering requests with echoes and accepting the key.
+    fn run(&mut self) -> Result<(), Error> {
+        for _ in 0..100 {
+            let mut c2s = Vec::new();
+            self.client.poll_transmit(&mut c2s);
+            let mut s2c = Vec::new();
+            self.server.poll_transmit(&mut s2c);
+            if c2s.is_empty() && s2c.is_empty() {
+                return Ok(());
+            }
+            if !c2s.is_empty() && !self.server.is_closed() {
+                self.server.handle_input(self.now, &c2s)?;
+            }
+            if !s2c.is_empty() && !self.client.is_closed() {
+                self.client.handle_input(self.now, &s2c)?;
+            }
+            self.drain()?;
+        }
+        panic!("no quiescence")
+    }
+
+    fn drain(&mut self) -> Result<(), Error> {
+        while let Some(e) = self.server.poll_event() {
+            if let Event::Request(r) = &e {
+                self.server.respond(&Response {
+                    id: r.id,
+                    result: Ok(r.args.clone()),
+                })?;
+            }
+            self.server_events.push(e);
+        }
+        while let Some(e) = self.client.poll_event() {
+            if let Event::ServerKey(_) = e {
+                self.client.accept_server_key(self.now)?;
+            }
+            self.client_events.push(e);
+        }
+        Ok(())
+    }
+}
+
+fn connected_pair() -> Pair {
+    let mut p = Pair::new(Config::default());
+    p.run().unwrap();
+    assert!(p.client.is_connected() && p.server.is_connected());
+    p
+}
+
+#[test]
+fn handshake_and_request() {
+    let mut p = connected_pair();
+    assert_eq!(p.client.session_id(), p.server.session_id());
+    assert!(p.client.session_id().is_some());
+    let id = p
+        .client
+        .send_request("ping", vec![b"abc".to_vec()])
+        .unwrap();
+    p.run().unwrap();
+    assert!(p.client_events.contains(&Event::Response(Response {
+        id,
+        result: Ok(vec![b"abc".to_vec()])
+    })));
+    assert_eq!(p.client.outstanding_requests(), 0);
+}
+
+/// Records the whole byte stream of a handshake plus one request, per direction, so tests can
+/// replay it with cuts and alterations. Seeds are fixed, so the streams are identical each run.
+fn transcript() -> (Vec<u8>, Vec<u8>) {
+    let now = Instant::now();
+    let mut client = Connection::client(Config::default(), rng(1), now);
+    let mut server = Connection::server(Config::default(), identity(), rng(2), now);
+    let (mut all_c2s, mut all_s2c) = (Vec::new(), Vec::new());
+    for _ in 0..10 {
+        let mut c2s = Vec::new();
+        client.poll_transmit(&mut c2s);
+        server.handle_input(now, &c2s).unwrap();
+        let mut s2c = Vec::new();
+        server.poll_transmit(&mut s2c);
+        client.handle_input(now, &s2c).unwrap();
+        all_c2s.extend_from_slice(&c2s);
+        all_s2c.extend_from_slice(&s2c);
+        while let Some(e) = client.poll_event() {
+            match e {
+                Event::ServerKey(_) => client.accept_server_key(now).unwrap(),
+                Event::Connected { .. } => {
+                    client.send_request("ping", vec![b"x".to_vec()]).unwrap();
+                }
+                _ => {}
+            }
+        }
+        while let Some(e) = server.poll_event() {
+            if let Event::Request(r) = e {
+                server
+                    .respond(&Response {
+                        id: r.id,
+                        result: Ok(r.args),
+                    })
+                    .unwrap();
+            }
+        }
+    }
+    (all_c2s, all_s2c)
+}
+
+#[test]
+fn every_split_point_both_directions() {
+    // Server fed the client's stream split at every point; then the client fed the server's.
+    let (c2s, s2c) = transcript();
+    let now = Instant::now();
+    for cut in 0..=c2s.len() {
+        let mut server = Connection::server(Config::default(), identity(), rng(2), now);
+        server.handle_input(now, &c2s[..cut]).unwrap();
+        server.handle_input(now, &c2s[cut..]).unwrap();
+        let events: Vec<_> = std::iter::from_fn(|| server.poll_event()).collect();
+        assert!(
+            matches!(events.last(), Some(Event::Request(_))),
+            "cut {cut}: {events:?}"
+        );
+    }
+    // The client: the handshake flight and then the response record (which can only be
+    // delivered once the request is sent), each cut at every point.
+    let response_start = last_record_start(&s2c);
+    for cut in 0..=s2c.len() {
+        let mut client = Connection::client(Config::default(), rng(1), now);
+        let pieces: Vec<&[u8]> = if cut <= response_start {
+            vec![
+                &s2c[..cut],
+                &s2c[cut..response_start],
+                &s2c[response_start..],
+            ]
+        } else {
+            vec![
+                &s2c[..response_start],
+                &s2c[response_start..cut],
+                &s2c[cut..],
+            ]
+        };
+        let mut got_response = false;
+        for piece in pieces {
+            client.handle_input(now, piece).unwrap();
+            while let Some(e) = client.poll_event() {
+                match e {
+                    Event::ServerKey(_) => client.accept_server_key(now).unwrap(),
+                    Event::Connected { .. } => {
+                        client.send_request("ping", vec![b"x".to_vec()]).unwrap();
+                    }
+                    Event::Response(_) => got_response = true,
+                    _ => {}
+                }
+            }
+        }
+        assert!(got_response, "cut {cut}");
+    }
+}
+
+#[test]
+fn one_byte_at_a_time() {
+    let (c2s, _) = transcript();
+    let now = Instant::now();
+    let mut server = Connection::server(Config::default(), identity(), rng(2), now);
+    for b in &c2s {
+        server.handle_input(now, std::slice::from_ref(b)).unwrap();
+    }
+    assert!(std::iter::from_fn(|| server.poll_event()).any(|e| matches!(e, Event::Request(_))));
+}
+
+/// Offset of the last record (the request) in the client's stream.
+fn last_record_start(stream: &[u8]) -> usize {
+    let mut at = 0;
+    let mut last = 0;
+    while at < stream.len() {
+        last = at;
+        at += 4 + u32::from_be_bytes(stream[at..at + 4].try_into().unwrap()) as usize;
+    }
+    last
+}
+
+#[test]
+fn every_single_byte_flip_of_a_record_is_fatal() {
+    let (c2s, _) = transcript();
+    let start = last_record_start(&c2s);
+    let now = Instant::now();
+    for i in start..c2s.len() {
+        for bit in [0x01u8, 0x80] {
+            let mut bytes = c2s.clone();
+            bytes[i] ^= bit;
+            let mut server = Connection::server(Config::default(), identity(), rng(2), now);
+            let result = server.handle_input(now, &bytes);
+            let delivered =
+                std::iter::from_fn(|| server.poll_event()).any(|e| matches!(e, Event::Request(_)));
+            assert!(!delivered, "flip at {i} delivered plaintext");
+            if i < start + 4 {
+                // A flipped length either fails framing, or waits for bytes that never come.
+                if result.is_ok() {
+                    assert!(matches!(server.handle_eof(now), Err(Error::UnexpectedEof)));
+                }
+            } else {
+                assert_eq!(result, Err(Error::BadRecord), "flip at {i}");
+            }
+            assert!(server.is_closed());
+        }
+    }
+}
+
+#[test]
+fn replayed_reordered_truncated_and_injected_records_are_fatal() {
+    let (c2s, _) = transcript();
+    let start = last_record_start(&c2s);
+    let record = c2s[start..].to_vec();
+    let now = Instant::now();
+    let fresh = || Connection::server(Config::default(), identity(), rng(2), now);
+
+    // Replay: the request record twice.
+    let mut s = fresh();
+    let mut bytes = c2s.clone();
+    bytes.extend_from_slice(&record);
+    assert_eq!(s.handle_input(now, &bytes), Err(Error::BadRecord));
+
+    // Reorder: the request before the ClientFinished.
+    let finished_start = last_record_start(&c2s[..start]);
+    let mut s = fresh();
+    let mut bytes = c2s[..finished_start].to_vec();
+    bytes.extend_from_slice(&record);
+    bytes.extend_from_slice(&c2s[finished_start..start]);
+    assert!(s.handle_input(now, &bytes).is_err());
+    assert!(!std::iter::from_fn(|| s.poll_event()).any(|e| matches!(e, Event::Request(_))));
+
+    // Truncation: the stream ends mid-record.
+    let mut s = fresh();
+    s.handle_input(now, &c2s[..c2s.len() - 5]).unwrap();
+    assert_eq!(s.handle_eof(now), Err(Error::UnexpectedEof));
+
+    // Injection: a well-formed frame of random bytes between records.
+    let mut s = fresh();
+    let mut bytes = c2s[..start].to_vec();
+    bytes.extend_from_slice(&80u32.to_be_bytes());
+    bytes.extend_from_slice(&[0x42; 80]);
+    bytes.extend_from_slice(&record);
+    assert_eq!(s.handle_input(now, &bytes), Err(Error::BadRecord));
+}
+
+#[test]
+fn oversized_length_is_rejected_without_allocation() {
+    let now = Instant::now();
+    let mut s = Connection::server(Config::default(), identity(), rng(2), now);
+    let err = s.handle_input(now, &[0xff, 0xff, 0xff, 0xff]).unwrap_err();
+    assert!(matches!(err, Error::BadFrameLength { len: u32::MAX, .. }));
+    assert!(s.is_closed());
+}
+
+#[test]
+fn unexpected_handshake_message_is_fatal() {
+    let now = Instant::now();
+    // A server receiving a ServerHello-typed frame first.
+    let mut s = Connection::server(Config::default(), identity(), rng(2), now);
+    let mut frame = 68u32.to_be_bytes().to_vec();
+    frame.push(0x02);
+    frame.extend_from_slice(&[0u8; 67]);
+    assert!(matches!(
+        s.handle_input(now, &frame),
+        Err(Error::UnexpectedMessage { kind: 2, .. })
+    ));
+    // A client receiving a ClientHello instead of a ServerHello.
+    let mut c = Connection::client(Config::default(), rng(1), now);
+    let mut hello = Vec::new();
+    c.poll_transmit(&mut hello);
+    let mut c2 = Connection::client(Config::default(), rng(3), now);
+    assert!(matches!(
+        c2.handle_input(now, &hello),
+        Err(Error::UnexpectedMessage { kind: 1, .. })
+    ));
+}
+
+#[test]
+fn wrong_version_gets_a_refusal() {
+    let now = Instant::now();
+    let (c2s, _) = transcript();
+    let mut bytes = c2s.clone();
+    bytes[4 + 1 + 4 + 1] = 9; // version low byte
+    let mut s = Connection::server(Config::default(), identity(), rng(2), now);
+    assert_eq!(
+        s.handle_input(now, &bytes[..4 + 72]),
+        Err(Error::UnsupportedVersion(9))
+    );
+    let mut refusal = Vec::new();
+    s.poll_transmit(&mut refusal);
+    let mut c = Connection::client(Config::default(), rng(1), now);
+    assert_eq!(
+        c.handle_input(now, &refusal),
+        Err(Error::Refused(CloseCode::UnsupportedVersion))
+    );
+}
+
+#[test]
+fn rejected_server_key_ends_the_handshake() {
+    let mut p = Pair::new(Config::default());
+    let mut c2s = Vec::new();
+    p.client.poll_transmit(&mut c2s);
+    p.server.handle_input(p.now, &c2s).unwrap();
+    let mut s2c = Vec::new();
+    p.server.poll_transmit(&mut s2c);
+    p.client.handle_input(p.now, &s2c).unwrap();
+    let Some(Event::ServerKey(key)) = p.client.poll_event() else {
+        panic!("no key event")
+    };
+    assert_eq!(key, identity().public_key());
+    p.client.reject_server_key().unwrap();
+    assert!(p.client.is_closed());
+    assert_eq!(p.client.send_request("ping", vec![]), Err(Error::Closed));
+}
+
+#[test]
+fn timeouts_fire_at_the_polled_instant() {
+    let config = Config {
+        handshake_timeout: Duration::from_secs(5),
+        idle_timeout: Duration::from_secs(30),
+        ..Config::default()
+    };
+    let now = Instant::now();
+    let mut c = Connection::client(config.clone(), rng(1), now);
+    let deadline = c.poll_timeout().unwrap();
+    assert_eq!(deadline, now + Duration::from_secs(5));
+    c.handle_timeout(deadline - Duration::from_nanos(1))
+        .unwrap();
+    assert_eq!(c.handle_timeout(deadline), Err(Error::HandshakeTimeout));
+    assert!(c.is_closed() && c.poll_timeout().is_none());
+
+    let mut p = Pair::new(config);
+    p.run().unwrap();
+    let idle = p.server.poll_timeout().unwrap();
+    assert_eq!(idle, p.now + Duration::from_secs(30));
+    assert_eq!(p.server.handle_timeout(idle), Err(Error::IdleTimeout));
+    // The server's timeout close reaches the client authenticated.
+    let mut s2c = Vec::new();
+    p.server.poll_transmit(&mut s2c);
+    p.client.handle_input(idle, &s2c).unwrap();
+    let closed =
+        std::iter::from_fn(|| p.client.poll_event()).find(|e| matches!(e, Event::Closed(_)));
+    assert!(matches!(
+        closed,
+        Some(Event::Closed(Close {
+            code: CloseCode::Timeout,
+            ..
+        }))
+    ));
+}
+
+#[test]
+fn key_updates_happen_and_sequence_numbers_reset() {
+    let mut p = Pair::new(Config {
+        rekey_after: 3,
+        ..Config::default()
+    });
+    p.run().unwrap();
+    for i in 0..20u8 {
+        p.client.send_request("ping", vec![vec![i]]).unwrap();
+        p.run().unwrap();
+    }
+    let responses = p
+        .client_events
+        .iter()
+        .filter(|e| matches!(e, Event::Response(_)))
+        .count();
+    assert_eq!(responses, 20);
+}
+
+#[test]
+fn close_is_authenticated_and_final() {
+    let mut p = connected_pair();
+    p.client.close(CloseCode::Normal, "bye");
+    p.run().unwrap();
+    assert!(p.server_events.contains(&Event::Closed(Close {
+        code: CloseCode::Normal,
+        reason: "bye".into()
+    })));
+    assert!(p.server.is_closed());
+    assert_eq!(p.server.handle_input(p.now, b"more"), Err(Error::Closed));
+}
+
+#[test]
+fn api_misuse_is_an_error_and_changes_nothing() {
+    let now = Instant::now();
+    let mut c = Connection::client(Config::default(), rng(1), now);
+    assert!(matches!(
+        c.send_request("ping", vec![]),
+        Err(Error::InvalidState(_))
+    ));
+    assert!(matches!(
+        c.accept_server_key(now),
+        Err(Error::InvalidState(_))
+    ));
+    let mut p = connected_pair();
+    assert!(matches!(
+        p.server.respond(&Response {
+            id: 77,
+            result: Ok(vec![])
+        }),
+        Err(Error::NoSuchRequest(77))
+    ));
+    assert!(matches!(
+        p.client.send_request("BAD NAME", vec![]),
+        Err(Error::InvalidState(_))
+    ));
+    assert!(matches!(
+        p.client.send_request("ping", vec![vec![0; 20_000]]),
+        Err(Error::PayloadTooLarge { .. })
+    ));
+    // Still fully usable.
+    let id = p.client.send_request("ping", vec![b"ok".to_vec()]).unwrap();
+    p.run().unwrap();
+    assert!(p.client_events.contains(&Event::Response(Response {
+        id,
+        result: Ok(vec![b"ok".to_vec()])
+    })));
+    let _ = CONTENT_APP;
+}
