@@ -453,3 +453,22 @@ fn api_misuse_is_an_error_and_changes_nothing() {
     })));
     let _ = CONTENT_APP;
 }
+
+#[test]
+fn only_canonical_compressed_points_are_accepted() {
+    let key = *identity().public_key().as_bytes();
+    assert!(vserv_core::ServerKey::from_bytes(&key).is_ok());
+    let mut compact = key;
+    compact[0] = 0x05;
+    assert_eq!(
+        vserv_core::ServerKey::from_bytes(&compact),
+        Err(Error::BadPublicKey)
+    );
+    // The same for a ClientHello's ephemeral key: the server refuses it.
+    let (c2s, _) = transcript();
+    let mut hello = c2s[..4 + 72].to_vec();
+    hello[4 + 1 + 4 + 2 + 32] = 0x05;
+    let now = Instant::now();
+    let mut s = Connection::server(Config::default(), identity(), rng(2), now);
+    assert_eq!(s.handle_input(now, &hello), Err(Error::BadPublicKey));
+}

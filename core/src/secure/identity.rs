@@ -74,6 +74,7 @@ impl ServerKey {
     /// Validates a compressed point.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, Error> {
         let arr: [u8; POINT_LEN] = bytes.try_into().map_err(|_| Error::BadPublicKey)?;
+        crate::secure::keys::check_compressed(&arr)?;
         VerifyingKey::from_sec1_bytes(&arr).map_err(|_| Error::BadPublicKey)?;
         Ok(ServerKey(arr))
     }

@@ -58,8 +58,19 @@ pub fn public_point(secret: &NonZeroScalar) -> [u8; POINT_LEN] {
     out
 }
 
-/// ECDH: the x-coordinate of `secret · peer`. Fails if `peer` is not a valid point.
+/// Accepts only the canonical SEC1 compressed encoding (tag 0x02 or 0x03), so every key has
+/// exactly one encoding and one fingerprint (k256 also parses the 0x05 "compact" form).
+pub fn check_compressed(point: &[u8; POINT_LEN]) -> Result<(), Error> {
+    match point[0] {
+        0x02 | 0x03 => Ok(()),
+        _ => Err(Error::BadPublicKey),
+    }
+}
+
+/// ECDH: the x-coordinate of `secret · peer`. Fails if `peer` is not a canonically encoded
+/// valid point.
 pub fn ecdh(secret: &NonZeroScalar, peer: &[u8; POINT_LEN]) -> Result<Secret, Error> {
+    check_compressed(peer)?;
     let peer = PublicKey::from_sec1_bytes(peer).map_err(|_| Error::BadPublicKey)?;
     let shared = k256::elliptic_curve::ecdh::diffie_hellman(secret, peer.as_affine());
     let mut out = Zeroizing::new([0u8; 32]);

@@ -1,0 +1,146 @@
+//! Blocking client: connect, handshake with trust decision, typed calls.
+
+use std::io::{self, Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::time::{Duration, Instant};
+
+use vserv_core::CloseCode;
+use vserv_core::commands::{Command, Reply};
+use vserv_service::client::{ClientError, ClientOptions, ClientSession};
+use vserv_store::rng::os_rng;
+
+/// A connected, authenticated client session over TCP.
+pub struct Client {
+    stream: TcpStream,
+    session: ClientSession,
+    buf: Vec<u8>,
+    out: Vec<u8>,
+}
+
+impl Client {
+    /// Connects to `addr` (`HOST:PORT`, also the known_servers key) and completes the
+    /// handshake, deciding trust on the server key per `options`.
+    pub fn connect(addr: &str, options: &ClientOptions) -> Result<Client, ClientError> {
+        let timeout = options.config.handshake_timeout;
+        let stream = connect_any(addr, timeout)?;
+        stream.set_nodelay(true)?;
+        let session = ClientSession::new(addr, options, os_rng()?, Instant::now())?;
+        let mut client = Client {
+            stream,
+            session,
+            buf: vec![0u8; 64 * 1024],
+            out: Vec::with_capacity(64 * 1024),
+        };
+        client.pump(|s| s.is_connected().then_some(()))?;
+        Ok(client)
+    }
+
+    /// The session state (server key, trust decision).
+    pub fn session(&self) -> &ClientSession {
+        &self.session
+    }
+
+    /// Sends one command and waits for its typed reply.
+    pub fn call(&mut self, command: &Command) -> Result<Reply, ClientError> {
+        let id = self.session.send(command)?;
+        self.pump(|s| s.take_reply(id, command))?
+    }
+
+    /// Ends the session politely: `quit`, then waits for the server's close.
+    pub fn quit(mut self) -> Result<(), ClientError> {
+        self.call(&Command::Quit)?;
+        match self.pump(|s| s.is_closed().then_some(())) {
+            Ok(())
+            | Err(ClientError::ClosedByServer {
+                code: CloseCode::Normal,
+                ..
+            }) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Closes the session from the client side without `quit`.
+    pub fn close(mut self) -> Result<(), ClientError> {
+        self.session
+            .connection()
+            .close(CloseCode::Normal, "client done");
+        self.flush()?;
+        Ok(())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.out.clear();
+        self.session.connection().poll_transmit(&mut self.out);
+        if !self.out.is_empty() {
+            self.stream.write_all(&self.out)?;
+        }
+        Ok(())
+    }
+
+    /// Drives the connection until `done` yields a value, the session ends, or a timer fires.
+    fn pump<T>(
+        &mut self,
+        mut done: impl FnMut(&mut ClientSession) -> Option<T>,
+    ) -> Result<T, ClientError> {
+        loop {
+            let processed = self.session.process(Instant::now());
+            self.flush()?;
+            processed?;
+            if let Some(value) = done(&mut self.session) {
+                return Ok(value);
+            }
+            if self.session.is_closed() {
+                return Err(self.session.ended_error());
+            }
+            let now = Instant::now();
+            let conn = self.session.connection();
+            let wait = conn.poll_timeout().map(|t| {
+                t.saturating_duration_since(now)
+                    .max(Duration::from_millis(1))
+            });
+            self.stream.set_read_timeout(wait)?;
+            let result = match self.stream.read(&mut self.buf) {
+                Ok(0) => conn.handle_eof(Instant::now()),
+                Ok(n) => conn.handle_input(Instant::now(), &self.buf[..n]),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    conn.handle_timeout(Instant::now())
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(()),
+                Err(e) => return Err(e.into()),
+            };
+            if let Err(e) = result {
+                // Deliver what arrived before the failure (a reply, a close), then report.
+                let _ = self.session.process(Instant::now());
+                let _ = self.flush();
+                if let Some(value) = done(&mut self.session) {
+                    return Ok(value);
+                }
+                return Err(match e {
+                    vserv_core::Error::UnexpectedEof | vserv_core::Error::Closed => {
+                        self.session.ended_error()
+                    }
+                    e => e.into(),
+                });
+            }
+        }
+    }
+}
+
+fn connect_any(addr: &str, timeout: Duration) -> io::Result<TcpStream> {
+    let mut last = io::Error::new(
+        io::ErrorKind::InvalidInput,
+        format!("'{addr}' resolves to no address"),
+    );
+    for sock in addr.to_socket_addrs()? {
+        match TcpStream::connect_timeout(&sock, timeout) {
+            Ok(stream) => return Ok(stream),
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
+}

@@ -1,0 +1,10 @@
+//! The reference runtime: one std thread per connection, blocking sockets with read
+//! timeouts driving the core's timers. Same behaviour as every other driver because all
+//! protocol and application logic lives in `vserv-core` and `vserv-service`.
+#![forbid(unsafe_code)]
+
+mod client;
+mod server;
+
+pub use client::Client;
+pub use server::{Server, ServerHandle, ServerOptions};

@@ -1,0 +1,124 @@
+//! `vserv`: run a server, talk to one, manage keys, measure performance.
+
+mod client_cmd;
+mod serve;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// The address `vserv serve` listens on when `--listen` is not given.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:7117";
+
+/// vserv: an encrypted client/server system.
+#[derive(Parser)]
+#[command(
+    name = "vserv",
+    version,
+    about,
+    propagate_version = true,
+    disable_help_subcommand = true
+)]
+struct Cli {
+    /// More log output (-v: info, -vv: debug, -vvv: trace). RUST_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server.
+    Serve(serve::ServeArgs),
+    /// Greet a server (shows its identity and whether it is trusted).
+    Hello(client_cmd::ClientArgs),
+    /// Show the server's protocol and software version.
+    Ver(client_cmd::ClientArgs),
+    /// Show the server's name and key fingerprint.
+    Id(client_cmd::ClientArgs),
+    /// List the server's commands, or describe one.
+    Help {
+        /// Command to describe.
+        topic: Option<String>,
+        #[command(flatten)]
+        client: client_cmd::ClientArgs,
+    },
+    /// Round-trip a payload through the server.
+    Ping {
+        /// Text to echo (default: empty).
+        payload: Option<String>,
+        #[command(flatten)]
+        client: client_cmd::ClientArgs,
+    },
+    /// Generate a new k256 key pair into a file readable only by you.
+    Keygen(serve::KeygenArgs),
+    /// Print the fingerprint of a server's identity key (the value clients pin).
+    Fingerprint(serve::FingerprintArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.verbose);
+    let result = match cli.command {
+        Command::Serve(args) => serve::serve(args),
+        Command::Hello(c) => client_cmd::run(&c, vserv_core::commands::Command::Hello),
+        Command::Ver(c) => client_cmd::run(&c, vserv_core::commands::Command::Ver),
+        Command::Id(c) => client_cmd::run(&c, vserv_core::commands::Command::Id),
+        Command::Help { topic, client } => {
+            client_cmd::run(&client, vserv_core::commands::Command::Help { topic })
+        }
+        Command::Ping { payload, client } => client_cmd::run(
+            &client,
+            vserv_core::commands::Command::Ping {
+                payload: payload.unwrap_or_default().into_bytes(),
+            },
+        ),
+        Command::Keygen(args) => serve::keygen(args),
+        Command::Fingerprint(args) => serve::fingerprint(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("vserv: {}", one_line(&e));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The error and its causes on one line, skipping a cause its parent already quoted.
+fn one_line(e: &anyhow::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if !parts.last().is_some_and(|prev| prev.contains(&text)) {
+            parts.push(text);
+        }
+    }
+    parts.join(": ").replace('\n', " ")
+}
+
+fn init_logging(verbose: u8) {
+    let level = match verbose {
+        0 => "warn",
+        1 => "info",
+        2 => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn command_line_definition_is_consistent() {
+        super::Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,179 @@
+//! Client-side session logic shared by every driver: the trust decision on the server's key,
+//! sending typed commands and matching their replies. No I/O: drivers feed the connection
+//! and call [`ClientSession::process`] after every input.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use rand_core::CryptoRng;
+use vserv_core::commands::{Command, Reply};
+use vserv_core::{Close, CloseCode, Config, Connection, ErrorReply, Event, Fingerprint, ServerKey};
+use vserv_store::known_servers::{KnownServers, KnownServersError};
+use vserv_store::trust::{self, TrustDecision, TrustError};
+
+/// How a client connects and whom it trusts.
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    /// The known_servers file consulted and updated (trust on first use).
+    pub known_servers: PathBuf,
+    /// An explicitly pinned server fingerprint (`--server-key`).
+    pub pinned: Option<Fingerprint>,
+    /// Connection tunables.
+    pub config: Config,
+}
+
+impl ClientOptions {
+    /// Options using `known_servers` and default tunables, without a pin.
+    pub fn new(known_servers: impl Into<PathBuf>) -> Self {
+        ClientOptions {
+            known_servers: known_servers.into(),
+            pinned: None,
+            config: Config::default(),
+        }
+    }
+}
+
+/// Why a client operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// The transport failed.
+    #[error("network error: {0}")]
+    Io(#[from] std::io::Error),
+    /// The secure channel failed.
+    #[error("protocol error: {0}")]
+    Protocol(#[from] vserv_core::Error),
+    /// The server's key is not the one trusted for this host.
+    #[error(transparent)]
+    Trust(#[from] TrustError),
+    /// The known_servers file could not be read or written.
+    #[error(transparent)]
+    KnownServers(#[from] KnownServersError),
+    /// The server answered the request with an error.
+    #[error("server error: {0}")]
+    Server(ErrorReply),
+    /// The server closed the session.
+    #[error("server closed the connection ({code}){}", if reason.is_empty() { String::new() } else { format!(": {reason}") })]
+    ClosedByServer {
+        /// The close code.
+        code: CloseCode,
+        /// The server's reason.
+        reason: String,
+    },
+    /// The connection ended without an explanation from the server.
+    #[error("connection closed")]
+    ConnectionClosed,
+    /// The server did not answer in time.
+    #[error("timed out waiting for the server")]
+    TimedOut,
+}
+
+/// One client session over a [`Connection`], with trust and reply bookkeeping.
+pub struct ClientSession {
+    conn: Connection,
+    host: String,
+    known: KnownServers,
+    pinned: Option<Fingerprint>,
+    trust: Option<TrustDecision>,
+    replies: BTreeMap<u32, vserv_core::Response>,
+    peer_close: Option<Close>,
+}
+
+impl ClientSession {
+    /// Starts a session to `host` (the `HOST:PORT` string used as the known_servers key).
+    pub fn new(
+        host: &str,
+        options: &ClientOptions,
+        rng: Box<dyn CryptoRng + Send>,
+        now: Instant,
+    ) -> Result<Self, ClientError> {
+        let known = KnownServers::load(&options.known_servers)?;
+        Ok(ClientSession {
+            conn: Connection::client(options.config.clone(), rng, now),
+            host: host.to_owned(),
+            known,
+            pinned: options.pinned,
+            trust: None,
+            replies: BTreeMap::new(),
+            peer_close: None,
+        })
+    }
+
+    /// The underlying connection, for the driver's input/transmit/timeout calls.
+    pub fn connection(&mut self) -> &mut Connection {
+        &mut self.conn
+    }
+
+    /// Whether the handshake has completed (and the session is still open).
+    pub fn is_connected(&self) -> bool {
+        self.conn.is_connected()
+    }
+
+    /// Whether the session has ended.
+    pub fn is_closed(&self) -> bool {
+        self.conn.is_closed()
+    }
+
+    /// How the server's key was trusted, once it has been.
+    pub fn trust(&self) -> Option<&TrustDecision> {
+        self.trust.as_ref()
+    }
+
+    /// The server's identity key, once the handshake has shown it.
+    pub fn server_key(&self) -> Option<ServerKey> {
+        self.conn.server_key()
+    }
+
+    /// Handles pending events: decides trust on the server key (a refusal is returned as the
+    /// error and ends the session), files replies, notes a close.
+    pub fn process(&mut self, now: Instant) -> Result<(), ClientError> {
+        while let Some(event) = self.conn.poll_event() {
+            match event {
+                Event::ServerKey(key) => {
+                    match trust::decide(&mut self.known, &self.host, &key, self.pinned.as_ref()) {
+                        Ok(decision) => {
+                            self.trust = Some(decision);
+                            self.conn.accept_server_key(now)?;
+                        }
+                        Err(e) => {
+                            self.conn.reject_server_key()?;
+                            return Err(e.into());
+                        }
+                    }
+                }
+                Event::Response(response) => {
+                    self.replies.insert(response.id, response);
+                }
+                Event::Closed(close) => self.peer_close = Some(close),
+                Event::Connected { .. } | Event::Request(_) => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends a command; the returned id is passed to [`ClientSession::take_reply`].
+    pub fn send(&mut self, command: &Command) -> Result<u32, ClientError> {
+        Ok(self.conn.send_request(command.name(), command.args())?)
+    }
+
+    /// The typed reply to request `id` (sent as `command`), if it has arrived.
+    pub fn take_reply(&mut self, id: u32, command: &Command) -> Option<Result<Reply, ClientError>> {
+        let response = self.replies.remove(&id)?;
+        Some(match response.result {
+            Ok(fields) => Reply::from_fields(command, &fields).map_err(ClientError::from),
+            Err(e) => Err(ClientError::Server(e)),
+        })
+    }
+
+    /// The error explaining why the session ended before an expected reply.
+    pub fn ended_error(&self) -> ClientError {
+        match &self.peer_close {
+            Some(close) => ClientError::ClosedByServer {
+                code: close.code,
+                reason: close.reason.clone(),
+            },
+            None => ClientError::ConnectionClosed,
+        }
+    }
+}
