@@ -472,3 +472,83 @@ fn only_canonical_compressed_points_are_accepted() {
     let mut s = Connection::server(Config::default(), identity(), rng(2), now);
     assert_eq!(s.handle_input(now, &hello), Err(Error::BadPublicKey));
 }
+
+#[test]
+fn server_close_during_the_trust_decision_is_reported() {
+    let config = Config {
+        handshake_timeout: Duration::from_secs(5),
+        ..Config::default()
+    };
+    let now = Instant::now();
+    let mut client = Connection::client(config.clone(), rng(1), now);
+    let mut server = Connection::server(config, identity(), rng(2), now);
+    let mut bytes = Vec::new();
+    client.poll_transmit(&mut bytes);
+    server.handle_input(now, &bytes).unwrap();
+    bytes.clear();
+    server.poll_transmit(&mut bytes);
+    client.handle_input(now, &bytes).unwrap();
+    assert!(matches!(client.poll_event(), Some(Event::ServerKey(_))));
+    // The user hesitates; the server's handshake timer fires and it closes.
+    let late = now + Duration::from_secs(5);
+    assert_eq!(server.handle_timeout(late), Err(Error::HandshakeTimeout));
+    bytes.clear();
+    server.poll_transmit(&mut bytes);
+    client.handle_input(late, &bytes).unwrap();
+    assert!(matches!(
+        client.poll_event(),
+        Some(Event::Closed(Close {
+            code: CloseCode::Timeout,
+            ..
+        }))
+    ));
+    assert!(client.is_closed());
+    assert_eq!(client.accept_server_key(late), Err(Error::Closed));
+}
+
+#[test]
+fn a_record_carrying_more_than_max_payload_is_rejected() {
+    use aes::cipher::block_padding::Pkcs7;
+    use aes::cipher::{BlockModeEncrypt, KeyIvInit};
+    use hmac::Mac;
+    use vserv_core::secure::RecordKeys;
+    use vserv_core::secure::keys::{LABEL_KEY, LABEL_MAC, expand, hmac_key};
+    use vserv_core::wire::{MAX_FRAME_BODY, MAX_PAYLOAD};
+
+    let secret = zeroize::Zeroizing::new([9u8; 32]);
+    // Forge, with the right keys, a maximal body whose plaintext has one byte of padding.
+    let payload_len = MAX_FRAME_BODY - 16 - 32 - 1 - 1;
+    assert!(payload_len > MAX_PAYLOAD);
+    let mut plain = vec![CONTENT_APP];
+    plain.extend(std::iter::repeat_n(7u8, payload_len));
+    let key = expand(&secret, LABEL_KEY, &[]);
+    let iv = [3u8; 16];
+    let ct = cbc::Encryptor::<aes::Aes256>::new(&(*key).into(), &iv.into())
+        .encrypt_padded_vec::<Pkcs7>(&plain);
+    let body_len = (16 + ct.len() + 32) as u32;
+    assert_eq!(body_len as usize, MAX_FRAME_BODY);
+    let mut mac = hmac_key(expand(&secret, LABEL_MAC, &[]).as_ref());
+    mac.update(&0u64.to_be_bytes());
+    mac.update(&body_len.to_be_bytes());
+    mac.update(&iv);
+    mac.update(&ct);
+    let mut body = iv.to_vec();
+    body.extend_from_slice(&ct);
+    body.extend_from_slice(&mac.finalize().into_bytes());
+
+    let mut receiver = RecordKeys::from_secret(secret.clone());
+    assert_eq!(
+        receiver.open(&mut body.clone()).map(|_| ()),
+        Err(Error::BadRecord)
+    );
+    // The same forgery at exactly MAX_PAYLOAD would have opened: the check is the cap.
+    let mut honest = Vec::new();
+    RecordKeys::from_secret(secret.clone())
+        .seal(CONTENT_APP, &vec![7u8; MAX_PAYLOAD], iv, &mut honest)
+        .unwrap();
+    let mut receiver = RecordKeys::from_secret(secret);
+    assert_eq!(
+        receiver.open(&mut honest[4..]).map(|(_, p)| p.len()),
+        Ok(MAX_PAYLOAD)
+    );
+}

@@ -134,7 +134,11 @@ impl ClientSession {
                     match trust::decide(&mut self.known, &self.host, &key, self.pinned.as_ref()) {
                         Ok(decision) => {
                             self.trust = Some(decision);
-                            self.conn.accept_server_key(now)?;
+                            match self.conn.accept_server_key(now) {
+                                // The server closed meanwhile; its Closed event follows.
+                                Ok(()) | Err(vserv_core::Error::Closed) => {}
+                                Err(e) => return Err(e.into()),
+                            }
                         }
                         Err(e) => {
                             self.conn.reject_server_key()?;

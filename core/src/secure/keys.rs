@@ -1,5 +1,5 @@
 //! The key schedule: ECDH, HKDF-SHA256 with the protocol's labels, transcript hashing and
-//! Finished MACs. Labels are listed in spec/protocol.md §4.
+//! Finished MACs. Labels are listed in spec/protocol.md §6.2.
 
 use hkdf::Hkdf;
 use hmac::{Hmac, KeyInit, Mac};

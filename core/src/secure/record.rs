@@ -133,6 +133,10 @@ impl RecordKeys {
                 .map_err(|_| Error::BadRecord)?
         };
         let (&content_type, payload) = plain.split_first().ok_or(Error::BadRecord)?;
+        // One-byte padding would let a maximal body carry more than MAX_PAYLOAD.
+        if payload.len() > MAX_PAYLOAD {
+            return Err(Error::BadRecord);
+        }
         self.seq = self.seq.checked_add(1).ok_or(Error::BadRecord)?;
         Ok((content_type, payload))
     }

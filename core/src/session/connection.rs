@@ -15,8 +15,8 @@ use crate::secure::{RecordKeys, ServerIdentity, ServerKey};
 use crate::wire::{
     self, CONTENT_APP, CONTENT_CLIENT_FINISHED, CONTENT_CLOSE, CONTENT_KEY_UPDATE,
     CONTENT_SERVER_AUTH, ClientFinished, ClientHello, Close, CloseCode, Deframer, IV_LEN,
-    MAX_FRAME_BODY, MAX_PAYLOAD, PROTOCOL_VERSION, Request, Response, ServerAuth, ServerHello,
-    TYPE_CLIENT_HELLO, TYPE_REFUSE, TYPE_SERVER_HELLO,
+    MAX_PAYLOAD, PROTOCOL_VERSION, Request, Response, ServerAuth, ServerHello, TYPE_CLIENT_HELLO,
+    TYPE_REFUSE, TYPE_SERVER_HELLO,
 };
 
 /// Tunables of a connection. The defaults suit production; tests shrink them.
@@ -295,16 +295,9 @@ impl Connection {
 
     fn process(&mut self, now: Instant) -> Result<(), Error> {
         loop {
-            if let State::ClientWaitTrust { .. } = self.state {
-                // Hold input until the driver decides; the server sends nothing legitimate now.
-                if self.deframer.buffered() > 2 * MAX_FRAME_BODY {
-                    return Err(Error::UnexpectedMessage {
-                        kind: 0,
-                        state: self.state.name(),
-                    });
-                }
-                return Ok(());
-            }
+            // While the driver decides on the server key, input is still opened under the
+            // server's handshake keys: the only legal record then is a Close (e.g. the
+            // server's handshake timer fired), since the server awaits ClientFinished.
             if self.is_closed() {
                 return Ok(());
             }
@@ -489,8 +482,8 @@ impl Connection {
     }
 
     /// Client: the driver trusts the server key announced by [`Event::ServerKey`]; the
-    /// handshake completes (ClientFinished is sent) and held input is processed.
-    pub fn accept_server_key(&mut self, now: Instant) -> Result<(), Error> {
+    /// handshake completes (ClientFinished is sent, application keys are installed).
+    pub fn accept_server_key(&mut self, _now: Instant) -> Result<(), Error> {
         if !matches!(self.state, State::ClientWaitTrust { .. }) {
             return self.misuse();
         }
@@ -511,13 +504,7 @@ impl Connection {
             )?;
         }
         self.enter_connected(hs, &finished);
-        match self.process(now) {
-            Ok(()) => Ok(()),
-            Err(e) => {
-                self.fail(e.clone());
-                Err(e)
-            }
-        }
+        Ok(())
     }
 
     /// Client: the driver refuses the server key; the connection fails with
