@@ -762,10 +762,10 @@ fn direct(inputs: &Inputs) -> Direct {
 
     let public = Public {
         client_random: h(client_random),
-        client_ephemeral_secret: h(client_eph.to_bytes()),
+        client_ephemeral_secret: h(client_eph.as_scalar().to_bytes()),
         client_ephemeral_public: h(client_pub),
         server_random: h(server_random),
-        server_ephemeral_secret: h(server_eph.to_bytes()),
+        server_ephemeral_secret: h(server_eph.as_scalar().to_bytes()),
         server_ephemeral_public: h(server_pub),
         server_static_public: h(static_key.as_bytes()),
         server_fingerprint: static_key.fingerprint().to_string(),

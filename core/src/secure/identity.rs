@@ -26,7 +26,9 @@ impl std::fmt::Debug for ServerIdentity {
 impl ServerIdentity {
     /// Generates a fresh identity from `rng`.
     pub fn generate<R: CryptoRng + ?Sized>(rng: &mut R) -> Self {
-        Self::from_signing(SigningKey::from(crate::secure::keys::random_scalar(rng)))
+        Self::from_signing(SigningKey::from(
+            *crate::secure::keys::random_scalar(rng).as_scalar(),
+        ))
     }
 
     /// Restores an identity from its 32-byte secret scalar.

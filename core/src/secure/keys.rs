@@ -7,7 +7,7 @@ use k256::elliptic_curve::sec1::ToSec1Point;
 use k256::{NonZeroScalar, PublicKey};
 use rand_core::CryptoRng;
 use sha2::{Digest, Sha256};
-use zeroize::Zeroizing;
+use zeroize::{Zeroize, Zeroizing};
 
 use crate::Error;
 use crate::wire::POINT_LEN;
@@ -38,21 +38,38 @@ pub const SIGNATURE_CONTEXT: &[u8] = b"vserv/1 server signature";
 /// A 32-byte secret that is zeroized on drop.
 pub type Secret = Zeroizing<[u8; 32]>;
 
+/// A secret secp256k1 scalar (an ephemeral ECDH key, or a signing key being created),
+/// zeroized on drop.
+pub struct SecretScalar(NonZeroScalar);
+
+impl SecretScalar {
+    /// The scalar, for building a long-term key from it.
+    pub fn as_scalar(&self) -> &NonZeroScalar {
+        &self.0
+    }
+}
+
+impl Drop for SecretScalar {
+    fn drop(&mut self) {
+        self.0.zeroize();
+    }
+}
+
 /// Draws a secp256k1 scalar: 32 bytes from `rng`, redrawn until they encode a scalar in
 /// `[1, n)` (so a replayed byte stream reproduces the same key, which the vectors rely on).
-pub fn random_scalar<R: CryptoRng + ?Sized>(rng: &mut R) -> NonZeroScalar {
+pub fn random_scalar<R: CryptoRng + ?Sized>(rng: &mut R) -> SecretScalar {
     loop {
         let mut bytes = Zeroizing::new([0u8; 32]);
         rng.fill_bytes(bytes.as_mut());
         if let Some(s) = Option::<NonZeroScalar>::from(NonZeroScalar::from_repr((*bytes).into())) {
-            return s;
+            return SecretScalar(s);
         }
     }
 }
 
 /// The SEC1 compressed public point of a scalar.
-pub fn public_point(secret: &NonZeroScalar) -> [u8; POINT_LEN] {
-    let pk = PublicKey::from_secret_scalar(secret);
+pub fn public_point(secret: &SecretScalar) -> [u8; POINT_LEN] {
+    let pk = PublicKey::from_secret_scalar(&secret.0);
     let mut out = [0u8; POINT_LEN];
     out.copy_from_slice(pk.to_sec1_point(true).as_bytes());
     out
@@ -69,10 +86,10 @@ pub fn check_compressed(point: &[u8; POINT_LEN]) -> Result<(), Error> {
 
 /// ECDH: the x-coordinate of `secret · peer`. Fails if `peer` is not a canonically encoded
 /// valid point.
-pub fn ecdh(secret: &NonZeroScalar, peer: &[u8; POINT_LEN]) -> Result<Secret, Error> {
+pub fn ecdh(secret: &SecretScalar, peer: &[u8; POINT_LEN]) -> Result<Secret, Error> {
     check_compressed(peer)?;
     let peer = PublicKey::from_sec1_bytes(peer).map_err(|_| Error::BadPublicKey)?;
-    let shared = k256::elliptic_curve::ecdh::diffie_hellman(secret, peer.as_affine());
+    let shared = k256::elliptic_curve::ecdh::diffie_hellman(secret.0, peer.as_affine());
     let mut out = Zeroizing::new([0u8; 32]);
     out.copy_from_slice(shared.raw_secret_bytes());
     Ok(out)

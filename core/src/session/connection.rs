@@ -4,7 +4,6 @@ use std::collections::{BTreeSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use k256::NonZeroScalar;
 use rand_core::CryptoRng;
 use zeroize::Zeroizing;
 
@@ -54,7 +53,7 @@ pub enum Role {
 
 enum State {
     /// Client: ClientHello sent, waiting for ServerHello.
-    ClientWaitHello { ephemeral: NonZeroScalar },
+    ClientWaitHello { ephemeral: keys::SecretScalar },
     /// Client: waiting for ServerAuth under the server handshake keys.
     ClientWaitAuth { hs: Handshake },
     /// Client: ServerAuth verified; waiting for the driver to accept the key.
