@@ -110,7 +110,8 @@ pub struct Connection {
     scratch: Vec<u8>,
     out: Vec<u8>,
     events: VecDeque<Event>,
-    handshake_deadline: Instant,
+    /// `None` when the timeout is too large to represent: no handshake timer.
+    handshake_deadline: Option<Instant>,
     last_received: Instant,
     outstanding: BTreeSet<u32>,
     next_id: u32,
@@ -174,7 +175,7 @@ impl Connection {
     ) -> Self {
         Connection {
             role,
-            handshake_deadline: now + config.handshake_timeout,
+            handshake_deadline: now.checked_add(config.handshake_timeout),
             config,
             state,
             rng,
@@ -245,8 +246,8 @@ impl Connection {
     pub fn poll_timeout(&self) -> Option<Instant> {
         match self.state {
             State::Closed => None,
-            State::Connected => Some(self.last_received + self.config.idle_timeout),
-            _ => Some(self.handshake_deadline),
+            State::Connected => self.last_received.checked_add(self.config.idle_timeout),
+            _ => self.handshake_deadline,
         }
     }
 

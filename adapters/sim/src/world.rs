@@ -1,0 +1,1276 @@
+//! The world: servers, clients and links on one virtual clock, driven one event at a time.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
+use vserv_core::commands::{Command, Reply};
+use vserv_core::session::refusal;
+use vserv_core::wire::MAX_PAYLOAD;
+use vserv_core::{CloseCode, Config, Connection, ErrorCode, ErrorReply, Request, ServerIdentity};
+use vserv_service::Service;
+use vserv_service::client::{ClientError, ClientOptions, ClientSession};
+use vserv_store::trust::TrustDecision;
+
+use crate::link::{Chunk, Dir, LinkSpec};
+
+/// Identifies a server of a [`World`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ServerId(pub usize);
+
+/// Identifies a connection endpoint (client, server side or raw) of a [`World`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct EndpointId(pub usize);
+
+/// Why setting something up in the world failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SimError {
+    /// The scratch directory for known_servers could not be created.
+    #[error("cannot create the scratch directory: {0}")]
+    Io(#[from] std::io::Error),
+    /// The client session could not start (known_servers unreadable).
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    /// No such server in this world.
+    #[error("no server {0:?} in this world")]
+    NoSuchServer(ServerId),
+    /// No such client in this world.
+    #[error("no client {0:?} in this world")]
+    NoSuchClient(EndpointId),
+}
+
+/// How a server of the world is set up.
+#[derive(Debug, Clone)]
+pub struct ServerSpec {
+    /// The identity the server proves.
+    pub identity: Arc<ServerIdentity>,
+    /// The command handler ([`Service::drive`] runs every server connection).
+    pub service: Service,
+    /// Connections served at once; more are refused with `Busy`.
+    pub max_connections: usize,
+    /// Per-connection tunables.
+    pub config: Config,
+}
+
+/// What a client does once connected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Finish {
+    /// After its script, send `quit` and wait for the server's close.
+    Quit,
+    /// After its script, close the connection itself.
+    Close,
+    /// Stay connected (the idle timeout ends it unless the test drives it on).
+    Stay,
+}
+
+/// How a client of the world behaves.
+#[derive(Debug, Clone)]
+pub struct ClientSpec {
+    /// Trust and connection tunables (the known_servers path, a pin, the config).
+    pub options: ClientOptions,
+    /// The link to the server.
+    pub link: LinkSpec,
+    /// Commands sent once connected, in order.
+    pub script: Vec<Command>,
+    /// At most this many requests in flight at once (at least 1).
+    pub pipeline: usize,
+    /// What happens after the script.
+    pub finish: Finish,
+}
+
+/// How a connection ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    /// Virtual time of the end.
+    pub at: Duration,
+    /// The first error, or `None` for an orderly close.
+    pub error: Option<String>,
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunEnd {
+    /// The awaited condition holds.
+    Done,
+    /// Nothing is left to happen: no delivery pending, no timer armed.
+    Quiescent,
+    /// The next event lies beyond the time limit; the clock was moved to the limit.
+    TimeLimit,
+    /// Too many steps without reaching the condition (livelock).
+    StepLimit,
+}
+
+/// A client's tally, for tests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientReport {
+    /// Requests sent (including `quit`).
+    pub sent: usize,
+    /// Replies received and checked against the server's [`Service`].
+    pub answered: usize,
+    /// How the connection ended, if it has.
+    pub outcome: Option<Outcome>,
+    /// How the server key was trusted.
+    pub trust: Option<TrustDecision>,
+}
+
+/// Invariant violations found by [`World::check`], with the seed to replay them.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{} invariant violation(s), replay with VSERV_SIM_SEED={seed}:\n  {}", violations.len(), violations.join("\n  "))]
+pub struct Violations {
+    /// The world's seed.
+    pub seed: u64,
+    /// One line per violation.
+    pub violations: Vec<String>,
+}
+
+struct ServerNode {
+    address: String,
+    spec: ServerSpec,
+    open: usize,
+    stopped: bool,
+}
+
+struct Link {
+    spec: LinkSpec,
+    client_end: usize,
+    server_end: usize,
+    /// `dirs[TO_SERVER]`, `dirs[TO_CLIENT]`.
+    dirs: [Dir; 2],
+}
+
+const TO_SERVER: usize = 0;
+const TO_CLIENT: usize = 1;
+
+struct ServerEnd {
+    server: usize,
+    conn: Connection,
+    connected: bool,
+    error: Option<String>,
+}
+
+struct ClientEnd {
+    session: ClientSession,
+    server: usize,
+    script: VecDeque<Command>,
+    pipeline: usize,
+    finish: Finish,
+    finishing: bool,
+    inflight: BTreeMap<u32, Command>,
+    replies: BTreeMap<u32, Result<Reply, ClientError>>,
+    sent: usize,
+    answered: usize,
+    error: Option<ClientError>,
+    error_text: Option<String>,
+    connected: bool,
+    trusted: bool,
+}
+
+impl ClientEnd {
+    fn note_error(&mut self, e: ClientError) {
+        if self.error_text.is_none() {
+            self.error_text = Some(e.to_string());
+        }
+        if self.error.is_none() {
+            self.error = Some(e);
+        }
+    }
+}
+
+struct RawEnd {
+    received: Vec<u8>,
+}
+
+enum Kind {
+    Server(Box<ServerEnd>),
+    Refuser,
+    Client(Box<ClientEnd>),
+    Raw(RawEnd),
+}
+
+struct Endpoint {
+    name: String,
+    link: usize,
+    /// The link direction this endpoint writes to.
+    out_dir: usize,
+    reading: bool,
+    outcome: Option<Outcome>,
+    kind: Kind,
+}
+
+enum Input {
+    Data(Vec<u8>),
+    Eof,
+    Reset,
+    Timeout,
+    Kick,
+}
+
+/// The simulated world: servers, clients, links, one virtual clock and one seeded RNG.
+///
+/// Everything random (connection RNGs, chunking, delays, tampering) is drawn from the world
+/// RNG, seeded with the world seed, and events are processed in a total order (time, then
+/// creation order), so a seed determines the whole run and its [`trace`](World::trace).
+pub struct World {
+    seed: u64,
+    rng: StdRng,
+    epoch: Instant,
+    now: Duration,
+    seq: u64,
+    max_steps: u64,
+    trace: Vec<String>,
+    violations: Vec<String>,
+    servers: Vec<ServerNode>,
+    endpoints: Vec<Endpoint>,
+    links: Vec<Link>,
+    scratch: Option<tempfile::TempDir>,
+}
+
+impl std::fmt::Debug for World {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("World")
+            .field("seed", &self.seed)
+            .field("now", &self.now)
+            .field("servers", &self.servers.len())
+            .field("endpoints", &self.endpoints.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl World {
+    /// An empty world at virtual time zero. The only clock read of the harness happens here
+    /// (the epoch that virtual durations are added to).
+    pub fn new(seed: u64) -> World {
+        World {
+            seed,
+            rng: StdRng::seed_from_u64(seed),
+            epoch: Instant::now(),
+            now: Duration::ZERO,
+            seq: 0,
+            max_steps: 5_000_000,
+            trace: Vec::new(),
+            violations: Vec::new(),
+            servers: Vec::new(),
+            endpoints: Vec::new(),
+            links: Vec::new(),
+            scratch: None,
+        }
+    }
+
+    /// The seed this world was built from.
+    pub fn seed(&self) -> u64 {
+        self.seed
+    }
+
+    /// Virtual time since the world began.
+    pub fn now(&self) -> Duration {
+        self.now
+    }
+
+    /// The virtual clock as an `Instant` (epoch + virtual time), as passed to connections.
+    pub fn instant(&self) -> Instant {
+        self.epoch.checked_add(self.now).unwrap_or(self.epoch)
+    }
+
+    /// Limits the number of events one `run` call processes before it reports
+    /// [`RunEnd::StepLimit`].
+    pub fn set_max_steps(&mut self, steps: u64) {
+        self.max_steps = steps;
+    }
+
+    /// Every delivery, timeout and event so far, one line each.
+    pub fn trace(&self) -> &[String] {
+        &self.trace
+    }
+
+    /// Invariant violations noticed so far (more are found by [`World::check`]).
+    pub fn violations(&self) -> &[String] {
+        &self.violations
+    }
+
+    /// A fresh RNG for something outside the world (an identity, a script), drawn from the
+    /// world RNG.
+    pub fn fork_rng(&mut self) -> StdRng {
+        StdRng::seed_from_u64(self.rng.random())
+    }
+
+    /// Client options using a known_servers file in this world's scratch directory.
+    pub fn client_options(&mut self, config: Config) -> Result<ClientOptions, SimError> {
+        let dir = match &self.scratch {
+            Some(dir) => dir.path().to_path_buf(),
+            None => {
+                let dir = tempfile::tempdir()?;
+                let path = dir.path().to_path_buf();
+                self.scratch = Some(dir);
+                path
+            }
+        };
+        let mut options = ClientOptions::new(dir.join("known_servers"));
+        options.config = config;
+        Ok(options)
+    }
+
+    /// The known_servers path used by [`World::client_options`], once it exists.
+    pub fn known_servers_path(&self) -> Option<PathBuf> {
+        self.scratch
+            .as_ref()
+            .map(|d| d.path().join("known_servers"))
+    }
+
+    fn log(&mut self, line: impl AsRef<str>) {
+        let mut s = String::new();
+        let _ = write!(
+            s,
+            "{:>5}.{:06} {}",
+            self.now.as_secs(),
+            self.now.subsec_micros(),
+            line.as_ref()
+        );
+        self.trace.push(s);
+    }
+
+    fn violation(&mut self, what: String) {
+        self.log(format!("VIOLATION {what}"));
+        self.violations.push(what);
+    }
+
+    // ----- building -----
+
+    /// Adds a server; its address is `sim-server-N:7117`.
+    pub fn add_server(&mut self, spec: ServerSpec) -> ServerId {
+        let id = self.servers.len();
+        let address = format!("sim-server-{id}:7117");
+        self.log(format!("server {address} up"));
+        self.servers.push(ServerNode {
+            address,
+            spec,
+            open: 0,
+            stopped: false,
+        });
+        ServerId(id)
+    }
+
+    /// The `HOST:PORT` clients of `server` use as their known_servers key.
+    pub fn address(&self, server: ServerId) -> Option<&str> {
+        self.servers.get(server.0).map(|s| s.address.as_str())
+    }
+
+    /// Server connections of `server` currently open.
+    pub fn open_connections(&self, server: ServerId) -> usize {
+        self.servers.get(server.0).map_or(0, |s| s.open)
+    }
+
+    /// Connects a new client to `server` over a new link. The ClientHello is written at once;
+    /// nothing is delivered until the world runs.
+    pub fn add_client(
+        &mut self,
+        server: ServerId,
+        spec: ClientSpec,
+    ) -> Result<EndpointId, SimError> {
+        let node = self
+            .servers
+            .get(server.0)
+            .ok_or(SimError::NoSuchServer(server))?;
+        let address = node.address.clone();
+        let rng = Box::new(self.fork_rng());
+        let session = ClientSession::new(&address, &spec.options, rng, self.instant())?;
+        let client = ClientEnd {
+            session,
+            server: server.0,
+            script: spec.script.into(),
+            pipeline: spec.pipeline.max(1),
+            finish: spec.finish,
+            finishing: false,
+            inflight: BTreeMap::new(),
+            replies: BTreeMap::new(),
+            sent: 0,
+            answered: 0,
+            error: None,
+            error_text: None,
+            connected: false,
+            trusted: false,
+        };
+        let id = self.connect(server.0, spec.link, Kind::Client(Box::new(client)), "c");
+        Ok(EndpointId(id))
+    }
+
+    /// Opens a raw connection to `server`: `bytes` are written, then the write side is
+    /// closed; whatever comes back is collected (see [`World::raw_received`]).
+    pub fn add_raw(
+        &mut self,
+        server: ServerId,
+        link: LinkSpec,
+        bytes: &[u8],
+    ) -> Result<EndpointId, SimError> {
+        if server.0 >= self.servers.len() {
+            return Err(SimError::NoSuchServer(server));
+        }
+        let id = self.connect(
+            server.0,
+            link,
+            Kind::Raw(RawEnd {
+                received: Vec::new(),
+            }),
+            "r",
+        );
+        self.write(id, bytes.to_vec());
+        self.write_eof(id);
+        Ok(EndpointId(id))
+    }
+
+    /// Bytes received so far by a raw endpoint, and whether it has seen EOF.
+    pub fn raw_received(&self, raw: EndpointId) -> Option<(&[u8], bool)> {
+        let ep = self.endpoints.get(raw.0)?;
+        match &ep.kind {
+            Kind::Raw(r) => Some((&r.received, ep.outcome.is_some())),
+            _ => None,
+        }
+    }
+
+    fn connect(&mut self, server: usize, spec: LinkSpec, kind: Kind, prefix: &str) -> usize {
+        let link = self.links.len();
+        let client_end = self.endpoints.len();
+        let server_end = client_end + 1;
+        self.links.push(Link {
+            dirs: [
+                Dir::new(spec.to_server.clone()),
+                Dir::new(spec.to_client.clone()),
+            ],
+            spec,
+            client_end,
+            server_end,
+        });
+        self.endpoints.push(Endpoint {
+            name: format!("{prefix}{client_end}"),
+            link,
+            out_dir: TO_SERVER,
+            reading: true,
+            outcome: None,
+            kind,
+        });
+        let now = self.instant();
+        let (stopped, full) = match self.servers.get(server) {
+            Some(node) => (node.stopped, node.open >= node.spec.max_connections),
+            None => (true, true),
+        };
+        let server_kind = if stopped || full {
+            Kind::Refuser
+        } else {
+            let rng = Box::new(self.fork_rng());
+            match self.servers.get_mut(server) {
+                Some(node) => {
+                    node.open += 1;
+                    Kind::Server(Box::new(ServerEnd {
+                        server,
+                        conn: Connection::server(
+                            node.spec.config.clone(),
+                            node.spec.identity.clone(),
+                            rng,
+                            now,
+                        ),
+                        connected: false,
+                        error: None,
+                    }))
+                }
+                None => Kind::Refuser,
+            }
+        };
+        self.endpoints.push(Endpoint {
+            name: format!("s{server_end}"),
+            link,
+            out_dir: TO_CLIENT,
+            reading: true,
+            outcome: None,
+            kind: server_kind,
+        });
+        let what = match (stopped, full) {
+            (true, _) => "server stopped: reset",
+            (false, true) => "server busy: refused",
+            _ => "accepted",
+        };
+        self.log(format!(
+            "link{link} {}{client_end} -> s{server_end} ({}): {what}",
+            prefix,
+            self.servers.get(server).map_or("?", |s| s.address.as_str())
+        ));
+        if stopped {
+            self.reset_link(link);
+            self.finish(server_end, None);
+        } else if full {
+            self.write(server_end, refusal(CloseCode::Busy));
+            self.finish(server_end, None);
+        }
+        self.on_input(client_end, Input::Kick);
+        client_end
+    }
+
+    // ----- links -----
+
+    fn write(&mut self, ep: usize, data: Vec<u8>) {
+        if data.is_empty() {
+            return;
+        }
+        let Some(e) = self.endpoints.get(ep) else {
+            return;
+        };
+        let (link, dir, name) = (e.link, e.out_dir, e.name.clone());
+        let now = self.now;
+        let closed = self
+            .links
+            .get(link)
+            .and_then(|l| l.dirs.get(dir))
+            .is_none_or(|d| d.closed);
+        if closed {
+            self.log(format!(
+                "{name} write {}B dropped (link closed)",
+                data.len()
+            ));
+            return;
+        }
+        let World {
+            links, rng, seq, ..
+        } = self;
+        let Some(d) = links.get_mut(link).and_then(|l| l.dirs.get_mut(dir)) else {
+            return;
+        };
+        let report = d.write(rng, now, seq, &data);
+        let mut line = format!(
+            "{name} write {}B #{:08x} in {} chunk(s)",
+            data.len(),
+            fnv(&data),
+            report.chunks
+        );
+        if !report.notes.is_empty() {
+            let _ = write!(line, " [{}]", report.notes.join(", "));
+        }
+        self.log(line);
+        if report.reset {
+            self.reset_link(link);
+        }
+    }
+
+    fn write_eof(&mut self, ep: usize) {
+        let Some(e) = self.endpoints.get(ep) else {
+            return;
+        };
+        let (link, dir) = (e.link, e.out_dir);
+        let now = self.now;
+        let World {
+            links, rng, seq, ..
+        } = self;
+        if let Some(d) = links.get_mut(link).and_then(|l| l.dirs.get_mut(dir)) {
+            d.write_eof(rng, now, seq);
+        }
+    }
+
+    fn reset_link(&mut self, link: usize) {
+        let now = self.now;
+        if let Some(l) = self.links.get_mut(link) {
+            for d in &mut l.dirs {
+                d.reset(now, &mut self.seq);
+            }
+        }
+        self.log(format!("link{link} reset"));
+    }
+
+    /// Stalls both directions of `endpoint`'s link forever, including data in flight.
+    pub fn cut(&mut self, endpoint: EndpointId) {
+        let Some(link) = self.endpoints.get(endpoint.0).map(|e| e.link) else {
+            return;
+        };
+        if let Some(l) = self.links.get_mut(link) {
+            for d in &mut l.dirs {
+                d.cut_rest();
+            }
+        }
+        self.log(format!("link{link} cut"));
+    }
+
+    /// Bytes written so far by `endpoint` into its link (what the link accepted).
+    pub fn bytes_written(&self, endpoint: EndpointId) -> u64 {
+        self.endpoints
+            .get(endpoint.0)
+            .and_then(|e| self.links.get(e.link)?.dirs.get(e.out_dir))
+            .map_or(0, |d| d.written)
+    }
+
+    /// The server-side endpoint of `endpoint`'s link.
+    pub fn peer(&self, endpoint: EndpointId) -> Option<EndpointId> {
+        let e = self.endpoints.get(endpoint.0)?;
+        let l = self.links.get(e.link)?;
+        Some(EndpointId(if l.client_end == endpoint.0 {
+            l.server_end
+        } else {
+            l.client_end
+        }))
+    }
+
+    // ----- running -----
+
+    fn timer(&mut self, ep: usize) -> Option<Duration> {
+        let e = self.endpoints.get_mut(ep)?;
+        if !e.reading {
+            return None;
+        }
+        let deadline = match &mut e.kind {
+            Kind::Server(s) => s.conn.poll_timeout(),
+            Kind::Client(c) => c.session.connection().poll_timeout(),
+            Kind::Raw(_) | Kind::Refuser => None,
+        }?;
+        Some(deadline.saturating_duration_since(self.epoch).max(self.now))
+    }
+
+    /// The next event: (time, deliver-or-timer, tie breaker), and what it is.
+    fn next_event(&mut self) -> Option<(Duration, Next)> {
+        let mut best: Option<((Duration, u8, u64), Next)> = None;
+        let mut consider = |key: (Duration, u8, u64), next: Next| {
+            if best.as_ref().is_none_or(|(k, _)| key < *k) {
+                best = Some((key, next));
+            }
+        };
+        for (li, l) in self.links.iter().enumerate() {
+            for (di, d) in l.dirs.iter().enumerate() {
+                if let Some(item) = d.front() {
+                    consider((item.at, 0, item.seq), Next::Deliver(li, di));
+                }
+            }
+        }
+        for ep in 0..self.endpoints.len() {
+            if let Some(at) = self.timer(ep) {
+                consider((at, 1, ep as u64), Next::Timer(ep));
+            }
+        }
+        best.map(|((at, _, _), next)| (at, next))
+    }
+
+    /// Processes the next event if it is due by `limit`. Returns `None` when nothing is left.
+    fn step(&mut self, limit: Duration) -> Option<bool> {
+        let (at, next) = self.next_event()?;
+        if at > limit || self.epoch.checked_add(at).is_none() {
+            return Some(false);
+        }
+        self.now = self.now.max(at);
+        match next {
+            Next::Deliver(li, di) => {
+                let Some(l) = self.links.get_mut(li) else {
+                    return Some(true);
+                };
+                let to = if di == TO_SERVER {
+                    l.server_end
+                } else {
+                    l.client_end
+                };
+                let Some(d) = l.dirs.get_mut(di) else {
+                    return Some(true);
+                };
+                let Some(item) = d.queue.pop_front() else {
+                    return Some(true);
+                };
+                let name = self
+                    .endpoints
+                    .get(to)
+                    .map_or("?".into(), |e| e.name.clone());
+                let reading = self.endpoints.get(to).is_some_and(|e| e.reading);
+                let (input, what) = match item.chunk {
+                    Chunk::Data(b) => {
+                        d.delivered += b.len() as u64;
+                        let what = format!("{}B #{:08x}", b.len(), fnv(&b));
+                        (Input::Data(b), what)
+                    }
+                    Chunk::Eof => (Input::Eof, "EOF".to_owned()),
+                    Chunk::Reset => (Input::Reset, "RESET".to_owned()),
+                };
+                if reading {
+                    self.log(format!("link{li} -> {name}: {what}"));
+                    self.on_input(to, input);
+                } else {
+                    self.log(format!("link{li} -> {name}: {what} dropped (closed)"));
+                }
+            }
+            Next::Timer(ep) => {
+                let name = self
+                    .endpoints
+                    .get(ep)
+                    .map_or("?".into(), |e| e.name.clone());
+                self.log(format!("{name} timer"));
+                self.on_input(ep, Input::Timeout);
+                // poll_timeout must be exact: firing at the deadline makes progress.
+                if self.timer(ep).is_some_and(|t| t <= self.now) {
+                    self.violation(format!(
+                        "{name}: handle_timeout at its poll_timeout made no progress"
+                    ));
+                    self.finish(ep, Some("stuck timer".into()));
+                }
+            }
+        }
+        Some(true)
+    }
+
+    /// Runs until nothing is left to happen or the virtual clock would pass `limit` (absolute
+    /// virtual time).
+    pub fn run(&mut self, limit: Duration) -> RunEnd {
+        self.run_until(limit, |_| false)
+    }
+
+    /// Runs until `done` holds (checked before every event), nothing is left to happen, or
+    /// the virtual clock would pass `limit` (absolute virtual time).
+    pub fn run_until(&mut self, limit: Duration, mut done: impl FnMut(&World) -> bool) -> RunEnd {
+        let mut steps = 0u64;
+        loop {
+            if done(self) {
+                return RunEnd::Done;
+            }
+            if steps >= self.max_steps {
+                let steps = self.max_steps;
+                self.violation(format!(
+                    "no progress: {steps} events without the run ending"
+                ));
+                return RunEnd::StepLimit;
+            }
+            match self.step(limit) {
+                None => return RunEnd::Quiescent,
+                Some(false) => {
+                    if self.epoch.checked_add(limit).is_some() {
+                        self.now = self.now.max(limit);
+                    }
+                    return RunEnd::TimeLimit;
+                }
+                Some(true) => steps += 1,
+            }
+        }
+    }
+
+    // ----- endpoints -----
+
+    fn on_input(&mut self, ep: usize, input: Input) {
+        let now = self.instant();
+        let World {
+            endpoints, servers, ..
+        } = self;
+        let Some(e) = endpoints.get_mut(ep) else {
+            return;
+        };
+        if !e.reading {
+            return;
+        }
+        let name = e.name.clone();
+        let mut lines: Vec<String> = Vec::new();
+        let mut violations: Vec<String> = Vec::new();
+        let mut out = Vec::new();
+        let mut end: Option<Option<String>> = None;
+        let reset = matches!(input, Input::Reset);
+        match &mut e.kind {
+            Kind::Refuser => return,
+            Kind::Raw(r) => match input {
+                Input::Data(b) => r.received.extend_from_slice(&b),
+                Input::Eof | Input::Reset => end = Some(None),
+                Input::Timeout | Input::Kick => {}
+            },
+            Kind::Server(s) => {
+                let result = match input {
+                    Input::Data(b) => s.conn.handle_input(now, &b),
+                    Input::Eof | Input::Reset => s.conn.handle_eof(now),
+                    Input::Timeout => s.conn.handle_timeout(now),
+                    Input::Kick => Ok(()),
+                };
+                if let Err(err) = result {
+                    lines.push(format!("{name} error: {err}"));
+                    s.error.get_or_insert(err.to_string());
+                }
+                if let Some(node) = servers.get(s.server)
+                    && let Err(err) = node.spec.service.drive(&mut s.conn)
+                {
+                    lines.push(format!("{name} service error: {err}"));
+                    s.error.get_or_insert(format!("service: {err}"));
+                    s.conn.close(CloseCode::ProtocolError, "internal error");
+                }
+                if !s.connected && s.conn.is_connected() {
+                    s.connected = true;
+                    lines.push(format!("{name} connected"));
+                }
+                s.conn.poll_transmit(&mut out);
+                if s.conn.is_closed() {
+                    end = Some(s.error.clone());
+                }
+            }
+            Kind::Client(c) => {
+                if reset {
+                    c.note_error(ClientError::Io(std::io::Error::from(
+                        std::io::ErrorKind::ConnectionReset,
+                    )));
+                }
+                let conn = c.session.connection();
+                let result = match input {
+                    Input::Data(b) => conn.handle_input(now, &b),
+                    Input::Eof | Input::Reset => conn.handle_eof(now),
+                    Input::Timeout => conn.handle_timeout(now),
+                    Input::Kick => Ok(()),
+                };
+                if let Err(err) = result {
+                    lines.push(format!("{name} error: {err}"));
+                    if let vserv_core::Error::UnknownRequestId(id) = err {
+                        violations.push(format!(
+                            "{name}: a response to request {id}, never sent: forged plaintext"
+                        ));
+                    }
+                    c.note_error(err.into());
+                }
+                if let Err(err) = c.session.process(now) {
+                    lines.push(format!("{name} error: {err}"));
+                    c.note_error(err);
+                }
+                if !c.trusted
+                    && let Some(t) = c.session.trust()
+                {
+                    c.trusted = true;
+                    lines.push(format!("{name} trust {t:?}"));
+                }
+                if !c.connected && c.session.is_connected() {
+                    c.connected = true;
+                    lines.push(format!("{name} connected"));
+                }
+                let service = servers.get(c.server).map(|n| &n.spec.service);
+                let ids: Vec<u32> = c.inflight.keys().copied().collect();
+                for id in ids {
+                    let Some(cmd) = c.inflight.get(&id).cloned() else {
+                        continue;
+                    };
+                    let Some(reply) = c.session.take_reply(id, &cmd) else {
+                        continue;
+                    };
+                    c.inflight.remove(&id);
+                    c.answered += 1;
+                    let ok = service.is_some_and(|s| matches_oracle(s, id, &cmd, &reply));
+                    lines.push(format!(
+                        "{name} reply {id} ({}): {}",
+                        cmd.name(),
+                        if reply.is_ok() { "ok" } else { "error" }
+                    ));
+                    if !ok {
+                        violations.push(format!(
+                            "{name}: reply to request {id} ({}) is not what the server sent: {reply:?}",
+                            cmd.name()
+                        ));
+                    }
+                    c.replies.insert(id, reply);
+                }
+                if c.session.is_connected() {
+                    while c.inflight.len() < c.pipeline {
+                        let Some(cmd) = c.script.pop_front() else {
+                            break;
+                        };
+                        match c.session.send(&cmd) {
+                            Ok(id) => {
+                                lines.push(format!("{name} request {id} ({})", cmd.name()));
+                                c.inflight.insert(id, cmd);
+                                c.sent += 1;
+                            }
+                            Err(err) => {
+                                lines.push(format!("{name} send failed: {err}"));
+                                c.note_error(err);
+                                break;
+                            }
+                        }
+                    }
+                    if c.script.is_empty() && c.inflight.is_empty() && !c.finishing {
+                        match c.finish {
+                            Finish::Quit => {
+                                c.finishing = true;
+                                match c.session.send(&Command::Quit) {
+                                    Ok(id) => {
+                                        lines.push(format!("{name} request {id} (quit)"));
+                                        c.inflight.insert(id, Command::Quit);
+                                        c.sent += 1;
+                                    }
+                                    Err(err) => c.note_error(err),
+                                }
+                            }
+                            Finish::Close => {
+                                c.finishing = true;
+                                lines.push(format!("{name} closing"));
+                                c.session
+                                    .connection()
+                                    .close(CloseCode::Normal, "client done");
+                            }
+                            Finish::Stay => {}
+                        }
+                    }
+                }
+                c.session.connection().poll_transmit(&mut out);
+                if c.session.is_closed() {
+                    if c.error_text.is_none()
+                        && let ClientError::ClosedByServer { code, reason } =
+                            c.session.ended_error()
+                        && !matches!(code, CloseCode::Normal | CloseCode::Shutdown)
+                    {
+                        let e = ClientError::ClosedByServer { code, reason };
+                        c.error_text = Some(e.to_string());
+                    }
+                    end = Some(c.error_text.clone());
+                }
+            }
+        }
+        for line in lines {
+            self.log(line);
+        }
+        for v in violations {
+            self.violation(v);
+        }
+        if reset {
+            // The socket is gone: nothing can be written any more.
+            self.finish(ep, end.flatten().or(Some("connection reset".into())));
+            return;
+        }
+        self.write(ep, out);
+        if let Some(error) = end {
+            self.finish(ep, error);
+        }
+    }
+
+    /// The endpoint's connection ended: close its socket.
+    fn finish(&mut self, ep: usize, error: Option<String>) {
+        let now = self.now;
+        let Some(e) = self.endpoints.get_mut(ep) else {
+            return;
+        };
+        if !e.reading {
+            return;
+        }
+        e.reading = false;
+        let name = e.name.clone();
+        if let Kind::Server(s) = &e.kind
+            && let Some(node) = self.servers.get_mut(s.server)
+        {
+            node.open = node.open.saturating_sub(1);
+        }
+        let is_conn = matches!(e.kind, Kind::Server(_) | Kind::Client(_));
+        if is_conn {
+            e.outcome = Some(Outcome {
+                at: now,
+                error: error.clone(),
+            });
+        } else {
+            e.outcome = Some(Outcome {
+                at: now,
+                error: None,
+            });
+        }
+        self.write_eof(ep);
+        self.log(match error {
+            Some(err) if is_conn => format!("{name} closed with error: {err}"),
+            _ => format!("{name} closed"),
+        });
+    }
+
+    // ----- client API (used by the suite's handles) -----
+
+    fn client_mut(&mut self, client: EndpointId) -> Option<&mut ClientEnd> {
+        match &mut self.endpoints.get_mut(client.0)?.kind {
+            Kind::Client(c) => Some(c),
+            _ => None,
+        }
+    }
+
+    fn client_ref(&self, client: EndpointId) -> Option<&ClientEnd> {
+        match &self.endpoints.get(client.0)?.kind {
+            Kind::Client(c) => Some(c),
+            _ => None,
+        }
+    }
+
+    /// Sends `command` from `client` now; the reply is collected by [`World::take_reply`].
+    pub fn send(&mut self, client: EndpointId, command: &Command) -> Result<u32, ClientError> {
+        let name = self
+            .endpoints
+            .get(client.0)
+            .map_or("?".into(), |e| e.name.clone());
+        let c = self
+            .client_mut(client)
+            .ok_or(ClientError::ConnectionClosed)?;
+        let id = c.session.send(command)?;
+        c.inflight.insert(id, command.clone());
+        c.sent += 1;
+        self.log(format!("{name} request {id} ({})", command.name()));
+        self.on_input(client.0, Input::Kick);
+        Ok(id)
+    }
+
+    /// Whether the reply to request `id` of `client` has arrived.
+    pub fn has_reply(&self, client: EndpointId, id: u32) -> bool {
+        self.client_ref(client)
+            .is_some_and(|c| c.replies.contains_key(&id))
+    }
+
+    /// Takes the typed reply to request `id` of `client`, if it has arrived.
+    pub fn take_reply(
+        &mut self,
+        client: EndpointId,
+        id: u32,
+    ) -> Option<Result<Reply, ClientError>> {
+        self.client_mut(client)?.replies.remove(&id)
+    }
+
+    /// Whether `client` has finished its handshake (and is still open).
+    pub fn is_connected(&self, client: EndpointId) -> bool {
+        self.client_ref(client)
+            .is_some_and(|c| c.session.is_connected())
+    }
+
+    /// Whether `endpoint`'s connection has ended.
+    pub fn is_closed(&self, endpoint: EndpointId) -> bool {
+        self.endpoints
+            .get(endpoint.0)
+            .is_none_or(|e| e.outcome.is_some())
+    }
+
+    /// How `endpoint`'s connection ended, if it has.
+    pub fn outcome(&self, endpoint: EndpointId) -> Option<&Outcome> {
+        self.endpoints.get(endpoint.0)?.outcome.as_ref()
+    }
+
+    /// The error that ended `client`'s session, as its blocking twin would report it: the
+    /// first failure, or the server's close when the transport simply ended.
+    pub fn take_client_error(&mut self, client: EndpointId) -> ClientError {
+        let Some(c) = self.client_mut(client) else {
+            return ClientError::ConnectionClosed;
+        };
+        match c.error.take() {
+            Some(ClientError::Protocol(
+                vserv_core::Error::UnexpectedEof | vserv_core::Error::Closed,
+            ))
+            | None => c.session.ended_error(),
+            Some(e) => e,
+        }
+    }
+
+    /// How `client` trusted the server key.
+    pub fn trust(&self, client: EndpointId) -> Option<TrustDecision> {
+        self.client_ref(client)?.session.trust().cloned()
+    }
+
+    /// Closes `client`'s connection from the client side (an authenticated close).
+    pub fn close_client(&mut self, client: EndpointId) {
+        if let Some(c) = self.client_mut(client) {
+            c.finishing = true;
+            c.session
+                .connection()
+                .close(CloseCode::Normal, "client done");
+        }
+        self.on_input(client.0, Input::Kick);
+    }
+
+    /// A client's tally.
+    pub fn client_report(&self, client: EndpointId) -> Option<ClientReport> {
+        let c = self.client_ref(client)?;
+        Some(ClientReport {
+            sent: c.sent,
+            answered: c.answered,
+            outcome: self.outcome(client).cloned(),
+            trust: c.session.trust().cloned(),
+        })
+    }
+
+    /// Stops `server`: its open connections close with `Shutdown`; later connections are
+    /// reset.
+    pub fn shutdown(&mut self, server: ServerId) {
+        let Some(node) = self.servers.get_mut(server.0) else {
+            return;
+        };
+        node.stopped = true;
+        let address = node.address.clone();
+        self.log(format!("server {address} shutting down"));
+        for ep in 0..self.endpoints.len() {
+            if let Some(e) = self.endpoints.get_mut(ep)
+                && e.reading
+                && let Kind::Server(s) = &mut e.kind
+                && s.server == server.0
+            {
+                s.conn.close(CloseCode::Shutdown, "server shutting down");
+                self.on_input(ep, Input::Kick);
+            }
+        }
+    }
+
+    // ----- invariants -----
+
+    /// Checks the invariants of a finished run: no violation was noticed while running (a
+    /// reply that differs from the server's answer, a response to a request never sent, a
+    /// stuck timer, a livelock); every connection has ended, closed or errored; and every
+    /// scripted client on a benign link got all its requests answered correctly, with both
+    /// ends closing cleanly.
+    pub fn check(&self) -> Result<(), Violations> {
+        let mut violations = self.violations.clone();
+        for e in &self.endpoints {
+            let state = match &e.kind {
+                Kind::Server(s) => Some(s.conn.is_connected()),
+                Kind::Client(c) => Some(c.session.is_connected()),
+                _ => None,
+            };
+            if let Some(connected) = state
+                && e.outcome.is_none()
+            {
+                violations.push(format!(
+                    "{} never ended (connected: {connected}): the run hangs",
+                    e.name
+                ));
+            }
+        }
+        for l in &self.links {
+            if !l.spec.is_benign() {
+                continue;
+            }
+            let (Some(ce), Some(se)) = (
+                self.endpoints.get(l.client_end),
+                self.endpoints.get(l.server_end),
+            ) else {
+                continue;
+            };
+            let Kind::Client(c) = &ce.kind else {
+                continue;
+            };
+            // Stay clients are driven by the test; refused ones met a full server.
+            if c.finish == Finish::Stay || matches!(se.kind, Kind::Refuser) {
+                continue;
+            }
+            let pending = c.script.len() + c.inflight.len();
+            if pending > 0 || !c.finishing {
+                violations.push(format!(
+                    "{}: benign link, but {pending} request(s) unanswered ({} answered)",
+                    ce.name, c.answered
+                ));
+            }
+            for e in [ce, se] {
+                if let Some(Outcome {
+                    error: Some(err), ..
+                }) = &e.outcome
+                {
+                    violations.push(format!("{}: benign link, but ended with: {err}", e.name));
+                }
+            }
+        }
+        if violations.is_empty() {
+            Ok(())
+        } else {
+            Err(Violations {
+                seed: self.seed,
+                violations,
+            })
+        }
+    }
+
+    /// When the adversary first altered bytes of `endpoint`'s link, per direction
+    /// (to server, to client).
+    pub fn tampered(&self, endpoint: EndpointId) -> (Option<Duration>, Option<Duration>) {
+        self.endpoints
+            .get(endpoint.0)
+            .and_then(|e| self.links.get(e.link))
+            .map_or((None, None), |l| {
+                (l.dirs[TO_SERVER].tampered_at, l.dirs[TO_CLIENT].tampered_at)
+            })
+    }
+}
+
+enum Next {
+    Deliver(usize, usize),
+    Timer(usize),
+}
+
+/// Whether `reply` is what the server's service answers to request `id` = `cmd`. The
+/// service is a pure function of the request, so this is exactly the plaintext the server
+/// sent if it saw the request the client sent.
+fn matches_oracle(
+    service: &Service,
+    id: u32,
+    cmd: &Command,
+    reply: &Result<Reply, ClientError>,
+) -> bool {
+    let request = Request {
+        id,
+        name: cmd.name().to_owned(),
+        args: cmd.args(),
+    };
+    let (response, _) = service.handle(&request);
+    let expected = if response.encoded_len() > MAX_PAYLOAD {
+        Err(ErrorReply::new(
+            ErrorCode::TooLarge,
+            "reply too large for one record",
+        ))
+    } else {
+        response.result
+    };
+    match (reply, expected) {
+        (Ok(got), Ok(fields)) => Reply::from_fields(cmd, &fields).is_ok_and(|r| r == *got),
+        (Err(ClientError::Server(got)), Err(want)) => *got == want,
+        _ => false,
+    }
+}
+
+/// FNV-1a, to name byte strings in the trace.
+fn fnv(bytes: &[u8]) -> u32 {
+    bytes.iter().fold(0x811c_9dc5u32, |h, b| {
+        (h ^ u32::from(*b)).wrapping_mul(0x0100_0193)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn service() -> Service {
+        use vserv_service::ServiceInfo;
+        let identity = ServerIdentity::generate(&mut StdRng::seed_from_u64(1));
+        Service::new(ServiceInfo {
+            name: "oracle".into(),
+            fingerprint: identity.public_key().fingerprint(),
+        })
+    }
+
+    #[test]
+    fn the_oracle_accepts_the_true_reply_and_nothing_else() {
+        let s = service();
+        let ping = Command::Ping {
+            payload: b"abc".to_vec(),
+        };
+        assert!(matches_oracle(
+            &s,
+            1,
+            &ping,
+            &Ok(Reply::Pong(b"abc".to_vec()))
+        ));
+        assert!(!matches_oracle(
+            &s,
+            1,
+            &ping,
+            &Ok(Reply::Pong(b"abd".to_vec()))
+        ));
+        assert!(!matches_oracle(&s, 1, &ping, &Err(ClientError::TimedOut)));
+        let help = Command::Help {
+            topic: Some("nosuch".into()),
+        };
+        let (response, _) = s.handle(&Request {
+            id: 2,
+            name: "help".into(),
+            args: help.args(),
+        });
+        let Err(e) = response.result else {
+            panic!("help nosuch succeeded");
+        };
+        assert!(matches_oracle(
+            &s,
+            2,
+            &help,
+            &Err(ClientError::Server(e.clone()))
+        ));
+        let other = ErrorReply::new(ErrorCode::Internal, e.message);
+        assert!(!matches_oracle(
+            &s,
+            2,
+            &help,
+            &Err(ClientError::Server(other))
+        ));
+    }
+}
