@@ -24,6 +24,7 @@ impl Client {
         let timeout = options.config.handshake_timeout;
         let stream = connect_any(addr, timeout)?;
         stream.set_nodelay(true)?;
+        stream.set_write_timeout(Some(timeout.max(crate::server::WRITE_TIMEOUT)))?;
         let session = ClientSession::new(addr, options, os_rng()?, Instant::now())?;
         let mut client = Client {
             stream,

@@ -7,4 +7,4 @@ mod client;
 mod server;
 
 pub use client::Client;
-pub use server::{Server, ServerHandle, ServerOptions};
+pub use server::{Server, ServerHandle, ServerOptions, WRITE_TIMEOUT};

@@ -14,6 +14,9 @@ use vserv_store::rng::os_rng;
 
 /// How often an idle connection thread checks for shutdown.
 const SHUTDOWN_POLL: Duration = Duration::from_millis(200);
+/// A peer that accepts none of our bytes for this long is dropped, so a client that stops
+/// reading cannot hold a thread (and a connection slot) forever or stall shutdown.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Server tunables.
 #[derive(Debug, Clone)]
@@ -126,6 +129,7 @@ impl Server {
         if shared.active.fetch_add(1, Ordering::SeqCst) >= shared.options.max_connections {
             shared.active.fetch_sub(1, Ordering::SeqCst);
             tracing::warn!(?peer, "connection limit reached; refusing");
+            let _ = stream.set_write_timeout(Some(Duration::from_millis(500)));
             let _ = stream.write_all(&refusal(CloseCode::Busy));
             return None;
         }
@@ -154,6 +158,7 @@ impl Server {
 /// close record is flushed) and are returned for logging.
 fn serve(mut stream: TcpStream, shared: &Shared) -> Result<(), Box<dyn std::error::Error>> {
     stream.set_nodelay(true)?;
+    stream.set_write_timeout(Some(WRITE_TIMEOUT))?;
     let rng = os_rng()?;
     let mut conn = Connection::server(
         shared.options.config.clone(),

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use clap::{Args, ValueEnum};
 use vserv_core::ServerIdentity;
 use vserv_service::{Service, ServiceInfo};
@@ -78,7 +78,23 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
             eprintln!("vserv: shutting down");
             handle.shutdown();
         }
-        Runtime::Smol => bail!("the smol runtime is not built yet"),
+        Runtime::Smol => {
+            let options = vserv_smol::ServerOptions {
+                max_connections: options.max_connections,
+                config: options.config,
+            };
+            let server = vserv_smol::Server::bind(&args.listen, identity, service, options)
+                .with_context(|| format!("listening on {}", args.listen))?;
+            announce(
+                &server.local_addr()?.to_string(),
+                &fingerprint.to_string(),
+                "smol",
+            );
+            let handle = server.spawn()?;
+            wait_for(&stop);
+            eprintln!("vserv: shutting down");
+            handle.shutdown();
+        }
     }
     Ok(())
 }

@@ -1,0 +1,180 @@
+//! Async client: connect, handshake with trust decision, typed calls.
+
+use std::io;
+use std::time::{Duration, Instant};
+
+use async_io::Timer;
+use async_net::TcpStream;
+use futures_lite::future;
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use vserv_core::CloseCode;
+use vserv_core::commands::{Command, Reply};
+use vserv_service::client::{ClientError, ClientOptions, ClientSession};
+use vserv_store::rng::os_rng;
+
+/// How long flushing the final close record may take once the session has ended.
+const CLOSE_FLUSH_GRACE: Duration = Duration::from_secs(2);
+
+/// A connected, authenticated client session over TCP, driven by async-io.
+pub struct Client {
+    stream: TcpStream,
+    session: ClientSession,
+    buf: Vec<u8>,
+    out: Vec<u8>,
+}
+
+/// What ended a wait for input.
+enum Wake {
+    Read(io::Result<usize>),
+    Timer,
+}
+
+impl Client {
+    /// Connects to `addr` (`HOST:PORT`, also the known_servers key) and completes the
+    /// handshake, deciding trust on the server key per `options`.
+    pub async fn connect(addr: &str, options: &ClientOptions) -> Result<Client, ClientError> {
+        let timeout = options.config.handshake_timeout;
+        let stream = connect_any(addr, timeout).await?;
+        stream.set_nodelay(true)?;
+        let session = ClientSession::new(addr, options, os_rng()?, Instant::now())?;
+        let mut client = Client {
+            stream,
+            session,
+            buf: vec![0u8; 64 * 1024],
+            out: Vec::with_capacity(64 * 1024),
+        };
+        client.pump(|s| s.is_connected().then_some(())).await?;
+        Ok(client)
+    }
+
+    /// The session state (server key, trust decision).
+    pub fn session(&self) -> &ClientSession {
+        &self.session
+    }
+
+    /// Sends one command and waits for its typed reply.
+    pub async fn call(&mut self, command: &Command) -> Result<Reply, ClientError> {
+        let id = self.session.send(command)?;
+        self.pump(|s| s.take_reply(id, command)).await?
+    }
+
+    /// Ends the session politely: `quit`, then waits for the server's close.
+    pub async fn quit(mut self) -> Result<(), ClientError> {
+        self.call(&Command::Quit).await?;
+        match self.pump(|s| s.is_closed().then_some(())).await {
+            Ok(())
+            | Err(ClientError::ClosedByServer {
+                code: CloseCode::Normal,
+                ..
+            }) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Closes the session from the client side without `quit`.
+    pub async fn close(mut self) -> Result<(), ClientError> {
+        self.session
+            .connection()
+            .close(CloseCode::Normal, "client done");
+        self.flush().await?;
+        Ok(())
+    }
+
+    /// Writes everything the connection has queued. The write may not outlive the
+    /// connection's deadline (or a short grace period once it is closed).
+    async fn flush(&mut self) -> Result<(), ClientError> {
+        self.out.clear();
+        let conn = self.session.connection();
+        conn.poll_transmit(&mut self.out);
+        if self.out.is_empty() {
+            return Ok(());
+        }
+        let deadline = conn
+            .poll_timeout()
+            .unwrap_or_else(|| Instant::now() + CLOSE_FLUSH_GRACE);
+        let stream = &mut self.stream;
+        let out = &self.out;
+        future::or(async { Ok(stream.write_all(out).await?) }, async {
+            Timer::at(deadline).await;
+            Err(ClientError::TimedOut)
+        })
+        .await
+    }
+
+    /// Drives the connection until `done` yields a value, the session ends, or a timer fires.
+    async fn pump<T>(
+        &mut self,
+        mut done: impl FnMut(&mut ClientSession) -> Option<T>,
+    ) -> Result<T, ClientError> {
+        loop {
+            let processed = self.session.process(Instant::now());
+            self.flush().await?;
+            processed?;
+            if let Some(value) = done(&mut self.session) {
+                return Ok(value);
+            }
+            if self.session.is_closed() {
+                return Err(self.session.ended_error());
+            }
+            let deadline = self.session.connection().poll_timeout();
+            let stream = &mut self.stream;
+            let buf = &mut self.buf;
+            let wake = future::or(async { Wake::Read(stream.read(buf).await) }, async {
+                match deadline {
+                    Some(deadline) => Timer::at(deadline).await,
+                    None => Timer::never().await,
+                };
+                Wake::Timer
+            })
+            .await;
+            let conn = self.session.connection();
+            let result = match wake {
+                Wake::Read(Ok(0)) => conn.handle_eof(Instant::now()),
+                Wake::Read(Ok(n)) => match self.buf.get(..n) {
+                    Some(data) => conn.handle_input(Instant::now(), data),
+                    None => Ok(()),
+                },
+                Wake::Read(Err(e)) if e.kind() == io::ErrorKind::Interrupted => Ok(()),
+                Wake::Read(Err(e)) => return Err(e.into()),
+                Wake::Timer => conn.handle_timeout(Instant::now()),
+            };
+            if let Err(e) = result {
+                // Deliver what arrived before the failure (a reply, a close), then report.
+                let _ = self.session.process(Instant::now());
+                let _ = self.flush().await;
+                if let Some(value) = done(&mut self.session) {
+                    return Ok(value);
+                }
+                return Err(match e {
+                    vserv_core::Error::UnexpectedEof | vserv_core::Error::Closed => {
+                        self.session.ended_error()
+                    }
+                    e => e.into(),
+                });
+            }
+        }
+    }
+}
+
+/// Connects to the first address `addr` resolves to that accepts within `timeout`.
+async fn connect_any(addr: &str, timeout: Duration) -> io::Result<TcpStream> {
+    let mut last = io::Error::new(
+        io::ErrorKind::InvalidInput,
+        format!("'{addr}' resolves to no address"),
+    );
+    for sock in async_net::resolve(addr).await? {
+        let attempt = future::or(TcpStream::connect(sock), async {
+            Timer::after(timeout).await;
+            Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("connecting to {sock} timed out"),
+            ))
+        })
+        .await;
+        match attempt {
+            Ok(stream) => return Ok(stream),
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
+}

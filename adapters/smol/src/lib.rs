@@ -1,0 +1,20 @@
+//! Async driver on smol + async-io: the vserv server and client.
+//!
+//! One task per connection, multiplexed on a small [`smol::Executor`] run by background
+//! threads. Each task follows the core's drain rule: let the service answer pending events,
+//! flush `poll_transmit`, then race the socket read against an [`async_io::Timer`] armed from
+//! `poll_timeout` (and, on the server, the shutdown signal). All protocol and application
+//! logic lives in `vserv-core` and `vserv-service`, so this driver behaves exactly like the
+//! blocking reference runtime.
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+mod client;
+mod server;
+
+pub use client::Client;
+pub use server::{Server, ServerHandle, ServerOptions};
+
+/// Runs a future to completion on the current thread, driving the async-io reactor
+/// (re-exported from smol so synchronous callers need no direct dependency on it).
+pub use smol::block_on;

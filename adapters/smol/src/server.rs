@@ -1,0 +1,414 @@
+//! Async server: an accept task and one task per connection, bounded in number, on a
+//! `smol::Executor` driven by background threads.
+
+use std::future::Future;
+use std::io;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use async_io::Timer;
+use async_net::{TcpListener, TcpStream};
+use futures_lite::future;
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use smol::Executor;
+use smol::channel::{Receiver, Sender};
+use vserv_core::session::refusal;
+use vserv_core::{CloseCode, Config, Connection, ServerIdentity};
+use vserv_service::Service;
+use vserv_store::rng::os_rng;
+
+/// How long a closing connection may take to flush its final close record.
+const CLOSE_FLUSH_GRACE: Duration = Duration::from_secs(2);
+
+/// How long writing a `Busy` refusal to a connection beyond the limit may take.
+const REFUSAL_WRITE_LIMIT: Duration = Duration::from_millis(500);
+
+/// Most executor threads a server runs.
+const MAX_THREADS: usize = 2;
+
+/// Server tunables.
+#[derive(Debug, Clone)]
+pub struct ServerOptions {
+    /// Connections served at once; further ones are refused with `Busy`.
+    pub max_connections: usize,
+    /// Per-connection protocol tunables.
+    pub config: Config,
+}
+
+impl Default for ServerOptions {
+    fn default() -> Self {
+        ServerOptions {
+            max_connections: 1024,
+            config: Config::default(),
+        }
+    }
+}
+
+/// A bound, not yet running server.
+pub struct Server {
+    listener: TcpListener,
+    shared: Arc<Shared>,
+}
+
+/// State every task of one server shares.
+struct Shared {
+    identity: Arc<ServerIdentity>,
+    service: Service,
+    options: ServerOptions,
+    active: AtomicUsize,
+}
+
+/// A running server. [`ServerHandle::shutdown`] (or dropping the handle) stops it: no new
+/// connections are accepted, every connection is closed with an authenticated `Shutdown`
+/// close, and the call returns once all connection tasks and executor threads have ended.
+pub struct ServerHandle {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    /// Closed to ask the accept loop and every connection to stop.
+    shutdown: Sender<()>,
+    /// Closed to release the helper executor threads once the driver thread is done.
+    release: Sender<()>,
+    /// Runs the accept task; ends when it and every connection task have finished.
+    driver: Option<JoinHandle<()>>,
+    /// Extra threads running the executor.
+    helpers: Vec<JoinHandle<()>>,
+}
+
+impl Server {
+    /// Binds the listening socket.
+    pub fn bind(
+        addr: impl ToSocketAddrs,
+        identity: Arc<ServerIdentity>,
+        service: Service,
+        options: ServerOptions,
+    ) -> io::Result<Server> {
+        let listener = TcpListener::try_from(std::net::TcpListener::bind(addr)?)?;
+        let shared = Shared {
+            identity,
+            service,
+            options,
+            active: AtomicUsize::new(0),
+        };
+        Ok(Server {
+            listener,
+            shared: Arc::new(shared),
+        })
+    }
+
+    /// The bound address (useful after binding port 0).
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Runs the server on a new executor driven by background threads (one or two, after
+    /// the machine's parallelism).
+    pub fn spawn(self) -> io::Result<ServerHandle> {
+        let addr = self.local_addr()?;
+        let shared = self.shared.clone();
+        let executor = Arc::new(Executor::new());
+        let (shutdown, shutdown_rx) = smol::channel::bounded::<()>(1);
+        let (release, release_rx) = smol::channel::bounded::<()>(1);
+        let accept = executor.spawn(accept_loop(
+            self.listener,
+            self.shared,
+            executor.clone(),
+            shutdown_rx,
+        ));
+        let threads = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .clamp(1, MAX_THREADS);
+        let mut handle = ServerHandle {
+            addr,
+            shared,
+            shutdown,
+            release,
+            driver: None,
+            helpers: Vec::new(),
+        };
+        let ex = executor.clone();
+        handle.driver = Some(
+            std::thread::Builder::new()
+                .name("vserv-smol".into())
+                .spawn(move || smol::block_on(ex.run(accept)))?,
+        );
+        for _ in 1..threads {
+            let ex = executor.clone();
+            let release = release_rx.clone();
+            let spawned = std::thread::Builder::new()
+                .name("vserv-smol".into())
+                .spawn(move || {
+                    smol::block_on(ex.run(async move {
+                        let _ = release.recv().await;
+                    }))
+                });
+            match spawned {
+                Ok(thread) => handle.helpers.push(thread),
+                // One thread is enough to serve; run without the helper.
+                Err(e) => tracing::warn!(error = %e, "could not start a helper executor thread"),
+            }
+        }
+        Ok(handle)
+    }
+}
+
+/// Accepts connections until shutdown, then waits for every connection task to end.
+async fn accept_loop(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    executor: Arc<Executor<'static>>,
+    shutdown: Receiver<()>,
+) {
+    // Every connection task holds a clone of `done`; `all_done` reports when none is left.
+    let (done, all_done) = smol::channel::bounded::<()>(1);
+    loop {
+        if shutdown.is_closed() {
+            break;
+        }
+        let accepted = future::or(async { Some(listener.accept().await) }, async {
+            let _ = shutdown.recv().await;
+            None
+        })
+        .await;
+        match accepted {
+            None => break,
+            Some(Ok((stream, peer))) => {
+                accept(stream, peer, &shared, &executor, &shutdown, &done).await;
+            }
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, "accept failed");
+                Timer::after(Duration::from_millis(10)).await;
+            }
+        }
+    }
+    drop(listener);
+    drop(done);
+    // Fails (closed) once every connection task has dropped its `done` sender.
+    let _ = all_done.recv().await;
+}
+
+/// Starts a task for `stream`, or refuses it with `Busy` beyond the connection limit.
+async fn accept(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    shared: &Arc<Shared>,
+    executor: &Executor<'static>,
+    shutdown: &Receiver<()>,
+    done: &Sender<()>,
+) {
+    if shared.active.fetch_add(1, Ordering::SeqCst) >= shared.options.max_connections {
+        shared.active.fetch_sub(1, Ordering::SeqCst);
+        tracing::warn!(%peer, "connection limit reached; refusing");
+        let refused = refusal(CloseCode::Busy);
+        let _ = write_until(&mut stream, &refused, sleep(REFUSAL_WRITE_LIMIT)).await;
+        return;
+    }
+    // From here on the guard gives the slot back, whatever happens to the task.
+    let guard = Slot {
+        shared: shared.clone(),
+        _done: done.clone(),
+    };
+    let shutdown = shutdown.clone();
+    executor
+        .spawn(async move {
+            match serve(stream, &guard.shared, &shutdown).await {
+                Ok(()) => tracing::debug!(%peer, "connection finished"),
+                Err(e) => tracing::debug!(%peer, error = %e, "connection ended with an error"),
+            }
+            drop(guard);
+        })
+        .detach();
+}
+
+/// One connection slot: releases the count (and the accept loop's wait) when dropped.
+struct Slot {
+    shared: Arc<Shared>,
+    _done: Sender<()>,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.shared.active.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Why a connection task ended early; logged, never propagated beyond the connection.
+#[derive(Debug, thiserror::Error)]
+enum ConnError {
+    #[error("network error: {0}")]
+    Io(#[from] io::Error),
+    #[error("protocol error: {0}")]
+    Protocol(#[from] vserv_core::Error),
+    #[error("the peer stopped reading; write abandoned")]
+    WriteStalled,
+}
+
+/// What ended a wait for input.
+enum Wake {
+    Read(io::Result<usize>),
+    Timer,
+    Shutdown,
+}
+
+/// Drives one server connection to its end. Protocol errors end the connection (after its
+/// close record is flushed) and are returned for logging.
+async fn serve(
+    mut stream: TcpStream,
+    shared: &Shared,
+    shutdown: &Receiver<()>,
+) -> Result<(), ConnError> {
+    stream.set_nodelay(true)?;
+    let rng = os_rng()?;
+    let mut conn = Connection::server(
+        shared.options.config.clone(),
+        shared.identity.clone(),
+        rng,
+        Instant::now(),
+    );
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut out = Vec::with_capacity(64 * 1024);
+    let mut failure = None;
+    loop {
+        if let Err(e) = shared.service.drive(&mut conn) {
+            failure.get_or_insert(e);
+            conn.close(CloseCode::ProtocolError, "internal error");
+        }
+        out.clear();
+        conn.poll_transmit(&mut out);
+        if !out.is_empty() {
+            // A write may not outlive the connection's own deadline nor a shutdown; the
+            // final close record gets a short grace period.
+            let written = match conn.poll_timeout() {
+                Some(deadline) => {
+                    let stop = future::or(sleep_until(deadline), stopped(shutdown));
+                    write_until(&mut stream, &out, stop).await
+                }
+                None => write_until(&mut stream, &out, sleep(CLOSE_FLUSH_GRACE)).await,
+            };
+            written?;
+        }
+        if conn.is_closed() {
+            break;
+        }
+        if shutdown.is_closed() {
+            conn.close(CloseCode::Shutdown, "server shutting down");
+            continue;
+        }
+        let deadline = conn.poll_timeout();
+        let wake = future::or(
+            async { Wake::Read(stream.read(&mut buf).await) },
+            future::or(
+                async {
+                    sleep_until_opt(deadline).await;
+                    Wake::Timer
+                },
+                async {
+                    stopped(shutdown).await;
+                    Wake::Shutdown
+                },
+            ),
+        )
+        .await;
+        let result = match wake {
+            Wake::Read(Ok(0)) => conn.handle_eof(Instant::now()),
+            Wake::Read(Ok(n)) => match buf.get(..n) {
+                Some(data) => conn.handle_input(Instant::now(), data),
+                None => Ok(()),
+            },
+            Wake::Read(Err(e)) if e.kind() == io::ErrorKind::Interrupted => Ok(()),
+            Wake::Read(Err(e)) => return Err(e.into()),
+            Wake::Timer => conn.handle_timeout(Instant::now()),
+            // The top of the loop closes the connection.
+            Wake::Shutdown => Ok(()),
+        };
+        if let Err(e) = result {
+            failure.get_or_insert(e);
+        }
+    }
+    let _ = stream.shutdown(std::net::Shutdown::Both);
+    match failure {
+        Some(e) => Err(e.into()),
+        None => Ok(()),
+    }
+}
+
+/// Writes all of `data` unless `stop` completes first.
+async fn write_until(
+    stream: &mut TcpStream,
+    data: &[u8],
+    stop: impl Future<Output = ()>,
+) -> Result<(), ConnError> {
+    future::or(
+        async { stream.write_all(data).await.map_err(ConnError::Io) },
+        async {
+            stop.await;
+            Err(ConnError::WriteStalled)
+        },
+    )
+    .await
+}
+
+/// Completes once the shutdown channel is closed.
+async fn stopped(shutdown: &Receiver<()>) {
+    // Nothing is ever sent: `recv` only returns when the channel closes.
+    let _ = shutdown.recv().await;
+}
+
+/// Completes after `duration`.
+async fn sleep(duration: Duration) {
+    Timer::after(duration).await;
+}
+
+/// Completes at `deadline`.
+async fn sleep_until(deadline: Instant) {
+    Timer::at(deadline).await;
+}
+
+/// Completes at `deadline`, or never without one.
+async fn sleep_until_opt(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => Timer::at(deadline).await,
+        None => Timer::never().await,
+    };
+}
+
+impl ServerHandle {
+    /// The address the server listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Number of connections being served right now.
+    pub fn active_connections(&self) -> usize {
+        self.shared.active.load(Ordering::SeqCst)
+    }
+
+    /// Stops accepting, closes every connection with an authenticated `Shutdown` close, and
+    /// waits for all tasks and executor threads to finish.
+    pub fn shutdown(mut self) {
+        self.stop();
+    }
+
+    fn stop(&mut self) {
+        self.shutdown.close();
+        if let Some(driver) = self.driver.take()
+            && driver.join().is_err()
+        {
+            tracing::error!("the server executor thread panicked");
+        }
+        self.release.close();
+        for helper in self.helpers.drain(..) {
+            if helper.join().is_err() {
+                tracing::error!("a server executor thread panicked");
+            }
+        }
+    }
+}
+
+impl Drop for ServerHandle {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
