@@ -7,4 +7,5 @@ mod client;
 mod server;
 
 pub use client::Client;
-pub use server::{Server, ServerHandle, ServerOptions, WRITE_TIMEOUT};
+pub use server::{Server, ServerHandle, WRITE_TIMEOUT};
+pub use vserv_service::ServerOptions;

@@ -8,8 +8,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use vserv_core::session::refusal;
-use vserv_core::{CloseCode, Config, Connection, ServerIdentity};
-use vserv_service::Service;
+use vserv_core::{CloseCode, Connection, ServerIdentity};
+use vserv_service::{ServerOptions, Service};
 use vserv_store::rng::os_rng;
 
 /// How often an idle connection thread checks for shutdown.
@@ -17,24 +17,6 @@ const SHUTDOWN_POLL: Duration = Duration::from_millis(200);
 /// A peer that accepts none of our bytes for this long is dropped, so a client that stops
 /// reading cannot hold a thread (and a connection slot) forever or stall shutdown.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Server tunables.
-#[derive(Debug, Clone)]
-pub struct ServerOptions {
-    /// Connections served at once; further ones are refused with `Busy`.
-    pub max_connections: usize,
-    /// Per-connection protocol tunables.
-    pub config: Config,
-}
-
-impl Default for ServerOptions {
-    fn default() -> Self {
-        ServerOptions {
-            max_connections: 1024,
-            config: Config::default(),
-        }
-    }
-}
 
 /// A bound, not yet running server.
 pub struct Server {

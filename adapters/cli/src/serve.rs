@@ -60,7 +60,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(signal, stop.clone()).context("installing signal handlers")?;
     }
-    let options = vserv_blocking::ServerOptions {
+    let options = vserv_service::ServerOptions {
         max_connections: args.max_connections,
         ..Default::default()
     };
@@ -79,10 +79,6 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
             handle.shutdown();
         }
         Runtime::Smol => {
-            let options = vserv_smol::ServerOptions {
-                max_connections: options.max_connections,
-                config: options.config,
-            };
             let server = vserv_smol::Server::bind(&args.listen, identity, service, options)
                 .with_context(|| format!("listening on {}", args.listen))?;
             announce(

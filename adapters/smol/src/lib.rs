@@ -13,7 +13,8 @@ mod client;
 mod server;
 
 pub use client::Client;
-pub use server::{Server, ServerHandle, ServerOptions};
+pub use server::{Server, ServerHandle};
+pub use vserv_service::ServerOptions;
 
 /// Runs a future to completion on the current thread, driving the async-io reactor
 /// (re-exported from smol so synchronous callers need no direct dependency on it).

@@ -16,8 +16,8 @@ use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use smol::Executor;
 use smol::channel::{Receiver, Sender};
 use vserv_core::session::refusal;
-use vserv_core::{CloseCode, Config, Connection, ServerIdentity};
-use vserv_service::Service;
+use vserv_core::{CloseCode, Connection, ServerIdentity};
+use vserv_service::{ServerOptions, Service};
 use vserv_store::rng::os_rng;
 
 /// How long a closing connection may take to flush its final close record.
@@ -28,24 +28,6 @@ const REFUSAL_WRITE_LIMIT: Duration = Duration::from_millis(500);
 
 /// Most executor threads a server runs.
 const MAX_THREADS: usize = 2;
-
-/// Server tunables.
-#[derive(Debug, Clone)]
-pub struct ServerOptions {
-    /// Connections served at once; further ones are refused with `Busy`.
-    pub max_connections: usize,
-    /// Per-connection protocol tunables.
-    pub config: Config,
-}
-
-impl Default for ServerOptions {
-    fn default() -> Self {
-        ServerOptions {
-            max_connections: 1024,
-            config: Config::default(),
-        }
-    }
-}
 
 /// A bound, not yet running server.
 pub struct Server {
