@@ -1,6 +1,6 @@
 //! Blocking client: connect, handshake with trust decision, typed calls.
 
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
@@ -93,27 +93,12 @@ impl Client {
             if self.session.is_closed() {
                 return Err(self.session.ended_error());
             }
-            let now = Instant::now();
-            let conn = self.session.connection();
-            let wait = conn.poll_timeout().map(|t| {
-                t.saturating_duration_since(now)
-                    .max(Duration::from_millis(1))
-            });
-            self.stream.set_read_timeout(wait)?;
-            let result = match self.stream.read(&mut self.buf) {
-                Ok(0) => conn.handle_eof(Instant::now()),
-                Ok(n) => conn.handle_input(Instant::now(), &self.buf[..n]),
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                    ) =>
-                {
-                    conn.handle_timeout(Instant::now())
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(()),
-                Err(e) => return Err(e.into()),
-            };
+            let result = crate::feed::read_into(
+                &mut self.stream,
+                self.session.connection(),
+                &mut self.buf,
+                None,
+            )?;
             if let Err(e) = result {
                 // Deliver what arrived before the failure (a reply, a close), then report.
                 let _ = self.session.process(Instant::now());

@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 mod client;
+mod feed;
 mod server;
 
 pub use client::Client;

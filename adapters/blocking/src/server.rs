@@ -1,6 +1,6 @@
 //! Blocking server: an accept thread and one thread per connection, bounded in number.
 
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -168,26 +168,7 @@ fn serve(mut stream: TcpStream, shared: &Shared) -> Result<(), Box<dyn std::erro
             conn.close(CloseCode::Shutdown, "server shutting down");
             continue;
         }
-        let now = Instant::now();
-        let wait = conn
-            .poll_timeout()
-            .map_or(SHUTDOWN_POLL, |t| t.saturating_duration_since(now))
-            .min(SHUTDOWN_POLL);
-        stream.set_read_timeout(Some(wait.max(Duration::from_millis(1))))?;
-        let result = match stream.read(&mut buf) {
-            Ok(0) => conn.handle_eof(Instant::now()),
-            Ok(n) => conn.handle_input(Instant::now(), &buf[..n]),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                ) =>
-            {
-                conn.handle_timeout(Instant::now())
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(()),
-            Err(e) => return Err(e.into()),
-        };
+        let result = crate::feed::read_into(&mut stream, &mut conn, &mut buf, Some(SHUTDOWN_POLL))?;
         if let Err(e) = result {
             failure.get_or_insert(e);
         }
