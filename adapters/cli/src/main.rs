@@ -1,5 +1,6 @@
 //! `vserv`: run a server, talk to one, manage keys, measure performance.
 
+mod bench;
 mod client_cmd;
 mod serve;
 
@@ -55,6 +56,8 @@ enum Command {
     Keygen(serve::KeygenArgs),
     /// Print the fingerprint of a server's identity key (the value clients pin).
     Fingerprint(serve::FingerprintArgs),
+    /// Measure performance (crypto, handshakes, round trips).
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -76,6 +79,7 @@ fn main() -> ExitCode {
         ),
         Command::Keygen(args) => serve::keygen(args),
         Command::Fingerprint(args) => serve::fingerprint(args),
+        Command::Bench(args) => bench::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,91 @@
+//! `vserv bench`: crypto throughput, handshakes per second and ping round trips.
+//!
+//! Every measurement runs in this process: the crypto benchmark drives the record layer
+//! directly, the network benchmarks start a blocking server on 127.0.0.1:0 with a throwaway
+//! identity (or use the server given with `--server`, pinned with `--server-key`).
+
+mod breakdown;
+mod crypto;
+mod net;
+mod stats;
+
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{Args, Subcommand};
+use serde::Serialize;
+
+/// `vserv bench` options.
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    /// Print one JSON object instead of a table.
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub what: BenchKind,
+}
+
+/// What to measure.
+#[derive(Subcommand, Debug)]
+pub enum BenchKind {
+    /// Record-layer throughput (seal/open) against raw AES-256-CBC + HMAC-SHA256.
+    Crypto(crypto::CryptoArgs),
+    /// Full sessions per second: connect, handshake, ping, close.
+    Handshake(net::HandshakeArgs),
+    /// Ping round-trip latency on one session.
+    Rtt(net::RttArgs),
+}
+
+/// Runs the selected benchmark and prints its report.
+pub fn run(args: BenchArgs) -> anyhow::Result<()> {
+    match args.what {
+        BenchKind::Crypto(a) => emit(&crypto::run(&a)?, args.json),
+        BenchKind::Handshake(a) => emit(&net::handshake(&a)?, args.json),
+        BenchKind::Rtt(a) => emit(&net::rtt(&a)?, args.json),
+    }
+}
+
+/// A benchmark report: a JSON object and a human-readable table.
+trait Report: Serialize {
+    fn table(&self) -> String;
+}
+
+fn emit<R: Report>(report: &R, json: bool) -> anyhow::Result<()> {
+    if json {
+        let text = serde_json::to_string(report).context("encoding the report as JSON")?;
+        println!("{text}");
+    } else {
+        print!("{}", report.table());
+    }
+    Ok(())
+}
+
+/// A duration given in seconds on the command line: positive, finite, at most a day.
+fn parse_seconds(s: &str) -> anyhow::Result<Duration> {
+    let secs: f64 = s
+        .trim()
+        .parse()
+        .with_context(|| format!("'{s}' is not a number of seconds"))?;
+    if !secs.is_finite() || secs <= 0.0 || secs > 86_400.0 {
+        bail!("seconds must be greater than 0 and at most 86400, got {s}");
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// Facts about the machine that help read the numbers.
+#[derive(Serialize, Debug)]
+struct Machine {
+    /// Logical CPUs available to this process.
+    cpus: usize,
+    /// `vserv` version.
+    version: &'static str,
+}
+
+impl Machine {
+    fn get() -> Self {
+        Machine {
+            cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            version: env!("CARGO_PKG_VERSION"),
+        }
+    }
+}
