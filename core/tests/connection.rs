@@ -552,3 +552,22 @@ fn a_record_carrying_more_than_max_payload_is_rejected() {
         Ok(MAX_PAYLOAD)
     );
 }
+
+#[test]
+fn a_client_cannot_exceed_the_outstanding_limit() {
+    let mut p = Pair::new(Config {
+        max_outstanding: 3,
+        ..Config::default()
+    });
+    p.run().unwrap();
+    for _ in 0..3 {
+        p.client.send_request("ping", vec![]).unwrap();
+    }
+    assert!(matches!(
+        p.client.send_request("ping", vec![]),
+        Err(Error::InvalidState(_))
+    ));
+    p.run().unwrap();
+    assert_eq!(p.client.outstanding_requests(), 0);
+    p.client.send_request("ping", vec![]).unwrap();
+}

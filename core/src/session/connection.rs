@@ -27,7 +27,8 @@ pub struct Config {
     pub idle_timeout: Duration,
     /// A sender switches to fresh keys (KeyUpdate) after sealing this many records.
     pub rekey_after: u64,
-    /// Server only: most requests awaiting a response at once.
+    /// Most requests awaiting a response at once: a server fails a client that exceeds it, a
+    /// client refuses to send more (both sides must use the same value; 256 by default).
     pub max_outstanding: usize,
 }
 
@@ -571,6 +572,10 @@ impl Connection {
     pub fn send_request(&mut self, name: &str, args: Vec<Vec<u8>>) -> Result<u32, Error> {
         if self.role != Role::Client || !self.is_connected() {
             return self.misuse();
+        }
+        if self.outstanding.len() >= self.config.max_outstanding {
+            // The server would fail the connection; refuse here instead.
+            return Err(Error::InvalidState("too many requests awaiting responses"));
         }
         if !Request::is_valid_name(name) {
             return Err(Error::InvalidState(
