@@ -75,6 +75,8 @@
 
 pub mod commands;
 mod error;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 pub mod secure;
 pub mod session;
 pub mod wire;
