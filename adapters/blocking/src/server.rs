@@ -2,8 +2,9 @@
 
 use std::io::{self, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -82,6 +83,11 @@ impl Server {
 
     /// Runs the accept loop on this thread until shutdown; waits for its connections to end.
     pub fn run(self) {
+        let (handoff, inbox) = mpsc::channel::<TcpStream>();
+        let pool = Arc::new(Pool {
+            inbox: Mutex::new(inbox),
+            idle: AtomicUsize::new(0),
+        });
         let mut workers: Vec<JoinHandle<()>> = Vec::new();
         for stream in self.listener.incoming() {
             if self.shared.shutdown.load(Ordering::SeqCst) {
@@ -90,7 +96,7 @@ impl Server {
             workers.retain(|w| !w.is_finished());
             match stream {
                 Ok(stream) => {
-                    if let Some(worker) = self.accept(stream) {
+                    if let Some(worker) = self.accept(stream, &pool, &handoff) {
                         workers.push(worker);
                     }
                 }
@@ -100,12 +106,21 @@ impl Server {
                 }
             }
         }
+        // Idle workers see the channel close and exit; busy ones finish their connection.
+        drop(handoff);
         for worker in workers {
             let _ = worker.join();
         }
     }
 
-    fn accept(&self, mut stream: TcpStream) -> Option<JoinHandle<()>> {
+    /// Admits one connection: refuses it at the limit, else hands it to an idle worker or
+    /// starts a new one (returned, to be joined at shutdown).
+    fn accept(
+        &self,
+        mut stream: TcpStream,
+        pool: &Arc<Pool>,
+        handoff: &Sender<TcpStream>,
+    ) -> Option<JoinHandle<()>> {
         let peer = stream.peer_addr().ok();
         let shared = &self.shared;
         if shared.active.fetch_add(1, Ordering::SeqCst) >= shared.options.max_connections {
@@ -115,16 +130,22 @@ impl Server {
             let _ = stream.write_all(&refusal(CloseCode::Busy));
             return None;
         }
+        // Claiming an idle worker commits it to take the next stream from the channel.
+        if pool
+            .idle
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            match handoff.send(stream) {
+                Ok(()) => return None,
+                Err(mpsc::SendError(returned)) => stream = returned,
+            }
+        }
         let shared = shared.clone();
+        let pool = pool.clone();
         let spawned = std::thread::Builder::new()
             .name("vserv-conn".into())
-            .spawn(move || {
-                match serve(stream, &shared) {
-                    Ok(()) => tracing::debug!(?peer, "connection finished"),
-                    Err(e) => tracing::debug!(?peer, error = %e, "connection ended with an error"),
-                }
-                shared.active.fetch_sub(1, Ordering::SeqCst);
-            });
+            .spawn(move || worker(stream, &shared, &pool));
         match spawned {
             Ok(handle) => Some(handle),
             Err(e) => {
@@ -133,6 +154,52 @@ impl Server {
                 None
             }
         }
+    }
+}
+
+/// Connection threads kept for reuse: starting a thread per connection cost about a tenth of
+/// the CPU of a whole session (measured by `vserv bench handshake --breakdown`).
+struct Pool {
+    inbox: Mutex<Receiver<TcpStream>>,
+    /// Workers waiting for a connection and not yet claimed by the accept loop.
+    idle: AtomicUsize,
+}
+
+/// How long a finished worker waits for another connection before exiting.
+const WORKER_KEEP: Duration = Duration::from_secs(5);
+
+/// Serves `stream`, then further connections handed over by the accept loop, until none
+/// comes for [`WORKER_KEEP`] or the server shuts down.
+fn worker(mut stream: TcpStream, shared: &Shared, pool: &Pool) {
+    loop {
+        let peer = stream.peer_addr().ok();
+        match serve(stream, shared) {
+            Ok(()) => tracing::debug!(?peer, "connection finished"),
+            Err(e) => tracing::debug!(?peer, error = %e, "connection ended with an error"),
+        }
+        shared.active.fetch_sub(1, Ordering::SeqCst);
+        pool.idle.fetch_add(1, Ordering::SeqCst);
+        stream = loop {
+            let next = match pool.inbox.lock() {
+                Ok(inbox) => inbox.recv_timeout(WORKER_KEEP),
+                Err(_) => return,
+            };
+            match next {
+                Ok(next) => break next,
+                Err(RecvTimeoutError::Timeout) => {
+                    // Leave only if the accept loop has not claimed us meanwhile; if it has,
+                    // a stream is on its way and this worker must take it.
+                    if pool
+                        .idle
+                        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                        .is_ok()
+                    {
+                        return;
+                    }
+                }
+                Err(RecvTimeoutError::Disconnected) => return,
+            }
+        };
     }
 }
 
