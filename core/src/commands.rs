@@ -6,7 +6,30 @@
 
 use crate::Error;
 use crate::secure::Fingerprint;
-use crate::wire::{ErrorCode, ErrorReply, Request};
+use crate::wire::{ErrorCode, ErrorReply, POINT_LEN, Request, SIGNATURE_LEN};
+use zeroize::Zeroizing;
+
+/// Who may run a command. The server enforces it; `help` shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Access {
+    /// Anyone, logged in or not.
+    Anyone,
+    /// A logged-in, enabled user.
+    User,
+    /// A logged-in, enabled admin.
+    Admin,
+}
+
+impl Access {
+    /// How `help` names it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Access::Anyone => "anyone",
+            Access::User => "user",
+            Access::Admin => "admin",
+        }
+    }
+}
 
 /// One command's documentation, served by `help`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -17,44 +40,194 @@ pub struct CommandInfo {
     pub usage: &'static str,
     /// One-line description.
     pub summary: &'static str,
+    /// Who may run it.
+    pub access: Access,
+}
+
+const fn info(
+    name: &'static str,
+    usage: &'static str,
+    summary: &'static str,
+    access: Access,
+) -> CommandInfo {
+    CommandInfo {
+        name,
+        usage,
+        summary,
+        access,
+    }
 }
 
 /// Every command of this protocol version, in help order.
 pub const COMMANDS: &[CommandInfo] = &[
-    CommandInfo {
-        name: "hello",
-        usage: "hello",
-        summary: "greet the server; replies with a greeting naming it",
-    },
-    CommandInfo {
-        name: "ver",
-        usage: "ver",
-        summary: "protocol and software version of the server",
-    },
-    CommandInfo {
-        name: "id",
-        usage: "id",
-        summary: "the server's name and identity key fingerprint",
-    },
-    CommandInfo {
-        name: "help",
-        usage: "help [command]",
-        summary: "list commands, or describe one",
-    },
-    CommandInfo {
-        name: "ping",
-        usage: "ping [payload]",
-        summary: "echo the payload (up to 16000 bytes)",
-    },
-    CommandInfo {
-        name: "quit",
-        usage: "quit",
-        summary: "end the session; the server replies and closes",
-    },
+    info(
+        "hello",
+        "hello",
+        "greet the server; replies with a greeting naming it",
+        Access::Anyone,
+    ),
+    info(
+        "ver",
+        "ver",
+        "protocol and software version of the server",
+        Access::Anyone,
+    ),
+    info(
+        "id",
+        "id",
+        "the server's name and identity key fingerprint",
+        Access::Anyone,
+    ),
+    info(
+        "help",
+        "help [command]",
+        "list commands, or describe one",
+        Access::Anyone,
+    ),
+    info(
+        "ping",
+        "ping [payload]",
+        "echo the payload (up to 16000 bytes)",
+        Access::Anyone,
+    ),
+    info(
+        "quit",
+        "quit",
+        "end the session; the server replies and closes",
+        Access::Anyone,
+    ),
+    info(
+        "login",
+        "login NAME password PASSWORD | login NAME key PUBKEY SIGNATURE",
+        "log in by password, or by a key signing this session's id",
+        Access::Anyone,
+    ),
+    info(
+        "logout",
+        "logout",
+        "end the login; the session stays open",
+        Access::User,
+    ),
+    info(
+        "whoami",
+        "whoami",
+        "the logged-in user and role, or nothing",
+        Access::Anyone,
+    ),
+    info(
+        "uini",
+        "uini NAME PASSWORD",
+        "create the first admin (only while no user exists, only from the server's own machine)",
+        Access::Anyone,
+    ),
+    info("uadd", "uadd NAME PASSWORD", "create a user", Access::Admin),
+    info(
+        "aadd",
+        "aadd NAME PASSWORD",
+        "create an admin",
+        Access::Admin,
+    ),
+    info(
+        "udel",
+        "udel NAME",
+        "delete a user (never the last enabled admin)",
+        Access::Admin,
+    ),
+    info(
+        "uena",
+        "uena NAME on|off",
+        "enable or disable a user (never the last enabled admin)",
+        Access::Admin,
+    ),
+    info(
+        "ulist",
+        "ulist [filter]",
+        "list users whose name contains the filter",
+        Access::Admin,
+    ),
+    info(
+        "chpass",
+        "chpass OLD NEW | chpass --for NAME NEW",
+        "change your password, or (admins) set another user's",
+        Access::User,
+    ),
+    info(
+        "ukey",
+        "ukey add PUBKEY | ukey list | ukey del FINGERPRINT",
+        "manage your login keys",
+        Access::User,
+    ),
 ];
+
+/// The documentation of command `name`.
+pub fn command_info(name: &str) -> Option<&'static CommandInfo> {
+    COMMANDS.iter().find(|c| c.name == name)
+}
 
 /// Largest ping payload (fits one record with its framing).
 pub const MAX_PING_PAYLOAD: usize = 16000;
+
+/// Bytes that must not leak: zeroized on drop, redacted in `Debug`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SecretBytes(Zeroizing<Vec<u8>>);
+
+impl SecretBytes {
+    /// Wraps `bytes`.
+    pub fn new(bytes: Vec<u8>) -> Self {
+        SecretBytes(Zeroizing::new(bytes))
+    }
+
+    /// The secret.
+    pub fn expose(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for SecretBytes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SecretBytes(<redacted>)")
+    }
+}
+
+/// What proves a login.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Credential {
+    /// The user's password.
+    Password(SecretBytes),
+    /// A key registered for the user, and its ECDSA signature over
+    /// [`login_signature_message`] for this session.
+    Key {
+        /// SEC1 compressed public key.
+        public: [u8; POINT_LEN],
+        /// Fixed-width r || s.
+        signature: [u8; SIGNATURE_LEN],
+    },
+}
+
+/// The message a key login signs: context, a zero byte, the session id, the user name as
+/// sent. Binding the session id makes a signature worthless on any other connection.
+pub fn login_signature_message(session_id: &[u8; 32], user: &str) -> Vec<u8> {
+    let mut m = Vec::with_capacity(LOGIN_SIGNATURE_CONTEXT.len() + 33 + user.len());
+    m.extend_from_slice(LOGIN_SIGNATURE_CONTEXT);
+    m.push(0);
+    m.extend_from_slice(session_id);
+    m.extend_from_slice(user.as_bytes());
+    m
+}
+
+/// Context prefix of a key login signature.
+pub const LOGIN_SIGNATURE_CONTEXT: &[u8] = b"vserv/1 user login";
+
+/// `ukey` sub-commands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyAction {
+    /// Register a public key (SEC1 compressed) for the logged-in user.
+    Add([u8; POINT_LEN]),
+    /// List the fingerprints of the logged-in user's keys.
+    List,
+    /// Remove the key with this fingerprint.
+    Del(Fingerprint),
+}
 
 /// A parsed request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,6 +250,74 @@ pub enum Command {
     },
     /// `quit`
     Quit,
+    /// `login NAME password PASSWORD` / `login NAME key PUBKEY SIGNATURE`
+    Login {
+        /// User name as typed.
+        user: String,
+        /// The proof.
+        credential: Credential,
+    },
+    /// `logout`
+    Logout,
+    /// `whoami`
+    Whoami,
+    /// `uini NAME PASSWORD`
+    Uini {
+        /// New admin's name.
+        user: String,
+        /// Their password.
+        password: SecretBytes,
+    },
+    /// `uadd NAME PASSWORD`
+    Uadd {
+        /// New user's name.
+        user: String,
+        /// Their password.
+        password: SecretBytes,
+    },
+    /// `aadd NAME PASSWORD`
+    Aadd {
+        /// New admin's name.
+        user: String,
+        /// Their password.
+        password: SecretBytes,
+    },
+    /// `udel NAME`
+    Udel {
+        /// User to delete.
+        user: String,
+    },
+    /// `uena NAME on|off`
+    Uena {
+        /// User to change.
+        user: String,
+        /// New state.
+        enabled: bool,
+    },
+    /// `ulist [filter]`
+    Ulist {
+        /// Substring the names must contain.
+        filter: Option<String>,
+    },
+    /// `chpass OLD NEW` (own) or `chpass --for NAME NEW` (admins, for another user)
+    Chpass {
+        /// Another user (admins only); `None` for oneself.
+        target: Option<String>,
+        /// The current password (own change only).
+        old: Option<SecretBytes>,
+        /// The new password.
+        new: SecretBytes,
+    },
+    /// `ukey add|list|del`
+    Ukey(KeyAction),
+}
+
+fn utf8(arg: &[u8], usage: &str) -> Result<String, ErrorReply> {
+    String::from_utf8(arg.to_vec()).map_err(|_| usage_error(usage))
+}
+
+fn usage_error(usage: &str) -> ErrorReply {
+    ErrorReply::new(ErrorCode::BadArguments, format!("usage: {usage}"))
 }
 
 impl Command {
@@ -89,49 +330,164 @@ impl Command {
             Command::Help { .. } => "help",
             Command::Ping { .. } => "ping",
             Command::Quit => "quit",
+            Command::Login { .. } => "login",
+            Command::Logout => "logout",
+            Command::Whoami => "whoami",
+            Command::Uini { .. } => "uini",
+            Command::Uadd { .. } => "uadd",
+            Command::Aadd { .. } => "aadd",
+            Command::Udel { .. } => "udel",
+            Command::Uena { .. } => "uena",
+            Command::Ulist { .. } => "ulist",
+            Command::Chpass { .. } => "chpass",
+            Command::Ukey(_) => "ukey",
         }
+    }
+
+    /// Who may run this command.
+    pub fn access(&self) -> Access {
+        command_info(self.name()).map_or(Access::Admin, |i| i.access)
     }
 
     /// The wire arguments.
     pub fn args(&self) -> Vec<Vec<u8>> {
+        let s = |v: &str| v.as_bytes().to_vec();
         match self {
-            Command::Help { topic: Some(t) } => vec![t.as_bytes().to_vec()],
+            Command::Help { topic: Some(t) } => vec![s(t)],
             Command::Ping { payload } => vec![payload.clone()],
+            Command::Login {
+                user,
+                credential: Credential::Password(p),
+            } => {
+                vec![s(user), s("password"), p.expose().to_vec()]
+            }
+            Command::Login {
+                user,
+                credential: Credential::Key { public, signature },
+            } => {
+                vec![s(user), s("key"), public.to_vec(), signature.to_vec()]
+            }
+            Command::Uini { user, password }
+            | Command::Uadd { user, password }
+            | Command::Aadd { user, password } => {
+                vec![s(user), password.expose().to_vec()]
+            }
+            Command::Udel { user } => vec![s(user)],
+            Command::Uena { user, enabled } => {
+                vec![s(user), s(if *enabled { "on" } else { "off" })]
+            }
+            Command::Ulist { filter: Some(f) } => vec![s(f)],
+            Command::Chpass {
+                target: Some(t),
+                new,
+                ..
+            } => vec![s("--for"), s(t), new.expose().to_vec()],
+            Command::Chpass {
+                target: None,
+                old,
+                new,
+            } => {
+                vec![
+                    old.as_ref()
+                        .map(|o| o.expose().to_vec())
+                        .unwrap_or_default(),
+                    new.expose().to_vec(),
+                ]
+            }
+            Command::Ukey(KeyAction::Add(key)) => vec![s("add"), key.to_vec()],
+            Command::Ukey(KeyAction::List) => vec![s("list")],
+            Command::Ukey(KeyAction::Del(f)) => vec![s("del"), f.to_string().into_bytes()],
             _ => Vec::new(),
         }
     }
 
     /// Parses a request into a command, or the error reply to send back.
     pub fn parse(req: &Request) -> Result<Command, ErrorReply> {
-        let argc = req.args.len();
-        let bad = |usage: &str| ErrorReply::new(ErrorCode::BadArguments, format!("usage: {usage}"));
-        let cmd = match req.name.as_str() {
-            "hello" if argc == 0 => Command::Hello,
-            "ver" if argc == 0 => Command::Ver,
-            "id" if argc == 0 => Command::Id,
-            "quit" if argc == 0 => Command::Quit,
-            "help" if argc <= 1 => {
-                let topic = match req.args.first() {
-                    Some(t) => {
-                        Some(String::from_utf8(t.clone()).map_err(|_| bad("help [command]"))?)
-                    }
-                    None => None,
-                };
-                Command::Help { topic }
-            }
-            "ping" if argc <= 1 => {
-                let payload = req.args.first().cloned().unwrap_or_default();
-                if payload.len() > MAX_PING_PAYLOAD {
+        let a = &req.args;
+        let usage = command_info(&req.name).map_or("", |i| i.usage);
+        let bad = || usage_error(usage);
+        let secret = |b: &Vec<u8>| SecretBytes::new(b.clone());
+        let cmd = match (req.name.as_str(), a.as_slice()) {
+            ("hello", []) => Command::Hello,
+            ("ver", []) => Command::Ver,
+            ("id", []) => Command::Id,
+            ("quit", []) => Command::Quit,
+            ("logout", []) => Command::Logout,
+            ("whoami", []) => Command::Whoami,
+            ("help", []) => Command::Help { topic: None },
+            ("help", [t]) => Command::Help {
+                topic: Some(utf8(t, usage)?),
+            },
+            ("ping", []) => Command::Ping {
+                payload: Vec::new(),
+            },
+            ("ping", [p]) => {
+                if p.len() > MAX_PING_PAYLOAD {
                     return Err(ErrorReply::new(
                         ErrorCode::TooLarge,
                         format!("ping payload is limited to {MAX_PING_PAYLOAD} bytes"),
                     ));
                 }
-                Command::Ping { payload }
+                Command::Ping { payload: p.clone() }
             }
-            name => {
-                return Err(match COMMANDS.iter().find(|c| c.name == name) {
-                    Some(info) => bad(info.usage),
+            ("login", [u, kind, p]) if kind == b"password" => Command::Login {
+                user: utf8(u, usage)?,
+                credential: Credential::Password(secret(p)),
+            },
+            ("login", [u, kind, public, signature]) if kind == b"key" => Command::Login {
+                user: utf8(u, usage)?,
+                credential: Credential::Key {
+                    public: public.as_slice().try_into().map_err(|_| bad())?,
+                    signature: signature.as_slice().try_into().map_err(|_| bad())?,
+                },
+            },
+            ("uini", [u, p]) => Command::Uini {
+                user: utf8(u, usage)?,
+                password: secret(p),
+            },
+            ("uadd", [u, p]) => Command::Uadd {
+                user: utf8(u, usage)?,
+                password: secret(p),
+            },
+            ("aadd", [u, p]) => Command::Aadd {
+                user: utf8(u, usage)?,
+                password: secret(p),
+            },
+            ("udel", [u]) => Command::Udel {
+                user: utf8(u, usage)?,
+            },
+            ("uena", [u, state]) => Command::Uena {
+                user: utf8(u, usage)?,
+                enabled: match state.as_slice() {
+                    b"on" => true,
+                    b"off" => false,
+                    _ => return Err(bad()),
+                },
+            },
+            ("ulist", []) => Command::Ulist { filter: None },
+            ("ulist", [f]) => Command::Ulist {
+                filter: Some(utf8(f, usage)?),
+            },
+            ("chpass", [flag, t, new]) if flag == b"--for" => Command::Chpass {
+                target: Some(utf8(t, usage)?),
+                old: None,
+                new: secret(new),
+            },
+            ("chpass", [old, new]) => Command::Chpass {
+                target: None,
+                old: Some(secret(old)),
+                new: secret(new),
+            },
+            ("ukey", [action, key]) if action == b"add" => Command::Ukey(KeyAction::Add(
+                key.as_slice().try_into().map_err(|_| bad())?,
+            )),
+            ("ukey", [action]) if action == b"list" => Command::Ukey(KeyAction::List),
+            ("ukey", [action, f]) if action == b"del" => {
+                Command::Ukey(KeyAction::Del(utf8(f, usage)?.parse().map_err(|_| bad())?))
+            }
+            (name, _) => {
+                return Err(match command_info(name) {
+                    Some(_) => bad(),
                     None => ErrorReply::new(
                         ErrorCode::UnknownCommand,
                         format!("unknown command '{name}'; try 'help'"),
@@ -141,6 +497,44 @@ impl Command {
         };
         Ok(cmd)
     }
+}
+
+/// A user's role.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum UserRole {
+    /// An ordinary user.
+    User,
+    /// An administrator.
+    Admin,
+}
+
+impl UserRole {
+    /// `user` or `admin`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UserRole::User => "user",
+            UserRole::Admin => "admin",
+        }
+    }
+
+    fn parse(s: &str) -> Result<UserRole, Error> {
+        match s {
+            "user" => Ok(UserRole::User),
+            "admin" => Ok(UserRole::Admin),
+            _ => Err(Error::Malformed("role")),
+        }
+    }
+}
+
+/// One line of `ulist`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserSummary {
+    /// User name.
+    pub name: String,
+    /// Role.
+    pub role: UserRole,
+    /// Whether the user may log in.
+    pub enabled: bool,
 }
 
 /// The typed answer of each command.
@@ -168,6 +562,21 @@ pub enum Reply {
     Pong(Vec<u8>),
     /// `quit`: no fields.
     Bye,
+    /// `login`, and `whoami` when logged in: `[name, role]`.
+    User {
+        /// Normalised user name.
+        name: String,
+        /// Role.
+        role: UserRole,
+    },
+    /// `whoami` before login: no fields.
+    Anonymous,
+    /// Administrative commands that change something: no fields.
+    Done,
+    /// `ulist`: one field per user, `name role enabled|disabled`.
+    Users(Vec<UserSummary>),
+    /// `ukey list`: one fingerprint per field.
+    Keys(Vec<Fingerprint>),
 }
 
 impl Reply {
@@ -188,7 +597,18 @@ impl Reply {
                 ]
             }
             Reply::Pong(p) => vec![p.clone()],
-            Reply::Bye => Vec::new(),
+            Reply::Bye | Reply::Anonymous | Reply::Done => Vec::new(),
+            Reply::User { name, role } => {
+                vec![name.as_bytes().to_vec(), role.as_str().as_bytes().to_vec()]
+            }
+            Reply::Users(users) => users
+                .iter()
+                .map(|u| {
+                    let state = if u.enabled { "enabled" } else { "disabled" };
+                    format!("{} {} {state}", u.name, u.role.as_str()).into_bytes()
+                })
+                .collect(),
+            Reply::Keys(keys) => keys.iter().map(|k| k.to_string().into_bytes()).collect(),
         }
     }
 
@@ -205,6 +625,7 @@ impl Reply {
                 Err(Error::Malformed("reply field count"))
             }
         };
+        let texts = || (0..fields.len()).map(text).collect::<Result<Vec<_>, _>>();
         Ok(match cmd {
             Command::Hello => {
                 want(1)?;
@@ -242,6 +663,61 @@ impl Reply {
                 want(0)?;
                 Reply::Bye
             }
+            Command::Login { .. } => {
+                want(2)?;
+                Reply::User {
+                    name: text(0)?,
+                    role: UserRole::parse(&text(1)?)?,
+                }
+            }
+            Command::Whoami if fields.is_empty() => Reply::Anonymous,
+            Command::Whoami => {
+                want(2)?;
+                Reply::User {
+                    name: text(0)?,
+                    role: UserRole::parse(&text(1)?)?,
+                }
+            }
+            Command::Ulist { .. } => Reply::Users(
+                texts()?
+                    .iter()
+                    .map(|line| {
+                        let mut parts = line.split(' ');
+                        let (Some(name), Some(role), Some(state), None) =
+                            (parts.next(), parts.next(), parts.next(), parts.next())
+                        else {
+                            return Err(Error::Malformed("user line"));
+                        };
+                        let enabled = match state {
+                            "enabled" => true,
+                            "disabled" => false,
+                            _ => return Err(Error::Malformed("user state")),
+                        };
+                        Ok(UserSummary {
+                            name: name.to_owned(),
+                            role: UserRole::parse(role)?,
+                            enabled,
+                        })
+                    })
+                    .collect::<Result<_, _>>()?,
+            ),
+            Command::Ukey(KeyAction::List) => Reply::Keys(
+                texts()?
+                    .iter()
+                    .map(|f| f.parse().map_err(|_| Error::Malformed("fingerprint")))
+                    .collect::<Result<_, _>>()?,
+            ),
+            Command::Logout
+            | Command::Uini { .. }
+            | Command::Uadd { .. }
+            | Command::Aadd { .. }
+            | Command::Udel { .. }
+            | Command::Uena { .. }
+            | Command::Chpass { .. }
+            | Command::Ukey(_) => {
+                want(0)?;
+                Reply::Done
+            }
         })
     }
 }
@@ -251,12 +727,19 @@ pub fn help_text(topic: Option<&str>) -> Result<String, ErrorReply> {
     match topic {
         None => Ok(COMMANDS
             .iter()
-            .map(|c| format!("{:<16} {}\n", c.usage, c.summary))
+            .map(|c| format!("{:<8} [{}] {}\n", c.name, c.access.as_str(), c.summary))
             .collect()),
         Some(name) => COMMANDS
             .iter()
             .find(|c| c.name == name)
-            .map(|c| format!("usage: {}\n{}\n", c.usage, c.summary))
+            .map(|c| {
+                format!(
+                    "usage: {}\n{}\nallowed for: {}\n",
+                    c.usage,
+                    c.summary,
+                    c.access.as_str()
+                )
+            })
             .ok_or_else(|| {
                 ErrorReply::new(
                     ErrorCode::UnknownCommand,

@@ -39,7 +39,9 @@ use std::time::{Duration, Instant};
 use rand_core::{Rng as _, TryCryptoRng, TryRng};
 use zeroize::Zeroizing;
 
-use crate::commands::{Command, Reply, help_text};
+use crate::commands::{
+    Command, Credential, KeyAction, Reply, SecretBytes, UserRole, UserSummary, help_text,
+};
 use crate::secure::keys;
 use crate::secure::{Fingerprint, RecordKeys, ServerIdentity};
 use crate::session::Role;
@@ -390,8 +392,9 @@ pub fn command(data: &[u8]) {
     }
 }
 
-fn all_commands() -> [Command; 6] {
-    [
+fn all_commands() -> Vec<Command> {
+    let secret = || SecretBytes::new(b"password".to_vec());
+    vec![
         Command::Hello,
         Command::Ver,
         Command::Id,
@@ -400,6 +403,37 @@ fn all_commands() -> [Command; 6] {
             payload: Vec::new(),
         },
         Command::Quit,
+        Command::Login {
+            user: "u".into(),
+            credential: Credential::Password(secret()),
+        },
+        Command::Logout,
+        Command::Whoami,
+        Command::Uini {
+            user: "u".into(),
+            password: secret(),
+        },
+        Command::Uadd {
+            user: "u".into(),
+            password: secret(),
+        },
+        Command::Aadd {
+            user: "u".into(),
+            password: secret(),
+        },
+        Command::Udel { user: "u".into() },
+        Command::Uena {
+            user: "u".into(),
+            enabled: true,
+        },
+        Command::Ulist { filter: None },
+        Command::Chpass {
+            target: None,
+            old: Some(secret()),
+            new: secret(),
+        },
+        Command::Ukey(KeyAction::List),
+        Command::Ukey(KeyAction::Del(Fingerprint([0; 32]))),
     ]
 }
 
@@ -420,6 +454,34 @@ fn replies_for(cmd: &Command) -> Vec<Reply> {
             .collect(),
         Command::Ping { payload } => vec![Reply::Pong(payload.clone())],
         Command::Quit => vec![Reply::Bye],
+        Command::Login { .. } => vec![Reply::User {
+            name: "u".into(),
+            role: UserRole::Admin,
+        }],
+        Command::Whoami => vec![
+            Reply::Anonymous,
+            Reply::User {
+                name: "u".into(),
+                role: UserRole::User,
+            },
+        ],
+        Command::Ulist { .. } => vec![
+            Reply::Users(Vec::new()),
+            Reply::Users(vec![UserSummary {
+                name: "u".into(),
+                role: UserRole::User,
+                enabled: false,
+            }]),
+        ],
+        Command::Ukey(KeyAction::List) => vec![Reply::Keys(vec![Fingerprint([7; 32])])],
+        Command::Logout
+        | Command::Uini { .. }
+        | Command::Uadd { .. }
+        | Command::Aadd { .. }
+        | Command::Udel { .. }
+        | Command::Uena { .. }
+        | Command::Chpass { .. }
+        | Command::Ukey(_) => vec![Reply::Done],
     }
 }
 

@@ -64,6 +64,9 @@ impl TestClient for BlockingClient {
     fn trust(&self) -> Option<TrustDecision> {
         self.0.session().trust().cloned()
     }
+    fn session_id(&self) -> Option<[u8; 32]> {
+        self.0.session().session_id()
+    }
     fn quit(self) -> Result<(), ClientError> {
         self.0.quit()
     }

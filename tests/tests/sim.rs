@@ -73,6 +73,9 @@ impl TestClient for Client {
     fn trust(&self) -> Option<TrustDecision> {
         self.0.trust()
     }
+    fn session_id(&self) -> Option<[u8; 32]> {
+        self.0.session_id()
+    }
     fn quit(self) -> Result<(), ClientError> {
         self.0.quit()
     }

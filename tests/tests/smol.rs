@@ -61,6 +61,9 @@ impl TestClient for SmolClient {
     fn trust(&self) -> Option<TrustDecision> {
         self.0.session().trust().cloned()
     }
+    fn session_id(&self) -> Option<[u8; 32]> {
+        self.0.session().session_id()
+    }
     fn quit(self) -> Result<(), ClientError> {
         vserv_smol::block_on(self.0.quit())
     }

@@ -76,5 +76,19 @@ fn print_reply(reply: &Reply, fingerprint: Option<Fingerprint>) {
         Reply::Help(text) => print!("{text}"),
         Reply::Pong(payload) => println!("{}", String::from_utf8_lossy(payload)),
         Reply::Bye => println!("bye"),
+        Reply::User { name, role } => println!("{name} ({})", role.as_str()),
+        Reply::Anonymous => println!("not logged in"),
+        Reply::Done => println!("ok"),
+        Reply::Users(users) => {
+            for u in users {
+                let state = if u.enabled { "enabled" } else { "disabled" };
+                println!("{:<32} {:<5} {state}", u.name, u.role.as_str());
+            }
+        }
+        Reply::Keys(keys) => {
+            for k in keys {
+                println!("{k}");
+            }
+        }
     }
 }

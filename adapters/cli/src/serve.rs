@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Args, ValueEnum};
 use vserv_core::ServerIdentity;
+use vserv_service::accounts::{Accounts, PasswordParams};
 use vserv_service::{Service, ServiceInfo};
 
 /// Which runtime drives the server.
@@ -52,10 +53,21 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
             loaded.path.display()
         );
     }
-    let service = Service::new(ServiceInfo {
-        name: args.name.clone(),
-        fingerprint,
-    });
+    let store = vserv_store::db::FjallStore::open(&args.data)
+        .with_context(|| format!("opening the store in {}", args.data.display()))?;
+    let accounts = Accounts::new(
+        Arc::new(store),
+        PasswordParams::DEFAULT,
+        vserv_store::rng::os_rng()?,
+    )
+    .context("setting up accounts")?;
+    let service = Service::new(
+        ServiceInfo {
+            name: args.name.clone(),
+            fingerprint,
+        },
+        Arc::new(accounts),
+    );
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(signal, stop.clone()).context("installing signal handlers")?;

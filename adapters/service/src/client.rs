@@ -120,6 +120,11 @@ impl ClientSession {
         self.trust.as_ref()
     }
 
+    /// The session id both ends derived, once connected (what a key login signs).
+    pub fn session_id(&self) -> Option<[u8; 32]> {
+        self.conn.session_id()
+    }
+
     /// The server's identity key, once the handshake has shown it.
     pub fn server_key(&self) -> Option<ServerKey> {
         self.conn.server_key()
@@ -158,7 +163,12 @@ impl ClientSession {
 
     /// Sends a command; the returned id is passed to [`ClientSession::take_reply`].
     pub fn send(&mut self, command: &Command) -> Result<u32, ClientError> {
-        Ok(self.conn.send_request(command.name(), command.args())?)
+        match self.conn.send_request(command.name(), command.args()) {
+            Ok(id) => Ok(id),
+            // Say why the session ended (the server's close), not just that it did.
+            Err(vserv_core::Error::Closed) => Err(self.ended_error()),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// The typed reply to request `id` (sent as `command`), if it has arrived.

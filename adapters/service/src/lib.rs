@@ -6,10 +6,28 @@
 //!   request/response matching and typed replies.
 #![forbid(unsafe_code)]
 
+pub mod accounts;
 pub mod client;
 mod server;
 
-pub use server::{Service, ServiceInfo};
+pub use server::{MAX_FAILED_LOGINS, Service, ServiceInfo, Session};
+
+/// The wall clock in Unix seconds (0 if the clock is before 1970), for account timestamps.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Accounts kept in memory with the cheapest argon2 parameters: for tests and simulations,
+/// never for a real server.
+pub fn ephemeral_accounts(
+    rng: Box<dyn rand_core::CryptoRng + Send>,
+) -> Result<std::sync::Arc<accounts::Accounts>, accounts::AccountError> {
+    let store = std::sync::Arc::new(vserv_store::memory::MemoryStore::new());
+    accounts::Accounts::new(store, accounts::PasswordParams::INSECURE_FAST, rng)
+        .map(std::sync::Arc::new)
+}
 
 /// Tunables of a server, whichever runtime drives it.
 #[derive(Debug, Clone)]

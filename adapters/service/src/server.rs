@@ -1,10 +1,19 @@
-//! Server-side command handling.
+//! Server-side command handling: per-connection session state, permission checks, and the
+//! commands themselves.
 
-use vserv_core::commands::{self, Command, Reply};
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use vserv_core::commands::{self, Access, Command, Credential, KeyAction, Reply, UserRole};
 use vserv_core::wire::PROTOCOL_VERSION;
 use vserv_core::{
     CloseCode, Connection, Error, ErrorCode, ErrorReply, Event, Fingerprint, Request, Response,
 };
+
+use crate::accounts::{AccountError, Accounts, User, UserName};
+
+/// Failed logins after which a connection is closed.
+pub const MAX_FAILED_LOGINS: u32 = 3;
 
 /// What the server says about itself.
 #[derive(Debug, Clone)]
@@ -15,16 +24,88 @@ pub struct ServiceInfo {
     pub fingerprint: Fingerprint,
 }
 
-/// The server's command handler. Stateless per request; one instance serves every connection.
-#[derive(Debug, Clone)]
+/// The server's command handler; one instance (cheap to clone) serves every connection.
+#[derive(Clone)]
 pub struct Service {
     info: ServiceInfo,
+    accounts: Arc<Accounts>,
+}
+
+impl std::fmt::Debug for Service {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Service")
+            .field("info", &self.info)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Per-connection state: who is logged in, and how many logins failed.
+#[derive(Debug, Clone)]
+pub struct Session {
+    peer: Option<IpAddr>,
+    session_id: Option<[u8; 32]>,
+    user: Option<UserName>,
+    failed_logins: u32,
+}
+
+impl Session {
+    /// A fresh, anonymous session for a connection from `peer` (`None` if unknown).
+    pub fn new(peer: Option<IpAddr>) -> Session {
+        Session {
+            peer,
+            session_id: None,
+            user: None,
+            failed_logins: 0,
+        }
+    }
+
+    /// The logged-in user's name.
+    pub fn user(&self) -> Option<&UserName> {
+        self.user.as_ref()
+    }
+}
+
+/// The outcome of one request.
+struct Handled {
+    result: Result<Reply, ErrorReply>,
+    close: Option<(CloseCode, &'static str)>,
+}
+
+impl From<Result<Reply, ErrorReply>> for Handled {
+    fn from(result: Result<Reply, ErrorReply>) -> Self {
+        Handled {
+            result,
+            close: None,
+        }
+    }
+}
+
+fn account_error(e: AccountError) -> ErrorReply {
+    let code = match &e {
+        AccountError::BadName(_) | AccountError::BadPassword(_) | AccountError::BadKey => {
+            ErrorCode::BadArguments
+        }
+        AccountError::NoSuchUser(_) | AccountError::NoSuchKey(_) => ErrorCode::NotFound,
+        AccountError::Exists(_) | AccountError::KeyExists => ErrorCode::Conflict,
+        AccountError::LastAdmin(_)
+        | AccountError::AlreadyInitialised
+        | AccountError::TooManyKeys => ErrorCode::Forbidden,
+        AccountError::WrongPassword => ErrorCode::LoginFailed,
+        _ => {
+            tracing::error!(error = %e, "account storage failed");
+            return ErrorReply::new(
+                ErrorCode::Internal,
+                "the server could not complete the request",
+            );
+        }
+    };
+    ErrorReply::new(code, e.to_string())
 }
 
 impl Service {
-    /// A service describing itself with `info`.
-    pub fn new(info: ServiceInfo) -> Self {
-        Service { info }
+    /// A service describing itself with `info`, keeping users in `accounts`.
+    pub fn new(info: ServiceInfo, accounts: Arc<Accounts>) -> Self {
+        Service { info, accounts }
     }
 
     /// What this server reports about itself.
@@ -32,51 +113,24 @@ impl Service {
         &self.info
     }
 
-    /// Answers one request. Returns the response and whether the connection should close
-    /// after sending it (`quit`). Never fails: bad requests get typed error responses.
-    pub fn handle(&self, request: &Request) -> (Response, bool) {
-        let (result, close) = match Command::parse(request) {
-            Err(e) => (Err(e), false),
-            Ok(cmd) => {
-                let close = cmd == Command::Quit;
-                (self.execute(&cmd).map(|r| r.to_fields()), close)
-            }
-        };
-        (
-            Response {
-                id: request.id,
-                result,
-            },
-            close,
-        )
-    }
-
-    fn execute(&self, cmd: &Command) -> Result<Reply, ErrorReply> {
-        Ok(match cmd {
-            Command::Hello => {
-                Reply::Greeting(format!("hello from vserv server '{}'", self.info.name))
-            }
-            Command::Ver => Reply::Version {
-                protocol: PROTOCOL_VERSION,
-                software: format!("vserv {}", vserv_core::SOFTWARE_VERSION),
-            },
-            Command::Id => Reply::Identity {
-                name: self.info.name.clone(),
-                fingerprint: self.info.fingerprint,
-            },
-            Command::Help { topic } => Reply::Help(commands::help_text(topic.as_deref())?),
-            Command::Ping { payload } => Reply::Pong(payload.clone()),
-            Command::Quit => Reply::Bye,
-        })
+    /// The accounts this service uses.
+    pub fn accounts(&self) -> &Accounts {
+        &self.accounts
     }
 
     /// Drains the connection's events and answers every request on it. Call after each
-    /// `handle_input`/`handle_timeout`, before draining `poll_transmit`.
-    pub fn drive(&self, conn: &mut Connection) -> Result<(), Error> {
+    /// `handle_input`/`handle_timeout`, before draining `poll_transmit`. `now` is the wall
+    /// clock in Unix seconds (for account timestamps).
+    pub fn drive(
+        &self,
+        session: &mut Session,
+        conn: &mut Connection,
+        now: u64,
+    ) -> Result<(), Error> {
         while let Some(event) = conn.poll_event() {
             match event {
                 Event::Request(request) => {
-                    let (response, close) = self.handle(&request);
+                    let (response, close) = self.answer(session, &request, now);
                     tracing::debug!(id = request.id, command = %request.name, ok = response.result.is_ok(), "request");
                     match conn.respond(&response) {
                         Err(Error::PayloadTooLarge { .. }) => {
@@ -91,11 +145,11 @@ impl Service {
                         }
                         other => other?,
                     }
-                    if close {
-                        conn.close(CloseCode::Normal, "bye");
+                    if let Some((code, reason)) = close {
+                        conn.close(code, reason);
                     }
                 }
-                Event::Connected { .. } => tracing::debug!("session established"),
+                Event::Connected { session_id, .. } => session.session_id = Some(session_id),
                 Event::Closed(close) => {
                     tracing::debug!(code = %close.code, reason = %close.reason, "peer closed")
                 }
@@ -103,5 +157,269 @@ impl Service {
             }
         }
         Ok(())
+    }
+
+    /// Answers one request in `session`: the response, and whether (and how) to close the
+    /// connection after sending it. Never fails: bad requests get typed error responses.
+    pub fn answer(
+        &self,
+        session: &mut Session,
+        request: &Request,
+        now: u64,
+    ) -> (Response, Option<(CloseCode, &'static str)>) {
+        let handled = self.handle(session, request, now);
+        (
+            Response {
+                id: request.id,
+                result: handled.result.map(|r| r.to_fields()),
+            },
+            handled.close,
+        )
+    }
+
+    /// The logged-in user as stored now; a user disabled or deleted since login is logged out.
+    fn current_user(&self, session: &mut Session) -> Result<Option<User>, ErrorReply> {
+        let Some(name) = session.user.clone() else {
+            return Ok(None);
+        };
+        match self.accounts.get(&name).map_err(account_error)? {
+            Some(user) if user.enabled => Ok(Some(user)),
+            _ => {
+                session.user = None;
+                Ok(None)
+            }
+        }
+    }
+
+    fn handle(&self, session: &mut Session, request: &Request, now: u64) -> Handled {
+        let cmd = match Command::parse(request) {
+            Ok(cmd) => cmd,
+            Err(e) => return Err(e).into(),
+        };
+        let user = match self.current_user(session) {
+            Ok(user) => user,
+            Err(e) => return Err(e).into(),
+        };
+        let allowed = match (cmd.access(), &user) {
+            (Access::Anyone, _) => true,
+            (Access::User, Some(_)) => true,
+            (Access::Admin, Some(u)) => u.role == UserRole::Admin,
+            (_, None) => false,
+        };
+        if !allowed {
+            let why = if user.is_none() {
+                "log in first"
+            } else {
+                "this command needs an admin"
+            };
+            return Err(ErrorReply::new(
+                ErrorCode::Forbidden,
+                format!("'{}': {why}", cmd.name()),
+            ))
+            .into();
+        }
+        match cmd {
+            Command::Quit => Handled {
+                result: Ok(Reply::Bye),
+                close: Some((CloseCode::Normal, "bye")),
+            },
+            Command::Login {
+                user: name,
+                credential,
+            } => self.login(session, &name, &credential, now),
+            cmd => self.execute(session, user, cmd, now).into(),
+        }
+    }
+
+    fn login(
+        &self,
+        session: &mut Session,
+        name: &str,
+        credential: &Credential,
+        now: u64,
+    ) -> Handled {
+        let checked = match credential {
+            Credential::Password(secret) => self.accounts.check_password(name, secret.expose()),
+            Credential::Key { public, signature } => match session.session_id {
+                Some(sid) => self.accounts.check_key(name, public, signature, &sid),
+                None => Ok(None),
+            },
+        };
+        match checked {
+            Ok(Some(user)) => {
+                tracing::info!(target: "vserv::audit", user = %user.name, peer = ?session.peer, "login");
+                self.accounts.record_login(&user.name, now);
+                session.user = Some(user.name.clone());
+                session.failed_logins = 0;
+                Ok(Reply::User {
+                    name: user.name.to_string(),
+                    role: user.role,
+                })
+                .into()
+            }
+            Ok(None) => {
+                session.failed_logins += 1;
+                tracing::warn!(target: "vserv::audit", user = %name.escape_debug(), peer = ?session.peer,
+                    failures = session.failed_logins, "login failed");
+                let refused = ErrorReply::new(
+                    ErrorCode::LoginFailed,
+                    "login failed: unknown user or wrong credentials",
+                );
+                let close = (session.failed_logins >= MAX_FAILED_LOGINS)
+                    .then_some((CloseCode::Normal, "too many failed logins"));
+                Handled {
+                    result: Err(refused),
+                    close,
+                }
+            }
+            Err(e) => Err(account_error(e)).into(),
+        }
+    }
+
+    fn execute(
+        &self,
+        session: &mut Session,
+        user: Option<User>,
+        cmd: Command,
+        now: u64,
+    ) -> Result<Reply, ErrorReply> {
+        let me = user
+            .as_ref()
+            .map(|u| u.name.to_string())
+            .unwrap_or_default();
+        let audit = |action: &str, target: &str| {
+            tracing::info!(target: "vserv::audit", by = %me, action, user = %target, peer = ?session.peer, "admin action");
+        };
+        let accounts = &self.accounts;
+        Ok(match cmd {
+            Command::Hello => {
+                Reply::Greeting(format!("hello from vserv server '{}'", self.info.name))
+            }
+            Command::Ver => Reply::Version {
+                protocol: PROTOCOL_VERSION,
+                software: format!("vserv {}", vserv_core::SOFTWARE_VERSION),
+            },
+            Command::Id => Reply::Identity {
+                name: self.info.name.clone(),
+                fingerprint: self.info.fingerprint,
+            },
+            Command::Help { topic } => Reply::Help(commands::help_text(topic.as_deref())?),
+            Command::Ping { payload } => Reply::Pong(payload),
+            Command::Whoami => match user {
+                Some(u) => Reply::User {
+                    name: u.name.to_string(),
+                    role: u.role,
+                },
+                None => Reply::Anonymous,
+            },
+            Command::Logout => {
+                session.user = None;
+                Reply::Done
+            }
+            Command::Uini {
+                user: name,
+                password,
+            } => {
+                if !session.peer.is_some_and(|p| p.is_loopback()) {
+                    return Err(ErrorReply::new(
+                        ErrorCode::Forbidden,
+                        "uini is only accepted from the server's own machine (loopback)",
+                    ));
+                }
+                let created = accounts
+                    .create_first_admin(&name, password.expose(), now)
+                    .map_err(account_error)?;
+                audit("uini", created.name.as_str());
+                Reply::Done
+            }
+            Command::Uadd {
+                user: name,
+                password,
+            } => {
+                let created = accounts
+                    .create(&name, UserRole::User, password.expose(), now)
+                    .map_err(account_error)?;
+                audit("uadd", created.name.as_str());
+                Reply::Done
+            }
+            Command::Aadd {
+                user: name,
+                password,
+            } => {
+                let created = accounts
+                    .create(&name, UserRole::Admin, password.expose(), now)
+                    .map_err(account_error)?;
+                audit("aadd", created.name.as_str());
+                Reply::Done
+            }
+            Command::Udel { user: name } => {
+                accounts.delete(&name).map_err(account_error)?;
+                audit("udel", &name);
+                Reply::Done
+            }
+            Command::Uena {
+                user: name,
+                enabled,
+            } => {
+                accounts
+                    .set_enabled(&name, enabled)
+                    .map_err(account_error)?;
+                audit(if enabled { "uena on" } else { "uena off" }, &name);
+                Reply::Done
+            }
+            Command::Ulist { filter } => {
+                Reply::Users(accounts.list(filter.as_deref()).map_err(account_error)?)
+            }
+            Command::Chpass {
+                target: None,
+                old,
+                new,
+            } => {
+                let old = old.as_ref().map(|o| o.expose());
+                accounts
+                    .set_password(&me, old, new.expose())
+                    .map_err(account_error)?;
+                audit("chpass", &me);
+                Reply::Done
+            }
+            Command::Chpass {
+                target: Some(name),
+                new,
+                ..
+            } => {
+                if user.as_ref().is_none_or(|u| u.role != UserRole::Admin) {
+                    return Err(ErrorReply::new(
+                        ErrorCode::Forbidden,
+                        "only admins may set another user's password",
+                    ));
+                }
+                accounts
+                    .set_password(&name, None, new.expose())
+                    .map_err(account_error)?;
+                audit("chpass --for", &name);
+                Reply::Done
+            }
+            Command::Ukey(KeyAction::Add(key)) => {
+                accounts.add_key(&me, &key).map_err(account_error)?;
+                audit("ukey add", &me);
+                Reply::Done
+            }
+            Command::Ukey(KeyAction::Del(fingerprint)) => {
+                accounts
+                    .remove_key(&me, &fingerprint)
+                    .map_err(account_error)?;
+                audit("ukey del", &me);
+                Reply::Done
+            }
+            Command::Ukey(KeyAction::List) => Reply::Keys(
+                user.iter()
+                    .flat_map(|u| u.keys.iter())
+                    .filter_map(|k| vserv_core::ServerKey::from_bytes(k).ok())
+                    .map(|k| k.fingerprint())
+                    .collect(),
+            ),
+            // Answered in `handle`.
+            Command::Quit | Command::Login { .. } => Reply::Done,
+        })
     }
 }

@@ -169,6 +169,11 @@ impl SimClient {
         self.world.try_borrow().ok()?.trust(self.id)
     }
 
+    /// The session id, once connected.
+    pub fn session_id(&self) -> Option<[u8; 32]> {
+        self.world.try_borrow().ok()?.session_id(self.id)
+    }
+
     /// `quit`, then runs the world until the server's close arrives.
     pub fn quit(mut self) -> Result<(), ClientError> {
         self.call(&Command::Quit)?;

@@ -7,7 +7,6 @@ use rand::RngExt;
 use rand::rngs::StdRng;
 use vserv_core::commands::Command;
 use vserv_core::{Config, ServerIdentity};
-use vserv_service::{Service, ServiceInfo};
 
 use crate::link::LinkSpec;
 use crate::world::{ClientSpec, EndpointId, Finish, RunEnd, ServerSpec, SimError, World};
@@ -59,10 +58,7 @@ impl Scenario {
     pub fn run(&self, seed: u64) -> Result<(World, Vec<EndpointId>, RunEnd), SimError> {
         let mut world = World::new(seed);
         let identity = Arc::new(ServerIdentity::generate(&mut world.fork_rng()));
-        let service = Service::new(ServiceInfo {
-            name: format!("sim-{seed}"),
-            fingerprint: identity.public_key().fingerprint(),
-        });
+        let service = world.service(&format!("sim-{seed}"), &identity)?;
         let server = world.add_server(ServerSpec {
             identity,
             service,

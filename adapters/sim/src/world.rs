@@ -12,8 +12,8 @@ use vserv_core::commands::{Command, Reply};
 use vserv_core::session::refusal;
 use vserv_core::wire::MAX_PAYLOAD;
 use vserv_core::{CloseCode, Config, Connection, ErrorCode, ErrorReply, Request, ServerIdentity};
-use vserv_service::Service;
 use vserv_service::client::{ClientError, ClientOptions, ClientSession};
+use vserv_service::{Service, Session};
 use vserv_store::trust::TrustDecision;
 
 use crate::link::{Chunk, Dir, LinkSpec};
@@ -42,6 +42,9 @@ pub enum SimError {
     /// No such client in this world.
     #[error("no client {0:?} in this world")]
     NoSuchClient(EndpointId),
+    /// The server's accounts could not be set up.
+    #[error(transparent)]
+    Accounts(#[from] vserv_service::accounts::AccountError),
 }
 
 /// How a server of the world is set up.
@@ -149,6 +152,8 @@ const TO_CLIENT: usize = 1;
 struct ServerEnd {
     server: usize,
     conn: Connection,
+    /// Login state of this connection (simulated peers are on loopback).
+    session: Session,
     connected: bool,
     error: Option<String>,
 }
@@ -269,6 +274,17 @@ impl World {
     /// Virtual time since the world began.
     pub fn now(&self) -> Duration {
         self.now
+    }
+
+    /// A service named `name` for `identity`, with in-memory accounts whose randomness comes
+    /// from this world (so runs stay reproducible).
+    pub fn service(&mut self, name: &str, identity: &ServerIdentity) -> Result<Service, SimError> {
+        let accounts = vserv_service::ephemeral_accounts(Box::new(self.fork_rng()))?;
+        let info = vserv_service::ServiceInfo {
+            name: name.to_owned(),
+            fingerprint: identity.public_key().fingerprint(),
+        };
+        Ok(Service::new(info, accounts))
     }
 
     /// The virtual clock as an `Instant` (epoch + virtual time), as passed to connections.
@@ -466,6 +482,7 @@ impl World {
                     node.open += 1;
                     Kind::Server(Box::new(ServerEnd {
                         server,
+                        session: Session::new(Some(std::net::Ipv4Addr::LOCALHOST.into())),
                         conn: Connection::server(
                             node.spec.config.clone(),
                             node.spec.identity.clone(),
@@ -748,6 +765,8 @@ impl World {
 
     fn on_input(&mut self, ep: usize, input: Input) {
         let now = self.instant();
+        // The simulated wall clock: a fixed date plus virtual time, so runs stay reproducible.
+        let wall = SIM_WALL_CLOCK_START + self.now.as_secs();
         let World {
             endpoints, servers, ..
         } = self;
@@ -782,7 +801,7 @@ impl World {
                     s.error.get_or_insert(err.to_string());
                 }
                 if let Some(node) = servers.get(s.server)
-                    && let Err(err) = node.spec.service.drive(&mut s.conn)
+                    && let Err(err) = node.spec.service.drive(&mut s.session, &mut s.conn, wall)
                 {
                     lines.push(format!("{name} service error: {err}"));
                     s.error.get_or_insert(format!("service: {err}"));
@@ -844,7 +863,10 @@ impl World {
                     };
                     c.inflight.remove(&id);
                     c.answered += 1;
-                    let ok = service.is_some_and(|s| matches_oracle(s, id, &cmd, &reply));
+                    // Replies that depend on login state cannot be predicted from the request
+                    // alone; the oracle checks the session-independent ones.
+                    let ok = !session_independent(&cmd)
+                        || service.is_some_and(|s| matches_oracle(s, id, &cmd, &reply));
                     lines.push(format!(
                         "{name} reply {id} ({}): {}",
                         cmd.name(),
@@ -1052,6 +1074,11 @@ impl World {
         self.client_ref(client)?.session.trust().cloned()
     }
 
+    /// `client`'s session id, once connected.
+    pub fn session_id(&self, client: EndpointId) -> Option<[u8; 32]> {
+        self.client_ref(client)?.session.session_id()
+    }
+
     /// Closes `client`'s connection from the client side (an authenticated close).
     pub fn close_client(&mut self, client: EndpointId) {
         if let Some(c) = self.client_mut(client) {
@@ -1179,9 +1206,27 @@ enum Next {
     Timer(usize),
 }
 
-/// Whether `reply` is what the server's service answers to request `id` = `cmd`. The
-/// service is a pure function of the request, so this is exactly the plaintext the server
-/// sent if it saw the request the client sent.
+/// Whether the server's answer to `cmd` depends only on the request (not on who is logged in
+/// or on stored accounts).
+fn session_independent(cmd: &Command) -> bool {
+    matches!(
+        cmd,
+        Command::Hello
+            | Command::Ver
+            | Command::Id
+            | Command::Help { .. }
+            | Command::Ping { .. }
+            | Command::Quit
+    )
+}
+
+/// Unix time the simulated wall clock starts at (2023-11-14).
+const SIM_WALL_CLOCK_START: u64 = 1_700_000_000;
+
+/// Whether `reply` is what the server's service answers to request `id` = `cmd`. The sim's
+/// scripts use only commands whose answer does not depend on the session (no logins), so
+/// the answer of a fresh session is exactly the plaintext the server sent if it saw the
+/// request the client sent.
 fn matches_oracle(
     service: &Service,
     id: u32,
@@ -1193,7 +1238,7 @@ fn matches_oracle(
         name: cmd.name().to_owned(),
         args: cmd.args(),
     };
-    let (response, _) = service.handle(&request);
+    let (response, _) = service.answer(&mut Session::new(None), &request, SIM_WALL_CLOCK_START);
     let expected = if response.encoded_len() > MAX_PAYLOAD {
         Err(ErrorReply::new(
             ErrorCode::TooLarge,
@@ -1221,12 +1266,8 @@ mod tests {
     use super::*;
 
     fn service() -> Service {
-        use vserv_service::ServiceInfo;
         let identity = ServerIdentity::generate(&mut StdRng::seed_from_u64(1));
-        Service::new(ServiceInfo {
-            name: "oracle".into(),
-            fingerprint: identity.public_key().fingerprint(),
-        })
+        World::new(1).service("oracle", &identity).unwrap()
     }
 
     #[test]
@@ -1251,11 +1292,15 @@ mod tests {
         let help = Command::Help {
             topic: Some("nosuch".into()),
         };
-        let (response, _) = s.handle(&Request {
-            id: 2,
-            name: "help".into(),
-            args: help.args(),
-        });
+        let (response, _) = s.answer(
+            &mut Session::new(None),
+            &Request {
+                id: 2,
+                name: "help".into(),
+                args: help.args(),
+            },
+            0,
+        );
         let Err(e) = response.result else {
             panic!("help nosuch succeeded");
         };

@@ -7,7 +7,6 @@ use std::time::Duration;
 use vserv_core::commands::{Command, Reply};
 use vserv_core::{CloseCode, Config, ServerIdentity};
 use vserv_service::client::ClientError;
-use vserv_service::{Service, ServiceInfo};
 use vserv_sim::{
     ClientSpec, Finish, LinkConfig, LinkSpec, SeedFailure, ServerSpec, SimServer, World,
     for_each_seed, parse_seed,
@@ -19,10 +18,7 @@ fn spec(seed: u64, max_connections: usize) -> ServerSpec {
         &mut rand::rngs::StdRng::seed_from_u64(seed),
     ));
     ServerSpec {
-        service: Service::new(ServiceInfo {
-            name: "harness".into(),
-            fingerprint: identity.public_key().fingerprint(),
-        }),
+        service: World::new(0).service("harness", &identity).unwrap(),
         identity,
         max_connections,
         config: Config::default(),
@@ -126,8 +122,11 @@ fn shutdown_closes_open_sessions() {
     let world = server.world().clone();
     server.shutdown().unwrap();
     match client.call(&Command::Ver) {
-        Err(ClientError::Protocol(vserv_core::Error::Closed)) => {}
-        other => panic!("expected a closed session, got {other:?}"),
+        Err(ClientError::ClosedByServer {
+            code: vserv_core::CloseCode::Shutdown,
+            ..
+        }) => {}
+        other => panic!("expected the server's Shutdown close, got {other:?}"),
     }
     let id = client.id();
     let outcome = world.borrow().outcome(id).cloned().unwrap();

@@ -5,7 +5,6 @@ use std::time::Duration;
 
 use vserv_core::commands::Command;
 use vserv_core::{Config, Error, ServerIdentity};
-use vserv_service::{Service, ServiceInfo};
 use vserv_sim::{ClientSpec, EndpointId, Finish, LinkConfig, LinkSpec, RunEnd, ServerSpec, World};
 
 const D: Duration = Duration::from_millis(7);
@@ -28,10 +27,7 @@ fn world(
 ) -> (World, EndpointId) {
     let mut world = World::new(seed);
     let identity = Arc::new(ServerIdentity::generate(&mut world.fork_rng()));
-    let service = Service::new(ServiceInfo {
-        name: "timers".into(),
-        fingerprint: identity.public_key().fingerprint(),
-    });
+    let service = world.service("timers", &identity).unwrap();
     let server = world.add_server(ServerSpec {
         identity,
         service,

@@ -17,7 +17,7 @@ use smol::Executor;
 use smol::channel::{Receiver, Sender};
 use vserv_core::session::refusal;
 use vserv_core::{CloseCode, Connection, ServerIdentity};
-use vserv_service::{ServerOptions, Service};
+use vserv_service::{ServerOptions, Service, Session};
 use vserv_store::rng::os_rng;
 
 /// How long a closing connection may take to flush its final close record.
@@ -249,11 +249,15 @@ async fn serve(
         rng,
         Instant::now(),
     );
+    let mut session = Session::new(stream.peer_addr().ok().map(|a| a.ip()));
     let mut buf = vec![0u8; 64 * 1024];
     let mut out = Vec::with_capacity(64 * 1024);
     let mut failure = None;
     loop {
-        if let Err(e) = shared.service.drive(&mut conn) {
+        if let Err(e) = shared
+            .service
+            .drive(&mut session, &mut conn, vserv_service::unix_now())
+        {
             failure.get_or_insert(e);
             conn.close(CloseCode::ProtocolError, "internal error");
         }

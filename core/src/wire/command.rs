@@ -36,6 +36,13 @@ pub enum ErrorCode {
     TooLarge,
     /// The server failed internally; the request had no effect.
     Internal,
+    /// The named user, key or object does not exist.
+    NotFound,
+    /// The name or key is already taken.
+    Conflict,
+    /// Login refused (unknown user or wrong credentials; deliberately not which), or a wrong
+    /// current password.
+    LoginFailed,
     /// A code this implementation does not know.
     Other(u16),
 }
@@ -49,6 +56,9 @@ impl ErrorCode {
             ErrorCode::Forbidden => 3,
             ErrorCode::TooLarge => 4,
             ErrorCode::Internal => 5,
+            ErrorCode::NotFound => 6,
+            ErrorCode::Conflict => 7,
+            ErrorCode::LoginFailed => 8,
             ErrorCode::Other(n) => n,
         }
     }
@@ -61,6 +71,9 @@ impl ErrorCode {
             3 => ErrorCode::Forbidden,
             4 => ErrorCode::TooLarge,
             5 => ErrorCode::Internal,
+            6 => ErrorCode::NotFound,
+            7 => ErrorCode::Conflict,
+            8 => ErrorCode::LoginFailed,
             n => ErrorCode::Other(n),
         }
     }

@@ -100,10 +100,12 @@ impl Target {
                 let mut rng = vserv_store::rng::os_rng()?;
                 let identity = Arc::new(ServerIdentity::generate(&mut *rng));
                 let fingerprint = identity.public_key().fingerprint();
-                let service = Service::new(ServiceInfo {
+                let accounts = vserv_service::ephemeral_accounts(vserv_store::rng::os_rng()?)?;
+                let info = ServiceInfo {
                     name: "vserv-bench".into(),
                     fingerprint,
-                });
+                };
+                let service = Service::new(info, accounts);
                 let server =
                     Server::bind("127.0.0.1:0", identity, service, ServerOptions::default())
                         .context("starting the in-process server on 127.0.0.1")?;

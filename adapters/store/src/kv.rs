@@ -1,0 +1,86 @@
+//! The storage interface the service builds on, with two implementations in this crate:
+//! fjall on disk ([`crate::db`]) and an in-memory model with crashes for the simulator
+//! ([`crate::memory`]). (It lives here rather than in `vserv-service` because the service
+//! already depends on this crate for the client's known_servers; a trait there would make a
+//! dependency cycle.)
+//!
+//! A deliberately small key-value contract: named tables, point reads, prefix scans, and
+//! atomic, durable batches. Records are encoded by the service, so implementations stay
+//! trivial and interchangeable.
+
+/// The tables of a vserv store. Keys within a table are ordered bytewise.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Table {
+    /// Store metadata (schema version, store id).
+    Meta,
+    /// User accounts, keyed by normalised user name.
+    Users,
+    /// Login backoff state, keyed by `u:<user>` or `ip:<address>`.
+    Limits,
+}
+
+impl Table {
+    /// Every table, in a fixed order.
+    pub const ALL: [Table; 3] = [Table::Meta, Table::Users, Table::Limits];
+
+    /// The table's name on disk.
+    pub fn name(self) -> &'static str {
+        match self {
+            Table::Meta => "meta",
+            Table::Users => "users",
+            Table::Limits => "limits",
+        }
+    }
+}
+
+/// One change in a batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Op {
+    /// Sets `key` to `value`.
+    Put {
+        /// Table written.
+        table: Table,
+        /// Key.
+        key: Vec<u8>,
+        /// New value.
+        value: Vec<u8>,
+    },
+    /// Removes `key` (absent keys are fine).
+    Delete {
+        /// Table written.
+        table: Table,
+        /// Key.
+        key: Vec<u8>,
+    },
+}
+
+/// A storage failure. The operation had no effect unless stated otherwise.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The underlying storage failed (I/O, corruption, a poisoned database).
+    #[error("storage failure: {0}")]
+    Backend(String),
+    /// The data directory is held by another process (a running server).
+    #[error("the data directory {0} is in use by another process (is the server running?)")]
+    Locked(String),
+    /// The data directory was written by a newer vserv, or is not a vserv store.
+    #[error("{0}")]
+    Incompatible(String),
+    /// A simulated crash happened (in-memory store only): nothing of the batch was applied.
+    #[error("simulated crash")]
+    Crashed,
+}
+
+/// What the service needs of storage. Every method is safe to call from many threads.
+pub trait Store: Send + Sync {
+    /// The value of `key` in `table`.
+    fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
+
+    /// Every `(key, value)` whose key starts with `prefix`, in key order.
+    fn scan(&self, table: Table, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError>;
+
+    /// Applies every op, all or nothing, and returns only once the batch is durable (it
+    /// survives a process or machine crash). An error means nothing was applied.
+    fn commit(&self, ops: Vec<Op>) -> Result<(), StoreError>;
+}
