@@ -157,6 +157,12 @@ pub const COMMANDS: &[CommandInfo] = &[
         "manage your login keys",
         Access::User,
     ),
+    info(
+        "tout",
+        "tout [SECONDS]",
+        "show, or set within the server's bounds, this session's idle timeout",
+        Access::User,
+    ),
 ];
 
 /// The documentation of command `name`.
@@ -310,10 +316,25 @@ pub enum Command {
     },
     /// `ukey add|list|del`
     Ukey(KeyAction),
+    /// `tout [SECONDS]`: this session's idle timeout. Logged-in users only
+    /// ([`Access::User`]): an anonymous connection keeps the server's default, so it cannot
+    /// hold a connection slot longer than the operator chose.
+    Tout {
+        /// New timeout in whole seconds (decimal on the wire); `None` only asks.
+        seconds: Option<u64>,
+    },
 }
 
 fn utf8(arg: &[u8], usage: &str) -> Result<String, ErrorReply> {
     String::from_utf8(arg.to_vec()).map_err(|_| usage_error(usage))
+}
+
+/// A decimal number of 1 to 20 ASCII digits that fits a `u64` (no sign, no spaces).
+fn decimal(arg: &[u8]) -> Option<u64> {
+    if arg.is_empty() || arg.len() > 20 || !arg.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(arg).ok()?.parse().ok()
 }
 
 fn usage_error(usage: &str) -> ErrorReply {
@@ -341,6 +362,7 @@ impl Command {
             Command::Ulist { .. } => "ulist",
             Command::Chpass { .. } => "chpass",
             Command::Ukey(_) => "ukey",
+            Command::Tout { .. } => "tout",
         }
     }
 
@@ -397,6 +419,7 @@ impl Command {
             Command::Ukey(KeyAction::Add(key)) => vec![s("add"), key.to_vec()],
             Command::Ukey(KeyAction::List) => vec![s("list")],
             Command::Ukey(KeyAction::Del(f)) => vec![s("del"), f.to_string().into_bytes()],
+            Command::Tout { seconds: Some(n) } => vec![n.to_string().into_bytes()],
             _ => Vec::new(),
         }
     }
@@ -485,6 +508,10 @@ impl Command {
             ("ukey", [action, f]) if action == b"del" => {
                 Command::Ukey(KeyAction::Del(utf8(f, usage)?.parse().map_err(|_| bad())?))
             }
+            ("tout", []) => Command::Tout { seconds: None },
+            ("tout", [n]) => Command::Tout {
+                seconds: Some(decimal(n).ok_or_else(bad)?),
+            },
             (name, _) => {
                 return Err(match command_info(name) {
                     Some(_) => bad(),
@@ -577,6 +604,8 @@ pub enum Reply {
     Users(Vec<UserSummary>),
     /// `ukey list`: one fingerprint per field.
     Keys(Vec<Fingerprint>),
+    /// `tout`: `[seconds (decimal)]`, the session's idle timeout now in force.
+    IdleTimeout(u64),
 }
 
 impl Reply {
@@ -609,6 +638,7 @@ impl Reply {
                 })
                 .collect(),
             Reply::Keys(keys) => keys.iter().map(|k| k.to_string().into_bytes()).collect(),
+            Reply::IdleTimeout(secs) => vec![secs.to_string().into_bytes()],
         }
     }
 
@@ -707,6 +737,12 @@ impl Reply {
                     .map(|f| f.parse().map_err(|_| Error::Malformed("fingerprint")))
                     .collect::<Result<_, _>>()?,
             ),
+            Command::Tout { .. } => {
+                want(1)?;
+                Reply::IdleTimeout(
+                    decimal(&fields[0]).ok_or(Error::Malformed("idle timeout seconds"))?,
+                )
+            }
             Command::Logout
             | Command::Uini { .. }
             | Command::Uadd { .. }

@@ -434,6 +434,8 @@ fn all_commands() -> Vec<Command> {
         },
         Command::Ukey(KeyAction::List),
         Command::Ukey(KeyAction::Del(Fingerprint([0; 32]))),
+        Command::Tout { seconds: None },
+        Command::Tout { seconds: Some(60) },
     ]
 }
 
@@ -474,6 +476,7 @@ fn replies_for(cmd: &Command) -> Vec<Reply> {
             }]),
         ],
         Command::Ukey(KeyAction::List) => vec![Reply::Keys(vec![Fingerprint([7; 32])])],
+        Command::Tout { .. } => vec![Reply::IdleTimeout(300), Reply::IdleTimeout(u64::MAX)],
         Command::Logout
         | Command::Uini { .. }
         | Command::Uadd { .. }

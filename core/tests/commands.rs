@@ -73,6 +73,11 @@ fn every_command_round_trips_through_its_arguments() {
         Command::Ukey(KeyAction::Add([3; 33])),
         Command::Ukey(KeyAction::List),
         Command::Ukey(KeyAction::Del(Fingerprint([5; 32]))),
+        Command::Tout { seconds: None },
+        Command::Tout { seconds: Some(0) },
+        Command::Tout {
+            seconds: Some(u64::MAX),
+        },
     ];
     for cmd in commands {
         let req = Request {
@@ -130,6 +135,8 @@ fn replies_round_trip() {
             Reply::Keys(vec![Fingerprint([1; 32])]),
         ),
         (Command::Udel { user: "x".into() }, Reply::Done),
+        (Command::Tout { seconds: None }, Reply::IdleTimeout(300)),
+        (Command::Tout { seconds: Some(60) }, Reply::IdleTimeout(60)),
     ];
     for (cmd, reply) in cases {
         assert_eq!(Reply::from_fields(&cmd, &reply.to_fields()), Ok(reply));
@@ -150,6 +157,13 @@ fn malformed_arguments_are_typed_errors() {
         ("ukey", &[b"del", b"not-a-fingerprint"]),
         ("ukey", &[b"rotate"]),
         ("udel", &[]),
+        ("tout", &[b"abc"]),
+        ("tout", &[b"-1"]),
+        ("tout", &[b"+5"]),
+        ("tout", &[b" 5"]),
+        ("tout", &[b""]),
+        ("tout", &[b"18446744073709551616"]),
+        ("tout", &[b"1", b"2"]),
     ];
     for (name, args) in bad {
         let err = Command::parse(&request(name, args)).unwrap_err();
@@ -188,4 +202,80 @@ fn login_signatures_are_bound_to_session_and_user() {
     let a = login_signature_message(&[1; 32], "alice");
     assert_ne!(a, login_signature_message(&[2; 32], "alice"));
     assert_ne!(a, login_signature_message(&[1; 32], "alicf"));
+}
+
+#[test]
+fn tout_is_for_logged_in_users_and_replies_with_decimal_seconds() {
+    assert_eq!(command_info("tout").map(|i| i.access), Some(Access::User));
+    assert_eq!(
+        Command::parse(&request("tout", &[b"120"])),
+        Ok(Command::Tout { seconds: Some(120) })
+    );
+    assert_eq!(Reply::IdleTimeout(120).to_fields(), vec![b"120".to_vec()]);
+    let tout = Command::Tout { seconds: None };
+    for bad in [
+        &[][..],
+        &[b"x".to_vec()][..],
+        &[b"1".to_vec(), b"2".to_vec()][..],
+    ] {
+        assert!(Reply::from_fields(&tout, bad).is_err(), "{bad:?}");
+    }
+}
+
+/// `Connection::set_idle_timeout`: zero is refused, and `poll_timeout` moves to exactly the
+/// last receipt plus the new timeout.
+#[test]
+#[allow(clippy::disallowed_methods)] // one real instant as the epoch of a virtual clock
+fn set_idle_timeout_moves_the_deadline_exactly() {
+    use rand::SeedableRng;
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+    use vserv_core::{Config, Connection, Error, Event, ServerIdentity};
+
+    let rng = |seed| -> Box<dyn rand_core::CryptoRng + Send> {
+        Box::new(rand::rngs::StdRng::seed_from_u64(seed))
+    };
+    let identity = Arc::new(ServerIdentity::generate(
+        &mut rand::rngs::StdRng::seed_from_u64(3),
+    ));
+    let t0 = Instant::now();
+    let mut client = Connection::client(Config::default(), rng(1), t0);
+    let mut server = Connection::server(Config::default(), identity, rng(2), t0);
+    // Handshake at t0 + 1 s.
+    let t1 = t0 + Duration::from_secs(1);
+    for _ in 0..10 {
+        let (mut c2s, mut s2c) = (Vec::new(), Vec::new());
+        client.poll_transmit(&mut c2s);
+        server.poll_transmit(&mut s2c);
+        if !c2s.is_empty() {
+            server.handle_input(t1, &c2s).unwrap();
+        }
+        if !s2c.is_empty() {
+            client.handle_input(t1, &s2c).unwrap();
+        }
+        while let Some(e) = client.poll_event() {
+            if let Event::ServerKey(_) = e {
+                client.accept_server_key(t1).unwrap();
+            }
+        }
+        while server.poll_event().is_some() {}
+    }
+    assert!(server.is_connected());
+    assert_eq!(server.idle_timeout(), Duration::from_secs(300));
+    assert_eq!(server.poll_timeout(), Some(t1 + Duration::from_secs(300)));
+
+    assert!(matches!(
+        server.set_idle_timeout(Duration::ZERO),
+        Err(Error::InvalidState(_))
+    ));
+    assert_eq!(server.idle_timeout(), Duration::from_secs(300));
+
+    server.set_idle_timeout(Duration::from_secs(42)).unwrap();
+    assert_eq!(server.idle_timeout(), Duration::from_secs(42));
+    let deadline = t1 + Duration::from_secs(42);
+    assert_eq!(server.poll_timeout(), Some(deadline));
+    server
+        .handle_timeout(deadline - Duration::from_nanos(1))
+        .unwrap();
+    assert_eq!(server.handle_timeout(deadline), Err(Error::IdleTimeout));
 }

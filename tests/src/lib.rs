@@ -109,6 +109,18 @@ pub fn service(identity: &ServerIdentity) -> Service {
     Service::new(info, accounts)
 }
 
+/// The service describing `identity`, with the given abuse limits and `tout` bounds.
+pub fn service_with_policy(identity: &ServerIdentity, policy: vserv_service::Policy) -> Service {
+    use rand::SeedableRng;
+    let rng = Box::new(rand::rngs::StdRng::seed_from_u64(7));
+    let accounts = vserv_service::ephemeral_accounts(rng).expect("in-memory accounts");
+    let info = ServiceInfo {
+        name: "test-server".into(),
+        fingerprint: identity.public_key().fingerprint(),
+    };
+    Service::with_policy(info, accounts, policy)
+}
+
 /// Starts a default server for `fx`.
 pub fn start<R: Runtime>(fx: &Fixture) -> R::Server {
     R::start(fx.identity.clone(), fx.service(), 64, Config::default())
@@ -640,7 +652,11 @@ pub fn last_admin_is_protected<R: Runtime>() {
 pub fn key_login<R: Runtime>() {
     use vserv_core::commands::{Credential, KeyAction, login_signature_message};
     let fx = Fixture::new(24);
-    let server = start::<R>(&fx);
+    // No login backoff: this case checks each credential, one right after another.
+    let mut policy = vserv_service::Policy::default();
+    policy.login.base_secs = 0;
+    let service = service_with_policy(&fx.identity, policy);
+    let server = R::start(fx.identity.clone(), service, 64, Config::default());
     let mut root = root_client::<R>(&server, &fx);
     root.call(&Command::Uadd {
         user: "kate".into(),
@@ -809,6 +825,118 @@ pub fn password_changes<R: Runtime>() {
     server.shutdown();
 }
 
+// ----- abuse limits -----
+
+/// Brute force: three failures close the connection, and the user's backoff outlives it —
+/// a new connection's attempt is refused even with the right password — while other users
+/// (from the same address) are unaffected. The backoff base is 60 s here so that real
+/// clocks cannot step past it during the test.
+pub fn login_backoff_outlasts_the_connection<R: Runtime>() {
+    let fx = Fixture::new(30);
+    let mut policy = vserv_service::Policy::default();
+    policy.login.base_secs = 60;
+    let service = service_with_policy(&fx.identity, policy);
+    let server = R::start(fx.identity.clone(), service, 64, Config::default());
+    let mut root = root_client::<R>(&server, &fx);
+    root.call(&Command::Uadd {
+        user: "alice".into(),
+        password: secret("alice-pass"),
+    })
+    .expect("uadd");
+    let mut c = R::connect(&server, &fx.options()).expect("connect");
+    let first = c.call(&login_cmd("root", "guess-1"));
+    match &first {
+        Err(ClientError::Server(e)) => {
+            assert_eq!(e.code, ErrorCode::LoginFailed);
+            assert!(!e.message.contains("too many"), "{}", e.message);
+        }
+        other => panic!("{other:?}"),
+    }
+    for guess in ["guess-2", "guess-3"] {
+        match c.call(&login_cmd("root", guess)) {
+            Err(ClientError::Server(e)) => {
+                assert_eq!(e.code, ErrorCode::LoginFailed);
+                assert!(
+                    e.message.contains("too many failed attempts"),
+                    "{}",
+                    e.message
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    match c.call(&Command::Ping { payload: vec![] }) {
+        Err(ClientError::ClosedByServer { .. } | ClientError::ConnectionClosed) => {}
+        other => panic!("connection still open after 3 failures: {other:?}"),
+    }
+    // The 4th attempt, on a new connection and with the right password: refused.
+    let mut d = R::connect(&server, &fx.options()).expect("connect");
+    match d.call(&login_cmd("root", ROOT_PASSWORD)) {
+        Err(ClientError::Server(e)) => {
+            assert_eq!(e.code, ErrorCode::LoginFailed);
+            assert!(e.message.contains("retry in"), "{}", e.message);
+        }
+        other => panic!("4th attempt not refused: {other:?}"),
+    }
+    // Another user from the same address logs in; the session logged in before is intact.
+    d.call(&login_cmd("alice", "alice-pass"))
+        .expect("alice unaffected");
+    assert!(matches!(
+        root.call(&Command::Whoami).expect("whoami"),
+        Reply::User { .. }
+    ));
+    d.quit().expect("quit");
+    root.quit().expect("quit");
+    server.shutdown();
+}
+
+/// `tout`: logged-in sessions read and set their idle timeout within the server's bounds;
+/// anonymous ones may not; out-of-bounds values are refused and change nothing.
+pub fn tout_within_bounds<R: Runtime>() {
+    let fx = Fixture::new(31);
+    let server = start::<R>(&fx);
+    let mut anonymous = R::connect(&server, &fx.options()).expect("connect");
+    assert_eq!(
+        code_of(anonymous.call(&Command::Tout { seconds: Some(60) })),
+        Some(ErrorCode::Forbidden)
+    );
+    let mut root = root_client::<R>(&server, &fx);
+    let policy = vserv_service::Policy::default();
+    let (min, max) = (
+        policy.idle_timeout_min.as_secs(),
+        policy.idle_timeout_max.as_secs(),
+    );
+    assert_eq!(
+        root.call(&Command::Tout { seconds: None }).expect("tout"),
+        Reply::IdleTimeout(Config::default().idle_timeout.as_secs())
+    );
+    for bad in [0, min - 1, max + 1] {
+        assert_eq!(
+            code_of(root.call(&Command::Tout { seconds: Some(bad) })),
+            Some(ErrorCode::BadArguments),
+            "{bad}"
+        );
+    }
+    for good in [max, min, 120] {
+        assert_eq!(
+            root.call(&Command::Tout {
+                seconds: Some(good)
+            })
+            .expect("tout"),
+            Reply::IdleTimeout(good)
+        );
+    }
+    assert_eq!(
+        root.call(&Command::Tout { seconds: None }).expect("tout"),
+        Reply::IdleTimeout(120)
+    );
+    root.call(&Command::Ping { payload: vec![1] })
+        .expect("still connected");
+    anonymous.quit().expect("quit");
+    root.quit().expect("quit");
+    server.shutdown();
+}
+
 /// Instantiates every case of the suite for a [`Runtime`] type.
 #[macro_export]
 macro_rules! suite {
@@ -818,7 +946,8 @@ macro_rules! suite {
             bad_input_does_not_hurt_others, many_clients, connection_limit_refuses_busy,
             accounts_first_admin_then_users, permission_matrix, failed_logins_close_the_connection,
             last_admin_is_protected, key_login, bad_user_names_are_refused,
-            disabled_user_loses_access_at_once, password_changes);
+            disabled_user_loses_access_at_once, password_changes,
+            login_backoff_outlasts_the_connection, tout_within_bounds);
     };
     (@cases $rt:ty; $($case:ident),*) => {
         $(#[test] fn $case() { $crate::$case::<$rt>(); })*

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use vserv_core::session::refusal;
 use vserv_core::{CloseCode, Connection, ServerIdentity};
-use vserv_service::{ServerOptions, Service, Session};
+use vserv_service::{ConnectionLimiter, ServerOptions, Service, Session};
 use vserv_store::rng::os_rng;
 
 /// How often an idle connection thread checks for shutdown.
@@ -89,6 +89,13 @@ impl Server {
             idle: AtomicUsize::new(0),
         });
         let mut workers: Vec<JoinHandle<()>> = Vec::new();
+        // Per-IP connection rate limit (owned by this loop; see `vserv_service::limits`).
+        let mut limiter = self
+            .shared
+            .service
+            .policy()
+            .connection_rate
+            .map(ConnectionLimiter::new);
         for stream in self.listener.incoming() {
             if self.shared.shutdown.load(Ordering::SeqCst) {
                 break;
@@ -96,6 +103,13 @@ impl Server {
             workers.retain(|w| !w.is_finished());
             match stream {
                 Ok(stream) => {
+                    if let Some(limiter) = limiter.as_mut()
+                        && let Ok(peer) = stream.peer_addr()
+                        && !limiter.admit(peer.ip(), vserv_service::unix_now())
+                    {
+                        refuse(stream, "connection rate limit exceeded", peer);
+                        continue;
+                    }
                     if let Some(worker) = self.accept(stream, &pool, &handoff) {
                         workers.push(worker);
                     }
@@ -155,6 +169,13 @@ impl Server {
             }
         }
     }
+}
+
+/// Sends the plaintext `Busy` refusal (best effort, bounded in time) and drops `stream`.
+fn refuse(mut stream: TcpStream, why: &str, peer: SocketAddr) {
+    tracing::warn!(%peer, "{why}; refusing");
+    let _ = stream.set_write_timeout(Some(Duration::from_millis(500)));
+    let _ = stream.write_all(&refusal(CloseCode::Busy));
 }
 
 /// Connection threads kept for reuse: starting a thread per connection cost about a tenth of
@@ -281,5 +302,50 @@ impl ServerHandle {
 impl Drop for ServerHandle {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Read;
+
+    use vserv_service::{Policy, RateLimit, ServiceInfo};
+
+    use super::*;
+
+    /// The accept loop applies the service's per-IP connection rate limit: the N+1-th
+    /// connection in the window gets the plaintext `Busy` refusal.
+    #[test]
+    fn the_accept_loop_refuses_beyond_the_connection_rate() {
+        let mut rng = os_rng().unwrap();
+        let identity = Arc::new(ServerIdentity::generate(&mut *rng));
+        let accounts = vserv_service::ephemeral_accounts(os_rng().unwrap()).unwrap();
+        let info = ServiceInfo {
+            name: "rate".into(),
+            fingerprint: identity.public_key().fingerprint(),
+        };
+        let policy = Policy {
+            connection_rate: Some(RateLimit {
+                connections: 2,
+                window_secs: 3600,
+            }),
+            ..Policy::default()
+        };
+        let service = Service::with_policy(info, accounts, policy);
+        let server = Server::bind("127.0.0.1:0", identity, service, ServerOptions::default())
+            .unwrap()
+            .spawn()
+            .unwrap();
+        let addr = server.local_addr();
+        let admitted: Vec<TcpStream> = (0..2).map(|_| TcpStream::connect(addr).unwrap()).collect();
+        let mut third = TcpStream::connect(addr).unwrap();
+        third
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let mut answer = Vec::new();
+        let _ = third.read_to_end(&mut answer);
+        assert_eq!(answer, refusal(CloseCode::Busy));
+        drop(admitted);
+        server.shutdown();
     }
 }

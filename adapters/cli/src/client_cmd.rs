@@ -1,14 +1,16 @@
-//! The client subcommands: connect, run one command, print its reply.
+//! The client subcommands: connect, log in if asked, run one command, print its reply.
 
 use std::path::PathBuf;
 
-use anyhow::{Context, anyhow};
+use anyhow::{Context, anyhow, bail};
 use clap::Args;
 use vserv_blocking::Client;
 use vserv_core::Fingerprint;
 use vserv_core::commands::{Command, Reply};
-use vserv_service::client::ClientOptions;
+use vserv_service::client::{ClientError, ClientOptions};
 use vserv_store::trust::TrustDecision;
+
+use crate::credentials::{self, Password};
 
 /// Options shared by every client subcommand.
 #[derive(Args, Debug, Clone)]
@@ -22,6 +24,14 @@ pub struct ClientArgs {
     /// Require the server key to have this fingerprint (SHA256:...).
     #[arg(long, value_name = "FPR")]
     pub server_key: Option<Fingerprint>,
+    /// Log in as this user before running the command. The password is taken from the
+    /// VSERV_PASSWORD environment variable, else asked for on the terminal (no echo).
+    #[arg(long, value_name = "NAME")]
+    pub user: Option<String>,
+    /// Log in with this key file (made by `vserv keygen --user` and registered with
+    /// `vserv user key add`) instead of a password; --user names the account.
+    #[arg(long, value_name = "FILE", requires = "user")]
+    pub key: Option<PathBuf>,
 }
 
 impl ClientArgs {
@@ -41,9 +51,57 @@ impl ClientArgs {
     }
 }
 
-/// Connects, runs `command`, prints the reply, quits.
-pub fn run(args: &ClientArgs, command: Command) -> anyhow::Result<()> {
+/// A connected client, logged in if `--user` was given.
+pub struct Connected {
+    /// The session.
+    pub client: Client,
+}
+
+impl Connected {
+    /// Runs `command`, printing the reply.
+    pub fn run(&mut self, command: &Command) -> anyhow::Result<()> {
+        let reply = self.client.call(command)?;
+        print_reply(
+            &reply,
+            self.client.session().server_key().map(|k| k.fingerprint()),
+        );
+        Ok(())
+    }
+
+    /// Ends the session politely.
+    pub fn quit(self) -> anyhow::Result<()> {
+        self.client.quit()?;
+        Ok(())
+    }
+}
+
+/// Connects to the server and, with `--user`, logs in (by key with `--key`, else by
+/// password).
+pub fn connect(args: &ClientArgs) -> anyhow::Result<Connected> {
+    connect_then(args, |_| Ok(())).map(|(connected, ())| connected)
+}
+
+/// Like [`connect`], but first obtains the login secret, then calls `ask` (given the login
+/// password, if the login is by password) to gather whatever else the command needs, and
+/// only then connects: every prompt happens before the server's timers start.
+pub fn connect_then<T>(
+    args: &ClientArgs,
+    ask: impl FnOnce(Option<&Password>) -> anyhow::Result<T>,
+) -> anyhow::Result<(Connected, T)> {
     let options = args.options()?;
+    let key = args
+        .key
+        .as_deref()
+        .map(|path| {
+            credentials::read_user_key(path)
+                .with_context(|| format!("reading the key file {}", path.display()))
+        })
+        .transpose()?;
+    let password = match (&args.user, &key) {
+        (Some(user), None) => Some(credentials::login_password(user, &args.server)?),
+        _ => None,
+    };
+    let extra = ask(password.as_ref())?;
     let mut client = Client::connect(&args.server, &options)
         .with_context(|| format!("connecting to {}", args.server))?;
     if let Some(TrustDecision::FirstContact { fingerprint }) = client.session().trust() {
@@ -54,16 +112,50 @@ pub fn run(args: &ClientArgs, command: Command) -> anyhow::Result<()> {
             options.known_servers.display()
         );
     }
-    let reply = client.call(&command)?;
-    print_reply(
-        &reply,
-        client.session().server_key().map(|k| k.fingerprint()),
-    );
-    client.quit()?;
-    Ok(())
+    if let Some(user) = &args.user {
+        let credential = match (&key, &password) {
+            (Some(key), _) => {
+                let session_id = client
+                    .session()
+                    .session_id()
+                    .ok_or_else(|| anyhow!("the session has no id to sign (not connected)"))?;
+                credentials::key_credential(key, &session_id, user)
+            }
+            (None, Some(password)) => credentials::password_credential(password),
+            (None, None) => bail!("no credential to log in with"),
+        };
+        let login = Command::Login {
+            user: user.clone(),
+            credential,
+        };
+        match client.call(&login) {
+            Ok(_) => tracing::info!(user = %user, "logged in"),
+            Err(ClientError::Server(e)) => bail!("cannot log in as '{user}': {}", e.message),
+            Err(e) => {
+                return Err(anyhow::Error::new(e).context(format!("logging in as '{user}'")));
+            }
+        }
+    }
+    Ok((Connected { client }, extra))
 }
 
-fn print_reply(reply: &Reply, fingerprint: Option<Fingerprint>) {
+/// Connects (logging in with `--user`), runs `command`, prints the reply, quits.
+pub fn run(args: &ClientArgs, command: Command) -> anyhow::Result<()> {
+    let mut connected = connect(args)?;
+    connected.run(&command)?;
+    connected.quit()
+}
+
+/// `vserv login`: logs in and prints who the server says we are.
+pub fn login(args: &ClientArgs) -> anyhow::Result<()> {
+    if args.user.is_none() {
+        bail!("login needs --user NAME (and --key FILE to log in by key)");
+    }
+    run(args, Command::Whoami)
+}
+
+/// Prints a reply the way every client subcommand does.
+pub fn print_reply(reply: &Reply, fingerprint: Option<Fingerprint>) {
     match reply {
         Reply::Greeting(text) => {
             println!("{text}");
@@ -90,5 +182,6 @@ fn print_reply(reply: &Reply, fingerprint: Option<Fingerprint>) {
                 println!("{k}");
             }
         }
+        Reply::IdleTimeout(seconds) => println!("idle timeout: {seconds}s"),
     }
 }

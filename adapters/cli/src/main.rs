@@ -2,7 +2,10 @@
 
 mod bench;
 mod client_cmd;
+mod config;
+mod credentials;
 mod serve;
+mod user_cmd;
 
 use std::process::ExitCode;
 
@@ -52,7 +55,11 @@ enum Command {
         #[command(flatten)]
         client: client_cmd::ClientArgs,
     },
-    /// Generate a new k256 key pair into a file readable only by you.
+    /// Log in and print who the server says you are (checks your credentials).
+    Login(client_cmd::ClientArgs),
+    /// Manage user accounts and your login keys (over the protocol, or --data offline).
+    User(user_cmd::UserArgs),
+    /// Generate a user login key pair (`keygen --user`) into a file readable only by you.
     Keygen(serve::KeygenArgs),
     /// Print the fingerprint of a server's identity key (the value clients pin).
     Fingerprint(serve::FingerprintArgs),
@@ -77,6 +84,8 @@ fn main() -> ExitCode {
                 payload: payload.unwrap_or_default().into_bytes(),
             },
         ),
+        Command::Login(c) => client_cmd::login(&c),
+        Command::User(args) => user_cmd::run(args),
         Command::Keygen(args) => serve::keygen(args),
         Command::Fingerprint(args) => serve::fingerprint(args),
         Command::Bench(args) => bench::run(args),

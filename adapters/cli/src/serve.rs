@@ -8,11 +8,12 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Args, ValueEnum};
 use vserv_core::ServerIdentity;
-use vserv_service::accounts::{Accounts, PasswordParams};
+use vserv_service::accounts::Accounts;
 use vserv_service::{Service, ServiceInfo};
 
 /// Which runtime drives the server.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Runtime {
     /// One std thread per connection (the reference).
     Blocking,
@@ -20,28 +21,51 @@ pub enum Runtime {
     Smol,
 }
 
-/// `vserv serve` options.
+/// `vserv serve` options. Each flag overrides the same key of `--config`; without either,
+/// the default shown applies.
 #[derive(Args, Debug)]
 pub struct ServeArgs {
-    /// Address to listen on.
-    #[arg(long, default_value = crate::DEFAULT_LISTEN)]
-    pub listen: String,
-    /// Data directory (holds the identity key, created on first start).
-    #[arg(long, default_value = "./vserv-data")]
-    pub data: PathBuf,
-    /// Runtime driving the connections.
-    #[arg(long, value_enum, default_value_t = Runtime::Blocking)]
-    pub runtime: Runtime,
-    /// Server name reported by `hello` and `id`.
-    #[arg(long, default_value = "vserv")]
-    pub name: String,
-    /// Most connections served at once; more are refused as busy.
-    #[arg(long, default_value_t = 1024)]
-    pub max_connections: usize,
+    /// TOML configuration file (every key is documented in the README); unknown keys are
+    /// an error.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1:7117].
+    #[arg(long)]
+    pub listen: Option<String>,
+    /// Data directory (holds the identity key, created on first start)
+    /// [default: ./vserv-data].
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Runtime driving the connections [default: blocking].
+    #[arg(long, value_enum)]
+    pub runtime: Option<Runtime>,
+    /// Server name reported by `hello` and `id` [default: vserv].
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Most connections served at once; more are refused as busy [default: 1024].
+    #[arg(long)]
+    pub max_connections: Option<usize>,
 }
 
-/// Runs the server until SIGINT/SIGTERM.
+/// Runs the server until SIGINT/SIGTERM, configured by flags over `--config` over defaults.
 pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let file = match &args.config {
+        Some(path) => crate::config::FileConfig::load(path)
+            .with_context(|| format!("in the configuration file {}", path.display()))?,
+        None => crate::config::FileConfig::default(),
+    };
+    let flags = crate::config::Overrides {
+        listen: args.listen,
+        data: args.data,
+        name: args.name,
+        runtime: args.runtime,
+        max_connections: args.max_connections,
+    };
+    let settings = crate::config::resolve(file, flags).with_context(|| match &args.config {
+        Some(path) => format!("in the configuration file {}", path.display()),
+        None => "in the server options".to_owned(),
+    })?;
+    let args = &settings;
     let mut rng = vserv_store::rng::os_rng()?;
     let loaded = vserv_store::identity::load_or_create(&args.data, &mut *rng)
         .with_context(|| format!("loading the server identity from {}", args.data.display()))?;
@@ -55,18 +79,15 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     let store = vserv_store::db::FjallStore::open(&args.data)
         .with_context(|| format!("opening the store in {}", args.data.display()))?;
-    let accounts = Accounts::new(
-        Arc::new(store),
-        PasswordParams::DEFAULT,
-        vserv_store::rng::os_rng()?,
-    )
-    .context("setting up accounts")?;
-    let service = Service::new(
+    let accounts = Accounts::new(Arc::new(store), args.password, vserv_store::rng::os_rng()?)
+        .context("setting up accounts")?;
+    let service = Service::with_policy(
         ServiceInfo {
             name: args.name.clone(),
             fingerprint,
         },
         Arc::new(accounts),
+        args.policy.clone(),
     );
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
@@ -74,7 +95,11 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     let options = vserv_service::ServerOptions {
         max_connections: args.max_connections,
-        ..Default::default()
+        config: vserv_core::Config {
+            handshake_timeout: args.handshake_timeout,
+            idle_timeout: args.idle_timeout,
+            ..Default::default()
+        },
     };
     match args.runtime {
         Runtime::Blocking => {
@@ -121,19 +146,29 @@ fn wait_for(stop: &AtomicBool) {
 /// `vserv keygen` options.
 #[derive(Args, Debug)]
 pub struct KeygenArgs {
+    /// Make a user login key (for `vserv login --user NAME --key FILE`, registered with
+    /// `vserv user key add`). This is the only kind keygen makes, so plain `vserv keygen` is
+    /// the same; the flag states it explicitly. Server identities are created by
+    /// `vserv serve` on first start.
+    #[arg(long)]
+    pub user: bool,
     /// Where to write the secret key (mode 0600; never overwritten).
     #[arg(long, default_value = "vserv-user.key")]
     pub out: PathBuf,
 }
 
-/// Label on the first line of a user key file.
-const USER_KEY_LABEL: &str = "vserv-user-key-v1";
-
-/// Generates a k256 key pair, writes the secret, prints the public key and fingerprint.
+/// Generates a user key pair, writes the secret (labelled [`USER_KEY_LABEL`], distinct from
+/// the server identity's label), prints the public key and its fingerprint.
+///
+/// [`USER_KEY_LABEL`]: crate::credentials::USER_KEY_LABEL
 pub fn keygen(args: KeygenArgs) -> anyhow::Result<()> {
     let mut rng = vserv_store::rng::os_rng()?;
     let key = ServerIdentity::generate(&mut *rng);
-    vserv_store::keyfile::write_secret_key_file(&args.out, &key.secret_bytes(), USER_KEY_LABEL)?;
+    vserv_store::keyfile::write_secret_key_file(
+        &args.out,
+        &key.secret_bytes(),
+        crate::credentials::USER_KEY_LABEL,
+    )?;
     let public = key.public_key();
     println!("secret key written to {}", args.out.display());
     println!("public key: {}", hex_string(public.as_bytes()));

@@ -8,8 +8,10 @@
 
 pub mod accounts;
 pub mod client;
+pub mod limits;
 mod server;
 
+pub use limits::{ConnectionLimiter, LoginBackoff, Policy, RateLimit};
 pub use server::{MAX_FAILED_LOGINS, Service, ServiceInfo, Session};
 
 /// The wall clock in Unix seconds (0 if the clock is before 1970), for account timestamps.

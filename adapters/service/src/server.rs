@@ -3,6 +3,7 @@
 
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use vserv_core::commands::{self, Access, Command, Credential, KeyAction, Reply, UserRole};
 use vserv_core::wire::PROTOCOL_VERSION;
@@ -11,8 +12,10 @@ use vserv_core::{
 };
 
 use crate::accounts::{AccountError, Accounts, User, UserName};
+use crate::limits::{Gate, LoginLimiter, Policy};
 
-/// Failed logins after which a connection is closed.
+/// Failed logins after which a connection is closed. Logins refused by the backoff (see
+/// [`crate::limits`]) count too.
 pub const MAX_FAILED_LOGINS: u32 = 3;
 
 /// What the server says about itself.
@@ -25,10 +28,13 @@ pub struct ServiceInfo {
 }
 
 /// The server's command handler; one instance (cheap to clone) serves every connection.
+/// Clones share the login backoff state.
 #[derive(Clone)]
 pub struct Service {
     info: ServiceInfo,
     accounts: Arc<Accounts>,
+    policy: Policy,
+    limiter: Arc<LoginLimiter>,
 }
 
 impl std::fmt::Debug for Service {
@@ -39,13 +45,17 @@ impl std::fmt::Debug for Service {
     }
 }
 
-/// Per-connection state: who is logged in, and how many logins failed.
+/// Per-connection state: who is logged in, how many logins failed, the idle timeout.
 #[derive(Debug, Clone)]
 pub struct Session {
     peer: Option<IpAddr>,
     session_id: Option<[u8; 32]>,
     user: Option<UserName>,
     failed_logins: u32,
+    /// The connection's idle timeout as last seen by `drive` (or set by `tout`).
+    idle_timeout: Duration,
+    /// `tout` changed `idle_timeout`; `drive` applies it to the connection.
+    idle_changed: bool,
 }
 
 impl Session {
@@ -56,7 +66,14 @@ impl Session {
             session_id: None,
             user: None,
             failed_logins: 0,
+            idle_timeout: vserv_core::Config::default().idle_timeout,
+            idle_changed: false,
         }
+    }
+
+    /// The idle timeout this session runs with (as last applied by [`Service::drive`]).
+    pub fn idle_timeout(&self) -> Duration {
+        self.idle_timeout
     }
 
     /// The logged-in user's name.
@@ -103,9 +120,33 @@ fn account_error(e: AccountError) -> ErrorReply {
 }
 
 impl Service {
-    /// A service describing itself with `info`, keeping users in `accounts`.
+    /// A service describing itself with `info`, keeping users in `accounts`, with the
+    /// default [`Policy`].
     pub fn new(info: ServiceInfo, accounts: Arc<Accounts>) -> Self {
-        Service { info, accounts }
+        Self::with_policy(info, accounts, Policy::default())
+    }
+
+    /// Like [`Service::new`] with the given abuse limits and `tout` bounds. The per-user
+    /// login backoff is kept in the accounts' store (see [`crate::limits`]).
+    pub fn with_policy(info: ServiceInfo, accounts: Arc<Accounts>, policy: Policy) -> Self {
+        let limiter = LoginLimiter::new(accounts.store(), policy.login);
+        Service {
+            info,
+            accounts,
+            policy,
+            limiter,
+        }
+    }
+
+    /// The abuse limits and bounds in force (the accept loops read the connection rate
+    /// limit here).
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    /// The login backoff state.
+    pub fn login_limiter(&self) -> &Arc<LoginLimiter> {
+        &self.limiter
     }
 
     /// What this server reports about itself.
@@ -119,8 +160,9 @@ impl Service {
     }
 
     /// Drains the connection's events and answers every request on it. Call after each
-    /// `handle_input`/`handle_timeout`, before draining `poll_transmit`. `now` is the wall
-    /// clock in Unix seconds (for account timestamps).
+    /// `handle_input`/`handle_timeout`, before draining `poll_transmit` and re-reading
+    /// `poll_timeout` (`tout` changes the idle deadline). `now` is the wall clock in Unix
+    /// seconds (for account timestamps and the login backoff).
     pub fn drive(
         &self,
         session: &mut Session,
@@ -130,7 +172,11 @@ impl Service {
         while let Some(event) = conn.poll_event() {
             match event {
                 Event::Request(request) => {
+                    session.idle_timeout = conn.idle_timeout();
                     let (response, close) = self.answer(session, &request, now);
+                    if std::mem::take(&mut session.idle_changed) {
+                        conn.set_idle_timeout(session.idle_timeout)?;
+                    }
                     tracing::debug!(id = request.id, command = %request.name, ok = response.result.is_ok(), "request");
                     match conn.respond(&response) {
                         Err(Error::PayloadTooLarge { .. }) => {
@@ -231,6 +277,16 @@ impl Service {
         }
     }
 
+    /// A failed login's answer: counts toward the connection's limit, closes at it.
+    fn login_refused(session: &mut Session, message: String) -> Handled {
+        let close = (session.failed_logins >= MAX_FAILED_LOGINS)
+            .then_some((CloseCode::Normal, "too many failed logins"));
+        Handled {
+            result: Err(ErrorReply::new(ErrorCode::LoginFailed, message)),
+            close,
+        }
+    }
+
     fn login(
         &self,
         session: &mut Session,
@@ -238,6 +294,20 @@ impl Service {
         credential: &Credential,
         now: u64,
     ) -> Handled {
+        let normalised = UserName::parse(name).ok();
+        let attempt = match self.limiter.begin(normalised.as_ref(), session.peer, now) {
+            Ok(Gate::Open(attempt)) => attempt,
+            Ok(Gate::Wait(secs)) => {
+                session.failed_logins += 1;
+                tracing::warn!(target: "vserv::audit", user = %name.escape_debug(), peer = ?session.peer,
+                    retry_after = secs, failures = session.failed_logins, "login refused by backoff");
+                return Self::login_refused(
+                    session,
+                    format!("login failed: too many failed attempts; retry in {secs} s"),
+                );
+            }
+            Err(e) => return Err(account_error(AccountError::Store(e))).into(),
+        };
         let checked = match credential {
             Credential::Password(secret) => self.accounts.check_password(name, secret.expose()),
             Credential::Key { public, signature } => match session.session_id {
@@ -247,6 +317,7 @@ impl Service {
         };
         match checked {
             Ok(Some(user)) => {
+                attempt.succeeded();
                 tracing::info!(target: "vserv::audit", user = %user.name, peer = ?session.peer, "login");
                 self.accounts.record_login(&user.name, now);
                 session.user = Some(user.name.clone());
@@ -258,19 +329,17 @@ impl Service {
                 .into()
             }
             Ok(None) => {
+                let exists = normalised
+                    .as_ref()
+                    .is_some_and(|n| self.accounts.get(n).is_ok_and(|u| u.is_some()));
+                attempt.failed(exists, now);
                 session.failed_logins += 1;
                 tracing::warn!(target: "vserv::audit", user = %name.escape_debug(), peer = ?session.peer,
                     failures = session.failed_logins, "login failed");
-                let refused = ErrorReply::new(
-                    ErrorCode::LoginFailed,
-                    "login failed: unknown user or wrong credentials",
-                );
-                let close = (session.failed_logins >= MAX_FAILED_LOGINS)
-                    .then_some((CloseCode::Normal, "too many failed logins"));
-                Handled {
-                    result: Err(refused),
-                    close,
-                }
+                Self::login_refused(
+                    session,
+                    "login failed: unknown user or wrong credentials".to_owned(),
+                )
             }
             Err(e) => Err(account_error(e)).into(),
         }
@@ -418,6 +487,26 @@ impl Service {
                     .map(|k| k.fingerprint())
                     .collect(),
             ),
+            Command::Tout { seconds: None } => Reply::IdleTimeout(session.idle_timeout.as_secs()),
+            Command::Tout {
+                seconds: Some(secs),
+            } => {
+                let (min, max) = (self.policy.idle_timeout_min, self.policy.idle_timeout_max);
+                let wanted = Duration::from_secs(secs);
+                if wanted < min || wanted > max || secs == 0 {
+                    return Err(ErrorReply::new(
+                        ErrorCode::BadArguments,
+                        format!(
+                            "the idle timeout must be between {} and {} seconds",
+                            min.as_secs(),
+                            max.as_secs()
+                        ),
+                    ));
+                }
+                session.idle_timeout = wanted;
+                session.idle_changed = true;
+                Reply::IdleTimeout(secs)
+            }
             // Answered in `handle`.
             Command::Quit | Command::Login { .. } => Reply::Done,
         })

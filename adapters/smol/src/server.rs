@@ -17,7 +17,7 @@ use smol::Executor;
 use smol::channel::{Receiver, Sender};
 use vserv_core::session::refusal;
 use vserv_core::{CloseCode, Connection, ServerIdentity};
-use vserv_service::{ServerOptions, Service, Session};
+use vserv_service::{ConnectionLimiter, ServerOptions, Service, Session};
 use vserv_store::rng::os_rng;
 
 /// How long a closing connection may take to flush its final close record.
@@ -145,6 +145,12 @@ async fn accept_loop(
 ) {
     // Every connection task holds a clone of `done`; `all_done` reports when none is left.
     let (done, all_done) = smol::channel::bounded::<()>(1);
+    // Per-IP connection rate limit (owned by this task; see `vserv_service::limits`).
+    let mut limiter = shared
+        .service
+        .policy()
+        .connection_rate
+        .map(ConnectionLimiter::new);
     loop {
         if shutdown.is_closed() {
             break;
@@ -156,7 +162,15 @@ async fn accept_loop(
         .await;
         match accepted {
             None => break,
-            Some(Ok((stream, peer))) => {
+            Some(Ok((mut stream, peer))) => {
+                if let Some(limiter) = limiter.as_mut()
+                    && !limiter.admit(peer.ip(), vserv_service::unix_now())
+                {
+                    tracing::warn!(%peer, "connection rate limit exceeded; refusing");
+                    let refused = refusal(CloseCode::Busy);
+                    let _ = write_until(&mut stream, &refused, sleep(REFUSAL_WRITE_LIMIT)).await;
+                    continue;
+                }
                 accept(stream, peer, &shared, &executor, &shutdown, &done).await;
             }
             Some(Err(e)) => {
@@ -396,5 +410,52 @@ impl ServerHandle {
 impl Drop for ServerHandle {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Read;
+
+    use vserv_service::{Policy, RateLimit, ServiceInfo};
+
+    use super::*;
+
+    /// The accept loop applies the service's per-IP connection rate limit: the N+1-th
+    /// connection in the window gets the plaintext `Busy` refusal.
+    #[test]
+    fn the_accept_loop_refuses_beyond_the_connection_rate() {
+        let mut rng = os_rng().unwrap();
+        let identity = Arc::new(ServerIdentity::generate(&mut *rng));
+        let accounts = vserv_service::ephemeral_accounts(os_rng().unwrap()).unwrap();
+        let info = ServiceInfo {
+            name: "rate".into(),
+            fingerprint: identity.public_key().fingerprint(),
+        };
+        let policy = Policy {
+            connection_rate: Some(RateLimit {
+                connections: 2,
+                window_secs: 3600,
+            }),
+            ..Policy::default()
+        };
+        let service = Service::with_policy(info, accounts, policy);
+        let server = Server::bind("127.0.0.1:0", identity, service, ServerOptions::default())
+            .unwrap()
+            .spawn()
+            .unwrap();
+        let addr = server.local_addr();
+        let admitted: Vec<std::net::TcpStream> = (0..2)
+            .map(|_| std::net::TcpStream::connect(addr).unwrap())
+            .collect();
+        let mut third = std::net::TcpStream::connect(addr).unwrap();
+        third
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let mut answer = Vec::new();
+        let _ = third.read_to_end(&mut answer);
+        assert_eq!(answer, refusal(CloseCode::Busy));
+        drop(admitted);
+        server.shutdown();
     }
 }

@@ -221,6 +221,25 @@ impl Connection {
         self.server_key
     }
 
+    /// The idle timeout in force: after the handshake, the connection fails if nothing is
+    /// received for this long.
+    pub fn idle_timeout(&self) -> Duration {
+        self.config.idle_timeout
+    }
+
+    /// Changes the idle timeout from now on (a server applies a session's `tout` request
+    /// with it). The idle deadline becomes the last receipt plus `timeout`, so
+    /// [`Connection::poll_timeout`] reports the new deadline at once; the driver must re-read
+    /// it, as after every call. A zero timeout is API misuse ([`Error::InvalidState`]) and
+    /// changes nothing; on a closed connection the call has no effect.
+    pub fn set_idle_timeout(&mut self, timeout: Duration) -> Result<(), Error> {
+        if timeout.is_zero() {
+            return Err(Error::InvalidState("idle timeout must be positive"));
+        }
+        self.config.idle_timeout = timeout;
+        Ok(())
+    }
+
     /// Number of requests sent (client) or received (server) and not yet answered.
     pub fn outstanding_requests(&self) -> usize {
         self.outstanding.len()

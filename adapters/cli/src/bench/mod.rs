@@ -1,4 +1,5 @@
-//! `vserv bench`: crypto throughput, handshakes per second and ping round trips.
+//! `vserv bench`: crypto throughput, handshakes per second, ping round trips and logins per
+//! second.
 //!
 //! Every measurement runs in this process: the crypto benchmark drives the record layer
 //! directly, the network benchmarks start a blocking server on 127.0.0.1:0 with a throwaway
@@ -6,6 +7,7 @@
 
 mod breakdown;
 mod crypto;
+mod login;
 mod net;
 mod stats;
 
@@ -34,6 +36,8 @@ pub enum BenchKind {
     Handshake(net::HandshakeArgs),
     /// Ping round-trip latency on one session.
     Rtt(net::RttArgs),
+    /// Password logins per second with the production argon2 parameters.
+    Login(login::LoginArgs),
 }
 
 /// Runs the selected benchmark and prints its report.
@@ -42,6 +46,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         BenchKind::Crypto(a) => emit(&crypto::run(&a)?, args.json),
         BenchKind::Handshake(a) => emit(&net::handshake(&a)?, args.json),
         BenchKind::Rtt(a) => emit(&net::rtt(&a)?, args.json),
+        BenchKind::Login(a) => emit(&login::run(&a)?, args.json),
     }
 }
 

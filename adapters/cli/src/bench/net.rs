@@ -105,7 +105,12 @@ impl Target {
                     name: "vserv-bench".into(),
                     fingerprint,
                 };
-                let service = Service::new(info, accounts);
+                // Sessions per second from one address: no connection rate limit.
+                let policy = vserv_service::Policy {
+                    connection_rate: None,
+                    ..vserv_service::Policy::default()
+                };
+                let service = Service::with_policy(info, accounts, policy);
                 let server =
                     Server::bind("127.0.0.1:0", identity, service, ServerOptions::default())
                         .context("starting the in-process server on 127.0.0.1")?;

@@ -99,6 +99,11 @@ impl Accounts {
         })
     }
 
+    /// The store the accounts live in (the login backoff keeps its counters there too).
+    pub fn store(&self) -> Arc<dyn Store> {
+        self.store.clone()
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, ()> {
         self.write
             .lock()

@@ -1,0 +1,485 @@
+//! The `vserv serve --config FILE` file: TOML, every key optional, unknown keys an error.
+//! Command-line flags override the file; the file overrides the defaults.
+//!
+//! ```toml
+//! listen = "127.0.0.1:7117"        # address to listen on
+//! data = "./vserv-data"            # data directory (identity key, accounts, backoff state)
+//! name = "vserv"                   # server name reported by `hello` and `id`
+//! runtime = "blocking"             # "blocking" or "smol"
+//! max_connections = 1024           # connections served at once; more are refused as busy
+//! handshake_timeout_secs = 10      # the handshake must finish within this (1..=600)
+//! idle_timeout_secs = 300          # a session idle this long is closed (within the tout bounds)
+//! idle_timeout_min_secs = 10       # shortest idle timeout `tout` accepts (>= 1)
+//! idle_timeout_max_secs = 3600     # longest idle timeout `tout` accepts (<= 604800)
+//!
+//! [rate_limit]                     # new connections per peer IP
+//! connections = 30                 # per window; 0 turns the limit off
+//! window_secs = 10                 # window length (1..=86400)
+//!
+//! [login_backoff]                  # after failed logins (per user, and per IP after 10)
+//! base_secs = 1                    # first wait, doubling per further failure (1..=3600)
+//! cap_secs = 900                   # longest wait (base_secs..=86400)
+//!
+//! [argon2]                         # argon2id parameters for new password hashes
+//! memory_kib = 19456               # >= 8 * lanes, <= 4194304 (4 GiB)
+//! iterations = 2                   # 1..=64
+//! lanes = 1                        # 1..=16
+//! ```
+//!
+//! The values shown are the defaults. Existing password hashes keep the parameters they
+//! were made with (they are stored in the hash), so changing `[argon2]` affects new and
+//! changed passwords only.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use vserv_service::accounts::PasswordParams;
+use vserv_service::{LoginBackoff, Policy, RateLimit};
+
+use crate::serve::Runtime;
+
+/// Why a configuration file was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("reading {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Not valid TOML, an unknown key, or a value of the wrong type.
+    #[error("{0}")]
+    Parse(String),
+    /// A value out of its allowed range.
+    #[error("{key}: {why}")]
+    Invalid {
+        /// The key, as written in the file.
+        key: &'static str,
+        /// What is wrong.
+        why: String,
+    },
+}
+
+/// The file's contents; every key optional (see the [module docs](self)).
+#[derive(Debug, Default, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// Address to listen on.
+    pub listen: Option<String>,
+    /// Data directory.
+    pub data: Option<PathBuf>,
+    /// Server name.
+    pub name: Option<String>,
+    /// Runtime.
+    pub runtime: Option<Runtime>,
+    /// Connections served at once.
+    pub max_connections: Option<usize>,
+    /// Handshake timeout, seconds.
+    pub handshake_timeout_secs: Option<u64>,
+    /// Default idle timeout, seconds.
+    pub idle_timeout_secs: Option<u64>,
+    /// Shortest `tout`, seconds.
+    pub idle_timeout_min_secs: Option<u64>,
+    /// Longest `tout`, seconds.
+    pub idle_timeout_max_secs: Option<u64>,
+    /// Per-IP connection rate limit.
+    pub rate_limit: Option<RateLimitConfig>,
+    /// Login backoff.
+    pub login_backoff: Option<BackoffConfig>,
+    /// argon2id parameters.
+    pub argon2: Option<Argon2Config>,
+}
+
+/// `[rate_limit]`.
+#[derive(Debug, Default, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitConfig {
+    /// New connections per IP per window; 0 = no limit.
+    pub connections: Option<u32>,
+    /// Window length, seconds.
+    pub window_secs: Option<u64>,
+}
+
+/// `[login_backoff]`.
+#[derive(Debug, Default, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackoffConfig {
+    /// First wait, seconds.
+    pub base_secs: Option<u64>,
+    /// Longest wait, seconds.
+    pub cap_secs: Option<u64>,
+}
+
+/// `[argon2]`.
+#[derive(Debug, Default, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Argon2Config {
+    /// Memory, KiB.
+    pub memory_kib: Option<u32>,
+    /// Passes.
+    pub iterations: Option<u32>,
+    /// Lanes.
+    pub lanes: Option<u32>,
+}
+
+/// Everything `vserv serve` runs with, after flags, file and defaults are combined.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    /// Address to listen on.
+    pub listen: String,
+    /// Data directory.
+    pub data: PathBuf,
+    /// Server name.
+    pub name: String,
+    /// Runtime.
+    pub runtime: Runtime,
+    /// Connections served at once.
+    pub max_connections: usize,
+    /// Handshake timeout.
+    pub handshake_timeout: Duration,
+    /// Default idle timeout.
+    pub idle_timeout: Duration,
+    /// Abuse limits and `tout` bounds.
+    pub policy: Policy,
+    /// argon2id parameters for new hashes.
+    pub password: PasswordParams,
+}
+
+/// Values given on the command line; each overrides the file.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    /// `--listen`.
+    pub listen: Option<String>,
+    /// `--data`.
+    pub data: Option<PathBuf>,
+    /// `--name`.
+    pub name: Option<String>,
+    /// `--runtime`.
+    pub runtime: Option<Runtime>,
+    /// `--max-connections`.
+    pub max_connections: Option<usize>,
+}
+
+impl FileConfig {
+    /// Parses TOML text.
+    pub fn parse(text: &str) -> Result<FileConfig, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string().trim_end().to_owned()))
+    }
+
+    /// Reads and parses a file.
+    pub fn load(path: &Path) -> Result<FileConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&text)
+    }
+}
+
+fn check<T: PartialOrd + std::fmt::Display + Copy>(
+    key: &'static str,
+    value: T,
+    min: T,
+    max: T,
+) -> Result<T, ConfigError> {
+    if value < min || value > max {
+        return Err(ConfigError::Invalid {
+            key,
+            why: format!("{value} is out of range (allowed: {min}..={max})"),
+        });
+    }
+    Ok(value)
+}
+
+/// Longest idle timeout accepted anywhere: a week.
+const MAX_IDLE_SECS: u64 = 7 * 86_400;
+
+/// Combines command-line `flags`, the `file` and the defaults, checking every value.
+pub fn resolve(file: FileConfig, flags: Overrides) -> Result<Settings, ConfigError> {
+    let policy_default = Policy::default();
+    let core_default = vserv_core::Config::default();
+
+    let max_connections = check(
+        "max_connections",
+        flags
+            .max_connections
+            .or(file.max_connections)
+            .unwrap_or(1024),
+        1,
+        1_000_000,
+    )?;
+    let handshake = check(
+        "handshake_timeout_secs",
+        file.handshake_timeout_secs
+            .unwrap_or(core_default.handshake_timeout.as_secs()),
+        1,
+        600,
+    )?;
+    let idle_min = check(
+        "idle_timeout_min_secs",
+        file.idle_timeout_min_secs
+            .unwrap_or(policy_default.idle_timeout_min.as_secs()),
+        1,
+        MAX_IDLE_SECS,
+    )?;
+    let idle_max = check(
+        "idle_timeout_max_secs",
+        file.idle_timeout_max_secs
+            .unwrap_or(policy_default.idle_timeout_max.as_secs()),
+        idle_min,
+        MAX_IDLE_SECS,
+    )?;
+    let idle = check(
+        "idle_timeout_secs",
+        file.idle_timeout_secs
+            .unwrap_or(core_default.idle_timeout.as_secs()),
+        idle_min,
+        idle_max,
+    )?;
+
+    let rate = file.rate_limit.unwrap_or_default();
+    let default_rate = RateLimit::DEFAULT;
+    let connections = rate.connections.unwrap_or(default_rate.connections);
+    let window_secs = check(
+        "rate_limit.window_secs",
+        rate.window_secs.unwrap_or(default_rate.window_secs),
+        1,
+        86_400,
+    )?;
+    let connection_rate = (connections > 0).then_some(RateLimit {
+        connections,
+        window_secs,
+    });
+
+    let backoff = file.login_backoff.unwrap_or_default();
+    let base_secs = check(
+        "login_backoff.base_secs",
+        backoff.base_secs.unwrap_or(LoginBackoff::DEFAULT.base_secs),
+        1,
+        3_600,
+    )?;
+    let cap_secs = check(
+        "login_backoff.cap_secs",
+        backoff.cap_secs.unwrap_or(LoginBackoff::DEFAULT.cap_secs),
+        base_secs,
+        86_400,
+    )?;
+
+    let argon2 = file.argon2.unwrap_or_default();
+    let lanes = check(
+        "argon2.lanes",
+        argon2.lanes.unwrap_or(PasswordParams::DEFAULT.p_cost),
+        1,
+        16,
+    )?;
+    let password = PasswordParams {
+        m_cost_kib: check(
+            "argon2.memory_kib",
+            argon2
+                .memory_kib
+                .unwrap_or(PasswordParams::DEFAULT.m_cost_kib),
+            8 * lanes,
+            4 * 1024 * 1024,
+        )?,
+        t_cost: check(
+            "argon2.iterations",
+            argon2.iterations.unwrap_or(PasswordParams::DEFAULT.t_cost),
+            1,
+            64,
+        )?,
+        p_cost: lanes,
+    };
+
+    let name = flags
+        .name
+        .or(file.name)
+        .unwrap_or_else(|| "vserv".to_owned());
+    if name.is_empty() || name.len() > 256 {
+        return Err(ConfigError::Invalid {
+            key: "name",
+            why: "must be 1 to 256 bytes".into(),
+        });
+    }
+
+    Ok(Settings {
+        listen: flags
+            .listen
+            .or(file.listen)
+            .unwrap_or_else(|| crate::DEFAULT_LISTEN.to_owned()),
+        data: flags
+            .data
+            .or(file.data)
+            .unwrap_or_else(|| PathBuf::from("./vserv-data")),
+        name,
+        runtime: flags.runtime.or(file.runtime).unwrap_or(Runtime::Blocking),
+        max_connections,
+        handshake_timeout: Duration::from_secs(handshake),
+        idle_timeout: Duration::from_secs(idle),
+        policy: Policy {
+            login: LoginBackoff {
+                base_secs,
+                cap_secs,
+                ..LoginBackoff::DEFAULT
+            },
+            connection_rate,
+            idle_timeout_min: Duration::from_secs(idle_min),
+            idle_timeout_max: Duration::from_secs(idle_max),
+        },
+        password,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The sample of the module docs (and the README), comments and all.
+    fn sample() -> String {
+        let docs = include_str!("config.rs");
+        let start = docs.find("//! ```toml\n").map(|i| i + 12).unwrap_or(0);
+        let end = docs[start..].find("//! ```").map_or(start, |i| start + i);
+        docs[start..end]
+            .lines()
+            .map(|l| l.strip_prefix("//!").unwrap_or(l).trim_start())
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    #[test]
+    fn the_documented_sample_parses_to_the_defaults() {
+        let text = sample();
+        assert!(text.contains("[argon2]"), "{text}");
+        let file = FileConfig::parse(&text).unwrap();
+        assert_eq!(file.max_connections, Some(1024));
+        let from_sample = resolve(file, Overrides::default()).unwrap();
+        let defaults = resolve(FileConfig::default(), Overrides::default()).unwrap();
+        assert_eq!(from_sample, defaults);
+        assert_eq!(defaults.password, PasswordParams::DEFAULT);
+        assert_eq!(defaults.policy, Policy::default());
+        assert_eq!(
+            defaults.idle_timeout,
+            vserv_core::Config::default().idle_timeout
+        );
+    }
+
+    #[test]
+    fn the_readme_sample_is_the_same() {
+        let readme = include_str!("../../../README.md");
+        let start = readme.find("```toml\n").map(|i| i + 8).unwrap_or(0);
+        let end = readme[start..].find("```").map_or(start, |i| start + i);
+        let text = &readme[start..end];
+        assert_eq!(
+            text.trim(),
+            sample().trim(),
+            "README and config.rs docs differ"
+        );
+        FileConfig::parse(text).unwrap();
+    }
+
+    #[test]
+    fn values_and_flags_combine() {
+        let file = FileConfig::parse(
+            r#"
+            listen = "0.0.0.0:9000"
+            name = "from-file"
+            runtime = "smol"
+            idle_timeout_secs = 60
+            [rate_limit]
+            connections = 0
+            [login_backoff]
+            base_secs = 2
+            cap_secs = 60
+            [argon2]
+            memory_kib = 65536
+            iterations = 3
+            lanes = 2
+            "#,
+        )
+        .unwrap();
+        let flags = Overrides {
+            name: Some("from-flag".into()),
+            ..Overrides::default()
+        };
+        let s = resolve(file, flags).unwrap();
+        assert_eq!(s.listen, "0.0.0.0:9000");
+        assert_eq!(s.name, "from-flag", "flags override the file");
+        assert_eq!(s.runtime, Runtime::Smol);
+        assert_eq!(s.idle_timeout, Duration::from_secs(60));
+        assert_eq!(s.policy.connection_rate, None);
+        assert_eq!((s.policy.login.base_secs, s.policy.login.cap_secs), (2, 60));
+        assert_eq!(
+            s.password,
+            PasswordParams {
+                m_cost_kib: 65536,
+                t_cost: 3,
+                p_cost: 2
+            }
+        );
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        for text in [
+            "listen_addr = \"x\"",
+            "[rate_limit]\nconnection = 5",
+            "[argon2]\nmemory = 5",
+            "[nosuch]\n",
+        ] {
+            let err = FileConfig::parse(text).unwrap_err();
+            assert!(matches!(err, ConfigError::Parse(_)), "{text}: {err}");
+            assert!(err.to_string().contains("unknown"), "{text}: {err}");
+        }
+    }
+
+    #[test]
+    fn bad_values_are_refused() {
+        for text in [
+            "runtime = \"threads\"",
+            "max_connections = -1",
+            "max_connections = \"many\"",
+            "idle_timeout_secs = 1.5",
+            "listen = 7117",
+            "not toml at all",
+        ] {
+            assert!(
+                matches!(FileConfig::parse(text), Err(ConfigError::Parse(_))),
+                "{text}"
+            );
+        }
+        for (text, key) in [
+            ("max_connections = 0", "max_connections"),
+            ("handshake_timeout_secs = 0", "handshake_timeout_secs"),
+            ("idle_timeout_secs = 5", "idle_timeout_secs"),
+            ("idle_timeout_min_secs = 0", "idle_timeout_min_secs"),
+            (
+                "idle_timeout_min_secs = 100\nidle_timeout_max_secs = 50",
+                "idle_timeout_max_secs",
+            ),
+            ("[rate_limit]\nwindow_secs = 0", "rate_limit.window_secs"),
+            ("[login_backoff]\nbase_secs = 0", "login_backoff.base_secs"),
+            (
+                "[login_backoff]\nbase_secs = 10\ncap_secs = 5",
+                "login_backoff.cap_secs",
+            ),
+            ("[argon2]\nmemory_kib = 7", "argon2.memory_kib"),
+            ("[argon2]\niterations = 0", "argon2.iterations"),
+            ("[argon2]\nlanes = 0", "argon2.lanes"),
+            ("name = \"\"", "name"),
+        ] {
+            let file = FileConfig::parse(text).unwrap();
+            match resolve(file, Overrides::default()) {
+                Err(ConfigError::Invalid { key: k, .. }) => assert_eq!(k, key, "{text}"),
+                other => panic!("{text}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_missing_file_is_a_read_error() {
+        let err = FileConfig::load(Path::new("/nonexistent/vserv.toml")).unwrap_err();
+        assert!(matches!(err, ConfigError::Read { .. }), "{err}");
+    }
+}

@@ -1,0 +1,345 @@
+//! `vserv user ...`: account administration, over the protocol (logged in with `--user`) or,
+//! with `--data DIR`, directly on a stopped server's data directory.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, anyhow, bail};
+use clap::{Args, Subcommand};
+use vserv_core::Fingerprint;
+use vserv_core::commands::{Command, KeyAction, Reply, UserRole};
+use vserv_service::accounts::{Accounts, PasswordParams, UserName};
+use vserv_store::db::FjallStore;
+use vserv_store::kv::StoreError;
+
+use crate::client_cmd::{self, ClientArgs};
+use crate::credentials;
+
+/// `vserv user` options.
+#[derive(Args, Debug)]
+pub struct UserArgs {
+    #[command(subcommand)]
+    command: UserCommand,
+}
+
+/// Where an administrative command runs: over the protocol, or on a data directory.
+#[derive(Args, Debug)]
+pub struct Target {
+    /// Work directly on this data directory instead of over the protocol. Only while the
+    /// server is stopped; no login needed (access to the directory is the authority).
+    #[arg(
+        long,
+        value_name = "DIR",
+        conflicts_with_all = ["user", "key", "server", "server_key", "known_servers"]
+    )]
+    data: Option<PathBuf>,
+    #[command(flatten)]
+    client: ClientArgs,
+}
+
+/// The account commands.
+#[derive(Subcommand, Debug)]
+enum UserCommand {
+    /// Create the first admin (only while no user exists, only from the server's own
+    /// machine). The password comes from VSERV_NEW_PASSWORD, else a prompt.
+    Init {
+        /// The new admin's name.
+        name: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Create a user (admins). The password comes from VSERV_NEW_PASSWORD, else a prompt.
+    /// With --data on an empty store, the first user must be an admin (--admin).
+    Add {
+        /// The new user's name.
+        name: String,
+        /// Make the new user an admin.
+        #[arg(long)]
+        admin: bool,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Delete a user (admins; never the last enabled admin).
+    Del {
+        /// The user to delete.
+        name: String,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Allow a disabled user to log in again (admins).
+    Enable {
+        /// The user to enable.
+        name: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Stop a user from logging in (admins; never the last enabled admin).
+    Disable {
+        /// The user to disable.
+        name: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// List users: name, role, enabled or disabled (admins).
+    List {
+        /// Only users whose name contains this text.
+        filter: Option<String>,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Change your own password (asks the current one unless you logged in by password), or,
+    /// as an admin, set user NAME's. The new password comes from VSERV_NEW_PASSWORD, else a
+    /// prompt. With --data, NAME is required.
+    Passwd {
+        /// Whose password to set (admins); default: your own.
+        name: Option<String>,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Manage your own login keys (for `--key` logins).
+    Key {
+        #[command(subcommand)]
+        action: KeyCommand,
+    },
+}
+
+/// `vserv user key` actions.
+#[derive(Subcommand, Debug)]
+enum KeyCommand {
+    /// Register a public key for logging in as yourself.
+    Add {
+        /// The public key in hex, as printed by `vserv keygen --user`.
+        #[arg(required_unless_present = "file", conflicts_with = "file")]
+        public_key: Option<String>,
+        /// Read the public key from FILE instead: a key file made by `vserv keygen --user`
+        /// (its public half is sent, never the secret) or a file holding the hex public key.
+        #[arg(long, value_name = "FILE")]
+        file: Option<PathBuf>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// List the fingerprints of your keys.
+    List {
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Remove one of your keys.
+    Del {
+        /// The key's fingerprint (SHA256:...), as `vserv user key list` shows it.
+        fingerprint: Fingerprint,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+/// Runs a `vserv user` command.
+pub fn run(args: UserArgs) -> anyhow::Result<()> {
+    match args.command {
+        UserCommand::Init { name, client } => {
+            let (mut connected, password) =
+                client_cmd::connect_then(&client, |_| credentials::new_password(&name))?;
+            connected.run(&Command::Uini {
+                user: name,
+                password: credentials::secret(&password),
+            })?;
+            connected.quit()
+        }
+        UserCommand::Add {
+            name,
+            admin,
+            target,
+        } => match &target.data {
+            Some(dir) => offline_add(dir, &name, admin),
+            None => {
+                need_login(&target.client, "add")?;
+                let (mut connected, password) =
+                    client_cmd::connect_then(&target.client, |_| credentials::new_password(&name))?;
+                let password = credentials::secret(&password);
+                let command = if admin {
+                    Command::Aadd {
+                        user: name,
+                        password,
+                    }
+                } else {
+                    Command::Uadd {
+                        user: name,
+                        password,
+                    }
+                };
+                connected.run(&command)?;
+                connected.quit()
+            }
+        },
+        UserCommand::Del { name, target } => match &target.data {
+            Some(dir) => {
+                open_offline(dir, false)?.delete(&name)?;
+                client_cmd::print_reply(&Reply::Done, None);
+                Ok(())
+            }
+            None => over_protocol(&target.client, "del", Command::Udel { user: name }),
+        },
+        UserCommand::Enable { name, client } => over_protocol(
+            &client,
+            "enable",
+            Command::Uena {
+                user: name,
+                enabled: true,
+            },
+        ),
+        UserCommand::Disable { name, client } => over_protocol(
+            &client,
+            "disable",
+            Command::Uena {
+                user: name,
+                enabled: false,
+            },
+        ),
+        UserCommand::List { filter, target } => match &target.data {
+            Some(dir) => {
+                let users = open_offline(dir, false)?.list(filter.as_deref())?;
+                client_cmd::print_reply(&Reply::Users(users), None);
+                Ok(())
+            }
+            None => over_protocol(&target.client, "list", Command::Ulist { filter }),
+        },
+        UserCommand::Passwd { name, target } => match &target.data {
+            Some(dir) => {
+                let name = name.ok_or_else(|| {
+                    anyhow!("with --data, name the user whose password to set: user passwd NAME")
+                })?;
+                let accounts = open_offline(dir, false)?;
+                // Refuse an unknown name before asking for a password.
+                let user = accounts
+                    .get(&UserName::parse(&name)?)?
+                    .ok_or_else(|| anyhow!("no user named '{name}'"))?;
+                let name = user.name.to_string();
+                let password = credentials::new_password(&name)?;
+                accounts.set_password(&name, None, password.as_bytes())?;
+                client_cmd::print_reply(&Reply::Done, None);
+                Ok(())
+            }
+            None => passwd_over_protocol(&target.client, name),
+        },
+        UserCommand::Key { action } => match action {
+            KeyCommand::Add {
+                public_key,
+                file,
+                client,
+            } => {
+                let key = match (&public_key, &file) {
+                    (_, Some(path)) => credentials::public_key_from_file(path)?,
+                    (Some(text), None) => credentials::parse_public_key(text)?,
+                    (None, None) => bail!("give the public key in hex, or --file FILE"),
+                };
+                over_protocol(&client, "key add", Command::Ukey(KeyAction::Add(key)))
+            }
+            KeyCommand::List { client } => {
+                over_protocol(&client, "key list", Command::Ukey(KeyAction::List))
+            }
+            KeyCommand::Del {
+                fingerprint,
+                client,
+            } => over_protocol(
+                &client,
+                "key del",
+                Command::Ukey(KeyAction::Del(fingerprint)),
+            ),
+        },
+    }
+}
+
+/// Refuses, before any prompt or connection, a command that needs a login but has no --user.
+fn need_login(client: &ClientArgs, what: &str) -> anyhow::Result<()> {
+    if client.user.is_none() {
+        bail!("`vserv user {what}` needs a login: add --user NAME (and --key FILE for a key)");
+    }
+    Ok(())
+}
+
+/// Logs in, runs `command`, prints its reply.
+fn over_protocol(client: &ClientArgs, what: &str, command: Command) -> anyhow::Result<()> {
+    need_login(client, what)?;
+    client_cmd::run(client, command)
+}
+
+/// `user passwd [NAME]` over the protocol.
+fn passwd_over_protocol(client: &ClientArgs, name: Option<String>) -> anyhow::Result<()> {
+    need_login(client, "passwd")?;
+    let me = client.user.clone().unwrap_or_default();
+    let command = match name {
+        Some(target) => {
+            let (connected, new) =
+                client_cmd::connect_then(client, |_| credentials::new_password(&target))?;
+            (
+                connected,
+                Command::Chpass {
+                    target: Some(target),
+                    old: None,
+                    new: credentials::secret(&new),
+                },
+            )
+        }
+        None => {
+            let (connected, (old, new)) = client_cmd::connect_then(client, |login| {
+                let old = match login {
+                    Some(password) => password.clone(),
+                    None => credentials::current_password(&me)?,
+                };
+                Ok((old, credentials::new_password(&me)?))
+            })?;
+            (
+                connected,
+                Command::Chpass {
+                    target: None,
+                    old: Some(credentials::secret(&old)),
+                    new: credentials::secret(&new),
+                },
+            )
+        }
+    };
+    let (mut connected, command) = command;
+    connected.run(&command)?;
+    connected.quit()
+}
+
+/// Opens the accounts in data directory `dir`, which must not be in use by a server.
+/// `create`: make the directory and store if absent (bootstrapping before the first start).
+fn open_offline(dir: &Path, create: bool) -> anyhow::Result<Accounts> {
+    if !create && !dir.is_dir() {
+        bail!("no data directory at {}", dir.display());
+    }
+    let store = FjallStore::open(dir).map_err(|e| match e {
+        StoreError::Locked(_) => anyhow!(
+            "the data directory {} is in use by a running server; stop it first, or drop \
+             --data and go through the server (--user NAME)",
+            dir.display()
+        ),
+        e => anyhow::Error::new(e).context(format!("opening the store in {}", dir.display())),
+    })?;
+    Accounts::new(
+        Arc::new(store),
+        PasswordParams::DEFAULT,
+        vserv_store::rng::os_rng()?,
+    )
+    .context("setting up accounts")
+}
+
+/// `user add NAME [--admin] --data DIR`.
+fn offline_add(dir: &Path, name: &str, admin: bool) -> anyhow::Result<()> {
+    let accounts = open_offline(dir, true)?;
+    if !admin && accounts.is_empty()? {
+        bail!(
+            "{} has no users yet: the first user must be an admin (add --admin)",
+            dir.display()
+        );
+    }
+    let role = if admin {
+        UserRole::Admin
+    } else {
+        UserRole::User
+    };
+    let password = credentials::new_password(name)?;
+    let user = accounts.create(name, role, password.as_bytes(), vserv_service::unix_now())?;
+    println!("created {} '{}'", role.as_str(), user.name);
+    Ok(())
+}
