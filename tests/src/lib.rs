@@ -536,6 +536,7 @@ pub fn permission_matrix<R: Runtime>() {
             },
             Command::Ukey(KeyAction::List),
             Command::Ukey(KeyAction::Del(Fingerprint([0; 32]))),
+            Command::Tout { seconds: None },
             Command::Logout,
         ]
     };
