@@ -77,6 +77,7 @@ pub mod commands;
 mod error;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
+pub mod ledger;
 pub mod secure;
 pub mod session;
 pub mod wire;
