@@ -5,6 +5,7 @@
 //! typed [`ErrorReply`]s instead of failing the connection.
 
 use crate::Error;
+use crate::ledger::{Entry, MAX_BODY, SignedHead, check_kind, check_record_id};
 use crate::secure::Fingerprint;
 use crate::wire::{ErrorCode, ErrorReply, POINT_LEN, Request, SIGNATURE_LEN};
 use zeroize::Zeroizing;
@@ -163,6 +164,42 @@ pub const COMMANDS: &[CommandInfo] = &[
         "show, or set within the server's bounds, this session's idle timeout",
         Access::User,
     ),
+    info(
+        "rput",
+        "rput KIND RECORD_ID BODY",
+        "append a record to the server's ledger; replies with its seq and entry hash",
+        Access::User,
+    ),
+    info(
+        "rget",
+        "rget seq N | rget id RECORD_ID | rget hash HEX",
+        "a ledger entry (its canonical encoding) by seq, record id or entry hash",
+        Access::User,
+    ),
+    info(
+        "rhave",
+        "rhave RECORD_ID",
+        "whether the ledger holds a record with this id",
+        Access::User,
+    ),
+    info(
+        "rsize",
+        "rsize",
+        "how many entries the ledger holds",
+        Access::User,
+    ),
+    info(
+        "rhead",
+        "rhead",
+        "the ledger's signed head (seq and hash of the last entry, signed by the server key)",
+        Access::User,
+    ),
+    info(
+        "rcheck",
+        "rcheck",
+        "re-verify the whole stored chain and its signed head; names the first bad seq",
+        Access::Admin,
+    ),
 ];
 
 /// The documentation of command `name`.
@@ -233,6 +270,17 @@ pub enum KeyAction {
     List,
     /// Remove the key with this fingerprint.
     Del(Fingerprint),
+}
+
+/// Which entry `rget` asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RecordSelector {
+    /// `seq N`: the entry at this seq (decimal on the wire).
+    Seq(u64),
+    /// `id RECORD_ID`: the entry with this client record id (raw bytes on the wire).
+    Id(Vec<u8>),
+    /// `hash HEX`: the entry with this hash (64 lower- or upper-case hex digits on the wire).
+    Hash([u8; 32]),
 }
 
 /// A parsed request.
@@ -323,6 +371,30 @@ pub enum Command {
         /// New timeout in whole seconds (decimal on the wire); `None` only asks.
         seconds: Option<u64>,
     },
+    /// `rput KIND RECORD_ID BODY`: append a record to the server's feed. Parsing checks the
+    /// kind ([`check_kind`]), the record id ([`check_record_id`]) and the body size
+    /// ([`MAX_BODY`]).
+    Rput {
+        /// The entry kind (topic).
+        kind: String,
+        /// The client's unique record id (1-64 bytes).
+        record_id: Vec<u8>,
+        /// The body bytes.
+        body: Vec<u8>,
+    },
+    /// `rget seq N | id RECORD_ID | hash HEX`
+    Rget(RecordSelector),
+    /// `rhave RECORD_ID`
+    Rhave {
+        /// The record id asked about.
+        record_id: Vec<u8>,
+    },
+    /// `rsize`
+    Rsize,
+    /// `rhead`
+    Rhead,
+    /// `rcheck`
+    Rcheck,
 }
 
 fn utf8(arg: &[u8], usage: &str) -> Result<String, ErrorReply> {
@@ -335,6 +407,33 @@ fn decimal(arg: &[u8]) -> Option<u64> {
         return None;
     }
     std::str::from_utf8(arg).ok()?.parse().ok()
+}
+
+/// Lower-case hex of `bytes`.
+fn hex_encode(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    bytes
+        .iter()
+        .flat_map(|b| [DIGITS[usize::from(b >> 4)], DIGITS[usize::from(b & 15)]])
+        .map(char::from)
+        .collect()
+}
+
+/// Exactly 64 hex digits (either case) as 32 bytes.
+fn hex32(text: &[u8]) -> Option<[u8; 32]> {
+    let digit = |c: u8| {
+        char::from(c)
+            .to_digit(16)
+            .and_then(|d| u8::try_from(d).ok())
+    };
+    if text.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (o, pair) in out.iter_mut().zip(text.chunks_exact(2)) {
+        *o = (digit(pair[0])? << 4) | digit(pair[1])?;
+    }
+    Some(out)
 }
 
 fn usage_error(usage: &str) -> ErrorReply {
@@ -363,6 +462,12 @@ impl Command {
             Command::Chpass { .. } => "chpass",
             Command::Ukey(_) => "ukey",
             Command::Tout { .. } => "tout",
+            Command::Rput { .. } => "rput",
+            Command::Rget(_) => "rget",
+            Command::Rhave { .. } => "rhave",
+            Command::Rsize => "rsize",
+            Command::Rhead => "rhead",
+            Command::Rcheck => "rcheck",
         }
     }
 
@@ -420,6 +525,15 @@ impl Command {
             Command::Ukey(KeyAction::List) => vec![s("list")],
             Command::Ukey(KeyAction::Del(f)) => vec![s("del"), f.to_string().into_bytes()],
             Command::Tout { seconds: Some(n) } => vec![n.to_string().into_bytes()],
+            Command::Rput {
+                kind,
+                record_id,
+                body,
+            } => vec![s(kind), record_id.clone(), body.clone()],
+            Command::Rget(RecordSelector::Seq(n)) => vec![s("seq"), n.to_string().into_bytes()],
+            Command::Rget(RecordSelector::Id(id)) => vec![s("id"), id.clone()],
+            Command::Rget(RecordSelector::Hash(h)) => vec![s("hash"), hex_encode(h).into_bytes()],
+            Command::Rhave { record_id } => vec![record_id.clone()],
             _ => Vec::new(),
         }
     }
@@ -512,6 +626,36 @@ impl Command {
             ("tout", [n]) => Command::Tout {
                 seconds: Some(decimal(n).ok_or_else(bad)?),
             },
+            ("rput", [kind, id, body]) => {
+                if body.len() > MAX_BODY {
+                    return Err(ErrorReply::new(
+                        ErrorCode::TooLarge,
+                        format!("a record body is limited to {MAX_BODY} bytes"),
+                    ));
+                }
+                check_kind(kind)
+                    .map_err(|e| ErrorReply::new(ErrorCode::BadArguments, e.to_string()))?;
+                check_record_id(id)
+                    .map_err(|e| ErrorReply::new(ErrorCode::BadArguments, e.to_string()))?;
+                Command::Rput {
+                    kind: utf8(kind, usage)?,
+                    record_id: id.clone(),
+                    body: body.clone(),
+                }
+            }
+            ("rget", [by, n]) if by == b"seq" => {
+                Command::Rget(RecordSelector::Seq(decimal(n).ok_or_else(bad)?))
+            }
+            ("rget", [by, id]) if by == b"id" => Command::Rget(RecordSelector::Id(id.clone())),
+            ("rget", [by, h]) if by == b"hash" => {
+                Command::Rget(RecordSelector::Hash(hex32(h).ok_or_else(bad)?))
+            }
+            ("rhave", [id]) => Command::Rhave {
+                record_id: id.clone(),
+            },
+            ("rsize", []) => Command::Rsize,
+            ("rhead", []) => Command::Rhead,
+            ("rcheck", []) => Command::Rcheck,
             (name, _) => {
                 return Err(match command_info(name) {
                     Some(_) => bad(),
@@ -606,6 +750,37 @@ pub enum Reply {
     Keys(Vec<Fingerprint>),
     /// `tout`: `[seconds (decimal)]`, the session's idle timeout now in force.
     IdleTimeout(u64),
+    /// `rput`: `[seq (decimal), entry hash (64 lower-case hex digits)]`.
+    Appended {
+        /// The new entry's seq.
+        seq: u64,
+        /// The new entry's hash.
+        hash: [u8; 32],
+    },
+    /// `rget`: `[entry encoding]` (`spec/ledger.md` §1); decoding checks every field rule,
+    /// but whether the entry belongs to the server's chain is for the caller to check.
+    Record(Entry),
+    /// `rhave`: `[yes|no]`.
+    Have(bool),
+    /// `rsize`: `[count (decimal)]`.
+    Count(u64),
+    /// `rhead`: `[signed head encoding (138 bytes)]`. Decoding does not check the
+    /// signature: call [`SignedHead::verify`] and compare the origin with the pinned key.
+    Head(SignedHead),
+    /// `rcheck`, chain intact: `[ok, seq (decimal)]`, every entry `1..=seq` verified and
+    /// covered by the signed head.
+    ChainOk {
+        /// The verified head's seq (0 for an empty ledger).
+        seq: u64,
+    },
+    /// `rcheck`, chain broken: `[bad, seq (decimal, or empty when the fault is not about
+    /// one entry), reason]`.
+    ChainBad {
+        /// The first bad seq, if the fault is about an entry.
+        seq: Option<u64>,
+        /// What is wrong.
+        reason: String,
+    },
 }
 
 impl Reply {
@@ -639,6 +814,23 @@ impl Reply {
                 .collect(),
             Reply::Keys(keys) => keys.iter().map(|k| k.to_string().into_bytes()).collect(),
             Reply::IdleTimeout(secs) => vec![secs.to_string().into_bytes()],
+            Reply::Appended { seq, hash } => {
+                vec![seq.to_string().into_bytes(), hex_encode(hash).into_bytes()]
+            }
+            Reply::Record(entry) => vec![entry.to_bytes()],
+            Reply::Have(yes) => vec![if *yes {
+                b"yes".to_vec()
+            } else {
+                b"no".to_vec()
+            }],
+            Reply::Count(n) => vec![n.to_string().into_bytes()],
+            Reply::Head(head) => vec![head.to_bytes().to_vec()],
+            Reply::ChainOk { seq } => vec![b"ok".to_vec(), seq.to_string().into_bytes()],
+            Reply::ChainBad { seq, reason } => vec![
+                b"bad".to_vec(),
+                seq.map(|n| n.to_string().into_bytes()).unwrap_or_default(),
+                reason.as_bytes().to_vec(),
+            ],
         }
     }
 
@@ -743,6 +935,56 @@ impl Reply {
                     decimal(&fields[0]).ok_or(Error::Malformed("idle timeout seconds"))?,
                 )
             }
+            Command::Rput { .. } => {
+                want(2)?;
+                let seq = decimal(&fields[0]).ok_or(Error::Malformed("entry seq"))?;
+                let hash = hex32(&fields[1]).ok_or(Error::Malformed("entry hash"))?;
+                Reply::Appended { seq, hash }
+            }
+            Command::Rget(_) => {
+                want(1)?;
+                Reply::Record(
+                    Entry::decode(&fields[0]).map_err(|_| Error::Malformed("ledger entry"))?,
+                )
+            }
+            Command::Rhave { .. } => {
+                want(1)?;
+                Reply::Have(match fields[0].as_slice() {
+                    b"yes" => true,
+                    b"no" => false,
+                    _ => return Err(Error::Malformed("rhave answer")),
+                })
+            }
+            Command::Rsize => {
+                want(1)?;
+                Reply::Count(decimal(&fields[0]).ok_or(Error::Malformed("ledger size"))?)
+            }
+            Command::Rhead => {
+                want(1)?;
+                Reply::Head(
+                    SignedHead::decode(&fields[0]).map_err(|_| Error::Malformed("signed head"))?,
+                )
+            }
+            Command::Rcheck => match fields.first().map(Vec::as_slice) {
+                Some(b"ok") => {
+                    want(2)?;
+                    Reply::ChainOk {
+                        seq: decimal(&fields[1]).ok_or(Error::Malformed("rcheck seq"))?,
+                    }
+                }
+                Some(b"bad") => {
+                    want(3)?;
+                    let seq = match fields[1].as_slice() {
+                        [] => None,
+                        n => Some(decimal(n).ok_or(Error::Malformed("rcheck seq"))?),
+                    };
+                    Reply::ChainBad {
+                        seq,
+                        reason: text(2)?,
+                    }
+                }
+                _ => return Err(Error::Malformed("rcheck verdict")),
+            },
             Command::Logout
             | Command::Uini { .. }
             | Command::Uadd { .. }

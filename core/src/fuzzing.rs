@@ -40,7 +40,8 @@ use rand_core::{Rng as _, TryCryptoRng, TryRng};
 use zeroize::Zeroizing;
 
 use crate::commands::{
-    Command, Credential, KeyAction, Reply, SecretBytes, UserRole, UserSummary, help_text,
+    Command, Credential, KeyAction, RecordSelector, Reply, SecretBytes, UserRole, UserSummary,
+    help_text,
 };
 use crate::secure::keys;
 use crate::secure::{Fingerprint, RecordKeys, ServerIdentity};
@@ -481,7 +482,44 @@ fn all_commands() -> Vec<Command> {
         Command::Ukey(KeyAction::Del(Fingerprint([0; 32]))),
         Command::Tout { seconds: None },
         Command::Tout { seconds: Some(60) },
+        Command::Rput {
+            kind: "k".into(),
+            record_id: b"r1".to_vec(),
+            body: b"a=1\n".to_vec(),
+        },
+        Command::Rget(RecordSelector::Seq(1)),
+        Command::Rget(RecordSelector::Id(b"r1".to_vec())),
+        Command::Rget(RecordSelector::Hash([3; 32])),
+        Command::Rhave {
+            record_id: b"r1".to_vec(),
+        },
+        Command::Rsize,
+        Command::Rhead,
+        Command::Rcheck,
     ]
+}
+
+/// A valid first entry of the fuzz identity's feed, and its signed head.
+fn ledger_sample() -> (crate::ledger::Entry, crate::ledger::SignedHead) {
+    use crate::ledger::{Entry, EntryFields, Head, SignedHead, ZERO_HASH};
+    let id = identity();
+    let fields = EntryFields {
+        origin: id.public_key(),
+        seq: 1,
+        prev: ZERO_HASH,
+        timestamp: 0,
+        author: "u".into(),
+        kind: "k".into(),
+        record_id: b"r1".to_vec(),
+        body: Vec::new(),
+    };
+    match Entry::new(fields) {
+        Ok(entry) => {
+            let head = SignedHead::sign(&id, Head::of(&entry));
+            (entry, head)
+        }
+        Err(e) => unreachable!("the sample entry is valid: {e}"),
+    }
 }
 
 fn replies_for(cmd: &Command) -> Vec<Reply> {
@@ -522,6 +560,25 @@ fn replies_for(cmd: &Command) -> Vec<Reply> {
         ],
         Command::Ukey(KeyAction::List) => vec![Reply::Keys(vec![Fingerprint([7; 32])])],
         Command::Tout { .. } => vec![Reply::IdleTimeout(300), Reply::IdleTimeout(u64::MAX)],
+        Command::Rput { .. } => vec![Reply::Appended {
+            seq: 1,
+            hash: [9; 32],
+        }],
+        Command::Rget(_) => vec![Reply::Record(ledger_sample().0)],
+        Command::Rhave { .. } => vec![Reply::Have(true), Reply::Have(false)],
+        Command::Rsize => vec![Reply::Count(0), Reply::Count(u64::MAX)],
+        Command::Rhead => vec![Reply::Head(ledger_sample().1)],
+        Command::Rcheck => vec![
+            Reply::ChainOk { seq: 3 },
+            Reply::ChainBad {
+                seq: Some(2),
+                reason: "bad link".into(),
+            },
+            Reply::ChainBad {
+                seq: None,
+                reason: "head".into(),
+            },
+        ],
         Command::Logout
         | Command::Uini { .. }
         | Command::Uadd { .. }

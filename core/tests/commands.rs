@@ -2,9 +2,10 @@
 //! fields -> from_fields, and malformed arguments are typed errors.
 
 use vserv_core::commands::{
-    Access, COMMANDS, Command, Credential, KeyAction, Reply, SecretBytes, UserRole, UserSummary,
-    command_info, login_signature_message,
+    Access, COMMANDS, Command, Credential, KeyAction, RecordSelector, Reply, SecretBytes, UserRole,
+    UserSummary, command_info, login_signature_message,
 };
+use vserv_core::ledger::{Entry, EntryFields, Head, MAX_BODY, SignedHead, ZERO_HASH};
 use vserv_core::{ErrorCode, Fingerprint, Request};
 
 fn secret(s: &str) -> SecretBytes {
@@ -78,6 +79,26 @@ fn every_command_round_trips_through_its_arguments() {
         Command::Tout {
             seconds: Some(u64::MAX),
         },
+        Command::Rput {
+            kind: "note".into(),
+            record_id: vec![0, 255, b' '],
+            body: Vec::new(),
+        },
+        Command::Rput {
+            kind: "a.b-c_9".into(),
+            record_id: vec![7; 64],
+            body: vec![0xAB; MAX_BODY],
+        },
+        Command::Rget(RecordSelector::Seq(0)),
+        Command::Rget(RecordSelector::Seq(u64::MAX)),
+        Command::Rget(RecordSelector::Id(b"rec id".to_vec())),
+        Command::Rget(RecordSelector::Hash([0xC3; 32])),
+        Command::Rhave {
+            record_id: b"x".to_vec(),
+        },
+        Command::Rsize,
+        Command::Rhead,
+        Command::Rcheck,
     ];
     for cmd in commands {
         let req = Request {
@@ -137,6 +158,51 @@ fn replies_round_trip() {
         (Command::Udel { user: "x".into() }, Reply::Done),
         (Command::Tout { seconds: None }, Reply::IdleTimeout(300)),
         (Command::Tout { seconds: Some(60) }, Reply::IdleTimeout(60)),
+        (
+            Command::Rput {
+                kind: "k".into(),
+                record_id: b"r".to_vec(),
+                body: Vec::new(),
+            },
+            Reply::Appended {
+                seq: u64::MAX,
+                hash: [0xFE; 32],
+            },
+        ),
+        (
+            Command::Rget(RecordSelector::Seq(1)),
+            Reply::Record(sample_entry()),
+        ),
+        (
+            Command::Rhave {
+                record_id: b"r".to_vec(),
+            },
+            Reply::Have(true),
+        ),
+        (
+            Command::Rhave {
+                record_id: b"r".to_vec(),
+            },
+            Reply::Have(false),
+        ),
+        (Command::Rsize, Reply::Count(0)),
+        (Command::Rsize, Reply::Count(123)),
+        (Command::Rhead, Reply::Head(sample_head())),
+        (Command::Rcheck, Reply::ChainOk { seq: 0 }),
+        (
+            Command::Rcheck,
+            Reply::ChainBad {
+                seq: Some(7),
+                reason: "entry 7: bad link".into(),
+            },
+        ),
+        (
+            Command::Rcheck,
+            Reply::ChainBad {
+                seq: None,
+                reason: "head".into(),
+            },
+        ),
     ];
     for (cmd, reply) in cases {
         assert_eq!(Reply::from_fields(&cmd, &reply.to_fields()), Ok(reply));
@@ -164,6 +230,17 @@ fn malformed_arguments_are_typed_errors() {
         ("tout", &[b""]),
         ("tout", &[b"18446744073709551616"]),
         ("tout", &[b"1", b"2"]),
+        ("rput", &[b"k", b"id"]),
+        ("rget", &[b"seq"]),
+        ("rget", &[b"seq", b"-1"]),
+        ("rget", &[b"seq", b"x"]),
+        ("rget", &[b"hash", &[b'a'; 63]]),
+        ("rget", &[b"hash", &[b'g'; 64]]),
+        ("rget", &[b"index", b"1"]),
+        ("rhave", &[]),
+        ("rsize", &[b"kind"]),
+        ("rhead", &[b"x"]),
+        ("rcheck", &[b"1", b"2"]),
     ];
     for (name, args) in bad {
         let err = Command::parse(&request(name, args)).unwrap_err();
@@ -278,4 +355,91 @@ fn set_idle_timeout_moves_the_deadline_exactly() {
         .handle_timeout(deadline - Duration::from_nanos(1))
         .unwrap();
     assert_eq!(server.handle_timeout(deadline), Err(Error::IdleTimeout));
+}
+
+fn identity() -> vserv_core::ServerIdentity {
+    use rand::SeedableRng;
+    vserv_core::ServerIdentity::generate(&mut rand::rngs::StdRng::seed_from_u64(3))
+}
+
+fn sample_entry() -> Entry {
+    Entry::new(EntryFields {
+        origin: identity().public_key(),
+        seq: 1,
+        prev: ZERO_HASH,
+        timestamp: 1_700_000_000_000,
+        author: "alice".into(),
+        kind: "note".into(),
+        record_id: b"r1".to_vec(),
+        body: b"a=1\n".to_vec(),
+    })
+    .unwrap()
+}
+
+fn sample_head() -> SignedHead {
+    SignedHead::sign(&identity(), Head::of(&sample_entry()))
+}
+
+#[test]
+fn ledger_commands_check_their_arguments() {
+    let err = |name: &str, args: &[&[u8]]| Command::parse(&request(name, args)).unwrap_err().code;
+    // Kind rules, record id length, body size.
+    assert_eq!(err("rput", &[b"Note", b"r", b""]), ErrorCode::BadArguments);
+    assert_eq!(err("rput", &[b"", b"r", b""]), ErrorCode::BadArguments);
+    assert_eq!(err("rput", &[b"-x", b"r", b""]), ErrorCode::BadArguments);
+    assert_eq!(err("rput", &[&[0xff], b"r", b""]), ErrorCode::BadArguments);
+    assert_eq!(err("rput", &[b"k", b"", b""]), ErrorCode::BadArguments);
+    assert_eq!(err("rput", &[b"k", &[1; 65], b""]), ErrorCode::BadArguments);
+    assert_eq!(
+        err("rput", &[b"k", b"r", &vec![0; MAX_BODY + 1]]),
+        ErrorCode::TooLarge
+    );
+    // Hashes in either case.
+    let upper = "AB".repeat(32);
+    assert_eq!(
+        Command::parse(&request("rget", &[b"hash", upper.as_bytes()])),
+        Ok(Command::Rget(RecordSelector::Hash([0xAB; 32])))
+    );
+}
+
+#[test]
+fn ledger_access_levels() {
+    let access = |n: &str| command_info(n).map(|i| i.access);
+    for name in ["rput", "rget", "rhave", "rsize", "rhead"] {
+        assert_eq!(access(name), Some(Access::User), "{name}");
+    }
+    assert_eq!(access("rcheck"), Some(Access::Admin));
+}
+
+#[test]
+fn ledger_replies_refuse_malformed_fields() {
+    let rput = Command::Rput {
+        kind: "k".into(),
+        record_id: b"r".to_vec(),
+        body: Vec::new(),
+    };
+    let bad: &[(&Command, &[&[u8]])] = &[
+        (&rput, &[b"1"]),
+        (&rput, &[b"1", b"zz"]),
+        (&rput, &[b"x", &[b'0'; 64]]),
+        (&Command::Rget(RecordSelector::Seq(1)), &[b"not an entry"]),
+        (
+            &Command::Rhave {
+                record_id: b"r".to_vec(),
+            },
+            &[b"maybe"],
+        ),
+        (&Command::Rsize, &[b"-3"]),
+        (&Command::Rhead, &[&[1; 137]]),
+        (&Command::Rcheck, &[b"fine", b"1"]),
+        (&Command::Rcheck, &[b"ok"]),
+        (&Command::Rcheck, &[b"bad", b"x", b"why"]),
+    ];
+    for (cmd, fields) in bad {
+        let fields: Vec<Vec<u8>> = fields.iter().map(|f| f.to_vec()).collect();
+        assert!(
+            Reply::from_fields(cmd, &fields).is_err(),
+            "{cmd:?} {fields:?}"
+        );
+    }
 }

@@ -97,20 +97,17 @@ pub fn identity(seed: u64) -> ServerIdentity {
     ServerIdentity::generate(&mut rand::rngs::StdRng::seed_from_u64(seed))
 }
 
-/// The service describing `identity`.
-pub fn service(identity: &ServerIdentity) -> Service {
-    use rand::SeedableRng;
-    let rng = Box::new(rand::rngs::StdRng::seed_from_u64(7));
-    let accounts = vserv_service::ephemeral_accounts(rng).expect("in-memory accounts");
-    let info = ServiceInfo {
-        name: "test-server".into(),
-        fingerprint: identity.public_key().fingerprint(),
-    };
-    Service::new(info, accounts)
+/// The service describing `identity`, with a ledger in its in-memory store.
+pub fn service(identity: &Arc<ServerIdentity>) -> Service {
+    service_with_policy(identity, vserv_service::Policy::default())
 }
 
-/// The service describing `identity`, with the given abuse limits and `tout` bounds.
-pub fn service_with_policy(identity: &ServerIdentity, policy: vserv_service::Policy) -> Service {
+/// The service describing `identity`, with the given abuse limits and `tout` bounds, and a
+/// ledger in its in-memory store.
+pub fn service_with_policy(
+    identity: &Arc<ServerIdentity>,
+    policy: vserv_service::Policy,
+) -> Service {
     use rand::SeedableRng;
     let rng = Box::new(rand::rngs::StdRng::seed_from_u64(7));
     let accounts = vserv_service::ephemeral_accounts(rng).expect("in-memory accounts");
@@ -118,7 +115,11 @@ pub fn service_with_policy(identity: &ServerIdentity, policy: vserv_service::Pol
         name: "test-server".into(),
         fingerprint: identity.public_key().fingerprint(),
     };
-    Service::with_policy(info, accounts, policy)
+    let ledger = Arc::new(vserv_service::ledger::Ledger::new(
+        accounts.store(),
+        identity.clone(),
+    ));
+    Service::with_policy(info, accounts, policy).with_ledger(ledger)
 }
 
 /// Starts a default server for `fx`.
@@ -537,6 +538,18 @@ pub fn permission_matrix<R: Runtime>() {
             Command::Ukey(KeyAction::List),
             Command::Ukey(KeyAction::Del(Fingerprint([0; 32]))),
             Command::Tout { seconds: None },
+            Command::Rput {
+                kind: "perm".into(),
+                record_id: format!("perm-{who}").into_bytes(),
+                body: b"x=1\n".to_vec(),
+            },
+            Command::Rget(vserv_core::commands::RecordSelector::Seq(1)),
+            Command::Rhave {
+                record_id: b"perm-user".to_vec(),
+            },
+            Command::Rsize,
+            Command::Rhead,
+            Command::Rcheck,
             Command::Logout,
         ]
     };
@@ -938,6 +951,233 @@ pub fn tout_within_bounds<R: Runtime>() {
     server.shutdown();
 }
 
+// ----- the ledger -----
+
+fn rput(kind: &str, record_id: &str, body: &[u8]) -> Command {
+    Command::Rput {
+        kind: kind.into(),
+        record_id: record_id.as_bytes().to_vec(),
+        body: body.to_vec(),
+    }
+}
+
+/// `rput` by `client`, returning the seq and hash it replied with.
+fn appended<C: TestClient>(client: &mut C, command: &Command) -> (u64, [u8; 32]) {
+    match client.call(command).expect("rput") {
+        Reply::Appended { seq, hash } => (seq, hash),
+        other => panic!("rput gave {other:?}"),
+    }
+}
+
+fn record<C: TestClient>(
+    client: &mut C,
+    selector: vserv_core::commands::RecordSelector,
+) -> vserv_core::ledger::Entry {
+    match client.call(&Command::Rget(selector)).expect("rget") {
+        Reply::Record(entry) => entry,
+        other => panic!("rget gave {other:?}"),
+    }
+}
+
+/// A server with the admin `root` and the user `alice`: (root, alice).
+fn ledger_users<R: Runtime>(server: &R::Server, fx: &Fixture) -> (R::Client, R::Client) {
+    let mut root = root_client::<R>(server, fx);
+    root.call(&Command::Uadd {
+        user: "alice".into(),
+        password: secret("alice-password"),
+    })
+    .expect("uadd");
+    let alice = logged_in::<R>(server, fx, "alice", "alice-password");
+    (root, alice)
+}
+
+/// `rput` then `rget` by seq, id and hash: the entry decodes, hashes to the hash `rput`
+/// replied, and carries the origin, author, kind, record id and body.
+pub fn ledger_put_then_get<R: Runtime>() {
+    use vserv_core::commands::RecordSelector;
+    let fx = Fixture::new(40);
+    let server = start::<R>(&fx);
+    let (_root, mut alice) = ledger_users::<R>(&server, &fx);
+    let body = b"name=alice\nscore=42\n";
+    let (seq, hash) = appended(&mut alice, &rput("score", "rec-1", body));
+    assert_eq!(seq, 1);
+    let by_seq = record(&mut alice, RecordSelector::Seq(1));
+    let by_id = record(&mut alice, RecordSelector::Id(b"rec-1".to_vec()));
+    let by_hash = record(&mut alice, RecordSelector::Hash(hash));
+    for entry in [&by_seq, &by_id, &by_hash] {
+        assert_eq!(entry.hash(), hash);
+        assert_eq!(entry.seq(), 1);
+        assert_eq!(entry.origin(), fx.identity.public_key());
+        assert_eq!(entry.prev(), &vserv_core::ledger::ZERO_HASH);
+        assert_eq!(entry.author(), "alice");
+        assert_eq!(entry.kind(), "score");
+        assert_eq!(entry.record_id(), b"rec-1");
+        assert_eq!(entry.body(), body);
+    }
+    let (seq2, hash2) = appended(&mut alice, &rput("score", "rec-2", b""));
+    assert_eq!(seq2, 2);
+    let second = record(&mut alice, RecordSelector::Seq(2));
+    assert_eq!(second.hash(), hash2);
+    assert_eq!(second.prev(), &hash, "entry 2 links to entry 1");
+    assert_eq!(
+        alice
+            .call(&Command::Rhave {
+                record_id: b"rec-1".to_vec()
+            })
+            .expect("call"),
+        (Reply::Have(true))
+    );
+    assert_eq!(
+        alice
+            .call(&Command::Rhave {
+                record_id: b"rec-9".to_vec()
+            })
+            .expect("call"),
+        (Reply::Have(false))
+    );
+    for missing in [
+        RecordSelector::Seq(3),
+        RecordSelector::Seq(0),
+        RecordSelector::Id(b"rec-9".to_vec()),
+        RecordSelector::Hash([0; 32]),
+    ] {
+        assert_eq!(
+            code_of(alice.call(&Command::Rget(missing))),
+            Some(ErrorCode::NotFound)
+        );
+    }
+    // A kind outside the rules is refused before it reaches the ledger.
+    assert_eq!(
+        code_of(alice.call(&rput("Bad Kind", "rec-3", b""))),
+        Some(ErrorCode::BadArguments)
+    );
+    assert_eq!(
+        alice.call(&Command::Rsize).expect("call"),
+        (Reply::Count(2))
+    );
+    server.shutdown();
+}
+
+/// A repeated record id is a `Conflict` and is not stored twice.
+pub fn ledger_duplicate_record_id_is_refused<R: Runtime>() {
+    use vserv_core::commands::RecordSelector;
+    let fx = Fixture::new(41);
+    let server = start::<R>(&fx);
+    let (mut root, mut alice) = ledger_users::<R>(&server, &fx);
+    appended(&mut alice, &rput("k", "same", b"first"));
+    assert_eq!(
+        code_of(alice.call(&rput("k", "same", b"second"))),
+        Some(ErrorCode::Conflict)
+    );
+    // Another user with the same id: still a duplicate (ids are unique per feed).
+    assert_eq!(
+        code_of(root.call(&rput("other", "same", b"third"))),
+        Some(ErrorCode::Conflict)
+    );
+    assert_eq!(
+        alice.call(&Command::Rsize).expect("call"),
+        (Reply::Count(1))
+    );
+    let stored = record(&mut alice, RecordSelector::Id(b"same".to_vec()));
+    assert_eq!(stored.body(), b"first");
+    assert_eq!(
+        code_of(alice.call(&Command::Rget(RecordSelector::Seq(2)))),
+        Some(ErrorCode::NotFound)
+    );
+    // The next new id takes the next seq.
+    assert_eq!(appended(&mut alice, &rput("k", "new", b"")).0, 2);
+    assert_eq!(
+        root.call(&Command::Rcheck).expect("call"),
+        (Reply::ChainOk { seq: 2 })
+    );
+    server.shutdown();
+}
+
+/// `rhead` is signed by the server key and names the last entry.
+pub fn ledger_head_is_signed_and_current<R: Runtime>() {
+    use vserv_core::commands::RecordSelector;
+    let fx = Fixture::new(42);
+    let server = start::<R>(&fx);
+    let (_root, mut alice) = ledger_users::<R>(&server, &fx);
+    assert_eq!(
+        code_of(alice.call(&Command::Rhead)),
+        Some(ErrorCode::NotFound),
+        "an empty ledger has no head"
+    );
+    let mut last = (0, [0; 32]);
+    for i in 0..3 {
+        last = appended(&mut alice, &rput("k", &format!("r{i}"), b""));
+        let Reply::Head(signed) = alice.call(&Command::Rhead).expect("rhead") else {
+            panic!("rhead gave another reply");
+        };
+        signed.verify().expect("the head signature verifies");
+        assert_eq!(signed.head.origin, fx.identity.public_key());
+        assert_eq!((signed.head.seq, signed.head.hash), last);
+    }
+    assert_eq!(record(&mut alice, RecordSelector::Seq(3)).hash(), last.1);
+    server.shutdown();
+}
+
+/// Appends from several connections interleaved keep seq gapless and the chain verifiable.
+pub fn ledger_seq_is_gapless<R: Runtime>() {
+    use vserv_core::commands::RecordSelector;
+    let fx = Fixture::new(43);
+    let server = start::<R>(&fx);
+    let (mut root, mut alice) = ledger_users::<R>(&server, &fx);
+    let mut alice2 = logged_in::<R>(&server, &fx, "alice", "alice-password");
+    let mut seqs = Vec::new();
+    for i in 0..10 {
+        seqs.push(appended(&mut alice, &rput("a", &format!("a{i}"), b"")).0);
+        seqs.push(appended(&mut alice2, &rput("b", &format!("b{i}"), b"")).0);
+        seqs.push(appended(&mut root, &rput("c", &format!("c{i}"), b"")).0);
+    }
+    assert_eq!(seqs, (1..=30).collect::<Vec<u64>>());
+    assert_eq!(
+        alice.call(&Command::Rsize).expect("call"),
+        (Reply::Count(30))
+    );
+    let mut prev = vserv_core::ledger::ZERO_HASH;
+    for seq in 1..=30 {
+        let entry = record(&mut alice, RecordSelector::Seq(seq));
+        assert_eq!(entry.prev(), &prev, "entry {seq} links to the one before");
+        prev = entry.hash();
+    }
+    assert_eq!(
+        root.call(&Command::Rcheck).expect("call"),
+        (Reply::ChainOk { seq: 30 })
+    );
+    server.shutdown();
+}
+
+/// Anonymous sessions may not touch the ledger; users may not run `rcheck`.
+pub fn ledger_access_is_enforced<R: Runtime>() {
+    let fx = Fixture::new(44);
+    let server = start::<R>(&fx);
+    let (mut root, mut alice) = ledger_users::<R>(&server, &fx);
+    let mut anonymous = R::connect(&server, &fx.options()).expect("connect");
+    for cmd in [rput("k", "anon", b""), Command::Rsize, Command::Rhead] {
+        assert_eq!(
+            code_of(anonymous.call(&cmd)),
+            Some(ErrorCode::Forbidden),
+            "anonymous {}",
+            cmd.name()
+        );
+    }
+    assert_eq!(
+        code_of(alice.call(&Command::Rcheck)),
+        Some(ErrorCode::Forbidden)
+    );
+    assert_eq!(
+        alice.call(&Command::Rsize).expect("call"),
+        (Reply::Count(0))
+    );
+    assert_eq!(
+        root.call(&Command::Rcheck).expect("call"),
+        (Reply::ChainOk { seq: 0 })
+    );
+    server.shutdown();
+}
+
 /// Instantiates every case of the suite for a [`Runtime`] type.
 #[macro_export]
 macro_rules! suite {
@@ -948,7 +1188,9 @@ macro_rules! suite {
             accounts_first_admin_then_users, permission_matrix, failed_logins_close_the_connection,
             last_admin_is_protected, key_login, bad_user_names_are_refused,
             disabled_user_loses_access_at_once, password_changes,
-            login_backoff_outlasts_the_connection, tout_within_bounds);
+            login_backoff_outlasts_the_connection, tout_within_bounds, ledger_put_then_get,
+            ledger_duplicate_record_id_is_refused, ledger_head_is_signed_and_current,
+            ledger_seq_is_gapless, ledger_access_is_enforced);
     };
     (@cases $rt:ty; $($case:ident),*) => {
         $(#[test] fn $case() { $crate::$case::<$rt>(); })*

@@ -183,5 +183,33 @@ pub fn print_reply(reply: &Reply, fingerprint: Option<Fingerprint>) {
             }
         }
         Reply::IdleTimeout(seconds) => println!("idle timeout: {seconds}s"),
+        Reply::Appended { seq, hash } => println!("seq {seq} hash {}", hex::encode(hash)),
+        Reply::Record(entry) => {
+            println!("seq {} hash {}", entry.seq(), hex::encode(entry.hash()));
+            println!(
+                "author {} kind {} time_ms {}",
+                entry.author(),
+                entry.kind(),
+                entry.timestamp()
+            );
+            println!(
+                "record {}",
+                String::from_utf8_lossy(entry.record_id()).escape_debug()
+            );
+            print!("{}", String::from_utf8_lossy(entry.body()));
+        }
+        Reply::Have(yes) => println!("{}", if *yes { "yes" } else { "no" }),
+        Reply::Count(n) => println!("{n}"),
+        Reply::Head(signed) => println!(
+            "seq {} hash {} signed by {}",
+            signed.head.seq,
+            hex::encode(signed.head.hash),
+            signed.head.origin.fingerprint()
+        ),
+        Reply::ChainOk { seq } => println!("ok: {seq} entries verified"),
+        Reply::ChainBad { seq, reason } => match seq {
+            Some(seq) => println!("bad at seq {seq}: {reason}"),
+            None => println!("bad: {reason}"),
+        },
     }
 }

@@ -79,8 +79,10 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     let store = vserv_store::db::FjallStore::open(&args.data)
         .with_context(|| format!("opening the store in {}", args.data.display()))?;
-    let accounts = Accounts::new(Arc::new(store), args.password, vserv_store::rng::os_rng()?)
+    let store: Arc<dyn vserv_store::Store> = Arc::new(store);
+    let accounts = Accounts::new(store.clone(), args.password, vserv_store::rng::os_rng()?)
         .context("setting up accounts")?;
+    let ledger = Arc::new(vserv_service::ledger::Ledger::new(store, identity.clone()));
     let service = Service::with_policy(
         ServiceInfo {
             name: args.name.clone(),
@@ -88,7 +90,8 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
         },
         Arc::new(accounts),
         args.policy.clone(),
-    );
+    )
+    .with_ledger(ledger);
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(signal, stop.clone()).context("installing signal handlers")?;

@@ -8,6 +8,7 @@
 
 pub mod accounts;
 pub mod client;
+pub mod ledger;
 pub mod limits;
 mod server;
 

@@ -5,13 +5,17 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use vserv_core::commands::{self, Access, Command, Credential, KeyAction, Reply, UserRole};
+use vserv_core::commands::{
+    self, Access, Command, Credential, KeyAction, RecordSelector, Reply, UserRole,
+};
+use vserv_core::ledger::LedgerError;
 use vserv_core::wire::PROTOCOL_VERSION;
 use vserv_core::{
     CloseCode, Connection, Error, ErrorCode, ErrorReply, Event, Fingerprint, Request, Response,
 };
 
 use crate::accounts::{AccountError, Accounts, User, UserName};
+use crate::ledger::{CheckReport, FeedError, Ledger};
 use crate::limits::{Gate, LoginLimiter, Policy};
 
 /// Failed logins after which a connection is closed. Logins refused by the backoff (see
@@ -35,6 +39,8 @@ pub struct Service {
     accounts: Arc<Accounts>,
     policy: Policy,
     limiter: Arc<LoginLimiter>,
+    /// The server's feed; `None` answers the ledger commands with an error.
+    ledger: Option<Arc<Ledger>>,
 }
 
 impl std::fmt::Debug for Service {
@@ -119,6 +125,26 @@ fn account_error(e: AccountError) -> ErrorReply {
     ErrorReply::new(code, e.to_string())
 }
 
+fn feed_error(e: FeedError) -> ErrorReply {
+    let code = match &e {
+        FeedError::Invalid(LedgerError::BodyTooLarge { .. }) => ErrorCode::TooLarge,
+        FeedError::Invalid(_) => ErrorCode::BadArguments,
+        FeedError::Duplicate { .. } => ErrorCode::Conflict,
+        _ => {
+            tracing::error!(error = %e, "ledger storage failed");
+            return ErrorReply::new(
+                ErrorCode::Internal,
+                "the server could not complete the request",
+            );
+        }
+    };
+    ErrorReply::new(code, e.to_string())
+}
+
+fn not_found(message: &str) -> ErrorReply {
+    ErrorReply::new(ErrorCode::NotFound, message)
+}
+
 impl Service {
     /// A service describing itself with `info`, keeping users in `accounts`, with the
     /// default [`Policy`].
@@ -135,7 +161,20 @@ impl Service {
             accounts,
             policy,
             limiter,
+            ledger: None,
         }
+    }
+
+    /// This service with `ledger` as the server's feed (the `r*` commands). Without one,
+    /// those commands are answered with [`ErrorCode::Internal`] "no ledger".
+    pub fn with_ledger(mut self, ledger: Arc<Ledger>) -> Self {
+        self.ledger = Some(ledger);
+        self
+    }
+
+    /// The server's feed, if it keeps one.
+    pub fn ledger(&self) -> Option<&Arc<Ledger>> {
+        self.ledger.as_ref()
     }
 
     /// The abuse limits and bounds in force (the accept loops read the connection rate
@@ -345,6 +384,73 @@ impl Service {
         }
     }
 
+    /// The `r*` commands. `me` is the logged-in user (the access check ran already);
+    /// `now` is in Unix seconds (entry timestamps are its milliseconds, whole seconds for now).
+    fn ledger_command(
+        &self,
+        me: &str,
+        cmd: Command,
+        now: u64,
+        audit: &dyn Fn(&str, &str),
+    ) -> Result<Reply, ErrorReply> {
+        let Some(ledger) = &self.ledger else {
+            return Err(ErrorReply::new(
+                ErrorCode::Internal,
+                "no ledger: this server does not keep one",
+            ));
+        };
+        let found = |e: Option<vserv_core::ledger::Entry>, what: &str| {
+            e.map(Reply::Record).ok_or_else(|| not_found(what))
+        };
+        match cmd {
+            Command::Rput {
+                kind,
+                record_id,
+                body,
+            } => {
+                let (seq, hash) = ledger
+                    .append(me, &kind, &record_id, &body, now.saturating_mul(1000))
+                    .map_err(feed_error)?;
+                Ok(Reply::Appended { seq, hash })
+            }
+            Command::Rget(RecordSelector::Seq(seq)) => found(
+                ledger.by_seq(seq).map_err(feed_error)?,
+                "no entry at that seq",
+            ),
+            Command::Rget(RecordSelector::Id(id)) => found(
+                ledger.by_id(&id).map_err(feed_error)?,
+                "no record with that id",
+            ),
+            Command::Rget(RecordSelector::Hash(hash)) => found(
+                ledger.by_hash(&hash).map_err(feed_error)?,
+                "no entry with that hash",
+            ),
+            Command::Rhave { record_id } => Ok(Reply::Have(
+                ledger.seq_of_id(&record_id).map_err(feed_error)?.is_some(),
+            )),
+            Command::Rsize => Ok(Reply::Count(ledger.size().map_err(feed_error)?)),
+            Command::Rhead => ledger
+                .head()
+                .map_err(feed_error)?
+                .map(Reply::Head)
+                .ok_or_else(|| not_found("no head: the ledger is empty")),
+            Command::Rcheck => {
+                let report = ledger
+                    .check()
+                    .map_err(|e| feed_error(FeedError::Store(e)))?;
+                audit("rcheck", me);
+                Ok(match report {
+                    CheckReport::Ok { seq } => Reply::ChainOk { seq },
+                    CheckReport::Bad { seq, reason } => {
+                        tracing::warn!(target: "vserv::audit", ?seq, %reason, "rcheck found a bad ledger");
+                        Reply::ChainBad { seq, reason }
+                    }
+                })
+            }
+            _ => Err(ErrorReply::new(ErrorCode::Internal, "not a ledger command")),
+        }
+    }
+
     fn execute(
         &self,
         session: &mut Session,
@@ -507,6 +613,12 @@ impl Service {
                 session.idle_changed = true;
                 Reply::IdleTimeout(secs)
             }
+            Command::Rput { .. }
+            | Command::Rget(_)
+            | Command::Rhave { .. }
+            | Command::Rsize
+            | Command::Rhead
+            | Command::Rcheck => return self.ledger_command(&me, cmd, now, &audit),
             // Answered in `handle`.
             Command::Quit | Command::Login { .. } => Reply::Done,
         })

@@ -277,14 +277,23 @@ impl World {
     }
 
     /// A service named `name` for `identity`, with in-memory accounts whose randomness comes
-    /// from this world (so runs stay reproducible).
-    pub fn service(&mut self, name: &str, identity: &ServerIdentity) -> Result<Service, SimError> {
+    /// from this world (so runs stay reproducible), and a ledger in the accounts' in-memory
+    /// store signed by `identity`.
+    pub fn service(
+        &mut self,
+        name: &str,
+        identity: &Arc<ServerIdentity>,
+    ) -> Result<Service, SimError> {
         let accounts = vserv_service::ephemeral_accounts(Box::new(self.fork_rng()))?;
+        let ledger = Arc::new(vserv_service::ledger::Ledger::new(
+            accounts.store(),
+            identity.clone(),
+        ));
         let info = vserv_service::ServiceInfo {
             name: name.to_owned(),
             fingerprint: identity.public_key().fingerprint(),
         };
-        Ok(Service::new(info, accounts))
+        Ok(Service::new(info, accounts).with_ledger(ledger))
     }
 
     /// The virtual clock as an `Instant` (epoch + virtual time), as passed to connections.
@@ -1266,7 +1275,7 @@ mod tests {
     use super::*;
 
     fn service() -> Service {
-        let identity = ServerIdentity::generate(&mut StdRng::seed_from_u64(1));
+        let identity = Arc::new(ServerIdentity::generate(&mut StdRng::seed_from_u64(1)));
         World::new(1).service("oracle", &identity).unwrap()
     }
 

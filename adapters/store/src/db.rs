@@ -81,6 +81,7 @@ pub struct FjallStore {
     meta: Keyspace,
     users: Keyspace,
     limits: Keyspace,
+    ledger: Keyspace,
     store_id: [u8; 16],
     path: PathBuf,
 }
@@ -137,11 +138,16 @@ impl FjallStore {
                 drop(snapshot);
                 let users = keyspace(&db, Table::Users).map_err(fail)?;
                 let limits = keyspace(&db, Table::Limits).map_err(fail)?;
+                // Opening creates a keyspace that is absent, so a store written before a
+                // table existed (e.g. `ledger`) gains it, empty, on its first open by this
+                // build; the schema version does not change for an added, empty table.
+                let ledger = keyspace(&db, Table::Ledger).map_err(fail)?;
                 return Ok(FjallStore {
                     db,
                     meta,
                     users,
                     limits,
+                    ledger,
                     store_id,
                     path,
                 });
@@ -162,6 +168,7 @@ impl FjallStore {
         let meta = keyspace(&db, Table::Meta).map_err(fail)?;
         let users = keyspace(&db, Table::Users).map_err(fail)?;
         let limits = keyspace(&db, Table::Limits).map_err(fail)?;
+        let ledger = keyspace(&db, Table::Ledger).map_err(fail)?;
         let mut store_id = [0u8; 16];
         crate::rng::os_rng()
             .map_err(|e| StoreError::Backend(format!("no OS randomness for the store id: {e}")))?
@@ -175,6 +182,7 @@ impl FjallStore {
             meta,
             users,
             limits,
+            ledger,
             store_id,
             path,
         })
@@ -195,6 +203,7 @@ impl FjallStore {
             Table::Meta => &self.meta,
             Table::Users => &self.users,
             Table::Limits => &self.limits,
+            Table::Ledger => &self.ledger,
         }
     }
 }

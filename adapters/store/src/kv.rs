@@ -17,11 +17,14 @@ pub enum Table {
     Users,
     /// Login backoff state, keyed by `u:<user>` or `ip:<address>`.
     Limits,
+    /// The server's ledger feed: entries, their record id and hash indexes, the signed head
+    /// (layout in `vserv_service::ledger`).
+    Ledger,
 }
 
 impl Table {
     /// Every table, in a fixed order.
-    pub const ALL: [Table; 3] = [Table::Meta, Table::Users, Table::Limits];
+    pub const ALL: [Table; 4] = [Table::Meta, Table::Users, Table::Limits, Table::Ledger];
 
     /// The table's name on disk.
     pub fn name(self) -> &'static str {
@@ -29,6 +32,7 @@ impl Table {
             Table::Meta => "meta",
             Table::Users => "users",
             Table::Limits => "limits",
+            Table::Ledger => "ledger",
         }
     }
 }

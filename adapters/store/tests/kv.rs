@@ -501,6 +501,33 @@ fn fjall_other_fjall_database_is_incompatible() -> TestResult {
 }
 
 #[test]
+fn fjall_store_from_before_the_ledger_table_opens_and_gains_it() -> TestResult {
+    // A store as an older build wrote it: meta/users/limits keyspaces, schema and store id,
+    // some data, and no `ledger` keyspace.
+    let dir = tempfile::tempdir()?;
+    {
+        let db = fjall::Database::builder(dir.path().join(DB_DIR)).open()?;
+        let meta = db.keyspace("meta", fjall::KeyspaceCreateOptions::default)?;
+        let users = db.keyspace("users", fjall::KeyspaceCreateOptions::default)?;
+        db.keyspace("limits", fjall::KeyspaceCreateOptions::default)?;
+        meta.insert(SCHEMA_KEY, SCHEMA_VERSION.to_be_bytes())?;
+        meta.insert(STORE_ID_KEY, [7u8; 16])?;
+        users.insert(b"alice", b"A")?;
+        db.persist(fjall::PersistMode::SyncAll)?;
+        assert!(!db.keyspace_exists("ledger"));
+    }
+    let store = FjallStore::open(dir.path())?;
+    assert_eq!(store.store_id(), [7u8; 16]);
+    assert_eq!(store.get(Table::Users, b"alice")?, Some(b"A".to_vec()));
+    assert_eq!(store.get(Table::Ledger, b"head")?, None);
+    store.commit(vec![put(Table::Ledger, b"head", b"H")])?;
+    drop(store);
+    let store = FjallStore::open(dir.path())?;
+    assert_eq!(store.get(Table::Ledger, b"head")?, Some(b"H".to_vec()));
+    Ok(())
+}
+
+#[test]
 fn fjall_interrupted_initialisation_is_completed() -> TestResult {
     // A fjall database with (some of) our keyspaces, all empty, no schema: our first batch
     // never became durable. That is safe to initialise.

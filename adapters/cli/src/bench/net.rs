@@ -110,7 +110,11 @@ impl Target {
                     connection_rate: None,
                     ..vserv_service::Policy::default()
                 };
-                let service = Service::with_policy(info, accounts, policy);
+                let ledger = Arc::new(vserv_service::ledger::Ledger::new(
+                    accounts.store(),
+                    identity.clone(),
+                ));
+                let service = Service::with_policy(info, accounts, policy).with_ledger(ledger);
                 let server =
                     Server::bind("127.0.0.1:0", identity, service, ServerOptions::default())
                         .context("starting the in-process server on 127.0.0.1")?;
