@@ -1,4 +1,4 @@
-//! The typed command set (protocol v1) on top of [`Request`]/[`Response`].
+//! The typed command set (protocol v1) on top of [`Request`]/[`Response`](crate::Response).
 //!
 //! Adding a command means: a [`Command`] variant, its [`COMMANDS`] entry, its [`Reply`] shape.
 //! Servers dispatch on [`Command::parse`], which answers unknown names and bad arguments with
