@@ -11,7 +11,7 @@
 //!     keyspaces/            one LSM-tree per keyspace (fjall's own keyspace 0 = its metadata)
 //! ```
 //!
-//! One fjall keyspace per [`Table`], named [`Table::name`]: `meta`, `users`, `limits`. Keys are
+//! One fjall keyspace per [`Table`], named [`Table::name`]: `meta`, `users`, `limits`, `ledger`. Keys are
 //! the service's bytes, ordered bytewise. The `meta` keyspace holds, written in one durable
 //! batch when the store is created:
 //!
@@ -41,7 +41,7 @@
 //! and then fails, which [`FjallStore::open`] reports as [`StoreError::Locked`]. The lock is
 //! released when the last handle of the first store is dropped.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 use std::fs;
 use std::io;
@@ -78,10 +78,8 @@ const FJALL_VERSION_MARKER: &str = "version";
 /// lock. It is `Send + Sync`; share it with an `Arc`.
 pub struct FjallStore {
     db: Database,
-    meta: Keyspace,
-    users: Keyspace,
-    limits: Keyspace,
-    ledger: Keyspace,
+    /// One keyspace per [`Table::ALL`] entry.
+    keyspaces: BTreeMap<Table, Keyspace>,
     store_id: [u8; 16],
     path: PathBuf,
 }
@@ -136,18 +134,13 @@ impl FjallStore {
                 let id = snapshot.get(&meta, STORE_ID_KEY).map_err(fail)?;
                 let store_id = parse_store_id(id.as_deref(), &path)?;
                 drop(snapshot);
-                let users = keyspace(&db, Table::Users).map_err(fail)?;
-                let limits = keyspace(&db, Table::Limits).map_err(fail)?;
                 // Opening creates a keyspace that is absent, so a store written before a
                 // table existed (e.g. `ledger`) gains it, empty, on its first open by this
                 // build; the schema version does not change for an added, empty table.
-                let ledger = keyspace(&db, Table::Ledger).map_err(fail)?;
+                let keyspaces = all_keyspaces(&db).map_err(fail)?;
                 return Ok(FjallStore {
                     db,
-                    meta,
-                    users,
-                    limits,
-                    ledger,
+                    keyspaces,
                     store_id,
                     path,
                 });
@@ -165,24 +158,21 @@ impl FjallStore {
     /// durable batch.
     fn initialise(db: Database, path: PathBuf) -> Result<FjallStore, StoreError> {
         let fail = |e: fjall::Error| open_error(e, &path);
-        let meta = keyspace(&db, Table::Meta).map_err(fail)?;
-        let users = keyspace(&db, Table::Users).map_err(fail)?;
-        let limits = keyspace(&db, Table::Limits).map_err(fail)?;
-        let ledger = keyspace(&db, Table::Ledger).map_err(fail)?;
+        let keyspaces = all_keyspaces(&db).map_err(fail)?;
+        let meta = keyspaces
+            .get(&Table::Meta)
+            .ok_or_else(|| StoreError::Backend("the meta keyspace was not created".into()))?;
         let mut store_id = [0u8; 16];
         crate::rng::os_rng()
             .map_err(|e| StoreError::Backend(format!("no OS randomness for the store id: {e}")))?
             .fill_bytes(&mut store_id);
         let mut batch = db.batch().durability(Some(PersistMode::SyncAll));
-        batch.insert(&meta, SCHEMA_KEY, SCHEMA_VERSION.to_be_bytes().to_vec());
-        batch.insert(&meta, STORE_ID_KEY, store_id.to_vec());
+        batch.insert(meta, SCHEMA_KEY, SCHEMA_VERSION.to_be_bytes().to_vec());
+        batch.insert(meta, STORE_ID_KEY, store_id.to_vec());
         batch.commit().map_err(fail)?;
         Ok(FjallStore {
             db,
-            meta,
-            users,
-            limits,
-            ledger,
+            keyspaces,
             store_id,
             path,
         })
@@ -198,13 +188,11 @@ impl FjallStore {
         &self.path
     }
 
-    fn keyspace(&self, table: Table) -> &Keyspace {
-        match table {
-            Table::Meta => &self.meta,
-            Table::Users => &self.users,
-            Table::Limits => &self.limits,
-            Table::Ledger => &self.ledger,
-        }
+    fn keyspace(&self, table: Table) -> Result<&Keyspace, StoreError> {
+        // Every table is opened in `open`/`initialise`, so this only fails if that changes.
+        self.keyspaces
+            .get(&table)
+            .ok_or_else(|| StoreError::Backend(format!("table {} is not open", table.name())))
     }
 }
 
@@ -216,7 +204,7 @@ impl Store for FjallStore {
         let value = self
             .db
             .snapshot()
-            .get(self.keyspace(table), key)
+            .get(self.keyspace(table)?, key)
             .map_err(|e| backend("read", e))?;
         Ok(value.map(|v| v.to_vec()))
     }
@@ -224,7 +212,7 @@ impl Store for FjallStore {
     fn scan(&self, table: Table, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
         let snapshot = self.db.snapshot();
         let mut out = Vec::new();
-        for guard in snapshot.prefix(self.keyspace(table), prefix) {
+        for guard in snapshot.prefix(self.keyspace(table)?, prefix) {
             let (key, value) = guard.into_inner().map_err(|e| backend("scan", e))?;
             out.push((key.to_vec(), value.to_vec()));
         }
@@ -251,12 +239,20 @@ impl Store for FjallStore {
                 continue;
             }
             match op {
-                Op::Put { table, key, value } => batch.insert(self.keyspace(table), key, value),
-                Op::Delete { table, key } => batch.remove(self.keyspace(table), key),
+                Op::Put { table, key, value } => batch.insert(self.keyspace(table)?, key, value),
+                Op::Delete { table, key } => batch.remove(self.keyspace(table)?, key),
             }
         }
         batch.commit().map_err(|e| backend("commit", e))
     }
+}
+
+/// Opens (creating if absent) the keyspace of every table.
+fn all_keyspaces(db: &Database) -> Result<BTreeMap<Table, Keyspace>, fjall::Error> {
+    Table::ALL
+        .iter()
+        .map(|&t| Ok((t, keyspace(db, t)?)))
+        .collect()
 }
 
 /// Opens (creating if absent) the keyspace of `table`.
