@@ -146,25 +146,37 @@ pub fn record_spec(content_type: u8, payload: &[u8]) -> Vec<u8> {
     out
 }
 
+/// A hello's random and ephemeral public key, drawn as a [`Connection`] draws them.
+fn hello_parts(seed: u64) -> ([u8; 32], [u8; wire::POINT_LEN]) {
+    let mut rng = FuzzRng::new(seed);
+    let mut random = [0u8; 32];
+    rng.fill_bytes(&mut random);
+    (random, keys::public_point(&keys::random_scalar(&mut rng)))
+}
+
+/// `len | body` for the body that `encode` writes.
+fn framed(encode: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
+    let mut body = Vec::new();
+    encode(&mut body);
+    let mut out = Vec::new();
+    put_frame(&mut out, &body);
+    out
+}
+
 /// The framed ClientHello of a client [`Connection`] with a fixed seed.
 pub fn client_hello_frame() -> Vec<u8> {
     static HELLO: OnceLock<Vec<u8>> = OnceLock::new();
     HELLO
         .get_or_init(|| {
-            let mut rng = FuzzRng::new(SEED_CLIENT);
-            let mut random = [0u8; 32];
-            rng.fill_bytes(&mut random);
-            let eph = keys::random_scalar(&mut rng);
-            let hello = ClientHello {
-                version: PROTOCOL_VERSION,
-                random,
-                ephemeral: keys::public_point(&eph),
-            };
-            let mut body = Vec::new();
-            hello.encode(&mut body);
-            let mut out = Vec::new();
-            put_frame(&mut out, &body);
-            out
+            let (random, ephemeral) = hello_parts(SEED_CLIENT);
+            framed(|b| {
+                ClientHello {
+                    version: PROTOCOL_VERSION,
+                    random,
+                    ephemeral,
+                }
+                .encode(b)
+            })
         })
         .clone()
 }
@@ -174,20 +186,15 @@ pub fn server_hello_frame() -> Vec<u8> {
     static HELLO: OnceLock<Vec<u8>> = OnceLock::new();
     HELLO
         .get_or_init(|| {
-            let mut rng = FuzzRng::new(SEED_PEER_HELLO);
-            let mut random = [0u8; 32];
-            rng.fill_bytes(&mut random);
-            let eph = keys::random_scalar(&mut rng);
-            let hello = ServerHello {
-                version: PROTOCOL_VERSION,
-                random,
-                ephemeral: keys::public_point(&eph),
-            };
-            let mut body = Vec::new();
-            hello.encode(&mut body);
-            let mut out = Vec::new();
-            put_frame(&mut out, &body);
-            out
+            let (random, ephemeral) = hello_parts(SEED_PEER_HELLO);
+            framed(|b| {
+                ServerHello {
+                    version: PROTOCOL_VERSION,
+                    random,
+                    ephemeral,
+                }
+                .encode(b)
+            })
         })
         .clone()
 }
