@@ -106,12 +106,7 @@ impl Client {
                 if let Some(value) = done(&mut self.session) {
                     return Ok(value);
                 }
-                return Err(match e {
-                    vserv_core::Error::UnexpectedEof | vserv_core::Error::Closed => {
-                        self.session.ended_error()
-                    }
-                    e => e.into(),
-                });
+                return Err(self.session.failure(e));
             }
         }
     }

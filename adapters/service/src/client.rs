@@ -163,11 +163,17 @@ impl ClientSession {
 
     /// Sends a command; the returned id is passed to [`ClientSession::take_reply`].
     pub fn send(&mut self, command: &Command) -> Result<u32, ClientError> {
-        match self.conn.send_request(command.name(), command.args()) {
-            Ok(id) => Ok(id),
-            // Say why the session ended (the server's close), not just that it did.
-            Err(vserv_core::Error::Closed) => Err(self.ended_error()),
-            Err(e) => Err(e.into()),
+        self.conn
+            .send_request(command.name(), command.args())
+            .map_err(|e| self.failure(e))
+    }
+
+    /// The client error for a connection error: an end of stream or a closed connection is
+    /// reported as why the session ended (the server's close, if it sent one).
+    pub fn failure(&self, error: vserv_core::Error) -> ClientError {
+        match error {
+            vserv_core::Error::UnexpectedEof | vserv_core::Error::Closed => self.ended_error(),
+            e => e.into(),
         }
     }
 
