@@ -7,9 +7,12 @@
 //! | `e:` + seq (`u64` big-endian) | the entry's canonical encoding (`spec/ledger.md` §1) |
 //! | `id:` + record id | seq (`u64` big-endian) of the entry with that record id |
 //! | `h:` + entry hash (32 bytes) | seq (`u64` big-endian) of the entry with that hash |
+//! | `k:` + kind + `0x00` + seq (`u64` big-endian) | empty: the kind index |
+//! | `kc:` + kind | number of entries of that kind (`u64` big-endian) |
 //! | `head` | the [`SignedHead`] encoding of the last entry |
 //!
-//! Every append writes all four keys in one atomic, durable commit, so a crash leaves either
+//! (Kinds never contain `0x00`, so `k:` + kind + `0x00` is a prefix of exactly that kind's
+//! index keys.) Every append writes all these keys in one atomic, durable commit, so a crash leaves either
 //! the whole entry (with its indexes and the new signed head) or nothing. The stored head is
 //! authoritative for the feed's size.
 //!
@@ -33,6 +36,26 @@ pub const ENTRY_PREFIX: &[u8] = b"e:";
 pub const ID_PREFIX: &[u8] = b"id:";
 /// Prefix of the entry hash index.
 pub const HASH_PREFIX: &[u8] = b"h:";
+
+/// Prefix of the kind index.
+pub const KIND_PREFIX: &[u8] = b"k:";
+/// Prefix of the per-kind entry counters.
+pub const KIND_COUNT_PREFIX: &[u8] = b"kc:";
+
+/// The prefix of every kind index key of `kind` (followed by the seq, `u64` big-endian).
+pub fn kind_prefix(kind: &str) -> Vec<u8> {
+    [KIND_PREFIX, kind.as_bytes(), &[0]].concat()
+}
+
+/// The kind index key of entry `seq` of `kind`.
+pub fn kind_key(kind: &str, seq: u64) -> Vec<u8> {
+    [kind_prefix(kind).as_slice(), &seq.to_be_bytes()].concat()
+}
+
+/// The store key of the entry counter of `kind`.
+pub fn kind_count_key(kind: &str) -> Vec<u8> {
+    [KIND_COUNT_PREFIX, kind.as_bytes()].concat()
+}
 
 /// The store key of entry `seq`.
 pub fn entry_key(seq: u64) -> Vec<u8> {
@@ -93,8 +116,8 @@ pub enum CheckReport {
 /// The server's feed. Share it with an `Arc`; every method is safe to call from many
 /// threads.
 pub struct Ledger {
-    store: Arc<dyn Store>,
-    identity: Arc<ServerIdentity>,
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) identity: Arc<ServerIdentity>,
     /// Serialises appends (read head, write entry + head).
     write: Mutex<()>,
 }
@@ -107,7 +130,7 @@ impl std::fmt::Debug for Ledger {
     }
 }
 
-fn seq_value(bytes: &[u8], what: &str) -> Result<u64, FeedError> {
+pub(crate) fn seq_value(bytes: &[u8], what: &str) -> Result<u64, FeedError> {
     <[u8; 8]>::try_from(bytes)
         .map(u64::from_be_bytes)
         .map_err(|_| FeedError::Corrupt(format!("{what} index value is not a seq")))
@@ -183,6 +206,10 @@ impl Ledger {
         let hash = entry.hash();
         let signed = SignedHead::sign(&self.identity, Head::of(&entry));
         let seq_bytes = seq.to_be_bytes().to_vec();
+        let kind_count = match self.store.get(Table::Ledger, &kind_count_key(kind))? {
+            Some(v) => seq_value(&v, "kind count")?,
+            None => 0,
+        };
         let put = |key: Vec<u8>, value: Vec<u8>| Op::Put {
             table: Table::Ledger,
             key,
@@ -192,6 +219,11 @@ impl Ledger {
             put(entry_key(seq), entry.to_bytes()),
             put(id_key(record_id), seq_bytes.clone()),
             put(hash_key(&hash), seq_bytes),
+            put(kind_key(kind, seq), Vec::new()),
+            put(
+                kind_count_key(kind),
+                kind_count.saturating_add(1).to_be_bytes().to_vec(),
+            ),
             put(HEAD_KEY.to_vec(), signed.to_bytes().to_vec()),
         ])?;
         Ok((seq, hash))
