@@ -5,9 +5,9 @@
 //! typed [`ErrorReply`]s instead of failing the connection.
 
 use crate::Error;
-use crate::ledger::{Entry, MAX_BODY, SignedHead, check_kind, check_record_id};
+use crate::ledger::{Entry, MAX_BODY, MAX_ENCODED_ENTRY, SignedHead, check_kind, check_record_id};
 use crate::secure::Fingerprint;
-use crate::wire::{ErrorCode, ErrorReply, POINT_LEN, Request, SIGNATURE_LEN};
+use crate::wire::{ErrorCode, ErrorReply, MAX_PAYLOAD, POINT_LEN, Request, SIGNATURE_LEN};
 use zeroize::Zeroizing;
 
 /// Who may run a command. The server enforces it; `help` shows it.
@@ -183,9 +183,28 @@ pub const COMMANDS: &[CommandInfo] = &[
         Access::User,
     ),
     info(
+        "rabs",
+        "rabs POS",
+        "the ledger entry at a position: 1 is the first, -1 the last",
+        Access::User,
+    ),
+    info(
         "rsize",
-        "rsize",
-        "how many entries the ledger holds",
+        "rsize [KIND]",
+        "how many entries the ledger holds, or holds of one kind",
+        Access::User,
+    ),
+    info(
+        "rcount",
+        "rcount KIND FROM TO",
+        "how many entries of a kind have a seq in FROM..=TO",
+        Access::User,
+    ),
+    info(
+        "rlist",
+        "rlist KIND|* FROM TO [LIMIT]",
+        "one page of the entries (of a kind, or every kind) with a seq in FROM..=TO, \
+         ascending, at most LIMIT (default 100, max 1000); replies with the FROM of the next page",
         Access::User,
     ),
     info(
@@ -196,8 +215,9 @@ pub const COMMANDS: &[CommandInfo] = &[
     ),
     info(
         "rcheck",
-        "rcheck",
-        "re-verify the whole stored chain and its signed head; names the first bad seq",
+        "rcheck [FROM TO]",
+        "re-verify the stored chain (all of it, or entries FROM..=TO) and its signed head; \
+         names the first bad seq",
         Access::Admin,
     ),
 ];
@@ -209,6 +229,25 @@ pub fn command_info(name: &str) -> Option<&'static CommandInfo> {
 
 /// Largest ping payload (fits one record with its framing).
 pub const MAX_PING_PAYLOAD: usize = 16000;
+
+/// The page size of `rlist` without a LIMIT argument.
+pub const RLIST_DEFAULT_LIMIT: u32 = 100;
+
+/// The largest LIMIT `rlist` accepts.
+pub const RLIST_MAX_LIMIT: u32 = 1000;
+
+/// Bytes of an `rlist` response that are not entries: the response header (type, id,
+/// status, field count: 8 bytes) and the `next` field (4-byte length, up to 20 digits).
+pub const RLIST_OVERHEAD: usize = 8 + 4 + 20;
+
+/// Room for entries in one `rlist` response: an entry costs 4 bytes (its field length) plus
+/// its encoding. A server fills a page up to this budget, so the response always fits one
+/// record ([`MAX_PAYLOAD`]).
+pub const RLIST_ENTRY_BUDGET: usize = MAX_PAYLOAD - RLIST_OVERHEAD;
+
+// The largest entry fits a page on its own, so a page holds at least one entry whenever one
+// matches.
+const _: () = assert!(4 + MAX_ENCODED_ENTRY <= RLIST_ENTRY_BUDGET);
 
 /// Bytes that must not leak: zeroized on drop, redacted in `Debug`.
 #[derive(Clone, PartialEq, Eq)]
@@ -281,6 +320,16 @@ pub enum RecordSelector {
     Id(Vec<u8>),
     /// `hash HEX`: the entry with this hash (64 lower- or upper-case hex digits on the wire).
     Hash([u8; 32]),
+}
+
+/// An inclusive range of seqs `from..=to`, as `rcount`, `rlist` and `rcheck` take it.
+/// [`Command::parse`] only builds ranges with `1 <= from <= to`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SeqRange {
+    /// The first seq of the range.
+    pub from: u64,
+    /// The last seq of the range.
+    pub to: u64,
 }
 
 /// A parsed request.
@@ -389,12 +438,42 @@ pub enum Command {
         /// The record id asked about.
         record_id: Vec<u8>,
     },
-    /// `rsize`
-    Rsize,
+    /// `rabs POS`: the entry at a position, counted from the first entry (`1`, `2`, ...) or
+    /// from the last one (`-1`, `-2`, ...). Parsing refuses 0.
+    Rabs {
+        /// The non-zero position (decimal on the wire, `-` for negative).
+        pos: i64,
+    },
+    /// `rsize [KIND]`
+    Rsize {
+        /// Count only this kind (checked by [`check_kind`]); `None` counts every entry.
+        kind: Option<String>,
+    },
+    /// `rcount KIND FROM TO`
+    Rcount {
+        /// The kind counted (checked by [`check_kind`]).
+        kind: String,
+        /// The seqs counted.
+        range: SeqRange,
+    },
+    /// `rlist KIND|* FROM TO [LIMIT]`
+    Rlist {
+        /// The kind listed (checked by [`check_kind`]); `None` (`*` on the wire) lists every
+        /// kind.
+        kind: Option<String>,
+        /// The seqs listed.
+        range: SeqRange,
+        /// The most entries in the page, 1 to [`RLIST_MAX_LIMIT`]; `None` means
+        /// [`RLIST_DEFAULT_LIMIT`].
+        limit: Option<u32>,
+    },
     /// `rhead`
     Rhead,
-    /// `rcheck`
-    Rcheck,
+    /// `rcheck [FROM TO]`
+    Rcheck {
+        /// Check only these entries (and the head); `None` checks the whole feed.
+        range: Option<SeqRange>,
+    },
 }
 
 fn utf8(arg: &[u8], usage: &str) -> Result<String, ErrorReply> {
@@ -440,6 +519,71 @@ fn usage_error(usage: &str) -> ErrorReply {
     ErrorReply::new(ErrorCode::BadArguments, format!("usage: {usage}"))
 }
 
+/// A kind argument (see [`check_kind`]).
+fn kind_arg(arg: &[u8], usage: &str) -> Result<String, ErrorReply> {
+    check_kind(arg).map_err(|e| ErrorReply::new(ErrorCode::BadArguments, e.to_string()))?;
+    utf8(arg, usage)
+}
+
+/// A non-zero position: an optional `-` and 1 to 19 decimal digits that fit an `i64`.
+fn position(arg: &[u8], usage: &str) -> Result<i64, ErrorReply> {
+    let digits = arg.strip_prefix(b"-").unwrap_or(arg);
+    if digits.is_empty() || digits.len() > 19 || !digits.iter().all(u8::is_ascii_digit) {
+        return Err(usage_error(usage));
+    }
+    let pos: i64 = std::str::from_utf8(arg)
+        .ok()
+        .and_then(|t| t.parse().ok())
+        .ok_or_else(|| usage_error(usage))?;
+    if pos == 0 {
+        return Err(ErrorReply::new(
+            ErrorCode::BadArguments,
+            "position 0 does not exist: 1 is the first entry, -1 the last",
+        ));
+    }
+    Ok(pos)
+}
+
+/// `FROM TO`: two decimal seqs with `1 <= FROM <= TO`.
+fn seq_range(from: &[u8], to: &[u8], usage: &str) -> Result<SeqRange, ErrorReply> {
+    let (Some(from), Some(to)) = (decimal(from), decimal(to)) else {
+        return Err(usage_error(usage));
+    };
+    if from == 0 || to == 0 {
+        return Err(ErrorReply::new(
+            ErrorCode::BadArguments,
+            "seqs start at 1: FROM and TO must be at least 1",
+        ));
+    }
+    if from > to {
+        return Err(ErrorReply::new(
+            ErrorCode::BadArguments,
+            format!("reversed range: FROM ({from}) is after TO ({to})"),
+        ));
+    }
+    Ok(SeqRange { from, to })
+}
+
+/// `rlist`'s LIMIT: 1 to [`RLIST_MAX_LIMIT`].
+fn list_limit(arg: &[u8], usage: &str) -> Result<u32, ErrorReply> {
+    let n = decimal(arg).ok_or_else(|| usage_error(usage))?;
+    match u32::try_from(n) {
+        Ok(n) if (1..=RLIST_MAX_LIMIT).contains(&n) => Ok(n),
+        _ => Err(ErrorReply::new(
+            ErrorCode::BadArguments,
+            format!("LIMIT must be 1 to {RLIST_MAX_LIMIT}"),
+        )),
+    }
+}
+
+/// Decimal text of a seq range, as two arguments.
+fn range_args(range: &SeqRange) -> [Vec<u8>; 2] {
+    [
+        range.from.to_string().into_bytes(),
+        range.to.to_string().into_bytes(),
+    ]
+}
+
 impl Command {
     /// The wire name.
     pub fn name(&self) -> &'static str {
@@ -465,9 +609,12 @@ impl Command {
             Command::Rput { .. } => "rput",
             Command::Rget(_) => "rget",
             Command::Rhave { .. } => "rhave",
-            Command::Rsize => "rsize",
+            Command::Rabs { .. } => "rabs",
+            Command::Rsize { .. } => "rsize",
+            Command::Rcount { .. } => "rcount",
+            Command::Rlist { .. } => "rlist",
             Command::Rhead => "rhead",
-            Command::Rcheck => "rcheck",
+            Command::Rcheck { .. } => "rcheck",
         }
     }
 
@@ -534,6 +681,19 @@ impl Command {
             Command::Rget(RecordSelector::Id(id)) => vec![s("id"), id.clone()],
             Command::Rget(RecordSelector::Hash(h)) => vec![s("hash"), hex_encode(h).into_bytes()],
             Command::Rhave { record_id } => vec![record_id.clone()],
+            Command::Rabs { pos } => vec![pos.to_string().into_bytes()],
+            Command::Rsize { kind: Some(k) } => vec![s(k)],
+            Command::Rcount { kind, range } => {
+                let [from, to] = range_args(range);
+                vec![s(kind), from, to]
+            }
+            Command::Rlist { kind, range, limit } => {
+                let [from, to] = range_args(range);
+                let mut args = vec![s(kind.as_deref().unwrap_or("*")), from, to];
+                args.extend(limit.map(|n| n.to_string().into_bytes()));
+                args
+            }
+            Command::Rcheck { range: Some(r) } => range_args(r).to_vec(),
             _ => Vec::new(),
         }
     }
@@ -653,9 +813,30 @@ impl Command {
             ("rhave", [id]) => Command::Rhave {
                 record_id: id.clone(),
             },
-            ("rsize", []) => Command::Rsize,
+            ("rabs", [pos]) => Command::Rabs {
+                pos: position(pos, usage)?,
+            },
+            ("rsize", []) => Command::Rsize { kind: None },
+            ("rsize", [kind]) => Command::Rsize {
+                kind: Some(kind_arg(kind, usage)?),
+            },
+            ("rcount", [kind, from, to]) => Command::Rcount {
+                kind: kind_arg(kind, usage)?,
+                range: seq_range(from, to, usage)?,
+            },
+            ("rlist", [kind, from, to, limit @ ..]) if limit.len() <= 1 => Command::Rlist {
+                kind: match kind.as_slice() {
+                    b"*" => None,
+                    k => Some(kind_arg(k, usage)?),
+                },
+                range: seq_range(from, to, usage)?,
+                limit: limit.first().map(|n| list_limit(n, usage)).transpose()?,
+            },
             ("rhead", []) => Command::Rhead,
-            ("rcheck", []) => Command::Rcheck,
+            ("rcheck", []) => Command::Rcheck { range: None },
+            ("rcheck", [from, to]) => Command::Rcheck {
+                range: Some(seq_range(from, to, usage)?),
+            },
             (name, _) => {
                 return Err(match command_info(name) {
                     Some(_) => bad(),
@@ -757,18 +938,27 @@ pub enum Reply {
         /// The new entry's hash.
         hash: [u8; 32],
     },
-    /// `rget`: `[entry encoding]` (`spec/ledger.md` §1); decoding checks every field rule,
+    /// `rget`, `rabs`: `[entry encoding]` (`spec/ledger.md` §1); decoding checks every field rule,
     /// but whether the entry belongs to the server's chain is for the caller to check.
     Record(Entry),
     /// `rhave`: `[yes|no]`.
     Have(bool),
-    /// `rsize`: `[count (decimal)]`.
+    /// `rsize`, `rcount`: `[count (decimal)]`.
     Count(u64),
+    /// `rlist`: `[next (decimal, or empty when the range is exhausted), entry encoding...]`.
+    Page {
+        /// The entries, ascending by seq.
+        entries: Vec<Entry>,
+        /// The FROM of the following page (same KIND, TO and LIMIT); `None` when no entry of
+        /// the range is left.
+        next: Option<u64>,
+    },
     /// `rhead`: `[signed head encoding (138 bytes)]`. Decoding does not check the
     /// signature: call [`SignedHead::verify`] and compare the origin with the pinned key.
     Head(SignedHead),
-    /// `rcheck`, chain intact: `[ok, seq (decimal)]`, every entry `1..=seq` verified and
-    /// covered by the signed head.
+    /// `rcheck`, chain intact: `[ok, seq (decimal)]`: the stored signed head (at `seq`) is
+    /// valid and matches its entry, and every entry checked (`1..=seq` without a range,
+    /// `FROM..=TO` with one) verified.
     ChainOk {
         /// The verified head's seq (0 for an empty ledger).
         seq: u64,
@@ -824,6 +1014,12 @@ impl Reply {
                 b"no".to_vec()
             }],
             Reply::Count(n) => vec![n.to_string().into_bytes()],
+            Reply::Page { entries, next } => {
+                let mut fields = Vec::with_capacity(entries.len() + 1);
+                fields.push(next.map(|n| n.to_string().into_bytes()).unwrap_or_default());
+                fields.extend(entries.iter().map(Entry::to_bytes));
+                fields
+            }
             Reply::Head(head) => vec![head.to_bytes().to_vec()],
             Reply::ChainOk { seq } => vec![b"ok".to_vec(), seq.to_string().into_bytes()],
             Reply::ChainBad { seq, reason } => vec![
@@ -941,7 +1137,7 @@ impl Reply {
                 let hash = hex32(&fields[1]).ok_or(Error::Malformed("entry hash"))?;
                 Reply::Appended { seq, hash }
             }
-            Command::Rget(_) => {
+            Command::Rget(_) | Command::Rabs { .. } => {
                 want(1)?;
                 Reply::Record(
                     Entry::decode(&fields[0]).map_err(|_| Error::Malformed("ledger entry"))?,
@@ -955,9 +1151,23 @@ impl Reply {
                     _ => return Err(Error::Malformed("rhave answer")),
                 })
             }
-            Command::Rsize => {
+            Command::Rsize { .. } | Command::Rcount { .. } => {
                 want(1)?;
-                Reply::Count(decimal(&fields[0]).ok_or(Error::Malformed("ledger size"))?)
+                Reply::Count(decimal(&fields[0]).ok_or(Error::Malformed("ledger count"))?)
+            }
+            Command::Rlist { .. } => {
+                let (next, entries) = fields
+                    .split_first()
+                    .ok_or(Error::Malformed("reply field count"))?;
+                let next = match next.as_slice() {
+                    [] => None,
+                    n => Some(decimal(n).ok_or(Error::Malformed("rlist next"))?),
+                };
+                let entries = entries
+                    .iter()
+                    .map(|e| Entry::decode(e).map_err(|_| Error::Malformed("ledger entry")))
+                    .collect::<Result<_, _>>()?;
+                Reply::Page { entries, next }
             }
             Command::Rhead => {
                 want(1)?;
@@ -965,7 +1175,7 @@ impl Reply {
                     SignedHead::decode(&fields[0]).map_err(|_| Error::Malformed("signed head"))?,
                 )
             }
-            Command::Rcheck => match fields.first().map(Vec::as_slice) {
+            Command::Rcheck { .. } => match fields.first().map(Vec::as_slice) {
                 Some(b"ok") => {
                     want(2)?;
                     Reply::ChainOk {

@@ -40,8 +40,8 @@ use rand_core::{Rng as _, TryCryptoRng, TryRng};
 use zeroize::Zeroizing;
 
 use crate::commands::{
-    Command, Credential, KeyAction, RecordSelector, Reply, SecretBytes, UserRole, UserSummary,
-    help_text,
+    Command, Credential, KeyAction, RecordSelector, Reply, SecretBytes, SeqRange, UserRole,
+    UserSummary, help_text,
 };
 use crate::secure::keys;
 use crate::secure::{Fingerprint, RecordKeys, ServerIdentity};
@@ -500,9 +500,31 @@ fn all_commands() -> Vec<Command> {
         Command::Rhave {
             record_id: b"r1".to_vec(),
         },
-        Command::Rsize,
+        Command::Rabs { pos: 1 },
+        Command::Rabs { pos: -1 },
+        Command::Rsize { kind: None },
+        Command::Rsize {
+            kind: Some("k".into()),
+        },
+        Command::Rcount {
+            kind: "k".into(),
+            range: SeqRange { from: 1, to: 9 },
+        },
+        Command::Rlist {
+            kind: None,
+            range: SeqRange { from: 1, to: 9 },
+            limit: None,
+        },
+        Command::Rlist {
+            kind: Some("k".into()),
+            range: SeqRange { from: 2, to: 2 },
+            limit: Some(1000),
+        },
         Command::Rhead,
-        Command::Rcheck,
+        Command::Rcheck { range: None },
+        Command::Rcheck {
+            range: Some(SeqRange { from: 1, to: 3 }),
+        },
     ]
 }
 
@@ -571,11 +593,23 @@ fn replies_for(cmd: &Command) -> Vec<Reply> {
             seq: 1,
             hash: [9; 32],
         }],
-        Command::Rget(_) => vec![Reply::Record(ledger_sample().0)],
+        Command::Rget(_) | Command::Rabs { .. } => vec![Reply::Record(ledger_sample().0)],
         Command::Rhave { .. } => vec![Reply::Have(true), Reply::Have(false)],
-        Command::Rsize => vec![Reply::Count(0), Reply::Count(u64::MAX)],
+        Command::Rsize { .. } | Command::Rcount { .. } => {
+            vec![Reply::Count(0), Reply::Count(u64::MAX)]
+        }
+        Command::Rlist { .. } => vec![
+            Reply::Page {
+                entries: Vec::new(),
+                next: None,
+            },
+            Reply::Page {
+                entries: vec![ledger_sample().0, ledger_sample().0],
+                next: Some(u64::MAX),
+            },
+        ],
         Command::Rhead => vec![Reply::Head(ledger_sample().1)],
-        Command::Rcheck => vec![
+        Command::Rcheck { .. } => vec![
             Reply::ChainOk { seq: 3 },
             Reply::ChainBad {
                 seq: Some(2),

@@ -1,12 +1,18 @@
 //! The typed command set: every command survives args -> parse, every reply survives
 //! fields -> from_fields, and malformed arguments are typed errors.
 
+use proptest::prelude::*;
 use vserv_core::commands::{
-    Access, COMMANDS, Command, Credential, KeyAction, RecordSelector, Reply, SecretBytes, UserRole,
-    UserSummary, command_info, login_signature_message,
+    Access, COMMANDS, Command, Credential, KeyAction, RLIST_ENTRY_BUDGET, RLIST_MAX_LIMIT,
+    RecordSelector, Reply, SecretBytes, SeqRange, UserRole, UserSummary, command_info,
+    login_signature_message,
 };
-use vserv_core::ledger::{Entry, EntryFields, Head, MAX_BODY, SignedHead, ZERO_HASH};
-use vserv_core::{ErrorCode, Fingerprint, Request};
+use vserv_core::ledger::{
+    Entry, EntryFields, Head, MAX_AUTHOR, MAX_BODY, MAX_ENCODED_ENTRY, MAX_KIND, MAX_RECORD_ID,
+    SignedHead, ZERO_HASH,
+};
+use vserv_core::wire::MAX_PAYLOAD;
+use vserv_core::{ErrorCode, Fingerprint, Request, Response};
 
 fn secret(s: &str) -> SecretBytes {
     SecretBytes::new(s.as_bytes().to_vec())
@@ -96,9 +102,48 @@ fn every_command_round_trips_through_its_arguments() {
         Command::Rhave {
             record_id: b"x".to_vec(),
         },
-        Command::Rsize,
+        Command::Rabs { pos: 1 },
+        Command::Rabs { pos: -1 },
+        Command::Rabs { pos: i64::MAX },
+        Command::Rabs { pos: i64::MIN },
+        Command::Rsize { kind: None },
+        Command::Rsize {
+            kind: Some("note".into()),
+        },
+        Command::Rcount {
+            kind: "note".into(),
+            range: SeqRange { from: 1, to: 1 },
+        },
+        Command::Rcount {
+            kind: "a.b".into(),
+            range: SeqRange {
+                from: 3,
+                to: u64::MAX,
+            },
+        },
+        Command::Rlist {
+            kind: None,
+            range: SeqRange { from: 1, to: 10 },
+            limit: None,
+        },
+        Command::Rlist {
+            kind: Some("note".into()),
+            range: SeqRange { from: 5, to: 5 },
+            limit: Some(1),
+        },
+        Command::Rlist {
+            kind: Some("x".into()),
+            range: SeqRange {
+                from: 1,
+                to: u64::MAX,
+            },
+            limit: Some(RLIST_MAX_LIMIT),
+        },
         Command::Rhead,
-        Command::Rcheck,
+        Command::Rcheck { range: None },
+        Command::Rcheck {
+            range: Some(SeqRange { from: 2, to: 9 }),
+        },
     ];
     for cmd in commands {
         let req = Request {
@@ -185,19 +230,48 @@ fn replies_round_trip() {
             },
             Reply::Have(false),
         ),
-        (Command::Rsize, Reply::Count(0)),
-        (Command::Rsize, Reply::Count(123)),
-        (Command::Rhead, Reply::Head(sample_head())),
-        (Command::Rcheck, Reply::ChainOk { seq: 0 }),
+        (Command::Rsize { kind: None }, Reply::Count(0)),
         (
-            Command::Rcheck,
+            Command::Rsize {
+                kind: Some("k".into()),
+            },
+            Reply::Count(123),
+        ),
+        (
+            Command::Rcount {
+                kind: "k".into(),
+                range: SeqRange { from: 1, to: 2 },
+            },
+            Reply::Count(2),
+        ),
+        (Command::Rabs { pos: -1 }, Reply::Record(sample_entry())),
+        (
+            rlist_all(),
+            Reply::Page {
+                entries: Vec::new(),
+                next: None,
+            },
+        ),
+        (
+            rlist_all(),
+            Reply::Page {
+                entries: vec![sample_entry(), sample_entry()],
+                next: Some(3),
+            },
+        ),
+        (Command::Rhead, Reply::Head(sample_head())),
+        (Command::Rcheck { range: None }, Reply::ChainOk { seq: 0 }),
+        (
+            Command::Rcheck { range: None },
             Reply::ChainBad {
                 seq: Some(7),
                 reason: "entry 7: bad link".into(),
             },
         ),
         (
-            Command::Rcheck,
+            Command::Rcheck {
+                range: Some(SeqRange { from: 1, to: 2 }),
+            },
             Reply::ChainBad {
                 seq: None,
                 reason: "head".into(),
@@ -238,9 +312,24 @@ fn malformed_arguments_are_typed_errors() {
         ("rget", &[b"hash", &[b'g'; 64]]),
         ("rget", &[b"index", b"1"]),
         ("rhave", &[]),
-        ("rsize", &[b"kind"]),
+        ("rsize", &[b"kind", b"more"]),
         ("rhead", &[b"x"]),
-        ("rcheck", &[b"1", b"2"]),
+        ("rcheck", &[b"1"]),
+        ("rcheck", &[b"1", b"2", b"3"]),
+        ("rcheck", &[b"1", b"x"]),
+        ("rabs", &[]),
+        ("rabs", &[b"+1"]),
+        ("rabs", &[b"--1"]),
+        ("rabs", &[b"-"]),
+        ("rabs", &[b"1.5"]),
+        ("rabs", &[b"9223372036854775808"]),
+        ("rabs", &[b"-9223372036854775809"]),
+        ("rabs", &[b"1", b"2"]),
+        ("rcount", &[b"k", b"1"]),
+        ("rcount", &[b"k", b"1", b"-2"]),
+        ("rlist", &[b"k", b"1"]),
+        ("rlist", &[b"k", b"1", b"2", b"3", b"4"]),
+        ("rlist", &[b"*", b"1", b"2", b"many"]),
     ];
     for (name, args) in bad {
         let err = Command::parse(&request(name, args)).unwrap_err();
@@ -405,7 +494,9 @@ fn ledger_commands_check_their_arguments() {
 #[test]
 fn ledger_access_levels() {
     let access = |n: &str| command_info(n).map(|i| i.access);
-    for name in ["rput", "rget", "rhave", "rsize", "rhead"] {
+    for name in [
+        "rput", "rget", "rhave", "rsize", "rhead", "rabs", "rcount", "rlist",
+    ] {
         assert_eq!(access(name), Some(Access::User), "{name}");
     }
     assert_eq!(access("rcheck"), Some(Access::Admin));
@@ -429,11 +520,17 @@ fn ledger_replies_refuse_malformed_fields() {
             },
             &[b"maybe"],
         ),
-        (&Command::Rsize, &[b"-3"]),
+        (&Command::Rsize { kind: None }, &[b"-3"]),
+        (&Command::Rabs { pos: 1 }, &[b"not an entry"]),
+        (&Command::Rabs { pos: 1 }, &[]),
+        (&rlist_all(), &[]),
+        (&rlist_all(), &[b"x"]),
+        (&rlist_all(), &[b"-1"]),
+        (&rlist_all(), &[b"", b"not an entry"]),
         (&Command::Rhead, &[&[1; 137]]),
-        (&Command::Rcheck, &[b"fine", b"1"]),
-        (&Command::Rcheck, &[b"ok"]),
-        (&Command::Rcheck, &[b"bad", b"x", b"why"]),
+        (&Command::Rcheck { range: None }, &[b"fine", b"1"]),
+        (&Command::Rcheck { range: None }, &[b"ok"]),
+        (&Command::Rcheck { range: None }, &[b"bad", b"x", b"why"]),
     ];
     for (cmd, fields) in bad {
         let fields: Vec<Vec<u8>> = fields.iter().map(|f| f.to_vec()).collect();
@@ -441,5 +538,187 @@ fn ledger_replies_refuse_malformed_fields() {
             Reply::from_fields(cmd, &fields).is_err(),
             "{cmd:?} {fields:?}"
         );
+    }
+}
+
+fn rlist_all() -> Command {
+    Command::Rlist {
+        kind: None,
+        range: SeqRange { from: 1, to: 9 },
+        limit: None,
+    }
+}
+
+#[test]
+fn positions_ranges_and_limits_are_checked() {
+    let parse = |name: &str, args: &[&[u8]]| Command::parse(&request(name, args));
+    let refused = |name: &str, args: &[&[u8]]| {
+        let e = parse(name, args).unwrap_err();
+        assert_eq!(e.code, ErrorCode::BadArguments, "{name} {args:?}");
+        e.message
+    };
+    assert_eq!(parse("rabs", &[b"-3"]), Ok(Command::Rabs { pos: -3 }));
+    assert_eq!(
+        parse("rabs", &[b"9223372036854775807"]),
+        Ok(Command::Rabs { pos: i64::MAX })
+    );
+    for zero in [&b"0"[..], b"-0", b"000"] {
+        assert!(refused("rabs", &[zero]).contains("position 0"), "{zero:?}");
+    }
+    // Seqs start at 1; reversed ranges are refused by every ranged command.
+    for (name, prefix) in [
+        ("rcount", &[&b"k"[..]][..]),
+        ("rlist", &[&b"*"[..]][..]),
+        ("rcheck", &[][..]),
+    ] {
+        let with = |from: &'static [u8], to: &'static [u8]| {
+            let mut args: Vec<&[u8]> = prefix.to_vec();
+            args.extend([from, to]);
+            args
+        };
+        assert!(refused(name, &with(b"5", b"4")).starts_with("reversed range"));
+        assert!(refused(name, &with(b"0", b"4")).contains("at least 1"));
+        assert!(refused(name, &with(b"1", b"0")).contains("at least 1"));
+        assert!(parse(name, &with(b"4", b"4")).is_ok(), "{name}");
+    }
+    // Kinds follow the kind rule; `*` is every kind for rlist only.
+    for name in ["rsize", "rcount", "rlist"] {
+        let mut args: Vec<&[u8]> = vec![b"Bad Kind"];
+        if name != "rsize" {
+            args.extend([&b"1"[..], b"2"]);
+        }
+        assert!(refused(name, &args).contains("kind"), "{name}");
+    }
+    refused("rcount", &[b"*", b"1", b"2"]);
+    refused("rsize", &[b"*"]);
+    // LIMIT is 1..=1000.
+    refused("rlist", &[b"*", b"1", b"2", b"0"]);
+    refused("rlist", &[b"*", b"1", b"2", b"1001"]);
+    refused("rlist", &[b"*", b"1", b"2", b"99999999999999"]);
+    assert_eq!(
+        parse("rlist", &[b"*", b"1", b"2", b"1000"]),
+        Ok(Command::Rlist {
+            kind: None,
+            range: SeqRange { from: 1, to: 2 },
+            limit: Some(1000),
+        })
+    );
+}
+
+/// The largest possible entry fits one `rlist` page, with the largest `next`, inside one
+/// record.
+#[test]
+fn a_maximum_size_entry_fits_an_rlist_page() {
+    let entry = Entry::new(EntryFields {
+        origin: identity().public_key(),
+        seq: u64::MAX,
+        prev: [0xEE; 32],
+        timestamp: u64::MAX,
+        author: "a".repeat(MAX_AUTHOR),
+        kind: "k".repeat(MAX_KIND),
+        record_id: vec![0xFF; MAX_RECORD_ID],
+        body: vec![0xAB; MAX_BODY],
+    })
+    .unwrap();
+    assert_eq!(entry.encoded_len(), MAX_ENCODED_ENTRY);
+    assert!(4 + entry.encoded_len() <= RLIST_ENTRY_BUDGET);
+    let reply = Reply::Page {
+        entries: vec![entry],
+        next: Some(u64::MAX),
+    };
+    let response = Response {
+        id: u32::MAX,
+        result: Ok(reply.to_fields()),
+    };
+    assert!(response.encoded_len() <= MAX_PAYLOAD);
+    // The budget is exact: a page filled to it is a response of exactly MAX_PAYLOAD bytes
+    // when `next` has 20 digits.
+    let filler = vec![vec![0u8; RLIST_ENTRY_BUDGET - 4]];
+    let fields: Vec<Vec<u8>> = std::iter::once(u64::MAX.to_string().into_bytes())
+        .chain(filler)
+        .collect();
+    let full = Response {
+        id: 1,
+        result: Ok(fields),
+    };
+    assert_eq!(full.encoded_len(), MAX_PAYLOAD);
+}
+
+fn kind_strategy() -> impl Strategy<Value = String> {
+    "[a-z0-9][a-z0-9._-]{0,63}"
+}
+
+fn range_strategy() -> impl Strategy<Value = SeqRange> {
+    (1u64.., 1u64..).prop_map(|(a, b)| SeqRange {
+        from: a.min(b),
+        to: a.max(b),
+    })
+}
+
+fn query_strategy() -> impl Strategy<Value = Command> {
+    prop_oneof![
+        any::<i64>()
+            .prop_filter("non-zero", |p| *p != 0)
+            .prop_map(|pos| Command::Rabs { pos }),
+        proptest::option::of(kind_strategy()).prop_map(|kind| Command::Rsize { kind }),
+        (kind_strategy(), range_strategy())
+            .prop_map(|(kind, range)| Command::Rcount { kind, range }),
+        (
+            proptest::option::of(kind_strategy()),
+            range_strategy(),
+            proptest::option::of(1..=RLIST_MAX_LIMIT)
+        )
+            .prop_map(|(kind, range, limit)| Command::Rlist { kind, range, limit }),
+        proptest::option::of(range_strategy()).prop_map(|range| Command::Rcheck { range }),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    /// Every query command survives args -> parse.
+    #[test]
+    fn ledger_queries_round_trip(cmd in query_strategy(), id: u32) {
+        let req = Request { id, name: cmd.name().into(), args: cmd.args() };
+        prop_assert_eq!(Command::parse(&req), Ok(cmd));
+    }
+
+    /// Arbitrary arguments to the query commands parse to a command that re-encodes to the
+    /// same arguments, or are a typed BadArguments error; never a panic.
+    #[test]
+    fn ledger_query_arguments_never_panic(
+        name in prop_oneof![Just("rabs"), Just("rsize"), Just("rcount"), Just("rlist"), Just("rcheck")],
+        args in proptest::collection::vec(
+            prop_oneof![
+                "-?[0-9]{0,21}".prop_map(String::into_bytes),
+                "[a-z*]{0,3}".prop_map(String::into_bytes),
+                proptest::collection::vec(any::<u8>(), 0..4),
+            ],
+            0..6,
+        ),
+    ) {
+        let req = Request { id: 1, name: name.into(), args };
+        match Command::parse(&req) {
+            Ok(cmd) => {
+                let again = Request { id: 1, name: cmd.name().into(), args: cmd.args() };
+                prop_assert_eq!(Command::parse(&again), Ok(cmd));
+            }
+            Err(e) => prop_assert_eq!(e.code, ErrorCode::BadArguments),
+        }
+    }
+
+    /// Count and page replies survive fields -> from_fields.
+    #[test]
+    fn ledger_query_replies_round_trip(
+        count: u64,
+        next in proptest::option::of(any::<u64>()),
+        n in 0usize..4,
+    ) {
+        let count_reply = Reply::Count(count);
+        for cmd in [Command::Rsize { kind: None }, Command::Rcount { kind: "k".into(), range: SeqRange { from: 1, to: 1 } }] {
+            prop_assert_eq!(Reply::from_fields(&cmd, &count_reply.to_fields()), Ok(count_reply.clone()));
+        }
+        let page = Reply::Page { entries: vec![sample_entry(); n], next };
+        prop_assert_eq!(Reply::from_fields(&rlist_all(), &page.to_fields()), Ok(page));
     }
 }

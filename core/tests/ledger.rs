@@ -247,6 +247,28 @@ proptest! {
     }
 
     #[test]
+    fn decode_from_the_right_origin_equals_decode(s in spec(), pos in any::<prop::sample::Index>(), val in any::<u8>()) {
+        let id = identity(6);
+        let (entries, _) = build_chain(&id, &[s]);
+        let mut bytes = entries[0].clone();
+        let p = pos.index(bytes.len());
+        bytes[p] = val;
+        let origin = id.public_key();
+        match (Entry::decode(&bytes), Entry::decode_from(&bytes, &origin)) {
+            (Ok(a), Ok(b)) => prop_assert_eq!(a, b),
+            // Another valid origin: only `decode_from` refuses it.
+            (Ok(a), Err(LedgerError::WrongOrigin { seq })) => {
+                prop_assert_ne!(a.origin(), origin);
+                prop_assert_eq!(seq, a.seq());
+            }
+            // An invalid origin point is never the expected key.
+            (Err(LedgerError::BadOrigin), Err(LedgerError::WrongOrigin { .. })) => {}
+            (Err(a), Err(b)) => prop_assert_eq!(a, b),
+            (a, b) => prop_assert!(false, "decode {:?} but decode_from {:?}", a, b),
+        }
+    }
+
+    #[test]
     fn field_form_round_trips(
         map in proptest::collection::btree_map("[a-z0-9_]{1,32}", "[a-zA-Z0-9 =\t.,\u{e9}\u{20ac}]{0,40}", 0..10),
     ) {

@@ -15,6 +15,8 @@ pub struct Client {
     session: ClientSession,
     buf: Vec<u8>,
     out: Vec<u8>,
+    /// Requests the connection allows in flight.
+    max_outstanding: usize,
 }
 
 impl Client {
@@ -31,6 +33,7 @@ impl Client {
             session,
             buf: vec![0u8; 64 * 1024],
             out: Vec::with_capacity(64 * 1024),
+            max_outstanding: options.config.max_outstanding,
         };
         client.pump(|s| s.is_connected().then_some(()))?;
         Ok(client)
@@ -45,6 +48,32 @@ impl Client {
     pub fn call(&mut self, command: &Command) -> Result<Reply, ClientError> {
         let id = self.session.send(command)?;
         self.pump(|s| s.take_reply(id, command))?
+    }
+
+    /// Sends `commands` pipelined, keeping up to `window` (at most the connection's
+    /// `max_outstanding`) in flight, and returns each command's reply in order. The server
+    /// executes them in order; consecutive `rput`s that arrive together share one durable
+    /// commit. Fails as a whole only if the session ends; a refused command is an `Err` in its
+    /// place.
+    pub fn call_pipelined(
+        &mut self,
+        commands: &[Command],
+        window: usize,
+    ) -> Result<Vec<Result<Reply, ClientError>>, ClientError> {
+        let window = window.clamp(1, self.max_outstanding);
+        let mut in_flight = std::collections::VecDeque::with_capacity(window);
+        let mut replies = Vec::with_capacity(commands.len());
+        let mut next = commands.iter();
+        loop {
+            while in_flight.len() < window {
+                let Some(command) = next.next() else { break };
+                in_flight.push_back((self.session.send(command)?, command));
+            }
+            let Some((id, command)) = in_flight.pop_front() else {
+                return Ok(replies);
+            };
+            replies.push(self.pump(|s| s.take_reply(id, command))?);
+        }
     }
 
     /// Ends the session politely: `quit`, then waits for the server's close.

@@ -243,7 +243,7 @@ fn serve(mut stream: TcpStream, shared: &Shared) -> Result<(), Box<dyn std::erro
     loop {
         if let Err(e) = shared
             .service
-            .drive(&mut session, &mut conn, vserv_service::unix_now())
+            .drive(&mut session, &mut conn, vserv_service::unix_now_ms())
         {
             failure.get_or_insert(e);
             conn.close(CloseCode::ProtocolError, "internal error");

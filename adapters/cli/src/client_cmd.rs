@@ -198,6 +198,21 @@ pub fn print_reply(reply: &Reply, fingerprint: Option<Fingerprint>) {
             );
             print!("{}", String::from_utf8_lossy(entry.body()));
         }
+        Reply::Page { entries, next } => {
+            for entry in entries {
+                println!(
+                    "seq {} hash {} kind {} author {} record {}",
+                    entry.seq(),
+                    hex::encode(entry.hash()),
+                    entry.kind(),
+                    entry.author(),
+                    String::from_utf8_lossy(entry.record_id()).escape_debug()
+                );
+            }
+            if let Some(next) = next {
+                println!("next {next}");
+            }
+        }
         Reply::Have(yes) => println!("{}", if *yes { "yes" } else { "no" }),
         Reply::Count(n) => println!("{n}"),
         Reply::Head(signed) => println!(

@@ -1,4 +1,5 @@
-//! The server's own ledger feed over the [`Store`]: appends, lookups and full re-verification.
+//! The server's own ledger feed over the [`Store`]: appends and lookups (queries by position,
+//! kind and range, and re-verification, are in `ledger_query.rs`).
 //!
 //! # Layout in [`Table::Ledger`]
 //!
@@ -16,17 +17,21 @@
 //! the whole entry (with its indexes and the new signed head) or nothing. The stored head is
 //! authoritative for the feed's size.
 //!
-//! Appends are serialised by a lock and each one is its own commit (one fsync and one head
-//! signature per entry). Group commit — several concurrent appends sharing one batch, one
-//! fsync and one head signature — is a later step.
+//! Appends are group-committed ([`Ledger::append_batch`]): every record submitted while a
+//! commit is in progress joins the next one, so concurrent writers (and a connection's
+//! pipelined `rput`s) share one store batch, one fsync and one head signature. Only heads
+//! are signed (`vserv_core::ledger` explains why that authenticates every entry).
 
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::collections::BTreeMap;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use vserv_core::ServerIdentity;
 use vserv_core::ledger::{
-    ChainVerifier, Entry, EntryFields, Head, LedgerError, SignedHead, ZERO_HASH, check_append,
+    Entry, EntryFields, Head, LedgerError, SignedHead, ZERO_HASH, check_append,
 };
 use vserv_store::kv::{Op, Store, StoreError, Table};
+
+pub use crate::ledger_query::{CHECK_PAGE, Page};
 
 /// Key of the signed head.
 pub const HEAD_KEY: &[u8] = b"head";
@@ -73,7 +78,7 @@ pub fn hash_key(hash: &[u8; 32]) -> Vec<u8> {
 }
 
 /// Why a ledger operation failed. Nothing was changed.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum FeedError {
     /// The entry breaks a field rule (kind, record id, author, body size).
@@ -96,10 +101,11 @@ pub enum FeedError {
     Corrupt(String),
 }
 
-/// The result of [`Ledger::check`].
+/// The result of [`Ledger::check`] and [`Ledger::check_range`] (in `ledger_query.rs`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CheckReport {
-    /// Every entry `1..=seq` verified, and the stored signed head covers entry `seq`.
+    /// Every entry checked (`1..=seq` for the whole feed) verified, and the stored signed
+    /// head is valid and covers entry `seq`.
     Ok {
         /// The verified head's seq (0 for an empty ledger).
         seq: u64,
@@ -113,13 +119,107 @@ pub enum CheckReport {
     },
 }
 
+/// A record to append with [`Ledger::append_batch`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewRecord {
+    /// The user appending it.
+    pub author: String,
+    /// The entry's kind.
+    pub kind: String,
+    /// The client's unique record id.
+    pub record_id: Vec<u8>,
+    /// The body.
+    pub body: Vec<u8>,
+    /// Unix time in milliseconds.
+    pub timestamp: u64,
+}
+
+/// Where an appended record landed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Appended {
+    /// Its seq.
+    pub seq: u64,
+    /// Its entry hash.
+    pub hash: [u8; 32],
+}
+
+/// One caller's records waiting for a group commit.
+struct Job {
+    ticket: u64,
+    records: Vec<NewRecord>,
+}
+
+/// The group commit's meeting point.
+#[derive(Default)]
+struct Group {
+    /// Jobs for the next commit.
+    queue: Vec<Job>,
+    /// A leader is committing (new jobs wait for the next commit).
+    committing: bool,
+    /// Results of committed jobs whose callers have not collected them yet.
+    done: BTreeMap<u64, Vec<Result<Appended, FeedError>>>,
+    next_ticket: u64,
+}
+
+/// Held by the leader of a group commit: when dropped (also if the commit panicked) the
+/// next caller may lead, and every waiter looks for its results.
+struct Leading<'a>(&'a Ledger);
+
+impl Drop for Leading<'_> {
+    fn drop(&mut self) {
+        lock(&self.0.group).committing = false;
+        self.0.group_done.notify_all();
+    }
+}
+
+/// What the committing thread keeps between commits.
+#[derive(Default)]
+struct WriterState {
+    /// The head as of the last commit: `None` = not known (read it from the store),
+    /// `Some(None)` = empty feed.
+    head: Option<Option<Head>>,
+}
+
+/// The store ops and results of one group commit being built.
+#[derive(Default)]
+struct Batch {
+    ops: Vec<Op>,
+    results: Vec<Vec<Result<Appended, FeedError>>>,
+    kind_counts: BTreeMap<String, u64>,
+    /// The new head, if any record was accepted.
+    last_head: Option<Head>,
+}
+
+fn put(key: Vec<u8>, value: Vec<u8>) -> Op {
+    Op::Put {
+        table: Table::Ledger,
+        key,
+        value,
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// `error` as the result of every record in `jobs`.
+fn fail_all(jobs: &[Job], error: &FeedError) -> Vec<Vec<Result<Appended, FeedError>>> {
+    jobs.iter()
+        .map(|job| job.records.iter().map(|_| Err(error.clone())).collect())
+        .collect()
+}
+
 /// The server's feed. Share it with an `Arc`; every method is safe to call from many
 /// threads.
 pub struct Ledger {
     pub(crate) store: Arc<dyn Store>,
     pub(crate) identity: Arc<ServerIdentity>,
-    /// Serialises appends (read head, write entry + head).
-    write: Mutex<()>,
+    /// Jobs waiting for a group commit, and results waiting for their callers.
+    group: Mutex<Group>,
+    /// Signalled when a group commit ends.
+    group_done: Condvar,
+    /// Held by the thread committing a group.
+    write: Mutex<WriterState>,
 }
 
 impl std::fmt::Debug for Ledger {
@@ -142,12 +242,10 @@ impl Ledger {
         Ledger {
             store,
             identity,
-            write: Mutex::new(()),
+            group: Mutex::new(Group::default()),
+            group_done: Condvar::new(),
+            write: Mutex::new(WriterState::default()),
         }
-    }
-
-    fn lock(&self) -> MutexGuard<'_, ()> {
-        self.write.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The stored signed head, or `None` for an empty feed.
@@ -165,8 +263,9 @@ impl Ledger {
         Ok(self.head()?.map_or(0, |h| h.head.seq))
     }
 
-    /// Appends a record by `author` and returns its seq and entry hash. The entry, its two
-    /// index keys and the new signed head are one atomic, durable commit.
+    /// Appends a record by `author` and returns its seq and entry hash. The entry, its
+    /// index keys and the new signed head are one atomic, durable commit, shared with any
+    /// appends other threads make at the same time (see [`Ledger::append_batch`]).
     ///
     /// # Errors
     ///
@@ -180,13 +279,141 @@ impl Ledger {
         record_id: &[u8],
         body: &[u8],
         now_ms: u64,
-    ) -> Result<(u64, [u8; 32]), FeedError> {
-        let _guard = self.lock();
-        if let Some(seq) = self.seq_of_id(record_id)? {
+    ) -> Result<Appended, FeedError> {
+        let record = NewRecord {
+            author: author.to_owned(),
+            kind: kind.to_owned(),
+            record_id: record_id.to_vec(),
+            body: body.to_vec(),
+            timestamp: now_ms,
+        };
+        self.append_batch(vec![record])
+            .pop()
+            .unwrap_or(Err(FeedError::Corrupt("append lost its result".to_owned())))
+    }
+
+    /// Appends `records` in order and returns one result per record, in the same order.
+    ///
+    /// Group commit: the records join every batch other threads submit meanwhile; one
+    /// thread (the leader) writes all of them as one atomic, durable store commit with one
+    /// new signed head, while the others wait for it. So concurrent writers share fsyncs
+    /// and head signatures, and a crash keeps either a whole commit or none of it. Every
+    /// result is final when this returns: an `Ok` is durable. A record refused by a field
+    /// rule or as a duplicate (also of an earlier record in the same batch) fails alone; a
+    /// store failure fails every record of the commit.
+    pub fn append_batch(&self, records: Vec<NewRecord>) -> Vec<Result<Appended, FeedError>> {
+        let mut group = lock(&self.group);
+        let ticket = group.next_ticket;
+        group.next_ticket = group.next_ticket.wrapping_add(1);
+        group.queue.push(Job { ticket, records });
+        loop {
+            if let Some(results) = group.done.remove(&ticket) {
+                // A leader committed this job while we waited.
+                return results;
+            }
+            if !group.committing {
+                break;
+            }
+            group = self
+                .group_done
+                .wait(group)
+                .unwrap_or_else(|p| p.into_inner());
+        }
+        // Lead: commit everything queued so far, this job included.
+        group.committing = true;
+        let jobs = std::mem::take(&mut group.queue);
+        drop(group);
+        let leading = Leading(self);
+        let outcome = self.commit_jobs(&mut lock(&self.write), &jobs);
+        let mut mine = Vec::new();
+        let mut group = lock(&self.group);
+        for (job, results) in jobs.into_iter().zip(outcome) {
+            if job.ticket == ticket {
+                mine = results;
+            } else {
+                group.done.insert(job.ticket, results);
+            }
+        }
+        drop(group);
+        drop(leading);
+        mine
+    }
+
+    /// Writes every record of `jobs` in one commit; one result list per job. Runs with the
+    /// writer lock held.
+    fn commit_jobs(
+        &self,
+        writer: &mut WriterState,
+        jobs: &[Job],
+    ) -> Vec<Vec<Result<Appended, FeedError>>> {
+        let mut batch = match self.prepare(writer, jobs) {
+            Ok(batch) => batch,
+            Err(e) => return fail_all(jobs, &e),
+        };
+        let Some(last) = batch.last_head else {
+            // Nothing to write: every record was refused.
+            return batch.results;
+        };
+        let signed = SignedHead::sign(&self.identity, last);
+        batch
+            .ops
+            .push(put(HEAD_KEY.to_vec(), signed.to_bytes().to_vec()));
+        for (kind, count) in &batch.kind_counts {
+            batch
+                .ops
+                .push(put(kind_count_key(kind), count.to_be_bytes().to_vec()));
+        }
+        match self.store.commit(batch.ops) {
+            Ok(()) => {
+                writer.head = Some(Some(last));
+                batch.results
+            }
+            Err(e) => {
+                // Reload the head next time: the failed commit may have left anything.
+                writer.head = None;
+                fail_all(jobs, &FeedError::Store(e))
+            }
+        }
+    }
+
+    /// Builds the entries and store ops of one group commit (nothing written yet).
+    fn prepare(&self, writer: &mut WriterState, jobs: &[Job]) -> Result<Batch, FeedError> {
+        let mut head = match &writer.head {
+            Some(head) => *head,
+            None => self.head()?.map(|h| h.head),
+        };
+        writer.head = Some(head);
+        let mut batch = Batch::default();
+        let mut ids: BTreeMap<&[u8], u64> = BTreeMap::new();
+        for job in jobs {
+            let mut results = Vec::with_capacity(job.records.len());
+            for record in &job.records {
+                let result = self.prepare_one(record, &mut head, &mut ids, &mut batch);
+                results.push(result);
+            }
+            batch.results.push(results);
+        }
+        if head.as_ref() != writer.head.as_ref().and_then(|h| h.as_ref()) {
+            batch.last_head = head;
+        }
+        Ok(batch)
+    }
+
+    /// Adds one record to `batch` on top of `head`, or refuses it.
+    fn prepare_one<'a>(
+        &self,
+        record: &'a NewRecord,
+        head: &mut Option<Head>,
+        ids: &mut BTreeMap<&'a [u8], u64>,
+        batch: &mut Batch,
+    ) -> Result<Appended, FeedError> {
+        if let Some(&seq) = ids.get(record.record_id.as_slice()) {
             return Err(FeedError::Duplicate { seq });
         }
-        let head = self.head()?.map(|h| h.head);
-        let (seq, prev) = match &head {
+        if let Some(seq) = self.seq_of_id(&record.record_id)? {
+            return Err(FeedError::Duplicate { seq });
+        }
+        let (seq, prev) = match head.as_ref() {
             Some(h) => (h.seq.checked_add(1).ok_or(FeedError::Full)?, h.hash),
             None => (1, ZERO_HASH),
         };
@@ -194,39 +421,39 @@ impl Ledger {
             origin: self.identity.public_key(),
             seq,
             prev,
-            timestamp: now_ms,
-            author: author.to_owned(),
-            kind: kind.to_owned(),
-            record_id: record_id.to_vec(),
-            body: body.to_vec(),
+            timestamp: record.timestamp,
+            author: record.author.clone(),
+            kind: record.kind.clone(),
+            record_id: record.record_id.clone(),
+            body: record.body.clone(),
         })
         .map_err(FeedError::Invalid)?;
         check_append(head.as_ref(), &entry)
             .map_err(|e| FeedError::Corrupt(format!("stored head refuses the next entry: {e}")))?;
+        let count = match batch.kind_counts.get(&record.kind) {
+            Some(count) => *count,
+            None => match self
+                .store
+                .get(Table::Ledger, &kind_count_key(&record.kind))?
+            {
+                Some(v) => seq_value(&v, "kind count")?,
+                None => 0,
+            },
+        };
         let hash = entry.hash();
-        let signed = SignedHead::sign(&self.identity, Head::of(&entry));
         let seq_bytes = seq.to_be_bytes().to_vec();
-        let kind_count = match self.store.get(Table::Ledger, &kind_count_key(kind))? {
-            Some(v) => seq_value(&v, "kind count")?,
-            None => 0,
-        };
-        let put = |key: Vec<u8>, value: Vec<u8>| Op::Put {
-            table: Table::Ledger,
-            key,
-            value,
-        };
-        self.store.commit(vec![
+        batch.ops.extend([
             put(entry_key(seq), entry.to_bytes()),
-            put(id_key(record_id), seq_bytes.clone()),
+            put(id_key(&record.record_id), seq_bytes.clone()),
             put(hash_key(&hash), seq_bytes),
-            put(kind_key(kind, seq), Vec::new()),
-            put(
-                kind_count_key(kind),
-                kind_count.saturating_add(1).to_be_bytes().to_vec(),
-            ),
-            put(HEAD_KEY.to_vec(), signed.to_bytes().to_vec()),
-        ])?;
-        Ok((seq, hash))
+            put(kind_key(&record.kind, seq), Vec::new()),
+        ]);
+        batch
+            .kind_counts
+            .insert(record.kind.clone(), count.saturating_add(1));
+        ids.insert(&record.record_id, seq);
+        *head = Some(Head::of(&entry));
+        Ok(Appended { seq, hash })
     }
 
     /// The seq of the entry with `record_id`, if stored.
@@ -248,7 +475,7 @@ impl Ledger {
     /// Entry `seq`, if stored.
     pub fn by_seq(&self, seq: u64) -> Result<Option<Entry>, FeedError> {
         match self.store.get(Table::Ledger, &entry_key(seq))? {
-            Some(bytes) => Entry::decode(&bytes)
+            Some(bytes) => Entry::decode_from(&bytes, &self.identity.public_key())
                 .map(Some)
                 .map_err(|e| FeedError::Corrupt(format!("entry {seq}: {e}"))),
             None => Ok(None),
@@ -269,59 +496,5 @@ impl Ledger {
             Some(seq) => self.by_seq(seq),
             None => Ok(None),
         }
-    }
-
-    /// Re-verifies the whole stored feed: every entry decodes, links to the one before it
-    /// and is found under its hash in the hash index; entries are stored under their own seq
-    /// without gaps; the stored head is validly signed by this server and matches the last
-    /// entry. Reports the first bad seq. A store failure is an error, not a report.
-    ///
-    /// Reads the whole feed into memory at once (a streaming scan is a later step).
-    pub fn check(&self) -> Result<CheckReport, StoreError> {
-        let bad = |e: LedgerError| CheckReport::Bad {
-            seq: e.seq(),
-            reason: e.to_string(),
-        };
-        let mut verifier = ChainVerifier::new(self.identity.public_key());
-        if let Some(bytes) = self.store.get(Table::Ledger, HEAD_KEY)? {
-            let signed = match SignedHead::decode(&bytes) {
-                Ok(s) => s,
-                Err(e) => {
-                    return Ok(CheckReport::Bad {
-                        seq: None,
-                        reason: format!("the stored head is undecodable: {e}"),
-                    });
-                }
-            };
-            if let Err(e) = verifier.push_head(&signed) {
-                return Ok(bad(e));
-            }
-        }
-        let entries = self.store.scan(Table::Ledger, ENTRY_PREFIX)?;
-        for (position, (key, value)) in (1u64..).zip(entries) {
-            if key != entry_key(position) {
-                return Ok(CheckReport::Bad {
-                    seq: Some(position),
-                    reason: format!("entry {position} is missing or stored under a wrong key"),
-                });
-            }
-            let hash = match verifier.push_encoded(&value) {
-                Ok(hash) => hash,
-                Err(e) => return Ok(bad(e)),
-            };
-            let indexed = self.store.get(Table::Ledger, &hash_key(&hash))?;
-            if indexed.as_deref() != Some(position.to_be_bytes().as_slice()) {
-                return Ok(CheckReport::Bad {
-                    seq: Some(position),
-                    reason: format!(
-                        "entry {position} is not indexed under its hash (was it changed?)"
-                    ),
-                });
-            }
-        }
-        Ok(match verifier.finish_signed() {
-            Ok(head) => CheckReport::Ok { seq: head.seq },
-            Err(e) => bad(e),
-        })
     }
 }

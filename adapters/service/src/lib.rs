@@ -9,6 +9,7 @@
 pub mod accounts;
 pub mod client;
 pub mod ledger;
+mod ledger_query;
 pub mod limits;
 mod server;
 
@@ -20,6 +21,14 @@ pub fn unix_now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
+}
+
+/// The wall clock in Unix milliseconds (0 if the clock is before 1970), for ledger
+/// timestamps and [`Service::drive`].
+pub fn unix_now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// Accounts kept in memory with the cheapest argon2 parameters: for tests and simulations,

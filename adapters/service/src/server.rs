@@ -15,7 +15,7 @@ use vserv_core::{
 };
 
 use crate::accounts::{AccountError, Accounts, User, UserName};
-use crate::ledger::{CheckReport, FeedError, Ledger};
+use crate::ledger::{Appended, CheckReport, FeedError, Ledger, NewRecord};
 use crate::limits::{Gate, LoginLimiter, Policy};
 
 /// Failed logins after which a connection is closed. Logins refused by the backoff (see
@@ -94,6 +94,32 @@ struct Handled {
     close: Option<(CloseCode, &'static str)>,
 }
 
+/// What [`Service::handle`] decided: an answer, or an `rput` record to append (in a group
+/// with the connection's other pipelined `rput`s).
+enum Outcome {
+    Done(Handled),
+    Append(NewRecord),
+}
+
+impl Outcome {
+    /// The answer, appending a waiting record on its own.
+    fn finish(self, service: &Service) -> Handled {
+        match self {
+            Outcome::Done(handled) => handled,
+            Outcome::Append(record) => match &service.ledger {
+                Some(ledger) => appended_reply(
+                    ledger
+                        .append_batch(vec![record])
+                        .pop()
+                        .unwrap_or(Err(FeedError::Corrupt("append lost its result".into()))),
+                )
+                .into(),
+                None => Err(no_ledger()).into(),
+            },
+        }
+    }
+}
+
 impl From<Result<Reply, ErrorReply>> for Handled {
     fn from(result: Result<Reply, ErrorReply>) -> Self {
         Handled {
@@ -139,6 +165,36 @@ fn feed_error(e: FeedError) -> ErrorReply {
         }
     };
     ErrorReply::new(code, e.to_string())
+}
+
+fn no_ledger() -> ErrorReply {
+    ErrorReply::new(
+        ErrorCode::Internal,
+        "no ledger: this server does not keep one",
+    )
+}
+
+fn appended_reply(result: Result<Appended, FeedError>) -> Result<Reply, ErrorReply> {
+    result
+        .map(|a| Reply::Appended {
+            seq: a.seq,
+            hash: a.hash,
+        })
+        .map_err(feed_error)
+}
+
+/// Sends `response`; one too large for a record is replaced by a `TooLarge` error.
+fn respond(conn: &mut Connection, response: &Response) -> Result<(), Error> {
+    match conn.respond(response) {
+        Err(Error::PayloadTooLarge { .. }) => conn.respond(&Response {
+            id: response.id,
+            result: Err(ErrorReply::new(
+                ErrorCode::TooLarge,
+                "reply too large for one record",
+            )),
+        }),
+        other => other,
+    }
 }
 
 fn not_found(message: &str) -> ErrorReply {
@@ -200,37 +256,48 @@ impl Service {
 
     /// Drains the connection's events and answers every request on it. Call after each
     /// `handle_input`/`handle_timeout`, before draining `poll_transmit` and re-reading
-    /// `poll_timeout` (`tout` changes the idle deadline). `now` is the wall clock in Unix
-    /// seconds (for account timestamps and the login backoff).
+    /// `poll_timeout` (`tout` changes the idle deadline). `now_ms` is the wall clock in Unix
+    /// milliseconds (ledger timestamps; account timestamps and the login backoff use its
+    /// seconds).
+    ///
+    /// Consecutive `rput` requests are appended as one group ([`Ledger::append_batch`]), so
+    /// a client pipelining many shares one durable commit; any other request first waits
+    /// for the `rput`s before it, so every request sees the effects of those sent earlier
+    /// and responses leave in request order.
     pub fn drive(
         &self,
         session: &mut Session,
         conn: &mut Connection,
-        now: u64,
+        now_ms: u64,
     ) -> Result<(), Error> {
+        let mut appends: Vec<(u32, NewRecord)> = Vec::new();
         while let Some(event) = conn.poll_event() {
             match event {
                 Event::Request(request) => {
                     session.idle_timeout = conn.idle_timeout();
-                    let (response, close) = self.answer(session, &request, now);
+                    let handled = if request.name == "rput" {
+                        match self.handle(session, &request, now_ms) {
+                            Outcome::Append(record) => {
+                                appends.push((request.id, record));
+                                continue;
+                            }
+                            Outcome::Done(handled) => handled,
+                        }
+                    } else {
+                        self.flush_appends(conn, &mut appends)?;
+                        self.handle(session, &request, now_ms).finish(self)
+                    };
+                    self.flush_appends(conn, &mut appends)?;
+                    let response = Response {
+                        id: request.id,
+                        result: handled.result.map(|r| r.to_fields()),
+                    };
                     if std::mem::take(&mut session.idle_changed) {
                         conn.set_idle_timeout(session.idle_timeout)?;
                     }
                     tracing::debug!(id = request.id, command = %request.name, ok = response.result.is_ok(), "request");
-                    match conn.respond(&response) {
-                        Err(Error::PayloadTooLarge { .. }) => {
-                            let too_large = ErrorReply::new(
-                                ErrorCode::TooLarge,
-                                "reply too large for one record",
-                            );
-                            conn.respond(&Response {
-                                id: response.id,
-                                result: Err(too_large),
-                            })?;
-                        }
-                        other => other?,
-                    }
-                    if let Some((code, reason)) = close {
+                    respond(conn, &response)?;
+                    if let Some((code, reason)) = handled.close {
                         conn.close(code, reason);
                     }
                 }
@@ -241,18 +308,52 @@ impl Service {
                 Event::ServerKey(_) | Event::Response(_) => {}
             }
         }
+        self.flush_appends(conn, &mut appends)
+    }
+
+    /// Appends the waiting `rput` records as one group and sends their responses.
+    fn flush_appends(
+        &self,
+        conn: &mut Connection,
+        appends: &mut Vec<(u32, NewRecord)>,
+    ) -> Result<(), Error> {
+        if appends.is_empty() {
+            return Ok(());
+        }
+        let (ids, records): (Vec<u32>, Vec<NewRecord>) =
+            std::mem::take(appends).into_iter().unzip();
+        let results = match &self.ledger {
+            Some(ledger) => ledger.append_batch(records),
+            None => Vec::new(),
+        };
+        let mut results = results.into_iter();
+        for id in ids {
+            let result = match results.next() {
+                Some(result) => appended_reply(result),
+                None => Err(no_ledger()),
+            };
+            tracing::debug!(id, command = "rput", ok = result.is_ok(), "request");
+            respond(
+                conn,
+                &Response {
+                    id,
+                    result: result.map(|r| r.to_fields()),
+                },
+            )?;
+        }
         Ok(())
     }
 
     /// Answers one request in `session`: the response, and whether (and how) to close the
     /// connection after sending it. Never fails: bad requests get typed error responses.
+    /// `now_ms` is the wall clock in Unix milliseconds.
     pub fn answer(
         &self,
         session: &mut Session,
         request: &Request,
-        now: u64,
+        now_ms: u64,
     ) -> (Response, Option<(CloseCode, &'static str)>) {
-        let handled = self.handle(session, request, now);
+        let handled = self.handle(session, request, now_ms).finish(self);
         (
             Response {
                 id: request.id,
@@ -276,14 +377,15 @@ impl Service {
         }
     }
 
-    fn handle(&self, session: &mut Session, request: &Request, now: u64) -> Handled {
+    fn handle(&self, session: &mut Session, request: &Request, now_ms: u64) -> Outcome {
+        let now = now_ms / 1000;
         let cmd = match Command::parse(request) {
             Ok(cmd) => cmd,
-            Err(e) => return Err(e).into(),
+            Err(e) => return Outcome::Done(Err(e).into()),
         };
         let user = match self.current_user(session) {
             Ok(user) => user,
-            Err(e) => return Err(e).into(),
+            Err(e) => return Outcome::Done(Err(e).into()),
         };
         let allowed = match (cmd.access(), &user) {
             (Access::Anyone, _) => true,
@@ -297,13 +399,15 @@ impl Service {
             } else {
                 "this command needs an admin"
             };
-            return Err(ErrorReply::new(
-                ErrorCode::Forbidden,
-                format!("'{}': {why}", cmd.name()),
-            ))
-            .into();
+            return Outcome::Done(
+                Err(ErrorReply::new(
+                    ErrorCode::Forbidden,
+                    format!("'{}': {why}", cmd.name()),
+                ))
+                .into(),
+            );
         }
-        match cmd {
+        Outcome::Done(match cmd {
             Command::Quit => Handled {
                 result: Ok(Reply::Bye),
                 close: Some((CloseCode::Normal, "bye")),
@@ -312,8 +416,22 @@ impl Service {
                 user: name,
                 credential,
             } => self.login(session, &name, &credential, now),
+            Command::Rput {
+                kind,
+                record_id,
+                body,
+            } => {
+                let author = user.map(|u| u.name.to_string()).unwrap_or_default();
+                return Outcome::Append(NewRecord {
+                    author,
+                    kind,
+                    record_id,
+                    body,
+                    timestamp: now_ms,
+                });
+            }
             cmd => self.execute(session, user, cmd, now).into(),
-        }
+        })
     }
 
     /// A failed login's answer: counts toward the connection's limit, closes at it.
@@ -384,35 +502,21 @@ impl Service {
         }
     }
 
-    /// The `r*` commands. `me` is the logged-in user (the access check ran already);
-    /// `now` is in Unix seconds (entry timestamps are its milliseconds, whole seconds for now).
+    /// The `r*` commands but `rput` (appended by `drive`, in groups). `me` is the logged-in
+    /// user (the access check ran already).
     fn ledger_command(
         &self,
         me: &str,
         cmd: Command,
-        now: u64,
         audit: &dyn Fn(&str, &str),
     ) -> Result<Reply, ErrorReply> {
         let Some(ledger) = &self.ledger else {
-            return Err(ErrorReply::new(
-                ErrorCode::Internal,
-                "no ledger: this server does not keep one",
-            ));
+            return Err(no_ledger());
         };
         let found = |e: Option<vserv_core::ledger::Entry>, what: &str| {
             e.map(Reply::Record).ok_or_else(|| not_found(what))
         };
         match cmd {
-            Command::Rput {
-                kind,
-                record_id,
-                body,
-            } => {
-                let (seq, hash) = ledger
-                    .append(me, &kind, &record_id, &body, now.saturating_mul(1000))
-                    .map_err(feed_error)?;
-                Ok(Reply::Appended { seq, hash })
-            }
             Command::Rget(RecordSelector::Seq(seq)) => found(
                 ledger.by_seq(seq).map_err(feed_error)?,
                 "no entry at that seq",
@@ -428,16 +532,45 @@ impl Service {
             Command::Rhave { record_id } => Ok(Reply::Have(
                 ledger.seq_of_id(&record_id).map_err(feed_error)?.is_some(),
             )),
-            Command::Rsize => Ok(Reply::Count(ledger.size().map_err(feed_error)?)),
+            Command::Rabs { pos } => found(
+                ledger.by_position(pos).map_err(feed_error)?,
+                "no entry at that position",
+            ),
+            Command::Rsize { kind: None } => Ok(Reply::Count(ledger.size().map_err(feed_error)?)),
+            Command::Rsize { kind: Some(kind) } => Ok(Reply::Count(
+                ledger.size_of_kind(&kind).map_err(feed_error)?,
+            )),
+            Command::Rcount { kind, range } => Ok(Reply::Count(
+                ledger
+                    .count(&kind, range.from, range.to)
+                    .map_err(feed_error)?,
+            )),
+            Command::Rlist { kind, range, limit } => {
+                let limit = limit.unwrap_or(commands::RLIST_DEFAULT_LIMIT);
+                let page = ledger
+                    .list(
+                        kind.as_deref(),
+                        range.from,
+                        range.to,
+                        usize::try_from(limit).unwrap_or(usize::MAX),
+                    )
+                    .map_err(feed_error)?;
+                Ok(Reply::Page {
+                    entries: page.entries,
+                    next: page.next,
+                })
+            }
             Command::Rhead => ledger
                 .head()
                 .map_err(feed_error)?
                 .map(Reply::Head)
                 .ok_or_else(|| not_found("no head: the ledger is empty")),
-            Command::Rcheck => {
-                let report = ledger
-                    .check()
-                    .map_err(|e| feed_error(FeedError::Store(e)))?;
+            Command::Rcheck { range } => {
+                let report = match range {
+                    None => ledger.check(),
+                    Some(r) => ledger.check_range(r.from, r.to, &mut |_| {}),
+                }
+                .map_err(|e| feed_error(FeedError::Store(e)))?;
                 audit("rcheck", me);
                 Ok(match report {
                     CheckReport::Ok { seq } => Reply::ChainOk { seq },
@@ -613,14 +746,16 @@ impl Service {
                 session.idle_changed = true;
                 Reply::IdleTimeout(secs)
             }
-            Command::Rput { .. }
-            | Command::Rget(_)
+            Command::Rget(_)
             | Command::Rhave { .. }
-            | Command::Rsize
+            | Command::Rabs { .. }
+            | Command::Rsize { .. }
+            | Command::Rcount { .. }
+            | Command::Rlist { .. }
             | Command::Rhead
-            | Command::Rcheck => return self.ledger_command(&me, cmd, now, &audit),
+            | Command::Rcheck { .. } => return self.ledger_command(&me, cmd, &audit),
             // Answered in `handle`.
-            Command::Quit | Command::Login { .. } => Reply::Done,
+            Command::Quit | Command::Login { .. } | Command::Rput { .. } => Reply::Done,
         })
     }
 }

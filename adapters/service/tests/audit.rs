@@ -28,7 +28,7 @@ fn run(service: &Service, session: &mut Session, cmd: &Command, now: u64) -> vse
         name: cmd.name().into(),
         args: cmd.args(),
     };
-    service.answer(session, &request, now).0
+    service.answer(session, &request, now * 1000).0
 }
 
 /// A `MakeWriter` collecting everything written into one buffer.

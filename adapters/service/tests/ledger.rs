@@ -11,7 +11,7 @@ use vserv_core::ledger::{Entry, EntryFields, SignedHead};
 use vserv_core::{Request, ServerIdentity};
 use vserv_service::accounts::{Accounts, PasswordParams};
 use vserv_service::ledger::{
-    CheckReport, FeedError, HEAD_KEY, Ledger, entry_key, hash_key, id_key,
+    Appended, CheckReport, FeedError, HEAD_KEY, Ledger, entry_key, hash_key, id_key,
 };
 use vserv_service::{Service, ServiceInfo, Session};
 use vserv_store::kv::{Op, Store, StoreError, Table};
@@ -35,9 +35,10 @@ fn filled(n: u64) -> (MemoryStore, Ledger) {
     let store = MemoryStore::new();
     let ledger = ledger(&store);
     for i in 1..=n {
-        let (seq, _) = ledger
+        let seq = ledger
             .append("alice", "note", format!("r{i}").as_bytes(), b"v=1\n", i)
-            .unwrap();
+            .unwrap()
+            .seq;
         assert_eq!(seq, i);
     }
     (store, ledger)
@@ -155,7 +156,7 @@ fn rcheck_names_the_changed_seq_through_the_service() {
             name: cmd.name().into(),
             args: cmd.args(),
         };
-        let (response, _) = service.answer(&mut session, &request, T0);
+        let (response, _) = service.answer(&mut session, &request, T0 * 1000);
         response
             .result
             .map(|fields| Reply::from_fields(cmd, &fields).unwrap())
@@ -173,9 +174,12 @@ fn rcheck_names_the_changed_seq_through_the_service() {
         };
         assert!(matches!(call(&cmd), Ok(Reply::Appended { .. })));
     }
-    assert_eq!(call(&Command::Rcheck), Ok(Reply::ChainOk { seq: 4 }));
+    assert_eq!(
+        call(&Command::Rcheck { range: None }),
+        Ok(Reply::ChainOk { seq: 4 })
+    );
     tamper_body(&store, 2);
-    match call(&Command::Rcheck) {
+    match call(&Command::Rcheck { range: None }) {
         Ok(Reply::ChainBad {
             seq: Some(2),
             reason,
@@ -215,7 +219,7 @@ fn a_crashed_append_leaves_nothing_and_the_next_one_continues() {
 
     // A restarted process over the same store continues at the next seq.
     let restarted = self::ledger(&store);
-    let (seq, hash) = restarted.append("alice", "note", b"lost", b"", 11).unwrap();
+    let Appended { seq, hash } = restarted.append("alice", "note", b"lost", b"", 11).unwrap();
     assert_eq!(seq, 4);
     assert_eq!(restarted.by_hash(&hash).unwrap().unwrap().seq(), 4);
     assert_eq!(

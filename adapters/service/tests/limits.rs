@@ -53,7 +53,7 @@ fn run(
         name: cmd.name().into(),
         args: cmd.args(),
     };
-    service.answer(session, &request, now)
+    service.answer(session, &request, now * 1000)
 }
 
 fn login(user: &str, password: &str) -> Command {
@@ -283,7 +283,7 @@ fn drive_applies_tout_to_the_connection() {
         if !c2s.is_empty() {
             server.handle_input(t, &c2s).unwrap();
         }
-        svc.drive(&mut session, &mut server, T0).unwrap();
+        svc.drive(&mut session, &mut server, T0 * 1000).unwrap();
         server.poll_transmit(&mut s2c);
         if !s2c.is_empty() {
             client.handle_input(t, &s2c).unwrap();

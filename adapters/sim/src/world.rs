@@ -775,7 +775,8 @@ impl World {
     fn on_input(&mut self, ep: usize, input: Input) {
         let now = self.instant();
         // The simulated wall clock: a fixed date plus virtual time, so runs stay reproducible.
-        let wall = SIM_WALL_CLOCK_START + self.now.as_secs();
+        let wall_ms =
+            SIM_WALL_CLOCK_START * 1000 + u64::try_from(self.now.as_millis()).unwrap_or(u64::MAX);
         let World {
             endpoints, servers, ..
         } = self;
@@ -810,7 +811,10 @@ impl World {
                     s.error.get_or_insert(err.to_string());
                 }
                 if let Some(node) = servers.get(s.server)
-                    && let Err(err) = node.spec.service.drive(&mut s.session, &mut s.conn, wall)
+                    && let Err(err) = node
+                        .spec
+                        .service
+                        .drive(&mut s.session, &mut s.conn, wall_ms)
                 {
                     lines.push(format!("{name} service error: {err}"));
                     s.error.get_or_insert(format!("service: {err}"));
@@ -1247,7 +1251,11 @@ fn matches_oracle(
         name: cmd.name().to_owned(),
         args: cmd.args(),
     };
-    let (response, _) = service.answer(&mut Session::new(None), &request, SIM_WALL_CLOCK_START);
+    let (response, _) = service.answer(
+        &mut Session::new(None),
+        &request,
+        SIM_WALL_CLOCK_START * 1000,
+    );
     let expected = if response.encoded_len() > MAX_PAYLOAD {
         Err(ErrorReply::new(
             ErrorCode::TooLarge,

@@ -270,7 +270,7 @@ async fn serve(
     loop {
         if let Err(e) = shared
             .service
-            .drive(&mut session, &mut conn, vserv_service::unix_now())
+            .drive(&mut session, &mut conn, vserv_service::unix_now_ms())
         {
             failure.get_or_insert(e);
             conn.close(CloseCode::ProtocolError, "internal error");

@@ -45,6 +45,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 use std::fs;
 use std::io;
+use std::ops::Bound;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
@@ -215,6 +216,33 @@ impl Store for FjallStore {
         for guard in snapshot.prefix(self.keyspace(table)?, prefix) {
             let (key, value) = guard.into_inner().map_err(|e| backend("scan", e))?;
             out.push((key.to_vec(), value.to_vec()));
+        }
+        Ok(out)
+    }
+
+    fn scan_from(
+        &self,
+        table: Table,
+        prefix: &[u8],
+        start: &[u8],
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let first = start.max(prefix);
+        let snapshot = self.db.snapshot();
+        let range = (Bound::Included(first), Bound::Unbounded::<&[u8]>);
+        let mut out = Vec::new();
+        for guard in snapshot.range::<&[u8], _>(self.keyspace(table)?, range) {
+            let (key, value) = guard.into_inner().map_err(|e| backend("scan", e))?;
+            if !key.starts_with(prefix) {
+                break;
+            }
+            out.push((key.to_vec(), value.to_vec()));
+            if out.len() == limit {
+                break;
+            }
         }
         Ok(out)
     }

@@ -4,7 +4,8 @@
 //! already depends on this crate for the client's known_servers; a trait there would make a
 //! dependency cycle.)
 //!
-//! A deliberately small key-value contract: named tables, point reads, prefix scans, and
+//! A deliberately small key-value contract: named tables, point reads, prefix scans (whole or
+//! paged), and
 //! atomic, durable batches. Records are encoded by the service, so implementations stay
 //! trivial and interchangeable.
 
@@ -59,7 +60,7 @@ pub enum Op {
 }
 
 /// A storage failure. The operation had no effect unless stated otherwise.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreError {
     /// The underlying storage failed (I/O, corruption, a poisoned database).
@@ -83,6 +84,19 @@ pub trait Store: Send + Sync {
 
     /// Every `(key, value)` whose key starts with `prefix`, in key order.
     fn scan(&self, table: Table, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError>;
+
+    /// One page of a prefix scan: the `(key, value)` pairs whose key starts with `prefix` and
+    /// is `>= start` (a `start` that sorts before `prefix` begins at `prefix`), in key order,
+    /// at most `limit` of them. To read the next page, pass the last key returned followed by
+    /// one `0x00` byte (the smallest key after it) as `start`. Each page is read from one
+    /// consistent snapshot; pages may see different snapshots.
+    fn scan_from(
+        &self,
+        table: Table,
+        prefix: &[u8],
+        start: &[u8],
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError>;
 
     /// Applies every op, all or nothing, and returns only once the batch is durable (it
     /// survives a process or machine crash). An error means nothing was applied.

@@ -188,6 +188,28 @@ impl Store for MemoryStore {
             .collect())
     }
 
+    fn scan_from(
+        &self,
+        table: Table,
+        prefix: &[u8],
+        start: &[u8],
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+        let state = self.lock_up()?;
+        let Some(contents) = state.tables.get(&table) else {
+            return Ok(Vec::new());
+        };
+        Ok(contents
+            .range::<[u8], _>((
+                std::ops::Bound::Included(start.max(prefix)),
+                std::ops::Bound::Unbounded,
+            ))
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .take(limit)
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect())
+    }
+
     fn commit(&self, ops: Vec<Op>) -> Result<(), StoreError> {
         let mut state = self.lock_up()?;
         match state.fault {

@@ -127,6 +127,91 @@ fn contract_scan_prefix_in_key_order(s: &impl Store) -> TestResult {
     Ok(())
 }
 
+/// `scan_from`: a page of a prefix scan starting at a key, never crossing the prefix.
+fn contract_scan_from_pages(s: &impl Store) -> TestResult {
+    s.commit(vec![
+        put(Table::Ledger, b"e:\x00\x01", b"1"),
+        put(Table::Ledger, b"e:\x00\x02", b"2"),
+        put(Table::Ledger, b"e:\x00\x03", b"3"),
+        put(Table::Ledger, b"e:\xff", b"ff"),
+        put(Table::Ledger, b"e", b"before"),
+        put(Table::Ledger, b"d:\xff", b"below"),
+        put(Table::Ledger, b"f:", b"after"),
+        put(Table::Users, b"e:\x00\x02", b"other-table"),
+    ])?;
+    let all = pairs(&[
+        (b"e:\x00\x01", b"1"),
+        (b"e:\x00\x02", b"2"),
+        (b"e:\x00\x03", b"3"),
+        (b"e:\xff", b"ff"),
+    ]);
+    // Limit 0 is an empty page, whatever the start.
+    assert_eq!(s.scan_from(Table::Ledger, b"e:", b"", 0)?, Vec::new());
+    assert_eq!(
+        s.scan_from(Table::Ledger, b"e:", b"e:\x00\x02", 0)?,
+        Vec::new()
+    );
+    // A start before the prefix (or empty) begins at the prefix: nothing below it leaks in.
+    assert_eq!(s.scan_from(Table::Ledger, b"e:", b"", 100)?, all);
+    assert_eq!(s.scan_from(Table::Ledger, b"e:", b"d:\xff\xff", 100)?, all);
+    assert_eq!(
+        s.scan_from(Table::Ledger, b"e:", b"e", 2)?,
+        all[..2].to_vec()
+    );
+    // A start inside the prefix, on a key and between keys.
+    assert_eq!(
+        s.scan_from(Table::Ledger, b"e:", b"e:\x00\x02", 100)?,
+        all[1..].to_vec()
+    );
+    assert_eq!(
+        s.scan_from(Table::Ledger, b"e:", b"e:\x00\x02\x00", 2)?,
+        all[2..4].to_vec()
+    );
+    assert_eq!(
+        s.scan_from(Table::Ledger, b"e:", b"e:\x00\x02", 1)?,
+        all[1..2].to_vec()
+    );
+    // The page stops at the end of the prefix even when the limit allows more.
+    assert_eq!(
+        s.scan_from(Table::Ledger, b"e:", b"e:\x01", 100)?,
+        all[3..].to_vec()
+    );
+    // A start past every key of the prefix (or past the table) is an empty page.
+    assert_eq!(
+        s.scan_from(Table::Ledger, b"e:", b"e:\xff\x00", 100)?,
+        Vec::new()
+    );
+    assert_eq!(s.scan_from(Table::Ledger, b"e:", b"f", 100)?, Vec::new());
+    assert_eq!(
+        s.scan_from(Table::Ledger, b"e:", b"\xff\xff", 100)?,
+        Vec::new()
+    );
+    // A prefix with nothing under it, and the empty prefix (the whole table from start).
+    assert_eq!(s.scan_from(Table::Ledger, b"x:", b"", 100)?, Vec::new());
+    assert_eq!(
+        s.scan_from(Table::Ledger, b"", b"e:\xff", 100)?,
+        pairs(&[(b"e:\xff", b"ff"), (b"f:", b"after")])
+    );
+    // Paging with "last key + 0x00" visits every key once, in order.
+    for page in 1..=5 {
+        let mut seen = Vec::new();
+        let mut start = Vec::new();
+        loop {
+            let rows = s.scan_from(Table::Ledger, b"e:", &start, page)?;
+            assert!(rows.len() <= page);
+            let Some((last, _)) = rows.last() else { break };
+            start = [last.as_slice(), &[0]].concat();
+            let full = rows.len() == page;
+            seen.extend(rows);
+            if !full {
+                break;
+            }
+        }
+        assert_eq!(seen, all, "page size {page}");
+    }
+    Ok(())
+}
+
 fn contract_last_op_in_batch_wins(s: &impl Store) -> TestResult {
     s.commit(vec![
         put(Table::Users, b"a", b"1"),
@@ -253,6 +338,12 @@ macro_rules! contract_tests {
             fn scan_prefix_in_key_order() -> TestResult {
                 let (_guard, s) = $new;
                 contract_scan_prefix_in_key_order(&s)
+            }
+
+            #[test]
+            fn scan_from_pages() -> TestResult {
+                let (_guard, s) = $new;
+                contract_scan_from_pages(&s)
             }
 
             #[test]
@@ -865,6 +956,18 @@ proptest! {
             }
             for key in [&b"\x00"[..], b"\x01\xff", b"\xff\x00\x01"] {
                 prop_assert_eq!(fjall.get(table, key).unwrap(), memory.get(table, key).unwrap());
+            }
+            for (prefix, start) in [(&b""[..], &b"\x01"[..]), (b"\x00", b"\x00\x01"), (b"\x01", b""), (b"\xff", b"\xff\x00\x00")] {
+                for limit in [0, 1, 2, 100] {
+                    let strip = |rows: Vec<(Vec<u8>, Vec<u8>)>| -> Vec<(Vec<u8>, Vec<u8>)> {
+                        rows.into_iter().filter(|(k, _)| k != STORE_ID_KEY).collect()
+                    };
+                    prop_assert_eq!(
+                        strip(fjall.scan_from(table, prefix, start, limit).unwrap()),
+                        strip(memory.scan_from(table, prefix, start, limit).unwrap()),
+                        "table {:?} prefix {:?} start {:?} limit {}", table, prefix, start, limit
+                    );
+                }
             }
         }
     }

@@ -195,6 +195,22 @@ impl Entry {
     pub fn decode(buf: &[u8]) -> Result<Self, LedgerError> {
         let v = EntryView::parse(buf)?;
         let origin = ServerKey::from_bytes(v.origin).map_err(|_| LedgerError::BadOrigin)?;
+        Self::from_view(&v, origin)
+    }
+
+    /// Decodes a canonical encoding of an entry of `origin`'s feed: like [`Entry::decode`],
+    /// but the origin must be exactly `origin` ([`LedgerError::WrongOrigin`] otherwise), which
+    /// is a byte comparison instead of a point decompression (several times faster: use it
+    /// for entries of a feed whose key is known).
+    pub fn decode_from(buf: &[u8], origin: &ServerKey) -> Result<Self, LedgerError> {
+        let v = EntryView::parse(buf)?;
+        if v.origin != origin.as_bytes() {
+            return Err(LedgerError::WrongOrigin { seq: v.seq });
+        }
+        Self::from_view(&v, *origin)
+    }
+
+    fn from_view(v: &EntryView<'_>, origin: ServerKey) -> Result<Self, LedgerError> {
         Ok(Entry(EntryFields {
             origin,
             seq: v.seq,

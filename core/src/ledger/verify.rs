@@ -70,6 +70,20 @@ impl ChainVerifier {
         }
     }
 
+    /// A verifier that continues the feed of `head.origin` after entry `head.seq`, whose
+    /// hash the caller vouches for (it checked the entries up to there, or it only wants a
+    /// range checked): the next entry must have seq `head.seq + 1` and prev `head.hash`.
+    /// Signed heads at or before `head.seq` are refused as out of order.
+    pub fn resume(head: Head) -> Self {
+        ChainVerifier {
+            origin: head.origin,
+            seq: head.seq,
+            hash: if head.seq == 0 { ZERO_HASH } else { head.hash },
+            signed: 0,
+            pending: BTreeMap::new(),
+        }
+    }
+
     /// The head of the chain verified so far ([`Head::empty`] before the first entry).
     pub fn head(&self) -> Head {
         Head {

@@ -1,5 +1,5 @@
-//! `vserv bench`: crypto throughput, handshakes per second, ping round trips and logins per
-//! second.
+//! `vserv bench`: crypto throughput, handshakes per second, ping round trips, logins per
+//! second and the ledger's appends/reads/verification per second.
 //!
 //! Every measurement runs in this process: the crypto benchmark drives the record layer
 //! directly, the network benchmarks start a blocking server on 127.0.0.1:0 with a throwaway
@@ -7,6 +7,7 @@
 
 mod breakdown;
 mod crypto;
+mod ledger;
 mod login;
 mod net;
 mod stats;
@@ -38,6 +39,8 @@ pub enum BenchKind {
     Rtt(net::RttArgs),
     /// Password logins per second with the production argon2 parameters.
     Login(login::LoginArgs),
+    /// Durable ledger appends and reads per second, and offline verification speed.
+    Ledger(ledger::LedgerArgs),
 }
 
 /// Runs the selected benchmark and prints its report.
@@ -47,6 +50,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         BenchKind::Handshake(a) => emit(&net::handshake(&a)?, args.json),
         BenchKind::Rtt(a) => emit(&net::rtt(&a)?, args.json),
         BenchKind::Login(a) => emit(&login::run(&a)?, args.json),
+        BenchKind::Ledger(a) => emit(&ledger::run(&a)?, args.json),
     }
 }
 

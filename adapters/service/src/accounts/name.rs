@@ -5,9 +5,16 @@
 //! anything else — non-ASCII (no Unicode look-alikes or bidi controls), spaces, control
 //! characters, `/`, `\`, `:`, NUL — is refused. A name can therefore never act as a path
 //! component other than itself, and never renders differently from what it is.
+//!
+//! Every user name is a valid ledger entry author ([`vserv_core::ledger::check_author`] allows
+//! 1-32 bytes of printable ASCII, a superset kept wider for feeds replicated from other
+//! servers): the length bound is checked at compile time, the characters by a test.
 
 /// Longest user name, in characters (all ASCII, so also bytes).
 pub const MAX_NAME_LEN: usize = 32;
+
+// A user name always fits the ledger's author field.
+const _: () = assert!(MAX_NAME_LEN <= vserv_core::ledger::MAX_AUTHOR);
 
 /// A valid, normalised user name.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -66,6 +73,25 @@ impl std::fmt::Display for UserName {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn every_user_name_is_a_valid_ledger_author(raw in "[a-zA-Z0-9._-]{1,40}|\\PC{0,40}") {
+            if let Ok(name) = UserName::parse(&raw) {
+                prop_assert!(vserv_core::ledger::check_author(name.as_str().as_bytes()).is_ok());
+            }
+        }
+    }
+
+    #[test]
+    fn the_longest_names_of_every_character_are_valid_authors() {
+        for c in "abcdefghijklmnopqrstuvwxyz0123456789._-".chars() {
+            let name = UserName::parse(&format!("a{}", c.to_string().repeat(MAX_NAME_LEN - 1)));
+            let name = name.unwrap();
+            assert!(vserv_core::ledger::check_author(name.as_str().as_bytes()).is_ok());
+        }
+    }
 
     #[test]
     fn accepts_and_normalises() {

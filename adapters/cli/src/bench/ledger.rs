@@ -1,0 +1,329 @@
+//! `vserv bench ledger`: durable `rput`s per second (pipelined on one connection, then over
+//! several connections at once), `rget`s per second, and offline chain verification in
+//! entries per second, against an in-process blocking server on 127.0.0.1 whose ledger lives
+//! in a fjall store in a temporary directory (every acknowledged `rput` is fsynced, as on a
+//! real server).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::Args;
+use serde::Serialize;
+use vserv_blocking::{Client, Server, ServerOptions};
+use vserv_core::ServerIdentity;
+use vserv_core::commands::{Command, Credential, RecordSelector, Reply, SecretBytes, UserRole};
+use vserv_core::ledger::MAX_BODY;
+use vserv_service::accounts::{Accounts, PasswordParams};
+use vserv_service::client::ClientOptions;
+use vserv_service::ledger::{CheckReport, Ledger};
+use vserv_service::{Policy, Service, ServiceInfo};
+
+use super::{Machine, Report};
+
+/// The issue's targets.
+const RPUT_TARGET_PER_S: f64 = 100_000.0;
+const RGET_TARGET_PER_S: f64 = 50_000.0;
+const VERIFY_TARGET_PER_S: f64 = 500_000.0;
+
+const PASSWORD: &str = "bench-password-1";
+/// Commands handed to one `call_pipelined` (bounds the client's memory).
+const CHUNK: usize = 8192;
+
+/// `vserv bench ledger` options.
+#[derive(Args, Debug)]
+pub struct LedgerArgs {
+    /// Records appended in each `rput` phase (and `rget`s in each `rget` phase).
+    #[arg(long, default_value_t = 200_000, value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
+    pub records: u64,
+    /// Connections in the multi-connection phases.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=256))]
+    pub connections: u64,
+    /// Requests each connection keeps in flight (at most 256).
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..=256))]
+    pub window: u64,
+    /// Body size of each record in bytes (a field-form body `d=xxx...\n`).
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(4..=MAX_BODY as u64))]
+    pub body: u64,
+}
+
+/// One timed phase.
+#[derive(Serialize, Debug)]
+pub struct Phase {
+    connections: u64,
+    operations: u64,
+    seconds: f64,
+    per_s: f64,
+}
+
+impl Phase {
+    fn new(connections: u64, operations: u64, elapsed: Duration) -> Phase {
+        let seconds = elapsed.as_secs_f64();
+        Phase {
+            connections,
+            operations,
+            seconds,
+            per_s: operations as f64 / seconds.max(f64::MIN_POSITIVE),
+        }
+    }
+}
+
+/// The `vserv bench ledger` report.
+#[derive(Serialize, Debug)]
+pub struct LedgerReport {
+    bench: &'static str,
+    machine: Machine,
+    window: u64,
+    body_bytes: u64,
+    /// Durable appends, pipelined on one connection.
+    rput_one: Phase,
+    /// Durable appends, pipelined on `connections` connections at once.
+    rput_many: Phase,
+    /// Reads by seq, pipelined on one connection.
+    rget_one: Phase,
+    /// Reads by seq on `connections` connections at once.
+    rget_many: Phase,
+    /// Full re-verification of the stored feed (hashes, links, hash index, head signature).
+    verify: Phase,
+    /// Entries in the feed at the end.
+    entries: u64,
+}
+
+fn body(size: u64, i: u64) -> Vec<u8> {
+    let mut body = format!("d={i:0>width$}", width = (size - 3) as usize).into_bytes();
+    body.truncate((size - 1) as usize);
+    body.push(b'\n');
+    body
+}
+
+fn rputs(range: std::ops::Range<u64>, conn: u64, size: u64) -> Vec<Command> {
+    range
+        .map(|i| Command::Rput {
+            kind: "bench".into(),
+            record_id: format!("c{conn}-{i}").into_bytes(),
+            body: body(size, i),
+        })
+        .collect()
+}
+
+/// `count` reads spread over seqs `1..=entries` (a fixed stride walk, not sequential).
+fn rgets(count: u64, offset: u64, entries: u64) -> impl Iterator<Item = Command> {
+    (0..count).map(move |i| {
+        let seq = (i.wrapping_add(offset).wrapping_mul(7919)) % entries + 1;
+        Command::Rget(RecordSelector::Seq(seq))
+    })
+}
+
+/// Runs `commands` pipelined on `client` in chunks; every reply must satisfy `ok`.
+fn run_all(
+    client: &mut Client,
+    commands: impl Iterator<Item = Command>,
+    window: u64,
+    ok: fn(&Reply) -> bool,
+) -> anyhow::Result<()> {
+    let mut commands = commands.peekable();
+    while commands.peek().is_some() {
+        let chunk: Vec<Command> = commands.by_ref().take(CHUNK).collect();
+        for reply in client.call_pipelined(&chunk, window as usize)? {
+            let reply = reply?;
+            if !ok(&reply) {
+                bail!("unexpected reply: {reply:?}");
+            }
+        }
+    }
+    Ok(())
+}
+
+fn appended(reply: &Reply) -> bool {
+    matches!(reply, Reply::Appended { .. })
+}
+
+fn record(reply: &Reply) -> bool {
+    matches!(reply, Reply::Record(_))
+}
+
+/// Runs `work(client, index)` on every client in its own thread; the wall time of all.
+fn in_parallel(
+    clients: &mut [Client],
+    work: impl Fn(&mut Client, u64) -> anyhow::Result<()> + Sync,
+) -> anyhow::Result<Duration> {
+    let start = Instant::now();
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = clients
+            .iter_mut()
+            .zip(0..)
+            .map(|(client, i)| {
+                let work = &work;
+                scope.spawn(move || work(client, i))
+            })
+            .collect();
+        workers.into_iter().try_for_each(|w| {
+            w.join()
+                .unwrap_or_else(|_| Err(anyhow::anyhow!("a client thread panicked")))
+        })
+    })?;
+    Ok(start.elapsed())
+}
+
+/// Runs the ledger benchmark.
+pub fn run(args: &LedgerArgs) -> anyhow::Result<LedgerReport> {
+    let dir = tempfile::tempdir().context("creating a temporary directory")?;
+    let store = Arc::new(
+        vserv_store::db::FjallStore::open(&dir.path().join("data"))
+            .context("opening the temporary store")?,
+    );
+    let accounts = Accounts::new(
+        store.clone(),
+        PasswordParams::INSECURE_FAST,
+        vserv_store::rng::os_rng()?,
+    )
+    .context("setting up accounts")?;
+    accounts
+        .create(
+            "bench",
+            UserRole::User,
+            PASSWORD.as_bytes(),
+            vserv_service::unix_now(),
+        )
+        .context("creating the benchmark user")?;
+    let mut rng = vserv_store::rng::os_rng()?;
+    let identity = Arc::new(ServerIdentity::generate(&mut *rng));
+    let fingerprint = identity.public_key().fingerprint();
+    let ledger = Arc::new(Ledger::new(store, identity.clone()));
+    let info = ServiceInfo {
+        name: "vserv-bench".into(),
+        fingerprint,
+    };
+    let policy = Policy {
+        connection_rate: None,
+        ..Policy::default()
+    };
+    let service =
+        Service::with_policy(info, Arc::new(accounts), policy).with_ledger(ledger.clone());
+    let server = Server::bind("127.0.0.1:0", identity, service, ServerOptions::default())
+        .context("starting the in-process server on 127.0.0.1")?
+        .spawn()
+        .context("starting the accept thread")?;
+    let addr = server.local_addr().to_string();
+    let mut options = ClientOptions::new(dir.path().join("known_servers"));
+    options.pinned = Some(fingerprint);
+    let login = Command::Login {
+        user: "bench".into(),
+        credential: Credential::Password(SecretBytes::new(PASSWORD.as_bytes().to_vec())),
+    };
+    let mut clients = (0..args.connections.max(1))
+        .map(|_| -> anyhow::Result<Client> {
+            let mut client = Client::connect(&addr, &options)
+                .with_context(|| format!("connecting to {addr}"))?;
+            client.call(&login).context("logging in")?;
+            Ok(client)
+        })
+        .collect::<anyhow::Result<Vec<Client>>>()?;
+    let n = args.records;
+    let conns = args.connections;
+
+    let start = Instant::now();
+    run_all(
+        &mut clients[0],
+        rputs(0..n, 0, args.body).into_iter(),
+        args.window,
+        appended,
+    )
+    .context("rput on one connection")?;
+    let rput_one = Phase::new(1, n, start.elapsed());
+
+    let each = n / conns;
+    let elapsed = in_parallel(&mut clients, |client, c| {
+        let commands = rputs(0..each, c + 1, args.body);
+        run_all(client, commands.into_iter(), args.window, appended)
+    })
+    .context("rput on several connections")?;
+    let rput_many = Phase::new(conns, each * conns, elapsed);
+
+    let entries = ledger.size()?;
+    let start = Instant::now();
+    run_all(&mut clients[0], rgets(n, 0, entries), args.window, record)
+        .context("rget on one connection")?;
+    let rget_one = Phase::new(1, n, start.elapsed());
+
+    let elapsed = in_parallel(&mut clients, |client, c| {
+        run_all(client, rgets(each, c * each, entries), args.window, record)
+    })
+    .context("rget on several connections")?;
+    let rget_many = Phase::new(conns, each * conns, elapsed);
+
+    for client in clients {
+        client.quit().context("closing a session")?;
+    }
+    server.shutdown();
+
+    let start = Instant::now();
+    match ledger.check().context("verifying the stored feed")? {
+        CheckReport::Ok { seq } if seq == entries => {}
+        other => bail!("the benchmark's feed did not verify: {other:?}"),
+    }
+    let verify = Phase::new(0, entries, start.elapsed());
+
+    Ok(LedgerReport {
+        bench: "ledger",
+        machine: Machine::get(),
+        window: args.window,
+        body_bytes: args.body,
+        rput_one,
+        rput_many,
+        rget_one,
+        rget_many,
+        verify,
+        entries,
+    })
+}
+
+fn verdict(value: f64, target: f64) -> &'static str {
+    if value >= target { "met" } else { "NOT met" }
+}
+
+impl Report for LedgerReport {
+    fn table(&self) -> String {
+        use std::fmt::Write as _;
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "vserv bench ledger: in-process blocking server on 127.0.0.1, fjall store with an \
+             fsync per group commit ({} CPUs), {}-byte bodies, window {}",
+            self.machine.cpus, self.body_bytes, self.window
+        );
+        let rows = [
+            (
+                "durable rput, 1 connection",
+                &self.rput_one,
+                RPUT_TARGET_PER_S,
+            ),
+            ("durable rput", &self.rput_many, RPUT_TARGET_PER_S),
+            (
+                "rget by seq, 1 connection",
+                &self.rget_one,
+                RGET_TARGET_PER_S,
+            ),
+            ("rget by seq", &self.rget_many, RGET_TARGET_PER_S),
+            ("offline verify", &self.verify, VERIFY_TARGET_PER_S),
+        ];
+        for (name, phase, target) in rows {
+            let conns = if phase.connections > 1 {
+                format!(", {} connections", phase.connections)
+            } else {
+                String::new()
+            };
+            let _ = writeln!(
+                s,
+                "{name}{conns}: {:.0}/s ({} in {:.2} s; target >= {:.0}/s: {})",
+                phase.per_s,
+                phase.operations,
+                phase.seconds,
+                target,
+                verdict(phase.per_s, target)
+            );
+        }
+        let _ = writeln!(s, "feed size at the end: {} entries", self.entries);
+        s
+    }
+}

@@ -1,0 +1,350 @@
+//! Group commit of ledger appends: concurrent writers and one connection's pipelined `rput`s
+//! share store commits, a record refused inside a group fails alone, a failed commit fails
+//! its whole group and leaves nothing, and every result is correct whatever the grouping.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rand::SeedableRng;
+use vserv_core::commands::{Command, Credential, Reply, SecretBytes, UserRole};
+use vserv_core::ledger::LedgerError;
+use vserv_core::{Config, Connection, Event, ServerIdentity};
+use vserv_service::accounts::{Accounts, PasswordParams};
+use vserv_service::ledger::{Appended, CheckReport, FeedError, Ledger, NewRecord};
+use vserv_service::{Service, ServiceInfo, Session};
+use vserv_store::kv::{Op, Store, StoreError, Table};
+use vserv_store::memory::MemoryStore;
+
+const T0_MS: u64 = 1_700_000_000_123;
+
+fn identity() -> Arc<ServerIdentity> {
+    Arc::new(ServerIdentity::generate(
+        &mut rand::rngs::StdRng::seed_from_u64(9),
+    ))
+}
+
+fn record(id: &str, kind: &str) -> NewRecord {
+    NewRecord {
+        author: "alice".into(),
+        kind: kind.into(),
+        record_id: id.as_bytes().to_vec(),
+        body: b"v=1\n".to_vec(),
+        timestamp: T0_MS,
+    }
+}
+
+/// A store whose commits take a while, so concurrent appenders pile up behind one.
+struct SlowStore(MemoryStore);
+
+impl Store for SlowStore {
+    fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        self.0.get(table, key)
+    }
+    fn scan(&self, table: Table, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+        self.0.scan(table, prefix)
+    }
+    fn scan_from(
+        &self,
+        table: Table,
+        prefix: &[u8],
+        start: &[u8],
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+        self.0.scan_from(table, prefix, start, limit)
+    }
+    fn commit(&self, ops: Vec<Op>) -> Result<(), StoreError> {
+        std::thread::sleep(Duration::from_millis(2));
+        self.0.commit(ops)
+    }
+}
+
+#[test]
+fn concurrent_appenders_share_commits_and_get_distinct_consecutive_seqs() {
+    const THREADS: usize = 8;
+    const EACH: usize = 50;
+    let store = MemoryStore::new();
+    let ledger = Arc::new(Ledger::new(Arc::new(SlowStore(store.clone())), identity()));
+    let before = store.commit_count();
+    let workers: Vec<_> = (0..THREADS)
+        .map(|t| {
+            let ledger = Arc::clone(&ledger);
+            std::thread::spawn(move || {
+                (0..EACH)
+                    .map(|i| {
+                        let id = format!("t{t}-{i}");
+                        let appended = ledger.append("alice", "k", id.as_bytes(), b"", T0_MS);
+                        (id, appended.unwrap())
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    for worker in workers {
+        all.extend(worker.join().unwrap());
+    }
+    let total = (THREADS * EACH) as u64;
+    let mut seqs: Vec<u64> = all.iter().map(|(_, a)| a.seq).collect();
+    seqs.sort_unstable();
+    assert_eq!(seqs, (1..=total).collect::<Vec<_>>());
+    for (id, appended) in &all {
+        let entry = ledger.by_id(id.as_bytes()).unwrap().unwrap();
+        assert_eq!((entry.seq(), entry.hash()), (appended.seq, appended.hash));
+    }
+    assert_eq!(ledger.check().unwrap(), CheckReport::Ok { seq: total });
+    let commits = store.commit_count() - before;
+    assert!(
+        commits * 2 < total,
+        "{commits} commits for {total} concurrent appends: writers did not share commits"
+    );
+}
+
+#[test]
+fn a_refused_record_fails_alone_inside_its_group() {
+    let store = MemoryStore::new();
+    let ledger = Ledger::new(Arc::new(store.clone()), identity());
+    let before = store.commit_count();
+    let results = ledger.append_batch(vec![
+        record("a", "k"),
+        record("a", "k"),
+        record("b", "Bad Kind"),
+        record("c", "other"),
+    ]);
+    assert_eq!(store.commit_count() - before, 1);
+    assert!(matches!(results[0], Ok(Appended { seq: 1, .. })));
+    assert!(matches!(results[1], Err(FeedError::Duplicate { seq: 1 })));
+    assert!(matches!(
+        results[2],
+        Err(FeedError::Invalid(LedgerError::InvalidKind))
+    ));
+    assert!(matches!(results[3], Ok(Appended { seq: 2, .. })));
+    assert_eq!(ledger.check().unwrap(), CheckReport::Ok { seq: 2 });
+    let c = ledger.by_seq(2).unwrap().unwrap();
+    assert_eq!(
+        (c.record_id(), c.kind(), c.timestamp()),
+        (&b"c"[..], "other", T0_MS)
+    );
+    // A later group sees the ids of earlier ones.
+    let again = ledger.append_batch(vec![record("c", "k")]);
+    assert!(matches!(again[0], Err(FeedError::Duplicate { seq: 2 })));
+}
+
+#[test]
+fn a_group_of_only_refused_records_writes_nothing() {
+    let store = MemoryStore::new();
+    let ledger = Ledger::new(Arc::new(store.clone()), identity());
+    let before = store.commit_count();
+    let results = ledger.append_batch(vec![record("x", "BAD"), record("", "k")]);
+    assert!(results.iter().all(|r| r.is_err()));
+    assert_eq!(store.commit_count(), before);
+    assert_eq!(ledger.size().unwrap(), 0);
+}
+
+#[test]
+fn a_failed_commit_fails_its_whole_group_and_the_next_continues_from_the_stored_head() {
+    let store = MemoryStore::new();
+    let ledger = Ledger::new(Arc::new(store.clone()), identity());
+    assert!(ledger.append_batch(vec![record("first", "k")])[0].is_ok());
+    store.crash_after_commits(0);
+    let results = ledger.append_batch(vec![record("a", "k"), record("b", "k")]);
+    assert!(
+        results
+            .iter()
+            .all(|r| matches!(r, Err(FeedError::Store(StoreError::Crashed)))),
+        "{results:?}"
+    );
+    store.restart();
+    // The same Ledger value: its cached head must not claim the lost group.
+    let next = ledger.append_batch(vec![record("a", "k")]);
+    assert!(matches!(next[0], Ok(Appended { seq: 2, .. })), "{next:?}");
+    assert!(ledger.by_id(b"b").unwrap().is_none());
+    assert_eq!(ledger.check().unwrap(), CheckReport::Ok { seq: 2 });
+}
+
+// ----- pipelined rput through the service -----
+
+fn rng(seed: u64) -> Box<rand::rngs::StdRng> {
+    Box::new(rand::rngs::StdRng::seed_from_u64(seed))
+}
+
+fn service(store: &MemoryStore) -> (Service, Arc<ServerIdentity>) {
+    let accounts = Accounts::new(
+        Arc::new(store.clone()),
+        PasswordParams::INSECURE_FAST,
+        rng(5),
+    )
+    .unwrap();
+    accounts
+        .create("alice", UserRole::User, b"alice-password", T0_MS / 1000)
+        .unwrap();
+    let identity = identity();
+    let info = ServiceInfo {
+        name: "pipeline".into(),
+        fingerprint: identity.public_key().fingerprint(),
+    };
+    let ledger = Arc::new(Ledger::new(Arc::new(store.clone()), Arc::clone(&identity)));
+    (
+        Service::new(info, Arc::new(accounts)).with_ledger(ledger),
+        identity,
+    )
+}
+
+/// A logged-in client/server pair over `service`, with nothing in flight.
+struct Pair {
+    client: Connection,
+    server: Connection,
+    session: Session,
+    now: Instant,
+}
+
+impl Pair {
+    fn new(service: &Service, identity: Arc<ServerIdentity>) -> Pair {
+        let now = Instant::now();
+        let mut pair = Pair {
+            client: Connection::client(Config::default(), rng(2), now),
+            server: Connection::server(Config::default(), identity, rng(3), now),
+            session: Session::new(None),
+            now,
+        };
+        while !pair.client.is_connected() {
+            pair.exchange(service, usize::MAX);
+        }
+        let login = Command::Login {
+            user: "alice".into(),
+            credential: Credential::Password(SecretBytes::new(b"alice-password".to_vec())),
+        };
+        pair.client
+            .send_request(login.name(), login.args())
+            .unwrap();
+        let replies = pair.run(service, 1, usize::MAX);
+        assert!(matches!(replies[..], [Reply::User { .. }]), "{replies:?}");
+        pair
+    }
+
+    /// Moves the client's bytes to the server in chunks of at most `chunk` bytes, driving the
+    /// service after each, then the server's bytes back. Returns the client's events.
+    fn exchange(&mut self, service: &Service, chunk: usize) -> Vec<Event> {
+        let mut c2s = Vec::new();
+        self.client.poll_transmit(&mut c2s);
+        for part in c2s.chunks(chunk.max(1)) {
+            self.server.handle_input(self.now, part).unwrap();
+            service
+                .drive(&mut self.session, &mut self.server, T0_MS)
+                .unwrap();
+        }
+        let mut s2c = Vec::new();
+        self.server.poll_transmit(&mut s2c);
+        self.client.handle_input(self.now, &s2c).unwrap();
+        let mut events = Vec::new();
+        while let Some(event) = self.client.poll_event() {
+            if let Event::ServerKey(_) = event {
+                self.client.accept_server_key(self.now).unwrap();
+            } else {
+                events.push(event);
+            }
+        }
+        events
+    }
+
+    /// Exchanges until `n` responses arrived; returns them decoded as `rput`/`login` replies,
+    /// in arrival order.
+    fn run(&mut self, service: &Service, n: usize, chunk: usize) -> Vec<Reply> {
+        let mut replies = Vec::new();
+        for _ in 0..10 {
+            for event in self.exchange(service, chunk) {
+                if let Event::Response(response) = event {
+                    let fields = response.result.expect("request failed");
+                    let reply = Reply::from_fields(&rput(0), &fields)
+                        .or_else(|_| Reply::from_fields(&Command::Whoami, &fields))
+                        .unwrap();
+                    replies.push(reply);
+                }
+            }
+            if replies.len() == n {
+                return replies;
+            }
+        }
+        panic!("only {} of {n} responses arrived", replies.len());
+    }
+}
+
+fn rput(i: u64) -> Command {
+    Command::Rput {
+        kind: "k".into(),
+        record_id: format!("r{i}").into_bytes(),
+        body: format!("i={i}\n").into_bytes(),
+    }
+}
+
+fn send_rputs(client: &mut Connection, range: std::ops::RangeInclusive<u64>) {
+    for i in range {
+        let cmd = rput(i);
+        client.send_request(cmd.name(), cmd.args()).unwrap();
+    }
+}
+
+#[test]
+fn pipelined_rputs_arriving_together_are_one_commit_answered_in_order() {
+    let store = MemoryStore::new();
+    let (service, identity) = service(&store);
+    let mut pair = Pair::new(&service, identity);
+    send_rputs(&mut pair.client, 1..=200);
+    let before = store.commit_count();
+    let replies = pair.run(&service, 200, usize::MAX);
+    assert_eq!(store.commit_count() - before, 1, "one group commit");
+    for (i, reply) in (1u64..).zip(&replies) {
+        assert!(
+            matches!(reply, Reply::Appended { seq, .. } if *seq == i),
+            "{reply:?}"
+        );
+    }
+    let ledger = service.ledger().unwrap();
+    assert_eq!(ledger.check().unwrap(), CheckReport::Ok { seq: 200 });
+    let entry = ledger.by_seq(200).unwrap().unwrap();
+    assert_eq!((entry.author(), entry.timestamp()), ("alice", T0_MS));
+}
+
+#[test]
+fn pipelined_rputs_split_at_any_chunk_size_all_land_once_in_order() {
+    for chunk in [1, 2, 7, 33, 100, 999] {
+        let store = MemoryStore::new();
+        let (service, identity) = service(&store);
+        let mut pair = Pair::new(&service, identity);
+        send_rputs(&mut pair.client, 1..=40);
+        // A duplicate and a read inside the pipeline see the appends sent before them.
+        let dup = rput(3);
+        pair.client.send_request(dup.name(), dup.args()).unwrap();
+        send_rputs(&mut pair.client, 41..=60);
+        let mut events = Vec::new();
+        for _ in 0..10 {
+            events.extend(pair.exchange(&service, chunk));
+        }
+        let responses: Vec<_> = events
+            .into_iter()
+            .filter_map(|e| match e {
+                Event::Response(r) => Some(r),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(responses.len(), 61, "chunk {chunk}");
+        let mut seqs = Vec::new();
+        for response in &responses {
+            match &response.result {
+                Ok(fields) => match Reply::from_fields(&rput(0), fields).unwrap() {
+                    Reply::Appended { seq, .. } => seqs.push(seq),
+                    other => panic!("{other:?}"),
+                },
+                Err(e) => assert_eq!(e.code, vserv_core::ErrorCode::Conflict, "chunk {chunk}"),
+            }
+        }
+        assert_eq!(seqs, (1..=60).collect::<Vec<_>>(), "chunk {chunk}");
+        let ids: Vec<u32> = responses.iter().map(|r| r.id).collect();
+        let mut sorted = ids.clone();
+        sorted.sort_unstable();
+        assert_eq!(ids, sorted, "responses in request order (chunk {chunk})");
+        assert_eq!(
+            service.ledger().unwrap().check().unwrap(),
+            CheckReport::Ok { seq: 60 }
+        );
+    }
+}
