@@ -1,9 +1,11 @@
 //! `vserv`: run a server, talk to one, manage keys, measure performance.
 
 mod bench;
+mod chain_cmd;
 mod client_cmd;
 mod config;
 mod credentials;
+mod ledger_cmd;
 mod serve;
 mod user_cmd;
 
@@ -65,6 +67,18 @@ enum Command {
     Fingerprint(serve::FingerprintArgs),
     /// Measure performance (crypto, handshakes, round trips).
     Bench(bench::BenchArgs),
+    /// Append a record to the server's ledger: rput KIND FIELD=VALUE... | @FILE.
+    Rput(ledger_cmd::RputArgs),
+    /// Show a ledger entry, by SEQ, id:RECORD_ID or hash:HEX.
+    Rget(ledger_cmd::RgetArgs),
+    /// Show the ledger's signed head (its signature checked against the server key).
+    Rhead(client_cmd::ClientArgs),
+    /// How many entries the ledger holds (of one kind with KIND).
+    Rsize(ledger_cmd::RsizeArgs),
+    /// Have the server re-verify its whole chain (admins); fails naming the first bad seq.
+    Rcheck(client_cmd::ClientArgs),
+    /// Ledger tools: verify a stopped server's store, export a feed, verify an export.
+    Chain(chain_cmd::ChainArgs),
 }
 
 fn main() -> ExitCode {
@@ -89,6 +103,12 @@ fn main() -> ExitCode {
         Command::Keygen(args) => serve::keygen(args),
         Command::Fingerprint(args) => serve::fingerprint(args),
         Command::Bench(args) => bench::run(args),
+        Command::Rput(args) => ledger_cmd::rput(args),
+        Command::Rget(args) => ledger_cmd::rget(args),
+        Command::Rhead(c) => ledger_cmd::rhead(&c),
+        Command::Rsize(args) => ledger_cmd::rsize(args),
+        Command::Rcheck(c) => ledger_cmd::rcheck(&c),
+        Command::Chain(args) => chain_cmd::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

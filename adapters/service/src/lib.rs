@@ -9,6 +9,7 @@
 pub mod accounts;
 pub mod client;
 pub mod ledger;
+pub mod ledger_export;
 mod ledger_query;
 pub mod limits;
 mod server;

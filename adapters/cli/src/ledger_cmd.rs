@@ -1,0 +1,366 @@
+//! The ledger's client subcommands: `rput`, `rget`, `rhead`, `rsize`, `rcheck`.
+
+use std::io::{Read, Write};
+use std::path::Path;
+
+use anyhow::{Context, anyhow, bail};
+use clap::Args;
+use rand::RngExt;
+use vserv_core::commands::{Command, RecordSelector, Reply};
+use vserv_core::ledger::{Entry, MAX_BODY, SignedHead, body_to_fields, fields_to_body};
+
+use crate::client_cmd::{self, ClientArgs, Connected};
+
+/// `vserv rput` options.
+#[derive(Args, Debug)]
+pub struct RputArgs {
+    /// The record's kind: 1-64 bytes of [a-z0-9._-], starting with [a-z0-9].
+    pub kind: String,
+    /// The body: fields FIELD=VALUE (stored in field form, in this order), or @FILE to send
+    /// a file's bytes as they are (@- reads standard input).
+    #[arg(required = true, value_name = "FIELD=VALUE|@FILE")]
+    pub body: Vec<String>,
+    /// The record id (default: 16 random bytes in hex). A record id can be stored once.
+    #[arg(long, value_name = "ID")]
+    pub id: Option<String>,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+/// `vserv rget` options.
+#[derive(Args, Debug)]
+pub struct RgetArgs {
+    /// Which entry: SEQ, id:RECORD_ID or hash:HEX (64 hex digits).
+    #[arg(value_name = "SEQ|id:ID|hash:HEX")]
+    pub selector: String,
+    /// Write only the body's bytes to standard output, as stored.
+    #[arg(long)]
+    pub raw: bool,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+/// `vserv rsize` options.
+#[derive(Args, Debug)]
+pub struct RsizeArgs {
+    /// Count only the entries of this kind.
+    pub kind: Option<String>,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+/// `vserv rput`: appends a record and prints its seq, entry hash and record id.
+pub fn rput(args: RputArgs) -> anyhow::Result<()> {
+    need_login(&args.client, "rput")?;
+    let body = body_from_args(&args.body)?;
+    let record_id = match args.id {
+        Some(id) => id,
+        None => hex::encode(rand::rng().random::<[u8; 16]>()),
+    };
+    let mut connected = client_cmd::connect(&args.client)?;
+    let reply = connected.client.call(&Command::Rput {
+        kind: args.kind,
+        record_id: record_id.clone().into_bytes(),
+        body,
+    })?;
+    let Reply::Appended { seq, hash } = reply else {
+        bail!("unexpected reply to rput: {reply:?}");
+    };
+    println!("seq {seq} hash {}", hex::encode(hash));
+    println!("record {record_id}");
+    connected.quit()
+}
+
+/// `vserv rget`: prints one entry, or with `--raw` only its body's bytes.
+pub fn rget(args: RgetArgs) -> anyhow::Result<()> {
+    need_login(&args.client, "rget")?;
+    let selector = parse_selector(&args.selector)?;
+    let mut connected = client_cmd::connect(&args.client)?;
+    let reply = connected.client.call(&Command::Rget(selector))?;
+    let Reply::Record(entry) = reply else {
+        bail!("unexpected reply to rget: {reply:?}");
+    };
+    let mut stdout = std::io::stdout().lock();
+    if args.raw {
+        stdout.write_all(entry.body())?;
+    } else {
+        stdout.write_all(show_entry(&entry).as_bytes())?;
+    }
+    stdout.flush()?;
+    connected.quit()
+}
+
+/// `vserv rhead`: fetches the signed head, checks its signature against the server's key,
+/// prints it.
+pub fn rhead(client: &ClientArgs) -> anyhow::Result<()> {
+    need_login(client, "rhead")?;
+    let mut connected = client_cmd::connect(client)?;
+    let signed = fetch_head(&mut connected)?
+        .ok_or_else(|| anyhow!("the ledger is empty: there is no signed head yet"))?;
+    client_cmd::print_reply(&Reply::Head(signed), None);
+    connected.quit()
+}
+
+/// `vserv rsize [KIND]`: how many entries the ledger holds (of a kind).
+pub fn rsize(args: RsizeArgs) -> anyhow::Result<()> {
+    need_login(&args.client, "rsize")?;
+    client_cmd::run(&args.client, Command::Rsize { kind: args.kind })
+}
+
+/// `vserv rcheck`: the server re-verifies its chain (admins); a broken chain is a failure.
+pub fn rcheck(client: &ClientArgs) -> anyhow::Result<()> {
+    need_login(client, "rcheck")?;
+    let mut connected = client_cmd::connect(client)?;
+    let reply = connected.client.call(&Command::Rcheck { range: None })?;
+    connected.quit()?;
+    match reply {
+        Reply::ChainOk { .. } => {
+            client_cmd::print_reply(&reply, None);
+            Ok(())
+        }
+        Reply::ChainBad {
+            seq: Some(seq),
+            reason,
+        } => bail!("the server's chain is broken at seq {seq}: {reason}"),
+        Reply::ChainBad { seq: None, reason } => bail!("the server's chain is broken: {reason}"),
+        other => bail!("unexpected reply to rcheck: {other:?}"),
+    }
+}
+
+/// The server's signed head (`None` for an empty ledger), after checking that it is signed
+/// by the key this session authenticated.
+pub fn fetch_head(connected: &mut Connected) -> anyhow::Result<Option<SignedHead>> {
+    let signed = match connected.client.call(&Command::Rhead) {
+        Ok(Reply::Head(signed)) => signed,
+        Ok(other) => bail!("unexpected reply to rhead: {other:?}"),
+        Err(vserv_service::client::ClientError::Server(e))
+            if e.code == vserv_core::ErrorCode::NotFound =>
+        {
+            return Ok(None);
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let key = connected
+        .client
+        .session()
+        .server_key()
+        .ok_or_else(|| anyhow!("the session has no server key (not connected)"))?;
+    if signed.head.origin != key {
+        bail!(
+            "the server sent a head of another feed ({}), not its own ({})",
+            signed.head.origin.fingerprint(),
+            key.fingerprint()
+        );
+    }
+    signed
+        .verify()
+        .context("the server's signed head does not verify")?;
+    Ok(Some(signed))
+}
+
+/// Refuses, before any prompt or connection, a ledger command without `--user`.
+fn need_login(client: &ClientArgs, what: &str) -> anyhow::Result<()> {
+    if client.user.is_none() {
+        bail!("`vserv {what}` needs a login: add --user NAME (and --key FILE for a key)");
+    }
+    Ok(())
+}
+
+/// The body from `rput`'s arguments: one `@FILE` (or `@-`), or fields in field form.
+fn body_from_args(args: &[String]) -> anyhow::Result<Vec<u8>> {
+    if let [only] = args
+        && let Some(path) = only.strip_prefix('@')
+    {
+        return read_body(path);
+    }
+    if let Some(file) = args.iter().find(|a| a.starts_with('@')) {
+        bail!("{file}: give either @FILE alone or FIELD=VALUE arguments, not both");
+    }
+    let fields = args
+        .iter()
+        .map(|arg| {
+            arg.split_once('=')
+                .ok_or_else(|| anyhow!("'{arg}' is not FIELD=VALUE (or @FILE)"))
+        })
+        .collect::<anyhow::Result<Vec<(&str, &str)>>>()?;
+    fields_to_body(&fields).context("in the fields (field N is the Nth FIELD=VALUE)")
+}
+
+/// A body file's bytes (`-`: standard input), refusing more than [`MAX_BODY`] bytes.
+fn read_body(path: &str) -> anyhow::Result<Vec<u8>> {
+    let limit = u64::try_from(MAX_BODY + 1).unwrap_or(u64::MAX);
+    let mut body = Vec::new();
+    if path == "-" {
+        std::io::stdin()
+            .lock()
+            .take(limit)
+            .read_to_end(&mut body)
+            .context("reading the body from standard input")?;
+    } else {
+        std::fs::File::open(Path::new(path))
+            .and_then(|f| f.take(limit).read_to_end(&mut body))
+            .with_context(|| format!("reading the body file {path}"))?;
+    }
+    if body.len() > MAX_BODY {
+        bail!("the body is larger than {MAX_BODY} bytes");
+    }
+    Ok(body)
+}
+
+/// `SEQ`, `id:ID` or `hash:HEX`.
+fn parse_selector(text: &str) -> anyhow::Result<RecordSelector> {
+    if let Some(id) = text.strip_prefix("id:") {
+        if id.is_empty() {
+            bail!("id: needs a record id");
+        }
+        return Ok(RecordSelector::Id(id.as_bytes().to_vec()));
+    }
+    if let Some(hex) = text.strip_prefix("hash:") {
+        let bytes = hex::decode(hex)
+            .ok()
+            .and_then(|b| <[u8; 32]>::try_from(b).ok());
+        return bytes
+            .map(RecordSelector::Hash)
+            .ok_or_else(|| anyhow!("hash:HEX needs 64 hex digits"));
+    }
+    match text.parse::<u64>() {
+        Ok(seq) if seq >= 1 => Ok(RecordSelector::Seq(seq)),
+        _ => bail!("'{text}' is not a seq (1 or more), id:RECORD_ID or hash:HEX"),
+    }
+}
+
+/// An entry as `rget` prints it: one `name: value` line per header field, then the body as
+/// fields (field form), text (UTF-8) or hex.
+pub fn show_entry(entry: &Entry) -> String {
+    let mut out = String::new();
+    let mut line = |name: &str, value: &str| {
+        out.push_str(name);
+        out.push_str(": ");
+        out.push_str(value);
+        out.push('\n');
+    };
+    line("seq", &entry.seq().to_string());
+    line("time", &rfc3339_ms(entry.timestamp()));
+    line("author", entry.author());
+    line("kind", entry.kind());
+    line("record", &show_record_id(entry.record_id()));
+    line("hash", &hex::encode(entry.hash()));
+    let body = entry.body();
+    if body.is_empty() {
+        line("body", "empty");
+        return out;
+    }
+    if let Ok(fields) = body_to_fields(body) {
+        line("body", &format!("{} fields", fields.len()));
+        for (key, value) in fields {
+            out.push_str(&format!("  {key} = {value}\n"));
+        }
+    } else if let Ok(text) = std::str::from_utf8(body) {
+        line("body", &format!("text, {} bytes", body.len()));
+        for text_line in text.lines() {
+            out.push_str(&format!("  {}\n", text_line.escape_debug()));
+        }
+    } else {
+        line("body", &format!("hex, {} bytes", body.len()));
+        for chunk in body.chunks(32) {
+            out.push_str(&format!("  {}\n", hex::encode(chunk)));
+        }
+    }
+    out
+}
+
+/// A record id as text when it is printable UTF-8, else `hex:` and its bytes in hex.
+fn show_record_id(id: &[u8]) -> String {
+    match std::str::from_utf8(id) {
+        Ok(text) if !text.chars().any(char::is_control) && !text.starts_with("hex:") => {
+            text.to_owned()
+        }
+        _ => format!("hex:{}", hex::encode(id)),
+    }
+}
+
+/// Unix milliseconds as an RFC 3339 UTC time with milliseconds, e.g.
+/// `2024-02-29T23:59:59.999Z`.
+pub fn rfc3339_ms(ms: u64) -> String {
+    let secs = ms / 1000;
+    let days = secs / 86_400;
+    let rem = secs % 86_400;
+    let (year, month, day) = civil_from_days(days);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60,
+        ms % 1000
+    )
+}
+
+/// The proleptic Gregorian date of a day count since 1970-01-01 (H. Hinnant's algorithm,
+/// for non-negative day counts).
+fn civil_from_days(days: u64) -> (u64, u64, u64) {
+    // Shift the epoch to 0000-03-01, the start of a 400-year era.
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z % 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + u64::from(month <= 2);
+    (year, month, day)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_known_instants() {
+        assert_eq!(rfc3339_ms(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339_ms(951_782_400_000), "2000-02-29T00:00:00.000Z");
+        assert_eq!(rfc3339_ms(1_709_251_199_999), "2024-02-29T23:59:59.999Z");
+        assert_eq!(rfc3339_ms(1_735_689_600_123), "2025-01-01T00:00:00.123Z");
+        assert_eq!(rfc3339_ms(4_102_444_800_000), "2100-01-01T00:00:00.000Z");
+        // The largest timestamp neither panics nor overflows.
+        assert!(rfc3339_ms(u64::MAX).ends_with(".615Z"));
+    }
+
+    #[test]
+    fn selectors() {
+        assert_eq!(parse_selector("7").ok(), Some(RecordSelector::Seq(7)));
+        assert_eq!(
+            parse_selector("id:r1").ok(),
+            Some(RecordSelector::Id(b"r1".to_vec()))
+        );
+        let hex = "ab".repeat(32);
+        assert_eq!(
+            parse_selector(&format!("hash:{hex}")).ok(),
+            Some(RecordSelector::Hash([0xab; 32]))
+        );
+        for bad in ["0", "-1", "x", "id:", "hash:abc", ""] {
+            assert!(parse_selector(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn body_arguments() {
+        let args = |a: &[&str]| a.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        assert_eq!(
+            body_from_args(&args(&["name=alice", "eq=a=b"])).ok(),
+            Some(b"name=alice\neq=a=b\n".to_vec())
+        );
+        assert!(body_from_args(&args(&["novalue"])).is_err());
+        assert!(body_from_args(&args(&["a=1", "a=2"])).is_err());
+        assert!(body_from_args(&args(&["a=1", "@file"])).is_err());
+        assert!(body_from_args(&args(&["Bad=1"])).is_err());
+    }
+
+    #[test]
+    fn record_ids_show_as_text_or_hex() {
+        assert_eq!(show_record_id(b"r-1"), "r-1");
+        assert_eq!(show_record_id(b"a\nb"), "hex:610a62");
+        assert_eq!(show_record_id(&[0xff]), "hex:ff");
+        assert_eq!(show_record_id(b"hex:00"), "hex:6865783a3030");
+    }
+}
