@@ -65,14 +65,25 @@ impl Client {
         let mut replies = Vec::with_capacity(commands.len());
         let mut next = commands.iter();
         loop {
+            // Queue requests up to the window; the next read flushes them in one write.
             while in_flight.len() < window {
                 let Some(command) = next.next() else { break };
                 in_flight.push_back((self.session.send(command)?, command));
             }
-            let Some((id, command)) = in_flight.pop_front() else {
+            let Some(&(id, command)) = in_flight.front() else {
                 return Ok(replies);
             };
             replies.push(self.pump(|s| s.take_reply(id, command))?);
+            in_flight.pop_front();
+            // Collect the replies that arrived with it before sending more, so requests
+            // leave in batches rather than one write per reply.
+            while let Some(&(id, command)) = in_flight.front() {
+                let Some(reply) = self.session.take_reply(id, command) else {
+                    break;
+                };
+                replies.push(reply);
+                in_flight.pop_front();
+            }
         }
     }
 

@@ -186,6 +186,10 @@ struct Pool {
     idle: AtomicUsize,
 }
 
+/// How long a connection waiting for its `rput`s' commit waits before it looks for new
+/// input again.
+const COMMIT_POLL: Duration = Duration::from_micros(200);
+
 /// How long a finished worker waits for another connection before exiting.
 const WORKER_KEEP: Duration = Duration::from_secs(5);
 
@@ -241,9 +245,10 @@ fn serve(mut stream: TcpStream, shared: &Shared) -> Result<(), Box<dyn std::erro
     let mut out = Vec::with_capacity(64 * 1024);
     let mut failure = None;
     loop {
-        if let Err(e) = shared
-            .service
-            .drive(&mut session, &mut conn, vserv_service::unix_now_ms())
+        if let Err(e) =
+            shared
+                .service
+                .drive_pipelined(&mut session, &mut conn, vserv_service::unix_now_ms())
         {
             failure.get_or_insert(e);
             conn.close(CloseCode::ProtocolError, "internal error");
@@ -257,7 +262,26 @@ fn serve(mut stream: TcpStream, shared: &Shared) -> Result<(), Box<dyn std::erro
             break;
         }
         if shared.shutdown.load(Ordering::SeqCst) {
+            if let Err(e) = shared.service.complete(&mut session, &mut conn, true) {
+                failure.get_or_insert(e);
+            }
             conn.close(CloseCode::Shutdown, "server shutting down");
+            continue;
+        }
+        if session.has_pending() {
+            // rputs are being committed: decode the next input meanwhile (its rputs join a
+            // later commit) as soon as it arrives, polling between short waits for the
+            // commit, so the ledger's committer is never idle while input waits.
+            let result = match crate::feed::read_ready(&mut stream, &mut conn, &mut buf)? {
+                Some(result) => result,
+                None => shared
+                    .service
+                    .complete_within(&mut session, &mut conn, COMMIT_POLL)
+                    .map(|_| ()),
+            };
+            if let Err(e) = result {
+                failure.get_or_insert(e);
+            }
             continue;
         }
         let result = crate::feed::read_into(&mut stream, &mut conn, &mut buf, Some(SHUTDOWN_POLL))?;

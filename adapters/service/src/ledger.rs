@@ -17,21 +17,21 @@
 //! the whole entry (with its indexes and the new signed head) or nothing. The stored head is
 //! authoritative for the feed's size.
 //!
-//! Appends are group-committed ([`Ledger::append_batch`]): every record submitted while a
+//! Appends are group-committed by a committer thread ([`Ledger::submit`]): every record submitted while a
 //! commit is in progress joins the next one, so concurrent writers (and a connection's
 //! pipelined `rput`s) share one store batch, one fsync and one head signature. Only heads
 //! are signed (`vserv_core::ledger` explains why that authenticates every entry).
 
-use std::collections::BTreeMap;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::Arc;
 
 use vserv_core::ServerIdentity;
-use vserv_core::ledger::{
-    Entry, EntryFields, Head, LedgerError, SignedHead, ZERO_HASH, check_append,
-};
-use vserv_store::kv::{Op, Store, StoreError, Table};
+use vserv_core::ledger::{Entry, LedgerError, SignedHead};
+use vserv_store::kv::{Store, StoreError, Table};
 
+pub use crate::ledger_commit::{AppendResults, Appended, NewRecord, PendingAppend};
 pub use crate::ledger_query::{CHECK_PAGE, Page};
+
+use crate::ledger_commit::{self, Queue};
 
 /// Key of the signed head.
 pub const HEAD_KEY: &[u8] = b"head";
@@ -54,7 +54,7 @@ pub fn kind_prefix(kind: &str) -> Vec<u8> {
 
 /// The kind index key of entry `seq` of `kind`.
 pub fn kind_key(kind: &str, seq: u64) -> Vec<u8> {
-    [kind_prefix(kind).as_slice(), &seq.to_be_bytes()].concat()
+    [KIND_PREFIX, kind.as_bytes(), &[0], &seq.to_be_bytes()].concat()
 }
 
 /// The store key of the entry counter of `kind`.
@@ -119,107 +119,14 @@ pub enum CheckReport {
     },
 }
 
-/// A record to append with [`Ledger::append_batch`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NewRecord {
-    /// The user appending it.
-    pub author: String,
-    /// The entry's kind.
-    pub kind: String,
-    /// The client's unique record id.
-    pub record_id: Vec<u8>,
-    /// The body.
-    pub body: Vec<u8>,
-    /// Unix time in milliseconds.
-    pub timestamp: u64,
-}
-
-/// Where an appended record landed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Appended {
-    /// Its seq.
-    pub seq: u64,
-    /// Its entry hash.
-    pub hash: [u8; 32],
-}
-
-/// One caller's records waiting for a group commit.
-struct Job {
-    ticket: u64,
-    records: Vec<NewRecord>,
-}
-
-/// The group commit's meeting point.
-#[derive(Default)]
-struct Group {
-    /// Jobs for the next commit.
-    queue: Vec<Job>,
-    /// A leader is committing (new jobs wait for the next commit).
-    committing: bool,
-    /// Results of committed jobs whose callers have not collected them yet.
-    done: BTreeMap<u64, Vec<Result<Appended, FeedError>>>,
-    next_ticket: u64,
-}
-
-/// Held by the leader of a group commit: when dropped (also if the commit panicked) the
-/// next caller may lead, and every waiter looks for its results.
-struct Leading<'a>(&'a Ledger);
-
-impl Drop for Leading<'_> {
-    fn drop(&mut self) {
-        lock(&self.0.group).committing = false;
-        self.0.group_done.notify_all();
-    }
-}
-
-/// What the committing thread keeps between commits.
-#[derive(Default)]
-struct WriterState {
-    /// The head as of the last commit: `None` = not known (read it from the store),
-    /// `Some(None)` = empty feed.
-    head: Option<Option<Head>>,
-}
-
-/// The store ops and results of one group commit being built.
-#[derive(Default)]
-struct Batch {
-    ops: Vec<Op>,
-    results: Vec<Vec<Result<Appended, FeedError>>>,
-    kind_counts: BTreeMap<String, u64>,
-    /// The new head, if any record was accepted.
-    last_head: Option<Head>,
-}
-
-fn put(key: Vec<u8>, value: Vec<u8>) -> Op {
-    Op::Put {
-        table: Table::Ledger,
-        key,
-        value,
-    }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-/// `error` as the result of every record in `jobs`.
-fn fail_all(jobs: &[Job], error: &FeedError) -> Vec<Vec<Result<Appended, FeedError>>> {
-    jobs.iter()
-        .map(|job| job.records.iter().map(|_| Err(error.clone())).collect())
-        .collect()
-}
-
 /// The server's feed. Share it with an `Arc`; every method is safe to call from many
 /// threads.
 pub struct Ledger {
     pub(crate) store: Arc<dyn Store>,
     pub(crate) identity: Arc<ServerIdentity>,
-    /// Jobs waiting for a group commit, and results waiting for their callers.
-    group: Mutex<Group>,
-    /// Signalled when a group commit ends.
-    group_done: Condvar,
-    /// Held by the thread committing a group.
-    write: Mutex<WriterState>,
+    /// The committer thread's queue (`None` if the thread could not be started: every
+    /// append then fails with [`FeedError::Corrupt`]).
+    queue: Option<Queue>,
 }
 
 impl std::fmt::Debug for Ledger {
@@ -230,6 +137,24 @@ impl std::fmt::Debug for Ledger {
     }
 }
 
+/// The signed head stored in `store`, or `None` for an empty feed.
+pub(crate) fn stored_head(store: &dyn Store) -> Result<Option<SignedHead>, FeedError> {
+    match store.get(Table::Ledger, HEAD_KEY)? {
+        Some(bytes) => SignedHead::decode(&bytes)
+            .map(Some)
+            .map_err(|e| FeedError::Corrupt(format!("head: {e}"))),
+        None => Ok(None),
+    }
+}
+
+/// The seq of the entry with `record_id` in `store`, if stored.
+pub(crate) fn seq_of_id(store: &dyn Store, record_id: &[u8]) -> Result<Option<u64>, FeedError> {
+    store
+        .get(Table::Ledger, &id_key(record_id))?
+        .map(|v| seq_value(&v, "record id"))
+        .transpose()
+}
+
 pub(crate) fn seq_value(bytes: &[u8], what: &str) -> Result<u64, FeedError> {
     <[u8; 8]>::try_from(bytes)
         .map(u64::from_be_bytes)
@@ -238,24 +163,25 @@ pub(crate) fn seq_value(bytes: &[u8], what: &str) -> Result<u64, FeedError> {
 
 impl Ledger {
     /// The feed of `identity` (the server key, which signs heads) kept in `store`.
+    /// Starts its committer thread (`vserv-ledger`), which ends when the ledger is dropped.
     pub fn new(store: Arc<dyn Store>, identity: Arc<ServerIdentity>) -> Ledger {
+        let queue = match ledger_commit::start(store.clone(), identity.clone()) {
+            Ok(queue) => Some(queue),
+            Err(e) => {
+                tracing::error!(error = %e, "could not start the ledger's committer thread");
+                None
+            }
+        };
         Ledger {
             store,
             identity,
-            group: Mutex::new(Group::default()),
-            group_done: Condvar::new(),
-            write: Mutex::new(WriterState::default()),
+            queue,
         }
     }
 
     /// The stored signed head, or `None` for an empty feed.
     pub fn head(&self) -> Result<Option<SignedHead>, FeedError> {
-        match self.store.get(Table::Ledger, HEAD_KEY)? {
-            Some(bytes) => SignedHead::decode(&bytes)
-                .map(Some)
-                .map_err(|e| FeedError::Corrupt(format!("head: {e}"))),
-            None => Ok(None),
-        }
+        stored_head(self.store.as_ref())
     }
 
     /// How many entries the feed holds (the seq of its head).
@@ -292,176 +218,31 @@ impl Ledger {
             .unwrap_or(Err(FeedError::Corrupt("append lost its result".to_owned())))
     }
 
-    /// Appends `records` in order and returns one result per record, in the same order.
+    /// Appends `records` in order and returns one result per record, in the same order:
+    /// [`Ledger::submit`], then [`PendingAppend::wait`].
+    pub fn append_batch(&self, records: Vec<NewRecord>) -> AppendResults {
+        self.submit(records).wait()
+    }
+
+    /// Hands `records` to the committer and returns at once; [`PendingAppend::wait`] gives
+    /// one result per record, in order, once they are durable.
     ///
-    /// Group commit: the records join every batch other threads submit meanwhile; one
-    /// thread (the leader) writes all of them as one atomic, durable store commit with one
-    /// new signed head, while the others wait for it. So concurrent writers share fsyncs
-    /// and head signatures, and a crash keeps either a whole commit or none of it. Every
-    /// result is final when this returns: an `Ok` is durable. A record refused by a field
-    /// rule or as a duplicate (also of an earlier record in the same batch) fails alone; a
-    /// store failure fails every record of the commit.
-    pub fn append_batch(&self, records: Vec<NewRecord>) -> Vec<Result<Appended, FeedError>> {
-        let mut group = lock(&self.group);
-        let ticket = group.next_ticket;
-        group.next_ticket = group.next_ticket.wrapping_add(1);
-        group.queue.push(Job { ticket, records });
-        loop {
-            if let Some(results) = group.done.remove(&ticket) {
-                // A leader committed this job while we waited.
-                return results;
-            }
-            if !group.committing {
-                break;
-            }
-            group = self
-                .group_done
-                .wait(group)
-                .unwrap_or_else(|p| p.into_inner());
+    /// Group commit: the committer writes every record submitted since its last commit, by
+    /// any caller, as one atomic, durable store commit with one newly signed head, so
+    /// concurrent writers share fsyncs and head signatures and a crash keeps a whole commit
+    /// or none of it. Submissions are committed in the order they were made. A record
+    /// refused by a field rule or as a duplicate (also of an earlier record of the same
+    /// commit) fails alone; a store failure fails every record of the commit.
+    pub fn submit(&self, records: Vec<NewRecord>) -> PendingAppend {
+        match &self.queue {
+            Some(queue) => ledger_commit::submit(queue, records),
+            None => PendingAppend::stopped(records.len()),
         }
-        // Lead: commit everything queued so far, this job included.
-        group.committing = true;
-        let jobs = std::mem::take(&mut group.queue);
-        drop(group);
-        let leading = Leading(self);
-        let outcome = self.commit_jobs(&mut lock(&self.write), &jobs);
-        let mut mine = Vec::new();
-        let mut group = lock(&self.group);
-        for (job, results) in jobs.into_iter().zip(outcome) {
-            if job.ticket == ticket {
-                mine = results;
-            } else {
-                group.done.insert(job.ticket, results);
-            }
-        }
-        drop(group);
-        drop(leading);
-        mine
-    }
-
-    /// Writes every record of `jobs` in one commit; one result list per job. Runs with the
-    /// writer lock held.
-    fn commit_jobs(
-        &self,
-        writer: &mut WriterState,
-        jobs: &[Job],
-    ) -> Vec<Vec<Result<Appended, FeedError>>> {
-        let mut batch = match self.prepare(writer, jobs) {
-            Ok(batch) => batch,
-            Err(e) => return fail_all(jobs, &e),
-        };
-        let Some(last) = batch.last_head else {
-            // Nothing to write: every record was refused.
-            return batch.results;
-        };
-        let signed = SignedHead::sign(&self.identity, last);
-        batch
-            .ops
-            .push(put(HEAD_KEY.to_vec(), signed.to_bytes().to_vec()));
-        for (kind, count) in &batch.kind_counts {
-            batch
-                .ops
-                .push(put(kind_count_key(kind), count.to_be_bytes().to_vec()));
-        }
-        match self.store.commit(batch.ops) {
-            Ok(()) => {
-                writer.head = Some(Some(last));
-                batch.results
-            }
-            Err(e) => {
-                // Reload the head next time: the failed commit may have left anything.
-                writer.head = None;
-                fail_all(jobs, &FeedError::Store(e))
-            }
-        }
-    }
-
-    /// Builds the entries and store ops of one group commit (nothing written yet).
-    fn prepare(&self, writer: &mut WriterState, jobs: &[Job]) -> Result<Batch, FeedError> {
-        let mut head = match &writer.head {
-            Some(head) => *head,
-            None => self.head()?.map(|h| h.head),
-        };
-        writer.head = Some(head);
-        let mut batch = Batch::default();
-        let mut ids: BTreeMap<&[u8], u64> = BTreeMap::new();
-        for job in jobs {
-            let mut results = Vec::with_capacity(job.records.len());
-            for record in &job.records {
-                let result = self.prepare_one(record, &mut head, &mut ids, &mut batch);
-                results.push(result);
-            }
-            batch.results.push(results);
-        }
-        if head.as_ref() != writer.head.as_ref().and_then(|h| h.as_ref()) {
-            batch.last_head = head;
-        }
-        Ok(batch)
-    }
-
-    /// Adds one record to `batch` on top of `head`, or refuses it.
-    fn prepare_one<'a>(
-        &self,
-        record: &'a NewRecord,
-        head: &mut Option<Head>,
-        ids: &mut BTreeMap<&'a [u8], u64>,
-        batch: &mut Batch,
-    ) -> Result<Appended, FeedError> {
-        if let Some(&seq) = ids.get(record.record_id.as_slice()) {
-            return Err(FeedError::Duplicate { seq });
-        }
-        if let Some(seq) = self.seq_of_id(&record.record_id)? {
-            return Err(FeedError::Duplicate { seq });
-        }
-        let (seq, prev) = match head.as_ref() {
-            Some(h) => (h.seq.checked_add(1).ok_or(FeedError::Full)?, h.hash),
-            None => (1, ZERO_HASH),
-        };
-        let entry = Entry::new(EntryFields {
-            origin: self.identity.public_key(),
-            seq,
-            prev,
-            timestamp: record.timestamp,
-            author: record.author.clone(),
-            kind: record.kind.clone(),
-            record_id: record.record_id.clone(),
-            body: record.body.clone(),
-        })
-        .map_err(FeedError::Invalid)?;
-        check_append(head.as_ref(), &entry)
-            .map_err(|e| FeedError::Corrupt(format!("stored head refuses the next entry: {e}")))?;
-        let count = match batch.kind_counts.get(&record.kind) {
-            Some(count) => *count,
-            None => match self
-                .store
-                .get(Table::Ledger, &kind_count_key(&record.kind))?
-            {
-                Some(v) => seq_value(&v, "kind count")?,
-                None => 0,
-            },
-        };
-        let hash = entry.hash();
-        let seq_bytes = seq.to_be_bytes().to_vec();
-        batch.ops.extend([
-            put(entry_key(seq), entry.to_bytes()),
-            put(id_key(&record.record_id), seq_bytes.clone()),
-            put(hash_key(&hash), seq_bytes),
-            put(kind_key(&record.kind, seq), Vec::new()),
-        ]);
-        batch
-            .kind_counts
-            .insert(record.kind.clone(), count.saturating_add(1));
-        ids.insert(&record.record_id, seq);
-        *head = Some(Head::of(&entry));
-        Ok(Appended { seq, hash })
     }
 
     /// The seq of the entry with `record_id`, if stored.
     pub fn seq_of_id(&self, record_id: &[u8]) -> Result<Option<u64>, FeedError> {
-        self.store
-            .get(Table::Ledger, &id_key(record_id))?
-            .map(|v| seq_value(&v, "record id"))
-            .transpose()
+        seq_of_id(self.store.as_ref(), record_id)
     }
 
     /// The seq of the entry with hash `hash`, if stored.

@@ -9,13 +9,14 @@
 pub mod accounts;
 pub mod client;
 pub mod ledger;
+mod ledger_commit;
 pub mod ledger_export;
 mod ledger_query;
 pub mod limits;
 mod server;
 
 pub use limits::{ConnectionLimiter, LoginBackoff, Policy, RateLimit};
-pub use server::{MAX_FAILED_LOGINS, Service, ServiceInfo, Session};
+pub use server::{MAX_FAILED_LOGINS, MAX_RPUT_GROUP, Service, ServiceInfo, Session};
 
 /// The wall clock in Unix seconds (0 if the clock is before 1970), for account timestamps.
 pub fn unix_now() -> u64 {

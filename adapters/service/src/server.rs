@@ -1,6 +1,7 @@
 //! Server-side command handling: per-connection session state, permission checks, and the
 //! commands themselves.
 
+use std::collections::VecDeque;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,8 +16,12 @@ use vserv_core::{
 };
 
 use crate::accounts::{AccountError, Accounts, User, UserName};
-use crate::ledger::{Appended, CheckReport, FeedError, Ledger, NewRecord};
+use crate::ledger::{Appended, CheckReport, FeedError, Ledger, NewRecord, PendingAppend};
 use crate::limits::{Gate, LoginLimiter, Policy};
+
+/// At most this many consecutive `rput`s of one connection go to the ledger as one group:
+/// a pipelining client's next group is then decoded while the one before is committed.
+pub const MAX_RPUT_GROUP: usize = 128;
 
 /// Failed logins after which a connection is closed. Logins refused by the backoff (see
 /// [`crate::limits`]) count too.
@@ -51,8 +56,9 @@ impl std::fmt::Debug for Service {
     }
 }
 
-/// Per-connection state: who is logged in, how many logins failed, the idle timeout.
-#[derive(Debug, Clone)]
+/// Per-connection state: who is logged in, how many logins failed, the idle timeout, the
+/// `rput` groups still being committed.
+#[derive(Debug)]
 pub struct Session {
     peer: Option<IpAddr>,
     session_id: Option<[u8; 32]>,
@@ -62,6 +68,9 @@ pub struct Session {
     idle_timeout: Duration,
     /// `tout` changed `idle_timeout`; `drive` applies it to the connection.
     idle_changed: bool,
+    /// Submitted `rput` groups awaiting their commit, oldest first: request ids, and the
+    /// ledger's pending results (`None` without a ledger).
+    pending: VecDeque<(Vec<u32>, Option<PendingAppend>)>,
 }
 
 impl Session {
@@ -74,7 +83,14 @@ impl Session {
             failed_logins: 0,
             idle_timeout: vserv_core::Config::default().idle_timeout,
             idle_changed: false,
+            pending: VecDeque::new(),
         }
+    }
+
+    /// Whether `rput` groups of this session are still being committed (their responses
+    /// are sent by [`Service::complete`]).
+    pub fn has_pending(&self) -> bool {
+        !self.pending.is_empty()
     }
 
     /// The idle timeout this session runs with (as last applied by [`Service::drive`]).
@@ -260,11 +276,28 @@ impl Service {
     /// milliseconds (ledger timestamps; account timestamps and the login backoff use its
     /// seconds).
     ///
-    /// Consecutive `rput` requests are appended as one group ([`Ledger::append_batch`]), so
-    /// a client pipelining many shares one durable commit; any other request first waits
-    /// for the `rput`s before it, so every request sees the effects of those sent earlier
-    /// and responses leave in request order.
+    /// Consecutive `rput` requests are appended as one group ([`Ledger::submit`]), so a
+    /// client pipelining many shares one durable commit; any other request first waits for
+    /// the `rput`s before it, so every request sees the effects of those sent earlier and
+    /// responses leave in request order. The user is re-read for the first `rput` of a
+    /// group, not for each one: a user disabled meanwhile by another connection is refused
+    /// from the next group on. Returns once every response is queued on `conn`.
     pub fn drive(
+        &self,
+        session: &mut Session,
+        conn: &mut Connection,
+        now_ms: u64,
+    ) -> Result<(), Error> {
+        self.drive_pipelined(session, conn, now_ms)?;
+        self.complete(session, conn, true)
+    }
+
+    /// Like [`Service::drive`], but returns without waiting for the last group of `rput`s
+    /// to be committed: the caller may read and drive the connection's next input while it
+    /// is (its `rput`s join the next commit), and calls [`Service::complete`] (waiting) when
+    /// there is nothing else to do while [`Session::has_pending`]. The responses still leave
+    /// in request order.
+    pub fn drive_pipelined(
         &self,
         session: &mut Session,
         conn: &mut Connection,
@@ -275,30 +308,30 @@ impl Service {
             match event {
                 Event::Request(request) => {
                     session.idle_timeout = conn.idle_timeout();
-                    let handled = if request.name == "rput" {
-                        match self.handle(session, &request, now_ms) {
-                            Outcome::Append(record) => {
-                                appends.push((request.id, record));
-                                continue;
+                    if request.name == "rput" {
+                        let outcome = match appends.last() {
+                            // The request before was an `rput` of this input that passed
+                            // the access check: same user, so no need to re-read it.
+                            Some((_, previous)) => {
+                                Self::next_rput(previous.author.clone(), &request, now_ms)
                             }
-                            Outcome::Done(handled) => handled,
+                            None => self.handle(session, &request, now_ms),
+                        };
+                        if let Outcome::Append(record) = outcome {
+                            appends.push((request.id, record));
+                            if appends.len() >= MAX_RPUT_GROUP {
+                                self.submit(session, &mut appends);
+                            }
+                            continue;
                         }
+                        self.submit(session, &mut appends);
+                        self.complete(session, conn, true)?;
+                        self.send(session, conn, &request, outcome.finish(self))?;
                     } else {
-                        self.flush_appends(conn, &mut appends)?;
-                        self.handle(session, &request, now_ms).finish(self)
-                    };
-                    self.flush_appends(conn, &mut appends)?;
-                    let response = Response {
-                        id: request.id,
-                        result: handled.result.map(|r| r.to_fields()),
-                    };
-                    if std::mem::take(&mut session.idle_changed) {
-                        conn.set_idle_timeout(session.idle_timeout)?;
-                    }
-                    tracing::debug!(id = request.id, command = %request.name, ok = response.result.is_ok(), "request");
-                    respond(conn, &response)?;
-                    if let Some((code, reason)) = handled.close {
-                        conn.close(code, reason);
+                        self.submit(session, &mut appends);
+                        self.complete(session, conn, true)?;
+                        let handled = self.handle(session, &request, now_ms).finish(self);
+                        self.send(session, conn, &request, handled)?;
                     }
                 }
                 Event::Connected { session_id, .. } => session.session_id = Some(session_id),
@@ -308,24 +341,74 @@ impl Service {
                 Event::ServerKey(_) | Event::Response(_) => {}
             }
         }
-        self.flush_appends(conn, &mut appends)
+        self.submit(session, &mut appends);
+        self.complete(session, conn, false)
     }
 
-    /// Appends the waiting `rput` records as one group and sends their responses.
-    fn flush_appends(
+    /// Queues the answer to `request` on `conn` (and closes the connection if asked).
+    fn send(
         &self,
+        session: &mut Session,
         conn: &mut Connection,
-        appends: &mut Vec<(u32, NewRecord)>,
+        request: &Request,
+        handled: Handled,
     ) -> Result<(), Error> {
+        let response = Response {
+            id: request.id,
+            result: handled.result.map(|r| r.to_fields()),
+        };
+        if std::mem::take(&mut session.idle_changed) {
+            conn.set_idle_timeout(session.idle_timeout)?;
+        }
+        tracing::debug!(id = request.id, command = %request.name, ok = response.result.is_ok(), "request");
+        respond(conn, &response)?;
+        if let Some((code, reason)) = handled.close {
+            conn.close(code, reason);
+        }
+        Ok(())
+    }
+
+    /// Hands the waiting `rput` records to the ledger as one group.
+    fn submit(&self, session: &mut Session, appends: &mut Vec<(u32, NewRecord)>) {
         if appends.is_empty() {
-            return Ok(());
+            return;
         }
         let (ids, records): (Vec<u32>, Vec<NewRecord>) =
             std::mem::take(appends).into_iter().unzip();
-        let results = match &self.ledger {
-            Some(ledger) => ledger.append_batch(records),
-            None => Vec::new(),
+        let pending = self.ledger.as_ref().map(|ledger| ledger.submit(records));
+        session.pending.push_back((ids, pending));
+    }
+
+    /// Waits at most `timeout` for the session's oldest `rput` group to be committed; if it
+    /// was, queues on `conn` its responses and those of any later group already committed.
+    /// Returns whether the oldest group was completed.
+    pub fn complete_within(
+        &self,
+        session: &mut Session,
+        conn: &mut Connection,
+        timeout: Duration,
+    ) -> Result<bool, Error> {
+        let Some((ids, pending)) = session.pending.pop_front() else {
+            return Ok(false);
         };
+        let results = match pending.map(|p| p.wait_timeout(timeout)) {
+            None => Vec::new(),
+            Some(Ok(results)) => results,
+            Some(Err(pending)) => {
+                session.pending.push_front((ids, Some(pending)));
+                return Ok(false);
+            }
+        };
+        Self::send_appended(conn, ids, results)?;
+        self.complete(session, conn, false)?;
+        Ok(true)
+    }
+
+    fn send_appended(
+        conn: &mut Connection,
+        ids: Vec<u32>,
+        results: crate::ledger::AppendResults,
+    ) -> Result<(), Error> {
         let mut results = results.into_iter();
         for id in ids {
             let result = match results.next() {
@@ -340,6 +423,31 @@ impl Service {
                     result: result.map(|r| r.to_fields()),
                 },
             )?;
+        }
+        Ok(())
+    }
+
+    /// Queues on `conn` the responses of the session's committed `rput` groups, oldest
+    /// first; with `wait`, waits until every group is committed.
+    pub fn complete(
+        &self,
+        session: &mut Session,
+        conn: &mut Connection,
+        wait: bool,
+    ) -> Result<(), Error> {
+        while let Some((ids, pending)) = session.pending.pop_front() {
+            let results = match pending {
+                None => Vec::new(),
+                Some(pending) if wait => pending.wait(),
+                Some(pending) => match pending.try_take() {
+                    Ok(results) => results,
+                    Err(pending) => {
+                        session.pending.push_front((ids, Some(pending)));
+                        return Ok(());
+                    }
+                },
+            };
+            Self::send_appended(conn, ids, results)?;
         }
         Ok(())
     }
@@ -416,22 +524,37 @@ impl Service {
                 user: name,
                 credential,
             } => self.login(session, &name, &credential, now),
+            Command::Rput { .. } => {
+                let author = user.map(|u| u.name.to_string()).unwrap_or_default();
+                return Self::rput_outcome(author, cmd, now_ms);
+            }
+            cmd => self.execute(session, user, cmd, now).into(),
+        })
+    }
+
+    /// An `rput` by `author` to append, or the error if `request` is not a valid `rput`.
+    fn next_rput(author: String, request: &Request, now_ms: u64) -> Outcome {
+        match Command::parse(request) {
+            Ok(cmd) => Self::rput_outcome(author, cmd, now_ms),
+            Err(e) => Outcome::Done(Err(e).into()),
+        }
+    }
+
+    fn rput_outcome(author: String, cmd: Command, now_ms: u64) -> Outcome {
+        match cmd {
             Command::Rput {
                 kind,
                 record_id,
                 body,
-            } => {
-                let author = user.map(|u| u.name.to_string()).unwrap_or_default();
-                return Outcome::Append(NewRecord {
-                    author,
-                    kind,
-                    record_id,
-                    body,
-                    timestamp: now_ms,
-                });
-            }
-            cmd => self.execute(session, user, cmd, now).into(),
-        })
+            } => Outcome::Append(NewRecord {
+                author,
+                kind,
+                record_id,
+                body,
+                timestamp: now_ms,
+            }),
+            _ => Outcome::Done(Err(ErrorReply::new(ErrorCode::Internal, "not an rput")).into()),
+        }
     }
 
     /// A failed login's answer: counts toward the connection's limit, closes at it.

@@ -11,7 +11,7 @@ use vserv_core::ledger::LedgerError;
 use vserv_core::{Config, Connection, Event, ServerIdentity};
 use vserv_service::accounts::{Accounts, PasswordParams};
 use vserv_service::ledger::{Appended, CheckReport, FeedError, Ledger, NewRecord};
-use vserv_service::{Service, ServiceInfo, Session};
+use vserv_service::{MAX_RPUT_GROUP, Service, ServiceInfo, Session};
 use vserv_store::kv::{Op, Store, StoreError, Table};
 use vserv_store::memory::MemoryStore;
 
@@ -284,24 +284,34 @@ fn send_rputs(client: &mut Connection, range: std::ops::RangeInclusive<u64>) {
 }
 
 #[test]
-fn pipelined_rputs_arriving_together_are_one_commit_answered_in_order() {
-    let store = MemoryStore::new();
-    let (service, identity) = service(&store);
-    let mut pair = Pair::new(&service, identity);
-    send_rputs(&mut pair.client, 1..=200);
-    let before = store.commit_count();
-    let replies = pair.run(&service, 200, usize::MAX);
-    assert_eq!(store.commit_count() - before, 1, "one group commit");
-    for (i, reply) in (1u64..).zip(&replies) {
+fn pipelined_rputs_arriving_together_share_commits_and_are_answered_in_order() {
+    // Up to MAX_RPUT_GROUP rputs arriving together are one group (one commit); more are
+    // split into groups of that size, so a client's next group is decoded while the one
+    // before is committed.
+    let group = MAX_RPUT_GROUP as u64;
+    for (n, most_commits) in [(group - 28, 1), (group, 1), (2 * group - 10, 2)] {
+        let store = MemoryStore::new();
+        let (service, identity) = service(&store);
+        let mut pair = Pair::new(&service, identity);
+        send_rputs(&mut pair.client, 1..=n);
+        let before = store.commit_count();
+        let replies = pair.run(&service, n as usize, usize::MAX);
+        let commits = store.commit_count() - before;
         assert!(
-            matches!(reply, Reply::Appended { seq, .. } if *seq == i),
-            "{reply:?}"
+            (1..=most_commits).contains(&commits),
+            "{n} rputs took {commits} commits"
         );
+        for (i, reply) in (1u64..).zip(&replies) {
+            assert!(
+                matches!(reply, Reply::Appended { seq, .. } if *seq == i),
+                "{reply:?}"
+            );
+        }
+        let ledger = service.ledger().unwrap();
+        assert_eq!(ledger.check().unwrap(), CheckReport::Ok { seq: n });
+        let entry = ledger.by_seq(n).unwrap().unwrap();
+        assert_eq!((entry.author(), entry.timestamp()), ("alice", T0_MS));
     }
-    let ledger = service.ledger().unwrap();
-    assert_eq!(ledger.check().unwrap(), CheckReport::Ok { seq: 200 });
-    let entry = ledger.by_seq(200).unwrap().unwrap();
-    assert_eq!((entry.author(), entry.timestamp()), ("alice", T0_MS));
 }
 
 #[test]
@@ -347,4 +357,63 @@ fn pipelined_rputs_split_at_any_chunk_size_all_land_once_in_order() {
             CheckReport::Ok { seq: 60 }
         );
     }
+}
+
+#[test]
+fn drive_pipelined_leaves_rputs_committing_and_later_requests_wait_for_them() {
+    let store = MemoryStore::new();
+    let (service, identity) = service(&store);
+    let mut pair = Pair::new(&service, identity);
+    let now = pair.now;
+    let deliver = |pair: &mut Pair| {
+        let mut c2s = Vec::new();
+        pair.client.poll_transmit(&mut c2s);
+        pair.server.handle_input(now, &c2s).unwrap();
+    };
+    send_rputs(&mut pair.client, 1..=30);
+    deliver(&mut pair);
+    service
+        .drive_pipelined(&mut pair.session, &mut pair.server, T0_MS)
+        .unwrap();
+    // A read sent after the rputs sees all of them, even while they may still commit.
+    let have = Command::Rhave {
+        record_id: b"r30".to_vec(),
+    };
+    let have_id = pair.client.send_request(have.name(), have.args()).unwrap();
+    deliver(&mut pair);
+    service
+        .drive_pipelined(&mut pair.session, &mut pair.server, T0_MS)
+        .unwrap();
+    while pair.session.has_pending() {
+        service
+            .complete_within(
+                &mut pair.session,
+                &mut pair.server,
+                Duration::from_millis(10),
+            )
+            .unwrap();
+    }
+    let mut s2c = Vec::new();
+    pair.server.poll_transmit(&mut s2c);
+    pair.client.handle_input(now, &s2c).unwrap();
+    let mut responses = Vec::new();
+    while let Some(event) = pair.client.poll_event() {
+        if let Event::Response(r) = event {
+            responses.push(r);
+        }
+    }
+    assert_eq!(responses.len(), 31);
+    for (i, response) in (1u64..).zip(&responses[..30]) {
+        let reply = Reply::from_fields(&rput(i), response.result.as_ref().unwrap()).unwrap();
+        assert!(
+            matches!(reply, Reply::Appended { seq, .. } if seq == i),
+            "{reply:?}"
+        );
+    }
+    assert_eq!(responses[30].id, have_id);
+    let fields = responses[30].result.as_ref().unwrap();
+    assert_eq!(
+        Reply::from_fields(&have, fields).unwrap(),
+        Reply::Have(true)
+    );
 }
