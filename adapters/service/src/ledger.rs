@@ -23,9 +23,12 @@
 //! are signed (`vserv_core::ledger` explains why that authenticates every entry).
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use vserv_core::ServerIdentity;
-use vserv_core::ledger::{Entry, LedgerError, SignedHead};
+use vserv_core::ledger::{
+    Entry, LedgerError, SignedHead, check_author, check_body, check_kind, check_record_id,
+};
 use vserv_store::kv::{Store, StoreError, Table};
 
 pub use crate::ledger_commit::{AppendResults, Appended, NewRecord, PendingAppend};
@@ -127,6 +130,8 @@ pub struct Ledger {
     /// The committer thread's queue (`None` if the thread could not be started: every
     /// append then fails with [`FeedError::Corrupt`]).
     queue: Option<Queue>,
+    /// Successful commits so far (see [`Ledger::submit`]).
+    commits: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for Ledger {
@@ -165,7 +170,8 @@ impl Ledger {
     /// The feed of `identity` (the server key, which signs heads) kept in `store`.
     /// Starts its committer thread (`vserv-ledger`), which ends when the ledger is dropped.
     pub fn new(store: Arc<dyn Store>, identity: Arc<ServerIdentity>) -> Ledger {
-        let queue = match ledger_commit::start(store.clone(), identity.clone()) {
+        let commits = Arc::new(AtomicU64::new(0));
+        let queue = match ledger_commit::start(store.clone(), identity.clone(), commits.clone()) {
             Ok(queue) => Some(queue),
             Err(e) => {
                 tracing::error!(error = %e, "could not start the ledger's committer thread");
@@ -176,6 +182,7 @@ impl Ledger {
             store,
             identity,
             queue,
+            commits,
         }
     }
 
@@ -233,10 +240,29 @@ impl Ledger {
     /// or none of it. Submissions are committed in the order they were made. A record
     /// refused by a field rule or as a duplicate (also of an earlier record of the same
     /// commit) fails alone; a store failure fails every record of the commit.
+    ///
+    /// The calling thread checks each record's fields and that its id is not stored yet
+    /// (in parallel with the committer); the committer then only checks the ids against the
+    /// commits made since, which it remembers.
     pub fn submit(&self, records: Vec<NewRecord>) -> PendingAppend {
-        match &self.queue {
-            Some(queue) => ledger_commit::submit(queue, records),
-            None => PendingAppend::stopped(records.len()),
+        let Some(queue) = &self.queue else {
+            return PendingAppend::stopped(records.len());
+        };
+        let checked_at = self.commits.load(Ordering::Acquire);
+        let checked = records.into_iter().map(|r| self.precheck(r)).collect();
+        ledger_commit::submit(queue, checked, checked_at)
+    }
+
+    /// `record` if its fields are valid and its id is not in the store.
+    fn precheck(&self, record: NewRecord) -> Result<NewRecord, FeedError> {
+        check_author(record.author.as_bytes())
+            .and_then(|()| check_kind(record.kind.as_bytes()))
+            .and_then(|()| check_record_id(&record.record_id))
+            .and_then(|()| check_body(&record.body))
+            .map_err(FeedError::Invalid)?;
+        match self.seq_of_id(&record.record_id)? {
+            Some(seq) => Err(FeedError::Duplicate { seq }),
+            None => Ok(record),
         }
     }
 

@@ -8,8 +8,9 @@
 //! and one connection's successive pipelined groups, share fsyncs and head signatures, and
 //! the store work overlaps with the connections' decoding and encryption.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TryRecvError, sync_channel};
 use std::time::Duration;
 
@@ -49,11 +50,19 @@ pub struct Appended {
 /// The result of each record of one submission, in submission order.
 pub type AppendResults = Vec<Result<Appended, FeedError>>;
 
-/// One submission waiting for the committer.
+/// One submission waiting for the committer: records that passed the checks the submitting
+/// thread can make (field rules, record id not stored), or why they did not.
 pub(crate) struct Job {
-    records: Vec<NewRecord>,
+    records: Vec<Result<NewRecord, FeedError>>,
+    /// The number of commits made when the submitter checked the record ids against the
+    /// store: the committer checks them against the commits made since.
+    checked_at: u64,
     done: SyncSender<AppendResults>,
 }
+
+/// How many recent commits' record ids the committer remembers (for checking submissions
+/// against commits made after their submitter looked at the store).
+const RECENT_COMMITS: usize = 1024;
 
 /// Records submitted to the committer; their results arrive when their commit is durable.
 #[derive(Debug)]
@@ -120,11 +129,20 @@ impl PendingAppend {
 /// The sending side of the committer's queue.
 pub(crate) type Queue = std::sync::mpsc::Sender<Job>;
 
-/// Queues `records` on `queue`.
-pub(crate) fn submit(queue: &Queue, records: Vec<NewRecord>) -> PendingAppend {
+/// Queues `records`, checked against the store as of `checked_at` commits, on `queue`.
+pub(crate) fn submit(
+    queue: &Queue,
+    records: Vec<Result<NewRecord, FeedError>>,
+    checked_at: u64,
+) -> PendingAppend {
     let n = records.len();
     let (done, results) = sync_channel(1);
-    match queue.send(Job { records, done }) {
+    let job = Job {
+        records,
+        checked_at,
+        done,
+    };
+    match queue.send(job) {
         Ok(()) => PendingAppend::new(n, Some(results)),
         Err(_) => PendingAppend::stopped(n),
     }
@@ -132,15 +150,19 @@ pub(crate) fn submit(queue: &Queue, records: Vec<NewRecord>) -> PendingAppend {
 
 /// Starts the committer thread of the feed of `identity` in `store`. It ends when every
 /// sender of the returned queue is dropped (with its ledger).
+/// `commits` counts the successful commits (read by submitters before they check).
 pub(crate) fn start(
     store: Arc<dyn Store>,
     identity: Arc<ServerIdentity>,
+    commits: Arc<AtomicU64>,
 ) -> std::io::Result<Queue> {
     let (queue, jobs) = std::sync::mpsc::channel::<Job>();
     let mut committer = Committer {
         store,
         identity,
         head: None,
+        recent: Recent::default(),
+        commits,
     };
     std::thread::Builder::new()
         .name("vserv-ledger".into())
@@ -148,8 +170,10 @@ pub(crate) fn start(
             while let Ok(first) = jobs.recv() {
                 let mut group = vec![first];
                 group.extend(jobs.try_iter());
-                let (records, done): (Vec<_>, Vec<_>) =
-                    group.into_iter().map(|j| (j.records, j.done)).unzip();
+                let (records, done): (Vec<_>, Vec<_>) = group
+                    .into_iter()
+                    .map(|j| ((j.records, j.checked_at), j.done))
+                    .unzip();
                 let out = committer.commit(records);
                 for (results, done) in out.into_iter().zip(done) {
                     // A caller that stopped waiting no longer needs its results.
@@ -167,6 +191,55 @@ struct Committer {
     /// The head as of the last commit: `None` = not known (read it from the store),
     /// `Some(None)` = empty feed.
     head: Option<Option<Head>>,
+    /// Record ids of the last commits.
+    recent: Recent,
+    /// Successful commits so far (this ledger's).
+    commits: Arc<AtomicU64>,
+}
+
+/// The record ids of the last [`RECENT_COMMITS`] commits, by commit number (from 1).
+#[derive(Default)]
+struct Recent {
+    /// Record id -> (commit number, seq).
+    ids: BTreeMap<Vec<u8>, (u64, u64)>,
+    /// Commit number and record ids of each remembered commit, oldest first.
+    order: VecDeque<(u64, Vec<Vec<u8>>)>,
+    /// Every commit numbered above this is remembered.
+    forgotten: u64,
+}
+
+impl Recent {
+    /// Where `id` was stored by a commit numbered above `after`: `Ok(Some(seq))`;
+    /// `Ok(None)` if by none; `Err(())` if such commits are no longer remembered.
+    fn stored_after(&self, id: &[u8], after: u64) -> Result<Option<u64>, ()> {
+        if after < self.forgotten {
+            return Err(());
+        }
+        Ok(match self.ids.get(id) {
+            Some(&(commit, seq)) if commit > after => Some(seq),
+            _ => None,
+        })
+    }
+
+    fn remember(&mut self, commit: u64, ids: Vec<(Vec<u8>, u64)>) {
+        let mut names = Vec::with_capacity(ids.len());
+        for (id, seq) in ids {
+            self.ids.insert(id.clone(), (commit, seq));
+            names.push(id);
+        }
+        self.order.push_back((commit, names));
+        while self.order.len() > RECENT_COMMITS {
+            let Some((old, names)) = self.order.pop_front() else {
+                break;
+            };
+            for id in names {
+                if self.ids.get(&id).is_some_and(|&(c, _)| c == old) {
+                    self.ids.remove(&id);
+                }
+            }
+            self.forgotten = old;
+        }
+    }
 }
 
 /// The store ops and results of one group commit being built.
@@ -175,6 +248,8 @@ struct Batch {
     ops: Vec<Op>,
     results: Vec<AppendResults>,
     kind_counts: BTreeMap<String, u64>,
+    /// Record id -> seq of every record accepted into this batch.
+    ids: BTreeMap<Vec<u8>, u64>,
     /// The new head, if any record was accepted.
     last_head: Option<Head>,
 }
@@ -199,8 +274,11 @@ impl Committer {
     /// Writes every record of `jobs` in one commit; one result list per job. A record
     /// refused by a field rule or as a duplicate (also of an earlier record of the group)
     /// fails alone; a store failure fails every record.
-    fn commit(&mut self, jobs: Vec<Vec<NewRecord>>) -> Vec<AppendResults> {
-        let sizes: Vec<usize> = jobs.iter().map(Vec::len).collect();
+    fn commit(
+        &mut self,
+        jobs: Vec<(Vec<Result<NewRecord, FeedError>>, u64)>,
+    ) -> Vec<AppendResults> {
+        let sizes: Vec<usize> = jobs.iter().map(|(records, _)| records.len()).collect();
         let mut batch = match self.prepare(jobs) {
             Ok(batch) => batch,
             Err(e) => return fail_all(&sizes, &e),
@@ -221,6 +299,12 @@ impl Committer {
         match self.store.commit(batch.ops) {
             Ok(()) => {
                 self.head = Some(Some(last));
+                // Published after the commit: a submitter that reads `n` and then the
+                // store sees every commit up to `n`; later ones are in `recent`.
+                let commit = self.commits.load(Ordering::Relaxed).saturating_add(1);
+                self.recent
+                    .remember(commit, std::mem::take(&mut batch.ids).into_iter().collect());
+                self.commits.store(commit, Ordering::Release);
                 batch.results
             }
             Err(e) => {
@@ -232,18 +316,22 @@ impl Committer {
     }
 
     /// Builds the entries and store ops of one group commit (nothing written yet).
-    fn prepare(&mut self, jobs: Vec<Vec<NewRecord>>) -> Result<Batch, FeedError> {
+    fn prepare(
+        &mut self,
+        jobs: Vec<(Vec<Result<NewRecord, FeedError>>, u64)>,
+    ) -> Result<Batch, FeedError> {
         let mut head = match self.head {
             Some(head) => head,
             None => stored_head(self.store.as_ref())?.map(|h| h.head),
         };
         self.head = Some(head);
         let mut batch = Batch::default();
-        let mut ids: BTreeMap<Vec<u8>, u64> = BTreeMap::new();
-        for job in jobs {
+        for (job, checked_at) in jobs {
             let mut results = Vec::with_capacity(job.len());
             for record in job {
-                results.push(self.prepare_one(record, &mut head, &mut ids, &mut batch));
+                results.push(
+                    record.and_then(|r| self.prepare_one(r, checked_at, &mut head, &mut batch)),
+                );
             }
             batch.results.push(results);
         }
@@ -254,17 +342,24 @@ impl Committer {
     }
 
     /// Adds one record to `batch` on top of `head`, or refuses it.
+    /// The submitter found `record`'s id absent from the store after `checked_at` commits.
     fn prepare_one(
         &self,
         record: NewRecord,
+        checked_at: u64,
         head: &mut Option<Head>,
-        ids: &mut BTreeMap<Vec<u8>, u64>,
         batch: &mut Batch,
     ) -> Result<Appended, FeedError> {
-        if let Some(&seq) = ids.get(record.record_id.as_slice()) {
-            return Err(FeedError::Duplicate { seq });
-        }
-        if let Some(seq) = seq_of_id(self.store.as_ref(), &record.record_id)? {
+        let id = record.record_id.as_slice();
+        let stored = match batch.ids.get(id) {
+            Some(&seq) => Some(seq),
+            None => match self.recent.stored_after(id, checked_at) {
+                Ok(seq) => seq,
+                // Too long ago to tell from memory: ask the store.
+                Err(()) => seq_of_id(self.store.as_ref(), id)?,
+            },
+        };
+        if let Some(seq) = stored {
             return Err(FeedError::Duplicate { seq });
         }
         let (seq, prev) = match head.as_ref() {
@@ -304,8 +399,33 @@ impl Committer {
             put(hash_key(&hash), seq_bytes),
             put(kind_key(kind, seq), Vec::new()),
         ]);
-        ids.insert(entry.record_id().to_vec(), seq);
+        batch.ids.insert(entry.record_id().to_vec(), seq);
         *head = Some(Head::of(&entry));
         Ok(Appended { seq, hash })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recent_ids_answer_for_commits_after_the_check_and_forget_old_ones() {
+        let mut recent = Recent::default();
+        recent.remember(1, vec![(b"a".to_vec(), 1)]);
+        recent.remember(2, vec![(b"b".to_vec(), 2), (b"c".to_vec(), 3)]);
+        // Checked the store after commit 1: `a` was visible then, `b` was not.
+        assert_eq!(recent.stored_after(b"a", 1), Ok(None));
+        assert_eq!(recent.stored_after(b"b", 1), Ok(Some(2)));
+        assert_eq!(recent.stored_after(b"a", 0), Ok(Some(1)));
+        assert_eq!(recent.stored_after(b"z", 0), Ok(None));
+        for commit in 3..=(RECENT_COMMITS as u64 + 2) {
+            recent.remember(commit, vec![(format!("x{commit}").into_bytes(), commit)]);
+        }
+        // Commits 1 and 2 are forgotten: a check made before them cannot be answered.
+        assert_eq!(recent.stored_after(b"b", 1), Err(()));
+        assert_eq!(recent.stored_after(b"b", 2), Ok(None));
+        assert_eq!(recent.stored_after(b"x5", 2), Ok(Some(5)));
+        assert_eq!(recent.ids.len(), RECENT_COMMITS);
     }
 }

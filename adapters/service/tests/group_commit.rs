@@ -417,3 +417,48 @@ fn drive_pipelined_leaves_rputs_committing_and_later_requests_wait_for_them() {
         Reply::Have(true)
     );
 }
+
+#[test]
+fn concurrent_submissions_of_the_same_ids_store_each_once() {
+    // Each submitter checks the store before the committer runs; the committer must catch
+    // the ids other commits stored in between.
+    const THREADS: u64 = 4;
+    const IDS: u64 = 60;
+    let store = MemoryStore::new();
+    let ledger = Arc::new(Ledger::new(Arc::new(SlowStore(store.clone())), identity()));
+    let workers: Vec<_> = (0..THREADS)
+        .map(|t| {
+            let ledger = Arc::clone(&ledger);
+            std::thread::spawn(move || {
+                (0..IDS)
+                    .map(|i| {
+                        let id = format!("same-{}", (i * (t + 1) + t) % IDS);
+                        let result = ledger.append("alice", "k", id.as_bytes(), b"", T0_MS);
+                        (id, result)
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let mut stored = std::collections::BTreeMap::new();
+    let mut duplicates = Vec::new();
+    for worker in workers {
+        for (id, result) in worker.join().unwrap() {
+            match result {
+                Ok(appended) => assert!(stored.insert(id, appended.seq).is_none()),
+                Err(FeedError::Duplicate { seq }) => duplicates.push((id, seq)),
+                Err(e) => panic!("{e}"),
+            }
+        }
+    }
+    assert_eq!(stored.len() as u64, IDS, "every id stored exactly once");
+    assert_eq!(duplicates.len() as u64, IDS * (THREADS - 1));
+    for (id, seq) in duplicates {
+        assert_eq!(
+            stored.get(&id),
+            Some(&seq),
+            "{id} reported at the wrong seq"
+        );
+    }
+    assert_eq!(ledger.check().unwrap(), CheckReport::Ok { seq: IDS });
+}

@@ -93,7 +93,8 @@ pub fn check_record_id(id: &[u8]) -> Result<(), LedgerError> {
     }
 }
 
-fn check_body(body: &[u8]) -> Result<(), LedgerError> {
+/// Checks a body: at most [`MAX_BODY`] bytes.
+pub fn check_body(body: &[u8]) -> Result<(), LedgerError> {
     if body.len() <= MAX_BODY {
         Ok(())
     } else {

@@ -22,7 +22,7 @@ mod verify;
 
 pub use entry::{
     ENTRY_HASH_CONTEXT, ENTRY_HEADER_LEN, ENTRY_VERSION, Entry, EntryFields, MAX_AUTHOR, MAX_BODY,
-    MAX_ENCODED_ENTRY, MAX_KIND, MAX_RECORD_ID, ZERO_HASH, check_author, check_kind,
+    MAX_ENCODED_ENTRY, MAX_KIND, MAX_RECORD_ID, ZERO_HASH, check_author, check_body, check_kind,
     check_record_id, hash_encoded,
 };
 pub use fields::{MAX_FIELD_KEY, body_to_fields, fields_to_body};
