@@ -1,4 +1,5 @@
-//! The ledger's client subcommands: `rput`, `rget`, `rhead`, `rsize`, `rcheck`.
+//! The ledger's client subcommands: `rput`, `rget`, `rabs`, `rhead`, `rsize`, `rcount`,
+//! `rlist`, `rcheck`.
 
 use std::io::{Read, Write};
 use std::path::Path;
@@ -6,7 +7,7 @@ use std::path::Path;
 use anyhow::{Context, anyhow, bail};
 use clap::Args;
 use rand::RngExt;
-use vserv_core::commands::{Command, RecordSelector, Reply};
+use vserv_core::commands::{Command, RLIST_MAX_LIMIT, RecordSelector, Reply, SeqRange};
 use vserv_core::ledger::{Entry, MAX_BODY, SignedHead, body_to_fields, fields_to_body};
 
 use crate::client_cmd::{self, ClientArgs, Connected};
@@ -47,6 +48,133 @@ pub struct RsizeArgs {
     pub kind: Option<String>,
     #[command(flatten)]
     pub client: ClientArgs,
+}
+
+/// `vserv rabs` options.
+#[derive(Args, Debug)]
+pub struct RabsArgs {
+    /// Position: 1 is the first entry, -1 the last, -2 the one before it.
+    #[arg(allow_negative_numbers = true)]
+    pub pos: i64,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+/// `vserv rcount` options.
+#[derive(Args, Debug)]
+pub struct RcountArgs {
+    /// The kind counted.
+    pub kind: String,
+    /// First seq of the range.
+    pub from: u64,
+    /// Last seq of the range.
+    pub to: u64,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+/// `vserv rlist` options.
+#[derive(Args, Debug)]
+pub struct RlistArgs {
+    /// The kind listed, or `*` for every kind.
+    pub kind: String,
+    /// First seq listed.
+    #[arg(long, default_value_t = 1)]
+    pub from: u64,
+    /// Last seq listed (default: the end of the ledger).
+    #[arg(long)]
+    pub to: Option<u64>,
+    /// Stop after this many entries.
+    #[arg(long)]
+    pub max: Option<u64>,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+/// `vserv rcheck` options.
+#[derive(Args, Debug)]
+pub struct RcheckArgs {
+    /// First seq of the range to check (with TO; default: the whole chain).
+    pub from: Option<u64>,
+    /// Last seq of the range to check.
+    pub to: Option<u64>,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+/// `vserv rabs POS`: prints the entry at a position (negative counts from the end).
+pub fn rabs(args: RabsArgs) -> anyhow::Result<()> {
+    need_login(&args.client, "rabs")?;
+    let mut connected = client_cmd::connect(&args.client)?;
+    let reply = connected.client.call(&Command::Rabs { pos: args.pos })?;
+    let Reply::Record(entry) = reply else {
+        bail!("unexpected reply to rabs: {reply:?}");
+    };
+    print!("{}", show_entry(&entry));
+    connected.quit()
+}
+
+/// `vserv rcount KIND FROM TO`: how many entries of a kind a seq range holds.
+pub fn rcount(args: RcountArgs) -> anyhow::Result<()> {
+    need_login(&args.client, "rcount")?;
+    let range = SeqRange {
+        from: args.from,
+        to: args.to,
+    };
+    client_cmd::run(
+        &args.client,
+        Command::Rcount {
+            kind: args.kind,
+            range,
+        },
+    )
+}
+
+/// `vserv rlist KIND|*`: one line per entry of the range, following the server's pages
+/// (each page is one `rlist` request continuing at the previous page's `next`).
+pub fn rlist(args: RlistArgs) -> anyhow::Result<()> {
+    need_login(&args.client, "rlist")?;
+    let kind = (args.kind != "*").then_some(args.kind);
+    let mut connected = client_cmd::connect(&args.client)?;
+    let mut next = Some(args.from);
+    let mut left = args.max.unwrap_or(u64::MAX);
+    let mut out = std::io::stdout().lock();
+    while let Some(from) = next
+        && left > 0
+    {
+        let command = Command::Rlist {
+            kind: kind.clone(),
+            range: SeqRange {
+                from,
+                to: args.to.unwrap_or(u64::MAX),
+            },
+            limit: Some(
+                u32::try_from(left.min(u64::from(RLIST_MAX_LIMIT))).unwrap_or(RLIST_MAX_LIMIT),
+            ),
+        };
+        let Reply::Page {
+            entries,
+            next: after,
+        } = connected.client.call(&command)?
+        else {
+            bail!("unexpected reply to rlist");
+        };
+        for entry in &entries {
+            writeln!(
+                out,
+                "{} {} {} {} {}",
+                entry.seq(),
+                hex::encode(entry.hash()),
+                entry.kind(),
+                entry.author(),
+                String::from_utf8_lossy(entry.record_id()).escape_debug()
+            )?;
+        }
+        left = left.saturating_sub(entries.len() as u64);
+        next = after;
+    }
+    out.flush()?;
+    connected.quit()
 }
 
 /// `vserv rput`: appends a record and prints its seq, entry hash and record id.
@@ -108,10 +236,15 @@ pub fn rsize(args: RsizeArgs) -> anyhow::Result<()> {
 }
 
 /// `vserv rcheck`: the server re-verifies its chain (admins); a broken chain is a failure.
-pub fn rcheck(client: &ClientArgs) -> anyhow::Result<()> {
-    need_login(client, "rcheck")?;
-    let mut connected = client_cmd::connect(client)?;
-    let reply = connected.client.call(&Command::Rcheck { range: None })?;
+pub fn rcheck(args: RcheckArgs) -> anyhow::Result<()> {
+    need_login(&args.client, "rcheck")?;
+    let range = match (args.from, args.to) {
+        (Some(from), Some(to)) => Some(SeqRange { from, to }),
+        (None, None) => None,
+        _ => bail!("rcheck takes both FROM and TO, or neither"),
+    };
+    let mut connected = client_cmd::connect(&args.client)?;
+    let reply = connected.client.call(&Command::Rcheck { range })?;
     connected.quit()?;
     match reply {
         Reply::ChainOk { .. } => {

@@ -75,8 +75,15 @@ enum Command {
     Rhead(client_cmd::ClientArgs),
     /// How many entries the ledger holds (of one kind with KIND).
     Rsize(ledger_cmd::RsizeArgs),
-    /// Have the server re-verify its whole chain (admins); fails naming the first bad seq.
-    Rcheck(client_cmd::ClientArgs),
+    /// Show the ledger entry at a position (1 the first, -1 the last).
+    Rabs(ledger_cmd::RabsArgs),
+    /// Count the entries of a kind in a seq range.
+    Rcount(ledger_cmd::RcountArgs),
+    /// List the entries of a kind (or `*`), one line each, following the server's pages.
+    Rlist(ledger_cmd::RlistArgs),
+    /// Have the server re-verify its chain, or seqs FROM..=TO (admins); fails naming the
+    /// first bad seq.
+    Rcheck(ledger_cmd::RcheckArgs),
     /// Ledger tools: verify a stopped server's store, export a feed, verify an export.
     Chain(chain_cmd::ChainArgs),
 }
@@ -107,7 +114,10 @@ fn main() -> ExitCode {
         Command::Rget(args) => ledger_cmd::rget(args),
         Command::Rhead(c) => ledger_cmd::rhead(&c),
         Command::Rsize(args) => ledger_cmd::rsize(args),
-        Command::Rcheck(c) => ledger_cmd::rcheck(&c),
+        Command::Rabs(args) => ledger_cmd::rabs(args),
+        Command::Rcount(args) => ledger_cmd::rcount(args),
+        Command::Rlist(args) => ledger_cmd::rlist(args),
+        Command::Rcheck(args) => ledger_cmd::rcheck(args),
         Command::Chain(args) => chain_cmd::run(args),
     };
     match result {

@@ -463,3 +463,39 @@ fn a_tampered_stored_entry_is_named_by_chain_verify() {
         "{refused}"
     );
 }
+
+#[test]
+fn rabs_rcount_rlist_and_a_range_rcheck_from_the_cli() {
+    let env = Env::new();
+    let server = env.start();
+    for i in 1..=5 {
+        let kind = if i % 2 == 0 { "even" } else { "odd" };
+        let id = format!("p{i}");
+        env.admin(
+            &server,
+            &["rput", kind, &format!("i={i}"), "--id", &id],
+            b"",
+        )
+        .ok();
+    }
+    let last = env.admin(&server, &["rabs", "-1"], b"").ok();
+    assert_eq!(field(&last.text(), "seq"), Some("5"), "{}", last.text());
+    let first = env.admin(&server, &["rabs", "1"], b"").ok();
+    assert_eq!(field(&first.text(), "seq"), Some("1"), "{}", first.text());
+    let count = env.admin(&server, &["rcount", "odd", "2", "5"], b"").ok();
+    assert_eq!(count.text().trim(), "2");
+    let odd = env.admin(&server, &["rlist", "odd"], b"").ok();
+    let text = odd.text();
+    let seqs: Vec<&str> = text
+        .lines()
+        .map(|l| l.split(' ').next().unwrap_or(""))
+        .collect();
+    assert_eq!(seqs, ["1", "3", "5"]);
+    let all = env
+        .admin(&server, &["rlist", "*", "--from", "2", "--max", "2"], b"")
+        .ok();
+    assert_eq!(all.text().lines().count(), 2, "{}", all.text());
+    assert!(all.text().starts_with("2 "), "{}", all.text());
+    env.admin(&server, &["rcheck", "2", "4"], b"").ok();
+    env.admin(&server, &["rcheck", "4", "2"], b"").fails();
+}
