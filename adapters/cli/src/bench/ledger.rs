@@ -2,7 +2,8 @@
 //! several connections at once), `rget`s per second, and offline chain verification in
 //! entries per second, against an in-process blocking server on 127.0.0.1 whose ledger lives
 //! in a fjall store in a temporary directory (every acknowledged `rput` is fsynced, as on a
-//! real server).
+//! real server). Each `rput` phase starts from an empty store; the `rget` and verify
+//! phases read the feed of `--records` entries the multi-connection phase wrote.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -165,80 +166,127 @@ fn in_parallel(
     Ok(start.elapsed())
 }
 
-/// Runs the ledger benchmark.
-pub fn run(args: &LedgerArgs) -> anyhow::Result<LedgerReport> {
-    let dir = tempfile::tempdir().context("creating a temporary directory")?;
-    let store = Arc::new(
-        vserv_store::db::FjallStore::open(&dir.path().join("data"))
-            .context("opening the temporary store")?,
-    );
-    let accounts = Accounts::new(
-        store.clone(),
-        PasswordParams::INSECURE_FAST,
-        vserv_store::rng::os_rng()?,
-    )
-    .context("setting up accounts")?;
-    accounts
-        .create(
-            "bench",
-            UserRole::User,
-            PASSWORD.as_bytes(),
-            vserv_service::unix_now(),
+/// An in-process server over a fresh fjall store in a temporary directory, with
+/// `connections` logged-in clients. Dropping it stops the server, then removes the store.
+struct Bench {
+    ledger: Arc<Ledger>,
+    clients: Vec<Client>,
+    server: Option<vserv_blocking::ServerHandle>,
+    _dir: tempfile::TempDir,
+}
+
+impl Bench {
+    fn start(connections: u64) -> anyhow::Result<Bench> {
+        let dir = tempfile::tempdir().context("creating a temporary directory")?;
+        let store = Arc::new(
+            vserv_store::db::FjallStore::open(&dir.path().join("data"))
+                .context("opening the temporary store")?,
+        );
+        let accounts = Accounts::new(
+            store.clone(),
+            PasswordParams::INSECURE_FAST,
+            vserv_store::rng::os_rng()?,
         )
-        .context("creating the benchmark user")?;
-    let mut rng = vserv_store::rng::os_rng()?;
-    let identity = Arc::new(ServerIdentity::generate(&mut *rng));
-    let fingerprint = identity.public_key().fingerprint();
-    let ledger = Arc::new(Ledger::new(store, identity.clone()));
-    let info = ServiceInfo {
-        name: "vserv-bench".into(),
-        fingerprint,
-    };
-    let policy = Policy {
-        connection_rate: None,
-        ..Policy::default()
-    };
-    let service =
-        Service::with_policy(info, Arc::new(accounts), policy).with_ledger(ledger.clone());
-    let server = Server::bind("127.0.0.1:0", identity, service, ServerOptions::default())
-        .context("starting the in-process server on 127.0.0.1")?
-        .spawn()
-        .context("starting the accept thread")?;
-    let addr = server.local_addr().to_string();
-    let mut options = ClientOptions::new(dir.path().join("known_servers"));
-    options.pinned = Some(fingerprint);
-    let login = Command::Login {
-        user: "bench".into(),
-        credential: Credential::Password(SecretBytes::new(PASSWORD.as_bytes().to_vec())),
-    };
-    let mut clients = (0..args.connections.max(1))
-        .map(|_| -> anyhow::Result<Client> {
-            let mut client = Client::connect(&addr, &options)
-                .with_context(|| format!("connecting to {addr}"))?;
-            client.call(&login).context("logging in")?;
-            Ok(client)
+        .context("setting up accounts")?;
+        accounts
+            .create(
+                "bench",
+                UserRole::User,
+                PASSWORD.as_bytes(),
+                vserv_service::unix_now(),
+            )
+            .context("creating the benchmark user")?;
+        let mut rng = vserv_store::rng::os_rng()?;
+        let identity = Arc::new(ServerIdentity::generate(&mut *rng));
+        let fingerprint = identity.public_key().fingerprint();
+        let ledger = Arc::new(Ledger::new(store, identity.clone()));
+        let info = ServiceInfo {
+            name: "vserv-bench".into(),
+            fingerprint,
+        };
+        let policy = Policy {
+            connection_rate: None,
+            ..Policy::default()
+        };
+        let service =
+            Service::with_policy(info, Arc::new(accounts), policy).with_ledger(ledger.clone());
+        let server = Server::bind("127.0.0.1:0", identity, service, ServerOptions::default())
+            .context("starting the in-process server on 127.0.0.1")?
+            .spawn()
+            .context("starting the accept thread")?;
+        let addr = server.local_addr().to_string();
+        let mut options = ClientOptions::new(dir.path().join("known_servers"));
+        options.pinned = Some(fingerprint);
+        let login = Command::Login {
+            user: "bench".into(),
+            credential: Credential::Password(SecretBytes::new(PASSWORD.as_bytes().to_vec())),
+        };
+        let clients = (0..connections.max(1))
+            .map(|_| -> anyhow::Result<Client> {
+                let mut client = Client::connect(&addr, &options)
+                    .with_context(|| format!("connecting to {addr}"))?;
+                client.call(&login).context("logging in")?;
+                Ok(client)
+            })
+            .collect::<anyhow::Result<Vec<Client>>>()?;
+        Ok(Bench {
+            ledger,
+            clients,
+            server: Some(server),
+            _dir: dir,
         })
-        .collect::<anyhow::Result<Vec<Client>>>()?;
+    }
+
+    /// Ends the sessions and stops the server (the ledger stays readable).
+    fn stop(&mut self) -> anyhow::Result<()> {
+        for client in self.clients.drain(..) {
+            client.quit().context("closing a session")?;
+        }
+        if let Some(server) = self.server.take() {
+            server.shutdown();
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Bench {
+    fn drop(&mut self) {
+        if let Some(server) = self.server.take() {
+            server.shutdown();
+        }
+    }
+}
+
+/// Runs the ledger benchmark. Each `rput` phase starts from an empty store (so neither
+/// measures a feed the other left behind); the `rget` and verify phases read the feed the
+/// multi-connection phase wrote.
+pub fn run(args: &LedgerArgs) -> anyhow::Result<LedgerReport> {
     let n = args.records;
     let conns = args.connections;
 
+    let mut one = Bench::start(1)?;
     let start = Instant::now();
     run_all(
-        &mut clients[0],
+        &mut one.clients[0],
         rputs(0..n, 0, args.body).into_iter(),
         args.window,
         appended,
     )
     .context("rput on one connection")?;
     let rput_one = Phase::new(1, n, start.elapsed());
+    one.stop()?;
+    drop(one);
 
+    let mut bench = Bench::start(conns)?;
     let each = n / conns;
-    let elapsed = in_parallel(&mut clients, |client, c| {
+    let elapsed = in_parallel(&mut bench.clients, |client, c| {
         let commands = rputs(0..each, c + 1, args.body);
         run_all(client, commands.into_iter(), args.window, appended)
     })
     .context("rput on several connections")?;
     let rput_many = Phase::new(conns, each * conns, elapsed);
+    let ledger = bench.ledger.clone();
+    let clients = &mut bench.clients;
 
     let entries = ledger.size()?;
     let start = Instant::now();
@@ -246,16 +294,13 @@ pub fn run(args: &LedgerArgs) -> anyhow::Result<LedgerReport> {
         .context("rget on one connection")?;
     let rget_one = Phase::new(1, n, start.elapsed());
 
-    let elapsed = in_parallel(&mut clients, |client, c| {
+    let elapsed = in_parallel(clients, |client, c| {
         run_all(client, rgets(each, c * each, entries), args.window, record)
     })
     .context("rget on several connections")?;
     let rget_many = Phase::new(conns, each * conns, elapsed);
 
-    for client in clients {
-        client.quit().context("closing a session")?;
-    }
-    server.shutdown();
+    bench.stop()?;
 
     let start = Instant::now();
     match ledger.check().context("verifying the stored feed")? {
@@ -289,7 +334,8 @@ impl Report for LedgerReport {
         let _ = writeln!(
             s,
             "vserv bench ledger: in-process blocking server on 127.0.0.1, fjall store with an \
-             fsync per group commit ({} CPUs), {}-byte bodies, window {}",
+             fsync per group commit ({} CPUs), {}-byte bodies, window {}; each rput phase \
+             starts from an empty store",
             self.machine.cpus, self.body_bytes, self.window
         );
         let rows = [
