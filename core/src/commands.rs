@@ -220,6 +220,56 @@ pub const COMMANDS: &[CommandInfo] = &[
          names the first bad seq",
         Access::Admin,
     ),
+    info(
+        "ls",
+        "ls [DIR [FROM [LIMIT]]]",
+        "one page of a directory's entries (kind, size, mtime, name) in name order, from the \
+         name FROM on, at most LIMIT (default 100, max 1000); replies with the FROM of the next page",
+        Access::User,
+    ),
+    info(
+        "lsd",
+        "lsd [DIR [FROM [LIMIT]]]",
+        "like ls, listing only the directories",
+        Access::User,
+    ),
+    info(
+        "cd",
+        "cd DIR",
+        "change the session's working directory; replies with it",
+        Access::User,
+    ),
+    info(
+        "pwd",
+        "pwd",
+        "the session's working directory",
+        Access::User,
+    ),
+    info(
+        "stat",
+        "stat PATH",
+        "kind, size, modification and creation times and sha256 (when known) of a file or directory",
+        Access::User,
+    ),
+    info("mkdir", "mkdir PATH", "create a directory", Access::User),
+    info(
+        "rmdir",
+        "rmdir PATH",
+        "remove an empty directory",
+        Access::User,
+    ),
+    info(
+        "del",
+        "del PATH",
+        "delete a file (and its kept versions)",
+        Access::User,
+    ),
+    info(
+        "mv",
+        "mv FROM TO",
+        "rename or move a file or directory; an overwritten file is kept as a version",
+        Access::User,
+    ),
 ];
 
 /// The documentation of command `name`.
@@ -248,6 +298,172 @@ pub const RLIST_ENTRY_BUDGET: usize = MAX_PAYLOAD - RLIST_OVERHEAD;
 // The largest entry fits a page on its own, so a page holds at least one entry whenever one
 // matches.
 const _: () = assert!(4 + MAX_ENCODED_ENTRY <= RLIST_ENTRY_BUDGET);
+
+/// The longest file or directory name, in bytes (UTF-8).
+pub const MAX_FILE_NAME: usize = 255;
+
+/// The page size of `ls`/`lsd` without a LIMIT argument.
+pub const LS_DEFAULT_LIMIT: u32 = 100;
+
+/// The largest LIMIT `ls`/`lsd` accept.
+pub const LS_MAX_LIMIT: u32 = 1000;
+
+/// Bytes of an `ls` response that are not entries: the response header (8 bytes) and the
+/// `next` field (4-byte length and a name of up to [`MAX_FILE_NAME`] bytes).
+pub const LS_OVERHEAD: usize = 8 + 4 + MAX_FILE_NAME;
+
+/// Room for entries in one `ls` response; an entry costs 4 bytes plus
+/// [`DirEntry::encoded_len`]. A server fills a page up to this budget.
+pub const LS_ENTRY_BUDGET: usize = MAX_PAYLOAD - LS_OVERHEAD;
+
+/// The longest encoded [`DirEntry`]: kind, two 20-digit numbers, three spaces, the name.
+pub const MAX_ENCODED_DIR_ENTRY: usize = 1 + 20 + 20 + 3 + MAX_FILE_NAME;
+
+const _: () = assert!(4 + MAX_ENCODED_DIR_ENTRY <= LS_ENTRY_BUDGET);
+
+/// What a file tree entry is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum FileKind {
+    /// A regular file (`f` on the wire).
+    File,
+    /// A directory (`d` on the wire).
+    Dir,
+}
+
+impl FileKind {
+    /// `f` or `d`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FileKind::File => "f",
+            FileKind::Dir => "d",
+        }
+    }
+
+    fn parse(s: &str) -> Result<FileKind, Error> {
+        match s {
+            "f" => Ok(FileKind::File),
+            "d" => Ok(FileKind::Dir),
+            _ => Err(Error::Malformed("file kind")),
+        }
+    }
+}
+
+/// One line of `ls`/`lsd`: `KIND SIZE MTIME NAME` (single spaces; the name is the rest of the
+/// field and may itself contain spaces).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirEntry {
+    /// The entry's name (one path component, never empty).
+    pub name: String,
+    /// File or directory.
+    pub kind: FileKind,
+    /// Size in bytes (0 for a directory).
+    pub size: u64,
+    /// Last modification, Unix seconds.
+    pub modified: u64,
+}
+
+impl DirEntry {
+    /// The entry's field bytes.
+    pub fn to_field(&self) -> Vec<u8> {
+        format!(
+            "{} {} {} {}",
+            self.kind.as_str(),
+            self.size,
+            self.modified,
+            self.name
+        )
+        .into_bytes()
+    }
+
+    /// Length of [`DirEntry::to_field`].
+    pub fn encoded_len(&self) -> usize {
+        let digits = |n: u64| n.checked_ilog10().map_or(1, |d| d as usize + 1);
+        1 + 3 + digits(self.size) + digits(self.modified) + self.name.len()
+    }
+
+    fn from_field(field: &[u8]) -> Result<DirEntry, Error> {
+        let text = std::str::from_utf8(field).map_err(|_| Error::Malformed("ls entry"))?;
+        let mut parts = text.splitn(4, ' ');
+        let (Some(kind), Some(size), Some(modified), Some(name)) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(Error::Malformed("ls entry"));
+        };
+        if name.is_empty() {
+            return Err(Error::Malformed("ls entry name"));
+        }
+        Ok(DirEntry {
+            name: name.to_owned(),
+            kind: FileKind::parse(kind)?,
+            size: decimal(size.as_bytes()).ok_or(Error::Malformed("ls entry size"))?,
+            modified: decimal(modified.as_bytes()).ok_or(Error::Malformed("ls entry mtime"))?,
+        })
+    }
+}
+
+/// The answer of `stat`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileStat {
+    /// File or directory.
+    pub kind: FileKind,
+    /// Size in bytes (0 for a directory).
+    pub size: u64,
+    /// Last modification, Unix seconds.
+    pub modified: u64,
+    /// Creation, Unix seconds, where the server's file system records it.
+    pub created: Option<u64>,
+    /// SHA-256 of a file's content, when the server knows it (set by uploads).
+    pub sha256: Option<[u8; 32]>,
+}
+
+/// The page `ls`/`lsd` ask for.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ListPage {
+    /// The directory; `None` is the working directory.
+    pub dir: Option<String>,
+    /// List names from this one on (byte order, inclusive); `None` starts at the first.
+    pub from: Option<String>,
+    /// The most entries in the page, 1 to [`LS_MAX_LIMIT`]; `None` means
+    /// [`LS_DEFAULT_LIMIT`].
+    pub limit: Option<u32>,
+}
+
+impl ListPage {
+    fn args(&self) -> Vec<Vec<u8>> {
+        let text = |v: &Option<String>| v.as_deref().unwrap_or("").as_bytes().to_vec();
+        match (&self.dir, &self.from, self.limit) {
+            (None, None, None) => Vec::new(),
+            (Some(d), None, None) => vec![d.as_bytes().to_vec()],
+            (_, _, None) => vec![text(&self.dir), text(&self.from)],
+            (_, _, Some(n)) => vec![
+                text(&self.dir),
+                text(&self.from),
+                n.to_string().into_bytes(),
+            ],
+        }
+    }
+
+    fn parse(args: &[Vec<u8>], usage: &str) -> Result<ListPage, ErrorReply> {
+        let optional = |arg: Option<&Vec<u8>>| -> Result<Option<String>, ErrorReply> {
+            match arg {
+                None => Ok(None),
+                Some(a) if a.is_empty() => Ok(None),
+                Some(a) => path_arg(a).map(Some),
+            }
+        };
+        if args.len() > 3 {
+            return Err(usage_error(usage));
+        }
+        Ok(ListPage {
+            dir: optional(args.first())?,
+            from: optional(args.get(1))?,
+            limit: args
+                .get(2)
+                .map(|n| page_limit(n, LS_MAX_LIMIT, usage))
+                .transpose()?,
+        })
+    }
+}
 
 /// Bytes that must not leak: zeroized on drop, redacted in `Debug`.
 #[derive(Clone, PartialEq, Eq)]
@@ -474,6 +690,58 @@ pub enum Command {
         /// Check only these entries (and the head); `None` checks the whole feed.
         range: Option<SeqRange>,
     },
+    /// `ls [DIR [FROM [LIMIT]]]`: one page of a directory. An empty DIR or FROM argument
+    /// means none.
+    Ls(ListPage),
+    /// `lsd [DIR [FROM [LIMIT]]]`: like `ls`, directories only.
+    Lsd(ListPage),
+    /// `cd DIR`
+    Cd {
+        /// The new working directory (a client path).
+        dir: String,
+    },
+    /// `pwd`
+    Pwd,
+    /// `stat PATH`
+    Stat {
+        /// The file or directory.
+        path: String,
+    },
+    /// `mkdir PATH`
+    Mkdir {
+        /// The directory to create.
+        path: String,
+    },
+    /// `rmdir PATH`
+    Rmdir {
+        /// The empty directory to remove.
+        path: String,
+    },
+    /// `del PATH`
+    Del {
+        /// The file to delete.
+        path: String,
+    },
+    /// `mv FROM TO`
+    Mv {
+        /// What to move.
+        from: String,
+        /// Where to.
+        to: String,
+    },
+}
+
+/// A client path argument: UTF-8 and not empty. The path rules proper are the server's
+/// (protocol.md §13.4).
+fn path_arg(arg: &[u8]) -> Result<String, ErrorReply> {
+    if arg.is_empty() {
+        return Err(ErrorReply::new(
+            ErrorCode::BadArguments,
+            "a path cannot be empty",
+        ));
+    }
+    String::from_utf8(arg.to_vec())
+        .map_err(|_| ErrorReply::new(ErrorCode::BadArguments, "a path must be UTF-8"))
 }
 
 fn utf8(arg: &[u8], usage: &str) -> Result<String, ErrorReply> {
@@ -566,12 +834,17 @@ fn seq_range(from: &[u8], to: &[u8], usage: &str) -> Result<SeqRange, ErrorReply
 
 /// `rlist`'s LIMIT: 1 to [`RLIST_MAX_LIMIT`].
 fn list_limit(arg: &[u8], usage: &str) -> Result<u32, ErrorReply> {
+    page_limit(arg, RLIST_MAX_LIMIT, usage)
+}
+
+/// A page LIMIT: 1 to `max`.
+fn page_limit(arg: &[u8], max: u32, usage: &str) -> Result<u32, ErrorReply> {
     let n = decimal(arg).ok_or_else(|| usage_error(usage))?;
     match u32::try_from(n) {
-        Ok(n) if (1..=RLIST_MAX_LIMIT).contains(&n) => Ok(n),
+        Ok(n) if (1..=max).contains(&n) => Ok(n),
         _ => Err(ErrorReply::new(
             ErrorCode::BadArguments,
-            format!("LIMIT must be 1 to {RLIST_MAX_LIMIT}"),
+            format!("LIMIT must be 1 to {max}"),
         )),
     }
 }
@@ -615,6 +888,15 @@ impl Command {
             Command::Rlist { .. } => "rlist",
             Command::Rhead => "rhead",
             Command::Rcheck { .. } => "rcheck",
+            Command::Ls(_) => "ls",
+            Command::Lsd(_) => "lsd",
+            Command::Cd { .. } => "cd",
+            Command::Pwd => "pwd",
+            Command::Stat { .. } => "stat",
+            Command::Mkdir { .. } => "mkdir",
+            Command::Rmdir { .. } => "rmdir",
+            Command::Del { .. } => "del",
+            Command::Mv { .. } => "mv",
         }
     }
 
@@ -694,6 +976,13 @@ impl Command {
                 args
             }
             Command::Rcheck { range: Some(r) } => range_args(r).to_vec(),
+            Command::Ls(page) | Command::Lsd(page) => page.args(),
+            Command::Cd { dir: path }
+            | Command::Stat { path }
+            | Command::Mkdir { path }
+            | Command::Rmdir { path }
+            | Command::Del { path } => vec![s(path)],
+            Command::Mv { from, to } => vec![s(from), s(to)],
             _ => Vec::new(),
         }
     }
@@ -837,6 +1126,28 @@ impl Command {
             ("rcheck", [from, to]) => Command::Rcheck {
                 range: Some(seq_range(from, to, usage)?),
             },
+            ("ls", page) if page.len() <= 3 => Command::Ls(ListPage::parse(page, usage)?),
+            ("lsd", page) if page.len() <= 3 => Command::Lsd(ListPage::parse(page, usage)?),
+            ("cd", [dir]) => Command::Cd {
+                dir: path_arg(dir)?,
+            },
+            ("pwd", []) => Command::Pwd,
+            ("stat", [path]) => Command::Stat {
+                path: path_arg(path)?,
+            },
+            ("mkdir", [path]) => Command::Mkdir {
+                path: path_arg(path)?,
+            },
+            ("rmdir", [path]) => Command::Rmdir {
+                path: path_arg(path)?,
+            },
+            ("del", [path]) => Command::Del {
+                path: path_arg(path)?,
+            },
+            ("mv", [from, to]) => Command::Mv {
+                from: path_arg(from)?,
+                to: path_arg(to)?,
+            },
             (name, _) => {
                 return Err(match command_info(name) {
                     Some(_) => bad(),
@@ -971,6 +1282,21 @@ pub enum Reply {
         /// What is wrong.
         reason: String,
     },
+    /// `ls`, `lsd`: `[next (a name, or empty when the directory is exhausted), entry...]`,
+    /// each entry as [`DirEntry::to_field`].
+    Listing {
+        /// The entries, in byte order of their names.
+        entries: Vec<DirEntry>,
+        /// The FROM of the following page (same DIR and LIMIT); `None` when no entry is
+        /// left.
+        next: Option<String>,
+    },
+    /// `cd`, `pwd`: `[working directory]`, as `/` and the path from the home's root (`/`
+    /// for the root itself), prefixed with `~NAME` when it is in another user's home.
+    Cwd(String),
+    /// `stat`: `[kind, size, mtime, created (or empty), sha256 (64 lower-case hex, or
+    /// empty)]`.
+    Stat(FileStat),
 }
 
 impl Reply {
@@ -1026,6 +1352,24 @@ impl Reply {
                 b"bad".to_vec(),
                 seq.map(|n| n.to_string().into_bytes()).unwrap_or_default(),
                 reason.as_bytes().to_vec(),
+            ],
+            Reply::Listing { entries, next } => {
+                let mut fields = Vec::with_capacity(entries.len() + 1);
+                fields.push(next.as_deref().unwrap_or("").as_bytes().to_vec());
+                fields.extend(entries.iter().map(DirEntry::to_field));
+                fields
+            }
+            Reply::Cwd(path) => vec![path.as_bytes().to_vec()],
+            Reply::Stat(st) => vec![
+                st.kind.as_str().as_bytes().to_vec(),
+                st.size.to_string().into_bytes(),
+                st.modified.to_string().into_bytes(),
+                st.created
+                    .map(|n| n.to_string().into_bytes())
+                    .unwrap_or_default(),
+                st.sha256
+                    .map(|h| hex_encode(&h).into_bytes())
+                    .unwrap_or_default(),
             ],
         }
     }
@@ -1195,6 +1539,43 @@ impl Reply {
                 }
                 _ => return Err(Error::Malformed("rcheck verdict")),
             },
+            Command::Ls(_) | Command::Lsd(_) => {
+                let (next, entries) = fields
+                    .split_first()
+                    .ok_or(Error::Malformed("reply field count"))?;
+                let next = match next.as_slice() {
+                    [] => None,
+                    n => Some(
+                        String::from_utf8(n.to_vec()).map_err(|_| Error::Malformed("ls next"))?,
+                    ),
+                };
+                let entries = entries
+                    .iter()
+                    .map(|e| DirEntry::from_field(e))
+                    .collect::<Result<_, _>>()?;
+                Reply::Listing { entries, next }
+            }
+            Command::Cd { .. } | Command::Pwd => {
+                want(1)?;
+                Reply::Cwd(text(0)?)
+            }
+            Command::Stat { .. } => {
+                want(5)?;
+                let optional = |f: &[u8], what| match f {
+                    [] => Ok(None),
+                    n => decimal(n).map(Some).ok_or(Error::Malformed(what)),
+                };
+                Reply::Stat(FileStat {
+                    kind: FileKind::parse(&text(0)?)?,
+                    size: decimal(&fields[1]).ok_or(Error::Malformed("stat size"))?,
+                    modified: decimal(&fields[2]).ok_or(Error::Malformed("stat mtime"))?,
+                    created: optional(&fields[3], "stat created")?,
+                    sha256: match fields[4].as_slice() {
+                        [] => None,
+                        h => Some(hex32(h).ok_or(Error::Malformed("stat sha256"))?),
+                    },
+                })
+            }
             Command::Logout
             | Command::Uini { .. }
             | Command::Uadd { .. }
@@ -1202,7 +1583,11 @@ impl Reply {
             | Command::Udel { .. }
             | Command::Uena { .. }
             | Command::Chpass { .. }
-            | Command::Ukey(_) => {
+            | Command::Ukey(_)
+            | Command::Mkdir { .. }
+            | Command::Rmdir { .. }
+            | Command::Del { .. }
+            | Command::Mv { .. } => {
                 want(0)?;
                 Reply::Done
             }

@@ -40,8 +40,8 @@ use rand_core::{Rng as _, TryCryptoRng, TryRng};
 use zeroize::Zeroizing;
 
 use crate::commands::{
-    Command, Credential, KeyAction, RecordSelector, Reply, SecretBytes, SeqRange, UserRole,
-    UserSummary, help_text,
+    Command, Credential, DirEntry, FileKind, FileStat, KeyAction, ListPage, RecordSelector, Reply,
+    SecretBytes, SeqRange, UserRole, UserSummary, help_text,
 };
 use crate::secure::keys;
 use crate::secure::{Fingerprint, RecordKeys, ServerIdentity};
@@ -525,6 +525,22 @@ fn all_commands() -> Vec<Command> {
         Command::Rcheck {
             range: Some(SeqRange { from: 1, to: 3 }),
         },
+        Command::Ls(ListPage::default()),
+        Command::Lsd(ListPage {
+            dir: Some("d".into()),
+            from: Some("n".into()),
+            limit: Some(2),
+        }),
+        Command::Cd { dir: "d".into() },
+        Command::Pwd,
+        Command::Stat { path: "f".into() },
+        Command::Mkdir { path: "d".into() },
+        Command::Rmdir { path: "d".into() },
+        Command::Del { path: "f".into() },
+        Command::Mv {
+            from: "a".into(),
+            to: "b".into(),
+        },
     ]
 }
 
@@ -620,6 +636,48 @@ fn replies_for(cmd: &Command) -> Vec<Reply> {
                 reason: "head".into(),
             },
         ],
+        Command::Ls(_) | Command::Lsd(_) => vec![
+            Reply::Listing {
+                entries: Vec::new(),
+                next: None,
+            },
+            Reply::Listing {
+                entries: vec![
+                    DirEntry {
+                        name: "a b".into(),
+                        kind: FileKind::File,
+                        size: u64::MAX,
+                        modified: 0,
+                    },
+                    DirEntry {
+                        name: "d".into(),
+                        kind: FileKind::Dir,
+                        size: 0,
+                        modified: 1_700_000_000,
+                    },
+                ],
+                next: Some("e".into()),
+            },
+        ],
+        Command::Cd { .. } | Command::Pwd => {
+            vec![Reply::Cwd("/".into()), Reply::Cwd("~u/a b".into())]
+        }
+        Command::Stat { .. } => vec![
+            Reply::Stat(FileStat {
+                kind: FileKind::File,
+                size: 3,
+                modified: 4,
+                created: Some(5),
+                sha256: Some([6; 32]),
+            }),
+            Reply::Stat(FileStat {
+                kind: FileKind::Dir,
+                size: 0,
+                modified: 0,
+                created: None,
+                sha256: None,
+            }),
+        ],
         Command::Logout
         | Command::Uini { .. }
         | Command::Uadd { .. }
@@ -627,7 +685,11 @@ fn replies_for(cmd: &Command) -> Vec<Reply> {
         | Command::Udel { .. }
         | Command::Uena { .. }
         | Command::Chpass { .. }
-        | Command::Ukey(_) => vec![Reply::Done],
+        | Command::Ukey(_)
+        | Command::Mkdir { .. }
+        | Command::Rmdir { .. }
+        | Command::Del { .. }
+        | Command::Mv { .. } => vec![Reply::Done],
     }
 }
 

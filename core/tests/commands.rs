@@ -722,3 +722,222 @@ proptest! {
         prop_assert_eq!(Reply::from_fields(&rlist_all(), &page.to_fields()), Ok(page));
     }
 }
+
+// ----- files -----
+
+use vserv_core::commands::{
+    DirEntry, FileKind, FileStat, LS_ENTRY_BUDGET, LS_MAX_LIMIT, ListPage, MAX_ENCODED_DIR_ENTRY,
+    MAX_FILE_NAME,
+};
+
+fn file_commands() -> Vec<Command> {
+    vec![
+        Command::Ls(ListPage::default()),
+        Command::Ls(ListPage {
+            dir: Some("a b/c".into()),
+            from: None,
+            limit: None,
+        }),
+        Command::Ls(ListPage {
+            dir: None,
+            from: Some("m".into()),
+            limit: None,
+        }),
+        Command::Lsd(ListPage {
+            dir: None,
+            from: None,
+            limit: Some(LS_MAX_LIMIT),
+        }),
+        Command::Lsd(ListPage {
+            dir: Some("~bob".into()),
+            from: Some("x y".into()),
+            limit: Some(1),
+        }),
+        Command::Cd { dir: "/".into() },
+        Command::Pwd,
+        Command::Stat {
+            path: "f.txt".into(),
+        },
+        Command::Mkdir { path: "d".into() },
+        Command::Rmdir { path: "d".into() },
+        Command::Del { path: "d/f".into() },
+        Command::Mv {
+            from: "a".into(),
+            to: "b/c".into(),
+        },
+    ]
+}
+
+#[test]
+fn file_commands_round_trip_and_are_for_users() {
+    for cmd in file_commands() {
+        let req = Request {
+            id: 3,
+            name: cmd.name().into(),
+            args: cmd.args(),
+        };
+        assert_eq!(Command::parse(&req), Ok(cmd.clone()));
+        assert_eq!(cmd.access(), Access::User, "{}", cmd.name());
+    }
+    // Empty DIR and FROM arguments mean none.
+    assert_eq!(
+        Command::parse(&request("ls", &[b"", b"", b"5"])),
+        Ok(Command::Ls(ListPage {
+            dir: None,
+            from: None,
+            limit: Some(5)
+        }))
+    );
+}
+
+#[test]
+fn file_command_arguments_are_checked() {
+    let bad = [
+        request("cd", &[]),
+        request("cd", &[b""]),
+        request("cd", &[b"a", b"b"]),
+        request("pwd", &[b"x"]),
+        request("stat", &[&[0xFF]]),
+        request("mkdir", &[b""]),
+        request("mv", &[b"a"]),
+        request("mv", &[b"a", b""]),
+        request("ls", &[b"a", b"b", b"0"]),
+        request("ls", &[b"a", b"b", b"1001"]),
+        request("lsd", &[b"a", b"b", b"x"]),
+        request("ls", &[b"a", b"b", b"1", b"2"]),
+        request("ls", &[&[0xC3]]),
+    ];
+    for req in bad {
+        let err = Command::parse(&req).expect_err(&format!("{} {:?}", req.name, req.args));
+        assert_eq!(
+            err.code,
+            ErrorCode::BadArguments,
+            "{} {:?}",
+            req.name,
+            req.args
+        );
+    }
+}
+
+#[test]
+fn file_replies_round_trip_and_refuse_malformed_fields() {
+    let stat = Reply::Stat(FileStat {
+        kind: FileKind::File,
+        size: 12,
+        modified: 1_700_000_000,
+        created: None,
+        sha256: Some([0xAB; 32]),
+    });
+    let listing = Reply::Listing {
+        entries: vec![DirEntry {
+            name: "with  spaces ".into(),
+            kind: FileKind::Dir,
+            size: 0,
+            modified: 9,
+        }],
+        next: Some("n".into()),
+    };
+    let ls = Command::Ls(ListPage::default());
+    let stat_cmd = Command::Stat { path: "f".into() };
+    for (cmd, reply) in [
+        (&ls, &listing),
+        (&stat_cmd, &stat),
+        (&Command::Pwd, &Reply::Cwd("~bob/x".into())),
+        (&Command::Mkdir { path: "d".into() }, &Reply::Done),
+    ] {
+        assert_eq!(
+            Reply::from_fields(cmd, &reply.to_fields()).as_ref(),
+            Ok(reply)
+        );
+    }
+    assert_eq!(
+        listing.to_fields()[1],
+        b"d 0 9 with  spaces ".to_vec(),
+        "KIND SIZE MTIME NAME"
+    );
+    let malformed: [(&Command, Vec<&[u8]>); 8] = [
+        (&ls, vec![]),
+        (&ls, vec![b"", b"x 1 2 name"]),
+        (&ls, vec![b"", b"f 1 2 "]),
+        (&ls, vec![b"", b"f -1 2 n"]),
+        (&ls, vec![b"", b"f 1 2"]),
+        (&stat_cmd, vec![b"f", b"1", b"2", b"", b"abc"]),
+        (&stat_cmd, vec![b"f", b"1", b"2", b""]),
+        (&Command::Pwd, vec![]),
+    ];
+    for (cmd, fields) in malformed {
+        let fields: Vec<Vec<u8>> = fields.iter().map(|f| f.to_vec()).collect();
+        assert!(Reply::from_fields(cmd, &fields).is_err(), "{fields:?}");
+    }
+}
+
+#[test]
+fn the_largest_listing_entry_fits_a_page() {
+    let entry = DirEntry {
+        name: "é".repeat(MAX_FILE_NAME / 2) + "x",
+        kind: FileKind::File,
+        size: u64::MAX,
+        modified: u64::MAX,
+    };
+    assert_eq!(entry.name.len(), MAX_FILE_NAME);
+    assert_eq!(entry.encoded_len(), entry.to_field().len());
+    assert_eq!(entry.encoded_len(), MAX_ENCODED_DIR_ENTRY);
+    // A page of entries filling the budget, with the longest `next`, fits one record.
+    let per_page = LS_ENTRY_BUDGET / (4 + MAX_ENCODED_DIR_ENTRY);
+    let reply = Reply::Listing {
+        entries: vec![entry; per_page],
+        next: Some("n".repeat(MAX_FILE_NAME)),
+    };
+    let response = Response {
+        id: u32::MAX,
+        result: Ok(reply.to_fields()),
+    };
+    let mut out = Vec::new();
+    response.encode(&mut out);
+    assert!(out.len() <= MAX_PAYLOAD, "{} bytes", out.len());
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    #[test]
+    fn listings_round_trip(
+        entries in proptest::collection::vec(
+            ("[^\u{0}/]{1,20}", any::<bool>(), any::<u64>(), any::<u64>()),
+            0..8,
+        ),
+        next in proptest::option::of("[^/]{1,10}"),
+    ) {
+        let reply = Reply::Listing {
+            entries: entries
+                .into_iter()
+                .map(|(name, dir, size, modified)| DirEntry {
+                    name,
+                    kind: if dir { FileKind::Dir } else { FileKind::File },
+                    size,
+                    modified,
+                })
+                .collect(),
+            next,
+        };
+        let cmd = Command::Lsd(ListPage::default());
+        prop_assert_eq!(Reply::from_fields(&cmd, &reply.to_fields()), Ok(reply.clone()));
+        if let Reply::Listing { entries, .. } = &reply {
+            for e in entries {
+                prop_assert_eq!(e.encoded_len(), e.to_field().len());
+            }
+        }
+    }
+
+    #[test]
+    fn file_command_arguments_never_panic(
+        name in prop::sample::select(vec!["ls", "lsd", "cd", "pwd", "stat", "mkdir", "rmdir", "del", "mv"]),
+        args in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..6), 0..5),
+    ) {
+        let req = Request { id: 1, name: name.into(), args };
+        if let Ok(cmd) = Command::parse(&req) {
+            let again = Request { id: 1, name: cmd.name().into(), args: cmd.args() };
+            prop_assert_eq!(Command::parse(&again), Ok(cmd));
+        }
+    }
+}

@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use vserv_core::commands::{Command, RecordSelector, Reply, SeqRange};
+use vserv_core::commands::{Command, ListPage, RecordSelector, Reply, SeqRange};
 use vserv_core::{Config, ErrorCode, Fingerprint, ServerIdentity};
 use vserv_service::client::{ClientError, ClientOptions};
 use vserv_service::{Service, ServiceInfo};
@@ -1460,6 +1460,218 @@ pub fn ledger_rlist_large_entries_fit_one_record<R: Runtime>() {
     server.shutdown();
 }
 
+// ----- files -----
+
+/// A server for `fx` keeping homes on disk in the fixture's directory.
+fn start_with_files<R: Runtime>(fx: &Fixture) -> R::Server {
+    let tree = vserv_service::files::DiskTree::open(
+        fx.dir(),
+        vserv_service::files::FilesConfig::default(),
+    )
+    .expect("file tree");
+    let service = fx.service().with_files(Arc::new(tree));
+    R::start(fx.identity.clone(), service, 64, Config::default())
+}
+
+fn done<C: TestClient>(client: &mut C, command: Command) {
+    assert_eq!(client.call(&command).ok(), Some(Reply::Done), "{command:?}");
+}
+
+fn listing<C: TestClient>(
+    client: &mut C,
+    command: Command,
+) -> (Vec<vserv_core::commands::DirEntry>, Option<String>) {
+    match client.call(&command) {
+        Ok(Reply::Listing { entries, next }) => (entries, next),
+        other => panic!("{command:?} gave {other:?}"),
+    }
+}
+
+fn page(dir: Option<&str>, from: Option<&str>, limit: Option<u32>) -> ListPage {
+    ListPage {
+        dir: dir.map(Into::into),
+        from: from.map(Into::into),
+        limit,
+    }
+}
+
+/// `mkdir`, `cd`, `pwd`, `ls`, `lsd`, `stat`, `mv`, `rmdir` and `del` over the protocol; the
+/// errors are typed and the session goes on.
+pub fn files_round_trip<R: Runtime>() {
+    use vserv_core::commands::FileKind;
+    let fx = Fixture::new(60);
+    let server = start_with_files::<R>(&fx);
+    let (mut root, mut alice) = ledger_users::<R>(&server, &fx);
+    let cwd = |c: &mut R::Client, cmd: Command| c.call(&cmd).ok();
+    assert_eq!(cwd(&mut alice, Command::Pwd), Some(Reply::Cwd("/".into())));
+    done(
+        &mut alice,
+        Command::Mkdir {
+            path: "docs".into(),
+        },
+    );
+    done(
+        &mut alice,
+        Command::Mkdir {
+            path: "docs/old".into(),
+        },
+    );
+    assert_eq!(
+        cwd(&mut alice, Command::Cd { dir: "docs".into() }),
+        Some(Reply::Cwd("/docs".into()))
+    );
+    assert_eq!(
+        cwd(&mut alice, Command::Pwd),
+        Some(Reply::Cwd("/docs".into()))
+    );
+    // Files appear through the tree (uploads come later).
+    std::fs::write(fx.dir().join("homes/alice/docs/a.txt"), b"hello").expect("write");
+    let (entries, next) = listing(&mut alice, Command::Ls(ListPage::default()));
+    assert_eq!(next, None);
+    let shown: Vec<(&str, FileKind, u64)> = entries
+        .iter()
+        .map(|e| (e.name.as_str(), e.kind, e.size))
+        .collect();
+    assert_eq!(
+        shown,
+        vec![("a.txt", FileKind::File, 5), ("old", FileKind::Dir, 0)]
+    );
+    let (dirs, _) = listing(&mut alice, Command::Lsd(page(Some("/docs"), None, None)));
+    assert_eq!(dirs.len(), 1);
+    assert_eq!(dirs[0].name, "old");
+    match alice.call(&Command::Stat {
+        path: "a.txt".into(),
+    }) {
+        Ok(Reply::Stat(st)) => {
+            assert_eq!((st.kind, st.size, st.sha256), (FileKind::File, 5, None));
+            assert!(st.modified > 0);
+        }
+        other => panic!("stat gave {other:?}"),
+    }
+    done(
+        &mut alice,
+        Command::Mv {
+            from: "a.txt".into(),
+            to: "old/b.txt".into(),
+        },
+    );
+    assert_eq!(
+        code_of(alice.call(&Command::Rmdir { path: "old".into() })),
+        Some(ErrorCode::Conflict)
+    );
+    assert_eq!(
+        code_of(alice.call(&Command::Mv {
+            from: "/docs".into(),
+            to: "old/inner".into()
+        })),
+        Some(ErrorCode::BadArguments),
+        "a directory cannot move into itself"
+    );
+    assert_eq!(
+        code_of(alice.call(&Command::Stat {
+            path: "a.txt".into()
+        })),
+        Some(ErrorCode::NotFound)
+    );
+    assert_eq!(
+        code_of(alice.call(&Command::Mkdir { path: "old".into() })),
+        Some(ErrorCode::Conflict)
+    );
+    done(
+        &mut alice,
+        Command::Del {
+            path: "old/b.txt".into(),
+        },
+    );
+    done(&mut alice, Command::Rmdir { path: "old".into() });
+    let (entries, _) = listing(&mut alice, Command::Ls(ListPage::default()));
+    assert!(entries.is_empty());
+    // Admins reach other homes as ~NAME; users do not.
+    assert_eq!(
+        cwd(
+            &mut root,
+            Command::Cd {
+                dir: "~alice/docs".into()
+            }
+        ),
+        Some(Reply::Cwd("~alice/docs".into()))
+    );
+    assert_eq!(
+        code_of(alice.call(&Command::Ls(page(Some("~root"), None, None)))),
+        Some(ErrorCode::Forbidden)
+    );
+    // A few escapes.
+    for path in [
+        "..",
+        "../../etc",
+        "a/../../x",
+        "C:\\x",
+        "con",
+        "x\u{202E}y",
+        ".vserv-x",
+    ] {
+        assert_eq!(
+            code_of(alice.call(&Command::Mkdir { path: path.into() })),
+            Some(ErrorCode::BadArguments),
+            "{path:?}"
+        );
+    }
+    assert_eq!(
+        cwd(&mut alice, Command::Pwd),
+        Some(Reply::Cwd("/docs".into()))
+    );
+    // Anonymous sessions get nothing.
+    let mut anon = R::connect(&server, &fx.options()).expect("connect");
+    assert_eq!(
+        code_of(anon.call(&Command::Pwd)),
+        Some(ErrorCode::Forbidden)
+    );
+    server.shutdown();
+}
+
+/// A directory too big for one record pages by name: every entry exactly once, in order,
+/// each page within the record limit; LIMIT bounds the pages.
+pub fn files_listing_pages<R: Runtime>() {
+    let fx = Fixture::new(61);
+    let server = start_with_files::<R>(&fx);
+    let (_root, mut alice) = ledger_users::<R>(&server, &fx);
+    done(&mut alice, Command::Mkdir { path: "big".into() });
+    // 150 long names: about 40 KB of listing, more than one record holds.
+    let names: Vec<String> = (0..150)
+        .map(|i| format!("{i:03}-{}", "n".repeat(250)))
+        .collect();
+    for name in &names {
+        std::fs::write(fx.dir().join("homes/alice/big").join(name), b"x").expect("write");
+    }
+    for limit in [None, Some(7), Some(1000)] {
+        let mut from: Option<String> = None;
+        let mut seen = Vec::new();
+        let mut pages = 0;
+        loop {
+            let (entries, next) = listing(
+                &mut alice,
+                Command::Ls(page(Some("big"), from.as_deref(), limit)),
+            );
+            pages += 1;
+            assert!(!entries.is_empty());
+            if let Some(l) = limit {
+                assert!(entries.len() <= l as usize);
+            }
+            seen.extend(entries.into_iter().map(|e| e.name));
+            match next {
+                Some(n) => from = Some(n),
+                None => break,
+            }
+        }
+        assert_eq!(seen, names, "limit {limit:?}");
+        assert!(pages >= 3, "limit {limit:?}: {pages} pages");
+    }
+    // `lsd` of a directory of files: one empty page.
+    let (dirs, next) = listing(&mut alice, Command::Lsd(page(Some("big"), None, None)));
+    assert!(dirs.is_empty() && next.is_none());
+    server.shutdown();
+}
+
 /// Instantiates every case of the suite for a [`Runtime`] type.
 #[macro_export]
 macro_rules! suite {
@@ -1474,7 +1686,7 @@ macro_rules! suite {
             ledger_duplicate_record_id_is_refused, ledger_head_is_signed_and_current,
             ledger_seq_is_gapless, ledger_access_is_enforced, ledger_positions_and_kind_counts,
             ledger_reversed_ranges_are_refused, ledger_rlist_pages_while_appending,
-            ledger_rlist_large_entries_fit_one_record);
+            ledger_rlist_large_entries_fit_one_record, files_round_trip, files_listing_pages);
     };
     (@cases $rt:ty; $($case:ident),*) => {
         $(#[test] fn $case() { $crate::$case::<$rt>(); })*

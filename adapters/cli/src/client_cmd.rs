@@ -213,6 +213,32 @@ pub fn print_reply(reply: &Reply, fingerprint: Option<Fingerprint>) {
                 println!("next {next}");
             }
         }
+        Reply::Listing { entries, next } => {
+            for e in entries {
+                println!(
+                    "{} {:>12} {} {}",
+                    e.kind.as_str(),
+                    e.size,
+                    e.modified,
+                    e.name
+                );
+            }
+            if let Some(next) = next {
+                println!("next {next}");
+            }
+        }
+        Reply::Cwd(path) => println!("{path}"),
+        Reply::Stat(st) => {
+            println!("kind {}", st.kind.as_str());
+            println!("size {}", st.size);
+            println!("modified {}", st.modified);
+            if let Some(created) = st.created {
+                println!("created {created}");
+            }
+            if let Some(sha) = st.sha256 {
+                println!("sha256 {}", hex::encode(sha));
+            }
+        }
         Reply::Have(yes) => println!("{}", if *yes { "yes" } else { "no" }),
         Reply::Count(n) => println!("{n}"),
         Reply::Head(signed) => println!(

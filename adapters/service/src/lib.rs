@@ -8,6 +8,7 @@
 
 pub mod accounts;
 pub mod client;
+pub mod files;
 pub mod ledger;
 mod ledger_commit;
 pub mod ledger_export;

@@ -16,6 +16,7 @@ use vserv_core::{
 };
 
 use crate::accounts::{AccountError, Accounts, User, UserName};
+use crate::files::{FileError, FileTree, Target, UserPath, path as file_path};
 use crate::ledger::{Appended, CheckReport, FeedError, Ledger, NewRecord, PendingAppend};
 use crate::limits::{Gate, LoginLimiter, Policy};
 
@@ -46,6 +47,8 @@ pub struct Service {
     limiter: Arc<LoginLimiter>,
     /// The server's feed; `None` answers the ledger commands with an error.
     ledger: Option<Arc<Ledger>>,
+    /// The users' homes; `None` answers the file commands with an error.
+    files: Option<Arc<dyn FileTree>>,
 }
 
 impl std::fmt::Debug for Service {
@@ -71,6 +74,9 @@ pub struct Session {
     /// Submitted `rput` groups awaiting their commit, oldest first: request ids, and the
     /// ledger's pending results (`None` without a ledger).
     pending: VecDeque<(Vec<u32>, Option<PendingAppend>)>,
+    /// The working directory set by `cd`, and the user who set it (another login starts at
+    /// its own home's root again).
+    cwd: Option<(UserName, Target)>,
 }
 
 impl Session {
@@ -84,6 +90,7 @@ impl Session {
             idle_timeout: vserv_core::Config::default().idle_timeout,
             idle_changed: false,
             pending: VecDeque::new(),
+            cwd: None,
         }
     }
 
@@ -213,6 +220,59 @@ fn respond(conn: &mut Connection, response: &Response) -> Result<(), Error> {
     }
 }
 
+fn file_error(e: FileError) -> ErrorReply {
+    let code = match &e {
+        FileError::Path(_)
+        | FileError::NotADirectory(_)
+        | FileError::IsADirectory(_)
+        | FileError::IntoItself { .. }
+        | FileError::Root => ErrorCode::BadArguments,
+        FileError::NotFound(_) => ErrorCode::NotFound,
+        FileError::Exists(_) | FileError::NotEmpty(_) => ErrorCode::Conflict,
+        FileError::Symlink(_) => ErrorCode::Forbidden,
+        FileError::QuotaExceeded { .. } => ErrorCode::TooLarge,
+        FileError::Io { .. } => {
+            tracing::error!(error = %e, "file storage failed");
+            return ErrorReply::new(
+                ErrorCode::Internal,
+                "the server could not complete the request",
+            );
+        }
+    };
+    ErrorReply::new(code, e.to_string())
+}
+
+/// One page of a directory listing: the entries named `from` or later (all of them
+/// without `from`), directories only with `dirs_only`, at most `limit` of them and no more
+/// than fit one response ([`commands::LS_ENTRY_BUDGET`]).
+fn list_page(
+    entries: Vec<commands::DirEntry>,
+    dirs_only: bool,
+    from: Option<&str>,
+    limit: usize,
+) -> Reply {
+    let mut budget = commands::LS_ENTRY_BUDGET;
+    let mut page = Vec::new();
+    let mut next = None;
+    let matching = entries
+        .into_iter()
+        .filter(|e| !dirs_only || e.kind == commands::FileKind::Dir)
+        .filter(|e| from.is_none_or(|f| e.name.as_str() >= f));
+    for entry in matching {
+        let cost = 4 + entry.encoded_len();
+        if page.len() >= limit || cost > budget {
+            next = Some(entry.name);
+            break;
+        }
+        budget -= cost;
+        page.push(entry);
+    }
+    Reply::Listing {
+        entries: page,
+        next,
+    }
+}
+
 fn not_found(message: &str) -> ErrorReply {
     ErrorReply::new(ErrorCode::NotFound, message)
 }
@@ -234,7 +294,15 @@ impl Service {
             policy,
             limiter,
             ledger: None,
+            files: None,
         }
+    }
+
+    /// This service with `files` as the users' homes (the file commands). Without one,
+    /// those commands are answered with [`ErrorCode::Internal`] "no file tree".
+    pub fn with_files(mut self, files: Arc<dyn FileTree>) -> Self {
+        self.files = Some(files);
+        self
     }
 
     /// This service with `ledger` as the server's feed (the `r*` commands). Without one,
@@ -707,6 +775,108 @@ impl Service {
         }
     }
 
+    /// The file commands (protocol.md §13.4) for the logged-in `user`.
+    fn files_command(
+        &self,
+        session: &mut Session,
+        user: &User,
+        cmd: Command,
+    ) -> Result<Reply, ErrorReply> {
+        let Some(files) = &self.files else {
+            return Err(ErrorReply::new(
+                ErrorCode::Internal,
+                "no file tree: this server does not keep files",
+            ));
+        };
+        let me = &user.name;
+        let cwd = match &session.cwd {
+            Some((by, cwd)) if by == me => cwd.clone(),
+            _ => Target {
+                owner: me.clone(),
+                path: UserPath::root(),
+            },
+        };
+        // Resolves a client path, and checks that `user` may enter that home.
+        let target = |input: &str| -> Result<Target, ErrorReply> {
+            let t = file_path::resolve(me, &cwd, input).map_err(|e| file_error(e.into()))?;
+            if &t.owner != me {
+                if user.role != UserRole::Admin {
+                    return Err(ErrorReply::new(
+                        ErrorCode::Forbidden,
+                        "only admins may enter another user's home",
+                    ));
+                }
+                if self
+                    .accounts
+                    .get(&t.owner)
+                    .map_err(account_error)?
+                    .is_none()
+                {
+                    return Err(not_found(&format!("no user '{}'", t.owner)));
+                }
+            }
+            Ok(t)
+        };
+        let fail = |e: FileError| file_error(e);
+        let dirs_only = matches!(cmd, Command::Lsd(_));
+        Ok(match cmd {
+            Command::Ls(page) | Command::Lsd(page) => {
+                let dir = match &page.dir {
+                    Some(d) => target(d)?,
+                    None => cwd,
+                };
+                let entries = files.list(&dir.owner, &dir.path).map_err(fail)?;
+                let limit = usize::try_from(page.limit.unwrap_or(commands::LS_DEFAULT_LIMIT))
+                    .unwrap_or(usize::MAX);
+                list_page(entries, dirs_only, page.from.as_deref(), limit)
+            }
+            Command::Cd { dir } => {
+                let t = target(&dir)?;
+                let stat = files.stat(&t.owner, &t.path).map_err(fail)?;
+                if stat.kind != commands::FileKind::Dir {
+                    return Err(fail(FileError::NotADirectory(t.display_for(me))));
+                }
+                let shown = t.display_for(me);
+                session.cwd = Some((me.clone(), t));
+                Reply::Cwd(shown)
+            }
+            Command::Pwd => Reply::Cwd(cwd.display_for(me)),
+            Command::Stat { path } => {
+                let t = target(&path)?;
+                Reply::Stat(files.stat(&t.owner, &t.path).map_err(fail)?)
+            }
+            Command::Mkdir { path } => {
+                let t = target(&path)?;
+                files.mkdir(&t.owner, &t.path).map_err(fail)?;
+                Reply::Done
+            }
+            Command::Rmdir { path } => {
+                let t = target(&path)?;
+                files.rmdir(&t.owner, &t.path).map_err(fail)?;
+                Reply::Done
+            }
+            Command::Del { path } => {
+                let t = target(&path)?;
+                files.delete_file(&t.owner, &t.path).map_err(fail)?;
+                Reply::Done
+            }
+            Command::Mv { from, to } => {
+                let (from, to) = (target(&from)?, target(&to)?);
+                if from.owner != to.owner {
+                    return Err(ErrorReply::new(
+                        ErrorCode::BadArguments,
+                        "cannot move between homes",
+                    ));
+                }
+                files
+                    .rename(&from.owner, &from.path, &to.path)
+                    .map_err(fail)?;
+                Reply::Done
+            }
+            _ => return Err(ErrorReply::new(ErrorCode::Internal, "not a file command")),
+        })
+    }
+
     fn execute(
         &self,
         session: &mut Session,
@@ -877,6 +1047,20 @@ impl Service {
             | Command::Rlist { .. }
             | Command::Rhead
             | Command::Rcheck { .. } => return self.ledger_command(&me, cmd, &audit),
+            Command::Ls(_)
+            | Command::Lsd(_)
+            | Command::Cd { .. }
+            | Command::Pwd
+            | Command::Stat { .. }
+            | Command::Mkdir { .. }
+            | Command::Rmdir { .. }
+            | Command::Del { .. }
+            | Command::Mv { .. } => {
+                let Some(user) = &user else {
+                    return Err(ErrorReply::new(ErrorCode::Forbidden, "log in first"));
+                };
+                return self.files_command(session, user, cmd);
+            }
             // Answered in `handle`.
             Command::Quit | Command::Login { .. } | Command::Rput { .. } => Reply::Done,
         })

@@ -1,0 +1,377 @@
+//! Homes kept in memory, for simulations and tests. Same rules as [`super::DiskTree`]
+//! (there are no symlinks to refuse).
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use vserv_core::commands::{DirEntry, FileKind, FileStat};
+
+use super::{FileError, FileTree, FilesConfig, UserPath, check_quota};
+use crate::accounts::UserName;
+
+/// Where a [`MemoryTree`] reads the time (Unix seconds) it stamps on changes.
+pub type Clock = Arc<dyn Fn() -> u64 + Send + Sync>;
+
+#[derive(Debug, Clone)]
+enum Node {
+    Dir {
+        modified: u64,
+        created: u64,
+    },
+    File {
+        data: Vec<u8>,
+        modified: u64,
+        created: u64,
+    },
+}
+
+#[derive(Debug, Default)]
+struct Home {
+    /// Every file and directory but the root, by path.
+    nodes: BTreeMap<UserPath, Node>,
+    /// Kept versions by file path, newest first.
+    versions: BTreeMap<UserPath, VecDeque<Vec<u8>>>,
+}
+
+impl Home {
+    /// The node at `path` (`None` if nothing is there); every directory on the way must
+    /// exist.
+    fn locate(&self, path: &UserPath) -> Result<Option<&Node>, FileError> {
+        let names = path.names();
+        for i in 1..names.len() {
+            let prefix = UserPath::from_names(names[..i].to_vec())?;
+            match self.nodes.get(&prefix) {
+                Some(Node::Dir { .. }) => {}
+                Some(Node::File { .. }) => {
+                    return Err(FileError::NotADirectory(prefix.to_string()));
+                }
+                None => return Err(FileError::NotFound(prefix.to_string())),
+            }
+        }
+        Ok(self.nodes.get(path))
+    }
+
+    fn is_dir(&self, path: &UserPath) -> Result<bool, FileError> {
+        if path.is_root() {
+            return Ok(true);
+        }
+        match self.locate(path)? {
+            Some(Node::Dir { .. }) => Ok(true),
+            Some(Node::File { .. }) => Ok(false),
+            None => Err(FileError::NotFound(path.to_string())),
+        }
+    }
+
+    /// Paths strictly inside `dir`.
+    fn descendants<'a>(&'a self, dir: &'a UserPath) -> impl Iterator<Item = &'a UserPath> + 'a {
+        self.nodes
+            .range(dir.clone()..)
+            .map(|(p, _)| p)
+            .take_while(move |p| p.starts_with(dir))
+            .filter(move |p| *p != dir)
+    }
+
+    fn usage(&self) -> u64 {
+        let files = self.nodes.values().map(|n| match n {
+            Node::File { data, .. } => data.len() as u64,
+            Node::Dir { .. } => 0,
+        });
+        let versions = self.versions.values().flatten().map(|v| v.len() as u64);
+        files.chain(versions).fold(0u64, u64::saturating_add)
+    }
+
+    /// Keeps the current content of `path` as its newest version (or drops it).
+    fn rotate(&mut self, path: &UserPath, data: Vec<u8>, keep: u32) {
+        if keep == 0 {
+            return;
+        }
+        let versions = self.versions.entry(path.clone()).or_default();
+        versions.push_front(data);
+        versions.truncate(usize::try_from(keep).unwrap_or(usize::MAX));
+    }
+
+    fn rotation_frees(&self, path: &UserPath, current: u64, keep: u32) -> u64 {
+        if keep == 0 {
+            return current;
+        }
+        self.versions.get(path).map_or(0, |v| {
+            v.iter()
+                .skip(
+                    usize::try_from(keep)
+                        .unwrap_or(usize::MAX)
+                        .saturating_sub(1),
+                )
+                .map(|d| d.len() as u64)
+                .sum()
+        })
+    }
+}
+
+/// Homes in memory.
+pub struct MemoryTree {
+    homes: Mutex<BTreeMap<UserName, Home>>,
+    config: FilesConfig,
+    clock: Clock,
+}
+
+impl std::fmt::Debug for MemoryTree {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryTree")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl MemoryTree {
+    /// An empty tree stamping changes with the wall clock.
+    pub fn new(config: FilesConfig) -> MemoryTree {
+        Self::with_clock(config, Arc::new(crate::unix_now))
+    }
+
+    /// An empty tree stamping changes with `clock` (a simulation's virtual time).
+    pub fn with_clock(config: FilesConfig, clock: Clock) -> MemoryTree {
+        MemoryTree {
+            homes: Mutex::new(BTreeMap::new()),
+            config,
+            clock,
+        }
+    }
+
+    /// Runs `f` on `owner`'s home (created on first use).
+    fn with_home<T>(&self, owner: &UserName, f: impl FnOnce(&mut Home) -> T) -> T {
+        let mut homes: MutexGuard<'_, _> = self.homes.lock().unwrap_or_else(|e| e.into_inner());
+        f(homes.entry(owner.clone()).or_default())
+    }
+}
+
+impl FileTree for MemoryTree {
+    fn config(&self) -> FilesConfig {
+        self.config
+    }
+
+    fn list(&self, owner: &UserName, dir: &UserPath) -> Result<Vec<DirEntry>, FileError> {
+        self.with_home(owner, |home| {
+            if !home.is_dir(dir)? {
+                return Err(FileError::NotADirectory(dir.to_string()));
+            }
+            let depth = dir.names().len() + 1;
+            let mut entries: Vec<DirEntry> = home
+                .descendants(dir)
+                .filter(|p| p.names().len() == depth)
+                .filter_map(|p| {
+                    let name = p.file_name()?.to_owned();
+                    Some(match home.nodes.get(p)? {
+                        Node::Dir { modified, .. } => DirEntry {
+                            name,
+                            kind: FileKind::Dir,
+                            size: 0,
+                            modified: *modified,
+                        },
+                        Node::File { data, modified, .. } => DirEntry {
+                            name,
+                            kind: FileKind::File,
+                            size: data.len() as u64,
+                            modified: *modified,
+                        },
+                    })
+                })
+                .collect();
+            entries.sort_by(|a, b| a.name.cmp(&b.name));
+            Ok(entries)
+        })
+    }
+
+    fn stat(&self, owner: &UserName, path: &UserPath) -> Result<FileStat, FileError> {
+        self.with_home(owner, |home| {
+            if path.is_root() {
+                return Ok(FileStat {
+                    kind: FileKind::Dir,
+                    size: 0,
+                    modified: 0,
+                    created: None,
+                    sha256: None,
+                });
+            }
+            match home.locate(path)? {
+                Some(Node::Dir { modified, created }) => Ok(FileStat {
+                    kind: FileKind::Dir,
+                    size: 0,
+                    modified: *modified,
+                    created: Some(*created),
+                    sha256: None,
+                }),
+                Some(Node::File {
+                    data,
+                    modified,
+                    created,
+                }) => Ok(FileStat {
+                    kind: FileKind::File,
+                    size: data.len() as u64,
+                    modified: *modified,
+                    created: Some(*created),
+                    sha256: None,
+                }),
+                None => Err(FileError::NotFound(path.to_string())),
+            }
+        })
+    }
+
+    fn mkdir(&self, owner: &UserName, path: &UserPath) -> Result<(), FileError> {
+        let now = (self.clock)();
+        self.with_home(owner, |home| {
+            if path.is_root() || home.locate(path)?.is_some() {
+                return Err(FileError::Exists(path.to_string()));
+            }
+            home.nodes.insert(
+                path.clone(),
+                Node::Dir {
+                    modified: now,
+                    created: now,
+                },
+            );
+            Ok(())
+        })
+    }
+
+    fn rmdir(&self, owner: &UserName, path: &UserPath) -> Result<(), FileError> {
+        if path.is_root() {
+            return Err(FileError::Root);
+        }
+        self.with_home(owner, |home| {
+            if !home.is_dir(path)? {
+                return Err(FileError::NotADirectory(path.to_string()));
+            }
+            if home.descendants(path).next().is_some() {
+                return Err(FileError::NotEmpty(path.to_string()));
+            }
+            home.nodes.remove(path);
+            Ok(())
+        })
+    }
+
+    fn delete_file(&self, owner: &UserName, path: &UserPath) -> Result<(), FileError> {
+        self.with_home(owner, |home| {
+            if home.is_dir(path)? {
+                return Err(FileError::IsADirectory(path.to_string()));
+            }
+            home.nodes.remove(path);
+            home.versions.remove(path);
+            Ok(())
+        })
+    }
+
+    fn rename(&self, owner: &UserName, from: &UserPath, to: &UserPath) -> Result<(), FileError> {
+        if from.is_root() || to.is_root() {
+            return Err(FileError::Root);
+        }
+        let keep = self.config.versions;
+        self.with_home(owner, |home| {
+            let from_dir = home.is_dir(from)?;
+            if from == to {
+                return Ok(());
+            }
+            if from_dir && to.starts_with(from) {
+                return Err(FileError::IntoItself {
+                    from: from.to_string(),
+                    to: to.to_string(),
+                });
+            }
+            match home.locate(to)? {
+                None => {}
+                Some(_) if from_dir => return Err(FileError::Exists(to.to_string())),
+                Some(Node::Dir { .. }) => return Err(FileError::IsADirectory(to.to_string())),
+                Some(Node::File { data, .. }) => {
+                    let data = data.clone();
+                    home.rotate(to, data, keep);
+                }
+            }
+            // The node and everything below it, with their versions.
+            let moved: Vec<UserPath> = std::iter::once(from.clone())
+                .chain(home.descendants(from).cloned())
+                .collect();
+            let mut renamed = Vec::with_capacity(moved.len());
+            for old in &moved {
+                let mut names = to.names().to_vec();
+                names.extend_from_slice(&old.names()[from.names().len()..]);
+                renamed.push(UserPath::from_names(names)?);
+            }
+            for (old, new) in moved.iter().zip(renamed) {
+                if let Some(node) = home.nodes.remove(old) {
+                    home.nodes.insert(new.clone(), node);
+                }
+                let versions = home.versions.remove(old);
+                if from_dir && let Some(v) = versions {
+                    home.versions.insert(new, v);
+                }
+            }
+            Ok(())
+        })
+    }
+
+    fn usage(&self, owner: &UserName) -> Result<u64, FileError> {
+        Ok(self.with_home(owner, |home| home.usage()))
+    }
+
+    fn replace_file(
+        &self,
+        owner: &UserName,
+        path: &UserPath,
+        data: &[u8],
+    ) -> Result<(), FileError> {
+        if path.is_root() {
+            return Err(FileError::Root);
+        }
+        let now = (self.clock)();
+        let config = self.config;
+        self.with_home(owner, |home| {
+            let (freed, old, created) = match home.locate(path)? {
+                Some(Node::Dir { .. }) => return Err(FileError::IsADirectory(path.to_string())),
+                Some(Node::File { data, created, .. }) => (
+                    home.rotation_frees(path, data.len() as u64, config.versions),
+                    Some(data.clone()),
+                    *created,
+                ),
+                None => (0, None, now),
+            };
+            check_quota(config, home.usage(), freed, data.len() as u64)?;
+            if let Some(old) = old {
+                home.rotate(path, old, config.versions);
+            }
+            home.nodes.insert(
+                path.clone(),
+                Node::File {
+                    data: data.to_vec(),
+                    modified: now,
+                    created,
+                },
+            );
+            Ok(())
+        })
+    }
+
+    fn read_file(&self, owner: &UserName, path: &UserPath) -> Result<Vec<u8>, FileError> {
+        self.with_home(owner, |home| match home.locate(path)? {
+            Some(Node::File { data, .. }) => Ok(data.clone()),
+            Some(Node::Dir { .. }) => Err(FileError::IsADirectory(path.to_string())),
+            None => Err(FileError::NotFound(path.to_string())),
+        })
+    }
+
+    fn read_version(
+        &self,
+        owner: &UserName,
+        path: &UserPath,
+        n: u32,
+    ) -> Result<Vec<u8>, FileError> {
+        self.with_home(owner, |home| {
+            home.locate(path)?;
+            let index = usize::try_from(n).ok().and_then(|n| n.checked_sub(1));
+            home.versions
+                .get(path)
+                .zip(index)
+                .and_then(|(v, i)| v.get(i))
+                .cloned()
+                .ok_or_else(|| FileError::NotFound(format!("version {n} of {path}")))
+        })
+    }
+}

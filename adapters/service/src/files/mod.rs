@@ -1,0 +1,175 @@
+//! Per-user file trees (protocol.md §13.4): every user has a home, and every path a client
+//! sends is resolved inside it.
+//!
+//! - [`path`]: client paths, parsed and validated without touching a file system.
+//! - [`FileTree`]: what the service needs of a store of homes, with a [`DiskTree`] under
+//!   `<data dir>/homes/<user>/` that never follows a symlink, and a [`MemoryTree`] for
+//!   simulations and tests.
+//!
+//! Overwriting a file keeps its previous contents as versions (the newest
+//! [`FilesConfig::versions`]), hidden from clients; a per-user quota
+//! ([`FilesConfig::quota`]) counts files and versions.
+
+mod disk;
+mod memory;
+pub mod path;
+
+pub use disk::DiskTree;
+pub use memory::MemoryTree;
+pub use path::{PathError, Target, UserPath};
+
+use vserv_core::commands::{DirEntry, FileStat};
+
+use crate::accounts::UserName;
+
+/// How many previous versions an overwritten file keeps unless configured otherwise (as
+/// PyvServ did).
+pub const DEFAULT_VERSIONS: u32 = 3;
+
+/// Tunables of a file tree.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FilesConfig {
+    /// Previous versions kept when a file is overwritten (by an upload or by `mv`); 0 keeps
+    /// none.
+    pub versions: u32,
+    /// Per-user limit on the bytes of files and kept versions; `None` is unlimited.
+    pub quota: Option<u64>,
+}
+
+impl Default for FilesConfig {
+    fn default() -> Self {
+        FilesConfig {
+            versions: DEFAULT_VERSIONS,
+            quota: None,
+        }
+    }
+}
+
+/// Why a file operation failed. Paths in messages are the client's view of them (from the
+/// home's root), never the server's real paths.
+#[derive(Debug, thiserror::Error)]
+pub enum FileError {
+    /// The client path breaks the path rules.
+    #[error(transparent)]
+    Path(#[from] PathError),
+    /// Nothing at that path (or a directory on the way is missing).
+    #[error("no such file or directory: {0}")]
+    NotFound(String),
+    /// Something is at that path already.
+    #[error("already exists: {0}")]
+    Exists(String),
+    /// `rmdir` of a directory with entries.
+    #[error("directory not empty: {0}")]
+    NotEmpty(String),
+    /// A directory was needed.
+    #[error("not a directory: {0}")]
+    NotADirectory(String),
+    /// A file was needed.
+    #[error("is a directory: {0}")]
+    IsADirectory(String),
+    /// A symlink on the way: symlinks are never followed, wherever they point.
+    #[error("refused: {0} is a symbolic link (symlinks are never followed)")]
+    Symlink(String),
+    /// `mv` of a directory into itself.
+    #[error("cannot move {from} into itself ({to})")]
+    IntoItself {
+        /// The directory moved.
+        from: String,
+        /// The target inside it.
+        to: String,
+    },
+    /// The home's root cannot be removed, moved or replaced.
+    #[error("the home directory itself cannot be removed or moved")]
+    Root,
+    /// The operation would take the user over their quota.
+    #[error("quota exceeded: {needed} more bytes needed, {usage} of {quota} bytes used")]
+    QuotaExceeded {
+        /// Bytes the operation adds.
+        needed: u64,
+        /// Bytes in use now.
+        usage: u64,
+        /// The user's quota.
+        quota: u64,
+    },
+    /// The file system failed.
+    #[error("file system error on {path}: {source}")]
+    Io {
+        /// The client path concerned.
+        path: String,
+        /// The error.
+        source: std::io::Error,
+    },
+}
+
+/// A store of per-user homes. Every method takes the home's owner and a validated path
+/// from that home's root; a home is created on first use. Implementations never reach
+/// outside the owner's home.
+pub trait FileTree: Send + Sync {
+    /// The versions and quota in force.
+    fn config(&self) -> FilesConfig;
+
+    /// The entries of directory `dir` (files and directories only; the server's hidden
+    /// names, and names a client could not address, left out), in byte order of their names.
+    fn list(&self, owner: &UserName, dir: &UserPath) -> Result<Vec<DirEntry>, FileError>;
+
+    /// Kind, size and times of a file or directory.
+    fn stat(&self, owner: &UserName, path: &UserPath) -> Result<FileStat, FileError>;
+
+    /// Creates directory `path`; its parent must exist.
+    fn mkdir(&self, owner: &UserName, path: &UserPath) -> Result<(), FileError>;
+
+    /// Removes the empty directory `path` (hidden server files in it go with it).
+    fn rmdir(&self, owner: &UserName, path: &UserPath) -> Result<(), FileError>;
+
+    /// Deletes file `path` and its kept versions.
+    fn delete_file(&self, owner: &UserName, path: &UserPath) -> Result<(), FileError>;
+
+    /// Moves `from` to `to` (whose parent must exist). A directory may not be moved into
+    /// itself nor onto anything that exists; a file may replace a file, whose previous
+    /// content is then kept as a version. The moved file's own versions are dropped.
+    fn rename(&self, owner: &UserName, from: &UserPath, to: &UserPath) -> Result<(), FileError>;
+
+    /// Bytes used by `owner`'s files and kept versions.
+    fn usage(&self, owner: &UserName) -> Result<u64, FileError>;
+
+    /// Whether `extra` more bytes fit `owner`'s quota (always, without one). Uploads ask
+    /// before accepting data.
+    fn fits(&self, owner: &UserName, extra: u64) -> Result<bool, FileError> {
+        match self.config().quota {
+            None => Ok(true),
+            Some(quota) => Ok(self
+                .usage(owner)?
+                .checked_add(extra)
+                .is_some_and(|total| total <= quota)),
+        }
+    }
+
+    /// Writes `data` as file `path` (its parent must exist), replacing the file there,
+    /// whose previous content becomes the newest kept version. Refused, changing nothing,
+    /// when the result would exceed the quota.
+    fn replace_file(&self, owner: &UserName, path: &UserPath, data: &[u8])
+    -> Result<(), FileError>;
+
+    /// The content of file `path`.
+    fn read_file(&self, owner: &UserName, path: &UserPath) -> Result<Vec<u8>, FileError>;
+
+    /// Kept version `n` of file `path` (1 is the newest previous content).
+    fn read_version(&self, owner: &UserName, path: &UserPath, n: u32)
+    -> Result<Vec<u8>, FileError>;
+}
+
+/// The quota check shared by the implementations: `Ok` if `usage - freed + added` fits.
+fn check_quota(config: FilesConfig, usage: u64, freed: u64, added: u64) -> Result<(), FileError> {
+    let Some(quota) = config.quota else {
+        return Ok(());
+    };
+    let after = usage.saturating_sub(freed).saturating_add(added);
+    if after > quota {
+        return Err(FileError::QuotaExceeded {
+            needed: added,
+            usage,
+            quota,
+        });
+    }
+    Ok(())
+}
