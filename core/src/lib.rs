@@ -22,6 +22,7 @@ pub mod fuzzing;
 pub mod ledger;
 pub mod secure;
 pub mod session;
+pub mod transfer;
 pub mod wire;
 
 pub use error::{Error, ErrorKind};

@@ -1,0 +1,71 @@
+//! File transfer machines (`put` / `get`), sans-IO: no files, no sockets, no clock.
+//!
+//! Transfers ride the command layer (spec/files.md): every chunk is one request or one
+//! response, so each fits one record, and the flow-control window is the connection's limit
+//! on outstanding requests. The machines here decide *what* to send, *where* bytes go and
+//! whether the SHA-256 of the whole file matches; the driver moves the bytes between the
+//! file system and the connection.
+//!
+//! | side | upload (`put`) | download (`get`) |
+//! |---|---|---|
+//! | client | [`UploadSender`] | [`DownloadReceiver`] |
+//! | server | [`UploadReceiver`] (in [`ServerTransfers`]) | [`DownloadSender`] (in [`ServerTransfers`]) |
+//!
+//! Memory is bounded whatever the file size: the senders hold no data, the upload receiver
+//! holds none either (each chunk is hashed and handed to the driver to write), and the
+//! download receiver buffers at most `window` chunks while it reorders replies. Offsets and
+//! sizes are `u64` everywhere.
+//!
+//! Resume: [`UploadReceiver::checkpoint`] gives an [`UploadState`] (bytes via
+//! [`UploadState::encode`]) that the server stores beside the partial file once that file is
+//! durable up to the state's offset. SHA-256 state is not serialisable, so a restore
+//! ([`UploadReceiver::restore`]) re-hashes the partial file: the driver feeds its bytes back
+//! and the machine checks them against the prefix hash kept in the state. Clients resume the
+//! same way ([`UploadSender::resume`], [`DownloadReceiver::resume`]).
+
+mod codec;
+mod download;
+mod error;
+#[cfg(feature = "fuzzing")]
+pub mod fuzz;
+mod refeed;
+mod table;
+mod upload;
+
+pub use codec::{
+    FcloseArgs, FdoneArgs, FdoneReply, FgetArgs, FgetReply, FopenArgs, FopenReply, FputArgs,
+    FreadArgs, FreadReply, ack_fields, parse_ack,
+};
+pub use download::{DownloadReceiver, DownloadRestore, DownloadSender, ReadAt};
+pub use error::{INTEGRITY_ERROR_CODE, TransferError};
+pub use table::{DEFAULT_MAX_TRANSFERS, ServerTransfer, ServerTransfers};
+pub use upload::{
+    ChunkPlan, Progress, ResumeOutcome, UploadReceiver, UploadRestore, UploadSender,
+    UploadSenderRestore, UploadState, WriteAt,
+};
+
+use crate::wire::MAX_PAYLOAD;
+
+/// Bytes of an `fput` request other than its data: request header (type 1, id 4, name
+/// length 1, `"fput"` 4, argc 2), then `ID` (4 + 4), `OFFSET` (4 + 8) and the data's length
+/// prefix (4).
+pub const FPUT_OVERHEAD: usize = 1 + 4 + 1 + 4 + 2 + (4 + 4) + (4 + 8) + 4;
+
+/// Largest `fput` data: the request is then exactly [`MAX_PAYLOAD`] bytes (16348).
+pub const MAX_FPUT_DATA: usize = MAX_PAYLOAD - FPUT_OVERHEAD;
+
+/// Bytes of a successful `fread` response other than its data: type 1, id 4, status 1,
+/// fieldc 2, the data's length prefix 4.
+pub const FREAD_REPLY_OVERHEAD: usize = 1 + 4 + 1 + 2 + 4;
+
+/// Largest `fread` length: the response is then exactly [`MAX_PAYLOAD`] bytes (16372).
+pub const MAX_FREAD_LEN: usize = MAX_PAYLOAD - FREAD_REPLY_OVERHEAD;
+
+/// Longest `PATH` argument of `fopen` and `fget`, in bytes.
+pub const MAX_PATH: usize = 4096;
+
+/// SHA-256 of the empty string: the prefix hash at offset 0.
+pub const EMPTY_SHA256: [u8; 32] = [
+    0xe3, 0xb0, 0xc4, 0x42, 0x98, 0xfc, 0x1c, 0x14, 0x9a, 0xfb, 0xf4, 0xc8, 0x99, 0x6f, 0xb9, 0x24,
+    0x27, 0xae, 0x41, 0xe4, 0x64, 0x9b, 0x93, 0x4c, 0xa4, 0x95, 0x99, 0x1b, 0x78, 0x52, 0xb8, 0x55,
+];
