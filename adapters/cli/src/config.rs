@@ -24,6 +24,10 @@
 //! memory_kib = 19456               # >= 8 * lanes, <= 4194304 (4 GiB)
 //! iterations = 2                   # 1..=64
 //! lanes = 1                        # 1..=16
+//!
+//! [files]                          # the users' homes, in <data>/homes/<user>
+//! versions = 3                     # previous versions kept on overwrite (0..=100; 0: none)
+//! quota_bytes = 0                  # per-user bytes of files and versions; 0: unlimited
 //! ```
 //!
 //! The values shown are the defaults. Existing password hashes keep the parameters they
@@ -35,6 +39,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use vserv_service::accounts::PasswordParams;
+use vserv_service::files::FilesConfig;
 use vserv_service::{LoginBackoff, Policy, RateLimit};
 
 use crate::serve::Runtime;
@@ -91,6 +96,18 @@ pub struct FileConfig {
     pub login_backoff: Option<BackoffConfig>,
     /// argon2id parameters.
     pub argon2: Option<Argon2Config>,
+    /// The users' file homes.
+    pub files: Option<FilesSection>,
+}
+
+/// `[files]`.
+#[derive(Debug, Default, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilesSection {
+    /// Previous versions kept when a file is overwritten; 0 keeps none.
+    pub versions: Option<u32>,
+    /// Per-user limit on the bytes of files and kept versions; 0 = unlimited.
+    pub quota_bytes: Option<u64>,
 }
 
 /// `[rate_limit]`.
@@ -146,6 +163,8 @@ pub struct Settings {
     pub policy: Policy,
     /// argon2id parameters for new hashes.
     pub password: PasswordParams,
+    /// Versions kept and per-user quota of the file homes.
+    pub files: FilesConfig,
 }
 
 /// Values given on the command line; each overrides the file.
@@ -293,6 +312,17 @@ pub fn resolve(file: FileConfig, flags: Overrides) -> Result<Settings, ConfigErr
         p_cost: lanes,
     };
 
+    let files = file.files.unwrap_or_default();
+    let files = FilesConfig {
+        versions: check(
+            "files.versions",
+            files.versions.unwrap_or(FilesConfig::default().versions),
+            0,
+            100,
+        )?,
+        quota: files.quota_bytes.filter(|&q| q > 0),
+    };
+
     let name = flags
         .name
         .or(file.name)
@@ -329,6 +359,7 @@ pub fn resolve(file: FileConfig, flags: Overrides) -> Result<Settings, ConfigErr
             idle_timeout_max: Duration::from_secs(idle_max),
         },
         password,
+        files,
     })
 }
 
@@ -426,6 +457,7 @@ mod tests {
             "listen_addr = \"x\"",
             "[rate_limit]\nconnection = 5",
             "[argon2]\nmemory = 5",
+            "[files]\nquota = 5",
             "[nosuch]\n",
         ] {
             let err = FileConfig::parse(text).unwrap_err();
@@ -467,6 +499,7 @@ mod tests {
             ("[argon2]\nmemory_kib = 7", "argon2.memory_kib"),
             ("[argon2]\niterations = 0", "argon2.iterations"),
             ("[argon2]\nlanes = 0", "argon2.lanes"),
+            ("[files]\nversions = 101", "files.versions"),
             ("name = \"\"", "name"),
         ] {
             let file = FileConfig::parse(text).unwrap();
@@ -475,6 +508,18 @@ mod tests {
                 other => panic!("{text}: {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn files_versions_and_quota() {
+        let file = FileConfig::parse("[files]\nversions = 0\nquota_bytes = 1048576").unwrap();
+        let s = resolve(file, Overrides::default()).unwrap();
+        assert_eq!(s.files.versions, 0);
+        assert_eq!(s.files.quota, Some(1_048_576));
+        let file = FileConfig::parse("[files]\nquota_bytes = 0").unwrap();
+        let s = resolve(file, Overrides::default()).unwrap();
+        assert_eq!(s.files.quota, None, "0 is unlimited");
+        assert_eq!(s.files.versions, 3);
     }
 
     #[test]
