@@ -7,6 +7,10 @@
 use crate::Error;
 use crate::ledger::{Entry, MAX_BODY, MAX_ENCODED_ENTRY, SignedHead, check_kind, check_record_id};
 use crate::secure::Fingerprint;
+use crate::transfer::{
+    FcloseArgs, FdoneArgs, FdoneReply, FgetArgs, FgetReply, FopenArgs, FopenReply, FputArgs,
+    FreadArgs, FreadReply,
+};
 use crate::wire::{ErrorCode, ErrorReply, MAX_PAYLOAD, POINT_LEN, Request, SIGNATURE_LEN};
 use zeroize::Zeroizing;
 
@@ -268,6 +272,42 @@ pub const COMMANDS: &[CommandInfo] = &[
         "mv",
         "mv FROM TO",
         "rename or move a file or directory; an overwritten file is kept as a version",
+        Access::User,
+    ),
+    info(
+        "fopen",
+        "fopen PATH SIZE [resume]",
+        "start (or with resume, continue) an upload of SIZE bytes to PATH (binary numbers, spec/files.md)",
+        Access::User,
+    ),
+    info(
+        "fput",
+        "fput ID OFFSET DATA",
+        "one upload chunk at OFFSET",
+        Access::User,
+    ),
+    info(
+        "fdone",
+        "fdone ID SHA256",
+        "finish an upload: the file becomes visible if its SHA-256 matches",
+        Access::User,
+    ),
+    info(
+        "fget",
+        "fget PATH",
+        "open a file for download; replies with its id, size and SHA-256",
+        Access::User,
+    ),
+    info(
+        "fread",
+        "fread ID OFFSET LEN",
+        "one download chunk of LEN bytes at OFFSET",
+        Access::User,
+    ),
+    info(
+        "fclose",
+        "fclose ID",
+        "end a transfer (an upload stays resumable)",
         Access::User,
     ),
 ];
@@ -729,6 +769,25 @@ pub enum Command {
         /// Where to.
         to: String,
     },
+    /// `fopen PATH SIZE [resume]`: start or resume an upload (spec/files.md §3).
+    Fopen(FopenArgs),
+    /// `fput ID OFFSET DATA`: one upload chunk (the data owned; see [`Command::fput_args`]).
+    Fput {
+        /// The upload's transfer id.
+        id: u32,
+        /// Where the chunk starts.
+        offset: u64,
+        /// 1 to [`MAX_FPUT_DATA`](crate::transfer::MAX_FPUT_DATA) bytes.
+        data: Vec<u8>,
+    },
+    /// `fdone ID SHA256`: finish an upload.
+    Fdone(FdoneArgs),
+    /// `fget PATH`: open a file for download (spec/files.md §4).
+    Fget(FgetArgs),
+    /// `fread ID OFFSET LEN`: one download chunk.
+    Fread(FreadArgs),
+    /// `fclose ID`: end a transfer.
+    Fclose(FcloseArgs),
 }
 
 /// A client path argument: UTF-8 and not empty. The path rules proper are the server's
@@ -897,6 +956,24 @@ impl Command {
             Command::Rmdir { .. } => "rmdir",
             Command::Del { .. } => "del",
             Command::Mv { .. } => "mv",
+            Command::Fopen(_) => "fopen",
+            Command::Fput { .. } => "fput",
+            Command::Fdone(_) => "fdone",
+            Command::Fget(_) => "fget",
+            Command::Fread(_) => "fread",
+            Command::Fclose(_) => "fclose",
+        }
+    }
+
+    /// The codec view of an `fput` (`None` for any other command).
+    pub fn fput_args(&self) -> Option<FputArgs<'_>> {
+        match self {
+            Command::Fput { id, offset, data } => Some(FputArgs {
+                id: *id,
+                offset: *offset,
+                data,
+            }),
+            _ => None,
         }
     }
 
@@ -983,6 +1060,12 @@ impl Command {
             | Command::Rmdir { path }
             | Command::Del { path } => vec![s(path)],
             Command::Mv { from, to } => vec![s(from), s(to)],
+            Command::Fopen(a) => a.to_args(),
+            Command::Fput { .. } => self.fput_args().map(|a| a.to_args()).unwrap_or_default(),
+            Command::Fdone(a) => a.to_args(),
+            Command::Fget(a) => a.to_args(),
+            Command::Fread(a) => a.to_args(),
+            Command::Fclose(a) => a.to_args(),
             _ => Vec::new(),
         }
     }
@@ -1148,6 +1231,19 @@ impl Command {
                 from: path_arg(from)?,
                 to: path_arg(to)?,
             },
+            ("fopen", args) => Command::Fopen(FopenArgs::parse(args)?),
+            ("fput", args) => {
+                let FputArgs { id, offset, data } = FputArgs::parse(args)?;
+                Command::Fput {
+                    id,
+                    offset,
+                    data: data.to_vec(),
+                }
+            }
+            ("fdone", args) => Command::Fdone(FdoneArgs::parse(args)?),
+            ("fget", args) => Command::Fget(FgetArgs::parse(args)?),
+            ("fread", args) => Command::Fread(FreadArgs::parse(args)?),
+            ("fclose", args) => Command::Fclose(FcloseArgs::parse(args)?),
             (name, _) => {
                 return Err(match command_info(name) {
                     Some(_) => bad(),
@@ -1297,6 +1393,14 @@ pub enum Reply {
     /// `stat`: `[kind, size, mtime, created (or empty), sha256 (64 lower-case hex, or
     /// empty)]`.
     Stat(FileStat),
+    /// `fopen`: `[ID (u32), OFFSET (u64), PREFIX_SHA256 (32 bytes)]`, binary.
+    Opened(FopenReply),
+    /// `fdone`: `[SIZE (u64), SHA256 (32 bytes)]`, binary: the file is visible.
+    Uploaded(FdoneReply),
+    /// `fget`: `[ID (u32), SIZE (u64), SHA256 (32 bytes)]`, binary.
+    Download(FgetReply),
+    /// `fread`: `[DATA]`, exactly the bytes asked for.
+    Data(FreadReply),
 }
 
 impl Reply {
@@ -1360,6 +1464,10 @@ impl Reply {
                 fields
             }
             Reply::Cwd(path) => vec![path.as_bytes().to_vec()],
+            Reply::Opened(r) => r.to_fields(),
+            Reply::Uploaded(r) => r.to_fields(),
+            Reply::Download(r) => r.to_fields(),
+            Reply::Data(r) => vec![r.data.clone()],
             Reply::Stat(st) => vec![
                 st.kind.as_str().as_bytes().to_vec(),
                 st.size.to_string().into_bytes(),
@@ -1576,6 +1684,16 @@ impl Reply {
                     },
                 })
             }
+            Command::Fopen(_) => Reply::Opened(FopenReply::from_fields(fields)?),
+            Command::Fdone(_) => Reply::Uploaded(FdoneReply::from_fields(fields)?),
+            Command::Fget(_) => Reply::Download(FgetReply::from_fields(fields)?),
+            Command::Fread(a) => {
+                let reply = FreadReply::from_fields(fields.to_vec())?;
+                if u32::try_from(reply.data.len()).ok() != Some(a.len) {
+                    return Err(Error::Malformed("fread reply length"));
+                }
+                Reply::Data(reply)
+            }
             Command::Logout
             | Command::Uini { .. }
             | Command::Uadd { .. }
@@ -1587,7 +1705,9 @@ impl Reply {
             | Command::Mkdir { .. }
             | Command::Rmdir { .. }
             | Command::Del { .. }
-            | Command::Mv { .. } => {
+            | Command::Mv { .. }
+            | Command::Fput { .. }
+            | Command::Fclose(_) => {
                 want(0)?;
                 Reply::Done
             }

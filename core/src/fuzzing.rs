@@ -46,6 +46,10 @@ use crate::commands::{
 use crate::secure::keys;
 use crate::secure::{Fingerprint, RecordKeys, ServerIdentity};
 use crate::session::Role;
+use crate::transfer::{
+    FcloseArgs, FdoneArgs, FdoneReply, FgetArgs, FgetReply, FopenArgs, FopenReply, FreadArgs,
+    FreadReply,
+};
 use crate::wire::frame::put_frame;
 use crate::wire::{
     self, CONTENT_APP, CONTENT_CLIENT_FINISHED, CONTENT_CLOSE, CONTENT_KEY_UPDATE,
@@ -541,6 +545,32 @@ fn all_commands() -> Vec<Command> {
             from: "a".into(),
             to: "b".into(),
         },
+        Command::Fopen(FopenArgs {
+            path: "f".into(),
+            size: u64::MAX,
+            resume: false,
+        }),
+        Command::Fopen(FopenArgs {
+            path: "d/f".into(),
+            size: 0,
+            resume: true,
+        }),
+        Command::Fput {
+            id: 1,
+            offset: 1 << 32,
+            data: b"abc".to_vec(),
+        },
+        Command::Fdone(FdoneArgs {
+            id: u32::MAX,
+            sha256: [1; 32],
+        }),
+        Command::Fget(FgetArgs { path: "f".into() }),
+        Command::Fread(FreadArgs {
+            id: 2,
+            offset: 0,
+            len: 3,
+        }),
+        Command::Fclose(FcloseArgs { id: 2 }),
     ]
 }
 
@@ -678,6 +708,23 @@ fn replies_for(cmd: &Command) -> Vec<Reply> {
                 sha256: None,
             }),
         ],
+        Command::Fopen(_) => vec![Reply::Opened(FopenReply {
+            id: 1,
+            offset: u64::MAX,
+            prefix_sha256: [2; 32],
+        })],
+        Command::Fdone(_) => vec![Reply::Uploaded(FdoneReply {
+            size: 0,
+            sha256: [3; 32],
+        })],
+        Command::Fget(_) => vec![Reply::Download(FgetReply {
+            id: u32::MAX,
+            size: 1 << 40,
+            sha256: [4; 32],
+        })],
+        Command::Fread(a) => vec![Reply::Data(FreadReply {
+            data: vec![5; usize::try_from(a.len).unwrap_or(0)],
+        })],
         Command::Logout
         | Command::Uini { .. }
         | Command::Uadd { .. }
@@ -689,7 +736,9 @@ fn replies_for(cmd: &Command) -> Vec<Reply> {
         | Command::Mkdir { .. }
         | Command::Rmdir { .. }
         | Command::Del { .. }
-        | Command::Mv { .. } => vec![Reply::Done],
+        | Command::Mv { .. }
+        | Command::Fput { .. }
+        | Command::Fclose(_) => vec![Reply::Done],
     }
 }
 

@@ -941,3 +941,225 @@ proptest! {
         }
     }
 }
+
+// ----- transfer commands (spec/files.md) -----
+
+use vserv_core::transfer::{
+    FcloseArgs, FdoneArgs, FdoneReply, FgetArgs, FgetReply, FopenArgs, FopenReply, FreadArgs,
+    FreadReply, MAX_FPUT_DATA, MAX_FREAD_LEN,
+};
+
+fn transfer_commands() -> Vec<Command> {
+    vec![
+        Command::Fopen(FopenArgs {
+            path: "a b/f".into(),
+            size: u64::MAX,
+            resume: false,
+        }),
+        Command::Fopen(FopenArgs {
+            path: "f".into(),
+            size: 0,
+            resume: true,
+        }),
+        Command::Fput {
+            id: 1,
+            offset: 1 << 32,
+            data: vec![7; MAX_FPUT_DATA],
+        },
+        Command::Fdone(FdoneArgs {
+            id: u32::MAX,
+            sha256: [9; 32],
+        }),
+        Command::Fget(FgetArgs {
+            path: "~bob/f".into(),
+        }),
+        Command::Fread(FreadArgs {
+            id: 2,
+            offset: u64::MAX - 1,
+            len: u32::try_from(MAX_FREAD_LEN).expect("fits"),
+        }),
+        Command::Fclose(FcloseArgs { id: 3 }),
+    ]
+}
+
+#[test]
+fn transfer_commands_round_trip_and_are_for_users() {
+    let names: Vec<&str> = transfer_commands().iter().map(Command::name).collect();
+    for name in ["fopen", "fput", "fdone", "fget", "fread", "fclose"] {
+        assert!(names.contains(&name), "{name} missing");
+        let info = command_info(name).expect("registered");
+        assert_eq!(info.access, Access::User, "{name}");
+    }
+    for cmd in transfer_commands() {
+        let req = Request {
+            id: 4,
+            name: cmd.name().into(),
+            args: cmd.args(),
+        };
+        assert_eq!(Command::parse(&req), Ok(cmd.clone()));
+        assert_eq!(cmd.access(), Access::User, "{}", cmd.name());
+    }
+    // The example of spec/files.md §2.2: fput with transfer id 1, offset 2^32, "abc".
+    let fput = Command::Fput {
+        id: 1,
+        offset: 1 << 32,
+        data: b"abc".to_vec(),
+    };
+    let mut bytes = Vec::new();
+    Request {
+        id: 7,
+        name: fput.name().into(),
+        args: fput.args(),
+    }
+    .encode(&mut bytes);
+    let expected: Vec<u8> = [
+        &[0x01, 0, 0, 0, 7, 4][..],
+        b"fput",
+        &[0, 3],
+        &[0, 0, 0, 4, 0, 0, 0, 1],
+        &[0, 0, 0, 8, 0, 0, 0, 1, 0, 0, 0, 0],
+        &[0, 0, 0, 3],
+        b"abc",
+    ]
+    .concat();
+    assert_eq!(bytes, expected);
+    assert_eq!(
+        fput.fput_args().map(|a| (a.id, a.offset, a.data.to_vec())),
+        Some((1, 1 << 32, b"abc".to_vec()))
+    );
+    assert_eq!(Command::Pwd.fput_args(), None);
+}
+
+#[test]
+fn transfer_command_arguments_are_checked() {
+    let code = |req: Request| Command::parse(&req).map(|_| ()).map_err(|e| e.code);
+    let id = 1u32.to_be_bytes();
+    let off = 0u64.to_be_bytes();
+    let size = 5u64.to_be_bytes();
+    assert_eq!(
+        code(request("fopen", &[b"f"])),
+        Err(ErrorCode::BadArguments)
+    );
+    assert_eq!(
+        code(request("fopen", &[b"f", b"5"])),
+        Err(ErrorCode::BadArguments)
+    );
+    assert_eq!(
+        code(request("fopen", &[b"", &size])),
+        Err(ErrorCode::BadArguments)
+    );
+    assert_eq!(
+        code(request("fopen", &[b"f", &size, b"again"])),
+        Err(ErrorCode::BadArguments)
+    );
+    assert_eq!(
+        code(request("fopen", &[&[b'a'; 4097], &size])),
+        Err(ErrorCode::TooLarge)
+    );
+    assert_eq!(
+        code(request("fput", &[&id, &off, b""])),
+        Err(ErrorCode::BadArguments)
+    );
+    assert_eq!(
+        code(request("fput", &[&id, &off, &vec![0; MAX_FPUT_DATA + 1]])),
+        Err(ErrorCode::TooLarge)
+    );
+    assert_eq!(
+        code(request("fput", &[&id, &off])),
+        Err(ErrorCode::BadArguments)
+    );
+    assert_eq!(
+        code(request("fdone", &[&id, &[0; 31]])),
+        Err(ErrorCode::BadArguments)
+    );
+    assert_eq!(code(request("fget", &[])), Err(ErrorCode::BadArguments));
+    assert_eq!(
+        code(request("fread", &[&id, &off, &0u32.to_be_bytes()])),
+        Err(ErrorCode::TooLarge)
+    );
+    assert_eq!(
+        code(request("fread", &[&id, &off, &u32::MAX.to_be_bytes()])),
+        Err(ErrorCode::TooLarge)
+    );
+    assert_eq!(
+        code(request("fclose", &[&[0; 3]])),
+        Err(ErrorCode::BadArguments)
+    );
+    assert_eq!(code(request("fclose", &[&id])), Ok(()));
+}
+
+#[test]
+fn transfer_replies_round_trip_and_refuse_malformed_fields() {
+    let fopen = &transfer_commands()[0];
+    let fread = Command::Fread(FreadArgs {
+        id: 1,
+        offset: 0,
+        len: 3,
+    });
+    let cases = [
+        (
+            fopen.clone(),
+            Reply::Opened(FopenReply {
+                id: 1,
+                offset: 2,
+                prefix_sha256: [3; 32],
+            }),
+        ),
+        (
+            Command::Fdone(FdoneArgs {
+                id: 1,
+                sha256: [0; 32],
+            }),
+            Reply::Uploaded(FdoneReply {
+                size: 4,
+                sha256: [5; 32],
+            }),
+        ),
+        (
+            Command::Fget(FgetArgs { path: "f".into() }),
+            Reply::Download(FgetReply {
+                id: 6,
+                size: 7,
+                sha256: [8; 32],
+            }),
+        ),
+        (
+            fread.clone(),
+            Reply::Data(FreadReply {
+                data: b"xyz".to_vec(),
+            }),
+        ),
+        (transfer_commands()[2].clone(), Reply::Done),
+        (Command::Fclose(FcloseArgs { id: 1 }), Reply::Done),
+    ];
+    for (cmd, reply) in cases {
+        let fields = reply.to_fields();
+        assert_eq!(
+            Reply::from_fields(&cmd, &fields),
+            Ok(reply),
+            "{}",
+            cmd.name()
+        );
+        // One field too many is refused.
+        let mut more = fields.clone();
+        more.push(Vec::new());
+        assert!(Reply::from_fields(&cmd, &more).is_err(), "{}", cmd.name());
+    }
+    // A read reply must hold exactly LEN bytes.
+    assert!(Reply::from_fields(&fread, &[b"xy".to_vec()]).is_err());
+    assert!(Reply::from_fields(&fread, &[b"wxyz".to_vec()]).is_err());
+    // Fixed-width fields.
+    assert!(Reply::from_fields(fopen, &[vec![0; 4], vec![0; 7], vec![0; 32]]).is_err());
+}
+
+#[test]
+fn integrity_is_error_code_9() {
+    assert_eq!(ErrorCode::Integrity.to_u16(), 9);
+    assert_eq!(ErrorCode::from_u16(9), ErrorCode::Integrity);
+    assert_eq!(ErrorCode::from_u16(10), ErrorCode::Other(10));
+    let help = vserv_core::commands::help_text(None).expect("help");
+    assert!(help.len() < MAX_PAYLOAD);
+    for name in ["fopen", "fput", "fdone", "fget", "fread", "fclose"] {
+        assert!(help.contains(name), "{name} not in help");
+    }
+}

@@ -382,7 +382,8 @@ proptest! {
         let id = table.open(ServerTransfer::Upload(rx)).unwrap();
         let err = table.done(&FdoneArgs { id, sha256: claimed }).unwrap_err();
         prop_assert_eq!(&err, &TransferError::HashMismatch);
-        prop_assert_eq!(err.to_reply().code, ErrorCode::Other(INTEGRITY_ERROR_CODE));
+        prop_assert_eq!(err.to_reply().code, ErrorCode::Integrity);
+        prop_assert_eq!(err.to_reply().code.to_u16(), INTEGRITY_ERROR_CODE);
         // The failed upload is gone: nothing can make it visible any more.
         prop_assert_eq!(table.done(&FdoneArgs { id, sha256: claimed }), Err(TransferError::UnknownTransfer(id)));
     }

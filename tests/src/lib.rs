@@ -1495,6 +1495,89 @@ fn page(dir: Option<&str>, from: Option<&str>, limit: Option<u32>) -> ListPage {
     }
 }
 
+/// A small upload (`fopen`, `fput`, `fdone`) and its download (`fget`, `fread`, `fclose`)
+/// over the protocol give identical bytes; a wrong hash is error 9 and changes nothing.
+pub fn files_upload_download_round_trip<R: Runtime>() {
+    use vserv_core::transfer::{
+        FcloseArgs, FdoneArgs, FgetArgs, FileHasher, FopenArgs, FreadArgs, MAX_FPUT_DATA,
+        MAX_FREAD_LEN,
+    };
+    let sha = |data: &[u8]| {
+        let mut h = FileHasher::new();
+        h.update(data);
+        h.finish()
+    };
+    let fx = Fixture::new(61);
+    let server = start_with_files::<R>(&fx);
+    let (_root, mut alice) = ledger_users::<R>(&server, &fx);
+    let data: Vec<u8> = (0..MAX_FPUT_DATA * 2 + 123)
+        .map(|i| (i % 251) as u8)
+        .collect();
+    let upload = |c: &mut R::Client, claimed: [u8; 32]| {
+        let open = match c.call(&Command::Fopen(FopenArgs {
+            path: "up.bin".into(),
+            size: data.len() as u64,
+            resume: false,
+        })) {
+            Ok(Reply::Opened(o)) => o,
+            other => panic!("fopen gave {other:?}"),
+        };
+        assert_eq!(open.offset, 0);
+        for (i, chunk) in data.chunks(MAX_FPUT_DATA).enumerate() {
+            let put = Command::Fput {
+                id: open.id,
+                offset: (i * MAX_FPUT_DATA) as u64,
+                data: chunk.to_vec(),
+            };
+            assert_eq!(c.call(&put).ok(), Some(Reply::Done));
+        }
+        c.call(&Command::Fdone(FdoneArgs {
+            id: open.id,
+            sha256: claimed,
+        }))
+    };
+    match upload(&mut alice, sha(&data)) {
+        Ok(Reply::Uploaded(d)) => {
+            assert_eq!(d.size, data.len() as u64);
+            assert_eq!(d.sha256, sha(&data));
+        }
+        other => panic!("fdone gave {other:?}"),
+    }
+    // A wrong hash: integrity error, the file stays as it was.
+    assert_eq!(
+        code_of(upload(&mut alice, [0; 32])),
+        Some(ErrorCode::Integrity)
+    );
+    let get = match alice.call(&Command::Fget(FgetArgs {
+        path: "up.bin".into(),
+    })) {
+        Ok(Reply::Download(g)) => g,
+        other => panic!("fget gave {other:?}"),
+    };
+    assert_eq!(get.size, data.len() as u64);
+    assert_eq!(get.sha256, sha(&data));
+    let mut back = Vec::new();
+    while back.len() < data.len() {
+        let len = (data.len() - back.len()).min(MAX_FREAD_LEN);
+        let read = Command::Fread(FreadArgs {
+            id: get.id,
+            offset: back.len() as u64,
+            len: u32::try_from(len).expect("chunk length"),
+        });
+        match alice.call(&read) {
+            Ok(Reply::Data(d)) => back.extend(d.data),
+            other => panic!("fread gave {other:?}"),
+        }
+    }
+    assert!(back == data, "downloaded bytes differ");
+    done(&mut alice, Command::Fclose(FcloseArgs { id: get.id }));
+    assert_eq!(
+        code_of(alice.call(&Command::Fclose(FcloseArgs { id: get.id }))),
+        Some(ErrorCode::NotFound)
+    );
+    server.shutdown();
+}
+
 /// `mkdir`, `cd`, `pwd`, `ls`, `lsd`, `stat`, `mv`, `rmdir` and `del` over the protocol; the
 /// errors are typed and the session goes on.
 pub fn files_round_trip<R: Runtime>() {
@@ -1686,7 +1769,8 @@ macro_rules! suite {
             ledger_duplicate_record_id_is_refused, ledger_head_is_signed_and_current,
             ledger_seq_is_gapless, ledger_access_is_enforced, ledger_positions_and_kind_counts,
             ledger_reversed_ranges_are_refused, ledger_rlist_pages_while_appending,
-            ledger_rlist_large_entries_fit_one_record, files_round_trip, files_listing_pages);
+            ledger_rlist_large_entries_fit_one_record, files_round_trip, files_listing_pages,
+            files_upload_download_round_trip);
     };
     (@cases $rt:ty; $($case:ident),*) => {
         $(#[test] fn $case() { $crate::$case::<$rt>(); })*

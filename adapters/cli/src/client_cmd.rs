@@ -228,6 +228,15 @@ pub fn print_reply(reply: &Reply, fingerprint: Option<Fingerprint>) {
             }
         }
         Reply::Cwd(path) => println!("{path}"),
+        Reply::Opened(r) => println!("transfer {} from offset {}", r.id, r.offset),
+        Reply::Uploaded(r) => println!("size {} sha256 {}", r.size, hex::encode(r.sha256)),
+        Reply::Download(r) => println!(
+            "transfer {} size {} sha256 {}",
+            r.id,
+            r.size,
+            hex::encode(r.sha256)
+        ),
+        Reply::Data(r) => println!("{} bytes", r.data.len()),
         Reply::Stat(st) => {
             println!("kind {}", st.kind.as_str());
             println!("size {}", st.size);

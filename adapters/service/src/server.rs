@@ -16,7 +16,10 @@ use vserv_core::{
 };
 
 use crate::accounts::{AccountError, Accounts, User, UserName};
-use crate::files::{FileError, FileTree, Target, UserPath, path as file_path};
+use crate::files::{
+    FileError, FileTree, Target, TransferFailure, Transfers, UploadLocks, UserPath,
+    path as file_path,
+};
 use crate::ledger::{Appended, CheckReport, FeedError, Ledger, NewRecord, PendingAppend};
 use crate::limits::{Gate, LoginLimiter, Policy};
 
@@ -49,6 +52,8 @@ pub struct Service {
     ledger: Option<Arc<Ledger>>,
     /// The users' homes; `None` answers the file commands with an error.
     files: Option<Arc<dyn FileTree>>,
+    /// The paths being uploaded to, across connections (spec/files.md §3.4).
+    upload_locks: UploadLocks,
 }
 
 impl std::fmt::Debug for Service {
@@ -60,7 +65,8 @@ impl std::fmt::Debug for Service {
 }
 
 /// Per-connection state: who is logged in, how many logins failed, the idle timeout, the
-/// `rput` groups still being committed.
+/// `rput` groups still being committed, the open file transfers. Dropping it (the
+/// connection ended) parks its open uploads for a resume and releases their path locks.
 #[derive(Debug)]
 pub struct Session {
     peer: Option<IpAddr>,
@@ -77,6 +83,8 @@ pub struct Session {
     /// The working directory set by `cd`, and the user who set it (another login starts at
     /// its own home's root again).
     cwd: Option<(UserName, Target)>,
+    /// The open uploads and downloads (spec/files.md).
+    transfers: Transfers,
 }
 
 impl Session {
@@ -91,6 +99,7 @@ impl Session {
             idle_changed: false,
             pending: VecDeque::new(),
             cwd: None,
+            transfers: Transfers::new(),
         }
     }
 
@@ -108,6 +117,11 @@ impl Session {
     /// The logged-in user's name.
     pub fn user(&self) -> Option<&UserName> {
         self.user.as_ref()
+    }
+
+    /// Number of file transfers open on this connection.
+    pub fn open_transfers(&self) -> usize {
+        self.transfers.len()
     }
 }
 
@@ -242,6 +256,14 @@ fn file_error(e: FileError) -> ErrorReply {
     ErrorReply::new(code, e.to_string())
 }
 
+fn transfer_failure(e: TransferFailure) -> ErrorReply {
+    match e {
+        TransferFailure::Transfer(t) => t.to_reply(),
+        TransferFailure::File(f) => file_error(f),
+        busy @ TransferFailure::Busy(_) => ErrorReply::new(ErrorCode::Conflict, busy.to_string()),
+    }
+}
+
 /// One page of a directory listing: the entries named `from` or later (all of them
 /// without `from`), directories only with `dirs_only`, at most `limit` of them and no more
 /// than fit one response ([`commands::LS_ENTRY_BUDGET`]).
@@ -295,6 +317,7 @@ impl Service {
             limiter,
             ledger: None,
             files: None,
+            upload_locks: UploadLocks::new(),
         }
     }
 
@@ -668,6 +691,9 @@ impl Service {
                 attempt.succeeded();
                 tracing::info!(target: "vserv::audit", user = %user.name, peer = ?session.peer, "login");
                 self.accounts.record_login(&user.name, now);
+                if session.user.as_ref() != Some(&user.name) {
+                    session.transfers = Transfers::new();
+                }
                 session.user = Some(user.name.clone());
                 session.failed_logins = 0;
                 Ok(Reply::User {
@@ -873,6 +899,56 @@ impl Service {
                     .map_err(fail)?;
                 Reply::Done
             }
+            Command::Fopen(args) => {
+                let t = target(&args.path)?;
+                let shown = t.display_for(me);
+                Reply::Opened(
+                    session
+                        .transfers
+                        .fopen(
+                            files.as_ref(),
+                            &self.upload_locks,
+                            &t.owner,
+                            &t.path,
+                            &shown,
+                            args.size,
+                            args.resume,
+                        )
+                        .map_err(transfer_failure)?,
+                )
+            }
+            Command::Fput { .. } => {
+                let Some(args) = cmd.fput_args() else {
+                    return Err(ErrorReply::new(ErrorCode::Internal, "not an fput"));
+                };
+                session.transfers.fput(&args).map_err(transfer_failure)?;
+                Reply::Done
+            }
+            Command::Fdone(args) => Reply::Uploaded(
+                session
+                    .transfers
+                    .fdone(files.as_ref(), &args)
+                    .map_err(transfer_failure)?,
+            ),
+            Command::Fget(args) => {
+                let t = target(&args.path)?;
+                Reply::Download(
+                    session
+                        .transfers
+                        .fget(files.as_ref(), &t.owner, &t.path)
+                        .map_err(transfer_failure)?,
+                )
+            }
+            Command::Fread(args) => {
+                Reply::Data(session.transfers.fread(&args).map_err(transfer_failure)?)
+            }
+            Command::Fclose(args) => {
+                session
+                    .transfers
+                    .fclose(args.id)
+                    .map_err(transfer_failure)?;
+                Reply::Done
+            }
             _ => return Err(ErrorReply::new(ErrorCode::Internal, "not a file command")),
         })
     }
@@ -915,6 +991,8 @@ impl Service {
             },
             Command::Logout => {
                 session.user = None;
+                // Transfers belong to the user who opened them (uploads are parked).
+                session.transfers = Transfers::new();
                 Reply::Done
             }
             Command::Uini {
@@ -1055,7 +1133,13 @@ impl Service {
             | Command::Mkdir { .. }
             | Command::Rmdir { .. }
             | Command::Del { .. }
-            | Command::Mv { .. } => {
+            | Command::Mv { .. }
+            | Command::Fopen(_)
+            | Command::Fput { .. }
+            | Command::Fdone(_)
+            | Command::Fget(_)
+            | Command::Fread(_)
+            | Command::Fclose(_) => {
                 let Some(user) = &user else {
                     return Err(ErrorReply::new(ErrorCode::Forbidden, "log in first"));
                 };

@@ -3,8 +3,7 @@
 use crate::wire::{ErrorCode, ErrorReply};
 
 /// Wire error code of an integrity failure (SHA-256 mismatch at `fdone`): the upload is
-/// discarded and must start again from offset 0. Not among the codes of protocol.md §12.2
-/// yet, so it travels as [`ErrorCode::Other`]`(9)`.
+/// discarded and must start again from offset 0: [`ErrorCode::Integrity`]'s wire number.
 pub const INTEGRITY_ERROR_CODE: u16 = 9;
 
 /// Why a transfer step was refused. A refused step leaves the machine unchanged unless the
@@ -125,7 +124,7 @@ impl TransferError {
             TransferError::UnknownTransfer(_) => ErrorCode::NotFound,
             TransferError::TooManyTransfers(_) => ErrorCode::Conflict,
             TransferError::ChunkTooLarge { .. } => ErrorCode::TooLarge,
-            TransferError::HashMismatch => ErrorCode::Other(INTEGRITY_ERROR_CODE),
+            TransferError::HashMismatch => ErrorCode::Integrity,
             TransferError::BadState => ErrorCode::Internal,
             _ => ErrorCode::BadArguments,
         };

@@ -44,7 +44,31 @@ pub use upload::{
     UploadSenderRestore, UploadState, WriteAt,
 };
 
+use sha2::{Digest, Sha256};
+
 use crate::wire::MAX_PAYLOAD;
+
+/// Incremental SHA-256 of a file's bytes, for drivers that hash a stored file (a server
+/// computing the hash `fget` reports for a file whose upload did not record one).
+#[derive(Debug, Clone, Default)]
+pub struct FileHasher(Sha256);
+
+impl FileHasher {
+    /// A hasher that has seen nothing (its digest is [`EMPTY_SHA256`]).
+    pub fn new() -> Self {
+        FileHasher(Sha256::new())
+    }
+
+    /// Feeds the next bytes of the file.
+    pub fn update(&mut self, data: &[u8]) {
+        self.0.update(data);
+    }
+
+    /// The SHA-256 of every byte fed.
+    pub fn finish(self) -> [u8; 32] {
+        self.0.finalize().into()
+    }
+}
 
 /// Bytes of an `fput` request other than its data: request header (type 1, id 4, name
 /// length 1, `"fput"` 4, argc 2), then `ID` (4 + 4), `OFFSET` (4 + 8) and the data's length

@@ -29,6 +29,17 @@ pub struct ServerTransfers {
     limit: usize,
 }
 
+impl Default for ServerTransfers {
+    /// An empty table allowing [`DEFAULT_MAX_TRANSFERS`] transfers at once.
+    fn default() -> Self {
+        ServerTransfers {
+            open: BTreeMap::new(),
+            next_id: 1,
+            limit: DEFAULT_MAX_TRANSFERS,
+        }
+    }
+}
+
 impl ServerTransfers {
     /// An empty table allowing `limit` (at least 1) transfers at once.
     pub fn new(limit: usize) -> Result<Self, TransferError> {
@@ -40,6 +51,16 @@ impl ServerTransfers {
             next_id: 1,
             limit,
         })
+    }
+
+    /// The most transfers this table holds at once.
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
+    /// Whether the table is at its limit (the next [`open`](Self::open) is refused).
+    pub fn is_full(&self) -> bool {
+        self.open.len() >= self.limit
     }
 
     /// Registers a transfer and returns its id (never 0, never one in use).

@@ -23,8 +23,9 @@ pub struct Request {
     pub args: Vec<Vec<u8>>,
 }
 
-/// Numeric error codes of error responses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Numeric error codes of error responses. [`ErrorCode::from_u16`] never makes an
+/// [`ErrorCode::Other`] of a known number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ErrorCode {
     /// No command of that name.
     UnknownCommand,
@@ -43,6 +44,9 @@ pub enum ErrorCode {
     /// Login refused (unknown user or wrong credentials; deliberately not which), or a wrong
     /// current password.
     LoginFailed,
+    /// Integrity failure: the data does not hash to the expected SHA-256 (an upload's
+    /// `fdone`, spec/files.md §7); the upload was discarded and must start again from 0.
+    Integrity,
     /// A code this implementation does not know.
     Other(u16),
 }
@@ -59,6 +63,7 @@ impl ErrorCode {
             ErrorCode::NotFound => 6,
             ErrorCode::Conflict => 7,
             ErrorCode::LoginFailed => 8,
+            ErrorCode::Integrity => 9,
             ErrorCode::Other(n) => n,
         }
     }
@@ -74,6 +79,7 @@ impl ErrorCode {
             6 => ErrorCode::NotFound,
             7 => ErrorCode::Conflict,
             8 => ErrorCode::LoginFailed,
+            9 => ErrorCode::Integrity,
             n => ErrorCode::Other(n),
         }
     }

@@ -8,17 +8,30 @@
 //! the use are not atomic against such a local attacker racing the server.
 //!
 //! Kept versions live in a hidden sibling directory: file `dir/name` keeps version `n`
-//! (1 the newest) at `dir/.vserv-versions/name/n`. Uploads are written to a hidden
-//! temporary file (`.vserv-tmp-...`) in the target's directory and renamed into place.
+//! (1 the newest) at `dir/.vserv-versions/name/n`. Whole-file writes go to a hidden
+//! temporary file (`.vserv-tmp-...`) in the target's directory and are renamed into place.
+//!
+//! Streamed uploads (`fopen`/`fput`/`fdone`) write a partial file in the home's hidden
+//! `.vserv-partial/` directory, named by the hex SHA-256 of the target's path, with its
+//! saved upload state (spec/files.md §5.1) in `<name>.state`; `fdone` hard-links the old
+//! file into its versions and renames the partial file over it (one atomic rename). The
+//! verified SHA-256 of an uploaded file is kept in `dir/.vserv-sha256/name` together with
+//! the file's size, inode and modification time, and is believed only while they still
+//! match (so a file replaced by other means never reports a stale hash); `mv` carries it
+//! along, and `fget` of a file without one hashes the file and records it. These hidden
+//! files do not count toward the quota (partial files do).
 
 use std::fs;
 use std::io::{ErrorKind, Write};
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use vserv_core::commands::{DirEntry, FileKind, FileStat};
+use vserv_core::transfer::{FileHasher, UploadState};
 
 use super::path::{check_name, is_reserved};
+use super::transfer::{FileReader, OpenedFile, OpenedPartial, PartialFile, READ_CHUNK};
 use super::{FileError, FileTree, FilesConfig, UserPath, check_quota};
 use crate::accounts::UserName;
 
@@ -27,6 +40,237 @@ const VERSIONS_DIR: &str = ".vserv-versions";
 
 /// Prefix of the temporary files of uploads.
 const TMP_PREFIX: &str = ".vserv-tmp-";
+
+/// The home's hidden directory of partial uploads.
+const PARTIAL_DIR: &str = ".vserv-partial";
+
+/// The hidden directory holding a directory's recorded SHA-256 sidecars.
+const SHA_DIR: &str = ".vserv-sha256";
+
+/// Length of a SHA-256 sidecar: the hash, then size, inode, mtime seconds and nanoseconds
+/// of the file it describes (8 bytes each, big-endian).
+const SIDECAR_LEN: usize = 32 + 4 * 8;
+
+/// Numbers the temporary files of atomic small writes.
+static TMP_SEQ: AtomicU64 = AtomicU64::new(0);
+
+/// Writes `bytes` to `target` through a temporary file in the same directory and a rename;
+/// with `durable`, fsynced first.
+fn write_atomic(target: &Path, bytes: &[u8], durable: bool) -> std::io::Result<()> {
+    let dir = target.parent().ok_or(ErrorKind::NotFound)?;
+    let n = TMP_SEQ.fetch_add(1, Ordering::Relaxed);
+    let tmp = dir.join(format!("{TMP_PREFIX}{}-{n}", std::process::id()));
+    let written = (|| {
+        let mut options = fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let mut file = options.open(&tmp)?;
+        file.write_all(bytes)?;
+        if durable {
+            file.sync_all()?;
+        }
+        fs::rename(&tmp, target)
+    })();
+    if written.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    written
+}
+
+/// Makes sure `dir` is a directory (created, mode 0700, if missing), never a symlink.
+fn ensure_private_dir(dir: &Path, path: &UserPath) -> Result<(), FileError> {
+    match fs::symlink_metadata(dir) {
+        Ok(m) if m.is_dir() => Ok(()),
+        Ok(m) if m.file_type().is_symlink() => {
+            Err(FileError::Symlink(format!("the hidden files of {path}")))
+        }
+        Ok(_) => Err(FileError::NotADirectory(format!(
+            "the hidden files of {path}"
+        ))),
+        Err(e) if e.kind() == ErrorKind::NotFound => match create_private_dir(dir) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => Ok(()),
+            Err(e) => Err(io_error(path)(e)),
+        },
+        Err(e) => Err(io_error(path)(e)),
+    }
+}
+
+/// The metadata of `p` if something is there; a symlink is refused.
+fn no_symlink(p: &Path, path: &UserPath) -> Result<Option<fs::Metadata>, FileError> {
+    match fs::symlink_metadata(p) {
+        Ok(m) if m.file_type().is_symlink() => {
+            Err(FileError::Symlink(format!("a hidden file of {path}")))
+        }
+        Ok(m) => Ok(Some(m)),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io_error(path)(e)),
+    }
+}
+
+/// Removes file `p`; nothing there is fine.
+fn remove_if_there(p: &Path, path: &UserPath) -> Result<(), FileError> {
+    match fs::remove_file(p) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(io_error(path)(e)),
+    }
+}
+
+/// Where file `real`'s SHA-256 sidecar lives.
+fn sidecar_path(real: &Path) -> Option<PathBuf> {
+    Some(real.parent()?.join(SHA_DIR).join(real.file_name()?))
+}
+
+/// What a sidecar records of the file besides its hash.
+fn file_identity(meta: &fs::Metadata) -> [u8; SIDECAR_LEN - 32] {
+    let mut out = [0u8; SIDECAR_LEN - 32];
+    out[..8].copy_from_slice(&meta.size().to_be_bytes());
+    out[8..16].copy_from_slice(&meta.ino().to_be_bytes());
+    out[16..24].copy_from_slice(&meta.mtime().to_be_bytes());
+    out[24..].copy_from_slice(&meta.mtime_nsec().to_be_bytes());
+    out
+}
+
+/// The recorded SHA-256 of file `real` (with metadata `meta`), if a sidecar still matches it.
+fn read_sidecar(real: &Path, meta: &fs::Metadata) -> Option<[u8; 32]> {
+    let p = sidecar_path(real)?;
+    if !fs::symlink_metadata(p.parent()?).ok()?.is_dir()
+        || !fs::symlink_metadata(&p).ok()?.is_file()
+    {
+        return None;
+    }
+    let bytes = fs::read(&p).ok()?;
+    let (sha, identity) = bytes.split_first_chunk::<32>()?;
+    (identity == file_identity(meta)).then_some(*sha)
+}
+
+/// Records `sha256` as the hash of file `real` (with metadata `meta`).
+fn write_sidecar(
+    real: &Path,
+    meta: &fs::Metadata,
+    sha256: &[u8; 32],
+    path: &UserPath,
+) -> Result<(), FileError> {
+    let p = sidecar_path(real).ok_or_else(|| FileError::NotFound(path.to_string()))?;
+    if let Some(dir) = p.parent() {
+        ensure_private_dir(dir, path)?;
+    }
+    no_symlink(&p, path)?;
+    let mut bytes = [0u8; SIDECAR_LEN];
+    bytes[..32].copy_from_slice(sha256);
+    bytes[32..].copy_from_slice(&file_identity(meta));
+    write_atomic(&p, &bytes, false).map_err(io_error(path))
+}
+
+/// Drops file `real`'s sidecar, if any (and the sidecar directory if that empties it).
+fn remove_sidecar(real: &Path) {
+    if let Some(p) = sidecar_path(real) {
+        let _ = fs::remove_file(&p);
+        if let Some(dir) = p.parent() {
+            let _ = fs::remove_dir(dir);
+        }
+    }
+}
+
+/// Moves file `from`'s sidecar to file `to` (which replaced whatever was there).
+fn move_sidecar(from: &Path, to: &Path, path: &UserPath) {
+    let (Some(src), Some(dst)) = (sidecar_path(from), sidecar_path(to)) else {
+        return;
+    };
+    let moved = match fs::symlink_metadata(&src) {
+        Ok(m) if m.is_file() => dst
+            .parent()
+            .map(|d| ensure_private_dir(d, path))
+            .transpose()
+            .is_ok_and(|_| fs::rename(&src, &dst).is_ok()),
+        _ => false,
+    };
+    if !moved {
+        let _ = fs::remove_file(&dst);
+    }
+    if let Some(dir) = src.parent() {
+        let _ = fs::remove_dir(dir);
+    }
+}
+
+/// The file name of the partial upload to `path`: the hex SHA-256 of the path.
+fn partial_name(path: &UserPath) -> String {
+    let mut hasher = FileHasher::new();
+    hasher.update(path.to_string().as_bytes());
+    hex::encode(hasher.finish())
+}
+
+/// An upload's partial file on disk.
+#[derive(Debug)]
+struct DiskPartial {
+    file: fs::File,
+    /// Where its saved state goes.
+    state: PathBuf,
+    /// The target, for messages.
+    path: UserPath,
+}
+
+impl PartialFile for DiskPartial {
+    fn write_at(&mut self, offset: u64, data: &[u8]) -> Result<(), FileError> {
+        self.file
+            .write_all_at(data, offset)
+            .map_err(io_error(&self.path))
+    }
+
+    fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<usize, FileError> {
+        loop {
+            match self.file.read_at(buf, offset) {
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                other => return other.map_err(io_error(&self.path)),
+            }
+        }
+    }
+
+    fn set_len(&mut self, len: u64) -> Result<(), FileError> {
+        self.file.set_len(len).map_err(io_error(&self.path))
+    }
+
+    fn sync(&mut self) -> Result<(), FileError> {
+        self.file.sync_data().map_err(io_error(&self.path))
+    }
+
+    fn checkpoint(&mut self, state: &UploadState) -> Result<(), FileError> {
+        self.sync()?;
+        no_symlink(&self.state, &self.path)?;
+        write_atomic(&self.state, &state.encode(), true).map_err(io_error(&self.path))
+    }
+}
+
+/// A file open for download.
+#[derive(Debug)]
+struct DiskReader {
+    file: fs::File,
+    path: UserPath,
+}
+
+impl FileReader for DiskReader {
+    fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), FileError> {
+        self.file
+            .read_exact_at(buf, offset)
+            .map_err(io_error(&self.path))
+    }
+}
+
+/// SHA-256 of the `size` bytes of `file`, read in [`READ_CHUNK`]s.
+fn hash_file(file: &fs::File, size: u64, path: &UserPath) -> Result<[u8; 32], FileError> {
+    let mut hasher = FileHasher::new();
+    let mut buf = vec![0; READ_CHUNK];
+    let mut at = 0u64;
+    while at < size {
+        let want = usize::try_from(size - at).map_or(READ_CHUNK, |r| r.min(READ_CHUNK));
+        file.read_exact_at(&mut buf[..want], at)
+            .map_err(io_error(path))?;
+        hasher.update(&buf[..want]);
+        at += want as u64;
+    }
+    Ok(hasher.finish())
+}
 
 /// Homes under `<data dir>/homes/`, created (mode 0700) on first use.
 #[derive(Debug)]
@@ -228,7 +472,17 @@ impl DiskTree {
     /// Moves the current file `real` into its versions (dropping those beyond the
     /// configured number), or deletes it when none are kept.
     fn rotate(&self, real: &Path, path: &UserPath) -> Result<(), FileError> {
+        self.rotate_with(real, path, false)
+    }
+
+    /// Like [`DiskTree::rotate`], but with `link` the current file stays where it is and
+    /// its newest version is a hard link to it (nothing happens when no versions are
+    /// kept): a rename over `real` then replaces it atomically.
+    fn rotate_with(&self, real: &Path, path: &UserPath, link: bool) -> Result<(), FileError> {
         let keep = self.config.versions;
+        if keep == 0 && link {
+            return Ok(());
+        }
         if keep == 0 {
             return fs::remove_file(real).map_err(io_error(path));
         }
@@ -252,7 +506,24 @@ impl DiskTree {
                 fs::rename(&file, dir.join((n + 1).to_string())).map_err(io_error(path))?;
             }
         }
-        fs::rename(real, dir.join("1")).map_err(io_error(path))
+        if link {
+            fs::hard_link(real, dir.join("1")).map_err(io_error(path))
+        } else {
+            fs::rename(real, dir.join("1")).map_err(io_error(path))
+        }
+    }
+
+    /// The partial file and saved-state paths of the upload to `owner`'s `path` (the
+    /// partial directory created if missing).
+    fn partial_paths(
+        &self,
+        owner: &UserName,
+        path: &UserPath,
+    ) -> Result<(PathBuf, PathBuf), FileError> {
+        let dir = self.home(owner)?.join(PARTIAL_DIR);
+        ensure_private_dir(&dir, path)?;
+        let name = partial_name(path);
+        Ok((dir.join(&name), dir.join(format!("{name}.state"))))
     }
 
     /// Removes the kept versions of file `real` (and the versions root if that empties it).
@@ -305,14 +576,18 @@ impl FileTree for DiskTree {
     }
 
     fn stat(&self, owner: &UserName, path: &UserPath) -> Result<FileStat, FileError> {
-        let (_, meta) = self.existing(owner, path)?;
+        let (real, meta) = self.existing(owner, path)?;
         let dir = meta.is_dir();
         Ok(FileStat {
             kind: if dir { FileKind::Dir } else { FileKind::File },
             size: if dir { 0 } else { meta.len() },
             modified: unix_secs(meta.modified()).unwrap_or(0),
             created: unix_secs(meta.created()),
-            sha256: None,
+            sha256: if dir {
+                None
+            } else {
+                read_sidecar(&real, &meta)
+            },
         })
     }
 
@@ -363,6 +638,7 @@ impl FileTree for DiskTree {
             return Err(FileError::IsADirectory(path.to_string()));
         }
         fs::remove_file(&real).map_err(io_error(path))?;
+        remove_sidecar(&real);
         Self::drop_versions(&real, path)
     }
 
@@ -389,6 +665,7 @@ impl FileTree for DiskTree {
         }
         fs::rename(&from_real, &to_real).map_err(io_error(from))?;
         if from_meta.is_file() {
+            move_sidecar(&from_real, &to_real, to);
             Self::drop_versions(&from_real, from)?;
         }
         Ok(())
@@ -402,6 +679,9 @@ impl FileTree for DiskTree {
             for entry in fs::read_dir(&dir).map_err(io_error(&root))? {
                 let entry = entry.map_err(io_error(&root))?;
                 let meta = entry.metadata().map_err(io_error(&root))?;
+                if meta.is_dir() && entry.file_name() == SHA_DIR {
+                    continue;
+                }
                 if meta.is_dir() {
                     stack.push(entry.path());
                 } else if meta.is_file() {
@@ -453,7 +733,9 @@ impl FileTree for DiskTree {
             let _ = fs::remove_file(&tmp);
             return Err(e);
         }
-        fs::rename(&tmp, &real).map_err(io_error(path))
+        fs::rename(&tmp, &real).map_err(io_error(path))?;
+        remove_sidecar(&real);
+        Ok(())
     }
 
     fn read_file(&self, owner: &UserName, path: &UserPath) -> Result<Vec<u8>, FileError> {
@@ -476,5 +758,140 @@ impl FileTree for DiskTree {
             .find(|(k, _, _)| *k == n)
             .ok_or_else(|| FileError::NotFound(format!("version {n} of {path}")))?;
         fs::read(&version.1).map_err(io_error(path))
+    }
+
+    fn open_partial(
+        &self,
+        owner: &UserName,
+        path: &UserPath,
+        size: u64,
+        resume: bool,
+    ) -> Result<OpenedPartial, FileError> {
+        if path.is_root() {
+            return Err(FileError::Root);
+        }
+        let (real, meta) = self.locate(owner, path)?;
+        let freed = match &meta {
+            Some(m) if m.is_dir() => return Err(FileError::IsADirectory(path.to_string())),
+            Some(m) => self.rotation_frees(&real, path, m.len())?,
+            None => 0,
+        };
+        let (partial, state) = self.partial_paths(owner, path)?;
+        // The old partial file is counted in the usage and is replaced by at most `size`
+        // bytes.
+        let partial_len = no_symlink(&partial, path)?.map_or(0, |m| m.len());
+        no_symlink(&state, path)?;
+        check_quota(
+            self.config,
+            self.usage(owner)?,
+            freed.saturating_add(partial_len),
+            size,
+        )?;
+        let saved = if resume {
+            fs::read(&state)
+                .ok()
+                .and_then(|b| UploadState::decode(&b).ok())
+                .filter(|s| s.size == size)
+        } else {
+            None
+        };
+        if saved.is_none() {
+            remove_if_there(&state, path)?;
+        }
+        let mut options = fs::OpenOptions::new();
+        options.read(true).write(true).create(true).truncate(false);
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let file = options.open(&partial).map_err(io_error(path))?;
+        if saved.is_none() {
+            file.set_len(0).map_err(io_error(path))?;
+        }
+        Ok(OpenedPartial {
+            file: Box::new(DiskPartial {
+                file,
+                state,
+                path: path.clone(),
+            }),
+            saved,
+        })
+    }
+
+    fn commit_partial(
+        &self,
+        owner: &UserName,
+        path: &UserPath,
+        file: &mut dyn PartialFile,
+        sha256: &[u8; 32],
+    ) -> Result<(), FileError> {
+        if path.is_root() {
+            return Err(FileError::Root);
+        }
+        file.sync()?;
+        let (real, meta) = self.locate(owner, path)?;
+        let freed = match &meta {
+            Some(m) if m.is_dir() => return Err(FileError::IsADirectory(path.to_string())),
+            Some(m) => self.rotation_frees(&real, path, m.len())?,
+            None => 0,
+        };
+        // The partial file is already counted in the usage.
+        check_quota(self.config, self.usage(owner)?, freed, 0)?;
+        let (partial, state) = self.partial_paths(owner, path)?;
+        if no_symlink(&partial, path)?.is_none() {
+            return Err(FileError::NotFound(format!("the partial upload of {path}")));
+        }
+        if meta.is_some() {
+            self.rotate_with(&real, path, true)?;
+        }
+        fs::rename(&partial, &real).map_err(io_error(path))?;
+        remove_if_there(&state, path)?;
+        if let Some(dir) = real.parent() {
+            fs::File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(io_error(path))?;
+        }
+        let recorded = fs::symlink_metadata(&real)
+            .map_err(io_error(path))
+            .and_then(|m| write_sidecar(&real, &m, sha256, path));
+        if let Err(e) = recorded {
+            tracing::warn!(error = %e, "could not record an uploaded file's SHA-256");
+        }
+        Ok(())
+    }
+
+    fn discard_partial(&self, owner: &UserName, path: &UserPath) -> Result<(), FileError> {
+        let (partial, state) = self.partial_paths(owner, path)?;
+        remove_if_there(&state, path)?;
+        remove_if_there(&partial, path)
+    }
+
+    fn open_read(&self, owner: &UserName, path: &UserPath) -> Result<OpenedFile, FileError> {
+        let (real, meta) = self.existing(owner, path)?;
+        if meta.is_dir() {
+            return Err(FileError::IsADirectory(path.to_string()));
+        }
+        let file = fs::File::open(&real).map_err(io_error(path))?;
+        let opened = file.metadata().map_err(io_error(path))?;
+        // Something was swapped in between the check and the open.
+        if !opened.is_file() || opened.ino() != meta.ino() || opened.dev() != meta.dev() {
+            return Err(FileError::Symlink(path.to_string()));
+        }
+        let size = opened.len();
+        let sha256 = match read_sidecar(&real, &opened) {
+            Some(sha) => sha,
+            None => {
+                let sha = hash_file(&file, size, path)?;
+                if let Err(e) = write_sidecar(&real, &opened, &sha, path) {
+                    tracing::warn!(error = %e, "could not record a file's SHA-256");
+                }
+                sha
+            }
+        };
+        Ok(OpenedFile {
+            reader: Box::new(DiskReader {
+                file,
+                path: path.clone(),
+            }),
+            size,
+            sha256,
+        })
     }
 }

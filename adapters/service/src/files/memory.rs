@@ -1,11 +1,17 @@
 //! Homes kept in memory, for simulations and tests. Same rules as [`super::DiskTree`]
 //! (there are no symlinks to refuse).
+//!
+//! Partial uploads live beside the homes, keyed by owner and path, and do not count toward
+//! the quota; a download reads from a copy of the file taken at `fget` (everything is in
+//! memory here anyway).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use vserv_core::commands::{DirEntry, FileKind, FileStat};
+use vserv_core::transfer::{FileHasher, UploadState};
 
+use super::transfer::{FileReader, OpenedFile, OpenedPartial, PartialFile};
 use super::{FileError, FileTree, FilesConfig, UserPath, check_quota};
 use crate::accounts::UserName;
 
@@ -22,6 +28,8 @@ enum Node {
         data: Vec<u8>,
         modified: u64,
         created: u64,
+        /// Recorded by an upload, or computed by the first download.
+        sha256: Option<[u8; 32]>,
     },
 }
 
@@ -107,9 +115,98 @@ impl Home {
     }
 }
 
+/// An upload's partial file in memory.
+#[derive(Debug, Default)]
+struct MemPartial {
+    data: Vec<u8>,
+    state: Option<UploadState>,
+}
+
+/// A partial upload, shared by the tree and the upload's handle.
+type SharedPartial = Arc<Mutex<MemPartial>>;
+
+/// The handle an upload writes through.
+#[derive(Debug)]
+struct MemPartialFile(SharedPartial);
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// `offset..offset + len` as memory indices.
+fn span(offset: u64, len: usize) -> Result<(usize, usize), FileError> {
+    usize::try_from(offset)
+        .ok()
+        .and_then(|start| Some((start, start.checked_add(len)?)))
+        .ok_or_else(|| FileError::Io {
+            path: "a partial upload".into(),
+            source: std::io::Error::other("offset beyond memory"),
+        })
+}
+
+impl PartialFile for MemPartialFile {
+    fn write_at(&mut self, offset: u64, data: &[u8]) -> Result<(), FileError> {
+        let (start, end) = span(offset, data.len())?;
+        let mut p = lock(&self.0);
+        if p.data.len() < end {
+            p.data.resize(end, 0);
+        }
+        p.data[start..end].copy_from_slice(data);
+        Ok(())
+    }
+
+    fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<usize, FileError> {
+        let p = lock(&self.0);
+        let Ok(start) = usize::try_from(offset) else {
+            return Ok(0);
+        };
+        let Some(rest) = p.data.get(start..) else {
+            return Ok(0);
+        };
+        let n = rest.len().min(buf.len());
+        buf[..n].copy_from_slice(&rest[..n]);
+        Ok(n)
+    }
+
+    fn set_len(&mut self, len: u64) -> Result<(), FileError> {
+        let (_, end) = span(len, 0)?;
+        lock(&self.0).data.resize(end, 0);
+        Ok(())
+    }
+
+    fn sync(&mut self) -> Result<(), FileError> {
+        Ok(())
+    }
+
+    fn checkpoint(&mut self, state: &UploadState) -> Result<(), FileError> {
+        lock(&self.0).state = Some(*state);
+        Ok(())
+    }
+}
+
+/// A download's copy of the file.
+#[derive(Debug)]
+struct MemReader {
+    data: Vec<u8>,
+    path: UserPath,
+}
+
+impl FileReader for MemReader {
+    fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), FileError> {
+        let (start, end) = span(offset, buf.len())?;
+        let src = self.data.get(start..end).ok_or_else(|| FileError::Io {
+            path: self.path.to_string(),
+            source: std::io::Error::from(std::io::ErrorKind::UnexpectedEof),
+        })?;
+        buf.copy_from_slice(src);
+        Ok(())
+    }
+}
+
 /// Homes in memory.
 pub struct MemoryTree {
     homes: Mutex<BTreeMap<UserName, Home>>,
+    partials: Mutex<BTreeMap<(UserName, UserPath), SharedPartial>>,
     config: FilesConfig,
     clock: Clock,
 }
@@ -132,6 +229,7 @@ impl MemoryTree {
     pub fn with_clock(config: FilesConfig, clock: Clock) -> MemoryTree {
         MemoryTree {
             homes: Mutex::new(BTreeMap::new()),
+            partials: Mutex::new(BTreeMap::new()),
             config,
             clock,
         }
@@ -139,7 +237,7 @@ impl MemoryTree {
 
     /// Runs `f` on `owner`'s home (created on first use).
     fn with_home<T>(&self, owner: &UserName, f: impl FnOnce(&mut Home) -> T) -> T {
-        let mut homes: MutexGuard<'_, _> = self.homes.lock().unwrap_or_else(|e| e.into_inner());
+        let mut homes = lock(&self.homes);
         f(homes.entry(owner.clone()).or_default())
     }
 }
@@ -204,12 +302,13 @@ impl FileTree for MemoryTree {
                     data,
                     modified,
                     created,
+                    sha256,
                 }) => Ok(FileStat {
                     kind: FileKind::File,
                     size: data.len() as u64,
                     modified: *modified,
                     created: Some(*created),
-                    sha256: None,
+                    sha256: *sha256,
                 }),
                 None => Err(FileError::NotFound(path.to_string())),
             }
@@ -343,6 +442,7 @@ impl FileTree for MemoryTree {
                     data: data.to_vec(),
                     modified: now,
                     created,
+                    sha256: None,
                 },
             );
             Ok(())
@@ -372,6 +472,125 @@ impl FileTree for MemoryTree {
                 .and_then(|(v, i)| v.get(i))
                 .cloned()
                 .ok_or_else(|| FileError::NotFound(format!("version {n} of {path}")))
+        })
+    }
+
+    fn open_partial(
+        &self,
+        owner: &UserName,
+        path: &UserPath,
+        size: u64,
+        resume: bool,
+    ) -> Result<OpenedPartial, FileError> {
+        if path.is_root() {
+            return Err(FileError::Root);
+        }
+        let config = self.config;
+        self.with_home(owner, |home| {
+            let freed = match home.locate(path)? {
+                Some(Node::Dir { .. }) => return Err(FileError::IsADirectory(path.to_string())),
+                Some(Node::File { data, .. }) => {
+                    home.rotation_frees(path, data.len() as u64, config.versions)
+                }
+                None => 0,
+            };
+            check_quota(config, home.usage(), freed, size)
+        })?;
+        let partial = lock(&self.partials)
+            .entry((owner.clone(), path.clone()))
+            .or_default()
+            .clone();
+        let saved = {
+            let mut p = lock(&partial);
+            let saved = p.state.filter(|s| resume && s.size == size);
+            if saved.is_none() {
+                p.data.clear();
+                p.state = None;
+            }
+            saved
+        };
+        Ok(OpenedPartial {
+            file: Box::new(MemPartialFile(partial)),
+            saved,
+        })
+    }
+
+    fn commit_partial(
+        &self,
+        owner: &UserName,
+        path: &UserPath,
+        _file: &mut dyn PartialFile,
+        sha256: &[u8; 32],
+    ) -> Result<(), FileError> {
+        if path.is_root() {
+            return Err(FileError::Root);
+        }
+        let key = (owner.clone(), path.clone());
+        let partial = lock(&self.partials)
+            .get(&key)
+            .cloned()
+            .ok_or_else(|| FileError::NotFound(format!("the partial upload of {path}")))?;
+        let mut p = lock(&partial);
+        let now = (self.clock)();
+        let config = self.config;
+        self.with_home(owner, |home| {
+            let (freed, old, created) = match home.locate(path)? {
+                Some(Node::Dir { .. }) => return Err(FileError::IsADirectory(path.to_string())),
+                Some(Node::File { data, created, .. }) => (
+                    home.rotation_frees(path, data.len() as u64, config.versions),
+                    Some(data.clone()),
+                    *created,
+                ),
+                None => (0, None, now),
+            };
+            check_quota(config, home.usage(), freed, p.data.len() as u64)?;
+            if let Some(old) = old {
+                home.rotate(path, old, config.versions);
+            }
+            home.nodes.insert(
+                path.clone(),
+                Node::File {
+                    data: std::mem::take(&mut p.data),
+                    modified: now,
+                    created,
+                    sha256: Some(*sha256),
+                },
+            );
+            Ok(())
+        })?;
+        drop(p);
+        lock(&self.partials).remove(&key);
+        Ok(())
+    }
+
+    fn discard_partial(&self, owner: &UserName, path: &UserPath) -> Result<(), FileError> {
+        lock(&self.partials).remove(&(owner.clone(), path.clone()));
+        Ok(())
+    }
+
+    fn open_read(&self, owner: &UserName, path: &UserPath) -> Result<OpenedFile, FileError> {
+        self.with_home(owner, |home| {
+            home.locate(path)?;
+            match home.nodes.get_mut(path) {
+                Some(Node::File { data, sha256, .. }) => {
+                    let sha = *sha256.get_or_insert_with(|| {
+                        let mut hasher = FileHasher::new();
+                        hasher.update(data);
+                        hasher.finish()
+                    });
+                    Ok(OpenedFile {
+                        size: data.len() as u64,
+                        sha256: sha,
+                        reader: Box::new(MemReader {
+                            data: data.clone(),
+                            path: path.clone(),
+                        }),
+                    })
+                }
+                Some(Node::Dir { .. }) => Err(FileError::IsADirectory(path.to_string())),
+                None if path.is_root() => Err(FileError::IsADirectory(path.to_string())),
+                None => Err(FileError::NotFound(path.to_string())),
+            }
         })
     }
 }

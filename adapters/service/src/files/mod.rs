@@ -9,14 +9,22 @@
 //! Overwriting a file keeps its previous contents as versions (the newest
 //! [`FilesConfig::versions`]), hidden from clients; a per-user quota
 //! ([`FilesConfig::quota`]) counts files and versions.
+//!
+//! Uploads and downloads ([`transfer`]) stream through [`FileTree::open_partial`],
+//! [`FileTree::commit_partial`] and [`FileTree::open_read`]: no file is held whole in memory
+//! (by the disk tree).
 
 mod disk;
 mod memory;
 pub mod path;
+pub mod transfer;
 
 pub use disk::DiskTree;
 pub use memory::MemoryTree;
 pub use path::{PathError, Target, UserPath};
+pub use transfer::{
+    FileReader, OpenedFile, OpenedPartial, PartialFile, TransferFailure, Transfers, UploadLocks,
+};
 
 use vserv_core::commands::{DirEntry, FileStat};
 
@@ -156,6 +164,40 @@ pub trait FileTree: Send + Sync {
     /// Kept version `n` of file `path` (1 is the newest previous content).
     fn read_version(&self, owner: &UserName, path: &UserPath, n: u32)
     -> Result<Vec<u8>, FileError>;
+
+    /// Opens the hidden partial file of an upload of `size` bytes to file `path` (whose
+    /// parent must exist; not a directory). With `resume`, a saved state of the same size is
+    /// returned with the partial file as it is; otherwise (or when none matches) the old
+    /// partial file and state are discarded and the partial file is empty. Refused with
+    /// [`FileError::QuotaExceeded`] unless `size` bytes fit the quota, counting what
+    /// replacing the current file frees. The caller holds the path's upload lock.
+    fn open_partial(
+        &self,
+        owner: &UserName,
+        path: &UserPath,
+        size: u64,
+        resume: bool,
+    ) -> Result<OpenedPartial, FileError>;
+
+    /// Makes the (complete, verified) partial file of the upload to `path` visible under
+    /// `path` atomically: durable first, then renamed over the target, whose previous
+    /// content becomes the newest kept version; records `sha256` with the file and removes
+    /// the saved state. Refused, changing nothing visible, when the result would exceed the
+    /// quota (the caller then discards the partial file) or the target cannot take it.
+    fn commit_partial(
+        &self,
+        owner: &UserName,
+        path: &UserPath,
+        file: &mut dyn PartialFile,
+        sha256: &[u8; 32],
+    ) -> Result<(), FileError>;
+
+    /// Deletes the partial file and saved state of the upload to `path` (none is fine).
+    fn discard_partial(&self, owner: &UserName, path: &UserPath) -> Result<(), FileError>;
+
+    /// Opens file `path` for download: a reader of this version of the file, its size and
+    /// SHA-256 (computed and recorded if the file has none).
+    fn open_read(&self, owner: &UserName, path: &UserPath) -> Result<OpenedFile, FileError>;
 }
 
 /// The quota check shared by the implementations: `Ok` if `usage - freed + added` fits.

@@ -1,0 +1,653 @@
+//! Uploads and downloads served by the service (spec/files.md) over a disk tree in a temp
+//! dir (and the memory tree for the round trip): integrity, visibility, quota, the per-path
+//! lock, resume after a dropped connection and after a restart, versions, refusals.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rand::SeedableRng;
+use vserv_core::commands::{Command, FileKind, Reply, UserRole};
+use vserv_core::transfer::{
+    FcloseArgs, FdoneArgs, FdoneReply, FgetArgs, FileHasher, FopenArgs, FopenReply, FreadArgs,
+    MAX_FPUT_DATA, MAX_FREAD_LEN,
+};
+use vserv_core::{ErrorCode, ErrorReply, Fingerprint, Request};
+use vserv_service::accounts::UserName;
+use vserv_service::files::{DiskTree, FileTree, FilesConfig, MemoryTree, UserPath};
+use vserv_service::{Service, ServiceInfo, Session};
+
+fn sha(data: &[u8]) -> [u8; 32] {
+    let mut h = FileHasher::new();
+    h.update(data);
+    h.finish()
+}
+
+/// Deterministic, non-repeating-looking bytes.
+fn bytes(n: usize, seed: u8) -> Vec<u8> {
+    (0..n)
+        .map(|i| (i.wrapping_mul(31) ^ (i >> 9)) as u8 ^ seed)
+        .collect()
+}
+
+struct Env {
+    dir: tempfile::TempDir,
+    tree: Arc<dyn FileTree>,
+    service: Service,
+}
+
+fn service_with(tree: Arc<dyn FileTree>) -> Service {
+    let rng = Box::new(rand::rngs::StdRng::seed_from_u64(9));
+    let accounts = vserv_service::ephemeral_accounts(rng).expect("accounts");
+    for (user, role) in [
+        ("alice", UserRole::User),
+        ("bob", UserRole::User),
+        ("root", UserRole::Admin),
+    ] {
+        accounts.create(user, role, b"password-1", 0).expect("user");
+    }
+    let info = ServiceInfo {
+        name: "transfers".into(),
+        fingerprint: Fingerprint([0; 32]),
+    };
+    Service::new(info, accounts).with_files(tree)
+}
+
+impl Env {
+    fn disk(config: FilesConfig) -> Env {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let tree: Arc<dyn FileTree> =
+            Arc::new(DiskTree::open(dir.path(), config).expect("disk tree"));
+        Env {
+            service: service_with(tree.clone()),
+            tree,
+            dir,
+        }
+    }
+
+    fn memory(config: FilesConfig) -> Env {
+        let tree: Arc<dyn FileTree> = Arc::new(MemoryTree::new(config));
+        Env {
+            service: service_with(tree.clone()),
+            tree,
+            dir: tempfile::tempdir().expect("tempdir"),
+        }
+    }
+
+    /// The server restarts: a new tree and service on the same data dir.
+    fn restart(&mut self, config: FilesConfig) {
+        self.tree = Arc::new(DiskTree::open(self.dir.path(), config).expect("disk tree"));
+        self.service = service_with(self.tree.clone());
+    }
+
+    fn partial_dir(&self, user: &str) -> PathBuf {
+        self.dir
+            .path()
+            .join("homes")
+            .join(user)
+            .join(".vserv-partial")
+    }
+
+    fn session(&self, user: &str) -> Session {
+        let mut session = Session::new(Some(IpAddr::V4(Ipv4Addr::LOCALHOST)));
+        let login = Request {
+            id: 1,
+            name: "login".into(),
+            args: vec![user.into(), b"password".to_vec(), b"password-1".to_vec()],
+        };
+        let (resp, _) = self.service.answer(&mut session, &login, 1_000);
+        assert!(resp.result.is_ok(), "login {user}: {resp:?}");
+        session
+    }
+
+    fn run(&self, session: &mut Session, cmd: &Command) -> Result<Reply, ErrorReply> {
+        let request = Request {
+            id: 2,
+            name: cmd.name().into(),
+            args: cmd.args(),
+        };
+        let (resp, _) = self.service.answer(session, &request, 1_000);
+        resp.result
+            .map(|fields| Reply::from_fields(cmd, &fields).expect("reply decodes"))
+    }
+
+    fn fopen(
+        &self,
+        s: &mut Session,
+        path: &str,
+        size: u64,
+        resume: bool,
+    ) -> Result<FopenReply, ErrorReply> {
+        let cmd = Command::Fopen(FopenArgs {
+            path: path.into(),
+            size,
+            resume,
+        });
+        self.run(s, &cmd).map(|r| match r {
+            Reply::Opened(o) => o,
+            other => panic!("fopen answered {other:?}"),
+        })
+    }
+
+    fn fput(&self, s: &mut Session, id: u32, offset: u64, data: &[u8]) -> Result<(), ErrorReply> {
+        let cmd = Command::Fput {
+            id,
+            offset,
+            data: data.to_vec(),
+        };
+        self.run(s, &cmd).map(|r| assert_eq!(r, Reply::Done))
+    }
+
+    /// Sends `data[from..]` in full chunks from offset `from`.
+    fn put_from(&self, s: &mut Session, id: u32, data: &[u8], from: usize) {
+        let mut at = from;
+        while at < data.len() {
+            let end = (at + MAX_FPUT_DATA).min(data.len());
+            self.fput(s, id, at as u64, &data[at..end]).expect("fput");
+            at = end;
+        }
+    }
+
+    fn fdone(&self, s: &mut Session, id: u32, sha256: [u8; 32]) -> Result<FdoneReply, ErrorReply> {
+        let cmd = Command::Fdone(FdoneArgs { id, sha256 });
+        self.run(s, &cmd).map(|r| match r {
+            Reply::Uploaded(d) => d,
+            other => panic!("fdone answered {other:?}"),
+        })
+    }
+
+    fn fclose(&self, s: &mut Session, id: u32) -> Result<(), ErrorReply> {
+        self.run(s, &Command::Fclose(FcloseArgs { id }))
+            .map(|r| assert_eq!(r, Reply::Done))
+    }
+
+    fn upload(&self, s: &mut Session, path: &str, data: &[u8]) -> Result<FdoneReply, ErrorReply> {
+        let open = self.fopen(s, path, data.len() as u64, false)?;
+        assert_eq!(open.offset, 0);
+        assert_eq!(open.prefix_sha256, sha(b""));
+        self.put_from(s, open.id, data, 0);
+        self.fdone(s, open.id, sha(data))
+    }
+
+    fn fread(
+        &self,
+        s: &mut Session,
+        id: u32,
+        offset: u64,
+        len: u32,
+    ) -> Result<Vec<u8>, ErrorReply> {
+        let cmd = Command::Fread(FreadArgs { id, offset, len });
+        self.run(s, &cmd).map(|r| match r {
+            Reply::Data(d) => d.data,
+            other => panic!("fread answered {other:?}"),
+        })
+    }
+
+    /// Downloads `path` whole, checking the reported size and hash.
+    fn download(&self, s: &mut Session, path: &str) -> Result<Vec<u8>, ErrorReply> {
+        let reply = self.run(s, &Command::Fget(FgetArgs { path: path.into() }))?;
+        let Reply::Download(get) = reply else {
+            panic!("fget answered {reply:?}");
+        };
+        let mut out = Vec::new();
+        while (out.len() as u64) < get.size {
+            let len = (get.size - out.len() as u64).min(MAX_FREAD_LEN as u64) as u32;
+            out.extend(self.fread(s, get.id, out.len() as u64, len)?);
+        }
+        self.fclose(s, get.id)?;
+        assert_eq!(out.len() as u64, get.size);
+        assert_eq!(sha(&out), get.sha256, "fget reports the content's SHA-256");
+        Ok(out)
+    }
+
+    fn names(&self, s: &mut Session, dir: &str) -> Vec<String> {
+        let cmd = Command::parse(&Request {
+            id: 3,
+            name: "ls".into(),
+            args: vec![dir.into()],
+        })
+        .expect("ls");
+        match self.run(s, &cmd).expect("ls") {
+            Reply::Listing { entries, .. } => entries.into_iter().map(|e| e.name).collect(),
+            other => panic!("ls answered {other:?}"),
+        }
+    }
+
+    fn stat_sha(&self, s: &mut Session, path: &str) -> Option<[u8; 32]> {
+        match self
+            .run(s, &Command::Stat { path: path.into() })
+            .expect("stat")
+        {
+            Reply::Stat(st) => {
+                assert_eq!(st.kind, FileKind::File);
+                st.sha256
+            }
+            other => panic!("stat answered {other:?}"),
+        }
+    }
+}
+
+fn code<T: std::fmt::Debug>(r: Result<T, ErrorReply>) -> ErrorCode {
+    r.expect_err("refused").code
+}
+
+fn files_in(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .map(|d| {
+            d.filter_map(|e| e.ok()?.file_name().into_string().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn alice() -> UserName {
+    UserName::parse("alice").expect("name")
+}
+
+fn user_path(p: &str) -> UserPath {
+    UserPath::from_names(vec![p.to_owned()]).expect("path")
+}
+
+const SIZES: [usize; 7] = [
+    0,
+    1,
+    MAX_FPUT_DATA - 1,
+    MAX_FPUT_DATA,
+    MAX_FPUT_DATA + 1,
+    MAX_FREAD_LEN + 1,
+    3 * 1024 * 1024 + 7,
+];
+
+fn round_trip(env: &Env) {
+    let mut s = env.session("alice");
+    for (i, size) in SIZES.into_iter().enumerate() {
+        let data = bytes(size, i as u8);
+        let name = format!("f{size}");
+        let done = env.upload(&mut s, &name, &data).expect("upload");
+        assert_eq!(done.size, size as u64);
+        assert_eq!(done.sha256, sha(&data));
+        assert_eq!(env.stat_sha(&mut s, &name), Some(sha(&data)), "{name}");
+        let back = env.download(&mut s, &name).expect("download");
+        assert!(back == data, "{name}: downloaded bytes differ");
+    }
+    assert_eq!(s.open_transfers(), 0);
+}
+
+#[test]
+fn upload_then_download_gives_identical_bytes_on_disk() {
+    let env = Env::disk(FilesConfig::default());
+    round_trip(&env);
+    // Nothing is left in the partial directory.
+    assert!(files_in(&env.partial_dir("alice")).is_empty());
+}
+
+#[test]
+fn upload_then_download_gives_identical_bytes_in_memory() {
+    round_trip(&Env::memory(FilesConfig::default()));
+}
+
+#[test]
+fn a_flipped_byte_is_refused_with_code_9_and_changes_nothing() {
+    for env in [
+        Env::disk(FilesConfig::default()),
+        Env::memory(FilesConfig::default()),
+    ] {
+        let mut s = env.session("alice");
+        let old = bytes(1000, 1);
+        env.upload(&mut s, "f", &old).expect("first upload");
+        let data = bytes(3 * MAX_FPUT_DATA, 2);
+        let mut sent = data.clone();
+        sent[MAX_FPUT_DATA + 17] ^= 0x40;
+        let open = env
+            .fopen(&mut s, "f", data.len() as u64, false)
+            .expect("fopen");
+        env.put_from(&mut s, open.id, &sent, 0);
+        let err = env
+            .fdone(&mut s, open.id, sha(&data))
+            .expect_err("mismatch");
+        assert_eq!(err.code, ErrorCode::Integrity);
+        assert_eq!(err.code.to_u16(), 9);
+        // The old file is untouched, no partial is visible, and the id is gone.
+        assert_eq!(env.download(&mut s, "f").expect("old file"), old);
+        assert_eq!(env.names(&mut s, "/"), vec!["f".to_owned()]);
+        assert_eq!(
+            code(env.fdone(&mut s, open.id, sha(&data))),
+            ErrorCode::NotFound
+        );
+        assert!(
+            files_in(&env.partial_dir("alice")).is_empty(),
+            "partial file deleted"
+        );
+        // The path is free again: a correct upload goes through.
+        env.upload(&mut s, "f", &data).expect("retry");
+        assert_eq!(env.download(&mut s, "f").expect("new file"), data);
+    }
+}
+
+#[test]
+fn the_partial_file_is_deleted_on_a_mismatch() {
+    let env = Env::disk(FilesConfig::default());
+    let mut s = env.session("alice");
+    let open = env.fopen(&mut s, "g", 10, false).expect("fopen");
+    env.fput(&mut s, open.id, 0, b"0123456789").expect("fput");
+    assert_eq!(
+        files_in(&env.partial_dir("alice")).len(),
+        2,
+        "partial + state"
+    );
+    assert_eq!(
+        code(env.fdone(&mut s, open.id, [0; 32])),
+        ErrorCode::Integrity
+    );
+    assert!(files_in(&env.partial_dir("alice")).is_empty());
+    assert!(env.names(&mut s, "/").is_empty());
+}
+
+#[test]
+fn quota_is_checked_at_fopen() {
+    let config = FilesConfig {
+        versions: 0,
+        quota: Some(10_000),
+    };
+    for env in [Env::disk(config), Env::memory(config)] {
+        let mut s = env.session("alice");
+        assert_eq!(
+            code(env.fopen(&mut s, "big", 10_001, false)),
+            ErrorCode::TooLarge
+        );
+        assert!(env.names(&mut s, "/").is_empty());
+        env.upload(&mut s, "f", &bytes(6_000, 3)).expect("fits");
+        // A second file would not fit, but replacing this one frees its bytes.
+        assert_eq!(
+            code(env.fopen(&mut s, "g", 6_000, false)),
+            ErrorCode::TooLarge
+        );
+        let data = bytes(9_000, 4);
+        env.upload(&mut s, "f", &data).expect("replacement fits");
+        assert_eq!(env.download(&mut s, "f").expect("download"), data);
+        assert_eq!(env.names(&mut s, "/"), vec!["f".to_owned()]);
+    }
+}
+
+#[test]
+fn two_uploads_to_one_path_cannot_interleave() {
+    let env = Env::disk(FilesConfig::default());
+    let mut a = env.session("alice");
+    let mut b = env.session("alice");
+    let mut root = env.session("root");
+    let open = env.fopen(&mut a, "f", 5, false).expect("first");
+    assert_eq!(code(env.fopen(&mut b, "f", 5, false)), ErrorCode::Conflict);
+    assert_eq!(code(env.fopen(&mut a, "/f", 5, true)), ErrorCode::Conflict);
+    // The same path reached from another home counts too.
+    assert_eq!(
+        code(env.fopen(&mut root, "~alice/f", 5, false)),
+        ErrorCode::Conflict
+    );
+    // Other paths are free.
+    env.upload(&mut b, "g", b"other").expect("other path");
+    env.fclose(&mut a, open.id).expect("fclose");
+    let again = env.fopen(&mut b, "f", 5, false).expect("after fclose");
+    // The end of the connection releases the lock as well.
+    drop(b);
+    let last = env
+        .fopen(&mut a, "f", 5, false)
+        .expect("after the connection ended");
+    env.fput(&mut a, last.id, 0, b"hello").expect("fput");
+    env.fdone(&mut a, last.id, sha(b"hello")).expect("fdone");
+    assert_ne!(again.id, 0);
+}
+
+/// Uploads the first `half` bytes of `data` to `f` and leaves the upload open.
+fn upload_half(env: &Env, s: &mut Session, data: &[u8], half: usize) -> u32 {
+    let open = env.fopen(s, "f", data.len() as u64, false).expect("fopen");
+    let mut at = 0;
+    while at < half {
+        let end = (at + MAX_FPUT_DATA).min(half);
+        env.fput(s, open.id, at as u64, &data[at..end])
+            .expect("fput");
+        at = end;
+    }
+    open.id
+}
+
+fn resume_and_finish(env: &Env, data: &[u8], half: usize) {
+    let mut s = env.session("alice");
+    let open = env
+        .fopen(&mut s, "f", data.len() as u64, true)
+        .expect("fopen resume");
+    assert_eq!(open.offset, half as u64, "continues at the saved offset");
+    assert_eq!(open.prefix_sha256, sha(&data[..half]));
+    env.put_from(&mut s, open.id, data, half);
+    let done = env.fdone(&mut s, open.id, sha(data)).expect("fdone");
+    assert_eq!(done.sha256, sha(data));
+    assert_eq!(env.stat_sha(&mut s, "f"), Some(sha(data)));
+    assert!(env.download(&mut s, "f").expect("download") == data);
+}
+
+#[test]
+fn resume_after_the_connection_dropped() {
+    for env in [
+        Env::disk(FilesConfig::default()),
+        Env::memory(FilesConfig::default()),
+    ] {
+        let data = bytes(5 * MAX_FPUT_DATA + 99, 5);
+        let half = 2 * MAX_FPUT_DATA + 5;
+        let mut s = env.session("alice");
+        upload_half(&env, &mut s, &data, half);
+        drop(s);
+        resume_and_finish(&env, &data, half);
+    }
+}
+
+#[test]
+fn resume_after_fclose_and_restart_without_resume_starts_at_0() {
+    let env = Env::disk(FilesConfig::default());
+    let data = bytes(4 * MAX_FPUT_DATA, 6);
+    let mut s = env.session("alice");
+    let id = upload_half(&env, &mut s, &data, MAX_FPUT_DATA);
+    env.fclose(&mut s, id).expect("fclose parks the upload");
+    // A different size does not match the saved state.
+    let other = env.fopen(&mut s, "f", 7, true).expect("fopen");
+    assert_eq!(other.offset, 0);
+    env.fclose(&mut s, other.id).expect("fclose");
+    // Without resume the partial upload is discarded.
+    let fresh = env
+        .fopen(&mut s, "f", data.len() as u64, false)
+        .expect("fopen");
+    assert_eq!(fresh.offset, 0);
+    env.fclose(&mut s, fresh.id).expect("fclose");
+    let again = env
+        .fopen(&mut s, "f", data.len() as u64, true)
+        .expect("fopen");
+    assert_eq!(again.offset, 0, "nothing was left to resume");
+}
+
+#[test]
+fn resume_after_a_server_restart() {
+    let mut env = Env::disk(FilesConfig::default());
+    let data = bytes(3 * MAX_FPUT_DATA + 1, 7);
+    let half = MAX_FPUT_DATA + 3;
+    let mut s = env.session("alice");
+    upload_half(&env, &mut s, &data, half);
+    drop(s);
+    env.restart(FilesConfig::default());
+    resume_and_finish(&env, &data, half);
+}
+
+#[test]
+fn a_corrupted_partial_file_restarts_at_0() {
+    let env = Env::disk(FilesConfig::default());
+    let data = bytes(3 * MAX_FPUT_DATA, 8);
+    let mut s = env.session("alice");
+    upload_half(&env, &mut s, &data, 2 * MAX_FPUT_DATA);
+    drop(s);
+    let dir = env.partial_dir("alice");
+    let partial = files_in(&dir)
+        .into_iter()
+        .find(|f| !f.ends_with(".state"))
+        .expect("partial file");
+    let mut content = std::fs::read(dir.join(&partial)).expect("read partial");
+    content[5] ^= 1;
+    std::fs::write(dir.join(&partial), content).expect("write partial");
+    let mut s = env.session("alice");
+    let open = env
+        .fopen(&mut s, "f", data.len() as u64, true)
+        .expect("fopen");
+    assert_eq!(open.offset, 0);
+    env.put_from(&mut s, open.id, &data, 0);
+    env.fdone(&mut s, open.id, sha(&data)).expect("fdone");
+    assert!(env.download(&mut s, "f").expect("download") == data);
+}
+
+#[test]
+fn overwriting_keeps_versions_and_open_downloads_keep_their_version() {
+    for env in [
+        Env::disk(FilesConfig::default()),
+        Env::memory(FilesConfig::default()),
+    ] {
+        let mut s = env.session("alice");
+        let (v1, v2, v3) = (bytes(100, 1), bytes(MAX_FPUT_DATA + 1, 2), bytes(7, 3));
+        env.upload(&mut s, "f", &v1).expect("v1");
+        env.upload(&mut s, "f", &v2).expect("v2");
+        let Reply::Download(get) = env
+            .run(&mut s, &Command::Fget(FgetArgs { path: "f".into() }))
+            .expect("fget")
+        else {
+            panic!("fget reply");
+        };
+        env.upload(&mut s, "f", &v3).expect("v3");
+        // The open download still reads v2.
+        assert_eq!(get.size, v2.len() as u64);
+        assert_eq!(env.fread(&mut s, get.id, 0, 100).expect("fread"), v2[..100]);
+        let (owner, path) = (alice(), user_path("f"));
+        assert_eq!(
+            env.tree.read_version(&owner, &path, 1).expect("version 1"),
+            v2
+        );
+        assert_eq!(
+            env.tree.read_version(&owner, &path, 2).expect("version 2"),
+            v1
+        );
+        assert_eq!(env.tree.read_file(&owner, &path).expect("current"), v3);
+        assert_eq!(env.names(&mut s, "/"), vec!["f".to_owned()]);
+    }
+}
+
+#[test]
+fn bad_reads_and_unknown_ids_are_refused() {
+    let env = Env::disk(FilesConfig::default());
+    let mut s = env.session("alice");
+    env.upload(&mut s, "f", &bytes(100, 9)).expect("upload");
+    let Reply::Download(get) = env
+        .run(&mut s, &Command::Fget(FgetArgs { path: "f".into() }))
+        .expect("fget")
+    else {
+        panic!("fget reply");
+    };
+    assert_eq!(
+        code(env.fread(&mut s, get.id, 90, 11)),
+        ErrorCode::BadArguments
+    );
+    assert_eq!(
+        code(env.fread(&mut s, get.id, u64::MAX, 1)),
+        ErrorCode::BadArguments
+    );
+    assert_eq!(
+        env.fread(&mut s, get.id, 90, 10).expect("last bytes").len(),
+        10
+    );
+    // Unknown ids, and ids of the wrong direction.
+    assert_eq!(code(env.fread(&mut s, 999, 0, 1)), ErrorCode::NotFound);
+    assert_eq!(code(env.fput(&mut s, get.id, 0, b"x")), ErrorCode::NotFound);
+    assert_eq!(code(env.fdone(&mut s, 999, [0; 32])), ErrorCode::NotFound);
+    assert_eq!(code(env.fclose(&mut s, 999)), ErrorCode::NotFound);
+    // Out of order, past the end, too early.
+    let open = env.fopen(&mut s, "g", 10, false).expect("fopen");
+    assert_eq!(code(env.fread(&mut s, open.id, 0, 1)), ErrorCode::NotFound);
+    assert_eq!(
+        code(env.fput(&mut s, open.id, 1, b"x")),
+        ErrorCode::BadArguments
+    );
+    assert_eq!(
+        code(env.fput(&mut s, open.id, 0, &[0; 11])),
+        ErrorCode::BadArguments
+    );
+    assert_eq!(
+        code(env.fdone(&mut s, open.id, sha(b""))),
+        ErrorCode::BadArguments
+    );
+    env.fput(&mut s, open.id, 0, b"0123456789").expect("fput");
+    env.fdone(&mut s, open.id, sha(b"0123456789"))
+        .expect("fdone");
+    // Missing files, directories, another user's home, no login.
+    assert_eq!(
+        code(env.run(
+            &mut s,
+            &Command::Fget(FgetArgs {
+                path: "nope".into()
+            })
+        )),
+        ErrorCode::NotFound
+    );
+    assert_eq!(
+        code(env.fopen(&mut s, "no/dir/f", 1, false)),
+        ErrorCode::NotFound
+    );
+    assert_eq!(
+        code(env.fopen(&mut s, "/", 1, false)),
+        ErrorCode::BadArguments
+    );
+    assert_eq!(
+        code(env.fopen(&mut s, ".vserv-partial/x", 1, false)),
+        ErrorCode::BadArguments
+    );
+    assert_eq!(
+        code(env.fopen(&mut s, "~bob/f", 1, false)),
+        ErrorCode::Forbidden
+    );
+    let mut anon = Session::new(None);
+    assert_eq!(
+        code(env.fopen(&mut anon, "f", 1, false)),
+        ErrorCode::Forbidden
+    );
+}
+
+#[test]
+fn a_file_without_a_recorded_hash_is_hashed_at_fget() {
+    let env = Env::disk(FilesConfig::default());
+    let mut s = env.session("alice");
+    let data = bytes(70_000, 10);
+    env.tree
+        .replace_file(&alice(), &user_path("plain"), &data)
+        .expect("replace_file");
+    assert_eq!(env.stat_sha(&mut s, "plain"), None);
+    assert_eq!(env.download(&mut s, "plain").expect("download"), data);
+    assert_eq!(env.stat_sha(&mut s, "plain"), Some(sha(&data)), "cached");
+    // A hash follows its file through mv and never describes another file.
+    let mv = Command::Mv {
+        from: "plain".into(),
+        to: "moved".into(),
+    };
+    env.run(&mut s, &mv).expect("mv");
+    assert_eq!(env.stat_sha(&mut s, "moved"), Some(sha(&data)));
+    env.tree
+        .replace_file(&alice(), &user_path("moved"), b"new")
+        .expect("replace_file");
+    assert_eq!(env.stat_sha(&mut s, "moved"), None);
+}
+
+#[test]
+fn too_many_open_transfers_are_refused() {
+    let env = Env::memory(FilesConfig::default());
+    let mut s = env.session("alice");
+    env.upload(&mut s, "f", b"x").expect("upload");
+    for _ in 0..vserv_core::transfer::DEFAULT_MAX_TRANSFERS {
+        env.run(&mut s, &Command::Fget(FgetArgs { path: "f".into() }))
+            .expect("fget");
+    }
+    assert_eq!(
+        code(env.run(&mut s, &Command::Fget(FgetArgs { path: "f".into() }))),
+        ErrorCode::Conflict
+    );
+    assert_eq!(code(env.fopen(&mut s, "g", 1, false)), ErrorCode::Conflict);
+}
