@@ -87,6 +87,48 @@ impl Client {
         }
     }
 
+    /// The most requests the connection allows in flight at once (the window every
+    /// pipelined caller shares).
+    pub fn max_outstanding(&self) -> usize {
+        self.max_outstanding
+    }
+
+    /// Queues a request by name with raw arguments, without waiting: it leaves in the same
+    /// write as the other queued requests when the client next waits for a reply (or
+    /// [`flush_requests`](Self::flush_requests)). Pipelined raw calls send several, then
+    /// collect each reply with [`wait_raw`](Self::wait_raw) or [`take_raw`](Self::take_raw).
+    pub fn send_raw(&mut self, name: &str, args: Vec<Vec<u8>>) -> Result<u32, ClientError> {
+        self.session.send_raw(name, args)
+    }
+
+    /// The raw reply to request `id` if it has already arrived, without reading the socket;
+    /// an error reply is [`ClientError::Server`].
+    pub fn take_raw(&mut self, id: u32) -> Option<Result<Vec<Vec<u8>>, ClientError>> {
+        self.session.take_response(id)
+    }
+
+    /// Sends the queued requests and waits for the raw reply to request `id`; an error reply
+    /// is [`ClientError::Server`], the end of the session is the error explaining it.
+    pub fn wait_raw(&mut self, id: u32) -> Result<Vec<Vec<u8>>, ClientError> {
+        self.pump(|s| s.take_response(id))?
+    }
+
+    /// Sends one raw request and waits for its raw reply.
+    pub fn call_raw(
+        &mut self,
+        name: &str,
+        args: Vec<Vec<u8>>,
+    ) -> Result<Vec<Vec<u8>>, ClientError> {
+        let id = self.send_raw(name, args)?;
+        self.wait_raw(id)
+    }
+
+    /// Writes the queued requests to the socket now.
+    pub fn flush_requests(&mut self) -> Result<(), ClientError> {
+        self.flush()?;
+        Ok(())
+    }
+
     /// Ends the session politely: `quit`, then waits for the server's close.
     pub fn quit(mut self) -> Result<(), ClientError> {
         self.call(&Command::Quit)?;

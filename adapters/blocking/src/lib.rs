@@ -6,6 +6,7 @@
 mod client;
 mod feed;
 mod server;
+pub mod transfer;
 
 pub use client::Client;
 pub use server::{Server, ServerHandle, WRITE_TIMEOUT};

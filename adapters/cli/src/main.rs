@@ -5,6 +5,7 @@ mod chain_cmd;
 mod client_cmd;
 mod config;
 mod credentials;
+mod files_cmd;
 mod ledger_cmd;
 mod serve;
 mod user_cmd;
@@ -86,6 +87,20 @@ enum Command {
     Rcheck(ledger_cmd::RcheckArgs),
     /// Ledger tools: verify a stopped server's store, export a feed, verify an export.
     Chain(chain_cmd::ChainArgs),
+    /// Upload a file (window of pipelined chunks, SHA-256 checked; --resume continues).
+    Put(files_cmd::PutArgs),
+    /// Download a file (visible only once its SHA-256 matched; --resume continues).
+    Get(files_cmd::GetArgs),
+    /// List a directory on the server, one line per entry (KIND SIZE MTIME NAME).
+    Ls(files_cmd::LsArgs),
+    /// Create a directory on the server.
+    Mkdir(files_cmd::PathArgs),
+    /// Delete a file on the server (--dir: an empty directory).
+    Rm(files_cmd::RmArgs),
+    /// Move or rename a file or directory on the server.
+    Mv(files_cmd::MvArgs),
+    /// Show a file's or directory's kind, size, times and SHA-256.
+    Stat(files_cmd::PathArgs),
 }
 
 fn main() -> ExitCode {
@@ -119,6 +134,13 @@ fn main() -> ExitCode {
         Command::Rlist(args) => ledger_cmd::rlist(args),
         Command::Rcheck(args) => ledger_cmd::rcheck(args),
         Command::Chain(args) => chain_cmd::run(args),
+        Command::Put(args) => files_cmd::put(args),
+        Command::Get(args) => files_cmd::get(args),
+        Command::Ls(args) => files_cmd::ls(args),
+        Command::Mkdir(args) => files_cmd::mkdir(args),
+        Command::Rm(args) => files_cmd::rm(args),
+        Command::Mv(args) => files_cmd::mv(args),
+        Command::Stat(args) => files_cmd::stat(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

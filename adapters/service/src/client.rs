@@ -186,6 +186,22 @@ impl ClientSession {
         })
     }
 
+    /// Sends a request by name with raw arguments (for commands built with their own
+    /// codecs, such as the transfer commands); the returned id is passed to
+    /// [`ClientSession::take_response`].
+    pub fn send_raw(&mut self, name: &str, args: Vec<Vec<u8>>) -> Result<u32, ClientError> {
+        self.conn
+            .send_request(name, args)
+            .map_err(|e| self.failure(e))
+    }
+
+    /// The raw reply fields to request `id`, if its response has arrived; an error reply is
+    /// [`ClientError::Server`].
+    pub fn take_response(&mut self, id: u32) -> Option<Result<Vec<Vec<u8>>, ClientError>> {
+        let response = self.replies.remove(&id)?;
+        Some(response.result.map_err(ClientError::Server))
+    }
+
     /// The error explaining why the session ended before an expected reply.
     pub fn ended_error(&self) -> ClientError {
         match &self.peer_close {

@@ -11,6 +11,7 @@ mod ledger;
 mod login;
 mod net;
 mod stats;
+mod transfer;
 
 use std::time::Duration;
 
@@ -41,6 +42,9 @@ pub enum BenchKind {
     Login(login::LoginArgs),
     /// Durable ledger appends and reads per second, and offline verification speed.
     Ledger(ledger::LedgerArgs),
+    /// Upload then download a generated file over loopback: MB/s each way and the server
+    /// process's peak RSS.
+    Transfer(transfer::TransferArgs),
 }
 
 /// Runs the selected benchmark and prints its report.
@@ -51,6 +55,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         BenchKind::Rtt(a) => emit(&net::rtt(&a)?, args.json),
         BenchKind::Login(a) => emit(&login::run(&a)?, args.json),
         BenchKind::Ledger(a) => emit(&ledger::run(&a)?, args.json),
+        BenchKind::Transfer(a) => emit(&transfer::run(&a)?, args.json),
     }
 }
 

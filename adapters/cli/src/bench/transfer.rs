@@ -1,0 +1,348 @@
+//! `vserv bench transfer`: upload then download a generated file over loopback, MB/s each
+//! way, and the server's peak resident memory.
+//!
+//! The server runs as a separate process (this binary's `serve`, on 127.0.0.1:0 with a
+//! throwaway data directory, its benchmark user created offline first), so its peak RSS
+//! (`VmHWM` in `/proc/PID/status`) is its own: read after the upload and after the
+//! download. The client is this process, driving `vserv_blocking::transfer` exactly as
+//! `vserv put` / `vserv get` do.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdout, Command as Process, Stdio};
+use std::time::Instant;
+
+use anyhow::{Context, anyhow, bail};
+use clap::Args;
+use rand::RngExt;
+use serde::Serialize;
+use vserv_blocking::Client;
+use vserv_blocking::transfer::{self, DEFAULT_WINDOW, TransferOptions};
+use vserv_core::Fingerprint;
+use vserv_core::commands::{Command, Credential, SecretBytes};
+use vserv_service::client::ClientOptions;
+
+use super::{Machine, Report};
+
+const USER: &str = "bench";
+const PASSWORD: &str = "bench-password-1";
+/// Throughput target, each way (MB/s, 10^6 bytes).
+const TARGET_MB_S: f64 = 500.0;
+/// Server peak RSS target.
+const TARGET_RSS_KIB: u64 = 64 * 1024;
+
+/// `vserv bench transfer` options.
+#[derive(Args, Debug)]
+pub struct TransferArgs {
+    /// File size: bytes, or with a unit (KiB, MiB, GiB, KB, MB, GB), e.g. 1GiB.
+    #[arg(long, default_value = "1GiB", value_parser = parse_size)]
+    pub size: u64,
+    /// Chunk requests kept in flight (1-256).
+    #[arg(long, default_value_t = DEFAULT_WINDOW as u16,
+          value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub window: u16,
+    /// Directory for the generated file, the server's data and the download (default: the
+    /// system's temporary directory). Needs about three times --size free.
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+}
+
+/// A size such as `1GiB`, `512MiB`, `100MB` or `12345`.
+fn parse_size(s: &str) -> anyhow::Result<u64> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (digits, unit) = s.split_at(split);
+    let n: u64 = digits
+        .parse()
+        .with_context(|| format!("'{s}' is not a size (e.g. 1GiB, 100MB, 4096)"))?;
+    let scale: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kib" => 1 << 10,
+        "m" | "mib" => 1 << 20,
+        "g" | "gib" => 1 << 30,
+        "kb" => 1_000,
+        "mb" => 1_000_000,
+        "gb" => 1_000_000_000,
+        other => bail!("unknown size unit '{other}' (use KiB, MiB, GiB, KB, MB, GB)"),
+    };
+    n.checked_mul(scale)
+        .ok_or_else(|| anyhow!("size '{s}' is too large"))
+}
+
+/// One direction of the transfer.
+#[derive(Serialize, Debug)]
+pub struct Direction {
+    seconds: f64,
+    mb_per_s: f64,
+    /// The server's peak RSS (VmHWM) once this phase ended, KiB.
+    server_peak_rss_kib: Option<u64>,
+    met: bool,
+}
+
+/// The `vserv bench transfer` report.
+#[derive(Serialize, Debug)]
+pub struct TransferReport {
+    bench: &'static str,
+    machine: Machine,
+    size_bytes: u64,
+    window: u16,
+    upload: Direction,
+    download: Direction,
+    /// The server's peak RSS over the whole run, KiB.
+    server_peak_rss_kib: Option<u64>,
+    target_mb_per_s: f64,
+    target_rss_kib: u64,
+    rss_met: Option<bool>,
+}
+
+/// The benchmark's server process, killed when dropped.
+struct ServerProcess {
+    child: Child,
+    /// Kept open so the server never writes to a closed pipe.
+    _stdout: BufReader<ChildStdout>,
+    addr: String,
+    /// The server key fingerprint as printed.
+    fingerprint: String,
+}
+
+impl ServerProcess {
+    fn start(exe: &Path, data: &Path) -> anyhow::Result<ServerProcess> {
+        let mut child = Process::new(exe)
+            .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+            .arg(data)
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting the server process")?;
+        let stdout = child
+            .stdout
+            .take()
+            .ok_or_else(|| anyhow!("the server's output is not piped"))?;
+        let mut server = ServerProcess {
+            child,
+            _stdout: BufReader::new(stdout),
+            addr: String::new(),
+            fingerprint: String::new(),
+        };
+        let mut line = String::new();
+        server._stdout.read_line(&mut line)?;
+        server.addr = line
+            .strip_prefix("vserv listening on ")
+            .and_then(|rest| rest.split_whitespace().next())
+            .ok_or_else(|| anyhow!("unexpected first line from the server: {line:?}"))?
+            .to_owned();
+        line.clear();
+        server._stdout.read_line(&mut line)?;
+        server.fingerprint = line
+            .strip_prefix("server key fingerprint: ")
+            .ok_or_else(|| anyhow!("unexpected second line from the server: {line:?}"))?
+            .trim()
+            .to_owned();
+        Ok(server)
+    }
+
+    /// `VmHWM` of the server process, KiB (`None` where /proc is not available).
+    fn peak_rss_kib(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Writes `size` bytes of random-looking data (a random MiB, each copy stamped with its
+/// index so no two MiB are equal).
+fn generate(path: &Path, size: u64) -> anyhow::Result<()> {
+    let mut block = vec![0u8; 1 << 20];
+    let mut rng = rand::rng();
+    for word in block.chunks_mut(8) {
+        let r: u64 = rng.random();
+        word.copy_from_slice(&r.to_le_bytes()[..word.len()]);
+    }
+    let file =
+        std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
+    let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
+    let mut left = size;
+    let mut index: u64 = 0;
+    while left > 0 {
+        block[..8].copy_from_slice(&index.to_le_bytes());
+        let n = usize::try_from(left).map_or(block.len(), |l| l.min(block.len()));
+        out.write_all(&block[..n])
+            .with_context(|| format!("writing {}", path.display()))?;
+        left -= n as u64;
+        index += 1;
+    }
+    out.flush()
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
+fn mb_per_s(bytes: u64, seconds: f64) -> f64 {
+    if seconds > 0.0 {
+        bytes as f64 / seconds / 1e6
+    } else {
+        0.0
+    }
+}
+
+/// Runs the transfer benchmark.
+pub fn run(args: &TransferArgs) -> anyhow::Result<TransferReport> {
+    let dir = match &args.dir {
+        Some(d) => tempfile::tempdir_in(d),
+        None => tempfile::tempdir(),
+    }
+    .context("creating a temporary directory")?;
+    let exe = std::env::current_exe().context("locating the vserv binary")?;
+    let data = dir.path().join("data");
+    let added = Process::new(&exe)
+        .args(["user", "add", USER, "--admin", "--data"])
+        .arg(&data)
+        .env("VSERV_NEW_PASSWORD", PASSWORD)
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .output()
+        .context("creating the benchmark user")?;
+    if !added.status.success() {
+        bail!(
+            "creating the benchmark user failed: {}",
+            String::from_utf8_lossy(&added.stderr).trim()
+        );
+    }
+    let src = dir.path().join("source.bin");
+    generate(&src, args.size)?;
+    let server = ServerProcess::start(&exe, &data)?;
+    let mut options = ClientOptions::new(dir.path().join("known_servers"));
+    let fingerprint: Fingerprint = server
+        .fingerprint
+        .parse()
+        .map_err(|e| anyhow!("the server's fingerprint does not parse: {e}"))?;
+    options.pinned = Some(fingerprint);
+    let mut client = Client::connect(&server.addr, &options)
+        .with_context(|| format!("connecting to {}", server.addr))?;
+    client
+        .call(&Command::Login {
+            user: USER.to_owned(),
+            credential: Credential::Password(SecretBytes::new(PASSWORD.as_bytes().to_vec())),
+        })
+        .context("logging in")?;
+    let options = TransferOptions {
+        resume: false,
+        window: usize::from(args.window),
+    };
+
+    let t = Instant::now();
+    let up = transfer::put_with(&mut client, &src, "bench.bin", &options, &mut |_, _| {})
+        .context("uploading")?;
+    let upload_s = t.elapsed().as_secs_f64();
+    let rss_up = server.peak_rss_kib();
+    // The source is no longer needed: free its disk space before the download.
+    let _ = std::fs::remove_file(&src);
+
+    let dst = dir.path().join("download.bin");
+    let t = Instant::now();
+    let down = transfer::get_with(&mut client, "bench.bin", &dst, &options, &mut |_, _| {})
+        .context("downloading")?;
+    let download_s = t.elapsed().as_secs_f64();
+    let rss_down = server.peak_rss_kib();
+    if down.sha256 != up.sha256 || down.size != args.size {
+        bail!("the download differs from the upload");
+    }
+    client.quit().context("ending the session")?;
+    drop(server);
+
+    let up_mb = mb_per_s(args.size, upload_s);
+    let down_mb = mb_per_s(args.size, download_s);
+    let peak = rss_up.max(rss_down);
+    Ok(TransferReport {
+        bench: "transfer",
+        machine: Machine::get(),
+        size_bytes: args.size,
+        window: args.window,
+        upload: Direction {
+            seconds: upload_s,
+            mb_per_s: up_mb,
+            server_peak_rss_kib: rss_up,
+            met: up_mb >= TARGET_MB_S,
+        },
+        download: Direction {
+            seconds: download_s,
+            mb_per_s: down_mb,
+            server_peak_rss_kib: rss_down,
+            met: down_mb >= TARGET_MB_S,
+        },
+        server_peak_rss_kib: peak,
+        target_mb_per_s: TARGET_MB_S,
+        target_rss_kib: TARGET_RSS_KIB,
+        rss_met: peak.map(|p| p <= TARGET_RSS_KIB),
+    })
+}
+
+fn met(ok: bool) -> &'static str {
+    if ok { "met" } else { "NOT met" }
+}
+
+impl Report for TransferReport {
+    fn table(&self) -> String {
+        use std::fmt::Write as _;
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "vserv bench transfer: {} bytes ({:.2} GiB), window {}, server process on \
+             127.0.0.1 ({} CPUs)",
+            self.size_bytes,
+            self.size_bytes as f64 / (1u64 << 30) as f64,
+            self.window,
+            self.machine.cpus
+        );
+        let rss = |r: Option<u64>| {
+            r.map_or("n/a".to_owned(), |k| {
+                format!("{:.1} MiB", k as f64 / 1024.0)
+            })
+        };
+        for (name, d) in [("upload", &self.upload), ("download", &self.download)] {
+            let _ = writeln!(
+                s,
+                "{name:<8} {:>8.1} MB/s in {:.2} s (target >= {} MB/s: {}); server peak RSS {}",
+                d.mb_per_s,
+                d.seconds,
+                self.target_mb_per_s,
+                met(d.met),
+                rss(d.server_peak_rss_kib)
+            );
+        }
+        let _ = writeln!(
+            s,
+            "server peak RSS {} (target <= {} MiB: {})",
+            rss(self.server_peak_rss_kib),
+            self.target_rss_kib / 1024,
+            self.rss_met.map_or("unknown", met)
+        );
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_size;
+
+    #[test]
+    fn sizes_parse() {
+        assert_eq!(parse_size("1GiB").ok(), Some(1 << 30));
+        assert_eq!(parse_size("512MiB").ok(), Some(512 << 20));
+        assert_eq!(parse_size("100MB").ok(), Some(100_000_000));
+        assert_eq!(parse_size("4096").ok(), Some(4096));
+        assert!(parse_size("1TiB").is_err());
+        assert!(parse_size("GiB").is_err());
+        assert!(parse_size("99999999999999GiB").is_err());
+    }
+}

@@ -1,0 +1,382 @@
+//! End-to-end tests of the file commands: the real `vserv` binary against a server it
+//! starts itself on a loopback port: mkdir/put/ls/stat/get round trips, mv/rm, and
+//! put/get resumed after the client was killed mid-transfer.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdout, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+
+const BIN: &str = env!("CARGO_BIN_EXE_vserv");
+const PASSWORD: &str = "alice-password-1";
+
+/// A `vserv serve` child process, killed when dropped (also when a test panics).
+struct Server {
+    child: Child,
+    /// Kept open so the server never writes to a closed pipe.
+    _stdout: BufReader<ChildStdout>,
+    addr: String,
+    fingerprint: String,
+}
+
+impl Server {
+    fn start(data: &Path) -> Server {
+        let mut child = Command::new(BIN)
+            .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+            .arg(data)
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn vserv serve");
+        let mut stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
+        let mut line = String::new();
+        stdout.read_line(&mut line).expect("read serve output");
+        let addr = line
+            .strip_prefix("vserv listening on ")
+            .and_then(|rest| rest.split_whitespace().next())
+            .unwrap_or_else(|| panic!("unexpected first line from vserv serve: {line:?}"))
+            .to_owned();
+        let mut line = String::new();
+        stdout.read_line(&mut line).expect("read serve output");
+        let fingerprint = line
+            .strip_prefix("server key fingerprint: ")
+            .unwrap_or_else(|| panic!("unexpected second line from vserv serve: {line:?}"))
+            .trim()
+            .to_owned();
+        Server {
+            child,
+            _stdout: stdout,
+            addr,
+            fingerprint,
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+struct Run {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+impl Run {
+    fn ok(self) -> Run {
+        assert_eq!(
+            self.code,
+            Some(0),
+            "expected success; stdout: {} stderr: {}",
+            self.stdout,
+            self.stderr
+        );
+        self
+    }
+
+    fn fails(self) -> String {
+        assert_eq!(
+            self.code,
+            Some(1),
+            "expected failure; stdout: {} stderr: {}",
+            self.stdout,
+            self.stderr
+        );
+        let lines: Vec<&str> = self.stderr.lines().collect();
+        assert_eq!(
+            lines.len(),
+            1,
+            "one-line reason expected: {:?}",
+            self.stderr
+        );
+        lines[0].to_owned()
+    }
+}
+
+/// A scratch directory with a server holding user alice.
+struct Env {
+    dir: tempfile::TempDir,
+    server: Server,
+}
+
+impl Env {
+    fn new() -> Env {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data = dir.path().join("data");
+        let out = Command::new(BIN)
+            .args(["user", "add", "alice", "--admin", "--data"])
+            .arg(&data)
+            .env("VSERV_NEW_PASSWORD", PASSWORD)
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .output()
+            .expect("run vserv user add");
+        assert!(
+            out.status.success(),
+            "user add: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let server = Server::start(&data);
+        Env { dir, server }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// `vserv ARGS` as alice, with the connection options, run in the scratch directory.
+    fn command(&self, args: &[&str]) -> Command {
+        let known = self.path("known_servers");
+        let mut cmd = Command::new(BIN);
+        cmd.args(args)
+            .args(["--server", &self.server.addr, "--known-servers"])
+            .arg(known)
+            .args(["--server-key", &self.server.fingerprint, "--user", "alice"])
+            .env("VSERV_PASSWORD", PASSWORD)
+            .env("HOME", self.dir.path())
+            .env_remove("RUST_LOG")
+            .current_dir(self.dir.path())
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    fn vserv(&self, args: &[&str]) -> Run {
+        let Output {
+            status,
+            stdout,
+            stderr,
+        } = self.command(args).output().expect("run vserv");
+        Run {
+            code: status.code(),
+            stdout: String::from_utf8_lossy(&stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&stderr).into_owned(),
+        }
+    }
+
+    /// Starts `vserv ARGS` and kills it once `progressed` says enough happened (panics if it
+    /// finished first, so a test that means to interrupt it cannot pass vacuously).
+    fn interrupt(&self, args: &[&str], progressed: impl Fn() -> bool) {
+        let mut child = self
+            .command(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn vserv");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !progressed() {
+            if let Some(status) = child.try_wait().expect("poll the client") {
+                panic!("the client ended ({status}) before it could be interrupted");
+            }
+            assert!(Instant::now() < deadline, "no progress within 60 s");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        child.kill().expect("kill the client");
+        let status = child.wait().expect("wait for the client");
+        assert!(!status.success(), "the client finished before the kill");
+    }
+}
+
+/// `len` bytes that differ at every offset class (no two 4 KiB blocks alike).
+fn write_content(path: &Path, len: usize, seed: u64) -> [u8; 32] {
+    let mut file = std::io::BufWriter::new(std::fs::File::create(path).expect("create"));
+    let mut hasher = Sha256::new();
+    let mut state = seed | 1;
+    let mut left = len;
+    let mut block = [0u8; 4096];
+    while left > 0 {
+        for word in block.chunks_mut(8) {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            word.copy_from_slice(&state.to_le_bytes());
+        }
+        let n = left.min(block.len());
+        file.write_all(&block[..n]).expect("write");
+        hasher.update(&block[..n]);
+        left -= n;
+    }
+    file.flush().expect("flush");
+    hasher.finalize().into()
+}
+
+fn sha256_of(path: &Path) -> [u8; 32] {
+    let mut hasher = Sha256::new();
+    let mut file = std::fs::File::open(path).expect("open");
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = std::io::Read::read(&mut file, &mut buf).expect("read");
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    hasher.finalize().into()
+}
+
+/// Total bytes of the regular files under `dir`.
+fn bytes_under(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| match e.file_type() {
+            Ok(t) if t.is_dir() => bytes_under(&e.path()),
+            Ok(t) if t.is_file() => e.metadata().map_or(0, |m| m.len()),
+            _ => 0,
+        })
+        .sum()
+}
+
+fn listing(run: &Run) -> Vec<(String, u64, String)> {
+    run.stdout
+        .lines()
+        .map(|l| {
+            let mut parts = l.splitn(4, ' ');
+            let kind = parts.next().unwrap_or_default().to_owned();
+            let size = parts.next().and_then(|s| s.parse().ok()).expect("size");
+            let _mtime = parts.next();
+            let name = parts.next().expect("name").to_owned();
+            (kind, size, name)
+        })
+        .map(|(k, s, n)| (n, s, k))
+        .collect()
+}
+
+#[test]
+fn mkdir_put_ls_stat_get_mv_rm_round_trip() {
+    let env = Env::new();
+    let len = 3 * 16372 + 5000;
+    let src = env.path("report.bin");
+    let sha = write_content(&src, len, 7);
+    let hex_sha = hex::encode(sha);
+
+    env.vserv(&["mkdir", "docs"]).ok();
+    let put = env.vserv(&["put", "report.bin", "docs/"]).ok();
+    assert!(put.stdout.contains(&hex_sha), "{}", put.stdout);
+    env.vserv(&["put", "report.bin", "docs/empty.txt"]).ok();
+    std::fs::write(env.path("empty"), b"").expect("write");
+    env.vserv(&["put", "empty", "docs/empty.txt"]).ok();
+
+    let ls = env.vserv(&["ls", "docs"]).ok();
+    assert_eq!(
+        listing(&ls),
+        vec![
+            ("empty.txt".to_owned(), 0, "f".to_owned()),
+            ("report.bin".to_owned(), len as u64, "f".to_owned()),
+        ]
+    );
+    let root = env.vserv(&["ls"]).ok();
+    assert_eq!(listing(&root), vec![("docs".to_owned(), 0, "d".to_owned())]);
+
+    let stat = env.vserv(&["stat", "docs/report.bin"]).ok();
+    assert!(stat.stdout.contains("kind f"), "{}", stat.stdout);
+    assert!(
+        stat.stdout.contains(&format!("size {len}")),
+        "{}",
+        stat.stdout
+    );
+    assert!(
+        stat.stdout.contains(&format!("sha256 {hex_sha}")),
+        "{}",
+        stat.stdout
+    );
+
+    let get = env.vserv(&["get", "docs/report.bin", "copy.bin"]).ok();
+    assert!(get.stdout.contains(&hex_sha), "{}", get.stdout);
+    assert_eq!(sha256_of(&env.path("copy.bin")), sha);
+    env.vserv(&["get", "docs/empty.txt"]).ok();
+    assert_eq!(std::fs::read(env.path("empty.txt")).expect("read"), b"");
+
+    env.vserv(&["mv", "docs/report.bin", "docs/renamed.bin"])
+        .ok();
+    let ls = env.vserv(&["ls", "docs"]).ok();
+    let names: Vec<String> = listing(&ls).into_iter().map(|e| e.0).collect();
+    assert_eq!(names, vec!["empty.txt", "renamed.bin"]);
+    let gone = env.vserv(&["get", "docs/report.bin", "x.bin"]).fails();
+    assert!(gone.starts_with("vserv: "), "{gone}");
+    assert!(!env.path("x.bin").exists());
+
+    let not_empty = env.vserv(&["rm", "--dir", "docs"]).fails();
+    assert!(not_empty.starts_with("vserv: "), "{not_empty}");
+    env.vserv(&["rm", "docs/renamed.bin"]).ok();
+    env.vserv(&["rm", "docs/empty.txt"]).ok();
+    env.vserv(&["rm", "--dir", "docs"]).ok();
+    assert_eq!(env.vserv(&["ls"]).ok().stdout, "");
+}
+
+#[test]
+fn file_commands_need_a_login() {
+    let env = Env::new();
+    let known = env.path("known_servers");
+    let out = Command::new(BIN)
+        .args(["ls", "--server", &env.server.addr, "--known-servers"])
+        .arg(known)
+        .args(["--server-key", &env.server.fingerprint])
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run vserv");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--user"));
+}
+
+#[test]
+fn put_resumes_after_the_client_was_killed() {
+    let env = Env::new();
+    let len = 160 << 20;
+    let src = env.path("big.bin");
+    let sha = write_content(&src, len, 11);
+    let data = env.path("data");
+    let before = bytes_under(&data);
+    env.interrupt(&["put", "big.bin", "big.bin"], || {
+        bytes_under(&data) >= before + (24 << 20)
+    });
+    // The server keeps the partial upload once the connection is gone.
+    std::thread::sleep(Duration::from_millis(300));
+    let run = env.vserv(&["put", "big.bin", "big.bin", "--resume"]).ok();
+    let resumed: u64 = run
+        .stdout
+        .split("(resumed at ")
+        .nth(1)
+        .and_then(|rest| rest.split(')').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("the upload did not resume: {}", run.stdout));
+    assert!(resumed > 0 && resumed < len as u64, "{resumed}");
+    assert!(run.stdout.contains(&hex::encode(sha)), "{}", run.stdout);
+    env.vserv(&["get", "big.bin", "back.bin"]).ok();
+    assert_eq!(sha256_of(&env.path("back.bin")), sha);
+}
+
+#[test]
+fn get_resumes_from_the_partial_copy() {
+    let env = Env::new();
+    let len = 160 << 20;
+    let src = env.path("big.bin");
+    let sha = write_content(&src, len, 13);
+    env.vserv(&["put", "big.bin", "big.bin"]).ok();
+    let part = env.path("copy.bin.vserv-part");
+    env.interrupt(&["get", "big.bin", "copy.bin"], || {
+        std::fs::metadata(&part).map_or(0, |m| m.len()) >= 24 << 20
+    });
+    assert!(
+        !env.path("copy.bin").exists(),
+        "an unverified copy is visible"
+    );
+    let partial = std::fs::metadata(&part).expect("the partial copy").len();
+    let run = env.vserv(&["get", "big.bin", "copy.bin", "--resume"]).ok();
+    assert!(
+        run.stdout.contains(&format!("(resumed at {partial})")),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(sha256_of(&env.path("copy.bin")), sha);
+    assert!(!part.exists());
+}
