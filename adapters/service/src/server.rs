@@ -119,6 +119,14 @@ impl Session {
         self.user.as_ref()
     }
 
+    /// Ends every file transfer of this session: uploads save their resumable state and
+    /// release their path locks, downloads close their files.
+    pub fn end_transfers(&mut self) {
+        if !self.transfers.is_empty() {
+            self.transfers = Transfers::new();
+        }
+    }
+
     /// Number of file transfers open on this connection.
     pub fn open_transfers(&self) -> usize {
         self.transfers.len()
@@ -388,7 +396,24 @@ impl Service {
     /// is (its `rput`s join the next commit), and calls [`Service::complete`] (waiting) when
     /// there is nothing else to do while [`Session::has_pending`]. The responses still leave
     /// in request order.
+    ///
+    /// Once the connection is closed, the session's file transfers end at once (resumable
+    /// uploads save their state, path locks are released), whether or not the runtime keeps
+    /// the session around.
     pub fn drive_pipelined(
+        &self,
+        session: &mut Session,
+        conn: &mut Connection,
+        now_ms: u64,
+    ) -> Result<(), Error> {
+        let driven = self.drive_events(session, conn, now_ms);
+        if conn.is_closed() {
+            session.end_transfers();
+        }
+        driven
+    }
+
+    fn drive_events(
         &self,
         session: &mut Session,
         conn: &mut Connection,
