@@ -1,201 +1,36 @@
 //! End-to-end tests of the ledger commands and the chain tools: the real `vserv` binary
 //! against a server it starts on a loopback port, and offline on the data directory.
 
-use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdout, Command, Output, Stdio};
+mod common;
 
 use vserv_core::ledger::{Entry, EntryFields};
 use vserv_service::ledger::entry_key;
 use vserv_store::db::FjallStore;
 use vserv_store::kv::{Op, Store, Table};
 
-const BIN: &str = env!("CARGO_BIN_EXE_vserv");
+use common::{Env, Run, Server};
+
 const ADMIN_PW: &str = "admin-password-1";
 
-/// A `vserv serve` child process, killed when dropped (also when a test panics).
-struct Server {
-    child: Child,
-    /// Kept open so the server never writes to a closed pipe.
-    _stdout: BufReader<ChildStdout>,
-    addr: String,
-    fingerprint: String,
-}
-
-impl Server {
-    /// Starts a server on 127.0.0.1, port chosen by the OS, keeping its state in `data`.
-    fn start(data: &Path) -> Server {
-        let mut child = Command::new(BIN)
-            .args(["serve", "--listen", "127.0.0.1:0", "--data"])
-            .arg(data)
-            .env_remove("RUST_LOG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn vserv serve");
-        let mut stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
-        let mut first = String::new();
-        stdout.read_line(&mut first).expect("read serve output");
-        let addr = first
-            .strip_prefix("vserv listening on ")
-            .and_then(|rest| rest.split_whitespace().next())
-            .unwrap_or_else(|| panic!("unexpected first line from vserv serve: {first:?}"))
-            .to_owned();
-        let mut second = String::new();
-        stdout.read_line(&mut second).expect("read serve output");
-        let fingerprint = second
-            .strip_prefix("server key fingerprint: ")
-            .unwrap_or_else(|| panic!("unexpected second line from vserv serve: {second:?}"))
-            .trim()
-            .to_owned();
-        Server {
-            child,
-            _stdout: stdout,
-            addr,
-            fingerprint,
-        }
-    }
-
-    /// Stops the server and waits until it has exited (so its data directory is free).
-    fn stop(mut self) {
-        self.kill();
-    }
-
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-/// The outcome of one `vserv` run.
-struct Run {
-    code: Option<i32>,
-    stdout: Vec<u8>,
-    stderr: String,
-}
-
-impl Run {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.stdout).into_owned()
-    }
-
-    fn ok(self) -> Run {
-        assert_eq!(
-            self.code,
-            Some(0),
-            "expected success; stdout: {} stderr: {}",
-            self.text(),
-            self.stderr
-        );
-        self
-    }
-
-    /// Asserts exit status 1 with a one-line reason on stderr, and returns that line.
-    fn fails(self) -> String {
-        assert_eq!(
-            self.code,
-            Some(1),
-            "expected failure; stdout: {} stderr: {}",
-            self.text(),
-            self.stderr
-        );
-        let lines: Vec<&str> = self.stderr.lines().collect();
-        assert_eq!(
-            lines.len(),
-            1,
-            "one-line reason expected: {:?}",
-            self.stderr
-        );
-        assert!(lines[0].starts_with("vserv: "), "{:?}", lines[0]);
-        lines[0].to_owned()
-    }
-}
-
-/// A scratch directory, and the `vserv` invocations of one test.
-struct Env {
-    dir: tempfile::TempDir,
-}
-
-impl Env {
-    fn new() -> Env {
-        Env {
-            dir: tempfile::tempdir().expect("tempdir"),
-        }
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    fn data(&self) -> PathBuf {
-        self.path("data")
-    }
-
-    fn data_arg(&self) -> String {
-        self.data().to_str().expect("utf-8 path").to_owned()
-    }
-
-    /// Runs `vserv ARGS` with a clean environment plus `env`, and `stdin` as its input.
-    fn vserv_with_input(&self, args: &[&str], env: &[(&str, &str)], stdin: &[u8]) -> Run {
-        let mut cmd = Command::new(BIN);
-        cmd.args(args)
-            .env_remove("VSERV_PASSWORD")
-            .env_remove("VSERV_NEW_PASSWORD")
-            .env_remove("RUST_LOG")
-            .env("HOME", self.dir.path())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let mut child = cmd.spawn().expect("run vserv");
-        let mut input = child.stdin.take().expect("piped stdin");
-        // A command that does not read its input may exit first: ignore a broken pipe.
-        let _ = input.write_all(stdin);
-        drop(input);
-        let Output {
-            status,
-            stdout,
-            stderr,
-        } = child.wait_with_output().expect("wait for vserv");
-        Run {
-            code: status.code(),
-            stdout,
-            stderr: String::from_utf8_lossy(&stderr).into_owned(),
-        }
-    }
-
-    fn vserv(&self, args: &[&str]) -> Run {
-        self.vserv_with_input(args, &[], b"")
-    }
-
-    /// Runs `vserv ARGS --user admin --server ADDR --known-servers FILE --server-key FPR`.
-    fn admin(&self, server: &Server, args: &[&str], stdin: &[u8]) -> Run {
-        let known = self.path("known_servers");
-        let known = known.to_str().expect("utf-8 path");
-        let mut all: Vec<&str> = args.to_vec();
-        all.extend([
-            "--user",
-            "admin",
-            "--server",
-            &server.addr,
-            "--known-servers",
-            known,
-            "--server-key",
-            &server.fingerprint,
-        ]);
-        self.vserv_with_input(&all, &[("VSERV_PASSWORD", ADMIN_PW)], stdin)
-    }
+/// The ledger commands' shorthand on the shared [`Env`].
+trait Admin {
+    /// Runs `vserv ARGS --user admin` connected to `server`, with `stdin` as its input.
+    fn admin(&self, server: &Server, args: &[&str], stdin: &[u8]) -> Run;
 
     /// Creates the first admin offline, then starts a server on the data directory.
+    fn start(&self) -> Server;
+
+    /// Writes `bytes` to a file in the scratch directory and returns its path.
+    fn file(&self, name: &str, bytes: &[u8]) -> String;
+}
+
+impl Admin for Env {
+    fn admin(&self, server: &Server, args: &[&str], stdin: &[u8]) -> Run {
+        let mut all: Vec<&str> = args.to_vec();
+        all.extend(["--user", "admin"]);
+        self.client_with_input(server, &all, &[("VSERV_PASSWORD", ADMIN_PW)], stdin)
+    }
+
     fn start(&self) -> Server {
         self.vserv_with_input(
             &[
@@ -213,7 +48,6 @@ impl Env {
         Server::start(&self.data())
     }
 
-    /// Writes `bytes` to a file in the scratch directory and returns its path.
     fn file(&self, name: &str, bytes: &[u8]) -> String {
         let path = self.path(name);
         std::fs::write(&path, bytes).expect("write file");
@@ -311,13 +145,16 @@ fn rput_rget_and_exports_over_the_protocol_and_offline() {
     let exported = env.admin(&server, &["chain", "export"], b"").ok().stdout;
     let feed = env.file("feed.jsonl", &exported);
     let verified = env
-        .vserv(&[
-            "chain",
-            "verify-export",
-            &feed,
-            "--key",
-            &server.fingerprint,
-        ])
+        .vserv(
+            &[
+                "chain",
+                "verify-export",
+                &feed,
+                "--key",
+                &server.fingerprint,
+            ],
+            &[],
+        )
         .ok()
         .text();
     assert!(verified.starts_with("ok: entries 1..=3"), "{verified}");
@@ -343,19 +180,19 @@ fn rput_rget_and_exports_over_the_protocol_and_offline() {
 
     // While the server runs, the offline tools refuse its data directory.
     let busy = env
-        .vserv(&["chain", "verify", "--data", &env.data_arg()])
+        .vserv(&["chain", "verify", "--data", &env.data_arg()], &[])
         .fails();
     assert!(busy.contains("running server"), "{busy}");
     server.stop();
 
     // Offline: the same bytes, and the store verifies.
     let offline = env
-        .vserv(&["chain", "export", "--data", &env.data_arg()])
+        .vserv(&["chain", "export", "--data", &env.data_arg()], &[])
         .ok()
         .stdout;
     assert_eq!(offline, exported);
     let verified = env
-        .vserv(&["chain", "verify", "--data", &env.data_arg()])
+        .vserv(&["chain", "verify", "--data", &env.data_arg()], &[])
         .ok()
         .text();
     assert_eq!(verified.trim(), "ok: 3 entries verified");
@@ -372,7 +209,7 @@ fn verify_export_refuses_a_wrong_key_and_a_forged_head() {
     let fingerprint = server.fingerprint.clone();
     server.stop();
     let exported = env
-        .vserv(&["chain", "export", "--data", &env.data_arg()])
+        .vserv(&["chain", "export", "--data", &env.data_arg()], &[])
         .ok()
         .stdout;
     let feed = env.file("feed.jsonl", &exported);
@@ -380,7 +217,7 @@ fn verify_export_refuses_a_wrong_key_and_a_forged_head() {
     // Another key's fingerprint.
     let other = format!("SHA256:{}", "ab".repeat(32));
     let wrong = env
-        .vserv(&["chain", "verify-export", &feed, "--key", &other])
+        .vserv(&["chain", "verify-export", &feed, "--key", &other], &[])
         .fails();
     assert!(
         wrong.contains("line 1") && wrong.contains(&other),
@@ -393,13 +230,16 @@ fn verify_export_refuses_a_wrong_key_and_a_forged_head() {
     forged[at] = if forged[at] == b'0' { b'1' } else { b'0' };
     let forged_feed = env.file("forged.jsonl", &forged);
     let refused = env
-        .vserv(&[
-            "chain",
-            "verify-export",
-            &forged_feed,
-            "--key",
-            &fingerprint,
-        ])
+        .vserv(
+            &[
+                "chain",
+                "verify-export",
+                &forged_feed,
+                "--key",
+                &fingerprint,
+            ],
+            &[],
+        )
         .fails();
     assert!(
         refused.contains("line 4") && refused.contains("seq 2"),
@@ -407,8 +247,11 @@ fn verify_export_refuses_a_wrong_key_and_a_forged_head() {
     );
     assert!(refused.contains("signature"), "{refused}");
     // The untouched export verifies with the right key.
-    env.vserv(&["chain", "verify-export", &feed, "--key", &fingerprint])
-        .ok();
+    env.vserv(
+        &["chain", "verify-export", &feed, "--key", &fingerprint],
+        &[],
+    )
+    .ok();
 }
 
 #[test]
@@ -442,13 +285,13 @@ fn a_tampered_stored_entry_is_named_by_chain_verify() {
     }
 
     let refused = env
-        .vserv(&["chain", "verify", "--data", &env.data_arg()])
+        .vserv(&["chain", "verify", "--data", &env.data_arg()], &[])
         .fails();
     assert!(refused.contains("seq 2"), "{refused}");
 
     // Its export does not verify either: entry 3 no longer links to the changed entry 2.
     let exported = env
-        .vserv(&["chain", "export", "--data", &env.data_arg()])
+        .vserv(&["chain", "export", "--data", &env.data_arg()], &[])
         .ok()
         .stdout;
     let refused = env

@@ -2,162 +2,62 @@
 //! starts itself on a loopback port: mkdir/put/ls/stat/get round trips, mv/rm, and
 //! put/get resumed after the client was killed mid-transfer.
 
-use std::io::{BufRead, BufReader, Write};
+mod common;
+
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdout, Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
-const BIN: &str = env!("CARGO_BIN_EXE_vserv");
+use common::{BIN, Run, Server};
+
 const PASSWORD: &str = "alice-password-1";
-
-/// A `vserv serve` child process, killed when dropped (also when a test panics).
-struct Server {
-    child: Child,
-    /// Kept open so the server never writes to a closed pipe.
-    _stdout: BufReader<ChildStdout>,
-    addr: String,
-    fingerprint: String,
-}
-
-impl Server {
-    fn start(data: &Path) -> Server {
-        let mut child = Command::new(BIN)
-            .args(["serve", "--listen", "127.0.0.1:0", "--data"])
-            .arg(data)
-            .env_remove("RUST_LOG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn vserv serve");
-        let mut stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
-        let mut line = String::new();
-        stdout.read_line(&mut line).expect("read serve output");
-        let addr = line
-            .strip_prefix("vserv listening on ")
-            .and_then(|rest| rest.split_whitespace().next())
-            .unwrap_or_else(|| panic!("unexpected first line from vserv serve: {line:?}"))
-            .to_owned();
-        let mut line = String::new();
-        stdout.read_line(&mut line).expect("read serve output");
-        let fingerprint = line
-            .strip_prefix("server key fingerprint: ")
-            .unwrap_or_else(|| panic!("unexpected second line from vserv serve: {line:?}"))
-            .trim()
-            .to_owned();
-        Server {
-            child,
-            _stdout: stdout,
-            addr,
-            fingerprint,
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-struct Run {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-impl Run {
-    fn ok(self) -> Run {
-        assert_eq!(
-            self.code,
-            Some(0),
-            "expected success; stdout: {} stderr: {}",
-            self.stdout,
-            self.stderr
-        );
-        self
-    }
-
-    fn fails(self) -> String {
-        assert_eq!(
-            self.code,
-            Some(1),
-            "expected failure; stdout: {} stderr: {}",
-            self.stdout,
-            self.stderr
-        );
-        let lines: Vec<&str> = self.stderr.lines().collect();
-        assert_eq!(
-            lines.len(),
-            1,
-            "one-line reason expected: {:?}",
-            self.stderr
-        );
-        lines[0].to_owned()
-    }
-}
 
 /// A scratch directory with a server holding user alice.
 struct Env {
-    dir: tempfile::TempDir,
+    /// Declared first: the server is stopped before its directory is removed.
     server: Server,
+    scratch: common::Env,
 }
 
 impl Env {
     fn new() -> Env {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let data = dir.path().join("data");
-        let out = Command::new(BIN)
-            .args(["user", "add", "alice", "--admin", "--data"])
-            .arg(&data)
-            .env("VSERV_NEW_PASSWORD", PASSWORD)
-            .env_remove("RUST_LOG")
-            .stdin(Stdio::null())
-            .output()
-            .expect("run vserv user add");
-        assert!(
-            out.status.success(),
-            "user add: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let server = Server::start(&data);
-        Env { dir, server }
+        let scratch = common::Env::new();
+        scratch
+            .vserv(
+                &[
+                    "user",
+                    "add",
+                    "alice",
+                    "--admin",
+                    "--data",
+                    &scratch.data_arg(),
+                ],
+                &[("VSERV_NEW_PASSWORD", PASSWORD)],
+            )
+            .ok();
+        let server = Server::start(&scratch.data());
+        Env { server, scratch }
     }
 
     fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
+        self.scratch.path(name)
     }
 
     /// `vserv ARGS` as alice, with the connection options, run in the scratch directory.
     fn command(&self, args: &[&str]) -> Command {
-        let known = self.path("known_servers");
-        let mut cmd = Command::new(BIN);
-        cmd.args(args)
-            .args(["--server", &self.server.addr, "--known-servers"])
-            .arg(known)
-            .args(["--server-key", &self.server.fingerprint, "--user", "alice"])
-            .env("VSERV_PASSWORD", PASSWORD)
-            .env("HOME", self.dir.path())
-            .env_remove("RUST_LOG")
-            .current_dir(self.dir.path())
-            .stdin(Stdio::null());
+        let mut all = self.scratch.client_args(&self.server, args);
+        all.extend(["--user".to_owned(), "alice".to_owned()]);
+        let all: Vec<&str> = all.iter().map(String::as_str).collect();
+        let mut cmd = self.scratch.command(&all, &[("VSERV_PASSWORD", PASSWORD)]);
+        cmd.current_dir(self.scratch.dir());
         cmd
     }
 
     fn vserv(&self, args: &[&str]) -> Run {
-        let Output {
-            status,
-            stdout,
-            stderr,
-        } = self.command(args).output().expect("run vserv");
-        Run {
-            code: status.code(),
-            stdout: String::from_utf8_lossy(&stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&stderr).into_owned(),
-        }
+        Run::from_output(self.command(args).output().expect("run vserv"))
     }
 
     /// Starts `vserv ARGS` and kills it once `progressed` says enough happened (panics if it
@@ -236,7 +136,7 @@ fn bytes_under(dir: &Path) -> u64 {
 }
 
 fn listing(run: &Run) -> Vec<(String, u64, String)> {
-    run.stdout
+    run.text()
         .lines()
         .map(|l| {
             let mut parts = l.splitn(4, ' ');
@@ -260,7 +160,7 @@ fn mkdir_put_ls_stat_get_mv_rm_round_trip() {
 
     env.vserv(&["mkdir", "docs"]).ok();
     let put = env.vserv(&["put", "report.bin", "docs/"]).ok();
-    assert!(put.stdout.contains(&hex_sha), "{}", put.stdout);
+    assert!(put.text().contains(&hex_sha), "{}", put.text());
     env.vserv(&["put", "report.bin", "docs/empty.txt"]).ok();
     std::fs::write(env.path("empty"), b"").expect("write");
     env.vserv(&["put", "empty", "docs/empty.txt"]).ok();
@@ -277,20 +177,20 @@ fn mkdir_put_ls_stat_get_mv_rm_round_trip() {
     assert_eq!(listing(&root), vec![("docs".to_owned(), 0, "d".to_owned())]);
 
     let stat = env.vserv(&["stat", "docs/report.bin"]).ok();
-    assert!(stat.stdout.contains("kind f"), "{}", stat.stdout);
+    assert!(stat.text().contains("kind f"), "{}", stat.text());
     assert!(
-        stat.stdout.contains(&format!("size {len}")),
+        stat.text().contains(&format!("size {len}")),
         "{}",
-        stat.stdout
+        stat.text()
     );
     assert!(
-        stat.stdout.contains(&format!("sha256 {hex_sha}")),
+        stat.text().contains(&format!("sha256 {hex_sha}")),
         "{}",
-        stat.stdout
+        stat.text()
     );
 
     let get = env.vserv(&["get", "docs/report.bin", "copy.bin"]).ok();
-    assert!(get.stdout.contains(&hex_sha), "{}", get.stdout);
+    assert!(get.text().contains(&hex_sha), "{}", get.text());
     assert_eq!(sha256_of(&env.path("copy.bin")), sha);
     env.vserv(&["get", "docs/empty.txt"]).ok();
     assert_eq!(std::fs::read(env.path("empty.txt")).expect("read"), b"");
@@ -309,7 +209,7 @@ fn mkdir_put_ls_stat_get_mv_rm_round_trip() {
     env.vserv(&["rm", "docs/renamed.bin"]).ok();
     env.vserv(&["rm", "docs/empty.txt"]).ok();
     env.vserv(&["rm", "--dir", "docs"]).ok();
-    assert_eq!(env.vserv(&["ls"]).ok().stdout, "");
+    assert_eq!(env.vserv(&["ls"]).ok().text(), "");
 }
 
 #[test]
@@ -343,14 +243,14 @@ fn put_resumes_after_the_client_was_killed() {
     std::thread::sleep(Duration::from_millis(300));
     let run = env.vserv(&["put", "big.bin", "big.bin", "--resume"]).ok();
     let resumed: u64 = run
-        .stdout
+        .text()
         .split("(resumed at ")
         .nth(1)
         .and_then(|rest| rest.split(')').next())
         .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("the upload did not resume: {}", run.stdout));
+        .unwrap_or_else(|| panic!("the upload did not resume: {}", run.text()));
     assert!(resumed > 0 && resumed < len as u64, "{resumed}");
-    assert!(run.stdout.contains(&hex::encode(sha)), "{}", run.stdout);
+    assert!(run.text().contains(&hex::encode(sha)), "{}", run.text());
     env.vserv(&["get", "big.bin", "back.bin"]).ok();
     assert_eq!(sha256_of(&env.path("back.bin")), sha);
 }
@@ -373,9 +273,9 @@ fn get_resumes_from_the_partial_copy() {
     let partial = std::fs::metadata(&part).expect("the partial copy").len();
     let run = env.vserv(&["get", "big.bin", "copy.bin", "--resume"]).ok();
     assert!(
-        run.stdout.contains(&format!("(resumed at {partial})")),
+        run.text().contains(&format!("(resumed at {partial})")),
         "{}",
-        run.stdout
+        run.text()
     );
     assert_eq!(sha256_of(&env.path("copy.bin")), sha);
     assert!(!part.exists());

@@ -14,10 +14,10 @@
 //! The kill moments come from a seeded RNG; the seed is printed and taken from
 //! `VSERV_LEDGER_CRASH_SEED` when set.
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdout, Command as Process, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -29,7 +29,8 @@ use vserv_core::ledger::ZERO_HASH;
 use vserv_core::{ErrorCode, Fingerprint};
 use vserv_service::client::{ClientError, ClientOptions};
 
-const BIN: &str = env!("CARGO_BIN_EXE_vserv");
+use common::Server;
+
 const SEED_VAR: &str = "VSERV_LEDGER_CRASH_SEED";
 const ADMIN: &str = "admin";
 const ADMIN_PW: &[u8] = b"admin-password-1";
@@ -53,86 +54,33 @@ iterations = 1
 lanes = 1
 ";
 
-/// A `vserv serve` child process, killed when dropped (also when the test panics).
-struct Server {
-    child: Child,
-    /// Kept open so the server never writes to a closed pipe.
-    stdout: BufReader<ChildStdout>,
-    addr: String,
-    fingerprint: Option<Fingerprint>,
+/// Starts a server on 127.0.0.1, port chosen by the OS, with the configuration and data
+/// directory in `dir`; its stderr goes to `dir/server.log`. Its key fingerprint must parse.
+fn start(dir: &Path) -> Server {
+    let server = Server::start_with(
+        &dir.join("data"),
+        Some(&dir.join("vserv.toml")),
+        Some(&dir.join("server.log")),
+    );
+    key(&server);
+    server
 }
 
-impl Server {
-    /// Starts a server on 127.0.0.1, port chosen by the OS, with the configuration and data
-    /// directory in `dir`; its stderr goes to `dir/server.log`.
-    fn start(dir: &Path) -> Server {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(dir.join("server.log"))
-            .expect("server log");
-        let mut child = Process::new(BIN)
-            .args(["serve", "--listen", "127.0.0.1:0", "--config"])
-            .arg(dir.join("vserv.toml"))
-            .arg("--data")
-            .arg(dir.join("data"))
-            .env_remove("RUST_LOG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(log)
-            .spawn()
-            .expect("spawn vserv serve");
-        let stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
-        // From here on a panic drops (kills) the child.
-        let mut server = Server {
-            child,
-            stdout,
-            addr: String::new(),
-            fingerprint: None,
-        };
-        let mut line = String::new();
-        server
-            .stdout
-            .read_line(&mut line)
-            .expect("read serve output");
-        server.addr = line
-            .strip_prefix("vserv listening on ")
-            .and_then(|rest| rest.split_whitespace().next())
-            .unwrap_or_else(|| panic!("unexpected first line from vserv serve: {line:?}"))
-            .to_owned();
-        line.clear();
-        server
-            .stdout
-            .read_line(&mut line)
-            .expect("read serve output");
-        server.fingerprint = line
-            .strip_prefix("server key fingerprint: ")
-            .and_then(|f| f.trim().parse().ok());
-        assert!(
-            server.fingerprint.is_some(),
-            "unexpected second line from vserv serve: {line:?}"
-        );
-        server
-    }
-
-    /// Client options pinning this server's key, with their own known_servers file.
-    fn options(&self, known_servers: PathBuf) -> ClientOptions {
-        let mut options = ClientOptions::new(known_servers);
-        options.pinned = self.fingerprint;
-        options
-    }
-
-    /// SIGKILL, and wait until the process is gone (so its data directory is free).
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// The server's key fingerprint, parsed.
+fn key(server: &Server) -> Fingerprint {
+    server.fingerprint.parse().ok().unwrap_or_else(|| {
+        panic!(
+            "unexpected server key fingerprint from vserv serve: {:?}",
+            server.fingerprint
+        )
+    })
 }
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.kill();
-    }
+/// Client options pinning the server's key, with their own known_servers file.
+fn options(server: &Server, known_servers: PathBuf) -> ClientOptions {
+    let mut options = ClientOptions::new(known_servers);
+    options.pinned = Some(key(server));
+    options
 }
 
 fn login(user: &str, password: &[u8]) -> Command {
@@ -345,7 +293,7 @@ impl Model {
 
     /// The checks after every restart, over the protocol as admin.
     fn verify(&mut self, server: &Server, known_servers: PathBuf) -> Result<(), String> {
-        let options = server.options(known_servers);
+        let options = options(server, known_servers);
         let mut admin = session(&server.addr, &options, ADMIN, ADMIN_PW)
             .map_err(|e| format!("admin session: {e}"))?;
         let call = |client: &mut Client, command: &Command| {
@@ -403,7 +351,7 @@ impl Model {
         }
         if let Some(head) = head {
             head.verify().map_err(|e| format!("signed head: {e}"))?;
-            if Some(head.head.origin.fingerprint()) != server.fingerprint
+            if head.head.origin.fingerprint() != key(server)
                 || head.head.seq != size
                 || head.head.hash != prev
             {
@@ -507,10 +455,10 @@ fn acknowledged_records_survive_sigkill_under_concurrent_load() {
     let known = |who: &str| dir.join(format!("known_servers-{who}"));
 
     // First life: the admin (from loopback) and the writers' account.
-    let mut server = Server::start(dir);
+    let mut server = start(dir);
     {
         let mut admin =
-            Client::connect(&server.addr, &server.options(known("admin"))).expect("connect");
+            Client::connect(&server.addr, &options(&server, known("admin"))).expect("connect");
         let uini = Command::Uini {
             user: ADMIN.into(),
             password: SecretBytes::new(ADMIN_PW.to_vec()),
@@ -539,7 +487,7 @@ fn acknowledged_records_survive_sigkill_under_concurrent_load() {
         let jobs: Vec<Job> = (0..WRITERS)
             .map(|w| Job {
                 addr: server.addr.clone(),
-                options: server.options(known(&format!("w{w}"))),
+                options: options(&server, known(&format!("w{w}"))),
                 name: format!("l{life}w{w}"),
                 seed: rng.random(),
                 retries: unknown.iter().skip(w).step_by(WRITERS).cloned().collect(),
@@ -562,7 +510,7 @@ fn acknowledged_records_survive_sigkill_under_concurrent_load() {
         if model.unknown.len() > lost_before {
             killed_under_load += 1;
         }
-        server = Server::start(dir);
+        server = start(dir);
         model
             .verify(&server, known("admin"))
             .unwrap_or_else(|e| fail(format!("after kill {}: {e}", life + 1)));
@@ -577,7 +525,7 @@ fn acknowledged_records_survive_sigkill_under_concurrent_load() {
     let jobs: Vec<Job> = (0..WRITERS)
         .map(|w| Job {
             addr: server.addr.clone(),
-            options: server.options(known(&format!("w{w}"))),
+            options: options(&server, known(&format!("w{w}"))),
             name: format!("final-w{w}"),
             seed: rng.random(),
             retries: unknown.iter().skip(w).step_by(WRITERS).cloned().collect(),

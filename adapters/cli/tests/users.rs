@@ -1,186 +1,19 @@
 //! End-to-end tests of the account commands: the real `vserv` binary against a server it
 //! starts itself on a loopback port, and offline on the data directory.
 
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdout, Command, Output, Stdio};
+mod common;
 
-const BIN: &str = env!("CARGO_BIN_EXE_vserv");
+use std::path::Path;
 
-/// A `vserv serve` child process, killed when dropped (also when a test panics).
-struct Server {
-    child: Child,
-    /// Kept open so the server never writes to a closed pipe.
-    stdout: BufReader<ChildStdout>,
-    addr: String,
-    /// The server key fingerprint, pinned by every client (no first-contact notes).
-    fingerprint: String,
-}
+use common::{Env, Run, Server};
 
-impl Server {
-    /// Starts a server on 127.0.0.1, port chosen by the OS, keeping its state in `data`.
-    fn start(data: &Path) -> Server {
-        let mut child = Command::new(BIN)
-            .args(["serve", "--listen", "127.0.0.1:0", "--data"])
-            .arg(data)
-            .env_remove("RUST_LOG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn vserv serve");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let mut server = Server {
-            child,
-            stdout: BufReader::new(stdout),
-            addr: String::new(),
-            fingerprint: String::new(),
-        };
-        let mut line = String::new();
-        server
-            .stdout
-            .read_line(&mut line)
-            .expect("read serve output");
-        let addr = line
-            .strip_prefix("vserv listening on ")
-            .and_then(|rest| rest.split_whitespace().next())
-            .unwrap_or_else(|| panic!("unexpected first line from vserv serve: {line:?}"));
-        server.addr = addr.to_owned();
-        let mut line = String::new();
-        server
-            .stdout
-            .read_line(&mut line)
-            .expect("read serve output");
-        server.fingerprint = line
-            .strip_prefix("server key fingerprint: ")
-            .unwrap_or_else(|| panic!("unexpected second line from vserv serve: {line:?}"))
-            .trim()
-            .to_owned();
-        server
-    }
-
-    /// Stops the server and waits until it has exited (so its data directory is free).
-    fn stop(mut self) {
-        self.kill();
-    }
-
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-/// The outcome of one `vserv` run.
-struct Run {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-impl Run {
-    fn ok(self) -> Run {
-        assert_eq!(
-            self.code,
-            Some(0),
-            "expected success; stdout: {} stderr: {}",
-            self.stdout,
-            self.stderr
-        );
-        self
-    }
-
-    /// Asserts exit status 1 with exactly one line on stderr, and returns that line.
-    fn fails(self) -> String {
-        assert_eq!(
-            self.code,
-            Some(1),
-            "expected failure; stdout: {} stderr: {}",
-            self.stdout,
-            self.stderr
-        );
-        let lines: Vec<&str> = self.stderr.lines().collect();
-        assert_eq!(
-            lines.len(),
-            1,
-            "one-line reason expected: {:?}",
-            self.stderr
-        );
-        assert!(lines[0].starts_with("vserv: "), "{:?}", lines[0]);
-        lines[0].to_owned()
-    }
-}
-
-/// A scratch directory, and the `vserv` invocations of one test.
-struct Env {
-    dir: tempfile::TempDir,
-}
-
-impl Env {
-    fn new() -> Env {
-        Env {
-            dir: tempfile::tempdir().expect("tempdir"),
-        }
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    fn data(&self) -> PathBuf {
-        self.path("data")
-    }
-
-    fn data_arg(&self) -> String {
-        self.data().to_str().expect("utf-8 path").to_owned()
-    }
-
-    /// Runs `vserv ARGS` with a clean environment plus `env`, no terminal on stdin.
-    fn vserv(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
-        let mut cmd = Command::new(BIN);
-        cmd.args(args)
-            .env_remove("VSERV_PASSWORD")
-            .env_remove("VSERV_NEW_PASSWORD")
-            .env_remove("RUST_LOG")
-            .env("HOME", self.dir.path())
-            .stdin(Stdio::null());
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let Output {
-            status,
-            stdout,
-            stderr,
-        } = cmd.output().expect("run vserv");
-        Run {
-            code: status.code(),
-            stdout: String::from_utf8_lossy(&stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&stderr).into_owned(),
-        }
-    }
-
-    /// Runs `vserv ARGS --server ADDR --known-servers FILE --server-key FPR`.
-    fn client(&self, server: &Server, args: &[&str], env: &[(&str, &str)]) -> Run {
-        let known = self.path("known_servers");
-        let known = known.to_str().expect("utf-8 path");
-        let mut all: Vec<&str> = args.to_vec();
-        all.extend([
-            "--server",
-            &server.addr,
-            "--known-servers",
-            known,
-            "--server-key",
-            &server.fingerprint,
-        ]);
-        self.vserv(&all, env)
-    }
-
+/// The account commands' shorthand on the shared [`Env`].
+trait Login {
     /// `vserv login --user USER` with password `password`: whoami's answer.
+    fn login(&self, server: &Server, user: &str, password: &str) -> Run;
+}
+
+impl Login for Env {
     fn login(&self, server: &Server, user: &str, password: &str) -> Run {
         self.client(
             server,
@@ -223,7 +56,7 @@ fn init_login_and_user_management_over_the_protocol() {
             &[("VSERV_NEW_PASSWORD", ADMIN_PW)],
         )
         .ok();
-    assert_eq!(run.stdout.trim(), "ok");
+    assert_eq!(run.text().trim(), "ok");
     let again = env
         .client(
             &server,
@@ -235,7 +68,7 @@ fn init_login_and_user_management_over_the_protocol() {
 
     // Password login via VSERV_PASSWORD.
     let run = env.login(&server, "admin", ADMIN_PW).ok();
-    assert_eq!(run.stdout.trim(), "admin (admin)");
+    assert_eq!(run.text().trim(), "admin (admin)");
 
     // Neither VSERV_PASSWORD nor a terminal: refused, naming the variable.
     let no_secret = env
@@ -257,20 +90,20 @@ fn init_login_and_user_management_over_the_protocol() {
                 ],
             )
             .ok();
-        assert_eq!(run.stdout.trim(), "ok");
+        assert_eq!(run.text().trim(), "ok");
     }
     let list = env
         .client(&server, &["user", "list", "--user", "admin"], &as_admin)
         .ok();
     assert_eq!(
-        words(listed(&list.stdout, "bob")),
+        words(listed(&list.text(), "bob")),
         Some(vec!["bob", "user", "enabled"])
     );
     assert_eq!(
-        words(listed(&list.stdout, "admin")),
+        words(listed(&list.text(), "admin")),
         Some(vec!["admin", "admin", "enabled"])
     );
-    assert!(listed(&list.stdout, "carol").is_some(), "{}", list.stdout);
+    assert!(listed(&list.text(), "carol").is_some(), "{}", list.text());
     let filtered = env
         .client(
             &server,
@@ -278,12 +111,12 @@ fn init_login_and_user_management_over_the_protocol() {
             &as_admin,
         )
         .ok();
-    assert!(listed(&filtered.stdout, "admin").is_none());
-    assert!(listed(&filtered.stdout, "bob").is_some());
+    assert!(listed(&filtered.text(), "admin").is_none());
+    assert!(listed(&filtered.text(), "bob").is_some());
 
     // A plain user logs in but may not administer.
     assert_eq!(
-        env.login(&server, "bob", BOB_PW).ok().stdout.trim(),
+        env.login(&server, "bob", BOB_PW).ok().text().trim(),
         "bob (user)"
     );
     let not_admin = env
@@ -306,7 +139,7 @@ fn init_login_and_user_management_over_the_protocol() {
         .client(&server, &["user", "list", "--user", "admin"], &as_admin)
         .ok();
     assert_eq!(
-        words(listed(&list.stdout, "bob")),
+        words(listed(&list.text(), "bob")),
         Some(vec!["bob", "user", "disabled"])
     );
     env.login(&server, "bob", BOB_PW).fails();
@@ -320,13 +153,13 @@ fn init_login_and_user_management_over_the_protocol() {
         .client(&server, &["user", "list", "--user", "admin"], &as_admin)
         .ok();
     assert_eq!(
-        words(listed(&list.stdout, "bob")),
+        words(listed(&list.text(), "bob")),
         Some(vec!["bob", "user", "enabled"])
     );
 
     // Delete: gone from the list, cannot log in.
     assert_eq!(
-        env.login(&server, "carol", CAROL_PW).ok().stdout.trim(),
+        env.login(&server, "carol", CAROL_PW).ok().text().trim(),
         "carol (user)"
     );
     env.client(
@@ -338,7 +171,7 @@ fn init_login_and_user_management_over_the_protocol() {
     let list = env
         .client(&server, &["user", "list", "--user", "admin"], &as_admin)
         .ok();
-    assert!(listed(&list.stdout, "carol").is_none(), "{}", list.stdout);
+    assert!(listed(&list.text(), "carol").is_none(), "{}", list.text());
     env.login(&server, "carol", CAROL_PW).fails();
 
     // Own password change (the login password is the current one); then the old password
@@ -377,10 +210,10 @@ fn key_login_with_a_keygen_user_key() {
             )
             .ok();
         let field = |name: &str| {
-            made.stdout
+            made.text()
                 .lines()
                 .find_map(|l| l.strip_prefix(name))
-                .unwrap_or_else(|| panic!("no {name:?} in {:?}", made.stdout))
+                .unwrap_or_else(|| panic!("no {name:?} in {:?}", made.text()))
                 .to_owned()
         };
         (path, field("public key: "), field("fingerprint: "))
@@ -418,7 +251,7 @@ fn key_login_with_a_keygen_user_key() {
     let run = env
         .client(&server, &["login", "--user", "admin", "--key", key1], &[])
         .ok();
-    assert_eq!(run.stdout.trim(), "admin (admin)");
+    assert_eq!(run.text().trim(), "admin (admin)");
     let keys = env
         .client(
             &server,
@@ -426,7 +259,8 @@ fn key_login_with_a_keygen_user_key() {
             &[],
         )
         .ok();
-    let mut listed_keys: Vec<&str> = keys.stdout.lines().collect();
+    let keys = keys.text();
+    let mut listed_keys: Vec<&str> = keys.lines().collect();
     listed_keys.sort_unstable();
     let mut expected = vec![fingerprint1.as_str(), fingerprint2.as_str()];
     expected.sort_unstable();
@@ -486,19 +320,19 @@ fn offline_administration_on_the_data_directory() {
     .ok();
     let list = env.vserv(&["user", "list", "--data", &data], &[]).ok();
     assert_eq!(
-        listed(&list.stdout, "root").map(|l| l.split_whitespace().collect::<Vec<_>>()),
+        listed(&list.text(), "root").map(|l| l.split_whitespace().collect::<Vec<_>>()),
         Some(vec!["root", "admin", "enabled"])
     );
-    assert!(listed(&list.stdout, "carol").is_some(), "{}", list.stdout);
+    assert!(listed(&list.text(), "carol").is_some(), "{}", list.text());
 
     // The server sees what was written offline; offline access is refused while it runs.
     let server = Server::start(&env.data());
     assert_eq!(
-        env.login(&server, "carol", CAROL_PW).ok().stdout.trim(),
+        env.login(&server, "carol", CAROL_PW).ok().text().trim(),
         "carol (user)"
     );
     assert_eq!(
-        env.login(&server, "root", ADMIN_PW).ok().stdout.trim(),
+        env.login(&server, "root", ADMIN_PW).ok().text().trim(),
         "root (admin)"
     );
     let busy = env.vserv(&["user", "list", "--data", &data], &[]).fails();
@@ -523,7 +357,7 @@ fn offline_administration_on_the_data_directory() {
     .ok();
     let server = Server::start(&env.data());
     assert_eq!(
-        env.login(&server, "root", new_pw).ok().stdout.trim(),
+        env.login(&server, "root", new_pw).ok().text().trim(),
         "root (admin)"
     );
     env.login(&server, "root", ADMIN_PW).fails();
