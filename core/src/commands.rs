@@ -310,6 +310,18 @@ pub const COMMANDS: &[CommandInfo] = &[
         "end a transfer (an upload stays resumable)",
         Access::User,
     ),
+    info(
+        "send",
+        "send USER PATH [FOLDER [NOTE]]",
+        "deliver your file PATH to USER's inbox folder FOLDER (default `default`), if its folder.toml allows you",
+        Access::User,
+    ),
+    info(
+        "inbox",
+        "inbox [FOLDER [FROM [LIMIT]]]",
+        "the deliveries to your inbox folder FOLDER (default `default`): name, state, sender, time, size, sha256, note, reason",
+        Access::User,
+    ),
 ];
 
 /// The documentation of command `name`.
@@ -360,6 +372,186 @@ pub const LS_ENTRY_BUDGET: usize = MAX_PAYLOAD - LS_OVERHEAD;
 pub const MAX_ENCODED_DIR_ENTRY: usize = 1 + 20 + 20 + 3 + MAX_FILE_NAME;
 
 const _: () = assert!(4 + MAX_ENCODED_DIR_ENTRY <= LS_ENTRY_BUDGET);
+
+/// The inbox folder `send` and `inbox` use when none is given.
+pub const DEFAULT_INBOX_FOLDER: &str = "default";
+
+/// Longest `send` note, in bytes (UTF-8, no control characters).
+pub const MAX_NOTE: usize = 256;
+
+/// Longest reason a delivery record carries, in bytes (servers shorten longer ones).
+pub const MAX_DELIVERY_REASON: usize = 200;
+
+/// The longest encoded [`Delivery`]: name, state, sender, two 20-digit numbers, the hash,
+/// note and reason, and seven tabs.
+pub const MAX_ENCODED_DELIVERY: usize =
+    MAX_FILE_NAME + 8 + 32 + 20 + 20 + 64 + MAX_NOTE + MAX_DELIVERY_REASON + 7;
+
+const _: () = assert!(4 + MAX_ENCODED_DELIVERY <= LS_ENTRY_BUDGET);
+
+/// Where a delivery stands (protocol.md §13.5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum DeliveryState {
+    /// Accepted for checking: the `on_meta` hook runs or the copy is in progress.
+    Pending,
+    /// The file is in the inbox.
+    Received,
+    /// Refused before any data was copied (by the `on_meta` hook or the quota).
+    Refused,
+    /// The copy failed; nothing is in the inbox.
+    Failed,
+}
+
+impl DeliveryState {
+    /// `pending`, `received`, `refused` or `failed`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryState::Pending => "pending",
+            DeliveryState::Received => "received",
+            DeliveryState::Refused => "refused",
+            DeliveryState::Failed => "failed",
+        }
+    }
+
+    /// The state named `s` (as [`DeliveryState::as_str`] writes it).
+    pub fn from_name(s: &str) -> Option<DeliveryState> {
+        [
+            DeliveryState::Pending,
+            DeliveryState::Received,
+            DeliveryState::Refused,
+            DeliveryState::Failed,
+        ]
+        .into_iter()
+        .find(|st| st.as_str() == s)
+    }
+}
+
+/// One line of `inbox`: the fields separated by single tabs (none of them can contain a
+/// control character), in the order of this struct.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    /// The file's name in the inbox folder (fetch it with `fget inbox/FOLDER/NAME`).
+    pub name: String,
+    /// Where it stands.
+    pub state: DeliveryState,
+    /// The sender's user name.
+    pub from: String,
+    /// When it was sent, Unix seconds.
+    pub time: u64,
+    /// Size in bytes.
+    pub size: u64,
+    /// SHA-256 of the content.
+    pub sha256: [u8; 32],
+    /// The sender's note (may be empty).
+    pub note: String,
+    /// Why it was refused or failed (empty otherwise).
+    pub reason: String,
+}
+
+impl Delivery {
+    /// The entry's field bytes.
+    pub fn to_field(&self) -> Vec<u8> {
+        format!(
+            "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
+            self.name,
+            self.state.as_str(),
+            self.from,
+            self.time,
+            self.size,
+            hex_encode(&self.sha256),
+            self.note,
+            self.reason
+        )
+        .into_bytes()
+    }
+
+    /// Parses [`Delivery::to_field`]'s bytes.
+    pub fn from_field(field: &[u8]) -> Result<Delivery, Error> {
+        let text = std::str::from_utf8(field).map_err(|_| Error::Malformed("inbox entry"))?;
+        let parts: Vec<&str> = text.split('\t').collect();
+        let [name, state, from, time, size, sha256, note, reason] = parts.as_slice() else {
+            return Err(Error::Malformed("inbox entry"));
+        };
+        if name.is_empty() || from.is_empty() {
+            return Err(Error::Malformed("inbox entry name"));
+        }
+        Ok(Delivery {
+            name: (*name).to_owned(),
+            state: DeliveryState::from_name(state).ok_or(Error::Malformed("delivery state"))?,
+            from: (*from).to_owned(),
+            time: decimal(time.as_bytes()).ok_or(Error::Malformed("delivery time"))?,
+            size: decimal(size.as_bytes()).ok_or(Error::Malformed("delivery size"))?,
+            sha256: hex32(sha256.as_bytes()).ok_or(Error::Malformed("delivery sha256"))?,
+            note: (*note).to_owned(),
+            reason: (*reason).to_owned(),
+        })
+    }
+}
+
+/// The arguments of `send`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SendArgs {
+    /// The recipient's user name.
+    pub to: String,
+    /// The sender's file (a client path in the sender's view).
+    pub path: String,
+    /// The recipient's inbox folder; `None` is [`DEFAULT_INBOX_FOLDER`].
+    pub folder: Option<String>,
+    /// A note for the recipient (at most [`MAX_NOTE`] bytes, no control characters);
+    /// `None` is no note.
+    pub note: Option<String>,
+}
+
+impl SendArgs {
+    fn args(&self) -> Vec<Vec<u8>> {
+        let mut args = vec![self.to.as_bytes().to_vec(), self.path.as_bytes().to_vec()];
+        match (&self.folder, &self.note) {
+            (None, None) => {}
+            (folder, None) => args.push(folder.as_deref().unwrap_or("").as_bytes().to_vec()),
+            (folder, Some(note)) => {
+                args.push(folder.as_deref().unwrap_or("").as_bytes().to_vec());
+                args.push(note.as_bytes().to_vec());
+            }
+        }
+        args
+    }
+
+    fn parse(args: &[Vec<u8>], usage: &str) -> Result<SendArgs, ErrorReply> {
+        let [to, path, rest @ ..] = args else {
+            return Err(usage_error(usage));
+        };
+        if rest.len() > 2 || to.is_empty() {
+            return Err(usage_error(usage));
+        }
+        let folder = match rest.first() {
+            None => None,
+            Some(f) if f.is_empty() => None,
+            Some(f) => Some(path_arg(f)?),
+        };
+        let note = match rest.get(1) {
+            None => None,
+            Some(n) if n.is_empty() => None,
+            Some(n) => {
+                let note = String::from_utf8(n.clone()).map_err(|_| {
+                    ErrorReply::new(ErrorCode::BadArguments, "a note must be UTF-8")
+                })?;
+                if note.len() > MAX_NOTE || note.chars().any(char::is_control) {
+                    return Err(ErrorReply::new(
+                        ErrorCode::BadArguments,
+                        format!("a note is at most {MAX_NOTE} bytes without control characters"),
+                    ));
+                }
+                Some(note)
+            }
+        };
+        Ok(SendArgs {
+            to: utf8(to, usage)?,
+            path: path_arg(path)?,
+            folder,
+            note,
+        })
+    }
+}
 
 /// What a file tree entry is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -788,6 +980,12 @@ pub enum Command {
     Fread(FreadArgs),
     /// `fclose ID`: end a transfer.
     Fclose(FcloseArgs),
+    /// `send USER PATH [FOLDER [NOTE]]`: deliver a file to another user's inbox
+    /// (protocol.md §13.5).
+    Send(SendArgs),
+    /// `inbox [FOLDER [FROM [LIMIT]]]`: one page of the deliveries to an inbox folder (the
+    /// page's `dir` is the folder).
+    Inbox(ListPage),
 }
 
 /// A client path argument: UTF-8 and not empty. The path rules proper are the server's
@@ -962,6 +1160,8 @@ impl Command {
             Command::Fget(_) => "fget",
             Command::Fread(_) => "fread",
             Command::Fclose(_) => "fclose",
+            Command::Send(_) => "send",
+            Command::Inbox(_) => "inbox",
         }
     }
 
@@ -1053,7 +1253,8 @@ impl Command {
                 args
             }
             Command::Rcheck { range: Some(r) } => range_args(r).to_vec(),
-            Command::Ls(page) | Command::Lsd(page) => page.args(),
+            Command::Ls(page) | Command::Lsd(page) | Command::Inbox(page) => page.args(),
+            Command::Send(a) => a.args(),
             Command::Cd { dir: path }
             | Command::Stat { path }
             | Command::Mkdir { path }
@@ -1244,6 +1445,8 @@ impl Command {
             ("fget", args) => Command::Fget(FgetArgs::parse(args)?),
             ("fread", args) => Command::Fread(FreadArgs::parse(args)?),
             ("fclose", args) => Command::Fclose(FcloseArgs::parse(args)?),
+            ("send", args) => Command::Send(SendArgs::parse(args, usage)?),
+            ("inbox", page) if page.len() <= 3 => Command::Inbox(ListPage::parse(page, usage)?),
             (name, _) => {
                 return Err(match command_info(name) {
                     Some(_) => bad(),
@@ -1401,6 +1604,16 @@ pub enum Reply {
     Download(FgetReply),
     /// `fread`: `[DATA]`, exactly the bytes asked for.
     Data(FreadReply),
+    /// `send`: `[NAME]`, the file's name in the recipient's inbox folder.
+    Delivered(String),
+    /// `inbox`: `[next (a name, or empty when the folder is exhausted), entry...]`, each
+    /// entry as [`Delivery::to_field`].
+    Deliveries {
+        /// The deliveries, in byte order of their names.
+        entries: Vec<Delivery>,
+        /// The FROM of the following page; `None` when no delivery is left.
+        next: Option<String>,
+    },
 }
 
 impl Reply {
@@ -1463,7 +1676,13 @@ impl Reply {
                 fields.extend(entries.iter().map(DirEntry::to_field));
                 fields
             }
-            Reply::Cwd(path) => vec![path.as_bytes().to_vec()],
+            Reply::Cwd(path) | Reply::Delivered(path) => vec![path.as_bytes().to_vec()],
+            Reply::Deliveries { entries, next } => {
+                let mut fields = Vec::with_capacity(entries.len() + 1);
+                fields.push(next.as_deref().unwrap_or("").as_bytes().to_vec());
+                fields.extend(entries.iter().map(Delivery::to_field));
+                fields
+            }
             Reply::Opened(r) => r.to_fields(),
             Reply::Uploaded(r) => r.to_fields(),
             Reply::Download(r) => r.to_fields(),
@@ -1666,6 +1885,27 @@ impl Reply {
             Command::Cd { .. } | Command::Pwd => {
                 want(1)?;
                 Reply::Cwd(text(0)?)
+            }
+            Command::Send(_) => {
+                want(1)?;
+                Reply::Delivered(text(0)?)
+            }
+            Command::Inbox(_) => {
+                let (next, entries) = fields
+                    .split_first()
+                    .ok_or(Error::Malformed("reply field count"))?;
+                let next = match next.as_slice() {
+                    [] => None,
+                    n => Some(
+                        String::from_utf8(n.to_vec())
+                            .map_err(|_| Error::Malformed("inbox next"))?,
+                    ),
+                };
+                let entries = entries
+                    .iter()
+                    .map(|e| Delivery::from_field(e))
+                    .collect::<Result<_, _>>()?;
+                Reply::Deliveries { entries, next }
             }
             Command::Stat { .. } => {
                 want(5)?;

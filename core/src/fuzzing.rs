@@ -571,6 +571,19 @@ fn all_commands() -> Vec<Command> {
             len: 3,
         }),
         Command::Fclose(FcloseArgs { id: 2 }),
+        Command::Send(crate::commands::SendArgs {
+            to: "bob".into(),
+            path: "f".into(),
+            folder: None,
+            note: None,
+        }),
+        Command::Send(crate::commands::SendArgs {
+            to: "bob".into(),
+            path: "d/f".into(),
+            folder: Some("work".into()),
+            note: Some("a note".into()),
+        }),
+        Command::Inbox(ListPage::default()),
     ]
 }
 
@@ -722,6 +735,26 @@ fn replies_for(cmd: &Command) -> Vec<Reply> {
             size: 1 << 40,
             sha256: [4; 32],
         })],
+        Command::Send(_) => vec![Reply::Delivered("2-f".into())],
+        Command::Inbox(_) => vec![
+            Reply::Deliveries {
+                entries: Vec::new(),
+                next: None,
+            },
+            Reply::Deliveries {
+                entries: vec![crate::commands::Delivery {
+                    name: "a b".into(),
+                    state: crate::commands::DeliveryState::Refused,
+                    from: "alice".into(),
+                    time: 7,
+                    size: 8,
+                    sha256: [9; 32],
+                    note: "n o".into(),
+                    reason: "no way".into(),
+                }],
+                next: Some("c".into()),
+            },
+        ],
         Command::Fread(a) => vec![Reply::Data(FreadReply {
             data: vec![5; usize::try_from(a.len).unwrap_or(0)],
         })],

@@ -1163,3 +1163,132 @@ fn integrity_is_error_code_9() {
         assert!(help.contains(name), "{name} not in help");
     }
 }
+
+// ----- delivery commands (protocol.md §13.5) -----
+
+use vserv_core::commands::{Delivery, DeliveryState, MAX_NOTE, SendArgs};
+
+fn delivery_request(name: &str, args: &[&[u8]]) -> Request {
+    Request {
+        id: 9,
+        name: name.into(),
+        args: args.iter().map(|a| a.to_vec()).collect(),
+    }
+}
+
+#[test]
+fn delivery_commands_round_trip_and_check_their_arguments() {
+    let cmds = [
+        Command::Send(SendArgs {
+            to: "bob".into(),
+            path: "out/a b.txt".into(),
+            folder: None,
+            note: None,
+        }),
+        Command::Send(SendArgs {
+            to: "bob".into(),
+            path: "f".into(),
+            folder: Some("work".into()),
+            note: None,
+        }),
+        Command::Send(SendArgs {
+            to: "bob".into(),
+            path: "f".into(),
+            folder: None,
+            note: Some("for you".into()),
+        }),
+        Command::Inbox(ListPage::default()),
+        Command::Inbox(ListPage {
+            dir: Some("work".into()),
+            from: Some("b".into()),
+            limit: Some(5),
+        }),
+    ];
+    for cmd in cmds {
+        let req = Request {
+            id: 1,
+            name: cmd.name().into(),
+            args: cmd.args(),
+        };
+        assert_eq!(Command::parse(&req), Ok(cmd.clone()));
+        assert_eq!(cmd.access(), Access::User);
+    }
+    let code = |req: Request| Command::parse(&req).map(|_| ()).map_err(|e| e.code);
+    assert_eq!(
+        code(delivery_request("send", &[b"bob"])),
+        Err(ErrorCode::BadArguments)
+    );
+    assert_eq!(
+        code(delivery_request("send", &[b"bob", b"f", b"d", b"n", b"x"])),
+        Err(ErrorCode::BadArguments)
+    );
+    assert_eq!(
+        code(delivery_request(
+            "send",
+            &[b"bob", b"f", b"", b"line\nbreak"]
+        )),
+        Err(ErrorCode::BadArguments)
+    );
+    let long = vec![b'n'; MAX_NOTE + 1];
+    assert_eq!(
+        code(delivery_request("send", &[b"bob", b"f", b"", &long])),
+        Err(ErrorCode::BadArguments)
+    );
+    assert_eq!(
+        code(delivery_request("send", &[b"bob", b"f", b"", &long[1..]])),
+        Ok(())
+    );
+    assert_eq!(
+        code(delivery_request("inbox", &[b"", b"", b"0"])),
+        Err(ErrorCode::BadArguments)
+    );
+}
+
+#[test]
+fn delivery_replies_round_trip() {
+    let entry = Delivery {
+        name: "2-a b.txt".into(),
+        state: DeliveryState::Refused,
+        from: "alice".into(),
+        time: 1_700_000_000,
+        size: 42,
+        sha256: [0xab; 32],
+        note: "see: this".into(),
+        reason: "no way".into(),
+    };
+    let inbox = Command::Inbox(ListPage::default());
+    let reply = Reply::Deliveries {
+        entries: vec![entry.clone()],
+        next: Some("z".into()),
+    };
+    assert_eq!(Reply::from_fields(&inbox, &reply.to_fields()), Ok(reply));
+    let empty = Reply::Deliveries {
+        entries: Vec::new(),
+        next: None,
+    };
+    assert_eq!(Reply::from_fields(&inbox, &empty.to_fields()), Ok(empty));
+    // A bad state or a missing field is refused.
+    let bad = String::from_utf8(entry.to_field())
+        .expect("utf8")
+        .replace("refused", "maybe");
+    assert!(Reply::from_fields(&inbox, &[Vec::new(), bad.into_bytes()]).is_err());
+    assert!(Reply::from_fields(&inbox, &[Vec::new(), b"a\trefused".to_vec()]).is_err());
+    for state in ["pending", "received", "refused", "failed"] {
+        assert_eq!(
+            DeliveryState::from_name(state).map(DeliveryState::as_str),
+            Some(state)
+        );
+    }
+    let send = Command::Send(SendArgs {
+        to: "bob".into(),
+        path: "f".into(),
+        folder: None,
+        note: None,
+    });
+    let delivered = Reply::Delivered("f".into());
+    assert_eq!(
+        Reply::from_fields(&send, &delivered.to_fields()),
+        Ok(delivered)
+    );
+    assert!(Reply::from_fields(&send, &[]).is_err());
+}

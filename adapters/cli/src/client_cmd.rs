@@ -139,6 +139,27 @@ pub fn connect_then<T>(
     Ok((Connected { client }, extra))
 }
 
+/// How `vserv inbox` shows a delivery: `STATE SIZE TIME FROM SHA256 NAME`, then indented
+/// `note:` and `reason:` lines when they are not empty.
+pub fn delivery_lines(d: &vserv_core::commands::Delivery) -> String {
+    let mut text = format!(
+        "{:<8} {:>12} {} {} {} {}",
+        d.state.as_str(),
+        d.size,
+        d.time,
+        d.from,
+        hex::encode(d.sha256),
+        d.name
+    );
+    if !d.note.is_empty() {
+        text.push_str(&format!("\n  note: {}", d.note));
+    }
+    if !d.reason.is_empty() {
+        text.push_str(&format!("\n  reason: {}", d.reason));
+    }
+    text
+}
+
 /// Connects (logging in with `--user`), runs `command`, prints the reply, quits.
 pub fn run(args: &ClientArgs, command: Command) -> anyhow::Result<()> {
     let mut connected = connect(args)?;
@@ -228,6 +249,15 @@ pub fn print_reply(reply: &Reply, fingerprint: Option<Fingerprint>) {
             }
         }
         Reply::Cwd(path) => println!("{path}"),
+        Reply::Delivered(name) => println!("delivered as {name}"),
+        Reply::Deliveries { entries, next } => {
+            for d in entries {
+                println!("{}", delivery_lines(d));
+            }
+            if let Some(next) = next {
+                println!("next {next}");
+            }
+        }
         Reply::Opened(r) => println!("transfer {} from offset {}", r.id, r.offset),
         Reply::Uploaded(r) => println!("size {} sha256 {}", r.size, hex::encode(r.sha256)),
         Reply::Download(r) => println!(

@@ -28,6 +28,11 @@
 //! [files]                          # the users' homes, in <data>/homes/<user>
 //! versions = 3                     # previous versions kept on overwrite (0..=100; 0: none)
 //! quota_bytes = 0                  # per-user bytes of files and versions; 0: unlimited
+//!
+//! [hooks]                          # inbox folder hooks (protocol.md §13.5)
+//! enabled = false                  # run on_meta/on_received (as the server's user); off: allow lists only
+//! timeout_secs = 10                # a hook still running after this is killed (1..=600)
+//! # dir = "/etc/vserv/hooks"      # hooks run only programs directly in this absolute directory; unset: none
 //! ```
 //!
 //! The values shown are the defaults. Existing password hashes keep the parameters they
@@ -40,6 +45,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use vserv_service::accounts::PasswordParams;
 use vserv_service::files::FilesConfig;
+use vserv_service::files::delivery::HooksConfig;
 use vserv_service::{LoginBackoff, Policy, RateLimit};
 
 use crate::serve::Runtime;
@@ -98,6 +104,20 @@ pub struct FileConfig {
     pub argon2: Option<Argon2Config>,
     /// The users' file homes.
     pub files: Option<FilesSection>,
+    /// The hooks of inbox folders.
+    pub hooks: Option<HooksSection>,
+}
+
+/// `[hooks]`.
+#[derive(Debug, Default, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HooksSection {
+    /// Whether inbox folder hooks run.
+    pub enabled: Option<bool>,
+    /// A hook's time limit, seconds.
+    pub timeout_secs: Option<u64>,
+    /// The directory of the programs hooks may run (absolute).
+    pub dir: Option<PathBuf>,
 }
 
 /// `[files]`.
@@ -165,6 +185,8 @@ pub struct Settings {
     pub password: PasswordParams,
     /// Versions kept and per-user quota of the file homes.
     pub files: FilesConfig,
+    /// Whether and how inbox folder hooks run.
+    pub hooks: HooksConfig,
 }
 
 /// Values given on the command line; each overrides the file.
@@ -323,6 +345,28 @@ pub fn resolve(file: FileConfig, flags: Overrides) -> Result<Settings, ConfigErr
         quota: files.quota_bytes.filter(|&q| q > 0),
     };
 
+    let hooks = file.hooks.unwrap_or_default();
+    let hooks = HooksConfig {
+        enabled: hooks.enabled.unwrap_or(HooksConfig::default().enabled),
+        timeout: Duration::from_secs(check(
+            "hooks.timeout_secs",
+            hooks
+                .timeout_secs
+                .unwrap_or(HooksConfig::default().timeout.as_secs()),
+            1,
+            600,
+        )?),
+        programs_dir: match hooks.dir {
+            Some(dir) if !dir.is_absolute() => {
+                return Err(ConfigError::Invalid {
+                    key: "hooks.dir",
+                    why: "must be an absolute path".into(),
+                });
+            }
+            dir => dir,
+        },
+    };
+
     let name = flags
         .name
         .or(file.name)
@@ -360,6 +404,7 @@ pub fn resolve(file: FileConfig, flags: Overrides) -> Result<Settings, ConfigErr
         },
         password,
         files,
+        hooks,
     })
 }
 
@@ -508,6 +553,35 @@ mod tests {
                 other => panic!("{text}: {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn hooks_are_off_by_default_and_checked() {
+        let defaults = resolve(FileConfig::default(), Overrides::default()).unwrap();
+        assert!(!defaults.hooks.enabled);
+        assert_eq!(defaults.hooks.timeout, Duration::from_secs(10));
+        let file = FileConfig::parse(
+            "[hooks]\nenabled = true\ntimeout_secs = 2\ndir = \"/etc/vserv/hooks\"",
+        )
+        .unwrap();
+        let s = resolve(file, Overrides::default()).unwrap();
+        assert_eq!(
+            s.hooks,
+            HooksConfig {
+                enabled: true,
+                timeout: Duration::from_secs(2),
+                programs_dir: Some(PathBuf::from("/etc/vserv/hooks")),
+            }
+        );
+        let file = FileConfig::parse("[hooks]\ndir = \"hooks\"").unwrap();
+        let err = resolve(file, Overrides::default()).unwrap_err();
+        assert!(err.to_string().contains("hooks.dir"), "{err}");
+        for bad in ["[hooks]\ntimeout_secs = 0", "[hooks]\ntimeout_secs = 601"] {
+            let file = FileConfig::parse(bad).unwrap();
+            let err = resolve(file, Overrides::default()).unwrap_err();
+            assert!(err.to_string().contains("hooks.timeout_secs"), "{err}");
+        }
+        assert!(FileConfig::parse("[hooks]\nshell = true").is_err());
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! The file subcommands: `put`, `get` (transfers with a window, SHA-256 checked, resumable),
-//! `ls`, `mkdir`, `rm`, `mv`, `stat`.
+//! `ls`, `mkdir`, `rm`, `mv`, `stat`, and the deliveries `send` and `inbox`.
 
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -8,7 +8,9 @@ use anyhow::{Context, anyhow, bail};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use vserv_blocking::transfer::{self, TransferOptions, TransferOutcome};
-use vserv_core::commands::{Command, LS_MAX_LIMIT, ListPage, Reply};
+use vserv_core::ErrorCode;
+use vserv_core::commands::{Command, LS_MAX_LIMIT, ListPage, Reply, SendArgs as SendCommand};
+use vserv_service::client::ClientError;
 
 use crate::client_cmd::{self, ClientArgs, Connected};
 
@@ -93,6 +95,35 @@ pub struct MvArgs {
     #[command(flatten)]
     pub client: ClientArgs,
 }
+
+/// `vserv send` options.
+#[derive(Args, Debug)]
+pub struct SendArgs {
+    /// The recipient's user name.
+    pub to: String,
+    /// The local file to deliver.
+    pub local: PathBuf,
+    /// The recipient's inbox folder (default: `default`).
+    #[arg(long)]
+    pub folder: Option<String>,
+    /// A note for the recipient (at most 256 bytes, one line).
+    #[arg(long)]
+    pub note: Option<String>,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+/// `vserv inbox` options.
+#[derive(Args, Debug)]
+pub struct InboxArgs {
+    /// The inbox folder (default: `default`).
+    pub folder: Option<String>,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+/// The directory of the sender's home where `vserv send` stages a file before delivering it.
+pub const STAGING_DIR: &str = "outbox";
 
 fn need_login(client: &ClientArgs, what: &str) -> anyhow::Result<()> {
     if client.user.is_none() {
@@ -250,6 +281,97 @@ pub fn ls(args: LsArgs) -> anyhow::Result<()> {
                 e.modified,
                 e.name
             )?;
+        }
+        match next {
+            Some(name) => from = Some(name),
+            None => break,
+        }
+    }
+    out.flush()?;
+    drop(out);
+    connected.quit()
+}
+
+/// `vserv send USER LOCAL [--folder NAME] [--note TEXT]`: uploads LOCAL to
+/// `outbox/NAME` in the sender's home (created if missing), asks the server to deliver it,
+/// then deletes the staged copy (whatever the outcome).
+pub fn send(args: SendArgs) -> anyhow::Result<()> {
+    need_login(&args.client, "send")?;
+    let staged = remote_target(&args.local, Some(&format!("{STAGING_DIR}/")))?;
+    if !args.local.is_file() {
+        bail!("{} is not a file", args.local.display());
+    }
+    let mut connected = client_cmd::connect(&args.client)?;
+    let mkdir = Command::Mkdir {
+        path: STAGING_DIR.into(),
+    };
+    match connected.client.call(&mkdir) {
+        Ok(_) => {}
+        Err(ClientError::Server(e)) if e.code == ErrorCode::Conflict => {}
+        Err(e) => return Err(anyhow::Error::new(e).context(format!("creating {STAGING_DIR}"))),
+    }
+    let bar = progress_bar("send");
+    let outcome = transfer::put_with(
+        &mut connected.client,
+        &args.local,
+        &staged,
+        &TransferOptions::default(),
+        &mut |done, total| {
+            bar.set_length(total);
+            bar.set_position(done);
+        },
+    );
+    bar.finish_and_clear();
+    let outcome =
+        outcome.with_context(|| format!("uploading {} to {staged}", args.local.display()))?;
+    let command = Command::Send(SendCommand {
+        to: args.to.clone(),
+        path: staged.clone(),
+        folder: args.folder.clone(),
+        note: args.note.clone(),
+    });
+    let delivered = connected.client.call(&command);
+    if let Err(e) = connected.client.call(&Command::Del {
+        path: staged.clone(),
+    }) {
+        eprintln!("vserv: could not delete the staged copy {staged}: {e}");
+    }
+    let name = match delivered {
+        Ok(Reply::Delivered(name)) => name,
+        Ok(_) => bail!("unexpected reply to send"),
+        Err(e) => return Err(anyhow::Error::new(e).context(format!("delivering to {}", args.to))),
+    };
+    println!(
+        "sent {} -> {} {}/{name}: {} bytes sha256 {}",
+        args.local.display(),
+        args.to,
+        args.folder
+            .as_deref()
+            .unwrap_or(vserv_core::commands::DEFAULT_INBOX_FOLDER),
+        outcome.size,
+        hex::encode(outcome.sha256)
+    );
+    connected.quit()
+}
+
+/// `vserv inbox [FOLDER]`: every delivery, pages followed.
+pub fn inbox(args: InboxArgs) -> anyhow::Result<()> {
+    need_login(&args.client, "inbox")?;
+    let mut connected = client_cmd::connect(&args.client)?;
+    let mut out = std::io::stdout().lock();
+    let mut from: Option<String> = None;
+    loop {
+        let page = ListPage {
+            dir: args.folder.clone(),
+            from: from.take(),
+            limit: Some(LS_MAX_LIMIT),
+        };
+        let Reply::Deliveries { entries, next } = connected.client.call(&Command::Inbox(page))?
+        else {
+            bail!("unexpected reply to inbox");
+        };
+        for d in &entries {
+            writeln!(out, "{}", client_cmd::delivery_lines(d))?;
         }
         match next {
             Some(name) => from = Some(name),

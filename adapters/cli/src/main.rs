@@ -101,6 +101,10 @@ enum Command {
     Mv(files_cmd::MvArgs),
     /// Show a file's or directory's kind, size, times and SHA-256.
     Stat(files_cmd::PathArgs),
+    /// Deliver a local file to USER's inbox folder (uploaded to outbox/ first).
+    Send(files_cmd::SendArgs),
+    /// List the deliveries to one of your inbox folders, with their states.
+    Inbox(files_cmd::InboxArgs),
 }
 
 fn main() -> ExitCode {
@@ -141,6 +145,8 @@ fn main() -> ExitCode {
         Command::Rm(args) => files_cmd::rm(args),
         Command::Mv(args) => files_cmd::mv(args),
         Command::Stat(args) => files_cmd::stat(args),
+        Command::Send(args) => files_cmd::send(args),
+        Command::Inbox(args) => files_cmd::inbox(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -95,7 +95,8 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
     .with_files(Arc::new(
         vserv_service::files::DiskTree::open(&args.data, args.files)
             .with_context(|| format!("opening the homes in {}", args.data.display()))?,
-    ));
+    ))
+    .with_hooks(args.hooks.clone());
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(signal, stop.clone()).context("installing signal handlers")?;

@@ -16,6 +16,7 @@ use vserv_core::{
 };
 
 use crate::accounts::{AccountError, Accounts, User, UserName};
+use crate::files::delivery::{self, DeliveryError, HooksConfig, Outgoing};
 use crate::files::{
     FileError, FileTree, Target, TransferFailure, Transfers, UploadLocks, UserPath,
     path as file_path,
@@ -54,6 +55,8 @@ pub struct Service {
     files: Option<Arc<dyn FileTree>>,
     /// The paths being uploaded to, across connections (spec/files.md §3.4).
     upload_locks: UploadLocks,
+    /// Whether and how the hooks of inbox folders run (protocol.md §13.5).
+    hooks: HooksConfig,
 }
 
 impl std::fmt::Debug for Service {
@@ -303,6 +306,45 @@ fn list_page(
     }
 }
 
+fn delivery_error(e: DeliveryError) -> ErrorReply {
+    let e = match e {
+        DeliveryError::File(f) => return file_error(f),
+        other => other,
+    };
+    let code = match &e {
+        DeliveryError::File(_) => ErrorCode::Internal,
+        DeliveryError::NoFolder { .. } => ErrorCode::NotFound,
+        DeliveryError::BadConfig { .. } | DeliveryError::NoName(_) => ErrorCode::Conflict,
+        DeliveryError::NotAllowed { .. } | DeliveryError::Refused(_) => ErrorCode::Forbidden,
+        DeliveryError::Mismatch(_) => ErrorCode::Integrity,
+        DeliveryError::Quota => ErrorCode::TooLarge,
+    };
+    ErrorReply::new(code, e.to_string())
+}
+
+/// One page of an inbox listing, like [`list_page`] with [`commands::Delivery`] entries.
+fn inbox_page(entries: Vec<commands::Delivery>, from: Option<&str>, limit: usize) -> Reply {
+    let mut budget = commands::LS_ENTRY_BUDGET;
+    let mut page = Vec::new();
+    let mut next = None;
+    for entry in entries
+        .into_iter()
+        .filter(|e| from.is_none_or(|f| e.name.as_str() >= f))
+    {
+        let cost = 4 + entry.to_field().len();
+        if page.len() >= limit || cost > budget {
+            next = Some(entry.name);
+            break;
+        }
+        budget -= cost;
+        page.push(entry);
+    }
+    Reply::Deliveries {
+        entries: page,
+        next,
+    }
+}
+
 fn not_found(message: &str) -> ErrorReply {
     ErrorReply::new(ErrorCode::NotFound, message)
 }
@@ -326,6 +368,7 @@ impl Service {
             ledger: None,
             files: None,
             upload_locks: UploadLocks::new(),
+            hooks: HooksConfig::default(),
         }
     }
 
@@ -333,6 +376,13 @@ impl Service {
     /// those commands are answered with [`ErrorCode::Internal`] "no file tree".
     pub fn with_files(mut self, files: Arc<dyn FileTree>) -> Self {
         self.files = Some(files);
+        self
+    }
+
+    /// This service running the hooks of inbox folders as `hooks` says (by default they
+    /// are disabled: the allow lists alone decide deliveries).
+    pub fn with_hooks(mut self, hooks: HooksConfig) -> Self {
+        self.hooks = hooks;
         self
     }
 
@@ -978,6 +1028,78 @@ impl Service {
         })
     }
 
+    /// `send` and `inbox` (protocol.md §13.5) for the logged-in `user`.
+    fn delivery_command(
+        &self,
+        session: &Session,
+        user: &User,
+        cmd: Command,
+        now: u64,
+    ) -> Result<Reply, ErrorReply> {
+        let Some(files) = &self.files else {
+            return Err(ErrorReply::new(
+                ErrorCode::Internal,
+                "no file tree: this server does not keep files",
+            ));
+        };
+        let me = &user.name;
+        Ok(match cmd {
+            Command::Send(args) => {
+                let to = UserName::parse(&args.to)
+                    .map_err(|e| ErrorReply::new(ErrorCode::BadArguments, e.to_string()))?;
+                if self.accounts.get(&to).map_err(account_error)?.is_none() {
+                    return Err(not_found(&format!("no user '{to}'")));
+                }
+                let cwd = match &session.cwd {
+                    Some((by, cwd)) if by == me => cwd.clone(),
+                    _ => Target {
+                        owner: me.clone(),
+                        path: UserPath::root(),
+                    },
+                };
+                let source =
+                    file_path::resolve(me, &cwd, &args.path).map_err(|e| file_error(e.into()))?;
+                if &source.owner != me {
+                    return Err(ErrorReply::new(
+                        ErrorCode::Forbidden,
+                        "send delivers files of your own home only",
+                    ));
+                }
+                let out = Outgoing {
+                    from: me.clone(),
+                    path: source.path,
+                    to,
+                    folder: args
+                        .folder
+                        .unwrap_or_else(|| commands::DEFAULT_INBOX_FOLDER.to_owned()),
+                    note: args.note.unwrap_or_default(),
+                    time: now,
+                };
+                Reply::Delivered(
+                    delivery::deliver(files.as_ref(), &self.upload_locks, &self.hooks, &out)
+                        .map_err(delivery_error)?,
+                )
+            }
+            Command::Inbox(page) => {
+                let folder = page
+                    .dir
+                    .as_deref()
+                    .unwrap_or(commands::DEFAULT_INBOX_FOLDER);
+                let entries =
+                    delivery::inbox(files.as_ref(), me, folder).map_err(delivery_error)?;
+                let limit = usize::try_from(page.limit.unwrap_or(commands::LS_DEFAULT_LIMIT))
+                    .unwrap_or(usize::MAX);
+                inbox_page(entries, page.from.as_deref(), limit)
+            }
+            _ => {
+                return Err(ErrorReply::new(
+                    ErrorCode::Internal,
+                    "not a delivery command",
+                ));
+            }
+        })
+    }
+
     fn execute(
         &self,
         session: &mut Session,
@@ -1169,6 +1291,12 @@ impl Service {
                     return Err(ErrorReply::new(ErrorCode::Forbidden, "log in first"));
                 };
                 return self.files_command(session, user, cmd);
+            }
+            Command::Send(_) | Command::Inbox(_) => {
+                let Some(user) = &user else {
+                    return Err(ErrorReply::new(ErrorCode::Forbidden, "log in first"));
+                };
+                return self.delivery_command(session, user, cmd, now);
             }
             // Answered in `handle`.
             Command::Quit | Command::Login { .. } | Command::Rput { .. } => Reply::Done,

@@ -20,6 +20,9 @@
 //! match (so a file replaced by other means never reports a stale hash); `mv` carries it
 //! along, and `fget` of a file without one hashes the file and records it. These hidden
 //! files do not count toward the quota (partial files do).
+//!
+//! Hidden records ([`FileTree::read_record`]) of store `S` of directory `dir` are the
+//! files `dir/S/NAME`; they do not count toward the quota either.
 
 use std::fs;
 use std::io::{ErrorKind, Write};
@@ -32,7 +35,7 @@ use vserv_core::transfer::{FileHasher, UploadState};
 
 use super::path::{check_name, is_reserved};
 use super::transfer::{FileReader, OpenedFile, OpenedPartial, PartialFile, READ_CHUNK};
-use super::{FileError, FileTree, FilesConfig, UserPath, check_quota};
+use super::{FileError, FileTree, FilesConfig, UserPath, check_quota, check_record_names};
 use crate::accounts::UserName;
 
 /// The hidden directory holding a directory's kept versions.
@@ -405,6 +408,21 @@ impl DiskTree {
         Ok((real, None))
     }
 
+    /// The real path of the hidden record store `store` of directory `dir` (which must
+    /// exist and be a directory).
+    fn record_store(
+        &self,
+        owner: &UserName,
+        dir: &UserPath,
+        store: &str,
+    ) -> Result<PathBuf, FileError> {
+        let (real, meta) = self.existing(owner, dir)?;
+        if !meta.is_dir() {
+            return Err(FileError::NotADirectory(dir.to_string()));
+        }
+        Ok(real.join(store))
+    }
+
     /// Like [`DiskTree::locate`], but something must be there.
     fn existing(
         &self,
@@ -679,7 +697,11 @@ impl FileTree for DiskTree {
             for entry in fs::read_dir(&dir).map_err(io_error(&root))? {
                 let entry = entry.map_err(io_error(&root))?;
                 let meta = entry.metadata().map_err(io_error(&root))?;
-                if meta.is_dir() && entry.file_name() == SHA_DIR {
+                let name = entry.file_name();
+                let record_store = name
+                    .to_str()
+                    .is_some_and(|n| n.starts_with(super::RECORD_STORE_PREFIX));
+                if meta.is_dir() && (name == SHA_DIR || record_store) {
                     continue;
                 }
                 if meta.is_dir() {
@@ -861,6 +883,65 @@ impl FileTree for DiskTree {
         let (partial, state) = self.partial_paths(owner, path)?;
         remove_if_there(&state, path)?;
         remove_if_there(&partial, path)
+    }
+
+    fn read_record(
+        &self,
+        owner: &UserName,
+        dir: &UserPath,
+        store: &str,
+        name: &str,
+    ) -> Result<Option<Vec<u8>>, FileError> {
+        check_record_names(store, Some(name))?;
+        let store_dir = self.record_store(owner, dir, store)?;
+        if no_symlink(&store_dir, dir)?.is_none() {
+            return Ok(None);
+        }
+        let record = store_dir.join(name);
+        match no_symlink(&record, dir)? {
+            None => Ok(None),
+            Some(_) => fs::read(&record).map(Some).map_err(io_error(dir)),
+        }
+    }
+
+    fn write_record(
+        &self,
+        owner: &UserName,
+        dir: &UserPath,
+        store: &str,
+        name: &str,
+        data: &[u8],
+    ) -> Result<(), FileError> {
+        check_record_names(store, Some(name))?;
+        let store_dir = self.record_store(owner, dir, store)?;
+        ensure_private_dir(&store_dir, dir)?;
+        let record = store_dir.join(name);
+        no_symlink(&record, dir)?;
+        write_atomic(&record, data, true).map_err(io_error(dir))
+    }
+
+    fn list_records(
+        &self,
+        owner: &UserName,
+        dir: &UserPath,
+        store: &str,
+    ) -> Result<Vec<String>, FileError> {
+        check_record_names(store, None)?;
+        let store_dir = self.record_store(owner, dir, store)?;
+        if no_symlink(&store_dir, dir)?.is_none() {
+            return Ok(Vec::new());
+        }
+        let mut names = Vec::new();
+        for entry in fs::read_dir(&store_dir).map_err(io_error(dir))? {
+            let entry = entry.map_err(io_error(dir))?;
+            if let Some((name, meta)) = listed(&entry)
+                && meta.is_file()
+            {
+                names.push(name);
+            }
+        }
+        names.sort();
+        Ok(names)
     }
 
     fn open_read(&self, owner: &UserName, path: &UserPath) -> Result<OpenedFile, FileError> {

@@ -12,7 +12,7 @@ use vserv_core::commands::{DirEntry, FileKind, FileStat};
 use vserv_core::transfer::{FileHasher, UploadState};
 
 use super::transfer::{FileReader, OpenedFile, OpenedPartial, PartialFile};
-use super::{FileError, FileTree, FilesConfig, UserPath, check_quota};
+use super::{FileError, FileTree, FilesConfig, UserPath, check_quota, check_record_names};
 use crate::accounts::UserName;
 
 /// Where a [`MemoryTree`] reads the time (Unix seconds) it stamps on changes.
@@ -39,6 +39,8 @@ struct Home {
     nodes: BTreeMap<UserPath, Node>,
     /// Kept versions by file path, newest first.
     versions: BTreeMap<UserPath, VecDeque<Vec<u8>>>,
+    /// Hidden records by directory, store and name (see [`FileTree::read_record`]).
+    records: BTreeMap<(UserPath, String, String), Vec<u8>>,
 }
 
 impl Home {
@@ -344,6 +346,7 @@ impl FileTree for MemoryTree {
                 return Err(FileError::NotEmpty(path.to_string()));
             }
             home.nodes.remove(path);
+            home.records.retain(|(dir, _, _), _| dir != path);
             Ok(())
         })
     }
@@ -400,7 +403,19 @@ impl FileTree for MemoryTree {
                 }
                 let versions = home.versions.remove(old);
                 if from_dir && let Some(v) = versions {
-                    home.versions.insert(new, v);
+                    home.versions.insert(new.clone(), v);
+                }
+                // A directory's hidden records move with it.
+                let records: Vec<_> = home
+                    .records
+                    .keys()
+                    .filter(|(d, _, _)| d == old)
+                    .cloned()
+                    .collect();
+                for key in records {
+                    if let Some(data) = home.records.remove(&key) {
+                        home.records.insert((new.clone(), key.1, key.2), data);
+                    }
                 }
             }
             Ok(())
@@ -566,6 +581,62 @@ impl FileTree for MemoryTree {
     fn discard_partial(&self, owner: &UserName, path: &UserPath) -> Result<(), FileError> {
         lock(&self.partials).remove(&(owner.clone(), path.clone()));
         Ok(())
+    }
+
+    fn read_record(
+        &self,
+        owner: &UserName,
+        dir: &UserPath,
+        store: &str,
+        name: &str,
+    ) -> Result<Option<Vec<u8>>, FileError> {
+        check_record_names(store, Some(name))?;
+        self.with_home(owner, |home| {
+            if !home.is_dir(dir)? {
+                return Err(FileError::NotADirectory(dir.to_string()));
+            }
+            let key = (dir.clone(), store.to_owned(), name.to_owned());
+            Ok(home.records.get(&key).cloned())
+        })
+    }
+
+    fn write_record(
+        &self,
+        owner: &UserName,
+        dir: &UserPath,
+        store: &str,
+        name: &str,
+        data: &[u8],
+    ) -> Result<(), FileError> {
+        check_record_names(store, Some(name))?;
+        self.with_home(owner, |home| {
+            if !home.is_dir(dir)? {
+                return Err(FileError::NotADirectory(dir.to_string()));
+            }
+            let key = (dir.clone(), store.to_owned(), name.to_owned());
+            home.records.insert(key, data.to_vec());
+            Ok(())
+        })
+    }
+
+    fn list_records(
+        &self,
+        owner: &UserName,
+        dir: &UserPath,
+        store: &str,
+    ) -> Result<Vec<String>, FileError> {
+        check_record_names(store, None)?;
+        self.with_home(owner, |home| {
+            if !home.is_dir(dir)? {
+                return Err(FileError::NotADirectory(dir.to_string()));
+            }
+            Ok(home
+                .records
+                .keys()
+                .filter(|(d, st, _)| d == dir && st == store)
+                .map(|(_, _, name)| name.clone())
+                .collect())
+        })
     }
 
     fn open_read(&self, owner: &UserName, path: &UserPath) -> Result<OpenedFile, FileError> {

@@ -14,6 +14,7 @@
 //! [`FileTree::commit_partial`] and [`FileTree::open_read`]: no file is held whole in memory
 //! (by the disk tree).
 
+pub mod delivery;
 mod disk;
 mod memory;
 pub mod path;
@@ -198,6 +199,58 @@ pub trait FileTree: Send + Sync {
     /// Opens file `path` for download: a reader of this version of the file, its size and
     /// SHA-256 (computed and recorded if the file has none).
     fn open_read(&self, owner: &UserName, path: &UserPath) -> Result<OpenedFile, FileError>;
+
+    /// Record `name` (a name [`path::check_name`] accepts) of the server's hidden record
+    /// store `store` (a name starting with [`RECORD_STORE_PREFIX`]) of directory `dir`;
+    /// `None` if there is none. Records are never visible to clients, go with their
+    /// directory when it is removed, and do not count toward the quota.
+    fn read_record(
+        &self,
+        owner: &UserName,
+        dir: &UserPath,
+        store: &str,
+        name: &str,
+    ) -> Result<Option<Vec<u8>>, FileError>;
+
+    /// Writes (durably, replacing atomically) record `name` of store `store` of directory
+    /// `dir` (see [`FileTree::read_record`]).
+    fn write_record(
+        &self,
+        owner: &UserName,
+        dir: &UserPath,
+        store: &str,
+        name: &str,
+        data: &[u8],
+    ) -> Result<(), FileError>;
+
+    /// The names of the records of store `store` of directory `dir`, in byte order (none
+    /// when the store does not exist).
+    fn list_records(
+        &self,
+        owner: &UserName,
+        dir: &UserPath,
+        store: &str,
+    ) -> Result<Vec<String>, FileError>;
+}
+
+/// Every record store's name (see [`FileTree::read_record`]) starts with this (a
+/// reserved name).
+pub const RECORD_STORE_PREFIX: &str = ".vserv-records-";
+
+/// Checks the names of a record (see [`FileTree::read_record`]): `store` must start with
+/// [`RECORD_STORE_PREFIX`] and otherwise be a valid name, `name` a valid client name.
+fn check_record_names(store: &str, name: Option<&str>) -> Result<(), FileError> {
+    let plain = store
+        .strip_prefix(RECORD_STORE_PREFIX)
+        .ok_or(PathError::Reserved)?;
+    path::check_name(&format!("x{plain}"))?;
+    if let Some(name) = name {
+        path::check_name(name)?;
+    }
+    if store.contains('/') || name.is_some_and(|n| n.contains('/')) {
+        return Err(PathError::Separator.into());
+    }
+    Ok(())
 }
 
 /// The quota check shared by the implementations: `Ok` if `usage - freed + added` fits.

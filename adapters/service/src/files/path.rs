@@ -58,6 +58,10 @@ pub enum PathError {
     /// A name starting with [`RESERVED_PREFIX`].
     #[error("names starting with '{RESERVED_PREFIX}' are reserved for the server")]
     Reserved,
+    /// A `/` inside one name (only possible for names the server builds, such as record
+    /// names: client paths are split at `/`).
+    #[error("a name cannot contain '/'")]
+    Separator,
     /// `~NAME` with a NAME that is not a valid user name.
     #[error("'~{0}' does not name a user")]
     BadHome(String),

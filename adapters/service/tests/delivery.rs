@@ -1,0 +1,530 @@
+//! Deliveries (protocol.md §13.5) served by the service over a disk tree in a temp dir:
+//! metadata and content, the allow list, the `on_meta` hook (refusal, timeout, metadata on
+//! its input), hooks disabled by default, `on_received`, the recipient's quota, and the
+//! inbox listing with its states and pages.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rand::SeedableRng;
+use vserv_core::commands::{Command, Delivery, DeliveryState, ListPage, Reply, SendArgs, UserRole};
+use vserv_core::transfer::{FgetArgs, FileHasher};
+use vserv_core::{ErrorCode, ErrorReply, Fingerprint, Request};
+use vserv_service::accounts::UserName;
+use vserv_service::files::delivery::HooksConfig;
+use vserv_service::files::{DiskTree, FileTree, FilesConfig, UserPath};
+use vserv_service::{Service, ServiceInfo, Session};
+
+fn sha(data: &[u8]) -> [u8; 32] {
+    let mut h = FileHasher::new();
+    h.update(data);
+    h.finish()
+}
+
+fn user(name: &str) -> UserName {
+    UserName::parse(name).expect("user name")
+}
+
+fn path(p: &str) -> UserPath {
+    UserPath::from_names(p.split('/').map(str::to_owned).collect()).expect("path")
+}
+
+struct Env {
+    dir: tempfile::TempDir,
+    tree: Arc<dyn FileTree>,
+    service: Service,
+}
+
+impl Env {
+    /// Users alice, bob, carol and admin root; hooks as given (`None`: the default).
+    fn new(config: FilesConfig, hooks: Option<HooksConfig>) -> Env {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let tree: Arc<dyn FileTree> =
+            Arc::new(DiskTree::open(dir.path(), config).expect("disk tree"));
+        let rng = Box::new(rand::rngs::StdRng::seed_from_u64(5));
+        let accounts = vserv_service::ephemeral_accounts(rng).expect("accounts");
+        for (name, role) in [
+            ("alice", UserRole::User),
+            ("bob", UserRole::User),
+            ("carol", UserRole::User),
+            ("root", UserRole::Admin),
+        ] {
+            accounts.create(name, role, b"password-1", 0).expect("user");
+        }
+        let info = ServiceInfo {
+            name: "delivery".into(),
+            fingerprint: Fingerprint([0; 32]),
+        };
+        let mut service = Service::new(info, accounts).with_files(tree.clone());
+        if let Some(mut hooks) = hooks {
+            // The tests' hook scripts live in the temp dir.
+            hooks
+                .programs_dir
+                .get_or_insert_with(|| dir.path().to_path_buf());
+            service = service.with_hooks(hooks);
+        }
+        Env { dir, tree, service }
+    }
+
+    fn session(&self, name: &str) -> Session {
+        let mut session = Session::new(Some(IpAddr::V4(Ipv4Addr::LOCALHOST)));
+        let login = Request {
+            id: 1,
+            name: "login".into(),
+            args: vec![name.into(), b"password".to_vec(), b"password-1".to_vec()],
+        };
+        let (resp, _) = self.service.answer(&mut session, &login, 1_000);
+        assert!(resp.result.is_ok(), "login {name}: {resp:?}");
+        session
+    }
+
+    fn run(&self, session: &mut Session, cmd: &Command) -> Result<Reply, ErrorReply> {
+        let request = Request {
+            id: 2,
+            name: cmd.name().into(),
+            args: cmd.args(),
+        };
+        let (resp, _) = self.service.answer(session, &request, 7_000);
+        resp.result
+            .map(|fields| Reply::from_fields(cmd, &fields).expect("reply decodes"))
+    }
+
+    /// `owner`'s file `p` with `data` (directories on the way created).
+    fn put(&self, owner: &str, p: &str, data: &[u8]) {
+        let o = user(owner);
+        let full = path(p);
+        let names = full.names();
+        for i in 1..names.len() {
+            let dir = UserPath::from_names(names[..i].to_vec()).expect("dir");
+            if self.tree.stat(&o, &dir).is_err() {
+                self.tree.mkdir(&o, &dir).expect("mkdir");
+            }
+        }
+        self.tree.replace_file(&o, &full, data).expect("write");
+    }
+
+    /// Bob's inbox folder `default` with this `folder.toml`.
+    fn folder(&self, toml: &str) {
+        self.put("bob", "inbox/default/folder.toml", toml.as_bytes());
+    }
+
+    /// An executable script in the temp dir (run directly, no shell in the server).
+    fn script(&self, name: &str, body: &str) -> PathBuf {
+        let p = self.dir.path().join(name);
+        std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).expect("script");
+        let perms = <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o755);
+        std::fs::set_permissions(&p, perms).expect("chmod");
+        p
+    }
+
+    fn send(
+        &self,
+        session: &mut Session,
+        file: &str,
+        note: Option<&str>,
+    ) -> Result<String, ErrorReply> {
+        let cmd = Command::Send(SendArgs {
+            to: "bob".into(),
+            path: file.into(),
+            folder: None,
+            note: note.map(str::to_owned),
+        });
+        match self.run(session, &cmd)? {
+            Reply::Delivered(name) => Ok(name),
+            other => panic!("unexpected reply {other:?}"),
+        }
+    }
+
+    fn inbox(&self, session: &mut Session, page: ListPage) -> (Vec<Delivery>, Option<String>) {
+        match self.run(session, &Command::Inbox(page)) {
+            Ok(Reply::Deliveries { entries, next }) => (entries, next),
+            other => panic!("unexpected reply {other:?}"),
+        }
+    }
+
+    /// The names in bob's inbox folder `default` (files a client sees).
+    fn inbox_files(&self) -> Vec<String> {
+        self.tree
+            .list(&user("bob"), &path("inbox/default"))
+            .expect("list")
+            .into_iter()
+            .map(|e| e.name)
+            .collect()
+    }
+}
+
+fn hooks(timeout_secs: u64) -> Option<HooksConfig> {
+    Some(HooksConfig {
+        enabled: true,
+        timeout: Duration::from_secs(timeout_secs),
+        programs_dir: None,
+    })
+}
+
+fn toml_path(p: &Path) -> String {
+    p.to_str().expect("utf-8 temp path").replace('\\', "\\\\")
+}
+
+#[test]
+fn delivery_is_received_with_its_metadata() {
+    let env = Env::new(FilesConfig::default(), None);
+    env.folder("allow = [\"alice\"]\n");
+    let data = b"quarterly numbers\n".repeat(5000);
+    env.put("alice", "out/report.txt", &data);
+    let mut alice = env.session("alice");
+    let name = env.send(&mut alice, "out/report.txt", Some("for your eyes"));
+    assert_eq!(name.as_deref(), Ok("report.txt"));
+    // A second delivery of the same name gets a fresh one.
+    assert_eq!(
+        env.send(&mut alice, "out/report.txt", None).as_deref(),
+        Ok("2-report.txt")
+    );
+    let bob_name = user("bob");
+    assert_eq!(
+        env.tree
+            .read_file(&bob_name, &path("inbox/default/report.txt"))
+            .ok(),
+        Some(data.clone())
+    );
+    let mut bob = env.session("bob");
+    let (entries, next) = env.inbox(&mut bob, ListPage::default());
+    assert_eq!(next, None);
+    assert_eq!(
+        entries,
+        vec![
+            Delivery {
+                name: "2-report.txt".into(),
+                state: DeliveryState::Received,
+                from: "alice".into(),
+                time: 7,
+                size: data.len() as u64,
+                sha256: sha(&data),
+                note: String::new(),
+                reason: String::new(),
+            },
+            Delivery {
+                name: "report.txt".into(),
+                state: DeliveryState::Received,
+                from: "alice".into(),
+                time: 7,
+                size: data.len() as u64,
+                sha256: sha(&data),
+                note: "for your eyes".into(),
+                reason: String::new(),
+            },
+        ]
+    );
+    // The recipient fetches it with the transfer commands; the hash is the sender's.
+    let fget = Command::Fget(FgetArgs {
+        path: "inbox/default/report.txt".into(),
+    });
+    match env.run(&mut bob, &fget) {
+        Ok(Reply::Download(d)) => assert_eq!(d.sha256, sha(&data)),
+        other => panic!("fget: {other:?}"),
+    }
+    // Pages of one entry.
+    let (first, next) = env.inbox(
+        &mut bob,
+        ListPage {
+            dir: None,
+            from: None,
+            limit: Some(1),
+        },
+    );
+    assert_eq!(first.len(), 1);
+    assert_eq!(next.as_deref(), Some("report.txt"));
+    // Records are hidden: the folder shows the config and the files only.
+    assert_eq!(
+        env.inbox_files(),
+        ["2-report.txt", "folder.toml", "report.txt"]
+    );
+    // Only the owner's own inbox is listed.
+    let err = env.run(&mut alice, &Command::Inbox(ListPage::default()));
+    assert_eq!(err.map_err(|e| e.code), Err(ErrorCode::NotFound));
+}
+
+#[test]
+fn the_allow_list_decides_and_refusals_leave_no_record() {
+    let env = Env::new(FilesConfig::default(), None);
+    env.put("alice", "f.txt", b"hello");
+    let mut alice = env.session("alice");
+    // No folder config: refused, naming what is missing.
+    let err = env.send(&mut alice, "f.txt", None).expect_err("no folder");
+    assert_eq!(err.code, ErrorCode::NotFound);
+    assert!(err.message.contains("no inbox folder 'default'"), "{err:?}");
+    env.folder("allow = [\"carol\"]\n");
+    let err = env
+        .send(&mut alice, "f.txt", None)
+        .expect_err("not allowed");
+    assert_eq!(err.code, ErrorCode::Forbidden);
+    assert!(
+        err.message
+            .contains("does not accept deliveries from alice")
+    );
+    let mut bob = env.session("bob");
+    assert_eq!(env.inbox(&mut bob, ListPage::default()).0, Vec::new());
+    assert_eq!(env.inbox_files(), ["folder.toml"]);
+    // An invalid config refuses too.
+    env.folder("allow = alice\n");
+    let err = env.send(&mut alice, "f.txt", None).expect_err("bad config");
+    assert_eq!(err.code, ErrorCode::Conflict);
+    // `*` lets every user deliver; an unknown recipient is not found.
+    env.folder("allow = [\"*\"]\n");
+    assert!(env.send(&mut alice, "f.txt", None).is_ok());
+    let cmd = Command::Send(SendArgs {
+        to: "nobody".into(),
+        path: "f.txt".into(),
+        folder: None,
+        note: None,
+    });
+    assert_eq!(
+        env.run(&mut alice, &cmd).map_err(|e| e.code),
+        Err(ErrorCode::NotFound)
+    );
+}
+
+#[test]
+fn on_meta_refusal_reaches_the_sender_and_nothing_lands() {
+    let env = Env::new(FilesConfig::default(), hooks(10));
+    let hook = env.script("refuse.sh", "echo no way >&2; exit 3");
+    env.folder(&format!(
+        "allow = [\"alice\"]\non_meta = [\"{}\"]\n",
+        toml_path(&hook)
+    ));
+    env.put("alice", "f.txt", b"payload");
+    let mut alice = env.session("alice");
+    let err = env
+        .send(&mut alice, "f.txt", Some("hi"))
+        .expect_err("refused");
+    assert_eq!(err.code, ErrorCode::Forbidden);
+    assert_eq!(err.message, "delivery refused: no way");
+    assert_eq!(env.inbox_files(), ["folder.toml"]);
+    let mut bob = env.session("bob");
+    let (entries, _) = env.inbox(&mut bob, ListPage::default());
+    assert_eq!(entries.len(), 1);
+    assert_eq!(entries[0].state, DeliveryState::Refused);
+    assert_eq!(entries[0].reason, "no way");
+    assert_eq!(entries[0].note, "hi");
+}
+
+#[test]
+fn on_meta_reads_the_metadata_and_on_received_runs_after_the_store() {
+    let env = Env::new(FilesConfig::default(), hooks(10));
+    let meta = env.dir.path().join("meta.json");
+    let received = env.dir.path().join("received.json");
+    let accept = env.script("accept.sh", &format!("cat > '{}'", meta.display()));
+    let after = env.script("after.sh", "cat > \"$1\"");
+    env.folder(&format!(
+        "allow = [\"alice\"]\non_meta = [\"{}\"]\non_received = [\"{}\", \"{}\"]\n",
+        toml_path(&accept),
+        toml_path(&after),
+        toml_path(&received)
+    ));
+    env.put("alice", "f.txt", b"payload");
+    let mut alice = env.session("alice");
+    assert_eq!(
+        env.send(&mut alice, "f.txt", Some("a \"quoted\" note"))
+            .as_deref(),
+        Ok("f.txt")
+    );
+    let json = std::fs::read_to_string(&meta).expect("on_meta ran");
+    let expected = format!(
+        "{{\"from\":\"alice\",\"to\":\"bob\",\"folder\":\"default\",\"name\":\"f.txt\",\"time\":7,\"size\":7,\"sha256\":\"{}\",\"note\":\"a \\\"quoted\\\" note\",\"state\":\"pending\"}}\n",
+        hex::encode(sha(b"payload"))
+    );
+    assert_eq!(json, expected);
+    let after_json = std::fs::read_to_string(&received).expect("on_received ran");
+    assert!(
+        after_json.contains("\"state\":\"received\""),
+        "{after_json}"
+    );
+}
+
+#[test]
+fn a_hanging_hook_is_killed_at_the_timeout_and_refuses() {
+    let env = Env::new(FilesConfig::default(), hooks(1));
+    let hook = env.script("hang.sh", "exec sleep 30");
+    env.folder(&format!(
+        "allow = [\"alice\"]\non_meta = [\"{}\"]\n",
+        toml_path(&hook)
+    ));
+    env.put("alice", "f.txt", b"payload");
+    let mut alice = env.session("alice");
+    let start = Instant::now();
+    let err = env.send(&mut alice, "f.txt", None).expect_err("timed out");
+    let took = start.elapsed();
+    assert!(took >= Duration::from_secs(1), "{took:?}");
+    assert!(took < Duration::from_secs(10), "{took:?}");
+    assert_eq!(err.code, ErrorCode::Forbidden);
+    assert!(err.message.contains("did not finish within 1 s"), "{err:?}");
+    assert_eq!(env.inbox_files(), ["folder.toml"]);
+    let mut bob = env.session("bob");
+    let (entries, _) = env.inbox(&mut bob, ListPage::default());
+    assert_eq!(entries.len(), 1);
+    assert_eq!(entries[0].state, DeliveryState::Refused);
+}
+
+#[test]
+fn hooks_are_disabled_by_default_and_the_allow_list_decides() {
+    let env = Env::new(FilesConfig::default(), None);
+    let marker = env.dir.path().join("marker");
+    let hook = env.script(
+        "refuse.sh",
+        &format!("touch '{}'; echo no >&2; exit 1", marker.display()),
+    );
+    env.folder(&format!(
+        "allow = [\"alice\"]\non_meta = [\"{0}\"]\non_received = [\"{0}\"]\n",
+        toml_path(&hook)
+    ));
+    env.put("alice", "f.txt", b"payload");
+    let mut alice = env.session("alice");
+    assert_eq!(env.send(&mut alice, "f.txt", None).as_deref(), Ok("f.txt"));
+    assert!(!marker.exists(), "a hook ran although hooks are disabled");
+    // The same folder with hooks enabled: the hook runs (so the marker test can fail).
+    let enabled = Env::new(
+        FilesConfig::default(),
+        hooks(10).map(|h| HooksConfig {
+            programs_dir: Some(env.dir.path().to_path_buf()),
+            ..h
+        }),
+    );
+    enabled.folder(&format!(
+        "allow = [\"alice\"]\non_meta = [\"{}\"]\n",
+        toml_path(&hook)
+    ));
+    enabled.put("alice", "f.txt", b"payload");
+    let mut alice = enabled.session("alice");
+    assert!(enabled.send(&mut alice, "f.txt", None).is_err());
+    assert!(marker.exists());
+}
+
+#[test]
+fn the_recipients_quota_is_enforced_before_any_copy() {
+    let config = FilesConfig {
+        versions: 0,
+        quota: Some(1000),
+    };
+    let env = Env::new(config, None);
+    env.folder("allow = [\"alice\"]\n");
+    env.put("bob", "mine.bin", &[1; 700]);
+    env.put("alice", "big.bin", &[2; 400]);
+    env.put("alice", "small.bin", &[3; 100]);
+    let mut alice = env.session("alice");
+    let err = env
+        .send(&mut alice, "big.bin", None)
+        .expect_err("over quota");
+    assert_eq!(err.code, ErrorCode::TooLarge);
+    assert!(err.message.contains("quota"), "{err:?}");
+    assert_eq!(env.inbox_files(), ["folder.toml"]);
+    assert_eq!(
+        env.send(&mut alice, "small.bin", None).as_deref(),
+        Ok("small.bin")
+    );
+    let mut bob = env.session("bob");
+    let (entries, _) = env.inbox(&mut bob, ListPage::default());
+    let states: Vec<(&str, DeliveryState)> =
+        entries.iter().map(|e| (e.name.as_str(), e.state)).collect();
+    assert_eq!(
+        states,
+        [
+            ("big.bin", DeliveryState::Refused),
+            ("small.bin", DeliveryState::Received)
+        ]
+    );
+}
+
+#[test]
+fn records_are_hidden_move_with_their_directory_and_go_with_it() {
+    use vserv_service::files::MemoryTree;
+    let disk_dir = tempfile::tempdir().expect("tempdir");
+    let trees: [Arc<dyn FileTree>; 2] = [
+        Arc::new(MemoryTree::new(FilesConfig::default())),
+        Arc::new(DiskTree::open(disk_dir.path(), FilesConfig::default()).expect("disk tree")),
+    ];
+    let store = vserv_service::files::delivery::RECORD_STORE;
+    for tree in trees {
+        let bob = user("bob");
+        tree.mkdir(&bob, &path("a")).expect("mkdir");
+        tree.write_record(&bob, &path("a"), store, "x", b"one")
+            .expect("write");
+        tree.write_record(&bob, &path("a"), store, "w", b"two")
+            .expect("write");
+        assert_eq!(
+            tree.list_records(&bob, &path("a"), store).expect("list"),
+            ["w", "x"]
+        );
+        assert_eq!(tree.list(&bob, &path("a")).expect("ls"), Vec::new());
+        // Not counted by the quota.
+        assert_eq!(tree.usage(&bob).expect("usage"), 0);
+        // Only record stores, and only valid names.
+        assert!(
+            tree.write_record(&bob, &path("a"), ".vserv-x", "x", b"")
+                .is_err()
+        );
+        assert!(
+            tree.write_record(&bob, &path("a"), "plain", "x", b"")
+                .is_err()
+        );
+        assert!(
+            tree.write_record(&bob, &path("a"), store, "../x", b"")
+                .is_err()
+        );
+        tree.rename(&bob, &path("a"), &path("b")).expect("mv");
+        assert_eq!(
+            tree.read_record(&bob, &path("b"), store, "x")
+                .expect("read"),
+            Some(b"one".to_vec())
+        );
+        tree.rmdir(&bob, &path("b")).expect("rmdir");
+        tree.mkdir(&bob, &path("b")).expect("mkdir again");
+        assert_eq!(
+            tree.list_records(&bob, &path("b"), store).expect("list"),
+            Vec::<String>::new()
+        );
+    }
+}
+
+#[test]
+fn only_files_of_the_senders_own_home_are_sent() {
+    let env = Env::new(FilesConfig::default(), None);
+    env.folder("allow = [\"root\", \"alice\"]\n");
+    env.put("alice", "f.txt", b"alice's");
+    let mut root = env.session("root");
+    let err = env
+        .send(&mut root, "~alice/f.txt", None)
+        .expect_err("not own");
+    assert_eq!(err.code, ErrorCode::Forbidden);
+    let mut alice = env.session("alice");
+    let err = env
+        .send(&mut alice, "missing.txt", None)
+        .expect_err("missing");
+    assert_eq!(err.code, ErrorCode::NotFound);
+    assert_eq!(env.inbox_files(), ["folder.toml"]);
+}
+
+#[test]
+fn a_hook_outside_the_servers_hook_directory_never_runs() {
+    let elsewhere = tempfile::tempdir().expect("tempdir");
+    let env = Env::new(
+        FilesConfig::default(),
+        Some(HooksConfig {
+            enabled: true,
+            timeout: Duration::from_secs(10),
+            programs_dir: Some(elsewhere.path().to_path_buf()),
+        }),
+    );
+    let marker = env.dir.path().join("marker");
+    let hook = env.script("accept.sh", &format!("touch '{}'", marker.display()));
+    env.folder(&format!(
+        "allow = [\"alice\"]\non_meta = [\"{}\"]\n",
+        toml_path(&hook)
+    ));
+    env.put("alice", "f.txt", b"data");
+    let mut alice = env.session("alice");
+    let err = env.send(&mut alice, "f.txt", None).expect_err("refused");
+    assert!(err.message.contains("hook programs"), "{}", err.message);
+    assert!(!marker.exists(), "the hook ran");
+    assert!(env.inbox_files().iter().all(|n| n != "f.txt"));
+}
