@@ -48,12 +48,25 @@ impl Env {
 
     /// `vserv ARGS` as alice, with the connection options, run in the scratch directory.
     fn command(&self, args: &[&str]) -> Command {
+        self.command_as("alice", PASSWORD, args)
+    }
+
+    /// `vserv ARGS` as `user` (password `password`), like [`Env::command`].
+    fn command_as(&self, user: &str, password: &str, args: &[&str]) -> Command {
         let mut all = self.scratch.client_args(&self.server, args);
-        all.extend(["--user".to_owned(), "alice".to_owned()]);
+        all.extend(["--user".to_owned(), user.to_owned()]);
         let all: Vec<&str> = all.iter().map(String::as_str).collect();
-        let mut cmd = self.scratch.command(&all, &[("VSERV_PASSWORD", PASSWORD)]);
+        let mut cmd = self.scratch.command(&all, &[("VSERV_PASSWORD", password)]);
         cmd.current_dir(self.scratch.dir());
         cmd
+    }
+
+    fn vserv_as(&self, user: &str, password: &str, args: &[&str]) -> Run {
+        Run::from_output(
+            self.command_as(user, password, args)
+                .output()
+                .expect("run vserv"),
+        )
     }
 
     fn vserv(&self, args: &[&str]) -> Run {
@@ -279,4 +292,49 @@ fn get_resumes_from_the_partial_copy() {
     );
     assert_eq!(sha256_of(&env.path("copy.bin")), sha);
     assert!(!part.exists());
+}
+
+#[test]
+fn send_delivers_into_the_recipients_inbox_folder() {
+    const BOB_PW: &str = "bob-password-1";
+    let env = Env::new();
+    let mut add = env.command(&["user", "add", "bob"]);
+    add.env("VSERV_NEW_PASSWORD", BOB_PW);
+    Run::from_output(add.output().expect("run vserv")).ok();
+    // Bob's inbox folder accepts alice.
+    std::fs::write(env.path("folder.toml"), "allow = [\"alice\"]\n").expect("write");
+    env.vserv_as("bob", BOB_PW, &["mkdir", "inbox"]).ok();
+    env.vserv_as("bob", BOB_PW, &["mkdir", "inbox/default"])
+        .ok();
+    env.vserv_as(
+        "bob",
+        BOB_PW,
+        &["put", "folder.toml", "inbox/default/folder.toml"],
+    )
+    .ok();
+
+    let src = env.path("report.bin");
+    let sha = write_content(&src, 40_000, 3);
+    env.vserv(&["send", "bob", "report.bin", "--note", "for review"])
+        .ok();
+    // A folder without a configuration refuses.
+    env.vserv(&["send", "bob", "report.bin", "--folder", "other"])
+        .fails();
+
+    let inbox = env.vserv_as("bob", BOB_PW, &["inbox"]).ok();
+    let text = inbox.text();
+    assert!(text.contains("report.bin"), "{text}");
+    assert!(text.contains("alice"), "{text}");
+    assert!(text.contains("received"), "{text}");
+    assert!(text.contains("for review"), "{text}");
+    env.vserv_as(
+        "bob",
+        BOB_PW,
+        &["get", "inbox/default/report.bin", "delivered.bin"],
+    )
+    .ok();
+    assert_eq!(sha256_of(&env.path("delivered.bin")), sha);
+    // The sender's staged copy is gone.
+    let outbox = env.vserv(&["ls", "outbox"]).ok();
+    assert!(listing(&outbox).is_empty(), "{}", outbox.text());
 }
