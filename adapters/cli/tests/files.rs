@@ -133,7 +133,7 @@ fn sha256_of(path: &Path) -> [u8; 32] {
     hasher.finalize().into()
 }
 
-/// Total bytes of the regular files under `dir`.
+/// Total bytes allocated to the regular files under `dir`.
 fn bytes_under(dir: &Path) -> u64 {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return 0;
@@ -142,7 +142,11 @@ fn bytes_under(dir: &Path) -> u64 {
         .flatten()
         .map(|e| match e.file_type() {
             Ok(t) if t.is_dir() => bytes_under(&e.path()),
-            Ok(t) if t.is_file() => e.metadata().map_or(0, |m| m.len()),
+            // Allocated bytes, not lengths: an upload's partial file is sparse at its full
+            // size from fopen on, and only written data allocates blocks.
+            Ok(t) if t.is_file() => e
+                .metadata()
+                .map_or(0, |m| std::os::unix::fs::MetadataExt::blocks(&m) * 512),
             _ => 0,
         })
         .sum()

@@ -764,3 +764,31 @@ fn a_byte_flipped_in_flight_fails_the_connection_and_leaves_the_old_file() {
     assert_eq!(env.download(&mut s, "f").expect("old file"), old);
     assert_eq!(env.names(&mut s, "/"), vec!["f".to_owned()]);
 }
+
+#[test]
+fn an_open_upload_reserves_its_size_so_a_second_is_refused_before_any_data() {
+    // Two uploads that would each fit alone but not together: the first reserves its size
+    // at fopen, so the second is refused then (before any data), nothing of it is visible,
+    // and the first completes.
+    let config = FilesConfig {
+        versions: 0,
+        quota: Some(10_000),
+    };
+    let env = Env::disk(config);
+    let mut s1 = env.session("alice");
+    let mut s2 = env.session("alice");
+    let a = bytes(6_000, 5);
+    let open_a = env.fopen(&mut s1, "a", 6_000, false).expect("a fits");
+    assert_eq!(
+        code(env.fopen(&mut s2, "b", 6_000, false)),
+        ErrorCode::TooLarge
+    );
+    env.put_from(&mut s1, open_a.id, &a, 0);
+    env.fdone(&mut s1, open_a.id, sha(&a)).expect("a completes");
+    assert_eq!(env.names(&mut s1, "/"), vec!["a".to_owned()]);
+    assert!(
+        files_in(&env.partial_dir("alice")).is_empty(),
+        "no partial file is left"
+    );
+    assert_eq!(env.download(&mut s1, "a").expect("a"), a);
+}

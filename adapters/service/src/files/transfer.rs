@@ -200,7 +200,11 @@ impl Transfers {
             Some(state) => refeed(file.as_mut(), &state)?,
             None => UploadReceiver::new(size),
         };
-        file.set_len(receiver.offset())?;
+        // The partial file takes the upload's full size at once (sparse on disk until
+        // written; bytes past the verified offset are written again): the quota then counts
+        // the whole upload from fopen on, so a concurrent upload that would not fit beside
+        // it is refused at its fopen, before any data.
+        file.set_len(size)?;
         file.checkpoint(&receiver.checkpoint())?;
         let (offset, prefix_sha256) = (receiver.offset(), receiver.prefix_sha256());
         let id = self.table.open(ServerTransfer::Upload(receiver))?;
