@@ -342,3 +342,35 @@ fn send_delivers_into_the_recipients_inbox_folder() {
     let outbox = env.vserv(&["ls", "outbox"]).ok();
     assert!(listing(&outbox).is_empty(), "{}", outbox.text());
 }
+
+#[test]
+#[ignore = "moves 5 GiB each way (minutes, 10 GiB of disk); run with --ignored"]
+fn a_5_gib_sparse_file_round_trips_with_the_same_sha256() {
+    use std::io::{Seek, SeekFrom, Write};
+    let env = Env::new();
+    let src = env.path("sparse.bin");
+    let size: u64 = 5 << 30;
+    {
+        let mut file = std::fs::File::create(&src).expect("create");
+        file.set_len(size).expect("set_len");
+        // A few bytes that are not zero, across the 4 GiB boundary, so a misplaced chunk
+        // changes the hash.
+        for at in [0, (4 << 30) - 1, 4 << 30, (4 << 30) + 16_349, size - 1] {
+            file.seek(SeekFrom::Start(at)).expect("seek");
+            file.write_all(&[0xA5]).expect("write");
+        }
+    }
+    let sha = sha256_of(&src);
+    env.vserv(&["put", "sparse.bin"]).ok();
+    let stat = env.vserv(&["stat", "sparse.bin"]).ok();
+    assert!(
+        stat.text()
+            .contains(&format!("sha256 {}", hex::encode(sha))),
+        "{}",
+        stat.text()
+    );
+    env.vserv(&["get", "sparse.bin", "back.bin"]).ok();
+    let back = env.path("back.bin");
+    assert_eq!(std::fs::metadata(&back).expect("back").len(), size);
+    assert_eq!(sha256_of(&back), sha);
+}
