@@ -177,42 +177,45 @@ impl From<Result<Reply, ErrorReply>> for Handled {
     }
 }
 
+/// The error reply for `e`: its own message under `code`, or, for a failure of the server's
+/// storage (`None`), a generic message with the details going to the log.
+fn error_reply(code: Option<ErrorCode>, e: &dyn std::fmt::Display, what: &str) -> ErrorReply {
+    match code {
+        Some(code) => ErrorReply::new(code, e.to_string()),
+        None => {
+            tracing::error!(error = %e, "{what} failed");
+            ErrorReply::new(
+                ErrorCode::Internal,
+                "the server could not complete the request",
+            )
+        }
+    }
+}
+
 fn account_error(e: AccountError) -> ErrorReply {
     let code = match &e {
         AccountError::BadName(_) | AccountError::BadPassword(_) | AccountError::BadKey => {
-            ErrorCode::BadArguments
+            Some(ErrorCode::BadArguments)
         }
-        AccountError::NoSuchUser(_) | AccountError::NoSuchKey(_) => ErrorCode::NotFound,
-        AccountError::Exists(_) | AccountError::KeyExists => ErrorCode::Conflict,
+        AccountError::NoSuchUser(_) | AccountError::NoSuchKey(_) => Some(ErrorCode::NotFound),
+        AccountError::Exists(_) | AccountError::KeyExists => Some(ErrorCode::Conflict),
         AccountError::LastAdmin(_)
         | AccountError::AlreadyInitialised
-        | AccountError::TooManyKeys => ErrorCode::Forbidden,
-        AccountError::WrongPassword => ErrorCode::LoginFailed,
-        _ => {
-            tracing::error!(error = %e, "account storage failed");
-            return ErrorReply::new(
-                ErrorCode::Internal,
-                "the server could not complete the request",
-            );
-        }
+        | AccountError::TooManyKeys => Some(ErrorCode::Forbidden),
+        AccountError::WrongPassword => Some(ErrorCode::LoginFailed),
+        _ => None,
     };
-    ErrorReply::new(code, e.to_string())
+    error_reply(code, &e, "account storage")
 }
 
 fn feed_error(e: FeedError) -> ErrorReply {
     let code = match &e {
-        FeedError::Invalid(LedgerError::BodyTooLarge { .. }) => ErrorCode::TooLarge,
-        FeedError::Invalid(_) => ErrorCode::BadArguments,
-        FeedError::Duplicate { .. } => ErrorCode::Conflict,
-        _ => {
-            tracing::error!(error = %e, "ledger storage failed");
-            return ErrorReply::new(
-                ErrorCode::Internal,
-                "the server could not complete the request",
-            );
-        }
+        FeedError::Invalid(LedgerError::BodyTooLarge { .. }) => Some(ErrorCode::TooLarge),
+        FeedError::Invalid(_) => Some(ErrorCode::BadArguments),
+        FeedError::Duplicate { .. } => Some(ErrorCode::Conflict),
+        _ => None,
     };
-    ErrorReply::new(code, e.to_string())
+    error_reply(code, &e, "ledger storage")
 }
 
 fn no_ledger() -> ErrorReply {
@@ -251,20 +254,14 @@ fn file_error(e: FileError) -> ErrorReply {
         | FileError::NotADirectory(_)
         | FileError::IsADirectory(_)
         | FileError::IntoItself { .. }
-        | FileError::Root => ErrorCode::BadArguments,
-        FileError::NotFound(_) => ErrorCode::NotFound,
-        FileError::Exists(_) | FileError::NotEmpty(_) => ErrorCode::Conflict,
-        FileError::Symlink(_) => ErrorCode::Forbidden,
-        FileError::QuotaExceeded { .. } => ErrorCode::TooLarge,
-        FileError::Io { .. } => {
-            tracing::error!(error = %e, "file storage failed");
-            return ErrorReply::new(
-                ErrorCode::Internal,
-                "the server could not complete the request",
-            );
-        }
+        | FileError::Root => Some(ErrorCode::BadArguments),
+        FileError::NotFound(_) => Some(ErrorCode::NotFound),
+        FileError::Exists(_) | FileError::NotEmpty(_) => Some(ErrorCode::Conflict),
+        FileError::Symlink(_) => Some(ErrorCode::Forbidden),
+        FileError::QuotaExceeded { .. } => Some(ErrorCode::TooLarge),
+        FileError::Io { .. } => None,
     };
-    ErrorReply::new(code, e.to_string())
+    error_reply(code, &e, "file storage")
 }
 
 fn transfer_failure(e: TransferFailure) -> ErrorReply {
