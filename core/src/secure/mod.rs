@@ -2,6 +2,7 @@
 //! The handshake's message flow lives in [`crate::session`]; everything here is a pure function
 //! of its inputs.
 
+pub mod cbc_lanes;
 pub mod identity;
 pub mod keys;
 pub mod record;

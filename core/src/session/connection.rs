@@ -247,6 +247,10 @@ impl Connection {
 
     /// Appends all pending outgoing bytes to `buf`; returns how many were appended.
     pub fn poll_transmit(&mut self, buf: &mut Vec<u8>) -> usize {
+        // Application records are framed as they are sent and sealed together here.
+        if let Some(send) = self.send.as_mut() {
+            send.seal_framed(&mut self.out);
+        }
         let n = self.out.len();
         if buf.is_empty() {
             std::mem::swap(buf, &mut self.out);
@@ -617,9 +621,7 @@ impl Connection {
                 max: MAX_PAYLOAD,
             });
         }
-        let mut payload = Vec::with_capacity(len);
-        request.encode(&mut payload);
-        self.seal_app(&payload)?;
+        self.frame_app(len, |buf| request.encode(buf))?;
         self.outstanding.insert(id);
         self.next_id = id.wrapping_add(1);
         Ok(id)
@@ -640,14 +642,14 @@ impl Connection {
                 max: MAX_PAYLOAD,
             });
         }
-        let mut payload = Vec::with_capacity(len);
-        response.encode(&mut payload);
-        self.seal_app(&payload)?;
+        self.frame_app(len, |buf| response.encode(buf))?;
         self.outstanding.remove(&response.id);
         Ok(())
     }
 
-    fn seal_app(&mut self, payload: &[u8]) -> Result<(), Error> {
+    /// Frames an application record of `len` bytes written by `write`; it is sealed with
+    /// the others at the next `poll_transmit` (or before any other record).
+    fn frame_app(&mut self, len: usize, write: impl FnOnce(&mut Vec<u8>)) -> Result<(), Error> {
         if self
             .send
             .as_ref()
@@ -657,7 +659,7 @@ impl Connection {
         }
         let iv = self.fresh_iv();
         let send = self.send.as_mut().ok_or(Error::InvalidState("no keys"))?;
-        send.seal(CONTENT_APP, payload, iv, &mut self.out)
+        send.frame_with(CONTENT_APP, len, iv, write)
     }
 
     /// Sends a KeyUpdate and switches this direction to the next key generation
