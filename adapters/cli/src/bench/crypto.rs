@@ -1,12 +1,14 @@
 //! `vserv bench crypto`: record-layer throughput against the raw primitives.
 //!
-//! Four workloads on the same payload size, each keyed once up front:
+//! Five workloads on the same payload size, each keyed once up front:
 //!
 //! - `raw-seal`: AES-256-CBC (PKCS#7) in place, then HMAC-SHA256 over `IV || ciphertext`,
 //!   using the `aes`/`cbc`/`hmac`/`sha2` crates directly, no framing, no copy of the input;
 //! - `seal`: [`RecordKeys::seal`] into a reused output buffer (it copies the payload in);
 //! - `raw-open`: HMAC-SHA256 verify, then CBC decrypt and unpad in place;
-//! - `open`: [`RecordKeys::open`] in place.
+//! - `open`: [`RecordKeys::open`] in place;
+//! - `seal-8`: eight records framed, then sealed together (their CBC chains interleaved, as
+//!   a connection seals what it queued since its last write).
 //!
 //! IVs come from a counter, so no RNG cost is measured anywhere. Open workloads prepare a
 //! batch of sealed messages untimed and time only opening them (each record can be opened
@@ -222,6 +224,41 @@ impl Workload for Seal {
     }
 }
 
+/// Records framed this many at a time by `seal-8`, as a busy connection does between writes.
+const SEAL_TOGETHER: usize = 8;
+
+struct SealTogether {
+    keys: RecordKeys,
+    payload: Vec<u8>,
+    out: Vec<u8>,
+    ctr: u128,
+}
+
+impl Workload for SealTogether {
+    fn name(&self) -> &'static str {
+        "seal-8"
+    }
+
+    fn what(&self) -> &'static str {
+        "RecordKeys::frame x8, then seal_framed: the 8 CBC chains interleaved"
+    }
+
+    fn batch(&mut self) -> anyhow::Result<(u64, Duration)> {
+        let rounds = batch_len(self.payload.len()).div_ceil(SEAL_TOGETHER);
+        let start = Instant::now();
+        for _ in 0..rounds {
+            for _ in 0..SEAL_TOGETHER {
+                let iv = counter_iv(&mut self.ctr);
+                self.keys.frame(CONTENT_APP, black_box(&self.payload), iv)?;
+            }
+            self.out.clear();
+            self.keys.seal_framed(&mut self.out);
+            black_box(&mut self.out);
+        }
+        Ok(((rounds * SEAL_TOGETHER) as u64, start.elapsed()))
+    }
+}
+
 struct RawOpen {
     cipher: Aes256,
     mac: Hmac<Sha256>,
@@ -370,6 +407,12 @@ fn workloads(size: usize, detail: bool) -> anyhow::Result<Vec<Box<dyn Workload>>
         receiver: test_keys(),
         payload: payload.clone(),
         frames: Vec::new(),
+        ctr: 0,
+    }));
+    w.push(Box::new(SealTogether {
+        keys: test_keys(),
+        payload: payload.clone(),
+        out: Vec::new(),
         ctr: 0,
     }));
     if detail {

@@ -182,7 +182,10 @@ fn generate(path: &Path, size: u64) -> anyhow::Result<()> {
         left -= n as u64;
         index += 1;
     }
-    out.flush()
+    // On disk before the clock starts, so its write-back does not compete with the upload.
+    out.into_inner()
+        .map_err(|e| e.into_error())
+        .and_then(|f| f.sync_all())
         .with_context(|| format!("writing {}", path.display()))?;
     Ok(())
 }
