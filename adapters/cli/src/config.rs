@@ -28,6 +28,7 @@
 //! [files]                          # the users' homes, in <data>/homes/<user>
 //! versions = 3                     # previous versions kept on overwrite (0..=100; 0: none)
 //! quota_bytes = 0                  # per-user bytes of files and versions; 0: unlimited
+//! partial_expiry_days = 7          # partial uploads unwritten this long are deleted (0..=3650; 0: never)
 //!
 //! [hooks]                          # inbox folder hooks (protocol.md §13.5)
 //! enabled = false                  # run on_meta/on_received (as the server's user); off: allow lists only
@@ -44,8 +45,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use vserv_service::accounts::PasswordParams;
-use vserv_service::files::FilesConfig;
 use vserv_service::files::delivery::HooksConfig;
+use vserv_service::files::{DEFAULT_PARTIAL_EXPIRY, FilesConfig};
 use vserv_service::{LoginBackoff, Policy, RateLimit};
 
 use crate::serve::Runtime;
@@ -128,6 +129,8 @@ pub struct FilesSection {
     pub versions: Option<u32>,
     /// Per-user limit on the bytes of files and kept versions; 0 = unlimited.
     pub quota_bytes: Option<u64>,
+    /// Days a partial upload may go unwritten before it is deleted; 0 = never.
+    pub partial_expiry_days: Option<u64>,
 }
 
 /// `[rate_limit]`.
@@ -185,6 +188,8 @@ pub struct Settings {
     pub password: PasswordParams,
     /// Versions kept and per-user quota of the file homes.
     pub files: FilesConfig,
+    /// How long a partial upload may go unwritten before it is deleted; `None`: never.
+    pub partial_expiry: Option<Duration>,
     /// Whether and how inbox folder hooks run.
     pub hooks: HooksConfig,
 }
@@ -237,6 +242,9 @@ fn check<T: PartialOrd + std::fmt::Display + Copy>(
 
 /// Longest idle timeout accepted anywhere: a week.
 const MAX_IDLE_SECS: u64 = 7 * 86_400;
+
+/// Longest partial upload expiry accepted: about ten years.
+const MAX_PARTIAL_EXPIRY_DAYS: u64 = 3_650;
 
 /// Combines command-line `flags`, the `file` and the defaults, checking every value.
 pub fn resolve(file: FileConfig, flags: Overrides) -> Result<Settings, ConfigError> {
@@ -335,6 +343,15 @@ pub fn resolve(file: FileConfig, flags: Overrides) -> Result<Settings, ConfigErr
     };
 
     let files = file.files.unwrap_or_default();
+    let expiry_days = check(
+        "files.partial_expiry_days",
+        files
+            .partial_expiry_days
+            .unwrap_or(DEFAULT_PARTIAL_EXPIRY.as_secs() / 86_400),
+        0,
+        MAX_PARTIAL_EXPIRY_DAYS,
+    )?;
+    let partial_expiry = (expiry_days > 0).then(|| Duration::from_secs(expiry_days * 86_400));
     let files = FilesConfig {
         versions: check(
             "files.versions",
@@ -404,6 +421,7 @@ pub fn resolve(file: FileConfig, flags: Overrides) -> Result<Settings, ConfigErr
         },
         password,
         files,
+        partial_expiry,
         hooks,
     })
 }
@@ -545,6 +563,10 @@ mod tests {
             ("[argon2]\niterations = 0", "argon2.iterations"),
             ("[argon2]\nlanes = 0", "argon2.lanes"),
             ("[files]\nversions = 101", "files.versions"),
+            (
+                "[files]\npartial_expiry_days = 3651",
+                "files.partial_expiry_days",
+            ),
             ("name = \"\"", "name"),
         ] {
             let file = FileConfig::parse(text).unwrap();
@@ -594,6 +616,44 @@ mod tests {
         let s = resolve(file, Overrides::default()).unwrap();
         assert_eq!(s.files.quota, None, "0 is unlimited");
         assert_eq!(s.files.versions, 3);
+    }
+
+    #[test]
+    fn partial_expiry_days() {
+        let defaults = resolve(FileConfig::default(), Overrides::default()).unwrap();
+        assert_eq!(defaults.partial_expiry, Some(DEFAULT_PARTIAL_EXPIRY));
+        assert_eq!(DEFAULT_PARTIAL_EXPIRY, Duration::from_secs(7 * 86_400));
+        let file = FileConfig::parse("[files]\npartial_expiry_days = 30").unwrap();
+        let s = resolve(file, Overrides::default()).unwrap();
+        assert_eq!(s.partial_expiry, Some(Duration::from_secs(30 * 86_400)));
+        let file = FileConfig::parse("[files]\npartial_expiry_days = 0").unwrap();
+        let s = resolve(file, Overrides::default()).unwrap();
+        assert_eq!(s.partial_expiry, None, "0 never deletes");
+        let file = FileConfig::parse("[files]\npartial_expiry_days = 3650").unwrap();
+        let s = resolve(file, Overrides::default()).unwrap();
+        assert_eq!(s.partial_expiry, Some(Duration::from_secs(3650 * 86_400)));
+        let file = FileConfig::parse("[files]\npartial_expiry_days = 3651").unwrap();
+        let err = resolve(file, Overrides::default()).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ConfigError::Invalid {
+                    key: "files.partial_expiry_days",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(err.to_string().contains("0..=3650"), "{err}");
+        for bad in ["-1", "1.5", "\"7d\"", "99999999999999999999"] {
+            let err =
+                FileConfig::parse(&format!("[files]\npartial_expiry_days = {bad}")).unwrap_err();
+            assert!(matches!(err, ConfigError::Parse(_)), "{bad}: {err}");
+            assert!(
+                err.to_string().contains("partial_expiry_days"),
+                "{bad}: {err}"
+            );
+        }
     }
 
     #[test]

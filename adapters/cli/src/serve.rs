@@ -3,12 +3,15 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
 use clap::{Args, ValueEnum};
 use vserv_core::ServerIdentity;
 use vserv_service::accounts::Accounts;
+use vserv_service::files::{DiskTree, FileTree};
 use vserv_service::{Service, ServiceInfo};
 
 /// Which runtime drives the server.
@@ -83,6 +86,22 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let accounts = Accounts::new(store.clone(), args.password, vserv_store::rng::os_rng()?)
         .context("setting up accounts")?;
     let ledger = Arc::new(vserv_service::ledger::Ledger::new(store, identity.clone()));
+    let tree = Arc::new(
+        DiskTree::open(&args.data, args.files)
+            .with_context(|| format!("opening the homes in {}", args.data.display()))?,
+    );
+    // Unclaimed partial uploads: swept once before any connection is accepted, then every
+    // hour by a thread that stops with the server.
+    let sweeper = match args.partial_expiry {
+        Some(expiry) => {
+            sweep_partials(tree.as_ref(), expiry);
+            Some(PartialSweeper::spawn(tree.clone(), expiry, SWEEP_INTERVAL)?)
+        }
+        None => {
+            tracing::info!("partial upload expiry disabled (files.partial_expiry_days = 0)");
+            None
+        }
+    };
     let service = Service::with_policy(
         ServiceInfo {
             name: args.name.clone(),
@@ -92,10 +111,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
         args.policy.clone(),
     )
     .with_ledger(ledger)
-    .with_files(Arc::new(
-        vserv_service::files::DiskTree::open(&args.data, args.files)
-            .with_context(|| format!("opening the homes in {}", args.data.display()))?,
-    ))
+    .with_files(tree)
     .with_hooks(args.hooks.clone());
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
@@ -137,7 +153,63 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
             handle.shutdown();
         }
     }
+    if let Some(sweeper) = sweeper {
+        sweeper.stop();
+    }
     Ok(())
+}
+
+/// How often the server sweeps expired partial uploads after the sweep at start.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(3_600);
+
+/// Deletes the partial uploads of `tree` unwritten for longer than `expiry`, logging what
+/// was done (a failure is logged, never fatal: the server keeps running).
+fn sweep_partials(tree: &dyn FileTree, expiry: Duration) {
+    match tree.sweep_partials(SystemTime::now(), expiry) {
+        Ok(report) => tracing::info!(
+            removed = report.removed,
+            bytes = report.bytes,
+            in_use = report.in_use,
+            failed = report.failed,
+            expiry_days = expiry.as_secs() / 86_400,
+            "swept expired partial uploads"
+        ),
+        Err(e) => tracing::warn!(error = %e, "could not sweep expired partial uploads"),
+    }
+}
+
+/// The thread sweeping expired partial uploads every `interval` until stopped.
+struct PartialSweeper {
+    /// Dropping it wakes the thread, which then ends.
+    stop: mpsc::Sender<()>,
+    thread: JoinHandle<()>,
+}
+
+impl PartialSweeper {
+    fn spawn(
+        tree: Arc<DiskTree>,
+        expiry: Duration,
+        interval: Duration,
+    ) -> anyhow::Result<PartialSweeper> {
+        let (stop, stopped) = mpsc::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("vserv-partial-sweep".into())
+            .spawn(move || {
+                while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(interval) {
+                    sweep_partials(tree.as_ref(), expiry);
+                }
+            })
+            .context("starting the partial upload sweeper")?;
+        Ok(PartialSweeper { stop, thread })
+    }
+
+    /// Stops the thread (after the sweep it may be running) and waits for it.
+    fn stop(self) {
+        drop(self.stop);
+        if self.thread.join().is_err() {
+            tracing::warn!("the partial upload sweeper panicked");
+        }
+    }
 }
 
 fn announce(addr: &str, fingerprint: &str, runtime: &str) {

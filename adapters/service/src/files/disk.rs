@@ -21,21 +21,37 @@
 //! along, and `fget` of a file without one hashes the file and records it. These hidden
 //! files do not count toward the quota (partial files do).
 //!
+//! [`FileTree::sweep_partials`] deletes, in every home's `.vserv-partial/`, the partial
+//! uploads (partial file and state, judged by the newer of their modification times), the
+//! orphaned halves of such pairs, and the leftover temporary files of state writes, once
+//! none was modified within the expiry. It reads the homes without creating any, never
+//! follows a symlink and never removes anything but regular files with those names in that
+//! directory. Partial files held open by an upload are registered in the tree (by
+//! [`FileTree::open_partial`], before it touches them, until the upload's handle is
+//! dropped); the sweep decides and deletes each entry under the same registry lock, so an
+//! upload's partial file is never deleted while the upload has it open, and an upload
+//! opened just after an expired partial file was deleted simply starts at 0.
+//!
 //! Hidden records ([`FileTree::read_record`]) of store `S` of directory `dir` are the
 //! files `dir/S/NAME`; they do not count toward the quota either.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::io::{ErrorKind, Write};
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime};
 
 use vserv_core::commands::{DirEntry, FileKind, FileStat};
 use vserv_core::transfer::{FileHasher, UploadState};
 
 use super::path::{check_name, is_reserved};
 use super::transfer::{FileReader, OpenedFile, OpenedPartial, PartialFile, READ_CHUNK};
-use super::{FileError, FileTree, FilesConfig, UserPath, check_quota, check_record_names};
+use super::{
+    FileError, FileTree, FilesConfig, PartialSweep, UserPath, check_quota, check_record_names,
+};
 use crate::accounts::UserName;
 
 /// The hidden directory holding a directory's kept versions.
@@ -204,10 +220,68 @@ fn partial_name(path: &UserPath) -> String {
     hex::encode(hasher.finish())
 }
 
+/// The partial files an upload has open (real path → number of open handles), shared by
+/// a tree and the handles it gave out.
+type InUse = Arc<Mutex<BTreeMap<PathBuf, usize>>>;
+
+fn lock_in_use(in_use: &InUse) -> MutexGuard<'_, BTreeMap<PathBuf, usize>> {
+    in_use.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Marks a partial file as open by an upload until dropped: the sweep leaves it alone.
+#[derive(Debug)]
+struct PartialClaim {
+    in_use: InUse,
+    partial: PathBuf,
+}
+
+impl PartialClaim {
+    fn new(in_use: &InUse, partial: &Path) -> PartialClaim {
+        *lock_in_use(in_use).entry(partial.to_owned()).or_insert(0) += 1;
+        PartialClaim {
+            in_use: in_use.clone(),
+            partial: partial.to_owned(),
+        }
+    }
+}
+
+impl Drop for PartialClaim {
+    fn drop(&mut self) {
+        let mut in_use = lock_in_use(&self.in_use);
+        if let Some(n) = in_use.get_mut(&self.partial) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                in_use.remove(&self.partial);
+            }
+        }
+    }
+}
+
+/// Whether `name` is a partial file's name: 64 lower-case hex digits.
+fn is_partial_name(name: &str) -> bool {
+    name.len() == 64 && name.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+/// The files of the partial-directory entry `name` belongs to, which the sweep judges and
+/// removes together: a partial file and its state, or a temporary file alone. `None` for a
+/// name the server does not make there (left alone).
+fn sweep_group(name: &str) -> Option<Vec<String>> {
+    let base = name.strip_suffix(".state").unwrap_or(name);
+    if is_partial_name(base) {
+        Some(vec![base.to_owned(), format!("{base}.state")])
+    } else if name.starts_with(TMP_PREFIX) {
+        Some(vec![name.to_owned()])
+    } else {
+        None
+    }
+}
+
 /// An upload's partial file on disk.
 #[derive(Debug)]
 struct DiskPartial {
     file: fs::File,
+    /// Keeps the sweep away while the upload has the file open.
+    _claim: PartialClaim,
     /// Where its saved state goes.
     state: PathBuf,
     /// The target, for messages.
@@ -281,6 +355,8 @@ pub struct DiskTree {
     homes: PathBuf,
     config: FilesConfig,
     tmp_counter: AtomicU64,
+    /// Partial files open by uploads (see [`FileTree::sweep_partials`]).
+    in_use: InUse,
 }
 
 fn io_error(path: &UserPath) -> impl FnOnce(std::io::Error) -> FileError + '_ {
@@ -330,6 +406,7 @@ impl DiskTree {
             homes,
             config,
             tmp_counter: AtomicU64::new(0),
+            in_use: InUse::default(),
         };
         tree.check_homes()?;
         Ok(tree)
@@ -542,6 +619,138 @@ impl DiskTree {
         ensure_private_dir(&dir, path)?;
         let name = partial_name(path);
         Ok((dir.join(&name), dir.join(format!("{name}.state"))))
+    }
+
+    /// Sweeps the partial directory of `home` (see [`FileTree::sweep_partials`]): every
+    /// group of files not modified since `cutoff` and not open by an upload is removed.
+    fn sweep_home(&self, home: &Path, cutoff: SystemTime, report: &mut PartialSweep) {
+        let dir = home.join(PARTIAL_DIR);
+        match fs::symlink_metadata(&dir) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => {
+                tracing::warn!(dir = %dir.display(),
+                    "partial sweep: not a directory (or a symlink), left alone");
+                report.failed += 1;
+                return;
+            }
+            Err(e) if e.kind() == ErrorKind::NotFound => return,
+            Err(e) => {
+                tracing::warn!(dir = %dir.display(), error = %e, "partial sweep: cannot examine");
+                report.failed += 1;
+                return;
+            }
+        }
+        let entries = match fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(e) => {
+                tracing::warn!(dir = %dir.display(), error = %e, "partial sweep: cannot list");
+                report.failed += 1;
+                return;
+            }
+        };
+        let mut groups = BTreeSet::new();
+        for entry in entries {
+            match entry {
+                Ok(entry) => match entry.file_name().to_str().and_then(sweep_group) {
+                    Some(group) => {
+                        groups.insert(group);
+                    }
+                    None => tracing::debug!(entry = %entry.path().display(),
+                        "partial sweep: unknown entry left alone"),
+                },
+                Err(e) => {
+                    tracing::warn!(dir = %dir.display(), error = %e, "partial sweep: cannot list");
+                    report.failed += 1;
+                }
+            }
+        }
+        for group in groups {
+            self.sweep_one(&dir, &group, cutoff, report);
+        }
+    }
+
+    /// Removes the files `names` of partial directory `dir` (those that exist) if none was
+    /// modified since `cutoff` and the first (the partial file) is not open by an upload.
+    /// The registry of open partial files stays locked throughout, so no upload opens them
+    /// between the decision and the removal.
+    fn sweep_one(
+        &self,
+        dir: &Path,
+        names: &[String],
+        cutoff: SystemTime,
+        report: &mut PartialSweep,
+    ) {
+        let in_use = lock_in_use(&self.in_use);
+        let mut found = Vec::new();
+        let mut newest: Option<SystemTime> = None;
+        for name in names {
+            let file = dir.join(name);
+            let meta = match fs::symlink_metadata(&file) {
+                Ok(m) if m.is_file() => m,
+                Ok(_) => {
+                    tracing::warn!(entry = %file.display(),
+                        "partial sweep: not a regular file (or a symlink), left alone");
+                    report.failed += 1;
+                    return;
+                }
+                Err(e) if e.kind() == ErrorKind::NotFound => continue,
+                Err(e) => {
+                    tracing::warn!(entry = %file.display(), error = %e,
+                        "partial sweep: cannot examine");
+                    report.failed += 1;
+                    return;
+                }
+            };
+            let modified = match meta.modified() {
+                Ok(t) => t,
+                Err(e) => {
+                    tracing::warn!(entry = %file.display(), error = %e,
+                        "partial sweep: no modification time");
+                    report.failed += 1;
+                    return;
+                }
+            };
+            newest = Some(newest.map_or(modified, |n| n.max(modified)));
+            found.push((file, meta.len()));
+        }
+        let Some(newest) = newest else {
+            return;
+        };
+        if newest >= cutoff {
+            return;
+        }
+        if names
+            .first()
+            .is_some_and(|partial| in_use.contains_key(&dir.join(partial)))
+        {
+            tracing::debug!(dir = %dir.display(), name = ?names.first(),
+                "partial sweep: an expired partial upload is open, kept");
+            report.in_use += 1;
+            return;
+        }
+        // The state first, so a partial file never looks resumable without it.
+        found.reverse();
+        let mut removed = false;
+        for (file, len) in found {
+            match fs::remove_file(&file) {
+                Ok(()) => {
+                    removed = true;
+                    report.bytes = report.bytes.saturating_add(len);
+                    tracing::debug!(entry = %file.display(), bytes = len,
+                        "partial sweep: removed an expired partial upload file");
+                }
+                Err(e) if e.kind() == ErrorKind::NotFound => {}
+                Err(e) => {
+                    tracing::warn!(entry = %file.display(), error = %e,
+                        "partial sweep: could not remove");
+                    report.failed += 1;
+                }
+            }
+        }
+        if removed {
+            report.removed += 1;
+        }
+        drop(in_use);
     }
 
     /// Removes the kept versions of file `real` (and the versions root if that empties it).
@@ -799,6 +1008,8 @@ impl FileTree for DiskTree {
             None => 0,
         };
         let (partial, state) = self.partial_paths(owner, path)?;
+        // Registered before the files are touched: the sweep leaves them alone from here on.
+        let claim = PartialClaim::new(&self.in_use, &partial);
         // The old partial file is counted in the usage and is replaced by at most `size`
         // bytes.
         let partial_len = no_symlink(&partial, path)?.map_or(0, |m| m.len());
@@ -830,6 +1041,7 @@ impl FileTree for DiskTree {
         Ok(OpenedPartial {
             file: Box::new(DiskPartial {
                 file,
+                _claim: claim,
                 state,
                 path: path.clone(),
             }),
@@ -883,6 +1095,39 @@ impl FileTree for DiskTree {
         let (partial, state) = self.partial_paths(owner, path)?;
         remove_if_there(&state, path)?;
         remove_if_there(&partial, path)
+    }
+
+    fn sweep_partials(&self, now: SystemTime, expiry: Duration) -> Result<PartialSweep, FileError> {
+        let mut report = PartialSweep::default();
+        if expiry.is_zero() {
+            return Ok(report);
+        }
+        let Some(cutoff) = now.checked_sub(expiry) else {
+            return Ok(report);
+        };
+        self.check_homes()?;
+        let entries = fs::read_dir(&self.homes).map_err(io_error(&UserPath::root()))?;
+        for entry in entries {
+            let entry = match entry {
+                Ok(entry) => entry,
+                Err(e) => {
+                    tracing::warn!(error = %e, "partial sweep: could not read the homes directory");
+                    report.failed += 1;
+                    continue;
+                }
+            };
+            // `DirEntry::file_type` does not follow symlinks; a symlinked home is never used.
+            match entry.file_type() {
+                Ok(t) if t.is_dir() => self.sweep_home(&entry.path(), cutoff, &mut report),
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(home = %entry.path().display(), error = %e,
+                        "partial sweep: could not examine a home");
+                    report.failed += 1;
+                }
+            }
+        }
+        Ok(report)
     }
 
     fn read_record(

@@ -1,18 +1,22 @@
 //! Homes kept in memory, for simulations and tests. Same rules as [`super::DiskTree`]
 //! (there are no symlinks to refuse).
 //!
-//! Partial uploads live beside the homes, keyed by owner and path, and do not count toward
-//! the quota; a download reads from a copy of the file taken at `fget` (everything is in
-//! memory here anyway).
+//! Partial uploads live beside the homes, keyed by owner and path, stamped with the time
+//! they were last written, and do not count toward the quota; [`FileTree::sweep_partials`]
+//! drops those not written within the expiry unless an upload holds them open. A download
+//! reads from a copy of the file taken at `fget` (everything is in memory here anyway).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime};
 
 use vserv_core::commands::{DirEntry, FileKind, FileStat};
 use vserv_core::transfer::{FileHasher, UploadState};
 
 use super::transfer::{FileReader, OpenedFile, OpenedPartial, PartialFile};
-use super::{FileError, FileTree, FilesConfig, UserPath, check_quota, check_record_names};
+use super::{
+    FileError, FileTree, FilesConfig, PartialSweep, UserPath, check_quota, check_record_names,
+};
 use crate::accounts::UserName;
 
 /// Where a [`MemoryTree`] reads the time (Unix seconds) it stamps on changes.
@@ -122,14 +126,37 @@ impl Home {
 struct MemPartial {
     data: Vec<u8>,
     state: Option<UploadState>,
+    /// When the data or the state was last written (Unix seconds of the tree's clock).
+    modified: u64,
 }
 
 /// A partial upload, shared by the tree and the upload's handle.
 type SharedPartial = Arc<Mutex<MemPartial>>;
 
-/// The handle an upload writes through.
-#[derive(Debug)]
-struct MemPartialFile(SharedPartial);
+/// The handle an upload writes through. While one exists the partial upload is open (the
+/// sweep sees a second reference to it and leaves it alone).
+struct MemPartialFile {
+    partial: SharedPartial,
+    /// Stamps the writes.
+    clock: Clock,
+}
+
+impl std::fmt::Debug for MemPartialFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemPartialFile")
+            .field("partial", &self.partial)
+            .finish_non_exhaustive()
+    }
+}
+
+impl MemPartialFile {
+    /// The partial upload, stamped as written now.
+    fn written(&self) -> MutexGuard<'_, MemPartial> {
+        let mut p = lock(&self.partial);
+        p.modified = (self.clock)();
+        p
+    }
+}
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
@@ -149,7 +176,7 @@ fn span(offset: u64, len: usize) -> Result<(usize, usize), FileError> {
 impl PartialFile for MemPartialFile {
     fn write_at(&mut self, offset: u64, data: &[u8]) -> Result<(), FileError> {
         let (start, end) = span(offset, data.len())?;
-        let mut p = lock(&self.0);
+        let mut p = self.written();
         if p.data.len() < end {
             p.data.resize(end, 0);
         }
@@ -158,7 +185,7 @@ impl PartialFile for MemPartialFile {
     }
 
     fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<usize, FileError> {
-        let p = lock(&self.0);
+        let p = lock(&self.partial);
         let Ok(start) = usize::try_from(offset) else {
             return Ok(0);
         };
@@ -172,7 +199,7 @@ impl PartialFile for MemPartialFile {
 
     fn set_len(&mut self, len: u64) -> Result<(), FileError> {
         let (_, end) = span(len, 0)?;
-        lock(&self.0).data.resize(end, 0);
+        self.written().data.resize(end, 0);
         Ok(())
     }
 
@@ -181,7 +208,7 @@ impl PartialFile for MemPartialFile {
     }
 
     fn checkpoint(&mut self, state: &UploadState) -> Result<(), FileError> {
-        lock(&self.0).state = Some(*state);
+        self.written().state = Some(*state);
         Ok(())
     }
 }
@@ -517,6 +544,7 @@ impl FileTree for MemoryTree {
             .clone();
         let saved = {
             let mut p = lock(&partial);
+            p.modified = (self.clock)();
             let saved = p.state.filter(|s| resume && s.size == size);
             if saved.is_none() {
                 p.data.clear();
@@ -525,7 +553,10 @@ impl FileTree for MemoryTree {
             saved
         };
         Ok(OpenedPartial {
-            file: Box::new(MemPartialFile(partial)),
+            file: Box::new(MemPartialFile {
+                partial,
+                clock: self.clock.clone(),
+            }),
             saved,
         })
     }
@@ -581,6 +612,37 @@ impl FileTree for MemoryTree {
     fn discard_partial(&self, owner: &UserName, path: &UserPath) -> Result<(), FileError> {
         lock(&self.partials).remove(&(owner.clone(), path.clone()));
         Ok(())
+    }
+
+    fn sweep_partials(&self, now: SystemTime, expiry: Duration) -> Result<PartialSweep, FileError> {
+        let mut report = PartialSweep::default();
+        if expiry.is_zero() {
+            return Ok(report);
+        }
+        let now = now
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        // The map stays locked: `open_partial` takes its handle under the same lock, so the
+        // reference count below cannot rise between the check and the removal.
+        let mut partials = lock(&self.partials);
+        partials.retain(|(owner, path), partial| {
+            let p = lock(partial);
+            if Duration::from_secs(now.saturating_sub(p.modified)) <= expiry {
+                return true;
+            }
+            // The map holds one reference; every other one is an upload's open handle.
+            if Arc::strong_count(partial) > 1 {
+                tracing::debug!(user = %owner, path = %path,
+                    "partial sweep: an expired partial upload is open, kept");
+                report.in_use += 1;
+                return true;
+            }
+            report.removed += 1;
+            report.bytes = report.bytes.saturating_add(p.data.len() as u64);
+            tracing::debug!(user = %owner, path = %path, "partial sweep: removed an expired partial upload");
+            false
+        });
+        Ok(report)
     }
 
     fn read_record(

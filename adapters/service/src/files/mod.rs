@@ -13,6 +13,10 @@
 //! Uploads and downloads ([`transfer`]) stream through [`FileTree::open_partial`],
 //! [`FileTree::commit_partial`] and [`FileTree::open_read`]: no file is held whole in memory
 //! (by the disk tree).
+//!
+//! Partial uploads left unclaimed are deleted by [`FileTree::sweep_partials`] once nothing
+//! has written them for [`DEFAULT_PARTIAL_EXPIRY`] (or the configured expiry); the server
+//! runs it at start and periodically.
 
 pub mod delivery;
 mod disk;
@@ -27,6 +31,8 @@ pub use transfer::{
     FileReader, OpenedFile, OpenedPartial, PartialFile, TransferFailure, Transfers, UploadLocks,
 };
 
+use std::time::{Duration, SystemTime};
+
 use vserv_core::commands::{DirEntry, FileStat};
 
 use crate::accounts::UserName;
@@ -34,6 +40,25 @@ use crate::accounts::UserName;
 /// How many previous versions an overwritten file keeps unless configured otherwise (as
 /// PyvServ did).
 pub const DEFAULT_VERSIONS: u32 = 3;
+
+/// How long a partial upload may go unwritten before [`FileTree::sweep_partials`] deletes
+/// it unless configured otherwise: 7 days.
+pub const DEFAULT_PARTIAL_EXPIRY: Duration = Duration::from_secs(7 * 86_400);
+
+/// What one [`FileTree::sweep_partials`] did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct PartialSweep {
+    /// Partial uploads removed: a partial file with its saved state, or either one alone
+    /// (an orphan).
+    pub removed: u64,
+    /// The bytes those files held (their lengths, as the quota counts them).
+    pub bytes: u64,
+    /// Expired partial uploads kept because an upload has them open.
+    pub in_use: u64,
+    /// Homes or entries that could not be examined or removed (each logged); the sweep went
+    /// on with the others.
+    pub failed: u64,
+}
 
 /// Tunables of a file tree.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -199,6 +224,15 @@ pub trait FileTree: Send + Sync {
     /// Opens file `path` for download: a reader of this version of the file, its size and
     /// SHA-256 (computed and recorded if the file has none).
     fn open_read(&self, owner: &UserName, path: &UserPath) -> Result<OpenedFile, FileError>;
+
+    /// Deletes, in every home, the partial uploads nobody has written for longer than
+    /// `expiry` before `now`: the partial file and its saved state, judged by the newer of
+    /// their modification times, and a state or partial file left without the other. An
+    /// upload that has its partial file open (from `fopen` until it ends) is never touched,
+    /// however old. `expiry` zero disables the sweep (nothing is deleted). A failure on one
+    /// home or entry is logged and counted, and the sweep goes on; an error is returned
+    /// only when the homes cannot be reached at all.
+    fn sweep_partials(&self, now: SystemTime, expiry: Duration) -> Result<PartialSweep, FileError>;
 
     /// Record `name` (a name [`path::check_name`] accepts) of the server's hidden record
     /// store `store` (a name starting with [`RECORD_STORE_PREFIX`]) of directory `dir`;
