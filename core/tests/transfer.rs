@@ -793,6 +793,44 @@ proptest! {
     }
 
     #[test]
+    fn a_driver_can_take_over_hashing_after_a_resume(
+        (size, chunk) in read_sizes(), window in 1usize..=16, seed in any::<u64>(),
+        cut in 0usize..300, flip in proptest::option::of(any::<u64>())
+    ) {
+        let sha = reference_sha(size);
+        let (table, open) = download_open(size, sha);
+        let mut rx = DownloadReceiver::new(open.id, open.size, open.sha256, window, chunk).unwrap();
+        let mut rng = Rng(seed);
+        let mut local = Some(Vec::new());
+        drive_download(&mut rx, &table, window, &mut rng, Some(cut), &mut local);
+        rx.fail();
+        let partial = local.unwrap();
+        let mut restore = DownloadReceiver::resume(open.id, size, sha, window, chunk).unwrap();
+        restore.feed(&partial).unwrap();
+        let mut rx = restore.finish();
+        // The driver hashes what is released from here on, as a writer thread would.
+        let mut hasher = rx.take_hasher().unwrap();
+        prop_assert!(rx.take_hasher().is_none());
+        let resumed_at = partial.len();
+        let mut local = Some(partial);
+        prop_assert!(drive_download(&mut rx, &table, window, &mut rng, None, &mut local));
+        let mut file = local.unwrap();
+        // A flipped bit in what the driver hashed is caught too.
+        let flip = flip.filter(|_| file.len() > resumed_at)
+            .map(|f| resumed_at + (f % (file.len() - resumed_at) as u64) as usize);
+        if let Some(at) = flip {
+            file[at] ^= 1;
+        }
+        hasher.update(&file[resumed_at..]);
+        prop_assert_eq!(rx.finish(), Err(TransferError::HasherTaken));
+        if flip.is_some() {
+            prop_assert_eq!(rx.finish_with(hasher), Err(TransferError::HashMismatch));
+        } else {
+            prop_assert_eq!(rx.finish_with(hasher), Ok(sha));
+        }
+    }
+
+    #[test]
     fn a_corrupted_download_fails_its_final_check(
         size in 1u64..20_000, flip in any::<u64>(), bit in 0u8..8
     ) {
@@ -810,6 +848,31 @@ proptest! {
         prop_assert_eq!(rx.finish(), Err(TransferError::HashMismatch));
         prop_assert_eq!(rx.finish(), Err(TransferError::Finished));
     }
+}
+
+#[test]
+fn finish_with_needs_a_taken_hasher_and_a_complete_download() {
+    let mut rx = DownloadReceiver::new(1, 0, EMPTY_SHA256, 1, 10).unwrap();
+    assert_eq!(
+        rx.finish_with(vserv_core::transfer::FileHasher::new()),
+        Err(TransferError::BadState)
+    );
+    let mut rx = DownloadReceiver::new(1, 5, [0; 32], 1, 10).unwrap();
+    let hasher = rx.take_hasher().unwrap();
+    assert!(matches!(
+        rx.finish_with(hasher.clone()),
+        Err(TransferError::Incomplete { have: 0, size: 5 })
+    ));
+    let req = rx.next_request().unwrap();
+    rx.on_data(req.offset, b"hello".to_vec()).unwrap();
+    let (_, data) = rx.pop_ready().unwrap();
+    let mut hasher = hasher;
+    hasher.update(&data);
+    assert_eq!(
+        rx.finish_with(hasher.clone()),
+        Err(TransferError::HashMismatch)
+    );
+    assert_eq!(rx.finish_with(hasher), Err(TransferError::Finished));
 }
 
 #[test]

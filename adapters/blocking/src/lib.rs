@@ -7,6 +7,7 @@ mod client;
 mod feed;
 mod server;
 pub mod transfer;
+mod write_behind;
 
 pub use client::Client;
 pub use server::{Server, ServerHandle, WRITE_TIMEOUT};

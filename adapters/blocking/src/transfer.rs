@@ -14,7 +14,7 @@
 
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
-use std::io::{self, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
+use std::io::{self, BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 use vserv_core::transfer::{
@@ -24,6 +24,7 @@ use vserv_core::transfer::{
 use vserv_service::client::ClientError;
 
 use crate::Client;
+use crate::write_behind::WriteBehind;
 
 /// Chunk requests a transfer keeps in flight unless told otherwise.
 pub const DEFAULT_WINDOW: usize = 128;
@@ -472,10 +473,10 @@ fn open_part(
     Ok((file, receiver))
 }
 
-/// Takes one `fread` reply and writes whatever is now ready in file order.
+/// Takes one `fread` reply and queues whatever is now ready, in file order, for the writer.
 fn deliver(
     receiver: &mut DownloadReceiver,
-    out: &mut BufWriter<File>,
+    writer: &mut WriteBehind,
     part: &Path,
     offset: u64,
     fields: Vec<Vec<u8>>,
@@ -483,7 +484,10 @@ fn deliver(
     let reply = FreadReply::from_fields(fields).map_err(ClientError::from)?;
     receiver.on_data(offset, reply.data)?;
     while let Some((_, data)) = receiver.pop_ready() {
-        out.write_all(&data).map_err(local(part))?;
+        if !writer.write(&data) {
+            // The writer's own error comes from `finish`.
+            return Err(local(part)(io::Error::other("the file writer stopped")));
+        }
     }
     Ok(())
 }
@@ -501,44 +505,52 @@ fn receive(
     let (file, mut receiver) = open_part(opened, &part, &info, resume, window)?;
     let resumed_from = receiver.progress().done;
     progress(resumed_from, opened.size);
-    let mut out = BufWriter::with_capacity(FILE_BUF, file);
+    // The writer thread hashes and writes; this one keeps the requests flowing.
+    let hasher = receiver
+        .take_hasher()
+        .ok_or(TransferFailure::Machine(TransferError::HasherTaken))?;
+    let mut writer = WriteBehind::spawn(file, hasher).map_err(local(&part))?;
     let mut in_flight: VecDeque<(u32, u64)> = VecDeque::new();
-    let result = (|| -> Result<[u8; 32], TransferFailure> {
+    let streamed = (|| -> Result<(), TransferFailure> {
         loop {
             while let Some(request) = receiver.next_request() {
                 let id = client.send_raw("fread", request.to_args())?;
                 in_flight.push_back((id, request.offset));
             }
             let Some(&(id, offset)) = in_flight.front() else {
-                break;
+                return Ok(());
             };
             let fields = client.wait_raw(id)?;
             in_flight.pop_front();
-            deliver(&mut receiver, &mut out, &part, offset, fields)?;
+            deliver(&mut receiver, &mut writer, &part, offset, fields)?;
             while let Some(&(id, offset)) = in_flight.front() {
                 let Some(reply) = client.take_raw(id) else {
                     break;
                 };
                 in_flight.pop_front();
-                deliver(&mut receiver, &mut out, &part, offset, reply?)?;
+                deliver(&mut receiver, &mut writer, &part, offset, reply?)?;
             }
             let p = receiver.progress();
             progress(p.done, p.size);
         }
-        out.flush().map_err(local(&part))?;
-        match receiver.finish() {
-            Ok(sha) => Ok(sha),
+    })();
+    // Everything queued is written (the partial copy stays a prefix of the file for a
+    // resume); a write error outranks the local failure it caused.
+    let written = writer.finish().map_err(local(&part));
+    let result = match (streamed, written) {
+        (Ok(()), Ok((file, hasher))) => match receiver.finish_with(hasher) {
+            Ok(sha) => Ok((file, sha)),
             Err(TransferError::HashMismatch) => Err(TransferFailure::Integrity),
             Err(e) => Err(e.into()),
-        }
-    })();
-    let sha256 = match result {
-        Ok(sha) => sha,
+        },
+        (Err(TransferFailure::Local { .. }) | Ok(()), Err(e)) => Err(e),
+        (Err(e), _) => Err(e),
+    };
+    let (file, sha256) = match result {
+        Ok(done) => done,
         Err(e) => {
             receiver.fail();
             // Keep the partial copy for a resume, unless it is known to be wrong.
-            let _ = out.flush();
-            drop(out);
             if matches!(e, TransferFailure::Integrity) {
                 let _ = std::fs::remove_file(&part);
                 let _ = std::fs::remove_file(&info);
@@ -546,7 +558,6 @@ fn receive(
             return Err(e);
         }
     };
-    let file = out.into_inner().map_err(|e| local(&part)(e.into_error()))?;
     file.sync_all().map_err(local(&part))?;
     drop(file);
     std::fs::rename(&part, local_path).map_err(local(local_path))?;

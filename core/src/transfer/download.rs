@@ -4,9 +4,9 @@ use std::collections::BTreeMap;
 
 use sha2::{Digest, Sha256};
 
-use super::refeed::{Refeed, digest_so_far, end_of};
+use super::refeed::{Refeed, end_of};
 use super::upload::Progress;
-use super::{FreadArgs, MAX_FREAD_LEN, TransferError};
+use super::{FileHasher, FreadArgs, MAX_FREAD_LEN, TransferError};
 
 /// Where the server reads the bytes of an accepted `fread` (reply with exactly these).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,7 +89,8 @@ pub struct DownloadReceiver {
     delivered: u64,
     /// Requested chunks by offset: `None` while in flight, `Some` once arrived out of order.
     slots: BTreeMap<u64, Option<Vec<u8>>>,
-    hasher: Sha256,
+    /// The hash of the released bytes; `None` once handed to the driver.
+    hasher: Option<Sha256>,
     phase: Phase,
 }
 
@@ -122,7 +123,7 @@ impl DownloadReceiver {
             next: 0,
             delivered: 0,
             slots: BTreeMap::new(),
-            hasher: Sha256::new(),
+            hasher: Some(Sha256::new()),
             phase: Phase::Active,
         })
     }
@@ -203,7 +204,9 @@ impl DownloadReceiver {
         }
         let data = first.remove()?;
         let offset = self.delivered;
-        self.hasher.update(&data);
+        if let Some(hasher) = &mut self.hasher {
+            hasher.update(&data);
+        }
         self.delivered = end_of(offset, data.len());
         Some((offset, data))
     }
@@ -238,9 +241,34 @@ impl DownloadReceiver {
         self.phase == Phase::Active && self.delivered == self.size
     }
 
+    /// Hands the hash of the bytes released so far to the driver, which from then on feeds
+    /// it every chunk [`pop_ready`](Self::pop_ready) releases, in that order (for instance
+    /// on the thread that writes the file, so hashing runs beside the connection), and
+    /// gives it back to [`finish_with`](Self::finish_with). `pop_ready` stops hashing;
+    /// `None` if the hasher was already taken.
+    pub fn take_hasher(&mut self) -> Option<FileHasher> {
+        self.hasher.take().map(FileHasher)
+    }
+
     /// Checks the SHA-256 of the whole file; on success the driver makes the local file
     /// visible under its name. A mismatch ends the transfer (start again from 0).
     pub fn finish(&mut self) -> Result<[u8; 32], TransferError> {
+        self.ready()?;
+        let hasher = self.hasher.take().ok_or(TransferError::HasherTaken)?;
+        self.check(hasher)
+    }
+
+    /// [`finish`](Self::finish) for a driver that took the hasher: `hasher` must have been
+    /// fed every released byte after [`take_hasher`](Self::take_hasher), in order.
+    pub fn finish_with(&mut self, hasher: FileHasher) -> Result<[u8; 32], TransferError> {
+        self.ready()?;
+        if self.hasher.is_some() {
+            return Err(TransferError::BadState);
+        }
+        self.check(hasher.0)
+    }
+
+    fn ready(&self) -> Result<(), TransferError> {
         if self.phase != Phase::Active {
             return Err(TransferError::Finished);
         }
@@ -250,7 +278,11 @@ impl DownloadReceiver {
                 size: self.size,
             });
         }
-        let got = digest_so_far(&self.hasher);
+        Ok(())
+    }
+
+    fn check(&mut self, hasher: Sha256) -> Result<[u8; 32], TransferError> {
+        let got: [u8; 32] = hasher.finalize().into();
         if got != self.sha256 {
             self.phase = Phase::Failed;
             return Err(TransferError::HashMismatch);
@@ -284,7 +316,7 @@ impl DownloadRestore {
         DownloadReceiver {
             next: fed,
             delivered: fed,
-            hasher,
+            hasher: Some(hasher),
             ..self.receiver
         }
     }

@@ -112,6 +112,9 @@ pub enum TransferError {
     /// The local file's first bytes differ from what the peer holds: start again at 0.
     #[error("the first {0} bytes differ from the peer's partial copy")]
     PrefixMismatch(u64),
+    /// The receiver's hasher was handed to the driver: finish with the driver's hash.
+    #[error("the hash is computed by the driver: finish with its hasher")]
+    HasherTaken,
     /// A saved [`UploadState`](super::UploadState) does not decode.
     #[error("malformed saved transfer state")]
     BadState,

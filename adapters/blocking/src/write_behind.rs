@@ -1,0 +1,133 @@
+//! A download's file writer on its own thread: the connection thread opens records while
+//! this one hashes and writes the released chunks, so a download uses two cores.
+
+use std::fs::File;
+use std::io::{self, Write};
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::thread::{self, JoinHandle};
+
+use vserv_core::transfer::FileHasher;
+
+/// Chunks are gathered into batches of this many bytes: the writer wakes, hashes and writes
+/// once per batch instead of once per 16 KiB chunk.
+const BATCH: usize = 512 * 1024;
+
+/// Batches queued for the writer at most (2.5 MiB with the one being gathered): memory
+/// stays bounded and the connection waits when the disk is slower than the network.
+const QUEUE_BATCHES: usize = 4;
+
+/// Appends chunks to a file and feeds them to a hasher, in order, on a separate thread.
+pub(crate) struct WriteBehind {
+    batch: Vec<u8>,
+    queue: Option<SyncSender<Vec<u8>>>,
+    thread: JoinHandle<io::Result<(File, FileHasher)>>,
+}
+
+impl WriteBehind {
+    /// Starts the writer; `file` is positioned where the chunks go and `hasher` has seen
+    /// every byte before that position.
+    pub(crate) fn spawn(file: File, hasher: FileHasher) -> io::Result<WriteBehind> {
+        let (queue, chunks) = sync_channel(QUEUE_BATCHES);
+        let thread = thread::Builder::new()
+            .name("vserv-write".into())
+            .spawn(move || write_all(file, hasher, chunks))?;
+        Ok(WriteBehind {
+            batch: Vec::with_capacity(BATCH),
+            queue: Some(queue),
+            thread,
+        })
+    }
+
+    /// Queues the next chunk. `false` if the writer has stopped on an error, which
+    /// [`finish`](Self::finish) then returns.
+    pub(crate) fn write(&mut self, chunk: &[u8]) -> bool {
+        self.batch.extend_from_slice(chunk);
+        self.batch.len() < BATCH || self.send_batch()
+    }
+
+    fn send_batch(&mut self) -> bool {
+        let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(BATCH));
+        batch.is_empty() || self.queue.as_ref().is_some_and(|q| q.send(batch).is_ok())
+    }
+
+    /// Waits until every queued chunk is written and flushed; returns the file and the
+    /// hash of every byte, or the first write error.
+    pub(crate) fn finish(mut self) -> io::Result<(File, FileHasher)> {
+        // A refused batch means the writer stopped on the error returned below.
+        self.send_batch();
+        self.queue = None;
+        self.thread
+            .join()
+            .unwrap_or_else(|_| Err(io::Error::other("the file writer thread panicked")))
+    }
+}
+
+fn write_all(
+    file: File,
+    mut hasher: FileHasher,
+    chunks: Receiver<Vec<u8>>,
+) -> io::Result<(File, FileHasher)> {
+    let mut file = file;
+    for batch in chunks {
+        hasher.update(&batch);
+        file.write_all(&batch)?;
+    }
+    Ok((file, hasher))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Seek, SeekFrom};
+
+    use sha2::{Digest, Sha256};
+
+    use super::*;
+
+    #[test]
+    fn chunks_are_written_and_hashed_in_order_after_the_prefix() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .unwrap();
+        file.write_all(b"prefix-").unwrap();
+        let mut hasher = FileHasher::new();
+        hasher.update(b"prefix-");
+        let mut writer = WriteBehind::spawn(file, hasher).unwrap();
+        let mut expected = b"prefix-".to_vec();
+        for i in 0..500u32 {
+            let chunk: Vec<u8> = (0..(i % 97) * 13).map(|j| (i + j) as u8).collect();
+            expected.extend_from_slice(&chunk);
+            assert!(writer.write(&chunk));
+        }
+        let (mut file, hasher) = writer.finish().unwrap();
+        assert_eq!(hasher.finish(), <[u8; 32]>::from(Sha256::digest(&expected)));
+        let mut got = Vec::new();
+        file.seek(SeekFrom::Start(0)).unwrap();
+        file.read_to_end(&mut got).unwrap();
+        assert_eq!(got, expected);
+    }
+
+    #[test]
+    fn a_write_error_stops_the_writer_and_is_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        File::create(&path).unwrap();
+        // Opened read-only: every write fails.
+        let file = File::open(&path).unwrap();
+        let mut writer = WriteBehind::spawn(file, FileHasher::new()).unwrap();
+        let mut refused = false;
+        for _ in 0..1000 {
+            if !writer.write(&[7u8; 16 * 1024]) {
+                refused = true;
+                break;
+            }
+        }
+        assert!(refused, "the writer kept accepting chunks after failing");
+        assert!(writer.finish().is_err());
+    }
+}
