@@ -49,6 +49,7 @@ use vserv_core::transfer::{FileHasher, UploadState};
 
 use super::path::{check_name, is_reserved};
 use super::transfer::{FileReader, OpenedFile, OpenedPartial, PartialFile, READ_CHUNK};
+use super::write_behind::WriteBehind;
 use super::{
     FileError, FileTree, FilesConfig, PartialSweep, UserPath, check_quota, check_record_names,
 };
@@ -1038,13 +1039,16 @@ impl FileTree for DiskTree {
         if saved.is_none() {
             file.set_len(0).map_err(io_error(path))?;
         }
+        let partial = DiskPartial {
+            file,
+            _claim: claim,
+            state,
+            path: path.clone(),
+        };
+        // Written on a thread of its own: the connection goes on with the next chunks.
+        let file = WriteBehind::spawn(Box::new(partial), path.to_string())?;
         Ok(OpenedPartial {
-            file: Box::new(DiskPartial {
-                file,
-                _claim: claim,
-                state,
-                path: path.clone(),
-            }),
+            file: Box::new(file),
             saved,
         })
     }

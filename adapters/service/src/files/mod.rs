@@ -23,6 +23,7 @@ mod disk;
 mod memory;
 pub mod path;
 pub mod transfer;
+mod write_behind;
 
 pub use disk::DiskTree;
 pub use memory::MemoryTree;

@@ -53,6 +53,13 @@ pub trait PartialFile: Send + std::fmt::Debug {
     /// Makes the bytes durable, then saves `state` beside the partial file (replacing the
     /// previous state atomically).
     fn checkpoint(&mut self, state: &UploadState) -> Result<(), FileError>;
+
+    /// [`checkpoint`](Self::checkpoint), possibly done later but before any operation
+    /// after it (a file written behind its caller's back queues it after the writes before
+    /// it; a failure is then reported by a later call).
+    fn checkpoint_soon(&mut self, state: &UploadState) -> Result<(), FileError> {
+        self.checkpoint(state)
+    }
 }
 
 /// A file opened for download.
@@ -238,7 +245,7 @@ impl Transfers {
         if written.is_ok() {
             upload.unsaved = upload.unsaved.saturating_add(at.len as u64);
             if upload.unsaved >= CHECKPOINT_BYTES {
-                written = upload.file.checkpoint(&state);
+                written = upload.file.checkpoint_soon(&state);
                 upload.unsaved = 0;
             }
         }
