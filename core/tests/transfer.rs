@@ -793,6 +793,41 @@ proptest! {
     }
 
     #[test]
+    fn an_upload_driver_can_take_over_hashing(
+        (size, chunk) in sizes(), window in 1usize..=16, seed in any::<u64>(),
+        flip in proptest::option::of(any::<u64>())
+    ) {
+        let mut server = new_server(size);
+        let open = server_open(&mut server, UploadReceiver::new(size));
+        let mut tx = UploadSender::new(open.id, size, window, chunk).unwrap();
+        // The driver hashes the file itself, as a read-ahead thread does.
+        let mut hasher = tx.take_hasher().unwrap();
+        prop_assert!(tx.take_hasher().is_none());
+        prop_assert!(drive_upload(&mut tx, &mut server, window, &mut Rng(seed), None));
+        prop_assert_eq!(tx.finish(), Err(TransferError::HasherTaken));
+        let mut file = synthetic(0, size as usize);
+        // A driver that hashed something else is caught by the server at fdone.
+        let flip = flip.filter(|_| size > 0).map(|f| (f % size) as usize);
+        if let Some(at) = flip {
+            file[at] ^= 1;
+        }
+        hasher.update(&file);
+        let done = tx.finish_with(hasher).unwrap();
+        prop_assert_eq!(tx.finish(), Ok(done.clone()));
+        match send_fdone(&mut server, &done) {
+            Ok(reply) => {
+                prop_assert!(flip.is_none());
+                prop_assert_eq!(reply.sha256, reference_sha(size));
+                prop_assert_eq!(tx.on_done(&reply), Ok(()));
+            }
+            Err(code) => {
+                prop_assert!(flip.is_some());
+                prop_assert_eq!(code, ErrorCode::Integrity);
+            }
+        }
+    }
+
+    #[test]
     fn a_driver_can_take_over_hashing_after_a_resume(
         (size, chunk) in read_sizes(), window in 1usize..=16, seed in any::<u64>(),
         cut in 0usize..300, flip in proptest::option::of(any::<u64>())

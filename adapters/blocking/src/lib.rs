@@ -5,6 +5,7 @@
 
 mod client;
 mod feed;
+mod read_ahead;
 mod server;
 pub mod transfer;
 mod write_behind;

@@ -24,6 +24,7 @@ use vserv_core::transfer::{
 use vserv_service::client::ClientError;
 
 use crate::Client;
+use crate::read_ahead::{Batch, ReadAhead};
 use crate::write_behind::WriteBehind;
 
 /// Chunk requests a transfer keeps in flight unless told otherwise.
@@ -197,7 +198,7 @@ pub fn put_with(
         }
     };
     let id = sender.id();
-    match send_chunks(client, &mut reader, local_path, sender, progress) {
+    match send_chunks(client, reader.into_inner(), local_path, sender, progress) {
         Ok(reply) => Ok(TransferOutcome {
             size: reply.size,
             sha256: reply.sha256,
@@ -280,39 +281,47 @@ fn read_some(reader: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
 }
 
 /// Sends every chunk from the sender's position, keeping the window full, then `fdone`.
+/// The file is read and hashed ahead by a [`ReadAhead`] thread.
 fn send_chunks(
     client: &mut (impl RawCalls + ?Sized),
-    reader: &mut BufReader<File>,
+    file: File,
     path: &Path,
     mut sender: UploadSender,
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<FdoneReply, TransferFailure> {
     let start = sender.progress();
-    reader
-        .seek(SeekFrom::Start(start.done))
-        .map_err(local(path))?;
     progress(start.done, start.size);
-    let mut buf = vec![0u8; MAX_FPUT_DATA];
+    let hasher = sender
+        .take_hasher()
+        .ok_or(TransferFailure::Machine(TransferError::HasherTaken))?;
+    let reader = ReadAhead::spawn(file, start.done, start.size, MAX_FPUT_DATA, hasher)
+        .map_err(local(path))?;
+    let changed = || TransferFailure::LocalChanged {
+        path: path.to_owned(),
+    };
+    let mut batch: Vec<u8> = Vec::new();
+    let mut at = 0;
     let mut in_flight: VecDeque<(u32, u64)> = VecDeque::new();
-    let result = (|| -> Result<FdoneReply, TransferFailure> {
+    let streamed = (|| -> Result<(), TransferFailure> {
         loop {
             while let Some(plan) = sender.next_chunk() {
-                let data = &mut buf[..plan.len];
-                reader.read_exact(data).map_err(|e| {
-                    if e.kind() == io::ErrorKind::UnexpectedEof {
-                        TransferFailure::LocalChanged {
-                            path: path.to_owned(),
-                        }
-                    } else {
-                        local(path)(e)
-                    }
-                })?;
+                if at == batch.len() {
+                    batch = match reader.next() {
+                        Some(Batch::Data(data)) => data,
+                        Some(Batch::Short) | None => return Err(changed()),
+                        Some(Batch::Failed(e)) => return Err(local(path)(e)),
+                    };
+                    at = 0;
+                }
+                // Batches hold whole chunks, so a plan never straddles two.
+                let data = batch.get(at..at + plan.len).ok_or_else(changed)?;
+                at += plan.len;
                 let args = sender.send(plan.offset, data)?.to_args();
                 let id = client.send_raw("fput", args)?;
                 in_flight.push_back((id, plan.offset));
             }
             let Some(&(id, offset)) = in_flight.front() else {
-                break;
+                return Ok(());
             };
             parse_ack(&client.wait_raw(id)?).map_err(ClientError::from)?;
             sender.on_ack(offset)?;
@@ -328,12 +337,17 @@ fn send_chunks(
             let p = sender.progress();
             progress(p.done, p.size);
         }
-        let done = sender.finish()?;
+    })();
+    let hasher = reader.finish();
+    let result = streamed.and_then(|()| {
+        let hasher =
+            hasher.ok_or_else(|| local(path)(io::Error::other("the file reader failed")))?;
+        let done = sender.finish_with(hasher)?;
         let id = client.send_raw("fdone", done.to_args())?;
         let reply = FdoneReply::from_fields(&client.wait_raw(id)?).map_err(ClientError::from)?;
         sender.on_done(&reply)?;
         Ok(reply)
-    })();
+    });
     if result.is_err() {
         sender.fail();
     }

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use sha2::{Digest, Sha256};
 
 use super::refeed::{Refeed, digest_so_far, end_of};
-use super::{FdoneArgs, FdoneReply, FputArgs, MAX_FPUT_DATA, TransferError};
+use super::{FdoneArgs, FdoneReply, FileHasher, FputArgs, MAX_FPUT_DATA, TransferError};
 
 /// The next chunk a sender wants to send: the driver reads `len` bytes at `offset`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,7 +65,10 @@ pub struct UploadSender {
     next: u64,
     acked: u64,
     outstanding: BTreeMap<u64, usize>,
-    hasher: Sha256,
+    /// The hash of the bytes sent; `None` once handed to the driver.
+    hasher: Option<Sha256>,
+    /// The SHA-256 `fdone` carries, once [`UploadSender::finish_with`] computed it.
+    claimed: Option<[u8; 32]>,
     phase: Phase,
 }
 
@@ -82,7 +85,8 @@ impl UploadSender {
             next: 0,
             acked: 0,
             outstanding: BTreeMap::new(),
-            hasher: Sha256::new(),
+            hasher: Some(Sha256::new()),
+            claimed: None,
             phase: Phase::Active,
         })
     }
@@ -154,7 +158,9 @@ impl UploadSender {
                 expected: plan.len as u64,
             });
         }
-        self.hasher.update(data);
+        if let Some(hasher) = &mut self.hasher {
+            hasher.update(data);
+        }
         self.next = end_of(offset, data.len());
         self.outstanding.insert(offset, data.len());
         Ok(FputArgs {
@@ -202,8 +208,47 @@ impl UploadSender {
         self.phase == Phase::Active && self.next == self.size && self.outstanding.is_empty()
     }
 
+    /// Hands the hash of the bytes sent so far to the driver, which from then on feeds it
+    /// the bytes of every chunk it sends, in order (for instance on the thread that reads
+    /// the file, so hashing runs beside the connection), and gives it back to
+    /// [`finish_with`](Self::finish_with). `send` stops hashing; `None` if already taken.
+    pub fn take_hasher(&mut self) -> Option<FileHasher> {
+        self.hasher.take().map(FileHasher)
+    }
+
     /// The `fdone` arguments, carrying the SHA-256 of every byte sent.
     pub fn finish(&self) -> Result<FdoneArgs, TransferError> {
+        self.ready()?;
+        if let Some(sha256) = self.claimed {
+            return Ok(FdoneArgs {
+                id: self.id,
+                sha256,
+            });
+        }
+        let hasher = self.hasher.as_ref().ok_or(TransferError::HasherTaken)?;
+        Ok(FdoneArgs {
+            id: self.id,
+            sha256: digest_so_far(hasher),
+        })
+    }
+
+    /// [`finish`](Self::finish) for a driver that took the hasher: `hasher` must have been
+    /// fed the bytes of every chunk sent after [`take_hasher`](Self::take_hasher), in
+    /// order. (A wrong hash is caught by the server at `fdone`.)
+    pub fn finish_with(&mut self, hasher: FileHasher) -> Result<FdoneArgs, TransferError> {
+        self.ready()?;
+        if self.hasher.is_some() {
+            return Err(TransferError::BadState);
+        }
+        let sha256 = hasher.finish();
+        self.claimed = Some(sha256);
+        Ok(FdoneArgs {
+            id: self.id,
+            sha256,
+        })
+    }
+
+    fn ready(&self) -> Result<(), TransferError> {
         if self.phase != Phase::Active {
             return Err(TransferError::Finished);
         }
@@ -213,10 +258,7 @@ impl UploadSender {
                 size: self.size,
             });
         }
-        Ok(FdoneArgs {
-            id: self.id,
-            sha256: digest_so_far(&self.hasher),
-        })
+        Ok(())
     }
 
     /// Checks the server's `fdone` reply against what was sent; the upload is then over.
@@ -267,7 +309,7 @@ impl UploadSenderRestore {
         Ok(UploadSender {
             next: limit,
             acked: limit,
-            hasher,
+            hasher: Some(hasher),
             ..self.sender
         })
     }
