@@ -31,7 +31,7 @@ impl Client {
         let mut client = Client {
             stream,
             session,
-            buf: vec![0u8; 64 * 1024],
+            buf: vec![0u8; 256 * 1024],
             out: Vec::with_capacity(64 * 1024),
             max_outstanding: options.config.max_outstanding,
         };

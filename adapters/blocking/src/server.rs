@@ -241,7 +241,7 @@ fn serve(mut stream: TcpStream, shared: &Shared) -> Result<(), Box<dyn std::erro
         Instant::now(),
     );
     let mut session = Session::new(stream.peer_addr().ok().map(|a| a.ip()));
-    let mut buf = vec![0u8; 64 * 1024];
+    let mut buf = vec![0u8; 256 * 1024];
     let mut out = Vec::with_capacity(64 * 1024);
     let mut failure = None;
     loop {
