@@ -792,3 +792,515 @@ fn an_open_upload_reserves_its_size_so_a_second_is_refused_before_any_data() {
     );
     assert_eq!(env.download(&mut s1, "a").expect("a"), a);
 }
+
+/// A client and a server connection joined in memory, with the server's session: requests
+/// can be pipelined (sent before the replies to earlier ones are read), as a real client
+/// does with its window.
+struct Wire {
+    client: vserv_core::Connection,
+    server: vserv_core::Connection,
+    session: Session,
+    /// Requests sent whose responses have not been read yet.
+    waiting: usize,
+}
+
+impl Wire {
+    /// Connects to `env`'s service and logs in as `user`.
+    fn connect(env: &Env, user: &str, seed: u64) -> Wire {
+        use vserv_core::{Config, Connection, ServerIdentity};
+        let rng = |s| Box::new(rand::rngs::StdRng::seed_from_u64(s));
+        let now = std::time::Instant::now();
+        let identity = Arc::new(ServerIdentity::generate(&mut *rng(seed)));
+        let mut wire = Wire {
+            client: Connection::client(Config::default(), rng(seed + 1), now),
+            server: Connection::server(Config::default(), identity, rng(seed + 2), now),
+            session: Session::new(Some(IpAddr::V4(Ipv4Addr::LOCALHOST))),
+            waiting: 0,
+        };
+        for _ in 0..4 {
+            let replies = exchange(
+                &env.service,
+                &mut wire.client,
+                &mut wire.server,
+                &mut wire.session,
+                None,
+            )
+            .expect("handshake");
+            assert!(replies.is_empty());
+        }
+        assert!(wire.client.is_connected());
+        let login = Command::Login {
+            user: user.into(),
+            credential: vserv_core::commands::Credential::Password(
+                vserv_core::commands::SecretBytes::new(b"password-1".to_vec()),
+            ),
+        };
+        let id = wire.send(&login);
+        let mut replies = wire.flush(env);
+        assert!(replies.remove(&id).expect("login answered").is_ok());
+        wire
+    }
+
+    /// Sends `cmd` without waiting for its response; returns the request id.
+    fn send(&mut self, cmd: &Command) -> u32 {
+        self.waiting += 1;
+        self.client
+            .send_request(cmd.name(), cmd.args())
+            .expect("send")
+    }
+
+    /// Delivers everything sent to the server and reads every response awaited.
+    fn flush(
+        &mut self,
+        env: &Env,
+    ) -> std::collections::HashMap<u32, Result<Vec<Vec<u8>>, ErrorReply>> {
+        let mut out = std::collections::HashMap::new();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while self.waiting > 0 {
+            let responses = exchange(
+                &env.service,
+                &mut self.client,
+                &mut self.server,
+                &mut self.session,
+                None,
+            )
+            .expect("exchange");
+            for r in responses {
+                assert!(out.insert(r.id, r.result).is_none(), "one response per id");
+                self.waiting -= 1;
+            }
+            if self.waiting > 0 {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "{} responses missing",
+                    self.waiting
+                );
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+        }
+        out
+    }
+
+    /// Sends `cmd` alone and decodes its reply.
+    fn call(&mut self, env: &Env, cmd: &Command) -> Result<Reply, ErrorReply> {
+        let id = self.send(cmd);
+        let fields = self.flush(env).remove(&id).expect("answered")?;
+        Ok(Reply::from_fields(cmd, &fields).expect("reply decodes"))
+    }
+}
+
+/// One transfer driven chunk by chunk over a [`Wire`].
+struct Stream {
+    /// Index of the wire it runs on.
+    wire: usize,
+    /// Transfer id.
+    id: u32,
+    /// Upload: the bytes to send. Download: the bytes expected.
+    data: Vec<u8>,
+    upload: bool,
+    /// Next offset to request or send.
+    at: usize,
+    /// Download: the bytes received, placed by offset.
+    got: Vec<u8>,
+}
+
+impl Stream {
+    fn upload(wire: usize, open: FopenReply, data: Vec<u8>) -> Stream {
+        assert_eq!(open.offset, 0);
+        assert_eq!(open.prefix_sha256, sha(b""));
+        Stream {
+            wire,
+            id: open.id,
+            data,
+            upload: true,
+            at: 0,
+            got: Vec::new(),
+        }
+    }
+
+    fn download(wire: usize, id: u32, data: Vec<u8>) -> Stream {
+        let got = vec![0; data.len()];
+        Stream {
+            wire,
+            id,
+            data,
+            upload: false,
+            at: 0,
+            got,
+        }
+    }
+
+    fn finished(&self) -> bool {
+        self.at == self.data.len()
+    }
+
+    /// The next chunk's command (of a random size), advancing the cursor.
+    fn next(&mut self, rng: &mut rand::rngs::StdRng) -> (Command, usize) {
+        use rand::RngExt;
+        let rest = self.data.len() - self.at;
+        let offset = self.at;
+        if self.upload {
+            let len = rng.random_range(1..=rest.min(MAX_FPUT_DATA));
+            self.at += len;
+            let cmd = Command::Fput {
+                id: self.id,
+                offset: offset as u64,
+                data: self.data[offset..offset + len].to_vec(),
+            };
+            (cmd, offset)
+        } else {
+            let len = rng.random_range(1..=rest.min(MAX_FREAD_LEN));
+            self.at += len;
+            let cmd = Command::Fread(FreadArgs {
+                id: self.id,
+                offset: offset as u64,
+                len: len as u32,
+            });
+            (cmd, offset)
+        }
+    }
+}
+
+/// Interleaves the chunks of `streams` in a seeded pseudo-random order, keeping up to a
+/// random number of requests (1-16) outstanding on a wire before reading its responses, and
+/// checks every response. `between` runs after each flush with the wires and streams.
+fn interleave(
+    env: &Env,
+    wires: &mut [Wire],
+    streams: &mut [Stream],
+    seed: u64,
+    mut between: impl FnMut(&mut [Wire], &[Stream]),
+) {
+    use rand::RngExt;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    // Per wire: request id -> (stream, offset, command).
+    let mut sent: Vec<std::collections::HashMap<u32, (usize, usize, Command)>> =
+        wires.iter().map(|_| Default::default()).collect();
+    let mut batch = rng.random_range(1..=16usize);
+    let mut switches = 0;
+    let mut last = usize::MAX;
+    loop {
+        let open: Vec<usize> = (0..streams.len())
+            .filter(|&i| !streams[i].finished())
+            .collect();
+        let flush_now: Vec<usize> = if open.is_empty() {
+            (0..wires.len()).collect()
+        } else {
+            let i = open[rng.random_range(0..open.len())];
+            if i != last {
+                switches += 1;
+                last = i;
+            }
+            let (cmd, offset) = streams[i].next(&mut rng);
+            let w = streams[i].wire;
+            let id = wires[w].send(&cmd);
+            sent[w].insert(id, (i, offset, cmd));
+            if wires[w].waiting >= batch {
+                batch = rng.random_range(1..=16usize);
+                vec![w]
+            } else {
+                Vec::new()
+            }
+        };
+        for &w in &flush_now {
+            for (id, result) in wires[w].flush(env) {
+                let (i, offset, cmd) = sent[w].remove(&id).expect("a response to a request sent");
+                let fields = result.unwrap_or_else(|e| panic!("{cmd:?} refused: {e:?}"));
+                let stream = &mut streams[i];
+                match Reply::from_fields(&cmd, &fields).expect("reply decodes") {
+                    Reply::Done => assert!(stream.upload, "fput answered for a download"),
+                    Reply::Data(d) => {
+                        let Command::Fread(read) = &cmd else {
+                            panic!("data for {cmd:?}");
+                        };
+                        assert_eq!(d.data.len(), read.len as usize, "fread returns LEN bytes");
+                        stream.got[offset..offset + d.data.len()].copy_from_slice(&d.data);
+                    }
+                    other => panic!("{cmd:?} answered {other:?}"),
+                }
+            }
+            assert!(sent[w].is_empty());
+        }
+        if !flush_now.is_empty() {
+            between(wires, streams);
+        }
+        if open.is_empty() {
+            break;
+        }
+    }
+    // The order really interleaved the transfers.
+    assert!(switches > 2 * streams.len(), "only {switches} switches");
+}
+
+fn fdone_cmd(s: &Stream) -> Command {
+    Command::Fdone(FdoneArgs {
+        id: s.id,
+        sha256: sha(&s.data),
+    })
+}
+
+/// Checks the file at `path` of alice's home holds `data`, with its SHA-256 recorded.
+fn assert_on_tree(env: &Env, path: &str, data: &[u8]) {
+    let p = user_path(path);
+    let on_tree = env.tree.read_file(&alice(), &p).expect("read_file");
+    assert!(on_tree == data, "{path}: the bytes on the tree differ");
+    assert_eq!(sha(&on_tree), sha(data), "{path}");
+    let stat = env.tree.stat(&alice(), &p).expect("stat");
+    assert_eq!(stat.size, data.len() as u64, "{path}");
+    assert_eq!(stat.sha256, Some(sha(data)), "{path}: recorded SHA-256");
+}
+
+fn many_transfers_on_one_connection(env: &Env) {
+    let mut s = env.session("alice");
+    let existing = bytes(150_000, 20);
+    env.upload(&mut s, "existing", &existing)
+        .expect("existing file");
+    let mut wires = [Wire::connect(env, "alice", 30)];
+    let w = &mut wires[0];
+    let files = [
+        ("a", bytes(5 * MAX_FPUT_DATA + 123, 21)),
+        ("b", bytes(90_000, 22)),
+        ("c", bytes(3 * MAX_FPUT_DATA - 7, 23)),
+    ];
+    // Open all four at once (pipelined).
+    let opens: Vec<(u32, Command)> = files
+        .iter()
+        .map(|(path, data)| {
+            let cmd = Command::Fopen(FopenArgs {
+                path: (*path).into(),
+                size: data.len() as u64,
+                resume: false,
+            });
+            (w.send(&cmd), cmd)
+        })
+        .collect();
+    let fget = Command::Fget(FgetArgs {
+        path: "existing".into(),
+    });
+    let fget_id = w.send(&fget);
+    let mut replies = w.flush(env);
+    let mut streams: Vec<Stream> = opens
+        .into_iter()
+        .zip(&files)
+        .map(|((id, cmd), (_, data))| {
+            let fields = replies.remove(&id).expect("answered").expect("fopen");
+            let Ok(Reply::Opened(open)) = Reply::from_fields(&cmd, &fields) else {
+                panic!("fopen answered {fields:?}");
+            };
+            Stream::upload(0, open, data.clone())
+        })
+        .collect();
+    let fields = replies.remove(&fget_id).expect("answered").expect("fget");
+    let Ok(Reply::Download(get)) = Reply::from_fields(&fget, &fields) else {
+        panic!("fget answered {fields:?}");
+    };
+    assert_eq!(get.size, existing.len() as u64);
+    assert_eq!(get.sha256, sha(&existing));
+    streams.push(Stream::download(0, get.id, existing.clone()));
+    let mut ids: Vec<u32> = streams.iter().map(|s| s.id).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), 4, "each transfer has its own id");
+    assert_eq!(wires[0].session.open_transfers(), 4);
+
+    interleave(env, &mut wires, &mut streams, 7, |wires, streams| {
+        assert_eq!(wires[0].session.open_transfers(), 4);
+        // Nothing is visible before fdone.
+        for (stream, (path, _)) in streams.iter().zip(&files) {
+            if stream.finished() {
+                continue;
+            }
+            assert!(env.tree.read_file(&alice(), &user_path(path)).is_err());
+        }
+    });
+
+    // Finish all four at once.
+    let w = &mut wires[0];
+    let dones: Vec<(u32, Command)> = streams[..3]
+        .iter()
+        .map(|s| {
+            let cmd = fdone_cmd(s);
+            (w.send(&cmd), cmd)
+        })
+        .collect();
+    let close = Command::Fclose(FcloseArgs { id: streams[3].id });
+    let close_id = w.send(&close);
+    let mut replies = w.flush(env);
+    for ((id, cmd), (path, data)) in dones.into_iter().zip(&files) {
+        let fields = replies.remove(&id).expect("answered").expect("fdone");
+        let Ok(Reply::Uploaded(done)) = Reply::from_fields(&cmd, &fields) else {
+            panic!("fdone answered {fields:?}");
+        };
+        assert_eq!(done.size, data.len() as u64, "{path}");
+        assert_eq!(done.sha256, sha(data), "{path}");
+    }
+    assert!(replies.remove(&close_id).expect("answered").is_ok());
+    assert_eq!(wires[0].session.open_transfers(), 0, "the table is empty");
+
+    assert!(streams[3].got == existing, "downloaded bytes differ");
+    assert_eq!(sha(&streams[3].got), get.sha256);
+    for (path, data) in &files {
+        assert_on_tree(env, path, data);
+        assert_eq!(env.stat_sha(&mut s, path), Some(sha(data)), "{path}");
+    }
+    assert_on_tree(env, "existing", &existing);
+    let mut names = env.names(&mut s, "/");
+    names.sort();
+    assert_eq!(names, ["a", "b", "c", "existing"]);
+    assert!(files_in(&env.partial_dir("alice")).is_empty());
+}
+
+#[test]
+fn many_transfers_interleave_on_one_connection_on_disk() {
+    many_transfers_on_one_connection(&Env::disk(FilesConfig::default()));
+}
+
+#[test]
+fn many_transfers_interleave_on_one_connection_in_memory() {
+    many_transfers_on_one_connection(&Env::memory(FilesConfig::default()));
+}
+
+fn fopen_cmd(path: &str, size: usize) -> Command {
+    Command::Fopen(FopenArgs {
+        path: path.into(),
+        size: size as u64,
+        resume: false,
+    })
+}
+
+fn open_on(env: &Env, wire: &mut Wire, path: &str, size: usize) -> Result<FopenReply, ErrorReply> {
+    wire.call(env, &fopen_cmd(path, size)).map(|r| match r {
+        Reply::Opened(o) => o,
+        other => panic!("fopen answered {other:?}"),
+    })
+}
+
+fn transfers_across_two_connections(env: &Env) {
+    let mut s = env.session("alice");
+    let existing = bytes(60_000, 40);
+    env.upload(&mut s, "existing", &existing)
+        .expect("existing file");
+    let mut wires = [
+        Wire::connect(env, "alice", 50),
+        Wire::connect(env, "alice", 60),
+    ];
+    // Connection 0 uploads "one" and "shared"; connection 1 uploads "two" and downloads
+    // "existing". All interleaved, both connections at once.
+    let one = bytes(4 * MAX_FPUT_DATA + 1, 41);
+    let shared = bytes(6 * MAX_FPUT_DATA + 77, 42);
+    let two = bytes(100_000, 43);
+    let open_one = open_on(env, &mut wires[0], "one", one.len()).expect("one");
+    let open_shared = open_on(env, &mut wires[0], "shared", shared.len()).expect("shared");
+    // While connection 0 has "shared" open, connection 1 cannot open it.
+    assert_eq!(
+        code(open_on(env, &mut wires[1], "shared", 10)),
+        ErrorCode::Conflict
+    );
+    let open_two = open_on(env, &mut wires[1], "two", two.len()).expect("two");
+    let Reply::Download(get) = wires[1]
+        .call(
+            env,
+            &Command::Fget(FgetArgs {
+                path: "existing".into(),
+            }),
+        )
+        .expect("fget")
+    else {
+        panic!("fget reply");
+    };
+    let mut streams = vec![
+        Stream::upload(0, open_one, one.clone()),
+        Stream::upload(0, open_shared, shared.clone()),
+        Stream::upload(1, open_two, two.clone()),
+        Stream::download(1, get.id, existing.clone()),
+    ];
+    let mut refusals = 0;
+    interleave(env, &mut wires, &mut streams, 11, |wires, streams| {
+        assert_eq!(wires[0].session.open_transfers(), 2);
+        assert_eq!(wires[1].session.open_transfers(), 2);
+        // Mid-way, the lock still holds on the other connection, and a refused fopen
+        // changes nothing of the upload in progress (asked only between connection 1's
+        // batches, so that its pipelined chunks are read by `interleave`).
+        if !streams[1].finished() && wires[1].waiting == 0 {
+            let err = open_on(env, &mut wires[1], "shared", 10).expect_err("locked");
+            assert_eq!(err.code, ErrorCode::Conflict);
+            assert_eq!(err.code.to_u16(), 7);
+            refusals += 1;
+        }
+    });
+    assert!(refusals > 0);
+
+    // Connection 1 finishes "two" and the download while "shared" is still open.
+    let close_get = Command::Fclose(FcloseArgs { id: get.id });
+    let done_two = fdone_cmd(&streams[2]);
+    let Reply::Uploaded(d) = wires[1].call(env, &done_two).expect("fdone two") else {
+        panic!("fdone reply");
+    };
+    assert_eq!(d.sha256, sha(&two));
+    wires[1].call(env, &close_get).expect("fclose");
+    assert_eq!(wires[1].session.open_transfers(), 0);
+    assert_eq!(
+        code(open_on(env, &mut wires[1], "shared", 10)),
+        ErrorCode::Conflict
+    );
+    assert!(streams[3].got == existing, "downloaded bytes differ");
+
+    // Connection 0 finishes both; then "shared" is free for connection 1.
+    for stream in &streams[..2] {
+        let Reply::Uploaded(d) = wires[0].call(env, &fdone_cmd(stream)).expect("fdone") else {
+            panic!("fdone reply");
+        };
+        assert_eq!(d.sha256, sha(&stream.data));
+    }
+    assert_eq!(wires[0].session.open_transfers(), 0);
+    assert_on_tree(env, "one", &one);
+    assert_on_tree(env, "shared", &shared);
+    assert_on_tree(env, "two", &two);
+
+    let replacement = bytes(2 * MAX_FPUT_DATA + 5, 44);
+    let open = open_on(env, &mut wires[1], "shared", replacement.len()).expect("free again");
+    // Now connection 0 is the one refused.
+    assert_eq!(
+        code(open_on(env, &mut wires[0], "shared", 10)),
+        ErrorCode::Conflict
+    );
+    let mut stream = Stream::upload(1, open, replacement.clone());
+    let mut rng = rand::rngs::StdRng::seed_from_u64(12);
+    let mut ids = Vec::new();
+    while !stream.finished() {
+        let (cmd, _) = stream.next(&mut rng);
+        ids.push(wires[1].send(&cmd));
+    }
+    let done_id = wires[1].send(&fdone_cmd(&stream));
+    let mut replies = wires[1].flush(env);
+    for id in ids {
+        assert_eq!(replies.remove(&id).expect("answered"), Ok(Vec::new()));
+    }
+    let fields = replies.remove(&done_id).expect("answered").expect("fdone");
+    let Ok(Reply::Uploaded(d)) = Reply::from_fields(&fdone_cmd(&stream), &fields) else {
+        panic!("fdone answered {fields:?}");
+    };
+    assert_eq!(d.sha256, sha(&replacement));
+    assert_on_tree(env, "shared", &replacement);
+    assert!(
+        env.tree
+            .read_version(&alice(), &user_path("shared"), 1)
+            .expect("previous version")
+            == shared
+    );
+    assert_on_tree(env, "one", &one);
+    assert_on_tree(env, "two", &two);
+    assert_eq!(wires[0].session.open_transfers(), 0);
+    assert_eq!(wires[1].session.open_transfers(), 0);
+    assert!(files_in(&env.partial_dir("alice")).is_empty());
+}
+
+#[test]
+fn transfers_interleave_across_two_connections_on_disk() {
+    transfers_across_two_connections(&Env::disk(FilesConfig::default()));
+}
+
+#[test]
+fn transfers_interleave_across_two_connections_in_memory() {
+    transfers_across_two_connections(&Env::memory(FilesConfig::default()));
+}
