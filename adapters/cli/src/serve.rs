@@ -11,7 +11,7 @@ use anyhow::Context;
 use clap::{Args, ValueEnum};
 use vserv_core::ServerIdentity;
 use vserv_service::accounts::Accounts;
-use vserv_service::files::{DiskTree, FileTree};
+use vserv_service::files::{DiskTree, FileTree, delivery};
 use vserv_service::{Service, ServiceInfo};
 
 /// Which runtime drives the server.
@@ -90,6 +90,9 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
         DiskTree::open(&args.data, args.files)
             .with_context(|| format!("opening the homes in {}", args.data.display()))?,
     );
+    // Deliveries a crash or restart left pending: settled before any connection is
+    // accepted, so no delivery can be running.
+    settle_interrupted_deliveries(tree.as_ref());
     // Unclaimed partial uploads: swept once before any connection is accepted, then every
     // hour by a thread that stops with the server.
     let sweeper = match args.partial_expiry {
@@ -175,6 +178,23 @@ fn sweep_partials(tree: &dyn FileTree, expiry: Duration) {
             "swept expired partial uploads"
         ),
         Err(e) => tracing::warn!(error = %e, "could not sweep expired partial uploads"),
+    }
+}
+
+/// Records `failed` (or `received`, when the file was stored) every delivery of `tree`
+/// still `pending`: at start none is running, so each was interrupted by the server
+/// stopping. Logs what was done (a failure is logged, never fatal: the server keeps
+/// running).
+fn settle_interrupted_deliveries(tree: &dyn FileTree) {
+    match delivery::settle_interrupted(tree) {
+        Ok(report) => tracing::info!(
+            settled = report.settled(),
+            failed = report.failed,
+            received = report.received,
+            errors = report.errors,
+            "settled deliveries interrupted by a server stop"
+        ),
+        Err(e) => tracing::warn!(error = %e, "could not settle interrupted deliveries"),
     }
 }
 

@@ -528,3 +528,251 @@ fn a_hook_outside_the_servers_hook_directory_never_runs() {
     assert!(!marker.exists(), "the hook ran");
     assert!(env.inbox_files().iter().all(|n| n != "f.txt"));
 }
+
+/// A delivery record of `name` from alice in `state` (with `reason`), for `data`.
+fn record(name: &str, state: DeliveryState, data: &[u8], reason: &str) -> Delivery {
+    Delivery {
+        name: name.into(),
+        state,
+        from: "alice".into(),
+        time: 42,
+        size: data.len() as u64,
+        sha256: sha(data),
+        note: "a note".into(),
+        reason: reason.into(),
+    }
+}
+
+/// Saves `d` in `owner`'s inbox folder `folder`, as `deliver` does (`inbox/FOLDER` created
+/// if missing).
+fn save_record(tree: &dyn FileTree, owner: &str, folder: &str, d: &Delivery) {
+    let o = user(owner);
+    for dir in ["inbox".to_owned(), format!("inbox/{folder}")] {
+        if tree.stat(&o, &path(&dir)).is_err() {
+            tree.mkdir(&o, &path(&dir)).expect("mkdir");
+        }
+    }
+    let store = vserv_service::files::delivery::RECORD_STORE;
+    tree.write_record(
+        &o,
+        &path(&format!("inbox/{folder}")),
+        store,
+        &d.name,
+        &d.to_field(),
+    )
+    .expect("record");
+}
+
+/// The delivery records of `owner`'s inbox folder `folder`, as `inbox` lists them.
+fn records(tree: &dyn FileTree, owner: &str, folder: &str) -> Vec<Delivery> {
+    vserv_service::files::delivery::inbox(tree, &user(owner), folder).expect("inbox")
+}
+
+#[test]
+fn interrupted_deliveries_are_settled_at_start_in_every_inbox() {
+    use vserv_service::files::MemoryTree;
+    use vserv_service::files::delivery::{INTERRUPTED_REASON, InterruptedSettle, RECORD_STORE};
+    let disk_dir = tempfile::tempdir().expect("tempdir");
+    let trees: [(&str, Arc<dyn FileTree>); 2] = [
+        ("memory", Arc::new(MemoryTree::new(FilesConfig::default()))),
+        (
+            "disk",
+            Arc::new(DiskTree::open(disk_dir.path(), FilesConfig::default()).expect("disk tree")),
+        ),
+    ];
+    for (kind, tree) in trees {
+        let tree = tree.as_ref();
+        let data = b"the delivered bytes".to_vec();
+        // Bob's folder `default`: one of each settled state, an interrupted copy (no file),
+        // one interrupted after its file was stored, and one whose name holds another file.
+        let settled = [
+            record("b.txt", DeliveryState::Received, &data, ""),
+            record("c.txt", DeliveryState::Refused, &data, "the hook said no"),
+            record("d.txt", DeliveryState::Failed, &data, "the copy failed"),
+        ];
+        for d in &settled {
+            save_record(tree, "bob", "default", d);
+        }
+        save_record(
+            tree,
+            "bob",
+            "default",
+            &record("a.txt", DeliveryState::Pending, &data, ""),
+        );
+        save_record(
+            tree,
+            "bob",
+            "default",
+            &record("e.txt", DeliveryState::Pending, &data, ""),
+        );
+        tree.replace_file(&user("bob"), &path("inbox/default/e.txt"), &data)
+            .expect("stored file");
+        save_record(
+            tree,
+            "bob",
+            "default",
+            &record("f.txt", DeliveryState::Pending, &data, ""),
+        );
+        tree.replace_file(&user("bob"), &path("inbox/default/f.txt"), b"bob's own")
+            .expect("other file");
+        // A damaged record is left as it is.
+        tree.write_record(
+            &user("bob"),
+            &path("inbox/default"),
+            RECORD_STORE,
+            "junk",
+            b"not a record",
+        )
+        .expect("junk");
+        // Carol's folder `other`: an interrupted copy that left a partial file.
+        save_record(
+            tree,
+            "carol",
+            "other",
+            &record("g.txt", DeliveryState::Pending, &data, ""),
+        );
+        let carol = user("carol");
+        let g = path("inbox/other/g.txt");
+        {
+            let mut opened = tree
+                .open_partial(&carol, &g, data.len() as u64, false)
+                .expect("partial");
+            opened.file.write_at(0, &data[..5]).expect("write");
+            opened
+                .file
+                .checkpoint(&vserv_core::transfer::UploadState {
+                    size: data.len() as u64,
+                    offset: 5,
+                    prefix_sha256: sha(&data[..5]),
+                })
+                .expect("checkpoint");
+        }
+        let resumable = |tree: &dyn FileTree| {
+            tree.open_partial(&carol, &g, data.len() as u64, true)
+                .expect("reopen")
+                .saved
+                .is_some()
+        };
+        assert!(resumable(tree), "{kind}: the partial file is there");
+        // Alice has no inbox; dave's `inbox` is a file: neither is an error.
+        tree.replace_file(&user("alice"), &path("f.txt"), b"x")
+            .expect("alice");
+        tree.replace_file(&user("dave"), &path("inbox"), b"x")
+            .expect("dave");
+
+        let report = vserv_service::files::delivery::settle_interrupted(tree).expect("settle");
+        assert_eq!(
+            report,
+            InterruptedSettle {
+                failed: 3,
+                received: 1,
+                errors: 0
+            },
+            "{kind}"
+        );
+        assert_eq!(report.settled(), 4);
+        let failed = |name: &str| record(name, DeliveryState::Failed, &data, INTERRUPTED_REASON);
+        let bob_after = records(tree, "bob", "default");
+        assert_eq!(
+            bob_after,
+            [
+                failed("a.txt"),
+                settled[0].clone(),
+                settled[1].clone(),
+                settled[2].clone(),
+                record("e.txt", DeliveryState::Received, &data, ""),
+                failed("f.txt"),
+            ],
+            "{kind}"
+        );
+        assert_eq!(records(tree, "carol", "other"), [failed("g.txt")], "{kind}");
+        assert_eq!(
+            tree.read_record(&user("bob"), &path("inbox/default"), RECORD_STORE, "junk")
+                .expect("junk"),
+            Some(b"not a record".to_vec())
+        );
+        // Nothing half-copied: the interrupted copy's partial file is gone, no file took
+        // its name, and the files that were there are untouched.
+        assert!(!resumable(tree), "{kind}: the partial file was kept");
+        assert!(matches!(
+            tree.stat(&carol, &g),
+            Err(vserv_service::files::FileError::NotFound(_))
+        ));
+        assert_eq!(
+            tree.read_file(&user("bob"), &path("inbox/default/f.txt"))
+                .expect("f"),
+            b"bob's own"
+        );
+
+        // A second run finds nothing pending and changes nothing.
+        let again = vserv_service::files::delivery::settle_interrupted(tree).expect("again");
+        assert_eq!(again, InterruptedSettle::default(), "{kind}");
+        assert_eq!(records(tree, "bob", "default"), bob_after, "{kind}");
+        assert_eq!(records(tree, "carol", "other"), [failed("g.txt")], "{kind}");
+    }
+}
+
+#[test]
+fn the_disk_tree_enumerates_only_real_homes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let tree = DiskTree::open(dir.path(), FilesConfig::default()).expect("disk tree");
+    assert_eq!(tree.owners().expect("none yet"), Vec::<UserName>::new());
+    // Reading a home creates it.
+    tree.list(&user("bob"), &UserPath::root()).expect("bob");
+    tree.list(&user("alice"), &UserPath::root()).expect("alice");
+    let homes = dir.path().join("homes");
+    std::fs::create_dir(homes.join("Upper")).expect("not a normal name");
+    std::fs::create_dir(homes.join("no space")).expect("not a user name");
+    std::fs::write(homes.join("carol"), b"a file").expect("file");
+    std::os::unix::fs::symlink(homes.join("bob"), homes.join("dave")).expect("symlink");
+    assert_eq!(tree.owners().expect("owners"), [user("alice"), user("bob")]);
+}
+
+#[test]
+fn a_restart_lists_an_interrupted_delivery_as_failed() {
+    let env = Env::new(FilesConfig::default(), None);
+    env.folder("allow = [\"alice\"]\n");
+    let data = b"report".to_vec();
+    env.put("alice", "report.txt", &data);
+    let mut alice = env.session("alice");
+    assert_eq!(
+        env.send(&mut alice, "report.txt", None).as_deref(),
+        Ok("report.txt")
+    );
+    // The server stopped in the middle of a second delivery: its name reserved, the
+    // record pending, the copy never renamed into place.
+    save_record(
+        env.tree.as_ref(),
+        "bob",
+        "default",
+        &record("2-report.txt", DeliveryState::Pending, &data, ""),
+    );
+    let mut bob = env.session("bob");
+    let states = |env: &Env, bob: &mut Session| -> Vec<(String, DeliveryState, String)> {
+        env.inbox(bob, ListPage::default())
+            .0
+            .into_iter()
+            .map(|d| (d.name, d.state, d.reason))
+            .collect()
+    };
+    assert_eq!(states(&env, &mut bob)[0].1, DeliveryState::Pending);
+    let report =
+        vserv_service::files::delivery::settle_interrupted(env.tree.as_ref()).expect("settle");
+    assert_eq!((report.failed, report.received), (1, 0));
+    assert_eq!(
+        states(&env, &mut bob),
+        [
+            (
+                "2-report.txt".to_owned(),
+                DeliveryState::Failed,
+                vserv_service::files::delivery::INTERRUPTED_REASON.to_owned()
+            ),
+            (
+                "report.txt".to_owned(),
+                DeliveryState::Received,
+                String::new()
+            ),
+        ]
+    );
+    assert_eq!(env.inbox_files(), ["folder.toml", "report.txt"]);
+}

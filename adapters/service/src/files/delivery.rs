@@ -13,6 +13,9 @@
 //!   the folder's hidden record store [`RECORD_STORE`], under the same name as the file;
 //!   [`inbox`] lists them. Senders the allow list refuses leave no record, so nobody can
 //!   fill another user's inbox listing.
+//! - [`settle_interrupted`]: run when the server starts, settles the deliveries a crash or
+//!   restart left `pending` (a delivery runs inside one `send` request, so none is in
+//!   progress then).
 
 use std::io::{Read, Write};
 use std::path::{Component, Path, PathBuf};
@@ -21,7 +24,7 @@ use std::sync::Mutex;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use vserv_core::commands::{Delivery, DeliveryState, MAX_DELIVERY_REASON};
+use vserv_core::commands::{Delivery, DeliveryState, FileKind, MAX_DELIVERY_REASON};
 use vserv_core::transfer::FileHasher;
 
 use super::path::check_name;
@@ -58,6 +61,9 @@ const HOOK_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
 
 /// The reason recorded for a delivery over the recipient's quota.
 const QUOTA_REASON: &str = "the recipient's quota is too small for this file";
+
+/// The reason recorded for a delivery the server stopped in the middle of.
+pub const INTERRUPTED_REASON: &str = "interrupted: the server stopped during the delivery";
 
 /// Serialises the choice of a free name in any inbox folder.
 static NAMING: Mutex<()> = Mutex::new(());
@@ -535,6 +541,153 @@ pub fn inbox(
     Ok(out)
 }
 
+/// What one [`settle_interrupted`] did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct InterruptedSettle {
+    /// Pending deliveries recorded `failed` with [`INTERRUPTED_REASON`]: their file never
+    /// appeared in the inbox.
+    pub failed: u64,
+    /// Pending deliveries recorded `received`: the complete file (its size and SHA-256 those
+    /// of the record) was stored before the server stopped, only its record was not yet
+    /// updated.
+    pub received: u64,
+    /// Homes, folders or records that could not be examined or rewritten (each logged); the
+    /// others were settled.
+    pub errors: u64,
+}
+
+impl InterruptedSettle {
+    /// Records settled, either way.
+    pub fn settled(&self) -> u64 {
+        self.failed.saturating_add(self.received)
+    }
+}
+
+/// Settles every delivery recorded `pending` in every inbox folder of every home. A
+/// delivery runs synchronously inside one `send` request, so a `pending` record found when
+/// no request is being served was left by a server that stopped (crashed or restarted)
+/// during the delivery: it is recorded `failed` with [`INTERRUPTED_REASON`], unless the
+/// complete file is in the folder under the delivery's name (the server stopped between
+/// storing it and updating the record), which is recorded `received`. Settled records
+/// are left alone, so running it again changes nothing.
+///
+/// Call it only while no delivery can run (the server calls it at start, before it
+/// accepts connections): a delivery in progress would be settled under its feet.
+///
+/// The copy writes an upload's hidden partial file and renames it into place only once it
+/// is complete and verified (see `copy`), so an interrupted copy never left anything
+/// half-copied visible under the delivery's name; its partial file is deleted here (on
+/// disk it counts toward the recipient's quota), and [`FileTree::sweep_partials`] would
+/// otherwise remove it once expired.
+///
+/// A failure on one home, folder or record is logged and counted, and the others are
+/// still settled; an error is returned only when the homes cannot be enumerated at all.
+pub fn settle_interrupted(files: &dyn FileTree) -> Result<InterruptedSettle, FileError> {
+    let mut report = InterruptedSettle::default();
+    let inbox_dir = UserPath::from_names(vec![INBOX_DIR.to_owned()])?;
+    for owner in files.owners()? {
+        let folders = match files.list(&owner, &inbox_dir) {
+            Ok(entries) => entries,
+            Err(FileError::NotFound(_) | FileError::NotADirectory(_)) => continue,
+            Err(e) => {
+                tracing::warn!(user = %owner, error = %e, "could not list the inbox folders");
+                report.errors += 1;
+                continue;
+            }
+        };
+        for folder in folders.iter().filter(|e| e.kind == FileKind::Dir) {
+            settle_folder(files, &owner, &folder.name, &mut report);
+        }
+    }
+    Ok(report)
+}
+
+/// [`settle_interrupted`] for `owner`'s inbox folder `folder`.
+fn settle_folder(
+    files: &dyn FileTree,
+    owner: &UserName,
+    folder: &str,
+    report: &mut InterruptedSettle,
+) {
+    let dir = match folder_path(folder) {
+        Ok(dir) => dir,
+        Err(e) => {
+            tracing::warn!(user = %owner, folder, error = %e, "could not settle an inbox folder");
+            report.errors += 1;
+            return;
+        }
+    };
+    let names = match files.list_records(owner, &dir, RECORD_STORE) {
+        Ok(names) => names,
+        Err(e) => {
+            tracing::warn!(user = %owner, folder, error = %e, "could not list the delivery records");
+            report.errors += 1;
+            return;
+        }
+    };
+    for name in names {
+        let mut record = match files.read_record(owner, &dir, RECORD_STORE, &name) {
+            Ok(Some(bytes)) => match Delivery::from_field(&bytes) {
+                Ok(d) if d.name == name => d,
+                // `inbox` skips (and reports) damaged records; nothing to settle.
+                _ => continue,
+            },
+            Ok(None) => continue,
+            Err(e) => {
+                tracing::warn!(user = %owner, folder, name, error = %e, "could not read a delivery record");
+                report.errors += 1;
+                continue;
+            }
+        };
+        if record.state != DeliveryState::Pending {
+            continue;
+        }
+        let target = match dir.child(&name) {
+            Ok(target) => target,
+            Err(e) => {
+                tracing::warn!(user = %owner, folder, name, error = %e, "could not settle a delivery");
+                report.errors += 1;
+                continue;
+            }
+        };
+        let stored = match files.open_read(owner, &target) {
+            Ok(opened) => opened.size == record.size && opened.sha256 == record.sha256,
+            Err(FileError::NotFound(_) | FileError::IsADirectory(_)) => false,
+            Err(e) => {
+                tracing::warn!(user = %owner, folder, name, error = %e,
+                    "could not check an interrupted delivery's file; recording it failed");
+                false
+            }
+        };
+        if stored {
+            record.state = DeliveryState::Received;
+            record.reason = String::new();
+        } else {
+            record.state = DeliveryState::Failed;
+            record.reason = clean_reason(INTERRUPTED_REASON);
+        }
+        if let Err(e) = files.write_record(owner, &dir, RECORD_STORE, &name, &record.to_field()) {
+            tracing::warn!(user = %owner, folder, name, error = %e, "could not save a delivery record");
+            report.errors += 1;
+            continue;
+        }
+        tracing::info!(to = %owner, folder, name, from = %record.from, state = record.state.as_str(),
+            "settled a delivery interrupted by a server stop");
+        if stored {
+            report.received += 1;
+            continue;
+        }
+        report.failed += 1;
+        // The interrupted copy's partial file, if it got that far: never visible, but on
+        // disk it counts toward the quota until the partial sweep expires it.
+        if let Err(e) = files.discard_partial(owner, &target) {
+            tracing::warn!(user = %owner, folder, name, error = %e,
+                "could not delete an interrupted delivery's partial file");
+            report.errors += 1;
+        }
+    }
+}
+
 /// Picks a name free both as a file and as a record in `dir` (`record.name`, else
 /// `2-NAME`, `3-NAME`, ...), sets it in `record` and saves `record`, so no other delivery
 /// takes the name.
@@ -816,5 +969,6 @@ mod tests {
         assert_eq!(json_string("a\"b\\c\nd"), "\"a\\\"b\\\\c\\u000ad\"");
         assert_eq!(clean_reason(" a\tb "), "a b");
         assert_eq!(clean_reason(&"é".repeat(200)).len(), MAX_DELIVERY_REASON);
+        assert_eq!(clean_reason(INTERRUPTED_REASON), INTERRUPTED_REASON);
     }
 }

@@ -1134,6 +1134,41 @@ impl FileTree for DiskTree {
         Ok(report)
     }
 
+    fn owners(&self) -> Result<Vec<UserName>, FileError> {
+        self.check_homes()?;
+        let entries = fs::read_dir(&self.homes).map_err(io_error(&UserPath::root()))?;
+        let mut owners = Vec::new();
+        for entry in entries {
+            let entry = match entry {
+                Ok(entry) => entry,
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not read the homes directory");
+                    continue;
+                }
+            };
+            // `DirEntry::file_type` does not follow symlinks; a symlinked home is never used.
+            match entry.file_type() {
+                Ok(t) if t.is_dir() => {}
+                Ok(_) => continue,
+                Err(e) => {
+                    tracing::warn!(home = %entry.path().display(), error = %e,
+                        "could not examine a home");
+                    continue;
+                }
+            }
+            // Only names `home` would have created: a user name in its normal form.
+            if let Some(owner) = entry
+                .file_name()
+                .to_str()
+                .and_then(|name| UserName::parse(name).ok().filter(|o| o.as_str() == name))
+            {
+                owners.push(owner);
+            }
+        }
+        owners.sort();
+        Ok(owners)
+    }
+
     fn read_record(
         &self,
         owner: &UserName,

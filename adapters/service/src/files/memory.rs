@@ -645,6 +645,10 @@ impl FileTree for MemoryTree {
         Ok(report)
     }
 
+    fn owners(&self) -> Result<Vec<UserName>, FileError> {
+        Ok(lock(&self.homes).keys().cloned().collect())
+    }
+
     fn read_record(
         &self,
         owner: &UserName,

@@ -235,6 +235,12 @@ pub trait FileTree: Send + Sync {
     /// only when the homes cannot be reached at all.
     fn sweep_partials(&self, now: SystemTime, expiry: Duration) -> Result<PartialSweep, FileError>;
 
+    /// The owners of the homes that exist, in byte order, without creating any (the disk
+    /// tree: the directories directly under `homes/` named by a user name in its normal
+    /// form; symlinks and anything else are skipped, an entry that cannot be read is
+    /// logged and skipped). An error only when the homes cannot be reached at all.
+    fn owners(&self) -> Result<Vec<UserName>, FileError>;
+
     /// Record `name` (a name [`path::check_name`] accepts) of the server's hidden record
     /// store `store` (a name starting with [`RECORD_STORE_PREFIX`]) of directory `dir`;
     /// `None` if there is none. Records are never visible to clients, go with their
