@@ -23,11 +23,12 @@ use super::transfer::PartialFile;
 
 /// Contiguous writes are gathered into one job of up to this many bytes: one wake-up of the
 /// writer and one system call per batch instead of per 16 KiB chunk.
-const BATCH: usize = 512 * 1024;
+const BATCH: usize = 256 * 1024;
 
-/// Jobs queued at most: with [`BATCH`], about 2.5 MiB per upload, and the connection waits
-/// when the disk is slower than the network.
-const QUEUE_JOBS: usize = 4;
+/// Jobs queued at most. An upload then holds at most 1 MiB of data (a batch being gathered,
+/// two queued, one being written), 64 MiB for a connection's 64 open uploads when the disk
+/// stalls; the connection waits when the disk is slower than the network.
+const QUEUE_JOBS: usize = 2;
 
 enum Job {
     Write { offset: u64, data: Vec<u8> },
@@ -110,7 +111,8 @@ impl WriteBehind {
         if self.batch.is_empty() {
             return Ok(());
         }
-        let data = std::mem::replace(&mut self.batch, Vec::with_capacity(BATCH));
+        // An idle upload keeps no buffer.
+        let data = std::mem::take(&mut self.batch);
         self.send(Job::Write {
             offset: self.batch_offset,
             data,
@@ -145,6 +147,7 @@ impl PartialFile for WriteBehind {
         if self.batch.is_empty() {
             self.failed()?;
             self.batch_offset = offset;
+            self.batch.reserve(BATCH);
         }
         self.batch.extend_from_slice(data);
         if self.batch.len() >= BATCH {
