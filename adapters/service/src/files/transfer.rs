@@ -237,7 +237,6 @@ impl Transfers {
     /// ends the upload (its last saved state stays for a resume).
     pub fn fput(&mut self, args: &FputArgs<'_>) -> Result<(), TransferFailure> {
         let at = self.table.put(args)?;
-        let state = self.table.upload(args.id)?.checkpoint();
         let Some(upload) = self.uploads.get_mut(&args.id) else {
             return Err(TransferError::UnknownTransfer(args.id).into());
         };
@@ -245,6 +244,8 @@ impl Transfers {
         if written.is_ok() {
             upload.unsaved = upload.unsaved.saturating_add(at.len as u64);
             if upload.unsaved >= CHECKPOINT_BYTES {
+                // The state (its prefix hash finalised) only when it is saved.
+                let state = self.table.upload(args.id)?.checkpoint();
                 written = upload.file.checkpoint_soon(&state);
                 upload.unsaved = 0;
             }
