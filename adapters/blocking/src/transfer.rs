@@ -523,7 +523,7 @@ fn receive(
     let hasher = receiver
         .take_hasher()
         .ok_or(TransferFailure::Machine(TransferError::HasherTaken))?;
-    let mut writer = WriteBehind::spawn(file, hasher).map_err(local(&part))?;
+    let mut writer = WriteBehind::spawn(file, &part, resumed_from, hasher).map_err(local(&part))?;
     let mut in_flight: VecDeque<(u32, u64)> = VecDeque::new();
     let streamed = (|| -> Result<(), TransferFailure> {
         loop {
@@ -560,7 +560,7 @@ fn receive(
         (Err(TransferFailure::Local { .. }) | Ok(()), Err(e)) => Err(e),
         (Err(e), _) => Err(e),
     };
-    let (file, sha256) = match result {
+    let (mut file, sha256) = match result {
         Ok(done) => done,
         Err(e) => {
             receiver.fail();

@@ -2,11 +2,13 @@
 //! this one hashes and writes the released chunks, so a download uses two cores.
 
 use std::fs::File;
-use std::io::{self, Write};
+use std::io;
+use std::path::Path;
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::thread::{self, JoinHandle};
 
 use vserv_core::transfer::FileHasher;
+use vserv_service::files::direct::DirectWriter;
 
 /// Chunks are gathered into batches of this many bytes: the writer wakes, hashes and writes
 /// once per batch instead of once per 16 KiB chunk.
@@ -20,17 +22,24 @@ const QUEUE_BATCHES: usize = 4;
 pub(crate) struct WriteBehind {
     batch: Vec<u8>,
     queue: Option<SyncSender<Vec<u8>>>,
-    thread: JoinHandle<io::Result<(File, FileHasher)>>,
+    thread: JoinHandle<io::Result<(DirectWriter, FileHasher)>>,
 }
 
 impl WriteBehind {
-    /// Starts the writer; `file` is positioned where the chunks go and `hasher` has seen
-    /// every byte before that position.
-    pub(crate) fn spawn(file: File, hasher: FileHasher) -> io::Result<WriteBehind> {
+    /// Starts the writer of `file` (open for reading and writing at `path`): the chunks go
+    /// from offset `start` on, and `hasher` has seen every byte before it. The file is
+    /// written in large blocks bypassing the page cache where the file system allows.
+    pub(crate) fn spawn(
+        file: File,
+        path: &Path,
+        start: u64,
+        hasher: FileHasher,
+    ) -> io::Result<WriteBehind> {
         let (queue, chunks) = sync_channel(QUEUE_BATCHES);
+        let writer = DirectWriter::new(file, path);
         let thread = thread::Builder::new()
             .name("vserv-write".into())
-            .spawn(move || write_all(file, hasher, chunks))?;
+            .spawn(move || write_all(writer, start, hasher, chunks))?;
         Ok(WriteBehind {
             batch: Vec::with_capacity(BATCH),
             queue: Some(queue),
@@ -50,9 +59,9 @@ impl WriteBehind {
         batch.is_empty() || self.queue.as_ref().is_some_and(|q| q.send(batch).is_ok())
     }
 
-    /// Waits until every queued chunk is written and flushed; returns the file and the
-    /// hash of every byte, or the first write error.
-    pub(crate) fn finish(mut self) -> io::Result<(File, FileHasher)> {
+    /// Waits until every queued chunk is written; returns the file's writer (to sync) and
+    /// the hash of every byte, or the first write error.
+    pub(crate) fn finish(mut self) -> io::Result<(DirectWriter, FileHasher)> {
         // A refused batch means the writer stopped on the error returned below.
         self.send_batch();
         self.queue = None;
@@ -63,21 +72,24 @@ impl WriteBehind {
 }
 
 fn write_all(
-    file: File,
+    mut file: DirectWriter,
+    start: u64,
     mut hasher: FileHasher,
     chunks: Receiver<Vec<u8>>,
-) -> io::Result<(File, FileHasher)> {
-    let mut file = file;
+) -> io::Result<(DirectWriter, FileHasher)> {
+    let mut at = start;
     for batch in chunks {
         hasher.update(&batch);
-        file.write_all(&batch)?;
+        file.write_at(at, &batch)?;
+        at += batch.len() as u64;
     }
+    file.flush()?;
     Ok((file, hasher))
 }
 
 #[cfg(test)]
 mod tests {
-    use std::io::{Read, Seek, SeekFrom};
+    use std::io::Write;
 
     use sha2::{Digest, Sha256};
 
@@ -97,7 +109,7 @@ mod tests {
         file.write_all(b"prefix-").unwrap();
         let mut hasher = FileHasher::new();
         hasher.update(b"prefix-");
-        let mut writer = WriteBehind::spawn(file, hasher).unwrap();
+        let mut writer = WriteBehind::spawn(file, &path, 7, hasher).unwrap();
         let mut expected = b"prefix-".to_vec();
         for i in 0..500u32 {
             let chunk: Vec<u8> = (0..(i % 97) * 13).map(|j| (i + j) as u8).collect();
@@ -105,21 +117,18 @@ mod tests {
             assert!(writer.write(&chunk));
         }
         let (mut file, hasher) = writer.finish().unwrap();
+        file.sync_all().unwrap();
+        drop(file);
         assert_eq!(hasher.finish(), <[u8; 32]>::from(Sha256::digest(&expected)));
-        let mut got = Vec::new();
-        file.seek(SeekFrom::Start(0)).unwrap();
-        file.read_to_end(&mut got).unwrap();
-        assert_eq!(got, expected);
+        assert_eq!(std::fs::read(&path).unwrap(), expected);
     }
 
     #[test]
     fn a_write_error_stops_the_writer_and_is_reported() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("f");
-        File::create(&path).unwrap();
-        // Opened read-only: every write fails.
-        let file = File::open(&path).unwrap();
-        let mut writer = WriteBehind::spawn(file, FileHasher::new()).unwrap();
+        // Every write to /dev/full fails (no space left on device).
+        let path = Path::new("/dev/full");
+        let file = File::options().read(true).write(true).open(path).unwrap();
+        let mut writer = WriteBehind::spawn(file, path, 0, FileHasher::new()).unwrap();
         let mut refused = false;
         for _ in 0..1000 {
             if !writer.write(&[7u8; 16 * 1024]) {

@@ -47,6 +47,7 @@ use std::time::{Duration, SystemTime};
 use vserv_core::commands::{DirEntry, FileKind, FileStat};
 use vserv_core::transfer::{FileHasher, UploadState};
 
+use super::direct::DirectWriter;
 use super::path::{check_name, is_reserved};
 use super::transfer::{FileReader, OpenedFile, OpenedPartial, PartialFile, READ_CHUNK};
 use super::write_behind::WriteBehind;
@@ -280,7 +281,8 @@ fn sweep_group(name: &str) -> Option<Vec<String>> {
 /// An upload's partial file on disk.
 #[derive(Debug)]
 struct DiskPartial {
-    file: fs::File,
+    /// Written in large blocks bypassing the page cache where the file system allows.
+    file: DirectWriter,
     /// Keeps the sweep away while the upload has the file open.
     _claim: PartialClaim,
     /// Where its saved state goes.
@@ -292,7 +294,7 @@ struct DiskPartial {
 impl PartialFile for DiskPartial {
     fn write_at(&mut self, offset: u64, data: &[u8]) -> Result<(), FileError> {
         self.file
-            .write_all_at(data, offset)
+            .write_at(offset, data)
             .map_err(io_error(&self.path))
     }
 
@@ -1040,7 +1042,7 @@ impl FileTree for DiskTree {
             file.set_len(0).map_err(io_error(path))?;
         }
         let partial = DiskPartial {
-            file,
+            file: DirectWriter::new(file, &partial),
             _claim: claim,
             state,
             path: path.clone(),

@@ -19,6 +19,7 @@
 //! runs it at start and periodically.
 
 pub mod delivery;
+pub mod direct;
 mod disk;
 mod memory;
 pub mod path;
