@@ -14,6 +14,8 @@ use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
+use std::sync::Mutex;
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 
 /// Alignment of `O_DIRECT` buffers, offsets and lengths (the largest logical block size in
 /// common use).
@@ -244,6 +246,189 @@ fn open_direct(_path: &Path) -> Option<File> {
     None
 }
 
+/// Bytes read ahead per block.
+const READ_BLOCK: usize = 256 * 1024;
+
+/// Blocks read ahead and waiting: with the one in use and the one being read, a download
+/// holds at most 768 KiB.
+const READ_QUEUE: usize = 1;
+
+/// A file read mostly in order (a download, a delivery's copy), read ahead on a thread of
+/// its own in aligned blocks, bypassing the page cache where possible: the disk works while
+/// the reader encrypts and sends. A read that does not continue the sequence restarts the
+/// read-ahead there; any failure of the read-ahead falls back to ordinary positioned reads.
+#[derive(Debug)]
+pub struct ReadAhead {
+    /// The ordinary handle: fallback reads, and the file the read-ahead reopens.
+    file: File,
+    ahead: Mutex<Ahead>,
+}
+
+#[derive(Debug, Default)]
+struct Ahead {
+    /// Blocks from the read-ahead thread; `None` before the first read, or after a failure.
+    blocks: Option<Receiver<io::Result<Block>>>,
+    /// The block being read from.
+    current: Option<Block>,
+    /// Set once the read-ahead failed: ordinary reads from then on.
+    failed: bool,
+}
+
+#[derive(Debug)]
+struct Block {
+    /// File offset of the block's first byte.
+    offset: u64,
+    /// The bytes are `data[start..start + len]`.
+    data: Vec<u8>,
+    start: usize,
+    len: usize,
+}
+
+impl Block {
+    fn end(&self) -> u64 {
+        self.offset + self.len as u64
+    }
+}
+
+impl ReadAhead {
+    /// Wraps `file`, open for reading; nothing is read until the first read.
+    pub fn new(file: File) -> ReadAhead {
+        ReadAhead {
+            file,
+            ahead: Mutex::new(Ahead::default()),
+        }
+    }
+
+    /// Fills `buf` with the bytes at `offset` (all of them, or an error such as
+    /// `UnexpectedEof` past the end).
+    pub fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        let mut ahead = self.ahead.lock().unwrap_or_else(|e| e.into_inner());
+        let mut done = 0;
+        while done < buf.len() {
+            let at = offset + done as u64;
+            if let Some(block) = ahead
+                .current
+                .as_ref()
+                .filter(|b| b.offset <= at && at < b.end())
+            {
+                let from = block.start + (at - block.offset) as usize;
+                let n = (buf.len() - done).min((block.end() - at) as usize);
+                buf[done..done + n].copy_from_slice(&block.data[from..from + n]);
+                done += n;
+                continue;
+            }
+            if ahead.failed || !self.next_block(&mut ahead, at) {
+                // Ordinary read for the rest.
+                return self.file.read_exact_at(&mut buf[done..], at);
+            }
+        }
+        Ok(())
+    }
+
+    /// Makes `ahead.current` the block holding `at` if the read-ahead can: the next block
+    /// when `at` continues the sequence, else a read-ahead restarted at `at`. `false` when
+    /// the read-ahead cannot give it (end of file, failure).
+    fn next_block(&self, ahead: &mut Ahead, at: u64) -> bool {
+        let continues = ahead
+            .current
+            .as_ref()
+            .is_some_and(|b| b.end() == at && b.len == READ_BLOCK);
+        if !continues || ahead.blocks.is_none() {
+            ahead.current = None;
+            ahead.blocks = match self.start(at) {
+                Ok(blocks) => Some(blocks),
+                Err(_) => {
+                    ahead.failed = true;
+                    return false;
+                }
+            };
+        }
+        match ahead.blocks.as_ref().map(|b| b.recv()) {
+            Some(Ok(Ok(block))) if block.offset <= at && at < block.end() => {
+                ahead.current = Some(block);
+                true
+            }
+            Some(Ok(Err(_))) => {
+                ahead.failed = true;
+                ahead.blocks = None;
+                false
+            }
+            // End of file, or a block that does not hold `at`.
+            _ => {
+                ahead.blocks = None;
+                ahead.current = None;
+                false
+            }
+        }
+    }
+
+    /// Starts reading ahead from the aligned block holding `at`.
+    fn start(&self, at: u64) -> io::Result<Receiver<io::Result<Block>>> {
+        let file = reopen_direct(&self.file).map_or_else(|| self.file.try_clone(), Ok)?;
+        let (queue, blocks) = sync_channel(READ_QUEUE);
+        let from = at - at % ALIGN as u64;
+        std::thread::Builder::new()
+            .name("vserv-read-ahead".into())
+            .spawn(move || read_blocks(file, from, queue))?;
+        Ok(blocks)
+    }
+}
+
+fn read_blocks(file: File, mut at: u64, queue: SyncSender<io::Result<Block>>) {
+    loop {
+        let mut data = vec![0u8; READ_BLOCK + ALIGN];
+        let start = data.as_ptr().align_offset(ALIGN).min(ALIGN);
+        let mut len = 0;
+        while len < READ_BLOCK {
+            match file.read_at(&mut data[start + len..start + READ_BLOCK], at + len as u64) {
+                Ok(0) => break,
+                Ok(n) => len += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    let _ = queue.send(Err(e));
+                    return;
+                }
+            }
+            if len % ALIGN != 0 {
+                // Only the file's end is unaligned.
+                break;
+            }
+        }
+        if len == 0 {
+            return;
+        }
+        let block = Block {
+            offset: at,
+            data,
+            start,
+            len,
+        };
+        if queue.send(Ok(block)).is_err() || len < READ_BLOCK {
+            return;
+        }
+        at += READ_BLOCK as u64;
+    }
+}
+
+/// The open file `file` opened again with `O_DIRECT` (through `/proc/self/fd`, so it is the
+/// same file even if its path was replaced since), if the system allows it.
+#[cfg(target_os = "linux")]
+fn reopen_direct(file: &File) -> Option<File> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::OpenOptionsExt;
+    let direct = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(format!("/proc/self/fd/{}", file.as_raw_fd()))
+        .ok()?;
+    same_file(file, &direct).then_some(direct)
+}
+
+#[cfg(not(target_os = "linux"))]
+fn reopen_direct(_file: &File) -> Option<File> {
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;
@@ -358,6 +543,56 @@ mod tests {
             prop_assert_eq!(on_disk.len(), model.len());
             prop_assert!(on_disk == model, "the file differs from the model");
         }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+
+        /// Reads mostly in order (as a download makes them), with jumps back and forth and
+        /// past the end, return exactly the file's bytes, or an error past its end.
+        #[test]
+        fn read_ahead_returns_the_file_s_bytes(
+            size in 0usize..1_500_000,
+            reads in prop::collection::vec((0u8..10, 1usize..40_000, any::<u64>()), 1..80),
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("f");
+            let content = pattern(9, size);
+            std::fs::write(&path, &content).unwrap();
+            let reader = ReadAhead::new(File::open(&path).unwrap());
+            let mut next = 0u64;
+            for (kind, len, jump) in reads {
+                // Mostly the next bytes; sometimes anywhere, including past the end.
+                let offset = if kind < 8 { next } else { jump % (size as u64 + 50_000) };
+                let mut buf = vec![0u8; len];
+                let got = reader.read_exact_at(&mut buf, offset);
+                let end = offset as usize + len;
+                if end <= size {
+                    prop_assert!(got.is_ok(), "{got:?}");
+                    prop_assert!(buf[..] == content[offset as usize..end]);
+                } else {
+                    prop_assert!(got.is_err());
+                }
+                next = offset + len as u64;
+            }
+        }
+    }
+
+    #[test]
+    fn read_ahead_reads_the_open_file_even_after_its_path_is_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let old = pattern(1, 3 * READ_BLOCK + 5);
+        std::fs::write(&path, &old).unwrap();
+        let reader = ReadAhead::new(File::open(&path).unwrap());
+        let newer = dir.path().join("g");
+        std::fs::write(&newer, pattern(2, 3 * READ_BLOCK + 5)).unwrap();
+        std::fs::rename(&newer, &path).unwrap();
+        let mut got = vec![0u8; old.len()];
+        for (i, piece) in got.chunks_mut(16_372).enumerate() {
+            reader.read_exact_at(piece, (i * 16_372) as u64).unwrap();
+        }
+        assert!(got == old);
     }
 
     #[test]

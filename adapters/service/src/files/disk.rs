@@ -47,7 +47,7 @@ use std::time::{Duration, SystemTime};
 use vserv_core::commands::{DirEntry, FileKind, FileStat};
 use vserv_core::transfer::{FileHasher, UploadState};
 
-use super::direct::DirectWriter;
+use super::direct::{DirectWriter, ReadAhead};
 use super::path::{check_name, is_reserved};
 use super::transfer::{FileReader, OpenedFile, OpenedPartial, PartialFile, READ_CHUNK};
 use super::write_behind::WriteBehind;
@@ -325,7 +325,8 @@ impl PartialFile for DiskPartial {
 /// A file open for download.
 #[derive(Debug)]
 struct DiskReader {
-    file: fs::File,
+    /// Read ahead on a thread of its own, past the page cache where possible.
+    file: ReadAhead,
     path: UserPath,
 }
 
@@ -1254,7 +1255,7 @@ impl FileTree for DiskTree {
         };
         Ok(OpenedFile {
             reader: Box::new(DiskReader {
-                file,
+                file: ReadAhead::new(file),
                 path: path.clone(),
             }),
             size,
