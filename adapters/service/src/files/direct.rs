@@ -5,7 +5,7 @@
 //! dirty pages reach the kernel's limits the writer is throttled to the write-back's pace:
 //! on the reference machine a buffered 2 GiB write plus `fdatasync` ran at 0.5 GB/s and
 //! the same with `O_DIRECT` at 2.5 GB/s, for half the CPU. [`DirectWriter`] gathers the
-//! bytes into an aligned 1 MiB buffer and writes whole aligned blocks with `O_DIRECT`
+//! bytes into an aligned 256 KiB buffer and writes whole aligned blocks with `O_DIRECT`
 //! (Linux, file systems that support it); the unaligned head and tail of a run go through
 //! an ordinary handle. Where `O_DIRECT` is refused (tmpfs, other systems) everything goes
 //! through the ordinary handle, with the same results.
@@ -21,8 +21,8 @@ use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 /// common use).
 const ALIGN: usize = 4096;
 
-/// Bytes gathered before a direct write.
-const BUF: usize = 1 << 20;
+/// Bytes gathered before a direct write (what an open upload's writer holds).
+const BUF: usize = 256 * 1024;
 
 /// Sequential writer of one file: writes are gathered while contiguous and written in
 /// aligned blocks bypassing the page cache where possible. Reads, syncs and length changes
