@@ -21,8 +21,11 @@ use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 /// common use).
 const ALIGN: usize = 4096;
 
-/// Bytes gathered before a direct write (what an open upload's writer holds).
+/// Bytes gathered before a direct write.
 const BUF: usize = 256 * 1024;
+
+/// The buffer a [`DirectWriter::new`] holds.
+pub const WRITER_HELD_BYTES: usize = BUF + ALIGN;
 
 /// Sequential writer of one file: writes are gathered while contiguous and written in
 /// aligned blocks bypassing the page cache where possible. Reads, syncs and length changes
@@ -63,6 +66,20 @@ impl DirectWriter {
             direct,
             buf,
             start: start.min(ALIGN),
+            pos: 0,
+            len: 0,
+            clean: 0,
+        }
+    }
+
+    /// Wraps `file` without a buffer: every write goes straight through the ordinary
+    /// handle (for when the server's transfer buffers are spent).
+    pub fn unbuffered(file: File) -> DirectWriter {
+        DirectWriter {
+            file,
+            direct: None,
+            buf: Vec::new(),
+            start: 0,
             pos: 0,
             len: 0,
             clean: 0,
@@ -250,8 +267,11 @@ fn open_direct(_path: &Path) -> Option<File> {
 const READ_BLOCK: usize = 256 * 1024;
 
 /// Blocks read ahead and waiting: with the one in use and the one being read, a download
-/// holds at most 768 KiB.
+/// holds at most [`READER_HELD_BYTES`] (about 768 KiB).
 const READ_QUEUE: usize = 1;
+
+/// The most a [`ReadAhead`] holds.
+pub const READER_HELD_BYTES: usize = (READ_QUEUE + 2) * (READ_BLOCK + ALIGN);
 
 /// A file read mostly in order (a download, a delivery's copy), read ahead on a thread of
 /// its own in aligned blocks, bypassing the page cache where possible: the disk works while
@@ -296,6 +316,18 @@ impl ReadAhead {
         ReadAhead {
             file,
             ahead: Mutex::new(Ahead::default()),
+        }
+    }
+
+    /// Wraps `file` without reading ahead: ordinary positioned reads only (for when the
+    /// server's transfer buffers are spent).
+    pub fn unbuffered(file: File) -> ReadAhead {
+        ReadAhead {
+            file,
+            ahead: Mutex::new(Ahead {
+                failed: true,
+                ..Ahead::default()
+            }),
         }
     }
 

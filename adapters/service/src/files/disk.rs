@@ -47,6 +47,9 @@ use std::time::{Duration, SystemTime};
 use vserv_core::commands::{DirEntry, FileKind, FileStat};
 use vserv_core::transfer::{FileHasher, UploadState};
 
+use super::budget::{
+    BufferBudget, DEFAULT_TRANSFER_BUFFERS, DOWNLOAD_BUFFERS, Reservation, UPLOAD_BUFFERS,
+};
 use super::direct::{DirectWriter, ReadAhead};
 use super::path::{check_name, is_reserved};
 use super::transfer::{FileReader, OpenedFile, OpenedPartial, PartialFile, READ_CHUNK};
@@ -285,6 +288,8 @@ struct DiskPartial {
     file: DirectWriter,
     /// Keeps the sweep away while the upload has the file open.
     _claim: PartialClaim,
+    /// Its share of the transfer-buffer budget, if it got one.
+    _buffers: Option<Reservation>,
     /// Where its saved state goes.
     state: PathBuf,
     /// The target, for messages.
@@ -327,6 +332,8 @@ impl PartialFile for DiskPartial {
 struct DiskReader {
     /// Read ahead on a thread of its own, past the page cache where possible.
     file: ReadAhead,
+    /// Its share of the transfer-buffer budget, if it got one.
+    _buffers: Option<Reservation>,
     path: UserPath,
 }
 
@@ -361,6 +368,8 @@ pub struct DiskTree {
     tmp_counter: AtomicU64,
     /// Partial files open by uploads (see [`FileTree::sweep_partials`]).
     in_use: InUse,
+    /// Buffers of uploads written behind and downloads read ahead, server-wide.
+    buffers: BufferBudget,
 }
 
 fn io_error(path: &UserPath) -> impl FnOnce(std::io::Error) -> FileError + '_ {
@@ -411,9 +420,36 @@ impl DiskTree {
             config,
             tmp_counter: AtomicU64::new(0),
             in_use: InUse::default(),
+            buffers: BufferBudget::new(DEFAULT_TRANSFER_BUFFERS),
         };
         tree.check_homes()?;
         Ok(tree)
+    }
+
+    /// The same tree with a budget of `bytes` for transfer buffers (default
+    /// [`DEFAULT_TRANSFER_BUFFERS`]): transfers opened once it is spent run unbuffered.
+    pub fn with_buffer_budget(mut self, bytes: usize) -> Self {
+        self.buffers = BufferBudget::new(bytes);
+        self
+    }
+
+    /// Bytes of the transfer-buffer budget reserved by open transfers now.
+    pub fn buffers_in_use(&self) -> usize {
+        self.buffers.used()
+    }
+
+    /// A download's reader: read ahead if the buffer budget has room for it.
+    fn reader(&self, file: fs::File, path: &UserPath) -> DiskReader {
+        let buffers = self.buffers.try_reserve(DOWNLOAD_BUFFERS);
+        DiskReader {
+            file: if buffers.is_some() {
+                ReadAhead::new(file)
+            } else {
+                ReadAhead::unbuffered(file)
+            },
+            _buffers: buffers,
+            path: path.clone(),
+        }
     }
 
     /// Where the homes are.
@@ -1042,18 +1078,26 @@ impl FileTree for DiskTree {
         if saved.is_none() {
             file.set_len(0).map_err(io_error(path))?;
         }
+        let buffers = self.buffers.try_reserve(UPLOAD_BUFFERS);
+        let buffered = buffers.is_some();
         let partial = DiskPartial {
-            file: DirectWriter::new(file, &partial),
+            file: if buffered {
+                DirectWriter::new(file, &partial)
+            } else {
+                DirectWriter::unbuffered(file)
+            },
             _claim: claim,
+            _buffers: buffers,
             state,
             path: path.clone(),
         };
-        // Written on a thread of its own: the connection goes on with the next chunks.
-        let file = WriteBehind::spawn(Box::new(partial), path.to_string())?;
-        Ok(OpenedPartial {
-            file: Box::new(file),
-            saved,
-        })
+        let file: Box<dyn PartialFile> = if buffered {
+            // Written on a thread of its own: the connection goes on with the next chunks.
+            Box::new(WriteBehind::spawn(Box::new(partial), path.to_string())?)
+        } else {
+            Box::new(partial)
+        };
+        Ok(OpenedPartial { file, saved })
     }
 
     fn commit_partial(
@@ -1254,10 +1298,7 @@ impl FileTree for DiskTree {
             }
         };
         Ok(OpenedFile {
-            reader: Box::new(DiskReader {
-                file: ReadAhead::new(file),
-                path: path.clone(),
-            }),
+            reader: Box::new(self.reader(file, path)),
             size,
             sha256,
         })

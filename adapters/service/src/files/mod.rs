@@ -18,6 +18,7 @@
 //! has written them for [`DEFAULT_PARTIAL_EXPIRY`] (or the configured expiry); the server
 //! runs it at start and periodically.
 
+pub mod budget;
 pub mod delivery;
 pub mod direct;
 mod disk;

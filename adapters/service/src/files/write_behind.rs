@@ -30,6 +30,10 @@ const BATCH: usize = 256 * 1024;
 /// stalls; the connection waits when the disk is slower than the network.
 const QUEUE_JOBS: usize = 2;
 
+/// The most data an upload written behind holds: a batch gathered, the queued ones, and
+/// the one being written.
+pub const HELD_BYTES: usize = BATCH * (QUEUE_JOBS + 2);
+
 enum Job {
     Write { offset: u64, data: Vec<u8> },
     Checkpoint { state: UploadState, wait: bool },
