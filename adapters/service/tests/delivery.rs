@@ -3,7 +3,8 @@
 //! its input), hooks disabled by default, `on_received`, the recipient's quota, and the
 //! inbox listing with its states and pages.
 
-use std::net::{IpAddr, Ipv4Addr};
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -11,7 +12,7 @@ use std::time::{Duration, Instant};
 use rand::SeedableRng;
 use vserv_core::commands::{Command, Delivery, DeliveryState, ListPage, Reply, SendArgs, UserRole};
 use vserv_core::transfer::{FgetArgs, FileHasher};
-use vserv_core::{ErrorCode, ErrorReply, Fingerprint, Request};
+use vserv_core::{ErrorCode, ErrorReply, Fingerprint};
 use vserv_service::accounts::UserName;
 use vserv_service::files::delivery::HooksConfig;
 use vserv_service::files::{DiskTree, FileTree, FilesConfig, UserPath};
@@ -68,27 +69,12 @@ impl Env {
         Env { dir, tree, service }
     }
 
-    fn session(&self, name: &str) -> Session {
-        let mut session = Session::new(Some(IpAddr::V4(Ipv4Addr::LOCALHOST)));
-        let login = Request {
-            id: 1,
-            name: "login".into(),
-            args: vec![name.into(), b"password".to_vec(), b"password-1".to_vec()],
-        };
-        let (resp, _) = self.service.answer(&mut session, &login, 1_000);
-        assert!(resp.result.is_ok(), "login {name}: {resp:?}");
-        session
+    fn session(&self, user: &str) -> Session {
+        common::logged_in(&self.service, user)
     }
 
     fn run(&self, session: &mut Session, cmd: &Command) -> Result<Reply, ErrorReply> {
-        let request = Request {
-            id: 2,
-            name: cmd.name().into(),
-            args: cmd.args(),
-        };
-        let (resp, _) = self.service.answer(session, &request, 7_000);
-        resp.result
-            .map(|fields| Reply::from_fields(cmd, &fields).expect("reply decodes"))
+        common::run(&self.service, session, cmd, 7_000)
     }
 
     /// `owner`'s file `p` with `data` (directories on the way created).

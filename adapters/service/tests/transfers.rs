@@ -2,6 +2,8 @@
 //! dir (and the memory tree for the round trip): integrity, visibility, quota, the per-path
 //! lock, resume after a dropped connection and after a restart, versions, refusals.
 
+mod common;
+
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -89,26 +91,11 @@ impl Env {
     }
 
     fn session(&self, user: &str) -> Session {
-        let mut session = Session::new(Some(IpAddr::V4(Ipv4Addr::LOCALHOST)));
-        let login = Request {
-            id: 1,
-            name: "login".into(),
-            args: vec![user.into(), b"password".to_vec(), b"password-1".to_vec()],
-        };
-        let (resp, _) = self.service.answer(&mut session, &login, 1_000);
-        assert!(resp.result.is_ok(), "login {user}: {resp:?}");
-        session
+        common::logged_in(&self.service, user)
     }
 
     fn run(&self, session: &mut Session, cmd: &Command) -> Result<Reply, ErrorReply> {
-        let request = Request {
-            id: 2,
-            name: cmd.name().into(),
-            args: cmd.args(),
-        };
-        let (resp, _) = self.service.answer(session, &request, 1_000);
-        resp.result
-            .map(|fields| Reply::from_fields(cmd, &fields).expect("reply decodes"))
+        common::run(&self.service, session, cmd, 1_000)
     }
 
     fn fopen(

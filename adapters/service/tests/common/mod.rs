@@ -1,0 +1,38 @@
+//! Helpers shared by the service's file tests: a logged-in session and one command through
+//! `Service::answer`.
+
+use std::net::{IpAddr, Ipv4Addr};
+
+use vserv_core::commands::{Command, Reply};
+use vserv_core::{ErrorReply, Request};
+use vserv_service::{Service, Session};
+
+/// A session from 127.0.0.1 logged in as `user` (password `password-1`).
+pub fn logged_in(service: &Service, user: &str) -> Session {
+    let mut session = Session::new(Some(IpAddr::V4(Ipv4Addr::LOCALHOST)));
+    let login = Request {
+        id: 1,
+        name: "login".into(),
+        args: vec![user.into(), b"password".to_vec(), b"password-1".to_vec()],
+    };
+    let (resp, _) = service.answer(&mut session, &login, 1_000);
+    assert!(resp.result.is_ok(), "login {user}: {resp:?}");
+    session
+}
+
+/// Runs `cmd` at `now_ms` and decodes its reply.
+pub fn run(
+    service: &Service,
+    session: &mut Session,
+    cmd: &Command,
+    now_ms: u64,
+) -> Result<Reply, ErrorReply> {
+    let request = Request {
+        id: 2,
+        name: cmd.name().into(),
+        args: cmd.args(),
+    };
+    let (resp, _) = service.answer(session, &request, now_ms);
+    resp.result
+        .map(|fields| Reply::from_fields(cmd, &fields).expect("reply decodes"))
+}
