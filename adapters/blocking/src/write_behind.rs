@@ -1,5 +1,6 @@
-//! A download's file writer on its own thread: the connection thread opens records while
-//! this one hashes and writes the released chunks, so a download uses two cores.
+//! A download's file writer: the connection thread opens records while one thread hashes
+//! the released chunks and another writes them, so hashing never waits for the disk and a
+//! download uses both cores.
 
 use std::fs::File;
 use std::io;
@@ -10,19 +11,25 @@ use std::thread::{self, JoinHandle};
 use vserv_core::transfer::FileHasher;
 use vserv_service::files::direct::DirectWriter;
 
-/// Chunks are gathered into batches of this many bytes: the writer wakes, hashes and writes
+/// Chunks are gathered into batches of this many bytes: the threads wake, hash and write
 /// once per batch instead of once per 16 KiB chunk.
 const BATCH: usize = 512 * 1024;
 
-/// Batches queued for the writer at most (2.5 MiB with the one being gathered): memory
-/// stays bounded and the connection waits when the disk is slower than the network.
+/// Batches queued for each of the two threads at most (with the one being gathered, the one
+/// being hashed and the one being written, 5.5 MiB): memory stays bounded, the connection
+/// waits when the disk is slower than the network, and the queues absorb the moments when
+/// a thread waits for a core.
 const QUEUE_BATCHES: usize = 4;
 
-/// Appends chunks to a file and feeds them to a hasher, in order, on a separate thread.
+/// Bytes gathered before each direct write: fewer, larger writes cost the disk less.
+const WRITE_BUFFER: usize = 1024 * 1024;
+
+/// Appends chunks to a file and feeds them to a hasher, in order, on two separate threads.
 pub(crate) struct WriteBehind {
     batch: Vec<u8>,
     queue: Option<SyncSender<Vec<u8>>>,
-    thread: JoinHandle<io::Result<(DirectWriter, FileHasher)>>,
+    hashing: JoinHandle<FileHasher>,
+    writing: JoinHandle<io::Result<DirectWriter>>,
 }
 
 impl WriteBehind {
@@ -35,15 +42,20 @@ impl WriteBehind {
         start: u64,
         hasher: FileHasher,
     ) -> io::Result<WriteBehind> {
-        let (queue, chunks) = sync_channel(QUEUE_BATCHES);
-        let writer = DirectWriter::new(file, path);
-        let thread = thread::Builder::new()
+        let (queue, to_hash) = sync_channel(QUEUE_BATCHES);
+        let (hashed, to_write) = sync_channel(QUEUE_BATCHES);
+        let writer = DirectWriter::with_buffer(file, path, WRITE_BUFFER);
+        let writing = thread::Builder::new()
             .name("vserv-write".into())
-            .spawn(move || write_all(writer, start, hasher, chunks))?;
+            .spawn(move || write_all(writer, start, to_write))?;
+        let hashing = thread::Builder::new()
+            .name("vserv-hash".into())
+            .spawn(move || hash_all(hasher, to_hash, hashed))?;
         Ok(WriteBehind {
             batch: Vec::with_capacity(BATCH),
             queue: Some(queue),
-            thread,
+            hashing,
+            writing,
         })
     }
 
@@ -65,26 +77,43 @@ impl WriteBehind {
         // A refused batch means the writer stopped on the error returned below.
         self.send_batch();
         self.queue = None;
-        self.thread
+        let hasher = self.hashing.join();
+        let writer = self
+            .writing
             .join()
-            .unwrap_or_else(|_| Err(io::Error::other("the file writer thread panicked")))
+            .unwrap_or_else(|_| Err(io::Error::other("the file writer thread panicked")))?;
+        let hasher = hasher.map_err(|_| io::Error::other("the file hasher thread panicked"))?;
+        Ok((writer, hasher))
     }
+}
+
+/// Hashes each batch, then passes it on to the writer; stops early if the writer stopped.
+fn hash_all(
+    mut hasher: FileHasher,
+    batches: Receiver<Vec<u8>>,
+    hashed: SyncSender<Vec<u8>>,
+) -> FileHasher {
+    for batch in batches {
+        hasher.update(&batch);
+        if hashed.send(batch).is_err() {
+            break;
+        }
+    }
+    hasher
 }
 
 fn write_all(
     mut file: DirectWriter,
     start: u64,
-    mut hasher: FileHasher,
-    chunks: Receiver<Vec<u8>>,
-) -> io::Result<(DirectWriter, FileHasher)> {
+    batches: Receiver<Vec<u8>>,
+) -> io::Result<DirectWriter> {
     let mut at = start;
-    for batch in chunks {
-        hasher.update(&batch);
+    for batch in batches {
         file.write_at(at, &batch)?;
         at += batch.len() as u64;
     }
     file.flush()?;
-    Ok((file, hasher))
+    Ok(file)
 }
 
 #[cfg(test)]

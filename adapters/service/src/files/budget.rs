@@ -1,7 +1,7 @@
 //! The server-wide budget for transfer buffers.
 //!
 //! An upload written behind its connection and a download read ahead each hold buffers
-//! (about 1.25 MiB and 768 KiB). A tree reserves them from one budget when the transfer
+//! (about 2 MiB and 2.5 MiB). A tree reserves them from one budget when the transfer
 //! opens and returns them when it ends; a transfer that finds the budget spent runs
 //! without them (written and read in place, slower but the same bytes), so however many
 //! transfers are open, their buffers never exceed the budget.
@@ -9,7 +9,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-/// The budget of the reference server: room for about fifty buffered transfers.
+/// The budget of the reference server: room for about thirty buffered transfers.
 pub const DEFAULT_TRANSFER_BUFFERS: usize = 64 << 20;
 
 /// What an upload written behind reserves: its batches and its direct-write buffer.
