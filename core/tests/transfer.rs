@@ -214,7 +214,7 @@ fn drive_upload(
 
 /// `fopen` on the server: registers the receiver and returns the reply the client gets.
 fn server_open(server: &mut UploadServer, rx: UploadReceiver) -> FopenReply {
-    let (offset, prefix_sha256) = (rx.offset(), rx.prefix_sha256());
+    let (offset, prefix_sha256) = (rx.offset(), rx.prefix_sha256().unwrap());
     let id = server
         .table
         .open(ServerTransfer::Upload(rx))
@@ -312,7 +312,7 @@ proptest! {
         let Ok(ServerTransfer::Upload(rx)) = server.table.close(open.id) else {
             panic!("upload is open");
         };
-        let saved = rx.checkpoint().encode();
+        let saved = rx.checkpoint().unwrap().encode();
         prop_assert_eq!(saved.len(), UploadState::LEN);
         drop((tx, rx));
         let state = UploadState::decode(&saved).unwrap();
@@ -395,7 +395,7 @@ fn a_changed_local_file_cannot_resume_an_upload() {
     let mut rx = UploadReceiver::new(size);
     rx.accept(0, &synthetic(0, 10_000)).unwrap();
     rx.accept(10_000, &synthetic(10_000, 10_000)).unwrap();
-    let state = rx.checkpoint();
+    let state = rx.checkpoint().unwrap();
     let mut restore =
         UploadSender::resume(1, size, 4, 1000, state.offset, state.prefix_sha256).unwrap();
     let mut local = synthetic(0, 20_000);
@@ -426,7 +426,7 @@ fn a_changed_local_file_cannot_resume_an_upload() {
 fn upload_receiver_refuses_gaps_repeats_overruns_and_leaves_its_state_unchanged() {
     let mut rx = UploadReceiver::new(100);
     rx.accept(0, &[1; 40]).unwrap();
-    let before = rx.checkpoint();
+    let before = rx.checkpoint().unwrap();
     let cases: [(u64, usize, TransferError); 5] = [
         (
             41,
@@ -465,7 +465,11 @@ fn upload_receiver_refuses_gaps_repeats_overruns_and_leaves_its_state_unchanged(
     ];
     for (offset, len, err) in cases {
         assert_eq!(rx.accept(offset, &vec![2; len]), Err(err));
-        assert_eq!(rx.checkpoint(), before, "refused chunk changed the state");
+        assert_eq!(
+            rx.checkpoint().unwrap(),
+            before,
+            "refused chunk changed the state"
+        );
     }
     // Incomplete fdone changes nothing either; the upload then completes.
     let right: [u8; 32] = Sha256::digest([[1u8; 40].as_slice(), &[3; 60]].concat()).into();
@@ -886,6 +890,63 @@ proptest! {
 }
 
 #[test]
+fn an_upload_receiver_can_hand_its_hashing_to_the_driver() {
+    use vserv_core::transfer::FileHasher;
+    let file = synthetic(0, 5000);
+    let right: [u8; 32] = Sha256::digest(&file).into();
+    // Not taken: finish_with is refused, the receiver's own hash decides.
+    let mut rx = UploadReceiver::new(5000);
+    rx.accept(0, &file[..1000]).unwrap();
+    assert_eq!(
+        rx.finish_with(&right, FileHasher::new()),
+        Err(TransferError::Incomplete {
+            have: 1000,
+            size: 5000
+        })
+    );
+    let before = rx.checkpoint().unwrap();
+    // Taken after 1000 bytes: the driver's hasher has seen them, and the receiver no
+    // longer hashes or claims a prefix hash.
+    let mut hasher = rx.take_hasher().unwrap();
+    assert!(rx.take_hasher().is_none());
+    assert_eq!(hasher.digest(), before.prefix_sha256);
+    assert_eq!(rx.checkpoint(), Err(TransferError::HasherTaken));
+    assert_eq!(rx.prefix_sha256(), Err(TransferError::HasherTaken));
+    rx.accept(1000, &file[1000..]).unwrap();
+    assert_eq!(rx.finish(&right), Err(TransferError::HasherTaken));
+    // A driver that missed a chunk is caught; the upload is then over.
+    let mut missed = hasher.clone();
+    missed.update(&file[1000..4000]);
+    let mut failed = rx.clone();
+    assert_eq!(
+        failed.finish_with(&right, missed),
+        Err(TransferError::HashMismatch)
+    );
+    assert_eq!(
+        failed.finish_with(&right, FileHasher::new()),
+        Err(TransferError::Finished)
+    );
+    hasher.update(&file[1000..]);
+    assert_eq!(
+        rx.finish_with(&right, hasher),
+        Ok(FdoneReply {
+            size: 5000,
+            sha256: right
+        })
+    );
+    assert!(rx.is_done());
+    // A receiver that still hashes refuses a driver's hasher.
+    let mut own = UploadReceiver::new(3);
+    own.accept(0, b"abc").unwrap();
+    let mut other = FileHasher::new();
+    other.update(b"abc");
+    assert_eq!(
+        own.finish_with(&Sha256::digest(b"abc").into(), other),
+        Err(TransferError::BadState)
+    );
+}
+
+#[test]
 fn finish_with_needs_a_taken_hasher_and_a_complete_download() {
     let mut rx = DownloadReceiver::new(1, 0, EMPTY_SHA256, 1, 10).unwrap();
     assert_eq!(
@@ -1246,7 +1307,7 @@ proptest! {
             prop_assert!(rx.offset() <= size);
         }
         let want: [u8; 32] = want.finalize().into();
-        prop_assert_eq!(rx.prefix_sha256(), want);
+        prop_assert_eq!(rx.prefix_sha256().unwrap(), want);
     }
 }
 

@@ -622,7 +622,10 @@ mod tests {
             self.broken = true;
             self.pending.clear();
             for (_, (path, receiver, data)) in self.uploads.drain() {
-                self.parked.insert(path, (receiver.checkpoint(), data));
+                self.parked.insert(
+                    path,
+                    (receiver.checkpoint().expect("the fake hashes"), data),
+                );
             }
             self.downloads.clear();
         }
@@ -648,7 +651,7 @@ mod tests {
                     let reply = FopenReply {
                         id: self.next_transfer,
                         offset: receiver.offset(),
-                        prefix_sha256: receiver.prefix_sha256(),
+                        prefix_sha256: receiver.prefix_sha256().map_err(refuse)?,
                     };
                     self.uploads
                         .insert(self.next_transfer, (a.path, receiver, data));
@@ -712,7 +715,10 @@ mod tests {
                 "fclose" => {
                     let a = FcloseArgs::parse(args)?;
                     if let Some((path, receiver, data)) = self.uploads.remove(&a.id) {
-                        self.parked.insert(path, (receiver.checkpoint(), data));
+                        self.parked.insert(
+                            path,
+                            (receiver.checkpoint().expect("the fake hashes"), data),
+                        );
                     } else if self.downloads.remove(&a.id).is_none() {
                         return Err(refuse(TransferError::UnknownTransfer(a.id)));
                     }

@@ -14,9 +14,9 @@
 use sha2::{Digest, Sha256};
 
 use super::{
-    DownloadReceiver, FcloseArgs, FdoneArgs, FdoneReply, FgetArgs, FgetReply, FopenArgs,
-    FopenReply, FputArgs, FreadArgs, FreadReply, MAX_FPUT_DATA, ResumeOutcome, TransferError,
-    UploadReceiver, UploadState,
+    DownloadReceiver, FcloseArgs, FdoneArgs, FdoneReply, FgetArgs, FgetReply, FileHasher,
+    FopenArgs, FopenReply, FputArgs, FreadArgs, FreadReply, MAX_FPUT_DATA, ResumeOutcome,
+    TransferError, UploadReceiver, UploadState,
 };
 
 /// Runs one fuzz input (see the module docs).
@@ -100,8 +100,15 @@ fn upload(body: &[u8]) {
     let mut rx = UploadReceiver::new(size);
     // The bytes accepted, to check hashes against (bounded: at most `size` bytes).
     let mut accepted: Vec<u8> = Vec::new();
+    // The driver's hasher once it took the receiver's (ops with the high bit set).
+    let mut driver: Option<FileHasher> = None;
     while let Some(op) = input.u8() {
         let before = rx.offset();
+        if op & 0x80 != 0 && driver.is_none() {
+            driver = rx.take_hasher();
+            assert!(driver.is_some(), "a receiver's hasher was gone");
+            assert_eq!(rx.checkpoint(), Err(TransferError::HasherTaken));
+        }
         match op % 4 {
             0 | 1 => {
                 // A chunk at the expected offset (op 0) or at a drawn one (op 1).
@@ -117,6 +124,9 @@ fn upload(body: &[u8]) {
                     Ok(w) => {
                         assert!(offset == before && len > 0 && before + len as u64 <= size);
                         assert_eq!((w.offset, w.len), (offset, len));
+                        if let Some(hasher) = &mut driver {
+                            hasher.update(&chunk);
+                        }
                         accepted.extend_from_slice(&chunk);
                         assert_eq!(rx.offset(), before + len as u64);
                     }
@@ -135,7 +145,11 @@ fn upload(body: &[u8]) {
                     [0x5a; 32]
                 };
                 let done_before = rx.is_done();
-                match rx.finish(&claimed) {
+                let finished = match &driver {
+                    Some(hasher) => rx.finish_with(&claimed, hasher.clone()),
+                    None => rx.finish(&claimed),
+                };
+                match finished {
                     Ok(reply) => {
                         assert!(!done_before && before == size && claimed == right);
                         assert_eq!(reply.sha256, right);
@@ -151,7 +165,17 @@ fn upload(body: &[u8]) {
             }
             _ => {
                 // Save, lose the machine, restore from a partial file of `keep` bytes.
-                let state = UploadState::decode(&rx.checkpoint().encode())
+                let saved = match driver.take() {
+                    Some(hasher) => UploadState {
+                        size,
+                        offset: before,
+                        prefix_sha256: hasher.digest(),
+                    },
+                    None => rx
+                        .checkpoint()
+                        .unwrap_or_else(|e| panic!("no checkpoint while hashing: {e}")),
+                };
+                let state = UploadState::decode(&saved.encode())
                     .unwrap_or_else(|e| panic!("own state does not decode: {e}"));
                 let keep = usize::from(input.u16().unwrap_or(0)).min(accepted.len());
                 let mut restore = UploadReceiver::restore(&state);

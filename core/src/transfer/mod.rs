@@ -68,6 +68,11 @@ impl FileHasher {
     pub fn finish(self) -> [u8; 32] {
         self.0.finalize().into()
     }
+
+    /// The SHA-256 of the bytes fed so far; hashing can go on after it.
+    pub fn digest(&self) -> [u8; 32] {
+        self.0.clone().finalize().into()
+    }
 }
 
 /// Bytes of an `fput` request other than its data: request header (type 1, id 4, name

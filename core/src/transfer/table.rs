@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use super::{
-    DownloadSender, FdoneArgs, FdoneReply, FputArgs, FreadArgs, ReadAt, TransferError,
+    DownloadSender, FdoneArgs, FdoneReply, FileHasher, FputArgs, FreadArgs, ReadAt, TransferError,
     UploadReceiver, WriteAt,
 };
 
@@ -125,8 +125,28 @@ impl ServerTransfers {
     /// incomplete upload stays open.
     pub fn done(&mut self, args: &FdoneArgs) -> Result<FdoneReply, TransferError> {
         let result = self.upload(args.id)?.finish(&args.sha256);
+        self.settle(args.id, result)
+    }
+
+    /// [`done`](Self::done) for an upload whose hasher the driver took
+    /// ([`UploadReceiver::finish_with`]).
+    pub fn done_with(
+        &mut self,
+        args: &FdoneArgs,
+        hasher: FileHasher,
+    ) -> Result<FdoneReply, TransferError> {
+        let result = self.upload(args.id)?.finish_with(&args.sha256, hasher);
+        self.settle(args.id, result)
+    }
+
+    /// Removes the upload unless it is merely incomplete.
+    fn settle(
+        &mut self,
+        id: u32,
+        result: Result<FdoneReply, TransferError>,
+    ) -> Result<FdoneReply, TransferError> {
         if !matches!(result, Err(TransferError::Incomplete { .. })) {
-            self.open.remove(&args.id);
+            self.open.remove(&id);
         }
         result
     }

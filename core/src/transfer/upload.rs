@@ -316,13 +316,15 @@ impl UploadSenderRestore {
 }
 
 /// Server side of an upload: accepts chunks strictly in order and within the size, hashes
-/// them, tells the driver where to write them, and checks the whole file's SHA-256 at
-/// `fdone`. It holds no file data.
+/// them (or lets the driver hash them, [`take_hasher`](Self::take_hasher)), tells the
+/// driver where to write them, and checks the whole file's SHA-256 at `fdone`. It holds no
+/// file data.
 #[derive(Debug, Clone)]
 pub struct UploadReceiver {
     size: u64,
     offset: u64,
-    hasher: Sha256,
+    /// `None` once the driver took it.
+    hasher: Option<Sha256>,
     phase: Phase,
 }
 
@@ -392,7 +394,7 @@ impl UploadReceiver {
         UploadReceiver {
             size,
             offset: 0,
-            hasher: Sha256::new(),
+            hasher: Some(Sha256::new()),
             phase: Phase::Active,
         }
     }
@@ -417,18 +419,32 @@ impl UploadReceiver {
         self.size
     }
 
-    /// SHA-256 of the bytes accepted so far (the `fopen` reply's prefix hash).
-    pub fn prefix_sha256(&self) -> [u8; 32] {
-        digest_so_far(&self.hasher)
+    /// SHA-256 of the bytes accepted so far (the `fopen` reply's prefix hash);
+    /// [`TransferError::HasherTaken`] once the driver hashes.
+    pub fn prefix_sha256(&self) -> Result<[u8; 32], TransferError> {
+        self.hasher
+            .as_ref()
+            .map(digest_so_far)
+            .ok_or(TransferError::HasherTaken)
     }
 
-    /// The state to save once the partial file is durable up to [`offset`](Self::offset).
-    pub fn checkpoint(&self) -> UploadState {
-        UploadState {
+    /// The state to save once the partial file is durable up to [`offset`](Self::offset);
+    /// [`TransferError::HasherTaken`] once the driver hashes (its hasher then gives the
+    /// prefix hash of the same bytes).
+    pub fn checkpoint(&self) -> Result<UploadState, TransferError> {
+        Ok(UploadState {
             size: self.size,
             offset: self.offset,
-            prefix_sha256: self.prefix_sha256(),
-        }
+            prefix_sha256: self.prefix_sha256()?,
+        })
+    }
+
+    /// Hands the hashing to the driver, which can then hash on another thread: the
+    /// returned hasher has seen bytes `0..offset`, and the driver feeds it every chunk this
+    /// receiver accepts from now on, in order, then gives it to
+    /// [`finish_with`](Self::finish_with). `None` if it was already taken.
+    pub fn take_hasher(&mut self) -> Option<FileHasher> {
+        self.hasher.take().map(FileHasher)
     }
 
     /// Accepts the chunk `data` at `offset`: it must start exactly at [`offset`](Self::offset),
@@ -461,7 +477,9 @@ impl UploadReceiver {
                 size: self.size,
             });
         }
-        self.hasher.update(data);
+        if let Some(hasher) = &mut self.hasher {
+            hasher.update(data);
+        }
         self.offset = end;
         Ok(WriteAt {
             offset,
@@ -474,6 +492,29 @@ impl UploadReceiver {
     /// the partial file visible under its name (fsync, atomic rename); on
     /// [`TransferError::HashMismatch`] the upload is over and the partial file is discarded.
     pub fn finish(&mut self, claimed: &[u8; 32]) -> Result<FdoneReply, TransferError> {
+        self.ready_to_finish()?;
+        let hasher = self.hasher.as_ref().ok_or(TransferError::HasherTaken)?;
+        let sha256 = digest_so_far(hasher);
+        self.check(claimed, sha256)
+    }
+
+    /// [`finish`](Self::finish) for a driver that took the hasher: `hasher` must have been
+    /// fed every chunk accepted after [`take_hasher`](Self::take_hasher), in order.
+    pub fn finish_with(
+        &mut self,
+        claimed: &[u8; 32],
+        hasher: FileHasher,
+    ) -> Result<FdoneReply, TransferError> {
+        self.ready_to_finish()?;
+        if self.hasher.is_some() {
+            return Err(TransferError::BadState);
+        }
+        self.check(claimed, hasher.finish())
+    }
+
+    /// Whether `fdone` can check the hash now: [`TransferError::Finished`] after a
+    /// finish, [`TransferError::Incomplete`] before every byte arrived.
+    pub fn ready_to_finish(&self) -> Result<(), TransferError> {
         if self.phase != Phase::Active {
             return Err(TransferError::Finished);
         }
@@ -483,7 +524,10 @@ impl UploadReceiver {
                 size: self.size,
             });
         }
-        let sha256 = digest_so_far(&self.hasher);
+        Ok(())
+    }
+
+    fn check(&mut self, claimed: &[u8; 32], sha256: [u8; 32]) -> Result<FdoneReply, TransferError> {
         if !bool::from(subtle::ConstantTimeEq::ct_eq(&sha256[..], &claimed[..])) {
             self.phase = Phase::Failed;
             return Err(TransferError::HashMismatch);
@@ -531,7 +575,7 @@ impl UploadRestore {
             let receiver = UploadReceiver {
                 size: self.size,
                 offset: fed,
-                hasher,
+                hasher: Some(hasher),
                 phase: Phase::Active,
             };
             (receiver, ResumeOutcome::Resumed(fed))

@@ -22,8 +22,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 
 use vserv_core::transfer::{
-    DownloadSender, FdoneArgs, FdoneReply, FgetReply, FopenReply, FputArgs, FreadArgs, FreadReply,
-    ServerTransfer, ServerTransfers, TransferError, UploadReceiver, UploadState,
+    DownloadSender, FdoneArgs, FdoneReply, FgetReply, FileHasher, FopenReply, FputArgs, FreadArgs,
+    FreadReply, ServerTransfer, ServerTransfers, TransferError, UploadReceiver, UploadState,
 };
 
 use super::{FileError, FileTree, UserPath};
@@ -59,6 +59,43 @@ pub trait PartialFile: Send + std::fmt::Debug {
     /// it; a failure is then reported by a later call).
     fn checkpoint_soon(&mut self, state: &UploadState) -> Result<(), FileError> {
         self.checkpoint(state)
+    }
+
+    /// Whether the file can take over the upload's hashing ([`hash_behind`](Self::hash_behind)),
+    /// so the bytes are hashed off the caller's thread.
+    fn can_hash_behind(&self) -> bool {
+        false
+    }
+
+    /// Takes over the hashing of an upload of `size` bytes: `hasher` has seen bytes
+    /// `0..offset`, and every later write must continue exactly where the bytes hashed end
+    /// (a write that does not fails the file, as a failed write does). Only for a file
+    /// that [`can_hash_behind`](Self::can_hash_behind).
+    fn hash_behind(&mut self, hasher: FileHasher, size: u64, offset: u64) -> Result<(), FileError> {
+        let _ = (hasher, size, offset);
+        Err(not_hashing())
+    }
+
+    /// For a file hashing behind: [`checkpoint`](Self::checkpoint) (or, with `soon`,
+    /// [`checkpoint_soon`](Self::checkpoint_soon)) of the bytes `0..offset`, with the prefix
+    /// hash of the file's hasher. Fails if the bytes hashed do not end at `offset`.
+    fn checkpoint_behind(&mut self, offset: u64, soon: bool) -> Result<(), FileError> {
+        let _ = (offset, soon);
+        Err(not_hashing())
+    }
+
+    /// For a file hashing behind: waits for every queued write, then gives the hasher back
+    /// (hashing behind ends).
+    fn take_hasher(&mut self) -> Result<FileHasher, FileError> {
+        Err(not_hashing())
+    }
+}
+
+/// What a file that does not hash behind says when asked to.
+fn not_hashing() -> FileError {
+    FileError::Io {
+        path: String::new(),
+        source: std::io::Error::other("this partial file does not hash what it writes"),
     }
 }
 
@@ -153,8 +190,28 @@ struct OpenUpload {
     file: Box<dyn PartialFile>,
     /// Accepted bytes not yet covered by a saved state.
     unsaved: u64,
+    /// Whether the file hashes the bytes (off the connection's thread) rather than the
+    /// machine ([`PartialFile::hash_behind`]).
+    hashed_behind: bool,
     /// Held until the upload is finished, closed or dropped.
     _lock: UploadLock,
+}
+
+impl OpenUpload {
+    /// Saves the state of `receiver`'s upload for a resume, after the bytes it accepted;
+    /// with `soon`, queued behind the writes ([`PartialFile::checkpoint_soon`]).
+    fn save(&mut self, receiver: &UploadReceiver, soon: bool) -> Result<(), TransferFailure> {
+        if self.hashed_behind {
+            return Ok(self.file.checkpoint_behind(receiver.offset(), soon)?);
+        }
+        let state = receiver.checkpoint()?;
+        let saved = if soon {
+            self.file.checkpoint_soon(&state)
+        } else {
+            self.file.checkpoint(&state)
+        };
+        Ok(saved?)
+    }
 }
 
 /// The transfers open on one connection. Dropping it (the connection ended) saves every
@@ -212,8 +269,16 @@ impl Transfers {
         // the whole upload from fopen on, so a concurrent upload that would not fit beside
         // it is refused at its fopen, before any data.
         file.set_len(size)?;
-        file.checkpoint(&receiver.checkpoint())?;
-        let (offset, prefix_sha256) = (receiver.offset(), receiver.prefix_sha256());
+        file.checkpoint(&receiver.checkpoint()?)?;
+        let (offset, prefix_sha256) = (receiver.offset(), receiver.prefix_sha256()?);
+        let mut receiver = receiver;
+        let mut hashed_behind = false;
+        if file.can_hash_behind()
+            && let Some(hasher) = receiver.take_hasher()
+        {
+            file.hash_behind(hasher, size, offset)?;
+            hashed_behind = true;
+        }
         let id = self.table.open(ServerTransfer::Upload(receiver))?;
         self.uploads.insert(
             id,
@@ -222,6 +287,7 @@ impl Transfers {
                 path: path.clone(),
                 file,
                 unsaved: 0,
+                hashed_behind,
                 _lock: lock,
             },
         );
@@ -233,26 +299,28 @@ impl Transfers {
         })
     }
 
-    /// `fput`: the machine checks and hashes the chunk, then it is written. A failed write
+    /// `fput`: the machine checks the chunk, then it is hashed and written. A failed write
     /// ends the upload (its last saved state stays for a resume).
     pub fn fput(&mut self, args: &FputArgs<'_>) -> Result<(), TransferFailure> {
         let at = self.table.put(args)?;
         let Some(upload) = self.uploads.get_mut(&args.id) else {
             return Err(TransferError::UnknownTransfer(args.id).into());
         };
-        let mut written = upload.file.write_at(at.offset, args.data);
+        let mut written = upload
+            .file
+            .write_at(at.offset, args.data)
+            .map_err(Into::into);
         if written.is_ok() {
             upload.unsaved = upload.unsaved.saturating_add(at.len as u64);
             if upload.unsaved >= CHECKPOINT_BYTES {
                 // The state (its prefix hash finalised) only when it is saved.
-                let state = self.table.upload(args.id)?.checkpoint();
-                written = upload.file.checkpoint_soon(&state);
+                written = upload.save(self.table.upload(args.id)?, true);
                 upload.unsaved = 0;
             }
         }
         if let Err(e) = written {
             self.abandon(args.id);
-            return Err(e.into());
+            return Err(e);
         }
         Ok(())
     }
@@ -264,7 +332,21 @@ impl Transfers {
         tree: &dyn FileTree,
         args: &FdoneArgs,
     ) -> Result<FdoneReply, TransferFailure> {
-        let result = self.table.done(args);
+        let result = if self.uploads.get(&args.id).is_some_and(|u| u.hashed_behind) {
+            // The file gives the hasher back (after every queued write) only once every
+            // byte is in: an incomplete upload stays open, hashing.
+            self.table.upload(args.id)?.ready_to_finish()?;
+            match self.uploads.get_mut(&args.id).map(|u| u.file.take_hasher()) {
+                Some(Ok(hasher)) => self.table.done_with(args, hasher),
+                Some(Err(e)) => {
+                    self.abandon(args.id);
+                    return Err(e.into());
+                }
+                None => Err(TransferError::UnknownTransfer(args.id)),
+            }
+        } else {
+            self.table.done(args)
+        };
         if matches!(
             result,
             Err(TransferError::Incomplete { .. } | TransferError::UnknownTransfer(_))
@@ -353,7 +435,7 @@ impl Transfers {
         match self.table.close(id)? {
             ServerTransfer::Upload(receiver) => {
                 if let Some(mut upload) = self.uploads.remove(&id) {
-                    upload.file.checkpoint(&receiver.checkpoint())?;
+                    upload.save(&receiver, false)?;
                 }
             }
             ServerTransfer::Download(_) => {
@@ -375,7 +457,7 @@ impl Drop for Transfers {
         for (id, transfer) in self.table.drain() {
             if let ServerTransfer::Upload(receiver) = transfer
                 && let Some(mut upload) = self.uploads.remove(&id)
-                && let Err(e) = upload.file.checkpoint(&receiver.checkpoint())
+                && let Err(e) = upload.save(&receiver, false)
             {
                 tracing::warn!(user = %upload.owner, path = %upload.path, error = %e,
                     "could not save an upload's state at the end of its connection");

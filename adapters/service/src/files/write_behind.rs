@@ -1,14 +1,17 @@
-//! An upload's partial file written on a thread of its own, so that the connection thread
-//! (opening records, hashing the chunks) and the file system (copying them into the page
-//! cache, syncing at checkpoints) work on two cores at once.
+//! An upload's partial file written behind the connection, so that the connection thread
+//! (opening records), the upload's hashing and the file system work on the cores at once.
 //!
-//! Order is kept: every operation goes through one queue, so a checkpoint's sync and saved
-//! state come after every write queued before it, and a read, `set_len` or `sync` waits for
-//! all of them. The first failure is sticky: every later operation fails with it, so a
-//! partial file that missed a write can never be checkpointed past it or committed. A write
-//! or a queued checkpoint returns before it is done; its failure is reported by the next
-//! operation (the next `fput`, or `fdone`'s sync). Contiguous writes are gathered into
-//! batches, so the writer wakes and writes once per batch rather than per chunk.
+//! Two threads per upload, one after the other: the first hashes the bytes written, when
+//! the upload handed it its hasher ([`PartialFile::hash_behind`]), and passes every
+//! operation on; the second runs them on the file. Hashing thus never waits for the disk.
+//!
+//! Order is kept: every operation goes through the same two queues, so a checkpoint's sync
+//! and saved state come after every write queued before it, and a read, `set_len` or `sync`
+//! waits for all of them. The first failure is sticky: every later operation fails with it,
+//! so a partial file that missed a write can never be checkpointed past it or committed. A
+//! write or a queued checkpoint returns before it is done; its failure is reported by the
+//! next operation (the next `fput`, or `fdone`'s sync). Contiguous writes are gathered into
+//! batches, so the threads wake once per batch rather than per chunk.
 
 use std::fmt;
 use std::io;
@@ -16,42 +19,76 @@ use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 
-use vserv_core::transfer::UploadState;
+use vserv_core::transfer::{FileHasher, UploadState};
 
 use super::FileError;
 use super::transfer::PartialFile;
 
-/// Contiguous writes are gathered into one job of up to this many bytes: one wake-up of the
-/// writer and one system call per batch instead of per 16 KiB chunk.
+/// Contiguous writes are gathered into one job of up to this many bytes: one wake-up of
+/// each thread and one system call per batch instead of per 16 KiB chunk.
 const BATCH: usize = 256 * 1024;
 
-/// Jobs queued at most. An upload then holds at most 1 MiB of data (a batch being gathered,
-/// two queued, one being written), 64 MiB for a connection's 64 open uploads when the disk
-/// stalls; the connection waits when the disk is slower than the network.
+/// Jobs queued at most before each of the two threads. An upload then holds at most
+/// [`HELD_BYTES`] of data (1.75 MiB: a batch being gathered, two queued, one being hashed,
+/// two queued, one being written), 112 MiB for a connection's 64 open uploads when the disk
+/// stalls (the server's transfer budget bounds it further); the connection waits when the
+/// disk is slower than the network.
 const QUEUE_JOBS: usize = 2;
 
 /// The most data an upload written behind holds: a batch gathered, the queued ones, and
-/// the one being written.
-pub const HELD_BYTES: usize = BATCH * (QUEUE_JOBS + 2);
+/// the ones being hashed and written.
+pub const HELD_BYTES: usize = BATCH * (2 * QUEUE_JOBS + 3);
 
 enum Job {
-    Write { offset: u64, data: Vec<u8> },
-    Checkpoint { state: UploadState, wait: bool },
-    Read { offset: u64, len: usize },
+    Write {
+        offset: u64,
+        data: Vec<u8>,
+    },
+    Checkpoint {
+        state: UploadState,
+        wait: bool,
+    },
+    Read {
+        offset: u64,
+        len: usize,
+    },
     SetLen(u64),
     Sync,
+    /// For the hashing thread: hash the writes from here on (see `Hashing`).
+    HashFrom(Hashing),
+    /// For the hashing thread: a checkpoint of bytes `0..offset` with its prefix hash.
+    CheckpointHashed {
+        offset: u64,
+        wait: bool,
+    },
+    /// For the hashing thread: give the hasher back.
+    TakeHasher,
+    /// The hasher given back, answered once the writes before it are done.
+    Hasher(Option<FileHasher>),
+    /// The hashing thread refused an operation (the failure is recorded): answer it.
+    Refused {
+        wait: bool,
+    },
 }
 
 /// What a waited-for job answers.
 enum Answer {
     Done,
     Read(Vec<u8>),
+    Hasher(FileHasher),
+}
+
+/// The hashing thread's hasher: it has seen bytes `0..hashed` of an upload of `size` bytes.
+struct Hashing {
+    hasher: FileHasher,
+    size: u64,
+    hashed: u64,
 }
 
 /// The first failure, kept as kind and message (an `io::Error` cannot be cloned).
 type Failure = Arc<Mutex<Option<(io::ErrorKind, String, String)>>>;
 
-/// A [`PartialFile`] whose operations run, in order, on a thread of its own.
+/// A [`PartialFile`] whose operations run, in order, on threads of their own.
 pub struct WriteBehind {
     /// Writes gathered for the next job, and the offset of their first byte.
     batch: Vec<u8>,
@@ -59,7 +96,9 @@ pub struct WriteBehind {
     jobs: Option<SyncSender<Job>>,
     answers: Receiver<Result<Answer, FileError>>,
     failure: Failure,
-    thread: Option<JoinHandle<()>>,
+    threads: Vec<JoinHandle<()>>,
+    /// Whether the hashing thread has the upload's hasher.
+    hashing: bool,
     /// The target, for messages.
     path: String,
 }
@@ -73,31 +112,39 @@ impl fmt::Debug for WriteBehind {
 }
 
 impl WriteBehind {
-    /// Moves `inner` to a new thread; `path` names the upload's target in errors.
+    /// Moves `inner` to new threads; `path` names the upload's target in errors.
     pub fn spawn(inner: Box<dyn PartialFile>, path: String) -> Result<WriteBehind, FileError> {
-        let (jobs, queue) = sync_channel(QUEUE_JOBS);
+        let (jobs, to_hash) = sync_channel(QUEUE_JOBS);
+        let (hashed, to_write) = sync_channel(QUEUE_JOBS);
         let (answer, answers) = sync_channel(1);
         let failure = Failure::default();
+        let spawn_failed = |source| FileError::Io {
+            path: path.clone(),
+            source,
+        };
         let shared = failure.clone();
-        let thread = thread::Builder::new()
+        let writer = thread::Builder::new()
             .name("vserv-upload".into())
-            .spawn(move || work(inner, queue, answer, shared))
-            .map_err(|source| FileError::Io {
-                path: path.clone(),
-                source,
-            })?;
+            .spawn(move || write(inner, to_write, answer, shared))
+            .map_err(spawn_failed)?;
+        let shared = failure.clone();
+        let hasher = thread::Builder::new()
+            .name("vserv-upload-hash".into())
+            .spawn(move || hash(to_hash, hashed, shared))
+            .map_err(spawn_failed)?;
         Ok(WriteBehind {
             batch: Vec::new(),
             batch_offset: 0,
             jobs: Some(jobs),
             answers,
             failure,
-            thread: Some(thread),
+            threads: vec![hasher, writer],
+            hashing: false,
             path,
         })
     }
 
-    /// The sticky failure, if the thread has met one.
+    /// The sticky failure, if a thread has met one.
     fn failed(&self) -> Result<(), FileError> {
         match &*self.failure.lock().unwrap_or_else(|e| e.into_inner()) {
             Some(failure) => Err(replay(failure)),
@@ -140,6 +187,13 @@ impl WriteBehind {
             source: io::Error::other("the upload's writer thread stopped"),
         })
     }
+
+    fn not_hashing(&self) -> FileError {
+        FileError::Io {
+            path: self.path.clone(),
+            source: io::Error::other("the upload's hasher is not with its writer"),
+        }
+    }
 }
 
 impl PartialFile for WriteBehind {
@@ -170,7 +224,7 @@ impl PartialFile for WriteBehind {
                 buf[..n].copy_from_slice(&data[..n]);
                 Ok(n)
             }
-            Answer::Done => Ok(0),
+            _ => Ok(0),
         }
     }
 
@@ -196,6 +250,49 @@ impl PartialFile for WriteBehind {
             wait: false,
         })
     }
+
+    fn can_hash_behind(&self) -> bool {
+        !self.hashing
+    }
+
+    fn hash_behind(&mut self, hasher: FileHasher, size: u64, offset: u64) -> Result<(), FileError> {
+        if self.hashing {
+            return Err(self.not_hashing());
+        }
+        self.queue(Job::HashFrom(Hashing {
+            hasher,
+            size,
+            hashed: offset,
+        }))?;
+        self.hashing = true;
+        Ok(())
+    }
+
+    fn checkpoint_behind(&mut self, offset: u64, soon: bool) -> Result<(), FileError> {
+        if !self.hashing {
+            return Err(self.not_hashing());
+        }
+        let job = Job::CheckpointHashed {
+            offset,
+            wait: !soon,
+        };
+        if soon {
+            self.queue(job)
+        } else {
+            self.ask(job).map(|_| ())
+        }
+    }
+
+    fn take_hasher(&mut self) -> Result<FileHasher, FileError> {
+        if !self.hashing {
+            return Err(self.not_hashing());
+        }
+        self.hashing = false;
+        match self.ask(Job::TakeHasher)? {
+            Answer::Hasher(hasher) => Ok(hasher),
+            _ => Err(self.not_hashing()),
+        }
+    }
 }
 
 impl Drop for WriteBehind {
@@ -206,7 +303,7 @@ impl Drop for WriteBehind {
             tracing::warn!(path = %self.path, error = %e, "an upload's last writes failed");
         }
         self.jobs = None;
-        if let Some(thread) = self.thread.take() {
+        for thread in self.threads.drain(..) {
             let _ = thread.join();
         }
     }
@@ -234,7 +331,63 @@ fn remember(failure: &Failure, e: &FileError) {
     }
 }
 
-fn work(
+fn has_failed(failure: &Failure) -> bool {
+    failure.lock().unwrap_or_else(|p| p.into_inner()).is_some()
+}
+
+/// The first thread: hashes writes while it has the hasher, turns hashed checkpoints into
+/// ordinary ones, and passes everything on in order.
+fn hash(jobs: Receiver<Job>, next: SyncSender<Job>, failure: Failure) {
+    let mut hashing: Option<Hashing> = None;
+    let out_of_step = |what: &str, at: u64, hashed: u64| FileError::Io {
+        path: String::new(),
+        source: io::Error::other(format!(
+            "upload {what} at {at} does not continue the bytes hashed (0..{hashed})"
+        )),
+    };
+    for job in jobs {
+        let job = match (job, hashing.as_mut()) {
+            (Job::Write { offset, data }, Some(h)) if !has_failed(&failure) => {
+                if offset == h.hashed {
+                    h.hasher.update(&data);
+                    h.hashed += data.len() as u64;
+                    Job::Write { offset, data }
+                } else {
+                    // Never written unhashed: the upload fails instead.
+                    remember(&failure, &out_of_step("write", offset, h.hashed));
+                    continue;
+                }
+            }
+            (Job::HashFrom(h), _) => {
+                hashing = Some(h);
+                continue;
+            }
+            (Job::CheckpointHashed { offset, wait }, Some(h)) if offset == h.hashed => {
+                Job::Checkpoint {
+                    state: UploadState {
+                        size: h.size,
+                        offset,
+                        prefix_sha256: h.hasher.digest(),
+                    },
+                    wait,
+                }
+            }
+            (Job::CheckpointHashed { offset, wait }, h) => {
+                let hashed = h.map_or(0, |h| h.hashed);
+                remember(&failure, &out_of_step("checkpoint", offset, hashed));
+                Job::Refused { wait }
+            }
+            (Job::TakeHasher, _) => Job::Hasher(hashing.take().map(|h| h.hasher)),
+            (job, _) => job,
+        };
+        if next.send(job).is_err() {
+            return;
+        }
+    }
+}
+
+/// The second thread: runs the operations on the file and answers those waited for.
+fn write(
     mut file: Box<dyn PartialFile>,
     queue: Receiver<Job>,
     answer: SyncSender<Result<Answer, FileError>>,
@@ -249,7 +402,7 @@ fn work(
         let (result, wait) = match (failed, job) {
             // Writes after a failure are dropped: the failure is reported instead.
             (Some(_), Job::Write { .. }) => continue,
-            (Some(e), Job::Checkpoint { wait, .. }) => (Err(e), wait),
+            (Some(e), Job::Checkpoint { wait, .. } | Job::Refused { wait }) => (Err(e), wait),
             (Some(e), _) => (Err(e), true),
             (None, Job::Write { offset, data }) => {
                 (file.write_at(offset, &data).map(|()| Answer::Done), false)
@@ -267,6 +420,11 @@ fn work(
             }
             (None, Job::SetLen(len)) => (file.set_len(len).map(|()| Answer::Done), true),
             (None, Job::Sync) => (file.sync().map(|()| Answer::Done), true),
+            (None, Job::Hasher(Some(hasher))) => (Ok(Answer::Hasher(hasher)), true),
+            // Jobs the hashing thread handles itself, and a refusal whose failure is
+            // recorded before it is sent, never get here without a failure.
+            (None, Job::Refused { wait }) => (Err(not_passed_on()), wait),
+            (None, _) => (Err(not_passed_on()), true),
         };
         if let Err(e) = &result {
             remember(&failure, e);
@@ -274,6 +432,13 @@ fn work(
         if wait && answer.send(result).is_err() {
             return;
         }
+    }
+}
+
+fn not_passed_on() -> FileError {
+    FileError::Io {
+        path: String::new(),
+        source: io::Error::other("an upload's hashing job reached its writer"),
     }
 }
 
@@ -290,6 +455,7 @@ mod tests {
         log: Arc<Mutex<Vec<String>>>,
         writes: Arc<AtomicUsize>,
         fail_at: Option<usize>,
+        states: Arc<Mutex<Vec<UploadState>>>,
     }
 
     impl PartialFile for Logged {
@@ -335,6 +501,7 @@ mod tests {
                 .lock()
                 .unwrap()
                 .push(format!("state{}", state.offset));
+            self.states.lock().unwrap().push(*state);
             Ok(())
         }
     }
@@ -417,5 +584,77 @@ mod tests {
         let log = log.lock().unwrap();
         // Writes 0..5 and their checkpoints; nothing after the failed sixth write.
         assert_eq!(log.last().map(String::as_str), Some("state5"), "{log:?}");
+    }
+
+    fn sha(bytes: &[u8]) -> [u8; 32] {
+        let mut h = FileHasher::new();
+        h.update(bytes);
+        h.finish()
+    }
+
+    #[test]
+    fn a_file_hashing_behind_hashes_in_order_and_saves_its_own_prefix_hashes() {
+        let states = Arc::new(Mutex::new(Vec::new()));
+        let inner = Logged {
+            states: states.clone(),
+            ..Logged::default()
+        };
+        let mut file = WriteBehind::spawn(Box::new(inner), "f".into()).unwrap();
+        let bytes: Vec<u8> = (0..700_000u32).map(|i| (i * 7 + i / 251) as u8).collect();
+        // The upload's first 1000 bytes were hashed before the file took over.
+        let mut hasher = FileHasher::new();
+        hasher.update(&bytes[..1000]);
+        assert!(file.can_hash_behind());
+        file.hash_behind(hasher, bytes.len() as u64, 1000).unwrap();
+        assert!(!file.can_hash_behind());
+        let mut at = 1000;
+        for (i, chunk) in bytes[1000..].chunks(16_348).enumerate() {
+            file.write_at(at as u64, chunk).unwrap();
+            at += chunk.len();
+            if i % 10 == 9 {
+                file.checkpoint_behind(at as u64, true).unwrap();
+            }
+        }
+        file.checkpoint_behind(at as u64, false).unwrap();
+        let hasher = file.take_hasher().unwrap();
+        assert_eq!(hasher.finish(), sha(&bytes));
+        // Hashing behind is over; the file is an ordinary one again.
+        assert!(file.can_hash_behind());
+        assert!(file.checkpoint_behind(at as u64, false).is_err());
+        drop(file);
+        let states = states.lock().unwrap();
+        assert_eq!(states.len(), 5);
+        for state in states.iter() {
+            assert_eq!(state.size, bytes.len() as u64);
+            let end = state.offset as usize;
+            assert_eq!(state.prefix_sha256, sha(&bytes[..end]), "at {end}");
+        }
+        assert_eq!(states.last().map(|s| s.offset), Some(bytes.len() as u64));
+    }
+
+    #[test]
+    fn a_write_or_checkpoint_out_of_step_with_the_hash_fails_the_upload() {
+        for checkpoint in [false, true] {
+            let log = Arc::new(Mutex::new(Vec::new()));
+            let inner = Logged {
+                log: log.clone(),
+                ..Logged::default()
+            };
+            let mut file = WriteBehind::spawn(Box::new(inner), "f".into()).unwrap();
+            file.hash_behind(FileHasher::new(), 100, 0).unwrap();
+            file.write_at(0, &[1; 10]).unwrap();
+            if checkpoint {
+                // Bytes 0..10 were hashed, not 0..20.
+                assert!(file.checkpoint_behind(20, false).is_err());
+            } else {
+                // A gap: never written unhashed.
+                file.write_at(50, &[2; 10]).unwrap();
+            }
+            assert!(file.sync().is_err());
+            assert!(file.take_hasher().is_err());
+            drop(file);
+            let log = log.lock().unwrap();
+            assert_eq!(log.as_slice(), ["w0+10"], "{log:?}");
+        }
     }
 }
