@@ -198,7 +198,7 @@ impl RecordKeys {
             rest = tail;
             consumed = record.start + 4 + IV_LEN + ct_len;
         }
-        encrypt_chains(&self.cipher, &mut chains);
+        encrypt_chains(&self.cipher, chains);
     }
 
     fn tag_framed(&mut self) {
