@@ -5,7 +5,7 @@
 use std::fs::File;
 use std::io;
 use std::path::Path;
-use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::thread::{self, JoinHandle};
 
 use vserv_core::transfer::FileHasher;
@@ -28,6 +28,8 @@ const WRITE_BUFFER: usize = 1024 * 1024;
 pub(crate) struct WriteBehind {
     batch: Vec<u8>,
     queue: Option<SyncSender<Vec<u8>>>,
+    /// Written batches come back to be filled again: no fresh pages to fault in per batch.
+    spares: Receiver<Vec<u8>>,
     hashing: JoinHandle<FileHasher>,
     writing: JoinHandle<io::Result<DirectWriter>>,
 }
@@ -44,16 +46,18 @@ impl WriteBehind {
     ) -> io::Result<WriteBehind> {
         let (queue, to_hash) = sync_channel(QUEUE_BATCHES);
         let (hashed, to_write) = sync_channel(QUEUE_BATCHES);
+        let (spare, spares) = sync_channel(2 * QUEUE_BATCHES + 3);
         let writer = DirectWriter::with_buffer(file, path, WRITE_BUFFER);
         let writing = thread::Builder::new()
             .name("vserv-write".into())
-            .spawn(move || write_all(writer, start, to_write))?;
+            .spawn(move || write_all(writer, start, to_write, spare))?;
         let hashing = thread::Builder::new()
             .name("vserv-hash".into())
             .spawn(move || hash_all(hasher, to_hash, hashed))?;
         Ok(WriteBehind {
             batch: Vec::with_capacity(BATCH),
             queue: Some(queue),
+            spares,
             hashing,
             writing,
         })
@@ -67,7 +71,9 @@ impl WriteBehind {
     }
 
     fn send_batch(&mut self) -> bool {
-        let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(BATCH));
+        let spare = self.spares.try_recv().unwrap_or_default();
+        let batch = std::mem::replace(&mut self.batch, spare);
+        self.batch.reserve(BATCH);
         batch.is_empty() || self.queue.as_ref().is_some_and(|q| q.send(batch).is_ok())
     }
 
@@ -106,11 +112,16 @@ fn write_all(
     mut file: DirectWriter,
     start: u64,
     batches: Receiver<Vec<u8>>,
+    spares: SyncSender<Vec<u8>>,
 ) -> io::Result<DirectWriter> {
     let mut at = start;
-    for batch in batches {
+    for mut batch in batches {
         file.write_at(at, &batch)?;
         at += batch.len() as u64;
+        batch.clear();
+        if let Err(TrySendError::Disconnected(_)) = spares.try_send(batch) {
+            // The connection side is gone; finish the queued writes anyway.
+        }
     }
     file.flush()?;
     Ok(file)

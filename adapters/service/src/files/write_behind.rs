@@ -65,8 +65,10 @@ enum Job {
     TakeHasher,
     /// The hasher given back, answered once the writes before it are done.
     Hasher(Option<FileHasher>),
-    /// The hashing thread refused an operation (the failure is recorded): answer it.
-    Refused {
+    /// The hashing thread refused an operation: the upload fails with `error` (or with an
+    /// earlier failure), in its place in the queue.
+    Fail {
+        error: FileError,
         wait: bool,
     },
 }
@@ -95,6 +97,10 @@ pub struct WriteBehind {
     batch_offset: u64,
     jobs: Option<SyncSender<Job>>,
     answers: Receiver<Result<Answer, FileError>>,
+    /// Written batches come back to be filled again: no fresh pages to fault in per batch
+    /// on the connection's thread. A buffer is allocated only when every one is in use, so
+    /// the upload never holds more than [`HELD_BYTES`].
+    spares: Receiver<Vec<u8>>,
     failure: Failure,
     threads: Vec<JoinHandle<()>>,
     /// Whether the hashing thread has the upload's hasher.
@@ -117,6 +123,7 @@ impl WriteBehind {
         let (jobs, to_hash) = sync_channel(QUEUE_JOBS);
         let (hashed, to_write) = sync_channel(QUEUE_JOBS);
         let (answer, answers) = sync_channel(1);
+        let (spare, spares) = sync_channel(HELD_BYTES / BATCH);
         let failure = Failure::default();
         let spawn_failed = |source| FileError::Io {
             path: path.clone(),
@@ -125,18 +132,18 @@ impl WriteBehind {
         let shared = failure.clone();
         let writer = thread::Builder::new()
             .name("vserv-upload".into())
-            .spawn(move || write(inner, to_write, answer, shared))
+            .spawn(move || write(inner, to_write, answer, spare, shared))
             .map_err(spawn_failed)?;
-        let shared = failure.clone();
         let hasher = thread::Builder::new()
             .name("vserv-upload-hash".into())
-            .spawn(move || hash(to_hash, hashed, shared))
+            .spawn(move || hash(to_hash, hashed))
             .map_err(spawn_failed)?;
         Ok(WriteBehind {
             batch: Vec::new(),
             batch_offset: 0,
             jobs: Some(jobs),
             answers,
+            spares,
             failure,
             threads: vec![hasher, writer],
             hashing: false,
@@ -162,7 +169,6 @@ impl WriteBehind {
         if self.batch.is_empty() {
             return Ok(());
         }
-        // An idle upload keeps no buffer.
         let data = std::mem::take(&mut self.batch);
         self.send(Job::Write {
             offset: self.batch_offset,
@@ -205,6 +211,9 @@ impl PartialFile for WriteBehind {
         if self.batch.is_empty() {
             self.failed()?;
             self.batch_offset = offset;
+            if let Ok(spare) = self.spares.try_recv() {
+                self.batch = spare;
+            }
             self.batch.reserve(BATCH);
         }
         self.batch.extend_from_slice(data);
@@ -331,13 +340,10 @@ fn remember(failure: &Failure, e: &FileError) {
     }
 }
 
-fn has_failed(failure: &Failure) -> bool {
-    failure.lock().unwrap_or_else(|p| p.into_inner()).is_some()
-}
-
 /// The first thread: hashes writes while it has the hasher, turns hashed checkpoints into
-/// ordinary ones, and passes everything on in order.
-fn hash(jobs: Receiver<Job>, next: SyncSender<Job>, failure: Failure) {
+/// ordinary ones, and passes everything on in order. Its refusals fail the upload at their
+/// place in the queue, so the operations before them still run.
+fn hash(jobs: Receiver<Job>, next: SyncSender<Job>) {
     let mut hashing: Option<Hashing> = None;
     let out_of_step = |what: &str, at: u64, hashed: u64| FileError::Io {
         path: String::new(),
@@ -347,15 +353,16 @@ fn hash(jobs: Receiver<Job>, next: SyncSender<Job>, failure: Failure) {
     };
     for job in jobs {
         let job = match (job, hashing.as_mut()) {
-            (Job::Write { offset, data }, Some(h)) if !has_failed(&failure) => {
+            (Job::Write { offset, data }, Some(h)) => {
                 if offset == h.hashed {
                     h.hasher.update(&data);
                     h.hashed += data.len() as u64;
                     Job::Write { offset, data }
                 } else {
-                    // Never written unhashed: the upload fails instead.
-                    remember(&failure, &out_of_step("write", offset, h.hashed));
-                    continue;
+                    // Never written unhashed: the upload fails instead, and hashes no more.
+                    let error = out_of_step("write", offset, h.hashed);
+                    hashing = None;
+                    Job::Fail { error, wait: false }
                 }
             }
             (Job::HashFrom(h), _) => {
@@ -374,8 +381,9 @@ fn hash(jobs: Receiver<Job>, next: SyncSender<Job>, failure: Failure) {
             }
             (Job::CheckpointHashed { offset, wait }, h) => {
                 let hashed = h.map_or(0, |h| h.hashed);
-                remember(&failure, &out_of_step("checkpoint", offset, hashed));
-                Job::Refused { wait }
+                let error = out_of_step("checkpoint", offset, hashed);
+                hashing = None;
+                Job::Fail { error, wait }
             }
             (Job::TakeHasher, _) => Job::Hasher(hashing.take().map(|h| h.hasher)),
             (job, _) => job,
@@ -391,6 +399,7 @@ fn write(
     mut file: Box<dyn PartialFile>,
     queue: Receiver<Job>,
     answer: SyncSender<Result<Answer, FileError>>,
+    spares: SyncSender<Vec<u8>>,
     failure: Failure,
 ) {
     for job in queue {
@@ -402,10 +411,14 @@ fn write(
         let (result, wait) = match (failed, job) {
             // Writes after a failure are dropped: the failure is reported instead.
             (Some(_), Job::Write { .. }) => continue,
-            (Some(e), Job::Checkpoint { wait, .. } | Job::Refused { wait }) => (Err(e), wait),
+            (Some(e), Job::Checkpoint { wait, .. } | Job::Fail { wait, .. }) => (Err(e), wait),
             (Some(e), _) => (Err(e), true),
-            (None, Job::Write { offset, data }) => {
-                (file.write_at(offset, &data).map(|()| Answer::Done), false)
+            (None, Job::Write { offset, mut data }) => {
+                let written = file.write_at(offset, &data).map(|()| Answer::Done);
+                data.clear();
+                // Never blocks: at most HELD_BYTES / BATCH buffers exist.
+                let _ = spares.try_send(data);
+                (written, false)
             }
             (None, Job::Checkpoint { state, wait }) => {
                 (file.checkpoint(&state).map(|()| Answer::Done), wait)
@@ -420,10 +433,10 @@ fn write(
             }
             (None, Job::SetLen(len)) => (file.set_len(len).map(|()| Answer::Done), true),
             (None, Job::Sync) => (file.sync().map(|()| Answer::Done), true),
+            (None, Job::Fail { error, wait }) => (Err(error), wait),
             (None, Job::Hasher(Some(hasher))) => (Ok(Answer::Hasher(hasher)), true),
-            // Jobs the hashing thread handles itself, and a refusal whose failure is
-            // recorded before it is sent, never get here without a failure.
-            (None, Job::Refused { wait }) => (Err(not_passed_on()), wait),
+            // The hashing thread keeps the jobs meant for it, and gives a hasher back
+            // only if it had one.
             (None, _) => (Err(not_passed_on()), true),
         };
         if let Err(e) = &result {
