@@ -1,13 +1,13 @@
 //! `vserv bench crypto`: record-layer throughput against the raw primitives.
 //!
-//! Six workloads on the same payload size, each keyed once up front:
+//! Seven workloads on the same payload size, each keyed once up front:
 //!
 //! - `raw-seal`: AES-256-CBC (PKCS#7) in place, then HMAC-SHA256 over `IV || ciphertext`,
 //!   using the `aes`/`cbc`/`hmac`/`sha2` crates directly, no framing, no copy of the input;
 //! - `seal`: [`RecordKeys::seal`] into a reused output buffer (it copies the payload in);
 //! - `raw-open`: HMAC-SHA256 verify, then CBC decrypt and unpad in place;
 //! - `open`: [`RecordKeys::open`] in place;
-//! - `seal-8`, `seal-64`: eight (or 64) records framed, then sealed together (their CBC
+//! - `seal-8`, `seal-16`, `seal-64`: 8, 16 or 64 records framed, then sealed together (their CBC
 //!   chains interleaved, as a connection seals what it queued since its last write).
 //!
 //! IVs come from a counter, so no RNG cost is measured anywhere. Open workloads prepare a
@@ -416,6 +416,11 @@ fn workloads(size: usize, detail: bool) -> anyhow::Result<Vec<Box<dyn Workload>>
             8,
             "seal-8",
             "RecordKeys::frame x8, then seal_framed: 8 CBC chains interleaved",
+        ),
+        (
+            16,
+            "seal-16",
+            "RecordKeys::frame x16, then seal_framed: 16 CBC chains interleaved",
         ),
         (
             64,
