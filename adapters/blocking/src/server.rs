@@ -15,6 +15,9 @@ use vserv_store::rng::os_rng;
 
 /// How often an idle connection thread checks for shutdown.
 const SHUTDOWN_POLL: Duration = Duration::from_millis(200);
+/// How often a connection waiting for input checks whether a delivery of its session
+/// ended (its answer then leaves): the longest a finished `send` waits for its answer.
+const DELIVERY_POLL: Duration = Duration::from_millis(5);
 /// A peer that accepts none of our bytes for this long is dropped, so a client that stops
 /// reading cannot hold a thread (and a connection slot) forever or stall shutdown.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -41,7 +44,9 @@ pub struct ServerHandle {
 }
 
 impl Server {
-    /// Binds the listening socket.
+    /// Binds the listening socket. Deliveries run on threads of their own
+    /// ([`Service::with_background_deliveries`]): a `send` whose hook or copy takes long
+    /// does not hold its connection's other requests.
     pub fn bind(
         addr: impl ToSocketAddrs,
         identity: Arc<ServerIdentity>,
@@ -51,7 +56,7 @@ impl Server {
         let listener = TcpListener::bind(addr)?;
         let shared = Shared {
             identity,
-            service,
+            service: service.with_background_deliveries(),
             options,
             shutdown: AtomicBool::new(false),
             active: AtomicUsize::new(0),
@@ -262,7 +267,7 @@ fn serve(mut stream: TcpStream, shared: &Shared) -> Result<(), Box<dyn std::erro
             break;
         }
         if shared.shutdown.load(Ordering::SeqCst) {
-            if let Err(e) = shared.service.complete(&mut session, &mut conn, true) {
+            if let Err(e) = shared.service.finish_pending(&mut session, &mut conn) {
                 failure.get_or_insert(e);
             }
             conn.close(CloseCode::Shutdown, "server shutting down");
@@ -284,7 +289,12 @@ fn serve(mut stream: TcpStream, shared: &Shared) -> Result<(), Box<dyn std::erro
             }
             continue;
         }
-        let result = crate::feed::read_into(&mut stream, &mut conn, &mut buf, Some(SHUTDOWN_POLL))?;
+        let poll = if session.delivering() {
+            DELIVERY_POLL
+        } else {
+            SHUTDOWN_POLL
+        };
+        let result = crate::feed::read_into(&mut stream, &mut conn, &mut buf, Some(poll))?;
         if let Err(e) = result {
             failure.get_or_insert(e);
         }

@@ -4,6 +4,7 @@
 use std::collections::VecDeque;
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::sync::mpsc::{Receiver, TryRecvError, sync_channel};
 use std::time::Duration;
 
 use vserv_core::commands::{
@@ -57,6 +58,9 @@ pub struct Service {
     upload_locks: UploadLocks,
     /// Whether and how the hooks of inbox folders run (protocol.md §13.5).
     hooks: HooksConfig,
+    /// Whether a `send`'s delivery runs on a thread of its own while its connection goes
+    /// on ([`Service::with_background_deliveries`]).
+    background_deliveries: bool,
 }
 
 impl std::fmt::Debug for Service {
@@ -88,6 +92,9 @@ pub struct Session {
     cwd: Option<(UserName, Target)>,
     /// The open uploads and downloads (spec/files.md).
     transfers: Transfers,
+    /// `send` requests whose delivery runs on a thread of its own
+    /// ([`Service::with_background_deliveries`]): request id, and where its answer comes.
+    deliveries: VecDeque<(u32, Receiver<Result<Reply, ErrorReply>>)>,
 }
 
 impl Session {
@@ -103,7 +110,14 @@ impl Session {
             pending: VecDeque::new(),
             cwd: None,
             transfers: Transfers::new(),
+            deliveries: VecDeque::new(),
         }
+    }
+
+    /// Whether deliveries of this session are still running on their threads (their
+    /// responses are sent by [`Service::complete`] once they end).
+    pub fn delivering(&self) -> bool {
+        !self.deliveries.is_empty()
     }
 
     /// Whether `rput` groups of this session are still being committed (their responses
@@ -136,17 +150,29 @@ impl Session {
     }
 }
 
+impl Drop for Session {
+    /// Waits for the session's deliveries to end (their records settled), so nothing of a
+    /// finished connection keeps running behind the server's back.
+    fn drop(&mut self) {
+        for (_, answer) in self.deliveries.drain(..) {
+            let _ = answer.recv();
+        }
+    }
+}
+
 /// The outcome of one request.
 struct Handled {
     result: Result<Reply, ErrorReply>,
     close: Option<(CloseCode, &'static str)>,
 }
 
-/// What [`Service::handle`] decided: an answer, or an `rput` record to append (in a group
-/// with the connection's other pipelined `rput`s).
+/// What [`Service::handle`] decided: an answer, an `rput` record to append (in a group
+/// with the connection's other pipelined `rput`s), or a delivery running on its own thread
+/// whose answer comes later.
 enum Outcome {
     Done(Handled),
     Append(NewRecord),
+    Later(Receiver<Result<Reply, ErrorReply>>),
 }
 
 impl Outcome {
@@ -154,6 +180,10 @@ impl Outcome {
     fn finish(self, service: &Service) -> Handled {
         match self {
             Outcome::Done(handled) => handled,
+            Outcome::Later(answer) => answer
+                .recv()
+                .unwrap_or_else(|_| Err(lost_delivery()))
+                .into(),
             Outcome::Append(record) => match &service.ledger {
                 Some(ledger) => appended_reply(
                     ledger
@@ -342,6 +372,14 @@ fn inbox_page(entries: Vec<commands::Delivery>, from: Option<&str>, limit: usize
     }
 }
 
+/// The answer of a delivery whose thread ended without one (it panicked).
+fn lost_delivery() -> ErrorReply {
+    ErrorReply::new(
+        ErrorCode::Internal,
+        "the delivery stopped without an answer",
+    )
+}
+
 fn not_found(message: &str) -> ErrorReply {
     ErrorReply::new(ErrorCode::NotFound, message)
 }
@@ -366,6 +404,7 @@ impl Service {
             files: None,
             upload_locks: UploadLocks::new(),
             hooks: HooksConfig::default(),
+            background_deliveries: false,
         }
     }
 
@@ -380,6 +419,19 @@ impl Service {
     /// are disabled: the allow lists alone decide deliveries).
     pub fn with_hooks(mut self, hooks: HooksConfig) -> Self {
         self.hooks = hooks;
+        self
+    }
+
+    /// This service running each `send`'s slow part (its `on_meta` hook, the copy, its
+    /// `on_received` hook) on a thread of its own, for runtimes that drive a connection
+    /// with [`Service::drive_pipelined`] and [`Service::complete`]: the connection's other
+    /// requests are answered meanwhile, and the `send` is answered when its delivery ends
+    /// (responses may come in any order, protocol.md §12.3). The quick checks (recipient,
+    /// path, allow list, quota, the file opened and a `pending` record) still come first,
+    /// so a request sent after the `send` cannot change what it delivers. Off by default:
+    /// deliveries then run inside the request, as the simulator needs.
+    pub fn with_background_deliveries(mut self) -> Self {
+        self.background_deliveries = true;
         self
     }
 
@@ -435,7 +487,7 @@ impl Service {
         now_ms: u64,
     ) -> Result<(), Error> {
         self.drive_pipelined(session, conn, now_ms)?;
-        self.complete(session, conn, true)
+        self.finish_pending(session, conn)
     }
 
     /// Like [`Service::drive`], but returns without waiting for the last group of `rput`s
@@ -493,8 +545,15 @@ impl Service {
                     } else {
                         self.submit(session, &mut appends);
                         self.complete(session, conn, true)?;
-                        let handled = self.handle(session, &request, now_ms).finish(self);
-                        self.send(session, conn, &request, handled)?;
+                        match self.handle(session, &request, now_ms) {
+                            Outcome::Later(answer) => {
+                                session.deliveries.push_back((request.id, answer));
+                            }
+                            outcome => {
+                                let handled = outcome.finish(self);
+                                self.send(session, conn, &request, handled)?;
+                            }
+                        }
                     }
                 }
                 Event::Connected { session_id, .. } => session.session_id = Some(session_id),
@@ -526,6 +585,8 @@ impl Service {
         tracing::debug!(id = request.id, command = %request.name, ok = response.result.is_ok(), "request");
         respond(conn, &response)?;
         if let Some((code, reason)) = handled.close {
+            // Every request is answered before the close.
+            self.finish_pending(session, conn)?;
             conn.close(code, reason);
         }
         Ok(())
@@ -591,8 +652,66 @@ impl Service {
     }
 
     /// Queues on `conn` the responses of the session's committed `rput` groups, oldest
-    /// first; with `wait`, waits until every group is committed.
+    /// first (with `wait`, waits until every group is committed), and those of its
+    /// deliveries that ended (never waiting for one).
     pub fn complete(
+        &self,
+        session: &mut Session,
+        conn: &mut Connection,
+        wait: bool,
+    ) -> Result<(), Error> {
+        self.complete_appends(session, conn, wait)?;
+        Self::complete_deliveries(session, conn, false)
+    }
+
+    /// Waits for everything of the session still running (its `rput` groups, its
+    /// deliveries) and queues their responses on `conn`.
+    pub fn finish_pending(
+        &self,
+        session: &mut Session,
+        conn: &mut Connection,
+    ) -> Result<(), Error> {
+        self.complete_appends(session, conn, true)?;
+        Self::complete_deliveries(session, conn, true)
+    }
+
+    /// Queues the answers of the deliveries that ended (with `wait`, of every delivery,
+    /// once it ends).
+    fn complete_deliveries(
+        session: &mut Session,
+        conn: &mut Connection,
+        wait: bool,
+    ) -> Result<(), Error> {
+        let mut running = VecDeque::new();
+        while let Some((id, answer)) = session.deliveries.pop_front() {
+            let result = if wait {
+                answer.recv().unwrap_or_else(|_| Err(lost_delivery()))
+            } else {
+                match answer.try_recv() {
+                    Ok(result) => result,
+                    Err(TryRecvError::Empty) => {
+                        running.push_back((id, answer));
+                        continue;
+                    }
+                    Err(TryRecvError::Disconnected) => Err(lost_delivery()),
+                }
+            };
+            tracing::debug!(id, command = "send", ok = result.is_ok(), "request");
+            let response = Response {
+                id,
+                result: result.map(|r| r.to_fields()),
+            };
+            if let Err(e) = respond(conn, &response) {
+                running.append(&mut session.deliveries);
+                session.deliveries = running;
+                return Err(e);
+            }
+        }
+        session.deliveries = running;
+        Ok(())
+    }
+
+    fn complete_appends(
         &self,
         session: &mut Session,
         conn: &mut Connection,
@@ -691,6 +810,13 @@ impl Service {
                 let author = user.map(|u| u.name.to_string()).unwrap_or_default();
                 return Self::rput_outcome(author, cmd, now_ms);
             }
+            Command::Send(args) if self.background_deliveries => match &user {
+                Some(user) => match self.deliver_later(session, user, args, now) {
+                    Ok(answer) => return Outcome::Later(answer),
+                    Err(e) => Err(e).into(),
+                },
+                None => Err(ErrorReply::new(ErrorCode::Forbidden, "log in first")).into(),
+            },
             cmd => self.execute(session, user, cmd, now).into(),
         })
     }
@@ -1042,36 +1168,7 @@ impl Service {
         let me = &user.name;
         Ok(match cmd {
             Command::Send(args) => {
-                let to = UserName::parse(&args.to)
-                    .map_err(|e| ErrorReply::new(ErrorCode::BadArguments, e.to_string()))?;
-                if self.accounts.get(&to).map_err(account_error)?.is_none() {
-                    return Err(not_found(&format!("no user '{to}'")));
-                }
-                let cwd = match &session.cwd {
-                    Some((by, cwd)) if by == me => cwd.clone(),
-                    _ => Target {
-                        owner: me.clone(),
-                        path: UserPath::root(),
-                    },
-                };
-                let source =
-                    file_path::resolve(me, &cwd, &args.path).map_err(|e| file_error(e.into()))?;
-                if &source.owner != me {
-                    return Err(ErrorReply::new(
-                        ErrorCode::Forbidden,
-                        "send delivers files of your own home only",
-                    ));
-                }
-                let out = Outgoing {
-                    from: me.clone(),
-                    path: source.path,
-                    to,
-                    folder: args
-                        .folder
-                        .unwrap_or_else(|| commands::DEFAULT_INBOX_FOLDER.to_owned()),
-                    note: args.note.unwrap_or_default(),
-                    time: now,
-                };
+                let out = self.outgoing(session, user, args, now)?;
                 Reply::Delivered(
                     delivery::deliver(files.as_ref(), &self.upload_locks, &self.hooks, &out)
                         .map_err(delivery_error)?,
@@ -1095,6 +1192,87 @@ impl Service {
                 ));
             }
         })
+    }
+
+    /// What `user`'s `send` asks for, once its recipient exists and its file is one of the
+    /// sender's home.
+    fn outgoing(
+        &self,
+        session: &Session,
+        user: &User,
+        args: commands::SendArgs,
+        now: u64,
+    ) -> Result<Outgoing, ErrorReply> {
+        let me = &user.name;
+        let to = UserName::parse(&args.to)
+            .map_err(|e| ErrorReply::new(ErrorCode::BadArguments, e.to_string()))?;
+        if self.accounts.get(&to).map_err(account_error)?.is_none() {
+            return Err(not_found(&format!("no user '{to}'")));
+        }
+        let cwd = match &session.cwd {
+            Some((by, cwd)) if by == me => cwd.clone(),
+            _ => Target {
+                owner: me.clone(),
+                path: UserPath::root(),
+            },
+        };
+        let source = file_path::resolve(me, &cwd, &args.path).map_err(|e| file_error(e.into()))?;
+        if &source.owner != me {
+            return Err(ErrorReply::new(
+                ErrorCode::Forbidden,
+                "send delivers files of your own home only",
+            ));
+        }
+        Ok(Outgoing {
+            from: me.clone(),
+            path: source.path,
+            to,
+            folder: args
+                .folder
+                .unwrap_or_else(|| commands::DEFAULT_INBOX_FOLDER.to_owned()),
+            note: args.note.unwrap_or_default(),
+            time: now,
+        })
+    }
+
+    /// A `send` whose quick checks pass here and whose delivery then runs on a thread of
+    /// its own; where its answer will come.
+    fn deliver_later(
+        &self,
+        session: &Session,
+        user: &User,
+        args: commands::SendArgs,
+        now: u64,
+    ) -> Result<Receiver<Result<Reply, ErrorReply>>, ErrorReply> {
+        let Some(files) = self.files.clone() else {
+            return Err(ErrorReply::new(
+                ErrorCode::Internal,
+                "no file tree: this server does not keep files",
+            ));
+        };
+        let out = self.outgoing(session, user, args, now)?;
+        let prepared = delivery::prepare(files.as_ref(), &out).map_err(delivery_error)?;
+        let (locks, hooks) = (self.upload_locks.clone(), self.hooks.clone());
+        let (answer, answered) = sync_channel(1);
+        std::thread::Builder::new()
+            .name("vserv-deliver".into())
+            .spawn(move || {
+                let result = prepared
+                    .run(files.as_ref(), &locks, &hooks)
+                    .map(Reply::Delivered)
+                    .map_err(delivery_error);
+                // The connection may be gone: the delivery is recorded either way.
+                let _ = answer.send(result);
+            })
+            .map_err(|e| {
+                // The prepared delivery was dropped with the closure: its record stays
+                // `pending` until the next start settles it.
+                ErrorReply::new(
+                    ErrorCode::Internal,
+                    format!("cannot start the delivery: {e}"),
+                )
+            })?;
+        Ok(answered)
     }
 
     fn execute(

@@ -41,6 +41,12 @@ struct Env {
 impl Env {
     /// Users alice, bob, carol and admin root; hooks as given (`None`: the default).
     fn new(config: FilesConfig, hooks: Option<HooksConfig>) -> Env {
+        Env::in_mode(false, config, hooks)
+    }
+
+    /// [`Env::new`], with each `send`'s delivery on a thread of its own when `background`
+    /// (as the blocking server runs them).
+    fn in_mode(background: bool, config: FilesConfig, hooks: Option<HooksConfig>) -> Env {
         let dir = tempfile::tempdir().expect("tempdir");
         let tree: Arc<dyn FileTree> =
             Arc::new(DiskTree::open(dir.path(), config).expect("disk tree"));
@@ -59,6 +65,9 @@ impl Env {
             fingerprint: Fingerprint([0; 32]),
         };
         let mut service = Service::new(info, accounts).with_files(tree.clone());
+        if background {
+            service = service.with_background_deliveries();
+        }
         if let Some(mut hooks) = hooks {
             // The tests' hook scripts live in the temp dir.
             hooks
@@ -153,9 +162,8 @@ fn toml_path(p: &Path) -> String {
     p.to_str().expect("utf-8 temp path").replace('\\', "\\\\")
 }
 
-#[test]
-fn delivery_is_received_with_its_metadata() {
-    let env = Env::new(FilesConfig::default(), None);
+fn delivery_is_received_with_its_metadata(background: bool) {
+    let env = Env::in_mode(background, FilesConfig::default(), None);
     env.folder("allow = [\"alice\"]\n");
     let data = b"quarterly numbers\n".repeat(5000);
     env.put("alice", "out/report.txt", &data);
@@ -231,9 +239,8 @@ fn delivery_is_received_with_its_metadata() {
     assert_eq!(err.map_err(|e| e.code), Err(ErrorCode::NotFound));
 }
 
-#[test]
-fn the_allow_list_decides_and_refusals_leave_no_record() {
-    let env = Env::new(FilesConfig::default(), None);
+fn the_allow_list_decides_and_refusals_leave_no_record(background: bool) {
+    let env = Env::in_mode(background, FilesConfig::default(), None);
     env.put("alice", "f.txt", b"hello");
     let mut alice = env.session("alice");
     // No folder config: refused, naming what is missing.
@@ -271,9 +278,8 @@ fn the_allow_list_decides_and_refusals_leave_no_record() {
     );
 }
 
-#[test]
-fn on_meta_refusal_reaches_the_sender_and_nothing_lands() {
-    let env = Env::new(FilesConfig::default(), hooks(10));
+fn on_meta_refusal_reaches_the_sender_and_nothing_lands(background: bool) {
+    let env = Env::in_mode(background, FilesConfig::default(), hooks(10));
     let hook = env.script("refuse.sh", "echo no way >&2; exit 3");
     env.folder(&format!(
         "allow = [\"alice\"]\non_meta = [\"{}\"]\n",
@@ -295,9 +301,8 @@ fn on_meta_refusal_reaches_the_sender_and_nothing_lands() {
     assert_eq!(entries[0].note, "hi");
 }
 
-#[test]
-fn on_meta_reads_the_metadata_and_on_received_runs_after_the_store() {
-    let env = Env::new(FilesConfig::default(), hooks(10));
+fn on_meta_reads_the_metadata_and_on_received_runs_after_the_store(background: bool) {
+    let env = Env::in_mode(background, FilesConfig::default(), hooks(10));
     let meta = env.dir.path().join("meta.json");
     let received = env.dir.path().join("received.json");
     let accept = env.script("accept.sh", &format!("cat > '{}'", meta.display()));
@@ -328,9 +333,8 @@ fn on_meta_reads_the_metadata_and_on_received_runs_after_the_store() {
     );
 }
 
-#[test]
-fn a_hanging_hook_is_killed_at_the_timeout_and_refuses() {
-    let env = Env::new(FilesConfig::default(), hooks(1));
+fn a_hanging_hook_is_killed_at_the_timeout_and_refuses(background: bool) {
+    let env = Env::in_mode(background, FilesConfig::default(), hooks(1));
     let hook = env.script("hang.sh", "exec sleep 30");
     env.folder(&format!(
         "allow = [\"alice\"]\non_meta = [\"{}\"]\n",
@@ -352,9 +356,8 @@ fn a_hanging_hook_is_killed_at_the_timeout_and_refuses() {
     assert_eq!(entries[0].state, DeliveryState::Refused);
 }
 
-#[test]
-fn hooks_are_disabled_by_default_and_the_allow_list_decides() {
-    let env = Env::new(FilesConfig::default(), None);
+fn hooks_are_disabled_by_default_and_the_allow_list_decides(background: bool) {
+    let env = Env::in_mode(background, FilesConfig::default(), None);
     let marker = env.dir.path().join("marker");
     let hook = env.script(
         "refuse.sh",
@@ -369,7 +372,8 @@ fn hooks_are_disabled_by_default_and_the_allow_list_decides() {
     assert_eq!(env.send(&mut alice, "f.txt", None).as_deref(), Ok("f.txt"));
     assert!(!marker.exists(), "a hook ran although hooks are disabled");
     // The same folder with hooks enabled: the hook runs (so the marker test can fail).
-    let enabled = Env::new(
+    let enabled = Env::in_mode(
+        background,
         FilesConfig::default(),
         hooks(10).map(|h| HooksConfig {
             programs_dir: Some(env.dir.path().to_path_buf()),
@@ -386,13 +390,12 @@ fn hooks_are_disabled_by_default_and_the_allow_list_decides() {
     assert!(marker.exists());
 }
 
-#[test]
-fn the_recipients_quota_is_enforced_before_any_copy() {
+fn the_recipients_quota_is_enforced_before_any_copy(background: bool) {
     let config = FilesConfig {
         versions: 0,
         quota: Some(1000),
     };
-    let env = Env::new(config, None);
+    let env = Env::in_mode(background, config, None);
     env.folder("allow = [\"alice\"]\n");
     env.put("bob", "mine.bin", &[1; 700]);
     env.put("alice", "big.bin", &[2; 400]);
@@ -472,9 +475,8 @@ fn records_are_hidden_move_with_their_directory_and_go_with_it() {
     }
 }
 
-#[test]
-fn only_files_of_the_senders_own_home_are_sent() {
-    let env = Env::new(FilesConfig::default(), None);
+fn only_files_of_the_senders_own_home_are_sent(background: bool) {
+    let env = Env::in_mode(background, FilesConfig::default(), None);
     env.folder("allow = [\"root\", \"alice\"]\n");
     env.put("alice", "f.txt", b"alice's");
     let mut root = env.session("root");
@@ -762,3 +764,33 @@ fn a_restart_lists_an_interrupted_delivery_as_failed() {
     );
     assert_eq!(env.inbox_files(), ["folder.toml", "report.txt"]);
 }
+
+/// Each case both ways: deliveries inside the request (the simulator's way) and on a
+/// thread of their own (the blocking server's); the outcomes must not differ.
+macro_rules! both_modes {
+    ($($case:ident),* $(,)?) => {
+        mod inline {
+            $(#[test]
+            fn $case() {
+                super::$case(false)
+            })*
+        }
+        mod background {
+            $(#[test]
+            fn $case() {
+                super::$case(true)
+            })*
+        }
+    };
+}
+
+both_modes!(
+    delivery_is_received_with_its_metadata,
+    the_allow_list_decides_and_refusals_leave_no_record,
+    on_meta_refusal_reaches_the_sender_and_nothing_lands,
+    on_meta_reads_the_metadata_and_on_received_runs_after_the_store,
+    a_hanging_hook_is_killed_at_the_timeout_and_refuses,
+    hooks_are_disabled_by_default_and_the_allow_list_decides,
+    the_recipients_quota_is_enforced_before_any_copy,
+    only_files_of_the_senders_own_home_are_sent,
+);

@@ -13,9 +13,12 @@
 //!   the folder's hidden record store [`RECORD_STORE`], under the same name as the file;
 //!   [`inbox`] lists them. Senders the allow list refuses leave no record, so nobody can
 //!   fill another user's inbox listing.
-//! - [`settle_interrupted`]: run when the server starts, settles the deliveries a crash or
-//!   restart left `pending` (a delivery runs inside one `send` request, so none is in
-//!   progress then).
+//! - [`prepare`] and [`PreparedDelivery::run`]: the quick checks, then the slow part (hooks
+//!   and copy), which a runtime may run on a thread of its own while the sender's
+//!   connection goes on ([`deliver`] runs both).
+//! - [`settle_interrupted`]: run when the server starts, settles the deliveries a crash
+//!   left `pending` (a server waits for its running deliveries before it stops, so none is
+//!   in progress then).
 
 use std::io::{Read, Write};
 use std::path::{Component, Path, PathBuf};
@@ -430,12 +433,34 @@ fn folder_config(
 }
 
 /// Delivers `out` (see the module documentation); the file's name in the inbox folder.
+/// [`prepare`], then [`PreparedDelivery::run`].
 pub fn deliver(
     files: &dyn FileTree,
     locks: &UploadLocks,
     hooks: &HooksConfig,
     out: &Outgoing,
 ) -> Result<String, DeliveryError> {
+    prepare(files, out)?.run(files, locks, hooks)
+}
+
+/// A delivery that passed every quick check, with its file open and its record saved
+/// `pending`; [`run`](Self::run) does the slow part. Dropped without running, it stays
+/// `pending` until the server's next start settles it ([`settle_interrupted`]).
+#[derive(Debug)]
+pub struct PreparedDelivery {
+    out: Outgoing,
+    config: FolderConfig,
+    dir: UserPath,
+    /// The sender's file as it was when the delivery was asked for.
+    opened: OpenedFile,
+    record: Delivery,
+}
+
+/// The quick part of a delivery, done before the sender gets any answer: the folder's
+/// configuration and allow list, the sender's file opened (later changes to it do not
+/// change what is delivered), a free name reserved with a `pending` record, and the
+/// recipient's quota checked (a refusal is recorded).
+pub fn prepare(files: &dyn FileTree, out: &Outgoing) -> Result<PreparedDelivery, DeliveryError> {
     let dir = folder_path(&out.folder)?;
     let config = folder_config(files, &out.to, &out.folder, &dir)?;
     if !config.allows(&out.from) {
@@ -462,34 +487,63 @@ pub fn deliver(
         reason: String::new(),
     };
     reserve_name(files, &out.to, &dir, &mut record)?;
-    let name = record.name.clone();
-    // The record exists (pending) from here on: every way out below settles it.
-    let settle = |record: &mut Delivery, state: DeliveryState, reason: &str| {
-        record.state = state;
-        record.reason = clean_reason(reason);
-        if let Err(e) = files.write_record(&out.to, &dir, RECORD_STORE, &name, &record.to_field()) {
-            tracing::warn!(to = %out.to, name = %name, error = %e, "could not save a delivery record");
-        }
+    let mut prepared = PreparedDelivery {
+        out: out.clone(),
+        config,
+        dir,
+        opened,
+        record,
     };
-    if !files.fits(&out.to, opened.size)? {
-        settle(&mut record, DeliveryState::Refused, QUOTA_REASON);
-        return Err(DeliveryError::Quota);
+    // The record exists (pending) from here on: every way out settles it.
+    let (state, reason, error) = match files.fits(&out.to, prepared.opened.size) {
+        Ok(true) => return Ok(prepared),
+        Ok(false) => (DeliveryState::Refused, QUOTA_REASON, DeliveryError::Quota),
+        Err(e) => (DeliveryState::Failed, "the quota check failed", e.into()),
+    };
+    let p = &mut prepared;
+    settle_record(files, &p.out.to, &p.dir, &mut p.record, state, reason);
+    Err(error)
+}
+
+impl PreparedDelivery {
+    /// The delivery's name in the inbox folder.
+    pub fn name(&self) -> &str {
+        &self.record.name
     }
-    if hooks.enabled
-        && let Some(argv) = &config.on_meta
-    {
-        let input = metadata_json(&record, &out.to, &out.folder);
-        if let Err(reason) =
-            hook_allowed(hooks, argv).and_then(|()| run_hook(argv, input.as_bytes(), hooks.timeout))
+
+    /// The slow part: the `on_meta` hook, the streamed copy, the record settled
+    /// (`received`, `refused` or `failed`), then the `on_received` hook. The file's name in
+    /// the inbox folder.
+    pub fn run(
+        self,
+        files: &dyn FileTree,
+        locks: &UploadLocks,
+        hooks: &HooksConfig,
+    ) -> Result<String, DeliveryError> {
+        let PreparedDelivery {
+            out,
+            config,
+            dir,
+            opened,
+            mut record,
+        } = self;
+        let settle = |record: &mut Delivery, state, reason: &str| {
+            settle_record(files, &out.to, &dir, record, state, reason);
+        };
+        if hooks.enabled
+            && let Some(argv) = &config.on_meta
         {
-            settle(&mut record, DeliveryState::Refused, &reason);
-            return Err(DeliveryError::Refused(record.reason));
+            let input = metadata_json(&record, &out.to, &out.folder);
+            if let Err(reason) = hook_allowed(hooks, argv)
+                .and_then(|()| run_hook(argv, input.as_bytes(), hooks.timeout))
+            {
+                settle(&mut record, DeliveryState::Refused, &reason);
+                return Err(DeliveryError::Refused(record.reason));
+            }
         }
-    }
-    let target = dir.child(&name).map_err(FileError::from)?;
-    match copy(files, locks, &out.to, &target, opened) {
-        Ok(()) => settle(&mut record, DeliveryState::Received, ""),
-        Err(e) => {
+        let name = record.name.clone();
+        let target = dir.child(&name).map_err(FileError::from)?;
+        if let Err(e) = copy(files, locks, &out.to, &target, opened) {
             let (state, reason) = match &e {
                 FileError::QuotaExceeded { .. } => (DeliveryState::Refused, QUOTA_REASON),
                 _ => (DeliveryState::Failed, "the copy failed"),
@@ -505,20 +559,37 @@ pub fn deliver(
                 e => e.into(),
             });
         }
-    }
-    tracing::info!(from = %out.from, to = %out.to, folder = %out.folder, name = %name, size = record.size, "delivered");
-    if hooks.enabled
-        && let Some(argv) = &config.on_received
-    {
-        let input = metadata_json(&record, &out.to, &out.folder);
-        // The file is stored: a failing hook is only logged.
-        if let Err(reason) =
-            hook_allowed(hooks, argv).and_then(|()| run_hook(argv, input.as_bytes(), hooks.timeout))
+        settle(&mut record, DeliveryState::Received, "");
+        tracing::info!(from = %out.from, to = %out.to, folder = %out.folder, name = %name, size = record.size, "delivered");
+        if hooks.enabled
+            && let Some(argv) = &config.on_received
         {
-            tracing::warn!(to = %out.to, name = %name, reason = %reason, "on_received hook failed");
+            let input = metadata_json(&record, &out.to, &out.folder);
+            // The file is stored: a failing hook is only logged.
+            if let Err(reason) = hook_allowed(hooks, argv)
+                .and_then(|()| run_hook(argv, input.as_bytes(), hooks.timeout))
+            {
+                tracing::warn!(to = %out.to, name = %name, reason = %reason, "on_received hook failed");
+            }
         }
+        Ok(name)
     }
-    Ok(name)
+}
+
+/// Records a delivery's outcome in `to`'s folder `dir`.
+fn settle_record(
+    files: &dyn FileTree,
+    to: &UserName,
+    dir: &UserPath,
+    record: &mut Delivery,
+    state: DeliveryState,
+    reason: &str,
+) {
+    record.state = state;
+    record.reason = clean_reason(reason);
+    if let Err(e) = files.write_record(to, dir, RECORD_STORE, &record.name, &record.to_field()) {
+        tracing::warn!(to = %to, name = %record.name, error = %e, "could not save a delivery record");
+    }
 }
 
 /// The deliveries to `owner`'s inbox folder `folder`, in byte order of their names.
