@@ -2,6 +2,11 @@
 //! [`UploadSender`], `get` its [`DownloadReceiver`], moving the bytes between local files and
 //! pipelined raw `fopen`/`fput`/`fdone` and `fget`/`fread`/`fclose` requests.
 //!
+//! [`put_with`] and [`get_with`] run one transfer; they are the one-file case of
+//! [`crate::transfer_many`], which runs several on one connection sharing its window. This
+//! module holds the pieces both use: the connection interface ([`RawCalls`]), the options,
+//! outcomes and failures, the resume checks and the download's partial copy.
+//!
 //! Memory stays flat whatever the file size: files are read and written sequentially in
 //! chunks through fixed buffers, and at most `window` chunk requests are in flight (their
 //! replies and the connection's buffers are the only data held). Requests are queued and
@@ -12,22 +17,22 @@
 //! `fdone`; a download is written to `<name>.vserv-part` (with its expected size and hash in
 //! `<name>.vserv-part.info`) and renamed to `<name>` only after its SHA-256 matched.
 
-use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
-use std::io::{self, BufReader, Read, Seek, SeekFrom};
+use std::io::{self, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 use vserv_core::transfer::{
-    DownloadReceiver, FcloseArgs, FdoneReply, FgetArgs, FgetReply, FopenArgs, FopenReply,
-    FreadReply, MAX_FPUT_DATA, MAX_FREAD_LEN, TransferError, UploadSender, parse_ack,
+    DownloadReceiver, FgetReply, FopenReply, FreadReply, MAX_FPUT_DATA, MAX_FREAD_LEN,
+    TransferError, UploadSender,
 };
 use vserv_service::client::ClientError;
 
 use crate::Client;
-use crate::read_ahead::{Batch, ReadAhead};
+use crate::transfer_many::{self, Download, Upload};
 use crate::write_behind::WriteBehind;
 
-/// Chunk requests a transfer keeps in flight unless told otherwise.
+/// Chunk requests kept in flight on a connection unless told otherwise (transfers run
+/// together share them).
 pub const DEFAULT_WINDOW: usize = 128;
 
 /// Suffix of a download's partial copy, next to its final name.
@@ -38,9 +43,6 @@ pub const PART_INFO_SUFFIX: &str = ".vserv-part.info";
 
 /// Bytes read at a time when re-hashing a local prefix for a resume.
 const REHASH_BUF: usize = 1 << 20;
-
-/// Buffer between the file and the chunks (fewer system calls than one per chunk).
-const FILE_BUF: usize = 1 << 20;
 
 /// What the transfer driver needs of a connection: pipelined raw requests. [`Client`]
 /// implements it; tests can drive the transfers against an in-process fake.
@@ -78,7 +80,8 @@ impl RawCalls for Client {
 pub struct TransferOptions {
     /// Continue a partial transfer (the server's partial upload, or the local partial copy).
     pub resume: bool,
-    /// Chunk requests kept in flight (clamped to 1..=the connection's limit).
+    /// Requests kept in flight on the connection (clamped to 1..=the connection's limit),
+    /// shared by the transfers of one [`crate::transfer_many`] batch.
     pub window: usize,
 }
 
@@ -131,9 +134,25 @@ pub enum TransferFailure {
     /// discarded.
     #[error("the downloaded data does not match the server's SHA-256; the copy was discarded")]
     Integrity,
+    /// The connection failed while this transfer was open or waiting to start (the
+    /// transfer whose request met the failure reports it as [`TransferFailure::Client`]).
+    /// An upload keeps its partial upload on the server and a download its partial copy,
+    /// for a resume.
+    #[error("interrupted: the connection failed ({reason})")]
+    Interrupted {
+        /// The connection's failure.
+        reason: String,
+    },
+    /// Another download of the same batch writes the same local file, so this one was not
+    /// started.
+    #[error("{} is also the target of another download; not downloaded", path.display())]
+    DuplicateTarget {
+        /// The local file.
+        path: PathBuf,
+    },
 }
 
-fn local(path: &Path) -> impl FnOnce(io::Error) -> TransferFailure + '_ {
+pub(crate) fn local(path: &Path) -> impl FnOnce(io::Error) -> TransferFailure + '_ {
     move |source| TransferFailure::Local {
         path: path.to_owned(),
         source,
@@ -159,7 +178,7 @@ pub fn put(
 /// acknowledges chunks. With `resume`, a partial upload the server kept is continued after
 /// checking its prefix hash against the local file (a mismatch starts again at 0). On a
 /// failure the upload is parked (`fclose`) when the connection still works, so a later
-/// resume can continue it.
+/// resume can continue it. This is [`transfer_many::put_many`] with one file.
 pub fn put_with(
     client: &mut (impl RawCalls + ?Sized),
     local_path: &Path,
@@ -167,80 +186,35 @@ pub fn put_with(
     options: &TransferOptions,
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<TransferOutcome, TransferFailure> {
-    let file = File::open(local_path).map_err(local(local_path))?;
-    let size = file.metadata().map_err(local(local_path))?.len();
-    let mut reader = BufReader::with_capacity(FILE_BUF, file);
-    let window = options.window.clamp(1, client.max_outstanding().max(1));
-    let opened = fopen(client, remote_path, size, options.resume)?;
-    let mut sender = None;
-    if opened.offset > 0 {
-        match resume_sender(&mut reader, local_path, &opened, size, window) {
-            Ok(s) => sender = s,
-            Err(e) => {
-                close(client, opened.id);
-                return Err(e);
-            }
-        }
-        if sender.is_none() {
-            // The local file is not the one the server holds a part of: start again.
-            close(client, opened.id);
-        }
-    }
-    let (sender, resumed_from) = match sender {
-        Some(s) => (s, opened.offset),
-        None => {
-            let id = if opened.offset > 0 {
-                fopen(client, remote_path, size, false)?.id
-            } else {
-                opened.id
-            };
-            (UploadSender::new(id, size, window, MAX_FPUT_DATA)?, 0)
-        }
+    let upload = Upload {
+        local: local_path.to_owned(),
+        remote: remote_path.to_owned(),
     };
-    let id = sender.id();
-    match send_chunks(client, reader.into_inner(), local_path, sender, progress) {
-        Ok(reply) => Ok(TransferOutcome {
-            size: reply.size,
-            sha256: reply.sha256,
-            resumed_from,
-        }),
-        Err(e) => {
-            close(client, id);
-            Err(e)
-        }
-    }
+    let results = transfer_many::put_many(
+        client,
+        std::slice::from_ref(&upload),
+        options,
+        1,
+        &mut |_, done, total| progress(done, total),
+    );
+    only(results)
 }
 
-fn fopen(
-    client: &mut (impl RawCalls + ?Sized),
-    path: &str,
-    size: u64,
-    resume: bool,
-) -> Result<FopenReply, TransferFailure> {
-    let args = FopenArgs {
-        path: path.to_owned(),
-        size,
-        resume,
-    };
-    let id = client.send_raw("fopen", args.to_args())?;
-    let fields = client.wait_raw(id)?;
-    Ok(FopenReply::from_fields(&fields).map_err(ClientError::from)?)
-}
-
-/// Best-effort `fclose` (the transfer ends with the connection anyway).
-fn close(client: &mut (impl RawCalls + ?Sized), id: u32) {
-    let result = client
-        .send_raw("fclose", FcloseArgs { id }.to_args())
-        .and_then(|rid| client.wait_raw(rid));
-    if let Err(e) = result {
-        tracing::debug!(id, error = %e, "fclose failed");
-    }
+/// The result of a batch of one.
+fn only(
+    results: Vec<Result<TransferOutcome, TransferFailure>>,
+) -> Result<TransferOutcome, TransferFailure> {
+    results
+        .into_iter()
+        .next()
+        .unwrap_or(Err(TransferFailure::Machine(TransferError::BadState)))
 }
 
 /// Re-hashes the local file's bytes before the server's resume offset: the positioned
 /// sender if they match the server's prefix hash, `None` if the local file differs.
-fn resume_sender(
-    reader: &mut BufReader<File>,
+/// `window` is the most chunks the sender keeps in flight.
+pub(crate) fn resume_sender(
+    reader: &mut File,
     path: &Path,
     opened: &FopenReply,
     size: u64,
@@ -280,80 +254,6 @@ fn read_some(reader: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
     }
 }
 
-/// Sends every chunk from the sender's position, keeping the window full, then `fdone`.
-/// The file is read and hashed ahead by a [`ReadAhead`] thread.
-fn send_chunks(
-    client: &mut (impl RawCalls + ?Sized),
-    file: File,
-    path: &Path,
-    mut sender: UploadSender,
-    progress: &mut dyn FnMut(u64, u64),
-) -> Result<FdoneReply, TransferFailure> {
-    let start = sender.progress();
-    progress(start.done, start.size);
-    let hasher = sender
-        .take_hasher()
-        .ok_or(TransferFailure::Machine(TransferError::HasherTaken))?;
-    let reader = ReadAhead::spawn(file, start.done, start.size, MAX_FPUT_DATA, hasher)
-        .map_err(local(path))?;
-    let changed = || TransferFailure::LocalChanged {
-        path: path.to_owned(),
-    };
-    let mut batch: Vec<u8> = Vec::new();
-    let mut at = 0;
-    let mut in_flight: VecDeque<(u32, u64)> = VecDeque::new();
-    let streamed = (|| -> Result<(), TransferFailure> {
-        loop {
-            while let Some(plan) = sender.next_chunk() {
-                if at == batch.len() {
-                    batch = match reader.next() {
-                        Some(Batch::Data(data)) => data,
-                        Some(Batch::Short) | None => return Err(changed()),
-                        Some(Batch::Failed(e)) => return Err(local(path)(e)),
-                    };
-                    at = 0;
-                }
-                // Batches hold whole chunks, so a plan never straddles two.
-                let data = batch.get(at..at + plan.len).ok_or_else(changed)?;
-                at += plan.len;
-                let args = sender.send(plan.offset, data)?.to_args();
-                let id = client.send_raw("fput", args)?;
-                in_flight.push_back((id, plan.offset));
-            }
-            let Some(&(id, offset)) = in_flight.front() else {
-                return Ok(());
-            };
-            parse_ack(&client.wait_raw(id)?).map_err(ClientError::from)?;
-            sender.on_ack(offset)?;
-            in_flight.pop_front();
-            while let Some(&(id, offset)) = in_flight.front() {
-                let Some(reply) = client.take_raw(id) else {
-                    break;
-                };
-                parse_ack(&reply?).map_err(ClientError::from)?;
-                sender.on_ack(offset)?;
-                in_flight.pop_front();
-            }
-            let p = sender.progress();
-            progress(p.done, p.size);
-        }
-    })();
-    let hasher = reader.finish();
-    let result = streamed.and_then(|()| {
-        let hasher =
-            hasher.ok_or_else(|| local(path)(io::Error::other("the file reader failed")))?;
-        let done = sender.finish_with(hasher)?;
-        let id = client.send_raw("fdone", done.to_args())?;
-        let reply = FdoneReply::from_fields(&client.wait_raw(id)?).map_err(ClientError::from)?;
-        sender.on_done(&reply)?;
-        Ok(reply)
-    });
-    if result.is_err() {
-        sender.fail();
-    }
-    result
-}
-
 /// The partial copy of a download to `local_path`.
 pub fn part_path(local_path: &Path) -> PathBuf {
     with_suffix(local_path, PART_SUFFIX)
@@ -390,7 +290,7 @@ pub fn get(
 /// rename, replacing any file there) only once its SHA-256 matched the server's. With
 /// `resume`, a partial copy of the same size and hash continues from its length after being
 /// re-hashed; if the finished copy then fails the hash, the download starts once more from
-/// 0.
+/// 0. This is [`transfer_many::get_many`] with one file.
 pub fn get_with(
     client: &mut (impl RawCalls + ?Sized),
     remote_path: &str,
@@ -398,28 +298,18 @@ pub fn get_with(
     options: &TransferOptions,
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<TransferOutcome, TransferFailure> {
-    let args = FgetArgs {
-        path: remote_path.to_owned(),
+    let download = Download {
+        remote: remote_path.to_owned(),
+        local: local_path.to_owned(),
     };
-    let id = client.send_raw("fget", args.to_args())?;
-    let opened = FgetReply::from_fields(&client.wait_raw(id)?).map_err(ClientError::from)?;
-    let window = options.window.clamp(1, client.max_outstanding().max(1));
-    let mut result = receive(
+    let results = transfer_many::get_many(
         client,
-        &opened,
-        local_path,
-        options.resume,
-        window,
-        progress,
+        std::slice::from_ref(&download),
+        options,
+        1,
+        &mut |_, done, total| progress(done, total),
     );
-    if let Err(TransferFailure::Integrity) = result
-        && options.resume
-    {
-        // The partial copy was of other bytes: it is discarded, start again from 0.
-        result = receive(client, &opened, local_path, false, window, progress);
-    }
-    close(client, opened.id);
-    result
+    only(results)
 }
 
 fn read_info(path: &Path) -> Option<(u64, [u8; 32])> {
@@ -488,7 +378,7 @@ fn open_part(
 }
 
 /// Takes one `fread` reply and queues whatever is now ready, in file order, for the writer.
-fn deliver(
+pub(crate) fn deliver(
     receiver: &mut DownloadReceiver,
     writer: &mut WriteBehind,
     part: &Path,
@@ -506,50 +396,60 @@ fn deliver(
     Ok(())
 }
 
-fn receive(
-    client: &mut (impl RawCalls + ?Sized),
+/// A download's local side, from the `fget` reply until its end: the machine, the writer
+/// of the partial copy and where this run started.
+pub(crate) struct Receiving {
+    pub(crate) receiver: DownloadReceiver,
+    pub(crate) writer: WriteBehind,
+    /// The partial copy.
+    pub(crate) part: PathBuf,
+    /// 0, or the length of the partial copy this run continued.
+    pub(crate) resumed_from: u64,
+}
+
+/// Opens (or, with `resume`, continues) the partial copy of `local_path` for the download
+/// `opened` and starts its writer; the machine keeps at most `window` chunks in use.
+pub(crate) fn start_download(
     opened: &FgetReply,
     local_path: &Path,
     resume: bool,
     window: usize,
-    progress: &mut dyn FnMut(u64, u64),
-) -> Result<TransferOutcome, TransferFailure> {
+) -> Result<Receiving, TransferFailure> {
     let part = part_path(local_path);
     let info = part_info_path(local_path);
     let (file, mut receiver) = open_part(opened, &part, &info, resume, window)?;
     let resumed_from = receiver.progress().done;
-    progress(resumed_from, opened.size);
-    // The writer thread hashes and writes; this one keeps the requests flowing.
+    // The writer threads hash and write; the connection thread keeps the requests flowing.
     let hasher = receiver
         .take_hasher()
         .ok_or(TransferFailure::Machine(TransferError::HasherTaken))?;
-    let mut writer = WriteBehind::spawn(file, &part, resumed_from, hasher).map_err(local(&part))?;
-    let mut in_flight: VecDeque<(u32, u64)> = VecDeque::new();
-    let streamed = (|| -> Result<(), TransferFailure> {
-        loop {
-            while let Some(request) = receiver.next_request() {
-                let id = client.send_raw("fread", request.to_args())?;
-                in_flight.push_back((id, request.offset));
-            }
-            let Some(&(id, offset)) = in_flight.front() else {
-                return Ok(());
-            };
-            let fields = client.wait_raw(id)?;
-            in_flight.pop_front();
-            deliver(&mut receiver, &mut writer, &part, offset, fields)?;
-            while let Some(&(id, offset)) = in_flight.front() {
-                let Some(reply) = client.take_raw(id) else {
-                    break;
-                };
-                in_flight.pop_front();
-                deliver(&mut receiver, &mut writer, &part, offset, reply?)?;
-            }
-            let p = receiver.progress();
-            progress(p.done, p.size);
-        }
-    })();
-    // Everything queued is written (the partial copy stays a prefix of the file for a
-    // resume); a write error outranks the local failure it caused.
+    let writer = WriteBehind::spawn(file, &part, resumed_from, hasher).map_err(local(&part))?;
+    Ok(Receiving {
+        receiver,
+        writer,
+        part,
+        resumed_from,
+    })
+}
+
+/// Ends a download's local side: waits for every queued write (the partial copy stays a
+/// prefix of the file, for a resume), then, if `streamed` and the writes succeeded, checks
+/// the SHA-256 and renames the synced partial copy to `local_path`. On a failure the partial
+/// copy is kept, unless it is known to be wrong (an integrity failure deletes it and its
+/// info file); a write error outranks the local failure it caused.
+pub(crate) fn finish_download(
+    opened: &FgetReply,
+    receiving: Receiving,
+    local_path: &Path,
+    streamed: Result<(), TransferFailure>,
+) -> Result<TransferOutcome, TransferFailure> {
+    let Receiving {
+        mut receiver,
+        writer,
+        part,
+        resumed_from,
+    } = receiving;
+    let info = part_info_path(local_path);
     let written = writer.finish().map_err(local(&part));
     let result = match (streamed, written) {
         (Ok(()), Ok((file, hasher))) => match receiver.finish_with(hasher) {
@@ -564,7 +464,6 @@ fn receive(
         Ok(done) => done,
         Err(e) => {
             receiver.fail();
-            // Keep the partial copy for a resume, unless it is known to be wrong.
             if matches!(e, TransferFailure::Integrity) {
                 let _ = std::fs::remove_file(&part);
                 let _ = std::fs::remove_file(&info);
@@ -585,197 +484,11 @@ fn receive(
 
 #[cfg(test)]
 mod tests {
-    use std::collections::{BTreeMap, HashMap};
-
     use sha2::{Digest, Sha256};
-    use vserv_core::transfer::{
-        DownloadSender, FdoneArgs, FputArgs, FreadArgs, UploadReceiver, UploadState,
-    };
-    use vserv_core::{ErrorCode, ErrorReply};
+    use vserv_core::ErrorCode;
 
     use super::*;
-
-    /// An in-process server speaking the transfer commands with core's server machines,
-    /// answering queued requests when the client waits (in reverse order, to exercise
-    /// replies that arrive out of order), and able to break the connection mid-transfer.
-    #[derive(Default)]
-    struct Fake {
-        next_request: u32,
-        next_transfer: u32,
-        pending: Vec<(u32, String, Vec<Vec<u8>>)>,
-        replies: BTreeMap<u32, Result<Vec<Vec<u8>>, ClientError>>,
-        files: HashMap<String, Vec<u8>>,
-        uploads: HashMap<u32, (String, UploadReceiver, Vec<u8>)>,
-        parked: HashMap<String, (UploadState, Vec<u8>)>,
-        downloads: HashMap<u32, (DownloadSender, Vec<u8>)>,
-        /// The connection breaks on this chunk request (counting from 1).
-        break_at: Option<usize>,
-        chunks: usize,
-        broken: bool,
-        /// `fget` reports a wrong SHA-256.
-        lie: bool,
-        most_pending: usize,
-    }
-
-    impl Fake {
-        fn break_connection(&mut self) {
-            self.broken = true;
-            self.pending.clear();
-            for (_, (path, receiver, data)) in self.uploads.drain() {
-                self.parked.insert(
-                    path,
-                    (receiver.checkpoint().expect("the fake hashes"), data),
-                );
-            }
-            self.downloads.clear();
-        }
-
-        fn handle(&mut self, name: &str, args: &[Vec<u8>]) -> Result<Vec<Vec<u8>>, ErrorReply> {
-            let refuse = |e: TransferError| e.to_reply();
-            match name {
-                "fopen" => {
-                    let a = FopenArgs::parse(args)?;
-                    let parked = self.parked.remove(&a.path);
-                    let (receiver, data) = match parked {
-                        Some((state, data)) if a.resume && state.size == a.size => {
-                            let mut restore = UploadReceiver::restore(&state);
-                            let end = usize::try_from(state.offset).unwrap_or(usize::MAX);
-                            let _ = restore.feed(&data[..end.min(data.len())]);
-                            let (receiver, _) = restore.finish();
-                            let keep = usize::try_from(receiver.offset()).unwrap_or(0);
-                            (receiver, data[..keep].to_vec())
-                        }
-                        _ => (UploadReceiver::new(a.size), Vec::new()),
-                    };
-                    self.next_transfer += 1;
-                    let reply = FopenReply {
-                        id: self.next_transfer,
-                        offset: receiver.offset(),
-                        prefix_sha256: receiver.prefix_sha256().map_err(refuse)?,
-                    };
-                    self.uploads
-                        .insert(self.next_transfer, (a.path, receiver, data));
-                    Ok(reply.to_fields())
-                }
-                "fput" => {
-                    let a = FputArgs::parse(args)?;
-                    let (_, receiver, data) = self
-                        .uploads
-                        .get_mut(&a.id)
-                        .ok_or_else(|| refuse(TransferError::UnknownTransfer(a.id)))?;
-                    receiver.accept(a.offset, a.data).map_err(refuse)?;
-                    data.extend_from_slice(a.data);
-                    Ok(Vec::new())
-                }
-                "fdone" => {
-                    let a = FdoneArgs::parse(args)?;
-                    let (path, mut receiver, data) = self
-                        .uploads
-                        .remove(&a.id)
-                        .ok_or_else(|| refuse(TransferError::UnknownTransfer(a.id)))?;
-                    let reply = receiver.finish(&a.sha256).map_err(refuse)?;
-                    self.files.insert(path, data);
-                    Ok(reply.to_fields())
-                }
-                "fget" => {
-                    let a = FgetArgs::parse(args)?;
-                    let data = self
-                        .files
-                        .get(&a.path)
-                        .cloned()
-                        .ok_or_else(|| ErrorReply::new(ErrorCode::NotFound, "no such file"))?;
-                    let mut sha: [u8; 32] = Sha256::digest(&data).into();
-                    if self.lie {
-                        sha[0] ^= 1;
-                    }
-                    self.next_transfer += 1;
-                    let size = data.len() as u64;
-                    self.downloads
-                        .insert(self.next_transfer, (DownloadSender::new(size, sha), data));
-                    Ok(FgetReply {
-                        id: self.next_transfer,
-                        size,
-                        sha256: sha,
-                    }
-                    .to_fields())
-                }
-                "fread" => {
-                    let a = FreadArgs::parse(args)?;
-                    let (sender, data) = self
-                        .downloads
-                        .get(&a.id)
-                        .ok_or_else(|| refuse(TransferError::UnknownTransfer(a.id)))?;
-                    let at = sender.read(a.offset, a.len as usize).map_err(refuse)?;
-                    let start = usize::try_from(at.offset).unwrap_or(usize::MAX);
-                    Ok(FreadReply {
-                        data: data[start..start + at.len].to_vec(),
-                    }
-                    .into_fields())
-                }
-                "fclose" => {
-                    let a = FcloseArgs::parse(args)?;
-                    if let Some((path, receiver, data)) = self.uploads.remove(&a.id) {
-                        self.parked.insert(
-                            path,
-                            (receiver.checkpoint().expect("the fake hashes"), data),
-                        );
-                    } else if self.downloads.remove(&a.id).is_none() {
-                        return Err(refuse(TransferError::UnknownTransfer(a.id)));
-                    }
-                    Ok(Vec::new())
-                }
-                _ => Err(ErrorReply::new(ErrorCode::UnknownCommand, "unknown")),
-            }
-        }
-    }
-
-    impl RawCalls for Fake {
-        fn send_raw(&mut self, name: &str, args: Vec<Vec<u8>>) -> Result<u32, ClientError> {
-            if self.broken {
-                return Err(ClientError::ConnectionClosed);
-            }
-            if name == "fput" || name == "fread" {
-                self.chunks += 1;
-                if self.break_at == Some(self.chunks) {
-                    self.break_connection();
-                    return Err(ClientError::ConnectionClosed);
-                }
-            }
-            self.next_request += 1;
-            self.pending
-                .push((self.next_request, name.to_owned(), args));
-            self.most_pending = self.most_pending.max(self.pending.len());
-            Ok(self.next_request)
-        }
-
-        fn take_raw(&mut self, id: u32) -> Option<Result<Vec<Vec<u8>>, ClientError>> {
-            self.replies.remove(&id)
-        }
-
-        fn wait_raw(&mut self, id: u32) -> Result<Vec<Vec<u8>>, ClientError> {
-            if self.broken {
-                return Err(ClientError::ConnectionClosed);
-            }
-            // The server handles requests in order; the replies are filed all at once.
-            for (rid, name, args) in std::mem::take(&mut self.pending) {
-                let reply = self.handle(&name, &args).map_err(ClientError::Server);
-                self.replies.insert(rid, reply);
-            }
-            self.replies
-                .remove(&id)
-                .unwrap_or(Err(ClientError::ConnectionClosed))
-        }
-
-        fn max_outstanding(&self) -> usize {
-            256
-        }
-    }
-
-    fn content(len: usize, seed: u8) -> Vec<u8> {
-        (0..len)
-            .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed) ^ (i >> 9) as u8)
-            .collect()
-    }
+    use crate::test_fake::{Fake, content};
 
     const SIZE: usize = 5 * MAX_FPUT_DATA + 1234;
 

@@ -1,13 +1,17 @@
-//! The file subcommands: `put`, `get` (transfers with a window, SHA-256 checked, resumable),
-//! `ls`, `mkdir`, `rm`, `mv`, `stat`, and the deliveries `send` and `inbox`.
+//! The file subcommands: `put`, `get` (transfers with a window, SHA-256 checked, resumable;
+//! several files at once on one connection, cp-like), `ls`, `mkdir`, `rm`, `mv`, `stat`, and
+//! the deliveries `send` and `inbox`.
 
+use std::collections::HashMap;
+use std::ffi::{OsStr, OsString};
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, anyhow, bail};
 use clap::Args;
-use indicatif::{ProgressBar, ProgressStyle};
-use vserv_blocking::transfer::{self, TransferOptions, TransferOutcome};
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use vserv_blocking::transfer::{self, TransferFailure, TransferOptions, TransferOutcome};
+use vserv_blocking::transfer_many::{self, DEFAULT_PARALLEL, Download, Upload};
 use vserv_core::ErrorCode;
 use vserv_core::commands::{Command, LS_MAX_LIMIT, ListPage, Reply, SendArgs as SendCommand};
 use vserv_service::client::ClientError;
@@ -17,18 +21,23 @@ use crate::client_cmd::{self, ClientArgs, Connected};
 /// `vserv put` options.
 #[derive(Args, Debug)]
 pub struct PutArgs {
-    /// The local file to upload.
-    pub local: PathBuf,
-    /// Where it goes on the server (default: the local file's name in the working
-    /// directory; a path ending in `/` is a directory to put it in).
-    pub remote: Option<String>,
-    /// Continue an interrupted upload of the same file where the server stopped.
+    /// `LOCAL [REMOTE]`: the local file and where it goes on the server (default: the local
+    /// file's name in the working directory; a path ending in `/` is a directory to put it
+    /// in). `LOCAL... REMOTE_DIR/`: several local files, each into REMOTE_DIR under its
+    /// name (the last argument must then end in `/`).
+    #[arg(required = true, value_name = "PATH")]
+    pub paths: Vec<OsString>,
+    /// Continue an interrupted upload of the same file where the server stopped (each file).
     #[arg(long)]
     pub resume: bool,
-    /// Chunk requests kept in flight (1-256).
+    /// Chunk requests kept in flight (1-256), shared by the files transferred at once.
     #[arg(long, default_value_t = transfer::DEFAULT_WINDOW as u16,
           value_parser = clap::value_parser!(u16).range(1..=256))]
     pub window: u16,
+    /// Files transferred at once when there are several (1-64).
+    #[arg(long, default_value_t = DEFAULT_PARALLEL as u8,
+          value_parser = clap::value_parser!(u8).range(1..=64))]
+    pub parallel: u8,
     #[command(flatten)]
     pub client: ClientArgs,
 }
@@ -36,18 +45,24 @@ pub struct PutArgs {
 /// `vserv get` options.
 #[derive(Args, Debug)]
 pub struct GetArgs {
-    /// The file on the server.
-    pub remote: String,
-    /// Where to write it (default: its name in the current directory; an existing
-    /// directory receives it under its name). It appears only once its SHA-256 matched.
-    pub local: Option<PathBuf>,
-    /// Continue from the partial copy an interrupted download left (`NAME.vserv-part`).
+    /// `REMOTE [LOCAL]`: the file on the server and where to write it (default: its name in
+    /// the current directory; an existing directory receives it under its name).
+    /// `REMOTE... LOCAL_DIR`: several files, each into the existing directory LOCAL_DIR under
+    /// its name. A file appears only once its SHA-256 matched.
+    #[arg(required = true, value_name = "PATH")]
+    pub paths: Vec<OsString>,
+    /// Continue from the partial copy an interrupted download left (`NAME.vserv-part`),
+    /// for each file.
     #[arg(long)]
     pub resume: bool,
-    /// Chunk requests kept in flight (1-256).
+    /// Chunk requests kept in flight (1-256), shared by the files transferred at once.
     #[arg(long, default_value_t = transfer::DEFAULT_WINDOW as u16,
           value_parser = clap::value_parser!(u16).range(1..=256))]
     pub window: u16,
+    /// Files transferred at once when there are several (1-64).
+    #[arg(long, default_value_t = DEFAULT_PARALLEL as u8,
+          value_parser = clap::value_parser!(u8).range(1..=64))]
+    pub parallel: u8,
     #[command(flatten)]
     pub client: ClientArgs,
 }
@@ -137,6 +152,11 @@ fn progress_bar(what: &str) -> ProgressBar {
     if !std::io::stderr().is_terminal() {
         return ProgressBar::hidden();
     }
+    styled_bar(what)
+}
+
+/// A byte progress bar labelled `what`.
+fn styled_bar(what: &str) -> ProgressBar {
     let bar = ProgressBar::new(0);
     if let Ok(style) = ProgressStyle::with_template(
         "{msg} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}",
@@ -195,51 +215,284 @@ fn local_target(remote: &str, local: Option<&Path>) -> anyhow::Result<PathBuf> {
     })
 }
 
-/// `vserv put LOCAL [REMOTE] [--resume]`.
+/// One byte progress bar per file being transferred, on standard error when it is a
+/// terminal (nothing otherwise): a file's bar appears with its first progress and goes
+/// once all its bytes are done.
+struct Bars {
+    multi: Option<MultiProgress>,
+    labels: Vec<String>,
+    bars: Vec<Option<ProgressBar>>,
+}
+
+impl Bars {
+    fn new(labels: Vec<String>) -> Bars {
+        let multi = std::io::stderr().is_terminal().then(MultiProgress::new);
+        let bars = labels.iter().map(|_| None).collect();
+        Bars {
+            multi,
+            labels,
+            bars,
+        }
+    }
+
+    fn update(&mut self, index: usize, done: u64, total: u64) {
+        let Some(multi) = &self.multi else { return };
+        let (Some(slot), Some(label)) = (self.bars.get_mut(index), self.labels.get(index)) else {
+            return;
+        };
+        let bar = slot.get_or_insert_with(|| multi.add(styled_bar(label)));
+        bar.set_length(total);
+        bar.set_position(done);
+        if done >= total {
+            bar.finish_and_clear();
+            multi.remove(bar);
+            *slot = None;
+        }
+    }
+
+    fn clear(&mut self) {
+        if let Some(multi) = &self.multi {
+            for bar in self.bars.iter_mut().filter_map(Option::take) {
+                bar.finish_and_clear();
+                multi.remove(&bar);
+            }
+        }
+    }
+}
+
+/// A path argument that names a file on the server, which must be UTF-8.
+fn server_path(arg: &OsStr) -> anyhow::Result<String> {
+    arg.to_str()
+        .map(str::to_owned)
+        .ok_or_else(|| anyhow!("the server path {} is not UTF-8", arg.to_string_lossy()))
+}
+
+/// The uploads `vserv put PATHS` asks for: `LOCAL [REMOTE]`, or `LOCAL... REMOTE_DIR/`.
+fn put_plan(paths: &[OsString]) -> anyhow::Result<Vec<Upload>> {
+    let upload = |local: &OsString, remote: Option<&str>| -> anyhow::Result<Upload> {
+        let local = PathBuf::from(local);
+        let remote = remote_target(&local, remote)?;
+        Ok(Upload { local, remote })
+    };
+    let plan = match paths {
+        [] => bail!("give the LOCAL file to upload"),
+        [local] => vec![upload(local, None)?],
+        [local, remote] => vec![upload(local, Some(&server_path(remote)?))?],
+        [locals @ .., dir] => {
+            let dir = server_path(dir)?;
+            if !dir.ends_with('/') {
+                bail!(
+                    "several files go into a server directory: the last argument must end in \
+                     '/' (e.g. '{dir}/'), got '{dir}'"
+                );
+            }
+            locals
+                .iter()
+                .map(|local| upload(local, Some(&dir)))
+                .collect::<anyhow::Result<_>>()?
+        }
+    };
+    let mut seen: HashMap<&str, &Path> = HashMap::new();
+    for u in &plan {
+        if let Some(first) = seen.insert(&u.remote, &u.local) {
+            bail!(
+                "{} and {} would both be uploaded to {}",
+                first.display(),
+                u.local.display(),
+                u.remote
+            );
+        }
+    }
+    Ok(plan)
+}
+
+/// The downloads `vserv get PATHS` asks for: `REMOTE [LOCAL]`, or `REMOTE... LOCAL_DIR`.
+fn get_plan(paths: &[OsString]) -> anyhow::Result<Vec<Download>> {
+    let download = |remote: &OsString, local: Option<&Path>| -> anyhow::Result<Download> {
+        let remote = server_path(remote)?;
+        let local = local_target(&remote, local)?;
+        Ok(Download { remote, local })
+    };
+    let plan = match paths {
+        [] => bail!("give the REMOTE file to download"),
+        [remote] => vec![download(remote, None)?],
+        [remote, local] => vec![download(remote, Some(Path::new(local)))?],
+        [remotes @ .., dir] => {
+            let dir = Path::new(dir);
+            if !dir.is_dir() {
+                bail!(
+                    "several files go into a local directory: the last argument must be an \
+                     existing directory, and {} is not one",
+                    dir.display()
+                );
+            }
+            remotes
+                .iter()
+                .map(|remote| download(remote, Some(dir)))
+                .collect::<anyhow::Result<_>>()?
+        }
+    };
+    let mut seen: HashMap<&Path, &str> = HashMap::new();
+    for d in &plan {
+        if let Some(first) = seen.insert(&d.local, &d.remote) {
+            bail!(
+                "{first} and {} would both be written to {}",
+                d.remote,
+                d.local.display()
+            );
+        }
+    }
+    Ok(plan)
+}
+
+/// The error and its causes on one line, skipping a cause its parent already quoted.
+fn error_line(e: &TransferFailure) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut cause: Option<&dyn std::error::Error> = Some(e);
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !parts.last().is_some_and(|prev| prev.contains(&text)) {
+            parts.push(text);
+        }
+        cause = c.source();
+    }
+    parts.join(": ").replace('\n', " ")
+}
+
+/// Prints the report line of every file that made it, then ends the session; fails naming
+/// every file that did not (`verb` is "upload" or "download").
+fn conclude(
+    connected: Connected,
+    verb: &str,
+    files: &[(String, String)],
+    results: Vec<Result<TransferOutcome, TransferFailure>>,
+) -> anyhow::Result<()> {
+    let mut failed = Vec::new();
+    let short = if verb == "upload" { "put" } else { "get" };
+    for ((from, to), result) in files.iter().zip(results) {
+        match result {
+            Ok(outcome) => report(short, from, to, &outcome),
+            Err(e) => failed.push(format!("{from} -> {to}: {}", error_line(&e))),
+        }
+    }
+    if failed.is_empty() {
+        return connected.quit();
+    }
+    if let Err(e) = connected.quit() {
+        tracing::debug!(error = %e, "ending the session failed");
+    }
+    bail!(
+        "{} of {} {verb}s failed: {}",
+        failed.len(),
+        files.len(),
+        failed.join("; ")
+    )
+}
+
+/// `vserv put LOCAL [REMOTE] [--resume]`, or `vserv put LOCAL... REMOTE_DIR/`.
 pub fn put(args: PutArgs) -> anyhow::Result<()> {
     need_login(&args.client, "put")?;
-    let remote = remote_target(&args.local, args.remote.as_deref())?;
-    if !args.local.is_file() {
-        bail!("{} is not a file", args.local.display());
-    }
-    let mut connected = client_cmd::connect(&args.client)?;
-    let bar = progress_bar("put");
+    let plan = put_plan(&args.paths)?;
     let options = TransferOptions {
         resume: args.resume,
         window: usize::from(args.window),
     };
+    if let [one] = plan.as_slice() {
+        return put_one(&args.client, one, &options);
+    }
+    let mut connected = client_cmd::connect(&args.client)?;
+    let files: Vec<(String, String)> = plan
+        .iter()
+        .map(|u| (u.local.display().to_string(), u.remote.clone()))
+        .collect();
+    let mut bars = Bars::new(
+        files
+            .iter()
+            .map(|(from, _)| format!("put {from}"))
+            .collect(),
+    );
+    let results = transfer_many::put_many(
+        &mut connected.client,
+        &plan,
+        &options,
+        usize::from(args.parallel),
+        &mut |index, done, total| bars.update(index, done, total),
+    );
+    bars.clear();
+    conclude(connected, "upload", &files, results)
+}
+
+/// One upload, as `vserv put LOCAL [REMOTE]` has always run it.
+fn put_one(client: &ClientArgs, upload: &Upload, options: &TransferOptions) -> anyhow::Result<()> {
+    let Upload { local, remote } = upload;
+    if !local.is_file() {
+        bail!("{} is not a file", local.display());
+    }
+    let mut connected = client_cmd::connect(client)?;
+    let bar = progress_bar("put");
     let outcome = transfer::put_with(
         &mut connected.client,
-        &args.local,
-        &remote,
-        &options,
+        local,
+        remote,
+        options,
         &mut |done, total| {
             bar.set_length(total);
             bar.set_position(done);
         },
     );
     bar.finish_and_clear();
-    let outcome =
-        outcome.with_context(|| format!("uploading {} to {remote}", args.local.display()))?;
-    report("put", &args.local.display().to_string(), &remote, &outcome);
+    let outcome = outcome.with_context(|| format!("uploading {} to {remote}", local.display()))?;
+    report("put", &local.display().to_string(), remote, &outcome);
     connected.quit()
 }
 
-/// `vserv get REMOTE [LOCAL] [--resume]`.
+/// `vserv get REMOTE [LOCAL] [--resume]`, or `vserv get REMOTE... LOCAL_DIR`.
 pub fn get(args: GetArgs) -> anyhow::Result<()> {
     need_login(&args.client, "get")?;
-    let local = local_target(&args.remote, args.local.as_deref())?;
-    let mut connected = client_cmd::connect(&args.client)?;
-    let bar = progress_bar("get");
+    let plan = get_plan(&args.paths)?;
     let options = TransferOptions {
         resume: args.resume,
         window: usize::from(args.window),
     };
+    if let [one] = plan.as_slice() {
+        return get_one(&args.client, one, &options);
+    }
+    let mut connected = client_cmd::connect(&args.client)?;
+    let files: Vec<(String, String)> = plan
+        .iter()
+        .map(|d| (d.remote.clone(), d.local.display().to_string()))
+        .collect();
+    let mut bars = Bars::new(
+        files
+            .iter()
+            .map(|(from, _)| format!("get {from}"))
+            .collect(),
+    );
+    let results = transfer_many::get_many(
+        &mut connected.client,
+        &plan,
+        &options,
+        usize::from(args.parallel),
+        &mut |index, done, total| bars.update(index, done, total),
+    );
+    bars.clear();
+    conclude(connected, "download", &files, results)
+}
+
+/// One download, as `vserv get REMOTE [LOCAL]` has always run it.
+fn get_one(
+    client: &ClientArgs,
+    download: &Download,
+    options: &TransferOptions,
+) -> anyhow::Result<()> {
+    let Download { remote, local } = download;
+    let mut connected = client_cmd::connect(client)?;
+    let bar = progress_bar("get");
     let outcome = transfer::get_with(
         &mut connected.client,
-        &args.remote,
-        &local,
-        &options,
+        remote,
+        local,
+        options,
         &mut |done, total| {
             bar.set_length(total);
             bar.set_position(done);
@@ -247,8 +500,8 @@ pub fn get(args: GetArgs) -> anyhow::Result<()> {
     );
     bar.finish_and_clear();
     let outcome =
-        outcome.with_context(|| format!("downloading {} to {}", args.remote, local.display()))?;
-    report("get", &args.remote, &local.display().to_string(), &outcome);
+        outcome.with_context(|| format!("downloading {remote} to {}", local.display()))?;
+    report("get", remote, &local.display().to_string(), &outcome);
     connected.quit()
 }
 
@@ -451,5 +704,38 @@ mod tests {
         );
         assert!(local_target("~bob", None).is_err());
         assert!(local_target("/", None).is_err());
+    }
+
+    fn args(paths: &[&str]) -> Vec<OsString> {
+        paths.iter().map(OsString::from).collect()
+    }
+
+    #[test]
+    fn several_files_go_into_a_directory() {
+        let plan = put_plan(&args(&["a/x", "y", "docs/"])).unwrap();
+        let remotes: Vec<&str> = plan.iter().map(|u| u.remote.as_str()).collect();
+        assert_eq!(remotes, ["docs/x", "docs/y"]);
+        assert_eq!(plan[0].local, PathBuf::from("a/x"));
+        // Two paths keep their meaning: LOCAL REMOTE.
+        let plan = put_plan(&args(&["x", "docs/z"])).unwrap();
+        assert_eq!(plan[0].remote, "docs/z");
+        let err = put_plan(&args(&["x", "y", "docs"])).unwrap_err();
+        assert!(err.to_string().contains("must end in '/'"), "{err}");
+        let err = put_plan(&args(&["a/x", "b/x", "docs/"])).unwrap_err();
+        assert!(
+            err.to_string().contains("both be uploaded to docs/x"),
+            "{err}"
+        );
+
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().to_str().unwrap();
+        let plan = get_plan(&args(&["docs/x", "y", d])).unwrap();
+        let locals: Vec<PathBuf> = plan.iter().map(|g| g.local.clone()).collect();
+        assert_eq!(locals, [dir.path().join("x"), dir.path().join("y")]);
+        let missing = dir.path().join("missing");
+        let err = get_plan(&args(&["x", "y", missing.to_str().unwrap()])).unwrap_err();
+        assert!(err.to_string().contains("existing directory"), "{err}");
+        let err = get_plan(&args(&["a/x", "b/x", d])).unwrap_err();
+        assert!(err.to_string().contains("both be written to"), "{err}");
     }
 }

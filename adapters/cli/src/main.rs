@@ -87,9 +87,11 @@ enum Command {
     Rcheck(ledger_cmd::RcheckArgs),
     /// Ledger tools: verify a stopped server's store, export a feed, verify an export.
     Chain(chain_cmd::ChainArgs),
-    /// Upload a file (window of pipelined chunks, SHA-256 checked; --resume continues).
+    /// Upload a file, or several into a directory (LOCAL... DIR/) at once on one connection
+    /// (window of pipelined chunks, SHA-256 checked; --resume continues).
     Put(files_cmd::PutArgs),
-    /// Download a file (visible only once its SHA-256 matched; --resume continues).
+    /// Download a file, or several into a directory (REMOTE... DIR) at once on one
+    /// connection (visible only once its SHA-256 matched; --resume continues).
     Get(files_cmd::GetArgs),
     /// List a directory on the server, one line per entry (KIND SIZE MTIME NAME).
     Ls(files_cmd::LsArgs),
