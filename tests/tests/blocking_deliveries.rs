@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use vserv_blocking::{Client, Server, ServerOptions};
+use vserv_blocking::{Client, Server, ServerHandle, ServerOptions};
 use vserv_core::commands::{
     Command, Credential, DeliveryState, ListPage, Reply, SecretBytes, SendArgs, UserRole,
 };
@@ -36,31 +36,29 @@ fn script(dir: &Path, name: &str, body: &str) -> String {
     p.to_str().expect("utf-8 temp path").to_owned()
 }
 
-#[test]
-fn a_request_after_a_slow_send_is_answered_before_it() {
-    let fx = Fixture::new(41);
+/// A blocking server with users alice and bob, bob's inbox folder `default` accepting
+/// alice with the `on_meta` hook `hook_body` (a shell script in the server's hook
+/// directory), and alice's file `source` holding `data`. The server, and the file tree.
+fn delivery_server(
+    fx: &Fixture,
+    hook_body: &str,
+    source: &str,
+    data: &[u8],
+) -> (ServerHandle, Arc<dyn FileTree>) {
     let homes = fx.dir().join("homes");
     std::fs::create_dir(&homes).expect("homes");
     let tree: Arc<dyn FileTree> =
         Arc::new(DiskTree::open(&homes, FilesConfig::default()).expect("disk tree"));
     let hooks_dir = fx.dir().join("hooks");
     std::fs::create_dir(&hooks_dir).expect("hooks dir");
-    // The hook waits for a marker the test creates only once the later request was
-    // answered: if the delivery held the connection, that answer could not come and the
-    // hook would be killed at its timeout (refusing the delivery).
-    let marker = fx.dir().join("marker");
-    let hook = script(
-        &hooks_dir,
-        "wait.sh",
-        &format!("while [ ! -e '{}' ]; do sleep 0.01; done", marker.display()),
-    );
+    let hook = script(&hooks_dir, "hook.sh", hook_body);
     let service = fx
         .service()
         .with_files(tree.clone())
         .with_hooks(HooksConfig {
             enabled: true,
             timeout: Duration::from_secs(20),
-            programs_dir: Some(hooks_dir.clone()),
+            programs_dir: Some(hooks_dir),
         });
     for name in ["alice", "bob"] {
         service
@@ -68,10 +66,7 @@ fn a_request_after_a_slow_send_is_answered_before_it() {
             .create(name, UserRole::User, b"password-1", 0)
             .expect("user");
     }
-    let (alice, bob) = (
-        UserName::parse("alice").expect("name"),
-        UserName::parse("bob").expect("name"),
-    );
+    let bob = UserName::parse("bob").expect("name");
     for dir in ["inbox", "inbox/default"] {
         tree.mkdir(&bob, &path(dir)).expect("mkdir");
     }
@@ -81,10 +76,9 @@ fn a_request_after_a_slow_send_is_answered_before_it() {
         format!("allow = [\"alice\"]\non_meta = [\"{hook}\"]\n").as_bytes(),
     )
     .expect("folder.toml");
-    let data = b"the report\n".repeat(1000);
-    tree.replace_file(&alice, &path("report.txt"), &data)
+    let alice = UserName::parse("alice").expect("name");
+    tree.replace_file(&alice, &path(source), data)
         .expect("source");
-
     let server = Server::bind(
         "127.0.0.1:0",
         fx.identity.clone(),
@@ -94,6 +88,24 @@ fn a_request_after_a_slow_send_is_answered_before_it() {
     .expect("bind")
     .spawn()
     .expect("spawn");
+    (server, tree)
+}
+
+#[test]
+fn a_request_after_a_slow_send_is_answered_before_it() {
+    let fx = Fixture::new(41);
+    // The hook waits for a marker the test creates only once the later request was
+    // answered: if the delivery held the connection, that answer could not come and the
+    // hook would be killed at its timeout (refusing the delivery).
+    let marker = fx.dir().join("marker");
+    let data = b"the report\n".repeat(1000);
+    let (server, tree) = delivery_server(
+        &fx,
+        &format!("while [ ! -e '{}' ]; do sleep 0.01; done", marker.display()),
+        "report.txt",
+        &data,
+    );
+    let bob = UserName::parse("bob").expect("name");
     let addr = server.local_addr().to_string();
     let mut client = Client::connect(&addr, &fx.options()).expect("connect");
     login(&mut client, "alice");
@@ -149,51 +161,7 @@ fn a_request_after_a_slow_send_is_answered_before_it() {
 #[test]
 fn quit_after_a_send_waits_for_its_answer() {
     let fx = Fixture::new(42);
-    let homes = fx.dir().join("homes");
-    std::fs::create_dir(&homes).expect("homes");
-    let tree: Arc<dyn FileTree> =
-        Arc::new(DiskTree::open(&homes, FilesConfig::default()).expect("disk tree"));
-    let hooks_dir = fx.dir().join("hooks");
-    std::fs::create_dir(&hooks_dir).expect("hooks dir");
-    let hook = script(&hooks_dir, "slow.sh", "sleep 0.3");
-    let service = fx
-        .service()
-        .with_files(tree.clone())
-        .with_hooks(HooksConfig {
-            enabled: true,
-            timeout: Duration::from_secs(20),
-            programs_dir: Some(hooks_dir),
-        });
-    for name in ["alice", "bob"] {
-        service
-            .accounts()
-            .create(name, UserRole::User, b"password-1", 0)
-            .expect("user");
-    }
-    let (alice, bob) = (
-        UserName::parse("alice").expect("name"),
-        UserName::parse("bob").expect("name"),
-    );
-    for dir in ["inbox", "inbox/default"] {
-        tree.mkdir(&bob, &path(dir)).expect("mkdir");
-    }
-    tree.replace_file(
-        &bob,
-        &path("inbox/default/folder.toml"),
-        format!("allow = [\"alice\"]\non_meta = [\"{hook}\"]\n").as_bytes(),
-    )
-    .expect("folder.toml");
-    tree.replace_file(&alice, &path("a.txt"), b"payload")
-        .expect("source");
-    let server = Server::bind(
-        "127.0.0.1:0",
-        fx.identity.clone(),
-        service,
-        ServerOptions::default(),
-    )
-    .expect("bind")
-    .spawn()
-    .expect("spawn");
+    let (server, _tree) = delivery_server(&fx, "sleep 0.3", "a.txt", b"payload");
     let mut client =
         Client::connect(&server.local_addr().to_string(), &fx.options()).expect("connect");
     login(&mut client, "alice");

@@ -1,6 +1,7 @@
 //! End-to-end tests of the file commands: the real `vserv` binary against a server it
-//! starts itself on a loopback port: mkdir/put/ls/stat/get round trips, mv/rm, and
-//! put/get resumed after the client was killed mid-transfer.
+//! starts itself on a loopback port: mkdir/put/ls/stat/get round trips, mv/rm, put/get
+//! resumed after the client was killed mid-transfer, and several files put and got on one
+//! connection.
 
 mod common;
 
@@ -341,6 +342,102 @@ fn send_delivers_into_the_recipients_inbox_folder() {
     // The sender's staged copy is gone.
     let outbox = env.vserv(&["ls", "outbox"]).ok();
     assert!(listing(&outbox).is_empty(), "{}", outbox.text());
+}
+
+// ----- several files on one connection: `put LOCAL... DIR/`, `get REMOTE... DIR`
+
+/// The names `vserv ls DIR` lists.
+fn names_in(env: &Env, dir: &str) -> Vec<String> {
+    let run = env.vserv(&["ls", dir]).ok();
+    listing(&run).into_iter().map(|(name, ..)| name).collect()
+}
+
+#[test]
+fn several_files_go_up_and_come_back_identical() {
+    let env = Env::new();
+    // Empty, one partial chunk, and a few MiB that are not a multiple of the chunk size.
+    let files = [("a.bin", 3 << 20 | 123), ("b.bin", 0), ("c.bin", 5000)];
+    let shas: Vec<[u8; 32]> = files
+        .iter()
+        .enumerate()
+        .map(|(i, (name, len))| write_content(&env.path(name), *len, i as u64 + 7))
+        .collect();
+    env.vserv(&["mkdir", "dir"]).ok();
+    let put = env
+        .vserv(&["put", "a.bin", "b.bin", "c.bin", "dir/", "--parallel", "2"])
+        .ok();
+    let text = put.text();
+    for ((name, len), sha) in files.iter().zip(&shas) {
+        let line = format!(
+            "put {name} -> dir/{name}: {len} bytes sha256 {}",
+            hex::encode(sha)
+        );
+        assert!(text.contains(&line), "{line} missing from {text}");
+    }
+    assert_eq!(names_in(&env, "dir"), ["a.bin", "b.bin", "c.bin"]);
+
+    std::fs::create_dir(env.path("back")).expect("mkdir");
+    let get = env
+        .vserv(&["get", "dir/a.bin", "dir/b.bin", "dir/c.bin", "back"])
+        .ok();
+    for ((name, _), sha) in files.iter().zip(&shas) {
+        let copy = env.path("back").join(name);
+        assert_eq!(sha256_of(&copy), *sha, "{name}");
+        assert!(
+            get.text().contains(&format!("get dir/{name} -> ")),
+            "{}",
+            get.text()
+        );
+    }
+    let left: Vec<_> = std::fs::read_dir(env.path("back"))
+        .expect("read back")
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().contains(".vserv-part"))
+        .collect();
+    assert!(left.is_empty(), "partial copies left: {left:?}");
+}
+
+#[test]
+fn a_bad_last_argument_is_a_clear_error() {
+    let env = Env::new();
+    write_content(&env.path("a"), 10, 1);
+    write_content(&env.path("b"), 10, 2);
+    let err = env.vserv(&["put", "a", "b", "dir"]).fails();
+    assert!(err.contains("must end in '/'"), "{err}");
+    let err = env.vserv(&["get", "x", "y", "nodir"]).fails();
+    assert!(err.contains("existing directory"), "{err}");
+    assert!(err.contains("nodir"), "{err}");
+    // A file is not a directory either.
+    let err = env.vserv(&["get", "x", "y", "a"]).fails();
+    assert!(err.contains("existing directory"), "{err}");
+    let err = env.vserv(&["put", "a", "sub/a", "dir/"]).fails();
+    assert!(err.contains("both be uploaded to dir/a"), "{err}");
+    // Nothing was sent.
+    assert!(names_in(&env, "").is_empty());
+}
+
+#[test]
+fn a_failing_file_is_named_and_the_others_still_transfer() {
+    let env = Env::new();
+    let sha_a = write_content(&env.path("a"), 70_000, 3);
+    let sha_c = write_content(&env.path("c"), 40_000, 4);
+    env.vserv(&["mkdir", "dir"]).ok();
+    let err = env.vserv(&["put", "a", "missing", "c", "dir/"]).fails();
+    assert!(err.contains("1 of 3 uploads failed"), "{err}");
+    assert!(err.contains("missing -> dir/missing"), "{err}");
+    assert!(!err.contains("a -> dir/a"), "{err}");
+    assert_eq!(names_in(&env, "dir"), ["a", "c"]);
+
+    std::fs::create_dir(env.path("out")).expect("mkdir");
+    let err = env
+        .vserv(&["get", "dir/a", "dir/nope", "dir/c", "dir/gone", "out"])
+        .fails();
+    assert!(err.contains("2 of 4 downloads failed"), "{err}");
+    assert!(err.contains("dir/nope -> "), "{err}");
+    assert!(err.contains("dir/gone -> "), "{err}");
+    assert_eq!(sha256_of(&env.path("out/a")), sha_a);
+    assert_eq!(sha256_of(&env.path("out/c")), sha_c);
+    assert!(!env.path("out/nope").exists());
 }
 
 #[test]
