@@ -1,6 +1,10 @@
 //! `vserv bench transfer`: upload then download a generated file over loopback, MB/s each
 //! way, and the server's peak resident memory.
 //!
+//! Each of `--runs` rounds uploads the file, downloads it, checks the copy and deletes both
+//! copies; the report gives each direction's median (which the target is judged on), its
+//! range and every run, since one run on a shared machine can be ±15% off.
+//!
 //! The server runs as a separate process (this binary's `serve`, on 127.0.0.1:0 with a
 //! throwaway data directory, its benchmark user created offline first), so its peak RSS
 //! (`VmHWM` in `/proc/PID/status`) is its own: read after the upload and after the
@@ -45,6 +49,9 @@ pub struct TransferArgs {
     /// system's temporary directory). Needs about three times --size free.
     #[arg(long, value_name = "DIR")]
     pub dir: Option<PathBuf>,
+    /// Upload-then-download rounds; each direction is reported by its median (1-100).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=100))]
+    pub runs: u16,
 }
 
 /// A size such as `1GiB`, `512MiB`, `100MB` or `12345`.
@@ -69,14 +76,41 @@ fn parse_size(s: &str) -> anyhow::Result<u64> {
         .ok_or_else(|| anyhow!("size '{s}' is too large"))
 }
 
-/// One direction of the transfer.
+/// One direction of the transfer, over every run.
 #[derive(Serialize, Debug)]
 pub struct Direction {
+    /// The median run's seconds and MB/s.
     seconds: f64,
     mb_per_s: f64,
-    /// The server's peak RSS (VmHWM) once this phase ended, KiB.
+    /// The slowest and fastest runs, MB/s.
+    min_mb_per_s: f64,
+    max_mb_per_s: f64,
+    /// Every run's MB/s, in order.
+    runs_mb_per_s: Vec<f64>,
+    /// The server's peak RSS (VmHWM) once this direction's last run ended, KiB.
     server_peak_rss_kib: Option<u64>,
+    /// Whether the median meets the target.
     met: bool,
+}
+
+impl Direction {
+    /// The direction of `size`-byte transfers that took `seconds` each.
+    fn new(size: u64, seconds: &[f64], server_peak_rss_kib: Option<u64>) -> Direction {
+        let mut sorted = seconds.to_vec();
+        sorted.sort_by(f64::total_cmp);
+        // The median run (the slower middle one for an even count).
+        let median = sorted.get(sorted.len() / 2).copied().unwrap_or(0.0);
+        let mb = |s: f64| mb_per_s(size, s);
+        Direction {
+            seconds: median,
+            mb_per_s: mb(median),
+            min_mb_per_s: sorted.last().copied().map_or(0.0, mb),
+            max_mb_per_s: sorted.first().copied().map_or(0.0, mb),
+            runs_mb_per_s: seconds.iter().copied().map(mb).collect(),
+            server_peak_rss_kib,
+            met: mb(median) >= TARGET_MB_S,
+        }
+    }
 }
 
 /// The `vserv bench transfer` report.
@@ -86,6 +120,7 @@ pub struct TransferReport {
     machine: Machine,
     size_bytes: u64,
     window: u16,
+    runs: u16,
     upload: Direction,
     download: Direction,
     /// The server's peak RSS over the whole run, KiB.
@@ -243,46 +278,44 @@ pub fn run(args: &TransferArgs) -> anyhow::Result<TransferReport> {
         window: usize::from(args.window),
     };
 
-    let t = Instant::now();
-    let up = transfer::put_with(&mut client, &src, "bench.bin", &options, &mut |_, _| {})
-        .context("uploading")?;
-    let upload_s = t.elapsed().as_secs_f64();
-    let rss_up = server.peak_rss_kib();
-    // The source is no longer needed: free its disk space before the download.
-    let _ = std::fs::remove_file(&src);
-
     let dst = dir.path().join("download.bin");
-    let t = Instant::now();
-    let down = transfer::get_with(&mut client, "bench.bin", &dst, &options, &mut |_, _| {})
-        .context("downloading")?;
-    let download_s = t.elapsed().as_secs_f64();
-    let rss_down = server.peak_rss_kib();
-    if down.sha256 != up.sha256 || down.size != args.size {
-        bail!("the download differs from the upload");
+    let (mut upload_s, mut download_s) = (Vec::new(), Vec::new());
+    let (mut rss_up, mut rss_down) = (None, None);
+    for _ in 0..args.runs {
+        let t = Instant::now();
+        let up = transfer::put_with(&mut client, &src, "bench.bin", &options, &mut |_, _| {})
+            .context("uploading")?;
+        upload_s.push(t.elapsed().as_secs_f64());
+        rss_up = server.peak_rss_kib();
+
+        let t = Instant::now();
+        let down = transfer::get_with(&mut client, "bench.bin", &dst, &options, &mut |_, _| {})
+            .context("downloading")?;
+        download_s.push(t.elapsed().as_secs_f64());
+        rss_down = server.peak_rss_kib();
+        if down.sha256 != up.sha256 || down.size != args.size {
+            bail!("the download differs from the upload");
+        }
+        // Free the disk space for the next round (no old version kept on the server).
+        std::fs::remove_file(&dst).context("deleting the download")?;
+        client
+            .call(&Command::Del {
+                path: "bench.bin".into(),
+            })
+            .context("deleting the upload")?;
     }
     client.quit().context("ending the session")?;
     drop(server);
 
-    let up_mb = mb_per_s(args.size, upload_s);
-    let down_mb = mb_per_s(args.size, download_s);
     let peak = rss_up.max(rss_down);
     Ok(TransferReport {
         bench: "transfer",
         machine: Machine::get(),
         size_bytes: args.size,
         window: args.window,
-        upload: Direction {
-            seconds: upload_s,
-            mb_per_s: up_mb,
-            server_peak_rss_kib: rss_up,
-            met: up_mb >= TARGET_MB_S,
-        },
-        download: Direction {
-            seconds: download_s,
-            mb_per_s: down_mb,
-            server_peak_rss_kib: rss_down,
-            met: down_mb >= TARGET_MB_S,
-        },
+        runs: args.runs,
+        upload: Direction::new(args.size, &upload_s, rss_up),
+        download: Direction::new(args.size, &download_s, rss_down),
         server_peak_rss_kib: peak,
         target_mb_per_s: TARGET_MB_S,
         target_rss_kib: TARGET_RSS_KIB,
@@ -300,11 +333,12 @@ impl Report for TransferReport {
         let mut s = String::new();
         let _ = writeln!(
             s,
-            "vserv bench transfer: {} bytes ({:.2} GiB), window {}, server process on \
-             127.0.0.1 ({} CPUs)",
+            "vserv bench transfer: {} bytes ({:.2} GiB), window {}, {} run(s), server process \
+             on 127.0.0.1 ({} CPUs)",
             self.size_bytes,
             self.size_bytes as f64 / (1u64 << 30) as f64,
             self.window,
+            self.runs,
             self.machine.cpus
         );
         let rss = |r: Option<u64>| {
@@ -313,13 +347,18 @@ impl Report for TransferReport {
             })
         };
         for (name, d) in [("upload", &self.upload), ("download", &self.download)] {
+            let runs: Vec<String> = d.runs_mb_per_s.iter().map(|r| format!("{r:.0}")).collect();
             let _ = writeln!(
                 s,
-                "{name:<8} {:>8.1} MB/s in {:.2} s (target >= {} MB/s: {}); server peak RSS {}",
+                "{name:<8} {:>8.1} MB/s median in {:.2} s (target >= {} MB/s: {}); runs {:.0}-{:.0} \
+                 ({}); server peak RSS {}",
                 d.mb_per_s,
                 d.seconds,
                 self.target_mb_per_s,
                 met(d.met),
+                d.min_mb_per_s,
+                d.max_mb_per_s,
+                runs.join(", "),
                 rss(d.server_peak_rss_kib)
             );
         }
