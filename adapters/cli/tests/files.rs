@@ -344,6 +344,50 @@ fn send_delivers_into_the_recipients_inbox_folder() {
     assert!(listing(&outbox).is_empty(), "{}", outbox.text());
 }
 
+#[test]
+fn the_transfer_bench_reports_every_run_and_its_median() {
+    let scratch = common::Env::new();
+    let out = Command::new(BIN)
+        .args([
+            "bench", "transfer", "--size", "3MiB", "--runs", "3", "--json", "--dir",
+        ])
+        .arg(scratch.dir())
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("run the bench");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON report");
+    assert_eq!(report["runs"], 3);
+    assert_eq!(report["size_bytes"], 3 << 20);
+    for direction in ["upload", "download"] {
+        let d = &report[direction];
+        let runs: Vec<f64> = d["runs_mb_per_s"]
+            .as_array()
+            .expect("runs")
+            .iter()
+            .map(|r| r.as_f64().expect("a rate"))
+            .collect();
+        assert_eq!(runs.len(), 3, "{direction}");
+        let mut sorted = runs.clone();
+        sorted.sort_by(f64::total_cmp);
+        assert_eq!(d["mb_per_s"].as_f64(), Some(sorted[1]), "{direction}");
+        assert_eq!(d["min_mb_per_s"].as_f64(), Some(sorted[0]), "{direction}");
+        assert_eq!(d["max_mb_per_s"].as_f64(), Some(sorted[2]), "{direction}");
+        assert!(sorted[0] > 0.0, "{direction}");
+    }
+    // The bench cleaned up after itself.
+    let left: Vec<_> = std::fs::read_dir(scratch.dir())
+        .expect("scratch")
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}
+
 // ----- several files on one connection: `put LOCAL... DIR/`, `get REMOTE... DIR`
 
 /// The names `vserv ls DIR` lists.
