@@ -11,26 +11,14 @@ use std::time::{Duration, Instant};
 
 use rand::SeedableRng;
 use vserv_core::commands::{Command, Delivery, DeliveryState, ListPage, Reply, SendArgs, UserRole};
-use vserv_core::transfer::{FgetArgs, FileHasher};
+use vserv_core::transfer::FgetArgs;
 use vserv_core::{ErrorCode, ErrorReply, Fingerprint};
 use vserv_service::accounts::UserName;
 use vserv_service::files::delivery::HooksConfig;
 use vserv_service::files::{DiskTree, FileTree, FilesConfig, UserPath};
 use vserv_service::{Service, ServiceInfo, Session};
 
-fn sha(data: &[u8]) -> [u8; 32] {
-    let mut h = FileHasher::new();
-    h.update(data);
-    h.finish()
-}
-
-fn user(name: &str) -> UserName {
-    UserName::parse(name).expect("user name")
-}
-
-fn path(p: &str) -> UserPath {
-    UserPath::from_names(p.split('/').map(str::to_owned).collect()).expect("path")
-}
+use common::{path, sha, user};
 
 struct Env {
     dir: tempfile::TempDir,

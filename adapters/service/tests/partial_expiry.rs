@@ -4,33 +4,22 @@
 //! an expiry of zero deletes nothing. On the disk tree (ages set with `File::set_modified`)
 //! and on the memory tree (ages from its clock).
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
-use vserv_core::transfer::{FdoneArgs, FileHasher, FputArgs};
-use vserv_service::accounts::UserName;
+use vserv_core::transfer::{FdoneArgs, FputArgs};
 use vserv_service::files::{
-    DiskTree, FileTree, FilesConfig, MemoryTree, PartialSweep, Transfers, UploadLocks, UserPath,
+    DiskTree, FileTree, FilesConfig, MemoryTree, PartialSweep, Transfers, UploadLocks,
 };
 
 const DAY: Duration = Duration::from_secs(86_400);
 const EXPIRY: Duration = Duration::from_secs(7 * 86_400);
 
-fn sha(data: &[u8]) -> [u8; 32] {
-    let mut h = FileHasher::new();
-    h.update(data);
-    h.finish()
-}
-
-fn user(name: &str) -> UserName {
-    UserName::parse(name).expect("user name")
-}
-
-fn path(p: &str) -> UserPath {
-    UserPath::from_names(p.split('/').map(str::to_owned).collect()).expect("path")
-}
+use common::{path, sha, user};
 
 /// The hex SHA-256 of a path as the server shows it (`/a/b`): its partial file's name on
 /// disk.

@@ -11,19 +11,15 @@ use std::sync::Arc;
 use rand::SeedableRng;
 use vserv_core::commands::{Command, FileKind, Reply, UserRole};
 use vserv_core::transfer::{
-    FcloseArgs, FdoneArgs, FdoneReply, FgetArgs, FileHasher, FopenArgs, FopenReply, FreadArgs,
-    MAX_FPUT_DATA, MAX_FREAD_LEN,
+    FcloseArgs, FdoneArgs, FdoneReply, FgetArgs, FopenArgs, FopenReply, FreadArgs, MAX_FPUT_DATA,
+    MAX_FREAD_LEN,
 };
 use vserv_core::{ErrorCode, ErrorReply, Fingerprint, Request};
 use vserv_service::accounts::UserName;
 use vserv_service::files::{DiskTree, FileTree, FilesConfig, MemoryTree, UserPath};
 use vserv_service::{Service, ServiceInfo, Session};
 
-fn sha(data: &[u8]) -> [u8; 32] {
-    let mut h = FileHasher::new();
-    h.update(data);
-    h.finish()
-}
+use common::sha;
 
 /// Deterministic, non-repeating-looking bytes.
 fn bytes(n: usize, seed: u8) -> Vec<u8> {

@@ -1,11 +1,35 @@
-//! Helpers shared by the service's file tests: a logged-in session and one command through
-//! `Service::answer`.
+//! Helpers shared by the service's file tests: a logged-in session, one command through
+//! `Service::answer`, SHA-256 of some bytes, user names and paths.
+//!
+//! Each test file compiles its own copy of this module (`mod common;`) and uses only part
+//! of it, hence the `dead_code` allowance.
+#![allow(dead_code)]
 
 use std::net::{IpAddr, Ipv4Addr};
 
 use vserv_core::commands::{Command, Reply};
+use vserv_core::transfer::FileHasher;
 use vserv_core::{ErrorReply, Request};
+use vserv_service::accounts::UserName;
+use vserv_service::files::UserPath;
 use vserv_service::{Service, Session};
+
+/// The SHA-256 of `data`.
+pub fn sha(data: &[u8]) -> [u8; 32] {
+    let mut h = FileHasher::new();
+    h.update(data);
+    h.finish()
+}
+
+/// The user `name` (which must be valid).
+pub fn user(name: &str) -> UserName {
+    UserName::parse(name).expect("user name")
+}
+
+/// The path `a/b/c` (which must be valid).
+pub fn path(p: &str) -> UserPath {
+    UserPath::from_names(p.split('/').map(str::to_owned).collect()).expect("path")
+}
 
 /// A session from 127.0.0.1 logged in as `user` (password `password-1`).
 pub fn logged_in(service: &Service, user: &str) -> Session {
