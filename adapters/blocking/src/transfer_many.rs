@@ -399,6 +399,35 @@ fn hand_over<J: Job>(
     }
 }
 
+/// Work on a thread of its own (a resume's re-hash of local bytes), so the connection's
+/// other transfers go on meanwhile.
+struct Rehash<T>(std::thread::JoinHandle<Result<T, TransferFailure>>);
+
+/// Starts `work` on a thread of its own.
+fn rehash<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, TransferFailure> + Send + 'static,
+) -> io::Result<Rehash<T>> {
+    std::thread::Builder::new()
+        .name("vserv-rehash".into())
+        .spawn(work)
+        .map(Rehash)
+}
+
+impl<T> Rehash<T> {
+    /// Whether to take the result now: it is there, or nothing else can happen on the
+    /// connection until it is (`idle`), so waiting for it is right.
+    fn ready(&self, idle: bool) -> bool {
+        idle || self.0.is_finished()
+    }
+
+    /// The result (waiting for it); a thread that panicked is a local failure on `path`.
+    fn join(self, path: &Path) -> Result<T, TransferFailure> {
+        self.0
+            .join()
+            .unwrap_or_else(|_| Err(local(path)(io::Error::other("the re-hash thread panicked"))))
+    }
+}
+
 /// An upload's states.
 enum Up {
     /// The local file is not open yet.
@@ -407,6 +436,13 @@ enum Up {
     Fopen { file: File, size: u64, resume: bool },
     /// `fopen` was sent.
     Opening { file: File, size: u64, resume: bool },
+    /// The local bytes before the server's resume offset are being re-hashed on a thread
+    /// of their own ([`rehash`]): the positioned sender if they match, `None` if not.
+    Rehashing {
+        size: u64,
+        offset: u64,
+        work: Rehash<(File, Option<UploadSender>)>,
+    },
     /// The server's partial upload is of another file: its `fclose` is to be sent, then a
     /// new `fopen` without `resume`.
     Reclose { file: File, size: u64 },
@@ -492,15 +528,14 @@ impl<'f> UploadJob<'f> {
         let opened = FopenReply::from_fields(fields).map_err(malformed)?;
         self.id = Some(opened.id);
         if resume && opened.offset > 0 {
-            let sender = resume_sender(&mut file, &self.file.local, &opened, size, self.window)?;
-            match sender {
-                Some(sender) => self.stream(file, sender, opened.offset),
-                None => {
-                    // The local file is not the one the server holds a part of: start again.
-                    self.state = Up::Reclose { file, size };
-                    Ok(())
-                }
-            }
+            let (path, window, offset) = (self.file.local.clone(), self.window, opened.offset);
+            let work = rehash(move || {
+                let sender = resume_sender(&mut file, &path, &opened, size, window)?;
+                Ok((file, sender))
+            })
+            .map_err(local(self.path()))?;
+            self.state = Up::Rehashing { size, offset, work };
+            Ok(())
         } else {
             let sender = UploadSender::new(opened.id, size, self.window, MAX_FPUT_DATA)?;
             self.stream(file, sender, 0)
@@ -568,6 +603,22 @@ impl Job for UploadJob<'_> {
                     self.id = None;
                     let args = FcloseArgs { id }.to_args();
                     return wire.send(&mut self.base.in_flight, "fclose", args, Expect::Close);
+                }
+                Up::Rehashing { work, .. } => {
+                    if !work.ready(wire.outstanding.is_empty()) {
+                        return Ok(());
+                    }
+                    let Up::Rehashing { size, offset, work } =
+                        std::mem::replace(&mut self.state, Up::Over)
+                    else {
+                        return Ok(());
+                    };
+                    match work.join(self.path())? {
+                        (file, Some(sender)) => self.stream(file, sender, offset)?,
+                        // The local file is not the one the server holds a part of: start
+                        // again.
+                        (file, None) => self.state = Up::Reclose { file, size },
+                    }
                 }
                 Up::Opening { .. } | Up::Reclosing { .. } | Up::Finishing { .. } | Up::Over => {
                     return Ok(());
@@ -707,6 +758,10 @@ impl Job for UploadJob<'_> {
                 let _ = reader.finish();
             }
             Up::Finishing { mut sender, .. } => sender.fail(),
+            // Its thread holds the file: let it end first.
+            Up::Rehashing { work, .. } => {
+                let _ = work.join(self.path());
+            }
             _ => {}
         }
         self.base.result = Some(Err(failure));
@@ -733,6 +788,8 @@ enum Down {
     Start,
     /// `fget` was sent.
     Opening,
+    /// The partial copy being re-hashed for a resume on a thread of its own ([`rehash`]).
+    Rehashing(Box<(FgetReply, Rehash<Receiving>)>),
     /// Chunks are being requested and written.
     Streaming(Box<(FgetReply, Receiving)>),
     /// Over (the result is in the job's base).
@@ -820,6 +877,18 @@ impl Job for DownloadJob<'_> {
                         Expect::Open,
                     );
                 }
+                Down::Rehashing(rehashing) => {
+                    if !rehashing.1.ready(wire.outstanding.is_empty()) {
+                        return Ok(());
+                    }
+                    let Down::Rehashing(rehashing) = std::mem::replace(&mut self.state, Down::Over)
+                    else {
+                        return Ok(());
+                    };
+                    let (opened, work) = *rehashing;
+                    let receiving = work.join(&self.file.local)?;
+                    self.state = Down::Streaming(Box::new((opened, receiving)));
+                }
                 Down::Opening | Down::Over => return Ok(()),
                 Down::Streaming(streaming) => {
                     let receiver = &mut streaming.1.receiver;
@@ -854,9 +923,17 @@ impl Job for DownloadJob<'_> {
             (Down::Opening, Expect::Open) => {
                 let opened = FgetReply::from_fields(&reply?).map_err(malformed)?;
                 self.id = Some(opened.id);
-                let receiving =
-                    start_download(&opened, &self.file.local, self.resume, self.window)?;
-                self.state = Down::Streaming(Box::new((opened, receiving)));
+                if self.resume {
+                    // Re-hashing the partial copy may take long: the other transfers go on.
+                    let (reply, target, window) =
+                        (opened.clone(), self.file.local.clone(), self.window);
+                    let work = rehash(move || start_download(&reply, &target, true, window))
+                        .map_err(local(&self.file.local))?;
+                    self.state = Down::Rehashing(Box::new((opened, work)));
+                } else {
+                    let receiving = start_download(&opened, &self.file.local, false, self.window)?;
+                    self.state = Down::Streaming(Box::new((opened, receiving)));
+                }
                 Ok(())
             }
             (Down::Streaming(streaming), Expect::Chunk(offset)) => {
@@ -874,6 +951,16 @@ impl Job for DownloadJob<'_> {
 
     fn fail(&mut self, failure: TransferFailure, connected: bool) {
         let failure = match std::mem::replace(&mut self.state, Down::Over) {
+            Down::Rehashing(rehashing) => match rehashing.1.join(&self.file.local) {
+                // The writer it started ends with the failure (what it wrote stays).
+                Ok(receiving) => {
+                    match finish_download(&rehashing.0, receiving, &self.file.local, Err(failure)) {
+                        Err(e) => e,
+                        Ok(_) => TransferFailure::Machine(TransferError::BadState),
+                    }
+                }
+                Err(_) => failure,
+            },
             Down::Streaming(streaming) => {
                 let (opened, receiving) = *streaming;
                 // Writes what was queued (the partial copy stays a prefix, for a resume).
