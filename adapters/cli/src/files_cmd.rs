@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
+use std::hash::Hash;
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 
@@ -292,18 +293,25 @@ fn put_plan(paths: &[OsString]) -> anyhow::Result<Vec<Upload>> {
                 .collect::<anyhow::Result<_>>()?
         }
     };
-    let mut seen: HashMap<&str, &Path> = HashMap::new();
-    for u in &plan {
-        if let Some(first) = seen.insert(&u.remote, &u.local) {
-            bail!(
-                "{} and {} would both be uploaded to {}",
-                first.display(),
-                u.local.display(),
-                u.remote
-            );
-        }
+    let targets = plan.iter().map(|u| (u.remote.as_str(), u.local.as_path()));
+    if let Some((remote, first, second)) = clash(targets) {
+        bail!(
+            "{} and {} would both be uploaded to {remote}",
+            first.display(),
+            second.display()
+        );
     }
     Ok(plan)
+}
+
+/// The first two of `pairs` with the same key: the key and both values, in order.
+fn clash<K: Eq + Hash + Copy, V: Copy>(
+    pairs: impl IntoIterator<Item = (K, V)>,
+) -> Option<(K, V, V)> {
+    let mut seen = HashMap::new();
+    pairs
+        .into_iter()
+        .find_map(|(key, value)| seen.insert(key, value).map(|first| (key, first, value)))
 }
 
 /// The downloads `vserv get PATHS` asks for: `REMOTE [LOCAL]`, or `REMOTE... LOCAL_DIR`.
@@ -332,15 +340,12 @@ fn get_plan(paths: &[OsString]) -> anyhow::Result<Vec<Download>> {
                 .collect::<anyhow::Result<_>>()?
         }
     };
-    let mut seen: HashMap<&Path, &str> = HashMap::new();
-    for d in &plan {
-        if let Some(first) = seen.insert(&d.local, &d.remote) {
-            bail!(
-                "{first} and {} would both be written to {}",
-                d.remote,
-                d.local.display()
-            );
-        }
+    let targets = plan.iter().map(|d| (d.local.as_path(), d.remote.as_str()));
+    if let Some((local, first, second)) = clash(targets) {
+        bail!(
+            "{first} and {second} would both be written to {}",
+            local.display()
+        );
     }
     Ok(plan)
 }
