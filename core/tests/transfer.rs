@@ -744,6 +744,32 @@ fn download_open(size: u64, sha: [u8; 32]) -> (ServerTransfers, FgetReply) {
     (table, FgetReply::from_fields(&reply.to_fields()).unwrap())
 }
 
+/// A download of the synthetic file cut after `cut` replies (the connection lost: nothing
+/// stays in use) and resumed from its partial local copy, which is re-fed in full. The
+/// server table, the file's SHA-256, the resumed receiver, the partial copy, and the
+/// scheduler to go on with.
+fn cut_then_resumed(
+    size: u64,
+    chunk: usize,
+    window: usize,
+    seed: u64,
+    cut: usize,
+) -> (ServerTransfers, [u8; 32], DownloadReceiver, Vec<u8>, Rng) {
+    let sha = reference_sha(size);
+    let (table, open) = download_open(size, sha);
+    let mut rx = DownloadReceiver::new(open.id, open.size, open.sha256, window, chunk).unwrap();
+    let mut rng = Rng(seed);
+    let mut local = Some(Vec::new());
+    drive_download(&mut rx, &table, window, &mut rng, Some(cut), &mut local);
+    rx.fail();
+    assert_eq!(rx.in_use(), 0);
+    let partial = local.unwrap();
+    let mut restore = DownloadReceiver::resume(open.id, size, sha, window, chunk).unwrap();
+    restore.feed(&partial).unwrap();
+    assert_eq!(restore.fed(), partial.len() as u64);
+    (table, sha, restore.finish(), partial, rng)
+}
+
 fn read_sizes() -> impl Strategy<Value = (u64, usize)> {
     prop_oneof![
         Just((0, MAX_FREAD_LEN)),
@@ -775,20 +801,9 @@ proptest! {
     fn downloads_resume_from_the_partial_local_copy(
         (size, chunk) in read_sizes(), window in 1usize..=16, seed in any::<u64>(), cut in 0usize..300
     ) {
-        let sha = reference_sha(size);
-        let (table, open) = download_open(size, sha);
-        let mut rx = DownloadReceiver::new(open.id, open.size, open.sha256, window, chunk).unwrap();
-        let mut rng = Rng(seed);
-        let mut local = Some(Vec::new());
-        drive_download(&mut rx, &table, window, &mut rng, Some(cut), &mut local);
         // Connection lost: in-flight requests and buffered replies are gone.
-        rx.fail();
-        prop_assert_eq!(rx.in_use(), 0);
-        let partial = local.unwrap();
-        let mut restore = DownloadReceiver::resume(open.id, size, sha, window, chunk).unwrap();
-        restore.feed(&partial).unwrap();
-        prop_assert_eq!(restore.fed(), partial.len() as u64);
-        let mut rx = restore.finish();
+        let (table, sha, mut rx, partial, mut rng) =
+            cut_then_resumed(size, chunk, window, seed, cut);
         prop_assert_eq!(rx.progress().done, partial.len() as u64);
         let mut local = Some(partial);
         prop_assert!(drive_download(&mut rx, &table, window, &mut rng, None, &mut local));
@@ -836,17 +851,8 @@ proptest! {
         (size, chunk) in read_sizes(), window in 1usize..=16, seed in any::<u64>(),
         cut in 0usize..300, flip in proptest::option::of(any::<u64>())
     ) {
-        let sha = reference_sha(size);
-        let (table, open) = download_open(size, sha);
-        let mut rx = DownloadReceiver::new(open.id, open.size, open.sha256, window, chunk).unwrap();
-        let mut rng = Rng(seed);
-        let mut local = Some(Vec::new());
-        drive_download(&mut rx, &table, window, &mut rng, Some(cut), &mut local);
-        rx.fail();
-        let partial = local.unwrap();
-        let mut restore = DownloadReceiver::resume(open.id, size, sha, window, chunk).unwrap();
-        restore.feed(&partial).unwrap();
-        let mut rx = restore.finish();
+        let (table, sha, mut rx, partial, mut rng) =
+            cut_then_resumed(size, chunk, window, seed, cut);
         // The driver hashes what is released from here on, as a writer thread would.
         let mut hasher = rx.take_hasher().unwrap();
         prop_assert!(rx.take_hasher().is_none());
