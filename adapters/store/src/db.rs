@@ -4,6 +4,7 @@
 //!
 //! ```text
 //! <data_dir>/               mode 0700, created if absent (may also hold identity.key, ...)
+//!   store.mark              which store this directory holds and its generation (crate::mark)
 //!   db/                     one fjall 3 `Database` (mode 0700 when vserv creates it)
 //!     version               fjall's format marker ("FJL" 3); its presence = "a fjall database"
 //!     lock                  fjall's lock file (flock), held while a process has the db open
@@ -19,6 +20,17 @@
 //! |------------|---------------------------------------------------------------|
 //! | `schema`   | [`SCHEMA_VERSION`] as a `u32`, big-endian (4 bytes)           |
 //! | `store-id` | 16 random bytes identifying this store (for replication)       |
+//! | `generation` | durable commits so far, `u64` big-endian; every commit bumps it |
+//!
+//! # Data loss
+//!
+//! fjall opens a journal damaged in its first batches, or a deleted journal or keyspace
+//! directory, as an empty or shorter database without an error. Every commit therefore also
+//! writes the store's generation, and the data directory's mark (`store.mark`, outside the
+//! database) records the store id and the last generation made durable. [`FjallStore::open`]
+//! refuses with [`StoreError::DataLoss`] a store that is behind its mark, has another id, or
+//! is missing while the mark exists; [`OpenOptions::accept_data_loss`] opens it anyway and
+//! resets the mark. A data directory without a mark (new, or from before marks) gains one.
 //!
 //! # Durability and atomicity
 //!
@@ -29,9 +41,13 @@
 //! sees part of a batch that is being applied (plain keyspace reads in fjall 3 read at the
 //! newest sequence number and could).
 //!
-//! If an `fsync` fails, fjall poisons the database: that commit returns an error (its batch
-//! may or may not be present after a restart, as the journal was already written), and every
-//! later commit fails. The advice (fjall's and ours) is to stop the process and restart.
+//! If a journal write or `fsync` fails (a full disk), fjall poisons the database: that commit
+//! returns an error (its batch may or may not be present afterwards, as the journal may have
+//! been written), and fjall refuses every later write. The next commit then closes the
+//! database and reopens it from its journal, as a restart would (a torn batch is dropped),
+//! checks that it is still this store with every acknowledged commit, and goes on; while the
+//! cause persists it fails again, and reads fail while the database could not be reopened.
+//! Commits are serialised (each takes the next generation).
 //!
 //! # Exclusive access
 //!
@@ -48,11 +64,13 @@ use std::io;
 use std::ops::Bound;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard, RwLock};
 
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode, Readable};
 use rand_core::Rng;
 
 use crate::kv::{Op, Store, StoreError, Table};
+use crate::mark::{self, Mark, MarkWriter, ReadMark};
 use crate::{storable_key, validate_ops};
 
 /// The version of the store's layout of records that this build reads and writes. A store
@@ -64,6 +82,10 @@ pub const SCHEMA_KEY: &[u8] = b"schema";
 
 /// The key of the 16-byte store id in [`Table::Meta`].
 pub const STORE_ID_KEY: &[u8] = b"store-id";
+
+/// The key of the store's generation in [`Table::Meta`] (value: `u64` big-endian): the number
+/// of durable commits, written by every commit and compared with the data directory's mark.
+pub const GENERATION_KEY: &[u8] = b"generation";
 
 /// The name of the fjall database directory inside the data directory.
 pub const DB_DIR: &str = "db";
@@ -78,11 +100,41 @@ const FJALL_VERSION_MARKER: &str = "version";
 /// (in this or any other process). Dropping the store closes the database and releases the
 /// lock. It is `Send + Sync`; share it with an `Arc`.
 pub struct FjallStore {
+    /// The open database; `None` only while it is being reopened after a failed write, or
+    /// after a reopen failed (every operation then fails until a commit reopens it).
+    open: RwLock<Option<OpenDb>>,
+    /// Serialises commits: each one takes the next generation.
+    writer: Mutex<Writer>,
+    store_id: [u8; 16],
+    path: PathBuf,
+    /// What was accepted as lost when the store was opened, if anything.
+    data_loss_accepted: Option<String>,
+}
+
+/// One open fjall database and its keyspaces.
+struct OpenDb {
     db: Database,
     /// One keyspace per [`Table::ALL`] entry.
     keyspaces: BTreeMap<Table, Keyspace>,
-    store_id: [u8; 16],
-    path: PathBuf,
+}
+
+impl OpenDb {
+    fn keyspace(&self, table: Table) -> Result<&Keyspace, StoreError> {
+        // Every table is opened with the database, so this only fails if that changes.
+        self.keyspaces
+            .get(&table)
+            .ok_or_else(|| StoreError::Backend(format!("table {} is not open", table.name())))
+    }
+}
+
+/// The commit side of the store.
+struct Writer {
+    /// Commits made durable so far (`meta/generation`).
+    generation: u64,
+    /// A commit failed: fjall refuses every later write, so the next commit first reopens
+    /// the database from its journal.
+    failed: bool,
+    mark: MarkWriter,
 }
 
 impl fmt::Debug for FjallStore {
@@ -92,6 +144,16 @@ impl fmt::Debug for FjallStore {
             .field("store_id", &hex::encode(self.store_id))
             .finish_non_exhaustive()
     }
+}
+
+/// How [`FjallStore::open_with`] treats a store that lost data.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OpenOptions {
+    /// Open a store that is behind, other than, or missing from what the data directory's
+    /// mark records (and a damaged mark), instead of failing with [`StoreError::DataLoss`]:
+    /// the loss is accepted, reported by [`FjallStore::data_loss_accepted`], and the mark is
+    /// reset to the store as it is.
+    pub accept_data_loss: bool,
 }
 
 /// What `<data_dir>/db` was before opening.
@@ -104,10 +166,24 @@ enum Existing {
 
 impl FjallStore {
     /// Opens the store in `data_dir`, creating the directory (mode 0700) and a new database if
-    /// absent.
+    /// absent; a store that lost data is refused (see [`FjallStore::open_with`]).
     ///
     /// # Errors
     ///
+    /// As [`FjallStore::open_with`] with default options.
+    pub fn open(data_dir: &Path) -> Result<FjallStore, StoreError> {
+        Self::open_with(data_dir, OpenOptions::default())
+    }
+
+    /// Opens the store in `data_dir`, creating the directory (mode 0700) and a new database if
+    /// absent, and checks it against the data directory's mark (`store.mark`, see
+    /// [`crate::mark`]): a store whose generation is behind the mark, whose id differs, or
+    /// that is missing while the mark exists, has lost data.
+    ///
+    /// # Errors
+    ///
+    /// - [`StoreError::DataLoss`] for a store that lost data (unless
+    ///   [`OpenOptions::accept_data_loss`]); the store is not written.
     /// - [`StoreError::Locked`] if the database is open elsewhere (another process, or another
     ///   `FjallStore` in this process).
     /// - [`StoreError::Incompatible`] if the store was written by a newer (or older,
@@ -115,67 +191,80 @@ impl FjallStore {
     ///   that is not a fjall database, a fjall database of another format version, or one
     ///   holding data but no valid schema marker. Nothing is modified in these cases.
     /// - [`StoreError::Backend`] for I/O failures and corruption.
-    pub fn open(data_dir: &Path) -> Result<FjallStore, StoreError> {
+    pub fn open_with(data_dir: &Path, options: OpenOptions) -> Result<FjallStore, StoreError> {
         create_data_dir(data_dir)?;
+        let recorded = mark::read(data_dir)
+            .map_err(|e| io_error("cannot read the store mark in", data_dir, &e))?;
         let path = data_dir.join(DB_DIR);
         let existing = inspect_db_dir(&path)?;
         let db = Database::builder(&path)
             .open()
             .map_err(|e| open_error(e, &path))?;
         let fail = |e: fjall::Error| open_error(e, &path);
+        let refuse_unless_accepted = |lost: Option<String>| match lost {
+            Some(what) if !options.accept_data_loss => Err(StoreError::DataLoss(format!(
+                "data loss in {}: {what}. Refusing to open what is left. Restore the data \
+                 directory from a backup, or start the server with --accept-data-loss to go on \
+                 with the store as it is (the loss is logged and the mark reset)",
+                data_dir.display()
+            ))),
+            other => Ok(other),
+        };
 
-        if let Existing::FjallDb = existing
-            && db.keyspace_exists(Table::Meta.name())
-        {
-            let meta = keyspace(&db, Table::Meta).map_err(fail)?;
-            let snapshot = db.snapshot();
-            let schema = snapshot.get(&meta, SCHEMA_KEY).map_err(fail)?;
-            if let Some(schema) = schema {
-                check_schema(&schema, &path)?;
-                let id = snapshot.get(&meta, STORE_ID_KEY).map_err(fail)?;
-                let store_id = parse_store_id(id.as_deref(), &path)?;
-                drop(snapshot);
+        let found = match existing {
+            Existing::FjallDb => read_meta(&db, &path)?,
+            Existing::Nothing => None,
+        };
+        let (open, store_id, generation, lost) = match found {
+            Some((store_id, generation)) => {
+                let lost = refuse_unless_accepted(compare(&recorded, store_id, generation))?;
                 // Opening creates a keyspace that is absent, so a store written before a
                 // table existed (e.g. `ledger`) gains it, empty, on its first open by this
                 // build; the schema version does not change for an added, empty table.
                 let keyspaces = all_keyspaces(&db).map_err(fail)?;
-                return Ok(FjallStore {
-                    db,
-                    keyspaces,
-                    store_id,
-                    path,
-                });
+                (OpenDb { db, keyspaces }, store_id, generation, lost)
             }
-        }
-        if let Existing::FjallDb = existing {
-            // No schema marker: only acceptable for a database we created ourselves and whose
-            // first batch never became durable, i.e. nothing but our (empty) keyspaces.
-            check_uninitialised(&db, &path)?;
-        }
-        Self::initialise(db, path)
-    }
-
-    /// Creates the keyspaces and writes the schema version and a fresh store id in one
-    /// durable batch.
-    fn initialise(db: Database, path: PathBuf) -> Result<FjallStore, StoreError> {
-        let fail = |e: fjall::Error| open_error(e, &path);
-        let keyspaces = all_keyspaces(&db).map_err(fail)?;
-        let meta = keyspaces
-            .get(&Table::Meta)
-            .ok_or_else(|| StoreError::Backend("the meta keyspace was not created".into()))?;
-        let mut store_id = [0u8; 16];
-        crate::rng::os_rng()
-            .map_err(|e| StoreError::Backend(format!("no OS randomness for the store id: {e}")))?
-            .fill_bytes(&mut store_id);
-        let mut batch = db.batch().durability(Some(PersistMode::SyncAll));
-        batch.insert(meta, SCHEMA_KEY, SCHEMA_VERSION.to_be_bytes().to_vec());
-        batch.insert(meta, STORE_ID_KEY, store_id.to_vec());
-        batch.commit().map_err(fail)?;
+            None => {
+                if let Existing::FjallDb = existing {
+                    // No schema marker: only acceptable for a database we created ourselves
+                    // and whose first batch never became durable, i.e. nothing but our
+                    // (empty) keyspaces.
+                    check_uninitialised(&db, &path)?;
+                }
+                let lost = refuse_unless_accepted(match &recorded {
+                    ReadMark::Absent => None,
+                    ReadMark::Found(mark) => Some(format!(
+                        "{} records store {} with {} durable commits, but {} holds no store \
+                         (its database files were deleted or damaged)",
+                        mark::mark_path(data_dir).display(),
+                        hex::encode(mark.store_id),
+                        mark.generation,
+                        path.display()
+                    )),
+                    ReadMark::Damaged(why) => Some(damaged_mark(why)),
+                })?;
+                let (open, store_id) = initialise(db, &path)?;
+                (open, store_id, INITIAL_GENERATION, lost)
+            }
+        };
+        let mark = MarkWriter::create(
+            data_dir,
+            Mark {
+                store_id,
+                generation,
+            },
+        )
+        .map_err(|e| io_error("cannot write the store mark in", data_dir, &e))?;
         Ok(FjallStore {
-            db,
-            keyspaces,
+            open: RwLock::new(Some(open)),
+            writer: Mutex::new(Writer {
+                generation,
+                failed: false,
+                mark,
+            }),
             store_id,
             path,
+            data_loss_accepted: lost,
         })
     }
 
@@ -189,12 +278,176 @@ impl FjallStore {
         &self.path
     }
 
-    fn keyspace(&self, table: Table) -> Result<&Keyspace, StoreError> {
-        // Every table is opened in `open`/`initialise`, so this only fails if that changes.
-        self.keyspaces
-            .get(&table)
-            .ok_or_else(|| StoreError::Backend(format!("table {} is not open", table.name())))
+    /// What [`OpenOptions::accept_data_loss`] accepted when this store was opened: `None`
+    /// when nothing was lost.
+    pub fn data_loss_accepted(&self) -> Option<&str> {
+        self.data_loss_accepted.as_deref()
     }
+
+    /// The number of commits this store has made durable since it was created (counting
+    /// from the commit that created it; stores from before generations existed count from
+    /// their first open by a build that has them).
+    pub fn generation(&self) -> Result<u64, StoreError> {
+        Ok(self.writer()?.generation)
+    }
+
+    /// Makes the mark durable; called when the store is closed.
+    fn sync_mark(&self) {
+        if let Ok(writer) = self.writer.lock() {
+            // Best effort: a mark that lags only weakens the next open's check.
+            let _ = writer.mark.sync();
+        }
+    }
+
+    fn writer(&self) -> Result<MutexGuard<'_, Writer>, StoreError> {
+        self.writer
+            .lock()
+            .map_err(|_| StoreError::Backend("the store's writer lock is poisoned".into()))
+    }
+
+    /// Runs `f` on the open database.
+    fn with_open<T>(
+        &self,
+        f: impl FnOnce(&OpenDb) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let guard = self
+            .open
+            .read()
+            .map_err(|_| StoreError::Backend("the store's lock is poisoned".into()))?;
+        match guard.as_ref() {
+            Some(open) => f(open),
+            None => Err(StoreError::Backend(
+                "the store is closed after a failed write and could not be reopened yet; \
+                 the next write retries"
+                    .into(),
+            )),
+        }
+    }
+
+    /// After a failed commit fjall refuses every write until the database is opened again:
+    /// closes it and reopens it from its journal (which drops a batch torn by the failure),
+    /// so that writes work again once their cause (a full disk) is gone. The reopened store
+    /// must still be this store with every acknowledged commit, or it stays closed.
+    fn reopen(&self, writer: &mut Writer) -> Result<(), StoreError> {
+        let mut guard = self
+            .open
+            .write()
+            .map_err(|_| StoreError::Backend("the store's lock is poisoned".into()))?;
+        // Dropping the database stops its workers and releases its lock file.
+        drop(guard.take());
+        let db = Database::builder(&self.path)
+            .open()
+            .map_err(|e| open_error(e, &self.path))?;
+        let Some((store_id, generation)) = read_meta(&db, &self.path)? else {
+            return Err(StoreError::DataLoss(format!(
+                "{} holds no store after reopening it following a failed write",
+                self.path.display()
+            )));
+        };
+        if store_id != self.store_id || generation < writer.generation {
+            return Err(StoreError::DataLoss(format!(
+                "{} lost acknowledged commits when it was reopened after a failed write (it \
+                 holds {generation}, {} were made durable)",
+                self.path.display(),
+                writer.generation
+            )));
+        }
+        let keyspaces = all_keyspaces(&db).map_err(|e| open_error(e, &self.path))?;
+        *guard = Some(OpenDb { db, keyspaces });
+        // A batch whose fsync failed may have survived: count it.
+        writer.generation = generation;
+        writer.failed = false;
+        Ok(())
+    }
+}
+
+impl Drop for FjallStore {
+    fn drop(&mut self) {
+        self.sync_mark();
+    }
+}
+
+/// The generation of a newly created store: its initialising batch is its first commit.
+const INITIAL_GENERATION: u64 = 1;
+
+/// How the store found compares with the mark: `Some(what was lost)` or `None`.
+fn compare(recorded: &ReadMark, store_id: [u8; 16], generation: u64) -> Option<String> {
+    match recorded {
+        ReadMark::Absent => None,
+        ReadMark::Damaged(why) => Some(damaged_mark(why)),
+        ReadMark::Found(mark) if mark.store_id != store_id => Some(format!(
+            "the store's id is {} but the data directory records store {}: the database was \
+             replaced by another one",
+            hex::encode(store_id),
+            hex::encode(mark.store_id)
+        )),
+        ReadMark::Found(mark) if mark.generation > generation => Some(format!(
+            "the store holds {generation} durable commits but {} were acknowledged: the last \
+             {} are missing (a damaged or truncated journal, or deleted database files; fjall \
+             drops a journal from its first damaged batch on)",
+            mark.generation,
+            mark.generation - generation
+        )),
+        ReadMark::Found(_) => None,
+    }
+}
+
+fn damaged_mark(why: &str) -> String {
+    format!(
+        "{why}: the record of this data directory's store is damaged, so a loss cannot be ruled out"
+    )
+}
+
+/// Reads the store id and generation of a database that has a schema marker (`None` if it
+/// has none), checking the schema version.
+fn read_meta(db: &Database, path: &Path) -> Result<Option<([u8; 16], u64)>, StoreError> {
+    let fail = |e: fjall::Error| open_error(e, path);
+    if !db.keyspace_exists(Table::Meta.name()) {
+        return Ok(None);
+    }
+    let meta = keyspace(db, Table::Meta).map_err(fail)?;
+    let snapshot = db.snapshot();
+    let Some(schema) = snapshot.get(&meta, SCHEMA_KEY).map_err(fail)? else {
+        return Ok(None);
+    };
+    check_schema(&schema, path)?;
+    let id = snapshot.get(&meta, STORE_ID_KEY).map_err(fail)?;
+    let store_id = parse_store_id(id.as_deref(), path)?;
+    let generation = match snapshot.get(&meta, GENERATION_KEY).map_err(fail)? {
+        None => 0,
+        Some(bytes) => u64::from_be_bytes(bytes.as_ref().try_into().map_err(|_| {
+            StoreError::Incompatible(format!(
+                "{}: the generation (meta/generation) is garbled ({} bytes, expected 8)",
+                path.display(),
+                bytes.len()
+            ))
+        })?),
+    };
+    Ok(Some((store_id, generation)))
+}
+
+/// Creates the keyspaces and writes the schema version, a fresh store id and the first
+/// generation in one durable batch.
+fn initialise(db: Database, path: &Path) -> Result<(OpenDb, [u8; 16]), StoreError> {
+    let fail = |e: fjall::Error| open_error(e, path);
+    let keyspaces = all_keyspaces(&db).map_err(fail)?;
+    let meta = keyspaces
+        .get(&Table::Meta)
+        .ok_or_else(|| StoreError::Backend("the meta keyspace was not created".into()))?;
+    let mut store_id = [0u8; 16];
+    crate::rng::os_rng()
+        .map_err(|e| StoreError::Backend(format!("no OS randomness for the store id: {e}")))?
+        .fill_bytes(&mut store_id);
+    let mut batch = db.batch().durability(Some(PersistMode::SyncAll));
+    batch.insert(meta, SCHEMA_KEY, SCHEMA_VERSION.to_be_bytes().to_vec());
+    batch.insert(meta, STORE_ID_KEY, store_id.to_vec());
+    batch.insert(
+        meta,
+        GENERATION_KEY,
+        INITIAL_GENERATION.to_be_bytes().to_vec(),
+    );
+    batch.commit().map_err(fail)?;
+    Ok((OpenDb { db, keyspaces }, store_id))
 }
 
 impl Store for FjallStore {
@@ -202,22 +455,26 @@ impl Store for FjallStore {
         if !storable_key(key) {
             return Ok(None);
         }
-        let value = self
-            .db
-            .snapshot()
-            .get(self.keyspace(table)?, key)
-            .map_err(|e| backend("read", e))?;
-        Ok(value.map(|v| v.to_vec()))
+        self.with_open(|open| {
+            let value = open
+                .db
+                .snapshot()
+                .get(open.keyspace(table)?, key)
+                .map_err(|e| backend("read", e))?;
+            Ok(value.map(|v| v.to_vec()))
+        })
     }
 
     fn scan(&self, table: Table, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
-        let snapshot = self.db.snapshot();
-        let mut out = Vec::new();
-        for guard in snapshot.prefix(self.keyspace(table)?, prefix) {
-            let (key, value) = guard.into_inner().map_err(|e| backend("scan", e))?;
-            out.push((key.to_vec(), value.to_vec()));
-        }
-        Ok(out)
+        self.with_open(|open| {
+            let snapshot = open.db.snapshot();
+            let mut out = Vec::new();
+            for guard in snapshot.prefix(open.keyspace(table)?, prefix) {
+                let (key, value) = guard.into_inner().map_err(|e| backend("scan", e))?;
+                out.push((key.to_vec(), value.to_vec()));
+            }
+            Ok(out)
+        })
     }
 
     fn scan_from(
@@ -231,20 +488,22 @@ impl Store for FjallStore {
             return Ok(Vec::new());
         }
         let first = start.max(prefix);
-        let snapshot = self.db.snapshot();
-        let range = (Bound::Included(first), Bound::Unbounded::<&[u8]>);
-        let mut out = Vec::new();
-        for guard in snapshot.range::<&[u8], _>(self.keyspace(table)?, range) {
-            let (key, value) = guard.into_inner().map_err(|e| backend("scan", e))?;
-            if !key.starts_with(prefix) {
-                break;
+        self.with_open(|open| {
+            let snapshot = open.db.snapshot();
+            let range = (Bound::Included(first), Bound::Unbounded::<&[u8]>);
+            let mut out = Vec::new();
+            for guard in snapshot.range::<&[u8], _>(open.keyspace(table)?, range) {
+                let (key, value) = guard.into_inner().map_err(|e| backend("scan", e))?;
+                if !key.starts_with(prefix) {
+                    break;
+                }
+                out.push((key.to_vec(), value.to_vec()));
+                if out.len() == limit {
+                    break;
+                }
             }
-            out.push((key.to_vec(), value.to_vec()));
-            if out.len() == limit {
-                break;
-            }
-        }
-        Ok(out)
+            Ok(out)
+        })
     }
 
     fn commit(&self, ops: Vec<Op>) -> Result<(), StoreError> {
@@ -261,17 +520,52 @@ impl Store for FjallStore {
             keep[i] = seen.insert((table, key.as_slice()));
         }
         drop(seen);
-        let mut batch = self.db.batch().durability(Some(PersistMode::SyncAll));
-        for (op, keep) in ops.into_iter().zip(keep) {
-            if !keep {
-                continue;
+        if ops.is_empty() {
+            return Ok(());
+        }
+        let mut writer = self.writer()?;
+        if writer.failed {
+            self.reopen(&mut writer)?;
+        }
+        let generation = writer.generation + 1;
+        let committed = self.with_open(|open| {
+            let mut batch = open.db.batch().durability(Some(PersistMode::SyncAll));
+            for (op, keep) in ops.into_iter().zip(keep) {
+                if !keep {
+                    continue;
+                }
+                match op {
+                    Op::Put { table, key, value } => {
+                        batch.insert(open.keyspace(table)?, key, value)
+                    }
+                    Op::Delete { table, key } => batch.remove(open.keyspace(table)?, key),
+                }
             }
-            match op {
-                Op::Put { table, key, value } => batch.insert(self.keyspace(table)?, key, value),
-                Op::Delete { table, key } => batch.remove(self.keyspace(table)?, key),
+            batch.insert(
+                open.keyspace(Table::Meta)?,
+                GENERATION_KEY,
+                generation.to_be_bytes().to_vec(),
+            );
+            batch.commit().map_err(|e| backend("commit", e))
+        });
+        match committed {
+            Ok(()) => {
+                writer.generation = generation;
+                // The commit is durable whatever happens to the mark: a mark write that
+                // fails leaves it lagging, which only weakens the next open's check.
+                let _ = writer.mark.record(Mark {
+                    store_id: self.store_id,
+                    generation,
+                });
+                Ok(())
+            }
+            Err(e) => {
+                // fjall refuses every write after a failed one (it poisons the database):
+                // the next commit reopens it first.
+                writer.failed = true;
+                Err(e)
             }
         }
-        batch.commit().map_err(|e| backend("commit", e))
     }
 }
 
@@ -432,6 +726,11 @@ fn open_error(e: fjall::Error, path: &Path) -> StoreError {
              fjall format 3)",
             path.display()
         )),
+        fjall::Error::JournalRecovery(e) => StoreError::DataLoss(format!(
+            "data loss in {}: the journal is damaged ({e:?}) and cannot be recovered. Restore \
+             the data directory from a backup",
+            path.display()
+        )),
         other => StoreError::Backend(format!("opening {}: {other}", path.display())),
     }
 }
@@ -440,7 +739,7 @@ fn open_error(e: fjall::Error, path: &Path) -> StoreError {
 fn backend(what: &str, e: fjall::Error) -> StoreError {
     match e {
         fjall::Error::Poisoned => StoreError::Backend(format!(
-            "{what}: the database is poisoned after a failed fsync; restart the process"
+            "{what}: the database refuses writes after a failed one; the next write reopens it"
         )),
         other => StoreError::Backend(format!("{what}: {other}")),
     }

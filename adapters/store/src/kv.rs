@@ -72,6 +72,11 @@ pub enum StoreError {
     /// The data directory was written by a newer vserv, or is not a vserv store.
     #[error("{0}")]
     Incompatible(String),
+    /// The store lost data it had acknowledged (a damaged or deleted journal or database file),
+    /// found by comparing it with the data directory's mark: the message says what is missing
+    /// and how to recover.
+    #[error("{0}")]
+    DataLoss(String),
     /// A simulated crash happened (in-memory store only): nothing of the batch was applied.
     #[error("simulated crash")]
     Crashed,

@@ -19,11 +19,12 @@ pub mod known_servers;
 // `Store::scan` returns `Vec<(Vec<u8>, Vec<u8>)>` on purpose: plain owned pairs.
 #[allow(clippy::type_complexity)]
 pub mod kv;
+pub mod mark;
 pub mod memory;
 pub mod rng;
 pub mod trust;
 
-pub use db::{FjallStore, SCHEMA_VERSION};
+pub use db::{FjallStore, OpenOptions, SCHEMA_VERSION};
 pub use identity::{IdentityError, LoadedIdentity, load, load_or_create};
 pub use keyfile::{KeyFileError, read_secret_key_file, write_secret_key_file};
 pub use known_servers::{KnownServers, KnownServersError, LineError, ParseError, default_path};

@@ -18,7 +18,7 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use crate::db::{SCHEMA_KEY, SCHEMA_VERSION, STORE_ID_KEY};
+use crate::db::{GENERATION_KEY, SCHEMA_KEY, SCHEMA_VERSION, STORE_ID_KEY};
 use crate::kv::{Op, Store, StoreError, Table};
 use crate::validate_ops;
 
@@ -58,8 +58,9 @@ impl Default for MemoryStore {
 
 impl MemoryStore {
     /// A new store holding what a freshly created [`crate::FjallStore`] holds: in
-    /// [`Table::Meta`], `schema` = [`SCHEMA_VERSION`] (`u32` big-endian) and `store-id` = 16
-    /// zero bytes. Up, no fault armed.
+    /// [`Table::Meta`], `schema` = [`SCHEMA_VERSION`] (`u32` big-endian), `store-id` = 16
+    /// zero bytes and `generation` = 1 (bumped by every batch that writes, as on disk). Up, no
+    /// fault armed.
     pub fn new() -> Self {
         Self::with_store_id([0; 16])
     }
@@ -70,6 +71,7 @@ impl MemoryStore {
         let mut meta = TableContents::new();
         meta.insert(SCHEMA_KEY.to_vec(), SCHEMA_VERSION.to_be_bytes().to_vec());
         meta.insert(STORE_ID_KEY.to_vec(), store_id.to_vec());
+        meta.insert(GENERATION_KEY.to_vec(), 1u64.to_be_bytes().to_vec());
         let mut tables: BTreeMap<Table, TableContents> = Table::ALL
             .iter()
             .map(|t| (*t, TableContents::new()))
@@ -224,6 +226,13 @@ impl Store for MemoryStore {
         // Validate everything first: past this point nothing can fail, so the batch is
         // applied entirely.
         validate_ops(&ops)?;
+        let writes = !ops.is_empty();
+        let generation = state
+            .tables
+            .get(&Table::Meta)
+            .and_then(|meta| meta.get(GENERATION_KEY))
+            .and_then(|v| <[u8; 8]>::try_from(v.as_slice()).ok())
+            .map_or(0, u64::from_be_bytes);
         for op in ops {
             match op {
                 Op::Put { table, key, value } => {
@@ -233,6 +242,13 @@ impl Store for MemoryStore {
                     state.tables.entry(table).or_default().remove(&key);
                 }
             }
+        }
+        if writes {
+            // Like the fjall store, every batch that writes bumps the generation.
+            state.tables.entry(Table::Meta).or_default().insert(
+                GENERATION_KEY.to_vec(),
+                (generation + 1).to_be_bytes().to_vec(),
+            );
         }
         state.commits += 1;
         Ok(())
