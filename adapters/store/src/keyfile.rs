@@ -3,11 +3,16 @@
 //! ```text
 //! <label>\n
 //! <64 lowercase hex digits>\n
+//! check <16 lowercase hex digits>\n
 //! ```
 //!
 //! `<label>` names the format and version (for example `vserv-identity-v1`); it is one word of
-//! ASCII letters, digits, `-`, `_` or `.`. The final newline is optional; nothing else is
-//! accepted (no spaces, comments, `\r` or further lines). Files are created with mode 0600
+//! ASCII letters, digits, `-`, `_` or `.`. The check line holds the first 8 bytes of
+//! SHA-256(`vserv-key-check` || label || secret), so a damaged secret (one flipped digit is
+//! another valid key) is refused instead of silently becoming another identity. Files written
+//! before the check line existed have only the first two lines and are still read. The final
+//! newline is optional; nothing else is accepted (no spaces, comments, `\r` or further
+//! lines). Files are created with mode 0600
 //! through a temporary file, fsync and a no-clobber link, so a key is never half-written and
 //! an existing key is never replaced. Reading refuses files that group or others can access,
 //! like ssh does.
@@ -17,6 +22,7 @@ use std::io::{self, Read};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
+use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
 use crate::atomic::{self, Existing};
@@ -123,6 +129,7 @@ pub fn write_secret_key_file(
         text[hex_start + 2 * i + 1] = DIGITS[usize::from(b & 0x0f)];
     }
     text[hex_start + 64] = b'\n';
+    text.extend_from_slice(format!("check {}\n", check(label, secret)).as_bytes());
     atomic::write_file(path, &text, 0o600, Existing::Keep).map_err(|e| {
         if e.kind() == io::ErrorKind::AlreadyExists {
             KeyFileError::AlreadyExists {
@@ -205,8 +212,9 @@ fn parse(text: &[u8], label: &str) -> Result<Zeroizing<[u8; 32]>, String> {
     let hex_line = lines
         .next()
         .ok_or_else(|| "missing the secret key line".to_owned())?;
+    let check_line = lines.next();
     if lines.next().is_some() {
-        return Err("unexpected content after the secret key line".to_owned());
+        return Err("unexpected content after the check line".to_owned());
     }
     if hex_line.len() != 64 {
         return Err(format!(
@@ -223,7 +231,28 @@ fn parse(text: &[u8], label: &str) -> Result<Zeroizing<[u8; 32]>, String> {
     let mut secret = Zeroizing::new([0u8; 32]);
     hex::decode_to_slice(hex_line, secret.as_mut())
         .map_err(|_| "second line is not valid hex".to_owned())?;
+    if let Some(line) = check_line {
+        let expected = format!("check {}", check(label, &secret));
+        if line != expected.as_bytes() {
+            return Err(if line.starts_with(b"check ") {
+                "the secret key does not match its check line: the file is damaged; restore \
+                 it from a backup"
+                    .to_owned()
+            } else {
+                "third line must be `check <16 hex digits>`".to_owned()
+            });
+        }
+    }
     Ok(secret)
+}
+
+/// The check value of `secret` under `label`: 16 lowercase hex digits.
+fn check(label: &str, secret: &[u8; 32]) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(b"vserv-key-check");
+    hasher.update(label.as_bytes());
+    hasher.update(secret);
+    hex::encode(&hasher.finalize()[..8])
 }
 
 #[cfg(test)]
@@ -241,6 +270,29 @@ mod tests {
     }
 
     #[test]
+    fn parse_checks_the_check_line() {
+        let secret = [0x42u8; 32];
+        let hex = hex::encode(secret);
+        let good = format!("{LABEL}\n{hex}\ncheck {}\n", check(LABEL, &secret));
+        assert_eq!(parse(good.as_bytes(), LABEL).as_deref(), Ok(&secret));
+        // Any one flipped digit of the secret is another valid scalar: the check refuses it.
+        for i in 0..64 {
+            let mut damaged = good.clone().into_bytes();
+            let at = LABEL.len() + 1 + i;
+            damaged[at] = if damaged[at] == b'4' { b'5' } else { b'4' };
+            let err = parse(&damaged, LABEL).err().unwrap_or_default();
+            assert!(err.contains("damaged"), "digit {i}: {err}");
+        }
+        for bad in [
+            format!("{LABEL}\n{hex}\ncheck 0000000000000000\n"),
+            format!("{LABEL}\n{hex}\nchek {}\n", check(LABEL, &secret)),
+            format!("{LABEL}\n{hex}\ncheck {}\nmore\n", check(LABEL, &secret)),
+        ] {
+            assert!(parse(bad.as_bytes(), LABEL).is_err(), "accepted {bad:?}");
+        }
+    }
+
+    #[test]
     fn parse_rejects_deviations() {
         let hex = "ab".repeat(32);
         let bad = [
@@ -251,6 +303,7 @@ mod tests {
             format!("{LABEL}\r\n{hex}\n"),
             format!("{LABEL}\n{hex}\n\n"),
             format!("{LABEL}\n{hex}\nextra\n"),
+            format!("{LABEL}\n{hex}\ncheck 00\nextra\n"),
             format!("{LABEL}\n{}\n", "AB".repeat(32)),
             format!("{LABEL}\n{}\n", "ab".repeat(31)),
             format!("{LABEL}\n{}zz\n", "ab".repeat(31)),

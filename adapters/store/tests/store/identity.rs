@@ -145,3 +145,21 @@ fn data_dir_that_is_a_file_is_an_error() -> TestResult {
     assert_eq!(fs::read(&file)?, b"x");
     Ok(())
 }
+
+#[test]
+fn a_flipped_digit_is_refused_not_a_new_identity() -> TestResult {
+    let tmp = tempfile::tempdir()?;
+    let created = identity::load_or_create(tmp.path(), &mut TestRng(7))?;
+    let mut text = fs::read(&created.path)?;
+    let at = "vserv-identity-v1\n".len() + 10;
+    text[at] = if text[at] == b'0' { b'1' } else { b'0' };
+    fs::write(&created.path, &text)?;
+    match identity::load_or_create(tmp.path(), &mut TestRng(8)) {
+        Err(IdentityError::KeyFile(KeyFileError::Malformed { reason, .. })) => {
+            assert!(reason.contains("damaged"), "{reason}");
+        }
+        other => panic!("expected Malformed, got {other:?}"),
+    }
+    assert_eq!(fs::read(&created.path)?, text, "file was modified");
+    Ok(())
+}
