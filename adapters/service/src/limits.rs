@@ -229,6 +229,9 @@ pub fn user_key(name: &UserName) -> Vec<u8> {
 struct Memory {
     /// Counters of names that did not exist when they failed.
     unknown: HashMap<String, Counter>,
+    /// Counters of existing users whose last update could not be stored (a full disk): they
+    /// apply until one is stored, so a failing store never lifts a backoff.
+    unsaved: HashMap<String, Counter>,
     /// Counters of peer addresses.
     ips: HashMap<IpAddr, Counter>,
     /// Attempts in progress, per name and per address.
@@ -332,7 +335,12 @@ impl LoginLimiter {
         let mut memory = self.memory();
         let mut wait = 0;
         if let Some(name) = user {
-            let counter = stored.or_else(|| memory.unknown.get(name.as_str()).copied());
+            let counter = memory
+                .unsaved
+                .get(name.as_str())
+                .copied()
+                .or(stored)
+                .or_else(|| memory.unknown.get(name.as_str()).copied());
             let running = memory
                 .running_users
                 .get(name.as_str())
@@ -381,10 +389,12 @@ impl LoginLimiter {
         }))
     }
 
-    /// Forgets every in-memory counter (unknown names and addresses), as a restart would.
+    /// Forgets every in-memory counter (unknown names, unsaved counters and addresses), as a
+    /// restart would.
     pub fn forget_memory(&self) {
         let mut memory = self.memory();
         memory.unknown.clear();
+        memory.unsaved.clear();
         memory.ips.clear();
     }
 }
@@ -400,11 +410,16 @@ pub struct Attempt {
 }
 
 impl Attempt {
-    /// The credential was right: the user's counter is reset (the address's is kept).
+    /// The credential was right: the user's counter is reset (the address's is kept). If the
+    /// reset cannot be stored, the stored counter keeps applying (closed, never open).
     pub fn succeeded(self) {
         if let Some(name) = &self.user {
-            self.limiter.memory().unknown.remove(name.as_str());
-            if self.stored.is_some() {
+            let unsaved = {
+                let mut memory = self.limiter.memory();
+                memory.unknown.remove(name.as_str());
+                memory.unsaved.remove(name.as_str())
+            };
+            if self.stored.is_some() || unsaved.is_some() {
                 let op = Op::Delete {
                     table: Table::Limits,
                     key: user_key(name),
@@ -424,8 +439,15 @@ impl Attempt {
         let b = limiter.backoff;
         if let Some(name) = &self.user {
             let key = user_key(name);
-            let unknown = limiter.memory().unknown.get(name.as_str()).copied();
-            let counter = Counter::bump(self.stored.or(unknown), b.user_forget_secs, now);
+            let (unsaved, unknown) = {
+                let memory = limiter.memory();
+                (
+                    memory.unsaved.get(name.as_str()).copied(),
+                    memory.unknown.get(name.as_str()).copied(),
+                )
+            };
+            let previous = unsaved.or(self.stored).or(unknown);
+            let counter = Counter::bump(previous, b.user_forget_secs, now);
             let op = if exists {
                 limiter.memory().unknown.remove(name.as_str());
                 Op::Put {
@@ -447,8 +469,27 @@ impl Attempt {
                     key,
                 }
             };
-            if let Err(e) = limiter.store.commit(vec![op]) {
-                tracing::warn!(user = %name, error = %e, "could not store the login backoff");
+            let saved = limiter.store.commit(vec![op]);
+            let mut memory = limiter.memory();
+            match saved {
+                Ok(()) => {
+                    memory.unsaved.remove(name.as_str());
+                }
+                Err(e) => {
+                    // Fail closed: the failure counts from memory until it can be stored.
+                    tracing::warn!(user = %name, error = %e,
+                        "could not store the login backoff; it applies from memory");
+                    if exists {
+                        insert_bounded(
+                            &mut memory.unsaved,
+                            name.as_str().to_owned(),
+                            counter,
+                            MAX_TRACKED_NAMES,
+                            b.user_forget_secs,
+                            now,
+                        );
+                    }
+                }
             }
         }
         if let Some(ip) = self.ip {
@@ -664,6 +705,78 @@ mod tests {
         assert!(matches!(
             l.begin(Some(&ghost), None, 10).unwrap(),
             Gate::Open(_)
+        ));
+    }
+
+    /// A store whose commits fail while `failing` is set (reads keep working): a full disk.
+    struct FullDisk {
+        inner: MemoryStore,
+        failing: std::sync::atomic::AtomicBool,
+    }
+
+    impl Store for FullDisk {
+        fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+            self.inner.get(table, key)
+        }
+        fn scan(&self, table: Table, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+            self.inner.scan(table, prefix)
+        }
+        fn scan_from(
+            &self,
+            table: Table,
+            prefix: &[u8],
+            start: &[u8],
+            limit: usize,
+        ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+            self.inner.scan_from(table, prefix, start, limit)
+        }
+        fn commit(&self, ops: Vec<Op>) -> Result<(), StoreError> {
+            if self.failing.load(std::sync::atomic::Ordering::SeqCst) {
+                return Err(StoreError::Backend("no space left on device".into()));
+            }
+            self.inner.commit(ops)
+        }
+    }
+
+    #[test]
+    fn a_backoff_that_cannot_be_stored_still_applies() {
+        use std::sync::atomic::Ordering;
+        let store = Arc::new(FullDisk {
+            inner: MemoryStore::new(),
+            failing: std::sync::atomic::AtomicBool::new(true),
+        });
+        let l = LoginLimiter::new(store.clone(), LoginBackoff::DEFAULT);
+        let alice = name("alice");
+        open(l.begin(Some(&alice), None, 1000).unwrap()).failed(true, 1000);
+        assert!(matches!(
+            l.begin(Some(&alice), None, 1000).unwrap(),
+            Gate::Wait(1)
+        ));
+        open(l.begin(Some(&alice), None, 1001).unwrap()).failed(true, 1001);
+        assert!(matches!(
+            l.begin(Some(&alice), None, 1001).unwrap(),
+            Gate::Wait(2)
+        ));
+        assert_eq!(l.stored(&alice).unwrap(), None, "nothing could be stored");
+        // Space is back: the next failure stores the whole count.
+        store.failing.store(false, Ordering::SeqCst);
+        open(l.begin(Some(&alice), None, 1003).unwrap()).failed(true, 1003);
+        assert_eq!(
+            l.stored(&alice).unwrap(),
+            Some(Counter {
+                failures: 3,
+                last: 1003
+            })
+        );
+        assert!(l.memory().unsaved.is_empty());
+        // A success whose reset cannot be stored leaves the stored count in force: the next
+        // failure is the fourth, not a first.
+        store.failing.store(true, Ordering::SeqCst);
+        open(l.begin(Some(&alice), None, 1007).unwrap()).succeeded();
+        open(l.begin(Some(&alice), None, 1007).unwrap()).failed(true, 1007);
+        assert!(matches!(
+            l.begin(Some(&alice), None, 1007).unwrap(),
+            Gate::Wait(8)
         ));
     }
 
