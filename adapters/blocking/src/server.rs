@@ -53,7 +53,17 @@ impl Server {
         service: Service,
         options: ServerOptions,
     ) -> io::Result<Server> {
-        let listener = TcpListener::bind(addr)?;
+        Self::with_listener(TcpListener::bind(addr)?, identity, service, options)
+    }
+
+    /// Like [`Server::bind`] on a listener the caller bound already (so that it can bind
+    /// before creating anything, and fail early on an address it cannot use).
+    pub fn with_listener(
+        listener: TcpListener,
+        identity: Arc<ServerIdentity>,
+        service: Service,
+        options: ServerOptions,
+    ) -> io::Result<Server> {
         let shared = Shared {
             identity,
             service: service.with_background_deliveries(),

@@ -48,6 +48,11 @@ pub struct ServeArgs {
     /// Most connections served at once; more are refused as busy [default: 1024].
     #[arg(long)]
     pub max_connections: Option<usize>,
+    /// Start even though the store lost data it had acknowledged (a damaged or deleted
+    /// journal or database file): go on with what is left, log the loss, and record the store
+    /// as it is. Without it such a store is refused.
+    #[arg(long)]
+    pub accept_data_loss: bool,
 }
 
 /// Runs the server until SIGINT/SIGTERM, configured by flags over `--config` over defaults.
@@ -64,11 +69,15 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
         runtime: args.runtime,
         max_connections: args.max_connections,
     };
+    let accept_data_loss = args.accept_data_loss;
     let settings = crate::config::resolve(file, flags).with_context(|| match &args.config {
         Some(path) => format!("in the configuration file {}", path.display()),
         None => "in the server options".to_owned(),
     })?;
     let args = &settings;
+    // Bind first: an address that cannot be used fails before anything is created.
+    let listener = std::net::TcpListener::bind(&args.listen)
+        .with_context(|| format!("listening on {}", args.listen))?;
     let mut rng = vserv_store::rng::os_rng()?;
     let loaded = vserv_store::identity::load_or_create(&args.data, &mut *rng)
         .with_context(|| format!("loading the server identity from {}", args.data.display()))?;
@@ -80,8 +89,15 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
             loaded.path.display()
         );
     }
-    let store = vserv_store::db::FjallStore::open(&args.data)
-        .with_context(|| format!("opening the store in {}", args.data.display()))?;
+    let store = vserv_store::db::FjallStore::open_with(
+        &args.data,
+        vserv_store::OpenOptions { accept_data_loss },
+    )
+    .with_context(|| format!("opening the store in {}", args.data.display()))?;
+    if let Some(lost) = store.data_loss_accepted() {
+        tracing::error!(data = %args.data.display(), "starting after data loss: {lost}");
+        eprintln!("vserv: WARNING: starting after data loss (--accept-data-loss): {lost}");
+    }
     let store: Arc<dyn vserv_store::Store> = Arc::new(store);
     let accounts = Accounts::new(store.clone(), args.password, vserv_store::rng::os_rng()?)
         .context("setting up accounts")?;
@@ -130,8 +146,9 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
     };
     match args.runtime {
         Runtime::Blocking => {
-            let server = vserv_blocking::Server::bind(&args.listen, identity, service, options)
-                .with_context(|| format!("listening on {}", args.listen))?;
+            let server =
+                vserv_blocking::Server::with_listener(listener, identity, service, options)
+                    .with_context(|| format!("listening on {}", args.listen))?;
             announce(
                 &server.local_addr()?.to_string(),
                 &fingerprint.to_string(),
@@ -143,7 +160,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
             handle.shutdown();
         }
         Runtime::Smol => {
-            let server = vserv_smol::Server::bind(&args.listen, identity, service, options)
+            let server = vserv_smol::Server::with_listener(listener, identity, service, options)
                 .with_context(|| format!("listening on {}", args.listen))?;
             announce(
                 &server.local_addr()?.to_string(),

@@ -67,7 +67,23 @@ impl Server {
         service: Service,
         options: ServerOptions,
     ) -> io::Result<Server> {
-        let listener = TcpListener::try_from(std::net::TcpListener::bind(addr)?)?;
+        Self::with_listener(
+            std::net::TcpListener::bind(addr)?,
+            identity,
+            service,
+            options,
+        )
+    }
+
+    /// Like [`Server::bind`] on a listener the caller bound already (so that it can bind
+    /// before creating anything, and fail early on an address it cannot use).
+    pub fn with_listener(
+        listener: std::net::TcpListener,
+        identity: Arc<ServerIdentity>,
+        service: Service,
+        options: ServerOptions,
+    ) -> io::Result<Server> {
+        let listener = TcpListener::try_from(listener)?;
         let shared = Shared {
             identity,
             service,
