@@ -1351,7 +1351,7 @@ impl FileTree for DiskTree {
         file.sync()?;
         // No quota check: the partial file was counted at its full size since `fopen`, so
         // making it the file only frees (the versions that fall off).
-        self.counted(owner, |usage| {
+        let (real, state) = self.counted(owner, |usage| {
             let (real, meta) = self.locate(owner, path)?;
             let freed = match &meta {
                 Some(m) if m.is_dir() => return Err(FileError::IsADirectory(path.to_string())),
@@ -1367,20 +1367,23 @@ impl FileTree for DiskTree {
             }
             fs::rename(&partial, &real).map_err(io_error(path))?;
             usage.change(0, freed);
-            remove_if_there(&state, path)?;
-            if let Some(dir) = real.parent() {
-                fs::File::open(dir)
-                    .and_then(|d| d.sync_all())
-                    .map_err(io_error(path))?;
-            }
-            let recorded = fs::symlink_metadata(&real)
-                .map_err(io_error(path))
-                .and_then(|m| write_sidecar(&real, &m, sha256, path));
-            if let Err(e) = recorded {
-                tracing::warn!(error = %e, "could not record an uploaded file's SHA-256");
-            }
-            Ok(())
-        })
+            Ok((real, state))
+        })?;
+        // The count is right from the rename on: the rest runs without the user's lock, so
+        // the user's other uploads do not wait for this fsync.
+        remove_if_there(&state, path)?;
+        if let Some(dir) = real.parent() {
+            fs::File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(io_error(path))?;
+        }
+        let recorded = fs::symlink_metadata(&real)
+            .map_err(io_error(path))
+            .and_then(|m| write_sidecar(&real, &m, sha256, path));
+        if let Err(e) = recorded {
+            tracing::warn!(error = %e, "could not record an uploaded file's SHA-256");
+        }
+        Ok(())
     }
 
     fn discard_partial(&self, owner: &UserName, path: &UserPath) -> Result<(), FileError> {
