@@ -806,9 +806,10 @@ impl DiskTree {
         Ok((dir.join(&name), dir.join(format!("{name}.state"))))
     }
 
-    /// [`DiskTree::sweep_home`] of the home `entry`, its owner's count held and lowered by
-    /// the partial files removed (a directory not named by a user name in its normal form
-    /// has no count: it is swept alone).
+    /// [`DiskTree::sweep_home`] of the home `entry` under its owner's lock, the count (if
+    /// the home has one yet: the sweep never walks a home) lowered by the partial files
+    /// removed. A directory not named by a user name in its normal form has no count: it
+    /// is swept alone.
     fn sweep_counted(&self, entry: &fs::DirEntry, cutoff: SystemTime, report: &mut PartialSweep) {
         let home = entry.path();
         let owner = entry
@@ -819,19 +820,8 @@ impl DiskTree {
             self.sweep_home(&home, cutoff, report);
             return;
         };
-        let counted = self.usage.with(
-            &owner,
-            || count_home(&home).map_err(io_error(&UserPath::root())),
-            |usage| {
-                let freed = self.sweep_home(&home, cutoff, report);
-                usage.change(0, freed);
-                Ok(())
-            },
-        );
-        if let Err(e) = counted {
-            tracing::warn!(home = %home.display(), error = %e, "partial sweep: cannot count a home");
-            report.failed += 1;
-        }
+        self.usage
+            .with_freeing(&owner, || ((), self.sweep_home(&home, cutoff, report)));
     }
 
     /// Sweeps the partial directory of `home` (see [`FileTree::sweep_partials`]): every

@@ -86,6 +86,19 @@ impl UsageCounters {
         result
     }
 
+    /// Runs `f`, which only removes files, under `owner`'s lock, and takes the bytes it
+    /// reports freed off the count. A home not counted yet is not walked for it: its first
+    /// use counts what `f` left.
+    pub(super) fn with_freeing<T>(&self, owner: &UserName, f: impl FnOnce() -> (T, u64)) -> T {
+        let slot = lock(&self.homes).entry(owner.clone()).or_default().clone();
+        let mut count = lock(&slot);
+        let (result, freed) = f();
+        if let Some(used) = count.as_mut() {
+            *used = used.saturating_sub(freed);
+        }
+        result
+    }
+
     /// How many times a home was walked to build its count since the tree opened.
     pub(super) fn walks(&self) -> u64 {
         self.walks.load(std::sync::atomic::Ordering::Relaxed)
@@ -140,5 +153,14 @@ mod tests {
         let used = counters.with(&alice(), || Ok(42), |u| Ok(u.used()));
         assert_eq!(used.expect("rebuilt"), 42);
         assert_eq!(counters.walks(), 2);
+        // Removals lower a count, and do not build one.
+        counters.with_freeing(&alice(), || ((), 2));
+        let used = counters.with(&alice(), || Ok(0), |u| Ok(u.used()));
+        assert_eq!(used.expect("kept"), 40);
+        let bob = UserName::parse("bob").expect("name");
+        counters.with_freeing(&bob, || ((), 5));
+        assert_eq!(counters.walks(), 2);
+        let used = counters.with(&bob, || Ok(7), |u| Ok(u.used()));
+        assert_eq!(used.expect("walked"), 7);
     }
 }
