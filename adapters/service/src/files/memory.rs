@@ -536,6 +536,9 @@ impl FileTree for MemoryTree {
             return Err(FileError::Root);
         }
         let config = self.config;
+        // The map stays locked until the handle is taken: the sweep cannot drop the partial
+        // upload (and its count) between the two.
+        let mut partials = lock(&self.partials);
         self.with_home(owner, |home| {
             let freed = match home.locate(path)? {
                 Some(Node::Dir { .. }) => return Err(FileError::IsADirectory(path.to_string())),
@@ -550,10 +553,11 @@ impl FileTree for MemoryTree {
             home.partials.insert(path.clone(), size);
             Ok(())
         })?;
-        let partial = lock(&self.partials)
+        let partial = partials
             .entry((owner.clone(), path.clone()))
             .or_default()
             .clone();
+        drop(partials);
         let saved = {
             let mut p = lock(&partial);
             p.modified = (self.clock)();
