@@ -27,8 +27,9 @@
 //!
 //! [files]                          # the users' homes, in <data>/homes/<user>
 //! versions = 3                     # previous versions kept on overwrite (0..=100; 0: none)
-//! quota_bytes = 0                  # per-user bytes of files and versions; 0: unlimited
+//! quota_bytes = 0                  # per-user bytes of files, versions and partial uploads; 0: unlimited
 //! partial_expiry_days = 7          # partial uploads unwritten this long are deleted (0..=3650; 0: never)
+//! min_free_bytes = 1073741824      # uploads never leave less free on the disk (1 GiB; 0: no reserve)
 //!
 //! [hooks]                          # inbox folder hooks (protocol.md §13.5)
 //! enabled = false                  # run on_meta/on_received (as the server's user); off: allow lists only
@@ -46,7 +47,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use vserv_service::accounts::PasswordParams;
 use vserv_service::files::delivery::HooksConfig;
-use vserv_service::files::{DEFAULT_PARTIAL_EXPIRY, FilesConfig};
+use vserv_service::files::{DEFAULT_MIN_FREE_BYTES, DEFAULT_PARTIAL_EXPIRY, FilesConfig};
 use vserv_service::{LoginBackoff, Policy, RateLimit};
 
 use crate::serve::Runtime;
@@ -127,10 +128,13 @@ pub struct HooksSection {
 pub struct FilesSection {
     /// Previous versions kept when a file is overwritten; 0 keeps none.
     pub versions: Option<u32>,
-    /// Per-user limit on the bytes of files and kept versions; 0 = unlimited.
+    /// Per-user limit on the bytes of files, kept versions and partial uploads; 0 =
+    /// unlimited.
     pub quota_bytes: Option<u64>,
     /// Days a partial upload may go unwritten before it is deleted; 0 = never.
     pub partial_expiry_days: Option<u64>,
+    /// Free bytes uploads never take from the homes' file system; 0 = no reserve.
+    pub min_free_bytes: Option<u64>,
 }
 
 /// `[rate_limit]`.
@@ -190,6 +194,8 @@ pub struct Settings {
     pub files: FilesConfig,
     /// How long a partial upload may go unwritten before it is deleted; `None`: never.
     pub partial_expiry: Option<Duration>,
+    /// Free bytes uploads never take from the homes' file system (0: no reserve).
+    pub min_free_bytes: u64,
     /// Whether and how inbox folder hooks run.
     pub hooks: HooksConfig,
 }
@@ -352,6 +358,7 @@ pub fn resolve(file: FileConfig, flags: Overrides) -> Result<Settings, ConfigErr
         MAX_PARTIAL_EXPIRY_DAYS,
     )?;
     let partial_expiry = (expiry_days > 0).then(|| Duration::from_secs(expiry_days * 86_400));
+    let min_free_bytes = files.min_free_bytes.unwrap_or(DEFAULT_MIN_FREE_BYTES);
     let files = FilesConfig {
         versions: check(
             "files.versions",
@@ -422,6 +429,7 @@ pub fn resolve(file: FileConfig, flags: Overrides) -> Result<Settings, ConfigErr
         password,
         files,
         partial_expiry,
+        min_free_bytes,
         hooks,
     })
 }
@@ -616,6 +624,19 @@ mod tests {
         let s = resolve(file, Overrides::default()).unwrap();
         assert_eq!(s.files.quota, None, "0 is unlimited");
         assert_eq!(s.files.versions, 3);
+    }
+
+    #[test]
+    fn min_free_bytes() {
+        let defaults = resolve(FileConfig::default(), Overrides::default()).unwrap();
+        assert_eq!(defaults.min_free_bytes, 1 << 30);
+        let file = FileConfig::parse("[files]\nmin_free_bytes = 0").unwrap();
+        let s = resolve(file, Overrides::default()).unwrap();
+        assert_eq!(s.min_free_bytes, 0, "0 keeps no reserve");
+        let file = FileConfig::parse("[files]\nmin_free_bytes = 5000000000").unwrap();
+        let s = resolve(file, Overrides::default()).unwrap();
+        assert_eq!(s.min_free_bytes, 5_000_000_000);
+        assert!(FileConfig::parse("[files]\nmin_free_bytes = -1").is_err());
     }
 
     #[test]

@@ -104,7 +104,8 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let ledger = Arc::new(vserv_service::ledger::Ledger::new(store, identity.clone()));
     let tree = Arc::new(
         DiskTree::open(&args.data, args.files)
-            .with_context(|| format!("opening the homes in {}", args.data.display()))?,
+            .with_context(|| format!("opening the homes in {}", args.data.display()))?
+            .with_min_free_bytes(args.min_free_bytes),
     );
     // Deliveries a crash or restart left pending: settled before any connection is
     // accepted, so no delivery can be running.

@@ -288,7 +288,7 @@ fn file_error(e: FileError) -> ErrorReply {
         FileError::NotFound(_) => Some(ErrorCode::NotFound),
         FileError::Exists(_) | FileError::NotEmpty(_) => Some(ErrorCode::Conflict),
         FileError::Symlink(_) => Some(ErrorCode::Forbidden),
-        FileError::QuotaExceeded { .. } => Some(ErrorCode::TooLarge),
+        FileError::QuotaExceeded { .. } | FileError::DiskFull { .. } => Some(ErrorCode::TooLarge),
         FileError::Io { .. } => None,
     };
     error_reply(code, &e, "file storage")

@@ -65,6 +65,9 @@ const HOOK_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
 /// The reason recorded for a delivery over the recipient's quota.
 const QUOTA_REASON: &str = "the recipient's quota is too small for this file";
 
+/// The reason recorded for a delivery the server's free-space reserve refused.
+const DISK_FULL_REASON: &str = "the server has not enough free disk space for this file";
+
 /// The reason recorded for a delivery the server stopped in the middle of.
 pub const INTERRUPTED_REASON: &str = "interrupted: the server stopped during the delivery";
 
@@ -546,6 +549,7 @@ impl PreparedDelivery {
         if let Err(e) = copy(files, locks, &out.to, &target, opened) {
             let (state, reason) = match &e {
                 FileError::QuotaExceeded { .. } => (DeliveryState::Refused, QUOTA_REASON),
+                FileError::DiskFull { .. } => (DeliveryState::Failed, DISK_FULL_REASON),
                 _ => (DeliveryState::Failed, "the copy failed"),
             };
             settle(&mut record, state, reason);
@@ -794,8 +798,8 @@ fn reserve_name(
     Err(DeliveryError::NoName(base))
 }
 
-/// Streams `opened` into `to`'s `target` through an upload's partial file (quota checked
-/// when it is opened and when it is committed), checking the SHA-256 on the way. A copy
+/// Streams `opened` into `to`'s `target` through an upload's partial file (quota and free
+/// space checked when it is opened), checking the SHA-256 on the way. A copy
 /// whose hash differs fails with an [`std::io::ErrorKind::InvalidData`] I/O error.
 fn copy(
     files: &dyn FileTree,

@@ -19,7 +19,18 @@
 //! the file's size, inode and modification time, and is believed only while they still
 //! match (so a file replaced by other means never reports a stale hash); `mv` carries it
 //! along, and `fget` of a file without one hashes the file and records it. These hidden
-//! files do not count toward the quota (partial files do).
+//! files do not count toward the quota, nor do saved states and temporary files.
+//!
+//! Usage: each home's count of files, kept versions and partial files (a partial file takes
+//! its upload's declared size at `fopen`, sparse until written) is kept in memory by
+//! [`super::usage`], built by one walk of the home at its first use, and changed under the
+//! home's lock by every operation that changes them; quota checks read it in O(1). The
+//! walk skips entries that vanish under it. A crash between a change and its count is
+//! harmless: the next start counts again from the disk.
+//!
+//! Free space: an upload (or whole-file write) is refused with [`FileError::DiskFull`]
+//! when the homes' file system would be left with less than the reserve
+//! ([`DiskTree::with_min_free_bytes`]) free, before any of its data is accepted.
 //!
 //! [`FileTree::sweep_partials`] deletes, in every home's `.vserv-partial/`, the partial
 //! uploads (partial file and state, judged by the newer of their modification times), the
@@ -53,6 +64,7 @@ use super::budget::{
 use super::direct::{DirectWriter, ReadAhead};
 use super::path::{check_name, is_reserved};
 use super::transfer::{FileReader, OpenedFile, OpenedPartial, PartialFile, READ_CHUNK};
+use super::usage::{Usage, UsageCounters};
 use super::write_behind::WriteBehind;
 use super::{
     FileError, FileTree, FilesConfig, PartialSweep, UserPath, check_quota, check_record_names,
@@ -360,6 +372,11 @@ fn hash_file(file: &fs::File, size: u64, path: &UserPath) -> Result<[u8; 32], Fi
     Ok(hasher.finish())
 }
 
+/// The free space a [`DiskTree`] keeps on its file system unless configured otherwise:
+/// 1 GiB, room for the store (its journal, compactions and the ledger) to go on working
+/// and for the uploads already accepted to finish, however full the homes get.
+pub const DEFAULT_MIN_FREE_BYTES: u64 = 1 << 30;
+
 /// Homes under `<data dir>/homes/`, created (mode 0700) on first use.
 #[derive(Debug)]
 pub struct DiskTree {
@@ -370,6 +387,83 @@ pub struct DiskTree {
     in_use: InUse,
     /// Buffers of uploads written behind and downloads read ahead, server-wide.
     buffers: BufferBudget,
+    /// Each home's bytes counted toward its quota, and the per-user lock of its changes.
+    usage: UsageCounters,
+    /// Free space on the homes' file system that uploads never take.
+    min_free: u64,
+}
+
+/// Which of a home's directories [`count_home`] is in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Counted {
+    /// The home's root: like `Plain`, and its partial uploads count.
+    Root,
+    /// A client's directory: its files count, its hidden entries do not (but versions).
+    Plain,
+    /// Under a `.vserv-versions` directory: every regular file counts.
+    Versions,
+    /// The home's `.vserv-partial`: partial files count (at their length, their upload's
+    /// declared size), saved states and temporary files do not.
+    Partial,
+}
+
+/// The bytes the home at `home` counts toward its quota: every file of the client's
+/// directories, every kept version and every partial upload; the server's hidden files
+/// (SHA-256 sidecars, saved upload states, records, temporary files) are not counted.
+/// Entries that vanish during the walk (a temporary file renamed into place) are skipped;
+/// symlinks are never followed.
+fn count_home(home: &Path) -> std::io::Result<u64> {
+    count_dir(home, Counted::Root)
+}
+
+/// [`count_home`] from directory `dir`, of kind `kind`.
+fn count_dir(dir: &Path, kind: Counted) -> std::io::Result<u64> {
+    let gone = |e: &std::io::Error| e.kind() == ErrorKind::NotFound;
+    let mut total = 0u64;
+    let mut stack = vec![(dir.to_owned(), kind)];
+    while let Some((dir, kind)) = stack.pop() {
+        let entries = match fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(e) if gone(&e) => continue,
+            Err(e) => return Err(e),
+        };
+        for entry in entries {
+            let entry = match entry {
+                Ok(entry) => entry,
+                Err(e) if gone(&e) => continue,
+                Err(e) => return Err(e),
+            };
+            let name = entry.file_name();
+            let name = name.to_str();
+            // `DirEntry::metadata` does not follow symlinks.
+            let meta = match entry.metadata() {
+                Ok(meta) => meta,
+                Err(e) if gone(&e) => continue,
+                Err(e) => return Err(e),
+            };
+            let hidden = name.is_none_or(is_reserved);
+            let inner = match kind {
+                Counted::Versions => Some(Counted::Versions),
+                Counted::Partial => None,
+                Counted::Root | Counted::Plain if !hidden => Some(Counted::Plain),
+                Counted::Root if name == Some(PARTIAL_DIR) => Some(Counted::Partial),
+                Counted::Root | Counted::Plain if name == Some(VERSIONS_DIR) => {
+                    Some(Counted::Versions)
+                }
+                Counted::Root | Counted::Plain => continue,
+            };
+            if meta.is_dir() {
+                if let Some(inner) = inner {
+                    stack.push((entry.path(), inner));
+                }
+            } else if meta.is_file()
+                && (kind != Counted::Partial || name.is_some_and(is_partial_name))
+            {
+                total = total.saturating_add(meta.len());
+            }
+        }
+    }
+    Ok(total)
 }
 
 fn io_error(path: &UserPath) -> impl FnOnce(std::io::Error) -> FileError + '_ {
@@ -421,6 +515,8 @@ impl DiskTree {
             tmp_counter: AtomicU64::new(0),
             in_use: InUse::default(),
             buffers: BufferBudget::new(DEFAULT_TRANSFER_BUFFERS),
+            usage: UsageCounters::default(),
+            min_free: DEFAULT_MIN_FREE_BYTES,
         };
         tree.check_homes()?;
         Ok(tree)
@@ -431,6 +527,55 @@ impl DiskTree {
     pub fn with_buffer_budget(mut self, bytes: usize) -> Self {
         self.buffers = BufferBudget::new(bytes);
         self
+    }
+
+    /// The same tree keeping `bytes` free on the homes' file system (default
+    /// [`DEFAULT_MIN_FREE_BYTES`]; 0 turns the reserve off): an upload (or whole-file write)
+    /// of `n` bytes is refused with [`FileError::DiskFull`] before any of its data is
+    /// accepted when less than `n + bytes` are free.
+    pub fn with_min_free_bytes(mut self, bytes: u64) -> Self {
+        self.min_free = bytes;
+        self
+    }
+
+    /// How many times a home was walked to count its usage since the tree opened: once per
+    /// home at its first use, again only after a change failed half-way. Quota checks and
+    /// changes never walk.
+    pub fn usage_walks(&self) -> u64 {
+        self.usage.walks()
+    }
+
+    /// Runs `f` with `owner`'s usage count under the home's lock (see [`UsageCounters`]).
+    fn counted<T>(
+        &self,
+        owner: &UserName,
+        f: impl FnOnce(&mut Usage) -> Result<T, FileError>,
+    ) -> Result<T, FileError> {
+        let home = self.home(owner)?;
+        self.usage.with(
+            owner,
+            || count_home(&home).map_err(io_error(&UserPath::root())),
+            f,
+        )
+    }
+
+    /// Refuses writing `needed` bytes when that would leave less than the reserve free on
+    /// the homes' file system (blocks available to unprivileged users).
+    fn check_free(&self, needed: u64, path: &UserPath) -> Result<(), FileError> {
+        if self.min_free == 0 {
+            return Ok(());
+        }
+        let stat = rustix::fs::statvfs(&self.homes)
+            .map_err(|e| io_error(path)(std::io::Error::from(e)))?;
+        let free = stat.f_bavail.saturating_mul(stat.f_frsize);
+        if free < needed.saturating_add(self.min_free) {
+            return Err(FileError::DiskFull {
+                needed,
+                free,
+                reserve: self.min_free,
+            });
+        }
+        Ok(())
     }
 
     /// Bytes of the transfer-buffer budget reserved by open transfers now.
@@ -661,9 +806,28 @@ impl DiskTree {
         Ok((dir.join(&name), dir.join(format!("{name}.state"))))
     }
 
+    /// [`DiskTree::sweep_home`] of the home `entry` under its owner's lock, the count (if
+    /// the home has one yet: the sweep never walks a home) lowered by the partial files
+    /// removed. A directory not named by a user name in its normal form has no count: it
+    /// is swept alone.
+    fn sweep_counted(&self, entry: &fs::DirEntry, cutoff: SystemTime, report: &mut PartialSweep) {
+        let home = entry.path();
+        let owner = entry
+            .file_name()
+            .to_str()
+            .and_then(|name| UserName::parse(name).ok().filter(|o| o.as_str() == name));
+        let Some(owner) = owner else {
+            self.sweep_home(&home, cutoff, report);
+            return;
+        };
+        self.usage
+            .with_freeing(&owner, || ((), self.sweep_home(&home, cutoff, report)));
+    }
+
     /// Sweeps the partial directory of `home` (see [`FileTree::sweep_partials`]): every
     /// group of files not modified since `cutoff` and not open by an upload is removed.
-    fn sweep_home(&self, home: &Path, cutoff: SystemTime, report: &mut PartialSweep) {
+    /// The bytes of the partial files removed (what the quota counted of them).
+    fn sweep_home(&self, home: &Path, cutoff: SystemTime, report: &mut PartialSweep) -> u64 {
         let dir = home.join(PARTIAL_DIR);
         match fs::symlink_metadata(&dir) {
             Ok(m) if m.is_dir() => {}
@@ -671,13 +835,13 @@ impl DiskTree {
                 tracing::warn!(dir = %dir.display(),
                     "partial sweep: not a directory (or a symlink), left alone");
                 report.failed += 1;
-                return;
+                return 0;
             }
-            Err(e) if e.kind() == ErrorKind::NotFound => return,
+            Err(e) if e.kind() == ErrorKind::NotFound => return 0,
             Err(e) => {
                 tracing::warn!(dir = %dir.display(), error = %e, "partial sweep: cannot examine");
                 report.failed += 1;
-                return;
+                return 0;
             }
         }
         let entries = match fs::read_dir(&dir) {
@@ -685,7 +849,7 @@ impl DiskTree {
             Err(e) => {
                 tracing::warn!(dir = %dir.display(), error = %e, "partial sweep: cannot list");
                 report.failed += 1;
-                return;
+                return 0;
             }
         };
         let mut groups = BTreeSet::new();
@@ -704,22 +868,23 @@ impl DiskTree {
                 }
             }
         }
-        for group in groups {
-            self.sweep_one(&dir, &group, cutoff, report);
-        }
+        groups.iter().fold(0u64, |freed, group| {
+            freed.saturating_add(self.sweep_one(&dir, group, cutoff, report))
+        })
     }
 
     /// Removes the files `names` of partial directory `dir` (those that exist) if none was
     /// modified since `cutoff` and the first (the partial file) is not open by an upload.
     /// The registry of open partial files stays locked throughout, so no upload opens them
-    /// between the decision and the removal.
+    /// between the decision and the removal. The bytes of the partial file removed, if it
+    /// was.
     fn sweep_one(
         &self,
         dir: &Path,
         names: &[String],
         cutoff: SystemTime,
         report: &mut PartialSweep,
-    ) {
+    ) -> u64 {
         let in_use = lock_in_use(&self.in_use);
         let mut found = Vec::new();
         let mut newest: Option<SystemTime> = None;
@@ -731,14 +896,14 @@ impl DiskTree {
                     tracing::warn!(entry = %file.display(),
                         "partial sweep: not a regular file (or a symlink), left alone");
                     report.failed += 1;
-                    return;
+                    return 0;
                 }
                 Err(e) if e.kind() == ErrorKind::NotFound => continue,
                 Err(e) => {
                     tracing::warn!(entry = %file.display(), error = %e,
                         "partial sweep: cannot examine");
                     report.failed += 1;
-                    return;
+                    return 0;
                 }
             };
             let modified = match meta.modified() {
@@ -747,17 +912,17 @@ impl DiskTree {
                     tracing::warn!(entry = %file.display(), error = %e,
                         "partial sweep: no modification time");
                     report.failed += 1;
-                    return;
+                    return 0;
                 }
             };
             newest = Some(newest.map_or(modified, |n| n.max(modified)));
             found.push((file, meta.len()));
         }
         let Some(newest) = newest else {
-            return;
+            return 0;
         };
         if newest >= cutoff {
-            return;
+            return 0;
         }
         if names
             .first()
@@ -766,16 +931,24 @@ impl DiskTree {
             tracing::debug!(dir = %dir.display(), name = ?names.first(),
                 "partial sweep: an expired partial upload is open, kept");
             report.in_use += 1;
-            return;
+            return 0;
         }
         // The state first, so a partial file never looks resumable without it.
         found.reverse();
         let mut removed = false;
+        let mut freed = 0u64;
         for (file, len) in found {
             match fs::remove_file(&file) {
                 Ok(()) => {
                     removed = true;
                     report.bytes = report.bytes.saturating_add(len);
+                    if file
+                        .file_name()
+                        .and_then(|n| n.to_str())
+                        .is_some_and(is_partial_name)
+                    {
+                        freed = freed.saturating_add(len);
+                    }
                     tracing::debug!(entry = %file.display(), bytes = len,
                         "partial sweep: removed an expired partial upload file");
                 }
@@ -791,6 +964,135 @@ impl DiskTree {
             report.removed += 1;
         }
         drop(in_use);
+        freed
+    }
+
+    /// The bytes of file `real`'s kept versions.
+    fn versions_bytes(real: &Path, path: &UserPath) -> Result<u64, FileError> {
+        Ok(Self::versions_of(real, path)?
+            .iter()
+            .fold(0u64, |sum, v| sum.saturating_add(v.2)))
+    }
+
+    /// [`FileTree::replace_file`] of `added` bytes, `owner`'s count held.
+    fn replace_counted(
+        &self,
+        usage: &mut Usage,
+        owner: &UserName,
+        path: &UserPath,
+        data: &[u8],
+        added: u64,
+    ) -> Result<(), FileError> {
+        let (real, meta) = self.locate(owner, path)?;
+        let freed = match &meta {
+            Some(m) if m.is_dir() => return Err(FileError::IsADirectory(path.to_string())),
+            Some(m) => self.rotation_frees(&real, path, m.len())?,
+            None => 0,
+        };
+        check_quota(self.config, usage.used(), freed, added)?;
+        let dir = real
+            .parent()
+            .ok_or_else(|| FileError::NotFound(path.to_string()))?;
+        let n = self.tmp_counter.fetch_add(1, Ordering::Relaxed);
+        let tmp = dir.join(format!("{TMP_PREFIX}{}-{n}", std::process::id()));
+        let written = (|| {
+            let mut options = fs::OpenOptions::new();
+            options.write(true).create_new(true);
+            #[cfg(unix)]
+            std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+            let mut file = options.open(&tmp)?;
+            file.write_all(data)?;
+            file.sync_all()
+        })();
+        if let Err(e) = written {
+            let _ = fs::remove_file(&tmp);
+            return Err(io_error(path)(e));
+        }
+        if meta.is_some()
+            && let Err(e) = self.rotate(&real, path)
+        {
+            let _ = fs::remove_file(&tmp);
+            return Err(e);
+        }
+        fs::rename(&tmp, &real).map_err(io_error(path))?;
+        usage.change(added, freed);
+        remove_sidecar(&real);
+        Ok(())
+    }
+
+    /// [`FileTree::open_partial`], `owner`'s count held: the partial file takes the upload's
+    /// declared size at once (sparse until written) and is counted at it from here on.
+    fn open_partial_counted(
+        &self,
+        usage: &mut Usage,
+        owner: &UserName,
+        path: &UserPath,
+        size: u64,
+        resume: bool,
+    ) -> Result<OpenedPartial, FileError> {
+        let (real, meta) = self.locate(owner, path)?;
+        let freed = match &meta {
+            Some(m) if m.is_dir() => return Err(FileError::IsADirectory(path.to_string())),
+            Some(m) => self.rotation_frees(&real, path, m.len())?,
+            None => 0,
+        };
+        let (partial, state) = self.partial_paths(owner, path)?;
+        // Registered before the files are touched: the sweep leaves them alone from here on.
+        let claim = PartialClaim::new(&self.in_use, &partial);
+        // The old partial file (counted at its length) is replaced by `size` bytes; once
+        // done the upload frees what its overwrite drops.
+        let old = no_symlink(&partial, path)?;
+        let old_len = old.as_ref().map_or(0, |m| m.len());
+        no_symlink(&state, path)?;
+        check_quota(
+            self.config,
+            usage.used(),
+            freed.saturating_add(old_len),
+            size,
+        )?;
+        // On the disk: what the old partial file does not already hold.
+        let allocated = old.as_ref().map_or(0, |m| m.blocks().saturating_mul(512));
+        self.check_free(size.saturating_sub(allocated), path)?;
+        let saved = if resume {
+            fs::read(&state)
+                .ok()
+                .and_then(|b| UploadState::decode(&b).ok())
+                .filter(|s| s.size == size)
+        } else {
+            None
+        };
+        if saved.is_none() {
+            remove_if_there(&state, path)?;
+        }
+        let mut options = fs::OpenOptions::new();
+        options.read(true).write(true).create(true).truncate(false);
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let file = options.open(&partial).map_err(io_error(path))?;
+        if saved.is_none() {
+            file.set_len(0).map_err(io_error(path))?;
+        }
+        file.set_len(size).map_err(io_error(path))?;
+        usage.change(size, old_len);
+        let buffers = self.buffers.try_reserve(UPLOAD_BUFFERS);
+        let buffered = buffers.is_some();
+        let partial = DiskPartial {
+            file: if buffered {
+                DirectWriter::new(file, &partial)
+            } else {
+                DirectWriter::unbuffered(file)
+            },
+            _claim: claim,
+            _buffers: buffers,
+            state,
+            path: path.clone(),
+        };
+        let file: Box<dyn PartialFile> = if buffered {
+            // Written on a thread of its own: the connection goes on with the next chunks.
+            Box::new(WriteBehind::spawn(Box::new(partial), path.to_string())?)
+        } else {
+            Box::new(partial)
+        };
+        Ok(OpenedPartial { file, saved })
     }
 
     /// Removes the kept versions of file `real` (and the versions root if that empties it).
@@ -872,95 +1174,105 @@ impl FileTree for DiskTree {
         if path.is_root() {
             return Err(FileError::Root);
         }
-        let (real, meta) = self.existing(owner, path)?;
-        if !meta.is_dir() {
-            return Err(FileError::NotADirectory(path.to_string()));
-        }
-        let mut hidden = Vec::new();
-        for entry in fs::read_dir(&real).map_err(io_error(path))? {
-            let entry = entry.map_err(io_error(path))?;
-            let reserved = entry.file_name().to_str().is_some_and(is_reserved);
-            if !reserved {
-                return Err(FileError::NotEmpty(path.to_string()));
+        self.counted(owner, |usage| {
+            let (real, meta) = self.existing(owner, path)?;
+            if !meta.is_dir() {
+                return Err(FileError::NotADirectory(path.to_string()));
             }
-            hidden.push(entry.path());
-        }
-        for h in hidden {
-            // `remove_dir_all` does not follow symlinks.
-            let removed = match fs::symlink_metadata(&h) {
-                Ok(m) if m.is_dir() => fs::remove_dir_all(&h),
-                _ => fs::remove_file(&h),
-            };
-            removed.map_err(io_error(path))?;
-        }
-        fs::remove_dir(&real).map_err(|e| match e.kind() {
-            ErrorKind::DirectoryNotEmpty => FileError::NotEmpty(path.to_string()),
-            _ => io_error(path)(e),
+            let mut hidden = Vec::new();
+            for entry in fs::read_dir(&real).map_err(io_error(path))? {
+                let entry = entry.map_err(io_error(path))?;
+                let reserved = entry.file_name().to_str().is_some_and(is_reserved);
+                if !reserved {
+                    return Err(FileError::NotEmpty(path.to_string()));
+                }
+                hidden.push(entry.path());
+            }
+            // Versions left without their file are counted: they go with the directory.
+            let mut freed = 0u64;
+            for h in &hidden {
+                if h.file_name().is_some_and(|n| n == VERSIONS_DIR)
+                    && fs::symlink_metadata(h).is_ok_and(|m| m.is_dir())
+                {
+                    let bytes = count_dir(h, Counted::Versions).map_err(io_error(path))?;
+                    freed = freed.saturating_add(bytes);
+                }
+            }
+            for h in hidden {
+                // `remove_dir_all` does not follow symlinks.
+                let removed = match fs::symlink_metadata(&h) {
+                    Ok(m) if m.is_dir() => fs::remove_dir_all(&h),
+                    _ => fs::remove_file(&h),
+                };
+                removed.map_err(io_error(path))?;
+            }
+            // Once the hidden entries are gone the count changes, whatever comes next.
+            usage.change(0, freed);
+            fs::remove_dir(&real).map_err(|e| match e.kind() {
+                ErrorKind::DirectoryNotEmpty => FileError::NotEmpty(path.to_string()),
+                _ => io_error(path)(e),
+            })
         })
     }
 
     fn delete_file(&self, owner: &UserName, path: &UserPath) -> Result<(), FileError> {
-        let (real, meta) = self.existing(owner, path)?;
-        if meta.is_dir() {
-            return Err(FileError::IsADirectory(path.to_string()));
-        }
-        fs::remove_file(&real).map_err(io_error(path))?;
-        remove_sidecar(&real);
-        Self::drop_versions(&real, path)
+        self.counted(owner, |usage| {
+            let (real, meta) = self.existing(owner, path)?;
+            if meta.is_dir() {
+                return Err(FileError::IsADirectory(path.to_string()));
+            }
+            let versions = Self::versions_bytes(&real, path)?;
+            fs::remove_file(&real).map_err(io_error(path))?;
+            remove_sidecar(&real);
+            Self::drop_versions(&real, path)?;
+            usage.change(0, meta.len().saturating_add(versions));
+            Ok(())
+        })
     }
 
     fn rename(&self, owner: &UserName, from: &UserPath, to: &UserPath) -> Result<(), FileError> {
         if from.is_root() || to.is_root() {
             return Err(FileError::Root);
         }
-        let (from_real, from_meta) = self.existing(owner, from)?;
-        if from == to {
-            return Ok(());
-        }
-        if from_meta.is_dir() && to.starts_with(from) {
-            return Err(FileError::IntoItself {
-                from: from.to_string(),
-                to: to.to_string(),
-            });
-        }
-        let (to_real, to_meta) = self.locate(owner, to)?;
-        match to_meta {
-            None => {}
-            Some(_) if from_meta.is_dir() => return Err(FileError::Exists(to.to_string())),
-            Some(m) if m.is_dir() => return Err(FileError::IsADirectory(to.to_string())),
-            Some(_) => self.rotate(&to_real, to)?,
-        }
-        fs::rename(&from_real, &to_real).map_err(io_error(from))?;
-        if from_meta.is_file() {
-            move_sidecar(&from_real, &to_real, to);
-            Self::drop_versions(&from_real, from)?;
-        }
-        Ok(())
+        self.counted(owner, |usage| {
+            let (from_real, from_meta) = self.existing(owner, from)?;
+            if from == to {
+                return Ok(());
+            }
+            if from_meta.is_dir() && to.starts_with(from) {
+                return Err(FileError::IntoItself {
+                    from: from.to_string(),
+                    to: to.to_string(),
+                });
+            }
+            let (to_real, to_meta) = self.locate(owner, to)?;
+            // Never grows the usage: the replaced file becomes a version (its oldest ones
+            // falling off), and the moved file's own versions are dropped.
+            let mut freed = match to_meta {
+                None => 0,
+                Some(_) if from_meta.is_dir() => return Err(FileError::Exists(to.to_string())),
+                Some(m) if m.is_dir() => return Err(FileError::IsADirectory(to.to_string())),
+                Some(m) => {
+                    let frees = self.rotation_frees(&to_real, to, m.len())?;
+                    self.rotate(&to_real, to)?;
+                    frees
+                }
+            };
+            if from_meta.is_file() {
+                freed = freed.saturating_add(Self::versions_bytes(&from_real, from)?);
+            }
+            fs::rename(&from_real, &to_real).map_err(io_error(from))?;
+            if from_meta.is_file() {
+                move_sidecar(&from_real, &to_real, to);
+                Self::drop_versions(&from_real, from)?;
+            }
+            usage.change(0, freed);
+            Ok(())
+        })
     }
 
     fn usage(&self, owner: &UserName) -> Result<u64, FileError> {
-        let root = UserPath::root();
-        let mut total = 0u64;
-        let mut stack = vec![self.home(owner)?];
-        while let Some(dir) = stack.pop() {
-            for entry in fs::read_dir(&dir).map_err(io_error(&root))? {
-                let entry = entry.map_err(io_error(&root))?;
-                let meta = entry.metadata().map_err(io_error(&root))?;
-                let name = entry.file_name();
-                let record_store = name
-                    .to_str()
-                    .is_some_and(|n| n.starts_with(super::RECORD_STORE_PREFIX));
-                if meta.is_dir() && (name == SHA_DIR || record_store) {
-                    continue;
-                }
-                if meta.is_dir() {
-                    stack.push(entry.path());
-                } else if meta.is_file() {
-                    total = total.saturating_add(meta.len());
-                }
-            }
-        }
-        Ok(total)
+        self.counted(owner, |usage| Ok(usage.used()))
     }
 
     fn replace_file(
@@ -972,41 +1284,11 @@ impl FileTree for DiskTree {
         if path.is_root() {
             return Err(FileError::Root);
         }
-        let (real, meta) = self.locate(owner, path)?;
-        let freed = match &meta {
-            Some(m) if m.is_dir() => return Err(FileError::IsADirectory(path.to_string())),
-            Some(m) => self.rotation_frees(&real, path, m.len())?,
-            None => 0,
-        };
         let added = u64::try_from(data.len()).unwrap_or(u64::MAX);
-        check_quota(self.config, self.usage(owner)?, freed, added)?;
-        let dir = real
-            .parent()
-            .ok_or_else(|| FileError::NotFound(path.to_string()))?;
-        let n = self.tmp_counter.fetch_add(1, Ordering::Relaxed);
-        let tmp = dir.join(format!("{TMP_PREFIX}{}-{n}", std::process::id()));
-        let written = (|| {
-            let mut options = fs::OpenOptions::new();
-            options.write(true).create_new(true);
-            #[cfg(unix)]
-            std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-            let mut file = options.open(&tmp)?;
-            file.write_all(data)?;
-            file.sync_all()
-        })();
-        if let Err(e) = written {
-            let _ = fs::remove_file(&tmp);
-            return Err(io_error(path)(e));
-        }
-        if meta.is_some()
-            && let Err(e) = self.rotate(&real, path)
-        {
-            let _ = fs::remove_file(&tmp);
-            return Err(e);
-        }
-        fs::rename(&tmp, &real).map_err(io_error(path))?;
-        remove_sidecar(&real);
-        Ok(())
+        self.check_free(added, path)?;
+        self.counted(owner, |usage| {
+            self.replace_counted(usage, owner, path, data, added)
+        })
     }
 
     fn read_file(&self, owner: &UserName, path: &UserPath) -> Result<Vec<u8>, FileError> {
@@ -1041,63 +1323,9 @@ impl FileTree for DiskTree {
         if path.is_root() {
             return Err(FileError::Root);
         }
-        let (real, meta) = self.locate(owner, path)?;
-        let freed = match &meta {
-            Some(m) if m.is_dir() => return Err(FileError::IsADirectory(path.to_string())),
-            Some(m) => self.rotation_frees(&real, path, m.len())?,
-            None => 0,
-        };
-        let (partial, state) = self.partial_paths(owner, path)?;
-        // Registered before the files are touched: the sweep leaves them alone from here on.
-        let claim = PartialClaim::new(&self.in_use, &partial);
-        // The old partial file is counted in the usage and is replaced by at most `size`
-        // bytes.
-        let partial_len = no_symlink(&partial, path)?.map_or(0, |m| m.len());
-        no_symlink(&state, path)?;
-        check_quota(
-            self.config,
-            self.usage(owner)?,
-            freed.saturating_add(partial_len),
-            size,
-        )?;
-        let saved = if resume {
-            fs::read(&state)
-                .ok()
-                .and_then(|b| UploadState::decode(&b).ok())
-                .filter(|s| s.size == size)
-        } else {
-            None
-        };
-        if saved.is_none() {
-            remove_if_there(&state, path)?;
-        }
-        let mut options = fs::OpenOptions::new();
-        options.read(true).write(true).create(true).truncate(false);
-        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-        let file = options.open(&partial).map_err(io_error(path))?;
-        if saved.is_none() {
-            file.set_len(0).map_err(io_error(path))?;
-        }
-        let buffers = self.buffers.try_reserve(UPLOAD_BUFFERS);
-        let buffered = buffers.is_some();
-        let partial = DiskPartial {
-            file: if buffered {
-                DirectWriter::new(file, &partial)
-            } else {
-                DirectWriter::unbuffered(file)
-            },
-            _claim: claim,
-            _buffers: buffers,
-            state,
-            path: path.clone(),
-        };
-        let file: Box<dyn PartialFile> = if buffered {
-            // Written on a thread of its own: the connection goes on with the next chunks.
-            Box::new(WriteBehind::spawn(Box::new(partial), path.to_string())?)
-        } else {
-            Box::new(partial)
-        };
-        Ok(OpenedPartial { file, saved })
+        self.counted(owner, |usage| {
+            self.open_partial_counted(usage, owner, path, size, resume)
+        })
     }
 
     fn commit_partial(
@@ -1111,22 +1339,28 @@ impl FileTree for DiskTree {
             return Err(FileError::Root);
         }
         file.sync()?;
-        let (real, meta) = self.locate(owner, path)?;
-        let freed = match &meta {
-            Some(m) if m.is_dir() => return Err(FileError::IsADirectory(path.to_string())),
-            Some(m) => self.rotation_frees(&real, path, m.len())?,
-            None => 0,
-        };
-        // The partial file is already counted in the usage.
-        check_quota(self.config, self.usage(owner)?, freed, 0)?;
-        let (partial, state) = self.partial_paths(owner, path)?;
-        if no_symlink(&partial, path)?.is_none() {
-            return Err(FileError::NotFound(format!("the partial upload of {path}")));
-        }
-        if meta.is_some() {
-            self.rotate_with(&real, path, true)?;
-        }
-        fs::rename(&partial, &real).map_err(io_error(path))?;
+        // No quota check: the partial file was counted at its full size since `fopen`, so
+        // making it the file only frees (the versions that fall off).
+        let (real, state) = self.counted(owner, |usage| {
+            let (real, meta) = self.locate(owner, path)?;
+            let freed = match &meta {
+                Some(m) if m.is_dir() => return Err(FileError::IsADirectory(path.to_string())),
+                Some(m) => self.rotation_frees(&real, path, m.len())?,
+                None => 0,
+            };
+            let (partial, state) = self.partial_paths(owner, path)?;
+            if no_symlink(&partial, path)?.is_none() {
+                return Err(FileError::NotFound(format!("the partial upload of {path}")));
+            }
+            if meta.is_some() {
+                self.rotate_with(&real, path, true)?;
+            }
+            fs::rename(&partial, &real).map_err(io_error(path))?;
+            usage.change(0, freed);
+            Ok((real, state))
+        })?;
+        // The count is right from the rename on: the rest runs without the user's lock, so
+        // the user's other uploads do not wait for this fsync.
         remove_if_there(&state, path)?;
         if let Some(dir) = real.parent() {
             fs::File::open(dir)
@@ -1143,11 +1377,15 @@ impl FileTree for DiskTree {
     }
 
     fn discard_partial(&self, owner: &UserName, path: &UserPath) -> Result<(), FileError> {
-        let (partial, state) = self.partial_paths(owner, path)?;
-        remove_if_there(&state, path)?;
-        remove_if_there(&partial, path)
+        self.counted(owner, |usage| {
+            let (partial, state) = self.partial_paths(owner, path)?;
+            let len = no_symlink(&partial, path)?.map_or(0, |m| m.len());
+            remove_if_there(&state, path)?;
+            remove_if_there(&partial, path)?;
+            usage.change(0, len);
+            Ok(())
+        })
     }
-
     fn sweep_partials(&self, now: SystemTime, expiry: Duration) -> Result<PartialSweep, FileError> {
         let mut report = PartialSweep::default();
         if expiry.is_zero() {
@@ -1169,7 +1407,7 @@ impl FileTree for DiskTree {
             };
             // `DirEntry::file_type` does not follow symlinks; a symlinked home is never used.
             match entry.file_type() {
-                Ok(t) if t.is_dir() => self.sweep_home(&entry.path(), cutoff, &mut report),
+                Ok(t) if t.is_dir() => self.sweep_counted(&entry, cutoff, &mut report),
                 Ok(_) => {}
                 Err(e) => {
                     tracing::warn!(home = %entry.path().display(), error = %e,

@@ -2,7 +2,9 @@
 //! (there are no symlinks to refuse).
 //!
 //! Partial uploads live beside the homes, keyed by owner and path, stamped with the time
-//! they were last written, and do not count toward the quota; [`FileTree::sweep_partials`]
+//! they were last written; like the disk tree's, each counts toward its owner's quota at its
+//! declared size from `fopen` until it is committed, discarded or swept (the home keeps
+//! that size by path); [`FileTree::sweep_partials`]
 //! drops those not written within the expiry unless an upload holds them open. A download
 //! reads from a copy of the file taken at `fget` (everything is in memory here anyway).
 
@@ -45,6 +47,8 @@ struct Home {
     versions: BTreeMap<UserPath, VecDeque<Vec<u8>>>,
     /// Hidden records by directory, store and name (see [`FileTree::read_record`]).
     records: BTreeMap<(UserPath, String, String), Vec<u8>>,
+    /// The declared sizes of the partial uploads, by target path, counted by the quota.
+    partials: BTreeMap<UserPath, u64>,
 }
 
 impl Home {
@@ -91,7 +95,11 @@ impl Home {
             Node::Dir { .. } => 0,
         });
         let versions = self.versions.values().flatten().map(|v| v.len() as u64);
-        files.chain(versions).fold(0u64, u64::saturating_add)
+        let partials = self.partials.values().copied();
+        files
+            .chain(versions)
+            .chain(partials)
+            .fold(0u64, u64::saturating_add)
     }
 
     /// Keeps the current content of `path` as its newest version (or drops it).
@@ -528,6 +536,9 @@ impl FileTree for MemoryTree {
             return Err(FileError::Root);
         }
         let config = self.config;
+        // The map stays locked until the handle is taken: the sweep cannot drop the partial
+        // upload (and its count) between the two.
+        let mut partials = lock(&self.partials);
         self.with_home(owner, |home| {
             let freed = match home.locate(path)? {
                 Some(Node::Dir { .. }) => return Err(FileError::IsADirectory(path.to_string())),
@@ -536,12 +547,17 @@ impl FileTree for MemoryTree {
                 }
                 None => 0,
             };
-            check_quota(config, home.usage(), freed, size)
+            // The partial upload there before is replaced by this one.
+            let old = home.partials.get(path).copied().unwrap_or(0);
+            check_quota(config, home.usage(), freed.saturating_add(old), size)?;
+            home.partials.insert(path.clone(), size);
+            Ok(())
         })?;
-        let partial = lock(&self.partials)
+        let partial = partials
             .entry((owner.clone(), path.clone()))
             .or_default()
             .clone();
+        drop(partials);
         let saved = {
             let mut p = lock(&partial);
             p.modified = (self.clock)();
@@ -579,17 +595,15 @@ impl FileTree for MemoryTree {
         let mut p = lock(&partial);
         let now = (self.clock)();
         let config = self.config;
+        // No quota check: the partial upload was counted at its full size since `fopen`, so
+        // making it the file only frees (the versions that fall off).
         self.with_home(owner, |home| {
-            let (freed, old, created) = match home.locate(path)? {
+            let (old, created) = match home.locate(path)? {
                 Some(Node::Dir { .. }) => return Err(FileError::IsADirectory(path.to_string())),
-                Some(Node::File { data, created, .. }) => (
-                    home.rotation_frees(path, data.len() as u64, config.versions),
-                    Some(data.clone()),
-                    *created,
-                ),
-                None => (0, None, now),
+                Some(Node::File { data, created, .. }) => (Some(data.clone()), *created),
+                None => (None, now),
             };
-            check_quota(config, home.usage(), freed, p.data.len() as u64)?;
+            home.partials.remove(path);
             if let Some(old) = old {
                 home.rotate(path, old, config.versions);
             }
@@ -610,7 +624,10 @@ impl FileTree for MemoryTree {
     }
 
     fn discard_partial(&self, owner: &UserName, path: &UserPath) -> Result<(), FileError> {
-        lock(&self.partials).remove(&(owner.clone(), path.clone()));
+        let mut partials = lock(&self.partials);
+        partials.remove(&(owner.clone(), path.clone()));
+        self.with_home(owner, |home| home.partials.remove(path));
+        drop(partials);
         Ok(())
     }
 
@@ -625,6 +642,7 @@ impl FileTree for MemoryTree {
         // The map stays locked: `open_partial` takes its handle under the same lock, so the
         // reference count below cannot rise between the check and the removal.
         let mut partials = lock(&self.partials);
+        let mut removed = Vec::new();
         partials.retain(|(owner, path), partial| {
             let p = lock(partial);
             if Duration::from_secs(now.saturating_sub(p.modified)) <= expiry {
@@ -640,8 +658,14 @@ impl FileTree for MemoryTree {
             report.removed += 1;
             report.bytes = report.bytes.saturating_add(p.data.len() as u64);
             tracing::debug!(user = %owner, path = %path, "partial sweep: removed an expired partial upload");
+            removed.push((owner.clone(), path.clone()));
             false
         });
+        // Still under the map's lock: no upload reopens them before they stop counting.
+        for (owner, path) in removed {
+            self.with_home(&owner, |home| home.partials.remove(&path));
+        }
+        drop(partials);
         Ok(report)
     }
 

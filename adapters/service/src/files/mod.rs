@@ -8,7 +8,11 @@
 //!
 //! Overwriting a file keeps its previous contents as versions (the newest
 //! [`FilesConfig::versions`]), hidden from clients; a per-user quota
-//! ([`FilesConfig::quota`]) counts files and versions.
+//! ([`FilesConfig::quota`]) counts files, versions and partial uploads (each at its declared
+//! size, from `fopen` until it is committed, discarded or swept). An upload is checked
+//! once, at `fopen`, against what it will add once done (its size, less what its overwrite
+//! drops and the partial upload it replaces); `fdone` only frees, so it is never refused for
+//! the quota.
 //!
 //! Uploads and downloads ([`transfer`]) stream through [`FileTree::open_partial`],
 //! [`FileTree::commit_partial`] and [`FileTree::open_read`]: no file is held whole in memory
@@ -25,9 +29,10 @@ mod disk;
 mod memory;
 pub mod path;
 pub mod transfer;
+mod usage;
 mod write_behind;
 
-pub use disk::DiskTree;
+pub use disk::{DEFAULT_MIN_FREE_BYTES, DiskTree};
 pub use memory::MemoryTree;
 pub use path::{PathError, Target, UserPath};
 pub use transfer::{
@@ -69,7 +74,8 @@ pub struct FilesConfig {
     /// Previous versions kept when a file is overwritten (by an upload or by `mv`); 0 keeps
     /// none.
     pub versions: u32,
-    /// Per-user limit on the bytes of files and kept versions; `None` is unlimited.
+    /// Per-user limit on the bytes of files, kept versions and partial uploads; `None` is
+    /// unlimited.
     pub quota: Option<u64>,
 }
 
@@ -118,15 +124,33 @@ pub enum FileError {
     /// The home's root cannot be removed, moved or replaced.
     #[error("the home directory itself cannot be removed or moved")]
     Root,
-    /// The operation would take the user over their quota.
-    #[error("quota exceeded: {needed} more bytes needed, {usage} of {quota} bytes used")]
+    /// The operation would take the user over their quota: `usage + needed > quota`.
+    #[error(
+        "quota exceeded: {needed} more bytes needed, {usage} of {quota} bytes in use ({} free)",
+        .quota.saturating_sub(*.usage)
+    )]
     QuotaExceeded {
-        /// Bytes the operation adds.
+        /// Bytes the operation adds once done, net of what it frees (an overwrite's
+        /// versions falling off, the partial upload it replaces).
         needed: u64,
-        /// Bytes in use now.
+        /// Bytes counted toward the quota now (files, kept versions, partial uploads).
         usage: u64,
         /// The user's quota.
         quota: u64,
+    },
+    /// The server's disk would be left with less free space than its reserve
+    /// ([`DiskTree::with_min_free_bytes`]): `free < needed + reserve`.
+    #[error(
+        "not enough free disk space on the server: {needed} bytes needed, {free} bytes free, \
+         {reserve} bytes kept in reserve"
+    )]
+    DiskFull {
+        /// Bytes the operation writes.
+        needed: u64,
+        /// Bytes free on the file system of the homes (for unprivileged users).
+        free: u64,
+        /// The reserve the server keeps free.
+        reserve: u64,
     },
     /// The file system failed.
     #[error("file system error on {path}: {source}")]
@@ -166,11 +190,13 @@ pub trait FileTree: Send + Sync {
     /// content is then kept as a version. The moved file's own versions are dropped.
     fn rename(&self, owner: &UserName, from: &UserPath, to: &UserPath) -> Result<(), FileError>;
 
-    /// Bytes used by `owner`'s files and kept versions.
+    /// Bytes counted toward `owner`'s quota: files, kept versions and partial uploads (at
+    /// their declared sizes). The disk tree answers from a count kept with the files (no
+    /// walk of the home, but the first use's).
     fn usage(&self, owner: &UserName) -> Result<u64, FileError>;
 
-    /// Whether `extra` more bytes fit `owner`'s quota (always, without one). Uploads ask
-    /// before accepting data.
+    /// Whether `extra` more bytes fit `owner`'s quota (always, without one), as a new file's
+    /// [`FileTree::open_partial`] would judge them. Deliveries ask before their copy.
     fn fits(&self, owner: &UserName, extra: u64) -> Result<bool, FileError> {
         match self.config().quota {
             None => Ok(true),
@@ -183,7 +209,8 @@ pub trait FileTree: Send + Sync {
 
     /// Writes `data` as file `path` (its parent must exist), replacing the file there,
     /// whose previous content becomes the newest kept version. Refused, changing nothing,
-    /// when the result would exceed the quota.
+    /// when the result would exceed the quota, or (the disk tree) eat into the free-space
+    /// reserve.
     fn replace_file(&self, owner: &UserName, path: &UserPath, data: &[u8])
     -> Result<(), FileError>;
 
@@ -197,9 +224,12 @@ pub trait FileTree: Send + Sync {
     /// Opens the hidden partial file of an upload of `size` bytes to file `path` (whose
     /// parent must exist; not a directory). With `resume`, a saved state of the same size is
     /// returned with the partial file as it is; otherwise (or when none matches) the old
-    /// partial file and state are discarded and the partial file is empty. Refused with
-    /// [`FileError::QuotaExceeded`] unless `size` bytes fit the quota, counting what
-    /// replacing the current file frees. The caller holds the path's upload lock.
+    /// partial file and state are discarded and the partial file is empty. The partial
+    /// upload counts toward the quota at `size` from here on. Refused with
+    /// [`FileError::QuotaExceeded`] unless the upload, once committed, fits the quota
+    /// (`size`, less what replacing the current file and the old partial upload frees),
+    /// and by the disk tree with [`FileError::DiskFull`] when the disk has too little free
+    /// space. The caller holds the path's upload lock.
     fn open_partial(
         &self,
         owner: &UserName,
@@ -211,8 +241,9 @@ pub trait FileTree: Send + Sync {
     /// Makes the (complete, verified) partial file of the upload to `path` visible under
     /// `path` atomically: durable first, then renamed over the target, whose previous
     /// content becomes the newest kept version; records `sha256` with the file and removes
-    /// the saved state. Refused, changing nothing visible, when the result would exceed the
-    /// quota (the caller then discards the partial file) or the target cannot take it.
+    /// the saved state. Never refused for the quota (the partial upload was counted at its
+    /// full size since [`FileTree::open_partial`]); refused, changing nothing visible, when
+    /// the target cannot take it.
     fn commit_partial(
         &self,
         owner: &UserName,
@@ -296,15 +327,21 @@ fn check_record_names(store: &str, name: Option<&str>) -> Result<(), FileError> 
     Ok(())
 }
 
-/// The quota check shared by the implementations: `Ok` if `usage - freed + added` fits.
+/// The quota check shared by the implementations, of an operation that adds `added` bytes
+/// and frees `freed` with `usage` counted now. An operation that frees at least what it
+/// adds is always allowed (it never grows the usage, even over a lowered quota); any
+/// other is refused unless `usage + added - freed` fits, with the net growth as `needed`
+/// (so the message's numbers add up: `usage + needed > quota`).
 fn check_quota(config: FilesConfig, usage: u64, freed: u64, added: u64) -> Result<(), FileError> {
     let Some(quota) = config.quota else {
         return Ok(());
     };
-    let after = usage.saturating_sub(freed).saturating_add(added);
-    if after > quota {
+    let Some(needed) = added.checked_sub(freed).filter(|&n| n > 0) else {
+        return Ok(());
+    };
+    if usage.saturating_add(needed) > quota {
         return Err(FileError::QuotaExceeded {
-            needed: added,
+            needed,
             usage,
             quota,
         });

@@ -240,7 +240,7 @@ impl Transfers {
     }
 
     /// `fopen`: locks `owner`'s `path` (`shown` names it in errors), opens its partial file
-    /// (quota checked there), re-hashes the saved part on a resume, and registers the
+    /// (quota and free space checked there, once for the whole upload), re-hashes the saved part on a resume, and registers the
     /// upload.
     #[allow(clippy::too_many_arguments)]
     pub fn fopen(
@@ -265,9 +265,9 @@ impl Transfers {
             None => UploadReceiver::new(size),
         };
         // The partial file takes the upload's full size at once (sparse on disk until
-        // written; bytes past the verified offset are written again): the quota then counts
-        // the whole upload from fopen on, so a concurrent upload that would not fit beside
-        // it is refused at its fopen, before any data.
+        // written; bytes past the verified offset are written again). The tree counts the
+        // whole upload toward the quota from `open_partial` on, so a concurrent upload that
+        // would not fit beside it is refused at its fopen, before any data.
         file.set_len(size)?;
         file.checkpoint(&receiver.checkpoint()?)?;
         let (offset, prefix_sha256) = (receiver.offset(), receiver.prefix_sha256()?);
