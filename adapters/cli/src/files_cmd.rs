@@ -56,6 +56,11 @@ pub struct GetArgs {
     /// for each file.
     #[arg(long)]
     pub resume: bool,
+    /// Replace an existing regular file at the local path (without it such a download is
+    /// refused before anything is fetched). A symlink, directory, device, FIFO or socket is
+    /// never replaced, even with --force.
+    #[arg(long, short = 'f')]
+    pub force: bool,
     /// Chunk requests kept in flight (1-256), shared by the files transferred at once.
     #[arg(long, default_value_t = transfer::DEFAULT_WINDOW as u16,
           value_parser = clap::value_parser!(u16).range(1..=256))]
@@ -401,6 +406,7 @@ pub fn put(args: PutArgs) -> anyhow::Result<()> {
     let options = TransferOptions {
         resume: args.resume,
         window: usize::from(args.window),
+        ..TransferOptions::default()
     };
     if let [one] = plan.as_slice() {
         return put_one(&args.client, one, &options);
@@ -458,6 +464,7 @@ pub fn get(args: GetArgs) -> anyhow::Result<()> {
     let options = TransferOptions {
         resume: args.resume,
         window: usize::from(args.window),
+        overwrite: args.force,
     };
     if let [one] = plan.as_slice() {
         return get_one(&args.client, one, &options);

@@ -515,3 +515,65 @@ fn a_5_gib_sparse_file_round_trips_with_the_same_sha256() {
     assert_eq!(std::fs::metadata(&back).expect("back").len(), size);
     assert_eq!(sha256_of(&back), sha);
 }
+
+#[test]
+fn get_never_destroys_what_is_at_the_local_path() {
+    let env = Env::new();
+    let src = env.path("report.bin");
+    let sha = write_content(&src, 40_000, 11);
+    env.vserv(&["put", "report.bin"]).ok();
+    env.vserv(&["put", "report.bin", "other.bin"]).ok();
+
+    // An existing file is refused (nothing fetched, nothing changed), then --force replaces it.
+    std::fs::write(env.path("mine.bin"), b"my own work").expect("write");
+    let err = env.vserv(&["get", "report.bin", "mine.bin"]).fails();
+    assert!(
+        err.contains("already exists") && err.contains("--force"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read(env.path("mine.bin")).expect("read"),
+        b"my own work"
+    );
+    assert!(!env.path("mine.bin.vserv-part").exists());
+    env.vserv(&["get", "report.bin", "mine.bin", "--force"])
+        .ok();
+    assert_eq!(sha256_of(&env.path("mine.bin")), sha);
+
+    // Into a directory: the existing file is named and kept, the other file arrives.
+    std::fs::create_dir(env.path("in")).expect("mkdir");
+    std::fs::write(env.path("in/report.bin"), b"keep").expect("write");
+    let err = env.vserv(&["get", "report.bin", "other.bin", "in"]).fails();
+    assert!(err.contains("1 of 2 downloads failed"), "{err}");
+    assert!(err.contains("already exists"), "{err}");
+    assert_eq!(
+        std::fs::read(env.path("in/report.bin")).expect("read"),
+        b"keep"
+    );
+    assert_eq!(sha256_of(&env.path("in/other.bin")), sha);
+
+    // A symlink and a FIFO are never replaced, even with --force.
+    std::os::unix::fs::symlink("mine.bin", env.path("link.bin")).expect("symlink");
+    let status = Command::new("mkfifo")
+        .arg(env.path("fifo"))
+        .status()
+        .expect("run mkfifo");
+    assert!(status.success());
+    for (name, kind) in [("link.bin", "symbolic link"), ("fifo", "FIFO")] {
+        for force in [false, true] {
+            let mut args = vec!["get", "report.bin", name];
+            if force {
+                args.push("--force");
+            }
+            let err = env.vserv(&args).fails();
+            assert!(
+                err.contains(&format!("is a {kind}, not a regular file")),
+                "{err}"
+            );
+        }
+    }
+    let link = std::fs::symlink_metadata(env.path("link.bin")).expect("stat link");
+    assert!(link.file_type().is_symlink());
+    let fifo = std::fs::symlink_metadata(env.path("fifo")).expect("stat fifo");
+    assert!(std::os::unix::fs::FileTypeExt::is_fifo(&fifo.file_type()));
+}
