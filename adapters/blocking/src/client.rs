@@ -182,13 +182,15 @@ impl Client {
                 None,
             )?;
             if let Err(e) = result {
+                // The session keeps the failure, so the next call reports it too.
+                let error = self.session.failure(e);
                 // Deliver what arrived before the failure (a reply, a close), then report.
                 let _ = self.session.process(Instant::now());
                 let _ = self.flush();
                 if let Some(value) = done(&mut self.session) {
                     return Ok(value);
                 }
-                return Err(self.session.failure(e));
+                return Err(error);
             }
         }
     }

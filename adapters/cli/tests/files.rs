@@ -577,3 +577,105 @@ fn get_never_destroys_what_is_at_the_local_path() {
     let fifo = std::fs::symlink_metadata(env.path("fifo")).expect("stat fifo");
     assert!(std::os::unix::fs::FileTypeExt::is_fifo(&fifo.file_type()));
 }
+
+/// A loopback proxy in front of a server that flips one bit of every connection's
+/// server-to-client stream at byte `at` (a record's ciphertext once past the handshake),
+/// stopped when dropped.
+struct Tamper {
+    addr: String,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    accept: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Tamper {
+    fn start(server: &str, at: usize) -> Tamper {
+        use std::net::{TcpListener, TcpStream};
+        use std::sync::atomic::Ordering;
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind the proxy");
+        let addr = listener.local_addr().expect("proxy address").to_string();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopping = stop.clone();
+        let server = server.to_owned();
+        let accept = std::thread::spawn(move || {
+            for client in listener.incoming() {
+                if stopping.load(Ordering::SeqCst) {
+                    return;
+                }
+                let (Ok(client), Ok(upstream)) = (client, TcpStream::connect(&server)) else {
+                    continue;
+                };
+                let (mut c_in, mut u_out) = (
+                    client.try_clone().expect("clone"),
+                    upstream.try_clone().expect("clone"),
+                );
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut c_in, &mut u_out);
+                    let _ = u_out.shutdown(std::net::Shutdown::Write);
+                });
+                let (mut u_in, mut c_out) = (upstream, client);
+                std::thread::spawn(move || {
+                    let mut seen = 0usize;
+                    let mut buf = vec![0u8; 64 * 1024];
+                    loop {
+                        let n = match std::io::Read::read(&mut u_in, &mut buf) {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => n,
+                        };
+                        if (seen..seen + n).contains(&at) {
+                            buf[at - seen] ^= 0x01;
+                        }
+                        seen += n;
+                        if c_out.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                    }
+                    let _ = c_out.shutdown(std::net::Shutdown::Both);
+                });
+            }
+        });
+        Tamper {
+            addr,
+            stop,
+            accept: Some(accept),
+        }
+    }
+}
+
+impl Drop for Tamper {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        // Wake the accept loop so it sees the flag.
+        let _ = std::net::TcpStream::connect(&self.addr);
+        if let Some(accept) = self.accept.take() {
+            let _ = accept.join();
+        }
+    }
+}
+
+#[test]
+fn a_tampered_server_record_is_reported_as_such() {
+    let env = Env::new();
+    write_content(&env.path("big.bin"), 4 << 20, 12);
+    env.vserv(&["put", "big.bin"]).ok();
+    let tamper = Tamper::start(&env.server.addr, 1 << 20);
+    let known = env.path("known_servers");
+    let args = [
+        "get",
+        "big.bin",
+        "copy.bin",
+        "--server",
+        &tamper.addr,
+        "--known-servers",
+        known.to_str().expect("utf-8 path"),
+        "--server-key",
+        &env.server.fingerprint,
+        "--user",
+        "alice",
+    ];
+    let mut cmd = env.scratch.command(&args, &[("VSERV_PASSWORD", PASSWORD)]);
+    cmd.current_dir(env.scratch.dir());
+    let err = Run::from_output(cmd.output().expect("run vserv")).fails();
+    assert!(err.contains("record failed authentication"), "{err}");
+    assert!(!env.path("copy.bin").exists());
+    drop(tamper);
+}

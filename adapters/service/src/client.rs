@@ -78,6 +78,9 @@ pub struct ClientSession {
     trust: Option<TrustDecision>,
     replies: BTreeMap<u32, vserv_core::Response>,
     peer_close: Option<Close>,
+    /// The connection's first fatal error (a record that failed authentication, a
+    /// timeout...), reported by every later call instead of a bare "connection closed".
+    fatal: Option<vserv_core::Error>,
 }
 
 impl ClientSession {
@@ -97,6 +100,7 @@ impl ClientSession {
             trust: None,
             replies: BTreeMap::new(),
             peer_close: None,
+            fatal: None,
         })
     }
 
@@ -169,11 +173,13 @@ impl ClientSession {
     }
 
     /// The client error for a connection error: an end of stream or a closed connection is
-    /// reported as why the session ended (the server's close, if it sent one).
-    pub fn failure(&self, error: vserv_core::Error) -> ClientError {
+    /// reported as why the session ended (the first fatal error, else the server's close, if
+    /// it sent one); any other error is the first fatal one, kept for
+    /// [`ClientSession::ended_error`].
+    pub fn failure(&mut self, error: vserv_core::Error) -> ClientError {
         match error {
             vserv_core::Error::UnexpectedEof | vserv_core::Error::Closed => self.ended_error(),
-            e => e.into(),
+            e => self.fatal.get_or_insert(e).clone().into(),
         }
     }
 
@@ -202,8 +208,13 @@ impl ClientSession {
         Some(response.result.map_err(ClientError::Server))
     }
 
-    /// The error explaining why the session ended before an expected reply.
+    /// The error explaining why the session ended before an expected reply: the first
+    /// fatal error the connection met (e.g. "record failed authentication"), else the
+    /// server's close, else a bare "connection closed".
     pub fn ended_error(&self) -> ClientError {
+        if let Some(e) = &self.fatal {
+            return ClientError::Protocol(e.clone());
+        }
         match &self.peer_close {
             Some(close) => ClientError::ClosedByServer {
                 code: close.code,
