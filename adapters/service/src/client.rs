@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use rand_core::CryptoRng;
 use vserv_core::commands::{Command, Reply};
@@ -21,6 +21,10 @@ pub struct ClientOptions {
     pub pinned: Option<Fingerprint>,
     /// Connection tunables.
     pub config: Config,
+    /// How long a call waits while nothing at all arrives from the server before it fails
+    /// with [`ClientError::NoReply`] (`None`: until the connection's own timers end it).
+    /// Any received byte counts as activity, so a transfer whose data flows never hits it.
+    pub response_timeout: Option<Duration>,
 }
 
 impl ClientOptions {
@@ -30,6 +34,7 @@ impl ClientOptions {
             known_servers: known_servers.into(),
             pinned: None,
             config: Config::default(),
+            response_timeout: None,
         }
     }
 }
@@ -67,6 +72,10 @@ pub enum ClientError {
     /// The server did not answer in time.
     #[error("timed out waiting for the server")]
     TimedOut,
+    /// Nothing arrived from the server for the response timeout while a reply was awaited
+    /// ([`ClientOptions::response_timeout`]); the connection should be dropped.
+    #[error("no reply from the server for {} s; gave up waiting", .0.as_secs_f64())]
+    NoReply(Duration),
 }
 
 /// One client session over a [`Connection`], with trust and reply bookkeeping.
