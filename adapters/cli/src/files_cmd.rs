@@ -18,6 +18,7 @@ use vserv_core::commands::{Command, LS_MAX_LIMIT, ListPage, Reply, SendArgs as S
 use vserv_service::client::ClientError;
 
 use crate::client_cmd::{self, ClientArgs, Connected};
+use crate::show::escape;
 
 /// `vserv put` options.
 #[derive(Args, Debug)]
@@ -366,7 +367,8 @@ fn error_line(e: &TransferFailure) -> String {
         }
         cause = c.source();
     }
-    parts.join(": ").replace('\n', " ")
+    // Server errors are quoted in it: shown escaped.
+    crate::show::escape(&parts.join(": ").replace('\n', " ")).into_owned()
 }
 
 /// Prints the report line of every file that made it, then ends the session; fails naming
@@ -544,7 +546,7 @@ pub fn ls(args: LsArgs) -> anyhow::Result<()> {
                 e.kind.as_str(),
                 e.size,
                 e.modified,
-                e.name
+                escape(&e.name)
             )?;
         }
         match next {
@@ -599,7 +601,10 @@ pub fn send(args: SendArgs) -> anyhow::Result<()> {
     if let Err(e) = connected.client.call(&Command::Del {
         path: staged.clone(),
     }) {
-        eprintln!("vserv: could not delete the staged copy {staged}: {e}");
+        eprintln!(
+            "vserv: could not delete the staged copy {staged}: {}",
+            escape(&e.to_string())
+        );
     }
     let name = match delivered {
         Ok(Reply::Delivered(name)) => name,
@@ -614,7 +619,8 @@ pub fn send(args: SendArgs) -> anyhow::Result<()> {
             .as_deref()
             .unwrap_or(vserv_core::commands::DEFAULT_INBOX_FOLDER),
         outcome.size,
-        hex::encode(outcome.sha256)
+        hex::encode(outcome.sha256),
+        name = escape(&name),
     );
     connected.quit()
 }

@@ -11,6 +11,7 @@ use vserv_core::commands::{Command, RLIST_MAX_LIMIT, RecordSelector, Reply, SeqR
 use vserv_core::ledger::{Entry, MAX_BODY, SignedHead, body_to_fields, fields_to_body};
 
 use crate::client_cmd::{self, ClientArgs, Connected};
+use crate::show::{escape, escape_bytes};
 
 /// `vserv rput` options.
 #[derive(Args, Debug)]
@@ -165,9 +166,9 @@ pub fn rlist(args: RlistArgs) -> anyhow::Result<()> {
                 "{} {} {} {} {}",
                 entry.seq(),
                 hex::encode(entry.hash()),
-                entry.kind(),
-                entry.author(),
-                String::from_utf8_lossy(entry.record_id()).escape_debug()
+                escape(entry.kind()),
+                escape(entry.author()),
+                escape_bytes(entry.record_id())
             )?;
         }
         left = left.saturating_sub(entries.len() as u64);
@@ -254,8 +255,13 @@ pub fn rcheck(args: RcheckArgs) -> anyhow::Result<()> {
         Reply::ChainBad {
             seq: Some(seq),
             reason,
-        } => bail!("the server's chain is broken at seq {seq}: {reason}"),
-        Reply::ChainBad { seq: None, reason } => bail!("the server's chain is broken: {reason}"),
+        } => bail!(
+            "the server's chain is broken at seq {seq}: {}",
+            escape(&reason)
+        ),
+        Reply::ChainBad { seq: None, reason } => {
+            bail!("the server's chain is broken: {}", escape(&reason))
+        }
         other => bail!("unexpected reply to rcheck: {other:?}"),
     }
 }
@@ -374,8 +380,8 @@ pub fn show_entry(entry: &Entry) -> String {
     };
     line("seq", &entry.seq().to_string());
     line("time", &rfc3339_ms(entry.timestamp()));
-    line("author", entry.author());
-    line("kind", entry.kind());
+    line("author", &escape(entry.author()));
+    line("kind", &escape(entry.kind()));
     line("record", &show_record_id(entry.record_id()));
     line("hash", &hex::encode(entry.hash()));
     let body = entry.body();
@@ -386,12 +392,12 @@ pub fn show_entry(entry: &Entry) -> String {
     if let Ok(fields) = body_to_fields(body) {
         line("body", &format!("{} fields", fields.len()));
         for (key, value) in fields {
-            out.push_str(&format!("  {key} = {value}\n"));
+            out.push_str(&format!("  {} = {}\n", escape(&key), escape(&value)));
         }
     } else if let Ok(text) = std::str::from_utf8(body) {
         line("body", &format!("text, {} bytes", body.len()));
         for text_line in text.lines() {
-            out.push_str(&format!("  {}\n", text_line.escape_debug()));
+            out.push_str(&format!("  {}\n", escape(text_line)));
         }
     } else {
         line("body", &format!("hex, {} bytes", body.len()));
