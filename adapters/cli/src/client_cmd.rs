@@ -1,6 +1,7 @@
 //! The client subcommands: connect, log in if asked, run one command, print its reply.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail};
 use clap::Args;
@@ -33,7 +34,15 @@ pub struct ClientArgs {
     /// `vserv user key add`) instead of a password; --user names the account.
     #[arg(long, value_name = "FILE", requires = "user")]
     pub key: Option<PathBuf>,
+    /// Give up when a request has had no reply and nothing at all arrived from the server
+    /// for this many seconds (0: wait as long as the connection lasts). Any data received
+    /// counts, so a transfer that is moving never times out.
+    #[arg(long, value_name = "SECS", default_value_t = DEFAULT_TIMEOUT_SECS)]
+    pub timeout: u64,
 }
+
+/// The default `--timeout`, in seconds.
+pub const DEFAULT_TIMEOUT_SECS: u64 = 60;
 
 impl ClientArgs {
     /// Client options from the command line.
@@ -48,6 +57,7 @@ impl ClientArgs {
         };
         let mut options = ClientOptions::new(known_servers);
         options.pinned = self.server_key;
+        options.response_timeout = (self.timeout > 0).then(|| Duration::from_secs(self.timeout));
         Ok(options)
     }
 }

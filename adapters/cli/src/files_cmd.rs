@@ -18,6 +18,7 @@ use vserv_core::commands::{Command, LS_MAX_LIMIT, ListPage, Reply, SendArgs as S
 use vserv_service::client::ClientError;
 
 use crate::client_cmd::{self, ClientArgs, Connected};
+use crate::paging::Tokens;
 use crate::show::escape;
 
 /// `vserv put` options.
@@ -525,6 +526,7 @@ pub fn ls(args: LsArgs) -> anyhow::Result<()> {
     let mut connected = client_cmd::connect(&args.client)?;
     let mut out = std::io::stdout().lock();
     let mut from: Option<String> = None;
+    let mut tokens = Tokens::new("ls");
     loop {
         let page = ListPage {
             dir: args.dir.clone(),
@@ -550,7 +552,10 @@ pub fn ls(args: LsArgs) -> anyhow::Result<()> {
             )?;
         }
         match next {
-            Some(name) => from = Some(name),
+            Some(name) => {
+                tokens.follow(&name)?;
+                from = Some(name);
+            }
             None => break,
         }
     }
@@ -631,6 +636,7 @@ pub fn inbox(args: InboxArgs) -> anyhow::Result<()> {
     let mut connected = client_cmd::connect(&args.client)?;
     let mut out = std::io::stdout().lock();
     let mut from: Option<String> = None;
+    let mut tokens = Tokens::new("inbox");
     loop {
         let page = ListPage {
             dir: args.folder.clone(),
@@ -645,7 +651,10 @@ pub fn inbox(args: InboxArgs) -> anyhow::Result<()> {
             writeln!(out, "{}", client_cmd::delivery_lines(d))?;
         }
         match next {
-            Some(name) => from = Some(name),
+            Some(name) => {
+                tokens.follow(&name)?;
+                from = Some(name);
+            }
             None => break,
         }
     }

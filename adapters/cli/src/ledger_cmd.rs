@@ -11,6 +11,7 @@ use vserv_core::commands::{Command, RLIST_MAX_LIMIT, RecordSelector, Reply, SeqR
 use vserv_core::ledger::{Entry, MAX_BODY, SignedHead, body_to_fields, fields_to_body};
 
 use crate::client_cmd::{self, ClientArgs, Connected};
+use crate::paging::Seqs;
 use crate::show::{escape, escape_bytes};
 
 /// `vserv rput` options.
@@ -139,6 +140,7 @@ pub fn rlist(args: RlistArgs) -> anyhow::Result<()> {
     let mut connected = client_cmd::connect(&args.client)?;
     let mut next = Some(args.from);
     let mut left = args.max.unwrap_or(u64::MAX);
+    let mut seqs = Seqs::new("rlist");
     let mut out = std::io::stdout().lock();
     while let Some(from) = next
         && left > 0
@@ -172,6 +174,9 @@ pub fn rlist(args: RlistArgs) -> anyhow::Result<()> {
             )?;
         }
         left = left.saturating_sub(entries.len() as u64);
+        if let Some(after) = after {
+            seqs.follow(from, after)?;
+        }
         next = after;
     }
     out.flush()?;

@@ -7,6 +7,7 @@ mod config;
 mod credentials;
 mod files_cmd;
 mod ledger_cmd;
+mod paging;
 mod serve;
 mod show;
 mod user_cmd;
