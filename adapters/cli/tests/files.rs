@@ -580,7 +580,8 @@ fn get_never_destroys_what_is_at_the_local_path() {
 
 /// A loopback proxy in front of a server that flips one bit of every connection's
 /// server-to-client stream at byte `at` (a record's ciphertext once past the handshake),
-/// stopped when dropped.
+/// or, with `pace`, passes that stream on at most `pace.0` bytes per `pace.1`; stopped when
+/// dropped.
 struct Tamper {
     addr: String,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
@@ -588,7 +589,7 @@ struct Tamper {
 }
 
 impl Tamper {
-    fn start(server: &str, at: usize) -> Tamper {
+    fn start(server: &str, at: Option<usize>, pace: Option<(usize, Duration)>) -> Tamper {
         use std::net::{TcpListener, TcpStream};
         use std::sync::atomic::Ordering;
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind the proxy");
@@ -615,14 +616,19 @@ impl Tamper {
                 let (mut u_in, mut c_out) = (upstream, client);
                 std::thread::spawn(move || {
                     let mut seen = 0usize;
-                    let mut buf = vec![0u8; 64 * 1024];
+                    let mut buf = vec![0u8; pace.map_or(64 * 1024, |(n, _)| n)];
                     loop {
                         let n = match std::io::Read::read(&mut u_in, &mut buf) {
                             Ok(0) | Err(_) => break,
                             Ok(n) => n,
                         };
-                        if (seen..seen + n).contains(&at) {
+                        if let Some(at) = at
+                            && (seen..seen + n).contains(&at)
+                        {
                             buf[at - seen] ^= 0x01;
+                        }
+                        if let Some((_, every)) = pace {
+                            std::thread::sleep(every);
                         }
                         seen += n;
                         if c_out.write_all(&buf[..n]).is_err() {
@@ -657,7 +663,7 @@ fn a_tampered_server_record_is_reported_as_such() {
     let env = Env::new();
     write_content(&env.path("big.bin"), 4 << 20, 12);
     env.vserv(&["put", "big.bin"]).ok();
-    let tamper = Tamper::start(&env.server.addr, 1 << 20);
+    let tamper = Tamper::start(&env.server.addr, Some(1 << 20), None);
     let known = env.path("known_servers");
     let args = [
         "get",
@@ -678,4 +684,40 @@ fn a_tampered_server_record_is_reported_as_such() {
     assert!(err.contains("record failed authentication"), "{err}");
     assert!(!env.path("copy.bin").exists());
     drop(tamper);
+}
+
+#[test]
+fn a_slow_transfer_that_keeps_moving_does_not_time_out() {
+    let env = Env::new();
+    let sha = write_content(&env.path("big.bin"), 20 * 1024, 13);
+    env.vserv(&["put", "big.bin"]).ok();
+    // 768 bytes every 200 ms: a 16 KiB chunk's reply alone takes over 4 s, more than
+    // --timeout 3 (which leaves the login's argon2 time on a loaded machine), but bytes
+    // never stop for long.
+    let slow = Tamper::start(
+        &env.server.addr,
+        None,
+        Some((768, Duration::from_millis(200))),
+    );
+    let known = env.path("known_servers");
+    let args = [
+        "get",
+        "big.bin",
+        "copy.bin",
+        "--timeout",
+        "3",
+        "--server",
+        &slow.addr,
+        "--known-servers",
+        known.to_str().expect("utf-8 path"),
+        "--server-key",
+        &env.server.fingerprint,
+        "--user",
+        "alice",
+    ];
+    let mut cmd = env.scratch.command(&args, &[("VSERV_PASSWORD", PASSWORD)]);
+    cmd.current_dir(env.scratch.dir());
+    Run::from_output(cmd.output().expect("run vserv")).ok();
+    assert_eq!(sha256_of(&env.path("copy.bin")), sha);
+    drop(slow);
 }
