@@ -416,7 +416,7 @@ pub fn show_entry(entry: &Entry) -> String {
 /// A record id as text when it is printable UTF-8, else `hex:` and its bytes in hex.
 fn show_record_id(id: &[u8]) -> String {
     match std::str::from_utf8(id) {
-        Ok(text) if !text.chars().any(char::is_control) && !text.starts_with("hex:") => {
+        Ok(text) if !text.chars().any(crate::show::is_unsafe) && !text.starts_with("hex:") => {
             text.to_owned()
         }
         _ => format!("hex:{}", hex::encode(id)),
@@ -506,5 +506,6 @@ mod tests {
         assert_eq!(show_record_id(b"a\nb"), "hex:610a62");
         assert_eq!(show_record_id(&[0xff]), "hex:ff");
         assert_eq!(show_record_id(b"hex:00"), "hex:6865783a3030");
+        assert_eq!(show_record_id("a\u{202e}b".as_bytes()), "hex:61e280ae62");
     }
 }
