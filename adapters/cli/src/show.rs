@@ -6,13 +6,14 @@
 use std::borrow::Cow;
 use std::fmt::Write;
 
-/// Whether `c` is shown escaped: C0 controls, DEL, C1 controls, and the bidirectional
-/// formatting characters (LRM, RLM, ALM, embeddings, overrides and isolates).
+/// Whether `c` is shown escaped: C0 controls, DEL, C1 controls, the bidirectional
+/// formatting characters (LRM, RLM, ALM, embeddings, overrides and isolates), and the
+/// Unicode line and paragraph separators.
 pub fn is_unsafe(c: char) -> bool {
     c.is_control()
         || matches!(
             c,
-            '\u{061c}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}'
+            '\u{061c}' | '\u{200e}' | '\u{200f}' | '\u{2028}'..='\u{202e}' | '\u{2066}'..='\u{2069}'
         )
 }
 
@@ -77,6 +78,7 @@ mod tests {
             escape("\u{2066}\u{200f}\u{61c}"),
             "\\u{2066}\\u{200f}\\u{61c}"
         );
+        assert_eq!(escape("a\u{2028}b\u{2029}"), "a\\u{2028}b\\u{2029}");
         // Ordinary non-ASCII text stays readable.
         assert_eq!(escape("Grüße, 東京"), "Grüße, 東京");
         assert_eq!(escape_text("line 1\nline\x1b 2\n"), "line 1\nline\\x1b 2\n");
