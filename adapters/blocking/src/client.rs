@@ -17,6 +17,8 @@ pub struct Client {
     out: Vec<u8>,
     /// Requests the connection allows in flight.
     max_outstanding: usize,
+    /// How long a wait may see no input at all before it fails.
+    response_timeout: Option<Duration>,
 }
 
 impl Client {
@@ -34,6 +36,7 @@ impl Client {
             buf: vec![0u8; 256 * 1024],
             out: Vec::with_capacity(64 * 1024),
             max_outstanding: options.config.max_outstanding,
+            response_timeout: options.response_timeout,
         };
         client.pump(|s| s.is_connected().then_some(()))?;
         Ok(client)
@@ -160,11 +163,13 @@ impl Client {
         Ok(())
     }
 
-    /// Drives the connection until `done` yields a value, the session ends, or a timer fires.
+    /// Drives the connection until `done` yields a value, the session ends, a timer fires,
+    /// or nothing arrives for the response timeout.
     fn pump<T>(
         &mut self,
         mut done: impl FnMut(&mut ClientSession) -> Option<T>,
     ) -> Result<T, ClientError> {
+        let mut last_input = Instant::now();
         loop {
             let processed = self.session.process(Instant::now());
             self.flush()?;
@@ -175,20 +180,35 @@ impl Client {
             if self.session.is_closed() {
                 return Err(self.session.ended_error());
             }
-            let result = crate::feed::read_into(
+            let cap = match self.response_timeout {
+                Some(limit) => {
+                    let left = (last_input + limit).saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return Err(ClientError::NoReply(limit));
+                    }
+                    Some(left)
+                }
+                None => None,
+            };
+            let (received, result) = crate::feed::read_into(
                 &mut self.stream,
                 self.session.connection(),
                 &mut self.buf,
-                None,
+                cap,
             )?;
+            if received > 0 {
+                last_input = Instant::now();
+            }
             if let Err(e) = result {
+                // The session keeps the failure, so the next call reports it too.
+                let error = self.session.failure(e);
                 // Deliver what arrived before the failure (a reply, a close), then report.
                 let _ = self.session.process(Instant::now());
                 let _ = self.flush();
                 if let Some(value) = done(&mut self.session) {
                     return Ok(value);
                 }
-                return Err(self.session.failure(e));
+                return Err(error);
             }
         }
     }

@@ -304,7 +304,7 @@ fn serve(mut stream: TcpStream, shared: &Shared) -> Result<(), Box<dyn std::erro
         } else {
             SHUTDOWN_POLL
         };
-        let result = crate::feed::read_into(&mut stream, &mut conn, &mut buf, Some(poll))?;
+        let (_, result) = crate::feed::read_into(&mut stream, &mut conn, &mut buf, Some(poll))?;
         if let Err(e) = result {
             failure.get_or_insert(e);
         }

@@ -83,6 +83,10 @@ pub struct TransferOptions {
     /// Requests kept in flight on the connection (clamped to 1..=the connection's limit),
     /// shared by the transfers of one [`crate::transfer_many`] batch.
     pub window: usize,
+    /// A download may replace an existing regular file at its local path (uploads ignore
+    /// it). Without it such a download fails with [`TransferFailure::TargetExists`] before
+    /// anything is fetched. Nothing that is not a regular file is ever replaced.
+    pub overwrite: bool,
 }
 
 impl Default for TransferOptions {
@@ -90,6 +94,7 @@ impl Default for TransferOptions {
         TransferOptions {
             resume: false,
             window: DEFAULT_WINDOW,
+            overwrite: false,
         }
     }
 }
@@ -142,6 +147,22 @@ pub enum TransferFailure {
     Interrupted {
         /// The connection's failure.
         reason: String,
+    },
+    /// The download's local path holds a regular file and replacing it was not allowed
+    /// ([`TransferOptions::overwrite`]); nothing was fetched or changed.
+    #[error("{} already exists; not replaced (get --force replaces a regular file)", path.display())]
+    TargetExists {
+        /// The local path.
+        path: PathBuf,
+    },
+    /// The download's local path (or its partial copy's) is not a regular file (a symlink,
+    /// directory, device, FIFO or socket); it is never replaced, whatever the options.
+    #[error("{} is a {kind}, not a regular file; a download never replaces it", path.display())]
+    TargetNotRegular {
+        /// The local path.
+        path: PathBuf,
+        /// What it is.
+        kind: &'static str,
     },
     /// Another download of the same batch writes the same local file, so this one was not
     /// started.
@@ -270,6 +291,60 @@ fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
     PathBuf::from(name)
 }
 
+/// What a file type is, in words, for a refusal.
+fn kind_of(file_type: std::fs::FileType) -> &'static str {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        if file_type.is_fifo() {
+            return "FIFO";
+        }
+        if file_type.is_char_device() {
+            return "character device";
+        }
+        if file_type.is_block_device() {
+            return "block device";
+        }
+        if file_type.is_socket() {
+            return "socket";
+        }
+    }
+    if file_type.is_symlink() {
+        "symbolic link"
+    } else if file_type.is_dir() {
+        "directory"
+    } else if file_type.is_file() {
+        "regular file"
+    } else {
+        "special file"
+    }
+}
+
+/// Checks, without following a symlink, that a download may write `local_path`: nothing
+/// is there, or a regular file and `overwrite` allows replacing it. Its partial copy and
+/// info file, which a download creates or truncates, must be absent or regular files.
+pub(crate) fn check_target(local_path: &Path, overwrite: bool) -> Result<(), TransferFailure> {
+    let regular_or_absent = |path: &Path| -> Result<bool, TransferFailure> {
+        match std::fs::symlink_metadata(path) {
+            Ok(meta) if meta.file_type().is_file() => Ok(true),
+            Ok(meta) => Err(TransferFailure::TargetNotRegular {
+                path: path.to_owned(),
+                kind: kind_of(meta.file_type()),
+            }),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(local(path)(e)),
+        }
+    };
+    if regular_or_absent(local_path)? && !overwrite {
+        return Err(TransferFailure::TargetExists {
+            path: local_path.to_owned(),
+        });
+    }
+    regular_or_absent(&part_path(local_path))?;
+    regular_or_absent(&part_info_path(local_path))?;
+    Ok(())
+}
+
 /// Downloads `remote_path` to `local_path` with the default window; see [`get_with`].
 pub fn get(
     client: &mut (impl RawCalls + ?Sized),
@@ -287,7 +362,10 @@ pub fn get(
 
 /// Downloads `remote_path` to `local_path`, calling `progress(done, total)` as data is
 /// written in order. The data goes to [`part_path`] and becomes `local_path` (an atomic
-/// rename, replacing any file there) only once its SHA-256 matched the server's. With
+/// rename) only once its SHA-256 matched the server's. An existing regular file at
+/// `local_path` is replaced only with [`TransferOptions::overwrite`] (checked before the
+/// `fget` and again before the rename); a symlink, directory, device, FIFO or socket there
+/// is never replaced. With
 /// `resume`, a partial copy of the same size and hash continues from its length after being
 /// re-hashed; if the finished copy then fails the hash, the download starts once more from
 /// 0. This is [`transfer_many::get_many`] with one file.
@@ -434,13 +512,15 @@ pub(crate) fn start_download(
 
 /// Ends a download's local side: waits for every queued write (the partial copy stays a
 /// prefix of the file, for a resume), then, if `streamed` and the writes succeeded, checks
-/// the SHA-256 and renames the synced partial copy to `local_path`. On a failure the partial
+/// the SHA-256 and renames the synced partial copy to `local_path` (after checking once more
+/// that it may replace what is there, see [`check_target`]). On a failure the partial
 /// copy is kept, unless it is known to be wrong (an integrity failure deletes it and its
 /// info file); a write error outranks the local failure it caused.
 pub(crate) fn finish_download(
     opened: &FgetReply,
     receiving: Receiving,
     local_path: &Path,
+    overwrite: bool,
     streamed: Result<(), TransferFailure>,
 ) -> Result<TransferOutcome, TransferFailure> {
     let Receiving {
@@ -473,6 +553,9 @@ pub(crate) fn finish_download(
     };
     file.sync_all().map_err(local(&part))?;
     drop(file);
+    // What is at the target may have changed while the data flowed; the verified copy stays
+    // in the partial file (a `--resume` finds it) when it may not replace it.
+    check_target(local_path, overwrite)?;
     std::fs::rename(&part, local_path).map_err(local(local_path))?;
     let _ = std::fs::remove_file(&info);
     Ok(TransferOutcome {
@@ -493,7 +576,11 @@ mod tests {
     const SIZE: usize = 5 * MAX_FPUT_DATA + 1234;
 
     fn options(resume: bool, window: usize) -> TransferOptions {
-        TransferOptions { resume, window }
+        TransferOptions {
+            resume,
+            window,
+            overwrite: false,
+        }
     }
 
     #[test]
@@ -644,10 +731,78 @@ mod tests {
         fake.files.insert("f".into(), content(SIZE, 7));
         let dst = dir.path().join("f.out");
         std::fs::write(&dst, b"old").unwrap();
-        let err = get(&mut fake, "f", &dst, false, &mut |_, _| {}).unwrap_err();
+        let replace = TransferOptions {
+            overwrite: true,
+            ..TransferOptions::default()
+        };
+        let err = get_with(&mut fake, "f", &dst, &replace, &mut |_, _| {}).unwrap_err();
         assert!(matches!(err, TransferFailure::Integrity), "{err}");
         assert_eq!(std::fs::read(&dst).unwrap(), b"old");
         assert!(!part_path(&dst).exists() && !part_info_path(&dst).exists());
+    }
+
+    #[test]
+    fn get_refuses_an_existing_file_unless_allowed() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = content(SIZE, 8);
+        let mut fake = Fake::default();
+        fake.files.insert("f".into(), data.clone());
+        let dst = dir.path().join("f.out");
+        std::fs::write(&dst, b"mine").unwrap();
+        let err = get(&mut fake, "f", &dst, false, &mut |_, _| {}).unwrap_err();
+        assert!(matches!(err, TransferFailure::TargetExists { .. }), "{err}");
+        assert_eq!(std::fs::read(&dst).unwrap(), b"mine");
+        assert_eq!(fake.chunks, 0, "data was fetched for a refused download");
+        assert!(!part_path(&dst).exists());
+        let replace = TransferOptions {
+            overwrite: true,
+            ..TransferOptions::default()
+        };
+        get_with(&mut fake, "f", &dst, &replace, &mut |_, _| {}).unwrap();
+        assert_eq!(std::fs::read(&dst).unwrap(), data);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn get_never_replaces_what_is_not_a_regular_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut fake = Fake::default();
+        fake.files.insert("f".into(), content(SIZE, 9));
+        let replace = TransferOptions {
+            overwrite: true,
+            ..TransferOptions::default()
+        };
+        let target = dir.path().join("target");
+        std::fs::write(&target, b"keep").unwrap();
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        let sub = dir.path().join("sub");
+        std::fs::create_dir(&sub).unwrap();
+        // A symlink or a directory is refused, even allowed to overwrite.
+        for (path, kind) in [(&link, "symbolic link"), (&sub, "directory")] {
+            let err = get_with(&mut fake, "f", path, &replace, &mut |_, _| {}).unwrap_err();
+            assert!(
+                matches!(&err, TransferFailure::TargetNotRegular { kind: k, .. } if *k == kind),
+                "{err}"
+            );
+        }
+        assert_eq!(std::fs::read(&target).unwrap(), b"keep");
+        assert!(
+            std::fs::symlink_metadata(&link)
+                .unwrap()
+                .file_type()
+                .is_symlink()
+        );
+        // So is a symlink where the partial copy would go.
+        let dst = dir.path().join("new");
+        std::os::unix::fs::symlink(&target, part_path(&dst)).unwrap();
+        let err = get_with(&mut fake, "f", &dst, &replace, &mut |_, _| {}).unwrap_err();
+        assert!(
+            matches!(err, TransferFailure::TargetNotRegular { .. }),
+            "{err}"
+        );
+        assert_eq!(std::fs::read(&target).unwrap(), b"keep");
+        assert_eq!(fake.chunks, 0);
     }
 
     #[test]

@@ -35,7 +35,7 @@ use vserv_service::client::ClientError;
 
 use crate::read_ahead::{Batch, ReadAhead};
 use crate::transfer::{
-    RawCalls, Receiving, TransferFailure, TransferOptions, TransferOutcome, deliver,
+    RawCalls, Receiving, TransferFailure, TransferOptions, TransferOutcome, check_target, deliver,
     finish_download, local, resume_sender, start_download,
 };
 
@@ -109,7 +109,7 @@ pub fn get_many(
         .iter()
         .map(|file| {
             let duplicate = !targets.insert(lexical(&file.local));
-            DownloadJob::new(file, options.resume, window, duplicate)
+            DownloadJob::new(file, options, window, duplicate)
         })
         .collect();
     drive(
@@ -799,6 +799,8 @@ enum Down {
 struct DownloadJob<'f> {
     file: &'f Download,
     resume: bool,
+    /// May replace a regular file at the local path.
+    overwrite: bool,
     window: usize,
     /// Another download of the batch writes the same local file: this one does not start.
     duplicate: bool,
@@ -809,10 +811,11 @@ struct DownloadJob<'f> {
 }
 
 impl<'f> DownloadJob<'f> {
-    fn new(file: &'f Download, resume: bool, window: usize, duplicate: bool) -> Self {
+    fn new(file: &'f Download, options: &TransferOptions, window: usize, duplicate: bool) -> Self {
         DownloadJob {
             file,
-            resume,
+            resume: options.resume,
+            overwrite: options.overwrite,
             window,
             duplicate,
             state: Down::Start,
@@ -829,7 +832,7 @@ impl<'f> DownloadJob<'f> {
         };
         let (opened, receiving) = *streaming;
         let resumed_from = receiving.resumed_from;
-        match finish_download(&opened, receiving, &self.file.local, Ok(())) {
+        match finish_download(&opened, receiving, &self.file.local, self.overwrite, Ok(())) {
             Err(TransferFailure::Integrity) if self.resume && resumed_from > 0 => {
                 let receiving = start_download(&opened, &self.file.local, false, self.window)?;
                 self.state = Down::Streaming(Box::new((opened, receiving)));
@@ -863,6 +866,7 @@ impl Job for DownloadJob<'_> {
                         }
                         .into());
                     }
+                    check_target(&self.file.local, self.overwrite)?;
                     if wire.room == 0 {
                         return Ok(());
                     }
@@ -954,7 +958,13 @@ impl Job for DownloadJob<'_> {
             Down::Rehashing(rehashing) => match rehashing.1.join(&self.file.local) {
                 // The writer it started ends with the failure (what it wrote stays).
                 Ok(receiving) => {
-                    match finish_download(&rehashing.0, receiving, &self.file.local, Err(failure)) {
+                    match finish_download(
+                        &rehashing.0,
+                        receiving,
+                        &self.file.local,
+                        self.overwrite,
+                        Err(failure),
+                    ) {
                         Err(e) => e,
                         Ok(_) => TransferFailure::Machine(TransferError::BadState),
                     }
@@ -964,7 +974,13 @@ impl Job for DownloadJob<'_> {
             Down::Streaming(streaming) => {
                 let (opened, receiving) = *streaming;
                 // Writes what was queued (the partial copy stays a prefix, for a resume).
-                match finish_download(&opened, receiving, &self.file.local, Err(failure)) {
+                match finish_download(
+                    &opened,
+                    receiving,
+                    &self.file.local,
+                    self.overwrite,
+                    Err(failure),
+                ) {
                     Err(e) => e,
                     Ok(_) => TransferFailure::Machine(TransferError::BadState),
                 }
@@ -1002,7 +1018,11 @@ mod tests {
     use crate::transfer::{part_info_path, part_path};
 
     fn options(resume: bool, window: usize) -> TransferOptions {
-        TransferOptions { resume, window }
+        TransferOptions {
+            resume,
+            window,
+            overwrite: false,
+        }
     }
 
     /// Sizes from a fixed xorshift sequence: 0 bytes, a few bytes, exact and ragged
@@ -1241,13 +1261,11 @@ mod tests {
                 local: dir.path().join(".").join("d0"),
             },
         ];
-        let results = get_many(
-            &mut fake,
-            &downloads,
-            &options(false, 8),
-            4,
-            &mut |_, _, _| {},
-        );
+        let replace = TransferOptions {
+            overwrite: true,
+            ..options(false, 8)
+        };
+        let results = get_many(&mut fake, &downloads, &replace, 4, &mut |_, _, _| {});
         assert_eq!(std::fs::read(target("d0")).unwrap(), datas[0]);
         assert!(
             matches!(&results[1], Err(TransferFailure::Client(ClientError::Server(e))) if e.code == ErrorCode::NotFound),

@@ -175,6 +175,7 @@ fn export_server(client: &ClientArgs, from: u64) -> anyhow::Result<()> {
         let bar = progress_bar(last.saturating_sub(from.saturating_sub(1)), "exporting");
         // Pages of `rlist * NEXT LAST`: a page never skips or repeats an entry.
         let mut next = (from <= last).then_some(from.max(1));
+        let mut seqs = crate::paging::Seqs::new("chain export");
         while let Some(start) = next {
             let command = Command::Rlist {
                 kind: None,
@@ -201,6 +202,9 @@ fn export_server(client: &ClientArgs, from: u64) -> anyhow::Result<()> {
             for entry in &entries {
                 writer.entry(entry)?;
                 bar.inc(1);
+            }
+            if let Some(after) = after {
+                seqs.follow(start, after)?;
             }
             next = after;
         }

@@ -1,6 +1,7 @@
 //! The client subcommands: connect, log in if asked, run one command, print its reply.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail};
 use clap::Args;
@@ -11,6 +12,7 @@ use vserv_service::client::{ClientError, ClientOptions};
 use vserv_store::trust::TrustDecision;
 
 use crate::credentials::{self, Password};
+use crate::show::{escape, escape_bytes, escape_text};
 
 /// Options shared by every client subcommand.
 #[derive(Args, Debug, Clone)]
@@ -32,7 +34,15 @@ pub struct ClientArgs {
     /// `vserv user key add`) instead of a password; --user names the account.
     #[arg(long, value_name = "FILE", requires = "user")]
     pub key: Option<PathBuf>,
+    /// Give up when a request has had no reply and nothing at all arrived from the server
+    /// for this many seconds (0: wait as long as the connection lasts). Any data received
+    /// counts, so a transfer that is moving never times out.
+    #[arg(long, value_name = "SECS", default_value_t = DEFAULT_TIMEOUT_SECS)]
+    pub timeout: u64,
 }
+
+/// The default `--timeout`, in seconds.
+pub const DEFAULT_TIMEOUT_SECS: u64 = 60;
 
 impl ClientArgs {
     /// Client options from the command line.
@@ -47,6 +57,7 @@ impl ClientArgs {
         };
         let mut options = ClientOptions::new(known_servers);
         options.pinned = self.server_key;
+        options.response_timeout = (self.timeout > 0).then(|| Duration::from_secs(self.timeout));
         Ok(options)
     }
 }
@@ -130,7 +141,9 @@ pub fn connect_then<T>(
         };
         match client.call(&login) {
             Ok(_) => tracing::info!(user = %user, "logged in"),
-            Err(ClientError::Server(e)) => bail!("cannot log in as '{user}': {}", e.message),
+            Err(ClientError::Server(e)) => {
+                bail!("cannot log in as '{user}': {}", escape(&e.message))
+            }
             Err(e) => {
                 return Err(anyhow::Error::new(e).context(format!("logging in as '{user}'")));
             }
@@ -147,15 +160,15 @@ pub fn delivery_lines(d: &vserv_core::commands::Delivery) -> String {
         d.state.as_str(),
         d.size,
         d.time,
-        d.from,
+        escape(&d.from),
         hex::encode(d.sha256),
-        d.name
+        escape(&d.name)
     );
     if !d.note.is_empty() {
-        text.push_str(&format!("\n  note: {}", d.note));
+        text.push_str(&format!("\n  note: {}", escape(&d.note)));
     }
     if !d.reason.is_empty() {
-        text.push_str(&format!("\n  reason: {}", d.reason));
+        text.push_str(&format!("\n  reason: {}", escape(&d.reason)));
     }
     text
 }
@@ -179,28 +192,30 @@ pub fn login(args: &ClientArgs) -> anyhow::Result<()> {
 pub fn print_reply(reply: &Reply, fingerprint: Option<Fingerprint>) {
     match reply {
         Reply::Greeting(text) => {
-            println!("{text}");
+            println!("{}", escape(text));
             if let Some(f) = fingerprint {
                 println!("server key: {f}");
             }
         }
-        Reply::Version { protocol, software } => println!("protocol {protocol}, {software}"),
-        Reply::Identity { name, fingerprint } => println!("{name} {fingerprint}"),
-        Reply::Help(text) => print!("{text}"),
-        Reply::Pong(payload) => println!("{}", String::from_utf8_lossy(payload)),
+        Reply::Version { protocol, software } => {
+            println!("protocol {protocol}, {}", escape(software))
+        }
+        Reply::Identity { name, fingerprint } => println!("{} {fingerprint}", escape(name)),
+        Reply::Help(text) => print!("{}", escape_text(text)),
+        Reply::Pong(payload) => println!("{}", escape_bytes(payload)),
         Reply::Bye => println!("bye"),
-        Reply::User { name, role } => println!("{name} ({})", role.as_str()),
+        Reply::User { name, role } => println!("{} ({})", escape(name), role.as_str()),
         Reply::Anonymous => println!("not logged in"),
         Reply::Done => println!("ok"),
         Reply::Users(users) => {
             for u in users {
                 let state = if u.enabled { "enabled" } else { "disabled" };
-                println!("{:<32} {:<5} {state}", u.name, u.role.as_str());
+                println!("{:<32} {:<5} {state}", escape(&u.name), u.role.as_str());
             }
         }
         Reply::Keys(keys) => {
             for k in keys {
-                println!("{k}");
+                println!("{}", escape(&k.to_string()));
             }
         }
         Reply::IdleTimeout(seconds) => println!("idle timeout: {seconds}s"),
@@ -209,15 +224,12 @@ pub fn print_reply(reply: &Reply, fingerprint: Option<Fingerprint>) {
             println!("seq {} hash {}", entry.seq(), hex::encode(entry.hash()));
             println!(
                 "author {} kind {} time_ms {}",
-                entry.author(),
-                entry.kind(),
+                escape(entry.author()),
+                escape(entry.kind()),
                 entry.timestamp()
             );
-            println!(
-                "record {}",
-                String::from_utf8_lossy(entry.record_id()).escape_debug()
-            );
-            print!("{}", String::from_utf8_lossy(entry.body()));
+            println!("record {}", escape_bytes(entry.record_id()));
+            print!("{}", escape_text(&String::from_utf8_lossy(entry.body())));
         }
         Reply::Page { entries, next } => {
             for entry in entries {
@@ -225,9 +237,9 @@ pub fn print_reply(reply: &Reply, fingerprint: Option<Fingerprint>) {
                     "seq {} hash {} kind {} author {} record {}",
                     entry.seq(),
                     hex::encode(entry.hash()),
-                    entry.kind(),
-                    entry.author(),
-                    String::from_utf8_lossy(entry.record_id()).escape_debug()
+                    escape(entry.kind()),
+                    escape(entry.author()),
+                    escape_bytes(entry.record_id())
                 );
             }
             if let Some(next) = next {
@@ -241,21 +253,21 @@ pub fn print_reply(reply: &Reply, fingerprint: Option<Fingerprint>) {
                     e.kind.as_str(),
                     e.size,
                     e.modified,
-                    e.name
+                    escape(&e.name)
                 );
             }
             if let Some(next) = next {
-                println!("next {next}");
+                println!("next {}", escape(next));
             }
         }
-        Reply::Cwd(path) => println!("{path}"),
-        Reply::Delivered(name) => println!("delivered as {name}"),
+        Reply::Cwd(path) => println!("{}", escape(path)),
+        Reply::Delivered(name) => println!("delivered as {}", escape(name)),
         Reply::Deliveries { entries, next } => {
             for d in entries {
                 println!("{}", delivery_lines(d));
             }
             if let Some(next) = next {
-                println!("next {next}");
+                println!("next {}", escape(next));
             }
         }
         Reply::Opened(r) => println!("transfer {} from offset {}", r.id, r.offset),
@@ -288,8 +300,8 @@ pub fn print_reply(reply: &Reply, fingerprint: Option<Fingerprint>) {
         ),
         Reply::ChainOk { seq } => println!("ok: {seq} entries verified"),
         Reply::ChainBad { seq, reason } => match seq {
-            Some(seq) => println!("bad at seq {seq}: {reason}"),
-            None => println!("bad: {reason}"),
+            Some(seq) => println!("bad at seq {seq}: {}", escape(reason)),
+            None => println!("bad: {}", escape(reason)),
         },
     }
 }

@@ -18,6 +18,8 @@ use vserv_core::commands::{Command, LS_MAX_LIMIT, ListPage, Reply, SendArgs as S
 use vserv_service::client::ClientError;
 
 use crate::client_cmd::{self, ClientArgs, Connected};
+use crate::paging::Tokens;
+use crate::show::escape;
 
 /// `vserv put` options.
 #[derive(Args, Debug)]
@@ -56,6 +58,11 @@ pub struct GetArgs {
     /// for each file.
     #[arg(long)]
     pub resume: bool,
+    /// Replace an existing regular file at the local path (without it such a download is
+    /// refused before anything is fetched). A symlink, directory, device, FIFO or socket is
+    /// never replaced, even with --force.
+    #[arg(long, short = 'f')]
+    pub force: bool,
     /// Chunk requests kept in flight (1-256), shared by the files transferred at once.
     #[arg(long, default_value_t = transfer::DEFAULT_WINDOW as u16,
           value_parser = clap::value_parser!(u16).range(1..=256))]
@@ -361,7 +368,8 @@ fn error_line(e: &TransferFailure) -> String {
         }
         cause = c.source();
     }
-    parts.join(": ").replace('\n', " ")
+    // Server errors are quoted in it: shown escaped.
+    crate::show::escape(&parts.join(": ").replace('\n', " ")).into_owned()
 }
 
 /// Prints the report line of every file that made it, then ends the session; fails naming
@@ -401,6 +409,7 @@ pub fn put(args: PutArgs) -> anyhow::Result<()> {
     let options = TransferOptions {
         resume: args.resume,
         window: usize::from(args.window),
+        ..TransferOptions::default()
     };
     if let [one] = plan.as_slice() {
         return put_one(&args.client, one, &options);
@@ -458,6 +467,7 @@ pub fn get(args: GetArgs) -> anyhow::Result<()> {
     let options = TransferOptions {
         resume: args.resume,
         window: usize::from(args.window),
+        overwrite: args.force,
     };
     if let [one] = plan.as_slice() {
         return get_one(&args.client, one, &options);
@@ -516,6 +526,7 @@ pub fn ls(args: LsArgs) -> anyhow::Result<()> {
     let mut connected = client_cmd::connect(&args.client)?;
     let mut out = std::io::stdout().lock();
     let mut from: Option<String> = None;
+    let mut tokens = Tokens::new("ls");
     loop {
         let page = ListPage {
             dir: args.dir.clone(),
@@ -537,11 +548,14 @@ pub fn ls(args: LsArgs) -> anyhow::Result<()> {
                 e.kind.as_str(),
                 e.size,
                 e.modified,
-                e.name
+                escape(&e.name)
             )?;
         }
         match next {
-            Some(name) => from = Some(name),
+            Some(name) => {
+                tokens.follow(&name)?;
+                from = Some(name);
+            }
             None => break,
         }
     }
@@ -592,7 +606,10 @@ pub fn send(args: SendArgs) -> anyhow::Result<()> {
     if let Err(e) = connected.client.call(&Command::Del {
         path: staged.clone(),
     }) {
-        eprintln!("vserv: could not delete the staged copy {staged}: {e}");
+        eprintln!(
+            "vserv: could not delete the staged copy {staged}: {}",
+            escape(&e.to_string())
+        );
     }
     let name = match delivered {
         Ok(Reply::Delivered(name)) => name,
@@ -607,7 +624,8 @@ pub fn send(args: SendArgs) -> anyhow::Result<()> {
             .as_deref()
             .unwrap_or(vserv_core::commands::DEFAULT_INBOX_FOLDER),
         outcome.size,
-        hex::encode(outcome.sha256)
+        hex::encode(outcome.sha256),
+        name = escape(&name),
     );
     connected.quit()
 }
@@ -618,6 +636,7 @@ pub fn inbox(args: InboxArgs) -> anyhow::Result<()> {
     let mut connected = client_cmd::connect(&args.client)?;
     let mut out = std::io::stdout().lock();
     let mut from: Option<String> = None;
+    let mut tokens = Tokens::new("inbox");
     loop {
         let page = ListPage {
             dir: args.folder.clone(),
@@ -632,7 +651,10 @@ pub fn inbox(args: InboxArgs) -> anyhow::Result<()> {
             writeln!(out, "{}", client_cmd::delivery_lines(d))?;
         }
         match next {
-            Some(name) => from = Some(name),
+            Some(name) => {
+                tokens.follow(&name)?;
+                from = Some(name);
+            }
             None => break,
         }
     }

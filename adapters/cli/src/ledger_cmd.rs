@@ -11,6 +11,8 @@ use vserv_core::commands::{Command, RLIST_MAX_LIMIT, RecordSelector, Reply, SeqR
 use vserv_core::ledger::{Entry, MAX_BODY, SignedHead, body_to_fields, fields_to_body};
 
 use crate::client_cmd::{self, ClientArgs, Connected};
+use crate::paging::Seqs;
+use crate::show::{escape, escape_bytes};
 
 /// `vserv rput` options.
 #[derive(Args, Debug)]
@@ -138,6 +140,7 @@ pub fn rlist(args: RlistArgs) -> anyhow::Result<()> {
     let mut connected = client_cmd::connect(&args.client)?;
     let mut next = Some(args.from);
     let mut left = args.max.unwrap_or(u64::MAX);
+    let mut seqs = Seqs::new("rlist");
     let mut out = std::io::stdout().lock();
     while let Some(from) = next
         && left > 0
@@ -165,12 +168,15 @@ pub fn rlist(args: RlistArgs) -> anyhow::Result<()> {
                 "{} {} {} {} {}",
                 entry.seq(),
                 hex::encode(entry.hash()),
-                entry.kind(),
-                entry.author(),
-                String::from_utf8_lossy(entry.record_id()).escape_debug()
+                escape(entry.kind()),
+                escape(entry.author()),
+                escape_bytes(entry.record_id())
             )?;
         }
         left = left.saturating_sub(entries.len() as u64);
+        if let Some(after) = after {
+            seqs.follow(from, after)?;
+        }
         next = after;
     }
     out.flush()?;
@@ -254,8 +260,13 @@ pub fn rcheck(args: RcheckArgs) -> anyhow::Result<()> {
         Reply::ChainBad {
             seq: Some(seq),
             reason,
-        } => bail!("the server's chain is broken at seq {seq}: {reason}"),
-        Reply::ChainBad { seq: None, reason } => bail!("the server's chain is broken: {reason}"),
+        } => bail!(
+            "the server's chain is broken at seq {seq}: {}",
+            escape(&reason)
+        ),
+        Reply::ChainBad { seq: None, reason } => {
+            bail!("the server's chain is broken: {}", escape(&reason))
+        }
         other => bail!("unexpected reply to rcheck: {other:?}"),
     }
 }
@@ -374,8 +385,8 @@ pub fn show_entry(entry: &Entry) -> String {
     };
     line("seq", &entry.seq().to_string());
     line("time", &rfc3339_ms(entry.timestamp()));
-    line("author", entry.author());
-    line("kind", entry.kind());
+    line("author", &escape(entry.author()));
+    line("kind", &escape(entry.kind()));
     line("record", &show_record_id(entry.record_id()));
     line("hash", &hex::encode(entry.hash()));
     let body = entry.body();
@@ -386,12 +397,12 @@ pub fn show_entry(entry: &Entry) -> String {
     if let Ok(fields) = body_to_fields(body) {
         line("body", &format!("{} fields", fields.len()));
         for (key, value) in fields {
-            out.push_str(&format!("  {key} = {value}\n"));
+            out.push_str(&format!("  {} = {}\n", escape(&key), escape(&value)));
         }
     } else if let Ok(text) = std::str::from_utf8(body) {
         line("body", &format!("text, {} bytes", body.len()));
         for text_line in text.lines() {
-            out.push_str(&format!("  {}\n", text_line.escape_debug()));
+            out.push_str(&format!("  {}\n", escape(text_line)));
         }
     } else {
         line("body", &format!("hex, {} bytes", body.len()));
@@ -405,7 +416,7 @@ pub fn show_entry(entry: &Entry) -> String {
 /// A record id as text when it is printable UTF-8, else `hex:` and its bytes in hex.
 fn show_record_id(id: &[u8]) -> String {
     match std::str::from_utf8(id) {
-        Ok(text) if !text.chars().any(char::is_control) && !text.starts_with("hex:") => {
+        Ok(text) if !text.chars().any(crate::show::is_unsafe) && !text.starts_with("hex:") => {
             text.to_owned()
         }
         _ => format!("hex:{}", hex::encode(id)),
@@ -495,5 +506,6 @@ mod tests {
         assert_eq!(show_record_id(b"a\nb"), "hex:610a62");
         assert_eq!(show_record_id(&[0xff]), "hex:ff");
         assert_eq!(show_record_id(b"hex:00"), "hex:6865783a3030");
+        assert_eq!(show_record_id("a\u{202e}b".as_bytes()), "hex:61e280ae62");
     }
 }

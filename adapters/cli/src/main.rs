@@ -7,7 +7,9 @@ mod config;
 mod credentials;
 mod files_cmd;
 mod ledger_cmd;
+mod paging;
 mod serve;
+mod show;
 mod user_cmd;
 
 use std::process::ExitCode;
@@ -168,7 +170,8 @@ fn one_line(e: &anyhow::Error) -> String {
             parts.push(text);
         }
     }
-    parts.join(": ").replace('\n', " ")
+    // Server errors and close reasons are quoted in it: shown escaped.
+    show::escape(&parts.join(": ").replace('\n', " ")).into_owned()
 }
 
 fn init_logging(verbose: u8) {

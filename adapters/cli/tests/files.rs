@@ -515,3 +515,209 @@ fn a_5_gib_sparse_file_round_trips_with_the_same_sha256() {
     assert_eq!(std::fs::metadata(&back).expect("back").len(), size);
     assert_eq!(sha256_of(&back), sha);
 }
+
+#[test]
+fn get_never_destroys_what_is_at_the_local_path() {
+    let env = Env::new();
+    let src = env.path("report.bin");
+    let sha = write_content(&src, 40_000, 11);
+    env.vserv(&["put", "report.bin"]).ok();
+    env.vserv(&["put", "report.bin", "other.bin"]).ok();
+
+    // An existing file is refused (nothing fetched, nothing changed), then --force replaces it.
+    std::fs::write(env.path("mine.bin"), b"my own work").expect("write");
+    let err = env.vserv(&["get", "report.bin", "mine.bin"]).fails();
+    assert!(
+        err.contains("already exists") && err.contains("--force"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read(env.path("mine.bin")).expect("read"),
+        b"my own work"
+    );
+    assert!(!env.path("mine.bin.vserv-part").exists());
+    env.vserv(&["get", "report.bin", "mine.bin", "--force"])
+        .ok();
+    assert_eq!(sha256_of(&env.path("mine.bin")), sha);
+
+    // Into a directory: the existing file is named and kept, the other file arrives.
+    std::fs::create_dir(env.path("in")).expect("mkdir");
+    std::fs::write(env.path("in/report.bin"), b"keep").expect("write");
+    let err = env.vserv(&["get", "report.bin", "other.bin", "in"]).fails();
+    assert!(err.contains("1 of 2 downloads failed"), "{err}");
+    assert!(err.contains("already exists"), "{err}");
+    assert_eq!(
+        std::fs::read(env.path("in/report.bin")).expect("read"),
+        b"keep"
+    );
+    assert_eq!(sha256_of(&env.path("in/other.bin")), sha);
+
+    // A symlink and a FIFO are never replaced, even with --force.
+    std::os::unix::fs::symlink("mine.bin", env.path("link.bin")).expect("symlink");
+    let status = Command::new("mkfifo")
+        .arg(env.path("fifo"))
+        .status()
+        .expect("run mkfifo");
+    assert!(status.success());
+    for (name, kind) in [("link.bin", "symbolic link"), ("fifo", "FIFO")] {
+        for force in [false, true] {
+            let mut args = vec!["get", "report.bin", name];
+            if force {
+                args.push("--force");
+            }
+            let err = env.vserv(&args).fails();
+            assert!(
+                err.contains(&format!("is a {kind}, not a regular file")),
+                "{err}"
+            );
+        }
+    }
+    let link = std::fs::symlink_metadata(env.path("link.bin")).expect("stat link");
+    assert!(link.file_type().is_symlink());
+    let fifo = std::fs::symlink_metadata(env.path("fifo")).expect("stat fifo");
+    assert!(std::os::unix::fs::FileTypeExt::is_fifo(&fifo.file_type()));
+}
+
+/// A loopback proxy in front of a server that flips one bit of every connection's
+/// server-to-client stream at byte `at` (a record's ciphertext once past the handshake),
+/// or, with `pace`, passes that stream on at most `pace.0` bytes per `pace.1`; stopped when
+/// dropped.
+struct Tamper {
+    addr: String,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    accept: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Tamper {
+    fn start(server: &str, at: Option<usize>, pace: Option<(usize, Duration)>) -> Tamper {
+        use std::net::{TcpListener, TcpStream};
+        use std::sync::atomic::Ordering;
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind the proxy");
+        let addr = listener.local_addr().expect("proxy address").to_string();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopping = stop.clone();
+        let server = server.to_owned();
+        let accept = std::thread::spawn(move || {
+            for client in listener.incoming() {
+                if stopping.load(Ordering::SeqCst) {
+                    return;
+                }
+                let (Ok(client), Ok(upstream)) = (client, TcpStream::connect(&server)) else {
+                    continue;
+                };
+                let (mut c_in, mut u_out) = (
+                    client.try_clone().expect("clone"),
+                    upstream.try_clone().expect("clone"),
+                );
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut c_in, &mut u_out);
+                    let _ = u_out.shutdown(std::net::Shutdown::Write);
+                });
+                let (mut u_in, mut c_out) = (upstream, client);
+                std::thread::spawn(move || {
+                    let mut seen = 0usize;
+                    let mut buf = vec![0u8; pace.map_or(64 * 1024, |(n, _)| n)];
+                    loop {
+                        let n = match std::io::Read::read(&mut u_in, &mut buf) {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => n,
+                        };
+                        if let Some(at) = at
+                            && (seen..seen + n).contains(&at)
+                        {
+                            buf[at - seen] ^= 0x01;
+                        }
+                        if let Some((_, every)) = pace {
+                            std::thread::sleep(every);
+                        }
+                        seen += n;
+                        if c_out.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                    }
+                    let _ = c_out.shutdown(std::net::Shutdown::Both);
+                });
+            }
+        });
+        Tamper {
+            addr,
+            stop,
+            accept: Some(accept),
+        }
+    }
+}
+
+impl Drop for Tamper {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        // Wake the accept loop so it sees the flag.
+        let _ = std::net::TcpStream::connect(&self.addr);
+        if let Some(accept) = self.accept.take() {
+            let _ = accept.join();
+        }
+    }
+}
+
+#[test]
+fn a_tampered_server_record_is_reported_as_such() {
+    let env = Env::new();
+    write_content(&env.path("big.bin"), 4 << 20, 12);
+    env.vserv(&["put", "big.bin"]).ok();
+    let tamper = Tamper::start(&env.server.addr, Some(1 << 20), None);
+    let known = env.path("known_servers");
+    let args = [
+        "get",
+        "big.bin",
+        "copy.bin",
+        "--server",
+        &tamper.addr,
+        "--known-servers",
+        known.to_str().expect("utf-8 path"),
+        "--server-key",
+        &env.server.fingerprint,
+        "--user",
+        "alice",
+    ];
+    let mut cmd = env.scratch.command(&args, &[("VSERV_PASSWORD", PASSWORD)]);
+    cmd.current_dir(env.scratch.dir());
+    let err = Run::from_output(cmd.output().expect("run vserv")).fails();
+    assert!(err.contains("record failed authentication"), "{err}");
+    assert!(!env.path("copy.bin").exists());
+    drop(tamper);
+}
+
+#[test]
+fn a_slow_transfer_that_keeps_moving_does_not_time_out() {
+    let env = Env::new();
+    let sha = write_content(&env.path("big.bin"), 20 * 1024, 13);
+    env.vserv(&["put", "big.bin"]).ok();
+    // 768 bytes every 200 ms: a 16 KiB chunk's reply alone takes over 4 s, more than
+    // --timeout 3 (which leaves the login's argon2 time on a loaded machine), but bytes
+    // never stop for long.
+    let slow = Tamper::start(
+        &env.server.addr,
+        None,
+        Some((768, Duration::from_millis(200))),
+    );
+    let known = env.path("known_servers");
+    let args = [
+        "get",
+        "big.bin",
+        "copy.bin",
+        "--timeout",
+        "3",
+        "--server",
+        &slow.addr,
+        "--known-servers",
+        known.to_str().expect("utf-8 path"),
+        "--server-key",
+        &env.server.fingerprint,
+        "--user",
+        "alice",
+    ];
+    let mut cmd = env.scratch.command(&args, &[("VSERV_PASSWORD", PASSWORD)]);
+    cmd.current_dir(env.scratch.dir());
+    Run::from_output(cmd.output().expect("run vserv")).ok();
+    assert_eq!(sha256_of(&env.path("copy.bin")), sha);
+    drop(slow);
+}

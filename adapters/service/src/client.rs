@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use rand_core::CryptoRng;
 use vserv_core::commands::{Command, Reply};
@@ -21,6 +21,10 @@ pub struct ClientOptions {
     pub pinned: Option<Fingerprint>,
     /// Connection tunables.
     pub config: Config,
+    /// How long a call waits while nothing at all arrives from the server before it fails
+    /// with [`ClientError::NoReply`] (`None`: until the connection's own timers end it).
+    /// Any received byte counts as activity, so a transfer whose data flows never hits it.
+    pub response_timeout: Option<Duration>,
 }
 
 impl ClientOptions {
@@ -30,6 +34,7 @@ impl ClientOptions {
             known_servers: known_servers.into(),
             pinned: None,
             config: Config::default(),
+            response_timeout: None,
         }
     }
 }
@@ -67,6 +72,10 @@ pub enum ClientError {
     /// The server did not answer in time.
     #[error("timed out waiting for the server")]
     TimedOut,
+    /// Nothing arrived from the server for the response timeout while a reply was awaited
+    /// ([`ClientOptions::response_timeout`]); the connection should be dropped.
+    #[error("no reply from the server for {} s; gave up waiting", .0.as_secs_f64())]
+    NoReply(Duration),
 }
 
 /// One client session over a [`Connection`], with trust and reply bookkeeping.
@@ -78,6 +87,9 @@ pub struct ClientSession {
     trust: Option<TrustDecision>,
     replies: BTreeMap<u32, vserv_core::Response>,
     peer_close: Option<Close>,
+    /// The connection's first fatal error (a record that failed authentication, a
+    /// timeout...), reported by every later call instead of a bare "connection closed".
+    fatal: Option<vserv_core::Error>,
 }
 
 impl ClientSession {
@@ -97,6 +109,7 @@ impl ClientSession {
             trust: None,
             replies: BTreeMap::new(),
             peer_close: None,
+            fatal: None,
         })
     }
 
@@ -169,11 +182,13 @@ impl ClientSession {
     }
 
     /// The client error for a connection error: an end of stream or a closed connection is
-    /// reported as why the session ended (the server's close, if it sent one).
-    pub fn failure(&self, error: vserv_core::Error) -> ClientError {
+    /// reported as why the session ended (the first fatal error, else the server's close, if
+    /// it sent one); any other error is the first fatal one, kept for
+    /// [`ClientSession::ended_error`].
+    pub fn failure(&mut self, error: vserv_core::Error) -> ClientError {
         match error {
             vserv_core::Error::UnexpectedEof | vserv_core::Error::Closed => self.ended_error(),
-            e => e.into(),
+            e => self.fatal.get_or_insert(e).clone().into(),
         }
     }
 
@@ -202,8 +217,13 @@ impl ClientSession {
         Some(response.result.map_err(ClientError::Server))
     }
 
-    /// The error explaining why the session ended before an expected reply.
+    /// The error explaining why the session ended before an expected reply: the first
+    /// fatal error the connection met (e.g. "record failed authentication"), else the
+    /// server's close, else a bare "connection closed".
     pub fn ended_error(&self) -> ClientError {
+        if let Some(e) = &self.fatal {
+            return ClientError::Protocol(e.clone());
+        }
         match &self.peer_close {
             Some(close) => ClientError::ClosedByServer {
                 code: close.code,

@@ -21,6 +21,8 @@ pub struct Client {
     session: ClientSession,
     buf: Vec<u8>,
     out: Vec<u8>,
+    /// How long a wait may see no input at all before it fails.
+    response_timeout: Option<Duration>,
 }
 
 /// What ended a wait for input.
@@ -42,6 +44,7 @@ impl Client {
             session,
             buf: vec![0u8; 64 * 1024],
             out: Vec::with_capacity(64 * 1024),
+            response_timeout: options.response_timeout,
         };
         client.pump(|s| s.is_connected().then_some(())).await?;
         Ok(client)
@@ -101,11 +104,13 @@ impl Client {
         .await
     }
 
-    /// Drives the connection until `done` yields a value, the session ends, or a timer fires.
+    /// Drives the connection until `done` yields a value, the session ends, a timer fires,
+    /// or nothing arrives for the response timeout.
     async fn pump<T>(
         &mut self,
         mut done: impl FnMut(&mut ClientSession) -> Option<T>,
     ) -> Result<T, ClientError> {
+        let mut last_input = Instant::now();
         loop {
             let processed = self.session.process(Instant::now());
             self.flush().await?;
@@ -116,7 +121,18 @@ impl Client {
             if self.session.is_closed() {
                 return Err(self.session.ended_error());
             }
-            let deadline = self.session.connection().poll_timeout();
+            let silence = self
+                .response_timeout
+                .map(|limit| (limit, last_input + limit));
+            if let Some((limit, at)) = silence
+                && Instant::now() >= at
+            {
+                return Err(ClientError::NoReply(limit));
+            }
+            let deadline = match (self.session.connection().poll_timeout(), silence) {
+                (Some(timer), Some((_, at))) => Some(timer.min(at)),
+                (timer, silence) => timer.or(silence.map(|(_, at)| at)),
+            };
             let stream = &mut self.stream;
             let buf = &mut self.buf;
             let wake = future::or(async { Wake::Read(stream.read(buf).await) }, async {
@@ -130,22 +146,27 @@ impl Client {
             let conn = self.session.connection();
             let result = match wake {
                 Wake::Read(Ok(0)) => conn.handle_eof(Instant::now()),
-                Wake::Read(Ok(n)) => match self.buf.get(..n) {
-                    Some(data) => conn.handle_input(Instant::now(), data),
-                    None => Ok(()),
-                },
+                Wake::Read(Ok(n)) => {
+                    last_input = Instant::now();
+                    match self.buf.get(..n) {
+                        Some(data) => conn.handle_input(Instant::now(), data),
+                        None => Ok(()),
+                    }
+                }
                 Wake::Read(Err(e)) if e.kind() == io::ErrorKind::Interrupted => Ok(()),
                 Wake::Read(Err(e)) => return Err(e.into()),
                 Wake::Timer => conn.handle_timeout(Instant::now()),
             };
             if let Err(e) = result {
+                // The session keeps the failure, so the next call reports it too.
+                let error = self.session.failure(e);
                 // Deliver what arrived before the failure (a reply, a close), then report.
                 let _ = self.session.process(Instant::now());
                 let _ = self.flush().await;
                 if let Some(value) = done(&mut self.session) {
                     return Ok(value);
                 }
-                return Err(self.session.failure(e));
+                return Err(error);
             }
         }
     }

@@ -276,6 +276,7 @@ pub fn run(args: &TransferArgs) -> anyhow::Result<TransferReport> {
     let options = TransferOptions {
         resume: false,
         window: usize::from(args.window),
+        ..TransferOptions::default()
     };
 
     let dst = dir.path().join("download.bin");
