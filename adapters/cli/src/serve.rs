@@ -83,8 +83,13 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let store = vserv_store::db::FjallStore::open(&args.data)
         .with_context(|| format!("opening the store in {}", args.data.display()))?;
     let store: Arc<dyn vserv_store::Store> = Arc::new(store);
-    let accounts = Accounts::new(store.clone(), args.password, vserv_store::rng::os_rng()?)
-        .context("setting up accounts")?;
+    let accounts = Accounts::with_limits(
+        store.clone(),
+        args.password,
+        args.password_checks,
+        vserv_store::rng::os_rng()?,
+    )
+    .context("setting up accounts")?;
     let ledger = Arc::new(vserv_service::ledger::Ledger::new(store, identity.clone()));
     let tree = Arc::new(
         DiskTree::open(&args.data, args.files)
