@@ -209,10 +209,10 @@ impl Accounts {
         secret: &[u8],
         now: u64,
     ) -> Result<User, AccountError> {
-        let name = UserName::parse(name)?;
         if !self.is_empty()? {
             return Err(AccountError::AlreadyInitialised);
         }
+        let name = UserName::parse(name)?;
         let hashed = self.hash(secret)?;
         let _guard = self.lock();
         if !self.is_empty()? {
