@@ -25,8 +25,18 @@ impl Client {
     /// Connects to `addr` (`HOST:PORT`, also the known_servers key) and completes the
     /// handshake, deciding trust on the server key per `options`.
     pub fn connect(addr: &str, options: &ClientOptions) -> Result<Client, ClientError> {
+        let stream = connect_any(addr, options.config.handshake_timeout)?;
+        Self::over(stream, addr, options)
+    }
+
+    /// Like [`Client::connect`] over `stream`, already connected to `addr` (for a caller
+    /// that sets the socket up itself, e.g. binds its source address).
+    pub fn over(
+        stream: TcpStream,
+        addr: &str,
+        options: &ClientOptions,
+    ) -> Result<Client, ClientError> {
         let timeout = options.config.handshake_timeout;
-        let stream = connect_any(addr, timeout)?;
         stream.set_nodelay(true)?;
         stream.set_write_timeout(Some(timeout.max(crate::server::WRITE_TIMEOUT)))?;
         let session = ClientSession::new(addr, options, os_rng()?, Instant::now())?;

@@ -24,6 +24,8 @@
 //! memory_kib = 19456               # >= 8 * lanes, <= 4194304 (4 GiB)
 //! iterations = 2                   # 1..=64
 //! lanes = 1                        # 1..=16
+//! max_concurrent = 0               # password checks hashing at once, each in its own memory_kib (0..=1024; 0: one per CPU)
+//! max_queued = 64                  # checks waiting for one; more are refused as busy (0..=65536)
 //!
 //! [files]                          # the users' homes, in <data>/homes/<user>
 //! versions = 3                     # previous versions kept on overwrite (0..=100; 0: none)
@@ -39,13 +41,15 @@
 //!
 //! The values shown are the defaults. Existing password hashes keep the parameters they
 //! were made with (they are stored in the hash), so changing `[argon2]` affects new and
-//! changed passwords only.
+//! changed passwords only; `max_concurrent` and `max_queued` bound every check (see
+//! `vserv_service::accounts::checks`).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
-use vserv_service::accounts::PasswordParams;
+use vserv_service::accounts::checks::{MAX_CONCURRENT_LIMIT, MAX_QUEUED_LIMIT};
+use vserv_service::accounts::{CheckLimits, PasswordParams};
 use vserv_service::files::delivery::HooksConfig;
 use vserv_service::files::{DEFAULT_MIN_FREE_BYTES, DEFAULT_PARTIAL_EXPIRY, FilesConfig};
 use vserv_service::{LoginBackoff, Policy, RateLimit};
@@ -167,6 +171,10 @@ pub struct Argon2Config {
     pub iterations: Option<u32>,
     /// Lanes.
     pub lanes: Option<u32>,
+    /// Password checks hashing at once; 0: one per CPU.
+    pub max_concurrent: Option<usize>,
+    /// Password checks waiting for a slot.
+    pub max_queued: Option<usize>,
 }
 
 /// Everything `vserv serve` runs with, after flags, file and defaults are combined.
@@ -190,6 +198,8 @@ pub struct Settings {
     pub policy: Policy,
     /// argon2id parameters for new hashes.
     pub password: PasswordParams,
+    /// Password checks running and waiting at once.
+    pub password_checks: CheckLimits,
     /// Versions kept and per-user quota of the file homes.
     pub files: FilesConfig,
     /// How long a partial upload may go unwritten before it is deleted; `None`: never.
@@ -347,6 +357,24 @@ pub fn resolve(file: FileConfig, flags: Overrides) -> Result<Settings, ConfigErr
         )?,
         p_cost: lanes,
     };
+    let from_cpus = CheckLimits::from_cpus();
+    let password_checks = CheckLimits {
+        max_concurrent: match check(
+            "argon2.max_concurrent",
+            argon2.max_concurrent.unwrap_or(0),
+            0,
+            MAX_CONCURRENT_LIMIT,
+        )? {
+            0 => from_cpus.max_concurrent,
+            n => n,
+        },
+        max_queued: check(
+            "argon2.max_queued",
+            argon2.max_queued.unwrap_or(from_cpus.max_queued),
+            0,
+            MAX_QUEUED_LIMIT,
+        )?,
+    };
 
     let files = file.files.unwrap_or_default();
     let expiry_days = check(
@@ -427,6 +455,7 @@ pub fn resolve(file: FileConfig, flags: Overrides) -> Result<Settings, ConfigErr
             idle_timeout_max: Duration::from_secs(idle_max),
         },
         password,
+        password_checks,
         files,
         partial_expiry,
         min_free_bytes,
@@ -460,6 +489,7 @@ mod tests {
         let defaults = resolve(FileConfig::default(), Overrides::default()).unwrap();
         assert_eq!(from_sample, defaults);
         assert_eq!(defaults.password, PasswordParams::DEFAULT);
+        assert_eq!(defaults.password_checks, CheckLimits::from_cpus());
         assert_eq!(defaults.policy, Policy::default());
         assert_eq!(
             defaults.idle_timeout,
@@ -498,6 +528,8 @@ mod tests {
             memory_kib = 65536
             iterations = 3
             lanes = 2
+            max_concurrent = 3
+            max_queued = 0
             "#,
         )
         .unwrap();
@@ -518,6 +550,13 @@ mod tests {
                 m_cost_kib: 65536,
                 t_cost: 3,
                 p_cost: 2
+            }
+        );
+        assert_eq!(
+            s.password_checks,
+            CheckLimits {
+                max_concurrent: 3,
+                max_queued: 0
             }
         );
     }
@@ -570,6 +609,8 @@ mod tests {
             ("[argon2]\nmemory_kib = 7", "argon2.memory_kib"),
             ("[argon2]\niterations = 0", "argon2.iterations"),
             ("[argon2]\nlanes = 0", "argon2.lanes"),
+            ("[argon2]\nmax_concurrent = 1025", "argon2.max_concurrent"),
+            ("[argon2]\nmax_queued = 65537", "argon2.max_queued"),
             ("[files]\nversions = 101", "files.versions"),
             (
                 "[files]\npartial_expiry_days = 3651",

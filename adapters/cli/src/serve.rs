@@ -99,8 +99,13 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
         eprintln!("vserv: WARNING: starting after data loss (--accept-data-loss): {lost}");
     }
     let store: Arc<dyn vserv_store::Store> = Arc::new(store);
-    let accounts = Accounts::new(store.clone(), args.password, vserv_store::rng::os_rng()?)
-        .context("setting up accounts")?;
+    let accounts = Accounts::with_limits(
+        store.clone(),
+        args.password,
+        args.password_checks,
+        vserv_store::rng::os_rng()?,
+    )
+    .context("setting up accounts")?;
     let ledger = Arc::new(vserv_service::ledger::Ledger::new(store, identity.clone()));
     let tree = Arc::new(
         DiskTree::open(&args.data, args.files)

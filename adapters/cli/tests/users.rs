@@ -374,3 +374,53 @@ fn offline_commands_refuse_a_missing_data_directory() {
     assert!(line.contains("no data directory"), "{line}");
     assert!(!Path::new(missing).exists());
 }
+
+/// `vserv bench login` runs its server as a separate process and reports that process's
+/// memory; many sessions logging in at once (spread over source addresses, so the per-address
+/// limit lets them all run) leave it within the password-check pool: one 19 MiB slot per
+/// check allowed at once (one per CPU), plus slack.
+#[cfg(target_os = "linux")]
+#[test]
+fn the_login_bench_reports_the_server_memory_which_stays_within_the_check_pool() {
+    let threads = 12u64;
+    let out = std::process::Command::new(common::BIN)
+        .args([
+            "bench",
+            "login",
+            "--json",
+            "--threads",
+            "12",
+            "--sources",
+            "2",
+        ])
+        .args(["--logins", "36", "--warmup", "0.1", "--seconds", "600"])
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("run the bench");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON report");
+    assert_eq!(report["sources"], 2);
+    assert!(report["completed"].as_u64().expect("completed") >= 36);
+    let kib = |key: &str| {
+        report[key]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{key}: {report}"))
+    };
+    let (start, peak, end) = (
+        kib("server_rss_start_kib"),
+        kib("server_peak_rss_kib"),
+        kib("server_rss_end_kib"),
+    );
+    assert!(start > 0 && peak >= end && peak >= start, "{report}");
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get() as u64);
+    let bound = (cpus.min(threads) + 2) * 19 * 1024;
+    assert!(
+        peak - start < bound,
+        "the server grew {} KiB under {threads} concurrent logins (allowed {bound}): {report}",
+        peak - start
+    );
+}

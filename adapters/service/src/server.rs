@@ -16,7 +16,7 @@ use vserv_core::{
     CloseCode, Connection, Error, ErrorCode, ErrorReply, Event, Fingerprint, Request, Response,
 };
 
-use crate::accounts::{AccountError, Accounts, User, UserName};
+use crate::accounts::{AccountError, Accounts, PasswordError, User, UserName};
 use crate::files::delivery::{self, DeliveryError, HooksConfig, Outgoing};
 use crate::files::{
     FileError, FileTree, Target, TransferFailure, Transfers, UploadLocks, UserPath,
@@ -224,6 +224,7 @@ fn error_reply(code: Option<ErrorCode>, e: &dyn std::fmt::Display, what: &str) -
 
 fn account_error(e: AccountError) -> ErrorReply {
     let code = match &e {
+        AccountError::BadPassword(PasswordError::NoMemory(_)) => None,
         AccountError::BadName(_) | AccountError::BadPassword(_) | AccountError::BadKey => {
             Some(ErrorCode::BadArguments)
         }
@@ -233,6 +234,8 @@ fn account_error(e: AccountError) -> ErrorReply {
         | AccountError::AlreadyInitialised
         | AccountError::TooManyKeys => Some(ErrorCode::Forbidden),
         AccountError::WrongPassword => Some(ErrorCode::LoginFailed),
+        // Not the client's fault and nothing broken: said as it is, not logged as an error.
+        AccountError::Busy(_) => Some(ErrorCode::Internal),
         _ => None,
     };
     error_reply(code, &e, "account storage")
@@ -878,7 +881,23 @@ impl Service {
             Err(e) => return Err(account_error(AccountError::Store(e))).into(),
         };
         let checked = match credential {
-            Credential::Password(secret) => self.accounts.check_password(name, secret.expose()),
+            Credential::Password(secret) => {
+                match self.accounts.check_password(name, secret.expose()) {
+                    Err(AccountError::Busy(busy)) => {
+                        // Nothing was checked: the attempt counts nowhere (dropped unresolved),
+                        // and the answer is the same whether or not the user exists.
+                        drop(attempt);
+                        tracing::warn!(target: "vserv::audit", user = %name.escape_debug(), peer = ?session.peer,
+                            "login refused: password checks busy");
+                        return Err(ErrorReply::new(
+                            ErrorCode::LoginFailed,
+                            format!("login failed: {busy}"),
+                        ))
+                        .into();
+                    }
+                    other => other,
+                }
+            }
             Credential::Key { public, signature } => match session.session_id {
                 Some(sid) => self.accounts.check_key(name, public, signature, &sid),
                 None => Ok(None),

@@ -1,15 +1,17 @@
 //! `vserv bench`: crypto throughput, handshakes per second, ping round trips, logins per
 //! second and the ledger's appends/reads/verification per second.
 //!
-//! Every measurement runs in this process: the crypto benchmark drives the record layer
-//! directly, the network benchmarks start a blocking server on 127.0.0.1:0 with a throwaway
-//! identity (or use the server given with `--server`, pinned with `--server-key`).
+//! The crypto benchmark drives the record layer directly; the handshake and rtt benchmarks
+//! start a blocking server in this process on 127.0.0.1:0 with a throwaway identity (or use
+//! the server given with `--server`, pinned with `--server-key`); the login and transfer
+//! benchmarks start a separate server process, whose memory they report.
 
 mod breakdown;
 mod crypto;
 mod ledger;
 mod login;
 mod net;
+mod server;
 mod stats;
 mod transfer;
 
@@ -38,7 +40,8 @@ pub enum BenchKind {
     Handshake(net::HandshakeArgs),
     /// Ping round-trip latency on one session.
     Rtt(net::RttArgs),
-    /// Password logins per second with the production argon2 parameters.
+    /// Password logins per second with the production argon2 parameters, and the server
+    /// process's memory.
     Login(login::LoginArgs),
     /// Durable ledger appends and reads per second, and offline verification speed.
     Ledger(ledger::LedgerArgs),

@@ -11,9 +11,9 @@
 //! download. The client is this process, driving `vserv_blocking::transfer` exactly as
 //! `vserv put` / `vserv get` do.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdout, Command as Process, Stdio};
+use std::process::{Command as Process, Stdio};
 use std::time::Instant;
 
 use anyhow::{Context, anyhow, bail};
@@ -26,6 +26,7 @@ use vserv_core::Fingerprint;
 use vserv_core::commands::{Command, Credential, SecretBytes};
 use vserv_service::client::ClientOptions;
 
+use super::server::ServerProcess;
 use super::{Machine, Report};
 
 const USER: &str = "bench";
@@ -130,71 +131,6 @@ pub struct TransferReport {
     rss_met: Option<bool>,
 }
 
-/// The benchmark's server process, killed when dropped.
-struct ServerProcess {
-    child: Child,
-    /// Kept open so the server never writes to a closed pipe.
-    _stdout: BufReader<ChildStdout>,
-    addr: String,
-    /// The server key fingerprint as printed.
-    fingerprint: String,
-}
-
-impl ServerProcess {
-    fn start(exe: &Path, data: &Path) -> anyhow::Result<ServerProcess> {
-        let mut child = Process::new(exe)
-            .args(["serve", "--listen", "127.0.0.1:0", "--data"])
-            .arg(data)
-            .env_remove("RUST_LOG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("starting the server process")?;
-        let stdout = child
-            .stdout
-            .take()
-            .ok_or_else(|| anyhow!("the server's output is not piped"))?;
-        let mut server = ServerProcess {
-            child,
-            _stdout: BufReader::new(stdout),
-            addr: String::new(),
-            fingerprint: String::new(),
-        };
-        let mut line = String::new();
-        server._stdout.read_line(&mut line)?;
-        server.addr = line
-            .strip_prefix("vserv listening on ")
-            .and_then(|rest| rest.split_whitespace().next())
-            .ok_or_else(|| anyhow!("unexpected first line from the server: {line:?}"))?
-            .to_owned();
-        line.clear();
-        server._stdout.read_line(&mut line)?;
-        server.fingerprint = line
-            .strip_prefix("server key fingerprint: ")
-            .ok_or_else(|| anyhow!("unexpected second line from the server: {line:?}"))?
-            .trim()
-            .to_owned();
-        Ok(server)
-    }
-
-    /// `VmHWM` of the server process, KiB (`None` where /proc is not available).
-    fn peak_rss_kib(&self) -> Option<u64> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmHWM:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-    }
-}
-
-impl Drop for ServerProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// Writes `size` bytes of random-looking data (a random MiB, each copy stamped with its
 /// index so no two MiB are equal).
 fn generate(path: &Path, size: u64) -> anyhow::Result<()> {
@@ -258,7 +194,7 @@ pub fn run(args: &TransferArgs) -> anyhow::Result<TransferReport> {
     }
     let src = dir.path().join("source.bin");
     generate(&src, args.size)?;
-    let server = ServerProcess::start(&exe, &data)?;
+    let server = ServerProcess::start(&exe, &["--data".as_ref(), data.as_os_str()])?;
     let mut options = ClientOptions::new(dir.path().join("known_servers"));
     let fingerprint: Fingerprint = server
         .fingerprint

@@ -6,6 +6,7 @@
 //! refused); every change is one atomic, durable commit. Changes are serialised by a lock, so
 //! two admins changing the same user concurrently each see the other's completed change.
 
+pub mod checks;
 pub mod name;
 pub mod password;
 mod record;
@@ -17,6 +18,7 @@ use vserv_core::commands::{UserRole, UserSummary, login_signature_message};
 use vserv_core::{Fingerprint, ServerKey};
 use vserv_store::kv::{Op, Store, StoreError, Table};
 
+pub use checks::{Busy, CheckLimits, CheckPool};
 pub use name::{NameError, UserName};
 pub use password::{PasswordError, PasswordParams};
 pub use record::User;
@@ -61,6 +63,10 @@ pub enum AccountError {
     /// The old password given to `chpass` is wrong.
     #[error("the current password is wrong")]
     WrongPassword,
+    /// Every password-check slot is busy and the queue is full; nothing was checked or
+    /// changed (see [`checks`]).
+    #[error(transparent)]
+    Busy(#[from] Busy),
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -78,25 +84,46 @@ pub struct Accounts {
     write: Mutex<()>,
     /// Checked against when the user does not exist, so failures cost the same either way.
     decoy: String,
+    /// Every argon2 run (checks and new hashes) happens in this pool's memory.
+    checks: CheckPool,
 }
 
 impl Accounts {
-    /// Accounts kept in `store`, hashing new passwords with `params`.
+    /// Accounts kept in `store`, hashing new passwords with `params`, checking passwords
+    /// with the default [`CheckLimits`] (one slot per CPU, 64 queued).
     pub fn new(
         store: Arc<dyn Store>,
         params: PasswordParams,
+        rng: Box<dyn CryptoRng + Send>,
+    ) -> Result<Accounts, AccountError> {
+        Self::with_limits(store, params, CheckLimits::default(), rng)
+    }
+
+    /// Like [`Accounts::new`], with at most `limits` password checks running and waiting at
+    /// once (see [`checks`]).
+    pub fn with_limits(
+        store: Arc<dyn Store>,
+        params: PasswordParams,
+        limits: CheckLimits,
         mut rng: Box<dyn CryptoRng + Send>,
     ) -> Result<Accounts, AccountError> {
+        let checks = CheckPool::new(limits);
         let mut salt = [0u8; 16];
         rng.fill_bytes(&mut salt);
-        let decoy = password::decoy(&salt, params)?;
+        let decoy = checks.run(|memory| password::decoy(&salt, params, memory))??;
         Ok(Accounts {
             store,
             params,
             rng: Mutex::new(rng),
             write: Mutex::new(()),
             decoy,
+            checks,
         })
+    }
+
+    /// The pool every password check and new hash runs in.
+    pub fn password_checks(&self) -> &CheckPool {
+        &self.checks
     }
 
     /// The store the accounts live in (the login backoff keeps its counters there too).
@@ -110,6 +137,7 @@ impl Accounts {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    /// A new hash of `secret`, made in the check pool (so it may be refused as [`Busy`]).
     fn hash(&self, secret: &[u8]) -> Result<String, AccountError> {
         password::check_policy(secret)?;
         let mut salt = [0u8; 16];
@@ -117,7 +145,17 @@ impl Accounts {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .fill_bytes(&mut salt);
-        Ok(password::hash(secret, &salt, self.params)?)
+        Ok(self
+            .checks
+            .run(|memory| password::hash(secret, &salt, self.params, memory))??)
+    }
+
+    /// Whether `secret` matches the PHC string `phc`, checked in the pool.
+    fn verify(&self, secret: &[u8], phc: &str) -> Result<bool, AccountError> {
+        let matched = self
+            .checks
+            .run(|memory| password::verify(secret, phc, memory))?;
+        Ok(matched.map_err(PasswordError::from)?)
     }
 
     /// The user named `name`, if any.
@@ -163,33 +201,29 @@ impl Accounts {
             .ok_or_else(|| AccountError::NoSuchUser(name.to_string()))
     }
 
-    /// Creates the first admin; refused once any user exists.
+    /// Creates the first admin; refused once any user exists. The password is hashed
+    /// before the accounts are locked, so a hash waiting for the check pool holds no lock.
     pub fn create_first_admin(
         &self,
         name: &str,
         secret: &[u8],
         now: u64,
     ) -> Result<User, AccountError> {
+        if !self.is_empty()? {
+            return Err(AccountError::AlreadyInitialised);
+        }
+        let name = UserName::parse(name)?;
+        let hashed = self.hash(secret)?;
         let _guard = self.lock();
         if !self.is_empty()? {
             return Err(AccountError::AlreadyInitialised);
         }
-        self.create_locked(name, UserRole::Admin, secret, now)
+        self.create_locked(name, UserRole::Admin, hashed, now)
     }
 
-    /// Creates a user with `role`.
+    /// Creates a user with `role` (hashing the password before taking the lock, as
+    /// [`Accounts::create_first_admin`] does).
     pub fn create(
-        &self,
-        name: &str,
-        role: UserRole,
-        secret: &[u8],
-        now: u64,
-    ) -> Result<User, AccountError> {
-        let _guard = self.lock();
-        self.create_locked(name, role, secret, now)
-    }
-
-    fn create_locked(
         &self,
         name: &str,
         role: UserRole,
@@ -200,11 +234,26 @@ impl Accounts {
         if self.get(&name)?.is_some() {
             return Err(AccountError::Exists(name.to_string()));
         }
+        let hashed = self.hash(secret)?;
+        let _guard = self.lock();
+        self.create_locked(name, role, hashed, now)
+    }
+
+    fn create_locked(
+        &self,
+        name: UserName,
+        role: UserRole,
+        hashed: String,
+        now: u64,
+    ) -> Result<User, AccountError> {
+        if self.get(&name)?.is_some() {
+            return Err(AccountError::Exists(name.to_string()));
+        }
         let user = User {
             name,
             role,
             enabled: true,
-            password: Some(self.hash(secret)?),
+            password: Some(hashed),
             keys: Vec::new(),
             created: now,
             last_login: None,
@@ -251,24 +300,32 @@ impl Accounts {
         Ok(())
     }
 
-    /// Sets a user's password. With `old`, the current password must match first.
+    /// Sets a user's password. With `old`, the current password must match first (and
+    /// still be the stored one when the new hash is written: a password changed meanwhile
+    /// makes this [`AccountError::WrongPassword`]). Both argon2 runs happen before the
+    /// accounts are locked.
     pub fn set_password(
         &self,
         name: &str,
         old: Option<&[u8]>,
         new: &[u8],
     ) -> Result<(), AccountError> {
+        let name = UserName::parse(name)?;
+        let current = self.existing(&name)?.password;
+        let verified = match old {
+            Some(old) => match current {
+                Some(stored) if self.verify(old, &stored)? => Some(stored),
+                _ => return Err(AccountError::WrongPassword),
+            },
+            None => None,
+        };
+        let hashed = self.hash(new)?;
         let _guard = self.lock();
-        let mut user = self.existing(&UserName::parse(name)?)?;
-        if let Some(old) = old
-            && !user
-                .password
-                .as_deref()
-                .is_some_and(|h| password::verify(old, h))
-        {
+        let mut user = self.existing(&name)?;
+        if verified.is_some() && user.password != verified {
             return Err(AccountError::WrongPassword);
         }
-        user.password = Some(self.hash(new)?);
+        user.password = Some(hashed);
         self.store.commit(vec![self.put(&user)])?;
         Ok(())
     }
@@ -323,8 +380,9 @@ impl Accounts {
             .collect())
     }
 
-    /// The enabled user `name` if `secret` is their password. Costs one argon2 check whether
-    /// or not the user exists, so timing does not reveal which names exist.
+    /// The enabled user `name` if `secret` is their password. Costs one argon2 check in the
+    /// check pool whether or not the user exists, so timing does not reveal which names
+    /// exist; [`AccountError::Busy`] (for any name alike) if the pool refuses the check.
     pub fn check_password(&self, name: &str, secret: &[u8]) -> Result<Option<User>, AccountError> {
         let user = match UserName::parse(name) {
             Ok(n) => self.get(&n)?,
@@ -334,7 +392,7 @@ impl Accounts {
             .as_ref()
             .and_then(|u| u.password.as_deref())
             .unwrap_or(&self.decoy);
-        let matches = password::verify(secret, hash);
+        let matches = self.verify(secret, hash)?;
         Ok(user.filter(|u| matches && u.enabled && u.password.is_some()))
     }
 
