@@ -645,6 +645,38 @@ fn an_fopen_size_beyond_what_a_file_can_hold_is_an_argument_error() {
         .expect("upload");
 }
 
+/// protocol.md §13.4: `fopen` and `fget` of a directory (or of the home's root) are error 2,
+/// and nothing is created or opened.
+#[test]
+fn fopen_and_fget_of_a_directory_are_error_2() {
+    for env in [
+        Env::disk(FilesConfig::default()),
+        Env::memory(FilesConfig::default()),
+    ] {
+        let mut s = env.session("alice");
+        env.run(
+            &mut s,
+            &Command::Mkdir {
+                path: "docs".into(),
+            },
+        )
+        .expect("mkdir");
+        for dir in ["docs", "/docs/", "/", "~"] {
+            let open = env
+                .fopen(&mut s, dir, 3, false)
+                .expect_err("fopen of a directory");
+            assert_eq!(open.code, ErrorCode::BadArguments, "fopen {dir}: {open:?}");
+            let get = env
+                .run(&mut s, &Command::Fget(FgetArgs { path: dir.into() }))
+                .expect_err("fget of a directory");
+            assert_eq!(get.code, ErrorCode::BadArguments, "fget {dir}: {get:?}");
+        }
+        assert_eq!(s.open_transfers(), 0);
+        env.upload(&mut s, "docs/f", b"still works")
+            .expect("upload");
+    }
+}
+
 #[test]
 fn a_file_without_a_recorded_hash_is_hashed_at_fget() {
     let env = Env::disk(FilesConfig::default());
