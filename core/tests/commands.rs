@@ -953,7 +953,7 @@ fn transfer_commands() -> Vec<Command> {
     vec![
         Command::Fopen(FopenArgs {
             path: "a b/f".into(),
-            size: u64::MAX,
+            size: vserv_core::transfer::MAX_FILE_SIZE,
             resume: false,
         }),
         Command::Fopen(FopenArgs {
@@ -1056,6 +1056,19 @@ fn transfer_command_arguments_are_checked() {
         code(request("fopen", &[&[b'a'; 4097], &size])),
         Err(ErrorCode::TooLarge)
     );
+    // files.md §1: a SIZE beyond MAX_FILE_SIZE (2^63 - 1, what a file offset can hold) is a
+    // bad argument, refused before the server touches its file system.
+    for huge in [1u64 << 63, u64::MAX] {
+        assert_eq!(
+            code(request("fopen", &[b"f", &huge.to_be_bytes()])),
+            Err(ErrorCode::BadArguments),
+            "SIZE {huge}"
+        );
+    }
+    assert_eq!(
+        code(request("fopen", &[b"f", &(u64::MAX >> 1).to_be_bytes()])),
+        Ok(())
+    );
     assert_eq!(
         code(request("fput", &[&id, &off, b""])),
         Err(ErrorCode::BadArguments)
@@ -1073,9 +1086,10 @@ fn transfer_command_arguments_are_checked() {
         Err(ErrorCode::BadArguments)
     );
     assert_eq!(code(request("fget", &[])), Err(ErrorCode::BadArguments));
+    // files.md §4: LEN 0 is a bad argument (2), only a LEN over MAX_FREAD_LEN is too large (4).
     assert_eq!(
         code(request("fread", &[&id, &off, &0u32.to_be_bytes()])),
-        Err(ErrorCode::TooLarge)
+        Err(ErrorCode::BadArguments)
     );
     assert_eq!(
         code(request("fread", &[&id, &off, &u32::MAX.to_be_bytes()])),

@@ -10,9 +10,9 @@ use sha2::{Digest, Sha256};
 use vserv_core::transfer::{
     DownloadReceiver, DownloadSender, EMPTY_SHA256, FPUT_OVERHEAD, FREAD_REPLY_OVERHEAD,
     FcloseArgs, FdoneArgs, FdoneReply, FgetArgs, FgetReply, FopenArgs, FopenReply, FputArgs,
-    FreadArgs, FreadReply, INTEGRITY_ERROR_CODE, MAX_FPUT_DATA, MAX_FREAD_LEN, MAX_PATH,
-    ResumeOutcome, ServerTransfer, ServerTransfers, TransferError, UploadReceiver, UploadSender,
-    UploadState, ack_fields, parse_ack,
+    FreadArgs, FreadReply, INTEGRITY_ERROR_CODE, MAX_FILE_SIZE, MAX_FPUT_DATA, MAX_FREAD_LEN,
+    MAX_PATH, ResumeOutcome, ServerTransfer, ServerTransfers, TransferError, UploadReceiver,
+    UploadSender, UploadState, ack_fields, parse_ack,
 };
 use vserv_core::wire::MAX_PAYLOAD;
 use vserv_core::{ErrorCode, Request, Response};
@@ -1206,7 +1206,8 @@ fn malformed_arguments_are_typed_errors() {
         FreadArgs::parse(&[vec![0; 4], vec![0; 8], vec![0; 4]])
             .unwrap_err()
             .code,
-        ErrorCode::TooLarge
+        ErrorCode::BadArguments,
+        "LEN 0"
     );
     assert!(parse_ack(&[vec![]]).is_err());
     assert!(FopenReply::from_fields(&[vec![0; 4], vec![0; 8]]).is_err());
@@ -1243,7 +1244,7 @@ fn arg_vecs() -> impl Strategy<Value = Vec<Vec<u8>>> {
 proptest! {
     #[test]
     fn codecs_round_trip(
-        path in "[a-z/._ ]{1,64}", size in any::<u64>(), resume in any::<bool>(), id in any::<u32>(),
+        path in "[a-z/._ ]{1,64}", size in 0..=MAX_FILE_SIZE, resume in any::<bool>(), id in any::<u32>(),
         offset in any::<u64>(), data in prop::collection::vec(any::<u8>(), 1..200),
         sha in any::<[u8; 32]>(), len in 1u32..=MAX_FREAD_LEN as u32
     ) {

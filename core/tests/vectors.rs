@@ -1607,3 +1607,125 @@ fn vectors_match_the_generator() {
         "regenerate with VSERV_WRITE_VECTORS=1"
     );
 }
+
+/// The client and server of the vectors, run up to the client's decision on the server key;
+/// the ServerAuth record (under `server_hs`, seq 0) has been opened by the client.
+#[cfg(not(feature = "fuzzing"))] // only its callers' MAC checks need it
+fn handshake_until_trust(v: &HandshakeVectors) -> (Connection, Connection) {
+    let now = Instant::now();
+    let identity = Arc::new(
+        ServerIdentity::from_secret_bytes(&v.inputs.server_identity_secret.0).expect("identity"),
+    );
+    let (client_rng, _) = Replay::new(stream_of(&v.inputs.client_rng));
+    let (server_rng, _) = Replay::new(stream_of(&v.inputs.server_rng));
+    let mut client = Connection::client(Config::default(), Box::new(client_rng), now);
+    let mut server = Connection::server(Config::default(), identity, Box::new(server_rng), now);
+    server
+        .handle_input(now, &take(&mut client))
+        .expect("ClientHello");
+    client
+        .handle_input(now, &take(&mut server))
+        .expect("ServerHello and ServerAuth");
+    assert!(matches!(
+        events(&mut client).as_slice(),
+        [Event::ServerKey(_)]
+    ));
+    (client, server)
+}
+
+/// protocol.md §10: a ClientFinished whose MAC is wrong (in a record that authenticates) is
+/// answered with one Close(1, "authentication failed") under the server's handshake keys
+/// (`server_hs`, seq 1, after ServerAuth) and nothing more; a client that has already switched
+/// to the application keys still reports that Close.
+#[test]
+#[cfg(not(feature = "fuzzing"))] // the Finished check needs the real MAC
+fn a_wrong_client_finished_gets_an_authenticated_close() {
+    let v: HandshakeVectors = read_json("handshake.json");
+    let ks = &v.key_schedule;
+    let now = Instant::now();
+    let (mut client, mut server) = handshake_until_trust(&v);
+    client.accept_server_key(now).expect("accept");
+    assert!(matches!(
+        events(&mut client).as_slice(),
+        [Event::Connected { .. }]
+    ));
+    let honest = take(&mut client);
+    let mut wrong = ks.client_finished.arr::<32>();
+    wrong[0] ^= 0x01;
+    let forged = seal_at(
+        ks.secret("client_hs"),
+        0,
+        CONTENT_CLIENT_FINISHED,
+        &wrong,
+        [0xc1; 16],
+    );
+    assert_eq!(forged.len(), honest.len());
+    assert_eq!(server.handle_input(now, &forged), Err(Error::BadFinished));
+    assert!(server.is_closed());
+    let close = take(&mut server);
+    assert_eq!(split_frames(&close).len(), 1, "exactly one record");
+    let (content_type, payload) = open_at(ks.secret("server_hs"), 1, &close).expect("opens");
+    assert_eq!(content_type, CONTENT_CLOSE);
+    let expected = Close {
+        code: CloseCode::ProtocolError,
+        reason: "authentication failed".to_owned(),
+    };
+    assert_eq!(Close::decode(&payload), Ok(expected.clone()));
+    assert!(take(&mut server).is_empty(), "nothing after the Close");
+
+    client
+        .handle_input(now, &close)
+        .expect("client reads the Close");
+    assert_eq!(events(&mut client), vec![Event::Closed(expected)]);
+    assert!(client.is_closed());
+    assert!(take(&mut client).is_empty(), "no Close answers a Close");
+}
+
+/// The same rule on the client's side: a ServerAuth whose Finished MAC is wrong is answered
+/// with Close(1, "authentication failed") under `client_hs` (seq 0).
+#[test]
+#[cfg(not(feature = "fuzzing"))] // the Finished check needs the real MAC
+fn a_wrong_server_finished_gets_an_authenticated_close() {
+    let v: HandshakeVectors = read_json("handshake.json");
+    let ks = &v.key_schedule;
+    let now = Instant::now();
+    let (client_rng, _) = Replay::new(stream_of(&v.inputs.client_rng));
+    let mut client = Connection::client(Config::default(), Box::new(client_rng), now);
+    take(&mut client);
+    let server_hello = v
+        .messages
+        .iter()
+        .find(|m| m.name == "ServerHello")
+        .expect("ServerHello in the vectors");
+    let mut auth = Vec::new();
+    ServerAuth {
+        static_key: v.public.server_static_public.arr(),
+        signature: ks.signature.arr(),
+        finished: {
+            let mut f = ks.server_finished.arr::<32>();
+            f[31] ^= 0x80;
+            f
+        },
+    }
+    .encode(&mut auth);
+    let mut input = server_hello.wire.0.clone();
+    input.extend(seal_at(
+        ks.secret("server_hs"),
+        0,
+        CONTENT_SERVER_AUTH,
+        &auth[1..],
+        [0xd1; 16],
+    ));
+    assert_eq!(client.handle_input(now, &input), Err(Error::BadFinished));
+    assert!(events(&mut client).is_empty(), "no server key reported");
+    let close = take(&mut client);
+    let (content_type, payload) = open_at(ks.secret("client_hs"), 0, &close).expect("opens");
+    assert_eq!(content_type, CONTENT_CLOSE);
+    assert_eq!(
+        Close::decode(&payload),
+        Ok(Close {
+            code: CloseCode::ProtocolError,
+            reason: "authentication failed".to_owned(),
+        })
+    );
+}

@@ -215,6 +215,7 @@ fn settle_interrupted_deliveries(tree: &dyn FileTree) {
             failed = report.failed,
             received = report.received,
             errors = report.errors,
+            temp_files = report.temp_files,
             "settled deliveries interrupted by a server stop"
         ),
         Err(e) => tracing::warn!(error = %e, "could not settle interrupted deliveries"),

@@ -642,7 +642,7 @@ fn interrupted_deliveries_are_settled_at_start_in_every_inbox() {
             InterruptedSettle {
                 failed: 3,
                 received: 1,
-                errors: 0
+                ..InterruptedSettle::default()
             },
             "{kind}"
         );
@@ -686,6 +686,75 @@ fn interrupted_deliveries_are_settled_at_start_in_every_inbox() {
         assert_eq!(records(tree, "bob", "default"), bob_after, "{kind}");
         assert_eq!(records(tree, "carol", "other"), [failed("g.txt")], "{kind}");
     }
+}
+
+/// A crash in the middle of a record write leaves its temporary file
+/// (`.vserv-tmp-<pid>-<n>`) in the folder's record store; settling at start deletes exactly
+/// those (regular files of that exact pattern) and nothing else, and the records are intact.
+#[test]
+fn leftover_record_temp_files_are_deleted_at_settle_and_nothing_else() {
+    use vserv_service::files::delivery::{InterruptedSettle, RECORD_STORE};
+    let data_dir = tempfile::tempdir().expect("tempdir");
+    let tree = DiskTree::open(data_dir.path(), FilesConfig::default()).expect("disk tree");
+    let received = record("a.txt", DeliveryState::Received, b"bytes", "");
+    save_record(&tree, "bob", "default", &received);
+    let store = data_dir
+        .path()
+        .join("homes/bob/inbox/default")
+        .join(RECORD_STORE);
+    let leftovers = [
+        ".vserv-tmp-123-0",
+        ".vserv-tmp-4194304-18446744073709551615",
+    ];
+    for name in leftovers {
+        std::fs::write(store.join(name), b"half a record").expect("leftover");
+    }
+    let kept_files = [
+        ".vserv-tmp-",
+        ".vserv-tmp-12",
+        ".vserv-tmp-12-",
+        ".vserv-tmp--3",
+        ".vserv-tmp-1-2-3",
+        ".vserv-tmp-1-x",
+        ".vserv-tmp-+1-2",
+        ".vserv-tmpx-1-2",
+        "x.vserv-tmp-1-2",
+        ".vserv-tmp-1-2.bak",
+    ];
+    for name in kept_files {
+        std::fs::write(store.join(name), b"not a temp file").expect("other file");
+    }
+    // A directory and a symlink with the pattern's name are not temp files either.
+    std::fs::create_dir(store.join(".vserv-tmp-5-5")).expect("dir");
+    let outside = data_dir.path().join("outside");
+    std::fs::write(&outside, b"outside").expect("outside");
+    std::os::unix::fs::symlink(&outside, store.join(".vserv-tmp-6-6")).expect("symlink");
+
+    let report = vserv_service::files::delivery::settle_interrupted(&tree).expect("settle");
+    assert_eq!(
+        report,
+        InterruptedSettle {
+            temp_files: 2,
+            ..InterruptedSettle::default()
+        }
+    );
+    let mut left: Vec<String> = std::fs::read_dir(&store)
+        .expect("store")
+        .map(|e| e.expect("entry").file_name().into_string().expect("utf-8"))
+        .collect();
+    left.sort();
+    let mut expected: Vec<String> = kept_files
+        .iter()
+        .chain(&[".vserv-tmp-5-5", ".vserv-tmp-6-6", "a.txt"])
+        .map(|n| (*n).to_owned())
+        .collect();
+    expected.sort();
+    assert_eq!(left, expected);
+    assert_eq!(std::fs::read(&outside).expect("outside"), b"outside");
+    assert_eq!(records(&tree, "bob", "default"), [received]);
+    // Nothing left to delete the second time.
+    let again = vserv_service::files::delivery::settle_interrupted(&tree).expect("again");
+    assert_eq!(again, InterruptedSettle::default());
 }
 
 #[test]

@@ -595,6 +595,88 @@ fn bad_reads_and_unknown_ids_are_refused() {
     );
 }
 
+/// Everything the service logs on this thread, as text.
+#[derive(Clone, Default)]
+struct LogCapture(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogCapture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("log lock").extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogCapture {
+    type Writer = LogCapture;
+    fn make_writer(&'a self) -> LogCapture {
+        self.clone()
+    }
+}
+
+/// files.md §1: a SIZE over 2^63 - 1 is a clean argument error (2), not a file system
+/// failure (5) logged as an ERROR; the connection goes on and a sane upload still works.
+#[test]
+fn an_fopen_size_beyond_what_a_file_can_hold_is_an_argument_error() {
+    let env = Env::disk(FilesConfig::default());
+    let mut s = env.session("alice");
+    let logs = LogCapture::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(logs.clone())
+        .with_max_level(tracing::Level::WARN)
+        .with_ansi(false)
+        .finish();
+    tracing::subscriber::with_default(subscriber, || {
+        for size in [1u64 << 63, u64::MAX] {
+            let refused = env.fopen(&mut s, "huge", size, false).expect_err("refused");
+            assert_eq!(
+                refused.code,
+                ErrorCode::BadArguments,
+                "SIZE {size}: {refused:?}"
+            );
+        }
+    });
+    let logged = String::from_utf8_lossy(&logs.0.lock().expect("log lock")).into_owned();
+    assert!(!logged.contains("ERROR"), "logged: {logged}");
+    assert!(files_in(&env.partial_dir("alice")).is_empty());
+    env.upload(&mut s, "huge", b"small after all")
+        .expect("upload");
+}
+
+/// protocol.md §13.4: `fopen` and `fget` of a directory (or of the home's root) are error 2,
+/// and nothing is created or opened.
+#[test]
+fn fopen_and_fget_of_a_directory_are_error_2() {
+    for env in [
+        Env::disk(FilesConfig::default()),
+        Env::memory(FilesConfig::default()),
+    ] {
+        let mut s = env.session("alice");
+        env.run(
+            &mut s,
+            &Command::Mkdir {
+                path: "docs".into(),
+            },
+        )
+        .expect("mkdir");
+        for dir in ["docs", "/docs/", "/", "~"] {
+            let open = env
+                .fopen(&mut s, dir, 3, false)
+                .expect_err("fopen of a directory");
+            assert_eq!(open.code, ErrorCode::BadArguments, "fopen {dir}: {open:?}");
+            let get = env
+                .run(&mut s, &Command::Fget(FgetArgs { path: dir.into() }))
+                .expect_err("fget of a directory");
+            assert_eq!(get.code, ErrorCode::BadArguments, "fget {dir}: {get:?}");
+        }
+        assert_eq!(s.open_transfers(), 0);
+        env.upload(&mut s, "docs/f", b"still works")
+            .expect("upload");
+    }
+}
+
 #[test]
 fn a_file_without_a_recorded_hash_is_hashed_at_fget() {
     let env = Env::disk(FilesConfig::default());

@@ -118,6 +118,10 @@ pub struct Connection {
     next_id: u32,
     /// Client only: its ClientHello body, the start of the transcript.
     client_hello: Vec<u8>,
+    /// Client only: the server's handshake receive keys, kept from ClientFinished until the
+    /// first record after it, since a server that refuses the ClientFinished (or whose
+    /// handshake timer fired meanwhile) seals its Close under them, not the application keys.
+    handshake_recv: Option<RecordKeys>,
 }
 
 impl Connection {
@@ -193,6 +197,7 @@ impl Connection {
             outstanding: BTreeSet::new(),
             next_id: 1,
             client_hello: Vec::new(),
+            handshake_recv: None,
         }
     }
 
@@ -343,9 +348,16 @@ impl Connection {
 
     fn process_frame(&mut self, now: Instant, frame: &mut [u8]) -> Result<(), Error> {
         // Before keys exist, frames are plaintext handshake messages.
-        let Some(recv) = self.recv.as_mut() else {
+        if self.recv.is_none() {
             return self.process_plaintext(now, frame);
-        };
+        }
+        if let Some(close) = self.handshake_close(frame)? {
+            self.state = State::Closed;
+            self.send = None;
+            self.events.push_back(Event::Closed(close));
+            return Ok(());
+        }
+        let recv = self.recv.as_mut().ok_or(Error::InvalidState("no keys"))?;
         let (content_type, payload) = recv.open(frame)?;
         match (content_type, &self.state) {
             (CONTENT_CLOSE, _) => {
@@ -375,6 +387,20 @@ impl Connection {
                 kind,
                 state: state.name(),
             }),
+        }
+    }
+
+    /// Client, first record after its ClientFinished: a Close the server sealed under its
+    /// handshake keys (§10: a refused ClientFinished). Any other record is left to the
+    /// application keys; the handshake keys are dropped either way.
+    fn handshake_close(&mut self, frame: &[u8]) -> Result<Option<Close>, Error> {
+        let Some(mut keys) = self.handshake_recv.take() else {
+            return Ok(None);
+        };
+        let mut copy = frame.to_vec();
+        match keys.open(&mut copy) {
+            Ok((CONTENT_CLOSE, payload)) => Close::decode(payload).map(Some),
+            _ => Ok(None),
         }
     }
 
@@ -452,13 +478,18 @@ impl Connection {
     }
 
     fn server_on_client_finished(&mut self, msg: ClientFinished) -> Result<(), Error> {
-        let State::ServerWaitFinished { hs } = std::mem::replace(&mut self.state, State::Closed)
-        else {
+        // Checked while the state still holds the handshake: a failure must leave the
+        // connection open until `fail` has sent its Close under the handshake keys (§10).
+        let State::ServerWaitFinished { hs } = &self.state else {
             return Err(Error::InvalidState("not waiting for ClientFinished"));
         };
         if !keys::verify_finished(&hs.client_hs, &hs.transcript.hash(), &msg.finished) {
             return Err(Error::BadFinished);
         }
+        let State::ServerWaitFinished { hs } = std::mem::replace(&mut self.state, State::Closed)
+        else {
+            return Err(Error::InvalidState("not waiting for ClientFinished"));
+        };
         self.enter_connected(hs, &msg);
         Ok(())
     }
@@ -485,8 +516,9 @@ impl Connection {
     }
 
     fn client_on_server_auth(&mut self, msg: ServerAuth) -> Result<(), Error> {
-        let State::ClientWaitAuth { mut hs } = std::mem::replace(&mut self.state, State::Closed)
-        else {
+        // Checked in place: a failed check leaves the state open so that `fail` still sends
+        // its Close under the client's handshake keys (§10).
+        let State::ClientWaitAuth { hs } = &mut self.state else {
             return Err(Error::InvalidState("not waiting for ServerAuth"));
         };
         let server_key = ServerKey::from_bytes(&msg.static_key)?;
@@ -499,6 +531,9 @@ impl Connection {
             return Err(Error::BadFinished);
         }
         hs.transcript.update(&msg.finished);
+        let State::ClientWaitAuth { hs } = std::mem::replace(&mut self.state, State::Closed) else {
+            return Err(Error::InvalidState("not waiting for ServerAuth"));
+        };
         self.server_key = Some(server_key);
         self.events.push_back(Event::ServerKey(server_key));
         self.state = State::ClientWaitTrust { hs };
@@ -555,7 +590,10 @@ impl Connection {
             Role::Server => (server_ap, client_ap),
         };
         self.send = Some(RecordKeys::from_secret(send));
-        self.recv = Some(RecordKeys::from_secret(recv));
+        let handshake_recv = self.recv.replace(RecordKeys::from_secret(recv));
+        if self.role == Role::Client {
+            self.handshake_recv = handshake_recv;
+        }
         self.session_id = Some(session_id);
         self.state = State::Connected;
         if let Some(server_key) = self.server_key {
@@ -713,6 +751,7 @@ impl Connection {
         }
         self.send = None;
         self.recv = None;
+        self.handshake_recv = None;
         self.state = State::Closed;
     }
 

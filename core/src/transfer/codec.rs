@@ -6,7 +6,7 @@
 //! connection errors); clients decode replies with `from_fields` (failures are
 //! [`Error::Malformed`], as for every other reply).
 
-use super::{MAX_FPUT_DATA, MAX_FREAD_LEN, MAX_PATH};
+use super::{MAX_FILE_SIZE, MAX_FPUT_DATA, MAX_FREAD_LEN, MAX_PATH};
 use crate::Error;
 use crate::wire::{ErrorCode, ErrorReply};
 
@@ -65,7 +65,7 @@ fn field<const N: usize>(f: &[u8], what: &'static str) -> Result<[u8; N], Error>
 pub struct FopenArgs {
     /// Destination path (UTF-8, 1 to [`MAX_PATH`] bytes; resolved by the server).
     pub path: String,
-    /// Exact size of the file to upload.
+    /// Exact size of the file to upload, at most [`MAX_FILE_SIZE`] when parsed.
     pub size: u64,
     /// Continue a partial upload of the same path and size if the server kept one.
     pub resume: bool,
@@ -79,11 +79,15 @@ impl FopenArgs {
             [p, s, r] if r.as_slice() == b"resume" => (p, s, true),
             _ => return Err(usage(FOPEN_USAGE)),
         };
-        Ok(FopenArgs {
-            path: path_arg(path)?,
-            size: u64_arg(size, "SIZE", FOPEN_USAGE)?,
-            resume,
-        })
+        let path = path_arg(path)?;
+        let size = u64_arg(size, "SIZE", FOPEN_USAGE)?;
+        if size > MAX_FILE_SIZE {
+            return Err(ErrorReply::new(
+                ErrorCode::BadArguments,
+                format!("SIZE must be at most {MAX_FILE_SIZE} bytes"),
+            ));
+        }
+        Ok(FopenArgs { path, size, resume })
     }
 
     /// The request arguments.
@@ -152,6 +156,11 @@ impl<'a> FputArgs<'a> {
         let [id, offset, data] = args else {
             return Err(usage(FPUT_USAGE));
         };
+        // The fixed-width fields first: with them right, a DATA over MAX_FPUT_DATA cannot
+        // arrive (the request would not fit in one record), so error 4 below is unreachable
+        // from the wire (files.md §2).
+        let id = id_arg(id, FPUT_USAGE)?;
+        let offset = u64_arg(offset, "OFFSET", FPUT_USAGE)?;
         if data.len() > MAX_FPUT_DATA {
             return Err(ErrorReply::new(
                 ErrorCode::TooLarge,
@@ -164,11 +173,7 @@ impl<'a> FputArgs<'a> {
                 "DATA cannot be empty",
             ));
         }
-        Ok(FputArgs {
-            id: id_arg(id, FPUT_USAGE)?,
-            offset: u64_arg(offset, "OFFSET", FPUT_USAGE)?,
-            data,
-        })
+        Ok(FputArgs { id, offset, data })
     }
 
     /// The request arguments (copies the data once).
@@ -328,7 +333,13 @@ impl FreadArgs {
             return Err(usage(FREAD_USAGE));
         };
         let len = fixed::<4>(len, "LEN", FREAD_USAGE).map(u32::from_be_bytes)?;
-        if len == 0 || len as usize > MAX_FREAD_LEN {
+        if len == 0 {
+            return Err(ErrorReply::new(
+                ErrorCode::BadArguments,
+                format!("LEN must be 1 to {MAX_FREAD_LEN}"),
+            ));
+        }
+        if len as usize > MAX_FREAD_LEN {
             return Err(ErrorReply::new(
                 ErrorCode::TooLarge,
                 format!("LEN must be 1 to {MAX_FREAD_LEN}"),

@@ -93,6 +93,10 @@ pub const MAX_FREAD_LEN: usize = MAX_PAYLOAD - FREAD_REPLY_OVERHEAD;
 /// Longest `PATH` argument of `fopen` and `fget`, in bytes.
 pub const MAX_PATH: usize = 4096;
 
+/// Largest `SIZE` an `fopen` accepts (2^63 − 1): the largest file offset a file system can
+/// hold (a POSIX `off_t` is signed 64-bit). A larger `SIZE` is a bad argument (error 2).
+pub const MAX_FILE_SIZE: u64 = i64::MAX as u64;
+
 /// SHA-256 of the empty string: the prefix hash at offset 0.
 pub const EMPTY_SHA256: [u8; 32] = [
     0xe3, 0xb0, 0xc4, 0x42, 0x98, 0xfc, 0x1c, 0x14, 0x9a, 0xfb, 0xf4, 0xc8, 0x99, 0x6f, 0xb9, 0x24,

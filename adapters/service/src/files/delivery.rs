@@ -629,6 +629,9 @@ pub struct InterruptedSettle {
     /// Homes, folders or records that could not be examined or rewritten (each logged); the
     /// others were settled.
     pub errors: u64,
+    /// Temporary files of record writes cut short by the stop, deleted from the folders'
+    /// record stores (see [`FileTree::sweep_record_temps`]).
+    pub temp_files: u64,
 }
 
 impl InterruptedSettle {
@@ -654,6 +657,9 @@ impl InterruptedSettle {
 /// half-copied visible under the delivery's name; its partial file is deleted here (on
 /// disk it counts toward the recipient's quota), and [`FileTree::sweep_partials`] would
 /// otherwise remove it once expired.
+///
+/// A record write cut short by the stop may have left its temporary file in the folder's
+/// record store; those (exactly the `.vserv-tmp-<pid>-<n>` regular files) are deleted.
 ///
 /// A failure on one home, folder or record is logged and counted, and the others are
 /// still settled; an error is returned only when the homes cannot be enumerated at all.
@@ -692,6 +698,21 @@ fn settle_folder(
             return;
         }
     };
+    // A record write the stop cut short left its temporary file: delete it, or it stays
+    // forever (invisible, since no listing shows `.vserv-` names).
+    match files.sweep_record_temps(owner, &dir, RECORD_STORE) {
+        Ok(0) => {}
+        Ok(n) => {
+            tracing::info!(user = %owner, folder, files = n,
+                "deleted the temporary files of interrupted record writes");
+            report.temp_files += n;
+        }
+        Err(e) => {
+            tracing::warn!(user = %owner, folder, error = %e,
+                "could not delete the temporary files of interrupted record writes");
+            report.errors += 1;
+        }
+    }
     let names = match files.list_records(owner, &dir, RECORD_STORE) {
         Ok(names) => names,
         Err(e) => {

@@ -90,6 +90,15 @@ const SIDECAR_LEN: usize = 32 + 4 * 8;
 /// Numbers the temporary files of atomic small writes.
 static TMP_SEQ: AtomicU64 = AtomicU64::new(0);
 
+/// Whether `name` is exactly a temporary file's name as [`write_atomic`] forms it:
+/// [`TMP_PREFIX`], decimal digits (a process id), `-`, decimal digits (a counter).
+fn is_tmp_name(name: &str) -> bool {
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    name.strip_prefix(TMP_PREFIX)
+        .and_then(|rest| rest.split_once('-'))
+        .is_some_and(|(pid, n)| digits(pid) && digits(n))
+}
+
 /// Writes `bytes` to `target` through a temporary file in the same directory and a rename;
 /// with `durable`, fsynced first.
 fn write_atomic(target: &Path, bytes: &[u8], durable: bool) -> std::io::Result<()> {
@@ -1511,6 +1520,30 @@ impl FileTree for DiskTree {
         }
         names.sort();
         Ok(names)
+    }
+
+    fn sweep_record_temps(
+        &self,
+        owner: &UserName,
+        dir: &UserPath,
+        store: &str,
+    ) -> Result<u64, FileError> {
+        check_record_names(store, None)?;
+        let store_dir = self.record_store(owner, dir, store)?;
+        if no_symlink(&store_dir, dir)?.is_none() {
+            return Ok(0);
+        }
+        let mut deleted = 0;
+        for entry in fs::read_dir(&store_dir).map_err(io_error(dir))? {
+            let entry = entry.map_err(io_error(dir))?;
+            let is_tmp = entry.file_name().to_str().is_some_and(is_tmp_name);
+            // `DirEntry::file_type` does not follow symlinks: only a regular file goes.
+            if is_tmp && entry.file_type().map_err(io_error(dir))?.is_file() {
+                remove_if_there(&entry.path(), dir)?;
+                deleted += 1;
+            }
+        }
+        Ok(deleted)
     }
 
     fn open_read(&self, owner: &UserName, path: &UserPath) -> Result<OpenedFile, FileError> {

@@ -305,6 +305,23 @@ pub trait FileTree: Send + Sync {
         dir: &UserPath,
         store: &str,
     ) -> Result<Vec<String>, FileError>;
+
+    /// Deletes the temporary files that record writes cut short by a crash left in store
+    /// `store` of directory `dir`, and returns how many: regular files named exactly
+    /// `.vserv-tmp-<digits>-<digits>`, never anything else (none when the store does not
+    /// exist). Call it only while no record of the store can be written (the server does at
+    /// start). A tree whose record writes leave no temporary file behind (the memory tree)
+    /// has none to delete, which is what this default says.
+    fn sweep_record_temps(
+        &self,
+        owner: &UserName,
+        dir: &UserPath,
+        store: &str,
+    ) -> Result<u64, FileError> {
+        check_record_names(store, None)?;
+        let _ = (owner, dir);
+        Ok(0)
+    }
 }
 
 /// Every record store's name (see [`FileTree::read_record`]) starts with this (a
