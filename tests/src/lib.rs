@@ -812,6 +812,71 @@ pub fn disabled_user_loses_access_at_once<R: Runtime>() {
     server.shutdown();
 }
 
+/// A session is bound to the account it logged into, not to its name: after `udel carol`
+/// and `uadd carol`, a session of the old carol is refused at its next command (and
+/// closed) and never sees the new carol's files; the new carol starts with an empty home,
+/// and the old home is archived whole under `<data>/deleted-homes/carol-<account id>`.
+pub fn deleted_account_sessions_end_and_homes_are_archived<R: Runtime>() {
+    let fx = Fixture::new(32);
+    let server = start_with_files::<R>(&fx);
+    let mut root = root_client::<R>(&server, &fx);
+    let add_carol = |root: &mut R::Client, password: &str| {
+        root.call(&Command::Uadd {
+            user: "carol".into(),
+            password: secret(password),
+        })
+        .expect("uadd carol")
+    };
+    add_carol(&mut root, "old-carol-password");
+    let mut old = logged_in::<R>(&server, &fx, "carol", "old-carol-password");
+    done(
+        &mut old,
+        Command::Mkdir {
+            path: "old-secrets".into(),
+        },
+    );
+    done(
+        &mut root,
+        Command::Udel {
+            user: "carol".into(),
+        },
+    );
+    add_carol(&mut root, "new-carol-password");
+    let mut new = logged_in::<R>(&server, &fx, "carol", "new-carol-password");
+    let (entries, _) = listing(&mut new, Command::Ls(ListPage::default()));
+    assert!(entries.is_empty(), "the new carol inherited {entries:?}");
+    done(
+        &mut new,
+        Command::Mkdir {
+            path: "new-secrets".into(),
+        },
+    );
+    match old.call(&Command::Ls(ListPage::default())) {
+        Err(ClientError::Server(e)) => {
+            assert_eq!(e.code, ErrorCode::Forbidden);
+            assert!(e.message.contains("deleted"), "{}", e.message);
+        }
+        other => panic!("the old carol's session went on: {other:?}"),
+    }
+    assert!(
+        old.call(&Command::Whoami).is_err(),
+        "the old carol's session was not closed"
+    );
+    let archive = fx.dir().join("deleted-homes");
+    let archived: Vec<String> = std::fs::read_dir(&archive)
+        .expect("deleted-homes exists")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(archived.len(), 1, "{archived:?}");
+    assert!(archived[0].starts_with("carol-"), "{archived:?}");
+    assert!(archive.join(&archived[0]).join("old-secrets").is_dir());
+    assert!(!archive.join(&archived[0]).join("new-secrets").exists());
+    new.call(&Command::Whoami).expect("the new carol goes on");
+    new.quit().expect("quit");
+    root.quit().expect("quit");
+    server.shutdown();
+}
+
 /// `chpass`: own change needs the old password; admins set others'.
 pub fn password_changes<R: Runtime>() {
     let fx = Fixture::new(27);
@@ -1765,6 +1830,7 @@ macro_rules! suite {
             accounts_first_admin_then_users, permission_matrix, failed_logins_close_the_connection,
             last_admin_is_protected, key_login, bad_user_names_are_refused,
             disabled_user_loses_access_at_once, password_changes,
+            deleted_account_sessions_end_and_homes_are_archived,
             login_backoff_outlasts_the_connection, tout_within_bounds, ledger_put_then_get,
             ledger_duplicate_record_id_is_refused, ledger_head_is_signed_and_current,
             ledger_seq_is_gapless, ledger_access_is_enforced, ledger_positions_and_kind_counts,

@@ -16,7 +16,7 @@ use vserv_core::{
     CloseCode, Connection, Error, ErrorCode, ErrorReply, Event, Fingerprint, Request, Response,
 };
 
-use crate::accounts::{AccountError, Accounts, User, UserName};
+use crate::accounts::{AccountError, AccountId, Accounts, User, UserName};
 use crate::files::delivery::{self, DeliveryError, HooksConfig, Outgoing};
 use crate::files::{
     FileError, FileTree, Target, TransferFailure, Transfers, UploadLocks, UserPath,
@@ -78,7 +78,9 @@ impl std::fmt::Debug for Service {
 pub struct Session {
     peer: Option<IpAddr>,
     session_id: Option<[u8; 32]>,
-    user: Option<UserName>,
+    /// The logged-in user, and the account they logged into: a later account of the same
+    /// name has another id, and is not this session's.
+    user: Option<(UserName, AccountId)>,
     failed_logins: u32,
     /// The connection's idle timeout as last seen by `drive` (or set by `tout`).
     idle_timeout: Duration,
@@ -133,7 +135,7 @@ impl Session {
 
     /// The logged-in user's name.
     pub fn user(&self) -> Option<&UserName> {
-        self.user.as_ref()
+        self.user.as_ref().map(|(name, _)| name)
     }
 
     /// Ends every file transfer of this session: uploads save their resumable state and
@@ -753,16 +755,34 @@ impl Service {
         )
     }
 
-    /// The logged-in user as stored now; a user disabled or deleted since login is logged out.
-    fn current_user(&self, session: &mut Session) -> Result<Option<User>, ErrorReply> {
-        let Some(name) = session.user.clone() else {
+    /// The logged-in user as stored now. A user disabled since login is logged out (the
+    /// session goes on, anonymous); an account deleted since login (gone, or replaced by a
+    /// new account of the same name, which has another [`AccountId`]) ends the session: the
+    /// answer is this error, and the connection is closed after it.
+    fn current_user(&self, session: &mut Session) -> Result<Option<User>, Box<Handled>> {
+        let Some((name, id)) = session.user.clone() else {
             return Ok(None);
         };
-        match self.accounts.get(&name).map_err(account_error)? {
-            Some(user) if user.enabled => Ok(Some(user)),
-            _ => {
+        match self.accounts.get(&name) {
+            Err(e) => Err(Box::new(Err(account_error(e)).into())),
+            Ok(Some(user)) if user.id == id && user.enabled => Ok(Some(user)),
+            Ok(Some(user)) if user.id == id => {
                 session.user = None;
                 Ok(None)
+            }
+            Ok(_) => {
+                session.user = None;
+                session.transfers = Transfers::new();
+                session.cwd = None;
+                tracing::info!(target: "vserv::audit", user = %name, peer = ?session.peer,
+                    "session of a deleted account ended");
+                Err(Box::new(Handled {
+                    result: Err(ErrorReply::new(
+                        ErrorCode::Forbidden,
+                        format!("the account '{name}' was deleted; this session ends"),
+                    )),
+                    close: Some((CloseCode::Normal, "account deleted")),
+                }))
             }
         }
     }
@@ -775,7 +795,7 @@ impl Service {
         };
         let user = match self.current_user(session) {
             Ok(user) => user,
-            Err(e) => return Outcome::Done(Err(e).into()),
+            Err(ended) => return Outcome::Done(*ended),
         };
         let allowed = match (cmd.access(), &user) {
             (Access::Anyone, _) => true,
@@ -889,10 +909,10 @@ impl Service {
                 attempt.succeeded();
                 tracing::info!(target: "vserv::audit", user = %user.name, peer = ?session.peer, "login");
                 self.accounts.record_login(&user.name, now);
-                if session.user.as_ref() != Some(&user.name) {
+                if session.user.as_ref() != Some(&(user.name.clone(), user.id)) {
                     session.transfers = Transfers::new();
                 }
-                session.user = Some(user.name.clone());
+                session.user = Some((user.name.clone(), user.id));
                 session.failed_logins = 0;
                 Ok(Reply::User {
                     name: user.name.to_string(),
@@ -1275,6 +1295,35 @@ impl Service {
         Ok(answered)
     }
 
+    /// Archives `user`'s home as `<name>-<tag>` (see [`FileTree::archive_home`]); a failure
+    /// is logged and answered (the account change stands).
+    fn archive_home(&self, user: &User, tag: &str) -> Result<(), ErrorReply> {
+        let Some(files) = &self.files else {
+            return Ok(());
+        };
+        match files.archive_home(&user.name, tag) {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                tracing::error!(user = %user.name, error = %e, "could not archive a home");
+                Err(ErrorReply::new(
+                    ErrorCode::Internal,
+                    format!(
+                        "the account change was made, but the home of '{}' could not be \
+                         archived: {e}",
+                        user.name
+                    ),
+                ))
+            }
+        }
+    }
+
+    /// A new account starts with an empty home: a home left under its name by an earlier
+    /// account (deleted before homes were archived, or whose archiving failed) is archived
+    /// first, tagged `before-<new account id>`.
+    fn clear_leftover_home(&self, created: &User) -> Result<(), ErrorReply> {
+        self.archive_home(created, &format!("before-{}", created.id))
+    }
+
     fn execute(
         &self,
         session: &mut Session,
@@ -1331,6 +1380,7 @@ impl Service {
                     .create_first_admin(&name, password.expose(), now)
                     .map_err(account_error)?;
                 audit("uini", created.name.as_str());
+                self.clear_leftover_home(&created)?;
                 Reply::Done
             }
             Command::Uadd {
@@ -1341,6 +1391,7 @@ impl Service {
                     .create(&name, UserRole::User, password.expose(), now)
                     .map_err(account_error)?;
                 audit("uadd", created.name.as_str());
+                self.clear_leftover_home(&created)?;
                 Reply::Done
             }
             Command::Aadd {
@@ -1351,11 +1402,13 @@ impl Service {
                     .create(&name, UserRole::Admin, password.expose(), now)
                     .map_err(account_error)?;
                 audit("aadd", created.name.as_str());
+                self.clear_leftover_home(&created)?;
                 Reply::Done
             }
             Command::Udel { user: name } => {
-                accounts.delete(&name).map_err(account_error)?;
+                let deleted = accounts.delete(&name).map_err(account_error)?;
                 audit("udel", &name);
+                self.archive_home(&deleted, &deleted.id.to_string())?;
                 Reply::Done
             }
             Command::Uena {
