@@ -23,7 +23,7 @@ use crate::files::{
     path as file_path,
 };
 use crate::ledger::{Appended, CheckReport, FeedError, Ledger, NewRecord, PendingAppend};
-use crate::limits::{Gate, LoginLimiter, Policy};
+use crate::limits::{Gate, LoginLimiter, Policy, UnauthenticatedSlot, UnauthenticatedSlots};
 
 /// At most this many consecutive `rput`s of one connection go to the ledger as one group:
 /// a pipelining client's next group is then decoded while the one before is committed.
@@ -50,6 +50,8 @@ pub struct Service {
     accounts: Arc<Accounts>,
     policy: Policy,
     limiter: Arc<LoginLimiter>,
+    /// The sessions not logged in, per peer address (shared by every connection).
+    unauthenticated: Arc<UnauthenticatedSlots>,
     /// The server's feed; `None` answers the ledger commands with an error.
     ledger: Option<Arc<Ledger>>,
     /// The users' homes; `None` answers the file commands with an error.
@@ -86,6 +88,12 @@ pub struct Session {
     idle_timeout: Duration,
     /// `tout` changed `idle_timeout`; `drive` applies it to the connection.
     idle_changed: bool,
+    /// The session's slot among its address's unauthenticated sessions, held until login
+    /// ([`Service::admit_unauthenticated`]).
+    unauthenticated: Option<UnauthenticatedSlot>,
+    /// A login or logout changed whether the login grace runs; `drive` applies it to the
+    /// connection.
+    grace: Option<Grace>,
     /// Submitted `rput` groups awaiting their commit, oldest first: request ids, and the
     /// ledger's pending results (`None` without a ledger).
     pending: VecDeque<(Vec<u32>, Option<PendingAppend>)>,
@@ -109,11 +117,25 @@ impl Session {
             failed_logins: 0,
             idle_timeout: vserv_core::Config::default().idle_timeout,
             idle_changed: false,
+            unauthenticated: None,
+            grace: None,
             pending: VecDeque::new(),
             cwd: None,
             transfers: Transfers::new(),
             deliveries: VecDeque::new(),
         }
+    }
+
+    /// Holds `slot` (taken for this connection with [`Service::admit_unauthenticated`])
+    /// until the session logs in.
+    pub fn hold_unauthenticated(&mut self, slot: UnauthenticatedSlot) {
+        self.unauthenticated = Some(slot);
+    }
+
+    /// Gives back the session's unauthenticated slot, if it holds one: its connection
+    /// ended (for a runtime that keeps the session after that).
+    pub fn release_unauthenticated(&mut self) {
+        self.unauthenticated = None;
     }
 
     /// Whether deliveries of this session are still running on their threads (their
@@ -160,6 +182,15 @@ impl Drop for Session {
             let _ = answer.recv();
         }
     }
+}
+
+/// A change of the connection's login grace (`vserv_core::Config::login_grace`).
+#[derive(Debug, Clone, Copy)]
+enum Grace {
+    /// Logged in: the grace ends.
+    End,
+    /// Anonymous again: the grace starts again.
+    Restart,
 }
 
 /// The outcome of one request.
@@ -400,6 +431,7 @@ impl Service {
         Service {
             info,
             accounts,
+            unauthenticated: UnauthenticatedSlots::new(policy.max_unauthenticated_per_ip),
             policy,
             limiter,
             ledger: None,
@@ -455,6 +487,19 @@ impl Service {
         &self.policy
     }
 
+    /// A slot for one more session from `peer` that has not logged in, or `None` when
+    /// that address holds [`Policy::max_unauthenticated_per_ip`] already: the runtime then
+    /// refuses the connection as busy. A runtime takes it when it accepts a connection and
+    /// gives it to the session ([`Session::hold_unauthenticated`]), which frees it at login.
+    pub fn admit_unauthenticated(&self, peer: IpAddr) -> Option<UnauthenticatedSlot> {
+        self.unauthenticated.take(peer)
+    }
+
+    /// The unauthenticated sessions of every address.
+    pub fn unauthenticated(&self) -> &Arc<UnauthenticatedSlots> {
+        &self.unauthenticated
+    }
+
     /// The login backoff state.
     pub fn login_limiter(&self) -> &Arc<LoginLimiter> {
         &self.limiter
@@ -499,8 +544,8 @@ impl Service {
     /// in request order.
     ///
     /// Once the connection is closed, the session's file transfers end at once (resumable
-    /// uploads save their state, path locks are released), whether or not the runtime keeps
-    /// the session around.
+    /// uploads save their state, path locks are released) and its unauthenticated slot is
+    /// given back, whether or not the runtime keeps the session around.
     pub fn drive_pipelined(
         &self,
         session: &mut Session,
@@ -510,6 +555,7 @@ impl Service {
         let driven = self.drive_events(session, conn, now_ms);
         if conn.is_closed() {
             session.end_transfers();
+            session.release_unauthenticated();
         }
         driven
     }
@@ -583,6 +629,11 @@ impl Service {
         };
         if std::mem::take(&mut session.idle_changed) {
             conn.set_idle_timeout(session.idle_timeout)?;
+        }
+        match session.grace.take() {
+            Some(Grace::End) => conn.end_login_grace(),
+            Some(Grace::Restart) => conn.restart_login_grace(),
+            None => {}
         }
         tracing::debug!(id = request.id, command = %request.name, ok = response.result.is_ok(), "request");
         respond(conn, &response)?;
@@ -766,10 +817,16 @@ impl Service {
         match self.accounts.get(&name) {
             Err(e) => Err(Box::new(Err(account_error(e)).into())),
             Ok(Some(user)) if user.id == id && user.enabled => Ok(Some(user)),
-            Ok(Some(user)) if user.id == id => {
-                session.user = None;
-                Ok(None)
-            }
+            Ok(Some(user)) if user.id == id => match self.anonymous_again(session) {
+                Ok(()) => Ok(None),
+                Err(ended) => Err(Box::new(Handled {
+                    result: Err(ErrorReply::new(
+                        ErrorCode::Forbidden,
+                        format!("the account '{name}' is disabled; this session ends"),
+                    )),
+                    close: Some(ended),
+                })),
+            },
             Ok(_) => {
                 session.user = None;
                 session.transfers = Transfers::new();
@@ -785,6 +842,25 @@ impl Service {
                 }))
             }
         }
+    }
+
+    /// The logged-in session becomes anonymous (logout, or its user was disabled): its
+    /// transfers end, the login grace starts again, and it takes an unauthenticated slot of
+    /// its address again; if none is free, the close to send.
+    fn anonymous_again(&self, session: &mut Session) -> Result<(), (CloseCode, &'static str)> {
+        session.user = None;
+        // Transfers belong to the user who opened them (uploads are parked).
+        session.transfers = Transfers::new();
+        session.grace = Some(Grace::Restart);
+        if session.unauthenticated.is_none()
+            && let Some(peer) = session.peer
+        {
+            session.unauthenticated = Some(self.admit_unauthenticated(peer).ok_or((
+                CloseCode::Busy,
+                "too many unauthenticated sessions from this address",
+            ))?);
+        }
+        Ok(())
     }
 
     fn handle(&self, session: &mut Session, request: &Request, now_ms: u64) -> Outcome {
@@ -826,6 +902,11 @@ impl Service {
                 user: name,
                 credential,
             } => self.login(session, &name, &credential, now),
+            Command::Logout if session.user.is_none() => Ok(Reply::Done).into(),
+            Command::Logout => Handled {
+                close: self.anonymous_again(session).err(),
+                result: Ok(Reply::Done),
+            },
             Command::Rput { .. } => {
                 let author = user.map(|u| u.name.to_string()).unwrap_or_default();
                 return Self::rput_outcome(author, cmd, now_ms);
@@ -914,6 +995,8 @@ impl Service {
                 }
                 session.user = Some((user.name.clone(), user.id));
                 session.failed_logins = 0;
+                session.unauthenticated = None;
+                session.grace = Some(Grace::End);
                 Ok(Reply::User {
                     name: user.name.to_string(),
                     role: user.role,
@@ -1361,10 +1444,10 @@ impl Service {
                 None => Reply::Anonymous,
             },
             Command::Logout => {
-                session.user = None;
-                // Transfers belong to the user who opened them (uploads are parked).
-                session.transfers = Transfers::new();
-                Reply::Done
+                return Err(ErrorReply::new(
+                    ErrorCode::Internal,
+                    "logout is handled first",
+                ));
             }
             Command::Uini {
                 user: name,

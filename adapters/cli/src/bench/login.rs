@@ -100,6 +100,7 @@ pub fn run(args: &LoginArgs) -> anyhow::Result<LoginReport> {
     };
     let policy = Policy {
         connection_rate: None,
+        max_unauthenticated_per_ip: None,
         ..Policy::default()
     };
     let service = Service::with_policy(info, Arc::new(accounts), policy);
