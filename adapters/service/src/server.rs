@@ -869,6 +869,13 @@ impl Service {
             Ok(cmd) => cmd,
             Err(e) => return Outcome::Done(Err(e).into()),
         };
+        if matches!(cmd, Command::Quit) {
+            // Answered whoever is logged in, even a session whose account is gone.
+            return Outcome::Done(Handled {
+                result: Ok(Reply::Bye),
+                close: Some((CloseCode::Normal, "bye")),
+            });
+        }
         let user = match self.current_user(session) {
             Ok(user) => user,
             Err(ended) => return Outcome::Done(*ended),
@@ -894,10 +901,6 @@ impl Service {
             );
         }
         Outcome::Done(match cmd {
-            Command::Quit => Handled {
-                result: Ok(Reply::Bye),
-                close: Some((CloseCode::Normal, "bye")),
-            },
             Command::Login {
                 user: name,
                 credential,
