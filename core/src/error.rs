@@ -53,6 +53,9 @@ pub enum Error {
     /// Nothing was received for longer than the idle timeout.
     #[error("connection idle for too long")]
     IdleTimeout,
+    /// Server: the session did not log in within the login grace time.
+    #[error("no login within the login grace time")]
+    LoginGraceTimeout,
     /// A response named a request id that is not outstanding.
     #[error("response to unknown request id {0}")]
     UnknownRequestId(u32),
@@ -107,6 +110,7 @@ impl Error {
             | UnexpectedEof
             | HandshakeTimeout
             | IdleTimeout
+            | LoginGraceTimeout
             | UnknownRequestId(_) => ErrorKind::Peer,
             BadRecord | BadPublicKey | BadSignature | BadFinished | ServerKeyRejected => {
                 ErrorKind::Auth
@@ -118,7 +122,9 @@ impl Error {
     /// The close code reported to the peer when this error ends a connection.
     pub fn close_code(&self) -> CloseCode {
         match self {
-            Error::HandshakeTimeout | Error::IdleTimeout => CloseCode::Timeout,
+            Error::HandshakeTimeout | Error::IdleTimeout | Error::LoginGraceTimeout => {
+                CloseCode::Timeout
+            }
             Error::UnsupportedVersion(_) => CloseCode::UnsupportedVersion,
             Error::ServerKeyRejected => CloseCode::Normal,
             _ => CloseCode::ProtocolError,

@@ -350,6 +350,62 @@ fn rejected_server_key_ends_the_handshake() {
     assert_eq!(p.client.send_request("ping", vec![]), Err(Error::Closed));
 }
 
+/// The login grace (server only) runs from the connection's creation whatever the peer
+/// sends; ending it leaves the idle timer, restarting it counts from the last receipt.
+#[test]
+fn the_login_grace_ends_a_busy_connection_unless_ended() {
+    let config = Config {
+        idle_timeout: Duration::from_secs(30),
+        login_grace: Some(Duration::from_secs(10)),
+        ..Config::default()
+    };
+    let mut p = Pair::new(config.clone());
+    let start = p.now;
+    p.run().unwrap();
+    assert!(
+        p.client.poll_timeout().unwrap() > start + Duration::from_secs(10),
+        "a client has no login grace"
+    );
+    for step in 1..10 {
+        p.now = start + Duration::from_secs(step);
+        p.client.send_request("ping", vec![]).unwrap();
+        p.run().unwrap();
+        assert_eq!(
+            p.server.poll_timeout(),
+            Some(start + Duration::from_secs(10))
+        );
+    }
+    let grace = start + Duration::from_secs(10);
+    p.server
+        .handle_timeout(grace - Duration::from_nanos(1))
+        .unwrap();
+    assert_eq!(
+        p.server.handle_timeout(grace),
+        Err(Error::LoginGraceTimeout)
+    );
+    assert_eq!(
+        Error::LoginGraceTimeout.close_code(),
+        vserv_core::CloseCode::Timeout
+    );
+
+    let mut p = Pair::new(config);
+    let start = p.now;
+    p.run().unwrap();
+    p.server.end_login_grace();
+    assert_eq!(
+        p.server.poll_timeout(),
+        Some(start + Duration::from_secs(30))
+    );
+    p.now = start + Duration::from_secs(25);
+    p.client.send_request("ping", vec![]).unwrap();
+    p.run().unwrap();
+    p.server.restart_login_grace();
+    assert_eq!(
+        p.server.poll_timeout(),
+        Some(start + Duration::from_secs(35))
+    );
+}
+
 #[test]
 fn timeouts_fire_at_the_polled_instant() {
     let config = Config {

@@ -310,7 +310,13 @@ pub fn bad_input_does_not_hurt_others<R: Runtime>() {
 /// Many clients at once all get their answers.
 pub fn many_clients<R: Runtime>() {
     let fx = Fixture::new(7);
-    let server = start::<R>(&fx);
+    // Sixteen anonymous sessions from one address: more than the default cap on those.
+    let policy = vserv_service::Policy {
+        max_unauthenticated_per_ip: None,
+        ..vserv_service::Policy::default()
+    };
+    let service = service_with_policy(&fx.identity, policy);
+    let server = R::start(fx.identity.clone(), service, 64, Config::default());
     let mut clients: Vec<R::Client> = (0..16)
         .map(|_| R::connect(&server, &fx.options()).expect("connect"))
         .collect();
@@ -345,6 +351,91 @@ pub fn connection_limit_refuses_busy<R: Runtime>() {
     }
     a.quit().expect("quit a");
     b.quit().expect("quit b");
+    server.shutdown();
+}
+
+/// A session that does not log in is closed once the login grace time has passed, even
+/// while it keeps sending `ping`s; a logged-in session is not.
+pub fn anonymous_sessions_end_after_the_login_grace<R: Runtime>() {
+    let fx = Fixture::new(9);
+    let config = Config {
+        login_grace: Some(std::time::Duration::from_secs(2)),
+        ..Config::default()
+    };
+    let server = R::start(fx.identity.clone(), fx.service(), 8, config);
+    let mut root = root_client::<R>(&server, &fx);
+    let mut anonymous = R::connect(&server, &fx.options()).expect("connect");
+    // Only a guard against hanging: the idle timeout (300 s) is far beyond it.
+    let guard = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    let mut pings = 0u64;
+    let ended = loop {
+        match anonymous.call(&Command::Ping {
+            payload: b"still here".to_vec(),
+        }) {
+            Ok(reply) => assert_eq!(reply, Reply::Pong(b"still here".to_vec())),
+            Err(e) => break e,
+        }
+        pings += 1;
+        assert!(
+            std::time::Instant::now() < guard,
+            "an anonymous session pinged for 120 s ({pings} pings) without being closed"
+        );
+    };
+    assert!(pings > 0, "closed before its first ping");
+    match &ended {
+        ClientError::ClosedByServer { code, reason } => {
+            assert_eq!(*code, vserv_core::CloseCode::Timeout, "{reason}");
+            assert!(reason.contains("login grace"), "{reason}");
+        }
+        ClientError::Server(e) => panic!("answered instead of closed: {e}"),
+        // The close record may be lost to a reset racing the last ping.
+        _ => {}
+    }
+    root.call(&Command::Ping { payload: vec![1] })
+        .expect("a logged-in session outlives the grace");
+    root.quit().expect("quit");
+    server.shutdown();
+}
+
+/// At most `max_unauthenticated_per_ip` sessions from one address may be not logged in:
+/// one more is refused as busy while the others are served, and a session that logs in
+/// (or ends) frees its slot.
+pub fn unauthenticated_sessions_are_capped_per_address<R: Runtime>() {
+    let fx = Fixture::new(10);
+    let policy = vserv_service::Policy {
+        max_unauthenticated_per_ip: Some(2),
+        connection_rate: None,
+        ..vserv_service::Policy::default()
+    };
+    let service = service_with_policy(&fx.identity, policy);
+    let server = R::start(fx.identity.clone(), service, 64, Config::default());
+    let refused = |what: &str| match R::connect(&server, &fx.options()) {
+        Err(ClientError::Protocol(vserv_core::Error::Refused(vserv_core::CloseCode::Busy))) => {}
+        Err(e) => panic!("{what}: expected a Busy refusal, got {e}"),
+        Ok(_) => panic!("{what}: a third unauthenticated session was accepted"),
+    };
+    let mut a = R::connect(&server, &fx.options()).expect("a");
+    let mut b = R::connect(&server, &fx.options()).expect("b");
+    refused("with a and b anonymous");
+    b.call(&Command::Ping { payload: vec![2] })
+        .expect("b is still served");
+    a.call(&Command::Uini {
+        user: "root".into(),
+        password: secret(ROOT_PASSWORD),
+    })
+    .expect("uini");
+    refused("uini is no login");
+    a.call(&login_cmd("root", ROOT_PASSWORD)).expect("login");
+    let mut c = R::connect(&server, &fx.options()).expect("a's login freed its slot");
+    c.call(&Command::Ping { payload: vec![3] }).expect("c");
+    refused("with b and c anonymous");
+    b.quit().expect("quit b");
+    let d = R::connect(&server, &fx.options()).expect("b's end freed its slot");
+    a.call(&Command::Ping { payload: vec![1] })
+        .expect("the logged-in session is served");
+    for client in [a, c, d] {
+        client.quit().expect("quit");
+    }
     server.shutdown();
 }
 
@@ -808,6 +899,71 @@ pub fn disabled_user_loses_access_at_once<R: Runtime>() {
         Reply::Anonymous
     );
     dan.quit().expect("quit");
+    root.quit().expect("quit");
+    server.shutdown();
+}
+
+/// A session is bound to the account it logged into, not to its name: after `udel carol`
+/// and `uadd carol`, a session of the old carol is refused at its next command (and
+/// closed) and never sees the new carol's files; the new carol starts with an empty home,
+/// and the old home is archived whole under `<data>/deleted-homes/carol-<account id>`.
+pub fn deleted_account_sessions_end_and_homes_are_archived<R: Runtime>() {
+    let fx = Fixture::new(32);
+    let server = start_with_files::<R>(&fx);
+    let mut root = root_client::<R>(&server, &fx);
+    let add_carol = |root: &mut R::Client, password: &str| {
+        root.call(&Command::Uadd {
+            user: "carol".into(),
+            password: secret(password),
+        })
+        .expect("uadd carol")
+    };
+    add_carol(&mut root, "old-carol-password");
+    let mut old = logged_in::<R>(&server, &fx, "carol", "old-carol-password");
+    done(
+        &mut old,
+        Command::Mkdir {
+            path: "old-secrets".into(),
+        },
+    );
+    done(
+        &mut root,
+        Command::Udel {
+            user: "carol".into(),
+        },
+    );
+    add_carol(&mut root, "new-carol-password");
+    let mut new = logged_in::<R>(&server, &fx, "carol", "new-carol-password");
+    let (entries, _) = listing(&mut new, Command::Ls(ListPage::default()));
+    assert!(entries.is_empty(), "the new carol inherited {entries:?}");
+    done(
+        &mut new,
+        Command::Mkdir {
+            path: "new-secrets".into(),
+        },
+    );
+    match old.call(&Command::Ls(ListPage::default())) {
+        Err(ClientError::Server(e)) => {
+            assert_eq!(e.code, ErrorCode::Forbidden);
+            assert!(e.message.contains("deleted"), "{}", e.message);
+        }
+        other => panic!("the old carol's session went on: {other:?}"),
+    }
+    assert!(
+        old.call(&Command::Whoami).is_err(),
+        "the old carol's session was not closed"
+    );
+    let archive = fx.dir().join("deleted-homes");
+    let archived: Vec<String> = std::fs::read_dir(&archive)
+        .expect("deleted-homes exists")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(archived.len(), 1, "{archived:?}");
+    assert!(archived[0].starts_with("carol-"), "{archived:?}");
+    assert!(archive.join(&archived[0]).join("old-secrets").is_dir());
+    assert!(!archive.join(&archived[0]).join("new-secrets").exists());
+    new.call(&Command::Whoami).expect("the new carol goes on");
+    new.quit().expect("quit");
     root.quit().expect("quit");
     server.shutdown();
 }
@@ -1762,9 +1918,12 @@ macro_rules! suite {
         $crate::suite!(@cases $rt; every_command_works, errors_are_typed_and_not_fatal,
             tofu_records_then_recognises, changed_key_is_refused, pinned_key,
             bad_input_does_not_hurt_others, many_clients, connection_limit_refuses_busy,
+            anonymous_sessions_end_after_the_login_grace,
+            unauthenticated_sessions_are_capped_per_address,
             accounts_first_admin_then_users, permission_matrix, failed_logins_close_the_connection,
             last_admin_is_protected, key_login, bad_user_names_are_refused,
             disabled_user_loses_access_at_once, password_changes,
+            deleted_account_sessions_end_and_homes_are_archived,
             login_backoff_outlasts_the_connection, tout_within_bounds, ledger_put_then_get,
             ledger_duplicate_record_id_is_refused, ledger_head_is_signed_and_current,
             ledger_seq_is_gapless, ledger_access_is_enforced, ledger_positions_and_kind_counts,

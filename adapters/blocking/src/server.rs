@@ -248,6 +248,23 @@ fn worker(mut stream: TcpStream, shared: &Shared, pool: &Pool) {
 fn serve(mut stream: TcpStream, shared: &Shared) -> Result<(), Box<dyn std::error::Error>> {
     stream.set_nodelay(true)?;
     stream.set_write_timeout(Some(WRITE_TIMEOUT))?;
+    let peer = stream.peer_addr().ok();
+    // The address's unauthenticated sessions are capped (`Policy::max_unauthenticated_per_ip`);
+    // the slot is the session's until it logs in.
+    let slot = match peer {
+        Some(peer) => match shared.service.admit_unauthenticated(peer.ip()) {
+            Some(slot) => Some(slot),
+            None => {
+                refuse(
+                    stream,
+                    "too many unauthenticated connections from this address",
+                    peer,
+                );
+                return Ok(());
+            }
+        },
+        None => None,
+    };
     let rng = os_rng()?;
     let mut conn = Connection::server(
         shared.options.config.clone(),
@@ -255,7 +272,10 @@ fn serve(mut stream: TcpStream, shared: &Shared) -> Result<(), Box<dyn std::erro
         rng,
         Instant::now(),
     );
-    let mut session = Session::new(stream.peer_addr().ok().map(|a| a.ip()));
+    let mut session = Session::new(peer.map(|a| a.ip()));
+    if let Some(slot) = slot {
+        session.hold_unauthenticated(slot);
+    }
     let mut buf = vec![0u8; 256 * 1024];
     let mut out = Vec::with_capacity(64 * 1024);
     let mut failure = None;

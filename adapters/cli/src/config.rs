@@ -11,6 +11,8 @@
 //! idle_timeout_secs = 300          # a session idle this long is closed (within the tout bounds)
 //! idle_timeout_min_secs = 10       # shortest idle timeout `tout` accepts (>= 1)
 //! idle_timeout_max_secs = 3600     # longest idle timeout `tout` accepts (<= 604800)
+//! login_grace_secs = 60            # a connection not logged in this long after connecting is closed (0..=3600; 0: never)
+//! max_unauthenticated_per_ip = 10  # connections per peer IP not (yet) logged in; more are refused as busy (0: no limit)
 //!
 //! [rate_limit]                     # new connections per peer IP
 //! connections = 30                 # per window; 0 turns the limit off
@@ -102,6 +104,10 @@ pub struct FileConfig {
     pub idle_timeout_min_secs: Option<u64>,
     /// Longest `tout`, seconds.
     pub idle_timeout_max_secs: Option<u64>,
+    /// Login grace time, seconds (0: none).
+    pub login_grace_secs: Option<u64>,
+    /// Connections per peer IP not logged in (0: no limit).
+    pub max_unauthenticated_per_ip: Option<usize>,
     /// Per-IP connection rate limit.
     pub rate_limit: Option<RateLimitConfig>,
     /// Login backoff.
@@ -194,6 +200,8 @@ pub struct Settings {
     pub handshake_timeout: Duration,
     /// Default idle timeout.
     pub idle_timeout: Duration,
+    /// Login grace time; `None`: sessions may stay anonymous until their idle timeout.
+    pub login_grace: Option<Duration>,
     /// Abuse limits and `tout` bounds.
     pub policy: Policy,
     /// argon2id parameters for new hashes.
@@ -256,6 +264,9 @@ fn check<T: PartialOrd + std::fmt::Display + Copy>(
     Ok(value)
 }
 
+/// The login grace time when the file sets none, seconds.
+pub const DEFAULT_LOGIN_GRACE_SECS: u64 = 60;
+
 /// Longest idle timeout accepted anywhere: a week.
 const MAX_IDLE_SECS: u64 = 7 * 86_400;
 
@@ -303,6 +314,23 @@ pub fn resolve(file: FileConfig, flags: Overrides) -> Result<Settings, ConfigErr
             .unwrap_or(core_default.idle_timeout.as_secs()),
         idle_min,
         idle_max,
+    )?;
+
+    let grace = check(
+        "login_grace_secs",
+        file.login_grace_secs.unwrap_or(DEFAULT_LOGIN_GRACE_SECS),
+        0,
+        3_600,
+    )?;
+    let max_unauthenticated = check(
+        "max_unauthenticated_per_ip",
+        file.max_unauthenticated_per_ip.unwrap_or(
+            policy_default
+                .max_unauthenticated_per_ip
+                .unwrap_or_default(),
+        ),
+        0,
+        1_000_000,
     )?;
 
     let rate = file.rate_limit.unwrap_or_default();
@@ -444,6 +472,7 @@ pub fn resolve(file: FileConfig, flags: Overrides) -> Result<Settings, ConfigErr
         max_connections,
         handshake_timeout: Duration::from_secs(handshake),
         idle_timeout: Duration::from_secs(idle),
+        login_grace: (grace > 0).then(|| Duration::from_secs(grace)),
         policy: Policy {
             login: LoginBackoff {
                 base_secs,
@@ -453,6 +482,7 @@ pub fn resolve(file: FileConfig, flags: Overrides) -> Result<Settings, ConfigErr
             connection_rate,
             idle_timeout_min: Duration::from_secs(idle_min),
             idle_timeout_max: Duration::from_secs(idle_max),
+            max_unauthenticated_per_ip: (max_unauthenticated > 0).then_some(max_unauthenticated),
         },
         password,
         password_checks,
@@ -519,6 +549,8 @@ mod tests {
             name = "from-file"
             runtime = "smol"
             idle_timeout_secs = 60
+            login_grace_secs = 0
+            max_unauthenticated_per_ip = 3
             [rate_limit]
             connections = 0
             [login_backoff]
@@ -543,6 +575,17 @@ mod tests {
         assert_eq!(s.runtime, Runtime::Smol);
         assert_eq!(s.idle_timeout, Duration::from_secs(60));
         assert_eq!(s.policy.connection_rate, None);
+        assert_eq!(s.login_grace, None, "0 turns the login grace off");
+        assert_eq!(s.policy.max_unauthenticated_per_ip, Some(3));
+        let defaults = resolve(FileConfig::default(), Overrides::default()).unwrap();
+        assert_eq!(defaults.login_grace, Some(Duration::from_secs(60)));
+        assert_eq!(defaults.policy.max_unauthenticated_per_ip, Some(10));
+        let off = resolve(
+            FileConfig::parse("max_unauthenticated_per_ip = 0").unwrap(),
+            Overrides::default(),
+        )
+        .unwrap();
+        assert_eq!(off.policy.max_unauthenticated_per_ip, None);
         assert_eq!((s.policy.login.base_secs, s.policy.login.cap_secs), (2, 60));
         assert_eq!(
             s.password,
@@ -594,6 +637,11 @@ mod tests {
         for (text, key) in [
             ("max_connections = 0", "max_connections"),
             ("handshake_timeout_secs = 0", "handshake_timeout_secs"),
+            ("login_grace_secs = 3601", "login_grace_secs"),
+            (
+                "max_unauthenticated_per_ip = 1000001",
+                "max_unauthenticated_per_ip",
+            ),
             ("idle_timeout_secs = 5", "idle_timeout_secs"),
             ("idle_timeout_min_secs = 0", "idle_timeout_min_secs"),
             (

@@ -147,6 +147,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
         config: vserv_core::Config {
             handshake_timeout: args.handshake_timeout,
             idle_timeout: args.idle_timeout,
+            login_grace: args.login_grace,
             ..Default::default()
         },
     };

@@ -171,11 +171,7 @@ pub fn run(args: UserArgs) -> anyhow::Result<()> {
             }
         },
         UserCommand::Del { name, target } => match &target.data {
-            Some(dir) => {
-                open_offline(dir, false)?.delete(&name)?;
-                client_cmd::print_reply(&Reply::Done, None);
-                Ok(())
-            }
+            Some(dir) => offline_del(dir, &name),
             None => over_protocol(&target.client, "del", Command::Udel { user: name }),
         },
         UserCommand::Enable { name, client } => over_protocol(
@@ -322,6 +318,23 @@ fn open_offline(dir: &Path, create: bool) -> anyhow::Result<Accounts> {
         vserv_store::rng::os_rng()?,
     )
     .context("setting up accounts")
+}
+
+/// `user del NAME --data DIR`: deletes the account, then archives its home to
+/// `DIR/deleted-homes/NAME-<account id>` as the server's `udel` does.
+fn offline_del(dir: &Path, name: &str) -> anyhow::Result<()> {
+    use vserv_service::files::{DiskTree, FileTree, FilesConfig};
+    let deleted = open_offline(dir, false)?.delete(name)?;
+    DiskTree::open(dir, FilesConfig::default())
+        .and_then(|tree| tree.archive_home(&deleted.name, &deleted.id.to_string()))
+        .with_context(|| {
+            format!(
+                "'{}' was deleted, but their home could not be archived",
+                deleted.name
+            )
+        })?;
+    client_cmd::print_reply(&Reply::Done, None);
+    Ok(())
 }
 
 /// `user add NAME [--admin] --data DIR`.

@@ -347,8 +347,25 @@ fn offline_administration_on_the_data_directory() {
     server.stop();
 
     // Stopped again: delete and set a password offline, then check over the protocol.
+    // The deleted user's home is archived whole, as the server's `udel` does.
+    let home = env.data().join("homes/carol");
+    std::fs::create_dir_all(home.join("docs")).unwrap();
+    std::fs::write(home.join("docs/a.txt"), b"carol's").unwrap();
     env.vserv(&["user", "del", "carol", "--data", &data], &[])
         .ok();
+    assert!(
+        !home.exists(),
+        "the home of a deleted user stayed in homes/"
+    );
+    let archived: Vec<_> = std::fs::read_dir(env.data().join("deleted-homes"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(archived.len(), 1, "{archived:?}");
+    assert_eq!(
+        std::fs::read(archived[0].join("docs/a.txt")).unwrap(),
+        b"carol's"
+    );
     let new_pw = "root-password-2";
     env.vserv(
         &["user", "passwd", "root", "--data", &data],

@@ -16,7 +16,9 @@ mod ledger_query;
 pub mod limits;
 mod server;
 
-pub use limits::{ConnectionLimiter, LoginBackoff, Policy, RateLimit};
+pub use limits::{
+    ConnectionLimiter, LoginBackoff, Policy, RateLimit, UnauthenticatedSlot, UnauthenticatedSlots,
+};
 pub use server::{MAX_FAILED_LOGINS, MAX_RPUT_GROUP, Service, ServiceInfo, Session};
 
 /// The wall clock in Unix seconds (0 if the clock is before 1970), for account timestamps.

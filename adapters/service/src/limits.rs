@@ -49,6 +49,16 @@
 //! of `window_secs` seconds (the window starts with the first connection after the previous
 //! one ended); beyond that the accept loop refuses with the plaintext `Busy` refusal. Refused
 //! connections are not counted. Default ([`Policy::default`]): 30 per 10 s.
+//!
+//! # Unauthenticated sessions
+//!
+//! [`UnauthenticatedSlots`]: at most [`Policy::max_unauthenticated_per_ip`] connections
+//! from one peer address that have not logged in (sshd's `MaxStartups`, per address),
+//! counted from accept, through the handshake, until the session's first successful login
+//! (a logout takes a slot again). The runtimes refuse a connection beyond it with the
+//! plaintext `Busy` refusal; sessions already connected, and other addresses, are served
+//! as before. Default: 10. Together with the login grace time (`vserv_core::Config::
+//! login_grace`) this bounds what one address can hold without credentials.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -166,16 +176,91 @@ pub struct Policy {
     pub idle_timeout_min: Duration,
     /// Longest idle timeout `tout` accepts.
     pub idle_timeout_max: Duration,
+    /// Most connections from one peer address that have not logged in, at once
+    /// ([`UnauthenticatedSlots`]); `None` for no limit.
+    pub max_unauthenticated_per_ip: Option<usize>,
 }
 
 impl Default for Policy {
-    /// [`LoginBackoff::DEFAULT`], [`RateLimit::DEFAULT`], `tout` between 10 s and 1 h.
+    /// [`LoginBackoff::DEFAULT`], [`RateLimit::DEFAULT`], `tout` between 10 s and 1 h, at
+    /// most [`DEFAULT_MAX_UNAUTHENTICATED_PER_IP`] unauthenticated sessions per address.
     fn default() -> Self {
         Policy {
             login: LoginBackoff::DEFAULT,
             connection_rate: Some(RateLimit::DEFAULT),
             idle_timeout_min: Duration::from_secs(10),
             idle_timeout_max: Duration::from_secs(3_600),
+            max_unauthenticated_per_ip: Some(DEFAULT_MAX_UNAUTHENTICATED_PER_IP),
+        }
+    }
+}
+
+/// The default of [`Policy::max_unauthenticated_per_ip`].
+pub const DEFAULT_MAX_UNAUTHENTICATED_PER_IP: usize = 10;
+
+/// The unauthenticated sessions of every peer address, shared by a server's connections
+/// (see the [module docs](self)). A slot is held by an [`UnauthenticatedSlot`] and given
+/// back when that is dropped, so a connection that ends for any reason frees its slot.
+#[derive(Debug)]
+pub struct UnauthenticatedSlots {
+    max: Option<usize>,
+    held: Mutex<HashMap<IpAddr, usize>>,
+}
+
+impl UnauthenticatedSlots {
+    /// Slots for at most `max` unauthenticated sessions per address (`None`: unlimited,
+    /// still counted).
+    pub fn new(max: Option<usize>) -> Arc<UnauthenticatedSlots> {
+        Arc::new(UnauthenticatedSlots {
+            max,
+            held: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn held(&self) -> MutexGuard<'_, HashMap<IpAddr, usize>> {
+        self.held.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A slot for one more unauthenticated session from `peer`, or `None` if that address
+    /// already holds the most allowed.
+    pub fn take(self: &Arc<Self>, peer: IpAddr) -> Option<UnauthenticatedSlot> {
+        let mut held = self.held();
+        let count = held.entry(peer).or_insert(0);
+        if self.max.is_some_and(|max| *count >= max) {
+            if *count == 0 {
+                held.remove(&peer);
+            }
+            return None;
+        }
+        *count += 1;
+        Some(UnauthenticatedSlot {
+            slots: self.clone(),
+            peer,
+        })
+    }
+
+    /// Unauthenticated sessions `peer` holds now.
+    pub fn held_by(&self, peer: IpAddr) -> usize {
+        self.held().get(&peer).copied().unwrap_or(0)
+    }
+}
+
+/// One unauthenticated session's slot ([`UnauthenticatedSlots::take`]); dropping it gives
+/// the slot back.
+#[derive(Debug)]
+pub struct UnauthenticatedSlot {
+    slots: Arc<UnauthenticatedSlots>,
+    peer: IpAddr,
+}
+
+impl Drop for UnauthenticatedSlot {
+    fn drop(&mut self) {
+        let mut held = self.slots.held();
+        if let Some(count) = held.get_mut(&self.peer) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                held.remove(&self.peer);
+            }
         }
     }
 }
@@ -586,6 +671,26 @@ impl ConnectionLimiter {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn unauthenticated_slots_cap_each_address_and_come_back_when_dropped() {
+        let slots = UnauthenticatedSlots::new(Some(2));
+        let (a, b): (IpAddr, IpAddr) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
+        let first = slots.take(a).unwrap();
+        let second = slots.take(a).unwrap();
+        assert!(slots.take(a).is_none(), "a third slot for the same address");
+        let other = slots.take(b).unwrap();
+        assert_eq!((slots.held_by(a), slots.held_by(b)), (2, 1));
+        drop(first);
+        let third = slots.take(a).unwrap();
+        drop((second, third, other));
+        assert_eq!((slots.held_by(a), slots.held_by(b)), (0, 0));
+        assert!(slots.held().is_empty(), "released addresses are forgotten");
+        let unlimited = UnauthenticatedSlots::new(None);
+        let many: Vec<_> = (0..100).map(|_| unlimited.take(a).unwrap()).collect();
+        assert_eq!(unlimited.held_by(a), 100);
+        drop(many);
+    }
+
     use super::*;
     use vserv_store::memory::MemoryStore;
 

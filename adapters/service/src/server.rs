@@ -16,14 +16,14 @@ use vserv_core::{
     CloseCode, Connection, Error, ErrorCode, ErrorReply, Event, Fingerprint, Request, Response,
 };
 
-use crate::accounts::{AccountError, Accounts, PasswordError, User, UserName};
+use crate::accounts::{AccountError, AccountId, Accounts, PasswordError, User, UserName};
 use crate::files::delivery::{self, DeliveryError, HooksConfig, Outgoing};
 use crate::files::{
     FileError, FileTree, Target, TransferFailure, Transfers, UploadLocks, UserPath,
     path as file_path,
 };
 use crate::ledger::{Appended, CheckReport, FeedError, Ledger, NewRecord, PendingAppend};
-use crate::limits::{Gate, LoginLimiter, Policy};
+use crate::limits::{Gate, LoginLimiter, Policy, UnauthenticatedSlot, UnauthenticatedSlots};
 
 /// At most this many consecutive `rput`s of one connection go to the ledger as one group:
 /// a pipelining client's next group is then decoded while the one before is committed.
@@ -50,6 +50,8 @@ pub struct Service {
     accounts: Arc<Accounts>,
     policy: Policy,
     limiter: Arc<LoginLimiter>,
+    /// The sessions not logged in, per peer address (shared by every connection).
+    unauthenticated: Arc<UnauthenticatedSlots>,
     /// The server's feed; `None` answers the ledger commands with an error.
     ledger: Option<Arc<Ledger>>,
     /// The users' homes; `None` answers the file commands with an error.
@@ -78,12 +80,20 @@ impl std::fmt::Debug for Service {
 pub struct Session {
     peer: Option<IpAddr>,
     session_id: Option<[u8; 32]>,
-    user: Option<UserName>,
+    /// The logged-in user, and the account they logged into: a later account of the same
+    /// name has another id, and is not this session's.
+    user: Option<(UserName, AccountId)>,
     failed_logins: u32,
     /// The connection's idle timeout as last seen by `drive` (or set by `tout`).
     idle_timeout: Duration,
     /// `tout` changed `idle_timeout`; `drive` applies it to the connection.
     idle_changed: bool,
+    /// The session's slot among its address's unauthenticated sessions, held until login
+    /// ([`Service::admit_unauthenticated`]).
+    unauthenticated: Option<UnauthenticatedSlot>,
+    /// A login or logout changed whether the login grace runs; `drive` applies it to the
+    /// connection.
+    grace: Option<Grace>,
     /// Submitted `rput` groups awaiting their commit, oldest first: request ids, and the
     /// ledger's pending results (`None` without a ledger).
     pending: VecDeque<(Vec<u32>, Option<PendingAppend>)>,
@@ -107,11 +117,25 @@ impl Session {
             failed_logins: 0,
             idle_timeout: vserv_core::Config::default().idle_timeout,
             idle_changed: false,
+            unauthenticated: None,
+            grace: None,
             pending: VecDeque::new(),
             cwd: None,
             transfers: Transfers::new(),
             deliveries: VecDeque::new(),
         }
+    }
+
+    /// Holds `slot` (taken for this connection with [`Service::admit_unauthenticated`])
+    /// until the session logs in.
+    pub fn hold_unauthenticated(&mut self, slot: UnauthenticatedSlot) {
+        self.unauthenticated = Some(slot);
+    }
+
+    /// Gives back the session's unauthenticated slot, if it holds one: its connection
+    /// ended (for a runtime that keeps the session after that).
+    pub fn release_unauthenticated(&mut self) {
+        self.unauthenticated = None;
     }
 
     /// Whether deliveries of this session are still running on their threads (their
@@ -133,7 +157,7 @@ impl Session {
 
     /// The logged-in user's name.
     pub fn user(&self) -> Option<&UserName> {
-        self.user.as_ref()
+        self.user.as_ref().map(|(name, _)| name)
     }
 
     /// Ends every file transfer of this session: uploads save their resumable state and
@@ -158,6 +182,15 @@ impl Drop for Session {
             let _ = answer.recv();
         }
     }
+}
+
+/// A change of the connection's login grace (`vserv_core::Config::login_grace`).
+#[derive(Debug, Clone, Copy)]
+enum Grace {
+    /// Logged in: the grace ends.
+    End,
+    /// Anonymous again: the grace starts again.
+    Restart,
 }
 
 /// The outcome of one request.
@@ -401,6 +434,7 @@ impl Service {
         Service {
             info,
             accounts,
+            unauthenticated: UnauthenticatedSlots::new(policy.max_unauthenticated_per_ip),
             policy,
             limiter,
             ledger: None,
@@ -456,6 +490,19 @@ impl Service {
         &self.policy
     }
 
+    /// A slot for one more session from `peer` that has not logged in, or `None` when
+    /// that address holds [`Policy::max_unauthenticated_per_ip`] already: the runtime then
+    /// refuses the connection as busy. A runtime takes it when it accepts a connection and
+    /// gives it to the session ([`Session::hold_unauthenticated`]), which frees it at login.
+    pub fn admit_unauthenticated(&self, peer: IpAddr) -> Option<UnauthenticatedSlot> {
+        self.unauthenticated.take(peer)
+    }
+
+    /// The unauthenticated sessions of every address.
+    pub fn unauthenticated(&self) -> &Arc<UnauthenticatedSlots> {
+        &self.unauthenticated
+    }
+
     /// The login backoff state.
     pub fn login_limiter(&self) -> &Arc<LoginLimiter> {
         &self.limiter
@@ -500,8 +547,8 @@ impl Service {
     /// in request order.
     ///
     /// Once the connection is closed, the session's file transfers end at once (resumable
-    /// uploads save their state, path locks are released), whether or not the runtime keeps
-    /// the session around.
+    /// uploads save their state, path locks are released) and its unauthenticated slot is
+    /// given back, whether or not the runtime keeps the session around.
     pub fn drive_pipelined(
         &self,
         session: &mut Session,
@@ -511,6 +558,7 @@ impl Service {
         let driven = self.drive_events(session, conn, now_ms);
         if conn.is_closed() {
             session.end_transfers();
+            session.release_unauthenticated();
         }
         driven
     }
@@ -584,6 +632,11 @@ impl Service {
         };
         if std::mem::take(&mut session.idle_changed) {
             conn.set_idle_timeout(session.idle_timeout)?;
+        }
+        match session.grace.take() {
+            Some(Grace::End) => conn.end_login_grace(),
+            Some(Grace::Restart) => conn.restart_login_grace(),
+            None => {}
         }
         tracing::debug!(id = request.id, command = %request.name, ok = response.result.is_ok(), "request");
         respond(conn, &response)?;
@@ -756,18 +809,61 @@ impl Service {
         )
     }
 
-    /// The logged-in user as stored now; a user disabled or deleted since login is logged out.
-    fn current_user(&self, session: &mut Session) -> Result<Option<User>, ErrorReply> {
-        let Some(name) = session.user.clone() else {
+    /// The logged-in user as stored now. A user disabled since login is logged out (the
+    /// session goes on, anonymous); an account deleted since login (gone, or replaced by a
+    /// new account of the same name, which has another [`AccountId`]) ends the session: the
+    /// answer is this error, and the connection is closed after it.
+    fn current_user(&self, session: &mut Session) -> Result<Option<User>, Box<Handled>> {
+        let Some((name, id)) = session.user.clone() else {
             return Ok(None);
         };
-        match self.accounts.get(&name).map_err(account_error)? {
-            Some(user) if user.enabled => Ok(Some(user)),
-            _ => {
+        match self.accounts.get(&name) {
+            Err(e) => Err(Box::new(Err(account_error(e)).into())),
+            Ok(Some(user)) if user.id == id && user.enabled => Ok(Some(user)),
+            Ok(Some(user)) if user.id == id => match self.anonymous_again(session) {
+                Ok(()) => Ok(None),
+                Err(ended) => Err(Box::new(Handled {
+                    result: Err(ErrorReply::new(
+                        ErrorCode::Forbidden,
+                        format!("the account '{name}' is disabled; this session ends"),
+                    )),
+                    close: Some(ended),
+                })),
+            },
+            Ok(_) => {
                 session.user = None;
-                Ok(None)
+                session.transfers = Transfers::new();
+                session.cwd = None;
+                tracing::info!(target: "vserv::audit", user = %name, peer = ?session.peer,
+                    "session of a deleted account ended");
+                Err(Box::new(Handled {
+                    result: Err(ErrorReply::new(
+                        ErrorCode::Forbidden,
+                        format!("the account '{name}' was deleted; this session ends"),
+                    )),
+                    close: Some((CloseCode::Normal, "account deleted")),
+                }))
             }
         }
+    }
+
+    /// The logged-in session becomes anonymous (logout, or its user was disabled): its
+    /// transfers end, the login grace starts again, and it takes an unauthenticated slot of
+    /// its address again; if none is free, the close to send.
+    fn anonymous_again(&self, session: &mut Session) -> Result<(), (CloseCode, &'static str)> {
+        session.user = None;
+        // Transfers belong to the user who opened them (uploads are parked).
+        session.transfers = Transfers::new();
+        session.grace = Some(Grace::Restart);
+        if session.unauthenticated.is_none()
+            && let Some(peer) = session.peer
+        {
+            session.unauthenticated = Some(self.admit_unauthenticated(peer).ok_or((
+                CloseCode::Busy,
+                "too many unauthenticated sessions from this address",
+            ))?);
+        }
+        Ok(())
     }
 
     fn handle(&self, session: &mut Session, request: &Request, now_ms: u64) -> Outcome {
@@ -776,9 +872,16 @@ impl Service {
             Ok(cmd) => cmd,
             Err(e) => return Outcome::Done(Err(e).into()),
         };
+        if matches!(cmd, Command::Quit) {
+            // Answered whoever is logged in, even a session whose account is gone.
+            return Outcome::Done(Handled {
+                result: Ok(Reply::Bye),
+                close: Some((CloseCode::Normal, "bye")),
+            });
+        }
         let user = match self.current_user(session) {
             Ok(user) => user,
-            Err(e) => return Outcome::Done(Err(e).into()),
+            Err(ended) => return Outcome::Done(*ended),
         };
         let allowed = match (cmd.access(), &user) {
             (Access::Anyone, _) => true,
@@ -801,14 +904,15 @@ impl Service {
             );
         }
         Outcome::Done(match cmd {
-            Command::Quit => Handled {
-                result: Ok(Reply::Bye),
-                close: Some((CloseCode::Normal, "bye")),
-            },
             Command::Login {
                 user: name,
                 credential,
             } => self.login(session, &name, &credential, now),
+            Command::Logout if session.user.is_none() => Ok(Reply::Done).into(),
+            Command::Logout => Handled {
+                close: self.anonymous_again(session).err(),
+                result: Ok(Reply::Done),
+            },
             Command::Rput { .. } => {
                 let author = user.map(|u| u.name.to_string()).unwrap_or_default();
                 return Self::rput_outcome(author, cmd, now_ms);
@@ -908,11 +1012,13 @@ impl Service {
                 attempt.succeeded();
                 tracing::info!(target: "vserv::audit", user = %user.name, peer = ?session.peer, "login");
                 self.accounts.record_login(&user.name, now);
-                if session.user.as_ref() != Some(&user.name) {
+                if session.user.as_ref() != Some(&(user.name.clone(), user.id)) {
                     session.transfers = Transfers::new();
                 }
-                session.user = Some(user.name.clone());
+                session.user = Some((user.name.clone(), user.id));
                 session.failed_logins = 0;
+                session.unauthenticated = None;
+                session.grace = Some(Grace::End);
                 Ok(Reply::User {
                     name: user.name.to_string(),
                     role: user.role,
@@ -1294,6 +1400,35 @@ impl Service {
         Ok(answered)
     }
 
+    /// Archives `user`'s home as `<name>-<tag>` (see [`FileTree::archive_home`]); a failure
+    /// is logged and answered (the account change stands).
+    fn archive_home(&self, user: &User, tag: &str) -> Result<(), ErrorReply> {
+        let Some(files) = &self.files else {
+            return Ok(());
+        };
+        match files.archive_home(&user.name, tag) {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                tracing::error!(user = %user.name, error = %e, "could not archive a home");
+                Err(ErrorReply::new(
+                    ErrorCode::Internal,
+                    format!(
+                        "the account change was made, but the home of '{}' could not be \
+                         archived: {e}",
+                        user.name
+                    ),
+                ))
+            }
+        }
+    }
+
+    /// A new account starts with an empty home: a home left under its name by an earlier
+    /// account (deleted before homes were archived, or whose archiving failed) is archived
+    /// first, tagged `before-<new account id>`.
+    fn clear_leftover_home(&self, created: &User) -> Result<(), ErrorReply> {
+        self.archive_home(created, &format!("before-{}", created.id))
+    }
+
     fn execute(
         &self,
         session: &mut Session,
@@ -1331,10 +1466,10 @@ impl Service {
                 None => Reply::Anonymous,
             },
             Command::Logout => {
-                session.user = None;
-                // Transfers belong to the user who opened them (uploads are parked).
-                session.transfers = Transfers::new();
-                Reply::Done
+                return Err(ErrorReply::new(
+                    ErrorCode::Internal,
+                    "logout is handled first",
+                ));
             }
             Command::Uini {
                 user: name,
@@ -1350,6 +1485,7 @@ impl Service {
                     .create_first_admin(&name, password.expose(), now)
                     .map_err(account_error)?;
                 audit("uini", created.name.as_str());
+                self.clear_leftover_home(&created)?;
                 Reply::Done
             }
             Command::Uadd {
@@ -1360,6 +1496,7 @@ impl Service {
                     .create(&name, UserRole::User, password.expose(), now)
                     .map_err(account_error)?;
                 audit("uadd", created.name.as_str());
+                self.clear_leftover_home(&created)?;
                 Reply::Done
             }
             Command::Aadd {
@@ -1370,11 +1507,13 @@ impl Service {
                     .create(&name, UserRole::Admin, password.expose(), now)
                     .map_err(account_error)?;
                 audit("aadd", created.name.as_str());
+                self.clear_leftover_home(&created)?;
                 Reply::Done
             }
             Command::Udel { user: name } => {
-                accounts.delete(&name).map_err(account_error)?;
+                let deleted = accounts.delete(&name).map_err(account_error)?;
                 audit("udel", &name);
+                self.archive_home(&deleted, &deleted.id.to_string())?;
                 Reply::Done
             }
             Command::Uena {

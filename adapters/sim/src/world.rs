@@ -478,9 +478,17 @@ impl World {
             kind,
         });
         let now = self.instant();
-        let (stopped, full) = match self.servers.get(server) {
-            Some(node) => (node.stopped, node.open >= node.spec.max_connections),
-            None => (true, true),
+        let peer: std::net::IpAddr = std::net::Ipv4Addr::LOCALHOST.into();
+        // Like the real accept loops: the connection limit, then the address's
+        // unauthenticated sessions (`Policy::max_unauthenticated_per_ip`).
+        let (stopped, full, slot) = match self.servers.get(server) {
+            Some(node) if node.stopped => (true, false, None),
+            Some(node) if node.open >= node.spec.max_connections => (false, true, None),
+            Some(node) => match node.spec.service.admit_unauthenticated(peer) {
+                Some(slot) => (false, false, Some(slot)),
+                None => (false, true, None),
+            },
+            None => (true, true, None),
         };
         let server_kind = if stopped || full {
             Kind::Refuser
@@ -489,9 +497,13 @@ impl World {
             match self.servers.get_mut(server) {
                 Some(node) => {
                     node.open += 1;
+                    let mut session = Session::new(Some(peer));
+                    if let Some(slot) = slot {
+                        session.hold_unauthenticated(slot);
+                    }
                     Kind::Server(Box::new(ServerEnd {
                         server,
-                        session: Session::new(Some(std::net::Ipv4Addr::LOCALHOST.into())),
+                        session,
                         conn: Connection::server(
                             node.spec.config.clone(),
                             node.spec.identity.clone(),
@@ -977,10 +989,11 @@ impl World {
         }
         e.reading = false;
         let name = e.name.clone();
-        if let Kind::Server(s) = &e.kind
-            && let Some(node) = self.servers.get_mut(s.server)
-        {
-            node.open = node.open.saturating_sub(1);
+        if let Kind::Server(s) = &mut e.kind {
+            s.session.release_unauthenticated();
+            if let Some(node) = self.servers.get_mut(s.server) {
+                node.open = node.open.saturating_sub(1);
+            }
         }
         let is_conn = matches!(e.kind, Kind::Server(_) | Kind::Client(_));
         if is_conn {

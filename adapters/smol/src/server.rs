@@ -272,6 +272,21 @@ async fn serve(
     shutdown: &Receiver<()>,
 ) -> Result<(), ConnError> {
     stream.set_nodelay(true)?;
+    let peer = stream.peer_addr().ok();
+    // The address's unauthenticated sessions are capped (`Policy::max_unauthenticated_per_ip`);
+    // the slot is the session's until it logs in.
+    let slot = match peer {
+        Some(peer) => match shared.service.admit_unauthenticated(peer.ip()) {
+            Some(slot) => Some(slot),
+            None => {
+                tracing::warn!(%peer, "too many unauthenticated connections from this address; refusing");
+                let refused = refusal(CloseCode::Busy);
+                let _ = write_until(&mut stream, &refused, sleep(REFUSAL_WRITE_LIMIT)).await;
+                return Ok(());
+            }
+        },
+        None => None,
+    };
     let rng = os_rng()?;
     let mut conn = Connection::server(
         shared.options.config.clone(),
@@ -279,7 +294,10 @@ async fn serve(
         rng,
         Instant::now(),
     );
-    let mut session = Session::new(stream.peer_addr().ok().map(|a| a.ip()));
+    let mut session = Session::new(peer.map(|a| a.ip()));
+    if let Some(slot) = slot {
+        session.hold_unauthenticated(slot);
+    }
     let mut buf = vec![0u8; 64 * 1024];
     let mut out = Vec::with_capacity(64 * 1024);
     let mut failure = None;

@@ -30,6 +30,11 @@ pub struct Config {
     /// Most requests awaiting a response at once: a server fails a client that exceeds it, a
     /// client refuses to send more (both sides must use the same value; 256 by default).
     pub max_outstanding: usize,
+    /// Server only: a connection must log in within this time of its creation (sshd's
+    /// `LoginGraceTime`), whatever else it sends; the driver ends the grace with
+    /// [`Connection::end_login_grace`] once the session has logged in. `None` (the default):
+    /// no login deadline.
+    pub login_grace: Option<Duration>,
 }
 
 impl Default for Config {
@@ -39,6 +44,7 @@ impl Default for Config {
             idle_timeout: Duration::from_secs(300),
             rekey_after: 1 << 24,
             max_outstanding: 256,
+            login_grace: None,
         }
     }
 }
@@ -113,6 +119,9 @@ pub struct Connection {
     events: VecDeque<Event>,
     /// `None` when the timeout is too large to represent: no handshake timer.
     handshake_deadline: Option<Instant>,
+    /// Server only: when the connection fails unless the session has logged in
+    /// ([`Config::login_grace`]); `None` when there is no such deadline (any more).
+    login_deadline: Option<Instant>,
     last_received: Instant,
     outstanding: BTreeSet<u32>,
     next_id: u32,
@@ -181,6 +190,10 @@ impl Connection {
         Connection {
             role,
             handshake_deadline: now.checked_add(config.handshake_timeout),
+            login_deadline: match role {
+                Role::Server => config.login_grace.and_then(|g| now.checked_add(g)),
+                Role::Client => None,
+            },
             config,
             state,
             rng,
@@ -245,6 +258,25 @@ impl Connection {
         Ok(())
     }
 
+    /// Ends the login grace ([`Config::login_grace`]): the session has logged in, so only
+    /// the idle timeout applies from now on. The driver must re-read
+    /// [`Connection::poll_timeout`].
+    pub fn end_login_grace(&mut self) {
+        self.login_deadline = None;
+    }
+
+    /// Starts the login grace again, from the last receipt (a session that logged out is
+    /// anonymous again and must log in within the grace time). Nothing changes without a
+    /// configured grace or on a client connection.
+    pub fn restart_login_grace(&mut self) {
+        if self.role == Role::Server {
+            self.login_deadline = self
+                .config
+                .login_grace
+                .and_then(|g| self.last_received.checked_add(g));
+        }
+    }
+
     /// Number of requests sent (client) or received (server) and not yet answered.
     pub fn outstanding_requests(&self) -> usize {
         self.outstanding.len()
@@ -273,10 +305,14 @@ impl Connection {
     /// The instant at which `handle_timeout` must be called, if a timer is armed. Calling
     /// `handle_timeout` at (or after) exactly this instant fires the timer.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        match self.state {
-            State::Closed => None,
+        let timer = match self.state {
+            State::Closed => return None,
             State::Connected => self.last_received.checked_add(self.config.idle_timeout),
             _ => self.handshake_deadline,
+        };
+        match (timer, self.login_deadline) {
+            (Some(t), Some(l)) => Some(t.min(l)),
+            (t, l) => t.or(l),
         }
     }
 
@@ -288,7 +324,9 @@ impl Connection {
         if now < deadline {
             return Ok(());
         }
-        let err = if self.is_connected() {
+        let err = if self.login_deadline.is_some_and(|l| now >= l) {
+            Error::LoginGraceTimeout
+        } else if self.is_connected() {
             Error::IdleTimeout
         } else {
             Error::HandshakeTimeout

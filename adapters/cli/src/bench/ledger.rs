@@ -206,6 +206,7 @@ impl Bench {
         };
         let policy = Policy {
             connection_rate: None,
+            max_unauthenticated_per_ip: None,
             ..Policy::default()
         };
         let service =

@@ -198,8 +198,11 @@ pub fn run(args: &LoginArgs) -> anyhow::Result<LoginReport> {
     let data = dir.path().join("data");
     add_admin(&exe, &data)?;
     let config = dir.path().join("server.toml");
-    std::fs::write(&config, "[rate_limit]\nconnections = 0\n")
-        .context("writing the server's configuration")?;
+    std::fs::write(
+        &config,
+        "max_unauthenticated_per_ip = 0\nlogin_grace_secs = 0\n[rate_limit]\nconnections = 0\n",
+    )
+    .context("writing the server's configuration")?;
     let server = ServerProcess::start(
         &exe,
         &[

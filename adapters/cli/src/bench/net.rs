@@ -108,6 +108,7 @@ impl Target {
                 // Sessions per second from one address: no connection rate limit.
                 let policy = vserv_service::Policy {
                     connection_rate: None,
+                    max_unauthenticated_per_ip: None,
                     ..vserv_service::Policy::default()
                 };
                 let ledger = Arc::new(vserv_service::ledger::Ledger::new(

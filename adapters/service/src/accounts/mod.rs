@@ -21,7 +21,7 @@ use vserv_store::kv::{Op, Store, StoreError, Table};
 pub use checks::{Busy, CheckLimits, CheckPool};
 pub use name::{NameError, UserName};
 pub use password::{PasswordError, PasswordParams};
-pub use record::User;
+pub use record::{AccountId, User};
 
 /// Most login keys one user may register.
 pub const MAX_KEYS_PER_USER: usize = 16;
@@ -249,8 +249,10 @@ impl Accounts {
         if self.get(&name)?.is_some() {
             return Err(AccountError::Exists(name.to_string()));
         }
+        let id = AccountId::random(&mut **self.rng.lock().unwrap_or_else(|p| p.into_inner()));
         let user = User {
             name,
+            id,
             role,
             enabled: true,
             password: Some(hashed),
@@ -274,8 +276,9 @@ impl Accounts {
         Ok(others.count() == 0)
     }
 
-    /// Deletes a user (never the last enabled admin).
-    pub fn delete(&self, name: &str) -> Result<(), AccountError> {
+    /// Deletes a user (never the last enabled admin); returns the deleted account, whose
+    /// [`AccountId`] no later account of the same name shares.
+    pub fn delete(&self, name: &str) -> Result<User, AccountError> {
         let _guard = self.lock();
         let user = self.existing(&UserName::parse(name)?)?;
         if self.is_last_admin(&user)? {
@@ -285,7 +288,7 @@ impl Accounts {
             table: Table::Users,
             key: user.name.as_str().as_bytes().to_vec(),
         }])?;
-        Ok(())
+        Ok(user)
     }
 
     /// Enables or disables a user (never disables the last enabled admin).

@@ -1428,6 +1428,11 @@ impl FileTree for DiskTree {
         Ok(report)
     }
 
+    fn archive_home(&self, owner: &UserName, tag: &str) -> Result<bool, FileError> {
+        self.check_homes()?;
+        Ok(super::archive::archive_home(&self.homes, owner, tag)?.is_some())
+    }
+
     fn owners(&self) -> Result<Vec<UserName>, FileError> {
         self.check_homes()?;
         let entries = fs::read_dir(&self.homes).map_err(io_error(&UserPath::root()))?;

@@ -673,6 +673,11 @@ impl FileTree for MemoryTree {
         Ok(lock(&self.homes).keys().cloned().collect())
     }
 
+    fn archive_home(&self, owner: &UserName, _tag: &str) -> Result<bool, FileError> {
+        lock(&self.partials).retain(|(o, _), _| o != owner);
+        Ok(lock(&self.homes).remove(owner).is_some())
+    }
+
     fn read_record(
         &self,
         owner: &UserName,

@@ -22,6 +22,7 @@
 //! has written them for [`DEFAULT_PARTIAL_EXPIRY`] (or the configured expiry); the server
 //! runs it at start and periodically.
 
+mod archive;
 pub mod budget;
 pub mod delivery;
 pub mod direct;
@@ -32,6 +33,7 @@ pub mod transfer;
 mod usage;
 mod write_behind;
 
+pub use archive::DELETED_HOMES;
 pub use disk::{DEFAULT_MIN_FREE_BYTES, DiskTree};
 pub use memory::MemoryTree;
 pub use path::{PathError, Target, UserPath};
@@ -273,6 +275,12 @@ pub trait FileTree: Send + Sync {
     /// form; symlinks and anything else are skipped, an entry that cannot be read is
     /// logged and skipped). An error only when the homes cannot be reached at all.
     fn owners(&self) -> Result<Vec<UserName>, FileError>;
+
+    /// Takes `owner`'s home out of use, for a deleted account: afterwards `owner` has no
+    /// home (the next use creates an empty one). The disk tree moves it whole to
+    /// `<data>/deleted-homes/<owner>-<tag>` (see [`DELETED_HOMES`]); the in-memory tree
+    /// drops it. Returns whether there was a home. `tag` is a plain name (an account id).
+    fn archive_home(&self, owner: &UserName, tag: &str) -> Result<bool, FileError>;
 
     /// Record `name` (a name [`path::check_name`] accepts) of the server's hidden record
     /// store `store` (a name starting with [`RECORD_STORE_PREFIX`]) of directory `dir`;
