@@ -813,44 +813,10 @@ mod tests {
         ));
     }
 
-    /// A store whose commits fail while `failing` is set (reads keep working): a full disk.
-    struct FullDisk {
-        inner: MemoryStore,
-        failing: std::sync::atomic::AtomicBool,
-    }
-
-    impl Store for FullDisk {
-        fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-            self.inner.get(table, key)
-        }
-        fn scan(&self, table: Table, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
-            self.inner.scan(table, prefix)
-        }
-        fn scan_from(
-            &self,
-            table: Table,
-            prefix: &[u8],
-            start: &[u8],
-            limit: usize,
-        ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
-            self.inner.scan_from(table, prefix, start, limit)
-        }
-        fn commit(&self, ops: Vec<Op>) -> Result<(), StoreError> {
-            if self.failing.load(std::sync::atomic::Ordering::SeqCst) {
-                return Err(StoreError::Backend("no space left on device".into()));
-            }
-            self.inner.commit(ops)
-        }
-    }
-
     #[test]
     fn a_backoff_that_cannot_be_stored_still_applies() {
-        use std::sync::atomic::Ordering;
-        let store = Arc::new(FullDisk {
-            inner: MemoryStore::new(),
-            failing: std::sync::atomic::AtomicBool::new(true),
-        });
-        let l = LoginLimiter::new(store.clone(), LoginBackoff::DEFAULT);
+        let (l, store) = limiter();
+        store.set_disk_full(true);
         let alice = name("alice");
         open(l.begin(Some(&alice), None, 1000).unwrap()).failed(true, 1000);
         assert!(matches!(
@@ -864,7 +830,7 @@ mod tests {
         ));
         assert_eq!(l.stored(&alice).unwrap(), None, "nothing could be stored");
         // Space is back: the next failure stores the whole count.
-        store.failing.store(false, Ordering::SeqCst);
+        store.set_disk_full(false);
         open(l.begin(Some(&alice), None, 1003).unwrap()).failed(true, 1003);
         assert_eq!(
             l.stored(&alice).unwrap(),
@@ -876,7 +842,7 @@ mod tests {
         assert!(l.memory().unsaved.is_empty());
         // A success whose reset cannot be stored leaves the stored count in force: the next
         // failure is the fourth, not a first.
-        store.failing.store(true, Ordering::SeqCst);
+        store.set_disk_full(true);
         open(l.begin(Some(&alice), None, 1007).unwrap()).succeeded();
         open(l.begin(Some(&alice), None, 1007).unwrap()).failed(true, 1007);
         assert!(matches!(

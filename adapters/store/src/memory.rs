@@ -46,6 +46,8 @@ struct State {
     /// `Some(n)`: `n` more commit calls succeed, the next one crashes.
     fault: Option<u64>,
     down: bool,
+    /// Commits fail (and apply nothing) while set: a full disk.
+    disk_full: bool,
     commits: u64,
 }
 
@@ -82,6 +84,7 @@ impl MemoryStore {
                 tables,
                 fault: None,
                 down: false,
+                disk_full: false,
                 commits: 0,
             })),
             store_id,
@@ -118,6 +121,12 @@ impl MemoryStore {
             s.down = false;
             s.fault = None;
         });
+    }
+
+    /// Models a full disk: while `full`, every commit fails with [`StoreError::Backend`] and
+    /// applies nothing; reads keep working. Clearing it is space being freed.
+    pub fn set_disk_full(&self, full: bool) {
+        let _ = self.with_state(|s| s.disk_full = full);
     }
 
     /// Whether the store is down (crashed and not yet restarted).
@@ -222,6 +231,11 @@ impl Store for MemoryStore {
             }
             Some(n) => state.fault = Some(n - 1),
             None => {}
+        }
+        if state.disk_full {
+            return Err(StoreError::Backend(
+                "commit: no space left on device".into(),
+            ));
         }
         // Validate everything first: past this point nothing can fail, so the batch is
         // applied entirely.

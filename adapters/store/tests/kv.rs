@@ -864,6 +864,23 @@ fn memory_snapshot_is_independent_and_clone_is_shared() -> TestResult {
 }
 
 #[test]
+fn memory_full_disk_fails_commits_and_keeps_reads() -> TestResult {
+    let s = MemoryStore::new();
+    s.commit(vec![put(Table::Users, b"a", b"1")])?;
+    s.set_disk_full(true);
+    assert!(matches!(
+        s.commit(vec![put(Table::Users, b"b", b"2")]),
+        Err(StoreError::Backend(_))
+    ));
+    assert_eq!(s.get(Table::Users, b"a")?, Some(b"1".to_vec()));
+    assert_eq!(s.get(Table::Users, b"b")?, None);
+    s.set_disk_full(false);
+    s.commit(vec![put(Table::Users, b"b", b"2")])?;
+    assert_eq!(s.get(Table::Users, b"b")?, Some(b"2".to_vec()));
+    Ok(())
+}
+
+#[test]
 fn memory_new_store_mirrors_a_fresh_fjall_store() -> TestResult {
     let m = MemoryStore::new();
     assert_eq!(m.store_id(), [0; 16]);
