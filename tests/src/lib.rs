@@ -926,6 +926,23 @@ pub fn deleted_account_sessions_end_and_homes_are_archived<R: Runtime>() {
             path: "old-secrets".into(),
         },
     );
+    // An upload left open across the deletion must not park its state into the new account.
+    let open = match old.call(&Command::Fopen(vserv_core::transfer::FopenArgs {
+        path: "old-secrets/draft.bin".into(),
+        size: 1000,
+        resume: false,
+    })) {
+        Ok(Reply::Opened(o)) => o,
+        other => panic!("fopen gave {other:?}"),
+    };
+    done(
+        &mut old,
+        Command::Fput {
+            id: open.id,
+            offset: 0,
+            data: vec![7; 100],
+        },
+    );
     done(
         &mut root,
         Command::Udel {
@@ -942,6 +959,34 @@ pub fn deleted_account_sessions_end_and_homes_are_archived<R: Runtime>() {
             path: "new-secrets".into(),
         },
     );
+    done(
+        &mut new,
+        Command::Mkdir {
+            path: "old-secrets".into(),
+        },
+    );
+    // The new carol's own upload, so that her home has a partial-upload directory.
+    match new.call(&Command::Fopen(vserv_core::transfer::FopenArgs {
+        path: "mine.bin".into(),
+        size: 10,
+        resume: false,
+    })) {
+        Ok(Reply::Opened(_)) => {}
+        other => panic!("fopen gave {other:?}"),
+    }
+    let partials = fx.dir().join("homes/carol/.vserv-partial");
+    let listed = |dir: &std::path::Path| -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .map(|entries| {
+                entries
+                    .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        names.sort();
+        names
+    };
+    let new_partials = listed(&partials);
     match old.call(&Command::Ls(ListPage::default())) {
         Err(ClientError::Server(e)) => {
             assert_eq!(e.code, ErrorCode::Forbidden);
@@ -952,6 +997,23 @@ pub fn deleted_account_sessions_end_and_homes_are_archived<R: Runtime>() {
     assert!(
         old.call(&Command::Whoami).is_err(),
         "the old carol's session was not closed"
+    );
+    drop(old);
+    let (entries, _) = listing(
+        &mut new,
+        Command::Ls(ListPage {
+            dir: Some("old-secrets".into()),
+            ..ListPage::default()
+        }),
+    );
+    assert!(
+        entries.is_empty(),
+        "the old upload reached the new carol: {entries:?}"
+    );
+    assert_eq!(
+        listed(&partials),
+        new_partials,
+        "the old upload parked its state in the new home"
     );
     let archive = fx.dir().join("deleted-homes");
     let archived: Vec<String> = std::fs::read_dir(&archive)

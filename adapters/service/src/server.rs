@@ -557,10 +557,31 @@ impl Service {
     ) -> Result<(), Error> {
         let driven = self.drive_events(session, conn, now_ms);
         if conn.is_closed() {
-            session.end_transfers();
+            if self.account_was_deleted(session) {
+                // Its home was archived: nothing may be parked by name into a new account.
+                std::mem::take(&mut session.transfers).abandon_all();
+            } else {
+                session.end_transfers();
+            }
             session.release_unauthenticated();
         }
         driven
+    }
+
+    /// Whether the session has transfers and the account it logged into no longer exists
+    /// (deleted, perhaps re-created under the same name). A store failure answers no.
+    fn account_was_deleted(&self, session: &Session) -> bool {
+        if session.transfers.is_empty() {
+            return false;
+        }
+        match &session.user {
+            Some((name, id)) => match self.accounts.get(name) {
+                Ok(Some(user)) => user.id != *id,
+                Ok(None) => true,
+                Err(_) => false,
+            },
+            None => false,
+        }
     }
 
     fn drive_events(
@@ -832,7 +853,7 @@ impl Service {
             },
             Ok(_) => {
                 session.user = None;
-                session.transfers = Transfers::new();
+                std::mem::take(&mut session.transfers).abandon_all();
                 session.cwd = None;
                 tracing::info!(target: "vserv::audit", user = %name, peer = ?session.peer,
                     "session of a deleted account ended");

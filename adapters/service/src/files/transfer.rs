@@ -445,6 +445,17 @@ impl Transfers {
         Ok(())
     }
 
+    /// Ends every transfer without saving any upload's state: their account was deleted (its
+    /// home archived with the partial files), and nothing may be written by name into a new
+    /// account of the same name.
+    pub fn abandon_all(mut self) {
+        for (id, _) in self.table.drain() {
+            self.uploads.remove(&id);
+        }
+        self.uploads.clear();
+        self.downloads.clear();
+    }
+
     /// Ends upload `id` without saving its state (its file failed).
     fn abandon(&mut self, id: u32) {
         let _ = self.table.close(id);
