@@ -99,17 +99,32 @@ fn is_tmp_name(name: &str) -> bool {
         .is_some_and(|(pid, n)| digits(pid) && digits(n))
 }
 
+/// Creates a new temporary file (mode 0600) in `dir`, named as [`is_tmp_name`] says. A name
+/// already taken (left by a crashed process whose id this one reuses, as pid 1 in a container
+/// does) is passed over for the next number, never removed or written.
+fn create_temp(dir: &Path) -> std::io::Result<(PathBuf, fs::File)> {
+    let mut taken = None;
+    for _ in 0..64 {
+        let n = TMP_SEQ.fetch_add(1, Ordering::Relaxed);
+        let tmp = dir.join(format!("{TMP_PREFIX}{}-{n}", std::process::id()));
+        let mut options = fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        match options.open(&tmp) {
+            Ok(file) => return Ok((tmp, file)),
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => taken = Some(e),
+            Err(e) => return Err(e),
+        }
+    }
+    Err(taken.unwrap_or_else(|| ErrorKind::AlreadyExists.into()))
+}
+
 /// Writes `bytes` to `target` through a temporary file in the same directory and a rename;
 /// with `durable`, fsynced first.
 fn write_atomic(target: &Path, bytes: &[u8], durable: bool) -> std::io::Result<()> {
     let dir = target.parent().ok_or(ErrorKind::NotFound)?;
-    let n = TMP_SEQ.fetch_add(1, Ordering::Relaxed);
-    let tmp = dir.join(format!("{TMP_PREFIX}{}-{n}", std::process::id()));
+    let (tmp, mut file) = create_temp(dir)?;
     let written = (|| {
-        let mut options = fs::OpenOptions::new();
-        options.write(true).create_new(true);
-        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-        let mut file = options.open(&tmp)?;
         file.write_all(bytes)?;
         if durable {
             file.sync_all()?;
@@ -391,7 +406,6 @@ pub const DEFAULT_MIN_FREE_BYTES: u64 = 1 << 30;
 pub struct DiskTree {
     homes: PathBuf,
     config: FilesConfig,
-    tmp_counter: AtomicU64,
     /// Partial files open by uploads (see [`FileTree::sweep_partials`]).
     in_use: InUse,
     /// Buffers of uploads written behind and downloads read ahead, server-wide.
@@ -521,7 +535,6 @@ impl DiskTree {
         let tree = DiskTree {
             homes,
             config,
-            tmp_counter: AtomicU64::new(0),
             in_use: InUse::default(),
             buffers: BufferBudget::new(DEFAULT_TRANSFER_BUFFERS),
             usage: UsageCounters::default(),
@@ -1002,14 +1015,8 @@ impl DiskTree {
         let dir = real
             .parent()
             .ok_or_else(|| FileError::NotFound(path.to_string()))?;
-        let n = self.tmp_counter.fetch_add(1, Ordering::Relaxed);
-        let tmp = dir.join(format!("{TMP_PREFIX}{}-{n}", std::process::id()));
+        let (tmp, mut file) = create_temp(dir).map_err(io_error(path))?;
         let written = (|| {
-            let mut options = fs::OpenOptions::new();
-            options.write(true).create_new(true);
-            #[cfg(unix)]
-            std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-            let mut file = options.open(&tmp)?;
             file.write_all(data)?;
             file.sync_all()
         })();
@@ -1578,5 +1585,31 @@ impl FileTree for DiskTree {
             size,
             sha256,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_temporary_name_left_by_an_earlier_process_is_passed_over_not_removed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let next = TMP_SEQ.load(Ordering::Relaxed);
+        let planted: Vec<PathBuf> = (next..next + 20)
+            .map(|n| {
+                let path = dir
+                    .path()
+                    .join(format!("{TMP_PREFIX}{}-{n}", std::process::id()));
+                fs::write(&path, b"left by a crash").expect("plant");
+                path
+            })
+            .collect();
+        let target = dir.path().join("state");
+        write_atomic(&target, b"new", true).expect("written despite the leftovers");
+        assert_eq!(fs::read(&target).expect("read"), b"new");
+        for path in planted {
+            assert_eq!(fs::read(&path).expect("kept"), b"left by a crash");
+        }
     }
 }
