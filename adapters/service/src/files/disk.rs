@@ -758,6 +758,23 @@ impl DiskTree {
         Ok(out)
     }
 
+    /// The file a write of `owner`'s `path` replaces: its real path, its metadata (`None` when
+    /// absent) and the bytes the replacement frees ([`DiskTree::rotation_frees`]); a
+    /// directory there is refused.
+    fn replacing(
+        &self,
+        owner: &UserName,
+        path: &UserPath,
+    ) -> Result<(PathBuf, Option<fs::Metadata>, u64), FileError> {
+        let (real, meta) = self.locate(owner, path)?;
+        let freed = match &meta {
+            Some(m) if m.is_dir() => return Err(FileError::IsADirectory(path.to_string())),
+            Some(m) => self.rotation_frees(&real, path, m.len())?,
+            None => 0,
+        };
+        Ok((real, meta, freed))
+    }
+
     /// Bytes the next rotation of `real`'s versions frees: the versions that fall off.
     fn rotation_frees(&self, real: &Path, path: &UserPath, current: u64) -> Result<u64, FileError> {
         let keep = self.config.versions;
@@ -1005,12 +1022,7 @@ impl DiskTree {
         data: &[u8],
         added: u64,
     ) -> Result<(), FileError> {
-        let (real, meta) = self.locate(owner, path)?;
-        let freed = match &meta {
-            Some(m) if m.is_dir() => return Err(FileError::IsADirectory(path.to_string())),
-            Some(m) => self.rotation_frees(&real, path, m.len())?,
-            None => 0,
-        };
+        let (real, meta, freed) = self.replacing(owner, path)?;
         check_quota(self.config, usage.used(), freed, added)?;
         let dir = real
             .parent()
@@ -1046,12 +1058,7 @@ impl DiskTree {
         size: u64,
         resume: bool,
     ) -> Result<OpenedPartial, FileError> {
-        let (real, meta) = self.locate(owner, path)?;
-        let freed = match &meta {
-            Some(m) if m.is_dir() => return Err(FileError::IsADirectory(path.to_string())),
-            Some(m) => self.rotation_frees(&real, path, m.len())?,
-            None => 0,
-        };
+        let (_, _, freed) = self.replacing(owner, path)?;
         let (partial, state) = self.partial_paths(owner, path)?;
         // Registered before the files are touched: the sweep leaves them alone from here on.
         let claim = PartialClaim::new(&self.in_use, &partial);
@@ -1358,12 +1365,7 @@ impl FileTree for DiskTree {
         // No quota check: the partial file was counted at its full size since `fopen`, so
         // making it the file only frees (the versions that fall off).
         let (real, state) = self.counted(owner, |usage| {
-            let (real, meta) = self.locate(owner, path)?;
-            let freed = match &meta {
-                Some(m) if m.is_dir() => return Err(FileError::IsADirectory(path.to_string())),
-                Some(m) => self.rotation_frees(&real, path, m.len())?,
-                None => 0,
-            };
+            let (real, meta, freed) = self.replacing(owner, path)?;
             let (partial, state) = self.partial_paths(owner, path)?;
             if no_symlink(&partial, path)?.is_none() {
                 return Err(FileError::NotFound(format!("the partial upload of {path}")));
