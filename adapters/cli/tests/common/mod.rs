@@ -27,7 +27,8 @@ pub struct Server {
 
 impl Server {
     /// Starts a server on 127.0.0.1, port chosen by the OS, keeping its state in `data`,
-    /// with the default configuration and its stderr discarded.
+    /// with the default configuration but no free-space reserve (`DATA.toml` beside `data`),
+    /// and its stderr discarded.
     pub fn start(data: &Path) -> Server {
         Server::start_with(data, None, None)
     }
@@ -47,8 +48,17 @@ impl Server {
         };
         let mut cmd = Command::new(BIN);
         cmd.args(["serve", "--listen", "127.0.0.1:0"]);
-        if let Some(config) = config {
-            cmd.arg("--config").arg(config);
+        match config {
+            Some(config) => {
+                cmd.arg("--config").arg(config);
+            }
+            None => {
+                // The default free-space reserve (1 GiB) would make these tests depend on the
+                // disk they run on; the reserve has tests of its own.
+                let config = data.with_extension("toml");
+                std::fs::write(&config, "[files]\nmin_free_bytes = 0\n").expect("server config");
+                cmd.arg("--config").arg(&config);
+            }
         }
         let mut child = cmd
             .arg("--data")

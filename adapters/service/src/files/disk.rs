@@ -396,9 +396,10 @@ fn hash_file(file: &fs::File, size: u64, path: &UserPath) -> Result<[u8; 32], Fi
     Ok(hasher.finish())
 }
 
-/// The free space a [`DiskTree`] keeps on its file system unless configured otherwise:
-/// 1 GiB, room for the store (its journal, compactions and the ledger) to go on working
-/// and for the uploads already accepted to finish, however full the homes get.
+/// The free space the server keeps on its homes' file system unless configured otherwise
+/// (`[files] min_free_bytes`, applied with [`DiskTree::with_min_free_bytes`]): 1 GiB, room
+/// for the store (its journal, compactions and the ledger) to go on working and for the
+/// uploads already accepted to finish, however full the homes get.
 pub const DEFAULT_MIN_FREE_BYTES: u64 = 1 << 30;
 
 /// Homes under `<data dir>/homes/`, created (mode 0700) on first use.
@@ -538,7 +539,7 @@ impl DiskTree {
             in_use: InUse::default(),
             buffers: BufferBudget::new(DEFAULT_TRANSFER_BUFFERS),
             usage: UsageCounters::default(),
-            min_free: DEFAULT_MIN_FREE_BYTES,
+            min_free: 0,
         };
         tree.check_homes()?;
         Ok(tree)
@@ -551,8 +552,9 @@ impl DiskTree {
         self
     }
 
-    /// The same tree keeping `bytes` free on the homes' file system (default
-    /// [`DEFAULT_MIN_FREE_BYTES`]; 0 turns the reserve off): an upload (or whole-file write)
+    /// The same tree keeping `bytes` free on the homes' file system (a tree keeps none until
+    /// this is called; the server's default is [`DEFAULT_MIN_FREE_BYTES`]; 0 turns the
+    /// reserve off): an upload (or whole-file write)
     /// of `n` bytes is refused with [`FileError::DiskFull`] before any of its data is
     /// accepted when less than `n + bytes` are free.
     pub fn with_min_free_bytes(mut self, bytes: u64) -> Self {
