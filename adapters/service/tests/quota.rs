@@ -375,3 +375,33 @@ fn parked_uploads_count_until_swept() {
         assert_eq!(tree.usage(&alice).expect("usage"), 0);
     }
 }
+
+/// A deleted user's home is archived; a new user of the same name starts from an empty
+/// home, so nothing of the old usage may count against them.
+#[test]
+fn an_archived_home_takes_its_usage_along() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for tree in [
+        disk(
+            dir.path(),
+            FilesConfig {
+                quota: Some(1_000),
+                ..FilesConfig::default()
+            },
+        ),
+        Arc::new(MemoryTree::new(FilesConfig {
+            quota: Some(1_000),
+            ..FilesConfig::default()
+        })),
+    ] {
+        let carol = user("carol");
+        tree.replace_file(&carol, &path("old"), &[1u8; 900])
+            .expect("the old carol's file");
+        assert_eq!(tree.usage(&carol).expect("usage"), 900);
+        assert!(tree.archive_home(&carol, "old-id").expect("archived"));
+        assert_eq!(tree.usage(&carol).expect("usage"), 0);
+        tree.replace_file(&carol, &path("new"), &[2u8; 900])
+            .expect("the new carol has her whole quota");
+        assert_eq!(tree.usage(&carol).expect("usage"), 900);
+    }
+}

@@ -1441,7 +1441,10 @@ impl FileTree for DiskTree {
 
     fn archive_home(&self, owner: &UserName, tag: &str) -> Result<bool, FileError> {
         self.check_homes()?;
-        Ok(super::archive::archive_home(&self.homes, owner, tag)?.is_some())
+        let archived = self.usage.with_home_moved(owner, || {
+            super::archive::archive_home(&self.homes, owner, tag)
+        })?;
+        Ok(archived.is_some())
     }
 
     fn owners(&self) -> Result<Vec<UserName>, FileError> {

@@ -99,6 +99,17 @@ impl UsageCounters {
         result
     }
 
+    /// Runs `f`, which moves `owner`'s whole home away (archives it), under the home's lock,
+    /// and forgets its count: a home made anew under that name is counted from what it
+    /// holds.
+    pub(super) fn with_home_moved<T>(&self, owner: &UserName, f: impl FnOnce() -> T) -> T {
+        let slot = lock(&self.homes).entry(owner.clone()).or_default().clone();
+        let mut count = lock(&slot);
+        let result = f();
+        *count = None;
+        result
+    }
+
     /// How many times a home was walked to build its count since the tree opened.
     pub(super) fn walks(&self) -> u64 {
         self.walks.load(std::sync::atomic::Ordering::Relaxed)
