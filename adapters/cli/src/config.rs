@@ -56,7 +56,15 @@ use vserv_service::files::delivery::HooksConfig;
 use vserv_service::files::{DEFAULT_MIN_FREE_BYTES, DEFAULT_PARTIAL_EXPIRY, FilesConfig};
 use vserv_service::{LoginBackoff, Policy, RateLimit};
 
-use crate::serve::Runtime;
+/// Which runtime drives the server (`runtime` in the file, `--runtime` on the command line).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Runtime {
+    /// One std thread per connection (the reference).
+    Blocking,
+    /// smol + async-io tasks.
+    Smol,
+}
 
 /// Why a configuration file was refused.
 #[derive(Debug, thiserror::Error)]

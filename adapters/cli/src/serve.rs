@@ -8,21 +8,13 @@ use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
-use clap::{Args, ValueEnum};
+use clap::Args;
 use vserv_core::ServerIdentity;
 use vserv_service::accounts::Accounts;
 use vserv_service::files::{DiskTree, FileTree, delivery};
 use vserv_service::{Service, ServiceInfo};
 
-/// Which runtime drives the server.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Runtime {
-    /// One std thread per connection (the reference).
-    Blocking,
-    /// smol + async-io tasks.
-    Smol,
-}
+use crate::config::Runtime;
 
 /// `vserv serve` options. Each flag overrides the same key of `--config`; without either,
 /// the default shown applies.
