@@ -18,7 +18,7 @@ use vserv_core::ServerIdentity;
 use vserv_core::ledger::{Entry, EntryFields, Head, SignedHead, ZERO_HASH, check_append};
 use vserv_store::kv::{Op, Store, Table};
 
-use crate::ledger::{
+use crate::ledger_layout::{
     FeedError, HEAD_KEY, entry_key, hash_key, id_key, kind_count_key, kind_key, seq_of_id,
     seq_value, stored_head,
 };

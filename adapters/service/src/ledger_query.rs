@@ -12,9 +12,10 @@ use vserv_core::ledger::{
 };
 use vserv_store::kv::{StoreError, Table};
 
-use crate::ledger::{
-    CheckReport, ENTRY_PREFIX, FeedError, HEAD_KEY, Ledger, entry_key, hash_key, kind_count_key,
-    kind_key, kind_prefix, seq_value,
+use crate::ledger::{CheckReport, Ledger};
+use crate::ledger_layout::{
+    ENTRY_PREFIX, FeedError, HEAD_KEY, entry_key, hash_key, kind_count_key, kind_key, kind_prefix,
+    seq_value,
 };
 
 /// Entries read per store page by [`Ledger::check_range`], which reports progress after each.
