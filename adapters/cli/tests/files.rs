@@ -658,19 +658,16 @@ impl Drop for Tamper {
     }
 }
 
-#[test]
-fn a_tampered_server_record_is_reported_as_such() {
-    let env = Env::new();
-    write_content(&env.path("big.bin"), 4 << 20, 12);
-    env.vserv(&["put", "big.bin"]).ok();
-    let tamper = Tamper::start(&env.server.addr, Some(1 << 20), None);
+/// `vserv get big.bin copy.bin` as alice through the proxy at `proxy` (pinning the real
+/// server's key), with `extra` options, run in the scratch directory.
+fn get_through(env: &Env, proxy: &str, extra: &[&str]) -> Run {
     let known = env.path("known_servers");
-    let args = [
+    let mut args = vec![
         "get",
         "big.bin",
         "copy.bin",
         "--server",
-        &tamper.addr,
+        proxy,
         "--known-servers",
         known.to_str().expect("utf-8 path"),
         "--server-key",
@@ -678,9 +675,19 @@ fn a_tampered_server_record_is_reported_as_such() {
         "--user",
         "alice",
     ];
+    args.extend_from_slice(extra);
     let mut cmd = env.scratch.command(&args, &[("VSERV_PASSWORD", PASSWORD)]);
     cmd.current_dir(env.scratch.dir());
-    let err = Run::from_output(cmd.output().expect("run vserv")).fails();
+    Run::from_output(cmd.output().expect("run vserv"))
+}
+
+#[test]
+fn a_tampered_server_record_is_reported_as_such() {
+    let env = Env::new();
+    write_content(&env.path("big.bin"), 4 << 20, 12);
+    env.vserv(&["put", "big.bin"]).ok();
+    let tamper = Tamper::start(&env.server.addr, Some(1 << 20), None);
+    let err = get_through(&env, &tamper.addr, &[]).fails();
     assert!(err.contains("record failed authentication"), "{err}");
     assert!(!env.path("copy.bin").exists());
     drop(tamper);
@@ -699,25 +706,7 @@ fn a_slow_transfer_that_keeps_moving_does_not_time_out() {
         None,
         Some((768, Duration::from_millis(200))),
     );
-    let known = env.path("known_servers");
-    let args = [
-        "get",
-        "big.bin",
-        "copy.bin",
-        "--timeout",
-        "3",
-        "--server",
-        &slow.addr,
-        "--known-servers",
-        known.to_str().expect("utf-8 path"),
-        "--server-key",
-        &env.server.fingerprint,
-        "--user",
-        "alice",
-    ];
-    let mut cmd = env.scratch.command(&args, &[("VSERV_PASSWORD", PASSWORD)]);
-    cmd.current_dir(env.scratch.dir());
-    Run::from_output(cmd.output().expect("run vserv")).ok();
+    get_through(&env, &slow.addr, &["--timeout", "3"]).ok();
     assert_eq!(sha256_of(&env.path("copy.bin")), sha);
     drop(slow);
 }
