@@ -903,9 +903,9 @@ pub fn disabled_user_loses_access_at_once<R: Runtime>() {
     server.shutdown();
 }
 
-/// A session is bound to the account it logged into, not to its name: after `udel carol`
-/// and `uadd carol`, a session of the old carol is refused at its next command (and
-/// closed) and never sees the new carol's files; the new carol starts with an empty home,
+/// A session is bound to the account it logged into, not to its name: `udel carol` ends
+/// the old carol's session at once (the server closes it, "account deleted", without
+/// waiting for its next command), so after `uadd carol` it never sees the new carol's files; the new carol starts with an empty home,
 /// and the old home is archived whole under `<data>/deleted-homes/carol-<account id>`.
 pub fn deleted_account_sessions_end_and_homes_are_archived<R: Runtime>() {
     let fx = Fixture::new(32);
@@ -988,9 +988,9 @@ pub fn deleted_account_sessions_end_and_homes_are_archived<R: Runtime>() {
     };
     let new_partials = listed(&partials);
     match old.call(&Command::Ls(ListPage::default())) {
-        Err(ClientError::Server(e)) => {
-            assert_eq!(e.code, ErrorCode::Forbidden);
-            assert!(e.message.contains("deleted"), "{}", e.message);
+        Err(ClientError::ClosedByServer { code, reason }) => {
+            assert_eq!(code, vserv_core::CloseCode::Normal);
+            assert_eq!(reason, "account deleted");
         }
         other => panic!("the old carol's session went on: {other:?}"),
     }

@@ -41,28 +41,3 @@ pub(crate) fn read_into(
         Err(e) => return Err(e),
     })
 }
-
-/// Feeds `conn` the input already waiting on `stream`, without blocking: `None` if there
-/// is none yet. Results as for [`read_into`].
-pub(crate) fn read_ready(
-    stream: &mut TcpStream,
-    conn: &mut Connection,
-    buf: &mut [u8],
-) -> io::Result<Option<Result<(), vserv_core::Error>>> {
-    stream.set_nonblocking(true)?;
-    let read = stream.read(buf);
-    stream.set_nonblocking(false)?;
-    Ok(match read {
-        Ok(0) => Some(conn.handle_eof(Instant::now())),
-        Ok(n) => Some(conn.handle_input(Instant::now(), &buf[..n])),
-        Err(e)
-            if matches!(
-                e.kind(),
-                io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
-            ) =>
-        {
-            None
-        }
-        Err(e) => return Err(e),
-    })
-}

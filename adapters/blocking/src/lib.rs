@@ -5,14 +5,17 @@
 
 mod client;
 mod feed;
+mod pool;
 mod read_ahead;
 mod server;
 #[cfg(test)]
 mod test_fake;
 pub mod transfer;
 pub mod transfer_many;
+mod wake;
 mod write_behind;
 
 pub use client::Client;
+pub use pool::{DEFAULT_MAX_WORKERS, WorkPool};
 pub use server::{Server, ServerHandle, WRITE_TIMEOUT};
 pub use vserv_service::ServerOptions;

@@ -1,23 +1,22 @@
 //! Blocking server: an accept thread and one thread per connection, bounded in number.
 
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use vserv_core::session::refusal;
 use vserv_core::{CloseCode, Connection, ServerIdentity};
+use vserv_service::work::Wake;
 use vserv_service::{ConnectionLimiter, ServerOptions, Service, Session};
 use vserv_store::rng::os_rng;
 
-/// How often an idle connection thread checks for shutdown.
-const SHUTDOWN_POLL: Duration = Duration::from_millis(200);
-/// How often a connection waiting for input checks whether a delivery of its session
-/// ended (its answer then leaves): the longest a finished `send` waits for its answer.
-const DELIVERY_POLL: Duration = Duration::from_millis(5);
+use crate::pool::WorkPool;
+use crate::wake::{self, PipeWake};
+
 /// A peer that accepts none of our bytes for this long is dropped, so a client that stops
 /// reading cannot hold a thread (and a connection slot) forever or stall shutdown.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -34,6 +33,26 @@ struct Shared {
     options: ServerOptions,
     shutdown: AtomicBool,
     active: AtomicUsize,
+    /// The wakers of the connections being served, to wake them for a shutdown.
+    wakers: Mutex<Vec<Weak<PipeWake>>>,
+}
+
+impl Shared {
+    /// Remembers `waker` so that a shutdown wakes its connection (and forgets the wakers of
+    /// connections that ended).
+    fn watch(&self, waker: &Arc<PipeWake>) {
+        let mut wakers = self.wakers.lock().unwrap_or_else(|p| p.into_inner());
+        wakers.retain(|w| w.strong_count() > 0);
+        wakers.push(Arc::downgrade(waker));
+    }
+
+    /// Wakes every connection being served.
+    fn wake_all(&self) {
+        let wakers = self.wakers.lock().unwrap_or_else(|p| p.into_inner());
+        for waker in wakers.iter().filter_map(Weak::upgrade) {
+            waker.wake();
+        }
+    }
 }
 
 /// A running server; dropping it without `shutdown` leaves it running until process exit.
@@ -44,9 +63,9 @@ pub struct ServerHandle {
 }
 
 impl Server {
-    /// Binds the listening socket. Deliveries run on threads of their own
-    /// ([`Service::with_background_deliveries`]): a `send` whose hook or copy takes long
-    /// does not hold its connection's other requests.
+    /// Binds the listening socket. The service's blocking work (commits, password hashes,
+    /// file I/O, deliveries and their hooks) runs on a [`WorkPool`], off the connection
+    /// threads: a `send` whose hook takes long holds no other request.
     pub fn bind(
         addr: impl ToSocketAddrs,
         identity: Arc<ServerIdentity>,
@@ -66,10 +85,11 @@ impl Server {
     ) -> io::Result<Server> {
         let shared = Shared {
             identity,
-            service: service.with_background_deliveries(),
+            service: service.with_runner(Arc::new(WorkPool::default())),
             options,
             shutdown: AtomicBool::new(false),
             active: AtomicUsize::new(0),
+            wakers: Mutex::new(Vec::new()),
         };
         Ok(Server {
             listener,
@@ -201,10 +221,6 @@ struct Pool {
     idle: AtomicUsize,
 }
 
-/// How long a connection waiting for its `rput`s' commit waits before it looks for new
-/// input again.
-const COMMIT_POLL: Duration = Duration::from_micros(200);
-
 /// How long a finished worker waits for another connection before exiting.
 const WORKER_KEEP: Duration = Duration::from_secs(5);
 
@@ -249,8 +265,6 @@ fn serve(mut stream: TcpStream, shared: &Shared) -> Result<(), Box<dyn std::erro
     stream.set_nodelay(true)?;
     stream.set_write_timeout(Some(WRITE_TIMEOUT))?;
     let peer = stream.peer_addr().ok();
-    // The address's unauthenticated sessions are capped (`Policy::max_unauthenticated_per_ip`);
-    // the slot is the session's until it logs in.
     let slot = match peer {
         Some(peer) => match shared.service.admit_unauthenticated(peer.ip()) {
             Some(slot) => Some(slot),
@@ -272,7 +286,9 @@ fn serve(mut stream: TcpStream, shared: &Shared) -> Result<(), Box<dyn std::erro
         rng,
         Instant::now(),
     );
-    let mut session = Session::new(peer.map(|a| a.ip()));
+    let waker = Arc::new(PipeWake::new()?);
+    shared.watch(&waker);
+    let mut session = Session::with_waker(peer.map(|a| a.ip()), waker.clone());
     if let Some(slot) = slot {
         session.hold_unauthenticated(slot);
     }
@@ -280,10 +296,12 @@ fn serve(mut stream: TcpStream, shared: &Shared) -> Result<(), Box<dyn std::erro
     let mut out = Vec::with_capacity(64 * 1024);
     let mut failure = None;
     loop {
-        if let Err(e) =
-            shared
-                .service
-                .drive_pipelined(&mut session, &mut conn, vserv_service::unix_now_ms())
+        if shared.shutdown.load(Ordering::SeqCst) {
+            session.close_when_settled(CloseCode::Shutdown, "server shutting down");
+        }
+        if let Err(e) = shared
+            .service
+            .drive(&mut session, &mut conn, vserv_service::unix_now_ms())
         {
             failure.get_or_insert(e);
             conn.close(CloseCode::ProtocolError, "internal error");
@@ -296,36 +314,22 @@ fn serve(mut stream: TcpStream, shared: &Shared) -> Result<(), Box<dyn std::erro
         if conn.is_closed() {
             break;
         }
-        if shared.shutdown.load(Ordering::SeqCst) {
-            if let Err(e) = shared.service.finish_pending(&mut session, &mut conn) {
-                failure.get_or_insert(e);
+        let deadline = conn.poll_timeout();
+        let ready = wake::wait(&stream, session.wants_input(), &waker, deadline)?;
+        let fed = if ready.socket {
+            match stream.read(&mut buf) {
+                Ok(0) => conn.handle_eof(Instant::now()),
+                Ok(n) => conn.handle_input(Instant::now(), &buf[..n]),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(()),
+                Err(e) => return Err(e.into()),
             }
-            conn.close(CloseCode::Shutdown, "server shutting down");
-            continue;
-        }
-        if session.has_pending() {
-            // rputs are being committed: decode the next input meanwhile (its rputs join a
-            // later commit) as soon as it arrives, polling between short waits for the
-            // commit, so the ledger's committer is never idle while input waits.
-            let result = match crate::feed::read_ready(&mut stream, &mut conn, &mut buf)? {
-                Some(result) => result,
-                None => shared
-                    .service
-                    .complete_within(&mut session, &mut conn, COMMIT_POLL)
-                    .map(|_| ()),
-            };
-            if let Err(e) = result {
-                failure.get_or_insert(e);
-            }
-            continue;
-        }
-        let poll = if session.delivering() {
-            DELIVERY_POLL
+        } else if deadline.is_some_and(|d| d <= Instant::now()) {
+            conn.handle_timeout(Instant::now())
         } else {
-            SHUTDOWN_POLL
+            Ok(())
         };
-        let (_, result) = crate::feed::read_into(&mut stream, &mut conn, &mut buf, Some(poll))?;
-        if let Err(e) = result {
+        if let Err(e) = fed {
             failure.get_or_insert(e);
         }
     }
@@ -355,6 +359,7 @@ impl ServerHandle {
 
     fn stop(&mut self) {
         self.shared.shutdown.store(true, Ordering::SeqCst);
+        self.shared.wake_all();
         // Wake the accept loop.
         let _ = TcpStream::connect_timeout(&self.addr, Duration::from_secs(1));
         if let Some(thread) = self.thread.take() {

@@ -2,8 +2,8 @@
 //! kind and range, and re-verification, are in `ledger_query.rs`).
 //!
 //! Its keys in [`Table::Ledger`] are described in `ledger_layout.rs`. Appends are
-//! group-committed by a committer thread ([`Ledger::submit`]): every record submitted while
-//! a commit is in progress joins the next one, so concurrent writers (and a connection's
+//! group-committed ([`Ledger::submit`], `ledger_commit.rs`): every record submitted while a
+//! commit is in progress joins the next one, so concurrent writers (and a connection's
 //! pipelined `rput`s) share one store batch, one fsync and one head signature. Only heads
 //! are signed (`vserv_core::ledger` explains why that authenticates every entry).
 
@@ -16,15 +16,16 @@ use vserv_core::ledger::{
 };
 use vserv_store::kv::{Store, Table};
 
-pub use crate::ledger_commit::{AppendResults, Appended, NewRecord, PendingAppend};
+pub use crate::ledger_commit::{AppendDone, AppendResults, Appended, NewRecord};
 pub use crate::ledger_layout::{
     ENTRY_PREFIX, FeedError, HASH_PREFIX, HEAD_KEY, ID_PREFIX, KIND_COUNT_PREFIX, KIND_PREFIX,
     entry_key, hash_key, id_key, kind_count_key, kind_key, kind_prefix,
 };
 pub use crate::ledger_query::{CHECK_PAGE, Page};
 
-use crate::ledger_commit::{self, Queue};
+use crate::ledger_commit::GroupCommit;
 use crate::ledger_layout::{seq_of_id, seq_value, stored_head};
+use crate::work::Work;
 
 /// The result of [`Ledger::check`] and [`Ledger::check_range`] (in `ledger_query.rs`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,9 +50,8 @@ pub enum CheckReport {
 pub struct Ledger {
     pub(crate) store: Arc<dyn Store>,
     pub(crate) identity: Arc<ServerIdentity>,
-    /// The committer thread's queue (`None` if the thread could not be started: every
-    /// append then fails with [`FeedError::Corrupt`]).
-    queue: Option<Queue>,
+    /// The submissions and the commit state.
+    group: Arc<GroupCommit>,
     /// Successful commits so far (see [`Ledger::submit`]).
     commits: Arc<AtomicU64>,
 }
@@ -66,20 +66,17 @@ impl std::fmt::Debug for Ledger {
 
 impl Ledger {
     /// The feed of `identity` (the server key, which signs heads) kept in `store`.
-    /// Starts its committer thread (`vserv-ledger`), which ends when the ledger is dropped.
     pub fn new(store: Arc<dyn Store>, identity: Arc<ServerIdentity>) -> Ledger {
         let commits = Arc::new(AtomicU64::new(0));
-        let queue = match ledger_commit::start(store.clone(), identity.clone(), commits.clone()) {
-            Ok(queue) => Some(queue),
-            Err(e) => {
-                tracing::error!(error = %e, "could not start the ledger's committer thread");
-                None
-            }
-        };
+        let group = Arc::new(GroupCommit::new(
+            store.clone(),
+            identity.clone(),
+            commits.clone(),
+        ));
         Ledger {
             store,
             identity,
-            queue,
+            group,
             commits,
         }
     }
@@ -123,16 +120,30 @@ impl Ledger {
             .unwrap_or(Err(FeedError::Corrupt("append lost its result".to_owned())))
     }
 
-    /// Appends `records` in order and returns one result per record, in the same order:
-    /// [`Ledger::submit`], then [`PendingAppend::wait`].
+    /// Appends `records` in order and returns one result per record, in the same order,
+    /// once they are durable: the synchronous way in, for tools and tests. It waits: on
+    /// its own commit run, or on another caller's run that took its records.
     pub fn append_batch(&self, records: Vec<NewRecord>) -> AppendResults {
-        self.submit(records).wait()
+        let n = records.len();
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let done: AppendDone = Box::new(move |results| {
+            // The receiver waits below; it cannot be gone.
+            let _ = tx.send(results);
+        });
+        if let Some(run) = self.submit(records, done) {
+            run.run();
+        }
+        rx.recv().unwrap_or_else(|_| {
+            let error = FeedError::Corrupt("the ledger's commit was lost".to_owned());
+            (0..n).map(|_| Err(error.clone())).collect()
+        })
     }
 
-    /// Hands `records` to the committer and returns at once; [`PendingAppend::wait`] gives
-    /// one result per record, in order, once they are durable.
+    /// Queues `records` for the next group commit and returns at once; `done` gets one
+    /// result per record, in order, once they are durable (or failed). When no commit is
+    /// under way the caller gets it back as a [`Work`] and must hand it to its runtime.
     ///
-    /// Group commit: the committer writes every record submitted since its last commit, by
+    /// Group commit: a commit run writes every record submitted since the commit before, by
     /// any caller, as one atomic, durable store commit with one newly signed head, so
     /// concurrent writers share fsyncs and head signatures and a crash keeps a whole commit
     /// or none of it. Submissions are committed in the order they were made. A record
@@ -140,15 +151,12 @@ impl Ledger {
     /// commit) fails alone; a store failure fails every record of the commit.
     ///
     /// The calling thread checks each record's fields and that its id is not stored yet
-    /// (in parallel with the committer); the committer then only checks the ids against the
-    /// commits made since, which it remembers.
-    pub fn submit(&self, records: Vec<NewRecord>) -> PendingAppend {
-        let Some(queue) = &self.queue else {
-            return PendingAppend::stopped(records.len());
-        };
+    /// (a store read); the commit then only checks the ids against the commits made since,
+    /// which it remembers.
+    pub fn submit(&self, records: Vec<NewRecord>, done: AppendDone) -> Option<Work> {
         let checked_at = self.commits.load(Ordering::Acquire);
         let checked = records.into_iter().map(|r| self.precheck(r)).collect();
-        ledger_commit::submit(queue, checked, checked_at)
+        self.group.submit(checked, checked_at, done)
     }
 
     /// `record` if its fields are valid and its id is not in the store.

@@ -1,22 +1,22 @@
-//! The ledger's group commit: one committer thread per [`Ledger`](crate::ledger::Ledger)
-//! writes every record submitted since its last commit as one atomic, durable store batch
-//! with one newly signed head.
+//! The ledger's group commit: every record submitted since the last commit is written as
+//! one atomic, durable store batch with one newly signed head.
 //!
-//! Callers [`submit`](crate::ledger::Ledger::submit) records and get a [`PendingAppend`]
-//! back at once; they may do other work (a connection decodes its next requests) while the
-//! committer writes, then [`PendingAppend::wait`] for the results. So concurrent writers,
-//! and one connection's successive pipelined groups, share fsyncs and head signatures, and
-//! the store work overlaps with the connections' decoding and encryption.
+//! Callers [`submit`](crate::ledger::Ledger::submit) records with a callback for their
+//! results and return at once. No thread of its own: when no commit is under way, the
+//! submitter gets the commit run back as a [`Work`] for its runtime to run; everything
+//! submitted while that run writes joins its next commit. So concurrent writers, and one
+//! connection's successive pipelined groups, share fsyncs and head signatures, and the store
+//! work overlaps with the connections' decoding and encryption.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TryRecvError, sync_channel};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use vserv_core::ServerIdentity;
 use vserv_core::ledger::{Entry, EntryFields, Head, SignedHead, ZERO_HASH, check_append};
 use vserv_store::kv::{Op, Store, Table};
+
+use crate::work::Work;
 
 use crate::ledger_layout::{
     FeedError, HEAD_KEY, entry_key, hash_key, id_key, kind_count_key, kind_key, seq_of_id,
@@ -50,141 +50,163 @@ pub struct Appended {
 /// The result of each record of one submission, in submission order.
 pub type AppendResults = Vec<Result<Appended, FeedError>>;
 
-/// One submission waiting for the committer: records that passed the checks the submitting
-/// thread can make (field rules, record id not stored), or why they did not.
-pub(crate) struct Job {
+/// Where a submission's results go once its commit is durable (or failed). Called exactly
+/// once, on whichever thread ran the commit.
+pub type AppendDone = Box<dyn FnOnce(AppendResults) + Send>;
+
+/// One submission waiting for a commit: records that passed the checks the submitter could
+/// make (field rules, record id not stored), or why they did not.
+struct Job {
     records: Vec<Result<NewRecord, FeedError>>,
     /// The number of commits made when the submitter checked the record ids against the
-    /// store: the committer checks them against the commits made since.
+    /// store: the commit checks them against the commits made since.
     checked_at: u64,
-    done: SyncSender<AppendResults>,
+    done: AppendDone,
+}
+
+impl Job {
+    /// Tells the submitter that every record failed with `error`.
+    fn fail(self, error: &FeedError) {
+        let n = self.records.len();
+        (self.done)((0..n).map(|_| Err(error.clone())).collect());
+    }
 }
 
 /// How many recent commits' record ids the committer remembers (for checking submissions
 /// against commits made after their submitter looked at the store).
 const RECENT_COMMITS: usize = 1024;
 
-/// Records submitted to the committer; their results arrive when their commit is durable.
-#[derive(Debug)]
-pub struct PendingAppend {
-    records: usize,
-    done: Option<Receiver<AppendResults>>,
+/// The submissions waiting for the next commit, and whether a commit run is under way.
+#[derive(Default)]
+struct Queue {
+    jobs: Vec<Job>,
+    running: bool,
 }
 
-impl PendingAppend {
-    /// A submission made as `records` records (`done` is `None` when the committer could
-    /// not take it).
-    fn new(records: usize, done: Option<Receiver<AppendResults>>) -> Self {
-        PendingAppend { records, done }
-    }
+/// The ledger's group commit: submissions queue here; at most one commit run is under way
+/// at a time, handed to the runtime as a [`Work`], and it writes everything queued since
+/// the commit before as one store batch.
+pub(crate) struct GroupCommit {
+    queue: Mutex<Queue>,
+    committer: Mutex<Committer>,
+}
 
-    /// Waits for the commit and returns one result per record, in submission order. An
-    /// `Ok` is durable.
-    pub fn wait(self) -> AppendResults {
-        match self.done.as_ref().map(Receiver::recv) {
-            Some(Ok(results)) => results,
-            _ => self.failed(),
+impl GroupCommit {
+    /// The group commit of the feed of `identity` in `store`; `commits` counts the
+    /// successful commits (read by submitters before they check).
+    pub(crate) fn new(
+        store: Arc<dyn Store>,
+        identity: Arc<ServerIdentity>,
+        commits: Arc<AtomicU64>,
+    ) -> GroupCommit {
+        GroupCommit {
+            queue: Mutex::new(Queue::default()),
+            committer: Mutex::new(Committer {
+                store,
+                identity,
+                head: None,
+                recent: Recent::default(),
+                commits,
+            }),
         }
     }
 
-    /// The results if the commit has finished, else `Err(self)` to wait on later.
-    pub fn try_take(self) -> Result<AppendResults, PendingAppend> {
-        match self.done.as_ref().map(Receiver::try_recv) {
-            Some(Ok(results)) => Ok(results),
-            Some(Err(TryRecvError::Empty)) => Err(self),
-            _ => Ok(self.failed()),
+    fn queue(&self) -> MutexGuard<'_, Queue> {
+        // Only whole jobs are pushed and taken under this lock: a panic elsewhere leaves
+        // it consistent.
+        self.queue.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Queues `records`, checked against the store as of `checked_at` commits; `done`
+    /// gets their results. Returns the commit run to hand to the runtime if none is under
+    /// way (the caller must run it or drop it; dropped unrun, it fails what it would
+    /// have committed).
+    pub(crate) fn submit(
+        self: &Arc<Self>,
+        records: Vec<Result<NewRecord, FeedError>>,
+        checked_at: u64,
+        done: AppendDone,
+    ) -> Option<Work> {
+        let mut queue = self.queue();
+        queue.jobs.push(Job {
+            records,
+            checked_at,
+            done,
+        });
+        if queue.running {
+            return None;
         }
+        queue.running = true;
+        let run = CommitRun {
+            group: Arc::clone(self),
+            ran: false,
+        };
+        Some(Work::new("ledger commit", move || run.run()))
     }
 
-    /// Like [`PendingAppend::try_take`], waiting at most `timeout` for the commit.
-    pub fn wait_timeout(self, timeout: Duration) -> Result<AppendResults, PendingAppend> {
-        match self.done.as_ref().map(|r| r.recv_timeout(timeout)) {
-            Some(Ok(results)) => Ok(results),
-            Some(Err(RecvTimeoutError::Timeout)) => Err(self),
-            _ => Ok(self.failed()),
-        }
-    }
-
-    /// How many records this submission holds.
-    pub fn len(&self) -> usize {
-        self.records
-    }
-
-    /// Whether this submission holds no record.
-    pub fn is_empty(&self) -> bool {
-        self.records == 0
-    }
-
-    /// A submission the committer could not take: every record fails.
-    pub(crate) fn stopped(records: usize) -> PendingAppend {
-        PendingAppend::new(records, None)
-    }
-
-    fn failed(&self) -> AppendResults {
-        let error = FeedError::Corrupt("the ledger's committer stopped".to_owned());
-        (0..self.records).map(|_| Err(error.clone())).collect()
-    }
-}
-
-/// The sending side of the committer's queue.
-pub(crate) type Queue = std::sync::mpsc::Sender<Job>;
-
-/// Queues `records`, checked against the store as of `checked_at` commits, on `queue`.
-pub(crate) fn submit(
-    queue: &Queue,
-    records: Vec<Result<NewRecord, FeedError>>,
-    checked_at: u64,
-) -> PendingAppend {
-    let n = records.len();
-    let (done, results) = sync_channel(1);
-    let job = Job {
-        records,
-        checked_at,
-        done,
-    };
-    match queue.send(job) {
-        Ok(()) => PendingAppend::new(n, Some(results)),
-        Err(_) => PendingAppend::stopped(n),
-    }
-}
-
-/// Starts the committer thread of the feed of `identity` in `store`. It ends when every
-/// sender of the returned queue is dropped (with its ledger).
-/// `commits` counts the successful commits (read by submitters before they check).
-pub(crate) fn start(
-    store: Arc<dyn Store>,
-    identity: Arc<ServerIdentity>,
-    commits: Arc<AtomicU64>,
-) -> std::io::Result<Queue> {
-    let (queue, jobs) = std::sync::mpsc::channel::<Job>();
-    let mut committer = Committer {
-        store,
-        identity,
-        head: None,
-        recent: Recent::default(),
-        commits,
-    };
-    std::thread::Builder::new()
-        .name("vserv-ledger".into())
-        .spawn(move || {
-            while let Ok(first) = jobs.recv() {
-                let mut group = vec![first];
-                group.extend(jobs.try_iter());
-                let (records, done): (Vec<_>, Vec<_>) = group
-                    .into_iter()
-                    .map(|j| ((j.records, j.checked_at), j.done))
-                    .unzip();
-                let out = committer.commit(records);
-                for (results, done) in out.into_iter().zip(done) {
-                    // A caller that stopped waiting no longer needs its results.
-                    let _ = done.send(results);
+    /// Commits what is queued, again and again, until nothing is (whatever is submitted
+    /// while a commit is written joins the next one).
+    fn run_until_empty(&self) {
+        loop {
+            let jobs = {
+                let mut queue = self.queue();
+                if queue.jobs.is_empty() {
+                    queue.running = false;
+                    return;
                 }
+                std::mem::take(&mut queue.jobs)
+            };
+            let (records, done): (Vec<_>, Vec<_>) = jobs
+                .into_iter()
+                .map(|j| ((j.records, j.checked_at), j.done))
+                .unzip();
+            let out = self
+                .committer
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .commit(records);
+            for (results, done) in out.into_iter().zip(done) {
+                done(results);
             }
-        })?;
-    Ok(queue)
+        }
+    }
+
+    /// Fails every queued submission (its commit run was dropped unrun).
+    fn abandon(&self) {
+        let jobs = {
+            let mut queue = self.queue();
+            queue.running = false;
+            std::mem::take(&mut queue.jobs)
+        };
+        let error = FeedError::Corrupt("the ledger's commit was never run".to_owned());
+        for job in jobs {
+            job.fail(&error);
+        }
+    }
 }
 
-/// The committer thread's state.
+/// One commit run handed to the runtime; dropped without running, it fails the queue.
+struct CommitRun {
+    group: Arc<GroupCommit>,
+    ran: bool,
+}
+
+impl CommitRun {
+    fn run(mut self) {
+        self.ran = true;
+        self.group.run_until_empty();
+    }
+}
+
+impl Drop for CommitRun {
+    fn drop(&mut self) {
+        if !self.ran {
+            self.group.abandon();
+        }
+    }
+}
+
+/// The state a commit works on (the last head, recent ids).
 struct Committer {
     store: Arc<dyn Store>,
     identity: Arc<ServerIdentity>,

@@ -16,6 +16,7 @@ mod ledger_layout;
 mod ledger_query;
 pub mod limits;
 mod server;
+pub mod work;
 
 pub use limits::{
     ConnectionLimiter, LoginBackoff, Policy, RateLimit, UnauthenticatedSlot, UnauthenticatedSlots,

@@ -16,14 +16,16 @@ use vserv_core::{ErrorCode, ErrorReply, Fingerprint};
 use vserv_service::accounts::UserName;
 use vserv_service::files::delivery::HooksConfig;
 use vserv_service::files::{DiskTree, FileTree, FilesConfig, UserPath};
-use vserv_service::{Service, ServiceInfo, Session};
+use vserv_service::{Service, ServiceInfo};
 
-use common::{path, sha, user};
+use common::{TestSession, path, sha, user};
 
 struct Env {
     dir: tempfile::TempDir,
     tree: Arc<dyn FileTree>,
     service: Service,
+    /// Sessions are driven like a runtime drives them, deliveries off the test thread.
+    background: bool,
 }
 
 impl Env {
@@ -32,8 +34,9 @@ impl Env {
         Env::in_mode(false, config, hooks)
     }
 
-    /// [`Env::new`], with each `send`'s delivery on a thread of its own when `background`
-    /// (as the blocking server runs them).
+    /// [`Env::new`], with the blocking work (each `send`'s delivery among it) on threads of
+    /// a test runner and sessions driven over connections when `background` (as the
+    /// runtimes run them).
     fn in_mode(background: bool, config: FilesConfig, hooks: Option<HooksConfig>) -> Env {
         let dir = tempfile::tempdir().expect("tempdir");
         let tree: Arc<dyn FileTree> =
@@ -54,7 +57,7 @@ impl Env {
         };
         let mut service = Service::new(info, accounts).with_files(tree.clone());
         if background {
-            service = service.with_background_deliveries();
+            service = service.with_runner(Arc::new(common::driven::ThreadRunner));
         }
         if let Some(mut hooks) = hooks {
             // The tests' hook scripts live in the temp dir.
@@ -63,15 +66,20 @@ impl Env {
                 .get_or_insert_with(|| dir.path().to_path_buf());
             service = service.with_hooks(hooks);
         }
-        Env { dir, tree, service }
+        Env {
+            dir,
+            tree,
+            service,
+            background,
+        }
     }
 
-    fn session(&self, user: &str) -> Session {
-        common::logged_in(&self.service, user)
+    fn session(&self, user: &str) -> TestSession {
+        TestSession::logged_in(&self.service, user, self.background)
     }
 
-    fn run(&self, session: &mut Session, cmd: &Command) -> Result<Reply, ErrorReply> {
-        common::run(&self.service, session, cmd, 7_000)
+    fn run(&self, session: &mut TestSession, cmd: &Command) -> Result<Reply, ErrorReply> {
+        session.run(&self.service, cmd, 7_000)
     }
 
     /// `owner`'s file `p` with `data` (directories on the way created).
@@ -104,7 +112,7 @@ impl Env {
 
     fn send(
         &self,
-        session: &mut Session,
+        session: &mut TestSession,
         file: &str,
         note: Option<&str>,
     ) -> Result<String, ErrorReply> {
@@ -120,7 +128,7 @@ impl Env {
         }
     }
 
-    fn inbox(&self, session: &mut Session, page: ListPage) -> (Vec<Delivery>, Option<String>) {
+    fn inbox(&self, session: &mut TestSession, page: ListPage) -> (Vec<Delivery>, Option<String>) {
         match self.run(session, &Command::Inbox(page)) {
             Ok(Reply::Deliveries { entries, next }) => (entries, next),
             other => panic!("unexpected reply {other:?}"),
@@ -793,7 +801,7 @@ fn a_restart_lists_an_interrupted_delivery_as_failed() {
         &record("2-report.txt", DeliveryState::Pending, &data, ""),
     );
     let mut bob = env.session("bob");
-    let states = |env: &Env, bob: &mut Session| -> Vec<(String, DeliveryState, String)> {
+    let states = |env: &Env, bob: &mut TestSession| -> Vec<(String, DeliveryState, String)> {
         env.inbox(bob, ListPage::default())
             .0
             .into_iter()

@@ -2,6 +2,8 @@
 //! share store commits, a record refused inside a group fails alone, a failed commit fails
 //! its whole group and leaves nothing, and every result is correct whatever the grouping.
 
+mod common;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -360,48 +362,20 @@ fn pipelined_rputs_split_at_any_chunk_size_all_land_once_in_order() {
 }
 
 #[test]
-fn drive_pipelined_leaves_rputs_committing_and_later_requests_wait_for_them() {
+fn drive_leaves_rputs_committing_and_later_requests_wait_for_them() {
     let store = MemoryStore::new();
-    let (service, identity) = service(&store);
-    let mut pair = Pair::new(&service, identity);
-    let now = pair.now;
-    let deliver = |pair: &mut Pair| {
-        let mut c2s = Vec::new();
-        pair.client.poll_transmit(&mut c2s);
-        pair.server.handle_input(now, &c2s).unwrap();
-    };
+    let (service, _) = service(&store);
+    // Commits run off the driving thread, as on every runtime: `drive` returns at once.
+    let service = service.with_runner(Arc::new(common::driven::ThreadRunner));
+    let mut pair = common::driven::Driven::new(&service, Some(("alice", b"alice-password")));
     send_rputs(&mut pair.client, 1..=30);
-    deliver(&mut pair);
-    service
-        .drive_pipelined(&mut pair.session, &mut pair.server, T0_MS)
-        .unwrap();
     // A read sent after the rputs sees all of them, even while they may still commit.
     let have = Command::Rhave {
         record_id: b"r30".to_vec(),
     };
-    let have_id = pair.client.send_request(have.name(), have.args()).unwrap();
-    deliver(&mut pair);
-    service
-        .drive_pipelined(&mut pair.session, &mut pair.server, T0_MS)
-        .unwrap();
-    while pair.session.has_pending() {
-        service
-            .complete_within(
-                &mut pair.session,
-                &mut pair.server,
-                Duration::from_millis(10),
-            )
-            .unwrap();
-    }
-    let mut s2c = Vec::new();
-    pair.server.poll_transmit(&mut s2c);
-    pair.client.handle_input(now, &s2c).unwrap();
-    let mut responses = Vec::new();
-    while let Some(event) = pair.client.poll_event() {
-        if let Event::Response(r) = event {
-            responses.push(r);
-        }
-    }
+    let have_id = pair.send(&have);
+    let (have_response, mut responses) = pair.wait_for(&service, have_id);
+    responses.push(have_response);
     assert_eq!(responses.len(), 31);
     for (i, response) in (1u64..).zip(&responses[..30]) {
         let reply = Reply::from_fields(&rput(i), response.result.as_ref().unwrap()).unwrap();

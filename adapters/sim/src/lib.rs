@@ -8,7 +8,11 @@
 //!   tampering is drawn from it, and events are processed in a total order.
 //! - **A virtual clock.** The harness reads the real clock once (the epoch, in
 //!   [`World::new`]); connections see `epoch + virtual time`, and the clock jumps to the next
-//!   event: the earliest pending delivery or connection timer (`poll_timeout`).
+//!   event: the earliest pending delivery, connection timer (`poll_timeout`) or blocking work.
+//! - **Blocking work in the schedule.** Each server's service hands its blocking work
+//!   (commits, password hashes, file I/O, deliveries) to the world, which runs it on its own
+//!   thread at a due time drawn from the seed (`work.rs`): commit boundaries and completion
+//!   order are part of the replayable schedule, and no OS thread runs anywhere.
 //! - **Links** ([`LinkConfig`], per direction) re-chunk the byte stream at random points,
 //!   delay, stall (for a while, or forever with `cut_after`/[`World::cut`]), reset (both
 //!   ends see the connection reset), and in adversary mode ([`Adversary`]) flip bits,
@@ -43,6 +47,7 @@ mod handle;
 mod link;
 mod scenario;
 mod seeds;
+mod work;
 mod world;
 
 pub use handle::{RAW_WAIT, SimClient, SimServer, WAIT};

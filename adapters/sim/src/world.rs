@@ -17,6 +17,20 @@ use vserv_service::{Service, Session};
 use vserv_store::trust::TrustDecision;
 
 use crate::link::{Chunk, Dir, LinkSpec};
+use crate::work::{Hub, SimRunner, SimWake};
+
+/// The longest virtual time between blocking work being handed over and its running: the
+/// seed picks each item's delay up to this, so commits and completions interleave with
+/// network events in every possible order.
+const MAX_WORK_DELAY: Duration = Duration::from_millis(2);
+
+/// Work handed over by a server's service, due at a time the seed chose.
+struct Scheduled {
+    at: Duration,
+    seq: u64,
+    server: usize,
+    work: vserv_service::work::Work,
+}
 
 /// Identifies a server of a [`World`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -233,6 +247,10 @@ pub struct World {
     endpoints: Vec<Endpoint>,
     links: Vec<Link>,
     scratch: Option<tempfile::TempDir>,
+    /// Where the servers' runners and the sessions' wakers leave work and wake-ups.
+    hub: Arc<Hub>,
+    /// The blocking work waiting for its due time.
+    scheduled: Vec<Scheduled>,
 }
 
 impl std::fmt::Debug for World {
@@ -259,6 +277,8 @@ impl World {
             max_steps: 5_000_000,
             trace: Vec::new(),
             violations: Vec::new(),
+            hub: Arc::new(Hub::default()),
+            scheduled: Vec::new(),
             servers: Vec::new(),
             endpoints: Vec::new(),
             links: Vec::new(),
@@ -366,10 +386,15 @@ impl World {
     // ----- building -----
 
     /// Adds a server; its address is `sim-server-N:7117`.
-    pub fn add_server(&mut self, spec: ServerSpec) -> ServerId {
+    pub fn add_server(&mut self, mut spec: ServerSpec) -> ServerId {
         let id = self.servers.len();
         let address = format!("sim-server-{id}:7117");
         self.log(format!("server {address} up"));
+        // The server's blocking work runs in the world's schedule.
+        spec.service = spec.service.with_runner(Arc::new(SimRunner {
+            server: id,
+            hub: self.hub.clone(),
+        }));
         self.servers.push(ServerNode {
             address,
             spec,
@@ -497,7 +522,11 @@ impl World {
             match self.servers.get_mut(server) {
                 Some(node) => {
                     node.open += 1;
-                    let mut session = Session::new(Some(peer));
+                    let waker = Arc::new(SimWake {
+                        endpoint: server_end,
+                        hub: self.hub.clone(),
+                    });
+                    let mut session = Session::with_waker(Some(peer), waker);
                     if let Some(slot) = slot {
                         session.hold_unauthenticated(slot);
                     }
@@ -682,11 +711,15 @@ impl World {
                 consider((at, 1, ep as u64), Next::Timer(ep));
             }
         }
+        for (i, w) in self.scheduled.iter().enumerate() {
+            consider((w.at, 2, w.seq), Next::Work(i));
+        }
         best.map(|((at, _, _), next)| (at, next))
     }
 
     /// Processes the next event if it is due by `limit`. Returns `None` when nothing is left.
     fn step(&mut self, limit: Duration) -> Option<bool> {
+        self.pump();
         let (at, next) = self.next_event()?;
         if at > limit || self.epoch.checked_add(at).is_none() {
             return Some(false);
@@ -744,8 +777,53 @@ impl World {
                     self.finish(ep, Some("stuck timer".into()));
                 }
             }
+            Next::Work(i) => {
+                if i < self.scheduled.len() {
+                    let w = self.scheduled.remove(i);
+                    self.log(format!(
+                        "server {} work #{} ({}) runs",
+                        w.server,
+                        w.seq,
+                        w.work.label()
+                    ));
+                    w.work.run();
+                }
+            }
         }
+        self.pump();
         Some(true)
+    }
+
+    /// Takes in the work the servers handed over (each gets a due time from the seed) and
+    /// drives the sessions that were woken, until neither is left.
+    fn pump(&mut self) {
+        loop {
+            for (server, work) in self.hub.take_queued() {
+                let delay_us = self
+                    .rng
+                    .random_range(0..=u64::try_from(MAX_WORK_DELAY.as_micros()).unwrap_or(0));
+                let at = self.now + Duration::from_micros(delay_us);
+                self.seq += 1;
+                let seq = self.seq;
+                self.log(format!(
+                    "server {server} work #{seq} ({}) due at +{delay_us}us",
+                    work.label()
+                ));
+                self.scheduled.push(Scheduled {
+                    at,
+                    seq,
+                    server,
+                    work,
+                });
+            }
+            let woken = self.hub.take_woken();
+            if woken.is_empty() {
+                return;
+            }
+            for ep in woken {
+                self.on_input(ep, Input::Kick);
+            }
+        }
     }
 
     /// Runs until nothing is left to happen or the virtual clock would pass `limit` (absolute
@@ -1230,6 +1308,8 @@ impl World {
 enum Next {
     Deliver(usize, usize),
     Timer(usize),
+    /// The scheduled work at this index.
+    Work(usize),
 }
 
 /// Whether the server's answer to `cmd` depends only on the request (not on who is logged in

@@ -13,7 +13,7 @@ mod client;
 mod server;
 
 pub use client::Client;
-pub use server::{Server, ServerHandle};
+pub use server::{Server, ServerHandle, UnblockRunner};
 pub use vserv_service::ServerOptions;
 
 /// Runs a future to completion on the current thread, driving the async-io reactor

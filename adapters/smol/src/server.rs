@@ -17,6 +17,7 @@ use smol::Executor;
 use smol::channel::{Receiver, Sender};
 use vserv_core::session::refusal;
 use vserv_core::{CloseCode, Connection, ServerIdentity};
+use vserv_service::work::{Runner, Wake, Work};
 use vserv_service::{ConnectionLimiter, ServerOptions, Service, Session};
 use vserv_store::rng::os_rng;
 
@@ -60,7 +61,9 @@ pub struct ServerHandle {
 }
 
 impl Server {
-    /// Binds the listening socket.
+    /// Binds the listening socket. The service's blocking work (commits, password hashes,
+    /// file I/O, deliveries and their hooks) runs on smol's blocking pool
+    /// ([`UnblockRunner`]), never on the executor threads that serve connections.
     pub fn bind(
         addr: impl ToSocketAddrs,
         identity: Arc<ServerIdentity>,
@@ -86,7 +89,7 @@ impl Server {
         let listener = TcpListener::try_from(listener)?;
         let shared = Shared {
             identity,
-            service,
+            service: service.with_runner(Arc::new(UnblockRunner)),
             options,
             active: AtomicUsize::new(0),
         };
@@ -258,10 +261,33 @@ enum ConnError {
 }
 
 /// What ended a wait for input.
-enum Wake {
+enum Woken {
     Read(io::Result<usize>),
     Timer,
     Shutdown,
+    /// The session's waker fired: completions wait in its mailbox.
+    Session,
+}
+
+/// The smol runtime's [`Runner`]: blocking work goes to smol's blocking thread pool
+/// (`smol::unblock`), never onto an executor thread.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct UnblockRunner;
+
+impl Runner for UnblockRunner {
+    fn run(&self, work: Work) {
+        smol::unblock(move || work.run()).detach();
+    }
+}
+
+/// A session's waker: a one-slot channel its connection task waits on.
+struct ChannelWake(Sender<()>);
+
+impl Wake for ChannelWake {
+    fn wake(&self) {
+        // A full channel already holds a wake-up.
+        let _ = self.0.try_send(());
+    }
 }
 
 /// Drives one server connection to its end. Protocol errors end the connection (after its
@@ -294,7 +320,8 @@ async fn serve(
         rng,
         Instant::now(),
     );
-    let mut session = Session::new(peer.map(|a| a.ip()));
+    let (wake, woken) = smol::channel::bounded(1);
+    let mut session = Session::with_waker(peer.map(|a| a.ip()), Arc::new(ChannelWake(wake)));
     if let Some(slot) = slot {
         session.hold_unauthenticated(slot);
     }
@@ -302,6 +329,10 @@ async fn serve(
     let mut out = Vec::with_capacity(64 * 1024);
     let mut failure = None;
     loop {
+        if shutdown.is_closed() {
+            // The session closes the connection once everything in flight is answered.
+            session.close_when_settled(CloseCode::Shutdown, "server shutting down");
+        }
         if let Err(e) = shared
             .service
             .drive(&mut session, &mut conn, vserv_service::unix_now_ms())
@@ -326,36 +357,52 @@ async fn serve(
         if conn.is_closed() {
             break;
         }
-        if shutdown.is_closed() {
-            conn.close(CloseCode::Shutdown, "server shutting down");
-            continue;
-        }
         let deadline = conn.poll_timeout();
-        let wake = future::or(
-            async { Wake::Read(stream.read(&mut buf).await) },
+        let want_input = session.wants_input();
+        let watch_shutdown = !shutdown.is_closed();
+        let read = async {
+            if want_input {
+                Woken::Read(stream.read(&mut buf).await)
+            } else {
+                future::pending().await
+            }
+        };
+        let woken = future::or(
+            read,
             future::or(
                 async {
                     sleep_until_opt(deadline).await;
-                    Wake::Timer
+                    Woken::Timer
                 },
-                async {
-                    stopped(shutdown).await;
-                    Wake::Shutdown
-                },
+                future::or(
+                    async {
+                        let _ = woken.recv().await;
+                        Woken::Session
+                    },
+                    async {
+                        if watch_shutdown {
+                            stopped(shutdown).await;
+                        } else {
+                            future::pending::<()>().await;
+                        }
+                        Woken::Shutdown
+                    },
+                ),
             ),
         )
         .await;
-        let result = match wake {
-            Wake::Read(Ok(0)) => conn.handle_eof(Instant::now()),
-            Wake::Read(Ok(n)) => match buf.get(..n) {
+        let result = match woken {
+            Woken::Read(Ok(0)) => conn.handle_eof(Instant::now()),
+            Woken::Read(Ok(n)) => match buf.get(..n) {
                 Some(data) => conn.handle_input(Instant::now(), data),
                 None => Ok(()),
             },
-            Wake::Read(Err(e)) if e.kind() == io::ErrorKind::Interrupted => Ok(()),
-            Wake::Read(Err(e)) => return Err(e.into()),
-            Wake::Timer => conn.handle_timeout(Instant::now()),
-            // The top of the loop closes the connection.
-            Wake::Shutdown => Ok(()),
+            Woken::Read(Err(e)) if e.kind() == io::ErrorKind::Interrupted => Ok(()),
+            Woken::Read(Err(e)) => return Err(e.into()),
+            Woken::Timer => conn.handle_timeout(Instant::now()),
+            Woken::Session => Ok(()),
+            // The top of the loop asks the session to close.
+            Woken::Shutdown => Ok(()),
         };
         if let Err(e) = result {
             failure.get_or_insert(e);

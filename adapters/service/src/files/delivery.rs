@@ -20,12 +20,13 @@
 //!   left `pending` (a server waits for its running deliveries before it stops, so none is
 //!   in progress then).
 
-use std::io::{Read, Write};
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Component, Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
+
+use wait_timeout::ChildExt;
 
 use vserv_core::commands::{Delivery, DeliveryState, FileKind, MAX_DELIVERY_REASON};
 use vserv_core::transfer::FileHasher;
@@ -56,8 +57,8 @@ const MAX_NAME_TRIES: u32 = 1000;
 /// Bytes of a hook's standard error the server keeps.
 const MAX_HOOK_STDERR: u64 = 4096;
 
-/// How often a running hook is checked.
-const HOOK_POLL: Duration = Duration::from_millis(10);
+/// How long starting a hook is retried while its program file is busy.
+const BUSY_RETRY: Duration = Duration::from_millis(500);
 
 /// The `PATH` a hook runs with (its environment is otherwise empty).
 const HOOK_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
@@ -936,23 +937,21 @@ pub fn hook_allowed(hooks: &HooksConfig, argv: &[String]) -> Result<(), String> 
 /// Runs hook `argv` (no shell; empty environment but `PATH`; working directory `/`) with
 /// `input` on its standard input. `Err` with the reason on a non-zero exit (the first
 /// non-empty line of its standard error), when it cannot be started or runs longer than
-/// `timeout` (it is killed then).
+/// `timeout` (it is killed then). This waits for the hook: it runs as blocking work.
 pub fn run_hook(argv: &[String], input: &[u8], timeout: Duration) -> Result<(), String> {
     let [program, args @ ..] = argv else {
         return Err("the hook names no program".into());
     };
-    let mut child = spawn_hook(program, args).map_err(|e| {
+    // Its standard error goes to an unnamed file read after it ends: no reader thread,
+    // and a hook that writes much cannot block on a full pipe.
+    let mut stderr = tempfile::tempfile().map_err(|e| {
+        tracing::warn!(error = %e, "no temporary file for a hook's standard error");
+        "the folder's hook could not be started".to_owned()
+    })?;
+    let mut child = spawn_hook(program, args, &stderr).map_err(|e| {
         tracing::warn!(program = %program, error = %e, "could not start a hook");
         "the folder's hook could not be started".to_owned()
     })?;
-    let (tx, rx) = mpsc::channel();
-    if let Some(stderr) = child.stderr.take() {
-        std::thread::spawn(move || {
-            let mut kept = Vec::new();
-            let _ = stderr.take(MAX_HOOK_STDERR).read_to_end(&mut kept);
-            let _ = tx.send(kept);
-        });
-    }
     if let Some(mut stdin) = child.stdin.take() {
         // A hook that does not read its input may close it early: not an error.
         let _ = stdin.write_all(input);
@@ -964,10 +963,11 @@ pub fn run_hook(argv: &[String], input: &[u8], timeout: Duration) -> Result<(), 
     if status.success() {
         return Ok(());
     }
-    let stderr = rx
-        .recv_timeout(Duration::from_millis(200))
-        .unwrap_or_default();
-    let text = String::from_utf8_lossy(&stderr);
+    let mut kept = Vec::new();
+    let _ = stderr
+        .seek(SeekFrom::Start(0))
+        .and_then(|_| (&mut stderr).take(MAX_HOOK_STDERR).read_to_end(&mut kept));
+    let text = String::from_utf8_lossy(&kept);
     let line = text.lines().map(str::trim).find(|l| !l.is_empty());
     Err(match line {
         Some(line) => line.to_owned(),
@@ -978,10 +978,11 @@ pub fn run_hook(argv: &[String], input: &[u8], timeout: Duration) -> Result<(), 
     })
 }
 
-/// Starts hook `program`; retried a few times while the program file is busy (being
-/// written, or open for writing in a process about to exec something else).
-fn spawn_hook(program: &str, args: &[String]) -> std::io::Result<Child> {
-    let mut tries = 0;
+/// Starts hook `program` with its standard error into `stderr`. Retried for a short while
+/// when the program file is busy (being written, or open for writing in a process about to
+/// exec something else), yielding in between.
+fn spawn_hook(program: &str, args: &[String], stderr: &std::fs::File) -> std::io::Result<Child> {
+    let start = Instant::now();
     loop {
         let spawned = Command::new(program)
             .args(args)
@@ -990,12 +991,14 @@ fn spawn_hook(program: &str, args: &[String]) -> std::io::Result<Child> {
             .current_dir("/")
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
-            .stderr(Stdio::piped())
+            .stderr(Stdio::from(stderr.try_clone()?))
             .spawn();
         match spawned {
-            Err(e) if e.kind() == std::io::ErrorKind::ExecutableFileBusy && tries < 20 => {
-                tries += 1;
-                std::thread::sleep(HOOK_POLL);
+            Err(e)
+                if e.kind() == std::io::ErrorKind::ExecutableFileBusy
+                    && start.elapsed() < BUSY_RETRY =>
+            {
+                std::thread::yield_now();
             }
             other => return other,
         }
@@ -1004,24 +1007,20 @@ fn spawn_hook(program: &str, args: &[String]) -> std::io::Result<Child> {
 
 /// Waits for `child`, killing it after `timeout`.
 fn wait_or_kill(child: &mut Child, timeout: Duration) -> Result<std::process::ExitStatus, String> {
-    let start = Instant::now();
-    loop {
-        match child.try_wait() {
-            Ok(Some(status)) => return Ok(status),
-            Ok(None) if start.elapsed() >= timeout => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(format!(
-                    "the folder's hook did not finish within {} s",
-                    timeout.as_secs_f64()
-                ));
-            }
-            Ok(None) => std::thread::sleep(HOOK_POLL),
-            Err(e) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(format!("the folder's hook could not be waited for: {e}"));
-            }
+    match child.wait_timeout(timeout) {
+        Ok(Some(status)) => Ok(status),
+        Ok(None) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            Err(format!(
+                "the folder's hook did not finish within {} s",
+                timeout.as_secs_f64()
+            ))
+        }
+        Err(e) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            Err(format!("the folder's hook could not be waited for: {e}"))
         }
     }
 }

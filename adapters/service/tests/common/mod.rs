@@ -5,6 +5,8 @@
 //! of it, hence the `dead_code` allowance.
 #![allow(dead_code)]
 
+pub mod driven;
+
 use std::net::{IpAddr, Ipv4Addr};
 
 use vserv_core::commands::{Command, Reply};
@@ -42,6 +44,40 @@ pub fn logged_in(service: &Service, user: &str) -> Session {
     let (resp, _) = service.answer(&mut session, &login, 1_000);
     assert!(resp.result.is_ok(), "login {user}: {resp:?}");
     session
+}
+
+/// A session as a test holds it: answered synchronously ([`Service::answer`]), or driven
+/// like a runtime drives one, with the blocking work off the test thread.
+pub enum TestSession {
+    Direct(Session),
+    Driven(Box<driven::Driven>),
+}
+
+impl TestSession {
+    /// A session logged in as `user` (password `password-1`): driven when `driven`.
+    pub fn logged_in(service: &Service, user: &str, driven: bool) -> TestSession {
+        if driven {
+            TestSession::Driven(Box::new(driven::Driven::new(
+                service,
+                Some((user, b"password-1")),
+            )))
+        } else {
+            TestSession::Direct(logged_in(service, user))
+        }
+    }
+
+    /// Runs `cmd` (at `now_ms` when direct) and decodes its reply.
+    pub fn run(
+        &mut self,
+        service: &Service,
+        cmd: &Command,
+        now_ms: u64,
+    ) -> Result<Reply, ErrorReply> {
+        match self {
+            TestSession::Direct(session) => run(service, session, cmd, now_ms),
+            TestSession::Driven(pair) => pair.request(service, cmd),
+        }
+    }
 }
 
 /// Runs `cmd` at `now_ms` and decodes its reply.

@@ -1,0 +1,152 @@
+//! The blocking runtime's [`Runner`]: a bounded pool of worker threads that runs the
+//! service's blocking work (commits, password hashes, file I/O, deliveries and their hooks)
+//! off the connection threads. Threads start on demand up to the bound and end after a few
+//! idle seconds; work beyond the bound queues in order.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::Duration;
+
+use vserv_service::work::{Runner, Work};
+
+/// How long an idle worker waits for work before it ends.
+const WORKER_KEEP: Duration = Duration::from_secs(5);
+
+/// The most worker threads by default: enough that held hooks (which wait up to their
+/// timeout) do not starve commits and logins, few enough to bound memory.
+pub const DEFAULT_MAX_WORKERS: usize = 64;
+
+/// A bounded worker pool (see the module docs). Clones share the pool.
+#[derive(Clone)]
+pub struct WorkPool {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    state: Mutex<State>,
+    ready: Condvar,
+    max: usize,
+}
+
+#[derive(Default)]
+struct State {
+    queue: VecDeque<Work>,
+    threads: usize,
+    idle: usize,
+}
+
+impl std::fmt::Debug for WorkPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WorkPool")
+            .field("max", &self.shared.max)
+            .finish_non_exhaustive()
+    }
+}
+
+impl WorkPool {
+    /// A pool of at most `max` threads (at least 1).
+    pub fn new(max: usize) -> WorkPool {
+        WorkPool {
+            shared: Arc::new(Shared {
+                state: Mutex::new(State::default()),
+                ready: Condvar::new(),
+                max: max.max(1),
+            }),
+        }
+    }
+}
+
+impl Default for WorkPool {
+    fn default() -> Self {
+        WorkPool::new(DEFAULT_MAX_WORKERS)
+    }
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn work(self: Arc<Self>) {
+        let mut state = self.lock();
+        loop {
+            if let Some(work) = state.queue.pop_front() {
+                drop(state);
+                work.run();
+                state = self.lock();
+                continue;
+            }
+            state.idle += 1;
+            let (next, timeout) = self
+                .ready
+                .wait_timeout(state, WORKER_KEEP)
+                .unwrap_or_else(|p| p.into_inner());
+            state = next;
+            state.idle -= 1;
+            if timeout.timed_out() && state.queue.is_empty() {
+                state.threads -= 1;
+                return;
+            }
+        }
+    }
+}
+
+impl Runner for WorkPool {
+    fn run(&self, work: Work) {
+        let mut state = self.shared.lock();
+        state.queue.push_back(work);
+        if state.idle > 0 || state.threads >= self.shared.max {
+            drop(state);
+            self.shared.ready.notify_one();
+            return;
+        }
+        state.threads += 1;
+        drop(state);
+        let shared = self.shared.clone();
+        let started = std::thread::Builder::new()
+            .name("vserv-work".into())
+            .spawn(move || shared.work());
+        if let Err(e) = started {
+            tracing::error!(error = %e, "could not start a worker thread");
+            let mut state = self.shared.lock();
+            state.threads -= 1;
+            if state.threads == 0 {
+                // Nobody would ever run it: run it here rather than lose it.
+                let queued: Vec<Work> = state.queue.drain(..).collect();
+                drop(state);
+                for work in queued {
+                    work.run();
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::mpsc;
+
+    #[test]
+    fn runs_everything_off_the_calling_thread_within_the_bound() {
+        let pool = WorkPool::new(2);
+        let (tx, rx) = mpsc::channel();
+        let caller = std::thread::current().id();
+        for i in 0..10 {
+            let tx = tx.clone();
+            pool.run(Work::new("test", move || {
+                let _ = tx.send((i, std::thread::current().id()));
+            }));
+        }
+        let mut seen: Vec<_> = (0..10).map(|_| rx.recv().unwrap()).collect();
+        assert!(seen.iter().all(|(_, t)| *t != caller));
+        let threads: std::collections::BTreeSet<_> =
+            seen.iter().map(|(_, t)| format!("{t:?}")).collect();
+        assert!(threads.len() <= 2, "{threads:?}");
+        seen.sort_by_key(|(i, _)| *i);
+        assert_eq!(
+            seen.iter().map(|(i, _)| *i).collect::<Vec<_>>(),
+            (0..10).collect::<Vec<_>>()
+        );
+    }
+}

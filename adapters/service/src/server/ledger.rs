@@ -1,0 +1,108 @@
+//! The ledger commands: `rput` (appended by `drive` in groups, or here one at a time on the
+//! synchronous path) and the reads (`rget`, `rhave`, `rabs`, `rsize`, `rcount`, `rlist`,
+//! `rhead`, `rcheck`).
+
+use vserv_core::commands::{self, Command, RecordSelector, Reply};
+use vserv_core::{ErrorCode, ErrorReply};
+
+use crate::accounts::User;
+use crate::ledger::{Appended, CheckReport, FeedError, NewRecord};
+
+use super::Service;
+use super::errors::{no_ledger, not_found};
+use super::session::SessionState;
+
+/// An `rput`'s answer.
+pub(super) fn appended_reply(result: Result<Appended, FeedError>) -> Result<Reply, ErrorReply> {
+    result
+        .map(|a| Reply::Appended {
+            seq: a.seq,
+            hash: a.hash,
+        })
+        .map_err(ErrorReply::from)
+}
+
+impl Service {
+    /// Appends one record and waits for its commit (the synchronous path).
+    pub(super) fn append_now(&self, record: NewRecord) -> Result<Reply, ErrorReply> {
+        let Some(ledger) = &self.shared.ledger else {
+            return Err(no_ledger());
+        };
+        appended_reply(
+            ledger
+                .append_batch(vec![record])
+                .pop()
+                .unwrap_or(Err(FeedError::Corrupt("append lost its result".into()))),
+        )
+    }
+
+    /// The `r*` reads for the admitted `user`.
+    pub(super) fn ledger_command(
+        &self,
+        state: &SessionState,
+        user: Option<&User>,
+        cmd: Command,
+    ) -> Result<Reply, ErrorReply> {
+        let Some(ledger) = &self.shared.ledger else {
+            return Err(no_ledger());
+        };
+        let found = |e: Option<vserv_core::ledger::Entry>, what: &str| {
+            e.map(Reply::Record).ok_or_else(|| not_found(what))
+        };
+        match cmd {
+            Command::Rget(RecordSelector::Seq(seq)) => {
+                found(ledger.by_seq(seq)?, "no entry at that seq")
+            }
+            Command::Rget(RecordSelector::Id(id)) => {
+                found(ledger.by_id(&id)?, "no record with that id")
+            }
+            Command::Rget(RecordSelector::Hash(hash)) => {
+                found(ledger.by_hash(&hash)?, "no entry with that hash")
+            }
+            Command::Rhave { record_id } => {
+                Ok(Reply::Have(ledger.seq_of_id(&record_id)?.is_some()))
+            }
+            Command::Rabs { pos } => found(ledger.by_position(pos)?, "no entry at that position"),
+            Command::Rsize { kind: None } => Ok(Reply::Count(ledger.size()?)),
+            Command::Rsize { kind: Some(kind) } => Ok(Reply::Count(ledger.size_of_kind(&kind)?)),
+            Command::Rcount { kind, range } => {
+                Ok(Reply::Count(ledger.count(&kind, range.from, range.to)?))
+            }
+            Command::Rlist { kind, range, limit } => {
+                let limit = limit.unwrap_or(commands::RLIST_DEFAULT_LIMIT);
+                let page = ledger.list(
+                    kind.as_deref(),
+                    range.from,
+                    range.to,
+                    usize::try_from(limit).unwrap_or(usize::MAX),
+                )?;
+                Ok(Reply::Page {
+                    entries: page.entries,
+                    next: page.next,
+                })
+            }
+            Command::Rhead => ledger
+                .head()?
+                .map(Reply::Head)
+                .ok_or_else(|| not_found("no head: the ledger is empty")),
+            Command::Rcheck { range } => {
+                let report = match range {
+                    None => ledger.check(),
+                    Some(r) => ledger.check_range(r.from, r.to, &mut |_| {}),
+                }
+                .map_err(FeedError::Store)?;
+                let me = user.map(|u| u.name.to_string()).unwrap_or_default();
+                tracing::info!(target: "vserv::audit", by = %me, action = "rcheck", user = %me,
+                    peer = ?state.peer, "admin action");
+                Ok(match report {
+                    CheckReport::Ok { seq } => Reply::ChainOk { seq },
+                    CheckReport::Bad { seq, reason } => {
+                        tracing::warn!(target: "vserv::audit", ?seq, %reason, "rcheck found a bad ledger");
+                        Reply::ChainBad { seq, reason }
+                    }
+                })
+            }
+            _ => Err(ErrorReply::new(ErrorCode::Internal, "not a ledger command")),
+        }
+    }
+}
