@@ -251,6 +251,8 @@ pub struct World {
     hub: Arc<Hub>,
     /// The blocking work waiting for its due time.
     scheduled: Vec<Scheduled>,
+    /// Labels of work the test holds back: due or not, it does not run until released.
+    held: std::collections::BTreeSet<&'static str>,
 }
 
 impl std::fmt::Debug for World {
@@ -279,6 +281,7 @@ impl World {
             violations: Vec::new(),
             hub: Arc::new(Hub::default()),
             scheduled: Vec::new(),
+            held: std::collections::BTreeSet::new(),
             servers: Vec::new(),
             endpoints: Vec::new(),
             links: Vec::new(),
@@ -712,7 +715,9 @@ impl World {
             }
         }
         for (i, w) in self.scheduled.iter().enumerate() {
-            consider((w.at, 2, w.seq), Next::Work(i));
+            if !self.held.contains(w.work.label()) {
+                consider((w.at.max(self.now), 2, w.seq), Next::Work(i));
+            }
         }
         best.map(|((at, _, _), next)| (at, next))
     }
@@ -792,6 +797,28 @@ impl World {
         }
         self.pump();
         Some(true)
+    }
+
+    /// Holds back the servers' blocking work labelled `label` (`"login"`, `"delivery"`,
+    /// `"ledger commit"`, see `vserv_service::work::Work::label`) until
+    /// [`World::release_work`]: a test's way to keep work "running" as long as it likes.
+    pub fn hold_work(&mut self, label: &'static str) {
+        self.log(format!("work labelled '{label}' held"));
+        self.held.insert(label);
+    }
+
+    /// Lets held work of `label` run again (at once if due).
+    pub fn release_work(&mut self, label: &'static str) {
+        self.log(format!("work labelled '{label}' released"));
+        self.held.remove(label);
+    }
+
+    /// How many work items wait (held or not yet due), by label.
+    pub fn pending_work(&self, label: &str) -> usize {
+        self.scheduled
+            .iter()
+            .filter(|w| w.work.label() == label)
+            .count()
     }
 
     /// Takes in the work the servers handed over (each gets a due time from the seed) and

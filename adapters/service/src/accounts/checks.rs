@@ -154,6 +154,11 @@ impl CheckPool {
         self.limits
     }
 
+    /// How many checks are waiting for a slot right now.
+    pub fn waiting(&self) -> usize {
+        self.lock().waiting
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }

@@ -153,7 +153,7 @@ impl Service {
             state: Some(state),
         };
         let work = match cmd {
-            Command::Send(args) => Work::new("delivery", move || {
+            Command::Send(args) => Work::new("send checks", move || {
                 let staged = match (served.state.as_deref(), &user) {
                     (Some(state), Some(user)) => {
                         service.stage_send(state, user, args, now_ms / 1000)
@@ -168,9 +168,13 @@ impl Service {
                             mailbox: served.mailbox.clone(),
                             done: false,
                         };
-                        // The session goes on; the delivery's answer comes later.
+                        // The session goes on; the delivery (hooks, copy) is work of its
+                        // own, answered when it ends.
                         served.answer(None);
-                        delivery.finish(service.finish_send(prepared));
+                        let runner = service.shared.runner.clone();
+                        runner.run(Work::new("delivery", move || {
+                            delivery.finish(service.finish_send(prepared));
+                        }));
                     }
                 }
             }),
