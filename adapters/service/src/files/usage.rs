@@ -1,4 +1,4 @@
-//! The per-user usage counters of a [`super::DiskTree`]: the bytes each home counts toward
+//! The per-user usage counters of a [`super::Tree`]: the bytes each home counts toward
 //! its quota, kept in memory and changed together with the files, so a quota check costs
 //! O(1) instead of a walk of the home.
 //!
