@@ -10,6 +10,7 @@
 //! leaves it unchanged.
 
 use std::collections::BTreeMap;
+use std::collections::btree_map::Entry;
 use std::io::ErrorKind;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -428,8 +429,8 @@ impl HomeStore for MemoryHomes {
                 let name = format!("{TMP_PREFIX}0-{n}");
                 let mut names = dir.names.clone();
                 names.push(name.clone());
-                if !home.nodes.contains_key(&names) {
-                    home.nodes.insert(names, Node::File(inode));
+                if let Entry::Vacant(slot) = home.nodes.entry(names) {
+                    slot.insert(Node::File(inode));
                     return Ok(name);
                 }
             }

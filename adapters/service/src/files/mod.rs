@@ -33,10 +33,13 @@ mod disk;
 mod memory;
 mod partials;
 pub mod path;
+mod records;
+mod sidecar;
 pub mod store;
 pub mod transfer;
 mod tree;
 mod usage;
+mod versions;
 mod write_behind;
 
 pub use archive::DELETED_HOMES;

@@ -2,51 +2,36 @@
 //! [`FileTree`] for the disk and the memory backends alike.
 //!
 //! Layout inside a home (every hidden name starts with [`super::path::RESERVED_PREFIX`], so
-//! clients can neither see nor address it):
+//! clients can neither see nor address it), each part of the policy in a module of its own:
 //!
-//! - Kept versions of file `dir/name`: `dir/.vserv-versions/name/n` (1 the newest).
-//! - The verified SHA-256 of file `dir/name`: `dir/.vserv-sha256/name`, with the file's
-//!   size, inode and modification time; believed only while they still match
-//!   ([`sidecar`]).
-//! - Partial uploads: `.vserv-partial/<hex SHA-256 of the target path>` with the saved
-//!   upload state as `<name>.state` (where the backend keeps states as files).
-//! - Hidden records of store `S` of directory `dir`: `dir/S/NAME`.
+//! - [`super::versions`]: kept versions, `dir/.vserv-versions/name/n`.
+//! - [`super::sidecar`]: recorded SHA-256 hashes, `dir/.vserv-sha256/name`.
+//! - [`super::partials`]: partial uploads in `.vserv-partial/` and their expiry.
+//! - [`super::records`]: hidden records, `dir/.vserv-records-*/NAME`.
+//! - [`super::usage`]: the bytes each home counts toward its quota.
 //! - Whole-file writes go through a temporary file (`.vserv-tmp-<digits>-<digits>`) in the
 //!   target's directory, renamed into place.
 //!
-//! Usage: each home's count of files, kept versions and partial files (a partial file
-//! takes its upload's declared size at `fopen`) is kept in memory by [`super::usage`],
-//! built by one walk of the home at its first use and changed under the home's lock by
-//! every operation that changes them. Partial uploads and their expiry are in
-//! [`super::partials`].
+//! Here: the tree itself, resolving client paths to storage locations (and storage
+//! failures to client errors), the free-space reserve, and the directory and file
+//! operations.
 
 use std::time::{Duration, SystemTime};
 
 use vserv_core::commands::{DirEntry, FileKind, FileStat};
-use vserv_core::transfer::FileHasher;
 
 use super::partials::InUse;
 use super::path::{check_name, is_reserved};
 use super::store::{Fault, HomeStore, Loc, Meta, Removal, StoreError};
-use super::transfer::{OpenedFile, OpenedPartial, PartialFile, READ_CHUNK};
+use super::transfer::{OpenedFile, OpenedPartial, PartialFile};
+use super::usage::Counted;
 use super::usage::{Usage, UsageCounters};
-use super::{
-    FileError, FileTree, FilesConfig, PartialSweep, UserPath, check_quota, check_record_names,
-};
+use super::versions::VERSIONS_DIR;
+use super::{FileError, FileTree, FilesConfig, PartialSweep, UserPath, check_quota};
 use crate::accounts::UserName;
-
-/// The hidden directory holding a directory's kept versions.
-pub(super) const VERSIONS_DIR: &str = ".vserv-versions";
 
 /// Prefix of the temporary files of whole-file writes.
 pub(super) const TMP_PREFIX: &str = ".vserv-tmp-";
-
-/// The hidden directory holding a directory's recorded SHA-256 sidecars.
-const SHA_DIR: &str = ".vserv-sha256";
-
-/// Length of a SHA-256 sidecar: the hash, then size, inode, mtime seconds and nanoseconds
-/// of the file it describes (8 bytes each, big-endian).
-const SIDECAR_LEN: usize = 32 + 4 * 8;
 
 /// Whether `name` is exactly a temporary file's name as the backends form it:
 /// [`TMP_PREFIX`], decimal digits (a process id), `-`, decimal digits (a counter).
@@ -167,7 +152,11 @@ impl<S: HomeStore> Tree<S> {
     }
 
     /// Like [`Tree::locate`], but something must be there.
-    fn existing(&self, owner: &UserName, path: &UserPath) -> Result<(Loc, Meta), FileError> {
+    pub(super) fn existing(
+        &self,
+        owner: &UserName,
+        path: &UserPath,
+    ) -> Result<(Loc, Meta), FileError> {
         match self.locate(owner, path)? {
             (at, Some(meta)) => Ok((at, meta)),
             (_, None) => Err(FileError::NotFound(path.to_string())),
@@ -182,52 +171,6 @@ impl<S: HomeStore> Tree<S> {
     ) -> Result<T, FileError> {
         let home = self.home(owner)?;
         self.usage.with(owner, || self.count_home(&home), f)
-    }
-
-    /// The bytes the home at `home` counts toward its quota: every file of the client's
-    /// directories, every kept version and every partial upload; the server's hidden files
-    /// (sidecars, saved upload states, records, temporary files) are not counted. Entries
-    /// that vanish during the walk are skipped; symlinks are never followed.
-    fn count_home(&self, home: &Loc) -> Result<u64, FileError> {
-        self.count_dir(home, Counted::Root)
-            .map_err(self.fail(home, &UserPath::root()))
-    }
-
-    /// [`Tree::count_home`] from directory `dir`, of kind `kind`.
-    pub(super) fn count_dir(&self, dir: &Loc, kind: Counted) -> Result<u64, StoreError> {
-        let gone = StoreError::is_missing;
-        let mut total = 0u64;
-        let mut stack = vec![(dir.clone(), kind)];
-        while let Some((dir, kind)) = stack.pop() {
-            let entries = match self.store.list(&dir) {
-                Ok(entries) => entries,
-                Err(e) if gone(&e) => continue,
-                Err(e) => return Err(e),
-            };
-            for (name, meta) in entries {
-                let hidden = is_reserved(&name);
-                let inner = match kind {
-                    Counted::Versions => Some(Counted::Versions),
-                    Counted::Partial => None,
-                    Counted::Root | Counted::Plain if !hidden => Some(Counted::Plain),
-                    Counted::Root if name == super::partials::PARTIAL_DIR => Some(Counted::Partial),
-                    Counted::Root | Counted::Plain if name == VERSIONS_DIR => {
-                        Some(Counted::Versions)
-                    }
-                    Counted::Root | Counted::Plain => continue,
-                };
-                if meta.is_dir() {
-                    if let Some(inner) = inner {
-                        stack.push((dir.child(&name), inner));
-                    }
-                } else if meta.is_file()
-                    && (kind != Counted::Partial || super::partials::is_partial_name(&name))
-                {
-                    total = total.saturating_add(meta.len);
-                }
-            }
-        }
-        Ok(total)
     }
 
     /// Refuses writing `needed` bytes when that would leave less than the reserve free on
@@ -267,7 +210,7 @@ impl<S: HomeStore> Tree<S> {
 
     /// Writes `data` to `at` through a temporary file in the same directory and a rename;
     /// with `durable`, made durable first.
-    fn write_atomic(
+    pub(super) fn write_atomic(
         &self,
         at: &Loc,
         data: &[u8],
@@ -286,225 +229,6 @@ impl<S: HomeStore> Tree<S> {
             let _ = self.store.remove(&tmp, Removal::File);
             self.fail(at, path)(e)
         })
-    }
-
-    /// The versions directory of file `at` (`dir/.vserv-versions/name`), and the
-    /// directory's versions root (`dir/.vserv-versions`).
-    fn versions_dir(at: &Loc) -> Option<(Loc, Loc)> {
-        let name = at.file_name()?;
-        let root = at.sibling(VERSIONS_DIR)?;
-        Some((root.child(name), root))
-    }
-
-    /// The kept versions of file `at` as (number, location, size), any order.
-    fn versions_of(&self, at: &Loc, path: &UserPath) -> Result<Vec<(u32, Loc, u64)>, FileError> {
-        let Some((dir, root)) = Self::versions_dir(at) else {
-            return Ok(Vec::new());
-        };
-        let odd = || FileError::Symlink(format!("the versions of {path}"));
-        for d in [&root, &dir] {
-            match self.store.metadata(d) {
-                Ok(Some(m)) if m.is_dir() => {}
-                Ok(Some(_)) => return Err(odd()),
-                Ok(None) => return Ok(Vec::new()),
-                Err(StoreError::Walk {
-                    fault: Fault::Symlink,
-                    ..
-                }) => return Err(odd()),
-                Err(e) => return Err(self.fail(d, path)(e)),
-            }
-        }
-        let entries = self.store.list(&dir).map_err(self.fail(&dir, path))?;
-        Ok(entries
-            .into_iter()
-            .filter(|(_, meta)| meta.is_file())
-            .filter_map(|(name, meta)| {
-                Some((name.parse::<u32>().ok()?, dir.child(&name), meta.len))
-            })
-            .collect())
-    }
-
-    /// The bytes of file `at`'s kept versions.
-    fn versions_bytes(&self, at: &Loc, path: &UserPath) -> Result<u64, FileError> {
-        Ok(self
-            .versions_of(at, path)?
-            .iter()
-            .fold(0u64, |sum, v| sum.saturating_add(v.2)))
-    }
-
-    /// Bytes the next rotation of `at`'s versions frees: the versions that fall off.
-    fn rotation_frees(&self, at: &Loc, path: &UserPath, current: u64) -> Result<u64, FileError> {
-        let keep = self.config.versions;
-        if keep == 0 {
-            return Ok(current);
-        }
-        Ok(self
-            .versions_of(at, path)?
-            .iter()
-            .filter(|(n, _, _)| *n >= keep)
-            .map(|(_, _, size)| size)
-            .sum())
-    }
-
-    /// The file a write of `owner`'s `path` replaces: its location, its metadata (`None`
-    /// when absent) and the bytes the replacement frees ([`Tree::rotation_frees`]); a
-    /// directory there is refused.
-    pub(super) fn replacing(
-        &self,
-        owner: &UserName,
-        path: &UserPath,
-    ) -> Result<(Loc, Option<Meta>, u64), FileError> {
-        let (at, meta) = self.locate(owner, path)?;
-        let freed = match &meta {
-            Some(m) if m.is_dir() => return Err(FileError::IsADirectory(path.to_string())),
-            Some(m) => self.rotation_frees(&at, path, m.len)?,
-            None => 0,
-        };
-        Ok((at, meta, freed))
-    }
-
-    /// Moves the current file `at` into its versions (dropping those beyond the configured
-    /// number), or deletes it when none are kept. With `link` the current file stays where
-    /// it is and its newest version is a second name of it (nothing happens when no
-    /// versions are kept): a rename over `at` then replaces it atomically.
-    pub(super) fn rotate(&self, at: &Loc, path: &UserPath, link: bool) -> Result<(), FileError> {
-        let keep = self.config.versions;
-        if keep == 0 && link {
-            return Ok(());
-        }
-        if keep == 0 {
-            return self
-                .store
-                .remove(at, Removal::File)
-                .map_err(self.fail(at, path));
-        }
-        let Some((dir, root)) = Self::versions_dir(at) else {
-            return Ok(());
-        };
-        let mut versions = self.versions_of(at, path)?;
-        for d in [&root, &dir] {
-            match self.store.create_dir(d) {
-                Ok(()) => {}
-                Err(e) if e.is_io(std::io::ErrorKind::AlreadyExists) => {}
-                Err(e) => return Err(self.fail(d, path)(e)),
-            }
-        }
-        // Oldest first, so each rename goes to a free number.
-        versions.sort_by_key(|v| std::cmp::Reverse(v.0));
-        for (n, file, _) in versions {
-            let done = if n >= keep {
-                self.store.remove(&file, Removal::File)
-            } else {
-                self.store.rename(&file, &dir.child(&(n + 1).to_string()))
-            };
-            done.map_err(self.fail(&file, path))?;
-        }
-        let newest = dir.child("1");
-        let done = if link {
-            self.store.hard_link(at, &newest)
-        } else {
-            self.store.rename(at, &newest)
-        };
-        done.map_err(self.fail(at, path))
-    }
-
-    /// Removes the kept versions of file `at` (and the versions root if that empties it).
-    fn drop_versions(&self, at: &Loc, path: &UserPath) -> Result<(), FileError> {
-        let Some((dir, root)) = Self::versions_dir(at) else {
-            return Ok(());
-        };
-        match self.store.remove(&dir, Removal::All) {
-            Ok(()) => {}
-            Err(e) if e.is_missing() => {}
-            Err(e) => return Err(self.fail(&dir, path)(e)),
-        }
-        // Only succeeds when no other file's versions are left.
-        let _ = self.store.remove(&root, Removal::EmptyDir);
-        Ok(())
-    }
-
-    /// Where file `at`'s SHA-256 sidecar lives.
-    fn sidecar(at: &Loc) -> Option<Loc> {
-        Some(at.sibling(SHA_DIR)?.child(at.file_name()?))
-    }
-
-    /// The recorded SHA-256 of file `at` (with metadata `meta`), if a sidecar still
-    /// matches it.
-    fn read_sidecar(&self, at: &Loc, meta: &Meta) -> Option<[u8; 32]> {
-        let p = Self::sidecar(at)?;
-        if !self.store.metadata(&p.parent()?).ok()??.is_dir()
-            || !self.store.metadata(&p).ok()??.is_file()
-        {
-            return None;
-        }
-        let bytes = self.store.read(&p).ok()?;
-        let (sha, identity) = bytes.split_first_chunk::<32>()?;
-        (identity == file_identity(meta)).then_some(*sha)
-    }
-
-    /// Records `sha256` as the hash of file `at` (with metadata `meta`).
-    pub(super) fn write_sidecar(
-        &self,
-        at: &Loc,
-        meta: &Meta,
-        sha256: &[u8; 32],
-        path: &UserPath,
-    ) -> Result<(), FileError> {
-        let p = Self::sidecar(at).ok_or_else(|| FileError::NotFound(path.to_string()))?;
-        if let Some(dir) = p.parent() {
-            self.ensure_private_dir(&dir, path)?;
-        }
-        self.store.metadata(&p).map_err(self.fail(&p, path))?;
-        let mut bytes = [0u8; SIDECAR_LEN];
-        bytes[..32].copy_from_slice(sha256);
-        bytes[32..].copy_from_slice(&file_identity(meta));
-        self.write_atomic(&p, &bytes, false, path)
-    }
-
-    /// Drops file `at`'s sidecar, if any (and the sidecar directory if that empties it).
-    fn remove_sidecar(&self, at: &Loc) {
-        if let Some(p) = Self::sidecar(at) {
-            let _ = self.store.remove(&p, Removal::File);
-            if let Some(dir) = p.parent() {
-                let _ = self.store.remove(&dir, Removal::EmptyDir);
-            }
-        }
-    }
-
-    /// Moves file `from`'s sidecar to file `to` (which replaced whatever was there).
-    fn move_sidecar(&self, from: &Loc, to: &Loc, path: &UserPath) {
-        let (Some(src), Some(dst)) = (Self::sidecar(from), Self::sidecar(to)) else {
-            return;
-        };
-        let moved = match self.store.metadata(&src) {
-            Ok(Some(m)) if m.is_file() => dst
-                .parent()
-                .map(|d| self.ensure_private_dir(&d, path))
-                .transpose()
-                .is_ok_and(|_| self.store.rename(&src, &dst).is_ok()),
-            _ => false,
-        };
-        if !moved {
-            let _ = self.store.remove(&dst, Removal::File);
-        }
-        if let Some(dir) = src.parent() {
-            let _ = self.store.remove(&dir, Removal::EmptyDir);
-        }
-    }
-
-    /// The location of the hidden record store `store` of directory `dir` (which must
-    /// exist and be a directory).
-    fn record_store(
-        &self,
-        owner: &UserName,
-        dir: &UserPath,
-        store: &str,
-    ) -> Result<Loc, FileError> {
-        let (at, meta) = self.existing(owner, dir)?;
-        if !meta.is_dir() {
-            return Err(FileError::NotADirectory(dir.to_string()));
-        }
-        Ok(at.child(store))
     }
 
     /// [`FileTree::replace_file`] of `added` bytes, `owner`'s count held.
@@ -539,20 +263,6 @@ impl<S: HomeStore> Tree<S> {
     }
 }
 
-/// Which of a home's directories [`Tree::count_dir`] is in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Counted {
-    /// The home's root: like `Plain`, and its partial uploads count.
-    Root,
-    /// A client's directory: its files count, its hidden entries do not (but versions).
-    Plain,
-    /// Under a `.vserv-versions` directory: every regular file counts.
-    Versions,
-    /// The home's partial directory: partial files count (at their length, their upload's
-    /// declared size), saved states and temporary files do not.
-    Partial,
-}
-
 /// The error of `fault` at the entry a client sees as `shown`.
 fn fault_error(fault: Fault, shown: String) -> FileError {
     match fault {
@@ -560,48 +270,6 @@ fn fault_error(fault: Fault, shown: String) -> FileError {
         Fault::NotADirectory => FileError::NotADirectory(shown),
         Fault::Symlink => FileError::Symlink(shown),
     }
-}
-
-/// What a sidecar records of the file besides its hash: size, inode, modification time
-/// (seconds and nanoseconds since 1970, as the file system keeps them).
-fn file_identity(meta: &Meta) -> [u8; SIDECAR_LEN - 32] {
-    let (secs, nanos) = match meta.modified {
-        None => (0i64, 0i64),
-        Some(t) => match t.duration_since(SystemTime::UNIX_EPOCH) {
-            Ok(d) => (
-                i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
-                i64::from(d.subsec_nanos()),
-            ),
-            Err(e) => {
-                let d = e.duration();
-                let secs = i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
-                match d.subsec_nanos() {
-                    0 => (-secs, 0),
-                    n => (-secs - 1, 1_000_000_000 - i64::from(n)),
-                }
-            }
-        },
-    };
-    let mut out = [0u8; SIDECAR_LEN - 32];
-    out[..8].copy_from_slice(&meta.len.to_be_bytes());
-    out[8..16].copy_from_slice(&meta.ino.to_be_bytes());
-    out[16..24].copy_from_slice(&secs.to_be_bytes());
-    out[24..].copy_from_slice(&nanos.to_be_bytes());
-    out
-}
-
-/// SHA-256 of the `size` bytes of `file`, read in [`READ_CHUNK`]s.
-fn hash_file(file: &dyn super::store::StoredFile, size: u64) -> Result<[u8; 32], StoreError> {
-    let mut hasher = FileHasher::new();
-    let mut buf = vec![0; READ_CHUNK];
-    let mut at = 0u64;
-    while at < size {
-        let want = usize::try_from(size - at).map_or(READ_CHUNK, |r| r.min(READ_CHUNK));
-        file.read_exact_at(at, &mut buf[..want])?;
-        hasher.update(&buf[..want]);
-        at += want as u64;
-    }
-    Ok(hasher.finish())
 }
 
 impl<S: HomeStore> FileTree for Tree<S> {
@@ -875,29 +543,7 @@ impl<S: HomeStore> FileTree for Tree<S> {
         store: &str,
         name: &str,
     ) -> Result<Option<Vec<u8>>, FileError> {
-        check_record_names(store, Some(name))?;
-        let store_at = self.record_store(owner, dir, store)?;
-        if self
-            .store
-            .metadata(&store_at)
-            .map_err(self.fail(&store_at, dir))?
-            .is_none()
-        {
-            return Ok(None);
-        }
-        let record = store_at.child(name);
-        match self
-            .store
-            .metadata(&record)
-            .map_err(self.fail(&record, dir))?
-        {
-            None => Ok(None),
-            Some(_) => self
-                .store
-                .read(&record)
-                .map(Some)
-                .map_err(self.fail(&record, dir)),
-        }
+        self.read_record_in(owner, dir, store, name)
     }
 
     fn write_record(
@@ -908,14 +554,7 @@ impl<S: HomeStore> FileTree for Tree<S> {
         name: &str,
         data: &[u8],
     ) -> Result<(), FileError> {
-        check_record_names(store, Some(name))?;
-        let store_at = self.record_store(owner, dir, store)?;
-        self.ensure_private_dir(&store_at, dir)?;
-        let record = store_at.child(name);
-        self.store
-            .metadata(&record)
-            .map_err(self.fail(&record, dir))?;
-        self.write_atomic(&record, data, true, dir)
+        self.write_record_in(owner, dir, store, name, data)
     }
 
     fn list_records(
@@ -924,26 +563,7 @@ impl<S: HomeStore> FileTree for Tree<S> {
         dir: &UserPath,
         store: &str,
     ) -> Result<Vec<String>, FileError> {
-        check_record_names(store, None)?;
-        let store_at = self.record_store(owner, dir, store)?;
-        if self
-            .store
-            .metadata(&store_at)
-            .map_err(self.fail(&store_at, dir))?
-            .is_none()
-        {
-            return Ok(Vec::new());
-        }
-        let mut names: Vec<String> = self
-            .store
-            .list(&store_at)
-            .map_err(self.fail(&store_at, dir))?
-            .into_iter()
-            .filter(|(name, meta)| meta.is_file() && check_name(name).is_ok())
-            .map(|(name, _)| name)
-            .collect();
-        names.sort();
-        Ok(names)
+        self.list_records_in(owner, dir, store)
     }
 
     fn sweep_record_temps(
@@ -952,34 +572,7 @@ impl<S: HomeStore> FileTree for Tree<S> {
         dir: &UserPath,
         store: &str,
     ) -> Result<u64, FileError> {
-        check_record_names(store, None)?;
-        let store_at = self.record_store(owner, dir, store)?;
-        if self
-            .store
-            .metadata(&store_at)
-            .map_err(self.fail(&store_at, dir))?
-            .is_none()
-        {
-            return Ok(0);
-        }
-        let mut deleted = 0;
-        for (name, meta) in self
-            .store
-            .list(&store_at)
-            .map_err(self.fail(&store_at, dir))?
-        {
-            // Only a regular file goes, never what a symlink points to.
-            if is_tmp_name(&name) && meta.is_file() {
-                let tmp = store_at.child(&name);
-                match self.store.remove(&tmp, Removal::File) {
-                    Ok(()) => {}
-                    Err(e) if e.is_missing() => {}
-                    Err(e) => return Err(self.fail(&tmp, dir)(e)),
-                }
-                deleted += 1;
-            }
-        }
-        Ok(deleted)
+        self.sweep_record_temps_in(owner, dir, store)
     }
 
     fn open_read(&self, owner: &UserName, path: &UserPath) -> Result<OpenedFile, FileError> {
@@ -993,7 +586,8 @@ impl<S: HomeStore> FileTree for Tree<S> {
         let sha256 = match self.read_sidecar(&at, &opened) {
             Some(sha) => sha,
             None => {
-                let sha = hash_file(file.as_ref(), size).map_err(self.fail(&at, path))?;
+                let sha =
+                    super::sidecar::hash_file(file.as_ref(), size).map_err(self.fail(&at, path))?;
                 if let Err(e) = self.write_sidecar(&at, &opened, &sha, path) {
                     tracing::warn!(error = %e, "could not record a file's SHA-256");
                 }
