@@ -151,7 +151,7 @@ pub enum FileError {
         quota: u64,
     },
     /// The server's disk would be left with less free space than its reserve
-    /// ([`DiskTree::with_min_free_bytes`]): `free < needed + reserve`.
+    /// ([`Tree::with_min_free_bytes`]): `free < needed + reserve`.
     #[error(
         "not enough free disk space on the server: {needed} bytes needed, {free} bytes free, \
          {reserve} bytes kept in reserve"

@@ -93,11 +93,6 @@ impl<S: HomeStore> Tree<S> {
         self.usage.walks()
     }
 
-    /// The storage under the policy.
-    pub fn store(&self) -> &S {
-        &self.store
-    }
-
     /// Maps a storage failure at `at` to the error of an operation on client path `path`:
     /// a fault on the way is reported at the client's path up to it when `at` is on the
     /// client's path there, as one of `path`'s hidden files otherwise.
