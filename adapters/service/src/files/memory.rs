@@ -1,168 +1,160 @@
-//! Homes kept in memory, for simulations and tests. Same rules as [`super::DiskTree`]
-//! (there are no symlinks to refuse).
+//! Homes kept in memory, for simulations and tests: the [`HomeStore`] of a
+//! [`MemoryTree`], a small file system of directories and files (with hard links) under
+//! the same policy as the disk tree. There are no symlinks to refuse.
 //!
-//! Partial uploads live beside the homes, keyed by owner and path, stamped with the time
-//! they were last written; like the disk tree's, each counts toward its owner's quota at its
-//! declared size from `fopen` until it is committed, discarded or swept (the home keeps
-//! that size by path); [`FileTree::sweep_partials`]
-//! drops those not written within the expiry unless an upload holds them open. A download
-//! reads from a copy of the file taken at `fget` (everything is in memory here anyway).
+//! Times are the tree's [`Clock`] (Unix seconds; a simulation's virtual time). Files keep
+//! their length apart from their bytes, so a partial file takes its upload's declared size
+//! at once without holding it (sparse, zeros until written). Upload states are kept beside
+//! the files, not as files: they weigh nothing and are never listed. A download reads the
+//! file it opened: a later upload to the same path renames a new file over the name and
+//! leaves it unchanged.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
+use std::collections::btree_map::Entry;
+use std::io::ErrorKind;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
-use vserv_core::commands::{DirEntry, FileKind, FileStat};
-use vserv_core::transfer::{FileHasher, UploadState};
+use vserv_core::transfer::UploadState;
 
-use super::transfer::{FileReader, OpenedFile, OpenedPartial, PartialFile};
-use super::{
-    FileError, FileTree, FilesConfig, PartialSweep, UserPath, check_quota, check_record_names,
+use super::partials::PartialClaim;
+use super::store::{
+    Fault, HomeStore, Homes, Kind, Loc, Meta, PartialOpen, Removal, StoreError, StoredFile,
 };
+use super::transfer::{FileReader, PartialFile};
+use super::tree::{TMP_PREFIX, Tree};
+use super::{FileError, FilesConfig};
 use crate::accounts::UserName;
 
 /// Where a [`MemoryTree`] reads the time (Unix seconds) it stamps on changes.
 pub type Clock = Arc<dyn Fn() -> u64 + Send + Sync>;
 
-#[derive(Debug, Clone)]
-enum Node {
-    Dir {
-        modified: u64,
-        created: u64,
-    },
-    File {
-        data: Vec<u8>,
-        modified: u64,
-        created: u64,
-        /// Recorded by an upload, or computed by the first download.
-        sha256: Option<[u8; 32]>,
-    },
-}
+/// The file tree of homes kept in memory.
+pub type MemoryTree = Tree<MemoryHomes>;
 
-#[derive(Debug, Default)]
-struct Home {
-    /// Every file and directory but the root, by path.
-    nodes: BTreeMap<UserPath, Node>,
-    /// Kept versions by file path, newest first.
-    versions: BTreeMap<UserPath, VecDeque<Vec<u8>>>,
-    /// Hidden records by directory, store and name (see [`FileTree::read_record`]).
-    records: BTreeMap<(UserPath, String, String), Vec<u8>>,
-    /// The declared sizes of the partial uploads, by target path, counted by the quota.
-    partials: BTreeMap<UserPath, u64>,
-}
-
-impl Home {
-    /// The node at `path` (`None` if nothing is there); every directory on the way must
-    /// exist.
-    fn locate(&self, path: &UserPath) -> Result<Option<&Node>, FileError> {
-        let names = path.names();
-        for i in 1..names.len() {
-            let prefix = UserPath::from_names(names[..i].to_vec())?;
-            match self.nodes.get(&prefix) {
-                Some(Node::Dir { .. }) => {}
-                Some(Node::File { .. }) => {
-                    return Err(FileError::NotADirectory(prefix.to_string()));
-                }
-                None => return Err(FileError::NotFound(prefix.to_string())),
-            }
-        }
-        Ok(self.nodes.get(path))
+impl Tree<MemoryHomes> {
+    /// An empty tree stamping changes with the wall clock.
+    pub fn new(config: FilesConfig) -> MemoryTree {
+        Self::with_clock(config, Arc::new(crate::unix_now))
     }
 
-    fn is_dir(&self, path: &UserPath) -> Result<bool, FileError> {
-        if path.is_root() {
-            return Ok(true);
-        }
-        match self.locate(path)? {
-            Some(Node::Dir { .. }) => Ok(true),
-            Some(Node::File { .. }) => Ok(false),
-            None => Err(FileError::NotFound(path.to_string())),
-        }
-    }
-
-    /// Paths strictly inside `dir`.
-    fn descendants<'a>(&'a self, dir: &'a UserPath) -> impl Iterator<Item = &'a UserPath> + 'a {
-        self.nodes
-            .range(dir.clone()..)
-            .map(|(p, _)| p)
-            .take_while(move |p| p.starts_with(dir))
-            .filter(move |p| *p != dir)
-    }
-
-    fn usage(&self) -> u64 {
-        let files = self.nodes.values().map(|n| match n {
-            Node::File { data, .. } => data.len() as u64,
-            Node::Dir { .. } => 0,
-        });
-        let versions = self.versions.values().flatten().map(|v| v.len() as u64);
-        let partials = self.partials.values().copied();
-        files
-            .chain(versions)
-            .chain(partials)
-            .fold(0u64, u64::saturating_add)
-    }
-
-    /// Keeps the current content of `path` as its newest version (or drops it).
-    fn rotate(&mut self, path: &UserPath, data: Vec<u8>, keep: u32) {
-        if keep == 0 {
-            return;
-        }
-        let versions = self.versions.entry(path.clone()).or_default();
-        versions.push_front(data);
-        versions.truncate(usize::try_from(keep).unwrap_or(usize::MAX));
-    }
-
-    fn rotation_frees(&self, path: &UserPath, current: u64, keep: u32) -> u64 {
-        if keep == 0 {
-            return current;
-        }
-        self.versions.get(path).map_or(0, |v| {
-            v.iter()
-                .skip(
-                    usize::try_from(keep)
-                        .unwrap_or(usize::MAX)
-                        .saturating_sub(1),
-                )
-                .map(|d| d.len() as u64)
-                .sum()
-        })
+    /// An empty tree stamping changes with `clock` (a simulation's virtual time).
+    pub fn with_clock(config: FilesConfig, clock: Clock) -> MemoryTree {
+        Tree::with_store(
+            MemoryHomes {
+                shared: Arc::new(Shared {
+                    homes: Mutex::new(BTreeMap::new()),
+                    clock,
+                    inodes: AtomicU64::new(1),
+                }),
+            },
+            config,
+        )
     }
 }
 
-/// An upload's partial file in memory.
-#[derive(Debug, Default)]
-struct MemPartial {
+/// A file's content and times, shared by its names and the handles open on it.
+#[derive(Debug)]
+struct Inode {
+    /// The bytes written; beyond them, up to `len`, the file reads as zeros.
     data: Vec<u8>,
-    state: Option<UploadState>,
-    /// When the data or the state was last written (Unix seconds of the tree's clock).
+    len: u64,
+    ino: u64,
+    created: u64,
     modified: u64,
 }
 
-/// A partial upload, shared by the tree and the upload's handle.
-type SharedPartial = Arc<Mutex<MemPartial>>;
+impl Inode {
+    fn meta(&self) -> Meta {
+        Meta {
+            kind: Kind::File,
+            len: self.len,
+            allocated: self.data.len() as u64,
+            ino: self.ino,
+            modified: Some(at_secs(self.modified)),
+            created: Some(at_secs(self.created)),
+        }
+    }
 
-/// The handle an upload writes through. While one exists the partial upload is open (the
-/// sweep sees a second reference to it and leaves it alone).
-struct MemPartialFile {
-    partial: SharedPartial,
-    /// Stamps the writes.
-    clock: Clock,
-}
-
-impl std::fmt::Debug for MemPartialFile {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MemPartialFile")
-            .field("partial", &self.partial)
-            .finish_non_exhaustive()
+    /// Fills `buf` from `offset`; `false` if that reads past the end.
+    fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> bool {
+        let end = offset.checked_add(buf.len() as u64);
+        if end.is_none_or(|end| end > self.len) {
+            return false;
+        }
+        buf.fill(0);
+        if let Ok(start) = usize::try_from(offset)
+            && let Some(held) = self.data.get(start..)
+        {
+            let n = held.len().min(buf.len());
+            buf[..n].copy_from_slice(&held[..n]);
+        }
+        true
     }
 }
 
-impl MemPartialFile {
-    /// The partial upload, stamped as written now.
-    fn written(&self) -> MutexGuard<'_, MemPartial> {
-        let mut p = lock(&self.partial);
-        p.modified = (self.clock)();
-        p
+type SharedInode = Arc<Mutex<Inode>>;
+
+#[derive(Debug, Clone)]
+enum Node {
+    Dir { created: u64, modified: u64 },
+    File(SharedInode),
+}
+
+#[derive(Debug)]
+struct Home {
+    created: u64,
+    /// Every directory and file below the root, by names from the root.
+    nodes: BTreeMap<Vec<String>, Node>,
+    /// Saved upload states, by the names they were saved as.
+    states: BTreeMap<Vec<String>, Vec<u8>>,
+}
+
+impl Home {
+    /// Checks that every directory on the way to `names` is one.
+    fn check_way(&self, names: &[String]) -> Result<(), StoreError> {
+        for depth in 1..names.len() {
+            match self.nodes.get(&names[..depth]) {
+                Some(Node::Dir { .. }) => {}
+                Some(Node::File(_)) => return Err(walk(depth, Fault::NotADirectory)),
+                None => return Err(walk(depth, Fault::Missing)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether `names` is a directory (the root is).
+    fn is_dir(&self, names: &[String]) -> bool {
+        names.is_empty() || matches!(self.nodes.get(names), Some(Node::Dir { .. }))
+    }
+
+    /// The names strictly below `names`, in order.
+    fn below(&self, names: &[String]) -> Vec<Vec<String>> {
+        self.nodes
+            .range(names.to_vec()..)
+            .map(|(k, _)| k)
+            .take_while(|k| k.starts_with(names))
+            .filter(|k| k.len() > names.len())
+            .cloned()
+            .collect()
+    }
+}
+
+struct Shared {
+    homes: Mutex<BTreeMap<String, Home>>,
+    clock: Clock,
+    inodes: AtomicU64,
+}
+
+/// Homes in memory, shared with the partial files they opened.
+pub struct MemoryHomes {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for MemoryHomes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryHomes").finish_non_exhaustive()
     }
 }
 
@@ -170,44 +162,418 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// `offset..offset + len` as memory indices.
-fn span(offset: u64, len: usize) -> Result<(usize, usize), FileError> {
-    usize::try_from(offset)
-        .ok()
-        .and_then(|start| Some((start, start.checked_add(len)?)))
-        .ok_or_else(|| FileError::Io {
-            path: "a partial upload".into(),
-            source: std::io::Error::other("offset beyond memory"),
-        })
+fn walk(depth: usize, fault: Fault) -> StoreError {
+    StoreError::Walk { depth, fault }
 }
 
-impl PartialFile for MemPartialFile {
-    fn write_at(&mut self, offset: u64, data: &[u8]) -> Result<(), FileError> {
-        let (start, end) = span(offset, data.len())?;
-        let mut p = self.written();
-        if p.data.len() < end {
-            p.data.resize(end, 0);
+fn at_secs(secs: u64) -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_secs(secs)
+}
+
+fn dir_meta(created: u64, modified: u64) -> Meta {
+    Meta {
+        kind: Kind::Dir,
+        len: 0,
+        allocated: 0,
+        ino: 0,
+        modified: Some(at_secs(modified)),
+        created: Some(at_secs(created)),
+    }
+}
+
+impl Shared {
+    fn now(&self) -> u64 {
+        (self.clock)()
+    }
+
+    /// Runs `f` on home `home`, which must exist.
+    fn with_home<T>(
+        &self,
+        home: &str,
+        f: impl FnOnce(&mut Home) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let mut homes = lock(&self.homes);
+        let home = homes.get_mut(home).ok_or(walk(0, Fault::Missing))?;
+        f(home)
+    }
+
+    /// Runs `f` on the home of `at` with `at`'s way checked (a root location refused).
+    fn with_entry<T>(
+        &self,
+        at: &Loc,
+        f: impl FnOnce(&mut Home) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        if at.names.is_empty() {
+            return Err(ErrorKind::InvalidInput.into());
         }
-        p.data[start..end].copy_from_slice(data);
+        self.with_home(&at.home, |home| {
+            home.check_way(&at.names)?;
+            f(home)
+        })
+    }
+
+    fn new_inode(&self, data: Vec<u8>) -> SharedInode {
+        let now = self.now();
+        Arc::new(Mutex::new(Inode {
+            len: data.len() as u64,
+            data,
+            ino: self.inodes.fetch_add(1, Ordering::Relaxed),
+            created: now,
+            modified: now,
+        }))
+    }
+}
+
+impl HomeStore for MemoryHomes {
+    fn homes(&self) -> Result<Homes, StoreError> {
+        Ok(Homes {
+            names: lock(&self.shared.homes).keys().cloned().collect(),
+            unreadable: 0,
+        })
+    }
+
+    fn open_home(&self, home: &str) -> Result<(), StoreError> {
+        let now = self.shared.now();
+        lock(&self.shared.homes)
+            .entry(home.to_owned())
+            .or_insert_with(|| Home {
+                created: now,
+                nodes: BTreeMap::new(),
+                states: BTreeMap::new(),
+            });
+        Ok(())
+    }
+
+    fn archive_home(&self, home: &UserName, _tag: &str) -> Result<bool, StoreError> {
+        Ok(lock(&self.shared.homes).remove(home.as_str()).is_some())
+    }
+
+    fn metadata(&self, at: &Loc) -> Result<Option<Meta>, StoreError> {
+        self.shared.with_home(&at.home, |home| {
+            if at.names.is_empty() {
+                return Ok(Some(dir_meta(home.created, home.created)));
+            }
+            home.check_way(&at.names)?;
+            Ok(home.nodes.get(&at.names).map(|node| match node {
+                Node::Dir { created, modified } => dir_meta(*created, *modified),
+                Node::File(inode) => lock(inode).meta(),
+            }))
+        })
+    }
+
+    fn list(&self, at: &Loc) -> Result<Vec<(String, Meta)>, StoreError> {
+        self.shared.with_home(&at.home, |home| {
+            home.check_way(&at.names)?;
+            if !home.is_dir(&at.names) {
+                return Err(match home.nodes.get(&at.names) {
+                    Some(_) => walk(at.names.len(), Fault::NotADirectory),
+                    None => ErrorKind::NotFound.into(),
+                });
+            }
+            let depth = at.names.len() + 1;
+            Ok(home
+                .below(&at.names)
+                .into_iter()
+                .filter(|k| k.len() == depth)
+                .filter_map(|k| {
+                    let meta = match home.nodes.get(&k)? {
+                        Node::Dir { created, modified } => dir_meta(*created, *modified),
+                        Node::File(inode) => lock(inode).meta(),
+                    };
+                    Some((k.last()?.clone(), meta))
+                })
+                .collect())
+        })
+    }
+
+    fn create_dir(&self, at: &Loc) -> Result<(), StoreError> {
+        let now = self.shared.now();
+        self.shared.with_entry(at, |home| {
+            if home.nodes.contains_key(&at.names) {
+                return Err(ErrorKind::AlreadyExists.into());
+            }
+            home.nodes.insert(
+                at.names.clone(),
+                Node::Dir {
+                    created: now,
+                    modified: now,
+                },
+            );
+            Ok(())
+        })
+    }
+
+    fn remove(&self, at: &Loc, how: Removal) -> Result<(), StoreError> {
+        self.shared.with_entry(at, |home| {
+            let below = home.below(&at.names);
+            match (home.nodes.get(&at.names), how) {
+                (None, _) => return Err(ErrorKind::NotFound.into()),
+                (Some(Node::Dir { .. }), Removal::File) => {
+                    return Err(ErrorKind::IsADirectory.into());
+                }
+                (Some(Node::File(_)), Removal::EmptyDir) => {
+                    return Err(ErrorKind::NotADirectory.into());
+                }
+                (Some(Node::Dir { .. }), Removal::EmptyDir) if !below.is_empty() => {
+                    return Err(ErrorKind::DirectoryNotEmpty.into());
+                }
+                _ => {}
+            }
+            for k in below {
+                home.nodes.remove(&k);
+            }
+            home.nodes.remove(&at.names);
+            home.states.retain(|k, _| !k.starts_with(&at.names));
+            Ok(())
+        })
+    }
+
+    fn rename(&self, from: &Loc, to: &Loc) -> Result<(), StoreError> {
+        if from.home != to.home {
+            return Err(ErrorKind::CrossesDevices.into());
+        }
+        self.shared.with_entry(from, |home| {
+            home.check_way(&to.names)?;
+            if to.names.is_empty() {
+                return Err(ErrorKind::InvalidInput.into());
+            }
+            let moved_dir = match home.nodes.get(&from.names) {
+                None => return Err(ErrorKind::NotFound.into()),
+                Some(Node::Dir { .. }) => true,
+                Some(Node::File(_)) => false,
+            };
+            if from.names == to.names {
+                return Ok(());
+            }
+            if to.names.starts_with(&from.names) {
+                return Err(ErrorKind::InvalidInput.into());
+            }
+            match home.nodes.get(&to.names) {
+                None => {}
+                Some(Node::File(_)) if !moved_dir => {}
+                Some(Node::File(_)) => return Err(ErrorKind::NotADirectory.into()),
+                Some(Node::Dir { .. }) => return Err(ErrorKind::AlreadyExists.into()),
+            }
+            let mut keys = home.below(&from.names);
+            keys.insert(0, from.names.clone());
+            let rebase = |k: &[String]| {
+                let mut names = to.names.clone();
+                names.extend_from_slice(&k[from.names.len()..]);
+                names
+            };
+            for k in keys {
+                if let Some(node) = home.nodes.remove(&k) {
+                    home.nodes.insert(rebase(&k), node);
+                }
+            }
+            let states: Vec<Vec<String>> = home
+                .states
+                .keys()
+                .filter(|k| k.starts_with(&from.names))
+                .cloned()
+                .collect();
+            for k in states {
+                if let Some(state) = home.states.remove(&k) {
+                    home.states.insert(rebase(&k), state);
+                }
+            }
+            Ok(())
+        })
+    }
+
+    fn hard_link(&self, from: &Loc, to: &Loc) -> Result<(), StoreError> {
+        if from.home != to.home {
+            return Err(ErrorKind::CrossesDevices.into());
+        }
+        self.shared.with_entry(from, |home| {
+            home.check_way(&to.names)?;
+            if to.names.is_empty() || home.nodes.contains_key(&to.names) {
+                return Err(ErrorKind::AlreadyExists.into());
+            }
+            match home.nodes.get(&from.names) {
+                Some(Node::File(inode)) => {
+                    let linked = Node::File(inode.clone());
+                    home.nodes.insert(to.names.clone(), linked);
+                    Ok(())
+                }
+                Some(Node::Dir { .. }) => Err(ErrorKind::IsADirectory.into()),
+                None => Err(ErrorKind::NotFound.into()),
+            }
+        })
+    }
+
+    fn read(&self, at: &Loc) -> Result<Vec<u8>, StoreError> {
+        self.shared
+            .with_entry(at, |home| match home.nodes.get(&at.names) {
+                Some(Node::File(inode)) => {
+                    let inode = lock(inode);
+                    let mut data = inode.data.clone();
+                    let len = usize::try_from(inode.len).map_err(|_| ErrorKind::OutOfMemory)?;
+                    data.resize(len, 0);
+                    Ok(data)
+                }
+                Some(Node::Dir { .. }) => Err(ErrorKind::IsADirectory.into()),
+                None => Err(ErrorKind::NotFound.into()),
+            })
+    }
+
+    fn write_temp(&self, dir: &Loc, data: &[u8], _durable: bool) -> Result<String, StoreError> {
+        let inode = self.shared.new_inode(data.to_vec());
+        self.shared.with_home(&dir.home, |home| {
+            home.check_way(&dir.names)?;
+            if !home.is_dir(&dir.names) {
+                return Err(ErrorKind::NotFound.into());
+            }
+            for _ in 0..64 {
+                let n = self.shared.inodes.fetch_add(1, Ordering::Relaxed);
+                let name = format!("{TMP_PREFIX}0-{n}");
+                let mut names = dir.names.clone();
+                names.push(name.clone());
+                if let Entry::Vacant(slot) = home.nodes.entry(names) {
+                    slot.insert(Node::File(inode));
+                    return Ok(name);
+                }
+            }
+            Err(ErrorKind::AlreadyExists.into())
+        })
+    }
+
+    fn sync_dir(&self, at: &Loc) -> Result<(), StoreError> {
+        self.shared
+            .with_home(&at.home, |home| home.check_way(&at.names))
+    }
+
+    fn free_space(&self) -> Result<Option<u64>, StoreError> {
+        Ok(None)
+    }
+
+    fn open_partial(&self, p: PartialOpen<'_>) -> Result<Box<dyn PartialFile>, StoreError> {
+        let fresh = self.shared.new_inode(Vec::new());
+        let inode = self
+            .shared
+            .with_entry(p.file, |home| match home.nodes.get(&p.file.names) {
+                Some(Node::File(inode)) => Ok(inode.clone()),
+                Some(Node::Dir { .. }) => Err(ErrorKind::IsADirectory.into()),
+                None => {
+                    home.nodes
+                        .insert(p.file.names.clone(), Node::File(fresh.clone()));
+                    Ok(fresh)
+                }
+            })?;
+        {
+            let mut file = lock(&inode);
+            if p.fresh {
+                file.data.clear();
+            }
+            file.data
+                .truncate(usize::try_from(p.size).unwrap_or(usize::MAX));
+            file.len = p.size;
+            file.modified = self.shared.now();
+        }
+        Ok(Box::new(MemPartial {
+            inode,
+            shared: self.shared.clone(),
+            state: p.state.clone(),
+            _claim: p.claim,
+            shown: p.shown,
+        }))
+    }
+
+    fn read_state(&self, state: &Loc) -> Result<Option<Vec<u8>>, StoreError> {
+        self.shared.with_home(&state.home, |home| {
+            Ok(home.states.get(&state.names).cloned())
+        })
+    }
+
+    fn remove_state(&self, state: &Loc) -> Result<(), StoreError> {
+        self.shared.with_home(&state.home, |home| {
+            home.states.remove(&state.names);
+            Ok(())
+        })
+    }
+
+    fn open_read(&self, at: &Loc) -> Result<Box<dyn StoredFile>, StoreError> {
+        self.shared
+            .with_entry(at, |home| match home.nodes.get(&at.names) {
+                Some(Node::File(inode)) => {
+                    let meta = lock(inode).meta();
+                    Ok(Box::new(MemFile {
+                        inode: inode.clone(),
+                        meta,
+                    }) as Box<dyn StoredFile>)
+                }
+                Some(Node::Dir { .. }) => Err(ErrorKind::IsADirectory.into()),
+                None => Err(ErrorKind::NotFound.into()),
+            })
+    }
+}
+
+/// An upload's partial file in memory: the file it opened, whatever its name becomes.
+struct MemPartial {
+    inode: SharedInode,
+    shared: Arc<Shared>,
+    /// Where its checkpoints save the upload state.
+    state: Loc,
+    /// Keeps the sweep away while the upload has the file open.
+    _claim: PartialClaim,
+    shown: String,
+}
+
+impl std::fmt::Debug for MemPartial {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemPartial")
+            .field("shown", &self.shown)
+            .finish_non_exhaustive()
+    }
+}
+
+impl MemPartial {
+    /// The file, stamped as written now.
+    fn written(&self) -> MutexGuard<'_, Inode> {
+        let mut inode = lock(&self.inode);
+        inode.modified = self.shared.now();
+        inode
+    }
+
+    fn too_far(&self) -> FileError {
+        FileError::Io {
+            path: self.shown.clone(),
+            source: std::io::Error::other("offset beyond memory"),
+        }
+    }
+}
+
+impl PartialFile for MemPartial {
+    fn write_at(&mut self, offset: u64, data: &[u8]) -> Result<(), FileError> {
+        let start = usize::try_from(offset).map_err(|_| self.too_far())?;
+        let end = start
+            .checked_add(data.len())
+            .ok_or_else(|| self.too_far())?;
+        let mut inode = self.written();
+        if inode.data.len() < end {
+            inode.data.resize(end, 0);
+        }
+        inode.data[start..end].copy_from_slice(data);
+        inode.len = inode.len.max(end as u64);
         Ok(())
     }
 
     fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<usize, FileError> {
-        let p = lock(&self.partial);
-        let Ok(start) = usize::try_from(offset) else {
+        let inode = lock(&self.inode);
+        let n = usize::try_from(inode.len.saturating_sub(offset))
+            .map_or(buf.len(), |left| left.min(buf.len()));
+        if !inode.read_exact_at(offset, &mut buf[..n]) {
             return Ok(0);
-        };
-        let Some(rest) = p.data.get(start..) else {
-            return Ok(0);
-        };
-        let n = rest.len().min(buf.len());
-        buf[..n].copy_from_slice(&rest[..n]);
+        }
         Ok(n)
     }
 
     fn set_len(&mut self, len: u64) -> Result<(), FileError> {
-        let (_, end) = span(len, 0)?;
-        self.written().data.resize(end, 0);
+        let mut inode = self.written();
+        inode
+            .data
+            .truncate(usize::try_from(len).unwrap_or(usize::MAX));
+        inode.len = len;
         Ok(())
     }
 
@@ -216,547 +582,61 @@ impl PartialFile for MemPartialFile {
     }
 
     fn checkpoint(&mut self, state: &UploadState) -> Result<(), FileError> {
-        self.written().state = Some(*state);
-        Ok(())
+        drop(self.written());
+        self.shared
+            .with_home(&self.state.home, |home| {
+                home.states
+                    .insert(self.state.names.clone(), state.encode().to_vec());
+                Ok(())
+            })
+            .map_err(|_| FileError::NotFound(format!("the partial upload of {}", self.shown)))
     }
 }
 
-/// A download's copy of the file.
+/// A file opened for download.
+#[derive(Debug)]
+struct MemFile {
+    inode: SharedInode,
+    meta: Meta,
+}
+
+impl StoredFile for MemFile {
+    fn meta(&self) -> Meta {
+        self.meta
+    }
+
+    fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), StoreError> {
+        if lock(&self.inode).read_exact_at(offset, buf) {
+            Ok(())
+        } else {
+            Err(ErrorKind::UnexpectedEof.into())
+        }
+    }
+
+    fn into_reader(self: Box<Self>, shown: String) -> Box<dyn FileReader> {
+        Box::new(MemReader {
+            inode: self.inode,
+            shown,
+        })
+    }
+}
+
+/// A download's reader of the file it opened.
 #[derive(Debug)]
 struct MemReader {
-    data: Vec<u8>,
-    path: UserPath,
+    inode: SharedInode,
+    shown: String,
 }
 
 impl FileReader for MemReader {
     fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), FileError> {
-        let (start, end) = span(offset, buf.len())?;
-        let src = self.data.get(start..end).ok_or_else(|| FileError::Io {
-            path: self.path.to_string(),
-            source: std::io::Error::from(std::io::ErrorKind::UnexpectedEof),
-        })?;
-        buf.copy_from_slice(src);
-        Ok(())
-    }
-}
-
-/// Homes in memory.
-pub struct MemoryTree {
-    homes: Mutex<BTreeMap<UserName, Home>>,
-    partials: Mutex<BTreeMap<(UserName, UserPath), SharedPartial>>,
-    config: FilesConfig,
-    clock: Clock,
-}
-
-impl std::fmt::Debug for MemoryTree {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MemoryTree")
-            .field("config", &self.config)
-            .finish_non_exhaustive()
-    }
-}
-
-impl MemoryTree {
-    /// An empty tree stamping changes with the wall clock.
-    pub fn new(config: FilesConfig) -> MemoryTree {
-        Self::with_clock(config, Arc::new(crate::unix_now))
-    }
-
-    /// An empty tree stamping changes with `clock` (a simulation's virtual time).
-    pub fn with_clock(config: FilesConfig, clock: Clock) -> MemoryTree {
-        MemoryTree {
-            homes: Mutex::new(BTreeMap::new()),
-            partials: Mutex::new(BTreeMap::new()),
-            config,
-            clock,
-        }
-    }
-
-    /// Runs `f` on `owner`'s home (created on first use).
-    fn with_home<T>(&self, owner: &UserName, f: impl FnOnce(&mut Home) -> T) -> T {
-        let mut homes = lock(&self.homes);
-        f(homes.entry(owner.clone()).or_default())
-    }
-}
-
-impl FileTree for MemoryTree {
-    fn config(&self) -> FilesConfig {
-        self.config
-    }
-
-    fn list(&self, owner: &UserName, dir: &UserPath) -> Result<Vec<DirEntry>, FileError> {
-        self.with_home(owner, |home| {
-            if !home.is_dir(dir)? {
-                return Err(FileError::NotADirectory(dir.to_string()));
-            }
-            let depth = dir.names().len() + 1;
-            let mut entries: Vec<DirEntry> = home
-                .descendants(dir)
-                .filter(|p| p.names().len() == depth)
-                .filter_map(|p| {
-                    let name = p.file_name()?.to_owned();
-                    Some(match home.nodes.get(p)? {
-                        Node::Dir { modified, .. } => DirEntry {
-                            name,
-                            kind: FileKind::Dir,
-                            size: 0,
-                            modified: *modified,
-                        },
-                        Node::File { data, modified, .. } => DirEntry {
-                            name,
-                            kind: FileKind::File,
-                            size: data.len() as u64,
-                            modified: *modified,
-                        },
-                    })
-                })
-                .collect();
-            entries.sort_by(|a, b| a.name.cmp(&b.name));
-            Ok(entries)
-        })
-    }
-
-    fn stat(&self, owner: &UserName, path: &UserPath) -> Result<FileStat, FileError> {
-        self.with_home(owner, |home| {
-            if path.is_root() {
-                return Ok(FileStat {
-                    kind: FileKind::Dir,
-                    size: 0,
-                    modified: 0,
-                    created: None,
-                    sha256: None,
-                });
-            }
-            match home.locate(path)? {
-                Some(Node::Dir { modified, created }) => Ok(FileStat {
-                    kind: FileKind::Dir,
-                    size: 0,
-                    modified: *modified,
-                    created: Some(*created),
-                    sha256: None,
-                }),
-                Some(Node::File {
-                    data,
-                    modified,
-                    created,
-                    sha256,
-                }) => Ok(FileStat {
-                    kind: FileKind::File,
-                    size: data.len() as u64,
-                    modified: *modified,
-                    created: Some(*created),
-                    sha256: *sha256,
-                }),
-                None => Err(FileError::NotFound(path.to_string())),
-            }
-        })
-    }
-
-    fn mkdir(&self, owner: &UserName, path: &UserPath) -> Result<(), FileError> {
-        let now = (self.clock)();
-        self.with_home(owner, |home| {
-            if path.is_root() || home.locate(path)?.is_some() {
-                return Err(FileError::Exists(path.to_string()));
-            }
-            home.nodes.insert(
-                path.clone(),
-                Node::Dir {
-                    modified: now,
-                    created: now,
-                },
-            );
+        if lock(&self.inode).read_exact_at(offset, buf) {
             Ok(())
-        })
-    }
-
-    fn rmdir(&self, owner: &UserName, path: &UserPath) -> Result<(), FileError> {
-        if path.is_root() {
-            return Err(FileError::Root);
+        } else {
+            Err(FileError::Io {
+                path: self.shown.clone(),
+                source: ErrorKind::UnexpectedEof.into(),
+            })
         }
-        self.with_home(owner, |home| {
-            if !home.is_dir(path)? {
-                return Err(FileError::NotADirectory(path.to_string()));
-            }
-            if home.descendants(path).next().is_some() {
-                return Err(FileError::NotEmpty(path.to_string()));
-            }
-            home.nodes.remove(path);
-            home.records.retain(|(dir, _, _), _| dir != path);
-            Ok(())
-        })
-    }
-
-    fn delete_file(&self, owner: &UserName, path: &UserPath) -> Result<(), FileError> {
-        self.with_home(owner, |home| {
-            if home.is_dir(path)? {
-                return Err(FileError::IsADirectory(path.to_string()));
-            }
-            home.nodes.remove(path);
-            home.versions.remove(path);
-            Ok(())
-        })
-    }
-
-    fn rename(&self, owner: &UserName, from: &UserPath, to: &UserPath) -> Result<(), FileError> {
-        if from.is_root() || to.is_root() {
-            return Err(FileError::Root);
-        }
-        let keep = self.config.versions;
-        self.with_home(owner, |home| {
-            let from_dir = home.is_dir(from)?;
-            if from == to {
-                return Ok(());
-            }
-            if from_dir && to.starts_with(from) {
-                return Err(FileError::IntoItself {
-                    from: from.to_string(),
-                    to: to.to_string(),
-                });
-            }
-            match home.locate(to)? {
-                None => {}
-                Some(_) if from_dir => return Err(FileError::Exists(to.to_string())),
-                Some(Node::Dir { .. }) => return Err(FileError::IsADirectory(to.to_string())),
-                Some(Node::File { data, .. }) => {
-                    let data = data.clone();
-                    home.rotate(to, data, keep);
-                }
-            }
-            // The node and everything below it, with their versions.
-            let moved: Vec<UserPath> = std::iter::once(from.clone())
-                .chain(home.descendants(from).cloned())
-                .collect();
-            let mut renamed = Vec::with_capacity(moved.len());
-            for old in &moved {
-                let mut names = to.names().to_vec();
-                names.extend_from_slice(&old.names()[from.names().len()..]);
-                renamed.push(UserPath::from_names(names)?);
-            }
-            for (old, new) in moved.iter().zip(renamed) {
-                if let Some(node) = home.nodes.remove(old) {
-                    home.nodes.insert(new.clone(), node);
-                }
-                let versions = home.versions.remove(old);
-                if from_dir && let Some(v) = versions {
-                    home.versions.insert(new.clone(), v);
-                }
-                // A directory's hidden records move with it.
-                let records: Vec<_> = home
-                    .records
-                    .keys()
-                    .filter(|(d, _, _)| d == old)
-                    .cloned()
-                    .collect();
-                for key in records {
-                    if let Some(data) = home.records.remove(&key) {
-                        home.records.insert((new.clone(), key.1, key.2), data);
-                    }
-                }
-            }
-            Ok(())
-        })
-    }
-
-    fn usage(&self, owner: &UserName) -> Result<u64, FileError> {
-        Ok(self.with_home(owner, |home| home.usage()))
-    }
-
-    fn replace_file(
-        &self,
-        owner: &UserName,
-        path: &UserPath,
-        data: &[u8],
-    ) -> Result<(), FileError> {
-        if path.is_root() {
-            return Err(FileError::Root);
-        }
-        let now = (self.clock)();
-        let config = self.config;
-        self.with_home(owner, |home| {
-            let (freed, old, created) = match home.locate(path)? {
-                Some(Node::Dir { .. }) => return Err(FileError::IsADirectory(path.to_string())),
-                Some(Node::File { data, created, .. }) => (
-                    home.rotation_frees(path, data.len() as u64, config.versions),
-                    Some(data.clone()),
-                    *created,
-                ),
-                None => (0, None, now),
-            };
-            check_quota(config, home.usage(), freed, data.len() as u64)?;
-            if let Some(old) = old {
-                home.rotate(path, old, config.versions);
-            }
-            home.nodes.insert(
-                path.clone(),
-                Node::File {
-                    data: data.to_vec(),
-                    modified: now,
-                    created,
-                    sha256: None,
-                },
-            );
-            Ok(())
-        })
-    }
-
-    fn read_file(&self, owner: &UserName, path: &UserPath) -> Result<Vec<u8>, FileError> {
-        self.with_home(owner, |home| match home.locate(path)? {
-            Some(Node::File { data, .. }) => Ok(data.clone()),
-            Some(Node::Dir { .. }) => Err(FileError::IsADirectory(path.to_string())),
-            None => Err(FileError::NotFound(path.to_string())),
-        })
-    }
-
-    fn read_version(
-        &self,
-        owner: &UserName,
-        path: &UserPath,
-        n: u32,
-    ) -> Result<Vec<u8>, FileError> {
-        self.with_home(owner, |home| {
-            home.locate(path)?;
-            let index = usize::try_from(n).ok().and_then(|n| n.checked_sub(1));
-            home.versions
-                .get(path)
-                .zip(index)
-                .and_then(|(v, i)| v.get(i))
-                .cloned()
-                .ok_or_else(|| FileError::NotFound(format!("version {n} of {path}")))
-        })
-    }
-
-    fn open_partial(
-        &self,
-        owner: &UserName,
-        path: &UserPath,
-        size: u64,
-        resume: bool,
-    ) -> Result<OpenedPartial, FileError> {
-        if path.is_root() {
-            return Err(FileError::Root);
-        }
-        let config = self.config;
-        // The map stays locked until the handle is taken: the sweep cannot drop the partial
-        // upload (and its count) between the two.
-        let mut partials = lock(&self.partials);
-        self.with_home(owner, |home| {
-            let freed = match home.locate(path)? {
-                Some(Node::Dir { .. }) => return Err(FileError::IsADirectory(path.to_string())),
-                Some(Node::File { data, .. }) => {
-                    home.rotation_frees(path, data.len() as u64, config.versions)
-                }
-                None => 0,
-            };
-            // The partial upload there before is replaced by this one.
-            let old = home.partials.get(path).copied().unwrap_or(0);
-            check_quota(config, home.usage(), freed.saturating_add(old), size)?;
-            home.partials.insert(path.clone(), size);
-            Ok(())
-        })?;
-        let partial = partials
-            .entry((owner.clone(), path.clone()))
-            .or_default()
-            .clone();
-        drop(partials);
-        let saved = {
-            let mut p = lock(&partial);
-            p.modified = (self.clock)();
-            let saved = p.state.filter(|s| resume && s.size == size);
-            if saved.is_none() {
-                p.data.clear();
-                p.state = None;
-            }
-            saved
-        };
-        Ok(OpenedPartial {
-            file: Box::new(MemPartialFile {
-                partial,
-                clock: self.clock.clone(),
-            }),
-            saved,
-        })
-    }
-
-    fn commit_partial(
-        &self,
-        owner: &UserName,
-        path: &UserPath,
-        _file: &mut dyn PartialFile,
-        sha256: &[u8; 32],
-    ) -> Result<(), FileError> {
-        if path.is_root() {
-            return Err(FileError::Root);
-        }
-        let key = (owner.clone(), path.clone());
-        let partial = lock(&self.partials)
-            .get(&key)
-            .cloned()
-            .ok_or_else(|| FileError::NotFound(format!("the partial upload of {path}")))?;
-        let mut p = lock(&partial);
-        let now = (self.clock)();
-        let config = self.config;
-        // No quota check: the partial upload was counted at its full size since `fopen`, so
-        // making it the file only frees (the versions that fall off).
-        self.with_home(owner, |home| {
-            let (old, created) = match home.locate(path)? {
-                Some(Node::Dir { .. }) => return Err(FileError::IsADirectory(path.to_string())),
-                Some(Node::File { data, created, .. }) => (Some(data.clone()), *created),
-                None => (None, now),
-            };
-            home.partials.remove(path);
-            if let Some(old) = old {
-                home.rotate(path, old, config.versions);
-            }
-            home.nodes.insert(
-                path.clone(),
-                Node::File {
-                    data: std::mem::take(&mut p.data),
-                    modified: now,
-                    created,
-                    sha256: Some(*sha256),
-                },
-            );
-            Ok(())
-        })?;
-        drop(p);
-        lock(&self.partials).remove(&key);
-        Ok(())
-    }
-
-    fn discard_partial(&self, owner: &UserName, path: &UserPath) -> Result<(), FileError> {
-        let mut partials = lock(&self.partials);
-        partials.remove(&(owner.clone(), path.clone()));
-        self.with_home(owner, |home| home.partials.remove(path));
-        drop(partials);
-        Ok(())
-    }
-
-    fn sweep_partials(&self, now: SystemTime, expiry: Duration) -> Result<PartialSweep, FileError> {
-        let mut report = PartialSweep::default();
-        if expiry.is_zero() {
-            return Ok(report);
-        }
-        let now = now
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        // The map stays locked: `open_partial` takes its handle under the same lock, so the
-        // reference count below cannot rise between the check and the removal.
-        let mut partials = lock(&self.partials);
-        let mut removed = Vec::new();
-        partials.retain(|(owner, path), partial| {
-            let p = lock(partial);
-            if Duration::from_secs(now.saturating_sub(p.modified)) <= expiry {
-                return true;
-            }
-            // The map holds one reference; every other one is an upload's open handle.
-            if Arc::strong_count(partial) > 1 {
-                tracing::debug!(user = %owner, path = %path,
-                    "partial sweep: an expired partial upload is open, kept");
-                report.in_use += 1;
-                return true;
-            }
-            report.removed += 1;
-            report.bytes = report.bytes.saturating_add(p.data.len() as u64);
-            tracing::debug!(user = %owner, path = %path, "partial sweep: removed an expired partial upload");
-            removed.push((owner.clone(), path.clone()));
-            false
-        });
-        // Still under the map's lock: no upload reopens them before they stop counting.
-        for (owner, path) in removed {
-            self.with_home(&owner, |home| home.partials.remove(&path));
-        }
-        drop(partials);
-        Ok(report)
-    }
-
-    fn owners(&self) -> Result<Vec<UserName>, FileError> {
-        Ok(lock(&self.homes).keys().cloned().collect())
-    }
-
-    fn archive_home(&self, owner: &UserName, _tag: &str) -> Result<bool, FileError> {
-        lock(&self.partials).retain(|(o, _), _| o != owner);
-        Ok(lock(&self.homes).remove(owner).is_some())
-    }
-
-    fn read_record(
-        &self,
-        owner: &UserName,
-        dir: &UserPath,
-        store: &str,
-        name: &str,
-    ) -> Result<Option<Vec<u8>>, FileError> {
-        check_record_names(store, Some(name))?;
-        self.with_home(owner, |home| {
-            if !home.is_dir(dir)? {
-                return Err(FileError::NotADirectory(dir.to_string()));
-            }
-            let key = (dir.clone(), store.to_owned(), name.to_owned());
-            Ok(home.records.get(&key).cloned())
-        })
-    }
-
-    fn write_record(
-        &self,
-        owner: &UserName,
-        dir: &UserPath,
-        store: &str,
-        name: &str,
-        data: &[u8],
-    ) -> Result<(), FileError> {
-        check_record_names(store, Some(name))?;
-        self.with_home(owner, |home| {
-            if !home.is_dir(dir)? {
-                return Err(FileError::NotADirectory(dir.to_string()));
-            }
-            let key = (dir.clone(), store.to_owned(), name.to_owned());
-            home.records.insert(key, data.to_vec());
-            Ok(())
-        })
-    }
-
-    fn list_records(
-        &self,
-        owner: &UserName,
-        dir: &UserPath,
-        store: &str,
-    ) -> Result<Vec<String>, FileError> {
-        check_record_names(store, None)?;
-        self.with_home(owner, |home| {
-            if !home.is_dir(dir)? {
-                return Err(FileError::NotADirectory(dir.to_string()));
-            }
-            Ok(home
-                .records
-                .keys()
-                .filter(|(d, st, _)| d == dir && st == store)
-                .map(|(_, _, name)| name.clone())
-                .collect())
-        })
-    }
-
-    fn open_read(&self, owner: &UserName, path: &UserPath) -> Result<OpenedFile, FileError> {
-        self.with_home(owner, |home| {
-            home.locate(path)?;
-            match home.nodes.get_mut(path) {
-                Some(Node::File { data, sha256, .. }) => {
-                    let sha = *sha256.get_or_insert_with(|| {
-                        let mut hasher = FileHasher::new();
-                        hasher.update(data);
-                        hasher.finish()
-                    });
-                    Ok(OpenedFile {
-                        size: data.len() as u64,
-                        sha256: sha,
-                        reader: Box::new(MemReader {
-                            data: data.clone(),
-                            path: path.clone(),
-                        }),
-                    })
-                }
-                Some(Node::Dir { .. }) => Err(FileError::IsADirectory(path.to_string())),
-                None if path.is_root() => Err(FileError::IsADirectory(path.to_string())),
-                None => Err(FileError::NotFound(path.to_string())),
-            }
-        })
     }
 }

@@ -2,8 +2,11 @@
 //! sends is resolved inside it.
 //!
 //! - [`path`]: client paths, parsed and validated without touching a file system.
-//! - [`FileTree`]: what the service needs of a store of homes, with a [`DiskTree`] under
-//!   `<data dir>/homes/<user>/` that never follows a symlink, and a [`MemoryTree`] for
+//! - [`FileTree`]: what the service needs of a store of homes, implemented once by
+//!   [`Tree`], the policy (quota, versions, records, SHA-256 sidecars, partial uploads and
+//!   their expiry, usage counts), over a [`store::HomeStore`]: the narrow storage seam of
+//!   primitive operations inside the homes. Two backends implement it: [`DiskTree`] under
+//!   `<data dir>/homes/<user>/`, which never follows a symlink, and [`MemoryTree`] for
 //!   simulations and tests.
 //!
 //! Overwriting a file keeps its previous contents as versions (the newest
@@ -28,18 +31,25 @@ pub mod delivery;
 pub mod direct;
 mod disk;
 mod memory;
+mod partials;
 pub mod path;
+mod records;
+mod sidecar;
+pub mod store;
 pub mod transfer;
+mod tree;
 mod usage;
+mod versions;
 mod write_behind;
 
 pub use archive::DELETED_HOMES;
-pub use disk::{DEFAULT_MIN_FREE_BYTES, DiskTree};
-pub use memory::MemoryTree;
+pub use disk::{DEFAULT_MIN_FREE_BYTES, DiskHomes, DiskTree};
+pub use memory::{Clock, MemoryHomes, MemoryTree};
 pub use path::{PathError, Target, UserPath};
 pub use transfer::{
     FileReader, OpenedFile, OpenedPartial, PartialFile, TransferFailure, Transfers, UploadLocks,
 };
+pub use tree::Tree;
 
 use std::time::{Duration, SystemTime};
 
@@ -141,7 +151,7 @@ pub enum FileError {
         quota: u64,
     },
     /// The server's disk would be left with less free space than its reserve
-    /// ([`DiskTree::with_min_free_bytes`]): `free < needed + reserve`.
+    /// ([`Tree::with_min_free_bytes`]): `free < needed + reserve`.
     #[error(
         "not enough free disk space on the server: {needed} bytes needed, {free} bytes free, \
          {reserve} bytes kept in reserve"

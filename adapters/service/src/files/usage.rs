@@ -1,4 +1,4 @@
-//! The per-user usage counters of a [`super::DiskTree`]: the bytes each home counts toward
+//! The per-user usage counters of a [`super::Tree`]: the bytes each home counts toward
 //! its quota, kept in memory and changed together with the files, so a quota check costs
 //! O(1) instead of a walk of the home.
 //!
@@ -13,7 +13,12 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use super::FileError;
+use super::partials::{PARTIAL_DIR, is_partial_name};
+use super::path::is_reserved;
+use super::store::{HomeStore, Loc, StoreError};
+use super::tree::Tree;
+use super::versions::VERSIONS_DIR;
+use super::{FileError, UserPath};
 use crate::accounts::UserName;
 
 /// One home's counter: `None` until counted (or after a failed change).
@@ -114,6 +119,66 @@ impl UsageCounters {
     pub(super) fn walks(&self) -> u64 {
         self.walks.load(std::sync::atomic::Ordering::Relaxed)
     }
+}
+
+impl<S: HomeStore> Tree<S> {
+    /// The bytes the home at `home` counts toward its quota: every file of the client's
+    /// directories, every kept version and every partial upload; the server's hidden files
+    /// (sidecars, saved upload states, records, temporary files) are not counted. Entries
+    /// that vanish during the walk are skipped; symlinks are never followed.
+    pub(super) fn count_home(&self, home: &Loc) -> Result<u64, FileError> {
+        self.count_dir(home, Counted::Root)
+            .map_err(self.fail(home, &UserPath::root()))
+    }
+
+    /// [`Tree::count_home`] from directory `dir`, of kind `kind`.
+    pub(super) fn count_dir(&self, dir: &Loc, kind: Counted) -> Result<u64, StoreError> {
+        let gone = StoreError::is_missing;
+        let mut total = 0u64;
+        let mut stack = vec![(dir.clone(), kind)];
+        while let Some((dir, kind)) = stack.pop() {
+            let entries = match self.store.list(&dir) {
+                Ok(entries) => entries,
+                Err(e) if gone(&e) => continue,
+                Err(e) => return Err(e),
+            };
+            for (name, meta) in entries {
+                let hidden = is_reserved(&name);
+                let inner = match kind {
+                    Counted::Versions => Some(Counted::Versions),
+                    Counted::Partial => None,
+                    Counted::Root | Counted::Plain if !hidden => Some(Counted::Plain),
+                    Counted::Root if name == PARTIAL_DIR => Some(Counted::Partial),
+                    Counted::Root | Counted::Plain if name == VERSIONS_DIR => {
+                        Some(Counted::Versions)
+                    }
+                    Counted::Root | Counted::Plain => continue,
+                };
+                if meta.is_dir() {
+                    if let Some(inner) = inner {
+                        stack.push((dir.child(&name), inner));
+                    }
+                } else if meta.is_file() && (kind != Counted::Partial || is_partial_name(&name)) {
+                    total = total.saturating_add(meta.len);
+                }
+            }
+        }
+        Ok(total)
+    }
+}
+
+/// Which of a home's directories [`Tree::count_dir`] is in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Counted {
+    /// The home's root: like `Plain`, and its partial uploads count.
+    Root,
+    /// A client's directory: its files count, its hidden entries do not (but versions).
+    Plain,
+    /// Under a `.vserv-versions` directory: every regular file counts.
+    Versions,
+    /// The home's partial directory: partial files count (at their length, their upload's
+    /// declared size), saved states and temporary files do not.
+    Partial,
 }
 
 #[cfg(test)]
