@@ -39,17 +39,11 @@ use std::time::{Duration, Instant};
 use rand_core::{Rng as _, TryCryptoRng, TryRng};
 use zeroize::Zeroizing;
 
-use crate::commands::{
-    Command, Credential, DirEntry, FileKind, FileStat, KeyAction, ListPage, RecordSelector, Reply,
-    SecretBytes, SeqRange, UserRole, UserSummary, help_text,
-};
+use crate::commands::catalog::{self, SampleValues};
+use crate::commands::{Command, Reply, help_text};
 use crate::secure::keys;
 use crate::secure::{Fingerprint, RecordKeys, ServerIdentity};
 use crate::session::Role;
-use crate::transfer::{
-    FcloseArgs, FdoneArgs, FdoneReply, FgetArgs, FgetReply, FopenArgs, FopenReply, FreadArgs,
-    FreadReply,
-};
 use crate::wire::frame::put_frame;
 use crate::wire::{
     self, CONTENT_APP, CONTENT_CLIENT_FINISHED, CONTENT_CLOSE, CONTENT_KEY_UPDATE,
@@ -417,7 +411,7 @@ pub fn command(data: &[u8]) {
                 if let Command::Help { topic } = &cmd {
                     let _ = help_text(topic.as_deref());
                 }
-                for reply in replies_for(&cmd) {
+                for reply in catalog::replies(&cmd, sample_values()) {
                     let fields = reply.to_fields();
                     assert_eq!(Reply::from_fields(&cmd, &fields).as_ref(), Ok(&reply));
                 }
@@ -433,10 +427,10 @@ pub fn command(data: &[u8]) {
         if let Ok(fields) = &resp.result {
             // Interpreting the fields as the reply to each command must not panic, and
             // whatever is accepted survives a round trip through `to_fields`.
-            for cmd in all_commands() {
-                if let Ok(reply) = Reply::from_fields(&cmd, fields) {
+            for cmd in sample_commands() {
+                if let Ok(reply) = Reply::from_fields(cmd, fields) {
                     let again = reply.to_fields();
-                    assert_eq!(Reply::from_fields(&cmd, &again).as_ref(), Ok(&reply));
+                    assert_eq!(Reply::from_fields(cmd, &again).as_ref(), Ok(&reply));
                 }
             }
         }
@@ -449,330 +443,16 @@ pub fn command(data: &[u8]) {
     }
 }
 
-fn all_commands() -> Vec<Command> {
-    let secret = || SecretBytes::new(b"password".to_vec());
-    vec![
-        Command::Hello,
-        Command::Ver,
-        Command::Id,
-        Command::Help { topic: None },
-        Command::Ping {
-            payload: Vec::new(),
-        },
-        Command::Quit,
-        Command::Login {
-            user: "u".into(),
-            credential: Credential::Password(secret()),
-        },
-        Command::Logout,
-        Command::Whoami,
-        Command::Uini {
-            user: "u".into(),
-            password: secret(),
-        },
-        Command::Uadd {
-            user: "u".into(),
-            password: secret(),
-        },
-        Command::Aadd {
-            user: "u".into(),
-            password: secret(),
-        },
-        Command::Udel { user: "u".into() },
-        Command::Uena {
-            user: "u".into(),
-            enabled: true,
-        },
-        Command::Ulist { filter: None },
-        Command::Chpass {
-            target: None,
-            old: Some(secret()),
-            new: secret(),
-        },
-        Command::Ukey(KeyAction::List),
-        Command::Ukey(KeyAction::Del(Fingerprint([0; 32]))),
-        Command::Tout { seconds: None },
-        Command::Tout { seconds: Some(60) },
-        Command::Rput {
-            kind: "k".into(),
-            record_id: b"r1".to_vec(),
-            body: b"a=1\n".to_vec(),
-        },
-        Command::Rget(RecordSelector::Seq(1)),
-        Command::Rget(RecordSelector::Id(b"r1".to_vec())),
-        Command::Rget(RecordSelector::Hash([3; 32])),
-        Command::Rhave {
-            record_id: b"r1".to_vec(),
-        },
-        Command::Rabs { pos: 1 },
-        Command::Rabs { pos: -1 },
-        Command::Rsize { kind: None },
-        Command::Rsize {
-            kind: Some("k".into()),
-        },
-        Command::Rcount {
-            kind: "k".into(),
-            range: SeqRange { from: 1, to: 9 },
-        },
-        Command::Rlist {
-            kind: None,
-            range: SeqRange { from: 1, to: 9 },
-            limit: None,
-        },
-        Command::Rlist {
-            kind: Some("k".into()),
-            range: SeqRange { from: 2, to: 2 },
-            limit: Some(1000),
-        },
-        Command::Rhead,
-        Command::Rcheck { range: None },
-        Command::Rcheck {
-            range: Some(SeqRange { from: 1, to: 3 }),
-        },
-        Command::Ls(ListPage::default()),
-        Command::Lsd(ListPage {
-            dir: Some("d".into()),
-            from: Some("n".into()),
-            limit: Some(2),
-        }),
-        Command::Cd { dir: "d".into() },
-        Command::Pwd,
-        Command::Stat { path: "f".into() },
-        Command::Mkdir { path: "d".into() },
-        Command::Rmdir { path: "d".into() },
-        Command::Del { path: "f".into() },
-        Command::Mv {
-            from: "a".into(),
-            to: "b".into(),
-        },
-        Command::Fopen(FopenArgs {
-            path: "f".into(),
-            size: u64::MAX,
-            resume: false,
-        }),
-        Command::Fopen(FopenArgs {
-            path: "d/f".into(),
-            size: 0,
-            resume: true,
-        }),
-        Command::Fput {
-            id: 1,
-            offset: 1 << 32,
-            data: b"abc".to_vec(),
-        },
-        Command::Fdone(FdoneArgs {
-            id: u32::MAX,
-            sha256: [1; 32],
-        }),
-        Command::Fget(FgetArgs { path: "f".into() }),
-        Command::Fread(FreadArgs {
-            id: 2,
-            offset: 0,
-            len: 3,
-        }),
-        Command::Fclose(FcloseArgs { id: 2 }),
-        Command::Send(crate::commands::SendArgs {
-            to: "bob".into(),
-            path: "f".into(),
-            folder: None,
-            note: None,
-        }),
-        Command::Send(crate::commands::SendArgs {
-            to: "bob".into(),
-            path: "d/f".into(),
-            folder: Some("work".into()),
-            note: Some("a note".into()),
-        }),
-        Command::Inbox(ListPage::default()),
-    ]
+/// The catalogue's sample commands, made once.
+fn sample_commands() -> &'static [Command] {
+    static COMMANDS: OnceLock<Vec<Command>> = OnceLock::new();
+    COMMANDS.get_or_init(catalog::commands)
 }
 
-/// A valid first entry of the fuzz identity's feed, and its signed head.
-fn ledger_sample() -> (crate::ledger::Entry, crate::ledger::SignedHead) {
-    use crate::ledger::{Entry, EntryFields, Head, SignedHead, ZERO_HASH};
-    let id = identity();
-    let fields = EntryFields {
-        origin: id.public_key(),
-        seq: 1,
-        prev: ZERO_HASH,
-        timestamp: 0,
-        author: "u".into(),
-        kind: "k".into(),
-        record_id: b"r1".to_vec(),
-        body: Vec::new(),
-    };
-    match Entry::new(fields) {
-        Ok(entry) => {
-            let head = SignedHead::sign(&id, Head::of(&entry));
-            (entry, head)
-        }
-        Err(e) => unreachable!("the sample entry is valid: {e}"),
-    }
-}
-
-fn replies_for(cmd: &Command) -> Vec<Reply> {
-    match cmd {
-        Command::Hello => vec![Reply::Greeting("hello".into())],
-        Command::Ver => vec![Reply::Version {
-            protocol: PROTOCOL_VERSION,
-            software: crate::SOFTWARE_VERSION.into(),
-        }],
-        Command::Id => vec![Reply::Identity {
-            name: "fuzz".into(),
-            fingerprint: identity().public_key().fingerprint(),
-        }],
-        Command::Help { topic } => help_text(topic.as_deref())
-            .map(Reply::Help)
-            .into_iter()
-            .collect(),
-        Command::Ping { payload } => vec![Reply::Pong(payload.clone())],
-        Command::Quit => vec![Reply::Bye],
-        Command::Login { .. } => vec![Reply::User {
-            name: "u".into(),
-            role: UserRole::Admin,
-        }],
-        Command::Whoami => vec![
-            Reply::Anonymous,
-            Reply::User {
-                name: "u".into(),
-                role: UserRole::User,
-            },
-        ],
-        Command::Ulist { .. } => vec![
-            Reply::Users(Vec::new()),
-            Reply::Users(vec![UserSummary {
-                name: "u".into(),
-                role: UserRole::User,
-                enabled: false,
-            }]),
-        ],
-        Command::Ukey(KeyAction::List) => vec![Reply::Keys(vec![Fingerprint([7; 32])])],
-        Command::Tout { .. } => vec![Reply::IdleTimeout(300), Reply::IdleTimeout(u64::MAX)],
-        Command::Rput { .. } => vec![Reply::Appended {
-            seq: 1,
-            hash: [9; 32],
-        }],
-        Command::Rget(_) | Command::Rabs { .. } => vec![Reply::Record(ledger_sample().0)],
-        Command::Rhave { .. } => vec![Reply::Have(true), Reply::Have(false)],
-        Command::Rsize { .. } | Command::Rcount { .. } => {
-            vec![Reply::Count(0), Reply::Count(u64::MAX)]
-        }
-        Command::Rlist { .. } => vec![
-            Reply::Page {
-                entries: Vec::new(),
-                next: None,
-            },
-            Reply::Page {
-                entries: vec![ledger_sample().0, ledger_sample().0],
-                next: Some(u64::MAX),
-            },
-        ],
-        Command::Rhead => vec![Reply::Head(ledger_sample().1)],
-        Command::Rcheck { .. } => vec![
-            Reply::ChainOk { seq: 3 },
-            Reply::ChainBad {
-                seq: Some(2),
-                reason: "bad link".into(),
-            },
-            Reply::ChainBad {
-                seq: None,
-                reason: "head".into(),
-            },
-        ],
-        Command::Ls(_) | Command::Lsd(_) => vec![
-            Reply::Listing {
-                entries: Vec::new(),
-                next: None,
-            },
-            Reply::Listing {
-                entries: vec![
-                    DirEntry {
-                        name: "a b".into(),
-                        kind: FileKind::File,
-                        size: u64::MAX,
-                        modified: 0,
-                    },
-                    DirEntry {
-                        name: "d".into(),
-                        kind: FileKind::Dir,
-                        size: 0,
-                        modified: 1_700_000_000,
-                    },
-                ],
-                next: Some("e".into()),
-            },
-        ],
-        Command::Cd { .. } | Command::Pwd => {
-            vec![Reply::Cwd("/".into()), Reply::Cwd("~u/a b".into())]
-        }
-        Command::Stat { .. } => vec![
-            Reply::Stat(FileStat {
-                kind: FileKind::File,
-                size: 3,
-                modified: 4,
-                created: Some(5),
-                sha256: Some([6; 32]),
-            }),
-            Reply::Stat(FileStat {
-                kind: FileKind::Dir,
-                size: 0,
-                modified: 0,
-                created: None,
-                sha256: None,
-            }),
-        ],
-        Command::Fopen(_) => vec![Reply::Opened(FopenReply {
-            id: 1,
-            offset: u64::MAX,
-            prefix_sha256: [2; 32],
-        })],
-        Command::Fdone(_) => vec![Reply::Uploaded(FdoneReply {
-            size: 0,
-            sha256: [3; 32],
-        })],
-        Command::Fget(_) => vec![Reply::Download(FgetReply {
-            id: u32::MAX,
-            size: 1 << 40,
-            sha256: [4; 32],
-        })],
-        Command::Send(_) => vec![Reply::Delivered("2-f".into())],
-        Command::Inbox(_) => vec![
-            Reply::Deliveries {
-                entries: Vec::new(),
-                next: None,
-            },
-            Reply::Deliveries {
-                entries: vec![crate::commands::Delivery {
-                    name: "a b".into(),
-                    state: crate::commands::DeliveryState::Refused,
-                    from: "alice".into(),
-                    time: 7,
-                    size: 8,
-                    sha256: [9; 32],
-                    note: "n o".into(),
-                    reason: "no way".into(),
-                }],
-                next: Some("c".into()),
-            },
-        ],
-        Command::Fread(a) => vec![Reply::Data(FreadReply {
-            data: vec![5; usize::try_from(a.len).unwrap_or(0)],
-        })],
-        Command::Logout
-        | Command::Uini { .. }
-        | Command::Uadd { .. }
-        | Command::Aadd { .. }
-        | Command::Udel { .. }
-        | Command::Uena { .. }
-        | Command::Chpass { .. }
-        | Command::Ukey(_)
-        | Command::Mkdir { .. }
-        | Command::Rmdir { .. }
-        | Command::Del { .. }
-        | Command::Mv { .. }
-        | Command::Fput { .. }
-        | Command::Fclose(_) => vec![Reply::Done],
-    }
+/// The catalogue's sample values, made once with the fuzz identity.
+fn sample_values() -> &'static SampleValues {
+    static VALUES: OnceLock<SampleValues> = OnceLock::new();
+    VALUES.get_or_init(|| SampleValues::new(&identity()))
 }
 
 // ----- connections -----
