@@ -9,9 +9,10 @@
 //!
 //! The module is split by job: `forge` makes valid peer bytes (null-cipher records, hello
 //! frames, whole handshake flights), `messages` holds the targets of single decoders (frames,
-//! handshake messages, ledger entries, the command layer), `connection` the targets that drive
-//! a whole [`Connection`](crate::Connection), `corpus` the seed inputs. The command layer's catalogue of sample
-//! commands and replies is not here: each domain of [`crate::commands`] provides its own.
+//! handshake messages, ledger entries, the command layer), `connection` the targets that
+//! drive a whole [`Connection`](crate::Connection), `corpus` the seed inputs. The command
+//! layer's catalogue of sample commands and replies is not here: each domain of
+//! [`crate::commands`] provides its own beside its codec.
 //!
 //! Every function panics (which the fuzzer reports as a crash) only when the core breaks one
 //! of its own promises: a decoder accepts bytes it would not have produced, a round trip is
@@ -34,8 +35,9 @@
 //! data, `0x11` close, `0x10` key update (see [`crate::wire`]).
 //!
 //! The server answers every request (echoing its arguments, or the typed error of
-//! [`Command::parse`](crate::commands::Command::parse)); the client sends a `ping` when connected and another after every
-//! response (at most [`MAX_CLIENT_REQUESTS`]), with ids 1, 2, 3...
+//! [`Command::parse`](crate::commands::Command::parse)); the client sends a `ping` when
+//! connected and another after every response (at most [`MAX_CLIENT_REQUESTS`]), with ids
+//! 1, 2, 3...
 //!
 //! Use [`corpus_seeds`] to write seed inputs that take each target down its main paths.
 
