@@ -353,6 +353,39 @@ fn secrets_are_redacted_in_debug_output() {
     assert!(!format!("{cmd:?}").contains("hunter22"));
 }
 
+/// A server can tell what a request is before (and whatever) its arguments parse: the kind
+/// comes from the name alone, agrees with the parsed command and with the table row.
+#[test]
+fn a_request_has_a_typed_kind_before_parsing() {
+    use vserv_core::commands::CommandKind;
+    let rput = request("rput", &[b"note", b"r1", b"a=1"]);
+    assert_eq!(CommandKind::from_name(&rput.name), Some(CommandKind::Rput));
+    assert_eq!(
+        Command::parse(&rput).map(|c| c.kind()),
+        Ok(CommandKind::Rput)
+    );
+    // Bad arguments: still an rput, and the usage error names the row's usage.
+    let bad = request("rput", &[b"note"]);
+    assert_eq!(CommandKind::from_name(&bad.name), Some(CommandKind::Rput));
+    let err = Command::parse(&bad).unwrap_err();
+    assert_eq!(
+        err.message,
+        format!("usage: {}", CommandKind::Rput.info().usage)
+    );
+    assert_eq!(CommandKind::from_name("RPUT"), None);
+    assert_eq!(CommandKind::Rput.access(), Access::User);
+    assert_eq!(
+        command_info("rput").map(|i| i.kind),
+        Some(CommandKind::Rput)
+    );
+    assert_eq!(COMMANDS.len(), CommandKind::ALL.len());
+    for row in COMMANDS {
+        assert_eq!(CommandKind::from_name(row.name), Some(row.kind));
+        assert_eq!(row.kind.name(), row.name);
+        assert!(row.min_args <= row.max_args, "{}", row.name);
+    }
+}
+
 #[test]
 fn access_levels_are_declared() {
     let access = |n: &str| command_info(n).map(|i| i.access);

@@ -12,6 +12,7 @@ use sha2::Sha256;
 
 use super::cbc_lanes::{Chain, encrypt_chains};
 use super::keys::{LABEL_KEY, LABEL_KEY_UPDATE, LABEL_MAC, Secret, expand, hmac_key};
+use super::provider::{Active, Provider as _};
 use crate::Error;
 use crate::wire::{IV_LEN, MAX_FRAME_BODY, MAX_PAYLOAD, MIN_RECORD_BODY, TAG_LEN};
 
@@ -165,11 +166,7 @@ impl RecordKeys {
         if self.unsealed.is_empty() {
             return;
         }
-        if !cfg!(feature = "fuzzing") {
-            // Null cipher when fuzzing: the plaintext stays, with padding and a zero tag.
-            self.encrypt_framed();
-            self.tag_framed();
-        }
+        Active::seal_framed(self);
         self.unsealed.clear();
         if out.is_empty() {
             std::mem::swap(out, &mut self.framed);
@@ -178,7 +175,8 @@ impl RecordKeys {
         }
     }
 
-    fn encrypt_framed(&mut self) {
+    /// Encrypts every framed record in place (their CBC chains interleaved).
+    pub(super) fn encrypt_framed(&mut self) {
         let mut chains = Vec::with_capacity(self.unsealed.len());
         let mut rest: &mut [u8] = &mut self.framed;
         let mut consumed = 0;
@@ -201,7 +199,8 @@ impl RecordKeys {
         encrypt_chains(&self.cipher, chains);
     }
 
-    fn tag_framed(&mut self) {
+    /// Writes the tag of every framed (and encrypted) record.
+    pub(super) fn tag_framed(&mut self) {
         for record in &self.unsealed {
             let body = record.start + 4..record.start + 4 + record.body_len;
             let Some(body) = self.framed.get(body) else {
@@ -219,6 +218,28 @@ impl RecordKeys {
         }
     }
 
+    /// Checks the tag of `iv_ct` (a record body without its tag) under the next sequence
+    /// number in constant time, and only then decrypts it in place; returns the plaintext.
+    pub(super) fn authenticate_and_decrypt<'a>(
+        &self,
+        iv_ct: &'a mut [u8],
+        tag: &[u8],
+    ) -> Result<&'a [u8], Error> {
+        let len = iv_ct.len() + TAG_LEN;
+        if self
+            .tag(self.seq, len as u32, iv_ct)
+            .verify_slice(tag)
+            .is_err()
+        {
+            return Err(Error::BadRecord);
+        }
+        let (iv, ct) = iv_ct.split_at_mut(IV_LEN);
+        let iv: [u8; IV_LEN] = (&*iv).try_into().map_err(|_| Error::BadRecord)?;
+        let dec = cbc::Decryptor::<Aes256>::inner_iv_init(self.cipher.clone(), &iv.into());
+        dec.decrypt_padded::<Pkcs7>(ct)
+            .map_err(|_| Error::BadRecord)
+    }
+
     /// Authenticates and decrypts a frame body in place; returns `(content_type, payload)`.
     pub fn open<'a>(&mut self, body: &'a mut [u8]) -> Result<(u8, &'a [u8]), Error> {
         let len = body.len();
@@ -228,23 +249,7 @@ impl RecordKeys {
             return Err(Error::BadRecord);
         }
         let (iv_ct, tag) = body.split_at_mut(len - TAG_LEN);
-        if !cfg!(feature = "fuzzing")
-            && self
-                .tag(self.seq, len as u32, iv_ct)
-                .verify_slice(tag)
-                .is_err()
-        {
-            return Err(Error::BadRecord);
-        }
-        let (iv, ct) = iv_ct.split_at_mut(IV_LEN);
-        let plain = if cfg!(feature = "fuzzing") {
-            unpad(ct)?
-        } else {
-            let iv: [u8; IV_LEN] = (&*iv).try_into().map_err(|_| Error::BadRecord)?;
-            let dec = cbc::Decryptor::<Aes256>::inner_iv_init(self.cipher.clone(), &iv.into());
-            dec.decrypt_padded::<Pkcs7>(ct)
-                .map_err(|_| Error::BadRecord)?
-        };
+        let plain = Active::open(self, iv_ct, tag)?;
         let (&content_type, payload) = plain.split_first().ok_or(Error::BadRecord)?;
         // One-byte padding would let a maximal body carry more than MAX_PAYLOAD.
         if payload.len() > MAX_PAYLOAD {
@@ -253,19 +258,6 @@ impl RecordKeys {
         self.seq = self.seq.checked_add(1).ok_or(Error::BadRecord)?;
         Ok((content_type, payload))
     }
-}
-
-/// PKCS#7 unpadding for the fuzzing null cipher.
-fn unpad(ct: &[u8]) -> Result<&[u8], Error> {
-    let pad = *ct.last().ok_or(Error::BadRecord)? as usize;
-    if pad == 0
-        || pad > 16
-        || pad > ct.len()
-        || ct[ct.len() - pad..].iter().any(|&b| b as usize != pad)
-    {
-        return Err(Error::BadRecord);
-    }
-    Ok(&ct[..ct.len() - pad])
 }
 
 #[cfg(test)]

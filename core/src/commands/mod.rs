@@ -1,0 +1,456 @@
+//! The typed command set (protocol v1) on top of [`Request`]/[`Response`](crate::Response).
+//!
+//! One table, below, declares every command: its [`Command`] variant, wire name, [`Access`],
+//! domain, arity and help. Adding a command means: one row of that table, its argument and
+//! reply codec (and sample values) in its domain's module, and its handler in the server.
+//! The domains are `session` (hello, ver, id, help, ping, quit, tout), `accounts` (login,
+//! users, keys), `ledger` (the `r*` commands), `files` (the file tree), `transfers`
+//! (`f*` uploads and downloads) and `delivery` (send, inbox); `args` holds the argument
+//! helpers they share and `reply` the [`Reply`] type and its field codec.
+//!
+//! Servers dispatch on [`Command::parse`], which answers unknown names and bad arguments with
+//! typed [`ErrorReply`]s instead of failing the connection, or, before parsing, on
+//! [`CommandKind::from_name`] (a typed name, never a string comparison).
+
+#[macro_use]
+mod macros;
+mod accounts;
+mod args;
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) mod catalog;
+mod delivery;
+mod files;
+mod ledger;
+mod reply;
+mod session;
+mod transfers;
+
+pub use accounts::{
+    Credential, KeyAction, LOGIN_SIGNATURE_CONTEXT, SecretBytes, UserRole, UserSummary,
+    login_signature_message,
+};
+pub use delivery::{
+    DEFAULT_INBOX_FOLDER, Delivery, DeliveryState, MAX_DELIVERY_REASON, MAX_ENCODED_DELIVERY,
+    MAX_NOTE, SendArgs,
+};
+pub use files::{
+    DirEntry, FileKind, FileStat, LS_DEFAULT_LIMIT, LS_ENTRY_BUDGET, LS_MAX_LIMIT, LS_OVERHEAD,
+    ListPage, MAX_ENCODED_DIR_ENTRY, MAX_FILE_NAME,
+};
+pub use ledger::{
+    RLIST_DEFAULT_LIMIT, RLIST_ENTRY_BUDGET, RLIST_MAX_LIMIT, RLIST_OVERHEAD, RecordSelector,
+    SeqRange,
+};
+pub use reply::Reply;
+pub use session::MAX_PING_PAYLOAD;
+
+use crate::transfer::{FcloseArgs, FdoneArgs, FgetArgs, FopenArgs, FputArgs, FreadArgs};
+use crate::wire::{ErrorCode, ErrorReply, Request};
+
+/// Who may run a command. The server enforces it; `help` shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Access {
+    /// Anyone, logged in or not.
+    Anyone,
+    /// A logged-in, enabled user.
+    User,
+    /// A logged-in, enabled admin.
+    Admin,
+}
+
+impl Access {
+    /// How `help` names it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Access::Anyone => "anyone",
+            Access::User => "user",
+            Access::Admin => "admin",
+        }
+    }
+}
+
+/// One row of the command table: a command's kind, documentation (served by `help`),
+/// access and arity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CommandInfo {
+    /// The typed kind.
+    pub kind: CommandKind,
+    /// Wire name.
+    pub name: &'static str,
+    /// Arguments, as shown to users.
+    pub usage: &'static str,
+    /// One-line description.
+    pub summary: &'static str,
+    /// Who may run it.
+    pub access: Access,
+    /// The fewest arguments any of its forms takes.
+    pub min_args: usize,
+    /// The most arguments any of its forms takes.
+    pub max_args: usize,
+}
+
+/// The module that owns a command's codec.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Domain {
+    Session,
+    Accounts,
+    Ledger,
+    Files,
+    Transfers,
+    Delivery,
+}
+
+command_table! {
+    /// `hello`
+    Hello => "hello", Anyone, Session, 0..=0, "hello",
+        "greet the server; replies with a greeting naming it";
+    /// `ver`
+    Ver => "ver", Anyone, Session, 0..=0, "ver",
+        "protocol and software version of the server";
+    /// `id`
+    Id => "id", Anyone, Session, 0..=0, "id",
+        "the server's name and identity key fingerprint";
+    /// `help [command]`
+    Help {
+        /// Command to describe; `None` lists all.
+        topic: Option<String>,
+    } => "help", Anyone, Session, 0..=1, "help [command]",
+        "list commands, or describe one";
+    /// `ping [payload]`
+    Ping {
+        /// Bytes to echo.
+        payload: Vec<u8>,
+    } => "ping", Anyone, Session, 0..=1, "ping [payload]",
+        "echo the payload (up to 16000 bytes)";
+    /// `quit`
+    Quit => "quit", Anyone, Session, 0..=0, "quit",
+        "end the session; the server replies and closes";
+    /// `login NAME password PASSWORD` / `login NAME key PUBKEY SIGNATURE`
+    Login {
+        /// User name as typed.
+        user: String,
+        /// The proof.
+        credential: Credential,
+    } => "login", Anyone, Accounts, 3..=4,
+        "login NAME password PASSWORD | login NAME key PUBKEY SIGNATURE",
+        "log in by password, or by a key signing this session's id";
+    /// `logout`
+    Logout => "logout", User, Accounts, 0..=0, "logout",
+        "end the login; the session stays open";
+    /// `whoami`
+    Whoami => "whoami", Anyone, Accounts, 0..=0, "whoami",
+        "the logged-in user and role, or nothing";
+    /// `uini NAME PASSWORD`
+    Uini {
+        /// New admin's name.
+        user: String,
+        /// Their password.
+        password: SecretBytes,
+    } => "uini", Anyone, Accounts, 2..=2, "uini NAME PASSWORD",
+        "create the first admin (only while no user exists, only from the server's own machine)";
+    /// `uadd NAME PASSWORD`
+    Uadd {
+        /// New user's name.
+        user: String,
+        /// Their password.
+        password: SecretBytes,
+    } => "uadd", Admin, Accounts, 2..=2, "uadd NAME PASSWORD", "create a user";
+    /// `aadd NAME PASSWORD`
+    Aadd {
+        /// New admin's name.
+        user: String,
+        /// Their password.
+        password: SecretBytes,
+    } => "aadd", Admin, Accounts, 2..=2, "aadd NAME PASSWORD", "create an admin";
+    /// `udel NAME`
+    Udel {
+        /// User to delete.
+        user: String,
+    } => "udel", Admin, Accounts, 1..=1, "udel NAME",
+        "delete a user (never the last enabled admin)";
+    /// `uena NAME on|off`
+    Uena {
+        /// User to change.
+        user: String,
+        /// New state.
+        enabled: bool,
+    } => "uena", Admin, Accounts, 2..=2, "uena NAME on|off",
+        "enable or disable a user (never the last enabled admin)";
+    /// `ulist [filter]`
+    Ulist {
+        /// Substring the names must contain.
+        filter: Option<String>,
+    } => "ulist", Admin, Accounts, 0..=1, "ulist [filter]",
+        "list users whose name contains the filter";
+    /// `chpass OLD NEW` (own) or `chpass --for NAME NEW` (admins, for another user)
+    Chpass {
+        /// Another user (admins only); `None` for oneself.
+        target: Option<String>,
+        /// The current password (own change only).
+        old: Option<SecretBytes>,
+        /// The new password.
+        new: SecretBytes,
+    } => "chpass", User, Accounts, 2..=3, "chpass OLD NEW | chpass --for NAME NEW",
+        "change your password, or (admins) set another user's";
+    /// `ukey add|list|del`
+    Ukey(KeyAction) => "ukey", User, Accounts, 1..=2,
+        "ukey add PUBKEY | ukey list | ukey del FINGERPRINT",
+        "manage your login keys";
+    /// `tout [SECONDS]`: this session's idle timeout. Logged-in users only
+    /// ([`Access::User`]): an anonymous connection keeps the server's default, so it cannot
+    /// hold a connection slot longer than the operator chose.
+    Tout {
+        /// New timeout in whole seconds (decimal on the wire); `None` only asks.
+        seconds: Option<u64>,
+    } => "tout", User, Session, 0..=1, "tout [SECONDS]",
+        "show, or set within the server's bounds, this session's idle timeout";
+    /// `rput KIND RECORD_ID BODY`: append a record to the server's feed. Parsing checks the
+    /// kind ([`check_kind`](crate::ledger::check_kind)), the record id
+    /// ([`check_record_id`](crate::ledger::check_record_id)) and the body size
+    /// ([`MAX_BODY`](crate::ledger::MAX_BODY)).
+    Rput {
+        /// The entry kind (topic).
+        kind: String,
+        /// The client's unique record id (1-64 bytes).
+        record_id: Vec<u8>,
+        /// The body bytes.
+        body: Vec<u8>,
+    } => "rput", User, Ledger, 3..=3, "rput KIND RECORD_ID BODY",
+        "append a record to the server's ledger; replies with its seq and entry hash";
+    /// `rget seq N | id RECORD_ID | hash HEX`
+    Rget(RecordSelector) => "rget", User, Ledger, 2..=2,
+        "rget seq N | rget id RECORD_ID | rget hash HEX",
+        "a ledger entry (its canonical encoding) by seq, record id or entry hash";
+    /// `rhave RECORD_ID`
+    Rhave {
+        /// The record id asked about.
+        record_id: Vec<u8>,
+    } => "rhave", User, Ledger, 1..=1, "rhave RECORD_ID",
+        "whether the ledger holds a record with this id";
+    /// `rabs POS`: the entry at a position, counted from the first entry (`1`, `2`, ...) or
+    /// from the last one (`-1`, `-2`, ...). Parsing refuses 0.
+    Rabs {
+        /// The non-zero position (decimal on the wire, `-` for negative).
+        pos: i64,
+    } => "rabs", User, Ledger, 1..=1, "rabs POS",
+        "the ledger entry at a position: 1 is the first, -1 the last";
+    /// `rsize [KIND]`
+    Rsize {
+        /// Count only this kind (checked by [`check_kind`](crate::ledger::check_kind));
+        /// `None` counts every entry.
+        kind: Option<String>,
+    } => "rsize", User, Ledger, 0..=1, "rsize [KIND]",
+        "how many entries the ledger holds, or holds of one kind";
+    /// `rcount KIND FROM TO`
+    Rcount {
+        /// The kind counted (checked by [`check_kind`](crate::ledger::check_kind)).
+        kind: String,
+        /// The seqs counted.
+        range: SeqRange,
+    } => "rcount", User, Ledger, 3..=3, "rcount KIND FROM TO",
+        "how many entries of a kind have a seq in FROM..=TO";
+    /// `rlist KIND|* FROM TO [LIMIT]`
+    Rlist {
+        /// The kind listed (checked by [`check_kind`](crate::ledger::check_kind)); `None`
+        /// (`*` on the wire) lists every kind.
+        kind: Option<String>,
+        /// The seqs listed.
+        range: SeqRange,
+        /// The most entries in the page, 1 to [`RLIST_MAX_LIMIT`]; `None` means
+        /// [`RLIST_DEFAULT_LIMIT`].
+        limit: Option<u32>,
+    } => "rlist", User, Ledger, 3..=4, "rlist KIND|* FROM TO [LIMIT]",
+        "one page of the entries (of a kind, or every kind) with a seq in FROM..=TO, \
+         ascending, at most LIMIT (default 100, max 1000); replies with the FROM of the next page";
+    /// `rhead`
+    Rhead => "rhead", User, Ledger, 0..=0, "rhead",
+        "the ledger's signed head (seq and hash of the last entry, signed by the server key)";
+    /// `rcheck [FROM TO]`
+    Rcheck {
+        /// Check only these entries (and the head); `None` checks the whole feed.
+        range: Option<SeqRange>,
+    } => "rcheck", Admin, Ledger, 0..=2, "rcheck [FROM TO]",
+        "re-verify the stored chain (all of it, or entries FROM..=TO) and its signed head; \
+         names the first bad seq";
+    /// `ls [DIR [FROM [LIMIT]]]`: one page of a directory. An empty DIR or FROM argument
+    /// means none.
+    Ls(ListPage) => "ls", User, Files, 0..=3, "ls [DIR [FROM [LIMIT]]]",
+        "one page of a directory's entries (kind, size, mtime, name) in name order, from the \
+         name FROM on, at most LIMIT (default 100, max 1000); replies with the FROM of the \
+         next page";
+    /// `lsd [DIR [FROM [LIMIT]]]`: like `ls`, directories only.
+    Lsd(ListPage) => "lsd", User, Files, 0..=3, "lsd [DIR [FROM [LIMIT]]]",
+        "like ls, listing only the directories";
+    /// `cd DIR`
+    Cd {
+        /// The new working directory (a client path).
+        dir: String,
+    } => "cd", User, Files, 1..=1, "cd DIR",
+        "change the session's working directory; replies with it";
+    /// `pwd`
+    Pwd => "pwd", User, Files, 0..=0, "pwd", "the session's working directory";
+    /// `stat PATH`
+    Stat {
+        /// The file or directory.
+        path: String,
+    } => "stat", User, Files, 1..=1, "stat PATH",
+        "kind, size, modification and creation times and sha256 (when known) of a file or \
+         directory";
+    /// `mkdir PATH`
+    Mkdir {
+        /// The directory to create.
+        path: String,
+    } => "mkdir", User, Files, 1..=1, "mkdir PATH", "create a directory";
+    /// `rmdir PATH`
+    Rmdir {
+        /// The empty directory to remove.
+        path: String,
+    } => "rmdir", User, Files, 1..=1, "rmdir PATH", "remove an empty directory";
+    /// `del PATH`
+    Del {
+        /// The file to delete.
+        path: String,
+    } => "del", User, Files, 1..=1, "del PATH", "delete a file (and its kept versions)";
+    /// `mv FROM TO`
+    Mv {
+        /// What to move.
+        from: String,
+        /// Where to.
+        to: String,
+    } => "mv", User, Files, 2..=2, "mv FROM TO",
+        "rename or move a file or directory; an overwritten file is kept as a version";
+    /// `fopen PATH SIZE [resume]`: start or resume an upload (spec/files.md §3).
+    Fopen(FopenArgs) => "fopen", User, Transfers, 2..=3, "fopen PATH SIZE [resume]",
+        "start (or with resume, continue) an upload of SIZE bytes to PATH (binary numbers, \
+         spec/files.md)";
+    /// `fput ID OFFSET DATA`: one upload chunk (the data owned; see [`Command::fput_args`]).
+    Fput {
+        /// The upload's transfer id.
+        id: u32,
+        /// Where the chunk starts.
+        offset: u64,
+        /// 1 to [`MAX_FPUT_DATA`](crate::transfer::MAX_FPUT_DATA) bytes.
+        data: Vec<u8>,
+    } => "fput", User, Transfers, 3..=3, "fput ID OFFSET DATA", "one upload chunk at OFFSET";
+    /// `fdone ID SHA256`: finish an upload.
+    Fdone(FdoneArgs) => "fdone", User, Transfers, 2..=2, "fdone ID SHA256",
+        "finish an upload: the file becomes visible if its SHA-256 matches";
+    /// `fget PATH`: open a file for download (spec/files.md §4).
+    Fget(FgetArgs) => "fget", User, Transfers, 1..=1, "fget PATH",
+        "open a file for download; replies with its id, size and SHA-256";
+    /// `fread ID OFFSET LEN`: one download chunk.
+    Fread(FreadArgs) => "fread", User, Transfers, 3..=3, "fread ID OFFSET LEN",
+        "one download chunk of LEN bytes at OFFSET";
+    /// `fclose ID`: end a transfer.
+    Fclose(FcloseArgs) => "fclose", User, Transfers, 1..=1, "fclose ID",
+        "end a transfer (an upload stays resumable)";
+    /// `send USER PATH [FOLDER [NOTE]]`: deliver a file to another user's inbox
+    /// (protocol.md §13.5).
+    Send(SendArgs) => "send", User, Delivery, 2..=4, "send USER PATH [FOLDER [NOTE]]",
+        "deliver your file PATH to USER's inbox folder FOLDER (default `default`), if its \
+         folder.toml allows you";
+    /// `inbox [FOLDER [FROM [LIMIT]]]`: one page of the deliveries to an inbox folder (the
+    /// page's `dir` is the folder).
+    Inbox(ListPage) => "inbox", User, Delivery, 0..=3, "inbox [FOLDER [FROM [LIMIT]]]",
+        "the deliveries to your inbox folder FOLDER (default `default`): name, state, sender, \
+         time, size, sha256, note, reason";
+}
+
+// `CommandKind::info` indexes the table by kind: prove the orders agree.
+const _: () = {
+    assert!(COMMANDS.len() == CommandKind::ALL.len());
+    let mut i = 0;
+    while i < COMMANDS.len() {
+        assert!(COMMANDS[i].kind as usize == i);
+        i += 1;
+    }
+};
+
+impl CommandKind {
+    /// This command's row of [`COMMANDS`].
+    pub const fn info(self) -> &'static CommandInfo {
+        // In bounds and the right row: checked at compile time above.
+        &COMMANDS[self as usize]
+    }
+
+    /// Who may run this command.
+    pub const fn access(self) -> Access {
+        self.info().access
+    }
+}
+
+/// The documentation of command `name`.
+pub fn command_info(name: &str) -> Option<&'static CommandInfo> {
+    CommandKind::from_name(name).map(CommandKind::info)
+}
+
+impl Command {
+    /// The wire name.
+    pub const fn name(&self) -> &'static str {
+        self.kind().name()
+    }
+
+    /// Who may run this command.
+    pub const fn access(&self) -> Access {
+        self.kind().access()
+    }
+
+    /// The codec view of an `fput` (`None` for any other command).
+    pub fn fput_args(&self) -> Option<FputArgs<'_>> {
+        match self {
+            Command::Fput { id, offset, data } => Some(FputArgs {
+                id: *id,
+                offset: *offset,
+                data,
+            }),
+            _ => None,
+        }
+    }
+
+    /// The wire arguments.
+    pub fn args(&self) -> Vec<Vec<u8>> {
+        in_domain!(self.kind().domain(), encode(self))
+    }
+
+    /// Parses a request into a command, or the error reply to send back: `unknown command`
+    /// for a name not in the table, `usage: ...` for an argument count outside the row's
+    /// arity, else whatever the command's domain says of the arguments.
+    pub fn parse(req: &Request) -> Result<Command, ErrorReply> {
+        let kind = CommandKind::from_name(&req.name).ok_or_else(|| {
+            ErrorReply::new(
+                ErrorCode::UnknownCommand,
+                format!("unknown command '{}'; try 'help'", req.name),
+            )
+        })?;
+        let info = kind.info();
+        if !(info.min_args..=info.max_args).contains(&req.args.len()) {
+            return Err(args::usage_error(kind));
+        }
+        in_domain!(kind.domain(), parse(kind, &req.args))
+    }
+}
+
+/// The `help` text: all commands, or one command's usage.
+pub fn help_text(topic: Option<&str>) -> Result<String, ErrorReply> {
+    match topic {
+        None => Ok(COMMANDS
+            .iter()
+            .map(|c| format!("{:<8} [{}] {}\n", c.name, c.access.as_str(), c.summary))
+            .collect()),
+        Some(name) => command_info(name)
+            .map(|c| {
+                format!(
+                    "usage: {}\n{}\nallowed for: {}\n",
+                    c.usage,
+                    c.summary,
+                    c.access.as_str()
+                )
+            })
+            .ok_or_else(|| {
+                ErrorReply::new(
+                    ErrorCode::UnknownCommand,
+                    format!("no command named '{name}'"),
+                )
+            }),
+    }
+}
