@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use vserv_core::session::refusal;
 use vserv_core::{CloseCode, Connection, ServerIdentity};
+use vserv_service::system::os_rng;
 use vserv_service::{ConnectionLimiter, ServerOptions, Service, Session};
-use vserv_store::rng::os_rng;
 
 /// How often an idle connection thread checks for shutdown.
 const SHUTDOWN_POLL: Duration = Duration::from_millis(200);
