@@ -199,6 +199,13 @@ impl Pair {
         pair
     }
 
+    /// The two connections, for a test that goes on by hand. Panics if output was taken
+    /// from a connection but not yet moved.
+    pub fn into_connections(self) -> (Connection, Connection) {
+        assert!(self.outbox.iter().all(Vec::is_empty), "output left unsent");
+        (self.client, self.server)
+    }
+
     /// Cuts flights in both directions the same way.
     pub fn set_split(&mut self, split: Split) {
         self.c2s_split = split.clone();
