@@ -6,6 +6,7 @@
 //! every error that the connection is closed for good. Single-sided tests feed one side with
 //! [`Pair::deliver_to_server`] / [`Pair::deliver_to_client`] and read its output with
 //! [`Pair::take_output`].
+#![allow(clippy::disallowed_methods)] // one real Instant is the epoch of the virtual clock
 
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
