@@ -140,7 +140,7 @@ pub struct Pair {
     pub client_events: Vec<Event>,
     /// Every event the server produced, in order.
     pub server_events: Vec<Event>,
-    /// The first error each side returned (client, server).
+    /// The first error the client returned.
     pub client_error: Option<Error>,
     /// The first error the server returned.
     pub server_error: Option<Error>,
