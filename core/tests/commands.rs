@@ -14,6 +14,9 @@ use vserv_core::ledger::{
 use vserv_core::wire::MAX_PAYLOAD;
 use vserv_core::{ErrorCode, Fingerprint, Request, Response};
 
+mod support;
+use support::pair::Pair;
+
 fn secret(s: &str) -> SecretBytes {
     SecretBytes::new(s.as_bytes().to_vec())
 }
@@ -426,39 +429,16 @@ fn tout_is_for_logged_in_users_and_replies_with_decimal_seconds() {
 #[test]
 #[allow(clippy::disallowed_methods)] // one real instant as the epoch of a virtual clock
 fn set_idle_timeout_moves_the_deadline_exactly() {
-    use rand::SeedableRng;
-    use std::sync::Arc;
-    use std::time::{Duration, Instant};
-    use vserv_core::{Config, Connection, Error, Event, ServerIdentity};
+    use std::time::Duration;
+    use vserv_core::{Config, Error};
 
-    let rng = |seed| -> Box<dyn rand_core::CryptoRng + Send> {
-        Box::new(rand::rngs::StdRng::seed_from_u64(seed))
-    };
-    let identity = Arc::new(ServerIdentity::generate(
-        &mut rand::rngs::StdRng::seed_from_u64(3),
-    ));
-    let t0 = Instant::now();
-    let mut client = Connection::client(Config::default(), rng(1), t0);
-    let mut server = Connection::server(Config::default(), identity, rng(2), t0);
+    let mut p = Pair::new(Config::default());
+    let t0 = p.now;
     // Handshake at t0 + 1 s.
     let t1 = t0 + Duration::from_secs(1);
-    for _ in 0..10 {
-        let (mut c2s, mut s2c) = (Vec::new(), Vec::new());
-        client.poll_transmit(&mut c2s);
-        server.poll_transmit(&mut s2c);
-        if !c2s.is_empty() {
-            server.handle_input(t1, &c2s).unwrap();
-        }
-        if !s2c.is_empty() {
-            client.handle_input(t1, &s2c).unwrap();
-        }
-        while let Some(e) = client.poll_event() {
-            if let Event::ServerKey(_) = e {
-                client.accept_server_key(t1).unwrap();
-            }
-        }
-        while server.poll_event().is_some() {}
-    }
+    p.now = t1;
+    p.drive().unwrap();
+    let server = &mut p.server;
     assert!(server.is_connected());
     assert_eq!(server.idle_timeout(), Duration::from_secs(300));
     assert_eq!(server.poll_timeout(), Some(t1 + Duration::from_secs(300)));
@@ -476,7 +456,11 @@ fn set_idle_timeout_moves_the_deadline_exactly() {
     server
         .handle_timeout(deadline - Duration::from_nanos(1))
         .unwrap();
-    assert_eq!(server.handle_timeout(deadline), Err(Error::IdleTimeout));
+    // The next wake-up of the pair is the server's new deadline, well before the client's.
+    assert_eq!(p.jump(), Some(deadline));
+    assert_eq!(p.now, deadline);
+    assert_eq!(p.server_error, Some(Error::IdleTimeout));
+    assert_eq!(p.client_error, None);
 }
 
 fn identity() -> vserv_core::ServerIdentity {

@@ -1,88 +1,16 @@
 //! Connection-level tests: two endpoints driven in memory with seeded randomness.
 #![allow(clippy::disallowed_methods)] // tests take one real instant as the epoch of their virtual clock
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rand::SeedableRng;
-use rand::rngs::StdRng;
 use vserv_core::wire::CONTENT_APP;
-use vserv_core::{Close, CloseCode, Config, Connection, Error, Event, Response, ServerIdentity};
+use vserv_core::{Close, CloseCode, Config, Connection, Error, Event, Response, Role};
 
-fn rng(seed: u64) -> Box<dyn rand_core::CryptoRng + Send> {
-    Box::new(StdRng::seed_from_u64(seed))
-}
-
-fn identity() -> Arc<ServerIdentity> {
-    Arc::new(ServerIdentity::generate(&mut StdRng::seed_from_u64(99)))
-}
-
-struct Pair {
-    now: Instant,
-    client: Connection,
-    server: Connection,
-    client_events: Vec<Event>,
-    server_events: Vec<Event>,
-}
-
-impl Pair {
-    fn new(config: Config) -> Self {
-        let now = Instant::now();
-        Pair {
-            now,
-            client: Connection::client(config.clone(), rng(1), now),
-            server: Connection::server(config, identity(), rng(2), now),
-            client_events: Vec::new(),
-            server_events: Vec::new(),
-        }
-    }
-
-    /// Runs both sides until quiet, answering requests with echoes and accepting the key.
-    fn run(&mut self) -> Result<(), Error> {
-        for _ in 0..100 {
-            let mut c2s = Vec::new();
-            self.client.poll_transmit(&mut c2s);
-            let mut s2c = Vec::new();
-            self.server.poll_transmit(&mut s2c);
-            if c2s.is_empty() && s2c.is_empty() {
-                return Ok(());
-            }
-            if !c2s.is_empty() && !self.server.is_closed() {
-                self.server.handle_input(self.now, &c2s)?;
-            }
-            if !s2c.is_empty() && !self.client.is_closed() {
-                self.client.handle_input(self.now, &s2c)?;
-            }
-            self.drain()?;
-        }
-        panic!("no quiescence")
-    }
-
-    fn drain(&mut self) -> Result<(), Error> {
-        while let Some(e) = self.server.poll_event() {
-            if let Event::Request(r) = &e {
-                self.server.respond(&Response {
-                    id: r.id,
-                    result: Ok(r.args.clone()),
-                })?;
-            }
-            self.server_events.push(e);
-        }
-        while let Some(e) = self.client.poll_event() {
-            if let Event::ServerKey(_) = e {
-                self.client.accept_server_key(self.now)?;
-            }
-            self.client_events.push(e);
-        }
-        Ok(())
-    }
-}
+mod support;
+use support::pair::{Dir, Pair, Split, identity, rng};
 
 fn connected_pair() -> Pair {
-    let mut p = Pair::new(Config::default());
-    p.run().unwrap();
-    assert!(p.client.is_connected() && p.server.is_connected());
-    p
+    Pair::connected(Config::default())
 }
 
 #[test]
@@ -94,7 +22,7 @@ fn handshake_and_request() {
         .client
         .send_request("ping", vec![b"abc".to_vec()])
         .unwrap();
-    p.run().unwrap();
+    p.drive().unwrap();
     assert!(p.client_events.contains(&Event::Response(Response {
         id,
         result: Ok(vec![b"abc".to_vec()])
@@ -105,105 +33,58 @@ fn handshake_and_request() {
 /// Records the whole byte stream of a handshake plus one request, per direction, so tests can
 /// replay it with cuts and alterations. Seeds are fixed, so the streams are identical each run.
 fn transcript() -> (Vec<u8>, Vec<u8>) {
-    let now = Instant::now();
-    let mut client = Connection::client(Config::default(), rng(1), now);
-    let mut server = Connection::server(Config::default(), identity(), rng(2), now);
-    let (mut all_c2s, mut all_s2c) = (Vec::new(), Vec::new());
-    for _ in 0..10 {
-        let mut c2s = Vec::new();
-        client.poll_transmit(&mut c2s);
-        server.handle_input(now, &c2s).unwrap();
-        let mut s2c = Vec::new();
-        server.poll_transmit(&mut s2c);
-        client.handle_input(now, &s2c).unwrap();
-        all_c2s.extend_from_slice(&c2s);
-        all_s2c.extend_from_slice(&s2c);
-        while let Some(e) = client.poll_event() {
-            match e {
-                Event::ServerKey(_) => client.accept_server_key(now).unwrap(),
-                Event::Connected { .. } => {
-                    client.send_request("ping", vec![b"x".to_vec()]).unwrap();
-                }
-                _ => {}
-            }
-        }
-        while let Some(e) = server.poll_event() {
-            if let Event::Request(r) = e {
-                server
-                    .respond(&Response {
-                        id: r.id,
-                        result: Ok(r.args),
-                    })
-                    .unwrap();
-            }
-        }
-    }
-    (all_c2s, all_s2c)
+    let mut p = Pair::new(Config::default());
+    p.auto.ping_on_connect = true;
+    p.drive().unwrap();
+    assert_eq!(p.responses().len(), 1);
+    (p.stream(Dir::ClientToServer), p.stream(Dir::ServerToClient))
 }
 
 #[test]
 fn every_split_point_both_directions() {
-    // Server fed the client's stream split at every point; then the client fed the server's.
+    // The client's stream split at every point on its way to the server; then the server's
+    // on its way to the client (the response record can only come once the request is sent:
+    // the live pair keeps that order).
     let (c2s, s2c) = transcript();
-    let now = Instant::now();
     for cut in 0..=c2s.len() {
-        let mut server = Connection::server(Config::default(), identity(), rng(2), now);
-        server.handle_input(now, &c2s[..cut]).unwrap();
-        server.handle_input(now, &c2s[cut..]).unwrap();
-        let events: Vec<_> = std::iter::from_fn(|| server.poll_event()).collect();
+        let mut p = Pair::new(Config::default());
+        p.auto.ping_on_connect = true;
+        p.c2s_split = Split::At(vec![cut]);
+        p.drive().unwrap();
+        assert_eq!(p.stream(Dir::ClientToServer), c2s, "cut {cut}");
+        let events = &p.server_events;
         assert!(
             matches!(events.last(), Some(Event::Request(_))),
             "cut {cut}: {events:?}"
         );
     }
-    // The client: the handshake flight and then the response record (which can only be
-    // delivered once the request is sent), each cut at every point.
-    let response_start = last_record_start(&s2c);
     for cut in 0..=s2c.len() {
-        let mut client = Connection::client(Config::default(), rng(1), now);
-        let pieces: Vec<&[u8]> = if cut <= response_start {
-            vec![
-                &s2c[..cut],
-                &s2c[cut..response_start],
-                &s2c[response_start..],
-            ]
-        } else {
-            vec![
-                &s2c[..response_start],
-                &s2c[response_start..cut],
-                &s2c[cut..],
-            ]
-        };
-        let mut got_response = false;
-        for piece in pieces {
-            client.handle_input(now, piece).unwrap();
-            while let Some(e) = client.poll_event() {
-                match e {
-                    Event::ServerKey(_) => client.accept_server_key(now).unwrap(),
-                    Event::Connected { .. } => {
-                        client.send_request("ping", vec![b"x".to_vec()]).unwrap();
-                    }
-                    Event::Response(_) => got_response = true,
-                    _ => {}
-                }
-            }
-        }
+        let mut p = Pair::new(Config::default());
+        p.auto.ping_on_connect = true;
+        p.s2c_split = Split::At(vec![cut]);
+        p.drive().unwrap();
+        assert_eq!(p.stream(Dir::ServerToClient), s2c, "cut {cut}");
+        let got_response = p.responses().len() == 1;
         assert!(got_response, "cut {cut}");
     }
 }
 
 #[test]
 fn one_byte_at_a_time() {
-    let (c2s, _) = transcript();
-    let now = Instant::now();
-    let mut server = Connection::server(Config::default(), identity(), rng(2), now);
-    for b in &c2s {
-        server.handle_input(now, std::slice::from_ref(b)).unwrap();
-    }
-    assert!(std::iter::from_fn(|| server.poll_event()).any(|e| matches!(e, Event::Request(_))));
+    let mut p = Pair::new(Config::default());
+    p.auto.ping_on_connect = true;
+    p.set_split(Split::Chunks(1));
+    p.drive().unwrap();
+    assert!(
+        p.server_events
+            .iter()
+            .any(|e| matches!(e, Event::Request(_)))
+    );
+    assert_eq!(p.responses().len(), 1);
 }
 
 /// Offset of the last record (the request) in the client's stream.
+#[cfg(not(feature = "fuzzing"))] // only the tamper tests need it
 fn last_record_start(stream: &[u8]) -> usize {
     let mut at = 0;
     let mut last = 0;
@@ -335,16 +216,12 @@ fn wrong_version_gets_a_refusal() {
 #[test]
 fn rejected_server_key_ends_the_handshake() {
     let mut p = Pair::new(Config::default());
-    let mut c2s = Vec::new();
-    p.client.poll_transmit(&mut c2s);
-    p.server.handle_input(p.now, &c2s).unwrap();
-    let mut s2c = Vec::new();
-    p.server.poll_transmit(&mut s2c);
-    p.client.handle_input(p.now, &s2c).unwrap();
-    let Some(Event::ServerKey(key)) = p.client.poll_event() else {
-        panic!("no key event")
+    p.auto.accept_key = false;
+    p.drive().unwrap();
+    let [Event::ServerKey(key)] = p.client_events.as_slice() else {
+        panic!("no key event: {:?}", p.client_events)
     };
-    assert_eq!(key, identity().public_key());
+    assert_eq!(*key, identity().public_key());
     p.client.reject_server_key().unwrap();
     assert!(p.client.is_closed());
     assert_eq!(p.client.send_request("ping", vec![]), Err(Error::Closed));
@@ -361,7 +238,7 @@ fn the_login_grace_ends_a_busy_connection_unless_ended() {
     };
     let mut p = Pair::new(config.clone());
     let start = p.now;
-    p.run().unwrap();
+    p.drive().unwrap();
     assert!(
         p.client.poll_timeout().unwrap() > start + Duration::from_secs(10),
         "a client has no login grace"
@@ -369,7 +246,7 @@ fn the_login_grace_ends_a_busy_connection_unless_ended() {
     for step in 1..10 {
         p.now = start + Duration::from_secs(step);
         p.client.send_request("ping", vec![]).unwrap();
-        p.run().unwrap();
+        p.drive().unwrap();
         assert_eq!(
             p.server.poll_timeout(),
             Some(start + Duration::from_secs(10))
@@ -390,7 +267,7 @@ fn the_login_grace_ends_a_busy_connection_unless_ended() {
 
     let mut p = Pair::new(config);
     let start = p.now;
-    p.run().unwrap();
+    p.drive().unwrap();
     p.server.end_login_grace();
     assert_eq!(
         p.server.poll_timeout(),
@@ -398,7 +275,7 @@ fn the_login_grace_ends_a_busy_connection_unless_ended() {
     );
     p.now = start + Duration::from_secs(25);
     p.client.send_request("ping", vec![]).unwrap();
-    p.run().unwrap();
+    p.drive().unwrap();
     p.server.restart_login_grace();
     assert_eq!(
         p.server.poll_timeout(),
@@ -423,16 +300,17 @@ fn timeouts_fire_at_the_polled_instant() {
     assert!(c.is_closed() && c.poll_timeout().is_none());
 
     let mut p = Pair::new(config);
-    p.run().unwrap();
+    p.drive().unwrap();
     let idle = p.server.poll_timeout().unwrap();
     assert_eq!(idle, p.now + Duration::from_secs(30));
     assert_eq!(p.server.handle_timeout(idle), Err(Error::IdleTimeout));
     // The server's timeout close reaches the client authenticated.
-    let mut s2c = Vec::new();
-    p.server.poll_transmit(&mut s2c);
-    p.client.handle_input(idle, &s2c).unwrap();
-    let closed =
-        std::iter::from_fn(|| p.client.poll_event()).find(|e| matches!(e, Event::Closed(_)));
+    p.now = idle;
+    p.transmit(Role::Server).unwrap();
+    let closed = p
+        .client_events
+        .iter()
+        .find(|e| matches!(e, Event::Closed(_)));
     assert!(matches!(
         closed,
         Some(Event::Closed(Close {
@@ -448,10 +326,10 @@ fn key_updates_happen_and_sequence_numbers_reset() {
         rekey_after: 3,
         ..Config::default()
     });
-    p.run().unwrap();
+    p.drive().unwrap();
     for i in 0..20u8 {
         p.client.send_request("ping", vec![vec![i]]).unwrap();
-        p.run().unwrap();
+        p.drive().unwrap();
     }
     let responses = p
         .client_events
@@ -465,7 +343,7 @@ fn key_updates_happen_and_sequence_numbers_reset() {
 fn close_is_authenticated_and_final() {
     let mut p = connected_pair();
     p.client.close(CloseCode::Normal, "bye");
-    p.run().unwrap();
+    p.drive().unwrap();
     assert!(p.server_events.contains(&Event::Closed(Close {
         code: CloseCode::Normal,
         reason: "bye".into()
@@ -504,7 +382,7 @@ fn api_misuse_is_an_error_and_changes_nothing() {
     ));
     // Still fully usable.
     let id = p.client.send_request("ping", vec![b"ok".to_vec()]).unwrap();
-    p.run().unwrap();
+    p.drive().unwrap();
     assert!(p.client_events.contains(&Event::Response(Response {
         id,
         result: Ok(vec![b"ok".to_vec()])
@@ -537,31 +415,25 @@ fn server_close_during_the_trust_decision_is_reported() {
         handshake_timeout: Duration::from_secs(5),
         ..Config::default()
     };
-    let now = Instant::now();
-    let mut client = Connection::client(config.clone(), rng(1), now);
-    let mut server = Connection::server(config, identity(), rng(2), now);
-    let mut bytes = Vec::new();
-    client.poll_transmit(&mut bytes);
-    server.handle_input(now, &bytes).unwrap();
-    bytes.clear();
-    server.poll_transmit(&mut bytes);
-    client.handle_input(now, &bytes).unwrap();
-    assert!(matches!(client.poll_event(), Some(Event::ServerKey(_))));
+    let mut p = Pair::new(config);
+    let now = p.now;
+    p.auto.accept_key = false;
+    p.drive().unwrap();
+    assert!(matches!(p.client_events.as_slice(), [Event::ServerKey(_)]));
     // The user hesitates; the server's handshake timer fires and it closes.
     let late = now + Duration::from_secs(5);
-    assert_eq!(server.handle_timeout(late), Err(Error::HandshakeTimeout));
-    bytes.clear();
-    server.poll_transmit(&mut bytes);
-    client.handle_input(late, &bytes).unwrap();
+    p.now = late;
+    assert_eq!(p.server.handle_timeout(late), Err(Error::HandshakeTimeout));
+    p.transmit(Role::Server).unwrap();
     assert!(matches!(
-        client.poll_event(),
+        p.client_events.last(),
         Some(Event::Closed(Close {
             code: CloseCode::Timeout,
             ..
         }))
     ));
-    assert!(client.is_closed());
-    assert_eq!(client.accept_server_key(late), Err(Error::Closed));
+    assert!(p.client.is_closed());
+    assert_eq!(p.client.accept_server_key(late), Err(Error::Closed));
 }
 
 #[test]
@@ -617,7 +489,7 @@ fn a_client_cannot_exceed_the_outstanding_limit() {
         max_outstanding: 3,
         ..Config::default()
     });
-    p.run().unwrap();
+    p.drive().unwrap();
     for _ in 0..3 {
         p.client.send_request("ping", vec![]).unwrap();
     }
@@ -625,7 +497,7 @@ fn a_client_cannot_exceed_the_outstanding_limit() {
         p.client.send_request("ping", vec![]),
         Err(Error::InvalidState(_))
     ));
-    p.run().unwrap();
+    p.drive().unwrap();
     assert_eq!(p.client.outstanding_requests(), 0);
     p.client.send_request("ping", vec![]).unwrap();
 }

@@ -6,12 +6,10 @@
 //! chunked) input never panics, and an error always leaves the connection closed.
 #![allow(clippy::disallowed_methods)] // tests take one real instant as the epoch of their virtual clock
 
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use proptest::prelude::*;
-use rand::SeedableRng;
-use rand::rngs::StdRng;
 use vserv_core::secure::RecordKeys;
 use vserv_core::secure::record::record_body_len;
 use vserv_core::wire::frame::put_frame;
@@ -21,8 +19,11 @@ use vserv_core::wire::{
 };
 use vserv_core::{
     Close, CloseCode, Config, Connection, Error, ErrorCode, ErrorReply, Event, Fingerprint,
-    Request, Response, ServerIdentity,
+    Request, Response, Role,
 };
+
+mod support;
+use support::pair::{Dir, Pair, Split, cut, identity, rng};
 
 // ----- helpers -----
 
@@ -35,42 +36,12 @@ fn config(cases: u32) -> ProptestConfig {
     }
 }
 
-fn rng(seed: u64) -> Box<dyn rand_core::CryptoRng + Send> {
-    Box::new(StdRng::seed_from_u64(seed))
-}
-
-fn identity() -> Arc<ServerIdentity> {
-    static ID: OnceLock<Arc<ServerIdentity>> = OnceLock::new();
-    ID.get_or_init(|| Arc::new(ServerIdentity::generate(&mut StdRng::seed_from_u64(99))))
-        .clone()
-}
-
 fn arr<const N: usize>() -> impl Strategy<Value = [u8; N]> {
     prop::collection::vec(any::<u8>(), N).prop_map(|v| v.try_into().unwrap())
 }
 
 fn bytes(max: usize) -> impl Strategy<Value = Vec<u8>> {
     prop::collection::vec(any::<u8>(), 0..=max)
-}
-
-/// Cuts `data` at the given points (taken modulo its length, in order).
-fn split<'a>(data: &'a [u8], cuts: &[usize]) -> Vec<&'a [u8]> {
-    let mut points: Vec<usize> = cuts
-        .iter()
-        .map(|c| if data.is_empty() { 0 } else { c % data.len() })
-        .collect();
-    points.sort_unstable();
-    points.dedup();
-    let mut out = Vec::new();
-    let mut start = 0;
-    for p in points {
-        if p > start {
-            out.push(&data[start..p]);
-            start = p;
-        }
-    }
-    out.push(&data[start..]);
-    out
 }
 
 fn encoded<T>(msg: &T, encode: impl Fn(&T, &mut Vec<u8>)) -> Vec<u8> {
@@ -314,7 +285,7 @@ proptest! {
         data in bytes(600),
         cuts in prop::collection::vec(any::<usize>(), 0..20),
     ) {
-        let (frames, err, _) = deframe_pieces(&split(&data, &cuts));
+        let (frames, err, _) = deframe_pieces(&cut(&data, &cuts));
         let (whole, whole_err, _) = deframe_pieces(&[&data]);
         prop_assert_eq!(&frames, &whole);
         prop_assert_eq!(err.is_some(), whole_err.is_some());
@@ -335,7 +306,7 @@ proptest! {
         }
         // A partial header at the end stays buffered.
         stream.extend_from_slice(&[0u8; 3][..tail.min(3)]);
-        let (frames, err, buffered) = deframe_pieces(&split(&stream, &cuts));
+        let (frames, err, buffered) = deframe_pieces(&cut(&stream, &cuts));
         prop_assert!(err.is_none());
         prop_assert_eq!(frames, bodies);
         prop_assert_eq!(buffered, tail.min(3));
@@ -353,7 +324,7 @@ proptest! {
         }
         stream.extend_from_slice(&len.to_be_bytes());
         stream.extend_from_slice(&[0u8; 64]);
-        let (frames, err, _) = deframe_pieces(&split(&stream, &cuts));
+        let (frames, err, _) = deframe_pieces(&cut(&stream, &cuts));
         prop_assert_eq!(frames, good);
         prop_assert!(
             matches!(err, Some(Error::BadFrameLength { len: l, .. }) if l == len),
@@ -495,119 +466,61 @@ proptest! {
 
 // ----- connections -----
 
-/// Drives one connection with peer bytes, answering requests (server) and accepting the key
-/// and sending one request (client). Checks that every error leaves it closed for good.
-struct Driven {
-    conn: Connection,
-    now: Instant,
-    events: Vec<Event>,
-    out: Vec<u8>,
-    errored: bool,
-}
-
-impl Driven {
-    fn new(conn: Connection, now: Instant) -> Self {
-        Driven {
-            conn,
-            now,
-            events: Vec::new(),
-            out: Vec::new(),
-            errored: false,
-        }
-    }
-
-    fn check(&mut self, r: Result<(), Error>) -> Result<(), TestCaseError> {
-        if let Err(e) = r {
-            prop_assert!(self.conn.is_closed(), "open after error {:?}", e);
-            prop_assert_eq!(self.conn.poll_timeout(), None);
-            prop_assert_eq!(
-                self.conn.handle_input(self.now, b"more"),
-                Err(Error::Closed)
-            );
-            self.errored = true;
-        }
-        Ok(())
-    }
-
-    fn drain(&mut self) -> Result<(), TestCaseError> {
-        while let Some(e) = self.conn.poll_event() {
-            match &e {
-                Event::Request(r) => {
-                    let resp = Response {
-                        id: r.id,
-                        result: Ok(r.args.clone()),
-                    };
-                    let res = self.conn.respond(&resp);
-                    prop_assert!(res.is_ok() || self.conn.is_closed(), "{:?}", res);
-                }
-                Event::ServerKey(_) => {
-                    let r = self.conn.accept_server_key(self.now);
-                    self.check(r)?;
-                }
-                Event::Connected { .. }
-                    if self.conn.role() == vserv_core::Role::Client && self.conn.is_connected() =>
-                {
-                    let r = self.conn.send_request("ping", vec![b"p".to_vec()]);
-                    prop_assert!(r.is_ok(), "{:?}", r);
-                }
-                _ => {}
-            }
-            self.events.push(e);
-        }
-        self.conn.poll_transmit(&mut self.out);
-        Ok(())
-    }
-
-    fn feed(&mut self, pieces: &[&[u8]]) -> Result<(), TestCaseError> {
-        self.drain()?;
-        for piece in pieces {
-            let was_closed = self.conn.is_closed();
-            let r = self.conn.handle_input(self.now, piece);
-            if was_closed {
-                prop_assert_eq!(&r, &Err(Error::Closed));
-            }
-            self.check(r)?;
-            self.drain()?;
-            self.now += Duration::from_millis(1);
-        }
-        Ok(())
-    }
+/// The connections of the single-sided cases: a client seeded with 4 and a server seeded
+/// with 3, fed by hand, each piece a millisecond after the last. The client pings as soon as
+/// it is connected; the server echoes.
+fn lone_pair(cuts: &[usize]) -> Pair {
+    let now = Instant::now();
+    let mut p = Pair::from_connections(
+        Connection::client(Config::default(), rng(4), now),
+        Connection::server(Config::default(), identity(), rng(3), now),
+        now,
+    );
+    p.set_split(Split::Cuts(cuts.to_vec()));
+    p.piece_delay = Duration::from_millis(1);
+    p.auto.ping_on_connect = true;
+    p
 }
 
 /// The bytes a real server sends to a client seeded with `client_seed`, and the ClientHello.
 fn real_flights(client_seed: u64) -> (Vec<u8>, Vec<u8>) {
     let now = Instant::now();
-    let mut client = Connection::client(Config::default(), rng(client_seed), now);
-    let mut server = Connection::server(Config::default(), identity(), rng(7), now);
-    let mut hello = Vec::new();
-    client.poll_transmit(&mut hello);
-    server.handle_input(now, &hello).unwrap();
-    let mut flight = Vec::new();
-    server.poll_transmit(&mut flight);
-    (hello, flight)
+    let mut p = Pair::from_connections(
+        Connection::client(Config::default(), rng(client_seed), now),
+        Connection::server(Config::default(), identity(), rng(7), now),
+        now,
+    );
+    p.transmit(Role::Client).unwrap();
+    let hello = p.stream(Dir::ClientToServer);
+    (hello, p.take_output(Role::Server))
 }
 
+/// Feeds `prefix + data`, cut at `cuts`, to one side of a [`lone_pair`], then ends its input.
+/// Every error must leave that side closed for good (the pair checks it).
 fn connection_case(
     server: bool,
     prefix: &[u8],
     data: &[u8],
     cuts: &[usize],
-) -> Result<Driven, TestCaseError> {
-    let now = Instant::now();
-    let conn = if server {
-        Connection::server(Config::default(), identity(), rng(3), now)
-    } else {
-        Connection::client(Config::default(), rng(4), now)
-    };
-    let mut d = Driven::new(conn, now);
+) -> Result<Pair, TestCaseError> {
+    let mut p = lone_pair(cuts);
+    let role = if server { Role::Server } else { Role::Client };
     let stream = [prefix, data].concat();
-    d.feed(&split(&stream, cuts))?;
-    let was_closed = d.conn.is_closed();
-    let r = d.conn.handle_eof(d.now);
+    // Errors are expected here; the pair records them and checks they are final.
+    let _ = if server {
+        p.deliver_to_server(&stream)
+    } else {
+        p.deliver_to_client(&stream)
+    };
+    let was_closed = p.side(role).is_closed();
+    let r = p.eof(role);
     prop_assert_eq!(r.is_err(), !was_closed);
-    d.check(r)?;
-    prop_assert!(d.conn.is_closed());
-    Ok(d)
+    prop_assert!(p.side(role).is_closed());
+    Ok(p)
+}
+
+fn fail(e: Error) -> TestCaseError {
+    TestCaseError::fail(format!("{e:?}"))
 }
 
 proptest! {
@@ -620,8 +533,8 @@ proptest! {
         with_hello: bool,
     ) {
         let prefix = if with_hello { real_flights(4).0 } else { Vec::new() };
-        let d = connection_case(true, &prefix, &data, &cuts)?;
-        for e in &d.events {
+        let p = connection_case(true, &prefix, &data, &cuts)?;
+        for e in &p.server_events {
             prop_assert!(matches!(e, Event::Connected { .. } | Event::Request(_) | Event::Closed(_)), "{:?}", e);
         }
     }
@@ -634,11 +547,11 @@ proptest! {
     ) {
         // The client is seeded with 4, so the real server flight for seed 4 is valid for it.
         let prefix = if with_flight { real_flights(4).1 } else { Vec::new() };
-        let d = connection_case(false, &prefix, &data, &cuts)?;
+        let p = connection_case(false, &prefix, &data, &cuts)?;
         if with_flight {
-            prop_assert!(matches!(d.events.first(), Some(Event::ServerKey(_))));
+            prop_assert!(matches!(p.client_events.first(), Some(Event::ServerKey(_))), "{:?} {:?}", p.client_events, p.client_error);
         }
-        for e in &d.events {
+        for e in &p.client_events {
             prop_assert!(!matches!(e, Event::Request(_)), "{:?}", e);
         }
     }
@@ -652,54 +565,47 @@ proptest! {
         let (_, flight) = real_flights(4);
         let mut junk = Vec::new();
         put_frame(&mut junk, &[&[0u8; 16][..], &data, &[0u8; 48]].concat());
-        let d = connection_case(false, &flight, &junk, &cuts)?;
+        let p = connection_case(false, &flight, &junk, &cuts)?;
         if !cfg!(feature = "fuzzing") {
-            prop_assert!(d.errored);
-            prop_assert!(!d.events.iter().any(|e| matches!(e, Event::Response(_) | Event::Closed(_))));
+            prop_assert!(p.client_error.is_some());
+            prop_assert!(!p.client_events.iter().any(|e| matches!(e, Event::Response(_) | Event::Closed(_))));
         }
     }
 }
 
-/// A complete exchange between a real client and server: handshake, the client's "ping"
-/// (sent by [`Driven`] once connected), its echo, and the server's close. Returns the
-/// server-to-client flights and the client's events.
-fn recorded_exchange() -> (Vec<Vec<u8>>, Vec<Event>) {
+/// A client seeded with 11 that pings once connected, fed by hand (the replay tests).
+fn replay_client(cuts: &[usize]) -> Pair {
     let now = Instant::now();
-    let mut client = Driven::new(Connection::client(Config::default(), rng(11), now), now);
-    let mut server = Connection::server(Config::default(), identity(), rng(12), now);
-    let mut s2c_all = Vec::new();
-    let mut answered = 0;
-    for _ in 0..20 {
-        client.drain().unwrap();
-        let c2s = std::mem::take(&mut client.out);
-        if !c2s.is_empty() && !server.is_closed() {
-            server.handle_input(now, &c2s).unwrap();
-        }
-        while let Some(e) = server.poll_event() {
-            if let Event::Request(r) = e {
-                let resp = Response {
-                    id: r.id,
-                    result: Ok(r.args),
-                };
-                server.respond(&resp).unwrap();
-                answered += 1;
-            }
-        }
-        if answered > 0 && !server.is_closed() {
-            server.close(CloseCode::Normal, "done");
-        }
-        let mut s2c = Vec::new();
-        server.poll_transmit(&mut s2c);
-        if s2c.is_empty() && c2s.is_empty() {
-            break;
-        }
-        s2c_all.push(s2c.clone());
-        client.feed(&[&s2c]).unwrap();
-    }
-    assert!(client.conn.is_closed() && server.is_closed());
-    assert!(!client.errored);
-    assert_eq!(client.events.len(), 4, "{:?}", client.events);
-    (s2c_all, client.events)
+    let mut p = Pair::from_connections(
+        Connection::client(Config::default(), rng(11), now),
+        Connection::server(Config::default(), identity(), rng(12), now),
+        now,
+    );
+    p.s2c_split = Split::Cuts(cuts.to_vec());
+    p.piece_delay = Duration::from_millis(1);
+    p.auto.ping_on_connect = true;
+    p
+}
+
+/// A complete exchange between a real client and server: handshake, the client's "ping"
+/// (sent once connected), its echo, and the server's close. Returns the server-to-client
+/// flights and the client's events.
+fn recorded_exchange() -> (Vec<Vec<u8>>, Vec<Event>) {
+    let mut p = replay_client(&[]);
+    p.drive().unwrap();
+    assert_eq!(p.responses().len(), 1);
+    p.server.close(CloseCode::Normal, "done");
+    p.drive().unwrap();
+    assert!(p.client.is_closed() && p.server.is_closed());
+    assert!(p.client_error.is_none());
+    assert_eq!(p.client_events.len(), 4, "{:?}", p.client_events);
+    let s2c_all = p
+        .flights
+        .iter()
+        .filter(|(dir, _)| *dir == Dir::ServerToClient)
+        .map(|(_, bytes)| bytes.clone())
+        .collect();
+    (s2c_all, p.client_events)
 }
 
 fn exchange() -> &'static (Vec<Vec<u8>>, Vec<Event>) {
@@ -716,13 +622,12 @@ proptest! {
     #[test]
     fn client_replay_any_chunking_same_events(cuts in prop::collection::vec(any::<usize>(), 0..40)) {
         let (s2c, events) = exchange();
-        let now = Instant::now();
-        let mut d = Driven::new(Connection::client(Config::default(), rng(11), now), now);
+        let mut p = replay_client(&cuts);
         for flight in s2c {
-            d.feed(&split(flight, &cuts))?;
+            p.deliver_to_client(flight).map_err(fail)?;
         }
-        prop_assert!(!d.errored);
-        prop_assert_eq!(&d.events, events);
+        prop_assert!(p.client_error.is_none());
+        prop_assert_eq!(&p.client_events, events);
     }
 
     /// Flipping any bit of the server stream never yields a different event: the client's
@@ -741,13 +646,13 @@ proptest! {
             }
             at -= flight.len();
         }
-        let now = Instant::now();
-        let mut d = Driven::new(Connection::client(Config::default(), rng(11), now), now);
+        let mut p = replay_client(&cuts);
         for flight in &s2c {
-            d.feed(&split(flight, &cuts))?;
+            // The tampering makes the client fail; the pair checks the failure is final.
+            let _ = p.deliver_to_client(flight);
         }
-        prop_assert!(d.events.len() < events.len(), "tampering at {} went unnoticed", at);
-        prop_assert_eq!(&d.events[..], &events[..d.events.len()]);
+        prop_assert!(p.client_events.len() < events.len(), "tampering at {} went unnoticed", at);
+        prop_assert_eq!(&p.client_events[..], &events[..p.client_events.len()]);
     }
 
     /// A real client and server over arbitrarily chunked links: every request gets its echo.
@@ -758,38 +663,36 @@ proptest! {
         cuts in prop::collection::vec(any::<usize>(), 0..10),
     ) {
         let now = Instant::now();
-        let mut client = Driven::new(Connection::client(Config::default(), rng(21), now), now);
-        let mut server = Driven::new(Connection::server(Config::default(), identity(), rng(22), now), now);
+        let mut p = Pair::from_connections(
+            Connection::client(Config::default(), rng(21), now),
+            Connection::server(Config::default(), identity(), rng(22), now),
+            now,
+        );
+        p.set_split(Split::Cuts(cuts));
+        p.piece_delay = Duration::from_millis(1);
+        p.auto.ping_on_connect = true;
         let mut expected = Vec::new();
         let mut sent = false;
         for _ in 0..30 {
-            client.drain()?;
-            if client.conn.is_connected() && !sent {
+            p.handle_events().map_err(fail)?;
+            if p.client.is_connected() && !sent {
                 for (name, args) in &requests {
-                    let id = client.conn.send_request(name, args.clone()).unwrap();
+                    let id = p.client.send_request(name, args.clone()).unwrap();
                     expected.push(Response { id, result: Ok(args.clone()) });
                 }
                 sent = true;
             }
-            let c2s = std::mem::take(&mut client.out);
-            server.feed(&split(&c2s, &cuts))?;
-            let s2c = std::mem::take(&mut server.out);
-            client.feed(&split(&s2c, &cuts))?;
-            if c2s.is_empty() && s2c.is_empty() {
+            if !p.step().map_err(fail)? {
                 break;
             }
         }
-        prop_assert!(!client.errored && !server.errored);
-        let got: Vec<&Response> = client
-            .events
-            .iter()
-            .filter_map(|e| match e { Event::Response(r) => Some(r), _ => None })
-            .collect();
-        // `Driven` also sent one "ping" with argument "p" on Connected: id 1.
+        prop_assert!(p.client_error.is_none() && p.server_error.is_none());
+        let got = p.responses();
+        // The pair also sent one "ping" with argument "p" on Connected: id 1.
         prop_assert_eq!(got.len(), expected.len() + 1);
         for r in &expected {
             prop_assert!(got.contains(&r), "missing {:?}", r);
         }
-        prop_assert_eq!(client.conn.session_id(), server.conn.session_id());
+        prop_assert_eq!(p.client.session_id(), p.server.session_id());
     }
 }

@@ -36,9 +36,12 @@ use vserv_core::wire::{
     CONTENT_SERVER_AUTH, ClientFinished, ClientHello, MAX_PAYLOAD, ServerAuth, ServerHello,
 };
 use vserv_core::{
-    Close, CloseCode, Config, Connection, Error, Event, Request, Response, ServerIdentity,
+    Close, CloseCode, Config, Connection, Error, Event, Request, Response, Role, ServerIdentity,
     ServerKey,
 };
+
+mod support;
+use support::pair::{Auto, Dir, Pair, Split};
 
 // ---------------------------------------------------------------------------------------------
 // JSON model
@@ -538,98 +541,96 @@ struct Driven {
     server_events: Vec<Event>,
 }
 
+#[cfg(not(feature = "fuzzing"))] // only the MAC tests step by hand
 fn take(conn: &mut Connection) -> Vec<u8> {
     let mut out = Vec::new();
     conn.poll_transmit(&mut out);
     out
 }
 
+#[cfg(not(feature = "fuzzing"))] // only the MAC tests step by hand
 fn events(conn: &mut Connection) -> Vec<Event> {
     std::iter::from_fn(|| conn.poll_event()).collect()
 }
 
-/// Runs the scripted session: handshake, ping, key update, ping, close.
-fn drive(inputs: &Inputs) -> Driven {
+/// Answers the vectors' `ping` requests with `pong`.
+fn pong(req: &Request) -> Response {
+    let result = Command::parse(req).map(|cmd| match cmd {
+        Command::Ping { payload } => Reply::Pong(payload).to_fields(),
+        other => panic!("unexpected command {other:?}"),
+    });
+    Response { id: req.id, result }
+}
+
+/// The client and server of the vectors (replay RNGs, the vectors' identity) in a [`Pair`]
+/// that answers pings and leaves the trust decision to the test; and the counters of the
+/// bytes each RNG handed out.
+fn vector_pair(inputs: &Inputs) -> (Pair, Arc<AtomicUsize>, Arc<AtomicUsize>) {
     let now = Instant::now();
     let identity = Arc::new(
         ServerIdentity::from_secret_bytes(&inputs.server_identity_secret.0).expect("identity"),
     );
     let (client_rng, client_used) = Replay::new(stream_of(&inputs.client_rng));
     let (server_rng, server_used) = Replay::new(stream_of(&inputs.server_rng));
-    let mut client = Connection::client(Config::default(), Box::new(client_rng), now);
-    let mut server = Connection::server(Config::default(), identity, Box::new(server_rng), now);
-    let mut frames = Vec::new();
-    let mut client_events = Vec::new();
-    let mut server_events = Vec::new();
+    let mut pair = Pair::from_connections(
+        Connection::client(Config::default(), Box::new(client_rng), now),
+        Connection::server(Config::default(), identity, Box::new(server_rng), now),
+        now,
+    );
+    pair.auto = Auto {
+        accept_key: false,
+        ping_on_connect: false,
+        answer: Some(pong),
+    };
+    (pair, client_used, server_used)
+}
 
-    let send = |from: &mut Connection,
-                to: &mut Connection,
-                dir: &'static str,
-                frames: &mut Vec<(&'static str, Vec<u8>)>| {
-        let bytes = take(from);
-        assert!(!bytes.is_empty(), "nothing to send {dir}");
-        for f in split_frames(&bytes) {
-            frames.push((dir, f));
-        }
-        to.handle_input(now, &bytes).expect("handle_input");
-    };
-    let serve = |server: &mut Connection, server_events: &mut Vec<Event>| {
-        for e in events(server) {
-            if let Event::Request(req) = &e {
-                let result = Command::parse(req).map(|cmd| match cmd {
-                    Command::Ping { payload } => Reply::Pong(payload).to_fields(),
-                    other => panic!("unexpected command {other:?}"),
-                });
-                server
-                    .respond(&Response { id: req.id, result })
-                    .expect("respond");
-            }
-            server_events.push(e);
-        }
-    };
+/// Moves one flight that must not be empty.
+fn send(p: &mut Pair, from: Role) {
+    let moved = p.transmit(from).expect("handle_input");
+    assert!(moved > 0, "nothing to send from the {from:?}");
+}
+
+/// Runs the scripted session: handshake, ping, key update, ping, close.
+fn drive(inputs: &Inputs) -> Driven {
+    let (mut p, client_used, server_used) = vector_pair(inputs);
+    let now = p.now;
 
     // ClientHello -> ServerHello + ServerAuth.
-    send(&mut client, &mut server, C2S, &mut frames);
-    server_events.extend(events(&mut server));
-    send(&mut server, &mut client, S2C, &mut frames);
-    let ev = events(&mut client);
+    send(&mut p, Role::Client);
+    send(&mut p, Role::Server);
+    let ev = &p.client_events;
     assert!(
         matches!(ev.as_slice(), [Event::ServerKey(_)]),
         "client events after ServerAuth: {ev:?}"
     );
-    client_events.extend(ev);
-    client.accept_server_key(now).expect("accept_server_key");
-    client_events.extend(events(&mut client));
+    p.client.accept_server_key(now).expect("accept_server_key");
+    p.handle_events().expect("events");
     // ClientFinished.
-    send(&mut client, &mut server, C2S, &mut frames);
-    server_events.extend(events(&mut server));
-    assert!(client.is_connected() && server.is_connected());
+    send(&mut p, Role::Client);
+    assert!(p.client.is_connected() && p.server.is_connected());
 
     // ping 1.
-    client
+    p.client
         .send_request("ping", vec![inputs.first_ping_payload.as_bytes().to_vec()])
         .expect("send_request");
-    send(&mut client, &mut server, C2S, &mut frames);
-    serve(&mut server, &mut server_events);
-    send(&mut server, &mut client, S2C, &mut frames);
-    client_events.extend(events(&mut client));
+    send(&mut p, Role::Client);
+    send(&mut p, Role::Server);
 
     // KeyUpdate, then ping 2 under the next client generation.
-    client.update_keys().expect("update_keys");
-    client
+    p.client.update_keys().expect("update_keys");
+    p.client
         .send_request("ping", vec![inputs.second_ping_payload.as_bytes().to_vec()])
         .expect("send_request");
-    send(&mut client, &mut server, C2S, &mut frames);
-    serve(&mut server, &mut server_events);
-    send(&mut server, &mut client, S2C, &mut frames);
-    client_events.extend(events(&mut client));
+    send(&mut p, Role::Client);
+    send(&mut p, Role::Server);
 
     // Close.
-    client.close(CloseCode::from_u16(inputs.close_code), &inputs.close_reason);
-    send(&mut client, &mut server, C2S, &mut frames);
-    server_events.extend(events(&mut server));
-    assert!(client.is_closed() && server.is_closed());
-    assert!(take(&mut client).is_empty() && take(&mut server).is_empty());
+    p.client
+        .close(CloseCode::from_u16(inputs.close_code), &inputs.close_reason);
+    send(&mut p, Role::Client);
+    assert!(p.client.is_closed() && p.server.is_closed());
+    assert!(p.take_output(Role::Client).is_empty() && p.take_output(Role::Server).is_empty());
 
     assert_eq!(
         client_used.load(Ordering::SeqCst),
@@ -641,10 +642,21 @@ fn drive(inputs: &Inputs) -> Driven {
         stream_of(&inputs.server_rng).len(),
         "server RNG not fully consumed"
     );
+    let frames = p
+        .flights
+        .iter()
+        .flat_map(|(dir, bytes)| {
+            let dir = match dir {
+                Dir::ClientToServer => C2S,
+                Dir::ServerToClient => S2C,
+            };
+            split_frames(bytes).into_iter().map(move |f| (dir, f))
+        })
+        .collect();
     Driven {
         frames,
-        client_events,
-        server_events,
+        client_events: p.client_events,
+        server_events: p.server_events,
     }
 }
 
@@ -1499,30 +1511,19 @@ fn handshake_connections_reproduce_the_wire() {
 #[test]
 fn handshake_streams_byte_by_byte() {
     let v: HandshakeVectors = read_json("handshake.json");
-    let now = Instant::now();
-    let identity = Arc::new(
-        ServerIdentity::from_secret_bytes(&v.inputs.server_identity_secret.0).expect("identity"),
-    );
-    let (rng, _) = Replay::new(stream_of(&v.inputs.server_rng));
-    let mut server = Connection::server(Config::default(), identity, Box::new(rng), now);
-    let mut out = Vec::new();
-    let mut requests = 0;
-    for b in &v.streams.client_to_server.0 {
-        server.handle_input(now, &[*b]).expect("server input");
-        while let Some(e) = server.poll_event() {
-            if let Event::Request(req) = e {
-                requests += 1;
-                let result = Ok(req.args.clone());
-                server
-                    .respond(&Response { id: req.id, result })
-                    .expect("respond");
-            }
-        }
-        server.poll_transmit(&mut out);
-    }
+    let (mut p, _, _) = vector_pair(&v.inputs);
+    p.auto.answer = Some(support::pair::echo);
+    p.c2s_split = Split::Chunks(1);
+    p.deliver_to_server(&v.streams.client_to_server.0)
+        .expect("server input");
+    let requests = p
+        .server_events
+        .iter()
+        .filter(|e| matches!(e, Event::Request(_)))
+        .count();
     assert_eq!(requests, 2);
-    assert!(server.is_closed());
-    assert_eq!(Hex(out), v.streams.server_to_client);
+    assert!(p.server.is_closed());
+    assert_eq!(Hex(p.take_output(Role::Server)), v.streams.server_to_client);
 }
 
 #[test]
@@ -1614,25 +1615,12 @@ fn vectors_match_the_generator() {
 /// the ServerAuth record (under `server_hs`, seq 0) has been opened by the client.
 #[cfg(not(feature = "fuzzing"))] // only its callers' MAC checks need it
 fn handshake_until_trust(v: &HandshakeVectors) -> (Connection, Connection) {
-    let now = Instant::now();
-    let identity = Arc::new(
-        ServerIdentity::from_secret_bytes(&v.inputs.server_identity_secret.0).expect("identity"),
-    );
-    let (client_rng, _) = Replay::new(stream_of(&v.inputs.client_rng));
-    let (server_rng, _) = Replay::new(stream_of(&v.inputs.server_rng));
-    let mut client = Connection::client(Config::default(), Box::new(client_rng), now);
-    let mut server = Connection::server(Config::default(), identity, Box::new(server_rng), now);
-    server
-        .handle_input(now, &take(&mut client))
-        .expect("ClientHello");
-    client
-        .handle_input(now, &take(&mut server))
+    let (mut p, _, _) = vector_pair(&v.inputs);
+    p.transmit(Role::Client).expect("ClientHello");
+    p.transmit(Role::Server)
         .expect("ServerHello and ServerAuth");
-    assert!(matches!(
-        events(&mut client).as_slice(),
-        [Event::ServerKey(_)]
-    ));
-    (client, server)
+    assert!(matches!(p.client_events.as_slice(), [Event::ServerKey(_)]));
+    p.into_connections()
 }
 
 /// protocol.md §10: a ClientFinished whose MAC is wrong (in a record that authenticates) is

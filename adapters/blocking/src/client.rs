@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use vserv_core::CloseCode;
 use vserv_core::commands::{Command, Reply};
 use vserv_service::client::{ClientError, ClientOptions, ClientSession};
-use vserv_store::rng::os_rng;
+use vserv_service::system::os_rng;
 
 /// A connected, authenticated client session over TCP.
 pub struct Client {

@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 
 use vserv_core::session::refusal;
 use vserv_core::{CloseCode, Connection, ServerIdentity};
+use vserv_service::system::os_rng;
 use vserv_service::work::Wake;
 use vserv_service::{ConnectionLimiter, ServerOptions, Service, Session};
-use vserv_store::rng::os_rng;
 
 use crate::pool::WorkPool;
 use crate::wake::{self, PipeWake};

@@ -70,7 +70,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
     // Bind first: an address that cannot be used fails before anything is created.
     let listener = std::net::TcpListener::bind(&args.listen)
         .with_context(|| format!("listening on {}", args.listen))?;
-    let mut rng = vserv_store::rng::os_rng()?;
+    let mut rng = vserv_service::system::os_rng()?;
     let loaded = vserv_store::identity::load_or_create(&args.data, &mut *rng)
         .with_context(|| format!("loading the server identity from {}", args.data.display()))?;
     let identity = Arc::new(loaded.identity);
@@ -95,7 +95,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
         store.clone(),
         args.password,
         args.password_checks,
-        vserv_store::rng::os_rng()?,
+        vserv_service::system::os_rng()?,
     )
     .context("setting up accounts")?;
     let ledger = Arc::new(vserv_service::ledger::Ledger::new(store, identity.clone()));
@@ -279,7 +279,7 @@ pub struct KeygenArgs {
 ///
 /// [`USER_KEY_LABEL`]: crate::credentials::USER_KEY_LABEL
 pub fn keygen(args: KeygenArgs) -> anyhow::Result<()> {
-    let mut rng = vserv_store::rng::os_rng()?;
+    let mut rng = vserv_service::system::os_rng()?;
     let key = ServerIdentity::generate(&mut *rng);
     vserv_store::keyfile::write_secret_key_file(
         &args.out,

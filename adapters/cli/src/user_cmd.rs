@@ -315,7 +315,7 @@ fn open_offline(dir: &Path, create: bool) -> anyhow::Result<Accounts> {
     Accounts::new(
         Arc::new(store),
         PasswordParams::DEFAULT,
-        vserv_store::rng::os_rng()?,
+        vserv_service::system::os_rng()?,
     )
     .context("setting up accounts")
 }

@@ -86,7 +86,7 @@ struct Hostile {
 
 impl Hostile {
     fn start() -> Hostile {
-        let mut rng = vserv_store::rng::os_rng().expect("rng");
+        let mut rng = vserv_service::system::os_rng().expect("rng");
         let identity = Arc::new(ServerIdentity::generate(&mut *rng));
         let fingerprint = identity.public_key().fingerprint().to_string();
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
@@ -125,7 +125,7 @@ impl Drop for Hostile {
 
 /// One connection: answers per [`answer`] until the client goes or the server stops.
 fn serve(mut stream: TcpStream, identity: Arc<ServerIdentity>, stop: &AtomicBool) {
-    let Ok(rng) = vserv_store::rng::os_rng() else {
+    let Ok(rng) = vserv_service::system::os_rng() else {
         return;
     };
     let mut conn = Connection::server(Config::default(), identity, rng, Instant::now());

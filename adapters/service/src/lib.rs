@@ -16,27 +16,14 @@ mod ledger_layout;
 mod ledger_query;
 pub mod limits;
 mod server;
+pub mod system;
 pub mod work;
 
 pub use limits::{
     ConnectionLimiter, LoginBackoff, Policy, RateLimit, UnauthenticatedSlot, UnauthenticatedSlots,
 };
 pub use server::{MAX_FAILED_LOGINS, MAX_RPUT_GROUP, Service, ServiceInfo, Session};
-
-/// The wall clock in Unix seconds (0 if the clock is before 1970), for account timestamps.
-pub fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
-/// The wall clock in Unix milliseconds (0 if the clock is before 1970), for ledger
-/// timestamps and [`Service::drive`].
-pub fn unix_now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
+pub use system::{unix_now, unix_now_ms};
 
 /// Accounts kept in memory with the cheapest argon2 parameters: for tests and simulations,
 /// never for a real server.

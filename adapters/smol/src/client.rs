@@ -10,7 +10,7 @@ use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use vserv_core::CloseCode;
 use vserv_core::commands::{Command, Reply};
 use vserv_service::client::{ClientError, ClientOptions, ClientSession};
-use vserv_store::rng::os_rng;
+use vserv_service::system::os_rng;
 
 /// How long flushing the final close record may take once the session has ended.
 const CLOSE_FLUSH_GRACE: Duration = Duration::from_secs(2);

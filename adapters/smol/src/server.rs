@@ -17,9 +17,9 @@ use smol::Executor;
 use smol::channel::{Receiver, Sender};
 use vserv_core::session::refusal;
 use vserv_core::{CloseCode, Connection, ServerIdentity};
+use vserv_service::system::os_rng;
 use vserv_service::work::{Runner, Wake, Work};
 use vserv_service::{ConnectionLimiter, ServerOptions, Service, Session};
-use vserv_store::rng::os_rng;
 
 /// How long a closing connection may take to flush its final close record.
 const CLOSE_FLUSH_GRACE: Duration = Duration::from_secs(2);

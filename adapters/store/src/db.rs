@@ -67,7 +67,6 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, RwLock};
 
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode, Readable};
-use rand_core::Rng;
 
 use crate::kv::{Op, Store, StoreError, Table};
 use crate::mark::{self, Mark, MarkWriter, ReadMark};
@@ -435,9 +434,8 @@ fn initialise(db: Database, path: &Path) -> Result<(OpenDb, [u8; 16]), StoreErro
         .get(&Table::Meta)
         .ok_or_else(|| StoreError::Backend("the meta keyspace was not created".into()))?;
     let mut store_id = [0u8; 16];
-    crate::rng::os_rng()
-        .map_err(|e| StoreError::Backend(format!("no OS randomness for the store id: {e}")))?
-        .fill_bytes(&mut store_id);
+    crate::rng::fill_from_os(&mut store_id)
+        .map_err(|e| StoreError::Backend(format!("no OS randomness for the store id: {e}")))?;
     let mut batch = db.batch().durability(Some(PersistMode::SyncAll));
     batch.insert(meta, SCHEMA_KEY, SCHEMA_VERSION.to_be_bytes().to_vec());
     batch.insert(meta, STORE_ID_KEY, store_id.to_vec());

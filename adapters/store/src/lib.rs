@@ -21,7 +21,7 @@ pub mod known_servers;
 pub mod kv;
 pub mod mark;
 pub mod memory;
-pub mod rng;
+mod rng;
 pub mod trust;
 
 pub use db::{FjallStore, OpenOptions, SCHEMA_VERSION};

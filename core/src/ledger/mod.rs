@@ -13,9 +13,12 @@
 //! it plus the hash links in between. Entries after the newest signed head are not yet
 //! authenticated; [`ChainVerifier::finish_signed`] reports them.
 //!
+//! [`export`] is the JSON Lines export format and its streaming verifier.
+//!
 //! Nothing here performs I/O or reads a clock: timestamps are supplied by the caller.
 
 mod entry;
+pub mod export;
 mod fields;
 mod head;
 mod verify;

@@ -42,11 +42,11 @@ fn time(budget: Duration, mut f: impl FnMut() -> anyhow::Result<()>) -> anyhow::
 /// connected (all protocol crypto of one handshake, both sides, no sockets).
 fn in_memory_handshake(identity: &Arc<ServerIdentity>) -> anyhow::Result<()> {
     let now = Instant::now();
-    let mut client = Connection::client(Config::default(), vserv_store::rng::os_rng()?, now);
+    let mut client = Connection::client(Config::default(), vserv_service::system::os_rng()?, now);
     let mut server = Connection::server(
         Config::default(),
         identity.clone(),
-        vserv_store::rng::os_rng()?,
+        vserv_service::system::os_rng()?,
         now,
     );
     let mut buf = Vec::new();
@@ -76,7 +76,7 @@ fn in_memory_handshake(identity: &Arc<ServerIdentity>) -> anyhow::Result<()> {
 
 /// Measures the parts, each for about `budget`.
 pub fn parts(budget: Duration, known_servers: &std::path::Path) -> anyhow::Result<Vec<Part>> {
-    let mut rng = vserv_store::rng::os_rng()?;
+    let mut rng = vserv_service::system::os_rng()?;
     let identity = Arc::new(ServerIdentity::generate(&mut *rng));
     let server_key = identity.public_key();
     let scalar = keys::random_scalar(&mut *rng);
@@ -142,7 +142,7 @@ pub fn parts(budget: Duration, known_servers: &std::path::Path) -> anyhow::Resul
         "os_rng() (getrandom + ChaCha seed)",
         "2 (client, server)",
         time(budget, || {
-            black_box(vserv_store::rng::os_rng()?);
+            black_box(vserv_service::system::os_rng()?);
             Ok(())
         })?,
     );

@@ -185,7 +185,7 @@ impl Bench {
         let accounts = Accounts::new(
             store.clone(),
             PasswordParams::INSECURE_FAST,
-            vserv_store::rng::os_rng()?,
+            vserv_service::system::os_rng()?,
         )
         .context("setting up accounts")?;
         accounts
@@ -196,7 +196,7 @@ impl Bench {
                 vserv_service::unix_now(),
             )
             .context("creating the benchmark user")?;
-        let mut rng = vserv_store::rng::os_rng()?;
+        let mut rng = vserv_service::system::os_rng()?;
         let identity = Arc::new(ServerIdentity::generate(&mut *rng));
         let fingerprint = identity.public_key().fingerprint();
         let ledger = Arc::new(Ledger::new(store, identity.clone()));

@@ -97,10 +97,10 @@ impl Target {
             }
             (Some(_), None) => bail!("--server needs --server-key"),
             (None, _) => {
-                let mut rng = vserv_store::rng::os_rng()?;
+                let mut rng = vserv_service::system::os_rng()?;
                 let identity = Arc::new(ServerIdentity::generate(&mut *rng));
                 let fingerprint = identity.public_key().fingerprint();
-                let accounts = vserv_service::ephemeral_accounts(vserv_store::rng::os_rng()?)?;
+                let accounts = vserv_service::ephemeral_accounts(vserv_service::system::os_rng()?)?;
                 let info = ServiceInfo {
                     name: "vserv-bench".into(),
                     fingerprint,

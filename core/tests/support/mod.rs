@@ -1,0 +1,4 @@
+//! Helpers shared by the core's integration tests. Each test binary uses only some of them.
+#![allow(dead_code)]
+
+pub mod pair;
