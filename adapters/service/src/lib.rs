@@ -2,6 +2,8 @@
 //! simulated drivers behave identically:
 //!
 //! - [`Service`]: the server side — answers typed commands on a [`vserv_core::Connection`].
+//! - [`Node`]: one server's pieces (identity, store, accounts, ledger, homes) assembled from
+//!   a data directory or in memory, with the start-up policy; it hands out the [`Service`].
 //! - [`client::ClientSession`]: the client side — trust decisions against `known_servers`,
 //!   request/response matching and typed replies.
 #![forbid(unsafe_code)]
@@ -15,11 +17,13 @@ pub mod ledger_export;
 mod ledger_layout;
 mod ledger_query;
 pub mod limits;
+pub mod node;
 mod server;
 
 pub use limits::{
     ConnectionLimiter, LoginBackoff, Policy, RateLimit, UnauthenticatedSlot, UnauthenticatedSlots,
 };
+pub use node::{Node, NodeBuilder, NodeError, NodeSettings, Startup};
 pub use server::{MAX_FAILED_LOGINS, MAX_RPUT_GROUP, Service, ServiceInfo, Session};
 
 /// The wall clock in Unix seconds (0 if the clock is before 1970), for account timestamps.
