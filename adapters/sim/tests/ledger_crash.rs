@@ -22,10 +22,9 @@ use rand::rngs::StdRng;
 use vserv_core::commands::{Command, Credential, Reply, SecretBytes, UserRole};
 use vserv_core::ledger::ZERO_HASH;
 use vserv_core::{Config, ErrorCode, ServerIdentity};
-use vserv_service::accounts::{Accounts, PasswordParams};
 use vserv_service::client::ClientError;
 use vserv_service::ledger::{CheckReport, Ledger};
-use vserv_service::{Service, ServiceInfo};
+use vserv_service::{Node, NodeSettings};
 use vserv_sim::{
     ClientSpec, EndpointId, Finish, LinkConfig, LinkSpec, RunEnd, SeedFailure, ServerId,
     ServerSpec, World, for_each_seed,
@@ -243,10 +242,6 @@ impl Run {
         let mut rng = world.fork_rng();
         let identity = Arc::new(ServerIdentity::generate(&mut world.fork_rng()));
         let store = MemoryStore::with_store_id(rng.random());
-        let accounts = accounts(&store, &mut world)?;
-        accounts
-            .create(USER, UserRole::User, PASSWORD, 1_700_000_000)
-            .map_err(|e| format!("creating the user: {e}"))?;
         // Mostly links that keep writes whole or nearly, so pipelined requests arrive
         // together and the server groups them into one commit.
         let chunk = [1, 64, 700, 4096, 0, 0][rng.random_range(0..6usize)];
@@ -256,7 +251,10 @@ impl Run {
             config = config.with_reset(0.003);
         }
         let link = LinkSpec::symmetric(config);
-        let ledger = Arc::new(Ledger::new(Arc::new(store.clone()), identity.clone()));
+        let node = node(&store, &identity, &mut world)?;
+        node.accounts()
+            .create(USER, UserRole::User, PASSWORD, 1_700_000_000)
+            .map_err(|e| format!("creating the user: {e}"))?;
         let mut run = Run {
             seed,
             rng,
@@ -264,29 +262,24 @@ impl Run {
             store,
             identity,
             server: ServerId(0),
-            ledger,
+            ledger: node.ledger().clone(),
             link,
             model: Model::default(),
             next_record: 0,
             connections: 0,
         };
-        run.server = run.boot(accounts)?;
+        run.server = run.boot(&node);
         Ok(run)
     }
 
-    /// Starts a server process over the store (and `accounts` on it).
-    fn boot(&mut self, accounts: Accounts) -> Result<ServerId, String> {
-        let info = ServiceInfo {
-            name: "ledger-crash".into(),
-            fingerprint: self.identity.public_key().fingerprint(),
-        };
-        let service = Service::new(info, Arc::new(accounts)).with_ledger(self.ledger.clone());
-        Ok(self.world.add_server(ServerSpec {
+    /// Starts a server process: the service of `node` (over the store).
+    fn boot(&mut self, node: &Node) -> ServerId {
+        self.world.add_server(ServerSpec {
             identity: self.identity.clone(),
-            service,
+            service: node.service(),
             max_connections: 64,
             config: Config::default(),
-        }))
+        })
     }
 
     /// Connects a client that logs in and sends `records` (ids of `self.model.sent`).
@@ -474,24 +467,28 @@ impl Run {
     /// The store comes back with what was committed; a new server process starts on it.
     fn restart(&mut self) -> Result<(), String> {
         self.store.restart();
-        self.ledger = Arc::new(Ledger::new(
-            Arc::new(self.store.clone()),
-            self.identity.clone(),
-        ));
+        let node = node(&self.store, &self.identity, &mut self.world)?;
+        self.ledger = node.ledger().clone();
         self.model.verify(&self.ledger)?;
-        let accounts = accounts(&self.store, &mut self.world)?;
-        self.server = self.boot(accounts)?;
+        self.server = self.boot(&node);
         Ok(())
     }
 }
 
-fn accounts(store: &MemoryStore, world: &mut World) -> Result<Accounts, String> {
-    Accounts::new(
-        Arc::new(store.clone()),
-        PasswordParams::INSECURE_FAST,
-        Box::new(world.fork_rng()),
+/// A server process's node over `store` (its accounts and its feed), salted from `world`.
+fn node(
+    store: &MemoryStore,
+    identity: &Arc<ServerIdentity>,
+    world: &mut World,
+) -> Result<Node, String> {
+    Node::builder(
+        identity.clone(),
+        NodeSettings::insecure_fast("ledger-crash"),
     )
-    .map_err(|e| format!("accounts: {e}"))
+    .store(Arc::new(store.clone()))
+    .rng(Box::new(world.fork_rng()))
+    .build()
+    .map_err(|e| format!("node: {e}"))
 }
 
 /// One seed: `crashes` server lives ended by a crash under load, then a final life that
