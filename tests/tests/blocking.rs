@@ -74,6 +74,11 @@ impl TestClient for BlockingClient {
 
 vserv_tests::suite!(Blocking);
 
+#[test]
+fn the_accept_loop_refuses_beyond_the_connection_rate() {
+    vserv_tests::sockets::the_accept_loop_refuses_beyond_the_connection_rate::<Blocking>();
+}
+
 /// Reads one frame (`len:u32be | body`) and returns its body.
 fn read_frame(s: &mut TcpStream) -> Vec<u8> {
     let mut len = [0u8; 4];

@@ -71,6 +71,11 @@ impl TestClient for SmolClient {
 
 vserv_tests::suite!(Smol);
 
+#[test]
+fn the_accept_loop_refuses_beyond_the_connection_rate() {
+    vserv_tests::sockets::the_accept_loop_refuses_beyond_the_connection_rate::<Smol>();
+}
+
 /// Starts a smol server for `fx` directly (for the smol-specific cases below).
 fn start_with(fx: &vserv_tests::Fixture, max_connections: usize, config: Config) -> ServerHandle {
     let options = ServerOptions {
