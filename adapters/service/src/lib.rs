@@ -41,16 +41,6 @@ pub fn unix_now_ms() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
-/// Accounts kept in memory with the cheapest argon2 parameters: for tests and simulations,
-/// never for a real server.
-pub fn ephemeral_accounts(
-    rng: Box<dyn rand_core::CryptoRng + Send>,
-) -> Result<std::sync::Arc<accounts::Accounts>, accounts::AccountError> {
-    let store = std::sync::Arc::new(vserv_store::memory::MemoryStore::new());
-    accounts::Accounts::new(store, accounts::PasswordParams::INSECURE_FAST, rng)
-        .map(std::sync::Arc::new)
-}
-
 /// Tunables of a server, whichever runtime drives it.
 #[derive(Debug, Clone)]
 pub struct ServerOptions {
