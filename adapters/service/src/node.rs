@@ -145,6 +145,8 @@ pub struct Node {
     accounts: Arc<Accounts>,
     ledger: Arc<Ledger>,
     files: Arc<dyn FileTree>,
+    /// Built once, so every clone handed out shares its limits and upload locks.
+    service: Service,
     settings: NodeSettings,
     startup: Startup,
 }
@@ -226,25 +228,16 @@ impl Node {
         }
     }
 
-    /// A new [`Service`] over this node's accounts, ledger and homes, with its policy and
-    /// hooks. Each call's connection and login limits are its own: a server asks once.
+    /// The [`Service`] over this node's accounts, ledger and homes, with its policy and
+    /// hooks. Every call returns a clone of the one service: all share its login backoff,
+    /// per-address slots and upload locks, as the connections of one server must.
     pub fn service(&self) -> Service {
-        Service::with_policy(
-            self.info(),
-            self.accounts.clone(),
-            self.settings.policy.clone(),
-        )
-        .with_ledger(self.ledger.clone())
-        .with_files(self.files.clone())
-        .with_hooks(self.settings.hooks.clone())
+        self.service.clone()
     }
 
     /// How the node describes itself: its name and its key's fingerprint.
-    pub fn info(&self) -> ServiceInfo {
-        ServiceInfo {
-            name: self.settings.name.clone(),
-            fingerprint: self.identity.public_key().fingerprint(),
-        }
+    pub fn info(&self) -> &ServiceInfo {
+        self.service.info()
     }
 
     /// The server's signing key.
@@ -381,13 +374,23 @@ impl NodeBuilder {
             rng,
         )
         .map_err(NodeError::Accounts)?;
+        let accounts = Arc::new(accounts);
         let ledger = Arc::new(Ledger::new(store.clone(), self.identity.clone()));
+        let info = ServiceInfo {
+            name: self.settings.name.clone(),
+            fingerprint: self.identity.public_key().fingerprint(),
+        };
+        let service = Service::with_policy(info, accounts.clone(), self.settings.policy.clone())
+            .with_ledger(ledger.clone())
+            .with_files(files.clone())
+            .with_hooks(self.settings.hooks.clone());
         let mut node = Node {
             identity: self.identity,
             store,
-            accounts: Arc::new(accounts),
+            accounts,
             ledger,
             files,
+            service,
             settings: self.settings,
             startup: Startup::default(),
         };

@@ -79,6 +79,13 @@ fn an_in_memory_node_is_a_whole_server() {
         node.ledger().head().expect("head").is_none(),
         "an empty ledger"
     );
+    assert!(
+        Arc::ptr_eq(
+            node.service().unauthenticated(),
+            node.service().unauthenticated()
+        ),
+        "every service handed out is the node's one service"
+    );
     let again = Node::in_memory(identity(1), settings, rng(2)).expect("node");
     assert_eq!(again.info().fingerprint, node.info().fingerprint);
     assert_eq!(again.info().name, "memory");
