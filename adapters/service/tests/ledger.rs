@@ -144,7 +144,6 @@ fn rcheck_names_the_changed_seq_through_the_service() {
     node.accounts()
         .create("root", UserRole::Admin, b"root-password", T0)
         .unwrap();
-    let _ledger = node.ledger().clone();
     let service = node.service();
     let mut session = Session::new(Some(PEER));
     let mut call = |cmd: &Command| {
