@@ -1,7 +1,7 @@
 //! The integration suite over real loopback sockets with the blocking runtime.
 
 use std::io::{Read, Write};
-use std::net::{Shutdown, TcpStream};
+use std::net::TcpStream;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -50,7 +50,7 @@ impl TestServer for BlockingServer {
         self.0.local_addr().to_string()
     }
     fn raw_exchange(&self, bytes: &[u8]) -> Vec<u8> {
-        raw_exchange(&self.address(), bytes)
+        vserv_tests::sockets::raw_exchange(&self.address(), bytes)
     }
     fn shutdown(self) {
         self.0.shutdown()
@@ -72,19 +72,12 @@ impl TestClient for BlockingClient {
     }
 }
 
-/// Writes `bytes`, half-closes, and collects the answer until EOF or 2 s.
-fn raw_exchange(addr: &str, bytes: &[u8]) -> Vec<u8> {
-    let mut s = TcpStream::connect(addr).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(2)))
-        .expect("timeout");
-    let _ = s.write_all(bytes);
-    let _ = s.shutdown(Shutdown::Write);
-    let mut out = Vec::new();
-    let _ = s.read_to_end(&mut out);
-    out
-}
-
 vserv_tests::suite!(Blocking);
+
+#[test]
+fn the_accept_loop_refuses_beyond_the_connection_rate() {
+    vserv_tests::sockets::the_accept_loop_refuses_beyond_the_connection_rate::<Blocking>();
+}
 
 /// Reads one frame (`len:u32be | body`) and returns its body.
 fn read_frame(s: &mut TcpStream) -> Vec<u8> {

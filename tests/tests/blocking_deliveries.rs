@@ -10,6 +10,7 @@ use vserv_blocking::{Client, Server, ServerHandle, ServerOptions};
 use vserv_core::commands::{
     Command, Credential, DeliveryState, ListPage, Reply, SecretBytes, SendArgs, UserRole,
 };
+use vserv_service::NodeSettings;
 use vserv_service::accounts::UserName;
 use vserv_service::files::delivery::HooksConfig;
 use vserv_service::files::{DiskTree, FileTree, FilesConfig, UserPath};
@@ -52,20 +53,21 @@ fn delivery_server(
     let hooks_dir = fx.dir().join("hooks");
     std::fs::create_dir(&hooks_dir).expect("hooks dir");
     let hook = script(&hooks_dir, "hook.sh", hook_body);
-    let service = fx
-        .service()
-        .with_files(tree.clone())
-        .with_hooks(HooksConfig {
+    let settings = NodeSettings {
+        hooks: HooksConfig {
             enabled: true,
             timeout: Duration::from_secs(20),
             programs_dir: Some(hooks_dir),
-        });
+        },
+        ..vserv_tests::settings()
+    };
+    let node = fx.node(settings).files(tree.clone()).build().expect("node");
     for name in ["alice", "bob"] {
-        service
-            .accounts()
+        node.accounts()
             .create(name, UserRole::User, b"password-1", 0)
             .expect("user");
     }
+    let service = node.service();
     let bob = UserName::parse("bob").expect("name");
     for dir in ["inbox", "inbox/default"] {
         tree.mkdir(&bob, &path(dir)).expect("mkdir");

@@ -1,7 +1,7 @@
 //! The integration suite over real loopback sockets with the smol runtime.
 
-use std::io::{Read, Write};
-use std::net::{Shutdown, TcpStream};
+use std::io::Read;
+use std::net::TcpStream;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -47,7 +47,7 @@ impl TestServer for SmolServer {
         self.0.local_addr().to_string()
     }
     fn raw_exchange(&self, bytes: &[u8]) -> Vec<u8> {
-        raw_exchange(&self.address(), bytes)
+        vserv_tests::sockets::raw_exchange(&self.address(), bytes)
     }
     fn shutdown(self) {
         self.0.shutdown()
@@ -69,19 +69,12 @@ impl TestClient for SmolClient {
     }
 }
 
-/// Writes `bytes`, half-closes, and collects the answer until EOF or 2 s.
-fn raw_exchange(addr: &str, bytes: &[u8]) -> Vec<u8> {
-    let mut s = TcpStream::connect(addr).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(2)))
-        .expect("timeout");
-    let _ = s.write_all(bytes);
-    let _ = s.shutdown(Shutdown::Write);
-    let mut out = Vec::new();
-    let _ = s.read_to_end(&mut out);
-    out
-}
-
 vserv_tests::suite!(Smol);
+
+#[test]
+fn the_accept_loop_refuses_beyond_the_connection_rate() {
+    vserv_tests::sockets::the_accept_loop_refuses_beyond_the_connection_rate::<Smol>();
+}
 
 /// Starts a smol server for `fx` directly (for the smol-specific cases below).
 fn start_with(fx: &vserv_tests::Fixture, max_connections: usize, config: Config) -> ServerHandle {

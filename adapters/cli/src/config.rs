@@ -54,7 +54,7 @@ use vserv_service::accounts::checks::{MAX_CONCURRENT_LIMIT, MAX_QUEUED_LIMIT};
 use vserv_service::accounts::{CheckLimits, PasswordParams};
 use vserv_service::files::delivery::HooksConfig;
 use vserv_service::files::{DEFAULT_MIN_FREE_BYTES, DEFAULT_PARTIAL_EXPIRY, FilesConfig};
-use vserv_service::{LoginBackoff, Policy, RateLimit};
+use vserv_service::{LoginBackoff, NodeSettings, Policy, RateLimit};
 
 /// Which runtime drives the server (`runtime` in the file, `--runtime` on the command line).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
@@ -198,8 +198,6 @@ pub struct Settings {
     pub listen: String,
     /// Data directory.
     pub data: PathBuf,
-    /// Server name.
-    pub name: String,
     /// Runtime.
     pub runtime: Runtime,
     /// Connections served at once.
@@ -210,20 +208,9 @@ pub struct Settings {
     pub idle_timeout: Duration,
     /// Login grace time; `None`: sessions may stay anonymous until their idle timeout.
     pub login_grace: Option<Duration>,
-    /// Abuse limits and `tout` bounds.
-    pub policy: Policy,
-    /// argon2id parameters for new hashes.
-    pub password: PasswordParams,
-    /// Password checks running and waiting at once.
-    pub password_checks: CheckLimits,
-    /// Versions kept and per-user quota of the file homes.
-    pub files: FilesConfig,
-    /// How long a partial upload may go unwritten before it is deleted; `None`: never.
-    pub partial_expiry: Option<Duration>,
-    /// Free bytes uploads never take from the homes' file system (0: no reserve).
-    pub min_free_bytes: u64,
-    /// Whether and how inbox folder hooks run.
-    pub hooks: HooksConfig,
+    /// What the node in `data` is opened with: name, abuse limits, argon2, homes, hooks,
+    /// data-loss policy.
+    pub node: NodeSettings,
 }
 
 /// Values given on the command line; each overrides the file.
@@ -239,6 +226,8 @@ pub struct Overrides {
     pub runtime: Option<Runtime>,
     /// `--max-connections`.
     pub max_connections: Option<usize>,
+    /// `--accept-data-loss`.
+    pub accept_data_loss: bool,
 }
 
 impl FileConfig {
@@ -475,29 +464,33 @@ pub fn resolve(file: FileConfig, flags: Overrides) -> Result<Settings, ConfigErr
             .data
             .or(file.data)
             .unwrap_or_else(|| PathBuf::from("./vserv-data")),
-        name,
         runtime: flags.runtime.or(file.runtime).unwrap_or(Runtime::Blocking),
         max_connections,
         handshake_timeout: Duration::from_secs(handshake),
         idle_timeout: Duration::from_secs(idle),
         login_grace: (grace > 0).then(|| Duration::from_secs(grace)),
-        policy: Policy {
-            login: LoginBackoff {
-                base_secs,
-                cap_secs,
-                ..LoginBackoff::DEFAULT
+        node: NodeSettings {
+            name,
+            policy: Policy {
+                login: LoginBackoff {
+                    base_secs,
+                    cap_secs,
+                    ..LoginBackoff::DEFAULT
+                },
+                connection_rate,
+                idle_timeout_min: Duration::from_secs(idle_min),
+                idle_timeout_max: Duration::from_secs(idle_max),
+                max_unauthenticated_per_ip: (max_unauthenticated > 0)
+                    .then_some(max_unauthenticated),
             },
-            connection_rate,
-            idle_timeout_min: Duration::from_secs(idle_min),
-            idle_timeout_max: Duration::from_secs(idle_max),
-            max_unauthenticated_per_ip: (max_unauthenticated > 0).then_some(max_unauthenticated),
+            password,
+            password_checks,
+            files,
+            partial_expiry,
+            min_free_bytes,
+            hooks,
+            accept_data_loss: flags.accept_data_loss,
         },
-        password,
-        password_checks,
-        files,
-        partial_expiry,
-        min_free_bytes,
-        hooks,
     })
 }
 
@@ -526,9 +519,14 @@ mod tests {
         let from_sample = resolve(file, Overrides::default()).unwrap();
         let defaults = resolve(FileConfig::default(), Overrides::default()).unwrap();
         assert_eq!(from_sample, defaults);
-        assert_eq!(defaults.password, PasswordParams::DEFAULT);
-        assert_eq!(defaults.password_checks, CheckLimits::from_cpus());
-        assert_eq!(defaults.policy, Policy::default());
+        assert_eq!(defaults.node.password, PasswordParams::DEFAULT);
+        assert_eq!(defaults.node.password_checks, CheckLimits::from_cpus());
+        assert_eq!(defaults.node.policy, Policy::default());
+        assert_eq!(
+            defaults.node,
+            NodeSettings::default(),
+            "no configuration opens the node with its own defaults"
+        );
         assert_eq!(
             defaults.idle_timeout,
             vserv_core::Config::default().idle_timeout
@@ -579,24 +577,27 @@ mod tests {
         };
         let s = resolve(file, flags).unwrap();
         assert_eq!(s.listen, "0.0.0.0:9000");
-        assert_eq!(s.name, "from-flag", "flags override the file");
+        assert_eq!(s.node.name, "from-flag", "flags override the file");
         assert_eq!(s.runtime, Runtime::Smol);
         assert_eq!(s.idle_timeout, Duration::from_secs(60));
-        assert_eq!(s.policy.connection_rate, None);
+        assert_eq!(s.node.policy.connection_rate, None);
         assert_eq!(s.login_grace, None, "0 turns the login grace off");
-        assert_eq!(s.policy.max_unauthenticated_per_ip, Some(3));
+        assert_eq!(s.node.policy.max_unauthenticated_per_ip, Some(3));
         let defaults = resolve(FileConfig::default(), Overrides::default()).unwrap();
         assert_eq!(defaults.login_grace, Some(Duration::from_secs(60)));
-        assert_eq!(defaults.policy.max_unauthenticated_per_ip, Some(10));
+        assert_eq!(defaults.node.policy.max_unauthenticated_per_ip, Some(10));
         let off = resolve(
             FileConfig::parse("max_unauthenticated_per_ip = 0").unwrap(),
             Overrides::default(),
         )
         .unwrap();
-        assert_eq!(off.policy.max_unauthenticated_per_ip, None);
-        assert_eq!((s.policy.login.base_secs, s.policy.login.cap_secs), (2, 60));
+        assert_eq!(off.node.policy.max_unauthenticated_per_ip, None);
         assert_eq!(
-            s.password,
+            (s.node.policy.login.base_secs, s.node.policy.login.cap_secs),
+            (2, 60)
+        );
+        assert_eq!(
+            s.node.password,
             PasswordParams {
                 m_cost_kib: 65536,
                 t_cost: 3,
@@ -604,7 +605,7 @@ mod tests {
             }
         );
         assert_eq!(
-            s.password_checks,
+            s.node.password_checks,
             CheckLimits {
                 max_concurrent: 3,
                 max_queued: 0
@@ -685,15 +686,15 @@ mod tests {
     #[test]
     fn hooks_are_off_by_default_and_checked() {
         let defaults = resolve(FileConfig::default(), Overrides::default()).unwrap();
-        assert!(!defaults.hooks.enabled);
-        assert_eq!(defaults.hooks.timeout, Duration::from_secs(10));
+        assert!(!defaults.node.hooks.enabled);
+        assert_eq!(defaults.node.hooks.timeout, Duration::from_secs(10));
         let file = FileConfig::parse(
             "[hooks]\nenabled = true\ntimeout_secs = 2\ndir = \"/etc/vserv/hooks\"",
         )
         .unwrap();
         let s = resolve(file, Overrides::default()).unwrap();
         assert_eq!(
-            s.hooks,
+            s.node.hooks,
             HooksConfig {
                 enabled: true,
                 timeout: Duration::from_secs(2),
@@ -715,41 +716,47 @@ mod tests {
     fn files_versions_and_quota() {
         let file = FileConfig::parse("[files]\nversions = 0\nquota_bytes = 1048576").unwrap();
         let s = resolve(file, Overrides::default()).unwrap();
-        assert_eq!(s.files.versions, 0);
-        assert_eq!(s.files.quota, Some(1_048_576));
+        assert_eq!(s.node.files.versions, 0);
+        assert_eq!(s.node.files.quota, Some(1_048_576));
         let file = FileConfig::parse("[files]\nquota_bytes = 0").unwrap();
         let s = resolve(file, Overrides::default()).unwrap();
-        assert_eq!(s.files.quota, None, "0 is unlimited");
-        assert_eq!(s.files.versions, 3);
+        assert_eq!(s.node.files.quota, None, "0 is unlimited");
+        assert_eq!(s.node.files.versions, 3);
     }
 
     #[test]
     fn min_free_bytes() {
         let defaults = resolve(FileConfig::default(), Overrides::default()).unwrap();
-        assert_eq!(defaults.min_free_bytes, 1 << 30);
+        assert_eq!(defaults.node.min_free_bytes, 1 << 30);
         let file = FileConfig::parse("[files]\nmin_free_bytes = 0").unwrap();
         let s = resolve(file, Overrides::default()).unwrap();
-        assert_eq!(s.min_free_bytes, 0, "0 keeps no reserve");
+        assert_eq!(s.node.min_free_bytes, 0, "0 keeps no reserve");
         let file = FileConfig::parse("[files]\nmin_free_bytes = 5000000000").unwrap();
         let s = resolve(file, Overrides::default()).unwrap();
-        assert_eq!(s.min_free_bytes, 5_000_000_000);
+        assert_eq!(s.node.min_free_bytes, 5_000_000_000);
         assert!(FileConfig::parse("[files]\nmin_free_bytes = -1").is_err());
     }
 
     #[test]
     fn partial_expiry_days() {
         let defaults = resolve(FileConfig::default(), Overrides::default()).unwrap();
-        assert_eq!(defaults.partial_expiry, Some(DEFAULT_PARTIAL_EXPIRY));
+        assert_eq!(defaults.node.partial_expiry, Some(DEFAULT_PARTIAL_EXPIRY));
         assert_eq!(DEFAULT_PARTIAL_EXPIRY, Duration::from_secs(7 * 86_400));
         let file = FileConfig::parse("[files]\npartial_expiry_days = 30").unwrap();
         let s = resolve(file, Overrides::default()).unwrap();
-        assert_eq!(s.partial_expiry, Some(Duration::from_secs(30 * 86_400)));
+        assert_eq!(
+            s.node.partial_expiry,
+            Some(Duration::from_secs(30 * 86_400))
+        );
         let file = FileConfig::parse("[files]\npartial_expiry_days = 0").unwrap();
         let s = resolve(file, Overrides::default()).unwrap();
-        assert_eq!(s.partial_expiry, None, "0 never deletes");
+        assert_eq!(s.node.partial_expiry, None, "0 never deletes");
         let file = FileConfig::parse("[files]\npartial_expiry_days = 3650").unwrap();
         let s = resolve(file, Overrides::default()).unwrap();
-        assert_eq!(s.partial_expiry, Some(Duration::from_secs(3650 * 86_400)));
+        assert_eq!(
+            s.node.partial_expiry,
+            Some(Duration::from_secs(3650 * 86_400))
+        );
         let file = FileConfig::parse("[files]\npartial_expiry_days = 3651").unwrap();
         let err = resolve(file, Overrides::default()).unwrap_err();
         assert!(

@@ -10,9 +10,7 @@ use std::time::{Duration, SystemTime};
 use anyhow::Context;
 use clap::Args;
 use vserv_core::ServerIdentity;
-use vserv_service::accounts::Accounts;
-use vserv_service::files::{DiskTree, FileTree, delivery};
-use vserv_service::{Service, ServiceInfo};
+use vserv_service::Node;
 
 use crate::config::Runtime;
 
@@ -60,8 +58,8 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
         name: args.name,
         runtime: args.runtime,
         max_connections: args.max_connections,
+        accept_data_loss: args.accept_data_loss,
     };
-    let accept_data_loss = args.accept_data_loss;
     let settings = crate::config::resolve(file, flags).with_context(|| match &args.config {
         Some(path) => format!("in the configuration file {}", path.display()),
         None => "in the server options".to_owned(),
@@ -70,66 +68,24 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
     // Bind first: an address that cannot be used fails before anything is created.
     let listener = std::net::TcpListener::bind(&args.listen)
         .with_context(|| format!("listening on {}", args.listen))?;
-    let mut rng = vserv_service::system::os_rng()?;
-    let loaded = vserv_store::identity::load_or_create(&args.data, &mut *rng)
-        .with_context(|| format!("loading the server identity from {}", args.data.display()))?;
-    let identity = Arc::new(loaded.identity);
-    let fingerprint = identity.public_key().fingerprint();
-    if loaded.created {
-        eprintln!(
-            "vserv: created a new server identity in {}",
-            loaded.path.display()
-        );
+    let node = Node::open(&args.data, &args.node)?;
+    let startup = node.startup();
+    if let Some(path) = &startup.identity_created {
+        eprintln!("vserv: created a new server identity in {}", path.display());
     }
-    let store = vserv_store::db::FjallStore::open_with(
-        &args.data,
-        vserv_store::OpenOptions { accept_data_loss },
-    )
-    .with_context(|| format!("opening the store in {}", args.data.display()))?;
-    if let Some(lost) = store.data_loss_accepted() {
-        tracing::error!(data = %args.data.display(), "starting after data loss: {lost}");
+    if let Some(lost) = &startup.data_loss {
         eprintln!("vserv: WARNING: starting after data loss (--accept-data-loss): {lost}");
     }
-    let store: Arc<dyn vserv_store::Store> = Arc::new(store);
-    let accounts = Accounts::with_limits(
-        store.clone(),
-        args.password,
-        args.password_checks,
-        vserv_service::system::os_rng()?,
-    )
-    .context("setting up accounts")?;
-    let ledger = Arc::new(vserv_service::ledger::Ledger::new(store, identity.clone()));
-    let tree = Arc::new(
-        DiskTree::open(&args.data, args.files)
-            .with_context(|| format!("opening the homes in {}", args.data.display()))?
-            .with_min_free_bytes(args.min_free_bytes),
-    );
-    // Deliveries a crash or restart left pending: settled before any connection is
-    // accepted, so no delivery can be running.
-    settle_interrupted_deliveries(tree.as_ref());
-    // Unclaimed partial uploads: swept once before any connection is accepted, then every
-    // hour by a thread that stops with the server.
-    let sweeper = match args.partial_expiry {
-        Some(expiry) => {
-            sweep_partials(tree.as_ref(), expiry);
-            Some(PartialSweeper::spawn(tree.clone(), expiry, SWEEP_INTERVAL)?)
-        }
-        None => {
-            tracing::info!("partial upload expiry disabled (files.partial_expiry_days = 0)");
-            None
-        }
+    let node = Arc::new(node);
+    // Unclaimed partial uploads were swept at start; then every hour by a thread that
+    // stops with the server.
+    let sweeper = match args.node.partial_expiry {
+        Some(_) => Some(PartialSweeper::spawn(node.clone(), SWEEP_INTERVAL)?),
+        None => None,
     };
-    let service = Service::with_policy(
-        ServiceInfo {
-            name: args.name.clone(),
-            fingerprint,
-        },
-        Arc::new(accounts),
-        args.policy.clone(),
-    )
-    .with_ledger(ledger)
-    .with_files(tree)
-    .with_hooks(args.hooks.clone());
+    let identity = node.identity().clone();
+    let fingerprint = identity.public_key().fingerprint();
+    let service = node.service();
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(signal, stop.clone()).context("installing signal handlers")?;
@@ -181,40 +137,6 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
 /// How often the server sweeps expired partial uploads after the sweep at start.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(3_600);
 
-/// Deletes the partial uploads of `tree` unwritten for longer than `expiry`, logging what
-/// was done (a failure is logged, never fatal: the server keeps running).
-fn sweep_partials(tree: &dyn FileTree, expiry: Duration) {
-    match tree.sweep_partials(SystemTime::now(), expiry) {
-        Ok(report) => tracing::info!(
-            removed = report.removed,
-            bytes = report.bytes,
-            in_use = report.in_use,
-            failed = report.failed,
-            expiry_days = expiry.as_secs() / 86_400,
-            "swept expired partial uploads"
-        ),
-        Err(e) => tracing::warn!(error = %e, "could not sweep expired partial uploads"),
-    }
-}
-
-/// Records `failed` (or `received`, when the file was stored) every delivery of `tree`
-/// still `pending`: at start none is running, so each was interrupted by the server
-/// stopping. Logs what was done (a failure is logged, never fatal: the server keeps
-/// running).
-fn settle_interrupted_deliveries(tree: &dyn FileTree) {
-    match delivery::settle_interrupted(tree) {
-        Ok(report) => tracing::info!(
-            settled = report.settled(),
-            failed = report.failed,
-            received = report.received,
-            errors = report.errors,
-            temp_files = report.temp_files,
-            "settled deliveries interrupted by a server stop"
-        ),
-        Err(e) => tracing::warn!(error = %e, "could not settle interrupted deliveries"),
-    }
-}
-
 /// The thread sweeping expired partial uploads every `interval` until stopped.
 struct PartialSweeper {
     /// Dropping it wakes the thread, which then ends.
@@ -223,17 +145,13 @@ struct PartialSweeper {
 }
 
 impl PartialSweeper {
-    fn spawn(
-        tree: Arc<DiskTree>,
-        expiry: Duration,
-        interval: Duration,
-    ) -> anyhow::Result<PartialSweeper> {
+    fn spawn(node: Arc<Node>, interval: Duration) -> anyhow::Result<PartialSweeper> {
         let (stop, stopped) = mpsc::channel::<()>();
         let thread = std::thread::Builder::new()
             .name("vserv-partial-sweep".into())
             .spawn(move || {
                 while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(interval) {
-                    sweep_partials(tree.as_ref(), expiry);
+                    node.sweep_partials(SystemTime::now());
                 }
             })
             .context("starting the partial upload sweeper")?;

@@ -16,7 +16,7 @@
 
 mod common;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -25,11 +25,11 @@ use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use vserv_blocking::Client;
 use vserv_core::commands::{Command, Credential, RecordSelector, Reply, SecretBytes};
-use vserv_core::ledger::ZERO_HASH;
 use vserv_core::{ErrorCode, Fingerprint};
 use vserv_service::client::{ClientError, ClientOptions};
 
 use common::Server;
+use vserv_sim::ledger_model::{Fate, LedgerModel};
 
 const SEED_VAR: &str = "VSERV_LEDGER_CRASH_SEED";
 const ADMIN: &str = "admin";
@@ -102,15 +102,6 @@ fn session(
         Reply::User { .. } => Ok(client),
         other => panic!("login as {user} answered {other:?}"),
     }
-}
-
-/// How one `rput` ended, as its client saw it.
-#[derive(Debug)]
-enum Fate {
-    Appended(u64, [u8; 32]),
-    Conflict,
-    /// No answer (the connection died) or a failure answer.
-    Unknown,
 }
 
 /// What a writer thread did in one server life.
@@ -238,176 +229,96 @@ fn writer(job: Job) -> Report {
     }
 }
 
-/// What the clients know about the records they sent.
-#[derive(Default)]
-struct Model {
-    /// Every record id ever sent, with its body.
-    sent: BTreeMap<Vec<u8>, Vec<u8>>,
-    /// Acknowledged appends: record id -> (seq, hash).
-    acked: BTreeMap<Vec<u8>, (u64, [u8; 32])>,
-    /// Retried records answered with `Conflict`: they must be in the feed.
-    conflicted: BTreeSet<Vec<u8>>,
-    /// Records whose fate is unknown: retried after the next restart.
-    unknown: BTreeSet<Vec<u8>>,
-    /// Entry hashes of seq 1.. as seen by the last verification (durable: a later feed must
-    /// start with exactly these).
-    durable: Vec<[u8; 32]>,
+/// Files a writer's `report` into `model`.
+fn file(model: &mut LedgerModel, report: Report) -> Result<(), String> {
+    for (id, body, fate) in report.records {
+        model.send(&id, &body)?;
+        model.file(&id, fate)?;
+    }
+    Ok(())
 }
 
-impl Model {
-    fn file(&mut self, report: Report) -> Result<(), String> {
-        for (id, body, fate) in report.records {
-            let shown = String::from_utf8_lossy(&id).into_owned();
-            let retried = self.unknown.contains(&id);
-            if let Some(before) = self.sent.insert(id.clone(), body.clone())
-                && before != body
-            {
-                return Err(format!("{shown} was sent with two bodies"));
-            }
-            match fate {
-                Fate::Appended(seq, hash) => {
-                    if let Some(before) = self.acked.insert(id.clone(), (seq, hash)) {
-                        return Err(format!("{shown} acknowledged twice: {before:?}, seq {seq}"));
-                    }
-                    if self.conflicted.contains(&id) {
-                        return Err(format!("{shown} acknowledged after a Conflict"));
-                    }
-                    self.unknown.remove(&id);
-                }
-                Fate::Conflict => {
-                    if !retried {
-                        return Err(format!("the first rput of {shown} got Conflict"));
-                    }
-                    self.unknown.remove(&id);
-                    self.conflicted.insert(id);
-                }
-                Fate::Unknown => {
-                    if !self.acked.contains_key(&id) && !self.conflicted.contains(&id) {
-                        self.unknown.insert(id);
-                    }
-                }
-            }
-        }
-        Ok(())
+/// The checks after every restart, over the protocol as admin: `rcheck` covers the feed,
+/// the signed head names its last entry, then [`LedgerModel::verify`] over the entries
+/// (`rget` by seq) and the id index (`rget` by id).
+fn verify(model: &mut LedgerModel, server: &Server, known_servers: PathBuf) -> Result<(), String> {
+    let options = options(server, known_servers);
+    let mut admin = session(&server.addr, &options, ADMIN, ADMIN_PW)
+        .map_err(|e| format!("admin session: {e}"))?;
+    let call = |client: &mut Client, command: &Command| {
+        client
+            .call(command)
+            .map_err(|e| format!("{}: {e}", command.name()))
+    };
+    let size = match call(&mut admin, &Command::Rsize { kind: None })? {
+        Reply::Count(n) => n,
+        other => return Err(format!("rsize answered {other:?}")),
+    };
+    match call(&mut admin, &Command::Rcheck { range: None })? {
+        Reply::ChainOk { seq } if seq == size => {}
+        other => return Err(format!("rcheck of a feed of {size} answered {other:?}")),
     }
-
-    /// The checks after every restart, over the protocol as admin.
-    fn verify(&mut self, server: &Server, known_servers: PathBuf) -> Result<(), String> {
-        let options = options(server, known_servers);
-        let mut admin = session(&server.addr, &options, ADMIN, ADMIN_PW)
-            .map_err(|e| format!("admin session: {e}"))?;
-        let call = |client: &mut Client, command: &Command| {
-            client
-                .call(command)
-                .map_err(|e| format!("{}: {e}", command.name()))
-        };
-        let size = match call(&mut admin, &Command::Rsize { kind: None })? {
-            Reply::Count(n) => n,
-            other => return Err(format!("rsize answered {other:?}")),
-        };
-        match call(&mut admin, &Command::Rcheck { range: None })? {
-            Reply::ChainOk { seq } if seq == size => {}
-            other => return Err(format!("rcheck of a feed of {size} answered {other:?}")),
-        }
-        let head = match call(&mut admin, &Command::Rhead) {
-            Ok(Reply::Head(head)) => Some(head),
-            Err(_) if size == 0 => None,
-            other => return Err(format!("rhead answered {other:?}")),
-        };
-        // Every seq, in pipelined runs.
-        let mut ids: BTreeMap<Vec<u8>, u64> = BTreeMap::new();
-        let mut hashes: Vec<[u8; 32]> = Vec::new();
-        let mut prev = ZERO_HASH;
-        let seqs: Vec<u64> = (1..=size).collect();
-        for chunk in seqs.chunks(64) {
-            let commands: Vec<Command> = chunk
-                .iter()
-                .map(|&seq| Command::Rget(RecordSelector::Seq(seq)))
-                .collect();
-            let replies = admin
-                .call_pipelined(&commands, commands.len())
-                .map_err(|e| format!("rget seq: {e}"))?;
-            for (&seq, reply) in chunk.iter().zip(replies) {
-                let entry = match reply {
-                    Ok(Reply::Record(entry)) => entry,
-                    other => return Err(format!("gap: rget seq {seq} of {size}: {other:?}")),
-                };
-                if entry.seq() != seq || *entry.prev() != prev {
-                    return Err(format!("entry {seq} is not linked into the chain"));
-                }
-                prev = entry.hash();
-                let id = entry.record_id().to_vec();
-                let shown = String::from_utf8_lossy(&id).into_owned();
-                match self.sent.get(&id) {
-                    Some(body) if body.as_slice() == entry.body() => {}
-                    Some(_) => return Err(format!("entry {seq} ({shown}) has a wrong body")),
-                    None => return Err(format!("entry {seq} ({shown}) was never sent")),
-                }
-                if let Some(first) = ids.insert(id, seq) {
-                    return Err(format!("{shown} stored twice: at {first} and {seq}"));
-                }
-                hashes.push(prev);
+    let head = match call(&mut admin, &Command::Rhead) {
+        Ok(Reply::Head(head)) => Some(head),
+        Err(_) if size == 0 => None,
+        other => return Err(format!("rhead answered {other:?}")),
+    };
+    // Every seq, in pipelined runs.
+    let mut entries = Vec::new();
+    let seqs: Vec<u64> = (1..=size).collect();
+    for chunk in seqs.chunks(64) {
+        let commands: Vec<Command> = chunk
+            .iter()
+            .map(|&seq| Command::Rget(RecordSelector::Seq(seq)))
+            .collect();
+        let replies = admin
+            .call_pipelined(&commands, commands.len())
+            .map_err(|e| format!("rget seq: {e}"))?;
+        for (&seq, reply) in chunk.iter().zip(replies) {
+            match reply {
+                Ok(Reply::Record(entry)) => entries.push(entry),
+                other => return Err(format!("gap: rget seq {seq} of {size}: {other:?}")),
             }
         }
-        if let Some(head) = head {
-            head.verify().map_err(|e| format!("signed head: {e}"))?;
-            if head.head.origin.fingerprint() != key(server)
-                || head.head.seq != size
-                || head.head.hash != prev
-            {
-                return Err(format!("the signed head does not cover entry {size}"));
-            }
+    }
+    if let Some(head) = head {
+        head.verify().map_err(|e| format!("signed head: {e}"))?;
+        let last = entries.last().map(|e| e.hash());
+        if head.head.origin.fingerprint() != key(server)
+            || head.head.seq != size
+            || Some(head.head.hash) != last
+        {
+            return Err(format!("the signed head does not cover entry {size}"));
         }
-        if hashes.get(..self.durable.len()) != Some(self.durable.as_slice()) {
-            return Err(format!(
-                "entries seen before were lost or changed ({} before, {} now)",
-                self.durable.len(),
-                hashes.len()
-            ));
-        }
-        // Every record by id: acknowledged ones where they were acknowledged; unknown ones
-        // present or absent, but exactly as the entries say (never half-present).
-        let known: Vec<&Vec<u8>> = self.sent.keys().collect();
-        for chunk in known.chunks(64) {
-            let commands: Vec<Command> = chunk
-                .iter()
-                .map(|&id| Command::Rget(RecordSelector::Id(id.clone())))
-                .collect();
-            let replies = admin
-                .call_pipelined(&commands, commands.len())
-                .map_err(|e| format!("rget id: {e}"))?;
-            for (&id, reply) in chunk.iter().zip(replies) {
-                let shown = String::from_utf8_lossy(id).into_owned();
-                let found = match reply {
-                    Ok(Reply::Record(entry)) => Some((entry.seq(), entry.hash())),
-                    Err(ClientError::Server(e)) if e.code == ErrorCode::NotFound => None,
-                    other => return Err(format!("rget id {shown}: {other:?}")),
-                };
-                let listed = ids.get(id).map(|&seq| {
-                    let at = usize::try_from(seq - 1).unwrap_or(usize::MAX);
-                    (seq, hashes.get(at).copied().unwrap_or_default())
-                });
-                if found != listed {
+    }
+    // Every record by id, in pipelined runs.
+    let mut found: BTreeMap<Vec<u8>, Option<(u64, [u8; 32])>> = BTreeMap::new();
+    let known: Vec<&Vec<u8>> = model.sent.keys().collect();
+    for chunk in known.chunks(64) {
+        let commands: Vec<Command> = chunk
+            .iter()
+            .map(|&id| Command::Rget(RecordSelector::Id(id.clone())))
+            .collect();
+        let replies = admin
+            .call_pipelined(&commands, commands.len())
+            .map_err(|e| format!("rget id: {e}"))?;
+        for (&id, reply) in chunk.iter().zip(replies) {
+            let at = match reply {
+                Ok(Reply::Record(entry)) => Some((entry.seq(), entry.hash())),
+                Err(ClientError::Server(e)) if e.code == ErrorCode::NotFound => None,
+                other => {
                     return Err(format!(
-                        "rget id {shown} finds {found:?}, the feed has it at {listed:?}"
+                        "rget id {}: {other:?}",
+                        String::from_utf8_lossy(id)
                     ));
                 }
-                if let Some(&acked) = self.acked.get(id)
-                    && found != Some(acked)
-                {
-                    return Err(format!(
-                        "acknowledged {shown} at {acked:?} but rget id finds {found:?}"
-                    ));
-                }
-                if self.conflicted.contains(id) && found.is_none() {
-                    return Err(format!("{shown} got Conflict but is not in the feed"));
-                }
-            }
+            };
+            found.insert(id.clone(), at);
         }
-        self.durable = hashes;
-        let _ = admin.quit();
-        Ok(())
     }
+    model.verify(&entries, |id| Ok(found.get(id).copied().flatten()))?;
+    let _ = admin.quit();
+    Ok(())
 }
 
 /// Runs `jobs` on threads and collects their reports; `during` runs meanwhile (the kill).
@@ -476,7 +387,7 @@ fn acknowledged_records_survive_sigkill_under_concurrent_load() {
         let _ = admin.quit();
     }
 
-    let mut model = Model::default();
+    let mut model = LedgerModel::default();
     let mut killed_under_load = 0;
     for life in 0..KILLS {
         let unknown: Vec<(Vec<u8>, Vec<u8>)> = model
@@ -503,16 +414,13 @@ fn acknowledged_records_survive_sigkill_under_concurrent_load() {
         .unwrap_or_else(|e| fail(format!("life {life}: {e}")));
         let lost_before = model.unknown.len();
         for report in reports {
-            model
-                .file(report)
-                .unwrap_or_else(|e| fail(format!("life {life}: {e}")));
+            file(&mut model, report).unwrap_or_else(|e| fail(format!("life {life}: {e}")));
         }
         if model.unknown.len() > lost_before {
             killed_under_load += 1;
         }
         server = start(dir);
-        model
-            .verify(&server, known("admin"))
+        verify(&mut model, &server, known("admin"))
             .unwrap_or_else(|e| fail(format!("after kill {}: {e}", life + 1)));
     }
 
@@ -534,10 +442,9 @@ fn acknowledged_records_survive_sigkill_under_concurrent_load() {
         })
         .collect();
     for report in run_writers(jobs, || {}).unwrap_or_else(|e| fail(e)) {
-        model.file(report).unwrap_or_else(|e| fail(e));
+        file(&mut model, report).unwrap_or_else(|e| fail(e));
     }
-    model
-        .verify(&server, known("admin"))
+    verify(&mut model, &server, known("admin"))
         .unwrap_or_else(|e| fail(format!("at the end: {e}")));
     if !model.unknown.is_empty() {
         fail(format!(

@@ -2,6 +2,8 @@
 //! simulated drivers behave identically:
 //!
 //! - [`Service`]: the server side — answers typed commands on a [`vserv_core::Connection`].
+//! - [`Node`]: one server's pieces (identity, store, accounts, ledger, homes) assembled from
+//!   a data directory or in memory, with the start-up policy; it hands out the [`Service`].
 //! - [`client::ClientSession`]: the client side — trust decisions against `known_servers`,
 //!   request/response matching and typed replies.
 #![forbid(unsafe_code)]
@@ -15,6 +17,7 @@ pub mod ledger_export;
 mod ledger_layout;
 mod ledger_query;
 pub mod limits;
+pub mod node;
 mod server;
 pub mod system;
 pub mod work;
@@ -22,18 +25,9 @@ pub mod work;
 pub use limits::{
     ConnectionLimiter, LoginBackoff, Policy, RateLimit, UnauthenticatedSlot, UnauthenticatedSlots,
 };
+pub use node::{Node, NodeBuilder, NodeError, NodeSettings, Startup};
 pub use server::{MAX_FAILED_LOGINS, MAX_RPUT_GROUP, Service, ServiceInfo, Session};
 pub use system::{unix_now, unix_now_ms};
-
-/// Accounts kept in memory with the cheapest argon2 parameters: for tests and simulations,
-/// never for a real server.
-pub fn ephemeral_accounts(
-    rng: Box<dyn rand_core::CryptoRng + Send>,
-) -> Result<std::sync::Arc<accounts::Accounts>, accounts::AccountError> {
-    let store = std::sync::Arc::new(vserv_store::memory::MemoryStore::new());
-    accounts::Accounts::new(store, accounts::PasswordParams::INSECURE_FAST, rng)
-        .map(std::sync::Arc::new)
-}
 
 /// Tunables of a server, whichever runtime drives it.
 #[derive(Debug, Clone)]

@@ -7,19 +7,13 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use rand::SeedableRng;
 use vserv_core::commands::UserRole;
-use vserv_core::{ErrorCode, Fingerprint, Request, ServerIdentity};
-use vserv_service::{Service, ServiceInfo, Session};
+use vserv_core::{ErrorCode, Request, ServerIdentity};
+use vserv_service::{Service, Session};
 
 use common::sha;
 
 fn service() -> Service {
-    let rng = Box::new(rand::rngs::StdRng::seed_from_u64(3));
-    let accounts = vserv_service::ephemeral_accounts(rng).expect("accounts");
-    let info = ServiceInfo {
-        name: "accounts".into(),
-        fingerprint: Fingerprint([0; 32]),
-    };
-    Service::new(info, accounts)
+    common::node("accounts", 3).build().expect("node").service()
 }
 
 /// Sends `name args...` and returns the reply's fields or its error code.

@@ -2,16 +2,15 @@
 //! admin actions are recorded; no password, hash or key material ever is. Its own test
 //! binary, with a global subscriber, so no other test's callsites interfere.
 
+mod common;
+
 use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::{Arc, Mutex};
 
-use rand::SeedableRng;
+use vserv_core::Request;
 use vserv_core::commands::{Command, Credential, SecretBytes};
-use vserv_core::{Fingerprint, Request};
-use vserv_service::accounts::{Accounts, PasswordParams};
-use vserv_service::{Service, ServiceInfo, Session};
-use vserv_store::memory::MemoryStore;
+use vserv_service::{Service, Session};
 
 const T0: u64 = 1_700_000_000;
 
@@ -69,14 +68,7 @@ fn the_audit_log_records_logins_and_admin_actions_but_no_secrets() {
     ];
     tracing::subscriber::set_global_default(subscriber).unwrap();
     {
-        let store = MemoryStore::new();
-        let rng = Box::new(rand::rngs::StdRng::seed_from_u64(5));
-        let accounts = Accounts::new(Arc::new(store), PasswordParams::INSECURE_FAST, rng).unwrap();
-        let info = ServiceInfo {
-            name: "audit".into(),
-            fingerprint: Fingerprint([0; 32]),
-        };
-        let svc = Service::new(info, Arc::new(accounts));
+        let svc = common::node("audit", 5).build().unwrap().service();
         let local = Some(IpAddr::V4(Ipv4Addr::LOCALHOST));
         let mut root = Session::new(local);
         let cmds = [

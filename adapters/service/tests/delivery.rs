@@ -9,14 +9,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rand::SeedableRng;
 use vserv_core::commands::{Command, Delivery, DeliveryState, ListPage, Reply, SendArgs, UserRole};
 use vserv_core::transfer::FgetArgs;
-use vserv_core::{ErrorCode, ErrorReply, Fingerprint};
+use vserv_core::{ErrorCode, ErrorReply};
 use vserv_service::accounts::UserName;
 use vserv_service::files::delivery::HooksConfig;
 use vserv_service::files::{DiskTree, FileTree, FilesConfig, UserPath};
-use vserv_service::{Service, ServiceInfo};
+use vserv_service::Service;
 
 use common::{TestSession, path, sha, user};
 
@@ -41,30 +40,31 @@ impl Env {
         let dir = tempfile::tempdir().expect("tempdir");
         let tree: Arc<dyn FileTree> =
             Arc::new(DiskTree::open(dir.path(), config).expect("disk tree"));
-        let rng = Box::new(rand::rngs::StdRng::seed_from_u64(5));
-        let accounts = vserv_service::ephemeral_accounts(rng).expect("accounts");
+        let mut settings = vserv_service::NodeSettings::insecure_fast("delivery");
+        if let Some(mut hooks) = hooks {
+            // The tests' hook scripts live in the temp dir.
+            hooks
+                .programs_dir
+                .get_or_insert_with(|| dir.path().to_path_buf());
+            settings.hooks = hooks;
+        }
+        let node = common::node_with(settings, 5)
+            .files(tree.clone())
+            .build()
+            .expect("node");
         for (name, role) in [
             ("alice", UserRole::User),
             ("bob", UserRole::User),
             ("carol", UserRole::User),
             ("root", UserRole::Admin),
         ] {
-            accounts.create(name, role, b"password-1", 0).expect("user");
+            node.accounts()
+                .create(name, role, b"password-1", 0)
+                .expect("user");
         }
-        let info = ServiceInfo {
-            name: "delivery".into(),
-            fingerprint: Fingerprint([0; 32]),
-        };
-        let mut service = Service::new(info, accounts).with_files(tree.clone());
+        let mut service = node.service();
         if background {
             service = service.with_runner(Arc::new(common::driven::ThreadRunner));
-        }
-        if let Some(mut hooks) = hooks {
-            // The tests' hook scripts live in the temp dir.
-            hooks
-                .programs_dir
-                .get_or_insert_with(|| dir.path().to_path_buf());
-            service = service.with_hooks(hooks);
         }
         Env {
             dir,

@@ -1,19 +1,20 @@
 //! The file tree: path escapes against the disk implementation, versions, quota, and the
 //! file commands' rules, through the service as a client would reach them.
 
+mod common;
+
 use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use rand::SeedableRng;
 use vserv_core::commands::{FileKind, UserRole};
-use vserv_core::{ErrorCode, ErrorReply, Fingerprint, Request};
+use vserv_core::{ErrorCode, ErrorReply, Request};
 use vserv_service::accounts::UserName;
 use vserv_service::files::{
     DiskTree, FileError, FileTree, FilesConfig, MemoryTree, PathError, UserPath,
 };
-use vserv_service::{Service, ServiceInfo, Session};
+use vserv_service::{Service, Session};
 
 fn name(n: &str) -> UserName {
     UserName::parse(n).expect("user name")
@@ -43,23 +44,21 @@ impl Env {
         let data = outer.path().join("data");
         std::fs::create_dir(&data).expect("data dir");
         let tree = DiskTree::open(&data, config).expect("disk tree");
-        let rng = Box::new(rand::rngs::StdRng::seed_from_u64(5));
-        let accounts = vserv_service::ephemeral_accounts(rng).expect("accounts");
+        let node = common::node("files", 5)
+            .files(Arc::new(tree))
+            .build()
+            .expect("node");
         for (user, role) in [
             ("alice", UserRole::User),
             ("bob", UserRole::User),
             ("carol", UserRole::User),
             ("root", UserRole::Admin),
         ] {
-            accounts
+            node.accounts()
                 .create(user, role, b"password-1", 0)
                 .expect("create user");
         }
-        let info = ServiceInfo {
-            name: "files".into(),
-            fingerprint: Fingerprint([0; 32]),
-        };
-        let service = Service::new(info, accounts).with_files(Arc::new(tree));
+        let service = node.service();
         Env { outer, service }
     }
 

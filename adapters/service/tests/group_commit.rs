@@ -11,9 +11,8 @@ use rand::SeedableRng;
 use vserv_core::commands::{Command, Credential, Reply, SecretBytes, UserRole};
 use vserv_core::ledger::LedgerError;
 use vserv_core::{Config, Connection, Event, ServerIdentity};
-use vserv_service::accounts::{Accounts, PasswordParams};
 use vserv_service::ledger::{Appended, CheckReport, FeedError, Ledger, NewRecord};
-use vserv_service::{MAX_RPUT_GROUP, Service, ServiceInfo, Session};
+use vserv_service::{MAX_RPUT_GROUP, Node, NodeSettings, Service, Session};
 use vserv_store::kv::{Op, Store, StoreError, Table};
 use vserv_store::memory::MemoryStore;
 
@@ -170,25 +169,16 @@ fn rng(seed: u64) -> Box<rand::rngs::StdRng> {
 }
 
 fn service(store: &MemoryStore) -> (Service, Arc<ServerIdentity>) {
-    let accounts = Accounts::new(
-        Arc::new(store.clone()),
-        PasswordParams::INSECURE_FAST,
-        rng(5),
-    )
-    .unwrap();
-    accounts
+    let identity = identity();
+    let node = Node::builder(identity.clone(), NodeSettings::insecure_fast("pipeline"))
+        .store(Arc::new(store.clone()))
+        .rng(rng(5))
+        .build()
+        .unwrap();
+    node.accounts()
         .create("alice", UserRole::User, b"alice-password", T0_MS / 1000)
         .unwrap();
-    let identity = identity();
-    let info = ServiceInfo {
-        name: "pipeline".into(),
-        fingerprint: identity.public_key().fingerprint(),
-    };
-    let ledger = Arc::new(Ledger::new(Arc::new(store.clone()), Arc::clone(&identity)));
-    (
-        Service::new(info, Arc::new(accounts)).with_ledger(ledger),
-        identity,
-    )
+    (node.service(), identity)
 }
 
 /// A logged-in client/server pair over `service`, with nothing in flight.

@@ -9,11 +9,10 @@ use rand::SeedableRng;
 use vserv_core::commands::{Command, Credential, Reply, SecretBytes, UserRole};
 use vserv_core::ledger::{Entry, EntryFields, SignedHead};
 use vserv_core::{Request, ServerIdentity};
-use vserv_service::accounts::{Accounts, PasswordParams};
 use vserv_service::ledger::{
     Appended, CheckReport, FeedError, HEAD_KEY, Ledger, entry_key, hash_key, id_key,
 };
-use vserv_service::{Service, ServiceInfo, Session};
+use vserv_service::{Node, NodeSettings, Session};
 use vserv_store::kv::{Op, Store, StoreError, Table};
 use vserv_store::memory::MemoryStore;
 
@@ -137,18 +136,15 @@ fn garbage_bytes_missing_entries_and_forged_heads_are_found() {
 fn rcheck_names_the_changed_seq_through_the_service() {
     let store = MemoryStore::new();
     let rng = Box::new(rand::rngs::StdRng::seed_from_u64(5));
-    let accounts =
-        Accounts::new(Arc::new(store.clone()), PasswordParams::INSECURE_FAST, rng).unwrap();
-    accounts
+    let node = Node::builder(identity(), NodeSettings::insecure_fast("ledger"))
+        .store(Arc::new(store.clone()))
+        .rng(rng)
+        .build()
+        .unwrap();
+    node.accounts()
         .create("root", UserRole::Admin, b"root-password", T0)
         .unwrap();
-    let identity = identity();
-    let info = ServiceInfo {
-        name: "ledger".into(),
-        fingerprint: identity.public_key().fingerprint(),
-    };
-    let ledger = Arc::new(Ledger::new(Arc::new(store.clone()), identity));
-    let service = Service::new(info, Arc::new(accounts)).with_ledger(ledger);
+    let service = node.service();
     let mut session = Session::new(Some(PEER));
     let mut call = |cmd: &Command| {
         let request = Request {

@@ -11,9 +11,8 @@ use vserv_core::commands::{
 };
 use vserv_core::ledger::{Entry, EntryFields, MAX_BODY};
 use vserv_core::{Request, ServerIdentity};
-use vserv_service::accounts::{Accounts, PasswordParams};
 use vserv_service::ledger::{CHECK_PAGE, CheckReport, Ledger, entry_key, hash_key};
-use vserv_service::{Service, ServiceInfo, Session};
+use vserv_service::{Node, NodeSettings, Session};
 use vserv_store::kv::{Op, Store, Table};
 use vserv_store::memory::MemoryStore;
 
@@ -255,23 +254,21 @@ fn pages_of_large_entries_stay_within_one_record() {
 fn rcheck_with_a_range_through_the_service() {
     let store = MemoryStore::new();
     let rng = Box::new(rand::rngs::StdRng::seed_from_u64(5));
-    let accounts =
-        Accounts::new(Arc::new(store.clone()), PasswordParams::INSECURE_FAST, rng).unwrap();
-    accounts
+    let node = Node::builder(identity(), NodeSettings::insecure_fast("ledger"))
+        .store(Arc::new(store.clone()))
+        .rng(rng)
+        .build()
+        .unwrap();
+    node.accounts()
         .create("root", UserRole::Admin, b"root-password", 1)
         .unwrap();
-    let identity = identity();
-    let info = ServiceInfo {
-        name: "ledger".into(),
-        fingerprint: identity.public_key().fingerprint(),
-    };
-    let ledger = Arc::new(Ledger::new(Arc::new(store.clone()), identity));
+    let ledger = node.ledger().clone();
     for i in 1..=6u64 {
         ledger
             .append("root", "k", format!("r{i}").as_bytes(), b"", i)
             .unwrap();
     }
-    let service = Service::new(info, Arc::new(accounts)).with_ledger(ledger);
+    let service = node.service();
     let mut session = Session::new(Some(PEER));
     let mut call = |cmd: &Command| {
         let request = Request {

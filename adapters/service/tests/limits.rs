@@ -2,16 +2,18 @@
 //! login backoff per user and per address, its survival across a restart, and the `tout`
 //! bounds. (The audit log is checked in `tests/audit.rs`.)
 
+mod common;
+
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use std::time::Duration;
 
 use rand::SeedableRng;
 use vserv_core::commands::{Command, Credential, SecretBytes, UserRole};
-use vserv_core::{CloseCode, ErrorCode, Fingerprint, Request, Response};
+use vserv_core::{CloseCode, ErrorCode, Request, Response};
 use vserv_service::accounts::{Accounts, PasswordParams, UserName};
 use vserv_service::limits::{Counter, user_key};
-use vserv_service::{MAX_FAILED_LOGINS, Policy, Service, ServiceInfo, Session};
+use vserv_service::{MAX_FAILED_LOGINS, Policy, Service, Session};
 use vserv_store::kv::{Store, Table};
 use vserv_store::memory::MemoryStore;
 
@@ -21,14 +23,11 @@ const PASSWORD: &str = "alice-password";
 
 /// A fresh service (a "process") over `store`, which survives it.
 fn service(store: &MemoryStore) -> Service {
-    let rng = Box::new(rand::rngs::StdRng::seed_from_u64(5));
-    let accounts =
-        Accounts::new(Arc::new(store.clone()), PasswordParams::INSECURE_FAST, rng).unwrap();
-    let info = ServiceInfo {
-        name: "limits".into(),
-        fingerprint: Fingerprint([0; 32]),
-    };
-    Service::new(info, Arc::new(accounts))
+    common::node("limits", 5)
+        .store(Arc::new(store.clone()))
+        .build()
+        .unwrap()
+        .service()
 }
 
 fn with_alice() -> MemoryStore {

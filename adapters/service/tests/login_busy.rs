@@ -3,15 +3,16 @@
 //! backoff nor toward the connection's failed logins; and account changes that hash a
 //! password are refused the same way, changing nothing.
 
+mod common;
+
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::{Arc, mpsc};
 
-use rand::SeedableRng;
 use vserv_core::commands::{Command, Credential, SecretBytes, UserRole};
-use vserv_core::{ErrorCode, Fingerprint, Request};
-use vserv_service::accounts::{AccountError, Accounts, CheckLimits, PasswordParams, UserName};
+use vserv_core::{ErrorCode, Request};
+use vserv_service::accounts::{AccountError, Accounts, CheckLimits, UserName};
 use vserv_service::limits::user_key;
-use vserv_service::{Service, ServiceInfo, Session};
+use vserv_service::{Node, NodeSettings, Service, Session};
 use vserv_store::kv::{Store, Table};
 use vserv_store::memory::MemoryStore;
 
@@ -20,23 +21,22 @@ const PEER: IpAddr = IpAddr::V4(Ipv4Addr::new(198, 51, 100, 9));
 const PASSWORD: &str = "alice-password";
 
 /// Accounts with alice and a single check slot, no queue.
-fn one_slot(store: &MemoryStore) -> Arc<Accounts> {
-    let rng = Box::new(rand::rngs::StdRng::seed_from_u64(21));
-    let limits = CheckLimits {
-        max_concurrent: 1,
-        max_queued: 0,
+fn one_slot(store: &MemoryStore) -> Node {
+    let settings = NodeSettings {
+        password_checks: CheckLimits {
+            max_concurrent: 1,
+            max_queued: 0,
+        },
+        ..NodeSettings::insecure_fast("busy")
     };
-    let accounts = Accounts::with_limits(
-        Arc::new(store.clone()),
-        PasswordParams::INSECURE_FAST,
-        limits,
-        rng,
-    )
-    .unwrap();
-    accounts
+    let node = common::node_with(settings, 21)
+        .store(Arc::new(store.clone()))
+        .build()
+        .unwrap();
+    node.accounts()
         .create("alice", UserRole::User, PASSWORD.as_bytes(), T0)
         .unwrap();
-    Arc::new(accounts)
+    node
 }
 
 /// Occupies the only slot on another thread until the returned sender is dropped.
@@ -80,12 +80,9 @@ fn login(svc: &Service, s: &mut Session, user: &str, password: &str) -> (Result<
 #[test]
 fn busy_logins_count_nowhere_and_do_not_reveal_the_user() {
     let store = MemoryStore::new();
-    let accounts = one_slot(&store);
-    let info = ServiceInfo {
-        name: "busy".into(),
-        fingerprint: Fingerprint([0; 32]),
-    };
-    let svc = Service::new(info, accounts.clone());
+    let node = one_slot(&store);
+    let accounts = node.accounts().clone();
+    let svc = node.service();
     let (release, holder) = occupy(&accounts);
 
     let mut s = Session::new(Some(PEER));
@@ -115,7 +112,7 @@ fn busy_logins_count_nowhere_and_do_not_reveal_the_user() {
 #[test]
 fn busy_password_changes_change_nothing() {
     let store = MemoryStore::new();
-    let accounts = one_slot(&store);
+    let accounts = one_slot(&store).accounts().clone();
     let (release, holder) = occupy(&accounts);
     assert!(matches!(
         accounts.create("bob", UserRole::User, b"bob-password", T0),

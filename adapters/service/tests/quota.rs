@@ -8,26 +8,20 @@ mod common;
 use std::path::Path;
 use std::sync::Arc;
 
-use rand::SeedableRng;
 use vserv_core::commands::{Command, Reply, UserRole};
 use vserv_core::transfer::{FcloseArgs, FdoneArgs, FdoneReply, FopenArgs, FopenReply};
-use vserv_core::{ErrorCode, ErrorReply, Fingerprint};
+use vserv_core::{ErrorCode, ErrorReply};
 use vserv_service::files::{DiskTree, FileError, FileTree, FilesConfig, MemoryTree};
-use vserv_service::{Service, ServiceInfo, Session};
+use vserv_service::{Service, Session};
 
 use common::{path, sha, user};
 
 fn service_with(tree: Arc<dyn FileTree>) -> Service {
-    let rng = Box::new(rand::rngs::StdRng::seed_from_u64(11));
-    let accounts = vserv_service::ephemeral_accounts(rng).expect("accounts");
-    accounts
+    let node = common::node("quota", 11).files(tree).build().expect("node");
+    node.accounts()
         .create("alice", UserRole::User, b"password-1", 0)
         .expect("user");
-    let info = ServiceInfo {
-        name: "quota".into(),
-        fingerprint: Fingerprint([0; 32]),
-    };
-    Service::new(info, accounts).with_files(tree)
+    node.service()
 }
 
 fn fopen(

@@ -14,10 +14,10 @@ use vserv_core::transfer::{
     FcloseArgs, FdoneArgs, FdoneReply, FgetArgs, FopenArgs, FopenReply, FreadArgs, MAX_FPUT_DATA,
     MAX_FREAD_LEN,
 };
-use vserv_core::{ErrorCode, ErrorReply, Fingerprint, Request};
+use vserv_core::{ErrorCode, ErrorReply, Request};
 use vserv_service::accounts::UserName;
 use vserv_service::files::{DiskTree, FileTree, FilesConfig, MemoryTree, UserPath};
-use vserv_service::{Service, ServiceInfo, Session};
+use vserv_service::{Service, Session};
 
 use common::sha;
 
@@ -35,20 +35,20 @@ struct Env {
 }
 
 fn service_with(tree: Arc<dyn FileTree>) -> Service {
-    let rng = Box::new(rand::rngs::StdRng::seed_from_u64(9));
-    let accounts = vserv_service::ephemeral_accounts(rng).expect("accounts");
+    let node = common::node("transfers", 9)
+        .files(tree)
+        .build()
+        .expect("node");
     for (user, role) in [
         ("alice", UserRole::User),
         ("bob", UserRole::User),
         ("root", UserRole::Admin),
     ] {
-        accounts.create(user, role, b"password-1", 0).expect("user");
+        node.accounts()
+            .create(user, role, b"password-1", 0)
+            .expect("user");
     }
-    let info = ServiceInfo {
-        name: "transfers".into(),
-        fingerprint: Fingerprint([0; 32]),
-    };
-    Service::new(info, accounts).with_files(tree)
+    node.service()
 }
 
 impl Env {

@@ -44,6 +44,7 @@
 #![deny(missing_docs)]
 
 mod handle;
+pub mod ledger_model;
 mod link;
 mod scenario;
 mod seeds;

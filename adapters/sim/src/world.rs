@@ -56,9 +56,9 @@ pub enum SimError {
     /// No such client in this world.
     #[error("no client {0:?} in this world")]
     NoSuchClient(EndpointId),
-    /// The server's accounts could not be set up.
+    /// The server's node could not be assembled.
     #[error(transparent)]
-    Accounts(#[from] vserv_service::accounts::AccountError),
+    Node(#[from] vserv_service::NodeError),
 }
 
 /// How a server of the world is set up.
@@ -299,24 +299,17 @@ impl World {
         self.now
     }
 
-    /// A service named `name` for `identity`, with in-memory accounts whose randomness comes
-    /// from this world (so runs stay reproducible), and a ledger in the accounts' in-memory
-    /// store signed by `identity`.
+    /// The service of an in-memory node named `name` for `identity` (accounts, ledger and
+    /// homes in memory, the cheapest argon2), whose randomness comes from this world (so
+    /// runs stay reproducible).
     pub fn service(
         &mut self,
         name: &str,
         identity: &Arc<ServerIdentity>,
     ) -> Result<Service, SimError> {
-        let accounts = vserv_service::ephemeral_accounts(Box::new(self.fork_rng()))?;
-        let ledger = Arc::new(vserv_service::ledger::Ledger::new(
-            accounts.store(),
-            identity.clone(),
-        ));
-        let info = vserv_service::ServiceInfo {
-            name: name.to_owned(),
-            fingerprint: identity.public_key().fingerprint(),
-        };
-        Ok(Service::new(info, accounts).with_ledger(ledger))
+        let settings = vserv_service::NodeSettings::insecure_fast(name);
+        let rng = Box::new(self.fork_rng());
+        Ok(vserv_service::Node::in_memory(identity.clone(), settings, rng)?.service())
     }
 
     /// The virtual clock as an `Instant` (epoch + virtual time), as passed to connections.

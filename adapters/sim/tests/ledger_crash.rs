@@ -13,7 +13,7 @@
 //!
 //! Every failure names its seed; `VSERV_SIM_SEED=<seed>` replays exactly that run.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,10 +22,10 @@ use rand::rngs::StdRng;
 use vserv_core::commands::{Command, Credential, Reply, SecretBytes, UserRole};
 use vserv_core::ledger::ZERO_HASH;
 use vserv_core::{Config, ErrorCode, ServerIdentity};
-use vserv_service::accounts::{Accounts, PasswordParams};
 use vserv_service::client::ClientError;
 use vserv_service::ledger::{CheckReport, Ledger};
-use vserv_service::{Service, ServiceInfo};
+use vserv_service::{Node, NodeSettings};
+use vserv_sim::ledger_model::{Fate, LedgerModel};
 use vserv_sim::{
     ClientSpec, EndpointId, Finish, LinkConfig, LinkSpec, RunEnd, SeedFailure, ServerId,
     ServerSpec, World, for_each_seed,
@@ -37,169 +37,83 @@ const PASSWORD: &[u8] = b"writer-password-1";
 /// How long (virtual time) any wait of the test may take before it counts as a hang.
 const HANG: Duration = Duration::from_secs(3600);
 
-/// What the clients know about the records they sent.
-#[derive(Default)]
-struct Model {
-    /// Every record id ever sent, with its body.
-    sent: BTreeMap<Vec<u8>, Vec<u8>>,
-    /// Acknowledged appends: record id -> (seq, hash).
-    acked: BTreeMap<Vec<u8>, (u64, [u8; 32])>,
-    /// Retried records answered with `Conflict`: they must be in the feed.
-    conflicted: BTreeSet<Vec<u8>>,
-    /// Records whose fate is unknown (no answer, or a failure answer): retried later.
-    unknown: BTreeSet<Vec<u8>>,
-    /// Entry hashes of seq 1.. as seen by the last verification: durable, so a later feed
-    /// must start with exactly these.
-    durable: Vec<[u8; 32]>,
-    /// How many answers were lost so far.
-    lost: usize,
+/// Files the answer to `rput record_id` into `model`. While the store is up (`ledger`),
+/// an acknowledged entry must be durable and be this record, and a `Conflict`ed record must
+/// be there, whole, right now (when the store is down, the next verification checks it). A
+/// failure answer other than `Conflict` (the store crashed under the commit) leaves the
+/// record unknown.
+fn answer(
+    model: &mut LedgerModel,
+    record_id: &[u8],
+    reply: Result<Reply, ClientError>,
+    ledger: Option<&Ledger>,
+) -> Result<(), String> {
+    let shown = String::from_utf8_lossy(record_id).into_owned();
+    let fate = match reply {
+        Ok(Reply::Appended { seq, hash }) => {
+            if let Some(ledger) = ledger {
+                match ledger.by_seq(seq) {
+                    Ok(Some(e)) if e.record_id() == record_id && e.hash() == hash => {}
+                    other => {
+                        return Err(format!(
+                            "{shown} acknowledged at {seq}, which holds {other:?}"
+                        ));
+                    }
+                }
+            }
+            Fate::Appended(seq, hash)
+        }
+        Ok(other) => return Err(format!("rput {shown} answered {other:?}")),
+        Err(ClientError::Server(e)) if e.code == ErrorCode::Conflict => {
+            if let Some(ledger) = ledger {
+                match ledger.by_id(record_id) {
+                    Ok(Some(entry)) if entry.record_id() == record_id => {}
+                    other => {
+                        return Err(format!("{shown} got Conflict but by_id finds {other:?}"));
+                    }
+                }
+            }
+            Fate::Conflict
+        }
+        Err(_) => Fate::Unknown,
+    };
+    model.file(record_id, fate)
 }
 
-impl Model {
-    /// Files the answer to `rput record_id`. A failure answer other than `Conflict` (the
-    /// store crashed under the commit) leaves the record unknown.
-    fn answer(
-        &mut self,
-        record_id: &[u8],
-        reply: Result<Reply, ClientError>,
-        ledger: Option<&Ledger>,
-    ) -> Result<(), String> {
-        let shown = String::from_utf8_lossy(record_id).into_owned();
-        match reply {
-            Ok(Reply::Appended { seq, hash }) => {
-                if let Some(before) = self.acked.insert(record_id.to_vec(), (seq, hash)) {
-                    return Err(format!(
-                        "{shown} acknowledged twice: at {before:?} and at seq {seq}"
-                    ));
-                }
-                if self.conflicted.contains(record_id) {
-                    return Err(format!("{shown} acknowledged after a Conflict"));
-                }
-                // The acknowledged entry is durable and is this record.
-                if let Some(ledger) = ledger {
-                    match ledger.by_seq(seq) {
-                        Ok(Some(e)) if e.record_id() == record_id && e.hash() == hash => {}
-                        other => {
-                            return Err(format!(
-                                "{shown} acknowledged at {seq}, which holds {other:?}"
-                            ));
-                        }
-                    }
-                }
-                self.unknown.remove(record_id);
-            }
-            Ok(other) => return Err(format!("rput {shown} answered {other:?}")),
-            Err(ClientError::Server(e)) if e.code == ErrorCode::Conflict => {
-                // Only a retried record can already be stored.
-                if !self.unknown.remove(record_id) {
-                    return Err(format!("a first rput of {shown} got Conflict: {e:?}"));
-                }
-                // The server saw it stored: it must be there, whole, right now (when the
-                // store is down, the next verification checks it).
-                if let Some(ledger) = ledger {
-                    match ledger.by_id(record_id) {
-                        Ok(Some(entry)) if entry.record_id() == record_id => {}
-                        other => {
-                            return Err(format!("{shown} got Conflict but by_id finds {other:?}"));
-                        }
-                    }
-                }
-                self.conflicted.insert(record_id.to_vec());
-            }
-            Err(_) => self.lost(record_id),
-        }
-        Ok(())
+/// The checks after every restart (and at the end): the ledger's own chain check and hash
+/// index, then [`LedgerModel::verify`] over its entries and its id index.
+fn verify(model: &mut LedgerModel, ledger: &Ledger) -> Result<(), String> {
+    let size = ledger.size().map_err(|e| format!("size: {e}"))?;
+    match ledger.check() {
+        Ok(CheckReport::Ok { seq }) if seq == size => {}
+        other => return Err(format!("check of a feed of {size} entries: {other:?}")),
     }
-
-    /// `record_id` was sent but its answer is lost (or a failure): its fate is unknown.
-    fn lost(&mut self, record_id: &[u8]) {
-        if !self.acked.contains_key(record_id) && !self.conflicted.contains(record_id) {
-            self.unknown.insert(record_id.to_vec());
-            self.lost += 1;
+    let mut entries = Vec::new();
+    for seq in 1..=size {
+        let entry = ledger
+            .by_seq(seq)
+            .map_err(|e| format!("by_seq({seq}): {e}"))?
+            .ok_or_else(|| format!("gap: no entry {seq} in a feed of {size}"))?;
+        if ledger
+            .seq_of_hash(&entry.hash())
+            .map_err(|e| e.to_string())?
+            != Some(seq)
+        {
+            return Err(format!("entry {seq} is not found under its hash"));
         }
+        entries.push(entry);
     }
-
-    /// The checks after every restart (and at the end).
-    fn verify(&mut self, ledger: &Ledger) -> Result<(), String> {
-        let size = ledger.size().map_err(|e| format!("size: {e}"))?;
-        match ledger.check() {
-            Ok(CheckReport::Ok { seq }) if seq == size => {}
-            other => return Err(format!("check of a feed of {size} entries: {other:?}")),
-        }
-        let mut ids: BTreeMap<Vec<u8>, u64> = BTreeMap::new();
-        let mut hashes: Vec<[u8; 32]> = Vec::new();
-        let mut prev = ZERO_HASH;
-        for seq in 1..=size {
-            let entry = ledger
-                .by_seq(seq)
-                .map_err(|e| format!("by_seq({seq}): {e}"))?
-                .ok_or_else(|| format!("gap: no entry {seq} in a feed of {size}"))?;
-            if entry.seq() != seq || *entry.prev() != prev {
-                return Err(format!("entry {seq} is not linked into the chain"));
-            }
-            prev = entry.hash();
-            if ledger.seq_of_hash(&prev).map_err(|e| e.to_string())? != Some(seq) {
-                return Err(format!("entry {seq} is not found under its hash"));
-            }
-            let id = entry.record_id().to_vec();
-            if !self.sent.contains_key(&id) {
-                return Err(format!("entry {seq} holds a record nobody sent"));
-            }
-            if self.sent.get(&id).map(Vec::as_slice) != Some(entry.body()) {
-                return Err(format!("entry {seq} holds a body its client did not send"));
-            }
-            if let Some(first) = ids.insert(id, seq) {
-                return Err(format!(
-                    "record {} stored twice: at {first} and {seq}",
-                    String::from_utf8_lossy(entry.record_id())
-                ));
-            }
-            hashes.push(prev);
-        }
-        if hashes.get(..self.durable.len()) != Some(self.durable.as_slice()) {
-            return Err(format!(
-                "entries seen before the crash were lost or changed ({} before, {} now)",
-                self.durable.len(),
-                hashes.len()
-            ));
-        }
-        for (id, &(seq, hash)) in &self.acked {
-            let shown = String::from_utf8_lossy(id);
-            if ids.get(id) != Some(&seq) {
-                return Err(format!(
-                    "acknowledged {shown} (seq {seq}) is at {:?}",
-                    ids.get(id)
-                ));
-            }
-            let at = usize::try_from(seq - 1).map_err(|e| e.to_string())?;
-            if hashes.get(at) != Some(&hash) {
-                return Err(format!("acknowledged {shown} has another hash now"));
-            }
-        }
-        for id in &self.conflicted {
-            if !ids.contains_key(id) {
-                return Err(format!(
-                    "{} got Conflict but is not in the feed",
-                    String::from_utf8_lossy(id)
-                ));
-            }
-        }
-        // Present or not, but never half-present: the id index agrees with the entries.
-        for id in self.sent.keys() {
-            let indexed = ledger
-                .seq_of_id(id)
-                .map_err(|e| format!("seq_of_id: {e}"))?;
-            if indexed != ids.get(id).copied() {
-                return Err(format!(
-                    "record {}: id index says {indexed:?}, the entries {:?}",
-                    String::from_utf8_lossy(id),
-                    ids.get(id)
-                ));
-            }
-        }
-        self.durable = hashes;
-        Ok(())
-    }
+    model.verify(&entries, |id| {
+        let Some(seq) = ledger
+            .seq_of_id(id)
+            .map_err(|e| format!("seq_of_id: {e}"))?
+        else {
+            return Ok(None);
+        };
+        // An index pointing past the entries gets no hash, so it never agrees with them.
+        let entry = ledger.by_seq(seq).map_err(|e| format!("by_seq: {e}"))?;
+        Ok(Some((seq, entry.map_or(ZERO_HASH, |e| e.hash()))))
+    })
 }
 
 /// One client connection of the load: it logs in (request 1), then sends its records
@@ -231,7 +145,7 @@ struct Run {
     server: ServerId,
     ledger: Arc<Ledger>,
     link: LinkSpec,
-    model: Model,
+    model: LedgerModel,
     next_record: u64,
     /// Connections made (each login commits the login time).
     connections: u64,
@@ -243,10 +157,6 @@ impl Run {
         let mut rng = world.fork_rng();
         let identity = Arc::new(ServerIdentity::generate(&mut world.fork_rng()));
         let store = MemoryStore::with_store_id(rng.random());
-        let accounts = accounts(&store, &mut world)?;
-        accounts
-            .create(USER, UserRole::User, PASSWORD, 1_700_000_000)
-            .map_err(|e| format!("creating the user: {e}"))?;
         // Mostly links that keep writes whole or nearly, so pipelined requests arrive
         // together and the server groups them into one commit.
         let chunk = [1, 64, 700, 4096, 0, 0][rng.random_range(0..6usize)];
@@ -256,7 +166,10 @@ impl Run {
             config = config.with_reset(0.003);
         }
         let link = LinkSpec::symmetric(config);
-        let ledger = Arc::new(Ledger::new(Arc::new(store.clone()), identity.clone()));
+        let node = node(&store, &identity, &mut world)?;
+        node.accounts()
+            .create(USER, UserRole::User, PASSWORD, 1_700_000_000)
+            .map_err(|e| format!("creating the user: {e}"))?;
         let mut run = Run {
             seed,
             rng,
@@ -264,29 +177,24 @@ impl Run {
             store,
             identity,
             server: ServerId(0),
-            ledger,
+            ledger: node.ledger().clone(),
             link,
-            model: Model::default(),
+            model: LedgerModel::default(),
             next_record: 0,
             connections: 0,
         };
-        run.server = run.boot(accounts)?;
+        run.server = run.boot(&node);
         Ok(run)
     }
 
-    /// Starts a server process over the store (and `accounts` on it).
-    fn boot(&mut self, accounts: Accounts) -> Result<ServerId, String> {
-        let info = ServiceInfo {
-            name: "ledger-crash".into(),
-            fingerprint: self.identity.public_key().fingerprint(),
-        };
-        let service = Service::new(info, Arc::new(accounts)).with_ledger(self.ledger.clone());
-        Ok(self.world.add_server(ServerSpec {
+    /// Starts a server process: the service of `node` (over the store).
+    fn boot(&mut self, node: &Node) -> ServerId {
+        self.world.add_server(ServerSpec {
             identity: self.identity.clone(),
-            service,
+            service: node.service(),
             max_connections: 64,
             config: Config::default(),
-        }))
+        })
     }
 
     /// Connects a client that logs in and sends `records` (ids of `self.model.sent`).
@@ -457,9 +365,9 @@ impl Run {
             match self.world.take_reply(slot.ep, request) {
                 Some(reply) => {
                     let ledger = up.then_some(&*self.ledger);
-                    self.model.answer(&record_id, reply, ledger)?;
+                    answer(&mut self.model, &record_id, reply, ledger)?;
                 }
-                None => self.model.lost(&record_id),
+                None => self.model.file(&record_id, Fate::Unknown)?,
             }
             if up && self.model.unknown.contains(&record_id) && !retries.contains(&record_id) {
                 retries.push_back(record_id);
@@ -474,24 +382,28 @@ impl Run {
     /// The store comes back with what was committed; a new server process starts on it.
     fn restart(&mut self) -> Result<(), String> {
         self.store.restart();
-        self.ledger = Arc::new(Ledger::new(
-            Arc::new(self.store.clone()),
-            self.identity.clone(),
-        ));
-        self.model.verify(&self.ledger)?;
-        let accounts = accounts(&self.store, &mut self.world)?;
-        self.server = self.boot(accounts)?;
+        let node = node(&self.store, &self.identity, &mut self.world)?;
+        self.ledger = node.ledger().clone();
+        verify(&mut self.model, &self.ledger)?;
+        self.server = self.boot(&node);
         Ok(())
     }
 }
 
-fn accounts(store: &MemoryStore, world: &mut World) -> Result<Accounts, String> {
-    Accounts::new(
-        Arc::new(store.clone()),
-        PasswordParams::INSECURE_FAST,
-        Box::new(world.fork_rng()),
+/// A server process's node over `store` (its accounts and its feed), salted from `world`.
+fn node(
+    store: &MemoryStore,
+    identity: &Arc<ServerIdentity>,
+    world: &mut World,
+) -> Result<Node, String> {
+    Node::builder(
+        identity.clone(),
+        NodeSettings::insecure_fast("ledger-crash"),
     )
-    .map_err(|e| format!("accounts: {e}"))
+    .store(Arc::new(store.clone()))
+    .rng(Box::new(world.fork_rng()))
+    .build()
+    .map_err(|e| format!("node: {e}"))
 }
 
 /// One seed: `crashes` server lives ended by a crash under load, then a final life that
@@ -515,7 +427,7 @@ fn scenario(seed: u64, crashes: usize) -> Result<(u64, [u8; 32], usize, u64), St
         run.restart()?;
     }
     run.round(3, 5, Crash::Never)?;
-    run.model.verify(&run.ledger)?;
+    verify(&mut run.model, &run.ledger)?;
     if !run.model.unknown.is_empty() {
         return Err(format!(
             "{} record(s) still unknown after the final round",

@@ -13,8 +13,8 @@ use vserv_core::transfer::{FdoneArgs, FileHasher, FopenArgs, MAX_FPUT_DATA};
 use vserv_core::{Config, ServerIdentity};
 use vserv_service::accounts::UserName;
 use vserv_service::client::ClientOptions;
-use vserv_service::files::{FileTree, FilesConfig, MemoryTree, UserPath};
-use vserv_service::{Service, ServiceInfo};
+use vserv_service::files::UserPath;
+use vserv_service::{Node, NodeSettings};
 use vserv_sim::{LinkConfig, LinkSpec, ServerSpec, SimServer, for_each_seed, seeds};
 
 const PASSWORD: &[u8] = b"alice-password-1";
@@ -32,20 +32,20 @@ fn sha(data: &[u8]) -> [u8; 32] {
 /// from a non-zero offset the server had verified.
 fn upload_through_resets(seed: u64) -> Result<usize, String> {
     let mut rng = StdRng::seed_from_u64(seed);
-    let accounts = vserv_service::ephemeral_accounts(Box::new(StdRng::seed_from_u64(seed)))
-        .map_err(|e| e.to_string())?;
-    accounts
+    let identity = Arc::new(ServerIdentity::generate(&mut rng));
+    let node = Node::in_memory(
+        identity.clone(),
+        NodeSettings::insecure_fast("sim"),
+        Box::new(StdRng::seed_from_u64(seed)),
+    )
+    .map_err(|e| e.to_string())?;
+    node.accounts()
         .create("alice", UserRole::User, PASSWORD, 0)
         .map_err(|e| e.to_string())?;
-    let tree = Arc::new(MemoryTree::new(FilesConfig::default()));
-    let identity = Arc::new(ServerIdentity::generate(&mut rng));
-    let info = ServiceInfo {
-        name: "sim".into(),
-        fingerprint: identity.public_key().fingerprint(),
-    };
+    let tree = node.files().clone();
     let spec = ServerSpec {
         identity,
-        service: Service::new(info, accounts).with_files(tree.clone()),
+        service: node.service(),
         max_connections: 8,
         config: Config::default(),
     };

@@ -12,13 +12,11 @@ use anyhow::{Context, bail};
 use clap::Args;
 use serde::Serialize;
 use vserv_blocking::{Client, Server, ServerOptions};
-use vserv_core::ServerIdentity;
 use vserv_core::commands::{Command, Credential, RecordSelector, Reply, SecretBytes, UserRole};
 use vserv_core::ledger::MAX_BODY;
-use vserv_service::accounts::{Accounts, PasswordParams};
+use vserv_service::Node;
 use vserv_service::client::ClientOptions;
 use vserv_service::ledger::{CheckReport, Ledger};
-use vserv_service::{Policy, Service, ServiceInfo};
 
 use super::{Machine, Report};
 
@@ -178,17 +176,9 @@ struct Bench {
 impl Bench {
     fn start(connections: u64) -> anyhow::Result<Bench> {
         let dir = tempfile::tempdir().context("creating a temporary directory")?;
-        let store = Arc::new(
-            vserv_store::db::FjallStore::open(&dir.path().join("data"))
-                .context("opening the temporary store")?,
-        );
-        let accounts = Accounts::new(
-            store.clone(),
-            PasswordParams::INSECURE_FAST,
-            vserv_service::system::os_rng()?,
-        )
-        .context("setting up accounts")?;
-        accounts
+        let node = Node::open(&dir.path().join("data"), &super::node_settings())
+            .context("opening the temporary node")?;
+        node.accounts()
             .create(
                 "bench",
                 UserRole::User,
@@ -196,21 +186,10 @@ impl Bench {
                 vserv_service::unix_now(),
             )
             .context("creating the benchmark user")?;
-        let mut rng = vserv_service::system::os_rng()?;
-        let identity = Arc::new(ServerIdentity::generate(&mut *rng));
+        let identity = node.identity().clone();
         let fingerprint = identity.public_key().fingerprint();
-        let ledger = Arc::new(Ledger::new(store, identity.clone()));
-        let info = ServiceInfo {
-            name: "vserv-bench".into(),
-            fingerprint,
-        };
-        let policy = Policy {
-            connection_rate: None,
-            max_unauthenticated_per_ip: None,
-            ..Policy::default()
-        };
-        let service =
-            Service::with_policy(info, Arc::new(accounts), policy).with_ledger(ledger.clone());
+        let ledger = node.ledger().clone();
+        let service = node.service();
         let server = Server::bind("127.0.0.1:0", identity, service, ServerOptions::default())
             .context("starting the in-process server on 127.0.0.1")?
             .spawn()

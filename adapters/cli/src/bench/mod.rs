@@ -67,6 +67,15 @@ trait Report: Serialize {
     fn table(&self) -> String;
 }
 
+/// The settings of an in-process benchmark server: the cheapest argon2 and no limit on
+/// sessions per second from one address (every client comes from 127.0.0.1).
+fn node_settings() -> vserv_service::NodeSettings {
+    let mut settings = vserv_service::NodeSettings::insecure_fast("vserv-bench");
+    settings.policy.connection_rate = None;
+    settings.policy.max_unauthenticated_per_ip = None;
+    settings
+}
+
 fn emit<R: Report>(report: &R, json: bool) -> anyhow::Result<()> {
     if json {
         let text = serde_json::to_string(report).context("encoding the report as JSON")?;

@@ -13,8 +13,8 @@ use tempfile::TempDir;
 use vserv_blocking::{Client, Server, ServerHandle, ServerOptions};
 use vserv_core::commands::{Command, MAX_PING_PAYLOAD, Reply};
 use vserv_core::{Fingerprint, ServerIdentity};
+use vserv_service::Node;
 use vserv_service::client::{ClientError, ClientOptions};
-use vserv_service::{Service, ServiceInfo};
 
 use super::stats::Latency;
 use super::{Machine, Report};
@@ -100,22 +100,10 @@ impl Target {
                 let mut rng = vserv_service::system::os_rng()?;
                 let identity = Arc::new(ServerIdentity::generate(&mut *rng));
                 let fingerprint = identity.public_key().fingerprint();
-                let accounts = vserv_service::ephemeral_accounts(vserv_service::system::os_rng()?)?;
-                let info = ServiceInfo {
-                    name: "vserv-bench".into(),
-                    fingerprint,
-                };
-                // Sessions per second from one address: no connection rate limit.
-                let policy = vserv_service::Policy {
-                    connection_rate: None,
-                    max_unauthenticated_per_ip: None,
-                    ..vserv_service::Policy::default()
-                };
-                let ledger = Arc::new(vserv_service::ledger::Ledger::new(
-                    accounts.store(),
-                    identity.clone(),
-                ));
-                let service = Service::with_policy(info, accounts, policy).with_ledger(ledger);
+                let service = Node::builder(identity.clone(), super::node_settings())
+                    .build()
+                    .context("assembling the in-process server")?
+                    .service();
                 let server =
                     Server::bind("127.0.0.1:0", identity, service, ServerOptions::default())
                         .context("starting the in-process server on 127.0.0.1")?;

@@ -1,5 +1,6 @@
-//! Helpers shared by the service's file tests: a logged-in session, one command through
-//! `Service::answer`, SHA-256 of some bytes, user names and paths.
+//! Helpers shared by the service's tests: the in-memory node they serve from, a logged-in
+//! session, one command through `Service::answer`, SHA-256 of some bytes, user names and
+//! paths.
 //!
 //! Each test file compiles its own copy of this module (`mod common;`) and uses only part
 //! of it, hence the `dead_code` allowance.
@@ -14,7 +15,21 @@ use vserv_core::transfer::FileHasher;
 use vserv_core::{ErrorReply, Request};
 use vserv_service::accounts::UserName;
 use vserv_service::files::UserPath;
-use vserv_service::{Service, Session};
+use vserv_service::{Node, NodeBuilder, NodeSettings, Service, Session};
+
+/// A builder of the in-memory node named `name` (the cheapest argon2), its identity and its
+/// accounts' salt drawn from `seed`; pieces (a tree on disk, a faulty store) can be chosen.
+pub fn node(name: &str, seed: u64) -> NodeBuilder {
+    node_with(NodeSettings::insecure_fast(name), seed)
+}
+
+/// Like [`node`] with `settings`.
+pub fn node_with(settings: NodeSettings, seed: u64) -> NodeBuilder {
+    use rand::SeedableRng;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let identity = std::sync::Arc::new(vserv_core::ServerIdentity::generate(&mut rng));
+    Node::builder(identity, settings).rng(Box::new(rng))
+}
 
 /// The SHA-256 of `data`.
 pub fn sha(data: &[u8]) -> [u8; 32] {

@@ -1,0 +1,405 @@
+//! A node: everything one vserv server is made of, assembled in one place.
+//!
+//! [`Node::open`] opens a data directory (the identity, created on first start; the store,
+//! under the data-loss policy of [`NodeSettings::accept_data_loss`]; the accounts with their
+//! argon2 limits; the ledger; the homes with their quota and free-space reserve) and runs the
+//! start-up policy before anything is served: deliveries a crash or restart left pending are
+//! settled, expired partial uploads are swept. [`Node::in_memory`] and [`Node::builder`] give
+//! the same assembly over a [`MemoryStore`] and a [`MemoryTree`] (or pieces a test chooses:
+//! a faulty store, a tree on disk), for tests, benches and the simulator.
+//!
+//! A node starts no thread and listens on nothing: [`Node::service`] hands out the
+//! [`Service`] a runtime drives, and the admin tools take the identity, ledger and accounts.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use rand_core::CryptoRng;
+use vserv_core::ServerIdentity;
+use vserv_store::{IdentityError, MemoryStore, Store, StoreError};
+
+use crate::accounts::{AccountError, Accounts, CheckLimits, PasswordParams};
+use crate::files::delivery::{self, HooksConfig, InterruptedSettle};
+use crate::files::{
+    DEFAULT_MIN_FREE_BYTES, DEFAULT_PARTIAL_EXPIRY, DiskTree, FileError, FileTree, FilesConfig,
+    MemoryTree, PartialSweep,
+};
+use crate::ledger::Ledger;
+use crate::{Policy, Service, ServiceInfo};
+
+/// What a node is opened with. [`Default`] gives the settings of `vserv serve` without a
+/// configuration file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeSettings {
+    /// The server name reported by `hello` and `id`.
+    pub name: String,
+    /// Abuse limits and `tout` bounds.
+    pub policy: Policy,
+    /// argon2id parameters for new password hashes.
+    pub password: PasswordParams,
+    /// Password checks running and waiting at once.
+    pub password_checks: CheckLimits,
+    /// Versions kept and per-user quota of the homes.
+    pub files: FilesConfig,
+    /// Free bytes uploads never take from the homes' file system (0: no reserve; a data
+    /// directory only, the in-memory tree has no file system).
+    pub min_free_bytes: u64,
+    /// How long a partial upload may go unwritten before it is swept; `None`: never.
+    pub partial_expiry: Option<Duration>,
+    /// Whether and how inbox folder hooks run.
+    pub hooks: HooksConfig,
+    /// Open a store that lost data it had acknowledged (logging the loss) instead of
+    /// refusing it.
+    pub accept_data_loss: bool,
+}
+
+impl Default for NodeSettings {
+    fn default() -> Self {
+        NodeSettings {
+            name: "vserv".to_owned(),
+            policy: Policy::default(),
+            password: PasswordParams::DEFAULT,
+            password_checks: CheckLimits::from_cpus(),
+            files: FilesConfig::default(),
+            min_free_bytes: DEFAULT_MIN_FREE_BYTES,
+            partial_expiry: Some(DEFAULT_PARTIAL_EXPIRY),
+            hooks: HooksConfig::default(),
+            accept_data_loss: false,
+        }
+    }
+}
+
+impl NodeSettings {
+    /// The defaults with the cheapest argon2 parameters and the name `name`: for tests,
+    /// benches and simulations, never for a real server.
+    pub fn insecure_fast(name: &str) -> NodeSettings {
+        NodeSettings {
+            name: name.to_owned(),
+            password: PasswordParams::INSECURE_FAST,
+            ..NodeSettings::default()
+        }
+    }
+}
+
+/// Why a node could not be opened. Nothing is served; what was created (a new identity, an
+/// empty store or homes directory) stays for the next attempt.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum NodeError {
+    /// The identity key could not be read, or created on first start.
+    #[error("cannot load or create the server identity in {}", dir.display())]
+    Identity {
+        /// The data directory.
+        dir: PathBuf,
+        /// What failed.
+        #[source]
+        source: IdentityError,
+    },
+    /// The store could not be opened (in use, damaged, or lost data without
+    /// [`NodeSettings::accept_data_loss`]).
+    #[error("cannot open the store in {}", dir.display())]
+    Store {
+        /// The data directory.
+        dir: PathBuf,
+        /// What failed.
+        #[source]
+        source: StoreError,
+    },
+    /// The homes could not be opened.
+    #[error("cannot open the homes in {}", dir.display())]
+    Files {
+        /// The data directory.
+        dir: PathBuf,
+        /// What failed.
+        #[source]
+        source: FileError,
+    },
+    /// The accounts could not be set up over the store.
+    #[error("cannot set up the accounts")]
+    Accounts(#[source] AccountError),
+    /// The operating system gave no randomness.
+    #[error("no randomness from the operating system")]
+    Rng(#[source] std::io::Error),
+}
+
+/// What opening a node did before it could serve. Failures of the start-up chores are
+/// logged, never fatal: the node serves without them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Startup {
+    /// Where a new identity was written, when this start created one.
+    pub identity_created: Option<PathBuf>,
+    /// The data the store lost and was accepted to lose
+    /// ([`NodeSettings::accept_data_loss`]).
+    pub data_loss: Option<String>,
+    /// The deliveries a stop left pending, now settled (`None`: settling failed).
+    pub settled: Option<InterruptedSettle>,
+    /// The expired partial uploads swept (`None`: expiry disabled, or the sweep failed).
+    pub swept: Option<PartialSweep>,
+}
+
+/// One server's pieces, assembled and started up; see the module docs.
+pub struct Node {
+    identity: Arc<ServerIdentity>,
+    store: Arc<dyn Store>,
+    accounts: Arc<Accounts>,
+    ledger: Arc<Ledger>,
+    files: Arc<dyn FileTree>,
+    /// Built once, so every clone handed out shares its limits and upload locks.
+    service: Service,
+    settings: NodeSettings,
+    startup: Startup,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node")
+            .field("fingerprint", &self.identity.public_key().fingerprint())
+            .field("settings", &self.settings)
+            .field("startup", &self.startup)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Node {
+    /// Opens the node kept in `dir` (created with mode 0700 if absent): the identity
+    /// (created on first start), the store (refused after a data loss unless
+    /// `settings.accept_data_loss`), the accounts, the ledger and the homes; then settles the
+    /// deliveries a stop left pending and sweeps the expired partial uploads. Fails if the
+    /// store is in use by another process.
+    pub fn open(dir: &Path, settings: &NodeSettings) -> Result<Node, NodeError> {
+        let loaded =
+            vserv_store::identity::load_or_create(dir, &mut *os_rng()?).map_err(|source| {
+                NodeError::Identity {
+                    dir: dir.to_owned(),
+                    source,
+                }
+            })?;
+        if loaded.created {
+            tracing::info!(path = %loaded.path.display(), "created a new server identity");
+        }
+        let options = vserv_store::OpenOptions {
+            accept_data_loss: settings.accept_data_loss,
+        };
+        let store = vserv_store::FjallStore::open_with(dir, options).map_err(|source| {
+            NodeError::Store {
+                dir: dir.to_owned(),
+                source,
+            }
+        })?;
+        let data_loss = store.data_loss_accepted().map(str::to_owned);
+        if let Some(lost) = &data_loss {
+            tracing::error!(data = %dir.display(), "starting after data loss: {lost}");
+        }
+        let tree = DiskTree::open(dir, settings.files)
+            .map_err(|source| NodeError::Files {
+                dir: dir.to_owned(),
+                source,
+            })?
+            .with_min_free_bytes(settings.min_free_bytes);
+        let mut node = Node::builder(Arc::new(loaded.identity), settings.clone())
+            .store(Arc::new(store))
+            .files(Arc::new(tree))
+            .build()?;
+        node.startup.identity_created = loaded.created.then_some(loaded.path);
+        node.startup.data_loss = data_loss;
+        Ok(node)
+    }
+
+    /// A node for `identity` entirely in memory (a [`MemoryStore`] and a [`MemoryTree`]),
+    /// its accounts salted from `rng`, so a seeded `rng` makes it reproducible.
+    pub fn in_memory(
+        identity: Arc<ServerIdentity>,
+        settings: NodeSettings,
+        rng: Box<dyn CryptoRng + Send>,
+    ) -> Result<Node, NodeError> {
+        Node::builder(identity, settings).rng(rng).build()
+    }
+
+    /// A builder for a node of `identity` whose pieces default to [`Node::in_memory`]'s and
+    /// may be replaced one by one.
+    pub fn builder(identity: Arc<ServerIdentity>, settings: NodeSettings) -> NodeBuilder {
+        NodeBuilder {
+            identity,
+            settings,
+            store: None,
+            files: None,
+            rng: None,
+        }
+    }
+
+    /// The [`Service`] over this node's accounts, ledger and homes, with its policy and
+    /// hooks. Every call returns a clone of the one service: all share its login backoff,
+    /// per-address slots and upload locks, as the connections of one server must.
+    pub fn service(&self) -> Service {
+        self.service.clone()
+    }
+
+    /// How the node describes itself: its name and its key's fingerprint.
+    pub fn info(&self) -> &ServiceInfo {
+        self.service.info()
+    }
+
+    /// The server's signing key.
+    pub fn identity(&self) -> &Arc<ServerIdentity> {
+        &self.identity
+    }
+
+    /// The store holding the accounts, the ledger and the limits.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// The user accounts.
+    pub fn accounts(&self) -> &Arc<Accounts> {
+        &self.accounts
+    }
+
+    /// The server's ledger, signed by [`Node::identity`].
+    pub fn ledger(&self) -> &Arc<Ledger> {
+        &self.ledger
+    }
+
+    /// The users' homes.
+    pub fn files(&self) -> &Arc<dyn FileTree> {
+        &self.files
+    }
+
+    /// The settings the node was opened with.
+    pub fn settings(&self) -> &NodeSettings {
+        &self.settings
+    }
+
+    /// What the start-up did.
+    pub fn startup(&self) -> &Startup {
+        &self.startup
+    }
+
+    /// Deletes the partial uploads unwritten since `now - partial_expiry`, logging what was
+    /// done. `None`: expiry is disabled, or the homes could not be reached (logged). Safe
+    /// while the node serves: uploads in progress keep their partial files.
+    pub fn sweep_partials(&self, now: SystemTime) -> Option<PartialSweep> {
+        let expiry = self.settings.partial_expiry?;
+        match self.files.sweep_partials(now, expiry) {
+            Ok(report) => {
+                tracing::info!(
+                    removed = report.removed,
+                    bytes = report.bytes,
+                    in_use = report.in_use,
+                    failed = report.failed,
+                    expiry_days = expiry.as_secs() / 86_400,
+                    "swept expired partial uploads"
+                );
+                Some(report)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "could not sweep expired partial uploads");
+                None
+            }
+        }
+    }
+
+    /// The start-up chores, run before any session exists: settle interrupted deliveries
+    /// (none can be running), then sweep expired partial uploads.
+    fn start_up(&mut self) {
+        self.startup.settled = match delivery::settle_interrupted(self.files.as_ref()) {
+            Ok(report) => {
+                tracing::info!(
+                    settled = report.settled(),
+                    failed = report.failed,
+                    received = report.received,
+                    errors = report.errors,
+                    temp_files = report.temp_files,
+                    "settled deliveries interrupted by a server stop"
+                );
+                Some(report)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "could not settle interrupted deliveries");
+                None
+            }
+        };
+        if self.settings.partial_expiry.is_none() {
+            tracing::info!("partial upload expiry disabled");
+        }
+        self.startup.swept = self.sweep_partials(SystemTime::now());
+    }
+}
+
+/// Builds a [`Node`] from chosen pieces; see [`Node::builder`].
+pub struct NodeBuilder {
+    identity: Arc<ServerIdentity>,
+    settings: NodeSettings,
+    store: Option<Arc<dyn Store>>,
+    files: Option<Arc<dyn FileTree>>,
+    rng: Option<Box<dyn CryptoRng + Send>>,
+}
+
+impl NodeBuilder {
+    /// Keeps the accounts, ledger and limits in `store` (default: a new [`MemoryStore`]).
+    pub fn store(mut self, store: Arc<dyn Store>) -> Self {
+        self.store = Some(store);
+        self
+    }
+
+    /// Keeps the homes in `files` (default: a new [`MemoryTree`] with the settings' files
+    /// configuration); the settings' `files` and `min_free_bytes` are then `files`' own.
+    pub fn files(mut self, files: Arc<dyn FileTree>) -> Self {
+        self.files = Some(files);
+        self
+    }
+
+    /// Salts the accounts from `rng` (default: the operating system's).
+    pub fn rng(mut self, rng: Box<dyn CryptoRng + Send>) -> Self {
+        self.rng = Some(rng);
+        self
+    }
+
+    /// Assembles the node and runs its start-up (see [`Node::open`]).
+    pub fn build(self) -> Result<Node, NodeError> {
+        let store = self
+            .store
+            .unwrap_or_else(|| Arc::new(MemoryStore::new()) as Arc<dyn Store>);
+        let files = self
+            .files
+            .unwrap_or_else(|| Arc::new(MemoryTree::new(self.settings.files)));
+        let rng = match self.rng {
+            Some(rng) => rng,
+            None => os_rng()?,
+        };
+        let accounts = Accounts::with_limits(
+            store.clone(),
+            self.settings.password,
+            self.settings.password_checks,
+            rng,
+        )
+        .map_err(NodeError::Accounts)?;
+        let accounts = Arc::new(accounts);
+        let ledger = Arc::new(Ledger::new(store.clone(), self.identity.clone()));
+        let info = ServiceInfo {
+            name: self.settings.name.clone(),
+            fingerprint: self.identity.public_key().fingerprint(),
+        };
+        let service = Service::with_policy(info, accounts.clone(), self.settings.policy.clone())
+            .with_ledger(ledger.clone())
+            .with_files(files.clone())
+            .with_hooks(self.settings.hooks.clone());
+        let mut node = Node {
+            identity: self.identity,
+            store,
+            accounts,
+            ledger,
+            files,
+            service,
+            settings: self.settings,
+            startup: Startup::default(),
+        };
+        node.start_up();
+        Ok(node)
+    }
+}
+
+/// The operating system's randomness, the one source of a node opened without a chosen one.
+fn os_rng() -> Result<Box<dyn CryptoRng + Send>, NodeError> {
+    crate::system::os_rng().map_err(NodeError::Rng)
+}

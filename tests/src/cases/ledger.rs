@@ -1,0 +1,489 @@
+//! The ledger over the protocol: `rput`/`rget`, conflicts, signed heads, gapless seqs,
+//! access, positions and counts, range checks, paging `rlist`.
+
+use vserv_core::ErrorCode;
+use vserv_core::commands::{Command, RecordSelector, Reply, SeqRange};
+use vserv_service::client::ClientError;
+
+use crate::clients::*;
+use crate::fixture::*;
+use crate::{Fixture, Runtime, TestClient, TestServer};
+
+fn rput(kind: &str, record_id: &str, body: &[u8]) -> Command {
+    Command::Rput {
+        kind: kind.into(),
+        record_id: record_id.as_bytes().to_vec(),
+        body: body.to_vec(),
+    }
+}
+
+/// `rput` by `client`, returning the seq and hash it replied with.
+fn appended<C: TestClient>(client: &mut C, command: &Command) -> (u64, [u8; 32]) {
+    match client.call(command).expect("rput") {
+        Reply::Appended { seq, hash } => (seq, hash),
+        other => panic!("rput gave {other:?}"),
+    }
+}
+
+fn record<C: TestClient>(
+    client: &mut C,
+    selector: vserv_core::commands::RecordSelector,
+) -> vserv_core::ledger::Entry {
+    match client.call(&Command::Rget(selector)).expect("rget") {
+        Reply::Record(entry) => entry,
+        other => panic!("rget gave {other:?}"),
+    }
+}
+
+/// `rput` then `rget` by seq, id and hash: the entry decodes, hashes to the hash `rput`
+/// replied, and carries the origin, author, kind, record id and body.
+pub fn ledger_put_then_get<R: Runtime>() {
+    let fx = Fixture::new(40);
+    let server = start::<R>(&fx);
+    let (_root, mut alice) = ledger_users::<R>(&server, &fx);
+    let body = b"name=alice\nscore=42\n";
+    let (seq, hash) = appended(&mut alice, &rput("score", "rec-1", body));
+    assert_eq!(seq, 1);
+    let by_seq = record(&mut alice, RecordSelector::Seq(1));
+    let by_id = record(&mut alice, RecordSelector::Id(b"rec-1".to_vec()));
+    let by_hash = record(&mut alice, RecordSelector::Hash(hash));
+    for entry in [&by_seq, &by_id, &by_hash] {
+        assert_eq!(entry.hash(), hash);
+        assert_eq!(entry.seq(), 1);
+        assert_eq!(entry.origin(), fx.identity.public_key());
+        assert_eq!(entry.prev(), &vserv_core::ledger::ZERO_HASH);
+        assert_eq!(entry.author(), "alice");
+        assert_eq!(entry.kind(), "score");
+        assert_eq!(entry.record_id(), b"rec-1");
+        assert_eq!(entry.body(), body);
+    }
+    let (seq2, hash2) = appended(&mut alice, &rput("score", "rec-2", b""));
+    assert_eq!(seq2, 2);
+    let second = record(&mut alice, RecordSelector::Seq(2));
+    assert_eq!(second.hash(), hash2);
+    assert_eq!(second.prev(), &hash, "entry 2 links to entry 1");
+    assert_eq!(
+        alice
+            .call(&Command::Rhave {
+                record_id: b"rec-1".to_vec()
+            })
+            .expect("call"),
+        (Reply::Have(true))
+    );
+    assert_eq!(
+        alice
+            .call(&Command::Rhave {
+                record_id: b"rec-9".to_vec()
+            })
+            .expect("call"),
+        (Reply::Have(false))
+    );
+    for missing in [
+        RecordSelector::Seq(3),
+        RecordSelector::Seq(0),
+        RecordSelector::Id(b"rec-9".to_vec()),
+        RecordSelector::Hash([0; 32]),
+    ] {
+        assert_eq!(
+            code_of(alice.call(&Command::Rget(missing))),
+            Some(ErrorCode::NotFound)
+        );
+    }
+    // A kind outside the rules is refused before it reaches the ledger.
+    assert_eq!(
+        code_of(alice.call(&rput("Bad Kind", "rec-3", b""))),
+        Some(ErrorCode::BadArguments)
+    );
+    assert_eq!(
+        alice.call(&Command::Rsize { kind: None }).expect("call"),
+        (Reply::Count(2))
+    );
+    server.shutdown();
+}
+
+/// A repeated record id is a `Conflict` and is not stored twice.
+pub fn ledger_duplicate_record_id_is_refused<R: Runtime>() {
+    let fx = Fixture::new(41);
+    let server = start::<R>(&fx);
+    let (mut root, mut alice) = ledger_users::<R>(&server, &fx);
+    appended(&mut alice, &rput("k", "same", b"first"));
+    assert_eq!(
+        code_of(alice.call(&rput("k", "same", b"second"))),
+        Some(ErrorCode::Conflict)
+    );
+    // Another user with the same id: still a duplicate (ids are unique per feed).
+    assert_eq!(
+        code_of(root.call(&rput("other", "same", b"third"))),
+        Some(ErrorCode::Conflict)
+    );
+    assert_eq!(
+        alice.call(&Command::Rsize { kind: None }).expect("call"),
+        (Reply::Count(1))
+    );
+    let stored = record(&mut alice, RecordSelector::Id(b"same".to_vec()));
+    assert_eq!(stored.body(), b"first");
+    assert_eq!(
+        code_of(alice.call(&Command::Rget(RecordSelector::Seq(2)))),
+        Some(ErrorCode::NotFound)
+    );
+    // The next new id takes the next seq.
+    assert_eq!(appended(&mut alice, &rput("k", "new", b"")).0, 2);
+    assert_eq!(
+        root.call(&Command::Rcheck { range: None }).expect("call"),
+        (Reply::ChainOk { seq: 2 })
+    );
+    server.shutdown();
+}
+
+/// `rhead` is signed by the server key and names the last entry.
+pub fn ledger_head_is_signed_and_current<R: Runtime>() {
+    let fx = Fixture::new(42);
+    let server = start::<R>(&fx);
+    let (_root, mut alice) = ledger_users::<R>(&server, &fx);
+    assert_eq!(
+        code_of(alice.call(&Command::Rhead)),
+        Some(ErrorCode::NotFound),
+        "an empty ledger has no head"
+    );
+    let mut last = (0, [0; 32]);
+    for i in 0..3 {
+        last = appended(&mut alice, &rput("k", &format!("r{i}"), b""));
+        let Reply::Head(signed) = alice.call(&Command::Rhead).expect("rhead") else {
+            panic!("rhead gave another reply");
+        };
+        signed.verify().expect("the head signature verifies");
+        assert_eq!(signed.head.origin, fx.identity.public_key());
+        assert_eq!((signed.head.seq, signed.head.hash), last);
+    }
+    assert_eq!(record(&mut alice, RecordSelector::Seq(3)).hash(), last.1);
+    server.shutdown();
+}
+
+/// Appends from several connections interleaved keep seq gapless and the chain verifiable.
+pub fn ledger_seq_is_gapless<R: Runtime>() {
+    let fx = Fixture::new(43);
+    let server = start::<R>(&fx);
+    let (mut root, mut alice) = ledger_users::<R>(&server, &fx);
+    let mut alice2 = logged_in::<R>(&server, &fx, "alice", "alice-password");
+    let mut seqs = Vec::new();
+    for i in 0..10 {
+        seqs.push(appended(&mut alice, &rput("a", &format!("a{i}"), b"")).0);
+        seqs.push(appended(&mut alice2, &rput("b", &format!("b{i}"), b"")).0);
+        seqs.push(appended(&mut root, &rput("c", &format!("c{i}"), b"")).0);
+    }
+    assert_eq!(seqs, (1..=30).collect::<Vec<u64>>());
+    assert_eq!(
+        alice.call(&Command::Rsize { kind: None }).expect("call"),
+        (Reply::Count(30))
+    );
+    let mut prev = vserv_core::ledger::ZERO_HASH;
+    for seq in 1..=30 {
+        let entry = record(&mut alice, RecordSelector::Seq(seq));
+        assert_eq!(entry.prev(), &prev, "entry {seq} links to the one before");
+        prev = entry.hash();
+    }
+    assert_eq!(
+        root.call(&Command::Rcheck { range: None }).expect("call"),
+        (Reply::ChainOk { seq: 30 })
+    );
+    server.shutdown();
+}
+
+/// Anonymous sessions may not touch the ledger; users may not run `rcheck`.
+pub fn ledger_access_is_enforced<R: Runtime>() {
+    let fx = Fixture::new(44);
+    let server = start::<R>(&fx);
+    let (mut root, mut alice) = ledger_users::<R>(&server, &fx);
+    let mut anonymous = R::connect(&server, &fx.options()).expect("connect");
+    for cmd in [
+        rput("k", "anon", b""),
+        Command::Rsize { kind: None },
+        Command::Rhead,
+        Command::Rabs { pos: 1 },
+        Command::Rlist {
+            kind: None,
+            range: SeqRange { from: 1, to: 1 },
+            limit: None,
+        },
+    ] {
+        assert_eq!(
+            code_of(anonymous.call(&cmd)),
+            Some(ErrorCode::Forbidden),
+            "anonymous {}",
+            cmd.name()
+        );
+    }
+    assert_eq!(
+        code_of(alice.call(&Command::Rcheck { range: None })),
+        Some(ErrorCode::Forbidden)
+    );
+    assert_eq!(
+        alice.call(&Command::Rsize { kind: None }).expect("call"),
+        (Reply::Count(0))
+    );
+    assert_eq!(
+        root.call(&Command::Rcheck { range: None }).expect("call"),
+        (Reply::ChainOk { seq: 0 })
+    );
+    server.shutdown();
+}
+
+/// `rabs` counts from either end and refuses 0; `rsize KIND` and `rcount` count one kind.
+pub fn ledger_positions_and_kind_counts<R: Runtime>() {
+    let fx = Fixture::new(45);
+    let server = start::<R>(&fx);
+    let (_root, mut alice) = ledger_users::<R>(&server, &fx);
+    for (i, kind) in ["a", "b", "a", "a", "b"].into_iter().enumerate() {
+        appended(&mut alice, &rput(kind, &format!("p{i}"), b""));
+    }
+    let at = |client: &mut R::Client, pos: i64| match client.call(&Command::Rabs { pos }) {
+        Ok(Reply::Record(entry)) => Some(entry),
+        Err(ClientError::Server(e)) if e.code == ErrorCode::NotFound => None,
+        other => panic!("rabs {pos} gave {other:?}"),
+    };
+    for (pos, seq) in [(1, 1), (2, 2), (5, 5), (-1, 5), (-2, 4), (-5, 1)] {
+        let entry = at(&mut alice, pos).expect("an entry at that position");
+        assert_eq!(entry.seq(), seq, "rabs {pos}");
+        assert_eq!(entry, record(&mut alice, RecordSelector::Seq(seq)));
+    }
+    for pos in [6, -6, i64::MAX, i64::MIN] {
+        assert!(at(&mut alice, pos).is_none(), "rabs {pos}");
+    }
+    assert_eq!(
+        code_of(alice.call(&Command::Rabs { pos: 0 })),
+        Some(ErrorCode::BadArguments)
+    );
+    let count = |client: &mut R::Client, cmd: Command| match client.call(&cmd) {
+        Ok(Reply::Count(n)) => n,
+        other => panic!("{} gave {other:?}", cmd.name()),
+    };
+    let rsize = |kind: Option<&str>| Command::Rsize {
+        kind: kind.map(Into::into),
+    };
+    assert_eq!(count(&mut alice, rsize(None)), 5);
+    assert_eq!(count(&mut alice, rsize(Some("a"))), 3);
+    assert_eq!(count(&mut alice, rsize(Some("b"))), 2);
+    assert_eq!(count(&mut alice, rsize(Some("zzz"))), 0);
+    let rcount = |kind: &str, from, to| Command::Rcount {
+        kind: kind.into(),
+        range: SeqRange { from, to },
+    };
+    assert_eq!(count(&mut alice, rcount("a", 1, 5)), 3);
+    assert_eq!(count(&mut alice, rcount("a", 1, u64::MAX)), 3);
+    assert_eq!(count(&mut alice, rcount("a", 2, 3)), 1);
+    assert_eq!(count(&mut alice, rcount("a", 3, 4)), 2);
+    assert_eq!(count(&mut alice, rcount("b", 3, 100)), 1);
+    assert_eq!(count(&mut alice, rcount("b", 6, 100)), 0);
+    assert_eq!(count(&mut alice, rcount("zzz", 1, 5)), 0);
+    // An empty ledger: rabs finds nothing, every count is 0.
+    let empty = Fixture::new(46);
+    let server2 = start::<R>(&empty);
+    let (_root2, mut bob) = ledger_users::<R>(&server2, &empty);
+    assert!(at(&mut bob, 1).is_none());
+    assert!(at(&mut bob, -1).is_none());
+    assert_eq!(count(&mut bob, rsize(Some("a"))), 0);
+    assert_eq!(count(&mut bob, rcount("a", 1, 5)), 0);
+    server2.shutdown();
+    server.shutdown();
+}
+
+/// `rcount`, `rlist` and `rcheck` refuse reversed ranges and seq 0 before touching the
+/// ledger.
+pub fn ledger_reversed_ranges_are_refused<R: Runtime>() {
+    let fx = Fixture::new(47);
+    let server = start::<R>(&fx);
+    let (mut root, mut alice) = ledger_users::<R>(&server, &fx);
+    appended(&mut alice, &rput("k", "one", b""));
+    for (from, to) in [(5, 4), (2, 1), (u64::MAX, 1), (0, 3)] {
+        let range = SeqRange { from, to };
+        let commands = [
+            Command::Rcount {
+                kind: "k".into(),
+                range,
+            },
+            Command::Rlist {
+                kind: None,
+                range,
+                limit: None,
+            },
+            Command::Rlist {
+                kind: Some("k".into()),
+                range,
+                limit: Some(5),
+            },
+            Command::Rcheck { range: Some(range) },
+        ];
+        for cmd in commands {
+            let client = if cmd.name() == "rcheck" {
+                &mut root
+            } else {
+                &mut alice
+            };
+            match client.call(&cmd) {
+                Err(ClientError::Server(e)) => {
+                    assert_eq!(e.code, ErrorCode::BadArguments, "{cmd:?}");
+                    if from != 0 {
+                        assert!(e.message.contains("reversed range"), "{}", e.message);
+                    }
+                }
+                other => panic!("{cmd:?} gave {other:?}"),
+            }
+        }
+    }
+    // The same ranges the right way round work.
+    assert_eq!(
+        root.call(&Command::Rcheck {
+            range: Some(SeqRange { from: 1, to: 1 })
+        })
+        .expect("rcheck"),
+        Reply::ChainOk { seq: 1 }
+    );
+    server.shutdown();
+}
+
+/// Pages of `rlist` by `client`: every page of `kind` over `from..=to`, following `next`.
+fn all_pages<C: TestClient>(
+    client: &mut C,
+    kind: Option<&str>,
+    from: u64,
+    to: u64,
+    limit: Option<u32>,
+    mut between: impl FnMut(),
+) -> Vec<Vec<vserv_core::ledger::Entry>> {
+    let mut pages = Vec::new();
+    let mut from = from;
+    loop {
+        let cmd = Command::Rlist {
+            kind: kind.map(Into::into),
+            range: SeqRange { from, to },
+            limit,
+        };
+        let Reply::Page { entries, next } = client.call(&cmd).expect("rlist") else {
+            panic!("rlist gave another reply");
+        };
+        pages.push(entries);
+        match next {
+            Some(next) => from = next,
+            None => return pages,
+        }
+        between();
+    }
+}
+
+/// Paging `rlist` by `next` while another client appends between pages: no entry is
+/// skipped or repeated, and each is the entry `rget` returns for its seq; per kind and for
+/// every kind (`*`).
+pub fn ledger_rlist_pages_while_appending<R: Runtime>() {
+    let fx = Fixture::new(48);
+    let server = start::<R>(&fx);
+    let (mut root, mut alice) = ledger_users::<R>(&server, &fx);
+    let kind_of = |i: u64| if i.is_multiple_of(3) { "x" } else { "y" };
+    for i in 1..=10u64 {
+        appended(&mut alice, &rput(kind_of(i), &format!("l{i}"), b"v=1\n"));
+    }
+    let writer = std::cell::RefCell::new((alice, 10u64));
+    // Appends one entry between each of the first four pages.
+    let append_some = || {
+        let mut w = writer.borrow_mut();
+        if w.1 < 14 {
+            w.1 += 1;
+            let i = w.1;
+            let (seq, _) = appended(&mut w.0, &rput(kind_of(i), &format!("l{i}"), b"v=2\n"));
+            assert_eq!(seq, i);
+        }
+    };
+    let pages = all_pages(&mut root, None, 1, u64::MAX, Some(3), append_some);
+    assert!(pages.iter().all(|p| !p.is_empty() && p.len() <= 3));
+    let all: Vec<_> = pages.into_iter().flatten().collect();
+    let seqs: Vec<u64> = all.iter().map(|e| e.seq()).collect();
+    assert_eq!(seqs, (1..=14).collect::<Vec<u64>>(), "no skip, no repeat");
+    for entry in &all {
+        assert_eq!(entry, &record(&mut root, RecordSelector::Seq(entry.seq())));
+    }
+    assert!(all.iter().any(|e| e.kind() == "x") && all.iter().any(|e| e.kind() == "y"));
+
+    // One kind, with appends of that kind and others between pages.
+    let before = writer.borrow().1;
+    let more = std::cell::Cell::new(0);
+    let append_more = || {
+        if more.get() < 6 {
+            more.set(more.get() + 1);
+            let mut w = writer.borrow_mut();
+            w.1 += 1;
+            let i = w.1;
+            appended(&mut w.0, &rput(kind_of(i), &format!("l{i}"), b""));
+        }
+    };
+    let pages = all_pages(&mut root, Some("x"), 2, u64::MAX, Some(1), append_more);
+    let total = writer.borrow().1;
+    assert!(total > before);
+    let xs: Vec<u64> = pages.into_iter().flatten().map(|e| e.seq()).collect();
+    let expected: Vec<u64> = (2..=total).filter(|i| kind_of(*i) == "x").collect();
+    assert_eq!(xs, expected);
+    // A bounded range, the default limit: one page.
+    let pages = all_pages(&mut root, None, 4, 9, None, || {});
+    assert_eq!(pages.len(), 1);
+    let seqs: Vec<u64> = pages[0].iter().map(|e| e.seq()).collect();
+    assert_eq!(seqs, (4..=9).collect::<Vec<u64>>());
+    // Nothing in the range: one empty page, no next.
+    let pages = all_pages(&mut root, Some("zzz"), 1, u64::MAX, None, || {});
+    assert_eq!(pages, vec![Vec::new()]);
+    server.shutdown();
+}
+
+/// Pages of maximum-size entries (longest author, kind, record id and body) hold one entry
+/// each and still fit one record (the reply would otherwise be refused as too large).
+pub fn ledger_rlist_large_entries_fit_one_record<R: Runtime>() {
+    use vserv_core::ledger::{MAX_BODY, MAX_ENCODED_ENTRY, MAX_KIND, MAX_RECORD_ID};
+    let fx = Fixture::new(49);
+    let server = start::<R>(&fx);
+    let mut root = root_client::<R>(&server, &fx);
+    let long_name = "u".repeat(32);
+    root.call(&Command::Uadd {
+        user: long_name.clone(),
+        password: secret("long-name-password"),
+    })
+    .expect("uadd");
+    let mut writer = logged_in::<R>(&server, &fx, &long_name, "long-name-password");
+    let kind = "k".repeat(MAX_KIND);
+    for i in 0..4u8 {
+        let mut record_id = vec![i; MAX_RECORD_ID];
+        record_id[0] = b'r';
+        let body = if i == 2 {
+            vec![i; 1]
+        } else {
+            vec![i; MAX_BODY]
+        };
+        appended(
+            &mut writer,
+            &Command::Rput {
+                kind: kind.clone(),
+                record_id,
+                body,
+            },
+        );
+    }
+    for list_kind in [None, Some(kind.as_str())] {
+        let pages = all_pages(&mut root, list_kind, 1, u64::MAX, Some(1000), || {});
+        let sizes: Vec<Vec<usize>> = pages
+            .iter()
+            .map(|p| p.iter().map(|e| e.encoded_len()).collect())
+            .collect();
+        // Even the small entry (long author, kind and record id) leaves too little room
+        // next to a maximum-size one: one entry per page.
+        let small = MAX_ENCODED_ENTRY - MAX_BODY + 1;
+        assert_eq!(
+            sizes,
+            vec![
+                vec![MAX_ENCODED_ENTRY],
+                vec![MAX_ENCODED_ENTRY],
+                vec![small],
+                vec![MAX_ENCODED_ENTRY],
+            ],
+            "{list_kind:?}"
+        );
+        let seqs: Vec<u64> = pages.iter().flatten().map(|e| e.seq()).collect();
+        assert_eq!(seqs, vec![1, 2, 3, 4]);
+    }
+    server.shutdown();
+}

@@ -1,0 +1,8 @@
+//! The cases of the suite, one module a topic. Each case is a function generic over the
+//! [`Runtime`](crate::Runtime) it runs on; [`suite!`](crate::suite) instantiates them all.
+
+pub mod accounts;
+pub mod channel;
+pub mod files;
+pub mod ledger;
+pub mod limits;
