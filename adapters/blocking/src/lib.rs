@@ -5,12 +5,12 @@
 
 mod client;
 mod feed;
+mod local_files;
 mod read_ahead;
 mod server;
 #[cfg(test)]
 mod test_fake;
 pub mod transfer;
-pub mod transfer_many;
 mod write_behind;
 
 pub use client::Client;

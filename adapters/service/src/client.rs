@@ -2,6 +2,8 @@
 //! sending typed commands and matching their replies. No I/O: drivers feed the connection
 //! and call [`ClientSession::process`] after every input.
 
+pub mod transfers;
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
