@@ -214,18 +214,18 @@ struct Helper {
 
 impl Helper {
     /// Starts `work` on a thread of its own; the work back if no thread could start.
-    fn start(work: LocalWork<ThreadedFiles>) -> Result<Helper, LocalWork<ThreadedFiles>> {
+    fn start(work: LocalWork<ThreadedFiles>) -> Result<Helper, Box<LocalWork<ThreadedFiles>>> {
         let ticket = work.ticket();
         let (give, take) = mpsc::sync_channel::<LocalWork<ThreadedFiles>>(1);
         let spawned = std::thread::Builder::new()
             .name("vserv-rehash".into())
             .spawn(move || take.recv().ok().map(|work| work.run(&ThreadedFiles)));
         let Ok(thread) = spawned else {
-            return Err(work);
+            return Err(Box::new(work));
         };
         match give.send(work) {
             Ok(()) => Ok(Helper { ticket, thread }),
-            Err(mpsc::SendError(work)) => Err(work),
+            Err(mpsc::SendError(work)) => Err(Box::new(work)),
         }
     }
 
@@ -249,7 +249,7 @@ fn drive<C: RawCalls + ?Sized>(
         match scheduler.poll(&mut NoWait(&mut *client), progress) {
             Step::Work(work) if work.is_long() => match Helper::start(work) {
                 Ok(helper) => helpers.push_back(helper),
-                Err(work) => scheduler.on_work_done(work.run(&ThreadedFiles)),
+                Err(work) => scheduler.on_work_done((*work).run(&ThreadedFiles)),
             },
             Step::Work(work) => scheduler.on_work_done(work.run(&ThreadedFiles)),
             Step::AwaitReply(id) => {

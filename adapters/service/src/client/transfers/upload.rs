@@ -156,134 +156,131 @@ impl<F: LocalFiles> UploadJob<F> {
     /// Sends what the upload can (at most `wire.room` requests) and hands out the local
     /// steps it needs.
     pub(super) fn fill(&mut self, wire: &mut Wire<'_>) -> Result<(), Stop> {
-        loop {
-            match &mut self.state {
-                Up::Start => {
-                    self.base.start(Op::OpenSource {
-                        path: self.file.local.clone(),
-                    });
-                    self.state = Up::OpeningFile;
-                    return Ok(());
-                }
-                Up::Fopen { size, resume, .. } => {
-                    if wire.room == 0 {
-                        return Ok(());
-                    }
-                    let args = FopenArgs {
-                        path: self.file.remote.clone(),
-                        size: *size,
-                        resume: *resume,
-                    };
-                    if let Up::Fopen { file, size, resume } =
-                        std::mem::replace(&mut self.state, Up::Over)
-                    {
-                        self.state = Up::Opening { file, size, resume };
-                    }
-                    return wire.send(
-                        &mut self.base.in_flight,
-                        "fopen",
-                        args.to_args(),
-                        Expect::Open,
-                    );
-                }
-                Up::Reclose { .. } => {
-                    let Some(id) = self.base.id else {
-                        return Err(TransferError::BadState.into());
-                    };
-                    if wire.room == 0 {
-                        return Ok(());
-                    }
-                    if let Up::Reclose { file, size } = std::mem::replace(&mut self.state, Up::Over)
-                    {
-                        self.state = Up::Reclosing { file, size };
-                    }
-                    self.base.id = None;
-                    let args = FcloseArgs { id }.to_args();
-                    return wire.send(&mut self.base.in_flight, "fclose", args, Expect::Close);
-                }
-                Up::Streaming(s) => {
-                    let path = &self.file.local;
-                    let changed = || TransferFailure::LocalChanged {
-                        path: path.to_owned(),
-                    };
-                    while wire.room > 0 {
-                        let Some(plan) = s.sender.next_chunk() else {
-                            break;
-                        };
-                        if s.at == s.batch.len() {
-                            // The next batch is still being read: send on when it is in.
-                            let Some(next) = s.next.take() else { break };
-                            s.batch = next;
-                            s.at = 0;
-                        }
-                        // Batches hold whole chunks, so a plan never straddles two.
-                        let data = s.batch.get(s.at..s.at + plan.len).ok_or_else(changed)?;
-                        s.at += plan.len;
-                        let args = s.sender.send(plan.offset, data)?.to_args();
-                        wire.send(
-                            &mut self.base.in_flight,
-                            "fput",
-                            args,
-                            Expect::Chunk(plan.offset),
-                        )?;
-                    }
-                    // Keep one batch read ahead of the one being sent.
-                    if s.next.is_none()
-                        && s.unread > 0
-                        && let Some(reader) = s.reader.take()
-                    {
-                        self.base.start(Op::Read { reader });
-                        return Ok(());
-                    }
-                    if !s.sender.is_complete() || wire.room == 0 {
-                        return Ok(());
-                    }
-                    // Every chunk is acknowledged: end the reader for the hash.
-                    let Some(reader) = s.reader.take() else {
-                        return Ok(());
-                    };
-                    let Up::Streaming(s) = std::mem::replace(&mut self.state, Up::Over) else {
-                        return Ok(());
-                    };
-                    let Sending {
-                        sender,
-                        resumed_from,
-                        ..
-                    } = *s;
-                    self.base.start(Op::FinishReading { reader });
-                    self.state = Up::Sealing {
-                        sender: Box::new(sender),
-                        resumed_from,
-                    };
-                    return Ok(());
-                }
-                Up::Fdone { .. } => {
-                    if wire.room == 0 {
-                        return Ok(());
-                    }
-                    let Up::Fdone {
-                        sender,
-                        resumed_from,
-                        args,
-                    } = std::mem::replace(&mut self.state, Up::Over)
-                    else {
-                        return Ok(());
-                    };
-                    self.state = Up::Finishing {
-                        sender,
-                        resumed_from,
-                    };
-                    return wire.send(&mut self.base.in_flight, "fdone", args, Expect::Done);
-                }
-                Up::OpeningFile
-                | Up::Opening { .. }
-                | Up::Rehashing { .. }
-                | Up::Reclosing { .. }
-                | Up::StartingReader { .. }
-                | Up::Sealing { .. }
-                | Up::Finishing { .. }
-                | Up::Over => return Ok(()),
+        match &mut self.state {
+            Up::Start => {
+                self.base.start(Op::OpenSource {
+                    path: self.file.local.clone(),
+                });
+                self.state = Up::OpeningFile;
+                Ok(())
             }
+            Up::Fopen { size, resume, .. } => {
+                if wire.room == 0 {
+                    return Ok(());
+                }
+                let args = FopenArgs {
+                    path: self.file.remote.clone(),
+                    size: *size,
+                    resume: *resume,
+                };
+                if let Up::Fopen { file, size, resume } =
+                    std::mem::replace(&mut self.state, Up::Over)
+                {
+                    self.state = Up::Opening { file, size, resume };
+                }
+                wire.send(
+                    &mut self.base.in_flight,
+                    "fopen",
+                    args.to_args(),
+                    Expect::Open,
+                )
+            }
+            Up::Reclose { .. } => {
+                let Some(id) = self.base.id else {
+                    return Err(TransferError::BadState.into());
+                };
+                if wire.room == 0 {
+                    return Ok(());
+                }
+                if let Up::Reclose { file, size } = std::mem::replace(&mut self.state, Up::Over) {
+                    self.state = Up::Reclosing { file, size };
+                }
+                self.base.id = None;
+                let args = FcloseArgs { id }.to_args();
+                wire.send(&mut self.base.in_flight, "fclose", args, Expect::Close)
+            }
+            Up::Streaming(s) => {
+                let path = &self.file.local;
+                let changed = || TransferFailure::LocalChanged {
+                    path: path.to_owned(),
+                };
+                while wire.room > 0 {
+                    let Some(plan) = s.sender.next_chunk() else {
+                        break;
+                    };
+                    if s.at == s.batch.len() {
+                        // The next batch is still being read: send on when it is in.
+                        let Some(next) = s.next.take() else { break };
+                        s.batch = next;
+                        s.at = 0;
+                    }
+                    // Batches hold whole chunks, so a plan never straddles two.
+                    let data = s.batch.get(s.at..s.at + plan.len).ok_or_else(changed)?;
+                    s.at += plan.len;
+                    let args = s.sender.send(plan.offset, data)?.to_args();
+                    wire.send(
+                        &mut self.base.in_flight,
+                        "fput",
+                        args,
+                        Expect::Chunk(plan.offset),
+                    )?;
+                }
+                // Keep one batch read ahead of the one being sent.
+                if s.next.is_none()
+                    && s.unread > 0
+                    && let Some(reader) = s.reader.take()
+                {
+                    self.base.start(Op::Read { reader });
+                    return Ok(());
+                }
+                if !s.sender.is_complete() || wire.room == 0 {
+                    return Ok(());
+                }
+                // Every chunk is acknowledged: end the reader for the hash.
+                let Some(reader) = s.reader.take() else {
+                    return Ok(());
+                };
+                let Up::Streaming(s) = std::mem::replace(&mut self.state, Up::Over) else {
+                    return Ok(());
+                };
+                let Sending {
+                    sender,
+                    resumed_from,
+                    ..
+                } = *s;
+                self.base.start(Op::FinishReading { reader });
+                self.state = Up::Sealing {
+                    sender: Box::new(sender),
+                    resumed_from,
+                };
+                Ok(())
+            }
+            Up::Fdone { .. } => {
+                if wire.room == 0 {
+                    return Ok(());
+                }
+                let Up::Fdone {
+                    sender,
+                    resumed_from,
+                    args,
+                } = std::mem::replace(&mut self.state, Up::Over)
+                else {
+                    return Ok(());
+                };
+                self.state = Up::Finishing {
+                    sender,
+                    resumed_from,
+                };
+                wire.send(&mut self.base.in_flight, "fdone", args, Expect::Done)
+            }
+            Up::OpeningFile
+            | Up::Opening { .. }
+            | Up::Rehashing { .. }
+            | Up::Reclosing { .. }
+            | Up::StartingReader { .. }
+            | Up::Sealing { .. }
+            | Up::Finishing { .. }
+            | Up::Over => Ok(()),
         }
     }
 
