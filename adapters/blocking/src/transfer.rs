@@ -274,6 +274,8 @@ fn drive<C: RawCalls + ?Sized>(
 }
 
 #[cfg(test)]
+mod tests_deferred;
+#[cfg(test)]
 mod tests_many;
 #[cfg(test)]
 mod tests_one;
