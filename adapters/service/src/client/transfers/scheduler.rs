@@ -400,9 +400,11 @@ impl<F: LocalFiles> Scheduler<F> {
                 if self.stalled {
                     let connected = self.lost.is_none();
                     for (_, job) in self.active.iter_mut().flatten() {
+                        // No work is out (the count is 0), whatever the job believes.
+                        job.base().working = false;
                         if !job.base_ref().over {
                             job.fail(TransferFailure::Machine(TransferError::BadState), connected);
-                        } else if job.base_ref().result.is_none() && !job.base_ref().working {
+                        } else if job.base_ref().result.is_none() {
                             job.base().result =
                                 Some(Err(TransferFailure::Machine(TransferError::BadState)));
                         }
