@@ -8,8 +8,9 @@ use std::path::PathBuf;
 
 use vserv_core::transfer::{DownloadReceiver, FgetArgs, FgetReply, FreadReply, TransferError};
 
+use super::job::Base;
 use super::local::LocalFiles;
-use super::scheduler::{Base, Expect, Stop, Wire};
+use super::wire::{Expect, Stop, Wire};
 use super::work::{Finish, Op, Outcome, Receiving, lost, malformed};
 use super::{ClientError, Download, TransferFailure, TransferOptions};
 

@@ -16,10 +16,12 @@
 //! failed upload is parked with `fclose` while the connection works, for a resume.
 
 mod download;
+mod job;
 mod local;
 mod scheduler;
 mod std_files;
 mod upload;
+mod wire;
 mod work;
 
 use std::io;
@@ -30,8 +32,9 @@ use vserv_core::transfer::TransferError;
 use super::ClientError;
 
 pub use local::{FileKind, LocalFiles, ReadBatch};
-pub use scheduler::{Requests, Scheduler, Step};
+pub use scheduler::{Scheduler, Step};
 pub use std_files::{StdFiles, StdReader, StdWriter};
+pub use wire::Requests;
 pub use work::{LocalDone, LocalWork, WorkTicket};
 
 /// Chunk requests kept in flight on a connection unless told otherwise (transfers run

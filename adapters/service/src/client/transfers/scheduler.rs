@@ -38,32 +38,14 @@ use std::path::{Component, Path, PathBuf};
 use vserv_core::transfer::{FcloseArgs, TransferError};
 
 use super::download::DownloadJob;
+use super::job::Base;
 use super::local::LocalFiles;
 use super::upload::UploadJob;
-use super::work::{LocalDone, LocalWork, Op, Outcome, WorkTicket, lost};
+use super::wire::{Expect, Requests, Stop, Wire};
+use super::work::{LocalDone, LocalWork, Outcome, WorkTicket, lost};
 use super::{
     ClientError, Download, FileResult, MAX_PARALLEL, TransferFailure, TransferOptions, Upload,
 };
-
-/// What the scheduler needs of a connection: queueing requests and taking replies that
-/// already arrived, both without waiting. [`ClientSession`](super::super::ClientSession)
-/// implements it.
-pub trait Requests {
-    /// Queues a request; it leaves with the others when the driver next writes.
-    fn send_raw(&mut self, name: &str, args: Vec<Vec<u8>>) -> Result<u32, ClientError>;
-    /// The reply to `id` if it already arrived (an error reply is [`ClientError::Server`]).
-    fn take_raw(&mut self, id: u32) -> Option<Result<Vec<Vec<u8>>, ClientError>>;
-}
-
-impl Requests for super::super::ClientSession {
-    fn send_raw(&mut self, name: &str, args: Vec<Vec<u8>>) -> Result<u32, ClientError> {
-        super::super::ClientSession::send_raw(self, name, args)
-    }
-
-    fn take_raw(&mut self, id: u32) -> Option<Result<Vec<Vec<u8>>, ClientError>> {
-        self.take_response(id)
-    }
-}
 
 /// What the driver does next.
 pub enum Step<F: LocalFiles> {
@@ -78,131 +60,6 @@ pub enum Step<F: LocalFiles> {
     AwaitWork,
     /// Every transfer is over: [`Scheduler::into_results`].
     Done,
-}
-
-/// What a request's reply is for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Expect {
-    /// `fopen` or `fget`.
-    Open,
-    /// `fput` or `fread` at this offset.
-    Chunk(u64),
-    /// `fdone`.
-    Done,
-    /// `fclose`.
-    Close,
-}
-
-/// Why a job stopped sending.
-pub(super) enum Stop {
-    /// This transfer failed; the others go on.
-    File(TransferFailure),
-    /// The connection failed: every transfer ends.
-    Connection(ClientError),
-}
-
-impl From<TransferFailure> for Stop {
-    fn from(e: TransferFailure) -> Self {
-        Stop::File(e)
-    }
-}
-
-impl From<TransferError> for Stop {
-    fn from(e: TransferError) -> Self {
-        Stop::File(e.into())
-    }
-}
-
-/// What the scheduler keeps of every job.
-pub(super) struct Base<F: LocalFiles> {
-    /// This job's requests in flight, oldest first.
-    pub(super) in_flight: VecDeque<(u32, Expect)>,
-    /// The transfer takes no more replies or steps (its result may still be on its way from
-    /// a clean-up work).
-    pub(super) over: bool,
-    /// The result, once known.
-    pub(super) result: Option<FileResult>,
-    /// The server transfer open for this job, closed with `fclose` when it ends.
-    pub(super) id: Option<u32>,
-    /// An `fclose` still to send before the job can end.
-    pub(super) close: Option<u32>,
-    /// The progress last reported.
-    shown: Option<(u64, u64)>,
-    /// A work of this job is with the driver.
-    pub(super) working: bool,
-    /// A work to hand to the driver.
-    outbox: Option<Op<F>>,
-}
-
-impl<F: LocalFiles> Default for Base<F> {
-    fn default() -> Self {
-        Base {
-            in_flight: VecDeque::new(),
-            over: false,
-            result: None,
-            id: None,
-            close: None,
-            shown: None,
-            working: false,
-            outbox: None,
-        }
-    }
-}
-
-impl<F: LocalFiles> Base<F> {
-    /// Hands `op` to the driver (a job has at most one work out at a time).
-    pub(super) fn start(&mut self, op: Op<F>) {
-        self.outbox = Some(op);
-        self.working = true;
-    }
-
-    /// Ends the job with `result`; its server transfer is closed if the connection works.
-    pub(super) fn end(&mut self, result: FileResult, connected: bool) {
-        self.over = true;
-        self.result = Some(result);
-        let id = self.id.take();
-        if connected {
-            self.close = id;
-        }
-    }
-
-    /// The job is over and nothing of it is in flight or out.
-    fn retired(&self) -> bool {
-        self.over
-            && self.result.is_some()
-            && self.in_flight.is_empty()
-            && self.close.is_none()
-            && !self.working
-    }
-}
-
-/// Sending on behalf of one job: every request is recorded with the job's slot, and at
-/// most `room` requests may leave.
-pub(super) struct Wire<'a> {
-    requests: &'a mut dyn Requests,
-    outstanding: &'a mut VecDeque<(u32, usize)>,
-    slot: usize,
-    pub(super) room: usize,
-}
-
-impl Wire<'_> {
-    /// Queues one request of the job owning `own`.
-    pub(super) fn send(
-        &mut self,
-        own: &mut VecDeque<(u32, Expect)>,
-        name: &str,
-        args: Vec<Vec<u8>>,
-        expect: Expect,
-    ) -> Result<(), Stop> {
-        let id = self
-            .requests
-            .send_raw(name, args)
-            .map_err(Stop::Connection)?;
-        self.outstanding.push_back((id, self.slot));
-        own.push_back((id, expect));
-        self.room = self.room.saturating_sub(1);
-        Ok(())
-    }
 }
 
 /// One transfer.

@@ -9,8 +9,9 @@ use vserv_core::transfer::{
     parse_ack,
 };
 
+use super::job::Base;
 use super::local::{LocalFiles, ReadBatch};
-use super::scheduler::{Base, Expect, Stop, Wire};
+use super::wire::{Expect, Stop, Wire};
 use super::work::{Op, Outcome, lost, malformed};
 use super::{ClientError, TransferFailure, TransferOutcome, Upload, local};
 
