@@ -1,17 +1,18 @@
-//! The reference runtime: one std thread per connection, blocking sockets with read
-//! timeouts driving the core's timers. Same behaviour as every other driver because all
+//! The reference runtime: one std thread per connection, each waiting in `poll(2)` on its
+//! socket, its session's waker and its timers (`wake.rs`), and a bounded pool of worker
+//! threads for the service's blocking work (`pool.rs`). Same behaviour as every other driver because all
 //! protocol and application logic lives in `vserv-core` and `vserv-service`.
 #![forbid(unsafe_code)]
 
 mod client;
 mod feed;
+mod local_files;
 mod pool;
 mod read_ahead;
 mod server;
 #[cfg(test)]
 mod test_fake;
 pub mod transfer;
-pub mod transfer_many;
 mod wake;
 mod write_behind;
 

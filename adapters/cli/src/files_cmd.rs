@@ -11,8 +11,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, anyhow, bail};
 use clap::Args;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
-use vserv_blocking::transfer::{self, TransferFailure, TransferOptions, TransferOutcome};
-use vserv_blocking::transfer_many::{self, DEFAULT_PARALLEL, Download, Upload};
+use vserv_blocking::transfer::{
+    self, DEFAULT_PARALLEL, Download, TransferFailure, TransferOptions, TransferOutcome, Upload,
+};
 use vserv_core::ErrorCode;
 use vserv_core::commands::{Command, LS_MAX_LIMIT, ListPage, Reply, SendArgs as SendCommand};
 use vserv_service::client::ClientError;
@@ -425,7 +426,7 @@ pub fn put(args: PutArgs) -> anyhow::Result<()> {
             .map(|(from, _)| format!("put {from}"))
             .collect(),
     );
-    let results = transfer_many::put_many(
+    let results = transfer::put_many(
         &mut connected.client,
         &plan,
         &options,
@@ -483,7 +484,7 @@ pub fn get(args: GetArgs) -> anyhow::Result<()> {
             .map(|(from, _)| format!("get {from}"))
             .collect(),
     );
-    let results = transfer_many::get_many(
+    let results = transfer::get_many(
         &mut connected.client,
         &plan,
         &options,

@@ -1,6 +1,9 @@
 //! Client-side session logic shared by every driver: the trust decision on the server's key,
 //! sending typed commands and matching their replies. No I/O: drivers feed the connection
-//! and call [`ClientSession::process`] after every input.
+//! and call [`ClientSession::process`] after every input. File transfers, one or many on a
+//! connection, are scheduled by [`transfers::Scheduler`], which every runtime drives.
+
+pub mod transfers;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

@@ -12,10 +12,10 @@ use std::time::{Duration, Instant};
 use vserv_core::commands::{Command, Delivery, DeliveryState, ListPage, Reply, SendArgs, UserRole};
 use vserv_core::transfer::FgetArgs;
 use vserv_core::{ErrorCode, ErrorReply};
+use vserv_service::Service;
 use vserv_service::accounts::UserName;
 use vserv_service::files::delivery::HooksConfig;
 use vserv_service::files::{DiskTree, FileTree, FilesConfig, UserPath};
-use vserv_service::Service;
 
 use common::{TestSession, path, sha, user};
 

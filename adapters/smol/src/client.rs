@@ -1,6 +1,10 @@
-//! Async client: connect, handshake with trust decision, typed calls.
+//! Async client: connect, handshake with trust decision, typed calls, raw and pipelined
+//! requests. File transfers are in [`crate::transfer`].
 
+use std::collections::VecDeque;
+use std::future::Future;
 use std::io;
+use std::pin::pin;
 use std::time::{Duration, Instant};
 
 use async_io::Timer;
@@ -21,14 +25,25 @@ pub struct Client {
     session: ClientSession,
     buf: Vec<u8>,
     out: Vec<u8>,
+    /// Requests the connection allows in flight.
+    max_outstanding: usize,
     /// How long a wait may see no input at all before it fails.
     response_timeout: Option<Duration>,
 }
 
 /// What ended a wait for input.
-enum Wake {
+enum Wake<O> {
     Read(io::Result<usize>),
     Timer,
+    Other(O),
+}
+
+/// What ended a [`Client::pump_or`]: the awaited value, or the other future's output.
+pub(crate) enum Woken<T, O> {
+    /// The session yielded the awaited value.
+    Done(T),
+    /// The other future completed first.
+    Other(O),
 }
 
 impl Client {
@@ -44,6 +59,7 @@ impl Client {
             session,
             buf: vec![0u8; 64 * 1024],
             out: Vec::with_capacity(64 * 1024),
+            max_outstanding: options.config.max_outstanding,
             response_timeout: options.response_timeout,
         };
         client.pump(|s| s.is_connected().then_some(())).await?;
@@ -59,6 +75,83 @@ impl Client {
     pub async fn call(&mut self, command: &Command) -> Result<Reply, ClientError> {
         let id = self.session.send(command)?;
         self.pump(|s| s.take_reply(id, command)).await?
+    }
+
+    /// Sends `commands` pipelined, keeping up to `window` (at most the connection's
+    /// `max_outstanding`) in flight, and returns each command's reply in order. The server
+    /// executes them in order; consecutive `rput`s that arrive together share one durable
+    /// commit. Fails as a whole only if the session ends; a refused command is an `Err` in its
+    /// place.
+    pub async fn call_pipelined(
+        &mut self,
+        commands: &[Command],
+        window: usize,
+    ) -> Result<Vec<Result<Reply, ClientError>>, ClientError> {
+        let window = window.clamp(1, self.max_outstanding.max(1));
+        let mut in_flight = VecDeque::with_capacity(window);
+        let mut replies = Vec::with_capacity(commands.len());
+        let mut next = commands.iter();
+        loop {
+            // Queue requests up to the window; the next wait flushes them in one write.
+            while in_flight.len() < window {
+                let Some(command) = next.next() else { break };
+                in_flight.push_back((self.session.send(command)?, command));
+            }
+            let Some(&(id, command)) = in_flight.front() else {
+                return Ok(replies);
+            };
+            replies.push(self.pump(|s| s.take_reply(id, command)).await?);
+            in_flight.pop_front();
+            // Collect the replies that arrived with it before sending more, so requests
+            // leave in batches rather than one write per reply.
+            while let Some(&(id, command)) = in_flight.front() {
+                let Some(reply) = self.session.take_reply(id, command) else {
+                    break;
+                };
+                replies.push(reply);
+                in_flight.pop_front();
+            }
+        }
+    }
+
+    /// The most requests the connection allows in flight at once (the window every
+    /// pipelined caller shares).
+    pub fn max_outstanding(&self) -> usize {
+        self.max_outstanding
+    }
+
+    /// Queues a request by name with raw arguments, without waiting: it leaves with the
+    /// other queued requests when the client next waits for a reply. Collect its reply with
+    /// [`wait_raw`](Self::wait_raw) or [`take_raw`](Self::take_raw).
+    pub fn send_raw(&mut self, name: &str, args: Vec<Vec<u8>>) -> Result<u32, ClientError> {
+        self.session.send_raw(name, args)
+    }
+
+    /// The raw reply to request `id` if it has already arrived, without reading the socket;
+    /// an error reply is [`ClientError::Server`].
+    pub fn take_raw(&mut self, id: u32) -> Option<Result<Vec<Vec<u8>>, ClientError>> {
+        self.session.take_response(id)
+    }
+
+    /// Sends the queued requests and waits for the raw reply to request `id`; an error reply
+    /// is [`ClientError::Server`], the end of the session is the error explaining it.
+    pub async fn wait_raw(&mut self, id: u32) -> Result<Vec<Vec<u8>>, ClientError> {
+        self.pump(|s| s.take_response(id)).await?
+    }
+
+    /// Sends one raw request and waits for its raw reply.
+    pub async fn call_raw(
+        &mut self,
+        name: &str,
+        args: Vec<Vec<u8>>,
+    ) -> Result<Vec<Vec<u8>>, ClientError> {
+        let id = self.send_raw(name, args)?;
+        self.wait_raw(id).await
+    }
+
+    /// The session, for the transfer scheduler's requests (which never wait).
+    pub(crate) fn session_mut(&mut self) -> &mut ClientSession {
+        &mut self.session
     }
 
     /// Ends the session politely: `quit`, then waits for the server's close.
@@ -108,15 +201,31 @@ impl Client {
     /// or nothing arrives for the response timeout.
     async fn pump<T>(
         &mut self,
-        mut done: impl FnMut(&mut ClientSession) -> Option<T>,
+        done: impl FnMut(&mut ClientSession) -> Option<T>,
     ) -> Result<T, ClientError> {
+        match self.pump_or(done, future::pending::<()>()).await? {
+            Woken::Done(value) => Ok(value),
+            // A pending future never completes.
+            Woken::Other(()) => Err(ClientError::ConnectionClosed),
+        }
+    }
+
+    /// Like [`pump`](Self::pump), and also ends when `other` completes (raced only against
+    /// the socket read and the timers, never against a write in progress, so ending early
+    /// loses no bytes).
+    pub(crate) async fn pump_or<T, O>(
+        &mut self,
+        mut done: impl FnMut(&mut ClientSession) -> Option<T>,
+        other: impl Future<Output = O>,
+    ) -> Result<Woken<T, O>, ClientError> {
+        let mut other = pin!(other);
         let mut last_input = Instant::now();
         loop {
             let processed = self.session.process(Instant::now());
             self.flush().await?;
             processed?;
             if let Some(value) = done(&mut self.session) {
-                return Ok(value);
+                return Ok(Woken::Done(value));
             }
             if self.session.is_closed() {
                 return Err(self.session.ended_error());
@@ -135,14 +244,14 @@ impl Client {
             };
             let stream = &mut self.stream;
             let buf = &mut self.buf;
-            let wake = future::or(async { Wake::Read(stream.read(buf).await) }, async {
+            let input = future::or(async { Wake::Read(stream.read(buf).await) }, async {
                 match deadline {
                     Some(deadline) => Timer::at(deadline).await,
                     None => Timer::never().await,
                 };
                 Wake::Timer
-            })
-            .await;
+            });
+            let wake = future::or(input, async { Wake::Other(other.as_mut().await) }).await;
             let conn = self.session.connection();
             let result = match wake {
                 Wake::Read(Ok(0)) => conn.handle_eof(Instant::now()),
@@ -156,6 +265,7 @@ impl Client {
                 Wake::Read(Err(e)) if e.kind() == io::ErrorKind::Interrupted => Ok(()),
                 Wake::Read(Err(e)) => return Err(e.into()),
                 Wake::Timer => conn.handle_timeout(Instant::now()),
+                Wake::Other(output) => return Ok(Woken::Other(output)),
             };
             if let Err(e) = result {
                 // The session keeps the failure, so the next call reports it too.
@@ -164,7 +274,7 @@ impl Client {
                 let _ = self.session.process(Instant::now());
                 let _ = self.flush().await;
                 if let Some(value) = done(&mut self.session) {
-                    return Ok(value);
+                    return Ok(Woken::Done(value));
                 }
                 return Err(error);
             }

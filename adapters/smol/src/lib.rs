@@ -5,12 +5,14 @@
 //! flush `poll_transmit`, then race the socket read against an [`async_io::Timer`] armed from
 //! `poll_timeout` (and, on the server, the shutdown signal). All protocol and application
 //! logic lives in `vserv-core` and `vserv-service`, so this driver behaves exactly like the
-//! blocking reference runtime.
+//! blocking reference runtime. The client's file transfers ([`transfer`]) drive the same
+//! runtime-free scheduler as the blocking client, their file work on smol's blocking pool.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
 mod client;
 mod server;
+pub mod transfer;
 
 pub use client::Client;
 pub use server::{Server, ServerHandle, UnblockRunner};
