@@ -111,6 +111,11 @@ impl<T> Mailbox<T> {
         self.waker.wake();
     }
 
+    /// Whether nothing is waiting.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.lock().is_empty()
+    }
+
     /// Everything posted so far, oldest first.
     pub(crate) fn take_all(&self) -> VecDeque<T> {
         std::mem::take(&mut *self.lock())

@@ -328,10 +328,14 @@ async fn serve(
     let mut buf = vec![0u8; 64 * 1024];
     let mut out = Vec::with_capacity(64 * 1024);
     let mut failure = None;
+    // Whether the session was asked to close for a shutdown (from then on the shutdown
+    // signal, which stays ready, is no longer waited for).
+    let mut closing = false;
     loop {
-        if shutdown.is_closed() {
+        if !closing && shutdown.is_closed() {
             // The session closes the connection once everything in flight is answered.
             session.close_when_settled(CloseCode::Shutdown, "server shutting down");
+            closing = true;
         }
         if let Err(e) = shared
             .service
@@ -359,7 +363,7 @@ async fn serve(
         }
         let deadline = conn.poll_timeout();
         let want_input = session.wants_input();
-        let watch_shutdown = !shutdown.is_closed();
+        let watch_shutdown = !closing;
         let read = async {
             if want_input {
                 Woken::Read(stream.read(&mut buf).await)

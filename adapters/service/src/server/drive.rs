@@ -105,12 +105,36 @@ impl Service {
             let cmd = Command::parse(&request);
             let is_rput = matches!(cmd, Ok(Command::Rput { .. }));
             if !is_rput && (!group.is_empty() || !session.answers.is_empty()) {
-                // It waits for the `rput`s before it.
+                // It waits for the `rput`s before it: go on at once if their results are
+                // in already (an inline runner), else when they arrive (the waker).
                 self.submit(session, &mut group);
                 session.held = Some(request);
+                if session.mailbox.is_empty() {
+                    break;
+                }
                 continue;
             }
-            match self.route(state, cmd, now_ms) {
+            let route = match (cmd, group.last()) {
+                // The `rput` before it in this group passed the access check: same user, so
+                // the account is not re-read for each one (a user disabled meanwhile is
+                // refused from the next group on).
+                (
+                    Ok(Command::Rput {
+                        kind,
+                        record_id,
+                        body,
+                    }),
+                    Some((_, previous)),
+                ) => Route::Append(NewRecord {
+                    author: previous.author.clone(),
+                    kind,
+                    record_id,
+                    body,
+                    timestamp: now_ms,
+                }),
+                (cmd, _) => self.route(state, cmd, now_ms),
+            };
+            match route {
                 Route::Append(record) => {
                     group.push((request.id, record));
                     if group.len() >= MAX_RPUT_GROUP {
