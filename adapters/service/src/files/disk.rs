@@ -70,6 +70,7 @@ use super::{
     FileError, FileTree, FilesConfig, PartialSweep, UserPath, check_quota, check_record_names,
 };
 use crate::accounts::UserName;
+use crate::work::{Inline, Runner};
 
 /// The hidden directory holding a directory's kept versions.
 const VERSIONS_DIR: &str = ".vserv-versions";
@@ -366,7 +367,7 @@ impl PartialFile for DiskPartial {
 /// A file open for download.
 #[derive(Debug)]
 struct DiskReader {
-    /// Read ahead on a thread of its own, past the page cache where possible.
+    /// Read ahead through the tree's runner, past the page cache where possible.
     file: ReadAhead,
     /// Its share of the transfer-buffer budget, if it got one.
     _buffers: Option<Reservation>,
@@ -415,6 +416,8 @@ pub struct DiskTree {
     usage: UsageCounters,
     /// Free space on the homes' file system that uploads never take.
     min_free: u64,
+    /// Runs uploads' writes and downloads' reads ahead, behind the connections.
+    runner: Arc<dyn Runner>,
 }
 
 /// Which of a home's directories [`count_home`] is in.
@@ -540,6 +543,7 @@ impl DiskTree {
             buffers: BufferBudget::new(DEFAULT_TRANSFER_BUFFERS),
             usage: UsageCounters::default(),
             min_free: 0,
+            runner: Arc::new(Inline),
         };
         tree.check_homes()?;
         Ok(tree)
@@ -549,6 +553,14 @@ impl DiskTree {
     /// [`DEFAULT_TRANSFER_BUFFERS`]): transfers opened once it is spent run unbuffered.
     pub fn with_buffer_budget(mut self, bytes: usize) -> Self {
         self.buffers = BufferBudget::new(bytes);
+        self
+    }
+
+    /// The same tree running its uploads' writes and downloads' reads ahead through
+    /// `runner` (default [`Inline`]: written through, read on demand), so that they
+    /// overlap the connections.
+    pub fn with_runner(mut self, runner: Arc<dyn Runner>) -> Self {
+        self.runner = runner;
         self
     }
 
@@ -612,7 +624,7 @@ impl DiskTree {
         let buffers = self.buffers.try_reserve(DOWNLOAD_BUFFERS);
         DiskReader {
             file: if buffers.is_some() {
-                ReadAhead::new(file)
+                ReadAhead::new(file, self.runner.clone())
             } else {
                 ReadAhead::unbuffered(file)
             },
@@ -1112,8 +1124,12 @@ impl DiskTree {
             path: path.clone(),
         };
         let file: Box<dyn PartialFile> = if buffered {
-            // Written on a thread of its own: the connection goes on with the next chunks.
-            Box::new(WriteBehind::spawn(Box::new(partial), path.to_string())?)
+            // Written behind, through the runner: the connection goes on with the next chunks.
+            Box::new(WriteBehind::new(
+                Box::new(partial),
+                path.to_string(),
+                self.runner.clone(),
+            ))
         } else {
             Box::new(partial)
         };
