@@ -12,6 +12,7 @@ use clap::Args;
 use vserv_core::ServerIdentity;
 use vserv_service::accounts::Accounts;
 use vserv_service::files::{DiskTree, FileTree, delivery};
+use vserv_service::work::Runner;
 use vserv_service::{Service, ServiceInfo};
 
 use crate::config::Runtime;
@@ -102,7 +103,8 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let tree = Arc::new(
         DiskTree::open(&args.data, args.files)
             .with_context(|| format!("opening the homes in {}", args.data.display()))?
-            .with_min_free_bytes(args.min_free_bytes),
+            .with_min_free_bytes(args.min_free_bytes)
+            .with_runner(file_runner(args.runtime)),
     );
     // Deliveries a crash or restart left pending: settled before any connection is
     // accepted, so no delivery can be running.
@@ -176,6 +178,17 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
         sweeper.stop();
     }
     Ok(())
+}
+
+/// Where the file tree runs its uploads' writes and downloads' reads ahead for `runtime`.
+/// The blocking runtime's gets a pool of its own, apart from the service's: the service's
+/// file work waits for these runs (a full write queue, a sync), and they wait for nothing
+/// but the disk, so they can never be stuck behind work that waits for them.
+fn file_runner(runtime: Runtime) -> Arc<dyn Runner> {
+    match runtime {
+        Runtime::Blocking => Arc::new(vserv_blocking::WorkPool::default()),
+        Runtime::Smol => Arc::new(vserv_smol::UnblockRunner),
+    }
 }
 
 /// How often the server sweeps expired partial uploads after the sweep at start.
