@@ -68,7 +68,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
     // Bind first: an address that cannot be used fails before anything is created.
     let listener = std::net::TcpListener::bind(&args.listen)
         .with_context(|| format!("listening on {}", args.listen))?;
-    let node = Node::open(&args.data, &args.node)?;
+    let node = Node::open_with_file_runner(&args.data, &args.node, file_runner(args.runtime))?;
     let startup = node.startup();
     if let Some(path) = &startup.identity_created {
         eprintln!("vserv: created a new server identity in {}", path.display());
@@ -132,6 +132,17 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
         sweeper.stop();
     }
     Ok(())
+}
+
+/// Where the file tree runs its uploads' writes and downloads' reads ahead for `runtime`.
+/// The blocking runtime's gets a pool of its own, apart from the service's: the service's
+/// file work waits for these runs (a full write queue, a sync), and they wait for nothing
+/// but the disk, so they can never be stuck behind work that waits for them.
+fn file_runner(runtime: Runtime) -> Arc<dyn vserv_service::work::Runner> {
+    match runtime {
+        Runtime::Blocking => Arc::new(vserv_blocking::WorkPool::default()),
+        Runtime::Smol => Arc::new(vserv_smol::UnblockRunner),
+    }
 }
 
 /// How often the server sweeps expired partial uploads after the sweep at start.

@@ -166,8 +166,20 @@ impl Node {
     /// (created on first start), the store (refused after a data loss unless
     /// `settings.accept_data_loss`), the accounts, the ledger and the homes; then settles the
     /// deliveries a stop left pending and sweeps the expired partial uploads. Fails if the
-    /// store is in use by another process.
+    /// store is in use by another process. The homes are written through and read on
+    /// demand ([`Node::open_with_file_runner`] lets them work behind the connections).
     pub fn open(dir: &Path, settings: &NodeSettings) -> Result<Node, NodeError> {
+        Self::open_with_file_runner(dir, settings, Arc::new(crate::work::Inline))
+    }
+
+    /// Like [`Node::open`], the homes writing uploads behind and reading downloads ahead
+    /// through `file_runner` (the runtime's, and apart from the service's runner: the
+    /// service's file work waits for these runs, which wait only for the disk).
+    pub fn open_with_file_runner(
+        dir: &Path,
+        settings: &NodeSettings,
+        file_runner: Arc<dyn crate::work::Runner>,
+    ) -> Result<Node, NodeError> {
         let loaded =
             vserv_store::identity::load_or_create(dir, &mut *os_rng()?).map_err(|source| {
                 NodeError::Identity {
@@ -196,7 +208,8 @@ impl Node {
                 dir: dir.to_owned(),
                 source,
             })?
-            .with_min_free_bytes(settings.min_free_bytes);
+            .with_min_free_bytes(settings.min_free_bytes)
+            .with_runner(file_runner);
         let mut node = Node::builder(Arc::new(loaded.identity), settings.clone())
             .store(Arc::new(store))
             .files(Arc::new(tree))

@@ -56,6 +56,12 @@ pub trait Runner: Send + Sync {
     fn run(&self, work: Work);
 }
 
+impl std::fmt::Debug for dyn Runner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Runner")
+    }
+}
+
 /// Runs each work item at once on the calling thread: for tools and tests that drive the
 /// service synchronously. A runtime serving many connections uses its own [`Runner`].
 #[derive(Debug, Clone, Copy, Default)]
@@ -127,6 +133,22 @@ impl<T> std::fmt::Debug for Mailbox<T> {
         f.debug_struct("Mailbox")
             .field("waiting", &self.lock().len())
             .finish()
+    }
+}
+
+/// A [`Runner`] for unit tests that runs each work item on a thread of its own, at once:
+/// work handed over overlaps its caller as it would on a runtime's pool.
+#[cfg(test)]
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct ThreadPerWork;
+
+#[cfg(test)]
+impl Runner for ThreadPerWork {
+    fn run(&self, work: Work) {
+        std::thread::Builder::new()
+            .name(work.label().into())
+            .spawn(move || work.run())
+            .expect("a test thread starts");
     }
 }
 

@@ -10,12 +10,14 @@
 //! an ordinary handle. Where `O_DIRECT` is refused (tmpfs, other systems) everything goes
 //! through the ordinary handle, with the same results.
 
+use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
-use std::sync::Mutex;
-use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+
+use crate::work::{Runner, Work};
 
 /// Alignment of `O_DIRECT` buffers, offsets and lengths (the largest logical block size in
 /// common use).
@@ -280,31 +282,69 @@ const READ_BLOCK: usize = 512 * 1024;
 
 /// Blocks read ahead and waiting: with the one in use and the one being read, a download
 /// holds at most [`READER_HELD_BYTES`] (about 2.5 MiB). Three queued blocks (3 ms of data at
-/// 500 MB/s) cover the moments the read-ahead thread waits for a core on a busy machine.
+/// 500 MB/s) cover the moments the read-ahead waits for a core on a busy machine.
 const READ_QUEUE: usize = 3;
 
 /// The most a [`ReadAhead`] holds.
 pub const READER_HELD_BYTES: usize = (READ_QUEUE + 2) * (READ_BLOCK + ALIGN);
 
-/// A file read mostly in order (a download, a delivery's copy), read ahead on a thread of
-/// its own in aligned blocks, bypassing the page cache where possible: the disk works while
-/// the reader encrypts and sends. A read that does not continue the sequence restarts the
-/// read-ahead there; any failure of the read-ahead falls back to ordinary positioned reads.
+/// Blocks one read-ahead run reads before it hands a fresh run to the runner and ends, so
+/// that downloads share a bounded pool's threads.
+const RUN_BLOCKS: usize = 8;
+
+/// A file read mostly in order (a download, a delivery's copy), read ahead in aligned
+/// blocks, bypassing the page cache where possible: the disk works while the reader
+/// encrypts and sends. No thread of its own: when there is room for a block and no read is
+/// under way, a run that reads blocks until the queue is full (or the file ends) is handed
+/// to the runner as a [`Work`]; the reader waits only for a run already handed over. With
+/// the [`Inline`](crate::work::Inline) runner the blocks are read when asked for. A read
+/// that does not continue the sequence restarts the read-ahead there; any failure of the
+/// read-ahead falls back to ordinary positioned reads.
 #[derive(Debug)]
 pub struct ReadAhead {
     /// The ordinary handle: fallback reads, and the file the read-ahead reopens.
     file: File,
+    runner: Arc<dyn Runner>,
     ahead: Mutex<Ahead>,
 }
 
 #[derive(Debug, Default)]
 struct Ahead {
-    /// Blocks from the read-ahead thread; `None` before the first read, or after a failure.
-    blocks: Option<Receiver<io::Result<Block>>>,
+    /// The read-ahead; `None` before the first read.
+    lane: Option<Arc<Lane>>,
     /// The block being read from.
     current: Option<Block>,
     /// Set once the read-ahead failed: ordinary reads from then on.
     failed: bool,
+}
+
+/// What the reader and the read-ahead runs share.
+#[derive(Debug)]
+struct Lane {
+    /// The file reopened for the read-ahead (with `O_DIRECT` if it can).
+    file: File,
+    runner: Arc<dyn Runner>,
+    state: Mutex<LaneState>,
+    /// Signalled when a block is queued or a run ends.
+    changed: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct LaneState {
+    /// Blocks read ahead, in order.
+    blocks: VecDeque<io::Result<Block>>,
+    /// Offset of the next block to read.
+    next: u64,
+    /// Bumped at every restart: a block read for an older sequence is dropped.
+    sequence: u64,
+    /// Whether a run is handed over and not ended.
+    running: bool,
+    /// The sequence reached the end of the file, or failed: no more blocks.
+    ended: bool,
+    /// A run was dropped unrun (the runtime is shutting down).
+    lost: bool,
+    /// The reader is gone.
+    closed: bool,
 }
 
 #[derive(Debug)]
@@ -324,10 +364,12 @@ impl Block {
 }
 
 impl ReadAhead {
-    /// Wraps `file`, open for reading; nothing is read until the first read.
-    pub fn new(file: File) -> ReadAhead {
+    /// Wraps `file`, open for reading, read ahead through `runner`; nothing is read until
+    /// the first read.
+    pub fn new(file: File, runner: Arc<dyn Runner>) -> ReadAhead {
         ReadAhead {
             file,
+            runner,
             ahead: Mutex::new(Ahead::default()),
         }
     }
@@ -337,6 +379,7 @@ impl ReadAhead {
     pub fn unbuffered(file: File) -> ReadAhead {
         ReadAhead {
             file,
+            runner: Arc::new(crate::work::Inline),
             ahead: Mutex::new(Ahead {
                 failed: true,
                 ..Ahead::default()
@@ -378,81 +421,222 @@ impl ReadAhead {
             .current
             .as_ref()
             .is_some_and(|b| b.end() == at && b.len == READ_BLOCK);
-        if !continues || ahead.blocks.is_none() {
-            ahead.current = None;
-            ahead.blocks = match self.start(at) {
-                Ok(blocks) => Some(blocks),
+        let lane = match &ahead.lane {
+            Some(lane) => lane.clone(),
+            None => match self.open_lane() {
+                Ok(lane) => ahead.lane.insert(lane).clone(),
                 Err(_) => {
                     ahead.failed = true;
                     return false;
                 }
-            };
+            },
+        };
+        if !continues {
+            ahead.current = None;
+            lane.restart(at - at % ALIGN as u64);
         }
-        match ahead.blocks.as_ref().map(|b| b.recv()) {
-            Some(Ok(Ok(block))) if block.offset <= at && at < block.end() => {
+        match lane.take() {
+            Some(Ok(block)) if block.offset <= at && at < block.end() => {
                 ahead.current = Some(block);
                 true
             }
-            Some(Ok(Err(_))) => {
+            Some(Err(_)) => {
                 ahead.failed = true;
-                ahead.blocks = None;
                 false
             }
             // End of file, or a block that does not hold `at`.
             _ => {
-                ahead.blocks = None;
                 ahead.current = None;
                 false
             }
         }
     }
 
-    /// Starts reading ahead from the aligned block holding `at`.
-    fn start(&self, at: u64) -> io::Result<Receiver<io::Result<Block>>> {
+    /// The read-ahead over the file reopened.
+    fn open_lane(&self) -> io::Result<Arc<Lane>> {
         let file = reopen_direct(&self.file).map_or_else(|| self.file.try_clone(), Ok)?;
-        let (queue, blocks) = sync_channel(READ_QUEUE);
-        let from = at - at % ALIGN as u64;
-        std::thread::Builder::new()
-            .name("vserv-read-ahead".into())
-            .spawn(move || read_blocks(file, from, queue))?;
-        Ok(blocks)
+        Ok(Arc::new(Lane {
+            file,
+            runner: self.runner.clone(),
+            state: Mutex::new(LaneState::default()),
+            changed: Condvar::new(),
+        }))
     }
 }
 
-fn read_blocks(file: File, mut at: u64, queue: SyncSender<io::Result<Block>>) {
-    loop {
-        let mut data = vec![0u8; READ_BLOCK + ALIGN];
-        let start = data.as_ptr().align_offset(ALIGN).min(ALIGN);
-        let mut len = 0;
-        while len < READ_BLOCK {
-            match file.read_at(&mut data[start + len..start + READ_BLOCK], at + len as u64) {
-                Ok(0) => break,
-                Ok(n) => len += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+impl Drop for ReadAhead {
+    /// Stops the read-ahead: a run under way ends after the block it is reading.
+    fn drop(&mut self) {
+        let ahead = self.ahead.get_mut().unwrap_or_else(|e| e.into_inner());
+        if let Some(lane) = &ahead.lane {
+            let mut state = lane.lock();
+            state.closed = true;
+            state.blocks.clear();
+        }
+    }
+}
+
+impl Lane {
+    fn lock(&self) -> MutexGuard<'_, LaneState> {
+        // Every change under this lock is whole: a panic elsewhere leaves it consistent.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Starts a new sequence at `from` (aligned): what was read ahead is dropped.
+    fn restart(&self, from: u64) {
+        let mut state = self.lock();
+        state.sequence += 1;
+        state.blocks.clear();
+        state.next = from;
+        state.ended = false;
+    }
+
+    /// Whether a run must be handed over (marked running if so): there is room and none
+    /// is under way.
+    fn wants_run(state: &mut LaneState) -> bool {
+        let wanted = !state.running
+            && !state.ended
+            && !state.closed
+            && !state.lost
+            && state.blocks.len() < READ_QUEUE;
+        state.running |= wanted;
+        wanted
+    }
+
+    /// Hands a run to the runner (the caller marked it running).
+    fn start(self: &Arc<Self>) {
+        let run = ReadRun {
+            lane: self.clone(),
+            ended: false,
+        };
+        self.runner.run(Work::new("read ahead", move || run.run()));
+    }
+
+    /// The next block of the sequence, waiting for a run already handed over if none is
+    /// read yet; `None` at the end of the file.
+    fn take(self: &Arc<Self>) -> Option<io::Result<Block>> {
+        let mut state = self.lock();
+        loop {
+            if let Some(block) = state.blocks.pop_front() {
+                let start = Self::wants_run(&mut state);
+                drop(state);
+                if start {
+                    self.start();
+                }
+                return Some(block);
+            }
+            if state.lost {
+                return Some(Err(io::Error::other("the read-ahead was dropped unrun")));
+            }
+            if !state.running {
+                if !Self::wants_run(&mut state) {
+                    return None;
+                }
+                drop(state);
+                self.start();
+                state = self.lock();
+                continue;
+            }
+            state = self.changed.wait(state).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+
+    /// A run: reads blocks while there is room, up to [`RUN_BLOCKS`], then ends (handing a
+    /// fresh run over if there is still room).
+    fn read_blocks(self: &Arc<Self>) {
+        for _ in 0..RUN_BLOCKS {
+            let mut state = self.lock();
+            if state.closed || state.ended || state.blocks.len() >= READ_QUEUE {
+                state.running = false;
+                drop(state);
+                self.changed.notify_all();
+                return;
+            }
+            let (at, sequence) = (state.next, state.sequence);
+            state.next = at.saturating_add(READ_BLOCK as u64);
+            drop(state);
+            let read = read_block(&self.file, at);
+            let mut state = self.lock();
+            if state.sequence != sequence {
+                // Restarted meanwhile: this block is not wanted.
+                continue;
+            }
+            match read {
+                Ok(Some(block)) => {
+                    // Only the file's end is short.
+                    state.ended = block.len < READ_BLOCK;
+                    state.blocks.push_back(Ok(block));
+                }
+                Ok(None) => state.ended = true,
                 Err(e) => {
-                    let _ = queue.send(Err(e));
-                    return;
+                    state.ended = true;
+                    state.blocks.push_back(Err(e));
                 }
             }
-            if len % ALIGN != 0 {
-                // Only the file's end is unaligned.
-                break;
-            }
+            drop(state);
+            self.changed.notify_all();
         }
-        if len == 0 {
-            return;
+        let mut state = self.lock();
+        state.running = false;
+        let again = Self::wants_run(&mut state);
+        drop(state);
+        self.changed.notify_all();
+        if again {
+            self.start();
         }
-        let block = Block {
-            offset: at,
-            data,
-            start,
-            len,
-        };
-        if queue.send(Ok(block)).is_err() || len < READ_BLOCK {
-            return;
-        }
-        at += READ_BLOCK as u64;
     }
+}
+
+/// One read-ahead run, as handed to the runner. Dropped unrun (the runtime shutting down),
+/// it ends the read-ahead, so the reader falls back to ordinary reads instead of waiting.
+struct ReadRun {
+    lane: Arc<Lane>,
+    ended: bool,
+}
+
+impl ReadRun {
+    fn run(mut self) {
+        self.lane.read_blocks();
+        self.ended = true;
+    }
+}
+
+impl Drop for ReadRun {
+    fn drop(&mut self) {
+        if self.ended {
+            return;
+        }
+        let mut state = self.lane.lock();
+        state.lost = true;
+        state.running = false;
+        drop(state);
+        self.lane.changed.notify_all();
+    }
+}
+
+/// The aligned block of `file` at `at`; `None` at or past its end.
+fn read_block(file: &File, at: u64) -> io::Result<Option<Block>> {
+    let mut data = vec![0u8; READ_BLOCK + ALIGN];
+    let start = data.as_ptr().align_offset(ALIGN).min(ALIGN);
+    let mut len = 0;
+    while len < READ_BLOCK {
+        match file.read_at(&mut data[start + len..start + READ_BLOCK], at + len as u64) {
+            Ok(0) => break,
+            Ok(n) => len += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+        if len % ALIGN != 0 {
+            // Only the file's end is unaligned.
+            break;
+        }
+    }
+    Ok((len > 0).then_some(Block {
+        offset: at,
+        data,
+        start,
+        len,
+    }))
 }
 
 /// The open file `file` opened again with `O_DIRECT` (through `/proc/self/fd`, so it is the
@@ -479,6 +663,12 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
+    use crate::work::{Inline, ThreadPerWork};
+
+    /// The read-ahead tests run with runs on threads of their own, and inline.
+    fn runners() -> [Arc<dyn Runner>; 2] {
+        [Arc::new(ThreadPerWork), Arc::new(Inline)]
+    }
 
     fn open(path: &Path) -> File {
         OpenOptions::new()
@@ -604,21 +794,23 @@ mod tests {
             let path = dir.path().join("f");
             let content = pattern(9, size);
             std::fs::write(&path, &content).unwrap();
-            let reader = ReadAhead::new(File::open(&path).unwrap());
-            let mut next = 0u64;
-            for (kind, len, jump) in reads {
-                // Mostly the next bytes; sometimes anywhere, including past the end.
-                let offset = if kind < 8 { next } else { jump % (size as u64 + 50_000) };
-                let mut buf = vec![0u8; len];
-                let got = reader.read_exact_at(&mut buf, offset);
-                let end = offset as usize + len;
-                if end <= size {
-                    prop_assert!(got.is_ok(), "{got:?}");
-                    prop_assert!(buf[..] == content[offset as usize..end]);
-                } else {
-                    prop_assert!(got.is_err());
+            for runner in runners() {
+                let reader = ReadAhead::new(File::open(&path).unwrap(), runner);
+                let mut next = 0u64;
+                for &(kind, len, jump) in &reads {
+                    // Mostly the next bytes; sometimes anywhere, including past the end.
+                    let offset = if kind < 8 { next } else { jump % (size as u64 + 50_000) };
+                    let mut buf = vec![0u8; len];
+                    let got = reader.read_exact_at(&mut buf, offset);
+                    let end = offset as usize + len;
+                    if end <= size {
+                        prop_assert!(got.is_ok(), "{got:?}");
+                        prop_assert!(buf[..] == content[offset as usize..end]);
+                    } else {
+                        prop_assert!(got.is_err());
+                    }
+                    next = offset + len as u64;
                 }
-                next = offset + len as u64;
             }
         }
     }
@@ -628,16 +820,18 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("f");
         let old = pattern(1, 3 * READ_BLOCK + 5);
-        std::fs::write(&path, &old).unwrap();
-        let reader = ReadAhead::new(File::open(&path).unwrap());
-        let newer = dir.path().join("g");
-        std::fs::write(&newer, pattern(2, 3 * READ_BLOCK + 5)).unwrap();
-        std::fs::rename(&newer, &path).unwrap();
-        let mut got = vec![0u8; old.len()];
-        for (i, piece) in got.chunks_mut(16_372).enumerate() {
-            reader.read_exact_at(piece, (i * 16_372) as u64).unwrap();
+        for runner in runners() {
+            std::fs::write(&path, &old).unwrap();
+            let reader = ReadAhead::new(File::open(&path).unwrap(), runner);
+            let newer = dir.path().join("g");
+            std::fs::write(&newer, pattern(2, 3 * READ_BLOCK + 5)).unwrap();
+            std::fs::rename(&newer, &path).unwrap();
+            let mut got = vec![0u8; old.len()];
+            for (i, piece) in got.chunks_mut(16_372).enumerate() {
+                reader.read_exact_at(piece, (i * 16_372) as u64).unwrap();
+            }
+            assert!(got == old);
         }
-        assert!(got == old);
     }
 
     #[test]
@@ -692,5 +886,39 @@ mod tests {
         w.sync_all().unwrap();
         drop(w);
         assert!(std::fs::read(&path).unwrap() == data, "direct: {direct}");
+    }
+
+    /// The blocks queued ahead of `reader` now.
+    fn queued(reader: &ReadAhead) -> usize {
+        let ahead = reader.ahead.lock().unwrap();
+        ahead
+            .lane
+            .as_ref()
+            .map_or(0, |lane| lane.lock().blocks.len())
+    }
+
+    #[test]
+    fn read_ahead_fills_its_queue_behind_the_reader_and_no_further() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let content = pattern(4, 10 * READ_BLOCK);
+        std::fs::write(&path, &content).unwrap();
+        for runner in runners() {
+            let reader = ReadAhead::new(File::open(&path).unwrap(), runner);
+            let mut buf = vec![0u8; 1000];
+            reader.read_exact_at(&mut buf, 0).unwrap();
+            assert!(buf[..] == content[..1000]);
+            // The next blocks come while the reader does something else, up to the queue.
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            while queued(&reader) < READ_QUEUE && std::time::Instant::now() < deadline {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            assert_eq!(queued(&reader), READ_QUEUE);
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            assert_eq!(queued(&reader), READ_QUEUE);
+            let mut rest = vec![0u8; content.len() - 1000];
+            reader.read_exact_at(&mut rest, 1000).unwrap();
+            assert!(rest[..] == content[1000..]);
+        }
     }
 }

@@ -19,6 +19,7 @@ use std::fs;
 use std::io::{ErrorKind, Write};
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use vserv_core::transfer::UploadState;
@@ -36,6 +37,7 @@ use super::tree::{TMP_PREFIX, Tree};
 use super::write_behind::WriteBehind;
 use super::{FileError, FilesConfig};
 use crate::accounts::UserName;
+use crate::work::{Inline, Runner};
 
 /// Numbers the temporary files of atomic small writes.
 static TMP_SEQ: AtomicU64 = AtomicU64::new(0);
@@ -55,6 +57,8 @@ pub struct DiskHomes {
     homes: PathBuf,
     /// Buffers of uploads written behind and downloads read ahead, server-wide.
     buffers: BufferBudget,
+    /// Runs uploads' writes and downloads' reads ahead, behind the connections.
+    runner: Arc<dyn Runner>,
 }
 
 impl Tree<DiskHomes> {
@@ -74,6 +78,7 @@ impl Tree<DiskHomes> {
         let store = DiskHomes {
             homes,
             buffers: BufferBudget::new(DEFAULT_TRANSFER_BUFFERS),
+            runner: Arc::new(Inline),
         };
         match store.check_homes() {
             Ok(()) => {}
@@ -94,6 +99,14 @@ impl Tree<DiskHomes> {
     /// [`DEFAULT_TRANSFER_BUFFERS`]): transfers opened once it is spent run unbuffered.
     pub fn with_buffer_budget(mut self, bytes: usize) -> Self {
         self.store.buffers = BufferBudget::new(bytes);
+        self
+    }
+
+    /// The same tree running its uploads' writes and downloads' reads ahead through
+    /// `runner` (default [`Inline`]: written through, read on demand), so that they
+    /// overlap the connections.
+    pub fn with_runner(mut self, runner: Arc<dyn Runner>) -> Self {
+        self.store.runner = runner;
         self
     }
 
@@ -442,8 +455,12 @@ impl HomeStore for DiskHomes {
             shown: p.shown.clone(),
         };
         Ok(if buffered {
-            // Written on a thread of its own: the connection goes on with the next chunks.
-            Box::new(WriteBehind::spawn(Box::new(partial), p.shown)?)
+            // Written behind, through the runner: the connection goes on with the next chunks.
+            Box::new(WriteBehind::new(
+                Box::new(partial),
+                p.shown,
+                self.runner.clone(),
+            ))
         } else {
             Box::new(partial)
         })
@@ -483,6 +500,7 @@ impl HomeStore for DiskHomes {
             meta: meta_of(&opened),
             file,
             buffers: self.buffers.clone(),
+            runner: self.runner.clone(),
         }))
     }
 }
@@ -554,6 +572,7 @@ struct DiskFile {
     file: fs::File,
     meta: Meta,
     buffers: BufferBudget,
+    runner: Arc<dyn Runner>,
 }
 
 impl StoredFile for DiskFile {
@@ -569,7 +588,7 @@ impl StoredFile for DiskFile {
         let buffers = self.buffers.try_reserve(DOWNLOAD_BUFFERS);
         Box::new(DiskReader {
             file: if buffers.is_some() {
-                ReadAhead::new(self.file)
+                ReadAhead::new(self.file, self.runner)
             } else {
                 ReadAhead::unbuffered(self.file)
             },
