@@ -46,6 +46,7 @@
 mod handle;
 pub mod ledger_model;
 mod link;
+mod local_files;
 mod scenario;
 mod seeds;
 mod work;
@@ -53,6 +54,7 @@ mod world;
 
 pub use handle::{RAW_WAIT, SimClient, SimServer, WAIT};
 pub use link::{Adversary, LinkConfig, LinkSpec};
+pub use local_files::{MemoryFile, MemoryFiles, MemoryReader, MemoryWriter};
 pub use scenario::{Scenario, random_command, random_script};
 pub use seeds::{BadSeed, SEED_VAR, SeedFailure, env_seed, for_each_seed, parse_seed, seeds};
 pub use world::{
