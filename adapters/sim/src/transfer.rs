@@ -96,6 +96,9 @@ impl SimClient {
     /// Uploads every file of `files`, at most `parallel` at once sharing `options.window`;
     /// one result per file, in order. `progress(index, done, total)` reports the
     /// acknowledged bytes of the file at `index`.
+    ///
+    /// `progress` (here and in the other transfer calls) runs while the world is borrowed:
+    /// it must not use the world or this client.
     pub fn put_many(
         &mut self,
         files: &[Upload],
