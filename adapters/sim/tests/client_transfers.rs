@@ -1,7 +1,8 @@
 //! The sim client's file transfers (the client's transfer scheduler driven by the world):
 //! several files up and down through links that reset at random points, each transfer
 //! resumed on a new connection until it succeeds, the results byte for byte what was sent;
-//! and the same seed giving the same trace, client file work included.
+//! the same seed giving the same trace, client file work included; and a client file work
+//! held in the schedule failing its transfer once nothing else can happen, not hanging.
 //!
 //! Every failure names its seed; `VSERV_SIM_SEED=<seed>` replays exactly that run.
 
@@ -14,7 +15,7 @@ use vserv_core::commands::{Command, Credential, SecretBytes, UserRole};
 use vserv_core::transfer::MAX_FPUT_DATA;
 use vserv_core::{Config, ServerIdentity};
 use vserv_service::client::ClientOptions;
-use vserv_service::client::transfers::{Download, TransferOptions, Upload};
+use vserv_service::client::transfers::{Download, TransferFailure, TransferOptions, Upload};
 use vserv_service::{Node, NodeSettings};
 use vserv_sim::{CLIENT_FILES_WORK, LinkConfig, LinkSpec, ServerSpec, SimServer, for_each_seed};
 
@@ -205,6 +206,44 @@ fn the_same_seed_gives_the_same_trace_with_client_file_work() {
             return Err(format!("the traces differ from line {at}"));
         }
         Ok::<(), String>(())
+    });
+    if let Err(failure) = checked {
+        panic!("{failure}");
+    }
+}
+
+#[test]
+fn client_file_work_the_world_never_runs_fails_its_transfer_instead_of_hanging() {
+    let checked = for_each_seed([21], |seed| {
+        let server = server(seed, LinkSpec::symmetric(LinkConfig::benign(4096)))?;
+        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let options = ClientOptions::new(dir.path().join("known_servers"));
+        let src = PathBuf::from("/src/held");
+        server.client_files().insert(src.clone(), vec![5u8; 1000]);
+        let upload = Upload {
+            local: src.clone(),
+            remote: "held.bin".into(),
+        };
+        let mut client = server.connect(&options).map_err(|e| e.to_string())?;
+        client.call(&login()).map_err(|e| e.to_string())?;
+        server.world().borrow_mut().hold_work(CLIENT_FILES_WORK);
+        let held = client.put_with(&src, "held.bin", &resume(false), &mut |_, _| {});
+        match held {
+            Err(TransferFailure::Local { path, .. }) if path == src => {}
+            other => return Err(format!("a held work did not fail the upload: {other:?}")),
+        }
+        if server.world().borrow().pending_work(CLIENT_FILES_WORK) != 1 {
+            return Err("the held work is not in the schedule".to_owned());
+        }
+        // Released, the work runs (its result goes nowhere) and new transfers work.
+        server.world().borrow_mut().release_work(CLIENT_FILES_WORK);
+        let mut client = server.connect(&options).map_err(|e| e.to_string())?;
+        client.call(&login()).map_err(|e| e.to_string())?;
+        let results = client.put_many(&[upload], &resume(false), 1, &mut |_, _, _| {});
+        match results.as_slice() {
+            [Ok(out)] if out.size == 1000 => Ok::<(), String>(()),
+            other => Err(format!("the upload after the release failed: {other:?}")),
+        }
     });
     if let Err(failure) = checked {
         panic!("{failure}");
