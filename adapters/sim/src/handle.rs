@@ -11,6 +11,7 @@ use vserv_service::client::{ClientError, ClientOptions};
 use vserv_store::trust::TrustDecision;
 
 use crate::link::LinkSpec;
+use crate::local_files::MemoryFiles;
 use crate::world::{
     ClientSpec, EndpointId, Finish, RunEnd, ServerId, ServerSpec, Violations, World,
 };
@@ -21,7 +22,7 @@ pub const WAIT: Duration = Duration::from_secs(24 * 3600);
 /// How long (virtual time) [`SimServer::raw_exchange`] collects the server's answer.
 pub const RAW_WAIT: Duration = Duration::from_secs(2);
 
-fn busy() -> ClientError {
+pub(crate) fn busy() -> ClientError {
     ClientError::Io(std::io::Error::other(
         "the simulated world is already borrowed",
     ))
@@ -34,6 +35,7 @@ pub struct SimServer {
     id: ServerId,
     address: String,
     link: LinkSpec,
+    files: MemoryFiles,
 }
 
 impl SimServer {
@@ -48,6 +50,7 @@ impl SimServer {
             id,
             address,
             link,
+            files: MemoryFiles::new(),
         }
     }
 
@@ -66,12 +69,29 @@ impl SimServer {
         self.address.clone()
     }
 
+    /// The local files of the clients' machine: every client of this server transfers
+    /// from and to these (clones share them).
+    pub fn client_files(&self) -> &MemoryFiles {
+        &self.files
+    }
+
     /// Connects a client and runs the world until its handshake completes or fails.
     pub fn connect(&self, options: &ClientOptions) -> Result<SimClient, ClientError> {
+        self.connect_over(options, self.link.clone())
+    }
+
+    /// Connects a client over a link built from `link` instead of the server's (say, one
+    /// that is cut after some bytes), and runs the world until its handshake completes or
+    /// fails.
+    pub fn connect_over(
+        &self,
+        options: &ClientOptions,
+        link: LinkSpec,
+    ) -> Result<SimClient, ClientError> {
         let mut world = self.world.try_borrow_mut().map_err(|_| busy())?;
         let spec = ClientSpec {
             options: options.clone(),
-            link: self.link.clone(),
+            link,
             script: Vec::new(),
             pipeline: 1,
             finish: Finish::Stay,
@@ -87,6 +107,8 @@ impl SimServer {
             Ok(SimClient {
                 world: self.world.clone(),
                 id,
+                files: self.files.clone(),
+                max_outstanding: options.config.max_outstanding,
             })
         } else if world.is_closed(id) {
             Err(world.take_client_error(id))
@@ -137,8 +159,12 @@ impl SimServer {
 /// A connected client in a shared world.
 #[derive(Debug)]
 pub struct SimClient {
-    world: Rc<RefCell<World>>,
-    id: EndpointId,
+    pub(crate) world: Rc<RefCell<World>>,
+    pub(crate) id: EndpointId,
+    /// The local files its transfers read and write.
+    pub(crate) files: MemoryFiles,
+    /// Requests the connection keeps in flight at most.
+    pub(crate) max_outstanding: usize,
 }
 
 impl SimClient {

@@ -13,6 +13,10 @@
 //!   (commits, password hashes, file I/O, deliveries) to the world, which runs it on its own
 //!   thread at a due time drawn from the seed (`work.rs`): commit boundaries and completion
 //!   order are part of the replayable schedule, and no OS thread runs anywhere.
+//! - **Client file transfers** ([`SimClient::put_many`], [`SimClient::get_many`]...) drive
+//!   the client's runtime-free transfer scheduler; its local file steps join the same
+//!   schedule (labelled [`CLIENT_FILES_WORK`]) and run over the client machine's in-memory
+//!   [`MemoryFiles`] ([`SimServer::client_files`]).
 //! - **Links** ([`LinkConfig`], per direction) re-chunk the byte stream at random points,
 //!   delay, stall (for a while, or forever with `cut_after`/[`World::cut`]), reset (both
 //!   ends see the connection reset), and in adversary mode ([`Adversary`]) flip bits,
@@ -46,15 +50,19 @@
 mod handle;
 pub mod ledger_model;
 mod link;
+mod local_files;
 mod scenario;
 mod seeds;
+mod transfer;
 mod work;
 mod world;
 
 pub use handle::{RAW_WAIT, SimClient, SimServer, WAIT};
 pub use link::{Adversary, LinkConfig, LinkSpec};
+pub use local_files::{MemoryFile, MemoryFiles, MemoryReader, MemoryWriter};
 pub use scenario::{Scenario, random_command, random_script};
 pub use seeds::{BadSeed, SEED_VAR, SeedFailure, env_seed, for_each_seed, parse_seed, seeds};
+pub use transfer::CLIENT_FILES_WORK;
 pub use world::{
     ClientReport, ClientSpec, EndpointId, Finish, Outcome, RunEnd, ServerId, ServerSpec, SimError,
     Violations, World,

@@ -1,6 +1,6 @@
 //! The world: servers, clients and links on one virtual clock, driven one event at a time.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -12,6 +12,7 @@ use vserv_core::commands::{Command, Reply};
 use vserv_core::session::refusal;
 use vserv_core::wire::MAX_PAYLOAD;
 use vserv_core::{CloseCode, Config, Connection, ErrorCode, ErrorReply, Request, ServerIdentity};
+use vserv_service::client::transfers::Requests;
 use vserv_service::client::{ClientError, ClientOptions, ClientSession};
 use vserv_service::{Service, Session};
 use vserv_store::trust::TrustDecision;
@@ -24,11 +25,13 @@ use crate::work::{Hub, SimRunner, SimWake};
 /// network events in every possible order.
 const MAX_WORK_DELAY: Duration = Duration::from_millis(2);
 
-/// Work handed over by a server's service, due at a time the seed chose.
+/// Work handed over by a server's service or a client's transfers, due at a time the seed
+/// chose.
 struct Scheduled {
     at: Duration,
     seq: u64,
-    server: usize,
+    /// Whose work it is, for the trace (`server 0`, `c3`).
+    owner: String,
     work: vserv_service::work::Work,
 }
 
@@ -187,6 +190,10 @@ struct ClientEnd {
     error_text: Option<String>,
     connected: bool,
     trusted: bool,
+    /// Raw requests (a transfer's) whose responses are awaited.
+    raw_wanted: BTreeSet<u32>,
+    /// Responses to raw requests, taken from the session as they arrive.
+    raw_replies: BTreeMap<u32, Result<Vec<Vec<u8>>, ClientError>>,
 }
 
 impl ClientEnd {
@@ -197,6 +204,32 @@ impl ClientEnd {
         if self.error.is_none() {
             self.error = Some(e);
         }
+    }
+}
+
+/// A client's session as a transfer scheduler's [`Requests`]: raw requests are remembered
+/// so their responses are collected as they arrive.
+struct RawRequests<'a> {
+    client: &'a mut ClientEnd,
+    /// Requests queued, for the trace.
+    sent: Vec<(u32, String)>,
+}
+
+impl Requests for RawRequests<'_> {
+    fn send_raw(&mut self, name: &str, args: Vec<Vec<u8>>) -> Result<u32, ClientError> {
+        let id = self.client.session.send_raw(name, args)?;
+        self.client.raw_wanted.insert(id);
+        self.sent.push((id, name.to_owned()));
+        Ok(id)
+    }
+
+    fn take_raw(&mut self, id: u32) -> Option<Result<Vec<Vec<u8>>, ClientError>> {
+        if let Some(response) = self.client.raw_replies.remove(&id) {
+            return Some(response);
+        }
+        let response = self.client.session.take_response(id)?;
+        self.client.raw_wanted.remove(&id);
+        Some(response)
     }
 }
 
@@ -439,6 +472,8 @@ impl World {
             error_text: None,
             connected: false,
             trusted: false,
+            raw_wanted: BTreeSet::new(),
+            raw_replies: BTreeMap::new(),
         };
         let id = self.connect(server.0, spec.link, Kind::Client(Box::new(client)), "c");
         Ok(EndpointId(id))
@@ -779,8 +814,8 @@ impl World {
                 if i < self.scheduled.len() {
                     let w = self.scheduled.remove(i);
                     self.log(format!(
-                        "server {} work #{} ({}) runs",
-                        w.server,
+                        "{} work #{} ({}) runs",
+                        w.owner,
                         w.seq,
                         w.work.label()
                     ));
@@ -814,27 +849,32 @@ impl World {
             .count()
     }
 
+    /// Gives `work` a due time drawn from the seed and adds it to the schedule.
+    fn schedule(&mut self, owner: String, work: vserv_service::work::Work) {
+        let delay_us = self
+            .rng
+            .random_range(0..=u64::try_from(MAX_WORK_DELAY.as_micros()).unwrap_or(0));
+        let at = self.now + Duration::from_micros(delay_us);
+        self.seq += 1;
+        let seq = self.seq;
+        self.log(format!(
+            "{owner} work #{seq} ({}) due at +{delay_us}us",
+            work.label()
+        ));
+        self.scheduled.push(Scheduled {
+            at,
+            seq,
+            owner,
+            work,
+        });
+    }
+
     /// Takes in the work the servers handed over (each gets a due time from the seed) and
     /// drives the sessions that were woken, until neither is left.
     fn pump(&mut self) {
         loop {
             for (server, work) in self.hub.take_queued() {
-                let delay_us = self
-                    .rng
-                    .random_range(0..=u64::try_from(MAX_WORK_DELAY.as_micros()).unwrap_or(0));
-                let at = self.now + Duration::from_micros(delay_us);
-                self.seq += 1;
-                let seq = self.seq;
-                self.log(format!(
-                    "server {server} work #{seq} ({}) due at +{delay_us}us",
-                    work.label()
-                ));
-                self.scheduled.push(Scheduled {
-                    at,
-                    seq,
-                    server,
-                    work,
-                });
+                self.schedule(format!("server {server}"), work);
             }
             let woken = self.hub.take_woken();
             if woken.is_empty() {
@@ -1003,6 +1043,17 @@ impl World {
                     }
                     c.replies.insert(id, reply);
                 }
+                let wanted: Vec<u32> = c.raw_wanted.iter().copied().collect();
+                for id in wanted {
+                    if let Some(response) = c.session.take_response(id) {
+                        lines.push(format!(
+                            "{name} raw reply {id}: {}",
+                            if response.is_ok() { "ok" } else { "error" }
+                        ));
+                        c.raw_wanted.remove(&id);
+                        c.raw_replies.insert(id, response);
+                    }
+                }
                 if c.session.is_connected() {
                     while c.inflight.len() < c.pipeline {
                         let Some(cmd) = c.script.pop_front() else {
@@ -1143,6 +1194,49 @@ impl World {
         self.log(format!("{name} request {id} ({})", command.name()));
         self.on_input(client.0, Input::Kick);
         Ok(id)
+    }
+
+    /// Lets `f` queue raw requests on `client`'s session and take their responses (a
+    /// transfer scheduler's [`Requests`]), then writes what was queued. `None` if `client`
+    /// is not a client of this world.
+    pub(crate) fn client_requests<R>(
+        &mut self,
+        client: EndpointId,
+        f: impl FnOnce(&mut dyn Requests) -> R,
+    ) -> Option<R> {
+        let name = self.endpoints.get(client.0)?.name.clone();
+        let c = self.client_mut(client)?;
+        let mut raw = RawRequests {
+            client: c,
+            sent: Vec::new(),
+        };
+        let result = f(&mut raw);
+        let sent = raw.sent;
+        for (id, what) in sent {
+            self.log(format!("{name} raw request {id} ({what})"));
+        }
+        self.on_input(client.0, Input::Kick);
+        Some(result)
+    }
+
+    /// Whether the response to raw request `id` of `client` has arrived.
+    pub(crate) fn has_raw_reply(&self, client: EndpointId, id: u32) -> bool {
+        self.client_ref(client)
+            .is_some_and(|c| c.raw_replies.contains_key(&id))
+    }
+
+    /// Adds a client's local work (its transfers' file operations) to the schedule, due at
+    /// a time the seed chooses, like a server's.
+    pub(crate) fn schedule_client_work(
+        &mut self,
+        client: EndpointId,
+        work: vserv_service::work::Work,
+    ) {
+        let owner = self
+            .endpoints
+            .get(client.0)
+            .map_or_else(|| format!("client {}", client.0), |e| e.name.clone());
+        self.schedule(owner, work);
     }
 
     /// Whether the reply to request `id` of `client` has arrived.
