@@ -1,26 +1,43 @@
 //! How a blocking connection thread waits: for its socket to be readable (only when the
 //! session wants input), for its session's waker, or for the connection's next timer,
-//! whichever comes first, in one `poll(2)`. The waker writes a byte to a socket pair, so a
-//! completion from a worker thread (or a shutdown) wakes the thread at once: no polling
-//! interval anywhere.
+//! whichever comes first, in one `poll(2)`. The waker signals an eventfd, so a completion
+//! from a worker thread (or a shutdown) wakes the thread at once: no polling interval
+//! anywhere.
 
-use std::io::{self, Read, Write};
+use std::io;
+#[cfg(not(target_os = "linux"))]
+use std::io::{Read, Write};
 use std::net::TcpStream;
+#[cfg(not(target_os = "linux"))]
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
 use rustix::event::{PollFd, PollFlags, Timespec, poll};
 use vserv_service::work::Wake;
 
-/// A session's waker: one end of a socket pair the connection thread polls.
+/// A session's waker: an eventfd (on Linux; a socket pair elsewhere) the connection
+/// thread polls with its socket. One system call to make, one to wake, one to drain.
 #[derive(Debug)]
 pub(crate) struct PipeWake {
+    #[cfg(target_os = "linux")]
+    fd: std::os::fd::OwnedFd,
+    #[cfg(not(target_os = "linux"))]
     tx: UnixStream,
+    #[cfg(not(target_os = "linux"))]
     rx: UnixStream,
 }
 
 impl PipeWake {
+    /// A fresh waker (non-blocking).
+    #[cfg(target_os = "linux")]
+    pub(crate) fn new() -> io::Result<PipeWake> {
+        use rustix::event::{EventfdFlags, eventfd};
+        let fd = eventfd(0, EventfdFlags::NONBLOCK | EventfdFlags::CLOEXEC)?;
+        Ok(PipeWake { fd })
+    }
+
     /// A fresh waker (both ends non-blocking).
+    #[cfg(not(target_os = "linux"))]
     pub(crate) fn new() -> io::Result<PipeWake> {
         let (tx, rx) = UnixStream::pair()?;
         tx.set_nonblocking(true)?;
@@ -28,16 +45,37 @@ impl PipeWake {
         Ok(PipeWake { tx, rx })
     }
 
-    /// Empties the pipe (the wake-ups so far are being handled).
+    /// What the connection thread polls.
+    fn readable(&self) -> std::os::fd::BorrowedFd<'_> {
+        use std::os::fd::AsFd;
+        #[cfg(target_os = "linux")]
+        let fd = self.fd.as_fd();
+        #[cfg(not(target_os = "linux"))]
+        let fd = self.rx.as_fd();
+        fd
+    }
+
+    /// Empties it (the wake-ups so far are being handled).
     fn drain(&self) {
-        let mut buf = [0u8; 64];
-        while matches!((&self.rx).read(&mut buf), Ok(n) if n > 0) {}
+        #[cfg(target_os = "linux")]
+        {
+            let mut count = [0u8; 8];
+            let _ = rustix::io::read(&self.fd, &mut count);
+        }
+        #[cfg(not(target_os = "linux"))]
+        {
+            let mut buf = [0u8; 64];
+            while matches!((&self.rx).read(&mut buf), Ok(n) if n > 0) {}
+        }
     }
 }
 
 impl Wake for PipeWake {
     fn wake(&self) {
-        // A full pipe already holds a wake-up: nothing is lost.
+        // A counter at its limit, or a full pipe, already holds a wake-up: nothing is lost.
+        #[cfg(target_os = "linux")]
+        let _ = rustix::io::write(&self.fd, &1u64.to_ne_bytes());
+        #[cfg(not(target_os = "linux"))]
         let _ = (&self.tx).write(&[1]);
     }
 }
@@ -73,7 +111,7 @@ pub(crate) fn wait(
     };
     let mut fds = [
         PollFd::new(stream, socket_events),
-        PollFd::new(&waker.rx, PollFlags::IN),
+        PollFd::from_borrowed_fd(waker.readable(), PollFlags::IN),
     ];
     match poll(&mut fds, timeout.as_ref()) {
         Ok(_) => {}

@@ -26,13 +26,23 @@ pub(super) enum Route {
     Blocking(Command, Option<User>),
 }
 
-/// Whether `cmd` is answered without waiting for anything but a store read: everything else
-/// runs as blocking work. Uploads and downloads hand their data to their buffers, which do
-/// the file I/O (`files/write_behind.rs`, `files/direct.rs`).
+/// Whether `cmd` is answered without waiting for anything but a store read (a point read or
+/// a short scan of the store's cached tables, as the access check of every request makes):
+/// everything else runs as blocking work. That is every store write (a durable commit),
+/// every password hash, every file operation but the data of open transfers (handed to
+/// their buffers, which do the file I/O behind the connection: `files/write_behind.rs`,
+/// `files/direct.rs`), deliveries, and `rcheck` (which re-verifies a whole chain).
 fn answered_at_once(cmd: &Command) -> bool {
     matches!(
         cmd,
-        Command::Hello
+        Command::Rget(_)
+            | Command::Rhave { .. }
+            | Command::Rabs { .. }
+            | Command::Rsize { .. }
+            | Command::Rcount { .. }
+            | Command::Rlist { .. }
+            | Command::Rhead
+            | Command::Hello
             | Command::Ver
             | Command::Id
             | Command::Help { .. }

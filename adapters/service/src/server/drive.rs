@@ -440,14 +440,7 @@ fn work_label(cmd: &Command) -> &'static str {
         | Command::Ulist { .. }
         | Command::Chpass { .. }
         | Command::Ukey(_) => "accounts",
-        Command::Rget(_)
-        | Command::Rhave { .. }
-        | Command::Rabs { .. }
-        | Command::Rsize { .. }
-        | Command::Rcount { .. }
-        | Command::Rlist { .. }
-        | Command::Rhead
-        | Command::Rcheck { .. } => "ledger read",
+        Command::Rcheck { .. } => "ledger check",
         _ => "files",
     }
 }
