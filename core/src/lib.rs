@@ -9,6 +9,7 @@
 //! - [`secure`]: identities, key schedule, record protection.
 //! - [`session`]: the [`Connection`] state machine (handshake, records, commands, timers).
 //! - [`commands`]: the typed command set; [`ledger`]: the record ledger's entries and chain.
+//! - [`names`], [`paths`]: user names and client paths, parsed and validated (pure strings).
 //!
 //! The run loop every driver follows is documented below.
 #![doc = include_str!("../docs/run-loop.md")]
@@ -20,6 +21,8 @@ mod error;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
 pub mod ledger;
+pub mod names;
+pub mod paths;
 pub mod secure;
 pub mod session;
 pub mod transfer;

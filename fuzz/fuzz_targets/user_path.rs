@@ -3,9 +3,8 @@
 //! path): never panics, and whatever it accepts stays inside a home, names by names that
 //! pass the name rules, no deeper than the limit.
 
-use vserv_service::accounts::UserName;
-use vserv_service::files::path::{MAX_PATH_DEPTH, check_name, resolve};
-use vserv_service::files::{Target, UserPath};
+use vserv_core::names::UserName;
+use vserv_core::paths::{MAX_PATH_DEPTH, Target, UserPath, check_name, resolve};
 
 fn check(t: &Target) {
     assert!(t.path.names().len() <= MAX_PATH_DEPTH, "too deep: {t:?}");
