@@ -58,8 +58,8 @@ pub enum PathError {
     /// A name starting with [`RESERVED_PREFIX`].
     #[error("names starting with '{RESERVED_PREFIX}' are reserved for the server")]
     Reserved,
-    /// A `/` inside one name (only possible for names the server builds, such as record
-    /// names: client paths are split at `/`).
+    /// A `/` inside one name (client paths are split at `/`; a name taken whole, such as an
+    /// inbox folder or a record name, never holds one).
     #[error("a name cannot contain '/'")]
     Separator,
     /// `~NAME` with a NAME that is not a valid user name.
@@ -245,6 +245,11 @@ pub fn check_name(name: &str) -> Result<(), PathError> {
         if c == '\\' {
             return Err(PathError::Backslash);
         }
+        if c == '/' {
+            // One name never holds a separator: a name the server takes whole (an inbox
+            // folder, a record name) could otherwise reach another directory.
+            return Err(PathError::Separator);
+        }
         if c == ':' {
             return Err(PathError::Colon);
         }
@@ -308,6 +313,17 @@ mod tests {
             Ok("/a/b/a/~b".into())
         );
         assert_eq!(r("~bad name"), Err(PathError::BadHome("bad name".into())));
+    }
+
+    #[test]
+    fn a_name_never_holds_a_separator() {
+        for name in ["/", "a/b", "../x", "../../alice/inbox", "x/"] {
+            assert_eq!(check_name(name), Err(PathError::Separator), "{name}");
+        }
+        assert_eq!(
+            UserPath::from_names(vec!["inbox".into(), "../bob".into()]),
+            Err(PathError::Separator)
+        );
     }
 
     #[test]

@@ -471,6 +471,39 @@ fn records_are_hidden_move_with_their_directory_and_go_with_it() {
     }
 }
 
+/// A folder name is one name: `send --folder ../../alice/x` cannot reach outside the
+/// recipient's inbox (here: into a folder of the sender's own home that allows her).
+#[test]
+fn a_folder_name_with_a_separator_is_refused() {
+    let env = Env::new(FilesConfig::default(), None);
+    env.put("alice", "f.txt", b"alice's");
+    env.put("alice", "mine/folder.toml", b"allow = [\"alice\"]\n");
+    let mut alice = env.session("alice");
+    for folder in ["../../alice/mine", "../x", "a/b"] {
+        let cmd = Command::Send(SendArgs {
+            to: "bob".into(),
+            path: "f.txt".into(),
+            folder: Some(folder.into()),
+            note: None,
+        });
+        let err = env.run(&mut alice, &cmd).expect_err(folder);
+        assert_eq!(
+            err.code,
+            ErrorCode::BadArguments,
+            "{folder}: {}",
+            err.message
+        );
+    }
+    assert_eq!(
+        env.tree
+            .list(&user("alice"), &path("mine"))
+            .expect("list")
+            .len(),
+        1,
+        "nothing was delivered into alice's own folder"
+    );
+}
+
 fn only_files_of_the_senders_own_home_are_sent(background: bool) {
     let env = Env::in_mode(background, FilesConfig::default(), None);
     env.folder("allow = [\"root\", \"alice\"]\n");
