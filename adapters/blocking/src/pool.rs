@@ -12,9 +12,12 @@ use vserv_service::work::{Runner, Work};
 /// How long an idle worker waits for work before it ends.
 const WORKER_KEEP: Duration = Duration::from_secs(5);
 
-/// The most worker threads by default: enough that held hooks (which wait up to their
-/// timeout) do not starve commits and logins, few enough to bound memory.
-pub const DEFAULT_MAX_WORKERS: usize = 64;
+/// The most worker threads by default. Some work waits on something other than a core: a
+/// hook (up to its timeout), a login queued for a password-check slot (up to 64 queue, see
+/// `vserv_service::accounts::checks`). The bound leaves room for all of those and for the
+/// commits and file work that must not queue behind them; threads start only when needed
+/// and end after a few idle seconds, so an idle server holds none.
+pub const DEFAULT_MAX_WORKERS: usize = 256;
 
 /// A bounded worker pool (see the module docs). Clones share the pool.
 #[derive(Clone)]
