@@ -18,7 +18,9 @@ use std::time::{Duration, Instant};
 
 use vserv_blocking::{Client, ServerOptions};
 use vserv_core::ServerIdentity;
-use vserv_core::commands::{Command, Credential, Reply, SecretBytes, SendArgs, UserRole};
+use vserv_core::commands::{
+    Command, Credential, DeliveryState, ListPage, Reply, SecretBytes, SendArgs, UserRole,
+};
 use vserv_service::accounts::checks::CheckLimits;
 use vserv_service::accounts::{Accounts, PasswordParams, UserName};
 use vserv_service::files::delivery::HooksConfig;
@@ -194,20 +196,17 @@ fn path(p: &str) -> UserPath {
     UserPath::from_names(p.split('/').map(str::to_owned).collect()).expect("path")
 }
 
-fn a_held_hook_holds_no_other_request<R: Tcp>() {
-    let fx = Fixture::new(62);
-    let marker = fx.dir().join("marker");
+/// A server of runtime `R` with users alice and bob, bob's inbox folder `default` accepting
+/// alice with the `on_meta` hook `hook_body` (a shell script in the server's hook
+/// directory), and alice's file `a.txt`.
+fn delivery_server<R: Tcp>(fx: &Fixture, hook_body: &str) -> (R::Handle, Arc<dyn FileTree>) {
     let homes = fx.dir().join("homes");
     std::fs::create_dir(&homes).expect("homes");
     let tree: Arc<dyn FileTree> =
         Arc::new(DiskTree::open(&homes, FilesConfig::default()).expect("disk tree"));
     let hooks_dir = fx.dir().join("hooks");
     std::fs::create_dir(&hooks_dir).expect("hooks dir");
-    let hook = script(
-        &hooks_dir,
-        "hold.sh",
-        &format!("while [ ! -e '{}' ]; do sleep 0.01; done", marker.display()),
-    );
+    let hook = script(&hooks_dir, "hook.sh", hook_body);
     let service = fx
         .service()
         .with_files(tree.clone())
@@ -237,7 +236,17 @@ fn a_held_hook_holds_no_other_request<R: Tcp>() {
     .expect("folder.toml");
     tree.replace_file(&alice, &path("a.txt"), b"payload")
         .expect("source");
-    let server = R::start(fx.identity.clone(), service);
+    (R::start(fx.identity.clone(), service), tree)
+}
+
+fn a_held_hook_holds_no_other_request<R: Tcp>() {
+    let fx = Fixture::new(62);
+    let marker = fx.dir().join("marker");
+    let (server, tree) = delivery_server::<R>(
+        &fx,
+        &format!("while [ ! -e '{}' ]; do sleep 0.01; done", marker.display()),
+    );
+    let bob = UserName::parse("bob").expect("name");
     let addr = R::address(&server);
     let mut sender = Client::connect(&addr, &fx.options()).expect("connect");
     login(&mut sender, "alice");
@@ -266,6 +275,11 @@ fn a_held_hook_holds_no_other_request<R: Tcp>() {
             .expect("pong"),
         Reply::Pong(b"other".to_vec())
     );
+    // A command that goes through the work runner too is served on the same connection.
+    assert!(matches!(
+        sender.call(&Command::Whoami),
+        Ok(Reply::User { .. })
+    ));
     assert!(
         sender.take_raw(send_id).is_none(),
         "the send was answered while its hook was held"
@@ -276,8 +290,51 @@ fn a_held_hook_holds_no_other_request<R: Tcp>() {
         Reply::from_fields(&send, &fields).expect("decodes"),
         Reply::Delivered("a.txt".into())
     );
+    assert_eq!(
+        tree.read_file(&bob, &path("inbox/default/a.txt")).ok(),
+        Some(b"payload".to_vec())
+    );
     other.quit().expect("quit");
     sender.quit().expect("quit");
+    let mut recipient = Client::connect(&addr, &fx.options()).expect("connect");
+    login(&mut recipient, "bob");
+    match recipient.call(&Command::Inbox(ListPage::default())) {
+        Ok(Reply::Deliveries { entries, .. }) => {
+            assert_eq!(entries.len(), 1);
+            assert_eq!(entries[0].state, DeliveryState::Received);
+        }
+        other => panic!("unexpected inbox reply {other:?}"),
+    }
+    recipient.quit().expect("quit");
+    R::stop(server);
+}
+
+/// Every request is answered before the server closes: after a `quit` pipelined behind a
+/// `send` whose hook takes a while, the close waits for the delivery, whose answer comes
+/// before it.
+fn quit_after_a_send_waits_for_its_answer<R: Tcp>() {
+    let fx = Fixture::new(64);
+    let (server, _tree) = delivery_server::<R>(&fx, "sleep 0.3");
+    let mut client = Client::connect(&R::address(&server), &fx.options()).expect("connect");
+    login(&mut client, "alice");
+    let send = Command::Send(SendArgs {
+        to: "bob".into(),
+        path: "a.txt".into(),
+        folder: None,
+        note: None,
+    });
+    let send_id = client.send_raw(send.name(), send.args()).expect("send");
+    let quit_id = client
+        .send_raw(Command::Quit.name(), Command::Quit.args())
+        .expect("quit");
+    let fields = client
+        .wait_raw(send_id)
+        .expect("send answered before the close");
+    assert_eq!(
+        Reply::from_fields(&send, &fields).expect("decodes"),
+        Reply::Delivered("a.txt".into())
+    );
+    assert!(client.wait_raw(quit_id).is_ok());
     R::stop(server);
 }
 
@@ -391,6 +448,10 @@ macro_rules! parity {
             #[test]
             fn a_held_hook_holds_no_other_request() {
                 super::a_held_hook_holds_no_other_request::<super::$rt>();
+            }
+            #[test]
+            fn quit_after_a_send_waits_for_its_answer() {
+                super::quit_after_a_send_waits_for_its_answer::<super::$rt>();
             }
             #[test]
             fn pings_are_answered_while_logins_wait_to_hash() {
