@@ -18,7 +18,6 @@ use std::path::Path;
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 
-use vserv_core::transfer::TransferError;
 use vserv_service::client::ClientError;
 pub use vserv_service::client::transfers::{
     DEFAULT_PARALLEL, DEFAULT_WINDOW, Download, FileResult, MAX_PARALLEL, PART_INFO_SUFFIX,
@@ -26,7 +25,7 @@ pub use vserv_service::client::transfers::{
     part_path,
 };
 use vserv_service::client::transfers::{
-    LocalDone, LocalWork, Requests, Scheduler, Step, WorkTicket,
+    LocalDone, LocalWork, Requests, Scheduler, Step, WorkTicket, single_result,
 };
 
 use crate::Client;
@@ -114,7 +113,7 @@ pub fn put_with(
         1,
         &mut |_, done, total| progress(done, total),
     );
-    only(results)
+    single_result(results)
 }
 
 /// Downloads `remote_path` to `local_path` with the default window; see [`get_with`].
@@ -158,7 +157,7 @@ pub fn get_with(
         1,
         &mut |_, done, total| progress(done, total),
     );
-    only(results)
+    single_result(results)
 }
 
 /// Uploads every file of `files` over one connection, at most `parallel` (clamped to
@@ -196,14 +195,6 @@ pub fn get_many(
 ) -> Vec<FileResult> {
     let scheduler = Scheduler::gets(files, options, parallel, client.max_outstanding());
     drive(client, scheduler, progress)
-}
-
-/// The result of a batch of one.
-fn only(results: Vec<FileResult>) -> FileResult {
-    results
-        .into_iter()
-        .next()
-        .unwrap_or(Err(TransferFailure::Machine(TransferError::BadState)))
 }
 
 /// A long work running on a thread of its own.

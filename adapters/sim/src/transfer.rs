@@ -16,11 +16,10 @@ use std::path::Path;
 use std::rc::Rc;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use vserv_core::transfer::TransferError;
 use vserv_service::client::ClientError;
 use vserv_service::client::transfers::{
     Download, FileResult, LocalDone, Scheduler, Step, TransferFailure, TransferOptions,
-    TransferOutcome, Upload, WorkTicket,
+    TransferOutcome, Upload, WorkTicket, single_result,
 };
 use vserv_service::work::Work;
 
@@ -64,7 +63,7 @@ impl SimClient {
             local: local_path.to_owned(),
             remote: remote_path.to_owned(),
         };
-        only(
+        single_result(
             self.put_many(std::slice::from_ref(&upload), options, 1, &mut |_, d, t| {
                 progress(d, t)
             }),
@@ -85,7 +84,7 @@ impl SimClient {
             remote: remote_path.to_owned(),
             local: local_path.to_owned(),
         };
-        only(self.get_many(
+        single_result(self.get_many(
             std::slice::from_ref(&download),
             options,
             1,
@@ -211,12 +210,4 @@ fn fail_all(scheduler: &mut Scheduler<MemoryFiles>, out: &mut Vec<WorkTicket>, r
     for ticket in out.drain(..) {
         scheduler.on_work_lost(ticket, reason);
     }
-}
-
-/// The result of a batch of one.
-fn only(results: Vec<FileResult>) -> FileResult {
-    results
-        .into_iter()
-        .next()
-        .unwrap_or(Err(TransferFailure::Machine(TransferError::BadState)))
 }

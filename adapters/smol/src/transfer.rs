@@ -11,13 +11,12 @@
 use std::path::Path;
 
 use smol::channel::{self, Sender};
-use vserv_core::transfer::TransferError;
 pub use vserv_service::client::transfers::{
     DEFAULT_PARALLEL, DEFAULT_WINDOW, Download, MAX_PARALLEL, TransferFailure, TransferOptions,
     TransferOutcome, Upload, part_info_path, part_path,
 };
 use vserv_service::client::transfers::{
-    FileResult, LocalDone, LocalWork, Scheduler, StdFiles, Step, WorkTicket,
+    FileResult, LocalDone, LocalWork, Scheduler, StdFiles, Step, WorkTicket, single_result,
 };
 
 use crate::Client;
@@ -78,7 +77,7 @@ impl Client {
                 progress(d, t)
             })
             .await;
-        only(results)
+        single_result(results)
     }
 
     /// Downloads `remote_path` to `local_path`, calling `progress(done, total)` as data is
@@ -105,7 +104,7 @@ impl Client {
                 &mut |_, d, t| progress(d, t),
             )
             .await;
-        only(results)
+        single_result(results)
     }
 
     /// Uploads every file of `files` over this connection, at most `parallel` at once,
@@ -169,12 +168,4 @@ impl Client {
             }
         }
     }
-}
-
-/// The result of a batch of one.
-fn only(results: Vec<FileResult>) -> FileResult {
-    results
-        .into_iter()
-        .next()
-        .unwrap_or(Err(TransferFailure::Machine(TransferError::BadState)))
 }

@@ -110,6 +110,15 @@ pub struct Download {
 /// What each file's result is.
 pub type FileResult = Result<TransferOutcome, TransferFailure>;
 
+/// The result of a one-file batch (what every client's `put_with`/`get_with` returns); a
+/// batch that somehow answered for no file is a state error, never a panic.
+pub fn single_result(results: Vec<FileResult>) -> FileResult {
+    results
+        .into_iter()
+        .next()
+        .unwrap_or(Err(TransferFailure::Machine(TransferError::BadState)))
+}
+
 /// Why a transfer failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
