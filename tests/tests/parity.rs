@@ -21,10 +21,13 @@ use vserv_core::ServerIdentity;
 use vserv_core::commands::{
     Command, Credential, DeliveryState, ListPage, Reply, SecretBytes, SendArgs, UserRole,
 };
+use vserv_core::transfer::FputArgs;
 use vserv_service::accounts::checks::CheckLimits;
 use vserv_service::accounts::{Accounts, PasswordParams, UserName};
 use vserv_service::files::delivery::HooksConfig;
-use vserv_service::files::{DiskTree, FileTree, FilesConfig, UserPath};
+use vserv_service::files::{
+    DiskTree, FileTree, FilesConfig, MemoryTree, Transfers, UploadLocks, UserPath,
+};
 use vserv_service::ledger::Ledger;
 use vserv_service::{Service, ServiceInfo};
 use vserv_store::kv::{Op, Store, StoreError, Table};
@@ -438,6 +441,76 @@ fn pings_are_answered_while_logins_wait_to_hash<R: Tcp>() {
     R::stop(server);
 }
 
+/// How long a partial upload may go unwritten in the sweep cases.
+const DAY: Duration = Duration::from_secs(86_400);
+
+/// A memory tree whose clock says 2001: alice's upload of 3000 of 5000 bytes to
+/// `part.bin`, parked for a later resume, is long expired at any wall time after.
+fn tree_with_an_old_partial() -> Arc<MemoryTree> {
+    let clock: vserv_service::files::Clock = Arc::new(|| 1_000_000_000);
+    let tree = Arc::new(MemoryTree::with_clock(FilesConfig::default(), clock));
+    let (locks, mut transfers) = (UploadLocks::new(), Transfers::new());
+    let alice = UserName::parse("alice").expect("name");
+    let opened = transfers
+        .fopen(
+            &*tree,
+            &locks,
+            &alice,
+            &path("part.bin"),
+            "part.bin",
+            5000,
+            false,
+        )
+        .expect("fopen");
+    transfers
+        .fput(&FputArgs {
+            id: opened.id,
+            offset: 0,
+            data: &[7u8; 3000],
+        })
+        .expect("fput");
+    transfers.fclose(opened.id).expect("fclose");
+    tree
+}
+
+/// Where a resumed upload of alice's `part.bin` would continue (0 once its partial is gone).
+fn resume_offset(tree: &dyn FileTree) -> u64 {
+    let (locks, mut transfers) = (UploadLocks::new(), Transfers::new());
+    let alice = UserName::parse("alice").expect("name");
+    let opened = transfers
+        .fopen(
+            tree,
+            &locks,
+            &alice,
+            &path("part.bin"),
+            "part.bin",
+            5000,
+            true,
+        )
+        .expect("fopen resume");
+    transfers.fclose(opened.id).expect("fclose");
+    opened.offset
+}
+
+/// The node's timed duty: while the server runs, its runtime sweeps the expired partial
+/// upload when the sweep is due (every 100 ms here), with nobody connected.
+fn partial_uploads_are_swept_while_serving<R: Tcp>() {
+    let fx = Fixture::new(64);
+    let tree = tree_with_an_old_partial();
+    assert_eq!(resume_offset(&*tree), 3000, "the partial upload is kept");
+    let service = fx
+        .service()
+        .with_files(tree.clone())
+        .with_partial_sweep(DAY, Duration::from_millis(100));
+    let server = R::start(fx.identity.clone(), service);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while resume_offset(&*tree) != 0 {
+        assert!(Instant::now() < deadline, "the sweep never ran");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    R::stop(server);
+}
+
 macro_rules! parity {
     ($($rt:ident: $name:ident),* $(,)?) => {
         $(mod $name {
@@ -456,6 +529,10 @@ macro_rules! parity {
             #[test]
             fn pings_are_answered_while_logins_wait_to_hash() {
                 super::pings_are_answered_while_logins_wait_to_hash::<super::$rt>();
+            }
+            #[test]
+            fn partial_uploads_are_swept_while_serving() {
+                super::partial_uploads_are_swept_while_serving::<super::$rt>();
             }
         })*
     };
@@ -696,5 +773,38 @@ mod sim {
                 Some(Ok(Reply::User { .. }))
             ));
         }
+    }
+
+    #[test]
+    fn partial_uploads_are_swept_while_serving() {
+        let mut world = World::new(76);
+        let identity = Arc::new(ServerIdentity::generate(&mut world.fork_rng()));
+        let tree = super::tree_with_an_old_partial();
+        assert_eq!(
+            super::resume_offset(&*tree),
+            3000,
+            "the partial upload is kept"
+        );
+        let service: Service = world.service("parity", &identity).expect("service");
+        let every = Duration::from_secs(60);
+        world.add_server(ServerSpec {
+            identity,
+            service: service
+                .with_files(tree.clone())
+                .with_partial_sweep(super::DAY, every),
+            max_connections: 4,
+            config: Config::default(),
+        });
+        // Nothing but the server's duty happens: the world runs it at its virtual time.
+        world.run_until(LIMIT, |_| super::resume_offset(&*tree) == 0);
+        assert_eq!(super::resume_offset(&*tree), 0, "the sweep ran");
+        assert!(world.now() >= every, "not before it was due");
+        assert!(
+            world
+                .trace()
+                .iter()
+                .any(|line| line.contains("work") && line.contains("partial sweep")),
+            "the sweep is work in the world's schedule"
+        );
     }
 }

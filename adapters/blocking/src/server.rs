@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex, Weak};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use vserv_core::session::refusal;
 use vserv_core::{CloseCode, Connection, ServerIdentity};
@@ -131,7 +131,28 @@ impl Server {
             .policy()
             .connection_rate
             .map(ConnectionLimiter::new);
-        for stream in self.listener.incoming() {
+        let service = &self.shared.service;
+        loop {
+            if self.shared.shutdown.load(Ordering::SeqCst) {
+                break;
+            }
+            // The node's timed duties (the partial-upload sweep) go to the work pool when
+            // due; between them this thread waits for connections only.
+            let now = Instant::now();
+            let due = service.next_duty(now);
+            if due.is_some_and(|at| at <= now) {
+                service.run_due_duties(now, SystemTime::now());
+                continue;
+            }
+            match wake::wait_accept(&self.listener, due) {
+                Ok(true) => {}
+                Ok(false) => continue,
+                Err(e) => {
+                    tracing::error!(error = %e, "waiting for connections failed; stopping");
+                    break;
+                }
+            }
+            let stream = self.listener.accept().map(|(stream, _)| stream);
             if self.shared.shutdown.load(Ordering::SeqCst) {
                 break;
             }

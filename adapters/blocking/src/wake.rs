@@ -7,7 +7,7 @@
 use std::io;
 #[cfg(not(target_os = "linux"))]
 use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::net::{TcpListener, TcpStream};
 #[cfg(not(target_os = "linux"))]
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
@@ -95,15 +95,7 @@ pub(crate) fn wait(
     waker: &PipeWake,
     deadline: Option<Instant>,
 ) -> io::Result<Ready> {
-    let timeout = deadline.map(|d| {
-        let left = d.saturating_duration_since(Instant::now());
-        // Round up: waking a little late beats spinning on a sub-millisecond remainder.
-        let left = left.max(Duration::from_millis(1));
-        Timespec {
-            tv_sec: i64::try_from(left.as_secs()).unwrap_or(i64::MAX),
-            tv_nsec: i64::from(left.subsec_nanos()),
-        }
-    });
+    let timeout = deadline.map(timeout_until);
     let socket_events = if want_input {
         PollFlags::IN
     } else {
@@ -123,4 +115,27 @@ pub(crate) fn wait(
         waker.drain();
     }
     Ok(Ready { socket })
+}
+
+/// The time left until `deadline`, for `poll`.
+fn timeout_until(deadline: Instant) -> Timespec {
+    let left = deadline.saturating_duration_since(Instant::now());
+    // Round up: waking a little late beats spinning on a sub-millisecond remainder.
+    let left = left.max(Duration::from_millis(1));
+    Timespec {
+        tv_sec: i64::try_from(left.as_secs()).unwrap_or(i64::MAX),
+        tv_nsec: i64::from(left.subsec_nanos()),
+    }
+}
+
+/// Waits until `listener` has a connection to accept (`true`) or `deadline` passed
+/// (`false`; also on a signal's interruption).
+pub(crate) fn wait_accept(listener: &TcpListener, deadline: Option<Instant>) -> io::Result<bool> {
+    let timeout = deadline.map(timeout_until);
+    let mut fds = [PollFd::new(listener, PollFlags::IN)];
+    match poll(&mut fds, timeout.as_ref()) {
+        Ok(_) => Ok(!fds[0].revents().is_empty()),
+        Err(rustix::io::Errno::INTR) => Ok(false),
+        Err(e) => Err(e.into()),
+    }
 }

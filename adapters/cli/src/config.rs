@@ -487,6 +487,7 @@ pub fn resolve(file: FileConfig, flags: Overrides) -> Result<Settings, ConfigErr
             password_checks,
             files,
             partial_expiry,
+            sweep_interval: vserv_service::DEFAULT_SWEEP_INTERVAL,
             min_free_bytes,
             hooks,
             accept_data_loss: flags.accept_data_loss,

@@ -3,9 +3,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc;
-use std::thread::JoinHandle;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
@@ -77,12 +75,8 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
         eprintln!("vserv: WARNING: starting after data loss (--accept-data-loss): {lost}");
     }
     let node = Arc::new(node);
-    // Unclaimed partial uploads were swept at start; then every hour by a thread that
-    // stops with the server.
-    let sweeper = match args.node.partial_expiry {
-        Some(_) => Some(PartialSweeper::spawn(node.clone(), SWEEP_INTERVAL)?),
-        None => None,
-    };
+    // Unclaimed partial uploads were swept at start; the runtime sweeps them every hour
+    // (the node's timed duties, `Service::next_duty`).
     let identity = node.identity().clone();
     let fingerprint = identity.public_key().fingerprint();
     let service = node.service();
@@ -128,9 +122,6 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
             handle.shutdown();
         }
     }
-    if let Some(sweeper) = sweeper {
-        sweeper.stop();
-    }
     Ok(())
 }
 
@@ -142,39 +133,6 @@ fn file_runner(runtime: Runtime) -> Arc<dyn vserv_service::work::Runner> {
     match runtime {
         Runtime::Blocking => Arc::new(vserv_blocking::WorkPool::default()),
         Runtime::Smol => Arc::new(vserv_smol::UnblockRunner),
-    }
-}
-
-/// How often the server sweeps expired partial uploads after the sweep at start.
-const SWEEP_INTERVAL: Duration = Duration::from_secs(3_600);
-
-/// The thread sweeping expired partial uploads every `interval` until stopped.
-struct PartialSweeper {
-    /// Dropping it wakes the thread, which then ends.
-    stop: mpsc::Sender<()>,
-    thread: JoinHandle<()>,
-}
-
-impl PartialSweeper {
-    fn spawn(node: Arc<Node>, interval: Duration) -> anyhow::Result<PartialSweeper> {
-        let (stop, stopped) = mpsc::channel::<()>();
-        let thread = std::thread::Builder::new()
-            .name("vserv-partial-sweep".into())
-            .spawn(move || {
-                while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(interval) {
-                    node.sweep_partials(SystemTime::now());
-                }
-            })
-            .context("starting the partial upload sweeper")?;
-        Ok(PartialSweeper { stop, thread })
-    }
-
-    /// Stops the thread (after the sweep it may be running) and waits for it.
-    fn stop(self) {
-        drop(self.stop);
-        if self.thread.join().is_err() {
-            tracing::warn!("the partial upload sweeper panicked");
-        }
     }
 }
 

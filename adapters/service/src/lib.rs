@@ -26,6 +26,7 @@ pub use limits::{
     ConnectionLimiter, LoginBackoff, Policy, RateLimit, UnauthenticatedSlot, UnauthenticatedSlots,
 };
 pub use node::{Node, NodeBuilder, NodeError, NodeSettings, Startup};
+pub use server::duties::DEFAULT_SWEEP_INTERVAL;
 pub use server::{MAX_FAILED_LOGINS, MAX_RPUT_GROUP, Service, ServiceInfo, Session};
 pub use system::{unix_now, unix_now_ms};
 

@@ -47,6 +47,9 @@ pub struct NodeSettings {
     pub min_free_bytes: u64,
     /// How long a partial upload may go unwritten before it is swept; `None`: never.
     pub partial_expiry: Option<Duration>,
+    /// Time between sweeps of expired partial uploads while the node serves (one runs at
+    /// start); the runtime keeps the timer ([`Service::next_duty`]).
+    pub sweep_interval: Duration,
     /// Whether and how inbox folder hooks run.
     pub hooks: HooksConfig,
     /// Open a store that lost data it had acknowledged (logging the loss) instead of
@@ -64,6 +67,7 @@ impl Default for NodeSettings {
             files: FilesConfig::default(),
             min_free_bytes: DEFAULT_MIN_FREE_BYTES,
             partial_expiry: Some(DEFAULT_PARTIAL_EXPIRY),
+            sweep_interval: crate::server::duties::DEFAULT_SWEEP_INTERVAL,
             hooks: HooksConfig::default(),
             accept_data_loss: false,
         }
@@ -293,23 +297,7 @@ impl Node {
     /// while the node serves: uploads in progress keep their partial files.
     pub fn sweep_partials(&self, now: SystemTime) -> Option<PartialSweep> {
         let expiry = self.settings.partial_expiry?;
-        match self.files.sweep_partials(now, expiry) {
-            Ok(report) => {
-                tracing::info!(
-                    removed = report.removed,
-                    bytes = report.bytes,
-                    in_use = report.in_use,
-                    failed = report.failed,
-                    expiry_days = expiry.as_secs() / 86_400,
-                    "swept expired partial uploads"
-                );
-                Some(report)
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "could not sweep expired partial uploads");
-                None
-            }
-        }
+        crate::server::duties::sweep_and_log(self.files.as_ref(), now, expiry)
     }
 
     /// The start-up chores, run before any session exists: settle interrupted deliveries
@@ -397,6 +385,10 @@ impl NodeBuilder {
             .with_ledger(ledger.clone())
             .with_files(files.clone())
             .with_hooks(self.settings.hooks.clone());
+        let service = match self.settings.partial_expiry {
+            Some(expiry) => service.with_partial_sweep(expiry, self.settings.sweep_interval),
+            None => service,
+        };
         let mut node = Node {
             identity: self.identity,
             store,

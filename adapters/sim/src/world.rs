@@ -333,14 +333,20 @@ impl World {
     }
 
     /// The service of an in-memory node named `name` for `identity` (accounts, ledger and
-    /// homes in memory, the cheapest argon2), whose randomness comes from this world (so
-    /// runs stay reproducible).
+    /// homes in memory, the cheapest argon2, no periodic partial-upload sweep), whose
+    /// randomness comes from this world (so runs stay reproducible).
     pub fn service(
         &mut self,
         name: &str,
         identity: &Arc<ServerIdentity>,
     ) -> Result<Service, SimError> {
-        let settings = vserv_service::NodeSettings::insecure_fast(name);
+        // No periodic sweep: a world whose only events left are a server's hourly duties
+        // would never be quiescent. A test that wants the sweep configures it
+        // (`Service::with_partial_sweep`) and the world runs it at its virtual time.
+        let settings = vserv_service::NodeSettings {
+            partial_expiry: None,
+            ..vserv_service::NodeSettings::insecure_fast(name)
+        };
         let rng = Box::new(self.fork_rng());
         Ok(vserv_service::Node::in_memory(identity.clone(), settings, rng)?.service())
     }
@@ -747,6 +753,16 @@ impl World {
                 consider((w.at.max(self.now), 2, w.seq), Next::Work(i));
             }
         }
+        let now = self.instant();
+        for (si, server) in self.servers.iter().enumerate() {
+            if server.stopped {
+                continue;
+            }
+            if let Some(due) = server.spec.service.next_duty(now) {
+                let at = due.saturating_duration_since(self.epoch);
+                consider((at.max(self.now), 3, si as u64), Next::Duty(si));
+            }
+        }
         best.map(|((at, _, _), next)| (at, next))
     }
 
@@ -808,6 +824,16 @@ impl World {
                         "{name}: handle_timeout at its poll_timeout made no progress"
                     ));
                     self.finish(ep, Some("stuck timer".into()));
+                }
+            }
+            Next::Duty(si) => {
+                let now = self.instant();
+                let wall =
+                    std::time::UNIX_EPOCH + Duration::from_secs(SIM_WALL_CLOCK_START) + self.now;
+                if let Some(server) = self.servers.get(si) {
+                    let address = server.address.clone();
+                    server.spec.service.run_due_duties(now, wall);
+                    self.log(format!("{address} duties due"));
                 }
             }
             Next::Work(i) => {
@@ -1424,6 +1450,8 @@ enum Next {
     Timer(usize),
     /// The scheduled work at this index.
     Work(usize),
+    /// The timed duties of the server at this index (the partial-upload sweep).
+    Duty(usize),
 }
 
 /// Whether the server's answer to `cmd` depends only on the request (not on who is logged in

@@ -155,6 +155,13 @@ impl Server {
     }
 }
 
+/// What the accept loop woke for.
+enum Accepted {
+    Stream(io::Result<(TcpStream, SocketAddr)>),
+    Shutdown,
+    DutyDue,
+}
+
 /// Accepts connections until shutdown, then waits for every connection task to end.
 async fn accept_loop(
     listener: TcpListener,
@@ -174,14 +181,34 @@ async fn accept_loop(
         if shutdown.is_closed() {
             break;
         }
-        let accepted = future::or(async { Some(listener.accept().await) }, async {
-            let _ = shutdown.recv().await;
-            None
-        })
+        // The node's timed duties (the partial-upload sweep) go to the blocking pool when
+        // due; the timer races the accept.
+        let now = Instant::now();
+        let due = shared.service.next_duty(now);
+        if due.is_some_and(|at| at <= now) {
+            shared
+                .service
+                .run_due_duties(now, std::time::SystemTime::now());
+            continue;
+        }
+        let accepted = future::or(
+            async { Accepted::Stream(listener.accept().await) },
+            future::or(
+                async {
+                    let _ = shutdown.recv().await;
+                    Accepted::Shutdown
+                },
+                async {
+                    sleep_until_opt(due).await;
+                    Accepted::DutyDue
+                },
+            ),
+        )
         .await;
         match accepted {
-            None => break,
-            Some(Ok((mut stream, peer))) => {
+            Accepted::Shutdown => break,
+            Accepted::DutyDue => continue,
+            Accepted::Stream(Ok((mut stream, peer))) => {
                 if let Some(limiter) = limiter.as_mut()
                     && !limiter.admit(peer.ip(), vserv_service::unix_now())
                 {
@@ -192,7 +219,7 @@ async fn accept_loop(
                 }
                 accept(stream, peer, &shared, &executor, &shutdown, &done).await;
             }
-            Some(Err(e)) => {
+            Accepted::Stream(Err(e)) => {
                 tracing::warn!(error = %e, "accept failed");
                 Timer::after(Duration::from_millis(10)).await;
             }

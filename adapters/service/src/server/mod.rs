@@ -16,12 +16,14 @@
 //!
 //! One file per concern: `session.rs` (the per-connection state), `drive.rs` (the loop
 //! above), `dispatch.rs` (parsing, access, inline or blocking), `errors.rs` (error replies),
-//! and one file per command domain (`accounts.rs`, `ledger.rs`, `files.rs`, `delivery.rs`).
+//! and one file per command domain (`accounts.rs`, `ledger.rs`, `files.rs`, `delivery.rs`);
+//! `duties.rs` for the node's timed work no session asks for (the runtime keeps its timer).
 
 mod accounts;
 mod delivery;
 mod dispatch;
 mod drive;
+pub mod duties;
 mod errors;
 mod files;
 mod ledger;
@@ -86,6 +88,8 @@ struct Shared {
     runner: Arc<dyn Runner>,
     /// The logged-in sessions by account, to push to them.
     sessions: Arc<registry::Sessions>,
+    /// The partial-upload sweep's schedule, if the service sweeps (`duties.rs`).
+    pub(crate) sweep: Option<Arc<duties::SweepSchedule>>,
 }
 
 impl std::fmt::Debug for Service {
@@ -120,6 +124,7 @@ impl Service {
                 hooks: HooksConfig::default(),
                 runner: Arc::new(Inline),
                 sessions: Arc::new(registry::Sessions::default()),
+                sweep: None,
             }),
         }
     }
