@@ -171,6 +171,17 @@ impl ClientSession {
                     self.replies.insert(response.id, response);
                 }
                 Event::Closed(close) => self.peer_close = Some(close),
+                Event::Stream(_) => {
+                    // A client session is never a link: stream bytes break the protocol.
+                    self.conn.close(
+                        vserv_core::CloseCode::ProtocolError,
+                        "stream bytes on a command session",
+                    );
+                    return Err(vserv_core::Error::Malformed(
+                        "the server sent stream bytes on a command session",
+                    )
+                    .into());
+                }
                 Event::Connected { .. } | Event::Request(_) => {}
             }
         }

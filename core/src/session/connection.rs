@@ -13,9 +13,9 @@ use crate::secure::keys::{self, Secret, Transcript};
 use crate::secure::{RecordKeys, ServerIdentity, ServerKey};
 use crate::wire::{
     self, CONTENT_APP, CONTENT_CLIENT_FINISHED, CONTENT_CLOSE, CONTENT_KEY_UPDATE,
-    CONTENT_SERVER_AUTH, ClientFinished, ClientHello, Close, CloseCode, Deframer, IV_LEN,
-    MAX_PAYLOAD, PROTOCOL_VERSION, Request, Response, ServerAuth, ServerHello, TYPE_CLIENT_HELLO,
-    TYPE_REFUSE, TYPE_SERVER_HELLO,
+    CONTENT_SERVER_AUTH, CONTENT_STREAM, ClientFinished, ClientHello, Close, CloseCode, Deframer,
+    IV_LEN, MAX_PAYLOAD, PROTOCOL_VERSION, Request, Response, ServerAuth, ServerHello,
+    TYPE_CLIENT_HELLO, TYPE_REFUSE, TYPE_SERVER_HELLO,
 };
 
 /// Tunables of a connection. The defaults suit production; tests shrink them.
@@ -131,6 +131,9 @@ pub struct Connection {
     /// first record after it, since a server that refuses the ClientFinished (or whose
     /// handshake timer fired meanwhile) seals its Close under them, not the application keys.
     handshake_recv: Option<RecordKeys>,
+    /// Server only: whether the byte stream is open ([`Connection::open_stream`]); a
+    /// client takes stream records whenever it is connected.
+    stream_open: bool,
 }
 
 impl Connection {
@@ -211,6 +214,7 @@ impl Connection {
             next_id: 1,
             client_hello: Vec::new(),
             handshake_recv: None,
+            stream_open: false,
         }
     }
 
@@ -421,6 +425,7 @@ impl Connection {
                 Ok(())
             }
             (CONTENT_APP, State::Connected) => self.on_app(payload),
+            (CONTENT_STREAM, State::Connected) => self.on_stream(payload),
             (kind, state) => Err(Error::UnexpectedMessage {
                 kind,
                 state: state.name(),
@@ -667,6 +672,51 @@ impl Connection {
         Ok(())
     }
 
+    fn on_stream(&mut self, payload: &[u8]) -> Result<(), Error> {
+        if self.role == Role::Server && !self.stream_open {
+            return Err(Error::Malformed(
+                "stream record before the stream was opened",
+            ));
+        }
+        if payload.is_empty() {
+            return Err(Error::Malformed("empty stream record"));
+        }
+        self.events.push_back(Event::Stream(payload.to_vec()));
+        Ok(())
+    }
+
+    /// Server: opens the connection's byte stream (after a request that asks for it, such
+    /// as a replication link's `peer`, was accepted): from now on both ends may send stream
+    /// records. A client that sends one before is a protocol error. Opening twice is fine.
+    pub fn open_stream(&mut self) -> Result<(), Error> {
+        if self.role != Role::Server || !self.is_connected() {
+            return self.misuse();
+        }
+        self.stream_open = true;
+        Ok(())
+    }
+
+    /// Whether this end may send stream bytes: a connected client (it must know that the
+    /// server opened the stream), or a server that opened it.
+    pub fn can_stream(&self) -> bool {
+        self.is_connected() && (self.role == Role::Client || self.stream_open)
+    }
+
+    /// Sends `data` on the connection's byte stream, cut into records of at most
+    /// [`MAX_PAYLOAD`] bytes; the peer sees the same bytes in order as [`Event::Stream`]
+    /// pieces. Nothing is sent for empty `data`. Fails unless [`can_stream`](Self::can_stream).
+    pub fn send_stream(&mut self, data: &[u8]) -> Result<(), Error> {
+        if !self.can_stream() {
+            return self.misuse();
+        }
+        for piece in data.chunks(MAX_PAYLOAD) {
+            self.frame_record(CONTENT_STREAM, piece.len(), |buf| {
+                buf.extend_from_slice(piece)
+            })?;
+        }
+        Ok(())
+    }
+
     /// Client: sends a request; returns its id, echoed by the matching [`Event::Response`].
     pub fn send_request(&mut self, name: &str, args: Vec<Vec<u8>>) -> Result<u32, Error> {
         if self.role != Role::Client || !self.is_connected() {
@@ -726,6 +776,17 @@ impl Connection {
     /// Frames an application record of `len` bytes written by `write`; it is sealed with
     /// the others at the next `poll_transmit` (or before any other record).
     fn frame_app(&mut self, len: usize, write: impl FnOnce(&mut Vec<u8>)) -> Result<(), Error> {
+        self.frame_record(CONTENT_APP, len, write)
+    }
+
+    /// Frames a record of `content_type` with a payload of `len` bytes written by `write`,
+    /// updating the keys first when they are due.
+    fn frame_record(
+        &mut self,
+        content_type: u8,
+        len: usize,
+        write: impl FnOnce(&mut Vec<u8>),
+    ) -> Result<(), Error> {
         if self
             .send
             .as_ref()
@@ -735,7 +796,7 @@ impl Connection {
         }
         let iv = self.fresh_iv();
         let send = self.send.as_mut().ok_or(Error::InvalidState("no keys"))?;
-        send.frame_with(CONTENT_APP, len, iv, write)
+        send.frame_with(content_type, len, iv, write)
     }
 
     /// Sends a KeyUpdate and switches this direction to the next key generation

@@ -21,6 +21,10 @@ pub enum Event {
     Request(Request),
     /// Client only: the answer to an earlier `send_request`.
     Response(Response),
+    /// The next bytes of the connection's stream, in order (see
+    /// [`crate::Connection::send_stream`]). Pieces are cut anywhere: the bytes, not the
+    /// pieces, are what the peer sent.
+    Stream(Vec<u8>),
     /// The peer closed the connection with an authenticated close record.
     Closed(Close),
 }

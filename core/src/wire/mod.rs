@@ -51,6 +51,9 @@ pub const CONTENT_KEY_UPDATE: u8 = 0x10;
 pub const CONTENT_CLOSE: u8 = 0x11;
 /// Record content type: command-layer message.
 pub const CONTENT_APP: u8 = 0x17;
+/// Record content type: a piece of the connection's byte stream, which both ends may send
+/// once the server opened it (a replication link: spec/replication.md).
+pub const CONTENT_STREAM: u8 = 0x18;
 
 /// Why a connection was closed or refused, carried in Close records and Refuse frames.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -398,7 +398,9 @@ fn next_request(conn: &mut Connection, state: &mut SessionState) -> Option<Reque
             Event::Closed(close) => {
                 tracing::debug!(code = %close.code, reason = %close.reason, "peer closed")
             }
-            Event::ServerKey(_) | Event::Response(_) => {}
+            // A command session never opens the stream, so the core refuses stream
+            // records before they could arrive here.
+            Event::ServerKey(_) | Event::Response(_) | Event::Stream(_) => {}
         }
     }
     None
