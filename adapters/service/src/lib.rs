@@ -14,6 +14,7 @@ pub mod files;
 pub mod ledger;
 mod ledger_commit;
 pub mod ledger_export;
+mod ledger_feed;
 mod ledger_layout;
 mod ledger_query;
 pub mod limits;
