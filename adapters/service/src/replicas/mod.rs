@@ -201,22 +201,21 @@ impl Replicas {
         let keys = FeedKeys::replica(origin);
         let stored = stored_head(self.store.as_ref(), &keys)?;
         let mut verifier = ChainVerifier::resume(stored.map_or(Head::empty(*origin), |s| s.head));
-        for entry in entries {
-            verifier.push_entry(entry).map_err(ReplicaError::Rejected)?;
-        }
-        verifier.push_head(signed).map_err(ReplicaError::Rejected)?;
-        let head = verifier.finish_signed().map_err(ReplicaError::Rejected)?;
-
         let table = keys.table();
         let put = |key: Vec<u8>, value: Vec<u8>| Op::Put { table, key, value };
         let mut ops = Vec::with_capacity(entries.len() * 4 + 8);
         let mut counts: BTreeMap<&str, u64> = BTreeMap::new();
+        // Each entry is encoded and hashed once: for the check and for the batch.
         for entry in entries {
+            let encoded = entry.to_bytes();
+            let hash = verifier
+                .push_encoded(&encoded)
+                .map_err(ReplicaError::Rejected)?;
             let seq = entry.seq();
             let seq_bytes = seq.to_be_bytes().to_vec();
-            ops.push(put(keys.entry(seq), entry.to_bytes()));
+            ops.push(put(keys.entry(seq), encoded));
             ops.push(put(keys.id(entry.record_id()), seq_bytes.clone()));
-            ops.push(put(keys.hash(&entry.hash()), seq_bytes));
+            ops.push(put(keys.hash(&hash), seq_bytes));
             ops.push(put(keys.kind(entry.kind(), seq), Vec::new()));
             let count = match counts.get_mut(entry.kind()) {
                 Some(count) => count,
@@ -230,6 +229,8 @@ impl Replicas {
             };
             *count = count.saturating_add(1);
         }
+        verifier.push_head(signed).map_err(ReplicaError::Rejected)?;
+        let head = verifier.finish_signed().map_err(ReplicaError::Rejected)?;
         for (kind, count) in counts {
             ops.push(put(keys.kind_count(kind), count.to_be_bytes().to_vec()));
         }
