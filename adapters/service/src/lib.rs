@@ -14,6 +14,7 @@ pub mod accounts;
 pub mod client;
 pub mod files;
 pub mod ledger;
+mod ledger_backfill;
 mod ledger_commit;
 pub mod ledger_export;
 mod ledger_feed;
