@@ -1,5 +1,6 @@
-//! The server's own ledger feed over the [`Store`]: appends and lookups (queries by position,
-//! kind and range, and re-verification, are in `ledger_query.rs`).
+//! The server's own ledger feed over the [`Store`]: appends (`ledger_commit.rs`), and its
+//! reads, which are those of any held feed ([`Feed`]: lookups in `ledger_feed.rs`, queries by
+//! position, kind and range and re-verification in `ledger_query.rs`).
 //!
 //! Its keys in [`Table::Ledger`] are described in `ledger_layout.rs`. Appends are
 //! group-committed ([`Ledger::submit`], `ledger_commit.rs`): every record submitted while a
@@ -14,17 +15,20 @@ use vserv_core::ServerIdentity;
 use vserv_core::ledger::{
     Entry, SignedHead, check_author, check_body, check_kind, check_record_id,
 };
-use vserv_store::kv::{Store, Table};
+use vserv_store::kv::{Store, StoreError};
 
-pub use crate::ledger_commit::{AppendDone, AppendResults, Appended, NewRecord};
+pub use crate::ledger_commit::{
+    AppendDone, AppendResults, Appended, MAX_SEGMENT_ENTRIES, NewRecord,
+};
+pub use crate::ledger_feed::Feed;
 pub use crate::ledger_layout::{
-    ENTRY_PREFIX, FeedError, HASH_PREFIX, HEAD_KEY, ID_PREFIX, KIND_COUNT_PREFIX, KIND_PREFIX,
-    entry_key, hash_key, id_key, kind_count_key, kind_key, kind_prefix,
+    ENTRY_PREFIX, FeedError, FeedKeys, HASH_PREFIX, HEAD_KEY, ID_PREFIX, KIND_COUNT_PREFIX,
+    KIND_PREFIX, SIGNED_HEAD_PREFIX, entry_key, hash_key, id_key, kind_count_key, kind_key,
+    kind_prefix, signed_head_key,
 };
 pub use crate::ledger_query::{CHECK_PAGE, Page};
 
 use crate::ledger_commit::GroupCommit;
-use crate::ledger_layout::{seq_of_id, seq_value, stored_head};
 use crate::work::Work;
 
 /// The result of [`Ledger::check`] and [`Ledger::check_range`] (in `ledger_query.rs`).
@@ -83,7 +87,7 @@ impl Ledger {
 
     /// The stored signed head, or `None` for an empty feed.
     pub fn head(&self) -> Result<Option<SignedHead>, FeedError> {
-        stored_head(self.store.as_ref())
+        self.feed().head()
     }
 
     /// How many entries the feed holds (the seq of its head).
@@ -172,42 +176,74 @@ impl Ledger {
         }
     }
 
+    /// The feed as a [`Feed`]: every read and query of it, as of the store now.
+    pub fn feed(&self) -> Feed {
+        Feed::own(self.store.clone(), self.identity.public_key())
+    }
+
     /// The seq of the entry with `record_id`, if stored.
     pub fn seq_of_id(&self, record_id: &[u8]) -> Result<Option<u64>, FeedError> {
-        seq_of_id(self.store.as_ref(), record_id)
+        self.feed().seq_of_id(record_id)
     }
 
     /// The seq of the entry with hash `hash`, if stored.
     pub fn seq_of_hash(&self, hash: &[u8; 32]) -> Result<Option<u64>, FeedError> {
-        self.store
-            .get(Table::Ledger, &hash_key(hash))?
-            .map(|v| seq_value(&v, "hash"))
-            .transpose()
+        self.feed().seq_of_hash(hash)
     }
 
     /// Entry `seq`, if stored.
     pub fn by_seq(&self, seq: u64) -> Result<Option<Entry>, FeedError> {
-        match self.store.get(Table::Ledger, &entry_key(seq))? {
-            Some(bytes) => Entry::decode_from(&bytes, &self.identity.public_key())
-                .map(Some)
-                .map_err(|e| FeedError::Corrupt(format!("entry {seq}: {e}"))),
-            None => Ok(None),
-        }
+        self.feed().by_seq(seq)
     }
 
     /// The entry with `record_id`, if stored.
     pub fn by_id(&self, record_id: &[u8]) -> Result<Option<Entry>, FeedError> {
-        match self.seq_of_id(record_id)? {
-            Some(seq) => self.by_seq(seq),
-            None => Ok(None),
-        }
+        self.feed().by_id(record_id)
     }
 
     /// The entry with hash `hash`, if stored.
     pub fn by_hash(&self, hash: &[u8; 32]) -> Result<Option<Entry>, FeedError> {
-        match self.seq_of_hash(hash)? {
-            Some(seq) => self.by_seq(seq),
-            None => Ok(None),
-        }
+        self.feed().by_hash(hash)
+    }
+
+    /// See [`Feed::by_position`].
+    pub fn by_position(&self, pos: i64) -> Result<Option<Entry>, FeedError> {
+        self.feed().by_position(pos)
+    }
+
+    /// See [`Feed::size_of_kind`].
+    pub fn size_of_kind(&self, kind: &str) -> Result<u64, FeedError> {
+        self.feed().size_of_kind(kind)
+    }
+
+    /// See [`Feed::count`].
+    pub fn count(&self, kind: &str, from: u64, to: u64) -> Result<u64, FeedError> {
+        self.feed().count(kind, from, to)
+    }
+
+    /// See [`Feed::list`].
+    pub fn list(
+        &self,
+        kind: Option<&str>,
+        from: u64,
+        to: u64,
+        limit: usize,
+    ) -> Result<Page, FeedError> {
+        self.feed().list(kind, from, to, limit)
+    }
+
+    /// See [`Feed::check`].
+    pub fn check(&self) -> Result<CheckReport, StoreError> {
+        self.feed().check()
+    }
+
+    /// See [`Feed::check_range`].
+    pub fn check_range(
+        &self,
+        from: u64,
+        to: u64,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<CheckReport, StoreError> {
+        self.feed().check_range(from, to, progress)
     }
 }

@@ -7,8 +7,15 @@
 //! submitted while that run writes joins its next commit. So concurrent writers, and one
 //! connection's successive pipelined groups, share fsyncs and head signatures, and the store
 //! work overlaps with the connections' decoding and encryption.
+//!
+//! A commit takes at most [`MAX_SEGMENT_ENTRIES`] records, in submission order (a submission
+//! with more is split across commits, and its callback runs once, after the last); the rest
+//! stays queued for the next commit. Every commit also stores the head it signed under
+//! `sh:` + seq, so replication can cut the feed into segments that end at signed heads and
+//! that a receiver can hold whole.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::mem;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -19,9 +26,14 @@ use vserv_store::kv::{Op, Store, Table};
 use crate::work::Work;
 
 use crate::ledger_layout::{
-    FeedError, HEAD_KEY, entry_key, hash_key, id_key, kind_count_key, kind_key, seq_of_id,
-    seq_value, stored_head,
+    FeedError, FeedKeys, HEAD_KEY, entry_key, hash_key, id_key, kind_count_key, kind_key,
+    seq_of_id, seq_value, signed_head_key, stored_head,
 };
+
+/// The most records one commit of the feed takes, so that the entries between two stored
+/// signed heads (a replication segment) never exceed it. (Core's replication module will own
+/// this limit, which receivers enforce; this is its value until the two are unified.)
+pub const MAX_SEGMENT_ENTRIES: usize = 4096;
 
 /// A record to append with [`Ledger::submit`](crate::ledger::Ledger::submit).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,19 +69,65 @@ pub type AppendDone = Box<dyn FnOnce(AppendResults) + Send>;
 /// One submission waiting for a commit: records that passed the checks the submitter could
 /// make (field rules, record id not stored), or why they did not.
 struct Job {
+    /// The records not committed yet.
     records: Vec<Result<NewRecord, FeedError>>,
     /// The number of commits made when the submitter checked the record ids against the
     /// store: the commit checks them against the commits made since.
     checked_at: u64,
     done: AppendDone,
+    /// The results of the job's first records, when the cap of a commit split it.
+    earlier: AppendResults,
 }
 
 impl Job {
-    /// Tells the submitter that every record failed with `error`.
-    fn fail(self, error: &FeedError) {
-        let n = self.records.len();
-        (self.done)((0..n).map(|_| Err(error.clone())).collect());
+    /// Tells the submitter the results of the records committed so far, and that every
+    /// other record failed with `error`.
+    fn fail(mut self, error: &FeedError) {
+        let rest = self.records.len();
+        self.earlier.extend((0..rest).map(|_| Err(error.clone())));
+        (self.done)(self.earlier);
     }
+}
+
+/// The records of one job that go into one commit.
+struct Piece {
+    records: Vec<Result<NewRecord, FeedError>>,
+    checked_at: u64,
+    /// The job, when this piece holds its last records; `None` when the job's remaining
+    /// records stay first in the queue for the next commit.
+    owner: Option<Job>,
+}
+
+/// Takes the records of the next commit from the front of `jobs`: whole jobs while they fit
+/// in [`MAX_SEGMENT_ENTRIES`] records, then the first records of the job that does not fit
+/// (the rest of it stays first in the queue).
+fn take_commit(jobs: &mut VecDeque<Job>) -> Vec<Piece> {
+    let mut room = MAX_SEGMENT_ENTRIES;
+    let mut pieces = Vec::new();
+    while room > 0 {
+        let Some(front) = jobs.front_mut() else {
+            break;
+        };
+        if front.records.len() <= room {
+            room -= front.records.len();
+            if let Some(mut job) = jobs.pop_front() {
+                pieces.push(Piece {
+                    records: mem::take(&mut job.records),
+                    checked_at: job.checked_at,
+                    owner: Some(job),
+                });
+            }
+        } else {
+            let rest = front.records.split_off(room);
+            pieces.push(Piece {
+                records: mem::replace(&mut front.records, rest),
+                checked_at: front.checked_at,
+                owner: None,
+            });
+            room = 0;
+        }
+    }
+    pieces
 }
 
 /// How many recent commits' record ids the committer remembers (for checking submissions
@@ -79,7 +137,7 @@ const RECENT_COMMITS: usize = 1024;
 /// The submissions waiting for the next commit, and whether a commit run is under way.
 #[derive(Default)]
 struct Queue {
-    jobs: Vec<Job>,
+    jobs: VecDeque<Job>,
     running: bool,
 }
 
@@ -128,10 +186,11 @@ impl GroupCommit {
         done: AppendDone,
     ) -> Option<Work> {
         let mut queue = self.queue();
-        queue.jobs.push(Job {
+        queue.jobs.push_back(Job {
             records,
             checked_at,
             done,
+            earlier: Vec::new(),
         });
         if queue.running {
             return None;
@@ -145,28 +204,41 @@ impl GroupCommit {
     }
 
     /// Commits what is queued, again and again, until nothing is (whatever is submitted
-    /// while a commit is written joins the next one).
+    /// while a commit is written joins the next one), at most [`MAX_SEGMENT_ENTRIES`]
+    /// records per commit.
     fn run_until_empty(&self) {
         loop {
-            let jobs = {
+            let pieces = {
                 let mut queue = self.queue();
                 if queue.jobs.is_empty() {
                     queue.running = false;
                     return;
                 }
-                std::mem::take(&mut queue.jobs)
+                take_commit(&mut queue.jobs)
             };
-            let (records, done): (Vec<_>, Vec<_>) = jobs
+            let (records, owners): (Vec<_>, Vec<_>) = pieces
                 .into_iter()
-                .map(|j| ((j.records, j.checked_at), j.done))
+                .map(|p| ((p.records, p.checked_at), p.owner))
                 .unzip();
             let out = self
                 .committer
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .commit(records);
-            for (results, done) in out.into_iter().zip(done) {
-                done(results);
+            for (results, owner) in out.into_iter().zip(owners) {
+                match owner {
+                    Some(mut job) => {
+                        job.earlier.extend(results);
+                        (job.done)(job.earlier);
+                    }
+                    // The split job is still first in the queue: only this run takes jobs
+                    // out of it, and submissions join at the back.
+                    None => {
+                        if let Some(front) = self.queue().jobs.front_mut() {
+                            front.earlier.extend(results);
+                        }
+                    }
+                }
             }
         }
     }
@@ -309,10 +381,11 @@ impl Committer {
             // Nothing to write: every record was refused.
             return batch.results;
         };
-        let signed = SignedHead::sign(&self.identity, last);
+        let signed = SignedHead::sign(&self.identity, last).to_bytes().to_vec();
         batch
             .ops
-            .push(put(HEAD_KEY.to_vec(), signed.to_bytes().to_vec()));
+            .push(put(signed_head_key(last.seq), signed.clone()));
+        batch.ops.push(put(HEAD_KEY.to_vec(), signed));
         for (kind, count) in &batch.kind_counts {
             batch
                 .ops
@@ -344,7 +417,7 @@ impl Committer {
     ) -> Result<Batch, FeedError> {
         let mut head = match self.head {
             Some(head) => head,
-            None => stored_head(self.store.as_ref())?.map(|h| h.head),
+            None => stored_head(self.store.as_ref(), &FeedKeys::OWN)?.map(|h| h.head),
         };
         self.head = Some(head);
         let mut batch = Batch::default();
@@ -378,7 +451,7 @@ impl Committer {
             None => match self.recent.stored_after(id, checked_at) {
                 Ok(seq) => seq,
                 // Too long ago to tell from memory: ask the store.
-                Err(()) => seq_of_id(self.store.as_ref(), id)?,
+                Err(()) => seq_of_id(self.store.as_ref(), &FeedKeys::OWN, id)?,
             },
         };
         if let Some(seq) = stored {
@@ -429,7 +502,134 @@ impl Committer {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::mpsc;
+
+    use rand::SeedableRng;
+    use vserv_store::memory::MemoryStore;
+
     use super::*;
+    use crate::ledger::Ledger;
+    use crate::ledger_layout::SIGNED_HEAD_PREFIX;
+
+    fn ledger() -> (Ledger, MemoryStore) {
+        let store = MemoryStore::new();
+        let identity = ServerIdentity::generate(&mut rand::rngs::StdRng::seed_from_u64(3));
+        (
+            Ledger::new(Arc::new(store.clone()), Arc::new(identity)),
+            store,
+        )
+    }
+
+    fn record(id: &str) -> NewRecord {
+        NewRecord {
+            author: "alice".to_owned(),
+            kind: "note".to_owned(),
+            record_id: id.as_bytes().to_vec(),
+            body: b"x".to_vec(),
+            timestamp: 1,
+        }
+    }
+
+    fn records(ids: impl Iterator<Item = u64>) -> Vec<NewRecord> {
+        ids.map(|i| record(&format!("r{i}"))).collect()
+    }
+
+    /// The stored `sh:` keys: seq -> signed head, each checked to decode, verify and match
+    /// the entry it names.
+    fn signed_heads(ledger: &Ledger, store: &MemoryStore) -> BTreeMap<u64, SignedHead> {
+        let mut out = BTreeMap::new();
+        for (key, value) in store.scan(Table::Ledger, SIGNED_HEAD_PREFIX).unwrap() {
+            let seq = u64::from_be_bytes(key[SIGNED_HEAD_PREFIX.len()..].try_into().unwrap());
+            let signed = SignedHead::decode(&value).unwrap();
+            signed.verify().unwrap();
+            assert_eq!(signed.head.seq, seq);
+            let entry = ledger.by_seq(seq).unwrap().unwrap();
+            assert_eq!(signed.head, Head::of(&entry));
+            out.insert(seq, signed);
+        }
+        out
+    }
+
+    fn seqs(results: &[Result<Appended, FeedError>]) -> Vec<u64> {
+        results.iter().map(|r| r.as_ref().unwrap().seq).collect()
+    }
+
+    #[test]
+    fn every_commit_keeps_the_head_it_signed() {
+        let (ledger, store) = ledger();
+        assert!(signed_heads(&ledger, &store).is_empty());
+        for i in 1..=3 {
+            ledger.append_batch(records(i..=i));
+        }
+        ledger.append_batch(records(4..=5));
+        // A commit whose every record is refused writes nothing, and no head.
+        assert!(ledger.append_batch(records(5..=5))[0].is_err());
+        let heads = signed_heads(&ledger, &store);
+        assert_eq!(heads.keys().copied().collect::<Vec<_>>(), [1, 2, 3, 5]);
+        assert_eq!(heads.get(&5), ledger.head().unwrap().as_ref());
+    }
+
+    #[test]
+    fn a_batch_over_the_cap_is_split_across_commits_with_one_callback() {
+        let (ledger, store) = ledger();
+        let n = MAX_SEGMENT_ENTRIES as u64 + 904;
+        let before = store.commit_count();
+        let results = ledger.append_batch(records(1..=n));
+        assert_eq!(seqs(&results), (1..=n).collect::<Vec<_>>());
+        assert_eq!(store.commit_count() - before, 2);
+        let heads = signed_heads(&ledger, &store);
+        assert_eq!(
+            heads.keys().copied().collect::<Vec<_>>(),
+            [MAX_SEGMENT_ENTRIES as u64, n]
+        );
+        assert_eq!(
+            ledger.check().unwrap(),
+            crate::ledger::CheckReport::Ok { seq: n }
+        );
+    }
+
+    #[test]
+    fn queued_submissions_fill_commits_up_to_the_cap_in_order() {
+        let (ledger, store) = ledger();
+        let (tx, rx) = mpsc::channel();
+        let submit = |job: usize, records: Vec<NewRecord>| {
+            let tx = tx.clone();
+            ledger.submit(
+                records,
+                Box::new(move |results| {
+                    let _ = tx.send((job, results));
+                }),
+            )
+        };
+        let run = submit(0, records(1..=3000)).expect("the first submission gets the run");
+        // Job 1's last record repeats its first id, in the commit after: refused there.
+        let mut second = records(3001..=5999);
+        second.push(record("r3001"));
+        assert!(submit(1, second).is_none());
+        assert!(submit(2, records(6001..=9000)).is_none());
+        let before = store.commit_count();
+        run.run();
+        assert_eq!(store.commit_count() - before, 3);
+        let mut done: Vec<(usize, AppendResults)> = rx.try_iter().collect();
+        done.sort_by_key(|(job, _)| *job);
+        assert_eq!(done.len(), 3, "one callback per submission");
+        assert_eq!(seqs(&done[0].1), (1..=3000).collect::<Vec<_>>());
+        let (appended, refused) = done[1].1.split_at(2999);
+        assert_eq!(seqs(appended), (3001..=5999).collect::<Vec<_>>());
+        assert!(matches!(refused, [Err(FeedError::Duplicate { seq: 3001 })]));
+        assert_eq!(seqs(&done[2].1), (6000..=8999).collect::<Vec<_>>());
+        // Commits of 4096 records: 3000 + 1096 of job 1; its other 1904 (one refused) and
+        // 2192 of job 2; the last 808 of job 2.
+        let heads = signed_heads(&ledger, &store);
+        assert_eq!(
+            heads.keys().copied().collect::<Vec<_>>(),
+            [4096, 8191, 8999]
+        );
+        assert_eq!(
+            ledger.check().unwrap(),
+            crate::ledger::CheckReport::Ok { seq: 8999 }
+        );
+    }
 
     #[test]
     fn recent_ids_answer_for_commits_after_the_check_and_forget_old_ones() {

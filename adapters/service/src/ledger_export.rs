@@ -1,5 +1,7 @@
 //! Ledger exports to and from files: [`ExportWriter`] writes the lines the core's
-//! [`ExportEncoder`] produces to any [`Write`], [`export_ledger`] writes a stored feed, and
+//! [`ExportEncoder`] produces to any [`Write`], [`export_feed`] writes any held feed (the
+//! own feed, or a replica with its origin's signed head, which anyone can then check
+//! against the origin's fingerprint alone) and [`export_ledger`] the own one, and
 //! [`verify_export`] streams a [`BufRead`] through the core's [`ExportVerifier`]. The format
 //! and every rule of it live in [`vserv_core::ledger::export`]; this module only moves bytes.
 
@@ -12,7 +14,7 @@ pub use vserv_core::ledger::export::{
 use vserv_core::ledger::{Entry, SignedHead};
 use vserv_core::{Fingerprint, ServerKey};
 
-use crate::ledger::{FeedError, Ledger};
+use crate::ledger::{Feed, FeedError, Ledger};
 
 /// Why [`verify_export`] refused an export: reading it failed, or it is not a valid export.
 #[derive(Debug, thiserror::Error)]
@@ -115,12 +117,34 @@ pub fn export_ledger<W: Write>(
     out: W,
     progress: &mut dyn FnMut(u64),
 ) -> Result<u64, WriteError> {
+    export_as(&ledger.feed(), origin, from, out, progress)
+}
+
+/// Exports any held feed, the own one or a replica, as [`export_ledger`] does: the header
+/// names the feed's origin, the entries are the stored ones from `from`, and the last line
+/// is the feed's stored signed head, made by the origin. So an export of a replica verifies
+/// ([`verify_export`]) against the origin's fingerprint alone, whoever wrote it.
+pub fn export_feed<W: Write>(
+    feed: &Feed,
+    from: u64,
+    out: W,
+    progress: &mut dyn FnMut(u64),
+) -> Result<u64, WriteError> {
+    export_as(feed, feed.origin(), from, out, progress)
+}
+
+/// Exports `feed` with `origin` in the header.
+fn export_as<W: Write>(
+    feed: &Feed,
+    origin: ServerKey,
+    from: u64,
+    out: W,
+    progress: &mut dyn FnMut(u64),
+) -> Result<u64, WriteError> {
     let mut writer = ExportWriter::new(out, origin, from)?;
-    if let Some(signed) = ledger.head()? {
+    if let Some(signed) = feed.head()? {
         for seq in from..=signed.head.seq {
-            let entry = ledger
-                .by_seq(seq)?
-                .ok_or(WriteError::MissingEntry { seq })?;
+            let entry = feed.by_seq(seq)?.ok_or(WriteError::MissingEntry { seq })?;
             writer.entry(&entry)?;
             progress(seq);
         }
@@ -306,6 +330,47 @@ mod tests {
             ExportWriter::new(Vec::new(), id.public_key(), 0),
             Err(WriteError::Encode(EncodeError::ZeroFrom))
         ));
+    }
+
+    #[test]
+    fn a_replica_exports_as_its_origins_feed_and_verifies_against_the_origin_alone() {
+        // The feed of identity 7, replicated into the store of the server with identity 8.
+        let (ledger, id) = filled(9);
+        let origin = id.public_key();
+        let source = crate::replicas::Replicas::new(ledger.store.clone(), origin);
+        let holder = identity(8);
+        let replicas =
+            crate::replicas::Replicas::new(Arc::new(MemoryStore::new()), holder.public_key());
+        let mut from = 1;
+        while let Some(segment) = source.read_segment(&origin, from, 1).expect("read") {
+            from = segment.head.head.seq + 1;
+            replicas
+                .persist(&origin, &segment.entries, &segment.head)
+                .expect("persist");
+        }
+        let copy = replicas.feed(origin);
+        for start in [1, 4] {
+            let mut out = Vec::new();
+            let n = export_feed(&copy, start, &mut out, &mut |_| {}).expect("export");
+            assert_eq!(n, 10 - start);
+            // The same bytes as the origin's own export.
+            assert_eq!(out, export(&ledger, &id, start));
+            let summary = verify(&out, &id).expect("verifies against the origin");
+            assert_eq!((summary.from, summary.entries), (start, 10 - start));
+            assert_eq!(
+                summary.head,
+                Some(ledger.head().expect("head").expect("some").head)
+            );
+            // Not against the holder's key: it did not make this feed.
+            assert!(verify_export(out.as_slice(), &holder.public_key().fingerprint()).is_err());
+        }
+        // A replica not held exports as an empty feed.
+        let mut out = Vec::new();
+        let other = identity(9).public_key();
+        assert_eq!(
+            export_feed(&replicas.feed(other), 1, &mut out, &mut |_| {}).expect("export"),
+            0
+        );
     }
 
     /// A reader that yields some bytes and then fails.

@@ -1,8 +1,13 @@
-//! The ledger's layout in the store, shared by the writer (`ledger_commit.rs`) and the
-//! readers (`ledger.rs`, `ledger_query.rs`): the keys, the reads of the head and of the
-//! indexes, and the error of every ledger operation.
+//! The ledger's layout in the store, shared by the writers (`ledger_commit.rs`, and
+//! `replicas.rs` for the feeds of other servers) and the readers (`ledger.rs`,
+//! `ledger_query.rs`): the keys, the reads of the head and of the indexes, and the error of
+//! every ledger operation.
 //!
-//! # Layout in [`Table::Ledger`]
+//! # Layout of a feed
+//!
+//! The server's own feed lives in [`Table::Ledger`] with the keys below as they are; a
+//! replica of another server's feed lives in [`Table::Replicas`] with the same keys, each
+//! preceded by the origin's 33 key bytes ([`FeedKeys`] says which).
 //!
 //! | key | value |
 //! |---|---|
@@ -12,14 +17,18 @@
 //! | `k:` + kind + `0x00` + seq (`u64` big-endian) | empty: the kind index |
 //! | `kc:` + kind | number of entries of that kind (`u64` big-endian) |
 //! | `head` | the [`SignedHead`] encoding of the last entry |
+//! | `sh:` + seq (`u64` big-endian) | the [`SignedHead`] of entry seq, made by the commit it ended |
 //!
 //! (Kinds never contain `0x00`, so `k:` + kind + `0x00` is a prefix of exactly that kind's
-//! index keys.) Every append writes all these keys in one atomic, durable commit, so a crash leaves either
-//! the whole entry (with its indexes and the new signed head) or nothing. The stored head is
-//! authoritative for the feed's size.
-//!
+//! index keys.) Every commit writes all these keys in one atomic, durable batch, so a crash
+//! leaves either the whole commit (entries, indexes and the new signed head) or nothing. The
+//! stored head is authoritative for the feed's size. A commit's `sh:` key is what lets
+//! replication cut a feed into segments that each end at a signed head; feeds written before
+//! those keys existed have only `head`.
 
+use vserv_core::ServerKey;
 use vserv_core::ledger::{LedgerError, SignedHead};
+use vserv_core::wire::POINT_LEN;
 use vserv_store::kv::{Store, StoreError, Table};
 
 /// Key of the signed head.
@@ -35,6 +44,13 @@ pub const HASH_PREFIX: &[u8] = b"h:";
 pub const KIND_PREFIX: &[u8] = b"k:";
 /// Prefix of the per-kind entry counters.
 pub const KIND_COUNT_PREFIX: &[u8] = b"kc:";
+/// Prefix of the signed heads kept per commit (followed by the seq, `u64` big-endian).
+pub const SIGNED_HEAD_PREFIX: &[u8] = b"sh:";
+
+/// The store key of the signed head of entry `seq`, kept by the commit that ended at `seq`.
+pub fn signed_head_key(seq: u64) -> Vec<u8> {
+    [SIGNED_HEAD_PREFIX, &seq.to_be_bytes()].concat()
+}
 
 /// The prefix of every kind index key of `kind` (followed by the seq, `u64` big-endian).
 pub fn kind_prefix(kind: &str) -> Vec<u8> {
@@ -66,6 +82,101 @@ pub fn hash_key(hash: &[u8; 32]) -> Vec<u8> {
     [HASH_PREFIX, hash.as_slice()].concat()
 }
 
+/// Where one feed's keys are: the table, and the prefix before every key of the layout
+/// (none for the server's own feed, the origin's 33 key bytes for a replica). Every reader
+/// and writer of a feed builds its keys through this, so the own feed and the replicas share
+/// one layout and one set of queries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FeedKeys {
+    table: Table,
+    prefix: Option<[u8; POINT_LEN]>,
+}
+
+impl FeedKeys {
+    /// The server's own feed: [`Table::Ledger`], keys without a prefix.
+    pub const OWN: FeedKeys = FeedKeys {
+        table: Table::Ledger,
+        prefix: None,
+    };
+
+    /// The replica of `origin`'s feed: [`Table::Replicas`], every key after `origin`'s 33
+    /// bytes.
+    pub fn replica(origin: &ServerKey) -> FeedKeys {
+        FeedKeys {
+            table: Table::Replicas,
+            prefix: Some(*origin.as_bytes()),
+        }
+    }
+
+    /// The table holding the feed.
+    pub fn table(&self) -> Table {
+        self.table
+    }
+
+    /// The bytes before every key of the feed (empty for the own feed).
+    pub fn prefix(&self) -> &[u8] {
+        self.prefix.as_ref().map_or(&[], |p| p.as_slice())
+    }
+
+    /// `key` of the layout, placed in this feed.
+    fn place(&self, key: Vec<u8>) -> Vec<u8> {
+        match &self.prefix {
+            None => key,
+            Some(p) => [p.as_slice(), &key].concat(),
+        }
+    }
+
+    /// The key of entry `seq`.
+    pub fn entry(&self, seq: u64) -> Vec<u8> {
+        self.place(entry_key(seq))
+    }
+
+    /// The prefix of every entry key.
+    pub fn entries(&self) -> Vec<u8> {
+        self.place(ENTRY_PREFIX.to_vec())
+    }
+
+    /// The key of the record id index entry of `record_id`.
+    pub fn id(&self, record_id: &[u8]) -> Vec<u8> {
+        self.place(id_key(record_id))
+    }
+
+    /// The key of the hash index entry of `hash`.
+    pub fn hash(&self, hash: &[u8; 32]) -> Vec<u8> {
+        self.place(hash_key(hash))
+    }
+
+    /// The kind index key of entry `seq` of `kind`.
+    pub fn kind(&self, kind: &str, seq: u64) -> Vec<u8> {
+        self.place(kind_key(kind, seq))
+    }
+
+    /// The prefix of every kind index key of `kind`.
+    pub fn kind_prefix(&self, kind: &str) -> Vec<u8> {
+        self.place(kind_prefix(kind))
+    }
+
+    /// The key of the entry counter of `kind`.
+    pub fn kind_count(&self, kind: &str) -> Vec<u8> {
+        self.place(kind_count_key(kind))
+    }
+
+    /// The key of the feed's signed head.
+    pub fn head(&self) -> Vec<u8> {
+        self.place(HEAD_KEY.to_vec())
+    }
+
+    /// The key of the signed head of entry `seq`.
+    pub fn signed_head(&self, seq: u64) -> Vec<u8> {
+        self.place(signed_head_key(seq))
+    }
+
+    /// The prefix of every per-commit signed head key.
+    pub fn signed_heads(&self) -> Vec<u8> {
+        self.place(SIGNED_HEAD_PREFIX.to_vec())
+    }
+}
+
 /// Why a ledger operation failed. Nothing was changed.
 #[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
@@ -90,9 +201,12 @@ pub enum FeedError {
     Corrupt(String),
 }
 
-/// The signed head stored in `store`, or `None` for an empty feed.
-pub(crate) fn stored_head(store: &dyn Store) -> Result<Option<SignedHead>, FeedError> {
-    match store.get(Table::Ledger, HEAD_KEY)? {
+/// The signed head of the feed at `keys` in `store`, or `None` for an empty feed.
+pub(crate) fn stored_head(
+    store: &dyn Store,
+    keys: &FeedKeys,
+) -> Result<Option<SignedHead>, FeedError> {
+    match store.get(keys.table(), &keys.head())? {
         Some(bytes) => SignedHead::decode(&bytes)
             .map(Some)
             .map_err(|e| FeedError::Corrupt(format!("head: {e}"))),
@@ -100,10 +214,14 @@ pub(crate) fn stored_head(store: &dyn Store) -> Result<Option<SignedHead>, FeedE
     }
 }
 
-/// The seq of the entry with `record_id` in `store`, if stored.
-pub(crate) fn seq_of_id(store: &dyn Store, record_id: &[u8]) -> Result<Option<u64>, FeedError> {
+/// The seq of the entry with `record_id` in the feed at `keys`, if stored.
+pub(crate) fn seq_of_id(
+    store: &dyn Store,
+    keys: &FeedKeys,
+    record_id: &[u8],
+) -> Result<Option<u64>, FeedError> {
     store
-        .get(Table::Ledger, &id_key(record_id))?
+        .get(keys.table(), &keys.id(record_id))?
         .map(|v| seq_value(&v, "record id"))
         .transpose()
 }

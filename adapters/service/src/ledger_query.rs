@@ -1,5 +1,6 @@
-//! Read-side queries of the [`Ledger`]: entries by position, per-kind sizes and counts, pages
-//! of entries by seq, and the streaming re-verification of the whole feed or of a range.
+//! Read-side queries of a [`Feed`] (the own feed or a replica alike): entries by position,
+//! per-kind sizes and counts, pages of entries by seq, and the streaming re-verification of
+//! the whole feed or of a range.
 //!
 //! Everything that walks the feed reads it through [`Store::scan_from`](vserv_store::kv::Store::scan_from)
 //! in bounded pages, so no query holds more than one page of the feed in memory, however
@@ -10,15 +11,13 @@ use vserv_core::commands::RLIST_ENTRY_BUDGET;
 use vserv_core::ledger::{
     ChainVerifier, Entry, Head, LedgerError, SignedHead, ZERO_HASH, hash_encoded,
 };
-use vserv_store::kv::{StoreError, Table};
+use vserv_store::kv::StoreError;
 
-use crate::ledger::{CheckReport, Ledger};
-use crate::ledger_layout::{
-    ENTRY_PREFIX, FeedError, HEAD_KEY, entry_key, hash_key, kind_count_key, kind_key, kind_prefix,
-    seq_value,
-};
+use crate::ledger::CheckReport;
+use crate::ledger_feed::Feed;
+use crate::ledger_layout::{FeedError, seq_value};
 
-/// Entries read per store page by [`Ledger::check_range`], which reports progress after each.
+/// Entries read per store page by [`Feed::check_range`], which reports progress after each.
 pub const CHECK_PAGE: usize = 1024;
 
 /// Entries read per store page when listing every kind (an entry is up to 16 KiB).
@@ -42,7 +41,7 @@ type Rows = Vec<(Vec<u8>, Vec<u8>)>;
 
 /// Pages through the keys of one prefix, in key order, up to a last key (inclusive).
 struct Pager<'a> {
-    ledger: &'a Ledger,
+    feed: &'a Feed,
     prefix: Vec<u8>,
     /// Where the next page starts; `None` once the walk is over.
     start: Option<Vec<u8>>,
@@ -51,9 +50,9 @@ struct Pager<'a> {
 }
 
 impl<'a> Pager<'a> {
-    fn new(ledger: &'a Ledger, prefix: &[u8], start: Vec<u8>, last: Vec<u8>, page: usize) -> Self {
+    fn new(feed: &'a Feed, prefix: &[u8], start: Vec<u8>, last: Vec<u8>, page: usize) -> Self {
         Pager {
-            ledger,
+            feed,
             prefix: prefix.to_vec(),
             start: Some(start),
             last,
@@ -67,9 +66,9 @@ impl<'a> Pager<'a> {
             return Ok(None);
         };
         let mut rows =
-            self.ledger
+            self.feed
                 .store
-                .scan_from(Table::Ledger, &self.prefix, &start, self.page)?;
+                .scan_from(self.feed.keys.table(), &self.prefix, &start, self.page)?;
         let full = rows.len() == self.page;
         let before = rows.len();
         rows.retain(|(key, _)| *key <= self.last);
@@ -157,7 +156,7 @@ fn bad_at(seq: u64, reason: String) -> CheckReport {
     }
 }
 
-impl Ledger {
+impl Feed {
     /// The entry at position `pos`: `1` is the first entry, `2` the second, ...; `-1` is the
     /// last, `-2` the one before it, ... `None` for 0 and for positions beyond either end.
     pub fn by_position(&self, pos: i64) -> Result<Option<Entry>, FeedError> {
@@ -178,7 +177,10 @@ impl Ledger {
 
     /// How many entries of `kind` the feed holds (its counter: one read).
     pub fn size_of_kind(&self, kind: &str) -> Result<u64, FeedError> {
-        match self.store.get(Table::Ledger, &kind_count_key(kind))? {
+        match self
+            .store
+            .get(self.keys.table(), &self.keys.kind_count(kind))?
+        {
             Some(v) => seq_value(&v, "kind count"),
             None => Ok(0),
         }
@@ -202,9 +204,9 @@ impl Ledger {
         }
         let mut pager = Pager::new(
             self,
-            &kind_prefix(kind),
-            kind_key(kind, from),
-            kind_key(kind, to),
+            &self.keys.kind_prefix(kind),
+            self.keys.kind(kind, from),
+            self.keys.kind(kind, to),
             INDEX_PAGE,
         );
         let mut n: u64 = 0;
@@ -233,20 +235,21 @@ impl Ledger {
         }
         match kind {
             None => {
+                let prefix = self.keys.entries();
                 let mut pager = Pager::new(
                     self,
-                    ENTRY_PREFIX,
-                    entry_key(from),
-                    entry_key(to),
+                    &prefix,
+                    self.keys.entry(from),
+                    self.keys.entry(to),
                     LIST_PAGE,
                 );
                 while let Some(rows) = pager.next_page()? {
                     for (key, value) in rows {
-                        let seq = key_seq(&key, ENTRY_PREFIX.len())?;
+                        let seq = key_seq(&key, prefix.len())?;
                         if builder.full_before(seq) {
                             return Ok(builder.page);
                         }
-                        let entry = Entry::decode(&value)
+                        let entry = Entry::decode_from(&value, &self.origin)
                             .map_err(|e| FeedError::Corrupt(format!("entry {seq}: {e}")))?;
                         if !builder.push(seq, entry) {
                             return Ok(builder.page);
@@ -255,12 +258,12 @@ impl Ledger {
                 }
             }
             Some(kind) => {
-                let prefix = kind_prefix(kind);
+                let prefix = self.keys.kind_prefix(kind);
                 let mut pager = Pager::new(
                     self,
                     &prefix,
-                    kind_key(kind, from),
-                    kind_key(kind, to),
+                    self.keys.kind(kind, from),
+                    self.keys.kind(kind, to),
                     INDEX_PAGE.min(builder.limit.saturating_add(1)),
                 );
                 while let Some(rows) = pager.next_page()? {
@@ -284,7 +287,7 @@ impl Ledger {
         Ok(builder.page)
     }
 
-    /// Re-verifies the whole stored feed: [`Ledger::check_range`] over every seq, without
+    /// Re-verifies the whole stored feed: [`Feed::check_range`] over every seq, without
     /// progress reports.
     pub fn check(&self) -> Result<CheckReport, StoreError> {
         self.check_range(1, u64::MAX, &mut |_| {})
@@ -294,9 +297,9 @@ impl Ledger {
     /// streaming: entries are read [`CHECK_PAGE`] at a time, and `progress(seq)` is called
     /// after each page with the last seq verified.
     ///
-    /// Checked: the head decodes, has this server's origin and a valid signature, and its
+    /// Checked: the head decodes, has the feed's origin and a valid signature, and its
     /// entry is stored and hashes to the head's hash; every entry of the range up to the head
-    /// is stored under its own seq, decodes, has this origin, and links to the stored entry
+    /// is stored under its own seq, decodes, has the feed's origin, and links to the stored entry
     /// before it (for `from`, to entry `from - 1` as stored); no entry of the range is stored
     /// beyond the head. The hash index, recorded at append time, names the culprit: when
     /// entry `n`'s link to entry `n - 1` breaks inside the range, entry `n - 1` is named if
@@ -314,8 +317,8 @@ impl Ledger {
         progress: &mut dyn FnMut(u64),
     ) -> Result<CheckReport, StoreError> {
         let from = from.max(1);
-        let origin = self.identity.public_key();
-        let head = match self.store.get(Table::Ledger, HEAD_KEY)? {
+        let origin = self.origin;
+        let head = match self.store.get(self.keys.table(), &self.keys.head())? {
             None => None,
             Some(bytes) => match SignedHead::decode(&bytes) {
                 Err(e) => {
@@ -349,7 +352,10 @@ impl Ledger {
             ChainVerifier::new(origin)
         } else {
             let before = from - 1;
-            let hash = match self.store.get(Table::Ledger, &entry_key(before))? {
+            let hash = match self
+                .store
+                .get(self.keys.table(), &self.keys.entry(before))?
+            {
                 Some(bytes) => hash_encoded(&bytes),
                 // Nothing of the range may be stored then; the walk reports what is.
                 None if before > head_seq => ZERO_HASH,
@@ -369,11 +375,12 @@ impl Ledger {
 
         // The next seq expected; `None` once u64::MAX was verified.
         let mut expected = Some(from);
+        let prefix = self.keys.entries();
         let mut pager = Pager::new(
             self,
-            ENTRY_PREFIX,
-            entry_key(from),
-            entry_key(to),
+            &prefix,
+            self.keys.entry(from),
+            self.keys.entry(to),
             CHECK_PAGE,
         );
         while let Some(rows) = pager.next_page()? {
@@ -381,14 +388,14 @@ impl Ledger {
             for (key, value) in rows {
                 let Some(p) = expected else { break };
                 if p > head_seq {
-                    let at = key_seq(&key, ENTRY_PREFIX.len()).unwrap_or(p);
+                    let at = key_seq(&key, prefix.len()).unwrap_or(p);
                     let reason = match head_seq {
                         0 => format!("entry {at} is stored but the ledger has no signed head"),
                         h => format!("entry {at} is stored beyond the signed head (seq {h})"),
                     };
                     return Ok(bad_at(at, reason));
                 }
-                if key != entry_key(p) {
+                if key != self.keys.entry(p) {
                     return Ok(bad_at(
                         p,
                         format!("entry {p} is missing or stored under a wrong key"),
@@ -455,22 +462,27 @@ impl Ledger {
 
     /// Whether the hash index maps `hash` to `seq`.
     fn is_indexed(&self, seq: u64, hash: &[u8; 32]) -> Result<bool, StoreError> {
-        let indexed = self.store.get(Table::Ledger, &hash_key(hash))?;
+        let indexed = self.store.get(self.keys.table(), &self.keys.hash(hash))?;
         Ok(indexed.as_deref() == Some(seq.to_be_bytes().as_slice()))
     }
 
     /// Whether the stored entry at the head's seq is missing or does not hash to the head's
     /// hash (for a head outside the range being checked).
     fn check_head_entry(&self, head: &Head) -> Result<Option<CheckReport>, StoreError> {
-        Ok(match self.store.get(Table::Ledger, &entry_key(head.seq))? {
-            None => Some(bad_at(
-                head.seq,
-                format!("entry {}, named by the signed head, is missing", head.seq),
-            )),
-            Some(bytes) if hash_encoded(&bytes) != head.hash => {
-                Some(bad(LedgerError::BadHead { seq: head.seq }))
-            }
-            Some(_) => None,
-        })
+        Ok(
+            match self
+                .store
+                .get(self.keys.table(), &self.keys.entry(head.seq))?
+            {
+                None => Some(bad_at(
+                    head.seq,
+                    format!("entry {}, named by the signed head, is missing", head.seq),
+                )),
+                Some(bytes) if hash_encoded(&bytes) != head.hash => {
+                    Some(bad(LedgerError::BadHead { seq: head.seq }))
+                }
+                Some(_) => None,
+            },
+        )
     }
 }

@@ -4,6 +4,8 @@
 //! - [`Service`]: the server side — answers typed commands on a [`vserv_core::Connection`].
 //! - [`Node`]: one server's pieces (identity, store, accounts, ledger, homes) assembled from
 //!   a data directory or in memory, with the start-up policy; it hands out the [`Service`].
+//! - [`replicas::Replicas`]: the feeds of other servers a server holds beside its own, and
+//!   what replication needs of storage (clock, segments, atomic appends, quarantine, epoch).
 //! - [`client::ClientSession`]: the client side — trust decisions against `known_servers`,
 //!   request/response matching and typed replies.
 #![forbid(unsafe_code)]
@@ -12,12 +14,15 @@ pub mod accounts;
 pub mod client;
 pub mod files;
 pub mod ledger;
+mod ledger_backfill;
 mod ledger_commit;
 pub mod ledger_export;
+mod ledger_feed;
 mod ledger_layout;
 mod ledger_query;
 pub mod limits;
 pub mod node;
+pub mod replicas;
 mod server;
 pub mod system;
 pub mod work;

@@ -12,7 +12,8 @@
 //!     keyspaces/            one LSM-tree per keyspace (fjall's own keyspace 0 = its metadata)
 //! ```
 //!
-//! One fjall keyspace per [`Table`], named [`Table::name`]: `meta`, `users`, `limits`, `ledger`. Keys are
+//! One fjall keyspace per [`Table`], named [`Table::name`]: `meta`, `users`, `limits`, `ledger`,
+//! `replicas`. Keys are
 //! the service's bytes, ordered bytewise. The `meta` keyspace holds, written in one durable
 //! batch when the store is created:
 //!
@@ -218,7 +219,7 @@ impl FjallStore {
             Some((store_id, generation)) => {
                 let lost = refuse_unless_accepted(compare(&recorded, store_id, generation))?;
                 // Opening creates a keyspace that is absent, so a store written before a
-                // table existed (e.g. `ledger`) gains it, empty, on its first open by this
+                // table existed (e.g. `ledger`, `replicas`) gains it, empty, on its first open by this
                 // build; the schema version does not change for an added, empty table.
                 let keyspaces = all_keyspaces(&db).map_err(fail)?;
                 (OpenDb { db, keyspaces }, store_id, generation, lost)

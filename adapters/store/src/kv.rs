@@ -21,11 +21,21 @@ pub enum Table {
     /// The server's ledger feed: entries, their record id and hash indexes, the signed head
     /// (layout in `vserv_service::ledger`).
     Ledger,
+    /// Replicas of other servers' feeds, each under its origin key's 33 bytes, plus the
+    /// fingerprint index and the fork proofs of quarantined origins (layout in
+    /// `vserv_service::replicas`).
+    Replicas,
 }
 
 impl Table {
     /// Every table, in a fixed order.
-    pub const ALL: [Table; 4] = [Table::Meta, Table::Users, Table::Limits, Table::Ledger];
+    pub const ALL: [Table; 5] = [
+        Table::Meta,
+        Table::Users,
+        Table::Limits,
+        Table::Ledger,
+        Table::Replicas,
+    ];
 
     /// The table's name on disk.
     pub fn name(self) -> &'static str {
@@ -34,6 +44,7 @@ impl Table {
             Table::Users => "users",
             Table::Limits => "limits",
             Table::Ledger => "ledger",
+            Table::Replicas => "replicas",
         }
     }
 }

@@ -229,3 +229,72 @@ fn a_store_from_before_marks_gains_one() -> TestResult {
     ));
     Ok(())
 }
+
+/// A data directory as a build without the `replicas` table left it: keyspaces `meta`,
+/// `users`, `limits` and `ledger`, a schema marker, a store id, generation `generation` and a
+/// mark recording `marked`.
+fn store_before_replicas(
+    generation: u64,
+    marked: u64,
+) -> Result<(tempfile::TempDir, PathBuf), Box<dyn std::error::Error>> {
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("data");
+    fs::create_dir(&data)?;
+    {
+        let db = fjall::Database::builder(data.join("db")).open()?;
+        let ks = |name: &str| db.keyspace(name, fjall::KeyspaceCreateOptions::default);
+        let meta = ks("meta")?;
+        ks("users")?;
+        ks("limits")?;
+        let ledger = ks("ledger")?;
+        meta.insert(b"schema", vserv_store::SCHEMA_VERSION.to_be_bytes())?;
+        meta.insert(b"store-id", [9u8; 16])?;
+        meta.insert(GENERATION_KEY, generation.to_be_bytes())?;
+        ledger.insert(b"head", b"H")?;
+        db.persist(fjall::PersistMode::SyncAll)?;
+        assert!(!db.keyspace_exists("replicas"));
+    }
+    mark::MarkWriter::create(
+        &data,
+        mark::Mark {
+            store_id: [9; 16],
+            generation: marked,
+        },
+    )?;
+    Ok((dir, data))
+}
+
+#[test]
+fn a_store_from_before_the_replicas_table_opens_gains_it_and_keeps_its_generation() -> TestResult {
+    let (_dir, data) = store_before_replicas(7, 7)?;
+    let store = FjallStore::open(&data)?;
+    assert_eq!(store.data_loss_accepted(), None);
+    assert_eq!((store.store_id(), store.generation()?), ([9; 16], 7));
+    assert_eq!(store.get(Table::Ledger, b"head")?, Some(b"H".to_vec()));
+    assert_eq!(store.scan(Table::Replicas, b"")?, Vec::new());
+    store.commit(vec![Op::Put {
+        table: Table::Replicas,
+        key: b"r".to_vec(),
+        value: b"R".to_vec(),
+    }])?;
+    assert_eq!(store.generation()?, 8);
+    drop(store);
+    assert_eq!(
+        mark::read(&data)?,
+        mark::ReadMark::Found(mark::Mark {
+            store_id: [9; 16],
+            generation: 8
+        })
+    );
+    let store = FjallStore::open(&data)?;
+    assert_eq!(store.generation()?, 8);
+    assert_eq!(store.get(Table::Replicas, b"r")?, Some(b"R".to_vec()));
+    Ok(())
+}
+
+#[test]
+fn a_store_from_before_the_replicas_table_that_lost_commits_is_still_refused() -> TestResult {
+    let (_dir, data) = store_before_replicas(7, 9)?;
+    expect_loss(&data, &["holds 7 durable commits but 9", "the last 2"]);
+    Ok(())
+}

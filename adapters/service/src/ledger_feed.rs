@@ -1,0 +1,113 @@
+//! [`Feed`]: one feed held in the store, read through its [`FeedKeys`], whether it is the
+//! server's own feed or a replica of another server's: the head and the point lookups here,
+//! the pages, counts and re-verification in `ledger_query.rs`. Every query the server
+//! answers (`rget`, `rlist`, `rhead`, ...) is a method of [`Feed`], so it works on any held
+//! feed.
+
+use std::sync::Arc;
+
+use vserv_core::ServerKey;
+use vserv_core::ledger::{Entry, SignedHead};
+use vserv_store::kv::Store;
+
+use crate::ledger_layout::{FeedError, FeedKeys, seq_of_id, seq_value, stored_head};
+
+/// A readable feed: the store, where the feed's keys are, and the feed's origin key (every
+/// stored entry and head must carry it). Cheap to clone; safe to use from many threads.
+/// A `Feed` is a view: it holds nothing of the feed itself, so it always reads what is
+/// stored now.
+#[derive(Clone)]
+pub struct Feed {
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) keys: FeedKeys,
+    pub(crate) origin: ServerKey,
+}
+
+impl std::fmt::Debug for Feed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Feed")
+            .field("origin", &self.origin.fingerprint())
+            .field("keys", &self.keys)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Feed {
+    /// The server's own feed (key `origin`) in `store`.
+    pub fn own(store: Arc<dyn Store>, origin: ServerKey) -> Feed {
+        Feed {
+            store,
+            keys: FeedKeys::OWN,
+            origin,
+        }
+    }
+
+    /// The replica of `origin`'s feed in `store` (empty if none is held).
+    pub fn replica(store: Arc<dyn Store>, origin: ServerKey) -> Feed {
+        Feed {
+            store,
+            keys: FeedKeys::replica(&origin),
+            origin,
+        }
+    }
+
+    /// The key of the server whose feed this is.
+    pub fn origin(&self) -> ServerKey {
+        self.origin
+    }
+
+    /// Where the feed's keys are.
+    pub fn keys(&self) -> FeedKeys {
+        self.keys
+    }
+
+    /// The stored signed head, or `None` for an empty feed (or a replica not held).
+    pub fn head(&self) -> Result<Option<SignedHead>, FeedError> {
+        stored_head(self.store.as_ref(), &self.keys)
+    }
+
+    /// How many entries the feed holds (the seq of its head).
+    pub fn size(&self) -> Result<u64, FeedError> {
+        Ok(self.head()?.map_or(0, |h| h.head.seq))
+    }
+
+    /// The seq of the entry with `record_id`, if stored.
+    pub fn seq_of_id(&self, record_id: &[u8]) -> Result<Option<u64>, FeedError> {
+        seq_of_id(self.store.as_ref(), &self.keys, record_id)
+    }
+
+    /// The seq of the entry with hash `hash`, if stored.
+    pub fn seq_of_hash(&self, hash: &[u8; 32]) -> Result<Option<u64>, FeedError> {
+        self.store
+            .get(self.keys.table(), &self.keys.hash(hash))?
+            .map(|v| seq_value(&v, "hash"))
+            .transpose()
+    }
+
+    /// Entry `seq`, if stored; an entry that does not decode as one of this feed's origin is
+    /// [`FeedError::Corrupt`].
+    pub fn by_seq(&self, seq: u64) -> Result<Option<Entry>, FeedError> {
+        match self.store.get(self.keys.table(), &self.keys.entry(seq))? {
+            Some(bytes) => Entry::decode_from(&bytes, &self.origin)
+                .map(Some)
+                .map_err(|e| FeedError::Corrupt(format!("entry {seq}: {e}"))),
+            None => Ok(None),
+        }
+    }
+
+    /// The entry with `record_id`, if stored.
+    pub fn by_id(&self, record_id: &[u8]) -> Result<Option<Entry>, FeedError> {
+        match self.seq_of_id(record_id)? {
+            Some(seq) => self.by_seq(seq),
+            None => Ok(None),
+        }
+    }
+
+    /// The entry with hash `hash`, if stored.
+    pub fn by_hash(&self, hash: &[u8; 32]) -> Result<Option<Entry>, FeedError> {
+        match self.seq_of_hash(hash)? {
+            Some(seq) => self.by_seq(seq),
+            None => Ok(None),
+        }
+    }
+}

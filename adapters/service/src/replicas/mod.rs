@@ -1,0 +1,290 @@
+//! [`Replicas`]: the feeds of other servers this server holds, beside its own, in
+//! [`Table::Replicas`] (layout in `layout.rs` and `ledger_layout.rs`), and what replication
+//! needs of storage: the clock of every held feed, the hash held at a seq, segments read at
+//! stored signed heads (`read.rs`), atomic appends of accepted segments, fork quarantine, and
+//! the store epoch (`epoch.rs`).
+//!
+//! Every held feed, the own one included, is read through a [`Feed`] ([`Replicas::feed`],
+//! [`Replicas::feed_of`]), so every ledger query works on a replica as on the own feed.
+//!
+//! Only [`Replicas::persist`] writes a replica, and only under this value's lock: use one
+//! `Replicas` per store (the node's). The own feed is written only by the ledger's commits.
+
+mod epoch;
+pub mod layout;
+mod read;
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use vserv_core::ledger::{ChainVerifier, Entry, Head, LedgerError, SignedHead};
+use vserv_core::wire::POINT_LEN;
+use vserv_core::{Fingerprint, ServerKey};
+use vserv_store::kv::{Op, Store, StoreError, Table};
+
+pub use epoch::{ensure_epoch, epoch};
+pub use read::Segment;
+
+use crate::ledger::{Feed, FeedError, FeedKeys, MAX_SEGMENT_ENTRIES};
+use crate::ledger_layout::{seq_value, stored_head};
+use layout::{FORK_PREFIX, ORIGIN_LEADS, after_origin, fingerprint_key, fork_key};
+
+/// Why a replica operation failed. Nothing was written.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReplicaError {
+    /// Only the server's own commits (`rput`) append to its own feed.
+    #[error("the server's own feed is not replicated into: only rput appends to it")]
+    OwnOrigin,
+    /// A fork proof is held for the origin: nothing more is accepted from it.
+    #[error("origin {0} is quarantined (a fork proof is held): nothing more is accepted from it")]
+    Quarantined(Fingerprint),
+    /// A segment without entries.
+    #[error("a segment must hold at least one entry")]
+    EmptySegment,
+    /// A segment with more entries than one commit of a feed may make.
+    #[error("a segment of {0} entries is over the limit of {MAX_SEGMENT_ENTRIES}")]
+    SegmentTooLarge(usize),
+    /// The segment does not continue the stored feed (gap, wrong prev or origin, an entry
+    /// that does not decode) or its signed head is invalid or does not sign its last entry.
+    #[error("the segment does not continue the stored feed: {0}")]
+    Rejected(LedgerError),
+    /// Reading the stored feed failed or found it corrupt.
+    #[error(transparent)]
+    Feed(#[from] FeedError),
+}
+
+impl From<StoreError> for ReplicaError {
+    fn from(e: StoreError) -> Self {
+        ReplicaError::Feed(FeedError::Store(e))
+    }
+}
+
+/// The feeds this server holds (its own and its replicas) over one store. Every method is
+/// safe to call from many threads; appends to replicas are serialised.
+pub struct Replicas {
+    store: Arc<dyn Store>,
+    own: ServerKey,
+    /// Held while a replica is appended to or an origin quarantined, so that each checks
+    /// and writes against the same stored state.
+    writer: Mutex<()>,
+}
+
+impl std::fmt::Debug for Replicas {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Replicas")
+            .field("own", &self.own.fingerprint())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Replicas {
+    /// The feeds held in `store` by the server whose key is `own`.
+    pub fn new(store: Arc<dyn Store>, own: ServerKey) -> Replicas {
+        Replicas {
+            store,
+            own,
+            writer: Mutex::new(()),
+        }
+    }
+
+    /// The server's own key (its feed is [`Replicas::feed`] of it).
+    pub fn own(&self) -> ServerKey {
+        self.own
+    }
+
+    /// The feed of `origin` as held here: the own feed for the own key, else the replica
+    /// (empty when none is held).
+    pub fn feed(&self, origin: ServerKey) -> Feed {
+        if origin == self.own {
+            Feed::own(self.store.clone(), origin)
+        } else {
+            Feed::replica(self.store.clone(), origin)
+        }
+    }
+
+    /// The feed whose origin has `fingerprint`: the own feed (always), a held replica, or
+    /// `None` when no feed of that fingerprint is held. This is how a client's `origin`
+    /// argument selects the feed a query reads.
+    pub fn feed_of(&self, fingerprint: &Fingerprint) -> Result<Option<Feed>, ReplicaError> {
+        if *fingerprint == self.own.fingerprint() {
+            return Ok(Some(self.feed(self.own)));
+        }
+        let Some(bytes) = self
+            .store
+            .get(Table::Replicas, &fingerprint_key(fingerprint))?
+        else {
+            return Ok(None);
+        };
+        let origin = ServerKey::from_bytes(&bytes).map_err(|_| {
+            FeedError::Corrupt(format!(
+                "the fingerprint index of {fingerprint} is not a key"
+            ))
+        })?;
+        Ok(Some(self.feed(origin)))
+    }
+
+    /// Every held, non-empty feed's head `(origin, seq, hash)`, the own feed included,
+    /// ascending by origin bytes (each origin once). Quarantined origins are listed with what
+    /// is held of them.
+    pub fn clock(&self) -> Result<Vec<Head>, ReplicaError> {
+        let mut heads = BTreeMap::new();
+        if let Some(own) = stored_head(self.store.as_ref(), &FeedKeys::OWN)? {
+            heads.insert(*own.head.origin.as_bytes(), own.head);
+        }
+        for lead in ORIGIN_LEADS {
+            let mut start = vec![lead];
+            loop {
+                let rows = self.store.scan_from(Table::Replicas, &[lead], &start, 1)?;
+                let Some((key, _)) = rows.into_iter().next() else {
+                    break;
+                };
+                let origin = key
+                    .get(..POINT_LEN)
+                    .and_then(|b| ServerKey::from_bytes(b).ok())
+                    .ok_or_else(|| {
+                        FeedError::Corrupt("a replica key does not start with an origin".into())
+                    })?;
+                if let Some(signed) = stored_head(self.store.as_ref(), &FeedKeys::replica(&origin))?
+                {
+                    if signed.head.origin != origin {
+                        return Err(FeedError::Corrupt(format!(
+                            "the head of the replica of {} has another origin",
+                            origin.fingerprint()
+                        ))
+                        .into());
+                    }
+                    heads.insert(*origin.as_bytes(), signed.head);
+                }
+                match after_origin(origin.as_bytes()) {
+                    Some(next) => start = next,
+                    None => break,
+                }
+            }
+        }
+        Ok(heads.into_values().collect())
+    }
+
+    /// Appends an accepted segment of `origin`'s feed (`entries`, consecutive, ending at the
+    /// entry `signed` signs) as ONE atomic, durable store batch: the entries, every index,
+    /// the kind counters, the new head and the segment's signed head (kept under its seq),
+    /// and the fingerprint index on the first segment of an origin. Returns the new head.
+    ///
+    /// Checked again inside, against what is stored (defence in depth: the accept rule ran
+    /// before): the origin is not the own one ([`ReplicaError::OwnOrigin`]) and not
+    /// quarantined ([`ReplicaError::Quarantined`]); the segment holds 1 to
+    /// [`MAX_SEGMENT_ENTRIES`] entries; they continue the stored head (seq and prev), carry
+    /// the origin, and `signed` is validly signed by the origin and covers the last one
+    /// ([`ReplicaError::Rejected`]). A segment overlapping what is held is refused too:
+    /// dropping the held part is the accept rule's job. On any error nothing is written.
+    pub fn persist(
+        &self,
+        origin: &ServerKey,
+        entries: &[Entry],
+        signed: &SignedHead,
+    ) -> Result<Head, ReplicaError> {
+        if *origin == self.own {
+            return Err(ReplicaError::OwnOrigin);
+        }
+        if entries.is_empty() {
+            return Err(ReplicaError::EmptySegment);
+        }
+        if entries.len() > MAX_SEGMENT_ENTRIES {
+            return Err(ReplicaError::SegmentTooLarge(entries.len()));
+        }
+        let _writer = self.writer();
+        if self.quarantined(origin)?.is_some() {
+            return Err(ReplicaError::Quarantined(origin.fingerprint()));
+        }
+        let keys = FeedKeys::replica(origin);
+        let stored = stored_head(self.store.as_ref(), &keys)?;
+        let mut verifier = ChainVerifier::resume(stored.map_or(Head::empty(*origin), |s| s.head));
+        let table = keys.table();
+        let put = |key: Vec<u8>, value: Vec<u8>| Op::Put { table, key, value };
+        let mut ops = Vec::with_capacity(entries.len() * 4 + 8);
+        let mut counts: BTreeMap<&str, u64> = BTreeMap::new();
+        // Each entry is encoded and hashed once: for the check and for the batch.
+        for entry in entries {
+            let encoded = entry.to_bytes();
+            let hash = verifier
+                .push_encoded(&encoded)
+                .map_err(ReplicaError::Rejected)?;
+            let seq = entry.seq();
+            let seq_bytes = seq.to_be_bytes().to_vec();
+            ops.push(put(keys.entry(seq), encoded));
+            ops.push(put(keys.id(entry.record_id()), seq_bytes.clone()));
+            ops.push(put(keys.hash(&hash), seq_bytes));
+            ops.push(put(keys.kind(entry.kind(), seq), Vec::new()));
+            let count = match counts.get_mut(entry.kind()) {
+                Some(count) => count,
+                None => {
+                    let held = match self.store.get(table, &keys.kind_count(entry.kind()))? {
+                        Some(v) => seq_value(&v, "kind count")?,
+                        None => 0,
+                    };
+                    counts.entry(entry.kind()).or_insert(held)
+                }
+            };
+            *count = count.saturating_add(1);
+        }
+        verifier.push_head(signed).map_err(ReplicaError::Rejected)?;
+        let head = verifier.finish_signed().map_err(ReplicaError::Rejected)?;
+        for (kind, count) in counts {
+            ops.push(put(keys.kind_count(kind), count.to_be_bytes().to_vec()));
+        }
+        let signed_bytes = signed.to_bytes().to_vec();
+        ops.push(put(keys.signed_head(head.seq), signed_bytes.clone()));
+        ops.push(put(keys.head(), signed_bytes));
+        if stored.is_none() {
+            ops.push(put(
+                fingerprint_key(&origin.fingerprint()),
+                origin.as_bytes().to_vec(),
+            ));
+        }
+        self.store.commit(ops)?;
+        Ok(head)
+    }
+
+    /// Quarantines `origin`: keeps `proof` (a fork proof the caller verified) so that
+    /// nothing more of the origin is accepted. Returns `false`, keeping the proof held
+    /// before, if the origin was already quarantined. Durable when it returns.
+    pub fn quarantine(&self, origin: &ServerKey, proof: &[u8]) -> Result<bool, ReplicaError> {
+        let _writer = self.writer();
+        if self.quarantined(origin)?.is_some() {
+            return Ok(false);
+        }
+        self.store.commit(vec![Op::Put {
+            table: Table::Replicas,
+            key: fork_key(origin),
+            value: proof.to_vec(),
+        }])?;
+        Ok(true)
+    }
+
+    /// The fork proof that quarantined `origin`, if it is quarantined.
+    pub fn quarantined(&self, origin: &ServerKey) -> Result<Option<Vec<u8>>, ReplicaError> {
+        Ok(self.store.get(Table::Replicas, &fork_key(origin))?)
+    }
+
+    /// Every quarantined origin with its fork proof, ascending by origin bytes.
+    pub fn forks(&self) -> Result<Vec<(ServerKey, Vec<u8>)>, ReplicaError> {
+        self.store
+            .scan(Table::Replicas, FORK_PREFIX)?
+            .into_iter()
+            .map(|(key, proof)| {
+                let bytes = key.get(FORK_PREFIX.len()..).unwrap_or_default();
+                let origin = ServerKey::from_bytes(bytes).map_err(|_| {
+                    FeedError::Corrupt("a fork proof is kept under a key that is not one".into())
+                })?;
+                Ok((origin, proof))
+            })
+            .collect()
+    }
+
+    fn writer(&self) -> MutexGuard<'_, ()> {
+        // Guards no data: a panic while it was held leaves nothing inconsistent.
+        self.writer.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
