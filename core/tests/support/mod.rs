@@ -1,4 +1,5 @@
 //! Helpers shared by the core's integration tests. Each test binary uses only some of them.
 #![allow(dead_code)]
 
+pub mod feeds;
 pub mod pair;
