@@ -1,6 +1,6 @@
 //! Replication between servers: the messages of a replication link, the accept rule for
-//! segments of a replicated feed, fork proofs, the link authentication and (to come) the sans-IO
-//! link machine. The exact bytes are specified in `spec/replication.md`.
+//! segments of a replicated feed, fork proofs, the link authentication and the sans-IO link
+//! machine ([`link`]). The exact bytes are specified in `spec/replication.md`.
 //!
 //! A replication link is an ordinary vserv connection on which the dialing server proved its
 //! own key with the `peer` command ([`auth`]); from then on both directions carry a byte
@@ -17,6 +17,7 @@ pub mod auth;
 pub mod fork;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
+pub mod link;
 pub mod message;
 
 use std::time::Duration;
@@ -24,6 +25,7 @@ use std::time::Duration;
 pub use accept::{Segment, SegmentBuilder, Verdict, accept};
 pub use auth::{PEER_LINK_CONTEXT, peer_link_message, sign_peer_link, verify_peer_link};
 pub use fork::ForkProof;
+pub use link::{Link, LinkConfig, LinkEvent, NodeRequest};
 pub use message::{Ack, Clock, ClockEntry, Entries, Message, MessageReader, MessageType};
 
 use crate::ledger::LedgerError;

@@ -2,4 +2,5 @@
 #![allow(dead_code)]
 
 pub mod feeds;
+pub mod link_pair;
 pub mod pair;
