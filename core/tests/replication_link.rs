@@ -166,6 +166,69 @@ fn live_pushes_after_catch_up() {
     assert!(matches!(p.sent[0].last(), Some(Message::Clock(_))));
 }
 
+/// Hands node B's state from one pair to the other, telling B's link there of every head that
+/// moved (what a node does for all its links).
+fn relay(from: &LinkPair, from_side: usize, to: &mut LinkPair, to_side: usize) {
+    let node = from.nodes[from_side].clone();
+    let moved: Vec<_> = node
+        .heads()
+        .into_iter()
+        .filter(|h| to.nodes[to_side].head(&h.head.origin) != Some(*h))
+        .collect();
+    to.nodes[to_side] = node;
+    for h in moved {
+        to.links[to_side].local_commit(h).expect("commit");
+    }
+}
+
+/// A line A - B - C: entries committed at either end reach the other through B's two links,
+/// and nothing loops back.
+#[test]
+fn a_line_of_three_relays_both_ways_without_loops() {
+    let mut w = world();
+    let mut a = Node::new(1);
+    a.hold(&w.a, 5);
+    let mut c = Node::new(3);
+    c.hold(&w.b, 4);
+    let mut ab = LinkPair::new(a, Node::new(2), small_window(), Split::Random(3));
+    let mut bc = LinkPair::new(Node::new(2), c, small_window(), Split::Random(4));
+    for round in 0..4 {
+        ab.drive().expect("A-B");
+        relay(&ab, 1, &mut bc, 0);
+        bc.drive().expect("B-C");
+        relay(&bc, 0, &mut ab, 1);
+        ab.drive().expect("A-B");
+        if round == 1 {
+            let head = w.a.commit(3);
+            ab.nodes[0].hold(&w.a, head.head.seq);
+            ab.links[0].local_commit(head).expect("commit");
+            let head = w.b.commit(2);
+            bc.nodes[1].hold(&w.b, head.head.seq);
+            bc.links[1].local_commit(head).expect("commit");
+        }
+    }
+    let (a, b) = (w.a.id.public_key(), w.b.id.public_key());
+    for n in [&ab.nodes[0], &ab.nodes[1], &bc.nodes[1]] {
+        assert_eq!((n.seq(&a), n.seq(&b)), (w.a.seq(), w.b.seq()));
+    }
+    // Each entry crossed each link once, in one direction.
+    let count = |p: &LinkPair, side: usize, origin: ServerKey| -> usize {
+        p.sent[side]
+            .iter()
+            .filter_map(|m| match m {
+                Message::Entries(e) if *e.origin() == origin => Some(e.entries().len()),
+                _ => None,
+            })
+            .sum()
+    };
+    assert_eq!(count(&ab, 0, a) as u64, w.a.seq());
+    assert_eq!(count(&ab, 1, a), 0);
+    assert_eq!(count(&bc, 0, a) as u64, w.a.seq());
+    assert_eq!(count(&bc, 1, b) as u64, w.b.seq());
+    assert_eq!(count(&bc, 0, b), 0);
+    assert_eq!(count(&ab, 1, b) as u64, w.b.seq());
+}
+
 /// A new link after a reconnect, with reads, persists and acks cut off mid-way, resumes from
 /// the clocks alone and converges.
 #[test]

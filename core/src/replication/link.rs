@@ -473,6 +473,14 @@ impl Link {
             }
         }
         self.awaiting.clear();
+        // Forget the peer's position in feeds this node neither holds nor sees in this
+        // clock, so that a peer listing ever new origins cannot grow the map without bound.
+        let listed: BTreeMap<ServerKey, ()> =
+            clock.feeds().iter().map(|f| (f.origin, ())).collect();
+        let held = &self.held;
+        self.sending.retain(|o, st| {
+            held.contains_key(o) || listed.contains_key(o) || !st.in_flight.is_empty()
+        });
         for f in clock.feeds() {
             self.on_peer_holds(f);
         }
