@@ -110,6 +110,61 @@ fn backlogs_in_both_directions_converge_under_any_split() {
     }
 }
 
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(16))]
+
+    /// Random feeds, random prefixes held on each side (of the same chains), a random window
+    /// and random fragments: the two nodes converge to the longer prefix of every feed, and
+    /// live commits keep them level.
+    #[test]
+    fn random_holdings_converge(
+        commits in proptest::collection::vec(proptest::collection::vec(1usize..6, 1..6), 3),
+        held in proptest::collection::vec((0u64..40, 0u64..40), 3),
+        window in 300usize..6000,
+        seed in proptest::prelude::any::<u64>(),
+        more in proptest::collection::vec(1usize..4, 0..4),
+    ) {
+        let mut feeds: Vec<Feed> = commits
+            .iter()
+            .enumerate()
+            .map(|(i, c)| Feed::with_commits(identity(50 + i as u64), 50 + i as u64, c))
+            .collect();
+        let (mut a, mut b) = (Node::new(1), Node::new(2));
+        let mut want = Vec::new();
+        for (f, &(x, y)) in feeds.iter().zip(&held) {
+            let (x, y) = (x.min(f.seq()), y.min(f.seq()));
+            if x > 0 {
+                a.hold(f, x);
+            }
+            if y > 0 {
+                b.hold(f, y);
+            }
+            want.push(x.max(y));
+        }
+        let config = LinkConfig { window, ..LinkConfig::default() };
+        let mut p = LinkPair::new(a, b, config, Split::Random(seed));
+        p.drive().expect("converges");
+        same_feeds(&p);
+        for (f, w) in feeds.iter().zip(&want) {
+            proptest::prop_assert_eq!(p.nodes[0].seq(&f.id.public_key()), *w);
+        }
+        // Live commits of the first feed, on the side that holds all of it (or A).
+        for n in more {
+            let origin = feeds[0].id.public_key();
+            let side = usize::from(p.nodes[1].seq(&origin) > p.nodes[0].seq(&origin));
+            let have = p.nodes[side].seq(&origin);
+            let f = &mut feeds[0];
+            f.entries.truncate(have as usize);
+            f.heads.retain(|s, _| *s <= have);
+            let head = f.commit(n);
+            p.nodes[side].hold(f, head.head.seq);
+            p.links[side].local_commit(head).expect("commit");
+            p.drive().expect("push");
+            same_feeds(&p);
+        }
+    }
+}
+
 /// Every byte boundary of the first flights: the whole exchange cut into 1-byte pieces, and
 /// each flight cut once at every position.
 #[test]

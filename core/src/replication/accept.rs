@@ -40,8 +40,9 @@ impl Segment {
 
     /// The seq of the first entry.
     pub fn first_seq(&self) -> u64 {
-        // A segment holds at least one entry, so head.seq >= len >= 1.
-        self.head.head.seq + 1 - self.entries.len() as u64
+        // Entries s..=head.seq, at least one, s >= 1: never underflows (nor overflows at
+        // seq u64::MAX, as head.seq + 1 would).
+        self.head.head.seq - (self.entries.len() as u64 - 1)
     }
 
     /// The seq of the last entry (the head's seq).
@@ -256,7 +257,7 @@ pub fn accept(
         return Ok(Verdict::Ignore);
     }
     // Here s <= h + 1 and n >= h. `at` is the index of the first entry after the held head.
-    let at = (h + 1 - s) as usize;
+    let at = (h - (s - 1)) as usize;
     let agrees = match at.checked_sub(1) {
         // s == h + 1: the first entry's prev must be the held hash.
         None => segment.entries[0].prev() == &held.head.hash,

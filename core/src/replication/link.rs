@@ -179,7 +179,8 @@ impl Link {
     /// A link of a node whose store epoch is `epoch`, holding the feeds whose signed heads
     /// are `heads` (one per origin, each the newest stored) and the fork proofs `forks`
     /// (already verified and stored). Queues the Clock and the proofs to send. Fails with
-    /// [`ReplicationError::Misuse`] on two heads of one origin or more feeds than a Clock lists.
+    /// [`ReplicationError::Misuse`] on two heads of one origin, a head at seq 0, more feeds
+    /// than a Clock lists, or a window of 0.
     pub fn new(
         epoch: Epoch,
         heads: Vec<SignedHead>,
@@ -187,6 +188,9 @@ impl Link {
         config: LinkConfig,
         now: Instant,
     ) -> Result<Self, ReplicationError> {
+        if config.window == 0 {
+            return Err(ReplicationError::Misuse("a window of 0 bytes"));
+        }
         let mut held = BTreeMap::new();
         for h in heads {
             if h.head.seq == 0 || held.insert(h.head.origin, h).is_some() {
@@ -317,7 +321,7 @@ impl Link {
             ));
         }
         st.reading = None;
-        st.next = st.next.max(head.head.seq + 1);
+        st.next = st.next.max(head.head.seq.saturating_add(1));
         self.reserved -= budget;
         if !self.quarantine.contains_key(&origin) {
             let bytes = entries.iter().map(Entry::encoded_len).sum();
@@ -503,11 +507,16 @@ impl Link {
         let idle = st.reading.is_none() && st.in_flight.is_empty();
         match own {
             // Level with another hash: send the last segment again so the peer sees the fork.
-            Some(h) if h.seq == f.seq && h.hash != f.hash && idle && st.next <= f.seq + 1 => {
+            Some(h)
+                if h.seq == f.seq
+                    && h.hash != f.hash
+                    && idle
+                    && st.next <= f.seq.saturating_add(1) =>
+            {
                 st.next = f.seq;
                 st.stalled_at = None;
             }
-            _ => st.next = st.next.max(f.seq + 1),
+            _ => st.next = st.next.max(f.seq.saturating_add(1)),
         }
         let bump = st.next;
         self.ready
@@ -528,12 +537,12 @@ impl Link {
         )?;
         // The peer holds what it sent: never send it back.
         if let Some(st) = self.sending.get_mut(&origin) {
-            st.next = st.next.max(seq + 1);
+            st.next = st.next.max(seq.saturating_add(1));
         } else {
             self.sending.insert(
                 origin,
                 Sending {
-                    next: seq + 1,
+                    next: seq.saturating_add(1),
                     ..Sending::default()
                 },
             );
