@@ -66,7 +66,7 @@ fn receive(stream: &[u8], held: Option<&SignedHead>) -> Result<Option<Verdict>, 
             }
             Message::Head(h) => {
                 let b = builder.take().ok_or(ReplicationError::HeadWithoutEntries)?;
-                return accept(held, false, &b.finish(h)?).map(Some);
+                return accept(held, false, b.finish(h)?).map(Some);
             }
             _ => return Err(ReplicationError::Unexpected("not a segment message")),
         }
@@ -343,7 +343,7 @@ proptest! {
         } else {
             prop_assert_eq!(got, Ok(Some(Verdict::Append(feed.segment(h.max(s - 1) + 1, n)))));
         }
-        prop_assert_eq!(accept(held.as_ref(), true, &seg), Ok(Verdict::Quarantined));
+        prop_assert_eq!(accept(held.as_ref(), true, seg.clone()), Ok(Verdict::Quarantined));
     }
 
     /// A second chain of the origin diverging at any seq `k`: wherever the segment shows the
@@ -504,7 +504,7 @@ fn structural_mutations_of_a_segment_are_refused() {
     }
     // A held head of another origin is a caller mistake.
     assert_eq!(
-        accept(Some(&other.signed_at(6)), false, &feed.segment(1, 6)),
+        accept(Some(&other.signed_at(6)), false, feed.segment(1, 6)),
         Err(ReplicationError::Misuse("held head of another origin"))
     );
 }
@@ -631,4 +631,41 @@ proptest! {
         valid.extend_from_slice(&stream_of(&sample_messages(&feed, &other)));
         vserv_core::replication::fuzzing::replication_message(&valid);
     }
+}
+
+/// Seqs at the top of the range: no overflow, a typed gap.
+#[test]
+fn a_segment_at_seq_u64_max_is_a_gap_not_a_panic() {
+    use vserv_core::ledger::{EntryFields, Head};
+    let feed = Feed::with_commits(identity(12), 12, &[5]);
+    let id = &feed.id;
+    let e = Entry::new(EntryFields {
+        origin: id.public_key(),
+        seq: u64::MAX,
+        prev: [7; 32],
+        timestamp: 0,
+        author: "mallory".into(),
+        kind: "note".into(),
+        record_id: b"x".to_vec(),
+        body: vec![],
+    })
+    .expect("valid fields");
+    let seg = Segment::new(vec![e.clone()], SignedHead::sign(id, Head::of(&e))).expect("segment");
+    assert_eq!(seg.first_seq(), u64::MAX);
+    assert_eq!(
+        accept(None, false, seg.clone()),
+        Err(LedgerError::Gap {
+            expected: 1,
+            got: u64::MAX
+        }
+        .into())
+    );
+    assert_eq!(
+        accept(Some(&feed.signed_at(5)), false, seg),
+        Err(LedgerError::Gap {
+            expected: 6,
+            got: u64::MAX
+        }
+        .into())
+    );
 }

@@ -74,16 +74,6 @@ impl Segment {
     pub fn into_parts(self) -> (Vec<Entry>, SignedHead) {
         (self.entries, self.head)
     }
-
-    /// The same segment without its first `skip` entries (at least one entry must remain;
-    /// the caller ensures `skip < len`).
-    fn without_prefix(&self, skip: usize) -> Segment {
-        Segment {
-            entries: self.entries[skip..].to_vec(),
-            hashes: self.hashes[skip..].to_vec(),
-            head: self.head,
-        }
-    }
 }
 
 /// Assembles one segment of `origin` from entries as they arrive, checking each at once, so
@@ -205,7 +195,7 @@ pub enum Verdict {
     Quarantined,
 }
 
-/// The accept rule. `held` is the receiver's signed head of the segment's origin (`None`
+/// The accept rule (it takes the segment and gives back what is to be appended). `held` is the receiver's signed head of the segment's origin (`None`
 /// for a feed it does not hold; it must be of the same origin, else
 /// [`ReplicationError::Misuse`]); `quarantined` says whether it holds a fork proof for it.
 /// With `s` the segment's first seq, `n` its last and `h` the held seq:
@@ -225,7 +215,7 @@ pub enum Verdict {
 pub fn accept(
     held: Option<&SignedHead>,
     quarantined: bool,
-    segment: &Segment,
+    mut segment: Segment,
 ) -> Result<Verdict, ReplicationError> {
     if held.is_some_and(|h| h.head.origin != segment.origin()) {
         return Err(ReplicationError::Misuse("held head of another origin"));
@@ -243,7 +233,7 @@ pub fn accept(
             }
             .into());
         }
-        return Ok(Verdict::Append(segment.clone()));
+        return Ok(Verdict::Append(segment));
     };
     let h = held.head.seq;
     if s > h.saturating_add(1) {
@@ -264,15 +254,13 @@ pub fn accept(
         Some(i) => segment.hashes[i] == held.head.hash,
     };
     if !agrees {
-        let proof = ForkProof::new(*held, segment.head, segment.entries[at..].to_vec())?;
+        let proof = ForkProof::new(*held, segment.head, segment.entries.split_off(at))?;
         return Ok(Verdict::Fork(proof));
     }
     if at == segment.entries.len() {
         return Ok(Verdict::Ignore);
     }
-    Ok(Verdict::Append(if at == 0 {
-        segment.clone()
-    } else {
-        segment.without_prefix(at)
-    }))
+    segment.entries.drain(..at);
+    segment.hashes.drain(..at);
+    Ok(Verdict::Append(segment))
 }

@@ -533,7 +533,7 @@ impl Link {
         let verdict = accept(
             self.accepted.get(&origin),
             self.quarantine.contains_key(&origin),
-            &segment,
+            segment,
         )?;
         // The peer holds what it sent: never send it back.
         if let Some(st) = self.sending.get_mut(&origin) {

@@ -124,7 +124,7 @@ impl Node {
     ) -> (Option<SignedHead>, Option<ForkProof>) {
         let origin = segment.origin();
         let held = self.head(&origin);
-        match accept(held.as_ref(), self.forks.contains_key(&origin), &segment)
+        match accept(held.as_ref(), self.forks.contains_key(&origin), segment)
             .expect("a segment the link accepted is never invalid against the node")
         {
             Verdict::Append(seg) => {
