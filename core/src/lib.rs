@@ -23,6 +23,7 @@ pub mod fuzzing;
 pub mod ledger;
 pub mod names;
 pub mod paths;
+pub mod replication;
 pub mod secure;
 pub mod session;
 pub mod transfer;
