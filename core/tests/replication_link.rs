@@ -165,6 +165,20 @@ proptest::proptest! {
     }
 }
 
+/// A backlog of more entries than a segment may hold (commits of 1,000): cut into segments
+/// of at most `MAX_SEGMENT_ENTRIES` at stored signed heads, and Entries messages within
+/// their bounds.
+#[test]
+fn a_backlog_longer_than_a_segment() {
+    let f = Feed::with_commits(identity(60), 60, &[1000; 6]);
+    let mut a = Node::new(1);
+    a.hold(&f, f.seq());
+    let mut p = LinkPair::new(a, Node::new(2), LinkConfig::default(), Split::Pieces(5000));
+    p.drive().expect("converges");
+    same_feeds(&p);
+    assert_eq!(p.nodes[1].seq(&f.id.public_key()), 6000);
+}
+
 /// Every byte boundary of the first flights: the whole exchange cut into 1-byte pieces, and
 /// each flight cut once at every position.
 #[test]

@@ -24,7 +24,10 @@ use std::time::{Duration, Instant};
 use super::accept::{SegmentBuilder, Verdict, accept};
 use super::fork::ForkProof;
 use super::message::{Ack, Clock, ClockEntry, ENTRIES_OVERHEAD, Entries, Message, MessageReader};
-use super::{CLOCK_INTERVAL, Epoch, MAX_MESSAGE, ReplicationError, Segment, WINDOW};
+use super::{
+    CLOCK_INTERVAL, Epoch, MAX_MESSAGE, MAX_SEGMENT_BYTES, MAX_SEGMENT_ENTRIES, ReplicationError,
+    Segment, WINDOW,
+};
 use crate::ServerKey;
 use crate::ledger::{Entry, SignedHead};
 
@@ -53,7 +56,9 @@ impl Default for LinkConfig {
 pub enum NodeRequest {
     /// Read entries of `origin` from `from_seq` on, ending at a stored signed head: up to the
     /// first stored signed head at which the entries reach `max_bytes` bytes, or up to the
-    /// held head, whichever comes first (at least one whole commit however big). Answer with
+    /// held head, whichever comes first (at least one whole commit however big), but never
+    /// more than [`MAX_SEGMENT_ENTRIES`] entries and [`MAX_SEGMENT_BYTES`] bytes (stop at the
+    /// last stored signed head within them; one commit always is). Answer with
     /// [`Link::segment_read`] (no entries if none are held from `from_seq`).
     ReadSegment {
         /// The feed.
@@ -315,6 +320,12 @@ impl Link {
             .enumerate()
             .all(|(i, e)| e.origin() == origin && e.seq() == from + i as u64);
         let last = entries.last().map(Entry::seq);
+        let bytes: usize = entries.iter().map(Entry::encoded_len).sum();
+        if entries.len() > MAX_SEGMENT_ENTRIES || bytes > MAX_SEGMENT_BYTES {
+            return Err(ReplicationError::Misuse(
+                "a segment beyond the segment bounds",
+            ));
+        }
         if !consecutive || last != Some(head.head.seq) || head.head.origin != origin {
             return Err(ReplicationError::Misuse(
                 "not the entries from the requested seq up to their head",
@@ -324,7 +335,6 @@ impl Link {
         st.next = st.next.max(head.head.seq.saturating_add(1));
         self.reserved -= budget;
         if !self.quarantine.contains_key(&origin) {
-            let bytes = entries.iter().map(Entry::encoded_len).sum();
             self.reserved += bytes;
             self.ready.push_back(Ready {
                 origin,

@@ -165,11 +165,15 @@ pub struct Entries {
 }
 
 impl Entries {
-    /// Entries of `origin`; refuses an empty list ([`ReplicationError::NoEntries`]), an entry
-    /// of another origin, or more than fits one frame ([`ReplicationError::FrameTooLarge`]).
+    /// Entries of `origin`; refuses an empty list ([`ReplicationError::NoEntries`]), more than
+    /// [`MAX_SEGMENT_ENTRIES`] ([`ReplicationError::SegmentTooLarge`]), an entry of another
+    /// origin, or more than fits one frame ([`ReplicationError::FrameTooLarge`]).
     pub fn new(origin: ServerKey, entries: Vec<Entry>) -> Result<Self, ReplicationError> {
         if entries.is_empty() {
             return Err(ReplicationError::NoEntries);
+        }
+        if entries.len() > MAX_SEGMENT_ENTRIES {
+            return Err(ReplicationError::SegmentTooLarge);
         }
         if let Some(e) = entries.iter().find(|e| e.origin() != origin) {
             return Err(crate::ledger::LedgerError::WrongOrigin { seq: e.seq() }.into());

@@ -15,8 +15,8 @@ use rand::{RngExt, SeedableRng};
 use vserv_core::ServerKey;
 use vserv_core::ledger::{Entry, SignedHead};
 use vserv_core::replication::{
-    Epoch, ForkProof, Link, LinkConfig, LinkEvent, Message, MessageReader, NodeRequest,
-    ReplicationError, Verdict, accept,
+    Epoch, ForkProof, Link, LinkConfig, LinkEvent, MAX_SEGMENT_ENTRIES, Message, MessageReader,
+    NodeRequest, ReplicationError, Verdict, accept,
 };
 
 use super::feeds::Feed;
@@ -86,7 +86,8 @@ impl Node {
     }
 
     /// Entries from `from` up to the first stored signed head where they reach `max` bytes,
-    /// or up to the head.
+    /// or up to the head, and never beyond the last stored signed head within
+    /// `MAX_SEGMENT_ENTRIES` entries.
     pub fn read(
         &self,
         origin: &ServerKey,
@@ -98,19 +99,25 @@ impl Node {
         };
         let mut out = Vec::new();
         let mut bytes = 0;
+        // The length of `out` at the last stored signed head, and that head.
+        let mut cut: Option<(usize, SignedHead)> = None;
         for e in f.entries.iter().skip(from.saturating_sub(1) as usize) {
+            if out.len() == MAX_SEGMENT_ENTRIES {
+                break;
+            }
             bytes += e.encoded_len();
             out.push(e.clone());
-            if let Some(h) = f.heads.get(&e.seq())
-                && bytes >= max
-            {
-                return (out, Some(*h));
+            if let Some(h) = f.heads.get(&e.seq()) {
+                cut = Some((out.len(), *h));
+                if bytes >= max {
+                    break;
+                }
             }
         }
-        match out.last() {
-            Some(e) => {
-                let h = f.heads.get(&e.seq()).copied();
-                (out, h)
+        match cut {
+            Some((n, h)) => {
+                out.truncate(n);
+                (out, Some(h))
             }
             None => (vec![], None),
         }

@@ -66,7 +66,7 @@ impl Replicas {
         while reader.next <= limit && (reader.next == from || bytes < max_bytes) {
             bytes = bytes.saturating_add(reader.read_one()?);
         }
-        let reached = reader.next - 1;
+        let reached = reader.next.saturating_sub(1);
         let end = match first_signed_from(&feed, &last, reached)? {
             Some(signed) if signed.head.seq <= limit => signed,
             later => match last_signed_within(&feed, &last, from, reached)? {
@@ -79,7 +79,8 @@ impl Replicas {
             reader.read_one()?;
         }
         let mut entries = reader.entries;
-        entries.truncate(usize::try_from(end.head.seq - from + 1).unwrap_or(usize::MAX));
+        let len = end.head.seq.saturating_sub(from).saturating_add(1);
+        entries.truncate(usize::try_from(len).unwrap_or(usize::MAX));
         match entries.last() {
             Some(entry) if entry.hash() == end.head.hash && entry.seq() == end.head.seq => {
                 Ok(Some(Segment { entries, head: end }))
@@ -137,7 +138,7 @@ impl<'a> EntryReader<'a> {
         let entry = Entry::decode_from(&value, &self.feed.origin)
             .map_err(|e| FeedError::Corrupt(format!("entry {seq}: {e}")))?;
         self.entries.push(entry);
-        self.next = seq + 1;
+        self.next = seq.checked_add(1).ok_or(FeedError::Full)?;
         Ok(value.len())
     }
 }

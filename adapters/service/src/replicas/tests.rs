@@ -478,3 +478,36 @@ fn the_epoch_is_made_once_from_the_callers_rng() {
         .unwrap();
     assert!(epoch(&store).is_err());
 }
+
+#[test]
+fn replicas_on_disk_survive_a_reopen_with_the_same_clock_and_epoch() {
+    let o = origin(2, 3, 4);
+    let dir = tempfile::tempdir().unwrap();
+    let own = identity(1).public_key();
+    let (clock, made) = {
+        let store: Arc<dyn Store> = Arc::new(vserv_store::FjallStore::open(dir.path()).unwrap());
+        let made = ensure_epoch(store.as_ref(), &mut rand::rngs::StdRng::seed_from_u64(1)).unwrap();
+        let replicas = Replicas::new(store, own);
+        for segment in o.segments(1) {
+            persist(&replicas, &segment).unwrap();
+        }
+        (replicas.clock().unwrap(), made)
+    };
+    assert_eq!(clock, vec![o.ledger.head().unwrap().unwrap().head]);
+    let store: Arc<dyn Store> = Arc::new(vserv_store::FjallStore::open(dir.path()).unwrap());
+    assert_eq!(epoch(store.as_ref()).unwrap(), Some(made));
+    let replicas = Replicas::new(store, own);
+    assert_eq!(replicas.clock().unwrap(), clock);
+    let key = o.id.public_key();
+    assert_eq!(
+        replicas.feed(key).check().unwrap(),
+        CheckReport::Ok { seq: 12 }
+    );
+    assert_eq!(
+        replicas
+            .feed_of(&key.fingerprint())
+            .unwrap()
+            .map(|f| f.origin()),
+        Some(key)
+    );
+}
