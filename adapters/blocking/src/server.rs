@@ -12,7 +12,7 @@ use vserv_core::session::refusal;
 use vserv_core::{CloseCode, Connection, ServerIdentity};
 use vserv_service::system::os_rng;
 use vserv_service::work::Wake;
-use vserv_service::{ConnectionLimiter, ServerOptions, Service, Session};
+use vserv_service::{ConnectionLimiter, Dial, ServerOptions, Service, Session};
 
 use crate::pool::WorkPool;
 use crate::wake::{self, PipeWake};
@@ -132,6 +132,15 @@ impl Server {
             .connection_rate
             .map(ConnectionLimiter::new);
         let service = &self.shared.service;
+        let duty_waker = match PipeWake::new() {
+            Ok(waker) => Arc::new(waker),
+            Err(e) => {
+                tracing::error!(error = %e, "no waker for the accept loop; not serving");
+                return;
+            }
+        };
+        service.set_duty_waker(duty_waker.clone());
+        self.shared.watch(&duty_waker);
         loop {
             if self.shared.shutdown.load(Ordering::SeqCst) {
                 break;
@@ -142,9 +151,14 @@ impl Server {
             let due = service.next_duty(now);
             if due.is_some_and(|at| at <= now) {
                 service.run_due_duties(now, SystemTime::now());
+                while let Some(dial) = service.poll_dial(now) {
+                    if let Some(worker) = self.start_dial(dial) {
+                        workers.push(worker);
+                    }
+                }
                 continue;
             }
-            match wake::wait_accept(&self.listener, due) {
+            match wake::wait_accept(&self.listener, &duty_waker, due) {
                 Ok(true) => {}
                 Ok(false) => continue,
                 Err(e) => {
@@ -180,6 +194,28 @@ impl Server {
         drop(handoff);
         for worker in workers {
             let _ = worker.join();
+        }
+    }
+
+    /// Starts a thread that dials a peer and drives the link (returned, to be joined at
+    /// shutdown); `None` if no thread could start (the dial is handed back).
+    fn start_dial(&self, peer: Dial) -> Option<JoinHandle<()>> {
+        let shared = self.shared.clone();
+        let handed_back = peer.clone();
+        let spawned = std::thread::Builder::new()
+            .name("vserv-link".into())
+            .spawn(move || {
+                if let Err(e) = dial(&peer, &shared) {
+                    tracing::debug!(address = %peer.address, error = %e, "replication link ended");
+                }
+            });
+        match spawned {
+            Ok(handle) => Some(handle),
+            Err(e) => {
+                tracing::error!(error = %e, "could not start a link thread");
+                self.shared.service.dial_failed(&handed_back);
+                None
+            }
         }
     }
 
@@ -282,7 +318,7 @@ fn worker(mut stream: TcpStream, shared: &Shared, pool: &Pool) {
 
 /// Drives one server connection to its end. Protocol errors end the connection (after its
 /// close record is flushed) and are returned for logging.
-fn serve(mut stream: TcpStream, shared: &Shared) -> Result<(), Box<dyn std::error::Error>> {
+fn serve(stream: TcpStream, shared: &Shared) -> Result<(), Box<dyn std::error::Error>> {
     stream.set_nodelay(true)?;
     stream.set_write_timeout(Some(WRITE_TIMEOUT))?;
     let peer = stream.peer_addr().ok();
@@ -301,18 +337,56 @@ fn serve(mut stream: TcpStream, shared: &Shared) -> Result<(), Box<dyn std::erro
         None => None,
     };
     let rng = os_rng()?;
-    let mut conn = Connection::server(
+    let conn = Connection::server(
         shared.options.config.clone(),
         shared.identity.clone(),
         rng,
         Instant::now(),
     );
     let waker = Arc::new(PipeWake::new()?);
-    shared.watch(&waker);
     let mut session = Session::with_waker(peer.map(|a| a.ip()), waker.clone());
     if let Some(slot) = slot {
         session.hold_unauthenticated(slot);
     }
+    run(stream, conn, session, waker, shared)
+}
+
+/// Connects to a peer for `dial` and drives the replication link to its end; a connection
+/// that cannot be made is handed back to the service (which dials again later).
+fn dial(dial: &Dial, shared: &Shared) -> Result<(), Box<dyn std::error::Error>> {
+    let connected = dial
+        .address
+        .to_socket_addrs()
+        .and_then(|mut addrs| {
+            addrs
+                .next()
+                .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no address"))
+        })
+        .and_then(|addr| TcpStream::connect_timeout(&addr, DIAL_TIMEOUT));
+    let stream = match connected {
+        Ok(stream) => stream,
+        Err(e) => {
+            shared.service.dial_failed(dial);
+            return Err(e.into());
+        }
+    };
+    stream.set_nodelay(true)?;
+    stream.set_write_timeout(Some(WRITE_TIMEOUT))?;
+    let conn = Connection::client(shared.options.config.clone(), os_rng()?, Instant::now());
+    let waker = Arc::new(PipeWake::new()?);
+    let session = shared.service.dial_session(dial, waker.clone());
+    run(stream, conn, session, waker, shared)
+}
+
+/// Drives `conn` over `stream` with `session` (woken through `waker`) until it closes.
+fn run(
+    mut stream: TcpStream,
+    mut conn: Connection,
+    mut session: Session,
+    waker: Arc<PipeWake>,
+    shared: &Shared,
+) -> Result<(), Box<dyn std::error::Error>> {
+    shared.watch(&waker);
     let mut buf = vec![0u8; 256 * 1024];
     let mut out = Vec::with_capacity(64 * 1024);
     let mut failure = None;
@@ -320,10 +394,12 @@ fn serve(mut stream: TcpStream, shared: &Shared) -> Result<(), Box<dyn std::erro
         if shared.shutdown.load(Ordering::SeqCst) {
             session.close_when_settled(CloseCode::Shutdown, "server shutting down");
         }
-        if let Err(e) = shared
-            .service
-            .drive(&mut session, &mut conn, vserv_service::unix_now_ms())
-        {
+        if let Err(e) = shared.service.drive(
+            &mut session,
+            &mut conn,
+            Instant::now(),
+            vserv_service::unix_now_ms(),
+        ) {
             failure.get_or_insert(e);
             conn.close(CloseCode::ProtocolError, "internal error");
         }
@@ -335,7 +411,7 @@ fn serve(mut stream: TcpStream, shared: &Shared) -> Result<(), Box<dyn std::erro
         if conn.is_closed() {
             break;
         }
-        let deadline = conn.poll_timeout();
+        let deadline = earliest(conn.poll_timeout(), session.poll_timeout());
         let ready = wake::wait(&stream, session.wants_input(), &waker, deadline)?;
         let fed = if ready.socket {
             match stream.read(&mut buf) {
@@ -345,7 +421,7 @@ fn serve(mut stream: TcpStream, shared: &Shared) -> Result<(), Box<dyn std::erro
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(()),
                 Err(e) => return Err(e.into()),
             }
-        } else if deadline.is_some_and(|d| d <= Instant::now()) {
+        } else if conn.poll_timeout().is_some_and(|d| d <= Instant::now()) {
             conn.handle_timeout(Instant::now())
         } else {
             Ok(())
@@ -360,6 +436,17 @@ fn serve(mut stream: TcpStream, shared: &Shared) -> Result<(), Box<dyn std::erro
         None => Ok(()),
     }
 }
+
+/// The earlier of two optional deadlines.
+fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// How long a dial waits for the peer to accept the connection.
+const DIAL_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl ServerHandle {
     /// The address the server listens on.

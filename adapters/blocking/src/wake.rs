@@ -128,14 +128,25 @@ fn timeout_until(deadline: Instant) -> Timespec {
     }
 }
 
-/// Waits until `listener` has a connection to accept (`true`) or `deadline` passed
-/// (`false`; also on a signal's interruption).
-pub(crate) fn wait_accept(listener: &TcpListener, deadline: Option<Instant>) -> io::Result<bool> {
+/// Waits until `listener` has a connection to accept (`true`), or `waker` fired or
+/// `deadline` passed (`false`; also on a signal's interruption).
+pub(crate) fn wait_accept(
+    listener: &TcpListener,
+    waker: &PipeWake,
+    deadline: Option<Instant>,
+) -> io::Result<bool> {
     let timeout = deadline.map(timeout_until);
-    let mut fds = [PollFd::new(listener, PollFlags::IN)];
+    let mut fds = [
+        PollFd::new(listener, PollFlags::IN),
+        PollFd::from_borrowed_fd(waker.readable(), PollFlags::IN),
+    ];
     match poll(&mut fds, timeout.as_ref()) {
-        Ok(_) => Ok(!fds[0].revents().is_empty()),
-        Err(rustix::io::Errno::INTR) => Ok(false),
-        Err(e) => Err(e.into()),
+        Ok(_) => {}
+        Err(rustix::io::Errno::INTR) => return Ok(false),
+        Err(e) => return Err(e.into()),
     }
+    if !fds[1].revents().is_empty() {
+        waker.drain();
+    }
+    Ok(!fds[0].revents().is_empty())
 }

@@ -491,6 +491,7 @@ pub fn resolve(file: FileConfig, flags: Overrides) -> Result<Settings, ConfigErr
             min_free_bytes,
             hooks,
             accept_data_loss: flags.accept_data_loss,
+            peers: Vec::new(),
         },
     })
 }

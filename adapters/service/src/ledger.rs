@@ -18,7 +18,7 @@ use vserv_core::ledger::{
 use vserv_store::kv::{Store, StoreError};
 
 pub use crate::ledger_commit::{
-    AppendDone, AppendResults, Appended, MAX_SEGMENT_ENTRIES, NewRecord,
+    AppendDone, AppendResults, Appended, CommitListener, MAX_SEGMENT_ENTRIES, NewRecord,
 };
 pub use crate::ledger_feed::Feed;
 pub use crate::ledger_layout::{
@@ -141,6 +141,13 @@ impl Ledger {
             let error = FeedError::Corrupt("the ledger's commit was lost".to_owned());
             (0..n).map(|_| Err(error.clone())).collect()
         })
+    }
+
+    /// Registers `listener`, told the signed head of every durable commit of this feed from
+    /// now on (replication pushes new entries to its links with it). One listener: a later
+    /// call replaces it.
+    pub fn on_commit(&self, listener: CommitListener) {
+        self.group.on_commit(listener);
     }
 
     /// Queues `records` for the next group commit and returns at once; `done` gets one

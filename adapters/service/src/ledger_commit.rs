@@ -165,8 +165,17 @@ impl GroupCommit {
                 head: None,
                 recent: Recent::default(),
                 commits,
+                on_commit: None,
             }),
         }
+    }
+
+    /// Registers the listener told of every durable commit (replacing any before).
+    pub(crate) fn on_commit(&self, listener: CommitListener) {
+        self.committer
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .on_commit = Some(listener);
     }
 
     fn queue(&self) -> MutexGuard<'_, Queue> {
@@ -289,7 +298,14 @@ struct Committer {
     recent: Recent,
     /// Successful commits so far (this ledger's).
     commits: Arc<AtomicU64>,
+    /// Told the signed head of every durable commit (replication pushes it to its links).
+    on_commit: Option<CommitListener>,
 }
+
+/// What [`crate::ledger::Ledger::on_commit`] registers: called with the signed head of each
+/// durable commit, on the commit run's thread, after the store batch is durable and before
+/// the submitters are answered.
+pub type CommitListener = Arc<dyn Fn(SignedHead) + Send + Sync>;
 
 /// The record ids of the last [`RECENT_COMMITS`] commits, by commit number (from 1).
 #[derive(Default)]
@@ -381,7 +397,8 @@ impl Committer {
             // Nothing to write: every record was refused.
             return batch.results;
         };
-        let signed = SignedHead::sign(&self.identity, last).to_bytes().to_vec();
+        let signed_head = SignedHead::sign(&self.identity, last);
+        let signed = signed_head.to_bytes().to_vec();
         batch
             .ops
             .push(put(signed_head_key(last.seq), signed.clone()));
@@ -400,6 +417,9 @@ impl Committer {
                 self.recent
                     .remember(commit, std::mem::take(&mut batch.ids).into_iter().collect());
                 self.commits.store(commit, Ordering::Release);
+                if let Some(listener) = &self.on_commit {
+                    listener(signed_head);
+                }
                 batch.results
             }
             Err(e) => {

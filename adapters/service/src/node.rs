@@ -55,6 +55,9 @@ pub struct NodeSettings {
     /// Open a store that lost data it had acknowledged (logging the loss) instead of
     /// refusing it.
     pub accept_data_loss: bool,
+    /// The replication peers (spec/replication.md): links are accepted from their keys and
+    /// dialed to those with an address. Empty: the node does not replicate.
+    pub peers: Vec<crate::PeerConfig>,
 }
 
 impl Default for NodeSettings {
@@ -70,6 +73,7 @@ impl Default for NodeSettings {
             sweep_interval: crate::server::duties::DEFAULT_SWEEP_INTERVAL,
             hooks: HooksConfig::default(),
             accept_data_loss: false,
+            peers: Vec::new(),
         }
     }
 }
@@ -125,6 +129,10 @@ pub enum NodeError {
     /// The operating system gave no randomness.
     #[error("no randomness from the operating system")]
     Rng(#[source] std::io::Error),
+    /// Replication could not be set up over the store (its epoch, or the per-segment signed
+    /// heads of the own feed).
+    #[error("cannot set up replication: {0}")]
+    Replication(String),
 }
 
 /// What opening a node did before it could serve. Failures of the start-up chores are
@@ -364,9 +372,16 @@ impl NodeBuilder {
         let files = self
             .files
             .unwrap_or_else(|| Arc::new(MemoryTree::new(self.settings.files)));
-        let rng = match self.rng {
+        let mut rng = match self.rng {
             Some(rng) => rng,
             None => os_rng()?,
+        };
+        let peers_setup = if self.settings.peers.is_empty() {
+            None
+        } else {
+            let epoch = crate::replicas::ensure_epoch(store.as_ref(), &mut *rng)
+                .map_err(|e| NodeError::Replication(e.to_string()))?;
+            Some((epoch, rng.next_u64()))
         };
         let accounts = Accounts::with_limits(
             store.clone(),
@@ -385,6 +400,34 @@ impl NodeBuilder {
             .with_ledger(ledger.clone())
             .with_files(files.clone())
             .with_hooks(self.settings.hooks.clone());
+        let service = match peers_setup {
+            None => service,
+            Some((epoch, jitter_seed)) => {
+                // A feed written before per-commit signed heads gets them, so that it can be
+                // sent in segments a receiver may hold.
+                ledger
+                    .sign_segment_heads()
+                    .map_err(|e| NodeError::Replication(e.to_string()))?;
+                let replicas = Arc::new(crate::replicas::Replicas::new(
+                    store.clone(),
+                    self.identity.public_key(),
+                ));
+                let peers = Arc::new(crate::server::peers::Peers::new(
+                    replicas,
+                    self.identity.clone(),
+                    epoch,
+                    &self.settings.peers,
+                    jitter_seed,
+                ));
+                let told = Arc::downgrade(&peers);
+                ledger.on_commit(Arc::new(move |head| {
+                    if let Some(peers) = told.upgrade() {
+                        peers.tell_commit(head);
+                    }
+                }));
+                service.with_peers(peers)
+            }
+        };
         let service = match self.settings.partial_expiry {
             Some(expiry) => service.with_partial_sweep(expiry, self.settings.sweep_interval),
             None => service,

@@ -221,7 +221,12 @@ impl Pair {
         for part in c2s.chunks(chunk.max(1)) {
             self.server.handle_input(self.now, part).unwrap();
             service
-                .drive(&mut self.session, &mut self.server, T0_MS)
+                .drive(
+                    &mut self.session,
+                    &mut self.server,
+                    std::time::Instant::now(),
+                    T0_MS,
+                )
                 .unwrap();
         }
         let mut s2c = Vec::new();

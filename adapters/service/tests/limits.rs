@@ -282,7 +282,13 @@ fn drive_applies_tout_to_the_connection() {
         if !c2s.is_empty() {
             server.handle_input(t, &c2s).unwrap();
         }
-        svc.drive(&mut session, &mut server, T0 * 1000).unwrap();
+        svc.drive(
+            &mut session,
+            &mut server,
+            std::time::Instant::now(),
+            T0 * 1000,
+        )
+        .unwrap();
         server.poll_transmit(&mut s2c);
         if !s2c.is_empty() {
             client.handle_input(t, &s2c).unwrap();

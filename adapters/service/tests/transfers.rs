@@ -735,7 +735,7 @@ fn exchange(
     let verdict = server.handle_input(now, &c2s);
     // After a failed input the connection is closed: answering what arrived before the
     // bad record fails too, as in the runtimes, which then drop the connection.
-    let driven = service.drive(session, server, 1_000_000);
+    let driven = service.drive(session, server, std::time::Instant::now(), 1_000_000);
     if verdict.is_ok() {
         driven.expect("drive");
     }

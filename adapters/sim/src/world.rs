@@ -17,7 +17,7 @@ use vserv_service::client::{ClientError, ClientOptions, ClientSession};
 use vserv_service::{Service, Session};
 use vserv_store::trust::TrustDecision;
 
-use crate::link::{Chunk, Dir, LinkSpec};
+use crate::link::{Chunk, Dir, LinkConfig, LinkSpec};
 use crate::work::{Hub, SimRunner, SimWake};
 
 /// The longest virtual time between blocking work being handed over and its running: the
@@ -286,6 +286,8 @@ pub struct World {
     scheduled: Vec<Scheduled>,
     /// Labels of work the test holds back: due or not, it does not run until released.
     held: std::collections::BTreeSet<&'static str>,
+    /// The links of the servers' replication dials.
+    dial_link: LinkSpec,
 }
 
 impl std::fmt::Debug for World {
@@ -315,6 +317,7 @@ impl World {
             hub: Arc::new(Hub::default()),
             scheduled: Vec::new(),
             held: std::collections::BTreeSet::new(),
+            dial_link: LinkSpec::symmetric(LinkConfig::benign(16 * 1024)),
             servers: Vec::new(),
             endpoints: Vec::new(),
             links: Vec::new(),
@@ -423,7 +426,7 @@ impl World {
     /// Adds a server; its address is `sim-server-N:7117`.
     pub fn add_server(&mut self, mut spec: ServerSpec) -> ServerId {
         let id = self.servers.len();
-        let address = format!("sim-server-{id}:7117");
+        let address = Self::server_address(id);
         self.log(format!("server {address} up"));
         // The server's blocking work runs in the world's schedule.
         spec.service = spec.service.with_runner(Arc::new(SimRunner {
@@ -437,6 +440,12 @@ impl World {
             stopped: false,
         });
         ServerId(id)
+    }
+
+    /// The address the `n`th server added (from 0) gets: what a peer configures to dial it
+    /// before it is added.
+    pub fn server_address(n: usize) -> String {
+        format!("sim-server-{n}:7117")
     }
 
     /// The `HOST:PORT` clients of `server` use as their known_servers key.
@@ -713,6 +722,54 @@ impl World {
         }))
     }
 
+    /// The links server dials to its peers use (benign by default).
+    pub fn set_dial_links(&mut self, spec: LinkSpec) {
+        self.dial_link = spec;
+    }
+
+    /// Makes the replication dials of server `si` that are due: each a new link from a
+    /// client connection driven by the dialing server's session to the server at the dial's
+    /// address (a dial to an address no server has fails at once).
+    fn dial_due(&mut self, si: usize) {
+        let now = self.instant();
+        loop {
+            let Some(node) = self.servers.get(si) else {
+                return;
+            };
+            let service = node.spec.service.clone();
+            let config = node.spec.config.clone();
+            let Some(dial) = service.poll_dial(now) else {
+                return;
+            };
+            let target = self.servers.iter().position(|s| s.address == dial.address);
+            let Some(target) = target else {
+                self.log(format!("dial {} failed: no such server", dial.address));
+                service.dial_failed(&dial);
+                continue;
+            };
+            let dialer_end = self.endpoints.len();
+            let waker = Arc::new(SimWake {
+                endpoint: dialer_end,
+                hub: self.hub.clone(),
+            });
+            let rng = Box::new(self.fork_rng());
+            let end = ServerEnd {
+                server: si,
+                session: service.dial_session(&dial, waker),
+                conn: Connection::client(config, rng, now),
+                connected: false,
+                error: None,
+            };
+            if let Some(node) = self.servers.get_mut(si) {
+                node.open += 1;
+            }
+            let spec = self.dial_link.clone();
+            let id = self.connect(target, spec, Kind::Server(Box::new(end)), "d");
+            // The ClientHello is ready at once, as for a client.
+            self.on_input(id, Input::Kick);
+        }
+    }
+
     // ----- running -----
 
     fn timer(&mut self, ep: usize) -> Option<Duration> {
@@ -721,7 +778,10 @@ impl World {
             return None;
         }
         let deadline = match &mut e.kind {
-            Kind::Server(s) => s.conn.poll_timeout(),
+            Kind::Server(s) => match (s.conn.poll_timeout(), s.session.poll_timeout()) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            },
             Kind::Client(c) => c.session.connection().poll_timeout(),
             Kind::Raw(_) | Kind::Refuser => None,
         }?;
@@ -835,6 +895,7 @@ impl World {
                     server.spec.service.run_due_duties(now, wall);
                     self.log(format!("{address} duties due"));
                 }
+                self.dial_due(si);
             }
             Next::Work(i) => {
                 if i < self.scheduled.len() {
@@ -979,18 +1040,21 @@ impl World {
                 let result = match input {
                     Input::Data(b) => s.conn.handle_input(now, &b),
                     Input::Eof | Input::Reset => s.conn.handle_eof(now),
-                    Input::Timeout => s.conn.handle_timeout(now),
-                    Input::Kick => Ok(()),
+                    // The session's own timer (a replication link's) is taken by drive.
+                    Input::Timeout if s.conn.poll_timeout().is_some_and(|t| t <= now) => {
+                        s.conn.handle_timeout(now)
+                    }
+                    Input::Timeout | Input::Kick => Ok(()),
                 };
                 if let Err(err) = result {
                     lines.push(format!("{name} error: {err}"));
                     s.error.get_or_insert(err.to_string());
                 }
                 if let Some(node) = servers.get(s.server)
-                    && let Err(err) = node
-                        .spec
-                        .service
-                        .drive(&mut s.session, &mut s.conn, wall_ms)
+                    && let Err(err) =
+                        node.spec
+                            .service
+                            .drive(&mut s.session, &mut s.conn, now, wall_ms)
                 {
                     lines.push(format!("{name} service error: {err}"));
                     s.error.get_or_insert(format!("service: {err}"));

@@ -19,7 +19,7 @@ use vserv_core::session::refusal;
 use vserv_core::{CloseCode, Connection, ServerIdentity};
 use vserv_service::system::os_rng;
 use vserv_service::work::{Runner, Wake, Work};
-use vserv_service::{ConnectionLimiter, ServerOptions, Service, Session};
+use vserv_service::{ConnectionLimiter, Dial, ServerOptions, Service, Session};
 
 /// How long a closing connection may take to flush its final close record.
 const CLOSE_FLUSH_GRACE: Duration = Duration::from_secs(2);
@@ -177,11 +177,16 @@ async fn accept_loop(
         .policy()
         .connection_rate
         .map(ConnectionLimiter::new);
+    // Woken when a replication dial ended, to take the next one when it is due.
+    let (duty_wake, duty_woken) = smol::channel::bounded(1);
+    shared
+        .service
+        .set_duty_waker(Arc::new(ChannelWake(duty_wake)));
     loop {
         if shutdown.is_closed() {
             break;
         }
-        // The node's timed duties (the partial-upload sweep) go to the blocking pool when
+        // The node's timed duties (the partial-upload sweep, the replication dials) when
         // due; the timer races the accept.
         let now = Instant::now();
         let due = shared.service.next_duty(now);
@@ -189,6 +194,17 @@ async fn accept_loop(
             shared
                 .service
                 .run_due_duties(now, std::time::SystemTime::now());
+            while let Some(peer) = shared.service.poll_dial(now) {
+                let (shared, shutdown, done) = (shared.clone(), shutdown.clone(), done.clone());
+                executor
+                    .spawn(async move {
+                        if let Err(e) = dial(&peer, &shared, &shutdown).await {
+                            tracing::debug!(address = %peer.address, error = %e, "replication link ended");
+                        }
+                        drop(done);
+                    })
+                    .detach();
+            }
             continue;
         }
         let accepted = future::or(
@@ -199,7 +215,10 @@ async fn accept_loop(
                     Accepted::Shutdown
                 },
                 async {
-                    sleep_until_opt(due).await;
+                    future::or(sleep_until_opt(due), async {
+                        let _ = duty_woken.recv().await;
+                    })
+                    .await;
                     Accepted::DutyDue
                 },
             ),
@@ -341,7 +360,7 @@ async fn serve(
         None => None,
     };
     let rng = os_rng()?;
-    let mut conn = Connection::server(
+    let conn = Connection::server(
         shared.options.config.clone(),
         shared.identity.clone(),
         rng,
@@ -352,6 +371,60 @@ async fn serve(
     if let Some(slot) = slot {
         session.hold_unauthenticated(slot);
     }
+    run(stream, conn, session, woken, shared, shutdown).await
+}
+
+/// Connects to a peer for `dial` and drives the replication link to its end; a connection
+/// that cannot be made is handed back to the service (which dials again later).
+async fn dial(dial: &Dial, shared: &Shared, shutdown: &Receiver<()>) -> Result<(), ConnError> {
+    let connect = async {
+        let addr = smol::net::resolve(dial.address.as_str())
+            .await?
+            .into_iter()
+            .next()
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no address"))?;
+        TcpStream::connect(addr).await
+    };
+    let timeout = async {
+        sleep(DIAL_TIMEOUT).await;
+        Err(io::Error::new(io::ErrorKind::TimedOut, "dial timed out"))
+    };
+    let stream = match future::or(connect, timeout).await {
+        Ok(stream) => stream,
+        Err(e) => {
+            shared.service.dial_failed(dial);
+            return Err(e.into());
+        }
+    };
+    stream.set_nodelay(true)?;
+    let conn = Connection::client(shared.options.config.clone(), os_rng()?, Instant::now());
+    let (wake, woken) = smol::channel::bounded(1);
+    let session = shared
+        .service
+        .dial_session(dial, Arc::new(ChannelWake(wake)));
+    run(stream, conn, session, woken, shared, shutdown).await
+}
+
+/// How long a dial waits for the peer to accept the connection.
+const DIAL_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The earlier of two optional deadlines.
+fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// Drives `conn` over `stream` with `session` (whose waker feeds `woken`) until it closes.
+async fn run(
+    mut stream: TcpStream,
+    mut conn: Connection,
+    mut session: Session,
+    woken: Receiver<()>,
+    shared: &Shared,
+    shutdown: &Receiver<()>,
+) -> Result<(), ConnError> {
     let mut buf = vec![0u8; 64 * 1024];
     let mut out = Vec::with_capacity(64 * 1024);
     let mut failure = None;
@@ -364,10 +437,12 @@ async fn serve(
             session.close_when_settled(CloseCode::Shutdown, "server shutting down");
             closing = true;
         }
-        if let Err(e) = shared
-            .service
-            .drive(&mut session, &mut conn, vserv_service::unix_now_ms())
-        {
+        if let Err(e) = shared.service.drive(
+            &mut session,
+            &mut conn,
+            Instant::now(),
+            vserv_service::unix_now_ms(),
+        ) {
             failure.get_or_insert(e);
             conn.close(CloseCode::ProtocolError, "internal error");
         }
@@ -388,7 +463,7 @@ async fn serve(
         if conn.is_closed() {
             break;
         }
-        let deadline = conn.poll_timeout();
+        let deadline = earliest(conn.poll_timeout(), session.poll_timeout());
         let want_input = session.wants_input();
         let watch_shutdown = !closing;
         let read = async {
@@ -430,7 +505,11 @@ async fn serve(
             },
             Woken::Read(Err(e)) if e.kind() == io::ErrorKind::Interrupted => Ok(()),
             Woken::Read(Err(e)) => return Err(e.into()),
-            Woken::Timer => conn.handle_timeout(Instant::now()),
+            Woken::Timer if conn.poll_timeout().is_some_and(|d| d <= Instant::now()) => {
+                conn.handle_timeout(Instant::now())
+            }
+            // The session's own timer: the next drive takes it.
+            Woken::Timer => Ok(()),
             Woken::Session => Ok(()),
             // The top of the loop asks the session to close.
             Woken::Shutdown => Ok(()),

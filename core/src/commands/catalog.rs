@@ -2,7 +2,9 @@
 //! owns its samples beside its codec): the fuzz targets' catalogue, and the tests' proof that
 //! every command round-trips. Compiled for tests and the `fuzzing` feature only.
 
-use super::{Command, Domain, Reply, accounts, delivery, files, ledger, session, transfers};
+use super::{
+    Command, Domain, Reply, accounts, delivery, files, ledger, replication, session, transfers,
+};
 use crate::ledger::{Entry, EntryFields, Head, SignedHead, ZERO_HASH};
 use crate::secure::{Fingerprint, ServerIdentity};
 
@@ -51,6 +53,7 @@ pub(crate) fn commands() -> Vec<Command> {
         files::samples(),
         transfers::samples(),
         delivery::samples(),
+        replication::samples(),
     ]
     .concat()
 }
@@ -154,6 +157,7 @@ mod tests {
                 Domain::Files,
                 Domain::Transfers,
                 Domain::Delivery,
+                Domain::Replication,
             ] {
                 if other != domain {
                     assert!(in_domain!(other, decode_reply(&cmd, &fields)).is_err());

@@ -98,6 +98,7 @@ macro_rules! in_domain {
             Domain::Files => files::$f($($arg),*),
             Domain::Transfers => transfers::$f($($arg),*),
             Domain::Delivery => delivery::$f($($arg),*),
+            Domain::Replication => replication::$f($($arg),*),
         }
     };
 }

@@ -5,7 +5,7 @@
 //! reply codec (and sample values) in its domain's module, and its handler in the server.
 //! The domains are `session` (hello, ver, id, help, ping, quit, tout), `accounts` (login,
 //! users, keys), `ledger` (the `r*` commands), `files` (the file tree), `transfers`
-//! (`f*` uploads and downloads) and `delivery` (send, inbox); `args` holds the argument
+//! (`f*` uploads and downloads), `delivery` (send, inbox) and `replication` (`peer`); `args` holds the argument
 //! helpers they share and `reply` the [`Reply`] type and its field codec.
 //!
 //! Servers dispatch on [`Command::parse`], which answers unknown names and bad arguments with
@@ -21,6 +21,7 @@ pub(crate) mod catalog;
 mod delivery;
 mod files;
 mod ledger;
+mod replication;
 mod reply;
 mod session;
 mod transfers;
@@ -98,6 +99,7 @@ enum Domain {
     Files,
     Transfers,
     Delivery,
+    Replication,
 }
 
 command_table! {
@@ -354,6 +356,16 @@ command_table! {
     Inbox(ListPage) => "inbox", User, Delivery, 0..=3, "inbox [FOLDER [FROM [LIMIT]]]",
         "the deliveries to your inbox folder FOLDER (default `default`): name, state, sender, \
          time, size, sha256, note, reason";
+    /// `peer KEY SIGNATURE`: a peer server proves its key by signing this session's id, and
+    /// the connection becomes a replication link (spec/replication.md §2).
+    Peer {
+        /// The dialing server's identity key, SEC1 compressed.
+        key: [u8; crate::wire::POINT_LEN],
+        /// Its signature over the peer link message (`replication::peer_link_message`).
+        signature: [u8; crate::wire::SIGNATURE_LEN],
+    } => "peer", Anyone, Replication, 2..=2, "peer KEY SIGNATURE",
+        "start a replication link: a configured peer server proves its key by signing this \
+         session's id";
 }
 
 // `CommandKind::info` indexes the table by kind: prove the orders agree.

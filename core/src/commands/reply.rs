@@ -6,7 +6,7 @@ use super::accounts::{UserRole, UserSummary};
 use super::args::{hex_encode, number, text};
 use super::delivery::Delivery;
 use super::files::{DirEntry, FileStat};
-use super::{Command, Domain, accounts, delivery, files, ledger, session, transfers};
+use super::{Command, Domain, accounts, delivery, files, ledger, replication, session, transfers};
 use crate::Error;
 use crate::ledger::{Entry, SignedHead};
 use crate::secure::Fingerprint;

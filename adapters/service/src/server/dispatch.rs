@@ -24,6 +24,11 @@ pub(super) enum Route {
     /// A command whose handling waits (storage, hashing, files, hooks): it runs as work,
     /// with the session's state, for the (admitted) `user`.
     Blocking(Command, Option<User>),
+    /// A peer server asks to turn the connection into a replication link (`link.rs`).
+    Peer {
+        key: [u8; vserv_core::wire::POINT_LEN],
+        signature: [u8; vserv_core::wire::SIGNATURE_LEN],
+    },
 }
 
 /// Whether `cmd` is answered without waiting for anything but a store read (a point read or
@@ -86,6 +91,7 @@ impl Service {
                 body,
                 timestamp: now_ms,
             }),
+            Command::Peer { key, signature } => Route::Peer { key, signature },
             cmd if answered_at_once(&cmd) => Route::Now(self.execute(state, user, cmd, now_ms)),
             cmd => Route::Blocking(cmd, user),
         }
@@ -139,6 +145,11 @@ impl Service {
     ) -> Handled {
         let now = now_ms / 1000;
         let result = match cmd {
+            // Only a streaming connection becomes a link: `drive` takes `peer` itself.
+            Command::Peer { .. } => Err(ErrorReply::new(
+                ErrorCode::BadArguments,
+                "peer starts a replication link and must be the first request of a connection",
+            )),
             Command::Login {
                 user: name,
                 credential,

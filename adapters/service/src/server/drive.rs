@@ -6,6 +6,8 @@
 //! until it comes back. A `send` gives the state back after its quick checks and is answered
 //! when its delivery ends, possibly after later requests (protocol.md §12.3).
 
+use std::time::Instant;
+
 use vserv_core::commands::{Command, Reply};
 use vserv_core::{CloseCode, Connection, Error, ErrorReply, Event, Request, Response};
 
@@ -35,9 +37,14 @@ impl Service {
         &self,
         session: &mut Session,
         conn: &mut Connection,
+        now: Instant,
         now_ms: u64,
     ) -> Result<(), Error> {
-        let driven = self.drive_session(session, conn, now_ms);
+        let driven = if session.link.is_some() {
+            self.drive_link(session, conn, now)
+        } else {
+            self.drive_session(session, conn, now, now_ms)
+        };
         if conn.is_closed() {
             self.ended(session);
         }
@@ -81,6 +88,7 @@ impl Service {
         &self,
         session: &mut Session,
         conn: &mut Connection,
+        now: Instant,
         now_ms: u64,
     ) -> Result<(), Error> {
         let mut group: Vec<(u32, NewRecord)> = Vec::new();
@@ -150,6 +158,16 @@ impl Service {
                 }
                 Route::Blocking(cmd, user) => {
                     self.start_blocking(session, request.id, cmd, user, now_ms)
+                }
+                Route::Peer { key, signature } => {
+                    if !group.is_empty() {
+                        self.submit(session, &mut group);
+                    }
+                    self.accept_peer(session, conn, request.id, key, signature, now)?;
+                    if session.link.is_some() {
+                        // The connection is a link now: its stream is the link's.
+                        return self.drive_link(session, conn, now);
+                    }
                 }
             }
         }
@@ -271,6 +289,8 @@ impl Service {
                     )?;
                 }
                 Completion::AccountDeleted(account) => session.deleted = Some(account),
+                // Only a link session gets these, and `drive_link` takes them.
+                Completion::Link(_) => {}
             }
         }
         Ok(())
@@ -357,6 +377,11 @@ impl Service {
     /// The connection is closed: the session's transfers end (abandoned if its account is
     /// gone), its unauthenticated slot and registration are given back.
     fn ended(&self, session: &mut Session) {
+        if session.link.is_some() {
+            self.link_ended(session);
+            // Once: a runtime may drive a closed session again.
+            session.link = None;
+        }
         let Some(state) = session.state.as_mut() else {
             return;
         };

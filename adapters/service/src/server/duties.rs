@@ -5,7 +5,8 @@
 //! asks [`Service::next_duty`] when something is next due, sleeps until then beside its
 //! accepts (blocking: in its accept loop's `poll`; smol: a timer raced with `accept`; the sim:
 //! in its world's schedule), then calls [`Service::run_due_duties`], which hands what is due to
-//! the service's runner as [`Work`] and never waits.
+//! the service's runner as [`Work`] and never waits, and takes the replication dials that
+//! are due with [`Service::poll_dial`] (`peers.rs`), each a connection it makes and drives.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
@@ -89,6 +90,15 @@ impl Service {
     /// schedule at `now`. A runtime sleeps until then, beside its other waits, and then
     /// calls [`Service::run_due_duties`].
     pub fn next_duty(&self, now: Instant) -> Option<Instant> {
+        let sweep = self.next_sweep(now);
+        let dial = self.next_dial(now);
+        match (sweep, dial) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    fn next_sweep(&self, now: Instant) -> Option<Instant> {
         let schedule = self.shared.sweep.as_ref()?;
         self.shared.files.as_ref()?;
         let mut state = schedule.state();

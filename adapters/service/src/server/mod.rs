@@ -27,6 +27,8 @@ pub mod duties;
 mod errors;
 mod files;
 mod ledger;
+mod link;
+pub mod peers;
 mod registry;
 mod session;
 
@@ -90,6 +92,8 @@ struct Shared {
     sessions: Arc<registry::Sessions>,
     /// The partial-upload sweep's schedule, if the service sweeps (`duties.rs`).
     pub(crate) sweep: Option<Arc<duties::SweepSchedule>>,
+    /// The replication peers and links, if the service replicates (`peers.rs`, `link.rs`).
+    peers: Option<Arc<peers::Peers>>,
 }
 
 impl std::fmt::Debug for Service {
@@ -125,6 +129,7 @@ impl Service {
                 runner: Arc::new(Inline),
                 sessions: Arc::new(registry::Sessions::default()),
                 sweep: None,
+                peers: None,
             }),
         }
     }
@@ -156,6 +161,12 @@ impl Service {
     /// [`Inline`], runs it inside [`Service::drive`], which then waits.
     pub fn with_runner(self, runner: Arc<dyn Runner>) -> Self {
         self.configure(|s| s.runner = runner)
+    }
+
+    /// This service replicating with `peers` (links accepted from their keys, and dialed to
+    /// those with an address).
+    pub(crate) fn with_peers(self, peers: Arc<peers::Peers>) -> Self {
+        self.configure(|s| s.peers = Some(peers))
     }
 
     /// The server's feed, if it keeps one.

@@ -90,6 +90,8 @@ pub(super) enum Completion {
     },
     /// The account `AccountId` was deleted (pushed by the session that deleted it).
     AccountDeleted(AccountId),
+    /// A replication link's work is done, or news for the link (`link.rs`).
+    Link(super::link::LinkDone),
 }
 
 /// An answer waiting for its turn.
@@ -127,6 +129,9 @@ pub struct Session {
     pub(super) registered: Option<AccountId>,
     /// The idle timeout last applied (readable while the state is out).
     pub(super) idle_timeout: Duration,
+    /// A replication link (or a dialing session becoming one): the session then takes no
+    /// request (`link.rs`).
+    pub(super) link: Option<Box<super::link::LinkState>>,
 }
 
 impl std::fmt::Debug for Session {
@@ -173,6 +178,7 @@ impl Session {
             deleted: None,
             registered: None,
             idle_timeout,
+            link: None,
         }
     }
 

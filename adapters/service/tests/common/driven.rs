@@ -103,7 +103,12 @@ impl Driven {
             self.server.handle_input(self.now, &c2s).unwrap();
         }
         service
-            .drive(&mut self.session, &mut self.server, 7_000)
+            .drive(
+                &mut self.session,
+                &mut self.server,
+                std::time::Instant::now(),
+                7_000,
+            )
             .unwrap();
         let mut s2c = Vec::new();
         self.server.poll_transmit(&mut s2c);

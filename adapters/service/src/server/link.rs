@@ -1,0 +1,532 @@
+//! Replication links on a session (spec/replication.md): a listening node turns a session
+//! into a link when a configured peer proves its key with `peer`; a dialing node's session
+//! proves its own key and becomes one when the peer accepts. Either way the session then
+//! drives the core's [`Link`] over the connection's byte stream: stream bytes and timers in,
+//! the link's reads, persists and fork proofs out as [`Work`] on the runner, their results
+//! back through the session's mailbox, and the heads every other part of the node commits
+//! pushed in (`peers.rs`). The session takes no request any more.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use vserv_core::commands::Command;
+use vserv_core::ledger::SignedHead;
+use vserv_core::replication::{
+    ForkProof, Link, LinkEvent, NodeRequest, ReplicationError, Segment, Verdict, accept,
+    sign_peer_link, verify_peer_link,
+};
+use vserv_core::wire::{POINT_LEN, SIGNATURE_LEN};
+use vserv_core::{
+    CloseCode, Connection, Error, ErrorCode, ErrorReply, Event, Fingerprint, ServerKey,
+};
+use vserv_core::{Response, commands::Reply};
+
+use super::Service;
+use super::errors::respond;
+use super::peers::{Dial, LinkNews, Peers};
+use super::session::{Completion, Session};
+use crate::replicas::{ReplicaError, Replicas};
+use crate::work::{Mailbox, Work};
+
+/// A session that is a replication link, or a dialing session on its way to being one.
+#[derive(Debug)]
+pub(super) enum LinkState {
+    /// Dialing: waiting for the handshake, then for the answer to `peer`.
+    Dialing {
+        /// The fingerprint of the key the peer must prove.
+        expect: Fingerprint,
+        /// The id of the `peer` request, once sent.
+        request: Option<u32>,
+    },
+    /// The link is up.
+    Up {
+        link: Box<Link>,
+        /// The peer's key.
+        peer: ServerKey,
+        /// This node dialed it.
+        dialed: bool,
+    },
+}
+
+/// A link's completed work, or news from the rest of the node.
+#[derive(Debug)]
+pub(super) enum LinkDone {
+    /// A [`NodeRequest::ReadSegment`] was answered.
+    Read {
+        origin: ServerKey,
+        result: Result<Option<crate::replicas::Segment>, ReplicaError>,
+    },
+    /// A [`NodeRequest::Persist`] is done: the segment of `origin` ending at `seq`.
+    Persisted {
+        origin: ServerKey,
+        seq: u64,
+        result: Result<(), ReplicaError>,
+    },
+    /// A [`NodeRequest::StoreFork`] is done.
+    ForkStored(Result<(), ReplicaError>),
+    /// News from elsewhere in the node.
+    News(LinkNews),
+}
+
+impl Service {
+    /// The replication peers, if this service replicates.
+    fn peers(&self) -> Option<&Arc<Peers>> {
+        self.shared.peers.as_ref()
+    }
+
+    /// A listening session's `peer` request: if `key` is a configured peer and `signature`
+    /// signs this session's id, answers success, opens the stream and makes the session a
+    /// link. Otherwise answers the refusal (the session stays a command session).
+    pub(super) fn accept_peer(
+        &self,
+        session: &mut Session,
+        conn: &mut Connection,
+        id: u32,
+        key: [u8; POINT_LEN],
+        signature: [u8; SIGNATURE_LEN],
+        now: Instant,
+    ) -> Result<(), Error> {
+        let refuse = |conn: &mut Connection, code, message: &str| {
+            let result = Err(ErrorReply::new(code, message));
+            respond(conn, &Response { id, result })
+        };
+        let Some(peers) = self.peers().cloned() else {
+            return refuse(conn, ErrorCode::Forbidden, "this server does not replicate");
+        };
+        let session_id = session.state.as_ref().and_then(|s| s.session_id);
+        let (Some(session_id), true) = (session_id, session.answers.is_empty()) else {
+            return refuse(
+                conn,
+                ErrorCode::BadArguments,
+                "peer must be the first request of a connection",
+            );
+        };
+        let key = match ServerKey::from_bytes(&key) {
+            Ok(key) if peers.allows(&key) => key,
+            _ => return refuse(conn, ErrorCode::Forbidden, "not a peer of this server"),
+        };
+        if verify_peer_link(&key, &session_id, &signature).is_err() {
+            return refuse(
+                conn,
+                ErrorCode::Forbidden,
+                "the peer link signature does not verify",
+            );
+        }
+        let link = match new_link(&peers, now) {
+            Ok(link) => link,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not start a replication link");
+                return refuse(conn, ErrorCode::Internal, "could not start the link");
+            }
+        };
+        let result = Ok(Reply::Done.to_fields());
+        respond(conn, &Response { id, result })?;
+        conn.open_stream()?;
+        conn.end_login_grace();
+        session.release_unauthenticated();
+        session.link = Some(Box::new(LinkState::Up {
+            link,
+            peer: key,
+            dialed: false,
+        }));
+        peers.add_link(&session.mailbox);
+        tracing::info!(peer = %key.fingerprint(), "replication link accepted");
+        Ok(())
+    }
+
+    /// When the next dial of a peer is due (part of [`Service::next_duty`]).
+    pub(super) fn next_dial(&self, now: Instant) -> Option<Instant> {
+        self.peers()?.next_dial(now)
+    }
+
+    /// The next dial that is due at `now`, if any: the runtime connects to its address and
+    /// drives [`Service::dial_session`] over a client connection, or hands the dial back with
+    /// [`Service::dial_failed`].
+    pub fn poll_dial(&self, now: Instant) -> Option<Dial> {
+        self.peers()?.poll_dial(now)
+    }
+
+    /// The session that drives `dial` over a client connection: it pins the peer's key,
+    /// proves this node's key with `peer`, and becomes a replication link.
+    pub fn dial_session(&self, dial: &Dial, waker: Arc<dyn crate::work::Wake>) -> Session {
+        let mut session = Session::with_waker(None, waker);
+        session.link = Some(Box::new(LinkState::Dialing {
+            expect: dial.fingerprint,
+            request: None,
+        }));
+        session
+    }
+
+    /// Registers the waker of the runtime's accept loop (where it keeps the duties' timer):
+    /// it is called when a dial ended, so the loop asks [`Service::next_duty`] again.
+    pub fn set_duty_waker(&self, waker: Arc<dyn crate::work::Wake>) {
+        if let Some(peers) = self.peers() {
+            peers.set_duty_waker(waker);
+        }
+    }
+
+    /// The connection of `dial` could not be made: it is dialed again after a backoff.
+    pub fn dial_failed(&self, dial: &Dial) {
+        tracing::debug!(address = %dial.address, "dialing a peer failed");
+        if let Some(peers) = self.peers() {
+            peers.dial_ended(&dial.fingerprint, false);
+        }
+    }
+
+    /// A link session's connection ended: a dialed peer is dialed again after a backoff.
+    pub(super) fn link_ended(&self, session: &Session) {
+        let (Some(peers), Some(state)) = (self.peers(), session.link.as_deref()) else {
+            return;
+        };
+        match state {
+            LinkState::Dialing { expect, .. } => peers.dial_ended(expect, false),
+            LinkState::Up {
+                peer, dialed: true, ..
+            } => {
+                tracing::info!(peer = %peer.fingerprint(), "replication link ended");
+                peers.dial_ended(&peer.fingerprint(), true);
+            }
+            LinkState::Up { peer, .. } => {
+                tracing::info!(peer = %peer.fingerprint(), "replication link ended");
+            }
+        }
+    }
+
+    /// Drives a link session (or a dialing one): never waits.
+    pub(super) fn drive_link(
+        &self,
+        session: &mut Session,
+        conn: &mut Connection,
+        now: Instant,
+    ) -> Result<(), Error> {
+        if let Some((code, reason)) = session.close_after {
+            // A link has nothing to settle: what it received unpersisted is sent again.
+            conn.close(code, reason);
+            return Ok(());
+        }
+        if matches!(session.link.as_deref(), Some(LinkState::Dialing { .. })) {
+            self.drive_dialing(session, conn, now)?;
+        }
+        if let Err(e) = self.drive_up(session, conn, now) {
+            tracing::warn!(error = %e, "replication link failed");
+            let reason = match e {
+                LinkFailure::Replication(_) => "replication protocol error",
+                LinkFailure::Node(_) => "replication failed on this node",
+            };
+            conn.close(CloseCode::ProtocolError, reason);
+        }
+        Ok(())
+    }
+
+    /// The dialing side before the link: pin the key, send `peer`, take its answer.
+    fn drive_dialing(
+        &self,
+        session: &mut Session,
+        conn: &mut Connection,
+        now: Instant,
+    ) -> Result<(), Error> {
+        let Some(peers) = self.peers().cloned() else {
+            conn.close(CloseCode::Normal, "replication is off");
+            return Ok(());
+        };
+        let mut peer_key = None;
+        while let Some(LinkState::Dialing { expect, request }) = session.link.as_deref_mut() {
+            let Some(event) = conn.poll_event() else {
+                return Ok(());
+            };
+            match event {
+                Event::ServerKey(key) if key.fingerprint() == *expect => {
+                    conn.accept_server_key(now)?;
+                    peer_key = Some(key);
+                }
+                Event::ServerKey(key) => {
+                    tracing::warn!(
+                        expected = %expect,
+                        got = %key.fingerprint(),
+                        "a peer proved another key; not linking"
+                    );
+                    conn.reject_server_key()?;
+                }
+                Event::Connected { session_id, .. } => {
+                    let cmd = Command::Peer {
+                        key: *peers.identity.public_key().as_bytes(),
+                        signature: sign_peer_link(&peers.identity, &session_id),
+                    };
+                    *request = Some(conn.send_request(cmd.name(), cmd.args())?);
+                }
+                Event::Response(Response { id, result }) if Some(id) == *request => match result {
+                    Ok(_) => {
+                        let Some(peer) = peer_key.or_else(|| conn.server_key()) else {
+                            conn.close(CloseCode::ProtocolError, "no server key");
+                            return Ok(());
+                        };
+                        let link = match new_link(&peers, now) {
+                            Ok(link) => link,
+                            Err(e) => {
+                                tracing::warn!(error = %e, "could not start a replication link");
+                                conn.close(CloseCode::Normal, "could not start the link");
+                                return Ok(());
+                            }
+                        };
+                        session.link = Some(Box::new(LinkState::Up {
+                            link,
+                            peer,
+                            dialed: true,
+                        }));
+                        peers.add_link(&session.mailbox);
+                        tracing::info!(peer = %peer.fingerprint(), "replication link up");
+                    }
+                    Err(refused) => {
+                        tracing::warn!(
+                            peer = %expect,
+                            error = %refused,
+                            "the peer refused the link"
+                        );
+                        conn.close(CloseCode::Normal, "link refused");
+                    }
+                },
+                Event::Closed(close) => {
+                    tracing::debug!(code = %close.code, reason = %close.reason, "peer closed");
+                }
+                Event::Stream(_) | Event::Request(_) | Event::Response(_) => {
+                    conn.close(CloseCode::ProtocolError, "unexpected before the link");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The link itself: completions, stream, timers, then the link's requests and bytes.
+    fn drive_up(
+        &self,
+        session: &mut Session,
+        conn: &mut Connection,
+        now: Instant,
+    ) -> Result<(), LinkFailure> {
+        let (Some(peers), Some(LinkState::Up { link, .. })) =
+            (self.peers(), session.link.as_deref_mut())
+        else {
+            return Ok(());
+        };
+        for completion in session.mailbox.take_all() {
+            if let Completion::Link(done) = completion {
+                apply(link, done)?;
+            }
+        }
+        while let Some(event) = conn.poll_event() {
+            match event {
+                Event::Stream(bytes) => link.handle_stream(&bytes, now)?,
+                Event::Request(_) | Event::Response(_) => {
+                    return Err(LinkFailure::Replication(ReplicationError::Misuse(
+                        "a command on a replication link",
+                    )));
+                }
+                Event::Closed(_) | Event::Connected { .. } | Event::ServerKey(_) => {}
+            }
+        }
+        if link.poll_timeout().is_some_and(|at| at <= now) {
+            link.handle_timeout(now)?;
+        }
+        while let Some(request) = link.poll_request() {
+            let mailbox = session.mailbox.clone();
+            self.shared
+                .runner
+                .run(link_work(peers.clone(), mailbox, request));
+        }
+        while let Some(event) = link.poll_event() {
+            log_event(&event);
+        }
+        let mut out = Vec::new();
+        link.poll_transmit(&mut out);
+        if !out.is_empty() && conn.can_stream() {
+            conn.send_stream(&out)
+                .map_err(|e| LinkFailure::Node(e.to_string()))?;
+        }
+        Ok(())
+    }
+}
+
+impl Session {
+    /// When this session next needs [`Service::drive`] without input: a replication link's
+    /// timer (`None` for a command session, whose timers are its connection's).
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        match self.link.as_deref() {
+            Some(LinkState::Up { link, .. }) => link.poll_timeout(),
+            _ => None,
+        }
+    }
+}
+
+/// Why a link is closed.
+#[derive(Debug)]
+enum LinkFailure {
+    /// The peer broke the protocol (or the link refused an answer).
+    Replication(ReplicationError),
+    /// This node failed (storage).
+    Node(String),
+}
+
+impl From<ReplicationError> for LinkFailure {
+    fn from(e: ReplicationError) -> Self {
+        LinkFailure::Replication(e)
+    }
+}
+
+impl std::fmt::Display for LinkFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LinkFailure::Replication(e) => write!(f, "{e}"),
+            LinkFailure::Node(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+/// A new link of this node, from what it holds now.
+fn new_link(peers: &Peers, now: Instant) -> Result<Box<Link>, LinkFailure> {
+    let heads = signed_heads(&peers.replicas).map_err(|e| LinkFailure::Node(e.to_string()))?;
+    let forks = peers
+        .replicas
+        .forks()
+        .map_err(|e| LinkFailure::Node(e.to_string()))?
+        .into_iter()
+        .filter_map(|(_, bytes)| ForkProof::decode(&bytes).ok())
+        .collect();
+    Ok(Box::new(Link::new(
+        peers.epoch,
+        heads,
+        forks,
+        peers.config,
+        now,
+    )?))
+}
+
+/// The stored signed head of every held, non-empty feed.
+fn signed_heads(replicas: &Replicas) -> Result<Vec<SignedHead>, ReplicaError> {
+    let mut heads = Vec::new();
+    for head in replicas.clock()? {
+        if let Some(signed) = replicas.feed(head.origin).head()? {
+            heads.push(signed);
+        }
+    }
+    Ok(heads)
+}
+
+/// Takes a completion into the link.
+fn apply(link: &mut Link, done: LinkDone) -> Result<(), LinkFailure> {
+    match done {
+        LinkDone::Read { origin, result } => match result {
+            Ok(Some(segment)) => link.segment_read(origin, segment.entries, Some(segment.head))?,
+            Ok(None) => link.segment_read(origin, Vec::new(), None)?,
+            Err(e) => return Err(LinkFailure::Node(e.to_string())),
+        },
+        LinkDone::Persisted {
+            origin,
+            seq,
+            result,
+        } => match result {
+            Ok(()) => link.persisted(origin, seq)?,
+            Err(e) => return Err(LinkFailure::Node(e.to_string())),
+        },
+        LinkDone::ForkStored(result) => {
+            result.map_err(|e| LinkFailure::Node(e.to_string()))?;
+        }
+        LinkDone::News(LinkNews::Commit(head)) => link.local_commit(head)?,
+        LinkDone::News(LinkNews::Fork(proof)) => link.fork_stored(*proof)?,
+    }
+    Ok(())
+}
+
+fn log_event(event: &LinkEvent) {
+    match event {
+        LinkEvent::Fork { origin } => {
+            tracing::error!(origin = %origin.fingerprint(), "fork found: origin quarantined");
+        }
+        LinkEvent::CaughtUp { origin } => {
+            tracing::debug!(origin = %origin.fingerprint(), "caught up");
+        }
+        LinkEvent::PeerClock { clock, .. } => {
+            tracing::debug!(feeds = clock.feeds().len(), "peer clock");
+        }
+        LinkEvent::Acked { .. } => {}
+    }
+}
+
+/// The work for one of the link's requests; its result goes to `mailbox`.
+fn link_work(peers: Arc<Peers>, mailbox: Arc<Mailbox<Completion>>, request: NodeRequest) -> Work {
+    let post = move |done: LinkDone| mailbox.post(Completion::Link(done));
+    match request {
+        NodeRequest::ReadSegment {
+            origin,
+            from_seq,
+            max_bytes,
+        } => Work::new("replication read", move || {
+            let result = peers.replicas.read_segment(&origin, from_seq, max_bytes);
+            post(LinkDone::Read { origin, result });
+        }),
+        NodeRequest::Persist { segment } => Work::new("replication persist", move || {
+            let (origin, seq) = (segment.origin(), segment.last_seq());
+            let result = persist(&peers, segment);
+            post(LinkDone::Persisted {
+                origin,
+                seq,
+                result,
+            });
+        }),
+        NodeRequest::StoreFork { proof } => Work::new("replication fork", move || {
+            let result = store_fork(&peers, proof);
+            post(LinkDone::ForkStored(result));
+        }),
+    }
+}
+
+/// Persists an accepted segment after applying the accept rule again against what is
+/// stored now (another link may have stored some of it), then tells every link.
+fn persist(peers: &Peers, segment: Segment) -> Result<(), ReplicaError> {
+    let origin = segment.origin();
+    if origin == peers.replicas.own() {
+        // Only `rput` appends to the own feed. A peer ahead of it means this node lost
+        // entries it had published (a wiped store under a kept key): say so, store nothing.
+        if peers
+            .replicas
+            .feed(origin)
+            .head()?
+            .map_or(0, |h| h.head.seq)
+            < segment.last_seq()
+        {
+            tracing::error!(
+                "a peer holds entries of this server's own feed that it lacks: its own \
+                 feed lost entries; they are not taken back"
+            );
+        }
+        return Ok(());
+    }
+    let held = peers.replicas.feed(origin).head()?;
+    let quarantined = peers.replicas.quarantined(&origin)?.is_some();
+    match accept(held.as_ref(), quarantined, segment) {
+        Ok(Verdict::Append(segment)) => {
+            peers
+                .replicas
+                .persist(&origin, segment.entries(), segment.head())?;
+            peers.tell_links(&LinkNews::Commit(*segment.head()));
+            Ok(())
+        }
+        Ok(Verdict::Ignore | Verdict::Quarantined) => Ok(()),
+        Ok(Verdict::Fork(proof)) => store_fork(peers, proof),
+        // The link checked it against an older head: what is stored now decides, and a
+        // segment it no longer continues is simply not stored (the link refetches).
+        Err(e) => {
+            tracing::debug!(error = %e, "a segment no longer fits what is stored");
+            Ok(())
+        }
+    }
+}
+
+/// Stores a fork proof (quarantining its origin) and tells every link.
+fn store_fork(peers: &Peers, proof: ForkProof) -> Result<(), ReplicaError> {
+    let origin = proof.origin();
+    if peers.replicas.quarantine(&origin, &proof.to_bytes())? {
+        tracing::error!(origin = %origin.fingerprint(), "fork proof stored: origin quarantined");
+        peers.tell_links(&LinkNews::Fork(Box::new(proof)));
+    }
+    Ok(())
+}

@@ -1,0 +1,224 @@
+//! Replication over loopback on the blocking and smol runtimes: three servers in a line,
+//! each dialing the one before it, converge on backlogs and live appends; a server that
+//! stops and comes back is caught up again (the dialer reconnects with backoff).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rand::SeedableRng;
+use vserv_blocking::ServerOptions;
+use vserv_core::ServerIdentity;
+use vserv_service::ledger::{CheckReport, NewRecord};
+use vserv_service::replicas::Replicas;
+use vserv_service::{Node, NodeSettings, PeerConfig, Service};
+use vserv_store::kv::Store;
+use vserv_store::memory::MemoryStore;
+
+/// A TCP server runtime under test.
+trait Tcp {
+    type Handle;
+    fn start(identity: Arc<ServerIdentity>, service: Service) -> Self::Handle {
+        Self::start_at(identity, service, "127.0.0.1:0")
+    }
+    fn start_at(identity: Arc<ServerIdentity>, service: Service, addr: &str) -> Self::Handle;
+    fn address(handle: &Self::Handle) -> String;
+    fn stop(handle: Self::Handle);
+}
+
+struct Blocking;
+struct Smol;
+
+impl Tcp for Blocking {
+    type Handle = vserv_blocking::ServerHandle;
+    fn start_at(identity: Arc<ServerIdentity>, service: Service, addr: &str) -> Self::Handle {
+        vserv_blocking::Server::bind(addr, identity, service, ServerOptions::default())
+            .expect("bind")
+            .spawn()
+            .expect("spawn")
+    }
+    fn address(handle: &Self::Handle) -> String {
+        handle.local_addr().to_string()
+    }
+    fn stop(handle: Self::Handle) {
+        handle.shutdown();
+    }
+}
+
+impl Tcp for Smol {
+    type Handle = vserv_smol::ServerHandle;
+    fn start_at(identity: Arc<ServerIdentity>, service: Service, addr: &str) -> Self::Handle {
+        vserv_smol::Server::bind(addr, identity, service, ServerOptions::default())
+            .expect("bind")
+            .spawn()
+            .expect("spawn")
+    }
+    fn address(handle: &Self::Handle) -> String {
+        handle.local_addr().to_string()
+    }
+    fn stop(handle: Self::Handle) {
+        handle.shutdown();
+    }
+}
+
+fn identity(seed: u64) -> Arc<ServerIdentity> {
+    Arc::new(ServerIdentity::generate(
+        &mut rand::rngs::StdRng::seed_from_u64(seed),
+    ))
+}
+
+/// A node over `store` with `peers`.
+fn node(identity: &Arc<ServerIdentity>, store: &Arc<dyn Store>, peers: Vec<PeerConfig>) -> Node {
+    let settings = NodeSettings {
+        partial_expiry: None,
+        peers,
+        ..NodeSettings::insecure_fast("repl")
+    };
+    Node::builder(identity.clone(), settings)
+        .store(store.clone())
+        .build()
+        .expect("node")
+}
+
+fn append(node: &Node, tag: &str, from: usize, n: usize) {
+    let records = (from..from + n)
+        .map(|i| NewRecord {
+            author: "alice".into(),
+            kind: "note".into(),
+            record_id: format!("{tag}-{i}").into_bytes(),
+            body: format!("record {i} of {tag}").into_bytes(),
+            timestamp: 1_700_000_000_000,
+        })
+        .collect();
+    let results = node.ledger().append_batch(records);
+    assert!(results.iter().all(Result::is_ok), "appends");
+}
+
+/// Every held feed's (origin, seq), sorted.
+fn holdings(store: &Arc<dyn Store>, own: &Arc<ServerIdentity>) -> Vec<(String, u64)> {
+    let replicas = Replicas::new(store.clone(), own.public_key());
+    let mut held: Vec<(String, u64)> = replicas
+        .clock()
+        .expect("clock")
+        .into_iter()
+        .map(|h| (h.origin.fingerprint().to_string(), h.seq))
+        .collect();
+    held.sort();
+    held
+}
+
+/// Waits until every store holds the feeds of `ids` at `sizes`.
+fn wait_converged(stores: &[Arc<dyn Store>], ids: &[Arc<ServerIdentity>], sizes: &[u64]) {
+    let mut want: Vec<(String, u64)> = ids
+        .iter()
+        .zip(sizes)
+        .map(|(id, s)| (id.public_key().fingerprint().to_string(), *s))
+        .collect();
+    want.sort();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let held: Vec<_> = stores
+            .iter()
+            .zip(ids)
+            .map(|(s, id)| holdings(s, id))
+            .collect();
+        if held.iter().all(|h| *h == want) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no convergence on {want:?}: {held:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn a_line_of_three_converges_and_heals<R: Tcp>() {
+    let ids: Vec<_> = (0..3).map(|i| identity(900 + i)).collect();
+    let stores: Vec<Arc<dyn Store>> = (0..3)
+        .map(|_| Arc::new(MemoryStore::new()) as Arc<dyn Store>)
+        .collect();
+    let fp = |i: usize| ids[i].public_key().fingerprint();
+    // A listens; B dials A; C dials B.
+    let a = node(
+        &ids[0],
+        &stores[0],
+        vec![PeerConfig {
+            fingerprint: fp(1),
+            address: None,
+        }],
+    );
+    append(&a, "a", 0, 500);
+    let server_a = R::start(ids[0].clone(), a.service());
+    let b_peers = |c_address: Option<String>| {
+        vec![
+            PeerConfig {
+                fingerprint: fp(0),
+                address: Some(R::address(&server_a)),
+            },
+            PeerConfig {
+                fingerprint: fp(2),
+                address: c_address,
+            },
+        ]
+    };
+    let b = node(&ids[1], &stores[1], b_peers(None));
+    append(&b, "b", 0, 30);
+    let server_b = R::start(ids[1].clone(), b.service());
+    let c = node(
+        &ids[2],
+        &stores[2],
+        vec![PeerConfig {
+            fingerprint: fp(1),
+            address: Some(R::address(&server_b)),
+        }],
+    );
+    append(&c, "c", 0, 3);
+    let server_c = R::start(ids[2].clone(), c.service());
+    wait_converged(&stores, &ids, &[500, 30, 3]);
+    // Live appends travel the line both ways.
+    append(&c, "c", 3, 4);
+    append(&a, "a", 500, 2);
+    wait_converged(&stores, &ids, &[502, 30, 7]);
+    // A stops; appends meanwhile; A comes back on its store at its address, and B (which
+    // dials it) reconnects with backoff: everything converges again.
+    let a_address = R::address(&server_a);
+    R::stop(server_a);
+    drop(a);
+    append(&b, "b", 30, 5);
+    append(&c, "c", 7, 1);
+    let a = node(
+        &ids[0],
+        &stores[0],
+        vec![PeerConfig {
+            fingerprint: fp(1),
+            address: None,
+        }],
+    );
+    append(&a, "a", 502, 3);
+    let server_a = R::start_at(ids[0].clone(), a.service(), &a_address);
+    wait_converged(&stores, &ids, &[505, 35, 8]);
+    // Every replica verifies against its origin's chain and signed head.
+    for (store, own) in stores.iter().zip(&ids) {
+        let replicas = Replicas::new(store.clone(), own.public_key());
+        for head in replicas.clock().expect("clock") {
+            let report = replicas.feed(head.origin).check().expect("check");
+            assert!(
+                matches!(report, CheckReport::Ok { seq } if seq == head.seq),
+                "{report:?}"
+            );
+        }
+    }
+    R::stop(server_c);
+    R::stop(server_b);
+    R::stop(server_a);
+}
+
+#[test]
+fn blocking_a_line_of_three_converges_and_heals() {
+    a_line_of_three_converges_and_heals::<Blocking>();
+}
+
+#[test]
+fn smol_a_line_of_three_converges_and_heals() {
+    a_line_of_three_converges_and_heals::<Smol>();
+}
