@@ -6,11 +6,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use rand::RngExt;
 use vserv_core::{Config, ServerIdentity};
 use vserv_service::ledger::NewRecord;
 use vserv_service::replicas::Replicas;
 use vserv_service::{Node, NodeSettings, PeerConfig};
-use vserv_sim::{ServerSpec, World};
+use vserv_sim::{LinkConfig, LinkSpec, ServerSpec, World, for_each_seed};
 
 const LIMIT: Duration = Duration::from_secs(600);
 
@@ -27,27 +28,55 @@ fn records(tag: &str, from: usize, n: usize) -> Vec<NewRecord> {
         .collect()
 }
 
+/// How the servers of a world link up.
+#[derive(Debug, Clone, Copy)]
+enum Topology {
+    /// Each server dials the one before it.
+    Line,
+    /// Each server dials the next, the last the first.
+    Ring,
+    /// Each server dials every server before it.
+    Mesh,
+}
+
+impl Topology {
+    /// Whether server `i` dials server `j` (of `n`).
+    fn dials(self, i: usize, j: usize, n: usize) -> bool {
+        match self {
+            Topology::Line => j + 1 == i,
+            Topology::Ring => n > 1 && (i + 1) % n == j && i != j,
+            Topology::Mesh => j < i,
+        }
+    }
+}
+
 /// The world with `n` servers in a line, each dialing the one before it; their nodes.
 fn line(seed: u64, n: usize) -> (World, Vec<Node>) {
+    linked(
+        seed,
+        n,
+        Topology::Line,
+        LinkSpec::symmetric(LinkConfig::benign(16 * 1024)),
+    )
+}
+
+/// The world with `n` servers linked as `topology` says, over dial links `links`; their
+/// nodes.
+fn linked(seed: u64, n: usize, topology: Topology, links: LinkSpec) -> (World, Vec<Node>) {
     let mut world = World::new(seed);
+    world.set_dial_links(links);
     let identities: Vec<Arc<ServerIdentity>> = (0..n)
         .map(|_| Arc::new(ServerIdentity::generate(&mut world.fork_rng())))
         .collect();
     let mut nodes = Vec::new();
     for i in 0..n {
-        let mut peers = Vec::new();
-        if i > 0 {
-            peers.push(PeerConfig {
-                fingerprint: identities[i - 1].public_key().fingerprint(),
-                address: Some(World::server_address(i - 1)),
-            });
-        }
-        if i + 1 < n {
-            peers.push(PeerConfig {
-                fingerprint: identities[i + 1].public_key().fingerprint(),
-                address: None,
-            });
-        }
+        let peers = (0..n)
+            .filter(|&j| topology.dials(i, j, n) || topology.dials(j, i, n))
+            .map(|j| PeerConfig {
+                fingerprint: identities[j].public_key().fingerprint(),
+                address: topology.dials(i, j, n).then(|| World::server_address(j)),
+            })
+            .collect();
         let settings = NodeSettings {
             partial_expiry: None,
             peers,
@@ -83,19 +112,32 @@ fn holdings(node: &Node) -> Vec<(String, u64)> {
 
 /// Whether every node holds every feed at the given sizes.
 fn converged(nodes: &[Node], sizes: &[u64]) -> bool {
-    let want: Vec<u64> = sizes.to_vec();
-    nodes.iter().all(|node| {
-        let held = holdings(node);
-        held.len() == nodes.len() && {
-            let mut seqs: Vec<(String, u64)> = nodes
-                .iter()
-                .zip(&want)
-                .map(|(n, s)| (n.identity().public_key().fingerprint().to_string(), *s))
-                .collect();
-            seqs.sort();
-            held == seqs
+    let mut want: Vec<(String, u64)> = nodes
+        .iter()
+        .zip(sizes)
+        .filter(|(_, s)| **s > 0)
+        .map(|(n, s)| (n.identity().public_key().fingerprint().to_string(), *s))
+        .collect();
+    want.sort();
+    nodes.iter().all(|node| holdings(node) == want)
+}
+
+/// Every feed every node holds verifies against its origin's chain and signed head.
+fn all_verify(nodes: &[Node]) -> Result<(), String> {
+    for node in nodes {
+        let replicas = Replicas::new(node.store().clone(), node.identity().public_key());
+        for head in replicas.clock().map_err(|e| e.to_string())? {
+            let report = replicas
+                .feed(head.origin)
+                .check()
+                .map_err(|e| e.to_string())?;
+            if !matches!(report, vserv_service::ledger::CheckReport::Ok { seq } if seq == head.seq)
+            {
+                return Err(format!("a feed does not verify: {report:?}"));
+            }
         }
-    })
+    }
+    Ok(())
 }
 
 fn append(node: &Node, tag: &str, from: usize, n: usize) {
@@ -125,17 +167,7 @@ fn a_line_of_three_converges_on_backlogs_and_live_appends() {
         "holdings: {:?}",
         nodes.iter().map(holdings).collect::<Vec<_>>()
     );
-    // Every replica verifies against its origin's chain and signed head.
-    for node in &nodes {
-        let replicas = Replicas::new(node.store().clone(), node.identity().public_key());
-        for head in replicas.clock().expect("clock") {
-            let report = replicas.feed(head.origin).check().expect("check");
-            assert!(
-                matches!(report, vserv_service::ledger::CheckReport::Ok { seq } if seq == head.seq),
-                "{report:?}"
-            );
-        }
-    }
+    all_verify(&nodes).expect("every feed verifies");
 }
 
 #[test]
@@ -151,4 +183,54 @@ fn the_same_seed_replays_the_same_replication() {
         world.trace().to_vec()
     };
     assert_eq!(run(11), run(11));
+}
+
+/// One seed of the sweep: 3 to 5 servers in a line, a ring or a mesh, over links that
+/// re-chunk, delay, stall and now and then reset (so links drop and are dialed again);
+/// appends on random servers at random times while they run. Once the appends stop, every
+/// server must hold every feed at its final size, and every stored feed must verify.
+fn sweep_one(seed: u64) -> Result<(), String> {
+    let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(seed ^ 0x5eed);
+    let n = rng.random_range(3..=5usize);
+    let topology = match seed % 3 {
+        0 => Topology::Line,
+        1 => Topology::Ring,
+        _ => Topology::Mesh,
+    };
+    let link = LinkConfig::benign(rng.random_range(64..=16 * 1024)).with_reset(0.002);
+    let (mut world, nodes) = linked(seed, n, topology, LinkSpec::symmetric(link));
+    let mut sizes = vec![0u64; n];
+    for round in 0..6 {
+        let at = rng.random_range(0..n);
+        let count = rng.random_range(1..=120usize);
+        let from = usize::try_from(sizes[at]).map_err(|e| e.to_string())?;
+        append(&nodes[at], &format!("s{at}"), from, count);
+        sizes[at] += count as u64;
+        let pause = Duration::from_millis(rng.random_range(0..3_000));
+        world.run(world.now() + pause);
+        let _ = round;
+    }
+    world.run_until(world.now() + LIMIT, |_| converged(&nodes, &sizes));
+    if !converged(&nodes, &sizes) {
+        return Err(format!(
+            "{topology:?} of {n}: no convergence on {sizes:?}: {:?}",
+            nodes.iter().map(holdings).collect::<Vec<_>>()
+        ));
+    }
+    all_verify(&nodes)
+}
+
+#[test]
+fn every_topology_converges_under_faulty_links_across_seeds() {
+    if let Err(failure) = for_each_seed(0..24, sweep_one) {
+        panic!("{failure}");
+    }
+}
+
+#[test]
+#[ignore = "soak: 1,000 seeds"]
+fn soak_replication() {
+    if let Err(failure) = for_each_seed(1_000..2_000, sweep_one) {
+        panic!("{failure}");
+    }
 }

@@ -45,6 +45,11 @@ pub(super) enum LinkState {
         peer: ServerKey,
         /// This node dialed it.
         dialed: bool,
+        /// Segments waiting for the one being persisted: one persist at a time per link,
+        /// in order, so each applies the accept rule to the store its predecessor left.
+        persists: std::collections::VecDeque<Segment>,
+        /// A persist is with the runner.
+        persisting: bool,
     },
 }
 
@@ -60,10 +65,10 @@ pub(super) enum LinkDone {
     Persisted {
         origin: ServerKey,
         seq: u64,
-        result: Result<(), ReplicaError>,
+        result: Result<(), String>,
     },
     /// A [`NodeRequest::StoreFork`] is done.
-    ForkStored(Result<(), ReplicaError>),
+    ForkStored(Result<(), String>),
     /// News from elsewhere in the node.
     News(LinkNews),
 }
@@ -112,6 +117,9 @@ impl Service {
                 "the peer link signature does not verify",
             );
         }
+        // Registered before the link reads the heads it starts from: a commit after that
+        // read is told to it, one before is in what it read.
+        peers.add_link(&session.mailbox);
         let link = match new_link(&peers, now) {
             Ok(link) => link,
             Err(e) => {
@@ -128,8 +136,9 @@ impl Service {
             link,
             peer: key,
             dialed: false,
+            persists: Default::default(),
+            persisting: false,
         }));
-        peers.add_link(&session.mailbox);
         tracing::info!(peer = %key.fingerprint(), "replication link accepted");
         Ok(())
     }
@@ -260,6 +269,8 @@ impl Service {
                             conn.close(CloseCode::ProtocolError, "no server key");
                             return Ok(());
                         };
+                        // Registered before the link reads its heads (see accept_peer).
+                        peers.add_link(&session.mailbox);
                         let link = match new_link(&peers, now) {
                             Ok(link) => link,
                             Err(e) => {
@@ -272,8 +283,9 @@ impl Service {
                             link,
                             peer,
                             dialed: true,
+                            persists: Default::default(),
+                            persisting: false,
                         }));
-                        peers.add_link(&session.mailbox);
                         tracing::info!(peer = %peer.fingerprint(), "replication link up");
                     }
                     Err(refused) => {
@@ -303,13 +315,23 @@ impl Service {
         conn: &mut Connection,
         now: Instant,
     ) -> Result<(), LinkFailure> {
-        let (Some(peers), Some(LinkState::Up { link, .. })) =
-            (self.peers(), session.link.as_deref_mut())
+        let (
+            Some(peers),
+            Some(LinkState::Up {
+                link,
+                persists,
+                persisting,
+                ..
+            }),
+        ) = (self.peers(), session.link.as_deref_mut())
         else {
             return Ok(());
         };
         for completion in session.mailbox.take_all() {
             if let Completion::Link(done) = completion {
+                if matches!(done, LinkDone::Persisted { .. }) {
+                    *persisting = false;
+                }
                 apply(link, done)?;
             }
         }
@@ -328,10 +350,24 @@ impl Service {
             link.handle_timeout(now)?;
         }
         while let Some(request) = link.poll_request() {
+            match request {
+                NodeRequest::Persist { segment } => persists.push_back(segment),
+                request => {
+                    let mailbox = session.mailbox.clone();
+                    self.shared
+                        .runner
+                        .run(link_work(peers.clone(), mailbox, request));
+                }
+            }
+        }
+        if !*persisting && let Some(segment) = persists.pop_front() {
+            *persisting = true;
             let mailbox = session.mailbox.clone();
-            self.shared
-                .runner
-                .run(link_work(peers.clone(), mailbox, request));
+            self.shared.runner.run(link_work(
+                peers.clone(),
+                mailbox,
+                NodeRequest::Persist { segment },
+            ));
         }
         while let Some(event) = link.poll_event() {
             log_event(&event);
@@ -425,11 +461,9 @@ fn apply(link: &mut Link, done: LinkDone) -> Result<(), LinkFailure> {
             result,
         } => match result {
             Ok(()) => link.persisted(origin, seq)?,
-            Err(e) => return Err(LinkFailure::Node(e.to_string())),
+            Err(e) => return Err(LinkFailure::Node(e)),
         },
-        LinkDone::ForkStored(result) => {
-            result.map_err(|e| LinkFailure::Node(e.to_string()))?;
-        }
+        LinkDone::ForkStored(result) => result.map_err(LinkFailure::Node)?,
         LinkDone::News(LinkNews::Commit(head)) => link.local_commit(head)?,
         LinkDone::News(LinkNews::Fork(proof)) => link.fork_stored(*proof)?,
     }
@@ -465,7 +499,7 @@ fn link_work(peers: Arc<Peers>, mailbox: Arc<Mailbox<Completion>>, request: Node
         }),
         NodeRequest::Persist { segment } => Work::new("replication persist", move || {
             let (origin, seq) = (segment.origin(), segment.last_seq());
-            let result = persist(&peers, segment);
+            let result = persist(&peers, segment).map_err(|e| e.to_string());
             post(LinkDone::Persisted {
                 origin,
                 seq,
@@ -473,15 +507,27 @@ fn link_work(peers: Arc<Peers>, mailbox: Arc<Mailbox<Completion>>, request: Node
             });
         }),
         NodeRequest::StoreFork { proof } => Work::new("replication fork", move || {
-            let result = store_fork(&peers, proof);
+            let result = store_fork(&peers, proof).map_err(|e| e.to_string());
             post(LinkDone::ForkStored(result));
         }),
     }
 }
 
+/// Why a persist failed: the store, or the segment no longer fits what is stored (the
+/// link then closes and its successor starts from the clocks).
+#[derive(Debug, thiserror::Error)]
+enum PersistError {
+    #[error(transparent)]
+    Store(#[from] ReplicaError),
+    #[error(transparent)]
+    Feed(#[from] crate::ledger::FeedError),
+    #[error("the segment no longer fits what is stored: {0}")]
+    Stale(ReplicationError),
+}
+
 /// Persists an accepted segment after applying the accept rule again against what is
 /// stored now (another link may have stored some of it), then tells every link.
-fn persist(peers: &Peers, segment: Segment) -> Result<(), ReplicaError> {
+fn persist(peers: &Peers, segment: Segment) -> Result<(), PersistError> {
     let origin = segment.origin();
     if origin == peers.replicas.own() {
         // Only `rput` appends to the own feed. A peer ahead of it means this node lost
@@ -511,13 +557,8 @@ fn persist(peers: &Peers, segment: Segment) -> Result<(), ReplicaError> {
             Ok(())
         }
         Ok(Verdict::Ignore | Verdict::Quarantined) => Ok(()),
-        Ok(Verdict::Fork(proof)) => store_fork(peers, proof),
-        // The link checked it against an older head: what is stored now decides, and a
-        // segment it no longer continues is simply not stored (the link refetches).
-        Err(e) => {
-            tracing::debug!(error = %e, "a segment no longer fits what is stored");
-            Ok(())
-        }
+        Ok(Verdict::Fork(proof)) => Ok(store_fork(peers, proof)?),
+        Err(e) => Err(PersistError::Stale(e)),
     }
 }
 
