@@ -314,6 +314,8 @@ pub struct ReadAhead {
     ahead: Mutex<Ahead>,
     /// The hashing of a range, if asked for.
     hashing: Option<Arc<Hashing>>,
+    /// Whether the read-ahead bypasses the page cache where it can.
+    direct: bool,
 }
 
 /// A read-ahead's hashing: the runs feed every block they read, in order, to the hasher,
@@ -438,7 +440,16 @@ impl ReadAhead {
             runner,
             ahead: Mutex::new(Ahead::default()),
             hashing: None,
+            direct: true,
         }
+    }
+
+    /// This reader, reading ahead through the page cache rather than around it: for a file
+    /// likely cached already and read once by a client (an upload's source), where a read
+    /// from the cache costs a copy and a read from the disk competes with everything else.
+    pub fn through_page_cache(mut self) -> ReadAhead {
+        self.direct = false;
+        self
     }
 
     /// [`new`](Self::new), whose read-ahead runs also hash the file's bytes `from..until`:
@@ -489,6 +500,7 @@ impl ReadAhead {
                 ..Ahead::default()
             }),
             hashing: None,
+            direct: false,
         }
     }
 
@@ -559,7 +571,8 @@ impl ReadAhead {
 
     /// The read-ahead over the file reopened.
     fn open_lane(&self) -> io::Result<Arc<Lane>> {
-        let file = reopen_direct(&self.file).map_or_else(|| self.file.try_clone(), Ok)?;
+        let direct = self.direct.then(|| reopen_direct(&self.file)).flatten();
+        let file = direct.map_or_else(|| self.file.try_clone(), Ok)?;
         Ok(Arc::new(Lane {
             file,
             runner: self.runner.clone(),
@@ -1040,15 +1053,17 @@ mod tests {
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(24))]
 
-        /// Read in one sequence from `from` to `until` in pieces of any size, the reader
-        /// gets the file's bytes and the hasher given back has seen exactly the file's bytes
-        /// `0..until`: the prefix it came with, then the range, hashed by the runs.
+        /// Read in one sequence from `from` to `until` in pieces of any size, around the
+        /// page cache or through it, the reader gets the file's bytes and the hasher given
+        /// back has seen exactly the file's bytes `0..until`: the prefix it came with, then
+        /// the range, hashed by the runs.
         #[test]
         fn read_ahead_hashes_exactly_the_range_read(
             size in 0usize..1_800_000,
             from_part in 0.0f64..1.0,
             until_part in 0.0f64..1.0,
             piece in 1usize..200_000,
+            cached in any::<bool>(),
         ) {
             let dir = tempfile::tempdir().unwrap();
             let path = dir.path().join("f");
@@ -1064,6 +1079,7 @@ mod tests {
                     from as u64,
                     until as u64,
                 );
+                let reader = if cached { reader.through_page_cache() } else { reader };
                 let (ok, got) = read_range(&reader, from as u64, until as u64, piece);
                 prop_assert!(ok);
                 prop_assert!(got[..] == content[from..until]);

@@ -1,7 +1,8 @@
 //! [`StdFiles`]: the one [`LocalFiles`] over `std::fs`, for every runtime's client. The
 //! plain operations are `std::fs` calls made by whoever runs the work; an upload's source is
-//! read ahead and hashed, and a download's partial copy hashed and written behind, by the
-//! server's own [`ReadAhead`] and [`WriteBehind`], whose runs go to the runtime's
+//! read ahead (through the page cache) and hashed, and a download's partial copy hashed and
+//! written behind (in large direct writes), by the server's own [`ReadAhead`] and
+//! [`WriteBehind`] with the client's sizes, whose runs go to the runtime's
 //! [`Runner`] (a worker pool, smol's blocking pool, or [`Inline`] for a driver that runs
 //! everything itself). So a transfer keeps the disk and the hasher busy beside its
 //! connection without a thread of its own.
@@ -19,7 +20,7 @@ use super::local::{FileKind, LocalFiles, ReadBatch};
 use crate::files::FileError;
 use crate::files::direct::{DirectWriter, ReadAhead};
 use crate::files::transfer::PartialFile;
-use crate::files::write_behind::WriteBehind;
+use crate::files::write_behind::{Buffering, WriteBehind};
 use crate::work::{Inline, Runner};
 
 /// Chunks read per batch by a [`SourceReader`]: the connection is handed the file once per
@@ -29,6 +30,13 @@ const CHUNKS_PER_BATCH: usize = 32;
 /// Bytes a download's partial copy gathers before each direct write: fewer, larger writes
 /// cost the disk less.
 const COPY_BUFFER: usize = 1024 * 1024;
+
+/// A download's write-behind: 512 KiB batches, 5.5 MiB held at most, so the hashing and
+/// the connection ride out a disk that stalls on a large direct write.
+const COPY_BUFFERING: Buffering = Buffering {
+    batch: 512 * 1024,
+    in_flight: 10,
+};
 
 /// Local files over `std::fs`, reading ahead and writing behind through a [`Runner`].
 /// Clones share the runner.
@@ -244,7 +252,8 @@ impl LocalFiles for StdFiles {
         hasher: FileHasher,
     ) -> io::Result<SourceReader> {
         Ok(SourceReader {
-            ahead: ReadAhead::hashing(file, self.runner.clone(), hasher, start, size),
+            ahead: ReadAhead::hashing(file, self.runner.clone(), hasher, start, size)
+                .through_page_cache(),
             next: start,
             size,
             chunk: chunk.max(1),
@@ -292,7 +301,8 @@ impl LocalFiles for StdFiles {
             file: DirectWriter::with_buffer(file, path, COPY_BUFFER),
             path: name.clone(),
         };
-        let mut behind = WriteBehind::new(Box::new(copy), name, self.runner.clone());
+        let mut behind =
+            WriteBehind::with_buffering(Box::new(copy), name, self.runner.clone(), COPY_BUFFERING);
         // The size only names a checkpoint's upload state, which a local copy never saves.
         behind.hash_behind(hasher, u64::MAX, start)?;
         Ok(CopyWriter {
