@@ -253,7 +253,7 @@ struct OnPool {
 impl OnPool {
     /// Hands a result that came back to `scheduler`.
     fn hand_back(&mut self, scheduler: &mut Scheduler<StdFiles>, item: Returned) {
-        self.out -= 1;
+        self.out = self.out.saturating_sub(1);
         match item {
             Ok(done) => scheduler.on_work_done(done),
             Err(ticket) => scheduler.on_work_lost(ticket, "the re-hash ended without a result"),
