@@ -6,15 +6,12 @@
 
 mod client;
 mod feed;
-mod local_files;
 mod pool;
-mod read_ahead;
 mod server;
 #[cfg(test)]
 mod test_fake;
 pub mod transfer;
 mod wake;
-mod write_behind;
 
 pub use client::Client;
 pub use pool::{DEFAULT_MAX_WORKERS, WorkPool};

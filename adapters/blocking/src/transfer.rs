@@ -5,18 +5,19 @@
 //! scheduler's (see its docs), this module only waits.
 //!
 //! How it waits: requests leave when the client next waits for a reply; local file work runs
-//! on the connection's thread over [`ThreadedFiles`] (the read-ahead and write-behind
-//! threads keep the disk busy beside it), except a resume's re-hash, which runs on a thread
-//! of its own so the connection's other transfers go on meanwhile. A re-hash that finished
-//! is taken before each wait for a reply, and waited for when nothing else can move.
+//! on the connection's thread over [`StdFiles`], whose read-ahead and write-behind runs go
+//! to the client's [`WorkPool`] and keep the disk and the hasher busy beside it. A resume's
+//! re-hash runs on that pool too, so the connection's other transfers go on meanwhile; its
+//! result comes back over a channel, taken before each wait for a reply and waited for
+//! when nothing else can move. The driver starts no thread of its own: the pool starts its
+//! threads on demand and ends them when idle.
 //!
 //! Memory stays flat whatever the file size: files are read and written sequentially in
 //! batches, and at most `window` chunk requests are in flight.
 
-use std::collections::VecDeque;
 use std::path::Path;
-use std::sync::mpsc;
-use std::thread::JoinHandle;
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::{Arc, OnceLock};
 
 use vserv_service::client::ClientError;
 pub use vserv_service::client::transfers::{
@@ -25,11 +26,11 @@ pub use vserv_service::client::transfers::{
     part_path,
 };
 use vserv_service::client::transfers::{
-    LocalDone, LocalWork, Requests, Scheduler, Step, WorkTicket, single_result,
+    LocalDone, LocalWork, Requests, Scheduler, StdFiles, Step, WorkTicket, single_result,
 };
+use vserv_service::work::{Runner, Work};
 
-use crate::Client;
-use crate::local_files::ThreadedFiles;
+use crate::{Client, WorkPool};
 
 /// What the transfer driver needs of a connection: pipelined raw requests. [`Client`]
 /// implements it; tests can drive the transfers against an in-process fake.
@@ -197,34 +198,65 @@ pub fn get_many(
     drive(client, scheduler, progress)
 }
 
-/// A long work running on a thread of its own.
-struct Helper {
-    ticket: WorkTicket,
-    thread: JoinHandle<Option<LocalDone<ThreadedFiles>>>,
+/// The pool every blocking client's transfers share: read-ahead, write-behind and re-hash
+/// runs. Made on first use; its threads start on demand and end after a few idle seconds.
+fn client_pool() -> Arc<dyn Runner> {
+    static POOL: OnceLock<WorkPool> = OnceLock::new();
+    Arc::new(POOL.get_or_init(WorkPool::default).clone())
 }
 
-impl Helper {
-    /// Starts `work` on a thread of its own; the work back if no thread could start.
-    fn start(work: LocalWork<ThreadedFiles>) -> Result<Helper, Box<LocalWork<ThreadedFiles>>> {
-        let ticket = work.ticket();
-        let (give, take) = mpsc::sync_channel::<LocalWork<ThreadedFiles>>(1);
-        let spawned = std::thread::Builder::new()
-            .name("vserv-rehash".into())
-            .spawn(move || take.recv().ok().map(|work| work.run(&ThreadedFiles)));
-        let Ok(thread) = spawned else {
-            return Err(Box::new(work));
-        };
-        match give.send(work) {
-            Ok(()) => Ok(Helper { ticket, thread }),
-            Err(mpsc::SendError(work)) => Err(Box::new(work)),
+/// What comes back from the pool: a long work's result, or the ticket of a work that ended
+/// without one (it panicked, or was dropped unrun).
+type Returned = Result<LocalDone<StdFiles>, WorkTicket>;
+
+/// Sends the ticket back if the work ends without a result, so the driver never waits for a
+/// work that is gone.
+struct ReturnGuard {
+    back: Sender<Returned>,
+    ticket: Option<WorkTicket>,
+}
+
+impl Drop for ReturnGuard {
+    fn drop(&mut self) {
+        if let Some(ticket) = self.ticket.take() {
+            let _ = self.back.send(Err(ticket));
         }
     }
+}
 
-    /// Waits for the work and hands its result to `scheduler`.
-    fn join(self, scheduler: &mut Scheduler<ThreadedFiles>) {
-        match self.thread.join() {
-            Ok(Some(done)) => scheduler.on_work_done(done),
-            Ok(None) | Err(_) => scheduler.on_work_lost(self.ticket, "the re-hash thread failed"),
+/// Runs `work` over `files` on `pool`; its result comes back on `back`.
+fn run_on_pool(
+    pool: &dyn Runner,
+    files: &StdFiles,
+    work: LocalWork<StdFiles>,
+    back: &Sender<Returned>,
+) {
+    let mut guard = ReturnGuard {
+        back: back.clone(),
+        ticket: Some(work.ticket()),
+    };
+    let files = files.clone();
+    pool.run(Work::new("transfer re-hash", move || {
+        let done = work.run(&files);
+        guard.ticket = None;
+        let _ = guard.back.send(Ok(done));
+    }));
+}
+
+/// The long works handed to the pool and not yet back.
+struct OnPool {
+    back: Sender<Returned>,
+    returned: Receiver<Returned>,
+    out: usize,
+}
+
+impl OnPool {
+    /// Hands a result that came back to `scheduler`.
+    fn hand_back(&mut self, scheduler: &mut Scheduler<StdFiles>, item: Returned) {
+        self.out = self.out.saturating_sub(1);
+        match item {
+            Ok(done) => scheduler.on_work_done(done),
+            Err(ticket) => scheduler.on_work_lost(ticket, "the re-hash ended without a result"),
         }
     }
 }
@@ -232,34 +264,40 @@ impl Helper {
 /// Drives `scheduler` on `client` until every transfer is over.
 fn drive<C: RawCalls + ?Sized>(
     client: &mut C,
-    mut scheduler: Scheduler<ThreadedFiles>,
+    mut scheduler: Scheduler<StdFiles>,
     progress: &mut dyn FnMut(usize, u64, u64),
 ) -> Vec<FileResult> {
-    let mut helpers: VecDeque<Helper> = VecDeque::new();
+    let pool = client_pool();
+    let files = StdFiles::new(pool.clone());
+    let (back, returned) = mpsc::channel();
+    let mut on_pool = OnPool {
+        back,
+        returned,
+        out: 0,
+    };
     loop {
         match scheduler.poll(&mut NoWait(&mut *client), progress) {
-            Step::Work(work) if work.is_long() => match Helper::start(work) {
-                Ok(helper) => helpers.push_back(helper),
-                Err(work) => scheduler.on_work_done((*work).run(&ThreadedFiles)),
-            },
-            Step::Work(work) => scheduler.on_work_done(work.run(&ThreadedFiles)),
+            Step::Work(work) if work.is_long() => {
+                run_on_pool(&*pool, &files, work, &on_pool.back);
+                on_pool.out += 1;
+            }
+            Step::Work(work) => scheduler.on_work_done(work.run(&files)),
             Step::AwaitReply(id) => {
                 // A re-hash that is done goes first: its transfer can send meanwhile.
-                if let Some(at) = helpers.iter().position(|h| h.thread.is_finished())
-                    && let Some(helper) = helpers.remove(at)
-                {
-                    helper.join(&mut scheduler);
+                if let Ok(item) = on_pool.returned.try_recv() {
+                    on_pool.hand_back(&mut scheduler, item);
                     continue;
                 }
                 let reply = client.wait_raw(id);
                 scheduler.on_reply(id, reply);
             }
-            Step::AwaitWork => match helpers.pop_front() {
-                Some(helper) => helper.join(&mut scheduler),
-                // Every other work ran inline: nothing can still be out.
-                None => return scheduler.into_results(),
+            Step::AwaitWork if on_pool.out > 0 => match on_pool.returned.recv() {
+                Ok(item) => on_pool.hand_back(&mut scheduler, item),
+                // Unreachable while `on_pool.back` is held here.
+                Err(_) => return scheduler.into_results(),
             },
-            Step::Done => return scheduler.into_results(),
+            // Every other work ran inline: nothing can still be out.
+            Step::AwaitWork | Step::Done => return scheduler.into_results(),
         }
     }
 }

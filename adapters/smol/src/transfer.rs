@@ -6,9 +6,11 @@
 //! step runs over [`StdFiles`] on smol's blocking pool ([`smol::unblock`]), never on an
 //! executor thread, and its result comes back on a channel that the client races against
 //! the socket read while it waits for a reply, so a finished read or write lets its
-//! transfer send at once.
+//! transfer send at once. The files read ahead and write behind through the same pool
+//! ([`UnblockRunner`]), so a transfer's disk and hashing work overlap its connection.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use smol::channel::{self, Sender};
 pub use vserv_service::client::transfers::{
@@ -20,6 +22,7 @@ use vserv_service::client::transfers::{
 };
 
 use crate::Client;
+use crate::UnblockRunner;
 use crate::client::Woken;
 
 /// What comes back from the blocking pool: a work's result, or the ticket of a work that
@@ -41,14 +44,15 @@ impl Drop for ReturnGuard {
     }
 }
 
-/// Runs `work` on the blocking pool; its result comes back on `back`.
-fn run_unblocked(work: LocalWork<StdFiles>, back: Sender<Returned>) {
+/// Runs `work` over `files` on the blocking pool; its result comes back on `back`.
+fn run_unblocked(files: &StdFiles, work: LocalWork<StdFiles>, back: Sender<Returned>) {
     let mut guard = ReturnGuard {
         back: back.clone(),
         ticket: Some(work.ticket()),
     };
+    let files = files.clone();
     smol::unblock(move || {
-        let done = work.run(&StdFiles);
+        let done = work.run(&files);
         guard.ticket = None;
         let _ = guard.back.try_send(Ok(done));
     })
@@ -142,6 +146,7 @@ impl Client {
         mut scheduler: Scheduler<StdFiles>,
         progress: &mut dyn FnMut(usize, u64, u64),
     ) -> Vec<FileResult> {
+        let files = StdFiles::new(Arc::new(UnblockRunner));
         let (back, returned) = channel::unbounded::<Returned>();
         let hand_back = |scheduler: &mut Scheduler<StdFiles>, item: Returned| match item {
             Ok(done) => scheduler.on_work_done(done),
@@ -149,7 +154,7 @@ impl Client {
         };
         loop {
             match scheduler.poll(self.session_mut(), progress) {
-                Step::Work(work) => run_unblocked(work, back.clone()),
+                Step::Work(work) => run_unblocked(&files, work, back.clone()),
                 Step::AwaitReply(id) => {
                     let woken = self.pump_or(|s| s.take_response(id), returned.recv()).await;
                     match woken {

@@ -1,6 +1,7 @@
-//! The scheduler driven the way a simulation drives it: no helper threads ([`StdFiles`]
-//! inline), every local work held back and run later in an order a seed chooses, replies
-//! taken in between. The transfers must come out exactly as with the blocking driver.
+//! The scheduler driven the way a simulation drives it: no helper threads
+//! ([`StdFiles::inline`]), every local work held back and run later in an order a seed
+//! chooses, replies taken in between. The transfers must come out exactly as with the
+//! blocking driver.
 
 use sha2::{Digest, Sha256};
 use vserv_core::transfer::MAX_FPUT_DATA;
@@ -27,6 +28,7 @@ fn drive_deferred(
     let mut state = seed | 1;
     let mut held: Vec<LocalWork<StdFiles>> = Vec::new();
     let mut most_held = 0;
+    let files = StdFiles::inline();
     loop {
         match scheduler.poll(&mut NoWait(&mut *fake), &mut |_, _, _| {}) {
             Step::Work(work) => {
@@ -37,7 +39,7 @@ fn drive_deferred(
                 if !held.is_empty() && next(&mut state).is_multiple_of(3) {
                     let at = (next(&mut state) % held.len() as u64) as usize;
                     let work = held.swap_remove(at);
-                    scheduler.on_work_done(work.run(&StdFiles));
+                    scheduler.on_work_done(work.run(&files));
                     continue;
                 }
                 let reply = fake.wait_raw(id);
@@ -50,7 +52,7 @@ fn drive_deferred(
                 );
                 let at = (next(&mut state) % held.len() as u64) as usize;
                 let work = held.swap_remove(at);
-                scheduler.on_work_done(work.run(&StdFiles));
+                scheduler.on_work_done(work.run(&files));
             }
             Step::Done => {
                 assert!(held.is_empty(), "done with works still out");

@@ -15,7 +15,10 @@ use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+
+use vserv_core::transfer::FileHasher;
 
 use crate::work::{Runner, Work};
 
@@ -300,12 +303,75 @@ const RUN_BLOCKS: usize = 8;
 /// the [`Inline`](crate::work::Inline) runner the blocks are read when asked for. A read
 /// that does not continue the sequence restarts the read-ahead there; any failure of the
 /// read-ahead falls back to ordinary positioned reads.
+///
+/// Made with [`hashing`](Self::hashing), the read-ahead runs also hash a range of the file
+/// as they read it (an upload's source), so the reader's thread only copies bytes.
 #[derive(Debug)]
 pub struct ReadAhead {
     /// The ordinary handle: fallback reads, and the file the read-ahead reopens.
     file: File,
     runner: Arc<dyn Runner>,
     ahead: Mutex<Ahead>,
+    /// The hashing of a range, if asked for.
+    hashing: Option<Arc<Hashing>>,
+    /// Whether the read-ahead bypasses the page cache where it can.
+    direct: bool,
+}
+
+/// A read-ahead's hashing: the runs feed every block they read, in order, to the hasher,
+/// which takes the bytes of its range that follow the ones it has seen.
+#[derive(Debug)]
+struct Hashing {
+    state: Mutex<HashState>,
+    /// Set once the bytes handed to the reader may differ from the bytes hashed (a restart,
+    /// a failed read): the hasher is then never given back.
+    broken: AtomicBool,
+}
+
+#[derive(Debug)]
+struct HashState {
+    /// `None` once taken back.
+    hasher: Option<FileHasher>,
+    /// The hasher has seen the range's bytes before this offset.
+    hashed: u64,
+    /// The end of the range.
+    until: u64,
+}
+
+impl Hashing {
+    fn lock(&self) -> MutexGuard<'_, HashState> {
+        // Every change under this lock is whole: a panic elsewhere leaves it consistent.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn break_off(&self) {
+        self.broken.store(true, Ordering::SeqCst);
+    }
+
+    /// Hashes the part of `block` that continues the bytes hashed, up to the range's end.
+    /// A block that starts after them leaves a gap: the hashing is broken.
+    fn feed(&self, block: &Block) {
+        if self.broken.load(Ordering::SeqCst) {
+            return;
+        }
+        let mut state = self.lock();
+        let (hashed, until) = (state.hashed, state.until);
+        if hashed >= until || block.end() <= hashed {
+            return;
+        }
+        if block.offset > hashed {
+            self.break_off();
+            return;
+        }
+        let Some(hasher) = state.hasher.as_mut() else {
+            return;
+        };
+        let end = block.end().min(until);
+        let from = block.start + (hashed - block.offset) as usize;
+        let to = block.start + (end - block.offset) as usize;
+        hasher.update(&block.data[from..to]);
+        state.hashed = end;
+    }
 }
 
 #[derive(Debug, Default)]
@@ -327,6 +393,8 @@ struct Lane {
     state: Mutex<LaneState>,
     /// Signalled when a block is queued or a run ends.
     changed: Condvar,
+    /// The reader's hashing, fed by the runs.
+    hashing: Option<Arc<Hashing>>,
 }
 
 #[derive(Debug, Default)]
@@ -371,7 +439,54 @@ impl ReadAhead {
             file,
             runner,
             ahead: Mutex::new(Ahead::default()),
+            hashing: None,
+            direct: true,
         }
+    }
+
+    /// This reader, reading ahead through the page cache rather than around it: for a file
+    /// likely cached already and read once by a client (an upload's source), where a read
+    /// from the cache costs a copy and a read from the disk competes with everything else.
+    pub fn through_page_cache(mut self) -> ReadAhead {
+        self.direct = false;
+        self
+    }
+
+    /// [`new`](Self::new), whose read-ahead runs also hash the file's bytes `from..until`:
+    /// `hasher` has seen the bytes before `from`, and is fed each byte of the range once, in
+    /// order, by the run that reads it (before the reader can see it). Meant for a file read
+    /// in one sequence from `from` on; [`take_hasher`](Self::take_hasher) gives the hasher
+    /// back if it saw exactly the range.
+    pub fn hashing(
+        file: File,
+        runner: Arc<dyn Runner>,
+        hasher: FileHasher,
+        from: u64,
+        until: u64,
+    ) -> ReadAhead {
+        let mut reader = ReadAhead::new(file, runner);
+        reader.hashing = Some(Arc::new(Hashing {
+            state: Mutex::new(HashState {
+                hasher: Some(hasher),
+                hashed: from,
+                until,
+            }),
+            broken: AtomicBool::new(false),
+        }));
+        reader
+    }
+
+    /// Ends the hashing (waiting for a block being hashed): the hasher, if this reader was
+    /// made [`hashing`](Self::hashing) and it has seen every byte of its range exactly once,
+    /// in order, as read ahead. `None` if the range was not read whole (a short file, a
+    /// reader that stopped early), if the reads left their sequence (a restart reads bytes
+    /// again, which may have changed), or if a read-ahead failed; `None` again once taken.
+    pub fn take_hasher(&self) -> Option<FileHasher> {
+        let hashing = self.hashing.as_ref()?;
+        let mut state = hashing.lock();
+        let hasher = state.hasher.take()?;
+        let whole = state.hashed == state.until && !hashing.broken.load(Ordering::SeqCst);
+        whole.then_some(hasher)
     }
 
     /// Wraps `file` without reading ahead: ordinary positioned reads only (for when the
@@ -384,6 +499,8 @@ impl ReadAhead {
                 failed: true,
                 ..Ahead::default()
             }),
+            hashing: None,
+            direct: false,
         }
     }
 
@@ -406,7 +523,7 @@ impl ReadAhead {
                 continue;
             }
             if ahead.failed || !self.next_block(&mut ahead, at) {
-                // Ordinary read for the rest.
+                // Ordinary read for the rest (never hashed).
                 return self.file.read_exact_at(&mut buf[done..], at);
             }
         }
@@ -454,12 +571,14 @@ impl ReadAhead {
 
     /// The read-ahead over the file reopened.
     fn open_lane(&self) -> io::Result<Arc<Lane>> {
-        let file = reopen_direct(&self.file).map_or_else(|| self.file.try_clone(), Ok)?;
+        let direct = self.direct.then(|| reopen_direct(&self.file)).flatten();
+        let file = direct.map_or_else(|| self.file.try_clone(), Ok)?;
         Ok(Arc::new(Lane {
             file,
             runner: self.runner.clone(),
             state: Mutex::new(LaneState::default()),
             changed: Condvar::new(),
+            hashing: self.hashing.clone(),
         }))
     }
 }
@@ -485,6 +604,12 @@ impl Lane {
     /// Starts a new sequence at `from` (aligned): what was read ahead is dropped.
     fn restart(&self, from: u64) {
         let mut state = self.lock();
+        if state.sequence > 0
+            && let Some(hashing) = &self.hashing
+        {
+            // Bytes read again may differ from the ones hashed.
+            hashing.break_off();
+        }
         state.sequence += 1;
         state.blocks.clear();
         state.next = from;
@@ -556,6 +681,13 @@ impl Lane {
             state.next = at.saturating_add(READ_BLOCK as u64);
             drop(state);
             let read = read_block(&self.file, at);
+            if let Some(hashing) = &self.hashing {
+                match &read {
+                    Ok(Some(block)) => hashing.feed(block),
+                    Ok(None) => {}
+                    Err(_) => hashing.break_off(),
+                }
+            }
             let mut state = self.lock();
             if state.sequence != sequence {
                 // Restarted meanwhile: this block is not wanted.
@@ -886,6 +1018,165 @@ mod tests {
         w.sync_all().unwrap();
         drop(w);
         assert!(std::fs::read(&path).unwrap() == data, "direct: {direct}");
+    }
+
+    fn sha(bytes: &[u8]) -> [u8; 32] {
+        let mut h = FileHasher::new();
+        h.update(bytes);
+        h.finish()
+    }
+
+    /// A hasher that has seen `bytes`.
+    fn seen(bytes: &[u8]) -> FileHasher {
+        let mut h = FileHasher::new();
+        h.update(bytes);
+        h
+    }
+
+    /// Reads `from..until` of `reader` in pieces of `piece` bytes: whether every read
+    /// succeeded, and the bytes read.
+    fn read_range(reader: &ReadAhead, from: u64, until: u64, piece: usize) -> (bool, Vec<u8>) {
+        let mut got = Vec::new();
+        let mut at = from;
+        while at < until {
+            let n = piece.min((until - at) as usize);
+            let mut buf = vec![0u8; n];
+            if reader.read_exact_at(&mut buf, at).is_err() {
+                return (false, got);
+            }
+            got.extend_from_slice(&buf);
+            at += n as u64;
+        }
+        (true, got)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(24))]
+
+        /// Read in one sequence from `from` to `until` in pieces of any size, around the
+        /// page cache or through it, the reader gets the file's bytes and the hasher given
+        /// back has seen exactly the file's bytes `0..until`: the prefix it came with, then
+        /// the range, hashed by the runs.
+        #[test]
+        fn read_ahead_hashes_exactly_the_range_read(
+            size in 0usize..1_800_000,
+            from_part in 0.0f64..1.0,
+            until_part in 0.0f64..1.0,
+            piece in 1usize..200_000,
+            cached in any::<bool>(),
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("f");
+            let content = pattern(5, size);
+            std::fs::write(&path, &content).unwrap();
+            let from = (size as f64 * from_part) as usize;
+            let until = from + ((size - from) as f64 * until_part) as usize;
+            for runner in runners() {
+                let reader = ReadAhead::hashing(
+                    File::open(&path).unwrap(),
+                    runner,
+                    seen(&content[..from]),
+                    from as u64,
+                    until as u64,
+                );
+                let reader = if cached { reader.through_page_cache() } else { reader };
+                let (ok, got) = read_range(&reader, from as u64, until as u64, piece);
+                prop_assert!(ok);
+                prop_assert!(got[..] == content[from..until]);
+                let hasher = reader.take_hasher();
+                prop_assert!(hasher.is_some(), "the hasher was not given back");
+                prop_assert_eq!(hasher.unwrap().finish(), sha(&content[..until]));
+                prop_assert!(reader.take_hasher().is_none(), "the hasher came back twice");
+            }
+        }
+    }
+
+    #[test]
+    fn an_empty_range_gives_the_hasher_back_as_it_came() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, pattern(6, 1000)).unwrap();
+        for runner in runners() {
+            let reader = ReadAhead::hashing(File::open(&path).unwrap(), runner, seen(b"x"), 7, 7);
+            assert_eq!(
+                reader.take_hasher().map(FileHasher::finish),
+                Some(sha(b"x"))
+            );
+        }
+    }
+
+    #[test]
+    fn a_file_shorter_than_the_range_gives_no_hasher() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let content = pattern(7, READ_BLOCK + 5000);
+        std::fs::write(&path, &content).unwrap();
+        for runner in runners() {
+            let until = content.len() as u64 + 1;
+            let reader =
+                ReadAhead::hashing(File::open(&path).unwrap(), runner, seen(&[]), 0, until);
+            let (ok, got) = read_range(&reader, 0, until, 16_384);
+            assert!(!ok, "a read past the end succeeded");
+            assert!(got[..] == content[..got.len()]);
+            assert!(reader.take_hasher().is_none());
+        }
+    }
+
+    #[test]
+    fn a_reader_that_stops_early_gives_no_hasher_and_drops_cleanly() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let content = pattern(8, 6 * READ_BLOCK);
+        std::fs::write(&path, &content).unwrap();
+        for runner in runners() {
+            let until = content.len() as u64;
+            let reader = ReadAhead::hashing(
+                File::open(&path).unwrap(),
+                runner.clone(),
+                seen(&[]),
+                0,
+                until,
+            );
+            let (ok, _) = read_range(&reader, 0, 100_000, 16_384);
+            assert!(ok);
+            assert!(reader.take_hasher().is_none());
+            // Dropped with runs possibly under way: they end after their block.
+            let other = ReadAhead::hashing(File::open(&path).unwrap(), runner, seen(&[]), 0, until);
+            let (ok, _) = read_range(&other, 0, 1000, 1000);
+            assert!(ok);
+            drop(other);
+        }
+    }
+
+    #[test]
+    fn a_read_out_of_sequence_gives_no_hasher() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let content = pattern(9, 3 * READ_BLOCK);
+        std::fs::write(&path, &content).unwrap();
+        for runner in runners() {
+            let until = content.len() as u64;
+            let reader =
+                ReadAhead::hashing(File::open(&path).unwrap(), runner, seen(&[]), 0, until);
+            let (ok, _) = read_range(&reader, 0, until, 100_000);
+            assert!(ok);
+            // Back to the start: the read-ahead restarts, its bytes may differ from the
+            // ones hashed.
+            let (ok, _) = read_range(&reader, 0, 10, 10);
+            assert!(ok);
+            assert!(reader.take_hasher().is_none());
+        }
+    }
+
+    #[test]
+    fn a_plain_read_ahead_has_no_hasher() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, pattern(1, 1000)).unwrap();
+        let reader = ReadAhead::new(File::open(&path).unwrap(), Arc::new(Inline));
+        let (ok, _) = read_range(&reader, 0, 1000, 100);
+        assert!(ok);
+        assert!(reader.take_hasher().is_none());
     }
 
     /// The blocks queued ahead of `reader` now.

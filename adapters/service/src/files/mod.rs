@@ -40,7 +40,7 @@ pub mod transfer;
 mod tree;
 mod usage;
 mod versions;
-mod write_behind;
+pub(crate) mod write_behind;
 
 pub use archive::DELETED_HOMES;
 pub use disk::{DEFAULT_MIN_FREE_BYTES, DiskHomes, DiskTree};

@@ -46,11 +46,37 @@ const QUEUE_JOBS: usize = 2;
 
 /// The most data an upload written behind holds: a batch gathered, the queued ones, and
 /// the ones being hashed and written.
-pub const HELD_BYTES: usize = BATCH * (2 * QUEUE_JOBS + 3);
+pub const HELD_BYTES: usize = Buffering::SERVER.held_bytes();
 
 /// Batches handed over and not yet written (queued, being hashed or being written) at
 /// most: with the one being gathered, [`HELD_BYTES`].
-const IN_FLIGHT: usize = HELD_BYTES / BATCH - 1;
+const IN_FLIGHT: usize = 2 * QUEUE_JOBS + 2;
+
+/// How much a [`WriteBehind`] gathers and holds: the server's [`Buffering::SERVER`] keeps
+/// many uploads within its transfer budget, a client writing one large download can hold
+/// more to ride out the disk's stalls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Buffering {
+    /// Contiguous writes are gathered into one job of up to this many bytes (at least 1).
+    pub batch: usize,
+    /// Batches handed over and not yet written (queued, being hashed or being written) at
+    /// most (at least 1); the caller waits for room beyond.
+    pub in_flight: usize,
+}
+
+impl Buffering {
+    /// The server's: 256 KiB batches, [`HELD_BYTES`] held.
+    pub const SERVER: Buffering = Buffering {
+        batch: BATCH,
+        in_flight: IN_FLIGHT,
+    };
+
+    /// The most data a write-behind with this buffering holds: the batches in flight and
+    /// the one being gathered.
+    pub const fn held_bytes(self) -> usize {
+        (self.in_flight + 1) * self.batch
+    }
+}
 
 /// Jobs one run takes before it hands a fresh run to the runner and ends, so that uploads
 /// share a bounded pool's threads.
@@ -174,6 +200,7 @@ struct Shared {
     hashing: Mutex<Option<Hashing>>,
     /// The file, used by the writing stage's run only, until the upload is dropped.
     file: Mutex<Option<Box<dyn PartialFile>>>,
+    buffering: Buffering,
 }
 
 impl Shared {
@@ -284,7 +311,8 @@ impl Shared {
                 spare,
             }) = written
             {
-                if let Some(spare) = spare.filter(|_| state.spares.len() < HELD_BYTES / BATCH) {
+                let keep = self.buffering.in_flight + 1;
+                if let Some(spare) = spare.filter(|_| state.spares.len() < keep) {
                     state.spares.push(spare);
                 }
                 if let Err(e) = &result {
@@ -356,9 +384,23 @@ impl fmt::Debug for WriteBehind {
 }
 
 impl WriteBehind {
-    /// Writes `inner` behind the caller through `runner`; `path` names the upload's target
-    /// in errors.
+    /// Writes `inner` behind the caller through `runner` with the server's buffering;
+    /// `path` names the upload's target in errors.
     pub fn new(inner: Box<dyn PartialFile>, path: String, runner: Arc<dyn Runner>) -> WriteBehind {
+        WriteBehind::with_buffering(inner, path, runner, Buffering::SERVER)
+    }
+
+    /// [`new`](Self::new) gathering and holding as `buffering` says.
+    pub fn with_buffering(
+        inner: Box<dyn PartialFile>,
+        path: String,
+        runner: Arc<dyn Runner>,
+        buffering: Buffering,
+    ) -> WriteBehind {
+        let buffering = Buffering {
+            batch: buffering.batch.max(1),
+            in_flight: buffering.in_flight.max(1),
+        };
         WriteBehind {
             batch: Vec::new(),
             batch_offset: 0,
@@ -368,6 +410,7 @@ impl WriteBehind {
                 runner,
                 hashing: Mutex::new(None),
                 file: Mutex::new(Some(inner)),
+                buffering,
             }),
             hashing: false,
             path,
@@ -396,7 +439,7 @@ impl WriteBehind {
         let mut state = self.shared.lock();
         if job.is_write() {
             // The batches in flight are queued, so their runs are handed over already.
-            while state.in_flight >= IN_FLIGHT && state.failure.is_none() {
+            while state.in_flight >= self.shared.buffering.in_flight && state.failure.is_none() {
                 state = self.shared.wait(state);
             }
             state.in_flight += 1;
@@ -458,10 +501,10 @@ impl PartialFile for WriteBehind {
                 self.batch = spare;
             }
             drop(state);
-            self.batch.reserve(BATCH);
+            self.batch.reserve(self.shared.buffering.batch);
         }
         self.batch.extend_from_slice(data);
-        if self.batch.len() >= BATCH {
+        if self.batch.len() >= self.shared.buffering.batch {
             self.send_batch()?;
         }
         Ok(())
@@ -942,6 +985,19 @@ mod tests {
 
     #[test]
     fn a_stalled_disk_lets_the_caller_run_ahead_by_the_memory_bound_and_no_further() {
+        let other = Buffering {
+            batch: 100_000,
+            in_flight: 3,
+        };
+        for buffering in [Buffering::SERVER, other] {
+            stalled_disk_bound(buffering);
+        }
+    }
+
+    /// With the disk holding every write, the caller hands over `buffering.in_flight`
+    /// batches and then waits, one more for each one written.
+    fn stalled_disk_bound(buffering: Buffering) {
+        let Buffering { batch, in_flight } = buffering;
         let (go, gate) = mpsc::channel();
         let log = Arc::new(Mutex::new(Vec::new()));
         let inner = Logged {
@@ -949,19 +1005,24 @@ mod tests {
             gate: Some(gate),
             ..Logged::default()
         };
-        let batches = IN_FLIGHT + 2;
+        let batches = in_flight + 2;
         let (done, returned) = mpsc::channel();
         let caller = std::thread::spawn(move || {
-            let mut file = WriteBehind::new(Box::new(inner), "f".into(), Arc::new(ThreadPerWork));
+            let mut file = WriteBehind::with_buffering(
+                Box::new(inner),
+                "f".into(),
+                Arc::new(ThreadPerWork),
+                buffering,
+            );
             for i in 0..batches {
-                file.write_at((i * BATCH) as u64, &vec![i as u8; BATCH])
+                file.write_at((i * batch) as u64, &vec![i as u8; batch])
                     .unwrap();
                 done.send(i).unwrap();
             }
             file.sync().unwrap();
         });
-        // The disk holds the first batch: the caller goes on until IN_FLIGHT are held...
-        for i in 0..IN_FLIGHT {
+        // The disk holds the first batch: the caller goes on until `in_flight` are held...
+        for i in 0..in_flight {
             assert_eq!(returned.recv_timeout(Duration::from_secs(10)), Ok(i));
         }
         assert!(returned.recv_timeout(Duration::from_millis(200)).is_err());
@@ -969,7 +1030,7 @@ mod tests {
         go.send(()).unwrap();
         assert_eq!(
             returned.recv_timeout(Duration::from_secs(10)),
-            Ok(IN_FLIGHT)
+            Ok(in_flight)
         );
         assert!(returned.recv_timeout(Duration::from_millis(200)).is_err());
         for _ in 1..batches {

@@ -1,7 +1,7 @@
 //! The seam between the transfer scheduler and the local file system: [`LocalFiles`] is
-//! every local operation a transfer needs, so the scheduler itself does no I/O. Runtimes
-//! implement it over `std::fs` (with or without helper threads); a simulation can implement
-//! it in memory.
+//! every local operation a transfer needs, so the scheduler itself does no I/O. Every
+//! runtime uses [`StdFiles`](super::StdFiles) over `std::fs`, given its own way of running
+//! blocking work; a simulation can implement it in memory.
 
 use std::io;
 use std::path::Path;

@@ -5,8 +5,10 @@
 //! ([`Step::AwaitReply`]), and hands every local file operation to the driver as a unit of
 //! blocking work ([`LocalWork`]) run over a [`LocalFiles`] implementation, whose result
 //! comes back with [`Scheduler::on_work_done`]. The blocking runtime runs that work on its
-//! connection thread (the long re-hashes on a thread of their own), smol on its blocking
-//! pool, a simulation wherever its seed says.
+//! connection thread (the long re-hashes on its worker pool), smol on its blocking pool, a
+//! simulation wherever its seed says. [`StdFiles`] is the one implementation over
+//! `std::fs`: it reads ahead and writes behind with the server's own code, through the
+//! runtime's [`Runner`](crate::work::Runner).
 //!
 //! Guarantees of every transfer: an upload's SHA-256 is computed while sending and checked by
 //! the server at `fdone`; a download is written to `<name>.vserv-part` (its expected size and
@@ -33,7 +35,7 @@ use super::ClientError;
 
 pub use local::{FileKind, LocalFiles, ReadBatch};
 pub use scheduler::{Scheduler, Step};
-pub use std_files::{StdFiles, StdReader, StdWriter};
+pub use std_files::{CopyWriter, SourceReader, StdFiles};
 pub use wire::Requests;
 pub use work::{LocalDone, LocalWork, WorkTicket};
 
