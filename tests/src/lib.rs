@@ -6,7 +6,8 @@
 //!
 //! The cases live in [`cases`], one module a topic; [`fixture`] builds the servers they
 //! start (in-memory [`vserv_service::Node`]s), [`clients`] holds what they do with clients
-//! again and again, and [`sockets`] talks to a real server without a client.
+//! again and again, [`sockets`] talks to a real server without a client, and [`tcp`] starts
+//! the real runtimes' servers for the cases that drive them directly.
 
 use std::sync::Arc;
 
@@ -61,6 +62,7 @@ pub mod cases;
 pub mod clients;
 pub mod fixture;
 pub mod sockets;
+pub mod tcp;
 
 pub use clients::*;
 pub use fixture::*;

@@ -16,8 +16,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
-use vserv_blocking::{Client, ServerOptions};
-use vserv_core::ServerIdentity;
+use vserv_blocking::Client;
 use vserv_core::commands::{
     Command, Credential, DeliveryState, ListPage, Reply, SecretBytes, SendArgs, UserRole,
 };
@@ -33,50 +32,7 @@ use vserv_service::{Service, ServiceInfo};
 use vserv_store::kv::{Op, Store, StoreError, Table};
 use vserv_store::memory::MemoryStore;
 use vserv_tests::Fixture;
-
-/// A TCP server runtime under test.
-trait Tcp {
-    /// A running server.
-    type Handle;
-    fn start(identity: Arc<ServerIdentity>, service: Service) -> Self::Handle;
-    fn address(handle: &Self::Handle) -> String;
-    fn stop(handle: Self::Handle);
-}
-
-struct Blocking;
-struct Smol;
-
-impl Tcp for Blocking {
-    type Handle = vserv_blocking::ServerHandle;
-    fn start(identity: Arc<ServerIdentity>, service: Service) -> Self::Handle {
-        vserv_blocking::Server::bind("127.0.0.1:0", identity, service, ServerOptions::default())
-            .expect("bind")
-            .spawn()
-            .expect("spawn")
-    }
-    fn address(handle: &Self::Handle) -> String {
-        handle.local_addr().to_string()
-    }
-    fn stop(handle: Self::Handle) {
-        handle.shutdown();
-    }
-}
-
-impl Tcp for Smol {
-    type Handle = vserv_smol::ServerHandle;
-    fn start(identity: Arc<ServerIdentity>, service: Service) -> Self::Handle {
-        vserv_smol::Server::bind("127.0.0.1:0", identity, service, ServerOptions::default())
-            .expect("bind")
-            .spawn()
-            .expect("spawn")
-    }
-    fn address(handle: &Self::Handle) -> String {
-        handle.local_addr().to_string()
-    }
-    fn stop(handle: Self::Handle) {
-        handle.shutdown();
-    }
-}
+use vserv_tests::tcp::{Blocking, Smol, Tcp};
 
 /// A store that counts its commits.
 struct Counting {

@@ -6,59 +6,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rand::SeedableRng;
-use vserv_blocking::ServerOptions;
 use vserv_core::ServerIdentity;
 use vserv_service::ledger::{CheckReport, NewRecord};
 use vserv_service::replicas::Replicas;
-use vserv_service::{Node, NodeSettings, PeerConfig, Service};
+use vserv_service::{Node, NodeSettings, PeerConfig};
 use vserv_store::kv::Store;
 use vserv_store::memory::MemoryStore;
-
-/// A TCP server runtime under test.
-trait Tcp {
-    type Handle;
-    fn start(identity: Arc<ServerIdentity>, service: Service) -> Self::Handle {
-        Self::start_at(identity, service, "127.0.0.1:0")
-    }
-    fn start_at(identity: Arc<ServerIdentity>, service: Service, addr: &str) -> Self::Handle;
-    fn address(handle: &Self::Handle) -> String;
-    fn stop(handle: Self::Handle);
-}
-
-struct Blocking;
-struct Smol;
-
-impl Tcp for Blocking {
-    type Handle = vserv_blocking::ServerHandle;
-    fn start_at(identity: Arc<ServerIdentity>, service: Service, addr: &str) -> Self::Handle {
-        vserv_blocking::Server::bind(addr, identity, service, ServerOptions::default())
-            .expect("bind")
-            .spawn()
-            .expect("spawn")
-    }
-    fn address(handle: &Self::Handle) -> String {
-        handle.local_addr().to_string()
-    }
-    fn stop(handle: Self::Handle) {
-        handle.shutdown();
-    }
-}
-
-impl Tcp for Smol {
-    type Handle = vserv_smol::ServerHandle;
-    fn start_at(identity: Arc<ServerIdentity>, service: Service, addr: &str) -> Self::Handle {
-        vserv_smol::Server::bind(addr, identity, service, ServerOptions::default())
-            .expect("bind")
-            .spawn()
-            .expect("spawn")
-    }
-    fn address(handle: &Self::Handle) -> String {
-        handle.local_addr().to_string()
-    }
-    fn stop(handle: Self::Handle) {
-        handle.shutdown();
-    }
-}
+use vserv_tests::tcp::{Blocking, Smol, Tcp};
 
 fn identity(seed: u64) -> Arc<ServerIdentity> {
     Arc::new(ServerIdentity::generate(
