@@ -23,9 +23,11 @@ fn every_seed_passes_its_target() {
             "deframer" => fuzzing::deframer(&bytes),
             "server_connection" => fuzzing::server_connection(&bytes, now),
             "client_connection" => fuzzing::client_connection(&bytes, now),
+            "replication_message" => vserv_core::replication::fuzzing::replication_message(&bytes),
+            "replication_link" => vserv_core::replication::fuzzing::replication_link(&bytes, now),
             other => panic!("seed {name} for an unknown target {other}"),
         }
         targets.insert(target);
     }
-    assert_eq!(targets.len(), 9, "a target without seeds: {targets:?}");
+    assert_eq!(targets.len(), 11, "a target without seeds: {targets:?}");
 }

@@ -15,8 +15,8 @@ use crate::secure::RecordKeys;
 use crate::session::Role;
 use crate::wire::{
     self, CONTENT_APP, CONTENT_CLIENT_FINISHED, CONTENT_CLOSE, CONTENT_KEY_UPDATE,
-    CONTENT_SERVER_AUTH, ClientFinished, ClientHello, Close, Deframer, Request, Response,
-    ServerAuth, ServerHello, TYPE_CLIENT_HELLO, TYPE_REFUSE, TYPE_SERVER_HELLO,
+    CONTENT_SERVER_AUTH, CONTENT_STREAM, ClientFinished, ClientHello, Close, Deframer, Request,
+    Response, ServerAuth, ServerHello, TYPE_CLIENT_HELLO, TYPE_REFUSE, TYPE_SERVER_HELLO,
 };
 use crate::{Config, Connection, Error, Event};
 
@@ -65,7 +65,9 @@ impl Driver {
                 (_, Event::Closed(_)) => assert!(self.conn.is_closed()),
                 (_, Event::Connected { .. }) => self.client_send(),
                 (Role::Server, Event::Request(req)) => {
-                    let result = match Command::parse(&req) {
+                    let parsed = Command::parse(&req);
+                    let opens_stream = matches!(parsed, Ok(Command::Peer { .. }));
+                    let result = match parsed {
                         Ok(_) => Ok(req.args.clone()),
                         Err(reply) => Err(reply),
                     };
@@ -73,6 +75,22 @@ impl Driver {
                     // A request can be answered unless the connection has closed meanwhile.
                     if let Err(e) = r {
                         assert!(self.conn.is_closed(), "respond failed: {e:?}");
+                    } else if opens_stream {
+                        // As a replication listener does after a good `peer`.
+                        let r = self.conn.open_stream();
+                        self.check_result(r);
+                    }
+                }
+                (_, Event::Stream(bytes)) => {
+                    assert!(!bytes.is_empty(), "an empty stream piece");
+                    assert!(
+                        self.conn.role() == Role::Client || self.conn.can_stream(),
+                        "stream bytes before the stream was opened"
+                    );
+                    // Echoed, as a link answers with its own stream.
+                    if self.conn.can_stream() {
+                        let r = self.conn.send_stream(&bytes);
+                        self.check_result(r);
                     }
                 }
                 (Role::Client, Event::ServerKey(_)) => {
@@ -199,6 +217,7 @@ fn check_output(stream: &[u8], role: Role) {
             (Role::Client, CONTENT_APP) => {
                 Request::decode(payload).expect("own Request");
             }
+            (_, CONTENT_STREAM) => assert!(!payload.is_empty(), "an empty stream record"),
             (role, kind) => panic!("{role:?} sent a record of type {kind:#x}"),
         }
     }

@@ -8,8 +8,8 @@ use super::forge::{
 use super::identity;
 use crate::wire::frame::put_frame;
 use crate::wire::{
-    self, CONTENT_APP, CONTENT_CLIENT_FINISHED, CONTENT_CLOSE, CONTENT_KEY_UPDATE, ClientFinished,
-    Close, Request, Response, ServerAuth, TYPE_REFUSE,
+    self, CONTENT_APP, CONTENT_CLIENT_FINISHED, CONTENT_CLOSE, CONTENT_KEY_UPDATE, CONTENT_STREAM,
+    ClientFinished, Close, Request, Response, ServerAuth, TYPE_REFUSE,
 };
 
 /// Seed inputs for every target, as `(target, file name, bytes)`: real messages, records and
@@ -163,5 +163,47 @@ pub fn corpus_seeds() -> Vec<(&'static str, String, Vec<u8>)> {
     responses[0].encode(&mut v);
     forge_record(CONTENT_APP, &v, &mut raw_records);
     add("client_connection", "raw_records", raw_records);
+
+    // Streams: a `peer` request opens the server's stream, then stream records both ways.
+    let clock_frame = match crate::replication::Clock::new([3; 16], Vec::new()) {
+        Ok(clock) => crate::replication::Message::Clock(clock).to_frame(),
+        Err(e) => unreachable!("an empty clock is valid: {e}"),
+    };
+    let peer = crate::commands::Command::Peer {
+        key: *identity().public_key().as_bytes(),
+        signature: [5u8; wire::SIGNATURE_LEN],
+    };
+    let mut specs = vec![2, 0, 0x08];
+    specs.extend(record_spec(
+        CONTENT_APP,
+        &encoded(&Request {
+            id: 1,
+            name: peer.name().into(),
+            args: peer.args(),
+        }),
+    ));
+    specs.extend(record_spec(CONTENT_STREAM, &clock_frame));
+    add("server_connection", "peer_then_stream", specs);
+    let mut specs = vec![2, 0, 0x08];
+    specs.extend(record_spec(CONTENT_STREAM, &clock_frame));
+    add("client_connection", "stream", specs);
+
+    // Replication: a message frame's content read every way, and a link past the clock.
+    add(
+        "replication_message",
+        "clock",
+        [&[3u8][..], &clock_frame[4..]].concat(),
+    );
+    add(
+        "replication_message",
+        "clock_stream",
+        [&[2u8][..], &clock_frame].concat(),
+    );
+    add("replication_link", "after_clock", vec![0, 1]);
+    add(
+        "replication_link",
+        "clock_in_pieces",
+        [&[5u8, 2][..], &clock_frame].concat(),
+    );
     seeds
 }

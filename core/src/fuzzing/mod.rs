@@ -32,7 +32,9 @@
 //! A *record spec* (mode 2) is `type:u8 | len:u16be | payload[len]` (a short tail is taken as
 //! the payload) and becomes one null-cipher record of that content type: this lets the fuzzer
 //! write requests and responses without learning the record framing. `0x17` is application
-//! data, `0x11` close, `0x10` key update (see [`crate::wire`]).
+//! data, `0x18` stream, `0x11` close, `0x10` key update (see [`crate::wire`]). The server
+//! opens the stream after a well-formed `peer` request, as a replication listener does, and
+//! both sides echo stream bytes.
 //!
 //! The server answers every request (echoing its arguments, or the typed error of
 //! [`Command::parse`](crate::commands::Command::parse)); the client sends a `ping` when
