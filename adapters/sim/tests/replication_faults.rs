@@ -19,15 +19,18 @@
 //! next link does, or the new chain passing the old head does. The tests therefore reconnect
 //! the wiped server once after its appends (partition and heal), as any restart would.
 
+mod replication_common;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
 use rand::RngExt;
 use rand::rngs::StdRng;
+use replication_common::{Topology, records};
 use vserv_core::replication::ForkProof;
 use vserv_core::{Config, ServerIdentity, ServerKey};
-use vserv_service::ledger::{CheckReport, NewRecord};
+use vserv_service::ledger::CheckReport;
 use vserv_service::replicas::Replicas;
 use vserv_service::{Node, NodeSettings, PeerConfig};
 use vserv_sim::{LinkConfig, LinkSpec, ServerId, ServerSpec, World, for_each_seed};
@@ -35,41 +38,6 @@ use vserv_store::memory::MemoryStore;
 
 /// The longest virtual time the network may take to settle after the faults stop.
 const SETTLE: Duration = Duration::from_secs(900);
-
-/// How the servers of a world link up.
-#[derive(Debug, Clone, Copy)]
-enum Topology {
-    /// Each server dials the one before it.
-    Line,
-    /// Each server dials the next, the last the first.
-    Ring,
-    /// Each server dials every server before it.
-    Mesh,
-}
-
-impl Topology {
-    /// Whether server `i` dials server `j` (of `n`).
-    fn dials(self, i: usize, j: usize, n: usize) -> bool {
-        match self {
-            Topology::Line => j + 1 == i,
-            Topology::Ring => n > 1 && (i + 1) % n == j && i != j,
-            Topology::Mesh => j < i,
-        }
-    }
-}
-
-/// `n` records tagged `tag`, numbered from `from`.
-fn records(tag: &str, from: usize, n: usize) -> Vec<NewRecord> {
-    (from..from + n)
-        .map(|i| NewRecord {
-            author: "alice".into(),
-            kind: "note".into(),
-            record_id: format!("{tag}-{i}").into_bytes(),
-            body: format!("record {i} of {tag}").into_bytes(),
-            timestamp: 1_700_000_000_000,
-        })
-        .collect()
-}
 
 /// One server of the network: the machine (address), what runs on it and its storage.
 struct Machine {
