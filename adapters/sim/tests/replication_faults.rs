@@ -427,11 +427,15 @@ fn all_verify(fleet: &Fleet) -> Result<(), String> {
     Ok(())
 }
 
-/// Runs until the network settles (or `SETTLE` passes), then checks every invariant.
+/// Runs until the network settles (or `SETTLE` passes), then checks every invariant and
+/// that the world noticed nothing wrong (a stuck timer, a run that never settles).
 fn settle(net: &mut Net) -> Result<(), String> {
     let limit = net.world.now() + SETTLE;
     let fleet = &net.fleet;
     net.world.run_until(limit, |_| fleet.settled());
+    if let [first, ..] = net.world.violations() {
+        return Err(format!("the world noticed: {first}"));
+    }
     fleet.settled_or_why()?;
     all_verify(fleet)
 }
