@@ -21,6 +21,10 @@
 //!   delay, stall (for a while, or forever with `cut_after`/[`World::cut`]), reset (both
 //!   ends see the connection reset), and in adversary mode ([`Adversary`]) flip bits,
 //!   truncate, inject random bytes or replay earlier chunks.
+//! - **Server faults** ([`World::restart_server`], [`World::replace_server`],
+//!   [`World::partition`]): a server process crashes (every link of it is reset, its pending
+//!   work never runs) and a new one serves the same address, typically reopened on the
+//!   crash-modelling store it left; two servers cannot reach each other until healed.
 //! - **A trace**: every write, delivery, timer and client-visible event is a line of
 //!   [`World::trace`]; the same seed gives the same trace.
 //! - **Invariants** ([`World::check`]): every connection ends (closed or errored; a run that

@@ -20,6 +20,8 @@ use vserv_store::trust::TrustDecision;
 use crate::link::{Chunk, Dir, LinkConfig, LinkSpec};
 use crate::work::{Hub, SimRunner, SimWake};
 
+mod faults;
+
 /// The longest virtual time between blocking work being handed over and its running: the
 /// seed picks each item's delay up to this, so commits and completions interleave with
 /// network events in every possible order.
@@ -32,6 +34,9 @@ struct Scheduled {
     seq: u64,
     /// Whose work it is, for the trace (`server 0`, `c3`).
     owner: String,
+    /// The server whose process handed it over (`None` for a client's): a crashed
+    /// process's work never runs.
+    server: Option<usize>,
     work: vserv_service::work::Work,
 }
 
@@ -157,6 +162,10 @@ struct ServerNode {
 
 struct Link {
     spec: LinkSpec,
+    /// The server this link connects to.
+    server: usize,
+    /// The server whose replication dial made this link (`None` for a client's).
+    dialer: Option<usize>,
     client_end: usize,
     server_end: usize,
     /// `dirs[TO_SERVER]`, `dirs[TO_CLIENT]`.
@@ -288,6 +297,8 @@ pub struct World {
     held: std::collections::BTreeSet<&'static str>,
     /// The links of the servers' replication dials.
     dial_link: LinkSpec,
+    /// Pairs of servers (lower index first) that cannot reach each other.
+    partitions: BTreeSet<(usize, usize)>,
 }
 
 impl std::fmt::Debug for World {
@@ -318,6 +329,7 @@ impl World {
             scheduled: Vec::new(),
             held: std::collections::BTreeSet::new(),
             dial_link: LinkSpec::symmetric(LinkConfig::benign(16 * 1024)),
+            partitions: BTreeSet::new(),
             servers: Vec::new(),
             endpoints: Vec::new(),
             links: Vec::new(),
@@ -531,12 +543,18 @@ impl World {
         let link = self.links.len();
         let client_end = self.endpoints.len();
         let server_end = client_end + 1;
+        let dialer = match &kind {
+            Kind::Server(s) => Some(s.server),
+            _ => None,
+        };
         self.links.push(Link {
             dirs: [
                 Dir::new(spec.to_server.clone()),
                 Dir::new(spec.to_client.clone()),
             ],
             spec,
+            server,
+            dialer,
             client_end,
             server_end,
         });
@@ -747,6 +765,11 @@ impl World {
                 service.dial_failed(&dial);
                 continue;
             };
+            if self.partitioned(si, target) {
+                self.log(format!("dial {} failed: partitioned", dial.address));
+                service.dial_failed(&dial);
+                continue;
+            }
             let dialer_end = self.endpoints.len();
             let waker = Arc::new(SimWake {
                 endpoint: dialer_end,
@@ -937,7 +960,7 @@ impl World {
     }
 
     /// Gives `work` a due time drawn from the seed and adds it to the schedule.
-    fn schedule(&mut self, owner: String, work: vserv_service::work::Work) {
+    fn schedule(&mut self, owner: String, server: Option<usize>, work: vserv_service::work::Work) {
         let delay_us = self
             .rng
             .random_range(0..=u64::try_from(MAX_WORK_DELAY.as_micros()).unwrap_or(0));
@@ -952,6 +975,7 @@ impl World {
             at,
             seq,
             owner,
+            server,
             work,
         });
     }
@@ -961,7 +985,7 @@ impl World {
     fn pump(&mut self) {
         loop {
             for (server, work) in self.hub.take_queued() {
-                self.schedule(format!("server {server}"), work);
+                self.schedule(format!("server {server}"), Some(server), work);
             }
             let woken = self.hub.take_woken();
             if woken.is_empty() {
@@ -1326,7 +1350,7 @@ impl World {
             .endpoints
             .get(client.0)
             .map_or_else(|| format!("client {}", client.0), |e| e.name.clone());
-        self.schedule(owner, work);
+        self.schedule(owner, None, work);
     }
 
     /// Whether the reply to request `id` of `client` has arrived.

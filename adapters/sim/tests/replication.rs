@@ -3,52 +3,19 @@
 //! timers in the seed's schedule. A line of three servers converges (backlogs and live
 //! appends), and the same seed gives the same trace.
 
+mod replication_common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
 use rand::RngExt;
+use replication_common::{Topology, records};
 use vserv_core::{Config, ServerIdentity};
-use vserv_service::ledger::NewRecord;
 use vserv_service::replicas::Replicas;
 use vserv_service::{Node, NodeSettings, PeerConfig};
 use vserv_sim::{LinkConfig, LinkSpec, ServerSpec, World, for_each_seed};
 
 const LIMIT: Duration = Duration::from_secs(600);
-
-/// `n` records for a feed, with ids unique to `tag`.
-fn records(tag: &str, from: usize, n: usize) -> Vec<NewRecord> {
-    (from..from + n)
-        .map(|i| NewRecord {
-            author: "alice".into(),
-            kind: "note".into(),
-            record_id: format!("{tag}-{i}").into_bytes(),
-            body: format!("record {i} of {tag}").into_bytes(),
-            timestamp: 1_700_000_000_000,
-        })
-        .collect()
-}
-
-/// How the servers of a world link up.
-#[derive(Debug, Clone, Copy)]
-enum Topology {
-    /// Each server dials the one before it.
-    Line,
-    /// Each server dials the next, the last the first.
-    Ring,
-    /// Each server dials every server before it.
-    Mesh,
-}
-
-impl Topology {
-    /// Whether server `i` dials server `j` (of `n`).
-    fn dials(self, i: usize, j: usize, n: usize) -> bool {
-        match self {
-            Topology::Line => j + 1 == i,
-            Topology::Ring => n > 1 && (i + 1) % n == j && i != j,
-            Topology::Mesh => j < i,
-        }
-    }
-}
 
 /// The world with `n` servers in a line, each dialing the one before it; their nodes.
 fn line(seed: u64, n: usize) -> (World, Vec<Node>) {
