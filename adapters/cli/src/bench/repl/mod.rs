@@ -125,6 +125,10 @@ pub struct Live {
     window: u64,
     rputs: u64,
     rputs_per_s: f64,
+    /// Commits A made of these rputs (concurrent rputs share one).
+    a_commits: u64,
+    /// Commits B made of them (one per segment it received).
+    b_commits: u64,
     /// Entries B committed before their rput's acknowledgement reached the client (counted
     /// as 0 in the latency).
     committed_before_ack: u64,
@@ -140,6 +144,10 @@ pub struct Fanout {
     rputs: u64,
     /// Acknowledgement on A to commit on B, C, D, E.
     hops: Vec<Latency>,
+    /// Commits A made of these rputs.
+    a_commits: u64,
+    /// Commits each of B, C, D, E made of them.
+    hop_commits: Vec<u64>,
 }
 
 /// The `vserv bench repl` report.
@@ -147,6 +155,9 @@ pub struct Fanout {
 pub struct ReplReport {
     bench: &'static str,
     machine: Machine,
+    /// The 1-minute load average when the bench started (`None` without /proc): other work
+    /// on the machine slows every phase.
+    load_average: Option<f64>,
     body_bytes: u64,
     catch_up: Option<CatchUp>,
     live_steady: Option<Live>,
@@ -157,6 +168,7 @@ pub struct ReplReport {
 /// Runs the selected phases.
 pub fn run(args: &ReplArgs) -> anyhow::Result<ReplReport> {
     let has = |p| args.phases.contains(&p);
+    let load_average = load_average();
     let catch_up = has(Phase::CatchUp)
         .then(|| catch_up(args.entries, args.body))
         .transpose()
@@ -174,12 +186,19 @@ pub fn run(args: &ReplArgs) -> anyhow::Result<ReplReport> {
     Ok(ReplReport {
         bench: "repl",
         machine: Machine::get(),
+        load_average,
         body_bytes: args.body,
         catch_up,
         live_steady,
         live_saturating,
         fanout,
     })
+}
+
+/// The 1-minute load average from `/proc/loadavg`.
+fn load_average() -> Option<f64> {
+    let text = std::fs::read_to_string("/proc/loadavg").ok()?;
+    text.split_whitespace().next()?.parse().ok()
 }
 
 /// Appends `n` entries of `body` bytes to `ledger` in big batches; the bytes of their
@@ -251,6 +270,37 @@ fn latencies(acks: &[Ack], log: &CommitLog, origin: &ServerKey) -> anyhow::Resul
     Ok((Latency::from_samples(&mut samples), early))
 }
 
+/// The lowest and highest seq acknowledged.
+fn seq_range(acks: &[Ack]) -> (u64, u64) {
+    let low = acks.iter().map(|a| a.seq).min().unwrap_or(0);
+    let high = acks.iter().map(|a| a.seq).max().unwrap_or(0);
+    (low, high)
+}
+
+/// One live load's report from its acks, as seen on A and B.
+fn live_report(
+    args: &ReplArgs,
+    steady: bool,
+    acks: &[Ack],
+    elapsed: Duration,
+    a: &Member,
+    b: &Member,
+) -> anyhow::Result<Live> {
+    let (latency, early) = latencies(acks, &b.log, &a.key())?;
+    let (low, high) = seq_range(acks);
+    Ok(Live {
+        connections: args.connections,
+        target_per_s: steady.then_some(args.rate),
+        window: if steady { 1 } else { args.window },
+        rputs: acks.len() as u64,
+        rputs_per_s: acks.len() as f64 / elapsed.as_secs_f64(),
+        a_commits: a.log.commits(&a.key(), low, high),
+        b_commits: b.log.commits(&a.key(), low, high),
+        committed_before_ack: early,
+        latency,
+    })
+}
+
 /// One rput on `on`'s first client that must reach every member of `to`: the links are up.
 fn warm_up(
     clients: &mut [vserv_blocking::Client],
@@ -278,17 +328,7 @@ fn live(args: &ReplArgs) -> anyhow::Result<(Live, Live)> {
     warm_up(&mut clients, &a, std::slice::from_ref(&b))?;
     let start = Instant::now();
     let acks = load::steady(&mut clients, "steady", args.rate, args.seconds, args.body)?;
-    let elapsed = start.elapsed();
-    let (latency, early) = latencies(&acks, &b.log, &a.key())?;
-    let steady = Live {
-        connections: args.connections,
-        target_per_s: Some(args.rate),
-        window: 1,
-        rputs: acks.len() as u64,
-        rputs_per_s: acks.len() as f64 / elapsed.as_secs_f64(),
-        committed_before_ack: early,
-        latency,
-    };
+    let steady = live_report(args, true, &acks, start.elapsed(), &a, &b)?;
     let start = Instant::now();
     let acks = load::saturating(
         &mut clients,
@@ -297,17 +337,7 @@ fn live(args: &ReplArgs) -> anyhow::Result<(Live, Live)> {
         args.seconds,
         args.body,
     )?;
-    let elapsed = start.elapsed();
-    let (latency, early) = latencies(&acks, &b.log, &a.key())?;
-    let saturating = Live {
-        connections: args.connections,
-        target_per_s: None,
-        window: args.window,
-        rputs: acks.len() as u64,
-        rputs_per_s: acks.len() as f64 / elapsed.as_secs_f64(),
-        committed_before_ack: early,
-        latency,
-    };
+    let saturating = live_report(args, false, &acks, start.elapsed(), &a, &b)?;
     for client in clients {
         client.quit().context("closing a session")?;
     }
@@ -327,10 +357,16 @@ fn fanout(args: &ReplArgs) -> anyhow::Result<Fanout> {
     for client in clients {
         client.quit().context("closing a session")?;
     }
+    let (low, high) = seq_range(&acks);
     Ok(Fanout {
         target_per_s: args.rate,
         rputs: acks.len() as u64,
         hops,
+        a_commits: a.log.commits(&a.key(), low, high),
+        hop_commits: rest
+            .iter()
+            .map(|m| m.log.commits(&a.key(), low, high))
+            .collect(),
     })
 }
 
@@ -349,8 +385,11 @@ impl Report for ReplReport {
         let _ = writeln!(
             s,
             "vserv bench repl: in-process blocking servers on 127.0.0.1, fjall stores (fsync \
-             per commit), {}-byte bodies, {} CPUs",
-            self.body_bytes, self.machine.cpus
+             per commit), {}-byte bodies, {} CPUs, load average {}",
+            self.body_bytes,
+            self.machine.cpus,
+            self.load_average
+                .map_or_else(|| "unknown".to_owned(), |l| format!("{l:.2}"))
         );
         if let Some(c) = &self.catch_up {
             let _ = writeln!(
@@ -385,12 +424,14 @@ impl Report for ReplReport {
             };
             let _ = writeln!(
                 s,
-                "live {name} ({} connections, {load}): {} rputs at {:.0}/s; ack on A -> commit \
-                 on B p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms ({} committed before the ack; \
-                 target p50 <= {:.0} ms: {})",
+                "live {name} ({} connections, {load}): {} rputs at {:.0}/s in {} commits on A, \
+                 {} on B; ack on A -> commit on B p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms ({} \
+                 committed before the ack; target p50 <= {:.0} ms: {})",
                 l.connections,
                 l.latency.samples,
                 l.rputs_per_s,
+                l.a_commits,
+                l.b_commits,
                 ms(l.latency.p50_us),
                 ms(l.latency.p99_us),
                 ms(l.latency.max_us),
@@ -402,13 +443,16 @@ impl Report for ReplReport {
         if let Some(f) = &self.fanout {
             let _ = writeln!(
                 s,
-                "fan-out A->B->C->D->E ({}/s asked, {} rputs): ack on A -> commit on",
-                f.target_per_s, f.rputs
+                "fan-out A->B->C->D->E ({}/s asked, {} rputs in {} commits on A): ack on A -> \
+                 commit on",
+                f.target_per_s, f.rputs, f.a_commits
             );
-            for (name, hop) in ["B", "C", "D", "E"].iter().zip(&f.hops) {
+            for ((name, hop), commits) in
+                ["B", "C", "D", "E"].iter().zip(&f.hops).zip(&f.hop_commits)
+            {
                 let _ = writeln!(
                     s,
-                    "  {name}: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+                    "  {name}: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms ({commits} commits)",
                     ms(hop.p50_us),
                     ms(hop.p99_us),
                     ms(hop.max_us)

@@ -1,7 +1,8 @@
 //! The replication bench's in-process observer: a [`Store`] that passes every call to the
-//! real store and, after each durable commit, records when it happened and which replica
-//! heads it moved (the `head` key of a feed in [`Table::Replicas`]), so the bench knows the
-//! instant each replicated entry became durable on a server without polling it.
+//! real store and, after each durable commit, records when it happened and which feed heads
+//! it moved (the `head` key of the own feed in [`Table::Ledger`] or of a replica in
+//! [`Table::Replicas`]), so the bench knows the instant each entry became durable on a
+//! server without polling it, and how many commits a server made for it.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -14,7 +15,7 @@ use vserv_core::wire::POINT_LEN;
 use vserv_service::ledger::HEAD_KEY;
 use vserv_store::kv::{Op, Store, StoreError, Table};
 
-/// When each replica head was committed, per origin: `(head seq, commit instant)` in commit
+/// When each feed head was committed, per origin: `(head seq, commit instant)` in commit
 /// order (so ascending in both).
 #[derive(Default)]
 pub(super) struct CommitLog {
@@ -40,6 +41,15 @@ impl CommitLog {
         self.changed.notify_all();
     }
 
+    /// How many recorded commits of `origin` ended at a seq in `from..=to`.
+    pub(super) fn commits(&self, origin: &ServerKey, from: u64, to: u64) -> u64 {
+        self.lock().get(origin.as_bytes()).map_or(0, |log| {
+            log.iter()
+                .filter(|&&(s, _)| (from..=to).contains(&s))
+                .count() as u64
+        })
+    }
+
     /// When entry `seq` of `origin` was committed: the instant of the first recorded commit
     /// whose head reached it.
     pub(super) fn committed_at(&self, origin: &ServerKey, seq: u64) -> Option<Instant> {
@@ -49,7 +59,7 @@ impl CommitLog {
         log.get(i).map(|&(_, at)| at)
     }
 
-    /// Waits until `origin`'s replica head reaches `seq` and returns the instant of that
+    /// Waits until `origin`'s head reaches `seq` and returns the instant of that
     /// commit. Fails when no commit of that origin is recorded for `stall` in a row.
     pub(super) fn wait_for(
         &self,
@@ -88,16 +98,17 @@ impl CommitLog {
     }
 }
 
-/// The replica heads a batch moves: `(origin, seq)` of every valid `head` put in
-/// [`Table::Replicas`].
+/// The feed heads a batch moves: `(origin, seq)` of every valid `head` put, of the own feed
+/// in [`Table::Ledger`] or of a replica in [`Table::Replicas`].
 fn moved_heads(ops: &[Op]) -> Vec<([u8; POINT_LEN], u64)> {
+    let is_head = |table: Table, key: &[u8]| match table {
+        Table::Ledger => key == HEAD_KEY,
+        Table::Replicas => key.len() == POINT_LEN + HEAD_KEY.len() && key.ends_with(HEAD_KEY),
+        _ => false,
+    };
     ops.iter()
         .filter_map(|op| match op {
-            Op::Put {
-                table: Table::Replicas,
-                key,
-                value,
-            } if key.len() == POINT_LEN + HEAD_KEY.len() && key.ends_with(HEAD_KEY) => {
+            Op::Put { table, key, value } if is_head(*table, key) => {
                 let signed = SignedHead::decode(value).ok()?;
                 Some((*signed.head.origin.as_bytes(), signed.head.seq))
             }
@@ -106,7 +117,7 @@ fn moved_heads(ops: &[Op]) -> Vec<([u8; POINT_LEN], u64)> {
         .collect()
 }
 
-/// A store that records its replica commits in a [`CommitLog`] (see the module docs).
+/// A store that records its feed commits in a [`CommitLog`] (see the module docs).
 pub(super) struct Observed {
     inner: Arc<dyn Store>,
     log: Arc<CommitLog>,
@@ -162,13 +173,20 @@ mod tests {
         let mut rng = rand::rngs::StdRng::seed_from_u64(7);
         let origin = Arc::new(ServerIdentity::generate(&mut rng));
         let own = ServerIdentity::generate(&mut rng);
-        let source: Arc<dyn Store> = Arc::new(MemoryStore::new());
+        let source_log = Arc::new(CommitLog::default());
+        let source: Arc<dyn Store> = Arc::new(Observed::new(
+            Arc::new(MemoryStore::new()),
+            source_log.clone(),
+        ));
         let ledger = Ledger::new(source.clone(), origin.clone());
         for i in 0..5u64 {
             let r = ledger.append("a", "k", format!("r{i}").as_bytes(), b"x=1\n", 1);
             assert!(r.is_ok(), "{r:?}");
         }
         let key = origin.public_key();
+        // The own feed's five commits, one per append.
+        assert_eq!(source_log.commits(&key, 1, 5), 5);
+        assert_eq!(source_log.commits(&key, 2, 3), 2);
         let from = Replicas::new(source, key);
         let log = Arc::new(CommitLog::default());
         let observed: Arc<dyn Store> =
@@ -189,6 +207,7 @@ mod tests {
         let third = log.committed_at(&key, 3).unwrap();
         assert!(third >= second);
         assert_eq!(log.committed_at(&key, 5), Some(third));
+        assert_eq!(log.commits(&key, 1, 5), 3);
         let waited = log.wait_for(&key, 4, Duration::from_millis(10)).unwrap();
         assert_eq!(waited, third);
         assert!(log.wait_for(&key, 6, Duration::from_millis(10)).is_err());
