@@ -15,16 +15,19 @@ use vserv_core::wire::POINT_LEN;
 use vserv_service::ledger::HEAD_KEY;
 use vserv_store::kv::{Op, Store, StoreError, Table};
 
+/// Per origin: `(head seq, commit instant)` of each commit, in commit order.
+type Heads = BTreeMap<[u8; POINT_LEN], Vec<(u64, Instant)>>;
+
 /// When each feed head was committed, per origin: `(head seq, commit instant)` in commit
 /// order (so ascending in both).
 #[derive(Default)]
 pub(super) struct CommitLog {
-    heads: Mutex<BTreeMap<[u8; POINT_LEN], Vec<(u64, Instant)>>>,
+    heads: Mutex<Heads>,
     changed: Condvar,
 }
 
 impl CommitLog {
-    fn lock(&self) -> MutexGuard<'_, BTreeMap<[u8; POINT_LEN], Vec<(u64, Instant)>>> {
+    fn lock(&self) -> MutexGuard<'_, Heads> {
         // The map is only appended to: a panic elsewhere leaves it consistent.
         self.heads.lock().unwrap_or_else(|p| p.into_inner())
     }
