@@ -10,7 +10,7 @@ use vserv_core::ServerKey;
 use vserv_core::ledger::LedgerError;
 use vserv_core::replication::{
     Ack, Clock, ClockEntry, Entries, Link, LinkConfig, LinkEvent, MAX_MESSAGE, Message,
-    NodeRequest, ReplicationError,
+    MessageReader, NodeRequest, ReplicationError,
 };
 
 mod support;
@@ -667,6 +667,59 @@ fn a_peer_beyond_the_window_is_refused() {
             }
         }
     }
+}
+
+/// A segment read while the window was full waits for window space, and a periodic Clock
+/// of the peer that arrives meanwhile (listing only what it has persisted) must not drop it:
+/// the sender's next Entries still start right after what the peer holds, with no gap.
+#[test]
+fn a_clock_while_a_segment_waits_for_the_window_leaves_no_gap() {
+    let feed = Feed::with_commits(identity(42), 42, &[3, 3, 3, 3]);
+    let origin = feed.id.public_key();
+    let one: usize = feed.range(1, 3).iter().map(|e| e.encoded_len()).sum();
+    let now = Instant::now();
+    // Room for one segment and a read, not for two segments.
+    let config = LinkConfig {
+        window: one * 3 / 2,
+        ..LinkConfig::default()
+    };
+    let mut link = Link::new([1; 16], vec![feed.signed_at(12)], vec![], config, now).expect("link");
+    let mut sent = MessageReader::new();
+    let mut first_entries = Vec::new();
+    let mut drain = |link: &mut Link, firsts: &mut Vec<u64>| {
+        let mut out = Vec::new();
+        link.poll_transmit(&mut out);
+        sent.push(&out);
+        while let Some(m) = sent.next_message().expect("well-formed") {
+            if let Message::Entries(e) = m {
+                firsts.push(e.entries()[0].seq());
+            }
+        }
+    };
+    link.handle_stream(&frames(&[peer_clock(vec![])]), now)
+        .expect("clock");
+    // The node answers two reads: the first segment is sent, the second waits.
+    for (from, to) in [(1, 3), (4, 6)] {
+        match link.poll_request() {
+            Some(NodeRequest::ReadSegment { from_seq, .. }) => assert_eq!(from_seq, from),
+            other => panic!("expected the read from {from}: {other:?}"),
+        }
+        link.segment_read(origin, feed.range(from, to), Some(feed.signed_at(to)))
+            .expect("read");
+    }
+    drain(&mut link, &mut first_entries);
+    assert_eq!(first_entries, [1]);
+    // The peer persisted the first segment: its periodic Clock says so, then its Ack.
+    let clock = peer_clock(vec![ClockEntry {
+        origin,
+        seq: 3,
+        hash: feed.signed_at(3).head.hash,
+    }]);
+    link.handle_stream(&frames(&[clock]), now).expect("clock");
+    link.handle_stream(&frames(&[Message::Ack(Ack { origin, seq: 3 })]), now)
+        .expect("ack");
+    drain(&mut link, &mut first_entries);
+    assert_eq!(first_entries, [1, 4], "the waiting segment was dropped");
 }
 
 /// API misuse is an error and changes nothing.

@@ -528,9 +528,11 @@ impl Link {
             }
             _ => st.next = st.next.max(f.seq.saturating_add(1)),
         }
-        let bump = st.next;
+        // Drop the ready segments the peer already holds whole; one read ahead of `f.seq`
+        // (waiting for window space) is still needed: `next` is past it already.
+        let keep_from = st.next.min(f.seq.saturating_add(1));
         self.ready
-            .retain(|r| r.origin != f.origin || r.head.head.seq >= bump);
+            .retain(|r| r.origin != f.origin || r.head.head.seq >= keep_from);
         self.recount_reserved();
     }
 

@@ -88,7 +88,8 @@ pub struct LedgerReport {
     entries: u64,
 }
 
-fn body(size: u64, i: u64) -> Vec<u8> {
+/// A `size`-byte field-form body `d=<i, zero-padded>\n` (every one of a size is as long).
+pub(super) fn body(size: u64, i: u64) -> Vec<u8> {
     let mut body = format!("d={i:0>width$}", width = (size - 3) as usize).into_bytes();
     body.truncate((size - 1) as usize);
     body.push(b'\n');

@@ -4,13 +4,15 @@
 //! The crypto benchmark drives the record layer directly; the handshake and rtt benchmarks
 //! start a blocking server in this process on 127.0.0.1:0 with a throwaway identity (or use
 //! the server given with `--server`, pinned with `--server-key`); the login and transfer
-//! benchmarks start a separate server process, whose memory they report.
+//! benchmarks start a separate server process, whose memory they report; the replication
+//! benchmark starts several in-process blocking servers that replicate to each other.
 
 mod breakdown;
 mod crypto;
 mod ledger;
 mod login;
 mod net;
+mod repl;
 mod server;
 mod stats;
 mod transfer;
@@ -48,6 +50,10 @@ pub enum BenchKind {
     /// Upload then download a generated file over loopback: MB/s each way and the server
     /// process's peak RSS.
     Transfer(transfer::TransferArgs),
+    /// Replication over loopback: a backlog caught up by a new peer (entries/s), live
+    /// latency from an acknowledged `rput` to its commit on the peer, and fan-out along a
+    /// line of five servers.
+    Repl(repl::ReplArgs),
 }
 
 /// Runs the selected benchmark and prints its report.
@@ -59,6 +65,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         BenchKind::Login(a) => emit(&login::run(&a)?, args.json),
         BenchKind::Ledger(a) => emit(&ledger::run(&a)?, args.json),
         BenchKind::Transfer(a) => emit(&transfer::run(&a)?, args.json),
+        BenchKind::Repl(a) => emit(&repl::run(&a)?, args.json),
     }
 }
 
