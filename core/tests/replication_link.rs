@@ -722,6 +722,71 @@ fn a_clock_while_a_segment_waits_for_the_window_leaves_no_gap() {
     assert_eq!(first_entries, [1, 4], "the waiting segment was dropped");
 }
 
+/// A peer whose clock lists a feed below what it acknowledged lost entries: the link sends
+/// it again from there, once per link (a peer that will not take them is not flooded).
+#[test]
+fn a_peer_that_lost_acknowledged_entries_is_sent_them_again_once() {
+    let feed = Feed::with_commits(identity(43), 43, &[3, 3]);
+    let origin = feed.id.public_key();
+    let now = Instant::now();
+    let mut link = Link::new(
+        [1; 16],
+        vec![feed.signed_at(6)],
+        vec![],
+        LinkConfig::default(),
+        now,
+    )
+    .expect("link");
+    let mut sent = MessageReader::new();
+    let mut firsts = Vec::new();
+    let mut serve = |link: &mut Link, firsts: &mut Vec<u64>| {
+        while let Some(request) = link.poll_request() {
+            match request {
+                NodeRequest::ReadSegment { from_seq, .. } => {
+                    let to = if from_seq <= 3 { 3 } else { 6 };
+                    link.segment_read(origin, feed.range(from_seq, to), Some(feed.signed_at(to)))
+                        .expect("read");
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        let mut out = Vec::new();
+        link.poll_transmit(&mut out);
+        sent.push(&out);
+        while let Some(m) = sent.next_message().expect("well-formed") {
+            if let Message::Entries(e) = m {
+                firsts.push(e.entries()[0].seq());
+            }
+        }
+    };
+    link.handle_stream(&frames(&[peer_clock(vec![])]), now)
+        .expect("clock");
+    serve(&mut link, &mut firsts);
+    serve(&mut link, &mut firsts);
+    assert_eq!(firsts, [1, 4]);
+    for seq in [3, 6] {
+        link.handle_stream(&frames(&[Message::Ack(Ack { origin, seq })]), now)
+            .expect("ack");
+    }
+    let lost = |seq: u64| {
+        peer_clock(vec![ClockEntry {
+            origin,
+            seq,
+            hash: feed.signed_at(seq).head.hash,
+        }])
+    };
+    // The peer's clock now says 3: entries 4..=6 go again.
+    link.handle_stream(&frames(&[lost(3)]), now).expect("clock");
+    serve(&mut link, &mut firsts);
+    assert_eq!(firsts, [1, 4, 4]);
+    link.handle_stream(&frames(&[Message::Ack(Ack { origin, seq: 6 })]), now)
+        .expect("ack");
+    // It says 3 again (it will not keep them): not again on this link.
+    link.handle_stream(&frames(&[lost(3)]), now).expect("clock");
+    serve(&mut link, &mut firsts);
+    assert_eq!(firsts, [1, 4, 4]);
+}
+
 /// API misuse is an error and changes nothing.
 #[test]
 fn api_misuse_is_an_error() {

@@ -135,6 +135,9 @@ struct Sending {
     stalled_at: Option<u64>,
     /// Segments sent and not acknowledged: `(last seq, bytes)`, oldest first.
     in_flight: VecDeque<(u64, usize)>,
+    /// This link already sent the feed again from where the peer's clock said it stood
+    /// below what it had acknowledged (see `on_peer_holds`): once per link.
+    rewound: bool,
 }
 
 /// A received segment waiting for its Ack.
@@ -508,13 +511,14 @@ impl Link {
         if own.is_none_or(|h| h.seq < f.seq) && !self.quarantine.contains_key(&f.origin) {
             self.awaiting.insert(f.origin, f.seq);
         }
+        let ready = self.ready.iter().any(|r| r.origin == f.origin);
         // A feed the peer holds and this node does not yet: the peer needs it after `f.seq`
         // if this node ever gets it.
         let st = self.sending.entry(f.origin).or_insert_with(|| Sending {
             next: 1,
             ..Sending::default()
         });
-        let idle = st.reading.is_none() && st.in_flight.is_empty();
+        let idle = st.reading.is_none() && st.in_flight.is_empty() && !ready;
         match own {
             // Level with another hash: send the last segment again so the peer sees the fork.
             Some(h)
@@ -525,6 +529,18 @@ impl Link {
             {
                 st.next = f.seq;
                 st.stalled_at = None;
+            }
+            // The peer lists the feed below what it acknowledged: it lost entries (a wiped
+            // store under a kept key, a restore). Send again from after what it lists, once
+            // per link: it ignores what it holds and finds the fork if its feed diverged,
+            // and a peer that will not take them (its own origin) is not sent them again
+            // and again.
+            Some(h)
+                if f.seq < h.seq && f.seq.saturating_add(1) < st.next && idle && !st.rewound =>
+            {
+                st.next = f.seq.saturating_add(1);
+                st.stalled_at = None;
+                st.rewound = true;
             }
             _ => st.next = st.next.max(f.seq.saturating_add(1)),
         }
