@@ -213,7 +213,9 @@ impl Service {
             }
             LinkState::Up { peer, dialed, .. } => {
                 tracing::info!(peer = %peer.fingerprint(), "replication link ended");
-                peers.status.link_down(&peer.fingerprint(), now_ms);
+                peers
+                    .status
+                    .link_down(&peer.fingerprint(), &session.mailbox, now_ms);
                 if *dialed {
                     peers.dial_ended(&peer.fingerprint(), true);
                 }

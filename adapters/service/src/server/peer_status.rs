@@ -7,7 +7,7 @@
 //! [`Service::drive`](super::Service::drive).
 
 use std::collections::BTreeMap;
-use std::sync::{Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 use vserv_core::Fingerprint;
 use vserv_core::commands::{OriginLag, PeerStatus};
@@ -97,10 +97,23 @@ impl StatusBook {
         }
     }
 
-    /// The link with `peer` ended; unless an error was recorded since it came up, its last
-    /// error becomes that the connection ended.
-    pub(super) fn link_down(&self, peer: &Fingerprint, now_ms: u64) {
+    /// The link with `peer` on the session of `mailbox` ended; unless an error was recorded
+    /// since it came up, its last error becomes that the connection ended. (A link that
+    /// another, newer link of the same peer replaced in the book leaves that one up.)
+    pub(super) fn link_down(
+        &self,
+        peer: &Fingerprint,
+        mailbox: &Arc<Mailbox<Completion>>,
+        now_ms: u64,
+    ) {
         if let Some(record) = self.peers().get_mut(peer) {
+            let current = record
+                .link
+                .as_ref()
+                .is_some_and(|l| std::ptr::eq(l.as_ptr(), Arc::as_ptr(mailbox)));
+            if !current && record.connected() {
+                return;
+            }
             record.link = None;
             record.changed_ms = Some(now_ms);
             if !record.explained {
@@ -201,8 +214,6 @@ fn shorten(why: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
     use vserv_core::ServerIdentity;
     use vserv_core::replication::ClockEntry;
 
@@ -281,14 +292,21 @@ mod tests {
         assert_eq!((lag(a).held, lag(a).peer), (0, Some(4)));
         assert_eq!(lag(a).behind(), 4);
 
+        let other = Arc::new(Mailbox::new(Arc::new(crate::work::NoWake)));
+        book.link_down(&a.fingerprint(), &other, 7_600);
+        let still = book.report(&ours, 7_700);
+        assert!(
+            still.iter().any(|p| p.connected),
+            "another session's end leaves the link up"
+        );
         drop(mailbox);
         let gone = book.report(&ours, 8_000);
         assert!(
-            !gone[0].connected && !gone[1].connected,
+            gone.iter().all(|p| !p.connected),
             "a link whose session is gone is down"
         );
         book.error(&a.fingerprint(), &"x".repeat(MAX_ERROR_LEN + 10));
-        book.link_down(&a.fingerprint(), 9_000);
+        book.link_down(&a.fingerprint(), &other, 9_000);
         let down = book.report(&ours, 10_000);
         let down = down
             .iter()
@@ -303,7 +321,7 @@ mod tests {
 
         let mailbox = Arc::new(Mailbox::new(Arc::new(crate::work::NoWake)));
         book.link_up(&a.fingerprint(), Arc::downgrade(&mailbox), 11_000);
-        book.link_down(&a.fingerprint(), 12_000);
+        book.link_down(&a.fingerprint(), &mailbox, 12_000);
         let error = |book: &StatusBook| {
             book.report(&ours, 0)
                 .into_iter()
