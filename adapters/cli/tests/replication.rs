@@ -394,3 +394,41 @@ fn three_processes_in_a_line_converge_across_a_sigkill() {
         started.elapsed()
     );
 }
+
+#[test]
+fn a_server_listing_itself_as_a_peer_does_not_start() {
+    let env = Env::new();
+    let node = Node::create(&env, "a");
+    node.write_config(&[(&node.fingerprint, None)]);
+    let mut child = Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(&node.config)
+        .arg("--data")
+        .arg(&node.data)
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn vserv serve");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("vserv serve started with its own key as a peer");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut stderr)
+        .expect("read stderr");
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!("{} is this server's own key", node.fingerprint)),
+        "{stderr}"
+    );
+}
