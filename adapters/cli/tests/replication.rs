@@ -1,5 +1,6 @@
 //! Replication between real `vserv serve` processes over loopback (issue 13, "Real
-//! processes"): three servers in a line A - B - C, configured with `[[peers]]`; entries
+//! processes"): three servers in a line A - B - C (B on the smol runtime, A and C on the
+//! blocking one), configured with `[[peers]]`; entries
 //! appended on each; B killed with SIGKILL while A's entries stream to it and restarted on
 //! the same data directory; all three converge (watched with `vserv peer status`) and, once
 //! stopped, hold the same feeds, each replica byte for byte its origin's, and
@@ -53,6 +54,8 @@ struct Node {
     data: PathBuf,
     config: PathBuf,
     log: PathBuf,
+    /// `blocking` or `smol`.
+    runtime: &'static str,
     addr: String,
     fingerprint: String,
     proc: Option<Proc>,
@@ -61,7 +64,7 @@ struct Node {
 impl Node {
     /// Creates the admin offline, then starts the server alone on port 0 to learn its
     /// address and fingerprint, and stops it.
-    fn create(env: &Env, name: &'static str) -> Node {
+    fn create(env: &Env, name: &'static str, runtime: &'static str) -> Node {
         let data = env.path(name);
         env.vserv_with_input(
             &[
@@ -81,6 +84,7 @@ impl Node {
             config: env.path(&format!("{name}.toml")),
             log: env.path(&format!("{name}.log")),
             data,
+            runtime,
             addr: "127.0.0.1:0".into(),
             fingerprint: String::new(),
             proc: None,
@@ -97,8 +101,9 @@ impl Node {
     fn write_config(&self, peers: &[(&str, Option<&str>)]) {
         // Every poll of `vserv peer status` is a new loopback connection: no rate limit.
         let mut text = format!(
-            "listen = \"{}\"\n[rate_limit]\nconnections = 0\n[files]\nmin_free_bytes = 0\n",
-            self.addr
+            "listen = \"{}\"\nruntime = \"{}\"\n[rate_limit]\nconnections = 0\n\
+             [files]\nmin_free_bytes = 0\n",
+            self.addr, self.runtime
         );
         for (fingerprint, address) in peers {
             text.push_str(&format!("[[peers]]\nfingerprint = \"{fingerprint}\"\n"));
@@ -268,9 +273,10 @@ fn stored_clock(data: &Path) -> (ServerKey, Replicas, Heads) {
 fn three_processes_in_a_line_converge_across_a_sigkill() {
     let started = Instant::now();
     let env = Env::new();
-    let mut a = Node::create(&env, "a");
-    let mut b = Node::create(&env, "b");
-    let mut c = Node::create(&env, "c");
+    // B, in the middle, runs on smol; A and C on the blocking runtime.
+    let mut a = Node::create(&env, "a", "blocking");
+    let mut b = Node::create(&env, "b", "smol");
+    let mut c = Node::create(&env, "c", "blocking");
     // The line A - B - C: A dials B, B dials C; C only accepts B's links, B accepts A's.
     a.write_config(&[(&b.fingerprint, Some(&b.addr))]);
     b.write_config(&[(&a.fingerprint, None), (&c.fingerprint, Some(&c.addr))]);
@@ -398,7 +404,7 @@ fn three_processes_in_a_line_converge_across_a_sigkill() {
 #[test]
 fn a_server_listing_itself_as_a_peer_does_not_start() {
     let env = Env::new();
-    let node = Node::create(&env, "a");
+    let node = Node::create(&env, "a", "blocking");
     node.write_config(&[(&node.fingerprint, None)]);
     let mut child = Command::new(BIN)
         .args(["serve", "--config"])
