@@ -260,6 +260,7 @@ pub fn print_reply(reply: &Reply, fingerprint: Option<Fingerprint>) {
                 println!("next {}", escape(next));
             }
         }
+        Reply::Peers { peers, forks } => print!("{}", crate::peer_cmd::status_text(peers, forks)),
         Reply::Cwd(path) => println!("{}", escape(path)),
         Reply::Delivered(name) => println!("delivered as {}", escape(name)),
         Reply::Deliveries { entries, next } => {

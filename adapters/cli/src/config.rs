@@ -39,22 +39,32 @@
 //! enabled = false                  # run on_meta/on_received (as the server's user); off: allow lists only
 //! timeout_secs = 10                # a hook still running after this is killed (1..=600)
 //! # dir = "/etc/vserv/hooks"      # hooks run only programs directly in this absolute directory; unset: none
+//!
+//! # [[peers]]                      # a replication peer (spec/replication.md); one table per peer
+//! # fingerprint = "SHA256:..."     # its server key's fingerprint (`vserv fingerprint`); required
+//! # address = "10.0.0.2:7117"      # where to dial it (host:port); unset: only accept its links
 //! ```
 //!
 //! The values shown are the defaults. Existing password hashes keep the parameters they
 //! were made with (they are stored in the hash), so changing `[argon2]` affects new and
 //! changed passwords only; `max_concurrent` and `max_queued` bound every check (see
 //! `vserv_service::accounts::checks`).
+//!
+//! No peer is configured by default: the server then does not replicate. Each `[[peers]]`
+//! entry lets the server with that key open a replication link; with an `address` this
+//! server also dials it (reconnecting with backoff). A fingerprint listed twice, or the
+//! server's own ([`check_own_fingerprint`], at start), is refused.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
+use vserv_core::Fingerprint;
 use vserv_service::accounts::checks::{MAX_CONCURRENT_LIMIT, MAX_QUEUED_LIMIT};
 use vserv_service::accounts::{CheckLimits, PasswordParams};
 use vserv_service::files::delivery::HooksConfig;
 use vserv_service::files::{DEFAULT_MIN_FREE_BYTES, DEFAULT_PARTIAL_EXPIRY, FilesConfig};
-use vserv_service::{LoginBackoff, NodeSettings, Policy, RateLimit};
+use vserv_service::{LoginBackoff, NodeSettings, PeerConfig, Policy, RateLimit};
 
 /// Which runtime drives the server (`runtime` in the file, `--runtime` on the command line).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
@@ -87,6 +97,36 @@ pub enum ConfigError {
         key: &'static str,
         /// What is wrong.
         why: String,
+    },
+    /// A `[[peers]]` entry's fingerprint is not `SHA256:` and 64 hex digits.
+    #[error("peers[{index}].fingerprint: {value:?} is not 'SHA256:' followed by 64 hex digits")]
+    PeerFingerprint {
+        /// The entry's position in the file, from 0.
+        index: usize,
+        /// The value as written.
+        value: String,
+    },
+    /// A `[[peers]]` entry's address is not `host:port`.
+    #[error("peers[{index}].address: {value:?} is not host:port")]
+    PeerAddress {
+        /// The entry's position in the file, from 0.
+        index: usize,
+        /// The value as written.
+        value: String,
+    },
+    /// Two `[[peers]]` entries name the same fingerprint.
+    #[error("peers[{index}].fingerprint: {fingerprint} is listed twice")]
+    DuplicatePeer {
+        /// The position of the second entry, from 0.
+        index: usize,
+        /// The repeated fingerprint.
+        fingerprint: Fingerprint,
+    },
+    /// A `[[peers]]` entry names this server's own key.
+    #[error("peers: {fingerprint} is this server's own key, not a peer")]
+    OwnPeer {
+        /// The server's fingerprint.
+        fingerprint: Fingerprint,
     },
 }
 
@@ -126,6 +166,19 @@ pub struct FileConfig {
     pub files: Option<FilesSection>,
     /// The hooks of inbox folders.
     pub hooks: Option<HooksSection>,
+    /// Replication peers (`[[peers]]`), in file order.
+    #[serde(default)]
+    pub peers: Vec<PeerSection>,
+}
+
+/// One `[[peers]]` entry, as written (checked by [`resolve`]).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeerSection {
+    /// The peer's server key fingerprint, `SHA256:` and 64 hex digits.
+    pub fingerprint: String,
+    /// Where to dial it, `host:port`; `None`: only accept its links.
+    pub address: Option<String>,
 }
 
 /// `[hooks]`.
@@ -444,6 +497,8 @@ pub fn resolve(file: FileConfig, flags: Overrides) -> Result<Settings, ConfigErr
         },
     };
 
+    let peers = peers(&file.peers)?;
+
     let name = flags
         .name
         .or(file.name)
@@ -491,9 +546,55 @@ pub fn resolve(file: FileConfig, flags: Overrides) -> Result<Settings, ConfigErr
             min_free_bytes,
             hooks,
             accept_data_loss: flags.accept_data_loss,
-            peers: Vec::new(),
+            peers,
         },
     })
+}
+
+/// The `[[peers]]` entries checked: each fingerprint well-formed and listed once, each
+/// address `host:port` with a numeric port.
+fn peers(entries: &[PeerSection]) -> Result<Vec<PeerConfig>, ConfigError> {
+    let mut peers: Vec<PeerConfig> = Vec::with_capacity(entries.len());
+    for (index, entry) in entries.iter().enumerate() {
+        let fingerprint = entry
+            .fingerprint
+            .trim()
+            .parse::<Fingerprint>()
+            .ok()
+            .filter(|_| entry.fingerprint.trim().starts_with("SHA256:"))
+            .ok_or_else(|| ConfigError::PeerFingerprint {
+                index,
+                value: entry.fingerprint.clone(),
+            })?;
+        if peers.iter().any(|p| p.fingerprint == fingerprint) {
+            return Err(ConfigError::DuplicatePeer { index, fingerprint });
+        }
+        if let Some(address) = &entry.address {
+            let well_formed = address
+                .rsplit_once(':')
+                .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+            if !well_formed {
+                return Err(ConfigError::PeerAddress {
+                    index,
+                    value: address.clone(),
+                });
+            }
+        }
+        peers.push(PeerConfig {
+            fingerprint,
+            address: entry.address.clone(),
+        });
+    }
+    Ok(peers)
+}
+
+/// Refuses a configuration that lists the server's own key (`own`, known once the data
+/// directory's identity is loaded) as a peer.
+pub fn check_own_fingerprint(settings: &Settings, own: &Fingerprint) -> Result<(), ConfigError> {
+    if settings.node.peers.iter().any(|p| &p.fingerprint == own) {
+        return Err(ConfigError::OwnPeer { fingerprint: *own });
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -779,6 +880,93 @@ mod tests {
             assert!(
                 err.to_string().contains("partial_expiry_days"),
                 "{bad}: {err}"
+            );
+        }
+    }
+
+    const FPR_A: &str = "SHA256:0101010101010101010101010101010101010101010101010101010101010101";
+    const FPR_B: &str = "SHA256:02020202020202020202020202020202020202020202020202020202020202ab";
+
+    #[test]
+    fn peers_are_read_in_order_with_optional_addresses() {
+        let defaults = resolve(FileConfig::default(), Overrides::default()).unwrap();
+        assert!(defaults.node.peers.is_empty(), "no peer by default");
+        let file = FileConfig::parse(&format!(
+            "[[peers]]\nfingerprint = \"{FPR_A}\"\naddress = \"127.0.0.1:7118\"\n\
+             [[peers]]\nfingerprint = \"{FPR_B}\"\n"
+        ))
+        .unwrap();
+        let s = resolve(file, Overrides::default()).unwrap();
+        assert_eq!(
+            s.node.peers,
+            vec![
+                PeerConfig {
+                    fingerprint: FPR_A.parse().unwrap(),
+                    address: Some("127.0.0.1:7118".into()),
+                },
+                PeerConfig {
+                    fingerprint: FPR_B.parse().unwrap(),
+                    address: None,
+                },
+            ]
+        );
+        let own: Fingerprint = FPR_B.parse().unwrap();
+        match check_own_fingerprint(&s, &own) {
+            Err(ConfigError::OwnPeer { fingerprint }) => assert_eq!(fingerprint, own),
+            other => panic!("{other:?}"),
+        }
+        let other: Fingerprint = FPR_B.replace("ab", "cd").parse().unwrap();
+        check_own_fingerprint(&s, &other).unwrap();
+    }
+
+    #[test]
+    fn bad_peers_are_refused() {
+        for (text, index) in [
+            ("fingerprint = \"SHA256:0102\"".to_owned(), 0),
+            (format!("fingerprint = \"{}\"", &FPR_A[7..]), 0),
+            (format!("fingerprint = \"{}\"", FPR_A.replace('1', "g")), 0),
+            ("fingerprint = \"\"".to_owned(), 0),
+        ] {
+            let file = FileConfig::parse(&format!("[[peers]]\n{text}")).unwrap();
+            match resolve(file, Overrides::default()) {
+                Err(ConfigError::PeerFingerprint { index: i, .. }) => {
+                    assert_eq!(i, index, "{text}")
+                }
+                other => panic!("{text}: {other:?}"),
+            }
+        }
+        for address in ["nohost", ":7117", "host:", "host:99999", "host:port", ""] {
+            let file = FileConfig::parse(&format!(
+                "[[peers]]\nfingerprint = \"{FPR_A}\"\naddress = \"{address}\""
+            ))
+            .unwrap();
+            let err = resolve(file, Overrides::default()).unwrap_err();
+            assert!(
+                matches!(&err, ConfigError::PeerAddress { index: 0, value } if value == address),
+                "{address}: {err}"
+            );
+        }
+        let file = FileConfig::parse(&format!(
+            "[[peers]]\nfingerprint = \"{FPR_A}\"\n[[peers]]\nfingerprint = \"{FPR_B}\"\n\
+             [[peers]]\nfingerprint = \"{}\"\naddress = \"h:1\"",
+            FPR_B.to_uppercase()
+        ))
+        .unwrap();
+        match resolve(file, Overrides::default()) {
+            Err(ConfigError::DuplicatePeer { index, fingerprint }) => {
+                assert_eq!(index, 2);
+                assert_eq!(fingerprint.to_string(), FPR_B, "hex digits in either case");
+            }
+            other => panic!("{other:?}"),
+        }
+        for text in [
+            "[[peers]]\naddress = \"h:1\"",
+            "[[peers]]\nfingerprint = \"x\"\nport = 1",
+            "peers = 5",
+        ] {
+            assert!(
+                matches!(FileConfig::parse(text), Err(ConfigError::Parse(_))),
+                "{text}"
             );
         }
     }

@@ -8,6 +8,7 @@ mod credentials;
 mod files_cmd;
 mod ledger_cmd;
 mod paging;
+mod peer_cmd;
 mod serve;
 mod show;
 mod user_cmd;
@@ -109,6 +110,8 @@ enum Command {
     Send(files_cmd::SendArgs),
     /// List the deliveries to one of your inbox folders, with their states.
     Inbox(files_cmd::InboxArgs),
+    /// Replication peers: `peer status` shows each peer's link and how far the feeds differ.
+    Peer(peer_cmd::PeerArgs),
 }
 
 fn main() -> ExitCode {
@@ -151,6 +154,7 @@ fn main() -> ExitCode {
         Command::Stat(args) => files_cmd::stat(args),
         Command::Send(args) => files_cmd::send(args),
         Command::Inbox(args) => files_cmd::inbox(args),
+        Command::Peer(args) => peer_cmd::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

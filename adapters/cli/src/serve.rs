@@ -58,6 +58,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
         max_connections: args.max_connections,
         accept_data_loss: args.accept_data_loss,
     };
+    let args_config = args.config.clone();
     let settings = crate::config::resolve(file, flags).with_context(|| match &args.config {
         Some(path) => format!("in the configuration file {}", path.display()),
         None => "in the server options".to_owned(),
@@ -67,6 +68,11 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let listener = std::net::TcpListener::bind(&args.listen)
         .with_context(|| format!("listening on {}", args.listen))?;
     let node = Node::open_with_file_runner(&args.data, &args.node, file_runner(args.runtime))?;
+    let own = node.identity().public_key().fingerprint();
+    crate::config::check_own_fingerprint(args, &own).with_context(|| match &args_config {
+        Some(path) => format!("in the configuration file {}", path.display()),
+        None => "in the server options".to_owned(),
+    })?;
     let startup = node.startup();
     if let Some(path) = &startup.identity_created {
         eprintln!("vserv: created a new server identity in {}", path.display());

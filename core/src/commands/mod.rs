@@ -5,7 +5,8 @@
 //! reply codec (and sample values) in its domain's module, and its handler in the server.
 //! The domains are `session` (hello, ver, id, help, ping, quit, tout), `accounts` (login,
 //! users, keys), `ledger` (the `r*` commands), `files` (the file tree), `transfers`
-//! (`f*` uploads and downloads), `delivery` (send, inbox) and `replication` (`peer`); `args` holds the argument
+//! (`f*` uploads and downloads), `delivery` (send, inbox) and `replication` (`peer`,
+//! `peers`); `args` holds the argument
 //! helpers they share and `reply` the [`Reply`] type and its field codec.
 //!
 //! Servers dispatch on [`Command::parse`], which answers unknown names and bad arguments with
@@ -42,6 +43,7 @@ pub use ledger::{
     RLIST_DEFAULT_LIMIT, RLIST_ENTRY_BUDGET, RLIST_MAX_LIMIT, RLIST_OVERHEAD, RecordSelector,
     SeqRange,
 };
+pub use replication::{ForkSummary, OriginLag, PeerStatus};
 pub use reply::Reply;
 pub use session::MAX_PING_PAYLOAD;
 
@@ -366,6 +368,11 @@ command_table! {
     } => "peer", Anyone, Replication, 2..=2, "peer KEY SIGNATURE",
         "start a replication link: a configured peer server proves its key by signing this \
          session's id";
+    /// `peers`: every configured peer's link status and the quarantined origins
+    /// (spec/replication.md §2.1).
+    Peers => "peers", Admin, Replication, 0..=0, "peers",
+        "each replication peer: link up or down, since when, last error, its epoch, how far \
+         each feed differs; then the quarantined origins and their fork heads";
 }
 
 // `CommandKind::info` indexes the table by kind: prove the orders agree.

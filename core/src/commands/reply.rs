@@ -127,6 +127,14 @@ pub enum Reply {
         /// The FROM of the following page; `None` when no delivery is left.
         next: Option<String>,
     },
+    /// `peers`: one field per configured peer ([`PeerStatus::to_field`](super::PeerStatus::to_field)),
+    /// then one per quarantined origin ([`ForkSummary::to_field`](super::ForkSummary::to_field)).
+    Peers {
+        /// The configured peers, by fingerprint.
+        peers: Vec<super::PeerStatus>,
+        /// The quarantined origins, by fingerprint.
+        forks: Vec<super::ForkSummary>,
+    },
 }
 
 impl Reply {
@@ -174,6 +182,7 @@ impl Reply {
             Reply::Uploaded(r) => r.to_fields(),
             Reply::Download(r) => r.to_fields(),
             Reply::Data(r) => vec![r.data.clone()],
+            Reply::Peers { peers, forks } => replication::peers_fields(peers, forks),
         }
     }
 

@@ -232,6 +232,7 @@ impl Service {
                 Some(user) => self.delivery_command(state, user, cmd, now),
                 None => Err(ErrorReply::new(ErrorCode::Forbidden, "log in first")),
             },
+            Command::Peers => self.peers_reply(now_ms),
             // Answered by `admit`.
             Command::Quit => Ok(Reply::Bye),
         };

@@ -41,12 +41,12 @@ impl Service {
         now_ms: u64,
     ) -> Result<(), Error> {
         let driven = if session.link.is_some() {
-            self.drive_link(session, conn, now)
+            self.drive_link(session, conn, now, now_ms)
         } else {
             self.drive_session(session, conn, now, now_ms)
         };
         if conn.is_closed() {
-            self.ended(session);
+            self.ended(session, now_ms);
         }
         driven
     }
@@ -163,10 +163,10 @@ impl Service {
                     if !group.is_empty() {
                         self.submit(session, &mut group);
                     }
-                    self.accept_peer(session, conn, request.id, key, signature, now)?;
+                    self.accept_peer(session, conn, request.id, (key, signature), now, now_ms)?;
                     if session.link.is_some() {
                         // The connection is a link now: its stream is the link's.
-                        return self.drive_link(session, conn, now);
+                        return self.drive_link(session, conn, now, now_ms);
                     }
                 }
             }
@@ -376,9 +376,9 @@ impl Service {
 
     /// The connection is closed: the session's transfers end (abandoned if its account is
     /// gone), its unauthenticated slot and registration are given back.
-    fn ended(&self, session: &mut Session) {
+    fn ended(&self, session: &mut Session, now_ms: u64) {
         if session.link.is_some() {
-            self.link_ended(session);
+            self.link_ended(session, now_ms);
             // Once: a runtime may drive a closed session again.
             session.link = None;
         }
@@ -468,6 +468,7 @@ fn work_label(cmd: &Command) -> &'static str {
         | Command::Chpass { .. }
         | Command::Ukey(_) => "accounts",
         Command::Rcheck { .. } => "ledger check",
+        Command::Peers => "replication status",
         _ => "files",
     }
 }

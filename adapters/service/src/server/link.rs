@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use vserv_core::commands::Command;
+use vserv_core::commands::{ForkSummary, PeerStatus};
 use vserv_core::ledger::SignedHead;
 use vserv_core::replication::{
     ForkProof, Link, LinkEvent, NodeRequest, ReplicationError, Segment, Verdict, accept,
@@ -79,17 +80,18 @@ impl Service {
         self.shared.peers.as_ref()
     }
 
-    /// A listening session's `peer` request: if `key` is a configured peer and `signature`
-    /// signs this session's id, answers success, opens the stream and makes the session a
-    /// link. Otherwise answers the refusal (the session stays a command session).
+    /// A listening session's `peer` request `(key, signature)`: if `key` is a configured
+    /// peer and `signature` signs this session's id, answers success, opens the stream and
+    /// makes the session a link. Otherwise answers the refusal (the session stays a command
+    /// session).
     pub(super) fn accept_peer(
         &self,
         session: &mut Session,
         conn: &mut Connection,
         id: u32,
-        key: [u8; POINT_LEN],
-        signature: [u8; SIGNATURE_LEN],
+        (key, signature): ([u8; POINT_LEN], [u8; SIGNATURE_LEN]),
         now: Instant,
+        now_ms: u64,
     ) -> Result<(), Error> {
         let refuse = |conn: &mut Connection, code, message: &str| {
             let result = Err(ErrorReply::new(code, message));
@@ -111,6 +113,10 @@ impl Service {
             _ => return refuse(conn, ErrorCode::Forbidden, "not a peer of this server"),
         };
         if verify_peer_link(&key, &session_id, &signature).is_err() {
+            peers.status.error(
+                &key.fingerprint(),
+                "its link signature did not verify (link refused)",
+            );
             return refuse(
                 conn,
                 ErrorCode::Forbidden,
@@ -124,6 +130,10 @@ impl Service {
             Ok(link) => link,
             Err(e) => {
                 tracing::warn!(error = %e, "could not start a replication link");
+                peers.status.error(
+                    &key.fingerprint(),
+                    &format!("could not start the link: {e}"),
+                );
                 return refuse(conn, ErrorCode::Internal, "could not start the link");
             }
         };
@@ -139,6 +149,9 @@ impl Service {
             persists: Default::default(),
             persisting: false,
         }));
+        peers
+            .status
+            .link_up(&key.fingerprint(), Arc::downgrade(&session.mailbox), now_ms);
         tracing::info!(peer = %key.fingerprint(), "replication link accepted");
         Ok(())
     }
@@ -178,25 +191,68 @@ impl Service {
     pub fn dial_failed(&self, dial: &Dial) {
         tracing::debug!(address = %dial.address, "dialing a peer failed");
         if let Some(peers) = self.peers() {
+            peers.status.dial_ended(
+                &dial.fingerprint,
+                &format!("could not connect to {}", dial.address),
+            );
             peers.dial_ended(&dial.fingerprint, false);
         }
     }
 
     /// A link session's connection ended: a dialed peer is dialed again after a backoff.
-    pub(super) fn link_ended(&self, session: &Session) {
+    pub(super) fn link_ended(&self, session: &Session, now_ms: u64) {
         let (Some(peers), Some(state)) = (self.peers(), session.link.as_deref()) else {
             return;
         };
         match state {
-            LinkState::Dialing { expect, .. } => peers.dial_ended(expect, false),
-            LinkState::Up {
-                peer, dialed: true, ..
-            } => {
-                tracing::info!(peer = %peer.fingerprint(), "replication link ended");
-                peers.dial_ended(&peer.fingerprint(), true);
+            LinkState::Dialing { expect, .. } => {
+                peers
+                    .status
+                    .dial_ended(expect, "the connection ended before the link came up");
+                peers.dial_ended(expect, false);
             }
-            LinkState::Up { peer, .. } => {
+            LinkState::Up { peer, dialed, .. } => {
                 tracing::info!(peer = %peer.fingerprint(), "replication link ended");
+                peers
+                    .status
+                    .link_down(&peer.fingerprint(), &session.mailbox, now_ms);
+                if *dialed {
+                    peers.dial_ended(&peer.fingerprint(), true);
+                }
+            }
+        }
+    }
+
+    /// Every configured peer's link status, and the quarantined origins with their fork
+    /// proofs' heads, as `peers` reports them at `now_ms` (wall clock, Unix ms); both empty
+    /// when this service does not replicate.
+    pub fn peer_status(&self, now_ms: u64) -> Result<ReplicationStatus, ReplicaError> {
+        let Some(peers) = self.peers() else {
+            return Ok(ReplicationStatus::default());
+        };
+        let clock = peers.replicas.clock()?;
+        let forks = peers
+            .replicas
+            .forks()?
+            .into_iter()
+            .map(|(origin, bytes)| fork_summary(origin, &bytes))
+            .collect();
+        Ok(ReplicationStatus {
+            peers: peers.status.report(&clock, now_ms),
+            forks,
+        })
+    }
+
+    /// `peers`: [`Service::peer_status`] as its reply.
+    pub(super) fn peers_reply(&self, now_ms: u64) -> Result<Reply, ErrorReply> {
+        match self.peer_status(now_ms) {
+            Ok(ReplicationStatus { peers, forks }) => Ok(Reply::Peers { peers, forks }),
+            Err(e) => {
+                tracing::error!(error = %e, "reading the replication status failed");
+                Err(ErrorReply::new(
+                    ErrorCode::Internal,
+                    "could not read the replication status",
+                ))
             }
         }
     }
@@ -207,6 +263,7 @@ impl Service {
         session: &mut Session,
         conn: &mut Connection,
         now: Instant,
+        now_ms: u64,
     ) -> Result<(), Error> {
         if let Some((code, reason)) = session.close_after {
             // A link has nothing to settle: what it received unpersisted is sent again.
@@ -214,10 +271,15 @@ impl Service {
             return Ok(());
         }
         if matches!(session.link.as_deref(), Some(LinkState::Dialing { .. })) {
-            self.drive_dialing(session, conn, now)?;
+            self.drive_dialing(session, conn, now, now_ms)?;
         }
         if let Err(e) = self.drive_up(session, conn, now) {
             tracing::warn!(error = %e, "replication link failed");
+            if let (Some(peers), Some(LinkState::Up { peer, .. })) =
+                (self.peers(), session.link.as_deref())
+            {
+                peers.status.error(&peer.fingerprint(), &e.to_string());
+            }
             let reason = match e {
                 LinkFailure::Replication(_) => "replication protocol error",
                 LinkFailure::Node(_) => "replication failed on this node",
@@ -233,6 +295,7 @@ impl Service {
         session: &mut Session,
         conn: &mut Connection,
         now: Instant,
+        now_ms: u64,
     ) -> Result<(), Error> {
         let Some(peers) = self.peers().cloned() else {
             conn.close(CloseCode::Normal, "replication is off");
@@ -253,6 +316,10 @@ impl Service {
                         expected = %expect,
                         got = %key.fingerprint(),
                         "a peer proved another key; not linking"
+                    );
+                    peers.status.error(
+                        expect,
+                        &format!("the server there proved another key: {}", key.fingerprint()),
                     );
                     conn.reject_server_key()?;
                 }
@@ -275,6 +342,9 @@ impl Service {
                             Ok(link) => link,
                             Err(e) => {
                                 tracing::warn!(error = %e, "could not start a replication link");
+                                peers
+                                    .status
+                                    .error(expect, &format!("could not start the link: {e}"));
                                 conn.close(CloseCode::Normal, "could not start the link");
                                 return Ok(());
                             }
@@ -286,6 +356,11 @@ impl Service {
                             persists: Default::default(),
                             persisting: false,
                         }));
+                        peers.status.link_up(
+                            &peer.fingerprint(),
+                            Arc::downgrade(&session.mailbox),
+                            now_ms,
+                        );
                         tracing::info!(peer = %peer.fingerprint(), "replication link up");
                     }
                     Err(refused) => {
@@ -294,13 +369,23 @@ impl Service {
                             error = %refused,
                             "the peer refused the link"
                         );
+                        peers
+                            .status
+                            .error(expect, &format!("the peer refused the link: {refused}"));
                         conn.close(CloseCode::Normal, "link refused");
                     }
                 },
                 Event::Closed(close) => {
                     tracing::debug!(code = %close.code, reason = %close.reason, "peer closed");
+                    peers.status.error(
+                        expect,
+                        &format!("closed by the peer ({}): {}", close.code, close.reason),
+                    );
                 }
                 Event::Stream(_) | Event::Request(_) | Event::Response(_) => {
+                    peers
+                        .status
+                        .error(expect, "the peer sent something unexpected before the link");
                     conn.close(CloseCode::ProtocolError, "unexpected before the link");
                 }
             }
@@ -319,6 +404,7 @@ impl Service {
             Some(peers),
             Some(LinkState::Up {
                 link,
+                peer,
                 persists,
                 persisting,
                 ..
@@ -343,7 +429,11 @@ impl Service {
                         "a command on a replication link",
                     )));
                 }
-                Event::Closed(_) | Event::Connected { .. } | Event::ServerKey(_) => {}
+                Event::Closed(close) => peers.status.error(
+                    &peer.fingerprint(),
+                    &format!("closed by the peer ({}): {}", close.code, close.reason),
+                ),
+                Event::Connected { .. } | Event::ServerKey(_) => {}
             }
         }
         if link.poll_timeout().is_some_and(|at| at <= now) {
@@ -351,7 +441,15 @@ impl Service {
         }
         while let Some(request) = link.poll_request() {
             match request {
-                NodeRequest::Persist { segment } => persists.push_back(segment),
+                NodeRequest::Persist { segment } => {
+                    // The peer holds at least what it sent.
+                    peers.status.acked(
+                        &peer.fingerprint(),
+                        segment.origin().fingerprint(),
+                        segment.last_seq(),
+                    );
+                    persists.push_back(segment);
+                }
                 request => {
                     let mailbox = session.mailbox.clone();
                     self.shared
@@ -371,6 +469,7 @@ impl Service {
         }
         while let Some(event) = link.poll_event() {
             log_event(&event);
+            note_event(peers, &peer.fingerprint(), &event);
         }
         let mut out = Vec::new();
         link.poll_transmit(&mut out);
@@ -483,6 +582,46 @@ fn log_event(event: &LinkEvent) {
         }
         LinkEvent::Acked { .. } => {}
     }
+}
+
+/// Takes what a link event says of the peer into its status.
+fn note_event(peers: &Peers, peer: &Fingerprint, event: &LinkEvent) {
+    match event {
+        LinkEvent::PeerClock { epoch, clock } => peers.status.peer_clock(peer, *epoch, clock),
+        LinkEvent::Acked { origin, seq } => peers.status.acked(peer, origin.fingerprint(), *seq),
+        // What this node holds is read from the store when the status is asked; the fork
+        // proofs too.
+        LinkEvent::CaughtUp { .. } | LinkEvent::Fork { .. } => {}
+    }
+}
+
+/// The quarantined `origin` and the heads of its stored fork proof `bytes` (both heads
+/// `(0, zero)` if the stored proof no longer decodes).
+fn fork_summary(origin: ServerKey, bytes: &[u8]) -> ForkSummary {
+    let (a, b) = match ForkProof::decode(bytes) {
+        Ok(proof) => (
+            (proof.a().head.seq, proof.a().head.hash),
+            (proof.b().head.seq, proof.b().head.hash),
+        ),
+        Err(e) => {
+            tracing::error!(origin = %origin.fingerprint(), error = %e, "a stored fork proof does not decode");
+            ((0, [0; 32]), (0, [0; 32]))
+        }
+    };
+    ForkSummary {
+        origin: origin.fingerprint(),
+        a,
+        b,
+    }
+}
+
+/// The replication status: every configured peer's link, and the quarantined origins.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReplicationStatus {
+    /// The configured peers, by fingerprint.
+    pub peers: Vec<PeerStatus>,
+    /// The quarantined origins, by origin key bytes, with their fork proofs' two heads.
+    pub forks: Vec<ForkSummary>,
 }
 
 /// The work for one of the link's requests; its result goes to `mailbox`.

@@ -18,6 +18,7 @@ use vserv_core::ledger::SignedHead;
 use vserv_core::replication::{Epoch, ForkProof, LinkConfig};
 use vserv_core::{Fingerprint, ServerKey};
 
+use super::peer_status::StatusBook;
 use super::session::Completion;
 use crate::replicas::Replicas;
 use crate::work::{Mailbox, Wake};
@@ -76,6 +77,8 @@ pub(crate) struct Peers {
     jitter: Mutex<StdRng>,
     /// Wakes the runtime's accept loop when a dial ended, so it asks for the next one.
     duty_waker: Mutex<Option<Arc<dyn Wake>>>,
+    /// What is known of each peer's link, for `peers`.
+    pub(super) status: StatusBook,
 }
 
 impl std::fmt::Debug for Peers {
@@ -128,6 +131,7 @@ impl Peers {
             links: Mutex::new(Vec::new()),
             jitter: Mutex::new(StdRng::seed_from_u64(jitter_seed)),
             duty_waker: Mutex::new(None),
+            status: StatusBook::new(peers.iter().map(|p| (p.fingerprint, p.address.as_deref()))),
         }
     }
 
@@ -190,6 +194,7 @@ impl Peers {
             .find(|(_, s)| !s.connected && s.next.is_some_and(|at| at <= now))?;
         state.connected = true;
         state.next = None;
+        self.status.dialing(fingerprint);
         Some(Dial {
             address: state.address.clone(),
             fingerprint: *fingerprint,

@@ -1,0 +1,188 @@
+//! `vserv peer status`: the admin's view of a server's replication peers (the `peers`
+//! command, spec/replication.md §2.1): per peer whether its link is up and since when, why
+//! the last link or dial ended, the peer's store epoch and how far each feed differs; then
+//! the quarantined origins with the two heads of their fork proofs.
+
+use anyhow::bail;
+use clap::{Args, Subcommand};
+use vserv_core::commands::{Command, ForkSummary, PeerStatus, Reply};
+
+use crate::client_cmd::{self, ClientArgs};
+use crate::show::escape;
+
+/// `vserv peer` options.
+#[derive(Args, Debug)]
+pub struct PeerArgs {
+    #[command(subcommand)]
+    command: PeerCommand,
+}
+
+/// The peer commands.
+#[derive(Subcommand, Debug)]
+enum PeerCommand {
+    /// Show each configured peer (admins): link up or down and since when, the last error,
+    /// the peer's epoch, per feed the seq held here and there (`behind`: entries this server
+    /// lacks, `ahead`: entries the peer lacks); then the quarantined origins and their forks.
+    Status {
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+/// Runs a `vserv peer` command.
+pub fn run(args: PeerArgs) -> anyhow::Result<()> {
+    match args.command {
+        PeerCommand::Status { client } => status(&client),
+    }
+}
+
+/// `vserv peer status`.
+fn status(client: &ClientArgs) -> anyhow::Result<()> {
+    if client.user.is_none() {
+        bail!(
+            "`vserv peer status` needs an admin login: add --user NAME (and --key FILE for a key)"
+        );
+    }
+    let mut connected = client_cmd::connect(client)?;
+    let reply = connected.client.call(&Command::Peers)?;
+    let Reply::Peers { peers, forks } = reply else {
+        bail!("unexpected reply to peers: {reply:?}");
+    };
+    print!("{}", status_text(&peers, &forks));
+    connected.quit()
+}
+
+/// The text `vserv peer status` prints: per peer a `peer` line, an indented `last error`
+/// line when there is one, and one indented `origin` line per feed; then one `quarantined`
+/// line per quarantined origin.
+pub fn status_text(peers: &[PeerStatus], forks: &[ForkSummary]) -> String {
+    let mut out = String::new();
+    if peers.is_empty() {
+        out.push_str("no peers configured\n");
+    }
+    for peer in peers {
+        let address = peer.address.as_deref().map_or_else(
+            || "(accepts its links)".to_owned(),
+            |a| escape(a).into_owned(),
+        );
+        let state = if peer.connected { "up" } else { "down" };
+        let since = match peer.since_secs {
+            Some(secs) => format!(" for {secs} s"),
+            None if peer.connected => String::new(),
+            None => " (no link yet)".to_owned(),
+        };
+        let epoch = peer.epoch.map_or_else(|| "-".to_owned(), hex::encode);
+        out.push_str(&format!(
+            "peer {} {address} {state}{since} epoch {epoch}\n",
+            peer.fingerprint
+        ));
+        if let Some(error) = &peer.last_error {
+            out.push_str(&format!("  last error: {}\n", escape(error)));
+        }
+        for lag in &peer.origins {
+            out.push_str(&format!(
+                "  origin {} held {} peer {} behind {} ahead {}\n",
+                lag.origin,
+                lag.held,
+                lag.peer.map_or_else(|| "-".to_owned(), |s| s.to_string()),
+                lag.behind(),
+                lag.ahead()
+            ));
+        }
+    }
+    for fork in forks {
+        out.push_str(&format!(
+            "quarantined {} fork: seq {} hash {} / seq {} hash {}\n",
+            fork.origin,
+            fork.a.0,
+            hex::encode(fork.a.1),
+            fork.b.0,
+            hex::encode(fork.b.1)
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use vserv_core::Fingerprint;
+    use vserv_core::commands::OriginLag;
+
+    use super::*;
+
+    #[test]
+    fn status_lines_name_every_peer_feed_and_fork() {
+        let origin = Fingerprint([3; 32]);
+        let peers = [
+            PeerStatus {
+                fingerprint: Fingerprint([1; 32]),
+                address: Some("127.0.0.1:7118".into()),
+                connected: true,
+                since_secs: Some(4),
+                last_error: Some("closed by the peer (timeout): idle\x1b".into()),
+                epoch: Some([0xab; 16]),
+                origins: vec![OriginLag {
+                    origin,
+                    held: 7,
+                    peer: Some(9),
+                }],
+            },
+            PeerStatus {
+                fingerprint: Fingerprint([2; 32]),
+                address: None,
+                connected: false,
+                since_secs: None,
+                last_error: None,
+                epoch: None,
+                origins: vec![OriginLag {
+                    origin,
+                    held: 7,
+                    peer: None,
+                }],
+            },
+        ];
+        let forks = [ForkSummary {
+            origin,
+            a: (5, [0x11; 32]),
+            b: (5, [0x22; 32]),
+        }];
+        let text = status_text(&peers, &forks);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 6, "{text}");
+        assert_eq!(
+            lines[0],
+            format!(
+                "peer {} 127.0.0.1:7118 up for 4 s epoch {}",
+                Fingerprint([1; 32]),
+                "ab".repeat(16)
+            )
+        );
+        assert!(
+            lines[1].starts_with("  last error: closed by the peer"),
+            "{}",
+            lines[1]
+        );
+        assert!(!lines[1].contains('\x1b'), "control bytes are escaped");
+        assert_eq!(
+            lines[2],
+            format!("  origin {origin} held 7 peer 9 behind 2 ahead 0")
+        );
+        assert_eq!(
+            lines[3],
+            format!(
+                "peer {} (accepts its links) down (no link yet) epoch -",
+                Fingerprint([2; 32])
+            )
+        );
+        assert_eq!(
+            lines[4],
+            format!("  origin {origin} held 7 peer - behind 0 ahead 7")
+        );
+        assert!(
+            lines[5].starts_with(&format!("quarantined {origin} fork: seq 5 hash 1111")),
+            "{}",
+            lines[5]
+        );
+        assert_eq!(status_text(&[], &[]), "no peers configured\n");
+    }
+}
