@@ -30,6 +30,17 @@ fn line(seed: u64, n: usize) -> (World, Vec<Node>) {
 /// The world with `n` servers linked as `topology` says, over dial links `links`; their
 /// nodes.
 fn linked(seed: u64, n: usize, topology: Topology, links: LinkSpec) -> (World, Vec<Node>) {
+    linked_with(seed, n, topology, links, Config::default())
+}
+
+/// [`linked`], every server's connections configured with `config`.
+fn linked_with(
+    seed: u64,
+    n: usize,
+    topology: Topology,
+    links: LinkSpec,
+    config: Config,
+) -> (World, Vec<Node>) {
     let mut world = World::new(seed);
     world.set_dial_links(links);
     let identities: Vec<Arc<ServerIdentity>> = (0..n)
@@ -57,7 +68,7 @@ fn linked(seed: u64, n: usize, topology: Topology, links: LinkSpec) -> (World, V
             identity: identities[i].clone(),
             service: node.service(),
             max_connections: 16,
-            config: Config::default(),
+            config: config.clone(),
         });
         nodes.push(node);
     }
@@ -200,4 +211,26 @@ fn soak_replication() {
     if let Err(failure) = for_each_seed(1_000..2_000, sweep_one) {
         panic!("{failure}");
     }
+}
+
+/// A link outlives an idle timeout shorter than its clock interval: its connections keep at
+/// least four clock intervals, so idle links are not torn down and dialed again.
+#[test]
+fn links_outlive_a_short_idle_timeout() {
+    let config = Config {
+        idle_timeout: Duration::from_secs(10),
+        ..Config::default()
+    };
+    let links = LinkSpec::symmetric(LinkConfig::benign(16 * 1024));
+    let (mut world, nodes) = linked_with(21, 2, Topology::Line, links, config);
+    append(&nodes[0], "a", 0, 10);
+    world.run_until(LIMIT, |_| converged(&nodes, &[10, 0]));
+    assert!(converged(&nodes, &[10, 0]), "converged");
+    let accepted = |w: &World| w.trace().iter().filter(|l| l.contains("accepted")).count();
+    let before = accepted(&world);
+    world.run(world.now() + Duration::from_secs(300));
+    assert_eq!(accepted(&world), before, "the link was dialed again");
+    append(&nodes[0], "a", 10, 1);
+    world.run_until(world.now() + LIMIT, |_| converged(&nodes, &[11, 0]));
+    assert!(converged(&nodes, &[11, 0]), "live after the idle time");
 }

@@ -141,6 +141,7 @@ impl Service {
         respond(conn, &Response { id, result })?;
         conn.open_stream()?;
         conn.end_login_grace();
+        keep_alive(conn);
         session.release_unauthenticated();
         session.link = Some(Box::new(LinkState::Up {
             link,
@@ -361,6 +362,7 @@ impl Service {
                             Arc::downgrade(&session.mailbox),
                             now_ms,
                         );
+                        keep_alive(conn);
                         tracing::info!(peer = %peer.fingerprint(), "replication link up");
                     }
                     Err(refused) => {
@@ -515,6 +517,19 @@ impl std::fmt::Display for LinkFailure {
         }
     }
 }
+
+/// A link is never idle longer than its clock interval: its connection's idle timeout is made
+/// at least [`LINK_IDLE_TIMEOUT`], so a server with a short one for clients keeps its links.
+fn keep_alive(conn: &mut Connection) {
+    if conn.idle_timeout() < LINK_IDLE_TIMEOUT {
+        // Only zero is refused.
+        let _ = conn.set_idle_timeout(LINK_IDLE_TIMEOUT);
+    }
+}
+
+/// The least idle timeout of a link's connection: four clock intervals.
+const LINK_IDLE_TIMEOUT: std::time::Duration =
+    vserv_core::replication::CLOCK_INTERVAL.saturating_mul(4);
 
 /// A new link of this node, from what it holds now.
 fn new_link(peers: &Peers, now: Instant) -> Result<Box<Link>, LinkFailure> {
