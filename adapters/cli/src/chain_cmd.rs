@@ -184,6 +184,7 @@ fn export_server(client: &ClientArgs, from: u64) -> anyhow::Result<()> {
                     to: last,
                 },
                 limit: Some(RLIST_MAX_LIMIT),
+                origin: None,
             };
             let reply = connected
                 .client

@@ -108,7 +108,10 @@ pub struct RcheckArgs {
 pub fn rabs(args: RabsArgs) -> anyhow::Result<()> {
     need_login(&args.client, "rabs")?;
     let mut connected = client_cmd::connect(&args.client)?;
-    let reply = connected.client.call(&Command::Rabs { pos: args.pos })?;
+    let reply = connected.client.call(&Command::Rabs {
+        pos: args.pos,
+        origin: None,
+    })?;
     let Reply::Record(entry) = reply else {
         bail!("unexpected reply to rabs: {reply:?}");
     };
@@ -128,6 +131,7 @@ pub fn rcount(args: RcountArgs) -> anyhow::Result<()> {
         Command::Rcount {
             kind: args.kind,
             range,
+            origin: None,
         },
     )
 }
@@ -154,6 +158,7 @@ pub fn rlist(args: RlistArgs) -> anyhow::Result<()> {
             limit: Some(
                 u32::try_from(left.min(u64::from(RLIST_MAX_LIMIT))).unwrap_or(RLIST_MAX_LIMIT),
             ),
+            origin: None,
         };
         let Reply::Page {
             entries,
@@ -210,7 +215,10 @@ pub fn rget(args: RgetArgs) -> anyhow::Result<()> {
     need_login(&args.client, "rget")?;
     let selector = parse_selector(&args.selector)?;
     let mut connected = client_cmd::connect(&args.client)?;
-    let reply = connected.client.call(&Command::Rget(selector))?;
+    let reply = connected.client.call(&Command::Rget {
+        selector: selector,
+        origin: None,
+    })?;
     let Reply::Record(entry) = reply else {
         bail!("unexpected reply to rget: {reply:?}");
     };
@@ -238,7 +246,13 @@ pub fn rhead(client: &ClientArgs) -> anyhow::Result<()> {
 /// `vserv rsize [KIND]`: how many entries the ledger holds (of a kind).
 pub fn rsize(args: RsizeArgs) -> anyhow::Result<()> {
     need_login(&args.client, "rsize")?;
-    client_cmd::run(&args.client, Command::Rsize { kind: args.kind })
+    client_cmd::run(
+        &args.client,
+        Command::Rsize {
+            kind: args.kind,
+            origin: None,
+        },
+    )
 }
 
 /// `vserv rcheck`: the server re-verifies its chain (admins); a broken chain is a failure.
@@ -250,7 +264,10 @@ pub fn rcheck(args: RcheckArgs) -> anyhow::Result<()> {
         _ => bail!("rcheck takes both FROM and TO, or neither"),
     };
     let mut connected = client_cmd::connect(&args.client)?;
-    let reply = connected.client.call(&Command::Rcheck { range })?;
+    let reply = connected.client.call(&Command::Rcheck {
+        range,
+        origin: None,
+    })?;
     connected.quit()?;
     match reply {
         Reply::ChainOk { .. } => {
@@ -274,7 +291,7 @@ pub fn rcheck(args: RcheckArgs) -> anyhow::Result<()> {
 /// The server's signed head (`None` for an empty ledger), after checking that it is signed
 /// by the key this session authenticated.
 pub fn fetch_head(connected: &mut Connected) -> anyhow::Result<Option<SignedHead>> {
-    let signed = match connected.client.call(&Command::Rhead) {
+    let signed = match connected.client.call(&Command::Rhead { origin: None }) {
         Ok(Reply::Head(signed)) => signed,
         Ok(other) => bail!("unexpected reply to rhead: {other:?}"),
         Err(vserv_service::client::ClientError::Server(e))

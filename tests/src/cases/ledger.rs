@@ -29,7 +29,13 @@ fn record<C: TestClient>(
     client: &mut C,
     selector: vserv_core::commands::RecordSelector,
 ) -> vserv_core::ledger::Entry {
-    match client.call(&Command::Rget(selector)).expect("rget") {
+    match client
+        .call(&Command::Rget {
+            selector: selector,
+            origin: None,
+        })
+        .expect("rget")
+    {
         Reply::Record(entry) => entry,
         other => panic!("rget gave {other:?}"),
     }
@@ -65,7 +71,8 @@ pub fn ledger_put_then_get<R: Runtime>() {
     assert_eq!(
         alice
             .call(&Command::Rhave {
-                record_id: b"rec-1".to_vec()
+                record_id: b"rec-1".to_vec(),
+                origin: None
             })
             .expect("call"),
         (Reply::Have(true))
@@ -73,7 +80,8 @@ pub fn ledger_put_then_get<R: Runtime>() {
     assert_eq!(
         alice
             .call(&Command::Rhave {
-                record_id: b"rec-9".to_vec()
+                record_id: b"rec-9".to_vec(),
+                origin: None
             })
             .expect("call"),
         (Reply::Have(false))
@@ -85,7 +93,10 @@ pub fn ledger_put_then_get<R: Runtime>() {
         RecordSelector::Hash([0; 32]),
     ] {
         assert_eq!(
-            code_of(alice.call(&Command::Rget(missing))),
+            code_of(alice.call(&Command::Rget {
+                selector: missing,
+                origin: None
+            })),
             Some(ErrorCode::NotFound)
         );
     }
@@ -95,7 +106,12 @@ pub fn ledger_put_then_get<R: Runtime>() {
         Some(ErrorCode::BadArguments)
     );
     assert_eq!(
-        alice.call(&Command::Rsize { kind: None }).expect("call"),
+        alice
+            .call(&Command::Rsize {
+                kind: None,
+                origin: None
+            })
+            .expect("call"),
         (Reply::Count(2))
     );
     server.shutdown();
@@ -117,19 +133,31 @@ pub fn ledger_duplicate_record_id_is_refused<R: Runtime>() {
         Some(ErrorCode::Conflict)
     );
     assert_eq!(
-        alice.call(&Command::Rsize { kind: None }).expect("call"),
+        alice
+            .call(&Command::Rsize {
+                kind: None,
+                origin: None
+            })
+            .expect("call"),
         (Reply::Count(1))
     );
     let stored = record(&mut alice, RecordSelector::Id(b"same".to_vec()));
     assert_eq!(stored.body(), b"first");
     assert_eq!(
-        code_of(alice.call(&Command::Rget(RecordSelector::Seq(2)))),
+        code_of(alice.call(&Command::Rget {
+            selector: RecordSelector::Seq(2),
+            origin: None
+        })),
         Some(ErrorCode::NotFound)
     );
     // The next new id takes the next seq.
     assert_eq!(appended(&mut alice, &rput("k", "new", b"")).0, 2);
     assert_eq!(
-        root.call(&Command::Rcheck { range: None }).expect("call"),
+        root.call(&Command::Rcheck {
+            range: None,
+            origin: None
+        })
+        .expect("call"),
         (Reply::ChainOk { seq: 2 })
     );
     server.shutdown();
@@ -141,14 +169,15 @@ pub fn ledger_head_is_signed_and_current<R: Runtime>() {
     let server = start::<R>(&fx);
     let (_root, mut alice) = ledger_users::<R>(&server, &fx);
     assert_eq!(
-        code_of(alice.call(&Command::Rhead)),
+        code_of(alice.call(&Command::Rhead { origin: None })),
         Some(ErrorCode::NotFound),
         "an empty ledger has no head"
     );
     let mut last = (0, [0; 32]);
     for i in 0..3 {
         last = appended(&mut alice, &rput("k", &format!("r{i}"), b""));
-        let Reply::Head(signed) = alice.call(&Command::Rhead).expect("rhead") else {
+        let Reply::Head(signed) = alice.call(&Command::Rhead { origin: None }).expect("rhead")
+        else {
             panic!("rhead gave another reply");
         };
         signed.verify().expect("the head signature verifies");
@@ -173,7 +202,12 @@ pub fn ledger_seq_is_gapless<R: Runtime>() {
     }
     assert_eq!(seqs, (1..=30).collect::<Vec<u64>>());
     assert_eq!(
-        alice.call(&Command::Rsize { kind: None }).expect("call"),
+        alice
+            .call(&Command::Rsize {
+                kind: None,
+                origin: None
+            })
+            .expect("call"),
         (Reply::Count(30))
     );
     let mut prev = vserv_core::ledger::ZERO_HASH;
@@ -183,7 +217,11 @@ pub fn ledger_seq_is_gapless<R: Runtime>() {
         prev = entry.hash();
     }
     assert_eq!(
-        root.call(&Command::Rcheck { range: None }).expect("call"),
+        root.call(&Command::Rcheck {
+            range: None,
+            origin: None
+        })
+        .expect("call"),
         (Reply::ChainOk { seq: 30 })
     );
     server.shutdown();
@@ -197,13 +235,20 @@ pub fn ledger_access_is_enforced<R: Runtime>() {
     let mut anonymous = R::connect(&server, &fx.options()).expect("connect");
     for cmd in [
         rput("k", "anon", b""),
-        Command::Rsize { kind: None },
-        Command::Rhead,
-        Command::Rabs { pos: 1 },
+        Command::Rsize {
+            kind: None,
+            origin: None,
+        },
+        Command::Rhead { origin: None },
+        Command::Rabs {
+            pos: 1,
+            origin: None,
+        },
         Command::Rlist {
             kind: None,
             range: SeqRange { from: 1, to: 1 },
             limit: None,
+            origin: None,
         },
     ] {
         assert_eq!(
@@ -214,15 +259,27 @@ pub fn ledger_access_is_enforced<R: Runtime>() {
         );
     }
     assert_eq!(
-        code_of(alice.call(&Command::Rcheck { range: None })),
+        code_of(alice.call(&Command::Rcheck {
+            range: None,
+            origin: None
+        })),
         Some(ErrorCode::Forbidden)
     );
     assert_eq!(
-        alice.call(&Command::Rsize { kind: None }).expect("call"),
+        alice
+            .call(&Command::Rsize {
+                kind: None,
+                origin: None
+            })
+            .expect("call"),
         (Reply::Count(0))
     );
     assert_eq!(
-        root.call(&Command::Rcheck { range: None }).expect("call"),
+        root.call(&Command::Rcheck {
+            range: None,
+            origin: None
+        })
+        .expect("call"),
         (Reply::ChainOk { seq: 0 })
     );
     server.shutdown();
@@ -236,7 +293,9 @@ pub fn ledger_positions_and_kind_counts<R: Runtime>() {
     for (i, kind) in ["a", "b", "a", "a", "b"].into_iter().enumerate() {
         appended(&mut alice, &rput(kind, &format!("p{i}"), b""));
     }
-    let at = |client: &mut R::Client, pos: i64| match client.call(&Command::Rabs { pos }) {
+    let at = |client: &mut R::Client, pos: i64| match client
+        .call(&Command::Rabs { pos, origin: None })
+    {
         Ok(Reply::Record(entry)) => Some(entry),
         Err(ClientError::Server(e)) if e.code == ErrorCode::NotFound => None,
         other => panic!("rabs {pos} gave {other:?}"),
@@ -250,7 +309,10 @@ pub fn ledger_positions_and_kind_counts<R: Runtime>() {
         assert!(at(&mut alice, pos).is_none(), "rabs {pos}");
     }
     assert_eq!(
-        code_of(alice.call(&Command::Rabs { pos: 0 })),
+        code_of(alice.call(&Command::Rabs {
+            pos: 0,
+            origin: None
+        })),
         Some(ErrorCode::BadArguments)
     );
     let count = |client: &mut R::Client, cmd: Command| match client.call(&cmd) {
@@ -259,6 +321,7 @@ pub fn ledger_positions_and_kind_counts<R: Runtime>() {
     };
     let rsize = |kind: Option<&str>| Command::Rsize {
         kind: kind.map(Into::into),
+        origin: None,
     };
     assert_eq!(count(&mut alice, rsize(None)), 5);
     assert_eq!(count(&mut alice, rsize(Some("a"))), 3);
@@ -267,6 +330,7 @@ pub fn ledger_positions_and_kind_counts<R: Runtime>() {
     let rcount = |kind: &str, from, to| Command::Rcount {
         kind: kind.into(),
         range: SeqRange { from, to },
+        origin: None,
     };
     assert_eq!(count(&mut alice, rcount("a", 1, 5)), 3);
     assert_eq!(count(&mut alice, rcount("a", 1, u64::MAX)), 3);
@@ -300,18 +364,24 @@ pub fn ledger_reversed_ranges_are_refused<R: Runtime>() {
             Command::Rcount {
                 kind: "k".into(),
                 range,
+                origin: None,
             },
             Command::Rlist {
                 kind: None,
                 range,
                 limit: None,
+                origin: None,
             },
             Command::Rlist {
                 kind: Some("k".into()),
                 range,
                 limit: Some(5),
+                origin: None,
             },
-            Command::Rcheck { range: Some(range) },
+            Command::Rcheck {
+                range: Some(range),
+                origin: None,
+            },
         ];
         for cmd in commands {
             let client = if cmd.name() == "rcheck" {
@@ -333,7 +403,8 @@ pub fn ledger_reversed_ranges_are_refused<R: Runtime>() {
     // The same ranges the right way round work.
     assert_eq!(
         root.call(&Command::Rcheck {
-            range: Some(SeqRange { from: 1, to: 1 })
+            range: Some(SeqRange { from: 1, to: 1 }),
+            origin: None
         })
         .expect("rcheck"),
         Reply::ChainOk { seq: 1 }
@@ -357,6 +428,7 @@ fn all_pages<C: TestClient>(
             kind: kind.map(Into::into),
             range: SeqRange { from, to },
             limit,
+            origin: None,
         };
         let Reply::Page { entries, next } = client.call(&cmd).expect("rlist") else {
             panic!("rlist gave another reply");
