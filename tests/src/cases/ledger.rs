@@ -1,9 +1,16 @@
 //! The ledger over the protocol: `rput`/`rget`, conflicts, signed heads, gapless seqs,
-//! access, positions and counts, range checks, paging `rlist`.
+//! access, positions and counts, range checks, paging `rlist`, and the reads of a held
+//! replica named by its origin.
 
-use vserv_core::ErrorCode;
+use std::sync::Arc;
+
 use vserv_core::commands::{Command, RecordSelector, Reply, SeqRange};
+use vserv_core::ledger::Entry;
+use vserv_core::{Config, ErrorCode, Fingerprint};
 use vserv_service::client::ClientError;
+use vserv_service::ledger::{Ledger, NewRecord};
+use vserv_service::replicas::Replicas;
+use vserv_store::{MemoryStore, Store};
 
 use crate::clients::*;
 use crate::fixture::*;
@@ -557,5 +564,184 @@ pub fn ledger_rlist_large_entries_fit_one_record<R: Runtime>() {
         let seqs: Vec<u64> = pages.iter().flatten().map(|e| e.seq()).collect();
         assert_eq!(seqs, vec![1, 2, 3, 4]);
     }
+    server.shutdown();
+}
+
+/// One of each read (rcheck aside: it is for admins) of the feed `origin` names.
+fn reads(origin: Option<Fingerprint>) -> Vec<Command> {
+    let range = SeqRange { from: 1, to: 3 };
+    vec![
+        Command::Rget {
+            selector: RecordSelector::Seq(1),
+            origin,
+        },
+        Command::Rget {
+            selector: RecordSelector::Id(b"theirs-2".to_vec()),
+            origin,
+        },
+        Command::Rhave {
+            record_id: b"theirs-3".to_vec(),
+            origin,
+        },
+        Command::Rhave {
+            record_id: b"mine".to_vec(),
+            origin,
+        },
+        Command::Rabs { pos: -1, origin },
+        Command::Rsize { kind: None, origin },
+        Command::Rsize {
+            kind: Some("a".into()),
+            origin,
+        },
+        Command::Rcount {
+            kind: "a".into(),
+            range,
+            origin,
+        },
+        Command::Rlist {
+            kind: None,
+            range,
+            limit: None,
+            origin,
+        },
+        Command::Rhead { origin },
+    ]
+}
+
+/// A node holding a replica of another server's feed (persisted into its store as a link
+/// would) answers every read with that server's fingerprint as ORIGIN from the replica; the
+/// node's own fingerprint reads what no origin reads (its own feed); a feed it does not hold
+/// is NotFound; `rput` still appends to the own feed only.
+pub fn ledger_reads_any_held_feed<R: Runtime>() {
+    let fx = Fixture::new(49);
+    let other = Arc::new(identity(149));
+    // The other server's feed of three entries (kinds a, b, a), on its own store.
+    let theirs = Ledger::new(Arc::new(MemoryStore::new()), other.clone());
+    let records = ["a", "b", "a"]
+        .iter()
+        .enumerate()
+        .map(|(i, kind)| NewRecord {
+            author: "bob".into(),
+            kind: (*kind).into(),
+            record_id: format!("theirs-{}", i + 1).into_bytes(),
+            body: format!("n={i}\n").into_bytes(),
+            timestamp: 1_000 + i as u64,
+        });
+    for result in theirs.append_batch(records.collect()) {
+        result.expect("append to the other feed");
+    }
+    let feed = theirs.feed();
+    let entries: Vec<Entry> = (1..=3)
+        .map(|seq| feed.by_seq(seq).expect("read").expect("stored"))
+        .collect();
+    let signed = feed.head().expect("read").expect("a head");
+    // This node's store holds it as a replica.
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    Replicas::new(store.clone(), fx.identity.public_key())
+        .persist(&other.public_key(), &entries, &signed)
+        .expect("persist the replica");
+    let service = fx
+        .node(settings())
+        .store(store)
+        .build()
+        .expect("node")
+        .service();
+    let server = R::start(fx.identity.clone(), service, 64, Config::default());
+    let (mut root, mut alice) = ledger_users::<R>(&server, &fx);
+    let (_, own_hash) = appended(&mut alice, &rput("a", "mine", b"own"));
+
+    let origin = Some(other.public_key().fingerprint());
+    let answers: Vec<Reply> = reads(origin)
+        .iter()
+        .map(|cmd| alice.call(cmd).unwrap_or_else(|e| panic!("{cmd:?}: {e}")))
+        .collect();
+    let record = |i: usize| Reply::Record(entries[i].clone());
+    assert_eq!(
+        answers,
+        vec![
+            record(0),
+            record(1),
+            Reply::Have(true),
+            Reply::Have(false),
+            record(2),
+            Reply::Count(3),
+            Reply::Count(2),
+            Reply::Count(2),
+            Reply::Page {
+                entries: entries.clone(),
+                next: None
+            },
+            Reply::Head(signed),
+        ]
+    );
+    let by_hash = Command::Rget {
+        selector: RecordSelector::Hash(entries[1].hash()),
+        origin,
+    };
+    assert_eq!(alice.call(&by_hash).expect("rget hash"), record(1));
+    // The replica's entries verify against the origin's key alone.
+    if let Some(Reply::Head(head)) = answers.last() {
+        head.verify().expect("the origin's signature");
+        assert_eq!(head.head.origin, other.public_key());
+    }
+    assert_eq!(
+        root.call(&Command::Rcheck {
+            range: None,
+            origin
+        })
+        .expect("rcheck"),
+        Reply::ChainOk { seq: 3 }
+    );
+    assert_eq!(
+        root.call(&Command::Rcheck {
+            range: Some(SeqRange { from: 2, to: 3 }),
+            origin
+        })
+        .expect("rcheck range"),
+        Reply::ChainOk { seq: 3 }
+    );
+
+    // The own fingerprint is the own feed: the same answers as no origin.
+    let own = Some(fx.identity.public_key().fingerprint());
+    for (named, unnamed) in reads(own).iter().zip(reads(None)) {
+        let answer = alice.call(named).map_err(|e| code_of(Err(e)));
+        assert_eq!(
+            answer,
+            alice.call(&unnamed).map_err(|e| code_of(Err(e))),
+            "{named:?}"
+        );
+    }
+    assert_eq!(
+        alice
+            .call(&Command::Rget {
+                selector: RecordSelector::Seq(1),
+                origin: own
+            })
+            .map(|r| matches!(r, Reply::Record(e) if e.hash() == own_hash))
+            .ok(),
+        Some(true)
+    );
+
+    // A feed not held here: every read is NotFound, and so is rcheck.
+    let unknown = Some(identity(249).public_key().fingerprint());
+    for cmd in reads(unknown) {
+        assert_eq!(
+            code_of(alice.call(&cmd)),
+            Some(ErrorCode::NotFound),
+            "{cmd:?}"
+        );
+    }
+    assert_eq!(
+        code_of(root.call(&Command::Rcheck {
+            range: None,
+            origin: unknown
+        })),
+        Some(ErrorCode::NotFound)
+    );
+    // rput appended to the own feed only.
+    assert_eq!(
+        alice.call(&Command::Rsize { kind: None, origin }).ok(),
+        Some(Reply::Count(3))
+    );
     server.shutdown();
 }
