@@ -38,7 +38,7 @@ fn record<C: TestClient>(
 ) -> vserv_core::ledger::Entry {
     match client
         .call(&Command::Rget {
-            selector: selector,
+            selector,
             origin: None,
         })
         .expect("rget")
