@@ -98,24 +98,54 @@ fn every_command_round_trips_through_its_arguments() {
             record_id: vec![7; 64],
             body: vec![0xAB; MAX_BODY],
         },
-        Command::Rget(RecordSelector::Seq(0)),
-        Command::Rget(RecordSelector::Seq(u64::MAX)),
-        Command::Rget(RecordSelector::Id(b"rec id".to_vec())),
-        Command::Rget(RecordSelector::Hash([0xC3; 32])),
+        Command::Rget {
+            selector: RecordSelector::Seq(0),
+            origin: None,
+        },
+        Command::Rget {
+            selector: RecordSelector::Seq(u64::MAX),
+            origin: None,
+        },
+        Command::Rget {
+            selector: RecordSelector::Id(b"rec id".to_vec()),
+            origin: None,
+        },
+        Command::Rget {
+            selector: RecordSelector::Hash([0xC3; 32]),
+            origin: None,
+        },
         Command::Rhave {
             record_id: b"x".to_vec(),
+            origin: None,
         },
-        Command::Rabs { pos: 1 },
-        Command::Rabs { pos: -1 },
-        Command::Rabs { pos: i64::MAX },
-        Command::Rabs { pos: i64::MIN },
-        Command::Rsize { kind: None },
+        Command::Rabs {
+            pos: 1,
+            origin: None,
+        },
+        Command::Rabs {
+            pos: -1,
+            origin: None,
+        },
+        Command::Rabs {
+            pos: i64::MAX,
+            origin: None,
+        },
+        Command::Rabs {
+            pos: i64::MIN,
+            origin: None,
+        },
+        Command::Rsize {
+            kind: None,
+            origin: None,
+        },
         Command::Rsize {
             kind: Some("note".into()),
+            origin: None,
         },
         Command::Rcount {
             kind: "note".into(),
             range: SeqRange { from: 1, to: 1 },
+            origin: None,
         },
         Command::Rcount {
             kind: "a.b".into(),
@@ -123,16 +153,19 @@ fn every_command_round_trips_through_its_arguments() {
                 from: 3,
                 to: u64::MAX,
             },
+            origin: None,
         },
         Command::Rlist {
             kind: None,
             range: SeqRange { from: 1, to: 10 },
             limit: None,
+            origin: None,
         },
         Command::Rlist {
             kind: Some("note".into()),
             range: SeqRange { from: 5, to: 5 },
             limit: Some(1),
+            origin: None,
         },
         Command::Rlist {
             kind: Some("x".into()),
@@ -141,11 +174,16 @@ fn every_command_round_trips_through_its_arguments() {
                 to: u64::MAX,
             },
             limit: Some(RLIST_MAX_LIMIT),
+            origin: None,
         },
-        Command::Rhead,
-        Command::Rcheck { range: None },
+        Command::Rhead { origin: None },
+        Command::Rcheck {
+            range: None,
+            origin: None,
+        },
         Command::Rcheck {
             range: Some(SeqRange { from: 2, to: 9 }),
+            origin: None,
         },
     ];
     for cmd in commands {
@@ -218,25 +256,37 @@ fn replies_round_trip() {
             },
         ),
         (
-            Command::Rget(RecordSelector::Seq(1)),
+            Command::Rget {
+                selector: RecordSelector::Seq(1),
+                origin: None,
+            },
             Reply::Record(sample_entry()),
         ),
         (
             Command::Rhave {
                 record_id: b"r".to_vec(),
+                origin: None,
             },
             Reply::Have(true),
         ),
         (
             Command::Rhave {
                 record_id: b"r".to_vec(),
+                origin: None,
             },
             Reply::Have(false),
         ),
-        (Command::Rsize { kind: None }, Reply::Count(0)),
+        (
+            Command::Rsize {
+                kind: None,
+                origin: None,
+            },
+            Reply::Count(0),
+        ),
         (
             Command::Rsize {
                 kind: Some("k".into()),
+                origin: None,
             },
             Reply::Count(123),
         ),
@@ -244,10 +294,17 @@ fn replies_round_trip() {
             Command::Rcount {
                 kind: "k".into(),
                 range: SeqRange { from: 1, to: 2 },
+                origin: None,
             },
             Reply::Count(2),
         ),
-        (Command::Rabs { pos: -1 }, Reply::Record(sample_entry())),
+        (
+            Command::Rabs {
+                pos: -1,
+                origin: None,
+            },
+            Reply::Record(sample_entry()),
+        ),
         (
             rlist_all(),
             Reply::Page {
@@ -262,10 +319,19 @@ fn replies_round_trip() {
                 next: Some(3),
             },
         ),
-        (Command::Rhead, Reply::Head(sample_head())),
-        (Command::Rcheck { range: None }, Reply::ChainOk { seq: 0 }),
+        (Command::Rhead { origin: None }, Reply::Head(sample_head())),
         (
-            Command::Rcheck { range: None },
+            Command::Rcheck {
+                range: None,
+                origin: None,
+            },
+            Reply::ChainOk { seq: 0 },
+        ),
+        (
+            Command::Rcheck {
+                range: None,
+                origin: None,
+            },
             Reply::ChainBad {
                 seq: Some(7),
                 reason: "entry 7: bad link".into(),
@@ -274,6 +340,7 @@ fn replies_round_trip() {
         (
             Command::Rcheck {
                 range: Some(SeqRange { from: 1, to: 2 }),
+                origin: None,
             },
             Reply::ChainBad {
                 seq: None,
@@ -504,8 +571,147 @@ fn ledger_commands_check_their_arguments() {
     let upper = "AB".repeat(32);
     assert_eq!(
         Command::parse(&request("rget", &[b"hash", upper.as_bytes()])),
-        Ok(Command::Rget(RecordSelector::Hash([0xAB; 32])))
+        Ok(Command::Rget {
+            selector: RecordSelector::Hash([0xAB; 32]),
+            origin: None
+        })
     );
+}
+
+/// The reads take an optional last ORIGIN argument; what was valid without one means what it
+/// meant (a kind, a LIMIT, a record id that happens to start with `SHA256:`), and `rput`
+/// never takes one.
+#[test]
+fn ledger_reads_take_an_optional_origin() {
+    let fp = Fingerprint([0x5a; 32]);
+    let text = fp.to_string();
+    let o = text.as_bytes();
+    let parse = |name: &str, args: &[&[u8]]| Command::parse(&request(name, args));
+    assert_eq!(
+        parse("rget", &[b"seq", b"3", o]),
+        Ok(Command::Rget {
+            selector: RecordSelector::Seq(3),
+            origin: Some(fp)
+        })
+    );
+    assert_eq!(
+        parse("rhave", &[b"r1", o]),
+        Ok(Command::Rhave {
+            record_id: b"r1".to_vec(),
+            origin: Some(fp)
+        })
+    );
+    // Alone, a record id that looks like a fingerprint is a record id.
+    assert_eq!(
+        parse("rhave", &[b"SHA256:ab"]),
+        Ok(Command::Rhave {
+            record_id: b"SHA256:ab".to_vec(),
+            origin: None
+        })
+    );
+    assert_eq!(
+        parse("rabs", &[b"-1", o]),
+        Ok(Command::Rabs {
+            pos: -1,
+            origin: Some(fp)
+        })
+    );
+    assert_eq!(
+        parse("rsize", &[o]),
+        Ok(Command::Rsize {
+            kind: None,
+            origin: Some(fp)
+        })
+    );
+    assert_eq!(
+        parse("rsize", &[b"k"]),
+        Ok(Command::Rsize {
+            kind: Some("k".into()),
+            origin: None
+        })
+    );
+    assert_eq!(
+        parse("rsize", &[b"k", o]),
+        Ok(Command::Rsize {
+            kind: Some("k".into()),
+            origin: Some(fp)
+        })
+    );
+    assert_eq!(
+        parse("rcount", &[b"k", b"1", b"2", o]),
+        Ok(Command::Rcount {
+            kind: "k".into(),
+            range: SeqRange { from: 1, to: 2 },
+            origin: Some(fp)
+        })
+    );
+    let rlist = |limit, origin| Command::Rlist {
+        kind: None,
+        range: SeqRange { from: 1, to: 9 },
+        limit,
+        origin,
+    };
+    assert_eq!(
+        parse("rlist", &[b"*", b"1", b"9", o]),
+        Ok(rlist(None, Some(fp)))
+    );
+    assert_eq!(
+        parse("rlist", &[b"*", b"1", b"9", b"5"]),
+        Ok(rlist(Some(5), None))
+    );
+    assert_eq!(
+        parse("rlist", &[b"*", b"1", b"9", b"5", o]),
+        Ok(rlist(Some(5), Some(fp)))
+    );
+    assert_eq!(
+        parse("rhead", &[o]),
+        Ok(Command::Rhead { origin: Some(fp) })
+    );
+    assert_eq!(
+        parse("rcheck", &[o]),
+        Ok(Command::Rcheck {
+            range: None,
+            origin: Some(fp)
+        })
+    );
+    assert_eq!(
+        parse("rcheck", &[b"2", b"4", o]),
+        Ok(Command::Rcheck {
+            range: Some(SeqRange { from: 2, to: 4 }),
+            origin: Some(fp)
+        })
+    );
+    // Either case of hex; encoded in lower case.
+    let upper = format!("SHA256:{}", "5A".repeat(32));
+    let head = parse("rhead", &[upper.as_bytes()]);
+    assert_eq!(head, Ok(Command::Rhead { origin: Some(fp) }));
+    assert_eq!(head.map(|c| c.args()), Ok(vec![o.to_vec()]));
+    assert_eq!(
+        Command::Rhead { origin: Some(fp) }.origin(),
+        Some(&fp),
+        "origin() names the feed read"
+    );
+    assert_eq!(Command::Rhead { origin: None }.origin(), None);
+    // A bad fingerprint in ORIGIN's place, or an origin where none fits: typed errors.
+    let bad_fp = format!("SHA256:{}", "g".repeat(64));
+    for (name, args) in [
+        ("rhead", vec![bad_fp.as_bytes()]),
+        ("rhead", vec![b"SHA256:ab".as_slice()]),
+        ("rsize", vec![b"k".as_slice(), b"SHA256:"]),
+    ] {
+        let err = parse(name, &args).unwrap_err();
+        assert_eq!(err.code, ErrorCode::BadArguments, "{name} {args:?}");
+        assert!(err.message.contains("ORIGIN"), "{}", err.message);
+    }
+    for (name, args) in [
+        ("rput", vec![b"k".as_slice(), b"r", b"body", o]),
+        ("rhead", vec![o, o]),
+        ("rget", vec![b"seq", o]),
+        ("rlist", vec![b"*", b"1", b"9", b"5", o, o]),
+    ] {
+        let err = parse(name, &args).unwrap_err();
+        assert_eq!(err.code, ErrorCode::BadArguments, "{name} {args:?}");
+    }
 }
 
 #[test]
@@ -530,24 +736,67 @@ fn ledger_replies_refuse_malformed_fields() {
         (&rput, &[b"1"]),
         (&rput, &[b"1", b"zz"]),
         (&rput, &[b"x", &[b'0'; 64]]),
-        (&Command::Rget(RecordSelector::Seq(1)), &[b"not an entry"]),
+        (
+            &Command::Rget {
+                selector: RecordSelector::Seq(1),
+                origin: None,
+            },
+            &[b"not an entry"],
+        ),
         (
             &Command::Rhave {
                 record_id: b"r".to_vec(),
+                origin: None,
             },
             &[b"maybe"],
         ),
-        (&Command::Rsize { kind: None }, &[b"-3"]),
-        (&Command::Rabs { pos: 1 }, &[b"not an entry"]),
-        (&Command::Rabs { pos: 1 }, &[]),
+        (
+            &Command::Rsize {
+                kind: None,
+                origin: None,
+            },
+            &[b"-3"],
+        ),
+        (
+            &Command::Rabs {
+                pos: 1,
+                origin: None,
+            },
+            &[b"not an entry"],
+        ),
+        (
+            &Command::Rabs {
+                pos: 1,
+                origin: None,
+            },
+            &[],
+        ),
         (&rlist_all(), &[]),
         (&rlist_all(), &[b"x"]),
         (&rlist_all(), &[b"-1"]),
         (&rlist_all(), &[b"", b"not an entry"]),
-        (&Command::Rhead, &[&[1; 137]]),
-        (&Command::Rcheck { range: None }, &[b"fine", b"1"]),
-        (&Command::Rcheck { range: None }, &[b"ok"]),
-        (&Command::Rcheck { range: None }, &[b"bad", b"x", b"why"]),
+        (&Command::Rhead { origin: None }, &[&[1; 137]]),
+        (
+            &Command::Rcheck {
+                range: None,
+                origin: None,
+            },
+            &[b"fine", b"1"],
+        ),
+        (
+            &Command::Rcheck {
+                range: None,
+                origin: None,
+            },
+            &[b"ok"],
+        ),
+        (
+            &Command::Rcheck {
+                range: None,
+                origin: None,
+            },
+            &[b"bad", b"x", b"why"],
+        ),
     ];
     for (cmd, fields) in bad {
         let fields: Vec<Vec<u8>> = fields.iter().map(|f| f.to_vec()).collect();
@@ -563,6 +812,7 @@ fn rlist_all() -> Command {
         kind: None,
         range: SeqRange { from: 1, to: 9 },
         limit: None,
+        origin: None,
     }
 }
 
@@ -574,10 +824,19 @@ fn positions_ranges_and_limits_are_checked() {
         assert_eq!(e.code, ErrorCode::BadArguments, "{name} {args:?}");
         e.message
     };
-    assert_eq!(parse("rabs", &[b"-3"]), Ok(Command::Rabs { pos: -3 }));
+    assert_eq!(
+        parse("rabs", &[b"-3"]),
+        Ok(Command::Rabs {
+            pos: -3,
+            origin: None
+        })
+    );
     assert_eq!(
         parse("rabs", &[b"9223372036854775807"]),
-        Ok(Command::Rabs { pos: i64::MAX })
+        Ok(Command::Rabs {
+            pos: i64::MAX,
+            origin: None
+        })
     );
     for zero in [&b"0"[..], b"-0", b"000"] {
         assert!(refused("rabs", &[zero]).contains("position 0"), "{zero:?}");
@@ -618,6 +877,7 @@ fn positions_ranges_and_limits_are_checked() {
             kind: None,
             range: SeqRange { from: 1, to: 2 },
             limit: Some(1000),
+            origin: None
         })
     );
 }
@@ -672,21 +932,52 @@ fn range_strategy() -> impl Strategy<Value = SeqRange> {
     })
 }
 
+/// A query of [`own_query_strategy`] on the own feed or, as often, on another origin's.
 fn query_strategy() -> impl Strategy<Value = Command> {
+    (
+        own_query_strategy(),
+        proptest::option::of(any::<[u8; 32]>().prop_map(Fingerprint)),
+    )
+        .prop_map(|(mut cmd, fp)| {
+            match &mut cmd {
+                Command::Rabs { origin, .. }
+                | Command::Rsize { origin, .. }
+                | Command::Rcount { origin, .. }
+                | Command::Rlist { origin, .. }
+                | Command::Rcheck { origin, .. } => *origin = fp,
+                _ => {}
+            }
+            cmd
+        })
+}
+
+fn own_query_strategy() -> impl Strategy<Value = Command> {
     prop_oneof![
         any::<i64>()
             .prop_filter("non-zero", |p| *p != 0)
-            .prop_map(|pos| Command::Rabs { pos }),
-        proptest::option::of(kind_strategy()).prop_map(|kind| Command::Rsize { kind }),
-        (kind_strategy(), range_strategy())
-            .prop_map(|(kind, range)| Command::Rcount { kind, range }),
+            .prop_map(|pos| Command::Rabs { pos, origin: None }),
+        proptest::option::of(kind_strategy())
+            .prop_map(|kind| Command::Rsize { kind, origin: None }),
+        (kind_strategy(), range_strategy()).prop_map(|(kind, range)| Command::Rcount {
+            kind,
+            range,
+            origin: None
+        }),
         (
             proptest::option::of(kind_strategy()),
             range_strategy(),
             proptest::option::of(1..=RLIST_MAX_LIMIT)
         )
-            .prop_map(|(kind, range, limit)| Command::Rlist { kind, range, limit }),
-        proptest::option::of(range_strategy()).prop_map(|range| Command::Rcheck { range }),
+            .prop_map(|(kind, range, limit)| Command::Rlist {
+                kind,
+                range,
+                limit,
+                origin: None
+            }),
+        proptest::option::of(range_strategy()).prop_map(|range| Command::Rcheck {
+            range,
+            origin: None
+        }),
     ]
 }
 
@@ -732,7 +1023,7 @@ proptest! {
         n in 0usize..4,
     ) {
         let count_reply = Reply::Count(count);
-        for cmd in [Command::Rsize { kind: None }, Command::Rcount { kind: "k".into(), range: SeqRange { from: 1, to: 1 } }] {
+        for cmd in [Command::Rsize { kind: None, origin: None }, Command::Rcount { kind: "k".into(), range: SeqRange { from: 1, to: 1 }, origin: None }] {
             prop_assert_eq!(Reply::from_fields(&cmd, &count_reply.to_fields()), Ok(count_reply.clone()));
         }
         let page = Reply::Page { entries: vec![sample_entry(); n], next };

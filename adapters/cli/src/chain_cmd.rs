@@ -1,6 +1,7 @@
 //! `vserv chain ...`: offline tools for the ledger — verify a stopped server's store, export
-//! a feed as JSON Lines (from a server or a data directory), verify an export with only the
-//! server key's fingerprint.
+//! a feed as JSON Lines (from a server or a data directory; the own feed or, with `--origin`,
+//! a held replica of another server's), verify an export with only the fingerprint of the
+//! key of the server whose feed it is.
 
 use std::io::{BufRead, BufReader, BufWriter, IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -13,6 +14,7 @@ use vserv_core::commands::{Command, RLIST_MAX_LIMIT, Reply, SeqRange};
 use vserv_core::{Fingerprint, ServerKey};
 use vserv_service::ledger::{CheckReport, Ledger};
 use vserv_service::ledger_export::{self, ExportWriter};
+use vserv_service::replicas::Replicas;
 use vserv_store::db::FjallStore;
 use vserv_store::kv::StoreError;
 
@@ -50,6 +52,11 @@ enum ChainCommand {
         #[arg(long, value_name = "SEQ", default_value_t = 1,
               value_parser = clap::value_parser!(u64).range(1..))]
         from: u64,
+        /// Export the feed of this origin the server holds (a replica; its key fingerprint,
+        /// SHA256:<64 hex digits>) instead of the server's own; `verify-export --key` then
+        /// takes this fingerprint.
+        #[arg(long, value_name = "FPR")]
+        origin: Option<Fingerprint>,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -71,19 +78,30 @@ pub fn run(args: ChainArgs) -> anyhow::Result<()> {
         ChainCommand::Export {
             data: Some(dir),
             from,
+            origin,
             ..
-        } => export_data(&dir, from),
+        } => export_data(&dir, from, origin.as_ref()),
         ChainCommand::Export {
             data: None,
             from,
+            origin,
             client,
-        } => export_server(&client, from),
+        } => export_server(&client, from, origin.as_ref()),
         ChainCommand::VerifyExport { file, key } => verify_file(&file, &key),
     }
 }
 
 /// The ledger of a stopped server's data directory, and the server's key.
 fn open_ledger(dir: &Path) -> anyhow::Result<(Ledger, ServerKey)> {
+    let (store, identity) = open_store(dir)?;
+    let key = identity.public_key();
+    Ok((Ledger::new(store, Arc::new(identity)), key))
+}
+
+/// The store of a stopped server's data directory, and the server's identity.
+fn open_store(
+    dir: &Path,
+) -> anyhow::Result<(Arc<dyn vserv_store::kv::Store>, vserv_core::ServerIdentity)> {
     if !dir.is_dir() {
         bail!("no data directory at {}", dir.display());
     }
@@ -98,8 +116,7 @@ fn open_ledger(dir: &Path) -> anyhow::Result<(Ledger, ServerKey)> {
         ),
         e => anyhow::Error::new(e).context(format!("opening the store in {}", dir.display())),
     })?;
-    let key = identity.public_key();
-    Ok((Ledger::new(Arc::new(store), Arc::new(identity)), key))
+    Ok((Arc::new(store), identity))
 }
 
 /// A progress bar on standard error when it is a terminal, hidden otherwise.
@@ -144,31 +161,49 @@ fn verify_store(dir: &Path) -> anyhow::Result<()> {
     }
 }
 
-/// `chain export --data DIR [--from SEQ]`.
-fn export_data(dir: &Path, from: u64) -> anyhow::Result<()> {
-    let (ledger, key) = open_ledger(dir)?;
-    let size = ledger.size().context("reading the stored head")?;
+/// `chain export --data DIR [--from SEQ] [--origin FPR]`: the own feed, or the held feed of
+/// the origin.
+fn export_data(dir: &Path, from: u64, origin: Option<&Fingerprint>) -> anyhow::Result<()> {
+    let (store, identity) = open_store(dir)?;
+    let replicas = Replicas::new(store, identity.public_key());
+    let wanted = origin
+        .copied()
+        .unwrap_or(identity.public_key().fingerprint());
+    let feed = replicas
+        .feed_of(&wanted)
+        .context("reading the held feeds")?
+        .ok_or_else(|| anyhow!("no feed of {wanted} is held in {}", dir.display()))?;
+    let key = feed.origin();
+    let size = feed.size().context("reading the stored head")?;
     let bar = progress_bar(size.saturating_sub(from.saturating_sub(1)), "exporting");
     let out = BufWriter::new(std::io::stdout().lock());
-    let entries = ledger_export::export_ledger(&ledger, key, from, out, &mut |_| bar.inc(1))
+    let entries = ledger_export::export_feed(&feed, from, out, &mut |_| bar.inc(1))
         .context("exporting the feed")?;
     bar.finish_and_clear();
     eprintln!("vserv: exported {entries} entries of {}", key.fingerprint());
     Ok(())
 }
 
-/// `chain export [--server HOST:PORT] [--from SEQ]`: `rhead`, then `rlist` pages up to it.
-fn export_server(client: &ClientArgs, from: u64) -> anyhow::Result<()> {
+/// `chain export [--server HOST:PORT] [--from SEQ] [--origin FPR]`: `rhead`, then `rlist`
+/// pages up to it, of the own feed or the held feed of the origin.
+fn export_server(
+    client: &ClientArgs,
+    from: u64,
+    origin: Option<&Fingerprint>,
+) -> anyhow::Result<()> {
     if client.user.is_none() {
         bail!("exporting from a server needs a login: add --user NAME (or use --data DIR)");
     }
     let mut connected = client_cmd::connect(client)?;
-    let key = connected
+    let own = connected
         .client
         .session()
         .server_key()
         .ok_or_else(|| anyhow!("the session has no server key (not connected)"))?;
-    let head = ledger_cmd::fetch_head(&mut connected)?;
+    let head = ledger_cmd::fetch_head(&mut connected, origin)?;
+    // The origin's key: the one that signed its head (checked against the fingerprint asked
+    // for); only the own feed can be empty, and then its key is the session's.
+    let key = head.map_or(own, |signed| signed.head.origin);
     let mut writer = ExportWriter::new(BufWriter::new(std::io::stdout().lock()), key, from)?;
     if let Some(signed) = head {
         let last = signed.head.seq;
@@ -184,6 +219,7 @@ fn export_server(client: &ClientArgs, from: u64) -> anyhow::Result<()> {
                     to: last,
                 },
                 limit: Some(RLIST_MAX_LIMIT),
+                origin: origin.copied(),
             };
             let reply = connected
                 .client

@@ -1,5 +1,6 @@
 //! The ledger's client subcommands: `rput`, `rget`, `rabs`, `rhead`, `rsize`, `rcount`,
-//! `rlist`, `rcheck`.
+//! `rlist`, `rcheck`. Every one but `rput` reads the server's own feed, or with `--origin
+//! FPR` the feed of that origin the server holds (a replica).
 
 use std::io::{Read, Write};
 use std::path::Path;
@@ -7,6 +8,7 @@ use std::path::Path;
 use anyhow::{Context, anyhow, bail};
 use clap::Args;
 use rand::RngExt;
+use vserv_core::Fingerprint;
 use vserv_core::commands::{Command, RLIST_MAX_LIMIT, RecordSelector, Reply, SeqRange};
 use vserv_core::ledger::{Entry, MAX_BODY, SignedHead, body_to_fields, fields_to_body};
 
@@ -39,6 +41,10 @@ pub struct RgetArgs {
     /// Write only the body's bytes to standard output, as stored.
     #[arg(long)]
     pub raw: bool,
+    /// Read the feed of this origin the server holds (its key fingerprint,
+    /// SHA256:<64 hex digits>) instead of the server's own.
+    #[arg(long, value_name = "FPR")]
+    pub origin: Option<Fingerprint>,
     #[command(flatten)]
     pub client: ClientArgs,
 }
@@ -48,6 +54,10 @@ pub struct RgetArgs {
 pub struct RsizeArgs {
     /// Count only the entries of this kind.
     pub kind: Option<String>,
+    /// Read the feed of this origin the server holds (its key fingerprint,
+    /// SHA256:<64 hex digits>) instead of the server's own.
+    #[arg(long, value_name = "FPR")]
+    pub origin: Option<Fingerprint>,
     #[command(flatten)]
     pub client: ClientArgs,
 }
@@ -58,6 +68,10 @@ pub struct RabsArgs {
     /// Position: 1 is the first entry, -1 the last, -2 the one before it.
     #[arg(allow_negative_numbers = true)]
     pub pos: i64,
+    /// Read the feed of this origin the server holds (its key fingerprint,
+    /// SHA256:<64 hex digits>) instead of the server's own.
+    #[arg(long, value_name = "FPR")]
+    pub origin: Option<Fingerprint>,
     #[command(flatten)]
     pub client: ClientArgs,
 }
@@ -71,6 +85,10 @@ pub struct RcountArgs {
     pub from: u64,
     /// Last seq of the range.
     pub to: u64,
+    /// Read the feed of this origin the server holds (its key fingerprint,
+    /// SHA256:<64 hex digits>) instead of the server's own.
+    #[arg(long, value_name = "FPR")]
+    pub origin: Option<Fingerprint>,
     #[command(flatten)]
     pub client: ClientArgs,
 }
@@ -89,6 +107,21 @@ pub struct RlistArgs {
     /// Stop after this many entries.
     #[arg(long)]
     pub max: Option<u64>,
+    /// Read the feed of this origin the server holds (its key fingerprint,
+    /// SHA256:<64 hex digits>) instead of the server's own.
+    #[arg(long, value_name = "FPR")]
+    pub origin: Option<Fingerprint>,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+/// `vserv rhead` options.
+#[derive(Args, Debug)]
+pub struct RheadArgs {
+    /// Read the feed of this origin the server holds (its key fingerprint,
+    /// SHA256:<64 hex digits>) instead of the server's own.
+    #[arg(long, value_name = "FPR")]
+    pub origin: Option<Fingerprint>,
     #[command(flatten)]
     pub client: ClientArgs,
 }
@@ -100,6 +133,10 @@ pub struct RcheckArgs {
     pub from: Option<u64>,
     /// Last seq of the range to check.
     pub to: Option<u64>,
+    /// Read the feed of this origin the server holds (its key fingerprint,
+    /// SHA256:<64 hex digits>) instead of the server's own.
+    #[arg(long, value_name = "FPR")]
+    pub origin: Option<Fingerprint>,
     #[command(flatten)]
     pub client: ClientArgs,
 }
@@ -108,7 +145,10 @@ pub struct RcheckArgs {
 pub fn rabs(args: RabsArgs) -> anyhow::Result<()> {
     need_login(&args.client, "rabs")?;
     let mut connected = client_cmd::connect(&args.client)?;
-    let reply = connected.client.call(&Command::Rabs { pos: args.pos })?;
+    let reply = connected.client.call(&Command::Rabs {
+        pos: args.pos,
+        origin: args.origin,
+    })?;
     let Reply::Record(entry) = reply else {
         bail!("unexpected reply to rabs: {reply:?}");
     };
@@ -128,6 +168,7 @@ pub fn rcount(args: RcountArgs) -> anyhow::Result<()> {
         Command::Rcount {
             kind: args.kind,
             range,
+            origin: args.origin,
         },
     )
 }
@@ -154,6 +195,7 @@ pub fn rlist(args: RlistArgs) -> anyhow::Result<()> {
             limit: Some(
                 u32::try_from(left.min(u64::from(RLIST_MAX_LIMIT))).unwrap_or(RLIST_MAX_LIMIT),
             ),
+            origin: args.origin,
         };
         let Reply::Page {
             entries,
@@ -210,7 +252,10 @@ pub fn rget(args: RgetArgs) -> anyhow::Result<()> {
     need_login(&args.client, "rget")?;
     let selector = parse_selector(&args.selector)?;
     let mut connected = client_cmd::connect(&args.client)?;
-    let reply = connected.client.call(&Command::Rget(selector))?;
+    let reply = connected.client.call(&Command::Rget {
+        selector,
+        origin: args.origin,
+    })?;
     let Reply::Record(entry) = reply else {
         bail!("unexpected reply to rget: {reply:?}");
     };
@@ -224,12 +269,12 @@ pub fn rget(args: RgetArgs) -> anyhow::Result<()> {
     connected.quit()
 }
 
-/// `vserv rhead`: fetches the signed head, checks its signature against the server's key,
-/// prints it.
-pub fn rhead(client: &ClientArgs) -> anyhow::Result<()> {
-    need_login(client, "rhead")?;
-    let mut connected = client_cmd::connect(client)?;
-    let signed = fetch_head(&mut connected)?
+/// `vserv rhead [--origin FPR]`: fetches the signed head, checks its signature against the
+/// server's key (or the origin's), prints it.
+pub fn rhead(args: RheadArgs) -> anyhow::Result<()> {
+    need_login(&args.client, "rhead")?;
+    let mut connected = client_cmd::connect(&args.client)?;
+    let signed = fetch_head(&mut connected, args.origin.as_ref())?
         .ok_or_else(|| anyhow!("the ledger is empty: there is no signed head yet"))?;
     client_cmd::print_reply(&Reply::Head(signed), None);
     connected.quit()
@@ -238,7 +283,13 @@ pub fn rhead(client: &ClientArgs) -> anyhow::Result<()> {
 /// `vserv rsize [KIND]`: how many entries the ledger holds (of a kind).
 pub fn rsize(args: RsizeArgs) -> anyhow::Result<()> {
     need_login(&args.client, "rsize")?;
-    client_cmd::run(&args.client, Command::Rsize { kind: args.kind })
+    client_cmd::run(
+        &args.client,
+        Command::Rsize {
+            kind: args.kind,
+            origin: args.origin,
+        },
+    )
 }
 
 /// `vserv rcheck`: the server re-verifies its chain (admins); a broken chain is a failure.
@@ -250,7 +301,10 @@ pub fn rcheck(args: RcheckArgs) -> anyhow::Result<()> {
         _ => bail!("rcheck takes both FROM and TO, or neither"),
     };
     let mut connected = client_cmd::connect(&args.client)?;
-    let reply = connected.client.call(&Command::Rcheck { range })?;
+    let reply = connected.client.call(&Command::Rcheck {
+        range,
+        origin: args.origin,
+    })?;
     connected.quit()?;
     match reply {
         Reply::ChainOk { .. } => {
@@ -271,29 +325,43 @@ pub fn rcheck(args: RcheckArgs) -> anyhow::Result<()> {
     }
 }
 
-/// The server's signed head (`None` for an empty ledger), after checking that it is signed
-/// by the key this session authenticated.
-pub fn fetch_head(connected: &mut Connected) -> anyhow::Result<Option<SignedHead>> {
-    let signed = match connected.client.call(&Command::Rhead) {
+/// The signed head of the server's feed, or of the held feed of `origin` (`None` for an
+/// empty own feed), after checking that it is signed by the key of the feed asked for: the
+/// key this session authenticated, or the one whose fingerprint is `origin`. A feed of
+/// another origin that the server does not hold is an error.
+pub fn fetch_head(
+    connected: &mut Connected,
+    origin: Option<&Fingerprint>,
+) -> anyhow::Result<Option<SignedHead>> {
+    let own = connected
+        .client
+        .session()
+        .server_key()
+        .ok_or_else(|| anyhow!("the session has no server key (not connected)"))?
+        .fingerprint();
+    let expected = origin.copied().unwrap_or(own);
+    let signed = match connected.client.call(&Command::Rhead {
+        origin: origin.copied(),
+    }) {
         Ok(Reply::Head(signed)) => signed,
         Ok(other) => bail!("unexpected reply to rhead: {other:?}"),
         Err(vserv_service::client::ClientError::Server(e))
             if e.code == vserv_core::ErrorCode::NotFound =>
         {
-            return Ok(None);
+            if expected == own {
+                return Ok(None);
+            }
+            bail!(
+                "no feed of {expected} on the server: {}",
+                escape(&e.message)
+            );
         }
         Err(e) => return Err(e.into()),
     };
-    let key = connected
-        .client
-        .session()
-        .server_key()
-        .ok_or_else(|| anyhow!("the session has no server key (not connected)"))?;
-    if signed.head.origin != key {
+    if signed.head.origin.fingerprint() != expected {
         bail!(
-            "the server sent a head of another feed ({}), not its own ({})",
+            "the server sent a head of another feed ({}), not the one asked for ({expected})",
             signed.head.origin.fingerprint(),
-            key.fingerprint()
         );
     }
     signed

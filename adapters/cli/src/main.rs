@@ -76,7 +76,7 @@ enum Command {
     /// Show a ledger entry, by SEQ, id:RECORD_ID or hash:HEX.
     Rget(ledger_cmd::RgetArgs),
     /// Show the ledger's signed head (its signature checked against the server key).
-    Rhead(client_cmd::ClientArgs),
+    Rhead(ledger_cmd::RheadArgs),
     /// How many entries the ledger holds (of one kind with KIND).
     Rsize(ledger_cmd::RsizeArgs),
     /// Show the ledger entry at a position (1 the first, -1 the last).
@@ -138,7 +138,7 @@ fn main() -> ExitCode {
         Command::Bench(args) => bench::run(args),
         Command::Rput(args) => ledger_cmd::rput(args),
         Command::Rget(args) => ledger_cmd::rget(args),
-        Command::Rhead(c) => ledger_cmd::rhead(&c),
+        Command::Rhead(args) => ledger_cmd::rhead(args),
         Command::Rsize(args) => ledger_cmd::rsize(args),
         Command::Rabs(args) => ledger_cmd::rabs(args),
         Command::Rcount(args) => ledger_cmd::rcount(args),

@@ -3,8 +3,13 @@
 
 mod common;
 
+use std::sync::Arc;
+
+use vserv_core::ServerIdentity;
 use vserv_core::ledger::{Entry, EntryFields};
-use vserv_service::ledger::entry_key;
+use vserv_service::ledger::{Ledger, NewRecord, entry_key};
+use vserv_service::replicas::Replicas;
+use vserv_store::MemoryStore;
 use vserv_store::db::FjallStore;
 use vserv_store::kv::{Op, Store, Table};
 
@@ -16,6 +21,9 @@ const ADMIN_PW: &str = "admin-password-1";
 trait Admin {
     /// Runs `vserv ARGS --user admin` connected to `server`, with `stdin` as its input.
     fn admin(&self, server: &Server, args: &[&str], stdin: &[u8]) -> Run;
+
+    /// Creates the first admin offline (and so the data directory and its identity).
+    fn init(&self);
 
     /// Creates the first admin offline, then starts a server on the data directory.
     fn start(&self) -> Server;
@@ -31,7 +39,7 @@ impl Admin for Env {
         self.client_with_input(server, &all, &[("VSERV_PASSWORD", ADMIN_PW)], stdin)
     }
 
-    fn start(&self) -> Server {
+    fn init(&self) {
         self.vserv_with_input(
             &[
                 "user",
@@ -45,6 +53,10 @@ impl Admin for Env {
             b"",
         )
         .ok();
+    }
+
+    fn start(&self) -> Server {
+        self.init();
         Server::start(&self.data())
     }
 
@@ -341,4 +353,165 @@ fn rabs_rcount_rlist_and_a_range_rcheck_from_the_cli() {
     assert!(all.text().starts_with("2 "), "{}", all.text());
     env.admin(&server, &["rcheck", "2", "4"], b"").ok();
     env.admin(&server, &["rcheck", "4", "2"], b"").fails();
+}
+
+/// Stores in the stopped server's data directory a replica of a three-entry feed of another
+/// server (as a replication link would), and returns that server's fingerprint.
+fn hold_replica(env: &Env) -> String {
+    let other = Arc::new(ServerIdentity::from_secret_bytes(&[0x42; 32]).expect("identity"));
+    let theirs = Ledger::new(Arc::new(MemoryStore::new()), other.clone());
+    let records = (1..=3)
+        .map(|i| NewRecord {
+            author: "bob".into(),
+            kind: "note".into(),
+            record_id: format!("theirs-{i}").into_bytes(),
+            body: format!("n={i}\n").into_bytes(),
+            timestamp: 1_000 + i,
+        })
+        .collect();
+    for result in theirs.append_batch(records) {
+        result.expect("append to the other feed");
+    }
+    let feed = theirs.feed();
+    let entries: Vec<Entry> = (1..=3)
+        .map(|seq| feed.by_seq(seq).expect("read").expect("stored"))
+        .collect();
+    let signed = feed.head().expect("read").expect("a head");
+    let own = vserv_store::identity::load(&env.data())
+        .expect("the server identity")
+        .identity
+        .public_key();
+    let store = FjallStore::open(&env.data()).expect("open the store");
+    Replicas::new(Arc::new(store), own)
+        .persist(&other.public_key(), &entries, &signed)
+        .expect("persist the replica");
+    other.public_key().fingerprint().to_string()
+}
+
+#[test]
+fn reads_and_exports_of_a_held_replica_verify_against_its_origin() {
+    let env = Env::new();
+    // A first start makes the server's identity; the replica is stored while it is stopped.
+    env.start().stop();
+    let origin = hold_replica(&env);
+    let server = Server::start(&env.data());
+    env.admin(&server, &["rput", "mine", "a=1"], b"").ok();
+
+    // The reads with --origin answer from the replica.
+    let head = env
+        .admin(&server, &["rhead", "--origin", &origin], b"")
+        .ok()
+        .text();
+    assert!(
+        head.starts_with("seq 3 hash ") && head.contains(&format!("signed by {origin}")),
+        "{head}"
+    );
+    let size = env
+        .admin(&server, &["rsize", "--origin", &origin], b"")
+        .ok();
+    assert_eq!(size.text().trim(), "3");
+    let got = env
+        .admin(&server, &["rget", "id:theirs-2", "--origin", &origin], b"")
+        .ok()
+        .text();
+    assert_eq!(field(&got, "seq"), Some("2"), "{got}");
+    assert_eq!(field(&got, "author"), Some("bob"), "{got}");
+    let listed = env
+        .admin(&server, &["rlist", "*", "--origin", &origin], b"")
+        .ok()
+        .text();
+    assert_eq!(listed.lines().count(), 3, "{listed}");
+    let last = env
+        .admin(&server, &["rabs", "-1", "--origin", &origin], b"")
+        .ok()
+        .text();
+    assert_eq!(field(&last, "record"), Some("theirs-3"), "{last}");
+    let counted = env
+        .admin(
+            &server,
+            &["rcount", "note", "1", "3", "--origin", &origin],
+            b"",
+        )
+        .ok();
+    assert_eq!(counted.text().trim(), "3");
+    let check = env
+        .admin(&server, &["rcheck", "--origin", &origin], b"")
+        .ok()
+        .text();
+    assert!(check.contains("ok: 3 entries"), "{check}");
+    // Without --origin: the own feed, as before.
+    assert_eq!(env.admin(&server, &["rsize"], b"").ok().text().trim(), "1");
+
+    // The export of the replica verifies against the origin's fingerprint alone, and not
+    // against the holding server's.
+    let exported = env
+        .admin(&server, &["chain", "export", "--origin", &origin], b"")
+        .ok()
+        .stdout;
+    let feed = env.file("replica.jsonl", &exported);
+    let verified = env
+        .vserv(&["chain", "verify-export", &feed, "--key", &origin], &[])
+        .ok()
+        .text();
+    assert!(verified.starts_with("ok: entries 1..=3"), "{verified}");
+    let wrong = env
+        .vserv(
+            &[
+                "chain",
+                "verify-export",
+                &feed,
+                "--key",
+                &server.fingerprint,
+            ],
+            &[],
+        )
+        .fails();
+    assert!(wrong.contains("line 1"), "{wrong}");
+
+    // A feed the server does not hold.
+    let unknown = format!("SHA256:{}", "cd".repeat(32));
+    let refused = env
+        .admin(&server, &["chain", "export", "--origin", &unknown], b"")
+        .fails();
+    assert!(refused.contains("no feed"), "{refused}");
+    let refused = env
+        .admin(&server, &["rhead", "--origin", &unknown], b"")
+        .fails();
+    assert!(refused.contains("no feed"), "{refused}");
+    let own_fingerprint = server.fingerprint.clone();
+    server.stop();
+
+    // Offline: the same bytes; the own fingerprint exports the own feed.
+    let data = env.data_arg();
+    let offline = env
+        .vserv(
+            &["chain", "export", "--data", &data, "--origin", &origin],
+            &[],
+        )
+        .ok()
+        .stdout;
+    assert_eq!(offline, exported);
+    let own = env
+        .vserv(
+            &[
+                "chain",
+                "export",
+                "--data",
+                &data,
+                "--origin",
+                &own_fingerprint,
+            ],
+            &[],
+        )
+        .ok()
+        .stdout;
+    let plain = env.vserv(&["chain", "export", "--data", &data], &[]).ok();
+    assert_eq!(own, plain.stdout);
+    let refused = env
+        .vserv(
+            &["chain", "export", "--data", &data, "--origin", &unknown],
+            &[],
+        )
+        .fails();
+    assert!(refused.contains("no feed"), "{refused}");
 }

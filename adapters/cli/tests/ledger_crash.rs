@@ -250,15 +250,27 @@ fn verify(model: &mut LedgerModel, server: &Server, known_servers: PathBuf) -> R
             .call(command)
             .map_err(|e| format!("{}: {e}", command.name()))
     };
-    let size = match call(&mut admin, &Command::Rsize { kind: None })? {
+    let size = match call(
+        &mut admin,
+        &Command::Rsize {
+            kind: None,
+            origin: None,
+        },
+    )? {
         Reply::Count(n) => n,
         other => return Err(format!("rsize answered {other:?}")),
     };
-    match call(&mut admin, &Command::Rcheck { range: None })? {
+    match call(
+        &mut admin,
+        &Command::Rcheck {
+            range: None,
+            origin: None,
+        },
+    )? {
         Reply::ChainOk { seq } if seq == size => {}
         other => return Err(format!("rcheck of a feed of {size} answered {other:?}")),
     }
-    let head = match call(&mut admin, &Command::Rhead) {
+    let head = match call(&mut admin, &Command::Rhead { origin: None }) {
         Ok(Reply::Head(head)) => Some(head),
         Err(_) if size == 0 => None,
         other => return Err(format!("rhead answered {other:?}")),
@@ -269,7 +281,10 @@ fn verify(model: &mut LedgerModel, server: &Server, known_servers: PathBuf) -> R
     for chunk in seqs.chunks(64) {
         let commands: Vec<Command> = chunk
             .iter()
-            .map(|&seq| Command::Rget(RecordSelector::Seq(seq)))
+            .map(|&seq| Command::Rget {
+                selector: RecordSelector::Seq(seq),
+                origin: None,
+            })
             .collect();
         let replies = admin
             .call_pipelined(&commands, commands.len())
@@ -297,7 +312,10 @@ fn verify(model: &mut LedgerModel, server: &Server, known_servers: PathBuf) -> R
     for chunk in known.chunks(64) {
         let commands: Vec<Command> = chunk
             .iter()
-            .map(|&id| Command::Rget(RecordSelector::Id(id.clone())))
+            .map(|&id| Command::Rget {
+                selector: RecordSelector::Id(id.clone()),
+                origin: None,
+            })
             .collect();
         let replies = admin
             .call_pipelined(&commands, commands.len())

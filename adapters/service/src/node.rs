@@ -396,8 +396,15 @@ impl NodeBuilder {
             name: self.settings.name.clone(),
             fingerprint: self.identity.public_key().fingerprint(),
         };
+        // One `Replicas` per store: the reads' ORIGIN selects its feeds, and the links (if
+        // any) write them.
+        let replicas = Arc::new(crate::replicas::Replicas::new(
+            store.clone(),
+            self.identity.public_key(),
+        ));
         let service = Service::with_policy(info, accounts.clone(), self.settings.policy.clone())
             .with_ledger(ledger.clone())
+            .with_replicas(replicas.clone())
             .with_files(files.clone())
             .with_hooks(self.settings.hooks.clone());
         let service = match peers_setup {
@@ -408,10 +415,6 @@ impl NodeBuilder {
                 ledger
                     .sign_segment_heads()
                     .map_err(|e| NodeError::Replication(e.to_string()))?;
-                let replicas = Arc::new(crate::replicas::Replicas::new(
-                    store.clone(),
-                    self.identity.public_key(),
-                ));
                 let peers = Arc::new(crate::server::peers::Peers::new(
                     replicas,
                     self.identity.clone(),

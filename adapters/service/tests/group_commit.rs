@@ -367,6 +367,7 @@ fn drive_leaves_rputs_committing_and_later_requests_wait_for_them() {
     // A read sent after the rputs sees all of them, even while they may still commit.
     let have = Command::Rhave {
         record_id: b"r30".to_vec(),
+        origin: None,
     };
     let have_id = pair.send(&have);
     let (have_response, mut responses) = pair.wait_for(&service, have_id);

@@ -171,11 +171,17 @@ fn rcheck_names_the_changed_seq_through_the_service() {
         assert!(matches!(call(&cmd), Ok(Reply::Appended { .. })));
     }
     assert_eq!(
-        call(&Command::Rcheck { range: None }),
+        call(&Command::Rcheck {
+            range: None,
+            origin: None
+        }),
         Ok(Reply::ChainOk { seq: 4 })
     );
     tamper_body(&store, 2);
-    match call(&Command::Rcheck { range: None }) {
+    match call(&Command::Rcheck {
+        range: None,
+        origin: None,
+    }) {
         Ok(Reply::ChainBad {
             seq: Some(2),
             reason,

@@ -288,6 +288,7 @@ fn rcheck_with_a_range_through_the_service() {
     .unwrap();
     let rcheck = |from, to| Command::Rcheck {
         range: Some(SeqRange { from, to }),
+        origin: None,
     };
     assert_eq!(call(&rcheck(2, 5)), Ok(Reply::ChainOk { seq: 6 }));
     tamper_body(&store, 4, false);

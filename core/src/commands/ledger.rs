@@ -1,12 +1,14 @@
 //! The ledger commands (`rput`, `rget`, `rhave`, `rabs`, `rsize`, `rcount`, `rlist`,
 //! `rhead`, `rcheck`): their limits, value types, argument and reply codecs and sample
-//! values.
+//! values, and the optional ORIGIN argument of the reads (which held feed they read).
 
 use super::args::{decimal, hex_encode, hex32, number, page_limit, text, usage_error, utf8};
 use super::reply::{Fields, Reply};
 use super::{Command, CommandKind};
 use crate::Error;
 use crate::ledger::{Entry, MAX_BODY, MAX_ENCODED_ENTRY, SignedHead, check_kind, check_record_id};
+use crate::secure::Fingerprint;
+use crate::secure::identity::FINGERPRINT_PREFIX;
 use crate::wire::{ErrorCode, ErrorReply, MAX_PAYLOAD};
 
 /// The page size of `rlist` without a LIMIT argument.
@@ -99,6 +101,71 @@ fn range_args(range: &SeqRange) -> [Vec<u8>; 2] {
     [number(range.from), number(range.to)]
 }
 
+/// The argument counts of a read's forms without an origin (`rget seq N` is 2, `rsize` and
+/// `rsize KIND` are 0 and 1, ...); empty for `rput`, which never takes one.
+pub(super) fn forms(kind: CommandKind) -> &'static [usize] {
+    match kind {
+        CommandKind::Rget => &[2],
+        CommandKind::Rhave | CommandKind::Rabs => &[1],
+        CommandKind::Rsize => &[0, 1],
+        CommandKind::Rcount => &[3],
+        CommandKind::Rlist => &[3, 4],
+        CommandKind::Rhead => &[0],
+        CommandKind::Rcheck => &[0, 2],
+        _ => &[],
+    }
+}
+
+/// Splits a read's optional ORIGIN off its arguments. ORIGIN is an extra last argument: it
+/// is there when the arguments before it make one of the read's [`forms`] and either all
+/// the arguments do not, or the last one starts with `SHA256:` (which no kind, limit, seq
+/// or position can, so `rsize KIND` and `rlist`'s LIMIT stay what they were). Anything in
+/// ORIGIN's place must be a fingerprint: `SHA256:` and 64 hex digits (either case).
+fn split_origin(
+    kind: CommandKind,
+    args: &[Vec<u8>],
+) -> Result<(&[Vec<u8>], Option<Fingerprint>), ErrorReply> {
+    let forms = forms(kind);
+    let Some((last, before)) = args.split_last() else {
+        return Ok((args, None));
+    };
+    let tagged = last.starts_with(FINGERPRINT_PREFIX.as_bytes());
+    if !forms.contains(&before.len()) || (forms.contains(&args.len()) && !tagged) {
+        return Ok((args, None));
+    }
+    if !tagged {
+        return Err(usage_error(kind));
+    }
+    let origin = std::str::from_utf8(last)
+        .ok()
+        .and_then(|t| t.parse::<Fingerprint>().ok())
+        .ok_or_else(|| {
+            ErrorReply::new(
+                ErrorCode::BadArguments,
+                "ORIGIN must be a server key fingerprint: SHA256: followed by 64 hex digits",
+            )
+        })?;
+    Ok((before, Some(origin)))
+}
+
+impl Command {
+    /// The feed a ledger read names (its ORIGIN argument): `None` for the server's own
+    /// feed, and for every command that is not a ledger read (`rput` included).
+    pub fn origin(&self) -> Option<&Fingerprint> {
+        match self {
+            Command::Rget { origin, .. }
+            | Command::Rhave { origin, .. }
+            | Command::Rabs { origin, .. }
+            | Command::Rsize { origin, .. }
+            | Command::Rcount { origin, .. }
+            | Command::Rlist { origin, .. }
+            | Command::Rhead { origin }
+            | Command::Rcheck { origin, .. } => origin.as_ref(),
+            _ => None,
+        }
+    }
+}
+
 /// `rput`'s arguments: the body size first (a `too large` error), then the kind and the
 /// record id.
 fn rput(kind: &[u8], id: &[u8], body: &[u8]) -> Result<Command, ErrorReply> {
@@ -120,30 +187,37 @@ fn rput(kind: &[u8], id: &[u8], body: &[u8]) -> Result<Command, ErrorReply> {
 /// Parses the arguments of a ledger command.
 pub(super) fn parse(kind: CommandKind, args: &[Vec<u8>]) -> Result<Command, ErrorReply> {
     let bad = || usage_error(kind);
+    if let (CommandKind::Rput, [k, id, body]) = (kind, args) {
+        return rput(k, id, body);
+    }
+    let (args, origin) = split_origin(kind, args)?;
     Ok(match (kind, args) {
-        (CommandKind::Rput, [k, id, body]) => rput(k, id, body)?,
-        (CommandKind::Rget, [by, n]) if by == b"seq" => {
-            Command::Rget(RecordSelector::Seq(decimal(n).ok_or_else(bad)?))
-        }
-        (CommandKind::Rget, [by, id]) if by == b"id" => {
-            Command::Rget(RecordSelector::Id(id.clone()))
-        }
-        (CommandKind::Rget, [by, h]) if by == b"hash" => {
-            Command::Rget(RecordSelector::Hash(hex32(h).ok_or_else(bad)?))
-        }
+        (CommandKind::Rget, [by, arg]) => Command::Rget {
+            selector: match by.as_slice() {
+                b"seq" => RecordSelector::Seq(decimal(arg).ok_or_else(bad)?),
+                b"id" => RecordSelector::Id(arg.clone()),
+                b"hash" => RecordSelector::Hash(hex32(arg).ok_or_else(bad)?),
+                _ => return Err(bad()),
+            },
+            origin,
+        },
         (CommandKind::Rhave, [id]) => Command::Rhave {
             record_id: id.clone(),
+            origin,
         },
         (CommandKind::Rabs, [pos]) => Command::Rabs {
             pos: position(pos, kind)?,
+            origin,
         },
-        (CommandKind::Rsize, []) => Command::Rsize { kind: None },
+        (CommandKind::Rsize, []) => Command::Rsize { kind: None, origin },
         (CommandKind::Rsize, [k]) => Command::Rsize {
             kind: Some(kind_arg(k, kind)?),
+            origin,
         },
         (CommandKind::Rcount, [k, from, to]) => Command::Rcount {
             kind: kind_arg(k, kind)?,
             range: seq_range(from, to, kind)?,
+            origin,
         },
         (CommandKind::Rlist, [k, from, to, limit @ ..]) if limit.len() <= 1 => Command::Rlist {
             kind: match k.as_slice() {
@@ -155,11 +229,16 @@ pub(super) fn parse(kind: CommandKind, args: &[Vec<u8>]) -> Result<Command, Erro
                 .first()
                 .map(|n| page_limit(n, RLIST_MAX_LIMIT, kind))
                 .transpose()?,
+            origin,
         },
-        (CommandKind::Rhead, []) => Command::Rhead,
-        (CommandKind::Rcheck, []) => Command::Rcheck { range: None },
+        (CommandKind::Rhead, []) => Command::Rhead { origin },
+        (CommandKind::Rcheck, []) => Command::Rcheck {
+            range: None,
+            origin,
+        },
         (CommandKind::Rcheck, [from, to]) => Command::Rcheck {
             range: Some(seq_range(from, to, kind)?),
+            origin,
         },
         _ => return Err(bad()),
     })
@@ -167,31 +246,44 @@ pub(super) fn parse(kind: CommandKind, args: &[Vec<u8>]) -> Result<Command, Erro
 
 /// The wire arguments of a ledger command.
 pub(super) fn encode(cmd: &Command) -> Vec<Vec<u8>> {
-    match cmd {
+    let mut args = match cmd {
         Command::Rput {
             kind,
             record_id,
             body,
         } => vec![text(kind), record_id.clone(), body.clone()],
-        Command::Rget(RecordSelector::Seq(n)) => vec![text("seq"), number(n)],
-        Command::Rget(RecordSelector::Id(id)) => vec![text("id"), id.clone()],
-        Command::Rget(RecordSelector::Hash(h)) => vec![text("hash"), text(&hex_encode(h))],
-        Command::Rhave { record_id } => vec![record_id.clone()],
-        Command::Rabs { pos } => vec![number(pos)],
-        Command::Rsize { kind: Some(k) } => vec![text(k)],
-        Command::Rcount { kind, range } => {
+        Command::Rget {
+            selector: RecordSelector::Seq(n),
+            ..
+        } => vec![text("seq"), number(n)],
+        Command::Rget {
+            selector: RecordSelector::Id(id),
+            ..
+        } => vec![text("id"), id.clone()],
+        Command::Rget {
+            selector: RecordSelector::Hash(h),
+            ..
+        } => vec![text("hash"), text(&hex_encode(h))],
+        Command::Rhave { record_id, .. } => vec![record_id.clone()],
+        Command::Rabs { pos, .. } => vec![number(pos)],
+        Command::Rsize { kind: Some(k), .. } => vec![text(k)],
+        Command::Rcount { kind, range, .. } => {
             let [from, to] = range_args(range);
             vec![text(kind), from, to]
         }
-        Command::Rlist { kind, range, limit } => {
+        Command::Rlist {
+            kind, range, limit, ..
+        } => {
             let [from, to] = range_args(range);
             let mut args = vec![text(kind.as_deref().unwrap_or("*")), from, to];
             args.extend(limit.map(number));
             args
         }
-        Command::Rcheck { range: Some(r) } => range_args(r).to_vec(),
+        Command::Rcheck { range: Some(r), .. } => range_args(r).to_vec(),
         _ => Vec::new(),
-    }
+    };
+    args.extend(cmd.origin().map(|o| o.to_string().into_bytes()));
+    args
 }
 
 /// An entry field of a reply.
@@ -209,7 +301,7 @@ pub(super) fn decode_reply(cmd: &Command, fields: &Fields<'_>) -> Result<Reply, 
                 hash: hex32(fields.get(1)?).ok_or(Error::Malformed("entry hash"))?,
             })
         }
-        Command::Rget(_) | Command::Rabs { .. } => fields.one(|e| entry(e).map(Reply::Record)),
+        Command::Rget { .. } | Command::Rabs { .. } => fields.one(|e| entry(e).map(Reply::Record)),
         Command::Rhave { .. } => fields.one(|answer| match answer {
             b"yes" => Ok(Reply::Have(true)),
             b"no" => Ok(Reply::Have(false)),
@@ -224,7 +316,7 @@ pub(super) fn decode_reply(cmd: &Command, fields: &Fields<'_>) -> Result<Reply, 
                 fields.page(|n| decimal(n).ok_or(Error::Malformed("rlist next")), entry)?;
             Ok(Reply::Page { entries, next })
         }
-        Command::Rhead => fields.one(|h| {
+        Command::Rhead { .. } => fields.one(|h| {
             SignedHead::decode(h)
                 .map(Reply::Head)
                 .map_err(|_| Error::Malformed("signed head"))
@@ -258,45 +350,96 @@ fn rcheck_reply(fields: &Fields<'_>) -> Result<Reply, Error> {
     }
 }
 
-/// Sample ledger commands (at least one of each kind).
+/// Sample ledger commands (at least one of each kind, each read with and without an
+/// origin).
 #[cfg(any(test, feature = "fuzzing"))]
 pub(super) fn samples() -> Vec<Command> {
+    let own = own_feed_samples();
+    let other = Some(Fingerprint([0xab; 32]));
+    let with_origin = own.iter().filter_map(|cmd| {
+        let mut cmd = cmd.clone();
+        match &mut cmd {
+            Command::Rget { origin, .. }
+            | Command::Rhave { origin, .. }
+            | Command::Rabs { origin, .. }
+            | Command::Rsize { origin, .. }
+            | Command::Rcount { origin, .. }
+            | Command::Rlist { origin, .. }
+            | Command::Rhead { origin }
+            | Command::Rcheck { origin, .. } => *origin = other,
+            _ => return None,
+        }
+        Some(cmd)
+    });
+    own.iter().cloned().chain(with_origin).collect()
+}
+
+/// The sample ledger commands on the server's own feed.
+#[cfg(any(test, feature = "fuzzing"))]
+fn own_feed_samples() -> Vec<Command> {
     vec![
         Command::Rput {
             kind: "k".into(),
             record_id: b"r1".to_vec(),
             body: b"a=1\n".to_vec(),
         },
-        Command::Rget(RecordSelector::Seq(1)),
-        Command::Rget(RecordSelector::Id(b"r1".to_vec())),
-        Command::Rget(RecordSelector::Hash([3; 32])),
+        Command::Rget {
+            selector: RecordSelector::Seq(1),
+            origin: None,
+        },
+        Command::Rget {
+            selector: RecordSelector::Id(b"r1".to_vec()),
+            origin: None,
+        },
+        Command::Rget {
+            selector: RecordSelector::Hash([3; 32]),
+            origin: None,
+        },
         Command::Rhave {
             record_id: b"r1".to_vec(),
+            origin: None,
         },
-        Command::Rabs { pos: 1 },
-        Command::Rabs { pos: -1 },
-        Command::Rsize { kind: None },
+        Command::Rabs {
+            pos: 1,
+            origin: None,
+        },
+        Command::Rabs {
+            pos: -1,
+            origin: None,
+        },
+        Command::Rsize {
+            kind: None,
+            origin: None,
+        },
         Command::Rsize {
             kind: Some("k".into()),
+            origin: None,
         },
         Command::Rcount {
             kind: "k".into(),
             range: SeqRange { from: 1, to: 9 },
+            origin: None,
         },
         Command::Rlist {
             kind: None,
             range: SeqRange { from: 1, to: 9 },
             limit: None,
+            origin: None,
         },
         Command::Rlist {
             kind: Some("k".into()),
             range: SeqRange { from: 2, to: 2 },
             limit: Some(RLIST_MAX_LIMIT),
+            origin: None,
         },
-        Command::Rhead,
-        Command::Rcheck { range: None },
+        Command::Rhead { origin: None },
+        Command::Rcheck {
+            range: None,
+            origin: None,
+        },
         Command::Rcheck {
             range: Some(SeqRange { from: 1, to: 3 }),
+            origin: None,
         },
     ]
 }
@@ -309,7 +452,7 @@ pub(super) fn sample_replies(cmd: &Command, values: &super::catalog::SampleValue
             seq: 1,
             hash: [9; 32],
         }],
-        Command::Rget(_) | Command::Rabs { .. } => vec![Reply::Record(values.entry.clone())],
+        Command::Rget { .. } | Command::Rabs { .. } => vec![Reply::Record(values.entry.clone())],
         Command::Rhave { .. } => vec![Reply::Have(true), Reply::Have(false)],
         Command::Rsize { .. } | Command::Rcount { .. } => {
             vec![Reply::Count(0), Reply::Count(u64::MAX)]
@@ -324,7 +467,7 @@ pub(super) fn sample_replies(cmd: &Command, values: &super::catalog::SampleValue
                 next: Some(u64::MAX),
             },
         ],
-        Command::Rhead => vec![Reply::Head(values.head)],
+        Command::Rhead { .. } => vec![Reply::Head(values.head)],
         Command::Rcheck { .. } => vec![
             Reply::ChainOk { seq: 3 },
             Reply::ChainBad {
@@ -337,5 +480,30 @@ pub(super) fn sample_replies(cmd: &Command, values: &super::catalog::SampleValue
             },
         ],
         _ => Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::forms;
+    use crate::commands::CommandKind;
+
+    /// Each read's row in the command table allows exactly its forms, and one more
+    /// argument (ORIGIN) after the longest; `rput` takes no origin.
+    #[test]
+    fn read_forms_agree_with_the_table() {
+        let mut reads = 0;
+        for &kind in CommandKind::ALL {
+            let forms = forms(kind);
+            let (Some(min), Some(max)) = (forms.iter().min(), forms.iter().max()) else {
+                continue;
+            };
+            reads += 1;
+            assert_eq!(kind.info().min_args, *min, "{kind:?}");
+            assert_eq!(kind.info().max_args, max + 1, "{kind:?}");
+            assert!(kind.info().usage.contains("[ORIGIN]"), "{kind:?}");
+        }
+        assert_eq!(reads, 8, "rget rhave rabs rsize rcount rlist rhead rcheck");
+        assert!(forms(CommandKind::Rput).is_empty());
     }
 }

@@ -47,6 +47,7 @@ pub use replication::{ForkSummary, OriginLag, PeerStatus};
 pub use reply::Reply;
 pub use session::MAX_PING_PAYLOAD;
 
+use crate::secure::Fingerprint;
 use crate::transfer::{FcloseArgs, FdoneArgs, FgetArgs, FopenArgs, FputArgs, FreadArgs};
 use crate::wire::{ErrorCode, ErrorReply, Request};
 
@@ -221,39 +222,57 @@ command_table! {
         body: Vec<u8>,
     } => "rput", User, Ledger, 3..=3, "rput KIND RECORD_ID BODY",
         "append a record to the server's ledger; replies with its seq and entry hash";
-    /// `rget seq N | id RECORD_ID | hash HEX`
-    Rget(RecordSelector) => "rget", User, Ledger, 2..=2,
-        "rget seq N | rget id RECORD_ID | rget hash HEX",
-        "a ledger entry (its canonical encoding) by seq, record id or entry hash";
-    /// `rhave RECORD_ID`
+    /// `rget seq N | id RECORD_ID | hash HEX [ORIGIN]`. Like every ledger read, it takes
+    /// an optional last argument ORIGIN (a server key fingerprint, `SHA256:` and 64 hex
+    /// digits) naming the feed read: the server's own without it (protocol.md §13.3).
+    Rget {
+        /// Which entry.
+        selector: RecordSelector,
+        /// The feed read; `None` is the server's own.
+        origin: Option<Fingerprint>,
+    } => "rget", User, Ledger, 2..=3,
+        "rget seq N [ORIGIN] | rget id RECORD_ID [ORIGIN] | rget hash HEX [ORIGIN]",
+        "a ledger entry (its canonical encoding) by seq, record id or entry hash, of the \
+         server's feed or of the held feed of ORIGIN (a key fingerprint)";
+    /// `rhave RECORD_ID [ORIGIN]`
     Rhave {
         /// The record id asked about.
         record_id: Vec<u8>,
-    } => "rhave", User, Ledger, 1..=1, "rhave RECORD_ID",
-        "whether the ledger holds a record with this id";
-    /// `rabs POS`: the entry at a position, counted from the first entry (`1`, `2`, ...) or
-    /// from the last one (`-1`, `-2`, ...). Parsing refuses 0.
+        /// The feed read; `None` is the server's own.
+        origin: Option<Fingerprint>,
+    } => "rhave", User, Ledger, 1..=2, "rhave RECORD_ID [ORIGIN]",
+        "whether the ledger (or the held feed of ORIGIN) holds a record with this id";
+    /// `rabs POS [ORIGIN]`: the entry at a position, counted from the first entry (`1`,
+    /// `2`, ...) or from the last one (`-1`, `-2`, ...). Parsing refuses 0.
     Rabs {
         /// The non-zero position (decimal on the wire, `-` for negative).
         pos: i64,
-    } => "rabs", User, Ledger, 1..=1, "rabs POS",
-        "the ledger entry at a position: 1 is the first, -1 the last";
-    /// `rsize [KIND]`
+        /// The feed read; `None` is the server's own.
+        origin: Option<Fingerprint>,
+    } => "rabs", User, Ledger, 1..=2, "rabs POS [ORIGIN]",
+        "the ledger entry at a position: 1 is the first, -1 the last (of the held feed of \
+         ORIGIN with one)";
+    /// `rsize [KIND] [ORIGIN]`
     Rsize {
         /// Count only this kind (checked by [`check_kind`](crate::ledger::check_kind));
         /// `None` counts every entry.
         kind: Option<String>,
-    } => "rsize", User, Ledger, 0..=1, "rsize [KIND]",
-        "how many entries the ledger holds, or holds of one kind";
-    /// `rcount KIND FROM TO`
+        /// The feed read; `None` is the server's own.
+        origin: Option<Fingerprint>,
+    } => "rsize", User, Ledger, 0..=2, "rsize [KIND] [ORIGIN]",
+        "how many entries the ledger (or the held feed of ORIGIN) holds, or holds of one kind";
+    /// `rcount KIND FROM TO [ORIGIN]`
     Rcount {
         /// The kind counted (checked by [`check_kind`](crate::ledger::check_kind)).
         kind: String,
         /// The seqs counted.
         range: SeqRange,
-    } => "rcount", User, Ledger, 3..=3, "rcount KIND FROM TO",
-        "how many entries of a kind have a seq in FROM..=TO";
-    /// `rlist KIND|* FROM TO [LIMIT]`
+        /// The feed read; `None` is the server's own.
+        origin: Option<Fingerprint>,
+    } => "rcount", User, Ledger, 3..=4, "rcount KIND FROM TO [ORIGIN]",
+        "how many entries of a kind have a seq in FROM..=TO (in the held feed of ORIGIN with \
+         one)";
+    /// `rlist KIND|* FROM TO [LIMIT] [ORIGIN]`
     Rlist {
         /// The kind listed (checked by [`check_kind`](crate::ledger::check_kind)); `None`
         /// (`*` on the wire) lists every kind.
@@ -263,19 +282,28 @@ command_table! {
         /// The most entries in the page, 1 to [`RLIST_MAX_LIMIT`]; `None` means
         /// [`RLIST_DEFAULT_LIMIT`].
         limit: Option<u32>,
-    } => "rlist", User, Ledger, 3..=4, "rlist KIND|* FROM TO [LIMIT]",
+        /// The feed read; `None` is the server's own.
+        origin: Option<Fingerprint>,
+    } => "rlist", User, Ledger, 3..=5, "rlist KIND|* FROM TO [LIMIT] [ORIGIN]",
         "one page of the entries (of a kind, or every kind) with a seq in FROM..=TO, \
-         ascending, at most LIMIT (default 100, max 1000); replies with the FROM of the next page";
-    /// `rhead`
-    Rhead => "rhead", User, Ledger, 0..=0, "rhead",
-        "the ledger's signed head (seq and hash of the last entry, signed by the server key)";
-    /// `rcheck [FROM TO]`
+         ascending, at most LIMIT (default 100, max 1000), of the ledger or the held feed of \
+         ORIGIN; replies with the FROM of the next page";
+    /// `rhead [ORIGIN]`
+    Rhead {
+        /// The feed read; `None` is the server's own.
+        origin: Option<Fingerprint>,
+    } => "rhead", User, Ledger, 0..=1, "rhead [ORIGIN]",
+        "the ledger's signed head (seq and hash of the last entry, signed by the server key), \
+         or the signed head of the held feed of ORIGIN (signed by that key)";
+    /// `rcheck [FROM TO] [ORIGIN]`
     Rcheck {
         /// Check only these entries (and the head); `None` checks the whole feed.
         range: Option<SeqRange>,
-    } => "rcheck", Admin, Ledger, 0..=2, "rcheck [FROM TO]",
-        "re-verify the stored chain (all of it, or entries FROM..=TO) and its signed head; \
-         names the first bad seq";
+        /// The feed checked; `None` is the server's own.
+        origin: Option<Fingerprint>,
+    } => "rcheck", Admin, Ledger, 0..=3, "rcheck [FROM TO] [ORIGIN]",
+        "re-verify the stored chain (all of it, or entries FROM..=TO) and its signed head, of \
+         the ledger or the held feed of ORIGIN; names the first bad seq";
     /// `ls [DIR [FROM [LIMIT]]]`: one page of a directory. An empty DIR or FROM argument
     /// means none.
     Ls(ListPage) => "ls", User, Files, 0..=3, "ls [DIR [FROM [LIMIT]]]",

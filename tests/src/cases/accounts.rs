@@ -158,28 +158,45 @@ pub fn permission_matrix<R: Runtime>() {
                 record_id: format!("perm-{who}").into_bytes(),
                 body: b"x=1\n".to_vec(),
             },
-            Command::Rget(vserv_core::commands::RecordSelector::Seq(1)),
+            Command::Rget {
+                selector: vserv_core::commands::RecordSelector::Seq(1),
+                origin: None,
+            },
             Command::Rhave {
                 record_id: b"perm-user".to_vec(),
+                origin: None,
             },
-            Command::Rabs { pos: -1 },
-            Command::Rsize { kind: None },
+            Command::Rabs {
+                pos: -1,
+                origin: None,
+            },
+            Command::Rsize {
+                kind: None,
+                origin: None,
+            },
             Command::Rsize {
                 kind: Some("perm".into()),
+                origin: None,
             },
             Command::Rcount {
                 kind: "perm".into(),
                 range: SeqRange { from: 1, to: 9 },
+                origin: None,
             },
             Command::Rlist {
                 kind: None,
                 range: SeqRange { from: 1, to: 9 },
                 limit: None,
+                origin: None,
             },
-            Command::Rhead,
-            Command::Rcheck { range: None },
+            Command::Rhead { origin: None },
+            Command::Rcheck {
+                range: None,
+                origin: None,
+            },
             Command::Rcheck {
                 range: Some(SeqRange { from: 1, to: 2 }),
+                origin: None,
             },
             Command::Logout,
         ]

@@ -1,9 +1,16 @@
 //! The ledger over the protocol: `rput`/`rget`, conflicts, signed heads, gapless seqs,
-//! access, positions and counts, range checks, paging `rlist`.
+//! access, positions and counts, range checks, paging `rlist`, and the reads of a held
+//! replica named by its origin.
 
-use vserv_core::ErrorCode;
+use std::sync::Arc;
+
 use vserv_core::commands::{Command, RecordSelector, Reply, SeqRange};
+use vserv_core::ledger::Entry;
+use vserv_core::{Config, ErrorCode, Fingerprint};
 use vserv_service::client::ClientError;
+use vserv_service::ledger::{Ledger, NewRecord};
+use vserv_service::replicas::Replicas;
+use vserv_store::{MemoryStore, Store};
 
 use crate::clients::*;
 use crate::fixture::*;
@@ -29,7 +36,13 @@ fn record<C: TestClient>(
     client: &mut C,
     selector: vserv_core::commands::RecordSelector,
 ) -> vserv_core::ledger::Entry {
-    match client.call(&Command::Rget(selector)).expect("rget") {
+    match client
+        .call(&Command::Rget {
+            selector,
+            origin: None,
+        })
+        .expect("rget")
+    {
         Reply::Record(entry) => entry,
         other => panic!("rget gave {other:?}"),
     }
@@ -65,7 +78,8 @@ pub fn ledger_put_then_get<R: Runtime>() {
     assert_eq!(
         alice
             .call(&Command::Rhave {
-                record_id: b"rec-1".to_vec()
+                record_id: b"rec-1".to_vec(),
+                origin: None
             })
             .expect("call"),
         (Reply::Have(true))
@@ -73,7 +87,8 @@ pub fn ledger_put_then_get<R: Runtime>() {
     assert_eq!(
         alice
             .call(&Command::Rhave {
-                record_id: b"rec-9".to_vec()
+                record_id: b"rec-9".to_vec(),
+                origin: None
             })
             .expect("call"),
         (Reply::Have(false))
@@ -85,7 +100,10 @@ pub fn ledger_put_then_get<R: Runtime>() {
         RecordSelector::Hash([0; 32]),
     ] {
         assert_eq!(
-            code_of(alice.call(&Command::Rget(missing))),
+            code_of(alice.call(&Command::Rget {
+                selector: missing,
+                origin: None
+            })),
             Some(ErrorCode::NotFound)
         );
     }
@@ -95,7 +113,12 @@ pub fn ledger_put_then_get<R: Runtime>() {
         Some(ErrorCode::BadArguments)
     );
     assert_eq!(
-        alice.call(&Command::Rsize { kind: None }).expect("call"),
+        alice
+            .call(&Command::Rsize {
+                kind: None,
+                origin: None
+            })
+            .expect("call"),
         (Reply::Count(2))
     );
     server.shutdown();
@@ -117,19 +140,31 @@ pub fn ledger_duplicate_record_id_is_refused<R: Runtime>() {
         Some(ErrorCode::Conflict)
     );
     assert_eq!(
-        alice.call(&Command::Rsize { kind: None }).expect("call"),
+        alice
+            .call(&Command::Rsize {
+                kind: None,
+                origin: None
+            })
+            .expect("call"),
         (Reply::Count(1))
     );
     let stored = record(&mut alice, RecordSelector::Id(b"same".to_vec()));
     assert_eq!(stored.body(), b"first");
     assert_eq!(
-        code_of(alice.call(&Command::Rget(RecordSelector::Seq(2)))),
+        code_of(alice.call(&Command::Rget {
+            selector: RecordSelector::Seq(2),
+            origin: None
+        })),
         Some(ErrorCode::NotFound)
     );
     // The next new id takes the next seq.
     assert_eq!(appended(&mut alice, &rput("k", "new", b"")).0, 2);
     assert_eq!(
-        root.call(&Command::Rcheck { range: None }).expect("call"),
+        root.call(&Command::Rcheck {
+            range: None,
+            origin: None
+        })
+        .expect("call"),
         (Reply::ChainOk { seq: 2 })
     );
     server.shutdown();
@@ -141,14 +176,15 @@ pub fn ledger_head_is_signed_and_current<R: Runtime>() {
     let server = start::<R>(&fx);
     let (_root, mut alice) = ledger_users::<R>(&server, &fx);
     assert_eq!(
-        code_of(alice.call(&Command::Rhead)),
+        code_of(alice.call(&Command::Rhead { origin: None })),
         Some(ErrorCode::NotFound),
         "an empty ledger has no head"
     );
     let mut last = (0, [0; 32]);
     for i in 0..3 {
         last = appended(&mut alice, &rput("k", &format!("r{i}"), b""));
-        let Reply::Head(signed) = alice.call(&Command::Rhead).expect("rhead") else {
+        let Reply::Head(signed) = alice.call(&Command::Rhead { origin: None }).expect("rhead")
+        else {
             panic!("rhead gave another reply");
         };
         signed.verify().expect("the head signature verifies");
@@ -173,7 +209,12 @@ pub fn ledger_seq_is_gapless<R: Runtime>() {
     }
     assert_eq!(seqs, (1..=30).collect::<Vec<u64>>());
     assert_eq!(
-        alice.call(&Command::Rsize { kind: None }).expect("call"),
+        alice
+            .call(&Command::Rsize {
+                kind: None,
+                origin: None
+            })
+            .expect("call"),
         (Reply::Count(30))
     );
     let mut prev = vserv_core::ledger::ZERO_HASH;
@@ -183,7 +224,11 @@ pub fn ledger_seq_is_gapless<R: Runtime>() {
         prev = entry.hash();
     }
     assert_eq!(
-        root.call(&Command::Rcheck { range: None }).expect("call"),
+        root.call(&Command::Rcheck {
+            range: None,
+            origin: None
+        })
+        .expect("call"),
         (Reply::ChainOk { seq: 30 })
     );
     server.shutdown();
@@ -197,13 +242,20 @@ pub fn ledger_access_is_enforced<R: Runtime>() {
     let mut anonymous = R::connect(&server, &fx.options()).expect("connect");
     for cmd in [
         rput("k", "anon", b""),
-        Command::Rsize { kind: None },
-        Command::Rhead,
-        Command::Rabs { pos: 1 },
+        Command::Rsize {
+            kind: None,
+            origin: None,
+        },
+        Command::Rhead { origin: None },
+        Command::Rabs {
+            pos: 1,
+            origin: None,
+        },
         Command::Rlist {
             kind: None,
             range: SeqRange { from: 1, to: 1 },
             limit: None,
+            origin: None,
         },
     ] {
         assert_eq!(
@@ -214,15 +266,27 @@ pub fn ledger_access_is_enforced<R: Runtime>() {
         );
     }
     assert_eq!(
-        code_of(alice.call(&Command::Rcheck { range: None })),
+        code_of(alice.call(&Command::Rcheck {
+            range: None,
+            origin: None
+        })),
         Some(ErrorCode::Forbidden)
     );
     assert_eq!(
-        alice.call(&Command::Rsize { kind: None }).expect("call"),
+        alice
+            .call(&Command::Rsize {
+                kind: None,
+                origin: None
+            })
+            .expect("call"),
         (Reply::Count(0))
     );
     assert_eq!(
-        root.call(&Command::Rcheck { range: None }).expect("call"),
+        root.call(&Command::Rcheck {
+            range: None,
+            origin: None
+        })
+        .expect("call"),
         (Reply::ChainOk { seq: 0 })
     );
     server.shutdown();
@@ -236,7 +300,9 @@ pub fn ledger_positions_and_kind_counts<R: Runtime>() {
     for (i, kind) in ["a", "b", "a", "a", "b"].into_iter().enumerate() {
         appended(&mut alice, &rput(kind, &format!("p{i}"), b""));
     }
-    let at = |client: &mut R::Client, pos: i64| match client.call(&Command::Rabs { pos }) {
+    let at = |client: &mut R::Client, pos: i64| match client
+        .call(&Command::Rabs { pos, origin: None })
+    {
         Ok(Reply::Record(entry)) => Some(entry),
         Err(ClientError::Server(e)) if e.code == ErrorCode::NotFound => None,
         other => panic!("rabs {pos} gave {other:?}"),
@@ -250,7 +316,10 @@ pub fn ledger_positions_and_kind_counts<R: Runtime>() {
         assert!(at(&mut alice, pos).is_none(), "rabs {pos}");
     }
     assert_eq!(
-        code_of(alice.call(&Command::Rabs { pos: 0 })),
+        code_of(alice.call(&Command::Rabs {
+            pos: 0,
+            origin: None
+        })),
         Some(ErrorCode::BadArguments)
     );
     let count = |client: &mut R::Client, cmd: Command| match client.call(&cmd) {
@@ -259,6 +328,7 @@ pub fn ledger_positions_and_kind_counts<R: Runtime>() {
     };
     let rsize = |kind: Option<&str>| Command::Rsize {
         kind: kind.map(Into::into),
+        origin: None,
     };
     assert_eq!(count(&mut alice, rsize(None)), 5);
     assert_eq!(count(&mut alice, rsize(Some("a"))), 3);
@@ -267,6 +337,7 @@ pub fn ledger_positions_and_kind_counts<R: Runtime>() {
     let rcount = |kind: &str, from, to| Command::Rcount {
         kind: kind.into(),
         range: SeqRange { from, to },
+        origin: None,
     };
     assert_eq!(count(&mut alice, rcount("a", 1, 5)), 3);
     assert_eq!(count(&mut alice, rcount("a", 1, u64::MAX)), 3);
@@ -300,18 +371,24 @@ pub fn ledger_reversed_ranges_are_refused<R: Runtime>() {
             Command::Rcount {
                 kind: "k".into(),
                 range,
+                origin: None,
             },
             Command::Rlist {
                 kind: None,
                 range,
                 limit: None,
+                origin: None,
             },
             Command::Rlist {
                 kind: Some("k".into()),
                 range,
                 limit: Some(5),
+                origin: None,
             },
-            Command::Rcheck { range: Some(range) },
+            Command::Rcheck {
+                range: Some(range),
+                origin: None,
+            },
         ];
         for cmd in commands {
             let client = if cmd.name() == "rcheck" {
@@ -333,7 +410,8 @@ pub fn ledger_reversed_ranges_are_refused<R: Runtime>() {
     // The same ranges the right way round work.
     assert_eq!(
         root.call(&Command::Rcheck {
-            range: Some(SeqRange { from: 1, to: 1 })
+            range: Some(SeqRange { from: 1, to: 1 }),
+            origin: None
         })
         .expect("rcheck"),
         Reply::ChainOk { seq: 1 }
@@ -357,6 +435,7 @@ fn all_pages<C: TestClient>(
             kind: kind.map(Into::into),
             range: SeqRange { from, to },
             limit,
+            origin: None,
         };
         let Reply::Page { entries, next } = client.call(&cmd).expect("rlist") else {
             panic!("rlist gave another reply");
@@ -485,5 +564,184 @@ pub fn ledger_rlist_large_entries_fit_one_record<R: Runtime>() {
         let seqs: Vec<u64> = pages.iter().flatten().map(|e| e.seq()).collect();
         assert_eq!(seqs, vec![1, 2, 3, 4]);
     }
+    server.shutdown();
+}
+
+/// One of each read (rcheck aside: it is for admins) of the feed `origin` names.
+fn reads(origin: Option<Fingerprint>) -> Vec<Command> {
+    let range = SeqRange { from: 1, to: 3 };
+    vec![
+        Command::Rget {
+            selector: RecordSelector::Seq(1),
+            origin,
+        },
+        Command::Rget {
+            selector: RecordSelector::Id(b"theirs-2".to_vec()),
+            origin,
+        },
+        Command::Rhave {
+            record_id: b"theirs-3".to_vec(),
+            origin,
+        },
+        Command::Rhave {
+            record_id: b"mine".to_vec(),
+            origin,
+        },
+        Command::Rabs { pos: -1, origin },
+        Command::Rsize { kind: None, origin },
+        Command::Rsize {
+            kind: Some("a".into()),
+            origin,
+        },
+        Command::Rcount {
+            kind: "a".into(),
+            range,
+            origin,
+        },
+        Command::Rlist {
+            kind: None,
+            range,
+            limit: None,
+            origin,
+        },
+        Command::Rhead { origin },
+    ]
+}
+
+/// A node holding a replica of another server's feed (persisted into its store as a link
+/// would) answers every read with that server's fingerprint as ORIGIN from the replica; the
+/// node's own fingerprint reads what no origin reads (its own feed); a feed it does not hold
+/// is NotFound; `rput` still appends to the own feed only.
+pub fn ledger_reads_any_held_feed<R: Runtime>() {
+    let fx = Fixture::new(49);
+    let other = Arc::new(identity(149));
+    // The other server's feed of three entries (kinds a, b, a), on its own store.
+    let theirs = Ledger::new(Arc::new(MemoryStore::new()), other.clone());
+    let records = ["a", "b", "a"]
+        .iter()
+        .enumerate()
+        .map(|(i, kind)| NewRecord {
+            author: "bob".into(),
+            kind: (*kind).into(),
+            record_id: format!("theirs-{}", i + 1).into_bytes(),
+            body: format!("n={i}\n").into_bytes(),
+            timestamp: 1_000 + i as u64,
+        });
+    for result in theirs.append_batch(records.collect()) {
+        result.expect("append to the other feed");
+    }
+    let feed = theirs.feed();
+    let entries: Vec<Entry> = (1..=3)
+        .map(|seq| feed.by_seq(seq).expect("read").expect("stored"))
+        .collect();
+    let signed = feed.head().expect("read").expect("a head");
+    // This node's store holds it as a replica.
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    Replicas::new(store.clone(), fx.identity.public_key())
+        .persist(&other.public_key(), &entries, &signed)
+        .expect("persist the replica");
+    let service = fx
+        .node(settings())
+        .store(store)
+        .build()
+        .expect("node")
+        .service();
+    let server = R::start(fx.identity.clone(), service, 64, Config::default());
+    let (mut root, mut alice) = ledger_users::<R>(&server, &fx);
+    let (_, own_hash) = appended(&mut alice, &rput("a", "mine", b"own"));
+
+    let origin = Some(other.public_key().fingerprint());
+    let answers: Vec<Reply> = reads(origin)
+        .iter()
+        .map(|cmd| alice.call(cmd).unwrap_or_else(|e| panic!("{cmd:?}: {e}")))
+        .collect();
+    let record = |i: usize| Reply::Record(entries[i].clone());
+    assert_eq!(
+        answers,
+        vec![
+            record(0),
+            record(1),
+            Reply::Have(true),
+            Reply::Have(false),
+            record(2),
+            Reply::Count(3),
+            Reply::Count(2),
+            Reply::Count(2),
+            Reply::Page {
+                entries: entries.clone(),
+                next: None
+            },
+            Reply::Head(signed),
+        ]
+    );
+    let by_hash = Command::Rget {
+        selector: RecordSelector::Hash(entries[1].hash()),
+        origin,
+    };
+    assert_eq!(alice.call(&by_hash).expect("rget hash"), record(1));
+    // The replica's entries verify against the origin's key alone.
+    if let Some(Reply::Head(head)) = answers.last() {
+        head.verify().expect("the origin's signature");
+        assert_eq!(head.head.origin, other.public_key());
+    }
+    assert_eq!(
+        root.call(&Command::Rcheck {
+            range: None,
+            origin
+        })
+        .expect("rcheck"),
+        Reply::ChainOk { seq: 3 }
+    );
+    assert_eq!(
+        root.call(&Command::Rcheck {
+            range: Some(SeqRange { from: 2, to: 3 }),
+            origin
+        })
+        .expect("rcheck range"),
+        Reply::ChainOk { seq: 3 }
+    );
+
+    // The own fingerprint is the own feed: the same answers as no origin.
+    let own = Some(fx.identity.public_key().fingerprint());
+    for (named, unnamed) in reads(own).iter().zip(reads(None)) {
+        let answer = alice.call(named).map_err(|e| code_of(Err(e)));
+        assert_eq!(
+            answer,
+            alice.call(&unnamed).map_err(|e| code_of(Err(e))),
+            "{named:?}"
+        );
+    }
+    assert_eq!(
+        alice
+            .call(&Command::Rget {
+                selector: RecordSelector::Seq(1),
+                origin: own
+            })
+            .map(|r| matches!(r, Reply::Record(e) if e.hash() == own_hash))
+            .ok(),
+        Some(true)
+    );
+
+    // A feed not held here: every read is NotFound, and so is rcheck.
+    let unknown = Some(identity(249).public_key().fingerprint());
+    for cmd in reads(unknown) {
+        assert_eq!(
+            code_of(alice.call(&cmd)),
+            Some(ErrorCode::NotFound),
+            "{cmd:?}"
+        );
+    }
+    assert_eq!(
+        code_of(root.call(&Command::Rcheck {
+            range: None,
+            origin: unknown
+        })),
+        Some(ErrorCode::NotFound)
+    );
+    // rput appended to the own feed only.
+    assert_eq!(
+        alice.call(&Command::Rsize { kind: None, origin }).ok(),
+        Some(Reply::Count(3))
+    );
     server.shutdown();
 }

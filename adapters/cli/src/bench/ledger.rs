@@ -110,7 +110,10 @@ fn rputs(range: std::ops::Range<u64>, conn: u64, size: u64) -> Vec<Command> {
 fn rgets(count: u64, offset: u64, entries: u64) -> impl Iterator<Item = Command> {
     (0..count).map(move |i| {
         let seq = (i.wrapping_add(offset).wrapping_mul(7919)) % entries + 1;
-        Command::Rget(RecordSelector::Seq(seq))
+        Command::Rget {
+            selector: RecordSelector::Seq(seq),
+            origin: None,
+        }
     })
 }
 

@@ -40,13 +40,13 @@ pub(super) enum Route {
 fn answered_at_once(cmd: &Command) -> bool {
     matches!(
         cmd,
-        Command::Rget(_)
+        Command::Rget { .. }
             | Command::Rhave { .. }
             | Command::Rabs { .. }
             | Command::Rsize { .. }
             | Command::Rcount { .. }
             | Command::Rlist { .. }
-            | Command::Rhead
+            | Command::Rhead { .. }
             | Command::Hello
             | Command::Ver
             | Command::Id
@@ -202,13 +202,13 @@ impl Service {
                 body,
                 timestamp: now_ms,
             }),
-            Command::Rget(_)
+            Command::Rget { .. }
             | Command::Rhave { .. }
             | Command::Rabs { .. }
             | Command::Rsize { .. }
             | Command::Rcount { .. }
             | Command::Rlist { .. }
-            | Command::Rhead
+            | Command::Rhead { .. }
             | Command::Rcheck { .. } => self.ledger_command(state, user.as_ref(), cmd),
             Command::Ls(_)
             | Command::Lsd(_)

@@ -9,6 +9,7 @@ use crate::accounts::{AccountError, PasswordError};
 use crate::files::delivery::DeliveryError;
 use crate::files::{FileError, TransferFailure};
 use crate::ledger::FeedError;
+use crate::replicas::ReplicaError;
 
 /// The error reply for `e`: its own message under `code`, or, for a failure of the server's
 /// storage (`None`), a generic message with the details going to the log.
@@ -55,6 +56,22 @@ impl From<FeedError> for ErrorReply {
             _ => None,
         };
         error_reply(code, &e, "ledger storage")
+    }
+}
+
+impl From<ReplicaError> for ErrorReply {
+    fn from(e: ReplicaError) -> Self {
+        let code = match &e {
+            ReplicaError::Feed(_) => None,
+            ReplicaError::OwnOrigin | ReplicaError::Quarantined(_) => Some(ErrorCode::Forbidden),
+            ReplicaError::EmptySegment => Some(ErrorCode::BadArguments),
+            ReplicaError::SegmentTooLarge(_) => Some(ErrorCode::TooLarge),
+            ReplicaError::Rejected(_) => Some(ErrorCode::Integrity),
+        };
+        match e {
+            ReplicaError::Feed(f) => f.into(),
+            e => error_reply(code, &e, "replica storage"),
+        }
     }
 }
 

@@ -42,6 +42,7 @@ use crate::files::delivery::HooksConfig;
 use crate::files::{FileTree, UploadLocks};
 use crate::ledger::Ledger;
 use crate::limits::{LoginLimiter, Policy, UnauthenticatedSlot, UnauthenticatedSlots};
+use crate::replicas::Replicas;
 use crate::work::{Inline, Runner};
 
 pub use session::Session;
@@ -95,6 +96,8 @@ struct Shared {
     pub(crate) sweep: Option<Arc<duties::SweepSchedule>>,
     /// The replication peers and links, if the service replicates (`peers.rs`, `link.rs`).
     peers: Option<Arc<peers::Peers>>,
+    /// The feeds held beside the own one, which the reads' ORIGIN selects; `None` holds none.
+    replicas: Option<Arc<Replicas>>,
 }
 
 impl std::fmt::Debug for Service {
@@ -131,6 +134,7 @@ impl Service {
                 sessions: Arc::new(registry::Sessions::default()),
                 sweep: None,
                 peers: None,
+                replicas: None,
             }),
         }
     }
@@ -156,6 +160,13 @@ impl Service {
     /// those commands are answered with [`vserv_core::ErrorCode::Internal`] "no ledger".
     pub fn with_ledger(self, ledger: Arc<Ledger>) -> Self {
         self.configure(|s| s.ledger = Some(ledger))
+    }
+
+    /// This service reading the feeds held in `replicas` when a ledger read names an ORIGIN
+    /// (protocol.md §13.3). Without them only the server's own fingerprint names a feed (its
+    /// own); any other origin is [`vserv_core::ErrorCode::NotFound`].
+    pub fn with_replicas(self, replicas: Arc<Replicas>) -> Self {
+        self.configure(|s| s.replicas = Some(replicas))
     }
 
     /// This service handing its blocking work to `runner` (the runtime's). The default,
