@@ -13,6 +13,7 @@
 //! idle_timeout_max_secs = 3600     # longest idle timeout `tout` accepts (<= 604800)
 //! login_grace_secs = 60            # a connection not logged in this long after connecting is closed (0..=3600; 0: never)
 //! max_unauthenticated_per_ip = 10  # connections per peer IP not (yet) logged in; more are refused as busy (0: no limit)
+//! # follow = ["SHA256:..."]        # replicate only these origins; unset: every origin peers offer
 //!
 //! [rate_limit]                     # new connections per peer IP
 //! connections = 30                 # per window; 0 turns the limit off
@@ -114,6 +115,14 @@ pub enum ConfigError {
         /// The value as written.
         value: String,
     },
+    /// A `follow` entry is not a key fingerprint.
+    #[error("follow[{index}]: {value:?} is not 'SHA256:' followed by 64 hex digits")]
+    FollowFingerprint {
+        /// The entry's position in the list.
+        index: usize,
+        /// What was written.
+        value: String,
+    },
     /// Two `[[peers]]` entries name the same fingerprint.
     #[error("peers[{index}].fingerprint: {fingerprint} is listed twice")]
     DuplicatePeer {
@@ -169,6 +178,8 @@ pub struct FileConfig {
     /// Replication peers (`[[peers]]`), in file order.
     #[serde(default)]
     pub peers: Vec<PeerSection>,
+    /// The origins replicated (fingerprints); unset: every origin the peers offer.
+    pub follow: Option<Vec<String>>,
 }
 
 /// One `[[peers]]` entry, as written (checked by [`resolve`]).
@@ -498,6 +509,7 @@ pub fn resolve(file: FileConfig, flags: Overrides) -> Result<Settings, ConfigErr
     };
 
     let peers = peers(&file.peers)?;
+    let follow = file.follow.as_deref().map(follow_list).transpose()?;
 
     let name = flags
         .name
@@ -547,6 +559,7 @@ pub fn resolve(file: FileConfig, flags: Overrides) -> Result<Settings, ConfigErr
             hooks,
             accept_data_loss: flags.accept_data_loss,
             peers,
+            follow,
         },
     })
 }
@@ -586,6 +599,25 @@ fn peers(entries: &[PeerSection]) -> Result<Vec<PeerConfig>, ConfigError> {
         });
     }
     Ok(peers)
+}
+
+/// The `follow` list checked: each entry a key fingerprint.
+fn follow_list(entries: &[String]) -> Result<Vec<Fingerprint>, ConfigError> {
+    entries
+        .iter()
+        .enumerate()
+        .map(|(index, value)| {
+            value
+                .trim()
+                .parse::<Fingerprint>()
+                .ok()
+                .filter(|_| value.trim().starts_with("SHA256:"))
+                .ok_or_else(|| ConfigError::FollowFingerprint {
+                    index,
+                    value: value.clone(),
+                })
+        })
+        .collect()
 }
 
 /// Refuses a configuration that lists the server's own key (`own`, known once the data
@@ -917,6 +949,32 @@ mod tests {
         }
         let other: Fingerprint = FPR_B.replace("ab", "cd").parse().unwrap();
         check_own_fingerprint(&s, &other).unwrap();
+    }
+
+    #[test]
+    fn follow_lists_the_origins_replicated() {
+        let defaults = resolve(FileConfig::default(), Overrides::default()).unwrap();
+        assert_eq!(defaults.node.follow, None, "every origin by default");
+        let file = FileConfig::parse(&format!("follow = [\"{FPR_A}\", \" {FPR_B} \"]\n")).unwrap();
+        let s = resolve(file, Overrides::default()).unwrap();
+        assert_eq!(
+            s.node.follow,
+            Some(vec![FPR_A.parse().unwrap(), FPR_B.parse().unwrap()])
+        );
+        let file = FileConfig::parse("follow = []\n").unwrap();
+        let s = resolve(file, Overrides::default()).unwrap();
+        assert_eq!(
+            s.node.follow,
+            Some(Vec::new()),
+            "an empty list follows none"
+        );
+        let file = FileConfig::parse(&format!("follow = [\"{FPR_A}\", \"SHA256:00\"]\n")).unwrap();
+        match resolve(file, Overrides::default()) {
+            Err(ConfigError::FollowFingerprint { index, value }) => {
+                assert_eq!((index, value.as_str()), (1, "SHA256:00"));
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

@@ -58,6 +58,9 @@ pub struct NodeSettings {
     /// The replication peers (spec/replication.md): links are accepted from their keys and
     /// dialed to those with an address. Empty: the node does not replicate.
     pub peers: Vec<crate::PeerConfig>,
+    /// The origins whose feeds the node keeps replicas of: `None` (the default) every origin
+    /// its peers offer, else only these (by key fingerprint). Its own feed is always kept.
+    pub follow: Option<Vec<vserv_core::Fingerprint>>,
 }
 
 impl Default for NodeSettings {
@@ -74,6 +77,7 @@ impl Default for NodeSettings {
             hooks: HooksConfig::default(),
             accept_data_loss: false,
             peers: Vec::new(),
+            follow: None,
         }
     }
 }
@@ -415,13 +419,16 @@ impl NodeBuilder {
                 ledger
                     .sign_segment_heads()
                     .map_err(|e| NodeError::Replication(e.to_string()))?;
-                let peers = Arc::new(crate::server::peers::Peers::new(
-                    replicas,
-                    self.identity.clone(),
-                    epoch,
-                    &self.settings.peers,
-                    jitter_seed,
-                ));
+                let peers = Arc::new(
+                    crate::server::peers::Peers::new(
+                        replicas,
+                        self.identity.clone(),
+                        epoch,
+                        &self.settings.peers,
+                        jitter_seed,
+                    )
+                    .following(self.settings.follow.clone()),
+                );
                 let told = Arc::downgrade(&peers);
                 ledger.on_commit(Arc::new(move |head| {
                     if let Some(peers) = told.upgrade() {

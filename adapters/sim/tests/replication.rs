@@ -30,16 +30,21 @@ fn line(seed: u64, n: usize) -> (World, Vec<Node>) {
 /// The world with `n` servers linked as `topology` says, over dial links `links`; their
 /// nodes.
 fn linked(seed: u64, n: usize, topology: Topology, links: LinkSpec) -> (World, Vec<Node>) {
-    linked_with(seed, n, topology, links, Config::default())
+    linked_with(seed, n, topology, links, Config::default(), &|_, _, _| {})
 }
 
-/// [`linked`], every server's connections configured with `config`.
+/// What a test changes in server `i`'s settings, knowing every server's identity.
+type Tweak = dyn Fn(usize, &mut NodeSettings, &[Arc<ServerIdentity>]);
+
+/// [`linked`], every server's connections configured with `config` and its node settings
+/// changed by `tweak`.
 fn linked_with(
     seed: u64,
     n: usize,
     topology: Topology,
     links: LinkSpec,
     config: Config,
+    tweak: &Tweak,
 ) -> (World, Vec<Node>) {
     let mut world = World::new(seed);
     world.set_dial_links(links);
@@ -55,11 +60,12 @@ fn linked_with(
                 address: topology.dials(i, j, n).then(|| World::server_address(j)),
             })
             .collect();
-        let settings = NodeSettings {
+        let mut settings = NodeSettings {
             partial_expiry: None,
             peers,
             ..NodeSettings::insecure_fast(&format!("n{i}"))
         };
+        tweak(i, &mut settings, &identities);
         let node = Node::builder(identities[i].clone(), settings)
             .rng(Box::new(world.fork_rng()))
             .build()
@@ -222,7 +228,7 @@ fn links_outlive_a_short_idle_timeout() {
         ..Config::default()
     };
     let links = LinkSpec::symmetric(LinkConfig::benign(16 * 1024));
-    let (mut world, nodes) = linked_with(21, 2, Topology::Line, links, config);
+    let (mut world, nodes) = linked_with(21, 2, Topology::Line, links, config, &|_, _, _| {});
     append(&nodes[0], "a", 0, 10);
     world.run_until(LIMIT, |_| converged(&nodes, &[10, 0]));
     assert!(converged(&nodes, &[10, 0]), "converged");
@@ -233,4 +239,40 @@ fn links_outlive_a_short_idle_timeout() {
     append(&nodes[0], "a", 10, 1);
     world.run_until(world.now() + LIMIT, |_| converged(&nodes, &[11, 0]));
     assert!(converged(&nodes, &[11, 0]), "live after the idle time");
+}
+
+/// A server that follows only some origins keeps replicas of those alone, and passes on
+/// nothing else: in the line A-B-C where B follows only A, A's feed reaches C through B and
+/// C's never reaches A.
+#[test]
+fn a_server_replicates_only_the_origins_it_follows() {
+    let links = LinkSpec::symmetric(LinkConfig::benign(16 * 1024));
+    let follow_a: &Tweak = &|i, settings, ids| {
+        if i == 1 {
+            settings.follow = Some(vec![ids[0].public_key().fingerprint()]);
+        }
+    };
+    let (mut world, nodes) = linked_with(22, 3, Topology::Line, links, Config::default(), follow_a);
+    append(&nodes[0], "a", 0, 40);
+    append(&nodes[1], "b", 0, 4);
+    append(&nodes[2], "c", 0, 9);
+    let fp = |i: usize| nodes[i].identity().public_key().fingerprint().to_string();
+    let expect = |pairs: &[(usize, u64)]| {
+        let mut v: Vec<(String, u64)> = pairs.iter().map(|&(i, s)| (fp(i), s)).collect();
+        v.sort();
+        v
+    };
+    let done = |_: &World| {
+        holdings(&nodes[0]) == expect(&[(0, 40), (1, 4)])
+            && holdings(&nodes[1]) == expect(&[(0, 40), (1, 4)])
+            && holdings(&nodes[2]) == expect(&[(0, 40), (1, 4), (2, 9)])
+    };
+    world.run_until(LIMIT, done);
+    // Then a while longer: C's feed must still not show up on A or B.
+    world.run(world.now() + Duration::from_secs(90));
+    assert!(
+        done(&world),
+        "holdings: {:?}",
+        nodes.iter().map(holdings).collect::<Vec<_>>()
+    );
 }

@@ -700,6 +700,11 @@ fn persist(peers: &Peers, segment: Segment) -> Result<(), PersistError> {
         }
         return Ok(());
     }
+    if !peers.follows(&origin) {
+        // Not followed: acknowledged (the peer need not send it again on this link) and
+        // never stored, so never relayed nor listed in this node's clock.
+        return Ok(());
+    }
     let held = peers.replicas.feed(origin).head()?;
     let quarantined = peers.replicas.quarantined(&origin)?.is_some();
     match accept(held.as_ref(), quarantined, segment) {

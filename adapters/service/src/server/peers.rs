@@ -79,6 +79,8 @@ pub(crate) struct Peers {
     duty_waker: Mutex<Option<Arc<dyn Wake>>>,
     /// What is known of each peer's link, for `peers`.
     pub(super) status: StatusBook,
+    /// The origins replicated: `None`, every one offered.
+    follow: Option<Vec<Fingerprint>>,
 }
 
 impl std::fmt::Debug for Peers {
@@ -132,7 +134,21 @@ impl Peers {
             jitter: Mutex::new(StdRng::seed_from_u64(jitter_seed)),
             duty_waker: Mutex::new(None),
             status: StatusBook::new(peers.iter().map(|p| (p.fingerprint, p.address.as_deref()))),
+            follow: None,
         }
+    }
+
+    /// These peers keeping replicas of `follow`'s origins only (`None`: every origin).
+    pub(crate) fn following(mut self, follow: Option<Vec<Fingerprint>>) -> Peers {
+        self.follow = follow;
+        self
+    }
+
+    /// Whether the node keeps a replica of `origin`'s feed.
+    pub(crate) fn follows(&self, origin: &ServerKey) -> bool {
+        self.follow
+            .as_ref()
+            .is_none_or(|list| list.contains(&origin.fingerprint()))
     }
 
     fn dials(&self) -> MutexGuard<'_, BTreeMap<Fingerprint, DialState>> {
