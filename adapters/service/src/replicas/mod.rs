@@ -185,30 +185,95 @@ impl Replicas {
         entries: &[Entry],
         signed: &SignedHead,
     ) -> Result<Head, ReplicaError> {
-        if *origin == self.own {
-            return Err(ReplicaError::OwnOrigin);
-        }
-        if entries.is_empty() {
-            return Err(ReplicaError::EmptySegment);
-        }
-        if entries.len() > MAX_SEGMENT_ENTRIES {
-            return Err(ReplicaError::SegmentTooLarge(entries.len()));
-        }
+        let heads = self.persist_many(&[(*origin, entries, signed)])?;
+        heads.into_iter().next().ok_or(ReplicaError::EmptySegment)
+    }
+
+    /// [`Replicas::persist`] of several segments, in order, as ONE atomic, durable store
+    /// batch (one fsync for all: a link's queued segments): each is checked as `persist`
+    /// checks it, against the stored head or the segment of its origin before it in
+    /// `segments`. Returns each segment's new head, in order. On any error nothing is
+    /// written.
+    pub fn persist_many(
+        &self,
+        segments: &[(ServerKey, &[Entry], &SignedHead)],
+    ) -> Result<Vec<Head>, ReplicaError> {
         let _writer = self.writer();
-        if self.quarantined(origin)?.is_some() {
-            return Err(ReplicaError::Quarantined(origin.fingerprint()));
+        let mut batches: BTreeMap<[u8; POINT_LEN], OriginBatch> = BTreeMap::new();
+        let mut ops = Vec::new();
+        let mut heads = Vec::with_capacity(segments.len());
+        for &(origin, entries, signed) in segments {
+            if origin == self.own {
+                return Err(ReplicaError::OwnOrigin);
+            }
+            if entries.is_empty() {
+                return Err(ReplicaError::EmptySegment);
+            }
+            if entries.len() > MAX_SEGMENT_ENTRIES {
+                return Err(ReplicaError::SegmentTooLarge(entries.len()));
+            }
+            let batch = match batches.entry(*origin.as_bytes()) {
+                std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::btree_map::Entry::Vacant(e) => {
+                    if self.quarantined(&origin)?.is_some() {
+                        return Err(ReplicaError::Quarantined(origin.fingerprint()));
+                    }
+                    let keys = FeedKeys::replica(&origin);
+                    let stored = stored_head(self.store.as_ref(), &keys)?;
+                    e.insert(OriginBatch {
+                        origin,
+                        verifier: ChainVerifier::resume(
+                            stored.map_or(Head::empty(origin), |s| s.head),
+                        ),
+                        keys,
+                        counts: BTreeMap::new(),
+                        first: stored.is_none(),
+                        last: None,
+                    })
+                }
+            };
+            heads.push(self.add_segment(batch, entries, signed, &mut ops)?);
         }
-        let keys = FeedKeys::replica(origin);
-        let stored = stored_head(self.store.as_ref(), &keys)?;
-        let mut verifier = ChainVerifier::resume(stored.map_or(Head::empty(*origin), |s| s.head));
+        for batch in batches.into_values() {
+            let table = batch.keys.table();
+            let put = |key: Vec<u8>, value: Vec<u8>| Op::Put { table, key, value };
+            for (kind, count) in &batch.counts {
+                ops.push(put(
+                    batch.keys.kind_count(kind),
+                    count.to_be_bytes().to_vec(),
+                ));
+            }
+            if let Some(last) = batch.last {
+                ops.push(put(batch.keys.head(), last.to_bytes().to_vec()));
+            }
+            if batch.first {
+                ops.push(put(
+                    fingerprint_key(&batch.origin.fingerprint()),
+                    batch.origin.as_bytes().to_vec(),
+                ));
+            }
+        }
+        self.store.commit(ops)?;
+        Ok(heads)
+    }
+
+    /// Checks one segment against `batch` (its origin's chain so far) and adds its entries,
+    /// indexes and signed head to `ops`; returns its head.
+    fn add_segment(
+        &self,
+        batch: &mut OriginBatch,
+        entries: &[Entry],
+        signed: &SignedHead,
+        ops: &mut Vec<Op>,
+    ) -> Result<Head, ReplicaError> {
+        let keys = &batch.keys;
         let table = keys.table();
         let put = |key: Vec<u8>, value: Vec<u8>| Op::Put { table, key, value };
-        let mut ops = Vec::with_capacity(entries.len() * 4 + 8);
-        let mut counts: BTreeMap<&str, u64> = BTreeMap::new();
         // Each entry is encoded and hashed once: for the check and for the batch.
         for entry in entries {
             let encoded = entry.to_bytes();
-            let hash = verifier
+            let hash = batch
+                .verifier
                 .push_encoded(&encoded)
                 .map_err(ReplicaError::Rejected)?;
             let seq = entry.seq();
@@ -217,33 +282,30 @@ impl Replicas {
             ops.push(put(keys.id(entry.record_id()), seq_bytes.clone()));
             ops.push(put(keys.hash(&hash), seq_bytes));
             ops.push(put(keys.kind(entry.kind(), seq), Vec::new()));
-            let count = match counts.get_mut(entry.kind()) {
+            let count = match batch.counts.get_mut(entry.kind()) {
                 Some(count) => count,
                 None => {
                     let held = match self.store.get(table, &keys.kind_count(entry.kind()))? {
                         Some(v) => seq_value(&v, "kind count")?,
                         None => 0,
                     };
-                    counts.entry(entry.kind()).or_insert(held)
+                    batch.counts.entry(entry.kind().to_owned()).or_insert(held)
                 }
             };
             *count = count.saturating_add(1);
         }
-        verifier.push_head(signed).map_err(ReplicaError::Rejected)?;
-        let head = verifier.finish_signed().map_err(ReplicaError::Rejected)?;
-        for (kind, count) in counts {
-            ops.push(put(keys.kind_count(kind), count.to_be_bytes().to_vec()));
+        batch
+            .verifier
+            .push_head(signed)
+            .map_err(ReplicaError::Rejected)?;
+        let head = batch.verifier.head();
+        if batch.verifier.signed_seq() < head.seq {
+            return Err(ReplicaError::Rejected(LedgerError::Unsigned {
+                seq: batch.verifier.signed_seq().saturating_add(1),
+            }));
         }
-        let signed_bytes = signed.to_bytes().to_vec();
-        ops.push(put(keys.signed_head(head.seq), signed_bytes.clone()));
-        ops.push(put(keys.head(), signed_bytes));
-        if stored.is_none() {
-            ops.push(put(
-                fingerprint_key(&origin.fingerprint()),
-                origin.as_bytes().to_vec(),
-            ));
-        }
-        self.store.commit(ops)?;
+        ops.push(put(keys.signed_head(head.seq), signed.to_bytes().to_vec()));
+        batch.last = Some(*signed);
         Ok(head)
     }
 
@@ -287,4 +349,18 @@ impl Replicas {
         // Guards no data: a panic while it was held leaves nothing inconsistent.
         self.writer.lock().unwrap_or_else(|p| p.into_inner())
     }
+}
+
+/// What [`Replicas::persist_many`] gathers for one origin.
+struct OriginBatch {
+    origin: ServerKey,
+    keys: FeedKeys,
+    /// The chain so far: the stored head, then the segments added.
+    verifier: ChainVerifier,
+    /// Each kind's entry count after the segments added.
+    counts: BTreeMap<String, u64>,
+    /// No head was stored: the fingerprint index is written too.
+    first: bool,
+    /// The signed head of the last segment added.
+    last: Option<SignedHead>,
 }

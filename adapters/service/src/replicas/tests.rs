@@ -511,3 +511,44 @@ fn replicas_on_disk_survive_a_reopen_with_the_same_clock_and_epoch() {
         Some(key)
     );
 }
+
+#[test]
+fn several_segments_of_several_origins_are_one_batch_with_the_counts_of_each_chain() {
+    let (a, b) = (origin(2, 3, 7), origin(3, 2, 4));
+    let (sa, sb) = (a.segments(1), b.segments(1));
+    let (replicas, store) = holder();
+    let items: Vec<_> = [&sa[0], &sb[0], &sa[1], &sb[1], &sa[2]]
+        .iter()
+        .map(|s| (s.head.head.origin, s.entries.as_slice(), &s.head))
+        .collect();
+    let commits = store.commit_count();
+    let heads = replicas.persist_many(&items).unwrap();
+    assert_eq!(store.commit_count(), commits + 1, "one store batch");
+    let seqs: Vec<u64> = heads.iter().map(|h| h.seq).collect();
+    assert_eq!(seqs, [7, 4, 14, 8, 21]);
+    for o in [&a, &b] {
+        let key = o.id.public_key();
+        let (copy, mine) = (replicas.feed(key), o.ledger.feed());
+        assert_eq!(copy.head().unwrap(), mine.head().unwrap());
+        for kind in ["note", "third"] {
+            assert_eq!(
+                copy.size_of_kind(kind).unwrap(),
+                mine.size_of_kind(kind).unwrap(),
+                "{kind}: counts carry across the segments of one batch"
+            );
+        }
+        assert!(matches!(copy.check().unwrap(), CheckReport::Ok { .. }));
+    }
+    // A batch whose later segment does not continue the one before writes nothing.
+    let (replicas, store) = holder();
+    let items: Vec<_> = [&sa[0], &sb[0], &sa[2]]
+        .iter()
+        .map(|s| (s.head.head.origin, s.entries.as_slice(), &s.head))
+        .collect();
+    let before = store.scan(Table::Replicas, b"").unwrap();
+    assert!(matches!(
+        replicas.persist_many(&items),
+        Err(ReplicaError::Rejected(LedgerError::Gap { .. }))
+    ));
+    assert_eq!(store.scan(Table::Replicas, b"").unwrap(), before);
+}

@@ -62,10 +62,10 @@ pub(super) enum LinkDone {
         origin: ServerKey,
         result: Result<Option<crate::replicas::Segment>, ReplicaError>,
     },
-    /// A [`NodeRequest::Persist`] is done: the segment of `origin` ending at `seq`.
+    /// [`NodeRequest::Persist`]s are done: the segments of each `(origin, last seq)`, in
+    /// the order the link asked (all stored in one batch, or none).
     Persisted {
-        origin: ServerKey,
-        seq: u64,
+        segments: Vec<(ServerKey, u64)>,
         result: Result<(), String>,
     },
     /// A [`NodeRequest::StoreFork`] is done.
@@ -460,14 +460,25 @@ impl Service {
                 }
             }
         }
-        if !*persisting && let Some(segment) = persists.pop_front() {
+        if !*persisting && !persists.is_empty() {
+            // Everything queued goes in one store batch: one fsync for a busy link.
             *persisting = true;
-            let mailbox = session.mailbox.clone();
-            self.shared.runner.run(link_work(
-                peers.clone(),
-                mailbox,
-                NodeRequest::Persist { segment },
-            ));
+            let take = persists.len().min(MAX_PERSIST_BATCH);
+            let segments: Vec<Segment> = persists.drain(..take).collect();
+            let (peers, mailbox) = (peers.clone(), session.mailbox.clone());
+            self.shared
+                .runner
+                .run(Work::new("replication persist", move || {
+                    let done = segments
+                        .iter()
+                        .map(|s| (s.origin(), s.last_seq()))
+                        .collect();
+                    let result = persist_all(&peers, segments).map_err(|e| e.to_string());
+                    mailbox.post(Completion::Link(LinkDone::Persisted {
+                        segments: done,
+                        result,
+                    }));
+                }));
         }
         while let Some(event) = link.poll_event() {
             log_event(&event);
@@ -569,12 +580,12 @@ fn apply(link: &mut Link, done: LinkDone) -> Result<(), LinkFailure> {
             Ok(None) => link.segment_read(origin, Vec::new(), None)?,
             Err(e) => return Err(LinkFailure::Node(e.to_string())),
         },
-        LinkDone::Persisted {
-            origin,
-            seq,
-            result,
-        } => match result {
-            Ok(()) => link.persisted(origin, seq)?,
+        LinkDone::Persisted { segments, result } => match result {
+            Ok(()) => {
+                for (origin, seq) in segments {
+                    link.persisted(origin, seq)?;
+                }
+            }
             Err(e) => return Err(LinkFailure::Node(e)),
         },
         LinkDone::ForkStored(result) => result.map_err(LinkFailure::Node)?,
@@ -651,12 +662,12 @@ fn link_work(peers: Arc<Peers>, mailbox: Arc<Mailbox<Completion>>, request: Node
             let result = peers.replicas.read_segment(&origin, from_seq, max_bytes);
             post(LinkDone::Read { origin, result });
         }),
+        // Persists are batched by `drive_up`; a lone one is a batch of one.
         NodeRequest::Persist { segment } => Work::new("replication persist", move || {
-            let (origin, seq) = (segment.origin(), segment.last_seq());
-            let result = persist(&peers, segment).map_err(|e| e.to_string());
+            let done = vec![(segment.origin(), segment.last_seq())];
+            let result = persist_all(&peers, vec![segment]).map_err(|e| e.to_string());
             post(LinkDone::Persisted {
-                origin,
-                seq,
+                segments: done,
                 result,
             });
         }),
@@ -679,46 +690,81 @@ enum PersistError {
     Stale(ReplicationError),
 }
 
-/// Persists an accepted segment after applying the accept rule again against what is
-/// stored now (another link may have stored some of it), then tells every link.
-fn persist(peers: &Peers, segment: Segment) -> Result<(), PersistError> {
-    let origin = segment.origin();
-    if origin == peers.replicas.own() {
-        // Only `rput` appends to the own feed. A peer ahead of it means this node lost
-        // entries it had published (a wiped store under a kept key): say so, store nothing.
-        if peers
-            .replicas
-            .feed(origin)
-            .head()?
-            .map_or(0, |h| h.head.seq)
-            < segment.last_seq()
-        {
-            tracing::error!(
-                "a peer holds entries of this server's own feed that it lacks: its own \
-                 feed lost entries; they are not taken back"
-            );
-        }
-        return Ok(());
-    }
-    if !peers.follows(&origin) {
-        // Not followed: acknowledged (the peer need not send it again on this link) and
-        // never stored, so never relayed nor listed in this node's clock.
-        return Ok(());
-    }
-    let held = peers.replicas.feed(origin).head()?;
-    let quarantined = peers.replicas.quarantined(&origin)?.is_some();
-    match accept(held.as_ref(), quarantined, segment) {
-        Ok(Verdict::Append(segment)) => {
-            peers
+/// Most segments one persist batch takes (a link's queue is bounded by its window anyway).
+const MAX_PERSIST_BATCH: usize = 64;
+
+/// Persists a link's accepted segments, in order: each goes through the accept rule again
+/// against what is stored now (another link may have stored some of it) and the segments
+/// before it, and what it appends is written in ONE atomic, durable batch (one fsync);
+/// then every link is told the new heads. A fork found on the way is stored (after what
+/// came before it).
+fn persist_all(peers: &Peers, segments: Vec<Segment>) -> Result<(), PersistError> {
+    let own = peers.replicas.own();
+    let mut held: std::collections::BTreeMap<[u8; POINT_LEN], Option<SignedHead>> =
+        std::collections::BTreeMap::new();
+    let mut appends: Vec<Segment> = Vec::new();
+    for segment in segments {
+        let origin = segment.origin();
+        if origin == own {
+            // Only `rput` appends to the own feed. A peer ahead of it means this node lost
+            // entries it had published (a wiped store under a kept key): say so, store
+            // nothing.
+            let seq = peers
                 .replicas
-                .persist(&origin, segment.entries(), segment.head())?;
-            peers.tell_links(&LinkNews::Commit(*segment.head()));
-            Ok(())
+                .feed(origin)
+                .head()?
+                .map_or(0, |h| h.head.seq);
+            if seq < segment.last_seq() {
+                tracing::error!(
+                    "a peer holds entries of this server's own feed that it lacks: its own \
+                     feed lost entries; they are not taken back"
+                );
+            }
+            continue;
         }
-        Ok(Verdict::Ignore | Verdict::Quarantined) => Ok(()),
-        Ok(Verdict::Fork(proof)) => Ok(store_fork(peers, proof)?),
-        Err(e) => Err(PersistError::Stale(e)),
+        if !peers.follows(&origin) {
+            // Not followed: acknowledged (the peer need not send it again on this link)
+            // and never stored, so never relayed nor listed in this node's clock.
+            continue;
+        }
+        let current = match held.get(origin.as_bytes()) {
+            Some(head) => *head,
+            None => peers.replicas.feed(origin).head()?,
+        };
+        let quarantined = peers.replicas.quarantined(&origin)?.is_some();
+        match accept(current.as_ref(), quarantined, segment) {
+            Ok(Verdict::Append(segment)) => {
+                held.insert(*origin.as_bytes(), Some(*segment.head()));
+                appends.push(segment);
+            }
+            Ok(Verdict::Ignore | Verdict::Quarantined) => {}
+            Ok(Verdict::Fork(proof)) => {
+                store_segments(peers, &std::mem::take(&mut appends))?;
+                store_fork(peers, proof)?;
+            }
+            Err(e) => {
+                store_segments(peers, &appends)?;
+                return Err(PersistError::Stale(e));
+            }
+        }
     }
+    store_segments(peers, &appends)
+}
+
+/// Writes `segments` (accepted, in order) in one batch and tells every link their heads.
+fn store_segments(peers: &Peers, segments: &[Segment]) -> Result<(), PersistError> {
+    if segments.is_empty() {
+        return Ok(());
+    }
+    let items: Vec<_> = segments
+        .iter()
+        .map(|s| (s.origin(), s.entries(), s.head()))
+        .collect();
+    peers.replicas.persist_many(&items)?;
+    for segment in segments {
+        peers.tell_links(&LinkNews::Commit(*segment.head()));
+    }
+    Ok(())
 }
 
 /// Stores a fork proof (quarantining its origin) and tells every link.
