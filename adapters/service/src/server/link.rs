@@ -46,8 +46,8 @@ pub(super) enum LinkState {
         peer: ServerKey,
         /// This node dialed it.
         dialed: bool,
-        /// Segments waiting for the one being persisted: one persist at a time per link,
-        /// in order, so each applies the accept rule to the store its predecessor left.
+        /// Segments waiting for the batch being persisted: one batch at a time per link, in
+        /// order, so each segment meets the accept rule against what came before it.
         persists: std::collections::VecDeque<Segment>,
         /// A persist is with the runner.
         persisting: bool,
