@@ -465,20 +465,11 @@ impl Service {
             *persisting = true;
             let take = persists.len().min(MAX_PERSIST_BATCH);
             let segments: Vec<Segment> = persists.drain(..take).collect();
-            let (peers, mailbox) = (peers.clone(), session.mailbox.clone());
-            self.shared
-                .runner
-                .run(Work::new("replication persist", move || {
-                    let done = segments
-                        .iter()
-                        .map(|s| (s.origin(), s.last_seq()))
-                        .collect();
-                    let result = persist_all(&peers, segments).map_err(|e| e.to_string());
-                    mailbox.post(Completion::Link(LinkDone::Persisted {
-                        segments: done,
-                        result,
-                    }));
-                }));
+            self.shared.runner.run(persist_work(
+                peers.clone(),
+                session.mailbox.clone(),
+                segments,
+            ));
         }
         while let Some(event) = link.poll_event() {
             log_event(&event);
@@ -652,7 +643,10 @@ pub struct ReplicationStatus {
 
 /// The work for one of the link's requests; its result goes to `mailbox`.
 fn link_work(peers: Arc<Peers>, mailbox: Arc<Mailbox<Completion>>, request: NodeRequest) -> Work {
-    let post = move |done: LinkDone| mailbox.post(Completion::Link(done));
+    let post = {
+        let mailbox = mailbox.clone();
+        move |done: LinkDone| mailbox.post(Completion::Link(done))
+    };
     match request {
         NodeRequest::ReadSegment {
             origin,
@@ -662,15 +656,8 @@ fn link_work(peers: Arc<Peers>, mailbox: Arc<Mailbox<Completion>>, request: Node
             let result = peers.replicas.read_segment(&origin, from_seq, max_bytes);
             post(LinkDone::Read { origin, result });
         }),
-        // Persists are batched by `drive_up`; a lone one is a batch of one.
-        NodeRequest::Persist { segment } => Work::new("replication persist", move || {
-            let done = vec![(segment.origin(), segment.last_seq())];
-            let result = persist_all(&peers, vec![segment]).map_err(|e| e.to_string());
-            post(LinkDone::Persisted {
-                segments: done,
-                result,
-            });
-        }),
+        // `drive_up` batches persists; a lone one is a batch of one.
+        NodeRequest::Persist { segment } => persist_work(peers, mailbox, vec![segment]),
         NodeRequest::StoreFork { proof } => Work::new("replication fork", move || {
             let result = store_fork(&peers, proof).map_err(|e| e.to_string());
             post(LinkDone::ForkStored(result));
@@ -688,6 +675,26 @@ enum PersistError {
     Feed(#[from] crate::ledger::FeedError),
     #[error("the segment no longer fits what is stored: {0}")]
     Stale(ReplicationError),
+}
+
+/// The work persisting `segments` (a link's, in order) as one batch; the result goes to
+/// `mailbox`.
+fn persist_work(
+    peers: Arc<Peers>,
+    mailbox: Arc<Mailbox<Completion>>,
+    segments: Vec<Segment>,
+) -> Work {
+    Work::new("replication persist", move || {
+        let done = segments
+            .iter()
+            .map(|s| (s.origin(), s.last_seq()))
+            .collect();
+        let result = persist_all(&peers, segments).map_err(|e| e.to_string());
+        mailbox.post(Completion::Link(LinkDone::Persisted {
+            segments: done,
+            result,
+        }));
+    })
 }
 
 /// Most segments one persist batch takes (a link's queue is bounded by its window anyway).
