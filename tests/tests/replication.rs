@@ -155,7 +155,7 @@ fn a_line_of_three_converges_and_heals<R: Tcp>() {
     for (store, own) in stores.iter().zip(&ids) {
         let replicas = Replicas::new(store.clone(), own.public_key());
         for head in replicas.clock().expect("clock") {
-            let report = replicas.feed(head.origin).check().expect("check");
+            let report = replicas.feed(head.origin).unwrap().check().expect("check");
             assert!(
                 matches!(report, CheckReport::Ok { seq } if seq == head.seq),
                 "{report:?}"

@@ -165,7 +165,9 @@ fn verify_store(dir: &Path) -> anyhow::Result<()> {
 /// the origin.
 fn export_data(dir: &Path, from: u64, origin: Option<&Fingerprint>) -> anyhow::Result<()> {
     let (store, identity) = open_store(dir)?;
-    let replicas = Replicas::new(store, identity.public_key());
+    // A store a server of the layout before feed numbers left is moved to them first.
+    let (replicas, _moved) =
+        Replicas::open(store, identity.public_key()).context("reading the held feeds")?;
     let wanted = origin
         .copied()
         .unwrap_or(identity.public_key().fingerprint());

@@ -375,12 +375,12 @@ fn three_processes_in_a_line_converge_across_a_sigkill() {
         assert_eq!(seqs, expected);
     }
     for (own, origin_replicas, _) in &stores {
-        let theirs = origin_replicas.feed(*own);
+        let theirs = origin_replicas.feed(*own).unwrap();
         for (holder, replicas, _) in &stores {
             if holder == own {
                 continue;
             }
-            let held = replicas.feed(*own);
+            let held = replicas.feed(*own).unwrap();
             let head = held.head().expect("head").expect("a replica");
             head.verify().expect("the replica's signed head verifies");
             assert_eq!(Some(head), theirs.head().expect("head"));

@@ -348,7 +348,7 @@ mod tests {
                 .persist(&origin, &segment.entries, &segment.head)
                 .expect("persist");
         }
-        let copy = replicas.feed(origin);
+        let copy = replicas.feed(origin).unwrap();
         for start in [1, 4] {
             let mut out = Vec::new();
             let n = export_feed(&copy, start, &mut out, &mut |_| {}).expect("export");
@@ -368,7 +368,7 @@ mod tests {
         let mut out = Vec::new();
         let other = identity(9).public_key();
         assert_eq!(
-            export_feed(&replicas.feed(other), 1, &mut out, &mut |_| {}).expect("export"),
+            export_feed(&replicas.feed(other).unwrap(), 1, &mut out, &mut |_| {}).expect("export"),
             0
         );
     }

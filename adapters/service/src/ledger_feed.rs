@@ -10,7 +10,7 @@ use vserv_core::ServerKey;
 use vserv_core::ledger::{Entry, SignedHead};
 use vserv_store::kv::Store;
 
-use crate::ledger_layout::{FeedError, FeedKeys, seq_of_id, seq_value, stored_head};
+use crate::ledger_layout::{FeedError, FeedKeys, FeedNumber, seq_of_id, seq_value, stored_head};
 
 /// A readable feed: the store, where the feed's keys are, and the feed's origin key (every
 /// stored entry and head must carry it). Cheap to clone; safe to use from many threads.
@@ -42,11 +42,12 @@ impl Feed {
         }
     }
 
-    /// The replica of `origin`'s feed in `store` (empty if none is held).
-    pub fn replica(store: Arc<dyn Store>, origin: ServerKey) -> Feed {
+    /// The replica of `origin`'s feed in `store`, kept under feed `number` (number 0, never
+    /// given, reads as an empty feed).
+    pub fn replica(store: Arc<dyn Store>, origin: ServerKey, number: FeedNumber) -> Feed {
         Feed {
             store,
-            keys: FeedKeys::replica(&origin),
+            keys: FeedKeys::replica(number),
             origin,
         }
     }

@@ -7,7 +7,10 @@
 //!
 //! The server's own feed lives in [`Table::Ledger`] with the keys below as they are; a
 //! replica of another server's feed lives in [`Table::Replicas`] with the same keys, each
-//! preceded by the origin's 33 key bytes ([`FeedKeys`] says which).
+//! preceded by the replica's 5-byte feed prefix: `0x00` and the feed number this store gave
+//! the origin (`u32` big-endian, from 1; `replicas/layout.rs` keeps origin -> number).
+//! [`FeedKeys`] says which. A short prefix keeps the keys, and so every store insert and
+//! lookup of a replica, about as cheap as the own feed's.
 //!
 //! | key | value |
 //! |---|---|
@@ -26,9 +29,7 @@
 //! replication cut a feed into segments that each end at a signed head; feeds written before
 //! those keys existed have only `head`.
 
-use vserv_core::ServerKey;
 use vserv_core::ledger::{LedgerError, SignedHead};
-use vserv_core::wire::POINT_LEN;
 use vserv_store::kv::{Store, StoreError, Table};
 
 /// Key of the signed head.
@@ -82,14 +83,22 @@ pub fn hash_key(hash: &[u8; 32]) -> Vec<u8> {
     [HASH_PREFIX, hash.as_slice()].concat()
 }
 
+/// The lead byte of every replica feed key (before the feed number).
+pub const REPLICA_FEED_LEAD: u8 = 0x00;
+
+/// The number a store gives a replica's origin (from 1; 0 is never given: a [`FeedKeys`] of
+/// number 0 holds nothing, which is how an origin not held reads as empty).
+pub type FeedNumber = u32;
+
 /// Where one feed's keys are: the table, and the prefix before every key of the layout
-/// (none for the server's own feed, the origin's 33 key bytes for a replica). Every reader
+/// (none for the server's own feed, [`REPLICA_FEED_LEAD`] and the feed number for a
+/// replica). Every reader
 /// and writer of a feed builds its keys through this, so the own feed and the replicas share
 /// one layout and one set of queries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FeedKeys {
     table: Table,
-    prefix: Option<[u8; POINT_LEN]>,
+    prefix: Option<[u8; 5]>,
 }
 
 impl FeedKeys {
@@ -99,12 +108,13 @@ impl FeedKeys {
         prefix: None,
     };
 
-    /// The replica of `origin`'s feed: [`Table::Replicas`], every key after `origin`'s 33
-    /// bytes.
-    pub fn replica(origin: &ServerKey) -> FeedKeys {
+    /// The replica feed numbered `number` in this store: [`Table::Replicas`], every key
+    /// after [`REPLICA_FEED_LEAD`] and the number (`u32` big-endian).
+    pub fn replica(number: FeedNumber) -> FeedKeys {
+        let [a, b, c, d] = number.to_be_bytes();
         FeedKeys {
             table: Table::Replicas,
-            prefix: Some(*origin.as_bytes()),
+            prefix: Some([REPLICA_FEED_LEAD, a, b, c, d]),
         }
     }
 

@@ -402,10 +402,10 @@ impl NodeBuilder {
         };
         // One `Replicas` per store: the reads' ORIGIN selects its feeds, and the links (if
         // any) write them.
-        let replicas = Arc::new(crate::replicas::Replicas::new(
-            store.clone(),
-            self.identity.public_key(),
-        ));
+        let (replicas, _moved) =
+            crate::replicas::Replicas::open(store.clone(), self.identity.public_key())
+                .map_err(|e| NodeError::Replication(e.to_string()))?;
+        let replicas = Arc::new(replicas);
         let service = Service::with_policy(info, accounts.clone(), self.settings.policy.clone())
             .with_ledger(ledger.clone())
             .with_replicas(replicas.clone())

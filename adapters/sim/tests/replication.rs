@@ -113,6 +113,7 @@ fn all_verify(nodes: &[Node]) -> Result<(), String> {
         for head in replicas.clock().map_err(|e| e.to_string())? {
             let report = replicas
                 .feed(head.origin)
+                .unwrap()
                 .check()
                 .map_err(|e| e.to_string())?;
             if !matches!(report, vserv_service::ledger::CheckReport::Ok { seq } if seq == head.seq)

@@ -384,6 +384,7 @@ fn replicas(machine: &Machine) -> Replicas {
 fn held_seq(machine: &Machine, origin: &ServerKey) -> u64 {
     replicas(machine)
         .feed(*origin)
+        .unwrap()
         .head()
         .ok()
         .flatten()
@@ -397,7 +398,7 @@ fn all_verify(fleet: &Fleet) -> Result<(), String> {
     for (i, machine) in fleet.machines.iter().enumerate() {
         let replicas = replicas(machine);
         for head in replicas.clock().map_err(|e| e.to_string())? {
-            let feed = replicas.feed(head.origin);
+            let feed = replicas.feed(head.origin).unwrap();
             match feed.check().map_err(|e| e.to_string())? {
                 CheckReport::Ok { seq } if seq == head.seq => {}
                 other => return Err(format!("machine {i}: a feed does not verify: {other:?}")),
@@ -482,6 +483,7 @@ fn a_crashed_server_resumes_from_what_it_persisted_and_the_line_converges() {
         net.fleet.machines[1].identity.public_key(),
     )
     .feed(a)
+    .unwrap()
     .head()
     .expect("head")
     .map_or(0, |h| h.head.seq);

@@ -4,19 +4,26 @@
 //!
 //! | key | value |
 //! |---|---|
-//! | origin (33 bytes) + a feed key of `ledger_layout.rs` | as in the own feed |
+//! | `0x00` + feed number (`u32` BE) + a feed key of `ledger_layout.rs` | as in the own feed |
+//! | `o:` + origin (33 bytes) | the origin's feed number (`u32` BE, from 1) |
+//! | `feeds` | how many feed numbers were given (`u32` BE) |
 //! | `fp:` + fingerprint (32 bytes) | the origin (33 bytes) with that fingerprint |
 //! | `fork:` + origin (33 bytes) | the fork proof that quarantined the origin |
 //!
-//! An origin is a compressed point, so its first byte is `0x02` or `0x03`: no feed key can
-//! begin like `fp:` or `fork:`, and the feeds held are found by walking the keys that begin
-//! with `0x02` or `0x03`, one origin at a time.
+//! The feeds held are the `o:` keys. Stores written before feed numbers kept each replica's
+//! keys after the origin's 33 bytes (a compressed point, so beginning `0x02` or `0x03`);
+//! `migrate.rs` moves such keys under a feed number when the node opens.
 
-use vserv_core::wire::POINT_LEN;
 use vserv_core::{Fingerprint, ServerKey};
 
 /// Prefix of the fingerprint index.
 pub const FINGERPRINT_PREFIX: &[u8] = b"fp:";
+
+/// Prefix of the origin -> feed number index.
+pub const ORIGIN_INDEX_PREFIX: &[u8] = b"o:";
+
+/// Key of the number of feed numbers given so far.
+pub const FEED_COUNT_KEY: &[u8] = b"feeds";
 
 /// Prefix of the fork proofs of quarantined origins.
 pub const FORK_PREFIX: &[u8] = b"fork:";
@@ -25,7 +32,13 @@ pub const FORK_PREFIX: &[u8] = b"fork:";
 /// bytes made once per data directory.
 pub const EPOCH_KEY: &[u8] = b"epoch";
 
-/// The first bytes of every origin: a compressed point's tag.
+/// The origin index key of `origin`.
+pub fn origin_index_key(origin: &ServerKey) -> Vec<u8> {
+    [ORIGIN_INDEX_PREFIX, origin.as_bytes().as_slice()].concat()
+}
+
+/// The first bytes of every origin: a compressed point's tag (and so of every replica key
+/// of the layout before feed numbers).
 pub(crate) const ORIGIN_LEADS: [u8; 2] = [0x02, 0x03];
 
 /// The fingerprint index key of `fingerprint`.
@@ -36,35 +49,4 @@ pub fn fingerprint_key(fingerprint: &Fingerprint) -> Vec<u8> {
 /// The key of `origin`'s fork proof.
 pub fn fork_key(origin: &ServerKey) -> Vec<u8> {
     [FORK_PREFIX, origin.as_bytes().as_slice()].concat()
-}
-
-/// The smallest 33 bytes above every key that starts with `origin`, or `None` past the last.
-pub(crate) fn after_origin(origin: &[u8; POINT_LEN]) -> Option<Vec<u8>> {
-    let mut next = origin.to_vec();
-    for byte in next.iter_mut().rev() {
-        if *byte == u8::MAX {
-            *byte = 0;
-        } else {
-            *byte += 1;
-            return Some(next);
-        }
-    }
-    None
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn after_origin_carries_and_ends() {
-        let mut a = [0u8; POINT_LEN];
-        a[0] = 2;
-        a[32] = 0xff;
-        a[31] = 7;
-        let next = after_origin(&a).unwrap();
-        assert_eq!((next[31], next[32], next[0]), (8, 0, 2));
-        assert!(next.as_slice() > a.as_slice());
-        assert_eq!(after_origin(&[0xff; POINT_LEN]), None);
-    }
 }

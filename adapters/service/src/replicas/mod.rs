@@ -12,12 +12,13 @@
 
 mod epoch;
 pub mod layout;
+mod migrate;
 mod read;
 #[cfg(test)]
 mod tests;
 
-use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use vserv_core::ledger::{ChainVerifier, Entry, Head, LedgerError, SignedHead};
 use vserv_core::wire::POINT_LEN;
@@ -28,8 +29,10 @@ pub use epoch::{ensure_epoch, epoch};
 pub use read::Segment;
 
 use crate::ledger::{Feed, FeedError, FeedKeys, MAX_SEGMENT_ENTRIES};
-use crate::ledger_layout::{seq_value, stored_head};
-use layout::{FORK_PREFIX, ORIGIN_LEADS, after_origin, fingerprint_key, fork_key};
+use crate::ledger_layout::{FeedNumber, seq_value, stored_head};
+use layout::{
+    FEED_COUNT_KEY, FORK_PREFIX, ORIGIN_INDEX_PREFIX, fingerprint_key, fork_key, origin_index_key,
+};
 
 /// Why a replica operation failed. Nothing was written.
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +47,9 @@ pub enum ReplicaError {
     /// A segment without entries.
     #[error("a segment must hold at least one entry")]
     EmptySegment,
+    /// Every feed number was given: the store holds 2^32 - 1 replicas already.
+    #[error("no feed number left for another replica")]
+    TooManyFeeds,
     /// A segment with more entries than one commit of a feed may make.
     #[error("a segment of {0} entries is over the limit of {MAX_SEGMENT_ENTRIES}")]
     SegmentTooLarge(usize),
@@ -70,6 +76,9 @@ pub struct Replicas {
     /// Held while a replica is appended to or an origin quarantined, so that each checks
     /// and writes against the same stored state.
     writer: Mutex<()>,
+    /// The feed numbers of origins held, as read from (or committed to) the store's `o:`
+    /// keys, which stay authoritative: an origin missing here is looked up there.
+    numbers: RwLock<HashMap<[u8; POINT_LEN], FeedNumber>>,
 }
 
 impl std::fmt::Debug for Replicas {
@@ -81,13 +90,24 @@ impl std::fmt::Debug for Replicas {
 }
 
 impl Replicas {
-    /// The feeds held in `store` by the server whose key is `own`.
+    /// The feeds held in `store` by the server whose key is `own`, for a store in the
+    /// current layout ([`Replicas::open`] first moves replicas kept in the older one).
     pub fn new(store: Arc<dyn Store>, own: ServerKey) -> Replicas {
         Replicas {
             store,
             own,
             writer: Mutex::new(()),
+            numbers: RwLock::new(HashMap::new()),
         }
+    }
+
+    /// [`Replicas::new`], after moving every replica still kept under its origin's 33 bytes
+    /// (the layout before feed numbers) under a feed number, in atomic steps that a crash
+    /// can interrupt and the next open finishes. Returns the feeds and how many keys moved.
+    pub fn open(store: Arc<dyn Store>, own: ServerKey) -> Result<(Replicas, u64), ReplicaError> {
+        let replicas = Replicas::new(store, own);
+        let moved = migrate::to_feed_numbers(&replicas)?;
+        Ok((replicas, moved))
     }
 
     /// The server's own key (its feed is [`Replicas::feed`] of it).
@@ -96,13 +116,58 @@ impl Replicas {
     }
 
     /// The feed of `origin` as held here: the own feed for the own key, else the replica
-    /// (empty when none is held).
-    pub fn feed(&self, origin: ServerKey) -> Feed {
+    /// (empty when none is held; such a view stays empty: ask again once it is held).
+    pub fn feed(&self, origin: ServerKey) -> Result<Feed, ReplicaError> {
         if origin == self.own {
-            Feed::own(self.store.clone(), origin)
-        } else {
-            Feed::replica(self.store.clone(), origin)
+            return Ok(Feed::own(self.store.clone(), origin));
         }
+        let number = self.number(&origin)?.unwrap_or(0);
+        Ok(Feed::replica(self.store.clone(), origin, number))
+    }
+
+    /// The feed number of `origin`, if the store gave it one.
+    fn number(&self, origin: &ServerKey) -> Result<Option<FeedNumber>, ReplicaError> {
+        let cached = self
+            .numbers
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(origin.as_bytes())
+            .copied();
+        if cached.is_some() {
+            return Ok(cached);
+        }
+        let Some(bytes) = self.store.get(Table::Replicas, &origin_index_key(origin))? else {
+            return Ok(None);
+        };
+        let number = number_value(&bytes, "feed number")?;
+        self.remember(origin, number);
+        Ok(Some(number))
+    }
+
+    /// Caches `origin`'s feed number, once it is stored.
+    fn remember(&self, origin: &ServerKey, number: FeedNumber) {
+        self.numbers
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(*origin.as_bytes(), number);
+    }
+
+    /// The next feed number to give, counting from the stored count the first time
+    /// (`given` carries the count between calls of one batch).
+    fn next_number(&self, given: &mut Option<FeedNumber>) -> Result<FeedNumber, ReplicaError> {
+        let count = match *given {
+            Some(count) => count,
+            None => match self.store.get(Table::Replicas, FEED_COUNT_KEY)? {
+                Some(bytes) => number_value(&bytes, "feed count")?,
+                None => 0,
+            },
+        };
+        let next = count
+            .checked_add(1)
+            .filter(|n| *n < FeedNumber::MAX)
+            .ok_or(ReplicaError::TooManyFeeds)?;
+        *given = Some(next);
+        Ok(next)
     }
 
     /// The feed whose origin has `fingerprint`: the own feed (always), a held replica, or
@@ -110,7 +175,7 @@ impl Replicas {
     /// argument selects the feed a query reads.
     pub fn feed_of(&self, fingerprint: &Fingerprint) -> Result<Option<Feed>, ReplicaError> {
         if *fingerprint == self.own.fingerprint() {
-            return Ok(Some(self.feed(self.own)));
+            return Ok(Some(self.feed(self.own)?));
         }
         let Some(bytes) = self
             .store
@@ -123,7 +188,7 @@ impl Replicas {
                 "the fingerprint index of {fingerprint} is not a key"
             ))
         })?;
-        Ok(Some(self.feed(origin)))
+        Ok(Some(self.feed(origin)?))
     }
 
     /// Every held, non-empty feed's head `(origin, seq, hash)`, the own feed included,
@@ -134,34 +199,23 @@ impl Replicas {
         if let Some(own) = stored_head(self.store.as_ref(), &FeedKeys::OWN)? {
             heads.insert(*own.head.origin.as_bytes(), own.head);
         }
-        for lead in ORIGIN_LEADS {
-            let mut start = vec![lead];
-            loop {
-                let rows = self.store.scan_from(Table::Replicas, &[lead], &start, 1)?;
-                let Some((key, _)) = rows.into_iter().next() else {
-                    break;
-                };
-                let origin = key
-                    .get(..POINT_LEN)
-                    .and_then(|b| ServerKey::from_bytes(b).ok())
-                    .ok_or_else(|| {
-                        FeedError::Corrupt("a replica key does not start with an origin".into())
-                    })?;
-                if let Some(signed) = stored_head(self.store.as_ref(), &FeedKeys::replica(&origin))?
-                {
-                    if signed.head.origin != origin {
-                        return Err(FeedError::Corrupt(format!(
-                            "the head of the replica of {} has another origin",
-                            origin.fingerprint()
-                        ))
-                        .into());
-                    }
-                    heads.insert(*origin.as_bytes(), signed.head);
+        for (key, value) in self.store.scan(Table::Replicas, ORIGIN_INDEX_PREFIX)? {
+            let origin = key
+                .get(ORIGIN_INDEX_PREFIX.len()..)
+                .and_then(|b| ServerKey::from_bytes(b).ok())
+                .ok_or_else(|| {
+                    FeedError::Corrupt("an origin index key does not hold an origin".into())
+                })?;
+            let number = number_value(&value, "feed number")?;
+            if let Some(signed) = stored_head(self.store.as_ref(), &FeedKeys::replica(number))? {
+                if signed.head.origin != origin {
+                    return Err(FeedError::Corrupt(format!(
+                        "the head of the replica of {} has another origin",
+                        origin.fingerprint()
+                    ))
+                    .into());
                 }
-                match after_origin(origin.as_bytes()) {
-                    Some(next) => start = next,
-                    None => break,
-                }
+                heads.insert(*origin.as_bytes(), signed.head);
             }
         }
         Ok(heads.into_values().collect())
@@ -170,7 +224,8 @@ impl Replicas {
     /// Appends an accepted segment of `origin`'s feed (`entries`, consecutive, ending at the
     /// entry `signed` signs) as ONE atomic, durable store batch: the entries, every index,
     /// the kind counters, the new head and the segment's signed head (kept under its seq),
-    /// and the fingerprint index on the first segment of an origin. Returns the new head.
+    /// and on the first segment of an origin its feed number and fingerprint index. Returns
+    /// the new head.
     ///
     /// Checked again inside, against what is stored (defence in depth: the accept rule ran
     /// before): the origin is not the own one ([`ReplicaError::OwnOrigin`]) and not
@@ -202,6 +257,7 @@ impl Replicas {
         let mut batches: BTreeMap<[u8; POINT_LEN], OriginBatch> = BTreeMap::new();
         let mut ops = Vec::new();
         let mut heads = Vec::with_capacity(segments.len());
+        let mut given = None;
         for &(origin, entries, signed) in segments {
             if origin == self.own {
                 return Err(ReplicaError::OwnOrigin);
@@ -218,10 +274,16 @@ impl Replicas {
                     if self.quarantined(&origin)?.is_some() {
                         return Err(ReplicaError::Quarantined(origin.fingerprint()));
                     }
-                    let keys = FeedKeys::replica(&origin);
+                    let (number, new_number) = match self.number(&origin)? {
+                        Some(number) => (number, false),
+                        None => (self.next_number(&mut given)?, true),
+                    };
+                    let keys = FeedKeys::replica(number);
                     let stored = stored_head(self.store.as_ref(), &keys)?;
                     e.insert(OriginBatch {
                         origin,
+                        number,
+                        new_number,
                         verifier: ChainVerifier::resume(
                             stored.map_or(Head::empty(origin), |s| s.head),
                         ),
@@ -234,8 +296,24 @@ impl Replicas {
             };
             heads.push(self.add_segment(batch, entries, signed, &mut ops)?);
         }
+        if let Some(count) = given {
+            ops.push(Op::Put {
+                table: Table::Replicas,
+                key: FEED_COUNT_KEY.to_vec(),
+                value: count.to_be_bytes().to_vec(),
+            });
+        }
+        let mut numbered = Vec::new();
         for batch in batches.into_values() {
             let table = batch.keys.table();
+            if batch.new_number {
+                ops.push(Op::Put {
+                    table,
+                    key: origin_index_key(&batch.origin),
+                    value: batch.number.to_be_bytes().to_vec(),
+                });
+                numbered.push((batch.origin, batch.number));
+            }
             let put = |key: Vec<u8>, value: Vec<u8>| Op::Put { table, key, value };
             for (kind, count) in &batch.counts {
                 ops.push(put(
@@ -254,6 +332,9 @@ impl Replicas {
             }
         }
         self.store.commit(ops)?;
+        for (origin, number) in numbered {
+            self.remember(&origin, number);
+        }
         Ok(heads)
     }
 
@@ -354,6 +435,9 @@ impl Replicas {
 /// What [`Replicas::persist_many`] gathers for one origin.
 struct OriginBatch {
     origin: ServerKey,
+    /// The origin's feed number, and whether this batch gives it (writing `o:`).
+    number: FeedNumber,
+    new_number: bool,
     keys: FeedKeys,
     /// The chain so far: the stored head, then the segments added.
     verifier: ChainVerifier,
@@ -363,4 +447,12 @@ struct OriginBatch {
     first: bool,
     /// The signed head of the last segment added.
     last: Option<SignedHead>,
+}
+
+/// A stored feed number or count (`u32` big-endian).
+fn number_value(bytes: &[u8], what: &str) -> Result<FeedNumber, ReplicaError> {
+    let array: [u8; 4] = bytes
+        .try_into()
+        .map_err(|_| FeedError::Corrupt(format!("a stored {what} is not 4 bytes")))?;
+    Ok(FeedNumber::from_be_bytes(array))
 }

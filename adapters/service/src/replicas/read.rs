@@ -26,7 +26,7 @@ impl Replicas {
         origin: &ServerKey,
         seq: u64,
     ) -> Result<Option<[u8; 32]>, ReplicaError> {
-        let feed = self.feed(*origin);
+        let feed = self.feed(*origin)?;
         Ok(self
             .store
             .get(feed.keys.table(), &feed.keys.entry(seq))?
@@ -49,7 +49,7 @@ impl Replicas {
         from_seq: u64,
         max_bytes: usize,
     ) -> Result<Option<Segment>, ReplicaError> {
-        let feed = self.feed(*origin);
+        let feed = self.feed(*origin)?;
         let Some(last) = feed.head()? else {
             return Ok(None);
         };

@@ -170,7 +170,7 @@ fn persisted_segments_are_read_by_every_query_like_the_origins_feed() {
         assert_eq!(head, segment.head.head);
     }
     let mine = o.ledger.feed();
-    let copy = replicas.feed(key);
+    let copy = replicas.feed(key).unwrap();
     assert_eq!(copy.head().unwrap(), mine.head().unwrap());
     assert_eq!(copy.size().unwrap(), 35);
     assert_eq!(copy.check().unwrap(), CheckReport::Ok { seq: 35 });
@@ -217,7 +217,7 @@ fn persisted_segments_are_read_by_every_query_like_the_origins_feed() {
     };
     assert_eq!(from_copy, o.segments(1));
     // The own feed of the holder stays empty and apart.
-    assert_eq!(replicas.feed(replicas.own()).size().unwrap(), 0);
+    assert_eq!(replicas.feed(replicas.own()).unwrap().size().unwrap(), 0);
 }
 
 #[test]
@@ -381,7 +381,7 @@ fn a_segment_over_the_commit_cap_is_refused() {
         persist(&replicas, &segment).unwrap();
     }
     assert_eq!(
-        replicas.feed(key).check().unwrap(),
+        replicas.feed(key).unwrap().check().unwrap(),
         CheckReport::Ok { seq: n }
     );
 }
@@ -410,7 +410,7 @@ fn a_quarantined_origin_keeps_its_first_proof_and_accepts_nothing() {
         Err(ReplicaError::Quarantined(f)) if f == key.fingerprint()
     ));
     // What was held before stays readable.
-    assert_eq!(replicas.feed(key).size().unwrap(), 3);
+    assert_eq!(replicas.feed(key).unwrap().size().unwrap(), 3);
 }
 
 #[test]
@@ -444,7 +444,7 @@ fn a_crash_during_persist_keeps_all_or_nothing_and_the_same_clock() {
             persist(&reopened, segment).unwrap();
         }
         assert_eq!(
-            reopened.feed(o.id.public_key()).check().unwrap(),
+            reopened.feed(o.id.public_key()).unwrap().check().unwrap(),
             CheckReport::Ok { seq: 20 }
         );
     }
@@ -500,7 +500,7 @@ fn replicas_on_disk_survive_a_reopen_with_the_same_clock_and_epoch() {
     assert_eq!(replicas.clock().unwrap(), clock);
     let key = o.id.public_key();
     assert_eq!(
-        replicas.feed(key).check().unwrap(),
+        replicas.feed(key).unwrap().check().unwrap(),
         CheckReport::Ok { seq: 12 }
     );
     assert_eq!(
@@ -528,7 +528,7 @@ fn several_segments_of_several_origins_are_one_batch_with_the_counts_of_each_cha
     assert_eq!(seqs, [7, 4, 14, 8, 21]);
     for o in [&a, &b] {
         let key = o.id.public_key();
-        let (copy, mine) = (replicas.feed(key), o.ledger.feed());
+        let (copy, mine) = (replicas.feed(key).unwrap(), o.ledger.feed());
         assert_eq!(copy.head().unwrap(), mine.head().unwrap());
         for kind in ["note", "third"] {
             assert_eq!(
@@ -551,4 +551,98 @@ fn several_segments_of_several_origins_are_one_batch_with_the_counts_of_each_cha
         Err(ReplicaError::Rejected(LedgerError::Gap { .. }))
     ));
     assert_eq!(store.scan(Table::Replicas, b"").unwrap(), before);
+}
+
+/// A store holding the replicas of `origins` in the layout before feed numbers (each
+/// replica key after the origin's 33 bytes, no `o:` keys nor feed count), as a node of that
+/// version left it; with the clock it held.
+fn old_layout_store(origins: &[&Origin]) -> (MemoryStore, Vec<Head>) {
+    let (replicas, store) = holder();
+    for o in origins {
+        for segment in o.segments(4096) {
+            persist(&replicas, &segment).unwrap();
+        }
+    }
+    let clock = replicas.clock().unwrap();
+    let mut ops = Vec::new();
+    for o in origins {
+        let number = replicas.number(&o.id.public_key()).unwrap().unwrap();
+        let prefix = crate::ledger::FeedKeys::replica(number).prefix().to_vec();
+        for (key, value) in store.scan(Table::Replicas, &prefix).unwrap() {
+            let rest = &key[prefix.len()..];
+            let old = [o.id.public_key().as_bytes().as_slice(), rest].concat();
+            ops.push(Op::Put {
+                table: Table::Replicas,
+                key: old,
+                value,
+            });
+            ops.push(Op::Delete {
+                table: Table::Replicas,
+                key,
+            });
+        }
+        let index = super::layout::origin_index_key(&o.id.public_key());
+        ops.push(Op::Delete {
+            table: Table::Replicas,
+            key: index,
+        });
+    }
+    ops.push(Op::Delete {
+        table: Table::Replicas,
+        key: super::layout::FEED_COUNT_KEY.to_vec(),
+    });
+    store.commit(ops).unwrap();
+    (store, clock)
+}
+
+#[test]
+fn replicas_in_the_old_layout_move_under_feed_numbers_and_survive_a_crash_at_every_step() {
+    let (a, b) = (origin(2, 3, 7), origin(3, 2, 5));
+    let (pristine, clock) = old_layout_store(&[&a, &b]);
+    // Without the move, the old keys are not read: the replicas look absent.
+    let unmoved = Replicas::new(Arc::new(pristine.clone()), identity(1).public_key());
+    assert_eq!(unmoved.clock().unwrap().len(), 0);
+    let mut crash_at = 0;
+    loop {
+        let store = pristine.snapshot().unwrap();
+        store.crash_after_commits(crash_at);
+        let first = Replicas::open(Arc::new(store.clone()), identity(1).public_key());
+        store.restart();
+        let (replicas, _) = Replicas::open(Arc::new(store.clone()), identity(1).public_key())
+            .unwrap_or_else(|e| panic!("reopen after a crash at commit {crash_at}: {e}"));
+        assert_eq!(
+            replicas.clock().unwrap(),
+            clock,
+            "crash at commit {crash_at}"
+        );
+        for (o, seq) in [(&a, 21), (&b, 10)] {
+            let feed = replicas.feed(o.id.public_key()).unwrap();
+            assert_eq!(feed.check().unwrap(), CheckReport::Ok { seq });
+            assert_eq!(
+                feed.by_seq(seq).unwrap(),
+                o.ledger.feed().by_seq(seq).unwrap()
+            );
+            assert_eq!(
+                feed.size_of_kind("third").unwrap(),
+                o.ledger.feed().size_of_kind("third").unwrap()
+            );
+        }
+        // Nothing is left under the old keys, and a third open moves nothing.
+        let leftover = store.contents().unwrap()[&Table::Replicas]
+            .keys()
+            .filter(|k| matches!(k.first(), Some(2 | 3)))
+            .count();
+        assert_eq!(leftover, 0);
+        assert_eq!(
+            Replicas::open(Arc::new(store.clone()), identity(1).public_key())
+                .unwrap()
+                .1,
+            0
+        );
+        if first.is_ok() {
+            break;
+        }
+        crash_at += 1;
+    }
+    assert!(crash_at >= 3, "the move took {crash_at} commits");
 }

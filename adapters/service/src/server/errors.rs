@@ -62,7 +62,7 @@ impl From<FeedError> for ErrorReply {
 impl From<ReplicaError> for ErrorReply {
     fn from(e: ReplicaError) -> Self {
         let code = match &e {
-            ReplicaError::Feed(_) => None,
+            ReplicaError::Feed(_) | ReplicaError::TooManyFeeds => None,
             ReplicaError::OwnOrigin | ReplicaError::Quarantined(_) => Some(ErrorCode::Forbidden),
             ReplicaError::EmptySegment => Some(ErrorCode::BadArguments),
             ReplicaError::SegmentTooLarge(_) => Some(ErrorCode::TooLarge),

@@ -556,7 +556,7 @@ fn new_link(peers: &Peers, now: Instant) -> Result<Box<Link>, LinkFailure> {
 fn signed_heads(replicas: &Replicas) -> Result<Vec<SignedHead>, ReplicaError> {
     let mut heads = Vec::new();
     for head in replicas.clock()? {
-        if let Some(signed) = replicas.feed(head.origin).head()? {
+        if let Some(signed) = replicas.feed(head.origin)?.head()? {
             heads.push(signed);
         }
     }
@@ -718,7 +718,7 @@ fn persist_all(peers: &Peers, segments: Vec<Segment>) -> Result<(), PersistError
             // nothing.
             let seq = peers
                 .replicas
-                .feed(origin)
+                .feed(origin)?
                 .head()?
                 .map_or(0, |h| h.head.seq);
             if seq < segment.last_seq() {
@@ -736,7 +736,7 @@ fn persist_all(peers: &Peers, segments: Vec<Segment>) -> Result<(), PersistError
         }
         let current = match held.get(origin.as_bytes()) {
             Some(head) => *head,
-            None => peers.replicas.feed(origin).head()?,
+            None => peers.replicas.feed(origin)?.head()?,
         };
         let quarantined = peers.replicas.quarantined(&origin)?.is_some();
         match accept(current.as_ref(), quarantined, segment) {

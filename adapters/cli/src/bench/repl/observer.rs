@@ -12,7 +12,7 @@ use anyhow::bail;
 use vserv_core::ServerKey;
 use vserv_core::ledger::SignedHead;
 use vserv_core::wire::POINT_LEN;
-use vserv_service::ledger::HEAD_KEY;
+use vserv_service::ledger::{FeedKeys, HEAD_KEY, REPLICA_FEED_LEAD};
 use vserv_store::kv::{Op, Store, StoreError, Table};
 
 /// Per origin: `(head seq, commit instant)` of each commit, in commit order.
@@ -106,7 +106,12 @@ impl CommitLog {
 fn moved_heads(ops: &[Op]) -> Vec<([u8; POINT_LEN], u64)> {
     let is_head = |table: Table, key: &[u8]| match table {
         Table::Ledger => key == HEAD_KEY,
-        Table::Replicas => key.len() == POINT_LEN + HEAD_KEY.len() && key.ends_with(HEAD_KEY),
+        Table::Replicas => {
+            let prefix = FeedKeys::replica(0).prefix().len();
+            key.len() == prefix + HEAD_KEY.len()
+                && key.first() == Some(&REPLICA_FEED_LEAD)
+                && key.ends_with(HEAD_KEY)
+        }
         _ => false,
     };
     ops.iter()
