@@ -559,6 +559,8 @@ pub fn resolve(file: FileConfig, flags: Overrides) -> Result<Settings, ConfigErr
             hooks,
             accept_data_loss: flags.accept_data_loss,
             peers,
+            // An admin may add peers at runtime (`vserv peer add`).
+            replicate: true,
             follow,
         },
     })

@@ -6,6 +6,9 @@
 //! stopped, hold the same feeds, each replica byte for byte its origin's, and
 //! `vserv chain verify` passes on each.
 //!
+//! Also: peers added and removed at runtime with `vserv peer add|del`, shown by `vserv peer
+//! list`, kept across a restart.
+//!
 //! Addresses: each server is first started alone on port 0 (which also creates its
 //! identity), to learn its port and fingerprint, and stopped; the peers' configurations then
 //! name those ports, and every restart listens on the same one. Every process the test starts
@@ -178,23 +181,25 @@ impl Node {
 
     /// `vserv peer status` on this server.
     fn status(&self, env: &Env) -> String {
+        self.peer(env, &["status"]).ok().text()
+    }
+
+    /// `vserv peer ARGS...` on this server as its admin.
+    fn peer(&self, env: &Env, args: &[&str]) -> common::Run {
         let known = env.path("known_servers");
-        let run = env.vserv(
-            &[
-                "peer",
-                "status",
-                "--user",
-                "admin",
-                "--server",
-                &self.addr,
-                "--server-key",
-                &self.fingerprint,
-                "--known-servers",
-                known.to_str().expect("utf-8 path"),
-            ],
-            &[("VSERV_PASSWORD", ADMIN_PW)],
-        );
-        run.ok().text()
+        let mut all = vec!["peer"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&[
+            "--user",
+            "admin",
+            "--server",
+            &self.addr,
+            "--server-key",
+            &self.fingerprint,
+            "--known-servers",
+            known.to_str().expect("utf-8 path"),
+        ]);
+        env.vserv(&all, &[("VSERV_PASSWORD", ADMIN_PW)])
     }
 }
 
@@ -437,4 +442,49 @@ fn a_server_listing_itself_as_a_peer_does_not_start() {
         stderr.contains(&format!("{} is this server's own key", node.fingerprint)),
         "{stderr}"
     );
+}
+
+#[test]
+fn peers_added_with_the_cli_link_are_listed_kept_and_removed() {
+    let env = Env::new();
+    let mut a = Node::create(&env, "a", "blocking");
+    let mut b = Node::create(&env, "b", "smol");
+    a.start();
+    b.start();
+    // A accepts B's links, B dials A: neither has a [[peers]] entry.
+    let added = a.peer(&env, &["add", &b.fingerprint]).ok().text();
+    assert!(added.contains("added"), "{added}");
+    b.peer(&env, &["add", &a.fingerprint, &a.addr]).ok();
+    let deadline = Instant::now() + CONVERGE_WITHIN;
+    loop {
+        let listed = b.peer(&env, &["list"]).ok().text();
+        let line = listed
+            .lines()
+            .find(|l| l.starts_with(&format!("peer {} {}", a.fingerprint, a.addr)))
+            .unwrap_or_else(|| panic!("A is not listed: {listed}"));
+        assert!(line.ends_with("added at runtime"), "{line}");
+        if line.contains(" up") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no link: {listed}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Typed refusals reach the CLI.
+    let unknown = format!("SHA256:{}", "0".repeat(64));
+    let err = b.peer(&env, &["del", &unknown]).fails();
+    assert!(err.contains("no peer"), "{err}");
+    let err = b.peer(&env, &["add", &a.fingerprint, "no-port"]).fails();
+    assert!(err.contains("bad peer address"), "{err}");
+    // Kept across a restart.
+    b.stop();
+    b.start();
+    let listed = b.status(&env);
+    assert!(
+        listed.contains(&format!("peer {} {}", a.fingerprint, a.addr))
+            && listed.contains("added at runtime"),
+        "{listed}"
+    );
+    let removed = b.peer(&env, &["del", &a.fingerprint]).ok().text();
+    assert!(removed.contains("removed"), "{removed}");
+    assert_eq!(b.status(&env), "no peers configured\n");
 }

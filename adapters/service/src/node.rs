@@ -56,8 +56,12 @@ pub struct NodeSettings {
     /// refusing it.
     pub accept_data_loss: bool,
     /// The replication peers (spec/replication.md): links are accepted from their keys and
-    /// dialed to those with an address. Empty: the node does not replicate.
+    /// dialed to those with an address. Empty, no peer added at runtime in the store and
+    /// [`NodeSettings::replicate`] off: the node does not replicate.
     pub peers: Vec<crate::PeerConfig>,
+    /// Replicate even with no peer configured or stored, so that an admin can add peers at
+    /// runtime (`padd`). Off by default; `vserv serve` turns it on.
+    pub replicate: bool,
     /// The origins whose feeds the node keeps replicas of: `None` (the default) every origin
     /// its peers offer, else only these (by key fingerprint). Its own feed is always kept.
     pub follow: Option<Vec<vserv_core::Fingerprint>>,
@@ -77,6 +81,7 @@ impl Default for NodeSettings {
             hooks: HooksConfig::default(),
             accept_data_loss: false,
             peers: Vec::new(),
+            replicate: false,
             follow: None,
         }
     }
@@ -380,7 +385,12 @@ impl NodeBuilder {
             Some(rng) => rng,
             None => os_rng()?,
         };
-        let peers_setup = if self.settings.peers.is_empty() {
+        let runtime_peers = crate::server::peer_table::load(store.as_ref())
+            .map_err(|e| NodeError::Replication(e.to_string()))?;
+        let peers_setup = if self.settings.peers.is_empty()
+            && runtime_peers.is_empty()
+            && !self.settings.replicate
+        {
             None
         } else {
             let epoch = crate::replicas::ensure_epoch(store.as_ref(), &mut *rng)
@@ -424,7 +434,8 @@ impl NodeBuilder {
                         replicas,
                         self.identity.clone(),
                         epoch,
-                        &self.settings.peers,
+                        (&self.settings.peers, &runtime_peers),
+                        store.clone(),
                         jitter_seed,
                     )
                     .following(self.settings.follow.clone()),

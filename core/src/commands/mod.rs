@@ -6,7 +6,7 @@
 //! The domains are `session` (hello, ver, id, help, ping, quit, tout), `accounts` (login,
 //! users, keys), `ledger` (the `r*` commands), `files` (the file tree), `transfers`
 //! (`f*` uploads and downloads), `delivery` (send, inbox) and `replication` (`peer`,
-//! `peers`); `args` holds the argument
+//! `peers`, `padd`, `pdel`); `args` holds the argument
 //! helpers they share and `reply` the [`Reply`] type and its field codec.
 //!
 //! Servers dispatch on [`Command::parse`], which answers unknown names and bad arguments with
@@ -43,7 +43,9 @@ pub use ledger::{
     RLIST_DEFAULT_LIMIT, RLIST_ENTRY_BUDGET, RLIST_MAX_LIMIT, RLIST_OVERHEAD, RecordSelector,
     SeqRange,
 };
-pub use replication::{ForkSummary, OriginLag, PeerStatus};
+pub use replication::{
+    ForkSummary, MAX_PEER_ADDRESS, MAX_PEERS, OriginLag, PeerSource, PeerStatus, check_peer_address,
+};
 pub use reply::Reply;
 pub use session::MAX_PING_PAYLOAD;
 
@@ -401,6 +403,23 @@ command_table! {
     Peers => "peers", Admin, Replication, 0..=0, "peers",
         "each replication peer: link up or down, since when, last error, its epoch, how far \
          each feed differs; then the quarantined origins and their fork heads";
+    /// `padd FPR [ADDR]`: add a replication peer at runtime, or change the address of one
+    /// added so (spec/replication.md §2.2).
+    Padd {
+        /// The fingerprint of the peer's server key.
+        fingerprint: Fingerprint,
+        /// Where to dial it (`host:port`); `None`: only accept its links.
+        address: Option<String>,
+    } => "padd", Admin, Replication, 1..=2, "padd FPR [ADDR]",
+        "add a replication peer (kept across restarts): accept links from the key FPR, and \
+         dial ADDR (host:port) if given; again for an added peer changes its address";
+    /// `pdel FPR`: remove a peer added with `padd` (spec/replication.md §2.2).
+    Pdel {
+        /// The fingerprint of the peer's server key.
+        fingerprint: Fingerprint,
+    } => "pdel", Admin, Replication, 1..=1, "pdel FPR",
+        "remove a replication peer added with padd: its links close and it is no longer \
+         dialed (peers of the config file stay)";
 }
 
 // `CommandKind::info` indexes the table by kind: prove the orders agree.

@@ -1,15 +1,16 @@
 //! The replication commands: `peer`, with which a dialing server proves its key and turns
-//! the connection into a replication link (spec/replication.md §2), and `peers`, the admin's
-//! view of every configured peer's link and of the quarantined origins (§2.1): their argument
-//! and reply codecs, the status values, and sample values.
+//! the connection into a replication link (spec/replication.md §2), `peers`, the admin's
+//! view of every peer's link and of the quarantined origins (§2.1), and `padd`/`pdel`, with
+//! which an admin adds and removes peers at runtime (§2.2): their argument and reply codecs,
+//! the status values, and sample values.
 
-use super::args::{decimal, hex_encode, hex32, usage_error};
+use super::args::{decimal, hex_encode, hex32, usage_error, utf8};
 use super::reply::{Fields, Reply};
 use super::{Command, CommandKind};
 use crate::Error;
 use crate::replication::{EPOCH_LEN, Epoch};
 use crate::secure::Fingerprint;
-use crate::wire::ErrorReply;
+use crate::wire::{ErrorCode, ErrorReply};
 #[cfg(any(test, feature = "fuzzing"))]
 use crate::wire::{POINT_LEN, SIGNATURE_LEN};
 
@@ -22,14 +23,80 @@ pub(super) fn parse(kind: CommandKind, args: &[Vec<u8>]) -> Result<Command, Erro
             key: key.as_slice().try_into().map_err(|_| bad())?,
             signature: signature.as_slice().try_into().map_err(|_| bad())?,
         },
+        (CommandKind::Padd, [fingerprint, rest @ ..]) => Command::Padd {
+            fingerprint: fingerprint_arg(fingerprint, kind)?,
+            address: match rest {
+                [] => None,
+                [address] => Some(address_arg(address, kind)?),
+                _ => return Err(bad()),
+            },
+        },
+        (CommandKind::Pdel, [fingerprint]) => Command::Pdel {
+            fingerprint: fingerprint_arg(fingerprint, kind)?,
+        },
         _ => return Err(bad()),
     })
+}
+
+/// The most peers a server has (configured and added at runtime together): `padd` refuses
+/// more.
+pub const MAX_PEERS: usize = 64;
+
+/// The longest peer address `padd` takes, in bytes.
+pub const MAX_PEER_ADDRESS: usize = 255;
+
+/// A `FPR` argument: `SHA256:` and 64 hex digits.
+fn fingerprint_arg(arg: &[u8], kind: CommandKind) -> Result<Fingerprint, ErrorReply> {
+    utf8(arg, kind)?.parse().map_err(|_| {
+        ErrorReply::new(
+            ErrorCode::BadArguments,
+            "bad fingerprint: expected SHA256: followed by 64 hex digits",
+        )
+    })
+}
+
+/// An `ADDR` argument: `host:port`, a non-empty host of printable characters without
+/// spaces, a port from 1 to 65535, at most [`MAX_PEER_ADDRESS`] bytes.
+fn address_arg(arg: &[u8], kind: CommandKind) -> Result<String, ErrorReply> {
+    let address = utf8(arg, kind)?;
+    check_peer_address(&address).map_err(|why| {
+        ErrorReply::new(ErrorCode::BadArguments, format!("bad peer address: {why}"))
+    })?;
+    Ok(address)
+}
+
+/// Whether `address` is a dialable peer address (`host:port`, see `padd`); the error says
+/// what is wrong with it.
+pub fn check_peer_address(address: &str) -> Result<(), &'static str> {
+    if address.len() > MAX_PEER_ADDRESS {
+        return Err("longer than 255 bytes");
+    }
+    if address.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err("it holds a space or a control character");
+    }
+    let Some((host, port)) = address.rsplit_once(':') else {
+        return Err("expected host:port");
+    };
+    if host.is_empty() || host == "[]" {
+        return Err("the host is empty");
+    }
+    match port.parse::<u16>() {
+        Ok(n) if n > 0 && port.bytes().all(|b| b.is_ascii_digit()) => Ok(()),
+        _ => Err("the port must be a number from 1 to 65535"),
+    }
 }
 
 /// The wire arguments of a replication command.
 pub(super) fn encode(cmd: &Command) -> Vec<Vec<u8>> {
     match cmd {
         Command::Peer { key, signature } => vec![key.to_vec(), signature.to_vec()],
+        Command::Padd {
+            fingerprint,
+            address,
+        } => std::iter::once(fingerprint.to_string().into_bytes())
+            .chain(address.iter().map(|a| a.clone().into_bytes()))
+            .collect(),
+        Command::Pdel { fingerprint } => vec![fingerprint.to_string().into_bytes()],
         _ => Vec::new(),
     }
 }
@@ -37,7 +104,9 @@ pub(super) fn encode(cmd: &Command) -> Vec<Vec<u8>> {
 /// Decodes the reply to a replication command.
 pub(super) fn decode_reply(cmd: &Command, fields: &Fields<'_>) -> Result<Reply, Error> {
     match cmd {
-        Command::Peer { .. } => fields.want(0).map(|()| Reply::Done),
+        Command::Peer { .. } | Command::Padd { .. } | Command::Pdel { .. } => {
+            fields.want(0).map(|()| Reply::Done)
+        }
         Command::Peers => decode_peers(fields),
         _ => Err(Fields::not_this_domain()),
     }
@@ -54,6 +123,17 @@ pub(super) fn samples() -> Vec<Command> {
             signature: [9u8; SIGNATURE_LEN],
         },
         Command::Peers,
+        Command::Padd {
+            fingerprint: Fingerprint([0xab; 32]),
+            address: Some("peer.example:7118".into()),
+        },
+        Command::Padd {
+            fingerprint: Fingerprint([0x01; 32]),
+            address: None,
+        },
+        Command::Pdel {
+            fingerprint: Fingerprint([0xab; 32]),
+        },
     ]
 }
 
@@ -61,7 +141,7 @@ pub(super) fn samples() -> Vec<Command> {
 #[cfg(any(test, feature = "fuzzing"))]
 pub(super) fn sample_replies(cmd: &Command, values: &super::catalog::SampleValues) -> Vec<Reply> {
     match cmd {
-        Command::Peer { .. } => vec![Reply::Done],
+        Command::Peer { .. } | Command::Padd { .. } | Command::Pdel { .. } => vec![Reply::Done],
         Command::Peers => vec![
             Reply::Peers {
                 peers: Vec::new(),
@@ -76,6 +156,7 @@ pub(super) fn sample_replies(cmd: &Command, values: &super::catalog::SampleValue
                         since_secs: Some(12),
                         last_error: Some("closed by the peer: timeout".into()),
                         epoch: Some([5; EPOCH_LEN]),
+                        source: PeerSource::Config,
                         origins: vec![
                             OriginLag {
                                 origin: values.fingerprint,
@@ -96,6 +177,7 @@ pub(super) fn sample_replies(cmd: &Command, values: &super::catalog::SampleValue
                         since_secs: None,
                         last_error: None,
                         epoch: None,
+                        source: PeerSource::Runtime,
                         origins: Vec::new(),
                     },
                 ],
@@ -127,9 +209,30 @@ pub struct PeerStatus {
     pub last_error: Option<String>,
     /// The peer's store epoch, from its latest clock; `None` before the first.
     pub epoch: Option<Epoch>,
+    /// Where the peer comes from: the config file, or `padd`.
+    pub source: PeerSource,
     /// Per feed, what this server holds beside what the peer last said it holds, ascending
     /// by origin fingerprint.
     pub origins: Vec<OriginLag>,
+}
+
+/// Where a peer comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum PeerSource {
+    /// The server's config file (`[[peers]]`): `pdel` refuses it.
+    Config,
+    /// An admin's `padd`, kept in the store.
+    Runtime,
+}
+
+impl PeerSource {
+    /// The word `peers` sends: `config` or `runtime`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PeerSource::Config => "config",
+            PeerSource::Runtime => "runtime",
+        }
+    }
 }
 
 /// How far one feed differs between this server and a peer.
@@ -174,18 +277,19 @@ fn one_line(s: &str) -> String {
 }
 
 impl PeerStatus {
-    /// The field of `peers`: a `peer` line (`peer FPR ADDRESS up|down SINCE EPOCH ERROR`,
-    /// tab-separated, an unknown value empty), then one `origin FPR HELD PEER` line per feed,
+    /// The field of `peers`: a `peer` line (`peer FPR ADDRESS up|down SINCE EPOCH ERROR
+    /// SOURCE`, tab-separated, an unknown value empty, SOURCE `config` or `runtime`), then one `origin FPR HELD PEER` line per feed,
     /// lines separated by `\n`.
     pub fn to_field(&self) -> Vec<u8> {
         let mut text = format!(
-            "peer\t{}\t{}\t{}\t{}\t{}\t{}",
+            "peer\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
             self.fingerprint,
             one_line(self.address.as_deref().unwrap_or("")),
             if self.connected { "up" } else { "down" },
             self.since_secs.map(|s| s.to_string()).unwrap_or_default(),
             self.epoch.map(|e| hex_encode(&e)).unwrap_or_default(),
             one_line(self.last_error.as_deref().unwrap_or("")),
+            self.source.as_str(),
         );
         for lag in &self.origins {
             text.push_str(&format!(
@@ -198,14 +302,22 @@ impl PeerStatus {
         text.into_bytes()
     }
 
-    /// Parses [`PeerStatus::to_field`]'s bytes.
+    /// Parses [`PeerStatus::to_field`]'s bytes. A `peer` line without SOURCE (as servers
+    /// before `padd` send it) is a config peer.
     pub fn from_field(field: &[u8]) -> Result<PeerStatus, Error> {
         let bad = || Error::Malformed("peer status");
         let text = std::str::from_utf8(field).map_err(|_| bad())?;
         let mut lines = text.split('\n');
         let first: Vec<&str> = lines.next().unwrap_or("").split('\t').collect();
-        let ["peer", fingerprint, address, state, since, epoch, error] = first.as_slice() else {
+        let (["peer", fingerprint, address, state, since, epoch, error], source) =
+            (first.get(..7).unwrap_or(&[]), first.get(7..).unwrap_or(&[]))
+        else {
             return Err(bad());
+        };
+        let source = match source {
+            [] | ["config"] => PeerSource::Config,
+            ["runtime"] => PeerSource::Runtime,
+            _ => return Err(bad()),
         };
         let optional = |s: &str| (!s.is_empty()).then(|| s.to_owned());
         let origins = lines
@@ -235,6 +347,7 @@ impl PeerStatus {
                 "" => None,
                 hex => Some(epoch_field(hex)?),
             },
+            source,
             origins,
         })
     }
@@ -389,11 +502,89 @@ mod tests {
             since_secs: Some(3),
             last_error: Some("bad\tthing\nhappened".into()),
             epoch: Some([0xa5; EPOCH_LEN]),
+            source: PeerSource::Runtime,
             origins: Vec::new(),
         };
         let back = PeerStatus::from_field(&status.to_field()).unwrap();
         assert_eq!(back.last_error.as_deref(), Some("bad thing happened"));
         assert_eq!(back.epoch, status.epoch);
         assert_eq!(back.since_secs, Some(3));
+        assert_eq!(back.source, PeerSource::Runtime);
+    }
+
+    #[test]
+    fn a_peer_line_names_its_source_or_is_a_config_peer() {
+        let fpr = Fingerprint([1; 32]).to_string();
+        let source = |line: String| match reply(&[line.as_bytes()]) {
+            Ok(Reply::Peers { peers, .. }) => Ok(peers[0].source),
+            Ok(other) => panic!("{other:?}"),
+            Err(e) => Err(e),
+        };
+        assert_eq!(
+            source(format!("peer\t{fpr}\t\tdown\t\t\t")).unwrap(),
+            PeerSource::Config
+        );
+        assert_eq!(
+            source(format!("peer\t{fpr}\t\tdown\t\t\t\tconfig")).unwrap(),
+            PeerSource::Config
+        );
+        assert_eq!(
+            source(format!("peer\t{fpr}\t\tdown\t\t\t\truntime")).unwrap(),
+            PeerSource::Runtime
+        );
+        assert!(source(format!("peer\t{fpr}\t\tdown\t\t\t\truntime\tx")).is_err());
+        assert!(source(format!("peer\t{fpr}\t\tdown\t\t")).is_err());
+    }
+
+    fn parse_padd(args: &[&[u8]]) -> Result<Command, ErrorReply> {
+        let args: Vec<Vec<u8>> = args.iter().map(|a| a.to_vec()).collect();
+        parse(CommandKind::Padd, &args)
+    }
+
+    #[test]
+    fn padd_and_pdel_refuse_bad_fingerprints_and_addresses() {
+        let fpr = Fingerprint([7; 32]).to_string();
+        assert_eq!(
+            parse_padd(&[fpr.as_bytes(), b"h.example:1"]).unwrap(),
+            Command::Padd {
+                fingerprint: Fingerprint([7; 32]),
+                address: Some("h.example:1".into()),
+            }
+        );
+        assert_eq!(
+            parse_padd(&[fpr.as_bytes(), b"[::1]:7118"]).unwrap(),
+            Command::Padd {
+                fingerprint: Fingerprint([7; 32]),
+                address: Some("[::1]:7118".into()),
+            }
+        );
+        let long = format!("{}:1", "h".repeat(MAX_PEER_ADDRESS));
+        for bad in [
+            b"h.example".as_slice(),
+            b"h.example:0",
+            b"h.example:65536",
+            b"h.example:port",
+            b"h.example:+1",
+            b":7118",
+            b"h example:1",
+            b"h\n:1",
+            b"\xff:1",
+            long.as_bytes(),
+        ] {
+            let e = parse_padd(&[fpr.as_bytes(), bad]).unwrap_err();
+            assert_eq!(e.code, ErrorCode::BadArguments, "{bad:?}");
+        }
+        for bad in [
+            b"SHA256:12".as_slice(),
+            b"",
+            &[b'z'; 64],
+            b"SHA256:zz00000000000000000000000000000000000000000000000000000000000000",
+        ] {
+            let e = parse_padd(&[bad]).unwrap_err();
+            assert_eq!(e.code, ErrorCode::BadArguments, "{bad:?}");
+            assert!(e.message.contains("fingerprint"), "{}", e.message);
+            let e = parse(CommandKind::Pdel, &[bad.to_vec()]).unwrap_err();
+            assert!(e.message.contains("fingerprint"), "{}", e.message);
+        }
     }
 }

@@ -233,6 +233,11 @@ impl Service {
                 None => Err(ErrorReply::new(ErrorCode::Forbidden, "log in first")),
             },
             Command::Peers => self.peers_reply(now_ms),
+            Command::Padd {
+                fingerprint,
+                address,
+            } => self.padd_reply(fingerprint, address),
+            Command::Pdel { fingerprint } => self.pdel_reply(&fingerprint),
             // Answered by `admit`.
             Command::Quit => Ok(Reply::Bye),
         };

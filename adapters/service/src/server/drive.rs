@@ -469,6 +469,7 @@ fn work_label(cmd: &Command) -> &'static str {
         | Command::Ukey(_) => "accounts",
         Command::Rcheck { .. } => "ledger check",
         Command::Peers => "replication status",
+        Command::Padd { .. } | Command::Pdel { .. } => "peer admin",
         _ => "files",
     }
 }

@@ -125,7 +125,7 @@ impl Service {
         }
         // Registered before the link reads the heads it starts from: a commit after that
         // read is told to it, one before is in what it read.
-        peers.add_link(&session.mailbox);
+        peers.add_link(key.fingerprint(), &session.mailbox);
         let link = match new_link(&peers, now) {
             Ok(link) => link,
             Err(e) => {
@@ -281,11 +281,19 @@ impl Service {
             {
                 peers.status.error(&peer.fingerprint(), &e.to_string());
             }
-            let reason = match e {
-                LinkFailure::Replication(_) => "replication protocol error",
-                LinkFailure::Node(_) => "replication failed on this node",
+            let (code, reason) = match e {
+                LinkFailure::Replication(_) => {
+                    (CloseCode::ProtocolError, "replication protocol error")
+                }
+                LinkFailure::Node(_) => {
+                    (CloseCode::ProtocolError, "replication failed on this node")
+                }
+                LinkFailure::Removed => (
+                    CloseCode::Normal,
+                    "an admin of this server removed you as a peer",
+                ),
             };
-            conn.close(CloseCode::ProtocolError, reason);
+            conn.close(code, reason);
         }
         Ok(())
     }
@@ -337,8 +345,13 @@ impl Service {
                             conn.close(CloseCode::ProtocolError, "no server key");
                             return Ok(());
                         };
+                        if !peers.allows(&peer) {
+                            // Removed by an admin while the dial was under way.
+                            conn.close(CloseCode::Normal, "no longer a peer of this server");
+                            return Ok(());
+                        }
                         // Registered before the link reads its heads (see accept_peer).
-                        peers.add_link(&session.mailbox);
+                        peers.add_link(peer.fingerprint(), &session.mailbox);
                         let link = match new_link(&peers, now) {
                             Ok(link) => link,
                             Err(e) => {
@@ -503,6 +516,8 @@ enum LinkFailure {
     Replication(ReplicationError),
     /// This node failed (storage).
     Node(String),
+    /// An admin removed the peer.
+    Removed,
 }
 
 impl From<ReplicationError> for LinkFailure {
@@ -516,6 +531,7 @@ impl std::fmt::Display for LinkFailure {
         match self {
             LinkFailure::Replication(e) => write!(f, "{e}"),
             LinkFailure::Node(e) => write!(f, "{e}"),
+            LinkFailure::Removed => write!(f, "the peer was removed by an admin"),
         }
     }
 }
@@ -582,6 +598,7 @@ fn apply(link: &mut Link, done: LinkDone) -> Result<(), LinkFailure> {
         LinkDone::ForkStored(result) => result.map_err(LinkFailure::Node)?,
         LinkDone::News(LinkNews::Commit(head)) => link.local_commit(head)?,
         LinkDone::News(LinkNews::Fork(proof)) => link.fork_stored(*proof)?,
+        LinkDone::News(LinkNews::Removed) => return Err(LinkFailure::Removed),
     }
     Ok(())
 }

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 use vserv_core::Fingerprint;
-use vserv_core::commands::{OriginLag, PeerStatus};
+use vserv_core::commands::{OriginLag, PeerSource, PeerStatus};
 use vserv_core::ledger::Head;
 use vserv_core::replication::{Clock, Epoch};
 
@@ -21,9 +21,10 @@ use crate::work::Mailbox;
 const MAX_ERROR_LEN: usize = 200;
 
 /// One peer's record.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Record {
     address: Option<String>,
+    source: PeerSource,
     /// The mailbox of the session of the link that is up (dead once that session is gone).
     link: Option<Weak<Mailbox<Completion>>>,
     /// When the link last came up or went down (Unix ms).
@@ -38,6 +39,19 @@ struct Record {
 }
 
 impl Record {
+    fn new(address: Option<&str>, source: PeerSource) -> Record {
+        Record {
+            address: address.map(str::to_owned),
+            source,
+            link: None,
+            changed_ms: None,
+            last_error: None,
+            explained: false,
+            epoch: None,
+            held: BTreeMap::new(),
+        }
+    }
+
     fn connected(&self) -> bool {
         self.link.as_ref().is_some_and(|l| l.strong_count() > 0)
     }
@@ -57,10 +71,7 @@ impl StatusBook {
         let peers = peers
             .into_iter()
             .map(|(fingerprint, address)| {
-                let record = Record {
-                    address: address.map(str::to_owned),
-                    ..Record::default()
-                };
+                let record = Record::new(address, PeerSource::Config);
                 (fingerprint, record)
             })
             .collect();
@@ -72,6 +83,22 @@ impl StatusBook {
     fn peers(&self) -> MutexGuard<'_, BTreeMap<Fingerprint, Record>> {
         // Every change under this lock is whole: a panic elsewhere leaves it consistent.
         self.peers.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Adds `peer` (config or runtime) with its dialed `address`, or changes the address
+    /// of one the book has (keeping what is known of its link).
+    pub(super) fn insert(&self, peer: Fingerprint, address: Option<&str>, source: PeerSource) {
+        let mut peers = self.peers();
+        let record = peers
+            .entry(peer)
+            .or_insert_with(|| Record::new(address, source));
+        record.address = address.map(str::to_owned);
+        record.source = source;
+    }
+
+    /// Forgets `peer` (an admin removed it).
+    pub(super) fn remove(&self, peer: &Fingerprint) {
+        self.peers().remove(peer);
     }
 
     /// A link with `peer` came up on the session of `mailbox`; what was known of the
@@ -196,6 +223,7 @@ impl StatusBook {
                     since_secs: record.changed_ms.map(|at| now_ms.saturating_sub(at) / 1000),
                     last_error: record.last_error.clone(),
                     epoch: record.epoch,
+                    source: record.source,
                     origins: origins.into_values().collect(),
                 }
             })

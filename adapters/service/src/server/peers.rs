@@ -1,7 +1,9 @@
-//! The node's replication peers (spec/replication.md): which server keys may open a link,
-//! which peers it dials and when (reconnecting with backoff and jitter), and the links that
-//! are up, to which every new head (an own commit, a persisted replica segment) and every
-//! stored fork proof is pushed through their session's mailbox.
+//! The node's replication peers (spec/replication.md): which server keys may open a link
+//! (those of the config file and those an admin added with `padd`, kept in the store by
+//! `peer_table.rs`), which peers it dials and when (reconnecting with backoff and jitter),
+//! and the links that are up, to which every new head (an own commit, a persisted replica
+//! segment) and every stored fork proof is pushed through their session's mailbox. Removing
+//! a peer (`pdel`) closes its links and stops its dials.
 //!
 //! Nothing here waits or reads a clock: the runtime asks when the next dial is due
 //! ([`Service::next_duty`](super::Service::next_duty)) and takes it with
@@ -14,14 +16,17 @@ use std::time::{Duration, Instant};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use vserv_core::ServerIdentity;
+use vserv_core::commands::{MAX_PEERS, PeerSource, check_peer_address};
 use vserv_core::ledger::SignedHead;
 use vserv_core::replication::{Epoch, ForkProof, LinkConfig};
 use vserv_core::{Fingerprint, ServerKey};
 
 use super::peer_status::StatusBook;
+use super::peer_table;
 use super::session::Completion;
 use crate::replicas::Replicas;
 use crate::work::{Mailbox, Wake};
+use vserv_store::kv::{Store, StoreError};
 
 /// The first wait before dialing a peer again after a failed or ended link.
 pub const DIAL_BACKOFF_MIN: Duration = Duration::from_millis(500);
@@ -68,11 +73,15 @@ pub(crate) struct Peers {
     pub(crate) identity: Arc<ServerIdentity>,
     pub(crate) epoch: Epoch,
     pub(crate) config: LinkConfig,
-    /// The fingerprints of the keys allowed to open a link.
-    allowed: Vec<Fingerprint>,
+    /// The fingerprints of the keys allowed to open a link, and where each comes from.
+    allowed: Mutex<BTreeMap<Fingerprint, PeerSource>>,
     dials: Mutex<BTreeMap<Fingerprint, DialState>>,
-    /// The links that are up: their sessions' mailboxes.
-    links: Mutex<Vec<Weak<Mailbox<Completion>>>>,
+    /// The links that are up: their peers and sessions' mailboxes.
+    links: Mutex<Vec<(Fingerprint, Weak<Mailbox<Completion>>)>>,
+    /// Where runtime peers are kept.
+    store: Arc<dyn Store>,
+    /// Held by `add` and `remove`, so that the store and the tables change in step.
+    admin: Mutex<()>,
     /// Jitter of the reconnection waits (seeded by the node: reproducible in a simulation).
     jitter: Mutex<StdRng>,
     /// Wakes the runtime's accept loop when a dial ended, so it asks for the next one.
@@ -86,7 +95,7 @@ pub(crate) struct Peers {
 impl std::fmt::Debug for Peers {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Peers")
-            .field("allowed", &self.allowed.len())
+            .field("allowed", &self.allowed().len())
             .finish_non_exhaustive()
     }
 }
@@ -98,18 +107,58 @@ pub(super) enum LinkNews {
     Commit(SignedHead),
     /// The node stored this fork proof.
     Fork(Box<ForkProof>),
+    /// An admin removed the link's peer: the link closes.
+    Removed,
+}
+
+/// Why `padd` or `pdel` changed nothing.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PeerAdminError {
+    /// The node was opened without replication.
+    #[error("this server does not replicate")]
+    NotReplicating,
+    /// The key is the node's own.
+    #[error("{0} is this server's own key, not a peer")]
+    OwnKey(Fingerprint),
+    /// The peer is in the config file: only the file changes it.
+    #[error("peer {0} is in the server's config file ([[peers]]): change it there")]
+    InConfig(Fingerprint),
+    /// No peer has the fingerprint.
+    #[error("no peer {0}")]
+    Unknown(Fingerprint),
+    /// The node has [`MAX_PEERS`] peers already.
+    #[error("this server has {MAX_PEERS} peers already, the most it takes")]
+    TooMany,
+    /// The address is not `host:port`.
+    #[error("bad peer address: {0}")]
+    BadAddress(&'static str),
+    /// Storing the change failed: nothing changed.
+    #[error("storing the peer failed: {0}")]
+    Store(#[from] StoreError),
 }
 
 impl Peers {
+    /// The peers of the config file (`peers`) and those added at runtime (`runtime`, kept in
+    /// `store`; one that is in the config file too counts as a config peer).
     pub(crate) fn new(
         replicas: Arc<Replicas>,
         identity: Arc<ServerIdentity>,
         epoch: Epoch,
-        peers: &[PeerConfig],
+        (peers, runtime): (&[PeerConfig], &[PeerConfig]),
+        store: Arc<dyn Store>,
         jitter_seed: u64,
     ) -> Peers {
-        let dials = peers
-            .iter()
+        let mut sourced: BTreeMap<Fingerprint, (PeerConfig, PeerSource)> = BTreeMap::new();
+        for peer in runtime {
+            sourced.insert(peer.fingerprint, (peer.clone(), PeerSource::Runtime));
+        }
+        for peer in peers {
+            sourced.insert(peer.fingerprint, (peer.clone(), PeerSource::Config));
+        }
+        let dials = sourced
+            .values()
+            .map(|(p, _)| p)
             .filter_map(|p| {
                 let address = p.address.clone()?;
                 Some((
@@ -123,17 +172,23 @@ impl Peers {
                 ))
             })
             .collect();
+        let status = StatusBook::new(std::iter::empty());
+        for (fingerprint, (peer, source)) in &sourced {
+            status.insert(*fingerprint, peer.address.as_deref(), *source);
+        }
         Peers {
             replicas,
             identity,
             epoch,
             config: LinkConfig::default(),
-            allowed: peers.iter().map(|p| p.fingerprint).collect(),
+            allowed: Mutex::new(sourced.iter().map(|(f, (_, s))| (*f, *s)).collect()),
             dials: Mutex::new(dials),
             links: Mutex::new(Vec::new()),
+            store,
+            admin: Mutex::new(()),
             jitter: Mutex::new(StdRng::seed_from_u64(jitter_seed)),
             duty_waker: Mutex::new(None),
-            status: StatusBook::new(peers.iter().map(|p| (p.fingerprint, p.address.as_deref()))),
+            status,
             follow: None,
         }
     }
@@ -156,13 +211,111 @@ impl Peers {
         self.dials.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn links(&self) -> MutexGuard<'_, Vec<Weak<Mailbox<Completion>>>> {
+    fn links(&self) -> MutexGuard<'_, Vec<(Fingerprint, Weak<Mailbox<Completion>>)>> {
         self.links.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn allowed(&self) -> MutexGuard<'_, BTreeMap<Fingerprint, PeerSource>> {
+        self.allowed.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Whether `key` may open a link.
     pub(crate) fn allows(&self, key: &ServerKey) -> bool {
-        key != &self.identity.public_key() && self.allowed.contains(&key.fingerprint())
+        key != &self.identity.public_key() && self.allowed().contains_key(&key.fingerprint())
+    }
+
+    /// Adds `peer` as a runtime peer, or changes the address of a runtime peer: stored
+    /// first (durably), then its links are accepted at once and, with an address, it is
+    /// dialed at once (a changed address: from the next dial on).
+    pub(crate) fn add(&self, peer: PeerConfig) -> Result<(), PeerAdminError> {
+        let fingerprint = peer.fingerprint;
+        if fingerprint == self.identity.public_key().fingerprint() {
+            return Err(PeerAdminError::OwnKey(fingerprint));
+        }
+        if let Some(address) = &peer.address {
+            check_peer_address(address).map_err(PeerAdminError::BadAddress)?;
+        }
+        let _admin = self.admin.lock().unwrap_or_else(|p| p.into_inner());
+        let known = self.allowed().get(&fingerprint).copied();
+        match known {
+            Some(PeerSource::Config) => return Err(PeerAdminError::InConfig(fingerprint)),
+            None if self.allowed().len() >= MAX_PEERS => return Err(PeerAdminError::TooMany),
+            _ => {}
+        }
+        peer_table::put(self.store.as_ref(), &peer)?;
+        self.allowed().insert(fingerprint, PeerSource::Runtime);
+        self.status
+            .insert(fingerprint, peer.address.as_deref(), PeerSource::Runtime);
+        {
+            let mut dials = self.dials();
+            match peer.address {
+                Some(address) => match dials.get_mut(&fingerprint) {
+                    Some(state) => state.address = address,
+                    None => {
+                        dials.insert(
+                            fingerprint,
+                            DialState {
+                                address,
+                                connected: false,
+                                failures: 0,
+                                next: None,
+                            },
+                        );
+                    }
+                },
+                None => {
+                    dials.remove(&fingerprint);
+                }
+            }
+        }
+        tracing::info!(peer = %fingerprint, "replication peer added");
+        self.wake_duty();
+        Ok(())
+    }
+
+    /// Removes the runtime peer `fingerprint`: forgotten in the store first (durably), then
+    /// its links are closed, it is no longer dialed and no link of it is accepted.
+    pub(crate) fn remove(&self, fingerprint: &Fingerprint) -> Result<(), PeerAdminError> {
+        let _admin = self.admin.lock().unwrap_or_else(|p| p.into_inner());
+        let known = self.allowed().get(fingerprint).copied();
+        match known {
+            None => return Err(PeerAdminError::Unknown(*fingerprint)),
+            Some(PeerSource::Config) => return Err(PeerAdminError::InConfig(*fingerprint)),
+            Some(PeerSource::Runtime) => {}
+        }
+        peer_table::delete(self.store.as_ref(), fingerprint)?;
+        self.allowed().remove(fingerprint);
+        self.dials().remove(fingerprint);
+        self.status.remove(fingerprint);
+        let links: Vec<_> = {
+            let mut links = self.links();
+            let (closing, kept) = links
+                .drain(..)
+                .partition::<Vec<_>, _>(|(peer, _)| peer == fingerprint);
+            *links = kept;
+            closing
+        };
+        for (_, link) in links {
+            if let Some(mailbox) = link.upgrade() {
+                mailbox.post(Completion::Link(super::link::LinkDone::News(
+                    LinkNews::Removed,
+                )));
+            }
+        }
+        tracing::info!(peer = %fingerprint, "replication peer removed");
+        Ok(())
+    }
+
+    /// Wakes the runtime's accept loop, so it asks for the next dial again.
+    fn wake_duty(&self) {
+        let waker = self
+            .duty_waker
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        if let Some(waker) = waker {
+            waker.wake();
+        }
     }
 
     /// When the next dial is due (now for a peer never dialed, a backoff after one that
@@ -229,14 +382,7 @@ impl Peers {
             };
             state.next = None;
         }
-        let waker = self
-            .duty_waker
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        if let Some(waker) = waker {
-            waker.wake();
-        }
+        self.wake_duty();
     }
 
     /// Registers the runtime's waker for dials that became due.
@@ -244,11 +390,11 @@ impl Peers {
         *self.duty_waker.lock().unwrap_or_else(|p| p.into_inner()) = Some(waker);
     }
 
-    /// Registers a link that came up, to receive the news.
-    pub(super) fn add_link(&self, mailbox: &Arc<Mailbox<Completion>>) {
+    /// Registers a link with `peer` that came up, to receive the news.
+    pub(super) fn add_link(&self, peer: Fingerprint, mailbox: &Arc<Mailbox<Completion>>) {
         let mut links = self.links();
-        links.retain(|l| l.strong_count() > 0);
-        links.push(Arc::downgrade(mailbox));
+        links.retain(|(_, l)| l.strong_count() > 0);
+        links.push((peer, Arc::downgrade(mailbox)));
     }
 
     /// Pushes a new head of the own feed to every link that is up.
@@ -258,7 +404,11 @@ impl Peers {
 
     /// Pushes `news` to every link that is up.
     pub(super) fn tell_links(&self, news: &LinkNews) {
-        let links: Vec<_> = self.links().iter().filter_map(Weak::upgrade).collect();
+        let links: Vec<_> = self
+            .links()
+            .iter()
+            .filter_map(|(_, l)| l.upgrade())
+            .collect();
         for mailbox in links {
             mailbox.post(Completion::Link(super::link::LinkDone::News(news.clone())));
         }
