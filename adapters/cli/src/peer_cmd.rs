@@ -7,49 +7,59 @@ use anyhow::bail;
 use clap::{Args, Subcommand};
 use vserv_core::commands::{Command, ForkSummary, PeerStatus, Reply};
 
-use crate::client_cmd::{self, ClientArgs};
+use crate::client_cmd::Connected;
 use crate::show::escape;
 
-/// `vserv peer` options.
+/// `vserv peer` options; `C` is the connection options (none in the shell).
 #[derive(Args, Debug)]
-pub struct PeerArgs {
+pub struct PeerArgs<C: Args> {
     #[command(subcommand)]
-    command: PeerCommand,
+    command: PeerCommand<C>,
 }
 
 /// The peer commands.
 #[derive(Subcommand, Debug)]
-enum PeerCommand {
+enum PeerCommand<C: Args> {
     /// Show each configured peer (admins): link up or down and since when, the last error,
     /// the peer's epoch, per feed the seq held here and there (`behind`: entries this server
     /// lacks, `ahead`: entries the peer lacks); then the quarantined origins and their forks.
     Status {
         #[command(flatten)]
-        client: ClientArgs,
+        client: C,
     },
 }
 
-/// Runs a `vserv peer` command.
-pub fn run(args: PeerArgs) -> anyhow::Result<()> {
-    match args.command {
-        PeerCommand::Status { client } => status(&client),
+impl<C: Args> PeerArgs<C> {
+    /// The connection options given with the command.
+    pub fn client(&self) -> &C {
+        match &self.command {
+            PeerCommand::Status { client } => client,
+        }
+    }
+
+    /// The subcommand's name, for messages (`status`).
+    pub fn name(&self) -> &'static str {
+        match &self.command {
+            PeerCommand::Status { .. } => "status",
+        }
+    }
+}
+
+/// Runs a `vserv peer` command on an open connection.
+pub fn run<C: Args>(connected: &mut Connected, args: &PeerArgs<C>) -> anyhow::Result<()> {
+    match &args.command {
+        PeerCommand::Status { .. } => status(connected),
     }
 }
 
 /// `vserv peer status`.
-fn status(client: &ClientArgs) -> anyhow::Result<()> {
-    if client.user.is_none() {
-        bail!(
-            "`vserv peer status` needs an admin login: add --user NAME (and --key FILE for a key)"
-        );
-    }
-    let mut connected = client_cmd::connect(client)?;
+fn status(connected: &mut Connected) -> anyhow::Result<()> {
     let reply = connected.client.call(&Command::Peers)?;
     let Reply::Peers { peers, forks } = reply else {
         bail!("unexpected reply to peers: {reply:?}");
     };
     print!("{}", status_text(&peers, &forks));
-    connected.quit()
+    Ok(())
 }
 
 /// The text `vserv peer status` prints: per peer a `peer` line, an indented `last error`
