@@ -11,6 +11,7 @@ mod ops;
 mod paging;
 mod peer_cmd;
 mod serve;
+mod shell;
 mod show;
 mod user_cmd;
 
@@ -57,6 +58,10 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Ledger tools: verify a stopped server's store, export a feed, verify an export.
     Chain(chain_cmd::ChainArgs),
+    /// An interactive session on one connection, logged in once: every command above that
+    /// talks to a server, plus cd/pwd/logout; reads commands from standard input when it is
+    /// not a terminal (exit status: whether any failed).
+    Shell(shell::ShellArgs),
 }
 
 fn main() -> ExitCode {
@@ -71,6 +76,7 @@ fn main() -> ExitCode {
         Command::Fingerprint(args) => serve::fingerprint(args),
         Command::Bench(args) => bench::run(args),
         Command::Chain(args) => chain_cmd::run(args),
+        Command::Shell(args) => shell::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

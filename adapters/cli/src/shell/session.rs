@@ -1,0 +1,234 @@
+//! The shell's one connection: opened and logged in once, used by every line, and opened
+//! (and logged in) again on the next command after the server closed it, for idling or
+//! otherwise. The login secret stays in memory only, wiped when the shell ends or logs out.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail};
+use vserv_core::commands::{Command, FileKind, LS_MAX_LIMIT, ListPage, Reply};
+use vserv_service::client::ClientError;
+
+use crate::client_cmd::{self, ClientArgs, Connected, Login};
+use crate::shell::line::ShellCommand;
+use crate::show::escape;
+
+/// How long before the server's idle timeout the shell reconnects rather than risk a
+/// command racing the server's close.
+const IDLE_MARGIN: Duration = Duration::from_secs(2);
+
+/// What the shell does after a line.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Flow {
+    /// Read the next line.
+    Continue,
+    /// Leave the shell.
+    Exit,
+}
+
+/// The shell's connection and what it needs to open it again.
+pub struct Session {
+    args: ClientArgs,
+    login: Option<Login>,
+    conn: Option<Connected>,
+    /// The session's idle timeout as the server told it (`tout`), when logged in.
+    idle: Option<Duration>,
+    last_used: Instant,
+    /// The working directory set with `cd`, set again after reconnecting.
+    cwd: Option<String>,
+}
+
+impl Session {
+    /// Reads the login secret (key file, `VSERV_PASSWORD` or a prompt), connects and logs
+    /// in.
+    pub fn open(args: ClientArgs) -> anyhow::Result<Session> {
+        let login = client_cmd::login_secret(&args)?;
+        let mut session = Session {
+            args,
+            login,
+            conn: None,
+            idle: None,
+            last_used: Instant::now(),
+            cwd: None,
+        };
+        session.reconnect()?;
+        Ok(session)
+    }
+
+    /// The user logged in, if any.
+    pub fn user(&self) -> Option<&str> {
+        self.login.as_ref().map(|l| l.user.as_str())
+    }
+
+    /// The server address.
+    pub fn server(&self) -> &str {
+        &self.args.server
+    }
+
+    /// The open connection, if it is open now (no reconnecting): for completion.
+    pub fn live(&mut self) -> Option<&mut Connected> {
+        if self.idled_out() {
+            return None;
+        }
+        self.conn.as_mut()
+    }
+
+    fn idled_out(&self) -> bool {
+        self.idle
+            .is_some_and(|idle| self.last_used.elapsed() + IDLE_MARGIN >= idle)
+    }
+
+    /// Connects, logs in with the kept secret, asks the idle timeout, restores `cd`.
+    fn reconnect(&mut self) -> anyhow::Result<()> {
+        self.conn = None;
+        let mut conn = client_cmd::open(&self.args, self.login.as_ref())?;
+        self.idle = None;
+        if self.login.is_some() {
+            self.idle = ask_idle(&mut conn);
+        }
+        if let Some(dir) = &self.cwd
+            && let Err(e) = conn.client.call(&Command::Cd { dir: dir.clone() })
+        {
+            eprintln!(
+                "vserv: could not return to {}: {}",
+                escape(dir),
+                escape(&e.to_string())
+            );
+            self.cwd = None;
+        }
+        self.last_used = Instant::now();
+        self.conn = Some(conn);
+        Ok(())
+    }
+
+    /// The connection, opened again first when the server closed it or is about to (its
+    /// idle timeout has passed).
+    fn connection(&mut self) -> anyhow::Result<&mut Connected> {
+        if self.conn.is_some() && self.idled_out() {
+            eprintln!(
+                "vserv: the session was idle longer than the server allows ({} s); \
+                 reconnecting",
+                self.idle.map_or(0, |d| d.as_secs())
+            );
+            self.conn = None;
+        }
+        if self.conn.is_none() {
+            if self.login.is_some() || self.cwd.is_some() {
+                eprintln!("vserv: reconnecting to {}", escape(&self.args.server));
+            }
+            self.reconnect()?;
+        }
+        self.conn
+            .as_mut()
+            .ok_or_else(|| anyhow!("not connected to {}", self.args.server))
+    }
+
+    /// Runs one line's command. A failure that ended the connection is reported and the
+    /// next command reconnects.
+    pub fn run(&mut self, command: &ShellCommand) -> anyhow::Result<Flow> {
+        if let ShellCommand::Exit = command {
+            if let Some(conn) = self.conn.take()
+                && let Err(e) = conn.quit()
+            {
+                tracing::debug!(error = %e, "ending the session failed");
+            }
+            return Ok(Flow::Exit);
+        }
+        let result = self.run_command(command);
+        self.last_used = Instant::now();
+        if let Err(e) = &result
+            && connection_lost(e)
+        {
+            self.conn = None;
+            eprintln!("vserv: the connection ended; the next command reconnects");
+        }
+        result.map(|()| Flow::Continue)
+    }
+
+    fn run_command(&mut self, command: &ShellCommand) -> anyhow::Result<()> {
+        let conn = self.connection()?;
+        match command {
+            ShellCommand::Op(op) => {
+                op.run_on(conn)?;
+                if let crate::ops::Op::Help { topic: None, .. } = op {
+                    print!("{}", super::SHELL_HELP);
+                }
+                if let crate::ops::Op::Tout {
+                    seconds: Some(_), ..
+                } = op
+                {
+                    self.idle = ask_idle(conn);
+                }
+            }
+            ShellCommand::Cd { dir } => {
+                let reply = conn.client.call(&Command::Cd { dir: dir.clone() })?;
+                let Reply::Cwd(now) = reply else {
+                    bail!("unexpected reply to cd: {reply:?}");
+                };
+                println!("{}", escape(&now));
+                self.cwd = Some(now);
+            }
+            ShellCommand::Pwd => conn.run(&Command::Pwd)?,
+            ShellCommand::Logout => {
+                conn.run(&Command::Logout)?;
+                // Forget (and wipe) the secret: a reconnection stays anonymous.
+                self.login = None;
+                self.idle = None;
+                self.cwd = None;
+            }
+            ShellCommand::Exit => {}
+        }
+        Ok(())
+    }
+
+    /// The names in server directory `dir` (`None`: the working directory), directories
+    /// with a trailing `/`: the first page only, and only on an open connection.
+    pub fn remote_names(&mut self, dir: Option<&str>) -> Vec<String> {
+        let Some(conn) = self.live() else {
+            return Vec::new();
+        };
+        let page = ListPage {
+            dir: dir.map(str::to_owned),
+            from: None,
+            limit: Some(LS_MAX_LIMIT),
+        };
+        match conn.client.call(&Command::Ls(page)) {
+            Ok(Reply::Listing { entries, .. }) => entries
+                .into_iter()
+                .map(|e| {
+                    if e.kind == FileKind::Dir {
+                        format!("{}/", e.name)
+                    } else {
+                        e.name
+                    }
+                })
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// The user names the server lets this user see (`ulist`, admins), if any.
+    pub fn user_names(&mut self) -> Option<Vec<String>> {
+        let conn = self.live()?;
+        match conn.client.call(&Command::Ulist { filter: None }) {
+            Ok(Reply::Users(users)) => Some(users.into_iter().map(|u| u.name).collect()),
+            _ => None,
+        }
+    }
+}
+
+/// The session's idle timeout, as `tout` tells it.
+fn ask_idle(conn: &mut Connected) -> Option<Duration> {
+    match conn.client.call(&Command::Tout { seconds: None }) {
+        Ok(Reply::IdleTimeout(secs)) => Some(Duration::from_secs(secs)),
+        _ => None,
+    }
+}
+
+/// Whether `e` means the connection is gone (rather than the server refusing a request).
+fn connection_lost(e: &anyhow::Error) -> bool {
+    e.chain().any(|cause| {
+        cause
+            .downcast_ref::<ClientError>()
+            .is_some_and(|c| !matches!(c, ClientError::Server(_)))
+    })
+}
