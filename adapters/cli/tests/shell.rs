@@ -6,8 +6,10 @@
 
 mod common;
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use common::{BIN, Server};
 
@@ -23,6 +25,11 @@ struct Env {
 
 impl Env {
     fn new(runtime: &str, connections: u32) -> Env {
+        Env::with_config(runtime, connections, "")
+    }
+
+    /// Like [`Env::new`], with `extra` top-level lines in the server's configuration.
+    fn with_config(runtime: &str, connections: u32, extra: &str) -> Env {
         let scratch = common::Env::new();
         scratch
             .vserv(
@@ -41,7 +48,7 @@ impl Env {
         std::fs::write(
             &config,
             format!(
-                "runtime = \"{runtime}\"\n[files]\nmin_free_bytes = 0\n\
+                "runtime = \"{runtime}\"\n{extra}[files]\nmin_free_bytes = 0\n\
                  [rate_limit]\nconnections = {connections}\nwindow_secs = 60\n"
             ),
         )
@@ -116,7 +123,9 @@ fn script_runs_35_rputs_on_one_connection_smol() {
 
 fn failing_line_fails_the_script(runtime: &str) {
     let env = Env::new(runtime, 30);
-    let run = env.script("whoami\nstat no-such-file\nbogus-command\nmkdir docs\ncd docs\npwd\n");
+    let run = env.script(
+        "whoami\nstat no-such-file\nbogus-command\nmkdir docs\ncd docs\npwd\nrput note @-\n",
+    );
     assert_eq!(run.code, Some(1), "{} / {}", run.text(), run.stderr);
     // Every line ran, the failing ones reported with their line numbers.
     let text = run.text();
@@ -125,7 +134,13 @@ fn failing_line_fails_the_script(runtime: &str) {
     assert!(text.trim_end().ends_with("docs"), "{text}");
     assert!(run.stderr.contains("vserv: line 2: "), "{}", run.stderr);
     assert!(run.stderr.contains("vserv: line 3: "), "{}", run.stderr);
-    assert!(run.stderr.contains("2 command(s) failed"), "{}", run.stderr);
+    // `@-` would read the script itself.
+    assert!(
+        run.stderr.contains("vserv: line 7: rput @- would read"),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stderr.contains("3 command(s) failed"), "{}", run.stderr);
     // All lines fine: success.
     env.script("# a comment\n\nwhoami\nexit\nbogus-after-exit\n")
         .ok();
@@ -139,6 +154,63 @@ fn failing_line_fails_the_script_blocking() {
 #[test]
 fn failing_line_fails_the_script_smol() {
     failing_line_fails_the_script("smol");
+}
+
+fn idle_session_is_reopened(runtime: &str) {
+    let env = Env::with_config(
+        runtime,
+        30,
+        "idle_timeout_secs = 2\nidle_timeout_min_secs = 1\n",
+    );
+    let args = env.shell_args();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut child = env
+        .scratch
+        .command(&args, &[("VSERV_PASSWORD", PASSWORD)])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run vserv shell");
+    let mut input = child.stdin.take().expect("piped stdin");
+    input
+        .write_all(b"mkdir docs\ncd docs\ntout\n")
+        .expect("first lines");
+    input.flush().expect("flush");
+    // Longer than the server's idle timeout: the server closes the session meanwhile.
+    std::thread::sleep(Duration::from_secs(4));
+    input.write_all(b"pwd\nwhoami\n").expect("later lines");
+    drop(input);
+    let run = common::Run::from_output(child.wait_with_output().expect("wait for shell"));
+    let run = run.ok();
+    let text = run.text();
+    // Logged in again, back in the directory set before.
+    assert!(text.ends_with("docs\nalice (admin)\n"), "{text}");
+    assert!(text.contains("idle timeout: 2s"), "{text}");
+    assert!(run.stderr.contains("reconnecting"), "{}", run.stderr);
+
+    // On a terminal the idle notices appear above the prompt, and the next command
+    // reconnects.
+    let mut pty = env.terminal();
+    pty.exp_string("idles out in")
+        .expect("about-to-idle notice");
+    pty.exp_string("has closed this session")
+        .expect("idled-out notice");
+    pty.send_line("whoami").expect("type");
+    pty.exp_string("reconnecting").expect("reconnects");
+    pty.exp_string("alice (admin)").expect("whoami output");
+    pty.send_line("exit").expect("type");
+    pty.exp_eof().expect("shell ends");
+}
+
+#[test]
+fn idle_session_is_reopened_blocking() {
+    idle_session_is_reopened("blocking");
+}
+
+#[test]
+fn idle_session_is_reopened_smol() {
+    idle_session_is_reopened("smol");
 }
 
 fn mode(path: &Path) -> u32 {

@@ -6,6 +6,7 @@
 mod complete;
 mod history;
 mod line;
+mod notices;
 mod session;
 
 use std::cell::RefCell;
@@ -102,6 +103,17 @@ fn interactive_loop(session: Session) -> anyhow::Result<()> {
         .build();
     let mut editor: Editor<complete::ShellHelper, FileHistory> = Editor::with_config(config)?;
     editor.set_helper(Some(complete::ShellHelper::new(Rc::clone(&session))));
+    // Idle notices appear above the prompt, the typed line kept.
+    let _watcher = match editor.create_external_printer() {
+        Ok(printer) => Some(notices::IdleWatcher::start(
+            session.borrow().clock(),
+            Box::new(notices::AbovePrompt(printer)),
+        )),
+        Err(e) => {
+            tracing::debug!(error = %e, "no external printer: idle notices not shown");
+            None
+        }
+    };
     let history = history::path();
     if let Some(path) = &history {
         history::load(&mut editor, path);

@@ -2,7 +2,8 @@
 //! (and logged in) again on the next command after the server closed it, for idling or
 //! otherwise. The login secret stays in memory only, wiped when the shell ends or logs out.
 
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use anyhow::{anyhow, bail};
 use vserv_core::commands::{Command, FileKind, LS_MAX_LIMIT, ListPage, Reply};
@@ -10,10 +11,11 @@ use vserv_service::client::ClientError;
 
 use crate::client_cmd::{self, ClientArgs, Connected, Login};
 use crate::shell::line::ShellCommand;
+use crate::shell::notices::{self, IdleClock};
 use crate::show::escape;
 
 /// How long before the server's idle timeout the shell reconnects rather than risk a
-/// command racing the server's close.
+/// command racing the server's close (at most a quarter of the timeout).
 const IDLE_MARGIN: Duration = Duration::from_secs(2);
 
 /// What the shell does after a line.
@@ -30,9 +32,9 @@ pub struct Session {
     args: ClientArgs,
     login: Option<Login>,
     conn: Option<Connected>,
-    /// The session's idle timeout as the server told it (`tout`), when logged in.
-    idle: Option<Duration>,
-    last_used: Instant,
+    /// The session's idle timeout as the server told it (`tout`, when logged in), and when
+    /// the last command ended; shared with the idle notices' watcher.
+    clock: Arc<Mutex<IdleClock>>,
     /// The working directory set with `cd`, set again after reconnecting.
     cwd: Option<String>,
 }
@@ -46,8 +48,7 @@ impl Session {
             args,
             login,
             conn: None,
-            idle: None,
-            last_used: Instant::now(),
+            clock: Arc::new(Mutex::new(IdleClock::new())),
             cwd: None,
         };
         session.reconnect()?;
@@ -64,6 +65,26 @@ impl Session {
         &self.args.server
     }
 
+    /// The idle clock, for the idle notices' watcher.
+    pub fn clock(&self) -> Arc<Mutex<IdleClock>> {
+        Arc::clone(&self.clock)
+    }
+
+    fn set_idle(&self, idle: Option<Duration>) {
+        notices::lock(&self.clock).idle = idle;
+    }
+
+    /// Marks a command running (`busy`) or just ended.
+    fn touch(&self, busy: bool) {
+        let mut clock = notices::lock(&self.clock);
+        clock.last_used = std::time::Instant::now();
+        clock.busy = busy;
+    }
+
+    fn idle(&self) -> Option<Duration> {
+        notices::lock(&self.clock).idle
+    }
+
     /// The open connection, if it is open now (no reconnecting): for completion.
     pub fn live(&mut self) -> Option<&mut Connected> {
         if self.idled_out() {
@@ -73,18 +94,23 @@ impl Session {
     }
 
     fn idled_out(&self) -> bool {
-        self.idle
-            .is_some_and(|idle| self.last_used.elapsed() + IDLE_MARGIN >= idle)
+        let clock = notices::lock(&self.clock);
+        clock
+            .idle
+            .is_some_and(|idle| clock.last_used.elapsed() + IDLE_MARGIN.min(idle / 4) >= idle)
     }
 
     /// Connects, logs in with the kept secret, asks the idle timeout, restores `cd`.
     fn reconnect(&mut self) -> anyhow::Result<()> {
         self.conn = None;
         let mut conn = client_cmd::open(&self.args, self.login.as_ref())?;
-        self.idle = None;
-        if self.login.is_some() {
-            self.idle = ask_idle(&mut conn);
-        }
+        self.touch(false);
+        let idle = if self.login.is_some() {
+            ask_idle(&mut conn)
+        } else {
+            None
+        };
+        self.set_idle(idle);
         if let Some(dir) = &self.cwd
             && let Err(e) = conn.client.call(&Command::Cd { dir: dir.clone() })
         {
@@ -95,31 +121,26 @@ impl Session {
             );
             self.cwd = None;
         }
-        self.last_used = Instant::now();
         self.conn = Some(conn);
         Ok(())
     }
 
-    /// The connection, opened again first when the server closed it or is about to (its
-    /// idle timeout has passed).
-    fn connection(&mut self) -> anyhow::Result<&mut Connected> {
+    /// Opens the connection again when the server closed it or is about to (its idle
+    /// timeout has passed).
+    fn ensure_connected(&mut self) -> anyhow::Result<()> {
         if self.conn.is_some() && self.idled_out() {
             eprintln!(
                 "vserv: the session was idle longer than the server allows ({} s); \
                  reconnecting",
-                self.idle.map_or(0, |d| d.as_secs())
+                self.idle().map_or(0, |d| d.as_secs())
             );
-            self.conn = None;
+            return self.reconnect();
         }
         if self.conn.is_none() {
-            if self.login.is_some() || self.cwd.is_some() {
-                eprintln!("vserv: reconnecting to {}", escape(&self.args.server));
-            }
-            self.reconnect()?;
+            eprintln!("vserv: reconnecting to {}", escape(&self.args.server));
+            return self.reconnect();
         }
-        self.conn
-            .as_mut()
-            .ok_or_else(|| anyhow!("not connected to {}", self.args.server))
+        Ok(())
     }
 
     /// Runs one line's command. A failure that ended the connection is reported and the
@@ -133,8 +154,11 @@ impl Session {
             }
             return Ok(Flow::Exit);
         }
-        let result = self.run_command(command);
-        self.last_used = Instant::now();
+        let result = self.ensure_connected().and_then(|()| {
+            self.touch(true);
+            self.run_command(command)
+        });
+        self.touch(false);
         if let Err(e) = &result
             && connection_lost(e)
         {
@@ -145,9 +169,20 @@ impl Session {
     }
 
     fn run_command(&mut self, command: &ShellCommand) -> anyhow::Result<()> {
-        let conn = self.connection()?;
+        let conn = self
+            .conn
+            .as_mut()
+            .ok_or_else(|| anyhow!("not connected to {}", self.args.server))?;
         match command {
             ShellCommand::Op(op) => {
+                if let crate::ops::Op::Rput { args, .. } = op
+                    && args.body.iter().any(|b| b == "@-")
+                {
+                    bail!(
+                        "rput @- would read the shell's own input; in the shell give @FILE or \
+                         FIELD=VALUE"
+                    );
+                }
                 op.run_on(conn)?;
                 if let crate::ops::Op::Help { topic: None, .. } = op {
                     print!("{}", super::SHELL_HELP);
@@ -156,7 +191,8 @@ impl Session {
                     seconds: Some(_), ..
                 } = op
                 {
-                    self.idle = ask_idle(conn);
+                    let idle = ask_idle(conn);
+                    self.set_idle(idle);
                 }
             }
             ShellCommand::Cd { dir } => {
@@ -172,7 +208,7 @@ impl Session {
                 conn.run(&Command::Logout)?;
                 // Forget (and wipe) the secret: a reconnection stays anonymous.
                 self.login = None;
-                self.idle = None;
+                self.set_idle(None);
                 self.cwd = None;
             }
             ShellCommand::Exit => {}
