@@ -49,7 +49,7 @@ enum Command {
     /// Log in and print who the server says you are (checks your credentials).
     Login(client_cmd::ClientArgs),
     /// Manage user accounts and your login keys (over the protocol, or --data offline).
-    User(user_cmd::UserArgs),
+    User(user_cmd::UserArgs<user_cmd::Target, client_cmd::ClientArgs>),
     /// Generate a user login key pair (`keygen --user`) into a file readable only by you.
     Keygen(serve::KeygenArgs),
     /// Print the fingerprint of a server's identity key (the value clients pin).

@@ -70,10 +70,17 @@ impl Env {
 
     /// Runs `vserv shell` with `script` on standard input.
     fn script(&self, script: &str) -> common::Run {
+        self.script_with(script, &[])
+    }
+
+    /// Like [`Env::script`], with `env` added to the environment.
+    fn script_with(&self, script: &str, env: &[(&str, &str)]) -> common::Run {
         let args = self.shell_args();
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let mut all = vec![("VSERV_PASSWORD", PASSWORD)];
+        all.extend_from_slice(env);
         self.scratch
-            .vserv_with_input(&args, &[("VSERV_PASSWORD", PASSWORD)], script.as_bytes())
+            .vserv_with_input(&args, &all, script.as_bytes())
     }
 
     /// `vserv shell` on a pseudo terminal, run in the scratch directory.
@@ -141,9 +148,16 @@ fn failing_line_fails_the_script(runtime: &str) {
         run.stderr
     );
     assert!(run.stderr.contains("3 command(s) failed"), "{}", run.stderr);
-    // All lines fine: success.
-    env.script("# a comment\n\nwhoami\nexit\nbogus-after-exit\n")
+    // All lines fine: success. `user` commands run on the connection too.
+    let run = env
+        .script_with(
+            "# a comment\n\nwhoami\nuser add bob\nuser list\nexit\nbogus-after-exit\n",
+            &[("VSERV_NEW_PASSWORD", "bob-password-1")],
+        )
         .ok();
+    let text = run.text();
+    assert!(text.contains("\nbob "), "{text}");
+    assert!(text.contains("user  enabled"), "{text}");
 }
 
 #[test]

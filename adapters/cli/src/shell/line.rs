@@ -4,6 +4,7 @@
 use clap::{Parser, Subcommand};
 
 use crate::ops::{NoClient, Op};
+use crate::user_cmd::UserArgs;
 
 /// A line typed in `vserv shell`.
 #[derive(Parser, Debug)]
@@ -26,6 +27,8 @@ pub enum ShellCommand {
     /// A command as `vserv X` takes it, run on the shell's connection.
     #[command(flatten)]
     Op(Op<NoClient>),
+    /// Manage user accounts and your login keys (`user --help` lists them).
+    User(UserArgs<NoClient, NoClient>),
     /// Change the session's working directory on the server (kept across reconnections).
     Cd {
         /// The new working directory.

@@ -9,7 +9,7 @@ use anyhow::{anyhow, bail};
 use vserv_core::commands::{Command, FileKind, LS_MAX_LIMIT, ListPage, Reply};
 use vserv_service::client::ClientError;
 
-use crate::client_cmd::{self, ClientArgs, Connected, Login};
+use crate::client_cmd::{self, ClientArgs, Connected, Login, Secret};
 use crate::shell::line::ShellCommand;
 use crate::shell::notices::{self, IdleClock};
 use crate::show::escape;
@@ -202,6 +202,17 @@ impl Session {
                 };
                 println!("{}", escape(&now));
                 self.cwd = Some(now);
+            }
+            ShellCommand::User(args) => {
+                let (me, password) = match &self.login {
+                    Some(Login {
+                        user,
+                        secret: Secret::Password(password),
+                    }) => (Some(user.as_str()), Some(password)),
+                    Some(Login { user, .. }) => (Some(user.as_str()), None),
+                    None => (None, None),
+                };
+                crate::user_cmd::run_on(conn, args, me, password)?;
             }
             ShellCommand::Pwd => conn.run(&Command::Pwd)?,
             ShellCommand::Logout => {
