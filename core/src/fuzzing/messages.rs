@@ -213,3 +213,12 @@ fn sample_values() -> &'static SampleValues {
     static VALUES: OnceLock<SampleValues> = OnceLock::new();
     VALUES.get_or_init(|| SampleValues::new(&identity()))
 }
+
+/// Notice decoder (protocol.md §12.4): whatever decodes re-encodes to the same bytes, and
+/// its description never panics.
+pub fn notice(data: &[u8]) {
+    if let Ok(notice) = crate::commands::Notice::decode(data) {
+        assert_eq!(notice.encode(), data, "Notice re-encodes differently");
+        let _ = notice.describe();
+    }
+}
