@@ -196,6 +196,25 @@ pub fn corpus_seeds() -> Vec<(&'static str, String, Vec<u8>)> {
     specs.extend(record_spec(wire::CONTENT_NOTICE, &notice.encode()));
     add("client_connection", "notice", specs);
     add("notice", "message", notice.encode());
+    {
+        use crate::messages::{MessageKey, seal};
+        let mut rng = crate::fuzzing::FuzzRng::new(5);
+        let sender = MessageKey::generate(&mut rng);
+        let recipient = MessageKey::from_secret_bytes(&[7u8; 32]);
+        if let Ok(recipient) = recipient
+            && let Ok(m) = seal(
+                &sender,
+                "alice",
+                &recipient.public(),
+                "bob",
+                1,
+                b"hi",
+                &mut rng,
+            )
+        {
+            add("sealed_message", "hi", m.to_bytes());
+        }
+    }
     add(
         "notice",
         "idle_soon",

@@ -222,3 +222,15 @@ pub fn notice(data: &[u8]) {
         let _ = notice.describe();
     }
 }
+
+/// Sealed-message decoder (spec/messages.md): whatever decodes re-encodes to the same bytes,
+/// and opening it with a fixed key never panics.
+pub fn sealed_message(data: &[u8]) {
+    use crate::messages::{MessageKey, SealedMessage, open};
+    if let Ok(m) = SealedMessage::decode(data) {
+        assert_eq!(m.to_bytes(), data, "sealed message re-encodes differently");
+        if let Ok(key) = MessageKey::from_secret_bytes(&[7u8; 32]) {
+            let _ = open(&key, &m.header.to, data);
+        }
+    }
+}

@@ -55,8 +55,8 @@ pub use forge::{
     server_handshake, server_hello_frame,
 };
 pub use messages::{
-    client_finished, client_hello, close, command, deframer, ledger_entry, notice, server_auth,
-    server_hello,
+    client_finished, client_hello, close, command, deframer, ledger_entry, notice, sealed_message,
+    server_auth, server_hello,
 };
 
 use std::convert::Infallible;
