@@ -203,11 +203,13 @@ fn idle_session_is_reopened(runtime: &str) {
     assert!(text.contains("idle timeout: 2s"), "{text}");
     assert!(run.stderr.contains("reconnecting"), "{}", run.stderr);
 
-    // On a terminal the idle notices appear above the prompt, and the next command
-    // reconnects.
+    // On a terminal the server's notices appear above the prompt (that the session is
+    // about to idle out, then that it was closed), and the next command reconnects.
     let mut pty = env.terminal();
-    pty.exp_string("idles out in")
+    // The server's IdleSoon notice, as Notice::describe words it.
+    pty.exp_string("the session idles out in")
         .expect("about-to-idle notice");
+    pty.exp_string("unless used").expect("about-to-idle notice");
     pty.exp_string("has closed this session")
         .expect("idled-out notice");
     pty.send_line("whoami").expect("type");

@@ -2,8 +2,7 @@
 //! remote paths (listed on the shell's connection), local paths, or user names (the
 //! server's user list when this user may see it, else `~/.vserv/known_users`).
 
-use std::cell::RefCell;
-use std::rc::Rc;
+use std::sync::{Arc, Mutex};
 
 use rustyline::completion::{Completer, FilenameCompleter, Pair};
 use rustyline::highlight::Highlighter;
@@ -42,14 +41,14 @@ fn arg_kind(command: &str, n: usize) -> Arg {
 
 /// The shell's line helper: completion only (no hints, colours or multi-line input).
 pub struct ShellHelper {
-    session: Rc<RefCell<Session>>,
+    session: Arc<Mutex<Session>>,
     names: Vec<String>,
     files: FilenameCompleter,
 }
 
 impl ShellHelper {
     /// A helper completing against `session`'s connection.
-    pub fn new(session: Rc<RefCell<Session>>) -> ShellHelper {
+    pub fn new(session: Arc<Mutex<Session>>) -> ShellHelper {
         ShellHelper {
             session,
             names: super::line::command_names(),
@@ -58,7 +57,7 @@ impl ShellHelper {
     }
 
     fn users(&self) -> Vec<String> {
-        if let Some(names) = self.session.borrow_mut().user_names() {
+        if let Some(names) = super::notices::lock(&self.session).user_names() {
             return names;
         }
         let Some(path) = vserv_store::known_servers::default_path()
@@ -82,7 +81,7 @@ impl ShellHelper {
             Some(i) => (Some(&word[..=i]), &word[i + 1..]),
             None => (None, word),
         };
-        let names = self.session.borrow_mut().remote_names(dir);
+        let names = super::notices::lock(&self.session).remote_names(dir);
         names
             .into_iter()
             .filter(|n| n.starts_with(prefix))

@@ -9,9 +9,8 @@ mod line;
 mod notices;
 mod session;
 
-use std::cell::RefCell;
 use std::io::{BufRead, IsTerminal};
-use std::rc::Rc;
+use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, bail};
 use clap::Args;
@@ -34,12 +33,14 @@ pub struct ShellArgs {
 pub const SHELL_HELP: &str = "\
 In this shell, commands take the same forms as `vserv COMMAND` without the connection \
 options (`COMMAND --help` shows one), plus:
+  user ...        account and login key commands (`user --help`)
   cd DIR, pwd     the session's working directory on the server
   logout          end the login (the connection stays, anonymous)
   exit, quit      leave (also Ctrl-D)
-The server closes a session left idle longer than its idle timeout (see `tout`): the \
-shell then connects and logs in again on the next command, with the credential it holds \
-in memory only, and returns to the directory set with cd.
+Server notices (a message or delivery arrived, the session about to idle out) appear \
+above the prompt. The server closes a session left idle longer than its idle timeout (see \
+`tout`): the shell then connects and logs in again on the next command, with the \
+credential it holds in memory only, and returns to the directory set with cd.
 ";
 
 /// Runs the shell until `exit` or the end of input.
@@ -77,7 +78,11 @@ fn script_loop(mut session: Session) -> anyhow::Result<()> {
     let mut failed = 0usize;
     for (n, text) in std::io::stdin().lock().lines().enumerate() {
         let text = text.context("reading commands from standard input")?;
-        match run_line(&mut session, &text, &format!("line {}: ", n + 1)) {
+        let flow = run_line(&mut session, &text, &format!("line {}: ", n + 1));
+        for notice in session.take_notices() {
+            eprintln!("{notice}");
+        }
+        match flow {
             Ok(Flow::Continue) => {}
             Ok(Flow::Exit) => break,
             Err(()) => failed += 1,
@@ -94,7 +99,7 @@ fn script_loop(mut session: Session) -> anyhow::Result<()> {
 
 /// A terminal: line editing, history and completion until `exit` or Ctrl-D.
 fn interactive_loop(session: Session) -> anyhow::Result<()> {
-    let session = Rc::new(RefCell::new(session));
+    let session = Arc::new(Mutex::new(session));
     let config = Config::builder()
         .history_ignore_space(true)
         .history_ignore_dups(true)?
@@ -102,15 +107,15 @@ fn interactive_loop(session: Session) -> anyhow::Result<()> {
         .auto_add_history(false)
         .build();
     let mut editor: Editor<complete::ShellHelper, FileHistory> = Editor::with_config(config)?;
-    editor.set_helper(Some(complete::ShellHelper::new(Rc::clone(&session))));
-    // Idle notices appear above the prompt, the typed line kept.
-    let _watcher = match editor.create_external_printer() {
-        Ok(printer) => Some(notices::IdleWatcher::start(
-            session.borrow().clock(),
+    editor.set_helper(Some(complete::ShellHelper::new(Arc::clone(&session))));
+    // Server notices appear above the prompt, the typed line kept.
+    let _poller = match editor.create_external_printer() {
+        Ok(printer) => Some(notices::NoticePoller::start(
+            Arc::clone(&session),
             Box::new(notices::AbovePrompt(printer)),
         )),
         Err(e) => {
-            tracing::debug!(error = %e, "no external printer: idle notices not shown");
+            tracing::debug!(error = %e, "no external printer: notices shown after commands");
             None
         }
     };
@@ -120,7 +125,7 @@ fn interactive_loop(session: Session) -> anyhow::Result<()> {
     }
     loop {
         let prompt = {
-            let s = session.borrow();
+            let s = notices::lock(&session);
             match s.user() {
                 Some(user) => format!("{user}@{}> ", s.server()),
                 None => format!("{}> ", s.server()),
@@ -140,12 +145,19 @@ fn interactive_loop(session: Session) -> anyhow::Result<()> {
                 history::save(&mut editor, path);
             }
         }
-        let flow = run_line(&mut session.borrow_mut(), &text, "");
+        let flow = {
+            let mut s = notices::lock(&session);
+            let flow = run_line(&mut s, &text, "");
+            for notice in s.take_notices() {
+                eprintln!("{notice}");
+            }
+            flow
+        };
         if flow == Ok(Flow::Exit) {
             break;
         }
     }
-    if let Err(e) = session.borrow_mut().run(&line::ShellCommand::Exit) {
+    if let Err(e) = notices::lock(&session).run(&line::ShellCommand::Exit) {
         tracing::debug!(error = %e, "ending the session failed");
     }
     Ok(())

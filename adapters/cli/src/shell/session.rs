@@ -2,8 +2,7 @@
 //! (and logged in) again on the next command after the server closed it, for idling or
 //! otherwise. The login secret stays in memory only, wiped when the shell ends or logs out.
 
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail};
 use vserv_core::commands::{Command, FileKind, LS_MAX_LIMIT, ListPage, Reply};
@@ -11,8 +10,8 @@ use vserv_service::client::ClientError;
 
 use crate::client_cmd::{self, ClientArgs, Connected, Login, Secret};
 use crate::shell::line::ShellCommand;
-use crate::shell::notices::{self, IdleClock};
 use crate::show::escape;
+use vserv_core::commands::Notice;
 
 /// How long before the server's idle timeout the shell reconnects rather than risk a
 /// command racing the server's close (at most a quarter of the timeout).
@@ -32,9 +31,10 @@ pub struct Session {
     args: ClientArgs,
     login: Option<Login>,
     conn: Option<Connected>,
-    /// The session's idle timeout as the server told it (`tout`, when logged in), and when
-    /// the last command ended; shared with the idle notices' watcher.
-    clock: Arc<Mutex<IdleClock>>,
+    /// The session's idle timeout as the server told it (`tout`), when logged in.
+    idle: Option<Duration>,
+    /// When the last command ended (or the session opened).
+    last_used: Instant,
     /// The working directory set with `cd`, set again after reconnecting.
     cwd: Option<String>,
 }
@@ -48,7 +48,8 @@ impl Session {
             args,
             login,
             conn: None,
-            clock: Arc::new(Mutex::new(IdleClock::new())),
+            idle: None,
+            last_used: Instant::now(),
             cwd: None,
         };
         session.reconnect()?;
@@ -65,26 +66,6 @@ impl Session {
         &self.args.server
     }
 
-    /// The idle clock, for the idle notices' watcher.
-    pub fn clock(&self) -> Arc<Mutex<IdleClock>> {
-        Arc::clone(&self.clock)
-    }
-
-    fn set_idle(&self, idle: Option<Duration>) {
-        notices::lock(&self.clock).idle = idle;
-    }
-
-    /// Marks a command running (`busy`) or just ended.
-    fn touch(&self, busy: bool) {
-        let mut clock = notices::lock(&self.clock);
-        clock.last_used = std::time::Instant::now();
-        clock.busy = busy;
-    }
-
-    fn idle(&self) -> Option<Duration> {
-        notices::lock(&self.clock).idle
-    }
-
     /// The open connection, if it is open now (no reconnecting): for completion.
     pub fn live(&mut self) -> Option<&mut Connected> {
         if self.idled_out() {
@@ -94,23 +75,48 @@ impl Session {
     }
 
     fn idled_out(&self) -> bool {
-        let clock = notices::lock(&self.clock);
-        clock
-            .idle
-            .is_some_and(|idle| clock.last_used.elapsed() + IDLE_MARGIN.min(idle / 4) >= idle)
+        self.idle
+            .is_some_and(|idle| self.last_used.elapsed() + IDLE_MARGIN.min(idle / 4) >= idle)
+    }
+
+    /// Waits at most `max_wait` for notices the server pushes, as lines to show; when the
+    /// server has ended the session meanwhile, a line saying so (the next command
+    /// reconnects). Nothing without an open connection.
+    pub fn poll_notices(&mut self, max_wait: Duration) -> Vec<String> {
+        let Some(conn) = self.conn.as_mut() else {
+            return Vec::new();
+        };
+        match conn.client.poll_notices(max_wait) {
+            Ok(notices) => notices.iter().map(notice_line).collect(),
+            Err(e) => {
+                self.conn = None;
+                vec![format!(
+                    "vserv: the server has closed this session ({}); the next command \
+                     reconnects and logs in again",
+                    escape(&e.to_string())
+                )]
+            }
+        }
+    }
+
+    /// The notices that arrived during the last command, as lines to show.
+    pub fn take_notices(&mut self) -> Vec<String> {
+        self.conn.as_mut().map_or_else(Vec::new, |conn| {
+            conn.client.take_notices().iter().map(notice_line).collect()
+        })
     }
 
     /// Connects, logs in with the kept secret, asks the idle timeout, restores `cd`.
     fn reconnect(&mut self) -> anyhow::Result<()> {
         self.conn = None;
         let mut conn = client_cmd::open(&self.args, self.login.as_ref())?;
-        self.touch(false);
+        self.last_used = Instant::now();
         let idle = if self.login.is_some() {
             ask_idle(&mut conn)
         } else {
             None
         };
-        self.set_idle(idle);
+        self.idle = idle;
         if let Some(dir) = &self.cwd
             && let Err(e) = conn.client.call(&Command::Cd { dir: dir.clone() })
         {
@@ -132,7 +138,7 @@ impl Session {
             eprintln!(
                 "vserv: the session was idle longer than the server allows ({} s); \
                  reconnecting",
-                self.idle().map_or(0, |d| d.as_secs())
+                self.idle.map_or(0, |d| d.as_secs())
             );
             return self.reconnect();
         }
@@ -154,11 +160,10 @@ impl Session {
             }
             return Ok(Flow::Exit);
         }
-        let result = self.ensure_connected().and_then(|()| {
-            self.touch(true);
-            self.run_command(command)
-        });
-        self.touch(false);
+        let result = self
+            .ensure_connected()
+            .and_then(|()| self.run_command(command));
+        self.last_used = Instant::now();
         if let Err(e) = &result
             && connection_lost(e)
         {
@@ -191,8 +196,7 @@ impl Session {
                     seconds: Some(_), ..
                 } = op
                 {
-                    let idle = ask_idle(conn);
-                    self.set_idle(idle);
+                    self.idle = ask_idle(conn);
                 }
             }
             ShellCommand::Cd { dir } => {
@@ -219,7 +223,7 @@ impl Session {
                 conn.run(&Command::Logout)?;
                 // Forget (and wipe) the secret: a reconnection stays anonymous.
                 self.login = None;
-                self.set_idle(None);
+                self.idle = None;
                 self.cwd = None;
             }
             ShellCommand::Exit => {}
@@ -261,6 +265,11 @@ impl Session {
             _ => None,
         }
     }
+}
+
+/// A notice as the shell shows it.
+fn notice_line(notice: &Notice) -> String {
+    format!("vserv: {}", escape(&notice.describe()))
 }
 
 /// The session's idle timeout, as `tout` tells it.
