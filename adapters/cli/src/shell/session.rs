@@ -5,13 +5,12 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail};
-use vserv_core::commands::{Command, FileKind, LS_MAX_LIMIT, ListPage, Reply};
+use vserv_core::commands::{Command, FileKind, LS_MAX_LIMIT, ListPage, Notice, Reply};
 use vserv_service::client::ClientError;
 
 use crate::client_cmd::{self, ClientArgs, Connected, Login, Secret};
 use crate::shell::line::ShellCommand;
 use crate::show::escape;
-use vserv_core::commands::Notice;
 
 /// How long before the server's idle timeout the shell reconnects rather than risk a
 /// command racing the server's close (at most a quarter of the timeout).
@@ -66,11 +65,13 @@ impl Session {
         &self.args.server
     }
 
-    /// The open connection, if it is open now (no reconnecting): for completion.
+    /// The open connection, if it is open now (no reconnecting): for completion. Counts
+    /// as using the session (the request it sends keeps the server's idle timer at bay).
     pub fn live(&mut self) -> Option<&mut Connected> {
         if self.idled_out() {
             return None;
         }
+        self.last_used = Instant::now();
         self.conn.as_mut()
     }
 
