@@ -2,7 +2,7 @@
 //! runtimes): through a pseudo terminal (typing a command, tab completion of a command name
 //! and a remote path, history kept across two runs) and through standard input (a script
 //! of 35 `rput`s on one connection under a connection rate limit, a failing line making the
-//! exit status non-zero).
+//! exit status non-zero), and server notices (idle, delivery) shown at the prompt.
 
 mod common;
 
@@ -303,4 +303,58 @@ fn terminal_typing_completion_and_history_blocking() {
 #[test]
 fn terminal_typing_completion_and_history_smol() {
     terminal_typing_completion_and_history("smol");
+}
+
+fn delivery_notice_appears_at_the_prompt(runtime: &str) {
+    const BOB_PW: &str = "bob-password-1";
+    let env = Env::new(runtime, 30);
+    env.scratch
+        .client(
+            &env.server,
+            &["user", "add", "bob", "--user", "alice"],
+            &[("VSERV_PASSWORD", PASSWORD), ("VSERV_NEW_PASSWORD", BOB_PW)],
+        )
+        .ok();
+    std::fs::write(env.path("folder.toml"), "allow = [\"bob\"]\n").expect("folder.toml");
+    std::fs::write(env.path("report.txt"), b"for alice\n").expect("local file");
+
+    // Alice sets up her inbox in the shell and waits at the prompt.
+    let mut pty = env.terminal();
+    for line in [
+        "mkdir inbox",
+        "mkdir inbox/default",
+        "put folder.toml inbox/default/folder.toml",
+    ] {
+        pty.send_line(line).expect("type");
+        pty.exp_string(&env.prompt()).expect("prompt");
+    }
+    // Bob delivers a file: the notice appears above alice's prompt, unasked.
+    let report = env.path("report.txt");
+    env.scratch
+        .client(
+            &env.server,
+            &[
+                "send",
+                "alice",
+                report.to_str().expect("utf-8 path"),
+                "--user",
+                "bob",
+            ],
+            &[("VSERV_PASSWORD", BOB_PW)],
+        )
+        .ok();
+    pty.exp_string("from bob in inbox folder 'default'")
+        .expect("delivery notice");
+    pty.send_line("exit").expect("type");
+    pty.exp_eof().expect("shell ends");
+}
+
+#[test]
+fn delivery_notice_appears_at_the_prompt_blocking() {
+    delivery_notice_appears_at_the_prompt("blocking");
+}
+
+#[test]
+fn delivery_notice_appears_at_the_prompt_smol() {
+    delivery_notice_appears_at_the_prompt("smol");
 }
