@@ -358,3 +358,32 @@ fn delivery_notice_appears_at_the_prompt_blocking() {
 fn delivery_notice_appears_at_the_prompt_smol() {
     delivery_notice_appears_at_the_prompt("smol");
 }
+
+#[test]
+fn whoami_tout_and_rhave_have_one_shot_forms() {
+    let env = Env::new("blocking", 30);
+    let as_alice = |args: &[&str]| {
+        let mut all = args.to_vec();
+        all.extend(["--user", "alice"]);
+        env.scratch
+            .client(&env.server, &all, &[("VSERV_PASSWORD", PASSWORD)])
+            .ok()
+            .text()
+    };
+    assert_eq!(
+        env.scratch
+            .client(&env.server, &["whoami"], &[])
+            .ok()
+            .text(),
+        "not logged in\n"
+    );
+    assert_eq!(as_alice(&["whoami"]), "alice (admin)\n");
+    assert_eq!(as_alice(&["tout"]), "idle timeout: 300s\n");
+    assert_eq!(as_alice(&["rhave", "nothing-here"]), "no\n");
+    // Commands that need a login say so before connecting.
+    let line = env
+        .scratch
+        .client(&env.server, &["rhave", "x"], &[])
+        .fails();
+    assert!(line.contains("`vserv rhave` needs a login"), "{line}");
+}
