@@ -1,6 +1,7 @@
-//! Tab completion for the shell: command names, then by command and argument position
-//! remote paths (listed on the shell's connection), local paths, or user names (the
-//! server's user list when this user may see it, else `~/.vserv/known_users`).
+//! Tab completion for the shell: command names (also after `help`) and subcommand names
+//! (`user add`), then by command and argument position remote paths (listed on the shell's
+//! connection), local paths, or user names (the server's user list when this user may see
+//! it, else `~/.vserv/known_users`).
 
 use std::sync::{Arc, Mutex};
 
@@ -140,6 +141,15 @@ impl Completer for ShellHelper {
             return Ok((start, Vec::new()));
         }
         let n = previous.filter(|w| !w.starts_with('-')).count();
+        if n == 0 {
+            if command == "help" {
+                return Ok((start, words(self.names.iter().cloned(), word)));
+            }
+            let subcommands = super::line::subcommand_names(command);
+            if !subcommands.is_empty() {
+                return Ok((start, words(subcommands, word)));
+            }
+        }
         let candidates = match arg_kind(command, n) {
             Arg::Remote => self.remote(word),
             Arg::Local => return self.files.complete(line, pos, ctx),

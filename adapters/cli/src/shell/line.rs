@@ -94,6 +94,23 @@ fn usage_text(e: &clap::Error) -> String {
         .join("\n")
 }
 
+/// The subcommand names of `command` (`user`: `add`, `del`, ...), sorted; empty for a
+/// command without subcommands.
+pub fn subcommand_names(command: &str) -> Vec<String> {
+    use clap::CommandFactory;
+    let line = Line::command();
+    let mut names: Vec<String> = line
+        .find_subcommand(command)
+        .map(|c| {
+            c.get_subcommands()
+                .map(|s| s.get_name().to_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
 /// The names of every command a line can start with, sorted.
 pub fn command_names() -> Vec<String> {
     use clap::CommandFactory;
@@ -161,5 +178,8 @@ mod tests {
         ] {
             assert!(names.iter().any(|n| n == name), "{name}: {names:?}");
         }
+        assert!(subcommand_names("user").contains(&"passwd".to_owned()));
+        assert_eq!(subcommand_names("peer"), ["status"]);
+        assert!(subcommand_names("put").is_empty());
     }
 }
