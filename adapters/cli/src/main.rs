@@ -46,6 +46,13 @@ enum Command {
     /// The commands that run on a connection (also typed in `vserv shell`).
     #[command(flatten)]
     Remote(ops::Op<client_cmd::ClientArgs>),
+    /// List the server's commands, or describe one.
+    Help {
+        /// Command to describe.
+        topic: Option<String>,
+        #[command(flatten)]
+        client: client_cmd::ClientArgs,
+    },
     /// Log in and print who the server says you are (checks your credentials).
     Login(client_cmd::ClientArgs),
     /// Manage user accounts and your login keys (over the protocol, or --data offline).
@@ -70,6 +77,9 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => serve::serve(args),
         Command::Remote(op) => ops::run_once(&op),
+        Command::Help { topic, client } => {
+            client_cmd::run(&client, vserv_core::commands::Command::Help { topic })
+        }
         Command::Login(c) => client_cmd::login(&c),
         Command::User(args) => user_cmd::run(args),
         Command::Keygen(args) => serve::keygen(args),

@@ -37,13 +37,6 @@ pub enum Op<C: Args> {
         #[command(flatten)]
         client: C,
     },
-    /// List the server's commands, or describe one.
-    Help {
-        /// Command to describe.
-        topic: Option<String>,
-        #[command(flatten)]
-        client: C,
-    },
     /// Round-trip a payload through the server.
     Ping {
         /// Text to echo (default: empty).
@@ -203,7 +196,6 @@ impl<C: Args> Op<C> {
             Op::Hello { client }
             | Op::Ver { client }
             | Op::Id { client }
-            | Op::Help { client, .. }
             | Op::Ping { client, .. }
             | Op::Whoami { client }
             | Op::Tout { client, .. }
@@ -235,7 +227,6 @@ impl<C: Args> Op<C> {
             Op::Hello { .. } => "hello",
             Op::Ver { .. } => "ver",
             Op::Id { .. } => "id",
-            Op::Help { .. } => "help",
             Op::Ping { .. } => "ping",
             Op::Whoami { .. } => "whoami",
             Op::Tout { .. } => "tout",
@@ -267,12 +258,7 @@ impl<C: Args> Op<C> {
     pub fn needs_login(&self) -> bool {
         !matches!(
             self,
-            Op::Hello { .. }
-                | Op::Ver { .. }
-                | Op::Id { .. }
-                | Op::Help { .. }
-                | Op::Ping { .. }
-                | Op::Whoami { .. }
+            Op::Hello { .. } | Op::Ver { .. } | Op::Id { .. } | Op::Ping { .. } | Op::Whoami { .. }
         )
     }
 
@@ -282,9 +268,6 @@ impl<C: Args> Op<C> {
             Op::Hello { .. } => connected.run(&Command::Hello),
             Op::Ver { .. } => connected.run(&Command::Ver),
             Op::Id { .. } => connected.run(&Command::Id),
-            Op::Help { topic, .. } => connected.run(&Command::Help {
-                topic: topic.clone(),
-            }),
             Op::Ping { payload, .. } => connected.run(&Command::Ping {
                 payload: payload.clone().unwrap_or_default().into_bytes(),
             }),

@@ -151,13 +151,17 @@ fn failing_line_fails_the_script(runtime: &str) {
     // All lines fine: success. `user` commands run on the connection too.
     let run = env
         .script_with(
-            "# a comment\n\nwhoami\nuser add bob\nuser list\nexit\nbogus-after-exit\n",
+            "# a comment\n\nwhoami\nuser add bob\nuser list\nhelp\nexit\nbogus-after-exit\n",
             &[("VSERV_NEW_PASSWORD", "bob-password-1")],
         )
         .ok();
     let text = run.text();
     assert!(text.contains("\nbob "), "{text}");
     assert!(text.contains("user  enabled"), "{text}");
+    // `help`: the server's catalogue, then what the shell adds (and how it handles idling).
+    assert!(text.contains("\nrput "), "{text}");
+    assert!(text.contains("exit, quit"), "{text}");
+    assert!(text.contains("logs in again on the next command"), "{text}");
 }
 
 #[test]

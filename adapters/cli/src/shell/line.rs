@@ -29,6 +29,11 @@ pub enum ShellCommand {
     Op(Op<NoClient>),
     /// Manage user accounts and your login keys (`user --help` lists them).
     User(UserArgs<NoClient, NoClient>),
+    /// List the server's commands, or describe one; then what the shell adds.
+    Help {
+        /// Command to describe.
+        topic: Option<String>,
+    },
     /// Change the session's working directory on the server (kept across reconnections).
     Cd {
         /// The new working directory.

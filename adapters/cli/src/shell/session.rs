@@ -190,9 +190,6 @@ impl Session {
                     );
                 }
                 op.run_on(conn)?;
-                if let crate::ops::Op::Help { topic: None, .. } = op {
-                    print!("{}", super::SHELL_HELP);
-                }
                 if let crate::ops::Op::Tout {
                     seconds: Some(_), ..
                 } = op
@@ -218,6 +215,14 @@ impl Session {
                     None => (None, None),
                 };
                 crate::user_cmd::run_on(conn, args, me, password)?;
+            }
+            ShellCommand::Help { topic } => {
+                conn.run(&Command::Help {
+                    topic: topic.clone(),
+                })?;
+                if topic.is_none() {
+                    print!("{}", super::SHELL_HELP);
+                }
             }
             ShellCommand::Pwd => conn.run(&Command::Pwd)?,
             ShellCommand::Logout => {
