@@ -21,6 +21,7 @@ mod error;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
 pub mod ledger;
+pub mod messages;
 pub mod names;
 pub mod paths;
 pub mod replication;

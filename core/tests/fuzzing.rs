@@ -21,6 +21,8 @@ fn every_seed_passes_its_target() {
             "close" => fuzzing::close(&bytes),
             "command" => fuzzing::command(&bytes),
             "deframer" => fuzzing::deframer(&bytes),
+            "notice" => fuzzing::notice(&bytes),
+            "sealed_message" => fuzzing::sealed_message(&bytes),
             "server_connection" => fuzzing::server_connection(&bytes, now),
             "client_connection" => fuzzing::client_connection(&bytes, now),
             "replication_message" => vserv_core::replication::fuzzing::replication_message(&bytes),
@@ -29,5 +31,5 @@ fn every_seed_passes_its_target() {
         }
         targets.insert(target);
     }
-    assert_eq!(targets.len(), 11, "a target without seeds: {targets:?}");
+    assert_eq!(targets.len(), 13, "a target without seeds: {targets:?}");
 }

@@ -5,7 +5,7 @@ use std::net::{TcpStream, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
 use vserv_core::CloseCode;
-use vserv_core::commands::{Command, Reply};
+use vserv_core::commands::{Command, Notice, Reply};
 use vserv_service::client::{ClientError, ClientOptions, ClientSession};
 use vserv_service::system::os_rng;
 
@@ -140,6 +140,50 @@ impl Client {
     pub fn flush_requests(&mut self) -> Result<(), ClientError> {
         self.flush()?;
         Ok(())
+    }
+
+    /// The notices the server pushed that arrived while this client read the socket (during
+    /// calls or [`poll_notices`](Self::poll_notices)), oldest first; none are read now.
+    pub fn take_notices(&mut self) -> Vec<Notice> {
+        self.session.take_notices()
+    }
+
+    /// Waits at most `max_wait` for the server to push notices, without sending a request,
+    /// and returns those that arrived (at once if some are queued already; empty when none
+    /// came in time). Replies to requests in flight are kept for their calls. Fails if the
+    /// session ends meanwhile.
+    pub fn poll_notices(&mut self, max_wait: Duration) -> Result<Vec<Notice>, ClientError> {
+        let until = Instant::now() + max_wait;
+        loop {
+            let processed = self.session.process(Instant::now());
+            self.flush()?;
+            processed?;
+            if self.session.has_notices() {
+                return Ok(self.session.take_notices());
+            }
+            if self.session.is_closed() {
+                return Err(self.session.ended_error());
+            }
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Ok(Vec::new());
+            }
+            let (_, result) = crate::feed::read_into(
+                &mut self.stream,
+                self.session.connection(),
+                &mut self.buf,
+                Some(left),
+            )?;
+            if let Err(e) = result {
+                let error = self.session.failure(e);
+                let _ = self.session.process(Instant::now());
+                let _ = self.flush();
+                if self.session.has_notices() {
+                    return Ok(self.session.take_notices());
+                }
+                return Err(error);
+            }
+        }
     }
 
     /// Ends the session politely: `quit`, then waits for the server's close.

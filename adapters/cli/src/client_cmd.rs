@@ -6,8 +6,8 @@ use std::time::Duration;
 use anyhow::{Context, anyhow, bail};
 use clap::Args;
 use vserv_blocking::Client;
-use vserv_core::Fingerprint;
 use vserv_core::commands::{Command, Reply};
+use vserv_core::{Fingerprint, ServerIdentity};
 use vserv_service::client::{ClientError, ClientOptions};
 use vserv_store::trust::TrustDecision;
 
@@ -99,20 +99,57 @@ pub fn connect_then<T>(
     args: &ClientArgs,
     ask: impl FnOnce(Option<&Password>) -> anyhow::Result<T>,
 ) -> anyhow::Result<(Connected, T)> {
-    let options = args.options()?;
-    let key = args
-        .key
-        .as_deref()
-        .map(|path| {
-            credentials::read_user_key(path)
-                .with_context(|| format!("reading the key file {}", path.display()))
-        })
-        .transpose()?;
-    let password = match (&args.user, &key) {
-        (Some(user), None) => Some(credentials::login_password(user, &args.server)?),
+    let login = login_secret(args)?;
+    let password = match &login {
+        Some(Login {
+            secret: Secret::Password(p),
+            ..
+        }) => Some(p),
         _ => None,
     };
-    let extra = ask(password.as_ref())?;
+    let extra = ask(password)?;
+    Ok((open(args, login.as_ref())?, extra))
+}
+
+/// What a login proves itself with; wiped from memory when dropped.
+pub enum Secret {
+    /// The user's password.
+    Password(Password),
+    /// The user's login key.
+    Key(ServerIdentity),
+}
+
+/// A user name and its secret, held in memory (never written anywhere) so that a session
+/// can log in again after the server closed it.
+pub struct Login {
+    /// The user logging in.
+    pub user: String,
+    /// The proof.
+    pub secret: Secret,
+}
+
+/// The login `args` asks for (`None`: anonymous): the key file with `--key`, else the
+/// password (`VSERV_PASSWORD` or a prompt).
+pub fn login_secret(args: &ClientArgs) -> anyhow::Result<Option<Login>> {
+    let Some(user) = &args.user else {
+        return Ok(None);
+    };
+    let secret = match args.key.as_deref() {
+        Some(path) => Secret::Key(
+            credentials::read_user_key(path)
+                .with_context(|| format!("reading the key file {}", path.display()))?,
+        ),
+        None => Secret::Password(credentials::login_password(user, &args.server)?),
+    };
+    Ok(Some(Login {
+        user: user.clone(),
+        secret,
+    }))
+}
+
+/// Connects to the server `args` names and, with `login`, logs in.
+pub fn open(args: &ClientArgs, login: Option<&Login>) -> anyhow::Result<Connected> {
+    let options = args.options()?;
     let mut client = Client::connect(&args.server, &options)
         .with_context(|| format!("connecting to {}", args.server))?;
     if let Some(TrustDecision::FirstContact { fingerprint }) = client.session().trust() {
@@ -123,17 +160,16 @@ pub fn connect_then<T>(
             options.known_servers.display()
         );
     }
-    if let Some(user) = &args.user {
-        let credential = match (&key, &password) {
-            (Some(key), _) => {
+    if let Some(Login { user, secret }) = login {
+        let credential = match secret {
+            Secret::Key(key) => {
                 let session_id = client
                     .session()
                     .session_id()
                     .ok_or_else(|| anyhow!("the session has no id to sign (not connected)"))?;
                 credentials::key_credential(key, &session_id, user)
             }
-            (None, Some(password)) => credentials::password_credential(password),
-            (None, None) => bail!("no credential to log in with"),
+            Secret::Password(password) => credentials::password_credential(password),
         };
         let login = Command::Login {
             user: user.clone(),
@@ -149,7 +185,7 @@ pub fn connect_then<T>(
             }
         }
     }
-    Ok((Connected { client }, extra))
+    Ok(Connected { client })
 }
 
 /// How `vserv inbox` shows a delivery: `STATE SIZE TIME FROM SHA256 NAME`, then indented

@@ -18,7 +18,7 @@ use vserv_core::ErrorCode;
 use vserv_core::commands::{Command, LS_MAX_LIMIT, ListPage, Reply, SendArgs as SendCommand};
 use vserv_service::client::ClientError;
 
-use crate::client_cmd::{self, ClientArgs, Connected};
+use crate::client_cmd::{self, Connected};
 use crate::paging::Tokens;
 use crate::show::escape;
 
@@ -42,8 +42,6 @@ pub struct PutArgs {
     #[arg(long, default_value_t = DEFAULT_PARALLEL as u8,
           value_parser = clap::value_parser!(u8).range(1..=64))]
     pub parallel: u8,
-    #[command(flatten)]
-    pub client: ClientArgs,
 }
 
 /// `vserv get` options.
@@ -72,8 +70,6 @@ pub struct GetArgs {
     #[arg(long, default_value_t = DEFAULT_PARALLEL as u8,
           value_parser = clap::value_parser!(u8).range(1..=64))]
     pub parallel: u8,
-    #[command(flatten)]
-    pub client: ClientArgs,
 }
 
 /// `vserv ls` options.
@@ -84,8 +80,6 @@ pub struct LsArgs {
     /// Directories only.
     #[arg(long)]
     pub dirs: bool,
-    #[command(flatten)]
-    pub client: ClientArgs,
 }
 
 /// Options of the commands taking one server path (`mkdir`, `stat`).
@@ -93,8 +87,6 @@ pub struct LsArgs {
 pub struct PathArgs {
     /// The path on the server.
     pub path: String,
-    #[command(flatten)]
-    pub client: ClientArgs,
 }
 
 /// `vserv rm` options.
@@ -105,8 +97,6 @@ pub struct RmArgs {
     /// Delete an empty directory instead of a file.
     #[arg(long)]
     pub dir: bool,
-    #[command(flatten)]
-    pub client: ClientArgs,
 }
 
 /// `vserv mv` options.
@@ -116,8 +106,6 @@ pub struct MvArgs {
     pub from: String,
     /// Its new path (in the same home).
     pub to: String,
-    #[command(flatten)]
-    pub client: ClientArgs,
 }
 
 /// `vserv send` options.
@@ -133,8 +121,6 @@ pub struct SendArgs {
     /// A note for the recipient (at most 256 bytes, one line).
     #[arg(long)]
     pub note: Option<String>,
-    #[command(flatten)]
-    pub client: ClientArgs,
 }
 
 /// `vserv inbox` options.
@@ -142,19 +128,10 @@ pub struct SendArgs {
 pub struct InboxArgs {
     /// The inbox folder (default: `default`).
     pub folder: Option<String>,
-    #[command(flatten)]
-    pub client: ClientArgs,
 }
 
 /// The directory of the sender's home where `vserv send` stages a file before delivering it.
 pub const STAGING_DIR: &str = "outbox";
-
-fn need_login(client: &ClientArgs, what: &str) -> anyhow::Result<()> {
-    if client.user.is_none() {
-        bail!("`vserv {what}` needs a login: add --user NAME (and --key FILE for a key)");
-    }
-    Ok(())
-}
 
 /// A byte progress bar on standard error when it is a terminal, hidden otherwise.
 fn progress_bar(what: &str) -> ProgressBar {
@@ -373,10 +350,9 @@ fn error_line(e: &TransferFailure) -> String {
     crate::show::escape(&parts.join(": ").replace('\n', " ")).into_owned()
 }
 
-/// Prints the report line of every file that made it, then ends the session; fails naming
-/// every file that did not (`verb` is "upload" or "download").
+/// Prints the report line of every file that made it; fails naming every file that did not
+/// (`verb` is "upload" or "download").
 fn conclude(
-    connected: Connected,
     verb: &str,
     files: &[(String, String)],
     results: Vec<Result<TransferOutcome, TransferFailure>>,
@@ -390,10 +366,7 @@ fn conclude(
         }
     }
     if failed.is_empty() {
-        return connected.quit();
-    }
-    if let Err(e) = connected.quit() {
-        tracing::debug!(error = %e, "ending the session failed");
+        return Ok(());
     }
     bail!(
         "{} of {} {verb}s failed: {}",
@@ -404,8 +377,7 @@ fn conclude(
 }
 
 /// `vserv put LOCAL [REMOTE] [--resume]`, or `vserv put LOCAL... REMOTE_DIR/`.
-pub fn put(args: PutArgs) -> anyhow::Result<()> {
-    need_login(&args.client, "put")?;
+pub fn put(connected: &mut Connected, args: &PutArgs) -> anyhow::Result<()> {
     let plan = put_plan(&args.paths)?;
     let options = TransferOptions {
         resume: args.resume,
@@ -413,9 +385,8 @@ pub fn put(args: PutArgs) -> anyhow::Result<()> {
         ..TransferOptions::default()
     };
     if let [one] = plan.as_slice() {
-        return put_one(&args.client, one, &options);
+        return put_one(connected, one, &options);
     }
-    let mut connected = client_cmd::connect(&args.client)?;
     let files: Vec<(String, String)> = plan
         .iter()
         .map(|u| (u.local.display().to_string(), u.remote.clone()))
@@ -434,16 +405,19 @@ pub fn put(args: PutArgs) -> anyhow::Result<()> {
         &mut |index, done, total| bars.update(index, done, total),
     );
     bars.clear();
-    conclude(connected, "upload", &files, results)
+    conclude("upload", &files, results)
 }
 
 /// One upload, as `vserv put LOCAL [REMOTE]` has always run it.
-fn put_one(client: &ClientArgs, upload: &Upload, options: &TransferOptions) -> anyhow::Result<()> {
+fn put_one(
+    connected: &mut Connected,
+    upload: &Upload,
+    options: &TransferOptions,
+) -> anyhow::Result<()> {
     let Upload { local, remote } = upload;
     if !local.is_file() {
         bail!("{} is not a file", local.display());
     }
-    let mut connected = client_cmd::connect(client)?;
     let bar = progress_bar("put");
     let outcome = transfer::put_with(
         &mut connected.client,
@@ -458,12 +432,11 @@ fn put_one(client: &ClientArgs, upload: &Upload, options: &TransferOptions) -> a
     bar.finish_and_clear();
     let outcome = outcome.with_context(|| format!("uploading {} to {remote}", local.display()))?;
     report("put", &local.display().to_string(), remote, &outcome);
-    connected.quit()
+    Ok(())
 }
 
 /// `vserv get REMOTE [LOCAL] [--resume]`, or `vserv get REMOTE... LOCAL_DIR`.
-pub fn get(args: GetArgs) -> anyhow::Result<()> {
-    need_login(&args.client, "get")?;
+pub fn get(connected: &mut Connected, args: &GetArgs) -> anyhow::Result<()> {
     let plan = get_plan(&args.paths)?;
     let options = TransferOptions {
         resume: args.resume,
@@ -471,9 +444,8 @@ pub fn get(args: GetArgs) -> anyhow::Result<()> {
         overwrite: args.force,
     };
     if let [one] = plan.as_slice() {
-        return get_one(&args.client, one, &options);
+        return get_one(connected, one, &options);
     }
-    let mut connected = client_cmd::connect(&args.client)?;
     let files: Vec<(String, String)> = plan
         .iter()
         .map(|d| (d.remote.clone(), d.local.display().to_string()))
@@ -492,17 +464,16 @@ pub fn get(args: GetArgs) -> anyhow::Result<()> {
         &mut |index, done, total| bars.update(index, done, total),
     );
     bars.clear();
-    conclude(connected, "download", &files, results)
+    conclude("download", &files, results)
 }
 
 /// One download, as `vserv get REMOTE [LOCAL]` has always run it.
 fn get_one(
-    client: &ClientArgs,
+    connected: &mut Connected,
     download: &Download,
     options: &TransferOptions,
 ) -> anyhow::Result<()> {
     let Download { remote, local } = download;
-    let mut connected = client_cmd::connect(client)?;
     let bar = progress_bar("get");
     let outcome = transfer::get_with(
         &mut connected.client,
@@ -518,13 +489,11 @@ fn get_one(
     let outcome =
         outcome.with_context(|| format!("downloading {remote} to {}", local.display()))?;
     report("get", remote, &local.display().to_string(), &outcome);
-    connected.quit()
+    Ok(())
 }
 
 /// `vserv ls [DIR]`: every entry, one line each (`KIND SIZE MTIME NAME`), pages followed.
-pub fn ls(args: LsArgs) -> anyhow::Result<()> {
-    need_login(&args.client, "ls")?;
-    let mut connected = client_cmd::connect(&args.client)?;
+pub fn ls(connected: &mut Connected, args: &LsArgs) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     let mut from: Option<String> = None;
     let mut tokens = Tokens::new("ls");
@@ -561,20 +530,17 @@ pub fn ls(args: LsArgs) -> anyhow::Result<()> {
         }
     }
     out.flush()?;
-    drop(out);
-    connected.quit()
+    Ok(())
 }
 
 /// `vserv send USER LOCAL [--folder NAME] [--note TEXT]`: uploads LOCAL to
 /// `outbox/NAME` in the sender's home (created if missing), asks the server to deliver it,
 /// then deletes the staged copy (whatever the outcome).
-pub fn send(args: SendArgs) -> anyhow::Result<()> {
-    need_login(&args.client, "send")?;
+pub fn send(connected: &mut Connected, args: &SendArgs) -> anyhow::Result<()> {
     let staged = remote_target(&args.local, Some(&format!("{STAGING_DIR}/")))?;
     if !args.local.is_file() {
         bail!("{} is not a file", args.local.display());
     }
-    let mut connected = client_cmd::connect(&args.client)?;
     let mkdir = Command::Mkdir {
         path: STAGING_DIR.into(),
     };
@@ -628,13 +594,11 @@ pub fn send(args: SendArgs) -> anyhow::Result<()> {
         hex::encode(outcome.sha256),
         name = escape(&name),
     );
-    connected.quit()
+    Ok(())
 }
 
 /// `vserv inbox [FOLDER]`: every delivery, pages followed.
-pub fn inbox(args: InboxArgs) -> anyhow::Result<()> {
-    need_login(&args.client, "inbox")?;
-    let mut connected = client_cmd::connect(&args.client)?;
+pub fn inbox(connected: &mut Connected, args: &InboxArgs) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     let mut from: Option<String> = None;
     let mut tokens = Tokens::new("inbox");
@@ -660,47 +624,39 @@ pub fn inbox(args: InboxArgs) -> anyhow::Result<()> {
         }
     }
     out.flush()?;
-    drop(out);
-    connected.quit()
-}
-
-fn run_one(client: &ClientArgs, what: &str, command: Command) -> anyhow::Result<()> {
-    need_login(client, what)?;
-    let mut connected: Connected = client_cmd::connect(client)?;
-    connected.run(&command)?;
-    connected.quit()
+    Ok(())
 }
 
 /// `vserv mkdir PATH`.
-pub fn mkdir(args: PathArgs) -> anyhow::Result<()> {
-    run_one(&args.client, "mkdir", Command::Mkdir { path: args.path })
+pub fn mkdir(connected: &mut Connected, args: &PathArgs) -> anyhow::Result<()> {
+    connected.run(&Command::Mkdir {
+        path: args.path.clone(),
+    })
 }
 
 /// `vserv stat PATH`.
-pub fn stat(args: PathArgs) -> anyhow::Result<()> {
-    run_one(&args.client, "stat", Command::Stat { path: args.path })
+pub fn stat(connected: &mut Connected, args: &PathArgs) -> anyhow::Result<()> {
+    connected.run(&Command::Stat {
+        path: args.path.clone(),
+    })
 }
 
 /// `vserv rm PATH` (`del`), or `vserv rm --dir PATH` (`rmdir`).
-pub fn rm(args: RmArgs) -> anyhow::Result<()> {
-    let command = if args.dir {
-        Command::Rmdir { path: args.path }
+pub fn rm(connected: &mut Connected, args: &RmArgs) -> anyhow::Result<()> {
+    let path = args.path.clone();
+    connected.run(&if args.dir {
+        Command::Rmdir { path }
     } else {
-        Command::Del { path: args.path }
-    };
-    run_one(&args.client, "rm", command)
+        Command::Del { path }
+    })
 }
 
 /// `vserv mv FROM TO`.
-pub fn mv(args: MvArgs) -> anyhow::Result<()> {
-    run_one(
-        &args.client,
-        "mv",
-        Command::Mv {
-            from: args.from,
-            to: args.to,
-        },
-    )
+pub fn mv(connected: &mut Connected, args: &MvArgs) -> anyhow::Result<()> {
+    connected.run(&Command::Mv {
+        from: args.from.clone(),
+        to: args.to.clone(),
+    })
 }
 
 #[cfg(test)]

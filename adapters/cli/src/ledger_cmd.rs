@@ -12,7 +12,7 @@ use vserv_core::Fingerprint;
 use vserv_core::commands::{Command, RLIST_MAX_LIMIT, RecordSelector, Reply, SeqRange};
 use vserv_core::ledger::{Entry, MAX_BODY, SignedHead, body_to_fields, fields_to_body};
 
-use crate::client_cmd::{self, ClientArgs, Connected};
+use crate::client_cmd::{self, Connected};
 use crate::paging::Seqs;
 use crate::show::{escape, escape_bytes};
 
@@ -28,8 +28,6 @@ pub struct RputArgs {
     /// The record id (default: 16 random bytes in hex). A record id can be stored once.
     #[arg(long, value_name = "ID")]
     pub id: Option<String>,
-    #[command(flatten)]
-    pub client: ClientArgs,
 }
 
 /// `vserv rget` options.
@@ -45,8 +43,6 @@ pub struct RgetArgs {
     /// SHA256:<64 hex digits>) instead of the server's own.
     #[arg(long, value_name = "FPR")]
     pub origin: Option<Fingerprint>,
-    #[command(flatten)]
-    pub client: ClientArgs,
 }
 
 /// `vserv rsize` options.
@@ -58,8 +54,6 @@ pub struct RsizeArgs {
     /// SHA256:<64 hex digits>) instead of the server's own.
     #[arg(long, value_name = "FPR")]
     pub origin: Option<Fingerprint>,
-    #[command(flatten)]
-    pub client: ClientArgs,
 }
 
 /// `vserv rabs` options.
@@ -72,8 +66,6 @@ pub struct RabsArgs {
     /// SHA256:<64 hex digits>) instead of the server's own.
     #[arg(long, value_name = "FPR")]
     pub origin: Option<Fingerprint>,
-    #[command(flatten)]
-    pub client: ClientArgs,
 }
 
 /// `vserv rcount` options.
@@ -89,8 +81,6 @@ pub struct RcountArgs {
     /// SHA256:<64 hex digits>) instead of the server's own.
     #[arg(long, value_name = "FPR")]
     pub origin: Option<Fingerprint>,
-    #[command(flatten)]
-    pub client: ClientArgs,
 }
 
 /// `vserv rlist` options.
@@ -111,8 +101,6 @@ pub struct RlistArgs {
     /// SHA256:<64 hex digits>) instead of the server's own.
     #[arg(long, value_name = "FPR")]
     pub origin: Option<Fingerprint>,
-    #[command(flatten)]
-    pub client: ClientArgs,
 }
 
 /// `vserv rhead` options.
@@ -122,8 +110,17 @@ pub struct RheadArgs {
     /// SHA256:<64 hex digits>) instead of the server's own.
     #[arg(long, value_name = "FPR")]
     pub origin: Option<Fingerprint>,
-    #[command(flatten)]
-    pub client: ClientArgs,
+}
+
+/// `vserv rhave` options.
+#[derive(Args, Debug)]
+pub struct RhaveArgs {
+    /// The record id asked about (as given to `rput --id`).
+    pub record_id: String,
+    /// Read the feed of this origin the server holds (its key fingerprint,
+    /// SHA256:<64 hex digits>) instead of the server's own.
+    #[arg(long, value_name = "FPR")]
+    pub origin: Option<Fingerprint>,
 }
 
 /// `vserv rcheck` options.
@@ -137,14 +134,10 @@ pub struct RcheckArgs {
     /// SHA256:<64 hex digits>) instead of the server's own.
     #[arg(long, value_name = "FPR")]
     pub origin: Option<Fingerprint>,
-    #[command(flatten)]
-    pub client: ClientArgs,
 }
 
 /// `vserv rabs POS`: prints the entry at a position (negative counts from the end).
-pub fn rabs(args: RabsArgs) -> anyhow::Result<()> {
-    need_login(&args.client, "rabs")?;
-    let mut connected = client_cmd::connect(&args.client)?;
+pub fn rabs(connected: &mut Connected, args: &RabsArgs) -> anyhow::Result<()> {
     let reply = connected.client.call(&Command::Rabs {
         pos: args.pos,
         origin: args.origin,
@@ -153,32 +146,26 @@ pub fn rabs(args: RabsArgs) -> anyhow::Result<()> {
         bail!("unexpected reply to rabs: {reply:?}");
     };
     print!("{}", show_entry(&entry));
-    connected.quit()
+    Ok(())
 }
 
 /// `vserv rcount KIND FROM TO`: how many entries of a kind a seq range holds.
-pub fn rcount(args: RcountArgs) -> anyhow::Result<()> {
-    need_login(&args.client, "rcount")?;
+pub fn rcount(connected: &mut Connected, args: &RcountArgs) -> anyhow::Result<()> {
     let range = SeqRange {
         from: args.from,
         to: args.to,
     };
-    client_cmd::run(
-        &args.client,
-        Command::Rcount {
-            kind: args.kind,
-            range,
-            origin: args.origin,
-        },
-    )
+    connected.run(&Command::Rcount {
+        kind: args.kind.clone(),
+        range,
+        origin: args.origin,
+    })
 }
 
 /// `vserv rlist KIND|*`: one line per entry of the range, following the server's pages
 /// (each page is one `rlist` request continuing at the previous page's `next`).
-pub fn rlist(args: RlistArgs) -> anyhow::Result<()> {
-    need_login(&args.client, "rlist")?;
-    let kind = (args.kind != "*").then_some(args.kind);
-    let mut connected = client_cmd::connect(&args.client)?;
+pub fn rlist(connected: &mut Connected, args: &RlistArgs) -> anyhow::Result<()> {
+    let kind = (args.kind != "*").then(|| args.kind.clone());
     let mut next = Some(args.from);
     let mut left = args.max.unwrap_or(u64::MAX);
     let mut seqs = Seqs::new("rlist");
@@ -222,20 +209,18 @@ pub fn rlist(args: RlistArgs) -> anyhow::Result<()> {
         next = after;
     }
     out.flush()?;
-    connected.quit()
+    Ok(())
 }
 
 /// `vserv rput`: appends a record and prints its seq, entry hash and record id.
-pub fn rput(args: RputArgs) -> anyhow::Result<()> {
-    need_login(&args.client, "rput")?;
+pub fn rput(connected: &mut Connected, args: &RputArgs) -> anyhow::Result<()> {
     let body = body_from_args(&args.body)?;
-    let record_id = match args.id {
-        Some(id) => id,
+    let record_id = match &args.id {
+        Some(id) => id.clone(),
         None => hex::encode(rand::rng().random::<[u8; 16]>()),
     };
-    let mut connected = client_cmd::connect(&args.client)?;
     let reply = connected.client.call(&Command::Rput {
-        kind: args.kind,
+        kind: args.kind.clone(),
         record_id: record_id.clone().into_bytes(),
         body,
     })?;
@@ -244,14 +229,12 @@ pub fn rput(args: RputArgs) -> anyhow::Result<()> {
     };
     println!("seq {seq} hash {}", hex::encode(hash));
     println!("record {record_id}");
-    connected.quit()
+    Ok(())
 }
 
 /// `vserv rget`: prints one entry, or with `--raw` only its body's bytes.
-pub fn rget(args: RgetArgs) -> anyhow::Result<()> {
-    need_login(&args.client, "rget")?;
+pub fn rget(connected: &mut Connected, args: &RgetArgs) -> anyhow::Result<()> {
     let selector = parse_selector(&args.selector)?;
-    let mut connected = client_cmd::connect(&args.client)?;
     let reply = connected.client.call(&Command::Rget {
         selector,
         origin: args.origin,
@@ -266,46 +249,46 @@ pub fn rget(args: RgetArgs) -> anyhow::Result<()> {
         stdout.write_all(show_entry(&entry).as_bytes())?;
     }
     stdout.flush()?;
-    connected.quit()
+    Ok(())
 }
 
 /// `vserv rhead [--origin FPR]`: fetches the signed head, checks its signature against the
 /// server's key (or the origin's), prints it.
-pub fn rhead(args: RheadArgs) -> anyhow::Result<()> {
-    need_login(&args.client, "rhead")?;
-    let mut connected = client_cmd::connect(&args.client)?;
-    let signed = fetch_head(&mut connected, args.origin.as_ref())?
+pub fn rhead(connected: &mut Connected, args: &RheadArgs) -> anyhow::Result<()> {
+    let signed = fetch_head(connected, args.origin.as_ref())?
         .ok_or_else(|| anyhow!("the ledger is empty: there is no signed head yet"))?;
     client_cmd::print_reply(&Reply::Head(signed), None);
-    connected.quit()
+    Ok(())
 }
 
 /// `vserv rsize [KIND]`: how many entries the ledger holds (of a kind).
-pub fn rsize(args: RsizeArgs) -> anyhow::Result<()> {
-    need_login(&args.client, "rsize")?;
-    client_cmd::run(
-        &args.client,
-        Command::Rsize {
-            kind: args.kind,
-            origin: args.origin,
-        },
-    )
+pub fn rsize(connected: &mut Connected, args: &RsizeArgs) -> anyhow::Result<()> {
+    connected.run(&Command::Rsize {
+        kind: args.kind.clone(),
+        origin: args.origin,
+    })
+}
+
+/// `vserv rhave RECORD_ID [--origin FPR]`: whether the ledger holds a record with this id
+/// (`yes` or `no`).
+pub fn rhave(connected: &mut Connected, args: &RhaveArgs) -> anyhow::Result<()> {
+    connected.run(&Command::Rhave {
+        record_id: args.record_id.clone().into_bytes(),
+        origin: args.origin,
+    })
 }
 
 /// `vserv rcheck`: the server re-verifies its chain (admins); a broken chain is a failure.
-pub fn rcheck(args: RcheckArgs) -> anyhow::Result<()> {
-    need_login(&args.client, "rcheck")?;
+pub fn rcheck(connected: &mut Connected, args: &RcheckArgs) -> anyhow::Result<()> {
     let range = match (args.from, args.to) {
         (Some(from), Some(to)) => Some(SeqRange { from, to }),
         (None, None) => None,
         _ => bail!("rcheck takes both FROM and TO, or neither"),
     };
-    let mut connected = client_cmd::connect(&args.client)?;
     let reply = connected.client.call(&Command::Rcheck {
         range,
         origin: args.origin,
     })?;
-    connected.quit()?;
     match reply {
         Reply::ChainOk { .. } => {
             client_cmd::print_reply(&reply, None);
@@ -368,14 +351,6 @@ pub fn fetch_head(
         .verify()
         .context("the server's signed head does not verify")?;
     Ok(Some(signed))
-}
-
-/// Refuses, before any prompt or connection, a ledger command without `--user`.
-fn need_login(client: &ClientArgs, what: &str) -> anyhow::Result<()> {
-    if client.user.is_none() {
-        bail!("`vserv {what}` needs a login: add --user NAME (and --key FILE for a key)");
-    }
-    Ok(())
 }
 
 /// The body from `rput`'s arguments: one `@FILE` (or `@-`), or fields in field form.

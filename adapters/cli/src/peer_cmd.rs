@@ -10,26 +10,26 @@ use clap::{Args, Subcommand};
 use vserv_core::Fingerprint;
 use vserv_core::commands::{Command, ForkSummary, PeerSource, PeerStatus, Reply};
 
-use crate::client_cmd::{self, ClientArgs};
+use crate::client_cmd::Connected;
 use crate::show::escape;
 
-/// `vserv peer` options.
+/// `vserv peer` options; `C` is the connection options (none in the shell).
 #[derive(Args, Debug)]
-pub struct PeerArgs {
+pub struct PeerArgs<C: Args> {
     #[command(subcommand)]
-    command: PeerCommand,
+    command: PeerCommand<C>,
 }
 
 /// The peer commands.
 #[derive(Subcommand, Debug)]
-enum PeerCommand {
+enum PeerCommand<C: Args> {
     /// Show each configured peer (admins): link up or down and since when, the last error,
     /// the peer's epoch, per feed the seq held here and there (`behind`: entries this server
     /// lacks, `ahead`: entries the peer lacks); then the quarantined origins and their forks.
     #[command(visible_alias = "list")]
     Status {
         #[command(flatten)]
-        client: ClientArgs,
+        client: C,
     },
     /// Add a replication peer at runtime (admins; kept across restarts): accept links from
     /// the server key FPR and, with ADDR (host:port), dial it. Again for a peer added so
@@ -40,7 +40,7 @@ enum PeerCommand {
         /// Where to dial it (host:port); without it, its links are only accepted.
         address: Option<String>,
         #[command(flatten)]
-        client: ClientArgs,
+        client: C,
     },
     /// Remove a replication peer added at runtime (admins): its links close and it is no
     /// longer dialed. Peers of the config file are changed in the file.
@@ -48,69 +48,77 @@ enum PeerCommand {
         /// The fingerprint of the peer's server key.
         fingerprint: Fingerprint,
         #[command(flatten)]
-        client: ClientArgs,
+        client: C,
     },
 }
 
-/// Runs a `vserv peer` command.
-pub fn run(args: PeerArgs) -> anyhow::Result<()> {
-    match args.command {
-        PeerCommand::Status { client } => status(&client),
+impl<C: Args> PeerArgs<C> {
+    /// The connection options given with the command.
+    pub fn client(&self) -> &C {
+        match &self.command {
+            PeerCommand::Status { client }
+            | PeerCommand::Add { client, .. }
+            | PeerCommand::Del { client, .. } => client,
+        }
+    }
+
+    /// The subcommand's name, for messages (`status`, `add`, `del`).
+    pub fn name(&self) -> &'static str {
+        match &self.command {
+            PeerCommand::Status { .. } => "status",
+            PeerCommand::Add { .. } => "add",
+            PeerCommand::Del { .. } => "del",
+        }
+    }
+}
+
+/// Runs a `vserv peer` command on an open connection.
+pub fn run<C: Args>(connected: &mut Connected, args: &PeerArgs<C>) -> anyhow::Result<()> {
+    match &args.command {
+        PeerCommand::Status { .. } => status(connected),
         PeerCommand::Add {
             fingerprint,
             address,
-            client,
+            ..
         } => {
             let cmd = Command::Padd {
-                fingerprint,
-                address,
+                fingerprint: *fingerprint,
+                address: address.clone(),
             };
-            done(&client, "add", &cmd)?;
+            done(connected, &cmd)?;
             println!("peer {fingerprint} added");
             Ok(())
         }
-        PeerCommand::Del {
-            fingerprint,
-            client,
-        } => {
-            done(&client, "del", &Command::Pdel { fingerprint })?;
+        PeerCommand::Del { fingerprint, .. } => {
+            done(
+                connected,
+                &Command::Pdel {
+                    fingerprint: *fingerprint,
+                },
+            )?;
             println!("peer {fingerprint} removed");
             Ok(())
         }
     }
 }
 
-/// An admin login is needed for `vserv peer NAME`.
-fn need_admin(client: &ClientArgs, name: &str) -> anyhow::Result<()> {
-    if client.user.is_none() {
-        bail!(
-            "`vserv peer {name}` needs an admin login: add --user NAME (and --key FILE for a key)"
-        );
-    }
-    Ok(())
-}
-
 /// Runs `cmd`, which answers with success only.
-fn done(client: &ClientArgs, name: &str, cmd: &Command) -> anyhow::Result<()> {
-    need_admin(client, name)?;
-    let mut connected = client_cmd::connect(client)?;
+fn done(connected: &mut Connected, cmd: &Command) -> anyhow::Result<()> {
     let reply = connected.client.call(cmd)?;
     if reply != Reply::Done {
         bail!("unexpected reply to {}: {reply:?}", cmd.name());
     }
-    connected.quit()
+    Ok(())
 }
 
 /// `vserv peer status`.
-fn status(client: &ClientArgs) -> anyhow::Result<()> {
-    need_admin(client, "status")?;
-    let mut connected = client_cmd::connect(client)?;
+fn status(connected: &mut Connected) -> anyhow::Result<()> {
     let reply = connected.client.call(&Command::Peers)?;
     let Reply::Peers { peers, forks } = reply else {
         bail!("unexpected reply to peers: {reply:?}");
     };
     print!("{}", status_text(&peers, &forks));
-    connected.quit()
+    Ok(())
 }
 
 /// The text `vserv peer status` prints: per peer a `peer` line (ending in `from config` or

@@ -12,14 +12,16 @@ use vserv_service::accounts::{Accounts, PasswordParams, UserName};
 use vserv_store::db::FjallStore;
 use vserv_store::kv::StoreError;
 
-use crate::client_cmd::{self, ClientArgs};
+use crate::client_cmd::{self, ClientArgs, Connected};
 use crate::credentials;
 
-/// `vserv user` options.
+/// `vserv user` options. `T` is where an administrative command runs ([`Target`] for
+/// `vserv user`), `C` the connection options ([`ClientArgs`]); both are
+/// [`NoClient`](crate::ops::NoClient) in the shell, which runs them on its connection.
 #[derive(Args, Debug)]
-pub struct UserArgs {
+pub struct UserArgs<T: Args, C: Args> {
     #[command(subcommand)]
-    command: UserCommand,
+    command: UserCommand<T, C>,
 }
 
 /// Where an administrative command runs: over the protocol, or on a data directory.
@@ -39,14 +41,14 @@ pub struct Target {
 
 /// The account commands.
 #[derive(Subcommand, Debug)]
-enum UserCommand {
+enum UserCommand<T: Args, C: Args> {
     /// Create the first admin (only while no user exists, only from the server's own
     /// machine). The password comes from VSERV_NEW_PASSWORD, else a prompt.
     Init {
         /// The new admin's name.
         name: String,
         #[command(flatten)]
-        client: ClientArgs,
+        client: C,
     },
     /// Create a user (admins). The password comes from VSERV_NEW_PASSWORD, else a prompt.
     /// With --data on an empty store, the first user must be an admin (--admin).
@@ -57,35 +59,35 @@ enum UserCommand {
         #[arg(long)]
         admin: bool,
         #[command(flatten)]
-        target: Target,
+        target: T,
     },
     /// Delete a user (admins; never the last enabled admin).
     Del {
         /// The user to delete.
         name: String,
         #[command(flatten)]
-        target: Target,
+        target: T,
     },
     /// Allow a disabled user to log in again (admins).
     Enable {
         /// The user to enable.
         name: String,
         #[command(flatten)]
-        client: ClientArgs,
+        client: C,
     },
     /// Stop a user from logging in (admins; never the last enabled admin).
     Disable {
         /// The user to disable.
         name: String,
         #[command(flatten)]
-        client: ClientArgs,
+        client: C,
     },
     /// List users: name, role, enabled or disabled (admins).
     List {
         /// Only users whose name contains this text.
         filter: Option<String>,
         #[command(flatten)]
-        target: Target,
+        target: T,
     },
     /// Change your own password (asks the current one unless you logged in by password), or,
     /// as an admin, set user NAME's. The new password comes from VSERV_NEW_PASSWORD, else a
@@ -94,18 +96,18 @@ enum UserCommand {
         /// Whose password to set (admins); default: your own.
         name: Option<String>,
         #[command(flatten)]
-        target: Target,
+        target: T,
     },
     /// Manage your own login keys (for `--key` logins).
     Key {
         #[command(subcommand)]
-        action: KeyCommand,
+        action: KeyCommand<C>,
     },
 }
 
 /// `vserv user key` actions.
 #[derive(Subcommand, Debug)]
-enum KeyCommand {
+enum KeyCommand<C: Args> {
     /// Register a public key for logging in as yourself.
     Add {
         /// The public key in hex, as printed by `vserv keygen --user`.
@@ -116,132 +118,184 @@ enum KeyCommand {
         #[arg(long, value_name = "FILE")]
         file: Option<PathBuf>,
         #[command(flatten)]
-        client: ClientArgs,
+        client: C,
     },
     /// List the fingerprints of your keys.
     List {
         #[command(flatten)]
-        client: ClientArgs,
+        client: C,
     },
     /// Remove one of your keys.
     Del {
         /// The key's fingerprint (SHA256:...), as `vserv user key list` shows it.
         fingerprint: Fingerprint,
         #[command(flatten)]
-        client: ClientArgs,
+        client: C,
     },
 }
 
-/// Runs a `vserv user` command.
-pub fn run(args: UserArgs) -> anyhow::Result<()> {
-    match args.command {
-        UserCommand::Init { name, client } => {
-            let (mut connected, password) =
-                client_cmd::connect_then(&client, |_| credentials::new_password(&name))?;
-            connected.run(&Command::Uini {
-                user: name,
-                password: credentials::secret(&password),
-            })?;
-            connected.quit()
+impl<T: Args, C: Args> UserCommand<T, C> {
+    /// The subcommand as typed after `user`, for messages.
+    fn name(&self) -> &'static str {
+        match self {
+            UserCommand::Init { .. } => "init",
+            UserCommand::Add { .. } => "add",
+            UserCommand::Del { .. } => "del",
+            UserCommand::Enable { .. } => "enable",
+            UserCommand::Disable { .. } => "disable",
+            UserCommand::List { .. } => "list",
+            UserCommand::Passwd { .. } => "passwd",
+            UserCommand::Key { action } => match action {
+                KeyCommand::Add { .. } => "key add",
+                KeyCommand::List { .. } => "key list",
+                KeyCommand::Del { .. } => "key del",
+            },
         }
+    }
+
+    /// The protocol command it sends, asking for any password it needs (a new one from
+    /// `VSERV_NEW_PASSWORD` or a prompt; for changing one's own, the current one: `login`,
+    /// the password `me` logged in with, else `VSERV_PASSWORD` or a prompt).
+    fn protocol_command(
+        &self,
+        me: Option<&str>,
+        login: Option<&credentials::Password>,
+    ) -> anyhow::Result<Command> {
+        Ok(match self {
+            UserCommand::Init { name, .. } => Command::Uini {
+                user: name.clone(),
+                password: credentials::secret(&credentials::new_password(name)?),
+            },
+            UserCommand::Add { name, admin, .. } => {
+                let password = credentials::secret(&credentials::new_password(name)?);
+                let user = name.clone();
+                if *admin {
+                    Command::Aadd { user, password }
+                } else {
+                    Command::Uadd { user, password }
+                }
+            }
+            UserCommand::Del { name, .. } => Command::Udel { user: name.clone() },
+            UserCommand::Enable { name, .. } => Command::Uena {
+                user: name.clone(),
+                enabled: true,
+            },
+            UserCommand::Disable { name, .. } => Command::Uena {
+                user: name.clone(),
+                enabled: false,
+            },
+            UserCommand::List { filter, .. } => Command::Ulist {
+                filter: filter.clone(),
+            },
+            UserCommand::Passwd {
+                name: Some(target), ..
+            } => Command::Chpass {
+                target: Some(target.clone()),
+                old: None,
+                new: credentials::secret(&credentials::new_password(target)?),
+            },
+            UserCommand::Passwd { name: None, .. } => {
+                let me = me.ok_or_else(|| anyhow!("user passwd without NAME needs a login"))?;
+                let old = match login {
+                    Some(password) => password.clone(),
+                    None => credentials::current_password(me)?,
+                };
+                Command::Chpass {
+                    target: None,
+                    old: Some(credentials::secret(&old)),
+                    new: credentials::secret(&credentials::new_password(me)?),
+                }
+            }
+            UserCommand::Key { action } => Command::Ukey(match action {
+                KeyCommand::Add {
+                    public_key, file, ..
+                } => KeyAction::Add(match (public_key, file) {
+                    (_, Some(path)) => credentials::public_key_from_file(path)?,
+                    (Some(text), None) => credentials::parse_public_key(text)?,
+                    (None, None) => bail!("give the public key in hex, or --file FILE"),
+                }),
+                KeyCommand::List { .. } => KeyAction::List,
+                KeyCommand::Del { fingerprint, .. } => KeyAction::Del(*fingerprint),
+            }),
+        })
+    }
+}
+
+/// Runs a `user` command on an open connection (in the shell), logged in as `me` (with
+/// `login`, when by password).
+pub fn run_on<T: Args, C: Args>(
+    connected: &mut Connected,
+    args: &UserArgs<T, C>,
+    me: Option<&str>,
+    login: Option<&credentials::Password>,
+) -> anyhow::Result<()> {
+    let command = args.command.protocol_command(me, login)?;
+    connected.run(&command)
+}
+
+/// Runs a `vserv user` command: on a data directory with `--data`, else over the protocol
+/// (every prompt before connecting).
+pub fn run(args: UserArgs<Target, ClientArgs>) -> anyhow::Result<()> {
+    let command = &args.command;
+    let client = match command {
         UserCommand::Add {
             name,
             admin,
             target,
         } => match &target.data {
-            Some(dir) => offline_add(dir, &name, admin),
-            None => {
-                need_login(&target.client, "add")?;
-                let (mut connected, password) =
-                    client_cmd::connect_then(&target.client, |_| credentials::new_password(&name))?;
-                let password = credentials::secret(&password);
-                let command = if admin {
-                    Command::Aadd {
-                        user: name,
-                        password,
-                    }
-                } else {
-                    Command::Uadd {
-                        user: name,
-                        password,
-                    }
-                };
-                connected.run(&command)?;
-                connected.quit()
-            }
+            Some(dir) => return offline_add(dir, name, *admin),
+            None => &target.client,
         },
         UserCommand::Del { name, target } => match &target.data {
-            Some(dir) => offline_del(dir, &name),
-            None => over_protocol(&target.client, "del", Command::Udel { user: name }),
+            Some(dir) => return offline_del(dir, name),
+            None => &target.client,
         },
-        UserCommand::Enable { name, client } => over_protocol(
-            &client,
-            "enable",
-            Command::Uena {
-                user: name,
-                enabled: true,
-            },
-        ),
-        UserCommand::Disable { name, client } => over_protocol(
-            &client,
-            "disable",
-            Command::Uena {
-                user: name,
-                enabled: false,
-            },
-        ),
         UserCommand::List { filter, target } => match &target.data {
             Some(dir) => {
                 let users = open_offline(dir, false)?.list(filter.as_deref())?;
                 client_cmd::print_reply(&Reply::Users(users), None);
-                Ok(())
+                return Ok(());
             }
-            None => over_protocol(&target.client, "list", Command::Ulist { filter }),
+            None => &target.client,
         },
         UserCommand::Passwd { name, target } => match &target.data {
-            Some(dir) => {
-                let name = name.ok_or_else(|| {
-                    anyhow!("with --data, name the user whose password to set: user passwd NAME")
-                })?;
-                let accounts = open_offline(dir, false)?;
-                // Refuse an unknown name before asking for a password.
-                let user = accounts
-                    .get(&UserName::parse(&name)?)?
-                    .ok_or_else(|| anyhow!("no user named '{name}'"))?;
-                let name = user.name.to_string();
-                let password = credentials::new_password(&name)?;
-                accounts.set_password(&name, None, password.as_bytes())?;
-                client_cmd::print_reply(&Reply::Done, None);
-                Ok(())
-            }
-            None => passwd_over_protocol(&target.client, name),
+            Some(dir) => return offline_passwd(dir, name.as_deref()),
+            None => &target.client,
         },
+        UserCommand::Init { client, .. }
+        | UserCommand::Enable { client, .. }
+        | UserCommand::Disable { client, .. } => client,
         UserCommand::Key { action } => match action {
-            KeyCommand::Add {
-                public_key,
-                file,
-                client,
-            } => {
-                let key = match (&public_key, &file) {
-                    (_, Some(path)) => credentials::public_key_from_file(path)?,
-                    (Some(text), None) => credentials::parse_public_key(text)?,
-                    (None, None) => bail!("give the public key in hex, or --file FILE"),
-                };
-                over_protocol(&client, "key add", Command::Ukey(KeyAction::Add(key)))
-            }
-            KeyCommand::List { client } => {
-                over_protocol(&client, "key list", Command::Ukey(KeyAction::List))
-            }
-            KeyCommand::Del {
-                fingerprint,
-                client,
-            } => over_protocol(
-                &client,
-                "key del",
-                Command::Ukey(KeyAction::Del(fingerprint)),
-            ),
+            KeyCommand::Add { client, .. }
+            | KeyCommand::List { client }
+            | KeyCommand::Del { client, .. } => client,
         },
+    };
+    if !matches!(command, UserCommand::Init { .. }) {
+        need_login(client, command.name())?;
     }
+    let me = client.user.as_deref();
+    let (mut connected, protocol) =
+        client_cmd::connect_then(client, |login| command.protocol_command(me, login))?;
+    connected.run(&protocol)?;
+    connected.quit()
+}
+
+/// `user passwd NAME --data DIR`.
+fn offline_passwd(dir: &Path, name: Option<&str>) -> anyhow::Result<()> {
+    let name = name.ok_or_else(|| {
+        anyhow!("with --data, name the user whose password to set: user passwd NAME")
+    })?;
+    let accounts = open_offline(dir, false)?;
+    // Refuse an unknown name before asking for a password.
+    let user = accounts
+        .get(&UserName::parse(name)?)?
+        .ok_or_else(|| anyhow!("no user named '{name}'"))?;
+    let name = user.name.to_string();
+    let password = credentials::new_password(&name)?;
+    accounts.set_password(&name, None, password.as_bytes())?;
+    client_cmd::print_reply(&Reply::Done, None);
+    Ok(())
 }
 
 /// Refuses, before any prompt or connection, a command that needs a login but has no --user.
@@ -250,52 +304,6 @@ fn need_login(client: &ClientArgs, what: &str) -> anyhow::Result<()> {
         bail!("`vserv user {what}` needs a login: add --user NAME (and --key FILE for a key)");
     }
     Ok(())
-}
-
-/// Logs in, runs `command`, prints its reply.
-fn over_protocol(client: &ClientArgs, what: &str, command: Command) -> anyhow::Result<()> {
-    need_login(client, what)?;
-    client_cmd::run(client, command)
-}
-
-/// `user passwd [NAME]` over the protocol.
-fn passwd_over_protocol(client: &ClientArgs, name: Option<String>) -> anyhow::Result<()> {
-    need_login(client, "passwd")?;
-    let me = client.user.clone().unwrap_or_default();
-    let command = match name {
-        Some(target) => {
-            let (connected, new) =
-                client_cmd::connect_then(client, |_| credentials::new_password(&target))?;
-            (
-                connected,
-                Command::Chpass {
-                    target: Some(target),
-                    old: None,
-                    new: credentials::secret(&new),
-                },
-            )
-        }
-        None => {
-            let (connected, (old, new)) = client_cmd::connect_then(client, |login| {
-                let old = match login {
-                    Some(password) => password.clone(),
-                    None => credentials::current_password(&me)?,
-                };
-                Ok((old, credentials::new_password(&me)?))
-            })?;
-            (
-                connected,
-                Command::Chpass {
-                    target: None,
-                    old: Some(credentials::secret(&old)),
-                    new: credentials::secret(&new),
-                },
-            )
-        }
-    };
-    let (mut connected, command) = command;
-    connected.run(&command)?;
-    connected.quit()
 }
 
 /// Opens the accounts in data directory `dir`, which must not be in use by a server.

@@ -5,15 +5,19 @@
 
 pub mod transfers;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use rand_core::CryptoRng;
-use vserv_core::commands::{Command, Reply};
+use vserv_core::commands::{Command, Notice, Reply};
 use vserv_core::{Close, CloseCode, Config, Connection, ErrorReply, Event, Fingerprint, ServerKey};
 use vserv_store::known_servers::{KnownServers, KnownServersError};
 use vserv_store::trust::{self, TrustDecision, TrustError};
+
+/// Most notices a [`ClientSession`] keeps until they are taken; a client that never takes
+/// them loses the oldest, never memory.
+pub const MAX_QUEUED_NOTICES: usize = 1024;
 
 /// How a client connects and whom it trusts.
 #[derive(Debug, Clone)]
@@ -93,6 +97,8 @@ pub struct ClientSession {
     /// The connection's first fatal error (a record that failed authentication, a
     /// timeout...), reported by every later call instead of a bare "connection closed".
     fatal: Option<vserv_core::Error>,
+    /// Notices the server pushed, oldest first, until [`ClientSession::take_notices`].
+    notices: VecDeque<Notice>,
 }
 
 impl ClientSession {
@@ -113,6 +119,7 @@ impl ClientSession {
             replies: BTreeMap::new(),
             peer_close: None,
             fatal: None,
+            notices: VecDeque::new(),
         })
     }
 
@@ -171,6 +178,12 @@ impl ClientSession {
                     self.replies.insert(response.id, response);
                 }
                 Event::Closed(close) => self.peer_close = Some(close),
+                Event::Notice(notice) => {
+                    if self.notices.len() >= MAX_QUEUED_NOTICES {
+                        self.notices.pop_front();
+                    }
+                    self.notices.push_back(notice);
+                }
                 Event::Stream(_) => {
                     // A client session is never a link: stream bytes break the protocol.
                     self.conn.close(
@@ -186,6 +199,17 @@ impl ClientSession {
             }
         }
         Ok(())
+    }
+
+    /// The notices the server pushed since the last call, oldest first (at most
+    /// [`MAX_QUEUED_NOTICES`] are kept: older ones are dropped first).
+    pub fn take_notices(&mut self) -> Vec<Notice> {
+        self.notices.drain(..).collect()
+    }
+
+    /// Whether notices are waiting for [`ClientSession::take_notices`].
+    pub fn has_notices(&self) -> bool {
+        !self.notices.is_empty()
     }
 
     /// Sends a command; the returned id is passed to [`ClientSession::take_reply`].

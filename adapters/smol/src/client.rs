@@ -12,7 +12,7 @@ use async_net::TcpStream;
 use futures_lite::future;
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use vserv_core::CloseCode;
-use vserv_core::commands::{Command, Reply};
+use vserv_core::commands::{Command, Notice, Reply};
 use vserv_service::client::{ClientError, ClientOptions, ClientSession};
 use vserv_service::system::os_rng;
 
@@ -147,6 +147,32 @@ impl Client {
     ) -> Result<Vec<Vec<u8>>, ClientError> {
         let id = self.send_raw(name, args)?;
         self.wait_raw(id).await
+    }
+
+    /// The notices the server pushed that arrived while this client read the socket (during
+    /// calls or [`poll_notices`](Self::poll_notices)), oldest first; none are read now.
+    pub fn take_notices(&mut self) -> Vec<Notice> {
+        self.session.take_notices()
+    }
+
+    /// Waits at most `max_wait` for the server to push notices, without sending a request,
+    /// and returns those that arrived (at once if some are queued already; empty when none
+    /// came in time). Replies to requests in flight are kept for their calls; the response
+    /// timeout does not apply (nothing is awaited). Fails if the session ends meanwhile.
+    pub async fn poll_notices(&mut self, max_wait: Duration) -> Result<Vec<Notice>, ClientError> {
+        let until = Instant::now() + max_wait;
+        let silence = self.response_timeout.take();
+        let woken = self
+            .pump_or(
+                |s| s.has_notices().then(|| s.take_notices()),
+                Timer::at(until),
+            )
+            .await;
+        self.response_timeout = silence;
+        match woken? {
+            Woken::Done(notices) => Ok(notices),
+            Woken::Other(_) => Ok(self.session.take_notices()),
+        }
     }
 
     /// The session, for the transfer scheduler's requests (which never wait).

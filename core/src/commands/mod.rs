@@ -22,6 +22,7 @@ pub(crate) mod catalog;
 mod delivery;
 mod files;
 mod ledger;
+mod notice;
 mod replication;
 mod reply;
 mod session;
@@ -43,6 +44,7 @@ pub use ledger::{
     RLIST_DEFAULT_LIMIT, RLIST_ENTRY_BUDGET, RLIST_MAX_LIMIT, RLIST_OVERHEAD, RecordSelector,
     SeqRange,
 };
+pub use notice::{MAX_NOTICE_FIELD, Notice};
 pub use replication::{
     ForkSummary, MAX_PEER_ADDRESS, MAX_PEERS, OriginLag, PeerSource, PeerStatus, check_peer_address,
 };

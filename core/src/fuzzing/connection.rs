@@ -14,7 +14,7 @@ use crate::commands::Command;
 use crate::secure::RecordKeys;
 use crate::session::Role;
 use crate::wire::{
-    self, CONTENT_APP, CONTENT_CLIENT_FINISHED, CONTENT_CLOSE, CONTENT_KEY_UPDATE,
+    self, CONTENT_APP, CONTENT_CLIENT_FINISHED, CONTENT_CLOSE, CONTENT_KEY_UPDATE, CONTENT_NOTICE,
     CONTENT_SERVER_AUTH, CONTENT_STREAM, ClientFinished, ClientHello, Close, Deframer, Request,
     Response, ServerAuth, ServerHello, TYPE_CLIENT_HELLO, TYPE_REFUSE, TYPE_SERVER_HELLO,
 };
@@ -105,6 +105,14 @@ impl Driver {
                     }
                 }
                 (Role::Client, Event::Response(_)) => self.client_send(),
+                (Role::Client, Event::Notice(notice)) => {
+                    let again = crate::commands::Notice::decode(&notice.encode());
+                    assert_eq!(
+                        again.as_ref(),
+                        Ok(&notice),
+                        "a notice that does not round-trip"
+                    );
+                }
                 (role, event) => panic!("{role:?} emitted {event:?}"),
             }
         }
@@ -218,6 +226,9 @@ fn check_output(stream: &[u8], role: Role) {
                 Request::decode(payload).expect("own Request");
             }
             (_, CONTENT_STREAM) => assert!(!payload.is_empty(), "an empty stream record"),
+            (Role::Server, CONTENT_NOTICE) => {
+                crate::commands::Notice::decode(payload).expect("own Notice");
+            }
             (role, kind) => panic!("{role:?} sent a record of type {kind:#x}"),
         }
     }

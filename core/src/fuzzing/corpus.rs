@@ -187,6 +187,39 @@ pub fn corpus_seeds() -> Vec<(&'static str, String, Vec<u8>)> {
     let mut specs = vec![2, 0, 0x08];
     specs.extend(record_spec(CONTENT_STREAM, &clock_frame));
     add("client_connection", "stream", specs);
+    let notice = crate::commands::Notice::Message {
+        from: "alice".into(),
+        id: 7,
+        time: 1_700_000_000,
+    };
+    let mut specs = vec![2, 0, 0x08];
+    specs.extend(record_spec(wire::CONTENT_NOTICE, &notice.encode()));
+    add("client_connection", "notice", specs);
+    add("notice", "message", notice.encode());
+    {
+        use crate::messages::{MessageKey, seal};
+        let mut rng = crate::fuzzing::FuzzRng::new(5);
+        let sender = MessageKey::generate(&mut rng);
+        let recipient = MessageKey::from_secret_bytes(&[7u8; 32]);
+        if let Ok(recipient) = recipient
+            && let Ok(m) = seal(
+                &sender,
+                "alice",
+                &recipient.public(),
+                "bob",
+                1,
+                b"hi",
+                &mut rng,
+            )
+        {
+            add("sealed_message", "hi", m.to_bytes());
+        }
+    }
+    add(
+        "notice",
+        "idle_soon",
+        crate::commands::Notice::IdleSoon { seconds_left: 30 }.encode(),
+    );
 
     // Replication: a message frame's content read every way, and a link past the clock.
     add(

@@ -213,3 +213,24 @@ fn sample_values() -> &'static SampleValues {
     static VALUES: OnceLock<SampleValues> = OnceLock::new();
     VALUES.get_or_init(|| SampleValues::new(&identity()))
 }
+
+/// Notice decoder (protocol.md §12.4): whatever decodes re-encodes to the same bytes, and
+/// its description never panics.
+pub fn notice(data: &[u8]) {
+    if let Ok(notice) = crate::commands::Notice::decode(data) {
+        assert_eq!(notice.encode(), data, "Notice re-encodes differently");
+        let _ = notice.describe();
+    }
+}
+
+/// Sealed-message decoder (spec/messages.md): whatever decodes re-encodes to the same bytes,
+/// and opening it with a fixed key never panics.
+pub fn sealed_message(data: &[u8]) {
+    use crate::messages::{MessageKey, SealedMessage, open};
+    if let Ok(m) = SealedMessage::decode(data) {
+        assert_eq!(m.to_bytes(), data, "sealed message re-encodes differently");
+        if let Ok(key) = MessageKey::from_secret_bytes(&[7u8; 32]) {
+            let _ = open(&key, &m.header.to, data);
+        }
+    }
+}

@@ -32,7 +32,7 @@
 //! A *record spec* (mode 2) is `type:u8 | len:u16be | payload[len]` (a short tail is taken as
 //! the payload) and becomes one null-cipher record of that content type: this lets the fuzzer
 //! write requests and responses without learning the record framing. `0x17` is application
-//! data, `0x18` stream, `0x11` close, `0x10` key update (see [`crate::wire`]). The server
+//! data, `0x18` stream, `0x19` notice (client only), `0x11` close, `0x10` key update (see [`crate::wire`]). The server
 //! opens the stream after a well-formed `peer` request, as a replication listener does, and
 //! both sides echo stream bytes.
 //!
@@ -55,8 +55,8 @@ pub use forge::{
     server_handshake, server_hello_frame,
 };
 pub use messages::{
-    client_finished, client_hello, close, command, deframer, ledger_entry, server_auth,
-    server_hello,
+    client_finished, client_hello, close, command, deframer, ledger_entry, notice, sealed_message,
+    server_auth, server_hello,
 };
 
 use std::convert::Infallible;

@@ -68,6 +68,14 @@ pub fn random_scalar<R: CryptoRng + ?Sized>(rng: &mut R) -> SecretScalar {
     }
 }
 
+/// The scalar whose big-endian encoding is `bytes` (a stored secret key), or
+/// [`Error::BadPublicKey`] for zero or a value not below the group order.
+pub fn scalar_from_bytes(bytes: &[u8; 32]) -> Result<SecretScalar, Error> {
+    Option::<NonZeroScalar>::from(NonZeroScalar::from_repr((*bytes).into()))
+        .map(SecretScalar)
+        .ok_or(Error::BadPublicKey)
+}
+
 /// The SEC1 compressed public point of a scalar.
 pub fn public_point(secret: &SecretScalar) -> [u8; POINT_LEN] {
     let pk = PublicKey::from_secret_scalar(&secret.0);

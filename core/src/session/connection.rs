@@ -9,10 +9,11 @@ use zeroize::Zeroizing;
 
 use super::Event;
 use crate::Error;
+use crate::commands::Notice;
 use crate::secure::keys::{self, Secret, Transcript};
 use crate::secure::{RecordKeys, ServerIdentity, ServerKey};
 use crate::wire::{
-    self, CONTENT_APP, CONTENT_CLIENT_FINISHED, CONTENT_CLOSE, CONTENT_KEY_UPDATE,
+    self, CONTENT_APP, CONTENT_CLIENT_FINISHED, CONTENT_CLOSE, CONTENT_KEY_UPDATE, CONTENT_NOTICE,
     CONTENT_SERVER_AUTH, CONTENT_STREAM, ClientFinished, ClientHello, Close, CloseCode, Deframer,
     IV_LEN, MAX_PAYLOAD, PROTOCOL_VERSION, Request, Response, ServerAuth, ServerHello,
     TYPE_CLIENT_HELLO, TYPE_REFUSE, TYPE_SERVER_HELLO,
@@ -134,6 +135,11 @@ pub struct Connection {
     /// Server only: whether the byte stream is open ([`Connection::open_stream`]); a
     /// client takes stream records whenever it is connected.
     stream_open: bool,
+    /// Server only: how long before the idle timeout the client is told with a
+    /// [`Notice::IdleSoon`] ([`Connection::set_idle_notice`]); `None`: never.
+    idle_notice_margin: Option<Duration>,
+    /// Server only: the last receipt whose idle period was already announced.
+    idle_noticed: Option<Instant>,
 }
 
 impl Connection {
@@ -215,6 +221,8 @@ impl Connection {
             client_hello: Vec::new(),
             handshake_recv: None,
             stream_open: false,
+            idle_notice_margin: None,
+            idle_noticed: None,
         }
     }
 
@@ -260,6 +268,45 @@ impl Connection {
         }
         self.config.idle_timeout = timeout;
         Ok(())
+    }
+
+    /// Server: from now on, once per idle period, tell the client with a
+    /// [`Notice::IdleSoon`] that the session is about to idle out: `margin` before the idle
+    /// deadline, or half-way through the idle timeout when that is shorter than twice the
+    /// margin. [`Connection::poll_timeout`] includes that instant, and `handle_timeout` at it
+    /// sends the notice (it is not an error). `None` stops it. A client connection or a zero
+    /// margin is API misuse ([`Error::InvalidState`]) and changes nothing.
+    pub fn set_idle_notice(&mut self, margin: Option<Duration>) -> Result<(), Error> {
+        if self.role != Role::Server || margin.is_some_and(|m| m.is_zero()) {
+            return Err(Error::InvalidState(
+                "idle notices are sent by servers, with a positive margin",
+            ));
+        }
+        self.idle_notice_margin = margin;
+        Ok(())
+    }
+
+    /// When the idle notice of the current idle period is due (`None`: none is, or it went).
+    fn idle_notice_at(&self) -> Option<Instant> {
+        let margin = self.idle_notice_margin?;
+        if !self.is_connected() || self.idle_noticed == Some(self.last_received) {
+            return None;
+        }
+        let timeout = self.config.idle_timeout;
+        let before = margin.min(timeout / 2);
+        self.last_received.checked_add(timeout - before)
+    }
+
+    /// Server: pushes `notice` to the client (a Notice record, protocol.md §12.4). Fails
+    /// unless this is a connected server ([`Error::InvalidState`], or [`Error::Closed`]).
+    pub fn send_notice(&mut self, notice: &Notice) -> Result<(), Error> {
+        if self.role != Role::Server || !self.is_connected() {
+            return self.misuse();
+        }
+        let payload = notice.encode();
+        self.frame_record(CONTENT_NOTICE, payload.len(), |buf| {
+            buf.extend_from_slice(&payload)
+        })
     }
 
     /// Ends the login grace ([`Config::login_grace`]): the session has logged in, so only
@@ -314,10 +361,10 @@ impl Connection {
             State::Connected => self.last_received.checked_add(self.config.idle_timeout),
             _ => self.handshake_deadline,
         };
-        match (timer, self.login_deadline) {
-            (Some(t), Some(l)) => Some(t.min(l)),
-            (t, l) => t.or(l),
-        }
+        [timer, self.login_deadline, self.idle_notice_at()]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// Fires expired timers. A fired timer is fatal and is returned as the error.
@@ -328,6 +375,16 @@ impl Connection {
         if now < deadline {
             return Ok(());
         }
+        let fatal = self.login_deadline.is_some_and(|l| now >= l)
+            || (self.is_connected()
+                && self
+                    .last_received
+                    .checked_add(self.config.idle_timeout)
+                    .is_some_and(|d| now >= d))
+            || (!self.is_connected() && self.handshake_deadline.is_some_and(|d| now >= d));
+        if !fatal {
+            return self.send_idle_notice(now);
+        }
         let err = if self.login_deadline.is_some_and(|l| now >= l) {
             Error::LoginGraceTimeout
         } else if self.is_connected() {
@@ -337,6 +394,19 @@ impl Connection {
         };
         self.fail(err.clone());
         Err(err)
+    }
+
+    /// Sends the idle notice that is due at `now` (none if none is).
+    fn send_idle_notice(&mut self, now: Instant) -> Result<(), Error> {
+        if self.idle_notice_at().is_none_or(|at| now < at) {
+            return Ok(());
+        }
+        let deadline = self.last_received.checked_add(self.config.idle_timeout);
+        let left = deadline.map_or(Duration::ZERO, |d| d.saturating_duration_since(now));
+        let secs = left.as_secs() + u64::from(left.subsec_nanos() > 0);
+        let seconds_left = u32::try_from(secs).unwrap_or(u32::MAX);
+        self.idle_noticed = Some(self.last_received);
+        self.send_notice(&Notice::IdleSoon { seconds_left })
     }
 
     /// The transport reached end of stream. Without a prior close record this is truncation.
@@ -426,6 +496,11 @@ impl Connection {
             }
             (CONTENT_APP, State::Connected) => self.on_app(payload),
             (CONTENT_STREAM, State::Connected) => self.on_stream(payload),
+            (CONTENT_NOTICE, State::Connected) if self.role == Role::Client => {
+                let notice = Notice::decode(payload)?;
+                self.events.push_back(Event::Notice(notice));
+                Ok(())
+            }
             (kind, state) => Err(Error::UnexpectedMessage {
                 kind,
                 state: state.name(),

@@ -1,5 +1,6 @@
 //! What a connection reports to its driver.
 
+use crate::commands::Notice;
 use crate::secure::ServerKey;
 use crate::wire::{Close, Request, Response};
 
@@ -25,6 +26,9 @@ pub enum Event {
     /// [`crate::Connection::send_stream`]). Pieces are cut anywhere: the bytes, not the
     /// pieces, are what the peer sent.
     Stream(Vec<u8>),
+    /// Client only: a notice the server pushed (a message or delivery arrived, the session
+    /// is about to idle out); it answers no request.
+    Notice(Notice),
     /// The peer closed the connection with an authenticated close record.
     Closed(Close),
 }

@@ -54,6 +54,9 @@ pub const CONTENT_APP: u8 = 0x17;
 /// Record content type: a piece of the connection's byte stream, which both ends may send
 /// once the server opened it (a replication link: spec/replication.md).
 pub const CONTENT_STREAM: u8 = 0x18;
+/// Record content type: a server-pushed notice on a command session, server to client only
+/// (one [`Notice`](crate::commands::Notice) per record, protocol.md §12.4).
+pub const CONTENT_NOTICE: u8 = 0x19;
 
 /// Why a connection was closed or refused, carried in Close records and Refuse frames.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -52,15 +52,15 @@ impl Service {
         Ok(match cmd {
             Command::Send(args) => {
                 let out = self.outgoing(state, user, args, now)?;
-                Reply::Delivered(
-                    delivery::deliver(
-                        files.as_ref(),
-                        &self.shared.upload_locks,
-                        &self.shared.hooks,
-                        &out,
-                    )
-                    .map_err(ErrorReply::from)?,
+                let name = delivery::deliver(
+                    files.as_ref(),
+                    &self.shared.upload_locks,
+                    &self.shared.hooks,
+                    &out,
                 )
+                .map_err(ErrorReply::from)?;
+                self.notify_delivery(me, out.to.as_str(), &out.folder, &name);
+                Reply::Delivered(name)
             }
             Command::Inbox(page) => {
                 let folder = page

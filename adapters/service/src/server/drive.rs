@@ -91,6 +91,10 @@ impl Service {
         now: Instant,
         now_ms: u64,
     ) -> Result<(), Error> {
+        if !session.idle_notice_set {
+            conn.set_idle_notice(self.shared.idle_notice)?;
+            session.idle_notice_set = true;
+        }
         let mut group: Vec<(u32, NewRecord)> = Vec::new();
         loop {
             self.apply_completions(session, conn)?;
@@ -165,6 +169,8 @@ impl Service {
                     }
                     self.accept_peer(session, conn, request.id, (key, signature), now, now_ms)?;
                     if session.link.is_some() {
+                        // A link is no person's session: no idle notices on it.
+                        conn.set_idle_notice(None)?;
                         // The connection is a link now: its stream is the link's.
                         return self.drive_link(session, conn, now, now_ms);
                     }
@@ -196,6 +202,11 @@ impl Service {
         };
         let work = match cmd {
             Command::Send(args) => Work::new("send checks", move || {
+                let folder = args
+                    .folder
+                    .clone()
+                    .unwrap_or_else(|| vserv_core::commands::DEFAULT_INBOX_FOLDER.to_owned());
+                let to = args.to.clone();
                 let staged = match (served.state.as_deref(), &user) {
                     (Some(state), Some(user)) => {
                         service.stage_send(state, user, args, now_ms / 1000)
@@ -214,8 +225,13 @@ impl Service {
                         // own, answered when it ends.
                         served.answer(None);
                         let runner = service.shared.runner.clone();
+                        let from = user.map(|u| u.name);
                         runner.run(Work::new("delivery", move || {
-                            delivery.finish(service.finish_send(prepared));
+                            let result = service.finish_send(prepared);
+                            if let (Ok(Reply::Delivered(name)), Some(from)) = (&result, &from) {
+                                service.notify_delivery(from, &to, &folder, name);
+                            }
+                            delivery.finish(result);
                         }));
                     }
                 }
@@ -289,6 +305,12 @@ impl Service {
                     )?;
                 }
                 Completion::AccountDeleted(account) => session.deleted = Some(account),
+                // Its own record, never in the place of an answer; a session that closed
+                // meanwhile simply misses it.
+                Completion::Notice(notice) => match conn.send_notice(&notice) {
+                    Ok(()) | Err(Error::Closed | Error::InvalidState(_)) => {}
+                    Err(e) => return Err(e),
+                },
                 // Only a link session gets these, and `drive_link` takes them.
                 Completion::Link(_) => {}
             }
@@ -424,8 +446,8 @@ fn next_request(conn: &mut Connection, state: &mut SessionState) -> Option<Reque
                 tracing::debug!(code = %close.code, reason = %close.reason, "peer closed")
             }
             // A command session never opens the stream, so the core refuses stream
-            // records before they could arrive here.
-            Event::ServerKey(_) | Event::Response(_) | Event::Stream(_) => {}
+            // records before they could arrive here; notices go to clients only.
+            Event::ServerKey(_) | Event::Response(_) | Event::Stream(_) | Event::Notice(_) => {}
         }
     }
     None

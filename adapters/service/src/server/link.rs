@@ -397,6 +397,8 @@ impl Service {
                         &format!("closed by the peer ({}): {}", close.code, close.reason),
                     );
                 }
+                // A notice tells a person something; a dialing server has no use for it.
+                Event::Notice(_) => {}
                 Event::Stream(_) | Event::Request(_) | Event::Response(_) => {
                     peers
                         .status
@@ -448,7 +450,7 @@ impl Service {
                     &peer.fingerprint(),
                     &format!("closed by the peer ({}): {}", close.code, close.reason),
                 ),
-                Event::Connected { .. } | Event::ServerKey(_) => {}
+                Event::Connected { .. } | Event::ServerKey(_) | Event::Notice(_) => {}
             }
         }
         if link.poll_timeout().is_some_and(|at| at <= now) {

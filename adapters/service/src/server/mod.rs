@@ -28,6 +28,7 @@ mod errors;
 mod files;
 mod ledger;
 pub(crate) mod link;
+mod notices;
 mod peer_admin;
 mod peer_status;
 pub(crate) mod peer_table;
@@ -52,6 +53,10 @@ pub use session::Session;
 /// At most this many consecutive `rput`s of one connection go to the ledger as one group:
 /// a pipelining client's next group is then decoded while the one before is committed.
 pub const MAX_RPUT_GROUP: usize = 128;
+
+/// How long before a session's idle timeout it is told so, by default
+/// ([`Service::with_idle_notice`]).
+pub const DEFAULT_IDLE_NOTICE_MARGIN: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Failed logins after which a connection is closed. Logins refused by the backoff (see
 /// [`crate::limits`]) count too.
@@ -100,6 +105,8 @@ struct Shared {
     peers: Option<Arc<peers::Peers>>,
     /// The feeds held beside the own one, which the reads' ORIGIN selects; `None` holds none.
     replicas: Option<Arc<Replicas>>,
+    /// How long before its idle timeout a session is told it will idle out; `None`: never.
+    idle_notice: Option<std::time::Duration>,
 }
 
 impl std::fmt::Debug for Service {
@@ -137,6 +144,7 @@ impl Service {
                 sweep: None,
                 peers: None,
                 replicas: None,
+                idle_notice: Some(DEFAULT_IDLE_NOTICE_MARGIN),
             }),
         }
     }
@@ -144,6 +152,15 @@ impl Service {
     fn configure(mut self, change: impl FnOnce(&mut Shared)) -> Self {
         change(Arc::make_mut(&mut self.shared));
         self
+    }
+
+    /// This service telling each command session `margin` before its idle timeout that it
+    /// is about to idle out (a [`vserv_core::commands::Notice::IdleSoon`], once per idle
+    /// period; half-way through timeouts shorter than twice the margin). `None` or a zero
+    /// margin sends none. The default is [`DEFAULT_IDLE_NOTICE_MARGIN`].
+    pub fn with_idle_notice(self, margin: Option<std::time::Duration>) -> Self {
+        let margin = margin.filter(|m| !m.is_zero());
+        self.configure(|s| s.idle_notice = margin)
     }
 
     /// This service with `files` as the users' homes (the file commands). Without one,

@@ -1,8 +1,12 @@
 //! The logged-in sessions by account, so that one session can push to others: an admin's
-//! `udel` ends the deleted account's sessions at once, whatever they are doing.
+//! `udel` ends the deleted account's sessions at once, whatever they are doing, and a new
+//! message or delivery is announced to every session of its recipient
+//! ([`Sessions::notify`]) as a notice.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
+
+use vserv_core::commands::Notice;
 
 use crate::accounts::AccountId;
 use crate::work::Mailbox;
@@ -48,6 +52,20 @@ impl Sessions {
                 map.remove(&account);
             }
         }
+    }
+
+    /// Pushes `notice` to every live session logged into `account`; returns how many. It
+    /// goes out when each session's runtime next drives it (the mailbox wakes it).
+    pub(super) fn notify(&self, account: AccountId, notice: &Notice) -> usize {
+        let live: Vec<_> = self
+            .lock()
+            .get(&account)
+            .map(|list| list.iter().filter_map(|(_, w)| w.upgrade()).collect())
+            .unwrap_or_default();
+        for mailbox in &live {
+            mailbox.post(Completion::Notice(notice.clone()));
+        }
+        live.len()
     }
 
     /// Tells every session logged into `account` but session `except` (the one deleting

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use vserv_core::commands::Reply;
+use vserv_core::commands::{Notice, Reply};
 use vserv_core::{CloseCode, ErrorReply, Request};
 
 use crate::accounts::{AccountId, UserName};
@@ -92,6 +92,9 @@ pub(super) enum Completion {
     AccountDeleted(AccountId),
     /// A replication link's work is done, or news for the link (`link.rs`).
     Link(super::link::LinkDone),
+    /// A notice for the session's user (a message or delivery arrived), pushed by another
+    /// session through the registry and sent to the client as it is taken in.
+    Notice(Notice),
 }
 
 /// An answer waiting for its turn.
@@ -132,6 +135,8 @@ pub struct Session {
     /// A replication link (or a dialing session becoming one): the session then takes no
     /// request (`link.rs`).
     pub(super) link: Option<Box<super::link::LinkState>>,
+    /// Whether `drive` has set the connection's idle notice (once, at the first drive).
+    pub(super) idle_notice_set: bool,
 }
 
 impl std::fmt::Debug for Session {
@@ -179,6 +184,7 @@ impl Session {
             registered: None,
             idle_timeout,
             link: None,
+            idle_notice_set: false,
         }
     }
 

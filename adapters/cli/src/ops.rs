@@ -1,0 +1,317 @@
+//! The client commands that run on an open connection, as one clap enum parsed both by
+//! `vserv X ...` (with the connection options, [`ClientArgs`]) and by a `vserv shell` line
+//! (with none, [`NoClient`]); [`Op::run_on`] runs one on a connection, [`run_once`]
+//! connects, runs it and quits.
+
+use anyhow::bail;
+use clap::{Args, Subcommand};
+use vserv_core::commands::Command;
+
+use crate::client_cmd::{self, ClientArgs, Connected};
+use crate::files_cmd::{GetArgs, InboxArgs, LsArgs, MvArgs, PathArgs, PutArgs, RmArgs, SendArgs};
+use crate::ledger_cmd::{
+    RabsArgs, RcheckArgs, RcountArgs, RgetArgs, RhaveArgs, RheadArgs, RlistArgs, RputArgs,
+    RsizeArgs,
+};
+use crate::{files_cmd, ledger_cmd, peer_cmd};
+
+/// No connection options: a shell line runs on the shell's connection.
+#[derive(Args, Debug, Clone, Copy, Default)]
+pub struct NoClient {}
+
+/// A command that runs on a connection; `C` is its connection options.
+#[derive(Subcommand, Debug)]
+pub enum Op<C: Args> {
+    /// Greet a server (shows its identity and whether it is trusted).
+    Hello {
+        #[command(flatten)]
+        client: C,
+    },
+    /// Show the server's protocol and software version.
+    Ver {
+        #[command(flatten)]
+        client: C,
+    },
+    /// Show the server's name and key fingerprint.
+    Id {
+        #[command(flatten)]
+        client: C,
+    },
+    /// Round-trip a payload through the server.
+    Ping {
+        /// Text to echo (default: empty).
+        payload: Option<String>,
+        #[command(flatten)]
+        client: C,
+    },
+    /// Print who the server says you are (`not logged in` without a login).
+    Whoami {
+        #[command(flatten)]
+        client: C,
+    },
+    /// Show this session's idle timeout, or set it (within the server's bounds).
+    Tout {
+        /// The new idle timeout in seconds.
+        seconds: Option<u64>,
+        #[command(flatten)]
+        client: C,
+    },
+    /// Append a record to the server's ledger: rput KIND FIELD=VALUE... | @FILE.
+    Rput {
+        #[command(flatten)]
+        args: RputArgs,
+        #[command(flatten)]
+        client: C,
+    },
+    /// Show a ledger entry, by SEQ, id:RECORD_ID or hash:HEX.
+    Rget {
+        #[command(flatten)]
+        args: RgetArgs,
+        #[command(flatten)]
+        client: C,
+    },
+    /// Whether the ledger holds a record with this id (`yes` or `no`).
+    Rhave {
+        #[command(flatten)]
+        args: RhaveArgs,
+        #[command(flatten)]
+        client: C,
+    },
+    /// Show the ledger's signed head (its signature checked against the server key).
+    Rhead {
+        #[command(flatten)]
+        args: RheadArgs,
+        #[command(flatten)]
+        client: C,
+    },
+    /// How many entries the ledger holds (of one kind with KIND).
+    Rsize {
+        #[command(flatten)]
+        args: RsizeArgs,
+        #[command(flatten)]
+        client: C,
+    },
+    /// Show the ledger entry at a position (1 the first, -1 the last).
+    Rabs {
+        #[command(flatten)]
+        args: RabsArgs,
+        #[command(flatten)]
+        client: C,
+    },
+    /// Count the entries of a kind in a seq range.
+    Rcount {
+        #[command(flatten)]
+        args: RcountArgs,
+        #[command(flatten)]
+        client: C,
+    },
+    /// List the entries of a kind (or `*`), one line each, following the server's pages.
+    Rlist {
+        #[command(flatten)]
+        args: RlistArgs,
+        #[command(flatten)]
+        client: C,
+    },
+    /// Have the server re-verify its chain, or seqs FROM..=TO (admins); fails naming the
+    /// first bad seq.
+    Rcheck {
+        #[command(flatten)]
+        args: RcheckArgs,
+        #[command(flatten)]
+        client: C,
+    },
+    /// Upload a file, or several into a directory (LOCAL... DIR/) at once on one connection
+    /// (window of pipelined chunks, SHA-256 checked; --resume continues).
+    Put {
+        #[command(flatten)]
+        args: PutArgs,
+        #[command(flatten)]
+        client: C,
+    },
+    /// Download a file, or several into a directory (REMOTE... DIR) at once on one
+    /// connection (visible only once its SHA-256 matched; --resume continues).
+    Get {
+        #[command(flatten)]
+        args: GetArgs,
+        #[command(flatten)]
+        client: C,
+    },
+    /// List a directory on the server, one line per entry (KIND SIZE MTIME NAME).
+    Ls {
+        #[command(flatten)]
+        args: LsArgs,
+        #[command(flatten)]
+        client: C,
+    },
+    /// Create a directory on the server.
+    Mkdir {
+        #[command(flatten)]
+        args: PathArgs,
+        #[command(flatten)]
+        client: C,
+    },
+    /// Delete a file on the server (--dir: an empty directory).
+    Rm {
+        #[command(flatten)]
+        args: RmArgs,
+        #[command(flatten)]
+        client: C,
+    },
+    /// Move or rename a file or directory on the server.
+    Mv {
+        #[command(flatten)]
+        args: MvArgs,
+        #[command(flatten)]
+        client: C,
+    },
+    /// Show a file's or directory's kind, size, times and SHA-256.
+    Stat {
+        #[command(flatten)]
+        args: PathArgs,
+        #[command(flatten)]
+        client: C,
+    },
+    /// Deliver a local file to USER's inbox folder (uploaded to outbox/ first).
+    Send {
+        #[command(flatten)]
+        args: SendArgs,
+        #[command(flatten)]
+        client: C,
+    },
+    /// List the deliveries to one of your inbox folders, with their states.
+    Inbox {
+        #[command(flatten)]
+        args: InboxArgs,
+        #[command(flatten)]
+        client: C,
+    },
+    /// Replication peers: `peer status` shows each peer's link and how far the feeds differ.
+    Peer(peer_cmd::PeerArgs<C>),
+}
+
+impl<C: Args> Op<C> {
+    /// The connection options given with the command.
+    pub fn client(&self) -> &C {
+        match self {
+            Op::Hello { client }
+            | Op::Ver { client }
+            | Op::Id { client }
+            | Op::Ping { client, .. }
+            | Op::Whoami { client }
+            | Op::Tout { client, .. }
+            | Op::Rput { client, .. }
+            | Op::Rget { client, .. }
+            | Op::Rhave { client, .. }
+            | Op::Rhead { client, .. }
+            | Op::Rsize { client, .. }
+            | Op::Rabs { client, .. }
+            | Op::Rcount { client, .. }
+            | Op::Rlist { client, .. }
+            | Op::Rcheck { client, .. }
+            | Op::Put { client, .. }
+            | Op::Get { client, .. }
+            | Op::Ls { client, .. }
+            | Op::Mkdir { client, .. }
+            | Op::Rm { client, .. }
+            | Op::Mv { client, .. }
+            | Op::Stat { client, .. }
+            | Op::Send { client, .. }
+            | Op::Inbox { client, .. } => client,
+            Op::Peer(args) => args.client(),
+        }
+    }
+
+    /// The command as typed (`rput`, `peer status`), for messages.
+    pub fn name(&self) -> String {
+        let name = match self {
+            Op::Hello { .. } => "hello",
+            Op::Ver { .. } => "ver",
+            Op::Id { .. } => "id",
+            Op::Ping { .. } => "ping",
+            Op::Whoami { .. } => "whoami",
+            Op::Tout { .. } => "tout",
+            Op::Rput { .. } => "rput",
+            Op::Rget { .. } => "rget",
+            Op::Rhave { .. } => "rhave",
+            Op::Rhead { .. } => "rhead",
+            Op::Rsize { .. } => "rsize",
+            Op::Rabs { .. } => "rabs",
+            Op::Rcount { .. } => "rcount",
+            Op::Rlist { .. } => "rlist",
+            Op::Rcheck { .. } => "rcheck",
+            Op::Put { .. } => "put",
+            Op::Get { .. } => "get",
+            Op::Ls { .. } => "ls",
+            Op::Mkdir { .. } => "mkdir",
+            Op::Rm { .. } => "rm",
+            Op::Mv { .. } => "mv",
+            Op::Stat { .. } => "stat",
+            Op::Send { .. } => "send",
+            Op::Inbox { .. } => "inbox",
+            Op::Peer(args) => return format!("peer {}", args.name()),
+        };
+        name.to_owned()
+    }
+
+    /// Whether the server runs it only for a logged-in user (every command but the
+    /// session ones anyone may send).
+    pub fn needs_login(&self) -> bool {
+        !matches!(
+            self,
+            Op::Hello { .. } | Op::Ver { .. } | Op::Id { .. } | Op::Ping { .. } | Op::Whoami { .. }
+        )
+    }
+
+    /// Runs the command on `connected`, printing its result; the connection stays open.
+    pub fn run_on(&self, connected: &mut Connected) -> anyhow::Result<()> {
+        match self {
+            Op::Hello { .. } => connected.run(&Command::Hello),
+            Op::Ver { .. } => connected.run(&Command::Ver),
+            Op::Id { .. } => connected.run(&Command::Id),
+            Op::Ping { payload, .. } => connected.run(&Command::Ping {
+                payload: payload.clone().unwrap_or_default().into_bytes(),
+            }),
+            Op::Whoami { .. } => connected.run(&Command::Whoami),
+            Op::Tout { seconds, .. } => connected.run(&Command::Tout { seconds: *seconds }),
+            Op::Rput { args, .. } => ledger_cmd::rput(connected, args),
+            Op::Rget { args, .. } => ledger_cmd::rget(connected, args),
+            Op::Rhave { args, .. } => ledger_cmd::rhave(connected, args),
+            Op::Rhead { args, .. } => ledger_cmd::rhead(connected, args),
+            Op::Rsize { args, .. } => ledger_cmd::rsize(connected, args),
+            Op::Rabs { args, .. } => ledger_cmd::rabs(connected, args),
+            Op::Rcount { args, .. } => ledger_cmd::rcount(connected, args),
+            Op::Rlist { args, .. } => ledger_cmd::rlist(connected, args),
+            Op::Rcheck { args, .. } => ledger_cmd::rcheck(connected, args),
+            Op::Put { args, .. } => files_cmd::put(connected, args),
+            Op::Get { args, .. } => files_cmd::get(connected, args),
+            Op::Ls { args, .. } => files_cmd::ls(connected, args),
+            Op::Mkdir { args, .. } => files_cmd::mkdir(connected, args),
+            Op::Rm { args, .. } => files_cmd::rm(connected, args),
+            Op::Mv { args, .. } => files_cmd::mv(connected, args),
+            Op::Stat { args, .. } => files_cmd::stat(connected, args),
+            Op::Send { args, .. } => files_cmd::send(connected, args),
+            Op::Inbox { args, .. } => files_cmd::inbox(connected, args),
+            Op::Peer(args) => peer_cmd::run(connected, args),
+        }
+    }
+}
+
+/// `vserv X ...`: refuses a command that needs a login without `--user` (before any prompt
+/// or connection), connects (logging in with `--user`), runs the command, quits.
+pub fn run_once(op: &Op<ClientArgs>) -> anyhow::Result<()> {
+    let client = op.client();
+    if op.needs_login() && client.user.is_none() {
+        let who = if matches!(op, Op::Peer(_)) {
+            "an admin login"
+        } else {
+            "a login"
+        };
+        bail!(
+            "`vserv {}` needs {who}: add --user NAME (and --key FILE for a key)",
+            op.name()
+        );
+    }
+    let mut connected = client_cmd::connect(client)?;
+    op.run_on(&mut connected)?;
+    connected.quit()
+}
