@@ -1478,7 +1478,11 @@ fn transfer_replies_round_trip_and_refuse_malformed_fields() {
 fn integrity_is_error_code_9() {
     assert_eq!(ErrorCode::Integrity.to_u16(), 9);
     assert_eq!(ErrorCode::from_u16(9), ErrorCode::Integrity);
-    assert_eq!(ErrorCode::from_u16(10), ErrorCode::Other(10));
+    // 10 became `CodeNeeded` (two-factor login); the first number past the known ones is
+    // still kept as `Other`.
+    assert_eq!(ErrorCode::from_u16(10), ErrorCode::CodeNeeded);
+    assert_eq!(ErrorCode::CodeNeeded.to_u16(), 10);
+    assert_eq!(ErrorCode::from_u16(11), ErrorCode::Other(11));
     let help = vserv_core::commands::help_text(None).expect("help");
     assert!(help.len() < MAX_PAYLOAD);
     for name in ["fopen", "fput", "fdone", "fget", "fread", "fclose"] {

@@ -254,6 +254,12 @@ pub fn print_reply(reply: &Reply, fingerprint: Option<Fingerprint>) {
                 println!("{}", escape(&k.to_string()));
             }
         }
+        Reply::TwoFactorEnrolment { uri, recovery } => {
+            println!("{}", escape(uri));
+            for code in recovery {
+                println!("recovery code {}", escape(code));
+            }
+        }
         Reply::IdleTimeout(seconds) => println!("idle timeout: {seconds}s"),
         Reply::Appended { seq, hash } => println!("seq {seq} hash {}", hex::encode(hash)),
         Reply::Record(entry) => {

@@ -1,11 +1,13 @@
 //! The account commands: `login`, `logout`, `whoami`, user administration (`uini`, `uadd`,
-//! `aadd`, `udel`, `uena`, `ulist`, `chpass`) and login keys (`ukey`): their value types,
-//! argument and reply codecs and sample values.
+//! `aadd`, `udel`, `uena`, `ulist`, `chpass`), login keys (`ukey`) and the second factor
+//! (`otp`, `2fa`, value types in [`super::two_factor`]): their value types, argument and
+//! reply codecs and sample values.
 
 use zeroize::Zeroizing;
 
 use super::args::{text, usage_error, utf8};
 use super::reply::{Fields, Reply};
+use super::two_factor::{OtpCode, TwoFactorAction};
 use super::{Command, CommandKind};
 use crate::Error;
 use crate::secure::Fingerprint;
@@ -200,7 +202,34 @@ pub(super) fn parse(kind: CommandKind, args: &[Vec<u8>]) -> Result<Command, Erro
         (CommandKind::Ukey, [action, f]) if action == b"del" => {
             Command::Ukey(KeyAction::Del(user(f)?.parse().map_err(|_| bad())?))
         }
+        (CommandKind::Otp, [c]) => Command::Otp {
+            code: otp_code(c, kind)?,
+        },
+        (CommandKind::TwoFactor, [action]) if action == b"enable" => {
+            Command::TwoFactor(TwoFactorAction::Enable)
+        }
+        (CommandKind::TwoFactor, [action, c]) if action == b"confirm" => {
+            Command::TwoFactor(TwoFactorAction::Confirm(otp_code(c, kind)?))
+        }
+        (CommandKind::TwoFactor, [action, c]) if action == b"disable" => {
+            Command::TwoFactor(TwoFactorAction::Disable(otp_code(c, kind)?))
+        }
+        (CommandKind::TwoFactor, [action, u]) if action == b"reset" => {
+            Command::TwoFactor(TwoFactorAction::Reset(user(u)?))
+        }
         _ => return Err(bad()),
+    })
+}
+
+/// A one-time code argument; a malformed one is a usage error naming the command.
+fn otp_code(arg: &[u8], kind: CommandKind) -> Result<OtpCode, ErrorReply> {
+    OtpCode::parse(arg).map_err(|_| {
+        let mut e = usage_error(kind);
+        e.message = format!(
+            "not a one-time code (six digits, or a recovery code); {}",
+            e.message
+        );
+        e
     })
 }
 
@@ -241,6 +270,11 @@ pub(super) fn encode(cmd: &Command) -> Vec<Vec<u8>> {
         Command::Ukey(KeyAction::Add(key)) => vec![text("add"), key.to_vec()],
         Command::Ukey(KeyAction::List) => vec![text("list")],
         Command::Ukey(KeyAction::Del(f)) => vec![text("del"), text(&f.to_string())],
+        Command::Otp { code } => vec![text(code.as_str())],
+        Command::TwoFactor(TwoFactorAction::Enable) => vec![text("enable")],
+        Command::TwoFactor(TwoFactorAction::Confirm(c)) => vec![text("confirm"), text(c.as_str())],
+        Command::TwoFactor(TwoFactorAction::Disable(c)) => vec![text("disable"), text(c.as_str())],
+        Command::TwoFactor(TwoFactorAction::Reset(u)) => vec![text("reset"), text(u)],
         _ => Vec::new(),
     }
 }
@@ -255,7 +289,22 @@ pub(super) fn decode_reply(cmd: &Command, fields: &Fields<'_>) -> Result<Reply, 
         })
     };
     match cmd {
-        Command::Login { .. } => user(),
+        Command::Login { .. } | Command::Otp { .. } => user(),
+        Command::TwoFactor(TwoFactorAction::Enable) => {
+            let (uri, recovery) = fields
+                .0
+                .split_first()
+                .ok_or(Error::Malformed("reply field count"))?;
+            let uri = String::from_utf8(uri.clone()).map_err(|_| Error::Malformed("reply text"))?;
+            if !uri.starts_with("otpauth://totp/") {
+                return Err(Error::Malformed("otpauth uri"));
+            }
+            let recovery = recovery
+                .iter()
+                .map(|c| String::from_utf8(c.clone()).map_err(|_| Error::Malformed("reply text")))
+                .collect::<Result<_, _>>()?;
+            Ok(Reply::TwoFactorEnrolment { uri, recovery })
+        }
         Command::Whoami if fields.0.is_empty() => Ok(Reply::Anonymous),
         Command::Whoami => user(),
         Command::Ulist { .. } => Ok(Reply::Users(
@@ -279,6 +328,7 @@ pub(super) fn decode_reply(cmd: &Command, fields: &Fields<'_>) -> Result<Reply, 
         | Command::Udel { .. }
         | Command::Uena { .. }
         | Command::Chpass { .. }
+        | Command::TwoFactor(_)
         | Command::Ukey(_) => fields.want(0).map(|()| Reply::Done),
         _ => Err(Fields::not_this_domain()),
     }
@@ -336,6 +386,20 @@ pub(super) fn samples() -> Vec<Command> {
         Command::Ukey(KeyAction::Add([3; POINT_LEN])),
         Command::Ukey(KeyAction::List),
         Command::Ukey(KeyAction::Del(Fingerprint([0; 32]))),
+        Command::Otp {
+            code: OtpCode::parse(b"123456").unwrap_or_else(|_| unreachable!()),
+        },
+        Command::Otp {
+            code: OtpCode::parse(b"abcd-efgh-2345-6777").unwrap_or_else(|_| unreachable!()),
+        },
+        Command::TwoFactor(TwoFactorAction::Enable),
+        Command::TwoFactor(TwoFactorAction::Confirm(
+            OtpCode::parse(b"000000").unwrap_or_else(|_| unreachable!()),
+        )),
+        Command::TwoFactor(TwoFactorAction::Disable(
+            OtpCode::parse(b"zzzzzzzzzzzzzzzz").unwrap_or_else(|_| unreachable!()),
+        )),
+        Command::TwoFactor(TwoFactorAction::Reset("bob".into())),
     ]
 }
 
@@ -343,9 +407,13 @@ pub(super) fn samples() -> Vec<Command> {
 #[cfg(any(test, feature = "fuzzing"))]
 pub(super) fn sample_replies(cmd: &Command, _: &super::catalog::SampleValues) -> Vec<Reply> {
     match cmd {
-        Command::Login { .. } => vec![Reply::User {
+        Command::Login { .. } | Command::Otp { .. } => vec![Reply::User {
             name: "u".into(),
             role: UserRole::Admin,
+        }],
+        Command::TwoFactor(TwoFactorAction::Enable) => vec![Reply::TwoFactorEnrolment {
+            uri: "otpauth://totp/vserv:u?secret=AAAA&issuer=vserv".into(),
+            recovery: vec!["abcd-efgh-2345-6777".into(), "zzzz-zzzz-zzzz-zzzz".into()],
         }],
         Command::Whoami => vec![
             Reply::Anonymous,
@@ -370,6 +438,7 @@ pub(super) fn sample_replies(cmd: &Command, _: &super::catalog::SampleValues) ->
         | Command::Udel { .. }
         | Command::Uena { .. }
         | Command::Chpass { .. }
+        | Command::TwoFactor(_)
         | Command::Ukey(_) => vec![Reply::Done],
         _ => Vec::new(),
     }

@@ -27,6 +27,7 @@ mod replication;
 mod reply;
 mod session;
 mod transfers;
+mod two_factor;
 
 pub use accounts::{
     Credential, KeyAction, LOGIN_SIGNATURE_CONTEXT, SecretBytes, UserRole, UserSummary,
@@ -50,6 +51,7 @@ pub use replication::{
 };
 pub use reply::Reply;
 pub use session::MAX_PING_PAYLOAD;
+pub use two_factor::{OtpCode, RECOVERY_CODE_CHARS, RECOVERY_CODES, TOTP_DIGITS, TwoFactorAction};
 
 use crate::secure::Fingerprint;
 use crate::transfer::{FcloseArgs, FdoneArgs, FgetArgs, FopenArgs, FputArgs, FreadArgs};
@@ -205,6 +207,20 @@ command_table! {
     Ukey(KeyAction) => "ukey", User, Accounts, 1..=2,
         "ukey add PUBKEY | ukey list | ukey del FINGERPRINT",
         "manage your login keys";
+    /// `otp CODE`: the second step of a login answered
+    /// [`CodeNeeded`](crate::wire::ErrorCode::CodeNeeded) (protocol.md, two-factor login).
+    Otp {
+        /// A current authenticator code or an unused recovery code.
+        code: OtpCode,
+    } => "otp", Anyone, Accounts, 1..=1, "otp CODE",
+        "finish a login answered 'code needed' with a current authenticator code or a \
+         recovery code";
+    /// `2fa enable | confirm CODE | disable CODE | reset USER`: the logged-in user's second
+    /// factor; `reset` is for admins (checked by the server, like `chpass --for`).
+    TwoFactor(TwoFactorAction) => "2fa", User, Accounts, 1..=2,
+        "2fa enable | 2fa confirm CODE | 2fa disable CODE | 2fa reset USER",
+        "two-factor login: enable (a new TOTP secret and recovery codes, pending), confirm \
+         with a current code, disable with a code, or (admins) reset a user's";
     /// `tout [SECONDS]`: this session's idle timeout. Logged-in users only
     /// ([`Access::User`]): an anonymous connection keeps the server's default, so it cannot
     /// hold a connection slot longer than the operator chose.

@@ -52,6 +52,14 @@ pub enum Reply {
     Users(Vec<UserSummary>),
     /// `ukey list`: one fingerprint per field.
     Keys(Vec<Fingerprint>),
+    /// `2fa enable`: `[otpauth URI, recovery code...]`: the new (pending) secret as an
+    /// `otpauth://totp/` URI and the one-time recovery codes, shown this once.
+    TwoFactorEnrolment {
+        /// `otpauth://totp/vserv:USER?secret=BASE32&issuer=vserv&...`.
+        uri: String,
+        /// The recovery codes, as `xxxx-xxxx-xxxx-xxxx`.
+        recovery: Vec<String>,
+    },
     /// `tout`: `[seconds (decimal)]`, the session's idle timeout now in force.
     IdleTimeout(u64),
     /// `rput`: `[seq (decimal), entry hash (64 lower-case hex digits)]`.
@@ -153,6 +161,9 @@ impl Reply {
             Reply::User { name, role } => vec![text(name), text(role.as_str())],
             Reply::Users(users) => users.iter().map(UserSummary::to_field).collect(),
             Reply::Keys(keys) => keys.iter().map(|k| text(&k.to_string())).collect(),
+            Reply::TwoFactorEnrolment { uri, recovery } => std::iter::once(text(uri))
+                .chain(recovery.iter().map(|c| text(c)))
+                .collect(),
             Reply::IdleTimeout(secs) => vec![number(secs)],
             Reply::Appended { seq, hash } => vec![number(seq), text(&hex_encode(hash))],
             Reply::Record(entry) => vec![entry.to_bytes()],

@@ -47,6 +47,9 @@ pub enum ErrorCode {
     /// Integrity failure: the data does not hash to the expected SHA-256 (an upload's
     /// `fdone`, spec/files.md §7); the upload was discarded and must start again from 0.
     Integrity,
+    /// The login's credential was right, but the account has two-factor login: the session
+    /// is not logged in until `otp CODE` gives a current code.
+    CodeNeeded,
     /// A code this implementation does not know.
     Other(u16),
 }
@@ -64,6 +67,7 @@ impl ErrorCode {
             ErrorCode::Conflict => 7,
             ErrorCode::LoginFailed => 8,
             ErrorCode::Integrity => 9,
+            ErrorCode::CodeNeeded => 10,
             ErrorCode::Other(n) => n,
         }
     }
@@ -80,6 +84,7 @@ impl ErrorCode {
             7 => ErrorCode::Conflict,
             8 => ErrorCode::LoginFailed,
             9 => ErrorCode::Integrity,
+            10 => ErrorCode::CodeNeeded,
             n => ErrorCode::Other(n),
         }
     }

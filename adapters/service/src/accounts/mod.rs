@@ -10,6 +10,8 @@ pub mod checks;
 pub mod name;
 pub mod password;
 mod record;
+pub mod totp;
+mod two_factor;
 
 use std::sync::{Arc, Mutex};
 
@@ -22,6 +24,7 @@ pub use checks::{Busy, CheckLimits, CheckPool};
 pub use name::{NameError, UserName};
 pub use password::{PasswordError, PasswordParams};
 pub use record::{AccountId, User};
+pub use totp::{CodeError, Enrolment, TotpState};
 
 /// Most login keys one user may register.
 pub const MAX_KEYS_PER_USER: usize = 16;
@@ -67,6 +70,16 @@ pub enum AccountError {
     /// changed (see [`checks`]).
     #[error(transparent)]
     Busy(#[from] Busy),
+    /// A one-time code was refused (wrong, stale, reused).
+    #[error("second factor: {0}")]
+    Code(#[from] CodeError),
+    /// `2fa enable` while two-factor login is already active.
+    #[error("two-factor login is already active; disable it first")]
+    TwoFactorActive,
+    /// A `2fa` action on an account without a second factor (or `confirm` with nothing
+    /// pending).
+    #[error("two-factor login is not enabled for this account")]
+    TwoFactorNotEnabled,
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -284,10 +297,13 @@ impl Accounts {
         if self.is_last_admin(&user)? {
             return Err(AccountError::LastAdmin(user.name.to_string()));
         }
-        self.store.commit(vec![Op::Delete {
-            table: Table::Users,
-            key: user.name.as_str().as_bytes().to_vec(),
-        }])?;
+        self.store.commit(vec![
+            Op::Delete {
+                table: Table::Users,
+                key: user.name.as_str().as_bytes().to_vec(),
+            },
+            Self::delete_totp_op(&user.name),
+        ])?;
         Ok(user)
     }
 

@@ -2,15 +2,20 @@
 //! and the admin commands (`uini`, `uadd`, `aadd`, `udel`, `uena`, `ulist`, `chpass`,
 //! `ukey`).
 
-use vserv_core::commands::{Command, Credential, KeyAction, Reply, UserRole};
+use vserv_core::commands::{
+    Command, Credential, KeyAction, OtpCode, Reply, TwoFactorAction, UserRole,
+};
 use vserv_core::{CloseCode, ErrorCode, ErrorReply};
 
 use crate::accounts::{AccountError, User, UserName};
 use crate::files::Transfers;
 use crate::limits::Gate;
 
-use super::session::{Grace, Handled, SessionState};
+use super::session::{Grace, Handled, PendingCode, SessionState};
 use super::{MAX_FAILED_LOGINS, Service};
+
+/// How long a login answered `CodeNeeded` waits for its `otp`.
+const CODE_WAIT_SECS: u64 = 300;
 
 impl Service {
     /// The logged-in user as stored now. A user disabled since login is logged out (the
@@ -69,6 +74,7 @@ impl Service {
         state: &mut SessionState,
     ) -> Result<(), (CloseCode, &'static str)> {
         state.user = None;
+        state.pending_code = None;
         // Transfers belong to the user who opened them (uploads are parked).
         state.transfers = Transfers::new();
         state.grace = Some(Grace::Restart);
@@ -141,24 +147,36 @@ impl Service {
                 None => Ok(None),
             },
         };
+        state.pending_code = None;
         match checked {
-            Ok(Some(user)) => {
-                attempt.succeeded();
-                tracing::info!(target: "vserv::audit", user = %user.name, peer = ?state.peer, "login");
-                accounts.record_login(&user.name, now);
-                if state.user.as_ref() != Some(&(user.name.clone(), user.id)) {
-                    state.transfers = Transfers::new();
+            Ok(Some(user)) => match accounts.needs_code(&user) {
+                Ok(false) => {
+                    attempt.succeeded();
+                    self.logged_in(state, &user, now)
                 }
-                state.user = Some((user.name.clone(), user.id));
-                state.failed_logins = 0;
-                state.unauthenticated = None;
-                state.grace = Some(Grace::End);
-                Ok(Reply::User {
-                    name: user.name.to_string(),
-                    role: user.role,
-                })
-                .into()
-            }
+                Ok(true) => {
+                    // The credential was right but is not enough: the attempt counts
+                    // nowhere (neither resets nor feeds the backoff) until `otp` decides.
+                    drop(attempt);
+                    tracing::info!(target: "vserv::audit", user = %user.name, peer = ?state.peer,
+                        "login waits for a second factor");
+                    state.pending_code = Some(PendingCode {
+                        name: user.name.clone(),
+                        id: user.id,
+                        deadline: now.saturating_add(CODE_WAIT_SECS),
+                    });
+                    Err(ErrorReply::new(
+                        ErrorCode::CodeNeeded,
+                        format!(
+                            "code needed: '{}' has two-factor login; send otp CODE within \
+                             {CODE_WAIT_SECS} s",
+                            user.name
+                        ),
+                    ))
+                    .into()
+                }
+                Err(e) => Err(ErrorReply::from(e)).into(),
+            },
             Ok(None) => {
                 let exists = normalised
                     .as_ref()
@@ -173,6 +191,138 @@ impl Service {
                 )
             }
             Err(e) => Err(ErrorReply::from(e)).into(),
+        }
+    }
+
+    /// The session logs in as `user` (both factors checked).
+    fn logged_in(&self, state: &mut SessionState, user: &User, now: u64) -> Handled {
+        tracing::info!(target: "vserv::audit", user = %user.name, peer = ?state.peer, "login");
+        self.shared.accounts.record_login(&user.name, now);
+        if state.user.as_ref() != Some(&(user.name.clone(), user.id)) {
+            state.transfers = Transfers::new();
+        }
+        state.user = Some((user.name.clone(), user.id));
+        state.failed_logins = 0;
+        state.unauthenticated = None;
+        state.grace = Some(Grace::End);
+        Ok(Reply::User {
+            name: user.name.to_string(),
+            role: user.role,
+        })
+        .into()
+    }
+
+    /// `otp CODE`: the second step of a login answered `CodeNeeded`. A refused code counts
+    /// toward the backoff and the connection's failed logins exactly as a wrong password
+    /// does, and ends the waiting login (the next try starts with `login` again).
+    pub(super) fn second_factor(
+        &self,
+        state: &mut SessionState,
+        code: &OtpCode,
+        now: u64,
+    ) -> Handled {
+        let Some(pending) = state.pending_code.take() else {
+            return Err(ErrorReply::new(
+                ErrorCode::Forbidden,
+                "no login waits for a code; log in first",
+            ))
+            .into();
+        };
+        if now > pending.deadline {
+            return Err(ErrorReply::new(
+                ErrorCode::LoginFailed,
+                "login failed: the login waiting for a code expired; log in again",
+            ))
+            .into();
+        }
+        let attempt = match self
+            .shared
+            .limiter
+            .begin(Some(&pending.name), state.peer, now)
+        {
+            Ok(Gate::Open(attempt)) => attempt,
+            Ok(Gate::Wait(secs)) => {
+                state.failed_logins += 1;
+                return Self::login_refused(
+                    state,
+                    format!("login failed: too many failed attempts; retry in {secs} s"),
+                );
+            }
+            Err(e) => return Err(ErrorReply::from(AccountError::Store(e))).into(),
+        };
+        let accounts = &self.shared.accounts;
+        let user = match accounts.get(&pending.name) {
+            Ok(Some(u)) if u.id == pending.id && u.enabled => u,
+            Ok(_) => {
+                return Err(ErrorReply::new(
+                    ErrorCode::LoginFailed,
+                    "login failed: the account changed; log in again",
+                ))
+                .into();
+            }
+            Err(e) => return Err(ErrorReply::from(e)).into(),
+        };
+        match accounts.totp_login(&user, code, now) {
+            Ok(()) => {
+                attempt.succeeded();
+                self.logged_in(state, &user, now)
+            }
+            Err(AccountError::Code(why)) => {
+                attempt.failed(true, now);
+                state.failed_logins += 1;
+                tracing::warn!(target: "vserv::audit", user = %user.name, peer = ?state.peer,
+                    failures = state.failed_logins, reason = %why, "second factor refused");
+                Self::login_refused(state, format!("login failed: {why}"))
+            }
+            Err(e) => Err(ErrorReply::from(e)).into(),
+        }
+    }
+
+    /// `2fa`: the logged-in user's second factor; `reset` for admins only.
+    pub(super) fn two_factor_command(
+        &self,
+        state: &SessionState,
+        user: Option<&User>,
+        action: TwoFactorAction,
+        now: u64,
+    ) -> Result<Reply, ErrorReply> {
+        let Some(me) = user else {
+            return Err(ErrorReply::new(ErrorCode::Forbidden, "log in first"));
+        };
+        let accounts = &self.shared.accounts;
+        let audit = |action: &str, target: &str| {
+            tracing::info!(target: "vserv::audit", by = %me.name, action, user = %target, peer = ?state.peer, "two-factor change");
+        };
+        match action {
+            TwoFactorAction::Enable => {
+                let enrolment = accounts.totp_enable(&me.name)?;
+                audit("2fa enable", me.name.as_str());
+                Ok(Reply::TwoFactorEnrolment {
+                    uri: enrolment.uri,
+                    recovery: enrolment.recovery,
+                })
+            }
+            TwoFactorAction::Confirm(code) => {
+                accounts.totp_confirm(&me.name, &code, now)?;
+                audit("2fa confirm", me.name.as_str());
+                Ok(Reply::Done)
+            }
+            TwoFactorAction::Disable(code) => {
+                accounts.totp_disable(&me.name, &code, now)?;
+                audit("2fa disable", me.name.as_str());
+                Ok(Reply::Done)
+            }
+            TwoFactorAction::Reset(name) => {
+                if me.role != UserRole::Admin {
+                    return Err(ErrorReply::new(
+                        ErrorCode::Forbidden,
+                        "only admins may reset another user's second factor",
+                    ));
+                }
+                accounts.totp_reset(&name)?;
+                audit("2fa reset", &name);
+                Ok(Reply::Done)
+            }
         }
     }
 

@@ -154,6 +154,7 @@ impl Service {
                 user: name,
                 credential,
             } => return self.login(state, &name, &credential, now),
+            Command::Otp { code } => return self.second_factor(state, &code, now),
             Command::Logout if state.user.is_none() => Ok(Reply::Done),
             Command::Logout => {
                 return Handled {
@@ -191,6 +192,9 @@ impl Service {
             | Command::Ulist { .. }
             | Command::Chpass { .. }
             | Command::Ukey(_) => self.account_command(state, user.as_ref(), cmd, now),
+            Command::TwoFactor(action) => {
+                self.two_factor_command(state, user.as_ref(), action, now)
+            }
             Command::Rput {
                 kind,
                 record_id,

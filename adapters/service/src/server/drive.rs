@@ -480,7 +480,7 @@ fn send_appended(
 /// What blocking work of `cmd` is called in logs and the simulator's trace.
 fn work_label(cmd: &Command) -> &'static str {
     match cmd {
-        Command::Login { .. } => "login",
+        Command::Login { .. } | Command::Otp { .. } => "login",
         Command::Uini { .. }
         | Command::Uadd { .. }
         | Command::Aadd { .. }
@@ -488,6 +488,7 @@ fn work_label(cmd: &Command) -> &'static str {
         | Command::Uena { .. }
         | Command::Ulist { .. }
         | Command::Chpass { .. }
+        | Command::TwoFactor(_)
         | Command::Ukey(_) => "accounts",
         Command::Rcheck { .. } => "ledger check",
         Command::Peers => "replication status",

@@ -38,7 +38,9 @@ impl From<AccountError> for ErrorReply {
             AccountError::LastAdmin(_)
             | AccountError::AlreadyInitialised
             | AccountError::TooManyKeys => Some(ErrorCode::Forbidden),
-            AccountError::WrongPassword => Some(ErrorCode::LoginFailed),
+            AccountError::WrongPassword | AccountError::Code(_) => Some(ErrorCode::LoginFailed),
+            AccountError::TwoFactorActive => Some(ErrorCode::Conflict),
+            AccountError::TwoFactorNotEnabled => Some(ErrorCode::Forbidden),
             // Not the client's fault and nothing broken: said as it is, not logged as an error.
             AccountError::Busy(_) => Some(ErrorCode::Internal),
             _ => None,

@@ -58,6 +58,9 @@ pub(super) struct SessionState {
     /// name has another id, and is not this session's.
     pub(super) user: Option<(UserName, AccountId)>,
     pub(super) failed_logins: u32,
+    /// A login whose credential was right for an account with two-factor login, waiting
+    /// for `otp CODE` until the deadline (Unix seconds); the session is not logged in.
+    pub(super) pending_code: Option<PendingCode>,
     /// The connection's idle timeout as last seen by `drive` (or set by `tout`).
     pub(super) idle_timeout: Duration,
     /// `tout` changed `idle_timeout`; `drive` applies it to the connection.
@@ -70,6 +73,15 @@ pub(super) struct SessionState {
     pub(super) cwd: Option<(UserName, Target)>,
     /// The open uploads and downloads (spec/files.md).
     pub(super) transfers: Transfers,
+}
+
+/// A login waiting for its second factor (see [`SessionState::pending_code`]).
+#[derive(Debug, Clone)]
+pub(super) struct PendingCode {
+    pub(super) name: UserName,
+    pub(super) id: AccountId,
+    /// Unix seconds after which `otp` refuses it.
+    pub(super) deadline: u64,
 }
 
 /// What comes back to a session: completions of its work, and what others push to it.
@@ -168,6 +180,7 @@ impl Session {
                 session_id: None,
                 user: None,
                 failed_logins: 0,
+                pending_code: None,
                 idle_timeout,
                 idle_changed: false,
                 unauthenticated: None,
