@@ -7,3 +7,4 @@ pub mod files;
 pub mod ledger;
 pub mod limits;
 pub mod peers;
+pub mod two_factor;
