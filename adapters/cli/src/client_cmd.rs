@@ -6,8 +6,8 @@ use std::time::Duration;
 use anyhow::{Context, anyhow, bail};
 use clap::Args;
 use vserv_blocking::Client;
-use vserv_core::commands::{Command, Reply};
-use vserv_core::{Fingerprint, ServerIdentity};
+use vserv_core::commands::{Command, OtpCode, Reply};
+use vserv_core::{ErrorCode, Fingerprint, ServerIdentity};
 use vserv_service::client::{ClientError, ClientOptions};
 use vserv_store::trust::TrustDecision;
 
@@ -34,6 +34,11 @@ pub struct ClientArgs {
     /// `vserv user key add`) instead of a password; --user names the account.
     #[arg(long, value_name = "FILE", requires = "user")]
     pub key: Option<PathBuf>,
+    /// The one-time code for an account with two-factor login (six digits from the
+    /// authenticator, or a recovery code); without it, the VSERV_OTP environment variable,
+    /// else asked for on the terminal when the server wants one.
+    #[arg(long, value_name = "CODE", requires = "user")]
+    pub otp: Option<String>,
     /// Give up when a request has had no reply and nothing at all arrived from the server
     /// for this many seconds (0: wait as long as the connection lasts). Any data received
     /// counts, so a transfer that is moving never times out.
@@ -175,7 +180,13 @@ pub fn open(args: &ClientArgs, login: Option<&Login>) -> anyhow::Result<Connecte
             user: user.clone(),
             credential,
         };
-        match client.call(&login) {
+        let mut answer = client.call(&login);
+        if let Err(ClientError::Server(e)) = &answer
+            && e.code == ErrorCode::CodeNeeded
+        {
+            answer = second_factor(&mut client, args, user)?;
+        }
+        match answer {
             Ok(_) => tracing::info!(user = %user, "logged in"),
             Err(ClientError::Server(e)) => {
                 bail!("cannot log in as '{user}': {}", escape(&e.message))
@@ -186,6 +197,26 @@ pub fn open(args: &ClientArgs, login: Option<&Login>) -> anyhow::Result<Connecte
         }
     }
     Ok(Connected { client })
+}
+
+/// The second step of a login the server answered "code needed": the code from `--otp`,
+/// else `VSERV_OTP`, else asked for on the terminal, sent as `otp`.
+fn second_factor(
+    client: &mut Client,
+    args: &ClientArgs,
+    user: &str,
+) -> anyhow::Result<Result<Reply, ClientError>> {
+    let typed = match args.otp.clone().or_else(|| std::env::var("VSERV_OTP").ok()) {
+        Some(code) => code,
+        None => rpassword::prompt_password(format!("two-factor code for {user}: "))
+            .context("reading the two-factor code from the terminal (or pass --otp CODE)")?,
+    };
+    let code = OtpCode::parse(typed.trim().as_bytes()).map_err(|_| {
+        anyhow!(
+            "not a two-factor code: give the six digits of the authenticator or a recovery code"
+        )
+    })?;
+    Ok(client.call(&Command::Otp { code }))
 }
 
 /// How `vserv inbox` shows a delivery: `STATE SIZE TIME FROM SHA256 NAME`, then indented

@@ -13,6 +13,7 @@ mod peer_cmd;
 mod serve;
 mod shell;
 mod show;
+mod two_factor_cmd;
 mod user_cmd;
 
 use std::process::ExitCode;

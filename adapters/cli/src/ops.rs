@@ -13,7 +13,7 @@ use crate::ledger_cmd::{
     RabsArgs, RcheckArgs, RcountArgs, RgetArgs, RhaveArgs, RheadArgs, RlistArgs, RputArgs,
     RsizeArgs,
 };
-use crate::{files_cmd, ledger_cmd, peer_cmd};
+use crate::{files_cmd, ledger_cmd, peer_cmd, two_factor_cmd};
 
 /// No connection options: a shell line runs on the shell's connection.
 #[derive(Args, Debug, Clone, Copy, Default)]
@@ -187,6 +187,17 @@ pub enum Op<C: Args> {
     },
     /// Replication peers: `peer status` shows each peer's link and how far the feeds differ.
     Peer(peer_cmd::PeerArgs<C>),
+    /// Two-factor login: `2fa enable` shows a QR code and recovery codes, then confirms a
+    /// current code; `2fa disable` needs a current code or a recovery code.
+    #[command(name = "2fa")]
+    TwoFactor {
+        /// enable or disable.
+        step: two_factor_cmd::Step,
+        /// The code (asked for on the terminal when not given).
+        code: Option<String>,
+        #[command(flatten)]
+        client: C,
+    },
 }
 
 impl<C: Args> Op<C> {
@@ -216,7 +227,8 @@ impl<C: Args> Op<C> {
             | Op::Mv { client, .. }
             | Op::Stat { client, .. }
             | Op::Send { client, .. }
-            | Op::Inbox { client, .. } => client,
+            | Op::Inbox { client, .. }
+            | Op::TwoFactor { client, .. } => client,
             Op::Peer(args) => args.client(),
         }
     }
@@ -249,6 +261,16 @@ impl<C: Args> Op<C> {
             Op::Send { .. } => "send",
             Op::Inbox { .. } => "inbox",
             Op::Peer(args) => return format!("peer {}", args.name()),
+            Op::TwoFactor { step, .. } => {
+                return format!(
+                    "2fa {}",
+                    if *step == two_factor_cmd::Step::Enable {
+                        "enable"
+                    } else {
+                        "disable"
+                    }
+                );
+            }
         };
         name.to_owned()
     }
@@ -292,6 +314,9 @@ impl<C: Args> Op<C> {
             Op::Send { args, .. } => files_cmd::send(connected, args),
             Op::Inbox { args, .. } => files_cmd::inbox(connected, args),
             Op::Peer(args) => peer_cmd::run(connected, args),
+            Op::TwoFactor { step, code, .. } => {
+                two_factor_cmd::run(connected, *step, code.as_deref())
+            }
         }
     }
 }

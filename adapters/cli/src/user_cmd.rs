@@ -7,7 +7,7 @@ use std::sync::Arc;
 use anyhow::{Context, anyhow, bail};
 use clap::{Args, Subcommand};
 use vserv_core::Fingerprint;
-use vserv_core::commands::{Command, KeyAction, Reply, UserRole};
+use vserv_core::commands::{Command, KeyAction, Reply, TwoFactorAction, UserRole};
 use vserv_service::accounts::{Accounts, PasswordParams, UserName};
 use vserv_store::db::FjallStore;
 use vserv_store::kv::StoreError;
@@ -98,6 +98,15 @@ enum UserCommand<T: Args, C: Args> {
         #[command(flatten)]
         target: T,
     },
+    /// Remove user NAME's two-factor login (admins), e.g. when they lost their
+    /// authenticator and their recovery codes.
+    #[command(name = "2fa-reset")]
+    TwoFactorReset {
+        /// Whose second factor to remove.
+        name: String,
+        #[command(flatten)]
+        client: C,
+    },
     /// Manage your own login keys (for `--key` logins).
     Key {
         #[command(subcommand)]
@@ -145,6 +154,7 @@ impl<T: Args, C: Args> UserCommand<T, C> {
             UserCommand::Disable { .. } => "disable",
             UserCommand::List { .. } => "list",
             UserCommand::Passwd { .. } => "passwd",
+            UserCommand::TwoFactorReset { .. } => "2fa-reset",
             UserCommand::Key { action } => match action {
                 KeyCommand::Add { .. } => "key add",
                 KeyCommand::List { .. } => "key list",
@@ -176,6 +186,9 @@ impl<T: Args, C: Args> UserCommand<T, C> {
                 }
             }
             UserCommand::Del { name, .. } => Command::Udel { user: name.clone() },
+            UserCommand::TwoFactorReset { name, .. } => {
+                Command::TwoFactor(TwoFactorAction::Reset(name.clone()))
+            }
             UserCommand::Enable { name, .. } => Command::Uena {
                 user: name.clone(),
                 enabled: true,
@@ -264,7 +277,8 @@ pub fn run(args: UserArgs<Target, ClientArgs>) -> anyhow::Result<()> {
         },
         UserCommand::Init { client, .. }
         | UserCommand::Enable { client, .. }
-        | UserCommand::Disable { client, .. } => client,
+        | UserCommand::Disable { client, .. }
+        | UserCommand::TwoFactorReset { client, .. } => client,
         UserCommand::Key { action } => match action {
             KeyCommand::Add { client, .. }
             | KeyCommand::List { client }
