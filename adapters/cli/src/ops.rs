@@ -188,10 +188,11 @@ pub enum Op<C: Args> {
     /// Replication peers: `peer status` shows each peer's link and how far the feeds differ.
     Peer(peer_cmd::PeerArgs<C>),
     /// Two-factor login: `2fa enable` shows a QR code and recovery codes, then confirms a
-    /// current code; `2fa disable` needs a current code or a recovery code.
+    /// current code (`2fa confirm CODE` later, if it could not ask); `2fa disable` needs a
+    /// current code or a recovery code.
     #[command(name = "2fa")]
     TwoFactor {
-        /// enable or disable.
+        /// enable, confirm or disable.
         step: two_factor_cmd::Step,
         /// The code (asked for on the terminal when not given).
         code: Option<String>,
@@ -264,10 +265,10 @@ impl<C: Args> Op<C> {
             Op::TwoFactor { step, .. } => {
                 return format!(
                     "2fa {}",
-                    if *step == two_factor_cmd::Step::Enable {
-                        "enable"
-                    } else {
-                        "disable"
+                    match step {
+                        two_factor_cmd::Step::Enable => "enable",
+                        two_factor_cmd::Step::Confirm => "confirm",
+                        two_factor_cmd::Step::Disable => "disable",
                     }
                 );
             }

@@ -1,6 +1,7 @@
 //! `vserv 2fa enable|disable`: the logged-in user's two-factor login. `enable` draws the
 //! otpauth URI as a QR code in the terminal, prints the recovery codes once, then asks for
-//! a current code and confirms it; `disable` takes a current code or a recovery code.
+//! a current code and confirms it (`confirm` does that later, for a pending secret);
+//! `disable` takes a current code or a recovery code.
 
 use anyhow::anyhow;
 use clap::ValueEnum;
@@ -16,6 +17,8 @@ use crate::show::escape;
 pub enum Step {
     /// Make a secret (shown as a QR code), print recovery codes, confirm with a code.
     Enable,
+    /// Confirm a pending secret with a current code (when `enable` could not ask).
+    Confirm,
     /// Turn two-factor login off (needs a current code or a recovery code).
     Disable,
 }
@@ -60,6 +63,10 @@ pub fn run(connected: &mut Connected, step: Step, code: Option<&str>) -> anyhow:
             connected.run(&Command::TwoFactor(TwoFactorAction::Confirm(code)))?;
             println!("two-factor login is on: logins now ask for a code");
             Ok(())
+        }
+        Step::Confirm => {
+            let code = code_from(code, "current code from the authenticator: ")?;
+            connected.run(&Command::TwoFactor(TwoFactorAction::Confirm(code)))
         }
         Step::Disable => {
             let code = code_from(code, "current code or a recovery code: ")?;
