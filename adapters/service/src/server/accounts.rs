@@ -107,6 +107,8 @@ impl Service {
         credential: &Credential,
         now: u64,
     ) -> Handled {
+        // A new login replaces any login waiting for its code.
+        state.pending_code = None;
         let accounts = &self.shared.accounts;
         let normalised = UserName::parse(name).ok();
         let attempt = match self
@@ -147,7 +149,6 @@ impl Service {
                 None => Ok(None),
             },
         };
-        state.pending_code = None;
         match checked {
             Ok(Some(user)) => match accounts.needs_code(&user) {
                 Ok(false) => {
