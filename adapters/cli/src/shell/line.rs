@@ -184,7 +184,7 @@ mod tests {
             assert!(names.iter().any(|n| n == name), "{name}: {names:?}");
         }
         assert!(subcommand_names("user").contains(&"passwd".to_owned()));
-        assert_eq!(subcommand_names("peer"), ["status"]);
+        assert_eq!(subcommand_names("peer"), ["add", "del", "status"]);
         assert!(subcommand_names("put").is_empty());
     }
 }
