@@ -34,6 +34,10 @@ pub struct PutArgs {
     /// Continue an interrupted upload of the same file where the server stopped (each file).
     #[arg(long)]
     pub resume: bool,
+    /// `put -r LOCALDIR REMOTEDIR`: upload a directory tree (empty directories too;
+    /// symlinks leaving the tree are skipped).
+    #[arg(short = 'r', long)]
+    pub recursive: bool,
     /// Chunk requests kept in flight (1-256), shared by the files transferred at once.
     #[arg(long, default_value_t = transfer::DEFAULT_WINDOW as u16,
           value_parser = clap::value_parser!(u16).range(1..=256))]
@@ -59,6 +63,9 @@ pub struct GetArgs {
     /// for each file.
     #[arg(long)]
     pub resume: bool,
+    /// `get -r REMOTEDIR LOCALDIR`: download a directory tree (empty directories too).
+    #[arg(short = 'r', long)]
+    pub recursive: bool,
     /// Replace an existing regular file at the local path (without it such a download is
     /// refused before anything is fetched). A symlink, directory, device, FIFO or socket is
     /// never replaced, even with --force.
@@ -88,7 +95,7 @@ pub struct LsArgs {
     pub client: ClientArgs,
 }
 
-/// Options of the commands taking one server path (`mkdir`, `stat`).
+/// Options of the commands taking one server path (`stat`).
 #[derive(Args, Debug)]
 pub struct PathArgs {
     /// The path on the server.
@@ -139,11 +146,15 @@ pub struct SendArgs {
 
 /// `vserv inbox` options.
 #[derive(Args, Debug)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct InboxArgs {
     /// The inbox folder (default: `default`).
     pub folder: Option<String>,
     #[command(flatten)]
     pub client: ClientArgs,
+    /// `vserv inbox setup`: write the folder's checked folder.toml.
+    #[command(subcommand)]
+    pub action: Option<crate::inbox_setup::InboxAction>,
 }
 
 /// The directory of the sender's home where `vserv send` stages a file before delivering it.
@@ -227,14 +238,14 @@ fn local_target(remote: &str, local: Option<&Path>) -> anyhow::Result<PathBuf> {
 /// One byte progress bar per file being transferred, on standard error when it is a
 /// terminal (nothing otherwise): a file's bar appears with its first progress and goes
 /// once all its bytes are done.
-struct Bars {
+pub(crate) struct Bars {
     multi: Option<MultiProgress>,
     labels: Vec<String>,
     bars: Vec<Option<ProgressBar>>,
 }
 
 impl Bars {
-    fn new(labels: Vec<String>) -> Bars {
+    pub(crate) fn new(labels: Vec<String>) -> Bars {
         let multi = std::io::stderr().is_terminal().then(MultiProgress::new);
         let bars = labels.iter().map(|_| None).collect();
         Bars {
@@ -244,7 +255,7 @@ impl Bars {
         }
     }
 
-    fn update(&mut self, index: usize, done: u64, total: u64) {
+    pub(crate) fn update(&mut self, index: usize, done: u64, total: u64) {
         let Some(multi) = &self.multi else { return };
         let (Some(slot), Some(label)) = (self.bars.get_mut(index), self.labels.get(index)) else {
             return;
@@ -259,7 +270,7 @@ impl Bars {
         }
     }
 
-    fn clear(&mut self) {
+    pub(crate) fn clear(&mut self) {
         if let Some(multi) = &self.multi {
             for bar in self.bars.iter_mut().filter_map(Option::take) {
                 bar.finish_and_clear();
@@ -375,7 +386,7 @@ fn error_line(e: &TransferFailure) -> String {
 
 /// Prints the report line of every file that made it, then ends the session; fails naming
 /// every file that did not (`verb` is "upload" or "download").
-fn conclude(
+pub(crate) fn conclude(
     connected: Connected,
     verb: &str,
     files: &[(String, String)],
@@ -405,6 +416,9 @@ fn conclude(
 
 /// `vserv put LOCAL [REMOTE] [--resume]`, or `vserv put LOCAL... REMOTE_DIR/`.
 pub fn put(args: PutArgs) -> anyhow::Result<()> {
+    if args.recursive {
+        return crate::files_tree::put_tree(args);
+    }
     need_login(&args.client, "put")?;
     let plan = put_plan(&args.paths)?;
     let options = TransferOptions {
@@ -463,6 +477,9 @@ fn put_one(client: &ClientArgs, upload: &Upload, options: &TransferOptions) -> a
 
 /// `vserv get REMOTE [LOCAL] [--resume]`, or `vserv get REMOTE... LOCAL_DIR`.
 pub fn get(args: GetArgs) -> anyhow::Result<()> {
+    if args.recursive {
+        return crate::files_tree::get_tree(args);
+    }
     need_login(&args.client, "get")?;
     let plan = get_plan(&args.paths)?;
     let options = TransferOptions {
@@ -633,6 +650,9 @@ pub fn send(args: SendArgs) -> anyhow::Result<()> {
 
 /// `vserv inbox [FOLDER]`: every delivery, pages followed.
 pub fn inbox(args: InboxArgs) -> anyhow::Result<()> {
+    if let Some(action) = args.action {
+        return crate::inbox_setup::run(action);
+    }
     need_login(&args.client, "inbox")?;
     let mut connected = client_cmd::connect(&args.client)?;
     let mut out = std::io::stdout().lock();
@@ -644,12 +664,17 @@ pub fn inbox(args: InboxArgs) -> anyhow::Result<()> {
             from: from.take(),
             limit: Some(LS_MAX_LIMIT),
         };
-        let Reply::Deliveries { entries, next } = connected.client.call(&Command::Inbox(page))?
-        else {
+        let listed = connected.client.call(&Command::Inbox(page));
+        let listed =
+            crate::inbox_setup::explain_missing(&mut connected, args.folder.as_deref(), listed)?;
+        let Reply::Deliveries { entries, next } = listed else {
             bail!("unexpected reply to inbox");
         };
         for d in &entries {
             writeln!(out, "{}", client_cmd::delivery_lines(d))?;
+        }
+        if entries.is_empty() && next.is_none() {
+            crate::inbox_setup::hint_if_not_set_up(&mut connected, args.folder.as_deref());
         }
         match next {
             Some(name) => {
@@ -669,11 +694,6 @@ fn run_one(client: &ClientArgs, what: &str, command: Command) -> anyhow::Result<
     let mut connected: Connected = client_cmd::connect(client)?;
     connected.run(&command)?;
     connected.quit()
-}
-
-/// `vserv mkdir PATH`.
-pub fn mkdir(args: PathArgs) -> anyhow::Result<()> {
-    run_one(&args.client, "mkdir", Command::Mkdir { path: args.path })
 }
 
 /// `vserv stat PATH`.

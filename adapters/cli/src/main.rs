@@ -6,6 +6,8 @@ mod client_cmd;
 mod config;
 mod credentials;
 mod files_cmd;
+mod files_tree;
+mod inbox_setup;
 mod ledger_cmd;
 mod paging;
 mod peer_cmd;
@@ -98,8 +100,8 @@ enum Command {
     Get(files_cmd::GetArgs),
     /// List a directory on the server, one line per entry (KIND SIZE MTIME NAME).
     Ls(files_cmd::LsArgs),
-    /// Create a directory on the server.
-    Mkdir(files_cmd::PathArgs),
+    /// Create a directory on the server (-p: and its missing parents).
+    Mkdir(files_tree::MkdirArgs),
     /// Delete a file on the server (--dir: an empty directory).
     Rm(files_cmd::RmArgs),
     /// Move or rename a file or directory on the server.
@@ -112,6 +114,10 @@ enum Command {
     Inbox(files_cmd::InboxArgs),
     /// Replication peers: `peer status` shows each peer's link and how far the feeds differ.
     Peer(peer_cmd::PeerArgs),
+    /// List a file's kept versions (number, size, time, SHA-256), newest first.
+    Versions(files_tree::VersionsArgs),
+    /// Bring back kept version N of a file (the replaced content becomes version 1).
+    Restore(files_tree::RestoreArgs),
 }
 
 fn main() -> ExitCode {
@@ -148,13 +154,15 @@ fn main() -> ExitCode {
         Command::Put(args) => files_cmd::put(args),
         Command::Get(args) => files_cmd::get(args),
         Command::Ls(args) => files_cmd::ls(args),
-        Command::Mkdir(args) => files_cmd::mkdir(args),
+        Command::Mkdir(args) => files_tree::mkdir(args),
         Command::Rm(args) => files_cmd::rm(args),
         Command::Mv(args) => files_cmd::mv(args),
         Command::Stat(args) => files_cmd::stat(args),
         Command::Send(args) => files_cmd::send(args),
         Command::Inbox(args) => files_cmd::inbox(args),
         Command::Peer(args) => peer_cmd::run(args),
+        Command::Versions(args) => files_tree::versions(args),
+        Command::Restore(args) => files_tree::restore(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

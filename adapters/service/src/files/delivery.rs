@@ -348,7 +348,10 @@ pub enum DeliveryError {
     #[error(transparent)]
     File(#[from] FileError),
     /// The recipient has no such folder (or no `folder.toml` in it).
-    #[error("{to} has no inbox folder '{folder}' accepting deliveries")]
+    #[error(
+        "{to} has no inbox folder '{folder}' accepting deliveries (they can set it up with \
+         `vserv inbox setup {folder} --allow YOUR_NAME`)"
+    )]
     NoFolder {
         /// The recipient.
         to: String,
