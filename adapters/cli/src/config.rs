@@ -659,6 +659,8 @@ mod tests {
         assert_eq!(defaults.node.password, PasswordParams::DEFAULT);
         assert_eq!(defaults.node.password_checks, CheckLimits::from_cpus());
         assert_eq!(defaults.node.policy, Policy::default());
+        // `vserv serve` replicates from the start so an admin can add peers at runtime
+        // (`vserv peer add`); in every other setting it opens the node with its defaults.
         assert_eq!(
             defaults.node,
             NodeSettings {

@@ -6,6 +6,8 @@ mod client_cmd;
 mod config;
 mod credentials;
 mod files_cmd;
+mod files_tree;
+mod inbox_setup;
 mod ledger_cmd;
 mod ops;
 mod paging;
