@@ -78,6 +78,7 @@ macro_rules! suite {
         $crate::suite!(@cases $rt; ledger: ledger_put_then_get, ledger_duplicate_record_id_is_refused, ledger_head_is_signed_and_current, ledger_seq_is_gapless, ledger_access_is_enforced, ledger_positions_and_kind_counts, ledger_reversed_ranges_are_refused, ledger_rlist_pages_while_appending, ledger_rlist_large_entries_fit_one_record, ledger_reads_any_held_feed);
         $crate::suite!(@cases $rt; files: files_upload_download_round_trip, files_round_trip, files_listing_pages);
         $crate::suite!(@cases $rt; peers: peers_are_managed_over_the_protocol);
+        $crate::suite!(@cases $rt; file_versions: files_versions_and_restore, files_mkdirs_makes_parents, files_folder_config_checked_at_upload);
         $crate::suite!(@cases $rt; two_factor: two_factor_login);
     };
     (@cases $rt:ty; $module:ident: $($case:ident),*) => {

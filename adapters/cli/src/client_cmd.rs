@@ -334,6 +334,17 @@ pub fn print_reply(reply: &Reply, fingerprint: Option<Fingerprint>) {
             }
         }
         Reply::Peers { peers, forks } => print!("{}", crate::peer_cmd::status_text(peers, forks)),
+        Reply::Versions(versions) => {
+            for v in versions {
+                println!(
+                    "{} {} {} {}",
+                    v.number,
+                    v.size,
+                    v.modified,
+                    hex::encode(v.sha256)
+                );
+            }
+        }
         Reply::Cwd(path) => println!("{}", escape(path)),
         Reply::Delivered(name) => println!("delivered as {}", escape(name)),
         Reply::Deliveries { entries, next } => {

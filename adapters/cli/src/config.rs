@@ -51,8 +51,8 @@
 //! changed passwords only; `max_concurrent` and `max_queued` bound every check (see
 //! `vserv_service::accounts::checks`).
 //!
-//! No peer is configured by default: the server then does not replicate. Each `[[peers]]`
-//! entry lets the server with that key open a replication link; with an `address` this
+//! No peer is configured by default: the server then replicates with the peers an admin
+//! adds at runtime (`vserv peer add`), none at first. Each `[[peers]]` entry lets the server with that key open a replication link; with an `address` this
 //! server also dials it (reconnecting with backoff). A fingerprint listed twice, or the
 //! server's own ([`check_own_fingerprint`], at start), is refused.
 
@@ -659,9 +659,15 @@ mod tests {
         assert_eq!(defaults.node.password, PasswordParams::DEFAULT);
         assert_eq!(defaults.node.password_checks, CheckLimits::from_cpus());
         assert_eq!(defaults.node.policy, Policy::default());
+        // `vserv serve` replicates from the start so an admin can add peers at runtime
+        // (`vserv peer add`); in every other setting it opens the node with its defaults.
         assert_eq!(
             defaults.node,
-            NodeSettings::default(),
+            NodeSettings {
+                // `vserv serve` is ready for peers added at runtime; a bare node is not.
+                replicate: true,
+                ..NodeSettings::default()
+            },
             "no configuration opens the node with its own defaults"
         );
         assert_eq!(

@@ -19,6 +19,7 @@ use vserv_core::commands::{Command, LS_MAX_LIMIT, ListPage, Reply, SendArgs as S
 use vserv_service::client::ClientError;
 
 use crate::client_cmd::{self, Connected};
+use crate::inbox_setup::InboxAction;
 use crate::paging::Tokens;
 use crate::show::escape;
 
@@ -34,6 +35,10 @@ pub struct PutArgs {
     /// Continue an interrupted upload of the same file where the server stopped (each file).
     #[arg(long)]
     pub resume: bool,
+    /// `put -r LOCALDIR REMOTEDIR`: upload a directory tree (empty directories too;
+    /// symlinks leaving the tree are skipped).
+    #[arg(short = 'r', long)]
+    pub recursive: bool,
     /// Chunk requests kept in flight (1-256), shared by the files transferred at once.
     #[arg(long, default_value_t = transfer::DEFAULT_WINDOW as u16,
           value_parser = clap::value_parser!(u16).range(1..=256))]
@@ -57,6 +62,9 @@ pub struct GetArgs {
     /// for each file.
     #[arg(long)]
     pub resume: bool,
+    /// `get -r REMOTEDIR LOCALDIR`: download a directory tree (empty directories too).
+    #[arg(short = 'r', long)]
+    pub recursive: bool,
     /// Replace an existing regular file at the local path (without it such a download is
     /// refused before anything is fetched). A symlink, directory, device, FIFO or socket is
     /// never replaced, even with --force.
@@ -82,7 +90,7 @@ pub struct LsArgs {
     pub dirs: bool,
 }
 
-/// Options of the commands taking one server path (`mkdir`, `stat`).
+/// Options of the commands taking one server path (`stat`).
 #[derive(Args, Debug)]
 pub struct PathArgs {
     /// The path on the server.
@@ -123,11 +131,15 @@ pub struct SendArgs {
     pub note: Option<String>,
 }
 
-/// `vserv inbox` options.
+/// `vserv inbox` options; `C` is the connection options of `inbox setup` (none in the shell).
 #[derive(Args, Debug)]
-pub struct InboxArgs {
+#[command(args_conflicts_with_subcommands = true)]
+pub struct InboxArgs<C: Args> {
     /// The inbox folder (default: `default`).
     pub folder: Option<String>,
+    /// `vserv inbox setup`: write the folder's checked folder.toml.
+    #[command(subcommand)]
+    pub action: Option<InboxAction<C>>,
 }
 
 /// The directory of the sender's home where `vserv send` stages a file before delivering it.
@@ -204,14 +216,14 @@ fn local_target(remote: &str, local: Option<&Path>) -> anyhow::Result<PathBuf> {
 /// One byte progress bar per file being transferred, on standard error when it is a
 /// terminal (nothing otherwise): a file's bar appears with its first progress and goes
 /// once all its bytes are done.
-struct Bars {
+pub(crate) struct Bars {
     multi: Option<MultiProgress>,
     labels: Vec<String>,
     bars: Vec<Option<ProgressBar>>,
 }
 
 impl Bars {
-    fn new(labels: Vec<String>) -> Bars {
+    pub(crate) fn new(labels: Vec<String>) -> Bars {
         let multi = std::io::stderr().is_terminal().then(MultiProgress::new);
         let bars = labels.iter().map(|_| None).collect();
         Bars {
@@ -221,7 +233,7 @@ impl Bars {
         }
     }
 
-    fn update(&mut self, index: usize, done: u64, total: u64) {
+    pub(crate) fn update(&mut self, index: usize, done: u64, total: u64) {
         let Some(multi) = &self.multi else { return };
         let (Some(slot), Some(label)) = (self.bars.get_mut(index), self.labels.get(index)) else {
             return;
@@ -236,7 +248,7 @@ impl Bars {
         }
     }
 
-    fn clear(&mut self) {
+    pub(crate) fn clear(&mut self) {
         if let Some(multi) = &self.multi {
             for bar in self.bars.iter_mut().filter_map(Option::take) {
                 bar.finish_and_clear();
@@ -352,7 +364,7 @@ fn error_line(e: &TransferFailure) -> String {
 
 /// Prints the report line of every file that made it; fails naming every file that did not
 /// (`verb` is "upload" or "download").
-fn conclude(
+pub(crate) fn conclude(
     verb: &str,
     files: &[(String, String)],
     results: Vec<Result<TransferOutcome, TransferFailure>>,
@@ -378,6 +390,9 @@ fn conclude(
 
 /// `vserv put LOCAL [REMOTE] [--resume]`, or `vserv put LOCAL... REMOTE_DIR/`.
 pub fn put(connected: &mut Connected, args: &PutArgs) -> anyhow::Result<()> {
+    if args.recursive {
+        return crate::files_tree::put_tree(connected, args);
+    }
     let plan = put_plan(&args.paths)?;
     let options = TransferOptions {
         resume: args.resume,
@@ -437,6 +452,9 @@ fn put_one(
 
 /// `vserv get REMOTE [LOCAL] [--resume]`, or `vserv get REMOTE... LOCAL_DIR`.
 pub fn get(connected: &mut Connected, args: &GetArgs) -> anyhow::Result<()> {
+    if args.recursive {
+        return crate::files_tree::get_tree(connected, args);
+    }
     let plan = get_plan(&args.paths)?;
     let options = TransferOptions {
         resume: args.resume,
@@ -598,7 +616,10 @@ pub fn send(connected: &mut Connected, args: &SendArgs) -> anyhow::Result<()> {
 }
 
 /// `vserv inbox [FOLDER]`: every delivery, pages followed.
-pub fn inbox(connected: &mut Connected, args: &InboxArgs) -> anyhow::Result<()> {
+pub fn inbox<C: Args>(connected: &mut Connected, args: &InboxArgs<C>) -> anyhow::Result<()> {
+    if let Some(action) = &args.action {
+        return crate::inbox_setup::run(connected, action);
+    }
     let mut out = std::io::stdout().lock();
     let mut from: Option<String> = None;
     let mut tokens = Tokens::new("inbox");
@@ -608,12 +629,17 @@ pub fn inbox(connected: &mut Connected, args: &InboxArgs) -> anyhow::Result<()> 
             from: from.take(),
             limit: Some(LS_MAX_LIMIT),
         };
-        let Reply::Deliveries { entries, next } = connected.client.call(&Command::Inbox(page))?
-        else {
+        let listed = connected.client.call(&Command::Inbox(page));
+        let listed =
+            crate::inbox_setup::explain_missing(connected, args.folder.as_deref(), listed)?;
+        let Reply::Deliveries { entries, next } = listed else {
             bail!("unexpected reply to inbox");
         };
         for d in &entries {
             writeln!(out, "{}", client_cmd::delivery_lines(d))?;
+        }
+        if entries.is_empty() && next.is_none() {
+            crate::inbox_setup::hint_if_not_set_up(connected, args.folder.as_deref());
         }
         match next {
             Some(name) => {
@@ -625,13 +651,6 @@ pub fn inbox(connected: &mut Connected, args: &InboxArgs) -> anyhow::Result<()> 
     }
     out.flush()?;
     Ok(())
-}
-
-/// `vserv mkdir PATH`.
-pub fn mkdir(connected: &mut Connected, args: &PathArgs) -> anyhow::Result<()> {
-    connected.run(&Command::Mkdir {
-        path: args.path.clone(),
-    })
 }
 
 /// `vserv stat PATH`.

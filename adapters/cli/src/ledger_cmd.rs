@@ -101,6 +101,11 @@ pub struct RlistArgs {
     /// SHA256:<64 hex digits>) instead of the server's own.
     #[arg(long, value_name = "FPR")]
     pub origin: Option<Fingerprint>,
+    /// One JSON object per entry and line (JSON Lines) instead of text: seq, hash, kind,
+    /// author, record_id (text, or null when not UTF-8), record_id_hex, time (RFC 3339, UTC)
+    /// and timestamp_ms.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `vserv rhead` options.
@@ -192,6 +197,10 @@ pub fn rlist(connected: &mut Connected, args: &RlistArgs) -> anyhow::Result<()> 
             bail!("unexpected reply to rlist");
         };
         for entry in &entries {
+            if args.json {
+                writeln!(out, "{}", entry_json(entry))?;
+                continue;
+            }
             writeln!(
                 out,
                 "{} {} {} {} {}",
@@ -210,6 +219,20 @@ pub fn rlist(connected: &mut Connected, args: &RlistArgs) -> anyhow::Result<()> 
     }
     out.flush()?;
     Ok(())
+}
+
+/// One `rlist --json` line: the entry's fields, without its body.
+pub fn entry_json(entry: &vserv_core::ledger::Entry) -> serde_json::Value {
+    serde_json::json!({
+        "seq": entry.seq(),
+        "hash": hex::encode(entry.hash()),
+        "kind": entry.kind(),
+        "author": entry.author(),
+        "record_id": std::str::from_utf8(entry.record_id()).ok(),
+        "record_id_hex": hex::encode(entry.record_id()),
+        "time": rfc3339_ms(entry.timestamp()),
+        "timestamp_ms": entry.timestamp(),
+    })
 }
 
 /// `vserv rput`: appends a record and prints its seq, entry hash and record id.

@@ -6,6 +6,8 @@ mod client_cmd;
 mod config;
 mod credentials;
 mod files_cmd;
+mod files_tree;
+mod inbox_setup;
 mod ledger_cmd;
 mod ops;
 mod paging;
@@ -40,6 +42,9 @@ struct Cli {
     command: Command,
 }
 
+// Parsed once per process: the size of the largest variant (the connection options of
+// `Remote`) costs nothing worth a box.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Run the server.

@@ -9,11 +9,12 @@ use vserv_core::commands::Command;
 
 use crate::client_cmd::{self, ClientArgs, Connected};
 use crate::files_cmd::{GetArgs, InboxArgs, LsArgs, MvArgs, PathArgs, PutArgs, RmArgs, SendArgs};
+use crate::files_tree::{MkdirArgs, RestoreArgs, VersionsArgs};
 use crate::ledger_cmd::{
     RabsArgs, RcheckArgs, RcountArgs, RgetArgs, RhaveArgs, RheadArgs, RlistArgs, RputArgs,
     RsizeArgs,
 };
-use crate::{files_cmd, ledger_cmd, peer_cmd, two_factor_cmd};
+use crate::{files_cmd, files_tree, ledger_cmd, peer_cmd, two_factor_cmd};
 
 /// No connection options: a shell line runs on the shell's connection.
 #[derive(Args, Debug, Clone, Copy, Default)]
@@ -143,10 +144,10 @@ pub enum Op<C: Args> {
         #[command(flatten)]
         client: C,
     },
-    /// Create a directory on the server.
+    /// Create a directory on the server (-p: and its missing parents).
     Mkdir {
         #[command(flatten)]
-        args: PathArgs,
+        args: MkdirArgs,
         #[command(flatten)]
         client: C,
     },
@@ -178,10 +179,25 @@ pub enum Op<C: Args> {
         #[command(flatten)]
         client: C,
     },
-    /// List the deliveries to one of your inbox folders, with their states.
+    /// List the deliveries to one of your inbox folders, with their states (`inbox setup`:
+    /// set a folder up).
     Inbox {
         #[command(flatten)]
-        args: InboxArgs,
+        args: InboxArgs<C>,
+        #[command(flatten)]
+        client: C,
+    },
+    /// List a file's kept versions (number, size, time, SHA-256), newest first.
+    Versions {
+        #[command(flatten)]
+        args: VersionsArgs,
+        #[command(flatten)]
+        client: C,
+    },
+    /// Bring back kept version N of a file (the replaced content becomes version 1).
+    Restore {
+        #[command(flatten)]
+        args: RestoreArgs,
         #[command(flatten)]
         client: C,
     },
@@ -228,8 +244,11 @@ impl<C: Args> Op<C> {
             | Op::Mv { client, .. }
             | Op::Stat { client, .. }
             | Op::Send { client, .. }
-            | Op::Inbox { client, .. }
+            | Op::Versions { client, .. }
+            | Op::Restore { client, .. }
             | Op::TwoFactor { client, .. } => client,
+            // `inbox setup`'s options follow `setup`.
+            Op::Inbox { args, client } => args.action.as_ref().map_or(client, |a| a.client()),
             Op::Peer(args) => args.client(),
         }
     }
@@ -260,7 +279,14 @@ impl<C: Args> Op<C> {
             Op::Mv { .. } => "mv",
             Op::Stat { .. } => "stat",
             Op::Send { .. } => "send",
-            Op::Inbox { .. } => "inbox",
+            Op::Inbox { args, .. } => {
+                return match &args.action {
+                    Some(action) => format!("inbox {}", action.name()),
+                    None => "inbox".to_owned(),
+                };
+            }
+            Op::Versions { .. } => "versions",
+            Op::Restore { .. } => "restore",
             Op::Peer(args) => return format!("peer {}", args.name()),
             Op::TwoFactor { step, .. } => {
                 return format!(
@@ -283,6 +309,15 @@ impl<C: Args> Op<C> {
             self,
             Op::Hello { .. } | Op::Ver { .. } | Op::Id { .. } | Op::Ping { .. } | Op::Whoami { .. }
         )
+    }
+
+    /// Runs the command without a connection when it needs none (`inbox setup --dry-run`,
+    /// or settings refused before connecting); `None` when it needs the server.
+    pub fn run_offline(&self) -> Option<anyhow::Result<()>> {
+        match self {
+            Op::Inbox { args, .. } => args.action.as_ref().and_then(|a| a.run_offline()),
+            _ => None,
+        }
     }
 
     /// Runs the command on `connected`, printing its result; the connection stays open.
@@ -308,12 +343,14 @@ impl<C: Args> Op<C> {
             Op::Put { args, .. } => files_cmd::put(connected, args),
             Op::Get { args, .. } => files_cmd::get(connected, args),
             Op::Ls { args, .. } => files_cmd::ls(connected, args),
-            Op::Mkdir { args, .. } => files_cmd::mkdir(connected, args),
+            Op::Mkdir { args, .. } => files_tree::mkdir(connected, args),
             Op::Rm { args, .. } => files_cmd::rm(connected, args),
             Op::Mv { args, .. } => files_cmd::mv(connected, args),
             Op::Stat { args, .. } => files_cmd::stat(connected, args),
             Op::Send { args, .. } => files_cmd::send(connected, args),
             Op::Inbox { args, .. } => files_cmd::inbox(connected, args),
+            Op::Versions { args, .. } => files_tree::versions(connected, args),
+            Op::Restore { args, .. } => files_tree::restore(connected, args),
             Op::Peer(args) => peer_cmd::run(connected, args),
             Op::TwoFactor { step, code, .. } => {
                 two_factor_cmd::run(connected, *step, code.as_deref())
@@ -322,9 +359,13 @@ impl<C: Args> Op<C> {
     }
 }
 
-/// `vserv X ...`: refuses a command that needs a login without `--user` (before any prompt
-/// or connection), connects (logging in with `--user`), runs the command, quits.
+/// `vserv X ...`: runs the command without connecting when it needs no server
+/// ([`Op::run_offline`]); otherwise refuses one that needs a login without `--user` (before
+/// any prompt or connection), connects (logging in with `--user`), runs the command, quits.
 pub fn run_once(op: &Op<ClientArgs>) -> anyhow::Result<()> {
+    if let Some(result) = op.run_offline() {
+        return result;
+    }
     let client = op.client();
     if op.needs_login() && client.user.is_none() {
         let who = if matches!(op, Op::Peer(_)) {

@@ -28,6 +28,9 @@ enum PeerCommand<C: Args> {
     /// lacks, `ahead`: entries the peer lacks); then the quarantined origins and their forks.
     #[command(visible_alias = "list")]
     Status {
+        /// One JSON document instead of text: `{"peers": [...], "forks": [...]}`.
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         client: C,
     },
@@ -56,7 +59,7 @@ impl<C: Args> PeerArgs<C> {
     /// The connection options given with the command.
     pub fn client(&self) -> &C {
         match &self.command {
-            PeerCommand::Status { client }
+            PeerCommand::Status { client, .. }
             | PeerCommand::Add { client, .. }
             | PeerCommand::Del { client, .. } => client,
         }
@@ -75,7 +78,7 @@ impl<C: Args> PeerArgs<C> {
 /// Runs a `vserv peer` command on an open connection.
 pub fn run<C: Args>(connected: &mut Connected, args: &PeerArgs<C>) -> anyhow::Result<()> {
     match &args.command {
-        PeerCommand::Status { .. } => status(connected),
+        PeerCommand::Status { json, .. } => status(connected, *json),
         PeerCommand::Add {
             fingerprint,
             address,
@@ -112,13 +115,65 @@ fn done(connected: &mut Connected, cmd: &Command) -> anyhow::Result<()> {
 }
 
 /// `vserv peer status`.
-fn status(connected: &mut Connected) -> anyhow::Result<()> {
+fn status(connected: &mut Connected, json: bool) -> anyhow::Result<()> {
     let reply = connected.client.call(&Command::Peers)?;
     let Reply::Peers { peers, forks } = reply else {
         bail!("unexpected reply to peers: {reply:?}");
     };
-    print!("{}", status_text(&peers, &forks));
+    if json {
+        println!("{}", status_json(&peers, &forks));
+    } else {
+        print!("{}", status_text(&peers, &forks));
+    }
     Ok(())
+}
+
+/// What `vserv peer status --json` prints: every peer (fingerprint, address, connected,
+/// since_secs, last_error, epoch in hex, source `config` or `runtime`, and per origin the
+/// seqs held here and by the peer with `behind` and `ahead`), then the quarantined origins
+/// with the `(seq, hash)` of both signed heads of their fork proofs. Absent values are
+/// `null`.
+pub fn status_json(peers: &[PeerStatus], forks: &[ForkSummary]) -> serde_json::Value {
+    let peers: Vec<_> = peers
+        .iter()
+        .map(|p| {
+            let origins: Vec<_> = p
+                .origins
+                .iter()
+                .map(|o| {
+                    serde_json::json!({
+                        "origin": o.origin.to_string(),
+                        "held": o.held,
+                        "peer": o.peer,
+                        "behind": o.behind(),
+                        "ahead": o.ahead(),
+                    })
+                })
+                .collect();
+            serde_json::json!({
+                "fingerprint": p.fingerprint.to_string(),
+                "address": p.address,
+                "connected": p.connected,
+                "since_secs": p.since_secs,
+                "last_error": p.last_error,
+                "epoch": p.epoch.map(hex::encode),
+                "source": match p.source {
+                    PeerSource::Config => "config",
+                    PeerSource::Runtime => "runtime",
+                },
+                "origins": origins,
+            })
+        })
+        .collect();
+    let head =
+        |(seq, hash): (u64, [u8; 32])| serde_json::json!({"seq": seq, "hash": hex::encode(hash)});
+    let forks: Vec<_> = forks
+        .iter()
+        .map(
+            |f| serde_json::json!({"origin": f.origin.to_string(), "a": head(f.a), "b": head(f.b)}),
+        )
+        .collect();
+    serde_json::json!({ "peers": peers, "forks": forks })
 }
 
 /// The text `vserv peer status` prints: per peer a `peer` line (ending in `from config` or
@@ -222,6 +277,18 @@ mod tests {
             a: (5, [0x11; 32]),
             b: (5, [0x22; 32]),
         }];
+        let json = status_json(&peers, &forks);
+        assert_eq!(json["peers"][0]["origins"][0]["behind"], 2);
+        assert_eq!(json["peers"][0]["epoch"], "ab".repeat(16));
+        assert_eq!(json["peers"][0]["source"], "config");
+        assert_eq!(json["peers"][1]["source"], "runtime");
+        assert_eq!(json["peers"][1]["epoch"], serde_json::Value::Null);
+        assert_eq!(
+            json["peers"][1]["origins"][0]["peer"],
+            serde_json::Value::Null
+        );
+        assert_eq!(json["forks"][0]["b"]["hash"], "22".repeat(32));
+        assert_eq!(json["forks"][0]["origin"], origin.to_string());
         let text = status_text(&peers, &forks);
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 6, "{text}");

@@ -86,6 +86,9 @@ enum UserCommand<T: Args, C: Args> {
     List {
         /// Only users whose name contains this text.
         filter: Option<String>,
+        /// A JSON array of `{"name", "role", "enabled"}` instead of text.
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         target: T,
     },
@@ -131,6 +134,9 @@ enum KeyCommand<C: Args> {
     },
     /// List the fingerprints of your keys.
     List {
+        /// A JSON array of fingerprints instead of text.
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         client: C,
     },
@@ -144,6 +150,17 @@ enum KeyCommand<C: Args> {
 }
 
 impl<T: Args, C: Args> UserCommand<T, C> {
+    /// Whether the listing was asked for as JSON.
+    fn json(&self) -> bool {
+        matches!(
+            self,
+            UserCommand::List { json: true, .. }
+                | UserCommand::Key {
+                    action: KeyCommand::List { json: true, .. }
+                }
+        )
+    }
+
     /// The subcommand as typed after `user`, for messages.
     fn name(&self) -> &'static str {
         match self {
@@ -243,7 +260,34 @@ pub fn run_on<T: Args, C: Args>(
     login: Option<&credentials::Password>,
 ) -> anyhow::Result<()> {
     let command = args.command.protocol_command(me, login)?;
-    connected.run(&command)
+    let reply = connected.client.call(&command)?;
+    print_reply(&reply, args.command.json());
+    Ok(())
+}
+
+/// Prints a `user` command's reply: listings as JSON when asked, else as every client
+/// command prints replies.
+fn print_reply(reply: &Reply, json: bool) {
+    match reply {
+        Reply::Users(users) if json => {
+            let users: Vec<_> = users
+                .iter()
+                .map(|u| {
+                    serde_json::json!({
+                        "name": u.name,
+                        "role": u.role.as_str(),
+                        "enabled": u.enabled,
+                    })
+                })
+                .collect();
+            println!("{}", serde_json::Value::from(users));
+        }
+        Reply::Keys(keys) if json => {
+            let keys: Vec<String> = keys.iter().map(ToString::to_string).collect();
+            println!("{}", serde_json::Value::from(keys));
+        }
+        reply => client_cmd::print_reply(reply, None),
+    }
 }
 
 /// Runs a `vserv user` command: on a data directory with `--data`, else over the protocol
@@ -263,10 +307,14 @@ pub fn run(args: UserArgs<Target, ClientArgs>) -> anyhow::Result<()> {
             Some(dir) => return offline_del(dir, name),
             None => &target.client,
         },
-        UserCommand::List { filter, target } => match &target.data {
+        UserCommand::List {
+            filter,
+            json,
+            target,
+        } => match &target.data {
             Some(dir) => {
                 let users = open_offline(dir, false)?.list(filter.as_deref())?;
-                client_cmd::print_reply(&Reply::Users(users), None);
+                print_reply(&Reply::Users(users), *json);
                 return Ok(());
             }
             None => &target.client,
@@ -281,7 +329,7 @@ pub fn run(args: UserArgs<Target, ClientArgs>) -> anyhow::Result<()> {
         | UserCommand::TwoFactorReset { client, .. } => client,
         UserCommand::Key { action } => match action {
             KeyCommand::Add { client, .. }
-            | KeyCommand::List { client }
+            | KeyCommand::List { client, .. }
             | KeyCommand::Del { client, .. } => client,
         },
     };
@@ -291,7 +339,8 @@ pub fn run(args: UserArgs<Target, ClientArgs>) -> anyhow::Result<()> {
     let me = client.user.as_deref();
     let (mut connected, protocol) =
         client_cmd::connect_then(client, |login| command.protocol_command(me, login))?;
-    connected.run(&protocol)?;
+    let reply = connected.client.call(&protocol)?;
+    print_reply(&reply, command.json());
     connected.quit()
 }
 

@@ -346,6 +346,22 @@ fn rabs_rcount_rlist_and_a_range_rcheck_from_the_cli() {
         .map(|l| l.split(' ').next().unwrap_or(""))
         .collect();
     assert_eq!(seqs, ["1", "3", "5"]);
+    // --json: one object per entry and line, with the same entries and readable times.
+    let json = env.admin(&server, &["rlist", "odd", "--json"], b"").ok();
+    let objects: Vec<serde_json::Value> = json
+        .text()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let json_seqs: Vec<u64> = objects.iter().map(|o| o["seq"].as_u64().unwrap()).collect();
+    assert_eq!(json_seqs, [1, 3, 5]);
+    assert!(
+        objects.iter().all(|o| o["kind"] == "odd"),
+        "{}",
+        json.text()
+    );
+    let time = objects[0]["time"].as_str().unwrap();
+    assert!(time.ends_with('Z') && time.contains('T'), "{time}");
     let all = env
         .admin(&server, &["rlist", "*", "--from", "2", "--max", "2"], b"")
         .ok();

@@ -710,3 +710,171 @@ fn a_slow_transfer_that_keeps_moving_does_not_time_out() {
     assert_eq!(sha256_of(&env.path("copy.bin")), sha);
     drop(slow);
 }
+
+/// Every regular file under `dir` as (relative path, sha256), sorted.
+fn tree_of(dir: &Path) -> Vec<(String, [u8; 32])> {
+    fn walk(base: &Path, dir: &Path, out: &mut Vec<(String, [u8; 32])>) {
+        for entry in std::fs::read_dir(dir).expect("read_dir") {
+            let path = entry.expect("entry").path();
+            let meta = std::fs::symlink_metadata(&path).expect("metadata");
+            if meta.is_dir() {
+                walk(base, &path, out);
+            } else if meta.is_file() {
+                let rel = path.strip_prefix(base).expect("under base");
+                out.push((rel.display().to_string(), sha256_of(&path)));
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(dir, dir, &mut out);
+    out.sort();
+    out
+}
+
+#[cfg(unix)]
+#[test]
+fn put_r_and_get_r_copy_a_tree_skipping_symlinks_out_and_naming_refused_files() {
+    let env = Env::new();
+    let src = env.path("src");
+    std::fs::create_dir_all(src.join("sub/deeper")).expect("mkdir");
+    std::fs::create_dir_all(src.join("empty")).expect("mkdir");
+    write_content(&src.join("a.txt"), 1000, 1);
+    write_content(&src.join("sub/b.bin"), 200_000, 2);
+    write_content(&src.join("sub/deeper/c.txt"), 10, 3);
+    std::os::unix::fs::symlink("a.txt", src.join("link_in")).expect("symlink");
+    std::os::unix::fs::symlink("/etc/hostname", src.join("link_out")).expect("symlink");
+    // A name the server refuses (its hidden prefix): reported, the rest still go.
+    write_content(&src.join(".vserv-x"), 10, 4);
+    let put = env.vserv(&["put", "-r", "src", "up"]);
+    assert_eq!(put.code, Some(1), "{} {}", put.text(), put.stderr);
+    assert!(put.stderr.contains(".vserv-x"), "{}", put.stderr);
+    assert!(put.stderr.contains("link_out"), "{}", put.stderr);
+    assert!(put.stderr.contains("leaving the tree"), "{}", put.stderr);
+    assert!(put.text().contains("4 directories"), "{}", put.text());
+
+    let back = env.path("back");
+    env.vserv(&["get", "-r", "up", "back"]).ok();
+    assert!(back.join("empty").is_dir(), "the empty directory came back");
+    let mut want = tree_of(&src);
+    want.retain(|(name, _)| name != ".vserv-x");
+    want.push(("link_in".into(), sha256_of(&src.join("a.txt"))));
+    want.sort();
+    assert_eq!(tree_of(&back), want);
+    // Into an existing directory again: refused per file without --force, nothing replaced.
+    let again = env.vserv(&["get", "-r", "up", "back"]);
+    assert_eq!(again.code, Some(1));
+    assert_eq!(tree_of(&back), want);
+    env.vserv(&["get", "-r", "up", "back", "--force"]).ok();
+    // A file is not a tree.
+    let not_dir = env.vserv(&["get", "-r", "up/a.txt", "x"]);
+    assert_eq!(not_dir.code, Some(1));
+    assert!(
+        not_dir.stderr.contains("not a directory"),
+        "{}",
+        not_dir.stderr
+    );
+}
+
+#[test]
+fn versions_restore_and_mkdir_p() {
+    let env = Env::new();
+    for seed in [1, 2, 3] {
+        write_content(&env.path("f.bin"), 100 + seed as usize, seed);
+        env.vserv(&["put", "f.bin"]).ok();
+    }
+    let json = env.vserv(&["versions", "f.bin", "--json"]).ok().text();
+    let rows: Vec<serde_json::Value> = json
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json line"))
+        .collect();
+    assert_eq!(rows.len(), 2, "{json}");
+    assert_eq!(rows[0]["number"], 1);
+    assert_eq!(rows[0]["size"], 102);
+    assert_eq!(rows[1]["size"], 101);
+    let table = env.vserv(&["versions", "f.bin"]).ok().text();
+    assert!(table.starts_with("  N"), "{table}");
+    assert!(table.contains("Z "), "RFC 3339 times: {table}");
+    env.vserv(&["restore", "f.bin", "2"]).ok();
+    env.vserv(&["get", "f.bin", "restored.bin"]).ok();
+    write_content(&env.path("one.bin"), 101, 1);
+    assert_eq!(
+        sha256_of(&env.path("restored.bin")),
+        sha256_of(&env.path("one.bin"))
+    );
+    let missing = env.vserv(&["restore", "f.bin", "9"]).fails();
+    assert!(missing.contains("no such version"), "{missing}");
+
+    env.vserv(&["mkdir", "-p", "a/b/c"]).ok();
+    env.vserv(&["mkdir", "-p", "a/b/c"]).ok();
+    env.vserv(&["mkdir", "a/b/c"]).fails();
+    let blocked = env.vserv(&["mkdir", "-p", "f.bin/x"]).fails();
+    assert!(blocked.contains("not a directory"), "{blocked}");
+}
+
+#[test]
+fn inbox_setup_writes_a_checked_folder_toml_and_bad_ones_are_refused_at_upload() {
+    const BOB_PW: &str = "bob-password-1";
+    let env = Env::new();
+    let mut add = env.command(&["user", "add", "bob"]);
+    add.env("VSERV_NEW_PASSWORD", BOB_PW);
+    Run::from_output(add.output().expect("run vserv")).ok();
+    write_content(&env.path("doc.bin"), 500, 9);
+    // Before setup: the sender is told how the recipient sets it up, and so is bob.
+    let refused = env.vserv(&["send", "bob", "doc.bin"]).fails();
+    assert!(refused.contains("vserv inbox setup"), "{refused}");
+    let unset = env.vserv_as("bob", BOB_PW, &["inbox"]).fails();
+    assert!(
+        unset.contains("vserv inbox setup default --allow"),
+        "{unset}"
+    );
+    // Invalid settings are refused before anything is sent.
+    let bad = env
+        .vserv_as("bob", BOB_PW, &["inbox", "setup", "--allow", "not a name"])
+        .fails();
+    assert!(bad.contains("not a user name"), "{bad}");
+    let hook = env
+        .vserv_as(
+            "bob",
+            BOB_PW,
+            &[
+                "inbox",
+                "setup",
+                "--allow",
+                "alice",
+                "--on-meta",
+                "relative",
+            ],
+        )
+        .fails();
+    assert!(hook.contains("absolute path"), "{hook}");
+    let dry = env
+        .vserv_as(
+            "bob",
+            BOB_PW,
+            &["inbox", "setup", "--allow", "alice", "--dry-run"],
+        )
+        .ok();
+    assert!(dry.text().contains("allow = [\"alice\"]"), "{}", dry.text());
+    env.vserv_as("bob", BOB_PW, &["inbox", "setup", "--allow", "alice"])
+        .ok();
+    env.vserv(&["send", "bob", "doc.bin"]).ok();
+    let listed = env.vserv_as("bob", BOB_PW, &["inbox"]).ok();
+    assert!(listed.text().contains("doc.bin"), "{}", listed.text());
+    assert!(!listed.stderr.contains("not set up"), "{}", listed.stderr);
+    // A hand-written folder.toml with a mistake is refused when uploaded, naming the line.
+    std::fs::write(
+        env.path("folder.toml"),
+        "allow = [\"alice\"]\nalow = [\"x\"]\n",
+    )
+    .expect("write");
+    let upload = env
+        .vserv_as(
+            "bob",
+            BOB_PW,
+            &["put", "folder.toml", "inbox/default/folder.toml"],
+        )
+        .fails();
+    assert!(upload.contains("line 2"), "{upload}");
+    // The good configuration is still in force.
+    env.vserv(&["send", "bob", "doc.bin"]).ok();
+}

@@ -391,3 +391,43 @@ fn whoami_tout_and_rhave_have_one_shot_forms() {
         .fails();
     assert!(line.contains("`vserv rhave` needs a login"), "{line}");
 }
+
+#[test]
+fn tree_version_and_inbox_commands_run_on_the_shells_connection() {
+    // Two new connections a minute: the shell's one, then the check below.
+    let env = Env::new("blocking", 2);
+    let src = env.path("src");
+    std::fs::create_dir_all(src.join("sub")).expect("mkdir");
+    std::fs::create_dir_all(src.join("empty")).expect("mkdir");
+    std::fs::write(src.join("sub/a.txt"), "tree file").expect("write");
+    std::fs::write(env.path("one.txt"), "first content").expect("write");
+    std::fs::write(env.path("two.txt"), "second content").expect("write");
+    let p = |name: &str| env.path(name).display().to_string();
+    let script = format!(
+        "mkdir -p a/b/c\nput -r '{src}' up\nget -r up '{back}'\nput '{one}' f.txt\n\
+         put '{two}' f.txt\nversions f.txt --json\nrestore f.txt 1\nget f.txt '{restored}'\n\
+         inbox setup --allow alice --dry-run\ninbox setup --allow alice\nstat a/b/c\n",
+        src = p("src"),
+        back = p("back"),
+        one = p("one.txt"),
+        two = p("two.txt"),
+        restored = p("restored.txt"),
+    );
+    let run = env.script(&script).ok();
+    let text = run.text();
+    assert!(text.contains("\"number\":1"), "{text}");
+    assert!(text.contains("restored version 1 of f.txt"), "{text}");
+    assert!(text.contains("allow = [\"alice\"]"), "{text}");
+    assert!(text.contains("inbox folder 'default' set up"), "{text}");
+    assert_eq!(
+        std::fs::read_to_string(env.path("back/sub/a.txt")).expect("tree copy"),
+        "tree file"
+    );
+    assert!(env.path("back/empty").is_dir());
+    assert_eq!(
+        std::fs::read_to_string(env.path("restored.txt")).expect("restored"),
+        "first content"
+    );
+    // Everything ran on one connection: one more is still allowed.
+    assert_eq!(env.script("whoami\n").ok().text(), "alice (admin)\n");
+}

@@ -104,6 +104,24 @@ fn init_login_and_user_management_over_the_protocol() {
         Some(vec!["admin", "admin", "enabled"])
     );
     assert!(listed(&list.text(), "carol").is_some(), "{}", list.text());
+    let json = env
+        .client(
+            &server,
+            &["user", "list", "--json", "--user", "admin"],
+            &as_admin,
+        )
+        .ok();
+    let users: serde_json::Value = serde_json::from_str(&json.text()).unwrap();
+    let bob = users
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["name"] == "bob")
+        .unwrap();
+    assert_eq!(
+        (&bob["role"], &bob["enabled"]),
+        (&"user".into(), &true.into())
+    );
     let filtered = env
         .client(
             &server,
@@ -265,6 +283,19 @@ fn key_login_with_a_keygen_user_key() {
     let mut expected = vec![fingerprint1.as_str(), fingerprint2.as_str()];
     expected.sort_unstable();
     assert_eq!(listed_keys, expected);
+    let json = env
+        .client(
+            &server,
+            &[
+                "user", "key", "list", "--json", "--user", "admin", "--key", key2,
+            ],
+            &[],
+        )
+        .ok();
+    let keys: Vec<String> = serde_json::from_str(&json.text()).unwrap();
+    let mut keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+    keys.sort_unstable();
+    assert_eq!(keys, expected);
 
     // The signature names the account: the same key does not log in as someone else.
     let other = env
@@ -319,6 +350,19 @@ fn offline_administration_on_the_data_directory() {
     )
     .ok();
     let list = env.vserv(&["user", "list", "--data", &data], &[]).ok();
+    let json = env
+        .vserv(&["user", "list", "--json", "--data", &data], &[])
+        .ok();
+    let users: serde_json::Value = serde_json::from_str(&json.text()).unwrap();
+    assert!(
+        users
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|u| u["name"] == "root" && u["role"] == "admin"),
+        "{}",
+        json.text()
+    );
     assert_eq!(
         listed(&list.text(), "root").map(|l| l.split_whitespace().collect::<Vec<_>>()),
         Some(vec!["root", "admin", "enabled"])

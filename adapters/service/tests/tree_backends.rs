@@ -247,3 +247,69 @@ fn expired_partial_uploads_are_swept_unless_open_and_the_count_follows() {
         );
     });
 }
+
+#[test]
+fn restore_is_undoable_counted_and_refused_over_the_quota() {
+    let config = FilesConfig {
+        versions: 2,
+        quota: Some(100),
+    };
+    on_both(config, |tree, t| {
+        let u = name("alice");
+        t.replace_file(&u, &path("f"), &[b'a'; 40])
+            .expect("write a");
+        t.replace_file(&u, &path("f"), &[b'b'; 10])
+            .expect("write b");
+        t.replace_file(&u, &path("f"), &[b'c'; 20])
+            .expect("write c");
+        // f = c (20), versions 1 = b (10), 2 = a (40): 70 bytes.
+        assert_eq!(t.usage(&u).expect("usage"), 70, "{tree}");
+        let listed: Vec<(u32, u64, [u8; 32])> = t
+            .versions(&u, &path("f"))
+            .expect("versions")
+            .iter()
+            .map(|v| (v.number, v.size, v.sha256))
+            .collect();
+        assert_eq!(
+            listed,
+            vec![(1, 10, sha(&[b'b'; 10])), (2, 40, sha(&[b'a'; 40]))],
+            "{tree}"
+        );
+        // Restoring a (40) adds 40 and drops nothing that frees it but version 2 (a): the
+        // rotation keeps c as 1, b as 2, and a becomes the file: 20 + 10 + 40.
+        t.restore(&u, &path("f"), 2).expect("restore 2");
+        assert_eq!(t.read_file(&u, &path("f")).expect("read"), [b'a'; 40]);
+        assert_eq!(t.read_version(&u, &path("f"), 1).expect("v1"), [b'c'; 20]);
+        assert_eq!(t.usage(&u).expect("usage"), 70, "{tree}");
+        // Undo.
+        t.restore(&u, &path("f"), 1).expect("undo");
+        assert_eq!(t.read_file(&u, &path("f")).expect("read"), [b'c'; 20]);
+        assert_eq!(t.read_version(&u, &path("f"), 1).expect("v1"), [b'a'; 40]);
+        // Over the quota: a 60-byte file beside them, then a restore that would add 40.
+        t.replace_file(&u, &path("g"), &[b'g'; 20])
+            .expect("write g");
+        let before = t.usage(&u).expect("usage");
+        assert!(
+            matches!(
+                t.restore(&u, &path("f"), 1),
+                Err(FileError::QuotaExceeded { .. })
+            ),
+            "{tree}"
+        );
+        assert_eq!(t.read_file(&u, &path("f")).expect("read"), [b'c'; 20]);
+        assert_eq!(t.usage(&u).expect("usage"), before, "{tree}");
+        assert!(matches!(
+            t.restore(&u, &path("f"), 3),
+            Err(FileError::NoVersion { version: 3, .. })
+        ));
+        t.mkdir_all(&u, &path("d/e")).expect("mkdir -p");
+        assert!(matches!(
+            t.restore(&u, &path("d"), 1),
+            Err(FileError::IsADirectory(_))
+        ));
+        assert!(matches!(
+            t.mkdir_all(&u, &path("f/x")),
+            Err(FileError::NotADirectory(_))
+        ));
+    });
+}

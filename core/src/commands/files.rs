@@ -1,6 +1,6 @@
-//! The file tree commands (`ls`, `lsd`, `cd`, `pwd`, `stat`, `mkdir`, `rmdir`, `del`, `mv`):
-//! their limits, value types ([`DirEntry`], [`FileStat`], [`ListPage`]), argument and reply
-//! codecs and sample values.
+//! The file tree commands (`ls`, `lsd`, `cd`, `pwd`, `stat`, `mkdir`, `rmdir`, `del`, `mv`,
+//! `versions`, `restore`, `mkdirs`): their limits, value types ([`DirEntry`], [`FileStat`],
+//! [`ListPage`], [`VersionInfo`]), argument and reply codecs and sample values.
 
 use super::args::{
     decimal, hex_encode, hex32, number, optional_path, page_limit, path_arg, text, usage_error,
@@ -129,6 +129,71 @@ pub struct FileStat {
     pub sha256: Option<[u8; 32]>,
 }
 
+/// The longest encoded [`VersionInfo`]: a 10-digit number, two 20-digit numbers, 64 hex
+/// digits and three spaces. A `versions` reply holds as many as fit one response.
+pub const MAX_ENCODED_VERSION: usize = 10 + 20 + 20 + 64 + 3;
+
+/// One kept version of a file, a field of the `versions` reply: `N SIZE MTIME SHA256`
+/// (single spaces, the hash as 64 lower-case hex digits).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VersionInfo {
+    /// The version's number: 1 is the newest previous content.
+    pub number: u32,
+    /// Size in bytes.
+    pub size: u64,
+    /// When it was last the file's content (its modification time), Unix seconds.
+    pub modified: u64,
+    /// SHA-256 of its content.
+    pub sha256: [u8; 32],
+}
+
+impl VersionInfo {
+    /// The version's field bytes.
+    pub fn to_field(&self) -> Vec<u8> {
+        format!(
+            "{} {} {} {}",
+            self.number,
+            self.size,
+            self.modified,
+            hex_encode(&self.sha256)
+        )
+        .into_bytes()
+    }
+
+    /// Parses [`VersionInfo::to_field`]'s bytes.
+    fn from_field(field: &[u8]) -> Result<VersionInfo, Error> {
+        let bad = || Error::Malformed("versions entry");
+        let text = std::str::from_utf8(field).map_err(|_| bad())?;
+        let mut parts = text.split(' ');
+        let (Some(n), Some(size), Some(modified), Some(sha), None) = (
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+        ) else {
+            return Err(bad());
+        };
+        Ok(VersionInfo {
+            number: decimal(n.as_bytes())
+                .and_then(|n| u32::try_from(n).ok())
+                .filter(|&n| n > 0)
+                .ok_or_else(bad)?,
+            size: decimal(size.as_bytes()).ok_or_else(bad)?,
+            modified: decimal(modified.as_bytes()).ok_or_else(bad)?,
+            sha256: hex32(sha.as_bytes()).ok_or_else(bad)?,
+        })
+    }
+}
+
+/// A version number argument: 1 to `u32::MAX`.
+fn version_arg(arg: &[u8]) -> Result<u32, ErrorReply> {
+    decimal(arg)
+        .and_then(|n| u32::try_from(n).ok())
+        .filter(|&n| n > 0)
+        .ok_or_else(|| usage_error(CommandKind::Restore))
+}
+
 /// The page `ls`/`lsd` ask for.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ListPage {
@@ -236,6 +301,16 @@ pub(super) fn parse(kind: CommandKind, args: &[Vec<u8>]) -> Result<Command, Erro
             from: path_arg(from)?,
             to: path_arg(to)?,
         },
+        (CommandKind::Versions, [path]) => Command::Versions {
+            path: path_arg(path)?,
+        },
+        (CommandKind::Restore, [path, n]) => Command::Restore {
+            path: path_arg(path)?,
+            version: version_arg(n)?,
+        },
+        (CommandKind::Mkdirs, [path]) => Command::Mkdirs {
+            path: path_arg(path)?,
+        },
         _ => return Err(usage_error(kind)),
     })
 }
@@ -248,8 +323,11 @@ pub(super) fn encode(cmd: &Command) -> Vec<Vec<u8>> {
         | Command::Stat { path }
         | Command::Mkdir { path }
         | Command::Rmdir { path }
-        | Command::Del { path } => vec![text(path)],
+        | Command::Del { path }
+        | Command::Versions { path }
+        | Command::Mkdirs { path } => vec![text(path)],
         Command::Mv { from, to } => vec![text(from), text(to)],
+        Command::Restore { path, version } => vec![text(path), number(version)],
         _ => Vec::new(),
     }
 }
@@ -269,7 +347,13 @@ pub(super) fn decode_reply(cmd: &Command, fields: &Fields<'_>) -> Result<Reply, 
         Command::Mkdir { .. }
         | Command::Rmdir { .. }
         | Command::Del { .. }
-        | Command::Mv { .. } => fields.want(0).map(|()| Reply::Done),
+        | Command::Mv { .. }
+        | Command::Restore { .. }
+        | Command::Mkdirs { .. } => fields.want(0).map(|()| Reply::Done),
+        Command::Versions { .. } => (0..fields.0.len())
+            .map(|i| VersionInfo::from_field(fields.get(i)?))
+            .collect::<Result<_, _>>()
+            .map(Reply::Versions),
         _ => Err(Fields::not_this_domain()),
     }
 }
@@ -298,6 +382,18 @@ pub(super) fn samples() -> Vec<Command> {
         Command::Mv {
             from: "a".into(),
             to: "b".into(),
+        },
+        Command::Versions { path: "a b".into() },
+        Command::Restore {
+            path: "f".into(),
+            version: 1,
+        },
+        Command::Restore {
+            path: "d/f".into(),
+            version: u32::MAX,
+        },
+        Command::Mkdirs {
+            path: "a/b/c".into(),
         },
     ]
 }
@@ -351,9 +447,28 @@ pub(super) fn sample_replies(cmd: &Command, _: &super::catalog::SampleValues) ->
         Command::Mkdir { .. }
         | Command::Rmdir { .. }
         | Command::Del { .. }
-        | Command::Mv { .. } => {
+        | Command::Mv { .. }
+        | Command::Restore { .. }
+        | Command::Mkdirs { .. } => {
             vec![Reply::Done]
         }
+        Command::Versions { .. } => vec![
+            Reply::Versions(Vec::new()),
+            Reply::Versions(vec![
+                VersionInfo {
+                    number: 1,
+                    size: 0,
+                    modified: 1_700_000_000,
+                    sha256: [0xe3; 32],
+                },
+                VersionInfo {
+                    number: u32::MAX,
+                    size: u64::MAX,
+                    modified: u64::MAX,
+                    sha256: [0; 32],
+                },
+            ]),
+        ],
         _ => Vec::new(),
     }
 }

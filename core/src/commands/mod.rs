@@ -39,7 +39,7 @@ pub use delivery::{
 };
 pub use files::{
     DirEntry, FileKind, FileStat, LS_DEFAULT_LIMIT, LS_ENTRY_BUDGET, LS_MAX_LIMIT, LS_OVERHEAD,
-    ListPage, MAX_ENCODED_DIR_ENTRY, MAX_FILE_NAME,
+    ListPage, MAX_ENCODED_DIR_ENTRY, MAX_ENCODED_VERSION, MAX_FILE_NAME, VersionInfo,
 };
 pub use ledger::{
     RLIST_DEFAULT_LIMIT, RLIST_ENTRY_BUDGET, RLIST_MAX_LIMIT, RLIST_OVERHEAD, RecordSelector,
@@ -438,6 +438,30 @@ command_table! {
     } => "pdel", Admin, Replication, 1..=1, "pdel FPR",
         "remove a replication peer added with padd: its links close and it is no longer \
          dialed (peers of the config file stay)";
+    /// `versions PATH`: the kept versions of a file (spec/files.md §6), newest first.
+    Versions {
+        /// The file.
+        path: String,
+    } => "versions", User, Files, 1..=1, "versions PATH",
+        "the kept versions of a file, newest first: number (1 the newest), size, mtime, \
+         sha256";
+    /// `restore PATH N`: makes kept version `n` the file's content; the content it
+    /// replaces becomes the newest kept version, so a restore can itself be undone.
+    Restore {
+        /// The file.
+        path: String,
+        /// The version restored (1 the newest).
+        version: u32,
+    } => "restore", User, Files, 2..=2, "restore PATH N",
+        "make kept version N the file's content (the replaced content is kept as version 1)";
+    /// `mkdirs PATH`: `mkdir -p`, creating the missing parents; a directory already there
+    /// is fine, a file on the way is refused.
+    Mkdirs {
+        /// The directory to create, with its missing parents.
+        path: String,
+    } => "mkdirs", User, Files, 1..=1, "mkdirs PATH",
+        "create a directory and any missing parents (fine if it exists; a file in the way is \
+         refused)";
 }
 
 // `CommandKind::info` indexes the table by kind: prove the orders agree.

@@ -5,7 +5,7 @@
 use super::accounts::{UserRole, UserSummary};
 use super::args::{hex_encode, number, text};
 use super::delivery::Delivery;
-use super::files::{DirEntry, FileStat};
+use super::files::{DirEntry, FileStat, VersionInfo};
 use super::{Command, Domain, accounts, delivery, files, ledger, replication, session, transfers};
 use crate::Error;
 use crate::ledger::{Entry, SignedHead};
@@ -135,6 +135,9 @@ pub enum Reply {
         /// The FROM of the following page; `None` when no delivery is left.
         next: Option<String>,
     },
+    /// `versions`: one field per kept version, newest first, each as
+    /// [`VersionInfo::to_field`] (as many as fit one response).
+    Versions(Vec<VersionInfo>),
     /// `peers`: one field per configured peer ([`PeerStatus::to_field`](super::PeerStatus::to_field)),
     /// then one per quarantined origin ([`ForkSummary::to_field`](super::ForkSummary::to_field)).
     Peers {
@@ -194,6 +197,7 @@ impl Reply {
             Reply::Download(r) => r.to_fields(),
             Reply::Data(r) => vec![r.data.clone()],
             Reply::Peers { peers, forks } => replication::peers_fields(peers, forks),
+            Reply::Versions(versions) => versions.iter().map(VersionInfo::to_field).collect(),
         }
     }
 

@@ -3,6 +3,7 @@
 
 pub mod accounts;
 pub mod channel;
+pub mod file_versions;
 pub mod files;
 pub mod ledger;
 pub mod limits;

@@ -161,6 +161,22 @@ mod tests {
             command("whoami"),
             ShellCommand::Op(Op::Whoami { .. })
         ));
+        match command("mkdir -p a/b") {
+            ShellCommand::Op(Op::Mkdir { args, .. }) => assert!(args.parents),
+            other => panic!("{other:?}"),
+        }
+        match command("put -r src up") {
+            ShellCommand::Op(Op::Put { args, .. }) => assert!(args.recursive),
+            other => panic!("{other:?}"),
+        }
+        match command("restore f.txt 2") {
+            ShellCommand::Op(Op::Restore { args, .. }) => assert_eq!(args.number, 2),
+            other => panic!("{other:?}"),
+        }
+        match command("inbox setup box --allow alice bob") {
+            ShellCommand::Op(op @ Op::Inbox { .. }) => assert_eq!(op.name(), "inbox setup"),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
@@ -184,7 +200,8 @@ mod tests {
             assert!(names.iter().any(|n| n == name), "{name}: {names:?}");
         }
         assert!(subcommand_names("user").contains(&"passwd".to_owned()));
-        assert_eq!(subcommand_names("peer"), ["status"]);
+        assert_eq!(subcommand_names("peer"), ["add", "del", "status"]);
+        assert_eq!(subcommand_names("inbox"), ["setup"]);
         assert!(subcommand_names("put").is_empty());
     }
 }

@@ -128,6 +128,7 @@ impl FolderConfig {
             if p.peek().is_none() {
                 break;
             }
+            let line = p.line();
             let key = p.bare_key()?;
             p.skip_spaces();
             p.expect('=')?;
@@ -135,13 +136,15 @@ impl FolderConfig {
             let values = p.string_array()?;
             p.end_of_line()?;
             if seen.contains(&key) {
-                return Err(format!("key '{key}' given twice"));
+                return Err(format!("line {line}: key '{key}' given twice"));
             }
             match key.as_str() {
                 "allow" => {
                     for name in &values {
                         if name != "*" && UserName::parse(name).is_err() {
-                            return Err(format!("'{name}' in allow is not a user name"));
+                            return Err(format!(
+                                "line {line}: '{name}' in allow is not a user name"
+                            ));
                         }
                     }
                     config.allow = values;
@@ -151,7 +154,8 @@ impl FolderConfig {
                         Some(program) if Path::new(program).is_absolute() => {}
                         _ => {
                             return Err(format!(
-                                "{key} must start with the absolute path of a program"
+                                "line {line}: {key} must start with the absolute path of a \
+                                 program"
                             ));
                         }
                     }
@@ -161,7 +165,12 @@ impl FolderConfig {
                         config.on_received = Some(values);
                     }
                 }
-                other => return Err(format!("unknown key '{other}'")),
+                other => {
+                    return Err(format!(
+                        "line {line}: unknown key '{other}' (the keys are allow, on_meta and \
+                         on_received)"
+                    ));
+                }
             }
             seen.push(key);
         }
@@ -339,7 +348,10 @@ pub enum DeliveryError {
     #[error(transparent)]
     File(#[from] FileError),
     /// The recipient has no such folder (or no `folder.toml` in it).
-    #[error("{to} has no inbox folder '{folder}' accepting deliveries")]
+    #[error(
+        "{to} has no inbox folder '{folder}' accepting deliveries (they can set it up with \
+         `vserv inbox setup {folder} --allow YOUR_NAME`)"
+    )]
     NoFolder {
         /// The recipient.
         to: String,

@@ -30,6 +30,7 @@ pub mod budget;
 pub mod delivery;
 pub mod direct;
 mod disk;
+pub mod folder_setup;
 mod memory;
 mod partials;
 pub mod path;
@@ -53,7 +54,7 @@ pub use tree::Tree;
 
 use std::time::{Duration, SystemTime};
 
-use vserv_core::commands::{DirEntry, FileStat};
+use vserv_core::commands::{DirEntry, FileStat, VersionInfo};
 
 use crate::accounts::UserName;
 
@@ -133,6 +134,23 @@ pub enum FileError {
         /// The target inside it.
         to: String,
     },
+    /// An uploaded (or moved) inbox folder `folder.toml` that deliveries could not use
+    /// (see [`folder_setup::check_upload`]); nothing was changed.
+    #[error("refused: {path} is not a valid folder.toml: {reason}")]
+    BadFolderConfig {
+        /// The file.
+        path: String,
+        /// What is wrong, with its line.
+        reason: String,
+    },
+    /// `restore` of a version the file does not keep.
+    #[error("no such version: {path} keeps no version {version} (see `versions {path}`)")]
+    NoVersion {
+        /// The file.
+        path: String,
+        /// The version asked for.
+        version: u32,
+    },
     /// The home's root cannot be removed, moved or replaced.
     #[error("the home directory itself cannot be removed or moved")]
     Root,
@@ -190,6 +208,22 @@ pub trait FileTree: Send + Sync {
 
     /// Creates directory `path`; its parent must exist.
     fn mkdir(&self, owner: &UserName, path: &UserPath) -> Result<(), FileError>;
+
+    /// Creates directory `path` and every missing directory on the way (`mkdir -p`); a
+    /// directory already there is fine, anything else there or on the way is refused with
+    /// [`FileError::NotADirectory`] naming it.
+    fn mkdir_all(&self, owner: &UserName, path: &UserPath) -> Result<(), FileError>;
+
+    /// The kept versions of file `path`, newest (1) first, with their size, modification
+    /// time and SHA-256. A directory is refused.
+    fn versions(&self, owner: &UserName, path: &UserPath) -> Result<Vec<VersionInfo>, FileError>;
+
+    /// Makes kept version `n` of file `path` its content; the replaced content becomes the
+    /// newest kept version (and the others move down one, the oldest falling off as with
+    /// any overwrite), so a restore can be undone. Refused, changing nothing, with
+    /// [`FileError::NoVersion`], [`FileError::IsADirectory`] or
+    /// [`FileError::QuotaExceeded`].
+    fn restore(&self, owner: &UserName, path: &UserPath, n: u32) -> Result<(), FileError>;
 
     /// Removes the empty directory `path` (hidden server files in it go with it).
     fn rmdir(&self, owner: &UserName, path: &UserPath) -> Result<(), FileError>;

@@ -365,17 +365,24 @@ impl Transfers {
                 return Err(e.into());
             }
         };
-        match tree.commit_partial(
-            &upload.owner,
-            &upload.path,
-            upload.file.as_mut(),
-            &reply.sha256,
-        ) {
+        let file = &mut upload.file;
+        let checked = super::folder_setup::check_upload(&upload.path, reply.size, || {
+            read_partial(file.as_mut(), reply.size)
+        });
+        let committed = checked.and_then(|()| {
+            tree.commit_partial(
+                &upload.owner,
+                &upload.path,
+                upload.file.as_mut(),
+                &reply.sha256,
+            )
+        });
+        match committed {
             Ok(()) => {
                 tracing::debug!(user = %upload.owner, path = %upload.path, size = reply.size, "upload finished");
                 Ok(reply)
             }
-            Err(e @ FileError::QuotaExceeded { .. }) => {
+            Err(e @ (FileError::QuotaExceeded { .. } | FileError::BadFolderConfig { .. })) => {
                 if let Err(d) = tree.discard_partial(&upload.owner, &upload.path) {
                     tracing::warn!(error = %d, "could not delete a refused upload's partial file");
                 }
@@ -493,4 +500,21 @@ fn refeed(file: &mut dyn PartialFile, state: &UploadState) -> Result<UploadRecei
         at = at.saturating_add(n as u64);
     }
     Ok(restore.finish().0)
+}
+
+/// The whole content of a complete partial file of `size` bytes (a small one: the caller
+/// bounds `size`).
+fn read_partial(file: &mut dyn PartialFile, size: u64) -> Result<Vec<u8>, FileError> {
+    let len = usize::try_from(size).unwrap_or(usize::MAX);
+    let mut out = vec![0; len];
+    let mut at = 0;
+    while at < len {
+        let n = file.read_at(u64::try_from(at).unwrap_or(u64::MAX), &mut out[at..])?;
+        if n == 0 {
+            out.truncate(at);
+            break;
+        }
+        at += n;
+    }
+    Ok(out)
 }

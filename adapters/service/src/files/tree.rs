@@ -18,7 +18,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use vserv_core::commands::{DirEntry, FileKind, FileStat};
+use vserv_core::commands::{DirEntry, FileKind, FileStat, VersionInfo};
 
 use super::partials::InUse;
 use super::path::{check_name, is_reserved};
@@ -43,7 +43,7 @@ pub fn is_tmp_name(name: &str) -> bool {
 }
 
 /// Unix seconds of `time`, if known and not before 1970.
-fn unix_secs(time: Option<SystemTime>) -> Option<u64> {
+pub(super) fn unix_secs(time: Option<SystemTime>) -> Option<u64> {
     time?
         .duration_since(SystemTime::UNIX_EPOCH)
         .ok()
@@ -323,6 +323,39 @@ impl<S: HomeStore> FileTree for Tree<S> {
                 }
             }),
         }
+    }
+
+    fn mkdir_all(&self, owner: &UserName, path: &UserPath) -> Result<(), FileError> {
+        let names = path.names();
+        for depth in 1..=names.len() {
+            let step = UserPath::from_names(names[..depth].to_vec())?;
+            match self.locate(owner, &step)? {
+                (_, Some(m)) if m.is_dir() => {}
+                (_, Some(_)) => return Err(FileError::NotADirectory(step.to_string())),
+                (at, None) => match self.store.create_dir(&at) {
+                    Ok(()) => {}
+                    // Made meanwhile: the next step (or the check below) sees what it is.
+                    Err(e) if e.is_io(std::io::ErrorKind::AlreadyExists) => {}
+                    Err(e) => return Err(self.fail(&at, &step)(e)),
+                },
+            }
+        }
+        match self.locate(owner, path)? {
+            (_, Some(m)) if m.is_dir() => Ok(()),
+            (_, Some(_)) => Err(FileError::NotADirectory(path.to_string())),
+            (_, None) => Err(FileError::NotFound(path.to_string())),
+        }
+    }
+
+    fn versions(&self, owner: &UserName, path: &UserPath) -> Result<Vec<VersionInfo>, FileError> {
+        self.counted(owner, |_| self.version_list(owner, path))
+    }
+
+    fn restore(&self, owner: &UserName, path: &UserPath, n: u32) -> Result<(), FileError> {
+        if path.is_root() {
+            return Err(FileError::Root);
+        }
+        self.counted(owner, |usage| self.restore_counted(usage, owner, path, n))
     }
 
     fn rmdir(&self, owner: &UserName, path: &UserPath) -> Result<(), FileError> {

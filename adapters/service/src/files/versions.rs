@@ -2,12 +2,20 @@
 //! newest) at `dir/.vserv-versions/name/n`. Overwriting a file (an upload, a whole-file
 //! write or `mv` over it) makes its previous content the newest version and drops those
 //! beyond [`FilesConfig::versions`](super::FilesConfig::versions); deleting or moving a
-//! file drops its own.
+//! file drops its own. `versions` lists them and `restore` brings one back, the content it
+//! replaces becoming the newest version in turn (so a restore is itself undoable).
+
+use vserv_core::commands::VersionInfo;
 
 use super::store::{Fault, HomeStore, Loc, Meta, Removal, StoreError};
-use super::tree::Tree;
-use super::{FileError, UserPath};
+use super::tree::{Tree, unix_secs};
+use super::usage::Usage;
+use super::{FileError, UserPath, check_quota};
 use crate::accounts::UserName;
+
+/// The name of the second link a restore makes of a version before the rotation: a
+/// temporary file's name ([`super::tree::is_tmp_name`]) no write ever picks (process id 0).
+const RESTORE_TMP: &str = ".vserv-tmp-0-0";
 
 /// The hidden directory holding a directory's kept versions.
 pub(super) const VERSIONS_DIR: &str = ".vserv-versions";
@@ -154,6 +162,80 @@ impl<S: HomeStore> Tree<S> {
         }
         // Only succeeds when no other file's versions are left.
         let _ = self.store.remove(&root, Removal::EmptyDir);
+        Ok(())
+    }
+
+    /// The kept versions of file `owner`'s `path`, newest first, each hashed (their SHA-256
+    /// is not recorded). A directory is refused.
+    pub(super) fn version_list(
+        &self,
+        owner: &UserName,
+        path: &UserPath,
+    ) -> Result<Vec<VersionInfo>, FileError> {
+        let (at, meta) = self.existing(owner, path)?;
+        if meta.is_dir() {
+            return Err(FileError::IsADirectory(path.to_string()));
+        }
+        let mut versions = self.versions_of(&at, path)?;
+        versions.sort_by_key(|v| v.0);
+        versions
+            .into_iter()
+            .map(|(number, loc, _)| {
+                let file = self.store.open_read(&loc).map_err(self.fail(&loc, path))?;
+                let meta = file.meta();
+                let sha256 = super::sidecar::hash_file(file.as_ref(), meta.len)
+                    .map_err(self.fail(&loc, path))?;
+                Ok(VersionInfo {
+                    number,
+                    size: meta.len,
+                    modified: unix_secs(meta.modified).unwrap_or(0),
+                    sha256,
+                })
+            })
+            .collect()
+    }
+
+    /// Makes kept version `n` of file `path` its content, `owner`'s count held: the
+    /// version is linked under a temporary name, the current content rotated into the
+    /// versions (so it becomes version 1, and version `n` moves to `n + 1` or falls off),
+    /// then the link renamed over the file. Refused, changing nothing, for a directory, a
+    /// version that is not kept, or a result over the quota.
+    pub(super) fn restore_counted(
+        &self,
+        usage: &mut Usage,
+        owner: &UserName,
+        path: &UserPath,
+        n: u32,
+    ) -> Result<(), FileError> {
+        let (at, meta) = self.existing(owner, path)?;
+        if meta.is_dir() {
+            return Err(FileError::IsADirectory(path.to_string()));
+        }
+        let (_, version, size) = self
+            .versions_of(&at, path)?
+            .into_iter()
+            .find(|v| v.0 == n)
+            .ok_or_else(|| FileError::NoVersion {
+                path: path.to_string(),
+                version: n,
+            })?;
+        let freed = self.rotation_frees(&at, path, meta.len)?;
+        check_quota(self.config, usage.used(), freed, size)?;
+        let tmp = at
+            .sibling(RESTORE_TMP)
+            .ok_or_else(|| FileError::NotFound(path.to_string()))?;
+        // A link left by a restore cut short by a crash.
+        let _ = self.store.remove(&tmp, Removal::File);
+        self.store
+            .hard_link(&version, &tmp)
+            .map_err(self.fail(&tmp, path))?;
+        if let Err(e) = self.rotate(&at, path, false) {
+            let _ = self.store.remove(&tmp, Removal::File);
+            return Err(e);
+        }
+        self.store.rename(&tmp, &at).map_err(self.fail(&at, path))?;
+        usage.change(size, freed);
+        self.remove_sidecar(&at);
         Ok(())
     }
 }

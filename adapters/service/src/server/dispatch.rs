@@ -220,6 +220,9 @@ impl Service {
             | Command::Pwd
             | Command::Stat { .. }
             | Command::Mkdir { .. }
+            | Command::Mkdirs { .. }
+            | Command::Versions { .. }
+            | Command::Restore { .. }
             | Command::Rmdir { .. }
             | Command::Del { .. }
             | Command::Mv { .. }

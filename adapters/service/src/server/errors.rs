@@ -84,8 +84,9 @@ impl From<FileError> for ErrorReply {
             | FileError::NotADirectory(_)
             | FileError::IsADirectory(_)
             | FileError::IntoItself { .. }
+            | FileError::BadFolderConfig { .. }
             | FileError::Root => Some(ErrorCode::BadArguments),
-            FileError::NotFound(_) => Some(ErrorCode::NotFound),
+            FileError::NotFound(_) | FileError::NoVersion { .. } => Some(ErrorCode::NotFound),
             FileError::Exists(_) | FileError::NotEmpty(_) => Some(ErrorCode::Conflict),
             FileError::Symlink(_) => Some(ErrorCode::Forbidden),
             FileError::QuotaExceeded { .. } | FileError::DiskFull { .. } => {

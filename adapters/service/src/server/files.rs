@@ -1,11 +1,11 @@
-//! The file commands (protocol.md §13.4): listing, `cd`/`pwd`, `stat`, `mkdir`, `rmdir`,
-//! `del`, `mv`, and the transfers (`fopen`, `fput`, `fdone`, `fget`, `fread`, `fclose`).
+//! The file commands (protocol.md §13.4): listing, `cd`/`pwd`, `stat`, `mkdir`, `mkdirs`,
+//! `rmdir`, `del`, `mv`, `versions`, `restore`, and the transfers (`fopen`, `fput`, `fdone`, `fget`, `fread`, `fclose`).
 
 use vserv_core::commands::{self, Command, Reply, UserRole};
 use vserv_core::{ErrorCode, ErrorReply};
 
 use crate::accounts::User;
-use crate::files::{FileError, Target, UserPath, path as file_path};
+use crate::files::{FileError, Target, UserPath, folder_setup, path as file_path};
 
 use super::Service;
 use super::errors::{no_files, not_found};
@@ -111,6 +111,24 @@ impl Service {
                 files.mkdir(&t.owner, &t.path).map_err(fail)?;
                 Reply::Done
             }
+            Command::Mkdirs { path } => {
+                let t = target(&path)?;
+                files.mkdir_all(&t.owner, &t.path).map_err(fail)?;
+                Reply::Done
+            }
+            Command::Versions { path } => {
+                let t = target(&path)?;
+                let mut versions = files.versions(&t.owner, &t.path).map_err(fail)?;
+                // As many as fit one response, the newest first.
+                let fit = commands::LS_ENTRY_BUDGET / (4 + commands::MAX_ENCODED_VERSION);
+                versions.truncate(fit);
+                Reply::Versions(versions)
+            }
+            Command::Restore { path, version } => {
+                let t = target(&path)?;
+                files.restore(&t.owner, &t.path, version).map_err(fail)?;
+                Reply::Done
+            }
             Command::Rmdir { path } => {
                 let t = target(&path)?;
                 files.rmdir(&t.owner, &t.path).map_err(fail)?;
@@ -128,6 +146,15 @@ impl Service {
                         ErrorCode::BadArguments,
                         "cannot move between homes",
                     ));
+                }
+                if folder_setup::is_folder_config(&to.path) {
+                    let stat = files.stat(&from.owner, &from.path).map_err(fail)?;
+                    if stat.kind == commands::FileKind::File {
+                        folder_setup::check_upload(&to.path, stat.size, || {
+                            files.read_file(&from.owner, &from.path)
+                        })
+                        .map_err(fail)?;
+                    }
                 }
                 files
                     .rename(&from.owner, &from.path, &to.path)
