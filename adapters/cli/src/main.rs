@@ -3,10 +3,15 @@
 mod bench;
 mod chain_cmd;
 mod client_cmd;
+mod client_config;
 mod config;
 mod credentials;
 mod files_cmd;
+mod help_cmd;
+mod known_servers_cmd;
 mod ledger_cmd;
+mod log_file;
+mod logging;
 mod paging;
 mod peer_cmd;
 mod serve;
@@ -47,13 +52,9 @@ enum Command {
     Ver(client_cmd::ClientArgs),
     /// Show the server's name and key fingerprint.
     Id(client_cmd::ClientArgs),
-    /// List the server's commands, or describe one.
-    Help {
-        /// Command to describe.
-        topic: Option<String>,
-        #[command(flatten)]
-        client: client_cmd::ClientArgs,
-    },
+    /// This help, or a subcommand's (no server needed); with --server, the server's
+    /// commands and the `vserv` subcommand that runs each.
+    Help(help_cmd::HelpArgs),
     /// Round-trip a payload through the server.
     Ping {
         /// Text to echo (default: empty).
@@ -112,19 +113,27 @@ enum Command {
     Inbox(files_cmd::InboxArgs),
     /// Replication peers: `peer status` shows each peer's link and how far the feeds differ.
     Peer(peer_cmd::PeerArgs),
+    /// The trusted server keys (~/.vserv/known_servers): `list`, `forget HOST`.
+    KnownServers(known_servers_cmd::KnownServersArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.verbose);
+    let (serving, log_file) = match &cli.command {
+        Command::Serve(args) => (true, args.log_file.clone()),
+        _ => (false, None),
+    };
+    if let Err(e) = logging::init(cli.verbose, serving, log_file.as_deref()) {
+        let shown = log_file.as_deref().unwrap_or(std::path::Path::new("-"));
+        eprintln!("vserv: cannot open the log file {}: {e}", shown.display());
+        return ExitCode::FAILURE;
+    }
     let result = match cli.command {
         Command::Serve(args) => serve::serve(args),
         Command::Hello(c) => client_cmd::run(&c, vserv_core::commands::Command::Hello),
         Command::Ver(c) => client_cmd::run(&c, vserv_core::commands::Command::Ver),
         Command::Id(c) => client_cmd::run(&c, vserv_core::commands::Command::Id),
-        Command::Help { topic, client } => {
-            client_cmd::run(&client, vserv_core::commands::Command::Help { topic })
-        }
+        Command::Help(args) => help_cmd::run(args),
         Command::Ping { payload, client } => client_cmd::run(
             &client,
             vserv_core::commands::Command::Ping {
@@ -155,6 +164,7 @@ fn main() -> ExitCode {
         Command::Send(args) => files_cmd::send(args),
         Command::Inbox(args) => files_cmd::inbox(args),
         Command::Peer(args) => peer_cmd::run(args),
+        Command::KnownServers(args) => known_servers_cmd::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -176,21 +186,6 @@ fn one_line(e: &anyhow::Error) -> String {
     }
     // Server errors and close reasons are quoted in it: shown escaped.
     show::escape(&parts.join(": ").replace('\n', " ")).into_owned()
-}
-
-fn init_logging(verbose: u8) {
-    let level = match verbose {
-        0 => "warn",
-        1 => "info",
-        2 => "debug",
-        _ => "trace",
-    };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
 }
 
 #[cfg(test)]
