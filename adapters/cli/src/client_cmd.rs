@@ -219,7 +219,7 @@ pub fn delivery_lines(d: &vserv_core::commands::Delivery) -> String {
         "{:<8} {:>12} {} {} {} {}",
         d.state.as_str(),
         d.size,
-        d.time,
+        crate::show::local_time(d.time),
         escape(&d.from),
         hex::encode(d.sha256),
         escape(&d.name)
@@ -312,7 +312,7 @@ pub fn print_reply(reply: &Reply, fingerprint: Option<Fingerprint>) {
                     "{} {:>12} {} {}",
                     e.kind.as_str(),
                     e.size,
-                    e.modified,
+                    crate::show::local_time(e.modified),
                     escape(&e.name)
                 );
             }
@@ -343,9 +343,9 @@ pub fn print_reply(reply: &Reply, fingerprint: Option<Fingerprint>) {
         Reply::Stat(st) => {
             println!("kind {}", st.kind.as_str());
             println!("size {}", st.size);
-            println!("modified {}", st.modified);
+            println!("modified {}", crate::show::local_time(st.modified));
             if let Some(created) = st.created {
-                println!("created {created}");
+                println!("created {}", crate::show::local_time(created));
             }
             if let Some(sha) = st.sha256 {
                 println!("sha256 {}", hex::encode(sha));

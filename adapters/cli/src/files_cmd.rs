@@ -84,6 +84,9 @@ pub struct LsArgs {
     /// Directories only.
     #[arg(long)]
     pub dirs: bool,
+    /// Print a JSON array of {kind, size, modified, modified_local, name} instead.
+    #[arg(long)]
+    pub json: bool,
     #[command(flatten)]
     pub client: ClientArgs,
 }
@@ -142,6 +145,10 @@ pub struct SendArgs {
 pub struct InboxArgs {
     /// The inbox folder (default: `default`).
     pub folder: Option<String>,
+    /// Print a JSON array of deliveries (name, state, from, time, time_local, size, sha256,
+    /// note, reason) instead.
+    #[arg(long)]
+    pub json: bool,
     #[command(flatten)]
     pub client: ClientArgs,
 }
@@ -528,6 +535,10 @@ pub fn ls(args: LsArgs) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     let mut from: Option<String> = None;
     let mut tokens = Tokens::new("ls");
+    let mut json: Vec<crate::json_out::EntryJson> = Vec::new();
+    if !args.json && std::io::stdout().is_terminal() {
+        writeln!(out, "KIND SIZE MODIFIED NAME")?;
+    }
     loop {
         let page = ListPage {
             dir: args.dir.clone(),
@@ -543,12 +554,16 @@ pub fn ls(args: LsArgs) -> anyhow::Result<()> {
             bail!("unexpected reply to ls");
         };
         for e in &entries {
+            if args.json {
+                json.push(e.into());
+                continue;
+            }
             writeln!(
                 out,
                 "{} {} {} {}",
                 e.kind.as_str(),
                 e.size,
-                e.modified,
+                crate::show::local_time(e.modified),
                 escape(&e.name)
             )?;
         }
@@ -559,6 +574,9 @@ pub fn ls(args: LsArgs) -> anyhow::Result<()> {
             }
             None => break,
         }
+    }
+    if args.json {
+        writeln!(out, "{}", serde_json::to_string_pretty(&json)?)?;
     }
     out.flush()?;
     drop(out);
@@ -638,6 +656,7 @@ pub fn inbox(args: InboxArgs) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     let mut from: Option<String> = None;
     let mut tokens = Tokens::new("inbox");
+    let mut json: Vec<crate::json_out::DeliveryJson> = Vec::new();
     loop {
         let page = ListPage {
             dir: args.folder.clone(),
@@ -649,7 +668,11 @@ pub fn inbox(args: InboxArgs) -> anyhow::Result<()> {
             bail!("unexpected reply to inbox");
         };
         for d in &entries {
-            writeln!(out, "{}", client_cmd::delivery_lines(d))?;
+            if args.json {
+                json.push(d.into());
+            } else {
+                writeln!(out, "{}", client_cmd::delivery_lines(d))?;
+            }
         }
         match next {
             Some(name) => {
@@ -658,6 +681,9 @@ pub fn inbox(args: InboxArgs) -> anyhow::Result<()> {
             }
             None => break,
         }
+    }
+    if args.json {
+        writeln!(out, "{}", serde_json::to_string_pretty(&json)?)?;
     }
     out.flush()?;
     drop(out);

@@ -8,6 +8,7 @@ mod config;
 mod credentials;
 mod files_cmd;
 mod help_cmd;
+mod json_out;
 mod known_servers_cmd;
 mod ledger_cmd;
 mod log_file;

@@ -179,3 +179,54 @@ fn help_works_without_a_server_and_translates_the_servers_catalogue() {
     assert!(one.contains("usage: del PATH"), "{one}");
     assert!(one.contains("cli: vserv rm PATH"), "{one}");
 }
+
+#[test]
+fn listings_show_rfc3339_times_and_ls_has_a_stable_json_shape() {
+    let env = Env::new();
+    env.vserv(
+        &["user", "add", "alice", "--admin", "--data", &env.data_arg()],
+        &[("VSERV_NEW_PASSWORD", "alice password 1")],
+    )
+    .ok();
+    let server = Server::start(&env.data());
+    let as_alice = |args: &[&str]| {
+        let mut all: Vec<&str> = args.to_vec();
+        all.extend([
+            "--server",
+            &server.addr,
+            "--server-key",
+            &server.fingerprint,
+            "--user",
+            "alice",
+        ]);
+        env.vserv(
+            &all,
+            &[("VSERV_PASSWORD", "alice password 1"), ("TZ", "UTC")],
+        )
+    };
+    as_alice(&["mkdir", "docs"]).ok();
+    let ls = as_alice(&["ls"]).ok().text();
+    // Not a terminal: no header; `d 0 TIME docs` with an RFC 3339 time.
+    let fields: Vec<&str> = ls.trim_end().splitn(4, ' ').collect();
+    assert_eq!(fields.len(), 4, "{ls}");
+    assert_eq!(
+        (fields[0], fields[1], fields[3]),
+        ("d", "0", "docs"),
+        "{ls}"
+    );
+    let time = fields[2];
+    assert_eq!(time.len(), "2026-12-05T06:00:00+00:00".len(), "{time}");
+    assert!(time.contains('T') && time.ends_with("+00:00"), "{time}");
+
+    let json = as_alice(&["ls", "--json"]).ok().text();
+    let parsed: serde_json::Value = serde_json::from_str(&json).expect("json");
+    let entry = &parsed[0];
+    assert_eq!(entry["kind"], "d");
+    assert_eq!(entry["size"], 0);
+    assert_eq!(entry["name"], "docs");
+    assert_eq!(entry["modified_local"], time);
+    assert!(entry["modified"].as_u64().is_some(), "{json}");
+
+    let stat = as_alice(&["stat", "docs"]).ok().text();
+    assert!(stat.contains(&format!("modified {time}")), "{stat}");
+}
