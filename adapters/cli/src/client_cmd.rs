@@ -8,8 +8,9 @@ use clap::Args;
 use vserv_blocking::Client;
 use vserv_core::commands::{Command, Reply};
 use vserv_core::{Fingerprint, ServerIdentity};
+use vserv_core::wire::RetryHint;
 use vserv_service::client::{ClientError, ClientOptions};
-use vserv_store::trust::TrustDecision;
+use vserv_store::trust::{PinOverRecord, TrustDecision};
 
 use crate::credentials::{self, Password};
 use crate::show::{escape, escape_bytes, escape_text};
@@ -17,23 +18,33 @@ use crate::show::{escape, escape_bytes, escape_text};
 /// Options shared by every client subcommand.
 #[derive(Args, Debug, Clone)]
 pub struct ClientArgs {
-    /// Server address, HOST:PORT.
-    #[arg(long, short = 's', default_value = crate::DEFAULT_LISTEN)]
+    /// Server address, HOST:PORT (default: VSERV_SERVER, else `server` in
+    /// ~/.vserv/config.toml, else 127.0.0.1:7117).
+    #[arg(long, short = 's', default_value = crate::client_config::default_server())]
     pub server: String,
     /// File of trusted server keys (default ~/.vserv/known_servers).
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", default_value = crate::client_config::default_known_servers())]
     pub known_servers: Option<PathBuf>,
-    /// Require the server key to have this fingerprint (SHA256:...).
+    /// Require the server key to have this fingerprint (SHA256:...). It is trusted for this
+    /// command even if another key is recorded for the server (which is then reported and
+    /// left as it is, unless --update-known).
     #[arg(long, value_name = "FPR")]
     pub server_key: Option<Fingerprint>,
+    /// With --server-key: record the pinned key for the server in place of a different one.
+    #[arg(long, requires = "server_key")]
+    pub update_known: bool,
     /// Log in as this user before running the command. The password is taken from the
     /// VSERV_PASSWORD environment variable, else asked for on the terminal (no echo).
-    #[arg(long, value_name = "NAME")]
+    #[arg(long, value_name = "NAME", default_value = crate::client_config::default_user())]
     pub user: Option<String>,
     /// Log in with this key file (made by `vserv keygen --user` and registered with
     /// `vserv user key add`) instead of a password; --user names the account.
-    #[arg(long, value_name = "FILE", requires = "user")]
+    #[arg(long, value_name = "FILE", requires = "user", default_value = crate::client_config::default_key())]
     pub key: Option<PathBuf>,
+    /// Do not retry a connection the server refused at one of its limits (by default the
+    /// client waits the delay the server hinted, up to a minute, and tries once more).
+    #[arg(long)]
+    pub no_retry: bool,
     /// Give up when a request has had no reply and nothing at all arrived from the server
     /// for this many seconds (0: wait as long as the connection lasts). Any data received
     /// counts, so a transfer that is moving never times out.
@@ -47,6 +58,7 @@ pub const DEFAULT_TIMEOUT_SECS: u64 = 60;
 impl ClientArgs {
     /// Client options from the command line.
     pub fn options(&self) -> anyhow::Result<ClientOptions> {
+        crate::client_config::check()?;
         let known_servers = match &self.known_servers {
             Some(p) => p.clone(),
             None => vserv_store::known_servers::default_path().ok_or_else(|| {
@@ -57,6 +69,11 @@ impl ClientArgs {
         };
         let mut options = ClientOptions::new(known_servers);
         options.pinned = self.server_key;
+        options.pin_over_record = if self.update_known {
+            PinOverRecord::Replace
+        } else {
+            PinOverRecord::KeepRecord
+        };
         options.response_timeout = (self.timeout > 0).then(|| Duration::from_secs(self.timeout));
         Ok(options)
     }
@@ -150,15 +167,26 @@ pub fn login_secret(args: &ClientArgs) -> anyhow::Result<Option<Login>> {
 /// Connects to the server `args` names and, with `login`, logs in.
 pub fn open(args: &ClientArgs, login: Option<&Login>) -> anyhow::Result<Connected> {
     let options = args.options()?;
-    let mut client = Client::connect(&args.server, &options)
+    let mut client = connect_retrying(args, &options)
         .with_context(|| format!("connecting to {}", args.server))?;
-    if let Some(TrustDecision::FirstContact { fingerprint }) = client.session().trust() {
-        eprintln!(
+    match client.session().trust() {
+        Some(TrustDecision::FirstContact { fingerprint }) => eprintln!(
             "vserv: first contact with {}; trusting and recording its key {} in {}",
             args.server,
             fingerprint,
             options.known_servers.display()
-        );
+        ),
+        Some(TrustDecision::PinnedOverRecorded { recorded, replaced }) => eprintln!(
+            "vserv: the key recorded for {} in {} ({recorded}) differs from the pinned one; {}",
+            args.server,
+            options.known_servers.display(),
+            if *replaced {
+                "the record now holds the pinned key"
+            } else {
+                "trusting the pinned key for this command only (--update-known records it)"
+            }
+        ),
+        _ => {}
     }
     if let Some(Login { user, secret }) = login {
         let credential = match secret {
@@ -188,6 +216,38 @@ pub fn open(args: &ClientArgs, login: Option<&Login>) -> anyhow::Result<Connecte
     Ok(Connected { client })
 }
 
+/// Longest hinted delay the client waits before its one retry of a refused connection.
+pub const MAX_RETRY_WAIT_SECS: u32 = 60;
+
+/// The retry hint of a connection the server refused at one of its limits, if that is why
+/// `error` happened.
+pub fn refusal_hint(error: &ClientError) -> Option<RetryHint> {
+    match error {
+        ClientError::Protocol(vserv_core::Error::RefusedRetry(hint)) => Some(*hint),
+        _ => None,
+    }
+}
+
+/// Connects; if the server refuses at one of its limits with a hint of at most
+/// [`MAX_RETRY_WAIT_SECS`], says so, waits the hinted delay and tries once more (not with
+/// `--no-retry`). The error of a refusal names the limit and the delay.
+fn connect_retrying(args: &ClientArgs, options: &ClientOptions) -> Result<Client, ClientError> {
+    match Client::connect(&args.server, options) {
+        Err(e) if !args.no_retry => match refusal_hint(&e) {
+            Some(hint) if hint.retry_after_secs <= MAX_RETRY_WAIT_SECS => {
+                eprintln!(
+                    "vserv: {} refused the connection: {}; retrying in {} s",
+                    args.server, hint.limit, hint.retry_after_secs
+                );
+                std::thread::sleep(Duration::from_secs(u64::from(hint.retry_after_secs)));
+                Client::connect(&args.server, options)
+            }
+            _ => Err(e),
+        },
+        other => other,
+    }
+}
+
 /// How `vserv inbox` shows a delivery: `STATE SIZE TIME FROM SHA256 NAME`, then indented
 /// `note:` and `reason:` lines when they are not empty.
 pub fn delivery_lines(d: &vserv_core::commands::Delivery) -> String {
@@ -195,7 +255,7 @@ pub fn delivery_lines(d: &vserv_core::commands::Delivery) -> String {
         "{:<8} {:>12} {} {} {} {}",
         d.state.as_str(),
         d.size,
-        d.time,
+        crate::show::local_time(d.time),
         escape(&d.from),
         hex::encode(d.sha256),
         escape(&d.name)
@@ -288,7 +348,7 @@ pub fn print_reply(reply: &Reply, fingerprint: Option<Fingerprint>) {
                     "{} {:>12} {} {}",
                     e.kind.as_str(),
                     e.size,
-                    e.modified,
+                    crate::show::local_time(e.modified),
                     escape(&e.name)
                 );
             }
@@ -330,9 +390,9 @@ pub fn print_reply(reply: &Reply, fingerprint: Option<Fingerprint>) {
         Reply::Stat(st) => {
             println!("kind {}", st.kind.as_str());
             println!("size {}", st.size);
-            println!("modified {}", st.modified);
+            println!("modified {}", crate::show::local_time(st.modified));
             if let Some(created) = st.created {
-                println!("created {created}");
+                println!("created {}", crate::show::local_time(created));
             }
             if let Some(sha) = st.sha256 {
                 println!("sha256 {}", hex::encode(sha));

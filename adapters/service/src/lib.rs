@@ -34,6 +34,7 @@ pub use node::{Node, NodeBuilder, NodeError, NodeSettings, Startup};
 pub use server::duties::DEFAULT_SWEEP_INTERVAL;
 pub use server::link::ReplicationStatus;
 pub use server::peers::{DIAL_BACKOFF_MAX, DIAL_BACKOFF_MIN, Dial, PeerAdminError, PeerConfig};
+pub use server::status::ServiceStatus;
 pub use server::{
     DEFAULT_IDLE_NOTICE_MARGIN, MAX_FAILED_LOGINS, MAX_RPUT_GROUP, Service, ServiceInfo, Session,
 };

@@ -35,6 +35,7 @@ pub(crate) mod peer_table;
 pub mod peers;
 mod registry;
 mod session;
+pub(crate) mod status;
 
 use std::sync::Arc;
 
@@ -237,5 +238,12 @@ impl Service {
     /// The accounts this service uses.
     pub fn accounts(&self) -> &Accounts {
         &self.shared.accounts
+    }
+
+    /// A snapshot of what the service is doing (for an operator's status summary): the
+    /// logged-in sessions per user, the sessions not logged in, the ledger's head. Reading
+    /// it changes nothing; values read at slightly different instants.
+    pub fn status(&self) -> status::ServiceStatus {
+        status::ServiceStatus::gather(self)
     }
 }
