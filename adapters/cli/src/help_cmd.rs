@@ -62,7 +62,7 @@ pub const CLI_FORMS: &[(&str, Option<&str>)] = &[
         Some("vserv login --user NAME [--key FILE] (or --user on any subcommand)"),
     ),
     ("logout", None),
-    ("whoami", Some("vserv login --user NAME")),
+    ("whoami", Some("vserv whoami")),
     ("uini", Some("vserv user init NAME")),
     ("uadd", Some("vserv user add NAME")),
     ("aadd", Some("vserv user add NAME --admin")),
@@ -71,10 +71,10 @@ pub const CLI_FORMS: &[(&str, Option<&str>)] = &[
     ("ulist", Some("vserv user list [FILTER]")),
     ("chpass", Some("vserv user passwd [NAME]")),
     ("ukey", Some("vserv user key add|list|del")),
-    ("tout", None),
+    ("tout", Some("vserv tout [SECONDS]")),
     ("rput", Some("vserv rput KIND FIELD=VALUE... | @FILE")),
     ("rget", Some("vserv rget SEQ|id:RECORD_ID|hash:HEX")),
-    ("rhave", None),
+    ("rhave", Some("vserv rhave ID")),
     ("rabs", Some("vserv rabs POS")),
     ("rsize", Some("vserv rsize [KIND]")),
     ("rcount", Some("vserv rcount KIND FROM TO")),
@@ -103,6 +103,11 @@ pub const CLI_FORMS: &[(&str, Option<&str>)] = &[
         Some("(a replication link between servers, not a client command)"),
     ),
     ("peers", Some("vserv peer status")),
+    ("mkdirs", Some("vserv mkdir -p PATH")),
+    ("versions", Some("vserv versions PATH")),
+    ("restore", Some("vserv restore PATH N")),
+    ("padd", Some("vserv peer add FPR [ADDR]")),
+    ("pdel", Some("vserv peer del FPR")),
 ];
 
 /// The CLI form of wire command `name`, or the note for one without.
