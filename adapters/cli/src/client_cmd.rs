@@ -304,5 +304,14 @@ pub fn print_reply(reply: &Reply, fingerprint: Option<Fingerprint>) {
             Some(seq) => println!("bad at seq {seq}: {}", escape(reason)),
             None => println!("bad: {}", escape(reason)),
         },
+        Reply::MessageKey(key) => println!("{}", hex::encode(key)),
+        Reply::MessageId(id) => println!("message {id}"),
+        Reply::Messages(list) => {
+            for m in list {
+                let state = if m.read { "read" } else { "unread" };
+                println!("{} {} {} {} {state}", m.id, escape(&m.from), m.time, m.size);
+            }
+        }
+        Reply::Sealed(bytes) => println!("{} sealed bytes", bytes.len()),
     }
 }

@@ -233,6 +233,14 @@ impl Service {
                 None => Err(ErrorReply::new(ErrorCode::Forbidden, "log in first")),
             },
             Command::Peers => self.peers_reply(now_ms),
+            Command::Mkey(_)
+            | Command::Msend { .. }
+            | Command::Mlist { .. }
+            | Command::Mread { .. }
+            | Command::Mdel { .. } => match &user {
+                Some(user) => self.messages_command(user, cmd, now),
+                None => Err(ErrorReply::new(ErrorCode::Forbidden, "log in first")),
+            },
             // Answered by `admit`.
             Command::Quit => Ok(Reply::Bye),
         };

@@ -491,6 +491,11 @@ fn work_label(cmd: &Command) -> &'static str {
         | Command::Ukey(_) => "accounts",
         Command::Rcheck { .. } => "ledger check",
         Command::Peers => "replication status",
+        Command::Mkey(_)
+        | Command::Msend { .. }
+        | Command::Mlist { .. }
+        | Command::Mread { .. }
+        | Command::Mdel { .. } => "messages",
         _ => "files",
     }
 }

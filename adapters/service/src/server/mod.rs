@@ -28,6 +28,7 @@ mod errors;
 mod files;
 mod ledger;
 pub(crate) mod link;
+mod messages;
 mod notices;
 mod peer_status;
 pub mod peers;
@@ -105,6 +106,8 @@ struct Shared {
     replicas: Option<Arc<Replicas>>,
     /// How long before its idle timeout a session is told it will idle out; `None`: never.
     idle_notice: Option<std::time::Duration>,
+    /// The users' message keys and mailboxes (kept in the accounts' store).
+    mailboxes: Arc<crate::messages::Mailboxes>,
 }
 
 impl std::fmt::Debug for Service {
@@ -126,6 +129,10 @@ impl Service {
     /// login backoff is kept in the accounts' store (see [`crate::limits`]).
     pub fn with_policy(info: ServiceInfo, accounts: Arc<Accounts>, policy: Policy) -> Self {
         let limiter = LoginLimiter::new(accounts.store(), policy.login);
+        let mailboxes = Arc::new(crate::messages::Mailboxes::new(
+            accounts.store(),
+            crate::limits::MessageLimits::default(),
+        ));
         Service {
             shared: Arc::new(Shared {
                 info,
@@ -143,6 +150,7 @@ impl Service {
                 peers: None,
                 replicas: None,
                 idle_notice: Some(DEFAULT_IDLE_NOTICE_MARGIN),
+                mailboxes,
             }),
         }
     }
@@ -159,6 +167,13 @@ impl Service {
     pub fn with_idle_notice(self, margin: Option<std::time::Duration>) -> Self {
         let margin = margin.filter(|m| !m.is_zero());
         self.configure(|s| s.idle_notice = margin)
+    }
+
+    /// This service enforcing `limits` on sealed messages (size, mailbox quota, sender
+    /// rate; spec/messages.md §5) instead of [`crate::limits::MessageLimits::default`].
+    pub fn with_message_limits(self, limits: crate::limits::MessageLimits) -> Self {
+        let store = self.shared.accounts.store();
+        self.configure(|s| s.mailboxes = Arc::new(crate::messages::Mailboxes::new(store, limits)))
     }
 
     /// This service with `files` as the users' homes (the file commands). Without one,
