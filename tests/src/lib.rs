@@ -56,6 +56,11 @@ pub trait TestClient {
     fn session_id(&self) -> Option<[u8; 32]>;
     /// `quit` and wait for the server's close.
     fn quit(self) -> Result<(), ClientError>;
+    /// Waits at most `max_wait` for notices the server pushes, and takes them.
+    fn poll_notices(
+        &mut self,
+        max_wait: std::time::Duration,
+    ) -> Result<Vec<vserv_core::commands::Notice>, ClientError>;
 }
 
 pub mod cases;
@@ -77,6 +82,7 @@ macro_rules! suite {
         $crate::suite!(@cases $rt; accounts: accounts_first_admin_then_users, permission_matrix, failed_logins_close_the_connection, last_admin_is_protected, key_login, bad_user_names_are_refused, disabled_user_loses_access_at_once, deleted_account_sessions_end_and_homes_are_archived, password_changes);
         $crate::suite!(@cases $rt; ledger: ledger_put_then_get, ledger_duplicate_record_id_is_refused, ledger_head_is_signed_and_current, ledger_seq_is_gapless, ledger_access_is_enforced, ledger_positions_and_kind_counts, ledger_reversed_ranges_are_refused, ledger_rlist_pages_while_appending, ledger_rlist_large_entries_fit_one_record, ledger_reads_any_held_feed);
         $crate::suite!(@cases $rt; files: files_upload_download_round_trip, files_round_trip, files_listing_pages);
+        $crate::suite!(@cases $rt; messages: messages_send_list_read_delete, messages_mailbox_full_keeps_what_it_holds, messages_live_notice_to_a_logged_in_recipient);
     };
     (@cases $rt:ty; $module:ident: $($case:ident),*) => {
         $(#[test] fn $case() { $crate::cases::$module::$case::<$rt>(); })*

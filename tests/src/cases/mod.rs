@@ -6,3 +6,4 @@ pub mod channel;
 pub mod files;
 pub mod ledger;
 pub mod limits;
+pub mod messages;
