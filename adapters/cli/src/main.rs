@@ -7,6 +7,7 @@ mod config;
 mod credentials;
 mod files_cmd;
 mod ledger_cmd;
+mod msg_cmd;
 mod paging;
 mod peer_cmd;
 mod serve;
@@ -112,6 +113,11 @@ enum Command {
     Inbox(files_cmd::InboxArgs),
     /// Replication peers: `peer status` shows each peer's link and how far the feeds differ.
     Peer(peer_cmd::PeerArgs),
+    /// Sealed messages: `msg send USER TEXT` (`-`: stdin), `msg read ID` (opened and
+    /// verified here), `msg del ID`.
+    Msg(msg_cmd::MsgArgs),
+    /// List your messages, newest first (`--json` for scripts), only FROM's with FROM.
+    Msgs(msg_cmd::MsgsArgs),
 }
 
 fn main() -> ExitCode {
@@ -155,6 +161,8 @@ fn main() -> ExitCode {
         Command::Send(args) => files_cmd::send(args),
         Command::Inbox(args) => files_cmd::inbox(args),
         Command::Peer(args) => peer_cmd::run(args),
+        Command::Msg(args) => msg_cmd::run(args),
+        Command::Msgs(args) => msg_cmd::list(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
