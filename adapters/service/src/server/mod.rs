@@ -53,7 +53,7 @@ pub use session::Session;
 /// a pipelining client's next group is then decoded while the one before is committed.
 pub const MAX_RPUT_GROUP: usize = 128;
 
-/// How long before a session's idle timeout it is told so, by default
+/// How long before its idle timeout the `vserv serve` server tells a session so
 /// ([`Service::with_idle_notice`]).
 pub const DEFAULT_IDLE_NOTICE_MARGIN: std::time::Duration = std::time::Duration::from_secs(30);
 
@@ -149,7 +149,7 @@ impl Service {
                 sweep: None,
                 peers: None,
                 replicas: None,
-                idle_notice: Some(DEFAULT_IDLE_NOTICE_MARGIN),
+                idle_notice: None,
                 mailboxes,
             }),
         }
@@ -163,7 +163,8 @@ impl Service {
     /// This service telling each command session `margin` before its idle timeout that it
     /// is about to idle out (a [`vserv_core::commands::Notice::IdleSoon`], once per idle
     /// period; half-way through timeouts shorter than twice the margin). `None` or a zero
-    /// margin sends none. The default is [`DEFAULT_IDLE_NOTICE_MARGIN`].
+    /// margin sends none, which is the default; the `vserv serve` server uses
+    /// [`DEFAULT_IDLE_NOTICE_MARGIN`].
     pub fn with_idle_notice(self, margin: Option<std::time::Duration>) -> Self {
         let margin = margin.filter(|m| !m.is_zero());
         self.configure(|s| s.idle_notice = margin)
