@@ -7,8 +7,8 @@ use anyhow::{Context, anyhow, bail};
 use clap::Args;
 use vserv_blocking::Client;
 use vserv_core::commands::{Command, Reply};
-use vserv_core::{Fingerprint, ServerIdentity};
 use vserv_core::wire::RetryHint;
+use vserv_core::{Fingerprint, ServerIdentity};
 use vserv_service::client::{ClientError, ClientOptions};
 use vserv_store::trust::{PinOverRecord, TrustDecision};
 
@@ -411,5 +411,14 @@ pub fn print_reply(reply: &Reply, fingerprint: Option<Fingerprint>) {
             Some(seq) => println!("bad at seq {seq}: {}", escape(reason)),
             None => println!("bad: {}", escape(reason)),
         },
+        Reply::MessageKey(key) => println!("{}", hex::encode(key)),
+        Reply::MessageId(id) => println!("message {id}"),
+        Reply::Messages(list) => {
+            for m in list {
+                let state = if m.read { "read" } else { "unread" };
+                println!("{} {} {} {} {state}", m.id, escape(&m.from), m.time, m.size);
+            }
+        }
+        Reply::Sealed(bytes) => println!("{} sealed bytes", bytes.len()),
     }
 }

@@ -15,6 +15,7 @@ mod known_servers_cmd;
 mod ledger_cmd;
 mod log_file;
 mod logging;
+mod msg_cmd;
 mod ops;
 mod paging;
 mod peer_cmd;

@@ -89,7 +89,10 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
     // (the node's timed duties, `Service::next_duty`).
     let identity = node.identity().clone();
     let fingerprint = identity.public_key().fingerprint();
-    let service = node.service();
+    // Sessions are told before they idle out (protocol.md §12.4).
+    let service = node
+        .service()
+        .with_idle_notice(Some(vserv_service::DEFAULT_IDLE_NOTICE_MARGIN));
     let signals = Signals::install()?;
     let status_service = service.clone();
     let options = vserv_service::ServerOptions {

@@ -92,6 +92,8 @@ mod tests {
         let utc = jiff::tz::TimeZone::UTC;
         assert_eq!(time_in(0, &utc), "1970-01-01T00:00:00+00:00");
         assert_eq!(time_in(1_796_450_400, &utc), "2026-12-05T06:00:00+00:00");
+        assert_eq!(time_in(1_796_446_230, &utc), "2026-12-05T04:50:30+00:00");
+        assert_eq!(time_in(951_782_400, &utc), "2000-02-29T00:00:00+00:00");
         let plus_one = jiff::tz::TimeZone::fixed(jiff::tz::offset(1));
         assert_eq!(time_in(0, &plus_one), "1970-01-01T01:00:00+01:00");
         assert_eq!(time_in(u64::MAX, &utc), format!("@{}", u64::MAX));

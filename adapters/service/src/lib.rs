@@ -21,6 +21,7 @@ mod ledger_feed;
 mod ledger_layout;
 mod ledger_query;
 pub mod limits;
+pub mod messages;
 pub mod node;
 pub mod replicas;
 mod server;
@@ -28,7 +29,8 @@ pub mod system;
 pub mod work;
 
 pub use limits::{
-    ConnectionLimiter, LoginBackoff, Policy, RateLimit, UnauthenticatedSlot, UnauthenticatedSlots,
+    ConnectionLimiter, LoginBackoff, MessageLimits, Policy, RateLimit, UnauthenticatedSlot,
+    UnauthenticatedSlots,
 };
 pub use node::{Node, NodeBuilder, NodeError, NodeSettings, Startup};
 pub use server::duties::DEFAULT_SWEEP_INTERVAL;

@@ -1019,3 +1019,33 @@ mod tests {
         assert_eq!(Counter::decode(&[0; 13]), None);
     }
 }
+
+/// The limits of sealed messages (spec/messages.md §5): a message's size, each recipient's
+/// mailbox (messages and bytes kept), and how many messages one sender may send per window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MessageLimits {
+    /// Largest sealed message accepted, in bytes.
+    pub max_size: usize,
+    /// Most messages a mailbox keeps; a full mailbox refuses new ones.
+    pub mailbox_messages: u64,
+    /// Most bytes of sealed messages a mailbox keeps.
+    pub mailbox_bytes: u64,
+    /// Most messages one sender may send per `rate_window_secs` (to anyone).
+    pub per_sender: u32,
+    /// The sender rate's window, in seconds.
+    pub rate_window_secs: u64,
+}
+
+impl Default for MessageLimits {
+    /// The format's largest message, 1000 messages or 8 MiB per mailbox, 30 messages per
+    /// sender per minute.
+    fn default() -> Self {
+        MessageLimits {
+            max_size: vserv_core::messages::MAX_SEALED_MESSAGE,
+            mailbox_messages: 1000,
+            mailbox_bytes: 8 * 1024 * 1024,
+            per_sender: 30,
+            rate_window_secs: 60,
+        }
+    }
+}

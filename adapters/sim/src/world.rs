@@ -1371,6 +1371,19 @@ impl World {
         self.client_mut(client)?.replies.remove(&id)
     }
 
+    /// Whether the server pushed notices to `client` that were not taken yet.
+    pub fn has_notices(&self, client: EndpointId) -> bool {
+        self.client_ref(client)
+            .is_some_and(|c| c.session.has_notices())
+    }
+
+    /// Takes the notices the server pushed to `client`, oldest first.
+    pub fn take_notices(&mut self, client: EndpointId) -> Vec<vserv_core::commands::Notice> {
+        self.client_mut(client)
+            .map(|c| c.session.take_notices())
+            .unwrap_or_default()
+    }
+
     /// Whether `client` has finished its handshake (and is still open).
     pub fn is_connected(&self, client: EndpointId) -> bool {
         self.client_ref(client)

@@ -7,4 +7,5 @@ pub mod file_versions;
 pub mod files;
 pub mod ledger;
 pub mod limits;
+pub mod messages;
 pub mod peers;
