@@ -800,7 +800,10 @@ fn versions_restore_and_mkdir_p() {
         local.len() == 25 && local.as_bytes()[10] == b'T' && offset.as_bytes()[3] == b':',
         "RFC 3339 time with an offset: {local}"
     );
-    assert!(table.contains(&format!("{local} ")), "RFC 3339 times: {table}");
+    assert!(
+        table.contains(&format!("{local} ")),
+        "RFC 3339 times: {table}"
+    );
     env.vserv(&["restore", "f.bin", "2"]).ok();
     env.vserv(&["get", "f.bin", "restored.bin"]).ok();
     write_content(&env.path("one.bin"), 101, 1);
