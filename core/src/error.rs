@@ -1,6 +1,6 @@
 //! The one error type of the core.
 
-use crate::wire::CloseCode;
+use crate::wire::{CloseCode, RetryHint};
 
 /// Which party is at fault for an [`Error`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,6 +44,9 @@ pub enum Error {
     /// The server refused the connection before the handshake (busy, version...).
     #[error("server refused the connection: {0}")]
     Refused(CloseCode),
+    /// The server refused the connection at one of its limits and said when to retry.
+    #[error("server refused the connection: {}; retry in {} s", .0.limit, .0.retry_after_secs)]
+    RefusedRetry(RetryHint),
     /// The peer closed the transport without an authenticated close record.
     #[error("connection closed by peer without a close record (truncation)")]
     UnexpectedEof,
@@ -107,6 +110,7 @@ impl Error {
             | BadFrameLength { .. }
             | UnsupportedVersion(_)
             | Refused(_)
+            | RefusedRetry(_)
             | UnexpectedEof
             | HandshakeTimeout
             | IdleTimeout

@@ -501,3 +501,18 @@ fn a_client_cannot_exceed_the_outstanding_limit() {
     assert_eq!(p.client.outstanding_requests(), 0);
     p.client.send_request("ping", vec![]).unwrap();
 }
+
+#[test]
+fn a_hinted_refusal_fails_the_client_with_the_limit_and_delay() {
+    let now = Instant::now();
+    let hint = vserv_core::wire::RetryHint {
+        limit: vserv_core::wire::RefusedLimit::MaxConnections,
+        retry_after_secs: 3,
+    };
+    let frame = vserv_core::session::refusal_with(CloseCode::Busy, hint);
+    let mut c = Connection::client(Config::default(), rng(1), now);
+    let err = c.handle_input(now, &frame).unwrap_err();
+    assert_eq!(err, Error::RefusedRetry(hint));
+    assert!(err.to_string().contains("max connections"), "{err}");
+    assert!(err.to_string().contains("retry in 3 s"), "{err}");
+}

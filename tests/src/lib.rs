@@ -56,6 +56,11 @@ pub trait TestClient {
     fn session_id(&self) -> Option<[u8; 32]>;
     /// `quit` and wait for the server's close.
     fn quit(self) -> Result<(), ClientError>;
+    /// Waits at most `max_wait` for notices the server pushes, and takes them.
+    fn poll_notices(
+        &mut self,
+        max_wait: std::time::Duration,
+    ) -> Result<Vec<vserv_core::commands::Notice>, ClientError>;
 }
 
 pub mod cases;
@@ -80,6 +85,7 @@ macro_rules! suite {
         $crate::suite!(@cases $rt; peers: peers_are_managed_over_the_protocol);
         $crate::suite!(@cases $rt; file_versions: files_versions_and_restore, files_mkdirs_makes_parents, files_folder_config_checked_at_upload);
         $crate::suite!(@cases $rt; two_factor: two_factor_login);
+        $crate::suite!(@cases $rt; messages: messages_send_list_read_delete, messages_mailbox_full_keeps_what_it_holds, messages_live_notice_to_a_logged_in_recipient);
     };
     (@cases $rt:ty; $module:ident: $($case:ident),*) => {
         $(#[test] fn $case() { $crate::cases::$module::$case::<$rt>(); })*

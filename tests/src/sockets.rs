@@ -47,7 +47,23 @@ pub fn the_accept_loop_refuses_beyond_the_connection_rate<R: Runtime>() {
         .expect("timeout");
     let mut answer = Vec::new();
     let _ = third.read_to_end(&mut answer);
-    assert_eq!(answer, vserv_core::session::refusal(CloseCode::Busy));
+    // A Refuse frame (length, type 0x15) whose hint names the rate limit and the time left
+    // in the window.
+    assert_eq!(
+        answer.get(4),
+        Some(&vserv_core::wire::TYPE_REFUSE),
+        "{answer:?}"
+    );
+    let refusal = vserv_core::wire::Refusal::decode(&answer[5..]).expect("a Refuse body");
+    assert_eq!(refusal.code, CloseCode::Busy);
+    let hint = refusal.hint.expect("a retry hint");
+    assert_eq!(hint.limit, vserv_core::wire::RefusedLimit::ConnectionRate);
+    assert!((3599..=3600).contains(&hint.retry_after_secs), "{hint:?}");
+    assert_eq!(
+        answer,
+        vserv_core::session::refusal_with(CloseCode::Busy, hint),
+        "nothing but the frame"
+    );
     drop(admitted);
     server.shutdown();
 }

@@ -70,6 +70,12 @@ impl TestClient for BlockingClient {
     fn quit(self) -> Result<(), ClientError> {
         self.0.quit()
     }
+    fn poll_notices(
+        &mut self,
+        max_wait: std::time::Duration,
+    ) -> Result<Vec<vserv_core::commands::Notice>, ClientError> {
+        self.0.poll_notices(max_wait)
+    }
 }
 
 vserv_tests::suite!(Blocking);

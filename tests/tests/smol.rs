@@ -67,6 +67,12 @@ impl TestClient for SmolClient {
     fn quit(self) -> Result<(), ClientError> {
         vserv_smol::block_on(self.0.quit())
     }
+    fn poll_notices(
+        &mut self,
+        max_wait: std::time::Duration,
+    ) -> Result<Vec<vserv_core::commands::Notice>, ClientError> {
+        vserv_smol::block_on(self.0.poll_notices(max_wait))
+    }
 }
 
 vserv_tests::suite!(Smol);

@@ -8,8 +8,9 @@ use std::sync::{Arc, Mutex, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
-use vserv_core::session::refusal;
+use vserv_core::wire::RefusedLimit;
 use vserv_core::{CloseCode, Connection, ServerIdentity};
+use vserv_service::limits::{BUSY_RETRY_SECS, busy_refusal};
 use vserv_service::system::os_rng;
 use vserv_service::work::Wake;
 use vserv_service::{ConnectionLimiter, Dial, ServerOptions, Service, Session};
@@ -175,9 +176,11 @@ impl Server {
                 Ok(stream) => {
                     if let Some(limiter) = limiter.as_mut()
                         && let Ok(peer) = stream.peer_addr()
-                        && !limiter.admit(peer.ip(), vserv_service::unix_now())
+                        && let Err(wait) =
+                            limiter.admit_or_wait(peer.ip(), vserv_service::unix_now())
                     {
-                        refuse(stream, "connection rate limit exceeded", peer);
+                        let refused = busy_refusal(RefusedLimit::ConnectionRate, wait);
+                        refuse(stream, "connection rate limit exceeded", peer, &refused);
                         continue;
                     }
                     if let Some(worker) = self.accept(stream, &pool, &handoff) {
@@ -233,7 +236,7 @@ impl Server {
             shared.active.fetch_sub(1, Ordering::SeqCst);
             tracing::warn!(?peer, "connection limit reached; refusing");
             let _ = stream.set_write_timeout(Some(Duration::from_millis(500)));
-            let _ = stream.write_all(&refusal(CloseCode::Busy));
+            let _ = stream.write_all(&busy_refusal(RefusedLimit::MaxConnections, BUSY_RETRY_SECS));
             return None;
         }
         // Claiming an idle worker commits it to take the next stream from the channel.
@@ -263,11 +266,11 @@ impl Server {
     }
 }
 
-/// Sends the plaintext `Busy` refusal (best effort, bounded in time) and drops `stream`.
-fn refuse(mut stream: TcpStream, why: &str, peer: SocketAddr) {
+/// Sends the plaintext `refused` frame (best effort, bounded in time) and drops `stream`.
+fn refuse(mut stream: TcpStream, why: &str, peer: SocketAddr, refused: &[u8]) {
     tracing::warn!(%peer, "{why}; refusing");
     let _ = stream.set_write_timeout(Some(Duration::from_millis(500)));
-    let _ = stream.write_all(&refusal(CloseCode::Busy));
+    let _ = stream.write_all(refused);
 }
 
 /// Connection threads kept for reuse: starting a thread per connection cost about a tenth of
@@ -330,6 +333,7 @@ fn serve(stream: TcpStream, shared: &Shared) -> Result<(), Box<dyn std::error::E
                     stream,
                     "too many unauthenticated connections from this address",
                     peer,
+                    &busy_refusal(RefusedLimit::Unauthenticated, BUSY_RETRY_SECS),
                 );
                 return Ok(());
             }

@@ -7,9 +7,10 @@ use anyhow::{Context, anyhow, bail};
 use clap::Args;
 use vserv_blocking::Client;
 use vserv_core::commands::{Command, OtpCode, Reply};
+use vserv_core::wire::RetryHint;
 use vserv_core::{ErrorCode, Fingerprint, ServerIdentity};
 use vserv_service::client::{ClientError, ClientOptions};
-use vserv_store::trust::TrustDecision;
+use vserv_store::trust::{PinOverRecord, TrustDecision};
 
 use crate::credentials::{self, Password};
 use crate::show::{escape, escape_bytes, escape_text};
@@ -17,28 +18,38 @@ use crate::show::{escape, escape_bytes, escape_text};
 /// Options shared by every client subcommand.
 #[derive(Args, Debug, Clone)]
 pub struct ClientArgs {
-    /// Server address, HOST:PORT.
-    #[arg(long, short = 's', default_value = crate::DEFAULT_LISTEN)]
+    /// Server address, HOST:PORT (default: VSERV_SERVER, else `server` in
+    /// ~/.vserv/config.toml, else 127.0.0.1:7117).
+    #[arg(long, short = 's', default_value = crate::client_config::default_server())]
     pub server: String,
     /// File of trusted server keys (default ~/.vserv/known_servers).
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", default_value = crate::client_config::default_known_servers())]
     pub known_servers: Option<PathBuf>,
-    /// Require the server key to have this fingerprint (SHA256:...).
+    /// Require the server key to have this fingerprint (SHA256:...). It is trusted for this
+    /// command even if another key is recorded for the server (which is then reported and
+    /// left as it is, unless --update-known).
     #[arg(long, value_name = "FPR")]
     pub server_key: Option<Fingerprint>,
+    /// With --server-key: record the pinned key for the server in place of a different one.
+    #[arg(long, requires = "server_key")]
+    pub update_known: bool,
     /// Log in as this user before running the command. The password is taken from the
     /// VSERV_PASSWORD environment variable, else asked for on the terminal (no echo).
-    #[arg(long, value_name = "NAME")]
+    #[arg(long, value_name = "NAME", default_value = crate::client_config::default_user())]
     pub user: Option<String>,
     /// Log in with this key file (made by `vserv keygen --user` and registered with
     /// `vserv user key add`) instead of a password; --user names the account.
-    #[arg(long, value_name = "FILE", requires = "user")]
+    #[arg(long, value_name = "FILE", requires = "user", default_value = crate::client_config::default_key())]
     pub key: Option<PathBuf>,
     /// The one-time code for an account with two-factor login (six digits from the
     /// authenticator, or a recovery code); without it, the VSERV_OTP environment variable,
     /// else asked for on the terminal when the server wants one.
     #[arg(long, value_name = "CODE", requires = "user")]
     pub otp: Option<String>,
+    /// Do not retry a connection the server refused at one of its limits (by default the
+    /// client waits the delay the server hinted, up to a minute, and tries once more).
+    #[arg(long)]
+    pub no_retry: bool,
     /// Give up when a request has had no reply and nothing at all arrived from the server
     /// for this many seconds (0: wait as long as the connection lasts). Any data received
     /// counts, so a transfer that is moving never times out.
@@ -52,6 +63,7 @@ pub const DEFAULT_TIMEOUT_SECS: u64 = 60;
 impl ClientArgs {
     /// Client options from the command line.
     pub fn options(&self) -> anyhow::Result<ClientOptions> {
+        crate::client_config::check()?;
         let known_servers = match &self.known_servers {
             Some(p) => p.clone(),
             None => vserv_store::known_servers::default_path().ok_or_else(|| {
@@ -62,6 +74,11 @@ impl ClientArgs {
         };
         let mut options = ClientOptions::new(known_servers);
         options.pinned = self.server_key;
+        options.pin_over_record = if self.update_known {
+            PinOverRecord::Replace
+        } else {
+            PinOverRecord::KeepRecord
+        };
         options.response_timeout = (self.timeout > 0).then(|| Duration::from_secs(self.timeout));
         Ok(options)
     }
@@ -155,15 +172,26 @@ pub fn login_secret(args: &ClientArgs) -> anyhow::Result<Option<Login>> {
 /// Connects to the server `args` names and, with `login`, logs in.
 pub fn open(args: &ClientArgs, login: Option<&Login>) -> anyhow::Result<Connected> {
     let options = args.options()?;
-    let mut client = Client::connect(&args.server, &options)
+    let mut client = connect_retrying(args, &options)
         .with_context(|| format!("connecting to {}", args.server))?;
-    if let Some(TrustDecision::FirstContact { fingerprint }) = client.session().trust() {
-        eprintln!(
+    match client.session().trust() {
+        Some(TrustDecision::FirstContact { fingerprint }) => eprintln!(
             "vserv: first contact with {}; trusting and recording its key {} in {}",
             args.server,
             fingerprint,
             options.known_servers.display()
-        );
+        ),
+        Some(TrustDecision::PinnedOverRecorded { recorded, replaced }) => eprintln!(
+            "vserv: the key recorded for {} in {} ({recorded}) differs from the pinned one; {}",
+            args.server,
+            options.known_servers.display(),
+            if *replaced {
+                "the record now holds the pinned key"
+            } else {
+                "trusting the pinned key for this command only (--update-known records it)"
+            }
+        ),
+        _ => {}
     }
     if let Some(Login { user, secret }) = login {
         let credential = match secret {
@@ -219,6 +247,38 @@ fn second_factor(
     Ok(client.call(&Command::Otp { code }))
 }
 
+/// Longest hinted delay the client waits before its one retry of a refused connection.
+pub const MAX_RETRY_WAIT_SECS: u32 = 60;
+
+/// The retry hint of a connection the server refused at one of its limits, if that is why
+/// `error` happened.
+pub fn refusal_hint(error: &ClientError) -> Option<RetryHint> {
+    match error {
+        ClientError::Protocol(vserv_core::Error::RefusedRetry(hint)) => Some(*hint),
+        _ => None,
+    }
+}
+
+/// Connects; if the server refuses at one of its limits with a hint of at most
+/// [`MAX_RETRY_WAIT_SECS`], says so, waits the hinted delay and tries once more (not with
+/// `--no-retry`). The error of a refusal names the limit and the delay.
+fn connect_retrying(args: &ClientArgs, options: &ClientOptions) -> Result<Client, ClientError> {
+    match Client::connect(&args.server, options) {
+        Err(e) if !args.no_retry => match refusal_hint(&e) {
+            Some(hint) if hint.retry_after_secs <= MAX_RETRY_WAIT_SECS => {
+                eprintln!(
+                    "vserv: {} refused the connection: {}; retrying in {} s",
+                    args.server, hint.limit, hint.retry_after_secs
+                );
+                std::thread::sleep(Duration::from_secs(u64::from(hint.retry_after_secs)));
+                Client::connect(&args.server, options)
+            }
+            _ => Err(e),
+        },
+        other => other,
+    }
+}
+
 /// How `vserv inbox` shows a delivery: `STATE SIZE TIME FROM SHA256 NAME`, then indented
 /// `note:` and `reason:` lines when they are not empty.
 pub fn delivery_lines(d: &vserv_core::commands::Delivery) -> String {
@@ -226,7 +286,7 @@ pub fn delivery_lines(d: &vserv_core::commands::Delivery) -> String {
         "{:<8} {:>12} {} {} {} {}",
         d.state.as_str(),
         d.size,
-        d.time,
+        crate::show::local_time(d.time),
         escape(&d.from),
         hex::encode(d.sha256),
         escape(&d.name)
@@ -325,7 +385,7 @@ pub fn print_reply(reply: &Reply, fingerprint: Option<Fingerprint>) {
                     "{} {:>12} {} {}",
                     e.kind.as_str(),
                     e.size,
-                    e.modified,
+                    crate::show::local_time(e.modified),
                     escape(&e.name)
                 );
             }
@@ -367,9 +427,9 @@ pub fn print_reply(reply: &Reply, fingerprint: Option<Fingerprint>) {
         Reply::Stat(st) => {
             println!("kind {}", st.kind.as_str());
             println!("size {}", st.size);
-            println!("modified {}", st.modified);
+            println!("modified {}", crate::show::local_time(st.modified));
             if let Some(created) = st.created {
-                println!("created {created}");
+                println!("created {}", crate::show::local_time(created));
             }
             if let Some(sha) = st.sha256 {
                 println!("sha256 {}", hex::encode(sha));
@@ -388,5 +448,14 @@ pub fn print_reply(reply: &Reply, fingerprint: Option<Fingerprint>) {
             Some(seq) => println!("bad at seq {seq}: {}", escape(reason)),
             None => println!("bad: {}", escape(reason)),
         },
+        Reply::MessageKey(key) => println!("{}", hex::encode(key)),
+        Reply::MessageId(id) => println!("message {id}"),
+        Reply::Messages(list) => {
+            for m in list {
+                let state = if m.read { "read" } else { "unread" };
+                println!("{} {} {} {} {state}", m.id, escape(&m.from), m.time, m.size);
+            }
+        }
+        Reply::Sealed(bytes) => println!("{} sealed bytes", bytes.len()),
     }
 }

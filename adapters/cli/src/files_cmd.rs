@@ -88,6 +88,9 @@ pub struct LsArgs {
     /// Directories only.
     #[arg(long)]
     pub dirs: bool,
+    /// Print a JSON array of {kind, size, modified, modified_local, name} instead.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Options of the commands taking one server path (`stat`).
@@ -140,6 +143,10 @@ pub struct InboxArgs<C: Args> {
     /// `vserv inbox setup`: write the folder's checked folder.toml.
     #[command(subcommand)]
     pub action: Option<InboxAction<C>>,
+    /// Print a JSON array of deliveries (name, state, from, time, time_local, size, sha256,
+    /// note, reason) instead.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// The directory of the sender's home where `vserv send` stages a file before delivering it.
@@ -515,6 +522,10 @@ pub fn ls(connected: &mut Connected, args: &LsArgs) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     let mut from: Option<String> = None;
     let mut tokens = Tokens::new("ls");
+    let mut json: Vec<crate::json_out::EntryJson> = Vec::new();
+    if !args.json && std::io::stdout().is_terminal() {
+        writeln!(out, "KIND SIZE MODIFIED NAME")?;
+    }
     loop {
         let page = ListPage {
             dir: args.dir.clone(),
@@ -530,12 +541,16 @@ pub fn ls(connected: &mut Connected, args: &LsArgs) -> anyhow::Result<()> {
             bail!("unexpected reply to ls");
         };
         for e in &entries {
+            if args.json {
+                json.push(e.into());
+                continue;
+            }
             writeln!(
                 out,
                 "{} {} {} {}",
                 e.kind.as_str(),
                 e.size,
-                e.modified,
+                crate::show::local_time(e.modified),
                 escape(&e.name)
             )?;
         }
@@ -546,6 +561,9 @@ pub fn ls(connected: &mut Connected, args: &LsArgs) -> anyhow::Result<()> {
             }
             None => break,
         }
+    }
+    if args.json {
+        writeln!(out, "{}", serde_json::to_string_pretty(&json)?)?;
     }
     out.flush()?;
     Ok(())
@@ -623,6 +641,7 @@ pub fn inbox<C: Args>(connected: &mut Connected, args: &InboxArgs<C>) -> anyhow:
     let mut out = std::io::stdout().lock();
     let mut from: Option<String> = None;
     let mut tokens = Tokens::new("inbox");
+    let mut json: Vec<crate::json_out::DeliveryJson> = Vec::new();
     loop {
         let page = ListPage {
             dir: args.folder.clone(),
@@ -636,7 +655,11 @@ pub fn inbox<C: Args>(connected: &mut Connected, args: &InboxArgs<C>) -> anyhow:
             bail!("unexpected reply to inbox");
         };
         for d in &entries {
-            writeln!(out, "{}", client_cmd::delivery_lines(d))?;
+            if args.json {
+                json.push(d.into());
+            } else {
+                writeln!(out, "{}", client_cmd::delivery_lines(d))?;
+            }
         }
         if entries.is_empty() && next.is_none() {
             crate::inbox_setup::hint_if_not_set_up(connected, args.folder.as_deref());
@@ -648,6 +671,9 @@ pub fn inbox<C: Args>(connected: &mut Connected, args: &InboxArgs<C>) -> anyhow:
             }
             None => break,
         }
+    }
+    if args.json {
+        writeln!(out, "{}", serde_json::to_string_pretty(&json)?)?;
     }
     out.flush()?;
     Ok(())

@@ -17,7 +17,7 @@ use vserv_core::commands::{Command, FileKind, LS_MAX_LIMIT, ListPage, Reply, Ver
 use crate::client_cmd::Connected;
 use crate::files_cmd::{Bars, GetArgs, PutArgs, conclude};
 use crate::paging::Tokens;
-use crate::show::escape;
+use crate::show::{escape, local_time};
 
 /// `vserv mkdir` options.
 #[derive(Args, Debug)]
@@ -76,18 +76,14 @@ pub fn versions(connected: &mut Connected, args: &VersionsArgs) -> anyhow::Resul
     } else if versions.is_empty() {
         writeln!(out, "{}: no kept versions", escape(&args.path))?;
     } else {
-        writeln!(
-            out,
-            "{:>3} {:>12} {:<20} SHA256",
-            "N", "SIZE", "MODIFIED (UTC)"
-        )?;
+        writeln!(out, "{:>3} {:>12} {:<25} SHA256", "N", "SIZE", "MODIFIED")?;
         for v in &versions {
             writeln!(
                 out,
-                "{:>3} {:>12} {:<20} {}",
+                "{:>3} {:>12} {:<25} {}",
                 v.number,
                 v.size,
-                rfc3339_utc(v.modified),
+                local_time(v.modified),
                 hex::encode(v.sha256)
             )?;
         }
@@ -102,7 +98,7 @@ fn version_json(v: &VersionInfo) -> serde_json::Value {
         "number": v.number,
         "size": v.size,
         "modified": v.modified,
-        "modified_utc": rfc3339_utc(v.modified),
+        "modified_local": local_time(v.modified),
         "sha256": hex::encode(v.sha256),
     })
 }
@@ -124,28 +120,6 @@ pub fn restore(connected: &mut Connected, args: &RestoreArgs) -> anyhow::Result<
         escape(&args.path)
     );
     Ok(())
-}
-
-/// `secs` (Unix seconds) as RFC 3339 in UTC, e.g. `2026-12-05T04:50:30Z`.
-fn rfc3339_utc(secs: u64) -> String {
-    let days = i64::try_from(secs / 86_400).unwrap_or(i64::MAX / 2);
-    let rest = secs % 86_400;
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        rest / 3600,
-        rest / 60 % 60,
-        rest % 60
-    )
 }
 
 /// What a walk found that is not transferred: said on standard error, not a failure.
@@ -470,13 +444,6 @@ fn local_path(base: &Path, rel: &str) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn times_are_rfc3339_utc() {
-        assert_eq!(rfc3339_utc(0), "1970-01-01T00:00:00Z");
-        assert_eq!(rfc3339_utc(1_796_446_230), "2026-12-05T04:50:30Z");
-        assert_eq!(rfc3339_utc(951_782_400), "2000-02-29T00:00:00Z");
-    }
 
     #[test]
     fn server_names_must_be_plain() {

@@ -3,12 +3,19 @@
 mod bench;
 mod chain_cmd;
 mod client_cmd;
+mod client_config;
 mod config;
 mod credentials;
 mod files_cmd;
 mod files_tree;
+mod help_cmd;
 mod inbox_setup;
+mod json_out;
+mod known_servers_cmd;
 mod ledger_cmd;
+mod log_file;
+mod logging;
+mod msg_cmd;
 mod ops;
 mod paging;
 mod peer_cmd;
@@ -52,13 +59,9 @@ enum Command {
     /// The commands that run on a connection (also typed in `vserv shell`).
     #[command(flatten)]
     Remote(ops::Op<client_cmd::ClientArgs>),
-    /// List the server's commands, or describe one.
-    Help {
-        /// Command to describe.
-        topic: Option<String>,
-        #[command(flatten)]
-        client: client_cmd::ClientArgs,
-    },
+    /// This help, or a subcommand's (no server needed); with --server, the server's
+    /// commands and the `vserv` subcommand that runs each.
+    Help(help_cmd::HelpArgs),
     /// Log in and print who the server says you are (checks your credentials).
     Login(client_cmd::ClientArgs),
     /// Manage user accounts and your login keys (over the protocol, or --data offline).
@@ -75,17 +78,25 @@ enum Command {
     /// talks to a server, plus cd/pwd/logout; reads commands from standard input when it is
     /// not a terminal (exit status: whether any failed).
     Shell(shell::ShellArgs),
+    /// The trusted server keys (~/.vserv/known_servers): `list`, `forget HOST`.
+    KnownServers(known_servers_cmd::KnownServersArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.verbose);
+    let (serving, log_file) = match &cli.command {
+        Command::Serve(args) => (true, args.log_file.clone()),
+        _ => (false, None),
+    };
+    if let Err(e) = logging::init(cli.verbose, serving, log_file.as_deref()) {
+        let shown = log_file.as_deref().unwrap_or(std::path::Path::new("-"));
+        eprintln!("vserv: cannot open the log file {}: {e}", shown.display());
+        return ExitCode::FAILURE;
+    }
     let result = match cli.command {
         Command::Serve(args) => serve::serve(args),
         Command::Remote(op) => ops::run_once(&op),
-        Command::Help { topic, client } => {
-            client_cmd::run(&client, vserv_core::commands::Command::Help { topic })
-        }
+        Command::Help(args) => help_cmd::run(args),
         Command::Login(c) => client_cmd::login(&c),
         Command::User(args) => user_cmd::run(args),
         Command::Keygen(args) => serve::keygen(args),
@@ -93,6 +104,7 @@ fn main() -> ExitCode {
         Command::Bench(args) => bench::run(args),
         Command::Chain(args) => chain_cmd::run(args),
         Command::Shell(args) => shell::run(args),
+        Command::KnownServers(args) => known_servers_cmd::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -114,21 +126,6 @@ fn one_line(e: &anyhow::Error) -> String {
     }
     // Server errors and close reasons are quoted in it: shown escaped.
     show::escape(&parts.join(": ").replace('\n', " ")).into_owned()
-}
-
-fn init_logging(verbose: u8) {
-    let level = match verbose {
-        0 => "warn",
-        1 => "info",
-        2 => "debug",
-        _ => "trace",
-    };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
 }
 
 #[cfg(test)]

@@ -14,7 +14,8 @@ use crate::ledger_cmd::{
     RabsArgs, RcheckArgs, RcountArgs, RgetArgs, RhaveArgs, RheadArgs, RlistArgs, RputArgs,
     RsizeArgs,
 };
-use crate::{files_cmd, files_tree, ledger_cmd, peer_cmd, two_factor_cmd};
+use crate::msg_cmd::MsgsArgs;
+use crate::{files_cmd, files_tree, ledger_cmd, msg_cmd, peer_cmd, two_factor_cmd};
 
 /// No connection options: a shell line runs on the shell's connection.
 #[derive(Args, Debug, Clone, Copy, Default)]
@@ -215,6 +216,16 @@ pub enum Op<C: Args> {
         #[command(flatten)]
         client: C,
     },
+    /// Sealed messages: `msg send USER TEXT` (`-`: stdin), `msg read ID` (opened and
+    /// verified here), `msg del ID`.
+    Msg(msg_cmd::MsgArgs<C>),
+    /// List your messages, newest first (`--json` for scripts), only FROM's with FROM.
+    Msgs {
+        #[command(flatten)]
+        args: MsgsArgs,
+        #[command(flatten)]
+        client: C,
+    },
 }
 
 impl<C: Args> Op<C> {
@@ -247,9 +258,11 @@ impl<C: Args> Op<C> {
             | Op::Versions { client, .. }
             | Op::Restore { client, .. }
             | Op::TwoFactor { client, .. } => client,
+            Op::Msgs { client, .. } => client,
             // `inbox setup`'s options follow `setup`.
             Op::Inbox { args, client } => args.action.as_ref().map_or(client, |a| a.client()),
             Op::Peer(args) => args.client(),
+            Op::Msg(args) => args.client(),
         }
     }
 
@@ -287,6 +300,7 @@ impl<C: Args> Op<C> {
             }
             Op::Versions { .. } => "versions",
             Op::Restore { .. } => "restore",
+            Op::Msgs { .. } => "msgs",
             Op::Peer(args) => return format!("peer {}", args.name()),
             Op::TwoFactor { step, .. } => {
                 return format!(
@@ -298,6 +312,7 @@ impl<C: Args> Op<C> {
                     }
                 );
             }
+            Op::Msg(args) => return format!("msg {}", args.name()),
         };
         name.to_owned()
     }
@@ -351,6 +366,8 @@ impl<C: Args> Op<C> {
             Op::Inbox { args, .. } => files_cmd::inbox(connected, args),
             Op::Versions { args, .. } => files_tree::versions(connected, args),
             Op::Restore { args, .. } => files_tree::restore(connected, args),
+            Op::Msg(args) => msg_cmd::run(connected, args),
+            Op::Msgs { args, .. } => msg_cmd::list(connected, args),
             Op::Peer(args) => peer_cmd::run(connected, args),
             Op::TwoFactor { step, code, .. } => {
                 two_factor_cmd::run(connected, *step, code.as_deref())

@@ -41,6 +41,10 @@ pub struct ServeArgs {
     /// as it is. Without it such a store is refused.
     #[arg(long)]
     pub accept_data_loss: bool,
+    /// Write the log to FILE (appending; never coloured) instead of stderr. SIGHUP re-opens
+    /// it, so a log rotated away is replaced by a new file.
+    #[arg(long, value_name = "FILE")]
+    pub log_file: Option<PathBuf>,
 }
 
 /// Runs the server until SIGINT/SIGTERM, configured by flags over `--config` over defaults.
@@ -85,11 +89,12 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
     // (the node's timed duties, `Service::next_duty`).
     let identity = node.identity().clone();
     let fingerprint = identity.public_key().fingerprint();
-    let service = node.service();
-    let stop = Arc::new(AtomicBool::new(false));
-    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(signal, stop.clone()).context("installing signal handlers")?;
-    }
+    // Sessions are told before they idle out (protocol.md §12.4).
+    let service = node
+        .service()
+        .with_idle_notice(Some(vserv_service::DEFAULT_IDLE_NOTICE_MARGIN));
+    let signals = Signals::install()?;
+    let status_service = service.clone();
     let options = vserv_service::ServerOptions {
         max_connections: args.max_connections,
         config: vserv_core::Config {
@@ -110,7 +115,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 "blocking",
             );
             let handle = server.spawn()?;
-            wait_for(&stop);
+            signals.wait(|| status_text(handle.active_connections(), &status_service.status()));
             eprintln!("vserv: shutting down");
             handle.shutdown();
         }
@@ -123,7 +128,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 "smol",
             );
             let handle = server.spawn()?;
-            wait_for(&stop);
+            signals.wait(|| status_text(handle.active_connections(), &status_service.status()));
             eprintln!("vserv: shutting down");
             handle.shutdown();
         }
@@ -145,12 +150,84 @@ fn file_runner(runtime: Runtime) -> Arc<dyn vserv_service::work::Runner> {
 fn announce(addr: &str, fingerprint: &str, runtime: &str) {
     println!("vserv listening on {addr} ({runtime} runtime)");
     println!("server key fingerprint: {fingerprint}");
+    tracing::info!(
+        target: crate::logging::SERVER_TARGET,
+        "vserv {} started: listening on {addr} ({runtime} runtime), server key {fingerprint}",
+        env!("CARGO_PKG_VERSION")
+    );
 }
 
-fn wait_for(stop: &AtomicBool) {
-    while !stop.load(Ordering::SeqCst) {
-        std::thread::sleep(Duration::from_millis(100));
+/// The signals `serve` handles: SIGINT/SIGTERM stop it, SIGHUP re-opens the log file,
+/// SIGUSR1 logs a status summary.
+struct Signals {
+    stop: Arc<AtomicBool>,
+    reopen: Arc<AtomicBool>,
+    status: Arc<AtomicBool>,
+}
+
+impl Signals {
+    fn install() -> anyhow::Result<Signals> {
+        use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
+        let signals = Signals {
+            stop: Arc::new(AtomicBool::new(false)),
+            reopen: Arc::new(AtomicBool::new(false)),
+            status: Arc::new(AtomicBool::new(false)),
+        };
+        let flags = [
+            (SIGINT, &signals.stop),
+            (SIGTERM, &signals.stop),
+            (SIGHUP, &signals.reopen),
+            (SIGUSR1, &signals.status),
+        ];
+        for (signal, flag) in flags {
+            signal_hook::flag::register(signal, flag.clone())
+                .context("installing signal handlers")?;
+        }
+        Ok(signals)
     }
+
+    /// Waits for a stop signal, serving SIGHUP and SIGUSR1 (with `status` for the summary)
+    /// meanwhile.
+    fn wait(&self, status: impl Fn() -> String) {
+        while !self.stop.load(Ordering::SeqCst) {
+            if self.reopen.swap(false, Ordering::SeqCst) {
+                match crate::logging::reopen() {
+                    Ok(true) => tracing::info!(
+                        target: crate::logging::SERVER_TARGET,
+                        "log file re-opened (SIGHUP)"
+                    ),
+                    Ok(false) => {}
+                    Err(e) => tracing::error!(error = %e, "cannot re-open the log file"),
+                }
+            }
+            if self.status.swap(false, Ordering::SeqCst) {
+                tracing::info!(target: crate::logging::SERVER_TARGET, "{}", status());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+/// The SIGUSR1 summary line: connections, sessions per user, ledger head.
+pub fn status_text(connections: usize, status: &vserv_service::ServiceStatus) -> String {
+    let users = if status.sessions_by_user.is_empty() {
+        "none".to_owned()
+    } else {
+        status
+            .sessions_by_user
+            .iter()
+            .map(|(user, n)| format!("{}={n}", crate::show::escape(user)))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let head = status
+        .ledger_head_seq
+        .map_or_else(|| "empty".to_owned(), |seq| seq.to_string());
+    format!(
+        "status: {connections} connections, {} logged in ({users}), {} not logged in, ledger head seq {head}",
+        status.logged_in(),
+        status.unauthenticated,
+    )
 }
 
 /// `vserv keygen` options.

@@ -2,6 +2,7 @@
 //! notes, reasons, record fields and text, greetings, server names, user lists) goes
 //! through [`escape`] (or [`escape_text`] for multi-line text), so a hostile server cannot
 //! move the cursor, retitle the terminal, hide text or reorder it with bidi overrides.
+//! Times shown to people go through [`local_time`] (RFC 3339 in the local time zone).
 
 use std::borrow::Cow;
 use std::fmt::Write;
@@ -62,9 +63,41 @@ pub fn escape_bytes(bytes: &[u8]) -> String {
     escape(&String::from_utf8_lossy(bytes)).into_owned()
 }
 
+/// Unix seconds `secs` as RFC 3339 in the local time zone (the system's, or `TZ`), to the
+/// second: `2026-12-05T06:10:00+01:00`. A time beyond what a calendar can show is printed as
+/// `@SECS`.
+pub fn local_time(secs: u64) -> String {
+    time_in(secs, &jiff::tz::TimeZone::system())
+}
+
+/// [`local_time`] in the time zone `tz`.
+pub fn time_in(secs: u64, tz: &jiff::tz::TimeZone) -> String {
+    i64::try_from(secs)
+        .ok()
+        .and_then(|s| jiff::Timestamp::from_second(s).ok())
+        .map(|t| {
+            t.to_zoned(tz.clone())
+                .strftime("%Y-%m-%dT%H:%M:%S%:z")
+                .to_string()
+        })
+        .unwrap_or_else(|| format!("@{secs}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn times_are_rfc3339_in_the_zone_given() {
+        let utc = jiff::tz::TimeZone::UTC;
+        assert_eq!(time_in(0, &utc), "1970-01-01T00:00:00+00:00");
+        assert_eq!(time_in(1_796_450_400, &utc), "2026-12-05T06:00:00+00:00");
+        assert_eq!(time_in(1_796_446_230, &utc), "2026-12-05T04:50:30+00:00");
+        assert_eq!(time_in(951_782_400, &utc), "2000-02-29T00:00:00+00:00");
+        let plus_one = jiff::tz::TimeZone::fixed(jiff::tz::offset(1));
+        assert_eq!(time_in(0, &plus_one), "1970-01-01T01:00:00+01:00");
+        assert_eq!(time_in(u64::MAX, &utc), format!("@{}", u64::MAX));
+    }
 
     #[test]
     fn controls_and_bidi_are_escaped() {

@@ -793,7 +793,17 @@ fn versions_restore_and_mkdir_p() {
     assert_eq!(rows[1]["size"], 101);
     let table = env.vserv(&["versions", "f.bin"]).ok().text();
     assert!(table.starts_with("  N"), "{table}");
-    assert!(table.contains("Z "), "RFC 3339 times: {table}");
+    // RFC 3339 local times (`show::local_time`), the same in the table and the JSON.
+    let local = rows[0]["modified_local"].as_str().expect("modified_local");
+    let offset = &local[local.len() - 6..];
+    assert!(
+        local.len() == 25 && local.as_bytes()[10] == b'T' && offset.as_bytes()[3] == b':',
+        "RFC 3339 time with an offset: {local}"
+    );
+    assert!(
+        table.contains(&format!("{local} ")),
+        "RFC 3339 times: {table}"
+    );
     env.vserv(&["restore", "f.bin", "2"]).ok();
     env.vserv(&["get", "f.bin", "restored.bin"]).ok();
     write_content(&env.path("one.bin"), 101, 1);

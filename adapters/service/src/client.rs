@@ -13,7 +13,7 @@ use rand_core::CryptoRng;
 use vserv_core::commands::{Command, Notice, Reply};
 use vserv_core::{Close, CloseCode, Config, Connection, ErrorReply, Event, Fingerprint, ServerKey};
 use vserv_store::known_servers::{KnownServers, KnownServersError};
-use vserv_store::trust::{self, TrustDecision, TrustError};
+use vserv_store::trust::{self, PinOverRecord, TrustDecision, TrustError};
 
 /// Most notices a [`ClientSession`] keeps until they are taken; a client that never takes
 /// them loses the oldest, never memory.
@@ -32,6 +32,9 @@ pub struct ClientOptions {
     /// with [`ClientError::NoReply`] (`None`: until the connection's own timers end it).
     /// Any received byte counts as activity, so a transfer whose data flows never hits it.
     pub response_timeout: Option<Duration>,
+    /// What [`pinned`](Self::pinned) does when the host is recorded with another key
+    /// (default: refuse, as without a pin).
+    pub pin_over_record: PinOverRecord,
 }
 
 impl ClientOptions {
@@ -42,6 +45,7 @@ impl ClientOptions {
             pinned: None,
             config: Config::default(),
             response_timeout: None,
+            pin_over_record: PinOverRecord::Refuse,
         }
     }
 }
@@ -91,6 +95,7 @@ pub struct ClientSession {
     host: String,
     known: KnownServers,
     pinned: Option<Fingerprint>,
+    pin_over_record: PinOverRecord,
     trust: Option<TrustDecision>,
     replies: BTreeMap<u32, vserv_core::Response>,
     peer_close: Option<Close>,
@@ -115,6 +120,7 @@ impl ClientSession {
             host: host.to_owned(),
             known,
             pinned: options.pinned,
+            pin_over_record: options.pin_over_record,
             trust: None,
             replies: BTreeMap::new(),
             peer_close: None,
@@ -159,7 +165,13 @@ impl ClientSession {
         while let Some(event) = self.conn.poll_event() {
             match event {
                 Event::ServerKey(key) => {
-                    match trust::decide(&mut self.known, &self.host, &key, self.pinned.as_ref()) {
+                    match trust::decide_with(
+                        &mut self.known,
+                        &self.host,
+                        &key,
+                        self.pinned.as_ref(),
+                        self.pin_over_record,
+                    ) {
                         Ok(decision) => {
                             self.trust = Some(decision);
                             match self.conn.accept_server_key(now) {

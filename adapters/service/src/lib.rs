@@ -21,6 +21,7 @@ mod ledger_feed;
 mod ledger_layout;
 mod ledger_query;
 pub mod limits;
+pub mod messages;
 pub mod node;
 pub mod replicas;
 mod server;
@@ -28,12 +29,14 @@ pub mod system;
 pub mod work;
 
 pub use limits::{
-    ConnectionLimiter, LoginBackoff, Policy, RateLimit, UnauthenticatedSlot, UnauthenticatedSlots,
+    ConnectionLimiter, LoginBackoff, MessageLimits, Policy, RateLimit, UnauthenticatedSlot,
+    UnauthenticatedSlots,
 };
 pub use node::{Node, NodeBuilder, NodeError, NodeSettings, Startup};
 pub use server::duties::DEFAULT_SWEEP_INTERVAL;
 pub use server::link::ReplicationStatus;
 pub use server::peers::{DIAL_BACKOFF_MAX, DIAL_BACKOFF_MIN, Dial, PeerAdminError, PeerConfig};
+pub use server::status::ServiceStatus;
 pub use server::{
     DEFAULT_IDLE_NOTICE_MARGIN, MAX_FAILED_LOGINS, MAX_RPUT_GROUP, Service, ServiceInfo, Session,
 };

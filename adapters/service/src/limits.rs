@@ -47,7 +47,8 @@
 //!
 //! [`ConnectionLimiter`]: at most `connections` new connections per peer IP per fixed window
 //! of `window_secs` seconds (the window starts with the first connection after the previous
-//! one ended); beyond that the accept loop refuses with the plaintext `Busy` refusal. Refused
+//! one ended); beyond that the accept loop refuses with the plaintext `Busy` refusal, whose
+//! retry hint ([`ConnectionLimiter::admit_or_wait`]) is the time left in the window. Refused
 //! connections are not counted. Default ([`Policy::default`]): 30 per 10 s.
 //!
 //! # Unauthenticated sessions
@@ -65,9 +66,28 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use vserv_core::CloseCode;
+use vserv_core::session::refusal_with;
+use vserv_core::wire::{RefusedLimit, RetryHint};
 use vserv_store::kv::{Op, Store, StoreError, Table};
 
 use crate::accounts::UserName;
+
+/// The retry hint sent with a refusal at the connection limit or the unauthenticated-session
+/// limit, in seconds: those free up as other sessions end or log in, not on a schedule.
+pub const BUSY_RETRY_SECS: u64 = 2;
+
+/// The plaintext `Busy` Refuse frame for a connection refused at `limit`, with the hint to
+/// retry after `retry_after_secs` (spec/protocol.md §4.3).
+pub fn busy_refusal(limit: RefusedLimit, retry_after_secs: u64) -> Vec<u8> {
+    refusal_with(
+        CloseCode::Busy,
+        RetryHint {
+            limit,
+            retry_after_secs: u32::try_from(retry_after_secs).unwrap_or(u32::MAX),
+        },
+    )
+}
 
 /// Most logins for one user (without recorded failures) checked at the same time.
 pub const MAX_PARALLEL_LOGINS_PER_USER: u32 = 4;
@@ -237,6 +257,11 @@ impl UnauthenticatedSlots {
             slots: self.clone(),
             peer,
         })
+    }
+
+    /// Unauthenticated sessions of every address now.
+    pub fn total(&self) -> usize {
+        self.held().values().sum()
     }
 
     /// Unauthenticated sessions `peer` holds now.
@@ -637,6 +662,12 @@ impl ConnectionLimiter {
 
     /// Whether a new connection from `ip` at `now` is admitted (and counts it if so).
     pub fn admit(&mut self, ip: IpAddr, now: u64) -> bool {
+        self.admit_or_wait(ip, now).is_ok()
+    }
+
+    /// Admits (and counts) a new connection from `ip` at `now`, or says how many seconds
+    /// remain (at least 1) until the address's window ends and it is admitted again.
+    pub fn admit_or_wait(&mut self, ip: IpAddr, now: u64) -> Result<(), u64> {
         let window = self.limit.window_secs;
         if self.windows.len() >= MAX_TRACKED_IPS && !self.windows.contains_key(&ip) {
             self.windows
@@ -657,10 +688,10 @@ impl ConnectionLimiter {
             *entry = (now, 0);
         }
         if entry.1 >= self.limit.connections {
-            return false;
+            return Err(entry.0.saturating_add(window).saturating_sub(now).max(1));
         }
         entry.1 += 1;
-        true
+        Ok(())
     }
 
     /// Addresses currently tracked.
@@ -726,6 +757,19 @@ mod tests {
         assert!(!l.admit(IP, 113));
         // A clock that jumps back starts a fresh window instead of locking out.
         assert!(l.admit(IP, 50));
+    }
+
+    #[test]
+    fn a_refused_connection_learns_when_its_window_ends() {
+        let mut l = ConnectionLimiter::new(RateLimit {
+            connections: 2,
+            window_secs: 10,
+        });
+        assert_eq!(l.admit_or_wait(IP, 100), Ok(()));
+        assert_eq!(l.admit_or_wait(IP, 103), Ok(()));
+        assert_eq!(l.admit_or_wait(IP, 103), Err(7));
+        assert_eq!(l.admit_or_wait(IP, 109), Err(1));
+        assert_eq!(l.admit_or_wait(IP, 110), Ok(()), "the hinted time admits");
     }
 
     #[test]
@@ -973,5 +1017,35 @@ mod tests {
         assert_eq!(Counter::decode(&c.encode()), Some(c));
         assert_eq!(Counter::decode(&[0; 11]), None);
         assert_eq!(Counter::decode(&[0; 13]), None);
+    }
+}
+
+/// The limits of sealed messages (spec/messages.md §5): a message's size, each recipient's
+/// mailbox (messages and bytes kept), and how many messages one sender may send per window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MessageLimits {
+    /// Largest sealed message accepted, in bytes.
+    pub max_size: usize,
+    /// Most messages a mailbox keeps; a full mailbox refuses new ones.
+    pub mailbox_messages: u64,
+    /// Most bytes of sealed messages a mailbox keeps.
+    pub mailbox_bytes: u64,
+    /// Most messages one sender may send per `rate_window_secs` (to anyone).
+    pub per_sender: u32,
+    /// The sender rate's window, in seconds.
+    pub rate_window_secs: u64,
+}
+
+impl Default for MessageLimits {
+    /// The format's largest message, 1000 messages or 8 MiB per mailbox, 30 messages per
+    /// sender per minute.
+    fn default() -> Self {
+        MessageLimits {
+            max_size: vserv_core::messages::MAX_SEALED_MESSAGE,
+            mailbox_messages: 1000,
+            mailbox_bytes: 8 * 1024 * 1024,
+            per_sender: 30,
+            rate_window_secs: 60,
+        }
     }
 }

@@ -308,11 +308,6 @@ fn drive_applies_tout_to_the_connection() {
     }
     assert!(sent);
     assert_eq!(server.idle_timeout(), Duration::from_secs(42));
-    // The next wake-up is the idle notice: the margin before the 42 s deadline, at most
-    // half of it.
-    let notice = vserv_service::DEFAULT_IDLE_NOTICE_MARGIN.min(Duration::from_secs(21));
-    assert_eq!(
-        server.poll_timeout(),
-        Some(t + Duration::from_secs(42) - notice)
-    );
+    // Idle notices are off by default in `Service`: the next wake-up is the new deadline.
+    assert_eq!(server.poll_timeout(), Some(t + Duration::from_secs(42)));
 }

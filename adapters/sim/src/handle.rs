@@ -190,6 +190,23 @@ impl SimClient {
         }
     }
 
+    /// Runs the world (virtual time) for at most `max_wait` until the server pushed notices
+    /// to this client, and takes them (empty when none came in time).
+    pub fn poll_notices(
+        &mut self,
+        max_wait: std::time::Duration,
+    ) -> Result<Vec<vserv_core::commands::Notice>, ClientError> {
+        let mut world = self.world.try_borrow_mut().map_err(|_| busy())?;
+        let id = self.id;
+        let limit = world.now().saturating_add(max_wait);
+        world.run_until(limit, |w| w.has_notices(id) || w.is_closed(id));
+        let notices = world.take_notices(id);
+        if notices.is_empty() && world.is_closed(id) {
+            return Err(world.take_client_error(id));
+        }
+        Ok(notices)
+    }
+
     /// How the server key was trusted.
     pub fn trust(&self) -> Option<TrustDecision> {
         self.world.try_borrow().ok()?.trust(self.id)

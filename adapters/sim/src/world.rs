@@ -9,11 +9,12 @@ use std::time::{Duration, Instant};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use vserv_core::commands::{Command, Reply};
-use vserv_core::session::refusal;
 use vserv_core::wire::MAX_PAYLOAD;
+use vserv_core::wire::RefusedLimit;
 use vserv_core::{CloseCode, Config, Connection, ErrorCode, ErrorReply, Request, ServerIdentity};
 use vserv_service::client::transfers::Requests;
 use vserv_service::client::{ClientError, ClientOptions, ClientSession};
+use vserv_service::limits::{BUSY_RETRY_SECS, busy_refusal};
 use vserv_service::{Service, Session};
 use vserv_store::trust::TrustDecision;
 
@@ -571,15 +572,17 @@ impl World {
         // Like the real accept loops: the connection limit, then the address's
         // unauthenticated sessions (`Policy::max_unauthenticated_per_ip`).
         let (stopped, full, slot) = match self.servers.get(server) {
-            Some(node) if node.stopped => (true, false, None),
-            Some(node) if node.open >= node.spec.max_connections => (false, true, None),
+            Some(node) if node.stopped => (true, None, None),
+            Some(node) if node.open >= node.spec.max_connections => {
+                (false, Some(RefusedLimit::MaxConnections), None)
+            }
             Some(node) => match node.spec.service.admit_unauthenticated(peer) {
-                Some(slot) => (false, false, Some(slot)),
-                None => (false, true, None),
+                Some(slot) => (false, None, Some(slot)),
+                None => (false, Some(RefusedLimit::Unauthenticated), None),
             },
-            None => (true, true, None),
+            None => (true, None, None),
         };
-        let server_kind = if stopped || full {
+        let server_kind = if stopped || full.is_some() {
             Kind::Refuser
         } else {
             let rng = Box::new(self.fork_rng());
@@ -620,7 +623,7 @@ impl World {
         });
         let what = match (stopped, full) {
             (true, _) => "server stopped: reset",
-            (false, true) => "server busy: refused",
+            (false, Some(_)) => "server busy: refused",
             _ => "accepted",
         };
         self.log(format!(
@@ -631,8 +634,8 @@ impl World {
         if stopped {
             self.reset_link(link);
             self.finish(server_end, None);
-        } else if full {
-            self.write(server_end, refusal(CloseCode::Busy));
+        } else if let Some(limit) = full {
+            self.write(server_end, busy_refusal(limit, BUSY_RETRY_SECS));
             self.finish(server_end, None);
         }
         self.on_input(client_end, Input::Kick);
@@ -1366,6 +1369,19 @@ impl World {
         id: u32,
     ) -> Option<Result<Reply, ClientError>> {
         self.client_mut(client)?.replies.remove(&id)
+    }
+
+    /// Whether the server pushed notices to `client` that were not taken yet.
+    pub fn has_notices(&self, client: EndpointId) -> bool {
+        self.client_ref(client)
+            .is_some_and(|c| c.session.has_notices())
+    }
+
+    /// Takes the notices the server pushed to `client`, oldest first.
+    pub fn take_notices(&mut self, client: EndpointId) -> Vec<vserv_core::commands::Notice> {
+        self.client_mut(client)
+            .map(|c| c.session.take_notices())
+            .unwrap_or_default()
     }
 
     /// Whether `client` has finished its handshake (and is still open).

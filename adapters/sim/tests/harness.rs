@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use vserv_core::commands::{Command, Reply};
-use vserv_core::{CloseCode, Config, ServerIdentity};
+use vserv_core::{Config, ServerIdentity};
 use vserv_service::client::ClientError;
 use vserv_sim::{
     ClientSpec, Finish, LinkConfig, LinkSpec, SeedFailure, ServerSpec, SimServer, World,
@@ -88,11 +88,15 @@ fn raw_exchange_and_busy_refusal() {
     // The one slot is taken: a raw connection gets the Busy refusal frame.
     assert_eq!(
         server.raw_exchange(&[]),
-        vserv_core::session::refusal(CloseCode::Busy)
+        vserv_service::limits::busy_refusal(
+            vserv_core::wire::RefusedLimit::MaxConnections,
+            vserv_service::limits::BUSY_RETRY_SECS
+        )
     );
     match server.connect(&options) {
-        Err(ClientError::Protocol(vserv_core::Error::Refused(CloseCode::Busy))) => {}
-        Err(e) => panic!("expected Busy, got {e}"),
+        Err(ClientError::Protocol(vserv_core::Error::RefusedRetry(hint)))
+            if hint.limit == vserv_core::wire::RefusedLimit::MaxConnections => {}
+        Err(e) => panic!("expected Busy at the connection limit, got {e}"),
         Ok(_) => panic!("connected beyond the limit"),
     }
     assert_eq!(

@@ -171,8 +171,11 @@ fn connection_limit_under_load() {
         }
         world.check().map_err(|v| v.to_string())?;
         // All connect at time zero: the first three are served, the rest refused.
-        let busy = vserv_service::client::ClientError::from(vserv_core::Error::Refused(
-            vserv_core::CloseCode::Busy,
+        let busy = vserv_service::client::ClientError::from(vserv_core::Error::RefusedRetry(
+            vserv_core::wire::RetryHint {
+                limit: vserv_core::wire::RefusedLimit::MaxConnections,
+                retry_after_secs: 2,
+            },
         ))
         .to_string();
         let refused = clients

@@ -15,8 +15,9 @@ use futures_lite::future;
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use smol::Executor;
 use smol::channel::{Receiver, Sender};
-use vserv_core::session::refusal;
+use vserv_core::wire::RefusedLimit;
 use vserv_core::{CloseCode, Connection, ServerIdentity};
+use vserv_service::limits::{BUSY_RETRY_SECS, busy_refusal};
 use vserv_service::system::os_rng;
 use vserv_service::work::{Runner, Wake, Work};
 use vserv_service::{ConnectionLimiter, Dial, ServerOptions, Service, Session};
@@ -229,10 +230,10 @@ async fn accept_loop(
             Accepted::DutyDue => continue,
             Accepted::Stream(Ok((mut stream, peer))) => {
                 if let Some(limiter) = limiter.as_mut()
-                    && !limiter.admit(peer.ip(), vserv_service::unix_now())
+                    && let Err(wait) = limiter.admit_or_wait(peer.ip(), vserv_service::unix_now())
                 {
                     tracing::warn!(%peer, "connection rate limit exceeded; refusing");
-                    let refused = refusal(CloseCode::Busy);
+                    let refused = busy_refusal(RefusedLimit::ConnectionRate, wait);
                     let _ = write_until(&mut stream, &refused, sleep(REFUSAL_WRITE_LIMIT)).await;
                     continue;
                 }
@@ -262,7 +263,7 @@ async fn accept(
     if shared.active.fetch_add(1, Ordering::SeqCst) >= shared.options.max_connections {
         shared.active.fetch_sub(1, Ordering::SeqCst);
         tracing::warn!(%peer, "connection limit reached; refusing");
-        let refused = refusal(CloseCode::Busy);
+        let refused = busy_refusal(RefusedLimit::MaxConnections, BUSY_RETRY_SECS);
         let _ = write_until(&mut stream, &refused, sleep(REFUSAL_WRITE_LIMIT)).await;
         return;
     }
@@ -352,7 +353,7 @@ async fn serve(
             Some(slot) => Some(slot),
             None => {
                 tracing::warn!(%peer, "too many unauthenticated connections from this address; refusing");
-                let refused = refusal(CloseCode::Busy);
+                let refused = busy_refusal(RefusedLimit::Unauthenticated, BUSY_RETRY_SECS);
                 let _ = write_until(&mut stream, &refused, sleep(REFUSAL_WRITE_LIMIT)).await;
                 return Ok(());
             }

@@ -402,6 +402,44 @@ impl KnownServers {
     }
 }
 
+impl KnownServers {
+    /// Removes the entry of `host` (case-insensitive) and persists the file; returns the key
+    /// it had, or `None` (and writes nothing) if the host was not recorded.
+    ///
+    /// Guarantees: like [`record`](Self::record), the file is re-read first and rewritten
+    /// atomically; comments and the other entries are kept in order. On success `self`
+    /// reflects the file.
+    pub fn forget(&mut self, host: &str) -> Result<Option<ServerKey>, KnownServersError> {
+        let path = self.path.clone().ok_or(KnownServersError::NoPath)?;
+        let host = normalize_host(host).ok_or_else(|| KnownServersError::BadHost {
+            host: host.to_owned(),
+        })?;
+        let mut fresh = Self::load(&path)?;
+        let removed = fresh.keys.remove(&host);
+        if removed.is_some() {
+            fresh
+                .lines
+                .retain(|line| !matches!(line, Line::Entry(h) if *h == host));
+            atomic::write_file(&path, fresh.to_text().as_bytes(), 0o600, Existing::Replace)
+                .map_err(|source| KnownServersError::Io {
+                    op: "write",
+                    path: path.clone(),
+                    source,
+                })?;
+        }
+        *self = fresh;
+        Ok(removed)
+    }
+
+    /// Records `key` for `host` in place of whatever key it had (the user asked for it:
+    /// `--update-known`), and persists the file. Guarantees as [`forget`](Self::forget) then
+    /// [`record`](Self::record).
+    pub fn replace(&mut self, host: &str, key: &ServerKey) -> Result<(), KnownServersError> {
+        self.forget(host)?;
+        self.record(host, key)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -25,16 +25,20 @@ pub enum Table {
     /// fingerprint index and the fork proofs of quarantined origins (layout in
     /// `vserv_service::replicas`).
     Replicas,
+    /// Users' published message keys and their mailboxes of sealed messages (layout in
+    /// `vserv_service::messages`).
+    Messages,
 }
 
 impl Table {
     /// Every table, in a fixed order.
-    pub const ALL: [Table; 5] = [
+    pub const ALL: [Table; 6] = [
         Table::Meta,
         Table::Users,
         Table::Limits,
         Table::Ledger,
         Table::Replicas,
+        Table::Messages,
     ];
 
     /// The table's name on disk.
@@ -45,6 +49,7 @@ impl Table {
             Table::Limits => "limits",
             Table::Ledger => "ledger",
             Table::Replicas => "replicas",
+            Table::Messages => "messages",
         }
     }
 }

@@ -23,6 +23,26 @@ pub enum TrustDecision {
         /// Fingerprint of the newly recorded key.
         fingerprint: Fingerprint,
     },
+    /// The key matches the pinned fingerprint, but the host is recorded with another key
+    /// (accepted only under [`PinOverRecord::KeepRecord`] or [`PinOverRecord::Replace`]).
+    PinnedOverRecorded {
+        /// Fingerprint of the key recorded for the host before this connection.
+        recorded: Fingerprint,
+        /// Whether the record now holds the pinned key.
+        replaced: bool,
+    },
+}
+
+/// What an explicit pin does when the host is recorded with a different key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PinOverRecord {
+    /// Refuse, as without a pin ([`TrustError::KeyChanged`]).
+    #[default]
+    Refuse,
+    /// Trust the pinned key for this connection; leave the record as it is.
+    KeepRecord,
+    /// Trust the pinned key and record it in place of the old one.
+    Replace,
 }
 
 /// Why the presented key must not be trusted (the connection must be aborted).
@@ -90,6 +110,21 @@ pub fn decide(
     key: &ServerKey,
     pinned: Option<&Fingerprint>,
 ) -> Result<TrustDecision, TrustError> {
+    decide_with(known, host, key, pinned, PinOverRecord::Refuse)
+}
+
+/// [`decide`], except that a matching `pinned` fingerprint wins over a different recorded
+/// key as `over_record` says (with no pin, a changed key is refused whatever it says).
+///
+/// Guarantees: under [`PinOverRecord::KeepRecord`] the file is not written; under
+/// [`PinOverRecord::Replace`] the host's record holds the pinned key afterwards.
+pub fn decide_with(
+    known: &mut KnownServers,
+    host: &str,
+    key: &ServerKey,
+    pinned: Option<&Fingerprint>,
+    over_record: PinOverRecord,
+) -> Result<TrustDecision, TrustError> {
     let presented = key.fingerprint();
     if let Some(expected) = pinned
         && *expected != presented
@@ -104,6 +139,16 @@ pub fn decide(
             Some(_) => TrustDecision::Pinned,
             None => TrustDecision::Known,
         }),
+        Some(recorded) if pinned.is_some() && over_record != PinOverRecord::Refuse => {
+            let replaced = over_record == PinOverRecord::Replace;
+            if replaced {
+                known.replace(host, key)?;
+            }
+            Ok(TrustDecision::PinnedOverRecorded {
+                recorded: recorded.fingerprint(),
+                replaced,
+            })
+        }
         Some(recorded) => Err(TrustError::KeyChanged {
             host: host.to_ascii_lowercase(),
             known: recorded.fingerprint(),

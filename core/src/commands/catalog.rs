@@ -3,7 +3,8 @@
 //! every command round-trips. Compiled for tests and the `fuzzing` feature only.
 
 use super::{
-    Command, Domain, Reply, accounts, delivery, files, ledger, replication, session, transfers,
+    Command, Domain, Reply, accounts, delivery, files, ledger, messages, replication, session,
+    transfers,
 };
 use crate::ledger::{Entry, EntryFields, Head, SignedHead, ZERO_HASH};
 use crate::secure::{Fingerprint, ServerIdentity};
@@ -54,6 +55,7 @@ pub(crate) fn commands() -> Vec<Command> {
         transfers::samples(),
         delivery::samples(),
         replication::samples(),
+        messages::samples(),
     ]
     .concat()
 }
@@ -158,6 +160,7 @@ mod tests {
                 Domain::Transfers,
                 Domain::Delivery,
                 Domain::Replication,
+                Domain::Messages,
             ] {
                 if other != domain {
                     assert!(in_domain!(other, decode_reply(&cmd, &fields)).is_err());

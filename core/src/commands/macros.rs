@@ -99,6 +99,7 @@ macro_rules! in_domain {
             Domain::Transfers => transfers::$f($($arg),*),
             Domain::Delivery => delivery::$f($($arg),*),
             Domain::Replication => replication::$f($($arg),*),
+            Domain::Messages => messages::$f($($arg),*),
         }
     };
 }

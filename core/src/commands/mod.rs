@@ -22,6 +22,7 @@ pub(crate) mod catalog;
 mod delivery;
 mod files;
 mod ledger;
+mod messages;
 mod notice;
 mod replication;
 mod reply;
@@ -45,6 +46,7 @@ pub use ledger::{
     RLIST_DEFAULT_LIMIT, RLIST_ENTRY_BUDGET, RLIST_MAX_LIMIT, RLIST_OVERHEAD, RecordSelector,
     SeqRange,
 };
+pub use messages::{MAX_ENCODED_MESSAGE_SUMMARY, MessageSummary, MkeyAction};
 pub use notice::{MAX_NOTICE_FIELD, Notice};
 pub use replication::{
     ForkSummary, MAX_PEER_ADDRESS, MAX_PEERS, OriginLag, PeerSource, PeerStatus, check_peer_address,
@@ -109,6 +111,7 @@ enum Domain {
     Transfers,
     Delivery,
     Replication,
+    Messages,
 }
 
 command_table! {
@@ -462,6 +465,35 @@ command_table! {
     } => "mkdirs", User, Files, 1..=1, "mkdirs PATH",
         "create a directory and any missing parents (fine if it exists; a file in the way is \
          refused)";
+    /// `mkey USER | mkey set KEY`: a user's published message key, or publish one's own
+    /// (spec/messages.md §1).
+    Mkey(MkeyAction) => "mkey", User, Messages, 1..=2, "mkey USER | mkey set KEY",
+        "the message key USER published (33 bytes), or publish yours";
+    /// `msend USER SEALED`: store a sealed message for USER (spec/messages.md §5).
+    Msend {
+        /// The recipient's user name.
+        to: String,
+        /// The sealed message (spec/messages.md §2).
+        sealed: Vec<u8>,
+    } => "msend", User, Messages, 2..=2, "msend USER SEALED",
+        "store a sealed message for USER; replies with its id in their mailbox";
+    /// `mlist [FROM]`: one's mailbox, newest first.
+    Mlist {
+        /// Only messages from this user.
+        from: Option<String>,
+    } => "mlist", User, Messages, 0..=1, "mlist [FROM]",
+        "your messages, newest first (id, from, time, size, read|unread), or those from FROM";
+    /// `mread ID`: one sealed message of one's mailbox; it is marked read.
+    Mread {
+        /// The message id.
+        id: u64,
+    } => "mread", User, Messages, 1..=1, "mread ID",
+        "the sealed bytes of your message ID (marks it read)";
+    /// `mdel ID`: delete a message of one's mailbox.
+    Mdel {
+        /// The message id.
+        id: u64,
+    } => "mdel", User, Messages, 1..=1, "mdel ID", "delete your message ID";
 }
 
 // `CommandKind::info` indexes the table by kind: prove the orders agree.

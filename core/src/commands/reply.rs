@@ -6,7 +6,10 @@ use super::accounts::{UserRole, UserSummary};
 use super::args::{hex_encode, number, text};
 use super::delivery::Delivery;
 use super::files::{DirEntry, FileStat, VersionInfo};
-use super::{Command, Domain, accounts, delivery, files, ledger, replication, session, transfers};
+use super::messages::MessageSummary;
+use super::{
+    Command, Domain, accounts, delivery, files, ledger, messages, replication, session, transfers,
+};
 use crate::Error;
 use crate::ledger::{Entry, SignedHead};
 use crate::secure::Fingerprint;
@@ -146,6 +149,14 @@ pub enum Reply {
         /// The quarantined origins, by fingerprint.
         forks: Vec<super::ForkSummary>,
     },
+    /// `mkey USER`: `[KEY]`, the 33-byte SEC1 compressed message key.
+    MessageKey([u8; crate::wire::POINT_LEN]),
+    /// `msend`: `[id (decimal)]`, the message's id in the recipient's mailbox.
+    MessageId(u64),
+    /// `mlist`: one field per message, newest first ([`MessageSummary::to_field`]).
+    Messages(Vec<MessageSummary>),
+    /// `mread`: `[SEALED]`, the sealed message as stored.
+    Sealed(Vec<u8>),
 }
 
 impl Reply {
@@ -198,6 +209,10 @@ impl Reply {
             Reply::Data(r) => vec![r.data.clone()],
             Reply::Peers { peers, forks } => replication::peers_fields(peers, forks),
             Reply::Versions(versions) => versions.iter().map(VersionInfo::to_field).collect(),
+            Reply::MessageKey(key) => vec![key.to_vec()],
+            Reply::MessageId(id) => vec![number(id)],
+            Reply::Messages(list) => list.iter().map(MessageSummary::to_field).collect(),
+            Reply::Sealed(bytes) => vec![bytes.clone()],
         }
     }
 

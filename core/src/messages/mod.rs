@@ -246,3 +246,6 @@ impl SealedMessage {
 
 #[cfg(test)]
 mod tests;
+
+// spec/messages.md §2 states this number.
+const _: () = assert!(MAX_SEALED_MESSAGE == 8594);

@@ -530,7 +530,11 @@ impl Connection {
                 self.client_on_server_hello(frame)
             }
             (TYPE_REFUSE, State::ClientWaitHello { .. }) => {
-                Err(Error::Refused(wire::decode_refuse(&frame[1..])?))
+                let refusal = wire::Refusal::decode(&frame[1..])?;
+                Err(match refusal.hint {
+                    Some(hint) => Error::RefusedRetry(hint),
+                    None => Error::Refused(refusal.code),
+                })
             }
             (kind, state) => Err(Error::UnexpectedMessage {
                 kind,

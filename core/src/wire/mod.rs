@@ -156,10 +156,156 @@ impl Close {
     }
 }
 
-/// Body of a Refuse frame (plaintext, server to client, instead of a ServerHello).
+/// Body of a Refuse frame (plaintext, server to client, instead of a ServerHello): its close
+/// code only; a retry hint, if the body has one, is checked and dropped ([`Refusal::decode`]
+/// keeps it).
 pub fn decode_refuse(buf: &[u8]) -> Result<CloseCode, Error> {
-    let mut r = Reader::new(buf, "refuse");
-    let code = CloseCode::from_u16(r.u16()?);
-    r.finish()?;
-    Ok(code)
+    Refusal::decode(buf).map(|r| r.code)
+}
+
+/// Which server limit refused a connection (the `limit` byte of a Refuse retry hint).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefusedLimit {
+    /// Too many new connections from this address in the current window.
+    ConnectionRate,
+    /// The server serves as many connections as it allows.
+    MaxConnections,
+    /// Too many connections from this address that have not logged in.
+    Unauthenticated,
+    /// A limit this implementation does not know.
+    Other(u8),
+}
+
+impl RefusedLimit {
+    /// The limit's number on the wire.
+    pub fn to_u8(self) -> u8 {
+        match self {
+            RefusedLimit::ConnectionRate => 1,
+            RefusedLimit::MaxConnections => 2,
+            RefusedLimit::Unauthenticated => 3,
+            RefusedLimit::Other(n) => n,
+        }
+    }
+
+    /// The limit for a wire number; unknown numbers are kept as [`RefusedLimit::Other`].
+    pub fn from_u8(n: u8) -> Self {
+        match n {
+            1 => RefusedLimit::ConnectionRate,
+            2 => RefusedLimit::MaxConnections,
+            3 => RefusedLimit::Unauthenticated,
+            n => RefusedLimit::Other(n),
+        }
+    }
+}
+
+impl std::fmt::Display for RefusedLimit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RefusedLimit::ConnectionRate => {
+                f.write_str("too many new connections from this address (connection rate limit)")
+            }
+            RefusedLimit::MaxConnections => {
+                f.write_str("the server is at its connection limit (max connections)")
+            }
+            RefusedLimit::Unauthenticated => {
+                f.write_str("too many connections from this address that have not logged in")
+            }
+            RefusedLimit::Other(n) => write!(f, "server limit {n}"),
+        }
+    }
+}
+
+/// A Refuse frame's retry hint: which limit refused, and after how many seconds a new
+/// connection may be admitted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryHint {
+    /// The limit that refused.
+    pub limit: RefusedLimit,
+    /// Seconds to wait before connecting again (the server's estimate).
+    pub retry_after_secs: u32,
+}
+
+/// A whole Refuse body: the close code and, from servers that give one, a retry hint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Refusal {
+    /// Why, as a close code.
+    pub code: CloseCode,
+    /// Which limit and when to retry, if the server said.
+    pub hint: Option<RetryHint>,
+}
+
+impl Refusal {
+    /// Appends the body after the type byte: `code` (u16), then, with a hint, `limit` (u8)
+    /// and `retry_after_secs` (u32), big-endian.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.code.to_u16().to_be_bytes());
+        if let Some(hint) = self.hint {
+            out.push(hint.limit.to_u8());
+            out.extend_from_slice(&hint.retry_after_secs.to_be_bytes());
+        }
+    }
+
+    /// Decodes a Refuse body (after the type byte): 2 bytes, or 7 with a hint; any other
+    /// length is malformed.
+    pub fn decode(buf: &[u8]) -> Result<Self, Error> {
+        let mut r = Reader::new(buf, "refuse");
+        let code = CloseCode::from_u16(r.u16()?);
+        let hint = if buf.len() > 2 {
+            let limit = RefusedLimit::from_u8(r.u8()?);
+            let retry_after_secs = r.u32()?;
+            Some(RetryHint {
+                limit,
+                retry_after_secs,
+            })
+        } else {
+            None
+        };
+        r.finish()?;
+        Ok(Refusal { code, hint })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refusal_with_a_hint_round_trips_and_old_bodies_still_parse() {
+        let hinted = Refusal {
+            code: CloseCode::Busy,
+            hint: Some(RetryHint {
+                limit: RefusedLimit::ConnectionRate,
+                retry_after_secs: 7,
+            }),
+        };
+        let mut body = Vec::new();
+        hinted.encode(&mut body);
+        assert_eq!(body, [0, 3, 1, 0, 0, 0, 7]);
+        assert_eq!(Refusal::decode(&body), Ok(hinted));
+        assert_eq!(decode_refuse(&body), Ok(CloseCode::Busy));
+        // The body of servers without hints.
+        assert_eq!(
+            Refusal::decode(&[0, 3]),
+            Ok(Refusal {
+                code: CloseCode::Busy,
+                hint: None
+            })
+        );
+        // A cut hint, or bytes beyond it, are malformed.
+        for bad in [
+            &[0, 3, 1][..],
+            &[0, 3, 1, 0, 0, 0],
+            &[0, 3, 1, 0, 0, 0, 7, 0],
+        ] {
+            assert!(Refusal::decode(bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(RefusedLimit::from_u8(9), RefusedLimit::Other(9));
+        for limit in [
+            RefusedLimit::ConnectionRate,
+            RefusedLimit::MaxConnections,
+            RefusedLimit::Unauthenticated,
+        ] {
+            assert_eq!(RefusedLimit::from_u8(limit.to_u8()), limit);
+        }
+    }
 }

@@ -16,8 +16,9 @@ pub fn connection_limit_refuses_busy<R: Runtime>() {
     let a = R::connect(&server, &fx.options()).expect("a");
     let b = R::connect(&server, &fx.options()).expect("b");
     match R::connect(&server, &fx.options()) {
-        Err(ClientError::Protocol(vserv_core::Error::Refused(vserv_core::CloseCode::Busy))) => {}
-        Err(e) => panic!("expected a Busy refusal, got {e}"),
+        Err(ClientError::Protocol(vserv_core::Error::RefusedRetry(hint)))
+            if hint.limit == vserv_core::wire::RefusedLimit::MaxConnections => {}
+        Err(e) => panic!("expected a Busy refusal at the connection limit, got {e}"),
         Ok(_) => panic!("connected beyond the limit"),
     }
     a.quit().expect("quit a");
@@ -81,8 +82,9 @@ pub fn unauthenticated_sessions_are_capped_per_address<R: Runtime>() {
     let service = service_with_policy(&fx.identity, policy);
     let server = R::start(fx.identity.clone(), service, 64, Config::default());
     let refused = |what: &str| match R::connect(&server, &fx.options()) {
-        Err(ClientError::Protocol(vserv_core::Error::Refused(vserv_core::CloseCode::Busy))) => {}
-        Err(e) => panic!("{what}: expected a Busy refusal, got {e}"),
+        Err(ClientError::Protocol(vserv_core::Error::RefusedRetry(hint)))
+            if hint.limit == vserv_core::wire::RefusedLimit::Unauthenticated => {}
+        Err(e) => panic!("{what}: expected a Busy refusal at the unauthenticated limit, got {e}"),
         Ok(_) => panic!("{what}: a third unauthenticated session was accepted"),
     };
     let mut a = R::connect(&server, &fx.options()).expect("a");

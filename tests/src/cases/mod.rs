@@ -7,5 +7,6 @@ pub mod file_versions;
 pub mod files;
 pub mod ledger;
 pub mod limits;
+pub mod messages;
 pub mod peers;
 pub mod two_factor;

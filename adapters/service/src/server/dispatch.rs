@@ -245,6 +245,14 @@ impl Service {
                 address,
             } => self.padd_reply(fingerprint, address),
             Command::Pdel { fingerprint } => self.pdel_reply(&fingerprint),
+            Command::Mkey(_)
+            | Command::Msend { .. }
+            | Command::Mlist { .. }
+            | Command::Mread { .. }
+            | Command::Mdel { .. } => match &user {
+                Some(user) => self.messages_command(user, cmd, now),
+                None => Err(ErrorReply::new(ErrorCode::Forbidden, "log in first")),
+            },
             // Answered by `admit`.
             Command::Quit => Ok(Reply::Bye),
         };

@@ -493,6 +493,11 @@ fn work_label(cmd: &Command) -> &'static str {
         Command::Rcheck { .. } => "ledger check",
         Command::Peers => "replication status",
         Command::Padd { .. } | Command::Pdel { .. } => "peer admin",
+        Command::Mkey(_)
+        | Command::Msend { .. }
+        | Command::Mlist { .. }
+        | Command::Mread { .. }
+        | Command::Mdel { .. } => "messages",
         _ => "files",
     }
 }

@@ -28,6 +28,7 @@ mod errors;
 mod files;
 mod ledger;
 pub(crate) mod link;
+mod messages;
 mod notices;
 mod peer_admin;
 mod peer_status;
@@ -35,6 +36,7 @@ pub(crate) mod peer_table;
 pub mod peers;
 mod registry;
 mod session;
+pub(crate) mod status;
 
 use std::sync::Arc;
 
@@ -54,7 +56,7 @@ pub use session::Session;
 /// a pipelining client's next group is then decoded while the one before is committed.
 pub const MAX_RPUT_GROUP: usize = 128;
 
-/// How long before a session's idle timeout it is told so, by default
+/// How long before its idle timeout the `vserv serve` server tells a session so
 /// ([`Service::with_idle_notice`]).
 pub const DEFAULT_IDLE_NOTICE_MARGIN: std::time::Duration = std::time::Duration::from_secs(30);
 
@@ -107,6 +109,8 @@ struct Shared {
     replicas: Option<Arc<Replicas>>,
     /// How long before its idle timeout a session is told it will idle out; `None`: never.
     idle_notice: Option<std::time::Duration>,
+    /// The users' message keys and mailboxes (kept in the accounts' store).
+    mailboxes: Arc<crate::messages::Mailboxes>,
 }
 
 impl std::fmt::Debug for Service {
@@ -128,6 +132,10 @@ impl Service {
     /// login backoff is kept in the accounts' store (see [`crate::limits`]).
     pub fn with_policy(info: ServiceInfo, accounts: Arc<Accounts>, policy: Policy) -> Self {
         let limiter = LoginLimiter::new(accounts.store(), policy.login);
+        let mailboxes = Arc::new(crate::messages::Mailboxes::new(
+            accounts.store(),
+            crate::limits::MessageLimits::default(),
+        ));
         Service {
             shared: Arc::new(Shared {
                 info,
@@ -144,7 +152,8 @@ impl Service {
                 sweep: None,
                 peers: None,
                 replicas: None,
-                idle_notice: Some(DEFAULT_IDLE_NOTICE_MARGIN),
+                idle_notice: None,
+                mailboxes,
             }),
         }
     }
@@ -157,10 +166,18 @@ impl Service {
     /// This service telling each command session `margin` before its idle timeout that it
     /// is about to idle out (a [`vserv_core::commands::Notice::IdleSoon`], once per idle
     /// period; half-way through timeouts shorter than twice the margin). `None` or a zero
-    /// margin sends none. The default is [`DEFAULT_IDLE_NOTICE_MARGIN`].
+    /// margin sends none, which is the default; the `vserv serve` server uses
+    /// [`DEFAULT_IDLE_NOTICE_MARGIN`].
     pub fn with_idle_notice(self, margin: Option<std::time::Duration>) -> Self {
         let margin = margin.filter(|m| !m.is_zero());
         self.configure(|s| s.idle_notice = margin)
+    }
+
+    /// This service enforcing `limits` on sealed messages (size, mailbox quota, sender
+    /// rate; spec/messages.md §5) instead of [`crate::limits::MessageLimits::default`].
+    pub fn with_message_limits(self, limits: crate::limits::MessageLimits) -> Self {
+        let store = self.shared.accounts.store();
+        self.configure(|s| s.mailboxes = Arc::new(crate::messages::Mailboxes::new(store, limits)))
     }
 
     /// This service with `files` as the users' homes (the file commands). Without one,
@@ -237,5 +254,12 @@ impl Service {
     /// The accounts this service uses.
     pub fn accounts(&self) -> &Accounts {
         &self.shared.accounts
+    }
+
+    /// A snapshot of what the service is doing (for an operator's status summary): the
+    /// logged-in sessions per user, the sessions not logged in, the ledger's head. Reading
+    /// it changes nothing; values read at slightly different instants.
+    pub fn status(&self) -> status::ServiceStatus {
+        status::ServiceStatus::gather(self)
     }
 }

@@ -68,6 +68,20 @@ impl Sessions {
         live.len()
     }
 
+    /// The number of live sessions logged into each account that has any.
+    pub(super) fn counts(&self) -> Vec<(AccountId, usize)> {
+        self.lock()
+            .iter()
+            .map(|(id, list)| {
+                (
+                    *id,
+                    list.iter().filter(|(_, w)| w.strong_count() > 0).count(),
+                )
+            })
+            .filter(|(_, n)| *n > 0)
+            .collect()
+    }
+
     /// Tells every session logged into `account` but session `except` (the one deleting
     /// it, which learns at its next request) that it was deleted; returns how many.
     pub(super) fn account_deleted(&self, account: AccountId, except: u64) -> usize {

@@ -2,7 +2,7 @@ use std::fs;
 
 use vserv_core::Fingerprint;
 use vserv_store::known_servers::KnownServers;
-use vserv_store::trust::{TrustDecision, TrustError, decide};
+use vserv_store::trust::{PinOverRecord, TrustDecision, TrustError, decide, decide_with};
 
 use super::{TestResult, key};
 
@@ -105,5 +105,88 @@ fn pin_mismatch_is_an_error_and_records_nothing() -> TestResult {
     }
     assert!(!path.exists(), "a mismatched key was recorded");
     assert!(known.is_empty());
+    Ok(())
+}
+
+#[test]
+fn an_explicit_pin_wins_over_a_recorded_key_only_when_asked() -> TestResult {
+    let (_tmp, path) = setup()?;
+    let mut known = KnownServers::load(&path)?;
+    decide(&mut known, "srv:1", &key(1), None)?;
+    let before = fs::read(&path)?;
+    let pin = key(2).fingerprint();
+    // Refuse (the default) keeps the old behaviour.
+    assert!(matches!(
+        decide_with(
+            &mut known,
+            "srv:1",
+            &key(2),
+            Some(&pin),
+            PinOverRecord::Refuse
+        ),
+        Err(TrustError::KeyChanged { .. })
+    ));
+    // Without a pin, no policy lets a changed key in.
+    assert!(matches!(
+        decide_with(&mut known, "srv:1", &key(2), None, PinOverRecord::Replace),
+        Err(TrustError::KeyChanged { .. })
+    ));
+    // KeepRecord: accepted, the file untouched.
+    assert_eq!(
+        decide_with(
+            &mut known,
+            "srv:1",
+            &key(2),
+            Some(&pin),
+            PinOverRecord::KeepRecord
+        )?,
+        TrustDecision::PinnedOverRecorded {
+            recorded: key(1).fingerprint(),
+            replaced: false
+        }
+    );
+    assert_eq!(fs::read(&path)?, before, "known_servers was modified");
+    // A pin that does not match is still refused.
+    assert!(matches!(
+        decide_with(
+            &mut known,
+            "srv:1",
+            &key(3),
+            Some(&pin),
+            PinOverRecord::Replace
+        ),
+        Err(TrustError::PinMismatch { .. })
+    ));
+    // Replace: accepted and recorded.
+    assert_eq!(
+        decide_with(
+            &mut known,
+            "srv:1",
+            &key(2),
+            Some(&pin),
+            PinOverRecord::Replace
+        )?,
+        TrustDecision::PinnedOverRecorded {
+            recorded: key(1).fingerprint(),
+            replaced: true
+        }
+    );
+    assert_eq!(KnownServers::load(&path)?.lookup("srv:1"), Some(key(2)));
+    Ok(())
+}
+
+#[test]
+fn forget_removes_one_host_and_keeps_the_rest() -> TestResult {
+    let (_tmp, path) = setup()?;
+    let mut known = KnownServers::load(&path)?;
+    known.record("a:1", &key(1))?;
+    known.record("b:1", &key(2))?;
+    assert_eq!(known.forget("A:1")?, Some(key(1)));
+    let fresh = KnownServers::load(&path)?;
+    assert_eq!(fresh.lookup("a:1"), None);
+    assert_eq!(fresh.lookup("b:1"), Some(key(2)));
+    let before = fs::read(&path)?;
+    assert_eq!(known.forget("c:1")?, None);
+    assert_eq!(fs::read(&path)?, before);
     Ok(())
 }
