@@ -107,7 +107,7 @@ pub const CLI_FORMS: &[(&str, Option<&str>)] = &[
         "mkey",
         Some("vserv msgs / vserv msg send (publish and fetch message keys)"),
     ),
-    ("msend", Some("vserv msg send USER TEXT")),
+    ("msend", Some("vserv msg USER TEXT (or msg send USER TEXT)")),
     ("mlist", Some("vserv msgs [FROM]")),
     ("mread", Some("vserv msg read ID")),
     ("mdel", Some("vserv msg del ID")),
@@ -116,6 +116,14 @@ pub const CLI_FORMS: &[(&str, Option<&str>)] = &[
     ("restore", Some("vserv restore PATH N")),
     ("padd", Some("vserv peer add FPR [ADDR]")),
     ("pdel", Some("vserv peer del FPR")),
+    (
+        "otp",
+        Some("--otp CODE on any command that logs in (else VSERV_OTP, else asked)"),
+    ),
+    (
+        "2fa",
+        Some("vserv 2fa enable|confirm|disable [CODE]; vserv user 2fa-reset NAME (admins)"),
+    ),
 ];
 
 /// The CLI form of wire command `name`, or the note for one without.

@@ -83,7 +83,15 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let mut args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    // The first word after the global options is the command.
+    let command_at = args
+        .iter()
+        .skip(1)
+        .position(|a| !a.to_string_lossy().starts_with('-'))
+        .map_or(args.len(), |i| i + 1);
+    msg_cmd::expand_shorthand(&mut args, command_at);
+    let cli = Cli::parse_from(args);
     let (serving, log_file) = match &cli.command {
         Command::Serve(args) => (true, args.log_file.clone()),
         _ => (false, None),

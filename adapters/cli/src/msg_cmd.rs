@@ -39,6 +39,23 @@ pub struct MsgOptions {
     pub known_users: Option<PathBuf>,
 }
 
+/// `msg USER TEXT` is short for `msg send USER TEXT`: given the words of a command line
+/// whose first command word is at `at`, inserts `send` after a `msg` there when the next
+/// word is neither a subcommand (`send`, `read`, `del`, `help`) nor an option. A user named
+/// like a subcommand is written `msg send NAME TEXT`.
+pub fn expand_shorthand(words: &mut Vec<std::ffi::OsString>, at: usize) {
+    if words.get(at).is_none_or(|w| w != "msg") {
+        return;
+    }
+    let Some(next) = words.get(at + 1) else {
+        return;
+    };
+    let is_subcommand = ["send", "read", "del", "help"].iter().any(|s| next == s);
+    if !is_subcommand && !next.to_string_lossy().starts_with('-') {
+        words.insert(at + 1, "send".into());
+    }
+}
+
 /// `vserv msg ...`; `C` is the connection options (none in the shell).
 #[derive(Args, Debug)]
 pub struct MsgArgs<C: Args> {
@@ -46,7 +63,7 @@ pub struct MsgArgs<C: Args> {
     action: MsgAction<C>,
 }
 
-/// What `vserv msg` does.
+/// What `vserv msg` does (`vserv msg USER TEXT` is `send`, see [`expand_shorthand`]).
 #[derive(Subcommand, Debug)]
 enum MsgAction<C: Args> {
     /// Seal TEXT to USER's message key and send it (`-` reads the text from stdin).
@@ -303,4 +320,35 @@ fn read(connected: &mut Connected, options: &MsgOptions, id: u64) -> anyhow::Res
     println!();
     println!("{}", escape_text(&String::from_utf8_lossy(&opened.text)));
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn msg_user_text_is_short_for_send() {
+        let expand = |line: &str, at: usize| {
+            let mut words: Vec<std::ffi::OsString> = line.split(' ').map(Into::into).collect();
+            super::expand_shorthand(&mut words, at);
+            words
+                .iter()
+                .map(|w| w.to_string_lossy().into_owned())
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        assert_eq!(
+            expand("vserv -v msg alice hi", 2),
+            "vserv -v msg send alice hi"
+        );
+        assert_eq!(expand("msg alice -", 0), "msg send alice -");
+        for kept in [
+            "msg read 3",
+            "msg del 3",
+            "msg send read hi",
+            "msg --help",
+            "msg",
+            "ls x",
+        ] {
+            assert_eq!(expand(kept, 0), kept);
+        }
+    }
 }

@@ -91,6 +91,10 @@ fn a_message_is_sealed_sent_opened_and_verified() {
     assert!(again.contains("from: alice (verified)"), "{again}");
     env.msg_as("bob", &["msg", "del", "1"]).ok();
     env.msg_as("bob", &["msg", "read", "1"]).fails();
+    // `msg USER TEXT` is short for `msg send USER TEXT`.
+    env.msg_as("alice", &["msg", "bob", "short form"]).ok();
+    let second = env.msg_as("bob", &["msg", "read", "2"]).ok().text();
+    assert!(second.contains("short form"), "{second}");
 }
 
 #[test]

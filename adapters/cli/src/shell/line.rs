@@ -77,6 +77,8 @@ pub fn parse(text: &str) -> Result<Parsed, LineError> {
         return Ok(Parsed::Empty);
     }
     let words = shlex::split(trimmed).ok_or(LineError::Quoting)?;
+    let mut words: Vec<std::ffi::OsString> = words.into_iter().map(Into::into).collect();
+    crate::msg_cmd::expand_shorthand(&mut words, 0);
     match Line::try_parse_from(words) {
         Ok(line) => Ok(Parsed::Command(Box::new(line.command))),
         Err(e) => match e.kind() {
