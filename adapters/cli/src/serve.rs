@@ -208,7 +208,7 @@ impl Signals {
     }
 }
 
-/// The SIGUSR1 summary line: connections, sessions per user, ledger head.
+/// The SIGUSR1 summary line: connections, sessions per user, transfers open, ledger head.
 pub fn status_text(connections: usize, status: &vserv_service::ServiceStatus) -> String {
     let users = if status.sessions_by_user.is_empty() {
         "none".to_owned()
@@ -224,9 +224,10 @@ pub fn status_text(connections: usize, status: &vserv_service::ServiceStatus) ->
         .ledger_head_seq
         .map_or_else(|| "empty".to_owned(), |seq| seq.to_string());
     format!(
-        "status: {connections} connections, {} logged in ({users}), {} not logged in, ledger head seq {head}",
+        "status: {connections} connections, {} logged in ({users}), {} not logged in, {} transfers open, ledger head seq {head}",
         status.logged_in(),
         status.unauthenticated,
+        status.transfers,
     )
 }
 

@@ -95,6 +95,7 @@ fn the_log_file_has_the_startup_line_a_status_on_sigusr1_and_is_reopened_on_sigh
     let text = wait_for(&log, "status: ");
     assert!(text.contains("connections"), "{text}");
     assert!(text.contains("ledger head seq"), "{text}");
+    assert!(text.contains("0 transfers open"), "{text}");
     // Still serving.
     let pong = env
         .vserv(

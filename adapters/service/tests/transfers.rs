@@ -1369,3 +1369,28 @@ fn transfers_interleave_across_two_connections_on_disk() {
 fn transfers_interleave_across_two_connections_in_memory() {
     transfers_across_two_connections(&Env::memory(FilesConfig::default()));
 }
+
+#[test]
+fn the_status_counts_the_transfers_open_on_every_session() {
+    let env = Env::memory(FilesConfig::default());
+    let (mut a, mut b) = (env.session("alice"), env.session("bob"));
+    assert_eq!(env.service.status().transfers, 0);
+    env.upload(&mut a, "f", b"content").expect("upload");
+    // A finished upload is no longer open.
+    assert_eq!(env.service.status().transfers, 0);
+    let up = env.fopen(&mut a, "g", 10, false).expect("fopen");
+    let Reply::Download(down) = env
+        .run(&mut a, &Command::Fget(FgetArgs { path: "f".into() }))
+        .expect("fget")
+    else {
+        panic!("fget reply");
+    };
+    env.fopen(&mut b, "h", 10, false).expect("fopen");
+    assert_eq!(env.service.status().transfers, 3);
+    env.fclose(&mut a, down.id).expect("fclose download");
+    env.fclose(&mut a, up.id).expect("fclose upload");
+    assert_eq!(env.service.status().transfers, 1);
+    // A session that ends takes its transfers with it.
+    drop(b);
+    assert_eq!(env.service.status().transfers, 0);
+}

@@ -48,7 +48,8 @@ pub use disk::{DEFAULT_MIN_FREE_BYTES, DiskHomes, DiskTree};
 pub use memory::{Clock, MemoryHomes, MemoryTree};
 pub use path::{PathError, Target, UserPath};
 pub use transfer::{
-    FileReader, OpenedFile, OpenedPartial, PartialFile, TransferFailure, Transfers, UploadLocks,
+    FileReader, OpenedFile, OpenedPartial, PartialFile, TransferFailure, TransferGauge, Transfers,
+    UploadLocks,
 };
 pub use tree::Tree;
 

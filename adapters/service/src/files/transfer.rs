@@ -19,6 +19,7 @@
 //!   at `fget` and the result cached, so `stat` reports it from then on.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use vserv_core::transfer::{
@@ -195,6 +196,36 @@ struct OpenUpload {
     hashed_behind: bool,
     /// Held until the upload is finished, closed or dropped.
     _lock: UploadLock,
+    /// Counts it in the server's open transfers while it is open.
+    _counted: GaugeTicket,
+}
+
+/// How many transfers (uploads and downloads) are open on every connection of a server,
+/// for its status summary. Clones share the count.
+#[derive(Debug, Clone, Default)]
+pub struct TransferGauge(Arc<AtomicUsize>);
+
+impl TransferGauge {
+    /// The transfers open now.
+    pub fn open(&self) -> usize {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    /// Counts one more open transfer until the ticket is dropped.
+    fn ticket(&self) -> GaugeTicket {
+        self.0.fetch_add(1, Ordering::Relaxed);
+        GaugeTicket(self.0.clone())
+    }
+}
+
+/// One transfer counted by a [`TransferGauge`]; dropping it uncounts it.
+#[derive(Debug)]
+struct GaugeTicket(Arc<AtomicUsize>);
+
+impl Drop for GaugeTicket {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl OpenUpload {
@@ -220,13 +251,20 @@ impl OpenUpload {
 pub struct Transfers {
     table: ServerTransfers,
     uploads: BTreeMap<u32, OpenUpload>,
-    downloads: BTreeMap<u32, Box<dyn FileReader>>,
+    downloads: BTreeMap<u32, (Box<dyn FileReader>, GaugeTicket)>,
+    /// Where the open transfers are counted (a gauge of its own until [`Transfers::attach`]).
+    gauge: TransferGauge,
 }
 
 impl Transfers {
     /// No open transfer, at most [`vserv_core::transfer::DEFAULT_MAX_TRANSFERS`] at once.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Counts the transfers opened from now on in `gauge` (the server's).
+    pub fn attach(&mut self, gauge: &TransferGauge) {
+        self.gauge = gauge.clone();
     }
 
     /// Number of open transfers.
@@ -289,6 +327,7 @@ impl Transfers {
                 unsaved: 0,
                 hashed_behind,
                 _lock: lock,
+                _counted: self.gauge.ticket(),
             },
         );
         tracing::debug!(user = %owner, path = %path, id, size, offset, "upload opened");
@@ -421,14 +460,14 @@ impl Transfers {
         let id = self
             .table
             .open(ServerTransfer::Download(DownloadSender::new(size, sha256)))?;
-        self.downloads.insert(id, reader);
+        self.downloads.insert(id, (reader, self.gauge.ticket()));
         Ok(FgetReply { id, size, sha256 })
     }
 
     /// `fread`: exactly the bytes asked for, read at their offset.
     pub fn fread(&self, args: &FreadArgs) -> Result<FreadReply, TransferFailure> {
         let at = self.table.read(args)?;
-        let reader = self
+        let (reader, _) = self
             .downloads
             .get(&args.id)
             .ok_or(TransferError::UnknownTransfer(args.id))?;

@@ -53,6 +53,7 @@ impl Service {
         let Some(files) = &self.shared.files else {
             return Err(no_files());
         };
+        state.transfers.attach(&self.shared.transfers);
         let me = &user.name;
         let cwd = match &state.cwd {
             Some((by, cwd)) if by == me => cwd.clone(),

@@ -95,6 +95,8 @@ struct Shared {
     files: Option<Arc<dyn FileTree>>,
     /// The paths being uploaded to, across connections (spec/files.md §3.4).
     upload_locks: UploadLocks,
+    /// The file transfers open on every session.
+    transfers: crate::files::TransferGauge,
     /// Whether and how the hooks of inbox folders run (protocol.md §13.5).
     hooks: HooksConfig,
     /// Where blocking work goes.
@@ -146,6 +148,7 @@ impl Service {
                 ledger: None,
                 files: None,
                 upload_locks: UploadLocks::new(),
+                transfers: crate::files::TransferGauge::default(),
                 hooks: HooksConfig::default(),
                 runner: Arc::new(Inline),
                 sessions: Arc::new(registry::Sessions::default()),

@@ -12,6 +12,8 @@ pub struct ServiceStatus {
     pub sessions_by_user: BTreeMap<String, usize>,
     /// Sessions (of every address) that have not logged in.
     pub unauthenticated: usize,
+    /// File transfers (uploads and downloads) open on every session.
+    pub transfers: usize,
     /// The sequence number of the ledger's head (`None`: no ledger, or an empty one).
     pub ledger_head_seq: Option<u64>,
 }
@@ -43,6 +45,7 @@ impl ServiceStatus {
         ServiceStatus {
             sessions_by_user,
             unauthenticated: service.unauthenticated().total(),
+            transfers: service.shared.transfers.open(),
             ledger_head_seq,
         }
     }
