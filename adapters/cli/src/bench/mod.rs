@@ -6,8 +6,11 @@
 //! the server given with `--server`, pinned with `--server-key`); the login and transfer
 //! benchmarks start a separate server process, whose memory they report; the replication
 //! benchmark starts several in-process blocking servers that replicate to each other.
+//! `--compare OLD_BINARY` runs any of them with an older binary and this one, interleaved,
+//! and prints the ratios (`compare.rs`).
 
 mod breakdown;
+mod compare;
 mod crypto;
 mod ledger;
 mod login;
@@ -29,6 +32,13 @@ pub struct BenchArgs {
     /// Print one JSON object instead of a table.
     #[arg(long, global = true)]
     pub json: bool,
+    /// Run the benchmark with this older `vserv` binary and with this one, interleaved,
+    /// and print every figure of both side by side with the ratio new/old.
+    #[arg(long, global = true, value_name = "OLD_BINARY")]
+    pub compare: Option<std::path::PathBuf>,
+    /// With --compare: rounds per binary (medians are reported).
+    #[arg(long, global = true, default_value_t = 3, requires = "compare")]
+    pub rounds: u32,
     #[command(subcommand)]
     pub what: BenchKind,
 }
@@ -58,6 +68,9 @@ pub enum BenchKind {
 
 /// Runs the selected benchmark and prints its report.
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
+    if let Some(old) = &args.compare {
+        return compare::run(old, args.rounds, args.json);
+    }
     match args.what {
         BenchKind::Crypto(a) => emit(&crypto::run(&a)?, args.json),
         BenchKind::Handshake(a) => emit(&net::handshake(&a)?, args.json),
