@@ -409,25 +409,60 @@ pub fn put(connected: &mut Connected, args: &PutArgs) -> anyhow::Result<()> {
     if let [one] = plan.as_slice() {
         return put_one(connected, one, &options);
     }
+    let (files, results) = put_all(connected, &plan, &options, args.parallel);
+    conclude("upload", &files, results)
+}
+
+/// Every `(from, to)` pair of a batch of transfers and each one's result.
+pub(crate) type BatchOutcome = (
+    Vec<(String, String)>,
+    Vec<Result<TransferOutcome, TransferFailure>>,
+);
+
+/// Uploads `plan`, `parallel` files at a time, with a progress bar per file.
+pub(crate) fn put_all(
+    connected: &mut Connected,
+    plan: &[Upload],
+    options: &TransferOptions,
+    parallel: u8,
+) -> BatchOutcome {
     let files: Vec<(String, String)> = plan
         .iter()
         .map(|u| (u.local.display().to_string(), u.remote.clone()))
         .collect();
-    let mut bars = Bars::new(
-        files
-            .iter()
-            .map(|(from, _)| format!("put {from}"))
-            .collect(),
-    );
+    let mut bars = Bars::new(files.iter().map(|(f, _)| format!("put {f}")).collect());
     let results = transfer::put_many(
         &mut connected.client,
-        &plan,
-        &options,
-        usize::from(args.parallel),
+        plan,
+        options,
+        usize::from(parallel),
         &mut |index, done, total| bars.update(index, done, total),
     );
     bars.clear();
-    conclude("upload", &files, results)
+    (files, results)
+}
+
+/// Downloads `plan`, `parallel` files at a time, with a progress bar per file.
+pub(crate) fn get_all(
+    connected: &mut Connected,
+    plan: &[Download],
+    options: &TransferOptions,
+    parallel: u8,
+) -> BatchOutcome {
+    let files: Vec<(String, String)> = plan
+        .iter()
+        .map(|d| (d.remote.clone(), d.local.display().to_string()))
+        .collect();
+    let mut bars = Bars::new(files.iter().map(|(f, _)| format!("get {f}")).collect());
+    let results = transfer::get_many(
+        &mut connected.client,
+        plan,
+        options,
+        usize::from(parallel),
+        &mut |index, done, total| bars.update(index, done, total),
+    );
+    bars.clear();
+    (files, results)
 }
 
 /// One upload, as `vserv put LOCAL [REMOTE]` has always run it.
@@ -471,24 +506,7 @@ pub fn get(connected: &mut Connected, args: &GetArgs) -> anyhow::Result<()> {
     if let [one] = plan.as_slice() {
         return get_one(connected, one, &options);
     }
-    let files: Vec<(String, String)> = plan
-        .iter()
-        .map(|d| (d.remote.clone(), d.local.display().to_string()))
-        .collect();
-    let mut bars = Bars::new(
-        files
-            .iter()
-            .map(|(from, _)| format!("get {from}"))
-            .collect(),
-    );
-    let results = transfer::get_many(
-        &mut connected.client,
-        &plan,
-        &options,
-        usize::from(args.parallel),
-        &mut |index, done, total| bars.update(index, done, total),
-    );
-    bars.clear();
+    let (files, results) = get_all(connected, &plan, &options, args.parallel);
     conclude("download", &files, results)
 }
 

@@ -15,7 +15,7 @@ use vserv_blocking::transfer::{self, Download, TransferOptions, Upload};
 use vserv_core::commands::{Command, FileKind, LS_MAX_LIMIT, ListPage, Reply, VersionInfo};
 
 use crate::client_cmd::Connected;
-use crate::files_cmd::{Bars, GetArgs, PutArgs, conclude};
+use crate::files_cmd::{GetArgs, PutArgs, conclude, get_all, put_all};
 use crate::paging::Tokens;
 use crate::show::{escape, local_time};
 
@@ -246,19 +246,7 @@ pub fn put_tree(connected: &mut Connected, args: &PutArgs) -> anyhow::Result<()>
         window: usize::from(args.window),
         ..TransferOptions::default()
     };
-    let files: Vec<(String, String)> = plan
-        .iter()
-        .map(|u| (u.local.display().to_string(), u.remote.clone()))
-        .collect();
-    let mut bars = Bars::new(files.iter().map(|(f, _)| format!("put {f}")).collect());
-    let results = transfer::put_many(
-        &mut connected.client,
-        &plan,
-        &options,
-        usize::from(args.parallel),
-        &mut |index, done, total| bars.update(index, done, total),
-    );
-    bars.clear();
+    let (files, results) = put_all(connected, &plan, &options, args.parallel);
     finish("upload", &files, results, &failed, dirs.len())
 }
 
@@ -420,19 +408,7 @@ pub fn get_tree(connected: &mut Connected, args: &GetArgs) -> anyhow::Result<()>
         window: usize::from(args.window),
         overwrite: args.force,
     };
-    let files: Vec<(String, String)> = plan
-        .iter()
-        .map(|d| (d.remote.clone(), d.local.display().to_string()))
-        .collect();
-    let mut bars = Bars::new(files.iter().map(|(f, _)| format!("get {f}")).collect());
-    let results = transfer::get_many(
-        &mut connected.client,
-        &plan,
-        &options,
-        usize::from(args.parallel),
-        &mut |index, done, total| bars.update(index, done, total),
-    );
-    bars.clear();
+    let (files, results) = get_all(connected, &plan, &options, args.parallel);
     finish("download", &files, results, &failed, tree.dirs.len() + 1)
 }
 
