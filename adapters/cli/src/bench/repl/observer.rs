@@ -24,6 +24,8 @@ type Heads = BTreeMap<[u8; POINT_LEN], Vec<(u64, Instant)>>;
 pub(super) struct CommitLog {
     heads: Mutex<Heads>,
     changed: Condvar,
+    /// Why what fed the log stopped (a watcher's session failed).
+    failed: Mutex<Option<String>>,
 }
 
 impl CommitLog {
@@ -32,7 +34,8 @@ impl CommitLog {
         self.heads.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn record(&self, moved: Vec<([u8; POINT_LEN], u64)>, at: Instant) {
+    /// Records that a commit at `at` moved each `(origin, head seq)` of `moved`.
+    pub(super) fn record(&self, moved: Vec<([u8; POINT_LEN], u64)>, at: Instant) {
         if moved.is_empty() {
             return;
         }
@@ -41,6 +44,14 @@ impl CommitLog {
             heads.entry(origin).or_default().push((seq, at));
         }
         drop(heads);
+        self.changed.notify_all();
+    }
+
+    /// Records that nothing more will be recorded, and why: waits fail at once.
+    pub(super) fn fail(&self, why: String) {
+        *self.failed.lock().unwrap_or_else(|p| p.into_inner()) = Some(why);
+        // Taken so that no waiter misses the notification between its check and its wait.
+        drop(self.lock());
         self.changed.notify_all();
     }
 
@@ -84,6 +95,14 @@ impl CommitLog {
                     last_seen = held;
                     last_progress = Instant::now();
                 }
+            }
+            if let Some(why) = self
+                .failed
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone()
+            {
+                bail!("{why}");
             }
             let left = (last_progress + stall).saturating_duration_since(Instant::now());
             if left.is_zero() {

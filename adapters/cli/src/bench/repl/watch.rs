@@ -1,0 +1,130 @@
+//! Learning from outside when a server committed a feed's entries: a client session on it
+//! asks `rhead ORIGIN` in a loop and records, each time the head moved, the new head seq at
+//! the instant the server read it, taken as the midpoint of that poll's round trip.
+//!
+//! A server makes a replica segment visible to reads only once its batch is durable (fjall
+//! applies a batch to its memtables after the journal's fsync), so the head a poll sees is
+//! committed. The instant recorded is an upper bound of the commit's, late by at most one
+//! poll interval (one loopback round trip when polling back to back): the resolution, which
+//! [`Watcher::take_median_round_trip`] reports.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use vserv_blocking::Client;
+use vserv_core::ServerKey;
+use vserv_core::commands::{Command, Reply};
+use vserv_service::client::ClientError;
+
+use super::observer::CommitLog;
+
+/// Most round trips kept between two [`Watcher::take_median_round_trip`]s.
+const MAX_SAMPLES: usize = 1 << 22;
+
+/// A thread polling one feed's head on one server; stopped (and joined) when dropped.
+pub(super) struct Watcher {
+    stop: Arc<AtomicBool>,
+    round_trips: Arc<Mutex<Vec<u32>>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Watcher {
+    /// Polls `rhead origin` on `client` every `interval` (back to back when zero) and
+    /// records each new head in `log`; a failed session is recorded there as a failure.
+    pub(super) fn start(
+        mut client: Client,
+        origin: ServerKey,
+        interval: Duration,
+        log: Arc<CommitLog>,
+    ) -> anyhow::Result<Watcher> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let round_trips = Arc::new(Mutex::new(Vec::new()));
+        let thread = {
+            let (stop, round_trips) = (stop.clone(), round_trips.clone());
+            std::thread::Builder::new()
+                .name("repl-watch".into())
+                .spawn(move || {
+                    if let Err(e) = poll(&mut client, origin, interval, &log, &stop, &round_trips) {
+                        log.fail(format!("watching {}: {e:#}", origin.fingerprint()));
+                    }
+                    let _ = client.quit();
+                })
+                .context("starting a watcher thread")?
+        };
+        Ok(Watcher {
+            stop,
+            round_trips,
+            thread: Some(thread),
+        })
+    }
+
+    /// The median round trip of the polls since the last call (`None`: none made), and
+    /// forgets them.
+    pub(super) fn take_median_round_trip(&self) -> Option<Duration> {
+        let mut samples =
+            std::mem::take(&mut *self.round_trips.lock().unwrap_or_else(|p| p.into_inner()));
+        if samples.is_empty() {
+            return None;
+        }
+        let mid = samples.len() / 2;
+        let (_, median, _) = samples.select_nth_unstable(mid);
+        Some(Duration::from_micros(u64::from(*median)))
+    }
+}
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// The head seq `rhead origin` shows (0: the server holds none of that feed yet).
+fn head_seq(client: &mut Client, command: &Command) -> anyhow::Result<u64> {
+    match client.call(command) {
+        Ok(Reply::Head(signed)) => Ok(signed.head.seq),
+        Ok(other) => anyhow::bail!("unexpected reply to rhead: {other:?}"),
+        // A feed not held yet is refused.
+        Err(ClientError::Server(_)) => Ok(0),
+        Err(e) => Err(e).context("rhead"),
+    }
+}
+
+fn poll(
+    client: &mut Client,
+    origin: ServerKey,
+    interval: Duration,
+    log: &CommitLog,
+    stop: &AtomicBool,
+    round_trips: &Mutex<Vec<u32>>,
+) -> anyhow::Result<()> {
+    let command = Command::Rhead {
+        origin: Some(origin.fingerprint()),
+    };
+    let mut seen = 0;
+    while !stop.load(Ordering::Relaxed) {
+        let sent = Instant::now();
+        let seq = head_seq(client, &command)?;
+        let back = Instant::now();
+        let round_trip = back.saturating_duration_since(sent);
+        if seq > seen {
+            seen = seq;
+            log.record(vec![(*origin.as_bytes(), seq)], sent + round_trip / 2);
+        }
+        {
+            let mut samples = round_trips.lock().unwrap_or_else(|p| p.into_inner());
+            if samples.len() < MAX_SAMPLES {
+                samples.push(u32::try_from(round_trip.as_micros()).unwrap_or(u32::MAX));
+            }
+        }
+        if !interval.is_zero() {
+            std::thread::sleep(interval);
+        }
+    }
+    Ok(())
+}
