@@ -177,6 +177,46 @@ pub struct Live {
     committed_before_ack: u64,
     /// Acknowledgement on A to commit on B.
     latency: Latency,
+    /// In-process only: where that time goes, per entry.
+    breakdown: Option<Breakdown>,
+}
+
+/// Where the time of each entry goes between A and B (in-process, from the observers' exact
+/// commit spans): A's commit, its ack, the push to B with the wait for a persist of B already
+/// under way, and B's commit. A's commit end to B's commit end is `push_and_wait` +
+/// `b_commit`; the latency from the ack is that less `a_commit_to_ack`.
+#[derive(Serialize, Debug)]
+pub struct Breakdown {
+    /// A's store batch holding the entry: begun to durable (mostly its fsync).
+    a_commit: Latency,
+    /// A's batch durable to the client holding the acknowledgement.
+    a_commit_to_ack: Latency,
+    /// A's batch durable to the start of B's batch holding the entry: the push (A's link
+    /// reads the segment and sends it; B receives and checks it) and the wait for B's
+    /// previous persist.
+    push_and_wait: Latency,
+    /// B's store batch holding the entry: begun to durable.
+    b_commit: Latency,
+}
+
+/// The [`Breakdown`] of `acks`, if both logs observed the commit spans.
+fn breakdown(acks: &[Ack], a: &CommitLog, b: &CommitLog, origin: &ServerKey) -> Option<Breakdown> {
+    let (mut a_commit, mut to_ack, mut push, mut b_commit) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for ack in acks {
+        let (a_start, a_end) = a.commit_span(origin, ack.seq)?;
+        let (b_start, b_end) = b.commit_span(origin, ack.seq)?;
+        a_commit.push(a_end.saturating_duration_since(a_start));
+        to_ack.push(ack.at.saturating_duration_since(a_end));
+        push.push(b_start.saturating_duration_since(a_end));
+        b_commit.push(b_end.saturating_duration_since(b_start));
+    }
+    Some(Breakdown {
+        a_commit: Latency::from_samples(&mut a_commit),
+        a_commit_to_ack: Latency::from_samples(&mut to_ack),
+        push_and_wait: Latency::from_samples(&mut push),
+        b_commit: Latency::from_samples(&mut b_commit),
+    })
 }
 
 /// The fan-out phase.
@@ -412,6 +452,9 @@ fn live_report(
         poll_round_trip_us: micros(b.take_poll_round_trip()),
         committed_before_ack: early,
         latency,
+        breakdown: (a.exact() && b.exact())
+            .then(|| breakdown(acks, a.log(), b.log(), &a.key()))
+            .flatten(),
     })
 }
 
@@ -578,6 +621,18 @@ impl Report for ReplReport {
                 ms(LIVE_P50_TARGET_US),
                 verdict(l.latency.p50_us <= LIVE_P50_TARGET_US)
             );
+            if let Some(b) = &l.breakdown {
+                let _ = writeln!(
+                    s,
+                    "  p50 per entry: A's commit {:.2} ms, then to the ack {:.2} ms; A's commit \
+                     -> B's commit begins (push, wait for B's persist under way) {:.2} ms; B's \
+                     commit {:.2} ms",
+                    ms(b.a_commit.p50_us),
+                    ms(b.a_commit_to_ack.p50_us),
+                    ms(b.push_and_wait.p50_us),
+                    ms(b.b_commit.p50_us)
+                );
+            }
         }
         if let Some(f) = &self.fanout {
             let _ = writeln!(

@@ -18,11 +18,16 @@ use vserv_store::kv::{Op, Store, StoreError, Table};
 /// Per origin: `(head seq, commit instant)` of each commit, in commit order.
 type Heads = BTreeMap<[u8; POINT_LEN], Vec<(u64, Instant)>>;
 
+/// Per origin: `(head seq, when its store batch began)` of each observed commit, in commit
+/// order (only [`Observed`] knows when a commit began).
+type Starts = BTreeMap<[u8; POINT_LEN], Vec<(u64, Instant)>>;
+
 /// When each feed head was committed, per origin: `(head seq, commit instant)` in commit
-/// order (so ascending in both).
+/// order (so ascending in both); for an observed store also when each commit began.
 #[derive(Default)]
 pub(super) struct CommitLog {
     heads: Mutex<Heads>,
+    starts: Mutex<Starts>,
     changed: Condvar,
     /// Why what fed the log stopped (a watcher's session failed).
     failed: Mutex<Option<String>>,
@@ -45,6 +50,24 @@ impl CommitLog {
         }
         drop(heads);
         self.changed.notify_all();
+    }
+
+    /// Records that the store batch of a commit that moved `moved` began at `at`.
+    fn record_start(&self, moved: &[([u8; POINT_LEN], u64)], at: Instant) {
+        let mut starts = self.starts.lock().unwrap_or_else(|p| p.into_inner());
+        for (origin, seq) in moved {
+            starts.entry(*origin).or_default().push((*seq, at));
+        }
+    }
+
+    /// The commit that first held entry `seq` of `origin`: when its store batch began (if
+    /// observed) and when it was durable.
+    pub(super) fn commit_span(&self, origin: &ServerKey, seq: u64) -> Option<(Instant, Instant)> {
+        let end = self.committed_at(origin, seq)?;
+        let starts = self.starts.lock().unwrap_or_else(|p| p.into_inner());
+        let log = starts.get(origin.as_bytes())?;
+        let i = log.partition_point(|&(s, _)| s < seq);
+        log.get(i).map(|&(_, start)| (start, end))
     }
 
     /// Records that nothing more will be recorded, and why: waits fail at once.
@@ -178,8 +201,11 @@ impl Store for Observed {
 
     fn commit(&self, ops: Vec<Op>) -> Result<(), StoreError> {
         let moved = moved_heads(&ops);
+        let started = Instant::now();
         self.inner.commit(ops)?;
-        self.log.record(moved, Instant::now());
+        let done = Instant::now();
+        self.log.record_start(&moved, started);
+        self.log.record(moved, done);
         Ok(())
     }
 }
@@ -235,6 +261,9 @@ mod tests {
         assert!(third >= second);
         assert_eq!(log.committed_at(&key, 5), Some(third));
         assert_eq!(log.commits(&key, 1, 5), 3);
+        let (began, durable) = log.commit_span(&key, 4).unwrap();
+        assert_eq!(durable, third);
+        assert!(began <= durable && began >= second);
         let waited = log.wait_for(&key, 4, Duration::from_millis(10)).unwrap();
         assert_eq!(waited, third);
         assert!(log.wait_for(&key, 6, Duration::from_millis(10)).is_err());
