@@ -22,10 +22,10 @@ pub(super) enum Mode {
 
 /// A server of the bench; dropping it stops it.
 pub(super) enum Member {
-    /// A child process.
-    Process(process::Member),
-    /// A server of this process.
-    InProcess(cluster::Member),
+    /// A child process (boxed like the other, so the two are the same size).
+    Process(Box<process::Member>),
+    /// A server of this process (boxed: it holds the whole node).
+    InProcess(Box<cluster::Member>),
 }
 
 impl Member {
@@ -79,22 +79,27 @@ impl Member {
 }
 
 /// `count` servers in a line, each dialing the one before it, all serving, every one after
-/// the first watching the first one's feed back to back. `seed` makes the in-process
-/// identities.
-pub(super) fn line(mode: &Mode, count: usize, seed: u64) -> anyhow::Result<Vec<Member>> {
+/// the first watching the first one's feed every `poll` (processes only). `seed` makes the
+/// in-process identities.
+pub(super) fn line(
+    mode: &Mode,
+    count: usize,
+    seed: u64,
+    poll: Duration,
+) -> anyhow::Result<Vec<Member>> {
     let mut members: Vec<Member> = match mode {
         Mode::Processes(launch) => process::line(launch, count)?
             .into_iter()
-            .map(Member::Process)
+            .map(|m| Member::Process(Box::new(m)))
             .collect(),
         Mode::InProcess => cluster::line(count, seed)?
             .into_iter()
-            .map(Member::InProcess)
+            .map(|m| Member::InProcess(Box::new(m)))
             .collect(),
     };
     if let Some(first) = members.first().map(Member::key) {
         for member in members.iter_mut().skip(1) {
-            member.watch(first, Duration::ZERO)?;
+            member.watch(first, poll)?;
         }
     }
     Ok(members)

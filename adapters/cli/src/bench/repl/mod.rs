@@ -13,8 +13,9 @@
 //!   client on A, the time from its acknowledgement to its commit on each hop and on E.
 //!
 //! When an entry became durable on a server process is learnt from outside, by a session
-//! polling `rhead ORIGIN` on it (`watch.rs`): back to back in the live phases (resolution:
-//! one loopback round trip, reported), every millisecond in the catch-up. In-process, an
+//! polling `rhead ORIGIN` on it (`watch.rs`): every `--poll-us` (200 µs by default) in the
+//! live and fan-out phases, every millisecond in the catch-up; an instant is late by at most
+//! one interval plus one loopback round trip (reported). In-process, an
 //! observer around each store (`observer.rs`) gives the exact instants without polling.
 //! Either way the latencies include the fsync of the replica's commit.
 
@@ -99,6 +100,23 @@ pub struct ReplArgs {
     /// The runtime of the server processes.
     #[arg(long, value_enum)]
     pub runtime: Option<Runtime>,
+    /// Microseconds between two polls of a server process's `rhead ORIGIN` in the live and
+    /// fan-out phases (0: back to back). Each poll costs the server two point decodings, so
+    /// polling back to back takes a good part of a core from the server it measures.
+    #[arg(long = "poll-us", default_value = "200", value_parser = parse_micros)]
+    pub poll: Duration,
+}
+
+/// A poll interval in microseconds, at most one second.
+fn parse_micros(s: &str) -> anyhow::Result<Duration> {
+    let us: u64 = s
+        .trim()
+        .parse()
+        .with_context(|| format!("'{s}' is not a number of microseconds"))?;
+    if us > 1_000_000 {
+        bail!("at most 1000000 microseconds, got {us}");
+    }
+    Ok(Duration::from_micros(us))
 }
 
 impl ReplArgs {
@@ -169,8 +187,9 @@ pub struct Live {
     /// Commits B made of them (one per segment it received); with server processes, the
     /// head changes B's watcher saw (at most its commits).
     b_commits: u64,
-    /// With server processes: the median round trip of the polls watching B, the
-    /// resolution of its commit instants (in-process they are exact).
+    /// With server processes: the median round trip of the polls watching B; with the
+    /// pause between polls, the resolution of its commit instants (in-process they are
+    /// exact).
     poll_round_trip_us: Option<f64>,
     /// Entries B committed before their rput's acknowledgement reached the client (counted
     /// as 0 in the latency).
@@ -241,6 +260,8 @@ pub struct ReplReport {
     bench: &'static str,
     /// Where the servers ran: `processes (blocking)`, `processes (smol)` or `in-process`.
     servers: String,
+    /// With server processes: the pause between two polls of a live phase's watchers.
+    poll_interval_us: Option<u64>,
     machine: Machine,
     /// The 1-minute load average when the bench started (`None` without /proc): other work
     /// on the machine slows every phase.
@@ -284,6 +305,8 @@ pub fn run(args: &ReplArgs) -> anyhow::Result<ReplReport> {
         .context("fan-out")?;
     Ok(ReplReport {
         bench: "repl",
+        poll_interval_us: matches!(mode, Mode::Processes(_))
+            .then(|| u64::try_from(args.poll.as_micros()).unwrap_or(u64::MAX)),
         servers,
         machine: Machine::get(),
         load_average,
@@ -484,7 +507,7 @@ fn clients(member: &Member, n: u64) -> anyhow::Result<Vec<vserv_blocking::Client
 }
 
 fn live(mode: &Mode, args: &ReplArgs) -> anyhow::Result<(Live, Live)> {
-    let mut line = member::line(mode, 2, 10)?;
+    let mut line = member::line(mode, 2, 10, args.poll)?;
     let b = line.pop().context("B")?;
     let a = line.pop().context("A")?;
     let mut clients = clients(&a, args.connections)?;
@@ -508,7 +531,7 @@ fn live(mode: &Mode, args: &ReplArgs) -> anyhow::Result<(Live, Live)> {
 }
 
 fn fanout(mode: &Mode, args: &ReplArgs) -> anyhow::Result<Fanout> {
-    let line = member::line(mode, 5, 20)?;
+    let line = member::line(mode, 5, 20, args.poll)?;
     let (a, rest) = line.split_first().context("A")?;
     let mut clients = clients(a, args.connections)?;
     warm_up(&mut clients, a, rest)?;
@@ -573,6 +596,14 @@ impl Report for ReplReport {
             self.load_average
                 .map_or_else(|| "unknown".to_owned(), |l| format!("{l:.2}"))
         );
+        if let Some(us) = self.poll_interval_us {
+            let _ = writeln!(
+                s,
+                "commits on a server seen by a session polling `rhead ORIGIN` on it every {us} \
+                 us in the live phases (every 1 ms in the catch-up): late by at most that plus \
+                 one poll round trip"
+            );
+        }
         if let Some(c) = &self.catch_up {
             let _ = writeln!(
                 s,

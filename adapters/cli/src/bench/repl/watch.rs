@@ -4,9 +4,9 @@
 //!
 //! A server makes a replica segment visible to reads only once its batch is durable (fjall
 //! applies a batch to its memtables after the journal's fsync), so the head a poll sees is
-//! committed. The instant recorded is an upper bound of the commit's, late by at most one
-//! poll interval (one loopback round trip when polling back to back): the resolution, which
-//! [`Watcher::take_median_round_trip`] reports.
+//! committed. The instant recorded is an upper bound of the commit's, late by at most the
+//! pause between two polls plus one poll's round trip (which
+//! [`Watcher::take_median_round_trip`] reports): the resolution.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
