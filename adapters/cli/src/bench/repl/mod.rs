@@ -14,7 +14,8 @@
 //!
 //! When an entry became durable on a server process is learnt from outside, by a session
 //! polling `rhead ORIGIN` on it (`watch.rs`): every `--poll-us` (200 µs by default) in the
-//! live and fan-out phases, every millisecond in the catch-up; an instant is late by at most
+//! live phases, four times that on each of the fan-out's four, every millisecond in the
+//! catch-up; an instant is late by at most
 //! one interval plus one loopback round trip (reported). In-process, an
 //! observer around each store (`observer.rs`) gives the exact instants without polling.
 //! Either way the latencies include the fsync of the replica's commit.
@@ -51,6 +52,9 @@ const LIVE_P50_TARGET_US: f64 = 5_000.0;
 const BACKLOG_BATCH: u64 = 65_536;
 /// How long replication may make no progress before the bench gives up.
 const STALL: Duration = Duration::from_secs(60);
+/// The fan-out's watchers (on B, C, D, E): each pauses this many times `--poll-us`, so that
+/// together they poll as often as the live phase's one.
+const FANOUT_WATCHERS: u32 = 4;
 /// How often the catch-up polls B's head (a poll back to back would compete with B).
 const CATCH_UP_POLL: Duration = Duration::from_millis(1);
 
@@ -100,9 +104,10 @@ pub struct ReplArgs {
     /// The runtime of the server processes.
     #[arg(long, value_enum)]
     pub runtime: Option<Runtime>,
-    /// Microseconds between two polls of a server process's `rhead ORIGIN` in the live and
-    /// fan-out phases (0: back to back). Each poll costs the server two point decodings, so
-    /// polling back to back takes a good part of a core from the server it measures.
+    /// Microseconds between two polls of a server process's `rhead ORIGIN` in the live
+    /// phases (0: back to back), four times that in the fan-out (four servers are polled).
+    /// Each poll costs the server two point decodings, so polling back to back takes a good
+    /// part of a core from the server it measures.
     #[arg(long = "poll-us", default_value = "200", value_parser = parse_micros)]
     pub poll: Duration,
 }
@@ -531,7 +536,7 @@ fn live(mode: &Mode, args: &ReplArgs) -> anyhow::Result<(Live, Live)> {
 }
 
 fn fanout(mode: &Mode, args: &ReplArgs) -> anyhow::Result<Fanout> {
-    let line = member::line(mode, 5, 20, args.poll)?;
+    let line = member::line(mode, 5, 20, args.poll.saturating_mul(FANOUT_WATCHERS))?;
     let (a, rest) = line.split_first().context("A")?;
     let mut clients = clients(a, args.connections)?;
     warm_up(&mut clients, a, rest)?;
@@ -600,8 +605,9 @@ impl Report for ReplReport {
             let _ = writeln!(
                 s,
                 "commits on a server seen by a session polling `rhead ORIGIN` on it every {us} \
-                 us in the live phases (every 1 ms in the catch-up): late by at most that plus \
-                 one poll round trip"
+                 us in the live phases ({} us in the fan-out, 1 ms in the catch-up): late by \
+                 at most that plus one poll round trip",
+                us.saturating_mul(u64::from(FANOUT_WATCHERS))
             );
         }
         if let Some(c) = &self.catch_up {
