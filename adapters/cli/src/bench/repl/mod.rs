@@ -221,10 +221,19 @@ pub struct Breakdown {
     push_and_wait: Latency,
     /// B's store batch holding the entry: begun to durable.
     b_commit: Latency,
+    /// The share of the load's time B spent in its commits of it (1: B committed back to
+    /// back, so an entry waits for the commit under way and then for its own).
+    b_busy: f64,
 }
 
 /// The [`Breakdown`] of `acks`, if both logs observed the commit spans.
-fn breakdown(acks: &[Ack], a: &CommitLog, b: &CommitLog, origin: &ServerKey) -> Option<Breakdown> {
+fn breakdown(
+    acks: &[Ack],
+    elapsed: Duration,
+    a: &CommitLog,
+    b: &CommitLog,
+    origin: &ServerKey,
+) -> Option<Breakdown> {
     let (mut a_commit, mut to_ack, mut push, mut b_commit) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for ack in acks {
@@ -235,7 +244,10 @@ fn breakdown(acks: &[Ack], a: &CommitLog, b: &CommitLog, origin: &ServerKey) -> 
         push.push(b_start.saturating_duration_since(a_end));
         b_commit.push(b_end.saturating_duration_since(b_start));
     }
+    let (low, high) = seq_range(acks);
+    let busy = b.busy(origin, low, high)?;
     Some(Breakdown {
+        b_busy: busy.as_secs_f64() / elapsed.as_secs_f64().max(f64::MIN_POSITIVE),
         a_commit: Latency::from_samples(&mut a_commit),
         a_commit_to_ack: Latency::from_samples(&mut to_ack),
         push_and_wait: Latency::from_samples(&mut push),
@@ -481,7 +493,7 @@ fn live_report(
         committed_before_ack: early,
         latency,
         breakdown: (a.exact() && b.exact())
-            .then(|| breakdown(acks, a.log(), b.log(), &a.key()))
+            .then(|| breakdown(acks, elapsed, a.log(), b.log(), &a.key()))
             .flatten(),
     })
 }
@@ -663,11 +675,12 @@ impl Report for ReplReport {
                     s,
                     "  p50 per entry: A's commit {:.2} ms, then to the ack {:.2} ms; A's commit \
                      -> B's commit begins (push, wait for B's persist under way) {:.2} ms; B's \
-                     commit {:.2} ms",
+                     commit {:.2} ms (B committing {:.0}% of the time)",
                     ms(b.a_commit.p50_us),
                     ms(b.a_commit_to_ack.p50_us),
                     ms(b.push_and_wait.p50_us),
-                    ms(b.b_commit.p50_us)
+                    ms(b.b_commit.p50_us),
+                    b.b_busy * 100.0
                 );
             }
         }

@@ -70,6 +70,23 @@ impl CommitLog {
         log.get(i).map(|&(_, start)| (start, end))
     }
 
+    /// The time spent in the observed commits of `origin` whose heads are in `from..=to`
+    /// (`None` if no commit span of it was observed).
+    pub(super) fn busy(&self, origin: &ServerKey, from: u64, to: u64) -> Option<Duration> {
+        let starts = self.starts.lock().unwrap_or_else(|p| p.into_inner());
+        let began: BTreeMap<u64, Instant> =
+            starts.get(origin.as_bytes())?.iter().copied().collect();
+        drop(starts);
+        let heads = self.lock();
+        let total = heads
+            .get(origin.as_bytes())?
+            .iter()
+            .filter(|&&(seq, _)| (from..=to).contains(&seq))
+            .filter_map(|&(seq, end)| Some(end.saturating_duration_since(*began.get(&seq)?)))
+            .sum();
+        Some(total)
+    }
+
     /// Records that nothing more will be recorded, and why: waits fail at once.
     pub(super) fn fail(&self, why: String) {
         *self.failed.lock().unwrap_or_else(|p| p.into_inner()) = Some(why);
@@ -264,6 +281,9 @@ mod tests {
         let (began, durable) = log.commit_span(&key, 4).unwrap();
         assert_eq!(durable, third);
         assert!(began <= durable && began >= second);
+        let busy = log.busy(&key, 1, 5).unwrap();
+        assert!(busy <= third.saturating_duration_since(log.commit_span(&key, 1).unwrap().0));
+        assert_eq!(log.busy(&key, 6, 9), Some(Duration::ZERO));
         let waited = log.wait_for(&key, 4, Duration::from_millis(10)).unwrap();
         assert_eq!(waited, third);
         assert!(log.wait_for(&key, 6, Duration::from_millis(10)).is_err());
