@@ -1,7 +1,9 @@
 //! Replication in the simulator: servers that list each other as peers dial, link and
 //! exchange their feeds over the world's links, with the dials, the links' work and their
 //! timers in the seed's schedule. A line of three servers converges (backlogs and live
-//! appends), and the same seed gives the same trace.
+//! appends), and the same seed gives the same trace. Peers added at runtime by an admin over
+//! the protocol (`padd`, none configured) link and replicate under faulty links, and a
+//! removed one (`pdel`) stops receiving.
 
 mod replication_common;
 
@@ -10,10 +12,13 @@ use std::time::Duration;
 
 use rand::RngExt;
 use replication_common::{Topology, records};
-use vserv_core::{Config, ServerIdentity};
+use vserv_core::commands::{Command, Credential, Reply, SecretBytes, UserRole};
+use vserv_core::{Config, Fingerprint, ServerIdentity};
 use vserv_service::replicas::Replicas;
 use vserv_service::{Node, NodeSettings, PeerConfig};
-use vserv_sim::{LinkConfig, LinkSpec, ServerSpec, World, for_each_seed};
+use vserv_sim::{
+    ClientSpec, Finish, LinkConfig, LinkSpec, ServerId, ServerSpec, World, for_each_seed,
+};
 
 const LIMIT: Duration = Duration::from_secs(600);
 
@@ -276,4 +281,151 @@ fn a_server_replicates_only_the_origins_it_follows() {
         "holdings: {:?}",
         nodes.iter().map(holdings).collect::<Vec<_>>()
     );
+}
+
+const ADMIN: &str = "root";
+const ADMIN_PASSWORD: &[u8] = b"root-password-1";
+
+/// Runs `commands` as the admin of server `server` on a new session over a benign link,
+/// each once the previous one's reply arrived; their replies. Refused, or no reply within a
+/// minute of virtual time: an error.
+fn as_admin(world: &mut World, server: usize, commands: &[Command]) -> Result<Vec<Reply>, String> {
+    let options = world
+        .client_options(Config::default())
+        .map_err(|e| e.to_string())?;
+    let client = world
+        .add_client(
+            ServerId(server),
+            ClientSpec {
+                options,
+                link: LinkSpec::symmetric(LinkConfig::benign(16 * 1024)),
+                script: Vec::new(),
+                pipeline: 1,
+                finish: Finish::Stay,
+            },
+        )
+        .map_err(|e| e.to_string())?;
+    let minute = Duration::from_secs(60);
+    world.run_until(world.now() + minute, |w| w.is_connected(client));
+    let login = Command::Login {
+        user: ADMIN.into(),
+        credential: Credential::Password(SecretBytes::new(ADMIN_PASSWORD.to_vec())),
+    };
+    let mut replies = Vec::new();
+    for command in std::iter::once(&login).chain(commands) {
+        let id = world.send(client, command).map_err(|e| e.to_string())?;
+        world.run_until(world.now() + minute, |w| w.has_reply(client, id));
+        match world.take_reply(client, id) {
+            Some(Ok(reply)) => replies.push(reply),
+            Some(Err(e)) => return Err(format!("{} on server {server}: {e}", command.name())),
+            None => return Err(format!("{} on server {server}: no reply", command.name())),
+        }
+    }
+    world.close_client(client);
+    Ok(replies.split_off(1))
+}
+
+/// `padd FINGERPRINT [ADDRESS]`.
+fn padd(fingerprint: Fingerprint, address: Option<String>) -> Command {
+    Command::Padd {
+        fingerprint,
+        address,
+    }
+}
+
+/// One seed of the runtime-peers case: three replicating servers with no peer configured and
+/// backlogs of their own, over dial links that re-chunk, delay and now and then reset. An
+/// admin adds the peers of a line A - B - C over the protocol (B dials A, C dials B): every
+/// feed reaches every server, and live appends follow. Then C's admin removes B and B's
+/// removes C: A's next appends reach B, and C, watched well past the redial backoffs, holds
+/// A's feed as it was.
+fn runtime_peers_one(seed: u64) -> Result<(), String> {
+    let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(seed ^ 0xadd);
+    let link = LinkConfig::benign(rng.random_range(64..=16 * 1024)).with_reset(0.002);
+    let no_peers: &Tweak = &|_, settings, _| {
+        settings.peers.clear();
+        settings.replicate = true;
+    };
+    let (mut world, nodes) = linked_with(
+        seed,
+        3,
+        Topology::Line,
+        LinkSpec::symmetric(link),
+        Config::default(),
+        no_peers,
+    );
+    for node in &nodes {
+        node.accounts()
+            .create(ADMIN, UserRole::Admin, ADMIN_PASSWORD, 1_700_000_000)
+            .map_err(|e| e.to_string())?;
+    }
+    let fp = |i: usize| nodes[i].identity().public_key().fingerprint();
+    append(&nodes[0], "a", 0, 60);
+    append(&nodes[1], "b", 0, 4);
+    append(&nodes[2], "c", 0, 7);
+    // Nothing links before the admins act.
+    world.run(world.now() + Duration::from_secs(5));
+    if nodes.iter().any(|n| holdings(n).len() != 1) {
+        return Err("replicated before any peer was added".into());
+    }
+    as_admin(&mut world, 0, &[padd(fp(1), None)])?;
+    as_admin(
+        &mut world,
+        1,
+        &[
+            padd(fp(0), Some(World::server_address(0))),
+            padd(fp(2), None),
+        ],
+    )?;
+    as_admin(
+        &mut world,
+        2,
+        &[padd(fp(1), Some(World::server_address(1)))],
+    )?;
+    let sizes = [60, 4, 7];
+    world.run_until(world.now() + LIMIT, |_| converged(&nodes, &sizes));
+    if !converged(&nodes, &sizes) {
+        return Err(format!(
+            "no convergence after padd: {:?}",
+            nodes.iter().map(holdings).collect::<Vec<_>>()
+        ));
+    }
+    append(&nodes[0], "a", 60, 5);
+    let sizes = [65, 4, 7];
+    world.run_until(world.now() + LIMIT, |_| converged(&nodes, &sizes));
+    if !converged(&nodes, &sizes) {
+        return Err(format!(
+            "live appends did not follow: {:?}",
+            nodes.iter().map(holdings).collect::<Vec<_>>()
+        ));
+    }
+    // C drops B, and B drops C: the link between them ends for good.
+    let removed = as_admin(&mut world, 2, &[Command::Pdel { fingerprint: fp(1) }])?;
+    as_admin(&mut world, 1, &[Command::Pdel { fingerprint: fp(2) }])?;
+    if removed != [Reply::Done] {
+        return Err(format!("pdel gave {removed:?}"));
+    }
+    let c_before = holdings(&nodes[2]);
+    append(&nodes[0], "a", 65, 9);
+    let on_b = |nodes: &[Node]| holdings(&nodes[1]).contains(&(fp(0).to_string(), 74));
+    world.run_until(world.now() + LIMIT, |_| on_b(&nodes));
+    if !on_b(&nodes) {
+        return Err(format!("B stopped receiving A: {:?}", holdings(&nodes[1])));
+    }
+    // Well past the longest redial backoff.
+    world.run(world.now() + vserv_service::DIAL_BACKOFF_MAX.saturating_mul(3));
+    if holdings(&nodes[2]) != c_before {
+        return Err(format!(
+            "C still receives after pdel: {:?} (was {c_before:?})",
+            holdings(&nodes[2])
+        ));
+    }
+    all_verify(&nodes)
+}
+
+#[test]
+fn runtime_peers_replicate_under_faulty_links_and_pdel_stops_it() {
+    if let Err(failure) = for_each_seed(0..8, runtime_peers_one) {
+        panic!("{failure}");
+    }
 }

@@ -5,7 +5,8 @@
 //! start a blocking server in this process on 127.0.0.1:0 with a throwaway identity (or use
 //! the server given with `--server`, pinned with `--server-key`); the login and transfer
 //! benchmarks start a separate server process, whose memory they report; the replication
-//! benchmark starts several in-process blocking servers that replicate to each other.
+//! benchmark starts several server processes that replicate to each other (or, with
+//! `--in-process`, blocking servers in this process).
 //! `--compare OLD_BINARY` runs any of them with an older binary and this one, interleaved,
 //! and prints the ratios (`compare.rs`).
 

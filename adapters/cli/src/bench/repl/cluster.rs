@@ -1,6 +1,8 @@
-//! The replication bench's servers: in-process blocking [`Server`]s on 127.0.0.1 port 0,
-//! each over its own [`Node`] with a fjall store in a temporary directory (observed by a
-//! [`CommitLog`]) and its replication peers configured, as `vserv serve` builds them.
+//! The replication bench's servers with `--in-process`: blocking [`Server`]s of this process
+//! on 127.0.0.1 port 0, each over its own [`Node`] with a fjall store in a temporary
+//! directory (observed by a [`CommitLog`], which gives the exact instant of every commit)
+//! and its replication peers configured, as `vserv serve` builds them. Also the bench
+//! user's login, shared with the process mode.
 
 use std::sync::Arc;
 
@@ -16,8 +18,10 @@ use vserv_store::kv::Store;
 
 use super::observer::{CommitLog, Observed};
 
-const USER: &str = "bench";
-const PASSWORD: &str = "bench-password-1";
+/// The user every bench client logs in as.
+pub(super) const USER: &str = "bench";
+/// Its password.
+pub(super) const PASSWORD: &str = "bench-password-1";
 
 /// A throwaway server identity (the bench's keys protect nothing).
 pub(super) fn identity(seed: u64) -> Arc<ServerIdentity> {
@@ -114,17 +118,31 @@ impl Member {
 
     /// A client session on this member, logged in as the bench user.
     pub(super) fn client(&self) -> anyhow::Result<Client> {
-        let mut options = ClientOptions::new(self.dir.path().join("known_servers"));
-        options.pinned = Some(self.fingerprint());
-        let mut client = Client::connect(&self.address, &options)
-            .with_context(|| format!("connecting to {}", self.address))?;
-        let login = Command::Login {
-            user: USER.into(),
-            credential: Credential::Password(SecretBytes::new(PASSWORD.as_bytes().to_vec())),
-        };
-        client.call(&login).context("logging in")?;
-        Ok(client)
+        log_in(
+            &self.address,
+            self.fingerprint(),
+            &self.dir.path().join("known_servers"),
+        )
     }
+}
+
+/// A client session on the server at `address` (pinned to `fingerprint`), logged in as the
+/// bench user.
+pub(super) fn log_in(
+    address: &str,
+    fingerprint: Fingerprint,
+    known_servers: &std::path::Path,
+) -> anyhow::Result<Client> {
+    let mut options = ClientOptions::new(known_servers.to_owned());
+    options.pinned = Some(fingerprint);
+    let mut client =
+        Client::connect(address, &options).with_context(|| format!("connecting to {address}"))?;
+    let login = Command::Login {
+        user: USER.into(),
+        credential: Credential::Password(SecretBytes::new(PASSWORD.as_bytes().to_vec())),
+    };
+    client.call(&login).context("logging in")?;
+    Ok(client)
 }
 
 impl Drop for Member {

@@ -18,12 +18,19 @@ use vserv_store::kv::{Op, Store, StoreError, Table};
 /// Per origin: `(head seq, commit instant)` of each commit, in commit order.
 type Heads = BTreeMap<[u8; POINT_LEN], Vec<(u64, Instant)>>;
 
+/// Per origin: `(head seq, when its store batch began)` of each observed commit, in commit
+/// order (only [`Observed`] knows when a commit began).
+type Starts = BTreeMap<[u8; POINT_LEN], Vec<(u64, Instant)>>;
+
 /// When each feed head was committed, per origin: `(head seq, commit instant)` in commit
-/// order (so ascending in both).
+/// order (so ascending in both); for an observed store also when each commit began.
 #[derive(Default)]
 pub(super) struct CommitLog {
     heads: Mutex<Heads>,
+    starts: Mutex<Starts>,
     changed: Condvar,
+    /// Why what fed the log stopped (a watcher's session failed).
+    failed: Mutex<Option<String>>,
 }
 
 impl CommitLog {
@@ -32,7 +39,8 @@ impl CommitLog {
         self.heads.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn record(&self, moved: Vec<([u8; POINT_LEN], u64)>, at: Instant) {
+    /// Records that a commit at `at` moved each `(origin, head seq)` of `moved`.
+    pub(super) fn record(&self, moved: Vec<([u8; POINT_LEN], u64)>, at: Instant) {
         if moved.is_empty() {
             return;
         }
@@ -41,6 +49,49 @@ impl CommitLog {
             heads.entry(origin).or_default().push((seq, at));
         }
         drop(heads);
+        self.changed.notify_all();
+    }
+
+    /// Records that the store batch of a commit that moved `moved` began at `at`.
+    fn record_start(&self, moved: &[([u8; POINT_LEN], u64)], at: Instant) {
+        let mut starts = self.starts.lock().unwrap_or_else(|p| p.into_inner());
+        for (origin, seq) in moved {
+            starts.entry(*origin).or_default().push((*seq, at));
+        }
+    }
+
+    /// The commit that first held entry `seq` of `origin`: when its store batch began (if
+    /// observed) and when it was durable.
+    pub(super) fn commit_span(&self, origin: &ServerKey, seq: u64) -> Option<(Instant, Instant)> {
+        let end = self.committed_at(origin, seq)?;
+        let starts = self.starts.lock().unwrap_or_else(|p| p.into_inner());
+        let log = starts.get(origin.as_bytes())?;
+        let i = log.partition_point(|&(s, _)| s < seq);
+        log.get(i).map(|&(_, start)| (start, end))
+    }
+
+    /// The time spent in the observed commits of `origin` whose heads are in `from..=to`
+    /// (`None` if no commit span of it was observed).
+    pub(super) fn busy(&self, origin: &ServerKey, from: u64, to: u64) -> Option<Duration> {
+        let starts = self.starts.lock().unwrap_or_else(|p| p.into_inner());
+        let began: BTreeMap<u64, Instant> =
+            starts.get(origin.as_bytes())?.iter().copied().collect();
+        drop(starts);
+        let heads = self.lock();
+        let total = heads
+            .get(origin.as_bytes())?
+            .iter()
+            .filter(|&&(seq, _)| (from..=to).contains(&seq))
+            .filter_map(|&(seq, end)| Some(end.saturating_duration_since(*began.get(&seq)?)))
+            .sum();
+        Some(total)
+    }
+
+    /// Records that nothing more will be recorded, and why: waits fail at once.
+    pub(super) fn fail(&self, why: String) {
+        *self.failed.lock().unwrap_or_else(|p| p.into_inner()) = Some(why);
+        // Taken so that no waiter misses the notification between its check and its wait.
+        drop(self.lock());
         self.changed.notify_all();
     }
 
@@ -84,6 +135,14 @@ impl CommitLog {
                     last_seen = held;
                     last_progress = Instant::now();
                 }
+            }
+            if let Some(why) = self
+                .failed
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone()
+            {
+                bail!("{why}");
             }
             let left = (last_progress + stall).saturating_duration_since(Instant::now());
             if left.is_zero() {
@@ -159,8 +218,11 @@ impl Store for Observed {
 
     fn commit(&self, ops: Vec<Op>) -> Result<(), StoreError> {
         let moved = moved_heads(&ops);
+        let started = Instant::now();
         self.inner.commit(ops)?;
-        self.log.record(moved, Instant::now());
+        let done = Instant::now();
+        self.log.record_start(&moved, started);
+        self.log.record(moved, done);
         Ok(())
     }
 }
@@ -216,6 +278,12 @@ mod tests {
         assert!(third >= second);
         assert_eq!(log.committed_at(&key, 5), Some(third));
         assert_eq!(log.commits(&key, 1, 5), 3);
+        let (began, durable) = log.commit_span(&key, 4).unwrap();
+        assert_eq!(durable, third);
+        assert!(began <= durable && began >= second);
+        let busy = log.busy(&key, 1, 5).unwrap();
+        assert!(busy <= third.saturating_duration_since(log.commit_span(&key, 1).unwrap().0));
+        assert_eq!(log.busy(&key, 6, 9), Some(Duration::ZERO));
         let waited = log.wait_for(&key, 4, Duration::from_millis(10)).unwrap();
         assert_eq!(waited, third);
         assert!(log.wait_for(&key, 6, Duration::from_millis(10)).is_err());
