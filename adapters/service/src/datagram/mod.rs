@@ -192,3 +192,31 @@ impl DatagramStats {
         }
     }
 }
+
+/// Fresh IVs for answers, from the OS's CSPRNG (for runtimes that hold no RNG of their own).
+pub struct IvSource(Box<dyn rand_core::CryptoRng + Send>);
+
+impl std::fmt::Debug for IvSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("IvSource")
+    }
+}
+
+impl IvSource {
+    /// A source seeded from the OS.
+    pub fn os() -> std::io::Result<IvSource> {
+        Ok(IvSource(crate::system::os_rng()?))
+    }
+
+    /// A source drawing from `rng` (a seeded one in simulations).
+    pub fn from_rng(rng: Box<dyn rand_core::CryptoRng + Send>) -> IvSource {
+        IvSource(rng)
+    }
+
+    /// 16 fresh random bytes.
+    pub fn next_iv(&mut self) -> [u8; 16] {
+        let mut iv = [0u8; 16];
+        self.0.fill_bytes(&mut iv);
+        iv
+    }
+}
