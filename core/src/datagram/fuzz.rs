@@ -70,3 +70,37 @@ pub fn datagram(data: &[u8]) {
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Request;
+    use crate::datagram::{key_query, seal_request};
+    use crate::fuzzing::FuzzRng;
+
+    #[test]
+    fn sealed_requests_and_noise_pass_the_target() {
+        let request = Request {
+            id: 1,
+            name: "ping".into(),
+            args: vec![b"fuzz".to_vec()],
+        };
+        let (bytes, _) = seal_request(
+            &key().public(),
+            &request,
+            0,
+            1_800_000_000,
+            &mut FuzzRng::new(1),
+        )
+        .expect("seal");
+        // The null cipher lets the target open it and check the answer's budget.
+        let opened = open_request(key(), &RequestDatagram::decode(&bytes).expect("decode"));
+        assert_eq!(opened.expect("open").request, request);
+        datagram(&bytes);
+        for n in 0..bytes.len() {
+            datagram(&bytes[..n]);
+        }
+        datagram(&key_query());
+        datagram(&[0xd2; 100]);
+    }
+}
