@@ -113,10 +113,15 @@ pub fn run(args: &UdpArgs) -> anyhow::Result<UdpReport> {
         std::net::UdpSocket::bind("127.0.0.1:0").context("binding UDP on 127.0.0.1")?;
     let pool = Arc::new(vserv_blocking::WorkPool::default());
     let udp = vserv_blocking::spawn_udp(udp_socket, service.clone(), pool)?;
-    let server = Server::bind("127.0.0.1:0", identity.clone(), service, ServerOptions::default())
-        .context("starting the in-process server on 127.0.0.1")?
-        .spawn()
-        .context("starting the accept thread")?;
+    let server = Server::bind(
+        "127.0.0.1:0",
+        identity.clone(),
+        service,
+        ServerOptions::default(),
+    )
+    .context("starting the in-process server on 127.0.0.1")?
+    .spawn()
+    .context("starting the accept thread")?;
 
     let mut datagrams = DatagramClient::new(udp.local_addr(), identity.public_key(), rng)?;
     let udp_figures = measure(args.count, args.warmup, || {
