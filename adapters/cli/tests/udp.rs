@@ -1,7 +1,8 @@
 //! End to end with a real server process: `vserv serve` with `udp_listen` answers
 //! `vserv ping --udp`, whose client finds the server's key with a key query checked against
 //! `--server-key` (then recorded in known_servers, so the next ping needs no pin), refuses
-//! a wrong pin, and reports a server that does not answer.
+//! a wrong pin, and reports a server that does not answer; SIGUSR1's status line counts the
+//! datagrams.
 
 mod common;
 
@@ -28,11 +29,14 @@ fn ping_over_udp_end_to_end() {
         "udp_listen = \"127.0.0.1:0\"\n[files]\nmin_free_bytes = 0\n",
     )
     .expect("config");
+    let log = env.path("vserv.log");
     let mut child = Command::new(BIN)
         .args(["serve", "--listen", "127.0.0.1:0", "--config"])
         .arg(&config)
         .arg("--data")
         .arg(env.data())
+        .arg("--log-file")
+        .arg(&log)
         .env_remove("RUST_LOG")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -40,7 +44,7 @@ fn ping_over_udp_end_to_end() {
         .spawn()
         .expect("spawn vserv serve");
     let mut out = BufReader::new(child.stdout.take().expect("stdout"));
-    let _server = Killed(child);
+    let server = Killed(child);
     let mut lines = Vec::new();
     for _ in 0..3 {
         let mut line = String::new();
@@ -119,4 +123,24 @@ fn ping_over_udp_end_to_end() {
         )
         .fails();
     assert!(err.contains("no answer"), "{err}");
+
+    // The status line counts what came in over UDP.
+    let status = Command::new("kill")
+        .args(["-s", "USR1", &server.0.id().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success());
+    let start = std::time::Instant::now();
+    loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if let Some(line) = text.lines().find(|l| l.contains("udp: ")) {
+            assert!(line.contains("answered"), "{line}");
+            break;
+        }
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(20),
+            "no udp status in {text:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
 }

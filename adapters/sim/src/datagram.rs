@@ -50,6 +50,9 @@ pub struct DatagramAttacker {
     pub forge: bool,
 }
 
+/// An answer and where it goes.
+type Addressed = (SocketAddr, Vec<u8>);
+
 #[derive(Debug, Clone)]
 struct Packet {
     from: SocketAddr,
@@ -71,7 +74,7 @@ pub struct DatagramNet {
     queue: BTreeMap<(u64, u64), Packet>,
     inboxes: BTreeMap<SocketAddr, Vec<Vec<u8>>>,
     /// Answers of blocking work, sent when it finishes.
-    finished: Arc<Mutex<Vec<(SocketAddr, Vec<u8>)>>>,
+    finished: Arc<Mutex<Vec<Addressed>>>,
     /// Bytes each address received, and sent toward the server.
     received_bytes: BTreeMap<SocketAddr, usize>,
 }
