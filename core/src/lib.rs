@@ -17,6 +17,7 @@
 #![deny(missing_docs)]
 
 pub mod commands;
+pub mod datagram;
 mod error;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;

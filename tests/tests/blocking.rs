@@ -78,6 +78,16 @@ impl TestClient for BlockingClient {
     }
 }
 
+impl vserv_tests::cases::udp::UdpRuntime for Blocking {
+    type Udp = vserv_tests::cases::udp::SocketPeer<vserv_blocking::UdpHandle>;
+    fn start_udp(service: Service) -> Self::Udp {
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let pool = Arc::new(vserv_blocking::WorkPool::default());
+        let handle = vserv_blocking::spawn_udp(socket, service, pool).expect("spawn");
+        vserv_tests::cases::udp::SocketPeer::new(handle.local_addr(), handle)
+    }
+}
+
 vserv_tests::suite!(Blocking);
 
 #[test]

@@ -87,4 +87,38 @@ impl TestClient for Client {
     }
 }
 
+/// The client's end of the simulated datagram network (benign: no loss, no attacker).
+struct SimUdp {
+    net: vserv_sim::DatagramNet,
+    client: std::net::SocketAddr,
+}
+
+impl vserv_tests::cases::udp::UdpRuntime for Sim {
+    type Udp = SimUdp;
+    fn start_udp(service: Service) -> SimUdp {
+        let config = vserv_sim::NetConfig {
+            delay_ms: 5,
+            jitter_ms: 20,
+            ..Default::default()
+        };
+        let net =
+            vserv_sim::DatagramNet::new(seed(), service, config, vserv_service::unix_now_ms());
+        SimUdp {
+            net,
+            client: "10.0.0.2:5000".parse().expect("address"),
+        }
+    }
+}
+
+impl vserv_tests::cases::udp::UdpPeer for SimUdp {
+    fn exchange(&mut self, bytes: &[u8]) -> Vec<Vec<u8>> {
+        self.net.send(self.client, bytes);
+        self.net.run_for(1000);
+        self.net.take_inbox(self.client)
+    }
+    fn now_secs(&self) -> u64 {
+        self.net.now_ms() / 1000
+    }
+}
+
 vserv_tests::suite!(Sim);

@@ -75,6 +75,15 @@ impl TestClient for SmolClient {
     }
 }
 
+impl vserv_tests::cases::udp::UdpRuntime for Smol {
+    type Udp = vserv_tests::cases::udp::SocketPeer<vserv_smol::UdpHandle>;
+    fn start_udp(service: Service) -> Self::Udp {
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let handle = vserv_smol::spawn_udp(socket, service).expect("spawn");
+        vserv_tests::cases::udp::SocketPeer::new(handle.local_addr(), handle)
+    }
+}
+
 vserv_tests::suite!(Smol);
 
 #[test]

@@ -11,9 +11,11 @@ mod server;
 #[cfg(test)]
 mod test_fake;
 pub mod transfer;
+mod udp;
 mod wake;
 
 pub use client::Client;
 pub use pool::{DEFAULT_MAX_WORKERS, WorkPool};
 pub use server::{Server, ServerHandle, WRITE_TIMEOUT};
+pub use udp::{UdpHandle, spawn_udp};
 pub use vserv_service::ServerOptions;

@@ -14,6 +14,7 @@
 //! login_grace_secs = 60            # a connection not logged in this long after connecting is closed (0..=3600; 0: never)
 //! max_unauthenticated_per_ip = 10  # connections per peer IP not (yet) logged in; more are refused as busy (0: no limit)
 //! # follow = ["SHA256:..."]        # replicate only these origins; unset: every origin peers offer
+//! # udp_listen = "127.0.0.1:7117"  # also answer sealed UDP queries here (spec/datagrams.md); unset: off
 //!
 //! [rate_limit]                     # new connections per peer IP
 //! connections = 30                 # per window; 0 turns the limit off
@@ -180,6 +181,8 @@ pub struct FileConfig {
     pub peers: Vec<PeerSection>,
     /// The origins replicated (fingerprints); unset: every origin the peers offer.
     pub follow: Option<Vec<String>>,
+    /// Where to answer sealed UDP queries; unset: not at all.
+    pub udp_listen: Option<String>,
 }
 
 /// One `[[peers]]` entry, as written (checked by [`resolve`]).
@@ -275,6 +278,8 @@ pub struct Settings {
     /// What the node in `data` is opened with: name, abuse limits, argon2, homes, hooks,
     /// data-loss policy.
     pub node: NodeSettings,
+    /// Where to answer sealed UDP queries (spec/datagrams.md); `None`: off.
+    pub udp_listen: Option<String>,
 }
 
 /// Values given on the command line; each overrides the file.
@@ -563,6 +568,7 @@ pub fn resolve(file: FileConfig, flags: Overrides) -> Result<Settings, ConfigErr
             replicate: true,
             follow,
         },
+        udp_listen: file.udp_listen,
     })
 }
 

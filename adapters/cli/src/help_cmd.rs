@@ -55,7 +55,7 @@ pub const CLI_FORMS: &[(&str, Option<&str>)] = &[
     ("ver", Some("vserv ver")),
     ("id", Some("vserv id")),
     ("help", Some("vserv help --server [CMD]")),
-    ("ping", Some("vserv ping [TEXT]")),
+    ("ping", Some("vserv ping [TEXT] [--udp]")),
     ("quit", Some("(sent by every subcommand when it is done)")),
     (
         "login",

@@ -23,6 +23,8 @@ mod serve;
 mod shell;
 mod show;
 mod two_factor_cmd;
+mod udp_cmd;
+mod udp_serve;
 mod user_cmd;
 
 use std::process::ExitCode;

@@ -44,6 +44,8 @@ pub enum Op<C: Args> {
         /// Text to echo (default: empty).
         payload: Option<String>,
         #[command(flatten)]
+        udp: crate::udp_cmd::UdpFlag,
+        #[command(flatten)]
         client: C,
     },
     /// Print who the server says you are (`not logged in` without a login).
@@ -341,6 +343,9 @@ impl<C: Args> Op<C> {
             Op::Hello { .. } => connected.run(&Command::Hello),
             Op::Ver { .. } => connected.run(&Command::Ver),
             Op::Id { .. } => connected.run(&Command::Id),
+            Op::Ping { udp, .. } if udp.udp => {
+                bail!("--udp is for `vserv ping --udp`, not on a connection")
+            }
             Op::Ping { payload, .. } => connected.run(&Command::Ping {
                 payload: payload.clone().unwrap_or_default().into_bytes(),
             }),
@@ -382,6 +387,16 @@ impl<C: Args> Op<C> {
 pub fn run_once(op: &Op<ClientArgs>) -> anyhow::Result<()> {
     if let Some(result) = op.run_offline() {
         return result;
+    }
+    if let Op::Ping {
+        payload,
+        udp,
+        client,
+    } = op
+        && udp.udp
+    {
+        let payload = payload.clone().unwrap_or_default().into_bytes();
+        return crate::udp_cmd::run(client, &Command::Ping { payload });
     }
     let client = op.client();
     if op.needs_login() && client.user.is_none() {

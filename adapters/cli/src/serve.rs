@@ -71,6 +71,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
     // Bind first: an address that cannot be used fails before anything is created.
     let listener = std::net::TcpListener::bind(&args.listen)
         .with_context(|| format!("listening on {}", args.listen))?;
+    let udp = crate::udp_serve::bind(args.udp_listen.as_deref())?;
     let node = Node::open_with_file_runner(&args.data, &args.node, file_runner(args.runtime))?;
     let own = node.identity().public_key().fingerprint();
     crate::config::check_own_fingerprint(args, &own).with_context(|| match &args_config {
@@ -93,6 +94,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let service = node
         .service()
         .with_idle_notice(Some(vserv_service::DEFAULT_IDLE_NOTICE_MARGIN));
+    let service = crate::udp_serve::with_datagrams(service, &identity, udp.as_ref());
     let signals = Signals::install()?;
     let status_service = service.clone();
     let options = vserv_service::ServerOptions {
@@ -115,8 +117,17 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 "blocking",
             );
             let handle = server.spawn()?;
-            signals.wait(|| status_text(handle.active_connections(), &status_service.status()));
+            let udp = crate::udp_serve::spawn(udp, &status_service, args.runtime)?;
+            signals.wait(|| {
+                crate::udp_serve::with_stats(
+                    status_text(handle.active_connections(), &status_service.status()),
+                    &status_service,
+                )
+            });
             eprintln!("vserv: shutting down");
+            if let Some(udp) = udp {
+                udp.shutdown();
+            }
             handle.shutdown();
         }
         Runtime::Smol => {
@@ -128,8 +139,17 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 "smol",
             );
             let handle = server.spawn()?;
-            signals.wait(|| status_text(handle.active_connections(), &status_service.status()));
+            let udp = crate::udp_serve::spawn(udp, &status_service, args.runtime)?;
+            signals.wait(|| {
+                crate::udp_serve::with_stats(
+                    status_text(handle.active_connections(), &status_service.status()),
+                    &status_service,
+                )
+            });
             eprintln!("vserv: shutting down");
+            if let Some(udp) = udp {
+                udp.shutdown();
+            }
             handle.shutdown();
         }
     }

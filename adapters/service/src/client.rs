@@ -3,6 +3,7 @@
 //! and call [`ClientSession::process`] after every input. File transfers, one or many on a
 //! connection, are scheduled by [`transfers::Scheduler`], which every runtime drives.
 
+pub mod datagram;
 pub mod transfers;
 
 use std::collections::{BTreeMap, VecDeque};

@@ -12,6 +12,7 @@
 
 pub mod accounts;
 pub mod client;
+pub mod datagram;
 pub mod files;
 pub mod ledger;
 mod ledger_backfill;

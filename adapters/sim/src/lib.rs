@@ -51,6 +51,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod datagram;
 mod handle;
 pub mod ledger_model;
 mod link;
@@ -61,6 +62,7 @@ mod transfer;
 mod work;
 mod world;
 
+pub use datagram::{DatagramAttacker, DatagramNet, NetConfig, SERVER_ADDR};
 pub use handle::{RAW_WAIT, SimClient, SimServer, WAIT};
 pub use link::{Adversary, LinkConfig, LinkSpec};
 pub use local_files::{MemoryFile, MemoryFiles, MemoryReader, MemoryWriter};

@@ -13,9 +13,11 @@
 mod client;
 mod server;
 pub mod transfer;
+mod udp;
 
 pub use client::Client;
 pub use server::{Server, ServerHandle, UnblockRunner};
+pub use udp::{UdpHandle, spawn_udp};
 pub use vserv_service::ServerOptions;
 
 /// Runs a future to completion on the current thread, driving the async-io reactor

@@ -10,3 +10,4 @@ pub mod limits;
 pub mod messages;
 pub mod peers;
 pub mod two_factor;
+pub mod udp;

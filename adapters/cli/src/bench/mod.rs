@@ -20,6 +20,7 @@ mod repl;
 mod server;
 mod stats;
 mod transfer;
+mod udp;
 
 use std::time::Duration;
 
@@ -65,6 +66,9 @@ pub enum BenchKind {
     /// latency from an acknowledged `rput` to its commit on the peer, and fan-out along a
     /// line of five servers.
     Repl(repl::ReplArgs),
+    /// A command over sealed UDP datagrams against the same command over one TCP session:
+    /// requests/s and p50/p99 of each, side by side.
+    Udp(udp::UdpArgs),
 }
 
 /// Runs the selected benchmark and prints its report.
@@ -80,6 +84,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         BenchKind::Ledger(a) => emit(&ledger::run(&a)?, args.json),
         BenchKind::Transfer(a) => emit(&transfer::run(&a)?, args.json),
         BenchKind::Repl(a) => emit(&repl::run(&a)?, args.json),
+        BenchKind::Udp(a) => emit(&udp::run(&a)?, args.json),
     }
 }
 

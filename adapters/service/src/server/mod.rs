@@ -20,6 +20,7 @@
 //! `duties.rs` for the node's timed work no session asks for (the runtime keeps its timer).
 
 mod accounts;
+mod datagram;
 mod delivery;
 mod dispatch;
 mod drive;
@@ -113,6 +114,9 @@ struct Shared {
     idle_notice: Option<std::time::Duration>,
     /// The users' message keys and mailboxes (kept in the accounts' store).
     mailboxes: Arc<crate::messages::Mailboxes>,
+    /// Sealed UDP datagrams' key, replay guard and rate limiter (`datagram.rs`); `None`
+    /// answers none.
+    datagrams: Option<Arc<crate::datagram::DatagramState>>,
 }
 
 impl std::fmt::Debug for Service {
@@ -157,6 +161,7 @@ impl Service {
                 replicas: None,
                 idle_notice: None,
                 mailboxes,
+                datagrams: None,
             }),
         }
     }

@@ -1,0 +1,146 @@
+//! End to end with a real server process: `vserv serve` with `udp_listen` answers
+//! `vserv ping --udp`, whose client finds the server's key with a key query checked against
+//! `--server-key` (then recorded in known_servers, so the next ping needs no pin), refuses
+//! a wrong pin, and reports a server that does not answer; SIGUSR1's status line counts the
+//! datagrams.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+
+use common::{BIN, Env};
+
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn ping_over_udp_end_to_end() {
+    let env = Env::new();
+    let config = env.path("server.toml");
+    std::fs::write(
+        &config,
+        "udp_listen = \"127.0.0.1:0\"\n[files]\nmin_free_bytes = 0\n",
+    )
+    .expect("config");
+    let log = env.path("vserv.log");
+    let mut child = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+        .arg(&config)
+        .arg("--data")
+        .arg(env.data())
+        .arg("--log-file")
+        .arg(&log)
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn vserv serve");
+    let mut out = BufReader::new(child.stdout.take().expect("stdout"));
+    let server = Killed(child);
+    let mut lines = Vec::new();
+    for _ in 0..3 {
+        let mut line = String::new();
+        out.read_line(&mut line).expect("serve output");
+        lines.push(line);
+    }
+    let fingerprint = lines[1]
+        .strip_prefix("server key fingerprint: ")
+        .unwrap_or_else(|| panic!("unexpected output: {lines:?}"))
+        .trim()
+        .to_owned();
+    let udp = lines[2]
+        .strip_prefix("vserv answering sealed UDP queries on ")
+        .unwrap_or_else(|| panic!("unexpected output: {lines:?}"))
+        .trim()
+        .to_owned();
+    let known = env.path("known_servers");
+    let known = known.to_str().expect("utf-8 path");
+    let base = ["--server", udp.as_str(), "--known-servers", known];
+
+    // Pinned by fingerprint only: the key query's answer is checked, then recorded.
+    let pinned = [
+        &["ping", "--udp", "hello over udp"][..],
+        &base,
+        &["--server-key", &fingerprint],
+    ]
+    .concat();
+    let run = env.vserv(&pinned, &[]).ok();
+    assert!(run.text().contains("hello over udp"), "{}", run.text());
+    let recorded = std::fs::read_to_string(env.path("known_servers")).expect("known_servers");
+    assert!(recorded.contains(&udp), "{recorded}");
+
+    // Known now: no pin needed.
+    let run = env
+        .vserv(&[&["ping", "--udp", "again"][..], &base].concat(), &[])
+        .ok();
+    assert!(run.text().contains("again"), "{}", run.text());
+
+    // A wrong pin is refused before anything is sent.
+    let wrong = format!("SHA256:{}", "00".repeat(32));
+    let err = env
+        .vserv(
+            &[&["ping", "--udp"][..], &base, &["--server-key", &wrong]].concat(),
+            &[],
+        )
+        .fails();
+    assert!(err.contains("mismatch"), "{err}");
+
+    // Logging in is not possible over UDP.
+    let err = env
+        .vserv(
+            &[&["ping", "--udp"][..], &base, &["--user", "alice"]].concat(),
+            &[],
+        )
+        .fails();
+    assert!(err.contains("--udp"), "{err}");
+
+    // Nobody answers on a port without a server.
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let silent_addr = silent.local_addr().expect("addr").to_string();
+    let err = env
+        .vserv(
+            &[
+                "ping",
+                "--udp",
+                "--server",
+                &silent_addr,
+                "--known-servers",
+                known,
+                "--server-key",
+                &fingerprint,
+                "--timeout",
+                "1",
+            ],
+            &[],
+        )
+        .fails();
+    assert!(err.contains("no answer"), "{err}");
+
+    // The status line counts what came in over UDP.
+    let status = Command::new("kill")
+        .args(["-s", "USR1", &server.0.id().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success());
+    let start = std::time::Instant::now();
+    loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if let Some(line) = text.lines().find(|l| l.contains("udp: ")) {
+            assert!(line.contains("answered"), "{line}");
+            break;
+        }
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(20),
+            "no udp status in {text:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
