@@ -37,6 +37,7 @@ pub mod peers;
 mod registry;
 mod session;
 pub(crate) mod status;
+mod tables;
 
 use std::sync::Arc;
 
@@ -113,6 +114,8 @@ struct Shared {
     idle_notice: Option<std::time::Duration>,
     /// The users' message keys and mailboxes (kept in the accounts' store).
     mailboxes: Arc<crate::messages::Mailboxes>,
+    /// The query tables; `None` serves none.
+    tables: Option<Arc<crate::tables::Tables>>,
 }
 
 impl std::fmt::Debug for Service {
@@ -157,6 +160,7 @@ impl Service {
                 replicas: None,
                 idle_notice: None,
                 mailboxes,
+                tables: None,
             }),
         }
     }
@@ -206,6 +210,12 @@ impl Service {
     /// own); any other origin is [`vserv_core::ErrorCode::NotFound`].
     pub fn with_replicas(self, replicas: Arc<Replicas>) -> Self {
         self.configure(|s| s.replicas = Some(replicas))
+    }
+
+    /// This service answering `tables` and `query` from `tables` (spec/tables.md). Without
+    /// them, `tables` lists none and every `query` finds no table.
+    pub fn with_tables(self, tables: Arc<crate::tables::Tables>) -> Self {
+        self.configure(|s| s.tables = Some(tables))
     }
 
     /// This service handing its blocking work to `runner` (the runtime's). The default,
