@@ -124,6 +124,11 @@ pub const CLI_FORMS: &[(&str, Option<&str>)] = &[
         "2fa",
         Some("vserv 2fa enable|confirm|disable [CODE]; vserv user 2fa-reset NAME (admins)"),
     ),
+    ("tables", Some("vserv tables [--json]")),
+    (
+        "query",
+        Some("vserv query TABLE KEY [--json] | vserv query TABLE --prefix P [--limit N] [--json]"),
+    ),
 ];
 
 /// The CLI form of wire command `name`, or the note for one without.

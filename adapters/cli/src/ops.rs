@@ -226,6 +226,20 @@ pub enum Op<C: Args> {
         #[command(flatten)]
         client: C,
     },
+    /// List the query tables you may query (name, rows, load time, columns, last error).
+    Tables {
+        #[command(flatten)]
+        args: crate::tables_cmd::TablesArgs,
+        #[command(flatten)]
+        client: C,
+    },
+    /// Show a query table's row by key, or the rows whose key starts with --prefix P.
+    Query {
+        #[command(flatten)]
+        args: crate::tables_cmd::QueryArgs,
+        #[command(flatten)]
+        client: C,
+    },
 }
 
 impl<C: Args> Op<C> {
@@ -259,6 +273,7 @@ impl<C: Args> Op<C> {
             | Op::Restore { client, .. }
             | Op::TwoFactor { client, .. } => client,
             Op::Msgs { client, .. } => client,
+            Op::Tables { client, .. } | Op::Query { client, .. } => client,
             // `inbox setup`'s options follow `setup`.
             Op::Inbox { args, client } => args.action.as_ref().map_or(client, |a| a.client()),
             Op::Peer(args) => args.client(),
@@ -301,6 +316,8 @@ impl<C: Args> Op<C> {
             Op::Versions { .. } => "versions",
             Op::Restore { .. } => "restore",
             Op::Msgs { .. } => "msgs",
+            Op::Tables { .. } => "tables",
+            Op::Query { .. } => "query",
             Op::Peer(args) => return format!("peer {}", args.name()),
             Op::TwoFactor { step, .. } => {
                 return format!(
@@ -318,12 +335,12 @@ impl<C: Args> Op<C> {
     }
 
     /// Whether the server runs it only for a logged-in user (every command but the
-    /// session ones anyone may send).
+    /// session ones anyone may send, and the query tables, some of which anyone may query).
     pub fn needs_login(&self) -> bool {
         !matches!(
             self,
             Op::Hello { .. } | Op::Ver { .. } | Op::Id { .. } | Op::Ping { .. } | Op::Whoami { .. }
-        )
+        ) && !matches!(self, Op::Tables { .. } | Op::Query { .. })
     }
 
     /// Runs the command without a connection when it needs none (`inbox setup --dry-run`,
@@ -368,6 +385,8 @@ impl<C: Args> Op<C> {
             Op::Restore { args, .. } => files_tree::restore(connected, args),
             Op::Msg(args) => msg_cmd::run(connected, args),
             Op::Msgs { args, .. } => msg_cmd::list(connected, args),
+            Op::Tables { args, .. } => crate::tables_cmd::tables(connected, args),
+            Op::Query { args, .. } => crate::tables_cmd::query(connected, args),
             Op::Peer(args) => peer_cmd::run(connected, args),
             Op::TwoFactor { step, code, .. } => {
                 two_factor_cmd::run(connected, *step, code.as_deref())
