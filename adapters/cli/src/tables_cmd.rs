@@ -26,8 +26,12 @@ pub struct QueryArgs {
     /// The table.
     pub table: String,
     /// The key of the row wanted (not with --prefix).
-    #[arg(required_unless_present = "prefix", conflicts_with = "prefix")]
-    pub key: Option<String>,
+    #[arg(
+        value_name = "KEY",
+        required_unless_present = "prefix",
+        conflicts_with = "prefix"
+    )]
+    pub row_key: Option<String>,
     /// Show the rows whose key starts with P, in key order ("" for every row).
     #[arg(long, value_name = "P")]
     pub prefix: Option<String>,
@@ -126,7 +130,7 @@ fn row_json(row: &TableRow) -> String {
 /// `vserv query`.
 pub fn query(connected: &mut Connected, args: &QueryArgs) -> anyhow::Result<()> {
     let Some(prefix) = &args.prefix else {
-        let key = args.key.clone().unwrap_or_default();
+        let key = args.row_key.clone().unwrap_or_default();
         let cmd = Command::Query(TableQuery {
             table: args.table.clone(),
             lookup: Lookup::Key(key),
