@@ -86,7 +86,8 @@ macro_rules! suite {
         $crate::suite!(@cases $rt; file_versions: files_versions_and_restore, files_mkdirs_makes_parents, files_folder_config_checked_at_upload);
         $crate::suite!(@cases $rt; two_factor: two_factor_login);
         $crate::suite!(@cases $rt; messages: messages_send_list_read_delete, messages_mailbox_full_keeps_what_it_holds, messages_live_notice_to_a_logged_in_recipient);
-        $crate::suite!(@cases $rt; udp: ping_over_udp_with_replay_refused);
+        $crate::suite!(@cases $rt; udp: ping_over_udp_with_replay_refused, tables_over_udp);
+        $crate::suite!(@cases $rt; tables: tables_query_and_reload);
     };
     (@cases $rt:ty; $module:ident: $($case:ident),*) => {
         $(#[test] fn $case() { $crate::cases::$module::$case::<$rt>(); })*

@@ -457,5 +457,8 @@ pub fn print_reply(reply: &Reply, fingerprint: Option<Fingerprint>) {
             }
         }
         Reply::Sealed(bytes) => println!("{} sealed bytes", bytes.len()),
+        Reply::Tables(_) | Reply::Row(_) | Reply::Rows { .. } => {
+            crate::tables_cmd::print_reply(reply)
+        }
     }
 }

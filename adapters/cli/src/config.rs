@@ -52,6 +52,22 @@
 //! changed passwords only; `max_concurrent` and `max_queued` bound every check (see
 //! `vserv_service::accounts::checks`).
 //!
+//! Query tables (spec/tables.md) are `[[tables]]` entries, none by default:
+//!
+//! ```text
+//! [[tables]]
+//! name = "things"                  # what `vserv query` names (1..=64 bytes)
+//! file = "/srv/things.csv"         # the CSV file, re-read when it changes
+//! header = true                    # the first row names the columns (default true)
+//! key = "item"                     # key column: a header name, or a 0-based index (default 0)
+//! access = "users"                 # "anyone", "users" (default) or a list of user names
+//! # handler = "lookup"             # answer with the program `lookup` in the [hooks] dir instead
+//! ```
+//!
+//! An external handler runs with the `[hooks]` timeout, and only from the `[hooks]` `dir`
+//! (it need not enable the inbox hooks). Duplicate names, a key named on a table without a
+//! header, or a handler without a directory are refused at start.
+//!
 //! No peer is configured by default: the server then replicates with the peers an admin
 //! adds at runtime (`vserv peer add`), none at first. Each `[[peers]]` entry lets the server with that key open a replication link; with an `address` this
 //! server also dials it (reconnecting with backoff). A fingerprint listed twice, or the
@@ -66,6 +82,9 @@ use vserv_service::accounts::checks::{MAX_CONCURRENT_LIMIT, MAX_QUEUED_LIMIT};
 use vserv_service::accounts::{CheckLimits, PasswordParams};
 use vserv_service::files::delivery::HooksConfig;
 use vserv_service::files::{DEFAULT_MIN_FREE_BYTES, DEFAULT_PARTIAL_EXPIRY, FilesConfig};
+use vserv_service::tables::{
+    KeyColumn, TableAccess, TableConfig, TableConfigError, TablesSettings,
+};
 use vserv_service::{LoginBackoff, NodeSettings, PeerConfig, Policy, RateLimit};
 
 /// Which runtime drives the server (`runtime` in the file, `--runtime` on the command line).
@@ -138,6 +157,19 @@ pub enum ConfigError {
         /// The server's fingerprint.
         fingerprint: Fingerprint,
     },
+    /// The `[[tables]]` entries are refused.
+    #[error("{0}")]
+    Tables(#[from] TableConfigError),
+    /// A `[[tables]]` entry's `access` is none of the allowed forms.
+    #[error(
+        "tables[{index}].access: {value:?} is not \"anyone\", \"users\" or a list of user names"
+    )]
+    TableAccess {
+        /// The entry's position in the file, from 0.
+        index: usize,
+        /// The value as written.
+        value: String,
+    },
 }
 
 /// The file's contents; every key optional (see the [module docs](self)).
@@ -183,6 +215,47 @@ pub struct FileConfig {
     pub follow: Option<Vec<String>>,
     /// Where to answer sealed UDP queries; unset: not at all.
     pub udp_listen: Option<String>,
+    /// Query tables (`[[tables]]`), in file order.
+    #[serde(default)]
+    pub tables: Vec<TableSection>,
+}
+
+/// One `[[tables]]` entry, as written (checked by [`resolve`]).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TableSection {
+    /// The table's name.
+    pub name: String,
+    /// The CSV file.
+    pub file: PathBuf,
+    /// Whether the first row names the columns (default true).
+    pub header: Option<bool>,
+    /// The key column: a header name or a 0-based index (default 0).
+    pub key: Option<KeySpec>,
+    /// `"anyone"`, `"users"` (default) or a list of user names.
+    pub access: Option<AccessSpec>,
+    /// A program in the `[hooks]` dir answering the table's queries.
+    pub handler: Option<String>,
+}
+
+/// A `[[tables]]` key as written: a column name or an index.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum KeySpec {
+    /// A 0-based column index.
+    Index(usize),
+    /// A header name.
+    Name(String),
+}
+
+/// A `[[tables]]` access as written: a word or a list of user names.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum AccessSpec {
+    /// `"anyone"` or `"users"`.
+    Word(String),
+    /// The only users who may query.
+    Users(Vec<String>),
 }
 
 /// One `[[peers]]` entry, as written (checked by [`resolve`]).
@@ -513,6 +586,7 @@ pub fn resolve(file: FileConfig, flags: Overrides) -> Result<Settings, ConfigErr
         },
     };
 
+    let tables = tables(&file.tables, &hooks)?;
     let peers = peers(&file.peers)?;
     let follow = file.follow.as_deref().map(follow_list).transpose()?;
 
@@ -567,9 +641,54 @@ pub fn resolve(file: FileConfig, flags: Overrides) -> Result<Settings, ConfigErr
             // An admin may add peers at runtime (`vserv peer add`).
             replicate: true,
             follow,
+            tables,
         },
         udp_listen: file.udp_listen,
     })
+}
+
+/// The `[[tables]]` entries as the node's settings, checked
+/// ([`TablesSettings::validate`]); handlers run from the `[hooks]` directory with its
+/// timeout.
+fn tables(entries: &[TableSection], hooks: &HooksConfig) -> Result<TablesSettings, ConfigError> {
+    let tables = entries
+        .iter()
+        .enumerate()
+        .map(|(index, t)| {
+            let access = match &t.access {
+                None => TableAccess::Users,
+                Some(AccessSpec::Word(w)) if w == "anyone" => TableAccess::Anyone,
+                Some(AccessSpec::Word(w)) if w == "users" => TableAccess::Users,
+                Some(AccessSpec::Word(w)) => {
+                    return Err(ConfigError::TableAccess {
+                        index,
+                        value: w.clone(),
+                    });
+                }
+                Some(AccessSpec::Users(names)) => TableAccess::Only(names.clone()),
+            };
+            Ok(TableConfig {
+                name: t.name.clone(),
+                file: t.file.clone(),
+                header: t.header.unwrap_or(true),
+                key: match &t.key {
+                    None => KeyColumn::Index(0),
+                    Some(KeySpec::Index(i)) => KeyColumn::Index(*i),
+                    Some(KeySpec::Name(n)) => KeyColumn::Name(n.clone()),
+                },
+                access,
+                handler: t.handler.clone(),
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let settings = TablesSettings {
+        tables,
+        programs_dir: hooks.programs_dir.clone(),
+        handler_timeout: hooks.timeout,
+        ..TablesSettings::default()
+    };
+    settings.validate()?;
+    Ok(settings)
 }
 
 /// The `[[peers]]` entries checked: each fingerprint well-formed and listed once, each
@@ -830,6 +949,64 @@ mod tests {
                 other => panic!("{text}: {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn tables_are_read_and_checked() {
+        let text = r#"
+            [hooks]
+            dir = "/etc/vserv/hooks"
+            timeout_secs = 3
+
+            [[tables]]
+            name = "things"
+            file = "/srv/things.csv"
+            key = "item"
+            access = "anyone"
+
+            [[tables]]
+            name = "raw"
+            file = "raw.csv"
+            header = false
+            key = 2
+            access = ["alice", "bob"]
+            handler = "lookup"
+        "#;
+        let s = resolve(FileConfig::parse(text).unwrap(), Overrides::default()).unwrap();
+        let t = &s.node.tables;
+        assert_eq!(t.programs_dir, Some(PathBuf::from("/etc/vserv/hooks")));
+        assert_eq!(t.handler_timeout, Duration::from_secs(3));
+        assert_eq!(
+            t.tables,
+            vec![
+                TableConfig {
+                    key: KeyColumn::Name("item".into()),
+                    access: TableAccess::Anyone,
+                    ..TableConfig::new("things", "/srv/things.csv")
+                },
+                TableConfig {
+                    header: false,
+                    key: KeyColumn::Index(2),
+                    access: TableAccess::Only(vec!["alice".into(), "bob".into()]),
+                    handler: Some("lookup".into()),
+                    ..TableConfig::new("raw", "raw.csv")
+                },
+            ]
+        );
+        let entry = |extra: &str| format!("[[tables]]\nname = \"t\"\nfile = \"/t.csv\"\n{extra}");
+        for (extra, says) in [
+            ("access = \"everyone\"", "tables[0].access"),
+            ("handler = \"lookup\"", "handlers' directory"),
+            ("header = false\nkey = \"item\"", "by index"),
+            ("[[tables]]\nname = \"t\"\nfile = \"/u.csv\"", "used twice"),
+        ] {
+            let err = FileConfig::parse(&entry(extra))
+                .and_then(|f| resolve(f, Overrides::default()))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(says), "{extra}: {err}");
+        }
+        assert!(FileConfig::parse(&entry("shell = true")).is_err());
     }
 
     #[test]

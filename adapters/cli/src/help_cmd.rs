@@ -124,6 +124,13 @@ pub const CLI_FORMS: &[(&str, Option<&str>)] = &[
         "2fa",
         Some("vserv 2fa enable|confirm|disable [CODE]; vserv user 2fa-reset NAME (admins)"),
     ),
+    ("tables", Some("vserv tables [--json] [--udp]")),
+    (
+        "query",
+        Some(
+            "vserv query TABLE KEY [--json] [--udp] | vserv query TABLE --prefix P [--limit N] [--json] [--udp]",
+        ),
+    ),
 ];
 
 /// The CLI form of wire command `name`, or the note for one without.

@@ -22,6 +22,7 @@ mod peer_cmd;
 mod serve;
 mod shell;
 mod show;
+mod tables_cmd;
 mod two_factor_cmd;
 mod udp_cmd;
 mod udp_serve;

@@ -228,6 +228,20 @@ pub enum Op<C: Args> {
         #[command(flatten)]
         client: C,
     },
+    /// List the query tables you may query (name, rows, load time, columns, last error).
+    Tables {
+        #[command(flatten)]
+        args: crate::tables_cmd::TablesArgs,
+        #[command(flatten)]
+        client: C,
+    },
+    /// Show a query table's row by key, or the rows whose key starts with --prefix P.
+    Query {
+        #[command(flatten)]
+        args: crate::tables_cmd::QueryArgs,
+        #[command(flatten)]
+        client: C,
+    },
 }
 
 impl<C: Args> Op<C> {
@@ -261,6 +275,7 @@ impl<C: Args> Op<C> {
             | Op::Restore { client, .. }
             | Op::TwoFactor { client, .. } => client,
             Op::Msgs { client, .. } => client,
+            Op::Tables { client, .. } | Op::Query { client, .. } => client,
             // `inbox setup`'s options follow `setup`.
             Op::Inbox { args, client } => args.action.as_ref().map_or(client, |a| a.client()),
             Op::Peer(args) => args.client(),
@@ -303,6 +318,8 @@ impl<C: Args> Op<C> {
             Op::Versions { .. } => "versions",
             Op::Restore { .. } => "restore",
             Op::Msgs { .. } => "msgs",
+            Op::Tables { .. } => "tables",
+            Op::Query { .. } => "query",
             Op::Peer(args) => return format!("peer {}", args.name()),
             Op::TwoFactor { step, .. } => {
                 return format!(
@@ -320,12 +337,12 @@ impl<C: Args> Op<C> {
     }
 
     /// Whether the server runs it only for a logged-in user (every command but the
-    /// session ones anyone may send).
+    /// session ones anyone may send, and the query tables, some of which anyone may query).
     pub fn needs_login(&self) -> bool {
         !matches!(
             self,
             Op::Hello { .. } | Op::Ver { .. } | Op::Id { .. } | Op::Ping { .. } | Op::Whoami { .. }
-        )
+        ) && !matches!(self, Op::Tables { .. } | Op::Query { .. })
     }
 
     /// Runs the command without a connection when it needs none (`inbox setup --dry-run`,
@@ -343,8 +360,16 @@ impl<C: Args> Op<C> {
             Op::Hello { .. } => connected.run(&Command::Hello),
             Op::Ver { .. } => connected.run(&Command::Ver),
             Op::Id { .. } => connected.run(&Command::Id),
-            Op::Ping { udp, .. } if udp.udp => {
-                bail!("--udp is for `vserv ping --udp`, not on a connection")
+            Op::Ping { udp, .. }
+            | Op::Tables {
+                args: crate::tables_cmd::TablesArgs { udp, .. },
+                ..
+            }
+            | Op::Query {
+                args: crate::tables_cmd::QueryArgs { udp, .. },
+                ..
+            } if udp.udp => {
+                bail!("--udp sends one datagram of its own, not on a connection")
             }
             Op::Ping { payload, .. } => connected.run(&Command::Ping {
                 payload: payload.clone().unwrap_or_default().into_bytes(),
@@ -373,6 +398,8 @@ impl<C: Args> Op<C> {
             Op::Restore { args, .. } => files_tree::restore(connected, args),
             Op::Msg(args) => msg_cmd::run(connected, args),
             Op::Msgs { args, .. } => msg_cmd::list(connected, args),
+            Op::Tables { args, .. } => crate::tables_cmd::tables(connected, args),
+            Op::Query { args, .. } => crate::tables_cmd::query(connected, args),
             Op::Peer(args) => peer_cmd::run(connected, args),
             Op::TwoFactor { step, code, .. } => {
                 two_factor_cmd::run(connected, *step, code.as_deref())
@@ -397,6 +424,24 @@ pub fn run_once(op: &Op<ClientArgs>) -> anyhow::Result<()> {
     {
         let payload = payload.clone().unwrap_or_default().into_bytes();
         return crate::udp_cmd::run(client, &Command::Ping { payload });
+    }
+    if let Op::Tables { args, client } = op
+        && args.udp.udp
+    {
+        let mut datagrams = crate::udp_cmd::anonymous_client(client)?;
+        return crate::tables_cmd::tables_with(
+            &mut |cmd| crate::udp_cmd::call(&mut datagrams, cmd),
+            args,
+        );
+    }
+    if let Op::Query { args, client } = op
+        && args.udp.udp
+    {
+        let mut datagrams = crate::udp_cmd::anonymous_client(client)?;
+        return crate::tables_cmd::query_with(
+            &mut |cmd| crate::udp_cmd::call(&mut datagrams, cmd),
+            args,
+        );
     }
     let client = op.client();
     if op.needs_login() && client.user.is_none() {

@@ -62,18 +62,26 @@ pub fn client(args: &ClientArgs) -> anyhow::Result<DatagramClient> {
 
 /// Runs `command` over UDP against the server `args` names and prints its reply.
 pub fn run(args: &ClientArgs, command: &Command) -> anyhow::Result<()> {
+    let mut client = anonymous_client(args)?;
+    let reply = call(&mut client, command)?;
+    print_reply(&reply, Some(client.server_key().fingerprint()));
+    Ok(())
+}
+
+/// A datagram client for `args`, refusing a `--user` (UDP requests are anonymous).
+pub fn anonymous_client(args: &ClientArgs) -> anyhow::Result<DatagramClient> {
     if args.user.is_some() {
         bail!("--udp sends anonymous requests: it cannot log in (drop --user)");
     }
-    let mut client = client(args)?;
+    client(args)
+}
+
+/// One request over UDP: the server's typed reply, or its error.
+pub fn call(client: &mut DatagramClient, command: &Command) -> anyhow::Result<Reply> {
     let response = client.request(command.name(), command.args())?;
     match response.result {
-        Ok(fields) => {
-            let reply = Reply::from_fields(command, &fields)
-                .map_err(|e| anyhow!("malformed reply from the server: {e}"))?;
-            print_reply(&reply, Some(client.server_key().fingerprint()));
-            Ok(())
-        }
+        Ok(fields) => Reply::from_fields(command, &fields)
+            .map_err(|e| anyhow!("malformed reply from the server: {e}")),
         Err(e) => bail!("server error: {e}"),
     }
 }

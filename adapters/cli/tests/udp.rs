@@ -1,5 +1,5 @@
 //! End to end with a real server process: `vserv serve` with `udp_listen` answers
-//! `vserv ping --udp`, whose client finds the server's key with a key query checked against
+//! `vserv ping --udp` (and `tables`/`query --udp` on a table open to anyone), whose client finds the server's key with a key query checked against
 //! `--server-key` (then recorded in known_servers, so the next ping needs no pin), refuses
 //! a wrong pin, and reports a server that does not answer; SIGUSR1's status line counts the
 //! datagrams.
@@ -24,9 +24,15 @@ impl Drop for Killed {
 fn ping_over_udp_end_to_end() {
     let env = Env::new();
     let config = env.path("server.toml");
+    let words = env.path("words.csv");
+    std::fs::write(&words, "word,meaning\nhi,hello\nho,a garden tool\n").expect("csv");
     std::fs::write(
         &config,
-        "udp_listen = \"127.0.0.1:0\"\n[files]\nmin_free_bytes = 0\n",
+        format!(
+            "udp_listen = \"127.0.0.1:0\"\n[files]\nmin_free_bytes = 0\n\
+             [[tables]]\nname = \"words\"\nfile = \"{}\"\naccess = \"anyone\"\n",
+            words.display()
+        ),
     )
     .expect("config");
     let log = env.path("vserv.log");
@@ -82,6 +88,30 @@ fn ping_over_udp_end_to_end() {
         .vserv(&[&["ping", "--udp", "again"][..], &base].concat(), &[])
         .ok();
     assert!(run.text().contains("again"), "{}", run.text());
+
+    // Query tables over UDP: a row by key, a prefix page, the list as JSON.
+    let run = env
+        .vserv(
+            &[&["query", "words", "hi", "--udp"][..], &base].concat(),
+            &[],
+        )
+        .ok();
+    assert!(run.text().contains("meaning: hello"), "{}", run.text());
+    let run = env
+        .vserv(
+            &[
+                &["query", "words", "--prefix", "h", "--udp", "--json"][..],
+                &base,
+            ]
+            .concat(),
+            &[],
+        )
+        .ok();
+    assert!(run.text().contains("a garden tool"), "{}", run.text());
+    let run = env
+        .vserv(&[&["tables", "--udp", "--json"][..], &base].concat(), &[])
+        .ok();
+    assert!(run.text().contains("\"words\""), "{}", run.text());
 
     // A wrong pin is refused before anything is sent.
     let wrong = format!("SHA256:{}", "00".repeat(32));

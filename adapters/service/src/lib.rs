@@ -6,6 +6,8 @@
 //!   a data directory or in memory, with the start-up policy; it hands out the [`Service`].
 //! - [`replicas::Replicas`]: the feeds of other servers a server holds beside its own, and
 //!   what replication needs of storage (clock, segments, atomic appends, quarantine, epoch).
+//! - [`tables::Tables`]: the query tables a node serves (CSV files by key, reloaded when
+//!   they change) and the [`tables::QueryHandler`] trait for answers of one's own.
 //! - [`client::ClientSession`]: the client side — trust decisions against `known_servers`,
 //!   request/response matching and typed replies.
 #![forbid(unsafe_code)]
@@ -24,9 +26,11 @@ mod ledger_query;
 pub mod limits;
 pub mod messages;
 pub mod node;
+pub mod programs;
 pub mod replicas;
 mod server;
 pub mod system;
+pub mod tables;
 pub mod work;
 
 pub use limits::{

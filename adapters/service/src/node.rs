@@ -65,6 +65,8 @@ pub struct NodeSettings {
     /// The origins whose feeds the node keeps replicas of: `None` (the default) every origin
     /// its peers offer, else only these (by key fingerprint). Its own feed is always kept.
     pub follow: Option<Vec<vserv_core::Fingerprint>>,
+    /// The query tables served (spec/tables.md); none by default.
+    pub tables: crate::tables::TablesSettings,
 }
 
 impl Default for NodeSettings {
@@ -83,6 +85,7 @@ impl Default for NodeSettings {
             peers: Vec::new(),
             replicate: false,
             follow: None,
+            tables: crate::tables::TablesSettings::default(),
         }
     }
 }
@@ -142,6 +145,9 @@ pub enum NodeError {
     /// heads of the own feed).
     #[error("cannot set up replication: {0}")]
     Replication(String),
+    /// The query tables' configuration is refused.
+    #[error("query tables: {0}")]
+    Tables(#[from] crate::tables::TableConfigError),
 }
 
 /// What opening a node did before it could serve. Failures of the start-up chores are
@@ -166,6 +172,8 @@ pub struct Node {
     accounts: Arc<Accounts>,
     ledger: Arc<Ledger>,
     files: Arc<dyn FileTree>,
+    /// The query tables, if any are configured.
+    tables: Option<Arc<crate::tables::Tables>>,
     /// Built once, so every clone handed out shares its limits and upload locks.
     service: Service,
     settings: NodeSettings,
@@ -235,6 +243,11 @@ impl Node {
             .store(Arc::new(store))
             .files(Arc::new(tree))
             .build()?;
+        // Tables over real files are read at start, so a bad file is logged before serving;
+        // later reads reload what changed.
+        if let Some(tables) = &node.tables {
+            tables.load_all(crate::unix_now());
+        }
         node.startup.identity_created = loaded.created.then_some(loaded.path);
         node.startup.data_loss = data_loss;
         Ok(node)
@@ -259,6 +272,8 @@ impl Node {
             store: None,
             files: None,
             rng: None,
+            table_source: None,
+            handlers: Vec::new(),
         }
     }
 
@@ -297,6 +312,11 @@ impl Node {
     /// The users' homes.
     pub fn files(&self) -> &Arc<dyn FileTree> {
         &self.files
+    }
+
+    /// The query tables served, if any are configured.
+    pub fn tables(&self) -> Option<&Arc<crate::tables::Tables>> {
+        self.tables.as_ref()
     }
 
     /// The settings the node was opened with.
@@ -351,9 +371,31 @@ pub struct NodeBuilder {
     store: Option<Arc<dyn Store>>,
     files: Option<Arc<dyn FileTree>>,
     rng: Option<Box<dyn CryptoRng + Send>>,
+    table_source: Option<Arc<dyn crate::tables::TableSource>>,
+    handlers: Vec<(String, Arc<dyn crate::tables::QueryHandler>)>,
 }
 
 impl NodeBuilder {
+    /// Reads the query tables' files through `source` (default: the file system,
+    /// [`crate::tables::StdFiles`]); the simulator and tests use
+    /// [`crate::tables::MemoryFiles`].
+    pub fn table_source(mut self, source: Arc<dyn crate::tables::TableSource>) -> Self {
+        self.table_source = Some(source);
+        self
+    }
+
+    /// Answers the queries of table `table` with `handler` instead of the key lookup (or
+    /// the table's external handler). [`NodeBuilder::build`] fails if the settings
+    /// configure no such table.
+    pub fn handler(
+        mut self,
+        table: impl Into<String>,
+        handler: Box<dyn crate::tables::QueryHandler>,
+    ) -> Self {
+        self.handlers.push((table.into(), Arc::from(handler)));
+        self
+    }
+
     /// Keeps the accounts, ledger and limits in `store` (default: a new [`MemoryStore`]).
     pub fn store(mut self, store: Arc<dyn Store>) -> Self {
         self.store = Some(store);
@@ -381,6 +423,18 @@ impl NodeBuilder {
         let files = self
             .files
             .unwrap_or_else(|| Arc::new(MemoryTree::new(self.settings.files)));
+        let tables = if self.settings.tables.tables.is_empty() && self.handlers.is_empty() {
+            None
+        } else {
+            let source = self
+                .table_source
+                .unwrap_or_else(|| Arc::new(crate::tables::StdFiles));
+            let mut tables = crate::tables::Tables::new(&self.settings.tables, source)?;
+            for (name, handler) in self.handlers {
+                tables = tables.with_handler(&name, handler)?;
+            }
+            Some(Arc::new(tables))
+        };
         let mut rng = match self.rng {
             Some(rng) => rng,
             None => os_rng()?,
@@ -421,6 +475,10 @@ impl NodeBuilder {
             .with_replicas(replicas.clone())
             .with_files(files.clone())
             .with_hooks(self.settings.hooks.clone());
+        let service = match &tables {
+            Some(tables) => service.with_tables(tables.clone()),
+            None => service,
+        };
         let service = match peers_setup {
             None => service,
             Some((epoch, jitter_seed)) => {
@@ -459,6 +517,7 @@ impl NodeBuilder {
             accounts,
             ledger,
             files,
+            tables,
             service,
             settings: self.settings,
             startup: Startup::default(),

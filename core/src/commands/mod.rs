@@ -6,7 +6,7 @@
 //! The domains are `session` (hello, ver, id, help, ping, quit, tout), `accounts` (login,
 //! users, keys), `ledger` (the `r*` commands), `files` (the file tree), `transfers`
 //! (`f*` uploads and downloads), `delivery` (send, inbox) and `replication` (`peer`,
-//! `peers`, `padd`, `pdel`); `args` holds the argument
+//! `peers`, `padd`, `pdel`), `tables` (`tables`, `query`); `args` holds the argument
 //! helpers they share and `reply` the [`Reply`] type and its field codec.
 //!
 //! Servers dispatch on [`Command::parse`], which answers unknown names and bad arguments with
@@ -27,6 +27,7 @@ mod notice;
 mod replication;
 mod reply;
 mod session;
+mod tables;
 mod transfers;
 mod two_factor;
 
@@ -53,6 +54,11 @@ pub use replication::{
 };
 pub use reply::Reply;
 pub use session::MAX_PING_PAYLOAD;
+pub use tables::{
+    Lookup, MAX_ENCODED_ROW, MAX_ENCODED_TABLE_INFO, MAX_TABLE_FIELD, MAX_TABLE_NAME, MAX_TABLES,
+    PREFIX_FLAG, QUERY_DEFAULT_LIMIT, QUERY_MAX_LIMIT, QUERY_OVERHEAD, QUERY_ROW_BUDGET, TableInfo,
+    TableQuery, TableRow,
+};
 pub use two_factor::{OtpCode, RECOVERY_CODE_CHARS, RECOVERY_CODES, TOTP_DIGITS, TwoFactorAction};
 
 use crate::secure::Fingerprint;
@@ -112,6 +118,7 @@ enum Domain {
     Delivery,
     Replication,
     Messages,
+    Tables,
 }
 
 command_table! {
@@ -494,6 +501,17 @@ command_table! {
         /// The message id.
         id: u64,
     } => "mdel", User, Messages, 1..=1, "mdel ID", "delete your message ID";
+    /// `tables`: the query tables this session may query (spec/tables.md).
+    Tables => "tables", Anyone, Tables, 0..=0, "tables",
+        "the query tables you may query: name, rows, last load time, last load error, columns";
+    /// `query TABLE KEY | query TABLE --prefix P [LIMIT [FROM]]`: one row of a query table
+    /// by key, or a page of the rows whose key starts with P (spec/tables.md). Each table
+    /// says who may query it; the server checks.
+    Query(TableQuery) => "query", Anyone, Tables, 2..=5,
+        "query TABLE KEY | query TABLE --prefix P [LIMIT [FROM]]",
+        "the row of TABLE whose key is KEY, or the rows whose key starts with P in key order \
+         from the key FROM on, at most LIMIT (default 100, max 1000); replies with the FROM \
+         of the next page";
 }
 
 // `CommandKind::info` indexes the table by kind: prove the orders agree.

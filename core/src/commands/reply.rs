@@ -7,8 +7,10 @@ use super::args::{hex_encode, number, text};
 use super::delivery::Delivery;
 use super::files::{DirEntry, FileStat, VersionInfo};
 use super::messages::MessageSummary;
+use super::tables::{TableInfo, TableRow};
 use super::{
-    Command, Domain, accounts, delivery, files, ledger, messages, replication, session, transfers,
+    Command, Domain, accounts, delivery, files, ledger, messages, replication, session, tables,
+    transfers,
 };
 use crate::Error;
 use crate::ledger::{Entry, SignedHead};
@@ -157,6 +159,18 @@ pub enum Reply {
     Messages(Vec<MessageSummary>),
     /// `mread`: `[SEALED]`, the sealed message as stored.
     Sealed(Vec<u8>),
+    /// `tables`: one field per table ([`TableInfo::to_field`]), by name.
+    Tables(Vec<TableInfo>),
+    /// `query TABLE KEY`: `[row]` ([`TableRow::to_field`]).
+    Row(TableRow),
+    /// `query TABLE --prefix P`: `[next (a key, or empty when no row is left), row...]`.
+    Rows {
+        /// The rows, in key order.
+        rows: Vec<TableRow>,
+        /// The FROM of the following page (same TABLE, P and LIMIT); `None` when no row
+        /// is left.
+        next: Option<String>,
+    },
 }
 
 impl Reply {
@@ -213,6 +227,12 @@ impl Reply {
             Reply::MessageId(id) => vec![number(id)],
             Reply::Messages(list) => list.iter().map(MessageSummary::to_field).collect(),
             Reply::Sealed(bytes) => vec![bytes.clone()],
+            Reply::Tables(list) => list.iter().map(TableInfo::to_field).collect(),
+            Reply::Row(row) => vec![row.to_field()],
+            Reply::Rows { rows, next } => page(
+                text(next.as_deref().unwrap_or("")),
+                rows.iter().map(TableRow::to_field),
+            ),
         }
     }
 

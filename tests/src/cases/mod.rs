@@ -9,5 +9,6 @@ pub mod ledger;
 pub mod limits;
 pub mod messages;
 pub mod peers;
+pub mod tables;
 pub mod two_factor;
 pub mod udp;

@@ -136,3 +136,110 @@ impl<H> UdpPeer for SocketPeer<H> {
         vserv_service::unix_now()
     }
 }
+
+/// `tables` and `query` over UDP (they run as blocking work, whose answer the runtime sends
+/// later): an anonymous caller sees and reads only the tables open to anyone; an answer
+/// larger than the amplification budget comes back as "too large", and the same query
+/// padded as asked is answered.
+pub fn tables_over_udp<R: UdpRuntime>() {
+    use vserv_core::commands::{Command, Lookup, Reply, TableQuery};
+    use vserv_service::NodeSettings;
+    use vserv_service::tables::{MemoryFiles, TableAccess, TableConfig, TablesSettings};
+
+    let identity = Arc::new(identity(32));
+    let key = identity.public_key();
+    let files = Arc::new(MemoryFiles::new());
+    let long = "x".repeat(900);
+    files.put(
+        "/open.csv",
+        format!("word,meaning\nhi,hello\nlong,{long}\n"),
+    );
+    files.put("/closed.csv", "word,meaning\nhi,secret\n");
+    let settings = NodeSettings {
+        tables: TablesSettings {
+            tables: vec![
+                TableConfig {
+                    access: TableAccess::Anyone,
+                    ..TableConfig::new("open", "/open.csv")
+                },
+                TableConfig::new("closed", "/closed.csv"),
+            ],
+            ..TablesSettings::default()
+        },
+        ..settings()
+    };
+    let service = node(&identity, settings)
+        .table_source(files)
+        .build()
+        .expect("node")
+        .service()
+        .with_datagrams(&identity, DatagramSettings::default());
+    let mut udp = R::start_udp(service);
+    let mut rng = StdRng::seed_from_u64(6);
+    let mut ask = |udp: &mut R::Udp, id: u32, cmd: &Command, pad: usize| {
+        let request = Request {
+            id,
+            name: cmd.name().into(),
+            args: cmd.args(),
+        };
+        let (bytes, pending) =
+            seal_request(&key, &request, pad, udp.now_secs(), &mut rng).expect("seal");
+        let answers = udp.exchange(&bytes);
+        assert_eq!(answers.len(), 1, "one answer to {}", cmd.name());
+        pending
+            .open_response(&answers[0])
+            .expect("an authentic answer")
+    };
+    let query = |table: &str, key: &str| {
+        Command::Query(TableQuery {
+            table: table.into(),
+            lookup: Lookup::Key(key.into()),
+        })
+    };
+
+    let Answer::Response(Response {
+        result: Ok(fields), ..
+    }) = ask(&mut udp, 1, &Command::Tables, 0)
+    else {
+        panic!("tables over UDP refused");
+    };
+    let Ok(Reply::Tables(infos)) = Reply::from_fields(&Command::Tables, &fields) else {
+        panic!("not a tables reply");
+    };
+    let names: Vec<&str> = infos.iter().map(|t| t.name.as_str()).collect();
+    assert_eq!(names, ["open"], "an anonymous caller sees only open tables");
+
+    let hi = query("open", "hi");
+    let Answer::Response(Response {
+        result: Ok(fields), ..
+    }) = ask(&mut udp, 2, &hi, 0)
+    else {
+        panic!("query over UDP refused");
+    };
+    assert!(matches!(
+        Reply::from_fields(&hi, &fields),
+        Ok(Reply::Row(r)) if r.get("meaning") == Some("hello")
+    ));
+
+    let Answer::Response(Response { result: Err(e), .. }) =
+        ask(&mut udp, 3, &query("closed", "hi"), 0)
+    else {
+        panic!("a users' table answered an anonymous datagram");
+    };
+    assert_eq!(e.code, ErrorCode::Forbidden);
+
+    let big = query("open", "long");
+    let Answer::TooLarge { needed } = ask(&mut udp, 4, &big, 0) else {
+        panic!("an answer beyond the amplification budget was sent");
+    };
+    let Answer::Response(Response {
+        result: Ok(fields), ..
+    }) = ask(&mut udp, 5, &big, needed)
+    else {
+        panic!("the padded query was not answered");
+    };
+    assert!(matches!(
+        Reply::from_fields(&big, &fields),
+        Ok(Reply::Row(r)) if r.get("meaning") == Some(long.as_str())
+    ));
+}

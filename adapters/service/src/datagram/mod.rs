@@ -16,10 +16,14 @@ use vserv_core::datagram::{DatagramError, RateSettings};
 
 use crate::work::Work;
 
-/// Whether a command may be run over UDP, as an anonymous caller. Only commands whose
-/// answer is small and that change nothing belong here.
+/// Whether a command may be run over UDP, as an anonymous caller: `ping`, `tables` and
+/// `query` (issue 15 §2). Only commands that change nothing belong here; their answers are
+/// held to the request's size times the amplification factor.
 pub fn allowed_over_udp(kind: CommandKind) -> bool {
-    matches!(kind, CommandKind::Ping)
+    matches!(
+        kind,
+        CommandKind::Ping | CommandKind::Tables | CommandKind::Query
+    )
 }
 
 /// The tunables of the datagram service.

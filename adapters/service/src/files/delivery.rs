@@ -20,13 +20,9 @@
 //!   left `pending` (a server waits for its running deliveries before it stops, so none is
 //!   in progress then).
 
-use std::io::{Read, Seek, SeekFrom, Write};
-use std::path::{Component, Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
-
-use wait_timeout::ChildExt;
+use std::time::Duration;
 
 use vserv_core::commands::{Delivery, DeliveryState, FileKind, MAX_DELIVERY_REASON};
 use vserv_core::transfer::FileHasher;
@@ -35,6 +31,7 @@ use super::path::check_name;
 use super::transfer::{OpenedFile, OpenedPartial, READ_CHUNK, UploadLocks};
 use super::{FileError, FileTree, UserPath};
 use crate::accounts::UserName;
+use crate::programs::{self, ProgramError};
 
 /// The directory of a home holding the inbox folders.
 pub const INBOX_DIR: &str = "inbox";
@@ -53,15 +50,6 @@ pub const DEFAULT_HOOK_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The most `N-` prefixes tried to find a free name in an inbox folder.
 const MAX_NAME_TRIES: u32 = 1000;
-
-/// Bytes of a hook's standard error the server keeps.
-const MAX_HOOK_STDERR: u64 = 4096;
-
-/// How long starting a hook is retried while its program file is busy.
-const BUSY_RETRY: Duration = Duration::from_millis(500);
-
-/// The `PATH` a hook runs with (its environment is otherwise empty).
-const HOOK_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
 
 /// The reason recorded for a delivery over the recipient's quota.
 const QUOTA_REASON: &str = "the recipient's quota is too small for this file";
@@ -935,106 +923,43 @@ pub fn hook_allowed(hooks: &HooksConfig, argv: &[String]) -> Result<(), String> 
     let (Some(dir), Some(program)) = (&hooks.programs_dir, argv.first()) else {
         return Err(refused());
     };
-    let path = Path::new(program);
-    let plain = path
-        .components()
-        .all(|c| matches!(c, Component::RootDir | Component::Normal(_)));
-    if path.is_absolute() && plain && path.parent() == Some(dir.as_path()) {
+    if programs::in_programs_dir(dir, Path::new(program)) {
         Ok(())
     } else {
         Err(refused())
     }
 }
 
-/// Runs hook `argv` (no shell; empty environment but `PATH`; working directory `/`) with
-/// `input` on its standard input. `Err` with the reason on a non-zero exit (the first
-/// non-empty line of its standard error), when it cannot be started or runs longer than
-/// `timeout` (it is killed then). This waits for the hook: it runs as blocking work.
+/// Runs hook `argv` ([`programs::run`]: no shell; empty environment but `PATH`; working
+/// directory `/`) with `input` on its standard input. `Err` with the reason on a non-zero
+/// exit (the first non-empty line of its standard error), when it cannot be started or runs
+/// longer than `timeout` (it is killed then). This waits for the hook: it runs as blocking
+/// work.
 pub fn run_hook(argv: &[String], input: &[u8], timeout: Duration) -> Result<(), String> {
-    let [program, args @ ..] = argv else {
-        return Err("the hook names no program".into());
-    };
-    // Its standard error goes to an unnamed file read after it ends: no reader thread,
-    // and a hook that writes much cannot block on a full pipe.
-    let mut stderr = tempfile::tempfile().map_err(|e| {
-        tracing::warn!(error = %e, "no temporary file for a hook's standard error");
-        "the folder's hook could not be started".to_owned()
-    })?;
-    let mut child = spawn_hook(program, args, &stderr).map_err(|e| {
-        tracing::warn!(program = %program, error = %e, "could not start a hook");
-        "the folder's hook could not be started".to_owned()
-    })?;
-    if let Some(mut stdin) = child.stdin.take() {
-        // A hook that does not read its input may close it early: not an error.
-        let _ = stdin.write_all(input);
-    }
-    let status = wait_or_kill(&mut child, timeout).map_err(|e| {
-        tracing::warn!(program = %program, error = %e, "hook failed");
-        e
-    })?;
-    if status.success() {
-        return Ok(());
-    }
-    let mut kept = Vec::new();
-    let _ = stderr
-        .seek(SeekFrom::Start(0))
-        .and_then(|_| (&mut stderr).take(MAX_HOOK_STDERR).read_to_end(&mut kept));
-    let text = String::from_utf8_lossy(&kept);
-    let line = text.lines().map(str::trim).find(|l| !l.is_empty());
-    Err(match line {
-        Some(line) => line.to_owned(),
-        None => match status.code() {
-            Some(code) => format!("refused by the folder's hook (exit status {code})"),
-            None => "refused by the folder's hook (killed by a signal)".to_owned(),
-        },
-    })
-}
-
-/// Starts hook `program` with its standard error into `stderr`. Retried for a short while
-/// when the program file is busy (being written, or open for writing in a process about to
-/// exec something else), yielding in between.
-fn spawn_hook(program: &str, args: &[String], stderr: &std::fs::File) -> std::io::Result<Child> {
-    let start = Instant::now();
-    loop {
-        let spawned = Command::new(program)
-            .args(args)
-            .env_clear()
-            .env("PATH", HOOK_PATH)
-            .current_dir("/")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(stderr.try_clone()?))
-            .spawn();
-        match spawned {
-            Err(e)
-                if e.kind() == std::io::ErrorKind::ExecutableFileBusy
-                    && start.elapsed() < BUSY_RETRY =>
-            {
-                std::thread::yield_now();
+    let program = argv.first().cloned().unwrap_or_default();
+    programs::run(argv, input, timeout, None)
+        .map(drop)
+        .map_err(|e| match e {
+            ProgramError::NoProgram => "the hook names no program".to_owned(),
+            ProgramError::Start(e) => {
+                tracing::warn!(program = %program, error = %e, "could not start a hook");
+                "the folder's hook could not be started".to_owned()
             }
-            other => return other,
-        }
-    }
-}
-
-/// Waits for `child`, killing it after `timeout`.
-fn wait_or_kill(child: &mut Child, timeout: Duration) -> Result<std::process::ExitStatus, String> {
-    match child.wait_timeout(timeout) {
-        Ok(Some(status)) => Ok(status),
-        Ok(None) => {
-            let _ = child.kill();
-            let _ = child.wait();
-            Err(format!(
-                "the folder's hook did not finish within {} s",
-                timeout.as_secs_f64()
-            ))
-        }
-        Err(e) => {
-            let _ = child.kill();
-            let _ = child.wait();
-            Err(format!("the folder's hook could not be waited for: {e}"))
-        }
-    }
+            ProgramError::Failed {
+                stderr: Some(line), ..
+            } => line,
+            ProgramError::Failed {
+                code: Some(code), ..
+            } => format!("refused by the folder's hook (exit status {code})"),
+            ProgramError::Failed { code: None, .. } => {
+                "refused by the folder's hook (killed by a signal)".to_owned()
+            }
+            other => {
+                let e = format!("the folder's hook {other}");
+                tracing::warn!(program = %program, error = %e, "hook failed");
+                e
+            }
+        })
 }
 
 #[cfg(test)]

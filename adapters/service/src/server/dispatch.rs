@@ -253,6 +253,7 @@ impl Service {
                 Some(user) => self.messages_command(user, cmd, now),
                 None => Err(ErrorReply::new(ErrorCode::Forbidden, "log in first")),
             },
+            Command::Tables | Command::Query(_) => self.tables_command(user.as_ref(), &cmd, now),
             // Answered by `admit`.
             Command::Quit => Ok(Reply::Bye),
         };

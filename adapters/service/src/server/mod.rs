@@ -38,6 +38,7 @@ pub mod peers;
 mod registry;
 mod session;
 pub(crate) mod status;
+mod tables;
 
 use std::sync::Arc;
 
@@ -117,6 +118,8 @@ struct Shared {
     /// Sealed UDP datagrams' key, replay guard and rate limiter (`datagram.rs`); `None`
     /// answers none.
     datagrams: Option<Arc<crate::datagram::DatagramState>>,
+    /// The query tables; `None` serves none.
+    tables: Option<Arc<crate::tables::Tables>>,
 }
 
 impl std::fmt::Debug for Service {
@@ -162,6 +165,7 @@ impl Service {
                 idle_notice: None,
                 mailboxes,
                 datagrams: None,
+                tables: None,
             }),
         }
     }
@@ -211,6 +215,12 @@ impl Service {
     /// own); any other origin is [`vserv_core::ErrorCode::NotFound`].
     pub fn with_replicas(self, replicas: Arc<Replicas>) -> Self {
         self.configure(|s| s.replicas = Some(replicas))
+    }
+
+    /// This service answering `tables` and `query` from `tables` (spec/tables.md). Without
+    /// them, `tables` lists none and every `query` finds no table.
+    pub fn with_tables(self, tables: Arc<crate::tables::Tables>) -> Self {
+        self.configure(|s| s.tables = Some(tables))
     }
 
     /// This service handing its blocking work to `runner` (the runtime's). The default,
