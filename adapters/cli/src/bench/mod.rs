@@ -8,6 +8,7 @@
 //! benchmark starts several in-process blocking servers that replicate to each other.
 
 mod breakdown;
+mod burst;
 mod crypto;
 mod ledger;
 mod login;
@@ -54,6 +55,10 @@ pub enum BenchKind {
     /// latency from an acknowledged `rput` to its commit on the peer, and fan-out along a
     /// line of five servers.
     Repl(repl::ReplArgs),
+    /// A burst of idle logged-in sessions against a server process: one idle session's
+    /// memory, ping latency with them held, and how soon threads and RSS come back after
+    /// they close.
+    Burst(burst::BurstArgs),
 }
 
 /// Runs the selected benchmark and prints its report.
@@ -66,6 +71,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         BenchKind::Ledger(a) => emit(&ledger::run(&a)?, args.json),
         BenchKind::Transfer(a) => emit(&transfer::run(&a)?, args.json),
         BenchKind::Repl(a) => emit(&repl::run(&a)?, args.json),
+        BenchKind::Burst(a) => emit(&burst::run(&a)?, args.json),
     }
 }
 
