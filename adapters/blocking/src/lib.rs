@@ -6,7 +6,10 @@
 
 mod client;
 mod feed;
+mod idle;
+mod live;
 mod pool;
+mod read_buf;
 mod server;
 #[cfg(test)]
 mod test_fake;

@@ -1,10 +1,10 @@
 //! Blocking server: an accept thread and one thread per connection, bounded in number.
 
+use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -15,7 +15,10 @@ use vserv_service::system::os_rng;
 use vserv_service::work::Wake;
 use vserv_service::{ConnectionLimiter, Dial, ServerOptions, Service, Session};
 
+use crate::idle::IdleThreads;
+use crate::live::LiveThreads;
 use crate::pool::WorkPool;
+use crate::read_buf::ReadBuf;
 use crate::wake::{self, PipeWake};
 
 /// A peer that accepts none of our bytes for this long is dropped, so a client that stops
@@ -34,23 +37,45 @@ struct Shared {
     options: ServerOptions,
     shutdown: AtomicBool,
     active: AtomicUsize,
-    /// The wakers of the connections being served, to wake them for a shutdown.
-    wakers: Mutex<Vec<Weak<PipeWake>>>,
+    /// The wakers of the connections being served, by number, to wake them for a
+    /// shutdown. Each is removed when its connection ends, so nothing of a finished
+    /// connection stays allocated (a small leftover would pin its heap page).
+    wakers: Mutex<(u64, HashMap<u64, Arc<PipeWake>>)>,
+}
+
+/// A connection's entry in [`Shared::wakers`]; removed when dropped.
+struct Watched<'a> {
+    shared: &'a Shared,
+    number: u64,
+}
+
+impl Drop for Watched<'_> {
+    fn drop(&mut self) {
+        self.shared.wakers().1.remove(&self.number);
+    }
 }
 
 impl Shared {
-    /// Remembers `waker` so that a shutdown wakes its connection (and forgets the wakers of
-    /// connections that ended).
-    fn watch(&self, waker: &Arc<PipeWake>) {
-        let mut wakers = self.wakers.lock().unwrap_or_else(|p| p.into_inner());
-        wakers.retain(|w| w.strong_count() > 0);
-        wakers.push(Arc::downgrade(waker));
+    fn wakers(&self) -> MutexGuard<'_, (u64, HashMap<u64, Arc<PipeWake>>)> {
+        self.wakers.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Remembers `waker` so that a shutdown wakes its connection, until the returned entry
+    /// is dropped.
+    fn watch(&self, waker: &Arc<PipeWake>) -> Watched<'_> {
+        let mut wakers = self.wakers();
+        let number = wakers.0;
+        wakers.0 += 1;
+        wakers.1.insert(number, waker.clone());
+        Watched {
+            shared: self,
+            number,
+        }
     }
 
     /// Wakes every connection being served.
     fn wake_all(&self) {
-        let wakers = self.wakers.lock().unwrap_or_else(|p| p.into_inner());
-        for waker in wakers.iter().filter_map(Weak::upgrade) {
+        for waker in self.wakers().1.values() {
             waker.wake();
         }
     }
@@ -90,7 +115,7 @@ impl Server {
             options,
             shutdown: AtomicBool::new(false),
             active: AtomicUsize::new(0),
-            wakers: Mutex::new(Vec::new()),
+            wakers: Mutex::new((0, HashMap::new())),
         };
         Ok(Server {
             listener,
@@ -119,11 +144,10 @@ impl Server {
 
     /// Runs the accept loop on this thread until shutdown; waits for its connections to end.
     pub fn run(self) {
-        let (handoff, inbox) = mpsc::channel::<TcpStream>();
-        let pool = Arc::new(Pool {
-            inbox: Mutex::new(inbox),
-            idle: AtomicUsize::new(0),
-        });
+        let pool: Arc<IdleThreads<TcpStream>> = Arc::default();
+        let live = LiveThreads::default();
+        // Replication link threads, joined at shutdown (connection threads are counted in
+        // `live` instead).
         let mut workers: Vec<JoinHandle<()>> = Vec::new();
         // Per-IP connection rate limit (owned by this loop; see `vserv_service::limits`).
         let mut limiter = self
@@ -141,7 +165,7 @@ impl Server {
             }
         };
         service.set_duty_waker(duty_waker.clone());
-        self.shared.watch(&duty_waker);
+        let _watched = self.shared.watch(&duty_waker);
         loop {
             if self.shared.shutdown.load(Ordering::SeqCst) {
                 break;
@@ -183,9 +207,7 @@ impl Server {
                         refuse(stream, "connection rate limit exceeded", peer, &refused);
                         continue;
                     }
-                    if let Some(worker) = self.accept(stream, &pool, &handoff) {
-                        workers.push(worker);
-                    }
+                    self.accept(stream, &pool, &live);
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "accept failed");
@@ -193,11 +215,12 @@ impl Server {
                 }
             }
         }
-        // Idle workers see the channel close and exit; busy ones finish their connection.
-        drop(handoff);
+        // Idle workers leave at once; busy ones finish their connection.
+        pool.close();
         for worker in workers {
             let _ = worker.join();
         }
+        live.wait_all();
     }
 
     /// Starts a thread that dials a peer and drives the link (returned, to be joined at
@@ -223,13 +246,13 @@ impl Server {
     }
 
     /// Admits one connection: refuses it at the limit, else hands it to an idle worker or
-    /// starts a new one (returned, to be joined at shutdown).
+    /// starts a new one (detached, counted in `live`: a shutdown waits for it).
     fn accept(
         &self,
         mut stream: TcpStream,
-        pool: &Arc<Pool>,
-        handoff: &Sender<TcpStream>,
-    ) -> Option<JoinHandle<()>> {
+        pool: &Arc<IdleThreads<TcpStream>>,
+        live: &LiveThreads,
+    ) {
         let peer = stream.peer_addr().ok();
         let shared = &self.shared;
         if shared.active.fetch_add(1, Ordering::SeqCst) >= shared.options.max_connections {
@@ -237,31 +260,25 @@ impl Server {
             tracing::warn!(?peer, "connection limit reached; refusing");
             let _ = stream.set_write_timeout(Some(Duration::from_millis(500)));
             let _ = stream.write_all(&busy_refusal(RefusedLimit::MaxConnections, BUSY_RETRY_SECS));
-            return None;
+            return;
         }
-        // Claiming an idle worker commits it to take the next stream from the channel.
-        if pool
-            .idle
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-            .is_ok()
-        {
-            match handoff.send(stream) {
-                Ok(()) => return None,
-                Err(mpsc::SendError(returned)) => stream = returned,
-            }
+        match pool.hand(stream) {
+            Ok(()) => return,
+            Err(returned) => stream = returned,
         }
         let shared = shared.clone();
         let pool = pool.clone();
+        let token = live.enter();
         let spawned = std::thread::Builder::new()
             .name("vserv-conn".into())
-            .spawn(move || worker(stream, &shared, &pool));
-        match spawned {
-            Ok(handle) => Some(handle),
-            Err(e) => {
-                self.shared.active.fetch_sub(1, Ordering::SeqCst);
-                tracing::error!(error = %e, "could not start a connection thread");
-                None
-            }
+            .spawn(move || {
+                let _token = token;
+                worker(stream, &shared, &pool);
+            });
+        // Dropping the handle detaches the thread, so its stack is freed when it ends.
+        if let Err(e) = spawned {
+            self.shared.active.fetch_sub(1, Ordering::SeqCst);
+            tracing::error!(error = %e, "could not start a connection thread");
         }
     }
 }
@@ -273,20 +290,16 @@ fn refuse(mut stream: TcpStream, why: &str, peer: SocketAddr, refused: &[u8]) {
     let _ = stream.write_all(refused);
 }
 
-/// Connection threads kept for reuse: starting a thread per connection cost about a tenth of
-/// the CPU of a whole session (measured by `vserv bench handshake --breakdown`).
-struct Pool {
-    inbox: Mutex<Receiver<TcpStream>>,
-    /// Workers waiting for a connection and not yet claimed by the accept loop.
-    idle: AtomicUsize,
-}
-
-/// How long a finished worker waits for another connection before exiting.
+/// How long a finished connection thread waits for another connection before exiting.
+/// Starting a thread per connection cost about a tenth of the CPU of a whole session
+/// (measured by `vserv bench handshake --breakdown`), so threads are reused; each idle one
+/// leaves on its own clock ([`IdleThreads`]), so a burst's threads are gone this long after
+/// it.
 const WORKER_KEEP: Duration = Duration::from_secs(5);
 
 /// Serves `stream`, then further connections handed over by the accept loop, until none
 /// comes for [`WORKER_KEEP`] or the server shuts down.
-fn worker(mut stream: TcpStream, shared: &Shared, pool: &Pool) {
+fn worker(mut stream: TcpStream, shared: &Shared, pool: &IdleThreads<TcpStream>) {
     loop {
         let peer = stream.peer_addr().ok();
         match serve(stream, shared) {
@@ -294,28 +307,10 @@ fn worker(mut stream: TcpStream, shared: &Shared, pool: &Pool) {
             Err(e) => tracing::debug!(?peer, error = %e, "connection ended with an error"),
         }
         shared.active.fetch_sub(1, Ordering::SeqCst);
-        pool.idle.fetch_add(1, Ordering::SeqCst);
-        stream = loop {
-            let next = match pool.inbox.lock() {
-                Ok(inbox) => inbox.recv_timeout(WORKER_KEEP),
-                Err(_) => return,
-            };
-            match next {
-                Ok(next) => break next,
-                Err(RecvTimeoutError::Timeout) => {
-                    // Leave only if the accept loop has not claimed us meanwhile; if it has,
-                    // a stream is on its way and this worker must take it.
-                    if pool
-                        .idle
-                        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-                        .is_ok()
-                    {
-                        return;
-                    }
-                }
-                Err(RecvTimeoutError::Disconnected) => return,
-            }
-        };
+        match pool.park(WORKER_KEEP) {
+            Some(next) => stream = next,
+            None => return,
+        }
     }
 }
 
@@ -390,9 +385,9 @@ fn run(
     waker: Arc<PipeWake>,
     shared: &Shared,
 ) -> Result<(), Box<dyn std::error::Error>> {
-    shared.watch(&waker);
-    let mut buf = vec![0u8; 256 * 1024];
-    let mut out = Vec::with_capacity(64 * 1024);
+    let _watched = shared.watch(&waker);
+    let mut buf = ReadBuf::default();
+    let mut out = Vec::new();
     let mut failure = None;
     loop {
         if shared.shutdown.load(Ordering::SeqCst) {
@@ -416,11 +411,31 @@ fn run(
             break;
         }
         let deadline = earliest(conn.poll_timeout(), session.poll_timeout());
-        let ready = wake::wait(&stream, session.wants_input(), &waker, deadline)?;
+        let want_input = session.wants_input();
+        let mut ready = None;
+        if buf.is_held() || out.capacity() > 0 {
+            // Still busy: wait briefly with the buffers; once idle, give them back.
+            let soon = Instant::now() + IDLE_AFTER;
+            if deadline.is_some_and(|d| d <= soon) {
+                ready = Some(wake::wait(&stream, want_input, &waker, deadline)?);
+            } else {
+                let first = wake::wait(&stream, want_input, &waker, Some(soon))?;
+                if first.socket || Instant::now() < soon {
+                    ready = Some(first);
+                } else {
+                    buf.release();
+                    out = Vec::new();
+                }
+            }
+        }
+        let ready = match ready {
+            Some(ready) => ready,
+            None => wake::wait(&stream, want_input, &waker, deadline)?,
+        };
         let fed = if ready.socket {
-            match stream.read(&mut buf) {
+            match stream.read(buf.space()) {
                 Ok(0) => conn.handle_eof(Instant::now()),
-                Ok(n) => conn.handle_input(Instant::now(), &buf[..n]),
+                Ok(n) => conn.handle_input(Instant::now(), buf.filled(n)),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(()),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(()),
                 Err(e) => return Err(e.into()),
@@ -440,6 +455,10 @@ fn run(
         None => Ok(()),
     }
 }
+
+/// How long a connection waits for more input with its buffers before it counts as idle
+/// and gives them back (an idle session then holds its thread, its state and no buffers).
+const IDLE_AFTER: Duration = Duration::from_millis(100);
 
 /// The earlier of two optional deadlines.
 fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {

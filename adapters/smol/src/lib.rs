@@ -1,12 +1,13 @@
 //! Async driver on smol + async-io: the vserv server and client.
 //!
-//! One task per connection, multiplexed on a small [`smol::Executor`] run by background
-//! threads. Each task follows the core's drain rule: let the service answer pending events,
-//! flush `poll_transmit`, then race the socket read against an [`async_io::Timer`] armed from
-//! `poll_timeout` (and, on the server, the shutdown signal). All protocol and application
-//! logic lives in `vserv-core` and `vserv-service`, so this driver behaves exactly like the
-//! blocking reference runtime. The client's file transfers ([`transfer`]) drive the same
-//! runtime-free scheduler as the blocking client, their file work on smol's blocking pool.
+//! One task per connection, multiplexed on a [`smol::Executor`] run by one background
+//! thread by default ([`Server::threads`]). Each task follows the core's drain rule: let the
+//! service answer pending events, flush `poll_transmit`, then wait for the socket to be
+//! readable, an [`async_io::Timer`] armed from `poll_timeout`, or the session's waker
+//! (which a shutdown also fires). All protocol and application logic lives in `vserv-core`
+//! and `vserv-service`, so this driver behaves exactly like the blocking reference runtime.
+//! The client's file transfers ([`transfer`]) drive the same runtime-free scheduler as the
+//! blocking client, their file work on smol's blocking pool.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
@@ -16,7 +17,7 @@ pub mod transfer;
 mod udp;
 
 pub use client::Client;
-pub use server::{Server, ServerHandle, UnblockRunner};
+pub use server::{DEFAULT_THREADS, Server, ServerHandle, UnblockRunner};
 pub use udp::{UdpHandle, spawn_udp};
 pub use vserv_service::ServerOptions;
 

@@ -130,7 +130,7 @@ fn connect_from(source: Ipv4Addr, server: &str) -> anyhow::Result<TcpStream> {
 }
 
 /// Creates the benchmark's admin offline in `data` with `exe`.
-fn add_admin(exe: &std::path::Path, data: &std::path::Path) -> anyhow::Result<()> {
+pub(super) fn add_admin(exe: &std::path::Path, data: &std::path::Path) -> anyhow::Result<()> {
     let added = Process::new(exe)
         .args(["user", "add", ADMIN, "--admin", "--data"])
         .arg(data)

@@ -11,6 +11,7 @@
 //! and prints the ratios (`compare.rs`).
 
 mod breakdown;
+mod burst;
 mod compare;
 mod crypto;
 mod ledger;
@@ -69,6 +70,10 @@ pub enum BenchKind {
     /// A command over sealed UDP datagrams against the same command over one TCP session:
     /// requests/s and p50/p99 of each, side by side.
     Udp(udp::UdpArgs),
+    /// A burst of idle logged-in sessions against a server process: one idle session's
+    /// memory, ping latency with them held, and how soon threads and RSS come back after
+    /// they close.
+    Burst(burst::BurstArgs),
 }
 
 /// Runs the selected benchmark and prints its report.
@@ -85,6 +90,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         BenchKind::Transfer(a) => emit(&transfer::run(&a)?, args.json),
         BenchKind::Repl(a) => emit(&repl::run(&a)?, args.json),
         BenchKind::Udp(a) => emit(&udp::run(&a)?, args.json),
+        BenchKind::Burst(a) => emit(&burst::run(&a)?, args.json),
     }
 }
 

@@ -77,6 +77,11 @@ impl ServerProcess {
         self.status_kib("VmRSS")
     }
 
+    /// The server process's id (to read more of `/proc/PID`).
+    pub(super) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     fn status_kib(&self, field: &str) -> Option<u64> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
         status
