@@ -382,18 +382,15 @@ impl Service {
             return;
         };
         let now = state.user.as_ref().map(|(_, id)| *id);
-        if now == session.registered {
+        if now == session.registered.as_ref().map(|r| r.account()) {
             return;
         }
-        if let Some(old) = session.registered.take() {
-            self.shared.sessions.unregister(old, state.number);
-        }
-        if let Some(new) = now {
+        // Dropping the old registration gives it back.
+        session.registered = now.map(|new| {
             self.shared
                 .sessions
-                .register(new, state.number, &session.mailbox);
-            session.registered = Some(new);
-        }
+                .register(new, state.number, &session.mailbox)
+        });
     }
 
     /// The connection is closed: the session's transfers end (abandoned if its account is
@@ -407,9 +404,7 @@ impl Service {
         let Some(state) = session.state.as_mut() else {
             return;
         };
-        if let Some(old) = session.registered.take() {
-            self.shared.sessions.unregister(old, state.number);
-        }
+        session.registered = None;
         if self.account_was_deleted(state) {
             // Its home was archived: nothing may be parked by name into a new account.
             std::mem::take(&mut state.transfers).abandon_all();

@@ -30,21 +30,28 @@ impl Sessions {
     }
 
     /// Records that the session of `mailbox` is logged into `account` (sessions that ended
-    /// are forgotten on the way).
+    /// are forgotten on the way). The session stays registered until the returned guard is
+    /// dropped: when it logs out or in as someone else, and at the latest when the session
+    /// itself is dropped, however its connection ended.
     pub(super) fn register(
-        &self,
+        self: &Arc<Self>,
         account: AccountId,
         number: u64,
         mailbox: &Arc<Mailbox<Completion>>,
-    ) {
+    ) -> Registration {
         let mut map = self.lock();
         let list = map.entry(account).or_default();
         list.retain(|(_, w)| w.strong_count() > 0);
         list.push((number, Arc::downgrade(mailbox)));
+        Registration {
+            sessions: Arc::clone(self),
+            account,
+            number,
+        }
     }
 
-    /// Forgets session `number` under `account` (it logged out, or in as someone else).
-    pub(super) fn unregister(&self, account: AccountId, number: u64) {
+    /// Forgets session `number` under `account`.
+    fn unregister(&self, account: AccountId, number: u64) {
         let mut map = self.lock();
         if let Some(list) = map.get_mut(&account) {
             list.retain(|(n, w)| w.strong_count() > 0 && *n != number);
@@ -93,5 +100,47 @@ impl Sessions {
             told += 1;
         }
         told
+    }
+}
+
+/// A session's place in the registry, given back when dropped ([`Sessions::register`]).
+pub(super) struct Registration {
+    sessions: Arc<Sessions>,
+    account: AccountId,
+    number: u64,
+}
+
+impl Registration {
+    /// The account the session is registered under.
+    pub(super) fn account(&self) -> AccountId {
+        self.account
+    }
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        self.sessions.unregister(self.account, self.number);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::work::NoWake;
+
+    #[test]
+    fn a_dropped_registration_leaves_nothing_behind() {
+        let sessions = Arc::new(Sessions::default());
+        let alice = AccountId([1; 16]);
+        let mailbox = Arc::new(Mailbox::new(Arc::new(NoWake)));
+        let first = sessions.register(alice, 1, &mailbox);
+        let second = sessions.register(alice, 2, &mailbox);
+        assert_eq!(sessions.counts(), [(alice, 2)]);
+        drop(first);
+        assert_eq!(sessions.counts(), [(alice, 1)]);
+        // The mailbox still lives (a session that ended without its connection's close
+        // path): dropping the registration alone must forget it.
+        drop(second);
+        assert!(sessions.lock().is_empty(), "an entry outlived its session");
     }
 }

@@ -140,8 +140,9 @@ pub struct Session {
     pub(super) close_after: Option<(CloseCode, &'static str)>,
     /// The session's account was deleted while its state was out: ended when it is back.
     pub(super) deleted: Option<AccountId>,
-    /// The account this session is registered under for pushes.
-    pub(super) registered: Option<AccountId>,
+    /// The account this session is registered under for pushes (unregistered when this
+    /// is dropped, with the session).
+    pub(super) registered: Option<super::registry::Registration>,
     /// The idle timeout last applied (readable while the state is out).
     pub(super) idle_timeout: Duration,
     /// A replication link (or a dialing session becoming one): the session then takes no
