@@ -4,7 +4,7 @@
 
 use super::{
     Command, Domain, Reply, accounts, delivery, files, ledger, messages, replication, session,
-    transfers,
+    transfers, transit,
 };
 use crate::ledger::{Entry, EntryFields, Head, SignedHead, ZERO_HASH};
 use crate::secure::{Fingerprint, ServerIdentity};
@@ -56,6 +56,7 @@ pub(crate) fn commands() -> Vec<Command> {
         delivery::samples(),
         replication::samples(),
         messages::samples(),
+        transit::samples(),
     ]
     .concat()
 }
@@ -161,6 +162,7 @@ mod tests {
                 Domain::Delivery,
                 Domain::Replication,
                 Domain::Messages,
+                Domain::Transit,
             ] {
                 if other != domain {
                     assert!(in_domain!(other, decode_reply(&cmd, &fields)).is_err());

@@ -100,6 +100,7 @@ macro_rules! in_domain {
             Domain::Delivery => delivery::$f($($arg),*),
             Domain::Replication => replication::$f($($arg),*),
             Domain::Messages => messages::$f($($arg),*),
+            Domain::Transit => transit::$f($($arg),*),
         }
     };
 }

@@ -9,6 +9,7 @@ use super::files::{DirEntry, FileStat, VersionInfo};
 use super::messages::MessageSummary;
 use super::{
     Command, Domain, accounts, delivery, files, ledger, messages, replication, session, transfers,
+    transit,
 };
 use crate::Error;
 use crate::ledger::{Entry, SignedHead};
@@ -157,6 +158,16 @@ pub enum Reply {
     Messages(Vec<MessageSummary>),
     /// `mread`: `[SEALED]`, the sealed message as stored.
     Sealed(Vec<u8>),
+    /// `tkey new`, `tkey rotate`: `[version (decimal)]`, the key's newest version now.
+    KeyVersion(u32),
+    /// `tkey list`: one field per key, in name order ([`TransitKeyInfo::to_field`](super::TransitKeyInfo::to_field)).
+    TransitKeys(Vec<super::TransitKeyInfo>),
+    /// `seal`, `rewrap`: `[TOKEN]`, the token's text (spec/transit.md §2).
+    Token(String),
+    /// `unseal`: `[DATA]`, the data the token sealed.
+    Unsealed(Vec<u8>),
+    /// `gk`: `[BYTES]`, fresh random bytes.
+    KeyMaterial(Vec<u8>),
 }
 
 impl Reply {
@@ -213,6 +224,10 @@ impl Reply {
             Reply::MessageId(id) => vec![number(id)],
             Reply::Messages(list) => list.iter().map(MessageSummary::to_field).collect(),
             Reply::Sealed(bytes) => vec![bytes.clone()],
+            Reply::KeyVersion(v) => vec![number(v)],
+            Reply::TransitKeys(keys) => keys.iter().map(super::TransitKeyInfo::to_field).collect(),
+            Reply::Token(t) => vec![text(t)],
+            Reply::Unsealed(bytes) | Reply::KeyMaterial(bytes) => vec![bytes.clone()],
         }
     }
 
