@@ -26,6 +26,7 @@ pub mod node;
 pub mod replicas;
 mod server;
 pub mod system;
+pub mod transit;
 pub mod work;
 
 pub use limits::{

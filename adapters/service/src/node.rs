@@ -17,7 +17,9 @@ use std::time::{Duration, SystemTime};
 
 use rand_core::CryptoRng;
 use vserv_core::ServerIdentity;
-use vserv_store::{IdentityError, MemoryStore, Store, StoreError};
+use vserv_core::transit::{KEY_LEN, MasterKey};
+use vserv_store::{IdentityError, KeyFileError, MemoryStore, Store, StoreError};
+use zeroize::Zeroizing;
 
 use crate::accounts::{AccountError, Accounts, CheckLimits, PasswordParams};
 use crate::files::delivery::{self, HooksConfig, InterruptedSettle};
@@ -113,6 +115,16 @@ pub enum NodeError {
         #[source]
         source: IdentityError,
     },
+    /// The master key (`master.key`, spec/transit.md §4) could not be read, or created on
+    /// first start.
+    #[error("cannot load or create the master key in {}", dir.display())]
+    MasterKey {
+        /// The data directory.
+        dir: PathBuf,
+        /// What failed.
+        #[source]
+        source: KeyFileError,
+    },
     /// The store could not be opened (in use, damaged, or lost data without
     /// [`NodeSettings::accept_data_loss`]).
     #[error("cannot open the store in {}", dir.display())]
@@ -150,6 +162,8 @@ pub enum NodeError {
 pub struct Startup {
     /// Where a new identity was written, when this start created one.
     pub identity_created: Option<PathBuf>,
+    /// Where a new master key was written, when this start created one.
+    pub master_key_created: Option<PathBuf>,
     /// The data the store lost and was accepted to lose
     /// ([`NodeSettings::accept_data_loss`]).
     pub data_loss: Option<String>,
@@ -211,6 +225,16 @@ impl Node {
         if loaded.created {
             tracing::info!(path = %loaded.path.display(), "created a new server identity");
         }
+        let master =
+            vserv_store::master_key::load_or_create(dir, &mut *os_rng()?).map_err(|source| {
+                NodeError::MasterKey {
+                    dir: dir.to_owned(),
+                    source,
+                }
+            })?;
+        if master.created {
+            tracing::info!(path = %master.path.display(), "created a new master key");
+        }
         let options = vserv_store::OpenOptions {
             accept_data_loss: settings.accept_data_loss,
         };
@@ -234,8 +258,10 @@ impl Node {
         let mut node = Node::builder(Arc::new(loaded.identity), settings.clone())
             .store(Arc::new(store))
             .files(Arc::new(tree))
+            .master_key(master.key)
             .build()?;
         node.startup.identity_created = loaded.created.then_some(loaded.path);
+        node.startup.master_key_created = master.created.then_some(master.path);
         node.startup.data_loss = data_loss;
         Ok(node)
     }
@@ -259,6 +285,7 @@ impl Node {
             store: None,
             files: None,
             rng: None,
+            master_key: None,
         }
     }
 
@@ -351,9 +378,17 @@ pub struct NodeBuilder {
     store: Option<Arc<dyn Store>>,
     files: Option<Arc<dyn FileTree>>,
     rng: Option<Box<dyn CryptoRng + Send>>,
+    master_key: Option<MasterKey>,
 }
 
 impl NodeBuilder {
+    /// Encrypts the secrets kept at rest under `key` (default: 32 bytes drawn from the
+    /// node's rng, which [`Node::open`] replaces with the data directory's `master.key`).
+    pub fn master_key(mut self, key: MasterKey) -> Self {
+        self.master_key = Some(key);
+        self
+    }
+
     /// Keeps the accounts, ledger and limits in `store` (default: a new [`MemoryStore`]).
     pub fn store(mut self, store: Arc<dyn Store>) -> Self {
         self.store = Some(store);
@@ -381,6 +416,7 @@ impl NodeBuilder {
         let files = self
             .files
             .unwrap_or_else(|| Arc::new(MemoryTree::new(self.settings.files)));
+        let seeded = self.rng.is_some();
         let mut rng = match self.rng {
             Some(rng) => rng,
             None => os_rng()?,
@@ -397,6 +433,7 @@ impl NodeBuilder {
                 .map_err(|e| NodeError::Replication(e.to_string()))?;
             Some((epoch, rng.next_u64()))
         };
+        let transit = transit_keys(store.clone(), self.master_key, &mut *rng, seeded)?;
         let accounts = Accounts::with_limits(
             store.clone(),
             self.settings.password,
@@ -420,7 +457,8 @@ impl NodeBuilder {
             .with_ledger(ledger.clone())
             .with_replicas(replicas.clone())
             .with_files(files.clone())
-            .with_hooks(self.settings.hooks.clone());
+            .with_hooks(self.settings.hooks.clone())
+            .with_transit(transit);
         let service = match peers_setup {
             None => service,
             Some((epoch, jitter_seed)) => {
@@ -466,6 +504,35 @@ impl NodeBuilder {
         node.start_up();
         Ok(node)
     }
+}
+
+/// The transit keys over `store`, under `master` (or, without one, a master key drawn from
+/// `rng`). A node given its rng (tests, the simulator) seeds the keys' own generator from it,
+/// so a seeded node stays reproducible; any other draws from the operating system.
+fn transit_keys(
+    store: Arc<dyn Store>,
+    master: Option<MasterKey>,
+    rng: &mut dyn CryptoRng,
+    seeded: bool,
+) -> Result<Arc<crate::transit::TransitKeys>, NodeError> {
+    let master = master.unwrap_or_else(|| {
+        let mut bytes = Zeroizing::new([0u8; KEY_LEN]);
+        rng.fill_bytes(bytes.as_mut());
+        MasterKey::from_bytes(bytes)
+    });
+    let keys_rng: Box<dyn CryptoRng + Send> = if seeded {
+        let mut seed = Zeroizing::new([0u8; 32]);
+        rng.fill_bytes(seed.as_mut());
+        Box::new(<rand::rngs::StdRng as rand::SeedableRng>::from_seed(*seed))
+    } else {
+        os_rng()?
+    };
+    Ok(Arc::new(crate::transit::TransitKeys::new(
+        store,
+        master,
+        keys_rng,
+        crate::transit::TransitLimits::default(),
+    )))
 }
 
 /// The operating system's randomness, the one source of a node opened without a chosen one.

@@ -59,7 +59,7 @@ fn answered_at_once(cmd: &Command) -> bool {
             | Command::Fput { .. }
             | Command::Fread(_)
             | Command::Ukey(KeyAction::List)
-    )
+    ) || super::transit::transit_at_once(cmd)
 }
 
 impl Service {
@@ -251,6 +251,14 @@ impl Service {
             | Command::Mread { .. }
             | Command::Mdel { .. } => match &user {
                 Some(user) => self.messages_command(user, cmd, now),
+                None => Err(ErrorReply::new(ErrorCode::Forbidden, "log in first")),
+            },
+            Command::Tkey(_)
+            | Command::Seal { .. }
+            | Command::Unseal { .. }
+            | Command::Rewrap { .. }
+            | Command::Gk { .. } => match &user {
+                Some(user) => self.transit_command(user, cmd, now),
                 None => Err(ErrorReply::new(ErrorCode::Forbidden, "log in first")),
             },
             // Answered by `admit`.

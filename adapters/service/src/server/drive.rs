@@ -498,6 +498,7 @@ fn work_label(cmd: &Command) -> &'static str {
         | Command::Mlist { .. }
         | Command::Mread { .. }
         | Command::Mdel { .. } => "messages",
+        Command::Tkey(_) => "transit keys",
         _ => "files",
     }
 }

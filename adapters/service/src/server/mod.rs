@@ -37,6 +37,7 @@ pub mod peers;
 mod registry;
 mod session;
 pub(crate) mod status;
+mod transit;
 
 use std::sync::Arc;
 
@@ -113,6 +114,9 @@ struct Shared {
     idle_notice: Option<std::time::Duration>,
     /// The users' message keys and mailboxes (kept in the accounts' store).
     mailboxes: Arc<crate::messages::Mailboxes>,
+    /// The users' transit keys (spec/transit.md); `None` answers the transit commands with
+    /// an error.
+    transit: Option<Arc<crate::transit::TransitKeys>>,
 }
 
 impl std::fmt::Debug for Service {
@@ -157,6 +161,7 @@ impl Service {
                 replicas: None,
                 idle_notice: None,
                 mailboxes,
+                transit: None,
             }),
         }
     }
@@ -181,6 +186,13 @@ impl Service {
     pub fn with_message_limits(self, limits: crate::limits::MessageLimits) -> Self {
         let store = self.shared.accounts.store();
         self.configure(|s| s.mailboxes = Arc::new(crate::messages::Mailboxes::new(store, limits)))
+    }
+
+    /// This service keeping the users' transit keys in `transit` (the `tkey`, `seal`,
+    /// `unseal`, `rewrap` and `gk` commands). Without them, those commands are answered with
+    /// [`vserv_core::ErrorCode::Internal`] "this server keeps no transit keys".
+    pub fn with_transit(self, transit: Arc<crate::transit::TransitKeys>) -> Self {
+        self.configure(|s| s.transit = Some(transit))
     }
 
     /// This service with `files` as the users' homes (the file commands). Without one,
