@@ -86,6 +86,7 @@ macro_rules! suite {
         $crate::suite!(@cases $rt; file_versions: files_versions_and_restore, files_mkdirs_makes_parents, files_folder_config_checked_at_upload);
         $crate::suite!(@cases $rt; two_factor: two_factor_login);
         $crate::suite!(@cases $rt; messages: messages_send_list_read_delete, messages_mailbox_full_keeps_what_it_holds, messages_live_notice_to_a_logged_in_recipient);
+        $crate::suite!(@cases $rt; transit: transit_seal_rotate_rewrap, transit_refusals_and_retirement);
     };
     (@cases $rt:ty; $module:ident: $($case:ident),*) => {
         $(#[test] fn $case() { $crate::cases::$module::$case::<$rt>(); })*

@@ -9,4 +9,5 @@ pub mod ledger;
 pub mod limits;
 pub mod messages;
 pub mod peers;
+pub mod transit;
 pub mod two_factor;
