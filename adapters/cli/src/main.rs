@@ -22,6 +22,7 @@ mod peer_cmd;
 mod serve;
 mod shell;
 mod show;
+mod transit_cmd;
 mod two_factor_cmd;
 mod user_cmd;
 
