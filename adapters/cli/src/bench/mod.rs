@@ -13,6 +13,7 @@ mod ledger;
 mod login;
 mod net;
 mod repl;
+mod seal;
 mod server;
 mod stats;
 mod transfer;
@@ -54,6 +55,9 @@ pub enum BenchKind {
     /// latency from an acknowledged `rput` to its commit on the peer, and fan-out along a
     /// line of five servers.
     Repl(repl::ReplArgs),
+    /// Transit `seal` and `unseal` MB/s over one session, beside the construction's local
+    /// speed and `bench crypto`'s raw-seal bound at the same size.
+    Seal(seal::SealArgs),
 }
 
 /// Runs the selected benchmark and prints its report.
@@ -66,6 +70,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         BenchKind::Ledger(a) => emit(&ledger::run(&a)?, args.json),
         BenchKind::Transfer(a) => emit(&transfer::run(&a)?, args.json),
         BenchKind::Repl(a) => emit(&repl::run(&a)?, args.json),
+        BenchKind::Seal(a) => emit(&seal::run(&a)?, args.json),
     }
 }
 
