@@ -433,14 +433,20 @@ impl NodeBuilder {
                 .map_err(|e| NodeError::Replication(e.to_string()))?;
             Some((epoch, rng.next_u64()))
         };
-        let transit = transit_keys(store.clone(), self.master_key, &mut *rng, seeded)?;
+        let master = self.master_key.unwrap_or_else(|| {
+            let mut bytes = Zeroizing::new([0u8; KEY_LEN]);
+            rng.fill_bytes(bytes.as_mut());
+            MasterKey::from_bytes(bytes)
+        });
+        let transit = transit_keys(store.clone(), master.clone(), &mut *rng, seeded)?;
         let accounts = Accounts::with_limits(
             store.clone(),
             self.settings.password,
             self.settings.password_checks,
             rng,
         )
-        .map_err(NodeError::Accounts)?;
+        .map_err(NodeError::Accounts)?
+        .with_master_key(master);
         let accounts = Arc::new(accounts);
         let ledger = Arc::new(Ledger::new(store.clone(), self.identity.clone()));
         let info = ServiceInfo {
@@ -506,20 +512,14 @@ impl NodeBuilder {
     }
 }
 
-/// The transit keys over `store`, under `master` (or, without one, a master key drawn from
-/// `rng`). A node given its rng (tests, the simulator) seeds the keys' own generator from it,
+/// The transit keys over `store`, under `master`. A node given its rng (tests, the simulator) seeds the keys' own generator from it,
 /// so a seeded node stays reproducible; any other draws from the operating system.
 fn transit_keys(
     store: Arc<dyn Store>,
-    master: Option<MasterKey>,
+    master: MasterKey,
     rng: &mut dyn CryptoRng,
     seeded: bool,
 ) -> Result<Arc<crate::transit::TransitKeys>, NodeError> {
-    let master = master.unwrap_or_else(|| {
-        let mut bytes = Zeroizing::new([0u8; KEY_LEN]);
-        rng.fill_bytes(bytes.as_mut());
-        MasterKey::from_bytes(bytes)
-    });
     let keys_rng: Box<dyn CryptoRng + Send> = if seeded {
         let mut seed = Zeroizing::new([0u8; 32]);
         rng.fill_bytes(seed.as_mut());
