@@ -29,6 +29,7 @@ pub mod replication;
 pub mod secure;
 pub mod session;
 pub mod transfer;
+pub mod transit;
 pub mod wire;
 
 pub use error::{Error, ErrorKind};

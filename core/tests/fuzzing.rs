@@ -23,6 +23,7 @@ fn every_seed_passes_its_target() {
             "deframer" => fuzzing::deframer(&bytes),
             "notice" => fuzzing::notice(&bytes),
             "sealed_message" => fuzzing::sealed_message(&bytes),
+            "transit_token" => fuzzing::transit_token(&bytes),
             "server_connection" => fuzzing::server_connection(&bytes, now),
             "client_connection" => fuzzing::client_connection(&bytes, now),
             "replication_message" => vserv_core::replication::fuzzing::replication_message(&bytes),
@@ -31,5 +32,5 @@ fn every_seed_passes_its_target() {
         }
         targets.insert(target);
     }
-    assert_eq!(targets.len(), 13, "a target without seeds: {targets:?}");
+    assert_eq!(targets.len(), 14, "a target without seeds: {targets:?}");
 }

@@ -88,6 +88,7 @@ macro_rules! suite {
         $crate::suite!(@cases $rt; messages: messages_send_list_read_delete, messages_mailbox_full_keeps_what_it_holds, messages_live_notice_to_a_logged_in_recipient);
         $crate::suite!(@cases $rt; udp: ping_over_udp_with_replay_refused, tables_over_udp);
         $crate::suite!(@cases $rt; tables: tables_query_and_reload);
+        $crate::suite!(@cases $rt; transit: transit_seal_rotate_rewrap, transit_refusals_and_retirement);
     };
     (@cases $rt:ty; $module:ident: $($case:ident),*) => {
         $(#[test] fn $case() { $crate::cases::$module::$case::<$rt>(); })*

@@ -460,5 +460,10 @@ pub fn print_reply(reply: &Reply, fingerprint: Option<Fingerprint>) {
         Reply::Tables(_) | Reply::Row(_) | Reply::Rows { .. } => {
             crate::tables_cmd::print_reply(reply)
         }
+        Reply::KeyVersion(v) => println!("version {v}"),
+        Reply::TransitKeys(keys) => print!("{}", crate::transit_cmd::keys_text(keys)),
+        Reply::Token(token) => println!("{}", escape(token)),
+        Reply::Unsealed(data) => println!("{}", escape_bytes(data)),
+        Reply::KeyMaterial(bytes) => println!("{}", hex::encode(bytes)),
     }
 }

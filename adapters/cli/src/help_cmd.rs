@@ -131,6 +131,20 @@ pub const CLI_FORMS: &[(&str, Option<&str>)] = &[
             "vserv query TABLE KEY [--json] [--udp] | vserv query TABLE --prefix P [--limit N] [--json] [--udp]",
         ),
     ),
+    (
+        "tkey",
+        Some("vserv tkey new|rotate|del NAME | tkey list [--json] | tkey min USER NAME VERSION"),
+    ),
+    (
+        "seal",
+        Some("vserv seal NAME [DATA|-] (stdin: one token per line)"),
+    ),
+    (
+        "unseal",
+        Some("vserv unseal NAME [TOKEN|-] (stdin: token lines, data to stdout)"),
+    ),
+    ("rewrap", Some("vserv rewrap NAME [TOKEN|-]")),
+    ("gk", Some("vserv gk [BYTES] [--hex|--base64]")),
 ];
 
 /// The CLI form of wire command `name`, or the note for one without.

@@ -23,6 +23,7 @@ mod serve;
 mod shell;
 mod show;
 mod tables_cmd;
+mod transit_cmd;
 mod two_factor_cmd;
 mod udp_cmd;
 mod udp_serve;

@@ -15,7 +15,7 @@ use crate::ledger_cmd::{
     RsizeArgs,
 };
 use crate::msg_cmd::MsgsArgs;
-use crate::{files_cmd, files_tree, ledger_cmd, msg_cmd, peer_cmd, two_factor_cmd};
+use crate::{files_cmd, files_tree, ledger_cmd, msg_cmd, peer_cmd, transit_cmd, two_factor_cmd};
 
 /// No connection options: a shell line runs on the shell's connection.
 #[derive(Args, Debug, Clone, Copy, Default)]
@@ -242,6 +242,40 @@ pub enum Op<C: Args> {
         #[command(flatten)]
         client: C,
     },
+    /// Transit keys kept by the server: `tkey new|list|rotate|del NAME`, `tkey min USER NAME
+    /// VERSION` (retire older versions).
+    Tkey(transit_cmd::TkeyArgs<C>),
+    /// Encrypt data under your transit key NAME; a file through stdin becomes one token per
+    /// line (one per 12000 bytes), which `vserv unseal NAME` turns back into the file.
+    Seal {
+        #[command(flatten)]
+        args: transit_cmd::SealArgs,
+        #[command(flatten)]
+        client: C,
+    },
+    /// Decrypt a token of your transit key NAME, or every token line of stdin, in order, to
+    /// stdout.
+    Unseal {
+        #[command(flatten)]
+        args: transit_cmd::UnsealArgs,
+        #[command(flatten)]
+        client: C,
+    },
+    /// Re-encrypt a token (or each line of stdin) under the key's newest version; the data
+    /// never leaves the server.
+    Rewrap {
+        #[command(flatten)]
+        args: transit_cmd::RewrapArgs,
+        #[command(flatten)]
+        client: C,
+    },
+    /// Fresh random key material from the server (default 32 bytes, as hex).
+    Gk {
+        #[command(flatten)]
+        args: transit_cmd::GkArgs,
+        #[command(flatten)]
+        client: C,
+    },
 }
 
 impl<C: Args> Op<C> {
@@ -276,6 +310,11 @@ impl<C: Args> Op<C> {
             | Op::TwoFactor { client, .. } => client,
             Op::Msgs { client, .. } => client,
             Op::Tables { client, .. } | Op::Query { client, .. } => client,
+            Op::Seal { client, .. }
+            | Op::Unseal { client, .. }
+            | Op::Rewrap { client, .. }
+            | Op::Gk { client, .. } => client,
+            Op::Tkey(args) => args.client(),
             // `inbox setup`'s options follow `setup`.
             Op::Inbox { args, client } => args.action.as_ref().map_or(client, |a| a.client()),
             Op::Peer(args) => args.client(),
@@ -332,6 +371,11 @@ impl<C: Args> Op<C> {
                 );
             }
             Op::Msg(args) => return format!("msg {}", args.name()),
+            Op::Tkey(args) => return format!("tkey {}", args.name()),
+            Op::Seal { .. } => "seal",
+            Op::Unseal { .. } => "unseal",
+            Op::Rewrap { .. } => "rewrap",
+            Op::Gk { .. } => "gk",
         };
         name.to_owned()
     }
@@ -404,6 +448,11 @@ impl<C: Args> Op<C> {
             Op::TwoFactor { step, code, .. } => {
                 two_factor_cmd::run(connected, *step, code.as_deref())
             }
+            Op::Tkey(args) => transit_cmd::tkey(connected, args),
+            Op::Seal { args, .. } => transit_cmd::seal(connected, args),
+            Op::Unseal { args, .. } => transit_cmd::unseal(connected, args),
+            Op::Rewrap { args, .. } => transit_cmd::rewrap(connected, args),
+            Op::Gk { args, .. } => transit_cmd::gk(connected, args),
         }
     }
 }

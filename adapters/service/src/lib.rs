@@ -31,6 +31,7 @@ pub mod replicas;
 mod server;
 pub mod system;
 pub mod tables;
+pub mod transit;
 pub mod work;
 
 pub use limits::{

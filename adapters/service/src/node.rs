@@ -17,7 +17,9 @@ use std::time::{Duration, SystemTime};
 
 use rand_core::CryptoRng;
 use vserv_core::ServerIdentity;
-use vserv_store::{IdentityError, MemoryStore, Store, StoreError};
+use vserv_core::transit::{KEY_LEN, MasterKey};
+use vserv_store::{IdentityError, KeyFileError, MemoryStore, Store, StoreError};
+use zeroize::Zeroizing;
 
 use crate::accounts::{AccountError, Accounts, CheckLimits, PasswordParams};
 use crate::files::delivery::{self, HooksConfig, InterruptedSettle};
@@ -116,6 +118,16 @@ pub enum NodeError {
         #[source]
         source: IdentityError,
     },
+    /// The master key (`master.key`, spec/transit.md §4) could not be read, or created on
+    /// first start.
+    #[error("cannot load or create the master key in {}", dir.display())]
+    MasterKey {
+        /// The data directory.
+        dir: PathBuf,
+        /// What failed.
+        #[source]
+        source: KeyFileError,
+    },
     /// The store could not be opened (in use, damaged, or lost data without
     /// [`NodeSettings::accept_data_loss`]).
     #[error("cannot open the store in {}", dir.display())]
@@ -156,6 +168,8 @@ pub enum NodeError {
 pub struct Startup {
     /// Where a new identity was written, when this start created one.
     pub identity_created: Option<PathBuf>,
+    /// Where a new master key was written, when this start created one.
+    pub master_key_created: Option<PathBuf>,
     /// The data the store lost and was accepted to lose
     /// ([`NodeSettings::accept_data_loss`]).
     pub data_loss: Option<String>,
@@ -219,6 +233,16 @@ impl Node {
         if loaded.created {
             tracing::info!(path = %loaded.path.display(), "created a new server identity");
         }
+        let master =
+            vserv_store::master_key::load_or_create(dir, &mut *os_rng()?).map_err(|source| {
+                NodeError::MasterKey {
+                    dir: dir.to_owned(),
+                    source,
+                }
+            })?;
+        if master.created {
+            tracing::info!(path = %master.path.display(), "created a new master key");
+        }
         let options = vserv_store::OpenOptions {
             accept_data_loss: settings.accept_data_loss,
         };
@@ -242,6 +266,7 @@ impl Node {
         let mut node = Node::builder(Arc::new(loaded.identity), settings.clone())
             .store(Arc::new(store))
             .files(Arc::new(tree))
+            .master_key(master.key)
             .build()?;
         // Tables over real files are read at start, so a bad file is logged before serving;
         // later reads reload what changed.
@@ -249,6 +274,7 @@ impl Node {
             tables.load_all(crate::unix_now());
         }
         node.startup.identity_created = loaded.created.then_some(loaded.path);
+        node.startup.master_key_created = master.created.then_some(master.path);
         node.startup.data_loss = data_loss;
         Ok(node)
     }
@@ -274,6 +300,7 @@ impl Node {
             rng: None,
             table_source: None,
             handlers: Vec::new(),
+            master_key: None,
         }
     }
 
@@ -373,6 +400,7 @@ pub struct NodeBuilder {
     rng: Option<Box<dyn CryptoRng + Send>>,
     table_source: Option<Arc<dyn crate::tables::TableSource>>,
     handlers: Vec<(String, Arc<dyn crate::tables::QueryHandler>)>,
+    master_key: Option<MasterKey>,
 }
 
 impl NodeBuilder {
@@ -393,6 +421,13 @@ impl NodeBuilder {
         handler: Box<dyn crate::tables::QueryHandler>,
     ) -> Self {
         self.handlers.push((table.into(), Arc::from(handler)));
+        self
+    }
+
+    /// Encrypts the secrets kept at rest under `key` (default: 32 bytes drawn from the
+    /// node's rng, which [`Node::open`] replaces with the data directory's `master.key`).
+    pub fn master_key(mut self, key: MasterKey) -> Self {
+        self.master_key = Some(key);
         self
     }
 
@@ -423,6 +458,7 @@ impl NodeBuilder {
         let files = self
             .files
             .unwrap_or_else(|| Arc::new(MemoryTree::new(self.settings.files)));
+        let seeded = self.rng.is_some();
         let tables = if self.settings.tables.tables.is_empty() && self.handlers.is_empty() {
             None
         } else {
@@ -451,13 +487,20 @@ impl NodeBuilder {
                 .map_err(|e| NodeError::Replication(e.to_string()))?;
             Some((epoch, rng.next_u64()))
         };
+        let master = self.master_key.unwrap_or_else(|| {
+            let mut bytes = Zeroizing::new([0u8; KEY_LEN]);
+            rng.fill_bytes(bytes.as_mut());
+            MasterKey::from_bytes(bytes)
+        });
+        let transit = transit_keys(store.clone(), master.clone(), &mut *rng, seeded)?;
         let accounts = Accounts::with_limits(
             store.clone(),
             self.settings.password,
             self.settings.password_checks,
             rng,
         )
-        .map_err(NodeError::Accounts)?;
+        .map_err(NodeError::Accounts)?
+        .with_master_key(master);
         let accounts = Arc::new(accounts);
         let ledger = Arc::new(Ledger::new(store.clone(), self.identity.clone()));
         let info = ServiceInfo {
@@ -474,7 +517,8 @@ impl NodeBuilder {
             .with_ledger(ledger.clone())
             .with_replicas(replicas.clone())
             .with_files(files.clone())
-            .with_hooks(self.settings.hooks.clone());
+            .with_hooks(self.settings.hooks.clone())
+            .with_transit(transit);
         let service = match &tables {
             Some(tables) => service.with_tables(tables.clone()),
             None => service,
@@ -525,6 +569,29 @@ impl NodeBuilder {
         node.start_up();
         Ok(node)
     }
+}
+
+/// The transit keys over `store`, under `master`. A node given its rng (tests, the simulator) seeds the keys' own generator from it,
+/// so a seeded node stays reproducible; any other draws from the operating system.
+fn transit_keys(
+    store: Arc<dyn Store>,
+    master: MasterKey,
+    rng: &mut dyn CryptoRng,
+    seeded: bool,
+) -> Result<Arc<crate::transit::TransitKeys>, NodeError> {
+    let keys_rng: Box<dyn CryptoRng + Send> = if seeded {
+        let mut seed = Zeroizing::new([0u8; 32]);
+        rng.fill_bytes(seed.as_mut());
+        Box::new(<rand::rngs::StdRng as rand::SeedableRng>::from_seed(*seed))
+    } else {
+        os_rng()?
+    };
+    Ok(Arc::new(crate::transit::TransitKeys::new(
+        store,
+        master,
+        keys_rng,
+        crate::transit::TransitLimits::default(),
+    )))
 }
 
 /// The operating system's randomness, the one source of a node opened without a chosen one.

@@ -28,17 +28,21 @@ pub enum Table {
     /// Users' published message keys and their mailboxes of sealed messages (layout in
     /// `vserv_service::messages`).
     Messages,
+    /// Users' transit keys, each version's material encrypted under the master key (layout
+    /// in `vserv_service::transit`).
+    Transit,
 }
 
 impl Table {
     /// Every table, in a fixed order.
-    pub const ALL: [Table; 6] = [
+    pub const ALL: [Table; 7] = [
         Table::Meta,
         Table::Users,
         Table::Limits,
         Table::Ledger,
         Table::Replicas,
         Table::Messages,
+        Table::Transit,
     ];
 
     /// The table's name on disk.
@@ -50,6 +54,7 @@ impl Table {
             Table::Ledger => "ledger",
             Table::Replicas => "replicas",
             Table::Messages => "messages",
+            Table::Transit => "transit",
         }
     }
 }

@@ -3,6 +3,7 @@
 //! - [`identity`]: the server's `identity.key` (created once, mode 0600, never regenerated).
 //! - [`known_servers`]: the client's pinned server keys, like ssh's `known_hosts`.
 //! - [`trust`]: the client's trust-on-first-use / pinning decision over [`known_servers`].
+//! - [`master_key`]: the server's `master.key`, which encrypts the secrets kept at rest.
 //! - [`keyfile`]: the strict secret key file format, reusable for user keys.
 //! - [`kv`]: the key-value [`Store`] interface the service builds on, implemented by
 //!   [`db::FjallStore`] (fjall on disk) and [`memory::MemoryStore`] (in memory, with a crash
@@ -16,6 +17,7 @@ pub mod db;
 pub mod identity;
 pub mod keyfile;
 pub mod known_servers;
+pub mod master_key;
 // `Store::scan` returns `Vec<(Vec<u8>, Vec<u8>)>` on purpose: plain owned pairs.
 #[allow(clippy::type_complexity)]
 pub mod kv;

@@ -4,7 +4,7 @@
 
 use super::{
     Command, Domain, Reply, accounts, delivery, files, ledger, messages, replication, session,
-    tables, transfers,
+    tables, transfers, transit,
 };
 use crate::ledger::{Entry, EntryFields, Head, SignedHead, ZERO_HASH};
 use crate::secure::{Fingerprint, ServerIdentity};
@@ -57,6 +57,7 @@ pub(crate) fn commands() -> Vec<Command> {
         replication::samples(),
         messages::samples(),
         tables::samples(),
+        transit::samples(),
     ]
     .concat()
 }
@@ -163,6 +164,7 @@ mod tests {
                 Domain::Replication,
                 Domain::Messages,
                 Domain::Tables,
+                Domain::Transit,
             ] {
                 if other != domain {
                     assert!(in_domain!(other, decode_reply(&cmd, &fields)).is_err());

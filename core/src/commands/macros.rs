@@ -101,6 +101,7 @@ macro_rules! in_domain {
             Domain::Replication => replication::$f($($arg),*),
             Domain::Messages => messages::$f($($arg),*),
             Domain::Tables => tables::$f($($arg),*),
+            Domain::Transit => transit::$f($($arg),*),
         }
     };
 }

@@ -29,6 +29,7 @@ mod reply;
 mod session;
 mod tables;
 mod transfers;
+mod transit;
 mod two_factor;
 
 pub use accounts::{
@@ -58,6 +59,9 @@ pub use tables::{
     Lookup, MAX_ENCODED_ROW, MAX_ENCODED_TABLE_INFO, MAX_TABLE_FIELD, MAX_TABLE_NAME, MAX_TABLES,
     PREFIX_FLAG, QUERY_DEFAULT_LIMIT, QUERY_MAX_LIMIT, QUERY_OVERHEAD, QUERY_ROW_BUDGET, TableInfo,
     TableQuery, TableRow,
+};
+pub use transit::{
+    GK_DEFAULT_BYTES, GK_MAX_BYTES, MAX_ENCODED_TRANSIT_KEY, TkeyAction, TransitKeyInfo,
 };
 pub use two_factor::{OtpCode, RECOVERY_CODE_CHARS, RECOVERY_CODES, TOTP_DIGITS, TwoFactorAction};
 
@@ -119,6 +123,7 @@ enum Domain {
     Replication,
     Messages,
     Tables,
+    Transit,
 }
 
 command_table! {
@@ -512,6 +517,45 @@ command_table! {
         "the row of TABLE whose key is KEY, or the rows whose key starts with P in key order \
          from the key FROM on, at most LIMIT (default 100, max 1000); replies with the FROM \
          of the next page";
+    /// `tkey new NAME | list | rotate NAME | del NAME | min USER NAME VERSION`: the logged-in
+    /// user's transit keys (spec/transit.md §5); `min` for another user is for admins
+    /// (checked by the server, like `2fa reset`).
+    Tkey(TkeyAction) => "tkey", User, Transit, 1..=4,
+        "tkey new NAME | tkey list | tkey rotate NAME | tkey del NAME | tkey min USER NAME VERSION",
+        "your transit keys: make one, list them, rotate one to a new version, delete one, or \
+         retire the versions below VERSION (admins: of any user's key)";
+    /// `seal NAME DATA`: DATA sealed under the newest version of one's key NAME.
+    Seal {
+        /// The key.
+        name: String,
+        /// Up to [`MAX_SEAL_DATA`](crate::transit::MAX_SEAL_DATA) bytes.
+        data: Vec<u8>,
+    } => "seal", User, Transit, 2..=2, "seal NAME DATA",
+        "encrypt DATA (up to 12000 bytes) under your key NAME's newest version; replies with \
+         a vserv:v1: token";
+    /// `unseal NAME TOKEN`: the data of a token sealed under one's key NAME.
+    Unseal {
+        /// The key.
+        name: String,
+        /// The token's text, checked by the server ([`Token::parse`](crate::transit::Token::parse)).
+        token: Vec<u8>,
+    } => "unseal", User, Transit, 2..=2, "unseal NAME TOKEN",
+        "decrypt a token made with your key NAME (a version not retired); replies with the data";
+    /// `rewrap NAME TOKEN`: the token sealed again under the newest version, the data never
+    /// leaving the server.
+    Rewrap {
+        /// The key.
+        name: String,
+        /// The token's text.
+        token: Vec<u8>,
+    } => "rewrap", User, Transit, 2..=2, "rewrap NAME TOKEN",
+        "re-encrypt a token of your key NAME under its newest version, without revealing the data";
+    /// `gk [BYTES]`: fresh random bytes from the server.
+    Gk {
+        /// How many, 1 to [`GK_MAX_BYTES`]; `None`: [`GK_DEFAULT_BYTES`].
+        bytes: Option<u32>,
+    } => "gk", User, Transit, 0..=1, "gk [BYTES]",
+        "fresh random key material from the server (default 32 bytes, at most 1024)";
 }
 
 // `CommandKind::info` indexes the table by kind: prove the orders agree.

@@ -10,7 +10,7 @@ use super::messages::MessageSummary;
 use super::tables::{TableInfo, TableRow};
 use super::{
     Command, Domain, accounts, delivery, files, ledger, messages, replication, session, tables,
-    transfers,
+    transfers, transit,
 };
 use crate::Error;
 use crate::ledger::{Entry, SignedHead};
@@ -171,6 +171,16 @@ pub enum Reply {
         /// is left.
         next: Option<String>,
     },
+    /// `tkey new`, `tkey rotate`: `[version (decimal)]`, the key's newest version now.
+    KeyVersion(u32),
+    /// `tkey list`: one field per key, in name order ([`TransitKeyInfo::to_field`](super::TransitKeyInfo::to_field)).
+    TransitKeys(Vec<super::TransitKeyInfo>),
+    /// `seal`, `rewrap`: `[TOKEN]`, the token's text (spec/transit.md §2).
+    Token(String),
+    /// `unseal`: `[DATA]`, the data the token sealed.
+    Unsealed(Vec<u8>),
+    /// `gk`: `[BYTES]`, fresh random bytes.
+    KeyMaterial(Vec<u8>),
 }
 
 impl Reply {
@@ -233,6 +243,10 @@ impl Reply {
                 text(next.as_deref().unwrap_or("")),
                 rows.iter().map(TableRow::to_field),
             ),
+            Reply::KeyVersion(v) => vec![number(v)],
+            Reply::TransitKeys(keys) => keys.iter().map(super::TransitKeyInfo::to_field).collect(),
+            Reply::Token(t) => vec![text(t)],
+            Reply::Unsealed(bytes) | Reply::KeyMaterial(bytes) => vec![bytes.clone()],
         }
     }
 

@@ -215,6 +215,9 @@ pub fn corpus_seeds() -> Vec<(&'static str, String, Vec<u8>)> {
             add("sealed_message", "hi", m.to_bytes());
         }
     }
+    if let Ok(token) = crate::transit::seal(&[7u8; 32], "payroll", 2, [9u8; 16], b"hi") {
+        add("transit_token", "hi", token.encode().into_bytes());
+    }
     add(
         "notice",
         "idle_soon",

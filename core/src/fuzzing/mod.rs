@@ -56,7 +56,7 @@ pub use forge::{
 };
 pub use messages::{
     client_finished, client_hello, close, command, deframer, ledger_entry, notice, sealed_message,
-    server_auth, server_hello,
+    server_auth, server_hello, transit_token,
 };
 
 use std::convert::Infallible;

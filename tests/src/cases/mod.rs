@@ -10,5 +10,6 @@ pub mod limits;
 pub mod messages;
 pub mod peers;
 pub mod tables;
+pub mod transit;
 pub mod two_factor;
 pub mod udp;

@@ -590,3 +590,12 @@ impl Report for CryptoReport {
         s
     }
 }
+
+/// The bound `vserv bench seal` prints beside the transit numbers: raw AES-256-CBC +
+/// HMAC-SHA256 over `size`-byte payloads (this benchmark's `raw-seal` row), measured for
+/// about `budget`; payload MB/s (10^6 bytes).
+pub(super) fn raw_seal_mb_s(size: usize, budget: Duration) -> anyhow::Result<f64> {
+    let mut w = RawSeal::new(size, RawMode::CbcAndHmac)?;
+    measure(&mut w, size, budget.min(Duration::from_millis(200)))?;
+    Ok(measure(&mut w, size, budget)?.0)
+}

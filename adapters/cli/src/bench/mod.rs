@@ -18,6 +18,7 @@ mod ledger;
 mod login;
 mod net;
 mod repl;
+mod seal;
 mod server;
 mod stats;
 mod transfer;
@@ -74,6 +75,9 @@ pub enum BenchKind {
     /// memory, ping latency with them held, and how soon threads and RSS come back after
     /// they close.
     Burst(burst::BurstArgs),
+    /// Transit `seal` and `unseal` MB/s over one session, beside the construction's local
+    /// speed and `bench crypto`'s raw-seal bound at the same size.
+    Seal(seal::SealArgs),
 }
 
 /// Runs the selected benchmark and prints its report.
@@ -91,6 +95,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         BenchKind::Repl(a) => emit(&repl::run(&a)?, args.json),
         BenchKind::Udp(a) => emit(&udp::run(&a)?, args.json),
         BenchKind::Burst(a) => emit(&burst::run(&a)?, args.json),
+        BenchKind::Seal(a) => emit(&seal::run(&a)?, args.json),
     }
 }
 

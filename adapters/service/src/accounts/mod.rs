@@ -99,6 +99,8 @@ pub struct Accounts {
     decoy: String,
     /// Every argon2 run (checks and new hashes) happens in this pool's memory.
     checks: CheckPool,
+    /// Encrypts the TOTP secrets at rest; `None` stores them in the clear.
+    master: Option<vserv_core::transit::MasterKey>,
 }
 
 impl Accounts {
@@ -131,7 +133,15 @@ impl Accounts {
             write: Mutex::new(()),
             decoy,
             checks,
+            master: None,
         })
+    }
+
+    /// These accounts keeping TOTP secrets encrypted under `master` (spec/transit.md §4);
+    /// records stored in the clear are still read and are encrypted at their next change.
+    pub fn with_master_key(mut self, master: vserv_core::transit::MasterKey) -> Self {
+        self.master = Some(master);
+        self
     }
 
     /// The pool every password check and new hash runs in.

@@ -2,11 +2,21 @@
 //! (active), `disable`, an admin's `reset`, and the code check of a login. Each change is
 //! one atomic commit of the user's [`TotpRecord`], made under the accounts' lock, so two
 //! uses of the same code cannot both succeed.
+//!
+//! At rest, with a master key ([`Accounts::with_master_key`]), the record is stored as
+//! `0x02 || wrap(master, "totp" 0x00 USER, record)` (spec/transit.md §4), so the secret is
+//! never on disk in the clear. A record stored in the clear by an earlier vserv (it starts
+//! with its version byte, 1) is still read, and written encrypted at its next change.
 
 use vserv_core::commands::OtpCode;
 use vserv_store::kv::{Op, Table};
 
+use vserv_core::transit::{WrapContext, unwrap, wrap};
+
 use super::totp::{Enrolment, TotpRecord, TotpState};
+
+/// The first byte of a record stored encrypted (a clear record starts with its version, 1).
+const ENCRYPTED: u8 = 2;
 use super::{AccountError, Accounts, User, UserName};
 
 impl Accounts {
@@ -21,16 +31,42 @@ impl Accounts {
         let Some(bytes) = self.store.get(Table::Meta, &key)? else {
             return Ok(None);
         };
-        let record = TotpRecord::decode(&bytes)
-            .ok_or_else(|| AccountError::Corrupt(format!("{} (second factor)", user.name)))?;
+        let corrupt = || AccountError::Corrupt(format!("{} (second factor)", user.name));
+        let record = match (bytes.split_first(), &self.master) {
+            (Some((&ENCRYPTED, wrapped)), Some(master)) => {
+                let context = WrapContext::TotpSecret {
+                    user: user.name.as_str(),
+                };
+                let plain = unwrap(master, &context, wrapped).map_err(|_| corrupt())?;
+                TotpRecord::decode(&plain)
+            }
+            (Some((&ENCRYPTED, _)), None) => None,
+            _ => TotpRecord::decode(&bytes),
+        }
+        .ok_or_else(corrupt)?;
         Ok((record.account == user.id).then_some(record))
     }
 
     fn put_totp(&self, user: &User, record: &TotpRecord) -> Result<(), AccountError> {
+        let plain = zeroize::Zeroizing::new(record.encode());
+        let value = match &self.master {
+            Some(master) => {
+                let mut iv = [0u8; vserv_core::wire::IV_LEN];
+                self.rng
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .fill_bytes(&mut iv);
+                let context = WrapContext::TotpSecret {
+                    user: user.name.as_str(),
+                };
+                [vec![ENCRYPTED], wrap(master, &context, iv, &plain)].concat()
+            }
+            None => plain.to_vec(),
+        };
         self.store.commit(vec![Op::Put {
             table: Table::Meta,
             key: TotpRecord::key(user.name.as_str()),
-            value: record.encode(),
+            value,
         }])?;
         Ok(())
     }
@@ -122,5 +158,83 @@ impl Accounts {
         };
         record.use_code(code, now, true)?;
         self.put_totp(user, &record)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use rand::SeedableRng;
+    use vserv_core::commands::UserRole;
+    use vserv_core::transit::MasterKey;
+    use vserv_store::MemoryStore;
+    use vserv_store::kv::{Store, Table};
+    use zeroize::Zeroizing;
+
+    use super::super::PasswordParams;
+    use super::*;
+
+    fn accounts(store: &Arc<MemoryStore>, master: Option<u8>) -> Accounts {
+        let rng = Box::new(rand::rngs::StdRng::seed_from_u64(3));
+        let accounts =
+            Accounts::new(store.clone(), PasswordParams::INSECURE_FAST, rng).expect("accounts");
+        match master {
+            Some(b) => accounts.with_master_key(MasterKey::from_bytes(Zeroizing::new([b; 32]))),
+            None => accounts,
+        }
+    }
+
+    fn stored(store: &MemoryStore) -> Vec<u8> {
+        store
+            .get(Table::Meta, &TotpRecord::key("alice"))
+            .expect("get")
+            .expect("a record")
+    }
+
+    #[test]
+    fn secrets_are_encrypted_at_rest_and_clear_records_are_upgraded_at_their_next_change() {
+        let store = Arc::new(MemoryStore::new());
+        let alice = UserName::parse("alice").expect("name");
+        // An earlier vserv (no master key) stored the pending secret in the clear.
+        let old = accounts(&store, None);
+        old.create("alice", UserRole::User, b"alice-password-1", 0)
+            .expect("create");
+        let clear = old.totp_enable(&alice).expect("enable");
+        assert_eq!(stored(&store), clear.record.encode());
+        assert_eq!(stored(&store)[0], 1);
+
+        // With the master key the clear record is still read ...
+        let new = accounts(&store, Some(9));
+        let user = new.get(&alice).expect("get").expect("alice");
+        assert_eq!(
+            new.totp_state(&user).expect("state"),
+            Some(TotpState::Pending)
+        );
+        // ... and the next change stores it encrypted: no trace of the record in the clear.
+        let fresh = new.totp_enable(&alice).expect("enable again");
+        let at_rest = stored(&store);
+        assert_eq!(at_rest[0], ENCRYPTED);
+        let plain = fresh.record.encode();
+        assert!(
+            !at_rest
+                .windows(16)
+                .any(|w| plain.windows(16).any(|p| p == w))
+        );
+        assert_eq!(
+            new.totp_state(&user).expect("state"),
+            Some(TotpState::Pending)
+        );
+
+        // Another master key cannot read it, nor can a server without one.
+        let wrong = accounts(&store, Some(8));
+        assert!(matches!(
+            wrong.totp_state(&user),
+            Err(AccountError::Corrupt(_))
+        ));
+        assert!(matches!(
+            accounts(&store, None).totp_state(&user),
+            Err(AccountError::Corrupt(_))
+        ));
     }
 }

@@ -59,7 +59,7 @@ fn answered_at_once(cmd: &Command) -> bool {
             | Command::Fput { .. }
             | Command::Fread(_)
             | Command::Ukey(KeyAction::List)
-    )
+    ) || super::transit::transit_at_once(cmd)
 }
 
 impl Service {
@@ -254,6 +254,14 @@ impl Service {
                 None => Err(ErrorReply::new(ErrorCode::Forbidden, "log in first")),
             },
             Command::Tables | Command::Query(_) => self.tables_command(user.as_ref(), &cmd, now),
+            Command::Tkey(_)
+            | Command::Seal { .. }
+            | Command::Unseal { .. }
+            | Command::Rewrap { .. }
+            | Command::Gk { .. } => match &user {
+                Some(user) => self.transit_command(user, cmd, now),
+                None => Err(ErrorReply::new(ErrorCode::Forbidden, "log in first")),
+            },
             // Answered by `admit`.
             Command::Quit => Ok(Reply::Bye),
         };

@@ -494,6 +494,7 @@ fn work_label(cmd: &Command) -> &'static str {
         | Command::Mread { .. }
         | Command::Mdel { .. } => "messages",
         Command::Tables | Command::Query(_) => "tables",
+        Command::Tkey(_) => "transit keys",
         _ => "files",
     }
 }

@@ -39,6 +39,7 @@ mod registry;
 mod session;
 pub(crate) mod status;
 mod tables;
+mod transit;
 
 use std::sync::Arc;
 
@@ -120,6 +121,9 @@ struct Shared {
     datagrams: Option<Arc<crate::datagram::DatagramState>>,
     /// The query tables; `None` serves none.
     tables: Option<Arc<crate::tables::Tables>>,
+    /// The users' transit keys (spec/transit.md); `None` answers the transit commands with
+    /// an error.
+    transit: Option<Arc<crate::transit::TransitKeys>>,
 }
 
 impl std::fmt::Debug for Service {
@@ -166,6 +170,7 @@ impl Service {
                 mailboxes,
                 datagrams: None,
                 tables: None,
+                transit: None,
             }),
         }
     }
@@ -190,6 +195,13 @@ impl Service {
     pub fn with_message_limits(self, limits: crate::limits::MessageLimits) -> Self {
         let store = self.shared.accounts.store();
         self.configure(|s| s.mailboxes = Arc::new(crate::messages::Mailboxes::new(store, limits)))
+    }
+
+    /// This service keeping the users' transit keys in `transit` (the `tkey`, `seal`,
+    /// `unseal`, `rewrap` and `gk` commands). Without them, those commands are answered with
+    /// [`vserv_core::ErrorCode::Internal`] "this server keeps no transit keys".
+    pub fn with_transit(self, transit: Arc<crate::transit::TransitKeys>) -> Self {
+        self.configure(|s| s.transit = Some(transit))
     }
 
     /// This service with `files` as the users' homes (the file commands). Without one,
