@@ -24,6 +24,7 @@ fn every_seed_passes_its_target() {
             "notice" => fuzzing::notice(&bytes),
             "sealed_message" => fuzzing::sealed_message(&bytes),
             "transit_token" => fuzzing::transit_token(&bytes),
+            "datagram" => vserv_core::datagram::fuzz::datagram(&bytes),
             "server_connection" => fuzzing::server_connection(&bytes, now),
             "client_connection" => fuzzing::client_connection(&bytes, now),
             "replication_message" => vserv_core::replication::fuzzing::replication_message(&bytes),
@@ -32,5 +33,5 @@ fn every_seed_passes_its_target() {
         }
         targets.insert(target);
     }
-    assert_eq!(targets.len(), 14, "a target without seeds: {targets:?}");
+    assert_eq!(targets.len(), 15, "a target without seeds: {targets:?}");
 }

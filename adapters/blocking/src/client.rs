@@ -156,7 +156,7 @@ impl Client {
         let until = Instant::now() + max_wait;
         loop {
             let processed = self.session.process(Instant::now());
-            self.flush()?;
+            self.send_queued()?;
             processed?;
             if self.session.has_notices() {
                 return Ok(self.session.take_notices());
@@ -208,6 +208,16 @@ impl Client {
         Ok(())
     }
 
+    /// Writes what the connection queued; when that fails after the server closed the
+    /// session, reports the server's close instead (its socket may be gone already, and
+    /// our answer to its close then meets a reset).
+    fn send_queued(&mut self) -> Result<(), ClientError> {
+        match self.flush() {
+            Err(_) if self.session.is_closed() => Err(self.session.ended_error()),
+            other => Ok(other?),
+        }
+    }
+
     fn flush(&mut self) -> io::Result<()> {
         self.out.clear();
         self.session.connection().poll_transmit(&mut self.out);
@@ -226,7 +236,7 @@ impl Client {
         let mut last_input = Instant::now();
         loop {
             let processed = self.session.process(Instant::now());
-            self.flush()?;
+            self.send_queued()?;
             processed?;
             if let Some(value) = done(&mut self.session) {
                 return Ok(value);

@@ -202,6 +202,16 @@ impl Client {
         Ok(())
     }
 
+    /// [`flush`](Self::flush); when that fails after the server closed the session,
+    /// reports the server's close instead (its socket may be gone already, and our answer
+    /// to its close then meets a reset).
+    async fn send_queued(&mut self) -> Result<(), ClientError> {
+        match self.flush().await {
+            Err(_) if self.session.is_closed() => Err(self.session.ended_error()),
+            other => other,
+        }
+    }
+
     /// Writes everything the connection has queued. The write may not outlive the
     /// connection's deadline (or a short grace period once it is closed).
     async fn flush(&mut self) -> Result<(), ClientError> {
@@ -248,7 +258,7 @@ impl Client {
         let mut last_input = Instant::now();
         loop {
             let processed = self.session.process(Instant::now());
-            self.flush().await?;
+            self.send_queued().await?;
             processed?;
             if let Some(value) = done(&mut self.session) {
                 return Ok(Woken::Done(value));

@@ -218,6 +218,25 @@ pub fn corpus_seeds() -> Vec<(&'static str, String, Vec<u8>)> {
     if let Ok(token) = crate::transit::seal(&[7u8; 32], "payroll", 2, [9u8; 16], b"hi") {
         add("transit_token", "hi", token.encode().into_bytes());
     }
+    {
+        let mut rng = crate::fuzzing::FuzzRng::new(6);
+        let ping = crate::Request {
+            id: 1,
+            name: "ping".into(),
+            args: vec![b"hi".to_vec()],
+        };
+        let server = crate::fuzzing::identity().public_key();
+        if let Ok((bytes, _)) =
+            crate::datagram::seal_request(&server, &ping, 0, 1_700_000_000, &mut rng)
+        {
+            add("datagram", "ping", bytes);
+        }
+        add(
+            "datagram",
+            "key_query",
+            crate::datagram::key_query().to_vec(),
+        );
+    }
     add(
         "notice",
         "idle_soon",

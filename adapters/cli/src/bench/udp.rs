@@ -1,7 +1,9 @@
 //! `vserv bench udp`: one command over sealed UDP datagrams (spec/datagrams.md) against the
 //! same command over one TCP session, side by side in one run, against an in-process
 //! blocking server answering both (its UDP rate limit lifted for the run). Requests are sent
-//! one at a time; each sample is one request's round trip.
+//! one at a time; each sample is one request's round trip. The server holds a query table
+//! `bench` open to anyone (`--table-rows` rows `kNNNNNNNN,v...`), so `--command query`
+//! measures `query bench KEY` (by default the middle row's key).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -13,10 +15,11 @@ use vserv_blocking::{Client, Server, ServerOptions};
 use vserv_core::commands::Command;
 use vserv_core::datagram::RateSettings;
 use vserv_core::{Request, ServerIdentity};
-use vserv_service::Node;
 use vserv_service::client::ClientOptions;
 use vserv_service::client::datagram::DatagramClient;
 use vserv_service::datagram::DatagramSettings;
+use vserv_service::tables::{MemoryFiles, TableAccess, TableConfig, TablesSettings};
+use vserv_service::{Node, NodeSettings};
 
 use super::stats::Latency;
 use super::{Machine, Report};
@@ -33,9 +36,31 @@ pub struct UdpArgs {
     /// The command measured (it must be served over UDP).
     #[arg(long, default_value = "ping")]
     pub command: String,
-    /// Its arguments, in order (default for ping: 16 bytes of payload).
+    /// Its arguments, in order (default for ping: 16 bytes of payload; for query: `bench`
+    /// and the middle row's key).
     #[arg(long = "arg", value_name = "ARG")]
     pub args: Vec<String>,
+    /// Rows of the in-memory query table `bench` the server holds (about 75 bytes each,
+    /// within the tables' 64 MiB file limit).
+    #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u32).range(1..=500_000))]
+    pub table_rows: u32,
+}
+
+/// The key of row `i` of the `bench` table.
+fn row_key(i: u32) -> String {
+    format!("k{i:08}")
+}
+
+/// The `bench` table's CSV: a header, then `rows` rows of a key and a 64-byte value.
+fn table_csv(rows: u32) -> Vec<u8> {
+    let mut csv = String::from("key,value\n");
+    for i in 0..rows {
+        csv.push_str(&row_key(i));
+        csv.push(',');
+        csv.push_str(&format!("{i:064}"));
+        csv.push('\n');
+    }
+    csv.into_bytes()
 }
 
 /// One transport's figures.
@@ -84,6 +109,8 @@ fn measure(
 pub fn run(args: &UdpArgs) -> anyhow::Result<UdpReport> {
     let wire_args: Vec<Vec<u8>> = if args.args.is_empty() && args.command == "ping" {
         vec![vec![b'x'; 16]]
+    } else if args.args.is_empty() && args.command == "query" {
+        vec![b"bench".to_vec(), row_key(args.table_rows / 2).into_bytes()]
     } else {
         args.args.iter().map(|a| a.clone().into_bytes()).collect()
     };
@@ -104,7 +131,20 @@ pub fn run(args: &UdpArgs) -> anyhow::Result<UdpReport> {
         },
         ..DatagramSettings::default()
     };
-    let service = Node::builder(identity.clone(), super::node_settings())
+    let files = Arc::new(MemoryFiles::new());
+    files.put("/bench.csv", table_csv(args.table_rows));
+    let node_settings = NodeSettings {
+        tables: TablesSettings {
+            tables: vec![TableConfig {
+                access: TableAccess::Anyone,
+                ..TableConfig::new("bench", "/bench.csv")
+            }],
+            ..TablesSettings::default()
+        },
+        ..super::node_settings()
+    };
+    let service = Node::builder(identity.clone(), node_settings)
+        .table_source(files)
         .build()
         .context("assembling the in-process server")?
         .service()
