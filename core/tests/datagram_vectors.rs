@@ -11,8 +11,9 @@
 // The vectors pin the real cipher, which the fuzzing build replaces.
 #![cfg(not(feature = "fuzzing"))]
 
-use std::convert::Infallible;
-use std::path::PathBuf;
+mod support;
+
+use support::vector_file::{Replay, bytes, check_or_write, fill, read_vectors};
 
 use hkdf::Hkdf;
 use serde_json::{Value, json};
@@ -22,40 +23,6 @@ use vserv_core::datagram::{
 };
 use vserv_core::secure::keys;
 use vserv_core::{Request, Response, ServerIdentity};
-
-/// Hands out fixed bytes, in order (the ephemeral scalar, the nonce, the IV).
-struct Replay(Vec<u8>);
-
-impl rand_core::TryRng for Replay {
-    type Error = Infallible;
-    fn try_next_u32(&mut self) -> Result<u32, Infallible> {
-        let mut b = [0u8; 4];
-        self.try_fill_bytes(&mut b)?;
-        Ok(u32::from_le_bytes(b))
-    }
-    fn try_next_u64(&mut self) -> Result<u64, Infallible> {
-        let mut b = [0u8; 8];
-        self.try_fill_bytes(&mut b)?;
-        Ok(u64::from_le_bytes(b))
-    }
-    fn try_fill_bytes(&mut self, dst: &mut [u8]) -> Result<(), Infallible> {
-        assert!(dst.len() <= self.0.len(), "replay RNG exhausted");
-        let rest = self.0.split_off(dst.len());
-        dst.copy_from_slice(&self.0);
-        self.0 = rest;
-        Ok(())
-    }
-}
-
-impl rand_core::TryCryptoRng for Replay {}
-
-fn path() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../spec/vectors/datagrams.json")
-}
-
-fn fill(byte: u8, n: usize) -> Vec<u8> {
-    (0..n).map(|i| byte.wrapping_add(i as u8)).collect()
-}
 
 const SERVER_SECRET: [u8; 32] = [0x33; 32];
 const TIME: u64 = 1_800_000_000;
@@ -163,29 +130,14 @@ fn build() -> Value {
     })
 }
 
-fn bytes(v: &Value) -> Vec<u8> {
-    hex::decode(v.as_str().expect("hex string")).expect("hex")
-}
-
 #[test]
 fn datagram_vectors_match_the_file() {
-    let built = build();
-    let text = serde_json::to_string_pretty(&built).expect("json") + "\n";
-    if std::env::var("VSERV_WRITE_VECTORS").as_deref() == Ok("1") {
-        std::fs::write(path(), &text).expect("write spec/vectors/datagrams.json");
-    }
-    let stored = std::fs::read_to_string(path()).expect("read spec/vectors/datagrams.json");
-    assert_eq!(
-        stored, text,
-        "spec/vectors/datagrams.json differs from what the code produces \
-         (regenerate with VSERV_WRITE_VECTORS=1 if the change is intended)"
-    );
+    check_or_write("datagrams.json", &build());
 }
 
 #[test]
 fn datagram_vectors_open_and_refuse_tampering() {
-    let stored = std::fs::read_to_string(path()).expect("read spec/vectors/datagrams.json");
-    let file: Value = serde_json::from_str(&stored).expect("json");
+    let file = read_vectors("datagrams.json");
     let (_, key) = server();
     for c in file["cases"].as_array().expect("cases") {
         let request = bytes(&c["request_datagram"]);

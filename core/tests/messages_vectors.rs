@@ -9,45 +9,12 @@
 // The vectors pin the real cipher and signatures, which the fuzzing build replaces.
 #![cfg(not(feature = "fuzzing"))]
 
-use std::convert::Infallible;
-use std::path::PathBuf;
+mod support;
+
+use support::vector_file::{Replay, bytes, check_or_write, fill, read_vectors};
 
 use serde_json::{Value, json};
 use vserv_core::messages::{MessageError, MessageKey, SealedMessage, open, seal};
-
-/// Hands out fixed bytes, in order (the ephemeral scalar, the nonce, the IV).
-struct Replay(Vec<u8>);
-
-impl rand_core::TryRng for Replay {
-    type Error = Infallible;
-    fn try_next_u32(&mut self) -> Result<u32, Infallible> {
-        let mut b = [0u8; 4];
-        self.try_fill_bytes(&mut b)?;
-        Ok(u32::from_le_bytes(b))
-    }
-    fn try_next_u64(&mut self) -> Result<u64, Infallible> {
-        let mut b = [0u8; 8];
-        self.try_fill_bytes(&mut b)?;
-        Ok(u64::from_le_bytes(b))
-    }
-    fn try_fill_bytes(&mut self, dst: &mut [u8]) -> Result<(), Infallible> {
-        assert!(dst.len() <= self.0.len(), "replay RNG exhausted");
-        let rest = self.0.split_off(dst.len());
-        dst.copy_from_slice(&self.0);
-        self.0 = rest;
-        Ok(())
-    }
-}
-
-impl rand_core::TryCryptoRng for Replay {}
-
-fn path() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../spec/vectors/messages.json")
-}
-
-fn fill(byte: u8, n: usize) -> Vec<u8> {
-    (0..n).map(|i| byte.wrapping_add(i as u8)).collect()
-}
 
 /// One case: keys, names, time, text and the random bytes; the sealed bytes follow.
 fn case(name: &str, text: &[u8], time: u64, salt: u8) -> Value {
@@ -97,29 +64,14 @@ fn build() -> Value {
     })
 }
 
-fn bytes(v: &Value) -> Vec<u8> {
-    hex::decode(v.as_str().expect("hex string")).expect("hex")
-}
-
 #[test]
 fn message_vectors_match_the_file() {
-    let built = build();
-    let text = serde_json::to_string_pretty(&built).expect("json") + "\n";
-    if std::env::var("VSERV_WRITE_VECTORS").as_deref() == Ok("1") {
-        std::fs::write(path(), &text).expect("write spec/vectors/messages.json");
-    }
-    let stored = std::fs::read_to_string(path()).expect("read spec/vectors/messages.json");
-    assert_eq!(
-        stored, text,
-        "spec/vectors/messages.json differs from what the code produces \
-         (regenerate with VSERV_WRITE_VECTORS=1 if the change is intended)"
-    );
+    check_or_write("messages.json", &build());
 }
 
 #[test]
 fn message_vectors_open_and_refuse_tampering() {
-    let stored = std::fs::read_to_string(path()).expect("read spec/vectors/messages.json");
-    let file: Value = serde_json::from_str(&stored).expect("json");
+    let file = read_vectors("messages.json");
     for c in file["cases"].as_array().expect("cases") {
         let secret: [u8; 32] = bytes(&c["recipient_secret"]).try_into().expect("32 bytes");
         let key = MessageKey::from_secret_bytes(&secret).expect("key");

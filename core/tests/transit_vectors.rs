@@ -10,17 +10,15 @@
 // other vector files.
 #![cfg(not(feature = "fuzzing"))]
 
-use std::path::PathBuf;
+mod support;
+
+use support::vector_file::{bytes, check_or_write, read_vectors};
 
 use serde_json::{Value, json};
 use vserv_core::transit::{
     DataKeys, KEY_LEN, MasterKey, Token, TransitError, WrapContext, open, seal, unwrap, wrap,
 };
 use zeroize::Zeroizing;
-
-fn path() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../spec/vectors/transit.json")
-}
 
 fn fill<const N: usize>(byte: u8) -> [u8; N] {
     std::array::from_fn(|i| byte.wrapping_add(i as u8))
@@ -87,29 +85,14 @@ fn build() -> Value {
     })
 }
 
-fn bytes(v: &Value) -> Vec<u8> {
-    hex::decode(v.as_str().expect("hex string")).expect("hex")
-}
-
 #[test]
 fn transit_vectors_match_the_file() {
-    let built = build();
-    let text = serde_json::to_string_pretty(&built).expect("json") + "\n";
-    if std::env::var("VSERV_WRITE_VECTORS").as_deref() == Ok("1") {
-        std::fs::write(path(), &text).expect("write spec/vectors/transit.json");
-    }
-    let stored = std::fs::read_to_string(path()).expect("read spec/vectors/transit.json");
-    assert_eq!(
-        stored, text,
-        "spec/vectors/transit.json differs from what the code produces \
-         (regenerate with VSERV_WRITE_VECTORS=1 if the change is intended)"
-    );
+    check_or_write("transit.json", &build());
 }
 
 #[test]
 fn transit_vectors_open_and_refuse_tampering() {
-    let stored = std::fs::read_to_string(path()).expect("read spec/vectors/transit.json");
-    let file: Value = serde_json::from_str(&stored).expect("json");
+    let file = read_vectors("transit.json");
     for c in file["tokens"].as_array().expect("tokens") {
         let material: [u8; KEY_LEN] = bytes(&c["material"]).try_into().expect("32 bytes");
         let text = c["token"].as_str().expect("token");

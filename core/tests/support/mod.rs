@@ -4,3 +4,4 @@
 pub mod feeds;
 pub mod link_pair;
 pub mod pair;
+pub mod vector_file;
