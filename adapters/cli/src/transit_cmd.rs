@@ -220,17 +220,35 @@ fn token_of(reply: Reply, what: &str) -> anyhow::Result<String> {
     }
 }
 
-/// `vserv seal`: one token for DATA, or one token per piece of stdin.
+/// Pieces of a stream handled per pipelined batch (bounds memory: 32 x 12000 bytes).
+const BATCH: usize = 32;
+/// Requests of a batch in flight at once, so the server works while this side seals and
+/// writes.
+const WINDOW: usize = 8;
+
+/// Runs `commands` pipelined; the replies in order, the first failure naming its item
+/// (`first` is the 1-based number of the batch's first item).
+fn call_batch(
+    connected: &mut Connected,
+    commands: &[Command],
+    first: usize,
+    item: &str,
+) -> anyhow::Result<Vec<Reply>> {
+    connected
+        .client
+        .call_pipelined(commands, WINDOW)?
+        .into_iter()
+        .enumerate()
+        .map(|(i, r)| r.with_context(|| format!("{item} {}", first + i)))
+        .collect()
+}
+
+/// `vserv seal`: one token for DATA, or one token per piece of stdin (pipelined).
 pub fn seal(connected: &mut Connected, args: &SealArgs) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
-    let mut seal_one = |connected: &mut Connected, data: &[u8]| -> anyhow::Result<()> {
-        let cmd = Command::Seal {
-            name: args.name.clone(),
-            data: data.to_vec(),
-        };
-        let token = token_of(call(connected, &cmd)?, "seal")?;
-        writeln!(out, "{token}").context("writing to stdout")?;
-        Ok(())
+    let seal_cmd = |data: &[u8]| Command::Seal {
+        name: args.name.clone(),
+        data: data.to_vec(),
     };
     if !from_stdin(args.data.as_deref()) {
         let data = args.data.as_deref().unwrap_or_default().as_bytes();
@@ -241,23 +259,29 @@ pub fn seal(connected: &mut Connected, args: &SealArgs) -> anyhow::Result<()> {
                 args.name
             );
         }
-        return seal_one(connected, data);
+        let token = token_of(call(connected, &seal_cmd(data))?, "seal")?;
+        return writeln!(out, "{token}").context("writing to stdout");
     }
     let mut stdin = std::io::stdin().lock();
     let mut piece = vec![0u8; MAX_SEAL_DATA];
-    let mut sealed_any = false;
-    loop {
-        let n = read_full(&mut stdin, &mut piece).context("reading stdin")?;
-        if n == 0 && sealed_any {
-            break;
+    let mut done = 0;
+    let mut ended = false;
+    while !ended {
+        let mut batch = Vec::with_capacity(BATCH);
+        while batch.len() < BATCH && !ended {
+            let n = read_full(&mut stdin, &mut piece).context("reading stdin")?;
+            // Empty input still gets one token (of nothing); a last short piece ends it.
+            if n > 0 || done + batch.len() == 0 {
+                batch.push(seal_cmd(&piece[..n]));
+            }
+            ended = n < piece.len();
         }
-        seal_one(connected, &piece[..n])?;
-        sealed_any = true;
-        if n < piece.len() {
-            break;
+        for reply in call_batch(connected, &batch, done + 1, "piece")? {
+            writeln!(out, "{}", token_of(reply, "seal")?).context("writing to stdout")?;
         }
+        done += batch.len();
     }
-    Ok(())
+    out.flush().context("writing to stdout")
 }
 
 /// Reads until `buf` is full or the input ends; returns the bytes read.
@@ -287,49 +311,64 @@ fn stdin_tokens() -> impl Iterator<Item = anyhow::Result<String>> {
         .filter(|l| l.as_ref().map_or(true, |l| !l.is_empty()))
 }
 
+/// Runs `command` on TOKEN, or on every token of stdin in pipelined batches, and hands each
+/// reply to `emit` in order.
+fn per_token(
+    connected: &mut Connected,
+    token: Option<&str>,
+    command: impl Fn(&str) -> Command,
+    mut emit: impl FnMut(Reply) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    if let Some(token) = token.filter(|t| *t != "-") {
+        return emit(call(connected, &command(token.trim()))?);
+    }
+    let mut tokens = stdin_tokens();
+    let mut done = 0;
+    loop {
+        let batch: Vec<Command> = tokens
+            .by_ref()
+            .take(BATCH)
+            .map(|t| t.map(|t| command(&t)))
+            .collect::<anyhow::Result<_>>()?;
+        if batch.is_empty() {
+            return Ok(());
+        }
+        for reply in call_batch(connected, &batch, done + 1, "token")? {
+            emit(reply)?;
+        }
+        done += batch.len();
+    }
+}
+
 /// `vserv unseal`: the data of TOKEN, or of every token of stdin in order, to stdout.
 pub fn unseal(connected: &mut Connected, args: &UnsealArgs) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
-    let mut unseal_one = |connected: &mut Connected, token: &str| -> anyhow::Result<()> {
-        let cmd = Command::Unseal {
-            name: args.name.clone(),
-            token: token.as_bytes().to_vec(),
-        };
-        match call(connected, &cmd)? {
+    let command = |token: &str| Command::Unseal {
+        name: args.name.clone(),
+        token: token.as_bytes().to_vec(),
+    };
+    per_token(
+        connected,
+        args.token.as_deref(),
+        command,
+        |reply| match reply {
             Reply::Unsealed(data) => out.write_all(&data).context("writing to stdout"),
             other => bail!("unexpected reply to unseal: {other:?}"),
-        }
-    };
-    match args.token.as_deref() {
-        Some(token) if token != "-" => unseal_one(connected, token.trim())?,
-        _ => {
-            for (i, token) in stdin_tokens().enumerate() {
-                unseal_one(connected, &token?).with_context(|| format!("token {}", i + 1))?;
-            }
-        }
-    }
+        },
+    )?;
     out.flush().context("writing to stdout")
 }
 
 /// `vserv rewrap`: TOKEN, or every token of stdin, under the key's newest version.
 pub fn rewrap(connected: &mut Connected, args: &RewrapArgs) -> anyhow::Result<()> {
-    let rewrap_one = |connected: &mut Connected, token: &str| -> anyhow::Result<()> {
-        let cmd = Command::Rewrap {
-            name: args.name.clone(),
-            token: token.as_bytes().to_vec(),
-        };
-        println!("{}", token_of(call(connected, &cmd)?, "rewrap")?);
-        Ok(())
+    let command = |token: &str| Command::Rewrap {
+        name: args.name.clone(),
+        token: token.as_bytes().to_vec(),
     };
-    match args.token.as_deref() {
-        Some(token) if token != "-" => rewrap_one(connected, token.trim()),
-        _ => {
-            for (i, token) in stdin_tokens().enumerate() {
-                rewrap_one(connected, &token?).with_context(|| format!("token {}", i + 1))?;
-            }
-            Ok(())
-        }
-    }
+    per_token(connected, args.token.as_deref(), command, |reply| {
+        println!("{}", token_of(reply, "rewrap")?);
+        Ok(())
+    })
 }
 
 /// `vserv gk`: fresh random bytes from the server, as hex or base64.

@@ -37,6 +37,10 @@ pub struct SealArgs {
     /// Measured seconds for each of seal and unseal.
     #[arg(long, value_name = "SECS", default_value = "3", value_parser = super::parse_seconds)]
     pub seconds: Duration,
+    /// Requests in flight at once on the session (1: one at a time; `vserv seal -` and
+    /// `vserv unseal -` keep 8).
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub window: u32,
 }
 
 /// The `vserv bench seal` report.
@@ -46,6 +50,8 @@ pub struct SealReport {
     machine: Machine,
     server: &'static str,
     size: u32,
+    /// Requests in flight at once.
+    window: u32,
     /// `seal` requests answered per second on the one session.
     seals_per_s: f64,
     /// Payload MB/s (10^6 bytes) sealed through the server.
@@ -65,6 +71,14 @@ fn call(client: &mut Client, cmd: &Command) -> anyhow::Result<Reply> {
     client
         .call(cmd)
         .with_context(|| format!("{} failed", cmd.name()))
+}
+
+/// `batch` pipelined `window` at a time; fails if any of them failed.
+fn call_all(client: &mut Client, batch: &[Command], window: u32) -> anyhow::Result<()> {
+    for reply in client.call_pipelined(batch, window as usize)? {
+        reply.context("a pipelined request failed")?;
+    }
+    Ok(())
 }
 
 /// Runs `op` back to back for `budget`; returns operations per second.
@@ -139,12 +153,21 @@ pub fn run(args: &SealArgs) -> anyhow::Result<SealReport> {
             bail!("seal did not answer a token");
         };
         Token::parse(token.as_bytes()).context("the server's token")?;
-        let seals = rate(args.seconds, || call(&mut client, &seal_cmd).map(drop))?;
-        let unseal_cmd = Command::Unseal {
-            name: KEY.into(),
-            token: token.into_bytes(),
-        };
-        let unseals = rate(args.seconds, || call(&mut client, &unseal_cmd).map(drop))?;
+        // Each operation of `rate` is a batch of 4 windows' worth of requests.
+        let per_batch = 4 * args.window as usize;
+        let seals = vec![seal_cmd; per_batch];
+        let seals = rate(args.seconds, || call_all(&mut client, &seals, args.window))?;
+        let unseals = vec![
+            Command::Unseal {
+                name: KEY.into(),
+                token: token.into_bytes(),
+            };
+            per_batch
+        ];
+        let unseals = rate(args.seconds, || {
+            call_all(&mut client, &unseals, args.window)
+        })?;
+        let (seals, unseals) = (seals * per_batch as f64, unseals * per_batch as f64);
         client.quit().context("closing the session")?;
         Ok((seals, unseals))
     })();
@@ -155,6 +178,7 @@ pub fn run(args: &SealArgs) -> anyhow::Result<SealReport> {
         machine: Machine::get(),
         server: "in-process blocking server",
         size: args.size,
+        window: args.window,
         seals_per_s: seals,
         seal_mb_s: mb(seals),
         unseals_per_s: unseals,
@@ -171,8 +195,8 @@ impl Report for SealReport {
         let mut s = String::new();
         let _ = writeln!(
             s,
-            "vserv bench seal: {} B per request, one session, requests one at a time, {}",
-            self.size, self.server
+            "vserv bench seal: {} B per request, one session, {} requests in flight, {}",
+            self.size, self.window, self.server
         );
         let _ = writeln!(s, "{:<34} {:>10} {:>10}", "", "MB/s", "req/s");
         let _ = writeln!(
