@@ -217,13 +217,18 @@ fn median(values: Vec<Option<f64>>) -> Option<f64> {
 /// Rates are better higher; latencies, times and memory lower; anything else unjudged.
 fn better(name: &str) -> Option<Better> {
     let last = name.rsplit('.').next().unwrap_or(name);
-    if last.contains("per_s") || last.ends_with("_per_sec") || last == "completed" {
+    if ["per_s", "mb_s", "_per_sec"]
+        .iter()
+        .any(|s| last.ends_with(s))
+        || last == "completed"
+    {
         Some(Better::Higher)
     } else if [
         "_us", "_ms", "_kib", "_mib", "rss", "failures", "refused", "_ns",
     ]
     .iter()
     .any(|s| last.ends_with(s))
+        || last.contains("_us_per_")
     {
         Some(Better::Lower)
     } else {
@@ -325,6 +330,9 @@ mod tests {
         assert_eq!(figures[1].new, 11.0);
         assert_eq!(figures[1].better, Some(Better::Lower));
         assert_eq!(figures[2].better, None);
+        assert_eq!(better("cpu_us_per_session"), Some(Better::Lower));
+        assert_eq!(better("seal_mb_s"), Some(Better::Higher));
+        assert_eq!(better("open_s"), None);
         assert!(
             table(&Comparison {
                 old_binary: "o".into(),
