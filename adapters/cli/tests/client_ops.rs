@@ -183,11 +183,7 @@ fn help_works_without_a_server_and_translates_the_servers_catalogue() {
 #[test]
 fn listings_show_rfc3339_times_and_ls_has_a_stable_json_shape() {
     let env = Env::new();
-    env.vserv(
-        &["user", "add", "alice", "--admin", "--data", &env.data_arg()],
-        &[("VSERV_NEW_PASSWORD", "alice password 1")],
-    )
-    .ok();
+    env.add_user("alice", true, "alice password 1");
     let server = Server::start(&env.data());
     let as_alice = |args: &[&str]| {
         let mut all: Vec<&str> = args.to_vec();

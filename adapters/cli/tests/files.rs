@@ -26,19 +26,7 @@ struct Env {
 impl Env {
     fn new() -> Env {
         let scratch = common::Env::new();
-        scratch
-            .vserv(
-                &[
-                    "user",
-                    "add",
-                    "alice",
-                    "--admin",
-                    "--data",
-                    &scratch.data_arg(),
-                ],
-                &[("VSERV_NEW_PASSWORD", PASSWORD)],
-            )
-            .ok();
+        scratch.add_user("alice", true, PASSWORD);
         let server = Server::start(&scratch.data());
         Env { server, scratch }
     }

@@ -21,19 +21,7 @@ struct Env {
 impl Env {
     fn new() -> Env {
         let scratch = common::Env::new();
-        scratch
-            .vserv(
-                &[
-                    "user",
-                    "add",
-                    "alice",
-                    "--admin",
-                    "--data",
-                    &scratch.data_arg(),
-                ],
-                &[("VSERV_NEW_PASSWORD", ALICE_PW)],
-            )
-            .ok();
+        scratch.add_user("alice", true, ALICE_PW);
         let server = Server::start(&scratch.data());
         let env = Env { server, scratch };
         let mut add = env.command_as("alice", ALICE_PW, &["user", "add", "bob"]);

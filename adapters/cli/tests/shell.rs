@@ -31,19 +31,7 @@ impl Env {
     /// Like [`Env::new`], with `extra` top-level lines in the server's configuration.
     fn with_config(runtime: &str, connections: u32, extra: &str) -> Env {
         let scratch = common::Env::new();
-        scratch
-            .vserv(
-                &[
-                    "user",
-                    "add",
-                    "alice",
-                    "--admin",
-                    "--data",
-                    &scratch.data_arg(),
-                ],
-                &[("VSERV_NEW_PASSWORD", PASSWORD)],
-            )
-            .ok();
+        scratch.add_user("alice", true, PASSWORD);
         let config = scratch.path("server.toml");
         std::fs::write(
             &config,

@@ -87,11 +87,7 @@ handler = "hang"
         ),
     )
     .expect("config");
-    env.vserv(
-        &["user", "add", "alice", "--admin", "--data", &env.data_arg()],
-        &[("VSERV_NEW_PASSWORD", ALICE_PW)],
-    )
-    .ok();
+    env.add_user("alice", true, ALICE_PW);
     let server = Server::start_with(&env.data(), Some(&config), None);
     let anon = |args: &[&str]| env.client(&server, args, &[]);
     let alice = |args: &[&str]| {

@@ -21,19 +21,7 @@ struct Env {
 impl Env {
     fn new() -> Env {
         let scratch = common::Env::new();
-        scratch
-            .vserv(
-                &[
-                    "user",
-                    "add",
-                    "alice",
-                    "--admin",
-                    "--data",
-                    &scratch.data_arg(),
-                ],
-                &[("VSERV_NEW_PASSWORD", ALICE_PW)],
-            )
-            .ok();
+        scratch.add_user("alice", true, ALICE_PW);
         let server = Some(Server::start(&scratch.data()));
         Env { server, scratch }
     }

@@ -236,6 +236,18 @@ impl Env {
         Run::from_output(self.command(args, env).output().expect("run vserv"))
     }
 
+    /// Adds user `name` (an admin with `admin`) with `password` to the data directory, as
+    /// `vserv user add` does before the server starts; fails the test if it fails.
+    pub fn add_user(&self, name: &str, admin: bool, password: &str) {
+        let data = self.data_arg();
+        let mut args = vec!["user", "add", name];
+        if admin {
+            args.push("--admin");
+        }
+        args.extend(["--data", data.as_str()]);
+        self.vserv(&args, &[("VSERV_NEW_PASSWORD", password)]).ok();
+    }
+
     /// Runs [`Env::command`] with `stdin` as its input.
     pub fn vserv_with_input(&self, args: &[&str], env: &[(&str, &str)], stdin: &[u8]) -> Run {
         let mut child = self
