@@ -7,6 +7,7 @@
 mod client;
 mod feed;
 mod idle;
+mod linger;
 mod live;
 mod pool;
 mod read_buf;

@@ -449,7 +449,7 @@ fn run(
             failure.get_or_insert(e);
         }
     }
-    let _ = stream.shutdown(std::net::Shutdown::Both);
+    crate::linger::close(&stream);
     match failure {
         Some(e) => Err(e.into()),
         None => Ok(()),

@@ -605,7 +605,7 @@ async fn run(
             failure.get_or_insert(e);
         }
     }
-    let _ = stream.shutdown(std::net::Shutdown::Both);
+    linger_close(&mut stream).await;
     match failure {
         Some(e) => Err(e.into()),
         None => Ok(()),
@@ -671,6 +671,34 @@ async fn write_until(
         },
     )
     .await
+}
+
+/// How long a closed connection keeps draining its client's input.
+const LINGER: Duration = Duration::from_millis(200);
+/// The most bytes drained before giving up (a client still streaming gets its reset).
+const MAX_DRAIN: usize = 256 * 1024;
+
+/// Closes the connection so that its last record arrives: FIN first, then the client's
+/// input read and discarded until it closes too (or [`LINGER`] passes, or [`MAX_DRAIN`]
+/// bytes came), then the socket shut down. Dropping a socket with unread input makes the
+/// kernel reset the connection, and the client's next write then fails with a broken pipe
+/// instead of it reading the close (as the blocking server's `linger.rs`, which tests it).
+async fn linger_close(stream: &mut TcpStream) {
+    use futures_lite::AsyncReadExt;
+    if stream.shutdown(std::net::Shutdown::Write).is_ok() {
+        let drain = async {
+            let mut sink = [0u8; 4096];
+            let mut drained = 0;
+            while drained < MAX_DRAIN {
+                match stream.read(&mut sink).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => drained += n,
+                }
+            }
+        };
+        future::or(drain, sleep(LINGER)).await;
+    }
+    let _ = stream.shutdown(std::net::Shutdown::Both);
 }
 
 /// Completes once the shutdown channel is closed.
