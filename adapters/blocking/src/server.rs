@@ -420,7 +420,9 @@ fn run(
                 ready = Some(wake::wait(&stream, want_input, &waker, deadline)?);
             } else {
                 let first = wake::wait(&stream, want_input, &waker, Some(soon))?;
-                if first.socket || Instant::now() < soon {
+                // Woken at (or just after) `soon` is still a wake-up: the waker is
+                // drained, so it must be acted on now or it is lost.
+                if first.socket || first.woken || Instant::now() < soon {
                     ready = Some(first);
                 } else {
                     buf.release();

@@ -85,6 +85,8 @@ impl Wake for PipeWake {
 pub(crate) struct Ready {
     /// The socket has input (or an end of stream, or an error) to read.
     pub(crate) socket: bool,
+    /// The waker fired (and was drained: the caller must act on it now).
+    pub(crate) woken: bool,
 }
 
 /// Waits until the socket is readable (if `want_input`), the waker fires, or `deadline`
@@ -111,10 +113,11 @@ pub(crate) fn wait(
         Err(e) => return Err(e.into()),
     }
     let socket = want_input && !fds[0].revents().is_empty();
-    if !fds[1].revents().is_empty() {
+    let woken = !fds[1].revents().is_empty();
+    if woken {
         waker.drain();
     }
-    Ok(Ready { socket })
+    Ok(Ready { socket, woken })
 }
 
 /// The time left until `deadline`, for `poll`.
@@ -149,4 +152,27 @@ pub(crate) fn wait_accept(
         waker.drain();
     }
     Ok(!fds[0].revents().is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::TcpListener;
+    use std::time::Duration;
+
+    #[test]
+    fn a_wait_says_whether_the_waker_fired_and_consumes_it() {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let stream = TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
+        let waker = PipeWake::new().expect("waker");
+        let soon = || Some(Instant::now() + Duration::from_millis(20));
+        let quiet = wait(&stream, true, &waker, soon()).expect("wait");
+        assert!(!quiet.woken && !quiet.socket, "{quiet:?}");
+        waker.wake();
+        let woken = wait(&stream, true, &waker, soon()).expect("wait");
+        assert!(woken.woken && !woken.socket, "{woken:?}");
+        // Drained: the caller that got `woken` is the only one told.
+        let after = wait(&stream, true, &waker, soon()).expect("wait");
+        assert!(!after.woken, "{after:?}");
+    }
 }
