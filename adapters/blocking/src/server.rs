@@ -1,10 +1,9 @@
 //! Blocking server: an accept thread and one thread per connection, bounded in number.
 
-use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -12,7 +11,7 @@ use vserv_core::wire::RefusedLimit;
 use vserv_core::{CloseCode, Connection, ServerIdentity};
 use vserv_service::limits::{BUSY_RETRY_SECS, busy_refusal};
 use vserv_service::system::os_rng;
-use vserv_service::work::Wake;
+use vserv_service::work::WakeSet;
 use vserv_service::{ConnectionLimiter, Dial, ServerOptions, Service, Session};
 
 use crate::idle::IdleThreads;
@@ -40,45 +39,7 @@ struct Shared {
     /// The wakers of the connections being served, by number, to wake them for a
     /// shutdown. Each is removed when its connection ends, so nothing of a finished
     /// connection stays allocated (a small leftover would pin its heap page).
-    wakers: Mutex<(u64, HashMap<u64, Arc<PipeWake>>)>,
-}
-
-/// A connection's entry in [`Shared::wakers`]; removed when dropped.
-struct Watched<'a> {
-    shared: &'a Shared,
-    number: u64,
-}
-
-impl Drop for Watched<'_> {
-    fn drop(&mut self) {
-        self.shared.wakers().1.remove(&self.number);
-    }
-}
-
-impl Shared {
-    fn wakers(&self) -> MutexGuard<'_, (u64, HashMap<u64, Arc<PipeWake>>)> {
-        self.wakers.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Remembers `waker` so that a shutdown wakes its connection, until the returned entry
-    /// is dropped.
-    fn watch(&self, waker: &Arc<PipeWake>) -> Watched<'_> {
-        let mut wakers = self.wakers();
-        let number = wakers.0;
-        wakers.0 += 1;
-        wakers.1.insert(number, waker.clone());
-        Watched {
-            shared: self,
-            number,
-        }
-    }
-
-    /// Wakes every connection being served.
-    fn wake_all(&self) {
-        for waker in self.wakers().1.values() {
-            waker.wake();
-        }
-    }
+    wakers: WakeSet<PipeWake>,
 }
 
 /// A running server; dropping it without `shutdown` leaves it running until process exit.
@@ -115,7 +76,7 @@ impl Server {
             options,
             shutdown: AtomicBool::new(false),
             active: AtomicUsize::new(0),
-            wakers: Mutex::new((0, HashMap::new())),
+            wakers: WakeSet::default(),
         };
         Ok(Server {
             listener,
@@ -165,7 +126,7 @@ impl Server {
             }
         };
         service.set_duty_waker(duty_waker.clone());
-        let _watched = self.shared.watch(&duty_waker);
+        let _watched = self.shared.wakers.watch(&duty_waker);
         loop {
             if self.shared.shutdown.load(Ordering::SeqCst) {
                 break;
@@ -385,7 +346,7 @@ fn run(
     waker: Arc<PipeWake>,
     shared: &Shared,
 ) -> Result<(), Box<dyn std::error::Error>> {
-    let _watched = shared.watch(&waker);
+    let _watched = shared.wakers.watch(&waker);
     let mut buf = ReadBuf::default();
     let mut out = Vec::new();
     let mut failure = None;
@@ -492,7 +453,7 @@ impl ServerHandle {
 
     fn stop(&mut self) {
         self.shared.shutdown.store(true, Ordering::SeqCst);
-        self.shared.wake_all();
+        self.shared.wakers.wake_all();
         // Wake the accept loop.
         let _ = TcpStream::connect_timeout(&self.addr, Duration::from_secs(1));
         if let Some(thread) = self.thread.take() {

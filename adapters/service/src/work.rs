@@ -136,6 +136,64 @@ impl<T> std::fmt::Debug for Mailbox<T> {
     }
 }
 
+/// The wakers of the sessions a runtime is serving, so that one event (its shutdown) can
+/// wake them all. Each stays in the set only while the guard [`WakeSet::watch`] returned
+/// lives, so nothing of a finished session stays allocated.
+pub struct WakeSet<W: Wake> {
+    inner: Mutex<(u64, std::collections::HashMap<u64, Arc<W>>)>,
+}
+
+impl<W: Wake> Default for WakeSet<W> {
+    fn default() -> Self {
+        WakeSet {
+            inner: Mutex::new((0, std::collections::HashMap::new())),
+        }
+    }
+}
+
+impl<W: Wake> std::fmt::Debug for WakeSet<W> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WakeSet")
+            .field("watched", &self.lock().1.len())
+            .finish()
+    }
+}
+
+impl<W: Wake> WakeSet<W> {
+    fn lock(&self) -> MutexGuard<'_, (u64, std::collections::HashMap<u64, Arc<W>>)> {
+        // Inserts and removals leave the map consistent even after a panic.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Keeps `waker` in the set until the returned guard is dropped.
+    pub fn watch(&self, waker: &Arc<W>) -> Watched<'_, W> {
+        let mut inner = self.lock();
+        let number = inner.0;
+        inner.0 += 1;
+        inner.1.insert(number, waker.clone());
+        Watched { set: self, number }
+    }
+
+    /// Wakes every waker in the set.
+    pub fn wake_all(&self) {
+        for waker in self.lock().1.values() {
+            waker.wake();
+        }
+    }
+}
+
+/// A waker's place in a [`WakeSet`]; dropping it takes the waker out.
+pub struct Watched<'a, W: Wake> {
+    set: &'a WakeSet<W>,
+    number: u64,
+}
+
+impl<W: Wake> Drop for Watched<'_, W> {
+    fn drop(&mut self) {
+        self.set.lock().1.remove(&self.number);
+    }
+}
+
 /// A [`Runner`] for unit tests that runs each work item on a thread of its own, at once:
 /// work handed over overlaps its caller as it would on a runtime's pool.
 #[cfg(test)]
@@ -183,5 +241,37 @@ mod tests {
             r.fetch_add(1, Ordering::SeqCst);
         }));
         assert_eq!(ran.load(Ordering::SeqCst), 1);
+    }
+}
+
+#[cfg(test)]
+mod wake_set_tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    #[derive(Default)]
+    struct Count(AtomicUsize);
+
+    impl Wake for Count {
+        fn wake(&self) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn wakes_the_watched_and_forgets_the_dropped() {
+        let set = WakeSet::default();
+        let (a, b) = (Arc::new(Count::default()), Arc::new(Count::default()));
+        let watched_a = set.watch(&a);
+        let watched_b = set.watch(&b);
+        set.wake_all();
+        drop(watched_b);
+        set.wake_all();
+        assert_eq!(a.0.load(Ordering::SeqCst), 2);
+        assert_eq!(b.0.load(Ordering::SeqCst), 1);
+        drop(watched_a);
+        assert!(set.lock().1.is_empty());
+        assert_eq!(Arc::strong_count(&a), 1, "the set still holds a waker");
     }
 }

@@ -2,12 +2,11 @@
 //! `smol::Executor` driven by background threads.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::future::Future;
 use std::io::{self, Read};
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -21,7 +20,7 @@ use vserv_core::wire::RefusedLimit;
 use vserv_core::{CloseCode, Connection, ServerIdentity};
 use vserv_service::limits::{BUSY_RETRY_SECS, busy_refusal};
 use vserv_service::system::os_rng;
-use vserv_service::work::{Runner, Wake, Work};
+use vserv_service::work::{Runner, Wake, WakeSet, Work};
 use vserv_service::{ConnectionLimiter, Dial, ServerOptions, Service, Session};
 
 /// How long a closing connection may take to flush its final close record.
@@ -55,45 +54,14 @@ struct Shared {
     /// shutdown: a waiting connection then watches only its socket, its timer and its own
     /// waker. Each is removed when its connection ends, so nothing of a finished connection
     /// stays allocated.
-    wakers: Mutex<(u64, HashMap<u64, Arc<ChannelWake>>)>,
-}
-
-/// A connection's entry in [`Shared::wakers`]; removed when dropped.
-struct Watched<'a> {
-    shared: &'a Shared,
-    number: u64,
-}
-
-impl Drop for Watched<'_> {
-    fn drop(&mut self) {
-        self.shared.wakers().1.remove(&self.number);
-    }
+    wakers: WakeSet<ChannelWake>,
 }
 
 impl Shared {
-    fn wakers(&self) -> MutexGuard<'_, (u64, HashMap<u64, Arc<ChannelWake>>)> {
-        self.wakers.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Remembers `waker` so that a shutdown wakes its connection, until the returned entry
-    /// is dropped.
-    fn watch(&self, waker: &Arc<ChannelWake>) -> Watched<'_> {
-        let mut wakers = self.wakers();
-        let number = wakers.0;
-        wakers.0 += 1;
-        wakers.1.insert(number, waker.clone());
-        Watched {
-            shared: self,
-            number,
-        }
-    }
-
     /// Marks the server as stopping and wakes every connection being served.
     fn stop_all(&self) {
         self.stopping.store(true, Ordering::SeqCst);
-        for waker in self.wakers().1.values() {
-            waker.wake();
-        }
+        self.wakers.wake_all();
     }
 }
 
@@ -146,7 +114,7 @@ impl Server {
             options,
             active: AtomicUsize::new(0),
             stopping: AtomicBool::new(false),
-            wakers: Mutex::new((0, HashMap::new())),
+            wakers: WakeSet::default(),
         };
         Ok(Server {
             listener,
@@ -434,7 +402,7 @@ async fn serve(
     );
     let (wake, woken) = smol::channel::bounded(1);
     let waker = Arc::new(ChannelWake(wake));
-    let _watched = shared.watch(&waker);
+    let _watched = shared.wakers.watch(&waker);
     let mut session = Session::with_waker(peer.map(|a| a.ip()), waker);
     if let Some(slot) = slot {
         session.hold_unauthenticated(slot);
@@ -468,7 +436,7 @@ async fn dial(dial: &Dial, shared: &Shared, shutdown: &Receiver<()>) -> Result<(
     let conn = Connection::client(shared.options.config.clone(), os_rng()?, Instant::now());
     let (wake, woken) = smol::channel::bounded(1);
     let waker = Arc::new(ChannelWake(wake));
-    let _watched = shared.watch(&waker);
+    let _watched = shared.wakers.watch(&waker);
     let session = shared.service.dial_session(dial, waker);
     run(stream, conn, session, woken, shared, shutdown).await
 }
