@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Independent check of the vserv v1 test vectors, written from spec/protocol.md alone.
+"""Independent check of the vserv v1 test vectors, written from the spec's text alone.
 
 Run from anywhere:
 
@@ -12,8 +12,11 @@ every record of the session byte for byte, opens it again as the receiver would,
 command-layer messages, and compares the two complete streams. It checks the ECDSA signature
 with `cryptography` and also re-derives it with a small RFC 6979 implementation below. For
 spec/vectors/records.json it seals and opens every case and asserts that every `invalid`
-record is rejected. HKDF, HMAC framing, PKCS#7, the transcript and all encodings are
-implemented here from the spec text (only the block cipher and curve operations come from
+record is rejected. From spec/datagrams.md it rebuilds every sealed datagram exchange of
+spec/vectors/datagrams.json (key schedule, padding, the answer or the too-large record), and
+from spec/transit.md every token and wrapped secret of spec/vectors/transit.json. HKDF, HMAC
+framing, PKCS#7, base64url, the transcript and all encodings are implemented here from the spec
+text (only the block cipher and curve operations come from
 `cryptography`). Exit status 0 and a final "OK" line mean everything matched.
 """
 
@@ -484,8 +487,146 @@ def check_records():
     return len(v["cases"]), len(v["invalid"])
 
 
+# --- datagrams.json (spec/datagrams.md) ----------------------------------------------------
+
+DATAGRAM_SALT = b"vserv/1 datagram"
+MAX_DATAGRAM = 8192
+AMPLIFICATION_FACTOR = 3
+
+
+def seal_body(keys: Keys, content_type: int, payload: bytes, iv: bytes) -> bytes:
+    """A datagram's body: one record of sequence 0 without its length prefix (§2)."""
+    return keys.seal(content_type, payload, iv)[4:]
+
+
+def open_body(keys: Keys, body: bytes):
+    return keys.open(u32(len(body)) + body)
+
+
+def check_datagrams():
+    v = json.loads((VECTORS / "datagrams.json").read_text())
+    server_secret, server_key = x(v["server_secret"]), x(v["server_key"])
+    eq("datagrams: server key", compressed(server_secret), server_key)
+    eq("datagrams: key query", x(v["key_query"]), b"\xd0" + bytes(63))
+    eq("datagrams: key answer", x(v["key_answer"]), b"\xd3" + server_key)
+    for c in v["cases"]:
+        name = c["name"]
+        rng = Stream(x(c["random"]))
+        eph = rng.scalar()
+        nonce, iv = rng.take(16), rng.take(16)
+        assert rng.done(), f"{name}: unused random bytes"
+        header = b"\xd1" + compressed(eph) + nonce + u64(c["time"])
+        eq(f"{name}: header", header, x(c["header"]))
+        # §3, computed from both ends: the client's ephemeral scalar, the server's identity scalar
+        shared = ecdh(eph, server_key)
+        eq(f"{name}: ECDH agrees", ecdh(server_secret, compressed(eph)), shared)
+        sched = c["schedule"]
+        eq(f"{name}: shared", shared, x(sched["shared_secret"]))
+        prk = hkdf_extract(DATAGRAM_SALT, shared)
+        eq(f"{name}: prk", prk, x(sched["prk"]))
+        context = H(header, server_key)
+        eq(f"{name}: context", context, x(sched["context"]))
+        secrets = {}
+        for side in ("request", "response"):
+            secret = hkdf_expand(prk, b"vserv/1 datagram " + side.encode() + context)
+            secrets[side] = secret
+            eq(f"{name}: {side} secret", secret, x(sched[side]["secret"]))
+            eq(f"{name}: {side} key", expand(secret, "key"), x(sched[side]["key"]))
+            eq(f"{name}: {side} mac", expand(secret, "mac"), x(sched[side]["mac"]))
+        # §2.1: the sealed request, padded with zeros so the datagram is at least pad_to bytes
+        req = x(c["request"])
+        fixed = 58 + 16 + 32
+        blocks = max(1, -(-max(c["pad_to"] - fixed, 0) // 16))
+        while blocks > 1 and fixed + 16 * blocks > MAX_DATAGRAM:
+            blocks -= 1
+        payload = u16(len(req)) + req
+        payload += bytes(max(0, 16 * blocks - 2 - len(payload)))
+        datagram = header + seal_body(Keys(secrets["request"]), 0x51, payload, iv)
+        eq(f"{name}: request datagram", datagram, x(c["request_datagram"]))
+        assert len(datagram) >= max(122, c["pad_to"]) and len(datagram) <= MAX_DATAGRAM
+        # the server's side: open, check the padding, read the request back
+        ctype, opened = open_body(Keys(secrets["request"]), datagram[58:])
+        n = int.from_bytes(opened[:2], "big")
+        eq(f"{name}: request type", ctype, 0x51)
+        eq(f"{name}: request opened", opened[2 : 2 + n], req)
+        assert not any(opened[2 + n :]), f"{name}: padding must be zeros"
+        # §6: the answer, or the too-large record when 3x the request is not enough
+        resp = x(c["response"])
+        riv = x(c["response_iv"])
+        full = b"\xd2" + nonce + seal_body(Keys(secrets["response"]), 0x52, resp, riv)
+        if len(full) <= min(AMPLIFICATION_FACTOR * len(datagram), MAX_DATAGRAM):
+            eq(f"{name}: answer kind", c["answer"], "response")
+            answer = full
+        else:
+            needed = -(-len(full) // AMPLIFICATION_FACTOR) if len(full) <= MAX_DATAGRAM else 8193
+            eq(f"{name}: needed", {"too_large_needed": needed}, c["answer"])
+            answer = b"\xd2" + nonce + seal_body(Keys(secrets["response"]), 0x53, u16(needed), riv)
+            eq(f"{name}: too-large answer length", len(answer), 81)
+        eq(f"{name}: response datagram", answer, x(c["response_datagram"]))
+        # a wrong server key gives other keys: the request no longer opens
+        other = hkdf_expand(hkdf_extract(DATAGRAM_SALT, shared), b"vserv/1 datagram request"
+                            + H(header, compressed(b"\x44" * 32)))
+        try:
+            open_body(Keys(other), datagram[58:])
+        except BadRecord:
+            pass
+        else:
+            sys.exit(f"{name}: a request opened under another server's keys")
+    return len(v["cases"])
+
+
+# --- transit.json (spec/transit.md) --------------------------------------------------------
+
+B64URL = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+
+
+def b64url(data: bytes) -> str:
+    """Unpadded base64url (RFC 4648 §5), written out so nothing here trusts a library's
+    padding rules."""
+    bits = "".join(f"{b:08b}" for b in data)
+    bits += "0" * (-len(bits) % 6)
+    return "".join(B64URL[int(bits[i : i + 6], 2)] for i in range(0, len(bits), 6))
+
+
+def cbc_hmac_seal(enc: bytes, mac: bytes, iv: bytes, data: bytes, covered: bytes) -> bytes:
+    k = 16 - len(data) % 16
+    enc_ = Cipher(algorithms.AES(enc), modes.CBC(iv)).encryptor()
+    ct = enc_.update(data + bytes([k]) * k) + enc_.finalize()
+    return iv + ct + HMAC(mac, covered, iv, ct)
+
+
+def check_transit():
+    v = json.loads((VECTORS / "transit.json").read_text())
+    for t in v["tokens"]:
+        m = x(t["material"])
+        enc = hkdf_expand(m, b"vserv/1 transit enc")
+        mac = hkdf_expand(m, b"vserv/1 transit mac")
+        header = f"vserv:v1:{t['key_name']}:{t['version']}:"
+        body = cbc_hmac_seal(enc, mac, x(t["iv"]), x(t["data"]), header.encode())
+        eq(f"transit {t['name']}: token", header + b64url(body), t["token"])
+    prk = hkdf_extract(b"vserv/1 master", x(v["master_key"]))
+    for w in v["wrapped"]:
+        ctx = w["context"]
+        if "transit" in ctx:
+            c = ctx["transit"]
+            info = (b"transit\x00" + c["user"].encode() + b"\x00" + c["name"].encode() + b"\x00"
+                    + u32(c["version"]))
+        else:
+            info = b"totp\x00" + ctx["totp"]["user"].encode()
+        eq(f"transit {w['name']}: info", info, x(w["info"]))
+        enc = hkdf_expand(prk, b"vserv/1 wrap enc" + info)
+        mac = hkdf_expand(prk, b"vserv/1 wrap mac" + info)
+        eq(f"transit {w['name']}: wrapped",
+           cbc_hmac_seal(enc, mac, x(w["iv"]), x(w["secret"]), info), x(w["wrapped"]))
+    return len(v["tokens"]), len(v["wrapped"])
+
+
 if __name__ == "__main__":
     check_handshake()
     n_ok, n_bad = check_records()
-    print(f"OK: handshake.json and records.json reproduced ({checks} comparisons, "
-          f"{n_ok} record cases, {n_bad} invalid records rejected)")
+    n_datagrams = check_datagrams()
+    n_tokens, n_wrapped = check_transit()
+    print(f"OK: handshake.json, records.json, datagrams.json and transit.json reproduced "
+          f"({checks} comparisons, {n_ok} record cases, {n_bad} invalid records rejected, "
+          f"{n_datagrams} datagram exchanges, {n_tokens} transit tokens, "
+          f"{n_wrapped} wrapped secrets)")
