@@ -266,3 +266,58 @@ fn a_service_without_datagrams_drops_everything() {
     );
     assert!(service.datagram_stats().is_none());
 }
+
+#[test]
+fn blocking_requests_beyond_max_work_are_dropped_as_busy_until_a_place_frees() {
+    let (service, key) = service(DatagramSettings {
+        max_work: 2,
+        ..DatagramSettings::default()
+    });
+    let tables = request("tables", vec![]);
+    let mut next_seed = 50;
+    let mut ask = || {
+        next_seed += 1;
+        let (bytes, pending) = seal(&key, &tables, 0, NOW, next_seed);
+        (service.datagram(&bytes, from(), NOW_MS, [2; 16]), pending)
+    };
+    let run = |outcome: DatagramOutcome| match outcome {
+        DatagramOutcome::Run(work) => work,
+        other => panic!("expected work, got {other:?}"),
+    };
+    let (first, _) = ask();
+    let first = run(first);
+    let (second, second_request) = ask();
+    let second = run(second);
+    let (third, _) = ask();
+    assert_eq!(dropped(third), DropReason::Busy);
+
+    // Work the runtime dropped unrun gives its place back.
+    drop(first);
+    let (fourth, _) = ask();
+    let fourth = run(fourth);
+    let (fifth, _) = ask();
+    assert_eq!(dropped(fifth), DropReason::Busy);
+
+    // So does work that ran; its answer is the command's.
+    let sent = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let into = sent.clone();
+    second
+        .into_work(move |bytes| into.lock().expect("lock").push(bytes))
+        .run();
+    let answers = sent.lock().expect("lock").clone();
+    assert_eq!(answers.len(), 1);
+    assert!(matches!(
+        second_request.open_response(&answers[0]),
+        Ok(Answer::Response(Response {
+            id: 9,
+            result: Ok(_)
+        }))
+    ));
+    let (sixth, _) = ask();
+    run(sixth);
+    drop(fourth);
+
+    let stats = service.datagram_stats().expect("stats");
+    assert_eq!(stats.dropped_for(DropReason::Busy), 2);
+    assert!(stats.summary().contains("busy 2"), "{}", stats.summary());
+}

@@ -35,7 +35,14 @@ pub struct DatagramSettings {
     pub replay_capacity: usize,
     /// How far a request's time may be from the server's clock, in seconds.
     pub window_secs: u64,
+    /// Requests whose command blocks (`query`, `tables`) that may be queued or running at
+    /// once; a request beyond it is dropped as [`DropReason::Busy`], so a flood of valid
+    /// requests cannot fill the runtime's work queue ahead of the TCP sessions' work.
+    pub max_work: usize,
 }
+
+/// The reference server's [`DatagramSettings::max_work`].
+pub const DEFAULT_MAX_DATAGRAM_WORK: usize = 64;
 
 impl Default for DatagramSettings {
     fn default() -> Self {
@@ -43,6 +50,7 @@ impl Default for DatagramSettings {
             rate: RateSettings::default(),
             replay_capacity: vserv_core::datagram::DEFAULT_REPLAY_CAPACITY,
             window_secs: vserv_core::datagram::REPLAY_WINDOW_SECS,
+            max_work: DEFAULT_MAX_DATAGRAM_WORK,
         }
     }
 }
@@ -56,6 +64,9 @@ pub enum DropReason {
     RateLimited,
     /// The server does not serve datagrams (no key configured).
     NotServed,
+    /// Its command blocks and [`DatagramSettings::max_work`] such requests are already
+    /// queued or running.
+    Busy,
 }
 
 /// What to do with one received datagram.
@@ -114,8 +125,9 @@ pub const DROP_REASONS: [&str; DROP_KINDS] = [
     "too_large",
     "malformed",
     "rate_limited",
+    "busy",
 ];
-const DROP_KINDS: usize = 9;
+const DROP_KINDS: usize = 10;
 
 fn drop_index(reason: DropReason) -> usize {
     match reason {
@@ -127,6 +139,7 @@ fn drop_index(reason: DropReason) -> usize {
         DropReason::Refused(DatagramError::Replay) => 5,
         DropReason::Refused(DatagramError::TooLarge) => 6,
         DropReason::RateLimited => 8,
+        DropReason::Busy => 9,
         _ => 7,
     }
 }

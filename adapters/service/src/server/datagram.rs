@@ -53,7 +53,7 @@ impl Service {
         state.stats.received.fetch_add(1, Ordering::Relaxed);
         let outcome = self.datagram_checked(&state, bytes, from, now_ms, iv);
         match &outcome {
-            Err(reason) => {
+            Err(reason) | Ok(DatagramOutcome::Drop(reason)) => {
                 state.stats.count_drop(*reason);
                 tracing::debug!(%from, ?reason, "datagram dropped");
             }
@@ -134,10 +134,14 @@ impl Service {
         match self.route(&mut session_state, Command::parse(request), now_ms) {
             Route::Now(handled) => DatagramOutcome::Answer(seal(state, &opened, handled, iv)),
             Route::Blocking(cmd, user) => {
+                let Some(slot) = state.work_slot() else {
+                    return DatagramOutcome::Drop(DropReason::Busy);
+                };
                 let service = self.clone();
                 let state = state.clone();
                 DatagramOutcome::Run(PendingAnswer {
                     job: Box::new(move || {
+                        let _slot = slot;
                         let handled = service.execute(&mut session_state, user, cmd, now_ms);
                         let bytes = seal(&state, &opened, handled, iv);
                         state.stats.answered.fetch_add(1, Ordering::Relaxed);
