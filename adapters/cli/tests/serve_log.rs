@@ -4,47 +4,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
-
-use common::{BIN, Env};
-
-/// Sends `signal` (a `kill -s` name) to `child`.
-fn signal(child: &Child, signal: &str) {
-    let status = Command::new("kill")
-        .args(["-s", signal, &child.id().to_string()])
-        .status()
-        .expect("run kill");
-    assert!(status.success(), "kill -s {signal}");
-}
-
-/// Waits up to 20 s until `path` holds `needle`; returns its text.
-fn wait_for(path: &Path, needle: &str) -> String {
-    let start = Instant::now();
-    loop {
-        let text = std::fs::read_to_string(path).unwrap_or_default();
-        if text.contains(needle) {
-            return text;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "{needle:?} never appeared in {}: {text:?}",
-            path.display()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use common::{Env, Server, wait_for_text as wait_for};
 
 #[test]
 fn the_log_file_has_the_startup_line_a_status_on_sigusr1_and_is_reopened_on_sighup() {
@@ -52,35 +12,8 @@ fn the_log_file_has_the_startup_line_a_status_on_sigusr1_and_is_reopened_on_sigh
     let log = env.path("vserv.log");
     let config = env.path("server.toml");
     std::fs::write(&config, "[files]\nmin_free_bytes = 0\n").expect("config");
-    let mut child = Command::new(BIN)
-        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
-        .arg(&config)
-        .arg("--data")
-        .arg(env.data())
-        .arg("--log-file")
-        .arg(&log)
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn vserv serve");
-    let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
-    let server = Killed(child);
-    let mut first = String::new();
-    stdout.read_line(&mut first).expect("read");
-    let addr = first
-        .strip_prefix("vserv listening on ")
-        .and_then(|r| r.split_whitespace().next())
-        .expect("address line")
-        .to_owned();
-    let mut second = String::new();
-    stdout.read_line(&mut second).expect("read");
-    let fingerprint = second
-        .strip_prefix("server key fingerprint: ")
-        .expect("fingerprint line")
-        .trim()
-        .to_owned();
+    let server = Server::start_logging(&env.data(), &config, &log);
+    let (addr, fingerprint) = (server.addr.clone(), server.fingerprint.clone());
 
     let text = wait_for(&log, "started");
     assert!(text.contains(env!("CARGO_PKG_VERSION")), "{text}");
@@ -91,7 +24,7 @@ fn the_log_file_has_the_startup_line_a_status_on_sigusr1_and_is_reopened_on_sigh
         "ANSI escapes in a log file: {text:?}"
     );
 
-    signal(&server.0, "USR1");
+    server.signal("USR1");
     let text = wait_for(&log, "status: ");
     assert!(text.contains("connections"), "{text}");
     assert!(text.contains("ledger head seq"), "{text}");
@@ -115,13 +48,13 @@ fn the_log_file_has_the_startup_line_a_status_on_sigusr1_and_is_reopened_on_sigh
     // Rotate: move the file away, SIGHUP, and a new one appears at the path.
     let rotated = env.path("vserv.log.1");
     std::fs::rename(&log, &rotated).expect("rotate");
-    signal(&server.0, "HUP");
+    server.signal("HUP");
     let fresh = wait_for(&log, "re-opened");
     assert!(
         !fresh.contains("started"),
         "the old content moved away: {fresh}"
     );
-    signal(&server.0, "USR1");
+    server.signal("USR1");
     wait_for(&log, "status: ");
     assert!(
         !std::fs::read_to_string(&rotated)

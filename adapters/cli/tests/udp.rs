@@ -1,24 +1,12 @@
 //! End to end with a real server process: `vserv serve` with `udp_listen` answers
-//! `vserv ping --udp` (and `tables`/`query --udp` on a table open to anyone), whose client finds the server's key with a key query checked against
-//! `--server-key` (then recorded in known_servers, so the next ping needs no pin), refuses
-//! a wrong pin, and reports a server that does not answer; SIGUSR1's status line counts the
-//! datagrams.
+//! `vserv ping --udp` (and `tables`/`query --udp` on a table open to anyone), whose client
+//! finds the server's key with a key query checked against `--server-key` (then recorded in
+//! known_servers, so the next ping needs no pin), refuses a wrong pin, and reports a server
+//! that does not answer; SIGUSR1's status line counts the datagrams.
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-
-use common::{BIN, Env};
-
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use common::{Env, Server, wait_for_text};
 
 #[test]
 fn ping_over_udp_end_to_end() {
@@ -36,36 +24,12 @@ fn ping_over_udp_end_to_end() {
     )
     .expect("config");
     let log = env.path("vserv.log");
-    let mut child = Command::new(BIN)
-        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
-        .arg(&config)
-        .arg("--data")
-        .arg(env.data())
-        .arg("--log-file")
-        .arg(&log)
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn vserv serve");
-    let mut out = BufReader::new(child.stdout.take().expect("stdout"));
-    let server = Killed(child);
-    let mut lines = Vec::new();
-    for _ in 0..3 {
-        let mut line = String::new();
-        out.read_line(&mut line).expect("serve output");
-        lines.push(line);
-    }
-    let fingerprint = lines[1]
-        .strip_prefix("server key fingerprint: ")
-        .unwrap_or_else(|| panic!("unexpected output: {lines:?}"))
-        .trim()
-        .to_owned();
-    let udp = lines[2]
+    let mut server = Server::start_logging(&env.data(), &config, &log);
+    let fingerprint = server.fingerprint.clone();
+    let line = server.next_line();
+    let udp = line
         .strip_prefix("vserv answering sealed UDP queries on ")
-        .unwrap_or_else(|| panic!("unexpected output: {lines:?}"))
-        .trim()
+        .unwrap_or_else(|| panic!("unexpected output: {line:?}"))
         .to_owned();
     let known = env.path("known_servers");
     let known = known.to_str().expect("utf-8 path");
@@ -155,22 +119,11 @@ fn ping_over_udp_end_to_end() {
     assert!(err.contains("no answer"), "{err}");
 
     // The status line counts what came in over UDP.
-    let status = Command::new("kill")
-        .args(["-s", "USR1", &server.0.id().to_string()])
-        .status()
-        .expect("run kill");
-    assert!(status.success());
-    let start = std::time::Instant::now();
-    loop {
-        let text = std::fs::read_to_string(&log).unwrap_or_default();
-        if let Some(line) = text.lines().find(|l| l.contains("udp: ")) {
-            assert!(line.contains("answered"), "{line}");
-            break;
-        }
-        assert!(
-            start.elapsed() < std::time::Duration::from_secs(20),
-            "no udp status in {text:?}"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    server.signal("USR1");
+    let text = wait_for_text(&log, "udp: ");
+    let line = text
+        .lines()
+        .find(|l| l.contains("udp: "))
+        .unwrap_or_default();
+    assert!(line.contains("answered"), "{line}");
 }

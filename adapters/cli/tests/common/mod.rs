@@ -36,6 +36,21 @@ impl Server {
     /// Like [`Server::start`], with `--config config` when given, and its stderr appended
     /// to `stderr_log` when given (discarded otherwise).
     pub fn start_with(data: &Path, config: Option<&Path>, stderr_log: Option<&Path>) -> Server {
+        Server::launch(data, config, stderr_log, None)
+    }
+
+    /// Like [`Server::start_with`] with `config`, the server logging to `log_file`
+    /// (`--log-file`) and its stderr discarded.
+    pub fn start_logging(data: &Path, config: &Path, log_file: &Path) -> Server {
+        Server::launch(data, Some(config), None, Some(log_file))
+    }
+
+    fn launch(
+        data: &Path,
+        config: Option<&Path>,
+        stderr_log: Option<&Path>,
+        log_file: Option<&Path>,
+    ) -> Server {
         let stderr = match stderr_log {
             Some(path) => Stdio::from(
                 OpenOptions::new()
@@ -59,6 +74,9 @@ impl Server {
                 std::fs::write(&config, "[files]\nmin_free_bytes = 0\n").expect("server config");
                 cmd.arg("--config").arg(&config);
             }
+        }
+        if let Some(log_file) = log_file {
+            cmd.arg("--log-file").arg(log_file);
         }
         let mut child = cmd
             .arg("--data")
@@ -98,6 +116,25 @@ impl Server {
             .trim()
             .to_owned();
         server
+    }
+
+    /// The next line the server prints after its address and fingerprint (e.g. the UDP
+    /// address line), without its newline.
+    pub fn next_line(&mut self) -> String {
+        let mut line = String::new();
+        self._stdout
+            .read_line(&mut line)
+            .expect("read serve output");
+        line.trim_end().to_owned()
+    }
+
+    /// Sends `signal` (a `kill -s` name such as `USR1`) to the server process.
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args(["-s", signal, &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -s {signal}");
     }
 
     /// Stops the server and waits until it has exited (so its data directory is free).
@@ -303,5 +340,22 @@ impl Env {
         let all = self.client_args(server, args);
         let all: Vec<&str> = all.iter().map(String::as_str).collect();
         self.vserv_with_input(&all, env, stdin)
+    }
+}
+
+/// Waits up to 20 s until the file at `path` holds `needle`; returns its text.
+pub fn wait_for_text(path: &Path, needle: &str) -> String {
+    let start = std::time::Instant::now();
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        if text.contains(needle) {
+            return text;
+        }
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(20),
+            "{needle:?} never appeared in {}: {text:?}",
+            path.display()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }
