@@ -5,7 +5,9 @@
 //! [`encrypt_chains`] advances many chains by one block per step, so their blocks overlap
 //! in the AES unit: as many chains as the `aes` backend encrypts in one batch (8 with
 //! AES-NI, 64 with VAES-512, at most [`MAX_LANES`]), the batch encrypted by the backend's
-//! wide path while at least half of its lanes have a chain, block by block otherwise. Only
+//! wide path while at least half of its lanes have a chain, block by block otherwise. The
+//! chains advance without a check per block until the shortest one ends (records of one
+//! size all end together). Only
 //! the order in which blocks are computed differs from plain CBC: the output is
 //! byte-for-byte that of `cbc::Encryptor` without padding, which the tests check against
 //! the `cbc` crate.
@@ -48,12 +50,18 @@ pub fn encrypt_chains(cipher: &Aes256, mut chains: Vec<Chain<'_>>) {
     cipher.encrypt_with_backend(Interleave { chains });
 }
 
-/// A chain being worked on: its bytes not yet encrypted, the block in flight and the
-/// ciphertext block before it.
+/// A chain being worked on: its whole blocks, the next one to encrypt and the ciphertext
+/// block before it.
 struct Lane<'a> {
-    rest: &'a mut [u8],
-    block: &'a mut [u8],
+    blocks: &'a mut [[u8; BLOCK]],
+    at: usize,
     prev: u128,
+}
+
+impl Lane<'_> {
+    fn left(&self) -> usize {
+        self.blocks.len() - self.at
+    }
 }
 
 struct Interleave<'a> {
@@ -70,11 +78,10 @@ impl BlockCipherEncClosure for Interleave<'_> {
         let most = width.clamp(1, MAX_LANES);
         // Every chain's whole blocks, in order; empty ones are skipped.
         let mut waiting = self.chains.into_iter().filter_map(|c| {
-            let whole = c.data.len() / BLOCK * BLOCK;
-            let data = &mut c.data[..whole];
-            (!data.is_empty()).then(|| Lane {
-                rest: data,
-                block: &mut [],
+            let (blocks, _) = c.data.as_chunks_mut::<BLOCK>();
+            (!blocks.is_empty()).then(|| Lane {
+                blocks,
+                at: 0,
                 prev: u128::from_ne_bytes(c.iv),
             })
         });
@@ -82,38 +89,38 @@ impl BlockCipherEncClosure for Interleave<'_> {
         // Lanes past the active ones hold stale blocks: encrypted with the batch, unused.
         let mut batch = ParBlocks::<B>::default();
         loop {
-            lanes.retain(|lane| !lane.rest.is_empty());
+            lanes.retain(|lane| lane.left() > 0);
             while lanes.len() < most {
                 match waiting.next() {
                     Some(lane) => lanes.push(lane),
                     None => break,
                 }
             }
-            if lanes.is_empty() {
+            // Every lane has at least this many blocks left: that many steps run without
+            // a lane ending (records of one size all end together).
+            let Some(steps) = lanes.iter().map(Lane::left).min() else {
                 return;
-            }
-            for (lane, slot) in lanes.iter_mut().zip(batch.iter_mut()) {
-                let (block, rest) = std::mem::take(&mut lane.rest).split_at_mut(BLOCK);
-                let mut plain = [0u8; BLOCK];
-                plain.copy_from_slice(block);
-                *slot = (u128::from_ne_bytes(plain) ^ lane.prev)
-                    .to_ne_bytes()
-                    .into();
-                lane.block = block;
-                lane.rest = rest;
-            }
-            if most == width && lanes.len() * 2 >= width {
-                backend.encrypt_par_blocks_inplace(&mut batch);
-            } else {
-                // Independent blocks: the CPU still overlaps these encryptions.
-                for slot in &mut batch[..lanes.len()] {
-                    backend.encrypt_block_inplace(slot);
+            };
+            let wide = most == width && lanes.len() * 2 >= width;
+            for _ in 0..steps {
+                for (lane, slot) in lanes.iter_mut().zip(batch.iter_mut()) {
+                    let plain = u128::from_ne_bytes(lane.blocks[lane.at]);
+                    *slot = (plain ^ lane.prev).to_ne_bytes().into();
                 }
-            }
-            for (lane, slot) in lanes.iter_mut().zip(batch.iter()) {
-                let cipher_block: [u8; BLOCK] = (*slot).into();
-                lane.block.copy_from_slice(&cipher_block);
-                lane.prev = u128::from_ne_bytes(cipher_block);
+                if wide {
+                    backend.encrypt_par_blocks_inplace(&mut batch);
+                } else {
+                    // Independent blocks: the CPU still overlaps these encryptions.
+                    for slot in &mut batch[..lanes.len()] {
+                        backend.encrypt_block_inplace(slot);
+                    }
+                }
+                for (lane, slot) in lanes.iter_mut().zip(batch.iter()) {
+                    let cipher_block: [u8; BLOCK] = (*slot).into();
+                    lane.blocks[lane.at] = cipher_block;
+                    lane.prev = u128::from_ne_bytes(cipher_block);
+                    lane.at += 1;
+                }
             }
         }
     }

@@ -9,12 +9,21 @@
 //! throwaway data directory, its benchmark user created offline first), so its peak RSS
 //! (`VmHWM` in `/proc/PID/status`) is its own: read after the upload and after the
 //! download. The client is this process, driving `vserv_blocking::transfer` exactly as
-//! `vserv put` / `vserv get` do.
+//! `vserv put` / `vserv get` do. Each direction also reports the CPU seconds per GiB of the
+//! client (this process) and of the server process.
+//!
+//! `--vs-ssh` starts a loopback OpenSSH server too and, in every round after vserv's own
+//! transfers, copies the same file both ways with `scp` and `sftp` under each of OpenSSH's
+//! fast ciphers (`vs_ssh.rs`), then prints the ratios of vserv to OpenSSH's best.
+
+mod cpu;
+mod samples;
+mod sshd;
+mod vs_ssh;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command as Process, Stdio};
-use std::time::Instant;
 
 use anyhow::{Context, anyhow, bail};
 use clap::Args;
@@ -26,6 +35,8 @@ use vserv_core::Fingerprint;
 use vserv_core::commands::{Command, Credential, SecretBytes};
 use vserv_service::client::ClientOptions;
 
+use self::cpu::CpuTimes;
+use self::samples::{Samples, Summary};
 use super::server::ServerProcess;
 use super::{Machine, Report};
 
@@ -53,6 +64,14 @@ pub struct TransferArgs {
     /// Upload-then-download rounds; each direction is reported by its median (1-100).
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=100))]
     pub runs: u16,
+    /// Compare with OpenSSH: start a loopback sshd (/usr/sbin/sshd) and copy the same file
+    /// with scp and sftp under each of its fast ciphers in every round.
+    #[arg(long)]
+    pub vs_ssh: bool,
+    /// With --vs-ssh: flush OpenSSH's copies to disk too (`sync FILE` after scp, `-f` for
+    /// sftp), as vserv flushes its own.
+    #[arg(long, requires = "vs_ssh")]
+    pub ssh_fsync: bool,
 }
 
 /// A size such as `1GiB`, `512MiB`, `100MB` or `12345`.
@@ -92,11 +111,17 @@ pub struct Direction {
     server_peak_rss_kib: Option<u64>,
     /// Whether the median meets the target.
     met: bool,
+    /// Median CPU seconds per GiB of client and server together, and of each.
+    cpu_s_per_gib: Option<f64>,
+    client_cpu_s_per_gib: Option<f64>,
+    server_cpu_s_per_gib: Option<f64>,
 }
 
 impl Direction {
-    /// The direction of `size`-byte transfers that took `seconds` each.
-    fn new(size: u64, seconds: &[f64], server_peak_rss_kib: Option<u64>) -> Direction {
+    /// The direction of `size`-byte transfers measured in `samples`.
+    fn new(size: u64, samples: &Samples, server_peak_rss_kib: Option<u64>) -> Direction {
+        let seconds = samples.seconds();
+        let cpu = samples.summary(size);
         let mut sorted = seconds.to_vec();
         sorted.sort_by(f64::total_cmp);
         // The median run (the slower middle one for an even count).
@@ -110,6 +135,9 @@ impl Direction {
             runs_mb_per_s: seconds.iter().copied().map(mb).collect(),
             server_peak_rss_kib,
             met: mb(median) >= TARGET_MB_S,
+            cpu_s_per_gib: cpu.cpu_s_per_gib,
+            client_cpu_s_per_gib: cpu.client_cpu_s_per_gib,
+            server_cpu_s_per_gib: cpu.server_cpu_s_per_gib,
         }
     }
 }
@@ -129,6 +157,9 @@ pub struct TransferReport {
     target_mb_per_s: f64,
     target_rss_kib: u64,
     rss_met: Option<bool>,
+    /// With `--vs-ssh`: the same transfers with OpenSSH, and the ratios.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    vs_ssh: Option<vs_ssh::VsSsh>,
 }
 
 /// Writes `size` bytes of random-looking data (a random MiB, each copy stamped with its
@@ -176,6 +207,11 @@ pub fn run(args: &TransferArgs) -> anyhow::Result<TransferReport> {
         None => tempfile::tempdir(),
     }
     .context("creating a temporary directory")?;
+    if args.vs_ssh
+        && let Some(why) = sshd::missing()
+    {
+        bail!("--vs-ssh: {why}");
+    }
     let exe = std::env::current_exe().context("locating the vserv binary")?;
     let data = dir.path().join("data");
     let added = Process::new(&exe)
@@ -215,20 +251,32 @@ pub fn run(args: &TransferArgs) -> anyhow::Result<TransferReport> {
         ..TransferOptions::default()
     };
 
+    let mut openssh = if args.vs_ssh {
+        Some(vs_ssh::OpenSsh::start(
+            &dir.path().join("ssh"),
+            args.ssh_fsync,
+        )?)
+    } else {
+        None
+    };
+
     let dst = dir.path().join("download.bin");
-    let (mut upload_s, mut download_s) = (Vec::new(), Vec::new());
+    let (mut upload, mut download) = (Samples::default(), Samples::default());
     let (mut rss_up, mut rss_down) = (None, None);
+    let client_cpu = || CpuTimes::of_self().map(|t| t.own);
+    let server_pid = server.pid();
+    let server_cpu = || CpuTimes::of(server_pid).map(|t| t.own);
     for _ in 0..args.runs {
-        let t = Instant::now();
-        let up = transfer::put_with(&mut client, &src, "bench.bin", &options, &mut |_, _| {})
-            .context("uploading")?;
-        upload_s.push(t.elapsed().as_secs_f64());
+        let up = upload.run(client_cpu, server_cpu, || {
+            transfer::put_with(&mut client, &src, "bench.bin", &options, &mut |_, _| {})
+                .context("uploading")
+        })?;
         rss_up = server.peak_rss_kib();
 
-        let t = Instant::now();
-        let down = transfer::get_with(&mut client, "bench.bin", &dst, &options, &mut |_, _| {})
-            .context("downloading")?;
-        download_s.push(t.elapsed().as_secs_f64());
+        let down = download.run(client_cpu, server_cpu, || {
+            transfer::get_with(&mut client, "bench.bin", &dst, &options, &mut |_, _| {})
+                .context("downloading")
+        })?;
         rss_down = server.peak_rss_kib();
         if down.sha256 != up.sha256 || down.size != args.size {
             bail!("the download differs from the upload");
@@ -240,9 +288,15 @@ pub fn run(args: &TransferArgs) -> anyhow::Result<TransferReport> {
                 path: "bench.bin".into(),
             })
             .context("deleting the upload")?;
+        if let Some(ssh) = &mut openssh {
+            ssh.round(&src, &dir.path().join("ssh_upload.bin"), &dst, args.size)?;
+        }
     }
     client.quit().context("ending the session")?;
     drop(server);
+    let (up_summary, down_summary): (Summary, Summary) =
+        (upload.summary(args.size), download.summary(args.size));
+    let vs_ssh = openssh.map(|o| o.report(args.size, &up_summary, &down_summary));
 
     let peak = rss_up.max(rss_down);
     Ok(TransferReport {
@@ -251,12 +305,13 @@ pub fn run(args: &TransferArgs) -> anyhow::Result<TransferReport> {
         size_bytes: args.size,
         window: args.window,
         runs: args.runs,
-        upload: Direction::new(args.size, &upload_s, rss_up),
-        download: Direction::new(args.size, &download_s, rss_down),
+        upload: Direction::new(args.size, &upload, rss_up),
+        download: Direction::new(args.size, &download, rss_down),
         server_peak_rss_kib: peak,
         target_mb_per_s: TARGET_MB_S,
         target_rss_kib: TARGET_RSS_KIB,
         rss_met: peak.map(|p| p <= TARGET_RSS_KIB),
+        vs_ssh,
     })
 }
 
@@ -283,12 +338,13 @@ impl Report for TransferReport {
                 format!("{:.1} MiB", k as f64 / 1024.0)
             })
         };
+        let cpu = |c: Option<f64>| c.map_or("n/a".to_owned(), |c| format!("{c:.2}"));
         for (name, d) in [("upload", &self.upload), ("download", &self.download)] {
             let runs: Vec<String> = d.runs_mb_per_s.iter().map(|r| format!("{r:.0}")).collect();
             let _ = writeln!(
                 s,
                 "{name:<8} {:>8.1} MB/s median in {:.2} s (target >= {} MB/s: {}); runs {:.0}-{:.0} \
-                 ({}); server peak RSS {}",
+                 ({}); server peak RSS {}; CPU {} s/GiB (client {}, server {})",
                 d.mb_per_s,
                 d.seconds,
                 self.target_mb_per_s,
@@ -296,7 +352,10 @@ impl Report for TransferReport {
                 d.min_mb_per_s,
                 d.max_mb_per_s,
                 runs.join(", "),
-                rss(d.server_peak_rss_kib)
+                rss(d.server_peak_rss_kib),
+                cpu(d.cpu_s_per_gib),
+                cpu(d.client_cpu_s_per_gib),
+                cpu(d.server_cpu_s_per_gib)
             );
         }
         let _ = writeln!(
@@ -306,6 +365,9 @@ impl Report for TransferReport {
             self.target_rss_kib / 1024,
             self.rss_met.map_or("unknown", met)
         );
+        if let Some(v) = &self.vs_ssh {
+            v.table(&mut s);
+        }
         s
     }
 }

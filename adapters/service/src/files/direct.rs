@@ -413,6 +413,11 @@ struct LaneState {
     lost: bool,
     /// The reader is gone.
     closed: bool,
+    /// The buffer of a block the reader is done with, for the next read: reused as it is
+    /// (never zeroed again: a read overwrites the bytes a block shows), so a read-ahead
+    /// neither fills nor faults in a fresh block per block read. At most one is kept, so
+    /// the blocks alive stay within [`READER_HELD_BYTES`].
+    spare: Option<Vec<u8>>,
 }
 
 #[derive(Debug)]
@@ -507,24 +512,37 @@ impl ReadAhead {
     /// Fills `buf` with the bytes at `offset` (all of them, or an error such as
     /// `UnexpectedEof` past the end).
     pub fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        self.read_into(&mut Filling { buf, done: 0 }, offset)
+    }
+
+    /// Appends the `len` bytes at `offset` to `out` (all of them, or an error such as
+    /// `UnexpectedEof` past the end, with `out` holding some of them). Saves the caller
+    /// zero-filling a buffer that is about to be overwritten.
+    pub fn read_append(&self, out: &mut Vec<u8>, offset: u64, len: usize) -> io::Result<()> {
+        out.reserve(len);
+        let end = out.len() + len;
+        self.read_into(&mut Appending { out, end }, offset)
+    }
+
+    fn read_into(&self, sink: &mut dyn Sink, offset: u64) -> io::Result<()> {
         let mut ahead = self.ahead.lock().unwrap_or_else(|e| e.into_inner());
-        let mut done = 0;
-        while done < buf.len() {
-            let at = offset + done as u64;
+        let mut done = 0u64;
+        while sink.left() > 0 {
+            let at = offset + done;
             if let Some(block) = ahead
                 .current
                 .as_ref()
                 .filter(|b| b.offset <= at && at < b.end())
             {
                 let from = block.start + (at - block.offset) as usize;
-                let n = (buf.len() - done).min((block.end() - at) as usize);
-                buf[done..done + n].copy_from_slice(&block.data[from..from + n]);
-                done += n;
+                let n = sink.left().min((block.end() - at) as usize);
+                sink.put(&block.data[from..from + n]);
+                done += n as u64;
                 continue;
             }
             if ahead.failed || !self.next_block(&mut ahead, at) {
                 // Ordinary read for the rest (never hashed).
-                return self.file.read_exact_at(&mut buf[done..], at);
+                return sink.read_rest(&self.file, at);
             }
         }
         Ok(())
@@ -548,8 +566,10 @@ impl ReadAhead {
                 }
             },
         };
+        if let Some(done) = ahead.current.take() {
+            lane.recycle(done.data);
+        }
         if !continues {
-            ahead.current = None;
             lane.restart(at - at % ALIGN as u64);
         }
         match lane.take() {
@@ -599,6 +619,15 @@ impl Lane {
     fn lock(&self) -> MutexGuard<'_, LaneState> {
         // Every change under this lock is whole: a panic elsewhere leaves it consistent.
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Keeps `data` (a block's buffer the reader is done with) for the next read, unless a
+    /// buffer is kept already.
+    fn recycle(&self, data: Vec<u8>) {
+        let mut state = self.lock();
+        if state.spare.is_none() && data.len() == READ_BLOCK + ALIGN {
+            state.spare = Some(data);
+        }
     }
 
     /// Starts a new sequence at `from` (aligned): what was read ahead is dropped.
@@ -679,8 +708,9 @@ impl Lane {
             }
             let (at, sequence) = (state.next, state.sequence);
             state.next = at.saturating_add(READ_BLOCK as u64);
+            let spare = state.spare.take();
             drop(state);
-            let read = read_block(&self.file, at);
+            let read = read_block(&self.file, at, spare);
             if let Some(hashing) = &self.hashing {
                 match &read {
                     Ok(Some(block)) => hashing.feed(block),
@@ -719,6 +749,60 @@ impl Lane {
     }
 }
 
+/// Where [`ReadAhead::read_into`] puts the bytes it reads.
+trait Sink {
+    /// Bytes still wanted.
+    fn left(&self) -> usize;
+    /// Takes the next `bytes` (at most [`left`](Self::left)).
+    fn put(&mut self, bytes: &[u8]);
+    /// Reads every byte still wanted from `file` at `at`, with ordinary reads.
+    fn read_rest(&mut self, file: &File, at: u64) -> io::Result<()>;
+}
+
+/// A caller's buffer being filled.
+struct Filling<'a> {
+    buf: &'a mut [u8],
+    done: usize,
+}
+
+impl Sink for Filling<'_> {
+    fn left(&self) -> usize {
+        self.buf.len() - self.done
+    }
+
+    fn put(&mut self, bytes: &[u8]) {
+        self.buf[self.done..self.done + bytes.len()].copy_from_slice(bytes);
+        self.done += bytes.len();
+    }
+
+    fn read_rest(&mut self, file: &File, at: u64) -> io::Result<()> {
+        file.read_exact_at(&mut self.buf[self.done..], at)
+    }
+}
+
+/// A caller's vector being extended up to `end` bytes.
+struct Appending<'a> {
+    out: &'a mut Vec<u8>,
+    end: usize,
+}
+
+impl Sink for Appending<'_> {
+    fn left(&self) -> usize {
+        self.end.saturating_sub(self.out.len())
+    }
+
+    fn put(&mut self, bytes: &[u8]) {
+        self.out.extend_from_slice(bytes);
+    }
+
+    fn read_rest(&mut self, file: &File, at: u64) -> io::Result<()> {
+        // The rare fallback: zero-fill the rest, then read into it.
+        let start = self.out.len();
+        self.out.resize(self.end, 0);
+        file.read_exact_at(&mut self.out[start..], at)
+    }
+}
+
 /// One read-ahead run, as handed to the runner. Dropped unrun (the runtime shutting down),
 /// it ends the read-ahead, so the reader falls back to ordinary reads instead of waiting.
 struct ReadRun {
@@ -746,9 +830,12 @@ impl Drop for ReadRun {
     }
 }
 
-/// The aligned block of `file` at `at`; `None` at or past its end.
-fn read_block(file: &File, at: u64) -> io::Result<Option<Block>> {
-    let mut data = vec![0u8; READ_BLOCK + ALIGN];
+/// The aligned block of `file` at `at`, read into `spare` if given (a buffer of
+/// `READ_BLOCK + ALIGN` bytes); `None` at or past its end.
+fn read_block(file: &File, at: u64, spare: Option<Vec<u8>>) -> io::Result<Option<Block>> {
+    let mut data = spare
+        .filter(|d| d.len() == READ_BLOCK + ALIGN)
+        .unwrap_or_else(|| vec![0u8; READ_BLOCK + ALIGN]);
     let start = data.as_ptr().align_offset(ALIGN).min(ALIGN);
     let mut len = 0;
     while len < READ_BLOCK {
@@ -916,7 +1003,9 @@ mod tests {
         #![proptest_config(ProptestConfig::with_cases(48))]
 
         /// Reads mostly in order (as a download makes them), with jumps back and forth and
-        /// past the end, return exactly the file's bytes, or an error past its end.
+        /// past the end, return exactly the file's bytes, or an error past its end, whether
+        /// they fill a buffer or are appended to a vector (and whatever block buffers the
+        /// read-ahead reuses).
         #[test]
         fn read_ahead_returns_the_file_s_bytes(
             size in 0usize..1_500_000,
@@ -932,8 +1021,16 @@ mod tests {
                 for &(kind, len, jump) in &reads {
                     // Mostly the next bytes; sometimes anywhere, including past the end.
                     let offset = if kind < 8 { next } else { jump % (size as u64 + 50_000) };
-                    let mut buf = vec![0u8; len];
-                    let got = reader.read_exact_at(&mut buf, offset);
+                    // Into a caller's buffer, or appended after what a vector holds.
+                    let (got, buf) = if kind % 2 == 0 {
+                        let mut buf = vec![0u8; len];
+                        (reader.read_exact_at(&mut buf, offset), buf)
+                    } else {
+                        let mut out = vec![7u8; 3];
+                        let got = reader.read_append(&mut out, offset, len);
+                        prop_assert_eq!(&out[..3], &[7u8; 3][..]);
+                        (got, out.split_off(3))
+                    };
                     let end = offset as usize + len;
                     if end <= size {
                         prop_assert!(got.is_ok(), "{got:?}");

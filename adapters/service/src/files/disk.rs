@@ -617,6 +617,17 @@ impl FileReader for DiskReader {
                 source,
             })
     }
+
+    fn read_vec(&self, offset: u64, len: usize) -> Result<Vec<u8>, FileError> {
+        let mut data = Vec::with_capacity(len);
+        self.file
+            .read_append(&mut data, offset, len)
+            .map_err(|source| FileError::Io {
+                path: self.shown.clone(),
+                source,
+            })?;
+        Ok(data)
+    }
 }
 
 #[cfg(test)]

@@ -104,6 +104,14 @@ fn not_hashing() -> FileError {
 pub trait FileReader: Send + std::fmt::Debug {
     /// Fills `buf` with the bytes at `offset` (all of them, or an error).
     fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), FileError>;
+
+    /// The `len` bytes at `offset` (all of them, or an error). A reader that can fill a
+    /// vector without zero-filling it first says so by overriding this.
+    fn read_vec(&self, offset: u64, len: usize) -> Result<Vec<u8>, FileError> {
+        let mut data = vec![0; len];
+        self.read_exact_at(offset, &mut data)?;
+        Ok(data)
+    }
 }
 
 /// [`FileTree::open_partial`]'s result.
@@ -471,8 +479,7 @@ impl Transfers {
             .downloads
             .get(&args.id)
             .ok_or(TransferError::UnknownTransfer(args.id))?;
-        let mut data = vec![0; at.len];
-        reader.read_exact_at(at.offset, &mut data)?;
+        let data = reader.read_vec(at.offset, at.len)?;
         Ok(FreadReply { data })
     }
 

@@ -268,8 +268,9 @@ impl LocalFiles for StdFiles {
         }
         let batch_len = reader.chunk.saturating_mul(CHUNKS_PER_BATCH);
         let want = usize::try_from(left).map_or(batch_len, |l| l.min(batch_len));
-        let mut batch = vec![0u8; want];
-        match reader.ahead.read_exact_at(&mut batch, reader.next) {
+        // Appended to, not zero-filled first: every byte is about to be overwritten.
+        let mut batch = Vec::with_capacity(want);
+        match reader.ahead.read_append(&mut batch, reader.next, want) {
             Ok(()) => {
                 reader.next += want as u64;
                 Some(ReadBatch::Data(batch))
