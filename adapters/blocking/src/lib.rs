@@ -1,10 +1,13 @@
-//! The reference runtime: one std thread per connection, each waiting in `poll(2)` on its
-//! socket, its session's waker and its timers (`wake.rs`), and a bounded pool of worker
-//! threads for the service's blocking work (`pool.rs`). Same behaviour as every other driver because all
-//! protocol and application logic lives in `vserv-core` and `vserv-service`.
+//! The reference runtime: a std thread per busy connection, each waiting in `poll(2)` on
+//! its socket, its session's waker and its timers (`wake.rs`); idle connections parked on
+//! one watcher thread (`watcher.rs`) until they have something to do; and a bounded pool
+//! of worker threads for the service's blocking work (`pool.rs`). Same behaviour as every
+//! other driver because all protocol and application logic lives in `vserv-core` and
+//! `vserv-service`.
 #![forbid(unsafe_code)]
 
 mod client;
+mod connection;
 mod feed;
 mod idle;
 mod linger;
@@ -17,6 +20,8 @@ mod test_fake;
 pub mod transfer;
 mod udp;
 mod wake;
+mod watcher;
+mod workers;
 
 pub use client::Client;
 pub use pool::{DEFAULT_MAX_WORKERS, WorkPool};

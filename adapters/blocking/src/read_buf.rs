@@ -46,6 +46,7 @@ impl ReadBuf {
     }
 
     /// Whether a buffer is held.
+    #[cfg(test)]
     pub(crate) fn is_held(&self) -> bool {
         !self.data.is_empty()
     }

@@ -1,6 +1,8 @@
-//! Blocking server: an accept thread and one thread per connection, bounded in number.
+//! Blocking server: an accept thread, connection threads (`workers.rs`) that serve
+//! connections while they are busy, and one watcher thread (`watcher.rs`) holding the idle
+//! ones.
 
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -8,17 +10,18 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
 use vserv_core::wire::RefusedLimit;
-use vserv_core::{CloseCode, Connection, ServerIdentity};
+use vserv_core::{Connection, ServerIdentity};
 use vserv_service::limits::{BUSY_RETRY_SECS, busy_refusal};
 use vserv_service::system::os_rng;
 use vserv_service::work::WakeSet;
-use vserv_service::{ConnectionLimiter, Dial, ServerOptions, Service, Session};
+use vserv_service::{ConnectionLimiter, Dial, ServerOptions, Service};
 
-use crate::idle::IdleThreads;
+use crate::connection::{self, Served};
 use crate::live::LiveThreads;
 use crate::pool::WorkPool;
-use crate::read_buf::ReadBuf;
 use crate::wake::{self, PipeWake};
+use crate::watcher::Watcher;
+use crate::workers::{Job, Threads};
 
 /// A peer that accepts none of our bytes for this long is dropped, so a client that stops
 /// reading cannot hold a thread (and a connection slot) forever or stall shutdown.
@@ -30,16 +33,18 @@ pub struct Server {
     shared: Arc<Shared>,
 }
 
-struct Shared {
-    identity: Arc<ServerIdentity>,
-    service: Service,
-    options: ServerOptions,
-    shutdown: AtomicBool,
-    active: AtomicUsize,
+/// What the accept loop, the connection threads and the handle share.
+pub(crate) struct Shared {
+    pub(crate) identity: Arc<ServerIdentity>,
+    pub(crate) service: Service,
+    pub(crate) options: ServerOptions,
+    pub(crate) shutdown: AtomicBool,
+    /// Connections admitted and not yet ended (parked ones included).
+    pub(crate) active: AtomicUsize,
     /// The wakers of the connections being served, by number, to wake them for a
     /// shutdown. Each is removed when its connection ends, so nothing of a finished
     /// connection stays allocated (a small leftover would pin its heap page).
-    wakers: WakeSet<PipeWake>,
+    pub(crate) wakers: WakeSet<PipeWake>,
 }
 
 /// A running server; dropping it without `shutdown` leaves it running until process exit.
@@ -105,8 +110,23 @@ impl Server {
 
     /// Runs the accept loop on this thread until shutdown; waits for its connections to end.
     pub fn run(self) {
-        let pool: Arc<IdleThreads<TcpStream>> = Arc::default();
         let live = LiveThreads::default();
+        let threads = Arc::new(Threads::new(self.shared.clone(), live.clone()));
+        // One thread watches the idle connections, so they hold no thread of their own.
+        let watcher = {
+            let threads = threads.clone();
+            Watcher::start(move |served, ready| threads.dispatch(Job::Resume(served, ready)))
+        };
+        let watcher = match watcher {
+            Ok(watcher) => {
+                threads.park_with(watcher.parker());
+                Some(watcher)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "idle connections keep their threads");
+                None
+            }
+        };
         // Replication link threads, joined at shutdown (connection threads are counted in
         // `live` instead).
         let mut workers: Vec<JoinHandle<()>> = Vec::new();
@@ -168,7 +188,7 @@ impl Server {
                         refuse(stream, "connection rate limit exceeded", peer, &refused);
                         continue;
                     }
-                    self.accept(stream, &pool, &live);
+                    self.accept(stream, &threads);
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "accept failed");
@@ -176,8 +196,12 @@ impl Server {
                 }
             }
         }
-        // Idle workers leave at once; busy ones finish their connection.
-        pool.close();
+        // Parked connections go back to threads (and see the shutdown); then idle threads
+        // leave at once, and busy ones finish their connection.
+        if let Some(watcher) = watcher {
+            watcher.close();
+        }
+        threads.close();
         for worker in workers {
             let _ = worker.join();
         }
@@ -206,14 +230,9 @@ impl Server {
         }
     }
 
-    /// Admits one connection: refuses it at the limit, else hands it to an idle worker or
-    /// starts a new one (detached, counted in `live`: a shutdown waits for it).
-    fn accept(
-        &self,
-        mut stream: TcpStream,
-        pool: &Arc<IdleThreads<TcpStream>>,
-        live: &LiveThreads,
-    ) {
+    /// Admits one connection: refuses it at the limit, else hands it to a connection
+    /// thread.
+    fn accept(&self, mut stream: TcpStream, threads: &Arc<Threads>) {
         let peer = stream.peer_addr().ok();
         let shared = &self.shared;
         if shared.active.fetch_add(1, Ordering::SeqCst) >= shared.options.max_connections {
@@ -223,92 +242,15 @@ impl Server {
             let _ = stream.write_all(&busy_refusal(RefusedLimit::MaxConnections, BUSY_RETRY_SECS));
             return;
         }
-        match pool.hand(stream) {
-            Ok(()) => return,
-            Err(returned) => stream = returned,
-        }
-        let shared = shared.clone();
-        let pool = pool.clone();
-        let token = live.enter();
-        let spawned = std::thread::Builder::new()
-            .name("vserv-conn".into())
-            .spawn(move || {
-                let _token = token;
-                worker(stream, &shared, &pool);
-            });
-        // Dropping the handle detaches the thread, so its stack is freed when it ends.
-        if let Err(e) = spawned {
-            self.shared.active.fetch_sub(1, Ordering::SeqCst);
-            tracing::error!(error = %e, "could not start a connection thread");
-        }
+        threads.dispatch(Job::New(stream));
     }
 }
 
 /// Sends the plaintext `refused` frame (best effort, bounded in time) and drops `stream`.
-fn refuse(mut stream: TcpStream, why: &str, peer: SocketAddr, refused: &[u8]) {
+pub(crate) fn refuse(mut stream: TcpStream, why: &str, peer: SocketAddr, refused: &[u8]) {
     tracing::warn!(%peer, "{why}; refusing");
     let _ = stream.set_write_timeout(Some(Duration::from_millis(500)));
     let _ = stream.write_all(refused);
-}
-
-/// How long a finished connection thread waits for another connection before exiting.
-/// Starting a thread per connection cost about a tenth of the CPU of a whole session
-/// (measured by `vserv bench handshake --breakdown`), so threads are reused; each idle one
-/// leaves on its own clock ([`IdleThreads`]), so a burst's threads are gone this long after
-/// it.
-const WORKER_KEEP: Duration = Duration::from_secs(5);
-
-/// Serves `stream`, then further connections handed over by the accept loop, until none
-/// comes for [`WORKER_KEEP`] or the server shuts down.
-fn worker(mut stream: TcpStream, shared: &Shared, pool: &IdleThreads<TcpStream>) {
-    loop {
-        let peer = stream.peer_addr().ok();
-        match serve(stream, shared) {
-            Ok(()) => tracing::debug!(?peer, "connection finished"),
-            Err(e) => tracing::debug!(?peer, error = %e, "connection ended with an error"),
-        }
-        shared.active.fetch_sub(1, Ordering::SeqCst);
-        match pool.park(WORKER_KEEP) {
-            Some(next) => stream = next,
-            None => return,
-        }
-    }
-}
-
-/// Drives one server connection to its end. Protocol errors end the connection (after its
-/// close record is flushed) and are returned for logging.
-fn serve(stream: TcpStream, shared: &Shared) -> Result<(), Box<dyn std::error::Error>> {
-    stream.set_nodelay(true)?;
-    stream.set_write_timeout(Some(WRITE_TIMEOUT))?;
-    let peer = stream.peer_addr().ok();
-    let slot = match peer {
-        Some(peer) => match shared.service.admit_unauthenticated(peer.ip()) {
-            Some(slot) => Some(slot),
-            None => {
-                refuse(
-                    stream,
-                    "too many unauthenticated connections from this address",
-                    peer,
-                    &busy_refusal(RefusedLimit::Unauthenticated, BUSY_RETRY_SECS),
-                );
-                return Ok(());
-            }
-        },
-        None => None,
-    };
-    let rng = os_rng()?;
-    let conn = Connection::server(
-        shared.options.config.clone(),
-        shared.identity.clone(),
-        rng,
-        Instant::now(),
-    );
-    let waker = Arc::new(PipeWake::new()?);
-    let mut session = Session::with_waker(peer.map(|a| a.ip()), waker.clone());
-    if let Some(slot) = slot {
-        session.hold_unauthenticated(slot);
-    }
-    run(stream, conn, session, waker, shared)
 }
 
 /// Connects to a peer for `dial` and drives the replication link to its end; a connection
@@ -335,100 +277,15 @@ fn dial(dial: &Dial, shared: &Shared) -> Result<(), Box<dyn std::error::Error>> 
     let conn = Connection::client(shared.options.config.clone(), os_rng()?, Instant::now());
     let waker = Arc::new(PipeWake::new()?);
     let session = shared.service.dial_session(dial, waker.clone());
-    run(stream, conn, session, waker, shared)
-}
-
-/// Drives `conn` over `stream` with `session` (woken through `waker`) until it closes.
-fn run(
-    mut stream: TcpStream,
-    mut conn: Connection,
-    mut session: Session,
-    waker: Arc<PipeWake>,
-    shared: &Shared,
-) -> Result<(), Box<dyn std::error::Error>> {
-    let _watched = shared.wakers.watch(&waker);
-    let mut buf = ReadBuf::default();
-    let mut out = Vec::new();
-    let mut failure = None;
-    loop {
-        if shared.shutdown.load(Ordering::SeqCst) {
-            session.close_when_settled(CloseCode::Shutdown, "server shutting down");
-        }
-        if let Err(e) = shared.service.drive(
-            &mut session,
-            &mut conn,
-            Instant::now(),
-            vserv_service::unix_now_ms(),
-        ) {
-            failure.get_or_insert(e);
-            conn.close(CloseCode::ProtocolError, "internal error");
-        }
-        out.clear();
-        conn.poll_transmit(&mut out);
-        if !out.is_empty() {
-            stream.write_all(&out)?;
-        }
-        if conn.is_closed() {
-            break;
-        }
-        let deadline = earliest(conn.poll_timeout(), session.poll_timeout());
-        let want_input = session.wants_input();
-        let mut ready = None;
-        if buf.is_held() || out.capacity() > 0 {
-            // Still busy: wait briefly with the buffers; once idle, give them back.
-            let soon = Instant::now() + IDLE_AFTER;
-            if deadline.is_some_and(|d| d <= soon) {
-                ready = Some(wake::wait(&stream, want_input, &waker, deadline)?);
-            } else {
-                let first = wake::wait(&stream, want_input, &waker, Some(soon))?;
-                // Woken at (or just after) `soon` is still a wake-up: the waker is
-                // drained, so it must be acted on now or it is lost.
-                if first.socket || first.woken || Instant::now() < soon {
-                    ready = Some(first);
-                } else {
-                    buf.release();
-                    out = Vec::new();
-                }
-            }
-        }
-        let ready = match ready {
-            Some(ready) => ready,
-            None => wake::wait(&stream, want_input, &waker, deadline)?,
-        };
-        let fed = if ready.socket {
-            match stream.read(buf.space()) {
-                Ok(0) => conn.handle_eof(Instant::now()),
-                Ok(n) => conn.handle_input(Instant::now(), buf.filled(n)),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(()),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(()),
-                Err(e) => return Err(e.into()),
-            }
-        } else if conn.poll_timeout().is_some_and(|d| d <= Instant::now()) {
-            conn.handle_timeout(Instant::now())
-        } else {
-            Ok(())
-        };
-        if let Err(e) = fed {
-            failure.get_or_insert(e);
-        }
-    }
-    crate::linger::close(&stream);
-    match failure {
-        Some(e) => Err(e.into()),
-        None => Ok(()),
-    }
-}
-
-/// How long a connection waits for more input with its buffers before it counts as idle
-/// and gives them back (an idle session then holds its thread, its state and no buffers).
-const IDLE_AFTER: Duration = Duration::from_millis(100);
-
-/// The earlier of two optional deadlines.
-fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
-    match (a, b) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
-    }
+    let served = Box::new(Served {
+        stream,
+        conn,
+        session,
+        waker,
+    });
+    // A link's thread is joined at shutdown: it keeps its connection to the end.
+    connection::run(served, None, shared, None)?;
+    Ok(())
 }
 
 /// How long a dial waits for the peer to accept the connection.

@@ -45,8 +45,8 @@ impl PipeWake {
         Ok(PipeWake { tx, rx })
     }
 
-    /// What the connection thread polls.
-    fn readable(&self) -> std::os::fd::BorrowedFd<'_> {
+    /// What the connection thread (or the watcher, while the connection is parked) polls.
+    pub(crate) fn readable(&self) -> std::os::fd::BorrowedFd<'_> {
         use std::os::fd::AsFd;
         #[cfg(target_os = "linux")]
         let fd = self.fd.as_fd();
@@ -56,7 +56,7 @@ impl PipeWake {
     }
 
     /// Empties it (the wake-ups so far are being handled).
-    fn drain(&self) {
+    pub(crate) fn drain(&self) {
         #[cfg(target_os = "linux")]
         {
             let mut count = [0u8; 8];
@@ -80,8 +80,8 @@ impl Wake for PipeWake {
     }
 }
 
-/// What ended a [`wait`].
-#[derive(Debug, Default)]
+/// What ended a [`wait`] (or a parked connection's stay with the watcher).
+#[derive(Debug, Default, Clone, Copy)]
 pub(crate) struct Ready {
     /// The socket has input (or an end of stream, or an error) to read.
     pub(crate) socket: bool,
@@ -120,8 +120,8 @@ pub(crate) fn wait(
     Ok(Ready { socket, woken })
 }
 
-/// The time left until `deadline`, for `poll`.
-fn timeout_until(deadline: Instant) -> Timespec {
+/// The time left until `deadline`, for `poll` (and the watcher's `epoll_wait`).
+pub(crate) fn timeout_until(deadline: Instant) -> Timespec {
     let left = deadline.saturating_duration_since(Instant::now());
     // Round up: waking a little late beats spinning on a sub-millisecond remainder.
     let left = left.max(Duration::from_millis(1));
