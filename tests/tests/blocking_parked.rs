@@ -72,7 +72,7 @@ fn a_parked_session_answers_again_and_again() {
         let started = Instant::now();
         ping(&mut root, &[round; 100]);
         assert!(
-            started.elapsed() < Duration::from_secs(1),
+            started.elapsed() < Duration::from_secs(2),
             "round {round}: {:?}",
             started.elapsed()
         );
@@ -99,7 +99,7 @@ fn a_parked_session_hears_at_once_that_its_account_was_deleted() {
         }
     };
     assert!(
-        pushed.elapsed() < Duration::from_secs(2),
+        pushed.elapsed() < Duration::from_secs(3),
         "{:?}",
         pushed.elapsed()
     );
@@ -132,7 +132,7 @@ fn a_parked_session_gets_its_idle_notice_and_its_timeout_on_time() {
         "{notices:?}"
     );
     assert!(
-        noticed >= Duration::from_millis(900) && noticed < Duration::from_millis(1800),
+        noticed >= Duration::from_millis(900) && noticed < Duration::from_secs(2),
         "{noticed:?}"
     );
     let ended = bob
@@ -140,7 +140,7 @@ fn a_parked_session_gets_its_idle_notice_and_its_timeout_on_time() {
         .expect_err("closed at the idle timeout");
     let closed = idle_from.elapsed();
     assert!(
-        closed >= Duration::from_millis(1900) && closed < Duration::from_millis(3000),
+        closed >= Duration::from_millis(1900) && closed < Duration::from_secs(4),
         "{closed:?}"
     );
     assert!(
