@@ -1,4 +1,4 @@
-//! The five messages of a replication link, their codec, and the reader that reassembles
+//! The six messages of a replication link, their codec, and the reader that reassembles
 //! them from stream fragments.
 //!
 //! Frame: `len:u32be || type:u8 || body`, where `len` counts the type byte and the body and
@@ -11,10 +11,10 @@ use super::{
     EPOCH_LEN, Epoch, MAX_FORK_MESSAGE, MAX_MESSAGE, MAX_ORIGINS, MAX_SEGMENT_BYTES,
     MAX_SEGMENT_ENTRIES, ReplicationError,
 };
-use crate::ServerKey;
 use crate::ledger::{Entry, SignedHead};
 use crate::wire::POINT_LEN;
 use crate::wire::codec::Reader;
+use crate::{Fingerprint, ServerKey};
 
 /// Bytes of the frame header before the type byte (the u32 length).
 pub const FRAME_HEADER_LEN: usize = 4;
@@ -36,6 +36,8 @@ pub enum MessageType {
     Ack = 0x04,
     /// 0x05: a fork proof.
     Fork = 0x05,
+    /// 0x06: the only origins the sender takes from this peer.
+    Wants = 0x06,
 }
 
 impl MessageType {
@@ -47,6 +49,7 @@ impl MessageType {
             0x03 => MessageType::Head,
             0x04 => MessageType::Ack,
             0x05 => MessageType::Fork,
+            0x06 => MessageType::Wants,
             other => return Err(ReplicationError::UnknownType(other)),
         })
     }
@@ -66,6 +69,7 @@ impl MessageType {
             MessageType::Head => "head",
             MessageType::Ack => "ack",
             MessageType::Fork => "fork",
+            MessageType::Wants => "wants",
         }
     }
 }
@@ -216,6 +220,72 @@ impl Entries {
     }
 }
 
+/// "From you I take the feeds of these origins only": a server that follows a configured
+/// list of origins says so before its Clock, and the peer then never sends it a segment of
+/// any other origin. The origins are named by their fingerprints (SHA-256 of the key, as an
+/// operator configures them). Every value lists at most [`MAX_ORIGINS`] distinct
+/// fingerprints in ascending order (possibly none).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Wants {
+    origins: Vec<Fingerprint>,
+}
+
+impl Wants {
+    /// The wants of the origins with fingerprints `origins`, in any order: sorts them, and
+    /// refuses more than [`MAX_ORIGINS`] ([`ReplicationError::TooManyOrigins`]) or a
+    /// repeated one ([`ReplicationError::BadWants`]).
+    pub fn new(mut origins: Vec<Fingerprint>) -> Result<Self, ReplicationError> {
+        if origins.len() > MAX_ORIGINS {
+            return Err(ReplicationError::TooManyOrigins(origins.len()));
+        }
+        origins.sort();
+        check_wants(&origins)?;
+        Ok(Wants { origins })
+    }
+
+    /// The fingerprints of the origins wanted, ascending.
+    pub fn origins(&self) -> &[Fingerprint] {
+        &self.origins
+    }
+
+    /// Whether `origin`'s feed is wanted.
+    pub fn contains(&self, origin: &ServerKey) -> bool {
+        self.origins.binary_search(&origin.fingerprint()).is_ok()
+    }
+
+    fn encode_body(&self, out: &mut Vec<u8>) {
+        // At most MAX_ORIGINS: the cast is exact.
+        out.extend_from_slice(&(self.origins.len() as u32).to_be_bytes());
+        for o in &self.origins {
+            out.extend_from_slice(&o.0);
+        }
+    }
+
+    fn decode_body(body: &[u8]) -> Result<Self, ReplicationError> {
+        let bad = |_| ReplicationError::Malformed("wants");
+        let mut r = Reader::new(body, "wants");
+        let count = r.u32().map_err(bad)? as usize;
+        if count > MAX_ORIGINS {
+            return Err(ReplicationError::TooManyOrigins(count));
+        }
+        let mut origins = Vec::with_capacity(count);
+        for _ in 0..count {
+            origins.push(Fingerprint(r.array().map_err(bad)?));
+        }
+        r.finish().map_err(bad)?;
+        check_wants(&origins)?;
+        Ok(Wants { origins })
+    }
+}
+
+fn check_wants(origins: &[Fingerprint]) -> Result<(), ReplicationError> {
+    if origins.windows(2).all(|w| w[0] < w[1]) {
+        Ok(())
+    } else {
+        Err(ReplicationError::BadWants)
+    }
+}
+
 /// "I persisted feed `origin` up to `seq`": acknowledges one received segment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Ack {
@@ -238,6 +308,8 @@ pub enum Message {
     Ack(Ack),
     /// 0x05 Fork.
     Fork(ForkProof),
+    /// 0x06 Wants: sent, if at all, as the first message of a link.
+    Wants(Wants),
 }
 
 impl Message {
@@ -249,6 +321,7 @@ impl Message {
             Message::Head(_) => MessageType::Head,
             Message::Ack(_) => MessageType::Ack,
             Message::Fork(_) => MessageType::Fork,
+            Message::Wants(_) => MessageType::Wants,
         }
     }
 
@@ -270,6 +343,7 @@ impl Message {
                 out.extend_from_slice(&a.seq.to_be_bytes());
             }
             Message::Fork(p) => p.encode_body(out),
+            Message::Wants(w) => w.encode_body(out),
         }
         // Every value is within its limit (at most MAX_FORK_MESSAGE < 2^32): the cast is exact.
         let len = (out.len() - at - FRAME_HEADER_LEN) as u32;
@@ -309,6 +383,7 @@ impl Message {
                 Message::Ack(Ack { origin, seq })
             }
             MessageType::Fork => Message::Fork(ForkProof::decode_body(body)?),
+            MessageType::Wants => Message::Wants(Wants::decode_body(body)?),
         })
     }
 }
