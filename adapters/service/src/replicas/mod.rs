@@ -80,6 +80,9 @@ pub struct Replicas {
     /// The feed numbers of origins held, as read from (or committed to) the store's `o:`
     /// keys, which stay authoritative: an origin missing here is looked up there.
     numbers: RwLock<HashMap<[u8; POINT_LEN], FeedNumber>>,
+    /// The origins found by fingerprint (a held feed stays held), so that a client's
+    /// `rhead ORIGIN` decodes no point to find the feed.
+    by_fingerprint: RwLock<HashMap<Fingerprint, ServerKey>>,
 }
 
 impl std::fmt::Debug for Replicas {
@@ -99,6 +102,7 @@ impl Replicas {
             own,
             writer: Mutex::new(()),
             numbers: RwLock::new(HashMap::new()),
+            by_fingerprint: RwLock::new(HashMap::new()),
         }
     }
 
@@ -178,6 +182,15 @@ impl Replicas {
         if *fingerprint == self.own.fingerprint() {
             return Ok(Some(self.feed(self.own)?));
         }
+        let cached = self
+            .by_fingerprint
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(fingerprint)
+            .copied();
+        if let Some(origin) = cached {
+            return Ok(Some(self.feed(origin)?));
+        }
         let Some(bytes) = self
             .store
             .get(Table::Replicas, &fingerprint_key(fingerprint))?
@@ -189,6 +202,10 @@ impl Replicas {
                 "the fingerprint index of {fingerprint} is not a key"
             ))
         })?;
+        self.by_fingerprint
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(*fingerprint, origin);
         Ok(Some(self.feed(origin)?))
     }
 
