@@ -669,3 +669,32 @@ fn a_segment_at_seq_u64_max_is_a_gap_not_a_panic() {
         .into())
     );
 }
+
+/// A reader takes an origin it decoded before from its bytes alone: the messages it gives
+/// are those `Message::decode` gives, and an origin that is no key is refused all the same
+/// after valid ones.
+#[test]
+fn a_reader_reusing_known_origins_reads_what_decode_reads() {
+    use vserv_core::replication::{Ack, Entries, Message, MessageReader};
+    let feed = Feed::with_commits(identity(70), 70, &[2, 2]);
+    let origin = feed.id.public_key();
+    let frames = [
+        Message::Entries(Entries::new(origin, feed.range(1, 2)).expect("fits")).to_frame(),
+        Message::Ack(Ack { origin, seq: 2 }).to_frame(),
+        Message::Entries(Entries::new(origin, feed.range(3, 4)).expect("fits")).to_frame(),
+    ];
+    let mut reader = MessageReader::new();
+    for frame in &frames {
+        reader.push(frame);
+        let read = reader.next_message().expect("valid").expect("whole");
+        assert_eq!(Some(read), Message::decode(&frame[4..]).ok());
+    }
+    let mut bad = frames[1].clone();
+    bad[5] = 0x05; // no compressed point starts so
+    reader.push(&bad);
+    assert_eq!(
+        reader.next_message(),
+        Err(Message::decode(&bad[4..]).unwrap_err())
+    );
+    assert!(Message::decode(&bad[4..]).is_err());
+}

@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 use vserv_core::ServerIdentity;
 use vserv_core::ledger::{Entry, EntryFields, Head, SignedHead, fields_to_body};
 use vserv_core::replication::{
-    Ack, Clock, ClockEntry, Entries, ForkProof, Message, MessageReader, peer_link_message,
+    Ack, Clock, ClockEntry, Entries, ForkProof, Message, MessageReader, Wants, peer_link_message,
     sign_peer_link, verify_peer_link,
 };
 
@@ -109,6 +109,11 @@ fn build() -> Value {
         origin: origin.public_key(),
         seq: 3,
     };
+    let wants = Wants::new(vec![
+        peer.public_key().fingerprint(),
+        origin.public_key().fingerprint(),
+    ])
+    .expect("wants");
     let frame = |m: &Message| hex(m.to_frame());
     json!({
         "description": [
@@ -157,10 +162,21 @@ fn build() -> Value {
                 "entry_seqs": [4],
                 "frame": frame(&Message::Fork(proof)),
             },
+            "wants": {
+                "origins": wants.origins().iter().map(|o| hex(o.0)).collect::<Vec<_>>(),
+                "frame": frame(&Message::Wants(wants.clone())),
+            },
         },
         "refused_frames": [
             { "why": "length 0", "frame": "00000000" },
-            { "why": "unknown type 0x06", "frame": "0000000106" },
+            { "why": "unknown type 0x07", "frame": "0000000107" },
+            { "why": "a Wants listing one origin twice", "frame": hex({
+                let one = origin.public_key().fingerprint();
+                let mut f = vec![0, 0, 0, 69, 0x06, 0, 0, 0, 2];
+                f.extend_from_slice(&one.0);
+                f.extend_from_slice(&one.0);
+                f
+            }) },
             { "why": "length beyond MAX_MESSAGE (1 MiB) for an Entries frame", "frame": "0010000102" },
             { "why": "an Ack with a trailing byte", "frame": hex({
                 let mut f = Message::Ack(ack).to_frame();
@@ -245,6 +261,17 @@ fn replication_vectors_are_consistent() {
     };
     proof.verify().expect("the fork proof is valid");
     assert_eq!(proof.a(), &head);
+    let Message::Wants(wants) = decode(&m["wants"]["frame"]) else {
+        panic!("not a wants")
+    };
+    let listed: Vec<Vec<u8>> = m["wants"]["origins"]
+        .as_array()
+        .expect("list")
+        .iter()
+        .map(bytes)
+        .collect();
+    let origins: Vec<Vec<u8>> = wants.origins().iter().map(|o| o.0.to_vec()).collect();
+    assert_eq!(origins, listed);
 
     let key = vserv_core::ServerKey::from_bytes(&bytes(&v["keys"]["peer_public"])).expect("key");
     let sid: [u8; 32] = bytes(&v["peer_link"]["session_id"]).try_into().expect("32");

@@ -281,6 +281,17 @@ fn a_server_replicates_only_the_origins_it_follows() {
         "holdings: {:?}",
         nodes.iter().map(holdings).collect::<Vec<_>>()
     );
+    // B's Wants leaves C's feed out: C never sent B one entry of it (spec/replication.md
+    // §3.6), while B relayed all of A's feed to C (so the count sees what is sent).
+    let key = |i: usize| nodes[i].identity().public_key().fingerprint();
+    let to_b = nodes[2].service().entries_sent(&key(1));
+    assert_eq!(
+        to_b.get(&key(2)),
+        None,
+        "C streamed its feed to B: {to_b:?}"
+    );
+    let to_c = nodes[1].service().entries_sent(&key(2));
+    assert!(to_c.get(&key(0)).is_some_and(|n| *n >= 40), "{to_c:?}");
 }
 
 const ADMIN: &str = "root";

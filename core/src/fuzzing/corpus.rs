@@ -255,6 +255,18 @@ pub fn corpus_seeds() -> Vec<(&'static str, String, Vec<u8>)> {
         [&[2u8][..], &clock_frame].concat(),
     );
     add("replication_link", "after_clock", vec![0, 1]);
+    let wants_frame =
+        match crate::replication::Wants::new(vec![identity().public_key().fingerprint()]) {
+            Ok(wants) => crate::replication::Message::Wants(wants).to_frame(),
+            Err(e) => unreachable!("a list of one is valid: {e}"),
+        };
+    add(
+        "replication_message",
+        "wants",
+        [&[4u8][..], &wants_frame[4..]].concat(),
+    );
+    // A following link, its peer's Wants and Clock first.
+    add("replication_link", "wants_then_clock", vec![0, 1 | 4 | 8]);
     add(
         "replication_link",
         "clock_in_pieces",

@@ -11,7 +11,7 @@
 use super::ReplicationError;
 use super::fork::ForkProof;
 use super::link::{Link, LinkConfig, NodeRequest};
-use super::message::{Clock, Message, MessageReader};
+use super::message::{Clock, Message, MessageReader, Wants};
 use std::time::Instant;
 
 use crate::fuzzing::FuzzRng;
@@ -71,7 +71,9 @@ fn read(stream: &[u8], chunk: u8) -> (Vec<Message>, Option<ReplicationError>) {
 /// A [`Link`] fed arbitrary bytes as its peer's stream, with a node that answers every
 /// request correctly (reads from a small own feed, persists whatever the link accepted).
 /// Byte 0 picks the piece size (0 = one piece); byte 1, bit 0: the stream starts with a valid
-/// peer Clock (so the fuzzer starts past it); bit 1: fire the timer at the end. Checks that
+/// peer Clock (so the fuzzer starts past it); bit 1: fire the timer at the end; bit 2: the
+/// link follows no origin (it sends a Wants listing none and refuses every segment); bit 3:
+/// the stream starts with a Wants of the own origin (before the Clock of bit 0). Checks that
 /// every answer of the node is taken, that an error leaves the link closed for good, and that
 /// everything the link sends is a valid message stream.
 pub fn replication_link(data: &[u8], now: Instant) {
@@ -80,10 +82,18 @@ pub fn replication_link(data: &[u8], now: Instant) {
     };
     let own = own_feed();
     let heads = own.last().map(|(_, h)| *h).into_iter().collect();
-    let Ok(mut link) = Link::new([1; 16], heads, vec![], LinkConfig::default(), now) else {
+    let wants = (flags & 4 == 4).then(|| Wants::new(vec![])).transpose();
+    let Ok(mut link) =
+        wants.and_then(|w| Link::following([1; 16], heads, vec![], w, LinkConfig::default(), now))
+    else {
         panic!("a valid link was refused");
     };
     let mut stream = Vec::new();
+    if flags & 8 == 8
+        && let Ok(wants) = Wants::new(vec![crate::fuzzing::identity().public_key().fingerprint()])
+    {
+        Message::Wants(wants).encode(&mut stream);
+    }
     if flags & 1 == 1
         && let Ok(clock) = Clock::new([2; 16], vec![])
     {

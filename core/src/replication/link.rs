@@ -8,8 +8,10 @@
 //! for the node ([`Link::poll_request`]) and the events ([`Link::poll_event`]), then waits
 //! until [`Link::poll_timeout`].
 //!
-//! What it guarantees (`spec/replication.md` §5-§8): it sends its Clock and held fork proofs
-//! first; it sends each feed the peer lacks in segments read from the node, at most one read
+//! What it guarantees (`spec/replication.md` §5-§8): it sends its Wants (when it follows a
+//! list of origins), its Clock and held fork proofs first; it never sends a segment of an
+//! origin the peer's Wants left out, and refuses one the peer sends of an origin its own
+//! Wants left out; it sends each feed the peer lacks in segments read from the node, at most one read
 //! in flight per origin, never more than the window unacknowledged (a lone bigger segment
 //! excepted); it pushes local commits live; it runs the accept rule on every received
 //! segment and acks each one only after the node said it is persisted (or at once when there
@@ -23,7 +25,9 @@ use std::time::{Duration, Instant};
 
 use super::accept::{SegmentBuilder, Verdict, accept};
 use super::fork::ForkProof;
-use super::message::{Ack, Clock, ClockEntry, ENTRIES_OVERHEAD, Entries, Message, MessageReader};
+use super::message::{
+    Ack, Clock, ClockEntry, ENTRIES_OVERHEAD, Entries, Message, MessageReader, Wants,
+};
 use super::{
     CLOCK_INTERVAL, Epoch, MAX_MESSAGE, MAX_SEGMENT_BYTES, MAX_SEGMENT_ENTRIES, ReplicationError,
     Segment, WINDOW,
@@ -112,6 +116,15 @@ pub enum LinkEvent {
         /// The acknowledged seq.
         seq: u64,
     },
+    /// A segment of `origin` ending at `seq` went to the peer.
+    Sent {
+        /// The feed.
+        origin: ServerKey,
+        /// The seq of the segment's head.
+        seq: u64,
+        /// How many entries it holds.
+        entries: usize,
+    },
 }
 
 /// A segment read from the node, waiting for window space.
@@ -153,6 +166,10 @@ struct Pending {
 pub struct Link {
     config: LinkConfig,
     epoch: Epoch,
+    /// The only origins this side takes from the peer (`None`: every one).
+    wants: Option<Wants>,
+    /// The only origins the peer takes (`None`: every one), from its Wants.
+    peer_wants: Option<Wants>,
     /// The node's persisted heads (own feed and replicas).
     held: BTreeMap<ServerKey, SignedHead>,
     /// The accept rule's view: `held`, advanced by segments accepted on this link.
@@ -196,6 +213,22 @@ impl Link {
         config: LinkConfig,
         now: Instant,
     ) -> Result<Self, ReplicationError> {
+        Link::following(epoch, heads, forks, None, config, now)
+    }
+
+    /// [`Link::new`] of a node that takes from the peer the feeds of `wants`' origins only
+    /// (`None`: every feed, as [`Link::new`]): the Wants is sent first, the peer then sends
+    /// nothing else, and a segment of another origin from the peer is refused
+    /// ([`ReplicationError::Unwanted`]). A node that wants to see its own feed offered back
+    /// (a store that lost entries, `spec/replication.md` §8) lists its own key.
+    pub fn following(
+        epoch: Epoch,
+        heads: Vec<SignedHead>,
+        forks: Vec<ForkProof>,
+        wants: Option<Wants>,
+        config: LinkConfig,
+        now: Instant,
+    ) -> Result<Self, ReplicationError> {
         if config.window == 0 {
             return Err(ReplicationError::Misuse("a window of 0 bytes"));
         }
@@ -205,14 +238,20 @@ impl Link {
                 return Err(ReplicationError::Misuse("one non-empty head per origin"));
             }
         }
+        let mut out = Vec::new();
+        if let Some(w) = &wants {
+            Message::Wants(w.clone()).encode(&mut out);
+        }
         let mut link = Link {
             config,
             epoch,
+            wants,
+            peer_wants: None,
             accepted: held.clone(),
             held,
             quarantine: BTreeMap::new(),
             reader: MessageReader::new(),
-            out: Vec::new(),
+            out,
             requests: VecDeque::new(),
             events: VecDeque::new(),
             closed: false,
@@ -441,10 +480,19 @@ impl Link {
     }
 
     fn handle_message(&mut self, message: Message) -> Result<(), ReplicationError> {
-        if self.peer_epoch.is_none() && !matches!(message, Message::Clock(_)) {
-            return Err(ReplicationError::Unexpected(
-                "the first message must be a Clock",
-            ));
+        if self.peer_epoch.is_none() {
+            match message {
+                Message::Clock(_) => {}
+                Message::Wants(wants) if self.peer_wants.is_none() => {
+                    self.peer_wants = Some(wants);
+                    return Ok(());
+                }
+                _ => {
+                    return Err(ReplicationError::Unexpected(
+                        "the first message must be a Clock",
+                    ));
+                }
+            }
         }
         if self.open.is_some() && !matches!(message, Message::Entries(_) | Message::Head(_)) {
             return Err(ReplicationError::Unexpected("a segment is open"));
@@ -452,6 +500,13 @@ impl Link {
         match message {
             Message::Clock(clock) => self.on_clock(clock),
             Message::Entries(entries) => {
+                if self
+                    .wants
+                    .as_ref()
+                    .is_some_and(|w| !w.contains(entries.origin()))
+                {
+                    return Err(ReplicationError::Unwanted);
+                }
                 let builder = self
                     .open
                     .get_or_insert_with(|| SegmentBuilder::new(*entries.origin()));
@@ -466,6 +521,7 @@ impl Link {
             }
             Message::Ack(ack) => self.on_ack(ack),
             Message::Fork(proof) => self.on_fork(proof),
+            Message::Wants(_) => Err(ReplicationError::Unexpected("a Wants after the Clock")),
         }
     }
 
@@ -703,6 +759,10 @@ impl Link {
                 || st.next > seq
                 || st.stalled_at == Some(seq)
                 || self.quarantine.contains_key(origin)
+                || self
+                    .peer_wants
+                    .as_ref()
+                    .is_some_and(|w| !w.contains(origin))
             {
                 continue;
             }
@@ -729,6 +789,11 @@ impl Link {
             head,
             bytes,
         } = r;
+        self.events.push_back(LinkEvent::Sent {
+            origin,
+            seq: head.head.seq,
+            entries: entries.len(),
+        });
         let mut batch = Vec::new();
         let mut size = ENTRIES_OVERHEAD;
         for e in entries {

@@ -1,4 +1,4 @@
-//! The five messages of a replication link, their codec, and the reader that reassembles
+//! The six messages of a replication link, their codec, and the reader that reassembles
 //! them from stream fragments.
 //!
 //! Frame: `len:u32be || type:u8 || body`, where `len` counts the type byte and the body and
@@ -11,10 +11,10 @@ use super::{
     EPOCH_LEN, Epoch, MAX_FORK_MESSAGE, MAX_MESSAGE, MAX_ORIGINS, MAX_SEGMENT_BYTES,
     MAX_SEGMENT_ENTRIES, ReplicationError,
 };
-use crate::ServerKey;
 use crate::ledger::{Entry, SignedHead};
 use crate::wire::POINT_LEN;
 use crate::wire::codec::Reader;
+use crate::{Fingerprint, ServerKey};
 
 /// Bytes of the frame header before the type byte (the u32 length).
 pub const FRAME_HEADER_LEN: usize = 4;
@@ -36,6 +36,8 @@ pub enum MessageType {
     Ack = 0x04,
     /// 0x05: a fork proof.
     Fork = 0x05,
+    /// 0x06: the only origins the sender takes from this peer.
+    Wants = 0x06,
 }
 
 impl MessageType {
@@ -47,6 +49,7 @@ impl MessageType {
             0x03 => MessageType::Head,
             0x04 => MessageType::Ack,
             0x05 => MessageType::Fork,
+            0x06 => MessageType::Wants,
             other => return Err(ReplicationError::UnknownType(other)),
         })
     }
@@ -66,6 +69,7 @@ impl MessageType {
             MessageType::Head => "head",
             MessageType::Ack => "ack",
             MessageType::Fork => "fork",
+            MessageType::Wants => "wants",
         }
     }
 }
@@ -124,7 +128,7 @@ impl Clock {
         }
     }
 
-    fn decode_body(body: &[u8]) -> Result<Self, ReplicationError> {
+    fn decode_body(body: &[u8], known: &mut KnownOrigins) -> Result<Self, ReplicationError> {
         let bad = |_| ReplicationError::Malformed("clock");
         let mut r = Reader::new(body, "clock");
         let epoch: [u8; EPOCH_LEN] = r.array().map_err(bad)?;
@@ -134,7 +138,7 @@ impl Clock {
         }
         let mut feeds = Vec::with_capacity(count);
         for _ in 0..count {
-            let origin = read_origin(&mut r, "clock")?;
+            let origin = known.read(&mut r, "clock")?;
             let seq = u64::from_be_bytes(r.array().map_err(bad)?);
             let hash = r.array().map_err(bad)?;
             feeds.push(ClockEntry { origin, seq, hash });
@@ -203,9 +207,9 @@ impl Entries {
         self.entries
     }
 
-    fn decode_body(body: &[u8]) -> Result<Self, ReplicationError> {
+    fn decode_body(body: &[u8], known: &mut KnownOrigins) -> Result<Self, ReplicationError> {
         let mut r = Reader::new(body, "entries");
-        let origin = read_origin(&mut r, "entries")?;
+        let origin = known.read(&mut r, "entries")?;
         let entries = read_entry_list(&mut r, &origin, "entries")?;
         r.finish()
             .map_err(|_| ReplicationError::Malformed("entries"))?;
@@ -213,6 +217,72 @@ impl Entries {
             return Err(ReplicationError::NoEntries);
         }
         Ok(Entries { origin, entries })
+    }
+}
+
+/// "From you I take the feeds of these origins only": a server that follows a configured
+/// list of origins says so before its Clock, and the peer then never sends it a segment of
+/// any other origin. The origins are named by their fingerprints (SHA-256 of the key, as an
+/// operator configures them). Every value lists at most [`MAX_ORIGINS`] distinct
+/// fingerprints in ascending order (possibly none).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Wants {
+    origins: Vec<Fingerprint>,
+}
+
+impl Wants {
+    /// The wants of the origins with fingerprints `origins`, in any order: sorts them, and
+    /// refuses more than [`MAX_ORIGINS`] ([`ReplicationError::TooManyOrigins`]) or a
+    /// repeated one ([`ReplicationError::BadWants`]).
+    pub fn new(mut origins: Vec<Fingerprint>) -> Result<Self, ReplicationError> {
+        if origins.len() > MAX_ORIGINS {
+            return Err(ReplicationError::TooManyOrigins(origins.len()));
+        }
+        origins.sort();
+        check_wants(&origins)?;
+        Ok(Wants { origins })
+    }
+
+    /// The fingerprints of the origins wanted, ascending.
+    pub fn origins(&self) -> &[Fingerprint] {
+        &self.origins
+    }
+
+    /// Whether `origin`'s feed is wanted.
+    pub fn contains(&self, origin: &ServerKey) -> bool {
+        self.origins.binary_search(&origin.fingerprint()).is_ok()
+    }
+
+    fn encode_body(&self, out: &mut Vec<u8>) {
+        // At most MAX_ORIGINS: the cast is exact.
+        out.extend_from_slice(&(self.origins.len() as u32).to_be_bytes());
+        for o in &self.origins {
+            out.extend_from_slice(&o.0);
+        }
+    }
+
+    fn decode_body(body: &[u8]) -> Result<Self, ReplicationError> {
+        let bad = |_| ReplicationError::Malformed("wants");
+        let mut r = Reader::new(body, "wants");
+        let count = r.u32().map_err(bad)? as usize;
+        if count > MAX_ORIGINS {
+            return Err(ReplicationError::TooManyOrigins(count));
+        }
+        let mut origins = Vec::with_capacity(count);
+        for _ in 0..count {
+            origins.push(Fingerprint(r.array().map_err(bad)?));
+        }
+        r.finish().map_err(bad)?;
+        check_wants(&origins)?;
+        Ok(Wants { origins })
+    }
+}
+
+fn check_wants(origins: &[Fingerprint]) -> Result<(), ReplicationError> {
+    if origins.windows(2).all(|w| w[0] < w[1]) {
+        Ok(())
+    } else {
+        Err(ReplicationError::BadWants)
     }
 }
 
@@ -238,6 +308,8 @@ pub enum Message {
     Ack(Ack),
     /// 0x05 Fork.
     Fork(ForkProof),
+    /// 0x06 Wants: sent, if at all, as the first message of a link.
+    Wants(Wants),
 }
 
 impl Message {
@@ -249,6 +321,7 @@ impl Message {
             Message::Head(_) => MessageType::Head,
             Message::Ack(_) => MessageType::Ack,
             Message::Fork(_) => MessageType::Fork,
+            Message::Wants(_) => MessageType::Wants,
         }
     }
 
@@ -270,6 +343,7 @@ impl Message {
                 out.extend_from_slice(&a.seq.to_be_bytes());
             }
             Message::Fork(p) => p.encode_body(out),
+            Message::Wants(w) => w.encode_body(out),
         }
         // Every value is within its limit (at most MAX_FORK_MESSAGE < 2^32): the cast is exact.
         let len = (out.len() - at - FRAME_HEADER_LEN) as u32;
@@ -285,6 +359,11 @@ impl Message {
 
     /// Decodes a frame's content (the type byte and the body, without the length).
     pub fn decode(frame: &[u8]) -> Result<Self, ReplicationError> {
+        Self::decode_known(frame, &mut KnownOrigins::default())
+    }
+
+    /// [`Message::decode`], taking origins from `known` when their bytes are there.
+    fn decode_known(frame: &[u8], known: &mut KnownOrigins) -> Result<Self, ReplicationError> {
         let (&ty, body) = frame.split_first().ok_or(ReplicationError::EmptyFrame)?;
         let ty = MessageType::from_byte(ty)?;
         if frame.len() > ty.max_len() {
@@ -294,8 +373,8 @@ impl Message {
             });
         }
         Ok(match ty {
-            MessageType::Clock => Message::Clock(Clock::decode_body(body)?),
-            MessageType::Entries => Message::Entries(Entries::decode_body(body)?),
+            MessageType::Clock => Message::Clock(Clock::decode_body(body, known)?),
+            MessageType::Entries => Message::Entries(Entries::decode_body(body, known)?),
             MessageType::Head => Message::Head(SignedHead::decode(body).map_err(|e| match e {
                 crate::ledger::LedgerError::Malformed(_) => ReplicationError::Malformed(ty.name()),
                 other => other.into(),
@@ -303,25 +382,50 @@ impl Message {
             MessageType::Ack => {
                 let bad = |_| ReplicationError::Malformed("ack");
                 let mut r = Reader::new(body, "ack");
-                let origin = read_origin(&mut r, "ack")?;
+                let origin = known.read(&mut r, "ack")?;
                 let seq = u64::from_be_bytes(r.array().map_err(bad)?);
                 r.finish().map_err(bad)?;
                 Message::Ack(Ack { origin, seq })
             }
             MessageType::Fork => Message::Fork(ForkProof::decode_body(body)?),
+            MessageType::Wants => Message::Wants(Wants::decode_body(body)?),
         })
     }
 }
 
-/// Reads a 33-byte origin that must be a valid point.
-pub(crate) fn read_origin(
-    r: &mut Reader<'_>,
-    what: &'static str,
-) -> Result<ServerKey, ReplicationError> {
-    let bytes = r
-        .take(POINT_LEN)
-        .map_err(|_| ReplicationError::Malformed(what))?;
-    ServerKey::from_bytes(bytes).map_err(|_| crate::ledger::LedgerError::BadOrigin.into())
+/// The origin keys a reader decoded last (at most [`KNOWN_ORIGINS`]): an origin whose 33
+/// bytes equal one of them is that key, without decompressing its point again (a valid key
+/// has one encoding, and these bytes were checked when first decoded). A link's stream
+/// carries the same few origins in message after message.
+#[derive(Debug, Default, Clone)]
+struct KnownOrigins {
+    keys: Vec<ServerKey>,
+}
+
+/// How many origins a [`MessageReader`] remembers.
+const KNOWN_ORIGINS: usize = 8;
+
+impl KnownOrigins {
+    /// Reads a 33-byte origin that must be a valid point.
+    fn read(
+        &mut self,
+        r: &mut Reader<'_>,
+        what: &'static str,
+    ) -> Result<ServerKey, ReplicationError> {
+        let bytes = r
+            .take(POINT_LEN)
+            .map_err(|_| ReplicationError::Malformed(what))?;
+        if let Some(key) = self.keys.iter().find(|k| k.as_bytes() == bytes) {
+            return Ok(*key);
+        }
+        let key =
+            ServerKey::from_bytes(bytes).map_err(|_| crate::ledger::LedgerError::BadOrigin)?;
+        if self.keys.len() == KNOWN_ORIGINS {
+            self.keys.remove(0);
+        }
+        self.keys.push(key);
+        Ok(key)
+    }
 }
 
 /// Appends `count:u32be || count x (len:u32be || entry)`.
@@ -368,6 +472,7 @@ pub(crate) fn read_entry_list(
 pub struct MessageReader {
     buf: Vec<u8>,
     start: usize,
+    known: KnownOrigins,
 }
 
 impl MessageReader {
@@ -420,7 +525,7 @@ impl MessageReader {
         let Some(frame) = pending.get(FRAME_HEADER_LEN..FRAME_HEADER_LEN + len) else {
             return Ok(None);
         };
-        let message = Message::decode(frame)?;
+        let message = Message::decode_known(frame, &mut self.known)?;
         self.start += FRAME_HEADER_LEN + len;
         Ok(Some(message))
     }

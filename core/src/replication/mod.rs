@@ -26,7 +26,7 @@ pub use accept::{Segment, SegmentBuilder, Verdict, accept};
 pub use auth::{PEER_LINK_CONTEXT, peer_link_message, sign_peer_link, verify_peer_link};
 pub use fork::ForkProof;
 pub use link::{Link, LinkConfig, LinkEvent, NodeRequest};
-pub use message::{Ack, Clock, ClockEntry, Entries, Message, MessageReader, MessageType};
+pub use message::{Ack, Clock, ClockEntry, Entries, Message, MessageReader, MessageType, Wants};
 
 use crate::ledger::LedgerError;
 
@@ -75,7 +75,7 @@ pub enum ReplicationError {
         /// The limit for that type.
         max: usize,
     },
-    /// The type byte is not one of the five message types.
+    /// The type byte is not one of the six message types.
     #[error("unknown replication message type {0:#04x}")]
     UnknownType(u8),
     /// A Clock lists more than [`MAX_ORIGINS`] feeds.
@@ -84,6 +84,9 @@ pub enum ReplicationError {
     /// A Clock's origins are not strictly ascending, or one has seq 0.
     #[error("clock entries must be distinct held feeds in ascending origin order")]
     BadClock,
+    /// A Wants message repeats an origin or does not list them in ascending order.
+    #[error("wants must list distinct origins in ascending order")]
+    BadWants,
     /// An Entries message carries no entry.
     #[error("entries message without entries")]
     NoEntries,
@@ -128,6 +131,9 @@ pub enum ReplicationError {
         /// The acknowledged seq.
         seq: u64,
     },
+    /// The peer sent a segment of an origin this side's Wants did not list.
+    #[error("the peer sent a feed this server does not take from it")]
+    Unwanted,
     /// The peer sent more than the window allows before acknowledging.
     #[error("the peer exceeded the replication window")]
     WindowExceeded,

@@ -16,7 +16,7 @@ use vserv_core::ServerKey;
 use vserv_core::ledger::{Entry, SignedHead};
 use vserv_core::replication::{
     Epoch, ForkProof, Link, LinkConfig, LinkEvent, MAX_SEGMENT_ENTRIES, Message, MessageReader,
-    NodeRequest, ReplicationError, Verdict, accept,
+    NodeRequest, ReplicationError, Verdict, Wants, accept,
 };
 
 use super::feeds::Feed;
@@ -28,12 +28,14 @@ pub struct Stored {
     pub heads: BTreeMap<u64, SignedHead>,
 }
 
-/// An in-memory node: its epoch, the feeds it holds and its fork proofs.
+/// An in-memory node: its epoch, the feeds it holds, its fork proofs and the origins it
+/// takes from peers (`None`: every one).
 #[derive(Debug, Clone)]
 pub struct Node {
     pub epoch: Epoch,
     pub feeds: BTreeMap<ServerKey, Stored>,
     pub forks: BTreeMap<ServerKey, ForkProof>,
+    pub wants: Option<Vec<vserv_core::Fingerprint>>,
 }
 
 impl Node {
@@ -42,6 +44,7 @@ impl Node {
             epoch: [epoch; 16],
             feeds: BTreeMap::new(),
             forks: BTreeMap::new(),
+            wants: None,
         }
     }
 
@@ -75,10 +78,15 @@ impl Node {
     }
 
     pub fn link(&self, config: LinkConfig, now: Instant) -> Link {
-        Link::new(
+        let wants = self
+            .wants
+            .clone()
+            .map(|w| Wants::new(w).expect("a valid want list"));
+        Link::following(
             self.epoch,
             self.heads(),
             self.forks.values().cloned().collect(),
+            wants,
             config,
             now,
         )

@@ -21,6 +21,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use vserv_core::ledger::{ChainVerifier, Entry, Head, LedgerError, SignedHead};
+use vserv_core::replication::Segment as CheckedSegment;
 use vserv_core::wire::POINT_LEN;
 use vserv_core::{Fingerprint, ServerKey};
 use vserv_store::kv::{Op, Store, StoreError, Table};
@@ -79,6 +80,9 @@ pub struct Replicas {
     /// The feed numbers of origins held, as read from (or committed to) the store's `o:`
     /// keys, which stay authoritative: an origin missing here is looked up there.
     numbers: RwLock<HashMap<[u8; POINT_LEN], FeedNumber>>,
+    /// The origins found by fingerprint (a held feed stays held), so that a client's
+    /// `rhead ORIGIN` decodes no point to find the feed.
+    by_fingerprint: RwLock<HashMap<Fingerprint, ServerKey>>,
 }
 
 impl std::fmt::Debug for Replicas {
@@ -98,6 +102,7 @@ impl Replicas {
             own,
             writer: Mutex::new(()),
             numbers: RwLock::new(HashMap::new()),
+            by_fingerprint: RwLock::new(HashMap::new()),
         }
     }
 
@@ -177,6 +182,15 @@ impl Replicas {
         if *fingerprint == self.own.fingerprint() {
             return Ok(Some(self.feed(self.own)?));
         }
+        let cached = self
+            .by_fingerprint
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(fingerprint)
+            .copied();
+        if let Some(origin) = cached {
+            return Ok(Some(self.feed(origin)?));
+        }
         let Some(bytes) = self
             .store
             .get(Table::Replicas, &fingerprint_key(fingerprint))?
@@ -188,6 +202,10 @@ impl Replicas {
                 "the fingerprint index of {fingerprint} is not a key"
             ))
         })?;
+        self.by_fingerprint
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(*fingerprint, origin);
         Ok(Some(self.feed(origin)?))
     }
 
@@ -253,12 +271,35 @@ impl Replicas {
         &self,
         segments: &[(ServerKey, &[Entry], &SignedHead)],
     ) -> Result<Vec<Head>, ReplicaError> {
+        let pieces: Vec<Piece<'_>> = segments
+            .iter()
+            .map(|&(origin, entries, signed)| Piece::Unchecked(origin, entries, signed))
+            .collect();
+        self.persist_pieces(&pieces)
+    }
+
+    /// [`Replicas::persist_many`] of segments that the core's [`CheckedSegment`] type has
+    /// checked already (every entry's hash computed, the entries linked, the head's
+    /// signature verified and its hash the last entry's): only how each continues the
+    /// stored feed (or the segment of its origin before it) is checked here, so nothing is
+    /// hashed or verified twice. The same atomic, durable batch; on any error nothing is
+    /// written.
+    pub fn persist_segments(
+        &self,
+        segments: &[&CheckedSegment],
+    ) -> Result<Vec<Head>, ReplicaError> {
+        let pieces: Vec<Piece<'_>> = segments.iter().map(|s| Piece::Checked(s)).collect();
+        self.persist_pieces(&pieces)
+    }
+
+    fn persist_pieces(&self, segments: &[Piece<'_>]) -> Result<Vec<Head>, ReplicaError> {
         let _writer = self.writer();
         let mut batches: BTreeMap<[u8; POINT_LEN], OriginBatch> = BTreeMap::new();
         let mut ops = Vec::new();
         let mut heads = Vec::with_capacity(segments.len());
         let mut given = None;
-        for &(origin, entries, signed) in segments {
+        for piece in segments {
+            let (origin, entries) = (piece.origin(), piece.entries());
             if origin == self.own {
                 return Err(ReplicaError::OwnOrigin);
             }
@@ -294,7 +335,12 @@ impl Replicas {
                     })
                 }
             };
-            heads.push(self.add_segment(batch, entries, signed, &mut ops)?);
+            heads.push(match piece {
+                Piece::Unchecked(_, entries, signed) => {
+                    self.add_segment(batch, entries, signed, &mut ops)?
+                }
+                Piece::Checked(segment) => self.add_checked(batch, segment, &mut ops)?,
+            });
         }
         if let Some(count) = given {
             ops.push(Op::Put {
@@ -338,6 +384,76 @@ impl Replicas {
         Ok(heads)
     }
 
+    /// Adds one checked segment to `ops` after checking that it continues `batch` (its
+    /// origin's chain so far): the next seq, the prev of its first entry; returns its head.
+    fn add_checked(
+        &self,
+        batch: &mut OriginBatch,
+        segment: &CheckedSegment,
+        ops: &mut Vec<Op>,
+    ) -> Result<Head, ReplicaError> {
+        let tip = batch.verifier.head();
+        let expected = tip.seq.saturating_add(1);
+        if segment.first_seq() != expected {
+            return Err(ReplicaError::Rejected(LedgerError::Gap {
+                expected,
+                got: segment.first_seq(),
+            }));
+        }
+        let first_prev = segment.entries().first().map(Entry::prev);
+        if first_prev != Some(&tip.hash) {
+            return Err(ReplicaError::Rejected(LedgerError::BadLink {
+                seq: expected,
+            }));
+        }
+        for (entry, hash) in segment.entries().iter().zip(segment.hashes()) {
+            self.add_entry(batch, entry, entry.to_bytes(), hash, ops)?;
+        }
+        let signed = segment.head();
+        batch.verifier = ChainVerifier::resume(signed.head);
+        let keys = &batch.keys;
+        ops.push(Op::Put {
+            table: keys.table(),
+            key: keys.signed_head(signed.head.seq),
+            value: signed.to_bytes().to_vec(),
+        });
+        batch.last = Some(*signed);
+        Ok(signed.head)
+    }
+
+    /// Adds one entry of `batch` (its encoding and hash) to `ops`: the entry, its id, hash
+    /// and kind indexes, and its kind's count.
+    fn add_entry(
+        &self,
+        batch: &mut OriginBatch,
+        entry: &Entry,
+        encoded: Vec<u8>,
+        hash: &[u8; 32],
+        ops: &mut Vec<Op>,
+    ) -> Result<(), ReplicaError> {
+        let keys = &batch.keys;
+        let table = keys.table();
+        let put = |key: Vec<u8>, value: Vec<u8>| Op::Put { table, key, value };
+        let seq = entry.seq();
+        let seq_bytes = seq.to_be_bytes().to_vec();
+        ops.push(put(keys.entry(seq), encoded));
+        ops.push(put(keys.id(entry.record_id()), seq_bytes.clone()));
+        ops.push(put(keys.hash(hash), seq_bytes));
+        ops.push(put(keys.kind(entry.kind(), seq), Vec::new()));
+        let count = match batch.counts.get_mut(entry.kind()) {
+            Some(count) => count,
+            None => {
+                let held = match self.store.get(table, &keys.kind_count(entry.kind()))? {
+                    Some(v) => seq_value(&v, "kind count")?,
+                    None => 0,
+                };
+                batch.counts.entry(entry.kind().to_owned()).or_insert(held)
+            }
+        };
+        *count = count.saturating_add(1);
+        Ok(())
+    }
+
     /// Checks one segment against `batch` (its origin's chain so far) and adds its entries,
     /// indexes and signed head to `ops`; returns its head.
     fn add_segment(
@@ -347,8 +463,7 @@ impl Replicas {
         signed: &SignedHead,
         ops: &mut Vec<Op>,
     ) -> Result<Head, ReplicaError> {
-        let keys = &batch.keys;
-        let table = keys.table();
+        let table = batch.keys.table();
         let put = |key: Vec<u8>, value: Vec<u8>| Op::Put { table, key, value };
         // Each entry is encoded and hashed once: for the check and for the batch.
         for entry in entries {
@@ -357,24 +472,9 @@ impl Replicas {
                 .verifier
                 .push_encoded(&encoded)
                 .map_err(ReplicaError::Rejected)?;
-            let seq = entry.seq();
-            let seq_bytes = seq.to_be_bytes().to_vec();
-            ops.push(put(keys.entry(seq), encoded));
-            ops.push(put(keys.id(entry.record_id()), seq_bytes.clone()));
-            ops.push(put(keys.hash(&hash), seq_bytes));
-            ops.push(put(keys.kind(entry.kind(), seq), Vec::new()));
-            let count = match batch.counts.get_mut(entry.kind()) {
-                Some(count) => count,
-                None => {
-                    let held = match self.store.get(table, &keys.kind_count(entry.kind()))? {
-                        Some(v) => seq_value(&v, "kind count")?,
-                        None => 0,
-                    };
-                    batch.counts.entry(entry.kind().to_owned()).or_insert(held)
-                }
-            };
-            *count = count.saturating_add(1);
+            self.add_entry(batch, entry, encoded, &hash, ops)?;
         }
+        let keys = &batch.keys;
         batch
             .verifier
             .push_head(signed)
@@ -429,6 +529,28 @@ impl Replicas {
     fn writer(&self) -> MutexGuard<'_, ()> {
         // Guards no data: a panic while it was held leaves nothing inconsistent.
         self.writer.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// One segment handed to a persist: to be checked whole, or checked by the core already.
+enum Piece<'a> {
+    Unchecked(ServerKey, &'a [Entry], &'a SignedHead),
+    Checked(&'a CheckedSegment),
+}
+
+impl Piece<'_> {
+    fn origin(&self) -> ServerKey {
+        match self {
+            Piece::Unchecked(origin, ..) => *origin,
+            Piece::Checked(segment) => segment.origin(),
+        }
+    }
+
+    fn entries(&self) -> &[Entry] {
+        match self {
+            Piece::Unchecked(_, entries, _) => entries,
+            Piece::Checked(segment) => segment.entries(),
+        }
     }
 }
 

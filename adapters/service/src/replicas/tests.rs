@@ -553,6 +553,54 @@ fn several_segments_of_several_origins_are_one_batch_with_the_counts_of_each_cha
     assert_eq!(store.scan(Table::Replicas, b"").unwrap(), before);
 }
 
+/// Segments the core already checked are stored exactly as [`Replicas::persist_many`] stores
+/// them (same keys and values, one batch), and one that does not continue the stored feed
+/// (a gap, another prev) is refused with nothing written.
+#[test]
+fn checked_segments_are_stored_as_persist_many_stores_them_and_refused_off_the_chain() {
+    let (a, b) = (origin(2, 3, 7), origin(3, 2, 4));
+    let (sa, sb) = (a.segments(1), b.segments(1));
+    let order = [&sa[0], &sb[0], &sa[1], &sb[1], &sa[2]];
+    let checked: Vec<vserv_core::replication::Segment> = order
+        .iter()
+        .map(|s| vserv_core::replication::Segment::new(s.entries.clone(), s.head).unwrap())
+        .collect();
+    let (plain, plain_store) = holder();
+    let items: Vec<_> = order
+        .iter()
+        .map(|s| (s.head.head.origin, s.entries.as_slice(), &s.head))
+        .collect();
+    let want = plain.persist_many(&items).unwrap();
+    let (replicas, store) = holder();
+    let commits = store.commit_count();
+    let refs: Vec<_> = checked.iter().collect();
+    assert_eq!(replicas.persist_segments(&refs).unwrap(), want);
+    assert_eq!(store.commit_count(), commits + 1, "one store batch");
+    assert_eq!(
+        store.scan(Table::Replicas, b"").unwrap(),
+        plain_store.scan(Table::Replicas, b"").unwrap()
+    );
+    // Off the chain: a gap (sa[2] right after sa[0]); a segment at the next seq whose
+    // first entry links to another entry than the held one.
+    let (replicas, store) = holder();
+    let before = store.scan(Table::Replicas, b"").unwrap();
+    assert!(matches!(
+        replicas.persist_segments(&[&checked[0], &checked[4]]),
+        Err(ReplicaError::Rejected(LedgerError::Gap { .. }))
+    ));
+    assert_eq!(store.scan(Table::Replicas, b"").unwrap(), before);
+    replicas.persist_segments(&[&checked[0]]).unwrap();
+    let held = store.scan(Table::Replicas, b"").unwrap();
+    let stray = altered(&sa[1].entries[0], |f| f.prev = [9; 32]);
+    let signed = SignedHead::sign(&a.id, Head::of(&stray));
+    let stray = vserv_core::replication::Segment::new(vec![stray], signed).unwrap();
+    assert!(matches!(
+        replicas.persist_segments(&[&stray]),
+        Err(ReplicaError::Rejected(LedgerError::BadLink { seq: 8 }))
+    ));
+    assert_eq!(store.scan(Table::Replicas, b"").unwrap(), held);
+}
+
 /// A store holding the replicas of `origins` in the layout before feed numbers (each
 /// replica key after the origin's 33 bytes, no `o:` keys nor feed count), as a node of that
 /// version left it; with the clock it held.

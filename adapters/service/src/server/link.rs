@@ -244,6 +244,15 @@ impl Service {
         })
     }
 
+    /// The entries of each feed this node sent to `peer` since it started, over every link,
+    /// by origin fingerprint (empty when it does not replicate or `peer` is no peer). A feed
+    /// the peer's Wants left out is never sent, so never listed.
+    pub fn entries_sent(&self, peer: &Fingerprint) -> std::collections::BTreeMap<Fingerprint, u64> {
+        self.peers()
+            .map(|p| p.status.entries_sent(peer))
+            .unwrap_or_default()
+    }
+
     /// `peers`: [`Service::peer_status`] as its reply.
     pub(super) fn peers_reply(&self, now_ms: u64) -> Result<Reply, ErrorReply> {
         match self.peer_status(now_ms) {
@@ -561,10 +570,11 @@ fn new_link(peers: &Peers, now: Instant) -> Result<Box<Link>, LinkFailure> {
         .into_iter()
         .filter_map(|(_, bytes)| ForkProof::decode(&bytes).ok())
         .collect();
-    Ok(Box::new(Link::new(
+    Ok(Box::new(Link::following(
         peers.epoch,
         heads,
         forks,
+        peers.wants(),
         peers.config,
         now,
     )?))
@@ -616,7 +626,7 @@ fn log_event(event: &LinkEvent) {
         LinkEvent::PeerClock { clock, .. } => {
             tracing::debug!(feeds = clock.feeds().len(), "peer clock");
         }
-        LinkEvent::Acked { .. } => {}
+        LinkEvent::Acked { .. } | LinkEvent::Sent { .. } => {}
     }
 }
 
@@ -625,6 +635,11 @@ fn note_event(peers: &Peers, peer: &Fingerprint, event: &LinkEvent) {
     match event {
         LinkEvent::PeerClock { epoch, clock } => peers.status.peer_clock(peer, *epoch, clock),
         LinkEvent::Acked { origin, seq } => peers.status.acked(peer, origin.fingerprint(), *seq),
+        LinkEvent::Sent {
+            origin, entries, ..
+        } => peers
+            .status
+            .sent(peer, origin.fingerprint(), *entries as u64),
         // What this node holds is read from the store when the status is asked; the fork
         // proofs too.
         LinkEvent::CaughtUp { .. } | LinkEvent::Fork { .. } => {}
@@ -782,11 +797,10 @@ fn store_segments(peers: &Peers, segments: &[Segment]) -> Result<(), PersistErro
     if segments.is_empty() {
         return Ok(());
     }
-    let items: Vec<_> = segments
-        .iter()
-        .map(|s| (s.origin(), s.entries(), s.head()))
-        .collect();
-    peers.replicas.persist_many(&items)?;
+    // Each segment was checked when it was built (hashes, links, the head's signature):
+    // only how it continues the stored feed is checked again.
+    let items: Vec<&Segment> = segments.iter().collect();
+    peers.replicas.persist_segments(&items)?;
     for segment in segments {
         peers.tell_links(&LinkNews::Commit(*segment.head()));
     }

@@ -36,6 +36,9 @@ struct Record {
     /// The seq the peer holds of each feed, by origin fingerprint, as far as its latest
     /// clock and acknowledgements on the current (or last) link said.
     held: BTreeMap<Fingerprint, u64>,
+    /// Entries of each feed, by origin fingerprint, sent to the peer since the node started
+    /// (over every link).
+    sent: BTreeMap<Fingerprint, u64>,
 }
 
 impl Record {
@@ -49,6 +52,7 @@ impl Record {
             explained: false,
             epoch: None,
             held: BTreeMap::new(),
+            sent: BTreeMap::new(),
         }
     }
 
@@ -115,6 +119,23 @@ impl StatusBook {
             record.held.clear();
             record.explained = false;
         }
+    }
+
+    /// A link sent `entries` entries of `origin`'s feed to `peer`.
+    pub(super) fn sent(&self, peer: &Fingerprint, origin: Fingerprint, entries: u64) {
+        if let Some(record) = self.peers().get_mut(peer) {
+            let count = record.sent.entry(origin).or_insert(0);
+            *count = count.saturating_add(entries);
+        }
+    }
+
+    /// The entries of each feed sent to `peer` since the node started, by origin
+    /// fingerprint (empty for a peer the book does not have).
+    pub(super) fn entries_sent(&self, peer: &Fingerprint) -> BTreeMap<Fingerprint, u64> {
+        self.peers()
+            .get(peer)
+            .map(|r| r.sent.clone())
+            .unwrap_or_default()
     }
 
     /// A dial of `peer` starts: what ends it is not explained yet.

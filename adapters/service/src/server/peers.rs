@@ -18,7 +18,7 @@ use rand::{RngExt, SeedableRng};
 use vserv_core::ServerIdentity;
 use vserv_core::commands::{MAX_PEERS, PeerSource, check_peer_address};
 use vserv_core::ledger::SignedHead;
-use vserv_core::replication::{Epoch, ForkProof, LinkConfig};
+use vserv_core::replication::{Epoch, ForkProof, LinkConfig, Wants};
 use vserv_core::{Fingerprint, ServerKey};
 
 use super::peer_status::StatusBook;
@@ -204,6 +204,25 @@ impl Peers {
         self.follow
             .as_ref()
             .is_none_or(|list| list.contains(&origin.fingerprint()))
+    }
+
+    /// What a link of this node asks of its peer: with a `follow` list, the Wants of those
+    /// origins and the node's own (so a peer still offers back an own feed this node lost,
+    /// spec/replication.md §8); `None` (every origin) without one, or when the list is too
+    /// long for a Wants (then unfollowed feeds are still dropped on receipt).
+    pub(crate) fn wants(&self) -> Option<Wants> {
+        let list = self.follow.as_ref()?;
+        let mut origins = list.clone();
+        origins.push(self.identity.public_key().fingerprint());
+        origins.sort();
+        origins.dedup();
+        match Wants::new(origins) {
+            Ok(wants) => Some(wants),
+            Err(e) => {
+                tracing::warn!(error = %e, "the follow list does not fit a Wants message");
+                None
+            }
+        }
     }
 
     fn dials(&self) -> MutexGuard<'_, BTreeMap<Fingerprint, DialState>> {

@@ -72,6 +72,15 @@ impl Member {
         }
     }
 
+    /// The CPU time its process used so far (`None` in-process, where the servers share
+    /// this process, or where `/proc` cannot be read).
+    pub(super) fn cpu_time(&self) -> Option<Duration> {
+        match self {
+            Member::Process(m) => m.cpu_time(),
+            Member::InProcess(_) => None,
+        }
+    }
+
     /// Its log counts every commit (in-process), not only the head changes a poll saw.
     pub(super) fn exact(&self) -> bool {
         matches!(self, Member::InProcess(_))

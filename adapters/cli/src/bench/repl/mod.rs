@@ -181,6 +181,13 @@ pub struct CatchUp {
 pub struct Live {
     /// Client connections.
     connections: u64,
+    /// With server processes: CPU time (user + system) of A per acknowledged entry, from
+    /// the load's start until B committed the last one. Unlike the latency it hardly
+    /// depends on what else the machine runs.
+    a_cpu_us_per_entry: Option<f64>,
+    /// The same of B (receiving, checking, persisting; and answering the polls that watch
+    /// it).
+    b_cpu_us_per_entry: Option<f64>,
     /// The requested rate (`None`: saturating).
     target_per_s: Option<u64>,
     /// Requests in flight per connection (1 when steady).
@@ -475,14 +482,20 @@ fn live_report(
     args: &ReplArgs,
     steady: bool,
     acks: &[Ack],
-    elapsed: Duration,
+    (elapsed, cpu_before): (Duration, (Option<Duration>, Option<Duration>)),
     a: &Member,
     b: &Member,
 ) -> anyhow::Result<Live> {
     let (latency, early) = latencies(acks, b.log(), &a.key())?;
     let (low, high) = seq_range(acks);
+    let per_entry = |before: Option<Duration>, after: Option<Duration>| {
+        let used = after?.checked_sub(before?)?;
+        Some(used.as_secs_f64() * 1e6 / (acks.len().max(1) as f64))
+    };
     Ok(Live {
         connections: args.connections,
+        a_cpu_us_per_entry: per_entry(cpu_before.0, a.cpu_time()),
+        b_cpu_us_per_entry: per_entry(cpu_before.1, b.cpu_time()),
         target_per_s: steady.then_some(args.rate),
         window: if steady { 1 } else { args.window },
         rputs: acks.len() as u64,
@@ -529,9 +542,11 @@ fn live(mode: &Mode, args: &ReplArgs) -> anyhow::Result<(Live, Live)> {
     let a = line.pop().context("A")?;
     let mut clients = clients(&a, args.connections)?;
     warm_up(&mut clients, &a, std::slice::from_ref(&b))?;
+    let cpu = (a.cpu_time(), b.cpu_time());
     let start = Instant::now();
     let acks = load::steady(&mut clients, "steady", args.rate, args.seconds, args.body)?;
-    let steady = live_report(args, true, &acks, start.elapsed(), &a, &b)?;
+    let steady = live_report(args, true, &acks, (start.elapsed(), cpu), &a, &b)?;
+    let cpu = (a.cpu_time(), b.cpu_time());
     let start = Instant::now();
     let acks = load::saturating(
         &mut clients,
@@ -540,7 +555,7 @@ fn live(mode: &Mode, args: &ReplArgs) -> anyhow::Result<(Live, Live)> {
         args.seconds,
         args.body,
     )?;
-    let saturating = live_report(args, false, &acks, start.elapsed(), &a, &b)?;
+    let saturating = live_report(args, false, &acks, (start.elapsed(), cpu), &a, &b)?;
     for client in clients {
         client.quit().context("closing a session")?;
     }
@@ -670,6 +685,13 @@ impl Report for ReplReport {
                 ms(LIVE_P50_TARGET_US),
                 verdict(l.latency.p50_us <= LIVE_P50_TARGET_US)
             );
+            if let (Some(a_cpu), Some(b_cpu)) = (l.a_cpu_us_per_entry, l.b_cpu_us_per_entry) {
+                let _ = writeln!(
+                    s,
+                    "  CPU per entry (user + system, to B's last commit): A {a_cpu:.1} µs, B \
+                     {b_cpu:.1} µs"
+                );
+            }
             if let Some(b) = &l.breakdown {
                 let _ = writeln!(
                     s,

@@ -161,6 +161,18 @@ impl Member {
         })
     }
 
+    /// The CPU time (user and system) the process used so far, from `/proc` (`None` where
+    /// it cannot be read).
+    pub(super) fn cpu_time(&self) -> Option<Duration> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.server.pid())).ok()?;
+        // Fields after the command name (which may hold spaces, inside parentheses):
+        // state is field 3, utime 14 and stime 15, in clock ticks of 1/100 s (USER_HZ).
+        let rest = stat.rsplit_once(')')?.1;
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let ticks = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+        Some(Duration::from_millis(ticks.saturating_mul(10)))
+    }
+
     /// The address it listens on.
     pub(super) fn address(&self) -> &str {
         &self.server.addr
