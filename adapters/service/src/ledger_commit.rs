@@ -27,7 +27,7 @@ use crate::work::Work;
 
 use crate::ledger_layout::{
     FeedError, FeedKeys, HEAD_KEY, entry_key, hash_key, id_key, kind_count_key, kind_key,
-    seq_of_id, seq_value, signed_head_key, stored_head,
+    kind_runs_value, seq_of_id, seq_value, signed_head_key, stored_head,
 };
 
 /// The most records one commit of the feed takes, so that the entries between two stored
@@ -358,6 +358,9 @@ struct Batch {
     ops: Vec<Op>,
     results: Vec<AppendResults>,
     kind_counts: BTreeMap<String, u64>,
+    /// Kind -> the seqs of this batch's entries of that kind, as ascending runs `(first,
+    /// last)`: one kind index record each (`ledger_layout.rs`).
+    kind_runs: BTreeMap<String, Vec<(u64, u64)>>,
     /// Record id -> seq of every record accepted into this batch.
     ids: BTreeMap<Vec<u8>, u64>,
     /// The new head, if any record was accepted.
@@ -407,6 +410,13 @@ impl Committer {
             batch
                 .ops
                 .push(put(kind_count_key(kind), count.to_be_bytes().to_vec()));
+        }
+        for (kind, runs) in &batch.kind_runs {
+            if let Some(&(_, last)) = runs.last() {
+                batch
+                    .ops
+                    .push(put(kind_key(kind, last), kind_runs_value(runs)));
+            }
         }
         match self.store.commit(batch.ops) {
             Ok(()) => {
@@ -506,13 +516,20 @@ impl Committer {
             }
         };
         *count = count.saturating_add(1);
+        let runs = match batch.kind_runs.get_mut(kind) {
+            Some(runs) => runs,
+            None => batch.kind_runs.entry(kind.to_owned()).or_default(),
+        };
+        match runs.last_mut() {
+            Some((_, last)) if last.checked_add(1) == Some(seq) => *last = seq,
+            _ => runs.push((seq, seq)),
+        }
         let hash = entry.hash();
         let seq_bytes = seq.to_be_bytes().to_vec();
         batch.ops.extend([
             put(entry_key(seq), entry.to_bytes()),
             put(id_key(entry.record_id()), seq_bytes.clone()),
             put(hash_key(&hash), seq_bytes),
-            put(kind_key(kind, seq), Vec::new()),
         ]);
         batch.ids.insert(entry.record_id().to_vec(), seq);
         *head = Some(Head::of(&entry));
