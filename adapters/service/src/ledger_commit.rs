@@ -134,6 +134,13 @@ fn take_commit(jobs: &mut VecDeque<Job>) -> Vec<Piece> {
 /// against commits made after their submitter looked at the store).
 const RECENT_COMMITS: usize = 1024;
 
+/// The most record ids the committer remembers: older commits are forgotten whole once the
+/// remembered ones hold more (a submission checked before a forgotten commit has its ids
+/// looked up in the store instead). This bounds the committer's memory (about 10 MiB)
+/// whatever the size of the commits; a submission waits a few commits at most, and 16 full
+/// commits fit.
+const RECENT_IDS: usize = 16 * MAX_SEGMENT_ENTRIES;
+
 /// The submissions waiting for the next commit, and whether a commit run is under way.
 #[derive(Default)]
 struct Queue {
@@ -307,7 +314,8 @@ struct Committer {
 /// the submitters are answered.
 pub type CommitListener = Arc<dyn Fn(SignedHead) + Send + Sync>;
 
-/// The record ids of the last [`RECENT_COMMITS`] commits, by commit number (from 1).
+/// The record ids of the last [`RECENT_COMMITS`] commits (fewer when they hold more than
+/// [`RECENT_IDS`] ids), by commit number (from 1).
 #[derive(Default)]
 struct Recent {
     /// Record id -> (commit number, seq).
@@ -338,7 +346,9 @@ impl Recent {
             names.push(id);
         }
         self.order.push_back((commit, names));
-        while self.order.len() > RECENT_COMMITS {
+        while self.order.len() > RECENT_COMMITS
+            || (self.ids.len() > RECENT_IDS && self.order.len() > 1)
+        {
             let Some((old, names)) = self.order.pop_front() else {
                 break;
             };
@@ -686,5 +696,29 @@ mod tests {
         assert_eq!(recent.stored_after(b"b", 2), Ok(None));
         assert_eq!(recent.stored_after(b"x5", 2), Ok(Some(5)));
         assert_eq!(recent.ids.len(), RECENT_COMMITS);
+    }
+
+    #[test]
+    fn recent_ids_stay_bounded_however_large_the_commits() {
+        let mut recent = Recent::default();
+        let per_commit = MAX_SEGMENT_ENTRIES as u64;
+        let mut seq = 0;
+        for commit in 1..=40u64 {
+            let ids = (0..per_commit)
+                .map(|_| {
+                    seq += 1;
+                    (format!("r{seq}").into_bytes(), seq)
+                })
+                .collect();
+            recent.remember(commit, ids);
+            assert!(recent.ids.len() <= RECENT_IDS);
+        }
+        // The last 16 commits are remembered; a check made before them asks the store.
+        assert_eq!(recent.ids.len(), RECENT_IDS);
+        assert_eq!(recent.stored_after(b"r1", 0), Err(()));
+        assert_eq!(recent.stored_after(b"r1", 23), Err(()));
+        assert_eq!(recent.stored_after(b"r163840", 24), Ok(Some(163_840)));
+        assert_eq!(recent.stored_after(b"r98305", 24), Ok(Some(98_305)));
+        assert_eq!(recent.stored_after(b"r98304", 24), Ok(None));
     }
 }
