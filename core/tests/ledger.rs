@@ -363,10 +363,10 @@ fn decoding_checks_every_new_origin_after_a_known_one() {
     let good = ea.to_bytes();
     assert_eq!(Entry::decode(&good), Ok(ea.clone()));
     // Some last byte of the x coordinate gives no point on the curve.
-    let refused = (0..=255u8).find_map(|last| {
+    let refused = (0..=255u8).find(|&last| {
         let mut forged = good.clone();
         forged[33] = last;
-        (Entry::decode(&forged) == Err(LedgerError::BadOrigin)).then_some(last)
+        Entry::decode(&forged) == Err(LedgerError::BadOrigin)
     });
     assert!(refused.is_some(), "some x is not on the curve");
     assert_eq!(Entry::decode(&good), Ok(ea.clone()));

@@ -94,7 +94,7 @@ pub fn kind_runs(key_seq: u64, value: &[u8]) -> Result<Vec<(u64, u64)>, FeedErro
     }
     let corrupt =
         || FeedError::Corrupt(format!("the kind index record at seq {key_seq} is garbled"));
-    if value.len() % KIND_RUN_LEN != 0 {
+    if !value.len().is_multiple_of(KIND_RUN_LEN) {
         return Err(corrupt());
     }
     let mut runs = Vec::with_capacity(value.len() / KIND_RUN_LEN);
