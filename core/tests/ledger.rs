@@ -340,6 +340,46 @@ fn encoding_layout_matches_the_spec() {
     assert_eq!(Entry::decode(&b), Ok(entry));
 }
 
+/// Decoding remembers the last valid origin key of its thread: an origin one byte away from
+/// it must still be checked as a point (and refused when it is none), and entries of other
+/// feeds, and signed heads, decode as before.
+#[test]
+fn decoding_checks_every_new_origin_after_a_known_one() {
+    let entry_of = |origin| {
+        Entry::new(EntryFields {
+            origin,
+            seq: 1,
+            prev: ZERO_HASH,
+            timestamp: 7,
+            author: "bob".into(),
+            kind: "k".into(),
+            record_id: vec![1],
+            body: b"x".to_vec(),
+        })
+        .expect("valid")
+    };
+    let (a, b) = (identity(20), identity(21));
+    let (ea, eb) = (entry_of(a.public_key()), entry_of(b.public_key()));
+    let good = ea.to_bytes();
+    assert_eq!(Entry::decode(&good), Ok(ea.clone()));
+    // Some last byte of the x coordinate gives no point on the curve.
+    let refused = (0..=255u8).find(|&last| {
+        let mut forged = good.clone();
+        forged[33] = last;
+        Entry::decode(&forged) == Err(LedgerError::BadOrigin)
+    });
+    assert!(refused.is_some(), "some x is not on the curve");
+    assert_eq!(Entry::decode(&good), Ok(ea.clone()));
+    assert_eq!(Entry::decode(&eb.to_bytes()), Ok(eb));
+    assert_eq!(Entry::decode(&good), Ok(ea));
+    let head = SignedHead::sign(&b, Head::of(&entry_of(b.public_key())));
+    let mut bytes = head.to_bytes().to_vec();
+    assert_eq!(SignedHead::decode(&bytes), Ok(head));
+    bytes[1..34].copy_from_slice(&good[1..34]);
+    bytes[33] = refused.unwrap_or(0);
+    assert_eq!(SignedHead::decode(&bytes), Err(LedgerError::BadOrigin));
+}
+
 #[test]
 fn field_rules_are_enforced() {
     let origin = identity(9).public_key();

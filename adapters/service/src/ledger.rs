@@ -24,7 +24,7 @@ pub use crate::ledger_feed::Feed;
 pub use crate::ledger_layout::{
     ENTRY_PREFIX, FeedError, FeedKeys, FeedNumber, HASH_PREFIX, HEAD_KEY, ID_PREFIX,
     KIND_COUNT_PREFIX, KIND_PREFIX, REPLICA_FEED_LEAD, SIGNED_HEAD_PREFIX, entry_key, hash_key,
-    id_key, kind_count_key, kind_key, kind_prefix, signed_head_key,
+    id_key, kind_count_key, kind_key, kind_prefix, kind_runs, kind_runs_value, signed_head_key,
 };
 pub use crate::ledger_query::{CHECK_PAGE, Page};
 

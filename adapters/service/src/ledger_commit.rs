@@ -27,7 +27,7 @@ use crate::work::Work;
 
 use crate::ledger_layout::{
     FeedError, FeedKeys, HEAD_KEY, entry_key, hash_key, id_key, kind_count_key, kind_key,
-    seq_of_id, seq_value, signed_head_key, stored_head,
+    kind_runs_value, seq_of_id, seq_value, signed_head_key, stored_head,
 };
 
 /// The most records one commit of the feed takes, so that the entries between two stored
@@ -133,6 +133,13 @@ fn take_commit(jobs: &mut VecDeque<Job>) -> Vec<Piece> {
 /// How many recent commits' record ids the committer remembers (for checking submissions
 /// against commits made after their submitter looked at the store).
 const RECENT_COMMITS: usize = 1024;
+
+/// The most record ids the committer remembers: older commits are forgotten whole once the
+/// remembered ones hold more (a submission checked before a forgotten commit has its ids
+/// looked up in the store instead). This bounds the committer's memory (about 10 MiB)
+/// whatever the size of the commits; a submission waits a few commits at most, and 16 full
+/// commits fit.
+const RECENT_IDS: usize = 16 * MAX_SEGMENT_ENTRIES;
 
 /// The submissions waiting for the next commit, and whether a commit run is under way.
 #[derive(Default)]
@@ -307,7 +314,8 @@ struct Committer {
 /// the submitters are answered.
 pub type CommitListener = Arc<dyn Fn(SignedHead) + Send + Sync>;
 
-/// The record ids of the last [`RECENT_COMMITS`] commits, by commit number (from 1).
+/// The record ids of the last [`RECENT_COMMITS`] commits (fewer when they hold more than
+/// [`RECENT_IDS`] ids), by commit number (from 1).
 #[derive(Default)]
 struct Recent {
     /// Record id -> (commit number, seq).
@@ -338,7 +346,9 @@ impl Recent {
             names.push(id);
         }
         self.order.push_back((commit, names));
-        while self.order.len() > RECENT_COMMITS {
+        while self.order.len() > RECENT_COMMITS
+            || (self.ids.len() > RECENT_IDS && self.order.len() > 1)
+        {
             let Some((old, names)) = self.order.pop_front() else {
                 break;
             };
@@ -358,6 +368,9 @@ struct Batch {
     ops: Vec<Op>,
     results: Vec<AppendResults>,
     kind_counts: BTreeMap<String, u64>,
+    /// Kind -> the seqs of this batch's entries of that kind, as ascending runs `(first,
+    /// last)`: one kind index record each (`ledger_layout.rs`).
+    kind_runs: BTreeMap<String, Vec<(u64, u64)>>,
     /// Record id -> seq of every record accepted into this batch.
     ids: BTreeMap<Vec<u8>, u64>,
     /// The new head, if any record was accepted.
@@ -407,6 +420,13 @@ impl Committer {
             batch
                 .ops
                 .push(put(kind_count_key(kind), count.to_be_bytes().to_vec()));
+        }
+        for (kind, runs) in &batch.kind_runs {
+            if let Some(&(_, last)) = runs.last() {
+                batch
+                    .ops
+                    .push(put(kind_key(kind, last), kind_runs_value(runs)));
+            }
         }
         match self.store.commit(batch.ops) {
             Ok(()) => {
@@ -506,13 +526,20 @@ impl Committer {
             }
         };
         *count = count.saturating_add(1);
+        let runs = match batch.kind_runs.get_mut(kind) {
+            Some(runs) => runs,
+            None => batch.kind_runs.entry(kind.to_owned()).or_default(),
+        };
+        match runs.last_mut() {
+            Some((_, last)) if last.checked_add(1) == Some(seq) => *last = seq,
+            _ => runs.push((seq, seq)),
+        }
         let hash = entry.hash();
         let seq_bytes = seq.to_be_bytes().to_vec();
         batch.ops.extend([
             put(entry_key(seq), entry.to_bytes()),
             put(id_key(entry.record_id()), seq_bytes.clone()),
             put(hash_key(&hash), seq_bytes),
-            put(kind_key(kind, seq), Vec::new()),
         ]);
         batch.ids.insert(entry.record_id().to_vec(), seq);
         *head = Some(Head::of(&entry));
@@ -669,5 +696,29 @@ mod tests {
         assert_eq!(recent.stored_after(b"b", 2), Ok(None));
         assert_eq!(recent.stored_after(b"x5", 2), Ok(Some(5)));
         assert_eq!(recent.ids.len(), RECENT_COMMITS);
+    }
+
+    #[test]
+    fn recent_ids_stay_bounded_however_large_the_commits() {
+        let mut recent = Recent::default();
+        let per_commit = MAX_SEGMENT_ENTRIES as u64;
+        let mut seq = 0;
+        for commit in 1..=40u64 {
+            let ids = (0..per_commit)
+                .map(|_| {
+                    seq += 1;
+                    (format!("r{seq}").into_bytes(), seq)
+                })
+                .collect();
+            recent.remember(commit, ids);
+            assert!(recent.ids.len() <= RECENT_IDS);
+        }
+        // The last 16 commits are remembered; a check made before them asks the store.
+        assert_eq!(recent.ids.len(), RECENT_IDS);
+        assert_eq!(recent.stored_after(b"r1", 0), Err(()));
+        assert_eq!(recent.stored_after(b"r1", 23), Err(()));
+        assert_eq!(recent.stored_after(b"r163840", 24), Ok(Some(163_840)));
+        assert_eq!(recent.stored_after(b"r98305", 24), Ok(Some(98_305)));
+        assert_eq!(recent.stored_after(b"r98304", 24), Ok(None));
     }
 }

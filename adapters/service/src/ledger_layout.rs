@@ -17,13 +17,18 @@
 //! | `e:` + seq (`u64` big-endian) | the entry's canonical encoding (`spec/ledger.md` §1) |
 //! | `id:` + record id | seq (`u64` big-endian) of the entry with that record id |
 //! | `h:` + entry hash (32 bytes) | seq (`u64` big-endian) of the entry with that hash |
-//! | `k:` + kind + `0x00` + seq (`u64` big-endian) | empty: the kind index |
+//! | `k:` + kind + `0x00` + seq (`u64` big-endian) | the kind index: empty, or [`kind_runs_value`] |
 //! | `kc:` + kind | number of entries of that kind (`u64` big-endian) |
 //! | `head` | the [`SignedHead`] encoding of the last entry |
 //! | `sh:` + seq (`u64` big-endian) | the [`SignedHead`] of entry seq, made by the commit it ended |
 //!
 //! (Kinds never contain `0x00`, so `k:` + kind + `0x00` is a prefix of exactly that kind's
-//! index keys.) Every commit writes all these keys in one atomic, durable batch, so a crash
+//! index keys.) A kind index key names the entries of that kind of one commit: its seq is the
+//! last of them, and its value lists them as runs of consecutive seqs (`first`, `last`, each
+//! `u64` big-endian, ascending), or is empty when the key's seq is the only one. So a group
+//! commit writes one kind index record per kind instead of one per entry. Feeds written
+//! before this (by 59d7ca6 and earlier), and replicas, have one key with an empty value per
+//! entry, which reads the same way ([`kind_runs`]). Every commit writes all these keys in one atomic, durable batch, so a crash
 //! leaves either the whole commit (entries, indexes and the new signed head) or nothing. The
 //! stored head is authoritative for the feed's size. A commit's `sh:` key is what lets
 //! replication cut a feed into segments that each end at a signed head; feeds written before
@@ -61,6 +66,53 @@ pub fn kind_prefix(kind: &str) -> Vec<u8> {
 /// The kind index key of entry `seq` of `kind`.
 pub fn kind_key(kind: &str, seq: u64) -> Vec<u8> {
     [KIND_PREFIX, kind.as_bytes(), &[0], &seq.to_be_bytes()].concat()
+}
+
+/// Bytes of one run in a kind index value: its first and last seq.
+const KIND_RUN_LEN: usize = 16;
+
+/// The value of the kind index key of one commit's entries of a kind, given as ascending runs
+/// `(first, last)` of consecutive seqs (the key's seq is the last run's `last`): empty when
+/// that is the only entry, else every run.
+pub fn kind_runs_value(runs: &[(u64, u64)]) -> Vec<u8> {
+    match runs {
+        [(first, last)] if first == last => Vec::new(),
+        _ => runs
+            .iter()
+            .flat_map(|(first, last)| [first.to_be_bytes(), last.to_be_bytes()])
+            .flatten()
+            .collect(),
+    }
+}
+
+/// The runs of seqs a kind index record names, ascending: `(key_seq, key_seq)` for an empty
+/// value, else the runs of the value, which must be ascending, disjoint and end at
+/// `key_seq` ([`FeedError::Corrupt`] otherwise).
+pub fn kind_runs(key_seq: u64, value: &[u8]) -> Result<Vec<(u64, u64)>, FeedError> {
+    if value.is_empty() {
+        return Ok(vec![(key_seq, key_seq)]);
+    }
+    let corrupt =
+        || FeedError::Corrupt(format!("the kind index record at seq {key_seq} is garbled"));
+    if !value.len().is_multiple_of(KIND_RUN_LEN) {
+        return Err(corrupt());
+    }
+    let mut runs = Vec::with_capacity(value.len() / KIND_RUN_LEN);
+    let mut floor = 0u64;
+    for run in value.chunks_exact(KIND_RUN_LEN) {
+        let (a, b) = run.split_at(8);
+        let first = u64::from_be_bytes(a.try_into().map_err(|_| corrupt())?);
+        let last = u64::from_be_bytes(b.try_into().map_err(|_| corrupt())?);
+        if first <= floor || last < first {
+            return Err(corrupt());
+        }
+        floor = last;
+        runs.push((first, last));
+    }
+    if floor != key_seq {
+        return Err(corrupt());
+    }
+    Ok(runs)
 }
 
 /// The store key of the entry counter of `kind`.

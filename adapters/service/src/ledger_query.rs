@@ -15,7 +15,7 @@ use vserv_store::kv::StoreError;
 
 use crate::ledger::CheckReport;
 use crate::ledger_feed::Feed;
-use crate::ledger_layout::{FeedError, seq_value};
+use crate::ledger_layout::{FeedError, kind_runs, seq_value};
 
 /// Entries read per store page by [`Feed::check_range`], which reports progress after each.
 pub const CHECK_PAGE: usize = 1024;
@@ -23,8 +23,9 @@ pub const CHECK_PAGE: usize = 1024;
 /// Entries read per store page when listing every kind (an entry is up to 16 KiB).
 const LIST_PAGE: usize = 16;
 
-/// Kind index keys read per store page (keys only, the values are empty).
-const INDEX_PAGE: usize = 256;
+/// Kind index records read per store page (each names one commit's entries of the kind: an
+/// empty value for a single entry, at most a few KiB of runs for more).
+const INDEX_PAGE: usize = 128;
 
 /// One page of entries in seq order, as `rlist` returns it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -202,17 +203,11 @@ impl Feed {
                 return Ok(counted);
             }
         }
-        let mut pager = Pager::new(
-            self,
-            &self.keys.kind_prefix(kind),
-            self.keys.kind(kind, from),
-            self.keys.kind(kind, to),
-            INDEX_PAGE,
-        );
         let mut n: u64 = 0;
-        while let Some(rows) = pager.next_page()? {
-            n = n.saturating_add(u64::try_from(rows.len()).unwrap_or(u64::MAX));
-        }
+        self.walk_kind(kind, from, to, INDEX_PAGE, &mut |first, last| {
+            n = n.saturating_add(last - first + 1);
+            Ok(true)
+        })?;
         Ok(n)
     }
 
@@ -258,19 +253,11 @@ impl Feed {
                 }
             }
             Some(kind) => {
-                let prefix = self.keys.kind_prefix(kind);
-                let mut pager = Pager::new(
-                    self,
-                    &prefix,
-                    self.keys.kind(kind, from),
-                    self.keys.kind(kind, to),
-                    INDEX_PAGE.min(builder.limit.saturating_add(1)),
-                );
-                while let Some(rows) = pager.next_page()? {
-                    for (key, _) in rows {
-                        let seq = key_seq(&key, prefix.len())?;
+                let page = INDEX_PAGE.min(builder.limit.saturating_add(1));
+                self.walk_kind(kind, from, to, page, &mut |first, last| {
+                    for seq in first..=last {
                         if builder.full_before(seq) {
-                            return Ok(builder.page);
+                            return Ok(false);
                         }
                         let entry = self.by_seq(seq)?.ok_or_else(|| {
                             FeedError::Corrupt(format!(
@@ -278,13 +265,52 @@ impl Feed {
                             ))
                         })?;
                         if !builder.push(seq, entry) {
-                            return Ok(builder.page);
+                            return Ok(false);
                         }
                     }
-                }
+                    Ok(true)
+                })?;
             }
         }
         Ok(builder.page)
+    }
+
+    /// Walks the kind index of `kind` over seqs `from..=to` (`from` at least 1), reading
+    /// `page` index records at a time: calls `visit(first, last)` for each run of
+    /// consecutive seqs of that kind inside the range, ascending, until it returns `false`.
+    fn walk_kind(
+        &self,
+        kind: &str,
+        from: u64,
+        to: u64,
+        page: usize,
+        visit: &mut dyn FnMut(u64, u64) -> Result<bool, FeedError>,
+    ) -> Result<(), FeedError> {
+        let prefix = self.keys.kind_prefix(kind);
+        // A record's key carries the last seq it names, so the walk starts at the first
+        // record ending at `from` or later and ends with the first ending at `to` or later.
+        let mut pager = Pager::new(
+            self,
+            &prefix,
+            self.keys.kind(kind, from),
+            self.keys.kind(kind, u64::MAX),
+            page,
+        );
+        while let Some(rows) = pager.next_page()? {
+            for (key, value) in rows {
+                let last_seq = key_seq(&key, prefix.len())?;
+                for (first, last) in kind_runs(last_seq, &value)? {
+                    let (first, last) = (first.max(from), last.min(to));
+                    if first <= last && !visit(first, last)? {
+                        return Ok(());
+                    }
+                }
+                if last_seq >= to {
+                    return Ok(());
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Re-verifies the whole stored feed: [`Feed::check_range`] over every seq, without

@@ -1,5 +1,6 @@
 //! Feed heads and the server's signature over them.
 
+use super::entry::checked_origin;
 use super::{Entry, LedgerError, ZERO_HASH};
 use crate::wire::codec::Reader;
 use crate::wire::{POINT_LEN, SIGNATURE_LEN};
@@ -109,8 +110,7 @@ impl SignedHead {
         if version != HEAD_VERSION {
             return Err(LedgerError::UnsupportedVersion(version));
         }
-        let origin = ServerKey::from_bytes(r.take(POINT_LEN).map_err(bad)?)
-            .map_err(|_| LedgerError::BadOrigin)?;
+        let origin = checked_origin(r.take(POINT_LEN).map_err(bad)?)?;
         let seq = u64::from_be_bytes(r.array().map_err(bad)?);
         let hash = r.array().map_err(bad)?;
         let signature = r.array().map_err(bad)?;

@@ -4,6 +4,11 @@
 //! in a fjall store in a temporary directory (every acknowledged `rput` is fsynced, as on a
 //! real server). Each `rput` phase starts from an empty store; the `rget` and verify
 //! phases read the feed of `--records` entries the multi-connection phase wrote.
+//!
+//! Each phase also reports the CPU time the whole process (server, clients and the store's
+//! background work) spent per operation, which is what to compare on a busy machine, and
+//! the report gives the process's resident memory once it holds the full feed: the server
+//! side's memory, plus the clients' small share.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -53,18 +58,76 @@ pub struct Phase {
     operations: u64,
     seconds: f64,
     per_s: f64,
+    /// CPU time (user + system) of the whole process per operation, microseconds.
+    cpu_us_per_op: f64,
 }
 
 impl Phase {
-    fn new(connections: u64, operations: u64, elapsed: Duration) -> Phase {
+    fn new(connections: u64, operations: u64, elapsed: Duration, cpu: Duration) -> Phase {
         let seconds = elapsed.as_secs_f64();
         Phase {
             connections,
             operations,
             seconds,
             per_s: operations as f64 / seconds.max(f64::MIN_POSITIVE),
+            cpu_us_per_op: cpu.as_secs_f64() * 1e6 / (operations.max(1) as f64),
         }
     }
+}
+
+/// The start of a phase: wall clock and the process's CPU time.
+struct Timer {
+    wall: Instant,
+    cpu: Duration,
+}
+
+impl Timer {
+    fn start() -> Timer {
+        Timer {
+            wall: Instant::now(),
+            cpu: process_cpu(),
+        }
+    }
+
+    /// The phase of `operations` on `connections` connections, ended now.
+    fn phase(&self, connections: u64, operations: u64) -> Phase {
+        let elapsed = self.wall.elapsed();
+        let cpu = process_cpu().saturating_sub(self.cpu);
+        Phase::new(connections, operations, elapsed, cpu)
+    }
+}
+
+/// Clock ticks per second of `/proc/self/stat`'s times (`USER_HZ`, 100 on Linux).
+const USER_HZ: u64 = 100;
+
+/// User + system CPU time of this process so far (every thread), from `/proc/self/stat`;
+/// zero where it cannot be read.
+fn process_cpu() -> Duration {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return Duration::ZERO;
+    };
+    // Fields after the command name (which ends at the last ')'): state is field 3, utime
+    // and stime are fields 14 and 15.
+    let ticks: u64 = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| {
+            rest.split_whitespace()
+                .skip(11)
+                .take(2)
+                .filter_map(|t| t.parse::<u64>().ok())
+                .sum()
+        })
+        .unwrap_or(0);
+    Duration::from_millis(ticks.saturating_mul(1000 / USER_HZ))
+}
+
+/// A `/proc/self/status` memory field (`VmRSS`, `VmHWM`) in KiB; `None` where unreadable.
+fn status_kib(field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
 /// The `vserv bench ledger` report.
@@ -91,6 +154,18 @@ pub struct LedgerReport {
     /// Durable rputs/s (several connections) against the store's records/s: the issue's
     /// target is at least 0.5.
     rput_vs_store: f64,
+    /// Store records one ledger entry writes ([`RECORDS_PER_ENTRY`]).
+    records_per_entry: f64,
+    /// Durable rputs/s (several connections) against the store's records/s divided by
+    /// [`LedgerReport::records_per_entry`]: the rate relative to entries the store alone
+    /// could commit.
+    rput_vs_store_entries: f64,
+    /// Resident memory of the process (server, ledger store and the idle clients) holding
+    /// the feed of `entries` after every read phase, KiB.
+    rss_kib: Option<u64>,
+    /// Peak resident memory of the process over the whole run, KiB (the store-alone phase
+    /// and the first `rput` phase's store count too).
+    peak_rss_kib: Option<u64>,
 }
 
 /// A `size`-byte field-form body `d=<i, zero-padded>\n` (every one of a size is as long).
@@ -125,7 +200,7 @@ fn store_alone(records: u64, size: u64) -> anyhow::Result<Phase> {
     use vserv_store::{FjallStore, Op, Store, Table};
     let dir = tempfile::tempdir().context("creating a temporary directory")?;
     let store = FjallStore::open(dir.path()).context("opening a temporary fjall store")?;
-    let start = Instant::now();
+    let timer = Timer::start();
     let mut next = 0u64;
     while next < records {
         let end = (next + STORE_BATCH).min(records);
@@ -139,8 +214,12 @@ fn store_alone(records: u64, size: u64) -> anyhow::Result<Phase> {
         store.commit(ops).context("committing a batch")?;
         next = end;
     }
-    Ok(Phase::new(0, records, start.elapsed()))
+    Ok(timer.phase(0, records))
 }
+
+/// Store records a ledger entry costs: the entry and its record id and hash indexes (the
+/// kind index is one record per kind per group commit, shared by up to 4,096 entries).
+const RECORDS_PER_ENTRY: f64 = 3.0;
 
 /// `count` reads spread over seqs `1..=entries` (a fixed stride walk, not sequential).
 fn rgets(count: u64, offset: u64, entries: u64) -> impl Iterator<Item = Command> {
@@ -181,12 +260,11 @@ fn record(reply: &Reply) -> bool {
     matches!(reply, Reply::Record(_))
 }
 
-/// Runs `work(client, index)` on every client in its own thread; the wall time of all.
+/// Runs `work(client, index)` on every client in its own thread, until all are done.
 fn in_parallel(
     clients: &mut [Client],
     work: impl Fn(&mut Client, u64) -> anyhow::Result<()> + Sync,
-) -> anyhow::Result<Duration> {
-    let start = Instant::now();
+) -> anyhow::Result<()> {
     std::thread::scope(|scope| {
         let workers: Vec<_> = clients
             .iter_mut()
@@ -200,8 +278,7 @@ fn in_parallel(
             w.join()
                 .unwrap_or_else(|_| Err(anyhow::anyhow!("a client thread panicked")))
         })
-    })?;
-    Ok(start.elapsed())
+    })
 }
 
 /// An in-process server over a fresh fjall store in a temporary directory, with
@@ -284,11 +361,12 @@ pub fn run(args: &LedgerArgs) -> anyhow::Result<LedgerReport> {
     let n = args.records;
     let conns = args.connections;
 
-    // Four store records per entry: as many as the rput phases write.
+    // Four store records per entry: as many as the rput phases wrote before the kind index
+    // was kept per commit (so the store phase stays comparable with older builds).
     let store = store_alone(4 * n, args.body).context("the store alone")?;
 
     let mut one = Bench::start(1)?;
-    let start = Instant::now();
+    let timer = Timer::start();
     run_all(
         &mut one.clients[0],
         rputs(0..n, 0, args.body),
@@ -296,13 +374,14 @@ pub fn run(args: &LedgerArgs) -> anyhow::Result<LedgerReport> {
         appended,
     )
     .context("rput on one connection")?;
-    let rput_one = Phase::new(1, n, start.elapsed());
+    let rput_one = timer.phase(1, n);
     one.stop()?;
     drop(one);
 
     let mut bench = Bench::start(conns)?;
     let each = n / conns;
-    let elapsed = in_parallel(&mut bench.clients, |client, c| {
+    let timer = Timer::start();
+    in_parallel(&mut bench.clients, |client, c| {
         run_all(
             client,
             rputs(0..each, c + 1, args.body),
@@ -311,30 +390,32 @@ pub fn run(args: &LedgerArgs) -> anyhow::Result<LedgerReport> {
         )
     })
     .context("rput on several connections")?;
-    let rput_many = Phase::new(conns, each * conns, elapsed);
+    let rput_many = timer.phase(conns, each * conns);
     let ledger = bench.ledger.clone();
     let clients = &mut bench.clients;
 
     let entries = ledger.size()?;
-    let start = Instant::now();
+    let timer = Timer::start();
     run_all(&mut clients[0], rgets(n, 0, entries), args.window, record)
         .context("rget on one connection")?;
-    let rget_one = Phase::new(1, n, start.elapsed());
+    let rget_one = timer.phase(1, n);
 
-    let elapsed = in_parallel(clients, |client, c| {
+    let timer = Timer::start();
+    in_parallel(clients, |client, c| {
         run_all(client, rgets(each, c * each, entries), args.window, record)
     })
     .context("rget on several connections")?;
-    let rget_many = Phase::new(conns, each * conns, elapsed);
+    let rget_many = timer.phase(conns, each * conns);
+    let rss_kib = status_kib("VmRSS");
 
     bench.stop()?;
 
-    let start = Instant::now();
+    let timer = Timer::start();
     match ledger.check().context("verifying the stored feed")? {
         CheckReport::Ok { seq } if seq == entries => {}
         other => bail!("the benchmark's feed did not verify: {other:?}"),
     }
-    let verify = Phase::new(0, entries, start.elapsed());
+    let verify = timer.phase(0, entries);
 
     let rput_vs_store = rput_many.per_s / store.per_s.max(f64::MIN_POSITIVE);
     Ok(LedgerReport {
@@ -349,7 +430,11 @@ pub fn run(args: &LedgerArgs) -> anyhow::Result<LedgerReport> {
         verify,
         entries,
         rput_vs_store,
+        records_per_entry: RECORDS_PER_ENTRY,
+        rput_vs_store_entries: rput_vs_store * RECORDS_PER_ENTRY,
         store,
+        rss_kib,
+        peak_rss_kib: status_kib("VmHWM"),
     })
 }
 
@@ -391,10 +476,11 @@ impl Report for LedgerReport {
             };
             let _ = writeln!(
                 s,
-                "{name}{conns}: {:.0}/s ({} in {:.2} s; target >= {:.0}/s: {})",
+                "{name}{conns}: {:.0}/s ({} in {:.2} s, {:.1} µs CPU each; target >= {:.0}/s: {})",
                 phase.per_s,
                 phase.operations,
                 phase.seconds,
+                phase.cpu_us_per_op,
                 target,
                 verdict(phase.per_s, target)
             );
@@ -409,6 +495,27 @@ impl Report for LedgerReport {
             self.store.seconds,
             self.rput_vs_store,
             verdict(self.rput_vs_store, 0.5)
+        );
+        let _ = writeln!(
+            s,
+            "per entry ({} store records each): durable rputs / (store records / {}) = {:.2} \
+             (target >= 0.5: {})",
+            self.records_per_entry,
+            self.records_per_entry,
+            self.rput_vs_store_entries,
+            verdict(self.rput_vs_store_entries, 0.5)
+        );
+        let mib = |k: Option<u64>| {
+            k.map_or("unknown".to_owned(), |k| {
+                format!("{:.0} MiB", k as f64 / 1024.0)
+            })
+        };
+        let _ = writeln!(
+            s,
+            "memory: process RSS holding the {}-entry feed {} (peak over the run {})",
+            self.entries,
+            mib(self.rss_kib),
+            mib(self.peak_rss_kib)
         );
         s
     }
