@@ -1,7 +1,5 @@
 //! Ledger entries, their canonical encoding and their hash.
 
-use std::cell::Cell;
-
 use sha2::{Digest, Sha256};
 
 use super::LedgerError;
@@ -174,29 +172,6 @@ impl<'a> EntryView<'a> {
     }
 }
 
-thread_local! {
-    /// The origin key [`checked_origin`] last accepted on this thread. The entries a reader
-    /// decodes nearly always come from one feed, and checking that 33 bytes are a valid
-    /// point costs a field square root (several microseconds, more than the rest of the
-    /// decoding): remembering the last valid key makes every repeat a byte comparison. A
-    /// pure memo of a pure check, so it changes no result.
-    static LAST_ORIGIN: Cell<Option<ServerKey>> = const { Cell::new(None) };
-}
-
-/// `bytes` as a valid server key ([`LedgerError::BadOrigin`] if they are not one).
-pub(crate) fn checked_origin(bytes: &[u8]) -> Result<ServerKey, LedgerError> {
-    LAST_ORIGIN.with(|last| {
-        if let Some(key) = last.get()
-            && key.as_bytes().as_slice() == bytes
-        {
-            return Ok(key);
-        }
-        let key = ServerKey::from_bytes(bytes).map_err(|_| LedgerError::BadOrigin)?;
-        last.set(Some(key));
-        Ok(key)
-    })
-}
-
 fn ascii_string(b: &[u8]) -> Result<String, LedgerError> {
     String::from_utf8(b.to_vec()).map_err(|_| LedgerError::Malformed(WHAT))
 }
@@ -220,7 +195,7 @@ impl Entry {
     /// any other version, length, trailing byte, invalid origin point or field is refused.
     pub fn decode(buf: &[u8]) -> Result<Self, LedgerError> {
         let v = EntryView::parse(buf)?;
-        let origin = checked_origin(v.origin)?;
+        let origin = super::origin_memo::checked_origin(v.origin)?;
         Self::from_view(&v, origin)
     }
 

@@ -1,6 +1,6 @@
 //! Feed heads and the server's signature over them.
 
-use super::entry::checked_origin;
+use super::origin_memo::checked_origin;
 use super::{Entry, LedgerError, ZERO_HASH};
 use crate::wire::codec::Reader;
 use crate::wire::{POINT_LEN, SIGNATURE_LEN};

@@ -21,6 +21,7 @@ mod entry;
 pub mod export;
 mod fields;
 mod head;
+mod origin_memo;
 mod verify;
 
 pub use entry::{
@@ -30,6 +31,7 @@ pub use entry::{
 };
 pub use fields::{MAX_FIELD_KEY, body_to_fields, fields_to_body};
 pub use head::{HEAD_SIGNING_CONTEXT, HEAD_VERSION, Head, SIGNED_HEAD_LEN, SignedHead};
+pub(crate) use origin_memo::checked_origin;
 pub use verify::{ChainVerifier, MAX_PENDING_HEADS, check_append};
 
 /// Everything that can go wrong when building, decoding or verifying ledger data.

@@ -128,7 +128,7 @@ impl Clock {
         }
     }
 
-    fn decode_body(body: &[u8], known: &mut KnownOrigins) -> Result<Self, ReplicationError> {
+    fn decode_body(body: &[u8]) -> Result<Self, ReplicationError> {
         let bad = |_| ReplicationError::Malformed("clock");
         let mut r = Reader::new(body, "clock");
         let epoch: [u8; EPOCH_LEN] = r.array().map_err(bad)?;
@@ -138,7 +138,7 @@ impl Clock {
         }
         let mut feeds = Vec::with_capacity(count);
         for _ in 0..count {
-            let origin = known.read(&mut r, "clock")?;
+            let origin = read_origin(&mut r, "clock")?;
             let seq = u64::from_be_bytes(r.array().map_err(bad)?);
             let hash = r.array().map_err(bad)?;
             feeds.push(ClockEntry { origin, seq, hash });
@@ -207,9 +207,9 @@ impl Entries {
         self.entries
     }
 
-    fn decode_body(body: &[u8], known: &mut KnownOrigins) -> Result<Self, ReplicationError> {
+    fn decode_body(body: &[u8]) -> Result<Self, ReplicationError> {
         let mut r = Reader::new(body, "entries");
-        let origin = known.read(&mut r, "entries")?;
+        let origin = read_origin(&mut r, "entries")?;
         let entries = read_entry_list(&mut r, &origin, "entries")?;
         r.finish()
             .map_err(|_| ReplicationError::Malformed("entries"))?;
@@ -359,11 +359,6 @@ impl Message {
 
     /// Decodes a frame's content (the type byte and the body, without the length).
     pub fn decode(frame: &[u8]) -> Result<Self, ReplicationError> {
-        Self::decode_known(frame, &mut KnownOrigins::default())
-    }
-
-    /// [`Message::decode`], taking origins from `known` when their bytes are there.
-    fn decode_known(frame: &[u8], known: &mut KnownOrigins) -> Result<Self, ReplicationError> {
         let (&ty, body) = frame.split_first().ok_or(ReplicationError::EmptyFrame)?;
         let ty = MessageType::from_byte(ty)?;
         if frame.len() > ty.max_len() {
@@ -373,8 +368,8 @@ impl Message {
             });
         }
         Ok(match ty {
-            MessageType::Clock => Message::Clock(Clock::decode_body(body, known)?),
-            MessageType::Entries => Message::Entries(Entries::decode_body(body, known)?),
+            MessageType::Clock => Message::Clock(Clock::decode_body(body)?),
+            MessageType::Entries => Message::Entries(Entries::decode_body(body)?),
             MessageType::Head => Message::Head(SignedHead::decode(body).map_err(|e| match e {
                 crate::ledger::LedgerError::Malformed(_) => ReplicationError::Malformed(ty.name()),
                 other => other.into(),
@@ -382,7 +377,7 @@ impl Message {
             MessageType::Ack => {
                 let bad = |_| ReplicationError::Malformed("ack");
                 let mut r = Reader::new(body, "ack");
-                let origin = known.read(&mut r, "ack")?;
+                let origin = read_origin(&mut r, "ack")?;
                 let seq = u64::from_be_bytes(r.array().map_err(bad)?);
                 r.finish().map_err(bad)?;
                 Message::Ack(Ack { origin, seq })
@@ -393,39 +388,13 @@ impl Message {
     }
 }
 
-/// The origin keys a reader decoded last (at most [`KNOWN_ORIGINS`]): an origin whose 33
-/// bytes equal one of them is that key, without decompressing its point again (a valid key
-/// has one encoding, and these bytes were checked when first decoded). A link's stream
-/// carries the same few origins in message after message.
-#[derive(Debug, Default, Clone)]
-struct KnownOrigins {
-    keys: Vec<ServerKey>,
-}
-
-/// How many origins a [`MessageReader`] remembers.
-const KNOWN_ORIGINS: usize = 8;
-
-impl KnownOrigins {
-    /// Reads a 33-byte origin that must be a valid point.
-    fn read(
-        &mut self,
-        r: &mut Reader<'_>,
-        what: &'static str,
-    ) -> Result<ServerKey, ReplicationError> {
-        let bytes = r
-            .take(POINT_LEN)
-            .map_err(|_| ReplicationError::Malformed(what))?;
-        if let Some(key) = self.keys.iter().find(|k| k.as_bytes() == bytes) {
-            return Ok(*key);
-        }
-        let key =
-            ServerKey::from_bytes(bytes).map_err(|_| crate::ledger::LedgerError::BadOrigin)?;
-        if self.keys.len() == KNOWN_ORIGINS {
-            self.keys.remove(0);
-        }
-        self.keys.push(key);
-        Ok(key)
-    }
+/// Reads a 33-byte origin that must be a valid point (checked once per thread and origin:
+/// `ledger::checked_origin`).
+fn read_origin(r: &mut Reader<'_>, what: &'static str) -> Result<ServerKey, ReplicationError> {
+    let bytes = r
+        .take(POINT_LEN)
+        .map_err(|_| ReplicationError::Malformed(what))?;
+    Ok(crate::ledger::checked_origin(bytes)?)
 }
 
 /// Appends `count:u32be || count x (len:u32be || entry)`.
@@ -472,7 +441,6 @@ pub(crate) fn read_entry_list(
 pub struct MessageReader {
     buf: Vec<u8>,
     start: usize,
-    known: KnownOrigins,
 }
 
 impl MessageReader {
@@ -525,7 +493,7 @@ impl MessageReader {
         let Some(frame) = pending.get(FRAME_HEADER_LEN..FRAME_HEADER_LEN + len) else {
             return Ok(None);
         };
-        let message = Message::decode_known(frame, &mut self.known)?;
+        let message = Message::decode(frame)?;
         self.start += FRAME_HEADER_LEN + len;
         Ok(Some(message))
     }
