@@ -26,8 +26,8 @@ use vserv_store::kv::{Op, Store, Table};
 use crate::work::Work;
 
 use crate::ledger_layout::{
-    FeedError, FeedKeys, HEAD_KEY, entry_key, hash_key, id_key, kind_count_key, kind_key,
-    kind_runs_value, seq_of_id, seq_value, signed_head_key, stored_head,
+    FeedError, FeedKeys, HEAD_KEY, add_to_kind_runs, entry_key, hash_key, id_key, kind_count_key,
+    kind_key, kind_runs_value, seq_of_id, seq_value, signed_head_key, stored_head,
 };
 
 /// The most records one commit of the feed takes, so that the entries between two stored
@@ -530,10 +530,7 @@ impl Committer {
             Some(runs) => runs,
             None => batch.kind_runs.entry(kind.to_owned()).or_default(),
         };
-        match runs.last_mut() {
-            Some((_, last)) if last.checked_add(1) == Some(seq) => *last = seq,
-            _ => runs.push((seq, seq)),
-        }
+        add_to_kind_runs(runs, seq);
         let hash = entry.hash();
         let seq_bytes = seq.to_be_bytes().to_vec();
         batch.ops.extend([

@@ -26,9 +26,10 @@
 //! index keys.) A kind index key names the entries of that kind of one commit: its seq is the
 //! last of them, and its value lists them as runs of consecutive seqs (`first`, `last`, each
 //! `u64` big-endian, ascending), or is empty when the key's seq is the only one. So a group
-//! commit writes one kind index record per kind instead of one per entry. Feeds written
-//! before this (by 59d7ca6 and earlier), and replicas, have one key with an empty value per
-//! entry, which reads the same way ([`kind_runs`]). Every commit writes all these keys in one atomic, durable batch, so a crash
+//! commit writes one kind index record per kind instead of one per entry, and so does a
+//! replica's persist batch. Feeds written before this (by 59d7ca6 and earlier) have one key
+//! with an empty value per entry, which reads the same way ([`kind_runs`]). Every commit
+//! writes all these keys in one atomic, durable batch, so a crash
 //! leaves either the whole commit (entries, indexes and the new signed head) or nothing. The
 //! stored head is authoritative for the feed's size. A commit's `sh:` key is what lets
 //! replication cut a feed into segments that each end at a signed head; feeds written before
@@ -82,6 +83,14 @@ pub fn kind_runs_value(runs: &[(u64, u64)]) -> Vec<u8> {
             .flat_map(|(first, last)| [first.to_be_bytes(), last.to_be_bytes()])
             .flatten()
             .collect(),
+    }
+}
+
+/// Adds entry `seq` (above every seq in `runs`) to one commit's runs of a kind.
+pub fn add_to_kind_runs(runs: &mut Vec<(u64, u64)>, seq: u64) {
+    match runs.last_mut() {
+        Some((_, last)) if last.checked_add(1) == Some(seq) => *last = seq,
+        _ => runs.push((seq, seq)),
     }
 }
 

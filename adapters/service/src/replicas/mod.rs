@@ -30,7 +30,7 @@ pub use epoch::{ensure_epoch, epoch};
 pub use read::Segment;
 
 use crate::ledger::{Feed, FeedError, FeedKeys, MAX_SEGMENT_ENTRIES};
-use crate::ledger_layout::{FeedNumber, seq_value, stored_head};
+use crate::ledger_layout::{FeedNumber, add_to_kind_runs, kind_runs_value, seq_value, stored_head};
 use layout::{
     FEED_COUNT_KEY, FORK_PREFIX, ORIGIN_INDEX_PREFIX, fingerprint_key, fork_key, origin_index_key,
 };
@@ -330,6 +330,7 @@ impl Replicas {
                         ),
                         keys,
                         counts: BTreeMap::new(),
+                        kind_runs: BTreeMap::new(),
                         first: stored.is_none(),
                         last: None,
                     })
@@ -366,6 +367,11 @@ impl Replicas {
                     batch.keys.kind_count(kind),
                     count.to_be_bytes().to_vec(),
                 ));
+            }
+            for (kind, runs) in &batch.kind_runs {
+                if let Some(&(_, last)) = runs.last() {
+                    ops.push(put(batch.keys.kind(kind, last), kind_runs_value(runs)));
+                }
             }
             if let Some(last) = batch.last {
                 ops.push(put(batch.keys.head(), last.to_bytes().to_vec()));
@@ -421,8 +427,8 @@ impl Replicas {
         Ok(signed.head)
     }
 
-    /// Adds one entry of `batch` (its encoding and hash) to `ops`: the entry, its id, hash
-    /// and kind indexes, and its kind's count.
+    /// Adds one entry of `batch` (its encoding and hash) to `ops`: the entry, its id and
+    /// hash indexes; and to `batch`, its kind's run and count.
     fn add_entry(
         &self,
         batch: &mut OriginBatch,
@@ -439,7 +445,14 @@ impl Replicas {
         ops.push(put(keys.entry(seq), encoded));
         ops.push(put(keys.id(entry.record_id()), seq_bytes.clone()));
         ops.push(put(keys.hash(hash), seq_bytes));
-        ops.push(put(keys.kind(entry.kind(), seq), Vec::new()));
+        match batch.kind_runs.get_mut(entry.kind()) {
+            Some(runs) => add_to_kind_runs(runs, seq),
+            None => {
+                batch
+                    .kind_runs
+                    .insert(entry.kind().to_owned(), vec![(seq, seq)]);
+            }
+        }
         let count = match batch.counts.get_mut(entry.kind()) {
             Some(count) => count,
             None => {
@@ -565,6 +578,9 @@ struct OriginBatch {
     verifier: ChainVerifier,
     /// Each kind's entry count after the segments added.
     counts: BTreeMap<String, u64>,
+    /// Each kind's runs of seqs among the segments added: one kind index record per kind
+    /// for the whole batch, as the own feed's group commit writes (ledger_layout.rs).
+    kind_runs: BTreeMap<String, Vec<(u64, u64)>>,
     /// No head was stored: the fingerprint index is written too.
     first: bool,
     /// The signed head of the last segment added.
