@@ -5,28 +5,9 @@
 
 mod common;
 
-use std::path::Path;
 use std::process::Command;
 
-use common::{BIN, Env};
-
-/// The pids of the processes whose command line mentions `dir`.
-fn processes_under(dir: &Path) -> Vec<String> {
-    let needle = dir.to_string_lossy().into_owned();
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .filter_map(Result::ok)
-        .filter_map(|e| {
-            let pid = e.file_name().to_string_lossy().into_owned();
-            let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
-            String::from_utf8_lossy(&cmdline)
-                .contains(&needle)
-                .then_some(pid)
-        })
-        .collect()
-}
+use common::{BIN, Env, processes_under};
 
 /// Runs `vserv bench repl ARGS --json` with its temporary directories in `scratch`.
 fn bench(scratch: &Env, args: &[&str]) -> std::process::Output {

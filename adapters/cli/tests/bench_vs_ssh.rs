@@ -8,25 +8,7 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
-use common::{BIN, Env};
-
-/// The pids of the processes whose command line mentions `dir`.
-fn processes_under(dir: &Path) -> Vec<String> {
-    let needle = dir.to_string_lossy().into_owned();
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .filter_map(Result::ok)
-        .filter_map(|e| {
-            let pid = e.file_name().to_string_lossy().into_owned();
-            let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
-            String::from_utf8_lossy(&cmdline)
-                .contains(&needle)
-                .then_some(pid)
-        })
-        .collect()
-}
+use common::{BIN, Env, processes_under};
 
 #[test]
 fn the_transfer_bench_compares_with_a_loopback_sshd() {
