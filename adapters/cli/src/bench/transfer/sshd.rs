@@ -202,11 +202,13 @@ impl Sshd {
         CpuTimes::of(pid).map(|t| t.total())
     }
 
-    /// Copies local `from` to the server's `to` with `tool` and `cipher`; with `fsync`, the
-    /// copy is flushed to disk before this returns (`sftp put -f`, or `sync FILE` after
-    /// `scp`).
-    pub(super) fn upload(
+    /// Copies `from` to `to` with `tool` and `cipher`: a local file to the server's path
+    /// when `upload`, else the server's file to a local path; with `fsync`, the copy is
+    /// flushed to disk before this returns (`sftp put -f`/`get -f`, or `sync FILE` after
+    /// `scp`; both ends are on this machine).
+    pub(super) fn copy(
         &self,
+        upload: bool,
         tool: Tool,
         cipher: &str,
         from: &Path,
@@ -215,44 +217,22 @@ impl Sshd {
     ) -> anyhow::Result<()> {
         match tool {
             Tool::Scp => {
+                let remote = |p: &Path| format!("127.0.0.1:{}", p.display());
                 let mut c = self.client(tool, cipher);
-                c.arg(from).arg(format!("127.0.0.1:{}", to.display()));
+                if upload {
+                    c.arg(from).arg(remote(to));
+                } else {
+                    c.arg(remote(from)).arg(to);
+                }
                 run(c)?;
                 sync_if(fsync, to)
             }
             Tool::Sftp => {
+                let verb = if upload { "put" } else { "get" };
                 let flag = if fsync { "-f " } else { "" };
                 self.sftp(
                     cipher,
-                    &format!("put {flag}{} {}\n", quoted(from), quoted(to)),
-                )
-            }
-        }
-    }
-
-    /// Copies the server's `from` to local `to` with `tool` and `cipher`; with `fsync`, the
-    /// copy is flushed to disk before this returns (`sftp get -f`, or `sync FILE` after
-    /// `scp`).
-    pub(super) fn download(
-        &self,
-        tool: Tool,
-        cipher: &str,
-        from: &Path,
-        to: &Path,
-        fsync: bool,
-    ) -> anyhow::Result<()> {
-        match tool {
-            Tool::Scp => {
-                let mut c = self.client(tool, cipher);
-                c.arg(format!("127.0.0.1:{}", from.display())).arg(to);
-                run(c)?;
-                sync_if(fsync, to)
-            }
-            Tool::Sftp => {
-                let flag = if fsync { "-f " } else { "" };
-                self.sftp(
-                    cipher,
-                    &format!("get {flag}{} {}\n", quoted(from), quoted(to)),
+                    &format!("{verb} {flag}{} {}\n", quoted(from), quoted(to)),
                 )
             }
         }

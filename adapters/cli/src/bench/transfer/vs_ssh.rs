@@ -72,13 +72,13 @@ impl OpenSsh {
             case.upload.run(
                 client,
                 || sshd.cpu(),
-                || sshd.upload(case.tool, case.cipher, src, remote, self.fsync),
+                || sshd.copy(true, case.tool, case.cipher, src, remote, self.fsync),
             )?;
             check_and_remove(remote, size)?;
             case.download.run(
                 client,
                 || sshd.cpu(),
-                || sshd.download(case.tool, case.cipher, src, local, self.fsync),
+                || sshd.copy(false, case.tool, case.cipher, src, local, self.fsync),
             )?;
             check_and_remove(local, size)?;
         }
