@@ -860,3 +860,108 @@ mod fuzz_body {
         }
     }
 }
+
+/// How many reads of the node each side asked for, from the requests it held (both sides
+/// hold every request; the test serves them).
+fn serve_counting_reads(p: &mut LinkPair) -> [usize; 2] {
+    let mut reads = [0, 0];
+    loop {
+        p.drive().expect("drive");
+        if p.held.iter().all(|h| h.is_empty()) {
+            return reads;
+        }
+        for (side, count) in reads.iter_mut().enumerate() {
+            *count += p.held[side]
+                .iter()
+                .filter(|r| matches!(r, NodeRequest::ReadSegment { .. }))
+                .count();
+            p.serve_held(side).expect("serve");
+        }
+    }
+}
+
+/// A live commit handed over with its entries reaches the peer without a read of the node;
+/// what the peer already holds of them is not sent again.
+#[test]
+fn a_commit_with_its_entries_is_pushed_without_a_read() {
+    let mut w = world();
+    let mut a = Node::new(1);
+    a.hold(&w.a, w.a.seq());
+    let mut p = LinkPair::new(a, Node::new(2), small_window(), Split::Random(9));
+    p.auto = [false, false];
+    serve_counting_reads(&mut p);
+    same_feeds(&p);
+    let origin = w.a.id.public_key();
+    for n in [1, 4, 2] {
+        let from = w.a.seq() + 1;
+        let head = w.a.commit(n);
+        p.nodes[0].hold(&w.a, head.head.seq);
+        let entries = w.a.range(from, head.head.seq);
+        p.links[0]
+            .local_commit_entries(head, &entries)
+            .expect("commit");
+        assert_eq!(serve_counting_reads(&mut p), [0, 0], "commit of {n}");
+        same_feeds(&p);
+    }
+    // Entries that begin before where the peer stands: only the rest is sent.
+    let sent_before = entries_sent(&p, 0, origin);
+    let from = w.a.seq() - 2;
+    let head = w.a.commit(3);
+    p.nodes[0].hold(&w.a, head.head.seq);
+    let entries = w.a.range(from, head.head.seq);
+    p.links[0]
+        .local_commit_entries(head, &entries)
+        .expect("commit");
+    assert_eq!(serve_counting_reads(&mut p), [0, 0]);
+    same_feeds(&p);
+    assert_eq!(entries_sent(&p, 0, origin), sent_before + 3);
+}
+
+/// Entries that are not the run the peer needs next, up to the head (a gap, a wrong head,
+/// another origin, none), are ignored: the feed is read from the node as usual, and the
+/// peer converges all the same.
+#[test]
+fn entries_that_do_not_fit_fall_back_to_a_read() {
+    let mut w = world();
+    let mut a = Node::new(1);
+    a.hold(&w.a, w.a.seq());
+    let mut p = LinkPair::new(a, Node::new(2), small_window(), Split::Whole);
+    p.auto = [false, false];
+    serve_counting_reads(&mut p);
+    type Garble = fn(Vec<vserv_core::ledger::Entry>, &World) -> Vec<vserv_core::ledger::Entry>;
+    let cases: [(&str, Garble); 5] = [
+        ("none", |_, _| vec![]),
+        ("a gap", |mut e, _| {
+            e.remove(1);
+            e
+        }),
+        ("short of the head", |mut e, _| {
+            e.pop();
+            e
+        }),
+        ("after where the peer stands", |e, _| e[1..].to_vec()),
+        ("another origin", |_, w| w.b.range(1, 3)),
+    ];
+    for (what, garble) in cases {
+        let from = w.a.seq() + 1;
+        let head = w.a.commit(3);
+        p.nodes[0].hold(&w.a, head.head.seq);
+        let entries = garble(w.a.range(from, head.head.seq), &w);
+        p.links[0]
+            .local_commit_entries(head, &entries)
+            .expect("commit");
+        assert_eq!(serve_counting_reads(&mut p), [1, 0], "{what}");
+        same_feeds(&p);
+    }
+}
+
+/// Entry count of the Entries messages of `origin` that `side` sent.
+fn entries_sent(p: &LinkPair, side: usize, origin: ServerKey) -> usize {
+    p.sent[side]
+        .iter()
+        .filter_map(|m| match m {
+            Message::Entries(e) if *e.origin() == origin => Some(e.entries().len()),
+            _ => None,
+        })
+        .sum()
+}

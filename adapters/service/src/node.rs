@@ -543,9 +543,9 @@ impl NodeBuilder {
                     .following(self.settings.follow.clone()),
                 );
                 let told = Arc::downgrade(&peers);
-                ledger.on_commit(Arc::new(move |head| {
+                ledger.on_commit(Arc::new(move |head, entries| {
                     if let Some(peers) = told.upgrade() {
-                        peers.tell_commit(head);
+                        peers.tell_commit(head, entries);
                     }
                 }));
                 service.with_peers(peers)

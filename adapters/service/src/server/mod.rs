@@ -29,6 +29,7 @@ mod errors;
 mod files;
 mod ledger;
 pub(crate) mod link;
+mod link_persist;
 mod messages;
 mod notices;
 mod peer_admin;
