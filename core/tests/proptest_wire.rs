@@ -156,6 +156,31 @@ proptest! {
     }
 
     #[test]
+    fn a_request_encoded_from_borrowed_parts_is_the_same_bytes(m in request()) {
+        let owned = encoded(&m, Request::encode);
+        let parts: Vec<&[u8]> = m.args.iter().map(Vec::as_slice).collect();
+        let mut borrowed = Vec::new();
+        wire::command::encode_request(m.id, &m.name, &parts, &mut borrowed);
+        prop_assert_eq!(wire::command::request_len(&m.name, &parts), borrowed.len());
+        prop_assert_eq!(borrowed, owned);
+    }
+
+    #[test]
+    fn a_request_sent_with_borrowed_arguments_is_the_same_record(m in request()) {
+        // Two identically seeded pairs: one sends the owned arguments, one borrows them.
+        let mut owned = Pair::connected(Config::default());
+        let mut borrowed = Pair::connected(Config::default());
+        let parts: Vec<&[u8]> = m.args.iter().map(Vec::as_slice).collect();
+        let a = owned.client.send_request(&m.name, m.args.clone());
+        let b = borrowed.client.send_request_ref(&m.name, &parts);
+        prop_assert_eq!(&a, &b);
+        let (mut x, mut y) = (Vec::new(), Vec::new());
+        owned.client.poll_transmit(&mut x);
+        borrowed.client.poll_transmit(&mut y);
+        prop_assert_eq!(x, y);
+    }
+
+    #[test]
     fn request_with_an_invalid_name_is_rejected(id: u32, name in "\\PC{0,40}") {
         prop_assume!(!Request::is_valid_name(&name));
         // Encode the name as-is (Request::encode would cut it to 32 bytes).

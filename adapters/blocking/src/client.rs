@@ -114,6 +114,12 @@ impl Client {
         self.session.send_raw(name, args)
     }
 
+    /// [`send_raw`](Self::send_raw) with borrowed arguments: the same request, encoded
+    /// straight into its record without copying the arguments first.
+    pub fn send_raw_ref(&mut self, name: &str, args: &[&[u8]]) -> Result<u32, ClientError> {
+        self.session.send_raw_ref(name, args)
+    }
+
     /// The raw reply to request `id` if it has already arrived, without reading the socket;
     /// an error reply is [`ClientError::Server`].
     pub fn take_raw(&mut self, id: u32) -> Option<Result<Vec<Vec<u8>>, ClientError>> {

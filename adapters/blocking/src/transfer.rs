@@ -37,6 +37,11 @@ use crate::{Client, WorkPool};
 pub trait RawCalls {
     /// Queues a request; it leaves with the others when the caller next waits.
     fn send_raw(&mut self, name: &str, args: Vec<Vec<u8>>) -> Result<u32, ClientError>;
+    /// [`send_raw`](Self::send_raw) with borrowed arguments (the same request). The default
+    /// copies them; [`Client`] encodes them straight into the record.
+    fn send_raw_ref(&mut self, name: &str, args: &[&[u8]]) -> Result<u32, ClientError> {
+        self.send_raw(name, args.iter().map(|a| a.to_vec()).collect())
+    }
     /// The reply to `id` if it already arrived (an error reply is [`ClientError::Server`]).
     fn take_raw(&mut self, id: u32) -> Option<Result<Vec<Vec<u8>>, ClientError>>;
     /// Sends what is queued and waits for the reply to `id`.
@@ -48,6 +53,10 @@ pub trait RawCalls {
 impl RawCalls for Client {
     fn send_raw(&mut self, name: &str, args: Vec<Vec<u8>>) -> Result<u32, ClientError> {
         Client::send_raw(self, name, args)
+    }
+
+    fn send_raw_ref(&mut self, name: &str, args: &[&[u8]]) -> Result<u32, ClientError> {
+        Client::send_raw_ref(self, name, args)
     }
 
     fn take_raw(&mut self, id: u32) -> Option<Result<Vec<Vec<u8>>, ClientError>> {
@@ -69,6 +78,10 @@ struct NoWait<'a, C: ?Sized>(&'a mut C);
 impl<C: RawCalls + ?Sized> Requests for NoWait<'_, C> {
     fn send_raw(&mut self, name: &str, args: Vec<Vec<u8>>) -> Result<u32, ClientError> {
         self.0.send_raw(name, args)
+    }
+
+    fn send_raw_ref(&mut self, name: &str, args: &[&[u8]]) -> Result<u32, ClientError> {
+        self.0.send_raw_ref(name, args)
     }
 
     fn take_raw(&mut self, id: u32) -> Option<Result<Vec<Vec<u8>>, ClientError>> {

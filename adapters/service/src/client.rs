@@ -261,6 +261,14 @@ impl ClientSession {
             .map_err(|e| self.failure(e))
     }
 
+    /// [`send_raw`](Self::send_raw) with borrowed arguments, encoded straight into the
+    /// record (the same bytes, without copying the arguments first; an upload's chunks).
+    pub fn send_raw_ref(&mut self, name: &str, args: &[&[u8]]) -> Result<u32, ClientError> {
+        self.conn
+            .send_request_ref(name, args)
+            .map_err(|e| self.failure(e))
+    }
+
     /// The raw reply fields to request `id`, if its response has arrived; an error reply is
     /// [`ClientError::Server`].
     pub fn take_response(&mut self, id: u32) -> Option<Result<Vec<Vec<u8>>, ClientError>> {

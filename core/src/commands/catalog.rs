@@ -141,6 +141,7 @@ mod tests {
             assert!(!replies.is_empty(), "no sample reply to {cmd:?}");
             for reply in replies {
                 let fields = reply.to_fields();
+                assert_eq!(reply.clone().into_fields(), fields, "{cmd:?}");
                 assert_eq!(Reply::from_fields(&cmd, &fields), Ok(reply), "{cmd:?}");
             }
         }

@@ -255,6 +255,15 @@ impl Reply {
         let fields = Fields(fields);
         in_domain!(cmd.kind().domain(), decode_reply(cmd, &fields))
     }
+
+    /// The response fields, as [`to_fields`](Self::to_fields) gives them, taking the reply:
+    /// an `fread` reply's data moves into its field instead of being copied.
+    pub fn into_fields(self) -> Vec<Vec<u8>> {
+        match self {
+            Reply::Data(r) => r.into_fields(),
+            other => other.to_fields(),
+        }
+    }
 }
 
 /// The fields of a paged reply: `next`, then one field per entry.

@@ -12,6 +12,7 @@ use crate::Error;
 use crate::commands::Notice;
 use crate::secure::keys::{self, Secret, Transcript};
 use crate::secure::{RecordKeys, ServerIdentity, ServerKey};
+use crate::wire::command::{encode_request, request_len};
 use crate::wire::{
     self, CONTENT_APP, CONTENT_CLIENT_FINISHED, CONTENT_CLOSE, CONTENT_KEY_UPDATE, CONTENT_NOTICE,
     CONTENT_SERVER_AUTH, CONTENT_STREAM, ClientFinished, ClientHello, Close, CloseCode, Deframer,
@@ -115,7 +116,6 @@ pub struct Connection {
     send: Option<RecordKeys>,
     recv: Option<RecordKeys>,
     deframer: Deframer,
-    scratch: Vec<u8>,
     out: Vec<u8>,
     events: VecDeque<Event>,
     /// `None` when the timeout is too large to represent: no handshake timer.
@@ -212,7 +212,6 @@ impl Connection {
             send: None,
             recv: None,
             deframer: Deframer::new(),
-            scratch: Vec::new(),
             out: Vec::new(),
             events: VecDeque::new(),
             last_received: now,
@@ -435,6 +434,15 @@ impl Connection {
     }
 
     fn process(&mut self, now: Instant) -> Result<(), Error> {
+        // Records are opened in place in the deframer's buffer (no copy of each frame):
+        // it is taken out for the loop, since nothing while processing a frame reads it.
+        let mut deframer = std::mem::take(&mut self.deframer);
+        let result = self.process_frames(now, &mut deframer);
+        self.deframer = deframer;
+        result
+    }
+
+    fn process_frames(&mut self, now: Instant, deframer: &mut Deframer) -> Result<(), Error> {
         loop {
             // While the driver decides on the server key, input is still opened under the
             // server's handshake keys: the only legal record then is a Close (e.g. the
@@ -442,19 +450,11 @@ impl Connection {
             if self.is_closed() {
                 return Ok(());
             }
-            let mut frame = std::mem::take(&mut self.scratch);
-            frame.clear();
-            match self.deframer.next_frame()? {
-                Some(body) => frame.extend_from_slice(body),
-                None => {
-                    self.scratch = frame;
-                    return Ok(());
-                }
-            }
+            let Some(frame) = deframer.next_frame()? else {
+                return Ok(());
+            };
             self.last_received = now;
-            let result = self.process_frame(now, &mut frame);
-            self.scratch = frame;
-            result?;
+            self.process_frame(now, frame)?;
         }
     }
 
@@ -798,6 +798,16 @@ impl Connection {
 
     /// Client: sends a request; returns its id, echoed by the matching [`Event::Response`].
     pub fn send_request(&mut self, name: &str, args: Vec<Vec<u8>>) -> Result<u32, Error> {
+        self.send_request_ref(name, &args)
+    }
+
+    /// Client: [`send_request`](Self::send_request) with borrowed arguments, encoded straight
+    /// into the record (the same bytes, without a copy of the arguments first).
+    pub fn send_request_ref<A: AsRef<[u8]>>(
+        &mut self,
+        name: &str,
+        args: &[A],
+    ) -> Result<u32, Error> {
         if self.role != Role::Client || !self.is_connected() {
             return self.misuse();
         }
@@ -814,19 +824,14 @@ impl Connection {
         while self.outstanding.contains(&id) {
             id = id.wrapping_add(1);
         }
-        let request = Request {
-            id,
-            name: name.to_owned(),
-            args,
-        };
-        let len = request.encoded_len();
+        let len = request_len(name, args);
         if len > MAX_PAYLOAD {
             return Err(Error::PayloadTooLarge {
                 len,
                 max: MAX_PAYLOAD,
             });
         }
-        self.frame_app(len, |buf| request.encode(buf))?;
+        self.frame_app(len, |buf| encode_request(id, name, args, buf))?;
         self.outstanding.insert(id);
         self.next_id = id.wrapping_add(1);
         Ok(id)

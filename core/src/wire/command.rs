@@ -129,11 +129,32 @@ fn valid_name(name: &[u8]) -> bool {
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'_' || *c == b'-')
 }
 
-fn put_fields(out: &mut Vec<u8>, fields: &[Vec<u8>]) {
+fn put_fields<F: AsRef<[u8]>>(out: &mut Vec<u8>, fields: &[F]) {
     out.extend_from_slice(&(fields.len().min(u16::MAX as usize) as u16).to_be_bytes());
     for f in fields.iter().take(u16::MAX as usize) {
-        put_bytes32(out, f);
+        put_bytes32(out, f.as_ref());
     }
+}
+
+/// Appends the encoding of a request given by parts, with borrowed arguments: byte for byte
+/// what [`Request::encode`] appends for the same id, name and arguments, without building
+/// (and copying the arguments into) a [`Request`] first.
+pub fn encode_request<A: AsRef<[u8]>>(id: u32, name: &str, args: &[A], out: &mut Vec<u8>) {
+    out.push(REQUEST);
+    out.extend_from_slice(&id.to_be_bytes());
+    let name = &name.as_bytes()[..name.len().min(MAX_NAME)];
+    out.push(name.len() as u8);
+    out.extend_from_slice(name);
+    put_fields(out, args);
+}
+
+/// Size of what [`encode_request`] appends (that of [`Request::encoded_len`]).
+pub fn request_len<A: AsRef<[u8]>>(name: &str, args: &[A]) -> usize {
+    1 + 4
+        + 1
+        + name.len().min(MAX_NAME)
+        + 2
+        + args.iter().map(|a| 4 + a.as_ref().len()).sum::<usize>()
 }
 
 fn get_fields(r: &mut Reader<'_>) -> Result<Vec<Vec<u8>>, Error> {
@@ -155,21 +176,12 @@ impl Request {
     /// Appends the encoding. An invalid name is encoded as-is and rejected by the decoder;
     /// the connection checks names before sending.
     pub fn encode(&self, out: &mut Vec<u8>) {
-        out.push(REQUEST);
-        out.extend_from_slice(&self.id.to_be_bytes());
-        let name = &self.name.as_bytes()[..self.name.len().min(MAX_NAME)];
-        out.push(name.len() as u8);
-        out.extend_from_slice(name);
-        put_fields(out, &self.args);
+        encode_request(self.id, &self.name, &self.args, out);
     }
 
     /// Encoded size.
     pub fn encoded_len(&self) -> usize {
-        1 + 4
-            + 1
-            + self.name.len().min(MAX_NAME)
-            + 2
-            + self.args.iter().map(|a| 4 + a.len()).sum::<usize>()
+        request_len(&self.name, &self.args)
     }
 
     /// Decodes an application payload holding a request.

@@ -78,7 +78,7 @@ impl Service {
         (
             Response {
                 id: request.id,
-                result: handled.result.map(|r| r.to_fields()),
+                result: handled.result.map(Reply::into_fields),
             },
             handled.close,
         )
@@ -300,7 +300,7 @@ impl Service {
                         conn,
                         &Response {
                             id,
-                            result: result.map(|r| r.to_fields()),
+                            result: result.map(Reply::into_fields),
                         },
                     )?;
                 }
@@ -354,7 +354,7 @@ impl Service {
                         conn,
                         &Response {
                             id,
-                            result: handled.result.map(|r| r.to_fields()),
+                            result: handled.result.map(Reply::into_fields),
                         },
                     )?;
                     if let Some(close) = handled.close {
@@ -465,7 +465,7 @@ fn send_appended(
             conn,
             &Response {
                 id,
-                result: result.map(|r| r.to_fields()),
+                result: result.map(Reply::into_fields),
             },
         )?;
     }

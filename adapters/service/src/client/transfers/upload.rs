@@ -218,11 +218,12 @@ impl<F: LocalFiles> UploadJob<F> {
                     // Batches hold whole chunks, so a plan never straddles two.
                     let data = s.batch.get(s.at..s.at + plan.len).ok_or_else(changed)?;
                     s.at += plan.len;
-                    let args = s.sender.send(plan.offset, data)?.to_args();
-                    wire.send(
+                    let args = s.sender.send(plan.offset, data)?;
+                    let (id, offset) = (args.id.to_be_bytes(), args.offset.to_be_bytes());
+                    wire.send_ref(
                         &mut self.base.in_flight,
                         "fput",
-                        args,
+                        &[&id, &offset, args.data],
                         Expect::Chunk(plan.offset),
                     )?;
                 }

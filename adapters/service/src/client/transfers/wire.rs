@@ -14,6 +14,11 @@ use super::{ClientError, TransferFailure};
 pub trait Requests {
     /// Queues a request; it leaves with the others when the driver next writes.
     fn send_raw(&mut self, name: &str, args: Vec<Vec<u8>>) -> Result<u32, ClientError>;
+    /// [`send_raw`](Self::send_raw) with borrowed arguments (the same request). The default
+    /// copies them; a connection that can encode them in place overrides it.
+    fn send_raw_ref(&mut self, name: &str, args: &[&[u8]]) -> Result<u32, ClientError> {
+        self.send_raw(name, args.iter().map(|a| a.to_vec()).collect())
+    }
     /// The reply to `id` if it already arrived (an error reply is [`ClientError::Server`]).
     fn take_raw(&mut self, id: u32) -> Option<Result<Vec<Vec<u8>>, ClientError>>;
 }
@@ -21,6 +26,10 @@ pub trait Requests {
 impl Requests for super::super::ClientSession {
     fn send_raw(&mut self, name: &str, args: Vec<Vec<u8>>) -> Result<u32, ClientError> {
         super::super::ClientSession::send_raw(self, name, args)
+    }
+
+    fn send_raw_ref(&mut self, name: &str, args: &[&[u8]]) -> Result<u32, ClientError> {
+        super::super::ClientSession::send_raw_ref(self, name, args)
     }
 
     fn take_raw(&mut self, id: u32) -> Option<Result<Vec<Vec<u8>>, ClientError>> {
@@ -84,9 +93,30 @@ impl Wire<'_> {
             .requests
             .send_raw(name, args)
             .map_err(Stop::Connection)?;
+        self.sent(own, id, expect);
+        Ok(())
+    }
+
+    /// Queues one request with borrowed arguments (an upload chunk: no copy of its data
+    /// before it is encoded into the record).
+    pub(super) fn send_ref(
+        &mut self,
+        own: &mut VecDeque<(u32, Expect)>,
+        name: &str,
+        args: &[&[u8]],
+        expect: Expect,
+    ) -> Result<(), Stop> {
+        let id = self
+            .requests
+            .send_raw_ref(name, args)
+            .map_err(Stop::Connection)?;
+        self.sent(own, id, expect);
+        Ok(())
+    }
+
+    fn sent(&mut self, own: &mut VecDeque<(u32, Expect)>, id: u32, expect: Expect) {
         self.outstanding.push_back((id, self.slot));
         own.push_back((id, expect));
         self.room = self.room.saturating_sub(1);
-        Ok(())
     }
 }
