@@ -113,9 +113,11 @@ pub(crate) fn run(
             ready = Some(first);
             continue;
         }
-        // Idle: give the buffers back, and the thread too when it may be parked.
+        // Idle: give the buffers back (ours and the connection's), and the thread too when
+        // it may be parked.
         buf.release();
         out = Vec::new();
+        c.conn.release_buffers();
         if let Some(parker) = parking
             && failure.is_none()
             && want_input

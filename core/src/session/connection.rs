@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rand_core::CryptoRng;
-use zeroize::Zeroizing;
+use zeroize::{Zeroize, Zeroizing};
 
 use super::Event;
 use crate::Error;
@@ -331,6 +331,27 @@ impl Connection {
     /// Number of requests sent (client) or received (server) and not yet answered.
     pub fn outstanding_requests(&self) -> usize {
         self.outstanding.len()
+    }
+
+    /// Gives back the memory of buffers that hold nothing pending, for a driver whose
+    /// connection has gone idle: the received bytes already taken as frames, the last
+    /// decrypted record (wiped first: it was plaintext, e.g. a login's password), output
+    /// already handed to the driver, the record layer's framing buffer and the event queue.
+    /// A partial frame, unsent output and undrained events are kept; the buffers are
+    /// allocated again when next used. Changes nothing else.
+    pub fn release_buffers(&mut self) {
+        self.deframer.release();
+        self.scratch.zeroize();
+        self.scratch = Vec::new();
+        if self.out.is_empty() {
+            self.out = Vec::new();
+        }
+        if let Some(send) = self.send.as_mut() {
+            send.release_buffers();
+        }
+        if self.events.is_empty() {
+            self.events = VecDeque::new();
+        }
     }
 
     /// Appends all pending outgoing bytes to `buf`; returns how many were appended.

@@ -56,6 +56,17 @@ impl Deframer {
         Ok(Some(&mut self.buf[body_start..body_start + len]))
     }
 
+    /// Gives back the buffer's memory, keeping only the bytes of a frame not yet complete
+    /// (for an idle connection: the next [`Deframer::push`] allocates again).
+    pub fn release(&mut self) {
+        self.compact();
+        if self.buf.is_empty() {
+            self.buf = Vec::new();
+        } else {
+            self.buf.shrink_to_fit();
+        }
+    }
+
     fn compact(&mut self) {
         if self.start > 0 {
             self.buf.drain(..self.start);
