@@ -516,3 +516,35 @@ fn a_hinted_refusal_fails_the_client_with_the_limit_and_delay() {
     assert!(err.to_string().contains("max connections"), "{err}");
     assert!(err.to_string().contains("retry in 3 s"), "{err}");
 }
+
+#[test]
+fn buffers_given_back_while_idle_lose_nothing_pending() {
+    let mut p = connected_pair();
+    p.client
+        .send_request("ping", vec![b"one".to_vec()])
+        .unwrap();
+    p.drive().unwrap();
+    // Both ends idle: they give their buffers back and go on as before.
+    p.client.release_buffers();
+    p.server.release_buffers();
+    // A request whose record reaches the server in two pieces, with a release between
+    // them: the partial frame is kept.
+    p.client
+        .send_request("ping", vec![b"two".to_vec()])
+        .unwrap();
+    let bytes = p.take_output(Role::Client);
+    let (first, rest) = bytes.split_at(bytes.len() / 2);
+    p.deliver_to_server(first).unwrap();
+    p.server.release_buffers();
+    p.deliver_to_server(rest).unwrap();
+    // Output framed but not yet taken by the driver is kept too.
+    p.handle_events().unwrap();
+    p.server.release_buffers();
+    p.drive().unwrap();
+    let answers: Vec<_> = p.responses().iter().map(|r| r.result.clone()).collect();
+    assert_eq!(
+        answers,
+        [Ok(vec![b"one".to_vec()]), Ok(vec![b"two".to_vec()])]
+    );
+    assert!(p.client_error.is_none() && p.server_error.is_none());
+}

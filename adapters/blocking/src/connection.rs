@@ -25,7 +25,10 @@ use crate::watcher::{Parker, Watchable};
 pub(crate) const IDLE_AFTER: Duration = Duration::from_millis(100);
 
 /// A connection between two steps of its loop: all it needs, movable between threads (its
-/// buffers are not part of it: a parked connection holds none).
+/// buffers are not part of it: a parked connection holds none). A busy connection is boxed
+/// on its thread; a parked one is kept by value in the watcher's slots (`watcher.rs`), so
+/// the bulk of every parked connection lives in one block that shrinks when they leave,
+/// not in whichever thread's heap arena its handshake ran on.
 pub(crate) struct Served {
     pub(crate) stream: TcpStream,
     pub(crate) conn: Connection,
@@ -33,7 +36,7 @@ pub(crate) struct Served {
     pub(crate) waker: Arc<PipeWake>,
 }
 
-impl Watchable for Box<Served> {
+impl Watchable for Served {
     fn socket(&self) -> BorrowedFd<'_> {
         self.stream.as_fd()
     }
@@ -44,7 +47,7 @@ impl Watchable for Box<Served> {
 }
 
 /// Where idle connections go, if anywhere.
-pub(crate) type Parking<'a> = Option<&'a Parker<Box<Served>>>;
+pub(crate) type Parking<'a> = Option<&'a Parker<Served>>;
 
 /// How a [`run`] left its connection.
 #[derive(Debug)]
@@ -110,9 +113,11 @@ pub(crate) fn run(
             ready = Some(first);
             continue;
         }
-        // Idle: give the buffers back, and the thread too when it may be parked.
+        // Idle: give the buffers back (ours and the connection's), and the thread too when
+        // it may be parked.
         buf.release();
         out = Vec::new();
+        c.conn.release_buffers();
         if let Some(parker) = parking
             && failure.is_none()
             && want_input
@@ -121,10 +126,10 @@ pub(crate) fn run(
             // While parked the watcher, not this waker, hears of a shutdown (the server
             // closes the watcher, which hands every parked connection back).
             drop(watched.take());
-            match parker.park(c, deadline) {
+            match parker.park(*c, deadline) {
                 Ok(()) => return Ok(Outcome::Parked),
                 Err(back) => {
-                    c = back;
+                    *c = back;
                     watched = Some(shared.wakers.watch(&c.waker));
                 }
             }

@@ -9,6 +9,14 @@
 //! thread), saying which of the three happened. [`Watcher::close`] hands every parked
 //! connection back at once and refuses later parks, so a shutdown reaches them all.
 //!
+//! Parked items are kept by value in one vector of slots that stays dense: after each round
+//! of events the last items move into the slots that emptied (their `epoll` keys and
+//! deadlines follow them) and the vector shrinks when it is mostly empty. So the memory of
+//! a burst of parked connections is one block that goes back to the system when they
+//! leave, not pieces scattered over the heap arenas of the threads that served them
+//! (glibc returns an arena's free memory only from its top, so pieces below anything
+//! still in use stay resident).
+//!
 //! Linux only (`epoll`); elsewhere [`Watcher::start`] fails and connections keep their
 //! threads while idle.
 
@@ -163,14 +171,23 @@ impl<T> Drop for Watcher<T> {
 /// and `2n + 1` (waker).
 const WATCHER_KEY: u64 = u64::MAX;
 
+/// Slots kept however empty the vector gets (a few connections park and leave all the time).
+const MIN_SLOTS: usize = 64;
+
+/// The `epoll` key of `slot`'s socket (its waker's is one more).
+fn socket_key(slot: usize) -> u64 {
+    u64::try_from(slot).unwrap_or(u64::MAX / 2) * 2
+}
+
 /// The watcher thread's own bookkeeping.
 #[cfg(target_os = "linux")]
 struct Watch<'a, T> {
     inner: &'a Inner<T>,
-    /// Parked items by slot, with their deadlines.
+    /// Parked items by slot, with their deadlines; dense between rounds (see the module
+    /// docs).
     slots: Vec<Option<(T, Option<Instant>)>>,
-    /// Slots free for reuse.
-    free: Vec<usize>,
+    /// Slots emptied in this round, filled from the end by [`Watch::compact`].
+    holes: Vec<usize>,
     /// Deadlines in order, with their slots.
     timers: BTreeSet<(Instant, usize)>,
 }
@@ -181,7 +198,7 @@ impl<'a, T: Watchable> Watch<'a, T> {
         Watch {
             inner,
             slots: Vec::new(),
-            free: Vec::new(),
+            holes: Vec::new(),
             timers: BTreeSet::new(),
         }
     }
@@ -254,6 +271,7 @@ impl<'a, T: Watchable> Watch<'a, T> {
                     self.timers.pop_first();
                 }
             }
+            self.compact(&mut resume);
         }
         // Closed: everything parked goes back, and whatever was handed over meanwhile.
         for slot in 0..self.slots.len() {
@@ -270,15 +288,15 @@ impl<'a, T: Watchable> Watch<'a, T> {
     /// Registers `item`'s socket and waker and its deadline; on failure, gives it back.
     fn add(&mut self, item: T, deadline: Option<Instant>) -> Result<(), (T, io::Error)> {
         use rustix::event::epoll;
-        let slot = self.free.pop().unwrap_or(self.slots.len());
-        let key = u64::try_from(slot).unwrap_or(u64::MAX / 2) * 2;
+        // Dense between rounds, so a new item goes at the end.
+        let slot = self.slots.len();
+        let key = socket_key(slot);
         if let Err(e) = epoll::add(
             &self.inner.epoll,
             item.socket(),
             epoll::EventData::new_u64(key),
             epoll::EventFlags::IN,
         ) {
-            self.free.push(slot);
             return Err((item, e.into()));
         }
         if let Err(e) = epoll::add(
@@ -288,18 +306,86 @@ impl<'a, T: Watchable> Watch<'a, T> {
             epoll::EventFlags::IN,
         ) {
             let _ = epoll::delete(&self.inner.epoll, item.socket());
-            self.free.push(slot);
             return Err((item, e.into()));
         }
         if let Some(at) = deadline {
             self.timers.insert((at, slot));
         }
-        if slot == self.slots.len() {
-            self.slots.push(Some((item, deadline)));
-        } else if let Some(place) = self.slots.get_mut(slot) {
-            *place = Some((item, deadline));
-        }
+        self.slots.push(Some((item, deadline)));
         Ok(())
+    }
+
+    /// Moves the last items into the slots emptied this round (re-keying their descriptors
+    /// and deadlines), drops the empty tail and shrinks the vector when it is mostly empty,
+    /// so the slots stay dense and their memory follows the number parked. An item that
+    /// cannot be re-keyed is resumed instead.
+    fn compact(&mut self, resume: &mut impl FnMut(T, Ready)) {
+        use rustix::event::epoll;
+        let mut holes = std::mem::take(&mut self.holes);
+        holes.sort_unstable();
+        holes.dedup();
+        let mut next = 0;
+        while let Some(&hole) = holes.get(next) {
+            while matches!(self.slots.last(), Some(None)) {
+                self.slots.pop();
+            }
+            let last = self.slots.len().saturating_sub(1);
+            // At or past the last item (the empty tail was dropped): nothing to move.
+            if hole >= last {
+                next += 1;
+                continue;
+            }
+            let Some(Some((item, deadline))) = self.slots.pop() else {
+                next += 1;
+                continue;
+            };
+            if let Some(at) = deadline {
+                self.timers.remove(&(at, last));
+            }
+            let key = socket_key(hole);
+            let rekeyed = epoll::modify(
+                &self.inner.epoll,
+                item.socket(),
+                epoll::EventData::new_u64(key),
+                epoll::EventFlags::IN,
+            )
+            .and_then(|()| {
+                epoll::modify(
+                    &self.inner.epoll,
+                    item.waker().readable(),
+                    epoll::EventData::new_u64(key + 1),
+                    epoll::EventFlags::IN,
+                )
+            });
+            if let Err(e) = rekeyed {
+                tracing::warn!(error = %e, "could not move an idle connection's watch; resuming it");
+                let _ = epoll::delete(&self.inner.epoll, item.socket());
+                let _ = epoll::delete(&self.inner.epoll, item.waker().readable());
+                resume(item, Ready::default());
+                // The same hole is filled from the new end.
+                continue;
+            }
+            if let Some(at) = deadline {
+                self.timers.insert((at, hole));
+            }
+            if let Some(place) = self.slots.get_mut(hole) {
+                *place = Some((item, deadline));
+            }
+            next += 1;
+        }
+        holes.clear();
+        while matches!(self.slots.last(), Some(None)) {
+            self.slots.pop();
+        }
+        self.holes = holes;
+        if self.slots.is_empty() {
+            // Nothing parked: give all of it back (a burst's worth).
+            self.slots = Vec::new();
+            self.holes = Vec::new();
+        } else if self.slots.capacity() > MIN_SLOTS && self.slots.len() < self.slots.capacity() / 4
+        {
+            self.slots.shrink_to((self.slots.len() * 2).max(MIN_SLOTS));
+        }
     }
 
     /// Takes the item in `slot` out of the watch (its descriptors, its deadline), draining
@@ -315,12 +401,7 @@ impl<'a, T: Watchable> Watch<'a, T> {
         if woken {
             item.waker().drain();
         }
-        self.free.push(slot);
-        if self.free.len() == self.slots.len() {
-            // Nothing parked: give the slots' memory back (a burst's worth of it).
-            self.slots = Vec::new();
-            self.free = Vec::new();
-        }
+        self.holes.push(slot);
         Some(item)
     }
 }
@@ -430,6 +511,110 @@ mod tests {
         let (late, _peer) = item(&listener, "late");
         let refused = parker.park(late, None).err().map(|item| item.name);
         assert_eq!(refused, Some("late"));
+    }
+
+    /// A watch driven by hand on the test's thread (no watcher thread), to see its slots.
+    fn bare_inner() -> Inner<Item> {
+        Inner {
+            epoll: rustix::event::epoll::create(rustix::event::epoll::CreateFlags::CLOEXEC)
+                .unwrap(),
+            wake: PipeWake::new().unwrap(),
+            inbox: Mutex::new(Inbox {
+                new: Vec::new(),
+                closed: false,
+            }),
+        }
+    }
+
+    /// The items parked in `watch`, slot by slot (`None`: an empty slot).
+    fn names(watch: &Watch<'_, Item>) -> Vec<Option<&'static str>> {
+        watch
+            .slots
+            .iter()
+            .map(|s| s.as_ref().map(|(item, _)| item.name))
+            .collect()
+    }
+
+    #[test]
+    fn emptied_slots_are_filled_from_the_end_with_keys_and_deadlines_moved() {
+        use rustix::event::epoll;
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let inner = bare_inner();
+        let mut watch = Watch::new(&inner);
+        let mut peers = Vec::new();
+        let soon = Instant::now() + Duration::from_secs(60);
+        const NAMES: [&str; 6] = ["a", "b", "c", "d", "e", "f"];
+        for (i, name) in NAMES.into_iter().enumerate() {
+            let (it, peer) = item(&listener, name);
+            peers.push(peer);
+            let deadline = (i % 2 == 0).then_some(soon + Duration::from_secs(i as u64));
+            assert!(watch.add(it, deadline).is_ok());
+        }
+        let mut resumed = Vec::new();
+        let mut resume = |it: Item, _: Ready| resumed.push(it.name);
+        // "a" (slot 0) and "c" (slot 2) leave: "f" and "e" move into their slots.
+        assert_eq!(watch.take(0, false).map(|i| i.name), Some("a"));
+        assert_eq!(watch.take(2, false).map(|i| i.name), Some("c"));
+        watch.compact(&mut resume);
+        assert!(resumed.is_empty());
+        assert_eq!(names(&watch), [Some("f"), Some("b"), Some("e"), Some("d")]);
+        // "e" kept its deadline, now under its new slot; "f" has none.
+        let e_at = soon + Duration::from_secs(4);
+        assert!(watch.timers.contains(&(e_at, 2)));
+        assert_eq!(watch.timers.len(), 1);
+        // Their descriptors report under the new slots' keys.
+        peers[4].write_all(b"x").unwrap();
+        watch.slots[0].as_ref().unwrap().0.waker.wake();
+        let mut events: Vec<epoll::Event> = Vec::with_capacity(8);
+        let mut keys = std::collections::BTreeSet::new();
+        let until = Instant::now() + LONG;
+        while keys.len() < 2 && Instant::now() < until {
+            events.clear();
+            epoll::wait(
+                &inner.epoll,
+                rustix::buffer::spare_capacity(&mut events),
+                Some(&crate::wake::timeout_until(
+                    Instant::now() + Duration::from_millis(100),
+                )),
+            )
+            .unwrap();
+            keys.extend(events.iter().map(|e| e.data.u64()));
+        }
+        // "e" (slot 2): its socket, key 4; "f" (slot 0): its waker, key 1.
+        assert_eq!(keys.into_iter().collect::<Vec<_>>(), [1, 4]);
+    }
+
+    #[test]
+    fn the_slots_shrink_when_most_items_leave_and_are_freed_when_all_do() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let inner = bare_inner();
+        let mut watch = Watch::new(&inner);
+        let mut peers = Vec::new();
+        for _ in 0..300 {
+            let (it, peer) = item(&listener, "many");
+            peers.push(peer);
+            assert!(watch.add(it, None).is_ok());
+        }
+        let mut resume = |_: Item, _: Ready| {};
+        let full = watch.slots.capacity();
+        assert!(full >= 300);
+        // All but the last ten leave; the survivors move down and the vector shrinks.
+        for slot in 0..290 {
+            assert!(watch.take(slot, false).is_some());
+        }
+        watch.compact(&mut resume);
+        assert_eq!(watch.slots.len(), 10);
+        assert!(watch.slots.iter().all(Option::is_some));
+        assert!(
+            watch.slots.capacity() <= MIN_SLOTS,
+            "{}",
+            watch.slots.capacity()
+        );
+        for slot in 0..10 {
+            assert!(watch.take(slot, false).is_some());
+        }
+        watch.compact(&mut resume);
+        assert_eq!(watch.slots.capacity(), 0);
     }
 
     #[test]

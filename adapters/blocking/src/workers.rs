@@ -29,11 +29,17 @@ use crate::watcher::Parker;
 const WORKER_KEEP: Duration = Duration::from_secs(5);
 
 /// What a connection thread is given to do.
+#[expect(
+    clippy::large_enum_variant,
+    reason = "a Resume is moved once per wake-up; boxing it would allocate on the watcher thread"
+)]
 pub(crate) enum Job {
     /// Serve a connection just accepted.
     New(TcpStream),
-    /// Go on with a connection the watcher hands back, and what woke it.
-    Resume(Box<Served>, Ready),
+    /// Go on with a connection the watcher hands back, and what woke it. By value: the
+    /// thread that takes it boxes it, so a storm of resumed connections (a burst closing)
+    /// allocates nothing on the watcher's thread.
+    Resume(Served, Ready),
 }
 
 /// The connection threads of one server (see the module docs).
@@ -42,7 +48,7 @@ pub(crate) struct Threads {
     idle: IdleThreads<Job>,
     live: LiveThreads,
     /// Where idle connections are parked (unset: they keep their threads).
-    parker: OnceLock<Parker<Box<Served>>>,
+    parker: OnceLock<Parker<Served>>,
 }
 
 impl Threads {
@@ -57,7 +63,7 @@ impl Threads {
     }
 
     /// Parks idle connections with `parker` from now on.
-    pub(crate) fn park_with(&self, parker: Parker<Box<Served>>) {
+    pub(crate) fn park_with(&self, parker: Parker<Served>) {
         let _ = self.parker.set(parker);
     }
 
@@ -96,7 +102,12 @@ impl Threads {
                 Job::New(stream) => (stream.peer_addr().ok(), self.serve(stream)),
                 Job::Resume(served, ready) => (
                     served.stream.peer_addr().ok(),
-                    connection::run(served, Some(ready), &self.shared, self.parker.get()),
+                    connection::run(
+                        Box::new(served),
+                        Some(ready),
+                        &self.shared,
+                        self.parker.get(),
+                    ),
                 ),
             };
             match outcome {

@@ -163,3 +163,30 @@ fn concurrent_creation_of_one_name_succeeds_once() {
             .all(|r| matches!(r, Err(AccountError::Exists(_))))
     );
 }
+
+#[test]
+fn a_login_in_the_same_second_writes_nothing_and_a_later_one_updates_the_time() {
+    let store = MemoryStore::new();
+    let accounts = accounts(&store);
+    accounts
+        .create("first", UserRole::Admin, b"password-1", 1)
+        .unwrap();
+    let before = store.commit_count();
+    accounts.record_login(&name("first"), 100);
+    assert_eq!(store.commit_count(), before + 1);
+    assert_eq!(
+        accounts.get(&name("first")).unwrap().unwrap().last_login,
+        Some(100)
+    );
+    // The same second again: the record would not change, so no commit.
+    for _ in 0..50 {
+        accounts.record_login(&name("first"), 100);
+    }
+    assert_eq!(store.commit_count(), before + 1);
+    accounts.record_login(&name("first"), 101);
+    assert_eq!(store.commit_count(), before + 2);
+    assert_eq!(
+        accounts.get(&name("first")).unwrap().unwrap().last_login,
+        Some(101)
+    );
+}

@@ -67,6 +67,15 @@ impl RecordKeys {
         Self::from_secret(expand(&self.secret, LABEL_KEY_UPDATE, &[]))
     }
 
+    /// Gives back the framing buffers' memory when no record waits to be sealed (for an
+    /// idle connection; the next [`frame`](Self::frame) allocates again).
+    pub fn release_buffers(&mut self) {
+        if self.unsealed.is_empty() {
+            self.framed = Vec::new();
+            self.unsealed = Vec::new();
+        }
+    }
+
     /// The sequence number the next record will use.
     pub fn seq(&self) -> u64 {
         self.seq

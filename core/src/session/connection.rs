@@ -332,6 +332,27 @@ impl Connection {
         self.outstanding.len()
     }
 
+    /// Gives back the memory of buffers that hold nothing pending, for a driver whose
+    /// connection has gone idle: the received bytes already taken as frames, the last
+    /// decrypted record (wiped first: it was plaintext, e.g. a login's password), output
+    /// already handed to the driver, the record layer's framing buffer and the event queue.
+    /// A partial frame, unsent output and undrained events are kept; the buffers are
+    /// allocated again when next used. Changes nothing else.
+    pub fn release_buffers(&mut self) {
+        // Records are opened in place in the deframer's buffer: releasing it wipes the
+        // plaintext of the last ones (a login's password among them).
+        self.deframer.release();
+        if self.out.is_empty() {
+            self.out = Vec::new();
+        }
+        if let Some(send) = self.send.as_mut() {
+            send.release_buffers();
+        }
+        if self.events.is_empty() {
+            self.events = VecDeque::new();
+        }
+    }
+
     /// Appends all pending outgoing bytes to `buf`; returns how many were appended.
     pub fn poll_transmit(&mut self, buf: &mut Vec<u8>) -> usize {
         // Application records are framed as they are sent and sealed together here.

@@ -1,6 +1,8 @@
 //! Length-prefixed framing: `len:u32be | body[len]`, with the length checked before any
 //! buffering so a hostile length never causes an allocation.
 
+use zeroize::Zeroize;
+
 use super::MAX_FRAME_BODY;
 use crate::Error;
 
@@ -54,6 +56,16 @@ impl Deframer {
         let body_start = self.start + 4;
         self.start = body_start + len;
         Ok(Some(&mut self.buf[body_start..body_start + len]))
+    }
+
+    /// Gives back the buffer's memory, keeping only the bytes of a frame not yet complete
+    /// (for an idle connection: the next [`Deframer::push`] allocates again). The whole
+    /// old buffer is zeroed first: frames are opened in place, so it held plaintext.
+    pub fn release(&mut self) {
+        let pending = self.buf.get(self.start..).map(<[u8]>::to_vec);
+        self.buf.zeroize();
+        self.buf = pending.unwrap_or_default();
+        self.start = 0;
     }
 
     fn compact(&mut self) {

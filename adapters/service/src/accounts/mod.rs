@@ -451,9 +451,15 @@ impl Accounts {
     }
 
     /// Notes a successful login (best effort: a failure here does not undo the login).
+    /// A login in the same second as the stored one writes nothing: the record would not
+    /// change, and a burst of logins would otherwise leave one store version per login in
+    /// the store's in-memory table (small allocations scattered over every thread's heap,
+    /// which keep a burst's freed session memory from going back to the system).
     pub fn record_login(&self, name: &UserName, now: u64) {
         let _guard = self.lock();
-        if let Ok(Some(mut user)) = self.get(name) {
+        if let Ok(Some(mut user)) = self.get(name)
+            && user.last_login != Some(now)
+        {
             user.last_login = Some(now);
             if let Err(e) = self.store.commit(vec![self.put(&user)]) {
                 tracing::warn!(user = %name, error = %e, "could not record the login time");
