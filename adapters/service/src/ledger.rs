@@ -29,6 +29,7 @@ pub use crate::ledger_layout::{
 pub use crate::ledger_query::{CHECK_PAGE, Page};
 
 use crate::ledger_commit::GroupCommit;
+use crate::ledger_layout::{has_legacy_index, seq_of_id};
 use crate::work::Work;
 
 /// The result of [`Ledger::check`] and [`Ledger::check_range`] (in `ledger_query.rs`).
@@ -58,6 +59,10 @@ pub struct Ledger {
     group: Arc<GroupCommit>,
     /// Successful commits so far (see [`Ledger::submit`]).
     commits: Arc<AtomicU64>,
+    /// The own feed's keys for the record id checks of appends: without the legacy index
+    /// lookups when the store had no legacy index key when this was made (nothing writes
+    /// one since, so a new id then costs one store read).
+    dedup_keys: FeedKeys,
 }
 
 impl std::fmt::Debug for Ledger {
@@ -72,16 +77,23 @@ impl Ledger {
     /// The feed of `identity` (the server key, which signs heads) kept in `store`.
     pub fn new(store: Arc<dyn Store>, identity: Arc<ServerIdentity>) -> Ledger {
         let commits = Arc::new(AtomicU64::new(0));
+        // A store that cannot tell keeps the legacy lookups: slower, never wrong.
+        let dedup_keys = match has_legacy_index(store.as_ref(), &FeedKeys::OWN) {
+            Ok(false) => FeedKeys::OWN.without_legacy_index(),
+            Ok(true) | Err(_) => FeedKeys::OWN,
+        };
         let group = Arc::new(GroupCommit::new(
             store.clone(),
             identity.clone(),
             commits.clone(),
+            dedup_keys,
         ));
         Ledger {
             store,
             identity,
             group,
             commits,
+            dedup_keys,
         }
     }
 
@@ -177,7 +189,7 @@ impl Ledger {
             .and_then(|()| check_record_id(&record.record_id))
             .and_then(|()| check_body(&record.body))
             .map_err(FeedError::Invalid)?;
-        match self.seq_of_id(&record.record_id)? {
+        match seq_of_id(self.store.as_ref(), &self.dedup_keys, &record.record_id)? {
             Some(seq) => Err(FeedError::Duplicate { seq }),
             None => Ok(record),
         }

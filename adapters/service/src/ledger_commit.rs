@@ -159,16 +159,20 @@ pub(crate) struct GroupCommit {
 impl GroupCommit {
     /// The group commit of the feed of `identity` in `store`; `commits` counts the
     /// successful commits (read by submitters before they check).
+    /// `keys` are the own feed's, with or without the legacy index lookups (see
+    /// `ledger_layout.rs`).
     pub(crate) fn new(
         store: Arc<dyn Store>,
         identity: Arc<ServerIdentity>,
         commits: Arc<AtomicU64>,
+        keys: FeedKeys,
     ) -> GroupCommit {
         GroupCommit {
             queue: Mutex::new(Queue::default()),
             committer: Mutex::new(Committer {
                 store,
                 identity,
+                keys,
                 head: None,
                 recent: Recent::default(),
                 commits,
@@ -298,6 +302,8 @@ impl Drop for CommitRun {
 struct Committer {
     store: Arc<dyn Store>,
     identity: Arc<ServerIdentity>,
+    /// The own feed's keys (the record id lookups of old commits go through them).
+    keys: FeedKeys,
     /// The head as of the last commit: `None` = not known (read it from the store),
     /// `Some(None)` = empty feed.
     head: Option<Option<Head>>,
@@ -380,6 +386,15 @@ struct Batch {
 fn put(key: Vec<u8>, value: Vec<u8>) -> Op {
     Op::Put {
         table: Table::Ledger,
+        key,
+        value,
+    }
+}
+
+/// A write of an `id:` or `h:` key of the own feed, to its index table.
+fn put_index(key: Vec<u8>, value: Vec<u8>) -> Op {
+    Op::Put {
+        table: FeedKeys::OWN.index_table(),
         key,
         value,
     }
@@ -491,7 +506,7 @@ impl Committer {
             None => match self.recent.stored_after(id, checked_at) {
                 Ok(seq) => seq,
                 // Too long ago to tell from memory: ask the store.
-                Err(()) => seq_of_id(self.store.as_ref(), &FeedKeys::OWN, id)?,
+                Err(()) => seq_of_id(self.store.as_ref(), &self.keys, id)?,
             },
         };
         if let Some(seq) = stored {
@@ -535,8 +550,8 @@ impl Committer {
         let seq_bytes = seq.to_be_bytes().to_vec();
         batch.ops.extend([
             put(entry_key(seq), entry.to_bytes()),
-            put(id_key(entry.record_id()), seq_bytes.clone()),
-            put(hash_key(&hash), seq_bytes),
+            put_index(id_key(entry.record_id()), seq_bytes.clone()),
+            put_index(hash_key(&hash), seq_bytes),
         ]);
         batch.ids.insert(entry.record_id().to_vec(), seq);
         *head = Some(Head::of(&entry));

@@ -10,7 +10,7 @@ use vserv_core::ServerKey;
 use vserv_core::ledger::{Entry, SignedHead};
 use vserv_store::kv::Store;
 
-use crate::ledger_layout::{FeedError, FeedKeys, FeedNumber, seq_of_id, seq_value, stored_head};
+use crate::ledger_layout::{FeedError, FeedKeys, FeedNumber, seq_of_hash, seq_of_id, stored_head};
 
 /// A readable feed: the store, where the feed's keys are, and the feed's origin key (every
 /// stored entry and head must carry it). Cheap to clone; safe to use from many threads.
@@ -79,10 +79,7 @@ impl Feed {
 
     /// The seq of the entry with hash `hash`, if stored.
     pub fn seq_of_hash(&self, hash: &[u8; 32]) -> Result<Option<u64>, FeedError> {
-        self.store
-            .get(self.keys.table(), &self.keys.hash(hash))?
-            .map(|v| seq_value(&v, "hash"))
-            .transpose()
+        seq_of_hash(self.store.as_ref(), &self.keys, hash)
     }
 
     /// Entry `seq`, if stored; an entry that does not decode as one of this feed's origin is

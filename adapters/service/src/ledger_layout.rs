@@ -15,8 +15,8 @@
 //! | key | value |
 //! |---|---|
 //! | `e:` + seq (`u64` big-endian) | the entry's canonical encoding (`spec/ledger.md` §1) |
-//! | `id:` + record id | seq (`u64` big-endian) of the entry with that record id |
-//! | `h:` + entry hash (32 bytes) | seq (`u64` big-endian) of the entry with that hash |
+//! | `id:` + record id | seq (`u64` big-endian) of the entry with that record id (index table) |
+//! | `h:` + entry hash (32 bytes) | seq (`u64` big-endian) of the entry with that hash (index table) |
 //! | `k:` + kind + `0x00` + seq (`u64` big-endian) | the kind index: empty, or [`kind_runs_value`] |
 //! | `kc:` + kind | number of entries of that kind (`u64` big-endian) |
 //! | `head` | the [`SignedHead`] encoding of the last entry |
@@ -34,6 +34,18 @@
 //! stored head is authoritative for the feed's size. A commit's `sh:` key is what lets
 //! replication cut a feed into segments that each end at a signed head; feeds written before
 //! those keys existed have only `head`.
+//!
+//! # The index table
+//!
+//! The `id:` and `h:` keys of the own feed live in [`Table::LedgerIndex`], beside the
+//! entries' table ([`FeedKeys::index_table`]): their keys are random, and in the same LSM
+//! tree as the entries every flush would overlap every other, so compactions would rewrite
+//! the entries again and again as the feed grows; apart, the entries' sequential keys are
+//! only moved. Feeds written before this (by c989e6d and earlier) have these keys in
+//! [`Table::Ledger`], and new entries appended to such a feed get theirs in the index
+//! table: a lookup tries the index table, then [`FeedKeys::legacy_index_table`] (a record
+//! id or hash is in one of the two, never both). A replica keeps its indexes in
+//! [`Table::Replicas`] with its other keys.
 
 use vserv_core::ledger::{LedgerError, SignedHead};
 use vserv_store::kv::{Store, StoreError, Table};
@@ -159,13 +171,21 @@ pub type FeedNumber = u32;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FeedKeys {
     table: Table,
+    /// The table of the `id:` and `h:` keys.
+    index_table: Table,
+    /// Where a feed written before the index table existed has its older `id:` and `h:`
+    /// keys.
+    legacy_index_table: Option<Table>,
     prefix: Option<[u8; 5]>,
 }
 
 impl FeedKeys {
-    /// The server's own feed: [`Table::Ledger`], keys without a prefix.
+    /// The server's own feed: [`Table::Ledger`], keys without a prefix, its indexes in
+    /// [`Table::LedgerIndex`] (older ones in [`Table::Ledger`]).
     pub const OWN: FeedKeys = FeedKeys {
         table: Table::Ledger,
+        index_table: Table::LedgerIndex,
+        legacy_index_table: Some(Table::Ledger),
         prefix: None,
     };
 
@@ -175,13 +195,35 @@ impl FeedKeys {
         let [a, b, c, d] = number.to_be_bytes();
         FeedKeys {
             table: Table::Replicas,
+            index_table: Table::Replicas,
+            legacy_index_table: None,
             prefix: Some([REPLICA_FEED_LEAD, a, b, c, d]),
         }
     }
 
-    /// The table holding the feed.
+    /// The table holding the feed (every key but the `id:` and `h:` indexes).
     pub fn table(&self) -> Table {
         self.table
+    }
+
+    /// The table the feed's `id:` and `h:` index keys are written to.
+    pub fn index_table(&self) -> Table {
+        self.index_table
+    }
+
+    /// The table holding the `id:` and `h:` keys written before [`FeedKeys::index_table`]
+    /// existed, if the feed may have any: lookups missing in the index table look there.
+    pub fn legacy_index_table(&self) -> Option<Table> {
+        self.legacy_index_table
+    }
+
+    /// The same feed, without the lookups in [`FeedKeys::legacy_index_table`]: for a feed
+    /// known to have no index key there.
+    pub fn without_legacy_index(self) -> FeedKeys {
+        FeedKeys {
+            legacy_index_table: None,
+            ..self
+        }
     }
 
     /// The bytes before every key of the feed (empty for the own feed).
@@ -291,10 +333,61 @@ pub(crate) fn seq_of_id(
     keys: &FeedKeys,
     record_id: &[u8],
 ) -> Result<Option<u64>, FeedError> {
-    store
-        .get(keys.table(), &keys.id(record_id))?
-        .map(|v| seq_value(&v, "record id"))
+    indexed_seq(store, keys, &keys.id(record_id), "record id")
+}
+
+/// The seq of the entry with hash `hash` in the feed at `keys`, if stored.
+pub(crate) fn seq_of_hash(
+    store: &dyn Store,
+    keys: &FeedKeys,
+    hash: &[u8; 32],
+) -> Result<Option<u64>, FeedError> {
+    indexed_seq(store, keys, &keys.hash(hash), "hash")
+}
+
+/// The seq an index `key` of the feed at `keys` holds.
+fn indexed_seq(
+    store: &dyn Store,
+    keys: &FeedKeys,
+    key: &[u8],
+    what: &str,
+) -> Result<Option<u64>, FeedError> {
+    index_value(store, keys, key)?
+        .map(|v| seq_value(&v, what))
         .transpose()
+}
+
+/// The value of the index `key` (an `id:` or `h:` key of the feed at `keys`): in the index
+/// table, else in the legacy index table.
+pub(crate) fn index_value(
+    store: &dyn Store,
+    keys: &FeedKeys,
+    key: &[u8],
+) -> Result<Option<Vec<u8>>, StoreError> {
+    match store.get(keys.index_table(), key)? {
+        Some(v) => Ok(Some(v)),
+        None => match keys.legacy_index_table() {
+            Some(legacy) => store.get(legacy, key),
+            None => Ok(None),
+        },
+    }
+}
+
+/// Whether the feed at `keys` has index keys in its legacy index table (a feed written
+/// before the index table existed): one short scan.
+pub(crate) fn has_legacy_index(store: &dyn Store, keys: &FeedKeys) -> Result<bool, StoreError> {
+    let Some(legacy) = keys.legacy_index_table() else {
+        return Ok(false);
+    };
+    for prefix in [
+        keys.place(ID_PREFIX.to_vec()),
+        keys.place(HASH_PREFIX.to_vec()),
+    ] {
+        if !store.scan_from(legacy, &prefix, &prefix, 1)?.is_empty() {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 pub(crate) fn seq_value(bytes: &[u8], what: &str) -> Result<u64, FeedError> {

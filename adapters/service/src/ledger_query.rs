@@ -15,7 +15,7 @@ use vserv_store::kv::StoreError;
 
 use crate::ledger::CheckReport;
 use crate::ledger_feed::Feed;
-use crate::ledger_layout::{FeedError, kind_runs, seq_value};
+use crate::ledger_layout::{FeedError, index_value, kind_runs, seq_value};
 
 /// Entries read per store page by [`Feed::check_range`], which reports progress after each.
 pub const CHECK_PAGE: usize = 1024;
@@ -488,7 +488,7 @@ impl Feed {
 
     /// Whether the hash index maps `hash` to `seq`.
     fn is_indexed(&self, seq: u64, hash: &[u8; 32]) -> Result<bool, StoreError> {
-        let indexed = self.store.get(self.keys.table(), &self.keys.hash(hash))?;
+        let indexed = index_value(self.store.as_ref(), &self.keys, &self.keys.hash(hash))?;
         Ok(indexed.as_deref() == Some(seq.to_be_bytes().as_slice()))
     }
 

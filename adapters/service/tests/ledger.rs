@@ -215,6 +215,10 @@ fn a_crashed_append_leaves_nothing_and_the_next_one_continues() {
     assert_eq!(store.contents().unwrap(), before);
     assert_eq!(store.get(Table::Ledger, &entry_key(4)).unwrap(), None);
     assert_eq!(store.get(Table::Ledger, &id_key(b"lost")).unwrap(), None);
+    assert_eq!(
+        store.get(Table::LedgerIndex, &id_key(b"lost")).unwrap(),
+        None
+    );
     assert_eq!(ledger.head().unwrap(), Some(old_head));
     assert_eq!(ledger.size().unwrap(), 3);
     assert_eq!(ledger.seq_of_id(b"lost").unwrap(), None);

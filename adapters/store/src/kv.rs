@@ -18,8 +18,9 @@ pub enum Table {
     Users,
     /// Login backoff state, keyed by `u:<user>` or `ip:<address>`.
     Limits,
-    /// The server's ledger feed: entries, their record id and hash indexes, the signed head
-    /// (layout in `vserv_service::ledger`).
+    /// The server's ledger feed: entries, the signed heads, the kind index (the record id
+    /// and hash indexes are in [`Table::LedgerIndex`], or here for entries appended before
+    /// it existed; layout in `vserv_service::ledger_layout`).
     Ledger,
     /// Replicas of other servers' feeds, each under its origin key's 33 bytes, plus the
     /// fingerprint index and the fork proofs of quarantined origins (layout in
@@ -31,11 +32,15 @@ pub enum Table {
     /// Users' transit keys, each version's material encrypted under the master key (layout
     /// in `vserv_service::transit`).
     Transit,
+    /// The server's own feed's record id and entry hash indexes (layout in
+    /// `vserv_service::ledger_layout`): random keys, kept apart from the entries so that the
+    /// entries' sequential keys are never rewritten by the indexes' compactions.
+    LedgerIndex,
 }
 
 impl Table {
     /// Every table, in a fixed order.
-    pub const ALL: [Table; 7] = [
+    pub const ALL: [Table; 8] = [
         Table::Meta,
         Table::Users,
         Table::Limits,
@@ -43,6 +48,7 @@ impl Table {
         Table::Replicas,
         Table::Messages,
         Table::Transit,
+        Table::LedgerIndex,
     ];
 
     /// The table's name on disk.
@@ -55,6 +61,7 @@ impl Table {
             Table::Replicas => "replicas",
             Table::Messages => "messages",
             Table::Transit => "transit",
+            Table::LedgerIndex => "ledger-index",
         }
     }
 }
