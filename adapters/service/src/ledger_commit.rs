@@ -14,7 +14,7 @@
 //! `sh:` + seq, so replication can cut the feed into segments that end at signed heads and
 //! that a receiver can hold whole.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::mem;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -324,8 +324,9 @@ pub type CommitListener = Arc<dyn Fn(SignedHead) + Send + Sync>;
 /// [`RECENT_IDS`] ids), by commit number (from 1).
 #[derive(Default)]
 struct Recent {
-    /// Record id -> (commit number, seq).
-    ids: BTreeMap<Vec<u8>, (u64, u64)>,
+    /// Record id -> (commit number, seq). (A hash map: up to [`RECENT_IDS`] random ids, each
+    /// looked up and inserted once per record, in no particular order.)
+    ids: HashMap<Vec<u8>, (u64, u64)>,
     /// Commit number and record ids of each remembered commit, oldest first.
     order: VecDeque<(u64, Vec<Vec<u8>>)>,
     /// Every commit numbered above this is remembered.
@@ -378,7 +379,7 @@ struct Batch {
     /// last)`: one kind index record each (`ledger_layout.rs`).
     kind_runs: BTreeMap<String, Vec<(u64, u64)>>,
     /// Record id -> seq of every record accepted into this batch.
-    ids: BTreeMap<Vec<u8>, u64>,
+    ids: HashMap<Vec<u8>, u64>,
     /// The new head, if any record was accepted.
     last_head: Option<Head>,
 }
@@ -475,7 +476,13 @@ impl Committer {
             None => stored_head(self.store.as_ref(), &FeedKeys::OWN)?.map(|h| h.head),
         };
         self.head = Some(head);
-        let mut batch = Batch::default();
+        let records: usize = jobs.iter().map(|(job, _)| job.len()).sum();
+        let mut batch = Batch {
+            // Three records per entry, and a few per commit (heads, kind counts and runs):
+            // sized once, so a large commit does not regrow it.
+            ops: Vec::with_capacity(3 * records + 16),
+            ..Batch::default()
+        };
         for (job, checked_at) in jobs {
             let mut results = Vec::with_capacity(job.len());
             for record in job {
