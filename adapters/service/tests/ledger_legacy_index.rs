@@ -24,7 +24,7 @@ fn identity() -> Arc<ServerIdentity> {
 fn record(i: u64) -> NewRecord {
     NewRecord {
         author: "alice".to_owned(),
-        kind: if i % 2 == 0 { "even" } else { "odd" }.to_owned(),
+        kind: if i.is_multiple_of(2) { "even" } else { "odd" }.to_owned(),
         record_id: format!("r{i}").into_bytes(),
         body: format!("v={i}\n").into_bytes(),
         timestamp: i,
