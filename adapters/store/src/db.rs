@@ -13,7 +13,8 @@
 //! ```
 //!
 //! One fjall keyspace per [`Table`], named [`Table::name`]: `meta`, `users`, `limits`, `ledger`,
-//! `replicas`. Keys are
+//! `replicas`, `messages`, `transit`, `ledger-index` (a store written before a table existed
+//! gains it, empty, when this build opens it). Keys are
 //! the service's bytes, ordered bytewise. The `meta` keyspace holds, written in one durable
 //! batch when the store is created:
 //!
