@@ -326,9 +326,10 @@ pub type CommitListener = Arc<dyn Fn(SignedHead) + Send + Sync>;
 struct Recent {
     /// Record id -> (commit number, seq). (A hash map: up to [`RECENT_IDS`] random ids, each
     /// looked up and inserted once per record, in no particular order.)
-    ids: HashMap<Vec<u8>, (u64, u64)>,
+    /// Each id is stored once, shared with `order`.
+    ids: HashMap<Arc<[u8]>, (u64, u64)>,
     /// Commit number and record ids of each remembered commit, oldest first.
-    order: VecDeque<(u64, Vec<Vec<u8>>)>,
+    order: VecDeque<(u64, Vec<Arc<[u8]>>)>,
     /// Every commit numbered above this is remembered.
     forgotten: u64,
 }
@@ -346,10 +347,11 @@ impl Recent {
         })
     }
 
-    fn remember(&mut self, commit: u64, ids: Vec<(Vec<u8>, u64)>) {
+    fn remember(&mut self, commit: u64, ids: Vec<(impl Into<Arc<[u8]>>, u64)>) {
         let mut names = Vec::with_capacity(ids.len());
         for (id, seq) in ids {
-            self.ids.insert(id.clone(), (commit, seq));
+            let id: Arc<[u8]> = id.into();
+            self.ids.insert(Arc::clone(&id), (commit, seq));
             names.push(id);
         }
         self.order.push_back((commit, names));
@@ -360,8 +362,8 @@ impl Recent {
                 break;
             };
             for id in names {
-                if self.ids.get(&id).is_some_and(|&(c, _)| c == old) {
-                    self.ids.remove(&id);
+                if self.ids.get(&*id).is_some_and(|&(c, _)| c == old) {
+                    self.ids.remove(&*id);
                 }
             }
             self.forgotten = old;
@@ -379,7 +381,7 @@ struct Batch {
     /// last)`: one kind index record each (`ledger_layout.rs`).
     kind_runs: BTreeMap<String, Vec<(u64, u64)>>,
     /// Record id -> seq of every record accepted into this batch.
-    ids: HashMap<Vec<u8>, u64>,
+    ids: HashMap<Arc<[u8]>, u64>,
     /// The new head, if any record was accepted.
     last_head: Option<Head>,
 }
@@ -560,7 +562,7 @@ impl Committer {
             put_index(id_key(entry.record_id()), seq_bytes.clone()),
             put_index(hash_key(&hash), seq_bytes),
         ]);
-        batch.ids.insert(entry.record_id().to_vec(), seq);
+        batch.ids.insert(Arc::from(entry.record_id()), seq);
         *head = Some(Head::of(&entry));
         Ok(Appended { seq, hash })
     }
