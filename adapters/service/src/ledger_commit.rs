@@ -14,7 +14,7 @@
 //! `sh:` + seq, so replication can cut the feed into segments that end at signed heads and
 //! that a receiver can hold whole.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::mem;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -325,10 +325,12 @@ pub type CommitListener = Arc<dyn Fn(SignedHead, Arc<[Entry]>) + Send + Sync>;
 /// [`RECENT_IDS`] ids), by commit number (from 1).
 #[derive(Default)]
 struct Recent {
-    /// Record id -> (commit number, seq).
-    ids: BTreeMap<Vec<u8>, (u64, u64)>,
+    /// Record id -> (commit number, seq). (A hash map: up to [`RECENT_IDS`] random ids, each
+    /// looked up and inserted once per record, in no particular order.)
+    /// Each id is stored once, shared with `order`.
+    ids: HashMap<Arc<[u8]>, (u64, u64)>,
     /// Commit number and record ids of each remembered commit, oldest first.
-    order: VecDeque<(u64, Vec<Vec<u8>>)>,
+    order: VecDeque<(u64, Vec<Arc<[u8]>>)>,
     /// Every commit numbered above this is remembered.
     forgotten: u64,
 }
@@ -346,10 +348,11 @@ impl Recent {
         })
     }
 
-    fn remember(&mut self, commit: u64, ids: Vec<(Vec<u8>, u64)>) {
+    fn remember(&mut self, commit: u64, ids: Vec<(impl Into<Arc<[u8]>>, u64)>) {
         let mut names = Vec::with_capacity(ids.len());
         for (id, seq) in ids {
-            self.ids.insert(id.clone(), (commit, seq));
+            let id: Arc<[u8]> = id.into();
+            self.ids.insert(Arc::clone(&id), (commit, seq));
             names.push(id);
         }
         self.order.push_back((commit, names));
@@ -360,8 +363,8 @@ impl Recent {
                 break;
             };
             for id in names {
-                if self.ids.get(&id).is_some_and(|&(c, _)| c == old) {
-                    self.ids.remove(&id);
+                if self.ids.get(&*id).is_some_and(|&(c, _)| c == old) {
+                    self.ids.remove(&*id);
                 }
             }
             self.forgotten = old;
@@ -379,7 +382,7 @@ struct Batch {
     /// last)`: one kind index record each (`ledger_layout.rs`).
     kind_runs: BTreeMap<String, Vec<(u64, u64)>>,
     /// Record id -> seq of every record accepted into this batch.
-    ids: BTreeMap<Vec<u8>, u64>,
+    ids: HashMap<Arc<[u8]>, u64>,
     /// The new head, if any record was accepted.
     last_head: Option<Head>,
     /// The entries of this batch, in seq order (for the commit listener).
@@ -478,7 +481,13 @@ impl Committer {
             None => stored_head(self.store.as_ref(), &FeedKeys::OWN)?.map(|h| h.head),
         };
         self.head = Some(head);
-        let mut batch = Batch::default();
+        let records: usize = jobs.iter().map(|(job, _)| job.len()).sum();
+        let mut batch = Batch {
+            // Three records per entry, and a few per commit (heads, kind counts and runs):
+            // sized once, so a large commit does not regrow it.
+            ops: Vec::with_capacity(3 * records + 16),
+            ..Batch::default()
+        };
         for (job, checked_at) in jobs {
             let mut results = Vec::with_capacity(job.len());
             for record in job {
@@ -556,7 +565,7 @@ impl Committer {
             put_index(id_key(entry.record_id()), seq_bytes.clone()),
             put_index(hash_key(&hash), seq_bytes),
         ]);
-        batch.ids.insert(entry.record_id().to_vec(), seq);
+        batch.ids.insert(Arc::from(entry.record_id()), seq);
         *head = Some(Head::of(&entry));
         batch.entries.push(entry);
         Ok(Appended { seq, hash })
