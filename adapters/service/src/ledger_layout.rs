@@ -44,9 +44,8 @@
 //! only moved. Feeds written before this (by c989e6d and earlier) have these keys in
 //! [`Table::Ledger`], and new entries appended to such a feed get theirs in the index
 //! table: a lookup tries the index table, then [`FeedKeys::legacy_index_table`] (a record
-//! id or hash is in one of the two, never both). Replicas do the same: their `id:` and
-//! `h:` keys (under the feed's prefix) are in [`Table::ReplicaIndex`], or, for entries
-//! persisted by c989e6d and earlier, in [`Table::Replicas`].
+//! id or hash is in one of the two, never both). A replica keeps its indexes in
+//! [`Table::Replicas`] with its other keys.
 
 use vserv_core::ledger::{LedgerError, SignedHead};
 use vserv_store::kv::{Store, StoreError, Table};
@@ -191,14 +190,13 @@ impl FeedKeys {
     };
 
     /// The replica feed numbered `number` in this store: [`Table::Replicas`], every key
-    /// after [`REPLICA_FEED_LEAD`] and the number (`u32` big-endian); its indexes in
-    /// [`Table::ReplicaIndex`] (older ones in [`Table::Replicas`]).
+    /// after [`REPLICA_FEED_LEAD`] and the number (`u32` big-endian).
     pub fn replica(number: FeedNumber) -> FeedKeys {
         let [a, b, c, d] = number.to_be_bytes();
         FeedKeys {
             table: Table::Replicas,
-            index_table: Table::ReplicaIndex,
-            legacy_index_table: Some(Table::Replicas),
+            index_table: Table::Replicas,
+            legacy_index_table: None,
             prefix: Some([REPLICA_FEED_LEAD, a, b, c, d]),
         }
     }

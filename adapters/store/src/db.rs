@@ -13,7 +13,7 @@
 //! ```
 //!
 //! One fjall keyspace per [`Table`], named [`Table::name`]: `meta`, `users`, `limits`, `ledger`,
-//! `replicas`, `messages`, `transit`, `ledger-index`, `replica-index` (a store written before a table existed
+//! `replicas`, `messages`, `transit`, `ledger-index` (a store written before a table existed
 //! gains it, empty, when this build opens it). Keys are
 //! the service's bytes, ordered bytewise. The `meta` keyspace holds, written in one durable
 //! batch when the store is created:
@@ -582,7 +582,7 @@ fn keyspace(db: &Database, table: Table) -> Result<Keyspace, fjall::Error> {
     db.keyspace(table.name(), || keyspace_options(table))
 }
 
-/// The in-memory table size of [`Table::LedgerIndex`] and [`Table::ReplicaIndex`] (fjall's default, which the other
+/// The in-memory table size of [`Table::LedgerIndex`] (fjall's default, which the other
 /// tables keep, is 64 MiB). Its keys are random, so every insert walks a skiplist of
 /// scattered nodes: this keeps it about as large as the index share of the ledger's one
 /// memtable was when the indexes lived beside the entries, instead of four times that.
@@ -592,9 +592,7 @@ const INDEX_MEMTABLE_BYTES: u64 = 16 * 1024 * 1024;
 fn keyspace_options(table: Table) -> KeyspaceCreateOptions {
     let options = KeyspaceCreateOptions::default();
     match table {
-        Table::LedgerIndex | Table::ReplicaIndex => {
-            options.max_memtable_size(INDEX_MEMTABLE_BYTES)
-        }
+        Table::LedgerIndex => options.max_memtable_size(INDEX_MEMTABLE_BYTES),
         _ => options,
     }
 }

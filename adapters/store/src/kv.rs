@@ -36,14 +36,11 @@ pub enum Table {
     /// `vserv_service::ledger_layout`): random keys, kept apart from the entries so that the
     /// entries' sequential keys are never rewritten by the indexes' compactions.
     LedgerIndex,
-    /// Replicas' record id and entry hash indexes (layout in `vserv_service::ledger_layout`),
-    /// apart from their entries for the same reason as [`Table::LedgerIndex`].
-    ReplicaIndex,
 }
 
 impl Table {
     /// Every table, in a fixed order.
-    pub const ALL: [Table; 9] = [
+    pub const ALL: [Table; 8] = [
         Table::Meta,
         Table::Users,
         Table::Limits,
@@ -52,7 +49,6 @@ impl Table {
         Table::Messages,
         Table::Transit,
         Table::LedgerIndex,
-        Table::ReplicaIndex,
     ];
 
     /// The table's name on disk.
@@ -66,7 +62,6 @@ impl Table {
             Table::Messages => "messages",
             Table::Transit => "transit",
             Table::LedgerIndex => "ledger-index",
-            Table::ReplicaIndex => "replica-index",
         }
     }
 }

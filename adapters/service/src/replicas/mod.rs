@@ -443,17 +443,8 @@ impl Replicas {
         let seq = entry.seq();
         let seq_bytes = seq.to_be_bytes().to_vec();
         ops.push(put(keys.entry(seq), encoded));
-        let index = keys.index_table();
-        ops.push(Op::Put {
-            table: index,
-            key: keys.id(entry.record_id()),
-            value: seq_bytes.clone(),
-        });
-        ops.push(Op::Put {
-            table: index,
-            key: keys.hash(hash),
-            value: seq_bytes,
-        });
+        ops.push(put(keys.id(entry.record_id()), seq_bytes.clone()));
+        ops.push(put(keys.hash(hash), seq_bytes));
         match batch.kind_runs.get_mut(entry.kind()) {
             Some(runs) => add_to_kind_runs(runs, seq),
             None => {

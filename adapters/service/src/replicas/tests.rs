@@ -77,17 +77,6 @@ fn holder() -> (Replicas, MemoryStore) {
     (replicas, store)
 }
 
-/// A table's keys and values, in key order.
-type Rows = Vec<(Vec<u8>, Vec<u8>)>;
-
-/// Every key and value of the replicas' tables (feeds and their indexes).
-fn replica_tables(store: &MemoryStore) -> Vec<(Table, Rows)> {
-    [Table::Replicas, Table::ReplicaIndex]
-        .into_iter()
-        .map(|t| (t, store.scan(t, b"").unwrap()))
-        .collect()
-}
-
 fn persist(replicas: &Replicas, segment: &Segment) -> Result<Head, ReplicaError> {
     replicas.persist(&segment.head.head.origin, &segment.entries, &segment.head)
 }
@@ -556,12 +545,12 @@ fn several_segments_of_several_origins_are_one_batch_with_the_counts_of_each_cha
         .iter()
         .map(|s| (s.head.head.origin, s.entries.as_slice(), &s.head))
         .collect();
-    let before = replica_tables(&store);
+    let before = store.scan(Table::Replicas, b"").unwrap();
     assert!(matches!(
         replicas.persist_many(&items),
         Err(ReplicaError::Rejected(LedgerError::Gap { .. }))
     ));
-    assert_eq!(replica_tables(&store), before);
+    assert_eq!(store.scan(Table::Replicas, b"").unwrap(), before);
 }
 
 /// Segments the core already checked are stored exactly as [`Replicas::persist_many`] stores
@@ -587,18 +576,21 @@ fn checked_segments_are_stored_as_persist_many_stores_them_and_refused_off_the_c
     let refs: Vec<_> = checked.iter().collect();
     assert_eq!(replicas.persist_segments(&refs).unwrap(), want);
     assert_eq!(store.commit_count(), commits + 1, "one store batch");
-    assert_eq!(replica_tables(&store), replica_tables(&plain_store));
+    assert_eq!(
+        store.scan(Table::Replicas, b"").unwrap(),
+        plain_store.scan(Table::Replicas, b"").unwrap()
+    );
     // Off the chain: a gap (sa[2] right after sa[0]); a segment at the next seq whose
     // first entry links to another entry than the held one.
     let (replicas, store) = holder();
-    let before = replica_tables(&store);
+    let before = store.scan(Table::Replicas, b"").unwrap();
     assert!(matches!(
         replicas.persist_segments(&[&checked[0], &checked[4]]),
         Err(ReplicaError::Rejected(LedgerError::Gap { .. }))
     ));
-    assert_eq!(replica_tables(&store), before);
+    assert_eq!(store.scan(Table::Replicas, b"").unwrap(), before);
     replicas.persist_segments(&[&checked[0]]).unwrap();
-    let held = replica_tables(&store);
+    let held = store.scan(Table::Replicas, b"").unwrap();
     let stray = altered(&sa[1].entries[0], |f| f.prev = [9; 32]);
     let signed = SignedHead::sign(&a.id, Head::of(&stray));
     let stray = vserv_core::replication::Segment::new(vec![stray], signed).unwrap();
@@ -606,7 +598,7 @@ fn checked_segments_are_stored_as_persist_many_stores_them_and_refused_off_the_c
         replicas.persist_segments(&[&stray]),
         Err(ReplicaError::Rejected(LedgerError::BadLink { seq: 8 }))
     ));
-    assert_eq!(replica_tables(&store), held);
+    assert_eq!(store.scan(Table::Replicas, b"").unwrap(), held);
 }
 
 /// A store holding the replicas of `origins` in the layout before feed numbers (each
@@ -624,18 +616,18 @@ fn old_layout_store(origins: &[&Origin]) -> (MemoryStore, Vec<Head>) {
     for o in origins {
         let number = replicas.number(&o.id.public_key()).unwrap().unwrap();
         let prefix = crate::ledger::FeedKeys::replica(number).prefix().to_vec();
-        // That layout kept the indexes with the entries.
-        for table in [Table::Replicas, Table::ReplicaIndex] {
-            for (key, value) in store.scan(table, &prefix).unwrap() {
-                let rest = &key[prefix.len()..];
-                let old = [o.id.public_key().as_bytes().as_slice(), rest].concat();
-                ops.push(Op::Put {
-                    table: Table::Replicas,
-                    key: old,
-                    value,
-                });
-                ops.push(Op::Delete { table, key });
-            }
+        for (key, value) in store.scan(Table::Replicas, &prefix).unwrap() {
+            let rest = &key[prefix.len()..];
+            let old = [o.id.public_key().as_bytes().as_slice(), rest].concat();
+            ops.push(Op::Put {
+                table: Table::Replicas,
+                key: old,
+                value,
+            });
+            ops.push(Op::Delete {
+                table: Table::Replicas,
+                key,
+            });
         }
         let index = super::layout::origin_index_key(&o.id.public_key());
         ops.push(Op::Delete {
@@ -701,49 +693,4 @@ fn replicas_in_the_old_layout_move_under_feed_numbers_and_survive_a_crash_at_eve
         crash_at += 1;
     }
     assert!(crash_at >= 3, "the move took {crash_at} commits");
-}
-
-/// A replica persisted before the index table (its `id:` and `h:` keys with its entries in
-/// [`Table::Replicas`], as c989e6d stored them) is still found by record id and hash, old
-/// entries and new alike, and the entries appended since get theirs in
-/// [`Table::ReplicaIndex`].
-#[test]
-fn a_replica_with_its_indexes_in_the_old_table_is_still_found_by_id_and_hash() {
-    let a = origin(2, 3, 5);
-    let segments = a.segments(1);
-    let (replicas, store) = holder();
-    persist(&replicas, &segments[0]).unwrap();
-    let old = store.scan(Table::ReplicaIndex, b"").unwrap();
-    assert_eq!(old.len(), 10, "an id and a hash key per entry");
-    let ops = old
-        .into_iter()
-        .flat_map(|(key, value)| {
-            [
-                Op::Put {
-                    table: Table::Replicas,
-                    key: key.clone(),
-                    value,
-                },
-                Op::Delete {
-                    table: Table::ReplicaIndex,
-                    key,
-                },
-            ]
-        })
-        .collect();
-    store.commit(ops).unwrap();
-    for segment in &segments[1..] {
-        persist(&replicas, segment).unwrap();
-    }
-    assert_eq!(store.scan(Table::ReplicaIndex, b"").unwrap().len(), 20);
-    let feed = replicas.feed(a.id.public_key()).unwrap();
-    let entries: Vec<&Entry> = segments.iter().flat_map(|s| &s.entries).collect();
-    assert_eq!(entries.len(), 15);
-    for entry in entries {
-        let seq = Some(entry.seq());
-        assert_eq!(feed.seq_of_id(entry.record_id()).unwrap(), seq);
-        assert_eq!(feed.seq_of_hash(&entry.hash()).unwrap(), seq);
-    }
-    assert_eq!(feed.seq_of_id(b"absent").unwrap(), None);
-    assert_eq!(feed.seq_of_hash(&[7; 32]).unwrap(), None);
 }
