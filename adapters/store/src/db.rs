@@ -488,9 +488,17 @@ impl Store for FjallStore {
             return Ok(Vec::new());
         }
         let first = start.max(prefix);
+        // Bounded above too: an iterator that ran past the prefix would have to merge the
+        // next key's every version first (a feed's `head`, rewritten by each commit, has
+        // thousands in a memtable).
+        let end = prefix_end(prefix);
         self.with_open(|open| {
             let snapshot = open.db.snapshot();
-            let range = (Bound::Included(first), Bound::Unbounded::<&[u8]>);
+            let upper = match &end {
+                Some(end) => Bound::Excluded(end.as_slice()),
+                None => Bound::Unbounded,
+            };
+            let range = (Bound::Included(first), upper);
             let mut out = Vec::new();
             for guard in snapshot.range::<&[u8], _>(open.keyspace(table)?, range) {
                 let (key, value) = guard.into_inner().map_err(|e| backend("scan", e))?;
@@ -575,6 +583,19 @@ fn all_keyspaces(db: &Database) -> Result<BTreeMap<Table, Keyspace>, fjall::Erro
         .iter()
         .map(|&t| Ok((t, keyspace(db, t)?)))
         .collect()
+}
+
+/// The smallest key above every key that starts with `prefix` (`None`: no such key, the
+/// prefix is empty or all 0xff).
+fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < u8::MAX {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
 }
 
 /// Opens (creating if absent) the keyspace of `table`.
@@ -762,4 +783,17 @@ fn backend(what: &str, e: fjall::Error) -> StoreError {
 
 fn io_error(what: &str, path: &Path, e: &io::Error) -> StoreError {
     StoreError::Backend(format!("{what} {}: {e}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::prefix_end;
+
+    #[test]
+    fn prefix_end_is_the_first_key_past_every_key_with_the_prefix() {
+        assert_eq!(prefix_end(b"e:"), Some(b"e;".to_vec()));
+        assert_eq!(prefix_end(&[1, 0xff]), Some(vec![2]));
+        assert_eq!(prefix_end(&[0xff, 0xff]), None);
+        assert_eq!(prefix_end(b""), None);
+    }
 }
