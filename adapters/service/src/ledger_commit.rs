@@ -316,10 +316,9 @@ struct Committer {
 }
 
 /// What [`crate::ledger::Ledger::on_commit`] registers: called with the signed head of each
-/// durable commit and the entries it appended (in seq order, ending at the head), on the
-/// commit run's thread, after the store batch is durable and before the submitters are
-/// answered.
-pub type CommitListener = Arc<dyn Fn(SignedHead, Arc<[Entry]>) + Send + Sync>;
+/// durable commit, on the commit run's thread, after the store batch is durable and before
+/// the submitters are answered.
+pub type CommitListener = Arc<dyn Fn(SignedHead) + Send + Sync>;
 
 /// The record ids of the last [`RECENT_COMMITS`] commits (fewer when they hold more than
 /// [`RECENT_IDS`] ids), by commit number (from 1).
@@ -385,8 +384,6 @@ struct Batch {
     ids: HashMap<Arc<[u8]>, u64>,
     /// The new head, if any record was accepted.
     last_head: Option<Head>,
-    /// The entries of this batch, in seq order (for the commit listener).
-    entries: Vec<Entry>,
 }
 
 fn put(key: Vec<u8>, value: Vec<u8>) -> Op {
@@ -459,7 +456,7 @@ impl Committer {
                     .remember(commit, std::mem::take(&mut batch.ids).into_iter().collect());
                 self.commits.store(commit, Ordering::Release);
                 if let Some(listener) = &self.on_commit {
-                    listener(signed_head, std::mem::take(&mut batch.entries).into());
+                    listener(signed_head);
                 }
                 batch.results
             }
@@ -567,7 +564,6 @@ impl Committer {
         ]);
         batch.ids.insert(Arc::from(entry.record_id()), seq);
         *head = Some(Head::of(&entry));
-        batch.entries.push(entry);
         Ok(Appended { seq, hash })
     }
 }

@@ -543,9 +543,9 @@ impl NodeBuilder {
                     .following(self.settings.follow.clone()),
                 );
                 let told = Arc::downgrade(&peers);
-                ledger.on_commit(Arc::new(move |head, entries| {
+                ledger.on_commit(Arc::new(move |head| {
                     if let Some(peers) = told.upgrade() {
-                        peers.tell_commit(head, entries);
+                        peers.tell_commit(head);
                     }
                 }));
                 service.with_peers(peers)

@@ -177,11 +177,9 @@ fn serve(link: &mut Link, own: &[(Entry, SignedHead)]) {
                 link.segment_read(origin, entries, head)
             }
             NodeRequest::Persist { segment } => {
-                // As the node does: the stored segment's entries go with its head.
-                let (origin, seq) = (segment.origin(), segment.last_seq());
-                let (entries, head) = segment.into_parts();
-                link.persisted(origin, seq)
-                    .and_then(|()| link.local_commit_entries(head, &entries))
+                let head = *segment.head();
+                link.persisted(segment.origin(), segment.last_seq())
+                    .and_then(|()| link.local_commit(head))
             }
             NodeRequest::StoreFork { proof } => link.fork_stored(proof),
         };

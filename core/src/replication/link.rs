@@ -412,19 +412,6 @@ impl Link {
     /// any link). Live-pushes it to the peer when the peer lacks it. An older head changes
     /// nothing.
     pub fn local_commit(&mut self, head: SignedHead) -> Result<(), ReplicationError> {
-        self.local_commit_entries(head, &[])
-    }
-
-    /// [`Link::local_commit`] with the entries the commit appended (ending at `head`): when
-    /// the peer needs exactly those next and no read of the feed is in flight, they are sent
-    /// as they are instead of being asked back from the node with a read. Entries that are
-    /// not such a run (or are too many for one segment) are ignored and the feed is read as
-    /// usual, so a node may pass whatever the commit holds.
-    pub fn local_commit_entries(
-        &mut self,
-        head: SignedHead,
-        entries: &[Entry],
-    ) -> Result<(), ReplicationError> {
         self.check_open()?;
         let origin = head.head.origin;
         if self
@@ -456,59 +443,9 @@ impl Link {
                 next: 1,
                 ..Sending::default()
             });
-            self.take_committed(head, entries);
         }
         self.pump();
         Ok(())
-    }
-
-    /// Queues the part of a local commit's `entries` the peer needs next as a ready segment
-    /// (see [`Link::local_commit_entries`]); does nothing unless they continue exactly where
-    /// the peer stands and end at `head`.
-    fn take_committed(&mut self, head: SignedHead, entries: &[Entry]) {
-        let origin = head.head.origin;
-        if self.quarantine.contains_key(&origin)
-            || self
-                .peer_wants
-                .as_ref()
-                .is_some_and(|w| !w.contains(&origin))
-        {
-            return;
-        }
-        let Some(st) = self.sending.get_mut(&origin) else {
-            return;
-        };
-        if st.reading.is_some() {
-            return;
-        }
-        let Some(start) = entries.iter().position(|e| e.seq() == st.next) else {
-            return;
-        };
-        let run = &entries[start..];
-        let consecutive = run
-            .iter()
-            .zip(st.next..)
-            .all(|(e, seq)| e.origin() == origin && e.seq() == seq);
-        let bytes: usize = run.iter().map(Entry::encoded_len).sum();
-        let ends_at_head = run
-            .last()
-            .is_some_and(|e| e.seq() == head.head.seq && e.hash() == head.head.hash);
-        if !consecutive
-            || !ends_at_head
-            || run.len() > MAX_SEGMENT_ENTRIES
-            || bytes > MAX_SEGMENT_BYTES
-        {
-            return;
-        }
-        st.next = head.head.seq.saturating_add(1);
-        st.stalled_at = None;
-        self.reserved += bytes;
-        self.ready.push_back(Ready {
-            origin,
-            entries: run.to_vec(),
-            head,
-            bytes,
-        });
     }
 
     /// The node stored a fork proof (found by any link): quarantines the origin and passes

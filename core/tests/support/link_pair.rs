@@ -275,16 +275,14 @@ impl LinkPair {
                 link.segment_read(origin, entries, head)
             }
             NodeRequest::Persist { segment } => {
-                // As a node does: the stored entries go with the new head.
                 let (origin, seq) = (segment.origin(), segment.last_seq());
-                let entries = segment.entries().to_vec();
                 let (head, fork) = node.persist(segment);
                 if let Some(proof) = fork {
                     link.fork_stored(proof)?;
                 }
                 link.persisted(origin, seq)?;
                 if let Some(head) = head {
-                    link.local_commit_entries(head, &entries)?;
+                    link.local_commit(head)?;
                 }
                 Ok(())
             }

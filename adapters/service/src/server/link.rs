@@ -13,7 +13,8 @@ use vserv_core::commands::Command;
 use vserv_core::commands::{ForkSummary, PeerStatus};
 use vserv_core::ledger::SignedHead;
 use vserv_core::replication::{
-    ForkProof, Link, LinkEvent, NodeRequest, ReplicationError, sign_peer_link, verify_peer_link,
+    ForkProof, Link, LinkEvent, NodeRequest, ReplicationError, Segment, Verdict, accept,
+    sign_peer_link, verify_peer_link,
 };
 use vserv_core::wire::{POINT_LEN, SIGNATURE_LEN};
 use vserv_core::{
@@ -23,7 +24,6 @@ use vserv_core::{Response, commands::Reply};
 
 use super::Service;
 use super::errors::respond;
-use super::link_persist::{PersistQueue, store_fork};
 use super::peers::{Dial, LinkNews, Peers};
 use super::session::{Completion, Session};
 use crate::replicas::{ReplicaError, Replicas};
@@ -46,9 +46,11 @@ pub(super) enum LinkState {
         peer: ServerKey,
         /// This node dialed it.
         dialed: bool,
-        /// Segments accepted and not yet persisted: one batch at a time per link, in
+        /// Segments waiting for the batch being persisted: one batch at a time per link, in
         /// order, so each segment meets the accept rule against what came before it.
-        persists: Arc<PersistQueue>,
+        persists: std::collections::VecDeque<Segment>,
+        /// A persist is with the runner.
+        persisting: bool,
     },
 }
 
@@ -146,6 +148,7 @@ impl Service {
             peer: key,
             dialed: false,
             persists: Default::default(),
+            persisting: false,
         }));
         peers
             .status
@@ -374,6 +377,7 @@ impl Service {
                             peer,
                             dialed: true,
                             persists: Default::default(),
+                            persisting: false,
                         }));
                         peers.status.link_up(
                             &peer.fingerprint(),
@@ -428,6 +432,7 @@ impl Service {
                 link,
                 peer,
                 persists,
+                persisting,
                 ..
             }),
         ) = (self.peers(), session.link.as_deref_mut())
@@ -436,6 +441,9 @@ impl Service {
         };
         for completion in session.mailbox.take_all() {
             if let Completion::Link(done) = completion {
+                if matches!(done, LinkDone::Persisted { .. }) {
+                    *persisting = false;
+                }
                 apply(link, done)?;
             }
         }
@@ -466,27 +474,26 @@ impl Service {
                         segment.origin().fingerprint(),
                         segment.last_seq(),
                     );
-                    if let Some(run) = persists.push(segment, peers, &session.mailbox) {
-                        self.shared.runner.run(run);
-                    }
+                    persists.push_back(segment);
                 }
-                NodeRequest::ReadSegment {
-                    origin,
-                    from_seq,
-                    max_bytes,
-                } => self.shared.runner.run(read_work(
-                    peers.clone(),
-                    session.mailbox.clone(),
-                    origin,
-                    from_seq,
-                    max_bytes,
-                )),
-                NodeRequest::StoreFork { proof } => {
+                request => {
+                    let mailbox = session.mailbox.clone();
                     self.shared
                         .runner
-                        .run(fork_work(peers.clone(), session.mailbox.clone(), proof))
+                        .run(link_work(peers.clone(), mailbox, request));
                 }
             }
+        }
+        if !*persisting && !persists.is_empty() {
+            // Everything queued goes in one store batch: one fsync for a busy link.
+            *persisting = true;
+            let take = persists.len().min(MAX_PERSIST_BATCH);
+            let segments: Vec<Segment> = persists.drain(..take).collect();
+            self.shared.runner.run(persist_work(
+                peers.clone(),
+                session.mailbox.clone(),
+                segments,
+            ));
         }
         while let Some(event) = link.poll_event() {
             log_event(&event);
@@ -601,9 +608,7 @@ fn apply(link: &mut Link, done: LinkDone) -> Result<(), LinkFailure> {
             Err(e) => return Err(LinkFailure::Node(e)),
         },
         LinkDone::ForkStored(result) => result.map_err(LinkFailure::Node)?,
-        LinkDone::News(LinkNews::Commit(head, entries)) => {
-            link.local_commit_entries(head, &entries)?
-        }
+        LinkDone::News(LinkNews::Commit(head)) => link.local_commit(head)?,
         LinkDone::News(LinkNews::Fork(proof)) => link.fork_stored(*proof)?,
         LinkDone::News(LinkNews::Removed) => return Err(LinkFailure::Removed),
     }
@@ -670,24 +675,144 @@ pub struct ReplicationStatus {
     pub forks: Vec<ForkSummary>,
 }
 
-/// The work answering a [`NodeRequest::ReadSegment`]; the result goes to `mailbox`.
-fn read_work(
+/// The work for one of the link's requests; its result goes to `mailbox`.
+fn link_work(peers: Arc<Peers>, mailbox: Arc<Mailbox<Completion>>, request: NodeRequest) -> Work {
+    let post = {
+        let mailbox = mailbox.clone();
+        move |done: LinkDone| mailbox.post(Completion::Link(done))
+    };
+    match request {
+        NodeRequest::ReadSegment {
+            origin,
+            from_seq,
+            max_bytes,
+        } => Work::new("replication read", move || {
+            let result = peers.replicas.read_segment(&origin, from_seq, max_bytes);
+            post(LinkDone::Read { origin, result });
+        }),
+        // `drive_up` batches persists; a lone one is a batch of one.
+        NodeRequest::Persist { segment } => persist_work(peers, mailbox, vec![segment]),
+        NodeRequest::StoreFork { proof } => Work::new("replication fork", move || {
+            let result = store_fork(&peers, proof).map_err(|e| e.to_string());
+            post(LinkDone::ForkStored(result));
+        }),
+    }
+}
+
+/// Why a persist failed: the store, or the segment no longer fits what is stored (the
+/// link then closes and its successor starts from the clocks).
+#[derive(Debug, thiserror::Error)]
+enum PersistError {
+    #[error(transparent)]
+    Store(#[from] ReplicaError),
+    #[error(transparent)]
+    Feed(#[from] crate::ledger::FeedError),
+    #[error("the segment no longer fits what is stored: {0}")]
+    Stale(ReplicationError),
+}
+
+/// The work persisting `segments` (a link's, in order) as one batch; the result goes to
+/// `mailbox`.
+fn persist_work(
     peers: Arc<Peers>,
     mailbox: Arc<Mailbox<Completion>>,
-    origin: ServerKey,
-    from_seq: u64,
-    max_bytes: usize,
+    segments: Vec<Segment>,
 ) -> Work {
-    Work::new("replication read", move || {
-        let result = peers.replicas.read_segment(&origin, from_seq, max_bytes);
-        mailbox.post(Completion::Link(LinkDone::Read { origin, result }));
+    Work::new("replication persist", move || {
+        let done = segments
+            .iter()
+            .map(|s| (s.origin(), s.last_seq()))
+            .collect();
+        let result = persist_all(&peers, segments).map_err(|e| e.to_string());
+        mailbox.post(Completion::Link(LinkDone::Persisted {
+            segments: done,
+            result,
+        }));
     })
 }
 
-/// The work answering a [`NodeRequest::StoreFork`]; the result goes to `mailbox`.
-fn fork_work(peers: Arc<Peers>, mailbox: Arc<Mailbox<Completion>>, proof: ForkProof) -> Work {
-    Work::new("replication fork", move || {
-        let result = store_fork(&peers, proof).map_err(|e| e.to_string());
-        mailbox.post(Completion::Link(LinkDone::ForkStored(result)));
-    })
+/// Most segments one persist batch takes (a link's queue is bounded by its window anyway).
+const MAX_PERSIST_BATCH: usize = 64;
+
+/// Persists a link's accepted segments, in order: each goes through the accept rule again
+/// against what is stored now (another link may have stored some of it) and the segments
+/// before it, and what it appends is written in ONE atomic, durable batch (one fsync);
+/// then every link is told the new heads. A fork found on the way is stored (after what
+/// came before it).
+fn persist_all(peers: &Peers, segments: Vec<Segment>) -> Result<(), PersistError> {
+    let own = peers.replicas.own();
+    let mut held: std::collections::BTreeMap<[u8; POINT_LEN], Option<SignedHead>> =
+        std::collections::BTreeMap::new();
+    let mut appends: Vec<Segment> = Vec::new();
+    for segment in segments {
+        let origin = segment.origin();
+        if origin == own {
+            // Only `rput` appends to the own feed. A peer ahead of it means this node lost
+            // entries it had published (a wiped store under a kept key): say so, store
+            // nothing.
+            let seq = peers
+                .replicas
+                .feed(origin)?
+                .head()?
+                .map_or(0, |h| h.head.seq);
+            if seq < segment.last_seq() {
+                tracing::error!(
+                    "a peer holds entries of this server's own feed that it lacks: its own \
+                     feed lost entries; they are not taken back"
+                );
+            }
+            continue;
+        }
+        if !peers.follows(&origin) {
+            // Not followed: acknowledged (the peer need not send it again on this link)
+            // and never stored, so never relayed nor listed in this node's clock.
+            continue;
+        }
+        let current = match held.get(origin.as_bytes()) {
+            Some(head) => *head,
+            None => peers.replicas.feed(origin)?.head()?,
+        };
+        let quarantined = peers.replicas.quarantined(&origin)?.is_some();
+        match accept(current.as_ref(), quarantined, segment) {
+            Ok(Verdict::Append(segment)) => {
+                held.insert(*origin.as_bytes(), Some(*segment.head()));
+                appends.push(segment);
+            }
+            Ok(Verdict::Ignore | Verdict::Quarantined) => {}
+            Ok(Verdict::Fork(proof)) => {
+                store_segments(peers, &std::mem::take(&mut appends))?;
+                store_fork(peers, proof)?;
+            }
+            Err(e) => {
+                store_segments(peers, &appends)?;
+                return Err(PersistError::Stale(e));
+            }
+        }
+    }
+    store_segments(peers, &appends)
+}
+
+/// Writes `segments` (accepted, in order) in one batch and tells every link their heads.
+fn store_segments(peers: &Peers, segments: &[Segment]) -> Result<(), PersistError> {
+    if segments.is_empty() {
+        return Ok(());
+    }
+    // Each segment was checked when it was built (hashes, links, the head's signature):
+    // only how it continues the stored feed is checked again.
+    let items: Vec<&Segment> = segments.iter().collect();
+    peers.replicas.persist_segments(&items)?;
+    for segment in segments {
+        peers.tell_links(&LinkNews::Commit(*segment.head()));
+    }
+    Ok(())
+}
+
+/// Stores a fork proof (quarantining its origin) and tells every link.
+fn store_fork(peers: &Peers, proof: ForkProof) -> Result<(), ReplicaError> {
+    let origin = proof.origin();
+    if peers.replicas.quarantine(&origin, &proof.to_bytes())? {
+        tracing::error!(origin = %origin.fingerprint(), "fork proof stored: origin quarantined");
+        peers.tell_links(&LinkNews::Fork(Box::new(proof)));
+    }
+    Ok(())
 }

@@ -29,7 +29,6 @@ mod errors;
 mod files;
 mod ledger;
 pub(crate) mod link;
-mod link_persist;
 mod messages;
 mod notices;
 mod peer_admin;

@@ -17,7 +17,7 @@ use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use vserv_core::ServerIdentity;
 use vserv_core::commands::{MAX_PEERS, PeerSource, check_peer_address};
-use vserv_core::ledger::{Entry, SignedHead};
+use vserv_core::ledger::SignedHead;
 use vserv_core::replication::{Epoch, ForkProof, LinkConfig, Wants};
 use vserv_core::{Fingerprint, ServerKey};
 
@@ -103,9 +103,8 @@ impl std::fmt::Debug for Peers {
 /// News pushed to every link.
 #[derive(Debug, Clone)]
 pub(super) enum LinkNews {
-    /// The node now holds a feed up to this head; the entries the commit appended, ending
-    /// at it (when the committer has them at hand), so links need not read them back.
-    Commit(SignedHead, Arc<[Entry]>),
+    /// The node now holds a feed up to this head.
+    Commit(SignedHead),
     /// The node stored this fork proof.
     Fork(Box<ForkProof>),
     /// An admin removed the link's peer: the link closes.
@@ -417,10 +416,9 @@ impl Peers {
         links.push((peer, Arc::downgrade(mailbox)));
     }
 
-    /// Pushes a new head of the own feed, with the entries its commit appended, to every
-    /// link that is up.
-    pub(crate) fn tell_commit(&self, head: SignedHead, entries: Arc<[Entry]>) {
-        self.tell_links(&LinkNews::Commit(head, entries));
+    /// Pushes a new head of the own feed to every link that is up.
+    pub(crate) fn tell_commit(&self, head: SignedHead) {
+        self.tell_links(&LinkNews::Commit(head));
     }
 
     /// Pushes `news` to every link that is up.
