@@ -603,17 +603,20 @@ fn keyspace(db: &Database, table: Table) -> Result<Keyspace, fjall::Error> {
     db.keyspace(table.name(), || keyspace_options(table))
 }
 
-/// The in-memory table size of [`Table::LedgerIndex`] (fjall's default, which the other
-/// tables keep, is 64 MiB). Its keys are random, so every insert walks a skiplist of
-/// scattered nodes: this keeps it about as large as the index share of the ledger's one
-/// memtable was when the indexes lived beside the entries, instead of four times that.
+/// The in-memory table size of [`Table::LedgerIndex`] and [`Table::Replicas`] (fjall's
+/// default, which the other tables keep, is 64 MiB). Their keys are largely random (record
+/// ids and hashes), so every insert walks a skiplist of scattered nodes and pays a cache
+/// miss per level: a smaller memtable keeps that walk short. For the replicas, measured
+/// under saturating live replication, 16 MiB cut the p50 from entry acknowledged to entry
+/// replicated by about a quarter and the p99 to a third; 8 MiB cost a quarter more CPU
+/// per entry in flushes and compactions.
 const INDEX_MEMTABLE_BYTES: u64 = 16 * 1024 * 1024;
 
 /// The options of `table`'s keyspace (fjall applies the memtable size at every open).
 fn keyspace_options(table: Table) -> KeyspaceCreateOptions {
     let options = KeyspaceCreateOptions::default();
     match table {
-        Table::LedgerIndex => options.max_memtable_size(INDEX_MEMTABLE_BYTES),
+        Table::LedgerIndex | Table::Replicas => options.max_memtable_size(INDEX_MEMTABLE_BYTES),
         _ => options,
     }
 }
