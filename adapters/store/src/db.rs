@@ -68,6 +68,7 @@ use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, RwLock};
 
+use fjall::config::PinningPolicy;
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode, Readable};
 
 use crate::kv::{Op, Store, StoreError, Table};
@@ -612,9 +613,22 @@ fn keyspace(db: &Database, table: Table) -> Result<Keyspace, fjall::Error> {
 /// per entry in flushes and compactions.
 const INDEX_MEMTABLE_BYTES: u64 = 16 * 1024 * 1024;
 
-/// The options of `table`'s keyspace (fjall applies the memtable size at every open).
+/// The options of `table`'s keyspace. fjall stores them when it creates the keyspace and
+/// reads them back at every later open, so a store created by an older build keeps the
+/// options it was created with.
+///
+/// Every table keeps the filter and index blocks of all its on-disk tables in memory
+/// (fjall's default pins them only in the first levels and reads the others through the
+/// 32 MiB block cache). A point read that misses, which is what every `rput`'s record id
+/// check is, is then answered by an in-memory filter: with the default, a ledger of 10M
+/// entries had more filter blocks than the cache holds, so each check read a filter block
+/// of megabytes from its file and checksummed it, and durable rputs slowed to a crawl. The
+/// cost is memory in proportion to the data: about 10 bits of filter per key and one
+/// index entry per 4 KiB data block.
 fn keyspace_options(table: Table) -> KeyspaceCreateOptions {
-    let options = KeyspaceCreateOptions::default();
+    let options = KeyspaceCreateOptions::default()
+        .filter_block_pinning_policy(PinningPolicy::all(true))
+        .index_block_pinning_policy(PinningPolicy::all(true));
     match table {
         Table::LedgerIndex | Table::Replicas => options.max_memtable_size(INDEX_MEMTABLE_BYTES),
         _ => options,
