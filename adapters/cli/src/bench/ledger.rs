@@ -169,9 +169,16 @@ pub struct LedgerReport {
 }
 
 /// A `size`-byte field-form body `d=<i, zero-padded>\n` (every one of a size is as long).
+/// Built from bytes rather than with `format!`'s padding, which writes the zeros a char at
+/// a time: in-process, that was 4% of the CPU charged to the `rput`s.
 pub(super) fn body(size: u64, i: u64) -> Vec<u8> {
-    let mut body = format!("d={i:0>width$}", width = (size - 3) as usize).into_bytes();
-    body.truncate((size - 1) as usize);
+    let digits = i.to_string();
+    let width = usize::try_from(size.saturating_sub(3)).unwrap_or(usize::MAX);
+    let mut body = Vec::with_capacity(width.saturating_add(3));
+    body.extend_from_slice(b"d=");
+    body.resize(2 + width.saturating_sub(digits.len()), b'0');
+    body.extend_from_slice(digits.as_bytes());
+    body.truncate(width.saturating_add(2));
     body.push(b'\n');
     body
 }
@@ -518,5 +525,26 @@ impl Report for LedgerReport {
             mib(self.peak_rss_kib)
         );
         s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::body;
+
+    #[test]
+    fn a_body_is_the_zero_padded_index_cut_to_its_size() {
+        assert_eq!(body(8, 42), b"d=00042\n");
+        assert_eq!(body(4, 7), b"d=7\n");
+        assert_eq!(body(4, 1234), b"d=1\n");
+        assert_eq!(body(6, 123), b"d=123\n");
+        for (size, i) in [(100, 0), (100, u64::MAX), (5, 99_999), (17, 31)] {
+            let padded = format!("d={i:0>width$}", width = (size - 3) as usize);
+            let mut expected = padded.into_bytes();
+            expected.truncate((size - 1) as usize);
+            expected.push(b'\n');
+            assert_eq!(body(size, i), expected, "size {size}, i {i}");
+            assert_eq!(body(size, i).len() as u64, size);
+        }
     }
 }
