@@ -38,7 +38,7 @@ use clap::{Parser, Subcommand};
 /// each of the burst's threads allocated in one of up to 16 arenas, and a few chunks still live in
 /// an arena pin its pages (a blocking server stayed 17 MiB above its idle RSS after 5,000
 /// sessions closed; `vserv bench burst` measures it).
-#[cfg(unix)]
+#[cfg(all(unix, feature = "jemalloc"))]
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
