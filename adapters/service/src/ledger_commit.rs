@@ -2,11 +2,13 @@
 //! one atomic, durable store batch with one newly signed head.
 //!
 //! Callers [`submit`](crate::ledger::Ledger::submit) records with a callback for their
-//! results and return at once. No thread of its own: when no commit is under way, the
-//! submitter gets the commit run back as a [`Work`] for its runtime to run; everything
-//! submitted while that run writes joins its next commit. So concurrent writers, and one
-//! connection's successive pipelined groups, share fsyncs and head signatures, and the store
-//! work overlaps with the connections' decoding and encryption.
+//! results and return at once. No thread of its own: when no commit run is under way, the
+//! submitter gets one back as a [`Work`] for its runtime to run; everything submitted while
+//! a commit is written joins the next one. So concurrent writers, and one connection's
+//! successive pipelined groups, share fsyncs and head signatures, and the store work
+//! overlaps with the connections' decoding and encryption. The next commit is prepared
+//! (entries hashed, head signed) while one is written, by a second run, and written only
+//! once the one before is durable.
 //!
 //! A commit takes at most [`MAX_SEGMENT_ENTRIES`] records, in submission order (a submission
 //! with more is split across commits, and its callback runs once, after the last); the rest
@@ -66,26 +68,55 @@ pub type AppendResults = Vec<Result<Appended, FeedError>>;
 /// once, on whichever thread ran the commit.
 pub type AppendDone = Box<dyn FnOnce(AppendResults) + Send>;
 
+/// The results of a job's records committed so far: shared by the job and the pieces of it
+/// on their way through commits, so each commit adds its records' results in order.
+type Earlier = Arc<Mutex<AppendResults>>;
+
+fn lock_results(earlier: &Earlier) -> MutexGuard<'_, AppendResults> {
+    // Only whole result lists are appended under this lock.
+    earlier.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 /// One submission waiting for a commit: records that passed the checks the submitter could
 /// make (field rules, record id not stored), or why they did not.
 struct Job {
-    /// The records not committed yet.
+    /// The records not taken by a commit yet.
     records: Vec<Result<NewRecord, FeedError>>,
     /// The number of commits made when the submitter checked the record ids against the
     /// store: the commit checks them against the commits made since.
     checked_at: u64,
     done: AppendDone,
     /// The results of the job's first records, when the cap of a commit split it.
-    earlier: AppendResults,
+    earlier: Earlier,
 }
 
 impl Job {
     /// Tells the submitter the results of the records committed so far, and that every
     /// other record failed with `error`.
-    fn fail(mut self, error: &FeedError) {
-        let rest = self.records.len();
-        self.earlier.extend((0..rest).map(|_| Err(error.clone())));
-        (self.done)(self.earlier);
+    fn fail(self, error: &FeedError) {
+        let mut results = mem::take(&mut *lock_results(&self.earlier));
+        results.extend(self.records.iter().map(|_| Err(error.clone())));
+        (self.done)(results);
+    }
+}
+
+/// Where the results of one piece of a job go.
+struct Owner {
+    earlier: Earlier,
+    /// The job's callback, when the piece holds its last records.
+    done: Option<AppendDone>,
+}
+
+impl Owner {
+    /// Adds the piece's `results`; answers the submitter after the job's last piece.
+    fn deliver(self, results: AppendResults) {
+        let mut earlier = lock_results(&self.earlier);
+        earlier.extend(results);
+        if let Some(done) = self.done {
+            let all = mem::take(&mut *earlier);
+            drop(earlier);
+            done(all);
+        }
     }
 }
 
@@ -93,9 +124,7 @@ impl Job {
 struct Piece {
     records: Vec<Result<NewRecord, FeedError>>,
     checked_at: u64,
-    /// The job, when this piece holds its last records; `None` when the job's remaining
-    /// records stay first in the queue for the next commit.
-    owner: Option<Job>,
+    owner: Owner,
 }
 
 /// Takes the records of the next commit from the front of `jobs`: whole jobs while they fit
@@ -110,11 +139,14 @@ fn take_commit(jobs: &mut VecDeque<Job>) -> Vec<Piece> {
         };
         if front.records.len() <= room {
             room -= front.records.len();
-            if let Some(mut job) = jobs.pop_front() {
+            if let Some(job) = jobs.pop_front() {
                 pieces.push(Piece {
-                    records: mem::take(&mut job.records),
+                    records: job.records,
                     checked_at: job.checked_at,
-                    owner: Some(job),
+                    owner: Owner {
+                        earlier: job.earlier,
+                        done: Some(job.done),
+                    },
                 });
             }
         } else {
@@ -122,7 +154,10 @@ fn take_commit(jobs: &mut VecDeque<Job>) -> Vec<Piece> {
             pieces.push(Piece {
                 records: mem::replace(&mut front.records, rest),
                 checked_at: front.checked_at,
-                owner: None,
+                owner: Owner {
+                    earlier: Arc::clone(&front.earlier),
+                    done: None,
+                },
             });
             room = 0;
         }
@@ -141,19 +176,52 @@ const RECENT_COMMITS: usize = 1024;
 /// commits fit.
 const RECENT_IDS: usize = 16 * MAX_SEGMENT_ENTRIES;
 
-/// The submissions waiting for the next commit, and whether a commit run is under way.
+/// The submissions waiting for a commit and the state of the commit runs.
+///
+/// A commit goes through two stages: prepared (entries built and hashed, head signed, from
+/// the state the commits before it leave) and written (one durable store batch, then the
+/// submitters are answered). At most one commit is prepared and at most one written at a
+/// time, so commit N+1 is prepared while commit N is written: its CPU work overlaps N's
+/// fsync. Commits are written in the order they were prepared, and nothing of commit N+1
+/// reaches the store before commit N is durable; if N fails, N+1 (prepared on top of it)
+/// fails too.
 #[derive(Default)]
 struct Queue {
     jobs: VecDeque<Job>,
-    running: bool,
+    /// Commit runs handed to the runtime and not finished (at most two: a writer and a
+    /// preparer).
+    runs: u8,
+    /// A run is preparing a commit.
+    preparing: bool,
+    /// A run is writing a commit.
+    writing: bool,
+    /// A prepared commit waiting for the writer (set only while one writes).
+    ready: Option<Prepared>,
 }
 
-/// The ledger's group commit: submissions queue here; at most one commit run is under way
-/// at a time, handed to the runtime as a [`Work`], and it writes everything queued since
-/// the commit before as one store batch.
+impl Queue {
+    /// Whether a new run is needed: none exists, or the only one is writing and could be
+    /// joined by a preparer.
+    fn needs_run(&self) -> bool {
+        self.runs == 0
+            || (self.runs == 1 && self.writing && !self.preparing && self.ready.is_none())
+    }
+}
+
+/// The ledger's group commit: submissions queue here; commit runs, handed to the runtime
+/// as [`Work`], prepare and write everything queued, one commit after another, each as one
+/// store batch.
 pub(crate) struct GroupCommit {
     queue: Mutex<Queue>,
-    committer: Mutex<Committer>,
+    /// The preparing stage's state; locked for the whole of one prepare.
+    preparer: Mutex<Preparer>,
+    /// Which record ids and kind counts earlier commits hold; locked briefly.
+    known: Mutex<Known>,
+    store: Arc<dyn Store>,
+    /// Successful commits so far (this ledger's).
+    commits: Arc<AtomicU64>,
+    /// Told the signed head of every durable commit (replication pushes it to its links).
+    on_commit: Mutex<Option<CommitListener>>,
 }
 
 impl GroupCommit {
@@ -169,36 +237,40 @@ impl GroupCommit {
     ) -> GroupCommit {
         GroupCommit {
             queue: Mutex::new(Queue::default()),
-            committer: Mutex::new(Committer {
-                store,
+            preparer: Mutex::new(Preparer {
+                store: Arc::clone(&store),
                 identity,
                 keys,
                 head: None,
-                recent: Recent::default(),
-                commits,
-                on_commit: None,
+                epoch: 0,
             }),
+            known: Mutex::new(Known::default()),
+            store,
+            commits,
+            on_commit: Mutex::new(None),
         }
     }
 
     /// Registers the listener told of every durable commit (replacing any before).
     pub(crate) fn on_commit(&self, listener: CommitListener) {
-        self.committer
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .on_commit = Some(listener);
+        *self.on_commit.lock().unwrap_or_else(|p| p.into_inner()) = Some(listener);
     }
 
     fn queue(&self) -> MutexGuard<'_, Queue> {
-        // Only whole jobs are pushed and taken under this lock: a panic elsewhere leaves
+        // Only whole jobs and flags are changed under this lock: a panic elsewhere leaves
         // it consistent.
         self.queue.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    fn known(&self) -> MutexGuard<'_, Known> {
+        // Each change under this lock is one call that cannot panic half-way.
+        self.known.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Queues `records`, checked against the store as of `checked_at` commits; `done`
-    /// gets their results. Returns the commit run to hand to the runtime if none is under
-    /// way (the caller must run it or drop it; dropped unrun, it fails what it would
-    /// have committed).
+    /// gets their results. Returns a commit run to hand to the runtime if one is needed
+    /// (the caller must run it or drop it; dropped unrun, it fails what it would have
+    /// committed, unless another run takes that over).
     pub(crate) fn submit(
         self: &Arc<Self>,
         records: Vec<Result<NewRecord, FeedError>>,
@@ -210,12 +282,12 @@ impl GroupCommit {
             records,
             checked_at,
             done,
-            earlier: Vec::new(),
+            earlier: Earlier::default(),
         });
-        if queue.running {
+        if !queue.needs_run() {
             return None;
         }
-        queue.running = true;
+        queue.runs += 1;
         let run = CommitRun {
             group: Arc::clone(self),
             ran: false,
@@ -223,61 +295,182 @@ impl GroupCommit {
         Some(Work::new("ledger commit", move || run.run()))
     }
 
-    /// Commits what is queued, again and again, until nothing is (whatever is submitted
-    /// while a commit is written joins the next one), at most [`MAX_SEGMENT_ENTRIES`]
-    /// records per commit.
-    fn run_until_empty(&self) {
+    /// Prepares and writes commits until there is nothing this run can do: nothing queued,
+    /// or the other run is already on it. At most [`MAX_SEGMENT_ENTRIES`] records per
+    /// commit.
+    fn run(&self) {
+        let mut queue = self.queue();
         loop {
-            let pieces = {
-                let mut queue = self.queue();
-                if queue.jobs.is_empty() {
-                    queue.running = false;
-                    return;
-                }
-                take_commit(&mut queue.jobs)
-            };
-            let (records, owners): (Vec<_>, Vec<_>) = pieces
-                .into_iter()
-                .map(|p| ((p.records, p.checked_at), p.owner))
-                .unzip();
-            let out = self
-                .committer
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .commit(records);
-            for (results, owner) in out.into_iter().zip(owners) {
-                match owner {
-                    Some(mut job) => {
-                        job.earlier.extend(results);
-                        (job.done)(job.earlier);
-                    }
-                    // The split job is still first in the queue: only this run takes jobs
-                    // out of it, and submissions join at the back.
-                    None => {
-                        if let Some(front) = self.queue().jobs.front_mut() {
-                            front.earlier.extend(results);
-                        }
-                    }
-                }
+            if !queue.writing
+                && let Some(prepared) = queue.ready.take()
+            {
+                queue.writing = true;
+                drop(queue);
+                self.write(prepared);
+                queue = self.queue();
+                queue.writing = false;
+                continue;
             }
+            if queue.preparing || queue.ready.is_some() || queue.jobs.is_empty() {
+                queue.runs = queue.runs.saturating_sub(1);
+                return;
+            }
+            queue.preparing = true;
+            let pieces = take_commit(&mut queue.jobs);
+            drop(queue);
+            let prepared = self.prepare(pieces);
+            queue = self.queue();
+            queue.preparing = false;
+            if queue.writing {
+                // The writer takes it next, before anything prepared later.
+                queue.ready = Some(prepared);
+                continue;
+            }
+            queue.writing = true;
+            drop(queue);
+            self.write(prepared);
+            queue = self.queue();
+            queue.writing = false;
         }
     }
 
-    /// Fails every queued submission (its commit run was dropped unrun).
+    /// A run was dropped unrun: if it was the last, fails every queued submission.
     fn abandon(&self) {
         let jobs = {
             let mut queue = self.queue();
-            queue.running = false;
-            std::mem::take(&mut queue.jobs)
+            queue.runs = queue.runs.saturating_sub(1);
+            if queue.runs > 0 {
+                return;
+            }
+            mem::take(&mut queue.jobs)
         };
         let error = FeedError::Corrupt("the ledger's commit was never run".to_owned());
         for job in jobs {
             job.fail(&error);
         }
     }
+
+    /// Builds the next commit from `pieces` on top of the commits prepared before it.
+    fn prepare(&self, pieces: Vec<Piece>) -> Prepared {
+        let mut preparer = self.preparer.lock().unwrap_or_else(|p| p.into_inner());
+        let epoch = self.known().epoch;
+        if preparer.epoch != epoch {
+            // A commit failed since the last prepare: the head it built on may not be
+            // stored; read it back.
+            preparer.epoch = epoch;
+            preparer.head = None;
+        }
+        let mut jobs = Vec::with_capacity(pieces.len());
+        let mut owners = Vec::with_capacity(pieces.len());
+        for piece in pieces {
+            jobs.push((piece.records, piece.checked_at));
+            owners.push(piece.owner);
+        }
+        let sizes: Vec<usize> = jobs.iter().map(|(records, _)| records.len()).collect();
+        let (results, write) = match preparer.prepare(jobs, &self.known) {
+            Err(e) => (fail_all(&sizes, &e), None),
+            Ok(batch) => {
+                let (results, sealed) = preparer.seal(batch);
+                let write = sealed.map(|sealed| {
+                    let mut known = self.known();
+                    if known.epoch == epoch {
+                        known.pending.push_back(sealed.pending);
+                    }
+                    Write {
+                        ops: sealed.ops,
+                        signed_head: sealed.signed_head,
+                        sizes,
+                    }
+                });
+                (results, write)
+            }
+        };
+        Prepared {
+            owners,
+            epoch,
+            results,
+            write,
+        }
+    }
+
+    /// Writes a prepared commit (unless a commit before it failed since it was prepared)
+    /// and answers its submitters.
+    fn write(&self, prepared: Prepared) {
+        let Prepared {
+            owners,
+            epoch,
+            results,
+            write,
+        } = prepared;
+        let results = match write {
+            None => results,
+            Some(Write {
+                ops,
+                signed_head,
+                sizes,
+            }) => {
+                let stale = {
+                    let known = self.known();
+                    (known.epoch != epoch).then(|| known.failure.clone())
+                };
+                match stale {
+                    Some(failure) => fail_all(&sizes, &failure.unwrap_or_else(earlier_failed)),
+                    None => match self.store.commit(ops) {
+                        Ok(()) => {
+                            self.published(signed_head);
+                            results
+                        }
+                        Err(e) => {
+                            let error = FeedError::Store(e);
+                            let mut known = self.known();
+                            known.epoch = known.epoch.wrapping_add(1);
+                            known.pending.clear();
+                            known.failure = Some(error.clone());
+                            drop(known);
+                            fail_all(&sizes, &error)
+                        }
+                    },
+                }
+            }
+        };
+        for (owner, results) in owners.into_iter().zip(results) {
+            owner.deliver(results);
+        }
+    }
+
+    /// Makes the commit just written known: its record ids move from pending to recent,
+    /// the commit count goes up, and the listener hears of its signed head.
+    fn published(&self, signed_head: SignedHead) {
+        {
+            let mut known = self.known();
+            // Published after the commit: a submitter that reads `n` and then the store
+            // sees every commit up to `n`; later ones are in `recent` or `pending`.
+            let commit = self.commits.load(Ordering::Relaxed).saturating_add(1);
+            if let Some(pending) = known.pending.pop_front() {
+                known
+                    .recent
+                    .remember(commit, pending.ids.into_iter().collect());
+            }
+            self.commits.store(commit, Ordering::Release);
+        }
+        let listener = self
+            .on_commit
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        if let Some(listener) = listener {
+            listener(signed_head);
+        }
+    }
 }
 
-/// One commit run handed to the runtime; dropped without running, it fails the queue.
+/// The error of a commit prepared on top of one that failed.
+fn earlier_failed() -> FeedError {
+    FeedError::Corrupt("the commit before this one failed".to_owned())
+}
+
+/// One commit run handed to the runtime; dropped without running, it fails the queue
+/// (unless another run is under way).
 struct CommitRun {
     group: Arc<GroupCommit>,
     ran: bool,
@@ -286,7 +479,7 @@ struct CommitRun {
 impl CommitRun {
     fn run(mut self) {
         self.ran = true;
-        self.group.run_until_empty();
+        self.group.run();
     }
 }
 
@@ -298,21 +491,82 @@ impl Drop for CommitRun {
     }
 }
 
-/// The state a commit works on (the last head, recent ids).
-struct Committer {
+/// A commit ready to write, or already answered.
+struct Prepared {
+    /// Where each piece's results go, in the order of `results`.
+    owners: Vec<Owner>,
+    /// [`Known::epoch`] when it was prepared.
+    epoch: u64,
+    /// Each piece's results: final without `write`, else once it is durable.
+    results: Vec<AppendResults>,
+    /// The store batch, unless every record was refused or the prepare failed.
+    write: Option<Write>,
+}
+
+/// The store batch of a prepared commit.
+struct Write {
+    ops: Vec<Op>,
+    signed_head: SignedHead,
+    /// The pieces' record counts (to fail them all if the batch is not stored).
+    sizes: Vec<usize>,
+}
+
+/// What commits prepared but not yet durable hold, for the prepares after them.
+struct Pending {
+    /// Record id -> seq.
+    ids: HashMap<Arc<[u8]>, u64>,
+    /// Kind -> its count once the commit is stored.
+    kind_counts: BTreeMap<String, u64>,
+}
+
+/// What the commits before the one being prepared hold, beyond what the store showed the
+/// submitters.
+#[derive(Default)]
+struct Known {
+    /// Record ids of the last durable commits.
+    recent: Recent,
+    /// The commits prepared and not yet durable, oldest first (at most two: one being
+    /// written, one waiting).
+    pending: VecDeque<Pending>,
+    /// Counts the failed commits: a commit prepared at an older epoch was built on one
+    /// that failed, and is failed unwritten.
+    epoch: u64,
+    /// The last failure.
+    failure: Option<FeedError>,
+}
+
+impl Known {
+    /// Where `id` is stored by a commit after `checked_at` or a pending one: `Ok(Some(seq))`;
+    /// `Ok(None)` if by none; `Err(())` if such commits are no longer remembered.
+    fn stored_after(&self, id: &[u8], checked_at: u64) -> Result<Option<u64>, ()> {
+        for pending in self.pending.iter().rev() {
+            if let Some(&seq) = pending.ids.get(id) {
+                return Ok(Some(seq));
+            }
+        }
+        self.recent.stored_after(id, checked_at)
+    }
+
+    /// The count of `kind` as of the last pending commit that changes it, if any does.
+    fn kind_count(&self, kind: &str) -> Option<u64> {
+        self.pending
+            .iter()
+            .rev()
+            .find_map(|pending| pending.kind_counts.get(kind).copied())
+    }
+}
+
+/// The preparing stage's state: the head the next commit builds on.
+struct Preparer {
     store: Arc<dyn Store>,
     identity: Arc<ServerIdentity>,
     /// The own feed's keys (the record id lookups of old commits go through them).
     keys: FeedKeys,
-    /// The head as of the last commit: `None` = not known (read it from the store),
-    /// `Some(None)` = empty feed.
+    /// The head as of the last prepared commit: `None` = not known (read it from the
+    /// store), `Some(None)` = empty feed.
     head: Option<Option<Head>>,
-    /// Record ids of the last commits.
-    recent: Recent,
-    /// Successful commits so far (this ledger's).
-    commits: Arc<AtomicU64>,
-    /// Told the signed head of every durable commit (replication pushes it to its links).
-    on_commit: Option<CommitListener>,
+    /// [`Known::epoch`] as of the last prepare.
+    epoch: u64,
 }
 
 /// What [`crate::ledger::Ledger::on_commit`] registers: called with the signed head of each
@@ -411,22 +665,57 @@ fn fail_all(sizes: &[usize], error: &FeedError) -> Vec<AppendResults> {
         .collect()
 }
 
-impl Committer {
-    /// Writes every record of `jobs` in one commit; one result list per job. A record
-    /// refused by a field rule or as a duplicate (also of an earlier record of the group)
-    /// fails alone; a store failure fails every record.
-    fn commit(
+/// A prepared batch with its head signed: the store ops of the commit.
+struct Sealed {
+    ops: Vec<Op>,
+    signed_head: SignedHead,
+    pending: Pending,
+}
+
+impl Preparer {
+    /// Builds the entries and store ops of one group commit (nothing written yet) on top
+    /// of the last prepared head. A record refused by a field rule or as a duplicate (also
+    /// of an earlier record of the group) fails alone.
+    fn prepare(
         &mut self,
         jobs: Vec<(Vec<Result<NewRecord, FeedError>>, u64)>,
-    ) -> Vec<AppendResults> {
-        let sizes: Vec<usize> = jobs.iter().map(|(records, _)| records.len()).collect();
-        let mut batch = match self.prepare(jobs) {
-            Ok(batch) => batch,
-            Err(e) => return fail_all(&sizes, &e),
+        known: &Mutex<Known>,
+    ) -> Result<Batch, FeedError> {
+        let mut head = match self.head {
+            Some(head) => head,
+            None => stored_head(self.store.as_ref(), &FeedKeys::OWN)?.map(|h| h.head),
         };
+        self.head = Some(head);
+        let records: usize = jobs.iter().map(|(job, _)| job.len()).sum();
+        let mut batch = Batch {
+            // Three records per entry, and a few per commit (heads, kind counts and runs):
+            // sized once, so a large commit does not regrow it.
+            ops: Vec::with_capacity(3 * records + 16),
+            ..Batch::default()
+        };
+        for (job, checked_at) in jobs {
+            let mut results = Vec::with_capacity(job.len());
+            for record in job {
+                results.push(
+                    record.and_then(|r| {
+                        self.prepare_one(r, checked_at, &mut head, &mut batch, known)
+                    }),
+                );
+            }
+            batch.results.push(results);
+        }
+        if head != self.head.flatten() {
+            batch.last_head = head;
+        }
+        Ok(batch)
+    }
+
+    /// Signs the new head of `batch` and adds the commit's own records (signed head, kind
+    /// counts and runs); the next prepare builds on that head. Returns the records'
+    /// results and, unless every record was refused, the commit to write.
+    fn seal(&mut self, mut batch: Batch) -> (Vec<AppendResults>, Option<Sealed>) {
         let Some(last) = batch.last_head else {
-            // Nothing to write: every record was refused.
-            return batch.results;
+            return (batch.results, None);
         };
         let signed_head = SignedHead::sign(&self.identity, last);
         let signed = signed_head.to_bytes().to_vec();
@@ -446,58 +735,16 @@ impl Committer {
                     .push(put(kind_key(kind, last), kind_runs_value(runs)));
             }
         }
-        match self.store.commit(batch.ops) {
-            Ok(()) => {
-                self.head = Some(Some(last));
-                // Published after the commit: a submitter that reads `n` and then the
-                // store sees every commit up to `n`; later ones are in `recent`.
-                let commit = self.commits.load(Ordering::Relaxed).saturating_add(1);
-                self.recent
-                    .remember(commit, std::mem::take(&mut batch.ids).into_iter().collect());
-                self.commits.store(commit, Ordering::Release);
-                if let Some(listener) = &self.on_commit {
-                    listener(signed_head);
-                }
-                batch.results
-            }
-            Err(e) => {
-                // Reload the head next time: the failed commit may have left anything.
-                self.head = None;
-                fail_all(&sizes, &FeedError::Store(e))
-            }
-        }
-    }
-
-    /// Builds the entries and store ops of one group commit (nothing written yet).
-    fn prepare(
-        &mut self,
-        jobs: Vec<(Vec<Result<NewRecord, FeedError>>, u64)>,
-    ) -> Result<Batch, FeedError> {
-        let mut head = match self.head {
-            Some(head) => head,
-            None => stored_head(self.store.as_ref(), &FeedKeys::OWN)?.map(|h| h.head),
+        self.head = Some(Some(last));
+        let sealed = Sealed {
+            ops: batch.ops,
+            signed_head,
+            pending: Pending {
+                ids: batch.ids,
+                kind_counts: batch.kind_counts,
+            },
         };
-        self.head = Some(head);
-        let records: usize = jobs.iter().map(|(job, _)| job.len()).sum();
-        let mut batch = Batch {
-            // Three records per entry, and a few per commit (heads, kind counts and runs):
-            // sized once, so a large commit does not regrow it.
-            ops: Vec::with_capacity(3 * records + 16),
-            ..Batch::default()
-        };
-        for (job, checked_at) in jobs {
-            let mut results = Vec::with_capacity(job.len());
-            for record in job {
-                results.push(
-                    record.and_then(|r| self.prepare_one(r, checked_at, &mut head, &mut batch)),
-                );
-            }
-            batch.results.push(results);
-        }
-        if head != self.head.flatten() {
-            batch.last_head = head;
-        }
-        Ok(batch)
+        (batch.results, Some(sealed))
     }
 
     /// Adds one record to `batch` on top of `head`, or refuses it.
@@ -508,15 +755,22 @@ impl Committer {
         checked_at: u64,
         head: &mut Option<Head>,
         batch: &mut Batch,
+        known: &Mutex<Known>,
     ) -> Result<Appended, FeedError> {
         let id = record.record_id.as_slice();
         let stored = match batch.ids.get(id) {
             Some(&seq) => Some(seq),
-            None => match self.recent.stored_after(id, checked_at) {
-                Ok(seq) => seq,
-                // Too long ago to tell from memory: ask the store.
-                Err(()) => seq_of_id(self.store.as_ref(), &self.keys, id)?,
-            },
+            None => {
+                let remembered = known
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .stored_after(id, checked_at);
+                match remembered {
+                    Ok(seq) => seq,
+                    // Too long ago to tell from memory: ask the store.
+                    Err(()) => seq_of_id(self.store.as_ref(), &self.keys, id)?,
+                }
+            }
         };
         if let Some(seq) = stored {
             return Err(FeedError::Duplicate { seq });
@@ -542,9 +796,18 @@ impl Committer {
         let count = match batch.kind_counts.get_mut(kind) {
             Some(count) => count,
             None => {
-                let stored = match self.store.get(Table::Ledger, &kind_count_key(kind))? {
-                    Some(v) => seq_value(&v, "kind count")?,
-                    None => 0,
+                // A pending commit's count is newer than the store's (it is stored before
+                // it stops being pending).
+                let pending = known
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .kind_count(kind);
+                let stored = match pending {
+                    Some(count) => count,
+                    None => match self.store.get(Table::Ledger, &kind_count_key(kind))? {
+                        Some(v) => seq_value(&v, "kind count")?,
+                        None => 0,
+                    },
                 };
                 batch.kind_counts.entry(kind.to_owned()).or_insert(stored)
             }

@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use rand::SeedableRng;
@@ -160,6 +160,183 @@ fn a_failed_commit_fails_its_whole_group_and_the_next_continues_from_the_stored_
     assert!(matches!(next[0], Ok(Appended { seq: 2, .. })), "{next:?}");
     assert!(ledger.by_id(b"b").unwrap().is_none());
     assert_eq!(ledger.check().unwrap(), CheckReport::Ok { seq: 2 });
+}
+
+// ----- a commit prepared while the one before is written -----
+
+/// A store whose commits each wait for the test to let them through (or fail them), and
+/// say when they start.
+struct GatedStore {
+    inner: MemoryStore,
+    started: Mutex<mpsc::Sender<()>>,
+    verdicts: Mutex<mpsc::Receiver<Result<(), StoreError>>>,
+}
+
+impl GatedStore {
+    /// The store, where each commit starts, and the verdict each commit waits for.
+    fn new(
+        inner: MemoryStore,
+    ) -> (
+        Arc<GatedStore>,
+        mpsc::Receiver<()>,
+        mpsc::Sender<Result<(), StoreError>>,
+    ) {
+        let (started_tx, started) = mpsc::channel();
+        let (verdict, verdicts) = mpsc::channel();
+        let store = GatedStore {
+            inner,
+            started: Mutex::new(started_tx),
+            verdicts: Mutex::new(verdicts),
+        };
+        (Arc::new(store), started, verdict)
+    }
+}
+
+impl Store for GatedStore {
+    fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        self.inner.get(table, key)
+    }
+    fn scan(&self, table: Table, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+        self.inner.scan(table, prefix)
+    }
+    fn scan_from(
+        &self,
+        table: Table,
+        prefix: &[u8],
+        start: &[u8],
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+        self.inner.scan_from(table, prefix, start, limit)
+    }
+    fn commit(&self, ops: Vec<Op>) -> Result<(), StoreError> {
+        self.started.lock().unwrap().send(()).unwrap();
+        self.verdicts.lock().unwrap().recv().unwrap()?;
+        self.inner.commit(ops)
+    }
+}
+
+/// Submits `records` to `ledger`; their results arrive on the returned channel.
+fn submit(
+    ledger: &Ledger,
+    records: Vec<NewRecord>,
+) -> (
+    Option<vserv_service::work::Work>,
+    mpsc::Receiver<Vec<Result<Appended, FeedError>>>,
+) {
+    let (tx, rx) = mpsc::channel();
+    let run = ledger.submit(
+        records,
+        Box::new(move |results| {
+            let _ = tx.send(results);
+        }),
+    );
+    (run, rx)
+}
+
+const NOT_YET: Duration = Duration::from_millis(50);
+
+#[test]
+fn the_next_commit_is_prepared_while_one_is_written_and_stored_only_after_it() {
+    let memory = MemoryStore::new();
+    let (store, started, verdict) = GatedStore::new(memory.clone());
+    let ledger = Ledger::new(store, identity());
+    let (run, first) = submit(
+        &ledger,
+        vec![record("a1", "k"), record("a2", "k"), record("a3", "j")],
+    );
+    let writer = std::thread::spawn(move || run.expect("the first submission gets a run").run());
+    started.recv().unwrap();
+    // Commit 1 is being written: the next submission gets a run of its own, which prepares
+    // commit 2 and leaves it to the writer without waiting. `a2` repeats an id of commit 1,
+    // which is not durable yet.
+    let (run, second) = submit(
+        &ledger,
+        vec![record("b1", "k"), record("a2", "k"), record("b2", "j")],
+    );
+    run.expect("a preparer joins the writer").run();
+    assert!(second.recv_timeout(NOT_YET).is_err());
+    assert!(
+        started.recv_timeout(NOT_YET).is_err(),
+        "commit 2 started before commit 1 ended"
+    );
+    assert_eq!(memory.commit_count(), 0);
+    assert_eq!(
+        ledger.size().unwrap(),
+        0,
+        "nothing is visible before it is durable"
+    );
+    verdict.send(Ok(())).unwrap();
+    let first = first.recv().unwrap();
+    assert_eq!(
+        first
+            .iter()
+            .map(|r| r.as_ref().unwrap().seq)
+            .collect::<Vec<_>>(),
+        [1, 2, 3]
+    );
+    started.recv().unwrap();
+    assert_eq!(ledger.size().unwrap(), 3);
+    verdict.send(Ok(())).unwrap();
+    let second = second.recv().unwrap();
+    writer.join().unwrap();
+    assert!(
+        matches!(second[0], Ok(Appended { seq: 4, .. })),
+        "{second:?}"
+    );
+    assert!(
+        matches!(second[1], Err(FeedError::Duplicate { seq: 2 })),
+        "{second:?}"
+    );
+    assert!(
+        matches!(second[2], Ok(Appended { seq: 5, .. })),
+        "{second:?}"
+    );
+    assert_eq!(ledger.check().unwrap(), CheckReport::Ok { seq: 5 });
+    // Kind counts carry over from the commit that was not yet stored when this one was
+    // prepared.
+    assert_eq!(ledger.size_of_kind("k").unwrap(), 3);
+    assert_eq!(ledger.size_of_kind("j").unwrap(), 2);
+    assert_eq!(ledger.by_id(b"b2").unwrap().unwrap().seq(), 5);
+}
+
+#[test]
+fn a_failed_commit_fails_the_one_prepared_on_top_of_it_unwritten() {
+    let memory = MemoryStore::new();
+    let (store, started, verdict) = GatedStore::new(memory.clone());
+    let ledger = Arc::new(Ledger::new(store, identity()));
+    let (run, first) = submit(&ledger, vec![record("a1", "k")]);
+    let writer = std::thread::spawn(move || run.expect("a run").run());
+    started.recv().unwrap();
+    let (run, second) = submit(&ledger, vec![record("b1", "k"), record("b2", "k")]);
+    run.expect("a preparer").run();
+    verdict.send(Err(StoreError::Crashed)).unwrap();
+    assert!(matches!(
+        first.recv().unwrap()[..],
+        [Err(FeedError::Store(StoreError::Crashed))]
+    ));
+    let second = second.recv().unwrap();
+    writer.join().unwrap();
+    assert!(
+        second
+            .iter()
+            .all(|r| matches!(r, Err(FeedError::Store(StoreError::Crashed)))),
+        "{second:?}"
+    );
+    assert!(
+        started.recv_timeout(NOT_YET).is_err(),
+        "a commit built on a failed one reached the store"
+    );
+    // The next commit starts again from the stored (empty) feed.
+    let appender = {
+        let ledger = Arc::clone(&ledger);
+        std::thread::spawn(move || ledger.append_batch(vec![record("b1", "k")]))
+    };
+    started.recv().unwrap();
+    verdict.send(Ok(())).unwrap();
+    let next = appender.join().unwrap();
+    assert!(matches!(next[0], Ok(Appended { seq: 1, .. })), "{next:?}");
+    assert_eq!(ledger.check().unwrap(), CheckReport::Ok { seq: 1 });
+    assert_eq!(ledger.size_of_kind("k").unwrap(), 1);
 }
 
 // ----- pipelined rput through the service -----
