@@ -34,15 +34,19 @@ fn record(id: &str, kind: &str) -> NewRecord {
     }
 }
 
-/// A store whose commits take a while, so concurrent appenders pile up behind one.
-struct SlowStore(MemoryStore);
+/// A [`MemoryStore`] that runs `before_commit` at the start of each commit (which fails
+/// if it does).
+struct HookedStore<F> {
+    inner: MemoryStore,
+    before_commit: F,
+}
 
-impl Store for SlowStore {
+impl<F: Fn() -> Result<(), StoreError> + Send + Sync> Store for HookedStore<F> {
     fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        self.0.get(table, key)
+        self.inner.get(table, key)
     }
     fn scan(&self, table: Table, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
-        self.0.scan(table, prefix)
+        self.inner.scan(table, prefix)
     }
     fn scan_from(
         &self,
@@ -51,12 +55,23 @@ impl Store for SlowStore {
         start: &[u8],
         limit: usize,
     ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
-        self.0.scan_from(table, prefix, start, limit)
+        self.inner.scan_from(table, prefix, start, limit)
     }
     fn commit(&self, ops: Vec<Op>) -> Result<(), StoreError> {
-        std::thread::sleep(Duration::from_millis(2));
-        self.0.commit(ops)
+        (self.before_commit)()?;
+        self.inner.commit(ops)
     }
+}
+
+/// A store whose commits take a while, so concurrent appenders pile up behind one.
+fn slow_store(inner: MemoryStore) -> Arc<dyn Store> {
+    Arc::new(HookedStore {
+        inner,
+        before_commit: || {
+            std::thread::sleep(Duration::from_millis(2));
+            Ok(())
+        },
+    })
 }
 
 #[test]
@@ -64,7 +79,7 @@ fn concurrent_appenders_share_commits_and_get_distinct_consecutive_seqs() {
     const THREADS: usize = 8;
     const EACH: usize = 50;
     let store = MemoryStore::new();
-    let ledger = Arc::new(Ledger::new(Arc::new(SlowStore(store.clone())), identity()));
+    let ledger = Arc::new(Ledger::new(slow_store(store.clone()), identity()));
     let before = store.commit_count();
     let workers: Vec<_> = (0..THREADS)
         .map(|t| {
@@ -164,55 +179,26 @@ fn a_failed_commit_fails_its_whole_group_and_the_next_continues_from_the_stored_
 
 // ----- a commit prepared while the one before is written -----
 
-/// A store whose commits each wait for the test to let them through (or fail them), and
-/// say when they start.
-struct GatedStore {
-    inner: MemoryStore,
-    started: Mutex<mpsc::Sender<()>>,
-    verdicts: Mutex<mpsc::Receiver<Result<(), StoreError>>>,
+/// The test's side of [`gated_store`]: where commits start, and the verdicts they wait for.
+struct Gate {
+    started: mpsc::Receiver<()>,
+    verdict: mpsc::Sender<Result<(), StoreError>>,
 }
 
-impl GatedStore {
-    /// The store, where each commit starts, and the verdict each commit waits for.
-    fn new(
-        inner: MemoryStore,
-    ) -> (
-        Arc<GatedStore>,
-        mpsc::Receiver<()>,
-        mpsc::Sender<Result<(), StoreError>>,
-    ) {
-        let (started_tx, started) = mpsc::channel();
-        let (verdict, verdicts) = mpsc::channel();
-        let store = GatedStore {
-            inner,
-            started: Mutex::new(started_tx),
-            verdicts: Mutex::new(verdicts),
-        };
-        (Arc::new(store), started, verdict)
-    }
-}
-
-impl Store for GatedStore {
-    fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        self.inner.get(table, key)
-    }
-    fn scan(&self, table: Table, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
-        self.inner.scan(table, prefix)
-    }
-    fn scan_from(
-        &self,
-        table: Table,
-        prefix: &[u8],
-        start: &[u8],
-        limit: usize,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
-        self.inner.scan_from(table, prefix, start, limit)
-    }
-    fn commit(&self, ops: Vec<Op>) -> Result<(), StoreError> {
-        self.started.lock().unwrap().send(()).unwrap();
-        self.verdicts.lock().unwrap().recv().unwrap()?;
-        self.inner.commit(ops)
-    }
+/// A store whose commits each say that they start and then wait for the test to let them
+/// through (or fail them).
+fn gated_store(inner: MemoryStore) -> (Arc<dyn Store>, Gate) {
+    let (started_tx, started) = mpsc::channel();
+    let (verdict, verdicts) = mpsc::channel();
+    let (started_tx, verdicts) = (Mutex::new(started_tx), Mutex::new(verdicts));
+    let store = HookedStore {
+        inner,
+        before_commit: move || {
+            started_tx.lock().unwrap().send(()).unwrap();
+            verdicts.lock().unwrap().recv().unwrap()
+        },
+    };
+    (Arc::new(store), Gate { started, verdict })
 }
 
 /// Submits `records` to `ledger`; their results arrive on the returned channel.
@@ -238,7 +224,7 @@ const NOT_YET: Duration = Duration::from_millis(50);
 #[test]
 fn the_next_commit_is_prepared_while_one_is_written_and_stored_only_after_it() {
     let memory = MemoryStore::new();
-    let (store, started, verdict) = GatedStore::new(memory.clone());
+    let (store, Gate { started, verdict }) = gated_store(memory.clone());
     let ledger = Ledger::new(store, identity());
     let (run, first) = submit(
         &ledger,
@@ -302,7 +288,7 @@ fn the_next_commit_is_prepared_while_one_is_written_and_stored_only_after_it() {
 #[test]
 fn a_failed_commit_fails_the_one_prepared_on_top_of_it_unwritten() {
     let memory = MemoryStore::new();
-    let (store, started, verdict) = GatedStore::new(memory.clone());
+    let (store, Gate { started, verdict }) = gated_store(memory.clone());
     let ledger = Arc::new(Ledger::new(store, identity()));
     let (run, first) = submit(&ledger, vec![record("a1", "k")]);
     let writer = std::thread::spawn(move || run.expect("a run").run());
@@ -572,7 +558,7 @@ fn concurrent_submissions_of_the_same_ids_store_each_once() {
     const THREADS: u64 = 4;
     const IDS: u64 = 60;
     let store = MemoryStore::new();
-    let ledger = Arc::new(Ledger::new(Arc::new(SlowStore(store.clone())), identity()));
+    let ledger = Arc::new(Ledger::new(slow_store(store.clone()), identity()));
     let workers: Vec<_> = (0..THREADS)
         .map(|t| {
             let ledger = Arc::clone(&ledger);
