@@ -116,6 +116,83 @@ fn concurrent_appenders_share_commits_and_get_distinct_consecutive_seqs() {
 }
 
 #[test]
+fn concurrent_appenders_with_failing_commits_get_results_that_match_the_store() {
+    use std::collections::HashMap;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    const THREADS: usize = 6;
+    const EACH: usize = 40;
+    let store = MemoryStore::new();
+    let commits = AtomicU64::new(0);
+    // Every commit takes a moment, so the next one is prepared while it is written, and
+    // every fifth fails: some commits are prepared on top of one that fails.
+    let hooked = HookedStore {
+        inner: store.clone(),
+        before_commit: move || {
+            std::thread::sleep(Duration::from_millis(1));
+            if commits.fetch_add(1, Ordering::Relaxed) % 5 == 4 {
+                return Err(StoreError::Crashed);
+            }
+            Ok(())
+        },
+    };
+    let ledger = Arc::new(Ledger::new(Arc::new(hooked), identity()));
+    let workers: Vec<_> = (0..THREADS)
+        .map(|t| {
+            let ledger = Arc::clone(&ledger);
+            std::thread::spawn(move || {
+                let mut out = Vec::new();
+                for i in 0..EACH {
+                    // Its own record, and one every thread appends.
+                    let ids = [format!("t{t}-{i}"), format!("shared-{i}")];
+                    let records = ids.iter().map(|id| record(id, "k")).collect();
+                    out.extend(ids.into_iter().zip(ledger.append_batch(records)));
+                }
+                out
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    for worker in workers {
+        all.extend(worker.join().unwrap());
+    }
+    let mut stored: HashMap<String, Appended> = HashMap::new();
+    for (id, result) in &all {
+        if let Ok(appended) = result {
+            assert!(
+                stored.insert(id.clone(), *appended).is_none(),
+                "{id} stored twice"
+            );
+        }
+    }
+    for (id, result) in &all {
+        let entry = ledger.by_id(id.as_bytes()).unwrap();
+        match result {
+            Ok(appended) => {
+                let entry = entry.unwrap();
+                assert_eq!((entry.seq(), entry.hash()), (appended.seq, appended.hash));
+            }
+            Err(FeedError::Duplicate { seq }) => assert_eq!(stored[id].seq, *seq, "{id}"),
+            Err(FeedError::Store(StoreError::Crashed)) => {
+                // Lost, unless another thread's append of the same id was stored.
+                assert_eq!(
+                    entry.map(|e| e.seq()),
+                    stored.get(id).map(|a| a.seq),
+                    "{id}"
+                );
+            }
+            Err(e) => panic!("{id}: {e}"),
+        }
+    }
+    let mut seqs: Vec<u64> = stored.values().map(|a| a.seq).collect();
+    seqs.sort_unstable();
+    let total = seqs.len() as u64;
+    assert_eq!(seqs, (1..=total).collect::<Vec<_>>());
+    assert!(total > 0 && total < (THREADS * EACH * 2) as u64, "{total}");
+    assert_eq!(ledger.check().unwrap(), CheckReport::Ok { seq: total });
+    assert_eq!(ledger.size_of_kind("k").unwrap(), total);
+}
+
+#[test]
 fn a_refused_record_fails_alone_inside_its_group() {
     let store = MemoryStore::new();
     let ledger = Ledger::new(Arc::new(store.clone()), identity());
