@@ -279,8 +279,10 @@ pub fn run(args: &LoginArgs) -> anyhow::Result<LoginReport> {
             .collect();
         (window, results)
     });
-    let server_peak_rss_kib = server.peak_rss_kib();
+    // The end before the peak: the server runs on, and a peak read first could be passed
+    // by the RSS read after it.
     let server_rss_end_kib = server.rss_kib();
+    let server_peak_rss_kib = server.peak_rss_kib();
     drop(server);
     let (mut all, mut total_logins, mut refused) = (Vec::new(), 0, 0);
     for r in results {
