@@ -225,6 +225,22 @@ fn contract_last_op_in_batch_wins(s: &impl Store) -> TestResult {
         s.scan(Table::Users, b"")?,
         pairs(&[(b"a", b"2"), (b"c", b"3")])
     );
+    // Interleaved with other keys and another table's same key, given out of key order.
+    s.commit(vec![
+        put(Table::Users, b"d", b"1"),
+        put(Table::Ledger, b"d", b"x"),
+        put(Table::Users, b"a", b"4"),
+        del(Table::Users, b"d"),
+        put(Table::Users, b"d", b"5"),
+        del(Table::Ledger, b"d"),
+        put(Table::Users, b"a", b"6"),
+        del(Table::Users, b"c"),
+    ])?;
+    assert_eq!(
+        s.scan(Table::Users, b"")?,
+        pairs(&[(b"a", b"6"), (b"d", b"5")])
+    );
+    assert_eq!(s.get(Table::Ledger, b"d")?, None);
     Ok(())
 }
 
