@@ -367,7 +367,7 @@ impl GroupCommit {
             owners.push(piece.owner);
         }
         let sizes: Vec<usize> = jobs.iter().map(|(records, _)| records.len()).collect();
-        let (results, write) = match preparer.prepare(jobs, &self.known) {
+        let (results, mut write) = match preparer.prepare(jobs, &self.known) {
             Err(e) => (fail_all(&sizes, &e), None),
             Ok(batch) => {
                 let (results, sealed) = preparer.seal(batch);
@@ -385,6 +385,13 @@ impl GroupCommit {
                 (results, write)
             }
         };
+        drop(preparer);
+        if let Some(write) = &mut write {
+            // In key order the store takes the batch as it is (see `Op::table_key`): sorted
+            // here, beside the commit being written, instead of in the store's write.
+            // Stable, so that of two ops on one key the later stays last.
+            write.ops.sort_by(|a, b| a.table_key().cmp(&b.table_key()));
+        }
         Prepared {
             owners,
             epoch,

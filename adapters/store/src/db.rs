@@ -59,6 +59,7 @@
 //! and then fails, which [`FjallStore::open`] reports as [`StoreError::Locked`]. The lock is
 //! released when the last handle of the first store is dropped.
 
+use std::cmp::Reverse;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::fs;
@@ -573,18 +574,29 @@ impl Store for FjallStore {
 /// from the previous one: the random keys of the ledger's indexes (record ids, hashes) made
 /// those inserts the largest single cost of writing a group commit.
 fn last_op_per_key_in_key_order(ops: Vec<Op>) -> Vec<Op> {
-    fn table_key(op: &Op) -> (Table, &[u8]) {
-        match op {
-            Op::Put { table, key, .. } | Op::Delete { table, key } => (*table, key),
-        }
+    // A batch already in strict key order (what the ledger's group commit hands over) is
+    // kept as it is: one pass, no allocation.
+    if ops.windows(2).all(|w| match w {
+        [a, b] => a.table_key() < b.table_key(),
+        _ => true,
+    }) {
+        return ops;
     }
-    let mut order: Vec<usize> = (0..ops.len()).collect();
-    // Equal keys sort latest first, so the first of each run is the one to keep.
-    order.sort_unstable_by(|&a, &b| table_key(&ops[a]).cmp(&table_key(&ops[b])).then(b.cmp(&a)));
-    order.dedup_by(|later, kept| table_key(&ops[*later]) == table_key(&ops[*kept]));
+    // Equal keys sort latest first, so the first of each run is the one to keep. The keys
+    // are copied out of the ops so that a comparison reads one array, not two.
+    let mut order: Vec<(Table, &[u8], Reverse<usize>)> = ops
+        .iter()
+        .enumerate()
+        .map(|(i, op)| {
+            let (table, key) = op.table_key();
+            (table, key, Reverse(i))
+        })
+        .collect();
+    order.sort_unstable();
+    order.dedup_by(|later, kept| (later.0, later.1) == (kept.0, kept.1));
+    let keep: Vec<usize> = order.into_iter().map(|(_, _, Reverse(i))| i).collect();
     let mut slots: Vec<Option<Op>> = ops.into_iter().map(Some).collect();
-    order
-        .into_iter()
+    keep.into_iter()
         .filter_map(|i| slots.get_mut(i).and_then(Option::take))
         .collect()
 }

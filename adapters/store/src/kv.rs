@@ -87,6 +87,17 @@ pub enum Op {
     },
 }
 
+impl Op {
+    /// The table and key the op writes. A batch keeps only its last op of each; the fjall
+    /// store applies a batch in this order, so a batch already sorted by it (strictly
+    /// increasing) is the cheapest to commit.
+    pub fn table_key(&self) -> (Table, &[u8]) {
+        match self {
+            Op::Put { table, key, .. } | Op::Delete { table, key } => (*table, key),
+        }
+    }
+}
+
 /// A storage failure. The operation had no effect unless stated otherwise.
 #[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
@@ -132,6 +143,7 @@ pub trait Store: Send + Sync {
     ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError>;
 
     /// Applies every op, all or nothing, and returns only once the batch is durable (it
-    /// survives a process or machine crash). An error means nothing was applied.
+    /// survives a process or machine crash). An error means nothing was applied. Of several
+    /// ops on one (table, key), the last wins.
     fn commit(&self, ops: Vec<Op>) -> Result<(), StoreError>;
 }
