@@ -582,8 +582,8 @@ fn last_op_per_key_in_key_order(ops: Vec<Op>) -> Vec<Op> {
     }) {
         return ops;
     }
-    // Equal keys sort latest first, so the first of each run is the one to keep. The keys
-    // are copied out of the ops so that a comparison reads one array, not two.
+    // Equal keys sort latest first, so the first of each run is the one to keep. Each op's
+    // table and key reference sit in one array, so a comparison does not first read the op.
     let mut order: Vec<(Table, &[u8], Reverse<usize>)> = ops
         .iter()
         .enumerate()
