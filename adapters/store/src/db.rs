@@ -576,10 +576,7 @@ impl Store for FjallStore {
 fn last_op_per_key_in_key_order(ops: Vec<Op>) -> Vec<Op> {
     // A batch already in strict key order (what the ledger's group commit hands over) is
     // kept as it is: one pass, no allocation.
-    if ops.windows(2).all(|w| match w {
-        [a, b] => a.table_key() < b.table_key(),
-        _ => true,
-    }) {
+    if ops.is_sorted_by(|a, b| a.table_key() < b.table_key()) {
         return ops;
     }
     // Equal keys sort latest first, so the first of each run is the one to keep. Each op's
