@@ -8,7 +8,9 @@
 //! Each phase also reports the CPU time the whole process (server, clients and the store's
 //! background work) spent per operation, which is what to compare on a busy machine, and
 //! the report gives the process's resident memory once it holds the full feed: the server
-//! side's memory, plus the clients' small share.
+//! side's memory, plus the clients' small share. Each `rput` phase's store commits (the
+//! ledger's group commits) are timed as well ([`MeteredStore`]): how many, how large, and
+//! how busy they kept the single writer that bounds the phase.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -17,12 +19,14 @@ use anyhow::{Context, bail};
 use clap::Args;
 use serde::Serialize;
 use vserv_blocking::{Client, Server, ServerOptions};
+use vserv_core::ServerIdentity;
 use vserv_core::commands::{Command, Credential, RecordSelector, Reply, SecretBytes, UserRole};
 use vserv_core::ledger::MAX_BODY;
 use vserv_service::Node;
 use vserv_service::client::ClientOptions;
 use vserv_service::ledger::{CheckReport, Ledger};
 
+use super::commit_meter::{MeteredStore, PhaseCommits};
 use super::{Machine, Report};
 
 /// The targets.
@@ -141,6 +145,10 @@ pub struct LedgerReport {
     rput_one: Phase,
     /// Durable appends, pipelined on `connections` connections at once.
     rput_many: Phase,
+    /// The store commits of [`LedgerReport::rput_one`].
+    rput_one_commits: PhaseCommits,
+    /// The store commits of [`LedgerReport::rput_many`].
+    rput_many_commits: PhaseCommits,
     /// Reads by seq, pipelined on one connection.
     rget_one: Phase,
     /// Reads by seq on `connections` connections at once.
@@ -292,6 +300,8 @@ fn in_parallel(
 /// `connections` logged-in clients. Dropping it stops the server, then removes the store.
 struct Bench {
     ledger: Arc<Ledger>,
+    /// The node's store: the fjall store, its commits timed.
+    store: Arc<MeteredStore>,
     clients: Vec<Client>,
     server: Option<vserv_blocking::ServerHandle>,
     _dir: tempfile::TempDir,
@@ -300,8 +310,16 @@ struct Bench {
 impl Bench {
     fn start(connections: u64) -> anyhow::Result<Bench> {
         let dir = tempfile::tempdir().context("creating a temporary directory")?;
-        let node = Node::open(&dir.path().join("data"), &super::node_settings())
-            .context("opening the temporary node")?;
+        let fjall = vserv_store::FjallStore::open(&dir.path().join("data"))
+            .context("opening a temporary fjall store")?;
+        let store = Arc::new(MeteredStore::new(Arc::new(fjall)));
+        let identity = Arc::new(ServerIdentity::generate(
+            &mut *vserv_service::system::os_rng()?,
+        ));
+        let node = Node::builder(identity, super::node_settings())
+            .store(store.clone())
+            .build()
+            .context("assembling the temporary node")?;
         node.accounts()
             .create(
                 "bench",
@@ -335,6 +353,7 @@ impl Bench {
             .collect::<anyhow::Result<Vec<Client>>>()?;
         Ok(Bench {
             ledger,
+            store,
             clients,
             server: Some(server),
             _dir: dir,
@@ -373,6 +392,7 @@ pub fn run(args: &LedgerArgs) -> anyhow::Result<LedgerReport> {
     let store = store_alone(4 * n, args.body).context("the store alone")?;
 
     let mut one = Bench::start(1)?;
+    let before = one.store.totals();
     let timer = Timer::start();
     run_all(
         &mut one.clients[0],
@@ -382,11 +402,13 @@ pub fn run(args: &LedgerArgs) -> anyhow::Result<LedgerReport> {
     )
     .context("rput on one connection")?;
     let rput_one = timer.phase(1, n);
+    let rput_one_commits = PhaseCommits::of(&one.store.totals().since(&before), rput_one.seconds);
     one.stop()?;
     drop(one);
 
     let mut bench = Bench::start(conns)?;
     let each = n / conns;
+    let before = bench.store.totals();
     let timer = Timer::start();
     in_parallel(&mut bench.clients, |client, c| {
         run_all(
@@ -398,6 +420,8 @@ pub fn run(args: &LedgerArgs) -> anyhow::Result<LedgerReport> {
     })
     .context("rput on several connections")?;
     let rput_many = timer.phase(conns, each * conns);
+    let rput_many_commits =
+        PhaseCommits::of(&bench.store.totals().since(&before), rput_many.seconds);
     let ledger = bench.ledger.clone();
     let clients = &mut bench.clients;
 
@@ -432,6 +456,8 @@ pub fn run(args: &LedgerArgs) -> anyhow::Result<LedgerReport> {
         body_bytes: args.body,
         rput_one,
         rput_many,
+        rput_one_commits,
+        rput_many_commits,
         rget_one,
         rget_many,
         verify,
@@ -465,17 +491,24 @@ impl Report for LedgerReport {
                 "durable rput, 1 connection",
                 &self.rput_one,
                 RPUT_TARGET_PER_S,
+                Some(&self.rput_one_commits),
             ),
-            ("durable rput", &self.rput_many, RPUT_TARGET_PER_S),
+            (
+                "durable rput",
+                &self.rput_many,
+                RPUT_TARGET_PER_S,
+                Some(&self.rput_many_commits),
+            ),
             (
                 "rget by seq, 1 connection",
                 &self.rget_one,
                 RGET_TARGET_PER_S,
+                None,
             ),
-            ("rget by seq", &self.rget_many, RGET_TARGET_PER_S),
-            ("offline verify", &self.verify, VERIFY_TARGET_PER_S),
+            ("rget by seq", &self.rget_many, RGET_TARGET_PER_S, None),
+            ("offline verify", &self.verify, VERIFY_TARGET_PER_S, None),
         ];
-        for (name, phase, target) in rows {
+        for (name, phase, target, commits) in rows {
             let conns = if phase.connections > 1 {
                 format!(", {} connections", phase.connections)
             } else {
@@ -491,6 +524,9 @@ impl Report for LedgerReport {
                 target,
                 verdict(phase.per_s, target)
             );
+            if let Some(commits) = commits {
+                let _ = writeln!(s, "  {}", commits.line());
+            }
         }
         let _ = writeln!(s, "feed size at the end: {} entries", self.entries);
         let _ = writeln!(

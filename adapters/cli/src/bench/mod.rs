@@ -12,6 +12,7 @@
 
 mod breakdown;
 mod burst;
+mod commit_meter;
 mod compare;
 mod crypto;
 mod ledger;
