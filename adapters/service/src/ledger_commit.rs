@@ -24,10 +24,10 @@
 //! (mostly fjall's in-memory table inserts of the random index keys, under fjall's journal
 //! lock), 1.1 waiting for a CPU, 1.7 blocked in the fsync. Larger commits would not help
 //! (the cost is per entry, not per commit), and a smaller index memtable (4 MiB) moved CPU
-//! from the writer to flushes and compactions without a faster phase. What would: the
-//! index inserts off the writer, e.g. in a second fjall database beside the journal of
-//! record, rebuilt from the entries after a crash (a model of the store workload alone ran
-//! about a fifth faster that way).
+//! from the writer to flushes and compactions without a faster phase. What the figures
+//! point to instead (not built): the index inserts off the writer, e.g. in a second fjall
+//! database beside the journal of record, rebuilt from the entries after a crash (a model
+//! of the store workload alone ran about a fifth faster that way).
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::mem;
