@@ -86,10 +86,15 @@ impl TableInfo {
         parts.join("\t").into_bytes()
     }
 
-    /// Decodes [`TableInfo::to_field`]'s output; anything else is malformed.
+    /// Decodes [`TableInfo::to_field`]'s output; anything else is malformed, including
+    /// control characters other than the separating tabs (which `to_field` never sends),
+    /// so every info decoded encodes back to the same field.
     pub fn from_field(field: &[u8]) -> Result<TableInfo, Error> {
         let bad = || Error::Malformed("table info");
         let s = std::str::from_utf8(field).map_err(|_| bad())?;
+        if s.chars().any(|c| c != '\t' && c.is_control()) {
+            return Err(bad());
+        }
         let mut parts = s.split('\t');
         let (Some(name), Some(rows), Some(loaded), Some(error)) =
             (parts.next(), parts.next(), parts.next(), parts.next())
@@ -445,7 +450,18 @@ mod tests {
         let back = TableInfo::from_field(&info.to_field()).unwrap();
         assert_eq!(back.error.as_deref(), Some("bad line 2"));
         assert_eq!(back.columns, vec!["a b".to_owned()]);
-        for bad in [&b""[..], b"t\t1\t", b"\t1\t\t", b"t\tx\t\t", b"t\t1\tx\t"] {
+        for bad in [
+            &b""[..],
+            b"t\t1\t",
+            b"\t1\t\t",
+            b"t\tx\t\t",
+            b"t\t1\tx\t",
+            // Control characters, which `to_field` sends as spaces (found by fuzzing).
+            b"c\0d\t2\t\t",
+            b"t\t2\t\tfailed\x12\t",
+            b"t\t2\t\t\tcol\n",
+            "t\u{85}\t2\t\t".as_bytes(),
+        ] {
             assert!(TableInfo::from_field(bad).is_err(), "{bad:?}");
         }
     }
@@ -499,13 +515,33 @@ mod tests {
             }
         }
 
-        /// Any bytes: a row or an error, never a panic; a row re-encodes to the same bytes.
+        /// Any bytes: a row or an error, never a panic; a row re-encodes to the same bytes,
+        /// an info to a field that decodes to the same info.
         #[test]
         fn row_decode_never_panics(field in proptest::collection::vec(any::<u8>(), 0..64)) {
             if let Ok(row) = TableRow::from_field(&field) {
                 prop_assert_eq!(&row.to_field(), &field);
             }
-            let _ = TableInfo::from_field(&field);
+            if let Ok(info) = TableInfo::from_field(&field) {
+                prop_assert_eq!(TableInfo::from_field(&info.to_field()), Ok(info));
+            }
+        }
+
+        /// Text with control characters, tabs aside, is refused wherever it stands.
+        #[test]
+        fn info_fields_with_control_characters_are_refused(
+            parts in proptest::collection::vec("[a-z0-9 ]{0,4}", 5),
+            at in 0usize..5,
+            control in "\\p{Cc}",
+        ) {
+            prop_assume!(control != "\t");
+            let mut parts = parts;
+            parts[0].insert(0, 't');
+            parts[1] = "1".into();
+            parts[2].clear();
+            parts[at].push_str(&control);
+            let field = parts.join("\t");
+            prop_assert!(TableInfo::from_field(field.as_bytes()).is_err(), "{:?}", field);
         }
 
         /// Rows and infos of any (one-line) text round-trip.
