@@ -35,3 +35,21 @@ fn every_seed_passes_its_target() {
     }
     assert_eq!(targets.len(), 15, "a target without seeds: {targets:?}");
 }
+
+/// Inputs on which a fuzz run once found a broken promise pass their targets now.
+#[test]
+#[allow(clippy::disallowed_methods)] // one real instant as the epoch of the targets' clock
+fn inputs_the_fuzzers_broke_pass_now() {
+    // A response whose fields decode as table infos with NUL and other control bytes in a
+    // name and an error: the decoder took them, the encoder sends them as spaces, so the
+    // info did not survive its round trip. Infos with control characters are refused now.
+    let command: &[u8] = b"\x02\x00\x00\x00\x04\x00\x00\x02\x00\x00\x000c\x00d\x00\x00\x00\
+        \x00\x00\x00\x00\x00\x10\x00$a1ef\x092\x09\x09c4c0681s18c73114c)3\x127\x04fuzz\x00\
+        \x00\x00GSHA512:a79'723f390\x000c\x00d\x00\x00\x00\x00\x00\x00\x00\x00\x10\x00$a1ef\
+        \x092\x09\x09c4c0681s18c73114c)3317c493275";
+    assert_eq!(command.len(), 135);
+    fuzzing::command(command);
+    // A link that sends a Wants first, an empty stream, then the timer: the harness read
+    // the Wants it had never drained where it expected the timer's Clock.
+    vserv_core::replication::fuzzing::replication_link(&[0xe9, 0x06], Instant::now());
+}

@@ -121,6 +121,9 @@ pub fn replication_link(data: &[u8], now: Instant) {
         drain(&mut link, &mut sent);
     }
     if flags & 2 == 2 && !link.is_closed() {
+        // What the link queued before (its Wants, when the stream was empty and nothing
+        // was drained) goes first; the timer's Clock is what follows.
+        drain(&mut link, &mut sent);
         let Some(at) = link.poll_timeout() else {
             panic!("an open link has no timer");
         };
