@@ -36,6 +36,24 @@ fn every_seed_passes_its_target() {
     assert_eq!(targets.len(), 15, "a target without seeds: {targets:?}");
 }
 
+/// Every seed [`fuzzing::corpus_seeds`] makes is committed as `write_corpus` writes it
+/// (`fuzz/corpus/<target>/seed_<name>`), byte for byte. (Targets outside it, such as the
+/// ledger's and `user_path`, have seeds of their own.)
+#[test]
+fn the_committed_seeds_are_the_generated_ones() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus");
+    for (target, name, bytes) in fuzzing::corpus_seeds() {
+        let path = root.join(target).join(format!("seed_{name}"));
+        assert_eq!(
+            std::fs::read(&path).ok(),
+            Some(bytes),
+            "{} is missing or stale: run `cargo run --manifest-path fuzz/Cargo.toml \
+             --example write_corpus`",
+            path.display()
+        );
+    }
+}
+
 /// Inputs on which a fuzz run once found a broken promise pass their targets now.
 #[test]
 #[allow(clippy::disallowed_methods)] // one real instant as the epoch of the targets' clock
