@@ -67,6 +67,13 @@ fn inputs_the_fuzzers_broke_pass_now() {
         \x092\x09\x09c4c0681s18c73114c)3317c493275";
     assert_eq!(command.len(), 135);
     fuzzing::command(command);
+    // A response of one `peers` field whose address holds a carriage return: the same
+    // round trip, through `PeerStatus` (found by reading the code after the one above).
+    let field = format!("peer\tSHA256:{}\ta\rb\tdown\t\t\t", "01".repeat(32));
+    let mut peers = b"\x02\x00\x00\x00\x00\x00\x00\x01\x00\x00\x00".to_vec();
+    peers.push(u8::try_from(field.len()).expect("a short field"));
+    peers.extend_from_slice(field.as_bytes());
+    fuzzing::command(&peers);
     // A link that sends a Wants first, an empty stream, then the timer: the harness read
     // the Wants it had never drained where it expected the timer's Clock.
     vserv_core::replication::fuzzing::replication_link(&[0xe9, 0x06], Instant::now());

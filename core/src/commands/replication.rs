@@ -303,10 +303,15 @@ impl PeerStatus {
     }
 
     /// Parses [`PeerStatus::to_field`]'s bytes. A `peer` line without SOURCE (as servers
-    /// before `padd` send it) is a config peer.
+    /// before `padd` send it) is a config peer. A carriage return anywhere is malformed:
+    /// `to_field` never sends one (the address and error have theirs as spaces), so every
+    /// status decoded encodes back to the same status.
     pub fn from_field(field: &[u8]) -> Result<PeerStatus, Error> {
         let bad = || Error::Malformed("peer status");
         let text = std::str::from_utf8(field).map_err(|_| bad())?;
+        if text.contains('\r') {
+            return Err(bad());
+        }
         let mut lines = text.split('\n');
         let first: Vec<&str> = lines.next().unwrap_or("").split('\t').collect();
         let (["peer", fingerprint, address, state, since, epoch, error], source) =
@@ -483,6 +488,10 @@ mod tests {
             format!("{peer}\nsomething else"),
             format!("fork\t{fpr}\t1\tzz\t1\t{}", "b".repeat(64)),
             "whatever".to_owned(),
+            // A carriage return, which a server sends as a space (found by reading the
+            // fuzz target's round trip): in the address, in the error.
+            format!("peer\t{fpr}\ta\rb\tdown\t\t\t"),
+            format!("peer\t{fpr}\t\tdown\t\t\tbad\rthing"),
         ] {
             assert!(reply(&[bad.as_bytes()]).is_err(), "{bad:?}");
         }
@@ -500,13 +509,13 @@ mod tests {
             address: Some("h:1".into()),
             connected: false,
             since_secs: Some(3),
-            last_error: Some("bad\tthing\nhappened".into()),
+            last_error: Some("bad\tthing\nhappened\r!".into()),
             epoch: Some([0xa5; EPOCH_LEN]),
             source: PeerSource::Runtime,
             origins: Vec::new(),
         };
         let back = PeerStatus::from_field(&status.to_field()).unwrap();
-        assert_eq!(back.last_error.as_deref(), Some("bad thing happened"));
+        assert_eq!(back.last_error.as_deref(), Some("bad thing happened !"));
         assert_eq!(back.epoch, status.epoch);
         assert_eq!(back.since_secs, Some(3));
         assert_eq!(back.source, PeerSource::Runtime);
