@@ -846,7 +846,12 @@ impl Preparer {
             put_index(hash_key(&hash), seq_bytes),
         ]);
         batch.ids.insert(Arc::from(entry.record_id()), seq);
-        *head = Some(Head::of(&entry));
+        // Not `Head::of`, which would hash the entry a second time.
+        *head = Some(Head {
+            origin: entry.origin(),
+            seq,
+            hash,
+        });
         Ok(Appended { seq, hash })
     }
 }
