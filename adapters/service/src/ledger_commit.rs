@@ -20,14 +20,22 @@
 //!
 //! One commit is written at a time, so the writing run bounds durable appends. `vserv bench
 //! ledger` times its store commits: at 1M entries and 4 connections on 2 CPUs, the writer
-//! was busy 83% of the phase, and a commit of about 390 entries took 5.2 ms: 2.4 on a CPU
+//! was busy 89% of the phase, and a commit of about 390 entries took 4.4 ms: 2.0 on a CPU
 //! (mostly fjall's in-memory table inserts of the random index keys, under fjall's journal
-//! lock), 1.1 waiting for a CPU, 1.7 blocked in the fsync. Larger commits would not help
+//! lock), 1.0 waiting for a CPU, 1.4 blocked in the fsync. Larger commits would not help
 //! (the cost is per entry, not per commit), and a smaller index memtable (4 MiB) moved CPU
-//! from the writer to flushes and compactions without a faster phase. What the figures
-//! point to instead (not built): the index inserts off the writer, e.g. in a second fjall
-//! database beside the journal of record, rebuilt from the entries after a crash (a model
-//! of the store workload alone ran about a fifth faster that way).
+//! from the writer to flushes and compactions without a faster phase. So the writing run
+//! does little besides the store commit: the record ids of a durable commit are remembered
+//! by moving the map it was prepared with ([`Recent`]).
+//!
+//! Tried and not kept, as the two CPUs are the limit: the index inserts in a second fjall
+//! database beside the journal of record, written concurrently without an fsync (a model
+//! of the store workload alone ran about a fifth faster; in the bench the writer's CPU per
+//! commit fell from 2.0 to 0.8 ms, but the process spent a fifth more CPU per append and
+//! appended 4-5% fewer per second), and the two indexes in tables of their own under bare
+//! keys (9-14% less store CPU in the model; in the bench 1-5% more appends, within the
+//! noise, and 20-50 MiB more memory).
+//!
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::mem;
