@@ -603,6 +603,11 @@ struct Preparer {
 /// the submitters are answered.
 pub type CommitListener = Arc<dyn Fn(SignedHead) + Send + Sync>;
 
+/// The most commits' maps one lookup in [`Recent`] asks: a submission checked before more
+/// commits than this has its ids looked up in the store instead, so a record costs at most a
+/// few dozen map probes however many small commits went by since its check.
+const RECENT_PROBES: usize = 32;
+
 /// The record ids of the last [`RECENT_COMMITS`] commits (fewer when they hold more than
 /// [`RECENT_IDS`] ids), by commit number (from 1).
 ///
@@ -627,9 +632,13 @@ impl Recent {
         if after < self.forgotten {
             return Err(());
         }
-        for (commit, ids) in self.commits.iter().rev() {
+        for (probed, (commit, ids)) in self.commits.iter().rev().enumerate() {
             if *commit <= after {
                 break;
+            }
+            if probed == RECENT_PROBES {
+                // The store holds every remembered commit: one read there is cheaper.
+                return Err(());
             }
             if let Some(&seq) = ids.get(id) {
                 return Ok(Some(seq));
@@ -1021,9 +1030,43 @@ mod tests {
         }
         // Commits 1 and 2 are forgotten: a check made before them cannot be answered.
         assert_eq!(recent.stored_after(b"b", 1), Err(()));
-        assert_eq!(recent.stored_after(b"b", 2), Ok(None));
-        assert_eq!(recent.stored_after(b"x5", 2), Ok(Some(5)));
+        let last = RECENT_COMMITS as u64 + 2;
+        assert_eq!(recent.stored_after(b"b", last - 1), Ok(None));
+        assert_eq!(
+            recent.stored_after(format!("x{last}").as_bytes(), last - 1),
+            Ok(Some(last))
+        );
         assert_eq!(recent.ids, RECENT_COMMITS);
+    }
+
+    #[test]
+    fn a_check_made_before_many_commits_is_sent_to_the_store() {
+        let mut recent = Recent::default();
+        let commits = 3 * RECENT_PROBES as u64;
+        for commit in 1..=commits {
+            recent.remember(
+                commit,
+                ids(vec![(format!("x{commit}").into_bytes(), commit)]),
+            );
+        }
+        // Checked after commit 0: more commits than one lookup asks went by since.
+        assert_eq!(recent.stored_after(b"x1", 0), Err(()));
+        assert_eq!(recent.stored_after(b"nothing", 0), Err(()));
+        // Checked recently enough: answered from memory, whatever the answer.
+        let recent_check = commits - RECENT_PROBES as u64;
+        assert_eq!(
+            recent.stored_after(format!("x{commits}").as_bytes(), recent_check),
+            Ok(Some(commits))
+        );
+        assert_eq!(
+            recent.stored_after(format!("x{}", recent_check + 1).as_bytes(), recent_check),
+            Ok(Some(recent_check + 1))
+        );
+        assert_eq!(
+            recent.stored_after(format!("x{recent_check}").as_bytes(), recent_check),
+            Ok(None)
+        );
+        assert_eq!(recent.stored_after(b"nothing", recent_check), Ok(None));
     }
 
     #[test]
