@@ -728,8 +728,10 @@ impl Preparer {
         let records: usize = jobs.iter().map(|(job, _)| job.len()).sum();
         let mut batch = Batch {
             // Three records per entry, and a few per commit (heads, kind counts and runs):
-            // sized once, so a large commit does not regrow it.
+            // sized once, so a large commit does not regrow it; so is its map of ids, which
+            // the commit keeps once durable (`Recent`).
             ops: Vec::with_capacity(3 * records + 16),
+            ids: CommitIds::with_capacity(records),
             ..Batch::default()
         };
         for (job, checked_at) in jobs {
