@@ -2,7 +2,8 @@
 //! reads, which are those of any held feed ([`Feed`]: lookups in `ledger_feed.rs`, queries by
 //! position, kind and range and re-verification in `ledger_query.rs`).
 //!
-//! Its keys in [`Table::Ledger`] are described in `ledger_layout.rs`. Appends are
+//! Its keys (entries in [`Table::Ledger`], indexes and per-commit keys beside it) are
+//! described in `ledger_layout.rs`. Appends are
 //! group-committed ([`Ledger::submit`], `ledger_commit.rs`): every record submitted while a
 //! commit is in progress joins the next one, so concurrent writers (and a connection's
 //! pipelined `rput`s) share one store batch, one fsync and one head signature. Only heads

@@ -4,10 +4,10 @@
 //! [`MAX_SEGMENT_ENTRIES`] entries wherever its stored ones are further apart.
 
 use vserv_core::ledger::{Head, SignedHead, hash_encoded};
-use vserv_store::kv::{Op, Table};
+use vserv_store::kv::Op;
 
 use crate::ledger::{FeedKeys, Ledger, MAX_SEGMENT_ENTRIES, SIGNED_HEAD_PREFIX};
-use crate::ledger_layout::FeedError;
+use crate::ledger_layout::{FeedError, scan_commit_keys};
 
 /// Signed heads written per store commit.
 const HEADS_PER_COMMIT: usize = 256;
@@ -35,9 +35,13 @@ impl Ledger {
         let mut signed_at = 0u64;
         let mut start = keys.signed_head(1);
         loop {
-            let rows = self
-                .store
-                .scan_from(Table::Ledger, SIGNED_HEAD_PREFIX, &start, KEY_PAGE)?;
+            let rows = scan_commit_keys(
+                self.store.as_ref(),
+                &keys,
+                SIGNED_HEAD_PREFIX,
+                &start,
+                KEY_PAGE,
+            )?;
             let full = rows.len() == KEY_PAGE;
             let mut seqs = Vec::with_capacity(rows.len());
             for (key, _) in &rows {
@@ -76,7 +80,7 @@ impl Ledger {
             at += step;
             let bytes = self
                 .store
-                .get(Table::Ledger, &FeedKeys::OWN.entry(at))?
+                .get(FeedKeys::OWN.entry_table(), &FeedKeys::OWN.entry(at))?
                 .ok_or_else(|| {
                     FeedError::Corrupt(format!("entry {at} is missing below the head"))
                 })?;
@@ -87,7 +91,7 @@ impl Ledger {
             };
             let signed = SignedHead::sign(&self.identity, head);
             ops.push(Op::Put {
-                table: Table::Ledger,
+                table: FeedKeys::OWN.commit_table(),
                 key: FeedKeys::OWN.signed_head(at),
                 value: signed.to_bytes().to_vec(),
             });
@@ -125,8 +129,7 @@ mod tests {
     }
 
     fn signed_seqs(store: &MemoryStore) -> Vec<u64> {
-        store
-            .scan(Table::Ledger, SIGNED_HEAD_PREFIX)
+        scan_commit_keys(store, &FeedKeys::OWN, SIGNED_HEAD_PREFIX, b"", usize::MAX)
             .unwrap()
             .into_iter()
             .map(|(key, _)| u64::from_be_bytes(key[SIGNED_HEAD_PREFIX.len()..].try_into().unwrap()))
@@ -167,7 +170,7 @@ mod tests {
         let old: Vec<Op> = signed_seqs(&store)
             .into_iter()
             .map(|seq| Op::Delete {
-                table: Table::Ledger,
+                table: FeedKeys::OWN.commit_table(),
                 key: FeedKeys::OWN.signed_head(seq),
             })
             .collect();
@@ -181,7 +184,7 @@ mod tests {
         assert_eq!(ledger.sign_segment_heads().unwrap(), 0);
         store
             .commit(vec![Op::Delete {
-                table: Table::Ledger,
+                table: FeedKeys::OWN.commit_table(),
                 key: FeedKeys::OWN.signed_head(step),
             }])
             .unwrap();

@@ -44,13 +44,13 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use vserv_core::ServerIdentity;
 use vserv_core::ledger::{Entry, EntryFields, Head, SignedHead, ZERO_HASH, check_append};
-use vserv_store::kv::{Op, Store, Table};
+use vserv_store::kv::{Op, Store};
 
 use crate::work::Work;
 
 use crate::ledger_layout::{
-    FeedError, FeedKeys, HEAD_KEY, add_to_kind_runs, entry_key, hash_key, id_key, kind_count_key,
-    kind_key, kind_runs_value, seq_of_id, seq_value, signed_head_key, stored_head,
+    FeedError, FeedKeys, HEAD_KEY, add_to_kind_runs, commit_value, entry_key, hash_key, id_key,
+    kind_count_key, kind_key, kind_runs_value, seq_of_id, seq_value, signed_head_key, stored_head,
 };
 
 /// The most records one commit of the feed takes, so that the entries between two stored
@@ -679,9 +679,20 @@ struct Batch {
     last_head: Option<Head>,
 }
 
-fn put(key: Vec<u8>, value: Vec<u8>) -> Op {
+/// A write of an `e:` key of the own feed, to its entries' table.
+fn put_entry(key: Vec<u8>, value: Vec<u8>) -> Op {
     Op::Put {
-        table: Table::Ledger,
+        table: FeedKeys::OWN.entry_table(),
+        key,
+        value,
+    }
+}
+
+/// A write of a per-commit key of the own feed (`head`, `sh:`, `k:`, `kc:`), to its commit
+/// table.
+fn put_commit(key: Vec<u8>, value: Vec<u8>) -> Op {
+    Op::Put {
+        table: FeedKeys::OWN.commit_table(),
         key,
         value,
     }
@@ -762,18 +773,19 @@ impl Preparer {
         let signed = signed_head.to_bytes().to_vec();
         batch
             .ops
-            .push(put(signed_head_key(last.seq), signed.clone()));
-        batch.ops.push(put(HEAD_KEY.to_vec(), signed));
+            .push(put_commit(signed_head_key(last.seq), signed.clone()));
+        batch.ops.push(put_commit(HEAD_KEY.to_vec(), signed));
         for (kind, count) in &batch.kind_counts {
-            batch
-                .ops
-                .push(put(kind_count_key(kind), count.to_be_bytes().to_vec()));
+            batch.ops.push(put_commit(
+                kind_count_key(kind),
+                count.to_be_bytes().to_vec(),
+            ));
         }
         for (kind, runs) in &batch.kind_runs {
             if let Some(&(_, last)) = runs.last() {
                 batch
                     .ops
-                    .push(put(kind_key(kind, last), kind_runs_value(runs)));
+                    .push(put_commit(kind_key(kind, last), kind_runs_value(runs)));
             }
         }
         self.head = Some(Some(last));
@@ -845,10 +857,13 @@ impl Preparer {
                     .kind_count(kind);
                 let stored = match pending {
                     Some(count) => count,
-                    None => match self.store.get(Table::Ledger, &kind_count_key(kind))? {
-                        Some(v) => seq_value(&v, "kind count")?,
-                        None => 0,
-                    },
+                    None => {
+                        match commit_value(self.store.as_ref(), &self.keys, &kind_count_key(kind))?
+                        {
+                            Some(v) => seq_value(&v, "kind count")?,
+                            None => 0,
+                        }
+                    }
                 };
                 batch.kind_counts.entry(kind.to_owned()).or_insert(stored)
             }
@@ -862,7 +877,7 @@ impl Preparer {
         let hash = entry.hash();
         let seq_bytes = seq.to_be_bytes().to_vec();
         batch.ops.extend([
-            put(entry_key(seq), entry.to_bytes()),
+            put_entry(entry_key(seq), entry.to_bytes()),
             put_index(id_key(entry.record_id()), seq_bytes.clone()),
             put_index(hash_key(&hash), seq_bytes),
         ]);
@@ -887,6 +902,7 @@ mod tests {
     use super::*;
     use crate::ledger::Ledger;
     use crate::ledger_layout::SIGNED_HEAD_PREFIX;
+    use vserv_store::kv::Table;
 
     fn ledger() -> (Ledger, MemoryStore) {
         let store = MemoryStore::new();
@@ -915,7 +931,10 @@ mod tests {
     /// the entry it names.
     fn signed_heads(ledger: &Ledger, store: &MemoryStore) -> BTreeMap<u64, SignedHead> {
         let mut out = BTreeMap::new();
-        for (key, value) in store.scan(Table::Ledger, SIGNED_HEAD_PREFIX).unwrap() {
+        for (key, value) in store
+            .scan(Table::LedgerCommits, SIGNED_HEAD_PREFIX)
+            .unwrap()
+        {
             let seq = u64::from_be_bytes(key[SIGNED_HEAD_PREFIX.len()..].try_into().unwrap());
             let signed = SignedHead::decode(&value).unwrap();
             signed.verify().unwrap();

@@ -85,7 +85,10 @@ impl Feed {
     /// Entry `seq`, if stored; an entry that does not decode as one of this feed's origin is
     /// [`FeedError::Corrupt`].
     pub fn by_seq(&self, seq: u64) -> Result<Option<Entry>, FeedError> {
-        match self.store.get(self.keys.table(), &self.keys.entry(seq))? {
+        match self
+            .store
+            .get(self.keys.entry_table(), &self.keys.entry(seq))?
+        {
             Some(bytes) => Entry::decode_from(&bytes, &self.origin)
                 .map(Some)
                 .map_err(|e| FeedError::Corrupt(format!("entry {seq}: {e}"))),

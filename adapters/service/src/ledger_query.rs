@@ -15,7 +15,9 @@ use vserv_store::kv::StoreError;
 
 use crate::ledger::CheckReport;
 use crate::ledger_feed::Feed;
-use crate::ledger_layout::{FeedError, index_value, kind_runs, seq_value};
+use crate::ledger_layout::{
+    FeedError, Rows, commit_value, index_value, kind_runs, scan_commit_keys, seq_value,
+};
 
 /// Entries read per store page by [`Feed::check_range`], which reports progress after each.
 pub const CHECK_PAGE: usize = 1024;
@@ -37,12 +39,19 @@ pub struct Page {
     pub next: Option<u64>,
 }
 
-/// `(key, value)` pairs of one store page.
-type Rows = Vec<(Vec<u8>, Vec<u8>)>;
+/// Which keys of a feed a [`Pager`] walks: they live in different tables.
+#[derive(Clone, Copy)]
+enum Keys {
+    /// `e:` keys, in the entries' table.
+    Entries,
+    /// Per-commit keys (`k:`), in the commit table and the legacy one.
+    Commits,
+}
 
 /// Pages through the keys of one prefix, in key order, up to a last key (inclusive).
 struct Pager<'a> {
     feed: &'a Feed,
+    keys: Keys,
     prefix: Vec<u8>,
     /// Where the next page starts; `None` once the walk is over.
     start: Option<Vec<u8>>,
@@ -51,9 +60,17 @@ struct Pager<'a> {
 }
 
 impl<'a> Pager<'a> {
-    fn new(feed: &'a Feed, prefix: &[u8], start: Vec<u8>, last: Vec<u8>, page: usize) -> Self {
+    fn new(
+        feed: &'a Feed,
+        keys: Keys,
+        prefix: &[u8],
+        start: Vec<u8>,
+        last: Vec<u8>,
+        page: usize,
+    ) -> Self {
         Pager {
             feed,
+            keys,
             prefix: prefix.to_vec(),
             start: Some(start),
             last,
@@ -66,10 +83,13 @@ impl<'a> Pager<'a> {
         let Some(start) = self.start.take() else {
             return Ok(None);
         };
-        let mut rows =
-            self.feed
-                .store
-                .scan_from(self.feed.keys.table(), &self.prefix, &start, self.page)?;
+        let (store, keys) = (self.feed.store.as_ref(), &self.feed.keys);
+        let mut rows = match self.keys {
+            Keys::Entries => {
+                store.scan_from(keys.entry_table(), &self.prefix, &start, self.page)?
+            }
+            Keys::Commits => scan_commit_keys(store, keys, &self.prefix, &start, self.page)?,
+        };
         let full = rows.len() == self.page;
         let before = rows.len();
         rows.retain(|(key, _)| *key <= self.last);
@@ -178,10 +198,7 @@ impl Feed {
 
     /// How many entries of `kind` the feed holds (its counter: one read).
     pub fn size_of_kind(&self, kind: &str) -> Result<u64, FeedError> {
-        match self
-            .store
-            .get(self.keys.table(), &self.keys.kind_count(kind))?
-        {
+        match commit_value(self.store.as_ref(), &self.keys, &self.keys.kind_count(kind))? {
             Some(v) => seq_value(&v, "kind count"),
             None => Ok(0),
         }
@@ -233,6 +250,7 @@ impl Feed {
                 let prefix = self.keys.entries();
                 let mut pager = Pager::new(
                     self,
+                    Keys::Entries,
                     &prefix,
                     self.keys.entry(from),
                     self.keys.entry(to),
@@ -291,6 +309,7 @@ impl Feed {
         // record ending at `from` or later and ends with the first ending at `to` or later.
         let mut pager = Pager::new(
             self,
+            Keys::Commits,
             &prefix,
             self.keys.kind(kind, from),
             self.keys.kind(kind, u64::MAX),
@@ -344,7 +363,7 @@ impl Feed {
     ) -> Result<CheckReport, StoreError> {
         let from = from.max(1);
         let origin = self.origin;
-        let head = match self.store.get(self.keys.table(), &self.keys.head())? {
+        let head = match commit_value(self.store.as_ref(), &self.keys, &self.keys.head())? {
             None => None,
             Some(bytes) => match SignedHead::decode(&bytes) {
                 Err(e) => {
@@ -380,7 +399,7 @@ impl Feed {
             let before = from - 1;
             let hash = match self
                 .store
-                .get(self.keys.table(), &self.keys.entry(before))?
+                .get(self.keys.entry_table(), &self.keys.entry(before))?
             {
                 Some(bytes) => hash_encoded(&bytes),
                 // Nothing of the range may be stored then; the walk reports what is.
@@ -404,6 +423,7 @@ impl Feed {
         let prefix = self.keys.entries();
         let mut pager = Pager::new(
             self,
+            Keys::Entries,
             &prefix,
             self.keys.entry(from),
             self.keys.entry(to),
@@ -498,7 +518,7 @@ impl Feed {
         Ok(
             match self
                 .store
-                .get(self.keys.table(), &self.keys.entry(head.seq))?
+                .get(self.keys.entry_table(), &self.keys.entry(head.seq))?
             {
                 None => Some(bad_at(
                     head.seq,

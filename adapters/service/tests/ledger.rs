@@ -10,7 +10,7 @@ use vserv_core::commands::{Command, Credential, Reply, SecretBytes, UserRole};
 use vserv_core::ledger::{Entry, EntryFields, SignedHead};
 use vserv_core::{Request, ServerIdentity};
 use vserv_service::ledger::{
-    Appended, CheckReport, FeedError, HEAD_KEY, Ledger, entry_key, hash_key, id_key,
+    Appended, CheckReport, FeedError, FeedKeys, HEAD_KEY, Ledger, entry_key, hash_key, id_key,
 };
 use vserv_service::{Node, NodeSettings, Session};
 use vserv_store::kv::{Op, Store, StoreError, Table};
@@ -127,7 +127,11 @@ fn garbage_bytes_missing_entries_and_forged_heads_are_found() {
     let mut head = ledger.head().unwrap().unwrap();
     head.signature[10] ^= 1;
     store
-        .commit(vec![put(HEAD_KEY.to_vec(), head.to_bytes().to_vec())])
+        .commit(vec![Op::Put {
+            table: FeedKeys::OWN.commit_table(),
+            key: HEAD_KEY.to_vec(),
+            value: head.to_bytes().to_vec(),
+        }])
         .unwrap();
     assert_eq!(bad_seq(ledger.check().unwrap()), Some(2));
 }

@@ -4,6 +4,8 @@
 //! entries' indexes in [`Table::LedgerIndex`]; a new feed writes no index key to
 //! [`Table::Ledger`] at all.
 
+mod common;
+
 use std::sync::Arc;
 
 use rand::SeedableRng;
@@ -41,24 +43,15 @@ fn keys(store: &MemoryStore, table: Table, prefix: &[u8]) -> Vec<Vec<u8>> {
         .collect()
 }
 
-/// Moves every index key from the index table to the entries' table, in one batch: the
-/// store as the layout before the index table had it.
+/// Moves every index key from the index table to the entries' table: the store as the
+/// layout before the index table had it.
 fn to_legacy_layout(store: &MemoryStore) {
-    let mut ops = Vec::new();
-    for prefix in [ID_PREFIX, HASH_PREFIX] {
-        for (key, value) in store.scan(Table::LedgerIndex, prefix).unwrap() {
-            ops.push(Op::Delete {
-                table: Table::LedgerIndex,
-                key: key.clone(),
-            });
-            ops.push(Op::Put {
-                table: Table::Ledger,
-                key,
-                value,
-            });
-        }
-    }
-    store.commit(ops).unwrap();
+    common::move_keys(
+        store,
+        Table::LedgerIndex,
+        Table::Ledger,
+        &[ID_PREFIX, HASH_PREFIX],
+    );
 }
 
 fn entry(store: &MemoryStore, seq: u64) -> Entry {

@@ -12,8 +12,8 @@ use vserv_core::commands::{
 use vserv_core::ledger::{Entry, EntryFields, MAX_BODY};
 use vserv_core::{Request, ServerIdentity};
 use vserv_service::ledger::{
-    CHECK_PAGE, CheckReport, KIND_PREFIX, Ledger, NewRecord, entry_key, hash_key, kind_key,
-    kind_runs, kind_runs_value,
+    CHECK_PAGE, CheckReport, FeedKeys, KIND_PREFIX, Ledger, NewRecord, entry_key, hash_key,
+    kind_key, kind_runs, kind_runs_value,
 };
 use vserv_service::{Node, NodeSettings, Session};
 use vserv_store::kv::{Op, Store, Table};
@@ -358,13 +358,15 @@ fn kind_queries_read_the_old_per_entry_index_and_the_per_commit_one_alike() {
         assert!(results.iter().all(Result::is_ok));
     };
     commit(1..=8);
-    // Rewrite the first commit's kind index the way 59d7ca6 stored it.
+    // Rewrite the first commit's kind index the way 59d7ca6 stored it (in the entries'
+    // table, where every per-commit key was then).
+    let commits = FeedKeys::OWN.commit_table();
     let mut ops: Vec<Op> = store
-        .scan(Table::Ledger, KIND_PREFIX)
+        .scan(commits, KIND_PREFIX)
         .unwrap()
         .into_iter()
         .map(|(key, _)| Op::Delete {
-            table: Table::Ledger,
+            table: commits,
             key,
         })
         .collect();
@@ -374,7 +376,8 @@ fn kind_queries_read_the_old_per_entry_index_and_the_per_commit_one_alike() {
     commit(21..=21);
     commit(22..=30);
     // 8 old keys, then one record per kind per later commit (2 + 1 + 1).
-    assert_eq!(store.scan(Table::Ledger, KIND_PREFIX).unwrap().len(), 12);
+    assert_eq!(store.scan(Table::Ledger, KIND_PREFIX).unwrap().len(), 8);
+    assert_eq!(store.scan(commits, KIND_PREFIX).unwrap().len(), 4);
     assert_eq!(ledger.check().unwrap(), CheckReport::Ok { seq: 30 });
     for kind in ["odd", "even", "none"] {
         assert_eq!(

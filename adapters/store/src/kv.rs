@@ -18,9 +18,10 @@ pub enum Table {
     Users,
     /// Login backoff state, keyed by `u:<user>` or `ip:<address>`.
     Limits,
-    /// The server's ledger feed: entries, the signed heads, the kind index (the record id
-    /// and hash indexes are in [`Table::LedgerIndex`], or here for entries appended before
-    /// it existed; layout in `vserv_service::ledger_layout`).
+    /// The server's ledger feed's entries (the record id and hash indexes are in
+    /// [`Table::LedgerIndex`], the head, signed heads and kind index in
+    /// [`Table::LedgerCommits`]; a feed written before those tables existed has its older
+    /// keys of theirs here; layout in `vserv_service::ledger_layout`).
     Ledger,
     /// Replicas of other servers' feeds, each under its origin key's 33 bytes, plus the
     /// fingerprint index and the fork proofs of quarantined origins (layout in
@@ -36,11 +37,16 @@ pub enum Table {
     /// `vserv_service::ledger_layout`): random keys, kept apart from the entries so that the
     /// entries' sequential keys are never rewritten by the indexes' compactions.
     LedgerIndex,
+    /// The server's own feed's keys written once per commit: its head, the signed head of
+    /// every commit, the kind index and the kind counts (layout in
+    /// `vserv_service::ledger_layout`): kept apart from the entries so that the entries'
+    /// table holds sequential keys only, which compaction moves instead of rewriting.
+    LedgerCommits,
 }
 
 impl Table {
     /// Every table, in a fixed order.
-    pub const ALL: [Table; 8] = [
+    pub const ALL: [Table; 9] = [
         Table::Meta,
         Table::Users,
         Table::Limits,
@@ -49,6 +55,7 @@ impl Table {
         Table::Messages,
         Table::Transit,
         Table::LedgerIndex,
+        Table::LedgerCommits,
     ];
 
     /// The table's name on disk.
@@ -62,6 +69,7 @@ impl Table {
             Table::Messages => "messages",
             Table::Transit => "transit",
             Table::LedgerIndex => "ledger-index",
+            Table::LedgerCommits => "ledger-commits",
         }
     }
 }

@@ -13,7 +13,9 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 use vserv_store::db::{DB_DIR, SCHEMA_KEY, STORE_ID_KEY};
-use vserv_store::{FjallStore, MemoryStore, Op, SCHEMA_VERSION, Store, StoreError, Table};
+use vserv_store::{
+    FjallStore, MemoryStore, OLDEST_SCHEMA_VERSION, Op, SCHEMA_VERSION, Store, StoreError, Table,
+};
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
 
@@ -491,7 +493,8 @@ fn fjall_newer_schema_is_incompatible() -> TestResult {
         &[&newer.to_string(), &SCHEMA_VERSION.to_string(), "newer"],
     );
     assert!(
-        msg.contains("version 2") && msg.contains("version 1"),
+        msg.contains(&format!("version {newer}"))
+            && msg.contains(&format!("{OLDEST_SCHEMA_VERSION} to {SCHEMA_VERSION}")),
         "{msg}"
     );
     // Refused twice in a row: nothing was rewritten.
@@ -617,7 +620,7 @@ fn fjall_store_from_before_the_ledger_table_opens_and_gains_it() -> TestResult {
         let meta = db.keyspace("meta", fjall::KeyspaceCreateOptions::default)?;
         let users = db.keyspace("users", fjall::KeyspaceCreateOptions::default)?;
         db.keyspace("limits", fjall::KeyspaceCreateOptions::default)?;
-        meta.insert(SCHEMA_KEY, SCHEMA_VERSION.to_be_bytes())?;
+        meta.insert(SCHEMA_KEY, OLDEST_SCHEMA_VERSION.to_be_bytes())?;
         meta.insert(STORE_ID_KEY, [7u8; 16])?;
         users.insert(b"alice", b"A")?;
         db.persist(fjall::PersistMode::SyncAll)?;
@@ -625,6 +628,11 @@ fn fjall_store_from_before_the_ledger_table_opens_and_gains_it() -> TestResult {
     }
     let store = FjallStore::open(dir.path())?;
     assert_eq!(store.store_id(), [7u8; 16]);
+    // Upgraded: its marker now says this build's version, so an older build refuses it.
+    assert_eq!(
+        store.get(Table::Meta, SCHEMA_KEY)?,
+        Some(SCHEMA_VERSION.to_be_bytes().to_vec())
+    );
     assert_eq!(store.get(Table::Users, b"alice")?, Some(b"A".to_vec()));
     assert_eq!(store.get(Table::Ledger, b"head")?, None);
     store.commit(vec![put(Table::Ledger, b"head", b"H")])?;

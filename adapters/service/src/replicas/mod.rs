@@ -30,7 +30,9 @@ pub use epoch::{ensure_epoch, epoch};
 pub use read::Segment;
 
 use crate::ledger::{Feed, FeedError, FeedKeys, MAX_SEGMENT_ENTRIES};
-use crate::ledger_layout::{FeedNumber, add_to_kind_runs, kind_runs_value, seq_value, stored_head};
+use crate::ledger_layout::{
+    FeedNumber, add_to_kind_runs, commit_value, kind_runs_value, seq_value, stored_head,
+};
 use layout::{
     FEED_COUNT_KEY, FORK_PREFIX, ORIGIN_INDEX_PREFIX, fingerprint_key, fork_key, origin_index_key,
 };
@@ -352,15 +354,15 @@ impl Replicas {
         }
         let mut numbered = Vec::new();
         for batch in batches.into_values() {
-            let table = batch.keys.table();
             if batch.new_number {
                 ops.push(Op::Put {
-                    table,
+                    table: Table::Replicas,
                     key: origin_index_key(&batch.origin),
                     value: batch.number.to_be_bytes().to_vec(),
                 });
                 numbered.push((batch.origin, batch.number));
             }
+            let table = batch.keys.commit_table();
             let put = |key: Vec<u8>, value: Vec<u8>| Op::Put { table, key, value };
             for (kind, count) in &batch.counts {
                 ops.push(put(
@@ -377,10 +379,11 @@ impl Replicas {
                 ops.push(put(batch.keys.head(), last.to_bytes().to_vec()));
             }
             if batch.first {
-                ops.push(put(
-                    fingerprint_key(&batch.origin.fingerprint()),
-                    batch.origin.as_bytes().to_vec(),
-                ));
+                ops.push(Op::Put {
+                    table: Table::Replicas,
+                    key: fingerprint_key(&batch.origin.fingerprint()),
+                    value: batch.origin.as_bytes().to_vec(),
+                });
             }
         }
         self.store.commit(ops)?;
@@ -419,7 +422,7 @@ impl Replicas {
         batch.verifier = ChainVerifier::resume(signed.head);
         let keys = &batch.keys;
         ops.push(Op::Put {
-            table: keys.table(),
+            table: keys.commit_table(),
             key: keys.signed_head(signed.head.seq),
             value: signed.to_bytes().to_vec(),
         });
@@ -438,13 +441,13 @@ impl Replicas {
         ops: &mut Vec<Op>,
     ) -> Result<(), ReplicaError> {
         let keys = &batch.keys;
-        let table = keys.table();
-        let put = |key: Vec<u8>, value: Vec<u8>| Op::Put { table, key, value };
+        let put = |table: Table, key: Vec<u8>, value: Vec<u8>| Op::Put { table, key, value };
         let seq = entry.seq();
         let seq_bytes = seq.to_be_bytes().to_vec();
-        ops.push(put(keys.entry(seq), encoded));
-        ops.push(put(keys.id(entry.record_id()), seq_bytes.clone()));
-        ops.push(put(keys.hash(hash), seq_bytes));
+        ops.push(put(keys.entry_table(), keys.entry(seq), encoded));
+        let index = keys.index_table();
+        ops.push(put(index, keys.id(entry.record_id()), seq_bytes.clone()));
+        ops.push(put(index, keys.hash(hash), seq_bytes));
         match batch.kind_runs.get_mut(entry.kind()) {
             Some(runs) => add_to_kind_runs(runs, seq),
             None => {
@@ -456,7 +459,11 @@ impl Replicas {
         let count = match batch.counts.get_mut(entry.kind()) {
             Some(count) => count,
             None => {
-                let held = match self.store.get(table, &keys.kind_count(entry.kind()))? {
+                let held = match commit_value(
+                    self.store.as_ref(),
+                    keys,
+                    &keys.kind_count(entry.kind()),
+                )? {
                     Some(v) => seq_value(&v, "kind count")?,
                     None => 0,
                 };
@@ -476,8 +483,6 @@ impl Replicas {
         signed: &SignedHead,
         ops: &mut Vec<Op>,
     ) -> Result<Head, ReplicaError> {
-        let table = batch.keys.table();
-        let put = |key: Vec<u8>, value: Vec<u8>| Op::Put { table, key, value };
         // Each entry is encoded and hashed once: for the check and for the batch.
         for entry in entries {
             let encoded = entry.to_bytes();
@@ -498,7 +503,11 @@ impl Replicas {
                 seq: batch.verifier.signed_seq().saturating_add(1),
             }));
         }
-        ops.push(put(keys.signed_head(head.seq), signed.to_bytes().to_vec()));
+        ops.push(Op::Put {
+            table: keys.commit_table(),
+            key: keys.signed_head(head.seq),
+            value: signed.to_bytes().to_vec(),
+        });
         batch.last = Some(*signed);
         Ok(head)
     }

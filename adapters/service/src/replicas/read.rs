@@ -6,6 +6,7 @@ use vserv_core::ledger::{Entry, SignedHead, hash_encoded};
 
 use super::{ReplicaError, Replicas};
 use crate::ledger::{Feed, FeedError, MAX_SEGMENT_ENTRIES};
+use crate::ledger_layout::scan_commit_keys;
 
 /// Entries read per store page while a segment is read.
 const SEGMENT_PAGE: usize = 256;
@@ -29,7 +30,7 @@ impl Replicas {
         let feed = self.feed(*origin)?;
         Ok(self
             .store
-            .get(feed.keys.table(), &feed.keys.entry(seq))?
+            .get(feed.keys.entry_table(), &feed.keys.entry(seq))?
             .map(|bytes| hash_encoded(&bytes)))
     }
 
@@ -123,7 +124,7 @@ impl<'a> EntryReader<'a> {
             Some(row) => row,
             None => {
                 let rows = self.feed.store.scan_from(
-                    self.feed.keys.table(),
+                    self.feed.keys.entry_table(),
                     &self.prefix,
                     &self.feed.keys.entry(seq),
                     SEGMENT_PAGE,
@@ -153,8 +154,9 @@ fn first_signed_from(
     last: &SignedHead,
     seq: u64,
 ) -> Result<Option<SignedHead>, ReplicaError> {
-    let rows = feed.store.scan_from(
-        feed.keys.table(),
+    let rows = scan_commit_keys(
+        feed.store.as_ref(),
+        &feed.keys,
         &feed.keys.signed_heads(),
         &feed.keys.signed_head(seq),
         1,
@@ -181,9 +183,13 @@ fn last_signed_within(
     let mut start = feed.keys.signed_head(from);
     let mut found = None;
     loop {
-        let rows = feed
-            .store
-            .scan_from(feed.keys.table(), &prefix, &start, SEGMENT_PAGE)?;
+        let rows = scan_commit_keys(
+            feed.store.as_ref(),
+            &feed.keys,
+            &prefix,
+            &start,
+            SEGMENT_PAGE,
+        )?;
         let full = rows.len() == SEGMENT_PAGE;
         for (key, value) in rows {
             if key > end {

@@ -144,15 +144,13 @@ fn a_budget_reached_in_a_commit_that_ends_past_the_cap_cuts_at_the_head_before()
 fn a_feed_without_per_commit_heads_is_one_segment_to_its_head() {
     let o = origin(2, 3, 5);
     let store = o.replicas.store.clone();
-    let keys = store.scan(Table::Ledger, SIGNED_HEAD_PREFIX).unwrap();
+    let table = crate::ledger::FeedKeys::OWN.commit_table();
+    let keys = store.scan(table, SIGNED_HEAD_PREFIX).unwrap();
     assert_eq!(keys.len(), 3);
     store
         .commit(
             keys.into_iter()
-                .map(|(key, _)| Op::Delete {
-                    table: Table::Ledger,
-                    key,
-                })
+                .map(|(key, _)| Op::Delete { table, key })
                 .collect(),
         )
         .unwrap();

@@ -113,3 +113,29 @@ pub fn run(
     resp.result
         .map(|fields| Reply::from_fields(cmd, &fields).expect("reply decodes"))
 }
+
+/// Moves every key under each of `prefixes` from table `from` to table `to` of `store`, in
+/// one batch: how the tests lay a feed out as an older build wrote it.
+pub fn move_keys(
+    store: &vserv_store::memory::MemoryStore,
+    from: vserv_store::kv::Table,
+    to: vserv_store::kv::Table,
+    prefixes: &[&[u8]],
+) {
+    use vserv_store::kv::{Op, Store};
+    let mut ops = Vec::new();
+    for prefix in prefixes {
+        for (key, value) in store.scan(from, prefix).unwrap() {
+            ops.push(Op::Delete {
+                table: from,
+                key: key.clone(),
+            });
+            ops.push(Op::Put {
+                table: to,
+                key,
+                value,
+            });
+        }
+    }
+    store.commit(ops).unwrap();
+}

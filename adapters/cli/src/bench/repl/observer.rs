@@ -1,6 +1,6 @@
 //! The replication bench's in-process observer: a [`Store`] that passes every call to the
 //! real store and, after each durable commit, records when it happened and which feed heads
-//! it moved (the `head` key of the own feed in [`Table::Ledger`] or of a replica in
+//! it moved (the `head` key of the own feed in [`Table::LedgerCommits`] or of a replica in
 //! [`Table::Replicas`]), so the bench knows the instant each entry became durable on a
 //! server without polling it, and how many commits a server made for it.
 
@@ -161,10 +161,10 @@ impl CommitLog {
 }
 
 /// The feed heads a batch moves: `(origin, seq)` of every valid `head` put, of the own feed
-/// in [`Table::Ledger`] or of a replica in [`Table::Replicas`].
+/// in [`Table::LedgerCommits`] or of a replica in [`Table::Replicas`].
 fn moved_heads(ops: &[Op]) -> Vec<([u8; POINT_LEN], u64)> {
     let is_head = |table: Table, key: &[u8]| match table {
-        Table::Ledger => key == HEAD_KEY,
+        Table::LedgerCommits => key == HEAD_KEY,
         Table::Replicas => {
             let prefix = FeedKeys::replica(0).prefix().len();
             key.len() == prefix + HEAD_KEY.len()
