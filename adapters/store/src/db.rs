@@ -693,10 +693,11 @@ fn keyspace(db: &Database, table: Table) -> Result<Keyspace, fjall::Error> {
 /// miss per level: a smaller memtable keeps that walk short. For the replicas, measured
 /// under saturating live replication, 16 MiB cut the p50 from entry acknowledged to entry
 /// replicated by about a quarter and the p99 to a third; 8 MiB cost a quarter more CPU
-/// per entry in flushes and compactions. For the ledger index, 64 MiB cost less CPU on its
-/// workload alone (12.0 against 15.4 µs per entry over 10M entries), but in
-/// `vserv bench ledger --records 3000000` it held 140 MiB more RSS and gained nothing
-/// clear.
+/// per entry in flushes and compactions. For the ledger index, 64 MiB costs less CPU in
+/// flushes and compactions, but the writer's inserts into the larger skiplist take longer,
+/// and the writer bounds durable appends: in `vserv bench ledger --records 10000000` it cut
+/// the CPU per `rput` by a tenth, yet appended only 1.5% (4 connections) and 4.8% (one)
+/// faster, with the writer's CPU per commit up 45% and the peak RSS up 115 MiB.
 const INDEX_MEMTABLE_BYTES: u64 = 16 * 1024 * 1024;
 
 /// The options of `table`'s keyspace. fjall stores them when it creates the keyspace and
