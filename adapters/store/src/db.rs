@@ -13,9 +13,9 @@
 //! ```
 //!
 //! One fjall keyspace per [`Table`], named [`Table::name`]: `meta`, `users`, `limits`, `ledger`,
-//! `replicas`, `messages`, `transit`, `ledger-index`, `ledger-commits` (a store written before a table existed
-//! gains it, empty, when this build opens it). Keys are
-//! the service's bytes, ordered bytewise. The `meta` keyspace holds, written in one durable
+//! `replicas`, `messages`, `transit`, `ledger-index`, `ledger-commits` (a store written before
+//! a table existed gains it, empty, when this build opens it). Keys are the service's bytes,
+//! ordered bytewise. The `meta` keyspace holds, written in one durable
 //! batch when the store is created:
 //!
 //! | key        | value                                                         |
