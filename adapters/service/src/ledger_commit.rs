@@ -857,13 +857,10 @@ impl Preparer {
                     .kind_count(kind);
                 let stored = match pending {
                     Some(count) => count,
-                    None => {
-                        match commit_value(self.store.as_ref(), &self.keys, &kind_count_key(kind))?
-                        {
-                            Some(v) => seq_value(&v, "kind count")?,
-                            None => 0,
-                        }
-                    }
+                    None => commit_value(self.store.as_ref(), &self.keys, &kind_count_key(kind))?
+                        .map(|v| seq_value(&v, "kind count"))
+                        .transpose()?
+                        .unwrap_or(0),
                 };
                 batch.kind_counts.entry(kind.to_owned()).or_insert(stored)
             }
