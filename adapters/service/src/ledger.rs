@@ -10,7 +10,7 @@
 //! are signed (`vserv_core::ledger` explains why that authenticates every entry).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use vserv_core::ServerIdentity;
 use vserv_core::ledger::{
@@ -30,7 +30,8 @@ pub use crate::ledger_layout::{
 pub use crate::ledger_query::{CHECK_PAGE, Page};
 
 use crate::ledger_commit::GroupCommit;
-use crate::ledger_layout::{has_legacy_index, seq_of_id};
+use crate::ledger_ids::{IdFilter, IdLookup, fill_id_filter};
+use crate::ledger_layout::{has_legacy_index, seq_of_id, stored_head};
 use crate::work::Work;
 
 /// The result of [`Ledger::check`] and [`Ledger::check_range`] (in `ledger_query.rs`).
@@ -64,6 +65,11 @@ pub struct Ledger {
     /// lookups when the store had no legacy index key when this was made (nothing writes
     /// one since, so a new id then costs one store read).
     dedup_keys: FeedKeys,
+    /// The record ids of the feed, so that a new id costs no store read once built
+    /// (`ledger_ids.rs`, [`Ledger::id_filter_build`]).
+    ids: Arc<IdFilter>,
+    /// The filter's build has been handed out.
+    ids_build_taken: AtomicBool,
 }
 
 impl std::fmt::Debug for Ledger {
@@ -83,11 +89,20 @@ impl Ledger {
             Ok(false) => FeedKeys::OWN.without_legacy_index(),
             Ok(true) | Err(_) => FeedKeys::OWN,
         };
+        // Sized for twice the feed as it is: a feed that doubles still needs one filter.
+        let size = stored_head(store.as_ref(), &FeedKeys::OWN)
+            .ok()
+            .flatten()
+            .map_or(0, |h| h.head.seq);
+        let ids = Arc::new(IdFilter::new(
+            usize::try_from(size.saturating_mul(2)).unwrap_or(usize::MAX),
+        ));
         let group = Arc::new(GroupCommit::new(
             store.clone(),
             identity.clone(),
             commits.clone(),
             dedup_keys,
+            ids.clone(),
         ));
         Ledger {
             store,
@@ -95,7 +110,40 @@ impl Ledger {
             group,
             commits,
             dedup_keys,
+            ids,
+            ids_build_taken: AtomicBool::new(false),
         }
+    }
+
+    /// The build of the record id filter, the first time this is called (`None` after):
+    /// it reads every record id of the feed from the store (seconds for millions of
+    /// entries), after which appends of new ids read nothing from the store. Until it has
+    /// run, appends check every id in the store. Hand it to the runtime as blocking work.
+    pub fn id_filter_build(&self) -> Option<Work> {
+        if self.ids_build_taken.swap(true, Ordering::AcqRel) {
+            return None;
+        }
+        let (store, keys, ids) = (self.store.clone(), self.dedup_keys, self.ids.clone());
+        Some(Work::new(
+            "ledger id filter",
+            move || match fill_id_filter(&ids, store.as_ref(), &keys) {
+                Ok(count) => tracing::info!(
+                    record_ids = count,
+                    filter_bytes = ids.bytes(),
+                    "built the ledger's record id filter"
+                ),
+                Err(e) => tracing::warn!(
+                    error = %e,
+                    "could not build the ledger's record id filter; appends check ids in the store"
+                ),
+            },
+        ))
+    }
+
+    /// Whether the record id filter's build is yet to be handed out
+    /// ([`Ledger::id_filter_build`]).
+    pub fn id_filter_build_due(&self) -> bool {
+        !self.ids_build_taken.load(Ordering::Acquire)
     }
 
     /// The stored signed head, or `None` for an empty feed.
@@ -175,21 +223,37 @@ impl Ledger {
     /// commit) fails alone; a store failure fails every record of the commit.
     ///
     /// The calling thread checks each record's fields and that its id is not stored yet
-    /// (a store read); the commit then only checks the ids against the commits made since,
-    /// which it remembers.
+    /// (in the record id filter once it is built, [`Ledger::id_filter_build`]; in the store
+    /// when the filter cannot rule the id out); the commit then only checks the ids against
+    /// the commits made since, which it remembers.
     pub fn submit(&self, records: Vec<NewRecord>, done: AppendDone) -> Option<Work> {
+        // The filter's ids of commit n are added before n is counted (when it is prepared):
+        // read after the count, it holds every commit up to `checked_at`.
         let checked_at = self.commits.load(Ordering::Acquire);
-        let checked = records.into_iter().map(|r| self.precheck(r)).collect();
+        let ids = self.ids.lookup();
+        let checked = records
+            .into_iter()
+            .map(|r| self.precheck(r, ids.as_ref()))
+            .collect();
+        drop(ids);
         self.group.submit(checked, checked_at, done)
     }
 
-    /// `record` if its fields are valid and its id is not in the store.
-    fn precheck(&self, record: NewRecord) -> Result<NewRecord, FeedError> {
+    /// `record` if its fields are valid and its id is not in the store (surely absent from
+    /// `ids`, or not found there).
+    fn precheck(
+        &self,
+        record: NewRecord,
+        ids: Option<&IdLookup<'_>>,
+    ) -> Result<NewRecord, FeedError> {
         check_author(record.author.as_bytes())
             .and_then(|()| check_kind(record.kind.as_bytes()))
             .and_then(|()| check_record_id(&record.record_id))
             .and_then(|()| check_body(&record.body))
             .map_err(FeedError::Invalid)?;
+        if ids.is_some_and(|ids| ids.surely_absent(&record.record_id)) {
+            return Ok(record);
+        }
         match seq_of_id(self.store.as_ref(), &self.dedup_keys, &record.record_id)? {
             Some(seq) => Err(FeedError::Duplicate { seq }),
             None => Ok(record),

@@ -46,6 +46,7 @@ use vserv_core::ServerIdentity;
 use vserv_core::ledger::{Entry, EntryFields, Head, SignedHead, ZERO_HASH, check_append};
 use vserv_store::kv::{Op, Store};
 
+use crate::ledger_ids::IdFilter;
 use crate::work::Work;
 
 use crate::ledger_layout::{
@@ -243,6 +244,9 @@ pub(crate) struct GroupCommit {
     commits: Arc<AtomicU64>,
     /// Told the signed head of every durable commit (replication pushes it to its links).
     on_commit: Mutex<Option<CommitListener>>,
+    /// The feed's record id filter: each commit's ids are added when it is prepared, before
+    /// it can be counted in `commits` (submitters rely on that, see `ledger_ids.rs`).
+    ids: Arc<IdFilter>,
 }
 
 impl GroupCommit {
@@ -255,6 +259,7 @@ impl GroupCommit {
         identity: Arc<ServerIdentity>,
         commits: Arc<AtomicU64>,
         keys: FeedKeys,
+        ids: Arc<IdFilter>,
     ) -> GroupCommit {
         GroupCommit {
             queue: Mutex::new(Queue::default()),
@@ -269,6 +274,7 @@ impl GroupCommit {
             store,
             commits,
             on_commit: Mutex::new(None),
+            ids,
         }
     }
 
@@ -393,6 +399,7 @@ impl GroupCommit {
             Ok(batch) => {
                 let (results, sealed) = preparer.seal(batch);
                 let write = sealed.map(|sealed| {
+                    self.ids.add(sealed.pending.ids.keys().map(|id| &**id));
                     let mut known = self.known();
                     if known.epoch == epoch {
                         known.pending.push_back(sealed.pending);

@@ -111,8 +111,13 @@ fn a_feed_in_the_legacy_layout_verifies_serves_and_appends() {
     assert_eq!(ledger.check().unwrap(), CheckReport::Ok { seq: 8 });
     assert_eq!(ledger.count("odd", 1, 8).unwrap(), 4);
 
-    // And a process started over the mixed feed sees both.
+    // And a process started over the mixed feed sees both, also through its record id
+    // filter (built from both tables).
     let again = Ledger::new(Arc::new(store.clone()), identity());
+    again
+        .id_filter_build()
+        .expect("the first build of this ledger")
+        .run();
     assert_indexed(&again, &store, 8);
     assert!(matches!(
         again.append("alice", "odd", b"r1", b"v=1\n", 9),

@@ -1,5 +1,6 @@
 //! The node's timed duties: work no session asks for but the node owes on a schedule (the
-//! sweep of expired partial uploads; the replication links' dialling will be the next).
+//! build of the ledger's record id filter, once at start; the sweep of expired partial
+//! uploads; the replication links' dials).
 //!
 //! The service decides and the runtime only keeps the timer, as for sessions: the runtime
 //! asks [`Service::next_duty`] when something is next due, sleeps until then beside its
@@ -90,12 +91,16 @@ impl Service {
     /// schedule at `now`. A runtime sleeps until then, beside its other waits, and then
     /// calls [`Service::run_due_duties`].
     pub fn next_duty(&self, now: Instant) -> Option<Instant> {
-        let sweep = self.next_sweep(now);
-        let dial = self.next_dial(now);
-        match (sweep, dial) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        let ids = self
+            .shared
+            .ledger
+            .as_ref()
+            .is_some_and(|ledger| ledger.id_filter_build_due())
+            .then_some(now);
+        [ids, self.next_sweep(now), self.next_dial(now)]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     fn next_sweep(&self, now: Instant) -> Option<Instant> {
@@ -110,6 +115,19 @@ impl Service {
     /// [`Inline`](crate::work::Inline) runner, whose work runs inside this call). A sweep
     /// still running when the next is due delays that one by a whole interval.
     pub fn run_due_duties(&self, now: Instant, wall: SystemTime) {
+        if let Some(build) = self
+            .shared
+            .ledger
+            .as_ref()
+            .and_then(|ledger| ledger.id_filter_build())
+        {
+            self.shared.runner.run(build);
+        }
+        self.run_due_sweep(now, wall);
+    }
+
+    /// Hands the partial-upload sweep to the runner if it is due.
+    fn run_due_sweep(&self, now: Instant, wall: SystemTime) {
         let (Some(schedule), Some(files)) = (&self.shared.sweep, &self.shared.files) else {
             return;
         };
@@ -142,15 +160,17 @@ mod tests {
     use crate::node::{Node, NodeSettings};
     use crate::work::Runner;
 
-    /// Runs each work at once and counts the sweeps.
+    /// Runs each work at once and counts the sweeps and the id filter builds.
     #[derive(Default)]
-    struct CountSweeps(AtomicUsize);
+    struct CountSweeps(AtomicUsize, AtomicUsize);
 
     impl Runner for CountSweeps {
         fn run(&self, work: Work) {
-            if work.label() == "partial sweep" {
-                self.0.fetch_add(1, Ordering::SeqCst);
-            }
+            match work.label() {
+                "partial sweep" => self.0.fetch_add(1, Ordering::SeqCst),
+                "ledger id filter" => self.1.fetch_add(1, Ordering::SeqCst),
+                _ => 0,
+            };
             work.run();
         }
     }
@@ -171,8 +191,17 @@ mod tests {
     }
 
     #[test]
-    fn a_node_without_expiry_has_no_duty() {
-        assert_eq!(node(None).service().next_duty(Instant::now()), None);
+    fn the_id_filter_is_built_once_at_the_first_duties_then_a_node_without_expiry_has_none() {
+        let runs = Arc::new(CountSweeps::default());
+        let service = node(None).service().with_runner(runs.clone());
+        let now = Instant::now();
+        assert_eq!(service.next_duty(now), Some(now));
+        service.run_due_duties(now, SystemTime::now());
+        assert_eq!(runs.1.load(Ordering::SeqCst), 1);
+        assert_eq!(service.next_duty(now), None);
+        service.run_due_duties(now, SystemTime::now());
+        assert_eq!(runs.1.load(Ordering::SeqCst), 1);
+        assert_eq!(runs.0.load(Ordering::SeqCst), 0);
     }
 
     #[test]
@@ -183,6 +212,9 @@ mod tests {
             .service()
             .with_runner(sweeps.clone());
         let start = Instant::now();
+        // The id filter's build first, at once.
+        assert_eq!(service.next_duty(start), Some(start));
+        service.run_due_duties(start, SystemTime::now());
         let first = service.next_duty(start);
         assert_eq!(first, Some(start + every));
         // Asked again later, the schedule does not move.

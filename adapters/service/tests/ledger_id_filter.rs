@@ -1,0 +1,219 @@
+//! The ledger's record id filter (`ledger_ids.rs`): once built, appending a new id reads
+//! nothing from the index, and every stored id is still refused with its seq, whether it
+//! was stored before the process started, before the build, while it ran or after.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use proptest::prelude::*;
+use rand::SeedableRng;
+use vserv_core::ServerIdentity;
+use vserv_service::ledger::{FeedError, Ledger, NewRecord};
+use vserv_store::kv::{Op, Store, StoreError, Table};
+use vserv_store::memory::MemoryStore;
+
+/// A memory store that counts the point reads of the ledger's index table.
+struct CountingStore {
+    inner: MemoryStore,
+    index_gets: AtomicU64,
+}
+
+impl CountingStore {
+    fn over(inner: &MemoryStore) -> Arc<CountingStore> {
+        Arc::new(CountingStore {
+            inner: inner.clone(),
+            index_gets: AtomicU64::new(0),
+        })
+    }
+
+    fn index_gets(&self) -> u64 {
+        self.index_gets.load(Ordering::SeqCst)
+    }
+}
+
+impl Store for CountingStore {
+    fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        if table == Table::LedgerIndex {
+            self.index_gets.fetch_add(1, Ordering::SeqCst);
+        }
+        self.inner.get(table, key)
+    }
+
+    fn scan(&self, table: Table, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+        self.inner.scan(table, prefix)
+    }
+
+    fn scan_from(
+        &self,
+        table: Table,
+        prefix: &[u8],
+        start: &[u8],
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+        self.inner.scan_from(table, prefix, start, limit)
+    }
+
+    fn commit(&self, ops: Vec<Op>) -> Result<(), StoreError> {
+        self.inner.commit(ops)
+    }
+}
+
+fn identity() -> Arc<ServerIdentity> {
+    Arc::new(ServerIdentity::generate(
+        &mut rand::rngs::StdRng::seed_from_u64(21),
+    ))
+}
+
+fn record(i: u64) -> NewRecord {
+    NewRecord {
+        author: "alice".to_owned(),
+        kind: "note".to_owned(),
+        record_id: format!("r{i}").into_bytes(),
+        body: format!("v={i}\n").into_bytes(),
+        timestamp: i,
+    }
+}
+
+/// Appends records `ids` (each new) and checks they got the next seqs.
+fn append_new(ledger: &Ledger, ids: std::ops::Range<u64>) {
+    let first = ledger.size().unwrap() + 1;
+    let results = ledger.append_batch(ids.clone().map(record).collect());
+    for (offset, result) in results.iter().enumerate() {
+        assert_eq!(result.as_ref().unwrap().seq, first + offset as u64);
+    }
+}
+
+fn build(ledger: &Ledger) {
+    ledger.id_filter_build().expect("the first build").run();
+    assert!(
+        ledger.id_filter_build().is_none(),
+        "the build is handed out once"
+    );
+    assert!(!ledger.id_filter_build_due());
+}
+
+/// Every id `r{i}` for `i` in `ids` is refused as stored at seq `i + 1`.
+fn assert_refused(ledger: &Ledger, ids: impl Iterator<Item = u64>) {
+    let ids: Vec<u64> = ids.collect();
+    let results = ledger.append_batch(ids.iter().map(|&i| record(i)).collect());
+    for (i, result) in ids.iter().zip(results) {
+        match result {
+            Err(FeedError::Duplicate { seq }) => assert_eq!(seq, i + 1, "r{i}"),
+            other => panic!("r{i} was not refused: {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn after_the_build_new_ids_read_no_index_and_stored_ids_are_still_refused() {
+    let memory = MemoryStore::new();
+    append_new(&Ledger::new(Arc::new(memory.clone()), identity()), 0..100);
+
+    // A new process: before the build, every new id is looked up in the index.
+    let store = CountingStore::over(&memory);
+    let ledger = Ledger::new(store.clone(), identity());
+    assert!(ledger.id_filter_build_due());
+    append_new(&ledger, 100..110);
+    assert!(store.index_gets() >= 10);
+
+    build(&ledger);
+    let before = store.index_gets();
+    append_new(&ledger, 110..160);
+    // At most a false positive or two of the filter reads the index.
+    assert!(
+        store.index_gets() - before <= 3,
+        "{} index reads for 50 new ids",
+        store.index_gets() - before
+    );
+    // Stored before the process, before the build and after it.
+    assert_refused(&ledger, [0, 50, 99, 100, 105, 110, 159].into_iter());
+    assert_eq!(ledger.size().unwrap(), 160);
+}
+
+#[test]
+fn ids_appended_while_the_filter_is_built_are_refused() {
+    let memory = MemoryStore::new();
+    let first = Ledger::new(Arc::new(memory.clone()), identity());
+    for start in (0..20_000).step_by(1_000) {
+        append_new(&first, start..start + 1_000);
+    }
+    let ledger = Ledger::new(Arc::new(memory), identity());
+    let build = ledger.id_filter_build().expect("the first build");
+    std::thread::scope(|s| {
+        s.spawn(|| build.run());
+        s.spawn(|| {
+            for start in (20_000..22_000).step_by(10) {
+                append_new(&ledger, start..start + 10);
+            }
+        });
+    });
+    assert_refused(&ledger, (0..22_000).step_by(7));
+    append_new(&ledger, 22_000..22_010);
+}
+
+/// One step of the model below.
+#[derive(Debug, Clone)]
+enum Step {
+    /// Appends these ids (from a small space, so that many are taken).
+    Append(Vec<u8>),
+    /// Builds the running ledger's filter (if not built yet).
+    Build,
+    /// Starts a new ledger over the same store.
+    Restart,
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    prop_oneof![
+        6 => proptest::collection::vec(0u8..40, 1..8).prop_map(Step::Append),
+        1 => Just(Step::Build),
+        1 => Just(Step::Restart),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// Whenever the filter is built and however the process restarts, each append gets
+    /// exactly what a map of the ids taken says: the next seq, or a duplicate's seq.
+    #[test]
+    fn appends_match_a_model_of_the_ids_taken(steps in proptest::collection::vec(step(), 1..40)) {
+        let memory = MemoryStore::new();
+        let mut ledger = Ledger::new(Arc::new(memory.clone()), identity());
+        let mut taken: HashMap<Vec<u8>, u64> = HashMap::new();
+        let mut size = 0u64;
+        for step in steps {
+            match step {
+                Step::Build => {
+                    if let Some(build) = ledger.id_filter_build() {
+                        build.run();
+                    }
+                }
+                Step::Restart => ledger = Ledger::new(Arc::new(memory.clone()), identity()),
+                Step::Append(ids) => {
+                    let records: Vec<NewRecord> = ids
+                        .iter()
+                        .map(|&i| NewRecord { record_id: vec![b'r', i], ..record(u64::from(i)) })
+                        .collect();
+                    let results = ledger.append_batch(records);
+                    for (i, result) in ids.iter().zip(results) {
+                        let id = vec![b'r', *i];
+                        match (taken.get(&id), result) {
+                            (Some(&seq), Err(FeedError::Duplicate { seq: got })) => {
+                                prop_assert_eq!(got, seq);
+                            }
+                            (None, Ok(appended)) => {
+                                size += 1;
+                                prop_assert_eq!(appended.seq, size);
+                                taken.insert(id, size);
+                            }
+                            (expected, got) => {
+                                prop_assert!(false, "id {i}: model {expected:?}, ledger {got:?}");
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
