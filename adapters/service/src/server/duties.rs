@@ -162,13 +162,26 @@ mod tests {
 
     /// Runs each work at once and counts the sweeps and the id filter builds.
     #[derive(Default)]
-    struct CountSweeps(AtomicUsize, AtomicUsize);
+    struct CountRuns {
+        sweeps: AtomicUsize,
+        id_filters: AtomicUsize,
+    }
 
-    impl Runner for CountSweeps {
+    impl CountRuns {
+        fn sweeps(&self) -> usize {
+            self.sweeps.load(Ordering::SeqCst)
+        }
+
+        fn id_filters(&self) -> usize {
+            self.id_filters.load(Ordering::SeqCst)
+        }
+    }
+
+    impl Runner for CountRuns {
         fn run(&self, work: Work) {
             match work.label() {
-                "partial sweep" => self.0.fetch_add(1, Ordering::SeqCst),
-                "ledger id filter" => self.1.fetch_add(1, Ordering::SeqCst),
+                "partial sweep" => self.sweeps.fetch_add(1, Ordering::SeqCst),
+                "ledger id filter" => self.id_filters.fetch_add(1, Ordering::SeqCst),
                 _ => 0,
             };
             work.run();
@@ -192,22 +205,22 @@ mod tests {
 
     #[test]
     fn the_id_filter_is_built_once_at_the_first_duties_then_a_node_without_expiry_has_none() {
-        let runs = Arc::new(CountSweeps::default());
+        let runs = Arc::new(CountRuns::default());
         let service = node(None).service().with_runner(runs.clone());
         let now = Instant::now();
         assert_eq!(service.next_duty(now), Some(now));
         service.run_due_duties(now, SystemTime::now());
-        assert_eq!(runs.1.load(Ordering::SeqCst), 1);
+        assert_eq!(runs.id_filters(), 1);
         assert_eq!(service.next_duty(now), None);
         service.run_due_duties(now, SystemTime::now());
-        assert_eq!(runs.1.load(Ordering::SeqCst), 1);
-        assert_eq!(runs.0.load(Ordering::SeqCst), 0);
+        assert_eq!(runs.id_filters(), 1);
+        assert_eq!(runs.sweeps(), 0);
     }
 
     #[test]
     fn the_sweep_runs_once_per_interval_from_the_first_question() {
         let every = DEFAULT_SWEEP_INTERVAL;
-        let sweeps = Arc::new(CountSweeps::default());
+        let sweeps = Arc::new(CountRuns::default());
         let service = node(Some(Duration::from_secs(60)))
             .service()
             .with_runner(sweeps.clone());
@@ -221,13 +234,13 @@ mod tests {
         assert_eq!(service.next_duty(start + every / 2), first);
         // Not due yet: nothing runs.
         service.run_due_duties(start + every / 2, SystemTime::now());
-        assert_eq!(sweeps.0.load(Ordering::SeqCst), 0);
+        assert_eq!(sweeps.sweeps(), 0);
         // Due: one sweep, and the next is an interval after it.
         let at = start + every + Duration::from_secs(1);
         service.run_due_duties(at, SystemTime::now());
-        assert_eq!(sweeps.0.load(Ordering::SeqCst), 1);
+        assert_eq!(sweeps.sweeps(), 1);
         assert_eq!(service.next_duty(at), Some(at + every));
         service.run_due_duties(at, SystemTime::now());
-        assert_eq!(sweeps.0.load(Ordering::SeqCst), 1);
+        assert_eq!(sweeps.sweeps(), 1);
     }
 }
