@@ -4,6 +4,8 @@
 
 mod common;
 
+use common::hooked_store::{HookedStore, any_get};
+
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
@@ -13,7 +15,7 @@ use vserv_core::ledger::LedgerError;
 use vserv_core::{Config, Connection, Event, ServerIdentity};
 use vserv_service::ledger::{Appended, CheckReport, FeedError, Ledger, NewRecord};
 use vserv_service::{MAX_RPUT_GROUP, Node, NodeSettings, Service, Session};
-use vserv_store::kv::{Op, Store, StoreError, Table};
+use vserv_store::kv::{Store, StoreError};
 use vserv_store::memory::MemoryStore;
 
 const T0_MS: u64 = 1_700_000_000_123;
@@ -34,35 +36,6 @@ fn record(id: &str, kind: &str) -> NewRecord {
     }
 }
 
-/// A [`MemoryStore`] that runs `before_commit` at the start of each commit (which fails
-/// if it does).
-struct HookedStore<F> {
-    inner: MemoryStore,
-    before_commit: F,
-}
-
-impl<F: Fn() -> Result<(), StoreError> + Send + Sync> Store for HookedStore<F> {
-    fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        self.inner.get(table, key)
-    }
-    fn scan(&self, table: Table, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
-        self.inner.scan(table, prefix)
-    }
-    fn scan_from(
-        &self,
-        table: Table,
-        prefix: &[u8],
-        start: &[u8],
-        limit: usize,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
-        self.inner.scan_from(table, prefix, start, limit)
-    }
-    fn commit(&self, ops: Vec<Op>) -> Result<(), StoreError> {
-        (self.before_commit)()?;
-        self.inner.commit(ops)
-    }
-}
-
 /// A store whose commits take a while, so concurrent appenders pile up behind one.
 fn slow_store(inner: MemoryStore) -> Arc<dyn Store> {
     Arc::new(HookedStore {
@@ -71,6 +44,7 @@ fn slow_store(inner: MemoryStore) -> Arc<dyn Store> {
             std::thread::sleep(Duration::from_millis(2));
             Ok(())
         },
+        on_get: any_get,
     })
 }
 
@@ -134,6 +108,7 @@ fn concurrent_appenders_with_failing_commits_get_results_that_match_the_store() 
             }
             Ok(())
         },
+        on_get: any_get,
     };
     let ledger = Arc::new(Ledger::new(Arc::new(hooked), identity()));
     let workers: Vec<_> = (0..THREADS)
@@ -274,6 +249,7 @@ fn gated_store(inner: MemoryStore) -> (Arc<dyn Store>, Gate) {
             started_tx.lock().unwrap().send(()).unwrap();
             verdicts.lock().unwrap().recv().unwrap()
         },
+        on_get: any_get,
     };
     (Arc::new(store), Gate { started, verdict })
 }

@@ -2,6 +2,8 @@
 //! nothing from the index, and every stored id is still refused with its seq, whether it
 //! was stored before the process started, before the build, while it ran or after.
 
+mod common;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -10,53 +12,26 @@ use proptest::prelude::*;
 use rand::SeedableRng;
 use vserv_core::ServerIdentity;
 use vserv_service::ledger::{FeedError, Ledger, NewRecord};
-use vserv_store::kv::{Op, Store, StoreError, Table};
+use vserv_store::kv::{Store, Table};
 use vserv_store::memory::MemoryStore;
 
-/// A memory store that counts the point reads of the ledger's index table.
-struct CountingStore {
-    inner: MemoryStore,
-    index_gets: AtomicU64,
-}
+use common::hooked_store::HookedStore;
 
-impl CountingStore {
-    fn over(inner: &MemoryStore) -> Arc<CountingStore> {
-        Arc::new(CountingStore {
-            inner: inner.clone(),
-            index_gets: AtomicU64::new(0),
-        })
-    }
-
-    fn index_gets(&self) -> u64 {
-        self.index_gets.load(Ordering::SeqCst)
-    }
-}
-
-impl Store for CountingStore {
-    fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        if table == Table::LedgerIndex {
-            self.index_gets.fetch_add(1, Ordering::SeqCst);
-        }
-        self.inner.get(table, key)
-    }
-
-    fn scan(&self, table: Table, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
-        self.inner.scan(table, prefix)
-    }
-
-    fn scan_from(
-        &self,
-        table: Table,
-        prefix: &[u8],
-        start: &[u8],
-        limit: usize,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
-        self.inner.scan_from(table, prefix, start, limit)
-    }
-
-    fn commit(&self, ops: Vec<Op>) -> Result<(), StoreError> {
-        self.inner.commit(ops)
-    }
+/// A memory store over `inner` that counts the point reads of the ledger's index table,
+/// and the count.
+fn counting_store(inner: &MemoryStore) -> (Arc<dyn Store>, Arc<AtomicU64>) {
+    let index_gets = Arc::new(AtomicU64::new(0));
+    let counted = index_gets.clone();
+    let store = HookedStore {
+        inner: inner.clone(),
+        before_commit: || Ok(()),
+        on_get: move |table| {
+            if table == Table::LedgerIndex {
+                counted.fetch_add(1, Ordering::SeqCst);
+            }
+        },
+    };
+    (Arc::new(store), index_gets)
 }
 
 fn identity() -> Arc<ServerIdentity> {
@@ -111,20 +86,21 @@ fn after_the_build_new_ids_read_no_index_and_stored_ids_are_still_refused() {
     append_new(&Ledger::new(Arc::new(memory.clone()), identity()), 0..100);
 
     // A new process: before the build, every new id is looked up in the index.
-    let store = CountingStore::over(&memory);
-    let ledger = Ledger::new(store.clone(), identity());
+    let (store, index_gets) = counting_store(&memory);
+    let gets = || index_gets.load(Ordering::SeqCst);
+    let ledger = Ledger::new(store, identity());
     assert!(ledger.id_filter_build_due());
     append_new(&ledger, 100..110);
-    assert!(store.index_gets() >= 10);
+    assert!(gets() >= 10);
 
     build(&ledger);
-    let before = store.index_gets();
+    let before = gets();
     append_new(&ledger, 110..160);
     // At most a false positive or two of the filter reads the index.
     assert!(
-        store.index_gets() - before <= 3,
+        gets() - before <= 3,
         "{} index reads for 50 new ids",
-        store.index_gets() - before
+        gets() - before
     );
     // Stored before the process, before the build and after it.
     assert_refused(&ledger, [0, 50, 99, 100, 105, 110, 159].into_iter());

@@ -1,12 +1,13 @@
 //! Helpers shared by the service's tests: the in-memory node they serve from, a logged-in
 //! session, one command through `Service::answer`, SHA-256 of some bytes, user names and
-//! paths.
+//! paths; a memory store with hooks (`hooked_store.rs`).
 //!
 //! Each test file compiles its own copy of this module (`mod common;`) and uses only part
 //! of it, hence the `dead_code` allowance.
 #![allow(dead_code)]
 
 pub mod driven;
+pub mod hooked_store;
 
 use std::net::{IpAddr, Ipv4Addr};
 
