@@ -10,7 +10,7 @@
 //!
 //! The filter holds every id of every commit prepared by this process (added when the commit
 //! is prepared, before it can be published) and, once [`IdFilter::mark_ready`] is called,
-//! every id stored before: the builder ([`crate::ledger::Ledger::build_id_filter`]) scans the
+//! every id stored before: the builder ([`crate::ledger::Ledger::id_filter_build`]) scans the
 //! index after the ledger, and so this filter, was made. Until then it answers "maybe" to
 //! everything and appends read the store as before. An id of a commit that failed stays in
 //! the filter: a false positive, answered by the store.
@@ -35,6 +35,11 @@ const FALSE_POSITIVE_RATE: f64 = 0.01;
 
 /// The least capacity of the first generation (1.2 MiB of filter).
 const MIN_CAPACITY: usize = 1 << 20;
+
+/// The most capacity of the first generation (77 MiB of filter), however large the stored
+/// head says the feed is: a damaged head cannot make the server allocate without bound.
+/// A larger feed's filter grows by generations as its ids are read.
+const MAX_FIRST_CAPACITY: usize = 1 << 26;
 
 /// How much larger each generation is than the one before.
 const GROWTH: usize = 4;
@@ -105,9 +110,9 @@ impl Generation {
 
 impl IdFilter {
     /// An empty filter, not ready, whose first generation holds `expected` ids (at least
-    /// [`MIN_CAPACITY`]).
+    /// [`MIN_CAPACITY`], at most [`MAX_FIRST_CAPACITY`]).
     pub(crate) fn new(expected: usize) -> IdFilter {
-        IdFilter::with_first_capacity(expected.max(MIN_CAPACITY))
+        IdFilter::with_first_capacity(expected.clamp(MIN_CAPACITY, MAX_FIRST_CAPACITY))
     }
 
     /// An empty filter, not ready, whose first generation holds `capacity` ids.
