@@ -31,6 +31,11 @@ fn every_phase_runs_and_the_rput_phases_report_their_store_commits() {
     );
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON report");
     assert_eq!(report["entries"], 2000);
+    // The store with the ledger's keys writes one entry per rput of a phase.
+    assert_eq!(report["store_indexed"]["operations"], 2000);
+    assert!(report["store_indexed"]["per_s"].as_f64().expect("rate") > 0.0);
+    let ratio = report["rput_vs_store_indexed"].as_f64().expect("ratio");
+    assert!(ratio > 0.0 && ratio.is_finite(), "{ratio}");
     for (phase, commits) in [
         ("rput_one", "rput_one_commits"),
         ("rput_many", "rput_many_commits"),

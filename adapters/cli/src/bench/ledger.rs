@@ -168,6 +168,11 @@ pub struct LedgerReport {
     /// [`LedgerReport::records_per_entry`]: the rate relative to entries the store alone
     /// could commit.
     rput_vs_store_entries: f64,
+    /// The store with the ledger's own keys, per entry (`store_with_indexes`).
+    store_indexed: Phase,
+    /// Durable rputs/s (several connections) against [`LedgerReport::store_indexed`]'s
+    /// entries/s: how close the ledger comes to its store layout's own rate.
+    rput_vs_store_indexed: f64,
     /// Resident memory of the process (server, ledger store and the idle clients) holding
     /// the feed of `entries` after every read phase, KiB.
     rss_kib: Option<u64>,
@@ -230,6 +235,69 @@ fn store_alone(records: u64, size: u64) -> anyhow::Result<Phase> {
         next = end;
     }
     Ok(timer.phase(0, records))
+}
+
+/// Entries per commit in the store-with-indexes phase: about the ledger's group commits
+/// under the multi-connection `rput` phase (a few hundred entries each).
+const INDEXED_COMMIT_ENTRIES: u64 = 512;
+
+/// The store with the ledger's own keys: `entries` entries written as the ledger writes
+/// them (layout in `vserv_service::ledger_layout`), an `e:` + seq value of `size` bytes in
+/// the entries' table and, in the index table, an `id:` key of a record id like the `rput`
+/// phases' and an `h:` key of 32 pseudo-random bytes (entry hashes are uniformly spread),
+/// each to the seq; committed through the store trait in fsync'd commits of
+/// [`INDEXED_COMMIT_ENTRIES`], in a fresh fjall store. Against [`store_alone`]'s ascending
+/// keys, it shows what the indexes' random keys cost the store (flushes, compactions and
+/// the in-memory table's inserts) at this feed size: the ceiling of durable `rput`s for
+/// this store layout.
+fn store_with_indexes(entries: u64, size: u64) -> anyhow::Result<Phase> {
+    use vserv_store::{FjallStore, Op, Store, Table};
+    let dir = tempfile::tempdir().context("creating a temporary directory")?;
+    let store = FjallStore::open(dir.path()).context("opening a temporary fjall store")?;
+    let timer = Timer::start();
+    let mut next = 1u64;
+    while next <= entries {
+        let end = (next + INDEXED_COMMIT_ENTRIES).min(entries + 1);
+        let mut ops = Vec::with_capacity(3 * (end - next) as usize);
+        for seq in next..end {
+            let seq_bytes = seq.to_be_bytes().to_vec();
+            ops.push(Op::Put {
+                table: Table::Ledger,
+                key: [b"e:".as_slice(), &seq_bytes].concat(),
+                value: body(size, seq),
+            });
+            ops.push(Op::Put {
+                table: Table::LedgerIndex,
+                key: format!("id:c1-{}", seq - 1).into_bytes(),
+                value: seq_bytes.clone(),
+            });
+            ops.push(Op::Put {
+                table: Table::LedgerIndex,
+                key: [b"h:".as_slice(), &spread_hash(seq)].concat(),
+                value: seq_bytes,
+            });
+        }
+        store.commit(ops).context("committing a batch")?;
+        next = end;
+    }
+    Ok(timer.phase(0, entries))
+}
+
+/// 32 bytes that look like an entry hash for `seq`: distinct for every seq and spread
+/// uniformly (splitmix64's output function over four counters), at a fraction of
+/// SHA-256's cost so that the phase times the store alone.
+fn spread_hash(seq: u64) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    for (lane, chunk) in out.chunks_exact_mut(8).enumerate() {
+        let mut z = seq
+            .wrapping_mul(4)
+            .wrapping_add(lane as u64)
+            .wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        chunk.copy_from_slice(&(z ^ (z >> 31)).to_be_bytes());
+    }
+    out
 }
 
 /// Store records a ledger entry costs: the entry and its record id and hash indexes (the
@@ -390,6 +458,8 @@ pub fn run(args: &LedgerArgs) -> anyhow::Result<LedgerReport> {
     // Four store records per entry: as many as the rput phases wrote before the kind index
     // was kept per commit (so the store phase stays comparable with older builds).
     let store = store_alone(4 * n, args.body).context("the store alone")?;
+    let store_indexed =
+        store_with_indexes(n, args.body).context("the store with the ledger's keys")?;
 
     let mut one = Bench::start(1)?;
     let before = one.store.totals();
@@ -449,6 +519,7 @@ pub fn run(args: &LedgerArgs) -> anyhow::Result<LedgerReport> {
     let verify = timer.phase(0, entries);
 
     let rput_vs_store = rput_many.per_s / store.per_s.max(f64::MIN_POSITIVE);
+    let rput_vs_store_indexed = rput_many.per_s / store_indexed.per_s.max(f64::MIN_POSITIVE);
     Ok(LedgerReport {
         bench: "ledger",
         machine: Machine::get(),
@@ -466,6 +537,8 @@ pub fn run(args: &LedgerArgs) -> anyhow::Result<LedgerReport> {
         records_per_entry: RECORDS_PER_ENTRY,
         rput_vs_store_entries: rput_vs_store * RECORDS_PER_ENTRY,
         store,
+        rput_vs_store_indexed,
+        store_indexed,
         rss_kib,
         peak_rss_kib: status_kib("VmHWM"),
     })
@@ -548,6 +621,17 @@ impl Report for LedgerReport {
             self.rput_vs_store_entries,
             verdict(self.rput_vs_store_entries, 0.5)
         );
+        let _ = writeln!(
+            s,
+            "store with the ledger's keys (entry, record id and hash index): {:.0} entries/s in \
+             fsync'd commits of {INDEXED_COMMIT_ENTRIES} ({} in {:.2} s, {:.1} µs CPU each); \
+             durable rputs / that = {:.2}",
+            self.store_indexed.per_s,
+            self.store_indexed.operations,
+            self.store_indexed.seconds,
+            self.store_indexed.cpu_us_per_op,
+            self.rput_vs_store_indexed
+        );
         let mib = |k: Option<u64>| {
             k.map_or("unknown".to_owned(), |k| {
                 format!("{:.0} MiB", k as f64 / 1024.0)
@@ -566,7 +650,19 @@ impl Report for LedgerReport {
 
 #[cfg(test)]
 mod tests {
-    use super::body;
+    use super::{body, spread_hash};
+
+    #[test]
+    fn spread_hashes_are_distinct_and_use_every_byte_value() {
+        let hashes: std::collections::HashSet<[u8; 32]> = (0..10_000).map(spread_hash).collect();
+        assert_eq!(hashes.len(), 10_000);
+        let first_bytes: std::collections::HashSet<u8> = hashes.iter().map(|h| h[0]).collect();
+        assert_eq!(
+            first_bytes.len(),
+            256,
+            "leading bytes spread over every value"
+        );
+    }
 
     #[test]
     fn a_body_is_the_zero_padded_index_cut_to_its_size() {
