@@ -16,9 +16,9 @@ use vserv_service::system::os_rng;
 use vserv_service::work::WakeSet;
 use vserv_service::{ConnectionLimiter, Dial, ServerOptions, Service};
 
+use crate::WorkPool;
 use crate::connection::{self, Served};
 use crate::live::LiveThreads;
-use crate::pool::WorkPool;
 use crate::wake::{self, PipeWake};
 use crate::watcher::Watcher;
 use crate::workers::{Job, Threads};

@@ -6,18 +6,18 @@
 //!
 //! How it waits: requests leave when the client next waits for a reply; local file work runs
 //! on the connection's thread over [`StdFiles`], whose read-ahead and write-behind runs go
-//! to the client's [`WorkPool`] and keep the disk and the hasher busy beside it. A resume's
-//! re-hash runs on that pool too, so the connection's other transfers go on meanwhile; its
-//! result comes back over a channel, taken before each wait for a reply and waited for
-//! when nothing else can move. The driver starts no thread of its own: the pool starts its
-//! threads on demand and ends them when idle.
+//! to the clients' [`WorkPool`](crate::WorkPool) and keep the disk and the hasher busy
+//! beside it. A resume's re-hash runs on that pool too, so the connection's other
+//! transfers go on meanwhile; its result comes back over a channel, taken before each wait
+//! for a reply and waited for when nothing else can move. The driver starts no thread of
+//! its own: the pool starts its threads on demand and ends them when idle.
 //!
 //! Memory stays flat whatever the file size: files are read and written sequentially in
 //! batches, and at most `window` chunk requests are in flight.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::sync::mpsc::{self, Receiver, Sender};
-use std::sync::{Arc, OnceLock};
 
 use vserv_service::client::ClientError;
 pub use vserv_service::client::transfers::{
@@ -30,7 +30,7 @@ use vserv_service::client::transfers::{
 };
 use vserv_service::work::{Runner, Work};
 
-use crate::{Client, WorkPool};
+use crate::Client;
 
 /// What the transfer driver needs of a connection: pipelined raw requests. [`Client`]
 /// implements it; tests can drive the transfers against an in-process fake.
@@ -211,11 +211,9 @@ pub fn get_many(
     drive(client, scheduler, progress)
 }
 
-/// The pool every blocking client's transfers share: read-ahead, write-behind and re-hash
-/// runs. Made on first use; its threads start on demand and end after a few idle seconds.
+/// The pool every client's transfers share ([`vserv_pool::client_pool`]).
 fn client_pool() -> Arc<dyn Runner> {
-    static POOL: OnceLock<WorkPool> = OnceLock::new();
-    Arc::new(POOL.get_or_init(WorkPool::default).clone())
+    Arc::new(vserv_pool::client_pool())
 }
 
 /// What comes back from the pool: a long work's result, or the ticket of a work that ended

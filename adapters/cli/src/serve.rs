@@ -163,7 +163,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
 fn file_runner(runtime: Runtime) -> Arc<dyn vserv_service::work::Runner> {
     match runtime {
         Runtime::Blocking => Arc::new(vserv_blocking::WorkPool::default()),
-        Runtime::Smol => Arc::new(vserv_smol::UnblockRunner),
+        Runtime::Smol => Arc::new(vserv_smol::WorkPool::default()),
     }
 }
 

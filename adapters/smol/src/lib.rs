@@ -7,7 +7,9 @@
 //! (which a shutdown also fires). All protocol and application logic lives in `vserv-core`
 //! and `vserv-service`, so this driver behaves exactly like the blocking reference runtime.
 //! The client's file transfers ([`transfer`]) drive the same runtime-free scheduler as the
-//! blocking client, their file work on smol's blocking pool.
+//! blocking client. The server's blocking work and the clients' file work run on a
+//! [`WorkPool`] (`vserv-pool`), whose threads end when idle; smol's own blocking pool
+//! (`smol::unblock`) keeps every thread it started below its 500-thread cap.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
@@ -17,8 +19,9 @@ pub mod transfer;
 mod udp;
 
 pub use client::Client;
-pub use server::{DEFAULT_THREADS, Server, ServerHandle, UnblockRunner};
+pub use server::{DEFAULT_THREADS, Server, ServerHandle};
 pub use udp::{UdpHandle, spawn_udp};
+pub use vserv_pool::{DEFAULT_MAX_WORKERS, WorkPool};
 pub use vserv_service::ServerOptions;
 
 /// Runs a future to completion on the current thread, driving the async-io reactor

@@ -18,9 +18,10 @@ use smol::Executor;
 use smol::channel::{Receiver, Sender};
 use vserv_core::wire::RefusedLimit;
 use vserv_core::{CloseCode, Connection, ServerIdentity};
+use vserv_pool::WorkPool;
 use vserv_service::limits::{BUSY_RETRY_SECS, busy_refusal};
 use vserv_service::system::os_rng;
-use vserv_service::work::{Runner, Wake, WakeSet, Work};
+use vserv_service::work::{Wake, WakeSet};
 use vserv_service::{ConnectionLimiter, Dial, ServerOptions, Service, Session};
 
 /// How long a closing connection may take to flush its final close record.
@@ -83,8 +84,8 @@ pub struct ServerHandle {
 
 impl Server {
     /// Binds the listening socket. The service's blocking work (commits, password hashes,
-    /// file I/O, deliveries and their hooks) runs on smol's blocking pool
-    /// ([`UnblockRunner`]), never on the executor threads that serve connections.
+    /// file I/O, deliveries and their hooks) runs on a [`WorkPool`], never on the executor
+    /// threads that serve connections.
     pub fn bind(
         addr: impl ToSocketAddrs,
         identity: Arc<ServerIdentity>,
@@ -110,7 +111,7 @@ impl Server {
         let listener = TcpListener::try_from(listener)?;
         let shared = Shared {
             identity,
-            service: service.with_runner(Arc::new(UnblockRunner)),
+            service: service.with_runner(Arc::new(WorkPool::default())),
             options,
             active: AtomicUsize::new(0),
             stopping: AtomicBool::new(false),
@@ -347,17 +348,6 @@ enum Woken {
     Timer,
     /// The session's waker fired: completions wait in its mailbox (or the server stops).
     Session,
-}
-
-/// The smol runtime's [`Runner`]: blocking work goes to smol's blocking thread pool
-/// (`smol::unblock`), never onto an executor thread.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct UnblockRunner;
-
-impl Runner for UnblockRunner {
-    fn run(&self, work: Work) {
-        smol::unblock(move || work.run()).detach();
-    }
 }
 
 /// A session's waker: a one-slot channel its connection task waits on.

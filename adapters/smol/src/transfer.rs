@@ -3,11 +3,11 @@
 //! or many files, windows and resume behave exactly as on the blocking client.
 //!
 //! How it waits: the scheduler's requests go out through the session; every local file
-//! step runs over [`StdFiles`] on smol's blocking pool ([`smol::unblock`]), never on an
-//! executor thread, and its result comes back on a channel that the client races against
-//! the socket read while it waits for a reply, so a finished read or write lets its
-//! transfer send at once. The files read ahead and write behind through the same pool
-//! ([`UnblockRunner`]), so a transfer's disk and hashing work overlap its connection.
+//! step runs over [`StdFiles`] on the clients' worker pool ([`vserv_pool::client_pool`]),
+//! never on an executor thread, and its result comes back on a channel that the client
+//! races against the socket read while it waits for a reply, so a finished read or write
+//! lets its transfer send at once. The files read ahead and write behind through the same
+//! pool, so a transfer's disk and hashing work overlap its connection.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -20,12 +20,12 @@ pub use vserv_service::client::transfers::{
 use vserv_service::client::transfers::{
     FileResult, LocalDone, LocalWork, Scheduler, StdFiles, Step, WorkTicket, single_result,
 };
+use vserv_service::work::{Runner, Work};
 
 use crate::Client;
-use crate::UnblockRunner;
 use crate::client::Woken;
 
-/// What comes back from the blocking pool: a work's result, or the ticket of a work that
+/// What comes back from the clients' pool: a work's result, or the ticket of a work that
 /// ended without one (it panicked).
 type Returned = Result<LocalDone<StdFiles>, WorkTicket>;
 
@@ -44,19 +44,19 @@ impl Drop for ReturnGuard {
     }
 }
 
-/// Runs `work` over `files` on the blocking pool; its result comes back on `back`.
-fn run_unblocked(files: &StdFiles, work: LocalWork<StdFiles>, back: Sender<Returned>) {
+/// Runs `work` over `files` on the clients' pool ([`vserv_pool::client_pool`]); its result
+/// comes back on `back`.
+fn run_pooled(files: &StdFiles, work: LocalWork<StdFiles>, back: Sender<Returned>) {
     let mut guard = ReturnGuard {
         back: back.clone(),
         ticket: Some(work.ticket()),
     };
     let files = files.clone();
-    smol::unblock(move || {
+    vserv_pool::client_pool().run(Work::new("transfer step", move || {
         let done = work.run(&files);
         guard.ticket = None;
         let _ = guard.back.try_send(Ok(done));
-    })
-    .detach();
+    }));
 }
 
 impl Client {
@@ -146,7 +146,7 @@ impl Client {
         mut scheduler: Scheduler<StdFiles>,
         progress: &mut dyn FnMut(usize, u64, u64),
     ) -> Vec<FileResult> {
-        let files = StdFiles::new(Arc::new(UnblockRunner));
+        let files = StdFiles::new(Arc::new(vserv_pool::client_pool()));
         let (back, returned) = channel::unbounded::<Returned>();
         let hand_back = |scheduler: &mut Scheduler<StdFiles>, item: Returned| match item {
             Ok(done) => scheduler.on_work_done(done),
@@ -154,7 +154,7 @@ impl Client {
         };
         loop {
             match scheduler.poll(self.session_mut(), progress) {
-                Step::Work(work) => run_unblocked(&files, work, back.clone()),
+                Step::Work(work) => run_pooled(&files, work, back.clone()),
                 Step::AwaitReply(id) => {
                     let woken = self.pump_or(|s| s.take_response(id), returned.recv()).await;
                     match woken {

@@ -1,7 +1,6 @@
 //! Sealed UDP datagrams on the smol runtime: one task on a thread of its own reads an async
 //! UDP socket, hands each datagram to [`Service::datagram`] and sends what it says at once;
-//! a command that blocks runs on smol's blocking pool (`smol::unblock`) and sends its answer
-//! when done. The task ends when the handle is shut down or dropped.
+//! a command that blocks runs on a [`WorkPool`] and sends its answer when done. The task ends when the handle is shut down or dropped.
 
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::Arc;
@@ -9,8 +8,10 @@ use std::thread::JoinHandle;
 
 use async_io::Async;
 use vserv_core::datagram::MAX_DATAGRAM;
+use vserv_pool::WorkPool;
 use vserv_service::Service;
 use vserv_service::datagram::{DatagramOutcome, IvSource};
+use vserv_service::work::Runner;
 
 /// A running datagram server; [`UdpHandle::shutdown`] stops it (dropping it does too).
 #[derive(Debug)]
@@ -52,6 +53,7 @@ pub fn spawn_udp(socket: UdpSocket, service: Service) -> std::io::Result<UdpHand
     let socket = Arc::new(Async::new(socket)?);
     let mut ivs = IvSource::os()?;
     let (stop, stopped) = smol::channel::bounded::<()>(1);
+    let pool = WorkPool::default();
     let thread = std::thread::Builder::new()
         .name("vserv-udp".into())
         .spawn(move || {
@@ -89,7 +91,7 @@ pub fn spawn_udp(socket: UdpSocket, service: Service) -> std::io::Result<UdpHand
                                     tracing::debug!(%from, error = %e, "udp answer not sent");
                                 }
                             });
-                            smol::unblock(move || work.run()).detach();
+                            pool.run(work);
                         }
                     }
                 }

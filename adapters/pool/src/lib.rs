@@ -1,10 +1,12 @@
-//! The blocking runtime's [`Runner`]: a bounded pool of worker threads that runs the
-//! service's blocking work (commits, password hashes, file I/O, deliveries and their hooks)
-//! off the connection threads. Threads start on demand up to the bound and end after a few
-//! idle seconds; work beyond the bound queues in order.
+//! The runtimes' [`Runner`]: a bounded pool of worker threads that runs the service's
+//! blocking work (commits, password hashes, file I/O, deliveries and their hooks) off the
+//! threads that serve connections (the blocking runtime's connection threads, smol's
+//! executor). Threads start on demand up to the bound and end after a few idle seconds, so
+//! a burst's threads are gone soon after it; work beyond the bound queues in order.
+#![forbid(unsafe_code)]
 
 use std::collections::VecDeque;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
 use vserv_service::work::{Runner, Work};
@@ -92,6 +94,14 @@ impl Shared {
             }
         }
     }
+}
+
+/// The pool every client in this process shares for its transfers' file work (read-ahead,
+/// write-behind and re-hash runs), on either runtime. Made on first use; like every
+/// [`WorkPool`], its threads start on demand and end after a few idle seconds.
+pub fn client_pool() -> WorkPool {
+    static POOL: OnceLock<WorkPool> = OnceLock::new();
+    POOL.get_or_init(WorkPool::default).clone()
 }
 
 impl Runner for WorkPool {
