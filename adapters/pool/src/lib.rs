@@ -31,6 +31,8 @@ struct Shared {
     state: Mutex<State>,
     ready: Condvar,
     max: usize,
+    /// How long an idle worker waits for work before it ends ([`WORKER_KEEP`]).
+    keep: Duration,
 }
 
 #[derive(Default)]
@@ -51,11 +53,17 @@ impl std::fmt::Debug for WorkPool {
 impl WorkPool {
     /// A pool of at most `max` threads (at least 1).
     pub fn new(max: usize) -> WorkPool {
+        WorkPool::with_keep(max, WORKER_KEEP)
+    }
+
+    /// A pool of at most `max` threads whose idle workers end after `keep`.
+    fn with_keep(max: usize, keep: Duration) -> WorkPool {
         WorkPool {
             shared: Arc::new(Shared {
                 state: Mutex::new(State::default()),
                 ready: Condvar::new(),
                 max: max.max(1),
+                keep,
             }),
         }
     }
@@ -84,7 +92,7 @@ impl Shared {
             state.idle += 1;
             let (next, timeout) = self
                 .ready
-                .wait_timeout(state, WORKER_KEEP)
+                .wait_timeout(state, self.keep)
                 .unwrap_or_else(|p| p.into_inner());
             state = next;
             state.idle -= 1;
@@ -139,6 +147,30 @@ impl Runner for WorkPool {
 mod tests {
     use super::*;
     use std::sync::mpsc;
+
+    #[test]
+    fn idle_workers_end_and_the_pool_starts_new_ones_for_later_work() {
+        let pool = WorkPool::with_keep(8, Duration::from_millis(50));
+        let threads = || pool.shared.lock().threads;
+        for round in 0..2 {
+            let (tx, rx) = mpsc::channel();
+            for i in 0..8 {
+                let tx = tx.clone();
+                pool.run(Work::new("test", move || {
+                    std::thread::sleep(Duration::from_millis(20));
+                    let _ = tx.send(i);
+                }));
+            }
+            let mut done: Vec<i32> = (0..8).map(|_| rx.recv().unwrap()).collect();
+            done.sort_unstable();
+            assert_eq!(done, (0..8).collect::<Vec<_>>(), "round {round}");
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            while threads() > 0 && std::time::Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            assert_eq!(threads(), 0, "round {round}: every idle worker ended");
+        }
+    }
 
     #[test]
     fn runs_everything_off_the_calling_thread_within_the_bound() {
