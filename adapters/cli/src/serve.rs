@@ -72,7 +72,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let listener = std::net::TcpListener::bind(&args.listen)
         .with_context(|| format!("listening on {}", args.listen))?;
     let udp = crate::udp_serve::bind(args.udp_listen.as_deref())?;
-    let node = Node::open_with_file_runner(&args.data, &args.node, file_runner(args.runtime))?;
+    let node = Node::open_with_file_runner(&args.data, &args.node, file_runner())?;
     let own = node.identity().public_key().fingerprint();
     crate::config::check_own_fingerprint(args, &own).with_context(|| match &args_config {
         Some(path) => format!("in the configuration file {}", path.display()),
@@ -156,15 +156,12 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Where the file tree runs its uploads' writes and downloads' reads ahead for `runtime`.
-/// The blocking runtime's gets a pool of its own, apart from the service's: the service's
-/// file work waits for these runs (a full write queue, a sync), and they wait for nothing
-/// but the disk, so they can never be stuck behind work that waits for them.
-fn file_runner(runtime: Runtime) -> Arc<dyn vserv_service::work::Runner> {
-    match runtime {
-        Runtime::Blocking => Arc::new(vserv_blocking::WorkPool::default()),
-        Runtime::Smol => Arc::new(vserv_smol::WorkPool::default()),
-    }
+/// Where the file tree runs its uploads' writes and downloads' reads ahead, on either
+/// runtime: a pool of its own, apart from the service's. The service's file work waits for
+/// these runs (a full write queue, a sync), and they wait for nothing but the disk, so they
+/// can never be stuck behind work that waits for them.
+fn file_runner() -> Arc<dyn vserv_service::work::Runner> {
+    Arc::new(vserv_pool::WorkPool::default())
 }
 
 fn announce(addr: &str, fingerprint: &str, runtime: &str) {
