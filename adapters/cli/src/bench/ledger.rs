@@ -25,6 +25,7 @@ use vserv_core::ledger::MAX_BODY;
 use vserv_service::Node;
 use vserv_service::client::ClientOptions;
 use vserv_service::ledger::{CheckReport, Ledger};
+use vserv_store::{FjallStore, Op, Store, Table};
 
 use super::commit_meter::{MeteredStore, PhaseCommits};
 use super::{Machine, Report};
@@ -211,30 +212,41 @@ fn rputs(range: std::ops::Range<u64>, conn: u64, size: u64) -> impl Iterator<Ite
 /// batches of this size).
 const STORE_BATCH: u64 = 4096;
 
+/// Commits `items` items (numbered from 0) through the store trait in a fresh fjall store,
+/// `per_commit` at a time, each commit's ops made by `ops` from its items' numbers and
+/// fsync'd; the phase times the commits only.
+fn timed_in_fresh_store(
+    items: u64,
+    per_commit: u64,
+    ops: impl Fn(std::ops::Range<u64>) -> Vec<Op>,
+) -> anyhow::Result<Phase> {
+    let dir = tempfile::tempdir().context("creating a temporary directory")?;
+    let store = FjallStore::open(dir.path()).context("opening a temporary fjall store")?;
+    let timer = Timer::start();
+    let mut next = 0u64;
+    while next < items {
+        let end = (next + per_commit).min(items);
+        store.commit(ops(next..end)).context("committing a batch")?;
+        next = end;
+    }
+    Ok(timer.phase(0, items))
+}
+
 /// The store alone: `records` key-value records (an 8-byte sequential key and a `size`-byte
 /// value, like a ledger entry under its seq) committed through the store trait in fsync'd
 /// batches of [`STORE_BATCH`], in a fresh fjall store. What durable `rput`s are measured
 /// against: each entry costs the ledger 4 such records (entry, record id, hash and kind
 /// indexes) plus its group commit's head.
 fn store_alone(records: u64, size: u64) -> anyhow::Result<Phase> {
-    use vserv_store::{FjallStore, Op, Store, Table};
-    let dir = tempfile::tempdir().context("creating a temporary directory")?;
-    let store = FjallStore::open(dir.path()).context("opening a temporary fjall store")?;
-    let timer = Timer::start();
-    let mut next = 0u64;
-    while next < records {
-        let end = (next + STORE_BATCH).min(records);
-        let ops = (next..end)
+    timed_in_fresh_store(records, STORE_BATCH, |range| {
+        range
             .map(|i| Op::Put {
                 table: Table::Ledger,
                 key: i.to_be_bytes().to_vec(),
                 value: body(size, i),
             })
-            .collect();
-        store.commit(ops).context("committing a batch")?;
-        next = end;
-    }
-    Ok(timer.phase(0, records))
+            .collect()
+    })
 }
 
 /// Entries per commit in the store-with-indexes phase: about the ledger's group commits
@@ -251,36 +263,31 @@ const INDEXED_COMMIT_ENTRIES: u64 = 512;
 /// the in-memory table's inserts) at this feed size: the ceiling of durable `rput`s for
 /// this store layout.
 fn store_with_indexes(entries: u64, size: u64) -> anyhow::Result<Phase> {
-    use vserv_store::{FjallStore, Op, Store, Table};
-    let dir = tempfile::tempdir().context("creating a temporary directory")?;
-    let store = FjallStore::open(dir.path()).context("opening a temporary fjall store")?;
-    let timer = Timer::start();
-    let mut next = 1u64;
-    while next <= entries {
-        let end = (next + INDEXED_COMMIT_ENTRIES).min(entries + 1);
-        let mut ops = Vec::with_capacity(3 * (end - next) as usize);
-        for seq in next..end {
-            let seq_bytes = seq.to_be_bytes().to_vec();
-            ops.push(Op::Put {
-                table: Table::Ledger,
-                key: [b"e:".as_slice(), &seq_bytes].concat(),
-                value: body(size, seq),
-            });
-            ops.push(Op::Put {
-                table: Table::LedgerIndex,
-                key: format!("id:c1-{}", seq - 1).into_bytes(),
-                value: seq_bytes.clone(),
-            });
-            ops.push(Op::Put {
-                table: Table::LedgerIndex,
-                key: [b"h:".as_slice(), &spread_hash(seq)].concat(),
-                value: seq_bytes,
-            });
-        }
-        store.commit(ops).context("committing a batch")?;
-        next = end;
-    }
-    Ok(timer.phase(0, entries))
+    timed_in_fresh_store(entries, INDEXED_COMMIT_ENTRIES, |range| {
+        range
+            .flat_map(|i| {
+                let seq = i + 1;
+                let seq_bytes = seq.to_be_bytes().to_vec();
+                [
+                    Op::Put {
+                        table: Table::Ledger,
+                        key: [b"e:".as_slice(), &seq_bytes].concat(),
+                        value: body(size, seq),
+                    },
+                    Op::Put {
+                        table: Table::LedgerIndex,
+                        key: format!("id:c1-{i}").into_bytes(),
+                        value: seq_bytes.clone(),
+                    },
+                    Op::Put {
+                        table: Table::LedgerIndex,
+                        key: [b"h:".as_slice(), &spread_hash(seq)].concat(),
+                        value: seq_bytes,
+                    },
+                ]
+            })
+            .collect()
+    })
 }
 
 /// 32 bytes that look like an entry hash for `seq`: distinct for every seq and spread
