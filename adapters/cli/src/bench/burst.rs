@@ -60,6 +60,11 @@ pub struct BurstArgs {
     /// Measured pings on the idle server and again with the sessions held.
     #[arg(long, default_value_t = 5000, value_parser = clap::value_parser!(u32).range(1..=10_000_000))]
     pub pings: u32,
+    /// Run the benchmark against a blocking and a smol server, interleaved (`--rounds`
+    /// each), and print every figure of both side by side with the ratio smol/blocking
+    /// (`--runtime` is then ignored).
+    #[arg(long)]
+    pub runtimes: bool,
     /// The vserv binary run as the server (default: this one), e.g. an older build to
     /// compare with.
     #[arg(long, value_name = "PATH")]

@@ -1,15 +1,18 @@
 //! `vserv bench --compare OLD_BINARY ...`: the same benchmark run by an older `vserv` binary
 //! and by this one, interleaved round by round (old, new; then new, old; ...) so that a
 //! noisy, shared machine weighs on both alike, and every numeric figure of the two JSON
-//! reports printed side by side as medians with the ratio new/old.
+//! reports printed side by side as medians with the ratio new/old. `vserv bench burst
+//! --runtimes` pairs this binary's runs against a blocking and a smol server the same way
+//! (ratio smol/blocking).
 //!
 //! Each run is a child process `BINARY bench --json WHAT ARGS...` with this invocation's
-//! arguments minus `--compare`, `--rounds` and `--json`; a run that fails stops the
+//! arguments minus `--compare`, `--rounds`, `--runtimes` and `--json` (and, for the
+//! runtimes, minus `--runtime`, which each side sets); a run that fails stops the
 //! comparison with its status and standard error.
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{Context, bail};
@@ -29,9 +32,9 @@ enum Better {
 struct Figure {
     /// Its path in the report's JSON (`live_saturating.latency.p50_us`).
     name: String,
-    /// Median over the old binary's rounds.
+    /// Median over the first side's rounds (the old binary, or the blocking server).
     old: f64,
-    /// Median over this binary's rounds.
+    /// Median over the second side's rounds (this binary, or the smol server).
     new: f64,
     /// `new / old` (absent when `old` is 0).
     ratio: Option<f64>,
@@ -39,45 +42,86 @@ struct Figure {
     better: Option<Better>,
 }
 
+/// One side of a comparison: a binary and the arguments added after the shared ones.
+#[derive(Debug, Serialize)]
+struct Side {
+    /// What the side is called in the table (`old`, `new`, `blocking`, `smol`).
+    label: String,
+    binary: PathBuf,
+    extra_args: Vec<String>,
+}
+
 /// The comparison report.
 #[derive(Debug, Serialize)]
 struct Comparison {
-    old_binary: String,
-    new_binary: String,
+    old: Side,
+    new: Side,
     rounds: u32,
     args: Vec<String>,
     figures: Vec<Figure>,
 }
 
-/// Runs the benchmark named by this process's own arguments `rounds` times with each binary,
-/// interleaved, and prints the comparison (a table, or one JSON object with `json`).
+/// Runs the benchmark named by this process's own arguments `rounds` times with the older
+/// binary `old` and with this one, interleaved, and prints the comparison (a table, or one
+/// JSON object with `json`).
 pub fn run(old: &Path, rounds: u32, json: bool) -> anyhow::Result<()> {
-    if rounds == 0 {
-        bail!("--rounds must be at least 1");
-    }
     if !old.is_file() {
         bail!("--compare: {} is not a file", old.display());
     }
     let new = std::env::current_exe().context("finding this binary")?;
-    let args = passed_through(std::env::args_os().skip(1))?;
+    let args = passed_through(std::env::args_os().skip(1), &[])?;
+    let side = |label: &str, binary: &Path| Side {
+        label: label.to_owned(),
+        binary: binary.to_path_buf(),
+        extra_args: Vec::new(),
+    };
+    run_sides(side("old", old), side("new", &new), args, rounds, json)
+}
+
+/// Runs the benchmark named by this process's own arguments (`vserv bench burst ...`)
+/// `rounds` times against a blocking and against a smol server, interleaved, and prints
+/// the comparison, smol being the "new" side.
+pub fn run_runtimes(rounds: u32, json: bool) -> anyhow::Result<()> {
+    let binary = std::env::current_exe().context("finding this binary")?;
+    let args = passed_through(std::env::args_os().skip(1), &["--runtime"])?;
+    let side = |runtime: &str| Side {
+        label: runtime.to_owned(),
+        binary: binary.clone(),
+        extra_args: vec!["--runtime".to_owned(), runtime.to_owned()],
+    };
+    run_sides(side("blocking"), side("smol"), args, rounds, json)
+}
+
+/// Runs `args` on both sides `rounds` times, interleaved, and prints the comparison.
+fn run_sides(
+    old: Side,
+    new: Side,
+    args: Vec<OsString>,
+    rounds: u32,
+    json: bool,
+) -> anyhow::Result<()> {
+    if rounds == 0 {
+        bail!("--rounds must be at least 1");
+    }
     let mut reports: [Vec<BTreeMap<String, f64>>; 2] = [Vec::new(), Vec::new()];
     for round in 0..rounds {
-        // Alternate which binary goes first, so neither always runs on a warmer machine.
+        // Alternate which side goes first, so neither always runs on a warmer machine.
         let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
         for which in order {
-            let binary = if which == 0 { old } else { new.as_path() };
+            let side = if which == 0 { &old } else { &new };
             eprintln!(
-                "round {}/{rounds}: {} {}",
+                "round {}/{rounds}: {} {} {}",
                 round + 1,
-                if which == 0 { "old" } else { "new" },
-                binary.display()
+                side.label,
+                side.binary.display(),
+                side.extra_args.join(" ")
             );
-            reports[which].push(run_once(binary, &args)?);
+            reports[which].push(run_once(&side.binary, &args, &side.extra_args)?);
         }
     }
     let comparison = Comparison {
-        old_binary: old.display().to_string(),
-        new_binary: new.display().to_string(),
+        old,
+        new,
         rounds,
         args: args
             .iter()
@@ -94,19 +138,29 @@ pub fn run(old: &Path, rounds: u32, json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The arguments after `bench`, without the comparison's own options and `--json`.
-fn passed_through(args: impl Iterator<Item = OsString>) -> anyhow::Result<Vec<OsString>> {
+/// The arguments after `bench`, without the comparison's own options, `--json` and the
+/// options in `set_by_sides` (each with its value).
+fn passed_through(
+    args: impl Iterator<Item = OsString>,
+    set_by_sides: &[&str],
+) -> anyhow::Result<Vec<OsString>> {
     let mut args = args.skip_while(|a| a != "bench").skip(1);
+    let with_value: Vec<&str> = ["--compare", "--rounds"]
+        .into_iter()
+        .chain(set_by_sides.iter().copied())
+        .collect();
     let mut kept = Vec::new();
     while let Some(arg) = args.next() {
         let text = arg.to_string_lossy();
-        if text == "--compare" || text == "--rounds" {
+        if with_value.contains(&text.as_ref()) {
             if args.next().is_none() {
                 bail!("{text} needs a value");
             }
-        } else if text.starts_with("--compare=")
-            || text.starts_with("--rounds=")
+        } else if with_value
+            .iter()
+            .any(|o| text.strip_prefix(o).is_some_and(|v| v.starts_with('=')))
             || text == "--json"
+            || text == "--runtimes"
         {
         } else {
             kept.push(arg);
@@ -115,12 +169,17 @@ fn passed_through(args: impl Iterator<Item = OsString>) -> anyhow::Result<Vec<Os
     Ok(kept)
 }
 
-/// One run of `binary bench --json ARGS`, its report flattened to numeric figures.
-fn run_once(binary: &Path, args: &[OsString]) -> anyhow::Result<BTreeMap<String, f64>> {
+/// One run of `binary bench --json ARGS EXTRA`, its report flattened to numeric figures.
+fn run_once(
+    binary: &Path,
+    args: &[OsString],
+    extra: &[String],
+) -> anyhow::Result<BTreeMap<String, f64>> {
     let output = Command::new(binary)
         .arg("bench")
         .arg("--json")
         .args(args)
+        .args(extra)
         .output()
         .with_context(|| format!("running {}", binary.display()))?;
     if !output.status.success() {
@@ -237,17 +296,28 @@ fn better(name: &str) -> Option<Better> {
 }
 
 fn table(c: &Comparison) -> String {
+    let side = |s: &Side| {
+        format!(
+            "{}: {} {}\n",
+            s.label,
+            s.binary.display(),
+            s.extra_args.join(" ")
+        )
+    };
     let mut out = format!(
-        "old: {}\nnew: {}\nbench {} ({} rounds each, interleaved; medians)\n",
-        c.old_binary,
-        c.new_binary,
+        "{}{}bench {} ({} rounds each, interleaved; medians)\n",
+        side(&c.old),
+        side(&c.new),
         c.args.join(" "),
         c.rounds
     );
     let width = c.figures.iter().map(|f| f.name.len()).max().unwrap_or(6);
     out.push_str(&format!(
-        "{:<width$}  {:>14}  {:>14}  {:>8}\n",
-        "figure", "old", "new", "new/old"
+        "{:<width$}  {:>14}  {:>14}  {:>13}\n",
+        "figure",
+        c.old.label,
+        c.new.label,
+        format!("{}/{}", c.new.label, c.old.label)
     ));
     for f in &c.figures {
         let ratio = f
@@ -261,7 +331,7 @@ fn table(c: &Comparison) -> String {
             _ => "",
         };
         out.push_str(&format!(
-            "{:<width$}  {:>14.3}  {:>14.3}  {:>8}{verdict}\n",
+            "{:<width$}  {:>14.3}  {:>14.3}  {:>13}{verdict}\n",
             f.name, f.old, f.new, ratio
         ));
     }
@@ -290,10 +360,44 @@ mod tests {
                 "2",
             ])
             .into_iter(),
+            &[],
         )
         .unwrap();
         assert_eq!(kept, os(&["rtt", "--seconds", "2"]));
-        assert!(passed_through(os(&["bench", "rtt", "--rounds"]).into_iter()).is_err());
+        assert!(passed_through(os(&["bench", "rtt", "--rounds"]).into_iter(), &[]).is_err());
+    }
+
+    #[test]
+    fn the_runtimes_comparison_leaves_the_runtime_to_each_side() {
+        let args = |a: &[&str]| passed_through(os(a).into_iter(), &["--runtime"]).unwrap();
+        assert_eq!(
+            args(&[
+                "bench",
+                "burst",
+                "--runtimes",
+                "--runtime",
+                "smol",
+                "--sessions",
+                "9"
+            ]),
+            os(&["burst", "--sessions", "9"])
+        );
+        assert_eq!(
+            args(&[
+                "bench",
+                "--rounds",
+                "2",
+                "burst",
+                "--runtime=smol",
+                "--runtimes"
+            ]),
+            os(&["burst"])
+        );
+        // An option that only starts like one of them is passed on.
+        assert_eq!(
+            args(&["bench", "burst", "--runtimes", "--runtime-x=1"]),
+            os(&["burst", "--runtime-x=1"])
+        );
     }
 
     #[test]
@@ -335,8 +439,16 @@ mod tests {
         assert_eq!(better("open_s"), None);
         assert!(
             table(&Comparison {
-                old_binary: "o".into(),
-                new_binary: "n".into(),
+                old: Side {
+                    label: "old".into(),
+                    binary: "o".into(),
+                    extra_args: Vec::new(),
+                },
+                new: Side {
+                    label: "new".into(),
+                    binary: "n".into(),
+                    extra_args: Vec::new(),
+                },
                 rounds: 3,
                 args: vec!["rtt".into()],
                 figures,

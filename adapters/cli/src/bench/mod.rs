@@ -8,7 +8,8 @@
 //! benchmark starts several server processes that replicate to each other (or, with
 //! `--in-process`, blocking servers in this process).
 //! `--compare OLD_BINARY` runs any of them with an older binary and this one, interleaved,
-//! and prints the ratios (`compare.rs`).
+//! and prints the ratios (`compare.rs`); `burst --runtimes` pairs a blocking and a smol
+//! server the same way.
 
 mod breakdown;
 mod burst;
@@ -41,8 +42,8 @@ pub struct BenchArgs {
     /// and print every figure of both side by side with the ratio new/old.
     #[arg(long, global = true, value_name = "OLD_BINARY")]
     pub compare: Option<std::path::PathBuf>,
-    /// With --compare: rounds per binary (medians are reported).
-    #[arg(long, global = true, default_value_t = 3, requires = "compare")]
+    /// With --compare (or `burst --runtimes`): rounds per side (medians are reported).
+    #[arg(long, global = true, default_value_t = 3)]
     pub rounds: u32,
     #[command(subcommand)]
     pub what: BenchKind,
@@ -83,8 +84,17 @@ pub enum BenchKind {
 
 /// Runs the selected benchmark and prints its report.
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
+    let runtimes = matches!(&args.what, BenchKind::Burst(burst) if burst.runtimes);
+    if runtimes && args.compare.is_some() {
+        bail!(
+            "burst --runtimes compares two runtimes of this binary; it cannot be combined with --compare"
+        );
+    }
     if let Some(old) = &args.compare {
         return compare::run(old, args.rounds, args.json);
+    }
+    if runtimes {
+        return compare::run_runtimes(args.rounds, args.json);
     }
     match args.what {
         BenchKind::Crypto(a) => emit(&crypto::run(&a)?, args.json),
