@@ -3,40 +3,34 @@
 
 mod common;
 
-use std::process::Command;
-
-use common::{BIN, Env};
+use common::Env;
 
 #[test]
 fn the_runtimes_comparison_runs_both_servers_and_reports_their_ratio() {
     let scratch = Env::new();
-    let out = Command::new(BIN)
-        .args([
-            "bench",
-            "burst",
-            "--runtimes",
-            "--runtime",
-            "smol",
-            "--rounds",
-            "1",
-            "--sessions",
-            "20",
-            "--watch",
-            "1",
-            "--pings",
-            "50",
-            "--json",
-        ])
-        .env("TMPDIR", scratch.dir())
-        .env_remove("RUST_LOG")
-        .output()
-        .expect("run the bench");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON report");
+    let tmp = scratch.dir().to_str().expect("utf-8 path");
+    let run = scratch
+        .vserv(
+            &[
+                "bench",
+                "burst",
+                "--runtimes",
+                "--runtime",
+                "smol",
+                "--rounds",
+                "1",
+                "--sessions",
+                "20",
+                "--watch",
+                "1",
+                "--pings",
+                "50",
+                "--json",
+            ],
+            &[("TMPDIR", tmp)],
+        )
+        .ok();
+    let report: serde_json::Value = serde_json::from_slice(&run.stdout).expect("JSON report");
     assert_eq!(report["old"]["label"], "blocking");
     assert_eq!(report["new"]["label"], "smol");
     assert_eq!(report["old"]["extra_args"][1], "blocking");
