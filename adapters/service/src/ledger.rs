@@ -30,6 +30,7 @@ pub use crate::ledger_layout::{
 pub use crate::ledger_query::{CHECK_PAGE, Page};
 
 use crate::ledger_commit::GroupCommit;
+use crate::ledger_hash_tail::{HASH_TAIL_BULK, HashTail};
 use crate::ledger_ids::{IdFilter, IdLookup, fill_id_filter};
 use crate::ledger_layout::{has_legacy_index, seq_of_id, stored_head};
 use crate::work::Work;
@@ -70,6 +71,17 @@ pub struct Ledger {
     ids: Arc<IdFilter>,
     /// The filter's build has been handed out.
     ids_build_taken: AtomicBool,
+    /// The entries whose hash index keys are not stored yet (`ledger_hash_tail.rs`).
+    pub(crate) hash_tail: Arc<HashTail>,
+}
+
+impl Drop for Ledger {
+    /// Stores the hash index keys the ledger still holds in memory (`ledger_hash_tail.rs`),
+    /// so that a store closed cleanly has its whole hash index. If a commit is being
+    /// written then, they stay in their `hh:` records, which a reopened ledger reads back.
+    fn drop(&mut self) {
+        self.group.store_tail_at_close();
+    }
 }
 
 impl std::fmt::Debug for Ledger {
@@ -82,7 +94,21 @@ impl std::fmt::Debug for Ledger {
 
 impl Ledger {
     /// The feed of `identity` (the server key, which signs heads) kept in `store`.
+    ///
+    /// Opening reads back the hashes of the entries whose hash index keys were not stored
+    /// yet (their `hh:` records: at most tens of thousands of hashes) into the in-memory
+    /// tail (`ledger_hash_tail.rs`).
     pub fn new(store: Arc<dyn Store>, identity: Arc<ServerIdentity>) -> Ledger {
+        Ledger::with_hash_bulk(store, identity, HASH_TAIL_BULK)
+    }
+
+    /// [`Ledger::new`], storing hash index keys once `bulk` entries await them.
+    pub(crate) fn with_hash_bulk(
+        store: Arc<dyn Store>,
+        identity: Arc<ServerIdentity>,
+        bulk: usize,
+    ) -> Ledger {
+        let hash_tail = Arc::new(HashTail::open(store.as_ref(), bulk));
         let commits = Arc::new(AtomicU64::new(0));
         // A store that cannot tell keeps the legacy lookups: slower, never wrong.
         let dedup_keys = match has_legacy_index(store.as_ref(), &FeedKeys::OWN) {
@@ -103,6 +129,7 @@ impl Ledger {
             commits.clone(),
             dedup_keys,
             ids.clone(),
+            hash_tail.clone(),
         ));
         Ledger {
             store,
@@ -112,6 +139,7 @@ impl Ledger {
             dedup_keys,
             ids,
             ids_build_taken: AtomicBool::new(false),
+            hash_tail,
         }
     }
 
@@ -157,7 +185,8 @@ impl Ledger {
     }
 
     /// Appends a record by `author` and returns its seq and entry hash. The entry, its
-    /// index keys and the new signed head are one atomic, durable commit, shared with any
+    /// record id key, the record of its hash (`ledger_hash_tail.rs`) and the new signed
+    /// head are one atomic, durable commit, shared with any
     /// appends other threads make at the same time (see [`Ledger::append_batch`]).
     ///
     /// # Errors
@@ -263,6 +292,7 @@ impl Ledger {
     /// The feed as a [`Feed`]: every read and query of it, as of the store now.
     pub fn feed(&self) -> Feed {
         Feed::own(self.store.clone(), self.identity.public_key())
+            .with_hash_tail(self.hash_tail.clone())
     }
 
     /// The seq of the entry with `record_id`, if stored.

@@ -49,6 +49,7 @@ use vserv_store::kv::{Op, Store};
 use crate::ledger_ids::IdFilter;
 use crate::work::Work;
 
+use crate::ledger_hash_tail::{HashIndexing, HashTail, hash_run_key};
 use crate::ledger_layout::{
     FeedError, FeedKeys, HEAD_KEY, add_to_kind_runs, commit_value, entry_key, hash_key, id_key,
     kind_count_key, kind_key, kind_runs_value, seq_of_id, seq_value, signed_head_key, stored_head,
@@ -247,6 +248,8 @@ pub(crate) struct GroupCommit {
     /// The feed's record id filter: each commit's ids are added when it is prepared, before
     /// it can be counted in `commits` (submitters rely on that, see `ledger_ids.rs`).
     ids: Arc<IdFilter>,
+    /// The own feed's entries whose hash keys are not stored yet (`ledger_hash_tail.rs`).
+    tail: Arc<HashTail>,
 }
 
 impl GroupCommit {
@@ -260,6 +263,7 @@ impl GroupCommit {
         commits: Arc<AtomicU64>,
         keys: FeedKeys,
         ids: Arc<IdFilter>,
+        tail: Arc<HashTail>,
     ) -> GroupCommit {
         GroupCommit {
             queue: Mutex::new(Queue::default()),
@@ -275,6 +279,7 @@ impl GroupCommit {
             commits,
             on_commit: Mutex::new(None),
             ids,
+            tail,
         }
     }
 
@@ -394,7 +399,8 @@ impl GroupCommit {
             owners.push(piece.owner);
         }
         let sizes: Vec<usize> = jobs.iter().map(|(records, _)| records.len()).collect();
-        let (results, mut write) = match preparer.prepare(jobs, &self.known) {
+        let indexing = self.tail.indexing();
+        let (results, mut write) = match preparer.prepare(jobs, &self.known, indexing) {
             Err(e) => (fail_all(&sizes, &e), None),
             Ok(batch) => {
                 let (results, sealed) = preparer.seal(batch);
@@ -408,6 +414,7 @@ impl GroupCommit {
                         ops: sealed.ops,
                         signed_head: sealed.signed_head,
                         sizes,
+                        hashes: sealed.hashes,
                     }
                 });
                 (results, write)
@@ -443,6 +450,7 @@ impl GroupCommit {
                 ops,
                 signed_head,
                 sizes,
+                hashes,
             }) => {
                 let stale = {
                     let known = self.known();
@@ -452,6 +460,9 @@ impl GroupCommit {
                     Some(failure) => fail_all(&sizes, &failure.unwrap_or_else(earlier_failed)),
                     None => match self.store.commit(ops) {
                         Ok(()) => {
+                            if let Some((first, hashes)) = &hashes {
+                                self.tail.committed(*first, hashes);
+                            }
                             self.published(signed_head);
                             results
                         }
@@ -470,6 +481,36 @@ impl GroupCommit {
         };
         for (owner, results) in owners.into_iter().zip(results) {
             owner.deliver(results);
+        }
+        self.index_tail(false);
+    }
+
+    /// Stores the hash keys the tail holds, as the writer (`ledger_hash_tail.rs`), unless a
+    /// commit is being written (its run stores them once the tail holds a bulk).
+    pub(crate) fn store_tail_at_close(&self) {
+        {
+            let mut queue = self.queue();
+            if queue.writing {
+                return;
+            }
+            queue.writing = true;
+        }
+        self.index_tail(true);
+        self.queue().writing = false;
+    }
+
+    /// Stores the hash keys of the tail once it holds a bulk (`ledger_hash_tail.rs`), or
+    /// `at_close` any it holds; called on the writing run (or with none left), so that no
+    /// commit is written meanwhile. A failure leaves them in the tail for the next try.
+    fn index_tail(&self, at_close: bool) {
+        let Some(ops) = self.tail.due(at_close) else {
+            return;
+        };
+        match self.store.commit(ops) {
+            Ok(()) => self.tail.stored(),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not store the ledger's hash index keys; will retry")
+            }
         }
     }
 
@@ -542,6 +583,9 @@ struct Write {
     signed_head: SignedHead,
     /// The pieces' record counts (to fail them all if the batch is not stored).
     sizes: Vec<usize>,
+    /// The seq of the first entry and the hashes of all, for the tail, when their `h:`
+    /// keys are not in `ops` (its `hh:` record is).
+    hashes: Option<(u64, Vec<[u8; 32]>)>,
 }
 
 /// One commit's record ids, each with its entry's seq.
@@ -682,6 +726,11 @@ struct Batch {
     kind_runs: BTreeMap<String, Vec<(u64, u64)>>,
     /// Record id -> seq of every record accepted into this batch.
     ids: CommitIds,
+    /// How the batch indexes its entries' hashes.
+    indexing: Option<HashIndexing>,
+    /// The hashes of the batch's entries, in seq order, when it leaves their keys to the
+    /// tail.
+    hashes: Vec<[u8; 32]>,
     /// The new head, if any record was accepted.
     last_head: Option<Head>,
 }
@@ -727,6 +776,8 @@ struct Sealed {
     ops: Vec<Op>,
     signed_head: SignedHead,
     pending: Pending,
+    /// See [`Write::hashes`].
+    hashes: Option<(u64, Vec<[u8; 32]>)>,
 }
 
 impl Preparer {
@@ -737,6 +788,7 @@ impl Preparer {
         &mut self,
         jobs: Vec<(Vec<Result<NewRecord, FeedError>>, u64)>,
         known: &Mutex<Known>,
+        indexing: HashIndexing,
     ) -> Result<Batch, FeedError> {
         let mut head = match self.head {
             Some(head) => head,
@@ -750,6 +802,11 @@ impl Preparer {
             // the commit keeps once durable (`Recent`).
             ops: Vec::with_capacity(3 * records + 16),
             ids: CommitIds::with_capacity(records),
+            indexing: Some(indexing),
+            hashes: match indexing {
+                HashIndexing::Trailing => Vec::with_capacity(records),
+                HashIndexing::Inline => Vec::new(),
+            },
             ..Batch::default()
         };
         for (job, checked_at) in jobs {
@@ -782,6 +839,15 @@ impl Preparer {
             .ops
             .push(put_commit(signed_head_key(last.seq), signed.clone()));
         batch.ops.push(put_commit(HEAD_KEY.to_vec(), signed));
+        // The commit's entries are last.seq + 1 - n ..= last.seq.
+        let hashes = (!batch.hashes.is_empty()).then(|| {
+            let n = u64::try_from(batch.hashes.len()).unwrap_or(u64::MAX);
+            let first = last.seq.saturating_sub(n).saturating_add(1);
+            batch
+                .ops
+                .push(put_index(hash_run_key(first), batch.hashes.concat()));
+            (first, batch.hashes)
+        });
         for (kind, count) in &batch.kind_counts {
             batch.ops.push(put_commit(
                 kind_count_key(kind),
@@ -803,6 +869,7 @@ impl Preparer {
                 ids: batch.ids,
                 kind_counts: batch.kind_counts,
             },
+            hashes,
         };
         (batch.results, Some(sealed))
     }
@@ -883,8 +950,13 @@ impl Preparer {
         batch.ops.extend([
             put_entry(entry_key(seq), entry.to_bytes()),
             put_index(id_key(entry.record_id()), seq_bytes.clone()),
-            put_index(hash_key(&hash), seq_bytes),
         ]);
+        match batch.indexing {
+            Some(HashIndexing::Trailing) => batch.hashes.push(hash),
+            Some(HashIndexing::Inline) | None => {
+                batch.ops.push(put_index(hash_key(&hash), seq_bytes));
+            }
+        }
         batch.ids.insert(Arc::from(entry.record_id()), seq);
         // Not `Head::of`, which would hash the entry a second time.
         *head = Some(Head {

@@ -18,7 +18,8 @@
 //! |---|---|
 //! | `e:` + seq (`u64` big-endian) | the entry's canonical encoding (`spec/ledger.md` §1) |
 //! | `id:` + record id | seq (`u64` big-endian) of the entry with that record id (index table) |
-//! | `h:` + entry hash (32 bytes) | seq (`u64` big-endian) of the entry with that hash (index table) |
+//! | `h:` + entry hash (32 bytes) | seq (`u64` big-endian) of the entry with that hash (index table; the own feed's trail its commits, `ledger_hash_tail.rs`) |
+//! | `hh:` + seq (`u64` big-endian) | own feed: the 32-byte hashes of the entries of the commit whose first entry is seq, while their `h:` keys are not stored (index table, `ledger_hash_tail.rs`) |
 //! | `k:` + kind + `0x00` + seq (`u64` big-endian) | the kind index: empty, or [`kind_runs_value`] |
 //! | `kc:` + kind | number of entries of that kind (`u64` big-endian) |
 //! | `head` | the [`SignedHead`] encoding of the last entry |
@@ -32,7 +33,8 @@
 //! replica's persist batch. Feeds written before this (by 59d7ca6 and earlier) have one key
 //! with an empty value per entry, which reads the same way ([`kind_runs`]). Every commit
 //! writes all these keys in one atomic, durable batch, so a crash
-//! leaves either the whole commit (entries, indexes and the new signed head) or nothing. The
+//! leaves either the whole commit (entries, indexes or the own feed's `hh:` record of its
+//! hashes, and the new signed head) or nothing. The
 //! stored head is authoritative for the feed's size. A commit's `sh:` key is what lets
 //! replication cut a feed into segments that each end at a signed head; feeds written before
 //! those keys existed have only `head`.

@@ -506,8 +506,19 @@ impl Feed {
         })
     }
 
-    /// Whether the hash index maps `hash` to `seq`.
+    /// Whether the hash index maps `hash` to `seq` (the ledger's tail of entries whose keys
+    /// are not stored yet included). A ledger whose tail could not be rebuilt cannot tell
+    /// for an entry not in the store's index: it says yes, blaming no earlier entry.
     fn is_indexed(&self, seq: u64, hash: &[u8; 32]) -> Result<bool, StoreError> {
+        if let Some(tail) = &self.hash_tail {
+            if tail.seq_of(hash) == Some(seq) {
+                return Ok(true);
+            }
+            if tail.incomplete().is_some() {
+                let indexed = index_value(self.store.as_ref(), &self.keys, &self.keys.hash(hash))?;
+                return Ok(indexed.is_none_or(|v| v == seq.to_be_bytes()));
+            }
+        }
         let indexed = index_value(self.store.as_ref(), &self.keys, &self.keys.hash(hash))?;
         Ok(indexed.as_deref() == Some(seq.to_be_bytes().as_slice()))
     }

@@ -21,6 +21,7 @@ mod ledger_backfill;
 mod ledger_commit;
 pub mod ledger_export;
 mod ledger_feed;
+mod ledger_hash_tail;
 mod ledger_ids;
 mod ledger_layout;
 mod ledger_query;

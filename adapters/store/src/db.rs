@@ -84,7 +84,13 @@ use crate::{storable_key, validate_ops};
 /// store's records stay where they are (the service reads both places), and only its marker
 /// is rewritten, so that a build that knows version 1 only refuses the store instead of
 /// reading a stale head from `ledger` and appending over entries it does not see.
-pub const SCHEMA_VERSION: u32 = 2;
+///
+/// Version 3: the own feed's hash index trails its commits (each commit stores its
+/// entries' hashes in one `hh:` record in `ledger-index`; their `h:` keys are stored
+/// later, in bulk). A version 2 build would not find the entries whose keys are not stored
+/// yet, so it must refuse the store; an older store has every `h:` key and no `hh:` record,
+/// so only its marker is rewritten.
+pub const SCHEMA_VERSION: u32 = 3;
 
 /// The oldest schema version this build opens (and upgrades to [`SCHEMA_VERSION`]).
 pub const OLDEST_SCHEMA_VERSION: u32 = 1;

@@ -42,7 +42,8 @@ impl Service {
     /// else the replica held of `origin` ([`ErrorCode::NotFound`] when none is held; a
     /// service without [`Service::with_replicas`] holds none).
     fn read_feed(&self, ledger: &Ledger, origin: Option<&Fingerprint>) -> Result<Feed, ErrorReply> {
-        let Some(origin) = origin else {
+        // The own feed through the ledger, whose view sees the hash index tail.
+        let Some(origin) = origin.filter(|o| **o != self.shared.info.fingerprint) else {
             return Ok(ledger.feed());
         };
         let held = match &self.shared.replicas {
