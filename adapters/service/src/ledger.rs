@@ -22,6 +22,7 @@ pub use crate::ledger_commit::{
     AppendDone, AppendResults, Appended, CommitListener, MAX_SEGMENT_ENTRIES, NewRecord,
 };
 pub use crate::ledger_feed::Feed;
+pub use crate::ledger_hash_tail::HASH_RUN_PREFIX;
 pub use crate::ledger_layout::{
     ENTRY_PREFIX, FeedError, FeedKeys, FeedNumber, HASH_PREFIX, HEAD_KEY, ID_PREFIX,
     KIND_COUNT_PREFIX, KIND_PREFIX, REPLICA_FEED_LEAD, SIGNED_HEAD_PREFIX, entry_key, hash_key,
@@ -73,15 +74,6 @@ pub struct Ledger {
     ids_build_taken: AtomicBool,
     /// The entries whose hash index keys are not stored yet (`ledger_hash_tail.rs`).
     pub(crate) hash_tail: Arc<HashTail>,
-}
-
-impl Drop for Ledger {
-    /// Stores the hash index keys the ledger still holds in memory (`ledger_hash_tail.rs`),
-    /// so that a store closed cleanly has its whole hash index. If a commit is being
-    /// written then, they stay in their `hh:` records, which a reopened ledger reads back.
-    fn drop(&mut self) {
-        self.group.store_tail_at_close();
-    }
 }
 
 impl std::fmt::Debug for Ledger {

@@ -482,28 +482,14 @@ impl GroupCommit {
         for (owner, results) in owners.into_iter().zip(results) {
             owner.deliver(results);
         }
-        self.index_tail(false);
+        self.index_tail();
     }
 
-    /// Stores the hash keys the tail holds, as the writer (`ledger_hash_tail.rs`), unless a
-    /// commit is being written (its run stores them once the tail holds a bulk).
-    pub(crate) fn store_tail_at_close(&self) {
-        {
-            let mut queue = self.queue();
-            if queue.writing {
-                return;
-            }
-            queue.writing = true;
-        }
-        self.index_tail(true);
-        self.queue().writing = false;
-    }
-
-    /// Stores the hash keys of the tail once it holds a bulk (`ledger_hash_tail.rs`), or
-    /// `at_close` any it holds; called on the writing run (or with none left), so that no
-    /// commit is written meanwhile. A failure leaves them in the tail for the next try.
-    fn index_tail(&self, at_close: bool) {
-        let Some(ops) = self.tail.due(at_close) else {
+    /// Stores the hash keys of the tail once it holds a bulk (`ledger_hash_tail.rs`), on
+    /// the writing run, so that no commit is written meanwhile. A failure leaves them in the
+    /// tail for the next try.
+    fn index_tail(&self) {
+        let Some(ops) = self.tail.due() else {
             return;
         };
         match self.store.commit(ops) {

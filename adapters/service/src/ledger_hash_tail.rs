@@ -6,8 +6,7 @@
 //! table, whose in-memory table is the smaller), and once it is durable each `(hash, seq)` joins the [`HashTail`], an in-memory
 //! map the feed's lookups by hash ask first. When the tail holds [`HASH_TAIL_BULK`] entries,
 //! the writing run stores all their `h:` keys, sorted, in one commit that also deletes their
-//! `hh:` records, and drops them from the tail. A ledger that closes (is dropped) stores its
-//! tail the same way.
+//! `hh:` records, and drops them from the tail.
 //!
 //! Why: the hash keys are random, so each commit's few hundred of them landed all over the
 //! index table's in-memory skiplist, a cache miss per level each, inside the writer's
@@ -16,8 +15,8 @@
 //! faster without them; inserted sorted, tens of thousands at once, consecutive keys walk
 //! nearly the same path. One `hh:` record per commit has an ascending key.
 //!
-//! After a crash the tail is rebuilt when the feed is opened, from the `hh:` records left (at
-//! most one bulk and a commit's worth): the hashes as recorded at append time, so the check
+//! When the feed is opened again (after a stop or a crash) the tail is rebuilt from the
+//! `hh:` records left (at most one bulk and a commit's worth): the hashes as recorded at append time, so the check
 //! still names an entry changed on disk since (`ledger_query.rs`). A store without `hh:`
 //! records has every `h:` key stored (older builds stored them with each commit).
 
@@ -128,12 +127,11 @@ impl HashTail {
     }
 
     /// The store ops that index the whole tail (its `h:` keys sorted, its `hh:` records
-    /// deleted), once it holds a bulk (or, `at_close`, any entry); `None` before. Call
-    /// [`HashTail::stored`] once they are durable, with no commit in between.
-    pub(crate) fn due(&self, at_close: bool) -> Option<Vec<Op>> {
+    /// deleted), once it holds a bulk; `None` before. Call [`HashTail::stored`] once they
+    /// are durable, with no commit in between.
+    pub(crate) fn due(&self) -> Option<Vec<Op>> {
         let state = self.state();
-        let wanted = if at_close { 1 } else { self.bulk };
-        if state.broken.is_some() || state.pending.len() < wanted {
+        if state.broken.is_some() || state.pending.len() < self.bulk {
             return None;
         }
         let mut keys: Vec<(&[u8; 32], &u64)> = state.pending.iter().collect();
@@ -301,10 +299,6 @@ mod tests {
             assert_eq!(ledger.hash_tail.len() as u64, i % 4);
             assert_eq!(ledger.check().unwrap(), CheckReport::Ok { seq: i });
         }
-        // Closed, it stores the two it still held.
-        drop(ledger);
-        assert_eq!(stored_hash_keys(&store), (1..=10).collect::<Vec<_>>());
-        assert!(hash_runs(&store).is_empty());
     }
 
     #[test]

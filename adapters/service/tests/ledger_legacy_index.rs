@@ -12,7 +12,8 @@ use rand::SeedableRng;
 use vserv_core::ServerIdentity;
 use vserv_core::ledger::Entry;
 use vserv_service::ledger::{
-    CheckReport, FeedError, HASH_PREFIX, ID_PREFIX, Ledger, NewRecord, entry_key, hash_key,
+    CheckReport, FeedError, HASH_PREFIX, HASH_RUN_PREFIX, ID_PREFIX, Ledger, NewRecord, entry_key,
+    hash_key,
 };
 use vserv_store::kv::{Op, Store, Table};
 use vserv_store::memory::MemoryStore;
@@ -52,6 +53,24 @@ fn to_legacy_layout(store: &MemoryStore) {
         Table::Ledger,
         &[ID_PREFIX, HASH_PREFIX],
     );
+    // Builds of that layout stored each entry's hash key with its commit: the hashes still
+    // waiting in `hh:` records become `h:` keys there.
+    let mut ops = Vec::new();
+    for (key, hashes) in store.scan(Table::LedgerIndex, HASH_RUN_PREFIX).unwrap() {
+        let first = u64::from_be_bytes(key[HASH_RUN_PREFIX.len()..].try_into().unwrap());
+        for (seq, hash) in (first..).zip(hashes.chunks_exact(32)) {
+            ops.push(Op::Put {
+                table: Table::Ledger,
+                key: hash_key(hash.try_into().unwrap()),
+                value: seq.to_be_bytes().to_vec(),
+            });
+        }
+        ops.push(Op::Delete {
+            table: Table::LedgerIndex,
+            key,
+        });
+    }
+    store.commit(ops).unwrap();
 }
 
 fn entry(store: &MemoryStore, seq: u64) -> Entry {
@@ -72,13 +91,15 @@ fn assert_indexed(ledger: &Ledger, store: &MemoryStore, n: u64) {
 #[test]
 fn a_new_feed_keeps_its_indexes_in_the_index_table_only() {
     let store = MemoryStore::new();
-    Ledger::new(Arc::new(store.clone()), identity()).append_batch((1..=10).map(record).collect());
-    // Closed, the ledger has stored the hash keys it held in memory.
-    for prefix in [ID_PREFIX, HASH_PREFIX] {
-        assert!(keys(&store, Table::Ledger, prefix).is_empty());
-        assert_eq!(keys(&store, Table::LedgerIndex, prefix).len(), 10);
-    }
     let ledger = Ledger::new(Arc::new(store.clone()), identity());
+    ledger.append_batch((1..=10).map(record).collect());
+    for prefix in [ID_PREFIX, HASH_PREFIX, HASH_RUN_PREFIX] {
+        assert!(keys(&store, Table::Ledger, prefix).is_empty());
+    }
+    assert_eq!(keys(&store, Table::LedgerIndex, ID_PREFIX).len(), 10);
+    // The hash keys trail: for now one record of the commit's ten hashes.
+    assert!(keys(&store, Table::LedgerIndex, HASH_PREFIX).is_empty());
+    assert_eq!(keys(&store, Table::LedgerIndex, HASH_RUN_PREFIX).len(), 1);
     assert_indexed(&ledger, &store, 10);
     assert_eq!(ledger.check().unwrap(), CheckReport::Ok { seq: 10 });
 }
@@ -104,16 +125,13 @@ fn a_feed_in_the_legacy_layout_verifies_serves_and_appends() {
     assert!(matches!(results[1], Err(FeedError::Duplicate { seq: 5 })));
     assert_eq!(results[2].as_ref().unwrap().seq, 8);
 
-    // The new entries' indexes are in the index table (their hash keys once the ledger
-    // closes); the old ones stay where they were.
+    // The new entries' indexes are in the index table; the old ones stay where they were.
+    assert_eq!(keys(&store, Table::Ledger, ID_PREFIX).len(), 6);
+    assert_eq!(keys(&store, Table::LedgerIndex, ID_PREFIX).len(), 2);
+    assert_eq!(keys(&store, Table::LedgerIndex, HASH_RUN_PREFIX).len(), 1);
     assert_indexed(&ledger, &store, 8);
     assert_eq!(ledger.check().unwrap(), CheckReport::Ok { seq: 8 });
     assert_eq!(ledger.count("odd", 1, 8).unwrap(), 4);
-    drop(ledger);
-    assert_eq!(keys(&store, Table::Ledger, ID_PREFIX).len(), 6);
-    assert_eq!(keys(&store, Table::Ledger, HASH_PREFIX).len(), 6);
-    assert_eq!(keys(&store, Table::LedgerIndex, ID_PREFIX).len(), 2);
-    assert_eq!(keys(&store, Table::LedgerIndex, HASH_PREFIX).len(), 2);
 
     // And a process started over the mixed feed sees both, also through its record id
     // filter (built from both tables).
