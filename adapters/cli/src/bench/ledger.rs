@@ -54,6 +54,38 @@ pub struct LedgerArgs {
     /// Body size of each record in bytes (a field-form body `d=xxx...\n`).
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(4..=MAX_BODY as u64))]
     pub body: u64,
+    /// The records' ids: `counted` (`c<connection>-<n>`, which sort nearly in the order
+    /// they are appended) or `random` (32 hex digits spread uniformly, as UUIDs or content
+    /// hashes are; in an index they land anywhere).
+    #[arg(long, value_enum, default_value_t = RecordIds::Counted)]
+    pub ids: RecordIds,
+}
+
+/// How `vserv bench ledger` names its records ([`LedgerArgs::ids`]).
+#[derive(clap::ValueEnum, Serialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum RecordIds {
+    /// `c<connection>-<n>`.
+    Counted,
+    /// 32 hex digits, uniformly spread.
+    Random,
+}
+
+impl RecordIds {
+    /// The id of record `i` of connection `conn` (distinct for every pair).
+    fn id(self, conn: u64, i: u64) -> Vec<u8> {
+        match self {
+            RecordIds::Counted => format!("c{conn}-{i}").into_bytes(),
+            RecordIds::Random => {
+                let spread = spread_hash((conn << 40) ^ i);
+                let mut id = Vec::with_capacity(32);
+                for byte in &spread[..16] {
+                    id.extend_from_slice(format!("{byte:02x}").as_bytes());
+                }
+                id
+            }
+        }
+    }
 }
 
 /// One timed phase.
@@ -142,6 +174,8 @@ pub struct LedgerReport {
     machine: Machine,
     window: u64,
     body_bytes: u64,
+    /// How the records are named.
+    ids: RecordIds,
     /// Durable appends, pipelined on one connection.
     rput_one: Phase,
     /// Durable appends, pipelined on `connections` connections at once.
@@ -199,10 +233,15 @@ pub(super) fn body(size: u64, i: u64) -> Vec<u8> {
 
 /// The `rput`s of connection `conn`, made as they are sent (a chunk at a time), so the
 /// bench's own memory does not grow with `--records`.
-fn rputs(range: std::ops::Range<u64>, conn: u64, size: u64) -> impl Iterator<Item = Command> {
+fn rputs(
+    range: std::ops::Range<u64>,
+    conn: u64,
+    size: u64,
+    ids: RecordIds,
+) -> impl Iterator<Item = Command> {
     range.map(move |i| Command::Rput {
         kind: "bench".into(),
-        record_id: format!("c{conn}-{i}").into_bytes(),
+        record_id: ids.id(conn, i),
         body: body(size, i),
     })
 }
@@ -262,7 +301,7 @@ const INDEXED_COMMIT_ENTRIES: u64 = 512;
 /// keys, it shows what the indexes' random keys cost the store (flushes, compactions and
 /// the in-memory table's inserts) at this feed size: the ceiling of durable `rput`s for
 /// this store layout.
-fn store_with_indexes(entries: u64, size: u64) -> anyhow::Result<Phase> {
+fn store_with_indexes(entries: u64, size: u64, ids: RecordIds) -> anyhow::Result<Phase> {
     timed_in_fresh_store(entries, INDEXED_COMMIT_ENTRIES, |range| {
         range
             .flat_map(|i| {
@@ -276,7 +315,7 @@ fn store_with_indexes(entries: u64, size: u64) -> anyhow::Result<Phase> {
                     },
                     Op::Put {
                         table: Table::LedgerIndex,
-                        key: format!("id:c1-{i}").into_bytes(),
+                        key: [b"id:".as_slice(), &ids.id(1, i)].concat(),
                         value: seq_bytes.clone(),
                     },
                     Op::Put {
@@ -467,14 +506,14 @@ pub fn run(args: &LedgerArgs) -> anyhow::Result<LedgerReport> {
     // was kept per commit (so the store phase stays comparable with older builds).
     let store = store_alone(4 * n, args.body).context("the store alone")?;
     let store_indexed =
-        store_with_indexes(n, args.body).context("the store with the ledger's keys")?;
+        store_with_indexes(n, args.body, args.ids).context("the store with the ledger's keys")?;
 
     let mut one = Bench::start(1)?;
     let before = one.store.totals();
     let timer = Timer::start();
     run_all(
         &mut one.clients[0],
-        rputs(0..n, 0, args.body),
+        rputs(0..n, 0, args.body, args.ids),
         args.window,
         appended,
     )
@@ -491,7 +530,7 @@ pub fn run(args: &LedgerArgs) -> anyhow::Result<LedgerReport> {
     in_parallel(&mut bench.clients, |client, c| {
         run_all(
             client,
-            rputs(0..each, c + 1, args.body),
+            rputs(0..each, c + 1, args.body, args.ids),
             args.window,
             appended,
         )
@@ -533,6 +572,7 @@ pub fn run(args: &LedgerArgs) -> anyhow::Result<LedgerReport> {
         machine: Machine::get(),
         window: args.window,
         body_bytes: args.body,
+        ids: args.ids,
         rput_one,
         rput_many,
         rput_one_commits,
@@ -563,9 +603,15 @@ impl Report for LedgerReport {
         let _ = writeln!(
             s,
             "vserv bench ledger: in-process blocking server on 127.0.0.1, fjall store with an \
-             fsync per group commit ({} CPUs), {}-byte bodies, window {}; each rput phase \
-             starts from an empty store",
-            self.machine.cpus, self.body_bytes, self.window
+             fsync per group commit ({} CPUs), {}-byte bodies, {} record ids, window {}; \
+             each rput phase starts from an empty store",
+            self.machine.cpus,
+            self.body_bytes,
+            match self.ids {
+                RecordIds::Counted => "counted",
+                RecordIds::Random => "random",
+            },
+            self.window
         );
         let rows = [
             (
@@ -658,7 +704,21 @@ impl Report for LedgerReport {
 
 #[cfg(test)]
 mod tests {
-    use super::{body, spread_hash};
+    use super::{RecordIds, body, spread_hash};
+
+    #[test]
+    fn record_ids_are_distinct_across_connections() {
+        for ids in [RecordIds::Counted, RecordIds::Random] {
+            let all: std::collections::HashSet<Vec<u8>> = (0..5)
+                .flat_map(|conn| (0..2_000).map(move |i| ids.id(conn, i)))
+                .collect();
+            assert_eq!(all.len(), 10_000, "{ids:?}");
+        }
+        let random = RecordIds::Random.id(3, 17);
+        assert_eq!(random.len(), 32);
+        assert!(random.iter().all(u8::is_ascii_hexdigit));
+        assert_eq!(RecordIds::Counted.id(3, 17), b"c3-17");
+    }
 
     #[test]
     fn spread_hashes_are_distinct_and_use_every_byte_value() {
