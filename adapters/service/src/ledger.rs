@@ -22,7 +22,7 @@ pub use crate::ledger_commit::{
     AppendDone, AppendResults, Appended, CommitListener, MAX_SEGMENT_ENTRIES, NewRecord,
 };
 pub use crate::ledger_feed::Feed;
-pub use crate::ledger_hash_tail::HASH_RUN_PREFIX;
+pub use crate::ledger_index_tail::{HASH_RUN_PREFIX, ID_RUN_PREFIX};
 pub use crate::ledger_layout::{
     ENTRY_PREFIX, FeedError, FeedKeys, FeedNumber, HASH_PREFIX, HEAD_KEY, ID_PREFIX,
     KIND_COUNT_PREFIX, KIND_PREFIX, REPLICA_FEED_LEAD, SIGNED_HEAD_PREFIX, entry_key, hash_key,
@@ -31,8 +31,8 @@ pub use crate::ledger_layout::{
 pub use crate::ledger_query::{CHECK_PAGE, Page};
 
 use crate::ledger_commit::GroupCommit;
-use crate::ledger_hash_tail::{HASH_TAIL_BULK, HashTail};
 use crate::ledger_ids::{IdFilter, IdLookup, fill_id_filter};
+use crate::ledger_index_tail::{IndexTail, TAIL_BULK};
 use crate::ledger_layout::{has_legacy_index, seq_of_id, stored_head};
 use crate::work::Work;
 
@@ -72,8 +72,8 @@ pub struct Ledger {
     ids: Arc<IdFilter>,
     /// The filter's build has been handed out.
     ids_build_taken: AtomicBool,
-    /// The entries whose hash index keys are not stored yet (`ledger_hash_tail.rs`).
-    pub(crate) hash_tail: Arc<HashTail>,
+    /// The entries whose index keys are not stored yet (`ledger_index_tail.rs`).
+    pub(crate) index_tail: Arc<IndexTail>,
 }
 
 impl std::fmt::Debug for Ledger {
@@ -87,20 +87,20 @@ impl std::fmt::Debug for Ledger {
 impl Ledger {
     /// The feed of `identity` (the server key, which signs heads) kept in `store`.
     ///
-    /// Opening reads back the hashes of the entries whose hash index keys were not stored
-    /// yet (their `hh:` records: at most tens of thousands of hashes) into the in-memory
-    /// tail (`ledger_hash_tail.rs`).
+    /// Opening reads back the hashes and record ids of the entries whose index keys were
+    /// not stored yet (their `hh:` and `hi:` records: at most tens of thousands of entries)
+    /// into the in-memory tail (`ledger_index_tail.rs`).
     pub fn new(store: Arc<dyn Store>, identity: Arc<ServerIdentity>) -> Ledger {
-        Ledger::with_hash_bulk(store, identity, HASH_TAIL_BULK)
+        Ledger::with_tail_bulk(store, identity, TAIL_BULK)
     }
 
-    /// [`Ledger::new`], storing hash index keys once `bulk` entries await them.
-    pub(crate) fn with_hash_bulk(
+    /// [`Ledger::new`], storing index keys once `bulk` entries await them.
+    pub(crate) fn with_tail_bulk(
         store: Arc<dyn Store>,
         identity: Arc<ServerIdentity>,
         bulk: usize,
     ) -> Ledger {
-        let hash_tail = Arc::new(HashTail::open(store.as_ref(), bulk));
+        let index_tail = Arc::new(IndexTail::open(store.as_ref(), bulk));
         let commits = Arc::new(AtomicU64::new(0));
         // A store that cannot tell keeps the legacy lookups: slower, never wrong.
         let dedup_keys = match has_legacy_index(store.as_ref(), &FeedKeys::OWN) {
@@ -121,7 +121,7 @@ impl Ledger {
             commits.clone(),
             dedup_keys,
             ids.clone(),
-            hash_tail.clone(),
+            index_tail.clone(),
         ));
         Ledger {
             store,
@@ -131,7 +131,7 @@ impl Ledger {
             dedup_keys,
             ids,
             ids_build_taken: AtomicBool::new(false),
-            hash_tail,
+            index_tail,
         }
     }
 
@@ -144,20 +144,23 @@ impl Ledger {
             return None;
         }
         let (store, keys, ids) = (self.store.clone(), self.dedup_keys, self.ids.clone());
-        Some(Work::new(
-            "ledger id filter",
-            move || match fill_id_filter(&ids, store.as_ref(), &keys) {
-                Ok(count) => tracing::info!(
-                    record_ids = count,
-                    filter_bytes = ids.bytes(),
-                    "built the ledger's record id filter"
-                ),
-                Err(e) => tracing::warn!(
-                    error = %e,
-                    "could not build the ledger's record id filter; appends check ids in the store"
-                ),
-            },
-        ))
+        let tail = self.index_tail.clone();
+        Some(Work::new("ledger id filter", move || match fill_id_filter(
+            &ids,
+            store.as_ref(),
+            &keys,
+            &tail,
+        ) {
+            Ok(count) => tracing::info!(
+                record_ids = count,
+                filter_bytes = ids.bytes(),
+                "built the ledger's record id filter"
+            ),
+            Err(e) => tracing::warn!(
+                error = %e,
+                "could not build the ledger's record id filter; appends check ids in the store"
+            ),
+        }))
     }
 
     /// Whether the record id filter's build is yet to be handed out
@@ -176,8 +179,8 @@ impl Ledger {
         Ok(self.head()?.map_or(0, |h| h.head.seq))
     }
 
-    /// Appends a record by `author` and returns its seq and entry hash. The entry, its
-    /// record id key, the record of its hash (`ledger_hash_tail.rs`) and the new signed
+    /// Appends a record by `author` and returns its seq and entry hash. The entry, the
+    /// records of its record id and hash (`ledger_index_tail.rs`) and the new signed
     /// head are one atomic, durable commit, shared with any
     /// appends other threads make at the same time (see [`Ledger::append_batch`]).
     ///
@@ -244,8 +247,8 @@ impl Ledger {
     /// commit) fails alone; a store failure fails every record of the commit.
     ///
     /// The calling thread checks each record's fields and that its id is not stored yet
-    /// (in the record id filter once it is built, [`Ledger::id_filter_build`]; in the store
-    /// when the filter cannot rule the id out); the commit then only checks the ids against
+    /// (in the record id filter once it is built, [`Ledger::id_filter_build`]; in the index
+    /// tail and the store when the filter cannot rule the id out); the commit then only checks the ids against
     /// the commits made since, which it remembers.
     pub fn submit(&self, records: Vec<NewRecord>, done: AppendDone) -> Option<Work> {
         // The filter's ids of commit n are added before n is counted (when it is prepared):
@@ -260,8 +263,9 @@ impl Ledger {
         self.group.submit(checked, checked_at, done)
     }
 
-    /// `record` if its fields are valid and its id is not in the store (surely absent from
-    /// `ids`, or not found there).
+    /// `record` if its fields are valid and its id is not in the feed (surely absent from
+    /// `ids`, or found neither in the index tail nor in the store, asked in that order: an
+    /// id the tail no longer holds is stored).
     fn precheck(
         &self,
         record: NewRecord,
@@ -275,6 +279,9 @@ impl Ledger {
         if ids.is_some_and(|ids| ids.surely_absent(&record.record_id)) {
             return Ok(record);
         }
+        if let Some(seq) = self.index_tail.seq_of_id(&record.record_id) {
+            return Err(FeedError::Duplicate { seq });
+        }
         match seq_of_id(self.store.as_ref(), &self.dedup_keys, &record.record_id)? {
             Some(seq) => Err(FeedError::Duplicate { seq }),
             None => Ok(record),
@@ -284,7 +291,7 @@ impl Ledger {
     /// The feed as a [`Feed`]: every read and query of it, as of the store now.
     pub fn feed(&self) -> Feed {
         Feed::own(self.store.clone(), self.identity.public_key())
-            .with_hash_tail(self.hash_tail.clone())
+            .with_index_tail(self.index_tail.clone())
     }
 
     /// The seq of the entry with `record_id`, if stored.

@@ -49,7 +49,7 @@ use vserv_store::kv::{Op, Store};
 use crate::ledger_ids::IdFilter;
 use crate::work::Work;
 
-use crate::ledger_hash_tail::{HashIndexing, HashTail, hash_run_key};
+use crate::ledger_index_tail::{IndexRun, IndexTail, Indexing};
 use crate::ledger_layout::{
     FeedError, FeedKeys, HEAD_KEY, add_to_kind_runs, commit_value, entry_key, hash_key, id_key,
     kind_count_key, kind_key, kind_runs_value, seq_of_id, seq_value, signed_head_key, stored_head,
@@ -248,8 +248,8 @@ pub(crate) struct GroupCommit {
     /// The feed's record id filter: each commit's ids are added when it is prepared, before
     /// it can be counted in `commits` (submitters rely on that, see `ledger_ids.rs`).
     ids: Arc<IdFilter>,
-    /// The own feed's entries whose hash keys are not stored yet (`ledger_hash_tail.rs`).
-    tail: Arc<HashTail>,
+    /// The own feed's entries whose index keys are not stored yet (`ledger_index_tail.rs`).
+    tail: Arc<IndexTail>,
 }
 
 impl GroupCommit {
@@ -263,7 +263,7 @@ impl GroupCommit {
         commits: Arc<AtomicU64>,
         keys: FeedKeys,
         ids: Arc<IdFilter>,
-        tail: Arc<HashTail>,
+        tail: Arc<IndexTail>,
     ) -> GroupCommit {
         GroupCommit {
             queue: Mutex::new(Queue::default()),
@@ -271,6 +271,7 @@ impl GroupCommit {
                 store: Arc::clone(&store),
                 identity,
                 keys,
+                tail: Arc::clone(&tail),
                 head: None,
                 epoch: 0,
             }),
@@ -414,7 +415,7 @@ impl GroupCommit {
                         ops: sealed.ops,
                         signed_head: sealed.signed_head,
                         sizes,
-                        hashes: sealed.hashes,
+                        run: sealed.run,
                     }
                 });
                 (results, write)
@@ -450,7 +451,7 @@ impl GroupCommit {
                 ops,
                 signed_head,
                 sizes,
-                hashes,
+                run,
             }) => {
                 let stale = {
                     let known = self.known();
@@ -460,8 +461,8 @@ impl GroupCommit {
                     Some(failure) => fail_all(&sizes, &failure.unwrap_or_else(earlier_failed)),
                     None => match self.store.commit(ops) {
                         Ok(()) => {
-                            if let Some((first, hashes)) = &hashes {
-                                self.tail.committed(*first, hashes);
+                            if let Some(run) = &run {
+                                self.tail.committed(run);
                             }
                             self.published(signed_head);
                             results
@@ -485,7 +486,7 @@ impl GroupCommit {
         self.index_tail();
     }
 
-    /// Stores the hash keys of the tail once it holds a bulk (`ledger_hash_tail.rs`), on
+    /// Stores the index keys of the tail once it holds a bulk (`ledger_index_tail.rs`), on
     /// the writing run, so that no commit is written meanwhile. A failure leaves them in the
     /// tail for the next try.
     fn index_tail(&self) {
@@ -495,7 +496,7 @@ impl GroupCommit {
         match self.store.commit(ops) {
             Ok(()) => self.tail.stored(),
             Err(e) => {
-                tracing::warn!(error = %e, "could not store the ledger's hash index keys; will retry")
+                tracing::warn!(error = %e, "could not store the ledger's index keys; will retry")
             }
         }
     }
@@ -569,9 +570,9 @@ struct Write {
     signed_head: SignedHead,
     /// The pieces' record counts (to fail them all if the batch is not stored).
     sizes: Vec<usize>,
-    /// The seq of the first entry and the hashes of all, for the tail, when their `h:`
-    /// keys are not in `ops` (its `hh:` record is).
-    hashes: Option<(u64, Vec<[u8; 32]>)>,
+    /// The entries' index records for the tail, when their `h:` and `id:` keys are not in
+    /// `ops` (its `hh:` and `hi:` records are).
+    run: Option<IndexRun>,
 }
 
 /// One commit's record ids, each with its entry's seq.
@@ -628,6 +629,9 @@ struct Preparer {
     identity: Arc<ServerIdentity>,
     /// The own feed's keys (the record id lookups of old commits go through them).
     keys: FeedKeys,
+    /// The entries whose index keys are not stored yet (the record id lookups of old
+    /// commits ask it first).
+    tail: Arc<IndexTail>,
     /// The head as of the last prepared commit: `None` = not known (read it from the
     /// store), `Some(None)` = empty feed.
     head: Option<Option<Head>>,
@@ -712,11 +716,11 @@ struct Batch {
     kind_runs: BTreeMap<String, Vec<(u64, u64)>>,
     /// Record id -> seq of every record accepted into this batch.
     ids: CommitIds,
-    /// How the batch indexes its entries' hashes.
-    indexing: Option<HashIndexing>,
-    /// The hashes of the batch's entries, in seq order, when it leaves their keys to the
-    /// tail.
-    hashes: Vec<[u8; 32]>,
+    /// How the batch indexes its entries' hashes and record ids.
+    indexing: Option<Indexing>,
+    /// The hashes and record ids of the batch's entries, in seq order, when it leaves their
+    /// keys to the tail (its `first` is set when the batch is sealed).
+    run: IndexRun,
     /// The new head, if any record was accepted.
     last_head: Option<Head>,
 }
@@ -740,7 +744,8 @@ fn put_commit(key: Vec<u8>, value: Vec<u8>) -> Op {
     }
 }
 
-/// A write of an `id:` or `h:` key of the own feed, to its index table.
+/// A write of an `id:` or `h:` key of the own feed, to its index table (when they are not
+/// left to the tail).
 fn put_index(key: Vec<u8>, value: Vec<u8>) -> Op {
     Op::Put {
         table: FeedKeys::OWN.index_table(),
@@ -762,8 +767,8 @@ struct Sealed {
     ops: Vec<Op>,
     signed_head: SignedHead,
     pending: Pending,
-    /// See [`Write::hashes`].
-    hashes: Option<(u64, Vec<[u8; 32]>)>,
+    /// See [`Write::run`].
+    run: Option<IndexRun>,
 }
 
 impl Preparer {
@@ -774,7 +779,7 @@ impl Preparer {
         &mut self,
         jobs: Vec<(Vec<Result<NewRecord, FeedError>>, u64)>,
         known: &Mutex<Known>,
-        indexing: HashIndexing,
+        indexing: Indexing,
     ) -> Result<Batch, FeedError> {
         let mut head = match self.head {
             Some(head) => head,
@@ -783,15 +788,25 @@ impl Preparer {
         self.head = Some(head);
         let records: usize = jobs.iter().map(|(job, _)| job.len()).sum();
         let mut batch = Batch {
-            // Three records per entry, and a few per commit (heads, kind counts and runs):
-            // sized once, so a large commit does not regrow it; so is its map of ids, which
-            // the commit keeps once durable (`Recent`).
-            ops: Vec::with_capacity(3 * records + 16),
+            // One record per entry (three when it indexes inline), and a few per commit
+            // (heads, kind counts and runs, index records): sized once, so a large commit
+            // does not regrow it; so is its map of ids, which the commit keeps once durable
+            // (`Recent`).
+            ops: Vec::with_capacity(
+                match indexing {
+                    Indexing::Trailing => records,
+                    Indexing::Inline => 3 * records,
+                } + 16,
+            ),
             ids: CommitIds::with_capacity(records),
             indexing: Some(indexing),
-            hashes: match indexing {
-                HashIndexing::Trailing => Vec::with_capacity(records),
-                HashIndexing::Inline => Vec::new(),
+            run: match indexing {
+                Indexing::Trailing => IndexRun {
+                    first: 0,
+                    hashes: Vec::with_capacity(records),
+                    ids: Vec::with_capacity(records),
+                },
+                Indexing::Inline => IndexRun::default(),
             },
             ..Batch::default()
         };
@@ -826,13 +841,11 @@ impl Preparer {
             .push(put_commit(signed_head_key(last.seq), signed.clone()));
         batch.ops.push(put_commit(HEAD_KEY.to_vec(), signed));
         // The commit's entries are last.seq + 1 - n ..= last.seq.
-        let hashes = (!batch.hashes.is_empty()).then(|| {
-            let n = u64::try_from(batch.hashes.len()).unwrap_or(u64::MAX);
-            let first = last.seq.saturating_sub(n).saturating_add(1);
-            batch
-                .ops
-                .push(put_index(hash_run_key(first), batch.hashes.concat()));
-            (first, batch.hashes)
+        let run = (!batch.run.hashes.is_empty()).then(|| {
+            let n = u64::try_from(batch.run.hashes.len()).unwrap_or(u64::MAX);
+            batch.run.first = last.seq.saturating_sub(n).saturating_add(1);
+            batch.ops.extend(batch.run.records());
+            batch.run
         });
         for (kind, count) in &batch.kind_counts {
             batch.ops.push(put_commit(
@@ -855,7 +868,7 @@ impl Preparer {
                 ids: batch.ids,
                 kind_counts: batch.kind_counts,
             },
-            hashes,
+            run,
         };
         (batch.results, Some(sealed))
     }
@@ -880,8 +893,11 @@ impl Preparer {
                     .stored_after(id, checked_at);
                 match remembered {
                     Ok(seq) => seq,
-                    // Too long ago to tell from memory: ask the store.
-                    Err(()) => seq_of_id(self.store.as_ref(), &self.keys, id)?,
+                    // Too long ago to tell from memory: ask the tail, then the store.
+                    Err(()) => match self.tail.seq_of_id(id) {
+                        Some(seq) => Some(seq),
+                        None => seq_of_id(self.store.as_ref(), &self.keys, id)?,
+                    },
                 }
             }
         };
@@ -932,18 +948,22 @@ impl Preparer {
         };
         add_to_kind_runs(runs, seq);
         let hash = entry.hash();
-        let seq_bytes = seq.to_be_bytes().to_vec();
-        batch.ops.extend([
-            put_entry(entry_key(seq), entry.to_bytes()),
-            put_index(id_key(entry.record_id()), seq_bytes.clone()),
-        ]);
+        batch.ops.push(put_entry(entry_key(seq), entry.to_bytes()));
+        let id: Arc<[u8]> = Arc::from(entry.record_id());
         match batch.indexing {
-            Some(HashIndexing::Trailing) => batch.hashes.push(hash),
-            Some(HashIndexing::Inline) | None => {
-                batch.ops.push(put_index(hash_key(&hash), seq_bytes));
+            Some(Indexing::Trailing) => {
+                batch.run.hashes.push(hash);
+                batch.run.ids.push(Arc::clone(&id));
+            }
+            Some(Indexing::Inline) | None => {
+                let seq_bytes = seq.to_be_bytes().to_vec();
+                batch.ops.extend([
+                    put_index(id_key(&id), seq_bytes.clone()),
+                    put_index(hash_key(&hash), seq_bytes),
+                ]);
             }
         }
-        batch.ids.insert(Arc::from(entry.record_id()), seq);
+        batch.ids.insert(id, seq);
         // Not `Head::of`, which would hash the entry a second time.
         *head = Some(Head {
             origin: entry.origin(),

@@ -10,7 +10,7 @@ use vserv_core::ServerKey;
 use vserv_core::ledger::{Entry, SignedHead};
 use vserv_store::kv::Store;
 
-use crate::ledger_hash_tail::HashTail;
+use crate::ledger_index_tail::IndexTail;
 use crate::ledger_layout::{FeedError, FeedKeys, FeedNumber, seq_of_hash, seq_of_id, stored_head};
 
 /// A readable feed: the store, where the feed's keys are, and the feed's origin key (every
@@ -22,9 +22,9 @@ pub struct Feed {
     pub(crate) store: Arc<dyn Store>,
     pub(crate) keys: FeedKeys,
     pub(crate) origin: ServerKey,
-    /// The own feed's entries whose hash index keys are not stored yet, when this view is
-    /// the [`crate::ledger::Ledger`]'s (`ledger_hash_tail.rs`).
-    pub(crate) hash_tail: Option<Arc<HashTail>>,
+    /// The own feed's entries whose index keys are not stored yet, when this view is the
+    /// [`crate::ledger::Ledger`]'s (`ledger_index_tail.rs`).
+    pub(crate) index_tail: Option<Arc<IndexTail>>,
 }
 
 impl std::fmt::Debug for Feed {
@@ -37,23 +37,24 @@ impl std::fmt::Debug for Feed {
 }
 
 impl Feed {
-    /// The server's own feed (key `origin`) in `store`, as stored: lookups by hash and the
-    /// check see only the hash index keys already stored, not the entries of the last
-    /// commits whose keys trail (`ledger_hash_tail.rs`); [`crate::ledger::Ledger::feed`]
-    /// sees those too. For reads by seq, heads and ranges the two are the same.
+    /// The server's own feed (key `origin`) in `store`, as stored: lookups by hash and by
+    /// record id and the check see only the index keys already stored, not the entries of
+    /// the last commits whose keys trail (`ledger_index_tail.rs`);
+    /// [`crate::ledger::Ledger::feed`] sees those too. For reads by seq, heads and ranges
+    /// the two are the same.
     pub fn own(store: Arc<dyn Store>, origin: ServerKey) -> Feed {
         Feed {
             store,
             keys: FeedKeys::OWN,
             origin,
-            hash_tail: None,
+            index_tail: None,
         }
     }
 
-    /// This view with the ledger's hash index tail.
-    pub(crate) fn with_hash_tail(self, tail: Arc<HashTail>) -> Feed {
+    /// This view with the ledger's index tail.
+    pub(crate) fn with_index_tail(self, tail: Arc<IndexTail>) -> Feed {
         Feed {
-            hash_tail: Some(tail),
+            index_tail: Some(tail),
             ..self
         }
     }
@@ -65,7 +66,7 @@ impl Feed {
             store,
             keys: FeedKeys::replica(number),
             origin,
-            hash_tail: None,
+            index_tail: None,
         }
     }
 
@@ -89,19 +90,32 @@ impl Feed {
         Ok(self.head()?.map_or(0, |h| h.head.seq))
     }
 
-    /// The seq of the entry with `record_id`, if stored.
+    /// The seq of the entry with `record_id`, if stored. A ledger's view whose index tail
+    /// could not be rebuilt at open answers a miss with that error (the entry may be stored
+    /// but not indexed).
     pub fn seq_of_id(&self, record_id: &[u8]) -> Result<Option<u64>, FeedError> {
-        seq_of_id(self.store.as_ref(), &self.keys, record_id)
+        let Some(tail) = &self.index_tail else {
+            return seq_of_id(self.store.as_ref(), &self.keys, record_id);
+        };
+        // The tail first: a key leaves it only once stored.
+        if let Some(seq) = tail.seq_of_id(record_id) {
+            return Ok(Some(seq));
+        }
+        match seq_of_id(self.store.as_ref(), &self.keys, record_id)? {
+            Some(seq) => Ok(Some(seq)),
+            None => tail.incomplete().map_or(Ok(None), Err),
+        }
     }
 
-    /// The seq of the entry with hash `hash`, if stored. A ledger's view whose hash index
-    /// tail could not be rebuilt at open answers a miss with that error (the entry may be
-    /// stored but not indexed).
+    /// The seq of the entry with hash `hash`, if stored. A ledger's view whose index tail
+    /// could not be rebuilt at open answers a miss with that error (the entry may be stored
+    /// but not indexed).
     pub fn seq_of_hash(&self, hash: &[u8; 32]) -> Result<Option<u64>, FeedError> {
-        let Some(tail) = &self.hash_tail else {
+        let Some(tail) = &self.index_tail else {
             return seq_of_hash(self.store.as_ref(), &self.keys, hash);
         };
-        if let Some(seq) = tail.seq_of(hash) {
+        // The tail first: a key leaves it only once stored.
+        if let Some(seq) = tail.seq_of_hash(hash) {
             return Ok(Some(seq));
         }
         match seq_of_hash(self.store.as_ref(), &self.keys, hash)? {

@@ -28,6 +28,7 @@ use std::sync::{RwLock, RwLockReadGuard};
 use fastbloom::AtomicBloomFilter;
 use vserv_store::kv::Store;
 
+use crate::ledger_index_tail::IndexTail;
 use crate::ledger_layout::{FeedError, FeedKeys};
 
 /// The false positive rate each generation is sized for, when full.
@@ -47,17 +48,21 @@ const GROWTH: usize = 4;
 /// Index keys read per store page by [`fill_id_filter`].
 const SCAN_PAGE: usize = 4096;
 
-/// Adds every record id of the feed at `keys` in `store` (its index table's `id:` keys, and
-/// its legacy index table's if it has one) to `filter`, then marks the filter ready. Returns
-/// how many ids it read. Safe while the feed is appended to: the commits it does not see
-/// add their own ids.
+/// Adds every record id of the own feed (those of `tail`, then its index table's `id:` keys
+/// in `store` at `keys`, and its legacy index table's if it has one) to `filter`, then marks
+/// the filter ready. Returns how many ids it read. Safe while the feed is appended to: the
+/// commits it does not see add their own ids, and an id the tail no longer held when it was
+/// read had been stored, so the scan after finds it.
 pub(crate) fn fill_id_filter(
     filter: &IdFilter,
     store: &dyn Store,
     keys: &FeedKeys,
+    tail: &IndexTail,
 ) -> Result<u64, FeedError> {
+    let trailing = tail.ids();
+    filter.add(trailing.iter().map(|id| &**id));
+    let mut count = u64::try_from(trailing.len()).unwrap_or(u64::MAX);
     let prefix = keys.id(&[]);
-    let mut count = 0u64;
     for table in [Some(keys.index_table()), keys.legacy_index_table()]
         .into_iter()
         .flatten()

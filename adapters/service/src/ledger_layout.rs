@@ -17,9 +17,10 @@
 //! | key | value |
 //! |---|---|
 //! | `e:` + seq (`u64` big-endian) | the entry's canonical encoding (`spec/ledger.md` §1) |
-//! | `id:` + record id | seq (`u64` big-endian) of the entry with that record id (index table) |
-//! | `h:` + entry hash (32 bytes) | seq (`u64` big-endian) of the entry with that hash (index table; the own feed's trail its commits, `ledger_hash_tail.rs`) |
-//! | `hh:` + seq (`u64` big-endian) | own feed: the 32-byte hashes of the entries of the commit whose first entry is seq, while their `h:` keys are not stored (index table, `ledger_hash_tail.rs`) |
+//! | `id:` + record id | seq (`u64` big-endian) of the entry with that record id (index table; the own feed's trail its commits, `ledger_index_tail.rs`) |
+//! | `h:` + entry hash (32 bytes) | seq (`u64` big-endian) of the entry with that hash (index table; the own feed's trail its commits) |
+//! | `hh:` + seq (`u64` big-endian) | own feed: the 32-byte hashes of the entries of the commit whose first entry is seq, while their `h:` keys are not stored (index table, `ledger_index_tail.rs`) |
+//! | `hi:` + seq (`u64` big-endian) | own feed: the record ids (each a length byte and its bytes) of the entries of the commit whose first entry is seq, while their `id:` keys are not stored (index table) |
 //! | `k:` + kind + `0x00` + seq (`u64` big-endian) | the kind index: empty, or [`kind_runs_value`] |
 //! | `kc:` + kind | number of entries of that kind (`u64` big-endian) |
 //! | `head` | the [`SignedHead`] encoding of the last entry |

@@ -510,8 +510,8 @@ impl Feed {
     /// are not stored yet included). A ledger whose tail could not be rebuilt cannot tell
     /// for an entry not in the store's index: it says yes, blaming no earlier entry.
     fn is_indexed(&self, seq: u64, hash: &[u8; 32]) -> Result<bool, StoreError> {
-        if let Some(tail) = &self.hash_tail {
-            if tail.seq_of(hash) == Some(seq) {
+        if let Some(tail) = &self.index_tail {
+            if tail.seq_of_hash(hash) == Some(seq) {
                 return Ok(true);
             }
             if tail.incomplete().is_some() {

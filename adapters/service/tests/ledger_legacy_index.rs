@@ -12,8 +12,8 @@ use rand::SeedableRng;
 use vserv_core::ServerIdentity;
 use vserv_core::ledger::Entry;
 use vserv_service::ledger::{
-    CheckReport, FeedError, HASH_PREFIX, HASH_RUN_PREFIX, ID_PREFIX, Ledger, NewRecord, entry_key,
-    hash_key,
+    CheckReport, FeedError, HASH_PREFIX, HASH_RUN_PREFIX, ID_PREFIX, ID_RUN_PREFIX, Ledger,
+    NewRecord, entry_key, hash_key, id_key,
 };
 use vserv_store::kv::{Op, Store, Table};
 use vserv_store::memory::MemoryStore;
@@ -53,17 +53,36 @@ fn to_legacy_layout(store: &MemoryStore) {
         Table::Ledger,
         &[ID_PREFIX, HASH_PREFIX],
     );
-    // Builds of that layout stored each entry's hash key with its commit: the hashes still
-    // waiting in `hh:` records become `h:` keys there.
+    // Builds of that layout stored each entry's index keys with its commit: the hashes and
+    // ids still waiting in `hh:` and `hi:` records become `h:` and `id:` keys there.
     let mut ops = Vec::new();
+    let first_of = |key: &[u8]| u64::from_be_bytes(key[3..].try_into().unwrap());
     for (key, hashes) in store.scan(Table::LedgerIndex, HASH_RUN_PREFIX).unwrap() {
-        let first = u64::from_be_bytes(key[HASH_RUN_PREFIX.len()..].try_into().unwrap());
-        for (seq, hash) in (first..).zip(hashes.chunks_exact(32)) {
+        for (seq, hash) in (first_of(&key)..).zip(hashes.chunks_exact(32)) {
             ops.push(Op::Put {
                 table: Table::Ledger,
                 key: hash_key(hash.try_into().unwrap()),
                 value: seq.to_be_bytes().to_vec(),
             });
+        }
+        ops.push(Op::Delete {
+            table: Table::LedgerIndex,
+            key,
+        });
+    }
+    for (key, ids) in store.scan(Table::LedgerIndex, ID_RUN_PREFIX).unwrap() {
+        let mut rest = ids.as_slice();
+        for seq in first_of(&key).. {
+            let Some((&len, after)) = rest.split_first() else {
+                break;
+            };
+            let (id, after) = after.split_at(usize::from(len));
+            ops.push(Op::Put {
+                table: Table::Ledger,
+                key: id_key(id),
+                value: seq.to_be_bytes().to_vec(),
+            });
+            rest = after;
         }
         ops.push(Op::Delete {
             table: Table::LedgerIndex,
@@ -93,13 +112,15 @@ fn a_new_feed_keeps_its_indexes_in_the_index_table_only() {
     let store = MemoryStore::new();
     let ledger = Ledger::new(Arc::new(store.clone()), identity());
     ledger.append_batch((1..=10).map(record).collect());
-    for prefix in [ID_PREFIX, HASH_PREFIX, HASH_RUN_PREFIX] {
+    for prefix in [ID_PREFIX, HASH_PREFIX, HASH_RUN_PREFIX, ID_RUN_PREFIX] {
         assert!(keys(&store, Table::Ledger, prefix).is_empty());
     }
-    assert_eq!(keys(&store, Table::LedgerIndex, ID_PREFIX).len(), 10);
-    // The hash keys trail: for now one record of the commit's ten hashes.
+    // The index keys trail: for now one record of the commit's ten hashes and one of its
+    // ten record ids.
+    assert!(keys(&store, Table::LedgerIndex, ID_PREFIX).is_empty());
     assert!(keys(&store, Table::LedgerIndex, HASH_PREFIX).is_empty());
     assert_eq!(keys(&store, Table::LedgerIndex, HASH_RUN_PREFIX).len(), 1);
+    assert_eq!(keys(&store, Table::LedgerIndex, ID_RUN_PREFIX).len(), 1);
     assert_indexed(&ledger, &store, 10);
     assert_eq!(ledger.check().unwrap(), CheckReport::Ok { seq: 10 });
 }
@@ -125,10 +146,11 @@ fn a_feed_in_the_legacy_layout_verifies_serves_and_appends() {
     assert!(matches!(results[1], Err(FeedError::Duplicate { seq: 5 })));
     assert_eq!(results[2].as_ref().unwrap().seq, 8);
 
-    // The new entries' indexes are in the index table; the old ones stay where they were.
+    // The new entries' indexes are in the index table (for now as the commit's records);
+    // the old ones stay where they were.
     assert_eq!(keys(&store, Table::Ledger, ID_PREFIX).len(), 6);
-    assert_eq!(keys(&store, Table::LedgerIndex, ID_PREFIX).len(), 2);
     assert_eq!(keys(&store, Table::LedgerIndex, HASH_RUN_PREFIX).len(), 1);
+    assert_eq!(keys(&store, Table::LedgerIndex, ID_RUN_PREFIX).len(), 1);
     assert_indexed(&ledger, &store, 8);
     assert_eq!(ledger.check().unwrap(), CheckReport::Ok { seq: 8 });
     assert_eq!(ledger.count("odd", 1, 8).unwrap(), 4);

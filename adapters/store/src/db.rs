@@ -90,7 +90,13 @@ use crate::{storable_key, validate_ops};
 /// later, in bulk). A version 2 build would not find the entries whose keys are not stored
 /// yet, so it must refuse the store; an older store has every `h:` key and no `hh:` record,
 /// so only its marker is rewritten.
-pub const SCHEMA_VERSION: u32 = 3;
+///
+/// Version 4: the own feed's record id index trails its commits too (one `hi:` record of the
+/// commit's record ids beside its `hh:` record; the `id:` keys are stored later, in bulk). A
+/// version 3 build would miss the ids whose keys are not stored yet, and append a record id
+/// twice, so it must refuse the store; a version 3 store has every `id:` key and no `hi:`
+/// record, so only its marker is rewritten.
+pub const SCHEMA_VERSION: u32 = 4;
 
 /// The oldest schema version this build opens (and upgrades to [`SCHEMA_VERSION`]).
 pub const OLDEST_SCHEMA_VERSION: u32 = 1;

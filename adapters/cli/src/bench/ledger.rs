@@ -347,8 +347,8 @@ fn spread_hash(seq: u64) -> [u8; 32] {
 }
 
 /// Store records a ledger entry costs: the entry and its record id and hash indexes (the
-/// hash index key is stored later, in bulk with many others; the kind index is one record
-/// per kind per group commit, shared by up to 4,096 entries).
+/// index keys are stored later, in bulk with many others; the kind index is one record per
+/// kind per group commit, shared by up to 4,096 entries).
 const RECORDS_PER_ENTRY: f64 = 3.0;
 
 /// `count` reads spread over seqs `1..=entries` (a fixed stride walk, not sequential).

@@ -1,0 +1,678 @@
+//! The own feed's indexes trail its commits.
+//!
+//! A group commit stores its entries, but neither their `h:` hash index keys nor their
+//! `id:` record id keys: it stores one record of its entries' hashes ([`HASH_RUN_PREFIX`]:
+//! `hh:` + the seq of its first entry -> their 32-byte hashes in seq order) and one of their
+//! record ids ([`ID_RUN_PREFIX`]: `hi:` + the same seq -> each id as one length byte and its
+//! bytes, in seq order), both in the index table, whose in-memory table is the smaller. Once
+//! the commit is durable each `(hash, seq)` and `(id, seq)` joins the [`IndexTail`], an
+//! in-memory map that the feed's lookups by hash and by record id, and the appends' duplicate
+//! checks, ask first. When the tail holds [`TAIL_BULK`] entries, the writing run stores all
+//! their keys, sorted, in one commit that also deletes their records, and drops them from
+//! the tail.
+//!
+//! Why: hashes are random, and so are record ids in real use (UUIDs, content hashes), so
+//! each commit's few hundred keys landed all over the index table's in-memory skiplist, a
+//! cache miss per level each, inside the writer's store commit, which bounds the append
+//! rate (fjall inserts every batch under its journal lock, so no other thread could take
+//! them over). `vserv bench ledger` appended 1.45x faster without the hash keys, and a model
+//! of the store appended 1.46x faster with random ids stored in bulk than with each commit.
+//! Inserted sorted, tens of thousands at once, consecutive keys walk nearly the same path.
+//! One record per commit and index has an ascending key.
+//!
+//! When the feed is opened again (after a stop or a crash) the tail is rebuilt from the
+//! records left (at most one bulk and a commit's worth): the hashes as recorded at append
+//! time, so the check still names an entry changed on disk since (`ledger_query.rs`). A store
+//! without `hh:` records has every `h:` key stored, and one without `hi:` records every `id:`
+//! key (older builds stored them with each commit; store schema 3 trailed hashes only).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use vserv_core::ledger::MAX_RECORD_ID;
+use vserv_store::kv::{Op, Store};
+
+use crate::ledger_layout::{FeedError, FeedKeys, hash_key, id_key};
+
+/// Entries the tail holds before the writing run stores their index keys.
+pub(crate) const TAIL_BULK: usize = 65_536;
+
+/// Prefix of the own feed's per-commit records of the hashes whose `h:` keys are not stored
+/// yet (in [`FeedKeys::index_table`]): `hh:` + the seq (`u64` big-endian) of the commit's
+/// first entry -> the 32-byte hashes of its entries, in seq order.
+pub const HASH_RUN_PREFIX: &[u8] = b"hh:";
+
+/// Prefix of the own feed's per-commit records of the record ids whose `id:` keys are not
+/// stored yet (in [`FeedKeys::index_table`]): `hi:` + the seq (`u64` big-endian) of the
+/// commit's first entry -> for each of its entries in seq order, the record id's length (one
+/// byte, 1 to [`MAX_RECORD_ID`]) and its bytes.
+pub const ID_RUN_PREFIX: &[u8] = b"hi:";
+
+/// Records read per page when the tail is rebuilt.
+const LOAD_PAGE: usize = 256;
+
+/// The own feed's entries whose index keys are not stored yet (see the module docs).
+/// Shared by the ledger's commits and its feed's lookups.
+#[derive(Debug)]
+pub(crate) struct IndexTail {
+    state: Mutex<TailState>,
+    /// Entries held before their keys are stored.
+    bulk: usize,
+}
+
+#[derive(Debug, Default)]
+struct TailState {
+    /// Hash -> seq of durable entries whose `h:` key is not stored.
+    hashes: HashMap<[u8; 32], u64>,
+    /// Record id -> seq of durable entries whose `id:` key is not stored.
+    ids: HashMap<Arc<[u8]>, u64>,
+    /// The first seqs of the records of `hashes` and `ids`, ascending.
+    runs: Vec<u64>,
+    /// Why the tail could not be rebuilt at open, if it could not: then commits store their
+    /// index keys themselves, and a lookup that misses says the index is incomplete.
+    broken: Option<FeedError>,
+}
+
+/// How a commit indexes its entries' hashes and record ids.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Indexing {
+    /// One `hh:` and one `hi:` record in the commit, and the tail once durable.
+    Trailing,
+    /// An `h:` and an `id:` key per entry in the commit (the tail could not be rebuilt).
+    Inline,
+}
+
+/// The index records of one durable commit: its first entry's seq, and its entries' hashes
+/// and record ids in seq order.
+#[derive(Debug, Default)]
+pub(crate) struct IndexRun {
+    pub(crate) first: u64,
+    pub(crate) hashes: Vec<[u8; 32]>,
+    pub(crate) ids: Vec<Arc<[u8]>>,
+}
+
+impl IndexRun {
+    /// The commit's `hh:` and `hi:` records, as store ops on the index table.
+    pub(crate) fn records(&self) -> [Op; 2] {
+        let table = FeedKeys::OWN.index_table();
+        let mut ids = Vec::with_capacity(self.ids.iter().map(|id| id.len() + 1).sum());
+        for id in &self.ids {
+            // A record id is 1 to `MAX_RECORD_ID` (64) bytes: its length fits a byte.
+            ids.push(u8::try_from(id.len()).unwrap_or(u8::MAX));
+            ids.extend_from_slice(id);
+        }
+        [
+            Op::Put {
+                table,
+                key: run_key(HASH_RUN_PREFIX, self.first),
+                value: self.hashes.concat(),
+            },
+            Op::Put {
+                table,
+                key: run_key(ID_RUN_PREFIX, self.first),
+                value: ids,
+            },
+        ]
+    }
+}
+
+/// The key of the record under `prefix` whose first entry is `first`.
+pub(crate) fn run_key(prefix: &[u8], first: u64) -> Vec<u8> {
+    [prefix, &first.to_be_bytes()].concat()
+}
+
+impl IndexTail {
+    /// The tail of the own feed in `store`, rebuilt from its `hh:` and `hi:` records. A
+    /// store that cannot be read, or holds a garbled record, leaves a broken tail (see
+    /// [`TailState::broken`]).
+    pub(crate) fn open(store: &dyn Store, bulk: usize) -> IndexTail {
+        let state = load(store).unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "could not rebuild the ledger's index tail; commits index inline");
+            TailState {
+                broken: Some(e),
+                ..TailState::default()
+            }
+        });
+        IndexTail {
+            state: Mutex::new(state),
+            bulk: bulk.max(1),
+        }
+    }
+
+    fn state(&self) -> MutexGuard<'_, TailState> {
+        // Every change under this lock is one call that cannot panic half-way.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// How the commit being prepared indexes its entries.
+    pub(crate) fn indexing(&self) -> Indexing {
+        match self.state().broken {
+            Some(_) => Indexing::Inline,
+            None => Indexing::Trailing,
+        }
+    }
+
+    /// The seq of the durable entry with `hash`, if the tail holds it.
+    pub(crate) fn seq_of_hash(&self, hash: &[u8; 32]) -> Option<u64> {
+        self.state().hashes.get(hash).copied()
+    }
+
+    /// The seq of the durable entry with `record_id`, if the tail holds it.
+    pub(crate) fn seq_of_id(&self, record_id: &[u8]) -> Option<u64> {
+        self.state().ids.get(record_id).copied()
+    }
+
+    /// The record ids the tail holds.
+    pub(crate) fn ids(&self) -> Vec<Arc<[u8]>> {
+        self.state().ids.keys().cloned().collect()
+    }
+
+    /// Why a lookup that missed in the tail and in the store may still name a stored
+    /// entry, if it may: the tail could not be rebuilt.
+    pub(crate) fn incomplete(&self) -> Option<FeedError> {
+        self.state().broken.clone()
+    }
+
+    /// The commit of `run` is durable.
+    pub(crate) fn committed(&self, run: &IndexRun) {
+        let mut state = self.state();
+        state.add(run.first, &run.hashes, &run.ids);
+    }
+
+    /// The store ops that index the whole tail (its `h:` and `id:` keys sorted, its records
+    /// deleted), once it holds a bulk; `None` before. Call [`IndexTail::stored`] once they
+    /// are durable, with no commit in between.
+    pub(crate) fn due(&self) -> Option<Vec<Op>> {
+        let state = self.state();
+        let held = state.hashes.len().max(state.ids.len());
+        if state.broken.is_some() || held < self.bulk {
+            return None;
+        }
+        let table = FeedKeys::OWN.index_table();
+        let put = |key: Vec<u8>, seq: u64| Op::Put {
+            table,
+            key,
+            value: seq.to_be_bytes().to_vec(),
+        };
+        let mut hashes: Vec<(&[u8; 32], &u64)> = state.hashes.iter().collect();
+        hashes.sort_unstable();
+        let mut ids: Vec<(&Arc<[u8]>, &u64)> = state.ids.iter().collect();
+        ids.sort_unstable();
+        let mut ops = Vec::with_capacity(
+            hashes
+                .len()
+                .saturating_add(ids.len())
+                .saturating_add(2 * state.runs.len()),
+        );
+        ops.extend(hashes.into_iter().map(|(h, &seq)| put(hash_key(h), seq)));
+        ops.extend(ids.into_iter().map(|(id, &seq)| put(id_key(id), seq)));
+        for &first in &state.runs {
+            for prefix in [HASH_RUN_PREFIX, ID_RUN_PREFIX] {
+                ops.push(Op::Delete {
+                    table,
+                    key: run_key(prefix, first),
+                });
+            }
+        }
+        Some(ops)
+    }
+
+    /// The ops [`IndexTail::due`] gave are durable: the tail is empty.
+    pub(crate) fn stored(&self) {
+        let mut state = self.state();
+        state.hashes.clear();
+        state.ids.clear();
+        state.runs.clear();
+    }
+
+    /// Entries held (hashes, record ids).
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> (usize, usize) {
+        let state = self.state();
+        (state.hashes.len(), state.ids.len())
+    }
+}
+
+impl TailState {
+    /// Adds a commit's hashes and ids (either may be empty: a store of schema 3 has no
+    /// `hi:` records) whose first entry is `first`.
+    fn add(&mut self, first: u64, hashes: &[[u8; 32]], ids: &[Arc<[u8]>]) {
+        if hashes.is_empty() && ids.is_empty() {
+            return;
+        }
+        if self.runs.last().is_none_or(|&last| last < first) {
+            self.runs.push(first);
+        } else if let Err(at) = self.runs.binary_search(&first) {
+            self.runs.insert(at, first);
+        }
+        self.hashes
+            .extend(hashes.iter().zip(first..).map(|(h, seq)| (*h, seq)));
+        self.ids
+            .extend(ids.iter().zip(first..).map(|(id, seq)| (id.clone(), seq)));
+    }
+}
+
+/// The tail of the own feed in `store`, from its `hh:` and `hi:` records.
+fn load(store: &dyn Store) -> Result<TailState, FeedError> {
+    let mut state = TailState::default();
+    for_each_record(store, HASH_RUN_PREFIX, |first, value| {
+        let (hashes, rest) = value.as_chunks::<32>();
+        if !rest.is_empty() {
+            return Err(garbled());
+        }
+        check_run(first, hashes.len())?;
+        state.add(first, hashes, &[]);
+        Ok(())
+    })?;
+    for_each_record(store, ID_RUN_PREFIX, |first, value| {
+        let ids = decode_ids(value)?;
+        check_run(first, ids.len())?;
+        state.add(first, &[], &ids);
+        Ok(())
+    })?;
+    Ok(state)
+}
+
+fn garbled() -> FeedError {
+    FeedError::Corrupt("a pending index record is garbled".to_owned())
+}
+
+/// Refuses a record of `n` entries from `first` that names no entry or a seq past the
+/// last (seqs start at 1).
+fn check_run(first: u64, n: usize) -> Result<(), FeedError> {
+    let fits = u64::try_from(n)
+        .ok()
+        .and_then(|n| n.checked_sub(1))
+        .and_then(|more| first.checked_add(more))
+        .is_some();
+    if first == 0 || !fits {
+        return Err(garbled());
+    }
+    Ok(())
+}
+
+/// The record ids of an `hi:` record's value.
+fn decode_ids(mut value: &[u8]) -> Result<Vec<Arc<[u8]>>, FeedError> {
+    let mut ids = Vec::new();
+    while let Some((&len, rest)) = value.split_first() {
+        let len = usize::from(len);
+        if !(1..=MAX_RECORD_ID).contains(&len) {
+            return Err(garbled());
+        }
+        let (id, rest) = rest.split_at_checked(len).ok_or_else(garbled)?;
+        ids.push(Arc::from(id));
+        value = rest;
+    }
+    Ok(ids)
+}
+
+/// Calls `each` with the first seq and value of every record under `prefix` in the own
+/// feed's index table, in key order.
+fn for_each_record(
+    store: &dyn Store,
+    prefix: &[u8],
+    mut each: impl FnMut(u64, &[u8]) -> Result<(), FeedError>,
+) -> Result<(), FeedError> {
+    let table = FeedKeys::OWN.index_table();
+    let mut start = prefix.to_vec();
+    loop {
+        let rows = store.scan_from(table, prefix, &start, LOAD_PAGE)?;
+        for (key, value) in &rows {
+            let first = key
+                .get(prefix.len()..)
+                .and_then(|s| <[u8; 8]>::try_from(s).ok())
+                .map(u64::from_be_bytes)
+                .ok_or_else(garbled)?;
+            each(first, value)?;
+        }
+        match rows.last() {
+            Some((last, _)) if rows.len() == LOAD_PAGE => {
+                start = [last.as_slice(), &[0]].concat();
+            }
+            _ => return Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use rand::SeedableRng;
+    use vserv_core::ServerIdentity;
+    use vserv_core::ledger::Entry;
+    use vserv_store::kv::Table;
+    use vserv_store::memory::MemoryStore;
+
+    use super::*;
+    use crate::ledger::{CheckReport, Ledger, NewRecord};
+    use crate::ledger_layout::{HASH_PREFIX, ID_PREFIX, entry_key};
+
+    fn identity() -> Arc<ServerIdentity> {
+        Arc::new(ServerIdentity::generate(
+            &mut rand::rngs::StdRng::seed_from_u64(7),
+        ))
+    }
+
+    fn open(store: &MemoryStore, bulk: usize) -> Ledger {
+        Ledger::with_tail_bulk(Arc::new(store.clone()), identity(), bulk)
+    }
+
+    fn record(i: u64) -> NewRecord {
+        NewRecord {
+            author: "alice".to_owned(),
+            kind: "note".to_owned(),
+            record_id: format!("r{i}").into_bytes(),
+            body: b"x".to_vec(),
+            timestamp: 1,
+        }
+    }
+
+    fn append(ledger: &Ledger, i: u64) -> Entry {
+        let appended = ledger.append_batch(vec![record(i)]).remove(0).unwrap();
+        ledger.by_seq(appended.seq).unwrap().unwrap()
+    }
+
+    /// The seqs the store's index under `prefix` (`h:` or `id:`) holds, ascending.
+    fn stored_keys(store: &MemoryStore, prefix: &[u8]) -> Vec<u64> {
+        let mut seqs: Vec<u64> = store
+            .scan(Table::LedgerIndex, prefix)
+            .unwrap()
+            .into_iter()
+            .map(|(_, v)| u64::from_be_bytes(v.try_into().unwrap()))
+            .collect();
+        seqs.sort_unstable();
+        seqs
+    }
+
+    /// The first seqs of the stored records under `prefix` (`hh:` or `hi:`).
+    fn runs(store: &MemoryStore, prefix: &[u8]) -> Vec<u64> {
+        store
+            .scan(FeedKeys::OWN.index_table(), prefix)
+            .unwrap()
+            .into_iter()
+            .map(|(k, _)| u64::from_be_bytes(k[prefix.len()..].try_into().unwrap()))
+            .collect()
+    }
+
+    /// Every entry is found by its hash and its record id, and each id is refused again.
+    fn every_entry_is_found(ledger: &Ledger, entries: &[Entry]) {
+        for e in entries {
+            assert_eq!(ledger.seq_of_hash(&e.hash()).unwrap(), Some(e.seq()));
+            assert_eq!(ledger.by_hash(&e.hash()).unwrap().as_ref(), Some(e));
+            assert_eq!(ledger.seq_of_id(e.record_id()).unwrap(), Some(e.seq()));
+            assert_eq!(ledger.by_id(e.record_id()).unwrap().as_ref(), Some(e));
+            let again = NewRecord {
+                record_id: e.record_id().to_vec(),
+                ..record(0)
+            };
+            assert!(matches!(
+                ledger.append_batch(vec![again]).remove(0),
+                Err(FeedError::Duplicate { seq }) if seq == e.seq()
+            ));
+        }
+        assert_eq!(ledger.seq_of_hash(&[7; 32]).unwrap(), None);
+        assert_eq!(ledger.seq_of_id(b"never").unwrap(), None);
+    }
+
+    /// Rewrites entry `seq` in place with a valid encoding of other content, as a disk
+    /// fault or an intruder would.
+    fn change_entry(store: &MemoryStore, seq: u64) {
+        let bytes = store.get(Table::Ledger, &entry_key(seq)).unwrap().unwrap();
+        let mut fields = Entry::decode(&bytes).unwrap().into_fields();
+        fields.body = b"changed".to_vec();
+        store
+            .commit(vec![Op::Put {
+                table: Table::Ledger,
+                key: entry_key(seq),
+                value: Entry::new(fields).unwrap().to_bytes(),
+            }])
+            .unwrap();
+    }
+
+    #[test]
+    fn entries_are_found_before_and_after_their_keys_are_stored() {
+        let store = MemoryStore::new();
+        let ledger = open(&store, 4);
+        let mut entries = Vec::new();
+        for i in 1..=10 {
+            entries.push(append(&ledger, i));
+            every_entry_is_found(&ledger, &entries);
+            // The commit that fills the tail stores the keys of all four at once and
+            // deletes their per-commit records.
+            let stored = i - i % 4;
+            let held = usize::try_from(i % 4).unwrap();
+            for (keys, records) in [(HASH_PREFIX, HASH_RUN_PREFIX), (ID_PREFIX, ID_RUN_PREFIX)] {
+                assert_eq!(stored_keys(&store, keys), (1..=stored).collect::<Vec<_>>());
+                assert_eq!(runs(&store, records), (stored + 1..=i).collect::<Vec<_>>());
+            }
+            assert_eq!(ledger.index_tail.len(), (held, held));
+            assert_eq!(ledger.check().unwrap(), CheckReport::Ok { seq: i });
+        }
+    }
+
+    #[test]
+    fn a_ledger_reopened_after_a_crash_rebuilds_its_tail() {
+        let store = MemoryStore::new();
+        let first = open(&store, 100);
+        let mut entries: Vec<Entry> = (1..=3).map(|i| append(&first, i)).collect();
+        // One commit of two: one record of both hashes, one of both ids.
+        for appended in first.append_batch(vec![record(4), record(5)]) {
+            entries.push(first.by_seq(appended.unwrap().seq).unwrap().unwrap());
+        }
+        assert!(stored_keys(&store, HASH_PREFIX).is_empty());
+        assert!(stored_keys(&store, ID_PREFIX).is_empty());
+        assert_eq!(runs(&store, HASH_RUN_PREFIX), [1, 2, 3, 4]);
+        assert_eq!(runs(&store, ID_RUN_PREFIX), [1, 2, 3, 4]);
+        // A crash: the process and its tail are gone, nothing more was stored.
+        std::mem::forget(first);
+        let reopened = open(&store, 7);
+        assert_eq!(reopened.index_tail.len(), (5, 5));
+        every_entry_is_found(&reopened, &entries);
+        assert_eq!(reopened.check().unwrap(), CheckReport::Ok { seq: 5 });
+        // The record id filter, built now, holds the ids only the tail has.
+        reopened.id_filter_build().expect("first build").run();
+        every_entry_is_found(&reopened, &entries);
+        // Two more fill the tail: all seven keys of each index are stored.
+        entries.extend((6..=7).map(|i| append(&reopened, i)));
+        assert_eq!(
+            stored_keys(&store, HASH_PREFIX),
+            (1..=7).collect::<Vec<_>>()
+        );
+        assert_eq!(stored_keys(&store, ID_PREFIX), (1..=7).collect::<Vec<_>>());
+        assert!(runs(&store, HASH_RUN_PREFIX).is_empty());
+        assert!(runs(&store, ID_RUN_PREFIX).is_empty());
+        every_entry_is_found(&reopened, &entries);
+    }
+
+    #[test]
+    fn a_store_with_every_key_stored_opens_with_an_empty_tail() {
+        let store = MemoryStore::new();
+        let first = open(&store, 1);
+        let entries: Vec<Entry> = (1..=3).map(|i| append(&first, i)).collect();
+        assert_eq!(stored_keys(&store, HASH_PREFIX), [1, 2, 3]);
+        assert_eq!(stored_keys(&store, ID_PREFIX), [1, 2, 3]);
+        std::mem::forget(first);
+        let reopened = open(&store, 100);
+        assert_eq!(reopened.index_tail.len(), (0, 0));
+        every_entry_is_found(&reopened, &entries);
+        assert_eq!(reopened.check().unwrap(), CheckReport::Ok { seq: 3 });
+    }
+
+    #[test]
+    fn a_store_that_trailed_only_hashes_opens_and_goes_on() {
+        // Store schema 3: commits stored their `id:` keys and an `hh:` record, no `hi:`.
+        let store = MemoryStore::new();
+        let first = open(&store, 100);
+        let mut entries: Vec<Entry> = (1..=3).map(|i| append(&first, i)).collect();
+        std::mem::forget(first);
+        let mut ops = Vec::new();
+        for (key, value) in store.scan(Table::LedgerIndex, ID_RUN_PREFIX).unwrap() {
+            let first = u64::from_be_bytes(key[ID_RUN_PREFIX.len()..].try_into().unwrap());
+            for (id, seq) in decode_ids(&value).unwrap().into_iter().zip(first..) {
+                ops.push(Op::Put {
+                    table: Table::LedgerIndex,
+                    key: id_key(&id),
+                    value: seq.to_be_bytes().to_vec(),
+                });
+            }
+            ops.push(Op::Delete {
+                table: Table::LedgerIndex,
+                key,
+            });
+        }
+        store.commit(ops).unwrap();
+        let reopened = open(&store, 5);
+        assert_eq!(reopened.index_tail.len(), (3, 0));
+        every_entry_is_found(&reopened, &entries);
+        entries.extend((4..=5).map(|i| append(&reopened, i)));
+        assert_eq!(
+            stored_keys(&store, HASH_PREFIX),
+            (1..=5).collect::<Vec<_>>()
+        );
+        assert_eq!(stored_keys(&store, ID_PREFIX), (1..=5).collect::<Vec<_>>());
+        every_entry_is_found(&reopened, &entries);
+        assert_eq!(reopened.check().unwrap(), CheckReport::Ok { seq: 5 });
+    }
+
+    #[test]
+    fn an_entry_changed_after_a_crash_is_still_named_by_the_check() {
+        let store = MemoryStore::new();
+        let first = open(&store, 100);
+        for i in 1..=4 {
+            append(&first, i);
+        }
+        std::mem::forget(first);
+        change_entry(&store, 2);
+        // The tail holds the hashes recorded at append time, not the stored entries'.
+        let reopened = open(&store, 100);
+        match reopened.check().unwrap() {
+            CheckReport::Bad { seq, .. } => assert_eq!(seq, Some(2)),
+            ok => panic!("a changed entry passed the check: {ok:?}"),
+        }
+    }
+
+    use proptest::strategy::Strategy;
+
+    /// Stores one record under `prefix` with `suffix` after it and `value`, and opens a
+    /// tail over it.
+    fn tail_over(prefix: &[u8], suffix: &[u8], value: &[u8]) -> IndexTail {
+        let store = MemoryStore::new();
+        store
+            .commit(vec![Op::Put {
+                table: FeedKeys::OWN.index_table(),
+                key: [prefix, suffix].concat(),
+                value: value.to_vec(),
+            }])
+            .unwrap();
+        IndexTail::open(&store, 10)
+    }
+
+    /// Whether a record of `n` entries from the seq in `suffix` names only seqs.
+    fn names_seqs(suffix: &[u8], n: usize) -> Option<u64> {
+        let first = u64::from_be_bytes(<[u8; 8]>::try_from(suffix).ok()?);
+        let last = first.checked_add(u64::try_from(n).ok()?.checked_sub(1)?)?;
+        (first >= 1 && last >= first).then_some(first)
+    }
+
+    fn any_suffix() -> impl Strategy<Value = Vec<u8>> {
+        proptest::prop_oneof![
+            proptest::collection::vec(proptest::prelude::any::<u8>(), 8),
+            proptest::collection::vec(proptest::prelude::any::<u8>(), 0..12),
+        ]
+    }
+
+    proptest::proptest! {
+        /// Whatever bytes an `hh:` record's key and value hold, opening reads them back
+        /// exactly or refuses them as corrupt, without a panic.
+        #[test]
+        fn any_hash_record_is_read_back_or_refused(
+            suffix in any_suffix(),
+            value in proptest::prop_oneof![
+                (1usize..4).prop_flat_map(|n| {
+                    proptest::collection::vec(proptest::prelude::any::<u8>(), n * 32)
+                }),
+                proptest::collection::vec(proptest::prelude::any::<u8>(), 0..100),
+            ],
+        ) {
+            let tail = tail_over(HASH_RUN_PREFIX, &suffix, &value);
+            let first = names_seqs(&suffix, value.len() / 32)
+                .filter(|_| value.len() % 32 == 0);
+            proptest::prop_assert_eq!(tail.incomplete().is_none(), first.is_some());
+            if let Some(first) = first {
+                for hash in value.chunks_exact(32) {
+                    let hash: [u8; 32] = hash.try_into().unwrap();
+                    // A hash given twice keeps its last seq.
+                    let last = value.chunks_exact(32).rposition(|h| h == hash).unwrap();
+                    proptest::prop_assert_eq!(tail.seq_of_hash(&hash), Some(first + last as u64));
+                }
+            }
+        }
+
+        /// Whatever bytes an `hi:` record's key and value hold, opening reads its ids back
+        /// exactly or refuses it as corrupt, without a panic.
+        #[test]
+        fn any_id_record_is_read_back_or_refused(
+            suffix in any_suffix(),
+            ids in proptest::collection::vec(
+                proptest::collection::vec(proptest::prelude::any::<u8>(), 1..=MAX_RECORD_ID),
+                0..4,
+            ),
+            garbage in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..80),
+            garble in proptest::prelude::any::<bool>(),
+        ) {
+            let value: Vec<u8> = if garble {
+                garbage
+            } else {
+                ids.iter()
+                    .flat_map(|id| std::iter::once(id.len() as u8).chain(id.iter().copied()))
+                    .collect()
+            };
+            let tail = tail_over(ID_RUN_PREFIX, &suffix, &value);
+            let decoded = decode_ids(&value).ok();
+            let first = decoded
+                .as_ref()
+                .and_then(|ids| names_seqs(&suffix, ids.len()));
+            proptest::prop_assert_eq!(tail.incomplete().is_none(), first.is_some());
+            if !garble {
+                proptest::prop_assert_eq!(decoded.map(|d| d.len()), Some(ids.len()));
+            }
+            if let (Some(first), Some(decoded)) = (first, decode_ids(&value).ok()) {
+                for id in &decoded {
+                    let last = decoded.iter().rposition(|i| i == id).unwrap();
+                    proptest::prop_assert_eq!(tail.seq_of_id(id), Some(first + last as u64));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_garbled_record_makes_commits_index_inline() {
+        for (prefix, value) in [(HASH_RUN_PREFIX, vec![0; 5]), (ID_RUN_PREFIX, vec![0; 3])] {
+            let store = MemoryStore::new();
+            store
+                .commit(vec![Op::Put {
+                    table: FeedKeys::OWN.index_table(),
+                    key: run_key(prefix, 1),
+                    value,
+                }])
+                .unwrap();
+            let ledger = open(&store, 100);
+            let entry = append(&ledger, 1);
+            // Stored with the commit, not left to the tail.
+            assert_eq!(stored_keys(&store, HASH_PREFIX), [1]);
+            assert_eq!(stored_keys(&store, ID_PREFIX), [1]);
+            assert_eq!(ledger.seq_of_hash(&entry.hash()).unwrap(), Some(1));
+            assert_eq!(ledger.seq_of_id(b"r1").unwrap(), Some(1));
+            // A miss cannot be trusted: it says so.
+            assert!(matches!(
+                ledger.seq_of_hash(&[7; 32]),
+                Err(FeedError::Corrupt(_))
+            ));
+            assert!(matches!(
+                ledger.seq_of_id(b"never"),
+                Err(FeedError::Corrupt(_))
+            ));
+        }
+    }
+}
