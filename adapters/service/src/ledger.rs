@@ -120,7 +120,6 @@ impl Ledger {
             identity.clone(),
             commits.clone(),
             dedup_keys,
-            ids.clone(),
             index_tail.clone(),
         ));
         Ledger {
@@ -251,15 +250,23 @@ impl Ledger {
     /// tail and the store when the filter cannot rule the id out); the commit then only checks the ids against
     /// the commits made since, which it remembers.
     pub fn submit(&self, records: Vec<NewRecord>, done: AppendDone) -> Option<Work> {
-        // The filter's ids of commit n are added before n is counted (when it is prepared):
-        // read after the count, it holds every commit up to `checked_at`.
+        // Every id of commit n was added to the filter before n was prepared (when it was
+        // submitted): read after the count, it holds every commit up to `checked_at`.
         let checked_at = self.commits.load(Ordering::Acquire);
         let ids = self.ids.lookup();
-        let checked = records
+        let checked: Vec<Result<NewRecord, FeedError>> = records
             .into_iter()
             .map(|r| self.precheck(r, ids.as_ref()))
             .collect();
         drop(ids);
+        // Here, on the submitter's thread, rather than on the commit run, which every
+        // append waits for.
+        self.ids.add(
+            checked
+                .iter()
+                .filter_map(|r| r.as_ref().ok())
+                .map(|r| r.record_id.as_slice()),
+        );
         self.group.submit(checked, checked_at, done)
     }
 

@@ -46,7 +46,6 @@ use vserv_core::ServerIdentity;
 use vserv_core::ledger::{Entry, EntryFields, Head, SignedHead, ZERO_HASH, check_append};
 use vserv_store::kv::{Op, Store};
 
-use crate::ledger_ids::IdFilter;
 use crate::work::Work;
 
 use crate::ledger_index_tail::{IndexRun, IndexTail, Indexing};
@@ -245,9 +244,6 @@ pub(crate) struct GroupCommit {
     commits: Arc<AtomicU64>,
     /// Told the signed head of every durable commit (replication pushes it to its links).
     on_commit: Mutex<Option<CommitListener>>,
-    /// The feed's record id filter: each commit's ids are added when it is prepared, before
-    /// it can be counted in `commits` (submitters rely on that, see `ledger_ids.rs`).
-    ids: Arc<IdFilter>,
     /// The own feed's entries whose index keys are not stored yet (`ledger_index_tail.rs`).
     tail: Arc<IndexTail>,
 }
@@ -262,7 +258,6 @@ impl GroupCommit {
         identity: Arc<ServerIdentity>,
         commits: Arc<AtomicU64>,
         keys: FeedKeys,
-        ids: Arc<IdFilter>,
         tail: Arc<IndexTail>,
     ) -> GroupCommit {
         GroupCommit {
@@ -279,7 +274,6 @@ impl GroupCommit {
             store,
             commits,
             on_commit: Mutex::new(None),
-            ids,
             tail,
         }
     }
@@ -406,7 +400,6 @@ impl GroupCommit {
             Ok(batch) => {
                 let (results, sealed) = preparer.seal(batch);
                 let write = sealed.map(|sealed| {
-                    self.ids.add(sealed.pending.ids.keys().map(|id| &**id));
                     let mut known = self.known();
                     if known.epoch == epoch {
                         known.pending.push_back(sealed.pending);

@@ -8,8 +8,8 @@
 //! new id from memory; only a "maybe" (an id that is stored, or a false positive, about 1%
 //! per generation) goes to the store.
 //!
-//! The filter holds every id of every commit prepared by this process (added when the commit
-//! is prepared, before it can be published) and, once [`IdFilter::mark_ready`] is called,
+//! The filter holds every id of every commit prepared by this process (added when its record
+//! is submitted, before the commit can be prepared) and, once [`IdFilter::mark_ready`] is called,
 //! every id stored before: the builder ([`crate::ledger::Ledger::id_filter_build`]) scans the
 //! index after the ledger, and so this filter, was made. Until then it answers "maybe" to
 //! everything and appends read the store as before. An id of a commit that failed stays in
