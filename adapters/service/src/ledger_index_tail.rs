@@ -204,16 +204,16 @@ impl IndexTail {
                 .saturating_add(ids.len())
                 .saturating_add(2 * state.runs.len()),
         );
+        // In key order (`h:` < `hh:` < `hi:` < `id:`), which the store takes as it is: out
+        // of order, it would sort a copy of the bulk.
         ops.extend(hashes.into_iter().map(|(h, &seq)| put(hash_key(h), seq)));
-        ops.extend(ids.into_iter().map(|(id, &seq)| put(id_key(id), seq)));
-        for &first in &state.runs {
-            for prefix in [HASH_RUN_PREFIX, ID_RUN_PREFIX] {
-                ops.push(Op::Delete {
-                    table,
-                    key: run_key(prefix, first),
-                });
-            }
+        for prefix in [HASH_RUN_PREFIX, ID_RUN_PREFIX] {
+            ops.extend(state.runs.iter().map(|&first| Op::Delete {
+                table,
+                key: run_key(prefix, first),
+            }));
         }
+        ops.extend(ids.into_iter().map(|(id, &seq)| put(id_key(id), seq)));
         Some(ops)
     }
 
@@ -449,6 +449,30 @@ mod tests {
             assert_eq!(ledger.index_tail.len(), (held, held));
             assert_eq!(ledger.check().unwrap(), CheckReport::Ok { seq: i });
         }
+    }
+
+    #[test]
+    fn the_bulk_is_handed_to_the_store_in_key_order() {
+        let tail = IndexTail::open(&MemoryStore::new(), 6);
+        for (first, ids) in [
+            (1, ["zz", "a", "m"].as_slice()),
+            (4, &["b"]),
+            (5, &["y", "c"]),
+        ] {
+            let ids: Vec<Arc<[u8]>> = ids.iter().map(|id| Arc::from(id.as_bytes())).collect();
+            let hashes = (first..)
+                .take(ids.len())
+                .map(|s| [u8::try_from(99 - s).unwrap(); 32]);
+            tail.committed(&IndexRun {
+                first,
+                hashes: hashes.collect(),
+                ids,
+            });
+        }
+        let ops = tail.due().expect("a bulk is due");
+        // 6 hash and 6 id puts, the hh: and hi: records of 3 commits deleted.
+        assert_eq!(ops.len(), 6 + 6 + 2 * 3);
+        assert!(ops.is_sorted_by(|a, b| a.table_key() < b.table_key()));
     }
 
     #[test]
