@@ -272,7 +272,8 @@ impl Ledger {
 
     /// `record` if its fields are valid and its id is not in the feed (surely absent from
     /// `ids`, or found neither in the index tail nor in the store, asked in that order: an
-    /// id the tail no longer holds is stored).
+    /// id the tail no longer holds is stored). Refused with the tail's error if the tail
+    /// could not be rebuilt at open.
     fn precheck(
         &self,
         record: NewRecord,
@@ -283,6 +284,10 @@ impl Ledger {
             .and_then(|()| check_record_id(&record.record_id))
             .and_then(|()| check_body(&record.body))
             .map_err(FeedError::Invalid)?;
+        // The ids of an index record that could not be read are unknown: no id is surely new.
+        if let Some(unsure) = self.index_tail.incomplete() {
+            return Err(unsure);
+        }
         if ids.is_some_and(|ids| ids.surely_absent(&record.record_id)) {
             return Ok(record);
         }

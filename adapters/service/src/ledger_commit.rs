@@ -48,10 +48,10 @@ use vserv_store::kv::{Op, Store};
 
 use crate::work::Work;
 
-use crate::ledger_index_tail::{IndexRun, IndexTail, Indexing};
+use crate::ledger_index_tail::{IndexRun, IndexTail};
 use crate::ledger_layout::{
-    FeedError, FeedKeys, HEAD_KEY, add_to_kind_runs, commit_value, entry_key, hash_key, id_key,
-    kind_count_key, kind_key, kind_runs_value, seq_of_id, seq_value, signed_head_key, stored_head,
+    FeedError, FeedKeys, HEAD_KEY, add_to_kind_runs, commit_value, entry_key, kind_count_key,
+    kind_key, kind_runs_value, seq_of_id, seq_value, signed_head_key, stored_head,
 };
 
 /// The most records one commit of the feed takes, so that the entries between two stored
@@ -394,8 +394,7 @@ impl GroupCommit {
             owners.push(piece.owner);
         }
         let sizes: Vec<usize> = jobs.iter().map(|(records, _)| records.len()).collect();
-        let indexing = self.tail.indexing();
-        let (results, mut write) = match preparer.prepare(jobs, &self.known, indexing) {
+        let (results, mut write) = match preparer.prepare(jobs, &self.known) {
             Err(e) => (fail_all(&sizes, &e), None),
             Ok(batch) => {
                 let (results, sealed) = preparer.seal(batch);
@@ -709,10 +708,8 @@ struct Batch {
     kind_runs: BTreeMap<String, Vec<(u64, u64)>>,
     /// Record id -> seq of every record accepted into this batch.
     ids: CommitIds,
-    /// How the batch indexes its entries' hashes and record ids.
-    indexing: Option<Indexing>,
-    /// The hashes and record ids of the batch's entries, in seq order, when it leaves their
-    /// keys to the tail (its `first` is set when the batch is sealed).
+    /// The hashes and record ids of the batch's entries, in seq order, whose keys it leaves
+    /// to the tail (its `first` is set when the batch is sealed).
     run: IndexRun,
     /// The new head, if any record was accepted.
     last_head: Option<Head>,
@@ -732,16 +729,6 @@ fn put_entry(key: Vec<u8>, value: Vec<u8>) -> Op {
 fn put_commit(key: Vec<u8>, value: Vec<u8>) -> Op {
     Op::Put {
         table: FeedKeys::OWN.commit_table(),
-        key,
-        value,
-    }
-}
-
-/// A write of an `id:` or `h:` key of the own feed, to its index table (when they are not
-/// left to the tail).
-fn put_index(key: Vec<u8>, value: Vec<u8>) -> Op {
-    Op::Put {
-        table: FeedKeys::OWN.index_table(),
         key,
         value,
     }
@@ -772,7 +759,6 @@ impl Preparer {
         &mut self,
         jobs: Vec<(Vec<Result<NewRecord, FeedError>>, u64)>,
         known: &Mutex<Known>,
-        indexing: Indexing,
     ) -> Result<Batch, FeedError> {
         let mut head = match self.head {
             Some(head) => head,
@@ -781,25 +767,15 @@ impl Preparer {
         self.head = Some(head);
         let records: usize = jobs.iter().map(|(job, _)| job.len()).sum();
         let mut batch = Batch {
-            // One record per entry (three when it indexes inline), and a few per commit
-            // (heads, kind counts and runs, index records): sized once, so a large commit
-            // does not regrow it; so is its map of ids, which the commit keeps once durable
-            // (`Recent`).
-            ops: Vec::with_capacity(
-                match indexing {
-                    Indexing::Trailing => records,
-                    Indexing::Inline => 3 * records,
-                } + 16,
-            ),
+            // One record per entry, and a few per commit (heads, kind counts and runs,
+            // index records): sized once, so a large commit does not regrow it; so is its
+            // map of ids, which the commit keeps once durable (`Recent`).
+            ops: Vec::with_capacity(records + 16),
             ids: CommitIds::with_capacity(records),
-            indexing: Some(indexing),
-            run: match indexing {
-                Indexing::Trailing => IndexRun {
-                    first: 0,
-                    hashes: Vec::with_capacity(records),
-                    ids: Vec::with_capacity(records),
-                },
-                Indexing::Inline => IndexRun::default(),
+            run: IndexRun {
+                first: 0,
+                hashes: Vec::with_capacity(records),
+                ids: Vec::with_capacity(records),
             },
             ..Batch::default()
         };
@@ -943,19 +919,8 @@ impl Preparer {
         let hash = entry.hash();
         batch.ops.push(put_entry(entry_key(seq), entry.to_bytes()));
         let id: Arc<[u8]> = Arc::from(entry.record_id());
-        match batch.indexing {
-            Some(Indexing::Trailing) => {
-                batch.run.hashes.push(hash);
-                batch.run.ids.push(Arc::clone(&id));
-            }
-            Some(Indexing::Inline) | None => {
-                let seq_bytes = seq.to_be_bytes().to_vec();
-                batch.ops.extend([
-                    put_index(id_key(&id), seq_bytes.clone()),
-                    put_index(hash_key(&hash), seq_bytes),
-                ]);
-            }
-        }
+        batch.run.hashes.push(hash);
+        batch.run.ids.push(Arc::clone(&id));
         batch.ids.insert(id, seq);
         // Not `Head::of`, which would hash the entry a second time.
         *head = Some(Head {

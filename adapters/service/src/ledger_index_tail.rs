@@ -24,7 +24,10 @@
 //! records left (at most one bulk and a commit's worth): the hashes as recorded at append
 //! time, so the check still names an entry changed on disk since (`ledger_query.rs`). A store
 //! without `hh:` records has every `h:` key stored, and one without `hi:` records every `id:`
-//! key (older builds stored them with each commit; store schema 3 trailed hashes only).
+//! key (older builds stored them with each commit; store schema 3 trailed hashes only). A
+//! record that cannot be read leaves the keys it names unknown: the ledger then refuses
+//! every append (a record id could be appended twice) and lookups that miss say they
+//! cannot tell, with the error.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -56,6 +59,10 @@ const LOAD_PAGE: usize = 256;
 #[derive(Debug)]
 pub(crate) struct IndexTail {
     state: Mutex<TailState>,
+    /// Why the tail could not be rebuilt at open, if it could not: then neither index can
+    /// tell that a key is absent, so a lookup that misses returns this error and every
+    /// append is refused with it (a record id could be appended twice).
+    broken: Option<FeedError>,
     /// Entries held before their keys are stored.
     bulk: usize,
 }
@@ -68,18 +75,6 @@ struct TailState {
     ids: HashMap<Arc<[u8]>, u64>,
     /// The first seqs of the records of `hashes` and `ids`, ascending.
     runs: Vec<u64>,
-    /// Why the tail could not be rebuilt at open, if it could not: then commits store their
-    /// index keys themselves, and a lookup that misses says the index is incomplete.
-    broken: Option<FeedError>,
-}
-
-/// How a commit indexes its entries' hashes and record ids.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Indexing {
-    /// One `hh:` and one `hi:` record in the commit, and the tail once durable.
-    Trailing,
-    /// An `h:` and an `id:` key per entry in the commit (the tail could not be rebuilt).
-    Inline,
 }
 
 /// The index records of one durable commit: its first entry's seq, and its entries' hashes
@@ -124,17 +119,18 @@ pub(crate) fn run_key(prefix: &[u8], first: u64) -> Vec<u8> {
 impl IndexTail {
     /// The tail of the own feed in `store`, rebuilt from its `hh:` and `hi:` records. A
     /// store that cannot be read, or holds a garbled record, leaves a broken tail (see
-    /// [`TailState::broken`]).
+    /// [`IndexTail::broken`]).
     pub(crate) fn open(store: &dyn Store, bulk: usize) -> IndexTail {
-        let state = load(store).unwrap_or_else(|e| {
-            tracing::warn!(error = %e, "could not rebuild the ledger's index tail; commits index inline");
-            TailState {
-                broken: Some(e),
-                ..TailState::default()
+        let (state, broken) = match load(store) {
+            Ok(state) => (state, None),
+            Err(e) => {
+                tracing::error!(error = %e, "could not rebuild the ledger's index tail; appends are refused");
+                (TailState::default(), Some(e))
             }
-        });
+        };
         IndexTail {
             state: Mutex::new(state),
+            broken,
             bulk: bulk.max(1),
         }
     }
@@ -142,14 +138,6 @@ impl IndexTail {
     fn state(&self) -> MutexGuard<'_, TailState> {
         // Every change under this lock is one call that cannot panic half-way.
         self.state.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// How the commit being prepared indexes its entries.
-    pub(crate) fn indexing(&self) -> Indexing {
-        match self.state().broken {
-            Some(_) => Indexing::Inline,
-            None => Indexing::Trailing,
-        }
     }
 
     /// The seq of the durable entry with `hash`, if the tail holds it.
@@ -168,9 +156,9 @@ impl IndexTail {
     }
 
     /// Why a lookup that missed in the tail and in the store may still name a stored
-    /// entry, if it may: the tail could not be rebuilt.
+    /// entry, if it may: the tail could not be rebuilt. Appends are refused with it.
     pub(crate) fn incomplete(&self) -> Option<FeedError> {
-        self.state().broken.clone()
+        self.broken.clone()
     }
 
     /// The commit of `run` is durable.
@@ -185,7 +173,7 @@ impl IndexTail {
     pub(crate) fn due(&self) -> Option<Vec<Op>> {
         let state = self.state();
         let held = state.hashes.len().max(state.ids.len());
-        if state.broken.is_some() || held < self.bulk {
+        if self.broken.is_some() || held < self.bulk {
             return None;
         }
         let table = FeedKeys::OWN.index_table();
@@ -671,32 +659,38 @@ mod tests {
     }
 
     #[test]
-    fn a_garbled_record_makes_commits_index_inline() {
+    fn a_garbled_record_refuses_appends_and_unsure_lookups() {
         for (prefix, value) in [(HASH_RUN_PREFIX, vec![0; 5]), (ID_RUN_PREFIX, vec![0; 3])] {
             let store = MemoryStore::new();
+            let first = open(&store, 100);
+            let entry = append(&first, 1);
+            std::mem::forget(first);
             store
                 .commit(vec![Op::Put {
                     table: FeedKeys::OWN.index_table(),
-                    key: run_key(prefix, 1),
+                    key: run_key(prefix, 2),
                     value,
                 }])
                 .unwrap();
             let ledger = open(&store, 100);
-            let entry = append(&ledger, 1);
-            // Stored with the commit, not left to the tail.
-            assert_eq!(stored_keys(&store, HASH_PREFIX), [1]);
-            assert_eq!(stored_keys(&store, ID_PREFIX), [1]);
-            assert_eq!(ledger.seq_of_hash(&entry.hash()).unwrap(), Some(1));
-            assert_eq!(ledger.seq_of_id(b"r1").unwrap(), Some(1));
-            // A miss cannot be trusted: it says so.
+            // The ids of the garbled record are unknown: a new one might repeat one.
             assert!(matches!(
+                ledger.append_batch(vec![record(2)]).remove(0),
+                Err(FeedError::Corrupt(_))
+            ));
+            assert_eq!(ledger.size().unwrap(), 1);
+            // Entries are read by seq as ever; a lookup the store's keys do not answer
+            // cannot be trusted (the tail's entries are not indexed) and says so.
+            assert_eq!(ledger.by_seq(1).unwrap(), Some(entry.clone()));
+            for missed in [
+                ledger.seq_of_hash(&entry.hash()),
                 ledger.seq_of_hash(&[7; 32]),
-                Err(FeedError::Corrupt(_))
-            ));
-            assert!(matches!(
+                ledger.seq_of_id(b"r1"),
                 ledger.seq_of_id(b"never"),
-                Err(FeedError::Corrupt(_))
-            ));
+            ] {
+                assert!(matches!(missed, Err(FeedError::Corrupt(_))), "{missed:?}");
+            }
+            assert_eq!(ledger.check().unwrap(), CheckReport::Ok { seq: 1 });
         }
     }
 }
