@@ -94,31 +94,37 @@ impl Feed {
     /// could not be rebuilt at open answers a miss with that error (the entry may be stored
     /// but not indexed).
     pub fn seq_of_id(&self, record_id: &[u8]) -> Result<Option<u64>, FeedError> {
-        let Some(tail) = &self.index_tail else {
-            return seq_of_id(self.store.as_ref(), &self.keys, record_id);
-        };
-        // The tail first: a key leaves it only once stored.
-        if let Some(seq) = tail.seq_of_id(record_id) {
-            return Ok(Some(seq));
-        }
-        match seq_of_id(self.store.as_ref(), &self.keys, record_id)? {
-            Some(seq) => Ok(Some(seq)),
-            None => tail.incomplete().map_or(Ok(None), Err),
-        }
+        self.indexed_seq(
+            |tail| tail.seq_of_id(record_id),
+            || seq_of_id(self.store.as_ref(), &self.keys, record_id),
+        )
     }
 
     /// The seq of the entry with hash `hash`, if stored. A ledger's view whose index tail
     /// could not be rebuilt at open answers a miss with that error (the entry may be stored
     /// but not indexed).
     pub fn seq_of_hash(&self, hash: &[u8; 32]) -> Result<Option<u64>, FeedError> {
+        self.indexed_seq(
+            |tail| tail.seq_of_hash(hash),
+            || seq_of_hash(self.store.as_ref(), &self.keys, hash),
+        )
+    }
+
+    /// A lookup in one of the feed's indexes: in the ledger's index tail first (a key
+    /// leaves it only once stored), then in the store; a miss that a tail which could not
+    /// be rebuilt cannot vouch for is that tail's error.
+    fn indexed_seq(
+        &self,
+        in_tail: impl FnOnce(&IndexTail) -> Option<u64>,
+        in_store: impl FnOnce() -> Result<Option<u64>, FeedError>,
+    ) -> Result<Option<u64>, FeedError> {
         let Some(tail) = &self.index_tail else {
-            return seq_of_hash(self.store.as_ref(), &self.keys, hash);
+            return in_store();
         };
-        // The tail first: a key leaves it only once stored.
-        if let Some(seq) = tail.seq_of_hash(hash) {
+        if let Some(seq) = in_tail(tail) {
             return Ok(Some(seq));
         }
-        match seq_of_hash(self.store.as_ref(), &self.keys, hash)? {
+        match in_store()? {
             Some(seq) => Ok(Some(seq)),
             None => tail.incomplete().map_or(Ok(None), Err),
         }
