@@ -25,14 +25,15 @@
 //! time, so the check still names an entry changed on disk since (`ledger_query.rs`). A store
 //! without `hh:` records has every `h:` key stored, and one without `hi:` records every `id:`
 //! key (older builds stored them with each commit; store schema 3 trailed hashes only). A
-//! record that cannot be read leaves the keys it names unknown: the ledger then refuses
-//! every append (a record id could be appended twice) and lookups that miss say they
-//! cannot tell, with the error.
+//! record that cannot be read is rebuilt from its commit's entries when the commit's other
+//! record can be (it says how many); otherwise the keys it names are unknown: the ledger
+//! then refuses every append (a record id could be appended twice) and lookups that miss
+//! say they cannot tell, with the error.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use vserv_core::ledger::MAX_RECORD_ID;
+use vserv_core::ledger::{Entry, MAX_RECORD_ID};
 use vserv_store::kv::{Op, Store};
 
 use crate::ledger_layout::{FeedError, FeedKeys, hash_key, id_key};
@@ -117,9 +118,9 @@ pub(crate) fn run_key(prefix: &[u8], first: u64) -> Vec<u8> {
 }
 
 impl IndexTail {
-    /// The tail of the own feed in `store`, rebuilt from its `hh:` and `hi:` records. A
-    /// store that cannot be read, or holds a garbled record, leaves a broken tail (see
-    /// [`IndexTail::broken`]).
+    /// The tail of the own feed in `store`, rebuilt from its `hh:` and `hi:` records (see
+    /// [`load`]). A store that cannot be read, or a commit whose records cannot be, leaves
+    /// a broken tail (see [`IndexTail::broken`]).
     pub(crate) fn open(store: &dyn Store, bulk: usize) -> IndexTail {
         let (state, broken) = match load(store) {
             Ok(state) => (state, None),
@@ -240,25 +241,73 @@ impl TailState {
     }
 }
 
-/// The tail of the own feed in `store`, from its `hh:` and `hi:` records.
+/// A commit's index records as read: absent (`None`), garbled (`Some(None)`), or read.
+type Read<T> = Option<Option<Vec<T>>>;
+
+/// A commit's `hh:` and `hi:` records as read.
+type CommitRecords = (Read<[u8; 32]>, Read<Arc<[u8]>>);
+
+/// The tail of the own feed in `store`, from its `hh:` and `hi:` records. A commit whose
+/// record of one index is garbled while the other's is read gets the garbled one's keys
+/// from its entries (the other record says how many); a commit with no readable record
+/// cannot be rebuilt.
 fn load(store: &dyn Store) -> Result<TailState, FeedError> {
-    let mut state = TailState::default();
+    let mut commits: BTreeMap<u64, CommitRecords> = BTreeMap::new();
     for_each_record(store, HASH_RUN_PREFIX, |first, value| {
         let (hashes, rest) = value.as_chunks::<32>();
-        if !rest.is_empty() {
-            return Err(garbled());
-        }
-        check_run(first, hashes.len())?;
-        state.add(first, hashes, &[]);
+        let read =
+            (rest.is_empty() && check_run(first, hashes.len()).is_ok()).then(|| hashes.to_vec());
+        commits.entry(first).or_default().0 = Some(read);
         Ok(())
     })?;
     for_each_record(store, ID_RUN_PREFIX, |first, value| {
-        let ids = decode_ids(value)?;
-        check_run(first, ids.len())?;
-        state.add(first, &[], &ids);
+        let read = decode_ids(value)
+            .ok()
+            .filter(|ids| check_run(first, ids.len()).is_ok());
+        commits.entry(first).or_default().1 = Some(read);
         Ok(())
     })?;
+    let mut state = TailState::default();
+    for (first, records) in commits {
+        let (hashes, ids) = match records {
+            (Some(Some(hashes)), Some(Some(ids))) if hashes.len() == ids.len() => (hashes, ids),
+            // A store of schema 3 stored the ids with each commit.
+            (Some(Some(hashes)), None) => (hashes, Vec::new()),
+            (None, Some(Some(ids))) => (Vec::new(), ids),
+            (Some(Some(hashes)), Some(None)) => {
+                let ids = from_entries(store, first, hashes.len(), |e| Arc::from(e.record_id()))?;
+                (hashes, ids)
+            }
+            (Some(None), Some(Some(ids))) => {
+                let hashes = from_entries(store, first, ids.len(), Entry::hash)?;
+                (hashes, ids)
+            }
+            _ => return Err(garbled()),
+        };
+        state.add(first, &hashes, &ids);
+    }
     Ok(state)
+}
+
+/// `key` of each of the `n` stored entries from seq `first` on.
+fn from_entries<T>(
+    store: &dyn Store,
+    first: u64,
+    n: usize,
+    key: impl Fn(&Entry) -> T,
+) -> Result<Vec<T>, FeedError> {
+    let keys = FeedKeys::OWN;
+    (first..)
+        .take(n)
+        .map(|seq| {
+            let bytes = store
+                .get(keys.entry_table(), &keys.entry(seq))?
+                .ok_or_else(garbled)?;
+            Entry::decode(&bytes)
+                .map(|e| key(&e))
+                .map_err(|_| garbled())
+        })
+        .collect()
 }
 
 fn garbled() -> FeedError {
@@ -659,7 +708,32 @@ mod tests {
     }
 
     #[test]
-    fn a_garbled_record_refuses_appends_and_unsure_lookups() {
+    fn a_garbled_record_beside_a_readable_one_is_rebuilt_from_the_entries() {
+        for prefix in [HASH_RUN_PREFIX, ID_RUN_PREFIX] {
+            let store = MemoryStore::new();
+            let first = open(&store, 100);
+            let mut entries: Vec<Entry> = (1..=3).map(|i| append(&first, i)).collect();
+            std::mem::forget(first);
+            store
+                .commit(vec![Op::Put {
+                    table: FeedKeys::OWN.index_table(),
+                    key: run_key(prefix, 2),
+                    value: vec![0; 5],
+                }])
+                .unwrap();
+            let reopened = open(&store, 100);
+            assert!(reopened.index_tail.incomplete().is_none());
+            assert_eq!(reopened.index_tail.len(), (3, 3));
+            every_entry_is_found(&reopened, &entries);
+            entries.push(append(&reopened, 4));
+            every_entry_is_found(&reopened, &entries);
+            assert_eq!(reopened.check().unwrap(), CheckReport::Ok { seq: 4 });
+        }
+    }
+
+    #[test]
+    fn a_commit_with_no_readable_record_refuses_appends_and_unsure_lookups() {
+        // Only the garbled record names commit 2 (as if its partner were lost too).
         for (prefix, value) in [(HASH_RUN_PREFIX, vec![0; 5]), (ID_RUN_PREFIX, vec![0; 3])] {
             let store = MemoryStore::new();
             let first = open(&store, 100);
