@@ -78,6 +78,11 @@ pub struct Sample {
     at_s: f64,
     threads: u64,
     rss_kib: u64,
+    /// The part of `rss_kib` that is the process's own memory (heap, stacks).
+    rss_anon_kib: u64,
+    /// The part of `rss_kib` that is mapped files (the binary's pages it has run), shared
+    /// with the page cache.
+    rss_file_kib: u64,
 }
 
 /// The `vserv bench burst` report.
@@ -125,6 +130,8 @@ fn sample(pid: u32, at_s: f64) -> anyhow::Result<Sample> {
         at_s,
         threads: status_field(pid, "Threads").context("reading the server's thread count")?,
         rss_kib: status_field(pid, "VmRSS").context("reading the server's RSS")?,
+        rss_anon_kib: status_field(pid, "RssAnon").context("reading the server's RSS")?,
+        rss_file_kib: status_field(pid, "RssFile").context("reading the server's RSS")?,
     })
 }
 
@@ -399,6 +406,16 @@ impl Report for BurstReport {
             })
             .collect();
         let _ = writeln!(s, "after closing (threads/RSS): {}", series.join(" "));
+        if let Some(last) = self.after.last() {
+            let _ = writeln!(
+                s,
+                "RSS anon + file: idle {:.1} + {:.1} MiB, at the end {:.1} + {:.1} MiB",
+                self.idle.rss_anon_kib as f64 / 1024.0,
+                self.idle.rss_file_kib as f64 / 1024.0,
+                last.rss_anon_kib as f64 / 1024.0,
+                last.rss_file_kib as f64 / 1024.0
+            );
+        }
         let _ = writeln!(
             s,
             "back within 10% of idle: {}; target <= {:.0} s: {}",
@@ -422,6 +439,8 @@ mod tests {
             at_s: 0.0,
             threads,
             rss_kib,
+            rss_anon_kib: rss_kib,
+            rss_file_kib: 0,
         }
     }
 
