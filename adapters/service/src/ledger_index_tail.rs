@@ -249,8 +249,8 @@ type CommitRecords = (Read<[u8; 32]>, Read<Arc<[u8]>>);
 
 /// The tail of the own feed in `store`, from its `hh:` and `hi:` records. A commit whose
 /// record of one index is garbled while the other's is read gets the garbled one's keys
-/// from its entries (the other record says how many); a commit with no readable record
-/// cannot be rebuilt.
+/// from its entries (the other record says how many), as does one whose `hh:` record is
+/// missing; a commit with no readable record cannot be rebuilt.
 fn load(store: &dyn Store) -> Result<TailState, FeedError> {
     let mut commits: BTreeMap<u64, CommitRecords> = BTreeMap::new();
     for_each_record(store, HASH_RUN_PREFIX, |first, value| {
@@ -273,13 +273,14 @@ fn load(store: &dyn Store) -> Result<TailState, FeedError> {
             (Some(Some(hashes)), Some(Some(ids))) if hashes.len() == ids.len() => (hashes, ids),
             // A store of schema 3 stored the ids with each commit.
             (Some(Some(hashes)), None) => (hashes, Vec::new()),
-            (None, Some(Some(ids))) => (Vec::new(), ids),
-            (Some(Some(hashes)), Some(None)) => {
-                let ids = from_entries(store, first, hashes.len(), |e| Arc::from(e.record_id()))?;
+            // No build stores ids without hashes (both records go in one batch, and out in
+            // another): the hashes record was lost or garbled.
+            (None | Some(None), Some(Some(ids))) => {
+                let hashes = from_entries(store, first, ids.len(), Entry::hash)?;
                 (hashes, ids)
             }
-            (Some(None), Some(Some(ids))) => {
-                let hashes = from_entries(store, first, ids.len(), Entry::hash)?;
+            (Some(Some(hashes)), Some(None)) => {
+                let ids = from_entries(store, first, hashes.len(), |e| Arc::from(e.record_id()))?;
                 (hashes, ids)
             }
             _ => return Err(garbled()),
@@ -617,15 +618,14 @@ mod tests {
 
     /// Stores one record under `prefix` with `suffix` after it and `value`, and opens a
     /// tail over it.
-    fn tail_over(prefix: &[u8], suffix: &[u8], value: &[u8]) -> IndexTail {
+    fn tail_over(records: &[(&[u8], &[u8], &[u8])]) -> IndexTail {
         let store = MemoryStore::new();
-        store
-            .commit(vec![Op::Put {
-                table: FeedKeys::OWN.index_table(),
-                key: [prefix, suffix].concat(),
-                value: value.to_vec(),
-            }])
-            .unwrap();
+        let ops = records.iter().map(|(prefix, suffix, value)| Op::Put {
+            table: FeedKeys::OWN.index_table(),
+            key: [*prefix, *suffix].concat(),
+            value: value.to_vec(),
+        });
+        store.commit(ops.collect()).unwrap();
         IndexTail::open(&store, 10)
     }
 
@@ -656,7 +656,7 @@ mod tests {
                 proptest::collection::vec(proptest::prelude::any::<u8>(), 0..100),
             ],
         ) {
-            let tail = tail_over(HASH_RUN_PREFIX, &suffix, &value);
+            let tail = tail_over(&[(HASH_RUN_PREFIX, &suffix, &value)]);
             let first = names_seqs(&suffix, value.len() / 32)
                 .filter(|_| value.len() % 32 == 0);
             proptest::prop_assert_eq!(tail.incomplete().is_none(), first.is_some());
@@ -670,8 +670,8 @@ mod tests {
             }
         }
 
-        /// Whatever bytes an `hi:` record's key and value hold, opening reads its ids back
-        /// exactly or refuses it as corrupt, without a panic.
+        /// Whatever bytes an `hi:` record's key and value hold (beside an `hh:` record),
+        /// opening reads its ids back exactly or refuses it as corrupt, without a panic.
         #[test]
         fn any_id_record_is_read_back_or_refused(
             suffix in any_suffix(),
@@ -689,8 +689,14 @@ mod tests {
                     .flat_map(|id| std::iter::once(id.len() as u8).chain(id.iter().copied()))
                     .collect()
             };
-            let tail = tail_over(ID_RUN_PREFIX, &suffix, &value);
             let decoded = decode_ids(&value).ok();
+            // Its partner: as many hashes as it decodes to (the store holds no entries to
+            // rebuild either record from).
+            let hashes = vec![0; 32 * decoded.as_ref().map_or(ids.len(), Vec::len)];
+            let tail = tail_over(&[
+                (HASH_RUN_PREFIX, &suffix, &hashes),
+                (ID_RUN_PREFIX, &suffix, &value),
+            ]);
             let first = decoded
                 .as_ref()
                 .and_then(|ids| names_seqs(&suffix, ids.len()));
@@ -729,6 +735,28 @@ mod tests {
             every_entry_is_found(&reopened, &entries);
             assert_eq!(reopened.check().unwrap(), CheckReport::Ok { seq: 4 });
         }
+    }
+
+    #[test]
+    fn a_lost_hash_record_beside_its_ids_is_rebuilt_from_the_entries() {
+        let store = MemoryStore::new();
+        let first = open(&store, 100);
+        let mut entries: Vec<Entry> = (1..=3).map(|i| append(&first, i)).collect();
+        std::mem::forget(first);
+        store
+            .commit(vec![Op::Delete {
+                table: FeedKeys::OWN.index_table(),
+                key: run_key(HASH_RUN_PREFIX, 2),
+            }])
+            .unwrap();
+        let reopened = open(&store, 100);
+        assert!(reopened.index_tail.incomplete().is_none());
+        assert_eq!(reopened.index_tail.len(), (3, 3));
+        every_entry_is_found(&reopened, &entries);
+        // The rebuilt hash refuses a changed copy of entry 2's record as ever.
+        entries.push(append(&reopened, 4));
+        every_entry_is_found(&reopened, &entries);
+        assert_eq!(reopened.check().unwrap(), CheckReport::Ok { seq: 4 });
     }
 
     #[test]
