@@ -37,7 +37,10 @@
 //! # Durability and atomicity
 //!
 //! [`Store::commit`] writes one fjall batch (one journal entry, one sequence number) with
-//! `PersistMode::SyncAll`: when it returns `Ok`, the batch is `fsync`ed. On recovery fjall
+//! `PersistMode::SyncAll`: when it returns `Ok`, the batch is `fsync`ed. [`Store::commit_bulk`]
+//! of a batch sorted in one table is a fjall ingestion instead: new on-disk tables, `fsync`ed
+//! and registered in the keyspace's version at once, then a batch that counts it in the
+//! generation. On recovery fjall
 //! replays the journal and discards a torn tail batch, so a batch is all-or-nothing across
 //! tables even after a power loss. Reads go through a database snapshot, so a reader never
 //! sees part of a batch that is being applied (plain keyspace reads in fjall 3 read at the
@@ -72,7 +75,7 @@ use std::sync::{Mutex, MutexGuard, RwLock};
 use fjall::config::{CompressionPolicy, FilterPolicy, PinningPolicy};
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode, Readable};
 
-use crate::kv::{Op, Store, StoreError, Table};
+use crate::kv::{Op, Store, StoreError, Table, sorted_in_one_table};
 use crate::mark::{self, Mark, MarkWriter, ReadMark};
 use crate::{storable_key, validate_ops};
 
@@ -96,7 +99,14 @@ use crate::{storable_key, validate_ops};
 /// version 3 build would miss the ids whose keys are not stored yet, and append a record id
 /// twice, so it must refuse the store; a version 3 store has every `id:` key and no `hi:`
 /// record, so only its marker is rewritten.
-pub const SCHEMA_VERSION: u32 = 4;
+///
+/// Version 5: the `hh:` and `hi:` records are in `ledger-commits` (the `h:` and `id:` keys
+/// are ingested into `ledger-index` in bulk, which first flushes that keyspace's in-memory
+/// table: kept free of the records, it has next to nothing to flush). A version 4 build
+/// would not see the records there, and append a record id twice, so it must refuse the
+/// store; the records a version 3 or 4 store holds in `ledger-index` are read there until
+/// the next bulk deletes them, so only its marker is rewritten.
+pub const SCHEMA_VERSION: u32 = 5;
 
 /// The oldest schema version this build opens (and upgrades to [`SCHEMA_VERSION`]).
 pub const OLDEST_SCHEMA_VERSION: u32 = 1;
@@ -396,6 +406,48 @@ impl FjallStore {
         writer.failed = false;
         Ok(())
     }
+
+    /// Commits `ops` (valid, at most one per key, in key order) with the next generation as
+    /// one durable batch and records that generation in the mark; on failure, marks the
+    /// database for reopening.
+    fn write_batch(&self, writer: &mut Writer, ops: Vec<Op>) -> Result<(), StoreError> {
+        let generation = writer.generation + 1;
+        let committed = self.with_open(|open| {
+            let mut batch = open.db.batch().durability(Some(PersistMode::SyncAll));
+            for op in ops {
+                match op {
+                    Op::Put { table, key, value } => {
+                        batch.insert(open.keyspace(table)?, key, value)
+                    }
+                    Op::Delete { table, key } => batch.remove(open.keyspace(table)?, key),
+                }
+            }
+            batch.insert(
+                open.keyspace(Table::Meta)?,
+                GENERATION_KEY,
+                generation.to_be_bytes().to_vec(),
+            );
+            batch.commit().map_err(|e| backend("commit", e))
+        });
+        match committed {
+            Ok(()) => {
+                writer.generation = generation;
+                // The commit is durable whatever happens to the mark: a mark write that
+                // fails leaves it lagging, which only weakens the next open's check.
+                let _ = writer.mark.record(Mark {
+                    store_id: self.store_id,
+                    generation,
+                });
+                Ok(())
+            }
+            Err(e) => {
+                // fjall refuses every write after a failed one (it poisons the database):
+                // the next commit reopens it first.
+                writer.failed = true;
+                Err(e)
+            }
+        }
+    }
 }
 
 impl Drop for FjallStore {
@@ -584,42 +636,50 @@ impl Store for FjallStore {
         if writer.failed {
             self.reopen(&mut writer)?;
         }
-        let generation = writer.generation + 1;
-        let committed = self.with_open(|open| {
-            let mut batch = open.db.batch().durability(Some(PersistMode::SyncAll));
+        self.write_batch(&mut writer, ops)
+    }
+
+    /// A batch in strictly increasing key order in one table is written as a fjall
+    /// ingestion: straight into new on-disk tables (`fsync`ed, with the keyspace's version
+    /// that lists them) instead of the journal and the in-memory table, and registered all
+    /// at once, so it is atomic and durable when this returns. fjall first flushes the
+    /// keyspace's in-memory table (so that the ingested keys are the newest), which is
+    /// cheap only for a keyspace that takes little else. A small commit then counts it in
+    /// the generation (if that one fails, the bulk is durable all the same: `Ok`, and the
+    /// next commit reopens the database). Any other batch is committed.
+    fn commit_bulk(&self, ops: Vec<Op>) -> Result<(), StoreError> {
+        validate_ops(&ops)?;
+        let Some(table) = ops.first().map(|op| op.table_key().0) else {
+            return Ok(());
+        };
+        if !sorted_in_one_table(&ops) {
+            return self.commit(ops);
+        }
+        let mut writer = self.writer()?;
+        if writer.failed {
+            self.reopen(&mut writer)?;
+        }
+        let ingested = self.with_open(|open| {
+            let fail = |e| backend("bulk ingestion", e);
+            let mut ingestion = open.keyspace(table)?.start_ingestion().map_err(fail)?;
             for op in ops {
                 match op {
-                    Op::Put { table, key, value } => {
-                        batch.insert(open.keyspace(table)?, key, value)
-                    }
-                    Op::Delete { table, key } => batch.remove(open.keyspace(table)?, key),
+                    Op::Put { key, value, .. } => ingestion.write(key, value),
+                    Op::Delete { key, .. } => ingestion.write_tombstone(key),
                 }
+                .map_err(fail)?;
             }
-            batch.insert(
-                open.keyspace(Table::Meta)?,
-                GENERATION_KEY,
-                generation.to_be_bytes().to_vec(),
-            );
-            batch.commit().map_err(|e| backend("commit", e))
+            ingestion.finish().map_err(fail)
         });
-        match committed {
-            Ok(()) => {
-                writer.generation = generation;
-                // The commit is durable whatever happens to the mark: a mark write that
-                // fails leaves it lagging, which only weakens the next open's check.
-                let _ = writer.mark.record(Mark {
-                    store_id: self.store_id,
-                    generation,
-                });
-                Ok(())
-            }
-            Err(e) => {
-                // fjall refuses every write after a failed one (it poisons the database):
-                // the next commit reopens it first.
-                writer.failed = true;
-                Err(e)
-            }
+        if let Err(e) = ingested {
+            // The next commit reopens the database, which drops what a failed ingestion
+            // left half written.
+            writer.failed = true;
+            return Err(e);
         }
+        // Durable already: a failure here only leaves the generation behind.
+        let _ = self.write_batch(&mut writer, Vec::new());
+        Ok(())
     }
 }
 

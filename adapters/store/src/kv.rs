@@ -154,4 +154,21 @@ pub trait Store: Send + Sync {
     /// survives a process or machine crash). An error means nothing was applied. Of several
     /// ops on one (table, key), the last wins.
     fn commit(&self, ops: Vec<Op>) -> Result<(), StoreError>;
+
+    /// [`Store::commit`] for a large batch, with the same guarantees (all or nothing,
+    /// durable on return, the last op of a key wins). A batch whose ops all write one table
+    /// in strictly increasing key order may be written straight into the store's files
+    /// rather than through its log, which costs far less for tens of thousands of keys; any
+    /// other batch is committed as it is. It does not count as a commit of the store's
+    /// generation (see the fjall store's docs).
+    fn commit_bulk(&self, ops: Vec<Op>) -> Result<(), StoreError> {
+        self.commit(ops)
+    }
+}
+
+/// Whether `ops` all write one table in strictly increasing key order.
+pub fn sorted_in_one_table(ops: &[Op]) -> bool {
+    let table = ops.first().map(|op| op.table_key().0);
+    ops.iter().all(|op| Some(op.table_key().0) == table)
+        && ops.is_sorted_by(|a, b| a.table_key().1 < b.table_key().1)
 }

@@ -324,6 +324,50 @@ fn contract_atomic_visibility<S: Store + 'static>(s: Arc<S>) -> TestResult {
     Ok(())
 }
 
+/// A bulk commit is a commit: sorted in one table (what a store may ingest), it overwrites,
+/// deletes and adds keys written before; any other batch works as ever.
+fn contract_bulk_commit(s: &impl Store) -> TestResult {
+    s.commit(vec![
+        put(Table::Users, b"a", b"1"),
+        put(Table::Users, b"c", b"1"),
+        put(Table::Users, b"e", b"1"),
+    ])?;
+    s.commit_bulk(vec![
+        put(Table::Users, b"b", b"2"),
+        del(Table::Users, b"c"),
+        put(Table::Users, b"e", b"2"),
+        put(Table::Users, b"f", b"2"),
+    ])?;
+    s.commit(vec![put(Table::Users, b"g", b"3")])?;
+    let expected = pairs(&[
+        (b"a", b"1"),
+        (b"b", b"2"),
+        (b"e", b"2"),
+        (b"f", b"2"),
+        (b"g", b"3"),
+    ]);
+    assert_eq!(s.scan(Table::Users, b"")?, expected);
+    // Out of order, repeated keys, two tables: committed as a batch.
+    s.commit_bulk(vec![
+        put(Table::Users, b"h", b"4"),
+        put(Table::Limits, b"x", b"4"),
+        del(Table::Users, b"a"),
+        put(Table::Users, b"h", b"5"),
+    ])?;
+    assert_eq!(s.get(Table::Users, b"h")?, Some(b"5".to_vec()));
+    assert_eq!(s.get(Table::Users, b"a")?, None);
+    assert_eq!(s.get(Table::Limits, b"x")?, Some(b"4".to_vec()));
+    // An invalid op refuses the whole bulk.
+    let r = s.commit_bulk(vec![
+        put(Table::Users, b"i", b"6"),
+        put(Table::Users, b"", b""),
+    ]);
+    assert!(matches!(r, Err(StoreError::Backend(_))), "{r:?}");
+    assert_eq!(s.get(Table::Users, b"i")?, None);
+    s.commit_bulk(Vec::new())?;
+    Ok(())
+}
+
 fn contract_meta_has_schema(s: &impl Store) -> TestResult {
     assert_eq!(
         s.get(Table::Meta, SCHEMA_KEY)?,
@@ -380,6 +424,12 @@ macro_rules! contract_tests {
             fn atomic_visibility() -> TestResult {
                 let (_guard, s) = $new;
                 contract_atomic_visibility(Arc::new(s))
+            }
+
+            #[test]
+            fn bulk_commit() -> TestResult {
+                let (_guard, s) = $new;
+                contract_bulk_commit(&s)
             }
 
             #[test]
@@ -920,6 +970,51 @@ fn memory_new_store_mirrors_a_fresh_fjall_store() -> TestResult {
     Ok(())
 }
 
+/// An ingested bulk survives a reopen, over keys the journal held before it and under
+/// commits after it, and so does what a reopen after a failed one finds.
+#[test]
+fn fjall_bulk_commit_persists_across_reopen() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let store = FjallStore::open(dir.path())?;
+    store.commit(vec![
+        put(Table::LedgerIndex, b"a", b"1"),
+        put(Table::LedgerIndex, b"c", b"1"),
+    ])?;
+    let bulk: Vec<Op> = (0..5000u32)
+        .map(|i| {
+            put(
+                Table::LedgerIndex,
+                format!("b{i:05}").as_bytes(),
+                &i.to_be_bytes(),
+            )
+        })
+        .chain([del(Table::LedgerIndex, b"c")])
+        .collect();
+    store.commit_bulk(bulk)?;
+    store.commit(vec![put(Table::LedgerIndex, b"d", b"3")])?;
+    drop(store);
+
+    let store = FjallStore::open(dir.path())?;
+    let rows = store.scan(Table::LedgerIndex, b"")?;
+    assert_eq!(rows.len(), 5002);
+    assert_eq!(rows.first(), Some(&(b"a".to_vec(), b"1".to_vec())));
+    assert_eq!(rows.last(), Some(&(b"d".to_vec(), b"3".to_vec())));
+    assert_eq!(store.get(Table::LedgerIndex, b"c")?, None);
+    assert_eq!(
+        store.get(Table::LedgerIndex, b"b04999")?,
+        Some(4999u32.to_be_bytes().to_vec())
+    );
+    // A later commit of a bulk key wins over the bulk, also after a reopen.
+    store.commit(vec![put(Table::LedgerIndex, b"b00007", b"new")])?;
+    drop(store);
+    let store = FjallStore::open(dir.path())?;
+    assert_eq!(
+        store.get(Table::LedgerIndex, b"b00007")?,
+        Some(b"new".to_vec())
+    );
+    Ok(())
+}
+
 // ---------------------------------------------------------------------------------------------
 // Both implementations agree on random batch sequences.
 
@@ -944,11 +1039,42 @@ fn op_strategy() -> impl Strategy<Value = Op> {
     ]
 }
 
-/// A step: a batch, or (None) closing and reopening the fjall store.
-fn step_strategy() -> impl Strategy<Value = Option<Vec<Op>>> {
+/// One step of [`memory_and_fjall_agree`].
+#[derive(Debug, Clone)]
+enum Step {
+    Commit(Vec<Op>),
+    /// [`Store::commit_bulk`].
+    Bulk(Vec<Op>),
+    /// Closing and reopening the fjall store.
+    Reopen,
+}
+
+/// A batch of one table in strictly increasing key order (what the fjall store ingests).
+fn sorted_batch_strategy() -> impl Strategy<Value = Vec<Op>> {
+    (
+        table_strategy(),
+        proptest::collection::vec(op_strategy(), 0..6),
+    )
+        .prop_map(|(table, ops)| {
+            let mut ops: Vec<Op> = ops
+                .into_iter()
+                .map(|op| match op {
+                    Op::Put { key, value, .. } => Op::Put { table, key, value },
+                    Op::Delete { key, .. } => Op::Delete { table, key },
+                })
+                .collect();
+            ops.sort_by(|a, b| a.table_key().1.cmp(b.table_key().1));
+            ops.dedup_by(|a, b| a.table_key() == b.table_key());
+            ops
+        })
+}
+
+fn step_strategy() -> impl Strategy<Value = Step> {
     prop_oneof![
-        12 => proptest::collection::vec(op_strategy(), 0..6).prop_map(Some),
-        1 => Just(None),
+        12 => proptest::collection::vec(op_strategy(), 0..6).prop_map(Step::Commit),
+        4 => sorted_batch_strategy().prop_map(Step::Bulk),
+        1 => proptest::collection::vec(op_strategy(), 0..6).prop_map(Step::Bulk),
+        1 => Just(Step::Reopen),
     ]
 }
 
@@ -971,12 +1097,17 @@ proptest! {
         let memory = MemoryStore::new();
         for step in steps {
             match step {
-                Some(batch) => {
+                Step::Commit(batch) => {
                     let f = fjall.as_ref().unwrap().commit(batch.clone());
                     let m = memory.commit(batch);
                     prop_assert_eq!(outcome(&f), outcome(&m), "{:?} vs {:?}", f, m);
                 }
-                None => {
+                Step::Bulk(batch) => {
+                    let f = fjall.as_ref().unwrap().commit_bulk(batch.clone());
+                    let m = memory.commit_bulk(batch);
+                    prop_assert_eq!(outcome(&f), outcome(&m), "{:?} vs {:?}", f, m);
+                }
+                Step::Reopen => {
                     drop(fjall.take());
                     fjall = Some(FjallStore::open(dir.path()).unwrap());
                 }

@@ -99,9 +99,25 @@ impl Store for MeteredStore {
 
     fn commit(&self, ops: Vec<Op>) -> Result<(), StoreError> {
         let records = ops.len() as u64;
+        self.metered(records, || self.inner.commit(ops))
+    }
+
+    fn commit_bulk(&self, ops: Vec<Op>) -> Result<(), StoreError> {
+        let records = ops.len() as u64;
+        self.metered(records, || self.inner.commit_bulk(ops))
+    }
+}
+
+impl MeteredStore {
+    /// Runs `commit` (of `records` records), adding its times to the totals.
+    fn metered(
+        &self,
+        records: u64,
+        commit: impl FnOnce() -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
         let before = thread_clocks();
         let start = Instant::now();
-        let result = self.inner.commit(ops);
+        let result = commit();
         let wall = start.elapsed();
         match (before, thread_clocks()) {
             (Some(before), Some(after)) => {
