@@ -48,7 +48,7 @@ use vserv_store::kv::{Op, Store};
 
 use crate::work::Work;
 
-use crate::ledger_index_tail::{IndexRun, IndexTail};
+use crate::ledger_index_tail::{IndexBulk, IndexRun, IndexTail};
 use crate::ledger_layout::{
     FeedError, FeedKeys, HEAD_KEY, add_to_kind_runs, commit_value, entry_key, kind_count_key,
     kind_key, kind_runs_value, seq_of_id, seq_value, signed_head_key, stored_head,
@@ -479,13 +479,18 @@ impl GroupCommit {
     }
 
     /// Stores the index keys of the tail once it holds a bulk (`ledger_index_tail.rs`), on
-    /// the writing run, so that no commit is written meanwhile. A failure leaves them in the
-    /// tail for the next try.
+    /// the writing run, so that no commit is written meanwhile: the keys as one bulk, then
+    /// the deletes of their records. A failure leaves them in the tail for the next try
+    /// (keys stored twice are the same keys).
     fn index_tail(&self) {
-        let Some(ops) = self.tail.due() else {
+        let Some(IndexBulk { keys, records }) = self.tail.due() else {
             return;
         };
-        match self.store.commit(ops) {
+        match self
+            .store
+            .commit_bulk(keys)
+            .and_then(|()| self.store.commit(records))
+        {
             Ok(()) => self.tail.stored(),
             Err(e) => {
                 tracing::warn!(error = %e, "could not store the ledger's index keys; will retry")

@@ -7,7 +7,8 @@
 //!
 //! The server's own feed's keys are as below, without a prefix, in three tables: the entries
 //! in [`Table::Ledger`], the `id:` and `h:` indexes in [`Table::LedgerIndex`], and the keys
-//! each commit writes once (`head`, `sh:`, `k:`, `kc:`) in [`Table::LedgerCommits`]. A
+//! each commit writes once (`head`, `sh:`, `k:`, `kc:`, and the own feed's `hh:` and `hi:`
+//! records) in [`Table::LedgerCommits`]. A
 //! replica of another server's feed lives in [`Table::Replicas`] with the same keys, each
 //! preceded by the replica's 5-byte feed prefix: `0x00` and the feed number this store gave
 //! the origin (`u32` big-endian, from 1; `replicas/layout.rs` keeps origin -> number).
@@ -19,8 +20,8 @@
 //! | `e:` + seq (`u64` big-endian) | the entry's canonical encoding (`spec/ledger.md` §1) |
 //! | `id:` + record id | seq (`u64` big-endian) of the entry with that record id (index table; the own feed's trail its commits, `ledger_index_tail.rs`) |
 //! | `h:` + entry hash (32 bytes) | seq (`u64` big-endian) of the entry with that hash (index table; the own feed's trail its commits) |
-//! | `hh:` + seq (`u64` big-endian) | own feed: the 32-byte hashes of the entries of the commit whose first entry is seq, while their `h:` keys are not stored (index table, `ledger_index_tail.rs`) |
-//! | `hi:` + seq (`u64` big-endian) | own feed: the record ids (each a length byte and its bytes) of the entries of the commit whose first entry is seq, while their `id:` keys are not stored (index table) |
+//! | `hh:` + seq (`u64` big-endian) | own feed: the 32-byte hashes of the entries of the commit whose first entry is seq, while their `h:` keys are not stored (commit table; index table in stores of schema 3 and 4; `ledger_index_tail.rs`) |
+//! | `hi:` + seq (`u64` big-endian) | own feed: the record ids (each a length byte and its bytes) of the entries of the commit whose first entry is seq, while their `id:` keys are not stored (commit table; index table in stores of schema 4) |
 //! | `k:` + kind + `0x00` + seq (`u64` big-endian) | the kind index: empty, or [`kind_runs_value`] |
 //! | `kc:` + kind | number of entries of that kind (`u64` big-endian) |
 //! | `head` | the [`SignedHead`] encoding of the last entry |
@@ -34,8 +35,8 @@
 //! replica's persist batch. Feeds written before this (by 59d7ca6 and earlier) have one key
 //! with an empty value per entry, which reads the same way ([`kind_runs`]). Every commit
 //! writes all these keys in one atomic, durable batch, so a crash
-//! leaves either the whole commit (entries, indexes or the own feed's `hh:` record of its
-//! hashes, and the new signed head) or nothing. The
+//! leaves either the whole commit (entries, indexes or the own feed's `hh:` and `hi:`
+//! records, and the new signed head) or nothing. The
 //! stored head is authoritative for the feed's size. A commit's `sh:` key is what lets
 //! replication cut a feed into segments that each end at a signed head; feeds written before
 //! those keys existed have only `head`.

@@ -50,10 +50,20 @@ fn count(store: &MemoryStore, table: Table, prefix: &[u8]) -> usize {
     store.scan(table, prefix).unwrap().len()
 }
 
+/// The prefixes of the per-commit keys that builds before the commit table kept in the
+/// entries' table.
+const PER_COMMIT: [&[u8]; 4] = [HEAD_KEY, SIGNED_HEAD_PREFIX, KIND_PREFIX, KIND_COUNT_PREFIX];
+
 /// Moves every per-commit key from the commit table to the entries' table: the store as
-/// a build before the commit table left it.
+/// a build before the commit table left it (the records of the index keys that trail,
+/// which the commit table holds too, are another matter: `ledger_legacy_index.rs`).
 fn to_legacy_layout(store: &MemoryStore) {
-    common::move_keys(store, Table::LedgerCommits, Table::Ledger, &[b""]);
+    common::move_keys(store, Table::LedgerCommits, Table::Ledger, &PER_COMMIT);
+}
+
+/// Every per-commit key of `table`.
+fn per_commit(store: &MemoryStore, table: Table) -> usize {
+    PER_COMMIT.iter().map(|p| count(store, table, p)).sum()
 }
 
 /// What the feed answers: its head, sizes, check, kind counts and pages over every range,
@@ -121,7 +131,7 @@ fn a_feed_in_the_legacy_layout_answers_alike_and_appends_in_the_commit_table() {
         commit(&ledger, 7, 12);
     }
     to_legacy_layout(&legacy);
-    assert_eq!(count(&legacy, Table::LedgerCommits, b""), 0);
+    assert_eq!(per_commit(&legacy, Table::LedgerCommits), 0);
     let legacy_keys = count(&legacy, Table::Ledger, b"");
 
     // Processes started over each.

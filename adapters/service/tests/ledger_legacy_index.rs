@@ -57,7 +57,7 @@ fn to_legacy_layout(store: &MemoryStore) {
     // ids still waiting in `hh:` and `hi:` records become `h:` and `id:` keys there.
     let mut ops = Vec::new();
     let first_of = |key: &[u8]| u64::from_be_bytes(key[3..].try_into().unwrap());
-    for (key, hashes) in store.scan(Table::LedgerIndex, HASH_RUN_PREFIX).unwrap() {
+    for (key, hashes) in store.scan(Table::LedgerCommits, HASH_RUN_PREFIX).unwrap() {
         for (seq, hash) in (first_of(&key)..).zip(hashes.chunks_exact(32)) {
             ops.push(Op::Put {
                 table: Table::Ledger,
@@ -66,11 +66,11 @@ fn to_legacy_layout(store: &MemoryStore) {
             });
         }
         ops.push(Op::Delete {
-            table: Table::LedgerIndex,
+            table: Table::LedgerCommits,
             key,
         });
     }
-    for (key, ids) in store.scan(Table::LedgerIndex, ID_RUN_PREFIX).unwrap() {
+    for (key, ids) in store.scan(Table::LedgerCommits, ID_RUN_PREFIX).unwrap() {
         let mut rest = ids.as_slice();
         for seq in first_of(&key).. {
             let Some((&len, after)) = rest.split_first() else {
@@ -85,7 +85,7 @@ fn to_legacy_layout(store: &MemoryStore) {
             rest = after;
         }
         ops.push(Op::Delete {
-            table: Table::LedgerIndex,
+            table: Table::LedgerCommits,
             key,
         });
     }
@@ -116,11 +116,10 @@ fn a_new_feed_keeps_its_indexes_in_the_index_table_only() {
         assert!(keys(&store, Table::Ledger, prefix).is_empty());
     }
     // The index keys trail: for now one record of the commit's ten hashes and one of its
-    // ten record ids.
-    assert!(keys(&store, Table::LedgerIndex, ID_PREFIX).is_empty());
-    assert!(keys(&store, Table::LedgerIndex, HASH_PREFIX).is_empty());
-    assert_eq!(keys(&store, Table::LedgerIndex, HASH_RUN_PREFIX).len(), 1);
-    assert_eq!(keys(&store, Table::LedgerIndex, ID_RUN_PREFIX).len(), 1);
+    // ten record ids, in the commit table.
+    assert!(keys(&store, Table::LedgerIndex, b"").is_empty());
+    assert_eq!(keys(&store, Table::LedgerCommits, HASH_RUN_PREFIX).len(), 1);
+    assert_eq!(keys(&store, Table::LedgerCommits, ID_RUN_PREFIX).len(), 1);
     assert_indexed(&ledger, &store, 10);
     assert_eq!(ledger.check().unwrap(), CheckReport::Ok { seq: 10 });
 }
@@ -146,11 +145,11 @@ fn a_feed_in_the_legacy_layout_verifies_serves_and_appends() {
     assert!(matches!(results[1], Err(FeedError::Duplicate { seq: 5 })));
     assert_eq!(results[2].as_ref().unwrap().seq, 8);
 
-    // The new entries' indexes are in the index table (for now as the commit's records);
-    // the old ones stay where they were.
+    // The new entries' indexes wait as the commit's records (in the commit table, their
+    // keys go to the index table); the old ones stay where they were.
     assert_eq!(keys(&store, Table::Ledger, ID_PREFIX).len(), 6);
-    assert_eq!(keys(&store, Table::LedgerIndex, HASH_RUN_PREFIX).len(), 1);
-    assert_eq!(keys(&store, Table::LedgerIndex, ID_RUN_PREFIX).len(), 1);
+    assert_eq!(keys(&store, Table::LedgerCommits, HASH_RUN_PREFIX).len(), 1);
+    assert_eq!(keys(&store, Table::LedgerCommits, ID_RUN_PREFIX).len(), 1);
     assert_indexed(&ledger, &store, 8);
     assert_eq!(ledger.check().unwrap(), CheckReport::Ok { seq: 8 });
     assert_eq!(ledger.count("odd", 1, 8).unwrap(), 4);
