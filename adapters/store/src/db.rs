@@ -644,8 +644,8 @@ impl Store for FjallStore {
     /// that lists them) instead of the journal and the in-memory table, and registered all
     /// at once, so it is atomic and durable when this returns. fjall first flushes the
     /// keyspace's in-memory table (so that the ingested keys are the newest), which is
-    /// cheap only for a keyspace that takes little else. A small commit then counts it in
-    /// the generation (if that one fails, the bulk is durable all the same: `Ok`, and the
+    /// cheap only for a keyspace that takes little else. Commits are not held up while the
+    /// tables are written. A small commit then counts it in the generation (if that one fails, the bulk is durable all the same: `Ok`, and the
     /// next commit reopens the database). Any other batch is committed.
     fn commit_bulk(&self, ops: Vec<Op>) -> Result<(), StoreError> {
         validate_ops(&ops)?;
@@ -655,10 +655,15 @@ impl Store for FjallStore {
         if !sorted_in_one_table(&ops) {
             return self.commit(ops);
         }
-        let mut writer = self.writer()?;
-        if writer.failed {
-            self.reopen(&mut writer)?;
+        {
+            let mut writer = self.writer()?;
+            if writer.failed {
+                self.reopen(&mut writer)?;
+            }
         }
+        // Without the writer's lock: commits go on meanwhile (fjall takes its journal's
+        // lock only to register the tables). A reopen after a failed commit waits for the
+        // database, which this holds.
         let ingested = self.with_open(|open| {
             let fail = |e| backend("bulk ingestion", e);
             let mut ingestion = open.keyspace(table)?.start_ingestion().map_err(fail)?;
@@ -671,6 +676,7 @@ impl Store for FjallStore {
             }
             ingestion.finish().map_err(fail)
         });
+        let mut writer = self.writer()?;
         if let Err(e) = ingested {
             // The next commit reopens the database, which drops what a failed ingestion
             // left half written.
