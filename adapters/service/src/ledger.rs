@@ -34,7 +34,7 @@ use crate::ledger_commit::GroupCommit;
 use crate::ledger_ids::{IdFilter, IdLookup, fill_id_filter};
 use crate::ledger_index_tail::{IndexTail, TAIL_BULK};
 use crate::ledger_layout::{has_legacy_index, seq_of_id, stored_head};
-use crate::work::Work;
+use crate::work::{Runner, Work};
 
 /// The result of [`Ledger::check`] and [`Ledger::check_range`] (in `ledger_query.rs`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -232,6 +232,14 @@ impl Ledger {
     /// call replaces it.
     pub fn on_commit(&self, listener: CommitListener) {
         self.group.on_commit(listener);
+    }
+
+    /// Stores the trailing index keys (`ledger_index_tail.rs`) on `runner` from now on, as
+    /// work of its own beside the commits; until then each bulk runs on the commit run that
+    /// filled the tail, which meanwhile writes no commit. A [`Service`](crate::Service)
+    /// given this ledger and a runtime's runner calls it.
+    pub fn run_bulks_on(&self, runner: Arc<dyn Runner>) {
+        self.group.run_bulks_on(runner);
     }
 
     /// Queues `records` for the next group commit and returns at once; `done` gets one

@@ -46,9 +46,9 @@ use vserv_core::ServerIdentity;
 use vserv_core::ledger::{Entry, EntryFields, Head, SignedHead, ZERO_HASH, check_append};
 use vserv_store::kv::{Op, Store};
 
-use crate::work::Work;
+use crate::work::{Inline, Runner, Work};
 
-use crate::ledger_index_tail::{IndexBulk, IndexRun, IndexTail};
+use crate::ledger_index_tail::{IndexBulk, IndexRun, IndexTail, TailPart};
 use crate::ledger_layout::{
     FeedError, FeedKeys, HEAD_KEY, add_to_kind_runs, commit_value, entry_key, kind_count_key,
     kind_key, kind_runs_value, seq_of_id, seq_value, signed_head_key, stored_head,
@@ -246,6 +246,9 @@ pub(crate) struct GroupCommit {
     on_commit: Mutex<Option<CommitListener>>,
     /// The own feed's entries whose index keys are not stored yet (`ledger_index_tail.rs`).
     tail: Arc<IndexTail>,
+    /// Where the bulks that store the tail's keys run: [`Inline`] (on the writing run,
+    /// after its commit) until [`GroupCommit::run_bulks_on`] gives the runtime's.
+    bulk_runner: Mutex<Arc<dyn Runner>>,
 }
 
 impl GroupCommit {
@@ -275,7 +278,14 @@ impl GroupCommit {
             commits,
             on_commit: Mutex::new(None),
             tail,
+            bulk_runner: Mutex::new(Arc::new(Inline)),
         }
+    }
+
+    /// Runs the bulks that store the index tail's keys on `runner` from now on, beside the
+    /// commits instead of on the writing run between them.
+    pub(crate) fn run_bulks_on(&self, runner: Arc<dyn Runner>) {
+        *self.bulk_runner.lock().unwrap_or_else(|p| p.into_inner()) = runner;
     }
 
     /// Registers the listener told of every durable commit (replacing any before).
@@ -394,7 +404,7 @@ impl GroupCommit {
             owners.push(piece.owner);
         }
         let sizes: Vec<usize> = jobs.iter().map(|(records, _)| records.len()).collect();
-        let (results, mut write) = match preparer.prepare(jobs, &self.known) {
+        let (results, write) = match preparer.prepare(jobs, &self.known) {
             Err(e) => (fail_all(&sizes, &e), None),
             Ok(batch) => {
                 let (results, sealed) = preparer.seal(batch);
@@ -414,12 +424,6 @@ impl GroupCommit {
             }
         };
         drop(preparer);
-        if let Some(write) = &mut write {
-            // In key order the store takes the batch as it is (see `Op::table_key`): sorted
-            // here, beside the commit being written, instead of in the store's write.
-            // Stable, so that of two ops on one key the later stays last.
-            write.ops.sort_by(|a, b| a.table_key().cmp(&b.table_key()));
-        }
         Prepared {
             owners,
             epoch,
@@ -478,24 +482,20 @@ impl GroupCommit {
         self.index_tail();
     }
 
-    /// Stores the index keys of the tail once it holds a bulk (`ledger_index_tail.rs`), on
-    /// the writing run, so that no commit is written meanwhile: the keys as one bulk, then
-    /// the deletes of their records. A failure leaves them in the tail for the next try
-    /// (keys stored twice are the same keys).
+    /// Once the index tail holds a bulk (`ledger_index_tail.rs`), hands the storing of its
+    /// keys to the bulk runner: the writing run goes on with the next commit meanwhile.
     fn index_tail(&self) {
-        let Some(IndexBulk { keys, records }) = self.tail.due() else {
+        let Some(part) = self.tail.take_due() else {
             return;
         };
-        match self
-            .store
-            .commit_bulk(keys)
-            .and_then(|()| self.store.commit(records))
-        {
-            Ok(()) => self.tail.stored(),
-            Err(e) => {
-                tracing::warn!(error = %e, "could not store the ledger's index keys; will retry")
-            }
-        }
+        let bulk = Bulk {
+            store: Arc::clone(&self.store),
+            tail: Arc::clone(&self.tail),
+            part,
+            stored: false,
+        };
+        let runner = Arc::clone(&self.bulk_runner.lock().unwrap_or_else(|p| p.into_inner()));
+        runner.run(Work::new("ledger index bulk", move || bulk.store()));
     }
 
     /// Makes the commit just written known: its record ids move from pending to recent,
@@ -518,6 +518,46 @@ impl GroupCommit {
             .clone();
         if let Some(listener) = listener {
             listener(signed_head);
+        }
+    }
+}
+
+/// The storing of one part of the index tail.
+struct Bulk {
+    store: Arc<dyn Store>,
+    tail: Arc<IndexTail>,
+    part: Arc<TailPart>,
+    stored: bool,
+}
+
+impl Bulk {
+    /// Stores the part's keys as one bulk, then deletes their records (each step durable
+    /// before the next). A failure leaves them to a later bulk (keys stored twice are the
+    /// same keys).
+    fn store(mut self) {
+        let IndexBulk { keys, records } = self.part.bulk();
+        match self
+            .store
+            .commit_bulk(keys)
+            .and_then(|()| self.store.commit(records))
+        {
+            Ok(()) => {
+                self.tail.stored();
+                self.stored = true;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "could not store the ledger's index keys; will retry")
+            }
+        }
+    }
+}
+
+impl Drop for Bulk {
+    /// A bulk that did not store its part (it failed, or was dropped unrun) gives it back
+    /// for the next one to retry.
+    fn drop(&mut self) {
+        if !self.stored {
+            self.tail.unstored();
         }
     }
 }
@@ -810,10 +850,13 @@ impl Preparer {
         };
         let signed_head = SignedHead::sign(&self.identity, last);
         let signed = signed_head.to_bytes().to_vec();
+        // After the entries (ascending `e:` keys), the commit table's keys in key order
+        // (`head` < `hh:` < `hi:` < `k:` < `kc:` < `sh:`; kinds never hold 0x00, so the
+        // kind keys sort as the kinds do): the store then takes the batch as it is instead
+        // of sorting a copy (`the_commit_is_handed_to_the_store_in_key_order`).
         batch
             .ops
-            .push(put_commit(signed_head_key(last.seq), signed.clone()));
-        batch.ops.push(put_commit(HEAD_KEY.to_vec(), signed));
+            .push(put_commit(HEAD_KEY.to_vec(), signed.clone()));
         // The commit's entries are last.seq + 1 - n ..= last.seq.
         let run = (!batch.run.hashes.is_empty()).then(|| {
             let n = u64::try_from(batch.run.hashes.len()).unwrap_or(u64::MAX);
@@ -821,12 +864,6 @@ impl Preparer {
             batch.ops.extend(batch.run.records());
             batch.run
         });
-        for (kind, count) in &batch.kind_counts {
-            batch.ops.push(put_commit(
-                kind_count_key(kind),
-                count.to_be_bytes().to_vec(),
-            ));
-        }
         for (kind, runs) in &batch.kind_runs {
             if let Some(&(_, last)) = runs.last() {
                 batch
@@ -834,6 +871,15 @@ impl Preparer {
                     .push(put_commit(kind_key(kind, last), kind_runs_value(runs)));
             }
         }
+        for (kind, count) in &batch.kind_counts {
+            batch.ops.push(put_commit(
+                kind_count_key(kind),
+                count.to_be_bytes().to_vec(),
+            ));
+        }
+        batch
+            .ops
+            .push(put_commit(signed_head_key(last.seq), signed));
         self.head = Some(Some(last));
         let sealed = Sealed {
             ops: batch.ops,
@@ -947,7 +993,7 @@ mod tests {
     use super::*;
     use crate::ledger::Ledger;
     use crate::ledger_layout::SIGNED_HEAD_PREFIX;
-    use vserv_store::kv::Table;
+    use vserv_store::kv::{StoreError, Table};
 
     fn ledger() -> (Ledger, MemoryStore) {
         let store = MemoryStore::new();
@@ -993,6 +1039,61 @@ mod tests {
 
     fn seqs(results: &[Result<Appended, FeedError>]) -> Vec<u64> {
         results.iter().map(|r| r.as_ref().unwrap().seq).collect()
+    }
+
+    /// A memory store that keeps a copy of every batch committed to it.
+    struct Recording {
+        inner: MemoryStore,
+        batches: Mutex<Vec<Vec<Op>>>,
+    }
+
+    impl Store for Recording {
+        fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+            self.inner.get(table, key)
+        }
+        fn scan(&self, table: Table, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+            self.inner.scan(table, prefix)
+        }
+        fn scan_from(
+            &self,
+            table: Table,
+            prefix: &[u8],
+            start: &[u8],
+            limit: usize,
+        ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+            self.inner.scan_from(table, prefix, start, limit)
+        }
+        fn commit(&self, ops: Vec<Op>) -> Result<(), StoreError> {
+            self.batches.lock().unwrap().push(ops.clone());
+            self.inner.commit(ops)
+        }
+    }
+
+    #[test]
+    fn the_commit_is_handed_to_the_store_in_key_order() {
+        let store = Arc::new(Recording {
+            inner: MemoryStore::new(),
+            batches: Mutex::new(Vec::new()),
+        });
+        let identity = ServerIdentity::generate(&mut rand::rngs::StdRng::seed_from_u64(3));
+        let ledger = Ledger::new(store.clone(), Arc::new(identity));
+        let kinds = ["b", "a", "ab", "note", "a"];
+        let batch = (0..40u64)
+            .map(|i| NewRecord {
+                kind: kinds[i as usize % kinds.len()].to_owned(),
+                ..record(&format!("r{i}"))
+            })
+            .collect();
+        assert!(ledger.append_batch(batch).iter().all(Result::is_ok));
+        ledger.append_batch(records(40..=41));
+        let batches = store.batches.lock().unwrap();
+        assert_eq!(batches.len(), 2);
+        for ops in batches.iter() {
+            // Strictly increasing (table, key): taken by the store as it is.
+            assert!(ops.is_sorted_by(|a, b| a.table_key() < b.table_key()));
+        }
+        // Entries, the head, 2 index records, 4 kind runs and counts, the signed head.
+        assert_eq!(batches[0].len(), 40 + 1 + 2 + 4 + 4 + 1);
     }
 
     #[test]

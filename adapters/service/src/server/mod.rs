@@ -220,6 +220,7 @@ impl Service {
     /// those commands are answered with [`vserv_core::ErrorCode::Internal`] "no ledger".
     pub fn with_ledger(self, ledger: Arc<Ledger>) -> Self {
         self.configure(|s| s.ledger = Some(ledger))
+            .with_ledger_bulks()
     }
 
     /// This service reading the feeds held in `replicas` when a ledger read names an ORIGIN
@@ -238,7 +239,15 @@ impl Service {
     /// This service handing its blocking work to `runner` (the runtime's). The default,
     /// [`Inline`], runs it inside [`Service::drive`], which then waits.
     pub fn with_runner(self, runner: Arc<dyn Runner>) -> Self {
-        self.configure(|s| s.runner = runner)
+        self.configure(|s| s.runner = runner).with_ledger_bulks()
+    }
+
+    /// The ledger's bulks of index keys go to this service's runner.
+    fn with_ledger_bulks(self) -> Self {
+        if let Some(ledger) = &self.shared.ledger {
+            ledger.run_bulks_on(Arc::clone(&self.shared.runner));
+        }
+        self
     }
 
     /// This service replicating with `peers` (links accepted from their keys, and dialed to
