@@ -58,11 +58,18 @@ pub fn identity(seed: u64) -> ServerIdentity {
     ServerIdentity::generate(&mut rand::rngs::StdRng::seed_from_u64(seed))
 }
 
-/// The settings of the suite's servers: named `test-server`, the cheapest argon2, every
-/// other setting a default server's.
+/// The settings of the suite's servers: named `test-server`, the cheapest argon2, the
+/// ledger's index keys stored every 8 entries (so that every runtime runs bulks beside its
+/// commits in the ledger cases), every other setting a default server's.
 pub fn settings() -> NodeSettings {
-    NodeSettings::insecure_fast("test-server")
+    NodeSettings {
+        ledger_index_bulk: SUITE_INDEX_BULK,
+        ..NodeSettings::insecure_fast("test-server")
+    }
 }
+
+/// [`NodeSettings::ledger_index_bulk`] of the suite's servers.
+pub const SUITE_INDEX_BULK: usize = 8;
 
 /// A builder of the in-memory node of `identity` with `settings`, its accounts salted by a
 /// fixed seed (pieces such as a tree on disk can still be chosen).

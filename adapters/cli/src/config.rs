@@ -642,6 +642,7 @@ pub fn resolve(file: FileConfig, flags: Overrides) -> Result<Settings, ConfigErr
             replicate: true,
             follow,
             tables,
+            ..NodeSettings::default()
         },
         udp_listen: file.udp_listen,
     })

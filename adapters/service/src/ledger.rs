@@ -32,7 +32,8 @@ pub use crate::ledger_query::{CHECK_PAGE, Page};
 
 use crate::ledger_commit::GroupCommit;
 use crate::ledger_ids::{IdFilter, IdLookup, fill_id_filter};
-use crate::ledger_index_tail::{IndexTail, TAIL_BULK};
+use crate::ledger_index_tail::IndexTail;
+pub(crate) use crate::ledger_index_tail::TAIL_BULK;
 use crate::ledger_layout::{has_legacy_index, seq_of_id, stored_head};
 use crate::work::{Runner, Work};
 

@@ -69,6 +69,9 @@ pub struct NodeSettings {
     pub follow: Option<Vec<vserv_core::Fingerprint>>,
     /// The query tables served (spec/tables.md); none by default.
     pub tables: crate::tables::TablesSettings,
+    /// Entries of the ledger's own feed whose index keys wait in memory before one bulk
+    /// stores them (`ledger_index_tail.rs`); tests make it small so that bulks run often.
+    pub ledger_index_bulk: usize,
 }
 
 impl Default for NodeSettings {
@@ -88,6 +91,7 @@ impl Default for NodeSettings {
             replicate: false,
             follow: None,
             tables: crate::tables::TablesSettings::default(),
+            ledger_index_bulk: crate::ledger::TAIL_BULK,
         }
     }
 }
@@ -502,7 +506,11 @@ impl NodeBuilder {
         .map_err(NodeError::Accounts)?
         .with_master_key(master);
         let accounts = Arc::new(accounts);
-        let ledger = Arc::new(Ledger::new(store.clone(), self.identity.clone()));
+        let ledger = Arc::new(Ledger::with_tail_bulk(
+            store.clone(),
+            self.identity.clone(),
+            self.settings.ledger_index_bulk,
+        ));
         let info = ServiceInfo {
             name: self.settings.name.clone(),
             fingerprint: self.identity.public_key().fingerprint(),

@@ -170,6 +170,43 @@ pub fn ledger_duplicate_record_id_is_refused<R: Runtime>() {
     server.shutdown();
 }
 
+/// Entries appended one by one across several of the index's bulks (the suite's servers
+/// store the index keys every [`SUITE_INDEX_BULK`] entries, on the runtime's runner beside
+/// the commits) are each found by seq, id and hash, and each id is refused again, at every
+/// step: whether an entry's keys are stored yet or wait in memory.
+pub fn ledger_lookups_span_the_index_bulks<R: Runtime>() {
+    let fx = Fixture::new(151);
+    let server = start::<R>(&fx);
+    let (mut root, mut alice) = ledger_users::<R>(&server, &fx);
+    let n = 3 * SUITE_INDEX_BULK as u64 + 2;
+    let mut hashes = Vec::new();
+    for i in 1..=n {
+        let id = format!("bulk-{i}");
+        let (seq, hash) = appended(&mut alice, &rput("k", &id, b"v=1\n"));
+        assert_eq!(seq, i);
+        hashes.push(hash);
+        for (j, hash) in (1..=i).zip(&hashes) {
+            let id = format!("bulk-{j}").into_bytes();
+            assert_eq!(record(&mut alice, RecordSelector::Id(id.clone())).seq(), j);
+            assert_eq!(record(&mut alice, RecordSelector::Hash(*hash)).seq(), j);
+            assert_eq!(
+                code_of(alice.call(&rput("k", &format!("bulk-{j}"), b""))),
+                Some(ErrorCode::Conflict),
+                "id {j} after {i} entries"
+            );
+        }
+    }
+    assert_eq!(
+        root.call(&Command::Rcheck {
+            range: None,
+            origin: None
+        })
+        .expect("call"),
+        Reply::ChainOk { seq: n }
+    );
+    server.shutdown();
+}
+
 /// Record ids stored before the server restarted are still refused after it, whether or
 /// not the restarted server's record id filter has been built yet (it is built in the
 /// background at start), and new ids go on from the stored head.
