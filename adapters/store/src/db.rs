@@ -765,8 +765,8 @@ fn keyspace(db: &Database, table: Table) -> Result<Keyspace, fjall::Error> {
     db.keyspace(table.name(), || keyspace_options(table))
 }
 
-/// The in-memory table size of [`Table::LedgerIndex`] and [`Table::Replicas`] (fjall's
-/// default, which the other tables keep, is 64 MiB). Their keys are largely random (record
+/// The in-memory table size of [`Table::LedgerIndex`], [`Table::Replicas`] and
+/// [`Table::LedgerCommits`] (fjall's default, which the other tables keep, is 64 MiB). Their keys are largely random (record
 /// ids and hashes), so every insert walks a skiplist of scattered nodes and pays a cache
 /// miss per level: a smaller memtable keeps that walk short. For the replicas, measured
 /// under saturating live replication, 16 MiB cut the p50 from entry acknowledged to entry
@@ -776,6 +776,12 @@ fn keyspace(db: &Database, table: Table) -> Result<Keyspace, fjall::Error> {
 /// and the writer bounds durable appends: in `vserv bench ledger --records 10000000` it cut
 /// the CPU per `rput` by a tenth, yet appended only 1.5% (4 connections) and 4.8% (one)
 /// faster, with the writer's CPU per commit up 45% and the peak RSS up 115 MiB.
+///
+/// [`Table::LedgerCommits`] takes it too (stores created before keep 64 MiB): besides its
+/// few small keys per commit it holds the ledger's `hh:`/`hi:` records, tens of bytes per
+/// entry, deleted once their index keys are stored; a larger in-memory table holds them,
+/// dead, until it fills. With 64 MiB, `vserv bench ledger --ids random --records 2000000`
+/// peaked at 436 MiB of RSS, with 16 MiB at 362 MiB, appending as fast.
 const INDEX_MEMTABLE_BYTES: u64 = 16 * 1024 * 1024;
 
 /// The options of `table`'s keyspace. fjall stores them when it creates the keyspace and
@@ -809,7 +815,9 @@ fn keyspace_options(table: Table) -> KeyspaceCreateOptions {
         .filter_block_pinning_policy(PinningPolicy::all(true))
         .index_block_pinning_policy(PinningPolicy::all(true));
     match table {
-        Table::LedgerIndex | Table::Replicas => options.max_memtable_size(INDEX_MEMTABLE_BYTES),
+        Table::LedgerIndex | Table::Replicas | Table::LedgerCommits => {
+            options.max_memtable_size(INDEX_MEMTABLE_BYTES)
+        }
         Table::Ledger => options
             .data_block_compression_policy(CompressionPolicy::all(fjall::CompressionType::Lz4))
             .filter_policy(FilterPolicy::disabled()),
