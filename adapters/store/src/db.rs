@@ -766,9 +766,10 @@ fn keyspace(db: &Database, table: Table) -> Result<Keyspace, fjall::Error> {
 }
 
 /// The in-memory table size of [`Table::LedgerIndex`], [`Table::Replicas`] and
-/// [`Table::LedgerCommits`] (fjall's default, which the other tables keep, is 64 MiB). Their keys are largely random (record
-/// ids and hashes), so every insert walks a skiplist of scattered nodes and pays a cache
-/// miss per level: a smaller memtable keeps that walk short. For the replicas, measured
+/// [`Table::LedgerCommits`] (fjall's default, which the other tables keep, is 64 MiB). The
+/// keys of the first two are largely random (record ids and hashes), so every insert walks
+/// a skiplist of scattered nodes and pays a cache miss per level: a smaller memtable keeps
+/// that walk short. For the replicas, measured
 /// under saturating live replication, 16 MiB cut the p50 from entry acknowledged to entry
 /// replicated by about a quarter and the p99 to a third; 8 MiB cost a quarter more CPU
 /// per entry in flushes and compactions. For the ledger index, 64 MiB costs less CPU in
