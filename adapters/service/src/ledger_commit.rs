@@ -993,7 +993,7 @@ mod tests {
     use super::*;
     use crate::ledger::Ledger;
     use crate::ledger_layout::SIGNED_HEAD_PREFIX;
-    use vserv_store::kv::{StoreError, Table};
+    use vserv_store::kv::Table;
 
     fn ledger() -> (Ledger, MemoryStore) {
         let store = MemoryStore::new();
@@ -1041,59 +1041,36 @@ mod tests {
         results.iter().map(|r| r.as_ref().unwrap().seq).collect()
     }
 
-    /// A memory store that keeps a copy of every batch committed to it.
-    struct Recording {
-        inner: MemoryStore,
-        batches: Mutex<Vec<Vec<Op>>>,
-    }
-
-    impl Store for Recording {
-        fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-            self.inner.get(table, key)
-        }
-        fn scan(&self, table: Table, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
-            self.inner.scan(table, prefix)
-        }
-        fn scan_from(
-            &self,
-            table: Table,
-            prefix: &[u8],
-            start: &[u8],
-            limit: usize,
-        ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
-            self.inner.scan_from(table, prefix, start, limit)
-        }
-        fn commit(&self, ops: Vec<Op>) -> Result<(), StoreError> {
-            self.batches.lock().unwrap().push(ops.clone());
-            self.inner.commit(ops)
-        }
-    }
-
     #[test]
     fn the_commit_is_handed_to_the_store_in_key_order() {
-        let store = Arc::new(Recording {
-            inner: MemoryStore::new(),
-            batches: Mutex::new(Vec::new()),
-        });
+        let store = MemoryStore::new();
         let identity = ServerIdentity::generate(&mut rand::rngs::StdRng::seed_from_u64(3));
-        let ledger = Ledger::new(store.clone(), Arc::new(identity));
+        let mut preparer = Preparer {
+            store: Arc::new(store.clone()),
+            identity: Arc::new(identity),
+            keys: FeedKeys::OWN,
+            tail: Arc::new(IndexTail::open(&store, 100)),
+            head: None,
+            epoch: 0,
+        };
         let kinds = ["b", "a", "ab", "note", "a"];
-        let batch = (0..40u64)
-            .map(|i| NewRecord {
-                kind: kinds[i as usize % kinds.len()].to_owned(),
-                ..record(&format!("r{i}"))
+        let records = (0..40u64)
+            .map(|i| {
+                Ok(NewRecord {
+                    kind: kinds[i as usize % kinds.len()].to_owned(),
+                    ..record(&format!("r{i}"))
+                })
             })
             .collect();
-        assert!(ledger.append_batch(batch).iter().all(Result::is_ok));
-        ledger.append_batch(records(40..=41));
-        let batches = store.batches.lock().unwrap();
-        assert_eq!(batches.len(), 2);
-        for ops in batches.iter() {
-            // Strictly increasing (table, key): taken by the store as it is.
-            assert!(ops.is_sorted_by(|a, b| a.table_key() < b.table_key()));
-        }
+        let batch = preparer
+            .prepare(vec![(records, 0)], &Mutex::new(Known::default()))
+            .unwrap();
+        let (_, sealed) = preparer.seal(batch);
+        let ops = sealed.expect("a commit to write").ops;
+        // Strictly increasing (table, key): taken by the store as it is.
+        assert!(ops.is_sorted_by(|a, b| a.table_key() < b.table_key()));
         // Entries, the head, 2 index records, 4 kind runs and counts, the signed head.
-        assert_eq!(batches[0].len(), 40 + 1 + 2 + 4 + 4 + 1);
+        assert_eq!(ops.len(), 40 + 1 + 2 + 4 + 4 + 1);
     }
 
     #[test]
