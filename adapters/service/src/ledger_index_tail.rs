@@ -974,49 +974,32 @@ mod tests {
     }
 
     #[test]
-    fn a_garbled_record_beside_a_readable_one_is_rebuilt_from_the_entries() {
+    fn a_garbled_or_lost_record_beside_a_readable_one_is_rebuilt_from_the_entries() {
+        let table = FeedKeys::OWN.commit_table();
         for prefix in [HASH_RUN_PREFIX, ID_RUN_PREFIX] {
-            let store = MemoryStore::new();
-            let first = open(&store, 100);
-            let mut entries: Vec<Entry> = (1..=3).map(|i| append(&first, i)).collect();
-            std::mem::forget(first);
-            store
-                .commit(vec![Op::Put {
-                    table: FeedKeys::OWN.commit_table(),
-                    key: run_key(prefix, 2),
-                    value: vec![0; 5],
-                }])
-                .unwrap();
-            let reopened = open(&store, 100);
-            assert!(reopened.index_tail.incomplete().is_none());
-            assert_eq!(reopened.index_tail.len(), (3, 3));
-            every_entry_is_found(&reopened, &entries);
-            entries.push(append(&reopened, 4));
-            every_entry_is_found(&reopened, &entries);
-            assert_eq!(reopened.check().unwrap(), CheckReport::Ok { seq: 4 });
-        }
-    }
-
-    #[test]
-    fn a_lost_record_beside_its_partner_is_rebuilt_from_the_entries() {
-        for prefix in [HASH_RUN_PREFIX, ID_RUN_PREFIX] {
-            let store = MemoryStore::new();
-            let first = open(&store, 100);
-            let mut entries: Vec<Entry> = (1..=3).map(|i| append(&first, i)).collect();
-            std::mem::forget(first);
-            store
-                .commit(vec![Op::Delete {
-                    table: FeedKeys::OWN.commit_table(),
-                    key: run_key(prefix, 2),
-                }])
-                .unwrap();
-            let reopened = open(&store, 100);
-            assert!(reopened.index_tail.incomplete().is_none());
-            assert_eq!(reopened.index_tail.len(), (3, 3));
-            every_entry_is_found(&reopened, &entries);
-            entries.push(append(&reopened, 4));
-            every_entry_is_found(&reopened, &entries);
-            assert_eq!(reopened.check().unwrap(), CheckReport::Ok { seq: 4 });
+            let garbled = Op::Put {
+                table,
+                key: run_key(prefix, 2),
+                value: vec![0; 5],
+            };
+            let lost = Op::Delete {
+                table,
+                key: run_key(prefix, 2),
+            };
+            for damage in [garbled, lost] {
+                let store = MemoryStore::new();
+                let first = open(&store, 100);
+                let mut entries: Vec<Entry> = (1..=3).map(|i| append(&first, i)).collect();
+                std::mem::forget(first);
+                store.commit(vec![damage]).unwrap();
+                let reopened = open(&store, 100);
+                assert!(reopened.index_tail.incomplete().is_none());
+                assert_eq!(reopened.index_tail.len(), (3, 3));
+                every_entry_is_found(&reopened, &entries);
+                entries.push(append(&reopened, 4));
+                every_entry_is_found(&reopened, &entries);
+                assert_eq!(reopened.check().unwrap(), CheckReport::Ok { seq: 4 });
+            }
         }
     }
 
