@@ -159,8 +159,8 @@ pub trait Store: Send + Sync {
     /// durable on return, the last op of a key wins). A batch whose ops all write one table
     /// in strictly increasing key order may be written straight into the store's files
     /// rather than through its log, which costs far less for tens of thousands of keys; any
-    /// other batch is committed as it is. It does not count as a commit of the store's
-    /// generation (see the fjall store's docs).
+    /// other batch is committed as it is. Either way it counts as one commit of the
+    /// store's generation (see the fjall store's docs).
     fn commit_bulk(&self, ops: Vec<Op>) -> Result<(), StoreError> {
         self.commit(ops)
     }
