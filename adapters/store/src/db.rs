@@ -1037,7 +1037,49 @@ fn io_error(what: &str, path: &Path, e: &io::Error) -> StoreError {
 
 #[cfg(test)]
 mod tests {
-    use super::prefix_end;
+    use super::{FjallStore, INDEX_L0_TABLES, INDEX_TABLE_BYTES, prefix_end};
+    use crate::kv::Table;
+
+    /// The leveled compaction settings `table`'s keyspace runs with in `store`: its
+    /// first-level table count and its table size.
+    fn compaction_of(store: &FjallStore, table: Table) -> (u8, u64) {
+        let config = store
+            .with_open(|open| {
+                Ok(open
+                    .keyspace(table)?
+                    .config
+                    .compaction_strategy
+                    .get_config())
+            })
+            .unwrap();
+        let value = |name: &str| {
+            config
+                .iter()
+                .find(|(key, _)| &**key == name.as_bytes())
+                .map(|(_, value)| value.to_vec())
+                .unwrap()
+        };
+        let l0 = value("leveled_l0_threshold");
+        let size = value("leveled_target_size");
+        (
+            l0[0],
+            u64::from_le_bytes(size.as_slice().try_into().unwrap()),
+        )
+    }
+
+    #[test]
+    fn the_random_key_tables_compact_their_own_way_and_keep_it_across_reopens() {
+        let dir = tempfile::tempdir().unwrap();
+        let ours = (INDEX_L0_TABLES, INDEX_TABLE_BYTES);
+        let fjalls = (4, 64 * 1024 * 1024);
+        for _open in 0..2 {
+            let store = FjallStore::open(dir.path()).unwrap();
+            assert_eq!(compaction_of(&store, Table::LedgerIndex), ours);
+            assert_eq!(compaction_of(&store, Table::Replicas), ours);
+            assert_eq!(compaction_of(&store, Table::Ledger), fjalls);
+            assert_eq!(compaction_of(&store, Table::LedgerCommits), fjalls);
+        }
+    }
 
     #[test]
     fn prefix_end_is_the_first_key_past_every_key_with_the_prefix() {
