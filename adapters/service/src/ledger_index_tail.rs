@@ -760,9 +760,14 @@ mod tests {
         assert_eq!(reopened.check().unwrap(), CheckReport::Ok { seq: 3 });
     }
 
-    /// Moves every `hh:` and `hi:` record to the index table, where stores of schema 3 and
-    /// 4 keep them.
-    fn records_to_index_table(store: &MemoryStore) {
+    /// A store of schema 4 and its entries: three entries appended by a ledger that stops
+    /// without storing their index keys, their `hh:` and `hi:` records in the index table
+    /// (where stores of schema 3 and 4 keep them).
+    fn a_schema_4_store() -> (MemoryStore, Vec<Entry>) {
+        let store = MemoryStore::new();
+        let first = open(&store, 100);
+        let entries: Vec<Entry> = (1..=3).map(|i| append(&first, i)).collect();
+        std::mem::forget(first);
         let mut ops = Vec::new();
         for prefix in [HASH_RUN_PREFIX, ID_RUN_PREFIX] {
             for (key, value) in store.scan(FeedKeys::OWN.commit_table(), prefix).unwrap() {
@@ -778,16 +783,13 @@ mod tests {
             }
         }
         store.commit(ops).unwrap();
+        (store, entries)
     }
 
     #[test]
     fn a_store_with_its_records_in_the_index_table_opens_and_goes_on() {
         // Store schema 4.
-        let store = MemoryStore::new();
-        let first = open(&store, 100);
-        let mut entries: Vec<Entry> = (1..=3).map(|i| append(&first, i)).collect();
-        std::mem::forget(first);
-        records_to_index_table(&store);
+        let (store, mut entries) = a_schema_4_store();
         let reopened = open(&store, 5);
         assert_eq!(reopened.index_tail.len(), (3, 3));
         every_entry_is_found(&reopened, &entries);
@@ -817,11 +819,7 @@ mod tests {
     #[test]
     fn a_store_that_trailed_only_hashes_opens_and_goes_on() {
         // Store schema 3: commits stored their `id:` keys and an `hh:` record, no `hi:`.
-        let store = MemoryStore::new();
-        let first = open(&store, 100);
-        let mut entries: Vec<Entry> = (1..=3).map(|i| append(&first, i)).collect();
-        std::mem::forget(first);
-        records_to_index_table(&store);
+        let (store, mut entries) = a_schema_4_store();
         let mut ops = Vec::new();
         for (key, value) in store.scan(Table::LedgerIndex, ID_RUN_PREFIX).unwrap() {
             let first = u64::from_be_bytes(key[ID_RUN_PREFIX.len()..].try_into().unwrap());
