@@ -9,8 +9,9 @@
 //! in [`Table::Ledger`], the `id:` and `h:` indexes in [`Table::LedgerIndex`], and the keys
 //! each commit writes once (`head`, `sh:`, `k:`, `kc:`, and the own feed's `hh:` and `hi:`
 //! records) in [`Table::LedgerCommits`]. A
-//! replica of another server's feed lives in [`Table::Replicas`] with the same keys, each
-//! preceded by the replica's 5-byte feed prefix: `0x00` and the feed number this store gave
+//! replica of another server's feed has the same keys, each preceded by the replica's
+//! 5-byte feed prefix, its entries in [`Table::ReplicaEntries`] and all its other keys in
+//! [`Table::Replicas`]. The prefix is `0x00` and the feed number this store gave
 //! the origin (`u32` big-endian, from 1; `replicas/layout.rs` keeps origin -> number).
 //! [`FeedKeys`] says which. A short prefix keeps the keys, and so every store insert and
 //! lookup of a replica, about as cheap as the own feed's.
@@ -62,8 +63,10 @@
 //! ([`FeedKeys::legacy_index_table`], [`FeedKeys::legacy_commit_table`]), and a scan of a
 //! per-commit prefix reads both ([`scan_commit_keys`]). A record id, hash, `sh:` or `k:` key
 //! is in one of the two, never both; `head` and a kind's `kc:` may be in both once the
-//! feed has grown, and the new table's value is the current one. A replica keeps all its
-//! keys in [`Table::Replicas`].
+//! feed has grown, and the new table's value is the current one. A replica keeps its
+//! entries in [`Table::ReplicaEntries`] for the same reason (stores of schema 5 and older
+//! kept them in [`Table::Replicas`]; `replicas/migrate.rs` moves them when the node opens)
+//! and all its other keys in [`Table::Replicas`].
 
 use vserv_core::ledger::{LedgerError, SignedHead};
 use vserv_store::kv::{Store, StoreError, Table};
@@ -215,12 +218,13 @@ impl FeedKeys {
         prefix: None,
     };
 
-    /// The replica feed numbered `number` in this store: every key in [`Table::Replicas`],
-    /// after [`REPLICA_FEED_LEAD`] and the number (`u32` big-endian).
+    /// The replica feed numbered `number` in this store: its entries in
+    /// [`Table::ReplicaEntries`], every other key in [`Table::Replicas`], each after
+    /// [`REPLICA_FEED_LEAD`] and the number (`u32` big-endian).
     pub fn replica(number: FeedNumber) -> FeedKeys {
         let [a, b, c, d] = number.to_be_bytes();
         FeedKeys {
-            entry_table: Table::Replicas,
+            entry_table: Table::ReplicaEntries,
             index_table: Table::Replicas,
             legacy_index_table: None,
             commit_table: Table::Replicas,

@@ -23,9 +23,10 @@ pub enum Table {
     /// [`Table::LedgerCommits`]; a feed written before those tables existed has its older
     /// keys of theirs here; layout in `vserv_service::ledger_layout`).
     Ledger,
-    /// Replicas of other servers' feeds, each under its origin key's 33 bytes, plus the
-    /// fingerprint index and the fork proofs of quarantined origins (layout in
-    /// `vserv_service::replicas`).
+    /// Replicas of other servers' feeds, every key but their entries (which are in
+    /// [`Table::ReplicaEntries`]), each under its feed number, plus the origin and
+    /// fingerprint indexes, the fork proofs of quarantined origins and the added peers
+    /// (layout in `vserv_service::replicas`).
     Replicas,
     /// Users' published message keys and their mailboxes of sealed messages (layout in
     /// `vserv_service::messages`).
@@ -42,11 +43,16 @@ pub enum Table {
     /// `vserv_service::ledger_layout`): kept apart from the entries so that the entries'
     /// table holds sequential keys only, which compaction moves instead of rewriting.
     LedgerCommits,
+    /// The entries of the replicas of other servers' feeds (each feed's keys under its feed
+    /// number, layout in `vserv_service::ledger_layout`): kept apart from their indexes in
+    /// [`Table::Replicas`] so that the indexes' compactions never rewrite entries, whose keys
+    /// arrive in order within each feed.
+    ReplicaEntries,
 }
 
 impl Table {
     /// Every table, in a fixed order.
-    pub const ALL: [Table; 9] = [
+    pub const ALL: [Table; 10] = [
         Table::Meta,
         Table::Users,
         Table::Limits,
@@ -56,6 +62,7 @@ impl Table {
         Table::Transit,
         Table::LedgerIndex,
         Table::LedgerCommits,
+        Table::ReplicaEntries,
     ];
 
     /// The table's name on disk.
@@ -70,6 +77,7 @@ impl Table {
             Table::Transit => "transit",
             Table::LedgerIndex => "ledger-index",
             Table::LedgerCommits => "ledger-commits",
+            Table::ReplicaEntries => "replica-entries",
         }
     }
 }

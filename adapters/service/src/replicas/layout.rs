@@ -4,7 +4,7 @@
 //!
 //! | key | value |
 //! |---|---|
-//! | `0x00` + feed number (`u32` BE) + a feed key of `ledger_layout.rs` | as in the own feed |
+//! | `0x00` + feed number (`u32` BE) + a feed key of `ledger_layout.rs` | as in the own feed (its `e:` keys in [`Table::ReplicaEntries`](vserv_store::kv::Table::ReplicaEntries)) |
 //! | `o:` + origin (33 bytes) | the origin's feed number (`u32` BE, from 1) |
 //! | `feeds` | how many feed numbers were given (`u32` BE) |
 //! | `fp:` + fingerprint (32 bytes) | the origin (33 bytes) with that fingerprint |

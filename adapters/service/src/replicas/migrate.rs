@@ -1,19 +1,21 @@
-//! Moving replicas from the layout before feed numbers (every key after the origin's 33
-//! bytes) to the current one (every key after `0x00` and the origin's feed number), once,
-//! when the node opens.
+//! Moving replicas kept in an older layout to the current one, once, when the node opens:
+//! from the layout before feed numbers (every key after the origin's 33 bytes) to feed
+//! numbers (every key after `0x00` and the origin's feed number), and then the entries
+//! (the `e:` keys) of every feed from [`Table::Replicas`] to [`Table::ReplicaEntries`]
+//! (stores of schema 5 and older keep them beside the indexes).
 //!
 //! Each step is one atomic batch: first the origin's `o:` key and the feed count, then
-//! chunks that each put keys under the feed number and delete the same keys under the
-//! origin. A crash between steps leaves some keys moved and some not; the next open finds
-//! the origin's number already given and moves the rest. Nothing is read through the old
+//! chunks that each put keys in their new place and delete the same keys in the old one.
+//! A crash between steps leaves some keys moved and some not; the next open finds the
+//! origin's number already given and moves the rest. Nothing is read through the old
 //! keys, so a replica half moved is only ever seen by this module.
 
 use vserv_core::ServerKey;
 use vserv_core::wire::POINT_LEN;
 use vserv_store::kv::{Op, Table};
 
-use super::layout::{FEED_COUNT_KEY, ORIGIN_LEADS, origin_index_key};
-use super::{ReplicaError, Replicas};
+use super::layout::{FEED_COUNT_KEY, ORIGIN_INDEX_PREFIX, ORIGIN_LEADS, origin_index_key};
+use super::{ReplicaError, Replicas, number_value};
 use crate::ledger::{FeedError, FeedKeys};
 
 /// Keys moved per batch.
@@ -85,6 +87,50 @@ pub(super) fn to_feed_numbers(replicas: &Replicas) -> Result<u64, ReplicaError> 
     }
     if moved > 0 {
         tracing::info!(keys = moved, "moved replicas to the feed-number layout");
+    }
+    Ok(moved)
+}
+
+/// Moves the entries of every replica still in [`Table::Replicas`] (a store of schema 5 or
+/// older) to [`Table::ReplicaEntries`], [`CHUNK`] per atomic batch; returns how many moved
+/// (0 for a store already in the current layout, found with one short scan per feed).
+pub(super) fn entries_to_their_table(replicas: &Replicas) -> Result<u64, ReplicaError> {
+    let _writer = replicas.writer();
+    let store = replicas.store.as_ref();
+    let mut moved = 0u64;
+    for (_, value) in store.scan(Table::Replicas, ORIGIN_INDEX_PREFIX)? {
+        let keys = FeedKeys::replica(number_value(&value, "feed number")?);
+        let entries = keys.entries();
+        // Each page starts after the last key moved, not at the prefix, so that no scan
+        // walks over the deletions of the pages before it.
+        let mut start = entries.clone();
+        loop {
+            let rows = store.scan_from(Table::Replicas, &entries, &start, CHUNK)?;
+            let Some((last, _)) = rows.last() else {
+                break;
+            };
+            start = [last.as_slice(), &[0]].concat();
+            let mut ops = Vec::with_capacity(rows.len() * 2);
+            for (key, value) in rows {
+                ops.push(Op::Put {
+                    table: keys.entry_table(),
+                    key: key.clone(),
+                    value,
+                });
+                ops.push(Op::Delete {
+                    table: Table::Replicas,
+                    key,
+                });
+                moved += 1;
+            }
+            store.commit(ops)?;
+        }
+    }
+    if moved > 0 {
+        tracing::info!(
+            entries = moved,
+            "moved the replicas' entries to their own table"
+        );
     }
     Ok(moved)
 }

@@ -1,5 +1,6 @@
 //! [`Replicas`]: the feeds of other servers this server holds, beside its own, in
-//! [`Table::Replicas`] (layout in `layout.rs` and `ledger_layout.rs`), and what replication
+//! [`Table::Replicas`] and their entries in [`Table::ReplicaEntries`] (layout in `layout.rs`
+//! and `ledger_layout.rs`), and what replication
 //! needs of storage: the clock of every held feed, the hash held at a seq, segments read at
 //! stored signed heads (`read.rs`), atomic appends of accepted segments, fork quarantine, and
 //! the store epoch (`epoch.rs`).
@@ -108,13 +109,15 @@ impl Replicas {
         }
     }
 
-    /// [`Replicas::new`], after moving every replica still kept under its origin's 33 bytes
-    /// (the layout before feed numbers) under a feed number, in atomic steps that a crash
-    /// can interrupt and the next open finishes. Returns the feeds and how many keys moved.
+    /// [`Replicas::new`], after moving every replica still kept in an older layout (under
+    /// its origin's 33 bytes, before feed numbers; its entries beside its indexes, before
+    /// [`Table::ReplicaEntries`]) to the current one, in atomic steps that a crash can
+    /// interrupt and the next open finishes. Returns the feeds and how many keys moved.
     pub fn open(store: Arc<dyn Store>, own: ServerKey) -> Result<(Replicas, u64), ReplicaError> {
         let replicas = Replicas::new(store, own);
-        let moved = migrate::to_feed_numbers(&replicas)?;
-        Ok((replicas, moved))
+        let renumbered = migrate::to_feed_numbers(&replicas)?;
+        let entries = migrate::entries_to_their_table(&replicas)?;
+        Ok((replicas, renumbered + entries))
     }
 
     /// The server's own key (its feed is [`Replicas::feed`] of it).

@@ -77,6 +77,11 @@ fn holder() -> (Replicas, MemoryStore) {
     (replicas, store)
 }
 
+/// Every key and value of the replicas' two tables in `store`.
+fn replica_keys(store: &MemoryStore) -> [Vec<(Vec<u8>, Vec<u8>)>; 2] {
+    [Table::Replicas, Table::ReplicaEntries].map(|table| store.scan(table, b"").unwrap())
+}
+
 fn persist(replicas: &Replicas, segment: &Segment) -> Result<Head, ReplicaError> {
     replicas.persist(&segment.head.head.origin, &segment.entries, &segment.head)
 }
@@ -543,12 +548,12 @@ fn several_segments_of_several_origins_are_one_batch_with_the_counts_of_each_cha
         .iter()
         .map(|s| (s.head.head.origin, s.entries.as_slice(), &s.head))
         .collect();
-    let before = store.scan(Table::Replicas, b"").unwrap();
+    let before = replica_keys(&store);
     assert!(matches!(
         replicas.persist_many(&items),
         Err(ReplicaError::Rejected(LedgerError::Gap { .. }))
     ));
-    assert_eq!(store.scan(Table::Replicas, b"").unwrap(), before);
+    assert_eq!(replica_keys(&store), before);
 }
 
 /// Segments the core already checked are stored exactly as [`Replicas::persist_many`] stores
@@ -574,21 +579,18 @@ fn checked_segments_are_stored_as_persist_many_stores_them_and_refused_off_the_c
     let refs: Vec<_> = checked.iter().collect();
     assert_eq!(replicas.persist_segments(&refs).unwrap(), want);
     assert_eq!(store.commit_count(), commits + 1, "one store batch");
-    assert_eq!(
-        store.scan(Table::Replicas, b"").unwrap(),
-        plain_store.scan(Table::Replicas, b"").unwrap()
-    );
+    assert_eq!(replica_keys(&store), replica_keys(&plain_store));
     // Off the chain: a gap (sa[2] right after sa[0]); a segment at the next seq whose
     // first entry links to another entry than the held one.
     let (replicas, store) = holder();
-    let before = store.scan(Table::Replicas, b"").unwrap();
+    let before = replica_keys(&store);
     assert!(matches!(
         replicas.persist_segments(&[&checked[0], &checked[4]]),
         Err(ReplicaError::Rejected(LedgerError::Gap { .. }))
     ));
-    assert_eq!(store.scan(Table::Replicas, b"").unwrap(), before);
+    assert_eq!(replica_keys(&store), before);
     replicas.persist_segments(&[&checked[0]]).unwrap();
-    let held = store.scan(Table::Replicas, b"").unwrap();
+    let held = replica_keys(&store);
     let stray = altered(&sa[1].entries[0], |f| f.prev = [9; 32]);
     let signed = SignedHead::sign(&a.id, Head::of(&stray));
     let stray = vserv_core::replication::Segment::new(vec![stray], signed).unwrap();
@@ -596,20 +598,42 @@ fn checked_segments_are_stored_as_persist_many_stores_them_and_refused_off_the_c
         replicas.persist_segments(&[&stray]),
         Err(ReplicaError::Rejected(LedgerError::BadLink { seq: 8 }))
     ));
-    assert_eq!(store.scan(Table::Replicas, b"").unwrap(), held);
+    assert_eq!(replica_keys(&store), held);
 }
 
-/// A store holding the replicas of `origins` in the layout before feed numbers (each
-/// replica key after the origin's 33 bytes, no `o:` keys nor feed count), as a node of that
-/// version left it; with the clock it held.
-fn old_layout_store(origins: &[&Origin]) -> (MemoryStore, Vec<Head>) {
+/// A store holding the replicas of `origins` as a node of schema 5 left it (their entries
+/// in [`Table::Replicas`], beside their indexes); with the clock it held and the store
+/// they make in the current layout.
+fn schema_5_store(origins: &[&Origin]) -> (MemoryStore, Vec<Head>, MemoryStore) {
     let (replicas, store) = holder();
     for o in origins {
         for segment in o.segments(4096) {
             persist(&replicas, &segment).unwrap();
         }
     }
-    let clock = replicas.clock().unwrap();
+    let current = store.snapshot().unwrap();
+    let mut ops = Vec::new();
+    for (key, value) in store.scan(Table::ReplicaEntries, b"").unwrap() {
+        ops.push(Op::Put {
+            table: Table::Replicas,
+            key: key.clone(),
+            value,
+        });
+        ops.push(Op::Delete {
+            table: Table::ReplicaEntries,
+            key,
+        });
+    }
+    store.commit(ops).unwrap();
+    (store, replicas.clock().unwrap(), current)
+}
+
+/// A store holding the replicas of `origins` in the layout before feed numbers (each
+/// replica key after the origin's 33 bytes, no `o:` keys nor feed count), as a node of that
+/// version left it; with the clock it held.
+fn old_layout_store(origins: &[&Origin]) -> (MemoryStore, Vec<Head>) {
+    let (store, clock, _) = schema_5_store(origins);
+    let replicas = Replicas::new(Arc::new(store.clone()), identity(1).public_key());
     let mut ops = Vec::new();
     for o in origins {
         let number = replicas.number(&o.id.public_key()).unwrap().unwrap();
@@ -641,13 +665,22 @@ fn old_layout_store(origins: &[&Origin]) -> (MemoryStore, Vec<Head>) {
     (store, clock)
 }
 
-#[test]
-fn replicas_in_the_old_layout_move_under_feed_numbers_and_survive_a_crash_at_every_step() {
-    let (a, b) = (origin(2, 3, 7), origin(3, 2, 5));
-    let (pristine, clock) = old_layout_store(&[&a, &b]);
-    // Without the move, the old keys are not read: the replicas look absent.
+/// Opens `pristine` (holding `a` with 21 entries and `b` with 10 in an older layout, and
+/// `clock`) with a crash after each of its moves' commits in turn, then again: every feed
+/// reads whole and checks, nothing is left in the older layout, and a third open moves
+/// nothing. Returns the last store, opened without a crash, and how many commits it took.
+fn moves_to_the_current_layout_across_crashes(
+    pristine: &MemoryStore,
+    clock: &[Head],
+    a: &Origin,
+    b: &Origin,
+) -> (MemoryStore, u64) {
+    // Without the move, the old keys are not read: the replicas look absent or empty.
     let unmoved = Replicas::new(Arc::new(pristine.clone()), identity(1).public_key());
-    assert_eq!(unmoved.clock().unwrap().len(), 0);
+    for o in [a, b] {
+        let feed = unmoved.feed(o.id.public_key()).unwrap();
+        assert_eq!(feed.by_seq(1).unwrap(), None);
+    }
     let mut crash_at = 0;
     loop {
         let store = pristine.snapshot().unwrap();
@@ -661,24 +694,29 @@ fn replicas_in_the_old_layout_move_under_feed_numbers_and_survive_a_crash_at_eve
             clock,
             "crash at commit {crash_at}"
         );
-        for (o, seq) in [(&a, 21), (&b, 10)] {
+        for (o, seq) in [(a, 21), (b, 10)] {
             let feed = replicas.feed(o.id.public_key()).unwrap();
             assert_eq!(feed.check().unwrap(), CheckReport::Ok { seq });
-            assert_eq!(
-                feed.by_seq(seq).unwrap(),
-                o.ledger.feed().by_seq(seq).unwrap()
-            );
+            for at in 1..=seq {
+                assert_eq!(
+                    feed.by_seq(at).unwrap(),
+                    o.ledger.feed().by_seq(at).unwrap()
+                );
+            }
             assert_eq!(
                 feed.size_of_kind("third").unwrap(),
                 o.ledger.feed().size_of_kind("third").unwrap()
             );
         }
-        // Nothing is left under the old keys, and a third open moves nothing.
-        let leftover = store.contents().unwrap()[&Table::Replicas]
-            .keys()
-            .filter(|k| matches!(k.first(), Some(2 | 3)))
-            .count();
-        assert_eq!(leftover, 0);
+        // Nothing is left under the old keys, no entry beside the indexes, and a third
+        // open moves nothing.
+        let contents = store.contents().unwrap();
+        let left = |key: &&Vec<u8>| {
+            matches!(key.first(), Some(2 | 3))
+                || key.get(5..).is_some_and(|rest| rest.starts_with(b"e:"))
+        };
+        assert_eq!(contents[&Table::Replicas].keys().filter(left).count(), 0);
+        assert_eq!(contents[&Table::ReplicaEntries].len(), 31);
         assert_eq!(
             Replicas::open(Arc::new(store.clone()), identity(1).public_key())
                 .unwrap()
@@ -686,9 +724,29 @@ fn replicas_in_the_old_layout_move_under_feed_numbers_and_survive_a_crash_at_eve
             0
         );
         if first.is_ok() {
-            break;
+            return (store, crash_at);
         }
         crash_at += 1;
     }
-    assert!(crash_at >= 3, "the move took {crash_at} commits");
+}
+
+#[test]
+fn replicas_in_the_old_layout_move_under_feed_numbers_and_survive_a_crash_at_every_step() {
+    let (a, b) = (origin(2, 3, 7), origin(3, 2, 5));
+    let (pristine, clock) = old_layout_store(&[&a, &b]);
+    let (_, commits) = moves_to_the_current_layout_across_crashes(&pristine, &clock, &a, &b);
+    assert!(commits >= 5, "the moves took {commits} commits");
+}
+
+#[test]
+fn replica_entries_of_a_schema_5_store_move_to_their_table_and_survive_a_crash_at_every_step() {
+    let (a, b) = (origin(2, 3, 7), origin(3, 2, 5));
+    let (pristine, clock, current) = schema_5_store(&[&a, &b]);
+    let (store, commits) = moves_to_the_current_layout_across_crashes(&pristine, &clock, &a, &b);
+    assert!(commits >= 2, "the move took {commits} commits");
+    // The very store the current layout makes.
+    let (moved, want) = (store.contents().unwrap(), current.contents().unwrap());
+    for table in [Table::Replicas, Table::ReplicaEntries] {
+        assert_eq!(moved[&table], want[&table], "{}", table.name());
+    }
 }
