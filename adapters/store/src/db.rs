@@ -771,14 +771,12 @@ fn keyspace(db: &Database, table: Table) -> Result<Keyspace, fjall::Error> {
     db.keyspace(table.name(), || keyspace_options(table))
 }
 
-/// The in-memory table size of [`Table::LedgerIndex`], [`Table::Replicas`] and
-/// [`Table::LedgerCommits`] (fjall's default, which the other tables keep, is 64 MiB). The
-/// keys of the first two are largely random (record ids and hashes), so every insert walks
+/// The in-memory table size of [`Table::LedgerIndex`], [`Table::LedgerCommits`] and
+/// [`Table::ReplicaEntries`] (fjall's default, which the other tables keep, is 64 MiB). The
+/// keys of the ledger index are largely random (record ids and hashes), so every insert walks
 /// a skiplist of scattered nodes and pays a cache miss per level: a smaller memtable keeps
-/// that walk short. For the replicas, measured
-/// under saturating live replication, 16 MiB cut the p50 from entry acknowledged to entry
-/// replicated by about a quarter and the p99 to a third; 8 MiB cost a quarter more CPU
-/// per entry in flushes and compactions. For the ledger index, 64 MiB costs less CPU in
+/// that walk short (see [`REPLICAS_MEMTABLE_BYTES`] for the replicas' indexes, which took
+/// this size while their entries shared their table). For the ledger index, 64 MiB costs less CPU in
 /// flushes and compactions, but the writer's inserts into the larger skiplist take longer,
 /// and the writer bounds durable appends: in `vserv bench ledger --records 10000000` it cut
 /// the CPU per `rput` by a tenth, yet appended only 1.5% (4 connections) and 4.8% (one)
@@ -790,6 +788,17 @@ fn keyspace(db: &Database, table: Table) -> Result<Keyspace, fjall::Error> {
 /// dead, until it fills. With 64 MiB, `vserv bench ledger --ids random --records 2000000`
 /// peaked at 436 MiB of RSS, with 16 MiB at 362 MiB, appending as fast.
 const INDEX_MEMTABLE_BYTES: u64 = 16 * 1024 * 1024;
+
+/// The in-memory table size of [`Table::Replicas`]: the replicas' record id and hash index
+/// keys (random) and their per-commit keys, their entries being in
+/// [`Table::ReplicaEntries`]. Measured under saturating live replication (`vserv bench
+/// repl`), while the entries shared the table, 16 MiB cut the p50 from entry acknowledged
+/// to entry replicated by about a quarter and the p99 to a third against 64 MiB. Without
+/// the entries, 16 MiB holds three times as many index keys, and the p99 doubled; 8 MiB
+/// holds about as many as before, for the same CPU per entry and a p99 1.15-1.3x of then,
+/// and a new peer caught up on a backlog of 5M entries 1.15x faster than with 4 MiB (whose
+/// p99 was as before, for 4-12% more CPU per entry in flushes and compactions).
+const REPLICAS_MEMTABLE_BYTES: u64 = 8 * 1024 * 1024;
 
 /// How many on-disk tables the first level of [`Table::LedgerIndex`] and
 /// [`Table::Replicas`] gathers before they are merged into the second. Below 20, where
@@ -863,21 +872,32 @@ fn index_compaction() -> fjall::compaction::Leveled {
 ///
 /// Kept apart from their indexes in [`Table::Replicas`], the replicas' entries are no longer
 /// rewritten by the compactions of those random keys: in `vserv bench repl --entries
-/// 5000000 --phases catch-up` a new peer caught up 1.32x faster (159k -> 209k entries/s).
+/// 5000000 --phases catch-up` a new peer caught up 1.25-1.32x faster (two runs: 159k ->
+/// 209k and 167k -> 208k entries/s), with the same CPU per entry and p50 under saturating
+/// live replication.
 fn keyspace_options(table: Table) -> KeyspaceCreateOptions {
     let options = KeyspaceCreateOptions::default()
         .filter_block_pinning_policy(PinningPolicy::all(true))
         .index_block_pinning_policy(PinningPolicy::all(true));
     match table {
-        Table::LedgerIndex | Table::Replicas => options
+        Table::LedgerIndex => options
             .max_memtable_size(INDEX_MEMTABLE_BYTES)
             .compaction_strategy(Arc::new(index_compaction())),
+        Table::Replicas => options
+            .max_memtable_size(REPLICAS_MEMTABLE_BYTES)
+            .compaction_strategy(Arc::new(index_compaction())),
         Table::LedgerCommits => options.max_memtable_size(INDEX_MEMTABLE_BYTES),
-        Table::Ledger | Table::ReplicaEntries => options
-            .data_block_compression_policy(CompressionPolicy::all(fjall::CompressionType::Lz4))
-            .filter_policy(FilterPolicy::disabled()),
+        Table::Ledger => entries_options(options),
+        Table::ReplicaEntries => entries_options(options).max_memtable_size(INDEX_MEMTABLE_BYTES),
         _ => options,
     }
+}
+
+/// The options of an entries' table (see [`keyspace_options`]).
+fn entries_options(options: KeyspaceCreateOptions) -> KeyspaceCreateOptions {
+    options
+        .data_block_compression_policy(CompressionPolicy::all(fjall::CompressionType::Lz4))
+        .filter_policy(FilterPolicy::disabled())
 }
 
 /// Creates `dir` (and missing parents) with mode 0700, accepting an existing directory.
