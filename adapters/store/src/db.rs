@@ -72,7 +72,7 @@ use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
-use fjall::config::{CompressionPolicy, FilterPolicy, PinningPolicy};
+use fjall::config::{BlockSizePolicy, CompressionPolicy, FilterPolicy, PinningPolicy};
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode, Readable};
 
 use crate::kv::{Op, Store, StoreError, Table, sorted_in_one_table};
@@ -897,8 +897,20 @@ fn keyspace_options(table: Table) -> KeyspaceCreateOptions {
 fn entries_options(options: KeyspaceCreateOptions) -> KeyspaceCreateOptions {
     options
         .data_block_compression_policy(CompressionPolicy::all(fjall::CompressionType::Lz4))
+        .data_block_size_policy(BlockSizePolicy::all(ENTRY_BLOCK_BYTES))
         .filter_policy(FilterPolicy::disabled())
 }
+
+/// The data block size of the entries' tables (fjall's default: 4 KiB). A read by seq of a
+/// feed far larger than the block cache misses it and reads, checksums and decompresses a
+/// whole block for one entry of a few hundred bytes: on a model of the store (10M entries
+/// of 250 bytes, reads spread over all of them) a get took 5.0 µs of CPU with 2 KiB
+/// blocks against 6.7 µs with 4 KiB, the data on disk grew 3.5% and the memory 17 MiB
+/// (one index entry per block, pinned); 1 KiB blocks read no faster and took 47 MiB more.
+/// In `vserv bench --compare OLD --rounds 1 ledger --records 10000000`: rgets 1.10x on 4
+/// connections and 1.15x on one, 13 MiB more RSS, and the offline verify, which reads
+/// every block in order, 0.92x (0.96x at 200k entries).
+const ENTRY_BLOCK_BYTES: u32 = 2048;
 
 /// Creates `dir` (and missing parents) with mode 0700, accepting an existing directory.
 fn create_data_dir(dir: &Path) -> Result<(), StoreError> {
@@ -1069,7 +1081,10 @@ fn io_error(what: &str, path: &Path, e: &io::Error) -> StoreError {
 
 #[cfg(test)]
 mod tests {
-    use super::{FjallStore, INDEX_L0_TABLES, INDEX_TABLE_BYTES, prefix_end};
+    use super::{
+        BlockSizePolicy, ENTRY_BLOCK_BYTES, FjallStore, INDEX_L0_TABLES, INDEX_TABLE_BYTES,
+        prefix_end,
+    };
     use crate::kv::Table;
 
     /// The leveled compaction settings `table`'s keyspace runs with in `store`: its
@@ -1100,7 +1115,7 @@ mod tests {
     }
 
     #[test]
-    fn the_random_key_tables_compact_their_own_way_and_keep_it_across_reopens() {
+    fn tables_keep_their_compaction_and_block_size_across_reopens() {
         let dir = tempfile::tempdir().unwrap();
         let ours = (INDEX_L0_TABLES, INDEX_TABLE_BYTES);
         let fjalls = (4, 64 * 1024 * 1024);
@@ -1111,6 +1126,18 @@ mod tests {
             assert_eq!(compaction_of(&store, Table::Ledger), fjalls);
             assert_eq!(compaction_of(&store, Table::LedgerCommits), fjalls);
             assert_eq!(compaction_of(&store, Table::ReplicaEntries), fjalls);
+            for (table, bytes) in [
+                (Table::Ledger, ENTRY_BLOCK_BYTES),
+                (Table::ReplicaEntries, ENTRY_BLOCK_BYTES),
+                (Table::LedgerIndex, 4096),
+            ] {
+                let policy = store
+                    .with_open(|open| {
+                        Ok(open.keyspace(table)?.config.data_block_size_policy.clone())
+                    })
+                    .unwrap();
+                assert_eq!(policy, BlockSizePolicy::all(bytes), "{}", table.name());
+            }
         }
     }
 
