@@ -13,8 +13,8 @@
 //! ```
 //!
 //! One fjall keyspace per [`Table`], named [`Table::name`]: `meta`, `users`, `limits`, `ledger`,
-//! `replicas`, `messages`, `transit`, `ledger-index`, `ledger-commits`, `replica-entries` (a store written before
-//! a table existed gains it, empty, when this build opens it). Keys are the service's bytes,
+//! `replicas`, `messages`, `transit`, `ledger-index`, `ledger-commits`, `replica-entries` (a
+//! store written before a table existed gains it, empty, when this build opens it). Keys are the service's bytes,
 //! ordered bytewise. The `meta` keyspace holds, written in one durable
 //! batch when the store is created:
 //!
@@ -776,8 +776,8 @@ fn keyspace(db: &Database, table: Table) -> Result<Keyspace, fjall::Error> {
 /// keys of the ledger index are largely random (record ids and hashes), so every insert walks
 /// a skiplist of scattered nodes and pays a cache miss per level: a smaller memtable keeps
 /// that walk short (see [`REPLICAS_MEMTABLE_BYTES`] for the replicas' indexes, which took
-/// this size while their entries shared their table). For the ledger index, 64 MiB costs less CPU in
-/// flushes and compactions, but the writer's inserts into the larger skiplist take longer,
+/// this size while their entries shared their table). For the ledger index, 64 MiB costs
+/// less CPU in flushes and compactions, but the writer's inserts into the larger skiplist take longer,
 /// and the writer bounds durable appends: in `vserv bench ledger --records 10000000` it cut
 /// the CPU per `rput` by a tenth, yet appended only 1.5% (4 connections) and 4.8% (one)
 /// faster, with the writer's CPU per commit up 45% and the peak RSS up 115 MiB.
@@ -795,7 +795,7 @@ const INDEX_MEMTABLE_BYTES: u64 = 16 * 1024 * 1024;
 /// repl`), while the entries shared the table, 16 MiB cut the p50 from entry acknowledged
 /// to entry replicated by about a quarter and the p99 to a third against 64 MiB. Without
 /// the entries, 16 MiB holds three times as many index keys, and the p99 doubled; 8 MiB
-/// holds about as many as before, for the same CPU per entry and a p99 1.15-1.3x of then,
+/// holds about as many as before, for the same CPU per entry and a p99 1.14-1.3x the old,
 /// and a new peer caught up on a backlog of 5M entries 1.15x faster than with 4 MiB (whose
 /// p99 was as before, for 4-12% more CPU per entry in flushes and compactions).
 const REPLICAS_MEMTABLE_BYTES: u64 = 8 * 1024 * 1024;
@@ -852,12 +852,13 @@ fn index_compaction() -> fjall::compaction::Leveled {
 /// entries had more filter blocks than the cache holds, so each check read a filter block
 /// of megabytes from its file and checksummed it, and durable rputs slowed to a crawl. The
 /// cost is memory in proportion to the data: about 10 bits of filter per key and one
-/// index entry per 4 KiB data block.
+/// index entry per data block (4 KiB; [`ENTRY_BLOCK_BYTES`] in the entries' tables).
 ///
 /// The entries' tables ([`Table::Ledger`], and [`Table::ReplicaEntries`] for the replicas)
-/// compress their data blocks from their first level on (fjall's default leaves the first uncompressed). Its keys only ascend, so compaction
-/// moves its flushed tables down the levels instead of rewriting them, and a table written
-/// uncompressed would stay so: on a model of the ledger's store workload (3M entries) the
+/// compress their data blocks from their first level on (fjall's default leaves the first
+/// uncompressed), in blocks of [`ENTRY_BLOCK_BYTES`]. Their keys only ascend, so compaction
+/// moves their flushed tables down the levels instead of rewriting them, and a table
+/// written uncompressed would stay so: on a model of the ledger's store workload (3M entries) the
 /// table took 562 MiB on disk instead of 1,233 MiB, for the same CPU per entry.
 ///
 /// The entries' table builds no Bloom filters. Its on-disk tables hold disjoint runs of
@@ -905,7 +906,7 @@ fn entries_options(options: KeyspaceCreateOptions) -> KeyspaceCreateOptions {
 /// feed far larger than the block cache misses it and reads, checksums and decompresses a
 /// whole block for one entry of a few hundred bytes: on a model of the store (10M entries
 /// of 250 bytes, reads spread over all of them) a get took 5.0 µs of CPU with 2 KiB
-/// blocks against 6.7 µs with 4 KiB, the data on disk grew 3.5% and the memory 17 MiB
+/// blocks against 6.7 µs with 4 KiB, the data on disk grew 3.5% and the memory by 17 MiB
 /// (one index entry per block, pinned); 1 KiB blocks read no faster and took 47 MiB more.
 /// In `vserv bench --compare OLD --rounds 1 ledger --records 10000000`: rgets 1.10x on 4
 /// connections and 1.15x on one, 13 MiB more RSS, and the offline verify, which reads

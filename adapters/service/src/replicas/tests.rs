@@ -734,6 +734,9 @@ fn moves_to_the_current_layout_across_crashes(
 fn replicas_in_the_old_layout_move_under_feed_numbers_and_survive_a_crash_at_every_step() {
     let (a, b) = (origin(2, 3, 7), origin(3, 2, 5));
     let (pristine, clock) = old_layout_store(&[&a, &b]);
+    // Without the move, no feed number is given: the replicas look absent.
+    let unmoved = Replicas::new(Arc::new(pristine.clone()), identity(1).public_key());
+    assert_eq!(unmoved.clock().unwrap().len(), 0);
     let (_, commits) = moves_to_the_current_layout_across_crashes(&pristine, &clock, &a, &b);
     assert!(commits >= 5, "the moves took {commits} commits");
 }
