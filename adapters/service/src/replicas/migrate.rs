@@ -12,7 +12,7 @@
 
 use vserv_core::ServerKey;
 use vserv_core::wire::POINT_LEN;
-use vserv_store::kv::{Op, Table};
+use vserv_store::kv::{Op, Store, StoreError, Table};
 
 use super::layout::{FEED_COUNT_KEY, ORIGIN_INDEX_PREFIX, ORIGIN_LEADS, origin_index_key};
 use super::{ReplicaError, Replicas, number_value};
@@ -61,28 +61,10 @@ pub(super) fn to_feed_numbers(replicas: &Replicas) -> Result<u64, ReplicaError> 
                 }
             };
             let prefix = FeedKeys::replica(number).prefix().to_vec();
-            let old = origin.as_bytes().as_slice();
-            loop {
-                let rows = store.scan_from(Table::Replicas, old, old, CHUNK)?;
-                if rows.is_empty() {
-                    break;
-                }
-                let mut ops = Vec::with_capacity(rows.len() * 2);
-                for (key, value) in rows {
-                    let rest = key.get(POINT_LEN..).unwrap_or_default();
-                    ops.push(Op::Put {
-                        table: Table::Replicas,
-                        key: [prefix.as_slice(), rest].concat(),
-                        value,
-                    });
-                    ops.push(Op::Delete {
-                        table: Table::Replicas,
-                        key,
-                    });
-                    moved += 1;
-                }
-                store.commit(ops)?;
-            }
+            moved += move_keys(store, origin.as_bytes(), |key| {
+                let rest = key.get(POINT_LEN..).unwrap_or_default();
+                (Table::Replicas, [prefix.as_slice(), rest].concat())
+            })?;
         }
     }
     if moved > 0 {
@@ -100,31 +82,9 @@ pub(super) fn entries_to_their_table(replicas: &Replicas) -> Result<u64, Replica
     let mut moved = 0u64;
     for (_, value) in store.scan(Table::Replicas, ORIGIN_INDEX_PREFIX)? {
         let keys = FeedKeys::replica(number_value(&value, "feed number")?);
-        let entries = keys.entries();
-        // Each page starts after the last key moved, not at the prefix, so that no scan
-        // walks over the deletions of the pages before it.
-        let mut start = entries.clone();
-        loop {
-            let rows = store.scan_from(Table::Replicas, &entries, &start, CHUNK)?;
-            let Some((last, _)) = rows.last() else {
-                break;
-            };
-            start = [last.as_slice(), &[0]].concat();
-            let mut ops = Vec::with_capacity(rows.len() * 2);
-            for (key, value) in rows {
-                ops.push(Op::Put {
-                    table: keys.entry_table(),
-                    key: key.clone(),
-                    value,
-                });
-                ops.push(Op::Delete {
-                    table: Table::Replicas,
-                    key,
-                });
-                moved += 1;
-            }
-            store.commit(ops)?;
-        }
+        moved += move_keys(store, &keys.entries(), |key| {
+            (keys.entry_table(), key.to_vec())
+        })?;
     }
     if moved > 0 {
         tracing::info!(
@@ -133,4 +93,39 @@ pub(super) fn entries_to_their_table(replicas: &Replicas) -> Result<u64, Replica
         );
     }
     Ok(moved)
+}
+
+/// Moves every key of [`Table::Replicas`] that starts with `prefix` to the table and key
+/// `place` gives it, [`CHUNK`] keys per atomic batch; returns how many moved. Each page
+/// starts after the last key moved, not at the prefix, so that no scan walks over the
+/// deletions of the pages before it.
+fn move_keys(
+    store: &dyn Store,
+    prefix: &[u8],
+    place: impl Fn(&[u8]) -> (Table, Vec<u8>),
+) -> Result<u64, StoreError> {
+    let mut moved = 0;
+    let mut start = prefix.to_vec();
+    loop {
+        let rows = store.scan_from(Table::Replicas, prefix, &start, CHUNK)?;
+        let Some((last, _)) = rows.last() else {
+            return Ok(moved);
+        };
+        start = [last.as_slice(), &[0]].concat();
+        let mut ops = Vec::with_capacity(rows.len() * 2);
+        for (key, value) in rows {
+            let (table, new_key) = place(&key);
+            ops.push(Op::Put {
+                table,
+                key: new_key,
+                value,
+            });
+            ops.push(Op::Delete {
+                table: Table::Replicas,
+                key,
+            });
+            moved += 1;
+        }
+        store.commit(ops)?;
+    }
 }
