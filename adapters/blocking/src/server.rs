@@ -11,6 +11,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use vserv_core::wire::RefusedLimit;
 use vserv_core::{Connection, ServerIdentity};
+use vserv_pool::thread_cache::QuietRelease;
 use vserv_service::limits::{BUSY_RETRY_SECS, busy_refusal};
 use vserv_service::system::os_rng;
 use vserv_service::work::WakeSet;
@@ -147,6 +148,8 @@ impl Server {
         };
         service.set_duty_waker(duty_waker.clone());
         let _watched = self.shared.wakers.watch(&duty_waker);
+        // Gives this thread's allocator cache back when accepts stop for a moment.
+        let mut quiet = QuietRelease::default();
         loop {
             if self.shared.shutdown.load(Ordering::SeqCst) {
                 break;
@@ -156,6 +159,7 @@ impl Server {
             let now = Instant::now();
             let due = service.next_duty(now);
             if due.is_some_and(|at| at <= now) {
+                quiet.round(true, now);
                 service.run_due_duties(now, SystemTime::now());
                 while let Some(dial) = service.poll_dial(now) {
                     if let Some(worker) = self.start_dial(dial) {
@@ -164,9 +168,16 @@ impl Server {
                 }
                 continue;
             }
-            match wake::wait_accept(&self.listener, &duty_waker, due) {
-                Ok(true) => {}
-                Ok(false) => continue,
+            match wake::wait_accept(
+                &self.listener,
+                &duty_waker,
+                due.into_iter().chain(quiet.due()).min(),
+            ) {
+                Ok(true) => quiet.round(true, Instant::now()),
+                Ok(false) => {
+                    quiet.round(false, Instant::now());
+                    continue;
+                }
                 Err(e) => {
                     tracing::error!(error = %e, "waiting for connections failed; stopping");
                     break;

@@ -15,7 +15,9 @@
 //! a burst of parked connections is one block that goes back to the system when they
 //! leave, not pieces scattered over the heap arenas of the threads that served them
 //! (glibc returns an arena's free memory only from its top, so pieces below anything
-//! still in use stay resident).
+//! still in use stay resident). Once the watcher has been quiet for a moment after some
+//! work, it empties its allocator's cache for its thread too (`vserv_pool::thread_cache`):
+//! the blocks a burst's parks and resumes left there would pin the burst's pages.
 //!
 //! Linux only (`epoll`); elsewhere [`Watcher::start`] fails and connections keep their
 //! threads while idle.
@@ -27,6 +29,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use vserv_pool::thread_cache::QuietRelease;
 use vserv_service::work::Wake;
 
 use crate::wake::{PipeWake, Ready};
@@ -190,6 +193,9 @@ struct Watch<'a, T> {
     holes: Vec<usize>,
     /// Deadlines in order, with their slots.
     timers: BTreeSet<(Instant, usize)>,
+    /// Gives the thread's allocator cache back once it has been quiet for a moment (a
+    /// burst's parks and resumes leave blocks there, each holding a page of its memory).
+    quiet: QuietRelease,
 }
 
 #[cfg(target_os = "linux")]
@@ -200,6 +206,7 @@ impl<'a, T: Watchable> Watch<'a, T> {
             slots: Vec::new(),
             holes: Vec::new(),
             timers: BTreeSet::new(),
+            quiet: QuietRelease::default(),
         }
     }
 
@@ -211,6 +218,7 @@ impl<'a, T: Watchable> Watch<'a, T> {
                 let mut inbox = self.inner.lock();
                 (std::mem::take(&mut inbox.new), inbox.closed)
             };
+            let mut worked = !new.is_empty();
             for (item, deadline) in new {
                 if let Err((item, e)) = self.add(item, deadline) {
                     tracing::warn!(error = %e, "could not watch an idle connection; resuming it");
@@ -223,7 +231,11 @@ impl<'a, T: Watchable> Watch<'a, T> {
             let timeout = self
                 .timers
                 .first()
-                .map(|(at, _)| crate::wake::timeout_until(*at.min(&(Instant::now() + MAX_WAIT))));
+                .map(|(at, _)| *at)
+                .into_iter()
+                .chain(self.quiet.due())
+                .min()
+                .map(|at| crate::wake::timeout_until(at.min(Instant::now() + MAX_WAIT)));
             events.clear();
             match epoll::wait(
                 &self.inner.epoll,
@@ -237,6 +249,7 @@ impl<'a, T: Watchable> Watch<'a, T> {
                     break;
                 }
             }
+            worked |= !events.is_empty();
             for event in events.drain(..) {
                 let key = event.data.u64();
                 if key == WATCHER_KEY {
@@ -267,11 +280,13 @@ impl<'a, T: Watchable> Watch<'a, T> {
             {
                 if let Some(item) = self.take(slot, false) {
                     resume(item, Ready::default());
+                    worked = true;
                 } else {
                     self.timers.pop_first();
                 }
             }
             self.compact(&mut resume);
+            self.quiet.round(worked, now);
         }
         // Closed: everything parked goes back, and whatever was handed over meanwhile.
         for slot in 0..self.slots.len() {
@@ -413,6 +428,7 @@ mod tests {
     use std::net::{TcpListener, TcpStream};
     use std::os::fd::AsFd;
     use std::sync::mpsc;
+    use vserv_pool::thread_cache;
 
     struct Item {
         name: &'static str,
@@ -511,6 +527,51 @@ mod tests {
         let (late, _peer) = item(&listener, "late");
         let refused = parker.park(late, None).err().map(|item| item.name);
         assert_eq!(refused, Some("late"));
+    }
+
+    /// The threads that emptied their allocator cache (this test binary's release hook).
+    static RELEASED_BY: Mutex<Vec<std::thread::ThreadId>> = Mutex::new(Vec::new());
+
+    fn record_release() {
+        RELEASED_BY
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(std::thread::current().id());
+    }
+
+    #[test]
+    fn the_watcher_gives_its_allocator_cache_back_once_quiet_after_work() {
+        vserv_pool::thread_cache::set_release(record_release);
+        let released = |id| {
+            RELEASED_BY
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .iter()
+                .filter(|&&t| t == id)
+                .count()
+        };
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let (watcher, back) = start();
+        let id = watcher.thread.as_ref().map(|t| t.thread().id()).unwrap();
+        let (it, mut peer) = item(&listener, "a");
+        let parked = Instant::now();
+        watcher
+            .parker()
+            .park(it, None)
+            .map_err(|_| "closed")
+            .unwrap();
+        peer.write_all(b"x").unwrap();
+        assert_eq!(back.recv_timeout(LONG).unwrap(), ("a", true, false));
+        let until = Instant::now() + LONG;
+        while released(id) == 0 && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(released(id), 1);
+        assert!(parked.elapsed() >= thread_cache::QUIET);
+        // Once, until there is work again.
+        std::thread::sleep(thread_cache::QUIET + Duration::from_millis(300));
+        assert_eq!(released(id), 1);
+        watcher.close();
     }
 
     /// A watch driven by hand on the test's thread (no watcher thread), to see its slots.

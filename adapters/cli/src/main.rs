@@ -1,5 +1,6 @@
 //! `vserv`: run a server, talk to one, manage keys, measure performance.
 
+mod allocator;
 mod bench;
 mod chain_cmd;
 mod client_cmd;
@@ -32,15 +33,6 @@ mod user_cmd;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-
-/// Every allocation of the binary goes through jemalloc, whose background threads return the
-/// pages a burst of sessions freed to the OS within seconds of its end. glibc's malloc keeps them:
-/// each of the burst's threads allocated in one of up to 16 arenas, and a few chunks still live in
-/// an arena pin its pages (a blocking server stayed 17 MiB above its idle RSS after 5,000
-/// sessions closed; `vserv bench burst` measures it).
-#[cfg(all(unix, feature = "jemalloc"))]
-#[global_allocator]
-static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 /// The address `vserv serve` listens on when `--listen` is not given.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7117";
@@ -96,6 +88,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    allocator::install();
     let mut args: Vec<std::ffi::OsString> = std::env::args_os().collect();
     // The first word after the global options is the command.
     let command_at = args

@@ -5,6 +5,8 @@
 //! a burst's threads are gone soon after it; work beyond the bound queues in order.
 #![forbid(unsafe_code)]
 
+pub mod thread_cache;
+
 use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
