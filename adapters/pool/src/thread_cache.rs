@@ -6,8 +6,9 @@
 //! and left) keeps them for as long as it stays quiet, and each one holds on to the page it
 //! is on, so the pages the burst emptied around them never go back to the system. The
 //! binary, which chose the allocator, says how its caches are emptied
-//! ([`set_release`]); a runtime's long-lived thread keeps a [`QuietRelease`] and gives its
-//! cache back once it has had nothing to do for [`QUIET`] after some work.
+//! ([`set_release`]); a runtime's long-lived thread calls [`release`] once it has had
+//! nothing to do for [`QUIET`] after some work (a blocking loop keeps a [`QuietRelease`];
+//! smol's executor threads run a future of their own).
 
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};

@@ -14,6 +14,7 @@
 #![deny(missing_docs)]
 
 mod client;
+mod quiet;
 mod server;
 pub mod transfer;
 mod udp;

@@ -24,6 +24,8 @@ use vserv_service::system::os_rng;
 use vserv_service::work::{Wake, WakeSet};
 use vserv_service::{ConnectionLimiter, Dial, ServerOptions, Service, Session};
 
+use crate::quiet;
+
 /// How long a closing connection may take to flush its final close record.
 const CLOSE_FLUSH_GRACE: Duration = Duration::from_secs(2);
 
@@ -145,12 +147,12 @@ impl Server {
         let executor = Arc::new(Executor::new());
         let (shutdown, shutdown_rx) = smol::channel::bounded::<()>(1);
         let (release, release_rx) = smol::channel::bounded::<()>(1);
-        let accept = executor.spawn(accept_loop(
+        let accept = executor.spawn(quiet::marked(accept_loop(
             self.listener,
             self.shared,
             executor.clone(),
             shutdown_rx,
-        ));
+        )));
         let threads = self.threads;
         let mut handle = ServerHandle {
             addr,
@@ -164,7 +166,9 @@ impl Server {
         handle.driver = Some(
             std::thread::Builder::new()
                 .name("vserv-smol".into())
-                .spawn(move || smol::block_on(ex.run(accept)))?,
+                .spawn(move || {
+                    smol::block_on(ex.run(future::or(accept, quiet::release_when_quiet())))
+                })?,
         );
         for _ in 1..threads {
             let ex = executor.clone();
@@ -172,9 +176,10 @@ impl Server {
             let spawned = std::thread::Builder::new()
                 .name("vserv-smol".into())
                 .spawn(move || {
-                    smol::block_on(ex.run(async move {
+                    let released = async move {
                         let _ = release.recv().await;
-                    }))
+                    };
+                    smol::block_on(ex.run(future::or(released, quiet::release_when_quiet())))
                 });
             match spawned {
                 Ok(thread) => handle.helpers.push(thread),
@@ -232,12 +237,12 @@ async fn accept_loop(
             while let Some(peer) = shared.service.poll_dial(now) {
                 let (shared, shutdown, done) = (shared.clone(), shutdown.clone(), done.clone());
                 executor
-                    .spawn(async move {
+                    .spawn(quiet::marked(async move {
                         if let Err(e) = dial(&peer, &shared, &shutdown).await {
                             tracing::debug!(address = %peer.address, error = %e, "replication link ended");
                         }
                         drop(done);
-                    })
+                    }))
                     .detach();
             }
             continue;
@@ -308,13 +313,13 @@ async fn accept(
     };
     let shutdown = shutdown.clone();
     executor
-        .spawn(async move {
+        .spawn(quiet::marked(async move {
             match serve(stream, &guard.shared, &shutdown).await {
                 Ok(()) => tracing::debug!(%peer, "connection finished"),
                 Err(e) => tracing::debug!(%peer, error = %e, "connection ended with an error"),
             }
             drop(guard);
-        })
+        }))
         .detach();
 }
 
