@@ -7,9 +7,10 @@ use std::net::{SocketAddr, UdpSocket};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use vserv_core::datagram::MAX_DATAGRAM;
+use vserv_pool::thread_cache::QuietRelease;
 use vserv_service::Service;
 use vserv_service::datagram::{DatagramOutcome, IvSource};
 use vserv_service::work::Runner;
@@ -66,8 +67,12 @@ pub fn spawn_udp(
         .name("vserv-udp".into())
         .spawn(move || {
             let mut buf = vec![0u8; MAX_DATAGRAM + 1];
+            // Gives this thread's allocator cache back when datagrams stop for a moment.
+            let mut quiet = QuietRelease::default();
             while !stopping.load(Ordering::SeqCst) {
-                let (n, from) = match socket.recv_from(&mut buf) {
+                let received = socket.recv_from(&mut buf);
+                quiet.round(received.is_ok(), Instant::now());
+                let (n, from) = match received {
                     Ok(got) => got,
                     Err(e)
                         if matches!(

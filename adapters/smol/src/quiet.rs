@@ -1,6 +1,7 @@
-//! Each executor thread gives its allocator cache back once it has been quiet for a moment
-//! after some work (see `vserv_pool::thread_cache`): the blocks a burst of connections left
-//! cached on the thread would pin the burst's pages for as long as the server stays idle.
+//! Each executor thread (and the datagram thread) gives its allocator cache back once it
+//! has been quiet for a moment after some work (see `vserv_pool::thread_cache`): the blocks
+//! a burst of connections left cached on the thread would pin the burst's pages for as long
+//! as the server stays idle.
 //!
 //! Tasks run [`marked`], which notes on the polling thread that it worked;
 //! [`release_when_quiet`] runs beside the executor on each of its threads, waits (without a

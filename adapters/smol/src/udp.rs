@@ -13,6 +13,8 @@ use vserv_service::Service;
 use vserv_service::datagram::{DatagramOutcome, IvSource};
 use vserv_service::work::Runner;
 
+use crate::quiet;
+
 /// A running datagram server; [`UdpHandle::shutdown`] stops it (dropping it does too).
 #[derive(Debug)]
 pub struct UdpHandle {
@@ -57,7 +59,7 @@ pub fn spawn_udp(socket: UdpSocket, service: Service) -> std::io::Result<UdpHand
     let thread = std::thread::Builder::new()
         .name("vserv-udp".into())
         .spawn(move || {
-            smol::block_on(async move {
+            let serve = async move {
                 let mut buf = vec![0u8; MAX_DATAGRAM + 1];
                 loop {
                     let received =
@@ -95,7 +97,11 @@ pub fn spawn_udp(socket: UdpSocket, service: Service) -> std::io::Result<UdpHand
                         }
                     }
                 }
-            })
+            };
+            smol::block_on(smol::future::or(
+                quiet::marked(serve),
+                quiet::release_when_quiet(),
+            ))
         })?;
     Ok(UdpHandle {
         local,
