@@ -131,7 +131,8 @@ pub struct Connection {
     /// Client only: the server's handshake receive keys, kept from ClientFinished until the
     /// first record after it, since a server that refuses the ClientFinished (or whose
     /// handshake timer fired meanwhile) seals its Close under them, not the application keys.
-    handshake_recv: Option<RecordKeys>,
+    /// Boxed: a server never holds them, and every idle session is the smaller for it.
+    handshake_recv: Option<Box<RecordKeys>>,
     /// Server only: whether the byte stream is open ([`Connection::open_stream`]); a
     /// client takes stream records whenever it is connected.
     stream_open: bool,
@@ -735,7 +736,7 @@ impl Connection {
         self.send = Some(RecordKeys::from_secret(send));
         let handshake_recv = self.recv.replace(RecordKeys::from_secret(recv));
         if self.role == Role::Client {
-            self.handshake_recv = handshake_recv;
+            self.handshake_recv = handshake_recv.map(Box::new);
         }
         self.session_id = Some(session_id);
         self.state = State::Connected;
