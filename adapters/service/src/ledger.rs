@@ -25,8 +25,10 @@ pub use crate::ledger_feed::Feed;
 pub use crate::ledger_index_tail::{HASH_RUN_PREFIX, ID_RUN_PREFIX};
 pub use crate::ledger_layout::{
     ENTRY_PREFIX, FeedError, FeedKeys, FeedNumber, HASH_PREFIX, HEAD_KEY, ID_PREFIX,
-    KIND_COUNT_PREFIX, KIND_PREFIX, REPLICA_FEED_LEAD, SIGNED_HEAD_PREFIX, entry_key, hash_key,
-    id_key, kind_count_key, kind_key, kind_prefix, kind_runs, kind_runs_value, signed_head_key,
+    KIND_COUNT_PREFIX, KIND_PREFIX, REPLICA_FEED_LEAD, SIGNED_HEAD_PREFIX, SPAN_HASH_TAG,
+    SPAN_ID_TAG, SPAN_LEAD, SPAN_SEQ_BITS, entry_key, hash_key, id_key, index_span, kind_count_key,
+    kind_key, kind_prefix, kind_runs, kind_runs_value, signed_head_key, span_hash_key, span_id_key,
+    span_prefix,
 };
 pub use crate::ledger_query::{CHECK_PAGE, Page};
 

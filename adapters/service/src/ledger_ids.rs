@@ -29,7 +29,7 @@ use fastbloom::AtomicBloomFilter;
 use vserv_store::kv::Store;
 
 use crate::ledger_index_tail::IndexTail;
-use crate::ledger_layout::{FeedError, FeedKeys};
+use crate::ledger_layout::{FeedError, FeedKeys, SPAN_ID_TAG, index_span, stored_head};
 
 /// The false positive rate each generation is sized for, when full.
 const FALSE_POSITIVE_RATE: f64 = 0.01;
@@ -48,8 +48,9 @@ const GROWTH: usize = 4;
 /// Index keys read per store page by [`fill_id_filter`].
 const SCAN_PAGE: usize = 4096;
 
-/// Adds every record id of the own feed (those of `tail`, then its index table's `id:` keys
-/// in `store` at `keys`, and its legacy index table's if it has one) to `filter`, then marks
+/// Adds every record id of the own feed (those of `tail`, then its index table's record id
+/// keys in `store` at `keys`, span by span up to the head's, then those of an older layout in
+/// its index table and its legacy index table if it has one) to `filter`, then marks
 /// the filter ready. Returns how many ids it read. Safe while the feed is appended to: the
 /// commits it does not see add their own ids, and an id the tail no longer held when it was
 /// read had been stored, so the scan after finds it.
@@ -62,11 +63,19 @@ pub(crate) fn fill_id_filter(
     let trailing = tail.ids();
     filter.add(trailing.iter().map(|id| &**id));
     let mut count = u64::try_from(trailing.len()).unwrap_or(u64::MAX);
-    let prefix = keys.id(&[]);
-    for table in [Some(keys.index_table()), keys.legacy_index_table()]
+    // Read after the tail: an id that had left it was stored by then, in a span up to the
+    // head's.
+    let last_span = stored_head(store, keys)?.map(|head| index_span(head.head.seq));
+    let older = keys.id(&[]);
+    let spanned = last_span
+        .into_iter()
+        .flat_map(|last| 0..=last)
+        .map(|span| (keys.index_table(), keys.span(span, SPAN_ID_TAG)));
+    let unspanned = [Some(keys.index_table()), keys.legacy_index_table()]
         .into_iter()
         .flatten()
-    {
+        .map(|table| (table, older.clone()));
+    for (table, prefix) in spanned.chain(unspanned) {
         let mut start = prefix.clone();
         loop {
             let rows = store.scan_from(table, &prefix, &start, SCAN_PAGE)?;

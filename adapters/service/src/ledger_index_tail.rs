@@ -51,7 +51,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use vserv_core::ledger::{Entry, MAX_RECORD_ID};
 use vserv_store::kv::{Op, Store, Table};
 
-use crate::ledger_layout::{FeedError, FeedKeys, hash_key, id_key};
+use crate::ledger_layout::{FeedError, FeedKeys};
 
 /// Entries the tail holds before the writing run stores their index keys.
 pub(crate) const TAIL_BULK: usize = 65_536;
@@ -285,20 +285,26 @@ impl TailPart {
     /// The store ops that index this part: its `h:` and `id:` keys, then the deletes of
     /// its records.
     pub(crate) fn bulk(&self) -> IndexBulk {
-        let table = FeedKeys::OWN.index_table();
-        let put = |key: Vec<u8>, seq: u64| Op::Put {
-            table,
-            key,
-            value: seq.to_be_bytes().to_vec(),
-        };
-        let mut hashes: Vec<(&[u8; 32], &u64)> = self.hashes.iter().collect();
-        hashes.sort_unstable();
-        let mut ids: Vec<(&Arc<[u8]>, &u64)> = self.ids.iter().collect();
-        ids.sort_unstable();
-        // `h:` < `id:`: strictly increasing, as a bulk the store ingests must be.
-        let mut keys = Vec::with_capacity(hashes.len().saturating_add(ids.len()));
-        keys.extend(hashes.into_iter().map(|(h, &seq)| put(hash_key(h), seq)));
-        keys.extend(ids.into_iter().map(|(id, &seq)| put(id_key(id), seq)));
+        let own = FeedKeys::OWN;
+        let table = own.index_table();
+        let mut indexed: Vec<(Vec<u8>, u64)> =
+            Vec::with_capacity(self.hashes.len().saturating_add(self.ids.len()));
+        indexed.extend(
+            self.hashes
+                .iter()
+                .map(|(h, &seq)| (own.hash_at(seq, h), seq)),
+        );
+        indexed.extend(self.ids.iter().map(|(id, &seq)| (own.id_at(seq, id), seq)));
+        // Strictly increasing, as a bulk the store ingests must be (every key is unique).
+        indexed.sort_unstable();
+        let keys = indexed
+            .into_iter()
+            .map(|(key, seq)| Op::Put {
+                table,
+                key,
+                value: seq.to_be_bytes().to_vec(),
+            })
+            .collect();
         let mut records = Vec::new();
         for (table, runs) in [
             (FeedKeys::OWN.commit_table(), &self.runs),
@@ -492,7 +498,9 @@ mod tests {
 
     use super::*;
     use crate::ledger::{CheckReport, Ledger, NewRecord};
-    use crate::ledger_layout::{HASH_PREFIX, ID_PREFIX, entry_key};
+    use crate::ledger_layout::{
+        HASH_PREFIX, ID_PREFIX, SPAN_HASH_TAG, SPAN_ID_TAG, entry_key, id_key,
+    };
 
     fn identity() -> Arc<ServerIdentity> {
         Arc::new(ServerIdentity::generate(
@@ -519,13 +527,32 @@ mod tests {
         ledger.by_seq(appended.seq).unwrap().unwrap()
     }
 
-    /// The seqs the store's index under `prefix` (`h:` or `id:`) holds, ascending.
-    fn stored_keys(store: &MemoryStore, prefix: &[u8]) -> Vec<u64> {
-        let mut seqs: Vec<u64> = store
-            .scan(Table::LedgerIndex, prefix)
-            .unwrap()
+    /// The seqs the store's index of `tag` ([`SPAN_HASH_TAG`] or [`SPAN_ID_TAG`]) holds,
+    /// ascending: its keys in the first span (every test's entries are in it) and under the
+    /// older layout's prefix (`h:` or `id:`). A key in its span names an entry of the span.
+    fn stored_keys(store: &MemoryStore, tag: u8) -> Vec<u64> {
+        let older = if tag == SPAN_HASH_TAG {
+            HASH_PREFIX
+        } else {
+            ID_PREFIX
+        };
+        let seq = |v: Vec<u8>| u64::from_be_bytes(v.try_into().unwrap());
+        let spanned = store
+            .scan(Table::LedgerIndex, &FeedKeys::OWN.span(0, tag))
+            .unwrap();
+        for (key, value) in &spanned {
+            let at = seq(value.clone());
+            let expected = match tag {
+                SPAN_HASH_TAG => FeedKeys::OWN.hash_at(at, key[6..].try_into().unwrap()),
+                _ => FeedKeys::OWN.id_at(at, &key[6..]),
+            };
+            assert_eq!(key, &expected);
+        }
+        let unspanned = store.scan(Table::LedgerIndex, older).unwrap();
+        let mut seqs: Vec<u64> = spanned
             .into_iter()
-            .map(|(_, v)| u64::from_be_bytes(v.try_into().unwrap()))
+            .chain(unspanned)
+            .map(|(_, v)| seq(v))
             .collect();
         seqs.sort_unstable();
         seqs
@@ -588,7 +615,10 @@ mod tests {
             // deletes their per-commit records.
             let stored = i - i % 4;
             let held = usize::try_from(i % 4).unwrap();
-            for (keys, records) in [(HASH_PREFIX, HASH_RUN_PREFIX), (ID_PREFIX, ID_RUN_PREFIX)] {
+            for (keys, records) in [
+                (SPAN_HASH_TAG, HASH_RUN_PREFIX),
+                (SPAN_ID_TAG, ID_RUN_PREFIX),
+            ] {
                 assert_eq!(stored_keys(&store, keys), (1..=stored).collect::<Vec<_>>());
                 assert_eq!(runs(&store, records), (stored + 1..=i).collect::<Vec<_>>());
             }
@@ -613,9 +643,14 @@ mod tests {
                 entries.push(append(&ledger, i));
                 every_entry_is_found(&ledger, &entries);
             }
-            let indexed = |prefix| store.scan(Table::LedgerIndex, prefix).unwrap().len();
-            assert_eq!(indexed(HASH_PREFIX), [8, 12][round]);
-            assert_eq!(indexed(ID_PREFIX), [8, 12][round]);
+            let indexed = |tag| {
+                store
+                    .scan(Table::LedgerIndex, &FeedKeys::OWN.span(0, tag))
+                    .unwrap()
+                    .len()
+            };
+            assert_eq!(indexed(SPAN_HASH_TAG), [8, 12][round]);
+            assert_eq!(indexed(SPAN_ID_TAG), [8, 12][round]);
             let records = store.scan(Table::LedgerCommits, HASH_RUN_PREFIX).unwrap();
             assert_eq!(records.len(), 2);
             assert_eq!(
@@ -653,7 +688,7 @@ mod tests {
         // The fourth commit filled the tail and handed its bulk over; nothing is stored.
         let mut bulks = runner.take();
         assert_eq!(bulks.len(), 1);
-        assert!(stored_keys(&store, HASH_PREFIX).is_empty());
+        assert!(stored_keys(&store, SPAN_HASH_TAG).is_empty());
         // Commits go on into a tail of their own, and hand over no bulk while one is out.
         for i in 5..=9 {
             entries.push(append(&ledger, i));
@@ -662,8 +697,8 @@ mod tests {
         assert!(runner.take().is_empty());
         assert_eq!(ledger.index_tail.len(), (9, 9));
         bulks.remove(0).run();
-        for prefix in [HASH_PREFIX, ID_PREFIX] {
-            assert_eq!(stored_keys(&store, prefix), [1, 2, 3, 4]);
+        for tag in [SPAN_HASH_TAG, SPAN_ID_TAG] {
+            assert_eq!(stored_keys(&store, tag), [1, 2, 3, 4]);
         }
         assert_eq!(runs(&store, HASH_RUN_PREFIX), [5, 6, 7, 8, 9]);
         assert_eq!(ledger.index_tail.len(), (5, 5));
@@ -677,8 +712,8 @@ mod tests {
             bulk.run();
         }
         entries.push(append(&ledger, 11));
-        for prefix in [HASH_PREFIX, ID_PREFIX] {
-            assert_eq!(stored_keys(&store, prefix), (1..=10).collect::<Vec<_>>());
+        for tag in [SPAN_HASH_TAG, SPAN_ID_TAG] {
+            assert_eq!(stored_keys(&store, tag), (1..=10).collect::<Vec<_>>());
         }
         assert_eq!(runs(&store, HASH_RUN_PREFIX), [11]);
         assert_eq!(ledger.index_tail.len(), (1, 1));
@@ -721,8 +756,8 @@ mod tests {
         for appended in first.append_batch(vec![record(4), record(5)]) {
             entries.push(first.by_seq(appended.unwrap().seq).unwrap().unwrap());
         }
-        assert!(stored_keys(&store, HASH_PREFIX).is_empty());
-        assert!(stored_keys(&store, ID_PREFIX).is_empty());
+        assert!(stored_keys(&store, SPAN_HASH_TAG).is_empty());
+        assert!(stored_keys(&store, SPAN_ID_TAG).is_empty());
         assert_eq!(runs(&store, HASH_RUN_PREFIX), [1, 2, 3, 4]);
         assert_eq!(runs(&store, ID_RUN_PREFIX), [1, 2, 3, 4]);
         // A crash: the process and its tail are gone, nothing more was stored.
@@ -737,10 +772,13 @@ mod tests {
         // Two more fill the tail: all seven keys of each index are stored.
         entries.extend((6..=7).map(|i| append(&reopened, i)));
         assert_eq!(
-            stored_keys(&store, HASH_PREFIX),
+            stored_keys(&store, SPAN_HASH_TAG),
             (1..=7).collect::<Vec<_>>()
         );
-        assert_eq!(stored_keys(&store, ID_PREFIX), (1..=7).collect::<Vec<_>>());
+        assert_eq!(
+            stored_keys(&store, SPAN_ID_TAG),
+            (1..=7).collect::<Vec<_>>()
+        );
         assert!(runs(&store, HASH_RUN_PREFIX).is_empty());
         assert!(runs(&store, ID_RUN_PREFIX).is_empty());
         every_entry_is_found(&reopened, &entries);
@@ -751,8 +789,8 @@ mod tests {
         let store = MemoryStore::new();
         let first = open(&store, 1);
         let entries: Vec<Entry> = (1..=3).map(|i| append(&first, i)).collect();
-        assert_eq!(stored_keys(&store, HASH_PREFIX), [1, 2, 3]);
-        assert_eq!(stored_keys(&store, ID_PREFIX), [1, 2, 3]);
+        assert_eq!(stored_keys(&store, SPAN_HASH_TAG), [1, 2, 3]);
+        assert_eq!(stored_keys(&store, SPAN_ID_TAG), [1, 2, 3]);
         std::mem::forget(first);
         let reopened = open(&store, 100);
         assert_eq!(reopened.index_tail.len(), (0, 0));
@@ -807,10 +845,13 @@ mod tests {
             );
         }
         assert_eq!(
-            stored_keys(&store, HASH_PREFIX),
+            stored_keys(&store, SPAN_HASH_TAG),
             (1..=5).collect::<Vec<_>>()
         );
-        assert_eq!(stored_keys(&store, ID_PREFIX), (1..=5).collect::<Vec<_>>());
+        assert_eq!(
+            stored_keys(&store, SPAN_ID_TAG),
+            (1..=5).collect::<Vec<_>>()
+        );
         assert_eq!(reopened.index_tail.len(), (0, 0));
         every_entry_is_found(&reopened, &entries);
         assert_eq!(reopened.check().unwrap(), CheckReport::Ok { seq: 5 });
@@ -841,10 +882,13 @@ mod tests {
         every_entry_is_found(&reopened, &entries);
         entries.extend((4..=5).map(|i| append(&reopened, i)));
         assert_eq!(
-            stored_keys(&store, HASH_PREFIX),
+            stored_keys(&store, SPAN_HASH_TAG),
             (1..=5).collect::<Vec<_>>()
         );
-        assert_eq!(stored_keys(&store, ID_PREFIX), (1..=5).collect::<Vec<_>>());
+        assert_eq!(
+            stored_keys(&store, SPAN_ID_TAG),
+            (1..=5).collect::<Vec<_>>()
+        );
         every_entry_is_found(&reopened, &entries);
         assert_eq!(reopened.check().unwrap(), CheckReport::Ok { seq: 5 });
     }

@@ -16,7 +16,7 @@ use vserv_store::kv::StoreError;
 use crate::ledger::CheckReport;
 use crate::ledger_feed::Feed;
 use crate::ledger_layout::{
-    FeedError, Rows, commit_value, index_value, kind_runs, scan_commit_keys, seq_value,
+    FeedError, Rows, commit_value, hash_index_value, kind_runs, scan_commit_keys, seq_value,
 };
 
 /// Entries read per store page by [`Feed::check_range`], which reports progress after each.
@@ -515,11 +515,11 @@ impl Feed {
                 return Ok(true);
             }
             if tail.incomplete().is_some() {
-                let indexed = index_value(self.store.as_ref(), &self.keys, &self.keys.hash(hash))?;
+                let indexed = hash_index_value(self.store.as_ref(), &self.keys, seq, hash)?;
                 return Ok(indexed.is_none_or(|v| v == seq.to_be_bytes()));
             }
         }
-        let indexed = index_value(self.store.as_ref(), &self.keys, &self.keys.hash(hash))?;
+        let indexed = hash_index_value(self.store.as_ref(), &self.keys, seq, hash)?;
         Ok(indexed.as_deref() == Some(seq.to_be_bytes().as_slice()))
     }
 

@@ -223,6 +223,12 @@ fn a_crashed_append_leaves_nothing_and_the_next_one_continues() {
         store.get(Table::LedgerIndex, &id_key(b"lost")).unwrap(),
         None
     );
+    assert_eq!(
+        store
+            .get(Table::LedgerIndex, &FeedKeys::OWN.id_at(4, b"lost"))
+            .unwrap(),
+        None
+    );
     assert_eq!(ledger.head().unwrap(), Some(old_head));
     assert_eq!(ledger.size().unwrap(), 3);
     assert_eq!(ledger.seq_of_id(b"lost").unwrap(), None);

@@ -112,7 +112,14 @@ use crate::{storable_key, validate_ops};
 /// the store; the entries an older store holds in `replicas` are moved by the service when
 /// it opens the replicas (`vserv_service::replicas`, in atomic steps it resumes after a
 /// crash), so only the marker is rewritten here.
-pub const SCHEMA_VERSION: u32 = 6;
+///
+/// Version 7: the record id and hash index keys are grouped in spans of 2^20 entries by
+/// seq (`x` + span + `i`/`h` + record id or hash, instead of `id:`/`h:` + it), so that new
+/// keys overlap only the last spans' tables. A version 6 build would not find the entries
+/// indexed in spans and append a record id twice, so it must refuse the store; the service
+/// reads an older store's `id:` and `h:` keys where they are, so only the marker is
+/// rewritten.
+pub const SCHEMA_VERSION: u32 = 7;
 
 /// The oldest schema version this build opens (and upgrades to [`SCHEMA_VERSION`]).
 pub const OLDEST_SCHEMA_VERSION: u32 = 1;

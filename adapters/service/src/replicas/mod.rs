@@ -449,8 +449,12 @@ impl Replicas {
         let seq_bytes = seq.to_be_bytes().to_vec();
         ops.push(put(keys.entry_table(), keys.entry(seq), encoded));
         let index = keys.index_table();
-        ops.push(put(index, keys.id(entry.record_id()), seq_bytes.clone()));
-        ops.push(put(index, keys.hash(hash), seq_bytes));
+        ops.push(put(
+            index,
+            keys.id_at(seq, entry.record_id()),
+            seq_bytes.clone(),
+        ));
+        ops.push(put(index, keys.hash_at(seq, hash), seq_bytes));
         match batch.kind_runs.get_mut(entry.kind()) {
             Some(runs) => add_to_kind_runs(runs, seq),
             None => {
