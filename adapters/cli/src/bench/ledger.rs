@@ -24,7 +24,7 @@ use vserv_core::commands::{Command, Credential, RecordSelector, Reply, SecretByt
 use vserv_core::ledger::MAX_BODY;
 use vserv_service::Node;
 use vserv_service::client::ClientOptions;
-use vserv_service::ledger::{CheckReport, Ledger};
+use vserv_service::ledger::{CheckReport, Ledger, span_hash_key, span_id_key};
 use vserv_store::{FjallStore, Op, Store, Table};
 
 use super::commit_meter::{MeteredStore, PhaseCommits};
@@ -188,6 +188,8 @@ pub struct LedgerReport {
     rget_one: Phase,
     /// Reads by seq on `connections` connections at once.
     rget_many: Phase,
+    /// Reads by record id on `connections` connections at once (a tenth as many as by seq).
+    rget_id_many: Phase,
     /// Full re-verification of the stored feed (hashes, links, hash index, head signature).
     verify: Phase,
     /// Entries in the feed at the end.
@@ -294,9 +296,9 @@ const INDEXED_COMMIT_ENTRIES: u64 = 512;
 
 /// The store with the ledger's own keys: `entries` entries written as the ledger writes
 /// them (layout in `vserv_service::ledger_layout`), an `e:` + seq value of `size` bytes in
-/// the entries' table and, in the index table, an `id:` key of a record id like the `rput`
-/// phases' and an `h:` key of 32 pseudo-random bytes (entry hashes are uniformly spread),
-/// each to the seq; committed through the store trait in fsync'd commits of
+/// the entries' table and, in the index table, a record id key of a record id like the
+/// `rput` phases' and a hash key of 32 pseudo-random bytes (entry hashes are uniformly
+/// spread), each in the seq's span, to the seq; committed through the store trait in fsync'd commits of
 /// [`INDEXED_COMMIT_ENTRIES`], in a fresh fjall store. Against [`store_alone`]'s ascending
 /// keys, it shows what the indexes' random keys cost the store (flushes, compactions and
 /// the in-memory table's inserts) at this feed size: the ceiling of durable `rput`s for
@@ -315,12 +317,12 @@ fn store_with_indexes(entries: u64, size: u64, ids: RecordIds) -> anyhow::Result
                     },
                     Op::Put {
                         table: Table::LedgerIndex,
-                        key: [b"id:".as_slice(), &ids.id(1, i)].concat(),
+                        key: span_id_key(seq, &ids.id(1, i)),
                         value: seq_bytes.clone(),
                     },
                     Op::Put {
                         table: Table::LedgerIndex,
-                        key: [b"h:".as_slice(), &spread_hash(seq)].concat(),
+                        key: span_hash_key(seq, &spread_hash(seq)),
                         value: seq_bytes,
                     },
                 ]
@@ -361,6 +363,30 @@ fn rgets(count: u64, offset: u64, entries: u64) -> impl Iterator<Item = Command>
         }
     })
 }
+
+/// `count` reads by record id of the records the multi-connection `rput` phase appended
+/// (`lanes` connections of `each` records, the connections numbered from 1), spread over
+/// them as [`rgets`] spreads its seqs.
+fn rgets_by_id(
+    count: u64,
+    offset: u64,
+    lanes: u64,
+    each: u64,
+    ids: RecordIds,
+) -> impl Iterator<Item = Command> {
+    (0..count).map(move |i| {
+        let k = i.wrapping_add(offset).wrapping_mul(7919);
+        let id = ids.id(k % lanes.max(1) + 1, (k / lanes.max(1)) % each.max(1));
+        Command::Rget {
+            selector: RecordSelector::Id(id),
+            origin: None,
+        }
+    })
+}
+
+/// Reads by record id in the `rget` by id phase, per read by seq of the other phases: a
+/// lookup by id asks every index span of the feed, so this phase shows how that grows.
+const ID_READS_PER_SEQ_READ: u64 = 10;
 
 /// Runs `commands` pipelined on `client` in chunks; every reply must satisfy `ok`.
 fn run_all(
@@ -554,6 +580,15 @@ pub fn run(args: &LedgerArgs) -> anyhow::Result<LedgerReport> {
     })
     .context("rget on several connections")?;
     let rget_many = timer.phase(conns, each * conns);
+
+    let by_id_each = (each / ID_READS_PER_SEQ_READ).max(1);
+    let timer = Timer::start();
+    in_parallel(clients, |client, c| {
+        let reads = rgets_by_id(by_id_each, c * by_id_each, conns, each, args.ids);
+        run_all(client, reads, args.window, record)
+    })
+    .context("rget by record id on several connections")?;
+    let rget_id_many = timer.phase(conns, by_id_each * conns);
     let rss_kib = status_kib("VmRSS");
 
     bench.stop()?;
@@ -579,6 +614,7 @@ pub fn run(args: &LedgerArgs) -> anyhow::Result<LedgerReport> {
         rput_many_commits,
         rget_one,
         rget_many,
+        rget_id_many,
         verify,
         entries,
         rput_vs_store,
@@ -633,6 +669,12 @@ impl Report for LedgerReport {
                 None,
             ),
             ("rget by seq", &self.rget_many, RGET_TARGET_PER_S, None),
+            (
+                "rget by record id",
+                &self.rget_id_many,
+                RGET_TARGET_PER_S,
+                None,
+            ),
             ("offline verify", &self.verify, VERIFY_TARGET_PER_S, None),
         ];
         for (name, phase, target, commits) in rows {
