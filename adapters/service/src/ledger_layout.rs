@@ -481,11 +481,12 @@ fn indexed_seq(
     let Some(head) = stored_head(store, keys)? else {
         return Ok(None);
     };
-    for span in (0..=index_span(head.head.seq)).rev() {
-        let spanned = [keys.span(span, tag).as_slice(), key].concat();
-        if let Some(v) = store.get(keys.index_table(), &spanned)? {
-            return seq_value(&v, what).map(Some);
-        }
+    let spanned: Vec<Vec<u8>> = (0..=index_span(head.head.seq))
+        .rev()
+        .map(|span| [keys.span(span, tag).as_slice(), key].concat())
+        .collect();
+    if let Some(v) = store.get_first(keys.index_table(), &spanned)? {
+        return seq_value(&v, what).map(Some);
     }
     index_value(store, keys, unspanned)?
         .map(|v| seq_value(&v, what))

@@ -590,6 +590,22 @@ impl Store for FjallStore {
         })
     }
 
+    fn get_first(&self, table: Table, keys: &[Vec<u8>]) -> Result<Option<Vec<u8>>, StoreError> {
+        self.with_open(|open| {
+            let keyspace = open.keyspace(table)?;
+            let snapshot = open.db.snapshot();
+            for key in keys.iter().filter(|key| storable_key(key)) {
+                if let Some(value) = snapshot
+                    .get(keyspace, key)
+                    .map_err(|e| backend("read", e))?
+                {
+                    return Ok(Some(value.to_vec()));
+                }
+            }
+            Ok(None)
+        })
+    }
+
     fn scan(&self, table: Table, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
         self.with_open(|open| {
             let snapshot = open.db.snapshot();

@@ -184,6 +184,14 @@ impl Store for MemoryStore {
         Ok(state.tables.get(&table).and_then(|t| t.get(key)).cloned())
     }
 
+    fn get_first(&self, table: Table, keys: &[Vec<u8>]) -> Result<Option<Vec<u8>>, StoreError> {
+        let state = self.lock_up()?;
+        let Some(contents) = state.tables.get(&table) else {
+            return Ok(None);
+        };
+        Ok(keys.iter().find_map(|key| contents.get(key)).cloned())
+    }
+
     fn scan(&self, table: Table, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
         let state = self.lock_up()?;
         let Some(contents) = state.tables.get(&table) else {

@@ -64,6 +64,39 @@ fn contract_get_put_delete(s: &impl Store) -> TestResult {
     Ok(())
 }
 
+fn contract_get_first_is_the_first_key_held(s: &impl Store) -> TestResult {
+    s.commit(vec![
+        put(Table::Users, b"b", b"2"),
+        put(Table::Users, b"c", b"3"),
+        put(Table::Limits, b"a", b"other table"),
+    ])?;
+    let keys = |ks: &[&[u8]]| ks.iter().map(|k| k.to_vec()).collect::<Vec<_>>();
+    assert_eq!(
+        s.get_first(Table::Users, &keys(&[b"a", b"c", b"b"]))?,
+        Some(b"3".to_vec())
+    );
+    assert_eq!(
+        s.get_first(Table::Users, &keys(&[b"b", b"c"]))?,
+        Some(b"2".to_vec())
+    );
+    assert_eq!(s.get_first(Table::Users, &keys(&[b"a", b"d"]))?, None);
+    assert_eq!(s.get_first(Table::Users, &[])?, None);
+    // A key that can never be stored is skipped, as `get` reads it as absent.
+    assert_eq!(
+        s.get_first(
+            Table::Users,
+            &[Vec::new(), vec![b'k'; 70_000], b"c".to_vec()]
+        )?,
+        Some(b"3".to_vec())
+    );
+    s.commit(vec![del(Table::Users, b"b")])?;
+    assert_eq!(
+        s.get_first(Table::Users, &keys(&[b"b", b"c"]))?,
+        Some(b"3".to_vec())
+    );
+    Ok(())
+}
+
 fn contract_tables_are_separate(s: &impl Store) -> TestResult {
     s.commit(vec![
         put(Table::Users, b"k", b"users"),
@@ -430,6 +463,12 @@ macro_rules! contract_tests {
             fn bulk_commit() -> TestResult {
                 let (_guard, s) = $new;
                 contract_bulk_commit(&s)
+            }
+
+            #[test]
+            fn get_first() -> TestResult {
+                let (_guard, s) = $new;
+                contract_get_first_is_the_first_key_held(&s)
             }
 
             #[test]

@@ -202,6 +202,10 @@ impl Store for Observed {
         self.inner.get(table, key)
     }
 
+    fn get_first(&self, table: Table, keys: &[Vec<u8>]) -> Result<Option<Vec<u8>>, StoreError> {
+        self.inner.get_first(table, keys)
+    }
+
     fn scan(&self, table: Table, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
         self.inner.scan(table, prefix)
     }
