@@ -51,7 +51,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use vserv_core::ledger::{Entry, MAX_RECORD_ID};
 use vserv_store::kv::{Op, Store, Table};
 
-use crate::ledger_layout::{FeedError, FeedKeys};
+use crate::ledger_layout::{FeedError, FeedKeys, index_span};
 
 /// Entries the tail holds before the writing run stores their index keys.
 pub(crate) const TAIL_BULK: usize = 65_536;
@@ -282,29 +282,44 @@ impl TailState {
 }
 
 impl TailPart {
-    /// The store ops that index this part: its `h:` and `id:` keys, then the deletes of
+    /// The store ops that index this part: its hash and record id keys, then the deletes of
     /// its records.
     pub(crate) fn bulk(&self) -> IndexBulk {
         let own = FeedKeys::OWN;
         let table = own.index_table();
-        let mut indexed: Vec<(Vec<u8>, u64)> =
-            Vec::with_capacity(self.hashes.len().saturating_add(self.ids.len()));
-        indexed.extend(
-            self.hashes
-                .iter()
-                .map(|(h, &seq)| (own.hash_at(seq, h), seq)),
-        );
-        indexed.extend(self.ids.iter().map(|(id, &seq)| (own.id_at(seq, id), seq)));
-        // Strictly increasing, as a bulk the store ingests must be (every key is unique).
-        indexed.sort_unstable();
-        let keys = indexed
-            .into_iter()
-            .map(|(key, seq)| Op::Put {
-                table,
-                key,
-                value: seq.to_be_bytes().to_vec(),
-            })
+        let put = |key: Vec<u8>, seq: u64| Op::Put {
+            table,
+            key,
+            value: seq.to_be_bytes().to_vec(),
+        };
+        // In key order (strictly increasing, as a bulk the store ingests must be): span by
+        // span, a span's hash keys before its record id keys, each sorted.
+        let mut hashes: Vec<(u32, &[u8; 32], u64)> = self
+            .hashes
+            .iter()
+            .map(|(h, &seq)| (index_span(seq), h, seq))
             .collect();
+        hashes.sort_unstable();
+        let mut ids: Vec<(u32, &Arc<[u8]>, u64)> = self
+            .ids
+            .iter()
+            .map(|(id, &seq)| (index_span(seq), id, seq))
+            .collect();
+        ids.sort_unstable();
+        let mut keys = Vec::with_capacity(hashes.len().saturating_add(ids.len()));
+        let (mut hashes, mut ids) = (hashes.into_iter().peekable(), ids.into_iter().peekable());
+        while let Some(span) = [hashes.peek().map(|h| h.0), ids.peek().map(|i| i.0)]
+            .into_iter()
+            .flatten()
+            .min()
+        {
+            while let Some((_, hash, seq)) = hashes.next_if(|h| h.0 == span) {
+                keys.push(put(own.hash_at(seq, hash), seq));
+            }
+            while let Some((_, id, seq)) = ids.next_if(|i| i.0 == span) {
+                keys.push(put(own.id_at(seq, id), seq));
+            }
+        }
         let mut records = Vec::new();
         for (table, runs) in [
             (FeedKeys::OWN.commit_table(), &self.runs),
@@ -499,7 +514,7 @@ mod tests {
     use super::*;
     use crate::ledger::{CheckReport, Ledger, NewRecord};
     use crate::ledger_layout::{
-        HASH_PREFIX, ID_PREFIX, SPAN_HASH_TAG, SPAN_ID_TAG, entry_key, id_key,
+        HASH_PREFIX, ID_PREFIX, SPAN_HASH_TAG, SPAN_ID_TAG, SPAN_SEQ_BITS, entry_key, id_key,
     };
 
     fn identity() -> Arc<ServerIdentity> {
@@ -601,6 +616,40 @@ mod tests {
                 value: Entry::new(fields).unwrap().to_bytes(),
             }])
             .unwrap();
+    }
+
+    #[test]
+    fn a_bulk_across_a_span_boundary_is_in_key_order_each_key_in_its_seqs_span() {
+        let mut part = TailPart::default();
+        // Seqs 2^20 - 2 ..= 2^20 + 1: three in span 0, one in span 1; hashes and ids that
+        // sort against the seqs.
+        let first = (1 << SPAN_SEQ_BITS) - 2;
+        let hashes: Vec<[u8; 32]> = (0..4u8).map(|i| [200 - 50 * i; 32]).collect();
+        let ids: Vec<Arc<[u8]>> = ["d", "c", "b", "a"]
+            .into_iter()
+            .map(|s| Arc::from(s.as_bytes()))
+            .collect();
+        part.add(first, &hashes, &ids);
+        let puts: Vec<(Vec<u8>, u64)> = part
+            .bulk()
+            .keys
+            .into_iter()
+            .map(|op| match op {
+                Op::Put { key, value, .. } => (key, u64::from_be_bytes(value.try_into().unwrap())),
+                Op::Delete { .. } => panic!("a delete among the keys"),
+            })
+            .collect();
+        assert_eq!(puts.len(), 8);
+        assert!(puts.windows(2).all(|w| w[0].0 < w[1].0));
+        for (key, seq) in &puts {
+            assert_eq!(
+                key[1..5],
+                crate::ledger_layout::index_span(*seq).to_be_bytes()
+            );
+        }
+        let seqs: Vec<u64> = puts.iter().map(|(_, seq)| seq - first).collect();
+        // Span 0: hashes (ascending: seqs 2, 1, 0), ids ("b", "c", "d"); then span 1.
+        assert_eq!(seqs, [2, 1, 0, 2, 1, 0, 3, 3]);
     }
 
     #[test]

@@ -111,29 +111,27 @@ pub fn index_span(seq: u64) -> u32 {
 
 /// The prefix of the keys of one kind (`tag`) of index key in `span`.
 pub fn span_prefix(span: u32, tag: u8) -> Vec<u8> {
-    let mut key = Vec::with_capacity(6);
-    key.push(SPAN_LEAD);
-    key.extend_from_slice(&span.to_be_bytes());
-    key.push(tag);
-    key
+    span_key(span, tag, &[])
 }
 
 /// The index key of entry `seq` of record id `record_id`.
 pub fn span_id_key(seq: u64, record_id: &[u8]) -> Vec<u8> {
-    [
-        span_prefix(index_span(seq), SPAN_ID_TAG).as_slice(),
-        record_id,
-    ]
-    .concat()
+    span_key(index_span(seq), SPAN_ID_TAG, record_id)
 }
 
 /// The index key of entry `seq` of hash `hash`.
 pub fn span_hash_key(seq: u64, hash: &[u8; 32]) -> Vec<u8> {
-    [
-        span_prefix(index_span(seq), SPAN_HASH_TAG).as_slice(),
-        hash.as_slice(),
-    ]
-    .concat()
+    span_key(index_span(seq), SPAN_HASH_TAG, hash)
+}
+
+/// `x` + `span` + `tag` + `key`, in one allocation.
+fn span_key(span: u32, tag: u8, key: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(6 + key.len());
+    out.push(SPAN_LEAD);
+    out.extend_from_slice(&span.to_be_bytes());
+    out.push(tag);
+    out.extend_from_slice(key);
+    out
 }
 
 /// Prefix of the kind index.
