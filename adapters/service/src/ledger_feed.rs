@@ -10,6 +10,7 @@ use vserv_core::ServerKey;
 use vserv_core::ledger::{Entry, SignedHead};
 use vserv_store::kv::Store;
 
+use crate::ledger_ids::IdFilter;
 use crate::ledger_index_tail::IndexTail;
 use crate::ledger_layout::{FeedError, FeedKeys, FeedNumber, seq_of_hash, seq_of_id, stored_head};
 
@@ -25,6 +26,9 @@ pub struct Feed {
     /// The own feed's entries whose index keys are not stored yet, when this view is the
     /// [`crate::ledger::Ledger`]'s (`ledger_index_tail.rs`).
     pub(crate) index_tail: Option<Arc<IndexTail>>,
+    /// The ledger's filter of the own feed's record ids (`ledger_ids.rs`), with its tail: a
+    /// lookup of an id it rules out reads nothing from the store.
+    pub(crate) id_filter: Option<Arc<IdFilter>>,
 }
 
 impl std::fmt::Debug for Feed {
@@ -48,13 +52,15 @@ impl Feed {
             keys: FeedKeys::OWN,
             origin,
             index_tail: None,
+            id_filter: None,
         }
     }
 
-    /// This view with the ledger's index tail.
-    pub(crate) fn with_index_tail(self, tail: Arc<IndexTail>) -> Feed {
+    /// This view with the ledger's index tail and record id filter.
+    pub(crate) fn with_index_tail(self, tail: Arc<IndexTail>, ids: Arc<IdFilter>) -> Feed {
         Feed {
             index_tail: Some(tail),
+            id_filter: Some(ids),
             ..self
         }
     }
@@ -67,6 +73,7 @@ impl Feed {
             keys: FeedKeys::replica(number),
             origin,
             index_tail: None,
+            id_filter: None,
         }
     }
 
@@ -92,8 +99,20 @@ impl Feed {
 
     /// The seq of the entry with `record_id`, if stored. A ledger's view whose index tail
     /// could not be rebuilt at open answers a miss with that error (the entry may be stored
-    /// but not indexed).
+    /// but not indexed). A ledger's view answers an id its built record id filter rules out
+    /// at once, without asking the index spans.
     pub fn seq_of_id(&self, record_id: &[u8]) -> Result<Option<u64>, FeedError> {
+        let surely_absent = |ids: &Arc<IdFilter>| {
+            ids.lookup()
+                .is_some_and(|lookup| lookup.surely_absent(record_id))
+        };
+        let complete = self
+            .index_tail
+            .as_ref()
+            .is_some_and(|t| t.incomplete().is_none());
+        if complete && self.id_filter.as_ref().is_some_and(surely_absent) {
+            return Ok(None);
+        }
         self.indexed_seq(
             |tail| tail.seq_of_id(record_id),
             || seq_of_id(self.store.as_ref(), &self.keys, record_id),

@@ -1,5 +1,6 @@
 //! An in-memory filter of the own feed's record ids, so that appending a new id (nearly
-//! every append) costs no store read.
+//! every append) costs no store read, nor does looking up an id the feed does not have
+//! (which would otherwise ask every index span).
 //!
 //! Every append checks that its record id is not stored yet. In the store that is a point
 //! read that misses: lookups in fjall's in-memory tables (skiplists of random keys) and a

@@ -1,5 +1,5 @@
-//! The ledger's record id filter (`ledger_ids.rs`): once built, appending a new id reads
-//! nothing from the index, and every stored id is still refused with its seq, whether it
+//! The ledger's record id filter (`ledger_ids.rs`): once built, appending a new id, or
+//! looking up an id never stored, reads nothing from the index, and every stored id is still refused with its seq, whether it
 //! was stored before the process started, before the build, while it ran or after.
 
 mod common;
@@ -105,6 +105,30 @@ fn after_the_build_new_ids_read_no_index_and_stored_ids_are_still_refused() {
     // Stored before the process, before the build and after it.
     assert_refused(&ledger, [0, 50, 99, 100, 105, 110, 159].into_iter());
     assert_eq!(ledger.size().unwrap(), 160);
+}
+
+#[test]
+fn a_lookup_of_an_id_the_built_filter_rules_out_reads_no_index() {
+    let memory = MemoryStore::new();
+    let (store, index_gets) = counting_store(&memory);
+    let ledger = Ledger::new(store, identity());
+    append_new(&ledger, 0..50);
+    let absent = |ledger: &Ledger| {
+        let before = index_gets.load(Ordering::SeqCst);
+        for i in 1000..1100 {
+            assert_eq!(ledger.seq_of_id(&record(i).record_id).unwrap(), None);
+        }
+        index_gets.load(Ordering::SeqCst) - before
+    };
+    // Before the build, every miss asks the index.
+    assert!(absent(&ledger) >= 100);
+    build(&ledger);
+    // After it, only the filter's false positives (about 1%) do.
+    let asked = absent(&ledger);
+    assert!(asked <= 10, "{asked} of 100 absent ids asked the index");
+    for i in 0..50 {
+        assert_eq!(ledger.seq_of_id(&record(i).record_id).unwrap(), Some(i + 1));
+    }
 }
 
 #[test]
