@@ -124,6 +124,7 @@ impl Ledger {
             commits.clone(),
             dedup_keys,
             index_tail.clone(),
+            ids.clone(),
         ));
         Ledger {
             store,
@@ -305,7 +306,14 @@ impl Ledger {
         if let Some(seq) = self.index_tail.seq_of_id(&record.record_id) {
             return Err(FeedError::Duplicate { seq });
         }
-        match seq_of_id(self.store.as_ref(), &self.dedup_keys, &record.record_id)? {
+        // Asked after the tail missed: every span the id's key may be in.
+        let spans = ids.map(|ids| ids.spans_maybe_holding(&record.record_id));
+        match seq_of_id(
+            self.store.as_ref(),
+            &self.dedup_keys,
+            &record.record_id,
+            spans.as_deref(),
+        )? {
             Some(seq) => Err(FeedError::Duplicate { seq }),
             None => Ok(record),
         }

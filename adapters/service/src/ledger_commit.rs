@@ -48,6 +48,7 @@ use vserv_store::kv::{Op, Store};
 
 use crate::work::{Inline, Runner, Work};
 
+use crate::ledger_ids::{IdFilter, SPAN_CAPACITY};
 use crate::ledger_index_tail::{IndexBulk, IndexRun, IndexTail, TailPart};
 use crate::ledger_layout::{
     FeedError, FeedKeys, HEAD_KEY, add_to_kind_runs, commit_value, entry_key, kind_count_key,
@@ -249,6 +250,8 @@ pub(crate) struct GroupCommit {
     /// Where the bulks that store the tail's keys run: [`Inline`] (on the writing run,
     /// after its commit) until [`GroupCommit::run_bulks_on`] gives the runtime's.
     bulk_runner: Mutex<Arc<dyn Runner>>,
+    /// The record id filter, whose span filters each bulk adds its ids to.
+    ids: Arc<IdFilter>,
 }
 
 impl GroupCommit {
@@ -262,6 +265,7 @@ impl GroupCommit {
         commits: Arc<AtomicU64>,
         keys: FeedKeys,
         tail: Arc<IndexTail>,
+        ids: Arc<IdFilter>,
     ) -> GroupCommit {
         GroupCommit {
             queue: Mutex::new(Queue::default()),
@@ -279,6 +283,7 @@ impl GroupCommit {
             on_commit: Mutex::new(None),
             tail,
             bulk_runner: Mutex::new(Arc::new(Inline)),
+            ids,
         }
     }
 
@@ -491,6 +496,7 @@ impl GroupCommit {
         let bulk = Bulk {
             store: Arc::clone(&self.store),
             tail: Arc::clone(&self.tail),
+            ids: Arc::clone(&self.ids),
             part,
             stored: false,
         };
@@ -526,14 +532,15 @@ impl GroupCommit {
 struct Bulk {
     store: Arc<dyn Store>,
     tail: Arc<IndexTail>,
+    ids: Arc<IdFilter>,
     part: Arc<TailPart>,
     stored: bool,
 }
 
 impl Bulk {
     /// Stores the part's keys as one bulk, then deletes their records (each step durable
-    /// before the next). A failure leaves them to a later bulk (keys stored twice are the
-    /// same keys).
+    /// before the next), and adds the ids to their spans' filters before the tail forgets
+    /// them. A failure leaves them to a later bulk (keys stored twice are the same keys).
     fn store(mut self) {
         let IndexBulk { keys, records } = self.part.bulk();
         match self
@@ -542,6 +549,9 @@ impl Bulk {
             .and_then(|()| self.store.commit(records))
         {
             Ok(()) => {
+                for (span, ids) in self.part.ids_by_span() {
+                    self.ids.add_stored(span, SPAN_CAPACITY, ids);
+                }
                 self.tail.stored();
                 self.stored = true;
             }
@@ -916,7 +926,7 @@ impl Preparer {
                     // Too long ago to tell from memory: ask the tail, then the store.
                     Err(()) => match self.tail.seq_of_id(id) {
                         Some(seq) => Some(seq),
-                        None => seq_of_id(self.store.as_ref(), &self.keys, id)?,
+                        None => seq_of_id(self.store.as_ref(), &self.keys, id, None)?,
                     },
                 }
             }

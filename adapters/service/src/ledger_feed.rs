@@ -102,20 +102,26 @@ impl Feed {
     /// but not indexed). A ledger's view answers an id its built record id filter rules out
     /// at once, without asking the index spans.
     pub fn seq_of_id(&self, record_id: &[u8]) -> Result<Option<u64>, FeedError> {
-        let surely_absent = |ids: &Arc<IdFilter>| {
-            ids.lookup()
-                .is_some_and(|lookup| lookup.surely_absent(record_id))
-        };
         let complete = self
             .index_tail
             .as_ref()
             .is_some_and(|t| t.incomplete().is_none());
-        if complete && self.id_filter.as_ref().is_some_and(surely_absent) {
+        let filter = self.id_filter.as_deref().filter(|_| complete);
+        if filter
+            .and_then(IdFilter::lookup)
+            .is_some_and(|lookup| lookup.surely_absent(record_id))
+        {
             return Ok(None);
         }
         self.indexed_seq(
             |tail| tail.seq_of_id(record_id),
-            || seq_of_id(self.store.as_ref(), &self.keys, record_id),
+            || {
+                // Asked after the tail missed: every span the id's key may be in.
+                let spans = filter
+                    .and_then(IdFilter::lookup)
+                    .map(|lookup| lookup.spans_maybe_holding(record_id));
+                seq_of_id(self.store.as_ref(), &self.keys, record_id, spans.as_deref())
+            },
         )
     }
 

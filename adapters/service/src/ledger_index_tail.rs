@@ -335,6 +335,15 @@ impl TailPart {
         IndexBulk { keys, records }
     }
 
+    /// The part's record ids by the span their keys are stored in.
+    pub(crate) fn ids_by_span(&self) -> BTreeMap<u32, Vec<&[u8]>> {
+        let mut spans: BTreeMap<u32, Vec<&[u8]>> = BTreeMap::new();
+        for (id, &seq) in &self.ids {
+            spans.entry(index_span(seq)).or_default().push(id);
+        }
+        spans
+    }
+
     /// Adds a commit's hashes and ids (either may be empty: a store of schema 3 has no
     /// `hi:` records) whose first entry is `first`.
     fn add(&mut self, first: u64, hashes: &[[u8; 32]], ids: &[Arc<[u8]>]) {

@@ -377,6 +377,20 @@ impl FeedKeys {
         self.place(span_prefix(span, tag))
     }
 
+    /// The prefix of every index key in a span.
+    pub fn spans(&self) -> Vec<u8> {
+        self.place(vec![SPAN_LEAD])
+    }
+
+    /// The span and tag of `key`, if it is an index key in a span of this feed.
+    pub fn span_of(&self, key: &[u8]) -> Option<(u32, u8)> {
+        let rest = key
+            .strip_prefix(self.prefix())?
+            .strip_prefix(&[SPAN_LEAD])?;
+        let span = u32::from_be_bytes(rest.get(..4)?.try_into().ok()?);
+        Some((span, *rest.get(4)?))
+    }
+
     /// The kind index key of entry `seq` of `kind`.
     pub fn kind(&self, kind: &str, seq: u64) -> Vec<u8> {
         self.place(kind_key(kind, seq))
@@ -445,11 +459,14 @@ pub(crate) fn stored_head(
     }
 }
 
-/// The seq of the entry with `record_id` in the feed at `keys`, if stored.
+/// The seq of the entry with `record_id` in the feed at `keys`, if stored: asked in each
+/// span up to the stored head's, or only in `spans` (newest first) when the caller knows
+/// every span its key may be in (`ledger_ids.rs`), then under the older layout.
 pub(crate) fn seq_of_id(
     store: &dyn Store,
     keys: &FeedKeys,
     record_id: &[u8],
+    spans: Option<&[u32]>,
 ) -> Result<Option<u64>, FeedError> {
     indexed_seq(
         store,
@@ -458,6 +475,7 @@ pub(crate) fn seq_of_id(
         record_id,
         &keys.id(record_id),
         "record id",
+        spans,
     )
 }
 
@@ -467,14 +485,23 @@ pub(crate) fn seq_of_hash(
     keys: &FeedKeys,
     hash: &[u8; 32],
 ) -> Result<Option<u64>, FeedError> {
-    indexed_seq(store, keys, SPAN_HASH_TAG, hash, &keys.hash(hash), "hash")
+    indexed_seq(
+        store,
+        keys,
+        SPAN_HASH_TAG,
+        hash,
+        &keys.hash(hash),
+        "hash",
+        None,
+    )
 }
 
 /// Spans a lookup asks in one [`Store::get_first`] (a 268M-entry feed's).
 const SPANS_PER_READ: usize = 256;
 
-/// The seq the index of `tag` holds for `key` in the feed at `keys`: in each span from the
-/// stored head's down to the first, then under the older layout's key `unspanned`.
+/// The seq the index of `tag` holds for `key` in the feed at `keys`: in `spans` if given,
+/// else in each span from the stored head's down to the first; then under the older
+/// layout's key `unspanned`.
 fn indexed_seq(
     store: &dyn Store,
     keys: &FeedKeys,
@@ -482,12 +509,17 @@ fn indexed_seq(
     key: &[u8],
     unspanned: &[u8],
     what: &str,
+    spans: Option<&[u32]>,
 ) -> Result<Option<u64>, FeedError> {
-    let Some(head) = stored_head(store, keys)? else {
-        return Ok(None);
+    let spans: Box<dyn Iterator<Item = u32>> = match spans {
+        Some(spans) => Box::new(spans.iter().copied()),
+        None => match stored_head(store, keys)? {
+            Some(head) => Box::new((0..=index_span(head.head.seq)).rev()),
+            None => return Ok(None),
+        },
     };
     // Asked a few at a time, so that a damaged head's seq cannot size an allocation.
-    let mut spans = (0..=index_span(head.head.seq)).rev().peekable();
+    let mut spans = spans.peekable();
     while spans.peek().is_some() {
         let spanned: Vec<Vec<u8>> = spans
             .by_ref()
@@ -733,7 +765,7 @@ mod tests {
             }
             for seq in found {
                 assert_eq!(
-                    seq_of_id(&store, &keys, &record_id(seq)).unwrap(),
+                    seq_of_id(&store, &keys, &record_id(seq), None).unwrap(),
                     Some(seq)
                 );
                 assert_eq!(seq_of_hash(&store, &keys, &hash(seq)).unwrap(), Some(seq));
@@ -744,7 +776,10 @@ mod tests {
             }
             // Past the head's span, never indexed, or in another span than the seq's.
             for seq in [LAST + (1 << SPAN_SEQ_BITS), 2, 7] {
-                assert_eq!(seq_of_id(&store, &keys, &record_id(seq)).unwrap(), None);
+                assert_eq!(
+                    seq_of_id(&store, &keys, &record_id(seq), None).unwrap(),
+                    None
+                );
                 assert_eq!(seq_of_hash(&store, &keys, &hash(seq)).unwrap(), None);
             }
             assert_eq!(
@@ -754,7 +789,7 @@ mod tests {
         }
         // A feed without a head holds nothing.
         let none = FeedKeys::replica(4);
-        assert_eq!(seq_of_id(&store, &none, &record_id(1)).unwrap(), None);
+        assert_eq!(seq_of_id(&store, &none, &record_id(1), None).unwrap(), None);
     }
 
     #[test]
@@ -784,11 +819,11 @@ mod tests {
         store.commit(ops).unwrap();
         for seq in [1, middle, last] {
             assert_eq!(
-                seq_of_id(&store, &keys, &record_id(seq)).unwrap(),
+                seq_of_id(&store, &keys, &record_id(seq), None).unwrap(),
                 Some(seq)
             );
         }
-        assert_eq!(seq_of_id(&store, &keys, &record_id(2)).unwrap(), None);
+        assert_eq!(seq_of_id(&store, &keys, &record_id(2), None).unwrap(), None);
     }
 
     #[test]
@@ -803,9 +838,149 @@ mod tests {
         for seq in SPANNED.into_iter().chain([8, 9]) {
             assert!(!lookup.surely_absent(&record_id(seq)), "{seq}");
         }
+        // Each spanned id is in its span's filter, and found asking only the spans whose
+        // filter may hold it; the older layout's are found under their keys after those.
+        for seq in SPANNED.into_iter().chain([8, 9]) {
+            let spans = lookup.spans_maybe_holding(&record_id(seq));
+            if SPANNED.contains(&seq) {
+                assert!(spans.contains(&index_span(seq)), "{seq}: {spans:?}");
+            }
+            assert!(spans.iter().all(|&span| span <= 3), "{seq}: {spans:?}");
+            assert_eq!(
+                seq_of_id(&store, &FeedKeys::OWN, &record_id(seq), Some(&spans)).unwrap(),
+                Some(seq)
+            );
+        }
+    }
+
+    /// A store over a [`MemoryStore`] that counts its scans.
+    struct CountedScans {
+        inner: MemoryStore,
+        scans: std::sync::atomic::AtomicU64,
+    }
+
+    impl Store for CountedScans {
+        fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+            self.inner.get(table, key)
+        }
+        fn scan(&self, table: Table, prefix: &[u8]) -> Result<Rows, StoreError> {
+            self.scans
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.inner.scan(table, prefix)
+        }
+        fn scan_from(
+            &self,
+            table: Table,
+            prefix: &[u8],
+            start: &[u8],
+            limit: usize,
+        ) -> Result<Rows, StoreError> {
+            self.scans
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.inner.scan_from(table, prefix, start, limit)
+        }
+        fn commit(&self, ops: Vec<Op>) -> Result<(), StoreError> {
+            self.inner.commit(ops)
+        }
+    }
+
+    #[test]
+    fn the_id_filter_reads_only_the_spans_holding_keys_whatever_the_head_says() {
+        let store = CountedScans {
+            inner: spanned_feed(),
+            scans: Default::default(),
+        };
+        // A head at the last seq there is: 2^32 spans, four of which hold ids.
+        let identity = ServerIdentity::generate(&mut StdRng::seed_from_u64(1));
+        let head = Head {
+            origin: identity.public_key(),
+            seq: u64::MAX,
+            hash: [1; 32],
+        };
+        let keys = FeedKeys::OWN;
+        store
+            .commit(vec![Op::Put {
+                table: keys.commit_table(),
+                key: keys.head(),
+                value: SignedHead::sign(&identity, head).to_bytes().to_vec(),
+            }])
+            .unwrap();
+        let filter = IdFilter::new(0);
+        let tail = IndexTail::open(&store, 4);
+        let read = fill_id_filter(&filter, &store, &keys, &tail).unwrap();
+        // The six spanned ids, the one past the old head's span, and the two unspanned.
+        assert_eq!(read, 9);
+        let scans = store.scans.load(std::sync::atomic::Ordering::Relaxed);
+        assert!(scans <= 20, "{scans} scans for five spans");
+    }
+
+    #[test]
+    fn a_built_filter_sends_a_lookup_to_about_one_span() {
+        // 2,000 ids in each of spans 0 to 3, the last span's up to the head's seq.
+        let store = MemoryStore::new();
+        let identity = ServerIdentity::generate(&mut StdRng::seed_from_u64(3));
+        let keys = FeedKeys::OWN;
+        let seqs: Vec<u64> = (0..4u64)
+            .flat_map(|span| (1..=2_000).map(move |i| (span << SPAN_SEQ_BITS) + i))
+            .collect();
+        let last = seqs.last().copied().unwrap();
+        let head = Head {
+            origin: identity.public_key(),
+            seq: last,
+            hash: [1; 32],
+        };
+        let mut ops: Vec<Op> = seqs
+            .iter()
+            .map(|&seq| Op::Put {
+                table: keys.index_table(),
+                key: keys.id_at(seq, &record_id(seq)),
+                value: seq.to_be_bytes().to_vec(),
+            })
+            .collect();
+        ops.push(Op::Put {
+            table: keys.commit_table(),
+            key: keys.head(),
+            value: SignedHead::sign(&identity, head).to_bytes().to_vec(),
+        });
+        store.commit(ops).unwrap();
+        let filter = IdFilter::new(0);
+        let tail = IndexTail::open(&store, 4);
+        assert_eq!(
+            fill_id_filter(&filter, &store, &keys, &tail).unwrap(),
+            8_000
+        );
+        let lookup = filter.lookup().expect("ready");
+        let mut asked = 0;
+        for &seq in &seqs {
+            let spans = lookup.spans_maybe_holding(&record_id(seq));
+            assert!(spans.contains(&index_span(seq)), "{seq}: {spans:?}");
+            asked += spans.len();
+        }
+        // Each of the three other spans' filters answers "maybe" about 1% of the time at
+        // most: 8,240 expected at worst.
+        assert!(asked <= 8_500, "{asked} spans asked for 8,000 ids");
     }
 
     proptest! {
+        /// Every key in a span reads back as its span and tag; any other bytes read as a
+        /// span key only if they have the layout's shape, and never panic.
+        #[test]
+        fn span_of_reads_back_span_keys_and_never_panics(
+            span in any::<u32>(),
+            tag in any::<u8>(),
+            rest in proptest::collection::vec(any::<u8>(), 0..40),
+            bytes in proptest::collection::vec(any::<u8>(), 0..40),
+            feed in 0u32..4,
+        ) {
+            let keys = if feed == 0 { FeedKeys::OWN } else { FeedKeys::replica(feed) };
+            let key = [keys.span(span, tag).as_slice(), &rest].concat();
+            prop_assert_eq!(keys.span_of(&key), Some((span, tag)));
+            prop_assert!(key.starts_with(&keys.spans()));
+            if let Some((at, t)) = keys.span_of(&bytes) {
+                prop_assert!(bytes.starts_with(&keys.span(at, t)));
+            }
+        }
+
         /// Paging through a per-commit prefix with [`scan_commit_keys`] reads the keys of
         /// both tables once each, in key order, the commit table's value winning a key held
         /// in both; keys outside the prefix are never read.
