@@ -36,7 +36,7 @@ use crate::ledger_commit::GroupCommit;
 use crate::ledger_ids::{IdFilter, IdLookup, fill_id_filter};
 use crate::ledger_index_tail::IndexTail;
 pub(crate) use crate::ledger_index_tail::TAIL_BULK;
-use crate::ledger_layout::{has_legacy_index, seq_of_id, stored_head};
+use crate::ledger_layout::{Spans, has_unspanned_index, seq_of_id, stored_head};
 use crate::work::{Runner, Work};
 
 /// The result of [`Ledger::check`] and [`Ledger::check_range`] (in `ledger_query.rs`).
@@ -66,9 +66,9 @@ pub struct Ledger {
     group: Arc<GroupCommit>,
     /// Successful commits so far (see [`Ledger::submit`]).
     commits: Arc<AtomicU64>,
-    /// The own feed's keys for the record id checks of appends: without the legacy index
-    /// lookups when the store had no legacy index key when this was made (nothing writes
-    /// one since, so a new id then costs one store read).
+    /// The own feed's keys for the record id checks of appends: without the lookups of
+    /// the older layouts' index keys when the store had none when this was made (nothing
+    /// writes one since, so a new id then costs one store read per span asked).
     dedup_keys: FeedKeys,
     /// The record ids of the feed, so that a new id costs no store read once built
     /// (`ledger_ids.rs`, [`Ledger::id_filter_build`]).
@@ -77,6 +77,25 @@ pub struct Ledger {
     ids_build_taken: AtomicBool,
     /// The entries whose index keys are not stored yet (`ledger_index_tail.rs`).
     pub(crate) index_tail: Arc<IndexTail>,
+}
+
+/// The span of the stored head, read at most once per submission: read after the
+/// submission's commit count, it covers every commit the submission's checks must see
+/// (`Ledger::submit`), so the record id lookups that cannot be sent to their spans ask
+/// those up to it without each reading the head.
+#[derive(Default)]
+struct HeadSpan(Option<Option<u32>>);
+
+impl HeadSpan {
+    /// The span of the own feed's stored head (`None`: the feed is empty).
+    fn get(&mut self, store: &dyn Store, keys: &FeedKeys) -> Result<Option<u32>, FeedError> {
+        if let Some(read) = self.0 {
+            return Ok(read);
+        }
+        let read = stored_head(store, keys)?.map(|head| index_span(head.head.seq));
+        self.0 = Some(read);
+        Ok(read)
+    }
 }
 
 impl std::fmt::Debug for Ledger {
@@ -105,9 +124,9 @@ impl Ledger {
     ) -> Ledger {
         let index_tail = Arc::new(IndexTail::open(store.as_ref(), bulk));
         let commits = Arc::new(AtomicU64::new(0));
-        // A store that cannot tell keeps the legacy lookups: slower, never wrong.
-        let dedup_keys = match has_legacy_index(store.as_ref(), &FeedKeys::OWN) {
-            Ok(false) => FeedKeys::OWN.without_legacy_index(),
+        // A store that cannot tell keeps the older layouts' lookups: slower, never wrong.
+        let dedup_keys = match has_unspanned_index(store.as_ref(), &FeedKeys::OWN) {
+            Ok(false) => FeedKeys::OWN.spanned_only(),
             Ok(true) | Err(_) => FeedKeys::OWN,
         };
         // Sized for twice the feed as it is: a feed that doubles still needs one filter.
@@ -266,9 +285,10 @@ impl Ledger {
         // submitted): read after the count, it holds every commit up to `checked_at`.
         let checked_at = self.commits.load(Ordering::Acquire);
         let ids = self.ids.lookup();
+        let mut head_span = HeadSpan::default();
         let checked: Vec<Result<NewRecord, FeedError>> = records
             .into_iter()
-            .map(|r| self.precheck(r, ids.as_ref()))
+            .map(|r| self.precheck(r, ids.as_ref(), &mut head_span))
             .collect();
         drop(ids);
         // Here, on the submitter's thread, rather than on the commit run, which every
@@ -284,12 +304,14 @@ impl Ledger {
 
     /// `record` if its fields are valid and its id is not in the feed (surely absent from
     /// `ids`, or found neither in the index tail nor in the store, asked in that order: an
-    /// id the tail no longer holds is stored). Refused with the tail's error if the tail
-    /// could not be rebuilt at open.
+    /// id the tail no longer holds is stored; in the spans `ids` names, else in those up to
+    /// `head_span`'s). Refused with the tail's error if the tail could not be rebuilt at
+    /// open.
     fn precheck(
         &self,
         record: NewRecord,
         ids: Option<&IdLookup<'_>>,
+        head_span: &mut HeadSpan,
     ) -> Result<NewRecord, FeedError> {
         check_author(record.author.as_bytes())
             .and_then(|()| check_kind(record.kind.as_bytes()))
@@ -307,12 +329,19 @@ impl Ledger {
             return Err(FeedError::Duplicate { seq });
         }
         // Asked after the tail missed: every span the id's key may be in.
-        let spans = ids.map(|ids| ids.spans_maybe_holding(&record.record_id));
+        let named = ids.map(|ids| ids.spans_maybe_holding(&record.record_id));
+        let spans = match &named {
+            Some(named) => Spans::Only(named),
+            None => match head_span.get(self.store.as_ref(), &self.dedup_keys)? {
+                Some(last) => Spans::UpTo(last),
+                None => Spans::Only(&[]),
+            },
+        };
         match seq_of_id(
             self.store.as_ref(),
             &self.dedup_keys,
             &record.record_id,
-            spans.as_deref(),
+            spans,
         )? {
             Some(seq) => Err(FeedError::Duplicate { seq }),
             None => Ok(record),

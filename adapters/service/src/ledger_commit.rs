@@ -51,8 +51,8 @@ use crate::work::{Inline, Runner, Work};
 use crate::ledger_ids::{IdFilter, SPAN_CAPACITY};
 use crate::ledger_index_tail::{IndexBulk, IndexRun, IndexTail, TailPart};
 use crate::ledger_layout::{
-    FeedError, FeedKeys, HEAD_KEY, add_to_kind_runs, commit_value, entry_key, kind_count_key,
-    kind_key, kind_runs_value, seq_of_id, seq_value, signed_head_key, stored_head,
+    FeedError, FeedKeys, HEAD_KEY, Spans, add_to_kind_runs, commit_value, entry_key,
+    kind_count_key, kind_key, kind_runs_value, seq_of_id, seq_value, signed_head_key, stored_head,
 };
 
 /// The most records one commit of the feed takes, so that the entries between two stored
@@ -926,7 +926,7 @@ impl Preparer {
                     // Too long ago to tell from memory: ask the tail, then the store.
                     Err(()) => match self.tail.seq_of_id(id) {
                         Some(seq) => Some(seq),
-                        None => seq_of_id(self.store.as_ref(), &self.keys, id, None)?,
+                        None => seq_of_id(self.store.as_ref(), &self.keys, id, Spans::UpToHead)?,
                     },
                 }
             }

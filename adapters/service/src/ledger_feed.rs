@@ -12,7 +12,9 @@ use vserv_store::kv::Store;
 
 use crate::ledger_ids::IdFilter;
 use crate::ledger_index_tail::IndexTail;
-use crate::ledger_layout::{FeedError, FeedKeys, FeedNumber, seq_of_hash, seq_of_id, stored_head};
+use crate::ledger_layout::{
+    FeedError, FeedKeys, FeedNumber, Spans, seq_of_hash, seq_of_id, stored_head,
+};
 
 /// A readable feed: the store, where the feed's keys are, and the feed's origin key (every
 /// stored entry and head must carry it). Cheap to clone; safe to use from many threads.
@@ -120,7 +122,8 @@ impl Feed {
                 let spans = filter
                     .and_then(IdFilter::lookup)
                     .map(|lookup| lookup.spans_maybe_holding(record_id));
-                seq_of_id(self.store.as_ref(), &self.keys, record_id, spans.as_deref())
+                let spans = spans.as_deref().map_or(Spans::UpToHead, Spans::Only);
+                seq_of_id(self.store.as_ref(), &self.keys, record_id, spans)
             },
         )
     }

@@ -84,9 +84,11 @@ pub(crate) fn fill_id_filter(
         count = count.saturating_add(fill_spans(filter, store, keys, index_span(head.head.seq))?);
     }
     let older = keys.id(&[]);
-    for table in [Some(keys.index_table()), keys.legacy_index_table()]
+    let tables = [Some(keys.index_table()), keys.legacy_index_table()];
+    for table in tables
         .into_iter()
         .flatten()
+        .filter(|_| keys.has_unspanned_index())
     {
         let read = scan_pages(store, table, &older, |ids, _| filter.add(ids))?;
         count = count.saturating_add(read);

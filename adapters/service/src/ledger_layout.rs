@@ -261,6 +261,9 @@ pub struct FeedKeys {
     /// Where a feed written before the commit table existed has its older per-commit keys.
     legacy_commit_table: Option<Table>,
     prefix: Option<[u8; 5]>,
+    /// Lookups missing in the spans also ask the `id:` and `h:` keys that stores of schema 6
+    /// and older wrote.
+    unspanned_index: bool,
 }
 
 impl FeedKeys {
@@ -274,6 +277,7 @@ impl FeedKeys {
         commit_table: Table::LedgerCommits,
         legacy_commit_table: Some(Table::Ledger),
         prefix: None,
+        unspanned_index: true,
     };
 
     /// The replica feed numbered `number` in this store: its entries in
@@ -288,6 +292,7 @@ impl FeedKeys {
             commit_table: Table::Replicas,
             legacy_commit_table: None,
             prefix: Some([REPLICA_FEED_LEAD, a, b, c, d]),
+            unspanned_index: true,
         }
     }
 
@@ -319,13 +324,20 @@ impl FeedKeys {
         self.legacy_commit_table
     }
 
-    /// The same feed, without the lookups in [`FeedKeys::legacy_index_table`]: for a feed
-    /// known to have no index key there.
-    pub fn without_legacy_index(self) -> FeedKeys {
+    /// The same feed, its lookups asking its spans only: for a feed known to have no index
+    /// key of an older layout (`id:` or `h:`, in either table; nothing writes one since
+    /// store schema 7).
+    pub fn spanned_only(self) -> FeedKeys {
         FeedKeys {
             legacy_index_table: None,
+            unspanned_index: false,
             ..self
         }
+    }
+
+    /// Whether lookups ask the index keys of an older layout (see [`FeedKeys::spanned_only`]).
+    pub fn has_unspanned_index(&self) -> bool {
+        self.unspanned_index
     }
 
     /// The bytes before every key of the feed (empty for the own feed).
@@ -459,14 +471,24 @@ pub(crate) fn stored_head(
     }
 }
 
-/// The seq of the entry with `record_id` in the feed at `keys`, if stored: asked in each
-/// span up to the stored head's, or only in `spans` (newest first) when the caller knows
-/// every span its key may be in (`ledger_ids.rs`), then under the older layout.
+/// Which index spans a lookup asks, newest first.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Spans<'a> {
+    /// Every span up to the stored head's (read by the lookup).
+    UpToHead,
+    /// Every span up to this one (the head's, read by the caller).
+    UpTo(u32),
+    /// Only these, newest first: every span the key may be in (`ledger_ids.rs`).
+    Only(&'a [u32]),
+}
+
+/// The seq of the entry with `record_id` in the feed at `keys`, if stored: asked in
+/// `spans`, then under the older layout.
 pub(crate) fn seq_of_id(
     store: &dyn Store,
     keys: &FeedKeys,
     record_id: &[u8],
-    spans: Option<&[u32]>,
+    spans: Spans<'_>,
 ) -> Result<Option<u64>, FeedError> {
     indexed_seq(
         store,
@@ -492,16 +514,15 @@ pub(crate) fn seq_of_hash(
         hash,
         &keys.hash(hash),
         "hash",
-        None,
+        Spans::UpToHead,
     )
 }
 
 /// Spans a lookup asks in one [`Store::get_first`] (a 268M-entry feed's).
 const SPANS_PER_READ: usize = 256;
 
-/// The seq the index of `tag` holds for `key` in the feed at `keys`: in `spans` if given,
-/// else in each span from the stored head's down to the first; then under the older
-/// layout's key `unspanned`.
+/// The seq the index of `tag` holds for `key` in the feed at `keys`: in `spans`, then under
+/// the older layout's key `unspanned`.
 fn indexed_seq(
     store: &dyn Store,
     keys: &FeedKeys,
@@ -509,14 +530,19 @@ fn indexed_seq(
     key: &[u8],
     unspanned: &[u8],
     what: &str,
-    spans: Option<&[u32]>,
+    spans: Spans<'_>,
 ) -> Result<Option<u64>, FeedError> {
-    let spans: Box<dyn Iterator<Item = u32>> = match spans {
-        Some(spans) => Box::new(spans.iter().copied()),
-        None => match stored_head(store, keys)? {
-            Some(head) => Box::new((0..=index_span(head.head.seq)).rev()),
+    let last = match spans {
+        Spans::UpToHead => match stored_head(store, keys)? {
+            Some(head) => Some(index_span(head.head.seq)),
             None => return Ok(None),
         },
+        Spans::UpTo(last) => Some(last),
+        Spans::Only(_) => None,
+    };
+    let spans: Box<dyn Iterator<Item = u32>> = match (spans, last) {
+        (Spans::Only(spans), _) => Box::new(spans.iter().copied()),
+        (_, last) => Box::new(last.into_iter().flat_map(|last| (0..=last).rev())),
     };
     // Asked a few at a time, so that a damaged head's seq cannot size an allocation.
     let mut spans = spans.peekable();
@@ -550,12 +576,16 @@ pub(crate) fn hash_index_value(
 }
 
 /// The value of the index `key` (an `id:` or `h:` key of the feed at `keys`, as stores of
-/// schema 6 and older wrote them): in the index table, else in the legacy index table.
+/// schema 6 and older wrote them): in the index table, else in the legacy index table;
+/// `None` without asking for keys that are [`FeedKeys::spanned_only`].
 fn index_value(
     store: &dyn Store,
     keys: &FeedKeys,
     key: &[u8],
 ) -> Result<Option<Vec<u8>>, StoreError> {
+    if !keys.unspanned_index {
+        return Ok(None);
+    }
     value_in(store, keys.index_table(), keys.legacy_index_table(), key)
 }
 
@@ -630,18 +660,18 @@ pub(crate) fn scan_commit_keys(
     Ok(merged)
 }
 
-/// Whether the feed at `keys` has index keys in its legacy index table (a feed written
-/// before the index table existed): one short scan.
-pub(crate) fn has_legacy_index(store: &dyn Store, keys: &FeedKeys) -> Result<bool, StoreError> {
-    let Some(legacy) = keys.legacy_index_table() else {
-        return Ok(false);
-    };
-    for prefix in [
-        keys.place(ID_PREFIX.to_vec()),
-        keys.place(HASH_PREFIX.to_vec()),
-    ] {
-        if !store.scan_from(legacy, &prefix, &prefix, 1)?.is_empty() {
-            return Ok(true);
+/// Whether the feed at `keys` has any index key of an older layout (`id:` or `h:`) in its
+/// index table or its legacy index table.
+pub(crate) fn has_unspanned_index(store: &dyn Store, keys: &FeedKeys) -> Result<bool, StoreError> {
+    let tables = [Some(keys.index_table()), keys.legacy_index_table()];
+    for table in tables.into_iter().flatten() {
+        for prefix in [
+            keys.place(ID_PREFIX.to_vec()),
+            keys.place(HASH_PREFIX.to_vec()),
+        ] {
+            if !store.scan_from(table, &prefix, &prefix, 1)?.is_empty() {
+                return Ok(true);
+            }
         }
     }
     Ok(false)
@@ -765,7 +795,7 @@ mod tests {
             }
             for seq in found {
                 assert_eq!(
-                    seq_of_id(&store, &keys, &record_id(seq), None).unwrap(),
+                    seq_of_id(&store, &keys, &record_id(seq), Spans::UpToHead).unwrap(),
                     Some(seq)
                 );
                 assert_eq!(seq_of_hash(&store, &keys, &hash(seq)).unwrap(), Some(seq));
@@ -777,7 +807,7 @@ mod tests {
             // Past the head's span, never indexed, or in another span than the seq's.
             for seq in [LAST + (1 << SPAN_SEQ_BITS), 2, 7] {
                 assert_eq!(
-                    seq_of_id(&store, &keys, &record_id(seq), None).unwrap(),
+                    seq_of_id(&store, &keys, &record_id(seq), Spans::UpToHead).unwrap(),
                     None
                 );
                 assert_eq!(seq_of_hash(&store, &keys, &hash(seq)).unwrap(), None);
@@ -789,7 +819,10 @@ mod tests {
         }
         // A feed without a head holds nothing.
         let none = FeedKeys::replica(4);
-        assert_eq!(seq_of_id(&store, &none, &record_id(1), None).unwrap(), None);
+        assert_eq!(
+            seq_of_id(&store, &none, &record_id(1), Spans::UpToHead).unwrap(),
+            None
+        );
     }
 
     #[test]
@@ -819,11 +852,14 @@ mod tests {
         store.commit(ops).unwrap();
         for seq in [1, middle, last] {
             assert_eq!(
-                seq_of_id(&store, &keys, &record_id(seq), None).unwrap(),
+                seq_of_id(&store, &keys, &record_id(seq), Spans::UpToHead).unwrap(),
                 Some(seq)
             );
         }
-        assert_eq!(seq_of_id(&store, &keys, &record_id(2), None).unwrap(), None);
+        assert_eq!(
+            seq_of_id(&store, &keys, &record_id(2), Spans::UpToHead).unwrap(),
+            None
+        );
     }
 
     #[test]
@@ -847,7 +883,7 @@ mod tests {
             }
             assert!(spans.iter().all(|&span| span <= 3), "{seq}: {spans:?}");
             assert_eq!(
-                seq_of_id(&store, &FeedKeys::OWN, &record_id(seq), Some(&spans)).unwrap(),
+                seq_of_id(&store, &FeedKeys::OWN, &record_id(seq), Spans::Only(&spans)).unwrap(),
                 Some(seq)
             );
         }

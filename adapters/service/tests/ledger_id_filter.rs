@@ -108,6 +108,38 @@ fn after_the_build_new_ids_read_no_index_and_stored_ids_are_still_refused() {
 }
 
 #[test]
+fn before_the_build_a_batch_of_new_ids_reads_the_head_once_and_one_span_each() {
+    let memory = MemoryStore::new();
+    append_new(&Ledger::new(Arc::new(memory.clone()), identity()), 0..100);
+    let gets: Arc<[AtomicU64; 2]> = Arc::default();
+    let counted = gets.clone();
+    let store = HookedStore {
+        inner: memory,
+        before_commit: || Ok(()),
+        on_get: move |table| match table {
+            Table::LedgerIndex => _ = counted[0].fetch_add(1, Ordering::SeqCst),
+            Table::LedgerCommits => _ = counted[1].fetch_add(1, Ordering::SeqCst),
+            _ => {}
+        },
+    };
+    let ledger = Ledger::new(Arc::new(store), identity());
+    let read = || gets.each_ref().map(|g| g.load(Ordering::SeqCst));
+    let [index_before, commits_before] = read();
+    let checked = ledger.append_batch((100..150).map(record).collect());
+    assert!(checked.iter().all(Result::is_ok));
+    let [index, commits] = read();
+    // One index read per id (the one span up to the head's, then the older layout's key,
+    // which this store never had: not asked), and the head read once for the batch (the
+    // commit reads what it writes over).
+    assert_eq!(index - index_before, 50);
+    assert!(
+        commits - commits_before <= 5,
+        "{} commit table reads for a batch of 50",
+        commits - commits_before
+    );
+}
+
+#[test]
 fn a_lookup_of_an_id_the_built_filter_rules_out_reads_no_index() {
     let memory = MemoryStore::new();
     let (store, index_gets) = counting_store(&memory);
