@@ -39,7 +39,7 @@ use vserv_store::kv::Store;
 
 use crate::ledger_index_tail::IndexTail;
 use crate::ledger_layout::{
-    FeedError, FeedKeys, SPAN_ID_TAG, SPAN_SEQ_BITS, index_span, stored_head,
+    FeedError, FeedKeys, SPAN_ID_TAG, SPAN_SEQ_BITS, index_span, present_spans, stored_head,
 };
 
 /// The false positive rate each generation is sized for, when full.
@@ -97,57 +97,36 @@ pub(crate) fn fill_id_filter(
     Ok(count)
 }
 
-/// Adds the record ids of each span up to `last` that holds any to `filter` and to the
-/// span's filter. Asks the index for its first key at or after a span's record ids and goes
-/// on from the span that key is in, so that only spans holding keys are read (a damaged
-/// head's seq cannot make it walk billions of empty spans). Returns how many ids it read.
+/// Adds the record ids of each span up to `last` that holds any index key ([`present_spans`]:
+/// a damaged head's seq cannot make it walk billions of empty spans) to `filter` and to the
+/// span's filter. Returns how many ids it read.
 fn fill_spans(
     filter: &IdFilter,
     store: &dyn Store,
     keys: &FeedKeys,
     last: u32,
 ) -> Result<u64, FeedError> {
-    let table = keys.index_table();
-    let lead = keys.spans();
     let mut count = 0u64;
-    let mut next = Some(0u32);
-    while let Some(span) = next.filter(|&s| s <= last) {
-        let first = store.scan_from(table, &lead, &keys.span(span, SPAN_ID_TAG), 1)?;
-        let Some((key, _)) = first.first() else {
-            break;
-        };
-        // A key the layout does not know could hide the spans after it.
-        let (at, tag) = keys
-            .span_of(key)
-            .ok_or_else(|| FeedError::Corrupt("an index key outside the span layout".into()))?;
-        if tag != SPAN_ID_TAG {
-            // A key before the record ids of a later span (its hashes): go on from them.
-            // Any other: after its span.
-            next = if tag < SPAN_ID_TAG && at > span {
-                Some(at)
-            } else {
-                at.max(span).checked_add(1)
-            };
-            continue;
-        }
-        if at > last {
-            break;
-        }
-        let prefix = keys.span(at, SPAN_ID_TAG);
-        let read = scan_pages(store, table, &prefix, |ids, first_page_full| {
-            // Every span but the last holds 2^20 ids in a sound feed: one that does not
-            // fill a page is sized for what it holds.
-            let expected = if at == last || first_page_full {
-                SPAN_CAPACITY
-            } else {
-                SCAN_PAGE
-            };
-            let ids: Vec<&[u8]> = ids.collect();
-            filter.add(ids.iter().copied());
-            filter.add_stored(at, expected, ids);
-        })?;
+    for span in present_spans(store, keys, last)? {
+        let prefix = keys.span(span, SPAN_ID_TAG);
+        let read = scan_pages(
+            store,
+            keys.index_table(),
+            &prefix,
+            |ids, first_page_full| {
+                // Every span but the last holds 2^20 ids in a sound feed: one that does not
+                // fill a page is sized for what it holds.
+                let expected = if span == last || first_page_full {
+                    SPAN_CAPACITY
+                } else {
+                    SCAN_PAGE
+                };
+                let ids: Vec<&[u8]> = ids.collect();
+                filter.add(ids.iter().copied());
+                filter.add_stored(span, expected, ids);
+            },
+        )?;
         count = count.saturating_add(read);
-        next = at.max(span).checked_add(1);
     }
     Ok(count)
 }

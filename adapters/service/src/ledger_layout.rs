@@ -518,8 +518,38 @@ pub(crate) fn seq_of_hash(
     )
 }
 
-/// Spans a lookup asks in one [`Store::get_first`] (a 268M-entry feed's).
+/// Spans a lookup asks in one [`Store::get_first`] (a 268M-entry feed's). A feed with more
+/// asks only those holding keys ([`present_spans`]).
 const SPANS_PER_READ: usize = 256;
+
+/// The spans up to `last` that hold any index key of the feed at `keys`, ascending: one
+/// one-key scan per span found (it names the next span holding a key), so the time is
+/// bounded by what is stored, not by what a (possibly damaged) head says.
+pub(crate) fn present_spans(
+    store: &dyn Store,
+    keys: &FeedKeys,
+    last: u32,
+) -> Result<Vec<u32>, FeedError> {
+    let lead = keys.spans();
+    let mut spans = Vec::new();
+    let mut next = Some(0u32);
+    while let Some(span) = next.filter(|&s| s <= last) {
+        let first = store.scan_from(keys.index_table(), &lead, &keys.span(span, 0), 1)?;
+        let Some((key, _)) = first.first() else {
+            break;
+        };
+        // A key the layout does not know could hide the spans after it.
+        let (at, _) = keys
+            .span_of(key)
+            .ok_or_else(|| FeedError::Corrupt("an index key outside the span layout".into()))?;
+        if at > last {
+            break;
+        }
+        spans.push(at);
+        next = at.max(span).checked_add(1);
+    }
+    Ok(spans)
+}
 
 /// The seq the index of `tag` holds for `key` in the feed at `keys`: in `spans`, then under
 /// the older layout's key `unspanned`.
@@ -540,8 +570,13 @@ fn indexed_seq(
         Spans::UpTo(last) => Some(last),
         Spans::Only(_) => None,
     };
+    let present;
     let spans: Box<dyn Iterator<Item = u32>> = match (spans, last) {
         (Spans::Only(spans), _) => Box::new(spans.iter().copied()),
+        (_, Some(last)) if last as usize >= SPANS_PER_READ => {
+            present = present_spans(store, keys, last)?;
+            Box::new(present.iter().rev().copied())
+        }
         (_, last) => Box::new(last.into_iter().flat_map(|last| (0..=last).rev())),
     };
     // Asked a few at a time, so that a damaged head's seq cannot size an allocation.
@@ -946,8 +981,23 @@ mod tests {
         let read = fill_id_filter(&filter, &store, &keys, &tail).unwrap();
         // The six spanned ids, the one past the old head's span, and the two unspanned.
         assert_eq!(read, 9);
-        let scans = store.scans.load(std::sync::atomic::Ordering::Relaxed);
-        assert!(scans <= 20, "{scans} scans for five spans");
+        let scans = || store.scans.load(std::sync::atomic::Ordering::Relaxed);
+        assert!(scans() <= 20, "{} scans for five spans", scans());
+        // Lookups without the filter likewise ask only the spans holding keys.
+        let before = scans();
+        for seq in SPANNED.into_iter().chain([9, 8]) {
+            assert_eq!(
+                seq_of_id(&store, &keys, &record_id(seq), Spans::UpToHead).unwrap(),
+                Some(seq)
+            );
+            assert_eq!(seq_of_hash(&store, &keys, &hash(seq)).unwrap(), Some(seq));
+        }
+        assert_eq!(
+            seq_of_id(&store, &keys, &record_id(2), Spans::UpToHead).unwrap(),
+            None
+        );
+        let per_lookup = (scans() - before) / 17;
+        assert!(per_lookup <= 6, "{per_lookup} scans per lookup");
     }
 
     #[test]
