@@ -66,10 +66,11 @@ pub struct Ledger {
     group: Arc<GroupCommit>,
     /// Successful commits so far (see [`Ledger::submit`]).
     commits: Arc<AtomicU64>,
-    /// The own feed's keys for the record id checks of appends: without the lookups of
-    /// the older layouts' index keys when the store had none when this was made (nothing
-    /// writes one since, so a new id then costs one store read per span asked).
-    dedup_keys: FeedKeys,
+    /// The own feed's keys for its lookups and the record id checks of appends: without
+    /// the lookups of the older layouts' index keys when the store had none when this was
+    /// made (nothing writes one since, so a new id then costs one store read per span
+    /// asked).
+    own_keys: FeedKeys,
     /// The record ids of the feed, so that a new id costs no store read once built
     /// (`ledger_ids.rs`, [`Ledger::id_filter_build`]).
     ids: Arc<IdFilter>,
@@ -125,7 +126,7 @@ impl Ledger {
         let index_tail = Arc::new(IndexTail::open(store.as_ref(), bulk));
         let commits = Arc::new(AtomicU64::new(0));
         // A store that cannot tell keeps the older layouts' lookups: slower, never wrong.
-        let dedup_keys = match has_unspanned_index(store.as_ref(), &FeedKeys::OWN) {
+        let own_keys = match has_unspanned_index(store.as_ref(), &FeedKeys::OWN) {
             Ok(false) => FeedKeys::OWN.spanned_only(),
             Ok(true) | Err(_) => FeedKeys::OWN,
         };
@@ -141,7 +142,7 @@ impl Ledger {
             store.clone(),
             identity.clone(),
             commits.clone(),
-            dedup_keys,
+            own_keys,
             index_tail.clone(),
             ids.clone(),
         ));
@@ -150,7 +151,7 @@ impl Ledger {
             identity,
             group,
             commits,
-            dedup_keys,
+            own_keys,
             ids,
             ids_build_taken: AtomicBool::new(false),
             index_tail,
@@ -165,7 +166,7 @@ impl Ledger {
         if self.ids_build_taken.swap(true, Ordering::AcqRel) {
             return None;
         }
-        let (store, keys, ids) = (self.store.clone(), self.dedup_keys, self.ids.clone());
+        let (store, keys, ids) = (self.store.clone(), self.own_keys, self.ids.clone());
         let tail = self.index_tail.clone();
         Some(Work::new("ledger id filter", move || match fill_id_filter(
             &ids,
@@ -332,14 +333,14 @@ impl Ledger {
         let named = ids.map(|ids| ids.spans_maybe_holding(&record.record_id));
         let spans = match &named {
             Some(named) => Spans::Only(named),
-            None => match head_span.get(self.store.as_ref(), &self.dedup_keys)? {
+            None => match head_span.get(self.store.as_ref(), &self.own_keys)? {
                 Some(last) => Spans::UpTo(last),
                 None => Spans::Only(&[]),
             },
         };
         match seq_of_id(
             self.store.as_ref(),
-            &self.dedup_keys,
+            &self.own_keys,
             &record.record_id,
             spans,
         )? {
@@ -350,8 +351,11 @@ impl Ledger {
 
     /// The feed as a [`Feed`]: every read and query of it, as of the store now.
     pub fn feed(&self) -> Feed {
-        Feed::own(self.store.clone(), self.identity.public_key())
-            .with_index_tail(self.index_tail.clone(), self.ids.clone())
+        Feed::own(self.store.clone(), self.identity.public_key()).with_index_tail(
+            self.index_tail.clone(),
+            self.ids.clone(),
+            self.own_keys,
+        )
     }
 
     /// The seq of the entry with `record_id`, if stored.

@@ -58,11 +58,18 @@ impl Feed {
         }
     }
 
-    /// This view with the ledger's index tail and record id filter.
-    pub(crate) fn with_index_tail(self, tail: Arc<IndexTail>, ids: Arc<IdFilter>) -> Feed {
+    /// This view with the ledger's index tail and record id filter, and its keys (the own
+    /// feed's, maybe [`FeedKeys::spanned_only`]).
+    pub(crate) fn with_index_tail(
+        self,
+        tail: Arc<IndexTail>,
+        ids: Arc<IdFilter>,
+        keys: FeedKeys,
+    ) -> Feed {
         Feed {
             index_tail: Some(tail),
             id_filter: Some(ids),
+            keys,
             ..self
         }
     }

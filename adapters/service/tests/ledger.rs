@@ -10,7 +10,7 @@ use vserv_core::commands::{Command, Credential, Reply, SecretBytes, UserRole};
 use vserv_core::ledger::{Entry, EntryFields, SignedHead};
 use vserv_core::{Request, ServerIdentity};
 use vserv_service::ledger::{
-    Appended, CheckReport, FeedError, FeedKeys, HEAD_KEY, Ledger, entry_key, hash_key, id_key,
+    Appended, CheckReport, FeedError, FeedKeys, HEAD_KEY, Ledger, entry_key, id_key,
 };
 use vserv_service::{Node, NodeSettings, Session};
 use vserv_store::kv::{Op, Store, StoreError, Table};
@@ -99,7 +99,11 @@ fn a_changed_entry_whose_hash_index_is_forged_too_is_still_found() {
             .unwrap();
         let hash = Entry::decode(&bytes).unwrap().hash();
         store
-            .commit(vec![put(hash_key(&hash), target.to_be_bytes().to_vec())])
+            .commit(vec![Op::Put {
+                table: Table::LedgerIndex,
+                key: FeedKeys::OWN.hash_at(target, &hash),
+                value: target.to_be_bytes().to_vec(),
+            }])
             .unwrap();
         assert_eq!(bad_seq(ledger.check().unwrap()), Some(named), "{target}");
     }

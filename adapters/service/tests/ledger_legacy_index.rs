@@ -176,7 +176,9 @@ fn a_feed_in_the_legacy_layout_verifies_serves_and_appends() {
 #[test]
 fn a_changed_entry_reindexed_in_the_index_table_is_still_found() {
     // As `a_changed_entry_whose_hash_index_is_forged_too_is_still_found` in `ledger.rs`,
-    // with the forger writing the index where new feeds keep it.
+    // with the forger writing the index key where stores of schema 6 kept it (a store that
+    // had none when the ledger opened is not read there: the forged key is not seen, and
+    // the changed entry is named by its own seq).
     let store = MemoryStore::new();
     let ledger = Ledger::new(Arc::new(store.clone()), identity());
     ledger.append_batch((1..=5).map(record).collect());
@@ -198,7 +200,7 @@ fn a_changed_entry_reindexed_in_the_index_table_is_still_found() {
         ])
         .unwrap();
     match ledger.check().unwrap() {
-        CheckReport::Bad { seq, .. } => assert_eq!(seq, Some(3)),
+        CheckReport::Bad { seq, .. } => assert_eq!(seq, Some(2)),
         ok => panic!("the forged entry passed: {ok:?}"),
     }
 }

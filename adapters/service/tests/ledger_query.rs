@@ -12,8 +12,8 @@ use vserv_core::commands::{
 use vserv_core::ledger::{Entry, EntryFields, MAX_BODY};
 use vserv_core::{Request, ServerIdentity};
 use vserv_service::ledger::{
-    CHECK_PAGE, CheckReport, FeedKeys, KIND_PREFIX, Ledger, NewRecord, entry_key, hash_key,
-    kind_key, kind_runs, kind_runs_value,
+    CHECK_PAGE, CheckReport, FeedKeys, KIND_PREFIX, Ledger, NewRecord, entry_key, kind_key,
+    kind_runs, kind_runs_value,
 };
 use vserv_service::{Node, NodeSettings, Session};
 use vserv_store::kv::{Op, Store, Table};
@@ -58,7 +58,11 @@ fn tamper_body(store: &MemoryStore, seq: u64, reindex: bool) {
     let forged = Entry::new(fields).unwrap();
     let mut ops = vec![put(entry_key(seq), forged.to_bytes())];
     if reindex {
-        ops.push(put(hash_key(&forged.hash()), seq.to_be_bytes().to_vec()));
+        ops.push(Op::Put {
+            table: Table::LedgerIndex,
+            key: FeedKeys::OWN.hash_at(seq, &forged.hash()),
+            value: seq.to_be_bytes().to_vec(),
+        });
     }
     store.commit(ops).unwrap();
 }
