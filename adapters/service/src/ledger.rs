@@ -36,7 +36,7 @@ use crate::ledger_commit::GroupCommit;
 use crate::ledger_ids::{IdFilter, IdLookup, fill_id_filter};
 use crate::ledger_index_tail::IndexTail;
 pub(crate) use crate::ledger_index_tail::TAIL_BULK;
-use crate::ledger_layout::{Spans, has_unspanned_index, seq_of_id, stored_head};
+use crate::ledger_layout::{Spans, has_unspanned_index, seq_of_id, spans_up_to_head, stored_head};
 use crate::work::{Runner, Work};
 
 /// The result of [`Ledger::check`] and [`Ledger::check_range`] (in `ledger_query.rs`).
@@ -80,22 +80,20 @@ pub struct Ledger {
     pub(crate) index_tail: Arc<IndexTail>,
 }
 
-/// The span of the stored head, read at most once per submission: read after the
-/// submission's commit count, it covers every commit the submission's checks must see
-/// (`Ledger::submit`), so the record id lookups that cannot be sent to their spans ask
-/// those up to it without each reading the head.
+/// The spans a submission's record id checks ask when the record id filter cannot name
+/// them ([`spans_up_to_head`]), read at most once per submission: read after the
+/// submission's commit count, the head covers every commit the checks must see
+/// (`Ledger::submit`).
 #[derive(Default)]
-struct HeadSpan(Option<Option<u32>>);
+struct HeadSpans(Option<Vec<u32>>);
 
-impl HeadSpan {
-    /// The span of the own feed's stored head (`None`: the feed is empty).
-    fn get(&mut self, store: &dyn Store, keys: &FeedKeys) -> Result<Option<u32>, FeedError> {
-        if let Some(read) = self.0 {
-            return Ok(read);
+impl HeadSpans {
+    /// The spans up to the own feed's stored head's, newest first (none: the feed is empty).
+    fn get(&mut self, store: &dyn Store, keys: &FeedKeys) -> Result<&[u32], FeedError> {
+        if self.0.is_none() {
+            self.0 = Some(spans_up_to_head(store, keys)?);
         }
-        let read = stored_head(store, keys)?.map(|head| index_span(head.head.seq));
-        self.0 = Some(read);
-        Ok(read)
+        Ok(self.0.as_deref().unwrap_or_default())
     }
 }
 
@@ -286,10 +284,10 @@ impl Ledger {
         // submitted): read after the count, it holds every commit up to `checked_at`.
         let checked_at = self.commits.load(Ordering::Acquire);
         let ids = self.ids.lookup();
-        let mut head_span = HeadSpan::default();
+        let mut head_spans = HeadSpans::default();
         let checked: Vec<Result<NewRecord, FeedError>> = records
             .into_iter()
-            .map(|r| self.precheck(r, ids.as_ref(), &mut head_span))
+            .map(|r| self.precheck(r, ids.as_ref(), &mut head_spans))
             .collect();
         drop(ids);
         // Here, on the submitter's thread, rather than on the commit run, which every
@@ -305,14 +303,14 @@ impl Ledger {
 
     /// `record` if its fields are valid and its id is not in the feed (surely absent from
     /// `ids`, or found neither in the index tail nor in the store, asked in that order: an
-    /// id the tail no longer holds is stored; in the spans `ids` names, else in those up to
-    /// `head_span`'s). Refused with the tail's error if the tail could not be rebuilt at
-    /// open.
+    /// id the tail no longer holds is stored; in the spans `ids` names, else in those
+    /// `head_spans` names). Refused with the tail's error if the tail could not be rebuilt
+    /// at open.
     fn precheck(
         &self,
         record: NewRecord,
         ids: Option<&IdLookup<'_>>,
-        head_span: &mut HeadSpan,
+        head_spans: &mut HeadSpans,
     ) -> Result<NewRecord, FeedError> {
         check_author(record.author.as_bytes())
             .and_then(|()| check_kind(record.kind.as_bytes()))
@@ -332,17 +330,14 @@ impl Ledger {
         // Asked after the tail missed: every span the id's key may be in.
         let named = ids.map(|ids| ids.spans_maybe_holding(&record.record_id));
         let spans = match &named {
-            Some(named) => Spans::Only(named),
-            None => match head_span.get(self.store.as_ref(), &self.own_keys)? {
-                Some(last) => Spans::UpTo(last),
-                None => Spans::Only(&[]),
-            },
+            Some(named) => named.as_slice(),
+            None => head_spans.get(self.store.as_ref(), &self.own_keys)?,
         };
         match seq_of_id(
             self.store.as_ref(),
             &self.own_keys,
             &record.record_id,
-            spans,
+            Spans::Only(spans),
         )? {
             Some(seq) => Err(FeedError::Duplicate { seq }),
             None => Ok(record),

@@ -474,11 +474,10 @@ pub(crate) fn stored_head(
 /// Which index spans a lookup asks, newest first.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Spans<'a> {
-    /// Every span up to the stored head's (read by the lookup).
+    /// Those [`spans_up_to_head`] names (the lookup reads the head).
     UpToHead,
-    /// Every span up to this one (the head's, read by the caller).
-    UpTo(u32),
-    /// Only these, newest first: every span the key may be in (`ledger_ids.rs`).
+    /// Only these, newest first: every span the key may be in (`ledger_ids.rs`), or those
+    /// [`spans_up_to_head`] named when the caller read it.
     Only(&'a [u32]),
 }
 
@@ -551,6 +550,23 @@ pub(crate) fn present_spans(
     Ok(spans)
 }
 
+/// The spans a lookup that knows nothing else asks, newest first: each up to the stored
+/// head's, or past 256 of them only those holding any index key ([`present_spans`]), so
+/// that a damaged head's seq sizes neither an allocation nor the time taken. None for an
+/// empty feed.
+pub(crate) fn spans_up_to_head(store: &dyn Store, keys: &FeedKeys) -> Result<Vec<u32>, FeedError> {
+    let Some(head) = stored_head(store, keys)? else {
+        return Ok(Vec::new());
+    };
+    let last = index_span(head.head.seq);
+    if (last as usize) < SPANS_PER_READ {
+        return Ok((0..=last).rev().collect());
+    }
+    let mut spans = present_spans(store, keys, last)?;
+    spans.reverse();
+    Ok(spans)
+}
+
 /// The seq the index of `tag` holds for `key` in the feed at `keys`: in `spans`, then under
 /// the older layout's key `unspanned`.
 fn indexed_seq(
@@ -562,30 +578,18 @@ fn indexed_seq(
     what: &str,
     spans: Spans<'_>,
 ) -> Result<Option<u64>, FeedError> {
-    let last = match spans {
-        Spans::UpToHead => match stored_head(store, keys)? {
-            Some(head) => Some(index_span(head.head.seq)),
-            None => return Ok(None),
-        },
-        Spans::UpTo(last) => Some(last),
-        Spans::Only(_) => None,
-    };
-    let present;
-    let spans: Box<dyn Iterator<Item = u32>> = match (spans, last) {
-        (Spans::Only(spans), _) => Box::new(spans.iter().copied()),
-        (_, Some(last)) if last as usize >= SPANS_PER_READ => {
-            present = present_spans(store, keys, last)?;
-            Box::new(present.iter().rev().copied())
+    let read;
+    let spans = match spans {
+        Spans::Only(spans) => spans,
+        Spans::UpToHead => {
+            read = spans_up_to_head(store, keys)?;
+            &read
         }
-        (_, last) => Box::new(last.into_iter().flat_map(|last| (0..=last).rev())),
     };
-    // Asked a few at a time, so that a damaged head's seq cannot size an allocation.
-    let mut spans = spans.peekable();
-    while spans.peek().is_some() {
-        let spanned: Vec<Vec<u8>> = spans
-            .by_ref()
-            .take(SPANS_PER_READ)
-            .map(|span| [keys.span(span, tag).as_slice(), key].concat())
+    for group in spans.chunks(SPANS_PER_READ) {
+        let spanned: Vec<Vec<u8>> = group
+            .iter()
+            .map(|&span| [keys.span(span, tag).as_slice(), key].concat())
             .collect();
         if let Some(v) = store.get_first(keys.index_table(), &spanned)? {
             return seq_value(&v, what).map(Some);
