@@ -26,9 +26,8 @@ pub use crate::ledger_index_tail::{HASH_RUN_PREFIX, ID_RUN_PREFIX};
 pub use crate::ledger_layout::{
     ENTRY_PREFIX, FeedError, FeedKeys, FeedNumber, HASH_PREFIX, HEAD_KEY, ID_PREFIX,
     KIND_COUNT_PREFIX, KIND_PREFIX, REPLICA_FEED_LEAD, SIGNED_HEAD_PREFIX, SPAN_HASH_TAG,
-    SPAN_ID_TAG, SPAN_LEAD, SPAN_SEQ_BITS, entry_key, hash_key, id_key, index_span, kind_count_key,
-    kind_key, kind_prefix, kind_runs, kind_runs_value, signed_head_key, span_hash_key, span_id_key,
-    span_prefix,
+    SPAN_ID_TAG, SPAN_LEAD, SPAN_SEQ_BITS, SPANS_KEY, WIDE_SPAN_SEQ_BITS, entry_key, hash_key,
+    id_key, kind_count_key, kind_key, kind_prefix, kind_runs, kind_runs_value, signed_head_key,
 };
 pub use crate::ledger_query::{CHECK_PAGE, Page};
 
@@ -36,7 +35,9 @@ use crate::ledger_commit::GroupCommit;
 use crate::ledger_ids::{IdFilter, IdLookup, fill_id_filter};
 use crate::ledger_index_tail::IndexTail;
 pub(crate) use crate::ledger_index_tail::TAIL_BULK;
-use crate::ledger_layout::{Spans, has_unspanned_index, seq_of_id, spans_up_to_head, stored_head};
+use crate::ledger_layout::{
+    OwnFeedKeys, Spans, own_feed_keys, seq_of_id, spans_up_to_head, stored_head,
+};
 use crate::work::{Runner, Work};
 
 /// The result of [`Ledger::check`] and [`Ledger::check_range`] (in `ledger_query.rs`).
@@ -66,10 +67,10 @@ pub struct Ledger {
     group: Arc<GroupCommit>,
     /// Successful commits so far (see [`Ledger::submit`]).
     commits: Arc<AtomicU64>,
-    /// The own feed's keys for its lookups and the record id checks of appends: without
-    /// the lookups of the older layouts' index keys when the store had none when this was
-    /// made (nothing writes one since, so a new id then costs one store read per span
-    /// asked).
+    /// The own feed's keys for its lookups and the record id checks of appends: its spans'
+    /// size, and without the lookups of the older layouts' index keys when the store had
+    /// none when this was made (nothing writes one since, so a new id then costs one store
+    /// read per span asked).
     own_keys: FeedKeys,
     /// The record ids of the feed, so that a new id costs no store read once built
     /// (`ledger_ids.rs`, [`Ledger::id_filter_build`]).
@@ -121,13 +122,20 @@ impl Ledger {
         identity: Arc<ServerIdentity>,
         bulk: usize,
     ) -> Ledger {
-        let index_tail = Arc::new(IndexTail::open(store.as_ref(), bulk));
+        // A store that cannot tell where its index keys are breaks the tail: appends are
+        // refused and lookups that miss say they cannot tell.
+        let own = own_feed_keys(store.as_ref());
+        let index_tail = Arc::new(IndexTail::open(
+            store.as_ref(),
+            bulk,
+            own.as_ref().map(|own| own.keys).map_err(Clone::clone),
+        ));
+        let own = own.unwrap_or(OwnFeedKeys {
+            keys: FeedKeys::OWN,
+            recorded: false,
+        });
+        let own_keys = own.keys;
         let commits = Arc::new(AtomicU64::new(0));
-        // A store that cannot tell keeps the older layouts' lookups: slower, never wrong.
-        let own_keys = match has_unspanned_index(store.as_ref(), &FeedKeys::OWN) {
-            Ok(false) => FeedKeys::OWN.spanned_only(),
-            Ok(true) | Err(_) => FeedKeys::OWN,
-        };
         // Sized for twice the feed as it is: a feed that doubles still needs one filter.
         let size = stored_head(store.as_ref(), &FeedKeys::OWN)
             .ok()
@@ -135,12 +143,13 @@ impl Ledger {
             .map_or(0, |h| h.head.seq);
         let ids = Arc::new(IdFilter::new(
             usize::try_from(size.saturating_mul(2)).unwrap_or(usize::MAX),
+            own_keys.span_bits(),
         ));
         let group = Arc::new(GroupCommit::new(
             store.clone(),
             identity.clone(),
             commits.clone(),
-            own_keys,
+            own,
             index_tail.clone(),
             ids.clone(),
         ));
@@ -346,11 +355,8 @@ impl Ledger {
 
     /// The feed as a [`Feed`]: every read and query of it, as of the store now.
     pub fn feed(&self) -> Feed {
-        Feed::own(self.store.clone(), self.identity.public_key()).with_index_tail(
-            self.index_tail.clone(),
-            self.ids.clone(),
-            self.own_keys,
-        )
+        Feed::own(self.store.clone(), self.identity.public_key(), self.own_keys)
+            .with_index_tail(self.index_tail.clone(), self.ids.clone())
     }
 
     /// The seq of the entry with `record_id`, if stored.

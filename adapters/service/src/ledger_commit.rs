@@ -39,7 +39,7 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::mem;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use vserv_core::ServerIdentity;
@@ -48,11 +48,12 @@ use vserv_store::kv::{Op, Store};
 
 use crate::work::{Inline, Runner, Work};
 
-use crate::ledger_ids::{IdFilter, SPAN_CAPACITY};
+use crate::ledger_ids::{IdFilter, span_capacity};
 use crate::ledger_index_tail::{IndexBulk, IndexRun, IndexTail, TailPart};
 use crate::ledger_layout::{
-    FeedError, FeedKeys, HEAD_KEY, Spans, add_to_kind_runs, commit_value, entry_key,
-    kind_count_key, kind_key, kind_runs_value, seq_of_id, seq_value, signed_head_key, stored_head,
+    FeedError, FeedKeys, HEAD_KEY, OwnFeedKeys, SPANS_KEY, Spans, add_to_kind_runs, commit_value,
+    entry_key, kind_count_key, kind_key, kind_runs_value, seq_of_id, seq_value, signed_head_key,
+    stored_head,
 };
 
 /// The most records one commit of the feed takes, so that the entries between two stored
@@ -151,10 +152,9 @@ struct Piece {
 }
 
 /// Takes the records of the next commit from the front of `jobs`: whole jobs while they fit
-/// in [`MAX_SEGMENT_ENTRIES`] records, then the first records of the job that does not fit
-/// (the rest of it stays first in the queue).
-fn take_commit(jobs: &mut VecDeque<Job>) -> Vec<Piece> {
-    let mut room = MAX_SEGMENT_ENTRIES;
+/// in `room` records, then the first records of the job that does not fit (the rest of it
+/// stays first in the queue).
+fn take_commit(jobs: &mut VecDeque<Job>, mut room: usize) -> Vec<Piece> {
     let mut pieces = Vec::new();
     while room > 0 {
         let Some(front) = jobs.front_mut() else {
@@ -186,6 +186,13 @@ fn take_commit(jobs: &mut VecDeque<Job>) -> Vec<Piece> {
         }
     }
     pieces
+}
+
+/// The most records a commit after entry `prepared` takes with spans of `span` entries:
+/// [`MAX_SEGMENT_ENTRIES`], and no more than the span has left.
+fn commit_room(prepared: u64, span: u64) -> usize {
+    let left = span.max(1) - prepared % span.max(1);
+    usize::try_from(left).map_or(MAX_SEGMENT_ENTRIES, |left| left.min(MAX_SEGMENT_ENTRIES))
 }
 
 /// How many recent commits' record ids the committer remembers (for checking submissions
@@ -252,30 +259,40 @@ pub(crate) struct GroupCommit {
     bulk_runner: Mutex<Arc<dyn Runner>>,
     /// The record id filter, whose span filters each bulk adds its ids to.
     ids: Arc<IdFilter>,
+    /// The seq of the last prepared entry, as far as the preparer knows (see
+    /// [`GroupCommit::room`]).
+    prepared: Arc<AtomicU64>,
+    /// The own feed's span size is in the store (else each commit records it until one
+    /// is durable).
+    spans_recorded: Arc<AtomicBool>,
 }
 
 impl GroupCommit {
     /// The group commit of the feed of `identity` in `store`; `commits` counts the
     /// successful commits (read by submitters before they check).
-    /// `keys` are the own feed's, with or without the legacy index lookups (see
+    /// `own` are the own feed's keys (with or without the legacy index lookups, see
     /// `ledger_layout.rs`).
     pub(crate) fn new(
         store: Arc<dyn Store>,
         identity: Arc<ServerIdentity>,
         commits: Arc<AtomicU64>,
-        keys: FeedKeys,
+        own: OwnFeedKeys,
         tail: Arc<IndexTail>,
         ids: Arc<IdFilter>,
     ) -> GroupCommit {
+        let prepared = Arc::new(AtomicU64::new(0));
+        let spans_recorded = Arc::new(AtomicBool::new(own.recorded));
         GroupCommit {
             queue: Mutex::new(Queue::default()),
             preparer: Mutex::new(Preparer {
                 store: Arc::clone(&store),
                 identity,
-                keys,
+                keys: own.keys,
                 tail: Arc::clone(&tail),
                 head: None,
                 epoch: 0,
+                prepared: Arc::clone(&prepared),
+                spans_recorded: Arc::clone(&spans_recorded),
             }),
             known: Mutex::new(Known::default()),
             store,
@@ -284,6 +301,8 @@ impl GroupCommit {
             tail,
             bulk_runner: Mutex::new(Arc::new(Inline)),
             ids,
+            prepared,
+            spans_recorded,
         }
     }
 
@@ -358,7 +377,7 @@ impl GroupCommit {
                 return;
             }
             queue.preparing = true;
-            let pieces = take_commit(&mut queue.jobs);
+            let pieces = take_commit(&mut queue.jobs, self.room());
             drop(queue);
             let prepared = self.prepare(pieces);
             queue = self.queue();
@@ -374,6 +393,18 @@ impl GroupCommit {
             queue = self.queue();
             queue.writing = false;
         }
+    }
+
+    /// The most records the next commit takes: [`MAX_SEGMENT_ENTRIES`], and no more than
+    /// the entries left in the index span of the last prepared one, so that a commit's
+    /// entries never straddle two spans and a bulk can store exactly one
+    /// (`ledger_index_tail.rs`). (After a failed commit the count may be stale: a commit
+    /// then straddles two spans at worst, which costs a merge, not a wrong key.)
+    fn room(&self) -> usize {
+        commit_room(
+            self.prepared.load(Ordering::Relaxed),
+            self.tail.keys().span_len(),
+        )
     }
 
     /// A run was dropped unrun: if it was the last, fails every queued submission.
@@ -462,6 +493,7 @@ impl GroupCommit {
                     Some(failure) => fail_all(&sizes, &failure.unwrap_or_else(earlier_failed)),
                     None => match self.store.commit(ops) {
                         Ok(()) => {
+                            self.spans_recorded.store(true, Ordering::Relaxed);
                             if let Some(run) = &run {
                                 self.tail.committed(run);
                             }
@@ -542,15 +574,16 @@ impl Bulk {
     /// before the next), and adds the ids to their spans' filters before the tail forgets
     /// them. A failure leaves them to a later bulk (keys stored twice are the same keys).
     fn store(mut self) {
-        let IndexBulk { keys, records } = self.part.bulk();
+        let own = *self.tail.keys();
+        let IndexBulk { keys, records } = self.part.bulk(&own);
         match self
             .store
             .commit_bulk(keys)
             .and_then(|()| self.store.commit(records))
         {
             Ok(()) => {
-                for (span, ids) in self.part.ids_by_span() {
-                    self.ids.add_stored(span, SPAN_CAPACITY, ids);
+                for (span, ids) in self.part.ids_by_span(&own) {
+                    self.ids.add_stored(span, span_capacity(&own), ids);
                 }
                 self.tail.stored();
                 self.stored = true;
@@ -684,6 +717,10 @@ struct Preparer {
     head: Option<Option<Head>>,
     /// [`Known::epoch`] as of the last prepare.
     epoch: u64,
+    /// Told the seq of the last prepared entry ([`GroupCommit::room`]).
+    prepared: Arc<AtomicU64>,
+    /// Whether commits need not record the span size ([`GroupCommit`]'s).
+    spans_recorded: Arc<AtomicBool>,
 }
 
 /// What [`crate::ledger::Ledger::on_commit`] registers: called with the signed head of each
@@ -820,6 +857,8 @@ impl Preparer {
             None => stored_head(self.store.as_ref(), &FeedKeys::OWN)?.map(|h| h.head),
         };
         self.head = Some(head);
+        self.prepared
+            .store(head.map_or(0, |h| h.seq), Ordering::Relaxed);
         let records: usize = jobs.iter().map(|(job, _)| job.len()).sum();
         let mut batch = Batch {
             // One record per entry, and a few per commit (heads, kind counts and runs,
@@ -890,7 +929,13 @@ impl Preparer {
         batch
             .ops
             .push(put_commit(signed_head_key(last.seq), signed));
+        if !self.spans_recorded.load(Ordering::Relaxed) {
+            // `sh:` < `spans`.
+            let bits = u8::try_from(self.keys.span_bits()).unwrap_or(u8::MAX);
+            batch.ops.push(put_commit(SPANS_KEY.to_vec(), vec![bits]));
+        }
         self.head = Some(Some(last));
+        self.prepared.store(last.seq, Ordering::Relaxed);
         let sealed = Sealed {
             ops: batch.ops,
             signed_head,
@@ -1059,9 +1104,11 @@ mod tests {
             store: Arc::new(store.clone()),
             identity: Arc::new(identity),
             keys: FeedKeys::OWN,
-            tail: Arc::new(IndexTail::open(&store, 100)),
+            tail: Arc::new(IndexTail::open(&store, 100, Ok(FeedKeys::OWN))),
             head: None,
             epoch: 0,
+            prepared: Arc::new(AtomicU64::new(0)),
+            spans_recorded: Arc::new(AtomicBool::new(false)),
         };
         let kinds = ["b", "a", "ab", "note", "a"];
         let records = (0..40u64)
@@ -1079,8 +1126,22 @@ mod tests {
         let ops = sealed.expect("a commit to write").ops;
         // Strictly increasing (table, key): taken by the store as it is.
         assert!(ops.is_sorted_by(|a, b| a.table_key() < b.table_key()));
-        // Entries, the head, 2 index records, 4 kind runs and counts, the signed head.
-        assert_eq!(ops.len(), 40 + 1 + 2 + 4 + 4 + 1);
+        // Entries, the head, 2 index records, 4 kind runs and counts, the signed head, the
+        // span size.
+        assert_eq!(ops.len(), 40 + 1 + 2 + 4 + 4 + 1 + 1);
+        assert_eq!(preparer.prepared.load(Ordering::Relaxed), 40);
+    }
+
+    #[test]
+    fn a_commit_takes_no_more_than_its_span_has_left() {
+        let span = 1 << 16;
+        assert_eq!(commit_room(0, span), MAX_SEGMENT_ENTRIES);
+        assert_eq!(commit_room(span - 100, span), 100);
+        assert_eq!(commit_room(span - 1, span), 1);
+        assert_eq!(commit_room(span, span), MAX_SEGMENT_ENTRIES);
+        assert_eq!(commit_room(3 * span - 5000, span), MAX_SEGMENT_ENTRIES);
+        assert_eq!(commit_room(u64::MAX, span), 1);
+        assert_eq!(commit_room(7, 4), 1);
     }
 
     #[test]

@@ -43,33 +43,27 @@ impl std::fmt::Debug for Feed {
 }
 
 impl Feed {
-    /// The server's own feed (key `origin`) in `store`, as stored: lookups by hash and by
+    /// The server's own feed (key `origin`) in `store`, whose keys are `keys` (the own
+    /// feed's as the store has them, `ledger_layout.rs`), as stored: lookups by hash and by
     /// record id and the check see only the index keys already stored, not the entries of
     /// the last commits whose keys trail (`ledger_index_tail.rs`);
     /// [`crate::ledger::Ledger::feed`] sees those too. For reads by seq, heads and ranges
     /// the two are the same.
-    pub fn own(store: Arc<dyn Store>, origin: ServerKey) -> Feed {
+    pub(crate) fn own(store: Arc<dyn Store>, origin: ServerKey, keys: FeedKeys) -> Feed {
         Feed {
             store,
-            keys: FeedKeys::OWN,
+            keys,
             origin,
             index_tail: None,
             id_filter: None,
         }
     }
 
-    /// This view with the ledger's index tail and record id filter, and its keys (the own
-    /// feed's, maybe [`FeedKeys::spanned_only`]).
-    pub(crate) fn with_index_tail(
-        self,
-        tail: Arc<IndexTail>,
-        ids: Arc<IdFilter>,
-        keys: FeedKeys,
-    ) -> Feed {
+    /// This view with the ledger's index tail and record id filter.
+    pub(crate) fn with_index_tail(self, tail: Arc<IndexTail>, ids: Arc<IdFilter>) -> Feed {
         Feed {
             index_tail: Some(tail),
             id_filter: Some(ids),
-            keys,
             ..self
         }
     }

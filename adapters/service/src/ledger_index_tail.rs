@@ -51,7 +51,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use vserv_core::ledger::{Entry, MAX_RECORD_ID};
 use vserv_store::kv::{Op, Store, Table};
 
-use crate::ledger_layout::{FeedError, FeedKeys, index_span};
+use crate::ledger_layout::{FeedError, FeedKeys};
 
 /// Entries the tail holds before the writing run stores their index keys.
 pub(crate) const TAIL_BULK: usize = 65_536;
@@ -81,6 +81,8 @@ pub(crate) struct IndexTail {
     broken: Option<FeedError>,
     /// Entries held before their keys are stored.
     bulk: usize,
+    /// The own feed's keys (a bulk stores whole spans of them when it can).
+    keys: FeedKeys,
 }
 
 /// The tail: the entries new commits join, and those handed to a bulk being stored, which
@@ -167,8 +169,18 @@ impl IndexTail {
     /// The tail of the own feed in `store`, rebuilt from its `hh:` and `hi:` records (see
     /// [`load`]). A store that cannot be read, or a commit whose records cannot be, leaves
     /// a broken tail (see [`IndexTail::broken`]).
-    pub(crate) fn open(store: &dyn Store, bulk: usize) -> IndexTail {
-        let (live, broken) = match load(store) {
+    /// `keys` are the own feed's in `store`, or the error met reading which they are, which
+    /// breaks the tail the same way.
+    pub(crate) fn open(
+        store: &dyn Store,
+        bulk: usize,
+        keys: Result<FeedKeys, FeedError>,
+    ) -> IndexTail {
+        let (keys, loaded) = match keys {
+            Ok(keys) => (keys, load(store)),
+            Err(e) => (FeedKeys::OWN, Err(e)),
+        };
+        let (live, broken) = match loaded {
             Ok(live) => (live, None),
             Err(e) => {
                 tracing::error!(error = %e, "could not rebuild the ledger's index tail; appends are refused");
@@ -179,12 +191,18 @@ impl IndexTail {
             state: Mutex::new(TailState { live, sealed: None }),
             broken,
             bulk: bulk.max(1),
+            keys,
         }
     }
 
     fn state(&self) -> MutexGuard<'_, TailState> {
         // Every change under this lock is one call that cannot panic half-way.
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The own feed's keys, whose index keys the tail's bulks store.
+    pub(crate) fn keys(&self) -> &FeedKeys {
+        &self.keys
     }
 
     /// The seq of the durable entry with `hash`, if the tail holds it.
@@ -242,7 +260,11 @@ impl IndexTail {
         if state.live.hashes.len().max(state.live.ids.len()) < self.bulk {
             return None;
         }
-        let part = Arc::new(std::mem::take(&mut state.live));
+        let mut part = std::mem::take(&mut state.live);
+        if let Some(later) = part.split_at_span_end(self.keys.span_len()) {
+            state.live = later;
+        }
+        let part = Arc::new(part);
         state.sealed = Some(Sealed {
             part: Arc::clone(&part),
             storing: true,
@@ -284,8 +306,7 @@ impl TailState {
 impl TailPart {
     /// The store ops that index this part: its hash and record id keys, then the deletes of
     /// its records.
-    pub(crate) fn bulk(&self) -> IndexBulk {
-        let own = FeedKeys::OWN;
+    pub(crate) fn bulk(&self, own: &FeedKeys) -> IndexBulk {
         let table = own.index_table();
         let put = |key: Vec<u8>, seq: u64| Op::Put {
             table,
@@ -297,13 +318,13 @@ impl TailPart {
         let mut hashes: Vec<(u32, &[u8; 32], u64)> = self
             .hashes
             .iter()
-            .map(|(h, &seq)| (index_span(seq), h, seq))
+            .map(|(h, &seq)| (own.span_at(seq), h, seq))
             .collect();
         hashes.sort_unstable();
         let mut ids: Vec<(u32, &Arc<[u8]>, u64)> = self
             .ids
             .iter()
-            .map(|(id, &seq)| (index_span(seq), id, seq))
+            .map(|(id, &seq)| (own.span_at(seq), id, seq))
             .collect();
         ids.sort_unstable();
         let mut keys = Vec::with_capacity(hashes.len().saturating_add(ids.len()));
@@ -336,12 +357,54 @@ impl TailPart {
     }
 
     /// The part's record ids by the span their keys are stored in.
-    pub(crate) fn ids_by_span(&self) -> BTreeMap<u32, Vec<&[u8]>> {
+    pub(crate) fn ids_by_span(&self, own: &FeedKeys) -> BTreeMap<u32, Vec<&[u8]>> {
         let mut spans: BTreeMap<u32, Vec<&[u8]>> = BTreeMap::new();
         for (id, &seq) in &self.ids {
-            spans.entry(index_span(seq)).or_default().push(id);
+            spans.entry(own.span_at(seq)).or_default().push(id);
         }
         spans
+    }
+
+    /// Splits off the entries after the last multiple of `span` (a span's end) up to which
+    /// this part holds any, if it holds entries beyond it too: they are returned, with the
+    /// records of every commit holding any of them (one may hold entries of both parts:
+    /// its records are deleted only with the later part). So a bulk stores whole spans
+    /// when it can, and its on-disk table overlaps no other (`ledger_layout.rs`).
+    fn split_at_span_end(&mut self, span: u64) -> Option<TailPart> {
+        let seqs = || self.hashes.values().chain(self.ids.values()).copied();
+        let (first, last) = (seqs().min()?, seqs().max()?);
+        let end = last / span.max(1) * span.max(1);
+        if end < first || end >= last {
+            return None;
+        }
+        let later_hashes: HashMap<[u8; 32], u64> = self
+            .hashes
+            .extract_if(|_, seq| *seq > end)
+            .collect();
+        let later_ids: HashMap<Arc<[u8]>, u64> =
+            self.ids.extract_if(|_, seq| *seq > end).collect();
+        // The commit holding the later part's first entry starts at or before it.
+        let later_first = later_hashes
+            .values()
+            .chain(later_ids.values())
+            .copied()
+            .min()
+            .unwrap_or(end.saturating_add(1));
+        let from = self
+            .runs
+            .iter()
+            .chain(&self.legacy_runs)
+            .copied()
+            .filter(|&first| first <= later_first)
+            .max()
+            .unwrap_or(later_first);
+        let split = |runs: &mut Vec<u64>| runs.split_off(runs.partition_point(|&f| f < from));
+        Some(TailPart {
+            hashes: later_hashes,
+            ids: later_ids,
+            runs: split(&mut self.runs),
+            legacy_runs: split(&mut self.legacy_runs),
+        })
     }
 
     /// Adds a commit's hashes and ids (either may be empty: a store of schema 3 has no
@@ -523,7 +586,8 @@ mod tests {
     use super::*;
     use crate::ledger::{CheckReport, Ledger, NewRecord};
     use crate::ledger_layout::{
-        HASH_PREFIX, ID_PREFIX, SPAN_HASH_TAG, SPAN_ID_TAG, SPAN_SEQ_BITS, entry_key, id_key,
+        HASH_PREFIX, ID_PREFIX, SPAN_HASH_TAG, SPAN_ID_TAG, SPAN_SEQ_BITS, SPANS_KEY,
+        WIDE_SPAN_SEQ_BITS, entry_key, id_key,
     };
 
     fn identity() -> Arc<ServerIdentity> {
@@ -630,7 +694,7 @@ mod tests {
     #[test]
     fn a_bulk_across_a_span_boundary_is_in_key_order_each_key_in_its_seqs_span() {
         let mut part = TailPart::default();
-        // Seqs 2^20 - 2 ..= 2^20 + 1: three in span 0, one in span 1; hashes and ids that
+        // Seqs 2^16 - 2 ..= 2^16 + 1: three in span 0, one in span 1; hashes and ids that
         // sort against the seqs.
         let first = (1 << SPAN_SEQ_BITS) - 2;
         let hashes: Vec<[u8; 32]> = (0..4u8).map(|i| [200 - 50 * i; 32]).collect();
@@ -640,7 +704,7 @@ mod tests {
             .collect();
         part.add(first, &hashes, &ids);
         let puts: Vec<(Vec<u8>, u64)> = part
-            .bulk()
+            .bulk(&FeedKeys::OWN)
             .keys
             .into_iter()
             .map(|op| match op {
@@ -651,10 +715,7 @@ mod tests {
         assert_eq!(puts.len(), 8);
         assert!(puts.windows(2).all(|w| w[0].0 < w[1].0));
         for (key, seq) in &puts {
-            assert_eq!(
-                key[1..5],
-                crate::ledger_layout::index_span(*seq).to_be_bytes()
-            );
+            assert_eq!(key[1..5], FeedKeys::OWN.span_at(*seq).to_be_bytes());
         }
         let seqs: Vec<u64> = puts.iter().map(|(_, seq)| seq - first).collect();
         // Span 0: hashes (ascending: seqs 2, 1, 0), ids ("b", "c", "d"); then span 1.
@@ -779,9 +840,144 @@ mod tests {
         assert_eq!(ledger.check().unwrap(), CheckReport::Ok { seq: 11 });
     }
 
+    /// The seqs of a tail part's hashes and of its ids, each sorted.
+    fn seqs_of(part: &TailPart) -> (Vec<u64>, Vec<u64>) {
+        let mut hashes: Vec<u64> = part.hashes.values().copied().collect();
+        let mut ids: Vec<u64> = part.ids.values().copied().collect();
+        hashes.sort_unstable();
+        ids.sort_unstable();
+        (hashes, ids)
+    }
+
+    /// Tells `tail` of a durable commit of `n` entries from `first` (distinct hashes and
+    /// ids per seq).
+    fn commit_run(tail: &IndexTail, first: u64, n: u64) {
+        tail.committed(&IndexRun {
+            first,
+            hashes: (first..first + n).map(|s| [u8::try_from(s).unwrap(); 32]).collect(),
+            ids: (first..first + n)
+                .map(|s| Arc::from(format!("r{s}").as_bytes()))
+                .collect(),
+        });
+    }
+
+    /// The own feed's span size the store records, if any.
+    fn recorded_span_bits(store: &MemoryStore) -> Option<Vec<u8>> {
+        store.get(Table::LedgerCommits, SPANS_KEY).unwrap()
+    }
+
+    #[test]
+    fn the_first_commit_records_the_span_size_and_a_reopened_ledger_reads_it() {
+        let store = MemoryStore::new();
+        let ledger = open(&store, 2);
+        assert_eq!(recorded_span_bits(&store), None);
+        let entries = vec![append(&ledger, 1), append(&ledger, 2), append(&ledger, 3)];
+        assert_eq!(recorded_span_bits(&store), Some(vec![16]));
+        drop(ledger);
+        let ledger = open(&store, 2);
+        assert_eq!(ledger.feed().keys().span_bits(), SPAN_SEQ_BITS);
+        every_entry_is_found(&ledger, &entries);
+        // A garbled record breaks the tail: no append, and a lookup that misses says so.
+        store
+            .commit(vec![Op::Put {
+                table: Table::LedgerCommits,
+                key: SPANS_KEY.to_vec(),
+                value: vec![17],
+            }])
+            .unwrap();
+        let ledger = open(&store, 2);
+        let refused = ledger.append_batch(vec![record(4)]).remove(0);
+        assert!(matches!(refused, Err(FeedError::Corrupt(_))), "{refused:?}");
+        assert!(matches!(ledger.seq_of_id(b"r9"), Err(FeedError::Corrupt(_))));
+    }
+
+    #[test]
+    fn a_feed_an_older_build_grew_past_one_span_keeps_its_wide_spans() {
+        // A store of schema 7 whose head is at 2^16 + 5 (its index keys in spans of 2^20),
+        // with no span size recorded.
+        let store = MemoryStore::new();
+        let last = (1 << SPAN_SEQ_BITS) + 5;
+        let head = vserv_core::ledger::Head {
+            origin: identity().public_key(),
+            seq: last,
+            hash: [3; 32],
+        };
+        store
+            .commit(vec![Op::Put {
+                table: Table::LedgerCommits,
+                key: FeedKeys::OWN.head(),
+                value: vserv_core::ledger::SignedHead::sign(&identity(), head)
+                    .to_bytes()
+                    .to_vec(),
+            }])
+            .unwrap();
+        let ledger = open(&store, 1);
+        assert_eq!(ledger.feed().keys().span_bits(), WIDE_SPAN_SEQ_BITS);
+        let entry = append(&ledger, 1);
+        assert_eq!(entry.seq(), last + 1);
+        assert_eq!(recorded_span_bits(&store), Some(vec![20]));
+        // Its keys went to span 0 of 2^20 entries, where a reopened ledger looks.
+        let wide = FeedKeys::OWN.with_span_bits(WIDE_SPAN_SEQ_BITS);
+        assert!(store
+            .get(Table::LedgerIndex, &wide.id_at(last + 1, b"r1"))
+            .unwrap()
+            .is_some());
+        let ledger = open(&store, 1);
+        assert_eq!(ledger.seq_of_id(b"r1").unwrap(), Some(last + 1));
+        assert_eq!(ledger.seq_of_hash(&entry.hash()).unwrap(), Some(last + 1));
+    }
+
+    #[test]
+    fn a_bulk_stores_whole_spans_and_leaves_a_commit_across_the_spans_end_to_the_next() {
+        // Spans of 4 entries, a bulk due at 6: commits 1-3, 4-5, 6-9 (across the end of
+        // span 1, at 8) and 10.
+        let keys = FeedKeys::OWN.with_span_bits(2);
+        let tail = IndexTail::open(&MemoryStore::new(), 6, Ok(keys));
+        for (first, n) in [(1, 3), (4, 2), (6, 4)] {
+            commit_run(&tail, first, n);
+        }
+        let part = tail.take_due().expect("a bulk is due");
+        // Spans 0 and 1 whole; the records of the commits wholly in them.
+        assert_eq!(seqs_of(&part), ((1..=8).collect(), (1..=8).collect()));
+        assert_eq!(part.runs, [1, 4]);
+        assert_eq!(part.bulk(&keys).records.len(), 2 * 2);
+        // Seq 9 stays in the tail with its commit's records, which the next bulk deletes.
+        commit_run(&tail, 10, 1);
+        tail.stored();
+        assert_eq!(tail.len(), (2, 2));
+        assert_eq!(tail.seq_of_id(b"r9"), Some(9));
+        assert_eq!(tail.seq_of_hash(&[6; 32]), None);
+        {
+            let state = tail.state();
+            assert_eq!(state.live.runs, [6, 10]);
+        }
+        for first in 11..=15 {
+            commit_run(&tail, first, 1);
+        }
+        // 9 ..= 15 held: spans 2 and 3 up to 12, and 13-15 stay.
+        let part = tail.take_due().expect("a bulk is due");
+        assert_eq!(seqs_of(&part).0, (9..=12).collect::<Vec<_>>());
+        assert_eq!(part.runs, [6, 10, 11, 12]);
+        assert_eq!(tail.len(), (7, 7));
+    }
+
+    #[test]
+    fn a_part_within_one_span_or_ending_at_its_end_is_stored_whole() {
+        // Spans of 2^16: a test's small bulk holds part of one span.
+        let tail = IndexTail::open(&MemoryStore::new(), 3, Ok(FeedKeys::OWN));
+        commit_run(&tail, 5, 3);
+        assert_eq!(seqs_of(&tail.take_due().expect("due")).0, [5, 6, 7]);
+        tail.stored();
+        // Spans of 4: entries 9-12 end at the span's end.
+        let tail = IndexTail::open(&MemoryStore::new(), 3, Ok(FeedKeys::OWN.with_span_bits(2)));
+        commit_run(&tail, 9, 4);
+        assert_eq!(seqs_of(&tail.take_due().expect("due")).0, [9, 10, 11, 12]);
+        assert_eq!(tail.len(), (4, 4));
+    }
+
     #[test]
     fn the_bulk_is_handed_to_the_store_in_key_order() {
-        let tail = IndexTail::open(&MemoryStore::new(), 6);
+        let tail = IndexTail::open(&MemoryStore::new(), 6, Ok(FeedKeys::OWN));
         for (first, ids) in [
             (1, ["zz", "a", "m"].as_slice()),
             (4, &["b"]),
@@ -797,7 +993,7 @@ mod tests {
                 ids,
             });
         }
-        let bulk = tail.take_due().expect("a bulk is due").bulk();
+        let bulk = tail.take_due().expect("a bulk is due").bulk(&FeedKeys::OWN);
         // 6 hash and 6 id puts, strictly increasing in one table (a bulk the store can
         // ingest); then the hh: and hi: records of 3 commits deleted.
         assert_eq!(bulk.keys.len(), 6 + 6);
@@ -984,7 +1180,7 @@ mod tests {
                 value: value.to_vec(),
             });
         store.commit(ops.collect()).unwrap();
-        IndexTail::open(&store, 10)
+        IndexTail::open(&store, 10, Ok(FeedKeys::OWN))
     }
 
     /// Whether a record of `n` entries from the seq in `suffix` names only seqs.

@@ -28,9 +28,12 @@
 //! | `kc:` + kind | number of entries of that kind (`u64` big-endian) |
 //! | `head` | the [`SignedHead`] encoding of the last entry |
 //! | `sh:` + seq (`u64` big-endian) | the [`SignedHead`] of entry seq, made by the commit it ended |
+//! | `spans` | own feed: its span size, [`SPAN_SEQ_BITS`] or [`WIDE_SPAN_SEQ_BITS`] as one byte (commit table; [`own_feed_keys`]) |
 //!
-//! The span of entry `seq` is `(seq - 1) >> 20` as a `u32` big-endian ([`index_span`]): the
-//! index keys of the entries `1..=2^20` are in span 0, the next `2^20` in span 1, and so on.
+//! The span of entry `seq` is `(seq - 1) >> b` as a `u32` big-endian ([`FeedKeys::span_at`]):
+//! the index keys of the entries `1..=2^b` are in span 0, the next `2^b` in span 1, and so
+//! on. `b` is [`SPAN_SEQ_BITS`] (16) for the own feed, [`WIDE_SPAN_SEQ_BITS`] (20) for the
+//! replicas and for an own feed that a build of store schema 7 grew past 2^16 entries.
 //! (Kinds never contain `0x00`, so `k:` + kind + `0x00` is a prefix of exactly that kind's
 //! index keys.) A kind index key names the entries of that kind of one commit: its seq is the
 //! last of them, and its value lists them as runs of consecutive seqs (`first`, `last`, each
@@ -104,29 +107,18 @@ pub const SPAN_LEAD: u8 = b'x';
 pub const SPAN_ID_TAG: u8 = b'i';
 /// Marks a hash key within a span.
 pub const SPAN_HASH_TAG: u8 = b'h';
-/// log2 of the entries whose index keys share a span.
-pub const SPAN_SEQ_BITS: u32 = 20;
+/// log2 of the entries whose index keys share a span in the own feed of a store this build
+/// made (or that held at most one such span when this build first wrote it): one index bulk
+/// (`ledger_index_tail.rs`) stores exactly one span.
+pub const SPAN_SEQ_BITS: u32 = 16;
 
-/// The index span of entry `seq` (from 1): `(seq - 1) >> SPAN_SEQ_BITS`, the last span
-/// holding every entry beyond `u32::MAX` spans.
-pub fn index_span(seq: u64) -> u32 {
-    u32::try_from(seq.saturating_sub(1) >> SPAN_SEQ_BITS).unwrap_or(u32::MAX)
-}
+/// log2 of the entries per span of the replicas, and of the own feed of a store that an
+/// older build grew past 2^16 entries (store schema 7).
+pub const WIDE_SPAN_SEQ_BITS: u32 = 20;
 
-/// The prefix of the keys of one kind (`tag`) of index key in `span`.
-pub fn span_prefix(span: u32, tag: u8) -> Vec<u8> {
-    span_key(span, tag, &[])
-}
-
-/// The index key of entry `seq` of record id `record_id`.
-pub fn span_id_key(seq: u64, record_id: &[u8]) -> Vec<u8> {
-    span_key(index_span(seq), SPAN_ID_TAG, record_id)
-}
-
-/// The index key of entry `seq` of hash `hash`.
-pub fn span_hash_key(seq: u64, hash: &[u8; 32]) -> Vec<u8> {
-    span_key(index_span(seq), SPAN_HASH_TAG, hash)
-}
+/// Key of the own feed's span size, in its commit table: one byte, [`SPAN_SEQ_BITS`] or
+/// [`WIDE_SPAN_SEQ_BITS`], written with the first commit of a build that knows it.
+pub const SPANS_KEY: &[u8] = b"spans";
 
 /// `x` + `span` + `tag` + `key`, in one allocation.
 fn span_key(span: u32, tag: u8, key: &[u8]) -> Vec<u8> {
@@ -264,6 +256,8 @@ pub struct FeedKeys {
     /// Lookups missing in the spans also ask the `id:` and `h:` keys that stores of schema 6
     /// and older wrote.
     unspanned_index: bool,
+    /// log2 of the entries per index span.
+    span_bits: u32,
 }
 
 impl FeedKeys {
@@ -278,6 +272,7 @@ impl FeedKeys {
         legacy_commit_table: Some(Table::Ledger),
         prefix: None,
         unspanned_index: true,
+        span_bits: SPAN_SEQ_BITS,
     };
 
     /// The replica feed numbered `number` in this store: its entries in
@@ -293,6 +288,7 @@ impl FeedKeys {
             legacy_commit_table: None,
             prefix: Some([REPLICA_FEED_LEAD, a, b, c, d]),
             unspanned_index: true,
+            span_bits: WIDE_SPAN_SEQ_BITS,
         }
     }
 
@@ -335,6 +331,31 @@ impl FeedKeys {
         }
     }
 
+    /// The same feed with spans of 2^`bits` entries (the own feed of a store of schema 7
+    /// has [`WIDE_SPAN_SEQ_BITS`]; see [`own_feed_keys`]).
+    pub fn with_span_bits(self, bits: u32) -> FeedKeys {
+        FeedKeys {
+            span_bits: bits,
+            ..self
+        }
+    }
+
+    /// log2 of the entries per index span.
+    pub fn span_bits(&self) -> u32 {
+        self.span_bits
+    }
+
+    /// The entries per index span.
+    pub fn span_len(&self) -> u64 {
+        1 << self.span_bits
+    }
+
+    /// The index span of entry `seq` (from 1): `(seq - 1) >> span bits`, the last span
+    /// holding every entry beyond `u32::MAX` spans.
+    pub fn span_at(&self, seq: u64) -> u32 {
+        u32::try_from(seq.saturating_sub(1) >> self.span_bits).unwrap_or(u32::MAX)
+    }
+
     /// Whether lookups ask the index keys of an older layout (see [`FeedKeys::spanned_only`]).
     pub fn has_unspanned_index(&self) -> bool {
         self.unspanned_index
@@ -375,18 +396,18 @@ impl FeedKeys {
 
     /// The record id index key of entry `seq`, `record_id`.
     pub fn id_at(&self, seq: u64, record_id: &[u8]) -> Vec<u8> {
-        self.place(span_id_key(seq, record_id))
+        self.place(span_key(self.span_at(seq), SPAN_ID_TAG, record_id))
     }
 
     /// The hash index key of entry `seq`, of hash `hash`.
     pub fn hash_at(&self, seq: u64, hash: &[u8; 32]) -> Vec<u8> {
-        self.place(span_hash_key(seq, hash))
+        self.place(span_key(self.span_at(seq), SPAN_HASH_TAG, hash))
     }
 
     /// The prefix of the index keys of one kind (`tag`: [`SPAN_ID_TAG`] or
     /// [`SPAN_HASH_TAG`]) in `span`.
     pub fn span(&self, span: u32, tag: u8) -> Vec<u8> {
-        self.place(span_prefix(span, tag))
+        self.place(span_key(span, tag, &[]))
     }
 
     /// The prefix of every index key in a span.
@@ -517,9 +538,12 @@ pub(crate) fn seq_of_hash(
     )
 }
 
-/// Spans a lookup asks in one [`Store::get_first`] (a 268M-entry feed's). A feed with more
-/// asks only those holding keys ([`present_spans`]).
+/// Spans a lookup asks in one [`Store::get_first`].
 const SPANS_PER_READ: usize = 256;
+
+/// The most spans a lookup asks without knowing that they hold keys (a 268M-entry feed's):
+/// a feed with more asks only those that do ([`present_spans`]).
+const BLIND_SPANS: usize = 4096;
 
 /// The spans up to `last` that hold any index key of the feed at `keys`, ascending: one
 /// one-key scan per span found (it names the next span holding a key), so the time is
@@ -551,15 +575,15 @@ pub(crate) fn present_spans(
 }
 
 /// The spans a lookup that knows nothing else asks, newest first: each up to the stored
-/// head's, or past 256 of them only those holding any index key ([`present_spans`]), so
+/// head's, or past 4096 of them only those holding any index key ([`present_spans`]), so
 /// that a damaged head's seq sizes neither an allocation nor the time taken. None for an
 /// empty feed.
 pub(crate) fn spans_up_to_head(store: &dyn Store, keys: &FeedKeys) -> Result<Vec<u32>, FeedError> {
     let Some(head) = stored_head(store, keys)? else {
         return Ok(Vec::new());
     };
-    let last = index_span(head.head.seq);
-    if (last as usize) < SPANS_PER_READ {
+    let last = keys.span_at(head.head.seq);
+    if (last as usize) < BLIND_SPANS {
         return Ok((0..=last).rev().collect());
     }
     let mut spans = present_spans(store, keys, last)?;
@@ -699,6 +723,51 @@ pub(crate) fn scan_commit_keys(
     Ok(merged)
 }
 
+/// The own feed's keys in `store`: spans of the size its commit table records
+/// ([`SPANS_KEY`]), or with none recorded, [`SPAN_SEQ_BITS`] for a feed of at most one such
+/// span (its index keys are in span 0 at either size) and [`WIDE_SPAN_SEQ_BITS`] for a
+/// larger one (an older build's); lookups skip the older layout's `id:` and `h:` keys when
+/// the store holds none ([`FeedKeys::spanned_only`]).
+pub(crate) fn own_feed_keys(store: &dyn Store) -> Result<OwnFeedKeys, FeedError> {
+    let own = FeedKeys::OWN;
+    let (bits, recorded) = match store.get(own.commit_table(), SPANS_KEY)? {
+        Some(value) => match value.as_slice() {
+            [bits] if [SPAN_SEQ_BITS, WIDE_SPAN_SEQ_BITS].contains(&u32::from(*bits)) => {
+                (u32::from(*bits), true)
+            }
+            _ => {
+                return Err(FeedError::Corrupt(
+                    "the record of the ledger's index span size is garbled".to_owned(),
+                ));
+            }
+        },
+        None => {
+            let size = stored_head(store, &own)?.map_or(0, |h| h.head.seq);
+            let bits = if size <= own.span_len() {
+                SPAN_SEQ_BITS
+            } else {
+                WIDE_SPAN_SEQ_BITS
+            };
+            (bits, false)
+        }
+    };
+    let keys = own.with_span_bits(bits);
+    let keys = if has_unspanned_index(store, &keys)? {
+        keys
+    } else {
+        keys.spanned_only()
+    };
+    Ok(OwnFeedKeys { keys, recorded })
+}
+
+/// The own feed's keys in a store ([`own_feed_keys`]).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct OwnFeedKeys {
+    pub(crate) keys: FeedKeys,
+    /// The span size is in the store (else the next commit records it).
+    pub(crate) recorded: bool,
+}
+
 /// Whether the feed at `keys` has any index key of an older layout (`id:` or `h:`) in its
 /// index table or its legacy index table.
 pub(crate) fn has_unspanned_index(store: &dyn Store, keys: &FeedKeys) -> Result<bool, StoreError> {
@@ -762,10 +831,19 @@ mod tests {
         hash
     }
 
-    /// A store holding, for the own feed and for replica 3, a signed head at [`LAST`], the
-    /// record id and hash keys of the [`SPANNED`] entries in their spans, of entry 9 under
-    /// the older layout in the index table, and of entry 8 (own feed only) in the legacy
-    /// index table. Besides, a key of entry `LAST + 2^20` in its span, past the head's.
+    /// The own feed and replica 3, both in spans of 2^[`SPAN_SEQ_BITS`] entries (a replica
+    /// has wider ones: the lookups are the same).
+    fn feeds() -> [FeedKeys; 2] {
+        [
+            FeedKeys::OWN,
+            FeedKeys::replica(3).with_span_bits(SPAN_SEQ_BITS),
+        ]
+    }
+
+    /// A store holding, for both [`feeds`], a signed head at [`LAST`], the record id and
+    /// hash keys of the [`SPANNED`] entries in their spans, of entry 9 under the older
+    /// layout in the index table, and of entry 8 (own feed only) in the legacy index table.
+    /// Besides, a key of entry `LAST + 2^16` in its span, past the head's.
     fn spanned_feed() -> MemoryStore {
         let store = MemoryStore::new();
         let identity = ServerIdentity::generate(&mut StdRng::seed_from_u64(1));
@@ -776,7 +854,7 @@ mod tests {
         };
         let seq_value = |seq: u64| seq.to_be_bytes().to_vec();
         let mut ops = Vec::new();
-        for keys in [FeedKeys::OWN, FeedKeys::replica(3)] {
+        for keys in feeds() {
             let mut put = |table: Table, key: Vec<u8>, seq: u64| {
                 ops.push(Op::Put {
                     table,
@@ -806,13 +884,19 @@ mod tests {
     }
 
     #[test]
-    fn an_entrys_span_is_its_seq_less_one_over_two_to_the_twenty() {
-        assert_eq!(index_span(0), 0);
-        assert_eq!(index_span(1), 0);
-        assert_eq!(index_span(1 << SPAN_SEQ_BITS), 0);
-        assert_eq!(index_span((1 << SPAN_SEQ_BITS) + 1), 1);
-        assert_eq!(index_span(LAST), 3);
-        assert_eq!(index_span(u64::MAX), u32::MAX);
+    fn an_entrys_span_is_its_seq_less_one_shifted_by_the_feeds_span_bits() {
+        let own = FeedKeys::OWN;
+        assert_eq!(own.span_at(0), 0);
+        assert_eq!(own.span_at(1), 0);
+        assert_eq!(own.span_at(1 << SPAN_SEQ_BITS), 0);
+        assert_eq!(own.span_at((1 << SPAN_SEQ_BITS) + 1), 1);
+        assert_eq!(own.span_at(LAST), 3);
+        assert_eq!(own.span_at(u64::MAX), u32::MAX);
+        let wide = FeedKeys::replica(2);
+        assert_eq!(wide.span_bits(), WIDE_SPAN_SEQ_BITS);
+        assert_eq!(wide.span_at(1 << WIDE_SPAN_SEQ_BITS), 0);
+        assert_eq!(wide.span_at((1 << WIDE_SPAN_SEQ_BITS) + 1), 1);
+        assert_eq!(own.with_span_bits(WIDE_SPAN_SEQ_BITS).span_at(LAST), 0);
         assert_eq!(
             FeedKeys::OWN.id_at(LAST, b"r"),
             [b"x".as_slice(), &[0, 0, 0, 3], b"ir"].concat()
@@ -826,7 +910,7 @@ mod tests {
     #[test]
     fn lookups_find_keys_in_every_span_up_to_the_heads_and_in_the_older_layouts() {
         let store = spanned_feed();
-        for keys in [FeedKeys::OWN, FeedKeys::replica(3)] {
+        for keys in feeds() {
             let mut found: Vec<u64> = SPANNED.to_vec();
             found.push(9);
             if keys.legacy_index_table().is_some() {
@@ -869,8 +953,8 @@ mod tests {
         let store = MemoryStore::new();
         let identity = ServerIdentity::generate(&mut StdRng::seed_from_u64(2));
         let keys = FeedKeys::replica(5);
-        let last = (3 * SPANS_PER_READ as u64) << SPAN_SEQ_BITS;
-        let middle = (SPANS_PER_READ as u64 + 7) << SPAN_SEQ_BITS;
+        let last = (3 * SPANS_PER_READ as u64) << keys.span_bits();
+        let middle = (SPANS_PER_READ as u64 + 7) << keys.span_bits();
         let head = Head {
             origin: identity.public_key(),
             seq: last,
@@ -904,8 +988,8 @@ mod tests {
     #[test]
     fn the_id_filter_reads_the_ids_of_every_span_up_to_the_heads_and_the_older_layouts() {
         let store = spanned_feed();
-        let filter = IdFilter::new(0);
-        let tail = IndexTail::open(&store, 4);
+        let filter = IdFilter::new(0, FeedKeys::OWN.span_bits());
+        let tail = IndexTail::open(&store, 4, Ok(FeedKeys::OWN));
         // Every id the feed has (the one past the head's span is not the feed's).
         let read = fill_id_filter(&filter, &store, &FeedKeys::OWN, &tail).unwrap();
         assert_eq!(read, 8);
@@ -918,7 +1002,7 @@ mod tests {
         for seq in SPANNED.into_iter().chain([8, 9]) {
             let spans = lookup.spans_maybe_holding(&record_id(seq));
             if SPANNED.contains(&seq) {
-                assert!(spans.contains(&index_span(seq)), "{seq}: {spans:?}");
+                assert!(spans.contains(&FeedKeys::OWN.span_at(seq)), "{seq}: {spans:?}");
             }
             assert!(spans.iter().all(|&span| span <= 3), "{seq}: {spans:?}");
             assert_eq!(
@@ -980,8 +1064,8 @@ mod tests {
                 value: SignedHead::sign(&identity, head).to_bytes().to_vec(),
             }])
             .unwrap();
-        let filter = IdFilter::new(0);
-        let tail = IndexTail::open(&store, 4);
+        let filter = IdFilter::new(0, FeedKeys::OWN.span_bits());
+        let tail = IndexTail::open(&store, 4, Ok(FeedKeys::OWN));
         let read = fill_id_filter(&filter, &store, &keys, &tail).unwrap();
         // The six spanned ids, the one past the old head's span, and the two unspanned.
         assert_eq!(read, 9);
@@ -1033,8 +1117,8 @@ mod tests {
             value: SignedHead::sign(&identity, head).to_bytes().to_vec(),
         });
         store.commit(ops).unwrap();
-        let filter = IdFilter::new(0);
-        let tail = IndexTail::open(&store, 4);
+        let filter = IdFilter::new(0, FeedKeys::OWN.span_bits());
+        let tail = IndexTail::open(&store, 4, Ok(FeedKeys::OWN));
         assert_eq!(
             fill_id_filter(&filter, &store, &keys, &tail).unwrap(),
             8_000
@@ -1043,7 +1127,7 @@ mod tests {
         let mut asked = 0;
         for &seq in &seqs {
             let spans = lookup.spans_maybe_holding(&record_id(seq));
-            assert!(spans.contains(&index_span(seq)), "{seq}: {spans:?}");
+            assert!(spans.contains(&FeedKeys::OWN.span_at(seq)), "{seq}: {spans:?}");
             asked += spans.len();
         }
         // Each of the three other spans' filters answers "maybe" about 1% of the time at

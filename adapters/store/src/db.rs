@@ -119,7 +119,14 @@ use crate::{storable_key, validate_ops};
 /// indexed in spans and append a record id twice, so it must refuse the store; the service
 /// reads an older store's `id:` and `h:` keys where they are, so only the marker is
 /// rewritten.
-pub const SCHEMA_VERSION: u32 = 7;
+///
+/// Version 8: the own feed's spans hold 2^16 entries, one index bulk each, so that no two
+/// of its on-disk tables overlap; the service records the span size in the own feed's
+/// commit table (`spans`) with its first commit, and keeps 2^20 for a feed a version 7
+/// build grew past 2^16 entries. A version 7 build would look for keys in the wrong spans
+/// and append a record id twice, so it must refuse the store; only the marker is
+/// rewritten here.
+pub const SCHEMA_VERSION: u32 = 8;
 
 /// The oldest schema version this build opens (and upgrades to [`SCHEMA_VERSION`]).
 pub const OLDEST_SCHEMA_VERSION: u32 = 1;

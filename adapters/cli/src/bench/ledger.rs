@@ -24,7 +24,7 @@ use vserv_core::commands::{Command, Credential, RecordSelector, Reply, SecretByt
 use vserv_core::ledger::MAX_BODY;
 use vserv_service::Node;
 use vserv_service::client::ClientOptions;
-use vserv_service::ledger::{CheckReport, Ledger, span_hash_key, span_id_key};
+use vserv_service::ledger::{CheckReport, FeedKeys, Ledger};
 use vserv_store::{FjallStore, Op, Store, Table};
 
 use super::commit_meter::{MeteredStore, PhaseCommits};
@@ -317,12 +317,12 @@ fn store_with_indexes(entries: u64, size: u64, ids: RecordIds) -> anyhow::Result
                     },
                     Op::Put {
                         table: Table::LedgerIndex,
-                        key: span_id_key(seq, &ids.id(1, i)),
+                        key: FeedKeys::OWN.id_at(seq, &ids.id(1, i)),
                         value: seq_bytes.clone(),
                     },
                     Op::Put {
                         table: Table::LedgerIndex,
-                        key: span_hash_key(seq, &spread_hash(seq)),
+                        key: FeedKeys::OWN.hash_at(seq, &spread_hash(seq)),
                         value: seq_bytes,
                     },
                 ]

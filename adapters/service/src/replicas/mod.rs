@@ -19,7 +19,7 @@ mod read;
 mod tests;
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock};
 
 use vserv_core::ledger::{ChainVerifier, Entry, Head, LedgerError, SignedHead};
 use vserv_core::replication::Segment as CheckedSegment;
@@ -32,7 +32,8 @@ pub use read::Segment;
 
 use crate::ledger::{Feed, FeedError, FeedKeys, MAX_SEGMENT_ENTRIES};
 use crate::ledger_layout::{
-    FeedNumber, add_to_kind_runs, commit_value, kind_runs_value, seq_value, stored_head,
+    FeedNumber, add_to_kind_runs, commit_value, kind_runs_value, own_feed_keys, seq_value,
+    stored_head,
 };
 use layout::{
     FEED_COUNT_KEY, FORK_PREFIX, ORIGIN_INDEX_PREFIX, fingerprint_key, fork_key, origin_index_key,
@@ -86,6 +87,8 @@ pub struct Replicas {
     /// The origins found by fingerprint (a held feed stays held), so that a client's
     /// `rhead ORIGIN` decodes no point to find the feed.
     by_fingerprint: RwLock<HashMap<Fingerprint, ServerKey>>,
+    /// The own feed's keys, read from the store when first asked (`ledger_layout.rs`).
+    own_keys: OnceLock<FeedKeys>,
 }
 
 impl std::fmt::Debug for Replicas {
@@ -106,6 +109,7 @@ impl Replicas {
             writer: Mutex::new(()),
             numbers: RwLock::new(HashMap::new()),
             by_fingerprint: RwLock::new(HashMap::new()),
+            own_keys: OnceLock::new(),
         }
     }
 
@@ -129,7 +133,14 @@ impl Replicas {
     /// (empty when none is held; such a view stays empty: ask again once it is held).
     pub fn feed(&self, origin: ServerKey) -> Result<Feed, ReplicaError> {
         if origin == self.own {
-            return Ok(Feed::own(self.store.clone(), origin));
+            let keys = match self.own_keys.get() {
+                Some(keys) => *keys,
+                None => {
+                    let keys = own_feed_keys(self.store.as_ref())?.keys;
+                    *self.own_keys.get_or_init(|| keys)
+                }
+            };
+            return Ok(Feed::own(self.store.clone(), origin, keys));
         }
         let number = self.number(&origin)?.unwrap_or(0);
         Ok(Feed::replica(self.store.clone(), origin, number))
