@@ -48,7 +48,7 @@ use vserv_store::kv::{Op, Store};
 
 use crate::work::{Inline, Runner, Work};
 
-use crate::ledger_ids::{IdFilter, span_capacity};
+use crate::ledger_ids::{IdFilter, Stored, span_capacity};
 use crate::ledger_index_tail::{IndexBulk, IndexRun, IndexTail, TailPart};
 use crate::ledger_layout::{
     FeedError, FeedKeys, HEAD_KEY, OwnFeedKeys, SPANS_KEY, Spans, add_to_kind_runs, commit_value,
@@ -582,8 +582,12 @@ impl Bulk {
             .and_then(|()| self.store.commit(records))
         {
             Ok(()) => {
+                let capacity = span_capacity(&own);
                 for (span, ids) in self.part.ids_by_span(&own) {
-                    self.ids.add_stored(span, span_capacity(&own), ids);
+                    self.ids.add_stored(span, capacity, Stored::Ids, ids);
+                }
+                for (span, hashes) in self.part.hashes_by_span(&own) {
+                    self.ids.add_stored(span, capacity, Stored::Hashes, hashes);
                 }
                 self.tail.stored();
                 self.stored = true;

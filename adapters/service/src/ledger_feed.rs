@@ -105,11 +105,7 @@ impl Feed {
     /// but not indexed). A ledger's view answers an id its built record id filter rules out
     /// at once, without asking the index spans.
     pub fn seq_of_id(&self, record_id: &[u8]) -> Result<Option<u64>, FeedError> {
-        let complete = self
-            .index_tail
-            .as_ref()
-            .is_some_and(|t| t.incomplete().is_none());
-        let filter = self.id_filter.as_deref().filter(|_| complete);
+        let filter = self.trusted_filter();
         if filter
             .and_then(IdFilter::lookup)
             .is_some_and(|lookup| lookup.surely_absent(record_id))
@@ -131,12 +127,30 @@ impl Feed {
 
     /// The seq of the entry with hash `hash`, if stored. A ledger's view whose index tail
     /// could not be rebuilt at open answers a miss with that error (the entry may be stored
-    /// but not indexed).
+    /// but not indexed). A ledger's view with its filter built asks only the spans of the
+    /// groups whose hash filter may hold it.
     pub fn seq_of_hash(&self, hash: &[u8; 32]) -> Result<Option<u64>, FeedError> {
         self.indexed_seq(
             |tail| tail.seq_of_hash(hash),
-            || seq_of_hash(self.store.as_ref(), &self.keys, hash),
+            || {
+                let spans = self
+                    .trusted_filter()
+                    .and_then(IdFilter::lookup)
+                    .map(|lookup| lookup.spans_maybe_holding_hash(hash));
+                let spans = spans.as_deref().map_or(Spans::UpToHead, Spans::Only);
+                seq_of_hash(self.store.as_ref(), &self.keys, hash, spans)
+            },
         )
+    }
+
+    /// The ledger's record id filter, for a view whose index tail was rebuilt whole (the
+    /// filter's build starts from the tail).
+    fn trusted_filter(&self) -> Option<&IdFilter> {
+        let complete = self
+            .index_tail
+            .as_ref()
+            .is_some_and(|t| t.incomplete().is_none());
+        self.id_filter.as_deref().filter(|_| complete)
     }
 
     /// A lookup in one of the feed's indexes: in the ledger's index tail first (a key

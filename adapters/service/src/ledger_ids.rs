@@ -22,12 +22,16 @@
 //! with). Memory: about 1.2 bytes per id of capacity, 25 MiB for a feed that grew from
 //! nothing to 10M entries in one run, 24 MiB for one of 10M when the server starts.
 //!
-//! Beside it, one Bloom filter per index span (`ledger_layout.rs`) of the ids whose keys are
-//! stored in that span: a lookup of an id the feed may hold asks only the spans whose filter
-//! may hold it (about one) instead of every span (ten at 10M entries). The builder adds each
-//! span's stored ids to its filter, and each index bulk adds its ids before the tail forgets
-//! them, so that a lookup that missed in the tail finds every stored id's span among those it
-//! asks. About 1.2 bytes per id more (1.2 MiB per span of 2^20 entries).
+//! Beside it, Bloom filters of what is stored in the index spans (`ledger_layout.rs`), so
+//! that a lookup asks the store only the spans that may hold its key instead of every span
+//! (153 at 10M entries): per group of spans (2^20 entries, 16 of the own feed's spans), one
+//! filter of the ids and one of the hashes stored in it, and per span one of its ids. A
+//! lookup by id asks each group's id filter, then the span filters of the groups that may
+//! hold it, and reads about one span; one by hash asks each group's hash filter and reads
+//! every span of the groups that may hold it (16 in a whole group: lookups by hash are
+//! rarer). The builder adds each span's stored ids and hashes, and each index bulk adds its
+//! own before the tail forgets them, so that a lookup that missed in the tail finds every
+//! stored key's span among those it asks. About 3.6 bytes per entry more (1.2 per filter).
 
 use std::collections::BTreeMap;
 use std::collections::hash_map::RandomState;
@@ -38,7 +42,9 @@ use fastbloom::AtomicBloomFilter;
 use vserv_store::kv::Store;
 
 use crate::ledger_index_tail::IndexTail;
-use crate::ledger_layout::{FeedError, FeedKeys, SPAN_ID_TAG, present_spans, stored_head};
+use crate::ledger_layout::{
+    FeedError, FeedKeys, SPAN_HASH_TAG, SPAN_ID_TAG, present_spans, stored_head,
+};
 
 /// The false positive rate each generation is sized for, when full.
 const FALSE_POSITIVE_RATE: f64 = 0.01;
@@ -98,7 +104,7 @@ pub(crate) fn fill_id_filter(
 
 /// Adds the record ids of each span up to `last` that holds any index key ([`present_spans`]:
 /// a damaged head's seq cannot make it walk billions of empty spans) to `filter` and to the
-/// span's filter. Returns how many ids it read.
+/// span's filters, and its hashes to its group's. Returns how many ids it read.
 fn fill_spans(
     filter: &IdFilter,
     store: &dyn Store,
@@ -107,27 +113,42 @@ fn fill_spans(
 ) -> Result<u64, FeedError> {
     let mut count = 0u64;
     for span in present_spans(store, keys, last)? {
-        let prefix = keys.span(span, SPAN_ID_TAG);
-        let read = scan_pages(
-            store,
-            keys.index_table(),
-            &prefix,
-            |ids, first_page_full| {
-                // Every span but the last holds a span's worth of ids in a sound feed: one
-                // that does not fill a page is sized for what it holds.
-                let expected = if span == last || first_page_full {
-                    span_capacity(keys)
-                } else {
-                    SCAN_PAGE
-                };
-                let ids: Vec<&[u8]> = ids.collect();
-                filter.add(ids.iter().copied());
-                filter.add_stored(span, expected, ids);
-            },
-        )?;
-        count = count.saturating_add(read);
+        for (tag, what) in [(SPAN_ID_TAG, Stored::Ids), (SPAN_HASH_TAG, Stored::Hashes)] {
+            let prefix = keys.span(span, tag);
+            let read = scan_pages(
+                store,
+                keys.index_table(),
+                &prefix,
+                |items, first_page_full| {
+                    // Every span but the last holds a span's worth of keys in a sound feed:
+                    // one that does not fill a page is sized for what it holds.
+                    let expected = if span == last || first_page_full {
+                        span_capacity(keys)
+                    } else {
+                        SCAN_PAGE
+                    };
+                    let items: Vec<&[u8]> = items.collect();
+                    if what == Stored::Ids {
+                        filter.add(items.iter().copied());
+                    }
+                    filter.add_stored(span, expected, what, items);
+                },
+            )?;
+            if what == Stored::Ids {
+                count = count.saturating_add(read);
+            }
+        }
     }
     Ok(count)
+}
+
+/// Which index keys of a span [`IdFilter::add_stored`] is given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Stored {
+    /// Record ids.
+    Ids,
+    /// Entry hashes (32 bytes each).
+    Hashes,
 }
 
 /// The ids a span's filter of the feed at `keys` is made for: the entries of a span.
@@ -179,10 +200,13 @@ pub(crate) struct IdFilter {
     spans_per_group_bits: u32,
 }
 
-/// The stored ids of one group of index spans (2^[`GROUP_SEQ_BITS`] entries).
+/// The stored ids and hashes of one group of index spans (2^[`GROUP_SEQ_BITS`] entries).
 struct SpanGroup {
     /// Every id stored in a span of the group.
     ids: AtomicBloomFilter<RandomState>,
+    /// Every hash stored in a span of the group (a lookup by hash asks every span of a
+    /// group that may hold it: rarer than lookups by id, it does without span filters).
+    hashes: AtomicBloomFilter<RandomState>,
     /// Per span of the group, the ids stored in it; none when the group is one span.
     spans: BTreeMap<u32, AtomicBloomFilter<RandomState>>,
 }
@@ -239,18 +263,20 @@ impl IdFilter {
         self.groups.read().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Adds `ids`, whose index keys are stored in `span`, to the filter of the span's group
-    /// and to the span's own (made for `expected` ids, at most a span's entries, if the span
-    /// has none yet; a group's for as many times its spans). Call it before the keys'
-    /// entries leave the index tail: a lookup that misses in the tail then asks their span
-    /// ([`IdLookup::spans_maybe_holding`]). A lookup asks each group's filter, then the
-    /// span filters of the groups that may hold the id: a few dozen filters at 10M entries
-    /// instead of one per span (153).
+    /// Adds `items`, ids or hashes whose index keys are stored in `span`, to the filter of
+    /// the span's group, and ids to the span's own (made for `expected` keys, at most a
+    /// span's entries, if the span has none yet; a group's for as many times its spans).
+    /// Call it before the keys' entries leave the index tail: a lookup that misses in the
+    /// tail then asks their span ([`IdLookup::spans_maybe_holding`],
+    /// [`IdLookup::spans_maybe_holding_hash`]). A lookup by id asks each group's filter,
+    /// then the span filters of the groups that may hold the id: a few dozen filters at 10M
+    /// entries instead of one per span (153).
     pub(crate) fn add_stored<'a>(
         &self,
         span: u32,
         expected: usize,
-        ids: impl IntoIterator<Item = &'a [u8]>,
+        what: Stored,
+        items: impl IntoIterator<Item = &'a [u8]>,
     ) {
         let shift = self.spans_per_group_bits;
         let group = span >> shift;
@@ -260,8 +286,10 @@ impl IdFilter {
             .is_some_and(|g| shift == 0 || g.spans.contains_key(&span));
         if !present {
             let mut groups = self.groups.write().unwrap_or_else(|p| p.into_inner());
+            let capacity = expected.saturating_mul(1 << shift);
             let filters = groups.entry(group).or_insert_with(|| SpanGroup {
-                ids: bloom_filter(expected.saturating_mul(1 << shift), &self.hasher),
+                ids: bloom_filter(capacity, &self.hasher),
+                hashes: bloom_filter(capacity, &self.hasher),
                 spans: BTreeMap::new(),
             });
             if shift > 0 {
@@ -271,12 +299,23 @@ impl IdFilter {
                     .or_insert_with(|| bloom_filter(expected, &self.hasher));
             }
         }
-        if let Some(filters) = self.read_groups().get(&group) {
-            let own = filters.spans.get(&span);
-            for id in ids {
-                filters.ids.insert(id);
-                if let Some(filter) = own {
-                    filter.insert(id);
+        let groups = self.read_groups();
+        let Some(filters) = groups.get(&group) else {
+            return;
+        };
+        match what {
+            Stored::Ids => {
+                let own = filters.spans.get(&span);
+                for id in items {
+                    filters.ids.insert(id);
+                    if let Some(filter) = own {
+                        filter.insert(id);
+                    }
+                }
+            }
+            Stored::Hashes => {
+                for hash in items {
+                    filters.hashes.insert(hash);
                 }
             }
         }
@@ -350,7 +389,7 @@ impl IdFilter {
         let spans: usize = self
             .read_groups()
             .values()
-            .flat_map(|g| std::iter::once(&g.ids).chain(g.spans.values()))
+            .flat_map(|g| [&g.ids, &g.hashes].into_iter().chain(g.spans.values()))
             .map(|f| f.num_bits() / 8)
             .sum();
         generations.saturating_add(spans)
@@ -404,6 +443,24 @@ impl IdLookup<'_> {
         }
         spans
     }
+
+    /// The index spans whose keys may include `hash`'s, newest first: every span of each
+    /// group whose filter may hold it (see [`IdFilter::add_stored`]).
+    pub(crate) fn spans_maybe_holding_hash(&self, hash: &[u8; 32]) -> Vec<u32> {
+        let hash = self.hash(hash);
+        let mut spans = Vec::new();
+        for (&group, filters) in self.filter.read_groups().iter().rev() {
+            if !filters.hashes.contains_hash(hash) {
+                continue;
+            }
+            if self.filter.spans_per_group_bits == 0 {
+                spans.push(group);
+            } else {
+                spans.extend(filters.spans.keys().rev());
+            }
+        }
+        spans
+    }
 }
 
 #[cfg(test)]
@@ -425,7 +482,7 @@ mod tests {
         let spans = [0u32, 5, 17, 40];
         for &span in &spans {
             let ids: Vec<Vec<u8>> = (0..2_000).map(|i| id(u64::from(span) * 10_000 + i)).collect();
-            filter.add_stored(span, 1 << 16, ids.iter().map(Vec::as_slice));
+            filter.add_stored(span, 1 << 16, Stored::Ids, ids.iter().map(Vec::as_slice));
         }
         filter.mark_ready();
         let lookup = filter.lookup().expect("ready");
@@ -451,8 +508,8 @@ mod tests {
     #[test]
     fn spans_as_large_as_a_group_are_their_own_group() {
         let filter = IdFilter::new(0, WIDE_SPAN_SEQ_BITS);
-        filter.add_stored(3, 4_096, [id(1).as_slice()]);
-        filter.add_stored(7, 4_096, [id(2).as_slice()]);
+        filter.add_stored(3, 4_096, Stored::Ids, [id(1).as_slice()]);
+        filter.add_stored(7, 4_096, Stored::Ids, [id(2).as_slice()]);
         filter.mark_ready();
         let lookup = filter.lookup().expect("ready");
         assert_eq!(lookup.spans_maybe_holding(&id(1)), [3]);

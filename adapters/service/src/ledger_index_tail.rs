@@ -358,11 +358,12 @@ impl TailPart {
 
     /// The part's record ids by the span their keys are stored in.
     pub(crate) fn ids_by_span(&self, own: &FeedKeys) -> BTreeMap<u32, Vec<&[u8]>> {
-        let mut spans: BTreeMap<u32, Vec<&[u8]>> = BTreeMap::new();
-        for (id, &seq) in &self.ids {
-            spans.entry(own.span_at(seq)).or_default().push(id);
-        }
-        spans
+        by_span(own, &self.ids)
+    }
+
+    /// The part's hashes by the span their keys are stored in.
+    pub(crate) fn hashes_by_span(&self, own: &FeedKeys) -> BTreeMap<u32, Vec<&[u8]>> {
+        by_span(own, &self.hashes)
     }
 
     /// Splits off the entries after the last multiple of `span` (a span's end) up to which
@@ -423,6 +424,18 @@ impl TailPart {
         self.ids
             .extend(ids.iter().zip(first..).map(|(id, seq)| (id.clone(), seq)));
     }
+}
+
+/// The keys of `seqs` (key -> seq) by the span of their seq in the feed at `own`.
+fn by_span<'a, K: AsRef<[u8]>>(
+    own: &FeedKeys,
+    seqs: &'a HashMap<K, u64>,
+) -> BTreeMap<u32, Vec<&'a [u8]>> {
+    let mut spans: BTreeMap<u32, Vec<&[u8]>> = BTreeMap::new();
+    for (key, &seq) in seqs {
+        spans.entry(own.span_at(seq)).or_default().push(key.as_ref());
+    }
+    spans
 }
 
 /// A commit's index records as read: absent (`None`), garbled (`Some(None)`), or read.

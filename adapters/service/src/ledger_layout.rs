@@ -521,11 +521,13 @@ pub(crate) fn seq_of_id(
     )
 }
 
-/// The seq of the entry with hash `hash` in the feed at `keys`, if stored.
+/// The seq of the entry with hash `hash` in the feed at `keys`, if stored: asked in
+/// `spans`, then under the older layout.
 pub(crate) fn seq_of_hash(
     store: &dyn Store,
     keys: &FeedKeys,
     hash: &[u8; 32],
+    spans: Spans<'_>,
 ) -> Result<Option<u64>, FeedError> {
     indexed_seq(
         store,
@@ -534,7 +536,7 @@ pub(crate) fn seq_of_hash(
         hash,
         &keys.hash(hash),
         "hash",
-        Spans::UpToHead,
+        spans,
     )
 }
 
@@ -921,7 +923,7 @@ mod tests {
                     seq_of_id(&store, &keys, &record_id(seq), Spans::UpToHead).unwrap(),
                     Some(seq)
                 );
-                assert_eq!(seq_of_hash(&store, &keys, &hash(seq)).unwrap(), Some(seq));
+                assert_eq!(seq_of_hash(&store, &keys, &hash(seq), Spans::UpToHead).unwrap(), Some(seq));
                 assert_eq!(
                     hash_index_value(&store, &keys, seq, &hash(seq)).unwrap(),
                     Some(seq.to_be_bytes().to_vec())
@@ -933,7 +935,7 @@ mod tests {
                     seq_of_id(&store, &keys, &record_id(seq), Spans::UpToHead).unwrap(),
                     None
                 );
-                assert_eq!(seq_of_hash(&store, &keys, &hash(seq)).unwrap(), None);
+                assert_eq!(seq_of_hash(&store, &keys, &hash(seq), Spans::UpToHead).unwrap(), None);
             }
             assert_eq!(
                 hash_index_value(&store, &keys, LAST, &hash(1)).unwrap(),
@@ -1070,7 +1072,9 @@ mod tests {
         // The six spanned ids, the one past the old head's span, and the two unspanned.
         assert_eq!(read, 9);
         let scans = || store.scans.load(std::sync::atomic::Ordering::Relaxed);
-        assert!(scans() <= 20, "{} scans for five spans", scans());
+        // One to find each span, one for its ids and one for its hashes, a few for the
+        // older layouts.
+        assert!(scans() <= 25, "{} scans for five spans", scans());
         // Lookups without the filter likewise ask only the spans holding keys.
         let before = scans();
         for seq in SPANNED.into_iter().chain([9, 8]) {
@@ -1078,7 +1082,7 @@ mod tests {
                 seq_of_id(&store, &keys, &record_id(seq), Spans::UpToHead).unwrap(),
                 Some(seq)
             );
-            assert_eq!(seq_of_hash(&store, &keys, &hash(seq)).unwrap(), Some(seq));
+            assert_eq!(seq_of_hash(&store, &keys, &hash(seq), Spans::UpToHead).unwrap(), Some(seq));
         }
         assert_eq!(
             seq_of_id(&store, &keys, &record_id(2), Spans::UpToHead).unwrap(),
@@ -1089,12 +1093,14 @@ mod tests {
     }
 
     #[test]
-    fn a_built_filter_sends_a_lookup_to_about_one_span() {
-        // 2,000 ids in each of spans 0 to 3, the last span's up to the head's seq.
+    fn a_built_filter_sends_a_lookup_by_id_to_about_one_span_and_by_hash_to_its_group() {
+        // 2,000 entries in each of spans 0, 1, 16 and 17 (two groups of 16 spans), the last
+        // span's up to the head's seq.
         let store = MemoryStore::new();
         let identity = ServerIdentity::generate(&mut StdRng::seed_from_u64(3));
         let keys = FeedKeys::OWN;
-        let seqs: Vec<u64> = (0..4u64)
+        let seqs: Vec<u64> = [0u64, 1, 16, 17]
+            .into_iter()
             .flat_map(|span| (1..=2_000).map(move |i| (span << SPAN_SEQ_BITS) + i))
             .collect();
         let last = seqs.last().copied().unwrap();
@@ -1103,12 +1109,18 @@ mod tests {
             seq: last,
             hash: [1; 32],
         };
+        let put = |key: Vec<u8>, seq: u64| Op::Put {
+            table: keys.index_table(),
+            key,
+            value: seq.to_be_bytes().to_vec(),
+        };
         let mut ops: Vec<Op> = seqs
             .iter()
-            .map(|&seq| Op::Put {
-                table: keys.index_table(),
-                key: keys.id_at(seq, &record_id(seq)),
-                value: seq.to_be_bytes().to_vec(),
+            .flat_map(|&seq| {
+                [
+                    put(keys.id_at(seq, &record_id(seq)), seq),
+                    put(keys.hash_at(seq, &hash(seq)), seq),
+                ]
             })
             .collect();
         ops.push(Op::Put {
@@ -1124,15 +1136,27 @@ mod tests {
             8_000
         );
         let lookup = filter.lookup().expect("ready");
-        let mut asked = 0;
+        let (mut by_id, mut by_hash) = (0, 0);
         for &seq in &seqs {
+            let span = FeedKeys::OWN.span_at(seq);
             let spans = lookup.spans_maybe_holding(&record_id(seq));
-            assert!(spans.contains(&FeedKeys::OWN.span_at(seq)), "{seq}: {spans:?}");
-            asked += spans.len();
+            assert!(spans.contains(&span), "{seq}: {spans:?}");
+            by_id += spans.len();
+            let spans = lookup.spans_maybe_holding_hash(&hash(seq));
+            assert!(spans.contains(&span), "{seq}: {spans:?}");
+            assert!(spans.is_sorted_by(|a, b| a > b), "{spans:?}");
+            by_hash += spans.len();
+            assert_eq!(
+                seq_of_hash(&store, &keys, &hash(seq), Spans::Only(&spans)).unwrap(),
+                Some(seq)
+            );
         }
-        // Each of the three other spans' filters answers "maybe" about 1% of the time at
-        // most: 8,240 expected at worst.
-        assert!(asked <= 8_500, "{asked} spans asked for 8,000 ids");
+        // The other group's filter, and the other span's in the group, each answer "maybe"
+        // about 1% of the time at most: 8,240 expected at worst.
+        assert!(by_id <= 8_500, "{by_id} spans asked for 8,000 ids");
+        // The two spans of the group, and the other group's two about 1% of the time.
+        assert!((16_000..=16_500).contains(&by_hash), "{by_hash} spans asked for 8,000 hashes");
+        assert!(lookup.spans_maybe_holding_hash(&[9; 32]).len() <= 4);
     }
 
     proptest! {
