@@ -22,26 +22,26 @@
 //! with). Memory: about 1.2 bytes per id of capacity, 25 MiB for a feed that grew from
 //! nothing to 10M entries in one run, 24 MiB for one of 10M when the server starts.
 //!
-//! Beside it, Bloom filters of what is stored in the index spans (`ledger_layout.rs`), so
-//! that a lookup asks the store only the spans that may hold its key instead of every span
-//! (153 at 10M entries): per group of spans (2^20 entries, 16 of the own feed's spans), one
-//! filter of the ids and one of the hashes stored in it, and per span one of its ids. A
-//! lookup by id asks each group's id filter, then the span filters of the groups that may
-//! hold it, and reads about one span; one by hash asks each group's hash filter and reads
-//! every span of the groups that may hold it (16 in a whole group: lookups by hash are
-//! rarer). The builder adds each span's stored ids and hashes, and each index bulk adds its
-//! own before the tail forgets them, so that a lookup that missed in the tail finds every
-//! stored key's span among those it asks. About 3.6 bytes per entry more (1.2 per filter).
+//! Beside it, per group of index spans (`ledger_layout.rs`; 2^20 entries, 16 of the own
+//! feed's spans), masks of which of its spans each stored id and each stored hash may be in
+//! (`ledger_span_masks.rs`), so that a lookup asks the store only the spans that may hold
+//! its key instead of every span (153 at 10M entries): it reads one block of memory per
+//! group and asks about one span. The builder adds each span's stored ids and hashes, and
+//! each index bulk adds its own before the tail forgets them, so that a lookup that missed
+//! in the tail finds every stored key's span among those it asks. About 3.8 bytes per entry
+//! more (15 bits per id and per hash).
 
 use std::collections::BTreeMap;
 use std::collections::hash_map::RandomState;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::hash::BuildHasher;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{RwLock, RwLockReadGuard};
 
 use fastbloom::AtomicBloomFilter;
 use vserv_store::kv::Store;
 
 use crate::ledger_index_tail::IndexTail;
+use crate::ledger_span_masks::SpanMasks;
 use crate::ledger_layout::{
     FeedError, FeedKeys, SPAN_HASH_TAG, SPAN_ID_TAG, present_spans, stored_head,
 };
@@ -49,9 +49,13 @@ use crate::ledger_layout::{
 /// The false positive rate each generation is sized for, when full.
 const FALSE_POSITIVE_RATE: f64 = 0.01;
 
-/// log2 of the entries whose stored ids share a group filter, above their spans' filters
-/// (see [`IdFilter::add_stored`]).
+/// log2 of the entries whose stored ids and hashes share a group's masks (see
+/// [`IdFilter::add_stored`]).
 const GROUP_SEQ_BITS: u32 = 20;
+
+/// log2 of the most spans in a group (feeds with spans of fewer than 2^16 entries have
+/// smaller groups).
+const MAX_SLOT_BITS: u32 = 4;
 
 /// The least capacity of the first generation (1.2 MiB of filter).
 const MIN_CAPACITY: usize = 1 << 20;
@@ -194,21 +198,31 @@ pub(crate) struct IdFilter {
     in_last: AtomicUsize,
     /// Every id stored before the filter was made has been added.
     ready: AtomicBool,
-    /// The ids whose keys are stored in the index spans, by group of spans (same hasher).
+    /// The ids and hashes whose keys are stored in the index spans, by group of spans (same
+    /// hasher).
     groups: RwLock<BTreeMap<u32, SpanGroup>>,
     /// log2 of the spans per group: 0 when a span holds a group's entries (or more).
     spans_per_group_bits: u32,
 }
 
-/// The stored ids and hashes of one group of index spans (2^[`GROUP_SEQ_BITS`] entries).
+/// The stored ids and hashes of one group of index spans (2^[`GROUP_SEQ_BITS`] entries),
+/// each span a slot of the group's masks (`ledger_span_masks.rs`).
 struct SpanGroup {
-    /// Every id stored in a span of the group.
-    ids: AtomicBloomFilter<RandomState>,
-    /// Every hash stored in a span of the group (a lookup by hash asks every span of a
-    /// group that may hold it: rarer than lookups by id, it does without span filters).
-    hashes: AtomicBloomFilter<RandomState>,
-    /// Per span of the group, the ids stored in it; none when the group is one span.
-    spans: BTreeMap<u32, AtomicBloomFilter<RandomState>>,
+    /// The slots of the spans that hold stored keys, one bit each.
+    present: AtomicU64,
+    /// The spans of the group each stored id may be in.
+    ids: SpanMasks,
+    /// The spans of the group each stored hash may be in.
+    hashes: SpanMasks,
+}
+
+impl SpanGroup {
+    fn masks(&self, what: Stored) -> &SpanMasks {
+        match what {
+            Stored::Ids => &self.ids,
+            Stored::Hashes => &self.hashes,
+        }
+    }
 }
 
 /// One Bloom filter of the list, with the number of ids it was sized for.
@@ -254,7 +268,9 @@ impl IdFilter {
             in_last: AtomicUsize::new(0),
             ready: AtomicBool::new(false),
             groups: RwLock::new(BTreeMap::new()),
-            spans_per_group_bits: GROUP_SEQ_BITS.saturating_sub(span_bits),
+            spans_per_group_bits: GROUP_SEQ_BITS
+                .saturating_sub(span_bits)
+                .min(MAX_SLOT_BITS),
         }
     }
 
@@ -263,14 +279,12 @@ impl IdFilter {
         self.groups.read().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Adds `items`, ids or hashes whose index keys are stored in `span`, to the filter of
-    /// the span's group, and ids to the span's own (made for `expected` keys, at most a
-    /// span's entries, if the span has none yet; a group's for as many times its spans).
-    /// Call it before the keys' entries leave the index tail: a lookup that misses in the
-    /// tail then asks their span ([`IdLookup::spans_maybe_holding`],
-    /// [`IdLookup::spans_maybe_holding_hash`]). A lookup by id asks each group's filter,
-    /// then the span filters of the groups that may hold the id: a few dozen filters at 10M
-    /// entries instead of one per span (153).
+    /// Adds `items`, ids or hashes whose index keys are stored in `span`, to the masks of
+    /// the span's group (made for `expected` keys per span, at most a span's entries, if the
+    /// group has none yet). Call it before the keys' entries leave the index tail: a lookup
+    /// that misses in the tail then asks their span ([`IdLookup::spans_maybe_holding`],
+    /// [`IdLookup::spans_maybe_holding_hash`]). A lookup reads one block of memory per
+    /// group (ten at 10M entries) to learn which of its spans may hold the key.
     pub(crate) fn add_stored<'a>(
         &self,
         span: u32,
@@ -279,46 +293,25 @@ impl IdFilter {
         items: impl IntoIterator<Item = &'a [u8]>,
     ) {
         let shift = self.spans_per_group_bits;
-        let group = span >> shift;
-        let present = self
-            .read_groups()
-            .get(&group)
-            .is_some_and(|g| shift == 0 || g.spans.contains_key(&span));
-        if !present {
+        let (group, slot) = (span >> shift, span & ((1 << shift) - 1));
+        if !self.read_groups().contains_key(&group) {
             let mut groups = self.groups.write().unwrap_or_else(|p| p.into_inner());
             let capacity = expected.saturating_mul(1 << shift);
-            let filters = groups.entry(group).or_insert_with(|| SpanGroup {
-                ids: bloom_filter(capacity, &self.hasher),
-                hashes: bloom_filter(capacity, &self.hasher),
-                spans: BTreeMap::new(),
+            groups.entry(group).or_insert_with(|| SpanGroup {
+                present: AtomicU64::new(0),
+                ids: SpanMasks::new(capacity),
+                hashes: SpanMasks::new(capacity),
             });
-            if shift > 0 {
-                filters
-                    .spans
-                    .entry(span)
-                    .or_insert_with(|| bloom_filter(expected, &self.hasher));
-            }
         }
         let groups = self.read_groups();
         let Some(filters) = groups.get(&group) else {
             return;
         };
-        match what {
-            Stored::Ids => {
-                let own = filters.spans.get(&span);
-                for id in items {
-                    filters.ids.insert(id);
-                    if let Some(filter) = own {
-                        filter.insert(id);
-                    }
-                }
-            }
-            Stored::Hashes => {
-                for hash in items {
-                    filters.hashes.insert(hash);
-                }
-            }
+        let masks = filters.masks(what);
+        for item in items {
+            masks.insert(self.hasher.hash_one(item), slot);
         }
+        filters.present.fetch_or(1 << slot, Ordering::Release);
     }
 
     fn read(&self) -> RwLockReadGuard<'_, Vec<Generation>> {
@@ -389,8 +382,7 @@ impl IdFilter {
         let spans: usize = self
             .read_groups()
             .values()
-            .flat_map(|g| [&g.ids, &g.hashes].into_iter().chain(g.spans.values()))
-            .map(|f| f.num_bits() / 8)
+            .map(|g| g.ids.bytes() + g.hashes.bytes())
             .sum();
         generations.saturating_add(spans)
     }
@@ -422,41 +414,29 @@ impl IdLookup<'_> {
     /// be stored in, for an id whose entry is not in the index tail when this is called
     /// (see [`IdFilter::add_stored`]).
     pub(crate) fn spans_maybe_holding(&self, id: &[u8]) -> Vec<u32> {
-        let hash = self.hash(id);
-        let mut spans = Vec::new();
-        for (&group, filters) in self.filter.read_groups().iter().rev() {
-            if !filters.ids.contains_hash(hash) {
-                continue;
-            }
-            if self.filter.spans_per_group_bits == 0 {
-                spans.push(group);
-            } else {
-                spans.extend(
-                    filters
-                        .spans
-                        .iter()
-                        .rev()
-                        .filter(|(_, f)| f.contains_hash(hash))
-                        .map(|(&span, _)| span),
-                );
-            }
-        }
-        spans
+        self.spans_maybe(self.hash(id), Stored::Ids)
     }
 
-    /// The index spans whose keys may include `hash`'s, newest first: every span of each
-    /// group whose filter may hold it (see [`IdFilter::add_stored`]).
+    /// The index spans whose keys may include `hash`'s, newest first, as
+    /// [`IdLookup::spans_maybe_holding`] for ids.
     pub(crate) fn spans_maybe_holding_hash(&self, hash: &[u8; 32]) -> Vec<u32> {
-        let hash = self.hash(hash);
+        self.spans_maybe(self.hash(hash), Stored::Hashes)
+    }
+
+    /// The spans, newest first, whose masks of `what` may hold the key of `hash`.
+    fn spans_maybe(&self, hash: u64, what: Stored) -> Vec<u32> {
+        let shift = self.filter.spans_per_group_bits;
         let mut spans = Vec::new();
         for (&group, filters) in self.filter.read_groups().iter().rev() {
-            if !filters.hashes.contains_hash(hash) {
+            let present = filters.present.load(Ordering::Acquire);
+            if present == 0 {
                 continue;
             }
-            if self.filter.spans_per_group_bits == 0 {
-                spans.push(group);
-            } else {
-                spans.extend(filters.spans.keys().rev());
+            let block = filters.masks(what).block(hash);
+            for slot in (0..1u32 << shift).rev() {
+                if present & (1 << slot) != 0 && block.may_hold(slot) {
+                    spans.push((group << shift) | slot);
+                }
             }
         }
         spans

@@ -25,6 +25,7 @@ mod ledger_ids;
 mod ledger_index_tail;
 mod ledger_layout;
 mod ledger_query;
+mod ledger_span_masks;
 pub mod limits;
 pub mod messages;
 pub mod node;
