@@ -355,8 +355,12 @@ impl Ledger {
 
     /// The feed as a [`Feed`]: every read and query of it, as of the store now.
     pub fn feed(&self) -> Feed {
-        Feed::own(self.store.clone(), self.identity.public_key(), self.own_keys)
-            .with_index_tail(self.index_tail.clone(), self.ids.clone())
+        Feed::own(
+            self.store.clone(),
+            self.identity.public_key(),
+            self.own_keys,
+        )
+        .with_index_tail(self.index_tail.clone(), self.ids.clone())
     }
 
     /// The seq of the entry with `record_id`, if stored.

@@ -41,10 +41,10 @@ use fastbloom::AtomicBloomFilter;
 use vserv_store::kv::Store;
 
 use crate::ledger_index_tail::IndexTail;
-use crate::ledger_span_masks::SpanMasks;
 use crate::ledger_layout::{
     FeedError, FeedKeys, SPAN_HASH_TAG, SPAN_ID_TAG, present_spans, stored_head,
 };
+use crate::ledger_span_masks::SpanMasks;
 
 /// The false positive rate each generation is sized for, when full.
 const FALSE_POSITIVE_RATE: f64 = 0.01;
@@ -90,7 +90,12 @@ pub(crate) fn fill_id_filter(
     // Read after the tail: an id that had left it was stored by then, in a span up to the
     // head's.
     if let Some(head) = stored_head(store, keys)? {
-        count = count.saturating_add(fill_spans(filter, store, keys, keys.span_at(head.head.seq))?);
+        count = count.saturating_add(fill_spans(
+            filter,
+            store,
+            keys,
+            keys.span_at(head.head.seq),
+        )?);
     }
     let older = keys.id(&[]);
     let tables = [Some(keys.index_table()), keys.legacy_index_table()];
@@ -107,8 +112,8 @@ pub(crate) fn fill_id_filter(
 }
 
 /// Adds the record ids of each span up to `last` that holds any index key ([`present_spans`]:
-/// a damaged head's seq cannot make it walk billions of empty spans) to `filter` and to the
-/// span's filters, and its hashes to its group's. Returns how many ids it read.
+/// a damaged head's seq cannot make it walk billions of empty spans) to `filter`, and its
+/// ids and hashes to the masks of its group. Returns how many ids it read.
 fn fill_spans(
     filter: &IdFilter,
     store: &dyn Store,
@@ -155,7 +160,7 @@ pub(crate) enum Stored {
     Hashes,
 }
 
-/// The ids a span's filter of the feed at `keys` is made for: the entries of a span.
+/// The keys of each kind a span of the feed at `keys` holds: its entries.
 pub(crate) fn span_capacity(keys: &FeedKeys) -> usize {
     usize::try_from(keys.span_len()).unwrap_or(usize::MAX)
 }
@@ -252,10 +257,7 @@ impl IdFilter {
     /// [`MIN_CAPACITY`], at most [`MAX_FIRST_CAPACITY`]), for a feed whose index spans
     /// hold 2^`span_bits` entries.
     pub(crate) fn new(expected: usize, span_bits: u32) -> IdFilter {
-        IdFilter::with_first_capacity(
-            expected.clamp(MIN_CAPACITY, MAX_FIRST_CAPACITY),
-            span_bits,
-        )
+        IdFilter::with_first_capacity(expected.clamp(MIN_CAPACITY, MAX_FIRST_CAPACITY), span_bits)
     }
 
     /// An empty filter, not ready, whose first generation holds `capacity` ids.
@@ -268,9 +270,7 @@ impl IdFilter {
             in_last: AtomicUsize::new(0),
             ready: AtomicBool::new(false),
             groups: RwLock::new(BTreeMap::new()),
-            spans_per_group_bits: GROUP_SEQ_BITS
-                .saturating_sub(span_bits)
-                .min(MAX_SLOT_BITS),
+            spans_per_group_bits: GROUP_SEQ_BITS.saturating_sub(span_bits).min(MAX_SLOT_BITS),
         }
     }
 
@@ -376,7 +376,7 @@ impl IdFilter {
         })
     }
 
-    /// The filter's size in bytes, its groups' and spans' filters included.
+    /// The filter's size in bytes, its groups' masks included.
     pub(crate) fn bytes(&self) -> usize {
         let generations: usize = self.read().iter().map(|g| g.filter.num_bits() / 8).sum();
         let spans: usize = self
@@ -461,7 +461,9 @@ mod tests {
         let filter = IdFilter::new(0, SPAN_SEQ_BITS);
         let spans = [0u32, 5, 17, 40];
         for &span in &spans {
-            let ids: Vec<Vec<u8>> = (0..2_000).map(|i| id(u64::from(span) * 10_000 + i)).collect();
+            let ids: Vec<Vec<u8>> = (0..2_000)
+                .map(|i| id(u64::from(span) * 10_000 + i))
+                .collect();
             filter.add_stored(span, 1 << 16, Stored::Ids, ids.iter().map(Vec::as_slice));
         }
         filter.mark_ready();

@@ -30,6 +30,12 @@
 //! which they would otherwise fill (on a model of the store, 1.18x instead of 1.47x over
 //! the batch).
 //!
+//! A bulk stores the entries up to the last span end (`ledger_layout.rs`) among those the
+//! tail holds, when they reach past it, and leaves the rest to the next; the records of a
+//! commit with entries on both sides are deleted by the next bulk. Since a commit takes no
+//! more records than its span has left (`ledger_commit.rs`), each bulk of a feed in spans
+//! of 2^16 entries (one bulk) stores exactly one span, in a table that overlaps no other.
+//!
 //! A crash between the bulk and the deletes leaves keys and records both stored: the
 //! reopened tail holds them again and the next bulk stores the same keys again.
 //!
@@ -378,12 +384,9 @@ impl TailPart {
         if end < first || end >= last {
             return None;
         }
-        let later_hashes: HashMap<[u8; 32], u64> = self
-            .hashes
-            .extract_if(|_, seq| *seq > end)
-            .collect();
-        let later_ids: HashMap<Arc<[u8]>, u64> =
-            self.ids.extract_if(|_, seq| *seq > end).collect();
+        let later_hashes: HashMap<[u8; 32], u64> =
+            self.hashes.extract_if(|_, seq| *seq > end).collect();
+        let later_ids: HashMap<Arc<[u8]>, u64> = self.ids.extract_if(|_, seq| *seq > end).collect();
         // The commit holding the later part's first entry starts at or before it.
         let later_first = later_hashes
             .values()
@@ -433,7 +436,10 @@ fn by_span<'a, K: AsRef<[u8]>>(
 ) -> BTreeMap<u32, Vec<&'a [u8]>> {
     let mut spans: BTreeMap<u32, Vec<&[u8]>> = BTreeMap::new();
     for (key, &seq) in seqs {
-        spans.entry(own.span_at(seq)).or_default().push(key.as_ref());
+        spans
+            .entry(own.span_at(seq))
+            .or_default()
+            .push(key.as_ref());
     }
     spans
 }
@@ -867,7 +873,9 @@ mod tests {
     fn commit_run(tail: &IndexTail, first: u64, n: u64) {
         tail.committed(&IndexRun {
             first,
-            hashes: (first..first + n).map(|s| [u8::try_from(s).unwrap(); 32]).collect(),
+            hashes: (first..first + n)
+                .map(|s| [u8::try_from(s).unwrap(); 32])
+                .collect(),
             ids: (first..first + n)
                 .map(|s| Arc::from(format!("r{s}").as_bytes()))
                 .collect(),
@@ -901,7 +909,10 @@ mod tests {
         let ledger = open(&store, 2);
         let refused = ledger.append_batch(vec![record(4)]).remove(0);
         assert!(matches!(refused, Err(FeedError::Corrupt(_))), "{refused:?}");
-        assert!(matches!(ledger.seq_of_id(b"r9"), Err(FeedError::Corrupt(_))));
+        assert!(matches!(
+            ledger.seq_of_id(b"r9"),
+            Err(FeedError::Corrupt(_))
+        ));
     }
 
     #[test]
@@ -931,10 +942,12 @@ mod tests {
         assert_eq!(recorded_span_bits(&store), Some(vec![20]));
         // Its keys went to span 0 of 2^20 entries, where a reopened ledger looks.
         let wide = FeedKeys::OWN.with_span_bits(WIDE_SPAN_SEQ_BITS);
-        assert!(store
-            .get(Table::LedgerIndex, &wide.id_at(last + 1, b"r1"))
-            .unwrap()
-            .is_some());
+        assert!(
+            store
+                .get(Table::LedgerIndex, &wide.id_at(last + 1, b"r1"))
+                .unwrap()
+                .is_some()
+        );
         let ledger = open(&store, 1);
         assert_eq!(ledger.seq_of_id(b"r1").unwrap(), Some(last + 1));
         assert_eq!(ledger.seq_of_hash(&entry.hash()).unwrap(), Some(last + 1));

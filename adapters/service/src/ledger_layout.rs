@@ -57,17 +57,20 @@
 //! overlap every other.
 //!
 //! In the index table they are random within their span only. New entries' keys all land in
-//! the last span or two, so an on-disk table of new keys overlaps only the tables of those
-//! spans, and fjall's compactions merge just those, moving the tables of every older span
-//! down the levels without rewriting them. Without spans every merge from the first level on
-//! rewrote tables spanning the whole index, a cost that grew with the feed: `vserv bench
-//! --compare OLD --rounds 1 ledger --records 10000000` appended 1.16x faster on 4
-//! connections and 1.12x on one, with 16% less CPU per append. A lookup by record id
-//! or hash, which cannot know the span, asks each span from the last down in one view of
-//! the store (the tables that cannot hold the key answer from their in-memory filters; ten
-//! spans at 10M entries), then the keys of an older layout: reads by record id at 10M
-//! entries cost 1.4x the CPU they did. The ledger's view answers an id its record id
-//! filter rules out without asking (`ledger_ids.rs`).
+//! the last span, so an on-disk table of new keys overlaps only the tables of that span,
+//! and fjall's compactions move the tables of every older span down the levels without
+//! rewriting them. Without spans every merge from the first level on rewrote tables
+//! spanning the whole index, a cost that grew with the feed: `vserv bench --compare OLD
+//! --rounds 1 ledger --records 10000000` appended 1.16x faster on 4 connections and 1.12x
+//! on one, with 16% less CPU per append. The own feed's spans of 2^16 entries are each
+//! stored by exactly one index bulk (`ledger_index_tail.rs`), so no two of its tables
+//! overlap at all and nothing is ever merged; with spans of 2^20 the 16 bulks of a span
+//! overlapped, and their merges took 12% of the process's CPU at 10M entries. A lookup by
+//! record id or hash, which cannot know the span, asks the spans the ledger's in-memory
+//! masks name (about one, `ledger_ids.rs`), or without them each span from the last down
+//! in one view of the store (the tables that cannot hold the key answer from their
+//! in-memory filters), then the keys of an older layout. The ledger's view answers an id
+//! its record id filter rules out without asking.
 //!
 //! The per-commit keys ([`FeedKeys::commit_table`]) sort after `e:`, so in the
 //! entries' table every flushed table's key range would reach from its first entry to
@@ -923,7 +926,10 @@ mod tests {
                     seq_of_id(&store, &keys, &record_id(seq), Spans::UpToHead).unwrap(),
                     Some(seq)
                 );
-                assert_eq!(seq_of_hash(&store, &keys, &hash(seq), Spans::UpToHead).unwrap(), Some(seq));
+                assert_eq!(
+                    seq_of_hash(&store, &keys, &hash(seq), Spans::UpToHead).unwrap(),
+                    Some(seq)
+                );
                 assert_eq!(
                     hash_index_value(&store, &keys, seq, &hash(seq)).unwrap(),
                     Some(seq.to_be_bytes().to_vec())
@@ -935,7 +941,10 @@ mod tests {
                     seq_of_id(&store, &keys, &record_id(seq), Spans::UpToHead).unwrap(),
                     None
                 );
-                assert_eq!(seq_of_hash(&store, &keys, &hash(seq), Spans::UpToHead).unwrap(), None);
+                assert_eq!(
+                    seq_of_hash(&store, &keys, &hash(seq), Spans::UpToHead).unwrap(),
+                    None
+                );
             }
             assert_eq!(
                 hash_index_value(&store, &keys, LAST, &hash(1)).unwrap(),
@@ -1004,7 +1013,10 @@ mod tests {
         for seq in SPANNED.into_iter().chain([8, 9]) {
             let spans = lookup.spans_maybe_holding(&record_id(seq));
             if SPANNED.contains(&seq) {
-                assert!(spans.contains(&FeedKeys::OWN.span_at(seq)), "{seq}: {spans:?}");
+                assert!(
+                    spans.contains(&FeedKeys::OWN.span_at(seq)),
+                    "{seq}: {spans:?}"
+                );
             }
             assert!(spans.iter().all(|&span| span <= 3), "{seq}: {spans:?}");
             assert_eq!(
@@ -1082,7 +1094,10 @@ mod tests {
                 seq_of_id(&store, &keys, &record_id(seq), Spans::UpToHead).unwrap(),
                 Some(seq)
             );
-            assert_eq!(seq_of_hash(&store, &keys, &hash(seq), Spans::UpToHead).unwrap(), Some(seq));
+            assert_eq!(
+                seq_of_hash(&store, &keys, &hash(seq), Spans::UpToHead).unwrap(),
+                Some(seq)
+            );
         }
         assert_eq!(
             seq_of_id(&store, &keys, &record_id(2), Spans::UpToHead).unwrap(),
