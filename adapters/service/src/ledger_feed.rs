@@ -127,8 +127,8 @@ impl Feed {
 
     /// The seq of the entry with hash `hash`, if stored. A ledger's view whose index tail
     /// could not be rebuilt at open answers a miss with that error (the entry may be stored
-    /// but not indexed). A ledger's view with its filter built asks only the spans of the
-    /// groups whose hash filter may hold it.
+    /// but not indexed). A ledger's view with its filter built asks only the spans its
+    /// masks name (`ledger_ids.rs`).
     pub fn seq_of_hash(&self, hash: &[u8; 32]) -> Result<Option<u64>, FeedError> {
         self.indexed_seq(
             |tail| tail.seq_of_hash(hash),
