@@ -119,11 +119,15 @@ impl MeteredStore {
         records: u64,
         commit: impl FnOnce() -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
-        let before = thread_clocks();
+        // The wall interval encloses both clock readings, so the CPU and waiting time
+        // measured between them can never exceed it (a preemption just before or after
+        // the commit counts in both, not in the split alone).
         let start = Instant::now();
+        let before = thread_clocks();
         let result = commit();
+        let after = thread_clocks();
         let wall = start.elapsed();
-        match (before, thread_clocks()) {
+        match (before, after) {
             (Some(before), Some(after)) => {
                 self.on_cpu_ns
                     .fetch_add(after.0.saturating_sub(before.0), Ordering::AcqRel);
