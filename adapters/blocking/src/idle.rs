@@ -129,8 +129,9 @@ mod tests {
         for t in threads {
             assert_eq!(t.join().unwrap(), None);
         }
-        // One keep time for all of them, not one per thread.
-        assert!(start.elapsed() < keep * 5, "{:?}", start.elapsed());
+        // One keep time for all of them, not one per thread (50 in turn would take 10 s);
+        // the bound leaves room for a loaded machine's scheduling.
+        assert!(start.elapsed() < keep * 20, "{:?}", start.elapsed());
         assert_eq!(idle.waiting(), 0);
     }
 
