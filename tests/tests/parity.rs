@@ -6,7 +6,8 @@
 //! - a `send` whose `on_meta` hook is held holds no other request, on its connection or
 //!   another;
 //! - pings are answered while logins wait to be hashed (smol's two executor threads are
-//!   never the ones that hash).
+//!   never the ones that hash);
+//! - a server that stops waits for the blocking work its connections started.
 //!
 //! The TCP servers are driven by the blocking client (its `send_raw`/`wait_raw` pipeline);
 //! the simulator by its world, where "held" work is work whose turn the test holds back.
@@ -140,6 +141,75 @@ fn pipelined_rputs_share_commits<R: Tcp>() {
         client.quit().expect("quit");
     }
     R::stop(server);
+}
+
+/// A store whose bulks take a while, counting those that ended.
+struct SlowBulks {
+    inner: MemoryStore,
+    ended: Arc<AtomicUsize>,
+}
+
+impl Store for SlowBulks {
+    fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        self.inner.get(table, key)
+    }
+    fn scan(&self, table: Table, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+        self.inner.scan(table, prefix)
+    }
+    fn scan_from(
+        &self,
+        table: Table,
+        prefix: &[u8],
+        start: &[u8],
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+        self.inner.scan_from(table, prefix, start, limit)
+    }
+    fn commit(&self, ops: Vec<Op>) -> Result<(), StoreError> {
+        self.inner.commit(ops)
+    }
+    fn commit_bulk(&self, ops: Vec<Op>) -> Result<(), StoreError> {
+        std::thread::sleep(Duration::from_millis(300));
+        let stored = self.inner.commit(ops);
+        self.ended.fetch_add(1, Ordering::SeqCst);
+        stored
+    }
+}
+
+/// A server that stops waits for the blocking work its connections started (here the
+/// ledger's index bulk, due after 8 entries), so nothing it started still runs, or holds
+/// its store, once `stop` returns.
+fn stopping_waits_for_the_work_connections_started<R: Tcp>() {
+    let fx = Fixture::new(65);
+    let ended = Arc::new(AtomicUsize::new(0));
+    let store = SlowBulks {
+        inner: MemoryStore::new(),
+        ended: ended.clone(),
+    };
+    let node = fx
+        .node(vserv_tests::settings())
+        .store(Arc::new(store))
+        .build()
+        .expect("node");
+    let service = node.service();
+    drop(node);
+    service
+        .accounts()
+        .create("alice", UserRole::User, b"password-1", 0)
+        .expect("alice");
+    let server = R::start(fx.identity.clone(), service);
+    let mut client = Client::connect(&R::address(&server), &fx.options()).expect("connect");
+    login(&mut client, "alice");
+    for i in 0..vserv_tests::SUITE_INDEX_BULK {
+        assert!(matches!(client.call(&rput(i)), Ok(Reply::Appended { .. })));
+    }
+    client.quit().expect("quit");
+    R::stop(server);
+    assert_eq!(
+        ended.load(Ordering::SeqCst),
+        1,
+        "the bulk of the first entries ended before the server counted as stopped"
+    );
 }
 
 /// An executable script in `dir` (the server runs it directly).
@@ -477,6 +547,10 @@ macro_rules! parity {
             #[test]
             fn a_held_hook_holds_no_other_request() {
                 super::a_held_hook_holds_no_other_request::<super::$rt>();
+            }
+            #[test]
+            fn stopping_waits_for_the_work_connections_started() {
+                super::stopping_waits_for_the_work_connections_started::<super::$rt>();
             }
             #[test]
             fn quit_after_a_send_waits_for_its_answer() {

@@ -46,6 +46,8 @@ pub(crate) struct Shared {
     /// shutdown. Each is removed when its connection ends, so nothing of a finished
     /// connection stays allocated (a small leftover would pin its heap page).
     pub(crate) wakers: WakeSet<PipeWake>,
+    /// The service's runner, waited for once every connection ended.
+    pool: WorkPool,
 }
 
 /// A running server; dropping it without `shutdown` leaves it running until process exit.
@@ -76,9 +78,11 @@ impl Server {
         service: Service,
         options: ServerOptions,
     ) -> io::Result<Server> {
+        let pool = WorkPool::default();
         let shared = Shared {
             identity,
-            service: service.with_runner(Arc::new(WorkPool::default())),
+            service: service.with_runner(Arc::new(pool.clone())),
+            pool,
             options,
             shutdown: AtomicBool::new(false),
             active: AtomicUsize::new(0),
@@ -109,7 +113,8 @@ impl Server {
         })
     }
 
-    /// Runs the accept loop on this thread until shutdown; waits for its connections to end.
+    /// Runs the accept loop on this thread until shutdown; waits for its connections, and
+    /// the blocking work they started, to end.
     pub fn run(self) {
         let live = LiveThreads::default();
         let threads = Arc::new(Threads::new(self.shared.clone(), live.clone()));
@@ -217,6 +222,9 @@ impl Server {
             let _ = worker.join();
         }
         live.wait_all();
+        // What the connections handed to the runner (a commit's index bulk, a delivery)
+        // ends before the server counts as stopped.
+        self.shared.pool.wait_idle();
     }
 
     /// Starts a thread that dials a peer and drives the link (returned, to be joined at
@@ -314,7 +322,7 @@ impl ServerHandle {
     }
 
     /// Stops accepting, closes every connection with an authenticated `Shutdown` close, and
-    /// waits for all threads to finish.
+    /// waits for all threads, and the blocking work the connections started, to finish.
     pub fn shutdown(mut self) {
         self.stop();
     }

@@ -32,6 +32,8 @@ pub struct WorkPool {
 struct Shared {
     state: Mutex<State>,
     ready: Condvar,
+    /// Notified when the last running work ends with nothing queued.
+    drained: Condvar,
     max: usize,
     /// How long an idle worker waits for work before it ends ([`WORKER_KEEP`]).
     keep: Duration,
@@ -42,6 +44,14 @@ struct State {
     queue: VecDeque<Work>,
     threads: usize,
     idle: usize,
+    /// Works taken from the queue and not yet ended.
+    running: usize,
+}
+
+impl State {
+    fn drained(&self) -> bool {
+        self.queue.is_empty() && self.running == 0
+    }
 }
 
 impl std::fmt::Debug for WorkPool {
@@ -64,9 +74,26 @@ impl WorkPool {
             shared: Arc::new(Shared {
                 state: Mutex::new(State::default()),
                 ready: Condvar::new(),
+                drained: Condvar::new(),
                 max: max.max(1),
                 keep,
             }),
+        }
+    }
+
+    /// Waits until every work handed to the pool so far, and every work those hand to it
+    /// while they run, has ended. A server calls it as it stops, after its connections
+    /// ended, so that nothing it started (an index bulk, a commit, a delivery) still runs,
+    /// or holds its store open, once it has stopped. Never call it from the pool's own work:
+    /// that work would wait for itself.
+    pub fn wait_idle(&self) {
+        let mut state = self.shared.lock();
+        while !state.drained() {
+            state = self
+                .shared
+                .drained
+                .wait(state)
+                .unwrap_or_else(|p| p.into_inner());
         }
     }
 }
@@ -86,9 +113,16 @@ impl Shared {
         let mut state = self.lock();
         loop {
             if let Some(work) = state.queue.pop_front() {
+                state.running += 1;
                 drop(state);
+                let unwinding = Unwinding(&self);
                 work.run();
+                drop(unwinding);
                 state = self.lock();
+                state.running -= 1;
+                if state.drained() {
+                    self.drained.notify_all();
+                }
                 continue;
             }
             state.idle += 1;
@@ -101,6 +135,23 @@ impl Shared {
             if timeout.timed_out() && state.queue.is_empty() {
                 state.threads -= 1;
                 return;
+            }
+        }
+    }
+}
+
+/// Keeps a worker's counts right if its work panics: the work no longer runs, and the
+/// thread ends.
+struct Unwinding<'a>(&'a Shared);
+
+impl Drop for Unwinding<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let mut state = self.0.lock();
+            state.running -= 1;
+            state.threads -= 1;
+            if state.drained() {
+                self.0.drained.notify_all();
             }
         }
     }
@@ -136,9 +187,15 @@ impl Runner for WorkPool {
             if state.threads == 0 {
                 // Nobody would ever run it: run it here rather than lose it.
                 let queued: Vec<Work> = state.queue.drain(..).collect();
+                state.running += queued.len();
                 drop(state);
                 for work in queued {
                     work.run();
+                    let mut state = self.shared.lock();
+                    state.running -= 1;
+                    if state.drained() {
+                        self.shared.drained.notify_all();
+                    }
                 }
             }
         }
@@ -172,6 +229,29 @@ mod tests {
             }
             assert_eq!(threads(), 0, "round {round}: every idle worker ended");
         }
+    }
+
+    #[test]
+    fn wait_idle_returns_once_all_work_and_the_work_it_started_has_ended() {
+        let pool = WorkPool::new(2);
+        pool.wait_idle();
+        let done = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        for _ in 0..4 {
+            let (inner_pool, done) = (pool.clone(), done.clone());
+            pool.run(Work::new("test", move || {
+                std::thread::sleep(Duration::from_millis(30));
+                done.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                // Work handed on while running is waited for too.
+                inner_pool.run(Work::new("test", move || {
+                    std::thread::sleep(Duration::from_millis(30));
+                    done.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                }));
+            }));
+        }
+        pool.wait_idle();
+        assert_eq!(done.load(std::sync::atomic::Ordering::SeqCst), 8);
+        let state = pool.shared.lock();
+        assert!(state.drained());
     }
 
     #[test]

@@ -58,6 +58,8 @@ struct Shared {
     /// waker. Each is removed when its connection ends, so nothing of a finished connection
     /// stays allocated.
     wakers: WakeSet<ChannelWake>,
+    /// The service's runner, waited for once every connection ended.
+    pool: WorkPool,
 }
 
 impl Shared {
@@ -70,7 +72,8 @@ impl Shared {
 
 /// A running server. [`ServerHandle::shutdown`] (or dropping the handle) stops it: no new
 /// connections are accepted, every connection is closed with an authenticated `Shutdown`
-/// close, and the call returns once all connection tasks and executor threads have ended.
+/// close, and the call returns once all connection tasks and executor threads, and the
+/// blocking work they started, have ended.
 pub struct ServerHandle {
     addr: SocketAddr,
     shared: Arc<Shared>,
@@ -111,9 +114,11 @@ impl Server {
         options: ServerOptions,
     ) -> io::Result<Server> {
         let listener = TcpListener::try_from(listener)?;
+        let pool = WorkPool::default();
         let shared = Shared {
             identity,
-            service: service.with_runner(Arc::new(WorkPool::default())),
+            service: service.with_runner(Arc::new(pool.clone())),
+            pool,
             options,
             active: AtomicUsize::new(0),
             stopping: AtomicBool::new(false),
@@ -700,7 +705,8 @@ impl ServerHandle {
     }
 
     /// Stops accepting, closes every connection with an authenticated `Shutdown` close, and
-    /// waits for all tasks and executor threads to finish.
+    /// waits for all tasks and executor threads, and the blocking work they started, to
+    /// finish.
     pub fn shutdown(mut self) {
         self.stop();
     }
@@ -719,6 +725,9 @@ impl ServerHandle {
                 tracing::error!("a server executor thread panicked");
             }
         }
+        // What the connections handed to the runner (a commit's index bulk, a delivery)
+        // ends before the server counts as stopped.
+        self.shared.pool.wait_idle();
     }
 }
 
