@@ -12,7 +12,7 @@ use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use vserv_core::commands::{Command, RLIST_MAX_LIMIT, Reply, SeqRange};
 use vserv_core::{Fingerprint, ServerKey};
-use vserv_service::ledger::{CheckReport, Ledger};
+use vserv_service::ledger::{CheckReport, Feed, Ledger};
 use vserv_service::ledger_export::{self, ExportWriter};
 use vserv_service::replicas::Replicas;
 use vserv_store::db::FjallStore;
@@ -98,6 +98,45 @@ fn open_ledger(dir: &Path) -> anyhow::Result<(Ledger, ServerKey)> {
     Ok((Ledger::new(store, Arc::new(identity)), key))
 }
 
+/// Pages of entries the reading thread of [`check_reading_ahead`] may be ahead of the check.
+const READ_AHEAD_PAGES: usize = 2;
+
+/// [`Feed::check_range`] with the store read on a thread of its own, up to
+/// [`READ_AHEAD_PAGES`] pages ahead of the check on this one. For a feed larger than the
+/// store's cache, reading its blocks (a file read and lz4 for a few entries each) costs
+/// about what hashing the entries does, so the two CPUs share them. If no thread can start,
+/// everything runs here.
+pub(crate) fn check_reading_ahead(
+    feed: &Feed,
+    from: u64,
+    to: u64,
+    progress: &mut dyn FnMut(u64),
+) -> Result<CheckReport, StoreError> {
+    let pages = feed.entry_pages(from, to);
+    let (pages_read, pages_in) = std::sync::mpsc::sync_channel(READ_AHEAD_PAGES);
+    std::thread::scope(|scope| {
+        let reader = std::thread::Builder::new()
+            .name("vserv-verify-read".into())
+            .spawn_scoped(scope, move || {
+                for page in pages {
+                    // The check ended (it found what it reports, or a page failed).
+                    if pages_read.send(page).is_err() {
+                        break;
+                    }
+                }
+            });
+        match reader {
+            // The check drops the receiver when it ends, which stops the reader.
+            Ok(_) => feed.check_pages(from, to, pages_in, progress),
+            Err(e) => {
+                tracing::debug!(error = %e, "no reading thread; verifying on one");
+                drop(pages_in);
+                feed.check_range(from, to, progress)
+            }
+        }
+    })
+}
+
 /// The store of a stopped server's data directory, and the server's identity.
 fn open_store(
     dir: &Path,
@@ -139,9 +178,10 @@ fn verify_store(dir: &Path) -> anyhow::Result<()> {
     let (ledger, _) = open_ledger(dir)?;
     let size = ledger.size().context("reading the stored head")?;
     let bar = progress_bar(size, "verifying");
-    let report = ledger
-        .check_range(1, u64::MAX, &mut |seq| bar.set_position(seq))
-        .context("reading the stored feed")?;
+    let report = check_reading_ahead(&ledger.feed(), 1, u64::MAX, &mut |seq| {
+        bar.set_position(seq)
+    })
+    .context("reading the stored feed")?;
     bar.finish_and_clear();
     match report {
         CheckReport::Ok { seq } => {

@@ -29,7 +29,7 @@ pub use crate::ledger_layout::{
     SPAN_ID_TAG, SPAN_LEAD, SPAN_SEQ_BITS, SPANS_KEY, WIDE_SPAN_SEQ_BITS, entry_key, hash_key,
     id_key, kind_count_key, kind_key, kind_prefix, kind_runs, kind_runs_value, signed_head_key,
 };
-pub use crate::ledger_query::{CHECK_PAGE, Page};
+pub use crate::ledger_query::{CHECK_PAGE, EntryPages, Page};
 
 use crate::ledger_commit::GroupCommit;
 use crate::ledger_ids::{IdFilter, IdLookup, fill_id_filter};

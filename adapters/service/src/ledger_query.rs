@@ -7,16 +7,19 @@
 //! long the feed is. Pages are read from different snapshots; each query's answer is still
 //! consistent because entries are never changed once written and paging is by seq.
 
+use std::sync::Arc;
 use vserv_core::commands::RLIST_ENTRY_BUDGET;
 use vserv_core::ledger::{
     ChainVerifier, Entry, Head, LedgerError, SignedHead, ZERO_HASH, hash_encoded,
 };
-use vserv_store::kv::StoreError;
+
+use vserv_store::kv::{Store, StoreError};
 
 use crate::ledger::CheckReport;
 use crate::ledger_feed::Feed;
 use crate::ledger_layout::{
-    FeedError, Rows, commit_value, hash_index_value, kind_runs, scan_commit_keys, seq_value,
+    FeedError, FeedKeys, Rows, commit_value, hash_index_value, kind_runs, scan_commit_keys,
+    seq_value,
 };
 
 /// Entries read per store page by [`Feed::check_range`], which reports progress after each.
@@ -49,8 +52,9 @@ enum Keys {
 }
 
 /// Pages through the keys of one prefix, in key order, up to a last key (inclusive).
-struct Pager<'a> {
-    feed: &'a Feed,
+struct Pager {
+    store: Arc<dyn Store>,
+    feed_keys: FeedKeys,
     keys: Keys,
     prefix: Vec<u8>,
     /// Where the next page starts; `None` once the walk is over.
@@ -59,9 +63,9 @@ struct Pager<'a> {
     page: usize,
 }
 
-impl<'a> Pager<'a> {
+impl Pager {
     fn new(
-        feed: &'a Feed,
+        feed: &Feed,
         keys: Keys,
         prefix: &[u8],
         start: Vec<u8>,
@@ -69,7 +73,8 @@ impl<'a> Pager<'a> {
         page: usize,
     ) -> Self {
         Pager {
-            feed,
+            store: Arc::clone(&feed.store),
+            feed_keys: feed.keys,
             keys,
             prefix: prefix.to_vec(),
             start: Some(start),
@@ -83,7 +88,7 @@ impl<'a> Pager<'a> {
         let Some(start) = self.start.take() else {
             return Ok(None);
         };
-        let (store, keys) = (self.feed.store.as_ref(), &self.feed.keys);
+        let (store, keys) = (self.store.as_ref(), &self.feed_keys);
         let mut rows = match self.keys {
             Keys::Entries => {
                 store.scan_from(keys.entry_table(), &self.prefix, &start, self.page)?
@@ -101,6 +106,25 @@ impl<'a> Pager<'a> {
             self.start = Some([key.as_slice(), &[0]].concat());
         }
         Ok((!rows.is_empty()).then_some(rows))
+    }
+}
+
+/// The stored entries of a seq range, [`CHECK_PAGE`] at a time as the store holds them
+/// (key, encoded entry), for [`Feed::check_pages`]: made by [`Feed::entry_pages`]. It owns
+/// its handle on the store, so a caller can read the pages on one thread while another
+/// checks them.
+pub struct EntryPages(Pager);
+
+impl Iterator for EntryPages {
+    type Item = Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError>;
+
+    /// The next non-empty page; after an error, none.
+    fn next(&mut self) -> Option<Self::Item> {
+        let page = self.0.next_page();
+        if page.is_err() {
+            self.0.start = None;
+        }
+        page.transpose()
     }
 }
 
@@ -361,6 +385,33 @@ impl Feed {
         to: u64,
         progress: &mut dyn FnMut(u64),
     ) -> Result<CheckReport, StoreError> {
+        self.check_pages(from, to, self.entry_pages(from, to), progress)
+    }
+
+    /// The stored entries `from..=to` (`from` 0 counts as 1), for [`Feed::check_pages`].
+    pub fn entry_pages(&self, from: u64, to: u64) -> EntryPages {
+        let from = from.max(1);
+        EntryPages(Pager::new(
+            self,
+            Keys::Entries,
+            &self.keys.entries(),
+            self.keys.entry(from),
+            self.keys.entry(to),
+            CHECK_PAGE,
+        ))
+    }
+
+    /// [`Feed::check_range`] of the entries `pages` yields, which must be
+    /// [`Feed::entry_pages`]`(from, to)`'s (read on another thread, say, so that reading
+    /// the store and hashing the entries take two CPUs): a failed page is the check's
+    /// error. Pages are read no further than the check needs.
+    pub fn check_pages(
+        &self,
+        from: u64,
+        to: u64,
+        pages: impl IntoIterator<Item = Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError>>,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<CheckReport, StoreError> {
         let from = from.max(1);
         let origin = self.origin;
         let head = match commit_value(self.store.as_ref(), &self.keys, &self.keys.head())? {
@@ -421,15 +472,8 @@ impl Feed {
         // The next seq expected; `None` once u64::MAX was verified.
         let mut expected = Some(from);
         let prefix = self.keys.entries();
-        let mut pager = Pager::new(
-            self,
-            Keys::Entries,
-            &prefix,
-            self.keys.entry(from),
-            self.keys.entry(to),
-            CHECK_PAGE,
-        );
-        while let Some(rows) = pager.next_page()? {
+        for rows in pages {
+            let rows = rows?;
             let mut last = None;
             for (key, value) in rows {
                 let Some(p) = expected else { break };

@@ -16,7 +16,7 @@ use vserv_service::ledger::{
     kind_runs, kind_runs_value,
 };
 use vserv_service::{Node, NodeSettings, Session};
-use vserv_store::kv::{Op, Store, Table};
+use vserv_store::kv::{Op, Store, StoreError, Table};
 use vserv_store::memory::MemoryStore;
 
 const PEER: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1));
@@ -67,8 +67,19 @@ fn tamper_body(store: &MemoryStore, seq: u64, reindex: bool) {
     store.commit(ops).unwrap();
 }
 
+/// The range check, which must report the same of the range's pages read on another
+/// thread (as `vserv chain verify` reads them).
 fn check(ledger: &Ledger, from: u64, to: u64) -> CheckReport {
-    ledger.check_range(from, to, &mut |_| {}).unwrap()
+    let report = ledger.check_range(from, to, &mut |_| {}).unwrap();
+    let feed = ledger.feed();
+    let pages: Vec<_> =
+        std::thread::scope(|s| s.spawn(|| feed.entry_pages(from, to).collect()).join()).unwrap();
+    assert_eq!(
+        feed.check_pages(from, to, pages, &mut |_| {}).unwrap(),
+        report,
+        "pages read apart, {from}..={to}"
+    );
+    report
 }
 
 fn bad_seq(report: CheckReport) -> Option<u64> {
@@ -165,6 +176,31 @@ fn check_range_reports_progress_after_each_page() {
         .unwrap();
     assert_eq!(report, CheckReport::Ok { seq: n });
     assert_eq!(seen, vec![1000 + page - 1, 1000 + page]);
+}
+
+#[test]
+fn a_check_of_pages_reads_no_page_past_its_finding_and_fails_with_a_failed_page() {
+    let n = 3 * CHECK_PAGE as u64;
+    let (store, ledger) = filled(n);
+    let feed = ledger.feed();
+    assert_eq!(feed.entry_pages(1, n).count(), 3);
+    let first = feed.entry_pages(1, n).next().unwrap();
+    let failed = vec![first, Err(StoreError::Backend("disk gone".into()))];
+    let err = feed.check_pages(1, n, failed, &mut |_| {}).unwrap_err();
+    assert!(
+        matches!(&err, StoreError::Backend(why) if why == "disk gone"),
+        "{err}"
+    );
+
+    tamper_body(&store, 5, false);
+    let mut pulled = 0;
+    let pages = feed.entry_pages(1, n).inspect(|_| pulled += 1);
+    let report = feed.check_pages(1, n, pages, &mut |_| {}).unwrap();
+    assert_eq!(bad_seq(report), Some(5));
+    assert_eq!(
+        pulled, 1,
+        "the check stopped reading at the bad entry's page"
+    );
 }
 
 #[test]
