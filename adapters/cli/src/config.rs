@@ -37,6 +37,9 @@
 //! partial_expiry_days = 7          # partial uploads unwritten this long are deleted (0..=3650; 0: never)
 //! min_free_bytes = 1073741824      # uploads never leave less free on the disk (1 GiB; 0: no reserve)
 //!
+//! [store]                          # the store in <data>/db
+//! cache_mib = 32                   # MiB of its file blocks kept in memory (1..=1048576)
+//!
 //! [hooks]                          # inbox folder hooks (protocol.md §13.5)
 //! enabled = false                  # run on_meta/on_received (as the server's user); off: allow lists only
 //! timeout_secs = 10                # a hook still running after this is killed (1..=600)
@@ -208,6 +211,8 @@ pub struct FileConfig {
     pub files: Option<FilesSection>,
     /// The hooks of inbox folders.
     pub hooks: Option<HooksSection>,
+    /// The store.
+    pub store: Option<StoreSection>,
     /// Replication peers (`[[peers]]`), in file order.
     #[serde(default)]
     pub peers: Vec<PeerSection>,
@@ -278,6 +283,14 @@ pub struct HooksSection {
     pub timeout_secs: Option<u64>,
     /// The directory of the programs hooks may run (absolute).
     pub dir: Option<PathBuf>,
+}
+
+/// `[store]`.
+#[derive(Debug, Default, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreSection {
+    /// MiB of the store's file blocks kept in memory.
+    pub cache_mib: Option<u64>,
 }
 
 /// `[files]`.
@@ -408,6 +421,9 @@ pub const DEFAULT_LOGIN_GRACE_SECS: u64 = 60;
 
 /// Longest idle timeout accepted anywhere: a week.
 const MAX_IDLE_SECS: u64 = 7 * 86_400;
+
+/// Largest store cache accepted, MiB (1 TiB).
+const MAX_CACHE_MIB: u64 = 1 << 20;
 
 /// Longest partial upload expiry accepted: about ten years.
 const MAX_PARTIAL_EXPIRY_DAYS: u64 = 3_650;
@@ -564,6 +580,16 @@ pub fn resolve(file: FileConfig, flags: Overrides) -> Result<Settings, ConfigErr
         quota: files.quota_bytes.filter(|&q| q > 0),
     };
 
+    let cache_mib = check(
+        "store.cache_mib",
+        file.store
+            .unwrap_or_default()
+            .cache_mib
+            .unwrap_or(vserv_store::DEFAULT_CACHE_BYTES >> 20),
+        1,
+        MAX_CACHE_MIB,
+    )?;
+
     let hooks = file.hooks.unwrap_or_default();
     let hooks = HooksConfig {
         enabled: hooks.enabled.unwrap_or(HooksConfig::default().enabled),
@@ -637,6 +663,7 @@ pub fn resolve(file: FileConfig, flags: Overrides) -> Result<Settings, ConfigErr
             min_free_bytes,
             hooks,
             accept_data_loss: flags.accept_data_loss,
+            store_cache_bytes: cache_mib << 20,
             peers,
             // An admin may add peers at runtime (`vserv peer add`).
             replicate: true,
@@ -1049,6 +1076,22 @@ mod tests {
         let s = resolve(file, Overrides::default()).unwrap();
         assert_eq!(s.node.files.quota, None, "0 is unlimited");
         assert_eq!(s.node.files.versions, 3);
+    }
+
+    #[test]
+    fn store_cache_mib() {
+        let defaults = resolve(FileConfig::default(), Overrides::default()).unwrap();
+        assert_eq!(defaults.node.store_cache_bytes, 32 << 20);
+        let file = FileConfig::parse("[store]\ncache_mib = 2048").unwrap();
+        let s = resolve(file, Overrides::default()).unwrap();
+        assert_eq!(s.node.store_cache_bytes, 2048 << 20);
+        for bad in ["[store]\ncache_mib = 0", "[store]\ncache_mib = 1048577"] {
+            let file = FileConfig::parse(bad).unwrap();
+            let err = resolve(file, Overrides::default()).unwrap_err();
+            assert!(err.to_string().contains("store.cache_mib"), "{err}");
+        }
+        assert!(FileConfig::parse("[store]\ncache_mib = -1").is_err());
+        assert!(FileConfig::parse("[store]\ncache = 1").is_err());
     }
 
     #[test]

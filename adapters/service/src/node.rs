@@ -57,6 +57,10 @@ pub struct NodeSettings {
     /// Open a store that lost data it had acknowledged (logging the loss) instead of
     /// refusing it.
     pub accept_data_loss: bool,
+    /// The bytes of the store's file blocks kept in memory, decompressed (a data directory
+    /// only; [`vserv_store::DEFAULT_CACHE_BYTES`] by default): a read that finds its block
+    /// there skips a file read and its decompression.
+    pub store_cache_bytes: u64,
     /// The replication peers (spec/replication.md): links are accepted from their keys and
     /// dialed to those with an address. Empty, no peer added at runtime in the store and
     /// [`NodeSettings::replicate`] off: the node does not replicate.
@@ -87,6 +91,7 @@ impl Default for NodeSettings {
             sweep_interval: crate::server::duties::DEFAULT_SWEEP_INTERVAL,
             hooks: HooksConfig::default(),
             accept_data_loss: false,
+            store_cache_bytes: vserv_store::DEFAULT_CACHE_BYTES,
             peers: Vec::new(),
             replicate: false,
             follow: None,
@@ -249,6 +254,7 @@ impl Node {
         }
         let options = vserv_store::OpenOptions {
             accept_data_loss: settings.accept_data_loss,
+            cache_bytes: Some(settings.store_cache_bytes),
         };
         let store = vserv_store::FjallStore::open_with(dir, options).map_err(|source| {
             NodeError::Store {

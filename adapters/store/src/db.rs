@@ -163,6 +163,8 @@ pub struct FjallStore {
     path: PathBuf,
     /// What was accepted as lost when the store was opened, if anything.
     data_loss_accepted: Option<String>,
+    /// The block cache's size, for a reopen.
+    cache_bytes: u64,
 }
 
 /// One open fjall database and its keyspaces.
@@ -200,7 +202,8 @@ impl fmt::Debug for FjallStore {
     }
 }
 
-/// How [`FjallStore::open_with`] treats a store that lost data.
+/// How [`FjallStore::open_with`] treats a store that lost data, and how much memory it
+/// caches the store's files in.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct OpenOptions {
     /// Open a store that is behind, other than, or missing from what the data directory's
@@ -208,7 +211,14 @@ pub struct OpenOptions {
     /// the loss is accepted, reported by [`FjallStore::data_loss_accepted`], and the mark is
     /// reset to the store as it is.
     pub accept_data_loss: bool,
+    /// The bytes of the store's file blocks (decompressed) kept in memory: the entries read,
+    /// and the filter and index blocks that are not pinned. `None`: [`DEFAULT_CACHE_BYTES`].
+    pub cache_bytes: Option<u64>,
 }
+
+/// The block cache of a store opened without [`OpenOptions::cache_bytes`] (fjall's own
+/// default).
+pub const DEFAULT_CACHE_BYTES: u64 = 32 * 1024 * 1024;
 
 /// What `<data_dir>/db` was before opening.
 enum Existing {
@@ -251,7 +261,8 @@ impl FjallStore {
             .map_err(|e| io_error("cannot read the store mark in", data_dir, &e))?;
         let path = data_dir.join(DB_DIR);
         let existing = inspect_db_dir(&path)?;
-        let db = database_builder(&path)
+        let cache_bytes = options.cache_bytes.unwrap_or(DEFAULT_CACHE_BYTES);
+        let db = database_builder(&path, cache_bytes)
             .open()
             .map_err(|e| open_error(e, &path))?;
         let fail = |e: fjall::Error| open_error(e, &path);
@@ -327,6 +338,7 @@ impl FjallStore {
             store_id,
             path,
             data_loss_accepted: lost,
+            cache_bytes,
         })
     }
 
@@ -397,7 +409,7 @@ impl FjallStore {
             .map_err(|_| StoreError::Backend("the store's lock is poisoned".into()))?;
         // Dropping the database stops its workers and releases its lock file.
         drop(guard.take());
-        let db = database_builder(&self.path)
+        let db = database_builder(&self.path, self.cache_bytes)
             .open()
             .map_err(|e| open_error(e, &self.path))?;
         let Some(StoredMeta {
@@ -790,10 +802,13 @@ fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
 const MIN_WORKER_THREADS: usize = 3;
 
 /// The builder of the fjall database at `path`: one worker per CPU, at least
-/// [`MIN_WORKER_THREADS`] and at most four (fjall's own cap).
-fn database_builder(path: &Path) -> fjall::DatabaseBuilder<Database> {
+/// [`MIN_WORKER_THREADS`] and at most four (fjall's own cap), and a block cache of
+/// `cache_bytes`.
+fn database_builder(path: &Path, cache_bytes: u64) -> fjall::DatabaseBuilder<Database> {
     let cpus = std::thread::available_parallelism().map_or(1, usize::from);
-    Database::builder(path).worker_threads(cpus.clamp(MIN_WORKER_THREADS, 4))
+    Database::builder(path)
+        .worker_threads(cpus.clamp(MIN_WORKER_THREADS, 4))
+        .cache_size(cache_bytes)
 }
 
 /// Opens (creating if absent) the keyspace of `table`.

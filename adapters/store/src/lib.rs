@@ -26,7 +26,7 @@ pub mod memory;
 mod rng;
 pub mod trust;
 
-pub use db::{FjallStore, OLDEST_SCHEMA_VERSION, OpenOptions, SCHEMA_VERSION};
+pub use db::{DEFAULT_CACHE_BYTES, FjallStore, OLDEST_SCHEMA_VERSION, OpenOptions, SCHEMA_VERSION};
 pub use identity::{IdentityError, LoadedIdentity, load, load_or_create};
 pub use keyfile::{KeyFileError, read_secret_key_file, write_secret_key_file};
 pub use known_servers::{KnownServers, KnownServersError, LineError, ParseError, default_path};

@@ -68,6 +68,7 @@ fn accept_then_reopen(data: &Path) -> TestResult {
         data,
         OpenOptions {
             accept_data_loss: true,
+            ..OpenOptions::default()
         },
     )?;
     assert!(accepted.data_loss_accepted().is_some());

@@ -59,6 +59,9 @@ pub struct LedgerArgs {
     /// hashes are; in an index they land anywhere).
     #[arg(long, value_enum, default_value_t = RecordIds::Counted)]
     pub ids: RecordIds,
+    /// MiB of the store's file blocks kept in memory (the server's `[store] cache_mib`).
+    #[arg(long, default_value_t = vserv_store::DEFAULT_CACHE_BYTES >> 20, value_parser = clap::value_parser!(u64).range(1..=1 << 20))]
+    pub cache_mib: u64,
 }
 
 /// How `vserv bench ledger` names its records ([`LedgerArgs::ids`]).
@@ -176,6 +179,8 @@ pub struct LedgerReport {
     body_bytes: u64,
     /// How the records are named.
     ids: RecordIds,
+    /// The store's block cache, MiB.
+    cache_mib: u64,
     /// Durable appends, pipelined on one connection.
     rput_one: Phase,
     /// Durable appends, pipelined on `connections` connections at once.
@@ -253,16 +258,26 @@ fn rputs(
 /// batches of this size).
 const STORE_BATCH: u64 = 4096;
 
+/// A fresh fjall store in `data_dir` with a block cache of `cache_mib` MiB.
+fn fresh_store(data_dir: &std::path::Path, cache_mib: u64) -> anyhow::Result<FjallStore> {
+    let options = vserv_store::OpenOptions {
+        cache_bytes: Some(cache_mib << 20),
+        ..vserv_store::OpenOptions::default()
+    };
+    FjallStore::open_with(data_dir, options).context("opening a temporary fjall store")
+}
+
 /// Commits `items` items (numbered from 0) through the store trait in a fresh fjall store,
 /// `per_commit` at a time, each commit's ops made by `ops` from its items' numbers and
 /// fsync'd; the phase times the commits only.
 fn timed_in_fresh_store(
+    cache_mib: u64,
     items: u64,
     per_commit: u64,
     ops: impl Fn(std::ops::Range<u64>) -> Vec<Op>,
 ) -> anyhow::Result<Phase> {
     let dir = tempfile::tempdir().context("creating a temporary directory")?;
-    let store = FjallStore::open(dir.path()).context("opening a temporary fjall store")?;
+    let store = fresh_store(dir.path(), cache_mib)?;
     let timer = Timer::start();
     let mut next = 0u64;
     while next < items {
@@ -278,8 +293,8 @@ fn timed_in_fresh_store(
 /// batches of [`STORE_BATCH`], in a fresh fjall store. What durable `rput`s are measured
 /// against: each entry costs the ledger 4 such records (entry, record id, hash and kind
 /// indexes) plus its group commit's head.
-fn store_alone(records: u64, size: u64) -> anyhow::Result<Phase> {
-    timed_in_fresh_store(records, STORE_BATCH, |range| {
+fn store_alone(cache_mib: u64, records: u64, size: u64) -> anyhow::Result<Phase> {
+    timed_in_fresh_store(cache_mib, records, STORE_BATCH, |range| {
         range
             .map(|i| Op::Put {
                 table: Table::Ledger,
@@ -303,8 +318,13 @@ const INDEXED_COMMIT_ENTRIES: u64 = 512;
 /// keys, it shows what the indexes' random keys cost the store (flushes, compactions and
 /// the in-memory table's inserts) at this feed size: the ceiling of durable `rput`s for
 /// this store layout.
-fn store_with_indexes(entries: u64, size: u64, ids: RecordIds) -> anyhow::Result<Phase> {
-    timed_in_fresh_store(entries, INDEXED_COMMIT_ENTRIES, |range| {
+fn store_with_indexes(
+    cache_mib: u64,
+    entries: u64,
+    size: u64,
+    ids: RecordIds,
+) -> anyhow::Result<Phase> {
+    timed_in_fresh_store(cache_mib, entries, INDEXED_COMMIT_ENTRIES, |range| {
         range
             .flat_map(|i| {
                 let seq = i + 1;
@@ -449,10 +469,9 @@ struct Bench {
 }
 
 impl Bench {
-    fn start(connections: u64) -> anyhow::Result<Bench> {
+    fn start(connections: u64, cache_mib: u64) -> anyhow::Result<Bench> {
         let dir = tempfile::tempdir().context("creating a temporary directory")?;
-        let fjall = vserv_store::FjallStore::open(&dir.path().join("data"))
-            .context("opening a temporary fjall store")?;
+        let fjall = fresh_store(&dir.path().join("data"), cache_mib)?;
         let store = Arc::new(MeteredStore::new(Arc::new(fjall)));
         let identity = Arc::new(ServerIdentity::generate(
             &mut *vserv_service::system::os_rng()?,
@@ -530,11 +549,11 @@ pub fn run(args: &LedgerArgs) -> anyhow::Result<LedgerReport> {
 
     // Four store records per entry: as many as the rput phases wrote before the kind index
     // was kept per commit (so the store phase stays comparable with older builds).
-    let store = store_alone(4 * n, args.body).context("the store alone")?;
-    let store_indexed =
-        store_with_indexes(n, args.body, args.ids).context("the store with the ledger's keys")?;
+    let store = store_alone(args.cache_mib, 4 * n, args.body).context("the store alone")?;
+    let store_indexed = store_with_indexes(args.cache_mib, n, args.body, args.ids)
+        .context("the store with the ledger's keys")?;
 
-    let mut one = Bench::start(1)?;
+    let mut one = Bench::start(1, args.cache_mib)?;
     let before = one.store.totals();
     let timer = Timer::start();
     run_all(
@@ -549,7 +568,7 @@ pub fn run(args: &LedgerArgs) -> anyhow::Result<LedgerReport> {
     one.stop()?;
     drop(one);
 
-    let mut bench = Bench::start(conns)?;
+    let mut bench = Bench::start(conns, args.cache_mib)?;
     let each = n / conns;
     let before = bench.store.totals();
     let timer = Timer::start();
@@ -609,6 +628,7 @@ pub fn run(args: &LedgerArgs) -> anyhow::Result<LedgerReport> {
         window: args.window,
         body_bytes: args.body,
         ids: args.ids,
+        cache_mib: args.cache_mib,
         rput_one,
         rput_many,
         rput_one_commits,
@@ -640,8 +660,9 @@ impl Report for LedgerReport {
         let _ = writeln!(
             s,
             "vserv bench ledger: in-process blocking server on 127.0.0.1, fjall store with an \
-             fsync per group commit ({} CPUs), {}-byte bodies, {} record ids, window {}; \
-             each rput phase starts from an empty store",
+             fsync per group commit and a {} MiB block cache ({} CPUs), {}-byte bodies, {} \
+             record ids, window {}; each rput phase starts from an empty store",
+            self.cache_mib,
             self.machine.cpus,
             self.body_bytes,
             match self.ids {
