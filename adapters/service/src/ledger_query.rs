@@ -8,11 +8,11 @@
 //! consistent because entries are never changed once written and paging is by seq.
 
 use std::sync::Arc;
+
 use vserv_core::commands::RLIST_ENTRY_BUDGET;
 use vserv_core::ledger::{
     ChainVerifier, Entry, Head, LedgerError, SignedHead, ZERO_HASH, hash_encoded,
 };
-
 use vserv_store::kv::{Store, StoreError};
 
 use crate::ledger::CheckReport;
