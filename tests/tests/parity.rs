@@ -35,10 +35,14 @@ use vserv_store::memory::MemoryStore;
 use vserv_tests::Fixture;
 use vserv_tests::tcp::{Blocking, Smol, Tcp};
 
-/// A store that counts its commits.
+/// A store that counts its commits (its bulks among them), and whose bulks take
+/// `bulk_delay` each, counting those that ended.
+#[derive(Default)]
 struct Counting {
     inner: MemoryStore,
     commits: Arc<AtomicUsize>,
+    bulk_delay: Duration,
+    bulks_ended: Arc<AtomicUsize>,
 }
 
 impl Store for Counting {
@@ -60,6 +64,12 @@ impl Store for Counting {
     fn commit(&self, ops: Vec<Op>) -> Result<(), StoreError> {
         self.commits.fetch_add(1, Ordering::SeqCst);
         self.inner.commit(ops)
+    }
+    fn commit_bulk(&self, ops: Vec<Op>) -> Result<(), StoreError> {
+        std::thread::sleep(self.bulk_delay);
+        let stored = self.commit(ops);
+        self.bulks_ended.fetch_add(1, Ordering::SeqCst);
+        stored
     }
 }
 
@@ -89,11 +99,8 @@ fn counted_service(fx: &Fixture) -> (Service, Arc<AtomicUsize>) {
         .accounts()
         .create("alice", UserRole::User, b"password-1", 0)
         .expect("alice");
-    let commits = Arc::new(AtomicUsize::new(0));
-    let store = Counting {
-        inner: MemoryStore::new(),
-        commits: commits.clone(),
-    };
+    let store = Counting::default();
+    let commits = store.commits.clone();
     let ledger = Arc::new(Ledger::new(Arc::new(store), fx.identity.clone()));
     (service.with_ledger(ledger), commits)
 }
@@ -143,49 +150,16 @@ fn pipelined_rputs_share_commits<R: Tcp>() {
     R::stop(server);
 }
 
-/// A store whose bulks take a while, counting those that ended.
-struct SlowBulks {
-    inner: MemoryStore,
-    ended: Arc<AtomicUsize>,
-}
-
-impl Store for SlowBulks {
-    fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        self.inner.get(table, key)
-    }
-    fn scan(&self, table: Table, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
-        self.inner.scan(table, prefix)
-    }
-    fn scan_from(
-        &self,
-        table: Table,
-        prefix: &[u8],
-        start: &[u8],
-        limit: usize,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
-        self.inner.scan_from(table, prefix, start, limit)
-    }
-    fn commit(&self, ops: Vec<Op>) -> Result<(), StoreError> {
-        self.inner.commit(ops)
-    }
-    fn commit_bulk(&self, ops: Vec<Op>) -> Result<(), StoreError> {
-        std::thread::sleep(Duration::from_millis(300));
-        let stored = self.inner.commit(ops);
-        self.ended.fetch_add(1, Ordering::SeqCst);
-        stored
-    }
-}
-
 /// A server that stops waits for the blocking work its connections started (here the
 /// ledger's index bulk, due after 8 entries), so nothing it started still runs, or holds
 /// its store, once `stop` returns.
 fn stopping_waits_for_the_work_connections_started<R: Tcp>() {
     let fx = Fixture::new(65);
-    let ended = Arc::new(AtomicUsize::new(0));
-    let store = SlowBulks {
-        inner: MemoryStore::new(),
-        ended: ended.clone(),
+    let store = Counting {
+        bulk_delay: Duration::from_millis(300),
+        ..Counting::default()
     };
+    let ended = store.bulks_ended.clone();
     let node = fx
         .node(vserv_tests::settings())
         .store(Arc::new(store))
@@ -584,7 +558,6 @@ mod sim {
     use vserv_service::files::{FileTree, FilesConfig, MemoryTree};
     use vserv_service::ledger::Ledger;
     use vserv_sim::{ClientSpec, EndpointId, Finish, LinkConfig, LinkSpec, ServerSpec, World};
-    use vserv_store::memory::MemoryStore;
 
     use super::{CONNECTIONS, Counting, RPUTS, path, rput};
 
@@ -618,11 +591,8 @@ mod sim {
             b"allow = [\"alice\"]\n",
         )
         .expect("folder.toml");
-        let commits = Arc::new(AtomicUsize::new(0));
-        let store = Counting {
-            inner: MemoryStore::new(),
-            commits: commits.clone(),
-        };
+        let store = Counting::default();
+        let commits = store.commits.clone();
         let ledger = Arc::new(Ledger::new(Arc::new(store), identity.clone()));
         let server = world.add_server(ServerSpec {
             identity,
