@@ -46,11 +46,19 @@ struct State {
     idle: usize,
     /// Works taken from the queue and not yet ended.
     running: usize,
+    /// Callers of [`WorkPool::wait_idle`] waiting now (a condvar's notify is a system call
+    /// even with nobody waiting, too dear for every work).
+    drain_waiters: usize,
 }
 
 impl State {
     fn drained(&self) -> bool {
         self.queue.is_empty() && self.running == 0
+    }
+
+    /// Whether a caller of [`WorkPool::wait_idle`] is to be woken now.
+    fn wake_drain_waiters(&self) -> bool {
+        self.drain_waiters > 0 && self.drained()
     }
 }
 
@@ -88,6 +96,7 @@ impl WorkPool {
     /// that work would wait for itself.
     pub fn wait_idle(&self) {
         let mut state = self.shared.lock();
+        state.drain_waiters += 1;
         while !state.drained() {
             state = self
                 .shared
@@ -95,6 +104,7 @@ impl WorkPool {
                 .wait(state)
                 .unwrap_or_else(|p| p.into_inner());
         }
+        state.drain_waiters -= 1;
     }
 }
 
@@ -120,7 +130,7 @@ impl Shared {
                 drop(unwinding);
                 state = self.lock();
                 state.running -= 1;
-                if state.drained() {
+                if state.wake_drain_waiters() {
                     self.drained.notify_all();
                 }
                 continue;
@@ -150,7 +160,7 @@ impl Drop for Unwinding<'_> {
             let mut state = self.0.lock();
             state.running -= 1;
             state.threads -= 1;
-            if state.drained() {
+            if state.wake_drain_waiters() {
                 self.0.drained.notify_all();
             }
         }
@@ -193,7 +203,7 @@ impl Runner for WorkPool {
                     work.run();
                     let mut state = self.shared.lock();
                     state.running -= 1;
-                    if state.drained() {
+                    if state.wake_drain_waiters() {
                         self.shared.drained.notify_all();
                     }
                 }
