@@ -97,8 +97,9 @@ use vserv_store::kv::{Store, StoreError, Table};
 
 /// Key of the signed head.
 pub const HEAD_KEY: &[u8] = b"head";
-/// Prefix of entry keys (followed by the seq, `u64` big-endian).
-pub const ENTRY_PREFIX: &[u8] = b"e:";
+/// Prefix of entry keys (followed by the seq, `u64` big-endian); the fjall store keeps a flat
+/// copy of the own feed's (`vserv_store::flat_entries`).
+pub const ENTRY_PREFIX: &[u8] = vserv_store::flat_entries::ENTRY_KEY_PREFIX;
 /// Prefix of the record id index of stores of schema 6 and older.
 pub const ID_PREFIX: &[u8] = b"id:";
 /// Prefix of the entry hash index of stores of schema 6 and older.
@@ -217,7 +218,7 @@ pub fn kind_count_key(kind: &str) -> Vec<u8> {
 
 /// The store key of entry `seq`.
 pub fn entry_key(seq: u64) -> Vec<u8> {
-    [ENTRY_PREFIX, &seq.to_be_bytes()].concat()
+    vserv_store::flat_entries::entry_key(seq)
 }
 
 /// The record id index key of `record_id` in stores of schema 6 and older.

@@ -62,6 +62,7 @@
 //! and then fails, which [`FjallStore::open`] reports as [`StoreError::Locked`]. The lock is
 //! released when the last handle of the first store is dropped.
 
+use std::cell::Cell;
 use std::cmp::Reverse;
 use std::collections::BTreeMap;
 use std::fmt;
@@ -75,6 +76,9 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use fjall::config::{BlockSizePolicy, CompressionPolicy, FilterPolicy, PinningPolicy};
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode, Readable};
 
+use crate::flat_entries::{
+    ENTRY_KEY_PREFIX, FLAT_ENTRIES_DIR, FlatEntries, entry_key, entry_seq, first_seq_from,
+};
 use crate::kv::{Op, Store, StoreError, Table, sorted_in_one_table};
 use crate::mark::{self, Mark, MarkWriter, ReadMark};
 use crate::{storable_key, validate_ops};
@@ -165,6 +169,8 @@ pub struct FjallStore {
     data_loss_accepted: Option<String>,
     /// The block cache's size, for a reopen.
     cache_bytes: u64,
+    /// The flat copy of the own feed's entries that reads by seq ask first.
+    flat: FlatEntries,
 }
 
 /// One open fjall database and its keyspaces.
@@ -219,6 +225,12 @@ pub struct OpenOptions {
 /// The block cache of a store opened without [`OpenOptions::cache_bytes`] (fjall's own
 /// default).
 pub const DEFAULT_CACHE_BYTES: u64 = 32 * 1024 * 1024;
+
+/// `(key, value)` pairs in key order, as a scan returns them.
+type Rows = Vec<(Vec<u8>, Vec<u8>)>;
+
+/// The entries read from the store at a time while filling the flat copy.
+const FLAT_FILL_PAGE: usize = 4096;
 
 /// What `<data_dir>/db` was before opening.
 enum Existing {
@@ -328,7 +340,10 @@ impl FjallStore {
             },
         )
         .map_err(|e| io_error("cannot write the store mark in", data_dir, &e))?;
-        Ok(FjallStore {
+        let flat_dir = data_dir.join(FLAT_ENTRIES_DIR);
+        let flat = FlatEntries::open(&flat_dir)
+            .map_err(|e| io_error("cannot open the flat copy of the entries in", &flat_dir, &e))?;
+        let store = FjallStore {
             open: RwLock::new(Some(open)),
             writer: Mutex::new(Writer {
                 generation,
@@ -339,6 +354,110 @@ impl FjallStore {
             path,
             data_loss_accepted: lost,
             cache_bytes,
+            flat,
+        };
+        store.reconcile_flat()?;
+        Ok(store)
+    }
+
+    /// Matches the flat copy of the entries with the store (see [`FlatEntries::reconcile`]).
+    fn reconcile_flat(&self) -> Result<(), StoreError> {
+        let last_stored = self.with_open(|open| {
+            let range = (
+                Bound::Included(entry_key(0)),
+                Bound::Included(entry_key(u64::MAX)),
+            );
+            let last = open
+                .db
+                .snapshot()
+                .range::<Vec<u8>, _>(open.keyspace(Table::Ledger)?, range)
+                .next_back();
+            match last {
+                None => Ok(0),
+                Some(guard) => {
+                    let key = guard.key().map_err(|e| backend("read", e))?;
+                    Ok(entry_seq(Table::Ledger, &key).unwrap_or(0))
+                }
+            }
+        })?;
+        // A read that fails ends the copying (as an empty answer would) and fails the open.
+        let failed = Cell::new(None);
+        self.flat.reconcile(
+            last_stored,
+            |seq| keep(&failed, self.stored_entry(seq), None),
+            |first| {
+                keep(
+                    &failed,
+                    self.stored_entries(first, FLAT_FILL_PAGE),
+                    Vec::new(),
+                )
+            },
+        );
+        failed.take().map_or(Ok(()), Err)
+    }
+
+    /// Copies the entries a committed batch put into the flat copy.
+    fn copy_entries(&self, ops: &[Op]) {
+        self.flat
+            .after_commit(ops, |seq| self.stored_entry(seq).ok().flatten());
+    }
+
+    /// Entry `seq` as the store holds it.
+    fn stored_entry(&self, seq: u64) -> Result<Option<Vec<u8>>, StoreError> {
+        self.with_open(|open| {
+            let value = open
+                .db
+                .snapshot()
+                .get(open.keyspace(Table::Ledger)?, entry_key(seq))
+                .map_err(|e| backend("read", e))?;
+            Ok(value.map(|v| v.to_vec()))
+        })
+    }
+
+    /// Up to `limit` of the entries the store holds from seq `first` on, in order.
+    fn stored_entries(&self, first: u64, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+        let rows = self.scan_stored(Table::Ledger, ENTRY_KEY_PREFIX, &entry_key(first), limit)?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(key, value)| Some((entry_seq(Table::Ledger, &key)?, value)))
+            .collect())
+    }
+
+    /// [`Store::scan_from`] in the store itself.
+    fn scan_stored(
+        &self,
+        table: Table,
+        prefix: &[u8],
+        start: &[u8],
+        limit: usize,
+    ) -> Result<Rows, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let first = start.max(prefix);
+        // Bounded above too: an iterator that ran past the prefix would have to merge the
+        // next key's every version first (a feed's `head`, rewritten by each commit, has
+        // thousands in a memtable).
+        let end = prefix_end(prefix);
+        self.with_open(|open| {
+            let snapshot = open.db.snapshot();
+            let upper = match &end {
+                Some(end) => Bound::Excluded(end.as_slice()),
+                None => Bound::Unbounded,
+            };
+            let range = (Bound::Included(first), upper);
+            let mut out = Vec::new();
+            for guard in snapshot.range::<&[u8], _>(open.keyspace(table)?, range) {
+                let (key, value) = guard.into_inner().map_err(|e| backend("scan", e))?;
+                if !key.starts_with(prefix) {
+                    break;
+                }
+                out.push((key.to_vec(), value.to_vec()));
+                if out.len() == limit {
+                    break;
+                }
+            }
+            Ok(out)
         })
     }
 
@@ -442,16 +561,18 @@ impl FjallStore {
     /// Commits `ops` (valid, at most one per key, in key order) with the next generation as
     /// one durable batch and records that generation in the mark; on failure, marks the
     /// database for reopening.
-    fn write_batch(&self, writer: &mut Writer, ops: Vec<Op>) -> Result<(), StoreError> {
+    fn write_batch(&self, writer: &mut Writer, ops: &[Op]) -> Result<(), StoreError> {
         let generation = writer.generation + 1;
         let committed = self.with_open(|open| {
             let mut batch = open.db.batch().durability(Some(PersistMode::SyncAll));
             for op in ops {
                 match op {
                     Op::Put { table, key, value } => {
-                        batch.insert(open.keyspace(table)?, key, value)
+                        batch.insert(open.keyspace(*table)?, key.as_slice(), value.as_slice())
                     }
-                    Op::Delete { table, key } => batch.remove(open.keyspace(table)?, key),
+                    Op::Delete { table, key } => {
+                        batch.remove(open.keyspace(*table)?, key.as_slice())
+                    }
                 }
             }
             batch.insert(
@@ -599,6 +720,9 @@ impl Store for FjallStore {
         if !storable_key(key) {
             return Ok(None);
         }
+        if let Some(value) = entry_seq(table, key).and_then(|seq| self.flat.get(seq)) {
+            return Ok(Some(value));
+        }
         self.with_open(|open| {
             let value = open
                 .db
@@ -614,6 +738,9 @@ impl Store for FjallStore {
             let keyspace = open.keyspace(table)?;
             let snapshot = open.db.snapshot();
             for key in keys.iter().filter(|key| storable_key(key)) {
+                if let Some(value) = entry_seq(table, key).and_then(|seq| self.flat.get(seq)) {
+                    return Ok(Some(value));
+                }
                 if let Some(value) = snapshot
                     .get(keyspace, key)
                     .map_err(|e| backend("read", e))?
@@ -637,6 +764,8 @@ impl Store for FjallStore {
         })
     }
 
+    /// A scan of the own feed's entries reads those the flat copy holds from it, in one
+    /// positional read per segment, and the rest from the store.
     fn scan_from(
         &self,
         table: Table,
@@ -644,34 +773,29 @@ impl Store for FjallStore {
         start: &[u8],
         limit: usize,
     ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
-        if limit == 0 {
-            return Ok(Vec::new());
-        }
-        let first = start.max(prefix);
-        // Bounded above too: an iterator that ran past the prefix would have to merge the
-        // next key's every version first (a feed's `head`, rewritten by each commit, has
-        // thousands in a memtable).
-        let end = prefix_end(prefix);
-        self.with_open(|open| {
-            let snapshot = open.db.snapshot();
-            let upper = match &end {
-                Some(end) => Bound::Excluded(end.as_slice()),
-                None => Bound::Unbounded,
+        let first = first_seq_from(start.max(prefix)).filter(|&seq| seq > 0);
+        let Some(first) = first.filter(|_| table == Table::Ledger && prefix == ENTRY_KEY_PREFIX)
+        else {
+            return self.scan_stored(table, prefix, start, limit);
+        };
+        let mut out = Vec::new();
+        let mut next = first;
+        while out.len() < limit {
+            let run = self.flat.run(next, limit - out.len());
+            let Some(&(last, _)) = run.last() else {
+                break;
             };
-            let range = (Bound::Included(first), upper);
-            let mut out = Vec::new();
-            for guard in snapshot.range::<&[u8], _>(open.keyspace(table)?, range) {
-                let (key, value) = guard.into_inner().map_err(|e| backend("scan", e))?;
-                if !key.starts_with(prefix) {
-                    break;
-                }
-                out.push((key.to_vec(), value.to_vec()));
-                if out.len() == limit {
-                    break;
-                }
-            }
-            Ok(out)
-        })
+            out.extend(run.into_iter().map(|(seq, value)| (entry_key(seq), value)));
+            next = last + 1;
+        }
+        if out.is_empty() {
+            return self.scan_stored(table, prefix, start, limit);
+        }
+        if out.len() < limit {
+            let rest = self.scan_stored(table, prefix, &entry_key(next), limit - out.len())?;
+            out.extend(rest);
+        }
+        Ok(out)
     }
 
     fn commit(&self, ops: Vec<Op>) -> Result<(), StoreError> {
@@ -684,7 +808,12 @@ impl Store for FjallStore {
         if writer.failed {
             self.reopen(&mut writer)?;
         }
-        self.write_batch(&mut writer, ops)
+        self.flat.before_commit(&ops);
+        let committed = self.write_batch(&mut writer, &ops);
+        if committed.is_ok() {
+            self.copy_entries(&ops);
+        }
+        committed
     }
 
     /// A batch in strictly increasing key order in one table is written as a fjall
@@ -703,38 +832,59 @@ impl Store for FjallStore {
         if !sorted_in_one_table(&ops) {
             return self.commit(ops);
         }
-        {
-            let mut writer = self.writer()?;
-            if writer.failed {
-                self.reopen(&mut writer)?;
-            }
+        let mut writer = self.writer()?;
+        if writer.failed {
+            self.reopen(&mut writer)?;
         }
         // Without the writer's lock: commits go on meanwhile (fjall takes its journal's
         // lock only to register the tables). A reopen after a failed commit waits for the
-        // database, which this holds.
+        // database, which this holds. A bulk of the own feed's entries keeps the lock, so
+        // that no commit copies an entry it is rewriting (no bulk writes them today).
+        let entries = table == Table::Ledger;
+        let held = if entries {
+            self.flat.before_commit(&ops);
+            Some(writer)
+        } else {
+            drop(writer);
+            None
+        };
         let ingested = self.with_open(|open| {
             let fail = |e| backend("bulk ingestion", e);
             let mut ingestion = open.keyspace(table)?.start_ingestion().map_err(fail)?;
-            for op in ops {
+            for op in &ops {
                 match op {
-                    Op::Put { key, value, .. } => ingestion.write(key, value),
-                    Op::Delete { key, .. } => ingestion.write_tombstone(key),
+                    Op::Put { key, value, .. } => ingestion.write(key.as_slice(), value.as_slice()),
+                    Op::Delete { key, .. } => ingestion.write_tombstone(key.as_slice()),
                 }
                 .map_err(fail)?;
             }
             ingestion.finish().map_err(fail)
         });
-        let mut writer = self.writer()?;
+        let mut writer = match held {
+            Some(writer) => writer,
+            None => self.writer()?,
+        };
         if let Err(e) = ingested {
             // The next commit reopens the database, which drops what a failed ingestion
             // left half written.
             writer.failed = true;
             return Err(e);
         }
+        if entries {
+            self.copy_entries(&ops);
+        }
         // Durable already: a failure here only leaves the generation behind.
-        let _ = self.write_batch(&mut writer, Vec::new());
+        let _ = self.write_batch(&mut writer, &[]);
         Ok(())
     }
+}
+
+/// The value `read` holds, or `none` after keeping its error in `failed`.
+fn keep<T>(failed: &Cell<Option<StoreError>>, read: Result<T, StoreError>, none: T) -> T {
+    read.unwrap_or_else(|e| {
+        failed.set(Some(e));
+        none
+    })
 }
 
 /// `ops` reduced to the last op of each (table, key), in (table, key) order.

@@ -21,7 +21,9 @@ pub enum Table {
     /// The server's ledger feed's entries (the record id and hash indexes are in
     /// [`Table::LedgerIndex`], the head, signed heads and kind index in
     /// [`Table::LedgerCommits`]; a feed written before those tables existed has its older
-    /// keys of theirs here; layout in `vserv_service::ledger_layout`).
+    /// keys of theirs here; layout in `vserv_service::ledger_layout`). Its keys that start
+    /// with `e:` are entry keys, `e:` and a seq (`u64` big-endian): a batch writing another
+    /// is refused. The fjall store keeps a flat copy of them (`crate::flat_entries`).
     Ledger,
     /// Replicas of other servers' feeds, every key but their entries (which are in
     /// [`Table::ReplicaEntries`]), each under its feed number, plus the origin and

@@ -8,12 +8,16 @@
 //! - [`kv`]: the key-value [`Store`] interface the service builds on, implemented by
 //!   [`db::FjallStore`] (fjall on disk) and [`memory::MemoryStore`] (in memory, with a crash
 //!   model, for the deterministic simulator).
+//! - [`flat_entries`]: the fjall store's flat copy of the ledger's entries, read by seq with
+//!   one positional read.
 //!
 //! Every file write is atomic (temporary file, fsync, rename, directory fsync); every
-//! [`Store::commit`] is atomic and durable.
+//! [`Store::commit`] is atomic and durable. The flat copy of the entries is the exception:
+//! derived from the store, written without fsync, checked and repaired when opened.
 
 mod atomic;
 pub mod db;
+pub mod flat_entries;
 pub mod identity;
 pub mod keyfile;
 pub mod known_servers;
@@ -61,6 +65,16 @@ pub(crate) fn validate_ops(ops: &[Op]) -> Result<(), StoreError> {
                 "invalid batch: op {i} on table {} has a {}-byte key (at most {MAX_KEY_LEN})",
                 table.name(),
                 key.len()
+            )));
+        }
+        if table == Table::Ledger
+            && key.starts_with(flat_entries::ENTRY_KEY_PREFIX)
+            && flat_entries::entry_seq(table, key).is_none()
+        {
+            return Err(StoreError::Backend(format!(
+                "invalid batch: op {i} writes a key of table {} that starts with `e:` but is \
+                 not an entry key (`e:` and 8 bytes)",
+                table.name()
             )));
         }
         if let Some(len) = value_len

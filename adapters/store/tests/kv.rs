@@ -165,13 +165,13 @@ fn contract_scan_prefix_in_key_order(s: &impl Store) -> TestResult {
 /// `scan_from`: a page of a prefix scan starting at a key, never crossing the prefix.
 fn contract_scan_from_pages(s: &impl Store) -> TestResult {
     s.commit(vec![
-        put(Table::Ledger, b"e:\x00\x01", b"1"),
-        put(Table::Ledger, b"e:\x00\x02", b"2"),
-        put(Table::Ledger, b"e:\x00\x03", b"3"),
-        put(Table::Ledger, b"e:\xff", b"ff"),
-        put(Table::Ledger, b"e", b"before"),
-        put(Table::Ledger, b"d:\xff", b"below"),
-        put(Table::Ledger, b"f:", b"after"),
+        put(Table::Replicas, b"e:\x00\x01", b"1"),
+        put(Table::Replicas, b"e:\x00\x02", b"2"),
+        put(Table::Replicas, b"e:\x00\x03", b"3"),
+        put(Table::Replicas, b"e:\xff", b"ff"),
+        put(Table::Replicas, b"e", b"before"),
+        put(Table::Replicas, b"d:\xff", b"below"),
+        put(Table::Replicas, b"f:", b"after"),
         put(Table::Users, b"e:\x00\x02", b"other-table"),
     ])?;
     let all = pairs(&[
@@ -181,50 +181,53 @@ fn contract_scan_from_pages(s: &impl Store) -> TestResult {
         (b"e:\xff", b"ff"),
     ]);
     // Limit 0 is an empty page, whatever the start.
-    assert_eq!(s.scan_from(Table::Ledger, b"e:", b"", 0)?, Vec::new());
+    assert_eq!(s.scan_from(Table::Replicas, b"e:", b"", 0)?, Vec::new());
     assert_eq!(
-        s.scan_from(Table::Ledger, b"e:", b"e:\x00\x02", 0)?,
+        s.scan_from(Table::Replicas, b"e:", b"e:\x00\x02", 0)?,
         Vec::new()
     );
     // A start before the prefix (or empty) begins at the prefix: nothing below it leaks in.
-    assert_eq!(s.scan_from(Table::Ledger, b"e:", b"", 100)?, all);
-    assert_eq!(s.scan_from(Table::Ledger, b"e:", b"d:\xff\xff", 100)?, all);
+    assert_eq!(s.scan_from(Table::Replicas, b"e:", b"", 100)?, all);
     assert_eq!(
-        s.scan_from(Table::Ledger, b"e:", b"e", 2)?,
+        s.scan_from(Table::Replicas, b"e:", b"d:\xff\xff", 100)?,
+        all
+    );
+    assert_eq!(
+        s.scan_from(Table::Replicas, b"e:", b"e", 2)?,
         all[..2].to_vec()
     );
     // A start inside the prefix, on a key and between keys.
     assert_eq!(
-        s.scan_from(Table::Ledger, b"e:", b"e:\x00\x02", 100)?,
+        s.scan_from(Table::Replicas, b"e:", b"e:\x00\x02", 100)?,
         all[1..].to_vec()
     );
     assert_eq!(
-        s.scan_from(Table::Ledger, b"e:", b"e:\x00\x02\x00", 2)?,
+        s.scan_from(Table::Replicas, b"e:", b"e:\x00\x02\x00", 2)?,
         all[2..4].to_vec()
     );
     assert_eq!(
-        s.scan_from(Table::Ledger, b"e:", b"e:\x00\x02", 1)?,
+        s.scan_from(Table::Replicas, b"e:", b"e:\x00\x02", 1)?,
         all[1..2].to_vec()
     );
     // The page stops at the end of the prefix even when the limit allows more.
     assert_eq!(
-        s.scan_from(Table::Ledger, b"e:", b"e:\x01", 100)?,
+        s.scan_from(Table::Replicas, b"e:", b"e:\x01", 100)?,
         all[3..].to_vec()
     );
     // A start past every key of the prefix (or past the table) is an empty page.
     assert_eq!(
-        s.scan_from(Table::Ledger, b"e:", b"e:\xff\x00", 100)?,
+        s.scan_from(Table::Replicas, b"e:", b"e:\xff\x00", 100)?,
         Vec::new()
     );
-    assert_eq!(s.scan_from(Table::Ledger, b"e:", b"f", 100)?, Vec::new());
+    assert_eq!(s.scan_from(Table::Replicas, b"e:", b"f", 100)?, Vec::new());
     assert_eq!(
-        s.scan_from(Table::Ledger, b"e:", b"\xff\xff", 100)?,
+        s.scan_from(Table::Replicas, b"e:", b"\xff\xff", 100)?,
         Vec::new()
     );
     // A prefix with nothing under it, and the empty prefix (the whole table from start).
-    assert_eq!(s.scan_from(Table::Ledger, b"x:", b"", 100)?, Vec::new());
+    assert_eq!(s.scan_from(Table::Replicas, b"x:", b"", 100)?, Vec::new());
     assert_eq!(
-        s.scan_from(Table::Ledger, b"", b"e:\xff", 100)?,
+        s.scan_from(Table::Replicas, b"", b"e:\xff", 100)?,
         pairs(&[(b"e:\xff", b"ff"), (b"f:", b"after")])
     );
     // Paging with "last key + 0x00" visits every key once, in order.
@@ -232,7 +235,7 @@ fn contract_scan_from_pages(s: &impl Store) -> TestResult {
         let mut seen = Vec::new();
         let mut start = Vec::new();
         loop {
-            let rows = s.scan_from(Table::Ledger, b"e:", &start, page)?;
+            let rows = s.scan_from(Table::Replicas, b"e:", &start, page)?;
             assert!(rows.len() <= page);
             let Some((last, _)) = rows.last() else { break };
             start = [last.as_slice(), &[0]].concat();
@@ -244,6 +247,99 @@ fn contract_scan_from_pages(s: &impl Store) -> TestResult {
         }
         assert_eq!(seen, all, "page size {page}");
     }
+    Ok(())
+}
+
+/// The key of ledger entry `seq`.
+fn entry(seq: u64) -> Vec<u8> {
+    [b"e:".as_slice(), &seq.to_be_bytes()].concat()
+}
+
+/// Commits ledger entries 1..=300 (some rewritten, one deleted), reads each back, by key and
+/// in pages from every kind of start, against a model; and a batch writing a key under `e:`
+/// that is not an entry key is refused whole.
+fn contract_ledger_entries_read_back(s: &impl Store) -> TestResult {
+    let mut model = std::collections::BTreeMap::new();
+    for first in (1..=300u64).step_by(50) {
+        let ops: Vec<Op> = (first..first + 50)
+            .map(|seq| {
+                put(
+                    Table::Ledger,
+                    &entry(seq),
+                    format!("entry {seq}").as_bytes(),
+                )
+            })
+            .collect();
+        s.commit(ops)?;
+        for seq in first..first + 50 {
+            model.insert(entry(seq), format!("entry {seq}").into_bytes());
+        }
+    }
+    s.commit(vec![
+        put(Table::Ledger, &entry(100), b"rewritten"),
+        del(Table::Ledger, &entry(250)),
+        put(Table::Ledger, b"head", b"H"),
+    ])?;
+    model.insert(entry(100), b"rewritten".to_vec());
+    model.remove(&entry(250));
+    s.commit(vec![put(Table::Ledger, &entry(301), b"entry 301")])?;
+    model.insert(entry(301), b"entry 301".to_vec());
+    for seq in 0..=302 {
+        assert_eq!(
+            s.get(Table::Ledger, &entry(seq))?,
+            model.get(&entry(seq)).cloned()
+        );
+    }
+    assert_eq!(
+        s.get_first(Table::Ledger, &[entry(250), entry(251)])?,
+        model.get(&entry(251)).cloned()
+    );
+    let all: Vec<(Vec<u8>, Vec<u8>)> = model.clone().into_iter().collect();
+    let starts = [
+        Vec::new(),
+        b"e:".to_vec(),
+        b"e:\x00\x00".to_vec(),
+        entry(0),
+        entry(1),
+        [entry(99), vec![0]].concat(),
+        entry(250),
+        entry(300),
+        entry(302),
+    ];
+    for start in &starts {
+        let expected: Vec<_> = all
+            .iter()
+            .filter(|(key, _)| key.as_slice() >= start.as_slice())
+            .cloned()
+            .collect();
+        for page in [1, 7, 64, 1000] {
+            let mut seen = Vec::new();
+            let mut at = start.clone();
+            loop {
+                let rows = s.scan_from(Table::Ledger, b"e:", &at, page)?;
+                assert!(rows.len() <= page);
+                let Some((last, _)) = rows.last() else { break };
+                at = [last.as_slice(), &[0]].concat();
+                let full = rows.len() == page;
+                seen.extend(rows);
+                if !full {
+                    break;
+                }
+            }
+            assert_eq!(seen, expected, "start {start:?}, page {page}");
+        }
+    }
+    let refused = s.commit(vec![
+        put(Table::Ledger, &entry(302), b"entry 302"),
+        put(Table::Ledger, b"e:\x00\x01", b"short"),
+    ]);
+    assert!(
+        matches!(refused, Err(StoreError::Backend(_))),
+        "{refused:?}"
+    );
+    assert_eq!(s.get(Table::Ledger, &entry(302))?, None);
+    // Other tables may hold such keys.
+    s.commit(vec![put(Table::Replicas, b"e:\x00\x01", b"short")])?;
     Ok(())
 }
 
@@ -439,6 +535,12 @@ macro_rules! contract_tests {
             fn scan_from_pages() -> TestResult {
                 let (_guard, s) = $new;
                 contract_scan_from_pages(&s)
+            }
+
+            #[test]
+            fn ledger_entries_read_back() -> TestResult {
+                let (_guard, s) = $new;
+                contract_ledger_entries_read_back(&s)
             }
 
             #[test]
@@ -728,6 +830,85 @@ fn fjall_store_from_before_the_ledger_table_opens_and_gains_it() -> TestResult {
     drop(store);
     let store = FjallStore::open(dir.path())?;
     assert_eq!(store.get(Table::Ledger, b"head")?, Some(b"H".to_vec()));
+    Ok(())
+}
+
+#[test]
+fn fjall_flat_copy_of_the_entries_is_checked_and_rebuilt_on_opening() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let value = |seq: u64| {
+        format!("entry {seq} ")
+            .repeat(1 + (seq % 5) as usize)
+            .into_bytes()
+    };
+    let entries = |store: &FjallStore| -> Result<Vec<Option<Vec<u8>>>, StoreError> {
+        (1..=3_001)
+            .map(|seq| store.get(Table::Ledger, &entry(seq)))
+            .collect()
+    };
+    let expected: Vec<Option<Vec<u8>>> = (1..=3_001)
+        .map(|seq| (seq <= 3_000).then(|| value(seq)))
+        .collect();
+    let store = FjallStore::open(dir.path())?;
+    for first in (1..=3_000u64).step_by(500) {
+        let ops = (first..first + 500).map(|seq| put(Table::Ledger, &entry(seq), &value(seq)));
+        store.commit(ops.collect())?;
+    }
+    assert_eq!(entries(&store)?, expected);
+    drop(store);
+    let segment = dir.path().join("entries").join("0000000000.entries");
+    let written = std::fs::read(&segment)?;
+    assert!(written.len() > 3_000 * 20, "{} bytes copied", written.len());
+
+    // A damaged record: the copy is cut there and filled again from the store.
+    let mut damaged = written.clone();
+    damaged[written.len() / 2] ^= 0x10;
+    std::fs::write(&segment, &damaged)?;
+    let store = FjallStore::open(dir.path())?;
+    assert_eq!(entries(&store)?, expected);
+    drop(store);
+    assert_eq!(std::fs::read(&segment)?, written);
+
+    // A copy that goes past the store (a store opened accepting a loss): cut to it.
+    let store = FjallStore::open(dir.path())?;
+    store.commit(vec![del(Table::Ledger, &entry(3_000))])?;
+    drop(store);
+    std::fs::write(&segment, &written)?;
+    let store = FjallStore::open(dir.path())?;
+    assert_eq!(store.get(Table::Ledger, &entry(3_000))?, None);
+    assert_eq!(store.get(Table::Ledger, &entry(2_999))?, Some(value(2_999)));
+    store.commit(vec![put(Table::Ledger, &entry(3_000), b"another")])?;
+    drop(store);
+
+    // A lost copy, and stray segment files: rebuilt from the store.
+    std::fs::remove_dir_all(dir.path().join("entries"))?;
+    std::fs::create_dir(dir.path().join("entries"))?;
+    std::fs::write(
+        dir.path().join("entries").join("0000000007.entries"),
+        b"stray",
+    )?;
+    let store = FjallStore::open(dir.path())?;
+    assert_eq!(
+        store.get(Table::Ledger, &entry(3_000))?,
+        Some(b"another".to_vec())
+    );
+    assert_eq!(store.get(Table::Ledger, &entry(17))?, Some(value(17)));
+    drop(store);
+    assert!(
+        !dir.path()
+            .join("entries")
+            .join("0000000007.entries")
+            .exists()
+    );
+
+    // Something else in its place is refused with a typed error, nothing is written.
+    std::fs::remove_dir_all(dir.path().join("entries"))?;
+    std::fs::write(dir.path().join("entries"), b"not a directory")?;
+    let refused = FjallStore::open(dir.path());
+    assert!(
+        matches!(refused, Err(StoreError::Backend(_))),
+        "{refused:?}"
+    );
     Ok(())
 }
 
