@@ -874,5 +874,29 @@ mod tests {
             proptest::prop_assert_eq!(decode(seq.wrapping_add(1), &record), None);
             let _ = decode(seq, &garbage);
         }
+
+        #[test]
+        fn opening_keeps_exactly_the_records_that_check_before_arbitrary_bytes(
+            values in proptest::collection::vec(
+                proptest::collection::vec(proptest::num::u8::ANY, 0..40), 0..12),
+            garbage in proptest::collection::vec(proptest::num::u8::ANY, 0..64),
+        ) {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let mut bytes = Vec::new();
+            for (seq, value) in (1..).zip(&values) {
+                proptest::prop_assert!(encode(seq, value, &mut bytes).is_some());
+            }
+            let valid = bytes.len() as u64;
+            bytes.extend_from_slice(&garbage);
+            fs::write(segment_path(dir.path(), 0), &bytes).expect("write");
+            let flat = FlatEntries::open_with_segments_of(dir.path(), 4).expect("open");
+            let kept = values.len().min(16);
+            proptest::prop_assert_eq!(flat.len(), kept as u64);
+            for (seq, value) in (1..).zip(values.iter().take(kept)) {
+                proptest::prop_assert_eq!(flat.get(seq), Some(value.clone()));
+            }
+            let size = fs::metadata(segment_path(dir.path(), 0)).map_or(0, |m| m.len());
+            proptest::prop_assert!(kept == 0 || size <= valid);
+        }
     }
 }
