@@ -11,9 +11,11 @@
 //! exactly the record.
 //!
 //! It is derived data, never the truth. fjall's commit comes first (the copy is written
-//! after it, without an fsync, and a batch that removes or rewrites copied entries cuts the
-//! copy before it commits), so a reader that finds an entry here would have found the same
-//! bytes in the store, and one that misses here asks the store. Each record carries a
+//! after it, by a writer thread of its own and without an fsync, and a batch that removes
+//! or rewrites copied entries cuts the copy before it commits), so a reader that finds an
+//! entry here would have found the same bytes in the store, and one that misses here (an
+//! entry not copied yet) asks the store. A hash-chained entry names its whole history, so
+//! a copy whose last entry is the store's holds the store's entries. Each record carries a
 //! checksum of its seq and value: opening checks every record, cuts the copy at the first
 //! one that fails (a crash left a torn or lost write), cuts it to the store's last entry and
 //! drops it whole if their last entries differ, then copies what the store holds beyond
@@ -28,7 +30,8 @@ use std::fs::{self, File};
 use std::io::{self, BufReader, Read};
 use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard, mpsc};
+use std::thread;
 
 use xxhash_rust::xxh3::xxh3_64_with_seed;
 
@@ -84,12 +87,40 @@ pub fn first_seq_from(start: &[u8]) -> Option<u64> {
 
 /// The flat copy (see the module docs). Every method is safe to call from many threads;
 /// the writing ones ([`FlatEntries::before_commit`], [`FlatEntries::after_commit`],
-/// [`FlatEntries::reconcile`]) must be called by one at a time, the store's committer.
+/// [`FlatEntries::reconcile`], [`FlatEntries::truncate`]) must be called by one at a time,
+/// the store's committer.
+///
+/// The committer encodes the records and hands them to a writer thread of the copy's own,
+/// which writes them and then makes them readable: the file writes (most of the copy's
+/// cost, in the kernel's page cache) are off the commit's path. Until then a reader finds
+/// the entries in the store.
 pub struct FlatEntries {
     dir: PathBuf,
     /// log2 of the entries per segment ([`SEGMENT_SEQ_BITS`]; fewer in tests).
     bits: u32,
-    state: RwLock<State>,
+    /// What is written and readable, shared with the writer thread.
+    state: Arc<RwLock<State>>,
+    /// What the committer has handed to the writer thread.
+    queue: Mutex<Queue>,
+}
+
+/// The committer's side of the copy.
+struct Queue {
+    /// The entries handed to the writer: `1..=queued`.
+    queued: u64,
+    /// The last segment's file and end once the writer has written what it was handed.
+    tail: Option<(Arc<File>, u32)>,
+    /// The writer thread's jobs (`None` once it is gone).
+    jobs: Option<mpsc::Sender<Job>>,
+    writer: Option<thread::JoinHandle<()>>,
+}
+
+/// A job of the writer thread.
+enum Job {
+    /// Write these records and make them readable.
+    Write(Vec<Written>),
+    /// Answer once every earlier job is done.
+    Flush(mpsc::SyncSender<()>),
 }
 
 /// What is copied: entries `1..=len`.
@@ -315,11 +346,63 @@ impl FlatEntries {
                 bounds,
             });
         }
+        let queued = state.len;
+        let tail = state
+            .segments
+            .last()
+            .map(|s| (Arc::clone(&s.file), s.end()));
+        let state = Arc::new(RwLock::new(state));
+        let (jobs, received) = mpsc::channel();
+        let shared = Arc::clone(&state);
+        let writer = thread::Builder::new()
+            .name("vserv-flat-entries".into())
+            .spawn(move || {
+                for job in received {
+                    match job {
+                        Job::Write(parts) => write_parts(&shared, bits, parts),
+                        Job::Flush(done) => {
+                            let _ = done.send(());
+                        }
+                    }
+                }
+            })?;
         Ok(FlatEntries {
             dir: dir.to_path_buf(),
             bits,
-            state: RwLock::new(state),
+            state,
+            queue: Mutex::new(Queue {
+                queued,
+                tail,
+                jobs: Some(jobs),
+                writer: Some(writer),
+            }),
         })
+    }
+
+    fn queue(&self) -> Option<MutexGuard<'_, Queue>> {
+        self.queue.lock().ok()
+    }
+
+    /// Waits until the writer thread has written and made readable everything handed to
+    /// it, then takes the committer's view from what is readable (after a failed write,
+    /// that is less than was handed over).
+    pub fn flush(&self) {
+        let Some(mut queue) = self.queue() else {
+            return;
+        };
+        if let Some(jobs) = &queue.jobs {
+            let (done, wait) = mpsc::sync_channel(1);
+            if jobs.send(Job::Flush(done)).is_ok() {
+                let _ = wait.recv();
+            }
+        }
+        if let Some(state) = self.read_state() {
+            queue.queued = state.len;
+            queue.tail = state
+                .segments
+                .last()
+                .map(|s| (Arc::clone(&s.file), s.end()));
+        }
     }
 
     fn read_state(&self) -> Option<RwLockReadGuard<'_, State>> {
@@ -399,6 +482,13 @@ impl FlatEntries {
     /// Cuts the copy to entries `1..=len` (nothing if it holds no more). A file that cannot
     /// be cut is removed, and copying stops until the store is opened again.
     pub fn truncate(&self, len: u64) {
+        self.flush();
+        self.cut(len);
+        self.flush();
+    }
+
+    /// [`FlatEntries::truncate`] of what is readable, with nothing handed to the writer.
+    fn cut(&self, len: u64) {
         let Some(mut state) = self.write_state() else {
             return;
         };
@@ -436,7 +526,7 @@ impl FlatEntries {
     /// entry the batch deletes or rewrites, so that no reader finds the old value once the
     /// store holds the new one.
     pub fn before_commit(&self, ops: &[Op]) {
-        let len = self.len();
+        let len = self.queue().map_or(0, |queue| queue.queued);
         let first_changed = ops
             .iter()
             .filter_map(|op| {
@@ -461,7 +551,7 @@ impl FlatEntries {
             }
             Op::Delete { .. } => None,
         });
-        let mut next = self.len() + 1;
+        let mut next = self.queue().map_or(0, |queue| queue.queued) + 1;
         let mut fill = Vec::new();
         let mut batch: Vec<(u64, Cow<'_, [u8]>)> = Vec::new();
         for (seq, value) in puts {
@@ -521,30 +611,24 @@ impl FlatEntries {
                 .map(|(seq, value)| (*seq, value.as_slice()))
                 .collect();
             self.append(&run);
+            self.flush();
             if self.len() + 1 != next + copied as u64 || copied < page.len() {
                 return;
             }
         }
     }
 
-    /// Appends consecutive entries that continue the copy (the caller checked that).
+    /// Hands consecutive entries that continue the copy (the caller checked that) to the
+    /// writer thread.
     fn append(&self, entries: &[(u64, &[u8])]) {
         let bytes: usize = entries
             .iter()
             .map(|(_, value)| HEADER_BYTES + value.len())
             .sum();
-        let (mut len, stopped, mut tail) = match self.read_state() {
-            Some(state) => (
-                state.len,
-                state.stopped,
-                state
-                    .segments
-                    .last()
-                    .map(|s| (Arc::clone(&s.file), s.end())),
-            ),
-            None => return,
+        let Some(mut queue) = self.queue() else {
+            return;
         };
-        if stopped {
+        if self.read_state().is_none_or(|state| state.stopped) {
             return;
         }
         let mut written: Vec<Written> = Vec::new();
@@ -552,21 +636,20 @@ impl FlatEntries {
             let Some((segment, index)) = place(self.bits, seq) else {
                 break;
             };
-            if seq != len + 1 {
+            if seq != queue.queued + 1 {
                 break;
             }
             if index == 0 {
                 let file = match open_segment(&segment_path(&self.dir, segment), true) {
                     Ok(file) => Arc::new(file),
                     Err(_) => {
-                        self.stop();
+                        stop(&self.state);
                         break;
                     }
                 };
                 written.push(Written::new(Arc::clone(&file), 0, true, bytes));
-                tail = Some((file, 0));
             } else if written.is_empty() {
-                let Some((file, end)) = &tail else {
+                let Some((file, end)) = &queue.tail else {
                     break;
                 };
                 written.push(Written::new(Arc::clone(file), *end, false, bytes));
@@ -583,40 +666,73 @@ impl FlatEntries {
                 break;
             };
             part.bounds.push(end);
-            len = seq;
+            queue.queued = seq;
+            queue.tail = Some((Arc::clone(&part.file), end));
         }
-        for part in &written {
-            if part
-                .file
-                .write_all_at(&part.bytes, u64::from(part.start))
-                .is_err()
-            {
-                let _ = part.file.set_len(u64::from(part.start));
-                self.stop();
-                return;
-            }
-        }
-        let Some(mut state) = self.write_state() else {
+        if written.is_empty() {
             return;
-        };
-        for part in written {
-            state.len += part.bounds.len() as u64;
-            if part.new {
-                let mut bounds = segment_bounds(self.bits);
-                bounds.extend(part.bounds);
-                state.segments.push(Segment {
-                    file: part.file,
-                    bounds,
-                });
-            } else if let Some(last) = state.segments.last_mut() {
-                last.bounds.extend(part.bounds);
-            }
+        }
+        let sent = queue
+            .jobs
+            .as_ref()
+            .is_some_and(|jobs| jobs.send(Job::Write(written)).is_ok());
+        if !sent {
+            stop(&self.state);
         }
     }
+}
 
-    fn stop(&self) {
-        if let Some(mut state) = self.write_state() {
-            state.stopped = true;
+impl Drop for FlatEntries {
+    /// Lets the writer thread finish what it was handed, and waits for it.
+    fn drop(&mut self) {
+        let writer = self.queue.get_mut().ok().and_then(|queue| {
+            queue.jobs = None;
+            queue.writer.take()
+        });
+        if let Some(writer) = writer {
+            let _ = writer.join();
+        }
+    }
+}
+
+/// Stops the copying until the store is opened again.
+fn stop(state: &RwLock<State>) {
+    if let Ok(mut state) = state.write() {
+        state.stopped = true;
+    }
+}
+
+/// The writer thread's work: writes `parts` (unless copying stopped) and makes their
+/// records readable. A failed write stops the copying.
+fn write_parts(state: &RwLock<State>, bits: u32, parts: Vec<Written>) {
+    if state.read().map_or(true, |state| state.stopped) {
+        return;
+    }
+    for part in &parts {
+        if part
+            .file
+            .write_all_at(&part.bytes, u64::from(part.start))
+            .is_err()
+        {
+            let _ = part.file.set_len(u64::from(part.start));
+            stop(state);
+            return;
+        }
+    }
+    let Ok(mut state) = state.write() else {
+        return;
+    };
+    for part in parts {
+        state.len += part.bounds.len() as u64;
+        if part.new {
+            let mut bounds = segment_bounds(bits);
+            bounds.extend(part.bounds);
+            state.segments.push(Segment {
+                file: part.file,
+                bounds,
+            });
+        } else if let Some(last) = state.segments.last_mut() {
+            last.bounds.extend(part.bounds);
         }
     }
 }
@@ -652,7 +768,9 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let flat = FlatEntries::open(dir.path()).expect("open");
         flat.after_commit(&puts(1..=100), none);
+        flat.flush();
         flat.after_commit(&puts(101..=150), none);
+        flat.flush();
         assert_eq!(flat.len(), 150);
         drop(flat);
         let flat = FlatEntries::open(dir.path()).expect("reopen");
@@ -681,13 +799,16 @@ mod tests {
             value: b"not an entry".to_vec(),
         });
         flat.after_commit(&ops, none);
+        flat.flush();
         assert_eq!(flat.len(), 5);
         // 6..=9 were committed by a batch whose commit reported a failure.
         flat.after_commit(&puts(10..=12), |seq| Some(value(seq)));
+        flat.flush();
         assert_eq!(flat.len(), 12);
         assert_eq!(flat.get(7), Some(value(7)));
         // A gap the store cannot fill stops the batch.
         flat.after_commit(&puts(20..=21), none);
+        flat.flush();
         assert_eq!(flat.len(), 12);
     }
 
@@ -696,6 +817,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let flat = FlatEntries::open(dir.path()).expect("open");
         flat.after_commit(&puts(1..=10), none);
+        flat.flush();
         flat.before_commit(&[Op::Delete {
             table: Table::Ledger,
             key: entry_key(7),
@@ -705,6 +827,7 @@ mod tests {
         flat.before_commit(&[put(3)]);
         assert_eq!(flat.len(), 2);
         flat.after_commit(&puts(3..=4), none);
+        flat.flush();
         assert_eq!(flat.len(), 4);
         drop(flat);
         let flat = FlatEntries::open(dir.path()).expect("reopen");
@@ -716,6 +839,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let flat = FlatEntries::open(dir.path()).expect("open");
         flat.after_commit(&puts(1..=40), none);
+        flat.flush();
         let bounds = flat.read_state().map(|s| s.segments[0].bounds.clone());
         drop(flat);
         let bounds = bounds.expect("bounds");
@@ -743,6 +867,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let flat = FlatEntries::open(dir.path()).expect("open");
         flat.after_commit(&puts(1..=3), none);
+        flat.flush();
         let path = segment_path(dir.path(), 0);
         let mut bytes = fs::read(&path).expect("read");
         let last = bytes.len() - 1;
@@ -758,6 +883,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let flat = FlatEntries::open(dir.path()).expect("open");
         flat.after_commit(&puts(1..=50), none);
+        flat.flush();
         let stored_from = |last: u64| {
             move |first: u64| -> Vec<(u64, Vec<u8>)> {
                 (first..=last).take(7).map(|s| (s, value(s))).collect()
@@ -791,6 +917,7 @@ mod tests {
         assert_eq!(flat.len(), 0);
         assert!(!segment_path(dir.path(), 0).exists());
         flat.after_commit(&puts(1..=3), none);
+        flat.flush();
         drop(flat);
         let flat = FlatEntries::open(dir.path()).expect("open");
         assert_eq!(flat.len(), 3);
@@ -808,8 +935,11 @@ mod tests {
         };
         let flat = small();
         flat.after_commit(&puts(1..=3), none);
+        flat.flush();
         flat.after_commit(&puts(4..=9), none);
+        flat.flush();
         flat.after_commit(&puts(10..=13), none);
+        flat.flush();
         assert_eq!(files(), 4);
         drop(flat);
         let flat = small();
@@ -828,6 +958,7 @@ mod tests {
         assert_eq!((flat.len(), files()), (6, 2));
         assert_eq!(flat.get(7), None);
         flat.after_commit(&puts(7..=10), none);
+        flat.flush();
         assert_eq!(flat.get(10), Some(value(10)));
         drop(flat);
         // A damaged record in the second segment: the third is stale.
@@ -840,6 +971,7 @@ mod tests {
         assert_eq!((flat.len(), files()), (7, 2));
         assert_eq!(flat.get(7), Some(value(7)));
         flat.after_commit(&puts(8..=9), none);
+        flat.flush();
         assert_eq!((flat.len(), files()), (9, 3));
     }
 
