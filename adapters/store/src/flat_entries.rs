@@ -465,12 +465,14 @@ impl FlatEntries {
         let (Some(&start), Some(&end)) = (bounds.first(), bounds.last()) else {
             return out;
         };
-        let mut bytes = vec![0u8; (end - start) as usize];
+        let mut bytes = vec![0u8; end.saturating_sub(start) as usize];
         if file.read_exact_at(&mut bytes, u64::from(start)).is_err() {
             return out;
         }
+        // Bounds ascend, so no offset is below `start`.
+        let at = |bound: u32| bound.saturating_sub(start) as usize;
         for (seq, pair) in (first..).zip(bounds.windows(2)) {
-            let record = bytes.get((pair[0] - start) as usize..(pair[1] - start) as usize);
+            let record = bytes.get(at(pair[0])..at(pair[1]));
             match record.and_then(|record| decode(seq, record)) {
                 Some(value) => out.push((seq, value.to_vec())),
                 None => break,

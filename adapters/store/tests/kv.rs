@@ -19,6 +19,9 @@ use vserv_store::{
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
 
+/// `(key, value)` pairs in key order, as a scan returns them.
+type Rows = Vec<(Vec<u8>, Vec<u8>)>;
+
 fn put(table: Table, key: &[u8], value: &[u8]) -> Op {
     Op::Put {
         table,
@@ -232,22 +235,36 @@ fn contract_scan_from_pages(s: &impl Store) -> TestResult {
     );
     // Paging with "last key + 0x00" visits every key once, in order.
     for page in 1..=5 {
-        let mut seen = Vec::new();
-        let mut start = Vec::new();
-        loop {
-            let rows = s.scan_from(Table::Replicas, b"e:", &start, page)?;
-            assert!(rows.len() <= page);
-            let Some((last, _)) = rows.last() else { break };
-            start = [last.as_slice(), &[0]].concat();
-            let full = rows.len() == page;
-            seen.extend(rows);
-            if !full {
-                break;
-            }
-        }
+        let seen = every_page(s, Table::Replicas, b"e:", b"", page)?;
         assert_eq!(seen, all, "page size {page}");
     }
     Ok(())
+}
+
+/// Every row of `table` under `prefix` from `start` on, read in pages of `page` rows, each
+/// page from the smallest key after the last one ("last key + 0x00"); no page is larger.
+fn every_page(
+    s: &impl Store,
+    table: Table,
+    prefix: &[u8],
+    start: &[u8],
+    page: usize,
+) -> Result<Rows, StoreError> {
+    let mut seen = Vec::new();
+    let mut at = start.to_vec();
+    loop {
+        let rows = s.scan_from(table, prefix, &at, page)?;
+        assert!(rows.len() <= page);
+        let Some((last, _)) = rows.last() else {
+            return Ok(seen);
+        };
+        at = [last.as_slice(), &[0]].concat();
+        let full = rows.len() == page;
+        seen.extend(rows);
+        if !full {
+            return Ok(seen);
+        }
+    }
 }
 
 /// The key of ledger entry `seq`.
@@ -313,19 +330,7 @@ fn contract_ledger_entries_read_back(s: &impl Store) -> TestResult {
             .cloned()
             .collect();
         for page in [1, 7, 64, 1000] {
-            let mut seen = Vec::new();
-            let mut at = start.clone();
-            loop {
-                let rows = s.scan_from(Table::Ledger, b"e:", &at, page)?;
-                assert!(rows.len() <= page);
-                let Some((last, _)) = rows.last() else { break };
-                at = [last.as_slice(), &[0]].concat();
-                let full = rows.len() == page;
-                seen.extend(rows);
-                if !full {
-                    break;
-                }
-            }
+            let seen = every_page(s, Table::Ledger, b"e:", start, page)?;
             assert_eq!(seen, expected, "start {start:?}, page {page}");
         }
     }
