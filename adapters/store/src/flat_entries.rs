@@ -765,14 +765,19 @@ mod tests {
         None
     }
 
+    /// Hands the entries `seqs` of a committed batch to the copy and waits until they are
+    /// written.
+    fn copy(flat: &FlatEntries, seqs: std::ops::RangeInclusive<u64>) {
+        flat.after_commit(&puts(seqs), none);
+        flat.flush();
+    }
+
     #[test]
     fn entries_put_in_order_read_back_after_reopening() {
         let dir = tempfile::tempdir().expect("tempdir");
         let flat = FlatEntries::open(dir.path()).expect("open");
-        flat.after_commit(&puts(1..=100), none);
-        flat.flush();
-        flat.after_commit(&puts(101..=150), none);
-        flat.flush();
+        copy(&flat, 1..=100);
+        copy(&flat, 101..=150);
         assert_eq!(flat.len(), 150);
         drop(flat);
         let flat = FlatEntries::open(dir.path()).expect("reopen");
@@ -809,8 +814,7 @@ mod tests {
         assert_eq!(flat.len(), 12);
         assert_eq!(flat.get(7), Some(value(7)));
         // A gap the store cannot fill stops the batch.
-        flat.after_commit(&puts(20..=21), none);
-        flat.flush();
+        copy(&flat, 20..=21);
         assert_eq!(flat.len(), 12);
     }
 
@@ -818,8 +822,7 @@ mod tests {
     fn a_batch_rewriting_or_deleting_copied_entries_cuts_the_copy_first() {
         let dir = tempfile::tempdir().expect("tempdir");
         let flat = FlatEntries::open(dir.path()).expect("open");
-        flat.after_commit(&puts(1..=10), none);
-        flat.flush();
+        copy(&flat, 1..=10);
         flat.before_commit(&[Op::Delete {
             table: Table::Ledger,
             key: entry_key(7),
@@ -828,8 +831,7 @@ mod tests {
         assert_eq!(flat.get(7), None);
         flat.before_commit(&[put(3)]);
         assert_eq!(flat.len(), 2);
-        flat.after_commit(&puts(3..=4), none);
-        flat.flush();
+        copy(&flat, 3..=4);
         assert_eq!(flat.len(), 4);
         drop(flat);
         let flat = FlatEntries::open(dir.path()).expect("reopen");
@@ -840,8 +842,7 @@ mod tests {
     fn opening_keeps_the_records_before_the_first_damaged_one() {
         let dir = tempfile::tempdir().expect("tempdir");
         let flat = FlatEntries::open(dir.path()).expect("open");
-        flat.after_commit(&puts(1..=40), none);
-        flat.flush();
+        copy(&flat, 1..=40);
         let bounds = flat.read_state().map(|s| s.segments[0].bounds.clone());
         drop(flat);
         let bounds = bounds.expect("bounds");
@@ -868,8 +869,7 @@ mod tests {
     fn a_read_of_a_record_damaged_after_opening_is_left_to_the_store() {
         let dir = tempfile::tempdir().expect("tempdir");
         let flat = FlatEntries::open(dir.path()).expect("open");
-        flat.after_commit(&puts(1..=3), none);
-        flat.flush();
+        copy(&flat, 1..=3);
         let path = segment_path(dir.path(), 0);
         let mut bytes = fs::read(&path).expect("read");
         let last = bytes.len() - 1;
@@ -884,8 +884,7 @@ mod tests {
     fn reconcile_follows_the_store() {
         let dir = tempfile::tempdir().expect("tempdir");
         let flat = FlatEntries::open(dir.path()).expect("open");
-        flat.after_commit(&puts(1..=50), none);
-        flat.flush();
+        copy(&flat, 1..=50);
         let stored_from = |last: u64| {
             move |first: u64| -> Vec<(u64, Vec<u8>)> {
                 (first..=last).take(7).map(|s| (s, value(s))).collect()
@@ -918,8 +917,7 @@ mod tests {
         let flat = FlatEntries::open(dir.path()).expect("open");
         assert_eq!(flat.len(), 0);
         assert!(!segment_path(dir.path(), 0).exists());
-        flat.after_commit(&puts(1..=3), none);
-        flat.flush();
+        copy(&flat, 1..=3);
         drop(flat);
         let flat = FlatEntries::open(dir.path()).expect("open");
         assert_eq!(flat.len(), 3);
@@ -936,12 +934,9 @@ mod tests {
                 .count()
         };
         let flat = small();
-        flat.after_commit(&puts(1..=3), none);
-        flat.flush();
-        flat.after_commit(&puts(4..=9), none);
-        flat.flush();
-        flat.after_commit(&puts(10..=13), none);
-        flat.flush();
+        copy(&flat, 1..=3);
+        copy(&flat, 4..=9);
+        copy(&flat, 10..=13);
         assert_eq!(files(), 4);
         drop(flat);
         let flat = small();
@@ -959,8 +954,7 @@ mod tests {
         flat.truncate(6);
         assert_eq!((flat.len(), files()), (6, 2));
         assert_eq!(flat.get(7), None);
-        flat.after_commit(&puts(7..=10), none);
-        flat.flush();
+        copy(&flat, 7..=10);
         assert_eq!(flat.get(10), Some(value(10)));
         drop(flat);
         // A damaged record in the second segment: the third is stale.
@@ -972,8 +966,7 @@ mod tests {
         let flat = small();
         assert_eq!((flat.len(), files()), (7, 2));
         assert_eq!(flat.get(7), Some(value(7)));
-        flat.after_commit(&puts(8..=9), none);
-        flat.flush();
+        copy(&flat, 8..=9);
         assert_eq!((flat.len(), files()), (9, 3));
     }
 
